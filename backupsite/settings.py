@@ -1,0 +1,146 @@
+"""Strongroom settings, read from the environment (twelve-factor).
+
+With nothing set, Strongroom runs on one machine: SQLite metadata in
+STRONGROOM_DATA_DIR, the django-q2 ORM broker, local storage, and a master key
+generated into the key directory on first start.
+"""
+
+from pathlib import Path
+
+from backupsite.envconfig import (
+    database_from_url,
+    env,
+    env_bool,
+    env_int,
+    env_list,
+    secret_key,
+    sqlite_database,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env("STRONGROOM_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+KEY_DIR = Path(env("STRONGROOM_KEY_DIR", str(DATA_DIR / "keys"))).resolve()
+
+SECRET_KEY = secret_key(DATA_DIR)
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+SITE_NAME = env("SITE_NAME", "Strongroom")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "django_q",
+    "catalog",
+    "restore",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "catalog.middleware.LoginRequiredEverywhere",
+]
+
+ROOT_URLCONF = "backupsite.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "catalog.context_processors.branding",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "backupsite.wsgi.application"
+
+DATABASE_URL = env("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url(DATABASE_URL, "DATABASE_URL")}
+else:
+    DATABASES = {"default": sqlite_database(DATA_DIR / "strongroom.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+# Serve straight from the app folders: the quick start needs no collectstatic.
+WHITENOISE_USE_FINDERS = True
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# Backups can run for hours. django-q2 re-delivers a task after `retry`
+# seconds, so it must be longer than `timeout`; a failed task is recorded and
+# never re-run by itself (max_attempts 1), and missed schedule slots are not
+# replayed in a burst (catch_up False).
+BACKUP_TIMEOUT = env_int("BACKUP_TIMEOUT_SECONDS", 6 * 3600, minimum=60)
+Q_CLUSTER = {
+    "name": "strongroom",
+    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    "timeout": BACKUP_TIMEOUT,
+    "retry": BACKUP_TIMEOUT + 600,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 1000,
+    "label": "Task queue",
+    "poll": 1,
+}
+REDIS_URL = env("REDIS_URL")
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# A running backup touches its heartbeat every few seconds; one silent for
+# longer than this is taken as dead (its worker crashed or was killed).
+HEARTBEAT_INTERVAL = env_int("HEARTBEAT_INTERVAL_SECONDS", 10, minimum=1)
+HEARTBEAT_TIMEOUT = env_int("HEARTBEAT_TIMEOUT_SECONDS", 120, minimum=5)
+
+PG_DUMP = env("PG_DUMP", "pg_dump")
+PG_RESTORE = env("PG_RESTORE", "pg_restore")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class CatalogConfig(AppConfig):
+    name = "catalog"
+    verbose_name = "Backup catalog"
+
+    def ready(self):
+        from django.db.models.signals import post_migrate
+
+        from catalog.schedules import ensure_system_schedules
+
+        post_migrate.connect(ensure_system_schedules, sender=self)

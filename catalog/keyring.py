@@ -1,0 +1,122 @@
+"""Master keys on disk, and the encryption of connection secrets at rest.
+
+Key bytes live only in files under settings.KEY_DIR (mode 0600), one file per
+key id; the database records which ids exist and which one is active. Secrets
+in the catalog (database passwords, S3 secret keys) are sealed with a key
+derived from a master key, and the token names that key's id so that it can
+still be opened after rotation.
+"""
+
+import base64
+import json
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+from django.utils import timezone
+
+from catalog.engine import crypto
+
+log = logging.getLogger(__name__)
+
+
+class KeyUnavailable(Exception):
+    pass
+
+
+def key_path(key_id):
+    return Path(settings.KEY_DIR) / f"{key_id}.key"
+
+
+@lru_cache(maxsize=32)
+def _read_key(path, mtime):
+    return crypto.load_key_file(path)[1]
+
+
+def master_key(key_id):
+    """The bytes of master key `key_id`, read from the key directory."""
+    path = key_path(key_id)
+    try:
+        return _read_key(str(path), path.stat().st_mtime)
+    except FileNotFoundError:
+        raise KeyUnavailable(f"Master key {key_id} is not in {settings.KEY_DIR}")
+
+
+def active_key():
+    """(key_id, key bytes) of the active master key; creates one on first use."""
+    from catalog.models import Key
+
+    key = Key.objects.filter(is_active=True).first()
+    if key is None:
+        key = create_master_key()
+    return key.key_id, master_key(key.key_id)
+
+
+def create_master_key():
+    """Generates a master key file and registers it as the active key."""
+    from catalog.models import Key
+
+    key_id = "mk-" + timezone.now().strftime("%Y%m%d-%H%M%S")
+    key_bytes = crypto.generate_master_key()
+    Path(settings.KEY_DIR).mkdir(parents=True, exist_ok=True, mode=0o700)
+    crypto.write_key_file(str(key_path(key_id)), key_id, key_bytes)
+    Key.objects.filter(is_active=True).update(is_active=False, retired_at=timezone.now())
+    key = Key.objects.create(key_id=key_id, fingerprint=crypto.key_fingerprint(key_bytes), is_active=True)
+    log.warning(
+        "Generated master key %s in %s. Keep a copy of this file somewhere else: "
+        "without it, encrypted backups cannot be restored.",
+        key_id,
+        key_path(key_id),
+    )
+    return key
+
+
+def lookup(key_id):
+    """Keyring callable for the engine's Decryptor: id -> key bytes."""
+    try:
+        return master_key(key_id)
+    except KeyUnavailable:
+        raise KeyError(key_id)
+
+
+def _secrets_key(master):
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"strongroom secrets v1")
+    return hkdf.derive(master)
+
+
+def encrypt_secret(values):
+    key_id, master = active_key()
+    nonce = os.urandom(12)
+    sealed = AESGCM(_secrets_key(master)).encrypt(nonce, json.dumps(values).encode(), key_id.encode())
+    return f"v1:{key_id}:{base64.b64encode(nonce + sealed).decode()}"
+
+
+def decrypt_secret(token):
+    version, key_id, payload = token.split(":", 2)
+    if version != "v1":
+        raise ValueError("Unknown secret format")
+    raw = base64.b64decode(payload)
+    plain = AESGCM(_secrets_key(master_key(key_id))).decrypt(raw[:12], raw[12:], key_id.encode())
+    return json.loads(plain)
+
+
+def redact_dsn(dsn):
+    """A DSN fit for a page: the password replaced by ***."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+            return urlunsplit(parts._replace(netloc=netloc))
+        return dsn
+    words = []
+    for word in dsn.split():
+        if word.lower().startswith("password="):
+            word = "password=***"
+        words.append(word)
+    return " ".join(words)

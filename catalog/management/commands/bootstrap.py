@@ -1,0 +1,70 @@
+"""First start: a master key, an administrator, and the app's own database as
+a first source with a local destination and a daily plan. Safe to re-run."""
+
+import secrets
+
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.core.management.base import BaseCommand
+
+from catalog import keyring, services
+from catalog.models import BackupPlan, Destination, Key, Source
+
+ACTOR = "bootstrap"
+
+
+class Command(BaseCommand):
+    help = "Prepares a fresh Strongroom: master key, administrator, first source, destination and plan."
+
+    def handle(self, *args, **options):
+        self.ensure_master_key()
+        self.ensure_admin()
+        self.ensure_first_plan()
+
+    def ensure_master_key(self):
+        if Key.objects.filter(is_active=True).exists():
+            return
+        key = keyring.create_master_key()
+        path = keyring.key_path(key.key_id)
+        banner = "!" * 72
+        self.stdout.write(
+            self.style.WARNING(
+                f"{banner}\nA new master key was generated: {path}\n"
+                "Encrypted backups can only be restored with this file. Copy it now to a\n"
+                f"safe place that is NOT this machine (a password manager, a vault).\n{banner}"
+            )
+        )
+
+    def ensure_admin(self):
+        if User.objects.filter(is_superuser=True).exists():
+            return
+        password = settings_password()
+        generated = password is None
+        password = password or secrets.token_urlsafe(12)
+        user = User.objects.create_superuser("admin", "", password)
+        user.groups.add(Group.objects.get(name="Administrators"))
+        if generated:
+            self.stdout.write(self.style.SUCCESS(f"Created administrator 'admin' with password: {password}"))
+            self.stdout.write("(shown once; set STRONGROOM_ADMIN_PASSWORD to choose it yourself)")
+        else:
+            self.stdout.write(self.style.SUCCESS("Created administrator 'admin' (password from STRONGROOM_ADMIN_PASSWORD)"))
+
+    def ensure_first_plan(self):
+        database = settings.DATABASES["default"]
+        if Source.objects.exists() or database["ENGINE"] != "django.db.backends.sqlite3":
+            return
+        source = services.save_source(
+            ACTOR, Source(name="Strongroom metadata", engine="sqlite", sqlite_path=str(database["NAME"]), port=None)
+        )
+        backups_dir = settings.DATA_DIR / "backups"
+        backups_dir.mkdir(parents=True, exist_ok=True)
+        destination = services.save_destination(ACTOR, Destination(name="Local backups", kind="local", path=str(backups_dir)))
+        plan = BackupPlan(name="Daily metadata backup", source=source, schedule="30 2 * * *", format="sqlite")
+        services.save_plan(ACTOR, plan, destinations=[destination])
+        self.stdout.write(f"Registered {source} with a daily plan writing to {backups_dir}")
+
+
+def settings_password():
+    from backupsite.envconfig import env
+
+    return env("STRONGROOM_ADMIN_PASSWORD") or None

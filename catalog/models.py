@@ -1,0 +1,384 @@
+"""The backup catalog: what is protected, where copies live, and what ran."""
+
+import json
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+ENGINE_CHOICES = [("postgresql", "PostgreSQL"), ("sqlite", "SQLite")]
+FORMAT_CHOICES = [
+    ("custom", "PostgreSQL custom (pg_dump -Fc)"),
+    ("plain", "Plain SQL"),
+    ("sqlite", "SQLite database file"),
+]
+FORMATS_BY_ENGINE = {"postgresql": ("custom", "plain"), "sqlite": ("sqlite",)}
+COMPRESSION_CHOICES = [("zstd", "zstd"), ("gzip", "gzip"), ("none", "None")]
+
+
+class SealedSecrets(models.Model):
+    """Secrets kept encrypted in `secret_token`, never rendered back."""
+
+    # Encrypted JSON such as {"password": ...}; see catalog.keyring.
+    secret_token = models.TextField(blank=True, editable=False)
+
+    class Meta:
+        abstract = True
+
+    def secrets(self, overrides=None):
+        """The stored secrets, with any non-empty `overrides` taking their place."""
+        from catalog import keyring
+
+        stored = keyring.decrypt_secret(self.secret_token) if self.secret_token else {}
+        return {**stored, **{k: v for k, v in (overrides or {}).items() if v}}
+
+    def set_secrets(self, **values):
+        """Keeps existing secrets unless a new non-empty value is given."""
+        from catalog import keyring
+
+        merged = self.secrets(values)
+        self.secret_token = keyring.encrypt_secret(merged) if merged else ""
+
+    def has_secrets(self):
+        return bool(self.secret_token)
+
+
+class Source(SealedSecrets):
+    """A database to protect. Its password never leaves `secret_token`."""
+
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+    engine = models.CharField(max_length=20, choices=ENGINE_CHOICES, default="postgresql")
+    host = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(default=5432, null=True, blank=True)
+    dbname = models.CharField("database", max_length=255, blank=True)
+    user = models.CharField(max_length=255, blank=True)
+    sslmode = models.CharField(max_length=20, blank=True)
+    sqlite_path = models.CharField("SQLite file", max_length=1000, blank=True)
+    rpo_minutes = models.PositiveIntegerField("RPO target (minutes)", null=True, blank=True)
+    rto_minutes = models.PositiveIntegerField("RTO target (minutes)", null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [
+            ("operate", "Configure sources, storage and plans; run and cancel backups"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("source_detail", args=[self.pk])
+
+    def conninfo(self, secrets=None):
+        """Connection parameters for the engine (includes the password).
+
+        `secrets` overrides the stored ones where given, so that a form can be
+        tested before it is saved."""
+        secrets = self.secrets(secrets)
+        if secrets.get("dsn"):
+            return {"dsn": secrets["dsn"]}
+        info = {"host": self.host, "port": self.port or 5432, "dbname": self.dbname, "user": self.user}
+        if self.sslmode:
+            info["sslmode"] = self.sslmode
+        if secrets.get("password"):
+            info["password"] = secrets["password"]
+        return info
+
+    def uses_dsn(self):
+        return bool(self.secrets().get("dsn"))
+
+    def target_display(self):
+        """Where the database is, without any secret."""
+        if self.engine == "sqlite":
+            return self.sqlite_path
+        if self.uses_dsn():
+            from catalog.keyring import redact_dsn
+
+            return redact_dsn(self.secrets()["dsn"])
+        return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+
+    def identity(self):
+        """What a manifest says about the source: enough to find it, no secret."""
+        return {"name": self.name, "slug": self.slug, "engine": self.engine, "target": self.target_display()}
+
+    def last_backup(self):
+        return self.backups.order_by("-created_at").first()
+
+    def last_good_backup(self):
+        return self.backups.filter(status=Backup.SUCCEEDED).order_by("-finished_at").first()
+
+
+class Destination(SealedSecrets):
+    """Where copies live: a local directory or an S3(-compatible) bucket."""
+
+    KIND_CHOICES = [("local", "Local directory"), ("s3", "S3 or S3-compatible")]
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=KIND_CHOICES, default="local")
+    path = models.CharField("directory", max_length=1000, blank=True)
+    bucket = models.CharField(max_length=255, blank=True)
+    prefix = models.CharField(max_length=500, blank=True)
+    endpoint_url = models.CharField("endpoint URL", max_length=500, blank=True)
+    region = models.CharField(max_length=64, blank=True)
+    access_key_id = models.CharField("access key ID", max_length=255, blank=True)
+    offsite = models.BooleanField("off-site", default=False)
+    immutable_days = models.PositiveIntegerField("Object Lock days", null=True, blank=True)
+    quota_gb = models.PositiveIntegerField("quota (GB)", null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("destination_detail", args=[self.pk])
+
+    def storage(self, secrets=None):
+        from catalog.engine.storage import LocalStorage, S3Storage
+
+        secrets = self.secrets(secrets)
+        if self.kind == "local":
+            return LocalStorage(self.path)
+        return S3Storage(
+            bucket=self.bucket,
+            prefix=self.prefix,
+            endpoint_url=self.endpoint_url or None,
+            region=self.region or None,
+            access_key_id=self.access_key_id or None,
+            secret_access_key=secrets.get("secret_access_key"),
+        )
+
+    def location_display(self):
+        if self.kind == "local":
+            return self.path
+        where = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        return f"{where} ({self.endpoint_url})" if self.endpoint_url else where
+
+
+class BackupPlan(models.Model):
+    """What to back up, how, where to, and when (one cron schedule)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    source = models.ForeignKey(Source, models.CASCADE, related_name="plans")
+    schedule = models.CharField("cron schedule", max_length=100, default="0 3 * * *")
+    format = models.CharField(max_length=20, choices=FORMAT_CHOICES, default="custom")
+    compression = models.CharField(max_length=10, choices=COMPRESSION_CHOICES, default="zstd")
+    encrypt = models.BooleanField("encrypt", default=True)
+    destinations = models.ManyToManyField(Destination, related_name="plans")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("plan_detail", args=[self.pk])
+
+    def schedule_name(self):
+        return f"strongroom-plan-{self.pk}"
+
+    def next_runs(self, count=5):
+        from catalog.schedules import next_runs
+
+        return next_runs(self.schedule, count)
+
+    def last_backup(self):
+        return self.backups.order_by("-created_at").first()
+
+
+class BackupQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=Backup.ACTIVE_STATUSES)
+
+
+class Backup(models.Model):
+    """One run of a plan (scheduled, manual or from the API)."""
+
+    QUEUED, RUNNING, SUCCEEDED, PARTIAL, FAILED, CANCELLED = (
+        "queued",
+        "running",
+        "succeeded",
+        "partial",
+        "failed",
+        "cancelled",
+    )
+    STATUS_CHOICES = [(s, s.capitalize()) for s in (QUEUED, RUNNING, SUCCEEDED, PARTIAL, FAILED, CANCELLED)]
+    ACTIVE_STATUSES = (QUEUED, RUNNING)
+    TRIGGER_CHOICES = [("schedule", "Schedule"), ("manual", "Manual"), ("api", "API")]
+
+    source = models.ForeignKey(Source, models.PROTECT, related_name="backups")
+    plan = models.ForeignKey(BackupPlan, models.SET_NULL, null=True, blank=True, related_name="backups")
+    label = models.CharField(max_length=100, blank=True)
+    trigger = models.CharField(max_length=20, choices=TRIGGER_CHOICES, default="manual")
+    triggered_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True)
+    status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=QUEUED, db_index=True)
+    phase = models.CharField(max_length=40, blank=True)
+    format = models.CharField(max_length=20, choices=FORMAT_CHOICES)
+    compression = models.CharField(max_length=10, choices=COMPRESSION_CHOICES)
+    encrypted = models.BooleanField(default=True)
+    key_id = models.CharField(max_length=64, blank=True)
+    object_key = models.CharField(max_length=1000, blank=True)
+    raw_bytes = models.BigIntegerField(default=0)
+    stored_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    server_version = models.CharField(max_length=100, blank=True)
+    tool_version = models.CharField(max_length=200, blank=True)
+    table_counts = models.JSONField(default=dict, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    log = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    pinned = models.BooleanField(default=False)
+    legal_hold = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BackupQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Backup #{self.pk} of {self.source}"
+
+    def get_absolute_url(self):
+        return reverse("backup_detail", args=[self.pk])
+
+    def is_active(self):
+        return self.status in self.ACTIVE_STATUSES
+
+    def can_cancel(self):
+        return self.is_active() and not self.cancel_requested
+
+    def duration(self):
+        if not self.started_at:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+    def elapsed_seconds(self):
+        duration = self.duration()
+        return int(duration.total_seconds()) if duration else 0
+
+    def is_stale(self, now=None):
+        """A running backup whose worker stopped touching its heartbeat."""
+        now = now or timezone.now()
+        limit = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
+        return self.status == self.RUNNING and (self.heartbeat_at or self.started_at or now) < limit
+
+    def compression_ratio(self):
+        if not self.raw_bytes or not self.stored_bytes:
+            return None
+        return self.raw_bytes / self.stored_bytes
+
+    def total_rows(self):
+        return sum(self.table_counts.values()) if self.table_counts else 0
+
+    def append_log(self, line):
+        stamp = timezone.now().strftime("%H:%M:%S")
+        self.log = f"{self.log}{stamp} {line}\n"
+
+
+class Copy(models.Model):
+    """One backup's object in one destination."""
+
+    PENDING, DURABLE, FAILED, PRUNED = "pending", "durable", "failed", "pruned"
+    STATUS_CHOICES = [(s, s.capitalize()) for s in (PENDING, DURABLE, FAILED, PRUNED)]
+
+    backup = models.ForeignKey(Backup, models.CASCADE, related_name="copies")
+    destination = models.ForeignKey(Destination, models.PROTECT, related_name="copies")
+    status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=PENDING)
+    key = models.CharField(max_length=1000)
+    manifest_key = models.CharField(max_length=1000, blank=True)
+    size = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    durable_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    pruned_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["destination__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["backup", "destination"], name="one_copy_per_destination"),
+        ]
+
+    def __str__(self):
+        return f"{self.destination}: {self.key}"
+
+    def location_display(self):
+        return f"{self.destination.location_display().split(' (')[0].rstrip('/')}/{self.key}"
+
+
+class Key(models.Model):
+    """A master key known by id. Its bytes live in a file, never in the database."""
+
+    key_id = models.CharField(max_length=64, unique=True)
+    fingerprint = models.CharField(max_length=64)
+    is_active = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_active"], condition=models.Q(is_active=True), name="one_active_key"
+            ),
+        ]
+
+    def __str__(self):
+        return self.key_id
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise TypeError("Audit events are append-only")
+
+    def delete(self):
+        raise TypeError("Audit events are append-only")
+
+
+class AuditEvent(models.Model):
+    """Append-only record of a state change: who did what to which object."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True)
+    actor_label = models.CharField(max_length=150)
+    action = models.CharField(max_length=64, db_index=True)
+    object_type = models.CharField(max_length=64, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.actor_label} {self.action} {self.object_repr}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise TypeError("Audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("Audit events are append-only")
+
+    def changes_display(self):
+        return json.dumps(self.changes, sort_keys=True, default=str) if self.changes else ""

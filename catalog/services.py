@@ -1,0 +1,475 @@
+"""Business operations shared by views, tasks, the API and commands.
+
+Every state change happens in a transaction together with its audit event.
+Functions take an `actor`: a User, or a string naming a system actor.
+"""
+
+import base64
+import logging
+import os
+import socket
+import sqlite3
+import threading
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from catalog import audit, keyring
+from catalog.engine import dumpers, manifest
+from catalog.engine.compression import extension_for
+from catalog.engine.crypto import Encryptor, derive_manifest_key
+from catalog.engine.errors import Cancelled, EngineError, StorageError
+from catalog.engine.pipeline import run_pipeline
+from catalog.models import FORMATS_BY_ENGINE, Backup, Copy, Source
+from catalog.schedules import remove_plan_schedule, sync_plan_schedule
+
+log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    """An operation that cannot be done; str() is a message for the user."""
+
+
+# --- configuration ---------------------------------------------------------
+
+
+def unique_slug(source):
+    base = slugify(source.name)[:90] or "source"
+    slug, counter = base, 2
+    while Source.objects.filter(slug=slug).exclude(pk=source.pk).exists():
+        slug, counter = f"{base}-{counter}", counter + 1
+    return slug
+
+
+@transaction.atomic
+def save_source(actor, source, *, changed_fields=(), secrets=None):
+    created = source.pk is None
+    if not source.slug:
+        source.slug = unique_slug(source)
+    secrets = {k: v for k, v in (secrets or {}).items() if v}
+    source.set_secrets(**secrets)
+    source.save()
+    changes = audit.describe_changes(source, list(changed_fields) + sorted(secrets))
+    audit.record(actor, "source.create" if created else "source.update", source, changes)
+    return source
+
+
+@transaction.atomic
+def delete_source(actor, source):
+    count = source.backups.count()
+    if count:
+        raise Refused(
+            f"{source} has {count} backup(s) in the catalog. Backups are kept until "
+            "retention removes them, so the source cannot be deleted yet."
+        )
+    for plan in source.plans.all():
+        delete_plan(actor, plan)
+    audit.record(actor, "source.delete", source, {"name": source.name})
+    source.delete()
+
+
+@transaction.atomic
+def save_destination(actor, destination, *, changed_fields=(), secrets=None):
+    created = destination.pk is None
+    secrets = {k: v for k, v in (secrets or {}).items() if v}
+    destination.set_secrets(**secrets)
+    destination.save()
+    changes = audit.describe_changes(destination, list(changed_fields) + sorted(secrets))
+    audit.record(actor, "destination.create" if created else "destination.update", destination, changes)
+    return destination
+
+
+@transaction.atomic
+def delete_destination(actor, destination):
+    count = destination.copies.exclude(status=Copy.PRUNED).count()
+    if count:
+        raise Refused(f"{destination} still holds {count} backup copies, so it cannot be deleted.")
+    plans = list(destination.plans.values_list("name", flat=True))
+    if plans:
+        raise Refused(f"{destination} is used by the plan(s) {', '.join(plans)}. Remove it from them first.")
+    audit.record(actor, "destination.delete", destination, {"name": destination.name})
+    destination.delete()
+
+
+@transaction.atomic
+def save_plan(actor, plan, *, changed_fields=(), destinations=None):
+    created = plan.pk is None
+    plan.save()
+    if destinations is not None:
+        plan.destinations.set(destinations)
+    sync_plan_schedule(plan)
+    changes = audit.describe_changes(plan, changed_fields)
+    audit.record(actor, "plan.create" if created else "plan.update", plan, changes)
+    return plan
+
+
+@transaction.atomic
+def delete_plan(actor, plan):
+    remove_plan_schedule(plan)
+    audit.record(actor, "plan.delete", plan, {"name": plan.name})
+    plan.delete()
+
+
+def test_source(source, secrets=None):
+    """Tries to reach the source; returns (ok, message in words)."""
+    if source.engine == "sqlite":
+        return test_sqlite_file(source.sqlite_path)
+    try:
+        info = dumpers.test_pg_connection(source.conninfo(secrets), pg_dump=settings.PG_DUMP)
+    except EngineError as exc:
+        return False, str(exc)
+    return True, f"Connected: PostgreSQL {info['server_version']}, {info['pg_dump_version']}"
+
+
+def test_sqlite_file(path):
+    if not path or not os.path.isfile(path):
+        return False, f"SQLite database not found: {path or '(no path)'}"
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        return False, f"{path} is not a readable SQLite database ({exc})"
+    return True, f"Opened {path}: SQLite {sqlite3.sqlite_version}, {tables} tables"
+
+
+def test_destination(destination, secrets=None):
+    """Writes, reads and deletes a probe object; returns (ok, message)."""
+    try:
+        storage = destination.storage(secrets)
+        storage.probe()
+    except EngineError as exc:
+        return False, str(exc)
+    return True, f"Wrote, read and deleted a probe object in {storage.describe()}"
+
+
+# --- running backups -------------------------------------------------------
+
+
+def check_runnable(plan):
+    if not plan.destinations.exists():
+        raise Refused(f"Plan {plan} has no destination to write to.")
+    if plan.format not in FORMATS_BY_ENGINE[plan.source.engine]:
+        raise Refused(f"Plan {plan} uses format {plan.format}, which {plan.source.engine} sources cannot produce.")
+    if plan.backups.active().exists():
+        raise Refused(f"A backup of plan {plan} is already queued or running.")
+
+
+@transaction.atomic
+def create_backup(actor, plan, label="", trigger="manual"):
+    check_runnable(plan)
+    backup = Backup.objects.create(
+        source=plan.source,
+        plan=plan,
+        label=label.strip(),
+        trigger=trigger,
+        triggered_by=actor if not isinstance(actor, str) else None,
+        format=plan.format,
+        compression=plan.compression,
+        encrypted=plan.encrypt,
+    )
+    audit.record(actor, "backup.queue", backup, {"plan": plan.name, "label": backup.label, "trigger": trigger})
+    return backup
+
+
+def start_backup(actor, plan, label="", trigger="manual"):
+    """Queues a backup of `plan` for a worker and returns it."""
+    from django_q.tasks import async_task
+
+    backup = create_backup(actor, plan, label, trigger)
+    async_task("catalog.tasks.run_backup", backup.pk, task_name=f"backup-{backup.pk}")
+    return backup
+
+
+def run_scheduled_plan(plan_id):
+    """A plan's cron slot: runs its backup here, in the scheduler's task."""
+    from catalog.models import BackupPlan
+
+    plan = BackupPlan.objects.select_related("source").filter(pk=plan_id, enabled=True).first()
+    if plan is None:
+        return None
+    try:
+        backup = create_backup("scheduler", plan, trigger="schedule")
+    except Refused as exc:
+        log.warning("Skipped scheduled run of plan %s: %s", plan, exc)
+        audit.record("scheduler", "backup.skip", plan, {"reason": str(exc)})
+        return None
+    return run_backup(backup.pk)
+
+
+@transaction.atomic
+def cancel_backup(actor, backup):
+    """A queued backup is cancelled at once; a running one at its next heartbeat."""
+    now = timezone.now()
+    if Backup.objects.filter(pk=backup.pk, status=Backup.QUEUED).update(
+        status=Backup.CANCELLED, finished_at=now, error="Cancelled before it started.", cancel_requested=True
+    ):
+        audit.record(actor, "backup.cancel", backup, {"was": "queued"})
+        backup.refresh_from_db()
+        return backup
+    if Backup.objects.filter(pk=backup.pk, status=Backup.RUNNING, cancel_requested=False).update(
+        cancel_requested=True
+    ):
+        audit.record(actor, "backup.cancel", backup, {"was": "running"})
+        backup.refresh_from_db()
+        return backup
+    raise Refused("This backup is no longer running, so there is nothing to cancel.")
+
+
+def worker_name():
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_backup(backup_id):
+    """Moves a queued backup to running; False when another delivery has it."""
+    now = timezone.now()
+    return bool(
+        Backup.objects.filter(pk=backup_id, status=Backup.QUEUED).update(
+            status=Backup.RUNNING, started_at=now, heartbeat_at=now, worker=worker_name(), phase="starting"
+        )
+    )
+
+
+def object_key_for(backup):
+    stamp = backup.started_at.strftime("%Y%m%dT%H%M%SZ")
+    ext = extension_for(backup.format, backup.compression, backup.encrypted)
+    slug = backup.source.slug
+    return f"{slug}/{backup.started_at:%Y/%m/%d}/{slug}-{stamp}-{backup.pk}.{ext}"
+
+
+def open_dump(source, fmt):
+    if source.engine == "sqlite":
+        return dumpers.SqliteDump(source.sqlite_path)
+    return dumpers.PostgresDump(source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP)
+
+
+class ProgressReporter:
+    """Writes progress and the heartbeat at most once a second from a thread,
+    and turns a cancel request seen in the database into `cancel_event`."""
+
+    def __init__(self, backup_id):
+        self.backup_id = backup_id
+        self.cancel_event = threading.Event()
+        self.phase, self.raw_bytes, self.stored_bytes = "starting", 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"progress-{backup_id}", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def update(self, phase, raw_bytes, stored_bytes):
+        self.phase, self.raw_bytes, self.stored_bytes = phase, raw_bytes, stored_bytes
+
+    def _loop(self):
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(1.0):
+                self.flush()
+        finally:
+            connection.close()
+
+    def flush(self):
+        Backup.objects.filter(pk=self.backup_id, status=Backup.RUNNING).update(
+            phase=self.phase, raw_bytes=self.raw_bytes, stored_bytes=self.stored_bytes, heartbeat_at=timezone.now()
+        )
+        if Backup.objects.filter(pk=self.backup_id, cancel_requested=True).exists():
+            self.cancel_event.set()
+
+
+def run_backup(backup_id):
+    """The worker side of a backup: claim, stream, record. Idempotent."""
+    close_old_connections()
+    if not claim_backup(backup_id):
+        log.info("Backup %s is not queued any more; skipping this delivery.", backup_id)
+        return None
+    backup = Backup.objects.select_related("source", "plan").get(pk=backup_id)
+    backup.object_key = object_key_for(backup)
+    backup.append_log(f"Started on {backup.worker}")
+    copies = [
+        Copy.objects.create(backup=backup, destination=destination, key=backup.object_key)
+        for destination in backup.plan.destinations.all()
+    ]
+    Backup.objects.filter(pk=backup.pk).update(object_key=backup.object_key, log=backup.log)
+    with transaction.atomic():
+        audit.record("worker", "backup.start", backup, {"worker": backup.worker})
+    try:
+        encryption = stream_backup(backup, copies)
+    except Cancelled:
+        return finish_backup(backup, copies, Backup.CANCELLED, "Cancelled by request.")
+    except EngineError as exc:
+        return finish_backup(backup, copies, Backup.FAILED, str(exc))
+    except Exception as exc:  # never leave a backup "running" behind
+        log.exception("Backup %s failed unexpectedly", backup_id)
+        return finish_backup(backup, copies, Backup.FAILED, f"Unexpected error ({type(exc).__name__}); see the worker log.")
+    write_manifests(backup, copies, encryption)
+    durable = [copy for copy in copies if copy.status == Copy.DURABLE]
+    if len(durable) == len(copies):
+        return finish_backup(backup, copies, Backup.SUCCEEDED, "")
+    failed = "; ".join(f"{copy.destination}: {copy.error}" for copy in copies if copy.status != Copy.DURABLE)
+    status = Backup.PARTIAL if durable else Backup.FAILED
+    return finish_backup(backup, copies, status, failed)
+
+
+def stream_backup(backup, copies):
+    """Runs the pipeline into every destination and marks each copy's fate.
+    Returns the encryption details for the manifest (None if unencrypted)."""
+    encryptor, encryption = None, None
+    if backup.encrypted:
+        key_id, master = keyring.active_key()
+        encryptor = Encryptor(master, key_id)
+        backup.key_id = key_id
+        encryption = {
+            "algorithm": "AES-256-GCM-SEG",
+            "key_id": key_id,
+            "wrapped_data_key": base64.b64encode(encryptor.data_key_wrapped).decode(),
+            "segment_size": encryptor.segment_size,
+        }
+    writers = {}
+    for copy in copies:
+        try:
+            writers[copy.pk] = copy.destination.storage().open_writer(copy.key)
+        except EngineError as exc:
+            mark_copy_failed(copy, str(exc))
+    if not writers:
+        raise StorageError("No destination could be opened for writing: " + "; ".join(c.error for c in copies))
+    dump = open_dump(backup.source, backup.format)
+    with ProgressReporter(backup.pk) as progress:
+        result = run_pipeline(
+            dump,
+            compression=backup.compression,
+            encryptor=encryptor,
+            writers=writers,
+            on_progress=progress.update,
+            cancel_event=progress.cancel_event,
+        )
+    backup.raw_bytes, backup.stored_bytes, backup.sha256 = result.raw_bytes, result.stored_bytes, result.sha256
+    backup.server_version, backup.tool_version = dump.server_version, dump.tool_version
+    backup.table_counts = dump.table_counts
+    for copy in copies:
+        if copy.pk in result.errors:
+            mark_copy_failed(copy, result.errors[copy.pk])
+        elif copy.pk in result.sizes:
+            copy.size, copy.sha256 = result.sizes[copy.pk], result.sha256
+    return encryption
+
+
+def mark_copy_failed(copy, error):
+    copy.status, copy.error = Copy.FAILED, error[:500]
+    copy.save(update_fields=["status", "error"])
+
+
+def backup_manifest(backup, copy, encryption):
+    """The signed JSON sidecar: from it alone the catalog can be rebuilt."""
+    key_id, master = keyring.active_key()
+    fields = manifest.build_manifest(
+        backup_id=backup.pk,
+        source=backup.source.identity(),
+        plan=backup.plan.name if backup.plan else None,
+        label=backup.label,
+        server_version=backup.server_version,
+        tool_version=backup.tool_version,
+        format=backup.format,
+        compression=backup.compression,
+        encryption=encryption,
+        raw_bytes=backup.raw_bytes,
+        stored_bytes=backup.stored_bytes,
+        sha256=backup.sha256,
+        table_counts=backup.table_counts,
+        started_at=backup.started_at.isoformat(),
+        finished_at=timezone.now().isoformat(),
+        object_key=copy.key,
+    )
+    fields["manifest_key_id"] = key_id
+    return manifest.sign_manifest(fields, derive_manifest_key(master))
+
+
+def write_manifests(backup, copies, encryption):
+    """A copy is durable only once its object and its manifest are both stored."""
+    for copy in copies:
+        if copy.status == Copy.FAILED:
+            continue
+        storage = copy.destination.storage()
+        copy.manifest_key = manifest.manifest_key_for(copy.key)
+        try:
+            storage.put_bytes(copy.manifest_key, manifest.dumps(backup_manifest(backup, copy, encryption)))
+        except EngineError as exc:
+            remove_objects(copy)
+            mark_copy_failed(copy, f"Manifest could not be written: {exc}")
+            continue
+        copy.status, copy.durable_at = Copy.DURABLE, timezone.now()
+        copy.save(update_fields=["status", "durable_at", "size", "sha256", "manifest_key"])
+
+
+def remove_objects(copy):
+    """Removes whatever a copy left in its destination, complete or partial."""
+    try:
+        storage = copy.destination.storage()
+        storage.cleanup_partials(copy.key)
+        storage.delete(copy.key)
+        storage.delete(manifest.manifest_key_for(copy.key))
+    except EngineError as exc:
+        log.warning("Could not remove leftovers of %s: %s", copy, exc)
+
+
+def finish_backup(backup, copies, status, error):
+    """Records the outcome, unless the sweep already declared this run dead."""
+    if status in (Backup.FAILED, Backup.CANCELLED):
+        for copy in copies:
+            remove_objects(copy)
+            if copy.status != Copy.FAILED:
+                mark_copy_failed(copy, "Removed: the backup did not complete.")
+    now = timezone.now()
+    backup.append_log(f"Finished: {status}" + (f" — {error}" if error else ""))
+    with transaction.atomic():
+        updated = Backup.objects.filter(pk=backup.pk, status=Backup.RUNNING).update(
+            status=status,
+            phase="",
+            error=error[:500],
+            finished_at=now,
+            heartbeat_at=now,
+            log=backup.log,
+            key_id=backup.key_id,
+            raw_bytes=backup.raw_bytes,
+            stored_bytes=backup.stored_bytes,
+            sha256=backup.sha256,
+            server_version=backup.server_version,
+            tool_version=backup.tool_version,
+            table_counts=backup.table_counts,
+        )
+        if updated:
+            audit.record("worker", f"backup.{status}", backup, {"error": error[:500]} if error else {})
+    if not updated:
+        log.warning("Backup %s was closed by someone else while it ran; its copies are removed.", backup.pk)
+        for copy in copies:
+            remove_objects(copy)
+    backup.refresh_from_db()
+    return backup
+
+
+def sweep_stale_backups():
+    """Marks running backups whose worker stopped beating as failed, and
+    removes what they left in storage."""
+    swept = []
+    for backup in Backup.objects.filter(status=Backup.RUNNING).select_related("source"):
+        if not backup.is_stale():
+            continue
+        seconds = settings.HEARTBEAT_TIMEOUT
+        error = f"The worker stopped responding (no heartbeat for over {seconds} s); partial data was removed."
+        with transaction.atomic():
+            if not Backup.objects.filter(pk=backup.pk, status=Backup.RUNNING).update(
+                status=Backup.FAILED, error=error, finished_at=timezone.now(), phase=""
+            ):
+                continue
+            audit.record("monitor", "backup.failed", backup, {"error": error})
+        for copy in backup.copies.select_related("destination"):
+            remove_objects(copy)
+            mark_copy_failed(copy, "Removed: the worker died before the copy was complete.")
+        swept.append(backup.pk)
+    return swept

@@ -1,0 +1,1 @@
+# Restore jobs arrive with the guided restore (issue 5).
