@@ -178,7 +178,8 @@ def start_backup(actor, plan, label="", trigger="manual"):
     from django_q.tasks import async_task
 
     backup = create_backup(actor, plan, label, trigger)
-    async_task("catalog.tasks.run_backup", backup.pk, task_name=f"backup-{backup.pk}")
+    # Only once the row is committed can a worker claim it.
+    transaction.on_commit(lambda: async_task("catalog.tasks.run_backup", backup.pk, task_name=f"backup-{backup.pk}"))
     return backup
 
 

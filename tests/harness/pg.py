@@ -50,32 +50,42 @@ def as_user(argv, user):
     return ["runuser", "-u", user, "--"] + argv
 
 
-def start_throwaway_cluster():
-    """initdb + pg_ctl in a temp dir, owned by a non-root user when we are root."""
+def throwaway_cluster(auth="trust", password=None):
+    """initdb + pg_ctl in a temp dir, owned by a non-root user when we are root.
+    Returns (server dict, stop function)."""
     user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
     root = tempfile.mkdtemp(prefix="strongroom-pg-")
     datadir = os.path.join(root, "data")
+    initdb = [pg_bin("initdb"), "-D", datadir, "-U", "postgres", f"--auth={auth}", "-E", "UTF8", "--no-sync"]
+    if password:
+        pwfile = os.path.join(root, "pw")
+        with open(pwfile, "w") as handle:
+            handle.write(password)
+        initdb.append(f"--pwfile={pwfile}")
     if os.geteuid() == 0:
+        for path in os.listdir(root):
+            shutil.chown(os.path.join(root, path), user)
         shutil.chown(root, user)
     port = free_port()
-    subprocess.run(
-        as_user([pg_bin("initdb"), "-D", datadir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"], user),
-        check=True,
-        capture_output=True,
-    )
+    subprocess.run(as_user(initdb, user), check=True, capture_output=True)
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
-    subprocess.run(
-        as_user([pg_bin("pg_ctl"), "-D", datadir, "-o", options, "-l", os.path.join(root, "log"), "-w", "start"], user),
-        check=True,
-        capture_output=True,
-    )
+    pg_ctl = [pg_bin("pg_ctl"), "-D", datadir, "-o", options, "-l", os.path.join(root, "log"), "-w", "start"]
+    subprocess.run(as_user(pg_ctl, user), check=True, capture_output=True)
 
     def stop():
         subprocess.run(as_user([pg_bin("pg_ctl"), "-D", datadir, "-m", "immediate", "stop"], user), capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
+    server = {"host": "127.0.0.1", "port": port, "user": "postgres"}
+    if password:
+        server["password"] = password
+    return server, stop
+
+
+def start_throwaway_cluster():
+    server, stop = throwaway_cluster()
     atexit.register(stop)
-    return {"host": "127.0.0.1", "port": port, "user": "postgres"}
+    return server
 
 
 def ensure_server():
@@ -103,3 +113,4 @@ def drop_database(name):
     server = ensure_server()
     with psycopg.connect(**server, dbname="postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+

@@ -1,0 +1,183 @@
+"""Each way a backup can fail ends it as `failed` with a one-line reason, leaves
+no object behind, and the next run (once the cause is fixed) succeeds."""
+
+import logging
+import os
+import subprocess
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from catalog import services
+from catalog.models import AuditEvent, Backup, Copy
+from tests.catalog.helpers import files_under, local_destination, make_plan, pg_source, s3_destination
+from tests.harness import pg, s3, s3_auth
+from tests.harness.sample_db import create_tricky_database
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SECRET = "s3cr3t-Pa55-word"
+
+
+@pytest.fixture(scope="module")
+def password_server():
+    server, stop = pg.throwaway_cluster(auth="scram-sha-256", password=SECRET)
+    yield server
+    stop()
+
+
+@pytest.fixture
+def small_database(pg_database):
+    create_tricky_database(pg_database, big_rows=100)
+    return pg_database
+
+
+def run(plan):
+    backup = services.start_backup("test", plan)
+    backup.refresh_from_db()
+    return backup
+
+
+def assert_failed_cleanly(backup, reason, directory=None):
+    assert backup.status == Backup.FAILED
+    assert reason in backup.error
+    assert "\n" not in backup.error
+    assert not backup.copies.filter(status=Copy.DURABLE).exists()
+    if directory is not None:
+        assert files_under(directory) == []
+
+
+def test_it_fails_on_a_wrong_password_and_keeps_it_secret(password_server, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    source = pg_source({**password_server, "dbname": "postgres"}, password="wrong-" + SECRET)
+    plan = make_plan(source, [local_destination(tmp_path)])
+
+    backup = run(plan)
+
+    assert_failed_cleanly(backup, "Password authentication failed", tmp_path)
+    everything = backup.error + backup.log + caplog.text + str(list(AuditEvent.objects.values()))
+    assert SECRET not in everything
+
+    services.save_source("test", source, changed_fields=["password"], secrets={"password": SECRET})
+    assert run(plan).status == Backup.SUCCEEDED
+
+
+def test_it_fails_when_the_host_is_unreachable(small_database, tmp_path):
+    plan = make_plan(pg_source({**small_database, "port": pg.free_port()}), [local_destination(tmp_path)])
+    assert_failed_cleanly(run(plan), "Cannot reach", tmp_path)
+
+
+def test_it_fails_when_the_database_does_not_exist(pg_server, tmp_path):
+    plan = make_plan(pg_source({**pg_server, "dbname": "no_such_db_here"}), [local_destination(tmp_path)])
+    assert_failed_cleanly(run(plan), "does not exist", tmp_path)
+
+
+def test_it_fails_when_the_bucket_is_missing_and_then_recovers(small_database, s3_bucket):
+    destination = s3_destination({**s3_bucket, "bucket": "no-such-bucket-" + uuid.uuid4().hex[:6]})
+    plan = make_plan(pg_source(small_database), [destination])
+
+    assert_failed_cleanly(run(plan), "does not exist")
+
+    destination.bucket = s3_bucket["bucket"]
+    services.save_destination("test", destination, changed_fields=["bucket"])
+    backup = run(plan)
+    assert backup.status == Backup.SUCCEEDED, backup.error
+    assert len(s3.all_keys(s3_bucket["endpoint_url"], s3_bucket["bucket"])) == 2  # object + manifest
+
+
+def test_it_fails_when_s3_denies_access(small_database):
+    process, endpoint_url = s3_auth.start_auth_server()
+    try:
+        key_id, secret = s3_auth.bucket_with_powerless_user(endpoint_url, "locked")
+        bucket = {"endpoint_url": endpoint_url, "bucket": "locked", "region": "us-east-1",
+                  "access_key_id": key_id, "secret_access_key": secret}
+        plan = make_plan(pg_source(small_database), [s3_destination(bucket)])
+        backup = run(plan)
+    finally:
+        process.terminate()
+        process.wait()
+    assert_failed_cleanly(backup, "denied")
+    assert secret not in backup.error + backup.log
+
+
+def test_it_is_partial_when_one_destination_fails(small_database, s3_bucket, tmp_path):
+    broken = s3_destination({**s3_bucket, "bucket": "missing-" + uuid.uuid4().hex[:6]})
+    plan = make_plan(pg_source(small_database), [local_destination(tmp_path), broken])
+
+    backup = run(plan)
+
+    assert backup.status == Backup.PARTIAL
+    assert backup.copies.get(destination=broken).status == Copy.FAILED
+    assert backup.copies.exclude(destination=broken).get().status == Copy.DURABLE
+    assert "missing-" in backup.error
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], check=True)
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_it_fails_when_the_disk_is_full(pg_database, tiny_disk, tmp_path):
+    create_tricky_database(pg_database, big_rows=50_000)
+    destination = local_destination(tiny_disk)
+    plan = make_plan(pg_source(pg_database), [destination], compression="none")
+
+    assert_failed_cleanly(run(plan), "Disk full", tiny_disk)
+
+    destination.path = str(tmp_path / "roomy")
+    services.save_destination("test", destination, changed_fields=["path"])
+    assert run(plan).status == Backup.SUCCEEDED
+
+
+def test_it_cancels_a_running_backup_and_removes_partial_objects(pg_database, s3_bucket, tmp_path):
+    create_tricky_database(pg_database, big_rows=1000)
+    plan = make_plan(pg_source(pg_database), [local_destination(tmp_path), s3_destination(s3_bucket)])
+    backup = services.create_backup("test", plan)
+
+    # Hold a lock that pg_dump must wait for, so the backup is caught mid-run.
+    with psycopg.connect(**pg_database) as blocker:
+        blocker.execute("LOCK TABLE big_ledger IN ACCESS EXCLUSIVE MODE")
+        worker = threading.Thread(target=services.run_backup, args=[backup.pk])
+        worker.start()
+        wait_for(lambda: Backup.objects.get(pk=backup.pk).status == Backup.RUNNING)
+        time.sleep(1)
+        services.cancel_backup("test", Backup.objects.get(pk=backup.pk))
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+
+    backup.refresh_from_db()
+    assert backup.status == Backup.CANCELLED
+    assert files_under(tmp_path) == []
+    assert s3.all_keys(s3_bucket["endpoint_url"], s3_bucket["bucket"]) == []
+    assert s3.open_uploads(s3_bucket["endpoint_url"], s3_bucket["bucket"]) == []
+    assert AuditEvent.objects.filter(action="backup.cancel", object_id=str(backup.pk)).exists()
+
+
+def test_it_cancels_a_queued_backup_at_once(small_database, tmp_path):
+    plan = make_plan(pg_source(small_database), [local_destination(tmp_path)])
+    backup = services.create_backup("test", plan)
+
+    services.cancel_backup("test", backup)
+    assert services.run_backup(backup.pk) is None  # a late delivery does nothing
+
+    backup.refresh_from_db()
+    assert backup.status == Backup.CANCELLED
+    assert files_under(tmp_path) == []
+
+
+def wait_for(condition, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
