@@ -84,7 +84,8 @@ def table_fingerprints(conninfo):
                 f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t"
             ).fetchone()
             result[table] = (count, digest)
-        for (seq,) in conn.execute("SELECT schemaname || '.' || sequencename FROM pg_sequences ORDER BY 1"):
+        sequences = "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename) FROM pg_sequences ORDER BY 1"
+        for (seq,) in conn.execute(sequences).fetchall():
             result[f"sequence {seq}"] = conn.execute(f"SELECT last_value, is_called FROM {seq}").fetchone()
     return result
 

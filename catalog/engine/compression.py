@@ -1,0 +1,102 @@
+"""Streaming compressors: zstd (threaded), gzip, or none."""
+
+import zlib
+
+import zstandard
+
+DEFAULT_LEVELS = {"zstd": 3, "gzip": 6}
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _Passthrough:
+    def compress(self, data):
+        return data
+
+    def flush(self):
+        return b""
+
+    def decompress(self, data):
+        return data
+
+
+class _Zstd:
+    def __init__(self, level):
+        # threads=-1: one compression thread per core, so zstd is rarely the slowest stage.
+        self._obj = zstandard.ZstdCompressor(level=level, threads=-1).compressobj()
+
+    def compress(self, data):
+        return self._obj.compress(data)
+
+    def flush(self):
+        return self._obj.flush()
+
+
+class _ZstdReader:
+    def __init__(self):
+        self._obj = zstandard.ZstdDecompressor().decompressobj()
+
+    def decompress(self, data):
+        return self._obj.decompress(data)
+
+    def flush(self):
+        return b""
+
+
+class _Gzip:
+    def __init__(self, level):
+        self._obj = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+
+    def compress(self, data):
+        return self._obj.compress(data)
+
+    def flush(self):
+        return self._obj.flush()
+
+
+class _GzipReader:
+    def __init__(self):
+        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def decompress(self, data):
+        return self._obj.decompress(data)
+
+    def flush(self):
+        return self._obj.flush()
+
+
+def make_compressor(name, level=None):
+    if name == "zstd":
+        return _Zstd(level or DEFAULT_LEVELS["zstd"])
+    if name == "gzip":
+        return _Gzip(level or DEFAULT_LEVELS["gzip"])
+    if name == "none":
+        return _Passthrough()
+    raise ValueError(f"Unknown compression {name!r}")
+
+
+def make_decompressor(name):
+    if name == "zstd":
+        return _ZstdReader()
+    if name == "gzip":
+        return _GzipReader()
+    if name == "none":
+        return _Passthrough()
+    raise ValueError(f"Unknown compression {name!r}")
+
+
+def detect_compression(first_bytes):
+    if first_bytes.startswith(ZSTD_MAGIC):
+        return "zstd"
+    if first_bytes.startswith(GZIP_MAGIC):
+        return "gzip"
+    return "none"
+
+
+FORMAT_EXTENSIONS = {"custom": "dump", "plain": "sql", "tar": "tar", "sqlite": "sqlite"}
+COMPRESSION_EXTENSIONS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
+
+
+def extension_for(fmt, compression, encrypted):
+    ext = FORMAT_EXTENSIONS[fmt] + COMPRESSION_EXTENSIONS[compression]
+    return ext + ".enc" if encrypted else ext

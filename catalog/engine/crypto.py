@@ -1,0 +1,252 @@
+"""Segmented AES-256-GCM, data keys wrapped by master keys, key files.
+
+Stored layout: a plaintext header, then segments of `segment_size` plaintext
+bytes sealed with AES-256-GCM (ciphertext + 16-byte tag). The nonce of
+segment n is the header's 8-byte prefix ‖ n (32-bit big-endian); the
+associated data is SHA-256(header) ‖ final-flag. Tampering, reordering,
+truncation at a segment boundary and trailing bytes all fail authentication.
+
+The header carries the key id and the wrapped data key, so an object plus its
+master key file is enough to decrypt it (catalog.engine.decrypt).
+"""
+
+import base64
+import hashlib
+import hmac
+import os
+import struct
+import tempfile
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from catalog.engine.errors import CorruptionError
+
+MAGIC = b"SRENC1\0"
+TAG_SIZE = 16
+DEFAULT_SEGMENT_SIZE = 1 << 20
+KEY_FILE_HEADER = "strongroom-master-key v1"
+
+
+def generate_master_key():
+    return os.urandom(32)
+
+
+def key_fingerprint(master_key):
+    """Identifies a key without revealing it (safe to show and log)."""
+    return hashlib.sha256(b"strongroom fingerprint" + master_key).hexdigest()[:16]
+
+
+def wrap_data_key(master_key, key_id, data_key):
+    nonce = os.urandom(12)
+    return nonce + AESGCM(master_key).encrypt(nonce, data_key, key_id.encode())
+
+
+def unwrap_data_key(master_key, key_id, wrapped):
+    try:
+        return AESGCM(master_key).decrypt(wrapped[:12], wrapped[12:], key_id.encode())
+    except (InvalidTag, ValueError):
+        raise CorruptionError("wrong master key or damaged key wrap")
+
+
+def derive_manifest_key(master_key):
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"strongroom manifest v1")
+    return hkdf.derive(master_key)
+
+
+def is_encrypted(first_bytes):
+    return first_bytes.startswith(MAGIC)
+
+
+def _pack_header(segment_size, key_id, wrapped, prefix):
+    key_bytes = key_id.encode()
+    return (
+        MAGIC
+        + struct.pack(">I", segment_size)
+        + struct.pack(">H", len(key_bytes))
+        + key_bytes
+        + struct.pack(">H", len(wrapped))
+        + wrapped
+        + prefix
+    )
+
+
+def read_header(data):
+    """Parses a header from the start of `data`.
+
+    Returns (header dict, header length), or None if more bytes are needed."""
+    if len(data) < len(MAGIC) + 6:
+        return None
+    if not data.startswith(MAGIC):
+        raise CorruptionError("not a Strongroom encrypted object")
+    offset = len(MAGIC)
+    (segment_size,) = struct.unpack_from(">I", data, offset)
+    offset += 4
+    (key_len,) = struct.unpack_from(">H", data, offset)
+    offset += 2
+    if len(data) < offset + key_len + 2:
+        return None
+    key_id = bytes(data[offset : offset + key_len]).decode()
+    offset += key_len
+    (wrapped_len,) = struct.unpack_from(">H", data, offset)
+    offset += 2
+    if len(data) < offset + wrapped_len + 8:
+        return None
+    wrapped = bytes(data[offset : offset + wrapped_len])
+    offset += wrapped_len
+    prefix = bytes(data[offset : offset + 8])
+    offset += 8
+    header = {"segment_size": segment_size, "key_id": key_id, "wrapped_data_key": wrapped, "nonce_prefix": prefix}
+    return header, offset
+
+
+def _nonce(prefix, counter):
+    if counter >= 1 << 32:
+        raise CorruptionError("too many segments for one nonce prefix")
+    return prefix + struct.pack(">I", counter)
+
+
+class Encryptor:
+    """Streams plaintext in, sealed segments out. A fresh data key per object."""
+
+    def __init__(self, master_key, key_id, segment_size=DEFAULT_SEGMENT_SIZE):
+        data_key = os.urandom(32)
+        self.key_id = key_id
+        self.segment_size = segment_size
+        self.data_key_wrapped = wrap_data_key(master_key, key_id, data_key)
+        self._aead = AESGCM(data_key)
+        self._prefix = os.urandom(8)
+        self.header = _pack_header(segment_size, key_id, self.data_key_wrapped, self._prefix)
+        self._aad = hashlib.sha256(self.header).digest()
+        self._buffer = bytearray()
+        self._counter = 0
+        self._header_sent = False
+
+    def _seal(self, plaintext, final):
+        nonce = _nonce(self._prefix, self._counter)
+        self._counter += 1
+        return self._aead.encrypt(nonce, bytes(plaintext), self._aad + (b"\x01" if final else b"\x00"))
+
+    def _start(self):
+        if self._header_sent:
+            return b""
+        self._header_sent = True
+        return self.header
+
+    def update(self, data):
+        self._buffer += data
+        out = [self._start()]
+        # Keep at least one byte back: only finalize() knows which segment is last.
+        while len(self._buffer) > self.segment_size:
+            out.append(self._seal(self._buffer[: self.segment_size], final=False))
+            del self._buffer[: self.segment_size]
+        return b"".join(out)
+
+    def finalize(self):
+        out = self._start() + self._seal(self._buffer, final=True)
+        self._buffer = bytearray()
+        return out
+
+
+class Decryptor:
+    """Streams sealed bytes in, plaintext out; stops at the first bad segment.
+
+    `keyring` maps a key id to master key bytes (raising KeyError if unknown)."""
+
+    def __init__(self, keyring):
+        self._keyring = keyring
+        self._buffer = bytearray()
+        self._aead = None
+        self._counter = 0
+        self.key_id = None
+
+    def _open(self):
+        parsed = read_header(self._buffer)
+        if parsed is None:
+            return False
+        header, length = parsed
+        self.key_id = header["key_id"]
+        try:
+            master_key = self._keyring(self.key_id)
+        except KeyError:
+            raise CorruptionError(f"master key {self.key_id} is not available")
+        data_key = unwrap_data_key(master_key, self.key_id, header["wrapped_data_key"])
+        self._aead = AESGCM(data_key)
+        self._prefix = header["nonce_prefix"]
+        self._sealed_size = header["segment_size"] + TAG_SIZE
+        self._aad = hashlib.sha256(bytes(self._buffer[:length])).digest()
+        del self._buffer[:length]
+        return True
+
+    def _open_segment(self, sealed, final):
+        nonce = _nonce(self._prefix, self._counter)
+        try:
+            plain = self._aead.decrypt(nonce, bytes(sealed), self._aad + (b"\x01" if final else b"\x00"))
+        except InvalidTag:
+            raise CorruptionError(f"encrypted segment {self._counter} is damaged, reordered or truncated")
+        self._counter += 1
+        return plain
+
+    def update(self, data):
+        self._buffer += data
+        if self._aead is None and not self._open():
+            return b""
+        out = []
+        while len(self._buffer) > self._sealed_size:
+            out.append(self._open_segment(self._buffer[: self._sealed_size], final=False))
+            del self._buffer[: self._sealed_size]
+        return b"".join(out)
+
+    def finalize(self):
+        if self._aead is None:
+            raise CorruptionError("encrypted object is truncated (incomplete header)")
+        if len(self._buffer) < TAG_SIZE:
+            raise CorruptionError("encrypted object is truncated (final segment missing)")
+        plain = self._open_segment(self._buffer, final=True)
+        self._buffer = bytearray()
+        return plain
+
+
+def write_key_file(path, key_id, key):
+    """Writes a master key file with mode 0600, atomically."""
+    directory = os.path.dirname(os.path.abspath(path))
+    text = f"{KEY_FILE_HEADER}\nid: {key_id}\nkey: {base64.b64encode(key).decode()}\n"
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=".key-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_key_file(path):
+    """Returns (key_id, key bytes) from a master key file."""
+    try:
+        with open(path) as handle:
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise CorruptionError(f"cannot read key file {path}: {exc.strerror}")
+    fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    if not lines or lines[0].strip() != KEY_FILE_HEADER or "id" not in fields or "key" not in fields:
+        raise CorruptionError(f"{path} is not a Strongroom master key file")
+    key = base64.b64decode(fields["key"])
+    if len(key) != 32:
+        raise CorruptionError(f"{path} does not hold a 256-bit key")
+    return fields["id"].strip(), key
+
+
+def constant_time_equal(a, b):
+    return hmac.compare_digest(a, b)

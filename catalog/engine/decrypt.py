@@ -1,0 +1,115 @@
+"""Turn a stored Strongroom object back into a plain dump, without Strongroom.
+
+    python -m catalog.engine.decrypt --key-file mk-2026....key IN OUT
+
+IN and OUT may be "-" for standard input and output. The object's header
+names the master key it needs; give every key file that might be it. The
+output is decrypted and decompressed (zstd or gzip, detected), ready for
+`pg_restore` or `psql`; --keep-compressed skips the decompression.
+
+If a manifest is given with --manifest, or IN.manifest.json lies beside IN,
+its signature and the object's SHA-256 are checked too. Exit codes: 0 done,
+1 bad usage or unreadable input, 2 the object or manifest failed a check.
+Only this package, `cryptography` and `zstandard` are needed.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+from catalog.engine import crypto, manifest
+from catalog.engine.errors import CorruptionError
+from catalog.engine.pipeline import restore_stream
+
+CHUNK = 1 << 20
+
+
+def read_chunks(handle):
+    while chunk := handle.read(CHUNK):
+        yield chunk
+
+
+def load_keys(paths):
+    keys = {}
+    for path in paths:
+        key_id, key = crypto.load_key_file(path)
+        keys[key_id] = key
+    return keys
+
+
+def check_manifest(path, keys, in_path):
+    """Verifies the manifest's HMAC with any given key; returns its SHA-256."""
+    data = manifest.loads(open(path, "rb").read())
+    key_id = data.get("manifest_key_id")
+    candidates = [keys[key_id]] if key_id in keys else list(keys.values())
+    if not any(manifest.verify_manifest(data, crypto.derive_manifest_key(k)) for k in candidates):
+        raise CorruptionError(f"manifest {path} is not signed by any of the given keys")
+    if data.get("stored_bytes") is not None and in_path != "-" and os.path.getsize(in_path) != data["stored_bytes"]:
+        raise CorruptionError(f"{in_path} has {os.path.getsize(in_path)} bytes; the manifest says {data['stored_bytes']}")
+    return data.get("sha256")
+
+
+def write_output(out_path, stream):
+    if out_path == "-":
+        for data in stream:
+            sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    directory = os.path.dirname(os.path.abspath(out_path))
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=".decrypt-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for data in stream:
+                handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(temp, out_path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m catalog.engine.decrypt", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--key-file", action="append", default=[], help="a master key file (repeatable)")
+    parser.add_argument("--manifest", help="the object's manifest (default: IN.manifest.json if present)")
+    parser.add_argument("--keep-compressed", action="store_true", help="decrypt only; do not decompress")
+    parser.add_argument("input", metavar="IN")
+    parser.add_argument("output", metavar="OUT")
+    args = parser.parse_args(argv)
+
+    try:
+        keys = load_keys(args.key_file)
+        manifest_path = args.manifest
+        if manifest_path is None and args.input != "-" and os.path.exists(args.input + manifest.SUFFIX):
+            manifest_path = args.input + manifest.SUFFIX
+        expected = check_manifest(manifest_path, keys, args.input) if manifest_path else None
+        source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
+    except CorruptionError as exc:
+        print(f"decrypt: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"decrypt: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+
+    def keyring(key_id):
+        return keys[key_id]
+
+    try:
+        with source:
+            stream = restore_stream(
+                read_chunks(source), keyring=keyring, expected_sha256=expected, decompress=not args.keep_compressed
+            )
+            write_output(args.output, stream)
+    except CorruptionError as exc:
+        print(f"decrypt: {exc}; nothing was written", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"decrypt: {exc.strerror}: {exc.filename or args.output}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

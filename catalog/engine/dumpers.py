@@ -1,0 +1,316 @@
+"""Dumpers: stream a database out as chunks of bytes.
+
+PostgresDump exports a snapshot from a REPEATABLE READ transaction, counts
+every table's rows in that snapshot, and runs pg_dump --snapshot on it, so the
+recorded counts describe exactly the data in the dump. The password reaches
+pg_dump through PGPASSWORD in its environment, never its arguments.
+"""
+
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import tempfile
+import threading
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from catalog.engine.errors import Cancelled, SourceError
+
+CHUNK_SIZE = 1 << 20
+CONNECT_TIMEOUT = 10
+
+COUNT_TABLES = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+ORDER BY 1, 2
+"""
+
+
+def normalize_conninfo(conninfo):
+    """Conninfo as libpq keywords, whether given as fields or as a DSN."""
+    if conninfo.get("dsn"):
+        try:
+            return conninfo_to_dict(conninfo["dsn"])
+        except psycopg.ProgrammingError:
+            raise SourceError("The connection string (DSN) is not valid")
+    return {k: v for k, v in conninfo.items() if v not in (None, "")}
+
+
+def libpq_env(params):
+    """Environment variables that make pg_dump connect where psycopg did."""
+    names = {
+        "host": "PGHOST",
+        "port": "PGPORT",
+        "dbname": "PGDATABASE",
+        "user": "PGUSER",
+        "password": "PGPASSWORD",
+        "sslmode": "PGSSLMODE",
+        "sslrootcert": "PGSSLROOTCERT",
+        "sslcert": "PGSSLCERT",
+        "sslkey": "PGSSLKEY",
+        "application_name": "PGAPPNAME",
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    for key, value in params.items():
+        if key in names:
+            env[names[key]] = str(value)
+    return env
+
+
+def redact(text, params):
+    """Removes the password from any text that might quote it."""
+    password = params.get("password")
+    if password:
+        text = text.replace(str(password), "***")
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text, flags=re.IGNORECASE)
+
+
+def describe_pg_error(text, params):
+    """One line, in words, for the usual ways a connection or dump fails."""
+    text = redact(str(text), params)
+    host = params.get("host", "localhost")
+    port = params.get("port", 5432)
+    user, dbname = params.get("user", ""), params.get("dbname", "")
+    lowered = text.lower()
+    if "password authentication failed" in lowered:
+        return f"Password authentication failed for user {user}"
+    if "no password supplied" in lowered or "fe_sendauth" in lowered:
+        return f"The server wants a password for user {user}, and none is set"
+    if "does not exist" in lowered and "database" in lowered:
+        return f"Database {dbname} does not exist on {host}:{port}"
+    if "role" in lowered and "does not exist" in lowered:
+        return f"Role {user} does not exist on {host}:{port}"
+    if "connection refused" in lowered:
+        return f"Cannot reach the server at {host}:{port} (connection refused)"
+    if "timeout expired" in lowered or "timed out" in lowered:
+        return f"Cannot reach the server at {host}:{port} (timed out)"
+    if "could not translate host name" in lowered or "name or service not known" in lowered:
+        return f"Cannot reach the server at {host}:{port} (unknown host)"
+    if "server version mismatch" in lowered or "aborting because of server version mismatch" in lowered:
+        return "pg_dump is older than the server; install a newer PostgreSQL client. " + first_line(text)
+    if "permission denied" in lowered:
+        return f"Permission denied: {first_line(text)}"
+    return first_line(text) or "The database connection failed"
+
+
+def first_line(text):
+    for line in str(text).splitlines():
+        line = line.strip()
+        if line:
+            return re.sub(r"^(pg_dump: )?(error: )?", "", line)[:300]
+    return ""
+
+
+def major_version(version_text):
+    match = re.search(r"(\d+)(?:\.(\d+))?", version_text or "")
+    return int(match.group(1)) if match else 0
+
+
+def pg_dump_version(pg_dump="pg_dump"):
+    path = shutil.which(pg_dump)
+    if path is None:
+        raise SourceError(f"{pg_dump} was not found; install the PostgreSQL client tools")
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    return out
+
+
+def connect(params):
+    try:
+        return psycopg.connect(**params, connect_timeout=CONNECT_TIMEOUT, autocommit=False)
+    except psycopg.Error as exc:
+        raise SourceError(describe_pg_error(exc, params))
+
+
+def check_versions(server_version, tool_version):
+    if major_version(tool_version.split()[-1] if tool_version else "") < major_version(server_version):
+        raise SourceError(
+            f"pg_dump {tool_version.split()[-1]} is older than the server ({server_version}); "
+            "install a newer PostgreSQL client"
+        )
+
+
+def test_pg_connection(conninfo, pg_dump="pg_dump"):
+    params = normalize_conninfo(conninfo)
+    tool_version = pg_dump_version(pg_dump)
+    with connect(params) as conn:
+        server_version = conn.execute("SHOW server_version").fetchone()[0]
+    check_versions(server_version, tool_version)
+    return {"server_version": server_version, "pg_dump_version": tool_version}
+
+
+class PostgresDump:
+    """Iterates over pg_dump's output. Use as a context manager."""
+
+    def __init__(self, conninfo, fmt="custom", chunk_size=CHUNK_SIZE, pg_dump="pg_dump"):
+        self.params = normalize_conninfo(conninfo)
+        self.fmt = fmt
+        self.chunk_size = chunk_size
+        self.pg_dump = pg_dump
+        self.server_version = ""
+        self.tool_version = ""
+        self.table_counts = {}
+        self.raw_bytes = 0
+        self._conn = None
+        self._process = None
+        self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def start(self):
+        """Opens the snapshot, counts rows in it, and starts pg_dump on it."""
+        self.tool_version = pg_dump_version(self.pg_dump)
+        with self._lock:
+            if self._cancelled.is_set():
+                raise Cancelled("Cancelled by request")
+            self._conn = connect(self.params)
+        try:
+            self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            snapshot = self._conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            self.server_version = self._conn.execute("SHOW server_version").fetchone()[0]
+            check_versions(self.server_version, self.tool_version)
+            self.table_counts = self._count_rows()
+        except psycopg.Error as exc:
+            self._raise_source_error(exc)
+        self._spawn(snapshot)
+
+    def _count_rows(self):
+        counts = {}
+        for schema, table in self._conn.execute(COUNT_TABLES).fetchall():
+            query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            counts[f"{schema}.{table}"] = self._conn.execute(query).fetchone()[0]
+        return counts
+
+    def _spawn(self, snapshot):
+        argv = [self.pg_dump, f"--snapshot={snapshot}", "--no-password", "--format=" + ("c" if self.fmt == "custom" else "p")]
+        with self._lock:
+            if self._cancelled.is_set():
+                raise Cancelled("Cancelled by request")
+            self._stderr = tempfile.TemporaryFile()
+            self._process = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=self._stderr, env=libpq_env(self.params), start_new_session=True
+            )
+
+    def _raise_source_error(self, exc):
+        if self._cancelled.is_set():
+            raise Cancelled("Cancelled by request")
+        raise SourceError(describe_pg_error(exc, self.params))
+
+    def __iter__(self):
+        if self._process is None:
+            self.start()
+        stdout = self._process.stdout
+        while chunk := stdout.read(self.chunk_size):
+            self.raw_bytes += len(chunk)
+            yield chunk
+        self._finish()
+
+    def _finish(self):
+        code = self._process.wait()
+        if self._cancelled.is_set():
+            raise Cancelled("Cancelled by request")
+        if code != 0:
+            self._stderr.seek(0)
+            message = self._stderr.read().decode(errors="replace")
+            raise SourceError(describe_pg_error(message, self.params) or f"pg_dump exited with code {code}")
+
+    def cancel(self):
+        """Stops pg_dump and any query in flight; safe from another thread."""
+        self._cancelled.set()
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.cancel_safe(timeout=5)
+                except Exception:
+                    pass
+            if self._process is not None and self._process.poll() is None:
+                self._process.send_signal(signal.SIGTERM)
+                threading.Timer(5, self._kill_if_alive).start()
+
+    def _kill_if_alive(self):
+        if self._process.poll() is None:
+            self._process.kill()
+
+    def close(self):
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+            self._process.stdout.close()
+            self._stderr.close()
+        if self._conn is not None:
+            self._conn.close()
+
+
+class SqliteDump:
+    """Streams a consistent copy of a SQLite database.
+
+    SQLite's online backup API writes to another database, so a temporary
+    copy is unavoidable here; it is deleted as soon as it has been streamed.
+    """
+
+    def __init__(self, path, chunk_size=CHUNK_SIZE):
+        self.path = str(path)
+        self.chunk_size = chunk_size
+        self.server_version = sqlite3.sqlite_version
+        self.tool_version = f"python-sqlite3 {sqlite3.sqlite_version}"
+        self.table_counts = {}
+        self.raw_bytes = 0
+        self._cancelled = threading.Event()
+        self._temp = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def start(self):
+        if not os.path.isfile(self.path):
+            raise SourceError(f"SQLite database not found: {self.path}")
+        fd, self._temp = tempfile.mkstemp(prefix="strongroom-sqlite-", suffix=".sqlite3")
+        os.close(fd)
+        try:
+            source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            target = sqlite3.connect(self._temp)
+            with source, target:
+                source.backup(target)
+            source.close()
+            target.execute("PRAGMA journal_mode=DELETE")
+            self.table_counts = self._count_rows(target)
+            target.close()
+        except sqlite3.Error as exc:
+            raise SourceError(f"Cannot back up SQLite database {self.path}: {exc}")
+
+    def _count_rows(self, conn):
+        names = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        ).fetchall()
+        return {name: conn.execute(f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0] for (name,) in names}
+
+    def __iter__(self):
+        if self._temp is None:
+            self.start()
+        with open(self._temp, "rb") as handle:
+            while chunk := handle.read(self.chunk_size):
+                if self._cancelled.is_set():
+                    raise Cancelled("Cancelled by request")
+                self.raw_bytes += len(chunk)
+                yield chunk
+
+    def cancel(self):
+        self._cancelled.set()
+
+    def close(self):
+        if self._temp and os.path.exists(self._temp):
+            os.unlink(self._temp)

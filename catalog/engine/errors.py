@@ -1,0 +1,21 @@
+"""Engine errors. Every message is one line in words, with no secret in it."""
+
+
+class EngineError(Exception):
+    pass
+
+
+class SourceError(EngineError):
+    """The database could not be read."""
+
+
+class StorageError(EngineError):
+    """A destination could not be written or read."""
+
+
+class CorruptionError(EngineError):
+    """Stored bytes are not what was written (checksum, tag or key mismatch)."""
+
+
+class Cancelled(EngineError):
+    """Someone asked the job to stop."""

@@ -1,0 +1,241 @@
+"""The backup stream: dump → compress → encrypt → hash → one writer per
+destination, and the way back for reading a stored object.
+
+The dump is read and transformed in the calling thread; each destination has
+its own writer thread fed through a bounded queue, so memory stays at a few
+chunks whatever the database size, and a slow upload slows the pipeline
+instead of filling memory. One failing destination does not stop the others.
+"""
+
+import hashlib
+import queue
+import threading
+import zlib
+from dataclasses import dataclass, field
+
+import zstandard
+
+from catalog.engine import crypto
+from catalog.engine.compression import detect_compression, make_compressor, make_decompressor
+from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
+
+
+@dataclass
+class PipelineResult:
+    raw_bytes: int
+    stored_bytes: int
+    sha256: str
+    sizes: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)
+
+
+class WriterFeed:
+    """Runs one destination's writer in its own thread behind a bounded queue."""
+
+    def __init__(self, name, writer, depth):
+        self.name = name
+        self.writer = writer
+        self.error = None
+        self._queue = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, name=f"writer-{name}", daemon=True)
+        self._thread.start()
+
+    def healthy(self):
+        return self.error is None
+
+    def put(self, data):
+        if self.healthy():
+            self._queue.put(data)
+
+    def _run(self):
+        while (data := self._queue.get()) is not None:
+            if self.error is not None:
+                continue  # keep draining so the producer never blocks
+            try:
+                self.writer.write(data)
+            except Exception as exc:
+                self.error = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+                self._abort_writer()
+
+    def close(self):
+        self._queue.put(None)
+        self._thread.join()
+
+    def commit(self):
+        """Makes the copy durable; returns its size or records the error."""
+        self.close()
+        if not self.healthy():
+            return None
+        try:
+            return self.writer.commit()
+        except Exception as exc:
+            self.error = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+            self._abort_writer()
+            return None
+
+    def abort(self):
+        self.close()
+        self._abort_writer()
+
+    def _abort_writer(self):
+        try:
+            self.writer.abort()
+        except Exception:
+            pass
+
+
+def watch_for_cancel(cancel_event, dump, done):
+    """Stops the dump as soon as someone asks, even while it is blocked."""
+
+    def wait():
+        while not done.is_set():
+            if cancel_event.wait(0.2):
+                dump.cancel()
+                return
+
+    thread = threading.Thread(target=wait, name="cancel-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_pipeline(
+    dump, *, compression="zstd", level=None, encryptor=None, writers, on_progress=None, cancel_event=None, queue_depth=4
+):
+    compressor = make_compressor(compression, level)
+    hasher = hashlib.sha256()
+    feeds = [WriterFeed(name, writer, queue_depth) for name, writer in writers.items()]
+    cancel_event = cancel_event or threading.Event()
+    done = threading.Event()
+    watcher = watch_for_cancel(cancel_event, dump, done)
+    stored = 0
+
+    def emit(data):
+        nonlocal stored
+        if not data:
+            return
+        hasher.update(data)
+        stored += len(data)
+        for feed in feeds:
+            feed.put(data)
+
+    try:
+        for chunk in dump:
+            if cancel_event.is_set():
+                raise Cancelled("Cancelled by request")
+            data = compressor.compress(chunk)
+            emit(encryptor.update(data) if encryptor else data)
+            if on_progress:
+                on_progress("dumping", dump.raw_bytes, stored)
+            if not any(feed.healthy() for feed in feeds):
+                dump.cancel()
+                raise StorageError("Every destination failed: " + all_errors(feeds))
+        tail = compressor.flush()
+        emit(encryptor.update(tail) + encryptor.finalize() if encryptor else tail)
+        if on_progress:
+            on_progress("finishing", dump.raw_bytes, stored)
+    except BaseException as exc:
+        for feed in feeds:
+            feed.abort()
+        if cancel_event.is_set() and not isinstance(exc, Cancelled):
+            raise Cancelled("Cancelled by request") from exc
+        raise
+    finally:
+        done.set()
+        watcher.join()
+
+    result = PipelineResult(raw_bytes=dump.raw_bytes, stored_bytes=stored, sha256=hasher.hexdigest())
+    for feed in feeds:
+        size = feed.commit()
+        if size is None:
+            result.errors[feed.name] = feed.error
+        else:
+            result.sizes[feed.name] = size
+    return result
+
+
+def all_errors(feeds):
+    return "; ".join(f"{feed.name}: {feed.error}" for feed in feeds if feed.error)
+
+
+def restore_stream(chunks, keyring=None, expected_sha256=None, decompress=True):
+    """Yields the plain dump from a stored object's chunks.
+
+    Decrypts when the object starts with the encryption header (keyring maps a
+    key id to master key bytes) and decompresses by magic number. The SHA-256
+    of the stored bytes can only be known at the end: a mismatch raises
+    CorruptionError after the last chunk, so a consumer must treat its output
+    as untrusted until the generator finishes.
+    """
+    hasher = hashlib.sha256()
+    stage = _Sniffer(keyring, decompress)
+    for chunk in chunks:
+        hasher.update(chunk)
+        yield from stage.feed(chunk)
+    yield from stage.finish()
+    if expected_sha256 and hasher.hexdigest() != expected_sha256:
+        raise CorruptionError(f"SHA-256 mismatch: expected {expected_sha256}, stored bytes give {hasher.hexdigest()}")
+
+
+class _Sniffer:
+    """Decides from the first bytes whether to decrypt and how to decompress."""
+
+    def __init__(self, keyring, decompress):
+        self.keyring = keyring
+        self.decompress = decompress
+        self.head = b""
+        self.decryptor = None
+        self.decided = False
+        self.plain_head = b""
+        self.decompressor = None
+
+    def feed(self, chunk):
+        if not self.decided:
+            self.head += chunk
+            if len(self.head) < len(crypto.MAGIC):
+                return
+            self._decide()
+            chunk, self.head = self.head, b""
+        yield from self._plain(self.decryptor.update(chunk) if self.decryptor else chunk)
+
+    def _decide(self):
+        self.decided = True
+        if crypto.is_encrypted(self.head):
+            if self.keyring is None:
+                raise CorruptionError("the object is encrypted and no master key was given")
+            self.decryptor = crypto.Decryptor(self.keyring)
+
+    def finish(self):
+        if not self.decided:
+            self._decide()
+            head, self.head = self.head, b""
+            yield from self._plain(self.decryptor.update(head) if self.decryptor else head)
+        if self.decryptor:
+            yield from self._plain(self.decryptor.finalize())
+        if self.decompressor is None:
+            yield from self._start_decompressor()
+        if self.decompressor is not None:
+            yield self.decompressor.flush()
+
+    def _plain(self, data):
+        if not data:
+            return
+        if self.decompressor is None:
+            self.plain_head += data
+            if len(self.plain_head) < 4:
+                return
+            yield from self._start_decompressor()
+            return
+        yield self._decompress(data)
+
+    def _decompress(self, data):
+        try:
+            return self.decompressor.decompress(data)
+        except (zstandard.ZstdError, zlib.error) as exc:
+            raise CorruptionError(f"the compressed data is damaged ({exc})")
+
+    def _start_decompressor(self):
+        name = detect_compression(self.plain_head) if self.decompress else "none"
+        self.decompressor = make_decompressor(name)
+        data, self.plain_head = self.plain_head, b""
+        if data:
+            yield self._decompress(data)

@@ -1,0 +1,632 @@
+"""Storage backends: a local directory, and S3 or any S3-compatible endpoint.
+
+Writers make a copy durable only in commit(): local files are written under a
+temporary name, fsynced, renamed and their directory fsynced; S3 objects are
+streamed as a multipart upload (no temporary file) whose size is confirmed
+after completion. abort() removes whatever was written.
+"""
+
+import errno
+import os
+import queue
+import secrets
+import threading
+from pathlib import Path, PurePosixPath
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from catalog.engine.errors import StorageError
+
+READ_CHUNK = 1 << 20
+PART_SIZE = 8 << 20  # S3 parts must be at least 5 MiB, except the last
+PROBE_KEY = ".strongroom-probe"
+
+
+def check_key(key):
+    path = PurePosixPath(key)
+    if path.is_absolute() or ".." in path.parts or not key:
+        raise StorageError(f"Refusing an object key outside the destination: {key!r}")
+    return key
+
+
+def describe_os_error(exc, where):
+    if exc.errno == errno.ENOSPC:
+        return f"Disk full on {where}"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"Permission denied writing to {where}"
+    if exc.errno == errno.ENOENT:
+        return f"{where} does not exist"
+    return f"Cannot write to {where}: {exc.strerror or exc}"
+
+
+def fsync_directory(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- local ---------------------------------------------------------------
+
+
+class LocalWriter:
+    def __init__(self, storage, key):
+        self.final = storage.path_for(key)
+        self.root = storage.root
+        self.temp = self.final.with_name(f"{self.final.name}.partial-{secrets.token_hex(4)}")
+        self.size = 0
+        try:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.temp, "xb")
+        except OSError as exc:
+            raise StorageError(describe_os_error(exc, self.root))
+
+    def write(self, data):
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise StorageError(describe_os_error(exc, self.root))
+        self.size += len(data)
+
+    def commit(self):
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.rename(self.temp, self.final)
+            fsync_directory(self.final.parent)
+        except OSError as exc:
+            self.abort()
+            raise StorageError(describe_os_error(exc, self.root))
+        return self.size
+
+    def abort(self):
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.temp)
+        except FileNotFoundError:
+            pass
+
+
+class LocalStorage:
+    def __init__(self, root):
+        self.root = str(root)
+
+    def describe(self):
+        return self.root
+
+    def path_for(self, key):
+        return Path(self.root) / check_key(key)
+
+    def open_writer(self, key):
+        if not self.root:
+            raise StorageError("No directory is set for this destination")
+        return LocalWriter(self, key)
+
+    def put_bytes(self, key, data):
+        writer = self.open_writer(key)
+        writer.write(data)
+        writer.commit()
+
+    def get_bytes(self, key):
+        try:
+            return self.path_for(key).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"Cannot read {key} from {self.root}: {exc.strerror}")
+
+    def open_reader(self, key):
+        try:
+            handle = open(self.path_for(key), "rb")
+        except OSError as exc:
+            raise StorageError(f"Cannot read {key} from {self.root}: {exc.strerror}")
+
+        def chunks():
+            with handle:
+                while chunk := handle.read(READ_CHUNK):
+                    yield chunk
+
+        return chunks()
+
+    def exists(self, key):
+        return self.path_for(key).is_file()
+
+    def size(self, key):
+        return self.path_for(key).stat().st_size
+
+    def delete(self, key):
+        try:
+            self.path_for(key).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"Cannot delete {key} from {self.root}: {exc.strerror}")
+        self._remove_empty_parents(self.path_for(key).parent)
+
+    def _remove_empty_parents(self, directory):
+        root = Path(self.root).resolve()
+        directory = directory.resolve()
+        while directory != root and root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+    def cleanup_partials(self, key):
+        final = self.path_for(key)
+        if final.parent.is_dir():
+            for leftover in final.parent.glob(f"{final.name}.partial-*"):
+                leftover.unlink(missing_ok=True)
+        self._remove_empty_parents(final.parent)
+
+    def list_keys(self, prefix=""):
+        root = Path(self.root)
+        if not root.is_dir():
+            return []
+        keys = (str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix) and ".partial-" not in k)
+
+    def probe(self):
+        try:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(describe_os_error(exc, self.root))
+        payload = secrets.token_bytes(64)
+        self.put_bytes(PROBE_KEY, payload)
+        if self.get_bytes(PROBE_KEY) != payload:
+            raise StorageError(f"The probe read back from {self.root} differs from what was written")
+        self.delete(PROBE_KEY)
+
+
+# --- S3 ------------------------------------------------------------------
+
+
+def describe_s3_error(exc, storage):
+    where = f"bucket {storage.bucket}"
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+        return f"Cannot reach S3 endpoint {storage.endpoint_url or 'AWS'}"
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return "No S3 credentials are set for this destination"
+    if isinstance(exc, botocore.exceptions.ConnectTimeoutError):
+        return f"Timed out connecting to S3 endpoint {storage.endpoint_url or 'AWS'}"
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchBucket",) or (code == "404" and "Bucket" in str(exc)):
+            return f"S3 bucket {storage.bucket} does not exist"
+        if code in ("AccessDenied", "403", "AllAccessDisabled"):
+            return f"S3 access denied for {where}"
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId"):
+            return f"S3 rejected the credentials for {where} ({code})"
+        message = exc.response.get("Error", {}).get("Message", "")
+        return f"S3 error on {where}: {code} {message}".strip()
+    if isinstance(exc, botocore.exceptions.BotoCoreError):
+        return f"S3 error on {where}: {type(exc).__name__}"
+    return f"S3 error on {where}: {exc}"
+
+
+class S3Writer:
+    """A multipart upload fed part by part from a background thread, so the
+    pipeline keeps producing while the previous part is in flight."""
+
+    def __init__(self, storage, key):
+        self.storage = storage
+        self.key = storage.full_key(key)
+        self.size = 0
+        self._buffer = bytearray()
+        self._parts = []
+        self._upload_id = None
+        self._error = None
+        self._queue = queue.Queue(maxsize=1)  # at most one part waiting, one uploading
+        self._thread = None
+        self._part_number = 0
+        self._done = False
+
+    def _start(self):
+        try:
+            response = self.storage.client.create_multipart_upload(Bucket=self.storage.bucket, Key=self.key)
+        except Exception as exc:
+            raise StorageError(describe_s3_error(exc, self.storage))
+        self._upload_id = response["UploadId"]
+        self._thread = threading.Thread(target=self._upload_parts, name="s3-upload", daemon=True)
+        self._thread.start()
+
+    def _upload_parts(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            number, body = item
+            if self._error is not None:
+                continue
+            try:
+                response = self.storage.client.upload_part(
+                    Bucket=self.storage.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=body
+                )
+                self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+            except Exception as exc:
+                self._error = describe_s3_error(exc, self.storage)
+
+    def write(self, data):
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise StorageError(describe_os_error(exc, self.root))
+        self.size += len(data)
+
+    def commit(self):
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.rename(self.temp, self.final)
+            fsync_directory(self.final.parent)
+        except OSError as exc:
+            self.abort()
+            raise StorageError(describe_os_error(exc, self.root))
+        return self.size
+
+    def abort(self):
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.temp)
+        except FileNotFoundError:
+            pass
+
+
+class LocalStorage:
+    def __init__(self, root):
+        self.root = str(root)
+
+    def describe(self):
+        return self.root
+
+    def path_for(self, key):
+        return Path(self.root) / check_key(key)
+
+    def open_writer(self, key):
+        if not self.root:
+            raise StorageError("No directory is set for this destination")
+        return LocalWriter(self, key)
+
+    def put_bytes(self, key, data):
+        writer = self.open_writer(key)
+        writer.write(data)
+        writer.commit()
+
+    def get_bytes(self, key):
+        try:
+            return self.path_for(key).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"Cannot read {key} from {self.root}: {exc.strerror}")
+
+    def open_reader(self, key):
+        try:
+            handle = open(self.path_for(key), "rb")
+        except OSError as exc:
+            raise StorageError(f"Cannot read {key} from {self.root}: {exc.strerror}")
+
+        def chunks():
+            with handle:
+                while chunk := handle.read(READ_CHUNK):
+                    yield chunk
+
+        return chunks()
+
+    def exists(self, key):
+        return self.path_for(key).is_file()
+
+    def size(self, key):
+        return self.path_for(key).stat().st_size
+
+    def delete(self, key):
+        try:
+            self.path_for(key).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"Cannot delete {key} from {self.root}: {exc.strerror}")
+        self._remove_empty_parents(self.path_for(key).parent)
+
+    def _remove_empty_parents(self, directory):
+        root = Path(self.root).resolve()
+        directory = directory.resolve()
+        while directory != root and root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+    def cleanup_partials(self, key):
+        final = self.path_for(key)
+        if final.parent.is_dir():
+            for leftover in final.parent.glob(f"{final.name}.partial-*"):
+                leftover.unlink(missing_ok=True)
+        self._remove_empty_parents(final.parent)
+
+    def list_keys(self, prefix=""):
+        root = Path(self.root)
+        if not root.is_dir():
+            return []
+        keys = (str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix) and ".partial-" not in k)
+
+    def probe(self):
+        try:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(describe_os_error(exc, self.root))
+        payload = secrets.token_bytes(64)
+        self.put_bytes(PROBE_KEY, payload)
+        if self.get_bytes(PROBE_KEY) != payload:
+            raise StorageError(f"The probe read back from {self.root} differs from what was written")
+        self.delete(PROBE_KEY)
+
+
+# --- S3 ------------------------------------------------------------------
+
+
+def describe_s3_error(exc, storage):
+    where = f"bucket {storage.bucket}"
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+        return f"Cannot reach S3 endpoint {storage.endpoint_url or 'AWS'}"
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return "No S3 credentials are set for this destination"
+    if isinstance(exc, botocore.exceptions.ConnectTimeoutError):
+        return f"Timed out connecting to S3 endpoint {storage.endpoint_url or 'AWS'}"
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchBucket",) or (code == "404" and "Bucket" in str(exc)):
+            return f"S3 bucket {storage.bucket} does not exist"
+        if code in ("AccessDenied", "403", "AllAccessDisabled"):
+            return f"S3 access denied for {where}"
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId"):
+            return f"S3 rejected the credentials for {where} ({code})"
+        message = exc.response.get("Error", {}).get("Message", "")
+        return f"S3 error on {where}: {code} {message}".strip()
+    if isinstance(exc, botocore.exceptions.BotoCoreError):
+        return f"S3 error on {where}: {type(exc).__name__}"
+    return f"S3 error on {where}: {exc}"
+
+
+class S3Writer:
+    """A multipart upload fed part by part from a background thread, so the
+    pipeline keeps producing while the previous part is in flight."""
+
+    def __init__(self, storage, key):
+        self.storage = storage
+        self.key = storage.full_key(key)
+        self.size = 0
+        self._buffer = bytearray()
+        self._parts = []
+        self._upload_id = None
+        self._error = None
+        self._queue = queue.Queue(maxsize=1)  # at most one part waiting, one uploading
+        self._thread = None
+        self._part_number = 0
+        self._done = False
+
+    def _start(self):
+        try:
+            response = self.storage.client.create_multipart_upload(Bucket=self.storage.bucket, Key=self.key)
+        except Exception as exc:
+            raise StorageError(describe_s3_error(exc, self.storage))
+        self._upload_id = response["UploadId"]
+        self._thread = threading.Thread(target=self._upload_parts, name="s3-upload", daemon=True)
+        self._thread.start()
+
+    def _upload_parts(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            number, body = item
+            if self._error is not None:
+                continue
+            try:
+                response = self.storage.client.upload_part(
+                    Bucket=self.storage.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=body
+                )
+                self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+            except Exception as exc:
+                self._error = describe_s3_error(exc, self.storage)
+
+    def _send_part(self, body):
+        if self._upload_id is None:
+            self._start()
+        if self._error:
+            raise StorageError(self._error)
+        self._queue.put((len(self._parts) + self._queue.qsize() + 1 + self._sent_extra(), bytes(body)))
+
+    def _sent_extra(self):
+        return 0
+
+    def write(self, data):
+        self._buffer += data
+        self.size += len(data)
+        while len(self._buffer) >= PART_SIZE:
+            self._queue_part(self._buffer[:PART_SIZE])
+            del self._buffer[:PART_SIZE]
+
+    def _queue_part(self, body):
+        if self._upload_id is None:
+            self._start()
+        if self._error:
+            raise StorageError(self._error)
+        self._part_number += 1
+        self._queue.put((self._part_number, bytes(body)))
+
+    def _finish_parts(self):
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+        if self._error:
+            raise StorageError(self._error)
+
+    def commit(self):
+        client, bucket = self.storage.client, self.storage.bucket
+        try:
+            if self._upload_id is None:
+                # Small object: one plain PUT is durable when it returns.
+                client.put_object(Bucket=bucket, Key=self.key, Body=bytes(self._buffer))
+            else:
+                if self._buffer:
+                    self._queue_part(self._buffer)
+                    self._buffer = bytearray()
+                self._finish_parts()
+                parts = sorted(self._parts, key=lambda p: p["PartNumber"])
+                client.complete_multipart_upload(
+                    Bucket=bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}
+                )
+                self._done = True
+            stored = client.head_object(Bucket=bucket, Key=self.key)["ContentLength"]
+        except StorageError:
+            self.abort()
+            raise
+        except Exception as exc:
+            self.abort()
+            raise StorageError(describe_s3_error(exc, self.storage))
+        self._done = True
+        if stored != self.size:
+            self.storage.delete_full_key(self.key)
+            raise StorageError(f"S3 stored {stored} bytes of {self.size} for {self.key}")
+        return self.size
+
+    def abort(self):
+        if self._done:
+            return
+        self._done = True
+        self._error = self._error or "aborted"
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+        if self._upload_id is not None:
+            try:
+                self.storage.client.abort_multipart_upload(
+                    Bucket=self.storage.bucket, Key=self.key, UploadId=self._upload_id
+                )
+            except Exception:
+                pass
+
+
+class S3Storage:
+    def __init__(
+        self, bucket, prefix="", endpoint_url=None, region=None, access_key_id=None, secret_access_key=None
+    ):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            region_name=region or None,
+            aws_access_key_id=access_key_id or None,
+            aws_secret_access_key=secret_access_key or None,
+            config=Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}),
+        )
+
+    def describe(self):
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def full_key(self, key):
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, method, **kwargs):
+        try:
+            return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
+        except Exception as exc:
+            raise StorageError(describe_s3_error(exc, self))
+
+    def open_writer(self, key):
+        return S3Writer(self, key)
+
+    def put_bytes(self, key, data):
+        self._call("put_object", Key=self.full_key(key), Body=data)
+        stored = self._call("head_object", Key=self.full_key(key))["ContentLength"]
+        if stored != len(data):
+            raise StorageError(f"S3 stored {stored} bytes of {len(data)} for {key}")
+
+    def get_bytes(self, key):
+        return self._call("get_object", Key=self.full_key(key))["Body"].read()
+
+    def open_reader(self, key):
+        body = self._call("get_object", Key=self.full_key(key))["Body"]
+
+        def chunks():
+            try:
+                yield from body.iter_chunks(READ_CHUNK)
+            except Exception as exc:
+                raise StorageError(describe_s3_error(exc, self))
+            finally:
+                body.close()
+
+        return chunks()
+
+    def exists(self, key):
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.full_key(key))
+            return True
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise StorageError(describe_s3_error(exc, self))
+
+    def size(self, key):
+        return self._call("head_object", Key=self.full_key(key))["ContentLength"]
+
+    def delete(self, key):
+        self.delete_full_key(self.full_key(key))
+
+    def delete_full_key(self, full_key):
+        self._call("delete_object", Key=full_key)
+
+    def cleanup_partials(self, key):
+        full_key = self.full_key(key)
+        uploads = self._call("list_multipart_uploads", Prefix=full_key).get("Uploads", [])
+        for upload in uploads:
+            if upload["Key"] == full_key:
+                self._call("abort_multipart_upload", Key=full_key, UploadId=upload["UploadId"])
+
+    def list_keys(self, prefix=""):
+        base = f"{self.prefix}/" if self.prefix else ""
+        keys = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix)
+            for page in pages:
+                keys.extend(obj["Key"][len(base) :] for obj in page.get("Contents", []))
+        except Exception as exc:
+            raise StorageError(describe_s3_error(exc, self))
+        return sorted(keys)
+
+    def probe(self):
+        payload = secrets.token_bytes(64)
+        self.put_bytes(PROBE_KEY, payload)
+        if self.get_bytes(PROBE_KEY) != payload:
+            raise StorageError(f"The probe read back from {self.describe()} differs from what was written")
+        self.delete(PROBE_KEY)
+
+
+def open_storage(kind, config, secrets_=None):
+    secrets_ = secrets_ or {}
+    if kind == "local":
+        return LocalStorage(config["path"])
+    return S3Storage(
+        bucket=config["bucket"],
+        prefix=config.get("prefix", ""),
+        endpoint_url=config.get("endpoint_url"),
+        region=config.get("region"),
+        access_key_id=config.get("access_key_id"),
+        secret_access_key=secrets_.get("secret_access_key"),
+    )
