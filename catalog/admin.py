@@ -1,0 +1,72 @@
+"""Superusers inspect every record here. Catalog records are read-only: they
+change only through the services, which audit every change."""
+
+from django.contrib import admin
+
+from catalog.models import AuditEvent, Backup, BackupPlan, Copy, Destination, Key, Source
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Source)
+class SourceAdmin(ReadOnlyAdmin):
+    list_display = ["name", "engine", "target_display", "rpo_minutes", "rto_minutes"]
+    exclude = ["secret_token"]
+
+
+@admin.register(Destination)
+class DestinationAdmin(ReadOnlyAdmin):
+    list_display = ["name", "kind", "location_display", "offsite", "immutable_days", "quota_gb"]
+    exclude = ["secret_token"]
+
+
+@admin.register(BackupPlan)
+class BackupPlanAdmin(ReadOnlyAdmin):
+    list_display = ["name", "source", "schedule", "format", "compression", "encrypt", "enabled"]
+
+
+class CopyInline(admin.TabularInline):
+    model = Copy
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Backup)
+class BackupAdmin(ReadOnlyAdmin):
+    list_display = ["id", "source", "plan", "label", "status", "created_at", "stored_bytes"]
+    list_filter = ["status", "source", "trigger"]
+    search_fields = ["label", "sha256"]
+    inlines = [CopyInline]
+
+
+@admin.register(Copy)
+class CopyAdmin(ReadOnlyAdmin):
+    list_display = ["backup", "destination", "status", "size", "durable_at"]
+    list_filter = ["status", "destination"]
+
+
+@admin.register(Key)
+class KeyAdmin(ReadOnlyAdmin):
+    list_display = ["key_id", "fingerprint", "is_active", "created_at", "retired_at"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "actor_label", "action", "object_repr"]
+    list_filter = ["action"]
+    search_fields = ["object_repr", "actor_label"]

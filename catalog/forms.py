@@ -1,0 +1,162 @@
+import os
+
+from django import forms
+
+from catalog.models import FORMATS_BY_ENGINE, Backup, BackupPlan, Destination, Source
+from catalog.schedules import validate_cron
+
+KEEP_HELP = "Leave blank to keep the one that is stored."
+
+
+def secret_field(label, help_text=""):
+    return forms.CharField(
+        label=label,
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=help_text,
+    )
+
+
+class SourceForm(forms.ModelForm):
+    password = secret_field("Password")
+    dsn = secret_field("Connection string (DSN)", "Instead of the fields above, e.g. postgresql://user:pw@host:5432/db")
+
+    class Meta:
+        model = Source
+        fields = ["name", "engine", "host", "port", "dbname", "user", "password", "dsn", "sslmode",
+                  "sqlite_path", "rpo_minutes", "rto_minutes"]
+        help_texts = {
+            "sslmode": "Optional: disable, require, verify-full …",
+            "sqlite_path": "Absolute path of the database file on the worker machine.",
+            "rpo_minutes": "Most data you can afford to lose, in minutes.",
+            "rto_minutes": "Longest a restore may take, in minutes.",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.has_secrets():
+            self.fields["password"].help_text = KEEP_HELP
+            self.fields["dsn"].help_text = KEEP_HELP + " " + self.fields["dsn"].help_text
+
+    def clean(self):
+        data = super().clean()
+        if data.get("engine") == "sqlite":
+            path = data.get("sqlite_path", "")
+            if not path or not os.path.isabs(path):
+                self.add_error("sqlite_path", "Give the absolute path of the SQLite database file.")
+            return data
+        has_dsn = data.get("dsn") or (self.instance.pk and self.instance.uses_dsn())
+        if not has_dsn:
+            for name in ("host", "dbname", "user"):
+                if not data.get(name):
+                    self.add_error(name, "Required unless you give a connection string.")
+        return data
+
+    def secrets(self):
+        return {"password": self.cleaned_data.get("password"), "dsn": self.cleaned_data.get("dsn")}
+
+    def changed_fields(self):
+        return [name for name in self.changed_data if name not in ("password", "dsn")]
+
+
+class DestinationForm(forms.ModelForm):
+    secret_access_key = secret_field("Secret access key")
+
+    class Meta:
+        model = Destination
+        fields = ["name", "kind", "path", "bucket", "prefix", "endpoint_url", "region", "access_key_id",
+                  "secret_access_key", "offsite", "immutable_days", "quota_gb"]
+        help_texts = {
+            "path": "Absolute path of a directory on the worker machine.",
+            "endpoint_url": "Leave blank for AWS; e.g. https://minio.example:9000 for MinIO or R2.",
+            "prefix": "Folder inside the bucket, e.g. strongroom/",
+            "offsite": "This copy lives away from the database server (counts for 3-2-1).",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.has_secrets():
+            self.fields["secret_access_key"].help_text = KEEP_HELP
+
+    def clean(self):
+        data = super().clean()
+        if data.get("kind") == "local":
+            path = data.get("path", "")
+            if not path or not os.path.isabs(path):
+                self.add_error("path", "Give the absolute path of a directory.")
+        elif not data.get("bucket"):
+            self.add_error("bucket", "Name the bucket.")
+        endpoint = data.get("endpoint_url", "")
+        if endpoint and not endpoint.startswith(("http://", "https://")):
+            self.add_error("endpoint_url", "Start the endpoint URL with http:// or https://")
+        return data
+
+    def secrets(self):
+        return {"secret_access_key": self.cleaned_data.get("secret_access_key")}
+
+    def changed_fields(self):
+        return [name for name in self.changed_data if name != "secret_access_key"]
+
+
+class PlanForm(forms.ModelForm):
+    destinations = forms.ModelMultipleChoiceField(
+        queryset=Destination.objects.all(), widget=forms.CheckboxSelectMultiple, error_messages={"required": "Pick at least one destination."}
+    )
+
+    class Meta:
+        model = BackupPlan
+        fields = ["name", "source", "schedule", "format", "compression", "encrypt", "destinations", "enabled"]
+        help_texts = {
+            "schedule": "Cron: minute hour day-of-month month day-of-week.",
+            "encrypt": "AES-256-GCM with a fresh data key per backup, wrapped by the active master key.",
+            "enabled": "Disabled plans keep their backups but are not run on schedule.",
+        }
+
+    def clean_schedule(self):
+        schedule = " ".join(self.cleaned_data["schedule"].split())
+        error = validate_cron(schedule)
+        if error:
+            raise forms.ValidationError(error)
+        return schedule
+
+    def clean(self):
+        data = super().clean()
+        source, fmt = data.get("source"), data.get("format")
+        if source and fmt and fmt not in FORMATS_BY_ENGINE[source.engine]:
+            allowed = ", ".join(FORMATS_BY_ENGINE[source.engine])
+            self.add_error("format", f"A {source.get_engine_display()} source can be backed up as: {allowed}.")
+        return data
+
+    def changed_fields(self):
+        return list(self.changed_data)
+
+
+class RunBackupForm(forms.Form):
+    label = forms.SlugField(
+        required=False, max_length=100, help_text="Optional, e.g. pre-migration", widget=forms.TextInput(attrs={"placeholder": "label (optional)"})
+    )
+
+
+class BackupFilterForm(forms.Form):
+    source = forms.ModelChoiceField(queryset=Source.objects.all(), required=False, empty_label="All sources")
+    plan = forms.ModelChoiceField(queryset=BackupPlan.objects.all(), required=False, empty_label="All plans")
+    status = forms.ChoiceField(choices=[("", "Any status")] + Backup.STATUS_CHOICES, required=False)
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def apply(self, backups):
+        if not self.is_valid():
+            return backups
+        data = self.cleaned_data
+        if data["source"]:
+            backups = backups.filter(source=data["source"])
+        if data["plan"]:
+            backups = backups.filter(plan=data["plan"])
+        if data["status"]:
+            backups = backups.filter(status=data["status"])
+        if data["since"]:
+            backups = backups.filter(created_at__date__gte=data["since"])
+        if data["until"]:
+            backups = backups.filter(created_at__date__lte=data["until"])
+        return backups

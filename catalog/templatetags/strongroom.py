@@ -1,0 +1,23 @@
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def duration(value):
+    """A timedelta (or seconds) as 1 h 02 min, 3 min 05 s or 12 s."""
+    if value is None or value == "":
+        return "—"
+    seconds = int(value.total_seconds() if hasattr(value, "total_seconds") else value)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {seconds:02d} s"
+    return f"{seconds} s"
+
+
+@register.inclusion_tag("catalog/partials/status.html")
+def status_badge(backup):
+    return {"status": backup.status, "label": backup.get_status_display(), "cancelling": backup.cancel_requested and backup.is_active()}

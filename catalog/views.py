@@ -1,0 +1,277 @@
+"""Browser pages. Views stay short: forms validate, services act."""
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Count, Max
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from catalog import services
+from catalog.decorators import operator_required, viewer_required
+from catalog.forms import BackupFilterForm, DestinationForm, PlanForm, RunBackupForm, SourceForm
+from catalog.models import AuditEvent, Backup, BackupPlan, Destination, Source
+from catalog.schedules import next_runs, validate_cron
+
+PAGE_SIZE = 25
+
+
+def healthz(request):
+    return HttpResponse("ok", content_type="text/plain")
+
+
+def page_of(request, queryset):
+    return Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+
+
+def edit_config(request, form_class, instance, save, template, **context):
+    """Create/edit page shared by sources, destinations and plans."""
+    form = form_class(request.POST or None, instance=instance)
+    if request.method == "POST" and form.is_valid():
+        obj = form.save(commit=False)
+        kwargs = {"changed_fields": form.changed_fields()}
+        if hasattr(form, "secrets"):
+            kwargs["secrets"] = form.secrets()
+        if "destinations" in form.cleaned_data:
+            kwargs["destinations"] = form.cleaned_data["destinations"]
+        save(request.user, obj, **kwargs)
+        messages.success(request, f"Saved {obj}.")
+        return redirect(obj)
+    return render(request, template, {"form": form, "object": instance, **context})
+
+
+def delete_config(request, instance, delete, back):
+    if request.method == "POST":
+        try:
+            delete(request.user, instance)
+        except services.Refused as exc:
+            messages.error(request, str(exc))
+            return redirect(instance)
+        messages.success(request, f"Deleted {instance}.")
+        return redirect(back)
+    return render(request, "catalog/confirm_delete.html", {"object": instance, "kind": instance._meta.verbose_name})
+
+
+# --- dashboard -------------------------------------------------------------
+
+
+@viewer_required
+def dashboard(request):
+    sources = Source.objects.annotate(plan_count=Count("plans")).prefetch_related("plans")
+    rows = [{"source": s, "last": s.last_backup(), "last_good": s.last_good_backup()} for s in sources]
+    ctx = {
+        "rows": rows,
+        "active": Backup.objects.active().select_related("source", "plan"),
+        "recent": Backup.objects.select_related("source", "plan")[:10],
+        "has_destinations": Destination.objects.exists(),
+        "has_plans": BackupPlan.objects.exists(),
+    }
+    return render(request, "catalog/dashboard.html", ctx)
+
+
+# --- sources ---------------------------------------------------------------
+
+
+@viewer_required
+def source_list(request):
+    sources = Source.objects.annotate(backup_count=Count("backups"), last_at=Max("backups__created_at"))
+    return render(request, "catalog/source_list.html", {"sources": sources})
+
+
+@viewer_required
+def source_detail(request, pk):
+    source = get_object_or_404(Source, pk=pk)
+    ctx = {
+        "source": source,
+        "plans": source.plans.prefetch_related("destinations"),
+        "backups": source.backups.select_related("plan")[:10],
+        "run_form": RunBackupForm(),
+    }
+    return render(request, "catalog/source_detail.html", ctx)
+
+
+@operator_required
+def source_new(request):
+    return edit_config(request, SourceForm, Source(), services.save_source, "catalog/source_form.html")
+
+
+@operator_required
+def source_edit(request, pk):
+    source = get_object_or_404(Source, pk=pk)
+    return edit_config(request, SourceForm, source, services.save_source, "catalog/source_form.html")
+
+
+@operator_required
+def source_delete(request, pk):
+    return delete_config(request, get_object_or_404(Source, pk=pk), services.delete_source, "source_list")
+
+
+@operator_required
+@require_POST
+def source_test(request):
+    """Tests the connection with the values now in the form (htmx)."""
+    instance = Source.objects.filter(pk=request.POST.get("source_id") or None).first() or Source()
+    form = SourceForm(request.POST, instance=instance)
+    if not form.is_valid():
+        ok, message = False, "Fill in the highlighted fields first."
+    else:
+        ok, message = services.test_source(form.save(commit=False), secrets=form.secrets())
+    return render(request, "catalog/partials/test_result.html", {"ok": ok, "message": message})
+
+
+# --- destinations ----------------------------------------------------------
+
+
+@viewer_required
+def destination_list(request):
+    destinations = Destination.objects.annotate(copy_count=Count("copies"))
+    return render(request, "catalog/destination_list.html", {"destinations": destinations})
+
+
+@viewer_required
+def destination_detail(request, pk):
+    destination = get_object_or_404(Destination, pk=pk)
+    copies = destination.copies.select_related("backup", "backup__source")[:20]
+    ctx = {"destination": destination, "plans": destination.plans.all(), "copies": copies}
+    return render(request, "catalog/destination_detail.html", ctx)
+
+
+@operator_required
+def destination_new(request):
+    return edit_config(request, DestinationForm, Destination(), services.save_destination, "catalog/destination_form.html")
+
+
+@operator_required
+def destination_edit(request, pk):
+    destination = get_object_or_404(Destination, pk=pk)
+    return edit_config(request, DestinationForm, destination, services.save_destination, "catalog/destination_form.html")
+
+
+@operator_required
+def destination_delete(request, pk):
+    destination = get_object_or_404(Destination, pk=pk)
+    return delete_config(request, destination, services.delete_destination, "destination_list")
+
+
+@operator_required
+@require_POST
+def destination_test(request):
+    """Writes, reads and deletes a probe object with the form's values (htmx)."""
+    instance = Destination.objects.filter(pk=request.POST.get("destination_id") or None).first() or Destination()
+    form = DestinationForm(request.POST, instance=instance)
+    if not form.is_valid():
+        ok, message = False, "Fill in the highlighted fields first."
+    else:
+        ok, message = services.test_destination(form.save(commit=False), secrets=form.secrets())
+    return render(request, "catalog/partials/test_result.html", {"ok": ok, "message": message})
+
+
+# --- plans -----------------------------------------------------------------
+
+
+@viewer_required
+def plan_list(request):
+    plans = BackupPlan.objects.select_related("source").prefetch_related("destinations")
+    return render(request, "catalog/plan_list.html", {"plans": plans})
+
+
+@viewer_required
+def plan_detail(request, pk):
+    plan = get_object_or_404(BackupPlan.objects.select_related("source"), pk=pk)
+    ctx = {"plan": plan, "backups": plan.backups.all()[:10], "run_form": RunBackupForm()}
+    return render(request, "catalog/plan_detail.html", ctx)
+
+
+@operator_required
+def plan_new(request):
+    initial_source = Source.objects.filter(pk=request.GET.get("source") or None).first()
+    plan = BackupPlan(source=initial_source) if initial_source else BackupPlan()
+    if initial_source and initial_source.engine == "sqlite":
+        plan.format = "sqlite"
+    return edit_config(request, PlanForm, plan, services.save_plan, "catalog/plan_form.html")
+
+
+@operator_required
+def plan_edit(request, pk):
+    plan = get_object_or_404(BackupPlan, pk=pk)
+    return edit_config(request, PlanForm, plan, services.save_plan, "catalog/plan_form.html")
+
+
+@operator_required
+def plan_delete(request, pk):
+    return delete_config(request, get_object_or_404(BackupPlan, pk=pk), services.delete_plan, "plan_list")
+
+
+@viewer_required
+@require_GET
+def cron_preview(request):
+    schedule = " ".join(request.GET.get("schedule", "").split())
+    ctx = {"error": validate_cron(schedule), "runs": next_runs(schedule, 5)}
+    return render(request, "catalog/partials/cron_preview.html", ctx)
+
+
+@operator_required
+@require_POST
+def plan_run(request, pk):
+    plan = get_object_or_404(BackupPlan, pk=pk)
+    form = RunBackupForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Labels may use letters, digits, - and _ only.")
+        return redirect(plan)
+    try:
+        backup = services.start_backup(request.user, plan, label=form.cleaned_data["label"])
+    except services.Refused as exc:
+        messages.error(request, str(exc))
+        return redirect(request.POST.get("next") or plan.get_absolute_url())
+    return redirect(backup)
+
+
+# --- backups ---------------------------------------------------------------
+
+
+@viewer_required
+def backup_list(request):
+    filters = BackupFilterForm(request.GET or None)
+    backups = filters.apply(Backup.objects.select_related("source", "plan"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    ctx = {"filters": filters, "page": page_of(request, backups), "query": query.urlencode()}
+    return render(request, "catalog/backup_list.html", ctx)
+
+
+@viewer_required
+def backup_detail(request, pk):
+    backup = get_object_or_404(Backup.objects.select_related("source", "plan", "triggered_by"), pk=pk)
+    ctx = {"backup": backup, "copies": backup.copies.select_related("destination")}
+    return render(request, "catalog/backup_detail.html", ctx)
+
+
+@viewer_required
+def backup_progress(request, pk):
+    """Polled by htmx every second while a backup is active."""
+    backup = get_object_or_404(Backup, pk=pk)
+    response = render(request, "catalog/partials/backup_progress.html", {"backup": backup})
+    if not backup.is_active() and request.htmx:
+        response["HX-Refresh"] = "true"  # show the final page with sizes and copies
+    return response
+
+
+@operator_required
+@require_POST
+def backup_cancel(request, pk):
+    backup = get_object_or_404(Backup, pk=pk)
+    try:
+        services.cancel_backup(request.user, backup)
+        messages.success(request, "Cancel requested: the backup stops within seconds and its partial data is removed.")
+    except services.Refused as exc:
+        messages.error(request, str(exc))
+    return redirect(backup)
+
+
+# --- audit -----------------------------------------------------------------
+
+
+@viewer_required
+def audit_list(request):
+    events = AuditEvent.objects.select_related("actor")
+    return render(request, "catalog/audit_list.html", {"page": page_of(request, events)})

@@ -1,0 +1,29 @@
+// Shows only the fields that matter for the chosen engine or storage kind.
+(function () {
+  var groups = {
+    engine: { postgresql: ["host", "port", "dbname", "user", "password", "dsn", "sslmode"], sqlite: ["sqlite_path"] },
+    kind: { local: ["path"], s3: ["bucket", "prefix", "endpoint_url", "region", "access_key_id", "secret_access_key", "immutable_days"] },
+  };
+
+  function sync(form, selector) {
+    var choice = form.querySelector("[name=" + selector + "]");
+    if (!choice) return;
+    var all = [].concat.apply([], Object.values(groups[selector]));
+    var shown = groups[selector][choice.value] || [];
+    all.forEach(function (name) {
+      var field = form.querySelector('[data-field="' + name + '"]');
+      if (field) field.classList.toggle("hidden-field", shown.indexOf(name) === -1);
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("form").forEach(function (form) {
+      ["engine", "kind"].forEach(function (selector) {
+        var choice = form.querySelector("[name=" + selector + "]");
+        if (!choice) return;
+        sync(form, selector);
+        choice.addEventListener("change", function () { sync(form, selector); });
+      });
+    });
+  });
+})();
