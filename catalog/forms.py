@@ -26,6 +26,7 @@ class SourceForm(forms.ModelForm):
         model = Source
         fields = ["name", "engine", "host", "port", "dbname", "user", "password", "dsn", "sslmode",
                   "sqlite_path", "rpo_minutes", "rto_minutes"]
+        labels = {"sslmode": "SSL mode"}
         help_texts = {
             "sslmode": "Optional: disable, require, verify-full …",
             "sqlite_path": "Absolute path of the database file on the worker machine.",

@@ -13,6 +13,7 @@ import threading
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -292,10 +293,10 @@ def run_backup(backup_id):
         return None
     backup = Backup.objects.select_related("source", "plan").get(pk=backup_id)
     backup.object_key = object_key_for(backup)
-    backup.append_log(f"Started on {backup.worker}")
+    destinations = list(backup.plan.destinations.all())
+    backup.append_log(f"Started on {backup.worker}; writing to {', '.join(str(d) for d in destinations)}")
     copies = [
-        Copy.objects.create(backup=backup, destination=destination, key=backup.object_key)
-        for destination in backup.plan.destinations.all()
+        Copy.objects.create(backup=backup, destination=destination, key=backup.object_key) for destination in destinations
     ]
     Backup.objects.filter(pk=backup.pk).update(object_key=backup.object_key, log=backup.log)
     with transaction.atomic():
@@ -353,6 +354,11 @@ def stream_backup(backup, copies):
     backup.raw_bytes, backup.stored_bytes, backup.sha256 = result.raw_bytes, result.stored_bytes, result.sha256
     backup.server_version, backup.tool_version = dump.server_version, dump.tool_version
     backup.table_counts = dump.table_counts
+    backup.append_log(
+        f"Read {filesizeformat(result.raw_bytes)} from {backup.source.get_engine_display()} {backup.server_version} "
+        f"({len(backup.table_counts)} tables, {sum(backup.table_counts.values())} rows in the snapshot); "
+        f"stored {filesizeformat(result.stored_bytes)}, SHA-256 {result.sha256[:16]}…"
+    )
     for copy in copies:
         if copy.pk in result.errors:
             mark_copy_failed(copy, result.errors[copy.pk])
@@ -362,6 +368,7 @@ def stream_backup(backup, copies):
 
 
 def mark_copy_failed(copy, error):
+    copy.backup.append_log(f"{copy.destination}: failed — {error}")
     copy.status, copy.error = Copy.FAILED, error[:500]
     copy.save(update_fields=["status", "error"])
 
@@ -406,6 +413,7 @@ def write_manifests(backup, copies, encryption):
             continue
         copy.status, copy.durable_at = Copy.DURABLE, timezone.now()
         copy.save(update_fields=["status", "durable_at", "size", "sha256", "manifest_key"])
+        backup.append_log(f"{copy.destination}: durable, {filesizeformat(copy.size)} with its manifest")
 
 
 def remove_objects(copy):

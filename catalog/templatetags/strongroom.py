@@ -18,6 +18,13 @@ def duration(value):
     return f"{seconds} s"
 
 
+@register.filter
+def is_single_checkbox(bound_field):
+    """A lone checkbox gets its label beside it; a checkbox list does not."""
+    widget = bound_field.field.widget
+    return widget.input_type == "checkbox" and not getattr(widget, "allow_multiple_selected", False)
+
+
 @register.inclusion_tag("catalog/partials/status.html")
 def status_badge(backup):
     return {"status": backup.status, "label": backup.get_status_display(), "cancelling": backup.cancel_requested and backup.is_active()}
