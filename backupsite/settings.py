@@ -98,8 +98,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "static"
-# Serve straight from the app folders: the quick start needs no collectstatic.
+# Served by the app itself (WhiteNoise) straight from the app folders, so the
+# quick start needs no collectstatic; set STATIC_ROOT to collect for production.
+STATIC_ROOT = env("STATIC_ROOT") or None
 WHITENOISE_USE_FINDERS = True
 
 SESSION_COOKIE_HTTPONLY = True
