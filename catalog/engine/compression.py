@@ -19,11 +19,16 @@ class _Passthrough:
     def decompress(self, data):
         return data
 
+    def complete(self):
+        return True
+
 
 class _Zstd:
     def __init__(self, level):
         # threads=-1: one compression thread per core, so zstd is rarely the slowest stage.
-        self._obj = zstandard.ZstdCompressor(level=level, threads=-1).compressobj()
+        # write_checksum: the frame carries an xxhash of the content, so damage
+        # inside unencrypted zstd is caught on decompression.
+        self._obj = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True).compressobj()
 
     def compress(self, data):
         return self._obj.compress(data)
@@ -41,6 +46,9 @@ class _ZstdReader:
 
     def flush(self):
         return b""
+
+    def complete(self):
+        return self._obj.eof
 
 
 class _Gzip:
@@ -63,6 +71,9 @@ class _GzipReader:
 
     def flush(self):
         return self._obj.flush()
+
+    def complete(self):
+        return self._obj.eof
 
 
 def make_compressor(name, level=None):

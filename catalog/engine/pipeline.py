@@ -129,6 +129,8 @@ def run_pipeline(
             if not any(feed.healthy() for feed in feeds):
                 dump.cancel()
                 raise StorageError("Every destination failed: " + all_errors(feeds))
+        if cancel_event.is_set():
+            raise Cancelled("Cancelled by request")  # the dump may end quietly when stopped
         tail = compressor.flush()
         emit(encryptor.update(tail) + encryptor.finalize() if encryptor else tail)
         if on_progress:
@@ -215,6 +217,8 @@ class _Sniffer:
             yield from self._start_decompressor()
         if self.decompressor is not None:
             yield self.decompressor.flush()
+            if not self.decompressor.complete():
+                raise CorruptionError("the compressed data is truncated")
 
     def _plain(self, data):
         if not data:
