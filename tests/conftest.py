@@ -11,6 +11,14 @@ def pg_server():
     return pg.ensure_server()
 
 
+@pytest.fixture(scope="session")
+def password_server():
+    """A throwaway cluster that insists on a password (pg.TEST_PASSWORD)."""
+    server, stop = pg.throwaway_cluster(auth="scram-sha-256", password=pg.TEST_PASSWORD)
+    yield server
+    stop()
+
+
 @pytest.fixture
 def pg_database(pg_server):
     """A fresh, empty PostgreSQL database; dropped afterwards."""

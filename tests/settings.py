@@ -16,3 +16,7 @@ from backupsite.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405 — tasks run inline unless a test starts a cluster
+
+# One test database per run, so two checkouts (or CI and a developer) can
+# run the suite against the same server at once.
+DATABASES["default"]["TEST"] = {"NAME": f"test_strongroom_{os.getpid()}"}  # noqa: F405

@@ -10,6 +10,7 @@ import uuid
 
 import psycopg
 import pytest
+from django.db import connection
 
 from catalog import services
 from catalog.models import AuditEvent, Backup, Copy
@@ -19,14 +20,7 @@ from tests.harness.sample_db import create_tricky_database
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SECRET = "s3cr3t-Pa55-word"
-
-
-@pytest.fixture(scope="module")
-def password_server():
-    server, stop = pg.throwaway_cluster(auth="scram-sha-256", password=SECRET)
-    yield server
-    stop()
+SECRET = pg.TEST_PASSWORD
 
 
 @pytest.fixture
@@ -146,7 +140,7 @@ def test_it_cancels_a_running_backup_and_removes_partial_objects(pg_database, s3
     # Hold a lock that pg_dump must wait for, so the backup is caught mid-run.
     with psycopg.connect(**pg_database) as blocker:
         blocker.execute("LOCK TABLE big_ledger IN ACCESS EXCLUSIVE MODE")
-        worker = threading.Thread(target=services.run_backup, args=[backup.pk])
+        worker = threading.Thread(target=run_in_thread, args=[backup.pk])
         worker.start()
         wait_for(lambda: Backup.objects.get(pk=backup.pk).status == Backup.RUNNING)
         time.sleep(1)
@@ -172,6 +166,13 @@ def test_it_cancels_a_queued_backup_at_once(small_database, tmp_path):
     backup.refresh_from_db()
     assert backup.status == Backup.CANCELLED
     assert files_under(tmp_path) == []
+
+
+def run_in_thread(backup_id):
+    try:
+        services.run_backup(backup_id)
+    finally:
+        connection.close()  # a thread's connection would outlive the test database
 
 
 def wait_for(condition, timeout=20):

@@ -18,6 +18,9 @@ import psycopg
 
 _server = None
 
+# The password of the throwaway cluster that insists on one; tests check it never leaks.
+TEST_PASSWORD = "s3cr3t-Pa55-word"
+
 
 def free_port():
     with socket.socket() as sock:
