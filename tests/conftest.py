@@ -1,7 +1,9 @@
 import uuid
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
+
+from catalog.roles import grant_roles
 
 from tests.harness import pg, s3
 
@@ -42,6 +44,8 @@ def s3_bucket(s3_server):
 
 
 def make_user(username, group_name):
+    # A transactional test flushes the groups the data migration made.
+    grant_roles(Group, Permission)
     user = User.objects.create_user(username, f"{username}@example.org", "correct horse battery")
     user.groups.add(Group.objects.get(name=group_name))
     return user

@@ -3,7 +3,7 @@
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-CATALOG_MODELS = ["source", "destination", "backupplan", "backup", "copy", "key", "auditevent"]
+from catalog.roles import grant_roles
 
 
 def create_roles(apps, schema_editor):
@@ -13,18 +13,7 @@ def create_roles(apps, schema_editor):
         create_permissions(app_config, apps=apps, verbosity=0)
         app_config.models_module = None
 
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    catalog_perms = Permission.objects.filter(content_type__app_label="catalog")
-
-    administrators, _ = Group.objects.get_or_create(name="Administrators")
-    # Audit events are append-only, even for administrators.
-    administrators.permissions.set(
-        catalog_perms.exclude(codename__in=["change_auditevent", "delete_auditevent"])
-    )
-
-    auditors, _ = Group.objects.get_or_create(name="Auditors")
-    auditors.permissions.set(catalog_perms.filter(codename__startswith="view_"))
+    grant_roles(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
 
 
 def remove_roles(apps, schema_editor):
