@@ -182,3 +182,29 @@ def wait_for(condition, timeout=20):
             return
         time.sleep(0.1)
     raise AssertionError("condition not met in time")
+
+
+def install_old_pg_dump(directory, settings):
+    """Stands in for an old client install: only its --version answer matters."""
+    directory.mkdir(exist_ok=True)
+    old_pg_dump = directory / "pg_dump"
+    old_pg_dump.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n")
+    old_pg_dump.chmod(0o755)
+    settings.PG_DUMP = str(old_pg_dump)
+
+
+def test_connection_test_says_when_pg_dump_is_too_old(pg_server, tmp_path, settings):
+    install_old_pg_dump(tmp_path / "bin", settings)
+
+    ok, message = services.test_source(pg_source({**pg_server, "dbname": "postgres"}))
+
+    assert not ok
+    assert message.startswith("pg_dump 9.6.24 is older than the server (")
+    assert "install a newer PostgreSQL client" in message
+
+
+def test_a_backup_with_a_too_old_pg_dump_fails_before_writing(pg_server, tmp_path, settings):
+    install_old_pg_dump(tmp_path / "bin", settings)
+    target = tmp_path / "backups"
+    plan = make_plan(pg_source({**pg_server, "dbname": "postgres"}), [local_destination(target)])
+    assert_failed_cleanly(run(plan), "older than the server", target)
