@@ -110,13 +110,7 @@ def source_delete(request, pk):
 @require_POST
 def source_test(request):
     """Tests the connection with the values now in the form (htmx)."""
-    instance = Source.objects.filter(pk=request.POST.get("source_id") or None).first() or Source()
-    form = SourceForm(request.POST, instance=instance)
-    if not form.is_valid():
-        ok, message = False, "Fill in the highlighted fields first."
-    else:
-        ok, message = services.test_source(form.save(commit=False), secrets=form.secrets())
-    return render(request, "catalog/partials/test_result.html", {"ok": ok, "message": message})
+    return test_config(request, Source, SourceForm, "source_id", services.test_source)
 
 
 # --- destinations ----------------------------------------------------------
@@ -157,12 +151,17 @@ def destination_delete(request, pk):
 @require_POST
 def destination_test(request):
     """Writes, reads and deletes a probe object with the form's values (htmx)."""
-    instance = Destination.objects.filter(pk=request.POST.get("destination_id") or None).first() or Destination()
-    form = DestinationForm(request.POST, instance=instance)
+    return test_config(request, Destination, DestinationForm, "destination_id", services.test_destination)
+
+
+def test_config(request, model, form_class, id_field, test):
+    """Runs `test` on the unsaved form values; stored secrets fill blank fields."""
+    instance = model.objects.filter(pk=request.POST.get(id_field) or None).first() or model()
+    form = form_class(request.POST, instance=instance)
     if not form.is_valid():
         ok, message = False, "Fill in the highlighted fields first."
     else:
-        ok, message = services.test_destination(form.save(commit=False), secrets=form.secrets())
+        ok, message = test(form.save(commit=False), secrets=form.secrets())
     return render(request, "catalog/partials/test_result.html", {"ok": ok, "message": message})
 
 
