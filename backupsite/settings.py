@@ -7,6 +7,9 @@ generated into the key directory on first start.
 
 from pathlib import Path
 
+from croniter import croniter
+from django.core.exceptions import ImproperlyConfigured
+
 from backupsite.envconfig import (
     database_from_url,
     env,
@@ -134,6 +137,10 @@ else:
 # longer than this is taken as dead (its worker crashed or was killed).
 HEARTBEAT_INTERVAL = env_int("HEARTBEAT_INTERVAL_SECONDS", 10, minimum=1)
 HEARTBEAT_TIMEOUT = env_int("HEARTBEAT_TIMEOUT_SECONDS", 120, minimum=5)
+# When every plan's retention rule is applied (besides after each good backup).
+PRUNE_SCHEDULE = env("PRUNE_SCHEDULE", "15 4 * * *")
+if not croniter.is_valid(PRUNE_SCHEDULE):
+    raise ImproperlyConfigured(f"PRUNE_SCHEDULE is not a cron expression: {PRUNE_SCHEDULE!r}")
 
 PG_DUMP = env("PG_DUMP", "pg_dump")
 PG_RESTORE = env("PG_RESTORE", "pg_restore")

@@ -67,9 +67,14 @@ class DestinationForm(forms.ModelForm):
     class Meta:
         model = Destination
         fields = ["name", "kind", "path", "bucket", "prefix", "endpoint_url", "region", "access_key_id",
-                  "secret_access_key", "offsite", "immutable_days", "quota_gb"]
+                  "secret_access_key", "offsite", "immutable_days", "lock_mode", "quota_gb"]
         help_texts = {
             "path": "Absolute path of a directory on the worker machine.",
+            "immutable_days": "S3 only: each copy and its manifest are locked (Object Lock) for this many days "
+            "after they are written. The bucket must have been created with Object Lock. Leave empty for none.",
+            "lock_mode": "Governance can be lifted by a user with special permission; compliance by nobody, "
+            "not even the account root, until the date passes.",
+            "quota_gb": "Backups that would go over this are refused up front. Leave empty for no quota.",
             "endpoint_url": "Leave blank for AWS; e.g. https://minio.example:9000 for MinIO or R2.",
             "prefix": "Folder inside the bucket, e.g. strongroom/",
             "offsite": "This copy lives away from the database server (counts for 3-2-1).",
@@ -79,6 +84,10 @@ class DestinationForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk and self.instance.has_secrets():
             self.fields["secret_access_key"].help_text = KEEP_HELP
+        self.fields["lock_mode"].required = False  # only read when Object Lock days are set
+
+    def clean_lock_mode(self):
+        return self.cleaned_data.get("lock_mode") or "GOVERNANCE"
 
     def clean(self):
         data = super().clean()
@@ -86,6 +95,8 @@ class DestinationForm(forms.ModelForm):
             path = data.get("path", "")
             if not path or not os.path.isabs(path):
                 self.add_error("path", "Give the absolute path of a directory.")
+            if data.get("immutable_days"):
+                self.add_error("immutable_days", "Object Lock needs an S3 destination.")
         elif not data.get("bucket"):
             self.add_error("bucket", "Name the bucket.")
         endpoint = data.get("endpoint_url", "")
@@ -100,6 +111,24 @@ class DestinationForm(forms.ModelForm):
         return [name for name in self.changed_data if name != "secret_access_key"]
 
 
+RETENTION_FIELDS = ["retention_mode", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_last",
+                    "keep_days", "keep_minimum"]
+RETENTION_HELP = {
+    "keep_minimum": "Kept whatever the rule says (the newest good backup is always kept).",
+    "keep_last": "The newest N good backups.",
+    "keep_days": "Every good backup started within this many days.",
+}
+
+
+class RetentionForm(forms.ModelForm):
+    """Only the retention fields: the live preview reads them from the plan form."""
+
+    class Meta:
+        model = BackupPlan
+        fields = RETENTION_FIELDS
+        help_texts = RETENTION_HELP
+
+
 class PlanForm(forms.ModelForm):
     destinations = forms.ModelMultipleChoiceField(
         queryset=Destination.objects.all(), widget=forms.CheckboxSelectMultiple, error_messages={"required": "Pick at least one destination."}
@@ -107,12 +136,25 @@ class PlanForm(forms.ModelForm):
 
     class Meta:
         model = BackupPlan
-        fields = ["name", "source", "schedule", "format", "compression", "encrypt", "destinations", "enabled"]
+        fields = ["name", "source", "schedule", "format", "compression", "encrypt", "destinations", "enabled",
+                  *RETENTION_FIELDS]
         help_texts = {
+            **RETENTION_HELP,
             "schedule": "Cron: minute hour day-of-month month day-of-week.",
             "encrypt": "AES-256-GCM with a fresh data key per backup, wrapped by the active master key.",
             "enabled": "Disabled plans keep their backups but are not run on schedule.",
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in RETENTION_FIELDS:
+            self.fields[name].widget.attrs["class"] = "retention-field"
+
+    def main_fields(self):
+        return [self[name] for name in self.fields if name not in RETENTION_FIELDS]
+
+    def retention_fields(self):
+        return [self[name] for name in RETENTION_FIELDS]
 
     def clean_schedule(self):
         schedule = " ".join(self.cleaned_data["schedule"].split())
@@ -131,6 +173,11 @@ class PlanForm(forms.ModelForm):
 
     def changed_fields(self):
         return list(self.changed_data)
+
+
+class PinForm(forms.Form):
+    reason = forms.CharField(max_length=300, widget=forms.TextInput(attrs={"placeholder": "why it must be kept"}))
+    legal_hold = forms.BooleanField(required=False, label="legal hold")
 
 
 class RunBackupForm(forms.Form):

@@ -8,6 +8,8 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from catalog import retention
+
 ENGINE_CHOICES = [("postgresql", "PostgreSQL"), ("sqlite", "SQLite")]
 FORMAT_CHOICES = [
     ("custom", "PostgreSQL custom (pg_dump -Fc)"),
@@ -128,6 +130,10 @@ class Destination(SealedSecrets):
     access_key_id = models.CharField("access key ID", max_length=255, blank=True)
     offsite = models.BooleanField("off-site", default=False)
     immutable_days = models.PositiveIntegerField("Object Lock days", null=True, blank=True)
+    lock_mode = models.CharField(
+        "Object Lock mode", max_length=20, choices=[("GOVERNANCE", "Governance"), ("COMPLIANCE", "Compliance")],
+        default="GOVERNANCE",
+    )
     quota_gb = models.PositiveIntegerField("quota (GB)", null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -154,7 +160,14 @@ class Destination(SealedSecrets):
             region=self.region or None,
             access_key_id=self.access_key_id or None,
             secret_access_key=secrets.get("secret_access_key"),
+            lock_mode=self.lock_mode if self.immutable_days else None,
         )
+
+    def lock_until(self, now):
+        """Until when a copy written now is immutable (S3 Object Lock), if at all."""
+        if self.kind != "s3" or not self.immutable_days:
+            return None
+        return now + timedelta(days=self.immutable_days)
 
     def location_display(self):
         if self.kind == "local":
@@ -174,6 +187,14 @@ class BackupPlan(models.Model):
     encrypt = models.BooleanField("encrypt", default=True)
     destinations = models.ManyToManyField(Destination, related_name="plans")
     enabled = models.BooleanField(default=True)
+    retention_mode = models.CharField("retention", max_length=10, choices=retention.MODE_CHOICES, default=retention.GFS)
+    keep_daily = models.PositiveIntegerField("daily", default=30)
+    keep_weekly = models.PositiveIntegerField("weekly", default=12)
+    keep_monthly = models.PositiveIntegerField("monthly", default=12)
+    keep_yearly = models.PositiveIntegerField("yearly", default=5)
+    keep_last = models.PositiveIntegerField("last N", default=7)
+    keep_days = models.PositiveIntegerField("newer than (days)", default=30)
+    keep_minimum = models.PositiveIntegerField("keep at least", default=1)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -197,6 +218,23 @@ class BackupPlan(models.Model):
     def last_backup(self):
         return self.backups.order_by("-created_at").first()
 
+    def retention_policy(self):
+        return retention.Policy(
+            mode=self.retention_mode,
+            daily=self.keep_daily,
+            weekly=self.keep_weekly,
+            monthly=self.keep_monthly,
+            yearly=self.keep_yearly,
+            last=self.keep_last,
+            days=self.keep_days,
+            # Rule 4: the newest good backup is always kept, so at least one.
+            minimum=max(self.keep_minimum, 1),
+        )
+
+    def stored_backups(self):
+        """The backups retention decides about: with data, not yet pruned."""
+        return self.backups.filter(status__in=Backup.WITH_DATA, pruned_at__isnull=True)
+
 
 class BackupQuerySet(models.QuerySet):
     def active(self):
@@ -216,6 +254,7 @@ class Backup(models.Model):
     )
     STATUS_CHOICES = [(s, s.capitalize()) for s in (QUEUED, RUNNING, SUCCEEDED, PARTIAL, FAILED, CANCELLED)]
     ACTIVE_STATUSES = (QUEUED, RUNNING)
+    WITH_DATA = (SUCCEEDED, PARTIAL)
     TRIGGER_CHOICES = [("schedule", "Schedule"), ("manual", "Manual"), ("api", "API")]
 
     source = models.ForeignKey(Source, models.PROTECT, related_name="backups")
@@ -242,6 +281,9 @@ class Backup(models.Model):
     cancel_requested = models.BooleanField(default=False)
     pinned = models.BooleanField(default=False)
     legal_hold = models.BooleanField(default=False)
+    hold_reason = models.CharField("reason for the pin or hold", max_length=300, blank=True)
+    pruned_at = models.DateTimeField(null=True, blank=True)
+    prune_reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -287,6 +329,20 @@ class Backup(models.Model):
     def total_rows(self):
         return sum(self.table_counts.values()) if self.table_counts else 0
 
+    def hold(self):
+        """Why retention must keep this backup whatever its rule says, if at all."""
+        if self.legal_hold:
+            return "legal hold"
+        return "pinned" if self.pinned else ""
+
+    def is_pruned(self):
+        return self.pruned_at is not None
+
+    def retention_candidate(self):
+        return retention.Candidate(
+            id=self.pk, created_at=self.created_at, good=self.status == self.SUCCEEDED, hold=self.hold()
+        )
+
     def append_log(self, line):
         stamp = timezone.now().strftime("%H:%M:%S")
         self.log = f"{self.log}{stamp} {line}\n"
@@ -309,6 +365,7 @@ class Copy(models.Model):
     durable_at = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
     pruned_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField("Object Lock until", null=True, blank=True)
 
     class Meta:
         ordering = ["destination__name"]
@@ -321,6 +378,9 @@ class Copy(models.Model):
 
     def location_display(self):
         return f"{self.destination.location_display().split(' (')[0].rstrip('/')}/{self.key}"
+
+    def is_locked(self, now=None):
+        return self.locked_until is not None and self.locked_until > (now or timezone.now())
 
 
 class Key(models.Model):

@@ -3,9 +3,11 @@
 from datetime import datetime
 
 from croniter import croniter
+from django.conf import settings
 from django.utils import timezone
 
 TICK_SCHEDULE = "strongroom-tick"
+PRUNE_SCHEDULE = "strongroom-prune-nightly"
 
 
 def validate_cron(expression):
@@ -55,7 +57,7 @@ def remove_plan_schedule(plan):
 
 
 def ensure_system_schedules(**kwargs):
-    """The one-minute tick: finds dead jobs (and, later, overdue sources)."""
+    """The one-minute tick (finds dead jobs) and the nightly retention run."""
     from django_q.models import Schedule
 
     Schedule.objects.get_or_create(
@@ -64,6 +66,15 @@ def ensure_system_schedules(**kwargs):
             "func": "catalog.tasks.tick",
             "schedule_type": Schedule.MINUTES,
             "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    Schedule.objects.get_or_create(
+        name=PRUNE_SCHEDULE,
+        defaults={
+            "func": "catalog.tasks.prune_nightly",
+            "schedule_type": Schedule.CRON,
+            "cron": settings.PRUNE_SCHEDULE,
             "repeats": -1,
         },
     )

@@ -335,8 +335,9 @@ def stream_backup(backup, copies):
         }
     writers = {}
     for copy in copies:
+        copy.locked_until = copy.destination.lock_until(timezone.now())
         try:
-            writers[copy.pk] = copy.destination.storage().open_writer(copy.key)
+            writers[copy.pk] = copy.destination.storage().open_writer(copy.key, retain_until=copy.locked_until)
         except EngineError as exc:
             mark_copy_failed(copy, str(exc))
     if not writers:
@@ -406,13 +407,17 @@ def write_manifests(backup, copies, encryption):
         storage = copy.destination.storage()
         copy.manifest_key = manifest.manifest_key_for(copy.key)
         try:
-            storage.put_bytes(copy.manifest_key, manifest.dumps(backup_manifest(backup, copy, encryption)))
+            storage.put_bytes(
+                copy.manifest_key,
+                manifest.dumps(backup_manifest(backup, copy, encryption)),
+                retain_until=copy.locked_until,
+            )
         except EngineError as exc:
             remove_objects(copy)
             mark_copy_failed(copy, f"Manifest could not be written: {exc}")
             continue
         copy.status, copy.durable_at = Copy.DURABLE, timezone.now()
-        copy.save(update_fields=["status", "durable_at", "size", "sha256", "manifest_key"])
+        copy.save(update_fields=["status", "durable_at", "size", "sha256", "manifest_key", "locked_until"])
         backup.append_log(f"{copy.destination}: durable, {filesizeformat(copy.size)} with its manifest")
 
 

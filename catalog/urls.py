@@ -24,9 +24,13 @@ urlpatterns = [
     path("plans/<int:pk>/edit/", views.plan_edit, name="plan_edit"),
     path("plans/<int:pk>/delete/", views.plan_delete, name="plan_delete"),
     path("plans/<int:pk>/run/", views.plan_run, name="plan_run"),
+    path("plans/<int:pk>/prune/", views.plan_prune, name="plan_prune"),
+    path("plans/retention-preview/", views.retention_preview, name="retention_preview"),
     path("backups/", views.backup_list, name="backup_list"),
     path("backups/<int:pk>/", views.backup_detail, name="backup_detail"),
     path("backups/<int:pk>/progress/", views.backup_progress, name="backup_progress"),
     path("backups/<int:pk>/cancel/", views.backup_cancel, name="backup_cancel"),
+    path("backups/<int:pk>/pin/", views.backup_pin, name="backup_pin"),
+    path("backups/<int:pk>/unpin/", views.backup_unpin, name="backup_unpin"),
     path("audit/", views.audit_list, name="audit_list"),
 ]

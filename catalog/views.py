@@ -7,9 +7,17 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog import services
+from catalog import lifecycle, services
 from catalog.decorators import operator_required, viewer_required
-from catalog.forms import BackupFilterForm, DestinationForm, PlanForm, RunBackupForm, SourceForm
+from catalog.forms import (
+    BackupFilterForm,
+    DestinationForm,
+    PinForm,
+    PlanForm,
+    RetentionForm,
+    RunBackupForm,
+    SourceForm,
+)
 from catalog.models import AuditEvent, Backup, BackupPlan, Destination, Source
 from catalog.schedules import next_runs, validate_cron
 
@@ -177,8 +185,34 @@ def plan_list(request):
 @viewer_required
 def plan_detail(request, pk):
     plan = get_object_or_404(BackupPlan.objects.select_related("source"), pk=pk)
-    ctx = {"plan": plan, "backups": plan.backups.all()[:10], "run_form": RunBackupForm()}
+    rows = lifecycle.preview(plan)
+    ctx = {"plan": plan, "backups": plan.backups.all()[:10], "run_form": RunBackupForm(),
+           "rows": rows, "tally": lifecycle.tally(rows)}
     return render(request, "catalog/plan_detail.html", ctx)
+
+
+@operator_required
+@require_POST
+def retention_preview(request):
+    """What the retention rule now in the plan form would do (htmx, nothing is changed)."""
+    plan = BackupPlan.objects.filter(pk=request.POST.get("plan_id") or None).first() or BackupPlan()
+    form = RetentionForm(request.POST, instance=plan)
+    if not form.is_valid():
+        return render(request, "catalog/partials/retention_preview.html", {"invalid": True})
+    policy = form.save(commit=False).retention_policy()
+    rows = lifecycle.preview(plan, policy) if plan.pk else []
+    ctx = {"rows": rows, "tally": lifecycle.tally(rows), "policy": policy}
+    return render(request, "catalog/partials/retention_preview.html", ctx)
+
+
+@operator_required
+@require_POST
+def plan_prune(request, pk):
+    plan = get_object_or_404(BackupPlan, pk=pk)
+    report = lifecycle.prune_plan(request.user, plan)
+    level = messages.error if report.errors else messages.success
+    level(request, f"Retention applied: {report.summary()}.")
+    return redirect(plan)
 
 
 @operator_required
@@ -241,8 +275,33 @@ def backup_list(request):
 @viewer_required
 def backup_detail(request, pk):
     backup = get_object_or_404(Backup.objects.select_related("source", "plan", "triggered_by"), pk=pk)
-    ctx = {"backup": backup, "copies": backup.copies.select_related("destination")}
+    ctx = {"backup": backup, "copies": backup.copies.select_related("destination"), "pin_form": PinForm()}
     return render(request, "catalog/backup_detail.html", ctx)
+
+
+@operator_required
+@require_POST
+def backup_pin(request, pk):
+    backup = get_object_or_404(Backup, pk=pk)
+    form = PinForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise services.Refused("Say why this backup must be kept.")
+        lifecycle.pin_backup(request.user, backup, form.cleaned_data["reason"], form.cleaned_data["legal_hold"])
+    except services.Refused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{backup} is kept until it is unpinned.")
+    return redirect(backup)
+
+
+@operator_required
+@require_POST
+def backup_unpin(request, pk):
+    backup = get_object_or_404(Backup, pk=pk)
+    lifecycle.unpin_backup(request.user, backup)
+    messages.success(request, f"{backup} is no longer pinned; its plan's retention rule applies again.")
+    return redirect(backup)
 
 
 @viewer_required

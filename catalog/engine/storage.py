@@ -105,12 +105,12 @@ class LocalStorage:
     def path_for(self, key):
         return Path(self.root) / check_key(key)
 
-    def open_writer(self, key):
+    def open_writer(self, key, retain_until=None):
         if not self.root:
             raise StorageError("No directory is set for this destination")
         return LocalWriter(self, key)
 
-    def put_bytes(self, key, data):
+    def put_bytes(self, key, data, retain_until=None):
         writer = self.open_writer(key)
         writer.write(data)
         writer.commit()
@@ -215,9 +215,10 @@ class S3Writer:
     """A multipart upload fed part by part from a background thread, so the
     pipeline keeps producing while the previous part is in flight."""
 
-    def __init__(self, storage, key):
+    def __init__(self, storage, key, retain_until=None):
         self.storage = storage
         self.key = storage.full_key(key)
+        self.lock = storage.lock_arguments(retain_until)
         self.size = 0
         self._buffer = bytearray()
         self._parts = []
@@ -230,7 +231,7 @@ class S3Writer:
 
     def _start(self):
         try:
-            response = self.storage.client.create_multipart_upload(Bucket=self.storage.bucket, Key=self.key)
+            response = self.storage.client.create_multipart_upload(Bucket=self.storage.bucket, Key=self.key, **self.lock)
         except Exception as exc:
             raise StorageError(describe_s3_error(exc, self.storage))
         self._upload_id = response["UploadId"]
@@ -280,7 +281,7 @@ class S3Writer:
         try:
             if self._upload_id is None:
                 # Small object: one plain PUT is durable when it returns.
-                client.put_object(Bucket=bucket, Key=self.key, Body=bytes(self._buffer))
+                client.put_object(Bucket=bucket, Key=self.key, Body=bytes(self._buffer), **self.lock)
             else:
                 if self._buffer:
                     self._queue_part(self._buffer)
@@ -323,11 +324,22 @@ class S3Writer:
 
 class S3Storage:
     def __init__(
-        self, bucket, prefix="", endpoint_url=None, region=None, access_key_id=None, secret_access_key=None
+        self,
+        bucket,
+        prefix="",
+        endpoint_url=None,
+        region=None,
+        access_key_id=None,
+        secret_access_key=None,
+        lock_mode=None,
     ):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
+        # With Object Lock the bucket is versioned: deleting must remove the
+        # versions themselves, or a delete marker would hide a copy that still
+        # takes space (and the lock would stop nothing).
+        self.lock_mode = lock_mode
         self.client = boto3.client(
             "s3",
             endpoint_url=endpoint_url or None,
@@ -350,11 +362,16 @@ class S3Storage:
         except Exception as exc:
             raise StorageError(describe_s3_error(exc, self))
 
-    def open_writer(self, key):
-        return S3Writer(self, key)
+    def lock_arguments(self, retain_until):
+        if not (self.lock_mode and retain_until):
+            return {}
+        return {"ObjectLockMode": self.lock_mode, "ObjectLockRetainUntilDate": retain_until}
 
-    def put_bytes(self, key, data):
-        self._call("put_object", Key=self.full_key(key), Body=data)
+    def open_writer(self, key, retain_until=None):
+        return S3Writer(self, key, retain_until)
+
+    def put_bytes(self, key, data, retain_until=None):
+        self._call("put_object", Key=self.full_key(key), Body=data, **self.lock_arguments(retain_until))
         stored = self._call("head_object", Key=self.full_key(key))["ContentLength"]
         if stored != len(data):
             raise StorageError(f"S3 stored {stored} bytes of {len(data)} for {key}")
@@ -391,7 +408,17 @@ class S3Storage:
         self.delete_full_key(self.full_key(key))
 
     def delete_full_key(self, full_key):
-        self._call("delete_object", Key=full_key)
+        if not self.lock_mode:
+            self._call("delete_object", Key=full_key)
+            return
+        listing = self._call("list_object_versions", Prefix=full_key)
+        versions = [
+            entry["VersionId"]
+            for entry in listing.get("Versions", []) + listing.get("DeleteMarkers", [])
+            if entry["Key"] == full_key
+        ]
+        for version_id in versions:
+            self._call("delete_object", Key=full_key, VersionId=version_id)
 
     def cleanup_partials(self, key):
         full_key = self.full_key(key)
@@ -417,17 +444,19 @@ class S3Storage:
         if self.get_bytes(PROBE_KEY) != payload:
             raise StorageError(f"The probe read back from {self.describe()} differs from what was written")
         self.delete(PROBE_KEY)
+        if self.lock_mode:
+            self.check_object_lock()
 
-
-def open_storage(kind, config, secrets_=None):
-    secrets_ = secrets_ or {}
-    if kind == "local":
-        return LocalStorage(config["path"])
-    return S3Storage(
-        bucket=config["bucket"],
-        prefix=config.get("prefix", ""),
-        endpoint_url=config.get("endpoint_url"),
-        region=config.get("region"),
-        access_key_id=config.get("access_key_id"),
-        secret_access_key=secrets_.get("secret_access_key"),
-    )
+    def check_object_lock(self):
+        try:
+            config = self.client.get_object_lock_configuration(Bucket=self.bucket)["ObjectLockConfiguration"]
+        except botocore.exceptions.ClientError as exc:
+            if "ObjectLockConfiguration" in exc.response.get("Error", {}).get("Code", ""):
+                config = {}
+            else:
+                raise StorageError(describe_s3_error(exc, self))
+        if config.get("ObjectLockEnabled") != "Enabled":
+            raise StorageError(
+                f"Object Lock is not enabled on bucket {self.bucket}; it can only be turned on when the bucket "
+                "is created; create a new bucket with Object Lock, or leave the Object Lock days empty"
+            )

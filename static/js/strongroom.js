@@ -1,8 +1,9 @@
-// Shows only the fields that matter for the chosen engine or storage kind.
+// Shows only the fields that matter for the chosen engine, storage kind or retention rule.
 (function () {
   var groups = {
     engine: { postgresql: ["host", "port", "dbname", "user", "password", "dsn", "sslmode"], sqlite: ["sqlite_path"] },
-    kind: { local: ["path"], s3: ["bucket", "prefix", "endpoint_url", "region", "access_key_id", "secret_access_key", "immutable_days"] },
+    retention_mode: { gfs: ["keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"], last: ["keep_last"], days: ["keep_days"] },
+    kind: { local: ["path"], s3: ["bucket", "prefix", "endpoint_url", "region", "access_key_id", "secret_access_key", "immutable_days", "lock_mode"] },
   };
 
   function sync(form, selector) {
@@ -18,7 +19,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("form").forEach(function (form) {
-      ["engine", "kind"].forEach(function (selector) {
+      ["engine", "kind", "retention_mode"].forEach(function (selector) {
         var choice = form.querySelector("[name=" + selector + "]");
         if (!choice) return;
         sync(form, selector);

@@ -115,14 +115,21 @@ def test_it_tests_a_destination_with_a_probe(admin_client, tmp_path, s3_bucket):
     assert "S3 bucket not-there does not exist" in missing and "testing-secret-xyz" not in missing
 
 
+# What the plan form's retention fields send when left at their defaults.
+RETENTION_DEFAULTS = {"retention_mode": "gfs", "keep_daily": "30", "keep_weekly": "12", "keep_monthly": "12",
+                      "keep_yearly": "5", "keep_last": "7", "keep_days": "30", "keep_minimum": "1"}
+
+
 def test_it_creates_a_plan_with_its_schedule(admin_client, setup):
     response = admin_client.post("/plans/new/", {
         "name": "Hourly", "source": setup["source"].pk, "schedule": "5  * * * *", "format": "custom",
         "compression": "zstd", "encrypt": "on", "destinations": [setup["destination"].pk], "enabled": "on",
+        **RETENTION_DEFAULTS, "retention_mode": "last", "keep_last": "48",
     })
     plan = BackupPlan.objects.get(name="Hourly")
     assert response.status_code == 302
     assert plan.schedule == "5 * * * *" and list(plan.destinations.all()) == [setup["destination"]]
+    assert plan.retention_policy().describe() == "keep the last 48; at least 1"
 
 
 def test_it_rejects_a_bad_schedule_and_a_format_the_engine_cannot_make(admin_client, setup):

@@ -1,0 +1,192 @@
+"""What happens to stored backups after they are taken: pins and legal holds,
+the retention preview, and pruning.
+
+Losing a backup by mistake is the worst thing Strongroom can do, so pruning
+re-reads each backup under a row lock right before deleting anything, never
+touches a copy whose Object Lock has not expired, and marks a backup pruned
+only once every one of its copies is gone.
+"""
+
+import logging
+import zoneinfo
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from catalog import audit, retention
+from catalog.engine import manifest
+from catalog.engine.errors import EngineError
+from catalog.models import Backup, BackupPlan, Copy
+from catalog.services import Refused
+
+log = logging.getLogger(__name__)
+
+
+def local_zone():
+    return zoneinfo.ZoneInfo(settings.TIME_ZONE)
+
+
+# --- pins and legal holds ---------------------------------------------------
+
+
+def pin_backup(actor, backup, reason, legal_hold=False):
+    reason = " ".join(reason.split())
+    if not reason:
+        raise Refused("Say why this backup must be kept.")
+    if backup.is_pruned():
+        raise Refused("This backup was already pruned; there is nothing left to keep.")
+    with transaction.atomic():
+        backup.pinned = True
+        backup.legal_hold = backup.legal_hold or legal_hold
+        backup.hold_reason = reason[:300]
+        backup.save(update_fields=["pinned", "legal_hold", "hold_reason"])
+        action = "backup.legal_hold" if legal_hold else "backup.pin"
+        audit.record(actor, action, backup, {"reason": backup.hold_reason})
+
+
+def unpin_backup(actor, backup):
+    with transaction.atomic():
+        released = backup.hold()
+        backup.pinned = backup.legal_hold = False
+        backup.hold_reason = ""
+        backup.save(update_fields=["pinned", "legal_hold", "hold_reason"])
+        audit.record(actor, "backup.unpin", backup, {"released": released})
+
+
+# --- preview ----------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of a retention preview."""
+
+    backup: Backup
+    decision: retention.Decision
+    locked_until: object = None  # the latest Object Lock date of its copies, if still locked
+
+    @property
+    def keep(self):
+        return self.decision.keep
+
+    def outcome(self):
+        if self.keep:
+            return "keep"
+        return "locked" if self.locked_until else "prune"
+
+
+def preview(plan, policy=None, now=None):
+    """Every stored backup of the plan and what retention would do with it."""
+    now = now or timezone.now()
+    backups = list(plan.stored_backups().prefetch_related("copies"))
+    by_id = {b.pk: b for b in backups}
+    decisions = retention.select(
+        [b.retention_candidate() for b in backups], policy or plan.retention_policy(), local_zone(), now
+    )
+    rows = []
+    for decision in decisions:
+        backup = by_id[decision.candidate.id]
+        locks = [c.locked_until for c in backup.copies.all() if c.status == Copy.DURABLE and c.is_locked(now)]
+        rows.append(Row(backup, decision, max(locks) if locks else None))
+    return rows
+
+
+def tally(rows):
+    counts = {"keep": 0, "prune": 0, "locked": 0}
+    for row in rows:
+        counts[row.outcome()] += 1
+    return counts
+
+
+def preview_as_json(rows):
+    return [
+        {
+            "backup": row.backup.pk,
+            "created_at": row.backup.created_at.isoformat(),
+            "status": row.backup.status,
+            "label": row.backup.label,
+            "outcome": row.outcome(),
+            "reason": row.decision.explain(),
+            "locked_until": row.locked_until.isoformat() if row.locked_until else None,
+        }
+        for row in rows
+    ]
+
+
+# --- pruning ----------------------------------------------------------------
+
+
+@dataclass
+class PruneReport:
+    pruned: list
+    waiting: list  # kept for now by an Object Lock
+    errors: list
+
+    def summary(self):
+        parts = [f"{len(self.pruned)} pruned"]
+        if self.waiting:
+            parts.append(f"{len(self.waiting)} waiting for Object Lock")
+        if self.errors:
+            parts.append(f"{len(self.errors)} could not be removed")
+        return ", ".join(parts)
+
+
+def prune_plan(actor, plan, now=None):
+    """Applies the plan's retention rule: removes what it does not keep."""
+    now = now or timezone.now()
+    report = PruneReport([], [], [])
+    for row in preview(plan, now=now):
+        if row.keep:
+            continue
+        outcome = prune_backup(actor, row.backup.pk, row.decision.explain(), now)
+        getattr(report, outcome[0]).append((row.backup.pk, outcome[1]))
+    if report.pruned or report.errors:
+        log.info("Retention of plan %s: %s", plan, report.summary())
+    return report
+
+
+def prune_all(actor="retention", now=None):
+    return {plan.pk: prune_plan(actor, plan, now) for plan in BackupPlan.objects.all()}
+
+
+def prune_backup(actor, backup_id, reason, now):
+    """Removes one backup's copies. Returns ("pruned" | "waiting" | "errors", detail)."""
+    with transaction.atomic():
+        backup = Backup.objects.select_for_update().get(pk=backup_id)
+        # Re-checked under the lock: a pin or a new run may have arrived since the preview.
+        if backup.hold() or backup.is_pruned() or backup.status not in Backup.WITH_DATA:
+            return "errors", "no longer prunable"
+        copies = list(backup.copies.select_related("destination").exclude(status__in=[Copy.PRUNED, Copy.FAILED]))
+        locked = [c for c in copies if c.is_locked(now)]
+        if locked:
+            until = max(c.locked_until for c in locked)
+            return "waiting", f"Object Lock until {until:%Y-%m-%d %H:%M}"
+        failures = []
+        for copy in copies:
+            error = delete_copy_objects(copy)
+            if error:
+                failures.append(error)
+                copy.error = error[:500]
+                copy.save(update_fields=["error"])
+                continue
+            copy.status, copy.pruned_at, copy.error = Copy.PRUNED, now, ""
+            copy.save(update_fields=["status", "pruned_at", "error"])
+        if failures:
+            audit.record(actor, "backup.prune_failed", backup, {"reason": reason, "errors": failures})
+            return "errors", "; ".join(failures)
+        backup.pruned_at, backup.prune_reason = now, reason[:300]
+        backup.save(update_fields=["pruned_at", "prune_reason"])
+        audit.record(actor, "backup.prune", backup, {"reason": reason, "copies": [c.location_display() for c in copies]})
+    return "pruned", reason
+
+
+def delete_copy_objects(copy):
+    """Deletes a copy's object, then its manifest. Returns an error in words or ""."""
+    try:
+        storage = copy.destination.storage()
+        storage.delete(copy.key)
+        storage.delete(copy.manifest_key or manifest.manifest_key_for(copy.key))
+    except EngineError as exc:
+        return f"{copy.destination}: {exc}"
+    return ""
