@@ -9,7 +9,7 @@ only once every one of its copies is gone.
 
 import logging
 import zoneinfo
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
@@ -119,9 +119,10 @@ def preview_as_json(rows):
 
 @dataclass
 class PruneReport:
-    pruned: list
-    waiting: list  # kept for now by an Object Lock
-    errors: list
+    pruned: list = field(default_factory=list)
+    waiting: list = field(default_factory=list)  # kept for now by an Object Lock
+    skipped: list = field(default_factory=list)  # pinned or changed since the preview
+    errors: list = field(default_factory=list)
 
     def summary(self):
         parts = [f"{len(self.pruned)} pruned"]
@@ -135,7 +136,7 @@ class PruneReport:
 def prune_plan(actor, plan, now=None):
     """Applies the plan's retention rule: removes what it does not keep."""
     now = now or timezone.now()
-    report = PruneReport([], [], [])
+    report = PruneReport()
     for row in preview(plan, now=now):
         if row.keep:
             continue
@@ -151,12 +152,12 @@ def prune_all(actor="retention", now=None):
 
 
 def prune_backup(actor, backup_id, reason, now):
-    """Removes one backup's copies. Returns ("pruned" | "waiting" | "errors", detail)."""
+    """Removes one backup's copies. Returns (a PruneReport list name, detail)."""
     with transaction.atomic():
         backup = Backup.objects.select_for_update().get(pk=backup_id)
         # Re-checked under the lock: a pin or a new run may have arrived since the preview.
         if backup.hold() or backup.is_pruned() or backup.status not in Backup.WITH_DATA:
-            return "errors", "no longer prunable"
+            return "skipped", "pinned, pruned or changed since the preview"
         copies = list(backup.copies.select_related("destination").exclude(status__in=[Copy.PRUNED, Copy.FAILED]))
         locked = [c for c in copies if c.is_locked(now)]
         if locked:

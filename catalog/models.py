@@ -167,7 +167,7 @@ class Destination(SealedSecrets):
         """Until when a copy written now is immutable (S3 Object Lock), if at all."""
         if self.kind != "s3" or not self.immutable_days:
             return None
-        return now + timedelta(days=self.immutable_days)
+        return (now + timedelta(days=self.immutable_days)).replace(microsecond=0)
 
     def location_display(self):
         if self.kind == "local":
@@ -187,7 +187,7 @@ class BackupPlan(models.Model):
     encrypt = models.BooleanField("encrypt", default=True)
     destinations = models.ManyToManyField(Destination, related_name="plans")
     enabled = models.BooleanField(default=True)
-    retention_mode = models.CharField("retention", max_length=10, choices=retention.MODE_CHOICES, default=retention.GFS)
+    retention_mode = models.CharField("rule", max_length=10, choices=retention.MODE_CHOICES, default=retention.GFS)
     keep_daily = models.PositiveIntegerField("daily", default=30)
     keep_weekly = models.PositiveIntegerField("weekly", default=12)
     keep_monthly = models.PositiveIntegerField("monthly", default=12)

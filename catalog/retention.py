@@ -48,6 +48,13 @@ class Policy:
             rule = f"{self.daily} daily, {self.weekly} weekly, {self.monthly} monthly, {self.yearly} yearly"
         return f"{rule}; at least {self.minimum}" if self.minimum else rule
 
+    def prune_reason(self):
+        if self.mode == LAST:
+            return f"older than the last {self.last}"
+        if self.mode == DAYS:
+            return f"older than {self.days} days"
+        return "not the newest of a kept day, week, month or year"
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -110,7 +117,7 @@ def select(candidates, policy, tz, now):
             else:
                 decision.prune_reason = "partial, a newer good backup exists"
         else:
-            decision.prune_reason = f"outside the rule ({policy.describe()})"
+            decision.prune_reason = policy.prune_reason()
     return [decisions[c.id] for c in ordered]
 
 

@@ -11,6 +11,7 @@ import os
 import queue
 import secrets
 import threading
+from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 
 import boto3
@@ -292,7 +293,10 @@ class S3Writer:
                     Bucket=bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}
                 )
                 self._done = True
-            stored = client.head_object(Bucket=bucket, Key=self.key)["ContentLength"]
+            head = client.head_object(Bucket=bucket, Key=self.key)
+            stored = head["ContentLength"]
+            if self.lock:
+                self.storage.confirm_lock(self.key, head, self.lock)
         except StorageError:
             self.abort()
             raise
@@ -320,6 +324,12 @@ class S3Writer:
                 )
             except Exception:
                 pass
+
+
+def _locked_until(head):
+    """The retain-until date a HEAD response reports (aware), or the epoch."""
+    until = head.get("ObjectLockRetainUntilDate")
+    return until if until is not None else datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class S3Storage:
@@ -371,10 +381,31 @@ class S3Storage:
         return S3Writer(self, key, retain_until)
 
     def put_bytes(self, key, data, retain_until=None):
-        self._call("put_object", Key=self.full_key(key), Body=data, **self.lock_arguments(retain_until))
-        stored = self._call("head_object", Key=self.full_key(key))["ContentLength"]
-        if stored != len(data):
-            raise StorageError(f"S3 stored {stored} bytes of {len(data)} for {key}")
+        lock = self.lock_arguments(retain_until)
+        self._call("put_object", Key=self.full_key(key), Body=data, **lock)
+        head = self._call("head_object", Key=self.full_key(key))
+        if head["ContentLength"] != len(data):
+            raise StorageError(f"S3 stored {head['ContentLength']} bytes of {len(data)} for {key}")
+        if lock:
+            self.confirm_lock(self.full_key(key), head, lock)
+
+    def confirm_lock(self, full_key, head, lock):
+        """Makes sure the stored object really is locked until the date asked for.
+
+        Some S3 servers ignore the lock headers of a multipart upload; then the
+        retention is set explicitly, and if it still does not hold, the copy
+        fails rather than pretending to be immutable."""
+        wanted = lock["ObjectLockRetainUntilDate"]
+        # Servers report whole seconds; a second's slack keeps that from failing a copy.
+        if _locked_until(head) >= wanted - timedelta(seconds=1):
+            return
+        self._call(
+            "put_object_retention",
+            Key=full_key,
+            Retention={"Mode": lock["ObjectLockMode"], "RetainUntilDate": wanted},
+        )
+        if _locked_until(self._call("head_object", Key=full_key)) < wanted - timedelta(seconds=1):
+            raise StorageError(f"S3 did not apply Object Lock to {full_key} in bucket {self.bucket}")
 
     def get_bytes(self, key):
         return self._call("get_object", Key=self.full_key(key))["Body"].read()

@@ -1,0 +1,73 @@
+"""Applies retention from the command line, or shows what it would do."""
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from catalog import lifecycle
+from catalog.models import BackupPlan
+
+ACTOR = "prune command"
+
+
+class Command(BaseCommand):
+    help = "Applies each plan's retention rule: deletes the backups it does not keep (see --dry-run)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--plan", action="append", default=[], help="a plan's name or id (repeatable; default all)")
+        parser.add_argument("--dry-run", action="store_true", help="only show what would be kept and pruned")
+        parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+
+    def handle(self, *args, **options):
+        plans = self.plans(options["plan"])
+        if options["dry_run"]:
+            previews = {plan: lifecycle.preview(plan) for plan in plans}
+            if options["json"]:
+                self.print_json({plan.name: lifecycle.preview_as_json(rows) for plan, rows in previews.items()})
+            else:
+                for plan, rows in previews.items():
+                    self.print_preview(plan, rows)
+            return
+        reports = {plan: lifecycle.prune_plan(ACTOR, plan) for plan in plans}
+        if options["json"]:
+            self.print_json({plan.name: report_as_json(report) for plan, report in reports.items()})
+        else:
+            for plan, report in reports.items():
+                self.stdout.write(f"{plan.name}: {report.summary()}")
+                for backup_id, detail in report.errors:
+                    self.stderr.write(f"  backup #{backup_id}: {detail}")
+        if any(report.errors for report in reports.values()):
+            raise CommandError("Some backups could not be pruned; they stay in the catalog and are retried next time.")
+
+    def plans(self, wanted):
+        if not wanted:
+            return list(BackupPlan.objects.all())
+        plans = []
+        for name in wanted:
+            lookup = {"pk": int(name)} if name.isdigit() else {"name": name}
+            plan = BackupPlan.objects.filter(**lookup).first()
+            if plan is None:
+                raise CommandError(f"No plan named {name!r}.")
+            plans.append(plan)
+        return plans
+
+    def print_preview(self, plan, rows):
+        tally = lifecycle.tally(rows)
+        self.stdout.write(
+            f"{plan.name} ({plan.retention_policy().describe()}): "
+            f"{tally['keep']} kept, {tally['prune']} would be pruned, {tally['locked']} locked"
+        )
+        for row in rows:
+            when = row.backup.created_at.astimezone(lifecycle.local_zone()).strftime("%Y-%m-%d %H:%M")
+            self.stdout.write(f"  #{row.backup.pk:<6} {when}  {row.outcome():<6}  {row.decision.explain()}")
+
+    def print_json(self, data):
+        self.stdout.write(json.dumps(data, indent=2))
+
+
+def report_as_json(report):
+    return {
+        "pruned": [{"backup": pk, "reason": reason} for pk, reason in report.pruned],
+        "waiting": [{"backup": pk, "detail": detail} for pk, detail in report.waiting],
+        "errors": [{"backup": pk, "detail": detail} for pk, detail in report.errors],
+    }
