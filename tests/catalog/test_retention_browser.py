@@ -48,7 +48,7 @@ def test_the_plan_form_previews_retention_before_saving(live_server, page, admin
     page.select_option("#id_retention_mode", "last")
     page.fill("#id_keep_last", "1")
     page.click("button:has-text('Save plan')")
-    page.get_by_text("2 pruned").wait_for()
+    page.get_by_text("They are deleted at the next retention run").wait_for()
     page.on("dialog", lambda dialog: dialog.accept())
     page.click("button:has-text('Apply retention now')")
     page.get_by_text("Retention applied: 2 pruned.").wait_for()
