@@ -163,6 +163,42 @@ class Destination(SealedSecrets):
             lock_mode=self.lock_mode if self.immutable_days else None,
         )
 
+    QUOTA_WARNING = 0.8  # share of the quota at which the dashboard warns
+
+    def used_bytes(self):
+        """What the catalog knows is stored here: durable copies, not yet pruned."""
+        return self.copies.filter(status=Copy.DURABLE).aggregate(total=models.Sum("size"))["total"] or 0
+
+    def quota_bytes(self):
+        return self.quota_gb * 2**30 if self.quota_gb else None  # GB as the pages show sizes (binary)
+
+    def free_disk_bytes(self):
+        """Free space on a local destination's file system, if it can be read."""
+        import shutil
+        from pathlib import Path
+
+        if self.kind != "local" or not self.path:
+            return None
+        directory = Path(self.path)
+        while not directory.exists() and directory != directory.parent:
+            directory = directory.parent  # not created yet: its file system is the parent's
+        try:
+            return shutil.disk_usage(directory).free
+        except OSError:
+            return None
+
+    def usage(self):
+        used, quota = self.used_bytes(), self.quota_bytes()
+        share = used / quota if quota else None
+        return {
+            "used": used,
+            "quota": quota,
+            "share": share,
+            "percent": min(100, round(share * 100)) if share is not None else None,
+            "warning": share is not None and share >= self.QUOTA_WARNING,
+            "free_disk": self.free_disk_bytes(),
+        }
+
     def lock_until(self, now):
         """Until when a copy written now is immutable (S3 Object Lock), if at all."""
         if self.kind != "s3" or not self.immutable_days:

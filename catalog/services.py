@@ -23,6 +23,7 @@ from catalog.engine.compression import extension_for
 from catalog.engine.crypto import Encryptor, derive_manifest_key
 from catalog.engine.errors import Cancelled, EngineError, StorageError
 from catalog.engine.pipeline import run_pipeline
+from catalog.engine.storage import QuotaWriter
 from catalog.models import FORMATS_BY_ENGINE, Backup, Copy, Source
 from catalog.schedules import remove_plan_schedule, sync_plan_schedule
 
@@ -337,11 +338,12 @@ def stream_backup(backup, copies):
     for copy in copies:
         copy.locked_until = copy.destination.lock_until(timezone.now())
         try:
-            writers[copy.pk] = copy.destination.storage().open_writer(copy.key, retain_until=copy.locked_until)
+            writer = copy.destination.storage().open_writer(copy.key, retain_until=copy.locked_until)
+            writers[copy.pk] = within_quota(backup, copy.destination, writer)
         except EngineError as exc:
             mark_copy_failed(copy, str(exc))
     if not writers:
-        raise StorageError("No destination could be opened for writing: " + "; ".join(c.error for c in copies))
+        raise StorageError("No destination could take this backup: " + "; ".join(c.error for c in copies))
     dump = open_dump(backup.source, backup.format)
     with ProgressReporter(backup.pk) as progress:
         result = run_pipeline(
@@ -356,9 +358,9 @@ def stream_backup(backup, copies):
     backup.server_version, backup.tool_version = dump.server_version, dump.tool_version
     backup.table_counts = dump.table_counts
     backup.append_log(
-        f"Read {filesizeformat(result.raw_bytes)} from {backup.source.get_engine_display()} {backup.server_version} "
+        f"Read {size_text(result.raw_bytes)} from {backup.source.get_engine_display()} {backup.server_version} "
         f"({len(backup.table_counts)} tables, {sum(backup.table_counts.values())} rows in the snapshot); "
-        f"stored {filesizeformat(result.stored_bytes)}, SHA-256 {result.sha256[:16]}…"
+        f"stored {size_text(result.stored_bytes)}, SHA-256 {result.sha256[:16]}…"
     )
     for copy in copies:
         if copy.pk in result.errors:
@@ -366,6 +368,38 @@ def stream_backup(backup, copies):
         elif copy.pk in result.sizes:
             copy.size, copy.sha256 = result.sizes[copy.pk], result.sha256
     return encryption
+
+
+def expected_size(backup):
+    """A guess at this backup's stored size: the plan's last good one."""
+    previous = (
+        Backup.objects.filter(plan=backup.plan_id, status=Backup.SUCCEEDED).exclude(pk=backup.pk)
+        .order_by("-created_at").values_list("stored_bytes", flat=True).first()
+    )
+    return previous or 0
+
+
+def size_text(size):
+    """A size in words for messages and logs (plain spaces, unlike the template filter)."""
+    return filesizeformat(size).replace("\xa0", " ")
+
+
+def within_quota(backup, destination, writer):
+    """Refuses up front a copy that would go over the destination's quota, and
+    limits the rest, so no backup fills a destination past its quota."""
+    quota = destination.quota_bytes()
+    if quota is None:
+        return writer
+    used, expected = destination.used_bytes(), expected_size(backup)
+    allowance = quota - used
+    if expected > allowance:
+        writer.abort()
+        raise StorageError(
+            f"{destination} would go over its quota: {size_text(used)} of {size_text(quota)} used, "
+            f"and this backup needs about {size_text(expected)}. Prune old backups or raise the quota."
+        )
+    message = f"{destination} reached its quota of {size_text(quota)}; the copy was stopped and removed."
+    return QuotaWriter(writer, allowance, message)
 
 
 def mark_copy_failed(copy, error):
@@ -418,7 +452,7 @@ def write_manifests(backup, copies, encryption):
             continue
         copy.status, copy.durable_at = Copy.DURABLE, timezone.now()
         copy.save(update_fields=["status", "durable_at", "size", "sha256", "manifest_key", "locked_until"])
-        backup.append_log(f"{copy.destination}: durable, {filesizeformat(copy.size)} with its manifest")
+        backup.append_log(f"{copy.destination}: durable, {size_text(copy.size)} with its manifest")
 
 
 def remove_objects(copy):

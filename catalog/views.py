@@ -71,6 +71,7 @@ def dashboard(request):
         "rows": rows,
         "active": Backup.objects.active().select_related("source", "plan"),
         "recent": Backup.objects.select_related("source", "plan")[:10],
+        "storage": [{"destination": d, "usage": d.usage()} for d in Destination.objects.all()],
         "has_destinations": Destination.objects.exists(),
         "has_plans": BackupPlan.objects.exists(),
     }

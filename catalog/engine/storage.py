@@ -50,6 +50,30 @@ def fsync_directory(path):
         os.close(fd)
 
 
+class QuotaWriter:
+    """Wraps a writer and refuses to store more than `allowance` bytes, so a
+    backup larger than expected stops before it fills the destination."""
+
+    def __init__(self, writer, allowance, message):
+        self.writer = writer
+        self.allowance = allowance
+        self.message = message
+        self.size = 0
+
+    def write(self, data):
+        self.size += len(data)
+        if self.size > self.allowance:
+            self.writer.abort()
+            raise StorageError(self.message)
+        self.writer.write(data)
+
+    def commit(self):
+        return self.writer.commit()
+
+    def abort(self):
+        self.writer.abort()
+
+
 # --- local ---------------------------------------------------------------
 
 
