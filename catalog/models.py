@@ -267,6 +267,25 @@ class BackupPlan(models.Model):
             minimum=max(self.keep_minimum, 1),
         )
 
+    def three_two_one(self):
+        """Whether the latest stored backup meets 3-2-1: the database itself plus
+        two copies, on two kinds of storage, one of them off-site.
+
+        Before the first backup it judges the configured destinations instead."""
+        latest = self.stored_backups().filter(copies__status=Copy.DURABLE).order_by("-created_at").first()
+        if latest:
+            destinations = [c.destination for c in latest.copies.filter(status=Copy.DURABLE).select_related("destination")]
+        else:
+            destinations = list(self.destinations.all())
+        missing = []
+        if len(destinations) < 2:
+            missing.append(f"a second copy (only {len(destinations)})")
+        if len({d.kind for d in destinations}) < 2:
+            missing.append("a second kind of storage (local disk and S3)")
+        if not any(d.offsite for d in destinations):
+            missing.append("an off-site copy")
+        return {"ok": not missing, "missing": missing, "backup": latest}
+
     def stored_backups(self):
         """The backups retention decides about: with data, not yet pruned."""
         return self.backups.filter(status__in=Backup.WITH_DATA, pruned_at__isnull=True)
