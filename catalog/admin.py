@@ -1,7 +1,9 @@
 """Superusers inspect every record here. Catalog records are read-only: they
 change only through the services, which audit every change."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+
+from catalog import rebuild
 
 from catalog.models import AuditEvent, Backup, BackupPlan, Copy, Destination, Key, Source
 
@@ -27,6 +29,19 @@ class SourceAdmin(ReadOnlyAdmin):
 class DestinationAdmin(ReadOnlyAdmin):
     list_display = ["name", "kind", "location_display", "offsite", "immutable_days", "quota_gb"]
     exclude = ["secret_token"]
+    actions = ["import_backups"]
+
+    def has_operate_permission(self, request):
+        return request.user.has_perm("catalog.operate")
+
+    @admin.action(description="Import backups from their manifests (catalog rebuild)", permissions=["operate"])
+    def import_backups(self, request, queryset):
+        for destination in queryset:
+            report = rebuild.rebuild_from(request.user, destination)
+            level = messages.WARNING if report.refused else messages.SUCCESS
+            self.message_user(request, f"{destination}: {report.summary()}", level)
+            for key, reason in report.refused[:20]:
+                self.message_user(request, f"Refused {key}: {reason}", messages.WARNING)
 
 
 @admin.register(BackupPlan)

@@ -416,6 +416,7 @@ def backup_manifest(backup, copy, encryption):
         source=backup.source.identity(),
         plan=backup.plan.name if backup.plan else None,
         label=backup.label,
+        trigger=backup.trigger,
         server_version=backup.server_version,
         tool_version=backup.tool_version,
         format=backup.format,

@@ -7,8 +7,9 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog import lifecycle, services
+from catalog import lifecycle, orphans, services
 from catalog.decorators import operator_required, viewer_required
+from catalog.engine.errors import EngineError
 from catalog.forms import (
     BackupFilterForm,
     DestinationForm,
@@ -135,8 +136,40 @@ def destination_list(request):
 def destination_detail(request, pk):
     destination = get_object_or_404(Destination, pk=pk)
     copies = destination.copies.select_related("backup", "backup__source")[:20]
-    ctx = {"destination": destination, "plans": destination.plans.all(), "copies": copies}
+    ctx = {"destination": destination, "plans": destination.plans.all(), "copies": copies, "usage": destination.usage()}
     return render(request, "catalog/destination_detail.html", ctx)
+
+
+@operator_required
+@require_POST
+def destination_scan(request, pk):
+    """Lists what the destination holds that the catalog does not know (htmx)."""
+    destination = get_object_or_404(Destination, pk=pk)
+    try:
+        found, error = orphans.scan(destination), ""
+    except EngineError as exc:
+        found, error = [], str(exc)
+    ctx = {"destination": destination, "orphans": found, "error": error}
+    return render(request, "catalog/partials/orphans.html", ctx)
+
+
+@operator_required
+@require_POST
+def destination_remove_orphans(request, pk):
+    destination = get_object_or_404(Destination, pk=pk)
+    tokens = request.POST.getlist("orphan")
+    if not tokens:
+        messages.error(request, "Pick the items to remove first.")
+        return redirect(destination)
+    try:
+        removed, errors = orphans.remove(request.user, destination, tokens)
+    except EngineError as exc:
+        removed, errors = [], [str(exc)]
+    if removed:
+        messages.success(request, f"Removed {len(removed)} item{'s' if len(removed) != 1 else ''} from {destination}.")
+    for error in errors:
+        messages.error(request, f"Not removed: {error}")
+    return redirect(destination)
 
 
 @operator_required

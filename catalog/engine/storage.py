@@ -23,6 +23,7 @@ from catalog.engine.errors import StorageError
 READ_CHUNK = 1 << 20
 PART_SIZE = 8 << 20  # S3 parts must be at least 5 MiB, except the last
 PROBE_KEY = ".strongroom-probe"
+PARTIAL_MARK = ".partial-"  # local files being written are named <key>.partial-<random>
 
 
 def check_key(key):
@@ -81,7 +82,7 @@ class LocalWriter:
     def __init__(self, storage, key):
         self.final = storage.path_for(key)
         self.root = storage.root
-        self.temp = self.final.with_name(f"{self.final.name}.partial-{secrets.token_hex(4)}")
+        self.temp = self.final.with_name(f"{self.final.name}{PARTIAL_MARK}{secrets.token_hex(4)}")
         self.size = 0
         try:
             self.final.parent.mkdir(parents=True, exist_ok=True)
@@ -187,16 +188,32 @@ class LocalStorage:
     def cleanup_partials(self, key):
         final = self.path_for(key)
         if final.parent.is_dir():
-            for leftover in final.parent.glob(f"{final.name}.partial-*"):
+            for leftover in final.parent.glob(f"{final.name}{PARTIAL_MARK}*"):
                 leftover.unlink(missing_ok=True)
         self._remove_empty_parents(final.parent)
 
     def list_keys(self, prefix=""):
+        return sorted(k for k in self.list_sizes() if k.startswith(prefix))
+
+    def list_sizes(self):
+        """{key: size} of every complete object (partial files are listed apart)."""
+        return {key: size for key, size in self._files() if PARTIAL_MARK not in key}
+
+    def list_partials(self):
+        """Temporary files of writes that never finished."""
+        return [{"key": key, "size": size, "base": key.split(PARTIAL_MARK)[0]} for key, size in self._files()
+                if PARTIAL_MARK in key]
+
+    def remove_partial(self, partial):
+        path = self.path_for(partial["key"])
+        path.unlink(missing_ok=True)
+        self._remove_empty_parents(path.parent)
+
+    def _files(self):
         root = Path(self.root)
         if not root.is_dir():
             return []
-        keys = (str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-        return sorted(k for k in keys if k.startswith(prefix) and ".partial-" not in k)
+        return [(str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*") if p.is_file()]
 
     def probe(self):
         try:
@@ -483,15 +500,39 @@ class S3Storage:
                 self._call("abort_multipart_upload", Key=full_key, UploadId=upload["UploadId"])
 
     def list_keys(self, prefix=""):
+        return sorted(self._list("list_objects_v2", "Contents", prefix))
+
+    def list_sizes(self):
+        return {key: entry["Size"] for key, entry in self._list("list_objects_v2", "Contents").items()}
+
+    def list_partials(self):
+        """Multipart uploads that were started and never completed or aborted."""
+        uploads = self._list("list_multipart_uploads", "Uploads", many=True)
+        return [
+            {"key": key, "base": key, "upload_id": entry["UploadId"], "started": entry.get("Initiated")}
+            for key, entries in uploads.items()
+            for entry in entries
+        ]
+
+    def remove_partial(self, partial):
+        self._call("abort_multipart_upload", Key=self.full_key(partial["key"]), UploadId=partial["upload_id"])
+
+    def _list(self, operation, field, prefix="", many=False):
+        """{key relative to the prefix: listing entry (or entries)} of a paginated listing."""
         base = f"{self.prefix}/" if self.prefix else ""
-        keys = []
+        found = {}
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix)
+            pages = self.client.get_paginator(operation).paginate(Bucket=self.bucket, Prefix=base + prefix)
             for page in pages:
-                keys.extend(obj["Key"][len(base) :] for obj in page.get("Contents", []))
+                for entry in page.get(field, []):
+                    key = entry["Key"][len(base) :]
+                    if many:
+                        found.setdefault(key, []).append(entry)
+                    else:
+                        found[key] = entry
         except Exception as exc:
             raise StorageError(describe_s3_error(exc, self))
-        return sorted(keys)
+        return found
 
     def probe(self):
         payload = secrets.token_bytes(64)

@@ -1,0 +1,106 @@
+"""Things in a destination that the catalog does not know: objects left by a
+crash, manifests whose object is gone, partial files and unfinished S3
+multipart uploads. Scanning only reads; removal happens on request, item by
+item, and only for items a fresh scan still finds.
+
+An object with its manifest beside it is a whole backup, most likely from a
+lost catalog: it is offered for import (catalog rebuild) and never removed
+unless someone picks it explicitly.
+"""
+
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from catalog import audit
+from catalog.engine import manifest
+from catalog.engine.errors import EngineError
+from catalog.engine.storage import PROBE_KEY
+from catalog.models import Backup, Copy
+
+OBJECT, MANIFEST, BACKUP, PARTIAL = "object", "manifest", "backup", "partial"
+KIND_TEXT = {
+    BACKUP: "A whole backup (object and manifest) the catalog does not know: import it with the catalog rebuild.",
+    OBJECT: "An object without a manifest, e.g. left by a crash.",
+    MANIFEST: "A manifest whose object is gone.",
+    PARTIAL: "An unfinished write (a partial file or an incomplete multipart upload).",
+}
+
+
+@dataclass
+class Orphan:
+    kind: str
+    key: str
+    size: int = None
+    partial: dict = None  # the storage's own description, for removal
+
+    @property
+    def token(self):
+        upload = (self.partial or {}).get("upload_id", "")
+        return f"{self.kind}:{self.key}:{upload}"
+
+    def explain(self):
+        return KIND_TEXT[self.kind]
+
+
+def known_keys(destination):
+    """Keys the catalog accounts for: live copies and their manifests, and
+    everything of a backup still being written."""
+    keys = set()
+    for copy in destination.copies.exclude(status__in=[Copy.PRUNED, Copy.FAILED]):
+        keys.add(copy.key)
+        keys.add(copy.manifest_key or manifest.manifest_key_for(copy.key))
+    return keys
+
+
+def active_keys(destination):
+    """Object keys of backups running right now: their partial writes are not orphans."""
+    return set(
+        destination.copies.filter(backup__status__in=Backup.ACTIVE_STATUSES).values_list("key", flat=True)
+    )
+
+
+def scan(destination):
+    storage = destination.storage()
+    known, writing = known_keys(destination), active_keys(destination)
+    sizes = storage.list_sizes()
+    orphans = []
+    for key, size in sorted(sizes.items()):
+        if key in known or key == PROBE_KEY:
+            continue
+        if key.endswith(manifest.SUFFIX):
+            base = key[: -len(manifest.SUFFIX)]
+            if base not in sizes or base in known:
+                orphans.append(Orphan(MANIFEST, key, size))
+            continue  # a whole backup is listed once, under its object
+        has_manifest = manifest.manifest_key_for(key) in sizes
+        orphans.append(Orphan(BACKUP if has_manifest else OBJECT, key, size))
+    for partial in storage.list_partials():
+        if partial["base"] not in writing:
+            orphans.append(Orphan(PARTIAL, partial["key"], partial.get("size"), partial))
+    return orphans
+
+
+def remove(actor, destination, tokens):
+    """Removes the chosen orphans; returns (removed keys, errors in words)."""
+    chosen = set(tokens)
+    storage = destination.storage()
+    removed, errors = [], []
+    for orphan in scan(destination):
+        if orphan.token not in chosen:
+            continue
+        try:
+            if orphan.kind == PARTIAL:
+                storage.remove_partial(orphan.partial)
+            else:
+                storage.delete(orphan.key)
+                if orphan.kind == BACKUP:
+                    storage.delete(manifest.manifest_key_for(orphan.key))
+        except EngineError as exc:
+            errors.append(f"{orphan.key}: {exc}")
+            continue
+        removed.append(orphan.key)
+    if removed or errors:
+        with transaction.atomic():
+            audit.record(actor, "destination.orphans_removed", destination, {"removed": removed, "errors": errors})
+    return removed, errors
