@@ -135,7 +135,7 @@ def destination_list(request):
 @viewer_required
 def destination_detail(request, pk):
     destination = get_object_or_404(Destination, pk=pk)
-    copies = destination.copies.select_related("backup", "backup__source")[:20]
+    copies = destination.copies.select_related("backup", "backup__source").order_by("-backup__created_at")[:20]
     ctx = {"destination": destination, "plans": destination.plans.all(), "copies": copies, "usage": destination.usage()}
     return render(request, "catalog/destination_detail.html", ctx)
 

@@ -29,7 +29,9 @@ def urls(setup):
               ("post", "/sources/test/"), ("get", "/destinations/new/"), ("get", f"/destinations/{d}/edit/"),
               ("get", f"/destinations/{d}/delete/"), ("post", "/destinations/test/"), ("get", "/plans/new/"),
               ("get", f"/plans/{p}/edit/"), ("get", f"/plans/{p}/delete/"), ("post", f"/plans/{p}/run/"),
-              ("post", f"/backups/{b}/cancel/")]
+              ("post", f"/backups/{b}/cancel/"), ("post", "/plans/retention-preview/"), ("post", f"/plans/{p}/prune/"),
+              ("post", f"/backups/{b}/pin/"), ("post", f"/backups/{b}/unpin/"), ("post", f"/destinations/{d}/scan/"),
+              ("post", f"/destinations/{d}/orphans/remove/")]
     return reads, writes
 
 
@@ -50,7 +52,9 @@ def test_it_lets_auditors_read_but_not_change(auditor_client, setup):
         assert getattr(auditor_client, method)(url).status_code == 403, url
     assert Backup.objects.count() == 1
     page = auditor_client.get(f"/plans/{setup['plan'].pk}/").content.decode()
-    assert "Back up now" not in page and "Edit" not in page
+    assert "Back up now" not in page and "Edit" not in page and "Apply retention" not in page
+    page = auditor_client.get(f"/backups/{setup['backup'].pk}/").content.decode()
+    assert "Pin" not in page
 
 
 def test_it_lets_administrators_do_everything(admin_client, setup):

@@ -184,3 +184,21 @@ def test_the_preview_endpoint_shows_what_an_unsaved_rule_would_do(small_database
     assert "Fill in the retention numbers" in admin_client.post(
         "/plans/retention-preview/", {**form, "keep_last": "-1"}).content.decode()
     assert f"#{backups[0].pk}" in page
+
+
+def test_pinning_and_unpinning_from_the_backup_page(small_database, tmp_path, admin_client):
+    backup = run(make_plan(pg_source(small_database), [local_destination(tmp_path)]))
+
+    response = admin_client.post(f"/backups/{backup.pk}/pin/", {"reason": ""}, follow=True)
+    assert "Say why this backup must be kept." in response.content.decode()
+    page = admin_client.post(f"/backups/{backup.pk}/pin/", {"reason": "Quarter-end close"}, follow=True).content.decode()
+    assert "Pinned:</strong> Quarter-end close" in page
+    backup.refresh_from_db()
+    assert backup.pinned and not backup.legal_hold
+    event = AuditEvent.objects.get(action="backup.pin", object_id=str(backup.pk))
+    assert event.actor.username == "alice"
+
+    page = admin_client.post(f"/backups/{backup.pk}/unpin/", follow=True).content.decode()
+    assert "no longer pinned" in page
+    backup.refresh_from_db()
+    assert not backup.pinned and backup.hold_reason == ""

@@ -92,3 +92,18 @@ def test_it_leaves_a_backup_with_a_fresh_heartbeat_alone(plan):
     backup = services.create_backup("test", plan)
     Backup.objects.filter(pk=backup.pk).update(status=Backup.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now())
     assert tasks.tick() == {"swept": []}
+
+
+def test_retention_also_runs_nightly_for_every_plan(plan, tmp_path):
+    schedule = Schedule.objects.get(name="strongroom-prune-nightly")
+    assert (schedule.func, schedule.schedule_type, schedule.cron) == ("catalog.tasks.prune_nightly", Schedule.CRON, "15 4 * * *")
+    plan.retention_mode, plan.keep_last = "last", 5
+    services.save_plan("test", plan, changed_fields=["retention_mode", "keep_last"])
+    for _ in range(2):
+        assert tasks.run_backup(services.create_backup("test", plan).pk) == "succeeded"
+
+    plan.keep_last = 1
+    services.save_plan("test", plan, changed_fields=["keep_last"])
+    assert tasks.prune_nightly() == {plan.pk: "1 pruned"}
+    assert len(files_under(tmp_path / "b")) == 2
+    assert AuditEvent.objects.filter(action="backup.prune", actor_label="retention").count() == 1
