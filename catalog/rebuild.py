@@ -112,6 +112,7 @@ def import_backup(actor, destination, object_key, manifest_key, data):
         sha256=data["sha256"],
         status=Copy.DURABLE,
         durable_at=backup.finished_at,
+        locked_until=parse_time(data.get("locked_until")),
     )
     audit.record(actor, "backup.import", backup, {"destination": destination.name, "key": copy.key})
     return outcome, backup

@@ -429,6 +429,7 @@ def backup_manifest(backup, copy, encryption):
         started_at=backup.started_at.isoformat(),
         finished_at=timezone.now().isoformat(),
         object_key=copy.key,
+        locked_until=copy.locked_until.isoformat() if copy.locked_until else None,
     )
     fields["manifest_key_id"] = key_id
     return manifest.sign_manifest(fields, derive_manifest_key(master))
