@@ -31,8 +31,9 @@ class ImportReport:
     refused: list = field(default_factory=list)  # (key, reason)
 
     def summary(self):
+        copies = "copy" if len(self.attached) == 1 else "copies"
         return (
-            f"{len(self.imported)} imported, {len(self.attached)} copies added, "
+            f"{len(self.imported)} imported, {len(self.attached)} {copies} added, "
             f"{len(self.unchanged)} already known, {len(self.refused)} refused"
         )
 

@@ -129,3 +129,19 @@ def test_a_tampered_manifest_is_refused(plan, tmp_path):
     call_command("rebuild_catalog", "--destination", "Local disk", stdout=StringIO(), stderr=err)
     assert "signature does not verify" in err.getvalue()
     assert Backup.objects.count() == 0
+
+
+def test_the_admin_action_imports_too(plan, admin_client, admin_user):
+    backup = run(plan)
+    before = snapshot()
+    Backup.objects.all().delete()
+    admin_user.is_staff = True
+    admin_user.save()
+
+    response = admin_client.post("/admin/catalog/destination/", {
+        "action": "import_backups", "_selected_action": [d.pk for d in Destination.objects.all()],
+    }, follow=True)
+
+    page = response.content.decode()
+    assert "Local disk: 1 imported, 0 copies added" in page and "Off-site S3: 0 imported, 1 copy added" in page
+    assert snapshot() == before and Backup.objects.get().pk == backup.pk
