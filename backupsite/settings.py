@@ -144,6 +144,10 @@ if not croniter.is_valid(PRUNE_SCHEDULE):
 
 PG_DUMP = env("PG_DUMP", "pg_dump")
 PG_RESTORE = env("PG_RESTORE", "pg_restore")
+PSQL = env("PSQL", "psql")
+# Where restore tests create their scratch databases: a libpq URL of a server
+# (with a user that may create databases). Empty: the source's own server.
+VERIFY_SERVER_URL = env("VERIFY_SERVER_URL", "")
 
 LOGGING = {
     "version": 1,

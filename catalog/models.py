@@ -231,6 +231,9 @@ class BackupPlan(models.Model):
     keep_last = models.PositiveIntegerField("last N", default=7)
     keep_days = models.PositiveIntegerField("newer than (days)", default=30)
     keep_minimum = models.PositiveIntegerField("keep at least", default=1)
+    verify_new_backups = models.BooleanField("checksum every new backup", default=True)
+    restore_test_days = models.PositiveIntegerField("test-restore the latest backup every (days)", default=7)
+    checksum_all_days = models.PositiveIntegerField("checksum every retained copy every (days)", default=30)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -457,6 +460,60 @@ class Key(models.Model):
 
     def __str__(self):
         return self.key_id
+
+
+class Verification(models.Model):
+    """Evidence that a backup can be read back (checksum) or restored (restore test)."""
+
+    CHECKSUM, RESTORE = "checksum", "restore"
+    KIND_CHOICES = [(CHECKSUM, "Checksum"), (RESTORE, "Test restore")]
+    QUEUED, RUNNING, PASSED, FAILED, CANCELLED = "queued", "running", "passed", "failed", "cancelled"
+    STATUS_CHOICES = [(s, s.capitalize()) for s in (QUEUED, RUNNING, PASSED, FAILED, CANCELLED)]
+    ACTIVE_STATUSES = (QUEUED, RUNNING)
+    TRIGGER_CHOICES = [("manual", "Manual"), ("policy", "Policy"), ("command", "Command")]
+
+    backup = models.ForeignKey(Backup, models.CASCADE, related_name="verifications")
+    source = models.ForeignKey(Source, models.CASCADE, related_name="verifications")
+    kind = models.CharField(max_length=20, choices=KIND_CHOICES)
+    status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=QUEUED, db_index=True)
+    trigger = models.CharField(max_length=20, choices=TRIGGER_CHOICES, default="manual")
+    triggered_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True)
+    copy = models.ForeignKey(Copy, models.SET_NULL, null=True, blank=True, related_name="+",
+                             help_text="the copy a restore test read")
+    summary = models.CharField(max_length=500, blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+    log = models.TextField(blank=True)
+    restore_seconds = models.FloatField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} of backup #{self.backup_id}"
+
+    def get_absolute_url(self):
+        return reverse("verification_detail", args=[self.pk])
+
+    def is_active(self):
+        return self.status in self.ACTIVE_STATUSES
+
+    def can_cancel(self):
+        return self.is_active() and not self.cancel_requested
+
+    def duration(self):
+        if not self.started_at:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+    def append_log(self, line):
+        stamp = timezone.now().strftime("%H:%M:%S")
+        self.log = f"{self.log}{stamp} {line}\n"
 
 
 class AuditEventQuerySet(models.QuerySet):

@@ -1,15 +1,22 @@
 """django-q2 task entry points: each takes ids and calls one service."""
 
-from catalog import lifecycle, services
-from catalog.models import Backup
+from catalog import lifecycle, services, verification
+from catalog.models import Backup, Verification
 
 
 def run_backup(backup_id):
     backup = services.run_backup(backup_id)
     if backup and backup.status == Backup.SUCCEEDED and backup.plan:
+        if backup.plan.verify_new_backups:
+            verification.queue_quietly(backup, Verification.CHECKSUM)
         # A new good backup may push older ones out of the plan's retention rule.
         lifecycle.prune_plan("retention", backup.plan)
     return backup.status if backup else "skipped"
+
+
+def run_verification(verification_id):
+    result = verification.run_verification(verification_id)
+    return result.status if result else "not claimed"
 
 
 def run_scheduled_plan(plan_id):
@@ -18,9 +25,14 @@ def run_scheduled_plan(plan_id):
 
 
 def tick():
-    """Every minute: declare dead the backups whose worker stopped beating."""
-    swept = services.sweep_stale_backups()
-    return {"swept": swept}
+    """Every minute: declare dead the jobs whose worker stopped beating, and
+    queue the verifications the plans' policies ask for."""
+    return {
+        "swept": services.sweep_stale_backups(),
+        "swept_verifications": verification.sweep_stale_verifications(),
+        "queued_verifications": verification.queue_due_verifications(),
+        "redispatched": verification.redispatch_waiting(),
+    }
 
 
 def prune_nightly():

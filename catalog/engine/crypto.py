@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from catalog.engine.errors import CorruptionError
+from catalog.engine.errors import CorruptionError, KeyMissing
 
 MAGIC = b"SRENC1\0"
 TAG_SIZE = 16
@@ -171,12 +171,13 @@ class Decryptor:
         try:
             master_key = self._keyring(self.key_id)
         except KeyError:
-            raise CorruptionError(f"master key {self.key_id} is not available")
+            raise KeyMissing(f"master key {self.key_id} is not available")
         data_key = unwrap_data_key(master_key, self.key_id, header["wrapped_data_key"])
         self._aead = AESGCM(data_key)
         self._prefix = header["nonce_prefix"]
         self._sealed_size = header["segment_size"] + TAG_SIZE
         self._aad = hashlib.sha256(bytes(self._buffer[:length])).digest()
+        self._header_length = length
         del self._buffer[:length]
         return True
 
@@ -185,7 +186,12 @@ class Decryptor:
         try:
             plain = self._aead.decrypt(nonce, bytes(sealed), self._aad + (b"\x01" if final else b"\x00"))
         except InvalidTag:
-            raise CorruptionError(f"encrypted segment {self._counter} is damaged, reordered or truncated")
+            offset = self._header_length + self._counter * self._sealed_size
+            raise CorruptionError(
+                f"encrypted segment {self._counter} (bytes {offset}–{offset + len(sealed) - 1}) "
+                "is damaged, reordered or truncated",
+                offset=offset,
+            )
         self._counter += 1
         return plain
 

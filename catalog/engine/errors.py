@@ -14,7 +14,17 @@ class StorageError(EngineError):
 
 
 class CorruptionError(EngineError):
-    """Stored bytes are not what was written (checksum, tag or key mismatch)."""
+    """Stored bytes are not what was written (checksum, tag or key mismatch).
+
+    `offset`, when known, is where in the stored object the damage starts."""
+
+    def __init__(self, message, offset=None):
+        super().__init__(message)
+        self.offset = offset
+
+
+class KeyMissing(CorruptionError):
+    """The master key an object needs is not available."""
 
 
 class Cancelled(EngineError):

@@ -242,6 +242,8 @@ def describe_s3_error(exc, storage):
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("NoSuchBucket",) or (code == "404" and "Bucket" in str(exc)):
             return f"S3 bucket {storage.bucket} does not exist"
+        if code in ("NoSuchKey", "404"):
+            return f"The object is missing from {where}"
         if code in ("AccessDenied", "403", "AllAccessDisabled"):
             return f"S3 access denied for {where}"
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId"):

@@ -78,7 +78,7 @@ def test_it_sweeps_a_backup_whose_worker_died(pg_database, tmp_path, s3_bucket):
     (tmp_path / f"{key}.partial-abc123").write_bytes(b"half a dump")
     s3.client(s3_bucket["endpoint_url"]).create_multipart_upload(Bucket=s3_bucket["bucket"], Key=f"strongroom/{key}")
 
-    assert tasks.tick() == {"swept": [backup.pk]}
+    assert tasks.tick()["swept"] == [backup.pk]
 
     backup.refresh_from_db()
     assert backup.status == Backup.FAILED
@@ -91,7 +91,7 @@ def test_it_sweeps_a_backup_whose_worker_died(pg_database, tmp_path, s3_bucket):
 def test_it_leaves_a_backup_with_a_fresh_heartbeat_alone(plan):
     backup = services.create_backup("test", plan)
     Backup.objects.filter(pk=backup.pk).update(status=Backup.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now())
-    assert tasks.tick() == {"swept": []}
+    assert tasks.tick()["swept"] == []
 
 
 def test_retention_also_runs_nightly_for_every_plan(plan, tmp_path):

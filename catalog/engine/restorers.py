@@ -1,0 +1,224 @@
+"""Restoring a dump into a scratch database and measuring what came back.
+
+A scratch database is named `strongroom_verify_<backup>_<random>`, created
+only if no database has that name, and always dropped on the way out. The
+dump is streamed into pg_restore (custom format) or psql (plain SQL) through
+stdin; for custom format a second `pg_restore --list` reads the same stream
+for the dump's table of contents, so the restored schema can be compared with
+what the dump says it holds.
+"""
+
+import re
+import secrets
+import signal
+import sqlite3
+import subprocess
+import tempfile
+from collections import Counter
+
+import psycopg
+from psycopg import sql
+
+from catalog.engine.dumpers import COUNT_TABLES, connect, describe_pg_error, first_line, libpq_env
+from catalog.engine.errors import Cancelled, EngineError
+
+SCRATCH_PREFIX = "strongroom_verify_"
+
+# The schema objects compared between the table of contents and the restored
+# database. Child objects created by attaching partitions are not listed by
+# pg_dump, so the queries leave them out too.
+TOC_KINDS = {
+    "TABLE": "tables",
+    "INDEX": "indexes",
+    "CONSTRAINT": "constraints",
+    "FK CONSTRAINT": "constraints",
+    "SEQUENCE": "sequences",
+    "FUNCTION": "functions",
+    "PROCEDURE": "functions",
+}
+TOC_LINE = re.compile(
+    r"^\d+; \d+ \d+ (?P<kind>FK CONSTRAINT|CONSTRAINT|INDEX|SEQUENCE|TABLE|FUNCTION|PROCEDURE) "
+    r"(?!DATA |ATTACH |OWNED BY |SET )"
+)
+USER_SCHEMAS = """n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'"""
+NOT_FROM_EXTENSION = "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')"
+SCHEMA_COUNTS = {
+    "tables": f"""SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMAS} AND {NOT_FROM_EXTENSION.format(oid='c.oid')}""",
+    "indexes": f"""SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {USER_SCHEMAS} AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)""",
+    "constraints": f"""SELECT count(*) FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace
+        WHERE k.contype IN ('p', 'u', 'f', 'x') AND k.conparentid = 0 AND {USER_SCHEMAS}""",
+    "sequences": f"""SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'S' AND {USER_SCHEMAS} AND {NOT_FROM_EXTENSION.format(oid='c.oid')}""",
+    "functions": f"""SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE p.prokind IN ('f', 'p') AND {USER_SCHEMAS} AND {NOT_FROM_EXTENSION.format(oid='p.oid')}""",
+}
+
+
+class RestoreError(EngineError):
+    """The dump could not be restored."""
+
+
+def scratch_name(backup_id):
+    return f"{SCRATCH_PREFIX}{backup_id}_{secrets.token_hex(4)}"
+
+
+class ScratchDatabase:
+    """Creates a database that cannot be a real one, and always drops it."""
+
+    def __init__(self, params, name):
+        if not name.startswith(SCRATCH_PREFIX):
+            raise ValueError("scratch databases must carry the scratch prefix")
+        self.params = params
+        self.name = name
+
+    def __enter__(self):
+        with connect(self.params) as conn:
+            conn.autocommit = True
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.name]).fetchone():
+                raise RestoreError(f"A database named {self.name} already exists; not touching it")
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+            except psycopg.Error as exc:
+                raise RestoreError(f"Cannot create the scratch database: {describe_pg_error(exc, self.params)}")
+        return self
+
+    def __exit__(self, *exc):
+        self.drop()
+
+    def drop(self):
+        with connect(self.params) as conn:
+            conn.autocommit = True
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
+
+    def connection_params(self):
+        return {**self.params, "dbname": self.name}
+
+
+def database_exists(params, name):
+    with connect(params) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
+
+
+class _Process:
+    """A restore tool fed through stdin, its stderr kept in a temporary file."""
+
+    def __init__(self, argv, env):
+        self.stderr = tempfile.TemporaryFile()
+        self.stdout = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=self.stdout, stderr=self.stderr, env=env, start_new_session=True
+        )
+        self.open = True
+
+    def feed(self, data):
+        if not self.open:
+            return
+        try:
+            self.proc.stdin.write(data)
+        except (BrokenPipeError, ValueError):
+            self.open = False  # it stopped reading: its exit code and stderr say why
+
+    def finish(self):
+        if self.open:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            self.open = False
+        code = self.proc.wait()
+        self.stdout.seek(0)
+        self.stderr.seek(0)
+        return code, self.stdout.read().decode(errors="replace"), self.stderr.read().decode(errors="replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def restore_postgres(plain_chunks, params, fmt, cancel_event=None, pg_restore="pg_restore", psql="psql"):
+    """Streams a dump into the database `params` names. Returns the TOC counts
+    (custom format) or None (plain SQL has no table of contents)."""
+    env = libpq_env(params)
+    if fmt == "custom":
+        main = _Process([pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
+                         "--dbname", params["dbname"]], env)
+        lister = _Process([pg_restore, "--list"], env)
+        tools = [main, lister]
+    else:
+        main = _Process([psql, "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
+                         "--dbname", params["dbname"]], env)
+        lister = None
+        tools = [main]
+    try:
+        for chunk in plain_chunks:
+            if cancel_event is not None and cancel_event.is_set():
+                raise Cancelled("Cancelled by request")
+            for tool in tools:
+                tool.feed(chunk)
+            if not main.open:
+                break
+        code, _, errors = main.finish()
+        if code != 0:
+            raise RestoreError(f"{'pg_restore' if fmt == 'custom' else 'psql'} failed: {first_line(errors) or code}")
+        if lister is None:
+            return None
+        code, listing, errors = lister.finish()
+        if code != 0:
+            raise RestoreError(f"pg_restore --list failed: {first_line(errors) or code}")
+        return toc_counts(listing)
+    except BaseException:
+        for tool in tools:
+            tool.stop()
+        raise
+
+
+def toc_counts(listing):
+    counts = Counter({kind: 0 for kind in set(TOC_KINDS.values())})
+    for line in listing.splitlines():
+        match = TOC_LINE.match(line)
+        if match:
+            counts[TOC_KINDS[match["kind"]]] += 1
+    return dict(counts)
+
+
+def restored_counts(params):
+    """(rows per table, schema object counts) of a restored database."""
+    with connect(params) as conn:
+        rows = {}
+        for schema, table in conn.execute(COUNT_TABLES).fetchall():
+            query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            rows[f"{schema}.{table}"] = conn.execute(query).fetchone()[0]
+        objects = {kind: conn.execute(query).fetchone()[0] for kind, query in SCHEMA_COUNTS.items()}
+    return rows, objects
+
+
+def restore_sqlite(plain_chunks, path, cancel_event=None):
+    with open(path, "wb") as handle:
+        for chunk in plain_chunks:
+            if cancel_event is not None and cancel_event.is_set():
+                raise Cancelled("Cancelled by request")
+            handle.write(chunk)
+
+
+def sqlite_report(path):
+    """(integrity_check answer, rows per table) of a restored SQLite file."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        integrity = "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check").fetchall())
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        rows = {name: conn.execute(f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0]
+                for name in tables}
+    except sqlite3.DatabaseError as exc:
+        return f"not a database: {exc}", {}
+    finally:
+        conn.close()
+    return integrity, rows

@@ -1,0 +1,466 @@
+"""Verifications answer a DBA's question with evidence: can I restore from
+this backup, and how long will it take?
+
+A checksum verification reads every copy back from its destination, checks
+its manifest's signature, its SHA-256 and size against the catalog, and
+decrypts and decompresses it to the end. A restore test restores one copy
+into a scratch database (or file, for SQLite), compares exact row counts with
+those taken in the backup's snapshot and the schema with the dump's table of
+contents, and records how long the restore took. Two verifications never run
+at the same time on the same source.
+"""
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+from psycopg.conninfo import conninfo_to_dict
+
+from catalog import audit, keyring
+from catalog.engine import crypto, dumpers, manifest, restorers
+from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
+from catalog.engine.pipeline import restore_stream
+from catalog.engine.verify import check_object
+from catalog.models import Backup, BackupPlan, Copy, Verification
+from catalog.services import Refused, worker_name
+
+log = logging.getLogger(__name__)
+
+CHECKSUM, RESTORE = Verification.CHECKSUM, Verification.RESTORE
+
+
+# --- queueing ---------------------------------------------------------------
+
+
+def check_verifiable(backup):
+    if backup.is_active():
+        raise Refused("This backup is still running; verify it once it has finished.")
+    if backup.is_pruned() or not backup.copies.filter(status=Copy.DURABLE).exists():
+        raise Refused("This backup has no stored copy left to verify.")
+
+
+def create_verification(actor, backup, kind, trigger="manual"):
+    check_verifiable(backup)
+    with transaction.atomic():
+        if backup.verifications.filter(kind=kind, status__in=Verification.ACTIVE_STATUSES).exists():
+            label = dict(Verification.KIND_CHOICES)[kind].lower()
+            raise Refused(f"A {label} of this backup is already queued or running.")
+        verification = Verification.objects.create(
+            backup=backup,
+            source_id=backup.source_id,
+            kind=kind,
+            trigger=trigger,
+            triggered_by=actor if not isinstance(actor, str) else None,
+        )
+        audit.record(actor, "verification.queue", verification, {"kind": kind, "backup": backup.pk, "trigger": trigger})
+        transaction.on_commit(lambda: enqueue(verification.pk))
+    return verification
+
+
+def enqueue(verification_id):
+    from django_q.tasks import async_task
+
+    async_task("catalog.tasks.run_verification", verification_id, task_name=f"verify-{verification_id}")
+
+
+def cancel_verification(actor, verification):
+    with transaction.atomic():
+        if verification.status == Verification.QUEUED:
+            Verification.objects.filter(pk=verification.pk, status=Verification.QUEUED).update(
+                status=Verification.CANCELLED, summary="Cancelled before it started.", finished_at=timezone.now()
+            )
+        elif verification.status == Verification.RUNNING:
+            Verification.objects.filter(pk=verification.pk).update(cancel_requested=True)
+        else:
+            raise Refused("This verification has already finished.")
+        audit.record(actor, "verification.cancel", verification, {})
+
+
+# --- running ----------------------------------------------------------------
+
+
+def claim_verification(verification_id):
+    """Marks it running unless it is gone or its source is busy verifying.
+
+    Returns "claimed", "busy" (stays queued; the tick hands it out again) or "gone"."""
+    with transaction.atomic():
+        verification = Verification.objects.select_related("source").filter(pk=verification_id).first()
+        if verification is None or verification.status != Verification.QUEUED:
+            return "gone"
+        # Lock the source row so two workers cannot both see it idle.
+        type(verification.source).objects.select_for_update().get(pk=verification.source_id)
+        busy = Verification.objects.filter(source_id=verification.source_id, status=Verification.RUNNING)
+        if busy.exclude(pk=verification_id).exists():
+            return "busy"
+        now = timezone.now()
+        updated = Verification.objects.filter(pk=verification_id, status=Verification.QUEUED).update(
+            status=Verification.RUNNING, started_at=now, heartbeat_at=now, worker=worker_name()
+        )
+        return "claimed" if updated else "gone"
+
+
+class CancelWatch:
+    """Beats the heartbeat once a second and turns a cancel request into an event."""
+
+    def __init__(self, verification_id):
+        self.verification_id = verification_id
+        self.cancel_event = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"verify-{verification_id}", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self):
+        from django.db import connection
+
+        rows = Verification.objects.filter(pk=self.verification_id, status=Verification.RUNNING)
+        last_beat = 0.0
+        try:
+            while not self._stop.wait(0.25):  # a cancel should stop a restore promptly
+                if time.monotonic() - last_beat >= 1.0:
+                    rows.update(heartbeat_at=timezone.now())
+                    last_beat = time.monotonic()
+                if rows.filter(cancel_requested=True).exists():
+                    self.cancel_event.set()
+        finally:
+            connection.close()
+
+
+def run_verification(verification_id):
+    """The worker side. Returns the finished verification, or None if not claimed."""
+    close_old_connections()
+    if claim_verification(verification_id) != "claimed":
+        return None
+    verification = Verification.objects.select_related("backup", "backup__source").get(pk=verification_id)
+    verification.append_log(f"Started on {verification.worker}")
+    with transaction.atomic():
+        audit.record("worker", "verification.start", verification, {"kind": verification.kind})
+    with CancelWatch(verification.pk) as watch:
+        try:
+            run = run_checksum if verification.kind == CHECKSUM else run_restore_test
+            status = Verification.PASSED if run(verification, watch.cancel_event) else Verification.FAILED
+        except Cancelled:
+            status, verification.summary = Verification.CANCELLED, "Cancelled by request; nothing was left behind."
+        except (EngineError, keyring.KeyUnavailable) as exc:
+            status, verification.summary = Verification.FAILED, str(exc)
+        except Exception as exc:  # never leave a verification "running"
+            log.exception("Verification %s failed unexpectedly", verification_id)
+            status = Verification.FAILED
+            verification.summary = f"Unexpected error ({type(exc).__name__}); see the worker log."
+    return finish_verification(verification, status)
+
+
+def finish_verification(verification, status):
+    now = timezone.now()
+    verification.append_log(f"Finished: {status} — {verification.summary}")
+    with transaction.atomic():
+        updated = Verification.objects.filter(pk=verification.pk, status=Verification.RUNNING).update(
+            status=status,
+            summary=verification.summary[:500],
+            evidence=verification.evidence,
+            log=verification.log,
+            copy=verification.copy,
+            restore_seconds=verification.restore_seconds,
+            finished_at=now,
+            heartbeat_at=now,
+        )
+        if updated:
+            audit.record("worker", f"verification.{status}", verification, {"summary": verification.summary[:500]})
+            if status == Verification.PASSED and verification.kind == CHECKSUM:
+                checked = [c["copy"] for c in verification.evidence.get("copies", []) if c.get("ok")]
+                Copy.objects.filter(pk__in=checked).update(verified_at=now)
+    verification.refresh_from_db()
+    return verification
+
+
+def cancellable(chunks, cancel_event):
+    for chunk in chunks:
+        if cancel_event.is_set():
+            raise Cancelled("Cancelled by request")
+        yield chunk
+
+
+def durable_copies(backup):
+    # Local copies first: reading them is cheaper than reading from S3.
+    copies = backup.copies.filter(status=Copy.DURABLE).select_related("destination")
+    return sorted(copies, key=lambda c: (c.destination.kind != "local", c.destination.name))
+
+
+# --- checksum ---------------------------------------------------------------
+
+
+def run_checksum(verification, cancel_event):
+    backup = verification.backup
+    copies = durable_copies(backup)
+    if not copies:
+        raise EngineError("This backup has no stored copy left to verify.")
+    if backup.encrypted:
+        keyring.master_key(backup.key_id)  # a missing key is said plainly, not as damage to every copy
+    results = []
+    for copy in copies:
+        result = check_copy(backup, copy, cancel_event)
+        results.append(result)
+        state = "intact" if result["ok"] else f"DAMAGED — {result['error']}"
+        verification.append_log(f"{copy.destination}: read {result['stored_bytes']} bytes, {state}")
+    verification.evidence = {"copies": results}
+    bad = [r for r in results if not r["ok"]]
+    if not bad:
+        verification.summary = (
+            f"All {len(results)} cop{'y' if len(results) == 1 else 'ies'} read back intact: SHA-256 and size match "
+            "the catalog, the manifest signature verifies"
+            + (", every encrypted segment authenticates." if backup.encrypted else ", the stream decodes to its end.")
+        )
+        return True
+    verification.summary = "; ".join(describe_damage(r) for r in bad)
+    return False
+
+
+def describe_damage(result):
+    where = f" at byte {result['offset']}" if result.get("offset") is not None else ""
+    return f"Copy on {result['destination']} ({result['location']}) is damaged{where}: {result['error']}"
+
+
+def check_copy(backup, copy, cancel_event):
+    """Reads one copy and its manifest back; returns the evidence as a dict."""
+    evidence = {"copy": copy.pk, "destination": copy.destination.name, "location": copy.location_display()}
+    storage = copy.destination.storage()
+    problems = manifest_problems(storage, copy, backup)
+    try:
+        found = check_object(
+            cancellable(storage.open_reader(copy.key), cancel_event),
+            keyring.lookup,
+            backup.sha256,
+            backup.stored_bytes,
+            backup.raw_bytes,
+        )
+    except EngineError as exc:  # the object cannot be read at all
+        evidence.update(ok=False, error=str(exc), offset=None, stored_bytes=0, manifest_ok=not problems)
+        return evidence
+    evidence.update(found.as_dict())
+    evidence["manifest_ok"] = not problems
+    if problems and found.ok:
+        evidence.update(ok=False, error="; ".join(problems))
+    elif problems:
+        evidence["error"] = "; ".join([found.error] + problems)
+    return evidence
+
+
+def manifest_problems(storage, copy, backup):
+    try:
+        data = manifest.loads(storage.get_bytes(copy.manifest_key or manifest.manifest_key_for(copy.key)))
+    except (EngineError, ValueError) as exc:
+        return [f"the manifest cannot be read ({exc})"]
+    key_id = data.get("manifest_key_id", "")
+    try:
+        master = keyring.master_key(key_id)
+    except keyring.KeyUnavailable as exc:
+        return [f"the manifest cannot be checked: {exc}"]
+    problems = []
+    if not manifest.verify_manifest(data, crypto.derive_manifest_key(master)):
+        problems.append("the manifest's signature does not verify")
+    if data.get("sha256") != backup.sha256 or data.get("stored_bytes") != backup.stored_bytes:
+        problems.append("the manifest's checksum or size differs from the catalog")
+    return problems
+
+
+# --- restore test -------------------------------------------------------------
+
+
+def run_restore_test(verification, cancel_event):
+    backup = verification.backup
+    copies = durable_copies(backup)
+    if not copies:
+        raise EngineError("This backup has no stored copy left to restore from.")
+    if backup.encrypted:
+        keyring.master_key(backup.key_id)  # a missing key fails here, before any scratch database exists
+    attempts = []
+    for copy in copies:
+        verification.append_log(f"Restoring from {copy.destination} ({copy.location_display()})")
+        try:
+            evidence = restore_copy(verification, backup, copy, cancel_event)
+        except (CorruptionError, StorageError) as exc:  # this copy is unusable; try the next
+            offset = getattr(exc, "offset", None)
+            attempts.append({"copy": copy.pk, "destination": copy.destination.name, "error": str(exc), "offset": offset})
+            verification.append_log(f"{copy.destination}: cannot restore from it — {exc}")
+            continue
+        verification.copy = copy
+        evidence["skipped_copies"] = attempts
+        verification.evidence = evidence
+        return judge_restore(verification, copy, attempts)
+    verification.evidence = {"skipped_copies": attempts}
+    verification.summary = "No copy could be restored: " + "; ".join(f"{a['destination']}: {a['error']}" for a in attempts)
+    return False
+
+
+def restore_copy(verification, backup, copy, cancel_event):
+    chunks = cancellable(copy.destination.storage().open_reader(copy.key), cancel_event)
+    plain = restore_stream(chunks, keyring=keyring.lookup, expected_sha256=backup.sha256)
+    if backup.source.engine == "sqlite":
+        return restore_sqlite_copy(verification, plain, cancel_event)
+    return restore_postgres_copy(verification, backup, plain, cancel_event)
+
+
+def scratch_server(source):
+    if settings.VERIFY_SERVER_URL:
+        return conninfo_to_dict(settings.VERIFY_SERVER_URL)
+    return dumpers.normalize_conninfo(source.conninfo())
+
+
+def restore_postgres_copy(verification, backup, plain, cancel_event):
+    server = scratch_server(backup.source)
+    name = restorers.scratch_name(backup.pk)
+    verification.evidence = {"scratch_database": name, "server": f"{server.get('host', '')}:{server.get('port', 5432)}"}
+    Verification.objects.filter(pk=verification.pk).update(evidence=verification.evidence)  # for the sweep
+    started = time.monotonic()
+    try:
+        with restorers.ScratchDatabase(server, name) as scratch:
+            toc = restorers.restore_postgres(
+                plain, scratch.connection_params(), backup.format, cancel_event,
+                pg_restore=settings.PG_RESTORE, psql=settings.PSQL,
+            )
+            seconds = time.monotonic() - started
+            rows, objects = restorers.restored_counts(scratch.connection_params())
+    finally:
+        dropped = scratch_is_gone(server, name)
+    verification.append_log(f"Restored into {name} in {seconds:.1f} s; scratch database dropped: {dropped}")
+    verification.restore_seconds = seconds
+    return {**verification.evidence, "restore_seconds": round(seconds, 3), "rows": rows, "schema_objects": objects,
+            "table_of_contents": toc, "scratch_dropped": dropped}
+
+
+def scratch_is_gone(server, name):
+    try:
+        return not restorers.database_exists(server, name)
+    except EngineError:
+        return False
+
+
+def restore_sqlite_copy(verification, plain, cancel_event):
+    directory = os.path.join(settings.DATA_DIR, "tmp")
+    os.makedirs(directory, exist_ok=True)
+    fd, path = tempfile.mkstemp(dir=directory, prefix="strongroom_verify_", suffix=".sqlite3")
+    os.close(fd)
+    started = time.monotonic()
+    try:
+        restorers.restore_sqlite(plain, path, cancel_event)
+        seconds = time.monotonic() - started
+        integrity, rows = restorers.sqlite_report(path)
+    finally:
+        os.unlink(path)
+    verification.restore_seconds = seconds
+    verification.append_log(f"Restored to a scratch file in {seconds:.1f} s; integrity_check: {integrity}")
+    return {"restore_seconds": round(seconds, 3), "rows": rows, "integrity_check": integrity, "scratch_dropped": True}
+
+
+def judge_restore(verification, copy, attempts):
+    """Compares what came back with what the backup recorded; sets the summary."""
+    evidence, backup = verification.evidence, verification.backup
+    problems = []
+    expected_rows = backup.table_counts or {}
+    for table in sorted(set(expected_rows) | set(evidence["rows"])):
+        want, got = expected_rows.get(table), evidence["rows"].get(table)
+        if want != got:
+            problems.append(f"{table}: {got if got is not None else 'missing'} rows, {want if want is not None else 'none'} recorded")
+    evidence["rows_match"] = not problems
+    toc = evidence.get("table_of_contents")
+    if toc is not None:
+        for kind, count in sorted(toc.items()):
+            restored = evidence["schema_objects"].get(kind)
+            if restored != count:
+                problems.append(f"{count} {kind} in the dump's table of contents, {restored} restored")
+    if "integrity_check" in evidence and evidence["integrity_check"] != "ok":
+        problems.append(f"integrity_check says: {evidence['integrity_check']}")
+    seconds = evidence["restore_seconds"]
+    prefix = ""
+    if attempts:
+        prefix = (
+            "; ".join(f"Copy on {a['destination']} is damaged ({a['error']})" for a in attempts)
+            + f"; restored from {copy.destination} instead. "
+        )
+    if problems:
+        verification.summary = prefix + "Restored, but it differs: " + "; ".join(problems[:10])
+        return False
+    total = sum(evidence["rows"].values())
+    what = f"{len(evidence['rows'])} tables, {total} rows match the backup's snapshot exactly"
+    if toc is not None:
+        what += ", schema objects match the table of contents"
+    if "integrity_check" in evidence:
+        what += ", integrity_check ok"
+    verification.summary = prefix + f"Restored from {copy.destination} in {seconds:.1f} s: {what}."
+    return True
+
+
+# --- policy -----------------------------------------------------------------
+
+
+def queue_due_verifications(now=None):
+    """Called by the tick: weekly restore tests and monthly checksums, per plan."""
+    now = now or timezone.now()
+    queued = []
+    for plan in BackupPlan.objects.filter(enabled=True):
+        backups = plan.stored_backups().filter(status=Backup.SUCCEEDED)
+        latest = backups.order_by("-created_at").first()
+        if plan.restore_test_days and latest:
+            last = Verification.objects.filter(backup__plan=plan, kind=RESTORE).exclude(status=Verification.CANCELLED)
+            last = last.order_by("-created_at").first()
+            if last is None or last.created_at < now - timedelta(days=plan.restore_test_days):
+                queued += queue_quietly(latest, RESTORE)
+        if plan.checksum_all_days:
+            cutoff = now - timedelta(days=plan.checksum_all_days)
+            for backup in backups:
+                last = backup.verifications.filter(kind=CHECKSUM).exclude(status=Verification.CANCELLED).first()
+                if last is None or last.created_at < cutoff:
+                    queued += queue_quietly(backup, CHECKSUM)
+    return queued
+
+
+def queue_quietly(backup, kind):
+    try:
+        return [create_verification("policy", backup, kind, trigger="policy").pk]
+    except Refused:
+        return []
+
+
+def redispatch_waiting(now=None):
+    """Hands out again the verifications that found their source busy."""
+    now = now or timezone.now()
+    waiting = Verification.objects.filter(status=Verification.QUEUED, created_at__lt=now - timedelta(minutes=1))
+    ids = list(waiting.values_list("pk", flat=True))
+    for verification_id in ids:
+        enqueue(verification_id)
+    return ids
+
+
+def sweep_stale_verifications(now=None):
+    """Fails verifications whose worker died, and drops their scratch database."""
+    now = now or timezone.now()
+    limit = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
+    swept = []
+    for verification in Verification.objects.filter(status=Verification.RUNNING, heartbeat_at__lt=limit):
+        name = (verification.evidence or {}).get("scratch_database", "")
+        if name.startswith(restorers.SCRATCH_PREFIX):
+            try:
+                restorers.ScratchDatabase(scratch_server(verification.source), name).drop()
+            except EngineError as exc:
+                log.warning("Could not drop scratch database %s: %s", name, exc)
+        updated = Verification.objects.filter(pk=verification.pk, status=Verification.RUNNING).update(
+            status=Verification.FAILED, summary="The worker stopped responding; the verification was abandoned.",
+            finished_at=now,
+        )
+        if updated:
+            with transaction.atomic():
+                audit.record("tick", "verification.failed", verification, {"summary": "worker stopped responding"})
+            swept.append(verification.pk)
+    return swept

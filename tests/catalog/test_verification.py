@@ -1,0 +1,229 @@
+"""Verification against a real PostgreSQL and a real S3 server: good backups
+pass with exact evidence, damage is found and named, restore tests fall back
+to a good copy, and no scratch database is ever left behind."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from catalog import keyring, services, verification
+from catalog.models import Backup, Copy, Verification
+from tests.catalog.helpers import local_destination, make_plan, pg_source, s3_destination
+from tests.harness import s3
+from tests.harness.sample_db import create_tricky_database
+
+pytestmark = pytest.mark.django_db(transaction=True)
+SEGMENT = 1 << 20
+
+
+def scratch_databases(server):
+    with psycopg.connect(**{**server, "dbname": "postgres"}) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'strongroom_verify_%'").fetchall()
+    return [name for (name,) in rows]
+
+
+@pytest.fixture
+def database(pg_database):
+    create_tricky_database(pg_database, big_rows=3000)
+    return pg_database
+
+
+@pytest.fixture
+def plan(database, tmp_path, s3_bucket):
+    destinations = [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)]
+    return make_plan(pg_source(database), destinations, retention_mode="last", keep_last=10)
+
+
+def backup_of(plan):
+    backup = services.start_backup("test", plan)
+    backup.refresh_from_db()
+    assert backup.status == Backup.SUCCEEDED, backup.error
+    return backup
+
+
+def verify(backup, kind):
+    result = verification.create_verification("test", backup, kind)
+    result.refresh_from_db()
+    assert not result.is_active()
+    return result
+
+
+def local_path(backup, tmp_path):
+    return tmp_path / "disk" / backup.object_key
+
+
+def test_a_good_backup_passes_both_kinds_with_exact_evidence(plan, database, pg_server):
+    backup = backup_of(plan)
+
+    # Every new backup is checksummed right after it is taken.
+    auto = backup.verifications.get()
+    assert (auto.kind, auto.trigger, auto.status) == ("checksum", "policy", "passed")
+    assert {c["destination"] for c in auto.evidence["copies"]} == {"Local disk", "Off-site S3"}
+    assert all(c["sha256"] == backup.sha256 and c["plain_bytes"] == backup.raw_bytes for c in auto.evidence["copies"])
+    assert backup.copies.filter(verified_at__isnull=False).count() == 2
+
+    restore = verify(backup, "restore")
+    assert restore.status == "passed", restore.summary
+    assert restore.evidence["rows"] == backup.table_counts and restore.evidence["rows_match"]
+    assert restore.evidence["schema_objects"] == restore.evidence["table_of_contents"]
+    assert restore.evidence["table_of_contents"]["tables"] >= 5 and restore.evidence["scratch_dropped"]
+    assert restore.restore_seconds > 0 and restore.copy.destination.name == "Local disk"
+    assert "rows match the backup's snapshot exactly" in restore.summary
+    assert scratch_databases(pg_server) == []
+
+
+def test_row_counts_are_those_of_the_snapshot_even_with_writes_during_the_dump(plan, database, pg_server):
+    backup = services.create_backup("test", plan)
+    # pg_dump's snapshot is taken, then counting waits on this lock while rows arrive elsewhere.
+    with psycopg.connect(**database) as blocker:
+        blocker.execute('LOCK TABLE big_ledger IN ACCESS EXCLUSIVE MODE')
+        worker = threading.Thread(target=run_and_close, args=[backup.pk])
+        worker.start()
+        wait_for(lambda: Backup.objects.get(pk=backup.pk).status == Backup.RUNNING)
+        time.sleep(0.5)
+        with psycopg.connect(**database, autocommit=True) as writer:
+            writer.execute("INSERT INTO measurements (id, taken, value) SELECT g, '2026-05-01', g FROM generate_series(1, 50) g")
+    worker.join(timeout=60)
+    backup.refresh_from_db()
+    assert backup.status == Backup.SUCCEEDED, backup.error
+
+    restore = verify(backup, "restore")
+
+    assert restore.status == "passed", restore.summary
+    assert restore.evidence["rows"] == backup.table_counts
+    with psycopg.connect(**database) as conn:
+        now = conn.execute("SELECT count(*) FROM measurements_2026").fetchone()[0]
+    assert now == backup.table_counts["public.measurements_2026"] + 50
+
+
+def run_and_close(backup_id):
+    from django.db import connection
+
+    try:
+        services.run_backup(backup_id)
+    finally:
+        connection.close()
+
+
+def wait_for(condition, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_flipped_byte_in_the_local_copy_is_named_and_the_restore_falls_back(plan, tmp_path, pg_server):
+    backup = backup_of(plan)
+    path = local_path(backup, tmp_path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    check = verify(backup, "checksum")
+    assert check.status == "failed"
+    assert check.summary.startswith("Copy on Local disk (")
+    assert "is damaged at byte" in check.summary and "Off-site S3" not in check.summary
+    bad = next(c for c in check.evidence["copies"] if c["destination"] == "Local disk")
+    assert bad["offset"] is not None and bad["offset"] <= len(data) // 2
+
+    restore = verify(backup, "restore")
+    assert restore.status == "passed", restore.summary
+    assert restore.summary.startswith("Copy on Local disk is damaged")
+    assert "restored from Off-site S3 instead" in restore.summary
+    assert restore.copy.destination.name == "Off-site S3"
+    assert scratch_databases(pg_server) == []
+
+
+def test_a_flipped_byte_in_the_s3_object_is_named(plan, s3_bucket):
+    backup = backup_of(plan)
+    client = s3.client(s3_bucket["endpoint_url"])
+    key = "strongroom/" + backup.object_key
+    data = bytearray(client.get_object(Bucket=s3_bucket["bucket"], Key=key)["Body"].read())
+    data[-40] ^= 0x80
+    client.put_object(Bucket=s3_bucket["bucket"], Key=key, Body=bytes(data))
+
+    check = verify(backup, "checksum")
+
+    assert check.status == "failed"
+    assert check.summary.startswith("Copy on Off-site S3 (s3://") and "Local disk" not in check.summary
+    assert Copy.objects.get(backup=backup, destination__name="Off-site S3").verified_at is not None  # from before
+
+
+def test_truncation_by_one_segment_is_detected_and_no_copy_means_no_restore(plan, tmp_path, s3_bucket, pg_server):
+    backup = backup_of(plan)
+    path = local_path(backup, tmp_path)
+    data = path.read_bytes()
+    header_and_rest = len(data) % (SEGMENT + 16) or SEGMENT + 16
+    path.write_bytes(data[:-header_and_rest] if len(data) > header_and_rest else data[: len(data) - (len(data) - 200)])
+    s3.client(s3_bucket["endpoint_url"]).delete_object(Bucket=s3_bucket["bucket"], Key="strongroom/" + backup.object_key)
+
+    check = verify(backup, "checksum")
+    assert check.status == "failed"
+    assert "truncated" in check.summary
+
+    restore = verify(backup, "restore")
+    assert restore.status == "failed"
+    assert restore.summary.startswith("No copy could be restored: Local disk:")
+    assert scratch_databases(pg_server) == []
+
+
+def test_a_missing_master_key_is_a_clear_error_and_leaves_nothing(plan, pg_server):
+    backup = backup_of(plan)
+    path = keyring.key_path(backup.key_id)
+    hidden = path.with_suffix(".away")
+    path.rename(hidden)
+    keyring._read_key.cache_clear()
+    try:
+        restore = verify(backup, "restore")
+        check = verify(backup, "checksum")
+    finally:
+        hidden.rename(path)
+    assert restore.status == "failed"
+    assert restore.summary == f"Master key {backup.key_id} is not in {path.parent}"
+    assert (check.status, check.summary) == ("failed", restore.summary)
+    assert scratch_databases(pg_server) == []
+
+
+def test_a_cancelled_restore_drops_its_scratch_database(pg_database, tmp_path, pg_server):
+    create_tricky_database(pg_database, big_rows=300_000)
+    plan = make_plan(pg_source(pg_database), [local_destination(tmp_path / "disk")], verify_new_backups=False)
+    backup = backup_of(plan)
+    job = Verification.objects.create(backup=backup, source=backup.source, kind="restore")
+    worker = threading.Thread(target=lambda: (verification.run_verification(job.pk), close()))
+    worker.start()
+    wait_for(lambda: scratch_databases(pg_server), timeout=30)
+    verification.cancel_verification("test", Verification.objects.get(pk=job.pk))
+    worker.join(timeout=60)
+
+    job.refresh_from_db()
+    assert job.status == "cancelled", job.summary
+    assert scratch_databases(pg_server) == []
+
+
+def close():
+    from django.db import connection
+
+    connection.close()
+
+
+def test_a_sqlite_backup_restores_with_integrity_check(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "app.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {n} ✓",) for n in range(500)])
+    source = services.save_source("test", __import__("catalog.models").models.Source(
+        name="App", engine="sqlite", sqlite_path=str(path), port=None))
+    plan = make_plan(source, [local_destination(tmp_path / "disk")], format="sqlite")
+    backup = backup_of(plan)
+
+    restore = verify(backup, "restore")
+
+    assert restore.status == "passed", restore.summary
+    assert restore.evidence["integrity_check"] == "ok" and restore.evidence["rows"] == {"notes": 500}
+    assert list((tmp_path.parent).glob("**/strongroom_verify_*")) == []
