@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -62,7 +63,8 @@ def create_master_key():
     """Generates a master key file and registers it as the active key."""
     from catalog.models import Key
 
-    key_id = "mk-" + timezone.now().strftime("%Y%m%d-%H%M%S")
+    # The random part keeps two keys made in the same second apart.
+    key_id = "mk-" + timezone.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
     key_bytes = crypto.generate_master_key()
     Path(settings.KEY_DIR).mkdir(parents=True, exist_ok=True, mode=0o700)
     crypto.write_key_file(str(key_path(key_id)), key_id, key_bytes)

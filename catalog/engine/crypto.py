@@ -216,7 +216,8 @@ class Decryptor:
 
 
 def write_key_file(path, key_id, key):
-    """Writes a master key file with mode 0600, atomically."""
+    """Writes a master key file with mode 0600, atomically, and never over an
+    existing one: losing a master key loses every backup sealed with it."""
     directory = os.path.dirname(os.path.abspath(path))
     text = f"{KEY_FILE_HEADER}\nid: {key_id}\nkey: {base64.b64encode(key).decode()}\n"
     fd, temp = tempfile.mkstemp(dir=directory, prefix=".key-")
@@ -226,7 +227,8 @@ def write_key_file(path, key_id, key):
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.rename(temp, path)
+        os.link(temp, path)  # unlike rename, fails if the path exists
+        os.unlink(temp)
     except BaseException:
         if os.path.exists(temp):
             os.unlink(temp)

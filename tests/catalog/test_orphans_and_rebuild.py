@@ -98,8 +98,9 @@ def test_the_catalog_comes_back_from_the_manifests(plan, tmp_path, s3_bucket):
     local_destination(tmp_path / "disk")
     s3_destination(s3_bucket)
 
-    out = StringIO()
-    call_command("rebuild_catalog", stdout=out, stderr=StringIO())
+    out, err = StringIO(), StringIO()
+    call_command("rebuild_catalog", stdout=out, stderr=err)
+    assert err.getvalue() == ""
     assert "Local disk: 2 imported, 0 copies added, 0 already known, 0 refused" in out.getvalue()
     assert "Off-site S3: 0 imported, 2 copies added, 0 already known, 0 refused" in out.getvalue()
     assert snapshot() == before

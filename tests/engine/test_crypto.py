@@ -113,3 +113,12 @@ def test_a_file_that_is_not_a_key_file_is_refused(tmp_path):
     path.write_text("hello\n")
     with pytest.raises(CorruptionError, match="not a Strongroom master key file"):
         crypto.load_key_file(path)
+
+
+def test_a_key_file_is_never_overwritten(tmp_path, master_key):
+    path = tmp_path / "mk-1.key"
+    crypto.write_key_file(path, "mk-1", master_key)
+    with pytest.raises(FileExistsError):
+        crypto.write_key_file(path, "mk-1", crypto.generate_master_key())
+    assert crypto.load_key_file(path) == ("mk-1", master_key)
+    assert list(tmp_path.iterdir()) == [path]
