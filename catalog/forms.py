@@ -2,7 +2,7 @@ import os
 
 from django import forms
 
-from catalog.models import FORMATS_BY_ENGINE, Backup, BackupPlan, Destination, Source
+from catalog.models import FORMATS_BY_ENGINE, Backup, BackupPlan, Destination, Source, Verification
 from catalog.schedules import validate_cron
 
 KEEP_HELP = "Leave blank to keep the one that is stored."
@@ -113,7 +113,10 @@ class DestinationForm(forms.ModelForm):
 
 RETENTION_FIELDS = ["retention_mode", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_last",
                     "keep_days", "keep_minimum"]
+VERIFICATION_FIELDS = ["verify_new_backups", "restore_test_days", "checksum_all_days"]
 RETENTION_HELP = {
+    "restore_test_days": "Restores the latest backup into a scratch database and compares it. 0: never.",
+    "checksum_all_days": "Reads every retained copy back. 0: never.",
     "keep_minimum": "Kept whatever the rule says (the newest good backup is always kept).",
     "keep_last": "The newest N good backups.",
     "keep_days": "Every good backup started within this many days.",
@@ -137,7 +140,7 @@ class PlanForm(forms.ModelForm):
     class Meta:
         model = BackupPlan
         fields = ["name", "source", "schedule", "format", "compression", "encrypt", "destinations", "enabled",
-                  *RETENTION_FIELDS]
+                  *RETENTION_FIELDS, *VERIFICATION_FIELDS]
         help_texts = {
             **RETENTION_HELP,
             "schedule": "Cron: minute hour day-of-month month day-of-week.",
@@ -151,7 +154,11 @@ class PlanForm(forms.ModelForm):
             self.fields[name].widget.attrs["class"] = "retention-field"
 
     def main_fields(self):
-        return [self[name] for name in self.fields if name not in RETENTION_FIELDS]
+        grouped = RETENTION_FIELDS + VERIFICATION_FIELDS
+        return [self[name] for name in self.fields if name not in grouped]
+
+    def verification_fields(self):
+        return [self[name] for name in VERIFICATION_FIELDS]
 
     def retention_fields(self):
         return [self[name] for name in RETENTION_FIELDS]
@@ -208,3 +215,17 @@ class BackupFilterForm(forms.Form):
         if data["until"]:
             backups = backups.filter(created_at__date__lte=data["until"])
         return backups
+
+
+class VerificationFilterForm(forms.Form):
+    source = forms.ModelChoiceField(queryset=Source.objects.all(), required=False, empty_label="All sources")
+    kind = forms.ChoiceField(choices=[("", "Both kinds")] + Verification.KIND_CHOICES, required=False)
+    status = forms.ChoiceField(choices=[("", "Any result")] + Verification.STATUS_CHOICES, required=False)
+
+    def apply(self, jobs):
+        if not self.is_valid():
+            return jobs
+        for name in ("source", "kind", "status"):
+            if self.cleaned_data[name]:
+                jobs = jobs.filter(**{name: self.cleaned_data[name]})
+        return jobs

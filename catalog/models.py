@@ -114,6 +114,17 @@ class Source(SealedSecrets):
     def last_good_backup(self):
         return self.backups.filter(status=Backup.SUCCEEDED).order_by("-finished_at").first()
 
+    def last_verified_restore(self):
+        return self.verifications.filter(kind="restore", status="passed").order_by("-finished_at").first()
+
+    def restore_test_overdue(self, now=None):
+        """True when no restore test passed within the strictest of its plans' policies."""
+        days = [p.restore_test_days for p in self.plans.all() if p.enabled and p.restore_test_days]
+        if not days or not self.last_good_backup():
+            return False
+        last = self.last_verified_restore()
+        return last is None or last.finished_at < (now or timezone.now()) - timedelta(days=min(days))
+
 
 class Destination(SealedSecrets):
     """Where copies live: a local directory or an S3(-compatible) bucket."""

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from catalog import views
+from catalog.views import verifications
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -34,5 +35,11 @@ urlpatterns = [
     path("backups/<int:pk>/cancel/", views.backup_cancel, name="backup_cancel"),
     path("backups/<int:pk>/pin/", views.backup_pin, name="backup_pin"),
     path("backups/<int:pk>/unpin/", views.backup_unpin, name="backup_unpin"),
+    path("backups/<int:pk>/verify/", verifications.start, {"kind": "checksum"}, name="backup_verify"),
+    path("backups/<int:pk>/test-restore/", verifications.start, {"kind": "restore"}, name="backup_test_restore"),
+    path("verifications/", verifications.listing, name="verification_list"),
+    path("verifications/<int:pk>/", verifications.detail, name="verification_detail"),
+    path("verifications/<int:pk>/progress/", verifications.progress, name="verification_progress"),
+    path("verifications/<int:pk>/cancel/", verifications.cancel, name="verification_cancel"),
     path("audit/", views.audit_list, name="audit_list"),
 ]

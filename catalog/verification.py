@@ -45,7 +45,8 @@ def check_verifiable(backup):
         raise Refused("This backup has no stored copy left to verify.")
 
 
-def create_verification(actor, backup, kind, trigger="manual"):
+def create_verification(actor, backup, kind, trigger="manual", enqueue_it=True):
+    """Queues a verification; with enqueue_it=False the caller runs it itself."""
     check_verifiable(backup)
     with transaction.atomic():
         if backup.verifications.filter(kind=kind, status__in=Verification.ACTIVE_STATUSES).exists():
@@ -59,8 +60,23 @@ def create_verification(actor, backup, kind, trigger="manual"):
             triggered_by=actor if not isinstance(actor, str) else None,
         )
         audit.record(actor, "verification.queue", verification, {"kind": kind, "backup": backup.pk, "trigger": trigger})
-        transaction.on_commit(lambda: enqueue(verification.pk))
+        if enqueue_it:
+            transaction.on_commit(lambda: enqueue(verification.pk))
     return verification
+
+
+def run_here(verification, wait_seconds=3600):
+    """Runs a verification in this process (the `verify` command), waiting
+    while another verification of the same source finishes."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        finished = run_verification(verification.pk)
+        if finished is not None:
+            return finished
+        verification.refresh_from_db()
+        if not verification.is_active() or time.monotonic() > deadline:
+            return verification
+        time.sleep(2)
 
 
 def enqueue(verification_id):

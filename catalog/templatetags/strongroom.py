@@ -5,10 +5,13 @@ register = template.Library()
 
 @register.filter
 def duration(value):
-    """A timedelta (or seconds) as 1 h 02 min, 3 min 05 s or 12 s."""
+    """A timedelta (or seconds) as 1 h 02 min, 3 min 05 s, 12 s or 4.2 s."""
     if value is None or value == "":
         return "—"
-    seconds = int(value.total_seconds() if hasattr(value, "total_seconds") else value)
+    exact = value.total_seconds() if hasattr(value, "total_seconds") else float(value)
+    if exact < 10:
+        return f"{exact:.1f} s"  # short restores and backups: the tenths matter
+    seconds = int(exact)
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     if hours:
@@ -28,3 +31,10 @@ def is_single_checkbox(bound_field):
 @register.inclusion_tag("catalog/partials/status.html")
 def status_badge(backup):
     return {"status": backup.status, "label": backup.get_status_display(), "cancelling": backup.cancel_requested and backup.is_active()}
+
+
+@register.filter
+def get_item(mapping, key):
+    """mapping[key] in a template, for keys that are not identifiers ("public.orders")."""
+    return (mapping or {}).get(key)
+

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from catalog.models import AuditEvent, Backup, BackupPlan, Destination, Source
+from catalog.models import AuditEvent, Backup, BackupPlan, Destination, Source, Verification
 from tests.catalog.helpers import local_destination, make_plan, pg_source
 
 SECRET = "Tr0ub4dor&3-not-shown"
@@ -18,20 +18,23 @@ def setup(db, tmp_path, pg_server):
     destination = local_destination(tmp_path / "b")
     plan = make_plan(source, [destination])
     backup = Backup.objects.create(source=source, plan=plan, format="custom", compression="zstd", status=Backup.SUCCEEDED)
-    return {"source": source, "destination": destination, "plan": plan, "backup": backup}
+    verification = Verification.objects.create(backup=backup, source=source, kind="checksum", status="passed")
+    return {"source": source, "destination": destination, "plan": plan, "backup": backup, "verification": verification}
 
 
 def urls(setup):
-    s, d, p, b = (setup[k].pk for k in ("source", "destination", "plan", "backup"))
+    s, d, p, b, v = (setup[k].pk for k in ("source", "destination", "plan", "backup", "verification"))
     reads = ["/", "/sources/", f"/sources/{s}/", "/destinations/", f"/destinations/{d}/", "/plans/", f"/plans/{p}/",
-             "/plans/cron-preview/?schedule=0+3+*+*+*", "/backups/", f"/backups/{b}/", f"/backups/{b}/progress/", "/audit/"]
+             "/plans/cron-preview/?schedule=0+3+*+*+*", "/backups/", f"/backups/{b}/", f"/backups/{b}/progress/", "/audit/",
+             "/verifications/", f"/verifications/{v}/", f"/verifications/{v}/progress/"]
     writes = [("get", "/sources/new/"), ("get", f"/sources/{s}/edit/"), ("get", f"/sources/{s}/delete/"),
               ("post", "/sources/test/"), ("get", "/destinations/new/"), ("get", f"/destinations/{d}/edit/"),
               ("get", f"/destinations/{d}/delete/"), ("post", "/destinations/test/"), ("get", "/plans/new/"),
               ("get", f"/plans/{p}/edit/"), ("get", f"/plans/{p}/delete/"), ("post", f"/plans/{p}/run/"),
               ("post", f"/backups/{b}/cancel/"), ("post", "/plans/retention-preview/"), ("post", f"/plans/{p}/prune/"),
               ("post", f"/backups/{b}/pin/"), ("post", f"/backups/{b}/unpin/"), ("post", f"/destinations/{d}/scan/"),
-              ("post", f"/destinations/{d}/orphans/remove/")]
+              ("post", f"/destinations/{d}/orphans/remove/"), ("post", f"/backups/{b}/verify/"),
+              ("post", f"/backups/{b}/test-restore/"), ("post", f"/verifications/{v}/cancel/")]
     return reads, writes
 
 
@@ -124,7 +127,8 @@ def test_it_tests_a_destination_with_a_probe(admin_client, tmp_path, s3_bucket):
 
 # What the plan form's retention fields send when left at their defaults.
 RETENTION_DEFAULTS = {"retention_mode": "gfs", "keep_daily": "30", "keep_weekly": "12", "keep_monthly": "12",
-                      "keep_yearly": "5", "keep_last": "7", "keep_days": "30", "keep_minimum": "1"}
+                      "keep_yearly": "5", "keep_last": "7", "keep_days": "30", "keep_minimum": "1",
+                      "verify_new_backups": "on", "restore_test_days": "7", "checksum_all_days": "30"}
 
 
 def test_it_creates_a_plan_with_its_schedule(admin_client, setup):

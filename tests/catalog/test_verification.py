@@ -24,9 +24,22 @@ def scratch_databases(server):
     return [name for (name,) in rows]
 
 
+# Objects pg_dump lists separately in its table of contents, to compare after a restore.
+MORE_SCHEMA = """
+CREATE INDEX big_ledger_account ON big_ledger (account);
+CREATE INDEX measurements_taken ON measurements (taken);
+CREATE TABLE accounts (code text PRIMARY KEY, opened_at timestamptz, serial_no int GENERATED ALWAYS AS IDENTITY);
+INSERT INTO accounts (code) SELECT DISTINCT account FROM big_ledger;
+ALTER TABLE big_ledger ADD CONSTRAINT big_ledger_account_fk FOREIGN KEY (account) REFERENCES accounts (code);
+CREATE PROCEDURE close_books(day date) LANGUAGE sql AS $$ SELECT 1 $$;
+"""
+
+
 @pytest.fixture
 def database(pg_database):
     create_tricky_database(pg_database, big_rows=3000)
+    with psycopg.connect(**pg_database, autocommit=True) as conn:
+        conn.execute(MORE_SCHEMA)
     return pg_database
 
 
@@ -68,7 +81,10 @@ def test_a_good_backup_passes_both_kinds_with_exact_evidence(plan, database, pg_
     assert restore.status == "passed", restore.summary
     assert restore.evidence["rows"] == backup.table_counts and restore.evidence["rows_match"]
     assert restore.evidence["schema_objects"] == restore.evidence["table_of_contents"]
-    assert restore.evidence["table_of_contents"]["tables"] >= 5 and restore.evidence["scratch_dropped"]
+    assert restore.evidence["table_of_contents"] == {
+        "tables": 6, "indexes": 4, "constraints": 5, "sequences": 3, "functions": 2
+    }
+    assert restore.evidence["scratch_dropped"]
     assert restore.restore_seconds > 0 and restore.copy.destination.name == "Local disk"
     assert "rows match the backup's snapshot exactly" in restore.summary
     assert scratch_databases(pg_server) == []
@@ -227,3 +243,78 @@ def test_a_sqlite_backup_restores_with_integrity_check(tmp_path):
     assert restore.status == "passed", restore.summary
     assert restore.evidence["integrity_check"] == "ok" and restore.evidence["rows"] == {"notes": 500}
     assert list((tmp_path.parent).glob("**/strongroom_verify_*")) == []
+
+
+def test_the_verify_command_passes_and_fails_with_its_exit_status(plan, tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    backup = backup_of(plan)
+    out = StringIO()
+    call_command("verify", "--plan", plan.name, stdout=out)
+    assert f"Backup #{backup.pk} checksum: passed" in out.getvalue()
+    assert f"Backup #{backup.pk} test restore: passed" in out.getvalue()
+    assert backup.verifications.filter(trigger="command").count() == 2
+
+    path = local_path(backup, tmp_path)
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    out = StringIO()
+    with pytest.raises(CommandError, match="1 of 1 verifications did not pass"):
+        call_command("verify", "--backup", str(backup.pk), "--kind", "checksum", "--json", stdout=out)
+    report = __import__("json").loads(out.getvalue())
+    assert report[0]["status"] == "failed" and "Copy on Local disk" in report[0]["summary"]
+
+
+def test_two_verifications_of_one_source_never_run_at_once(plan):
+    backup = backup_of(plan)
+    first = verification.create_verification("test", backup, "restore", enqueue_it=False)
+    second = verification.create_verification("test", backup, "checksum", enqueue_it=False)
+    assert verification.claim_verification(first.pk) == "claimed"
+    assert verification.claim_verification(second.pk) == "busy"
+    assert Verification.objects.get(pk=second.pk).status == "queued"
+    with pytest.raises(services.Refused, match="already queued or running"):
+        verification.create_verification("test", backup, "restore")
+
+
+def test_the_policy_queues_weekly_restore_tests_and_the_dashboard_tells(plan, admin_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from catalog import tasks
+
+    backup = backup_of(plan)
+    page = admin_client.get("/").content.decode()
+    assert "Last verified restore" in page and "overdue" in page  # none has passed yet
+
+    result = tasks.tick()
+    restore = Verification.objects.get(kind="restore")
+    assert result["queued_verifications"] == [restore.pk] and restore.trigger == "policy"
+    assert restore.status == "passed", restore.summary
+    assert tasks.tick()["queued_verifications"] == []  # not again within the week
+    page = admin_client.get("/").content.decode()
+    assert "overdue" not in page and restore.get_absolute_url() in page
+
+    Verification.objects.filter(pk=restore.pk).update(
+        created_at=timezone.now() - timedelta(days=8), finished_at=timezone.now() - timedelta(days=8))
+    assert "overdue" in admin_client.get("/").content.decode()
+    assert len(tasks.tick()["queued_verifications"]) == 1
+    assert backup.verifications.filter(kind="restore").count() == 2
+
+
+def test_verification_pages(plan, admin_client, auditor_client):
+    backup = backup_of(plan)
+    response = admin_client.post(f"/backups/{backup.pk}/test-restore/")
+    job = Verification.objects.get(kind="restore")
+    assert response["Location"] == job.get_absolute_url()
+    page = admin_client.get(job.get_absolute_url()).content.decode()
+    assert "Restore took" in page and "restored vs. counted in the backup's snapshot" in page
+    assert "public.big_ledger" in page and "dropped" in page
+    listing = auditor_client.get("/verifications/?kind=restore").content.decode()
+    assert job.get_absolute_url() in listing and "Test restore" in listing
+    assert auditor_client.post(f"/backups/{backup.pk}/verify/").status_code == 403
+    assert "Test restore</button>" not in auditor_client.get(backup.get_absolute_url()).content.decode()

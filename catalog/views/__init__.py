@@ -67,7 +67,11 @@ def delete_config(request, instance, delete, back):
 @viewer_required
 def dashboard(request):
     sources = Source.objects.annotate(plan_count=Count("plans")).prefetch_related("plans")
-    rows = [{"source": s, "last": s.last_backup(), "last_good": s.last_good_backup()} for s in sources]
+    rows = [
+        {"source": s, "last": s.last_backup(), "last_good": s.last_good_backup(), "restore": s.last_verified_restore(),
+         "restore_overdue": s.restore_test_overdue()}
+        for s in sources
+    ]
     ctx = {
         "rows": rows,
         "active": Backup.objects.active().select_related("source", "plan"),
@@ -309,7 +313,8 @@ def backup_list(request):
 @viewer_required
 def backup_detail(request, pk):
     backup = get_object_or_404(Backup.objects.select_related("source", "plan", "triggered_by"), pk=pk)
-    ctx = {"backup": backup, "copies": backup.copies.select_related("destination"), "pin_form": PinForm()}
+    ctx = {"backup": backup, "copies": backup.copies.select_related("destination"), "pin_form": PinForm(),
+           "verifications": backup.verifications.select_related("triggered_by")}
     return render(request, "catalog/backup_detail.html", ctx)
 
 

@@ -1,4 +1,4 @@
-"""The retention preview as an administrator uses it, in Chromium."""
+"""Retention preview and test restore as an administrator uses them, in Chromium."""
 
 import os
 
@@ -56,3 +56,19 @@ def test_the_plan_form_previews_retention_before_saving(live_server, page, admin
         page.screenshot(path=f"{SHOTS}/plan-after-prune.png", full_page=True)
     assert len(files_under(tmp_path)) == 2
     assert Backup.objects.filter(plan=plan, pruned_at__isnull=False).count() == 2
+
+
+def test_a_test_restore_from_the_backup_page(live_server, page, admin_user, pg_database, tmp_path):
+    create_tricky_database(pg_database, big_rows=500)
+    plan = make_plan(pg_source(pg_database), [local_destination(tmp_path)], verify_new_backups=False)
+    backup = services.start_backup("test", plan)
+    log_in(page, live_server, admin_user)
+
+    page.goto(f"{live_server.url}/backups/{backup.pk}/")
+    page.click("button:has-text('Test restore')")
+    page.wait_for_url(f"{live_server.url}/verifications/*/")
+    page.locator(".badge.verify-passed").first.wait_for()
+    assert "rows match the backup's snapshot exactly" in page.locator(".flash-success").inner_text()
+    assert page.locator("text=Restore took").is_visible()
+    if SHOTS:
+        page.screenshot(path=f"{SHOTS}/verification.png", full_page=True)
