@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -104,7 +105,10 @@ def decrypt_secret(token):
     if version != "v1":
         raise ValueError("Unknown secret format")
     raw = base64.b64decode(payload)
-    plain = AESGCM(_secrets_key(master_key(key_id))).decrypt(raw[:12], raw[12:], key_id.encode())
+    try:
+        plain = AESGCM(_secrets_key(master_key(key_id))).decrypt(raw[:12], raw[12:], key_id.encode())
+    except InvalidTag:
+        raise KeyUnavailable(f"Master key file {key_path(key_id)} does not open the stored secrets: is it the right key?")
     return json.loads(plain)
 
 

@@ -318,3 +318,47 @@ def test_verification_pages(plan, admin_client, auditor_client):
     assert job.get_absolute_url() in listing and "Test restore" in listing
     assert auditor_client.post(f"/backups/{backup.pk}/verify/").status_code == 403
     assert "Test restore</button>" not in auditor_client.get(backup.get_absolute_url()).content.decode()
+
+
+def test_a_wrong_master_key_is_a_clear_error_and_leaves_nothing(plan, pg_server):
+    from catalog.engine import crypto
+
+    backup = backup_of(plan)
+    path = keyring.key_path(backup.key_id)
+    original = path.read_bytes()
+    path.unlink()
+    crypto.write_key_file(str(path), backup.key_id, crypto.generate_master_key())  # same id, other bytes
+    keyring._read_key.cache_clear()
+    try:
+        restore = verify(backup, "restore")
+        check = verify(backup, "checksum")
+    finally:
+        path.write_bytes(original)
+        keyring._read_key.cache_clear()
+    assert restore.status == check.status == "failed"
+    for summary in (restore.summary, check.summary):
+        assert "wrong master key" in summary or "is it the right key?" in summary, summary
+    assert scratch_databases(pg_server) == []
+
+
+def test_a_verification_whose_worker_died_is_failed_and_its_scratch_database_dropped(plan, pg_server):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from catalog import tasks
+    from catalog.engine import dumpers, restorers
+
+    backup = backup_of(plan)
+    name = restorers.scratch_name(backup.pk)
+    restorers.ScratchDatabase(dumpers.normalize_conninfo(backup.source.conninfo()), name).__enter__()
+    stale = timezone.now() - timedelta(minutes=10)
+    job = Verification.objects.create(backup=backup, source=backup.source, kind="restore", status="running",
+                                      started_at=stale, heartbeat_at=stale, evidence={"scratch_database": name})
+    assert scratch_databases(pg_server) == [name]
+
+    assert tasks.tick()["swept_verifications"] == [job.pk]
+
+    job.refresh_from_db()
+    assert job.status == "failed" and "stopped responding" in job.summary
+    assert scratch_databases(pg_server) == []
