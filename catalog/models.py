@@ -243,8 +243,8 @@ class BackupPlan(models.Model):
     keep_days = models.PositiveIntegerField("newer than (days)", default=30)
     keep_minimum = models.PositiveIntegerField("keep at least", default=1)
     verify_new_backups = models.BooleanField("checksum every new backup", default=True)
-    restore_test_days = models.PositiveIntegerField("test-restore the latest backup every (days)", default=7)
-    checksum_all_days = models.PositiveIntegerField("checksum every retained copy every (days)", default=30)
+    restore_test_days = models.PositiveIntegerField("test-restore every (days)", default=7)
+    checksum_all_days = models.PositiveIntegerField("checksum all copies every (days)", default=30)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
