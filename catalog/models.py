@@ -117,6 +117,10 @@ class Source(SealedSecrets):
     def last_verified_restore(self):
         return self.verifications.filter(kind="restore", status="passed").order_by("-finished_at").first()
 
+    def restore_slower_than_rto(self, restore):
+        return bool(restore and self.rto_minutes and restore.restore_seconds
+                    and restore.restore_seconds > self.rto_minutes * 60)
+
     def restore_test_overdue(self, now=None):
         """True when no restore test passed within the strictest of its plans' policies."""
         days = [p.restore_test_days for p in self.plans.all() if p.enabled and p.restore_test_days]

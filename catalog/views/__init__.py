@@ -67,11 +67,14 @@ def delete_config(request, instance, delete, back):
 @viewer_required
 def dashboard(request):
     sources = Source.objects.annotate(plan_count=Count("plans")).prefetch_related("plans")
-    rows = [
-        {"source": s, "last": s.last_backup(), "last_good": s.last_good_backup(), "restore": s.last_verified_restore(),
-         "restore_overdue": s.restore_test_overdue()}
-        for s in sources
-    ]
+    rows = []
+    for source in sources:
+        restore = source.last_verified_restore()
+        rows.append({
+            "source": source, "last": source.last_backup(), "last_good": source.last_good_backup(),
+            "restore": restore, "restore_overdue": source.restore_test_overdue(),
+            "slower_than_rto": source.restore_slower_than_rto(restore),
+        })
     ctx = {
         "rows": rows,
         "active": Backup.objects.active().select_related("source", "plan"),

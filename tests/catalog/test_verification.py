@@ -299,6 +299,12 @@ def test_the_policy_queues_weekly_restore_tests_and_the_dashboard_tells(plan, ad
     page = admin_client.get("/").content.decode()
     assert "overdue" not in page and restore.get_absolute_url() in page
 
+    Verification.objects.filter(pk=restore.pk).update(restore_seconds=125.0)
+    plan.source.rto_minutes = 2
+    plan.source.save()
+    page = admin_client.get("/").content.decode().replace("\xa0", " ")
+    assert "2 min 05 s" in page and "over the 2 min RTO" in page
+
     Verification.objects.filter(pk=restore.pk).update(
         created_at=timezone.now() - timedelta(days=8), finished_at=timezone.now() - timedelta(days=8))
     assert "overdue" in admin_client.get("/").content.decode()
@@ -362,3 +368,31 @@ def test_a_verification_whose_worker_died_is_failed_and_its_scratch_database_dro
     job.refresh_from_db()
     assert job.status == "failed" and "stopped responding" in job.summary
     assert scratch_databases(pg_server) == []
+
+
+def test_a_plain_sql_backup_restores_through_psql(database, tmp_path, pg_server):
+    plan = make_plan(pg_source(database), [local_destination(tmp_path / "disk")], format="plain",
+                     compression="gzip", encrypt=False, verify_new_backups=False)
+    backup = backup_of(plan)
+
+    restore = verify(backup, "restore")
+
+    assert restore.status == "passed", restore.summary
+    assert restore.evidence["rows"] == backup.table_counts and restore.evidence["table_of_contents"] is None
+    assert "schema objects" not in restore.summary
+    assert scratch_databases(pg_server) == []
+
+
+def test_restore_tests_can_use_a_separate_verification_server(plan, password_server, settings):
+    server = {**password_server, "dbname": "postgres"}
+    settings.VERIFY_SERVER_URL = (
+        f"postgresql://{server['user']}:{server['password']}@{server['host']}:{server['port']}/postgres"
+    )
+    backup = backup_of(plan)
+
+    restore = verify(backup, "restore")
+
+    assert restore.status == "passed", restore.summary
+    assert restore.evidence["server"] == f"127.0.0.1:{server['port']}"
+    assert server["password"] not in str(restore.evidence) + restore.log + restore.summary
+    assert scratch_databases(server) == []
