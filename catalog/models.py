@@ -314,7 +314,37 @@ class BackupQuerySet(models.QuerySet):
         return self.filter(status__in=Backup.ACTIVE_STATUSES)
 
 
-class Backup(models.Model):
+class Job(models.Model):
+    """What a queued, cancellable piece of work run by a worker keeps: when it
+    ran, who ran it, its heartbeat and its log. Backups and verifications are jobs."""
+
+    log = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def is_active(self):
+        return self.status in self.ACTIVE_STATUSES
+
+    def can_cancel(self):
+        return self.is_active() and not self.cancel_requested
+
+    def duration(self):
+        if not self.started_at:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+    def append_log(self, line):
+        stamp = timezone.now().strftime("%H:%M:%S")
+        self.log = f"{self.log}{stamp} {line}\n"
+
+
+class Backup(Job):
     """One run of a plan (scheduled, manual or from the API)."""
 
     QUEUED, RUNNING, SUCCEEDED, PARTIAL, FAILED, CANCELLED = (
@@ -349,18 +379,12 @@ class Backup(models.Model):
     tool_version = models.CharField(max_length=200, blank=True)
     table_counts = models.JSONField(default=dict, blank=True)
     error = models.CharField(max_length=500, blank=True)
-    log = models.TextField(blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    cancel_requested = models.BooleanField(default=False)
     pinned = models.BooleanField(default=False)
     legal_hold = models.BooleanField(default=False)
     hold_reason = models.CharField("reason for the pin or hold", max_length=300, blank=True)
     pruned_at = models.DateTimeField(null=True, blank=True)
     prune_reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     objects = BackupQuerySet.as_manager()
 
@@ -372,17 +396,6 @@ class Backup(models.Model):
 
     def get_absolute_url(self):
         return reverse("backup_detail", args=[self.pk])
-
-    def is_active(self):
-        return self.status in self.ACTIVE_STATUSES
-
-    def can_cancel(self):
-        return self.is_active() and not self.cancel_requested
-
-    def duration(self):
-        if not self.started_at:
-            return None
-        return (self.finished_at or timezone.now()) - self.started_at
 
     def elapsed_seconds(self):
         duration = self.duration()
@@ -415,10 +428,6 @@ class Backup(models.Model):
         return retention.Candidate(
             id=self.pk, created_at=self.created_at, good=self.status == self.SUCCEEDED, hold=self.hold()
         )
-
-    def append_log(self, line):
-        stamp = timezone.now().strftime("%H:%M:%S")
-        self.log = f"{self.log}{stamp} {line}\n"
 
 
 class Copy(models.Model):
@@ -477,7 +486,7 @@ class Key(models.Model):
         return self.key_id
 
 
-class Verification(models.Model):
+class Verification(Job):
     """Evidence that a backup can be read back (checksum) or restored (restore test)."""
 
     CHECKSUM, RESTORE = "checksum", "restore"
@@ -497,14 +506,8 @@ class Verification(models.Model):
                              help_text="the copy a restore test read")
     summary = models.CharField(max_length=500, blank=True)
     evidence = models.JSONField(default=dict, blank=True)
-    log = models.TextField(blank=True)
     restore_seconds = models.FloatField(null=True, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    cancel_requested = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -514,21 +517,6 @@ class Verification(models.Model):
 
     def get_absolute_url(self):
         return reverse("verification_detail", args=[self.pk])
-
-    def is_active(self):
-        return self.status in self.ACTIVE_STATUSES
-
-    def can_cancel(self):
-        return self.is_active() and not self.cancel_requested
-
-    def duration(self):
-        if not self.started_at:
-            return None
-        return (self.finished_at or timezone.now()) - self.started_at
-
-    def append_log(self, line):
-        stamp = timezone.now().strftime("%H:%M:%S")
-        self.log = f"{self.log}{stamp} {line}\n"
 
 
 class AuditEventQuerySet(models.QuerySet):

@@ -2,6 +2,7 @@
 pass with exact evidence, damage is found and named, restore tests fall back
 to a good copy, and no scratch database is ever left behind."""
 
+import os
 import threading
 import time
 
@@ -205,14 +206,33 @@ def test_a_missing_master_key_is_a_clear_error_and_leaves_nothing(plan, pg_serve
 
 
 def test_a_cancelled_restore_drops_its_scratch_database(pg_database, tmp_path, pg_server):
-    create_tricky_database(pg_database, big_rows=300_000)
+    create_tricky_database(pg_database, big_rows=100_000)
     plan = make_plan(pg_source(pg_database), [local_destination(tmp_path / "disk")], verify_new_backups=False)
     backup = backup_of(plan)
+    # A slow disk: the stored object becomes a pipe this test feeds by hand.
+    path = local_path(backup, tmp_path)
+    data = path.read_bytes()
+    path.unlink()
+    os.mkfifo(path)
     job = Verification.objects.create(backup=backup, source=backup.source, kind="restore")
     worker = threading.Thread(target=lambda: (verification.run_verification(job.pk), close()))
     worker.start()
-    wait_for(lambda: scratch_databases(pg_server), timeout=30)
-    verification.cancel_verification("test", Verification.objects.get(pk=job.pk))
+
+    with open(path, "wb") as pipe:
+        pieces = [data[i : i + 16384] for i in range(0, len(data), 16384)]
+        pipe.write(pieces[0])
+        pipe.flush()
+        wait_for(lambda: scratch_databases(pg_server), timeout=30)
+        verification.cancel_verification("test", Verification.objects.get(pk=job.pk))
+        for piece in pieces[1:]:
+            if not worker.is_alive():
+                break
+            try:
+                pipe.write(piece)
+                pipe.flush()
+            except BrokenPipeError:
+                break
+            time.sleep(0.05)
     worker.join(timeout=60)
 
     job.refresh_from_db()
