@@ -1,1 +1,65 @@
-# Restore jobs arrive with the guided restore (issue 5).
+"""Restore jobs: what was restored, where to, how, who confirmed it, and each
+step with its timing and outcome."""
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from catalog.models import Backup, Job, Source
+
+
+class RestoreJob(Job):
+    NEW, EXISTING = "new", "existing"
+    TARGET_CHOICES = [(NEW, "A new database"), (EXISTING, "The existing source database")]
+    PREVIEW, MERGE, FULL = "preview", "merge", "full"
+    MODE_CHOICES = [
+        (PREVIEW, "Preview: compare, change nothing"),
+        (MERGE, "Merge: add rows missing from the target"),
+        (FULL, "Full: replace with the backup's contents"),
+    ]
+    QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+    STATUS_CHOICES = [(s, s.capitalize()) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
+    ACTIVE_STATUSES = (QUEUED, RUNNING)
+
+    backup = models.ForeignKey(Backup, models.PROTECT, related_name="restores")
+    source = models.ForeignKey(Source, models.PROTECT, related_name="restores")
+    target = models.CharField(max_length=20, choices=TARGET_CHOICES, default=NEW)
+    target_database = models.CharField(max_length=63)
+    tables = models.JSONField(default=list, blank=True, help_text="schema.table names; empty means everything")
+    mode = models.CharField(max_length=20, choices=MODE_CHOICES, default=FULL)
+    status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=QUEUED, db_index=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True)
+    confirmed_name = models.CharField(max_length=63, blank=True)
+    safety_backup = models.ForeignKey(Backup, models.SET_NULL, null=True, blank=True, related_name="+")
+    steps = models.JSONField(default=list, blank=True)
+    report = models.JSONField(default=dict, blank=True)
+    summary = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Restore #{self.pk} of backup #{self.backup_id}"
+
+    def get_absolute_url(self):
+        return reverse("restore_detail", args=[self.pk])
+
+    def changes_existing_database(self):
+        return self.target == self.EXISTING and self.mode != self.PREVIEW
+
+    def describe(self):
+        """What will happen, in plain words, for the confirmation step and the log."""
+        scope = f"{len(self.tables)} table{'s' if len(self.tables) != 1 else ''} ({', '.join(self.tables)})" if self.tables else "the whole database"
+        when = self.backup.created_at.strftime("%Y-%m-%d %H:%M")
+        origin = f"backup #{self.backup_id} of {when}"
+        if self.target == self.NEW:
+            return f"Restore {scope} from {origin} into a new database `{self.target_database}`."
+        if self.mode == self.PREVIEW:
+            return f"Compare {scope} of `{self.target_database}` with {origin}; nothing in `{self.target_database}` is changed."
+        if self.mode == self.MERGE:
+            return (f"Add to {scope} of `{self.target_database}` the rows of {origin} that it no longer has; "
+                    "rows it has are left as they are. A safety backup is taken first.")
+        return (f"Replace {scope} of `{self.target_database}` with their contents from {origin}. "
+                "A safety backup is taken first.")

@@ -1,0 +1,52 @@
+"""Restores a backup non-interactively (for scripted DR drills); exits 1 on failure."""
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from catalog.models import Backup
+from catalog.services import Refused
+from restore import services
+from restore.models import RestoreJob
+
+ACTOR = "restore command"
+
+
+class Command(BaseCommand):
+    help = "Restores a backup into a new database, or previews/merges/replaces it into the source's database."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--backup", type=int, required=True)
+        where = parser.add_mutually_exclusive_group(required=True)
+        where.add_argument("--new-database", metavar="NAME", help="restore into a new database of this name")
+        where.add_argument("--into-source", action="store_true", help="restore into the source's own database")
+        parser.add_argument("--tables", default="", help="comma-separated schema.table names (default: everything)")
+        parser.add_argument("--mode", choices=[m for m, _ in RestoreJob.MODE_CHOICES], default=RestoreJob.FULL)
+        parser.add_argument("--confirm", default="", metavar="NAME", help="the target database's name, to confirm a change")
+        parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    def handle(self, *args, **options):
+        backup = Backup.objects.filter(pk=options["backup"]).select_related("source").first()
+        if backup is None:
+            raise CommandError(f"No backup #{options['backup']}.")
+        tables = [t.strip() for t in options["tables"].split(",") if t.strip()]
+        target = RestoreJob.NEW if options["new_database"] else RestoreJob.EXISTING
+        database = options["new_database"] or backup.source.dbname
+        try:
+            job = services.request_restore(
+                ACTOR, backup, target=target, database=database, tables=tables, mode=options["mode"],
+                confirmed_name=options["confirm"], enqueue=False,
+            )
+        except Refused as exc:
+            raise CommandError(str(exc))
+        self.stdout.write(job.describe())
+        job = services.run_restore(job.pk)
+        if options["json"]:
+            self.stdout.write(json.dumps({"restore": job.pk, "status": job.status, "summary": job.summary,
+                                          "steps": job.steps, "report": job.report}, indent=2, default=str))
+        else:
+            for step in job.steps:
+                self.stdout.write(f"  {step['name']}: {step['status']} in {step.get('seconds', 0)} s — {step.get('detail', '')}")
+            self.stdout.write(f"{job.status}: {job.summary}")
+        if job.status != RestoreJob.SUCCEEDED:
+            raise CommandError(f"Restore #{job.pk} {job.status}.")

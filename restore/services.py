@@ -1,0 +1,305 @@
+"""Restores, safe by default: the backup always lands in a scratch database
+first; a new database is made by renaming that scratch database; an existing
+one is changed only after a safety backup, inside one transaction (tables)
+or by swapping names (the whole database), so it is never half-restored."""
+
+import logging
+import re
+import time
+
+import psycopg
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+from psycopg import sql
+
+from catalog import audit, keyring, lifecycle, services
+from catalog.engine import dumpers, restorers
+from catalog.engine.errors import CorruptionError, EngineError, StorageError
+from catalog.engine.pipeline import restore_stream
+from catalog.models import Backup, Copy
+from catalog.services import Refused
+from restore import engine
+from restore.models import RestoreJob
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
+
+
+# --- asking -------------------------------------------------------------------
+
+
+def suggest_database_name(backup):
+    base = f"{backup.source.dbname or backup.source.slug}_restored_{backup.created_at:%Y%m%d}"[:55]
+    server = target_server(backup.source)
+    name, counter = base, 2
+    while restorers.database_exists(server, name):
+        name, counter = f"{base}_{counter}", counter + 1
+    return name
+
+
+def target_server(source):
+    """Where restores go: the source's own server (a maintenance connection)."""
+    return dumpers.normalize_conninfo(source.conninfo())
+
+
+def check_request(backup, target, database, tables, mode, confirmed_name):
+    if backup.source.engine != "postgresql":
+        raise Refused("Guided restores of SQLite backups are not available yet; use the decrypt command.")
+    if backup.status not in Backup.WITH_DATA or backup.is_pruned():
+        raise Refused("This backup has no stored copy to restore from.")
+    if not backup.copies.filter(status=Copy.DURABLE).exists():
+        raise Refused("This backup has no stored copy to restore from.")
+    unknown = sorted(set(tables) - set(backup.table_counts))
+    if unknown:
+        raise Refused(f"The backup has no table {', '.join(unknown)}.")
+    if backup.encrypted:
+        try:
+            keyring.master_key(backup.key_id)
+        except keyring.KeyUnavailable as exc:
+            raise Refused(str(exc))
+    if target == RestoreJob.NEW:
+        if mode != RestoreJob.FULL:
+            raise Refused("Preview and merge compare with an existing database; a new database is a full restore.")
+        if not DATABASE_NAME.match(database or ""):
+            raise Refused("Name the new database with letters, digits and _ (up to 63 characters).")
+        if restorers.database_exists(target_server(backup.source), database):
+            raise Refused(f"A database named {database} already exists; a restore never overwrites one this way.")
+    else:
+        if database != backup.source.dbname:
+            raise Refused("An existing-database restore goes into the source's own database.")
+        if mode != RestoreJob.PREVIEW and confirmed_name != database:
+            raise Refused(f"Type the database's name, {database}, to confirm that it will be changed.")
+
+
+def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJob.FULL, confirmed_name="", enqueue=True):
+    tables = sorted(set(tables))
+    try:
+        check_request(backup, target, database, tables, mode, confirmed_name)
+    except EngineError as exc:
+        raise Refused(str(exc))
+    with transaction.atomic():
+        job = RestoreJob.objects.create(
+            backup=backup, source=backup.source, target=target, target_database=database, tables=tables, mode=mode,
+            requested_by=actor if not isinstance(actor, str) else None, confirmed_name=confirmed_name,
+        )
+        audit.record(actor, "restore.queue", job, {"plan": job.describe()})
+        if enqueue:
+            transaction.on_commit(lambda: enqueue_restore(job.pk))
+    return job
+
+
+def enqueue_restore(job_id):
+    from django_q.tasks import async_task
+
+    async_task("restore.tasks.run_restore", job_id, task_name=f"restore-{job_id}")
+
+
+# --- running ------------------------------------------------------------------
+
+
+class Steps:
+    """Records each step's timing and outcome on the job as it goes."""
+
+    def __init__(self, job):
+        self.job = job
+
+    def run(self, name, action):
+        entry = {"name": name, "started_at": timezone.now().isoformat(), "status": "running"}
+        self.job.steps.append(entry)
+        self._save()
+        started = time.monotonic()
+        try:
+            detail = action()
+        except BaseException as exc:
+            entry.update(status="failed", seconds=round(time.monotonic() - started, 3), detail=str(exc)[:500])
+            self._save()
+            raise
+        entry.update(status="done", seconds=round(time.monotonic() - started, 3), detail=detail or "")
+        self.job.append_log(f"{name}: {detail or 'done'} ({entry['seconds']} s)")
+        self._save()
+        return detail
+
+    def _save(self):
+        RestoreJob.objects.filter(pk=self.job.pk).update(steps=self.job.steps, log=self.job.log, heartbeat_at=timezone.now())
+
+
+def run_restore(job_id):
+    close_old_connections()
+    now = timezone.now()
+    claimed = RestoreJob.objects.filter(pk=job_id, status=RestoreJob.QUEUED).update(
+        status=RestoreJob.RUNNING, started_at=now, heartbeat_at=now, worker=services.worker_name()
+    )
+    if not claimed:
+        return None
+    job = RestoreJob.objects.select_related("backup", "source", "backup__plan").get(pk=job_id)
+    with transaction.atomic():
+        audit.record("worker", "restore.start", job, {})
+    started = time.monotonic()
+    try:
+        carry_out(job, Steps(job))
+        status, job.summary = RestoreJob.SUCCEEDED, outcome_in_words(job)
+    except (EngineError, Refused, psycopg.Error) as exc:
+        status, job.summary = RestoreJob.FAILED, f"{job.summary} {exc}".strip()
+    except Exception as exc:
+        log.exception("Restore %s failed unexpectedly", job_id)
+        status, job.summary = RestoreJob.FAILED, f"Unexpected error ({type(exc).__name__}); see the worker log."
+    job.report["total_seconds"] = round(time.monotonic() - started, 3)
+    rto = job.source.rto_minutes
+    if rto:
+        job.report["within_rto"] = job.report["total_seconds"] <= rto * 60
+    return finish_restore(job, status)
+
+
+def finish_restore(job, status):
+    now = timezone.now()
+    with transaction.atomic():
+        RestoreJob.objects.filter(pk=job.pk, status=RestoreJob.RUNNING).update(
+            status=status, summary=job.summary[:500], report=job.report, steps=job.steps, log=job.log,
+            safety_backup=job.safety_backup, finished_at=now, heartbeat_at=now,
+        )
+        audit.record("worker", f"restore.{status}", job, {"summary": job.summary[:500]})
+    job.refresh_from_db()
+    return job
+
+
+def carry_out(job, steps):
+    backup, server = job.backup, target_server(job.source)
+    steps.run("checks", lambda: preflight(job, server))
+    if job.changes_existing_database():
+        steps.run("safety backup", lambda: take_safety_backup(job))
+    scratch_name = restorers.scratch_name(backup.pk)
+    keep_scratch = False
+    try:
+        steps.run("fetch, verify and restore", lambda: restore_to_scratch(job, server, scratch_name))
+        scratch = {**server, "dbname": scratch_name}
+        keep_scratch = steps.run("apply", lambda: apply(job, server, scratch)) == "renamed"
+        if job.mode != RestoreJob.PREVIEW:
+            steps.run("post-checks", lambda: post_checks(job, server))
+    finally:
+        if not keep_scratch:
+            restorers.ScratchDatabase(server, scratch_name).drop()
+
+
+def preflight(job, server):
+    version = engine.check_server_not_older(server, job.backup.server_version)
+    if job.target == RestoreJob.EXISTING and job.mode == RestoreJob.FULL and not job.tables:
+        others = engine.active_connections(server, job.target_database)
+        if others:
+            raise engine.Refusal(
+                f"{job.target_database} has {len(others)} active connection(s): {', '.join(others[:10])}; "
+                "a whole-database replace needs them closed"
+            )
+    return f"target server PostgreSQL {version}"
+
+
+def take_safety_backup(job):
+    plan = job.backup.plan or job.source.plans.first()
+    if plan is None:
+        raise engine.Refusal("No plan of this source can take the safety backup; create one first")
+    safety = services.create_backup("restore", plan, label=f"before-restore-{job.pk}")
+    safety = services.run_backup(safety.pk)
+    if safety is None or safety.status != Backup.SUCCEEDED:
+        raise engine.Refusal(f"The safety backup failed: {safety.error if safety else 'not run'}; nothing was changed")
+    # Retention must not take away the way back.
+    lifecycle.pin_backup("restore", safety, f"Safety backup taken before restore #{job.pk}")
+    job.safety_backup = safety
+    RestoreJob.objects.filter(pk=job.pk).update(safety_backup=safety)
+    return f"backup #{safety.pk}, pinned"
+
+
+def restore_to_scratch(job, server, name):
+    """Streams the first good copy into the scratch database, falling back to
+    another copy when one is damaged or unreadable."""
+    backup, problems = job.backup, []
+    copies = sorted(backup.copies.filter(status=Copy.DURABLE).select_related("destination"),
+                    key=lambda c: (c.destination.kind != "local", c.destination.name))
+    for copy in copies:
+        scratch = restorers.ScratchDatabase(server, name)
+        scratch.__enter__()
+        try:
+            plain = restore_stream(copy.destination.storage().open_reader(copy.key), keyring=keyring.lookup,
+                                   expected_sha256=backup.sha256)
+            restorers.restore_postgres(plain, scratch.connection_params(), backup.format)
+        except (CorruptionError, StorageError) as exc:
+            scratch.drop()
+            problems.append(f"{copy.destination}: {exc}")
+            continue
+        except BaseException:
+            scratch.drop()
+            raise
+        job.report["copy"] = copy.destination.name
+        job.report["skipped_copies"] = problems
+        return f"from {copy.destination}" + (f" (skipped: {'; '.join(problems)})" if problems else "")
+    raise engine.Refusal("No copy could be read: " + "; ".join(problems))
+
+
+def apply(job, server, scratch):
+    tables = job.tables or sorted(job.backup.table_counts)
+    if job.target == RestoreJob.NEW:
+        if job.tables:
+            drop_other_tables(scratch, job.tables)
+        engine.rename_database(server, scratch["dbname"], job.target_database)
+        return "renamed"
+    target = {**server, "dbname": job.target_database}
+    with psycopg.connect(**scratch) as ours, psycopg.connect(**target) as theirs:
+        if job.mode == RestoreJob.PREVIEW:
+            job.report["tables"] = [engine.compare_table(ours, theirs, t) for t in tables]
+            return "compared"
+        if job.mode == RestoreJob.MERGE:
+            job.report["inserted"] = engine.merge_tables(ours, theirs, tables)
+            return f"inserted {sum(job.report['inserted'].values())} rows"
+        if job.tables:
+            job.report["written"] = engine.replace_tables(ours, theirs, tables)
+            return f"replaced {len(tables)} tables"
+    return swap_whole_database(job, server, scratch["dbname"])
+
+
+def swap_whole_database(job, server, scratch_name):
+    kept = f"{job.target_database}_before_restore_{job.pk}"[:63]
+    engine.rename_database(server, job.target_database, kept)
+    try:
+        engine.rename_database(server, scratch_name, job.target_database)
+    except BaseException:
+        engine.rename_database(server, kept, job.target_database)
+        raise
+    job.report["previous_database_kept_as"] = kept
+    return "renamed"
+
+
+def drop_other_tables(scratch, keep):
+    with psycopg.connect(**scratch, autocommit=True) as conn:
+        for table in sorted(set(job_tables(conn)) - set(keep)):
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(engine.ident(table)))
+
+
+def job_tables(conn):
+    return [f"{schema}.{table}" for schema, table in conn.execute(dumpers.COUNT_TABLES).fetchall()]
+
+
+def post_checks(job, server):
+    expected = job.backup.table_counts
+    tables = job.tables or sorted(expected)
+    if job.mode == RestoreJob.MERGE:
+        return "merge keeps the target's rows; no count to compare"
+    with psycopg.connect(**{**server, "dbname": job.target_database}) as conn:
+        counts = {t: engine.count_rows(conn, t) for t in tables}
+    job.report["row_counts"] = {t: {"backup": expected.get(t), "restored": counts[t]} for t in tables}
+    wrong = [t for t in tables if counts[t] != expected.get(t)]
+    if wrong:
+        raise engine.Refusal("Row counts differ from the backup for " + ", ".join(wrong))
+    return f"{len(tables)} tables, {sum(counts.values())} rows as in the backup"
+
+
+def outcome_in_words(job):
+    if job.mode == RestoreJob.PREVIEW:
+        changed = [t for t in job.report.get("tables", []) if t.get("only_in_backup") or t.get("only_in_target") or t.get("differ")]
+        return f"Compared {len(job.report.get('tables', []))} tables; {len(changed)} differ from the backup. Nothing was changed."
+    if job.mode == RestoreJob.MERGE:
+        return f"Inserted {sum(job.report.get('inserted', {}).values())} missing rows; existing rows were left as they were."
+    if job.target == RestoreJob.NEW:
+        return f"Restored into the new database {job.target_database}."
+    if job.tables:
+        return f"Replaced {len(job.tables)} tables of {job.target_database} with the backup's contents."
+    kept = job.report.get("previous_database_kept_as")
+    return f"Replaced {job.target_database} with the backup; the previous database is kept as {kept}."

@@ -1,0 +1,176 @@
+"""Restores against a real PostgreSQL and a real S3 server: full into a new
+database, tables replaced in place with a safety backup, preview and merge,
+and the refusals that leave the target untouched."""
+
+import psycopg
+import pytest
+
+from catalog import keyring, services
+from catalog.models import Backup
+from catalog.services import Refused
+from restore import services as restores
+from restore.models import RestoreJob
+from tests.catalog.helpers import local_destination, make_plan, pg_source, s3_destination
+from tests.harness import pg
+from tests.harness.sample_db import create_tricky_database, schema_dump, table_fingerprints
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def source_db(pg_database):
+    create_tricky_database(pg_database, big_rows=2000)
+    return pg_database
+
+
+@pytest.fixture
+def backup(source_db, tmp_path, s3_bucket):
+    plan = make_plan(pg_source(source_db), [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)],
+                     verify_new_backups=False, retention_mode="last", keep_last=20)
+    backup = services.start_backup("test", plan)
+    backup.refresh_from_db()
+    assert backup.status == Backup.SUCCEEDED, backup.error
+    return backup
+
+
+def run(backup, **options):
+    job = restores.request_restore("test", backup, enqueue=False, **options)
+    return restores.run_restore(job.pk)
+
+
+def execute(conninfo, statement):
+    with psycopg.connect(**conninfo, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def quoted(table):
+    """The key table_fingerprints uses: "Inventory"."StockItem", public.big_ledger."""
+    return ".".join(part if part == part.lower() else f'"{part}"' for part in table.split("."))
+
+
+def fingerprints(conninfo, tables):
+    return fingerprints_of(table_fingerprints(conninfo), tables)
+
+
+def test_a_full_restore_into_a_new_database_is_identical(source_db, backup):
+    before_schema, before_data = schema_dump(source_db), table_fingerprints(source_db)
+    execute(source_db, "DELETE FROM big_ledger WHERE id < 100")  # later changes must not matter
+    name = restores.suggest_database_name(backup)
+
+    job = run(backup, target="new", database=name)
+
+    try:
+        assert job.status == "succeeded", job.summary
+        restored = {**source_db, "dbname": name}
+        assert schema_dump(restored) == before_schema and table_fingerprints(restored) == before_data
+        assert [s["name"] for s in job.steps] == ["checks", "fetch, verify and restore", "apply", "post-checks"]
+        assert job.report["copy"] == "Local disk" and job.safety_backup is None
+    finally:
+        pg.drop_database(name)
+
+
+def test_two_tables_replaced_in_place_with_a_safety_backup_that_restores_the_previous_state(source_db, backup):
+    tables = ["public.big_ledger", "Inventory.StockItem"]
+    at_backup = table_fingerprints(source_db)
+    execute(source_db, "DELETE FROM big_ledger WHERE id <= 10; UPDATE \"Inventory\".\"StockItem\" SET note = 'changed'")
+    execute(source_db, "INSERT INTO measurements VALUES (99999, '2026-03-03', 1)")
+    changed = table_fingerprints(source_db)
+
+    job = run(backup, target="existing", database=source_db["dbname"], tables=tables, mode="full",
+              confirmed_name=source_db["dbname"])
+
+    assert job.status == "succeeded", job.summary
+    now = table_fingerprints(source_db)
+    assert fingerprints_of(now, tables) == fingerprints_of(at_backup, tables)
+    assert now["public.measurements_2026"] == changed["public.measurements_2026"]  # not chosen: untouched
+    with psycopg.connect(**source_db) as conn:
+        assert conn.execute("SELECT count(*) FROM big_ledger").fetchone()[0] == 2000
+        assert conn.execute("SELECT count(*) FROM \"Inventory\".\"StockItem\" WHERE note = 'changed'").fetchone()[0] == 0
+    safety = job.safety_backup
+    assert safety.status == "succeeded" and safety.pinned and safety.label == f"before-restore-{job.pk}"
+
+    back = run(safety, target="new", database="safety_check_db")
+    try:
+        assert back.status == "succeeded", back.summary
+        assert fingerprints({**source_db, "dbname": "safety_check_db"}, tables) == fingerprints_of(changed, tables)
+    finally:
+        pg.drop_database("safety_check_db")
+
+
+def fingerprints_of(everything, tables):
+    return {t: everything[quoted(t)] for t in tables}
+
+
+def test_preview_reports_exactly_what_changed_and_changes_nothing(source_db, backup):
+    execute(source_db, "DELETE FROM big_ledger WHERE id IN (1, 2, 3)")
+    execute(source_db, "UPDATE big_ledger SET memo = 'edited' WHERE id IN (10, 11)")
+    execute(source_db, "INSERT INTO big_ledger VALUES (50001, 'acct-x', 1, 'new'), (50002, 'acct-y', 2, 'new')")
+    before = schema_dump(source_db), table_fingerprints(source_db)
+
+    job = run(backup, target="existing", database=source_db["dbname"], tables=["public.big_ledger"], mode="preview")
+
+    assert job.status == "succeeded", job.summary
+    (report,) = job.report["tables"]
+    assert (report["in_backup"], report["in_target"]) == (2000, 1999)
+    assert (report["only_in_backup"], report["only_in_target"], report["differ"]) == (3, 2, 2)
+    assert (schema_dump(source_db), table_fingerprints(source_db)) == before
+    assert job.safety_backup is None and "Nothing was changed" in job.summary
+
+
+def test_merge_inserts_exactly_the_deleted_rows_and_keeps_changed_ones(source_db, backup):
+    execute(source_db, "DELETE FROM big_ledger WHERE id IN (1, 2, 3)")
+    execute(source_db, "UPDATE big_ledger SET memo = 'edited' WHERE id = 10")
+
+    job = run(backup, target="existing", database=source_db["dbname"], tables=["public.big_ledger"], mode="merge",
+              confirmed_name=source_db["dbname"])
+
+    assert job.status == "succeeded", job.summary
+    assert job.report["inserted"] == {"public.big_ledger": 3}
+    with psycopg.connect(**source_db) as conn:
+        assert conn.execute("SELECT count(*) FROM big_ledger").fetchone()[0] == 2000
+        assert conn.execute("SELECT memo FROM big_ledger WHERE id = 10").fetchone()[0] == "edited"
+        assert conn.execute("SELECT count(*) FROM big_ledger WHERE id IN (1, 2, 3)").fetchone()[0] == 3
+
+
+def test_refusals_say_why_and_leave_the_target_untouched(source_db, backup):
+    before = table_fingerprints(source_db)
+    with pytest.raises(Refused, match="already exists"):
+        run(backup, target="new", database=source_db["dbname"])
+    with pytest.raises(Refused, match="Type the database's name"):
+        run(backup, target="existing", database=source_db["dbname"], mode="full", confirmed_name="wrong")
+    with pytest.raises(Refused, match="has no table public.nope"):
+        run(backup, target="new", database="x_db", tables=["public.nope"])
+
+    # A whole-database replace with someone connected lists them and changes nothing.
+    with psycopg.connect(**source_db, application_name="reporting-app"):
+        job = run(backup, target="existing", database=source_db["dbname"], mode="full",
+                  confirmed_name=source_db["dbname"])
+    assert job.status == "failed" and "active connection" in job.summary and "reporting-app" in job.summary
+    assert job.safety_backup is None
+
+    path = keyring.key_path(backup.key_id)
+    path.rename(path.with_suffix(".away"))
+    keyring._read_key.cache_clear()
+    try:
+        with pytest.raises(Refused, match=f"Master key {backup.key_id} is not in"):
+            run(backup, target="new", database="y_db")
+    finally:
+        path.with_suffix(".away").rename(path)
+    assert table_fingerprints(source_db) == before
+    assert RestoreJob.objects.filter(status="failed").count() == 1
+
+
+def test_the_restore_command_runs_a_drill_and_fails_loudly(backup, source_db):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    out = StringIO()
+    call_command("restore", "--backup", str(backup.pk), "--new-database", "drill_db", stdout=out)
+    try:
+        assert "succeeded: Restored into the new database drill_db." in out.getvalue()
+    finally:
+        pg.drop_database("drill_db")
+    with pytest.raises(CommandError, match="Type the database's name"):
+        call_command("restore", "--backup", str(backup.pk), "--into-source", "--mode", "full", stdout=StringIO())
