@@ -4,5 +4,10 @@ from restore import views
 
 urlpatterns = [
     path("", views.restore_list, name="restore_list"),
+    path("new/", views.start, name="restore_start"),
+    path("new/backups/", views.backup_choices, name="restore_backup_choices"),
+    path("new/<slug:step>/", views.step, name="restore_step"),
     path("<int:pk>/", views.restore_detail, name="restore_detail"),
+    path("<int:pk>/progress/", views.restore_progress, name="restore_progress"),
+    path("download/<int:pk>/", views.download, name="backup_download"),
 ]

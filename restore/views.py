@@ -1,11 +1,21 @@
-"""Restore pages. The guided wizard builds on these; for now the history and
-each job's steps and report."""
+"""Restore pages: the wizard (what, where, scope, mode, review), the running
+job with its steps and report, the history, and decrypted downloads."""
 
-from django.shortcuts import get_object_or_404, render
+from django.contrib import messages
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
-from catalog.decorators import viewer_required
+from catalog import audit, keyring
+from catalog.decorators import operator_required, viewer_required
+from catalog.engine.compression import FORMAT_EXTENSIONS
+from catalog.engine.pipeline import restore_stream
+from catalog.models import Backup, Copy, Source
+from catalog.services import Refused
 from catalog.views import page_of
+from restore import services
 from restore.models import RestoreJob
+from restore.wizard import DOWNLOAD, STEPS, Wizard
 
 
 @viewer_required
@@ -18,3 +28,161 @@ def restore_list(request):
 def restore_detail(request, pk):
     job = get_object_or_404(RestoreJob.objects.select_related("backup", "source", "safety_backup"), pk=pk)
     return render(request, "restore/restore_detail.html", {"job": job})
+
+
+@viewer_required
+def restore_progress(request, pk):
+    job = get_object_or_404(RestoreJob, pk=pk)
+    response = render(request, "restore/partials/steps.html", {"job": job})
+    if not job.is_active() and request.htmx:
+        response["HX-Refresh"] = "true"
+    return response
+
+
+# --- the wizard -----------------------------------------------------------------
+
+
+def wizard_page(request, step, wizard, **context):
+    return render(request, f"restore/wizard_{step}.html", {"wizard": wizard, "steps": STEPS, "step": step, **context})
+
+
+@operator_required
+def start(request):
+    """Entry from a backup's page (?backup=N) or from the menu."""
+    wizard = Wizard(request.session)
+    wizard.reset()
+    backup = Backup.objects.filter(pk=request.GET.get("backup") or None).first()
+    if backup:
+        wizard.save(source=backup.source_id, backup=backup.pk)
+    return redirect("restore_step", step="what")
+
+
+@operator_required
+def step_what(request):
+    wizard = Wizard(request.session)
+    if request.method == "POST":
+        backup = Backup.objects.filter(pk=request.POST.get("backup") or None, status__in=Backup.WITH_DATA).first()
+        if backup is None or backup.is_pruned():
+            messages.error(request, "Pick a backup that still has a stored copy.")
+        else:
+            if backup.pk != wizard.data.get("backup"):
+                wizard.save(tables=[], database="")  # choices made for another backup do not carry over
+            wizard.save(source=backup.source_id, backup=backup.pk)
+            return redirect("restore_step", step="where")
+    source = Source.objects.filter(pk=request.GET.get("source") or wizard.data.get("source") or None).first()
+    return wizard_page(request, "what", wizard, sources=Source.objects.all(), source=source, backups=backups_of(source))
+
+
+def backups_of(source):
+    if source is None:
+        return []
+    return (Backup.objects.filter(source=source, status__in=Backup.WITH_DATA, pruned_at__isnull=True)
+            .prefetch_related("verifications").order_by("-created_at")[:50])
+
+
+@operator_required
+def backup_choices(request):
+    """The backups of the source picked on step 1 (htmx)."""
+    wizard = Wizard(request.session)
+    source = Source.objects.filter(pk=request.GET.get("source") or None).first()
+    return render(request, "restore/partials/backup_choices.html", {"wizard": wizard, "backups": backups_of(source)})
+
+
+@operator_required
+def step_where(request):
+    wizard = Wizard(request.session)
+    if wizard.first_missing_step() == "what":
+        return redirect("restore_step", step="what")
+    if request.method == "POST":
+        target = request.POST.get("target")
+        if target == DOWNLOAD:
+            wizard.save(target=DOWNLOAD)
+            return redirect("restore_step", step="review")
+        if target in (RestoreJob.NEW, RestoreJob.EXISTING):
+            wizard.save(target=target, database=request.POST.get("database", "").strip())
+            if target == RestoreJob.EXISTING or wizard.data["database"]:
+                return redirect("restore_step", step="scope")
+        messages.error(request, "Choose where to restore to, and name the new database.")
+    suggested = wizard.data.get("database") or services.suggest_database_name(wizard.backup)
+    return wizard_page(request, "where", wizard, suggested=suggested)
+
+
+@operator_required
+def step_scope(request):
+    wizard = Wizard(request.session)
+    if wizard.first_missing_step():
+        return redirect("restore_step", step=wizard.first_missing_step())
+    if request.method == "POST":
+        tables = request.POST.getlist("tables") if request.POST.get("scope") == "some" else []
+        if request.POST.get("scope") == "some" and not tables:
+            messages.error(request, "Tick the tables to restore, or choose everything.")
+        else:
+            wizard.save(tables=sorted(set(tables) & set(wizard.backup.table_counts)))
+            next_step = "mode" if wizard.target == RestoreJob.EXISTING else "review"
+            return redirect("restore_step", step=next_step)
+    return wizard_page(request, "scope", wizard, table_counts=sorted(wizard.backup.table_counts.items()))
+
+
+@operator_required
+def step_mode(request):
+    wizard = Wizard(request.session)
+    if wizard.first_missing_step():
+        return redirect("restore_step", step=wizard.first_missing_step())
+    if request.method == "POST":
+        mode = request.POST.get("mode")
+        if mode in dict(RestoreJob.MODE_CHOICES):
+            wizard.save(mode=mode)
+            return redirect("restore_step", step="review")
+        messages.error(request, "Choose preview, merge or full.")
+    return wizard_page(request, "mode", wizard, modes=RestoreJob.MODE_CHOICES)
+
+
+@operator_required
+def step_review(request):
+    wizard = Wizard(request.session)
+    if wizard.first_missing_step():
+        return redirect("restore_step", step=wizard.first_missing_step())
+    if wizard.target == DOWNLOAD:
+        return wizard_page(request, "review", wizard, download=True)
+    job = wizard.draft()
+    if request.method == "POST":
+        try:
+            job = services.request_restore(
+                request.user, wizard.backup, target=wizard.target, database=wizard.database(), tables=wizard.tables,
+                mode=wizard.mode, confirmed_name=request.POST.get("confirm", "").strip(),
+            )
+        except Refused as exc:
+            messages.error(request, str(exc))
+        else:
+            wizard.reset()
+            return redirect(job)
+    return wizard_page(request, "review", wizard, job=job)
+
+
+STEP_VIEWS = {"what": step_what, "where": step_where, "scope": step_scope, "mode": step_mode, "review": step_review}
+
+
+def step(request, step):
+    return STEP_VIEWS[step](request)
+
+
+# --- download ---------------------------------------------------------------------
+
+
+@operator_required
+@require_POST
+def download(request, pk):
+    """The plain dump, decrypted and decompressed, streamed from the best copy."""
+    backup = get_object_or_404(Backup, pk=pk, status__in=Backup.WITH_DATA)
+    copy = min(backup.copies.filter(status=Copy.DURABLE).select_related("destination"),
+               key=lambda c: (c.destination.kind != "local", c.destination.name), default=None)
+    if copy is None:
+        messages.error(request, "This backup has no stored copy left to download.")
+        return redirect(backup)
+    audit.record(request.user, "backup.download", backup, {"copy": copy.location_display()})
+    chunks = restore_stream(copy.destination.storage().open_reader(copy.key), keyring=keyring.lookup,
+                            expected_sha256=backup.sha256)
+    name = f"{backup.source.slug}-backup-{backup.pk}.{FORMAT_EXTENSIONS[backup.format]}"
+    response = StreamingHttpResponse(chunks, content_type="application/octet-stream")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response

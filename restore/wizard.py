@@ -1,0 +1,63 @@
+"""The restore wizard's choices, kept in the session between steps so that
+going back and forth never loses them."""
+
+from catalog.models import Backup, Source
+from restore.models import RestoreJob
+
+SESSION_KEY = "restore_wizard"
+STEPS = [("what", "What"), ("where", "Where"), ("scope", "Scope"), ("mode", "Mode"), ("review", "Review")]
+DOWNLOAD = "download"
+
+
+class Wizard:
+    def __init__(self, session):
+        self.session = session
+        self.data = dict(session.get(SESSION_KEY, {}))
+
+    def save(self, **values):
+        self.data.update(values)
+        self.session[SESSION_KEY] = self.data
+
+    def reset(self):
+        self.data = {}
+        self.session.pop(SESSION_KEY, None)
+
+    @property
+    def source(self):
+        return Source.objects.filter(pk=self.data.get("source")).first()
+
+    @property
+    def backup(self):
+        return Backup.objects.filter(pk=self.data.get("backup"), status__in=Backup.WITH_DATA).first()
+
+    @property
+    def target(self):
+        return self.data.get("target", RestoreJob.NEW)
+
+    @property
+    def tables(self):
+        return self.data.get("tables", [])
+
+    @property
+    def mode(self):
+        # A new database can only be filled completely; a download has no mode.
+        return self.data.get("mode", RestoreJob.FULL) if self.target == RestoreJob.EXISTING else RestoreJob.FULL
+
+    def database(self):
+        if self.target == RestoreJob.EXISTING and self.backup:
+            return self.backup.source.dbname
+        return self.data.get("database", "")
+
+    def first_missing_step(self):
+        """The step a user must go back to, if an earlier choice is missing."""
+        if not self.backup:
+            return "what"
+        if self.target == RestoreJob.NEW and not self.data.get("database"):
+            return "where"
+        return None
+
+    def draft(self):
+        """An unsaved RestoreJob, to describe the plan in words."""
+        backup = self.backup
+        return RestoreJob(backup=backup, source=backup.source, target=self.target, target_database=self.database(),
+                          tables=self.tables, mode=self.mode)
