@@ -14,7 +14,7 @@ from psycopg import sql
 
 from catalog import audit, keyring, lifecycle, services
 from catalog.engine import dumpers, restorers
-from catalog.engine.errors import CorruptionError, EngineError, StorageError
+from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
 from catalog.engine.pipeline import restore_stream
 from catalog.models import Backup, Copy
 from catalog.services import Refused
@@ -89,6 +89,20 @@ def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJ
     return job
 
 
+def cancel_restore(actor, job):
+    with transaction.atomic():
+        if job.status == RestoreJob.QUEUED:
+            RestoreJob.objects.filter(pk=job.pk, status=RestoreJob.QUEUED).update(
+                status=RestoreJob.CANCELLED, summary="Cancelled before it started; nothing was changed.",
+                finished_at=timezone.now(),
+            )
+        elif job.status == RestoreJob.RUNNING:
+            RestoreJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+        else:
+            raise Refused("This restore has already finished.")
+        audit.record(actor, "restore.cancel", job, {})
+
+
 def enqueue_restore(job_id):
     from django_q.tasks import async_task
 
@@ -105,6 +119,9 @@ class Steps:
         self.job = job
 
     def run(self, name, action):
+        # Between steps is where stopping is safe: the target is changed only inside "apply".
+        if RestoreJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
+            raise Cancelled(f"Cancelled by request before “{name}”; the target was not changed by it.")
         entry = {"name": name, "started_at": timezone.now().isoformat(), "status": "running"}
         self.job.steps.append(entry)
         self._save()
@@ -139,6 +156,8 @@ def run_restore(job_id):
     try:
         carry_out(job, Steps(job))
         status, job.summary = RestoreJob.SUCCEEDED, outcome_in_words(job)
+    except Cancelled as exc:
+        status, job.summary = RestoreJob.CANCELLED, str(exc)
     except (EngineError, Refused, psycopg.Error) as exc:
         status, job.summary = RestoreJob.FAILED, f"{job.summary} {exc}".strip()
     except Exception as exc:
@@ -220,7 +239,9 @@ def restore_to_scratch(job, server, name):
         try:
             plain = restore_stream(copy.destination.storage().open_reader(copy.key), keyring=keyring.lookup,
                                    expected_sha256=backup.sha256)
-            restorers.restore_postgres(plain, scratch.connection_params(), backup.format)
+            warnings = []
+            restorers.restore_postgres(plain, scratch.connection_params(), backup.format, warnings=warnings)
+            job.report["warnings"] = warnings[:200]
         except (CorruptionError, StorageError) as exc:
             scratch.drop()
             problems.append(f"{copy.destination}: {exc}")

@@ -9,5 +9,6 @@ urlpatterns = [
     path("new/<slug:step>/", views.step, name="restore_step"),
     path("<int:pk>/", views.restore_detail, name="restore_detail"),
     path("<int:pk>/progress/", views.restore_progress, name="restore_progress"),
+    path("<int:pk>/cancel/", views.restore_cancel, name="restore_cancel"),
     path("download/<int:pk>/", views.download, name="backup_download"),
 ]

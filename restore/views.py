@@ -39,6 +39,17 @@ def restore_progress(request, pk):
     return response
 
 
+@operator_required
+@require_POST
+def restore_cancel(request, pk):
+    job = get_object_or_404(RestoreJob, pk=pk)
+    try:
+        services.cancel_restore(request.user, job)
+    except Refused as exc:
+        messages.error(request, str(exc))
+    return redirect(job)
+
+
 # --- the wizard -----------------------------------------------------------------
 
 

@@ -144,9 +144,10 @@ class _Process:
             self.proc.wait()
 
 
-def restore_postgres(plain_chunks, params, fmt, cancel_event=None, pg_restore="pg_restore", psql="psql"):
+def restore_postgres(plain_chunks, params, fmt, cancel_event=None, pg_restore="pg_restore", psql="psql", warnings=None):
     """Streams a dump into the database `params` names. Returns the TOC counts
-    (custom format) or None (plain SQL has no table of contents)."""
+    (custom format) or None (plain SQL has no table of contents). What the
+    tool printed without failing is appended, line by line, to `warnings`."""
     env = libpq_env(params)
     if fmt == "custom":
         main = _Process([pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
@@ -169,6 +170,8 @@ def restore_postgres(plain_chunks, params, fmt, cancel_event=None, pg_restore="p
         code, _, errors = main.finish()
         if code != 0:
             raise RestoreError(f"{'pg_restore' if fmt == 'custom' else 'psql'} failed: {first_line(errors) or code}")
+        if warnings is not None:
+            warnings.extend(line for line in errors.splitlines() if line.strip())
         if lister is None:
             return None
         code, listing, errors = lister.finish()

@@ -7,6 +7,7 @@ import pytest
 from django.utils import timezone
 
 from catalog.models import AuditEvent, Backup, BackupPlan, Destination, Source, Verification
+from restore.models import RestoreJob
 from tests.catalog.helpers import local_destination, make_plan, pg_source
 
 SECRET = "Tr0ub4dor&3-not-shown"
@@ -19,14 +20,17 @@ def setup(db, tmp_path, pg_server):
     plan = make_plan(source, [destination])
     backup = Backup.objects.create(source=source, plan=plan, format="custom", compression="zstd", status=Backup.SUCCEEDED)
     verification = Verification.objects.create(backup=backup, source=source, kind="checksum", status="passed")
-    return {"source": source, "destination": destination, "plan": plan, "backup": backup, "verification": verification}
+    restore = RestoreJob.objects.create(backup=backup, source=source, target_database="restored", status="succeeded")
+    return {"source": source, "destination": destination, "plan": plan, "backup": backup, "verification": verification,
+            "restore": restore}
 
 
 def urls(setup):
-    s, d, p, b, v = (setup[k].pk for k in ("source", "destination", "plan", "backup", "verification"))
+    s, d, p, b, v, r = (setup[k].pk for k in ("source", "destination", "plan", "backup", "verification", "restore"))
     reads = ["/", "/sources/", f"/sources/{s}/", "/destinations/", f"/destinations/{d}/", "/plans/", f"/plans/{p}/",
              "/plans/cron-preview/?schedule=0+3+*+*+*", "/backups/", f"/backups/{b}/", f"/backups/{b}/progress/", "/audit/",
-             "/verifications/", f"/verifications/{v}/", f"/verifications/{v}/progress/"]
+             "/verifications/", f"/verifications/{v}/", f"/verifications/{v}/progress/", "/restores/", f"/restores/{r}/",
+             f"/restores/{r}/progress/"]
     writes = [("get", "/sources/new/"), ("get", f"/sources/{s}/edit/"), ("get", f"/sources/{s}/delete/"),
               ("post", "/sources/test/"), ("get", "/destinations/new/"), ("get", f"/destinations/{d}/edit/"),
               ("get", f"/destinations/{d}/delete/"), ("post", "/destinations/test/"), ("get", "/plans/new/"),
@@ -34,7 +38,8 @@ def urls(setup):
               ("post", f"/backups/{b}/cancel/"), ("post", "/plans/retention-preview/"), ("post", f"/plans/{p}/prune/"),
               ("post", f"/backups/{b}/pin/"), ("post", f"/backups/{b}/unpin/"), ("post", f"/destinations/{d}/scan/"),
               ("post", f"/destinations/{d}/orphans/remove/"), ("post", f"/backups/{b}/verify/"),
-              ("post", f"/backups/{b}/test-restore/"), ("post", f"/verifications/{v}/cancel/")]
+              ("post", f"/backups/{b}/test-restore/"), ("post", f"/verifications/{v}/cancel/"),
+              ("get", "/restores/new/what/"), ("post", f"/restores/{r}/cancel/"), ("post", f"/restores/download/{b}/")]
     return reads, writes
 
 

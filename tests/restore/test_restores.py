@@ -174,3 +174,34 @@ def test_the_restore_command_runs_a_drill_and_fails_loudly(backup, source_db):
         pg.drop_database("drill_db")
     with pytest.raises(CommandError, match="Type the database's name"):
         call_command("restore", "--backup", str(backup.pk), "--into-source", "--mode", "full", stdout=StringIO())
+
+
+def test_a_target_server_older_than_the_dump_is_refused(source_db, backup):
+    Backup.objects.filter(pk=backup.pk).update(server_version="99.1")
+    backup.refresh_from_db()
+    name = "never_created_db"
+
+    job = run(backup, target="new", database=name)
+
+    assert job.status == "failed"
+    assert "older than the 99.1 the backup was taken from" in job.summary
+    with psycopg.connect(**{**source_db, "dbname": "postgres"}) as conn:
+        assert not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+    assert [s["status"] for s in job.steps] == ["failed"]
+
+
+def test_a_cancelled_restore_changes_nothing(source_db, backup):
+    before = table_fingerprints(source_db)
+    job = restores.request_restore("test", backup, target="existing", database=source_db["dbname"], mode="full",
+                                   tables=["public.big_ledger"], confirmed_name=source_db["dbname"], enqueue=False)
+    restores.cancel_restore("test", job)
+    assert restores.run_restore(job.pk) is None  # a late delivery does nothing
+    job.refresh_from_db()
+    assert job.status == "cancelled" and "nothing was changed" in job.summary
+
+    running = restores.request_restore("test", backup, target="existing", database=source_db["dbname"], mode="full",
+                                       tables=["public.big_ledger"], confirmed_name=source_db["dbname"], enqueue=False)
+    RestoreJob.objects.filter(pk=running.pk).update(cancel_requested=True)  # as if asked while it ran
+    running = restores.run_restore(running.pk)
+    assert running.status == "cancelled" and "before “checks”" in running.summary
+    assert table_fingerprints(source_db) == before
