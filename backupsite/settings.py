@@ -145,6 +145,9 @@ if not croniter.is_valid(PRUNE_SCHEDULE):
 PG_DUMP = env("PG_DUMP", "pg_dump")
 PG_RESTORE = env("PG_RESTORE", "pg_restore")
 PSQL = env("PSQL", "psql")
+# Restores of custom-format dumps run `pg_restore -j` from a temporary file here.
+RESTORE_TMP_DIR = Path(env("RESTORE_TMP_DIR", str(DATA_DIR / "tmp"))).resolve()
+RESTORE_JOBS = env_int("RESTORE_JOBS", 4, minimum=1)
 # Where restore tests create their scratch databases: a libpq URL of a server
 # (with a user that may create databases). Empty: the source's own server.
 VERIFY_SERVER_URL = env("VERIFY_SERVER_URL", "")

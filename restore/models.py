@@ -61,5 +61,9 @@ class RestoreJob(Job):
         if self.mode == self.MERGE:
             return (f"Add to {scope} of `{self.target_database}` the rows of {origin} that it no longer has; "
                     "rows it has are left as they are. A safety backup is taken first.")
-        return (f"Replace {scope} of `{self.target_database}` with their contents from {origin}. "
+        their = "its" if len(self.tables) == 1 else "their"
+        if not self.tables:
+            return (f"Replace the whole database `{self.target_database}` with {origin}; the current database is "
+                    "kept under another name. A safety backup is taken first.")
+        return (f"Replace {scope} of `{self.target_database}` with {their} contents from {origin}. "
                 "A safety backup is taken first.")

@@ -8,6 +8,7 @@ import re
 import time
 
 import psycopg
+from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 from psycopg import sql
@@ -202,6 +203,12 @@ def carry_out(job, steps):
 
 def preflight(job, server):
     version = engine.check_server_not_older(server, job.backup.server_version)
+    if job.backup.format == "custom":
+        settings.RESTORE_TMP_DIR.mkdir(parents=True, exist_ok=True)
+        try:
+            restorers.check_free_disk(settings.RESTORE_TMP_DIR, job.backup.raw_bytes)
+        except restorers.RestoreError as exc:
+            raise engine.Refusal(str(exc))
     if job.target == RestoreJob.EXISTING and job.mode == RestoreJob.FULL and not job.tables:
         others = engine.active_connections(server, job.target_database)
         if others:
@@ -240,7 +247,14 @@ def restore_to_scratch(job, server, name):
             plain = restore_stream(copy.destination.storage().open_reader(copy.key), keyring=keyring.lookup,
                                    expected_sha256=backup.sha256)
             warnings = []
-            restorers.restore_postgres(plain, scratch.connection_params(), backup.format, warnings=warnings)
+            if backup.format == "custom":
+                restorers.restore_postgres_parallel(
+                    plain, scratch.connection_params(), settings.RESTORE_TMP_DIR, settings.RESTORE_JOBS,
+                    backup.raw_bytes, pg_restore=settings.PG_RESTORE, warnings=warnings,
+                )
+            else:
+                restorers.restore_postgres(plain, scratch.connection_params(), backup.format, psql=settings.PSQL,
+                                           warnings=warnings)
             job.report["warnings"] = warnings[:200]
         except (CorruptionError, StorageError) as exc:
             scratch.drop()

@@ -8,8 +8,10 @@ for the dump's table of contents, so the restored schema can be compared with
 what the dump says it holds.
 """
 
+import os
 import re
 import secrets
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -182,6 +184,38 @@ def restore_postgres(plain_chunks, params, fmt, cancel_event=None, pg_restore="p
         for tool in tools:
             tool.stop()
         raise
+
+
+def check_free_disk(directory, needed_bytes):
+    free = shutil.disk_usage(directory).free
+    if needed_bytes > free:
+        raise RestoreError(
+            f"Not enough free disk in {directory} for the temporary dump file: it needs {needed_bytes} bytes, "
+            f"{free} are free"
+        )
+
+
+def restore_postgres_parallel(plain_chunks, params, directory, jobs, needed_bytes, pg_restore="pg_restore",
+                              warnings=None):
+    """Custom format with `pg_restore -j`: the dump is written to a temporary
+    file first (pg_restore needs to seek for parallel jobs), which also means
+    nothing is restored before the whole stream has passed its checksum."""
+    os.makedirs(directory, exist_ok=True)
+    check_free_disk(directory, needed_bytes)
+    fd, path = tempfile.mkstemp(dir=directory, prefix="strongroom-restore-", suffix=".dump")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in plain_chunks:
+                handle.write(chunk)
+        argv = [pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
+                f"--jobs={jobs}", "--dbname", params["dbname"], path]
+        done = subprocess.run(argv, env=libpq_env(params), capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RestoreError(f"pg_restore failed: {first_line(done.stderr) or done.returncode}")
+        if warnings is not None:
+            warnings.extend(line for line in done.stderr.splitlines() if line.strip())
+    finally:
+        os.unlink(path)
 
 
 def toc_counts(listing):

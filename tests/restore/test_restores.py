@@ -205,3 +205,22 @@ def test_a_cancelled_restore_changes_nothing(source_db, backup):
     running = restores.run_restore(running.pk)
     assert running.status == "cancelled" and "before “checks”" in running.summary
     assert table_fingerprints(source_db) == before
+
+
+def test_not_enough_disk_for_the_temporary_file_is_refused(source_db, backup, tmp_path, settings):
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)], check=True)
+    try:
+        settings.RESTORE_TMP_DIR = tiny
+        job = run(backup, target="new", database="no_room_db")
+    finally:
+        subprocess.run(["umount", str(tiny)], check=True)
+    assert job.status == "failed" and "Not enough free disk in" in job.summary
+    with psycopg.connect(**{**source_db, "dbname": "postgres"}) as conn:
+        assert not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'no_room_db'").fetchone()

@@ -102,3 +102,39 @@ def test_a_download_is_the_plain_dump_and_is_audited(admin_client, backup, pg_da
     assert AuditEvent.objects.filter(action="backup.download", object_id=str(backup.pk)).exists()
     with psycopg.connect(**pg_database) as conn:
         assert conn.execute("SELECT count(*) FROM big_ledger").fetchone()[0] == 500
+
+
+def test_replacing_a_table_in_place_asks_for_the_database_name(live_server, page, admin_user, backup, pg_database):
+    with psycopg.connect(**pg_database, autocommit=True) as conn:
+        conn.execute("DELETE FROM big_ledger WHERE id <= 5")
+    log_in(page, live_server, admin_user)
+    page.goto(f"{live_server.url}/restores/new/?backup={backup.pk}")
+    page.click("button:has-text('Next')")
+    page.check("input[name=target][value=existing]")
+    page.click("button:has-text('Next')")
+    page.check("input[name=scope][value=some]")
+    page.check("input[value='public.big_ledger']")
+    page.click("button:has-text('Next')")
+    page.wait_for_url("**/restores/new/mode/")
+    page.check("input[name=mode][value=full]")
+    page.click("button:has-text('Next')")
+
+    page.wait_for_url("**/restores/new/review/")
+    words = page.locator(".plan-in-words").inner_text()
+    assert f"Replace 1 table (public.big_ledger) of `{pg_database['dbname']}` with its contents" in words
+    assert "A safety backup is taken first." in words
+    page.fill("#id_confirm", "not-the-name")
+    page.click("button:has-text('Start restore')")
+    page.get_by_text(f"Type the database's name, {pg_database['dbname']}").wait_for()
+    assert RestoreJob.objects.count() == 0
+    page.fill("#id_confirm", pg_database["dbname"])
+    shot(page, "wizard-confirm")
+    page.click("button:has-text('Start restore')")
+
+    page.wait_for_url("**/restores/*/")
+    page.locator(".flash-success").wait_for()
+    job = RestoreJob.objects.get()
+    assert job.status == "succeeded" and job.safety_backup is not None
+    assert page.locator(f"a[href='/backups/{job.safety_backup.pk}/']").count() >= 1
+    with psycopg.connect(**pg_database) as conn:
+        assert conn.execute("SELECT count(*) FROM big_ledger").fetchone()[0] == 500
