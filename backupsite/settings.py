@@ -151,6 +151,8 @@ RESTORE_JOBS = env_int("RESTORE_JOBS", 4, minimum=1)
 # Where restore tests create their scratch databases: a libpq URL of a server
 # (with a user that may create databases). Empty: the source's own server.
 VERIFY_SERVER_URL = env("VERIFY_SERVER_URL", "")
+# Another server restores into new databases may go to (libpq URL); empty: none offered.
+RESTORE_SERVER_URL = env("RESTORE_SERVER_URL", "")
 
 LOGGING = {
     "version": 1,

@@ -25,6 +25,9 @@ class RestoreJob(Job):
     backup = models.ForeignKey(Backup, models.PROTECT, related_name="restores")
     source = models.ForeignKey(Source, models.PROTECT, related_name="restores")
     target = models.CharField(max_length=20, choices=TARGET_CHOICES, default=NEW)
+    SOURCE_SERVER, OTHER_SERVER = "source", "other"
+    SERVER_CHOICES = [(SOURCE_SERVER, "The source's server"), (OTHER_SERVER, "The restore server (RESTORE_SERVER_URL)")]
+    server = models.CharField(max_length=10, choices=SERVER_CHOICES, default=SOURCE_SERVER)
     target_database = models.CharField(max_length=63)
     tables = models.JSONField(default=list, blank=True, help_text="schema.table names; empty means everything")
     mode = models.CharField(max_length=20, choices=MODE_CHOICES, default=FULL)
@@ -55,7 +58,8 @@ class RestoreJob(Job):
         when = self.backup.created_at.strftime("%Y-%m-%d %H:%M")
         origin = f"backup #{self.backup_id} of {when}"
         if self.target == self.NEW:
-            return f"Restore {scope} from {origin} into a new database `{self.target_database}`."
+            where = " on the restore server" if self.server == self.OTHER_SERVER else ""
+            return f"Restore {scope} from {origin} into a new database `{self.target_database}`{where}."
         if self.mode == self.PREVIEW:
             return f"Compare {scope} of `{self.target_database}` with {origin}; nothing in `{self.target_database}` is changed."
         if self.mode == self.MERGE:

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from catalog import audit, keyring, lifecycle, services
 from catalog.engine import dumpers, restorers
@@ -39,12 +40,16 @@ def suggest_database_name(backup):
     return name
 
 
-def target_server(source):
-    """Where restores go: the source's own server (a maintenance connection)."""
+def target_server(source, server=RestoreJob.SOURCE_SERVER):
+    """Connection parameters of the server a restore goes to."""
+    if server == RestoreJob.OTHER_SERVER:
+        if not settings.RESTORE_SERVER_URL:
+            raise Refused("No restore server is configured (RESTORE_SERVER_URL).")
+        return conninfo_to_dict(settings.RESTORE_SERVER_URL)
     return dumpers.normalize_conninfo(source.conninfo())
 
 
-def check_request(backup, target, database, tables, mode, confirmed_name):
+def check_request(backup, target, database, tables, mode, confirmed_name, server=RestoreJob.SOURCE_SERVER):
     if backup.source.engine != "postgresql":
         raise Refused("Guided restores of SQLite backups are not available yet; use the decrypt command.")
     if backup.status not in Backup.WITH_DATA or backup.is_pruned():
@@ -64,24 +69,27 @@ def check_request(backup, target, database, tables, mode, confirmed_name):
             raise Refused("Preview and merge compare with an existing database; a new database is a full restore.")
         if not DATABASE_NAME.match(database or ""):
             raise Refused("Name the new database with letters, digits and _ (up to 63 characters).")
-        if restorers.database_exists(target_server(backup.source), database):
+        if restorers.database_exists(target_server(backup.source, server), database):
             raise Refused(f"A database named {database} already exists; a restore never overwrites one this way.")
     else:
+        if server != RestoreJob.SOURCE_SERVER:
+            raise Refused("The existing database is on the source's server.")
         if database != backup.source.dbname:
             raise Refused("An existing-database restore goes into the source's own database.")
         if mode != RestoreJob.PREVIEW and confirmed_name != database:
             raise Refused(f"Type the database's name, {database}, to confirm that it will be changed.")
 
 
-def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJob.FULL, confirmed_name="", enqueue=True):
+def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJob.FULL, confirmed_name="",
+                    server=RestoreJob.SOURCE_SERVER, enqueue=True):
     tables = sorted(set(tables))
     try:
-        check_request(backup, target, database, tables, mode, confirmed_name)
+        check_request(backup, target, database, tables, mode, confirmed_name, server)
     except EngineError as exc:
         raise Refused(str(exc))
     with transaction.atomic():
         job = RestoreJob.objects.create(
-            backup=backup, source=backup.source, target=target, target_database=database, tables=tables, mode=mode,
+            backup=backup, source=backup.source, target=target, server=server, target_database=database, tables=tables, mode=mode,
             requested_by=actor if not isinstance(actor, str) else None, confirmed_name=confirmed_name,
         )
         audit.record(actor, "restore.queue", job, {"plan": job.describe()})
@@ -184,7 +192,7 @@ def finish_restore(job, status):
 
 
 def carry_out(job, steps):
-    backup, server = job.backup, target_server(job.source)
+    backup, server = job.backup, target_server(job.source, job.server)
     steps.run("checks", lambda: preflight(job, server))
     if job.changes_existing_database():
         steps.run("safety backup", lambda: take_safety_backup(job))

@@ -1,10 +1,12 @@
 """Restore pages: the wizard (what, where, scope, mode, review), the running
 job with its steps and report, the history, and decrypted downloads."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+from psycopg.conninfo import conninfo_to_dict
 
 from catalog import audit, keyring
 from catalog.decorators import operator_required, viewer_required
@@ -110,12 +112,21 @@ def step_where(request):
             wizard.save(target=DOWNLOAD)
             return redirect("restore_step", step="review")
         if target in (RestoreJob.NEW, RestoreJob.EXISTING):
-            wizard.save(target=target, database=request.POST.get("database", "").strip())
+            server = request.POST.get("server") if request.POST.get("server") in dict(RestoreJob.SERVER_CHOICES) else RestoreJob.SOURCE_SERVER
+            wizard.save(target=target, database=request.POST.get("database", "").strip(), server=server)
             if target == RestoreJob.EXISTING or wizard.data["database"]:
                 return redirect("restore_step", step="scope")
         messages.error(request, "Choose where to restore to, and name the new database.")
     suggested = wizard.data.get("database") or services.suggest_database_name(wizard.backup)
-    return wizard_page(request, "where", wizard, suggested=suggested)
+    return wizard_page(request, "where", wizard, suggested=suggested, other_server=restore_server_label())
+
+
+def restore_server_label():
+    """host:port of the configured restore server, if any (never its password)."""
+    if not settings.RESTORE_SERVER_URL:
+        return ""
+    params = conninfo_to_dict(settings.RESTORE_SERVER_URL)
+    return f"{params.get('host', 'localhost')}:{params.get('port', 5432)}"
 
 
 @operator_required
@@ -160,7 +171,7 @@ def step_review(request):
         try:
             job = services.request_restore(
                 request.user, wizard.backup, target=wizard.target, database=wizard.database(), tables=wizard.tables,
-                mode=wizard.mode, confirmed_name=request.POST.get("confirm", "").strip(),
+                mode=wizard.mode, confirmed_name=request.POST.get("confirm", "").strip(), server=wizard.server,
             )
         except Refused as exc:
             messages.error(request, str(exc))

@@ -43,6 +43,10 @@ class Wizard:
         # A new database can only be filled completely; a download has no mode.
         return self.data.get("mode", RestoreJob.FULL) if self.target == RestoreJob.EXISTING else RestoreJob.FULL
 
+    @property
+    def server(self):
+        return self.data.get("server", RestoreJob.SOURCE_SERVER) if self.target == RestoreJob.NEW else RestoreJob.SOURCE_SERVER
+
     def database(self):
         if self.target == RestoreJob.EXISTING and self.backup:
             return self.backup.source.dbname
@@ -59,5 +63,5 @@ class Wizard:
     def draft(self):
         """An unsaved RestoreJob, to describe the plan in words."""
         backup = self.backup
-        return RestoreJob(backup=backup, source=backup.source, target=self.target, target_database=self.database(),
-                          tables=self.tables, mode=self.mode)
+        return RestoreJob(backup=backup, source=backup.source, target=self.target, server=self.server,
+                          target_database=self.database(), tables=self.tables, mode=self.mode)

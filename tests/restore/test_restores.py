@@ -224,3 +224,18 @@ def test_not_enough_disk_for_the_temporary_file_is_refused(source_db, backup, tm
     assert job.status == "failed" and "Not enough free disk in" in job.summary
     with psycopg.connect(**{**source_db, "dbname": "postgres"}) as conn:
         assert not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'no_room_db'").fetchone()
+
+
+def test_a_new_database_can_go_to_the_configured_restore_server(backup, source_db, password_server, settings):
+    server = {**password_server, "dbname": "postgres"}
+    settings.RESTORE_SERVER_URL = (
+        f"postgresql://{server['user']}:{server['password']}@{server['host']}:{server['port']}/postgres"
+    )
+    before = table_fingerprints(source_db)
+
+    job = run(backup, target="new", database="elsewhere_db", server="other")
+
+    assert job.status == "succeeded", job.summary
+    assert "on the restore server" in job.describe()
+    assert table_fingerprints({**server, "dbname": "elsewhere_db"}) == before
+    assert server["password"] not in str(job.report) + job.log + str(job.steps)
