@@ -21,6 +21,7 @@ from catalog.engine.pipeline import restore_stream
 from catalog.models import Backup, Copy
 from catalog.services import Refused
 from restore import engine
+from restore import sqlite as sqlite_restore
 from restore.models import RestoreJob
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
 
 
 def suggest_database_name(backup):
+    if backup.source.engine == "sqlite":
+        return sqlite_restore.suggest_name(backup)
     base = f"{backup.source.dbname or backup.source.slug}_restored_{backup.created_at:%Y%m%d}"[:55]
     server = target_server(backup.source)
     name, counter = base, 2
@@ -49,9 +52,12 @@ def target_server(source, server=RestoreJob.SOURCE_SERVER):
     return dumpers.normalize_conninfo(source.conninfo())
 
 
+def existing_database(source):
+    """The name the wizard and the confirmation use for the source's own database."""
+    return sqlite_restore.existing_name(source) if source.engine == "sqlite" else source.dbname
+
+
 def check_request(backup, target, database, tables, mode, confirmed_name, server=RestoreJob.SOURCE_SERVER):
-    if backup.source.engine != "postgresql":
-        raise Refused("Guided restores of SQLite backups are not available yet; use the decrypt command.")
     if backup.status not in Backup.WITH_DATA or backup.is_pruned():
         raise Refused("This backup has no stored copy to restore from.")
     if not backup.copies.filter(status=Copy.DURABLE).exists():
@@ -64,6 +70,10 @@ def check_request(backup, target, database, tables, mode, confirmed_name, server
             keyring.master_key(backup.key_id)
         except keyring.KeyUnavailable as exc:
             raise Refused(str(exc))
+    if backup.source.engine == "sqlite":
+        sqlite_restore.check_request(backup, target, database, mode)
+        if target == RestoreJob.NEW:
+            return
     if target == RestoreJob.NEW:
         if mode != RestoreJob.FULL:
             raise Refused("Preview and merge compare with an existing database; a new database is a full restore.")
@@ -74,7 +84,7 @@ def check_request(backup, target, database, tables, mode, confirmed_name, server
     else:
         if server != RestoreJob.SOURCE_SERVER:
             raise Refused("The existing database is on the source's server.")
-        if database != backup.source.dbname:
+        if database != existing_database(backup.source):
             raise Refused("An existing-database restore goes into the source's own database.")
         if mode != RestoreJob.PREVIEW and confirmed_name != database:
             raise Refused(f"Type the database's name, {database}, to confirm that it will be changed.")
@@ -192,6 +202,8 @@ def finish_restore(job, status):
 
 
 def carry_out(job, steps):
+    if job.source.engine == "sqlite":
+        return sqlite_restore.carry_out(job, steps)
     backup, server = job.backup, target_server(job.source, job.server)
     steps.run("checks", lambda: preflight(job, server))
     if job.changes_existing_database():

@@ -47,9 +47,14 @@ class Wizard:
     def server(self):
         return self.data.get("server", RestoreJob.SOURCE_SERVER) if self.target == RestoreJob.NEW else RestoreJob.SOURCE_SERVER
 
+    def existing_database(self):
+        from restore.services import existing_database
+
+        return existing_database(self.backup.source) if self.backup else ""
+
     def database(self):
         if self.target == RestoreJob.EXISTING and self.backup:
-            return self.backup.source.dbname
+            return self.existing_database()
         return self.data.get("database", "")
 
     def first_missing_step(self):

@@ -2,6 +2,8 @@
 database, tables replaced in place with a safety backup, preview and merge,
 and the refusals that leave the target untouched."""
 
+import sqlite3
+
 import psycopg
 import pytest
 
@@ -239,3 +241,50 @@ def test_a_new_database_can_go_to_the_configured_restore_server(backup, source_d
     assert "on the restore server" in job.describe()
     assert table_fingerprints({**server, "dbname": "elsewhere_db"}) == before
     assert server["password"] not in str(job.report) + job.log + str(job.steps)
+
+
+@pytest.fixture
+def sqlite_backup(tmp_path):
+    from catalog.models import Source
+
+    path = tmp_path / "app" / "app.sqlite3"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.execute("CREATE TABLE tags (name TEXT)")
+        conn.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {n} ✓",) for n in range(300)])
+        conn.executemany("INSERT INTO tags VALUES (?)", [("a",), ("b",)])
+    conn.close()
+    source = services.save_source("test", Source(name="App", engine="sqlite", sqlite_path=str(path), port=None))
+    plan = make_plan(source, [local_destination(tmp_path / "disk")], format="sqlite", verify_new_backups=False)
+    backup = services.start_backup("test", plan)
+    backup.refresh_from_db()
+    assert backup.status == Backup.SUCCEEDED, backup.error
+    return backup, path
+
+
+def sqlite_rows(path, query):
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(query).fetchall()
+    finally:
+        conn.close()
+
+
+def test_sqlite_restores_to_a_new_file_and_chosen_tables_in_place(sqlite_backup):
+    backup, path = sqlite_backup
+    name = restores.suggest_database_name(backup)
+    job = run(backup, target="new", database=name)
+    assert job.status == "succeeded", job.summary
+    assert sqlite_rows(path.parent / name, "SELECT count(*) FROM notes") == [(300,)]
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM notes WHERE id <= 10")
+        conn.execute("DELETE FROM tags")
+    conn.close()
+    job = run(backup, target="existing", database="app.sqlite3", tables=["notes"], confirmed_name="app.sqlite3")
+    assert job.status == "succeeded", job.summary
+    assert sqlite_rows(path, "SELECT count(*) FROM notes") == [(300,)]
+    assert sqlite_rows(path, "SELECT count(*) FROM tags") == [(0,)]  # not chosen: untouched
+    assert job.safety_backup is not None and job.safety_backup.pinned
+    assert not list(path.parent.glob(".strongroom-restore-*"))

@@ -31,7 +31,7 @@ class Command(BaseCommand):
             raise CommandError(f"No backup #{options['backup']}.")
         tables = [t.strip() for t in options["tables"].split(",") if t.strip()]
         target = RestoreJob.NEW if options["new_database"] else RestoreJob.EXISTING
-        database = options["new_database"] or backup.source.dbname
+        database = options["new_database"] or services.existing_database(backup.source)
         try:
             job = services.request_restore(
                 ACTOR, backup, target=target, database=database, tables=tables, mode=options["mode"],
