@@ -14,7 +14,7 @@ from catalog.engine.compression import FORMAT_EXTENSIONS
 from catalog.engine.pipeline import restore_stream
 from catalog.models import Backup, Copy, Source
 from catalog.services import Refused
-from catalog.views import page_of
+from catalog.views import job_progress, page_of
 from restore import services
 from restore.models import RestoreJob
 from restore.wizard import DOWNLOAD, STEPS, Wizard
@@ -35,10 +35,7 @@ def restore_detail(request, pk):
 @viewer_required
 def restore_progress(request, pk):
     job = get_object_or_404(RestoreJob, pk=pk)
-    response = render(request, "restore/partials/steps.html", {"job": job})
-    if not job.is_active() and request.htmx:
-        response["HX-Refresh"] = "true"
-    return response
+    return job_progress(request, job, "restore/partials/steps.html", {"job": job})
 
 
 @operator_required

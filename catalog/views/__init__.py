@@ -350,9 +350,15 @@ def backup_unpin(request, pk):
 def backup_progress(request, pk):
     """Polled by htmx every second while a backup is active."""
     backup = get_object_or_404(Backup, pk=pk)
-    response = render(request, "catalog/partials/backup_progress.html", {"backup": backup})
-    if not backup.is_active() and request.htmx:
-        response["HX-Refresh"] = "true"  # show the final page with sizes and copies
+    return job_progress(request, backup, "catalog/partials/backup_progress.html", {"backup": backup})
+
+
+def job_progress(request, job, template, context):
+    """A polled progress partial; once the job is over, the whole page reloads
+    to show its final state (sizes, evidence, report)."""
+    response = render(request, template, context)
+    if not job.is_active() and request.htmx:
+        response["HX-Refresh"] = "true"
     return response
 
 

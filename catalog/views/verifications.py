@@ -8,7 +8,7 @@ from catalog import services, verification
 from catalog.decorators import operator_required, viewer_required
 from catalog.forms import VerificationFilterForm
 from catalog.models import Backup, Verification
-from catalog.views import page_of
+from catalog.views import job_progress, page_of
 
 
 @operator_required
@@ -33,10 +33,7 @@ def detail(request, pk):
 def progress(request, pk):
     """Polled by htmx while a verification runs."""
     job = get_object_or_404(Verification, pk=pk)
-    response = render(request, "catalog/partials/verification_progress.html", {"job": job})
-    if not job.is_active() and request.htmx:
-        response["HX-Refresh"] = "true"
-    return response
+    return job_progress(request, job, "catalog/partials/verification_progress.html", {"job": job})
 
 
 @operator_required
