@@ -349,7 +349,8 @@ def post_checks(job, server):
 def outcome_in_words(job):
     if job.mode == RestoreJob.PREVIEW:
         changed = [t for t in job.report.get("tables", []) if t.get("only_in_backup") or t.get("only_in_target") or t.get("differ")]
-        return f"Compared {len(job.report.get('tables', []))} tables; {len(changed)} differ from the backup. Nothing was changed."
+        differ = "differs" if len(changed) == 1 else "differ"
+        return f"Compared {len(job.report.get('tables', []))} tables; {len(changed)} {differ} from the backup. Nothing was changed."
     if job.mode == RestoreJob.MERGE:
         return f"Inserted {sum(job.report.get('inserted', {}).values())} missing rows; existing rows were left as they were."
     if job.target == RestoreJob.NEW:

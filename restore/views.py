@@ -139,7 +139,16 @@ def step_scope(request):
             wizard.save(tables=sorted(set(tables) & set(wizard.backup.table_counts)))
             next_step = "mode" if wizard.target == RestoreJob.EXISTING else "review"
             return redirect("restore_step", step=next_step)
-    return wizard_page(request, "scope", wizard, table_counts=sorted(wizard.backup.table_counts.items()))
+    return wizard_page(request, "scope", wizard, schemas=tables_by_schema(wizard.backup.table_counts))
+
+
+def tables_by_schema(table_counts):
+    """[(schema, [(table, rows), ...]), ...] in name order; SQLite tables are in "main"."""
+    schemas = {}
+    for table, rows in sorted(table_counts.items()):
+        schema = table.split(".", 1)[0] if "." in table else "main"
+        schemas.setdefault(schema, []).append((table, rows))
+    return sorted(schemas.items())
 
 
 @operator_required

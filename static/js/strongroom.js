@@ -28,3 +28,17 @@
     });
   });
 })();
+
+// Restore wizard: ticking a schema ticks all its tables, and choosing tables selects "only these".
+document.addEventListener("change", function (event) {
+  var box = event.target;
+  if (box.classList && box.classList.contains("schema-toggle")) {
+    document.querySelectorAll('input[name=tables][data-schema="' + box.dataset.schema + '"]').forEach(function (table) {
+      table.checked = box.checked;
+    });
+  }
+  if (box.name === "tables" || (box.classList && box.classList.contains("schema-toggle"))) {
+    var some = document.querySelector("input[name=scope][value=some]");
+    if (some && box.checked) some.checked = true;
+  }
+});

@@ -288,3 +288,22 @@ def test_sqlite_restores_to_a_new_file_and_chosen_tables_in_place(sqlite_backup)
     assert sqlite_rows(path, "SELECT count(*) FROM tags") == [(0,)]  # not chosen: untouched
     assert job.safety_backup is not None and job.safety_backup.pinned
     assert not list(path.parent.glob(".strongroom-restore-*"))
+
+
+def test_a_damaged_local_copy_falls_back_to_s3_and_says_so(source_db, backup, tmp_path):
+    path = tmp_path / "disk" / backup.object_key
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x10
+    path.write_bytes(bytes(data))
+    name = "from_s3_db"
+
+    job = run(backup, target="new", database=name)
+
+    try:
+        assert job.status == "succeeded", job.summary
+        assert job.report["copy"] == "Off-site S3"
+        assert job.report["skipped_copies"][0].startswith("Local disk: ")
+        fetch = next(step for step in job.steps if step["name"] == "fetch, verify and restore")
+        assert "from Off-site S3 (skipped: Local disk:" in fetch["detail"]
+    finally:
+        pg.drop_database(name)

@@ -138,3 +138,30 @@ def test_replacing_a_table_in_place_asks_for_the_database_name(live_server, page
     assert page.locator(f"a[href='/backups/{job.safety_backup.pk}/']").count() >= 1
     with psycopg.connect(**pg_database) as conn:
         assert conn.execute("SELECT count(*) FROM big_ledger").fetchone()[0] == 500
+
+
+def test_a_preview_through_the_wizard_reports_and_changes_nothing(live_server, page, admin_user, backup, pg_database):
+    with psycopg.connect(**pg_database, autocommit=True) as conn:
+        conn.execute("DELETE FROM big_ledger WHERE id <= 4; UPDATE big_ledger SET memo = 'x' WHERE id = 9")
+    before = table_fingerprints(pg_database)
+    log_in(page, live_server, admin_user)
+    page.goto(f"{live_server.url}/restores/new/?backup={backup.pk}")
+    page.click("button:has-text('Next')")
+    page.check("input[name=target][value=existing]")
+    page.click("button:has-text('Next')")
+    page.check(".schema-toggle[data-schema=public]")  # a whole schema at once
+    assert page.locator("input[value='public.big_ledger']").is_checked()
+    assert page.locator("input[name=scope][value=some]").is_checked()
+    page.click("button:has-text('Next')")
+    page.check("input[name=mode][value=preview]")
+    page.click("button:has-text('Next')")
+    assert "nothing in" in page.locator(".plan-in-words").inner_text()
+    assert page.locator("#id_confirm").count() == 0  # a preview changes nothing: no name to type
+    page.click("button:has-text('Start restore')")
+
+    page.wait_for_url("**/restores/*/")
+    page.locator(".flash-success").wait_for()
+    row = page.locator("tr", has_text="public.big_ledger")
+    assert row.locator("td").all_inner_texts()[1:] == ["500", "496", "4", "0", "1"]
+    shot(page, "wizard-preview-report")
+    assert table_fingerprints(pg_database) == before
