@@ -1,7 +1,9 @@
 """The backup catalog: what is protected, where copies live, and what ran."""
 
 import json
+import shutil
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import models
@@ -121,13 +123,13 @@ class Source(SealedSecrets):
         return bool(restore and self.rto_minutes and restore.restore_seconds
                     and restore.restore_seconds > self.rto_minutes * 60)
 
-    def restore_test_overdue(self, now=None):
-        """True when no restore test passed within the strictest of its plans' policies."""
+    def restore_test_overdue(self, last_restore, has_good_backup, now=None):
+        """True when no restore test passed within the strictest of its plans'
+        policies. The caller passes what it already read for the page."""
         days = [p.restore_test_days for p in self.plans.all() if p.enabled and p.restore_test_days]
-        if not days or not self.last_good_backup():
+        if not days or not has_good_backup:
             return False
-        last = self.last_verified_restore()
-        return last is None or last.finished_at < (now or timezone.now()) - timedelta(days=min(days))
+        return last_restore is None or last_restore.finished_at < (now or timezone.now()) - timedelta(days=min(days))
 
 
 class Destination(SealedSecrets):
@@ -189,9 +191,6 @@ class Destination(SealedSecrets):
 
     def free_disk_bytes(self):
         """Free space on a local destination's file system, if it can be read."""
-        import shutil
-        from pathlib import Path
-
         if self.kind != "local" or not self.path:
             return None
         directory = Path(self.path)
@@ -423,6 +422,12 @@ class Backup(Job):
 
     def is_pruned(self):
         return self.pruned_at is not None
+
+    def readable_copies(self):
+        """Durable copies in the order to read them: local ones first, as they
+        are cheaper and faster to read than S3."""
+        copies = self.copies.filter(status=Copy.DURABLE).select_related("destination")
+        return sorted(copies, key=lambda c: (c.destination.kind != "local", c.destination.name))
 
     def retention_candidate(self):
         return retention.Candidate(

@@ -10,6 +10,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
@@ -203,21 +204,27 @@ def run_scheduled_plan(plan_id):
 
 @transaction.atomic
 def cancel_backup(actor, backup):
-    """A queued backup is cancelled at once; a running one at its next heartbeat."""
-    now = timezone.now()
-    if Backup.objects.filter(pk=backup.pk, status=Backup.QUEUED).update(
-        status=Backup.CANCELLED, finished_at=now, error="Cancelled before it started.", cancel_requested=True
-    ):
-        audit.record(actor, "backup.cancel", backup, {"was": "queued"})
-        backup.refresh_from_db()
-        return backup
-    if Backup.objects.filter(pk=backup.pk, status=Backup.RUNNING, cancel_requested=False).update(
-        cancel_requested=True
-    ):
-        audit.record(actor, "backup.cancel", backup, {"was": "running"})
-        backup.refresh_from_db()
-        return backup
-    raise Refused("This backup is no longer running, so there is nothing to cancel.")
+    """A queued backup is cancelled at once; a running one within a second."""
+    return cancel_job(actor, backup, "backup.cancel", error="Cancelled before it started.")
+
+
+def cancel_job(actor, job, action, **queued_fields):
+    """The cancel rule of every job: queued ones end at once (with
+    `queued_fields` saying so), running ones are asked to stop."""
+    model, now = type(job), timezone.now()
+    with transaction.atomic():
+        if model.objects.filter(pk=job.pk, status=model.QUEUED).update(
+            status=model.CANCELLED, finished_at=now, cancel_requested=True, **queued_fields
+        ):
+            audit.record(actor, action, job, {"was": "queued"})
+        elif model.objects.filter(pk=job.pk, status=model.RUNNING, cancel_requested=False).update(
+            cancel_requested=True
+        ):
+            audit.record(actor, action, job, {"was": "running"})
+        else:
+            raise Refused(f"This {model._meta.verbose_name} is no longer running, so there is nothing to cancel.")
+    job.refresh_from_db()
+    return job
 
 
 def worker_name():
@@ -247,16 +254,17 @@ def open_dump(source, fmt):
     return dumpers.PostgresDump(source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP)
 
 
-class ProgressReporter:
-    """Writes progress and the heartbeat at most once a second from a thread,
-    and turns a cancel request seen in the database into `cancel_event`."""
+class JobWatch:
+    """Beats a running job's heartbeat once a second from a thread (writing
+    whatever `progress()` returns with it) and turns a cancel request seen in
+    the database into `cancel_event` within a quarter of a second."""
 
-    def __init__(self, backup_id):
-        self.backup_id = backup_id
+    def __init__(self, model, job_id):
+        self.model = model
+        self.job_id = job_id
         self.cancel_event = threading.Event()
-        self.phase, self.raw_bytes, self.stored_bytes = "starting", 0, 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"progress-{backup_id}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"watch-{job_id}", daemon=True)
 
     def __enter__(self):
         self._thread.start()
@@ -266,24 +274,37 @@ class ProgressReporter:
         self._stop.set()
         self._thread.join()
 
-    def update(self, phase, raw_bytes, stored_bytes):
-        self.phase, self.raw_bytes, self.stored_bytes = phase, raw_bytes, stored_bytes
+    def progress(self):
+        return {}
 
     def _loop(self):
         from django.db import connection
 
+        rows = self.model.objects.filter(pk=self.job_id, status=self.model.RUNNING)
+        last_beat = 0.0
         try:
-            while not self._stop.wait(1.0):
-                self.flush()
+            while not self._stop.wait(0.25):
+                if time.monotonic() - last_beat >= 1.0:
+                    rows.update(heartbeat_at=timezone.now(), **self.progress())
+                    last_beat = time.monotonic()
+                if rows.filter(cancel_requested=True).exists():
+                    self.cancel_event.set()
         finally:
             connection.close()
 
-    def flush(self):
-        Backup.objects.filter(pk=self.backup_id, status=Backup.RUNNING).update(
-            phase=self.phase, raw_bytes=self.raw_bytes, stored_bytes=self.stored_bytes, heartbeat_at=timezone.now()
-        )
-        if Backup.objects.filter(pk=self.backup_id, cancel_requested=True).exists():
-            self.cancel_event.set()
+
+class ProgressReporter(JobWatch):
+    """A backup's watch, which also writes its phase and byte counts."""
+
+    def __init__(self, backup_id):
+        super().__init__(Backup, backup_id)
+        self.phase, self.raw_bytes, self.stored_bytes = "starting", 0, 0
+
+    def update(self, phase, raw_bytes, stored_bytes):
+        self.phase, self.raw_bytes, self.stored_bytes = phase, raw_bytes, stored_bytes
+
+    def progress(self):
+        return {"phase": self.phase, "raw_bytes": self.raw_bytes, "stored_bytes": self.stored_bytes}
 
 
 def run_backup(backup_id):

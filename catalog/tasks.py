@@ -32,7 +32,15 @@ def tick():
         "swept_verifications": verification.sweep_stale_verifications(),
         "queued_verifications": verification.queue_due_verifications(),
         "redispatched": verification.redispatch_waiting(),
+        "swept_restores": sweep_stale_restores(),
     }
+
+
+def sweep_stale_restores():
+    # The restore app builds on the catalog, so it is imported here, not at the top.
+    from restore.services import sweep_stale_restores
+
+    return sweep_stale_restores()
 
 
 def prune_nightly():

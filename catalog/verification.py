@@ -13,12 +13,12 @@ at the same time on the same source.
 import logging
 import os
 import tempfile
-import threading
 import time
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.db.models import Max, Q
 from django.utils import timezone
 from psycopg.conninfo import conninfo_to_dict
 
@@ -28,7 +28,7 @@ from catalog.engine.errors import Cancelled, CorruptionError, EngineError, Stora
 from catalog.engine.pipeline import restore_stream
 from catalog.engine.verify import check_object
 from catalog.models import Backup, BackupPlan, Copy, Verification
-from catalog.services import Refused, worker_name
+from catalog.services import JobWatch, Refused, cancel_job, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +86,7 @@ def enqueue(verification_id):
 
 
 def cancel_verification(actor, verification):
-    with transaction.atomic():
-        if verification.status == Verification.QUEUED:
-            Verification.objects.filter(pk=verification.pk, status=Verification.QUEUED).update(
-                status=Verification.CANCELLED, summary="Cancelled before it started.", finished_at=timezone.now()
-            )
-        elif verification.status == Verification.RUNNING:
-            Verification.objects.filter(pk=verification.pk).update(cancel_requested=True)
-        else:
-            raise Refused("This verification has already finished.")
-        audit.record(actor, "verification.cancel", verification, {})
+    return cancel_job(actor, verification, "verification.cancel", summary="Cancelled before it started.")
 
 
 # --- running ----------------------------------------------------------------
@@ -113,45 +104,14 @@ def claim_verification(verification_id):
         type(verification.source).objects.select_for_update().get(pk=verification.source_id)
         busy = Verification.objects.filter(source_id=verification.source_id, status=Verification.RUNNING)
         if busy.exclude(pk=verification_id).exists():
+            # A queued verification has no heartbeat; here it marks "found the source busy at".
+            Verification.objects.filter(pk=verification_id).update(heartbeat_at=timezone.now())
             return "busy"
         now = timezone.now()
         updated = Verification.objects.filter(pk=verification_id, status=Verification.QUEUED).update(
             status=Verification.RUNNING, started_at=now, heartbeat_at=now, worker=worker_name()
         )
         return "claimed" if updated else "gone"
-
-
-class CancelWatch:
-    """Beats the heartbeat once a second and turns a cancel request into an event."""
-
-    def __init__(self, verification_id):
-        self.verification_id = verification_id
-        self.cancel_event = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"verify-{verification_id}", daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self):
-        from django.db import connection
-
-        rows = Verification.objects.filter(pk=self.verification_id, status=Verification.RUNNING)
-        last_beat = 0.0
-        try:
-            while not self._stop.wait(0.25):  # a cancel should stop a restore promptly
-                if time.monotonic() - last_beat >= 1.0:
-                    rows.update(heartbeat_at=timezone.now())
-                    last_beat = time.monotonic()
-                if rows.filter(cancel_requested=True).exists():
-                    self.cancel_event.set()
-        finally:
-            connection.close()
 
 
 def run_verification(verification_id):
@@ -163,7 +123,7 @@ def run_verification(verification_id):
     verification.append_log(f"Started on {verification.worker}")
     with transaction.atomic():
         audit.record("worker", "verification.start", verification, {"kind": verification.kind})
-    with CancelWatch(verification.pk) as watch:
+    with JobWatch(Verification, verification.pk) as watch:
         try:
             run = run_checksum if verification.kind == CHECKSUM else run_restore_test
             status = Verification.PASSED if run(verification, watch.cancel_event) else Verification.FAILED
@@ -208,18 +168,12 @@ def cancellable(chunks, cancel_event):
         yield chunk
 
 
-def durable_copies(backup):
-    # Local copies first: reading them is cheaper than reading from S3.
-    copies = backup.copies.filter(status=Copy.DURABLE).select_related("destination")
-    return sorted(copies, key=lambda c: (c.destination.kind != "local", c.destination.name))
-
-
 # --- checksum ---------------------------------------------------------------
 
 
 def run_checksum(verification, cancel_event):
     backup = verification.backup
-    copies = durable_copies(backup)
+    copies = backup.readable_copies()
     if not copies:
         raise EngineError("This backup has no stored copy left to verify.")
     if backup.encrypted:
@@ -296,7 +250,7 @@ def manifest_problems(storage, copy, backup):
 
 def run_restore_test(verification, cancel_event):
     backup = verification.backup
-    copies = durable_copies(backup)
+    copies = backup.readable_copies()
     if not copies:
         raise EngineError("This backup has no stored copy left to restore from.")
     if backup.encrypted:
@@ -434,11 +388,12 @@ def queue_due_verifications(now=None):
             if last is None or last.created_at < now - timedelta(days=plan.restore_test_days):
                 queued += queue_quietly(latest, RESTORE)
         if plan.checksum_all_days:
-            cutoff = now - timedelta(days=plan.checksum_all_days)
-            for backup in backups:
-                last = backup.verifications.filter(kind=CHECKSUM).exclude(status=Verification.CANCELLED).first()
-                if last is None or last.created_at < cutoff:
-                    queued += queue_quietly(backup, CHECKSUM)
+            counted = Q(verifications__kind=CHECKSUM) & ~Q(verifications__status=Verification.CANCELLED)
+            due = backups.annotate(last_checksum=Max("verifications__created_at", filter=counted)).filter(
+                Q(last_checksum__isnull=True) | Q(last_checksum__lt=now - timedelta(days=plan.checksum_all_days))
+            )
+            for backup in due:
+                queued += queue_quietly(backup, CHECKSUM)
     return queued
 
 
@@ -450,10 +405,13 @@ def queue_quietly(backup, kind):
 
 
 def redispatch_waiting(now=None):
-    """Hands out again the verifications that found their source busy."""
+    """Hands out again, once, the verifications that found their source busy
+    a minute ago or more; ones still waiting in the queue are left alone, so
+    the queue never fills with copies of the same task."""
     now = now or timezone.now()
-    waiting = Verification.objects.filter(status=Verification.QUEUED, created_at__lt=now - timedelta(minutes=1))
+    waiting = Verification.objects.filter(status=Verification.QUEUED, heartbeat_at__lt=now - timedelta(minutes=1))
     ids = list(waiting.values_list("pk", flat=True))
+    Verification.objects.filter(pk__in=ids).update(heartbeat_at=None)
     for verification_id in ids:
         enqueue(verification_id)
     return ids

@@ -6,6 +6,7 @@ or by swapping names (the whole database), so it is never half-restored."""
 import logging
 import re
 import time
+from datetime import timedelta
 
 import psycopg
 from django.conf import settings
@@ -109,17 +110,7 @@ def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJ
 
 
 def cancel_restore(actor, job):
-    with transaction.atomic():
-        if job.status == RestoreJob.QUEUED:
-            RestoreJob.objects.filter(pk=job.pk, status=RestoreJob.QUEUED).update(
-                status=RestoreJob.CANCELLED, summary="Cancelled before it started; nothing was changed.",
-                finished_at=timezone.now(),
-            )
-        elif job.status == RestoreJob.RUNNING:
-            RestoreJob.objects.filter(pk=job.pk).update(cancel_requested=True)
-        else:
-            raise Refused("This restore has already finished.")
-        audit.record(actor, "restore.cancel", job, {})
+    return services.cancel_job(actor, job, "restore.cancel", summary="Cancelled before it started; nothing was changed.")
 
 
 def enqueue_restore(job_id):
@@ -157,7 +148,7 @@ class Steps:
         return detail
 
     def _save(self):
-        RestoreJob.objects.filter(pk=self.job.pk).update(steps=self.job.steps, log=self.job.log, heartbeat_at=timezone.now())
+        RestoreJob.objects.filter(pk=self.job.pk).update(steps=self.job.steps, log=self.job.log)
 
 
 def run_restore(job_id):
@@ -173,12 +164,13 @@ def run_restore(job_id):
         audit.record("worker", "restore.start", job, {})
     started = time.monotonic()
     try:
-        carry_out(job, Steps(job))
+        with services.JobWatch(RestoreJob, job.pk):  # the heartbeat, for the sweep
+            carry_out(job, Steps(job))
         status, job.summary = RestoreJob.SUCCEEDED, outcome_in_words(job)
     except Cancelled as exc:
         status, job.summary = RestoreJob.CANCELLED, str(exc)
     except (EngineError, Refused, psycopg.Error) as exc:
-        status, job.summary = RestoreJob.FAILED, f"{job.summary} {exc}".strip()
+        status, job.summary = RestoreJob.FAILED, str(exc)
     except Exception as exc:
         log.exception("Restore %s failed unexpectedly", job_id)
         status, job.summary = RestoreJob.FAILED, f"Unexpected error ({type(exc).__name__}); see the worker log."
@@ -192,23 +184,25 @@ def run_restore(job_id):
 def finish_restore(job, status):
     now = timezone.now()
     with transaction.atomic():
-        RestoreJob.objects.filter(pk=job.pk, status=RestoreJob.RUNNING).update(
+        if RestoreJob.objects.filter(pk=job.pk, status=RestoreJob.RUNNING).update(
             status=status, summary=job.summary[:500], report=job.report, steps=job.steps, log=job.log,
             safety_backup=job.safety_backup, finished_at=now, heartbeat_at=now,
-        )
-        audit.record("worker", f"restore.{status}", job, {"summary": job.summary[:500]})
+        ):
+            audit.record("worker", f"restore.{status}", job, {"summary": job.summary[:500]})
     job.refresh_from_db()
     return job
 
 
 def carry_out(job, steps):
     if job.source.engine == "sqlite":
-        return sqlite_restore.carry_out(job, steps)
+        return sqlite_restore.carry_out(job, steps, take_safety_backup)
     backup, server = job.backup, target_server(job.source, job.server)
     steps.run("checks", lambda: preflight(job, server))
     if job.changes_existing_database():
         steps.run("safety backup", lambda: take_safety_backup(job))
     scratch_name = restorers.scratch_name(backup.pk)
+    job.report["scratch_database"] = scratch_name
+    RestoreJob.objects.filter(pk=job.pk).update(report=job.report)  # for the sweep, should this worker die
     keep_scratch = False
     try:
         steps.run("fetch, verify and restore", lambda: restore_to_scratch(job, server, scratch_name))
@@ -258,9 +252,7 @@ def restore_to_scratch(job, server, name):
     """Streams the first good copy into the scratch database, falling back to
     another copy when one is damaged or unreadable."""
     backup, problems = job.backup, []
-    copies = sorted(backup.copies.filter(status=Copy.DURABLE).select_related("destination"),
-                    key=lambda c: (c.destination.kind != "local", c.destination.name))
-    for copy in copies:
+    for copy in backup.readable_copies():
         scratch = restorers.ScratchDatabase(server, name)
         scratch.__enter__()
         try:
@@ -359,3 +351,27 @@ def outcome_in_words(job):
         return f"Replaced {len(job.tables)} tables of {job.target_database} with the backup's contents."
     kept = job.report.get("previous_database_kept_as")
     return f"Replaced {job.target_database} with the backup; the previous database is kept as {kept}."
+
+
+def sweep_stale_restores(now=None):
+    """Fails restores whose worker stopped beating and drops their scratch
+    database. A target is changed only inside one transaction or by renames,
+    so the database itself is either before or after; the steps say which."""
+    now = now or timezone.now()
+    limit = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
+    swept = []
+    for job in RestoreJob.objects.filter(status=RestoreJob.RUNNING, heartbeat_at__lt=limit).select_related("source"):
+        name = job.report.get("scratch_database", "")
+        if job.source.engine == "postgresql" and name.startswith(restorers.SCRATCH_PREFIX):
+            try:
+                restorers.ScratchDatabase(target_server(job.source, job.server), name).drop()
+            except EngineError as exc:
+                log.warning("Could not drop scratch database %s: %s", name, exc)
+        with transaction.atomic():
+            if RestoreJob.objects.filter(pk=job.pk, status=RestoreJob.RUNNING).update(
+                status=RestoreJob.FAILED, finished_at=now,
+                summary="The worker stopped responding; see the last step to know how far it got.",
+            ):
+                audit.record("tick", "restore.failed", job, {"summary": "worker stopped responding"})
+                swept.append(job.pk)
+    return swept

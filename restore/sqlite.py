@@ -14,7 +14,6 @@ from catalog import keyring
 from catalog.engine import restorers
 from catalog.engine.errors import CorruptionError, StorageError
 from catalog.engine.pipeline import restore_stream
-from catalog.models import Copy
 from catalog.services import Refused
 from restore import engine
 from restore.models import RestoreJob
@@ -49,13 +48,10 @@ def check_request(backup, target, database, mode):
             raise Refused(f"A file named {database} already exists there; a restore never overwrites one this way.")
 
 
-def carry_out(job, steps):
+def carry_out(job, steps, take_safety_backup):
     directory = directory_of(job.source)
     steps.run("checks", lambda: preflight(job, directory))
     if job.changes_existing_database():
-        # Local import: the safety backup is the same for both engines.
-        from restore.services import take_safety_backup
-
         steps.run("safety backup", lambda: take_safety_backup(job))
     fd, temp = tempfile.mkstemp(dir=directory, prefix=".strongroom-restore-", suffix=".sqlite3")
     os.close(fd)
@@ -79,9 +75,7 @@ def preflight(job, directory):
 
 def restore_to_file(job, temp):
     backup, problems = job.backup, []
-    copies = sorted(backup.copies.filter(status=Copy.DURABLE).select_related("destination"),
-                    key=lambda c: (c.destination.kind != "local", c.destination.name))
-    for copy in copies:
+    for copy in backup.readable_copies():
         try:
             plain = restore_stream(copy.destination.storage().open_reader(copy.key), keyring=keyring.lookup,
                                    expected_sha256=backup.sha256)

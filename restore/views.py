@@ -12,7 +12,7 @@ from catalog import audit, keyring
 from catalog.decorators import operator_required, viewer_required
 from catalog.engine.compression import FORMAT_EXTENSIONS
 from catalog.engine.pipeline import restore_stream
-from catalog.models import Backup, Copy, Source
+from catalog.models import Backup, Source
 from catalog.services import Refused
 from catalog.views import job_progress, page_of
 from restore import services
@@ -202,8 +202,7 @@ def step(request, step):
 def download(request, pk):
     """The plain dump, decrypted and decompressed, streamed from the best copy."""
     backup = get_object_or_404(Backup, pk=pk, status__in=Backup.WITH_DATA)
-    copy = min(backup.copies.filter(status=Copy.DURABLE).select_related("destination"),
-               key=lambda c: (c.destination.kind != "local", c.destination.name), default=None)
+    copy = next(iter(backup.readable_copies()), None)
     if copy is None:
         messages.error(request, "This backup has no stored copy left to download.")
         return redirect(backup)

@@ -69,10 +69,10 @@ def dashboard(request):
     sources = Source.objects.annotate(plan_count=Count("plans")).prefetch_related("plans")
     rows = []
     for source in sources:
-        restore = source.last_verified_restore()
+        restore, last_good = source.last_verified_restore(), source.last_good_backup()
         rows.append({
-            "source": source, "last": source.last_backup(), "last_good": source.last_good_backup(),
-            "restore": restore, "restore_overdue": source.restore_test_overdue(),
+            "source": source, "last": source.last_backup(), "last_good": last_good, "restore": restore,
+            "restore_overdue": source.restore_test_overdue(restore, has_good_backup=last_good is not None),
             "slower_than_rto": source.restore_slower_than_rto(restore),
         })
     ctx = {

@@ -1,8 +1,11 @@
-"""Building catalog objects for tests through the same services the UI uses."""
+"""Building catalog objects for tests through the same services the UI uses,
+and the few waits and threads the tests share."""
 
 import hashlib
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from catalog import keyring, services
@@ -69,3 +72,37 @@ def keyring_ids():
     from catalog.models import Key
 
     return list(Key.objects.values_list("key_id", flat=True))
+
+
+def in_thread(function, *args):
+    """Starts `function(*args)` in a thread that closes its database connection
+    when done (it would otherwise outlive the test database)."""
+
+    def run():
+        from django.db import connection
+
+        try:
+            function(*args)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def wait_for(condition, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def log_in(page, live_server, user, password="correct horse battery"):
+    page.goto(f"{live_server.url}/login/")
+    page.fill("input[name=username]", user.username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")

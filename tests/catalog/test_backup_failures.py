@@ -4,17 +4,23 @@ no object behind, and the next run (once the cause is fixed) succeeds."""
 import logging
 import os
 import subprocess
-import threading
 import time
 import uuid
 
 import psycopg
 import pytest
-from django.db import connection
 
 from catalog import services
 from catalog.models import AuditEvent, Backup, Copy
-from tests.catalog.helpers import files_under, local_destination, make_plan, pg_source, s3_destination
+from tests.catalog.helpers import (
+    files_under,
+    in_thread,
+    local_destination,
+    make_plan,
+    pg_source,
+    s3_destination,
+    wait_for,
+)
 from tests.harness import pg, s3, s3_auth
 from tests.harness.sample_db import create_tricky_database
 
@@ -140,8 +146,7 @@ def test_it_cancels_a_running_backup_and_removes_partial_objects(pg_database, s3
     # Hold a lock that pg_dump must wait for, so the backup is caught mid-run.
     with psycopg.connect(**pg_database) as blocker:
         blocker.execute("LOCK TABLE big_ledger IN ACCESS EXCLUSIVE MODE")
-        worker = threading.Thread(target=run_in_thread, args=[backup.pk])
-        worker.start()
+        worker = in_thread(services.run_backup, backup.pk)
         wait_for(lambda: Backup.objects.get(pk=backup.pk).status == Backup.RUNNING)
         time.sleep(1)
         services.cancel_backup("test", Backup.objects.get(pk=backup.pk))
@@ -168,20 +173,6 @@ def test_it_cancels_a_queued_backup_at_once(small_database, tmp_path):
     assert files_under(tmp_path) == []
 
 
-def run_in_thread(backup_id):
-    try:
-        services.run_backup(backup_id)
-    finally:
-        connection.close()  # a thread's connection would outlive the test database
-
-
-def wait_for(condition, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def install_old_pg_dump(directory, settings):

@@ -6,19 +6,12 @@ import pytest
 
 from catalog import services
 from catalog.models import Backup
-from tests.catalog.helpers import files_under, local_destination, make_plan, pg_source
+from tests.catalog.helpers import files_under, local_destination, log_in, make_plan, pg_source
 from tests.harness.sample_db import create_tricky_database
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand
 
-
-def log_in(page, live_server, user):
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", user.username)
-    page.fill("input[name=password]", "correct horse battery")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
 
 
 def test_the_plan_form_previews_retention_before_saving(live_server, page, admin_user, pg_database, tmp_path):

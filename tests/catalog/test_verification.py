@@ -3,7 +3,6 @@ pass with exact evidence, damage is found and named, restore tests fall back
 to a good copy, and no scratch database is ever left behind."""
 
 import os
-import threading
 import time
 
 import psycopg
@@ -11,7 +10,7 @@ import pytest
 
 from catalog import keyring, services, verification
 from catalog.models import Backup, Copy, Verification
-from tests.catalog.helpers import local_destination, make_plan, pg_source, s3_destination
+from tests.catalog.helpers import in_thread, local_destination, make_plan, pg_source, s3_destination, wait_for
 from tests.harness import s3
 from tests.harness.sample_db import create_tricky_database
 
@@ -96,8 +95,7 @@ def test_row_counts_are_those_of_the_snapshot_even_with_writes_during_the_dump(p
     # pg_dump's snapshot is taken, then counting waits on this lock while rows arrive elsewhere.
     with psycopg.connect(**database) as blocker:
         blocker.execute('LOCK TABLE big_ledger IN ACCESS EXCLUSIVE MODE')
-        worker = threading.Thread(target=run_and_close, args=[backup.pk])
-        worker.start()
+        worker = in_thread(services.run_backup, backup.pk)
         wait_for(lambda: Backup.objects.get(pk=backup.pk).status == Backup.RUNNING)
         time.sleep(0.5)
         with psycopg.connect(**database, autocommit=True) as writer:
@@ -115,22 +113,6 @@ def test_row_counts_are_those_of_the_snapshot_even_with_writes_during_the_dump(p
     assert now == backup.table_counts["public.measurements_2026"] + 50
 
 
-def run_and_close(backup_id):
-    from django.db import connection
-
-    try:
-        services.run_backup(backup_id)
-    finally:
-        connection.close()
-
-
-def wait_for(condition, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_flipped_byte_in_the_local_copy_is_named_and_the_restore_falls_back(plan, tmp_path, pg_server):
@@ -215,8 +197,7 @@ def test_a_cancelled_restore_drops_its_scratch_database(pg_database, tmp_path, p
     path.unlink()
     os.mkfifo(path)
     job = Verification.objects.create(backup=backup, source=backup.source, kind="restore")
-    worker = threading.Thread(target=lambda: (verification.run_verification(job.pk), close()))
-    worker.start()
+    worker = in_thread(verification.run_verification, job.pk)
 
     with open(path, "wb") as pipe:
         pieces = [data[i : i + 16384] for i in range(0, len(data), 16384)]
@@ -239,11 +220,6 @@ def test_a_cancelled_restore_drops_its_scratch_database(pg_database, tmp_path, p
     assert job.status == "cancelled", job.summary
     assert scratch_databases(pg_server) == []
 
-
-def close():
-    from django.db import connection
-
-    connection.close()
 
 
 def test_a_sqlite_backup_restores_with_integrity_check(tmp_path):
@@ -416,3 +392,25 @@ def test_restore_tests_can_use_a_separate_verification_server(plan, password_ser
     assert restore.evidence["server"] == f"127.0.0.1:{server['port']}"
     assert server["password"] not in str(restore.evidence) + restore.log + restore.summary
     assert scratch_databases(server) == []
+
+
+def test_only_verifications_that_found_their_source_busy_are_handed_out_again(plan):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    backup = backup_of(plan)
+    running = verification.create_verification("test", backup, "restore", enqueue_it=False)
+    waiting = verification.create_verification("test", backup, "checksum", enqueue_it=False)
+    assert verification.claim_verification(running.pk) == "claimed"
+    assert verification.claim_verification(waiting.pk) == "busy"
+    later = timezone.now() + timedelta(minutes=2)
+    Verification.objects.filter(pk=running.pk).update(heartbeat_at=later)  # still alive then
+
+    assert verification.redispatch_waiting(now=later) == [waiting.pk]
+    # The handed-out task found the source still busy and marked it afresh: it is
+    # handed out again only a minute after that, so copies never pile up in the queue.
+    assert Verification.objects.get(pk=waiting.pk).status == "queued"
+    assert verification.redispatch_waiting(now=timezone.now() + timedelta(seconds=30)) == []
+    fresh = Verification.objects.create(backup=backup, source=backup.source, kind="checksum")  # never tried yet
+    assert fresh.pk not in verification.redispatch_waiting(now=later)  # never found busy: left in the queue

@@ -123,16 +123,14 @@ def test_one_failing_destination_does_not_stop_the_other(tmp_path):
 
 
 def test_when_every_destination_fails_the_dump_stops_and_nothing_is_left(tmp_path):
-    storage = LocalStorage(tmp_path)
     dump = ListDump(sample_chunks() * 20)
     writers = {"full": FailingWriter(fail_after=10000), "also-full": FailingWriter(fail_after=20000)}
-    writers_seen = dict(writers)
 
     with pytest.raises(StorageError, match="Every destination failed"):
         run_pipeline(dump, compression="none", writers=writers)
 
     assert dump.cancelled.is_set()
-    assert all(writer.aborted for writer in writers_seen.values())
+    assert all(writer.aborted for writer in writers.values())
     assert list(tmp_path.iterdir()) == []
 
 

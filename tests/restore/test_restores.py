@@ -307,3 +307,25 @@ def test_a_damaged_local_copy_falls_back_to_s3_and_says_so(source_db, backup, tm
         assert "from Off-site S3 (skipped: Local disk:" in fetch["detail"]
     finally:
         pg.drop_database(name)
+
+
+def test_a_restore_whose_worker_died_is_failed_and_its_scratch_database_dropped(source_db, backup):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from catalog import tasks
+    from catalog.engine import dumpers, restorers
+
+    name = restorers.scratch_name(backup.pk)
+    restorers.ScratchDatabase(dumpers.normalize_conninfo(backup.source.conninfo()), name).__enter__()
+    stale = timezone.now() - timedelta(minutes=10)
+    job = RestoreJob.objects.create(backup=backup, source=backup.source, target_database="x", status="running",
+                                    started_at=stale, heartbeat_at=stale, report={"scratch_database": name})
+
+    assert tasks.tick()["swept_restores"] == [job.pk]
+
+    job.refresh_from_db()
+    assert job.status == "failed" and "stopped responding" in job.summary
+    with psycopg.connect(**{**source_db, "dbname": "postgres"}) as conn:
+        assert not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()

@@ -7,20 +7,13 @@ import pytest
 
 from catalog import services
 from restore.models import RestoreJob
-from tests.catalog.helpers import local_destination, make_plan, pg_source
+from tests.catalog.helpers import local_destination, log_in, make_plan, pg_source
 from tests.harness import pg
 from tests.harness.sample_db import create_tricky_database, table_fingerprints
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")
 
-
-def log_in(page, live_server, user):
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", user.username)
-    page.fill("input[name=password]", "correct horse battery")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
 
 
 @pytest.fixture
