@@ -59,7 +59,8 @@ class RestoreJob(Job):
         origin = f"backup #{self.backup_id} of {when}"
         if self.target == self.NEW:
             where = " on the restore server" if self.server == self.OTHER_SERVER else ""
-            return f"Restore {scope} from {origin} into a new database `{self.target_database}`{where}."
+            kind = "file" if self.source.engine == "sqlite" else "database"
+            return f"Restore {scope} from {origin} into a new {kind} `{self.target_database}`{where}."
         if self.mode == self.PREVIEW:
             return f"Compare {scope} of `{self.target_database}` with {origin}; nothing in `{self.target_database}` is changed."
         if self.mode == self.MERGE:

@@ -346,7 +346,8 @@ def outcome_in_words(job):
     if job.mode == RestoreJob.MERGE:
         return f"Inserted {sum(job.report.get('inserted', {}).values())} missing rows; existing rows were left as they were."
     if job.target == RestoreJob.NEW:
-        return f"Restored into the new database {job.target_database}."
+        kind = "file" if job.source.engine == "sqlite" else "database"
+        return f"Restored into the new {kind} {job.target_database}."
     if job.tables:
         return f"Replaced {len(job.tables)} tables of {job.target_database} with the backup's contents."
     kept = job.report.get("previous_database_kept_as")

@@ -14,7 +14,7 @@ from catalog import keyring
 from catalog.engine import restorers
 from catalog.engine.errors import CorruptionError, StorageError
 from catalog.engine.pipeline import restore_stream
-from catalog.services import Refused
+from catalog.services import Refused, size_text
 from restore import engine
 from restore.models import RestoreJob
 
@@ -69,8 +69,11 @@ def preflight(job, directory):
         raise engine.Refusal(f"Cannot write in {directory}")
     free = shutil.disk_usage(directory).free
     if job.backup.raw_bytes > free:
-        raise engine.Refusal(f"Not enough free disk in {directory}: the database needs {job.backup.raw_bytes} bytes, {free} are free")
-    return f"{free} bytes free in {directory}"
+        raise engine.Refusal(
+            f"Not enough free disk in {directory}: the database needs {size_text(job.backup.raw_bytes)}, "
+            f"{size_text(free)} are free"
+        )
+    return f"{size_text(free)} free in {directory}"
 
 
 def restore_to_file(job, temp):
