@@ -154,6 +154,24 @@ VERIFY_SERVER_URL = env("VERIFY_SERVER_URL", "")
 # Another server restores into new databases may go to (libpq URL); empty: none offered.
 RESTORE_SERVER_URL = env("RESTORE_SERVER_URL", "")
 
+# Monitoring. The base URL makes links in alerts absolute.
+SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Outgoing mail for email channels (smtp by default; "console" prints instead).
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT_SECONDS", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "strongroom@localhost")
+# Share of a destination's quota, or of a local disk, above which an alert opens.
+STORAGE_ALERT_SHARE = env_int("STORAGE_ALERT_PERCENT", 80, minimum=1) / 100
+# A backup still queued this long means no worker is taking work.
+STUCK_QUEUED_MINUTES = env_int("STUCK_QUEUED_MINUTES", 15, minimum=1)
+# /metrics answers a token with the read scope, or these client addresses.
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", [])
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -22,6 +22,17 @@ FORMATS_BY_ENGINE = {"postgresql": ("custom", "plain"), "sqlite": ("sqlite",)}
 COMPRESSION_CHOICES = [("zstd", "zstd"), ("gzip", "gzip"), ("none", "None")]
 
 
+# A source's health: see catalog.alerts.health.
+HEALTH_CHOICES = [
+    ("new", "New"),  # nothing expected yet: no enabled plan
+    ("up", "Up"),
+    ("late", "Late"),
+    ("down", "Down"),
+    ("failing", "Failing"),
+    ("paused", "Paused"),
+]
+
+
 class SealedSecrets(models.Model):
     """Secrets kept encrypted in `secret_token`, never rendered back."""
 
@@ -63,6 +74,19 @@ class Source(SealedSecrets):
     sqlite_path = models.CharField("SQLite file", max_length=1000, blank=True)
     rpo_minutes = models.PositiveIntegerField("RPO target (minutes)", null=True, blank=True)
     rto_minutes = models.PositiveIntegerField("RTO target (minutes)", null=True, blank=True)
+    # Monitoring. The deadlines are precomputed whenever a backup finishes or a
+    # plan changes, so that the one-minute tick is an indexed query.
+    grace_minutes = models.PositiveIntegerField(
+        "grace (minutes)", default=120, help_text="How long past the expected interval a backup may be late "
+        "before the source is down.")
+    paused = models.BooleanField("monitoring paused", default=False)
+    status = models.CharField(max_length=20, choices=HEALTH_CHOICES, default="new", db_index=True)
+    status_since = models.DateTimeField(null=True, blank=True)
+    status_reason = models.CharField(max_length=500, blank=True)
+    last_good_at = models.DateTimeField(null=True, blank=True)
+    last_run_failed = models.BooleanField(default=False)
+    late_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    down_at = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -248,6 +272,10 @@ class BackupPlan(models.Model):
     verify_new_backups = models.BooleanField("checksum every new backup", default=True)
     restore_test_days = models.PositiveIntegerField("test-restore every (days)", default=7)
     checksum_all_days = models.PositiveIntegerField("checksum all copies every (days)", default=30)
+    size_tolerance_percent = models.PositiveIntegerField(
+        "size alert tolerance (%)", default=50,
+        help_text="Alert when a backup is this much smaller or larger than the median of the previous 7; "
+        "0 turns the alert off.")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -562,3 +590,9 @@ class AuditEvent(models.Model):
 
     def changes_display(self):
         return json.dumps(self.changes, sort_keys=True, default=str) if self.changes else ""
+
+
+# Monitoring and the API keep their models beside their code; importing them
+# here registers them with the catalog app.
+from catalog.alerts.models import Alert, Channel, Notification, StatusChange  # noqa: E402,F401
+from catalog.api.models import ApiToken  # noqa: E402,F401

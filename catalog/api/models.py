@@ -1,0 +1,41 @@
+"""API tokens: shown once at creation, stored only as a SHA-256 hash."""
+
+import hashlib
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class ApiToken(models.Model):
+    READ, BACKUP = "read", "backup"
+    SCOPE_CHOICES = [(READ, "read: status, backups, metrics"), (BACKUP, "backup: start backups and verifications")]
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="the token's first characters, to recognise it")
+    token_hash = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=list)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(raw_token):
+        return hashlib.sha256(raw_token.encode()).hexdigest()
+
+    def is_expired(self, now=None):
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+    def is_usable(self, now=None):
+        return self.revoked_at is None and not self.is_expired(now)
+
+    def has_scope(self, scope):
+        return scope in self.scopes
