@@ -7,5 +7,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("restores/", include("restore.urls")),
+    path("api/v1/", include("catalog.api.urls")),
     path("", include("catalog.urls")),
 ]

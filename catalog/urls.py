@@ -1,7 +1,7 @@
 from django.urls import path
 
 from catalog import views
-from catalog.views import verifications
+from catalog.views import alerts, channels, tokens, verifications
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -42,4 +42,17 @@ urlpatterns = [
     path("verifications/<int:pk>/progress/", verifications.progress, name="verification_progress"),
     path("verifications/<int:pk>/cancel/", verifications.cancel, name="verification_cancel"),
     path("audit/", views.audit_list, name="audit_list"),
+    # Monitoring (catalog/views/alerts.py): open and past problems.
+    path("alerts/", alerts.listing, name="alert_list"),
+    # Alert channels (catalog/views/channels.py).
+    path("channels/", channels.listing, name="channel_list"),
+    path("channels/new/", channels.new, name="channel_new"),
+    path("channels/<int:pk>/", channels.detail, name="channel_detail"),
+    path("channels/<int:pk>/edit/", channels.edit, name="channel_edit"),
+    path("channels/<int:pk>/delete/", channels.delete, name="channel_delete"),
+    path("channels/<int:pk>/test/", channels.send_test, name="channel_test"),
+    # API tokens (catalog/views/tokens.py).
+    path("tokens/", tokens.listing, name="token_list"),
+    path("tokens/new/", tokens.new, name="token_new"),
+    path("tokens/<int:pk>/revoke/", tokens.revoke, name="token_revoke"),
 ]

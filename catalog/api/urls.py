@@ -1,0 +1,3 @@
+"""(being written) The JSON API under /api/v1/."""
+
+urlpatterns = []
