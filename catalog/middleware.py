@@ -1,8 +1,9 @@
 from django.contrib.auth.views import redirect_to_login
 
 # Reachable without logging in (the admin has its own login); everything else
-# redirects to the login page.
-PUBLIC_PREFIXES = ("/login/", "/static/", "/admin/", "/healthz")
+# redirects to the login page. The API and /metrics check their own bearer
+# tokens (or the metrics allow-list) and answer 401 rather than redirect.
+PUBLIC_PREFIXES = ("/login/", "/static/", "/admin/", "/healthz", "/api/", "/metrics")
 
 
 class LoginRequiredEverywhere:
