@@ -171,6 +171,12 @@ STORAGE_ALERT_SHARE = env_int("STORAGE_ALERT_PERCENT", 80, minimum=1) / 100
 STUCK_QUEUED_MINUTES = env_int("STUCK_QUEUED_MINUTES", 15, minimum=1)
 # /metrics answers a token with the read scope, or these client addresses.
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", [])
+# Alert channels: each HTTP request waits this long for an answer; after a
+# connection error, a timeout, 429 or 5xx a channel is tried again after each
+# of these pauses (seconds), so four attempts in all.
+NOTIFY_HTTP_TIMEOUT = env_int("NOTIFY_HTTP_TIMEOUT_SECONDS", 10, minimum=1)
+NOTIFY_RETRY_DELAYS = (1, 4, 15)
+PAGERDUTY_EVENTS_URL = env("PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue")
 
 LOGGING = {
     "version": 1,

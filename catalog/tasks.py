@@ -19,6 +19,13 @@ def run_verification(verification_id):
     return result.status if result else "not claimed"
 
 
+def send_alert_notifications(alert_id, event):
+    """Tells the channels about an alert that opened or resolved (see catalog.alerts.notify)."""
+    from catalog.alerts import notify
+
+    return notify.send_for_alert(alert_id, event)
+
+
 def run_scheduled_plan(plan_id):
     backup = services.run_scheduled_plan(plan_id)
     return backup.status if backup else "skipped"

@@ -1,12 +1,185 @@
-"""(being written) Telling channels about alerts.
+"""Telling channels about alerts, and configuring the channels.
 
-Interface used by the monitoring code: dispatch(alert, event) with event one of
-Notification.OPENED / Notification.RESOLVED. It must be called inside or after
-the transaction that opened or resolved the alert; it queues the sending (a
-django-q task taking the alert id) on commit, so a slow channel never holds up
-a backup or the tick."""
+The monitoring code calls dispatch(alert, event) with event one of
+Notification.OPENED / Notification.RESOLVED, inside or after the transaction
+that opened or resolved the alert. The sending is queued (a django-q task
+taking the alert id) on commit, so a slow channel never holds up a backup or
+the tick; the task calls send_for_alert."""
+
+import logging
+import secrets as random_secrets
+import time
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from catalog import audit
+from catalog.alerts.models import Alert, Channel, Notification
+from catalog.alerts.transports import DeliveryError, Message, PermanentError, TransientError, transport_for, when
+
+log = logging.getLogger(__name__)
+
+# Who disables a channel that failed for good while sending an alert.
+MONITOR = "monitor"
 
 
 def dispatch(alert, event):
     """Queues notifications about `alert` for every channel that wants them."""
-    return None
+    from django_q.tasks import async_task
+
+    alert_id = alert.pk
+    transaction.on_commit(lambda: async_task(
+        "catalog.tasks.send_alert_notifications", alert_id, event, task_name=f"notify-{alert_id}-{event}"))
+
+
+def recipients(alert, event):
+    """The enabled channels to tell about `alert` for `event`.
+
+    A problem goes to the channels subscribed to its kind. A recovery goes to
+    the channels subscribed to recoveries and to the problem's kind (a channel
+    never told of a problem is not told it is over), and always to a PagerDuty
+    channel that opened an incident for it, or the incident would stay open."""
+    channels = Channel.objects.filter(enabled=True)
+    if event == Notification.OPENED:
+        return [channel for channel in channels if channel.wants(alert.kind)]
+    triggered = set(alert.notifications.filter(
+        event=Notification.OPENED, status=Notification.SENT, channel__kind=Channel.PAGERDUTY,
+    ).values_list("channel_id", flat=True))
+    return [channel for channel in channels
+            if channel.pk in triggered or (channel.wants(Channel.RECOVERY) and channel.wants(alert.kind))]
+
+
+def send_for_alert(alert_id, event):
+    """Sends `event` about the alert to each channel that wants it, once.
+
+    The Notification row is written before sending: its unique (channel,
+    alert, event) makes a task delivered twice a no-op for the channels already
+    done. A channel that fails never stops the others. Returns {channel name:
+    status}."""
+    alert = Alert.objects.select_related("source").filter(pk=alert_id).first()
+    if alert is None:
+        return {}
+    message = Message.from_alert(alert, event)
+    outcome = {}
+    for channel in recipients(alert, event):
+        notification = claim(channel, alert, event)
+        if notification is None:
+            continue
+        try:
+            deliver(channel, message, notification, actor=MONITOR)
+        except Exception:  # a bug in one transport must not silence the others
+            log.exception("Notifying channel %s about alert %s failed", channel.pk, alert_id)
+            record_result(notification, Notification.FAILED, notification.attempts, "Internal error while sending")
+        outcome[channel.name] = notification.status
+    return outcome
+
+
+def claim(channel, alert, event):
+    """The new Notification for (channel, alert, event), or None when another
+    delivery of the task already has it."""
+    try:
+        with transaction.atomic():
+            return Notification.objects.create(
+                channel=channel, alert=alert, event=event, status=Notification.FAILED, attempts=0,
+                error="Not sent yet: sending, or the worker stopped before an answer came.",
+            )
+    except IntegrityError:
+        return None
+
+
+def send_test(actor, channel):
+    """Sends a clearly labelled test message now; returns its Notification.
+    Works on a disabled channel too, to check it before enabling it again."""
+    notification = Notification.objects.create(channel=channel, event=Notification.TEST,
+                                               status=Notification.FAILED, attempts=0)
+    deliver(channel, Message.for_test(channel), notification, actor=actor)
+    audit.record(actor, "channel.tested", channel, {"status": notification.status, "error": notification.error})
+    return notification
+
+
+def deliver(channel, message, notification, *, actor):
+    """Tries the channel's transport, again after each of NOTIFY_RETRY_DELAYS
+    when the failure may pass; records the outcome on `notification`; disables
+    the channel when it fails for good."""
+    transport = transport_for(channel)
+    attempts, error = 0, ""
+    for pause in (0, *settings.NOTIFY_RETRY_DELAYS):
+        if pause:
+            time.sleep(pause)
+        attempts += 1
+        try:
+            transport.notify(message)
+        except TransientError as exc:
+            error = redact(str(exc), channel)
+            continue
+        except PermanentError as exc:
+            error = redact(str(exc), channel)
+            record_result(notification, Notification.FAILED, attempts, error)
+            disable_channel(actor, channel, error)
+            return notification
+        except DeliveryError as exc:
+            error = redact(str(exc), channel)
+            break
+        return record_result(notification, Notification.SENT, attempts, "")
+    return record_result(notification, Notification.FAILED, attempts, error)
+
+
+def record_result(notification, status, attempts, error):
+    notification.status, notification.attempts, notification.error = status, attempts, error[:500]
+    notification.save(update_fields=["status", "attempts", "error"])
+    return notification
+
+
+def redact(text, channel):
+    """Belt and braces: no stored secret survives in an error text."""
+    for value in channel.secrets().values():
+        if value and len(value) >= 4:
+            text = text.replace(value, "…")
+    return text
+
+
+@transaction.atomic
+def disable_channel(actor, channel, error):
+    """Stops sending to a channel whose URL, key or addresses are wrong, and
+    says why on its page until someone fixes it and enables it again."""
+    now = timezone.now()
+    reason = f"{error.rstrip('.')} on {when(now)}; fix the {transport_for(channel).fix_what} and enable the channel again."
+    reason = reason if len(reason) <= 500 else error[:400] + f"… on {when(now)}; fix it and enable the channel again."
+    changed = Channel.objects.filter(pk=channel.pk, enabled=True).update(
+        enabled=False, disabled_reason=reason, disabled_at=now)
+    channel.enabled, channel.disabled_reason, channel.disabled_at = False, reason, now
+    if changed:
+        audit.record(actor, "channel.disabled", channel, {"enabled": False, "disabled_reason": reason})
+
+
+# --- configuring channels ------------------------------------------------------
+
+
+@transaction.atomic
+def save_channel(actor, channel, *, changed_fields=(), secrets=None, new_webhook_secret=False):
+    """Saves a channel with its sealed secrets. Returns the webhook secret when
+    one was generated (the only time anyone sees it), else ""."""
+    created = channel.pk is None
+    names = transport_for(channel).secret_names
+    given = {name: value for name, value in (secrets or {}).items() if value and name in names}
+    kept = {name: value for name, value in channel.secrets().items() if name in names}
+    generated = ""
+    if channel.kind == Channel.WEBHOOK and not given.get("secret") and (new_webhook_secret or not kept.get("secret")):
+        generated = given["secret"] = random_secrets.token_urlsafe(32)
+    # Secrets of another kind (the channel changed kind) are dropped, not kept sealed for nothing.
+    channel.secret_token = ""
+    channel.set_secrets(**{**kept, **given})
+    if channel.enabled:
+        channel.disabled_reason, channel.disabled_at = "", None
+    channel.save()
+    changes = audit.describe_changes(channel, [name for name in changed_fields if name not in names])
+    changes.update({name: "changed" for name in sorted(given)})
+    audit.record(actor, "channel.created" if created else "channel.changed", channel, changes)
+    return generated
+
+
+@transaction.atomic
+def delete_channel(actor, channel):
+    audit.record(actor, "channel.deleted", channel, {"name": channel.name, "kind": channel.kind})
+    channel.delete()

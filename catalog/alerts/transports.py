@@ -1,0 +1,428 @@
+"""How each kind of channel is told: one transport class per kind, all with
+the same interface, `Transport(channel).notify(message)`.
+
+A transport makes one attempt and raises:
+- TransientError when trying again later may work (connection refused,
+  timeout, 429, 5xx, a 4xx from the mail server): notify.deliver retries;
+- PermanentError when the channel itself is wrong (400/401/403/404/410, the
+  mail server refusing the recipients): notify.deliver disables the channel;
+- DeliveryError for anything else that failed.
+
+Error messages are written for the channel page and never contain the secret
+URL or key (Slack and PagerDuty URLs and keys are secrets)."""
+
+import hashlib
+import hmac
+import json
+import smtplib
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.mail import EmailMessage, get_connection
+from django.utils import timezone
+
+from catalog.alerts.models import Alert, Channel, Notification
+
+
+class DeliveryError(Exception):
+    """The channel was not told."""
+
+
+class TransientError(DeliveryError):
+    """Worth another attempt after a pause."""
+
+
+class PermanentError(DeliveryError):
+    """The channel's configuration is wrong; more attempts will not help."""
+
+
+# --- what is said ------------------------------------------------------------
+
+# What the on-call engineer reads first, by alert kind.
+HEADLINES = {
+    Alert.SOURCE_HEALTH: "DOWN",
+    Alert.BACKUP_PARTIAL: "PARTIAL BACKUP",
+    Alert.VERIFICATION_FAILED: "VERIFICATION FAILED",
+    Alert.RESTORE_FAILED: "RESTORE FAILED",
+    Alert.STORAGE_FULL: "STORAGE FULL",
+    Alert.SIZE_ANOMALY: "UNUSUAL BACKUP SIZE",
+    Alert.THREE_TWO_ONE: "3-2-1 NOT MET",
+    Alert.STUCK_JOB: "STUCK JOB",
+}
+
+
+def when(moment):
+    """A moment in the site's time zone, e.g. 2026-11-26 03:12 UTC."""
+    if moment is None:
+        return ""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def how_long(seconds):
+    """A duration in words for people: 45 s, 12 min, 2 h 14 min, 3 d 2 h."""
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min"
+    return f"{seconds} s"
+
+
+@dataclass(frozen=True)
+class Message:
+    """Everything a transport needs to say, with no secret and no model: made
+    from an Alert (or for a test) before any transport sees it."""
+
+    event: str  # Notification.OPENED / RESOLVED / TEST
+    kind: str  # an Alert kind, or "test"
+    key: str
+    severity: str  # Alert.CRITICAL / WARNING
+    title: str
+    detail: str
+    source_id: int | None
+    source_name: str
+    opened_at: datetime
+    resolved_at: datetime | None
+    resolution: str
+    link: str  # absolute
+    alert_id: int | None = None
+    problem: str = "PROBLEM"  # DOWN, FAILING, STORAGE FULL …
+
+    @classmethod
+    def from_alert(cls, alert, event):
+        source = alert.source
+        problem = HEADLINES.get(alert.kind, "PROBLEM")
+        if alert.kind == Alert.SOURCE_HEALTH and source and source.status == "failing":
+            problem = "FAILING"
+        return cls(
+            event=event, kind=alert.kind, key=alert.key, severity=alert.severity, title=alert.title,
+            detail=alert.detail, source_id=source.pk if source else None, source_name=source.name if source else "",
+            opened_at=alert.opened_at, resolved_at=alert.resolved_at, resolution=alert.resolution,
+            link=absolute(alert.url or (source.get_absolute_url() if source else "/alerts/")),
+            alert_id=alert.pk, problem=problem,
+        )
+
+    @classmethod
+    def for_test(cls, channel):
+        now = timezone.now()
+        return cls(
+            event=Notification.TEST, kind="test", key=f"channel:{channel.pk}", severity=Alert.WARNING,
+            title=f"Test message for the channel “{channel.name}”",
+            detail="Someone pressed “Send test” in Strongroom. Nothing is wrong; no action is needed.",
+            source_id=None, source_name="", opened_at=now, resolved_at=None, resolution="",
+            link=absolute(channel.get_absolute_url()),
+        )
+
+    @property
+    def is_recovery(self):
+        return self.event == Notification.RESOLVED
+
+    @property
+    def is_test(self):
+        return self.event == Notification.TEST
+
+    def headline(self):
+        """DOWN, RECOVERED, TEST …: the first word of a subject or a Slack message."""
+        if self.is_test:
+            return "TEST"
+        if self.is_recovery:
+            return "RECOVERED"
+        return self.problem
+
+    def subject(self):
+        """E.g. "DOWN: Inventory DB", "RECOVERED: Inventory DB"."""
+        about = self.source_name or self.title
+        if self.is_test:
+            about = self.title
+        return f"{self.headline()}: {about}"
+
+    def open_for(self):
+        end = self.resolved_at or timezone.now()
+        return how_long((end - self.opened_at).total_seconds())
+
+    def lines(self):
+        """The plain-text body shared by email and webhook-like channels."""
+        if self.is_test:
+            return [self.title, self.detail, "", f"Channel page: {self.link}"]
+        lines = [self.title]
+        if self.source_name:
+            lines.append(f"Source: {self.source_name}")
+        if self.is_recovery:
+            lines.append(f"Recovered: {when(self.resolved_at)}, after {self.open_for()} "
+                         f"(the problem started {when(self.opened_at)})")
+            if self.resolution:
+                lines.append(f"How: {self.resolution}")
+            lines.append(f"The problem was: {self.detail or self.title}")
+        else:
+            lines.append(f"What is wrong: {self.detail or self.title}")
+            lines.append(f"Since: {when(self.opened_at)} ({self.open_for()} ago)")
+            lines.append(f"Severity: {self.severity}")
+        lines += ["", f"Details: {self.link}"]
+        return lines
+
+    def text(self):
+        return "\n".join(self.lines())
+
+
+def absolute(path):
+    return path if path.startswith(("http://", "https://")) else settings.SITE_URL + path
+
+
+# --- transports ----------------------------------------------------------------
+
+
+class Transport:
+    # Secrets this kind keeps sealed, by name in Channel.secrets().
+    secret_names = ()
+    # What to fix when the channel is disabled, e.g. "webhook URL".
+    fix_what = "settings"
+
+    def __init__(self, channel):
+        self.channel = channel
+
+    def notify(self, message):
+        raise NotImplementedError
+
+    def target_display(self):
+        """Where messages go, fit for a page: secrets left out."""
+        raise NotImplementedError
+
+    def secrets(self):
+        return self.channel.secrets()
+
+
+class Email(Transport):
+    fix_what = "addresses"
+
+    def recipients(self):
+        return [address.strip() for address in self.channel.email_to.split(",") if address.strip()]
+
+    def target_display(self):
+        return ", ".join(self.recipients())
+
+    def notify(self, message):
+        email = EmailMessage(
+            subject=f"[{settings.SITE_NAME}] {message.subject()}",
+            body=message.text() + f"\n\n-- \nSent by {settings.SITE_NAME} to the channel “{self.channel.name}”.\n",
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=self.recipients(),
+            connection=get_connection(fail_silently=False),
+        )
+        try:
+            email.send()
+        except smtplib.SMTPRecipientsRefused as exc:
+            refused = ", ".join(f"{address} ({code} {reason_text(reason)})"
+                                for address, (code, reason) in exc.recipients.items())
+            raise PermanentError(f"The mail server refused {refused}") from None
+        except smtplib.SMTPResponseException as exc:
+            # 4xx: try again later; 5xx (sender refused, message rejected, bad
+            # login): the mail settings are wrong, not this channel.
+            error = TransientError if 400 <= exc.smtp_code < 500 else DeliveryError
+            raise error(f"The mail server answered {exc.smtp_code} {reason_text(exc.smtp_error)}") from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TransientError(f"Could not reach the mail server {settings.EMAIL_HOST}:{settings.EMAIL_PORT}: "
+                                 f"{exc or type(exc).__name__}") from None
+
+
+def reason_text(reason):
+    return reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+
+
+class Slack(Transport):
+    secret_names = ("url",)
+    fix_what = "webhook URL"
+    COLOURS = {Alert.CRITICAL: "#d92d20", Alert.WARNING: "#f79009", "recovery": "#12b76a", "test": "#2f5fd0"}
+
+    def target_display(self):
+        return secret_url_display(self.secrets().get("url", ""))
+
+    def payload(self, message):
+        colour = self.COLOURS["test" if message.is_test else "recovery" if message.is_recovery else message.severity]
+        fields = []
+        if message.source_name:
+            fields.append({"title": "Source", "value": slack_escape(message.source_name), "short": True})
+        if message.is_recovery:
+            fields.append({"title": "Was open for", "value": message.open_for(), "short": True})
+        elif not message.is_test:
+            fields.append({"title": "Since", "value": when(message.opened_at), "short": True})
+            fields.append({"title": "Severity", "value": message.severity, "short": True})
+        text = slack_escape(message.resolution or message.detail) if message.is_recovery else slack_escape(message.detail)
+        return {
+            "text": f"*{slack_escape(message.subject())}*  <{message.link}|Open in {slack_escape(settings.SITE_NAME)}>",
+            "attachments": [{
+                "color": colour, "fallback": slack_escape(message.text()),
+                "title": slack_escape(message.title), "title_link": message.link,
+                "text": text, "fields": fields, "footer": slack_escape(settings.SITE_NAME),
+                "ts": int(message.opened_at.timestamp()),
+            }],
+        }
+
+    def notify(self, message):
+        post_json(self.secrets()["url"], self.payload(message), service="Slack")
+
+
+def slack_escape(text):
+    """Slack reads &, < and > as markup."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class Webhook(Transport):
+    secret_names = ("secret",)
+    fix_what = "URL"
+    SIGNATURE_HEADER = "X-Strongroom-Signature"
+
+    def target_display(self):
+        return public_url_display(self.channel.url)
+
+    @staticmethod
+    def payload(message):
+        return {
+            "event": message.event,
+            "alert_id": message.alert_id,
+            "kind": message.kind,
+            "key": message.key,
+            "severity": message.severity,
+            "title": message.title,
+            "detail": message.detail,
+            "source": {"id": message.source_id, "name": message.source_name} if message.source_id else None,
+            "opened_at": message.opened_at.isoformat(),
+            "resolved_at": message.resolved_at.isoformat() if message.resolved_at else None,
+            "resolution": message.resolution,
+            "url": message.link,
+            "sent_at": timezone.now().isoformat(),
+        }
+
+    @staticmethod
+    def signature(secret, body):
+        return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+    def notify(self, message):
+        body = json.dumps(self.payload(message)).encode()
+        headers = {
+            self.SIGNATURE_HEADER: self.signature(self.secrets()["secret"], body),
+            "X-Strongroom-Event": message.event,
+        }
+        post(self.channel.url, body, headers, service="The webhook", url_is_secret=False)
+
+
+class PagerDuty(Transport):
+    secret_names = ("routing_key",)
+    fix_what = "routing key"
+
+    def target_display(self):
+        return "PagerDuty Events API v2 (routing key stored encrypted)"
+
+    @staticmethod
+    def dedup_key(message):
+        """The same for an alert's trigger and resolve, so PagerDuty closes the incident."""
+        if message.alert_id is None:
+            return f"strongroom-test-{message.key}-{int(message.opened_at.timestamp())}"
+        return f"strongroom-{message.kind}-{message.key}-{message.alert_id}"
+
+    def payload(self, message):
+        event = {
+            "routing_key": self.secrets()["routing_key"],
+            "event_action": "resolve" if message.is_recovery else "trigger",
+            "dedup_key": self.dedup_key(message),
+        }
+        if message.is_recovery:
+            return event  # PagerDuty reads only the key for a resolve
+        event["payload"] = {
+            "summary": f"{message.subject()} — {message.detail or message.title}"[:1024],
+            "source": message.source_name or settings.SITE_NAME,
+            "severity": "info" if message.is_test else message.severity,
+            "timestamp": message.opened_at.isoformat(),
+            "component": message.source_name or None,
+            "class": message.kind,
+            "custom_details": {"title": message.title, "detail": message.detail, "key": message.key,
+                               "opened_at": when(message.opened_at)},
+        }
+        event["links"] = [{"href": message.link, "text": f"Open in {settings.SITE_NAME}"}]
+        event["client"] = settings.SITE_NAME
+        event["client_url"] = settings.SITE_URL
+        return event
+
+    def notify(self, message):
+        post_json(settings.PAGERDUTY_EVENTS_URL, self.payload(message), service="PagerDuty")
+
+
+TRANSPORTS = {Channel.EMAIL: Email, Channel.SLACK: Slack, Channel.WEBHOOK: Webhook, Channel.PAGERDUTY: PagerDuty}
+
+
+def transport_for(channel):
+    return TRANSPORTS[channel.kind](channel)
+
+
+# --- HTTP ------------------------------------------------------------------------
+
+# Answers that say the URL or key is wrong: the channel is disabled.
+PERMANENT_STATUSES = {400, 401, 403, 404, 410}
+
+
+def post_json(url, payload, *, service, url_is_secret=True):
+    return post(url, json.dumps(payload).encode(), {}, service=service, url_is_secret=url_is_secret)
+
+
+def post(url, body, headers, *, service, url_is_secret=True):
+    """POSTs a JSON body; raises a DeliveryError subclass that names `service`
+    and never the URL when it is a secret (urllib puts it in some messages)."""
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "User-Agent": f"{settings.SITE_NAME} alerts", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=settings.NOTIFY_HTTP_TIMEOUT) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        answer = f"{service} answered {exc.code} {exc.reason}"
+        said = response_excerpt(exc)
+        if said:
+            answer += f": {said}"
+        if exc.code in PERMANENT_STATUSES:
+            raise PermanentError(answer) from None
+        if exc.code in (408, 429) or exc.code >= 500:
+            raise TransientError(answer) from None
+        raise DeliveryError(answer) from None
+    except urllib.error.URLError as exc:
+        raise TransientError(f"Could not reach {service_target(service, url, url_is_secret)}: {exc.reason}") from None
+    except (TimeoutError, socket.timeout):
+        raise TransientError(f"{service} did not answer within {settings.NOTIFY_HTTP_TIMEOUT} s") from None
+    except (ConnectionError, OSError) as exc:
+        raise TransientError(f"Could not reach {service_target(service, url, url_is_secret)}: {exc}") from None
+
+
+def response_excerpt(exc, limit=200):
+    try:
+        text = exc.read(limit + 1).decode(errors="replace")
+    except Exception:  # the answer is a courtesy: its absence is no error
+        return ""
+    text = " ".join(text.split())
+    return text[:limit] + "…" if len(text) > limit else text
+
+
+def service_target(service, url, url_is_secret):
+    name = service[4:] if service.startswith("The ") else service
+    return name if url_is_secret else f"{name} at {public_url_display(url)}"
+
+
+def secret_url_display(url):
+    """hooks.slack.com/… : enough to recognise, nothing to abuse."""
+    host = urlsplit(url).hostname if url else ""
+    return f"{host}/…" if host else "not set"
+
+
+def public_url_display(url):
+    """A URL with any password in it replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
