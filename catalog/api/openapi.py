@@ -1,0 +1,246 @@
+"""The OpenAPI 3.1 document served at /api/v1/openapi.json.
+
+Written by hand beside catalog.api.serialize, whose dicts it describes; the
+enums come from the models so that they cannot drift. The schemathesis test
+in tests/api checks every response against it."""
+
+from catalog.models import HEALTH_CHOICES, Backup, Copy, Destination, Verification
+
+
+def ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema):
+    if "$ref" in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def obj(properties, required=None):
+    return {"type": "object", "properties": properties, "required": required or list(properties)}
+
+
+def choices(pairs):
+    return {"type": "string", "enum": [value for value, _ in pairs]}
+
+
+ID = {"type": "integer", "minimum": 1}
+TEXT = {"type": "string"}
+WHEN = {"type": "string", "format": "date-time"}
+BYTES = {"type": "integer", "minimum": 0}
+URL = {"type": "string", "format": "uri"}
+BACKUP_STATUS = choices(Backup.STATUS_CHOICES)
+
+SCHEMAS = {
+    "Error": {**obj({"error": {"type": "string", "description": "what went wrong, in words"}}),
+              "example": {"error": "This API token was revoked at 2026-01-31 03:00 UTC."}},
+    "BackupSummary": obj({"id": ID, "status": BACKUP_STATUS, "created_at": WHEN, "finished_at": nullable(WHEN)}),
+    "VerificationSummary": obj({
+        "id": ID, "kind": choices(Verification.KIND_CHOICES), "status": choices(Verification.STATUS_CHOICES),
+        "finished_at": nullable(WHEN),
+    }),
+    "SourceHealth": obj({
+        "id": ID,
+        "name": TEXT,
+        "status": choices(HEALTH_CHOICES),
+        "status_since": nullable(WHEN),
+        "reason": {**TEXT, "description": "why the source has this status"},
+        "paused": {"type": "boolean"},
+        "last_good_backup_at": nullable(WHEN),
+        "late_at": {**nullable(WHEN), "description": "when the source turns late without a new good backup"},
+        "down_at": {**nullable(WHEN), "description": "when the source turns down: its RPO is breached"},
+        "rpo_minutes": nullable({"type": "integer"}),
+        "rto_minutes": nullable({"type": "integer"}),
+        "last_backup": nullable(ref("BackupSummary")),
+        "last_verification": nullable(ref("VerificationSummary")),
+    }),
+    "DestinationUsage": obj({
+        "id": ID,
+        "name": TEXT,
+        "kind": choices(Destination.KIND_CHOICES),
+        "offsite": {"type": "boolean"},
+        "used_bytes": BYTES,
+        "quota_bytes": nullable(BYTES),
+        "share": {**nullable({"type": "number"}), "description": "used bytes as a share of the quota (0.8 = 80 %)"},
+    }),
+    "Status": obj({
+        "status": {**choices([("up", ""), ("late", ""), ("failing", ""), ("down", "")]),
+                   "description": "the worst status of the unpaused sources; up when all are up or new"},
+        "checked_at": WHEN,
+        "sources": {"type": "array", "items": ref("SourceHealth")},
+        "destinations": {"type": "array", "items": ref("DestinationUsage")},
+    }),
+    "Named": obj({"id": ID, "name": TEXT}),
+    "BackupLinks": obj({"self": {**URL, "description": "this backup in the API"},
+                        "page": {**URL, "description": "this backup's page"}}),
+    "Backup": obj({
+        "id": ID,
+        "source": ref("Named"),
+        "plan": nullable(ref("Named")),
+        "status": BACKUP_STATUS,
+        "label": TEXT,
+        "trigger": choices(Backup.TRIGGER_CHOICES),
+        "format": TEXT,
+        "compression": TEXT,
+        "encrypted": {"type": "boolean"},
+        "created_at": WHEN,
+        "started_at": nullable(WHEN),
+        "finished_at": nullable(WHEN),
+        "duration_seconds": nullable({"type": "number"}),
+        "raw_bytes": BYTES,
+        "stored_bytes": BYTES,
+        "sha256": {**TEXT, "description": "SHA-256 of the stored bytes (hex); empty until known"},
+        "pinned": {"type": "boolean"},
+        "legal_hold": {"type": "boolean"},
+        "pruned_at": nullable(WHEN),
+        "error": TEXT,
+        "links": ref("BackupLinks"),
+    }),
+    "Copy": obj({
+        "id": ID,
+        "destination": obj({"id": ID, "name": TEXT, "kind": choices(Destination.KIND_CHOICES)}),
+        "status": choices(Copy.STATUS_CHOICES),
+        "size": BYTES,
+        "sha256": TEXT,
+        "durable_at": nullable(WHEN),
+        "verified_at": nullable(WHEN),
+        "pruned_at": nullable(WHEN),
+        "locked_until": nullable(WHEN),
+    }),
+    "BackupDetail": {"allOf": [ref("Backup"), obj({
+        "phase": TEXT,
+        "server_version": TEXT,
+        "tool_version": TEXT,
+        "table_counts": {"type": "object", "additionalProperties": {"type": "integer"},
+                         "description": "rows per table in the backup's snapshot"},
+        "hold_reason": TEXT,
+        "copies": {"type": "array", "items": ref("Copy")},
+    })]},
+    "BackupPage": obj({
+        "count": {**BYTES, "description": "backups matching the filters, on all pages"},
+        "limit": ID,
+        "offset": BYTES,
+        "next": nullable(URL),
+        "previous": nullable(URL),
+        "results": {"type": "array", "items": ref("Backup")},
+    }),
+    "StartBackup": obj({
+        "plan": {**ID, "description": "the plan to run"},
+        "label": {"type": "string", "maxLength": 100, "pattern": "^[-a-zA-Z0-9_]*$",
+                  "description": "optional, e.g. pre-migration-backup"},
+    }, required=["plan"]),
+    "BackupQueued": obj({
+        "id": ID, "status": BACKUP_STATUS, "label": TEXT, "trigger": {"type": "string", "enum": ["api"]},
+        "url": {**URL, "description": "poll this for the outcome"},
+    }),
+    "StartVerification": obj({"kind": {**choices(Verification.KIND_CHOICES), "default": "checksum"}}, required=[]),
+    "Verification": obj({
+        "id": ID,
+        "backup": ID,
+        "kind": choices(Verification.KIND_CHOICES),
+        "status": choices(Verification.STATUS_CHOICES),
+        "created_at": WHEN,
+        "finished_at": nullable(WHEN),
+        "summary": TEXT,
+        "links": obj({"page": URL}),
+    }),
+}
+
+ERRORS = {
+    400: "Bad JSON or bad values; the message says which.",
+    401: "No token, a malformed Authorization header, or an unknown, expired or revoked token.",
+    403: "The token lacks the scope this request needs.",
+    404: "No such backup.",
+    409: "The plan or backup cannot do this now (already running, no destination, no stored copy…).",
+}
+
+
+def json_content(schema):
+    return {"application/json": {"schema": schema}}
+
+
+def responses(success_code, success_schema, description, *error_codes):
+    answers = {str(success_code): {"description": description, "content": json_content(success_schema)}}
+    for code in (401, 403) + error_codes:
+        answers[str(code)] = {"description": ERRORS[code], "content": json_content(ref("Error"))}
+    return answers
+
+
+def query(name, schema, description):
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+BACKUP_ID = {"name": "id", "in": "path", "required": True, "schema": ID, "description": "the backup's id"}
+
+PATHS = {
+    "/status": {"get": {
+        "operationId": "getStatus",
+        "summary": "Are we safe? Health of every source, last backups and verifications, storage use.",
+        "x-scope": "read",
+        "responses": responses(200, ref("Status"), "Overall and per-source health"),
+    }},
+    "/backups": {
+        "get": {
+            "operationId": "listBackups",
+            "summary": "Backups, newest first, filtered and paginated.",
+            "x-scope": "read",
+            "parameters": [
+                query("source", ID, "only backups of this source (id)"),
+                query("plan", ID, "only backups of this plan (id)"),
+                query("status", BACKUP_STATUS, "only backups with this status"),
+                query("label", {"type": "string", "maxLength": 100}, "only backups with exactly this label"),
+                query("since", WHEN, "created at or after this moment (ISO 8601)"),
+                query("until", WHEN, "created before this moment (ISO 8601)"),
+                query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"),
+                query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
+                      "how many matching backups to skip"),
+            ],
+            "responses": responses(200, ref("BackupPage"), "One page of backups", 400),
+        },
+        "post": {
+            "operationId": "startBackup",
+            "summary": "Start a backup of a plan now, with a label (\"pre-migration-backup\"); poll its url.",
+            "x-scope": "backup",
+            "requestBody": {"required": True, "content": json_content(ref("StartBackup"))},
+            "responses": responses(202, ref("BackupQueued"), "Queued", 400, 409),
+        },
+    },
+    "/backups/{id}": {"get": {
+        "operationId": "getBackup",
+        "summary": "One backup with its copies, checksums and row counts.",
+        "x-scope": "read",
+        "parameters": [BACKUP_ID],
+        "responses": responses(200, ref("BackupDetail"), "The backup", 404),
+    }},
+    "/backups/{id}/verify": {"post": {
+        "operationId": "verifyBackup",
+        "summary": "Verify a backup: a checksum of every copy (default) or a test restore.",
+        "x-scope": "backup",
+        "parameters": [BACKUP_ID],
+        "requestBody": {"required": False, "content": json_content(ref("StartVerification"))},
+        "responses": responses(202, ref("Verification"), "Queued", 400, 404, 409),
+    }},
+}
+
+
+def openapi_document():
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Strongroom API",
+            "version": "1",
+            "description": (
+                "Token-authenticated JSON API. Administrators create tokens on the API tokens page; send one as "
+                "'Authorization: Bearer <token>'. The read scope allows GET requests (and /metrics), the backup "
+                "scope starting backups and verifications. Every error is {\"error\": \"...\"}."
+            ),
+        },
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearerAuth": []}],
+        "paths": PATHS,
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "an API token"}},
+            "schemas": SCHEMAS,
+        },
+    }

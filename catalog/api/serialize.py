@@ -1,0 +1,141 @@
+"""What the API says about catalog objects: plain dicts for JsonResponse.
+
+Kept apart from the views so that the OpenAPI schemas in catalog.api.openapi
+can be checked against one place. No secret is ever part of these."""
+
+from django.urls import reverse
+
+# How bad a source's health is, for the overall status: the worst one wins.
+# New and paused sources expect nothing, so they count as up.
+SEVERITY = {"new": 0, "paused": 0, "up": 0, "late": 1, "failing": 2, "down": 3}
+
+
+def overall_status(sources):
+    """"up" unless an unpaused source is late, failing or down."""
+    watched = [s.status for s in sources if not s.paused and s.status != "paused"]
+    worst = max(watched, key=lambda status: SEVERITY.get(status, 0), default="up")
+    return worst if SEVERITY.get(worst, 0) else "up"
+
+
+def seconds(duration):
+    return round(duration.total_seconds(), 3) if duration is not None else None
+
+
+def backup_summary(backup):
+    if backup is None:
+        return None
+    return {"id": backup.pk, "status": backup.status, "created_at": backup.created_at, "finished_at": backup.finished_at}
+
+
+def verification_summary(verification):
+    if verification is None:
+        return None
+    return {
+        "id": verification.pk, "kind": verification.kind, "status": verification.status,
+        "finished_at": verification.finished_at,
+    }
+
+
+def source_health(source, last_backup, last_verification):
+    return {
+        "id": source.pk,
+        "name": source.name,
+        "status": source.status,
+        "status_since": source.status_since,
+        "reason": source.status_reason,
+        "paused": source.paused,
+        "last_good_backup_at": source.last_good_at,
+        "late_at": source.late_at,
+        "down_at": source.down_at,
+        "rpo_minutes": source.rpo_minutes,
+        "rto_minutes": source.rto_minutes,
+        "last_backup": backup_summary(last_backup),
+        "last_verification": verification_summary(last_verification),
+    }
+
+
+def destination_usage(destination):
+    """`destination.used` is annotated by the caller (one query for all)."""
+    used, quota = destination.used or 0, destination.quota_bytes()
+    return {
+        "id": destination.pk,
+        "name": destination.name,
+        "kind": destination.kind,
+        "offsite": destination.offsite,
+        "used_bytes": used,
+        "quota_bytes": quota,
+        "share": round(used / quota, 4) if quota else None,
+    }
+
+
+def backup_list_item(request, backup):
+    """A backup as listed; needs source and plan selected with it."""
+    return {
+        "id": backup.pk,
+        "source": {"id": backup.source_id, "name": backup.source.name},
+        "plan": {"id": backup.plan_id, "name": backup.plan.name} if backup.plan_id else None,
+        "status": backup.status,
+        "label": backup.label,
+        "trigger": backup.trigger,
+        "format": backup.format,
+        "compression": backup.compression,
+        "encrypted": backup.encrypted,
+        "created_at": backup.created_at,
+        "started_at": backup.started_at,
+        "finished_at": backup.finished_at,
+        "duration_seconds": seconds(backup.duration()) if backup.finished_at else None,
+        "raw_bytes": backup.raw_bytes,
+        "stored_bytes": backup.stored_bytes,
+        "sha256": backup.sha256,
+        "pinned": backup.pinned,
+        "legal_hold": backup.legal_hold,
+        "pruned_at": backup.pruned_at,
+        "error": backup.error,
+        "links": backup_links(request, backup),
+    }
+
+
+def backup_links(request, backup):
+    return {
+        "self": request.build_absolute_uri(reverse("api_backup", args=[backup.pk])),
+        "page": request.build_absolute_uri(backup.get_absolute_url()),
+    }
+
+
+def copy_detail(copy):
+    return {
+        "id": copy.pk,
+        "destination": {"id": copy.destination_id, "name": copy.destination.name, "kind": copy.destination.kind},
+        "status": copy.status,
+        "size": copy.size,
+        "sha256": copy.sha256,
+        "durable_at": copy.durable_at,
+        "verified_at": copy.verified_at,
+        "pruned_at": copy.pruned_at,
+        "locked_until": copy.locked_until,
+    }
+
+
+def backup_detail(request, backup, copies):
+    return {
+        **backup_list_item(request, backup),
+        "phase": backup.phase,
+        "server_version": backup.server_version,
+        "tool_version": backup.tool_version,
+        "table_counts": backup.table_counts,
+        "hold_reason": backup.hold_reason,
+        "copies": [copy_detail(copy) for copy in copies],
+    }
+
+
+def verification_detail(request, verification):
+    return {
+        "id": verification.pk,
+        "backup": verification.backup_id,
+        "kind": verification.kind,
+        "status": verification.status,
+        "created_at": verification.created_at,
+        "finished_at": verification.finished_at,
+        "summary": verification.summary,
+        "links": {"page": request.build_absolute_uri(verification.get_absolute_url())},
+    }

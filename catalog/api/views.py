@@ -1,0 +1,248 @@
+"""The JSON API under /api/v1/. Views are short: parse, call the same
+services the pages call, answer. Errors are {"error": "..."} with a 4xx code."""
+
+import json
+from datetime import datetime, time, timezone as dt_timezone
+
+from django.db.models import OuterRef, Q, Subquery, Sum
+from django.http import JsonResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from django.views.decorators.csrf import csrf_exempt
+
+from catalog import services, verification
+from catalog.api import serialize, tokens
+from catalog.api.auth import authorize, by_method, error
+from catalog.api.openapi import openapi_document
+from catalog.forms import RunBackupForm
+from catalog.models import Backup, BackupPlan, Copy, Destination, Source, Verification
+
+DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+MAX_OFFSET = 10**9
+MAX_ID = 2**63 - 1  # ids are bigints; a larger one can name nothing
+
+
+class BadRequest(Exception):
+    """Bad input; str() is the message for the caller."""
+
+
+# --- parsing ----------------------------------------------------------------
+
+
+def int_param(params, name, default=None, minimum=1, maximum=MAX_ID):
+    text = params.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, not {text[:50]!r}.") from None
+    if not minimum <= value <= maximum:
+        raise BadRequest(f"{name} must be between {minimum} and {maximum}.")
+    return value
+
+
+def datetime_param(params, name):
+    """An ISO 8601 date-time (or a date, meaning its midnight) as an aware UTC datetime."""
+    text = params.get(name)
+    if not text:
+        return None
+    try:
+        value = parse_datetime(text)
+        if value is None and parse_date(text) is not None:
+            value = datetime.combine(parse_date(text), time.min)
+    except ValueError:
+        value = None
+    if value is None:
+        raise BadRequest(f"{name} must be an ISO 8601 date-time such as 2026-01-31T03:00:00Z, not {text[:50]!r}.")
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value)
+    try:
+        return value.astimezone(dt_timezone.utc)
+    except OverflowError:
+        raise BadRequest(f"{name} is out of range.") from None
+
+
+def text_param(params, name, max_length=100):
+    text = params.get(name)
+    if text and ("\x00" in text or len(text) > max_length):
+        raise BadRequest(f"{name} must be at most {max_length} characters, without NUL characters.")
+    return text or None
+
+
+def json_body(request):
+    """The request's JSON object (an empty body is an empty object)."""
+    if not request.body.strip():
+        return {}
+    try:
+        data = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"The request body is not valid JSON ({exc}).") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return data
+
+
+def handles_bad_requests(view):
+    def wrapped(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except BadRequest as exc:
+            return error(str(exc), 400)
+
+    wrapped.__name__ = view.__name__
+    return wrapped
+
+
+# --- status -----------------------------------------------------------------
+
+
+@authorize("read", "status")
+def status_view(request):
+    last_backup = Backup.objects.filter(source=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")[:1]
+    last_verification = Verification.objects.filter(source=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")[:1]
+    sources = list(Source.objects.annotate(last_backup_id=Subquery(last_backup),
+                                           last_verification_id=Subquery(last_verification)))
+    backups = Backup.objects.in_bulk([s.last_backup_id for s in sources if s.last_backup_id])
+    verifications = Verification.objects.in_bulk([s.last_verification_id for s in sources if s.last_verification_id])
+    destinations = Destination.objects.annotate(used=Sum("copies__size", filter=Q(copies__status=Copy.DURABLE)))
+    return JsonResponse({
+        "status": serialize.overall_status(sources),
+        "checked_at": timezone.now(),
+        "sources": [
+            serialize.source_health(s, backups.get(s.last_backup_id), verifications.get(s.last_verification_id))
+            for s in sources
+        ],
+        "destinations": [serialize.destination_usage(d) for d in destinations],
+    })
+
+
+# --- backups ----------------------------------------------------------------
+
+
+def filtered_backups(params):
+    backups = Backup.objects.select_related("source", "plan").order_by("-created_at", "-pk")
+    if (source := int_param(params, "source")) is not None:
+        backups = backups.filter(source_id=source)
+    if (plan := int_param(params, "plan")) is not None:
+        backups = backups.filter(plan_id=plan)
+    if status := params.get("status"):
+        if status not in dict(Backup.STATUS_CHOICES):
+            raise BadRequest(f"status must be one of {', '.join(dict(Backup.STATUS_CHOICES))}.")
+        backups = backups.filter(status=status)
+    if (label := text_param(params, "label")) is not None:
+        backups = backups.filter(label=label)
+    if since := datetime_param(params, "since"):
+        backups = backups.filter(created_at__gte=since)
+    if until := datetime_param(params, "until"):
+        backups = backups.filter(created_at__lt=until)
+    return backups
+
+
+def page_link(request, offset, limit):
+    query = request.GET.copy()
+    query["offset"], query["limit"] = offset, limit
+    return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+
+
+@authorize("read", "backup_list")
+@handles_bad_requests
+def backup_list(request):
+    """Newest first, `limit` at a time from `offset`: two queries whatever the page size."""
+    limit = int_param(request.GET, "limit", DEFAULT_LIMIT, maximum=MAX_LIMIT)
+    offset = int_param(request.GET, "offset", 0, minimum=0, maximum=MAX_OFFSET)
+    backups = filtered_backups(request.GET)
+    count = backups.count()
+    page = backups[offset:offset + limit]
+    return JsonResponse({
+        "count": count,
+        "limit": limit,
+        "offset": offset,
+        "next": page_link(request, offset + limit, limit) if offset + limit < count else None,
+        "previous": page_link(request, max(offset - limit, 0), limit) if offset > 0 else None,
+        "results": [serialize.backup_list_item(request, backup) for backup in page],
+    })
+
+
+def find_backup(pk):
+    return Backup.objects.select_related("source", "plan").filter(pk=pk).first() if pk <= MAX_ID else None
+
+
+@authorize("read", "backup_detail")
+def backup_detail(request, pk):
+    backup = find_backup(pk)
+    if backup is None:
+        return error(f"No backup with id {pk}.", 404)
+    copies = backup.copies.select_related("destination")
+    return JsonResponse(serialize.backup_detail(request, backup, copies))
+
+
+@authorize("backup", "backup_start")
+@handles_bad_requests
+def backup_start(request):
+    """Queues a backup of a plan, as its page's Run button does, with trigger "api"."""
+    data = json_body(request)
+    plan_id, label = data.get("plan"), data.get("label", "")
+    if isinstance(plan_id, bool) or not isinstance(plan_id, int):
+        raise BadRequest("plan is required: the id of the plan to run, as a number.")
+    if label is None:
+        label = ""
+    if not isinstance(label, str):
+        raise BadRequest("label must be a string.")
+    form = RunBackupForm({"label": label})
+    if not form.is_valid():
+        raise BadRequest("label may use letters, digits, - and _ only, up to 100 characters.")
+    plan = BackupPlan.objects.select_related("source").filter(pk=plan_id).first() if 0 < plan_id <= MAX_ID else None
+    if plan is None:
+        raise BadRequest(f"No plan with id {plan_id}.")
+    try:
+        backup = services.start_backup(tokens.actor_label(request.api_token), plan,
+                                       label=form.cleaned_data["label"], trigger="api")
+    except services.Refused as exc:
+        return error(str(exc), 409)
+    backup.refresh_from_db()  # a synchronous queue (tests) has already run it
+    url = request.build_absolute_uri(reverse("api_backup", args=[backup.pk]))
+    response = JsonResponse({"id": backup.pk, "status": backup.status, "label": backup.label,
+                             "trigger": backup.trigger, "url": url}, status=202)
+    response["Location"] = url
+    return response
+
+
+@authorize("backup", "backup_verify")
+@handles_bad_requests
+def backup_verify(request, pk):
+    """Queues a checksum (default) or a restore test of one backup."""
+    data = json_body(request)
+    kind = data.get("kind", Verification.CHECKSUM)
+    if kind not in dict(Verification.KIND_CHOICES):
+        raise BadRequest(f"kind must be one of {', '.join(dict(Verification.KIND_CHOICES))}.")
+    backup = find_backup(pk)
+    if backup is None:
+        return error(f"No backup with id {pk}.", 404)
+    try:
+        job = verification.create_verification(tokens.actor_label(request.api_token), backup, kind)
+    except services.Refused as exc:
+        return error(str(exc), 409)
+    job.refresh_from_db()
+    return JsonResponse(serialize.verification_detail(request, job), status=202)
+
+
+# --- the rest ---------------------------------------------------------------
+
+
+def openapi_json(request):
+    """Public, like any API's documentation: it holds no data."""
+    return JsonResponse(openapi_document())
+
+
+@csrf_exempt
+def not_found(request, path=""):
+    return error(f"There is no API endpoint at {request.path}; see /api/v1/openapi.json.", 404)
+
+
+status = by_method(GET=status_view)
+backups = by_method(GET=backup_list, POST=backup_start)
+backup = by_method(GET=backup_detail)
+verify = by_method(POST=backup_verify)
+openapi = by_method(GET=openapi_json)
