@@ -155,6 +155,58 @@ class Source(SealedSecrets):
             return False
         return last_restore is None or last_restore.finished_at < (now or timezone.now()) - timedelta(days=min(days))
 
+    # --- health (see catalog.alerts.health, which keeps the stored fields right)
+
+    PROBLEM_STATUSES = ("down", "failing")  # the statuses that open an alert
+
+    def expected_interval(self):
+        """How often a good backup is due: the tightest of its enabled plans."""
+        intervals = [plan.expected_interval() for plan in self.plans.all() if plan.enabled]
+        intervals = [interval for interval in intervals if interval]
+        return min(intervals) if intervals else None
+
+    def grace(self):
+        return timedelta(minutes=self.grace_minutes)
+
+    def deadlines(self, reference, interval):
+        """(late_at, down_at) counted from `reference`, the last good backup or,
+        before the first one, the creation of the first enabled plan."""
+        if reference is None or interval is None:
+            return None, None
+        late_at = reference + interval
+        return late_at, late_at + self.grace()
+
+    def health_at(self, now, last_failure=None):
+        """(status, reason) from the stored monitoring fields alone, so that the
+        tick can judge a source without reading its backups. `last_failure` is
+        the failed backup, when the caller has it, to name it in the reason."""
+        from catalog.alerts.text import duration_text, moment_text
+
+        if self.paused:
+            return "paused", "Monitoring is paused for this source: it raises no alert."
+        if self.late_at is None or self.down_at is None:
+            return "new", "No enabled plan: no backup is expected of this source yet."
+        if self.last_run_failed:
+            if last_failure is not None:
+                return "failing", last_failure.failure_text()
+            if self.status == "failing" and self.status_reason:
+                return "failing", self.status_reason
+            return "failing", "The latest backup of this source failed."
+        grace = duration_text(self.grace())
+        if self.last_good_at is None:
+            waited = f"No good backup yet; the first was due by {moment_text(self.late_at)}"
+        else:
+            every = duration_text(self.late_at - self.last_good_at)
+            waited = f"No good backup for {duration_text(now - self.last_good_at)}; expected every {every}"
+        if now >= self.down_at:
+            return "down", f"{waited} (grace {grace})."
+        if now >= self.late_at:
+            return "late", f"{waited}; down at {moment_text(self.down_at)} unless one succeeds (grace {grace})."
+        if self.last_good_at is None:
+            return "up", f"Waiting for the first good backup, due by {moment_text(self.late_at)}."
+        return "up", (f"Last good backup started {moment_text(self.last_good_at)}; "
+                      f"late after {moment_text(self.late_at)}, down after {moment_text(self.down_at)}.")
+
 
 class Destination(SealedSecrets):
     """Where copies live: a local directory or an S3(-compatible) bucket."""
@@ -298,6 +350,16 @@ class BackupPlan(models.Model):
 
     def last_backup(self):
         return self.backups.order_by("-created_at").first()
+
+    def expected_interval(self, start=None, runs=60):
+        """The longest gap between two runs of the schedule over the next `runs`
+        runs: a daily plan gives 24 h, a weekdays-only plan 72 h (the weekend)."""
+        from catalog.schedules import next_runs
+
+        times = next_runs(self.schedule, runs + 1, start)
+        if len(times) < 2:
+            return None
+        return max(later - earlier for earlier, later in zip(times, times[1:]))
 
     def retention_policy(self):
         return retention.Policy(
@@ -456,6 +518,11 @@ class Backup(Job):
         are cheaper and faster to read than S3."""
         copies = self.copies.filter(status=Copy.DURABLE).select_related("destination")
         return sorted(copies, key=lambda c: (c.destination.kind != "local", c.destination.name))
+
+    def failure_text(self):
+        """What an on-call engineer is told about this failed backup."""
+        plan = f" of plan {self.plan}" if self.plan_id else ""
+        return f"Backup #{self.pk}{plan} failed: {self.error or 'no error was recorded'}"[:500]
 
     def retention_candidate(self):
         return retention.Candidate(

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from catalog import audit, keyring
+from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers, manifest
 from catalog.engine.compression import extension_for
 from catalog.engine.crypto import Encryptor, derive_manifest_key
@@ -56,6 +57,7 @@ def save_source(actor, source, *, changed_fields=(), secrets=None):
     source.save()
     changes = audit.describe_changes(source, list(changed_fields) + sorted(secrets))
     audit.record(actor, "source.create" if created else "source.update", source, changes)
+    monitor.source_changed(source)
     return source
 
 
@@ -105,6 +107,7 @@ def save_plan(actor, plan, *, changed_fields=(), destinations=None):
     sync_plan_schedule(plan)
     changes = audit.describe_changes(plan, changed_fields)
     audit.record(actor, "plan.create" if created else "plan.update", plan, changes)
+    monitor.plan_changed(plan)
     return plan
 
 
@@ -113,6 +116,7 @@ def delete_plan(actor, plan):
     remove_plan_schedule(plan)
     audit.record(actor, "plan.delete", plan, {"name": plan.name})
     plan.delete()
+    monitor.plan_changed(plan)
 
 
 def test_source(source, secrets=None):
@@ -521,6 +525,7 @@ def finish_backup(backup, copies, status, error):
         for copy in copies:
             remove_objects(copy)
     backup.refresh_from_db()
+    monitor.backup_finished(backup)
     return backup
 
 
@@ -542,5 +547,6 @@ def sweep_stale_backups():
         for copy in backup.copies.select_related("destination"):
             remove_objects(copy)
             mark_copy_failed(copy, "Removed: the worker died before the copy was complete.")
+        monitor.backup_finished(backup)
         swept.append(backup.pk)
     return swept

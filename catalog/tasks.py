@@ -1,6 +1,7 @@
 """django-q2 task entry points: each takes ids and calls one service."""
 
 from catalog import lifecycle, services, verification
+from catalog.alerts import hooks as monitor
 from catalog.models import Backup, Verification
 
 
@@ -40,6 +41,7 @@ def tick():
         "queued_verifications": verification.queue_due_verifications(),
         "redispatched": verification.redispatch_waiting(),
         "swept_restores": sweep_stale_restores(),
+        "monitoring": monitor.periodic_checks(),  # after the sweeps, so dead jobs count as failed
     }
 
 

@@ -23,6 +23,7 @@ from django.utils import timezone
 from psycopg.conninfo import conninfo_to_dict
 
 from catalog import audit, keyring
+from catalog.alerts import hooks as monitor
 from catalog.engine import crypto, dumpers, manifest, restorers
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
 from catalog.engine.pipeline import restore_stream
@@ -158,6 +159,7 @@ def finish_verification(verification, status):
                 checked = [c["copy"] for c in verification.evidence.get("copies", []) if c.get("ok")]
                 Copy.objects.filter(pk__in=checked).update(verified_at=now)
     verification.refresh_from_db()
+    monitor.verification_finished(verification)
     return verification
 
 
@@ -436,5 +438,6 @@ def sweep_stale_verifications(now=None):
         if updated:
             with transaction.atomic():
                 audit.record("tick", "verification.failed", verification, {"summary": "worker stopped responding"})
+            monitor.verification_finished(verification)
             swept.append(verification.pk)
     return swept

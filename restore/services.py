@@ -16,6 +16,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from catalog import audit, keyring, lifecycle, services
+from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers, restorers
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
 from catalog.engine.pipeline import restore_stream
@@ -190,6 +191,7 @@ def finish_restore(job, status):
         ):
             audit.record("worker", f"restore.{status}", job, {"summary": job.summary[:500]})
     job.refresh_from_db()
+    monitor.restore_finished(job)
     return job
 
 
@@ -374,5 +376,6 @@ def sweep_stale_restores(now=None):
                 summary="The worker stopped responding; see the last step to know how far it got.",
             ):
                 audit.record("tick", "restore.failed", job, {"summary": "worker stopped responding"})
+                monitor.restore_finished(job)
                 swept.append(job.pk)
     return swept

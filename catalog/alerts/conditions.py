@@ -1,0 +1,268 @@
+"""The alert conditions besides source health. Each is an Alert kind with a
+stable key: opened when the condition starts, updated while it lasts, resolved
+when it clears. Job outcomes are judged as each job ends (catalog.alerts.hooks);
+storage and stuck jobs are judged by the one-minute tick."""
+
+import shutil
+import statistics
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from catalog.alerts import problems
+from catalog.alerts.models import Alert
+from catalog.alerts.text import duration_text, moment_text, size_text
+from catalog.models import Backup, Copy, Destination, Verification
+
+# How many earlier good backups of a plan tell what is usual (size, duration).
+HISTORY = 7
+MIN_HISTORY_FOR_SIZE = 3
+# A running backup is stuck when it takes this many times its usual duration…
+STUCK_DURATION_FACTOR = 3
+# …and at least this long, so that quick plans do not alert on a slow minute.
+STUCK_RUNNING_MINIMUM = timedelta(minutes=30)
+
+
+def raise_problem(kind, key, *, source, **fields):
+    """Opens (or updates) a problem about `source`, unless its monitoring is
+    paused: a paused source raises nothing, though its problems still clear."""
+    if source is not None and source.paused:
+        return None
+    alert, _ = problems.open_alert(kind, key, source=source, **fields)
+    return alert
+
+
+# --- backups ----------------------------------------------------------------
+
+
+def backup_finished(backup):
+    """Everything a finished backup can open or clear besides source health."""
+    check_partial(backup)
+    if backup.status == Backup.SUCCEEDED and backup.plan_id:
+        check_size(backup)
+        check_three_two_one(backup)
+
+
+def partial_key(backup):
+    return f"plan:{backup.plan_id}" if backup.plan_id else f"source:{backup.source_id}"
+
+
+def check_partial(backup):
+    key = partial_key(backup)
+    if backup.status == Backup.SUCCEEDED:
+        problems.resolve_alert(Alert.BACKUP_PARTIAL, key, f"Backup #{backup.pk} succeeded with every copy durable.")
+        return
+    if backup.status != Backup.PARTIAL:
+        return  # a failed run is the source's health problem; a cancelled one is nobody's
+    copies = list(backup.copies.select_related("destination"))
+    failed = [copy for copy in copies if copy.status != Copy.DURABLE]
+    durable = [str(copy.destination) for copy in copies if copy.status == Copy.DURABLE]
+    of_what = f"plan {backup.plan}" if backup.plan_id else str(backup.source)
+    lost = "; ".join(f"{copy.destination}: {copy.error or 'no error recorded'}" for copy in failed)
+    kept = f" Durable in {', '.join(durable)} only." if durable else ""
+    raise_problem(
+        Alert.BACKUP_PARTIAL, key, source=backup.source,
+        title=f"Backup #{backup.pk} of {of_what} is partial: {len(failed)} of {len(copies)} copies failed",
+        detail=f"Failed copies — {lost}.{kept} Finished {moment_text(backup.finished_at or timezone.now())}.",
+        url=backup.get_absolute_url(), severity=Alert.WARNING,
+    )
+
+
+def check_size(backup):
+    """A good backup much smaller or larger than the plan's usual one may be a
+    dropped table or a runaway log table: worth a look, not a page."""
+    plan, key = backup.plan, f"plan:{backup.plan_id}"
+    if not plan.size_tolerance_percent:
+        problems.resolve_alert(Alert.SIZE_ANOMALY, key, "The size alert of this plan was turned off.", notify=False)
+        return
+    previous = list(
+        Backup.objects.filter(plan=plan, status=Backup.SUCCEEDED, created_at__lt=backup.created_at)
+        .exclude(pk=backup.pk).order_by("-created_at").values_list("raw_bytes", flat=True)[:HISTORY]
+    )
+    if len(previous) < MIN_HISTORY_FOR_SIZE:
+        return
+    median = statistics.median(previous)
+    if median <= 0:
+        return
+    change = (backup.raw_bytes - median) / median * 100
+    if abs(change) <= plan.size_tolerance_percent:
+        problems.resolve_alert(Alert.SIZE_ANOMALY, key, f"Backup #{backup.pk} ({size_text(backup.raw_bytes)}) is "
+                               f"within {plan.size_tolerance_percent} % of the median {size_text(median)}.")
+        return
+    direction, adjective = ("below", "smaller") if change < 0 else ("above", "larger")
+    percent = round(abs(change))
+    raise_problem(
+        Alert.SIZE_ANOMALY, key, source=backup.source,
+        title=f"Backup #{backup.pk} of plan {plan} is {percent} % {adjective} than usual",
+        detail=f"{size_text(backup.raw_bytes)}, {percent} % {direction} the median {size_text(median)} of the "
+               f"previous {len(previous)} good backups (tolerance ±{plan.size_tolerance_percent} %). "
+               "Check for a dropped or runaway table.",
+        url=backup.get_absolute_url(), severity=Alert.WARNING,
+    )
+
+
+def check_three_two_one(backup):
+    plan, key = backup.plan, f"plan:{backup.plan_id}"
+    rule = plan.three_two_one()
+    if rule["ok"]:
+        problems.resolve_alert(Alert.THREE_TWO_ONE, key, f"Backup #{backup.pk} meets 3-2-1.")
+        return
+    judged = rule["backup"]
+    raise_problem(
+        Alert.THREE_TWO_ONE, key, source=backup.source,
+        title=f"Plan {plan} does not meet 3-2-1",
+        detail=f"Backup #{judged.pk if judged else backup.pk} lacks {'; '.join(rule['missing'])}. "
+               "Add a destination of the other kind, off-site, to the plan.",
+        url=plan.get_absolute_url(), severity=Alert.WARNING,
+    )
+
+
+# --- verifications and restores ------------------------------------------------
+
+
+def verification_key(verification):
+    return f"source:{verification.source_id}:{verification.kind}"
+
+
+def verification_finished(verification):
+    key, what = verification_key(verification), verification.get_kind_display()
+    if verification.status == Verification.PASSED:
+        problems.resolve_alert(Alert.VERIFICATION_FAILED, key,
+                               f"{what} of backup #{verification.backup_id} passed.")
+    elif verification.status == Verification.FAILED:
+        raise_problem(
+            Alert.VERIFICATION_FAILED, key, source=verification.source,
+            title=f"{what} of {verification.source} failed",
+            detail=f"Backup #{verification.backup_id}: {verification.summary or 'no summary recorded'} "
+                   f"(finished {moment_text(verification.finished_at or timezone.now())}).",
+            url=verification.get_absolute_url(), severity=Alert.CRITICAL,
+        )
+
+
+def restore_finished(job):
+    key = f"source:{job.source_id}"
+    if job.status == job.SUCCEEDED:
+        problems.resolve_alert(Alert.RESTORE_FAILED, key, f"Restore #{job.pk} of {job.source} succeeded.")
+    elif job.status == job.FAILED:
+        raise_problem(
+            Alert.RESTORE_FAILED, key, source=job.source,
+            title=f"Restore #{job.pk} of {job.source} failed",
+            detail=f"{job.summary or 'No summary recorded.'} Restoring backup #{job.backup_id} into "
+                   f"{job.target_database}; finished {moment_text(job.finished_at or timezone.now())}.",
+            url=job.get_absolute_url(), severity=Alert.CRITICAL,
+        )
+
+
+# --- storage (tick) -------------------------------------------------------------
+
+
+def disk_usage(destination):
+    """(total, free) bytes of a local destination's file system, or None."""
+    if destination.kind != "local" or not destination.path:
+        return None
+    directory = Path(destination.path)
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent  # not created yet: its file system is the parent's
+    try:
+        usage = shutil.disk_usage(directory)
+    except OSError:
+        return None
+    return usage.total, usage.free
+
+
+def storage_findings(destination, share):
+    """What is too full about a destination, in words (empty when nothing)."""
+    findings = []
+    quota = destination.quota_bytes()
+    if quota:
+        used = destination.used_bytes()
+        if used / quota >= share:
+            findings.append(f"{size_text(used)} of the {size_text(quota)} quota used ({round(used / quota * 100)} %)")
+    disk = disk_usage(destination)
+    if disk and disk[0]:
+        total, free = disk
+        if (total - free) / total >= share:
+            findings.append(f"The disk under {destination.path} is {round((total - free) / total * 100)} % full "
+                            f"({size_text(free)} free of {size_text(total)})")
+    return findings
+
+
+def check_storage():
+    """Destinations above settings.STORAGE_ALERT_SHARE of their quota or disk.
+    Returns the ids of those now over."""
+    share, over = settings.STORAGE_ALERT_SHARE, []
+    for destination in Destination.objects.all():
+        key = f"destination:{destination.pk}"
+        findings = storage_findings(destination, share)
+        if not findings:
+            problems.resolve_alert(Alert.STORAGE_FULL, key, f"{destination} is below {round(share * 100)} % again.")
+            continue
+        over.append(destination.pk)
+        problems.open_alert(
+            Alert.STORAGE_FULL, key,
+            title=f"Destination {destination} is above {round(share * 100)} %",
+            detail=f"{'; '.join(findings)}. Backups will fail when it is full: "
+                   "prune old backups, raise the quota or add space.",
+            url=destination.get_absolute_url(), severity=Alert.WARNING,
+        )
+    return over
+
+
+# --- stuck jobs (tick) ------------------------------------------------------------
+
+
+def usual_duration(backup):
+    """The median duration of the plan's previous good backups, or None."""
+    rows = (
+        Backup.objects.filter(plan=backup.plan_id, status=Backup.SUCCEEDED, started_at__isnull=False,
+                              finished_at__isnull=False)
+        .exclude(pk=backup.pk).order_by("-created_at").values_list("started_at", "finished_at")[:HISTORY]
+    )
+    durations = [finished - started for started, finished in rows]
+    return statistics.median(durations) if durations else None
+
+
+def check_stuck_jobs(now=None):
+    """Backups queued with no worker taking them, or running far longer than
+    usual; and clears those that ended. Returns the ids found stuck."""
+    now = now or timezone.now()
+    stuck = []
+    queued_limit = now - timedelta(minutes=settings.STUCK_QUEUED_MINUTES)
+    for backup in Backup.objects.filter(status=Backup.QUEUED, created_at__lte=queued_limit).select_related("source"):
+        stuck.append(backup.pk)
+        raise_problem(
+            Alert.STUCK_JOB, f"backup:{backup.pk}", source=backup.source,
+            title=f"Backup #{backup.pk} of {backup.source} is stuck in the queue",
+            detail=f"Queued {moment_text(backup.created_at)} and still not taken after "
+                   f"{settings.STUCK_QUEUED_MINUTES} min: no worker has taken it: is the task cluster running?",
+            url=backup.get_absolute_url(), severity=Alert.CRITICAL,
+        )
+    running = Backup.objects.filter(status=Backup.RUNNING, started_at__lte=now - STUCK_RUNNING_MINIMUM)
+    for backup in running.select_related("source"):
+        usual = usual_duration(backup) if backup.plan_id else None
+        if usual is None or now - backup.started_at <= max(STUCK_DURATION_FACTOR * usual, STUCK_RUNNING_MINIMUM):
+            continue  # without history there is no "usual" to compare with
+        stuck.append(backup.pk)
+        raise_problem(
+            Alert.STUCK_JOB, f"backup:{backup.pk}", source=backup.source,
+            title=f"Backup #{backup.pk} of {backup.source} has been running far longer than usual",
+            detail=f"Running since {moment_text(backup.started_at)}, while its plan's backups usually take "
+                   f"{duration_text(usual)}; {STUCK_DURATION_FACTOR}× that has passed. It may hang on a lock or "
+                   "a slow destination; cancel it from its page if it does not move.",
+            url=backup.get_absolute_url(), severity=Alert.CRITICAL,
+        )
+    clear_ended_jobs()
+    return stuck
+
+
+def clear_ended_jobs():
+    keys = list(Alert.objects.filter(kind=Alert.STUCK_JOB, resolved_at__isnull=True).values_list("key", flat=True))
+    ids = {int(key.split(":", 1)[1]): key for key in keys if key.startswith("backup:")}
+    statuses = dict(Backup.objects.filter(pk__in=ids).values_list("pk", "status"))
+    for pk, key in ids.items():
+        status = statuses.get(pk)
+        if status not in Backup.ACTIVE_STATUSES:
+            ended = f"it ended {status}" if status else "it is gone from the catalog"
+            problems.resolve_alert(Alert.STUCK_JOB, key, f"Backup #{pk} is no longer stuck: {ended}.")

@@ -1,0 +1,117 @@
+"""Source health: keeps each source's stored deadlines and status right.
+
+The rules live on the model (Source.health_at); this module reads the
+database, stores what the rules need (last good backup, whether the last run
+failed, the late and down deadlines) and applies a change of status: first the
+StatusChange row and its audit event, then the source, then its alert. The
+one-minute tick only asks which sources passed a stored, indexed deadline."""
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from catalog import audit
+from catalog.alerts import problems
+from catalog.alerts.models import Alert, StatusChange
+from catalog.alerts.text import moment_text
+from catalog.models import Backup, Source
+
+log = logging.getLogger(__name__)
+
+MONITORING_FIELDS = ["last_good_at", "last_run_failed", "late_at", "down_at"]
+# A cancelled backup says nothing about the source's health either way.
+FINISHED = (Backup.SUCCEEDED, Backup.PARTIAL, Backup.FAILED)
+
+
+def refresh_source(source, now=None):
+    """Recomputes the source's monitoring fields from its plans and backups,
+    then applies the status they give. Returns the source as stored."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        # Locked, so that the tick and a finishing backup never both record
+        # the same transition.
+        source = Source.objects.select_for_update().get(pk=source.pk)
+        plans = [plan for plan in source.plans.all() if plan.enabled]
+        good = source.backups.filter(status=Backup.SUCCEEDED).order_by("-created_at").first()
+        latest = source.backups.filter(status__in=FINISHED).select_related("plan").order_by("-created_at", "-pk").first()
+        source.last_good_at = good.created_at if good else None
+        source.last_run_failed = latest is not None and latest.status == Backup.FAILED
+        reference = source.last_good_at or min((plan.created_at for plan in plans), default=None)
+        source.late_at, source.down_at = source.deadlines(reference, source.expected_interval())
+        Source.objects.filter(pk=source.pk).update(**{name: getattr(source, name) for name in MONITORING_FIELDS})
+        apply_health(source, now, last_failure=latest if source.last_run_failed else None)
+    return source
+
+
+def check_deadlines(now=None):
+    """The tick's part: sources that passed their late or down deadline since
+    the last look. Two indexed queries, then work only for those that changed."""
+    now = now or timezone.now()
+    due = Source.objects.filter(paused=False)
+    late = due.filter(late_at__lte=now, status="up").values_list("pk", flat=True)
+    down = due.filter(down_at__lte=now, status__in=["up", "late"]).values_list("pk", flat=True)
+    changed = []
+    for pk in sorted(set(late) | set(down)):
+        with transaction.atomic():
+            source = Source.objects.select_for_update().filter(pk=pk).first()
+            if source is not None and apply_health(source, now):
+                changed.append(pk)
+    return changed
+
+
+def apply_health(source, now, last_failure=None):
+    """Moves `source` (locked by the caller) to the status its stored fields
+    give at `now`. Returns True when the status changed."""
+    status, reason = source.health_at(now, last_failure)
+    if status == source.status:
+        if reason != source.status_reason:
+            # Same status, newer facts (another failure, a newer good backup).
+            source.status_reason = reason
+            Source.objects.filter(pk=source.pk).update(status_reason=reason)
+            if status == "failing":
+                sync_alert(source, now)
+        return False
+    old = source.status
+    # The timeline first: it must be complete even if every channel is down.
+    StatusChange.objects.create(source=source, created_at=now, old_status=old, new_status=status, reason=reason)
+    audit.record(problems.ACTOR, "source.status", source, {"from": old, "to": status, "reason": reason})
+    source.status, source.status_since, source.status_reason = status, now, reason
+    Source.objects.filter(pk=source.pk).update(status=status, status_since=now, status_reason=reason)
+    sync_alert(source, now)
+    return True
+
+
+def alert_key(source):
+    return f"source:{source.pk}"
+
+
+def sync_alert(source, now):
+    """Down and failing are one problem: one alert, kept open from one to the
+    other. Up resolves it; paused or no plan resolve it quietly; late alone
+    never alerts (it is the grace period)."""
+    key = alert_key(source)
+    if source.status in Source.PROBLEM_STATUSES:
+        status_since = source.status_since or now
+        detail = f"{source.status_reason} {source.get_status_display()} since {moment_text(status_since)}."
+        opened = open_problem_since(source)
+        if opened and opened < status_since:
+            detail += f" This problem has been open since {moment_text(opened)}."
+        problems.open_alert(
+            Alert.SOURCE_HEALTH, key,
+            title=f"{source} is {source.status.upper()}",
+            detail=detail,
+            url=source.get_absolute_url(), source=source, severity=Alert.CRITICAL,
+        )
+    elif source.status == "up":
+        problems.resolve_alert(Alert.SOURCE_HEALTH, key, f"{source} is up again. {source.status_reason}")
+    elif source.status == "late":
+        problems.resolve_alert(Alert.SOURCE_HEALTH, key, f"{source} is no longer down or failing, but late: "
+                               f"{source.status_reason}")
+    else:
+        problems.resolve_alert(Alert.SOURCE_HEALTH, key, f"{source}: {source.status_reason}", notify=False)
+
+
+def open_problem_since(source):
+    alert = problems.open_alerts(Alert.SOURCE_HEALTH, alert_key(source)).only("opened_at").first()
+    return alert.opened_at if alert else None

@@ -1,0 +1,85 @@
+"""Where the rest of Strongroom tells monitoring that something happened.
+
+Each hook runs after the job's own outcome is stored and never raises: a bug
+or a database hiccup in monitoring is logged, and the backup, verification or
+restore that called it is not affected. Each step runs in its own savepoint,
+so a failure also leaves the caller's transaction usable."""
+
+import logging
+from functools import wraps
+
+from django.db import transaction
+
+from catalog.alerts import conditions, health
+from catalog.models import Backup, Verification
+
+log = logging.getLogger(__name__)
+
+
+def quietly(function, savepoint=True):
+    @wraps(function)
+    def wrapped(*args, **kwargs):
+        try:
+            if not savepoint:
+                return function(*args, **kwargs)
+            with transaction.atomic():
+                return function(*args, **kwargs)
+        except Exception:
+            log.exception("Monitoring step %s failed; the job itself is not affected.", function.__name__)
+            return None
+
+    return wrapped
+
+
+refresh_source = quietly(health.refresh_source)
+
+
+def source_changed(source):
+    """A source was saved (its grace or pause may have changed)."""
+    refresh_source(source)
+
+
+def plan_changed(plan):
+    """A plan was saved, enabled, disabled or deleted: the source's expected
+    interval and deadlines follow its enabled plans."""
+    refresh_source(plan.source)
+
+
+def backup_finished(backup):
+    """A backup ended (succeeded, partial, failed, cancelled, or swept)."""
+    refresh_source(backup.source)
+    quietly(judge_backup)(backup.pk)
+
+
+def judge_backup(backup_id):
+    conditions.backup_finished(Backup.objects.select_related("source", "plan").get(pk=backup_id))
+
+
+def verification_finished(verification):
+    quietly(judge_verification)(verification.pk)
+
+
+def judge_verification(verification_id):
+    conditions.verification_finished(Verification.objects.select_related("source").get(pk=verification_id))
+
+
+def restore_finished(job):
+    quietly(judge_restore)(job.pk)
+
+
+def judge_restore(job_id):
+    from restore.models import RestoreJob  # the restore app builds on the catalog, not the other way
+
+    conditions.restore_finished(RestoreJob.objects.select_related("source").get(pk=job_id))
+
+
+def periodic_checks(now=None):
+    """The one-minute tick's monitoring: deadlines, storage, stuck jobs. Each
+    check runs on its own, so one failing does not hide the others."""
+    # No savepoint around a whole check: each change inside is its own
+    # transaction, so that one source's trouble does not undo the others'.
+    return {
+        "late_or_down": quietly(health.check_deadlines, savepoint=False)(now),
+        "storage_full": quietly(conditions.check_storage, savepoint=False)(),
+        "stuck": quietly(conditions.check_stuck_jobs, savepoint=False)(now),
+    }

@@ -1,0 +1,28 @@
+"""Words for alerts and status reasons: durations, moments and sizes as an
+on-call engineer reads them. No Django models here, so the models can use it."""
+
+from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
+
+
+def duration_text(delta):
+    """'45 min', '26 h 3 min', '72 h', '5 d 4 h': hours up to four days,
+    because "expected every 72 h" reads better than "3 d" next to "grace 2 h"."""
+    minutes = max(0, int(delta.total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 96:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def moment_text(when):
+    """A moment in the site's time zone, to the minute, with the zone named."""
+    return timezone.localtime(when).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def size_text(size):
+    """A size in words (plain spaces, unlike the template filter)."""
+    return filesizeformat(size).replace("\xa0", " ")

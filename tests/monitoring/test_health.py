@@ -1,0 +1,254 @@
+"""Source health: up → late → down at exactly the configured moments, failing,
+paused, new, recovery, and a tick that stays cheap whatever the history."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+
+from catalog import services
+from catalog.alerts import health
+from catalog.alerts.models import Alert, Notification, StatusChange
+from catalog.models import AuditEvent, Backup, BackupPlan, Source
+from tests.monitoring.monitoring_helpers import (  # noqa: F401 — dispatched is a fixture
+    HOUR,
+    T0,
+    dispatched,
+    finished_backup,
+    make_plan,
+    make_source,
+    reload,
+)
+
+pytestmark = pytest.mark.django_db
+
+SECOND = timedelta(seconds=1)
+
+
+def statuses(source):
+    return [(c.old_status, c.new_status) for c in StatusChange.objects.filter(source=source).order_by("created_at", "id")]
+
+
+def health_events(dispatched):
+    return [call for call in dispatched if call[0] == Alert.SOURCE_HEALTH]
+
+
+def test_it_derives_the_expected_interval_from_the_cron_schedule(db):
+    assert BackupPlan(schedule="0 3 * * *").expected_interval(start=T0) == 24 * HOUR
+    assert BackupPlan(schedule="0 3 * * 1-5").expected_interval(start=T0) == 72 * HOUR
+    assert BackupPlan(schedule="15 * * * *").expected_interval(start=T0) == HOUR
+    assert BackupPlan(schedule="not a schedule").expected_interval(start=T0) is None
+
+
+def test_it_takes_the_tightest_enabled_plan_of_a_source(db):
+    with time_machine.travel(T0, tick=False):
+        source = make_source()
+        make_plan(source, name="Nightly", schedule="0 3 * * *")
+        make_plan(source, name="Hourly", schedule="0 * * * *", enabled=False)
+        assert source.expected_interval() == 24 * HOUR
+        make_plan(source, name="Six-hourly", schedule="0 */6 * * *")
+        assert source.expected_interval() == 6 * HOUR
+
+
+def test_it_goes_late_at_24_h_and_down_at_26_h_then_back_up(db, dispatched):
+    with time_machine.travel(T0, tick=False) as traveller:
+        source = make_source()
+        plan = make_plan(source)
+        finished_backup(plan, at=T0)
+        source = reload(source)
+        assert source.status == "up" and source.last_good_at == T0
+        assert (source.late_at, source.down_at) == (T0 + 24 * HOUR, T0 + 26 * HOUR)
+
+        for moment, expected in [(24 * HOUR - SECOND, "up"), (24 * HOUR, "late"),
+                                 (26 * HOUR - SECOND, "late"), (26 * HOUR, "down")]:
+            traveller.move_to(T0 + moment)
+            health.check_deadlines()
+            assert reload(source).status == expected, moment
+        assert health.check_deadlines() == []  # nothing more to do on the next tick
+
+        source = reload(source)
+        assert source.status_since == T0 + 26 * HOUR
+        assert source.status_reason == "No good backup for 26 h; expected every 24 h (grace 2 h)."
+        alert = Alert.objects.get(kind=Alert.SOURCE_HEALTH, resolved_at__isnull=True)
+        assert alert.title == "Inventory DB is DOWN" and alert.key == f"source:{source.pk}"
+        assert alert.severity == Alert.CRITICAL and alert.url == f"/sources/{source.pk}/"
+        assert "No good backup for 26 h" in alert.detail and "Down since 2026-03-03 05:00 UTC" in alert.detail
+
+        traveller.move_to(T0 + 27 * HOUR)
+        finished_backup(plan, at=T0 + 27 * HOUR)
+        source = reload(source)
+        assert source.status == "up" and source.late_at == T0 + 51 * HOUR
+        alert.refresh_from_db()
+        assert alert.resolved_at == T0 + 27 * HOUR and "Inventory DB is up again" in alert.resolution
+
+    assert statuses(source) == [("new", "up"), ("up", "late"), ("late", "down"), ("down", "up")]
+    late = StatusChange.objects.get(source=source, new_status="late")
+    assert late.created_at == T0 + 24 * HOUR
+    assert late.reason.startswith("No good backup for 24 h; expected every 24 h; down at 2026-03-03 05:00 UTC")
+    assert Alert.objects.filter(kind=Alert.SOURCE_HEALTH).count() == 1
+    assert health_events(dispatched) == [(Alert.SOURCE_HEALTH, alert.key, Notification.OPENED),
+                                         (Alert.SOURCE_HEALTH, alert.key, Notification.RESOLVED)]
+    assert AuditEvent.objects.filter(action="source.status", actor_label="monitor").count() == 4
+    assert AuditEvent.objects.filter(action__in=["alert.opened", "alert.resolved"], object_id=str(alert.pk)).count() == 2
+
+
+def test_it_counts_from_the_plan_before_the_first_good_backup(db):
+    with time_machine.travel(T0, tick=False) as traveller:
+        source = make_source()
+        make_plan(source)
+        assert reload(source).status == "up" and reload(source).late_at == T0 + 24 * HOUR
+        traveller.move_to(T0 + 26 * HOUR)
+        health.check_deadlines()
+    source = reload(source)
+    assert source.status == "down"
+    assert source.status_reason.startswith("No good backup yet; the first was due by 2026-03-03 03:00 UTC")
+
+
+def test_it_follows_the_grace_set_on_the_source(db):
+    with time_machine.travel(T0, tick=False) as traveller:
+        source = make_source(grace_minutes=30)
+        make_plan(source)
+        traveller.move_to(T0 + 24 * HOUR + 30 * 60 * SECOND)
+        health.check_deadlines()
+        assert reload(source).status == "down"
+        source = reload(source)
+        source.grace_minutes = 240
+        services.save_source("test", source, changed_fields=["grace_minutes"])
+        assert reload(source).status == "late" and reload(source).down_at == T0 + 28 * HOUR
+
+
+def test_it_is_failing_on_a_failed_backup_and_keeps_one_alert_through_down(db, dispatched):
+    with time_machine.travel(T0, tick=False) as traveller:
+        source = make_source()
+        plan = make_plan(source)
+        finished_backup(plan, at=T0)
+        traveller.move_to(T0 + 20 * HOUR)
+        failed = finished_backup(plan, status=Backup.FAILED, at=T0 + 20 * HOUR, error="disk I/O error")
+        source = reload(source)
+        assert source.status == "failing" and source.last_run_failed
+        assert source.status_reason == f"Backup #{failed.pk} of plan Nightly failed: disk I/O error"
+        alert = Alert.objects.get(kind=Alert.SOURCE_HEALTH)
+        assert alert.title == "Inventory DB is FAILING" and "disk I/O error" in alert.detail
+
+        # Failing outranks the deadlines: the tick leaves it alone.
+        traveller.move_to(T0 + 30 * HOUR)
+        assert health.check_deadlines() == []
+        assert reload(source).status == "failing"
+
+        # A partial run is not a failure, but not a good backup either: down.
+        finished_backup(plan, status=Backup.PARTIAL, at=T0 + 30 * HOUR)
+        assert reload(source).status == "down"
+        traveller.move_to(T0 + 31 * HOUR)
+        again = finished_backup(plan, status=Backup.FAILED, at=T0 + 31 * HOUR, error="database is locked")
+        assert reload(source).status == "failing"
+
+    alert = Alert.objects.get(kind=Alert.SOURCE_HEALTH)  # still the one alert
+    assert alert.is_open() and alert.title == "Inventory DB is FAILING"
+    assert f"Backup #{again.pk} of plan Nightly failed: database is locked" in alert.detail
+    assert "This problem has been open since 2026-03-02 23:00 UTC" in alert.detail
+    assert statuses(source) == [("new", "up"), ("up", "failing"), ("failing", "down"), ("down", "failing")]
+    assert [event for _, _, event in health_events(dispatched)] == [Notification.OPENED]
+
+
+def test_a_newer_failure_updates_the_reason_without_a_new_status_change(db):
+    with time_machine.travel(T0, tick=False):
+        source = make_source()
+        plan = make_plan(source)
+        finished_backup(plan, status=Backup.FAILED, error="first")
+        second = finished_backup(plan, status=Backup.FAILED, at=T0 + SECOND, error="second")
+    source = reload(source)
+    assert source.status_reason == f"Backup #{second.pk} of plan Nightly failed: second"
+    assert statuses(source) == [("new", "up"), ("up", "failing")]
+    assert "second" in Alert.objects.get(kind=Alert.SOURCE_HEALTH).detail
+
+
+def test_a_cancelled_backup_says_nothing_about_health(db):
+    with time_machine.travel(T0, tick=False):
+        source = make_source()
+        plan = make_plan(source)
+        finished_backup(plan, status=Backup.FAILED, error="boom")
+        finished_backup(plan, status=Backup.CANCELLED, at=T0 + SECOND)
+    assert reload(source).status == "failing"
+
+
+def test_a_paused_source_never_alerts_and_pausing_resolves_quietly(db, dispatched):
+    with time_machine.travel(T0, tick=False) as traveller:
+        source = make_source()
+        plan = make_plan(source)
+        traveller.move_to(T0 + 26 * HOUR)
+        health.check_deadlines()
+        assert reload(source).status == "down"
+
+        source = reload(source)
+        source.paused = True
+        services.save_source("test", source, changed_fields=["paused"])
+        assert reload(source).status == "paused"
+        assert not Alert.objects.filter(resolved_at__isnull=True).exists()
+
+        finished_backup(plan, status=Backup.FAILED, error="boom")
+        traveller.move_to(T0 + 80 * HOUR)
+        health.check_deadlines()
+        assert reload(source).status == "paused"
+
+    assert [event for _, _, event in health_events(dispatched)] == [Notification.OPENED]  # the resolution was quiet
+    assert Alert.objects.get(kind=Alert.SOURCE_HEALTH).resolution.startswith("Inventory DB: Monitoring is paused")
+    assert statuses(source)[-1] == ("down", "paused")
+
+
+def test_a_source_without_an_enabled_plan_is_new(db):
+    with time_machine.travel(T0, tick=False):
+        source = make_source()
+        assert reload(source).status == "new"
+        plan = make_plan(source, enabled=False)
+        assert reload(source).status == "new" and reload(source).late_at is None
+        plan.enabled = True
+        services.save_plan("test", plan, changed_fields=["enabled"])
+        assert reload(source).status == "up"
+        services.delete_plan("test", plan)
+    source = reload(source)
+    assert source.status == "new" and source.late_at is None and source.down_at is None
+    assert statuses(source) == [("new", "up"), ("up", "new")]
+
+
+def test_the_sweep_of_a_dead_backup_makes_the_source_fail(db, settings):
+    with time_machine.travel(T0, tick=False) as traveller:
+        source = make_source()
+        plan = make_plan(source)
+        backup = Backup.objects.create(source=source, plan=plan, status=Backup.RUNNING, format="sqlite",
+                                       compression="zstd", started_at=T0, heartbeat_at=T0)
+        traveller.move_to(T0 + timedelta(seconds=settings.HEARTBEAT_TIMEOUT + 1))
+        assert services.sweep_stale_backups() == [backup.pk]
+    source = reload(source)
+    assert source.status == "failing" and "The worker stopped responding" in source.status_reason
+
+
+def test_monitoring_trouble_never_fails_a_backup(db, monkeypatch):
+    source = make_source()
+    plan = make_plan(source)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("monitoring bug")
+
+    monkeypatch.setattr(Source, "health_at", broken)
+    backup = finished_backup(plan, status=Backup.FAILED, error="boom")  # the hook swallows the error
+    assert reload(backup).status == Backup.FAILED
+    assert reload(source).status == "up" and not reload(source).last_run_failed  # rolled back, not half-written
+
+
+def test_the_tick_query_count_does_not_grow_with_the_history(db, django_assert_max_num_queries, django_assert_num_queries):
+    with time_machine.travel(T0, tick=False) as traveller:
+        source = make_source()
+        plan = make_plan(source)
+        Backup.objects.bulk_create([
+            Backup(source=source, plan=plan, status=Backup.SUCCEEDED, format="sqlite", compression="zstd",
+                   created_at=T0 - day * 24 * HOUR, started_at=T0 - day * 24 * HOUR, finished_at=T0 - day * 24 * HOUR)
+            for day in range(200)
+        ])
+        health.refresh_source(source)
+        traveller.move_to(T0 + 10 * HOUR)
+        with django_assert_num_queries(2):
+            assert health.check_deadlines() == []  # nobody due: just the two indexed queries
+        traveller.move_to(T0 + 26 * HOUR)
+        with django_assert_max_num_queries(20):
+            assert health.check_deadlines() == [source.pk]
+    assert reload(source).status == "down"
