@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from catalog.api import tokens
 from catalog.api.auth import error, token_from_request
@@ -170,4 +170,4 @@ def metrics(request):
         tokens.record_use(token, "metrics", {"method": "GET", "path": request.path, "status": 200}, audited=audited)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CatalogCollector())
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)  # what generate_latest writes
