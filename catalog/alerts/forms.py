@@ -35,7 +35,7 @@ class ChannelForm(forms.ModelForm):
     events = forms.MultipleChoiceField(
         choices=Channel.EVENT_CHOICES, widget=forms.CheckboxSelectMultiple,
         error_messages={"required": "Pick at least one event to send."},
-        help_text="Recoveries go to this channel for the problems it was told about.")
+        help_text="A recovery is sent for each problem this channel was told about.")
 
     class Meta:
         model = Channel

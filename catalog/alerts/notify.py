@@ -37,17 +37,19 @@ def recipients(alert, event):
     """The enabled channels to tell about `alert` for `event`.
 
     A problem goes to the channels subscribed to its kind. A recovery goes to
-    the channels subscribed to recoveries and to the problem's kind (a channel
-    never told of a problem is not told it is over), and always to a PagerDuty
-    channel that opened an incident for it, or the incident would stay open."""
+    the channels subscribed to recoveries that were told of the problem (one
+    added or subscribed since is not told that something it never heard of is
+    over), and always to a PagerDuty channel that opened an incident for it,
+    or the incident would stay open."""
     channels = Channel.objects.filter(enabled=True)
     if event == Notification.OPENED:
         return [channel for channel in channels if channel.wants(alert.kind)]
-    triggered = set(alert.notifications.filter(
-        event=Notification.OPENED, status=Notification.SENT, channel__kind=Channel.PAGERDUTY,
-    ).values_list("channel_id", flat=True))
+    told = alert.notifications.filter(event=Notification.OPENED)
+    told_ids = set(told.values_list("channel_id", flat=True))
+    triggered = set(told.filter(status=Notification.SENT, channel__kind=Channel.PAGERDUTY)
+                    .values_list("channel_id", flat=True))
     return [channel for channel in channels
-            if channel.pk in triggered or (channel.wants(Channel.RECOVERY) and channel.wants(alert.kind))]
+            if channel.pk in triggered or (channel.wants(Channel.RECOVERY) and channel.pk in told_ids)]
 
 
 def send_for_alert(alert_id, event):

@@ -175,11 +175,13 @@ def test_it_generates_a_webhook_secret_when_none_is_given(httpserver):
 def test_it_sends_the_webhook_recovery(httpserver):
     httpserver.expect_request("/hook").respond_with_data("ok")
     make_channel(Channel.WEBHOOK, url=httpserver.url_for("/hook"), secrets={"secret": WEBHOOK_SECRET})
-    alert = resolve(open_alert())
+    alert = open_alert()
+    notify.send_for_alert(alert.pk, Notification.OPENED)
 
+    resolve(alert)
     notify.send_for_alert(alert.pk, Notification.RESOLVED)
 
-    [request] = received(httpserver, "/hook")
+    _, request = received(httpserver, "/hook")
     body = json.loads(request.get_data())
     assert (body["event"], body["resolved_at"], body["resolution"]) == (
         "resolved", alert.resolved_at.isoformat(), "A backup succeeded.")
@@ -285,11 +287,14 @@ def test_it_sends_recoveries_only_to_channels_subscribed_to_them(httpserver):
                  url=httpserver.url_for("/other"))
     alert = open_alert()
     notify.send_for_alert(alert.pk, Notification.OPENED)
+    # Added after the problem was sent: it is not told that something it never heard of is over.
+    make_channel(Channel.WEBHOOK, name="Newcomer", url=httpserver.url_for("/newcomer"))
 
     resolve(alert)
     outcome = notify.send_for_alert(alert.pk, Notification.RESOLVED)
 
     assert outcome == {"Recoveries": "sent"}
+    assert received(httpserver, "/newcomer") == []
     assert [json.loads(r.get_data())["event"] for r in received(httpserver, "/recoveries")] == ["opened", "resolved"]
     assert [json.loads(r.get_data())["event"] for r in received(httpserver, "/problems")] == ["opened"]
 
@@ -368,11 +373,13 @@ def test_it_emails_the_alert(smtp):
 
 def test_it_emails_the_recovery_with_how_long_it_lasted(smtp):
     make_channel(Channel.EMAIL, email_to="oncall@example.org")
-    alert = resolve(open_alert(), after_hours=2)
+    alert = open_alert()
+    notify.send_for_alert(alert.pk, Notification.OPENED)
 
+    resolve(alert, after_hours=2)
     notify.send_for_alert(alert.pk, Notification.RESOLVED)
 
-    message = email.message_from_bytes(smtp.envelopes[0].content, policy=policy.default)
+    message = email.message_from_bytes(smtp.envelopes[1].content, policy=policy.default)
     assert message["Subject"] == "[Strongroom] RECOVERED: Inventory DB"
     assert "after 2 h (the problem started" in message.get_content()
     assert "How: A backup succeeded." in message.get_content()
