@@ -9,6 +9,7 @@ the tick; the task calls send_for_alert."""
 import logging
 import secrets as random_secrets
 import time
+import traceback
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -68,11 +69,7 @@ def send_for_alert(alert_id, event):
         notification = claim(channel, alert, event)
         if notification is None:
             continue
-        try:
-            deliver(channel, message, notification, actor=MONITOR)
-        except Exception:  # a bug in one transport must not silence the others
-            log.exception("Notifying channel %s about alert %s failed", channel.pk, alert_id)
-            record_result(notification, Notification.FAILED, notification.attempts, "Internal error while sending")
+        deliver(channel, message, notification, actor=MONITOR)
         outcome[channel.name] = notification.status
     return outcome
 
@@ -122,6 +119,13 @@ def deliver(channel, message, notification, *, actor):
             return notification
         except DeliveryError as exc:
             error = redact(str(exc), channel)
+            break
+        except Exception as exc:  # a bug in one transport must not silence the other channels
+            # Only the type is kept: the text of an unexpected error may hold a secret.
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error("Sending to channel %s failed unexpectedly: %s at %s:%s",
+                      channel.pk, type(exc).__name__, where.filename, where.lineno)
+            error = f"Internal error while sending ({type(exc).__name__}); the worker's log says where"
             break
         return record_result(notification, Notification.SENT, attempts, "")
     return record_result(notification, Notification.FAILED, attempts, error)

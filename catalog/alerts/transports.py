@@ -200,6 +200,12 @@ class Transport:
     def secrets(self):
         return self.channel.secrets()
 
+    def secret(self, name):
+        value = self.secrets().get(name)
+        if not value:
+            raise PermanentError(f"No {self.fix_what} is stored for this channel")
+        return value
+
 
 class Email(Transport):
     fix_what = "addresses"
@@ -268,7 +274,7 @@ class Slack(Transport):
         }
 
     def notify(self, message):
-        post_json(self.secrets()["url"], self.payload(message), service="Slack")
+        post_json(self.secret("url"), self.payload(message), service="Slack")
 
 
 def slack_escape(text):
@@ -309,7 +315,7 @@ class Webhook(Transport):
     def notify(self, message):
         body = json.dumps(self.payload(message)).encode()
         headers = {
-            self.SIGNATURE_HEADER: self.signature(self.secrets()["secret"], body),
+            self.SIGNATURE_HEADER: self.signature(self.secret("secret"), body),
             "X-Strongroom-Event": message.event,
         }
         post(self.channel.url, body, headers, service="The webhook", url_is_secret=False)
@@ -331,7 +337,7 @@ class PagerDuty(Transport):
 
     def payload(self, message):
         event = {
-            "routing_key": self.secrets()["routing_key"],
+            "routing_key": self.secret("routing_key"),
             "event_action": "resolve" if message.is_recovery else "trigger",
             "dedup_key": self.dedup_key(message),
         }

@@ -423,3 +423,28 @@ def test_it_names_a_failing_source_as_failing():
     assert Message.from_alert(alert, Notification.RESOLVED).subject() == "RECOVERED: Inventory DB"
     storage = Alert(kind=Alert.STORAGE_FULL, key="destination:1", title="Off-site S3 is 85 % full")
     assert Message.from_alert(storage, Notification.OPENED).subject() == "STORAGE FULL: Off-site S3 is 85 % full"
+
+
+def test_it_disables_a_channel_with_no_stored_secret(httpserver):
+    channel = make_channel(Channel.SLACK)  # e.g. made in the Django admin, where secrets cannot be typed
+    alert = open_alert()
+
+    notify.send_for_alert(alert.pk, Notification.OPENED)
+
+    assert channel.notifications.get().error == "No webhook URL is stored for this channel"
+    channel.refresh_from_db()
+    assert not channel.enabled
+
+
+def test_it_tells_the_other_channels_when_one_breaks_unexpectedly(httpserver, settings):
+    settings.EMAIL_BACKEND = "no.such.EmailBackend"
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    mail = make_channel(Channel.EMAIL, name="A mail", email_to="oncall@example.org")
+    hook = make_channel(Channel.WEBHOOK, name="B hook", url=httpserver.url_for("/hook"))
+    alert = open_alert()
+
+    outcome = notify.send_for_alert(alert.pk, Notification.OPENED)
+
+    assert outcome == {"A mail": "failed", "B hook": "sent"}
+    assert mail.notifications.get().error.startswith("Internal error while sending (ModuleNotFoundError)")
+    assert hook.notifications.get().status == Notification.SENT
