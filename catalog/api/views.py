@@ -215,7 +215,7 @@ def backup_verify(request, pk):
     """Queues a checksum (default) or a restore test of one backup."""
     data = json_body(request)
     kind = data.get("kind", Verification.CHECKSUM)
-    if kind not in dict(Verification.KIND_CHOICES):
+    if not isinstance(kind, str) or kind not in dict(Verification.KIND_CHOICES):
         raise BadRequest(f"kind must be one of {', '.join(dict(Verification.KIND_CHOICES))}.")
     backup = find_backup(pk)
     if backup is None:

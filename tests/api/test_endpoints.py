@@ -268,6 +268,9 @@ def test_it_refuses_verifications_that_cannot_run(client, operator, tmp_path):
     assert post_json(client, f"/api/v1/backups/{failed.pk}/verify", {}, operator).status_code == 409
     bad_kind = post_json(client, f"/api/v1/backups/{failed.pk}/verify", {"kind": "vibes"}, operator)
     assert bad_kind.status_code == 400 and "kind must be one of checksum, restore" in bad_kind.json()["error"]
+    for kind in ({"name": "checksum"}, ["checksum"], None, 1):  # found by schemathesis: a dict was a 500
+        odd = post_json(client, f"/api/v1/backups/{failed.pk}/verify", {"kind": kind}, operator)
+        assert odd.status_code == 400, kind
     missing = post_json(client, "/api/v1/backups/999999/verify", {}, operator)
     assert missing.status_code == 404 and missing.json() == {"error": "No backup with id 999999."}
     assert not Verification.objects.exists()
