@@ -222,6 +222,7 @@ class Email(Transport):
             body=message.text() + f"\n\n-- \nSent by {settings.SITE_NAME} to the channel “{self.channel.name}”.\n",
             from_email=settings.DEFAULT_FROM_EMAIL,
             to=self.recipients(),
+            headers=self.thread_headers(message),
             connection=get_connection(fail_silently=False),
         )
         try:
@@ -238,6 +239,20 @@ class Email(Transport):
         except (smtplib.SMTPException, OSError) as exc:
             raise TransientError(f"Could not reach the mail server {settings.EMAIL_HOST}:{settings.EMAIL_PORT}: "
                                  f"{exc or type(exc).__name__}") from None
+
+
+    @staticmethod
+    def thread_headers(message):
+        """A recovery answers its problem's email, so mail clients show them
+        as one thread."""
+        if message.alert_id is None:
+            return {}
+        domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2].strip(">") or "strongroom.local"
+        problem_id = f"<strongroom-alert-{message.alert_id}-opened@{domain}>"
+        if message.is_recovery:
+            return {"Message-ID": f"<strongroom-alert-{message.alert_id}-resolved@{domain}>",
+                    "In-Reply-To": problem_id, "References": problem_id}
+        return {"Message-ID": problem_id}
 
 
 def reason_text(reason):

@@ -5,10 +5,12 @@ import email
 import hashlib
 import hmac
 import json
+import time
 from email import policy
 
 import pytest
 from django.conf import settings
+from werkzeug import Response
 
 from catalog.alerts import notify
 from catalog.alerts.models import Alert, Channel, Notification
@@ -379,8 +381,9 @@ def test_it_emails_the_recovery_with_how_long_it_lasted(smtp):
     resolve(alert, after_hours=2)
     notify.send_for_alert(alert.pk, Notification.RESOLVED)
 
-    message = email.message_from_bytes(smtp.envelopes[1].content, policy=policy.default)
+    problem, message = [email.message_from_bytes(e.content, policy=policy.default) for e in smtp.envelopes]
     assert message["Subject"] == "[Strongroom] RECOVERED: Inventory DB"
+    assert message["In-Reply-To"] == problem["Message-ID"]  # one thread in the mail client
     assert "after 2 h (the problem started" in message.get_content()
     assert "How: A backup succeeded." in message.get_content()
 
@@ -448,3 +451,17 @@ def test_it_tells_the_other_channels_when_one_breaks_unexpectedly(httpserver, se
     assert outcome == {"A mail": "failed", "B hook": "sent"}
     assert mail.notifications.get().error.startswith("Internal error while sending (ModuleNotFoundError)")
     assert hook.notifications.get().status == Notification.SENT
+
+
+def test_it_retries_a_server_that_does_not_answer_in_time(httpserver, settings):
+    settings.NOTIFY_HTTP_TIMEOUT = 1
+    httpserver.expect_oneshot_request("/slow").respond_with_handler(
+        lambda request: time.sleep(1.3) or Response("late"))
+    httpserver.expect_request("/slow").respond_with_data("ok")
+    channel = make_channel(Channel.WEBHOOK, url=httpserver.url_for("/slow"))
+    alert = open_alert()
+
+    notify.send_for_alert(alert.pk, Notification.OPENED)
+
+    notification = channel.notifications.get()
+    assert (notification.status, notification.attempts) == (Notification.SENT, 2)
