@@ -1,0 +1,196 @@
+"""The dashboard answers "are we safe?" in one look; the plan page shows trends.
+Sources are put in each health state through their stored monitoring fields,
+as catalog.alerts.health leaves them."""
+
+import os
+import re
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from catalog.models import Alert, Backup, Source, Verification
+from tests.catalog.helpers import local_destination, log_in, make_plan
+
+SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand
+MB = 2**20
+
+STATES = {
+    "Billing": ("up", "Last good backup started 2026-11-26 03:00 UTC; late after …", 3),
+    "Inventory": ("late", "No good backup for 25 h; expected every 24 h; down at 05:00 unless one succeeds.", 25),
+    "Payroll": ("down", "No good backup for 40 h; expected every 24 h (grace 2 h).", 40),
+    "Shop": ("failing", "Backup #7 of plan Shop nightly failed: pg_dump: connection refused", 5),
+    "Wiki": ("paused", "Monitoring is paused for this source: it raises no alert.", None),
+}
+
+
+def page_text(client, url="/"):
+    return client.get(url).content.decode().replace("\xa0", " ")
+
+
+def add_source(name, disk, schedule="0 3 * * *", **health):
+    source = Source.objects.create(name=name, slug=name.lower().replace(" ", "-"), engine="sqlite",
+                                   sqlite_path=f"/srv/{name}.db", rpo_minutes=24 * 60, rto_minutes=60)
+    plan = make_plan(source, [disk], name=f"{name} nightly", format="sqlite", schedule=schedule)
+    set_health(source, **health)
+    return source, plan
+
+
+def set_health(source, status="up", reason="", hours_since_good=None):
+    """What the health module would have stored (after the plan was saved, so nothing recomputes it)."""
+    now = timezone.now()
+    last_good = now - timedelta(hours=hours_since_good) if hours_since_good is not None else None
+    Source.objects.filter(pk=source.pk).update(
+        status=status, status_reason=reason, status_since=now - timedelta(hours=1), last_good_at=last_good,
+        late_at=(last_good or now) + timedelta(hours=24), down_at=(last_good or now) + timedelta(hours=26),
+        paused=status == "paused", last_run_failed=status == "failing")
+
+
+@pytest.fixture
+def disk(db, tmp_path):
+    return local_destination(tmp_path / "disk", name="Local disk")
+
+
+@pytest.fixture
+def sources(disk):
+    return {name: add_source(name, disk, status=status, reason=reason, hours_since_good=hours)
+            for name, (status, reason, hours) in STATES.items()}
+
+
+def test_it_says_all_sources_are_safe_when_they_are(disk, admin_client):
+    for name in ("Billing", "Shop"):
+        add_source(name, disk, status="up", reason="Fine.", hours_since_good=2)
+    page = page_text(admin_client)
+    assert "All 2 sources are safe" in page and "need attention" not in page
+    assert "No open alerts" in page
+
+
+@pytest.mark.parametrize("client_name", ["admin_client", "auditor_client"])
+def test_it_shows_each_sources_health_and_the_verdict(sources, client_name, request):
+    page = page_text(request.getfixturevalue(client_name))
+    assert "3 of 5 sources need attention" in page
+    assert "1 down" in page and "1 failing" in page and "1 late" in page and "1 paused" in page
+    for name, (status, reason, _) in STATES.items():
+        source = sources[name][0]
+        row = re.search(rf'<tr class="health-row health-row-{status}" data-source="{source.pk}">(.*?)</tr>', page, re.S)
+        assert row, name
+        assert f'<span class="badge health-{status}">{status.capitalize()}</span>' in row.group(1)
+        assert reason.replace("…", "") in row.group(1).replace("…", "")
+        assert "for 60 min" in row.group(1)
+
+
+def test_it_counts_open_alerts_and_links_to_them(sources, admin_client):
+    Alert.objects.create(kind=Alert.SOURCE_HEALTH, key="source:1", title="Payroll is down")
+    Alert.objects.create(kind=Alert.STORAGE_FULL, key="destination:1", title="Disk is full")
+    Alert.objects.create(kind=Alert.STUCK_JOB, key="backup:3", title="Old", resolved_at=timezone.now())
+    page = page_text(admin_client)
+    assert re.search(r'<a class="verdict-alerts" href="/alerts/"><strong>2 open alerts</strong>', page)
+
+
+def test_it_measures_the_last_good_backup_against_the_rpo(sources, admin_client):
+    page = page_text(admin_client)
+    billing = sources["Billing"][0]
+    row = re.search(rf'data-source="{billing.pk}">(.*?)</tr>', page, re.S).group(1)
+    assert "3 h ago</span> <span class=\"muted\">· RPO 24 h" in row and "over the RPO" not in row
+    payroll = sources["Payroll"][0]
+    row = re.search(rf'data-source="{payroll.pk}">(.*?)</tr>', page, re.S).group(1)
+    assert "40 h ago" in row and "over the RPO" in row
+
+
+def test_it_says_when_an_up_source_would_be_late(disk, admin_client):
+    add_source("Billing", disk, status="up", reason="Fine.", hours_since_good=2)
+    page = page_text(admin_client)
+    assert re.search(r"Late in <span[^>]*>22 h</span>, down in <span[^>]*>24 h</span> without a good backup", page)
+
+
+def test_it_falls_back_to_the_backups_for_sources_backed_up_before_monitoring(disk, admin_client):
+    source, plan = add_source("Billing", disk, status="new")
+    started = timezone.now() - timedelta(hours=5)
+    Backup.objects.create(source=source, plan=plan, format="sqlite", compression="zstd", status=Backup.SUCCEEDED,
+                          started_at=started, finished_at=started + timedelta(minutes=1), created_at=started)
+    assert "5 h ago" in page_text(admin_client)
+
+
+def test_it_keeps_the_last_verified_restore_against_the_rto(sources, admin_client):
+    source, plan = sources["Billing"]
+    backup = Backup.objects.create(source=source, plan=plan, format="sqlite", compression="zstd",
+                                   status=Backup.SUCCEEDED, started_at=timezone.now(), finished_at=timezone.now())
+    restore = Verification.objects.create(backup=backup, source=source, kind="restore", status="passed",
+                                          finished_at=timezone.now(), restore_seconds=75 * 60)
+    page = page_text(admin_client)
+    assert restore.get_absolute_url() in page and "1 h 15 min" in page and "over the 60 min RTO" in page
+
+
+def test_it_lists_the_next_runs_of_enabled_plans_soonest_first(disk, admin_client):
+    add_source("Billing", disk, schedule="0 3 * * *")
+    add_source("Shop", disk, schedule="*/15 * * * *")
+    source, plan = add_source("Wiki", disk, schedule="*/5 * * * *")
+    plan.enabled = False
+    plan.save()
+    page = page_text(admin_client)
+    section = page[page.index("Next scheduled runs"):page.index("<h2>Storage")]
+    assert "Shop nightly" in section and "Billing nightly" in section and "Wiki nightly" not in section
+    assert section.index("Shop nightly") < section.index("Billing nightly")
+
+
+def test_its_queries_do_not_grow_with_backups_or_sources(disk, admin_client, django_assert_max_num_queries):
+    source, plan = add_source("Source 0", disk)
+    record(source, plan, 1)
+    admin_client.get("/")  # the session and the site's caches
+    with django_assert_max_num_queries(40) as one:
+        admin_client.get("/")
+    for i in range(1, 5):
+        add_source(f"Source {i}", disk)
+    for source in Source.objects.all():
+        record(source, source.plans.get(), 50 if source.name != "Source 0" else 49)
+    with django_assert_max_num_queries(len(one.captured_queries)):
+        response = admin_client.get("/")
+    assert response.content.decode().count('class="health-row ') == 5
+
+
+def record(source, plan, count, start=None, sizes=None):
+    start = start or timezone.now() - timedelta(days=count)
+    backups = []
+    for i in range(count):
+        at = start + timedelta(days=i)
+        size = sizes[i] if sizes else 100 * MB
+        failed = sizes is not None and size == 0
+        backups.append(Backup(source=source, plan=plan, format="sqlite", compression="zstd", created_at=at,
+                              status=Backup.FAILED if failed else Backup.SUCCEEDED, started_at=at,
+                              finished_at=at + timedelta(seconds=60 + size // MB), stored_bytes=size,
+                              raw_bytes=size * 3, error="disk full" if failed else ""))
+    Backup.objects.bulk_create(backups)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_dashboard_and_a_plans_trends_in_chromium(live_server, page, admin_user, tmp_path):
+    disk = local_destination(tmp_path / "disk", name="Local disk")
+    disk.quota_gb = 10
+    disk.save()
+    made = {name: add_source(name, disk, status=s, reason=r, hours_since_good=h) for name, (s, r, h) in STATES.items()}
+    source, plan = made["Billing"]
+    # A month of nightly backups growing slowly, one suspiciously small and one failed.
+    sizes = [(400 + 3 * day) * MB for day in range(30)]
+    sizes[21], sizes[26] = 90 * MB, 0
+    record(source, plan, 30, sizes=sizes)
+    Alert.objects.create(kind=Alert.SOURCE_HEALTH, key="source:payroll", title="Payroll is down")
+    log_in(page, live_server, admin_user)
+
+    verdict = page.locator(".verdict")
+    assert "3 of 5 sources need attention" in verdict.inner_text()
+    assert "1 open alert" in verdict.inner_text()
+    assert page.locator(".dashboard-sources .badge.health-down").is_visible()
+    assert page.locator(".dashboard-next-runs tr").count() == 5
+    if SHOTS:
+        page.screenshot(path=f"{SHOTS}/dashboard.png", full_page=True)
+
+    page.goto(f"{live_server.url}{plan.get_absolute_url()}")
+    size_chart = page.locator("svg.chart").first
+    size_chart.wait_for()
+    assert size_chart.locator(".chart-series-stored circle").count() == 29
+    assert size_chart.locator("circle.outlier").count() == 1
+    assert size_chart.locator(".mark-failed").count() == 1
+    if SHOTS:
+        page.screenshot(path=f"{SHOTS}/plan-trends.png", full_page=True)
+    size_chart.locator("circle.outlier").click()  # a point opens its backup
+    page.wait_for_url(f"{live_server.url}{Backup.objects.get(stored_bytes=90 * MB).get_absolute_url()}")
