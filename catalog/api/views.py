@@ -2,6 +2,7 @@
 services the pages call, answer. Errors are {"error": "..."} with a 4xx code."""
 
 import json
+import re
 from datetime import datetime, time, timezone as dt_timezone
 
 from django.db.models import OuterRef, Q, Subquery, Sum
@@ -48,6 +49,8 @@ def datetime_param(params, name):
     text = params.get(name)
     if not text:
         return None
+    # An unencoded "+01:00" in a query string arrives as " 01:00".
+    text = re.sub(r" (\d\d:?\d\d)$", r"+\1", text)
     try:
         value = parse_datetime(text)
         if value is None and parse_date(text) is not None:

@@ -99,6 +99,7 @@ def test_it_lists_backups_newest_first_with_filters(client, reader, tmp_path):
     since = (timezone.now() - timedelta(minutes=90)).isoformat()
     until = (timezone.now() - timedelta(minutes=30)).isoformat()
     assert ids(f"?since={since.replace('+', '%2B')}&until={until.replace('+', '%2B')}") == [failed.pk]
+    assert ids(f"?since={since}&until={until}") == [failed.pk]  # "+00:00" unencoded arrives as " 00:00"
     assert ids("?since=2000-01-01") == [elsewhere.pk, new.pk, failed.pk, old.pk]
 
 
