@@ -24,9 +24,11 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
+from django.urls import reverse
 from django.utils import timezone
 
 from catalog.alerts.models import Alert, Channel, Notification
+from catalog.alerts.text import duration_text, moment_text
 
 
 class DeliveryError(Exception):
@@ -57,25 +59,8 @@ HEADLINES = {
 
 
 def when(moment):
-    """A moment in the site's time zone, e.g. 2026-11-26 03:12 UTC."""
-    if moment is None:
-        return ""
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M %Z")
-
-
-def how_long(seconds):
-    """A duration in words for people: 45 s, 12 min, 2 h 14 min, 3 d 2 h."""
-    seconds = max(0, int(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h" if hours else f"{days} d"
-    if hours:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    if minutes:
-        return f"{minutes} min"
-    return f"{seconds} s"
+    """A moment as the rest of Strongroom says it, e.g. 2026-11-26 03:12 UTC."""
+    return moment_text(moment) if moment else ""
 
 
 @dataclass(frozen=True)
@@ -108,7 +93,7 @@ class Message:
             event=event, kind=alert.kind, key=alert.key, severity=alert.severity, title=alert.title,
             detail=alert.detail, source_id=source.pk if source else None, source_name=source.name if source else "",
             opened_at=alert.opened_at, resolved_at=alert.resolved_at, resolution=alert.resolution,
-            link=absolute(alert.url or (source.get_absolute_url() if source else "/alerts/")),
+            link=absolute(alert.url or (source.get_absolute_url() if source else reverse("alert_list"))),
             alert_id=alert.pk, problem=problem,
         )
 
@@ -118,7 +103,7 @@ class Message:
         return cls(
             event=Notification.TEST, kind="test", key=f"channel:{channel.pk}", severity=Alert.WARNING,
             title=f"Test message for the channel “{channel.name}”",
-            detail="Someone pressed “Send test” in Strongroom. Nothing is wrong; no action is needed.",
+            detail=f"Someone pressed “Send test” in {settings.SITE_NAME}. Nothing is wrong; no action is needed.",
             source_id=None, source_name="", opened_at=now, resolved_at=None, resolution="",
             link=absolute(channel.get_absolute_url()),
         )
@@ -147,8 +132,7 @@ class Message:
         return f"{self.headline()}: {about}"
 
     def open_for(self):
-        end = self.resolved_at or timezone.now()
-        return how_long((end - self.opened_at).total_seconds())
+        return duration_text((self.resolved_at or timezone.now()) - self.opened_at)
 
     def lines(self):
         """The plain-text body shared by email and webhook-like channels."""
