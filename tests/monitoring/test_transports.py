@@ -465,3 +465,26 @@ def test_it_retries_a_server_that_does_not_answer_in_time(httpserver, settings):
 
     notification = channel.notifications.get()
     assert (notification.status, notification.attempts) == (Notification.SENT, 2)
+
+
+def test_it_tells_a_channel_when_monitoring_opens_and_resolves_an_alert(httpserver, django_capture_on_commit_callbacks):
+    from catalog.alerts import problems
+
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    make_channel(Channel.WEBHOOK, url=httpserver.url_for("/hook"))
+    source = make_source()
+    key = f"source:{source.pk}"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        problems.open_alert(Alert.SOURCE_HEALTH, key, title="Inventory DB is DOWN", detail="No good backup for 27 h.",
+                            url=source.get_absolute_url(), source=source)
+    with django_capture_on_commit_callbacks(execute=True):  # found again: no second message
+        problems.open_alert(Alert.SOURCE_HEALTH, key, title="Inventory DB is DOWN", detail="No good backup for 28 h.",
+                            url=source.get_absolute_url(), source=source)
+    with django_capture_on_commit_callbacks(execute=True):
+        problems.resolve_alert(Alert.SOURCE_HEALTH, key, "A backup succeeded.")
+
+    bodies = [json.loads(request.get_data()) for request in received(httpserver, "/hook")]
+    assert [(body["event"], body["title"]) for body in bodies] == [
+        ("opened", "Inventory DB is DOWN"), ("resolved", "Inventory DB is DOWN")]
+    assert bodies[1]["resolution"] == "A backup succeeded."
