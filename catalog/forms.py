@@ -18,6 +18,16 @@ def secret_field(label, help_text=""):
     )
 
 
+# Monitoring fields that may be left out of a form (older clients, scripts):
+# empty keeps the stored value, so it is not a change.
+KEPT_WHEN_EMPTY = ("grace_minutes", "size_tolerance_percent")
+
+
+def really_changed(form):
+    return [name for name in form.changed_data
+            if name not in KEPT_WHEN_EMPTY or form.cleaned_data.get(name) != form.initial.get(name)]
+
+
 class SourceForm(forms.ModelForm):
     password = secret_field("Password")
     dsn = secret_field("Connection string (DSN)", "Instead of the fields above, e.g. postgresql://user:pw@host:5432/db")
@@ -25,13 +35,14 @@ class SourceForm(forms.ModelForm):
     class Meta:
         model = Source
         fields = ["name", "engine", "host", "port", "dbname", "user", "password", "dsn", "sslmode",
-                  "sqlite_path", "rpo_minutes", "rto_minutes"]
+                  "sqlite_path", "rpo_minutes", "rto_minutes", "grace_minutes", "paused"]
         labels = {"sslmode": "SSL mode"}
         help_texts = {
             "sslmode": "Optional: disable, require, verify-full …",
             "sqlite_path": "Absolute path of the database file on the worker machine.",
             "rpo_minutes": "Most data you can afford to lose, in minutes.",
             "rto_minutes": "Longest a restore may take, in minutes.",
+            "paused": "No alert about this source while paused (for maintenance); its backups still run.",
         }
 
     def __init__(self, *args, **kwargs):
@@ -39,6 +50,11 @@ class SourceForm(forms.ModelForm):
         if self.instance.pk and self.instance.has_secrets():
             self.fields["password"].help_text = KEEP_HELP
             self.fields["dsn"].help_text = KEEP_HELP + " " + self.fields["dsn"].help_text
+        self.fields["grace_minutes"].required = False  # left empty: keeps the current grace (2 h by default)
+
+    def clean_grace_minutes(self):
+        grace = self.cleaned_data.get("grace_minutes")
+        return self.instance.grace_minutes if grace is None else grace
 
     def clean(self):
         data = super().clean()
@@ -58,7 +74,7 @@ class SourceForm(forms.ModelForm):
         return {"password": self.cleaned_data.get("password"), "dsn": self.cleaned_data.get("dsn")}
 
     def changed_fields(self):
-        return [name for name in self.changed_data if name not in ("password", "dsn")]
+        return [name for name in really_changed(self) if name not in ("password", "dsn")]
 
 
 class DestinationForm(forms.ModelForm):
@@ -140,7 +156,7 @@ class PlanForm(forms.ModelForm):
     class Meta:
         model = BackupPlan
         fields = ["name", "source", "schedule", "format", "compression", "encrypt", "destinations", "enabled",
-                  *RETENTION_FIELDS, *VERIFICATION_FIELDS]
+                  "size_tolerance_percent", *RETENTION_FIELDS, *VERIFICATION_FIELDS]
         help_texts = {
             **RETENTION_HELP,
             "schedule": "Cron: minute hour day-of-month month day-of-week.",
@@ -152,6 +168,11 @@ class PlanForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         for name in RETENTION_FIELDS:
             self.fields[name].widget.attrs["class"] = "retention-field"
+        self.fields["size_tolerance_percent"].required = False  # left empty: keeps the current tolerance
+
+    def clean_size_tolerance_percent(self):
+        tolerance = self.cleaned_data.get("size_tolerance_percent")
+        return self.instance.size_tolerance_percent if tolerance is None else tolerance
 
     def main_fields(self):
         grouped = RETENTION_FIELDS + VERIFICATION_FIELDS
@@ -179,7 +200,7 @@ class PlanForm(forms.ModelForm):
         return data
 
     def changed_fields(self):
-        return list(self.changed_data)
+        return really_changed(self)
 
 
 class PinForm(forms.Form):
