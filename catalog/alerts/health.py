@@ -9,6 +9,7 @@ one-minute tick only asks which sources passed a stored, indexed deadline."""
 import logging
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from catalog import audit
@@ -58,6 +59,25 @@ def check_deadlines(now=None):
             if source is not None and apply_health(source, now):
                 changed.append(pk)
     return changed
+
+
+def refresh_misjudged(now=None):
+    """Sources whose stored status cannot be right: never judged since
+    monitoring was installed (new, yet with an enabled plan), or paused and
+    unpaused behind the services' back (the Django admin). One query when all
+    is well. Returns the ids refreshed."""
+    misjudged = (
+        Source.objects.filter(
+            Q(status="new", paused=False, plans__enabled=True)
+            | Q(paused=True) & ~Q(status="paused")
+            | Q(paused=False, status="paused")
+        ).distinct().values_list("pk", flat=True)
+    )
+    refreshed = []
+    for pk in misjudged:
+        refresh_source(Source(pk=pk), now)
+        refreshed.append(pk)
+    return refreshed
 
 
 def apply_health(source, now, last_failure=None):

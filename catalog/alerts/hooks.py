@@ -79,6 +79,7 @@ def periodic_checks(now=None):
     # No savepoint around a whole check: each change inside is its own
     # transaction, so that one source's trouble does not undo the others'.
     return {
+        "refreshed": quietly(health.refresh_misjudged, savepoint=False)(now),
         "late_or_down": quietly(health.check_deadlines, savepoint=False)(now),
         "storage_full": quietly(conditions.check_storage, savepoint=False)(),
         "stuck": quietly(conditions.check_stuck_jobs, savepoint=False)(now),

@@ -7,7 +7,7 @@ import pytest
 import time_machine
 
 from catalog import services
-from catalog.alerts import health
+from catalog.alerts import health, hooks
 from catalog.alerts.models import Alert, Notification, StatusChange
 from catalog.models import AuditEvent, Backup, BackupPlan, Source
 from tests.monitoring.monitoring_helpers import (  # noqa: F401 — dispatched is a fixture
@@ -252,3 +252,19 @@ def test_the_tick_query_count_does_not_grow_with_the_history(db, django_assert_m
         with django_assert_max_num_queries(20):
             assert health.check_deadlines() == [source.pk]
     assert reload(source).status == "down"
+
+
+def test_the_tick_judges_sources_that_were_never_judged_or_changed_in_the_admin(db):
+    with time_machine.travel(T0, tick=False) as traveller:
+        source = make_source()
+        make_plan(source)
+        # As the 0005 migration leaves a source that already had plans, or an
+        # edit in the Django admin that bypasses the services.
+        Source.objects.filter(pk=source.pk).update(status="new", late_at=None, down_at=None)
+        other = make_source("Orders")
+        Source.objects.filter(pk=other.pk).update(paused=True)
+        traveller.move_to(T0 + HOUR)
+        assert sorted(hooks.periodic_checks()["refreshed"]) == sorted([source.pk, other.pk])
+        assert hooks.periodic_checks()["refreshed"] == []
+    assert reload(source).status == "up" and reload(source).late_at == T0 + 24 * HOUR
+    assert reload(other).status == "paused"
