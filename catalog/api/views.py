@@ -5,6 +5,7 @@ import json
 import re
 from datetime import datetime, time, timezone as dt_timezone
 
+from django.core.exceptions import RequestDataTooBig
 from django.db.models import OuterRef, Q, Subquery, Sum
 from django.http import JsonResponse
 from django.urls import reverse
@@ -76,10 +77,12 @@ def text_param(params, name, max_length=100):
 
 def json_body(request):
     """The request's JSON object (an empty body is an empty object)."""
-    if not request.body.strip():
-        return {}
     try:
+        if not request.body.strip():
+            return {}
         data = json.loads(request.body)
+    except RequestDataTooBig:
+        raise BadRequest("The request body is too large.") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"The request body is not valid JSON ({exc}).") from None
     if not isinstance(data, dict):
@@ -244,8 +247,9 @@ def not_found(request, path=""):
     return error(f"There is no API endpoint at {request.path}; see /api/v1/openapi.json.", 404)
 
 
-status = by_method(GET=status_view)
-backups = by_method(GET=backup_list, POST=backup_start)
-backup = by_method(GET=backup_detail)
-verify = by_method(POST=backup_verify)
-openapi = by_method(GET=openapi_json)
+# What each URL answers, by method (catalog/api/urls.py).
+status_resource = by_method(GET=status_view)
+backups_resource = by_method(GET=backup_list, POST=backup_start)
+backup_resource = by_method(GET=backup_detail)
+verify_resource = by_method(POST=backup_verify)
+openapi_resource = by_method(GET=openapi_json)

@@ -275,3 +275,13 @@ def test_it_refuses_verifications_that_cannot_run(client, operator, tmp_path):
     missing = post_json(client, "/api/v1/backups/999999/verify", {}, operator)
     assert missing.status_code == 404 and missing.json() == {"error": "No backup with id 999999."}
     assert not Verification.objects.exists()
+
+
+def test_it_refuses_a_body_that_is_too_large(client, operator, tmp_path, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    plan = sqlite_plan(tmp_path)
+
+    response = post_json(client, "/api/v1/backups", {"plan": plan.pk, "label": "x" * 200}, operator)
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "The request body is too large."}
