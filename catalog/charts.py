@@ -249,3 +249,47 @@ def backup_title(backup, outlier_previous, tolerance_percent):
         median = size_text(statistics.median(outlier_previous))
         parts.append(f"outside ±{tolerance_percent} % of the median of the previous {len(outlier_previous)} ({median})")
     return " · ".join(parts)
+
+
+# --- a source's health over the last days ------------------------------------------
+
+STRIP_WIDTH, STRIP_HEIGHT = 700, 10  # stretched to the cell's width
+
+
+@dataclass
+class Segment:
+    status: str
+    start: datetime
+    end: datetime
+
+
+def health_segments(changes, current_status, start, end):
+    """A source's statuses from `start` to `end`, from its status changes in
+    that time (oldest first): before the first change it had that change's old status."""
+    status = changes[0].old_status if changes else current_status
+    segments, since = [], start
+    for change in changes:
+        if change.created_at > since:
+            segments.append(Segment(status, since, change.created_at))
+        status, since = change.new_status, max(since, change.created_at)
+    segments.append(Segment(status, since, end))
+    return segments
+
+
+def health_strip(segments, labels=None):
+    """A thin bar coloured by status over time; each stretch says what and when."""
+    start, end = segments[0].start, segments[-1].end
+    span = (end - start).total_seconds() or 1
+    parts = []
+    for segment in segments:
+        x = (segment.start - start).total_seconds() / span * STRIP_WIDTH
+        width = max(1.0, (segment.end - segment.start).total_seconds() / span * STRIP_WIDTH)
+        name = (labels or {}).get(segment.status, segment.status)
+        title = (f"{name} from {time_text(segment.start)} to {time_text(segment.end)} "
+                 f"({span_text((segment.end - segment.start).total_seconds())})")
+        parts.append(format_html('<rect class="strip-{}" x="{}" y="0" width="{}" height="{}"><title>{}</title></rect>',
+                                 segment.status, round(x, 1), round(width, 1), STRIP_HEIGHT, title))
+    return format_html(
+        '<svg class="health-strip" viewBox="0 0 {} {}" preserveAspectRatio="none" role="img" aria-label="{}" '
+        'xmlns="http://www.w3.org/2000/svg">{}</svg>',
+        STRIP_WIDTH, STRIP_HEIGHT, f"Health since {time_text(start)}", mark_safe("".join(parts)))

@@ -1,6 +1,7 @@
 """Browser pages. Views stay short: forms validate, services act."""
 
-from collections import Counter
+from collections import Counter, defaultdict
+from datetime import timedelta
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -22,7 +23,17 @@ from catalog.forms import (
     RunBackupForm,
     SourceForm,
 )
-from catalog.models import Alert, AuditEvent, Backup, BackupPlan, Destination, Source, Verification
+from catalog.models import (
+    HEALTH_CHOICES,
+    Alert,
+    AuditEvent,
+    Backup,
+    BackupPlan,
+    Destination,
+    Source,
+    StatusChange,
+    Verification,
+)
 from catalog.schedules import next_runs, validate_cron
 
 PAGE_SIZE = 25
@@ -94,13 +105,22 @@ def dashboard(request):
     return render(request, "catalog/dashboard.html", ctx)
 
 
+HEALTH_STRIP_DAYS = 7  # how far back the dashboard draws each source's health
+
+
 def dashboard_rows(sources, now):
-    """One row per source, from what `dashboard` annotated: two queries in all."""
+    """One row per source, from what `dashboard` annotated: three queries in all."""
     backups = Backup.objects.in_bulk([s.last_backup_id for s in sources if s.last_backup_id])
     restores = Verification.objects.in_bulk([s.last_restore_id for s in sources if s.last_restore_id])
+    window = now - timedelta(days=HEALTH_STRIP_DAYS)
+    changes = defaultdict(list)
+    for change in StatusChange.objects.filter(created_at__gte=window).order_by("created_at", "id"):
+        changes[change.source_id].append(change)
+    labels = dict(HEALTH_CHOICES)
     rows = []
     for source in sources:
         restore = restores.get(source.last_restore_id)
+        segments = charts.health_segments(changes[source.pk], source.status, max(window, source.created_at), now)
         # Sources backed up before monitoring existed have no last_good_at until their next backup.
         last_good_at = source.last_good_at or source.last_good_started_at
         age = (now - last_good_at).total_seconds() if last_good_at else None
@@ -114,6 +134,7 @@ def dashboard_rows(sources, now):
             "status_for": charts.span_text((now - source.status_since).total_seconds()) if source.status_since else "",
             "late_in": charts.span_text((source.late_at - now).total_seconds()) if source.late_at else "",
             "down_in": charts.span_text((source.down_at - now).total_seconds()) if source.down_at else "",
+            "health_strip": charts.health_strip(segments, labels),
         })
     return rows
 

@@ -146,3 +146,23 @@ def test_the_plan_page_reads_a_fixed_number_of_rows_for_its_charts(plan, admin_c
         record(plan, day, MB, status=Backup.FAILED if day % 5 == 0 else Backup.SUCCEEDED)
     with django_assert_max_num_queries(len(few.captured_queries)):
         admin_client.get(plan.get_absolute_url())
+
+
+def change(at, old, new):
+    from catalog.alerts.models import StatusChange
+
+    return StatusChange(created_at=at, old_status=old, new_status=new)
+
+
+def test_it_cuts_a_sources_week_into_stretches_of_one_status():
+    end = START + timedelta(days=7)
+    changes = [change(START + timedelta(days=2), "up", "late"), change(START + timedelta(days=2, hours=2), "late", "down"),
+               change(START + timedelta(days=3), "down", "up")]
+    segments = charts.health_segments(changes, "up", START, end)
+    assert [(s.status, s.end - s.start) for s in segments] == [
+        ("up", timedelta(days=2)), ("late", timedelta(hours=2)), ("down", timedelta(hours=22)), ("up", timedelta(days=4))]
+    assert [s.status for s in charts.health_segments([], "paused", START, end)] == ["paused"]
+
+    svg = charts.health_strip(segments, {"down": "Down"})
+    assert svg.count("<rect") == 4 and 'class="strip-down"' in svg
+    assert "<title>Down from 3 Nov 05:00 to 4 Nov 03:00 (22 h)</title>" in svg

@@ -174,6 +174,7 @@ def test_the_dashboard_and_a_plans_trends_in_chromium(live_server, page, admin_u
     sizes[21], sizes[26] = 90 * MB, 0
     record(source, plan, 30, sizes=sizes)
     Alert.objects.create(kind=Alert.SOURCE_HEALTH, key="source:payroll", title="Payroll is down")
+    week_of_changes()
     log_in(page, live_server, admin_user)
 
     verdict = page.locator(".verdict")
@@ -194,3 +195,37 @@ def test_the_dashboard_and_a_plans_trends_in_chromium(live_server, page, admin_u
         page.screenshot(path=f"{SHOTS}/plan-trends.png", full_page=True)
     size_chart.locator("circle.outlier").click()  # a point opens its backup
     page.wait_for_url(f"{live_server.url}{Backup.objects.get(stored_bytes=90 * MB).get_absolute_url()}")
+
+
+def week_of_changes():
+    """A week in which each source went through its troubles, recovered, and came to its present state."""
+    from catalog.alerts.models import StatusChange
+
+    now = timezone.now()
+    Source.objects.update(created_at=now - timedelta(days=30))
+    StatusChange.objects.all().delete()
+    for source in Source.objects.all():
+        timeline = {"up": [(150, "up", "late"), (148, "late", "up"), (60, "up", "failing"), (40, "failing", "up")],
+                    "late": [(100, "up", "late"), (98, "late", "up"), (1, "up", "late")],
+                    "down": [(90, "up", "failing"), (80, "failing", "up"), (3, "up", "late"), (1, "late", "down")],
+                    "failing": [(1, "up", "failing")], "paused": [(1, "up", "paused")]}[source.status]
+        for hours, old, new in timeline:
+            StatusChange.objects.create(source=source, created_at=now - timedelta(hours=hours), old_status=old,
+                                        new_status=new)
+
+
+def test_it_draws_each_sources_health_over_the_last_week(sources, admin_client):
+    from catalog.alerts.models import StatusChange
+
+    payroll = sources["Payroll"][0]
+    now = timezone.now()
+    Source.objects.filter(pk=payroll.pk).update(created_at=now - timedelta(days=30))
+    StatusChange.objects.all().delete()  # whatever saving the plan recorded
+    StatusChange.objects.create(source=payroll, created_at=now - timedelta(days=20), old_status="new", new_status="up")
+    StatusChange.objects.create(source=payroll, created_at=now - timedelta(hours=16), old_status="up", new_status="late")
+    StatusChange.objects.create(source=payroll, created_at=now - timedelta(hours=14), old_status="late", new_status="down")
+    page = page_text(admin_client)
+    row = re.search(rf'data-source="{payroll.pk}">(.*?)</tr>', page, re.S).group(1)
+    strip = re.search(r'<svg class="health-strip".*?</svg>', row, re.S).group(0)
+    assert re.findall(r'<rect class="strip-(\w+)"', strip) == ["up", "late", "down"]
+    assert "Late from" in strip and "(2 h)" in strip
