@@ -113,7 +113,8 @@ def sync_alert(source, now):
     key = alert_key(source)
     if source.status in Source.PROBLEM_STATUSES:
         status_since = source.status_since or now
-        detail = f"{source.status_reason} {source.get_status_display()} since {moment_text(status_since)}."
+        reason = source.status_reason.rstrip(".")  # an engine error may end without a full stop
+        detail = f"{reason}. {source.get_status_display()} since {moment_text(status_since)}."
         opened = open_problem_since(source)
         if opened and opened < status_since:
             detail += f" This problem has been open since {moment_text(opened)}."
