@@ -4,6 +4,7 @@ services the pages call, answer. Errors are {"error": "..."} with a 4xx code."""
 import json
 import re
 from datetime import datetime, time, timezone as dt_timezone
+from functools import wraps
 
 from django.core.exceptions import RequestDataTooBig
 from django.db.models import OuterRef, Q, Subquery, Sum
@@ -91,13 +92,13 @@ def json_body(request):
 
 
 def handles_bad_requests(view):
+    @wraps(view)
     def wrapped(request, *args, **kwargs):
         try:
             return view(request, *args, **kwargs)
         except BadRequest as exc:
             return error(str(exc), 400)
 
-    wrapped.__name__ = view.__name__
     return wrapped
 
 
