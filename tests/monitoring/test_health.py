@@ -268,3 +268,29 @@ def test_the_tick_judges_sources_that_were_never_judged_or_changed_in_the_admin(
         assert hooks.periodic_checks()["refreshed"] == []
     assert reload(source).status == "up" and reload(source).late_at == T0 + 24 * HOUR
     assert reload(other).status == "paused"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_tick_tells_a_channel_once_when_a_source_goes_down_and_once_when_it_is_back(httpserver, settings):
+    from catalog import tasks
+    from catalog.alerts.models import Channel
+    from tests.monitoring.channel_helpers import make_channel
+
+    settings.NOTIFY_RETRY_DELAYS = (0, 0, 0)
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    make_channel(Channel.WEBHOOK, url=httpserver.url_for("/hook"), secrets={"secret": "a-webhook-secret"})
+    with time_machine.travel(T0, tick=False) as traveller:
+        source = make_source()
+        plan = make_plan(source)
+        finished_backup(plan, at=T0)
+        for hours in (24, 26, 26.5):
+            traveller.move_to(T0 + hours * HOUR)
+            tasks.tick()
+        traveller.move_to(T0 + 27 * HOUR)
+        finished_backup(plan)
+
+    bodies = [request.get_data(as_text=True) for request, _ in httpserver.log]
+    health_bodies = [body for body in bodies if "Inventory DB is DOWN" in body]
+    assert len(health_bodies) == 2  # the problem, then its recovery
+    assert "No good backup for 26 h" in health_bodies[0] and "a-webhook-secret" not in "".join(bodies)
+    assert reload(source).status == "up"
