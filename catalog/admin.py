@@ -85,3 +85,12 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "actor_label", "action", "object_repr"]
     list_filter = ["action"]
     search_fields = ["object_repr", "actor_label"]
+
+
+from catalog.api.models import ApiToken  # noqa: E402 — kept beside its admin, appended by the API part
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    list_display = ["name", "prefix", "scopes", "created_by", "created_at", "expires_at", "last_used_at", "revoked_at"]
+    exclude = ["token_hash"]  # not the token, but nothing anyone needs to read either

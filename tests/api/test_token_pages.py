@@ -100,3 +100,14 @@ def test_it_lets_auditors_see_the_list_but_not_change_it(auditor_client):
 
 def test_it_sends_anonymous_visitors_to_the_login_page(client):
     assert client.get("/tokens/").status_code == 302
+
+
+def test_it_shows_tokens_to_superusers_in_the_admin_without_their_hash(client, django_user_model):
+    token, raw = make_token(name="prometheus")
+    client.force_login(django_user_model.objects.create_superuser("root", "root@example.org", "pw"))
+
+    listing = client.get("/admin/catalog/apitoken/")
+    detail = client.get(f"/admin/catalog/apitoken/{token.pk}/change/")
+
+    assert listing.status_code == 200 and "prometheus" in listing.content.decode()
+    assert detail.status_code == 200 and token.token_hash not in detail.content.decode()
