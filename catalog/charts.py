@@ -17,7 +17,9 @@ from django.utils.safestring import mark_safe
 from catalog.templatetags.strongroom import duration as duration_text
 
 CHART_BACKUPS = 60  # how many backups with data a chart shows
-SIZE_WINDOW = 7  # outliers are judged against the median of the previous 7 good backups
+# Outliers are judged as the size alert judges them (catalog.alerts.conditions.check_size):
+# the raw size of a good backup against the median of the previous 7 good ones.
+SIZE_WINDOW = 7
 
 WIDTH, HEIGHT = 560, 210
 LEFT, RIGHT, TOP, BOTTOM = 64, 14, 12, 26  # room for the axis labels
@@ -80,6 +82,11 @@ def span_text(seconds):
         if seconds >= 2 * size or (name == "min" and seconds >= size):
             return f"{round(seconds / size)} {name}"
     return f"{int(seconds)} s"
+
+
+def span_until(moment, now):
+    """"21 h" to a deadline ahead; nothing once it passed (until the next tick changes the status)."""
+    return span_text((moment - now).total_seconds()) if moment and moment > now else ""
 
 
 def size_text(size):
@@ -152,8 +159,10 @@ def time_chart(series, unit, marks=(), label="", empty="No backups yet."):
         '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">'
         "<title>{}</title>", WIDTH, HEIGHT, label, label)]
     for y, text in axis.ticks():
-        parts.append(format_html('<line class="chart-gridline" x1="{}" x2="{}" y1="{}" y2="{}"/>', LEFT, WIDTH - RIGHT, y, y))
-        parts.append(format_html('<text class="chart-label" x="{}" y="{}" text-anchor="end">{}</text>', LEFT - 6, y + 4, text))
+        parts.append(format_html('<line class="chart-gridline" x1="{}" x2="{}" y1="{}" y2="{}"/>',
+                                 LEFT, WIDTH - RIGHT, y, y))
+        parts.append(format_html('<text class="chart-label" x="{}" y="{}" text-anchor="end">{}</text>',
+                                 LEFT - 6, y + 4, text))
     for x, text in scale.ticks():
         parts.append(format_html('<text class="chart-label" x="{}" y="{}" text-anchor="middle">{}</text>',
                                  x, HEIGHT - 6, text))
@@ -196,7 +205,7 @@ def is_outlier(size, previous, tolerance_percent):
     if not tolerance_percent or len(previous) < 3:
         return False
     median = statistics.median(previous)
-    return abs(size - median) > median * tolerance_percent / 100
+    return median > 0 and abs(size - median) > median * tolerance_percent / 100
 
 
 def plan_charts(plan, limit=CHART_BACKUPS):
@@ -215,12 +224,13 @@ def plan_charts(plan, limit=CHART_BACKUPS):
     stored, raw, durations = Series("stored"), Series("raw"), Series("duration")
     for index in range(len(backups) - len(shown), len(backups)):
         backup = backups[index]
-        previous = [b.stored_bytes for b in backups[:index] if b.status == Backup.SUCCEEDED][-SIZE_WINDOW:]
-        outlier = is_outlier(backup.stored_bytes, previous, plan.size_tolerance_percent)
+        previous = [b.raw_bytes for b in backups[:index] if b.status == Backup.SUCCEEDED][-SIZE_WINDOW:]
+        outlier = backup.status == Backup.SUCCEEDED and is_outlier(
+            backup.raw_bytes, previous, plan.size_tolerance_percent)
         title = backup_title(backup, previous if outlier else None, plan.size_tolerance_percent)
         href = backup.get_absolute_url()
         stored.points.append(Point(backup.created_at, backup.stored_bytes, title, href, outlier))
-        raw.points.append(Point(backup.created_at, backup.raw_bytes, title, href))
+        raw.points.append(Point(backup.created_at, backup.raw_bytes, title, href, outlier))
         if backup.started_at and backup.finished_at:
             seconds = (backup.finished_at - backup.started_at).total_seconds()
             durations.points.append(Point(backup.created_at, seconds, title, href))
@@ -247,7 +257,8 @@ def backup_title(backup, outlier_previous, tolerance_percent):
         parts.append(backup.status)
     if outlier_previous:
         median = size_text(statistics.median(outlier_previous))
-        parts.append(f"outside ±{tolerance_percent} % of the median of the previous {len(outlier_previous)} ({median})")
+        parts.append(f"raw size outside ±{tolerance_percent} % of the median of the previous "
+                     f"{len(outlier_previous)} ({median})")
     return " · ".join(parts)
 
 

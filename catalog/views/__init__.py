@@ -132,8 +132,7 @@ def dashboard_rows(sources, now):
             "restore_overdue": source.restore_test_overdue(restore, has_good_backup=last_good_at is not None, now=now),
             "slower_than_rto": source.restore_slower_than_rto(restore),
             "status_for": charts.span_text((now - source.status_since).total_seconds()) if source.status_since else "",
-            "late_in": charts.span_text((source.late_at - now).total_seconds()) if source.late_at else "",
-            "down_in": charts.span_text((source.down_at - now).total_seconds()) if source.down_at else "",
+            "late_in": charts.span_until(source.late_at, now), "down_in": charts.span_until(source.down_at, now),
             "health_strip": charts.health_strip(segments, labels),
         })
     return rows
