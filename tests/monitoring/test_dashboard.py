@@ -65,6 +65,15 @@ def test_it_says_all_sources_are_safe_when_they_are(disk, admin_client):
     assert "No open alerts" in page
 
 
+def test_it_does_not_call_paused_or_new_sources_safe(disk, admin_client):
+    add_source("Billing", disk, status="up", reason="Fine.", hours_since_good=2)
+    add_source("Wiki", disk, status="paused", reason="Monitoring is paused.")
+    add_source("Shop", disk, status="new", reason="No enabled plan.")
+    page = page_text(admin_client)
+    assert "No source needs attention" in page and "are safe" not in page
+    assert "1 up" in page and "1 paused" in page and "1 new" in page
+
+
 @pytest.mark.parametrize("client_name", ["admin_client", "auditor_client"])
 def test_it_shows_each_sources_health_and_the_verdict(sources, client_name, request):
     page = page_text(request.getfixturevalue(client_name))
@@ -184,6 +193,7 @@ def test_the_dashboard_and_a_plans_trends_in_chromium(live_server, page, admin_u
     assert page.locator(".dashboard-next-runs tr").count() == 5
     if SHOTS:
         page.screenshot(path=f"{SHOTS}/dashboard.png", full_page=True)
+        page.locator(".dashboard-sources").screenshot(path=f"{SHOTS}/dashboard-sources.png")
 
     page.goto(f"{live_server.url}{plan.get_absolute_url()}")
     size_chart = page.locator("svg.chart").first
@@ -193,6 +203,7 @@ def test_the_dashboard_and_a_plans_trends_in_chromium(live_server, page, admin_u
     assert size_chart.locator(".mark-failed").count() == 1
     if SHOTS:
         page.screenshot(path=f"{SHOTS}/plan-trends.png", full_page=True)
+        page.locator(".chart-grid").screenshot(path=f"{SHOTS}/plan-trends-charts.png")
     size_chart.locator(".chart-series-stored circle.outlier").click()  # a point opens its backup
     page.wait_for_url(f"{live_server.url}{Backup.objects.get(stored_bytes=90 * MB).get_absolute_url()}")
 
