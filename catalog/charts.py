@@ -287,9 +287,11 @@ def health_segments(changes, current_status, start, end):
     return segments
 
 
-def health_strip(segments, labels=None):
-    """A thin bar coloured by status over time; each stretch says what and when."""
-    start, end = segments[0].start, segments[-1].end
+def health_strip(segments, labels=None, frame=None):
+    """A thin bar coloured by status over time; each stretch says what and when.
+    `frame` (start, end) is the time the bar spans: a source younger than
+    that leaves the bar's beginning empty."""
+    start, end = frame or (segments[0].start, segments[-1].end)
     span = (end - start).total_seconds() or 1
     parts = []
     for segment in segments:

@@ -133,7 +133,7 @@ def dashboard_rows(sources, now):
             "slower_than_rto": source.restore_slower_than_rto(restore),
             "status_for": charts.span_text((now - source.status_since).total_seconds()) if source.status_since else "",
             "late_in": charts.span_until(source.late_at, now), "down_in": charts.span_until(source.down_at, now),
-            "health_strip": charts.health_strip(segments, labels),
+            "health_strip": charts.health_strip(segments, labels, frame=(window, now)),
         })
     return rows
 

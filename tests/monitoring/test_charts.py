@@ -168,3 +168,8 @@ def test_it_cuts_a_sources_week_into_stretches_of_one_status():
     svg = charts.health_strip(segments, {"down": "Down"})
     assert svg.count("<rect") == 4 and 'class="strip-down"' in svg
     assert "<title>Down from 3 Nov 05:00 to 4 Nov 03:00 (22 h)</title>" in svg
+
+    # A source two days old fills the last two sevenths of a week's strip.
+    young = charts.health_segments([], "up", end - timedelta(days=2), end)
+    svg = charts.health_strip(young, frame=(START, end))
+    assert f'x="{charts.STRIP_WIDTH * 5 / 7:.1f}"' in svg
