@@ -266,3 +266,12 @@ def test_a_real_backup_brings_the_source_up_and_judges_its_copies(tmp_path):
     assert source.status == "up" and source.last_good_at == backup.created_at
     assert source.late_at == backup.created_at + source.expected_interval()
     assert open_one(Alert.THREE_TWO_ONE).detail.startswith(f"Backup #{backup.pk} lacks a second copy (only 1)")
+
+
+def test_a_verification_abandoned_by_a_dead_worker_alerts(db, settings):
+    with time_machine.travel(T0, tick=False) as traveller:
+        plan = make_plan(make_source())
+        job = running_verification(finished_backup(plan, at=T0 - HOUR))
+        traveller.move_to(T0 + timedelta(seconds=settings.HEARTBEAT_TIMEOUT + 1))
+        assert verification_service.sweep_stale_verifications() == [job.pk]
+    assert "The worker stopped responding" in open_one(Alert.VERIFICATION_FAILED).detail
