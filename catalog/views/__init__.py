@@ -97,7 +97,7 @@ def dashboard(request):
         "open_alerts": Alert.objects.filter(resolved_at__isnull=True).count(),
         "next_runs": next_scheduled_runs(sources, 8),
         "active": Backup.objects.active().select_related("source", "plan"),
-        "recent": Backup.objects.select_related("source", "plan")[:10],
+        "recent": Backup.objects.select_related("source", "plan").defer("log", "table_counts")[:10],
         "storage": [{"destination": d, "usage": d.usage()} for d in Destination.objects.all()],
         "has_destinations": Destination.objects.exists(),
         "has_plans": BackupPlan.objects.exists(),
@@ -110,7 +110,8 @@ HEALTH_STRIP_DAYS = 7  # how far back the dashboard draws each source's health
 
 def dashboard_rows(sources, now):
     """One row per source, from what `dashboard` annotated: three queries in all."""
-    backups = Backup.objects.in_bulk([s.last_backup_id for s in sources if s.last_backup_id])
+    last_ids = [s.last_backup_id for s in sources if s.last_backup_id]
+    backups = Backup.objects.defer("log", "table_counts").in_bulk(last_ids)
     restores = Verification.objects.in_bulk([s.last_restore_id for s in sources if s.last_restore_id])
     window = now - timedelta(days=HEALTH_STRIP_DAYS)
     changes = defaultdict(list)
