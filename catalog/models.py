@@ -176,10 +176,13 @@ class Source(SealedSecrets):
         late_at = reference + interval
         return late_at, late_at + self.grace()
 
-    def health_at(self, now, last_failure=None):
+    def health_at(self, now, last_failure=None, backup_running=False):
         """(status, reason) from the stored monitoring fields alone, so that the
         tick can judge a source without reading its backups. `last_failure` is
-        the failed backup, when the caller has it, to name it in the reason."""
+        the failed backup, when the caller has it, to name it in the reason.
+        `backup_running`: a backup of the source is queued or running, so a
+        passed late deadline is that backup on its way, not a missed one (else
+        every nightly run would flap up → late → up while it runs)."""
         from catalog.alerts.text import duration_text, moment_text
 
         if self.paused:
@@ -200,6 +203,9 @@ class Source(SealedSecrets):
             waited = f"No good backup for {duration_text(now - self.last_good_at)}; expected every {every}"
         if now >= self.down_at:
             return "down", f"{waited} (grace {grace})."
+        if now >= self.late_at and backup_running:
+            return "up", (f"The backup due at {moment_text(self.late_at)} is under way; "
+                          f"down at {moment_text(self.down_at)} unless one succeeds (grace {grace}).")
         if now >= self.late_at:
             return "late", f"{waited}; down at {moment_text(self.down_at)} unless one succeeds (grace {grace})."
         if self.last_good_at is None:

@@ -41,7 +41,8 @@ def refresh_source(source, now=None):
         reference = source.last_good_at or min((plan.created_at for plan in plans), default=None)
         source.late_at, source.down_at = source.deadlines(reference, source.expected_interval())
         Source.objects.filter(pk=source.pk).update(**{name: getattr(source, name) for name in MONITORING_FIELDS})
-        apply_health(source, now, last_failure=latest if source.last_run_failed else None)
+        apply_health(source, now, last_failure=latest if source.last_run_failed else None,
+                     backup_running=source.backups.active().exists())
     return source
 
 
@@ -50,7 +51,10 @@ def check_deadlines(now=None):
     the last look. Two indexed queries, then work only for those that changed."""
     now = now or timezone.now()
     due = Source.objects.filter(paused=False)
-    late = due.filter(late_at__lte=now, status="up").values_list("pk", flat=True)
+    # A source whose backup is under way is not late yet: that backup ends
+    # with a refresh. Down, the breach of the RPO, waits for nothing.
+    busy = Backup.objects.active().values("source_id")
+    late = due.filter(late_at__lte=now, status="up").exclude(pk__in=busy).values_list("pk", flat=True)
     down = due.filter(down_at__lte=now, status__in=["up", "late"]).values_list("pk", flat=True)
     changed = []
     for pk in sorted(set(late) | set(down)):
@@ -80,10 +84,10 @@ def refresh_misjudged(now=None):
     return refreshed
 
 
-def apply_health(source, now, last_failure=None):
+def apply_health(source, now, last_failure=None, backup_running=False):
     """Moves `source` (locked by the caller) to the status its stored fields
     give at `now`. Returns True when the status changed."""
-    status, reason = source.health_at(now, last_failure)
+    status, reason = source.health_at(now, last_failure, backup_running)
     if status == source.status:
         if reason != source.status_reason:
             # Same status, newer facts (another failure, a newer good backup).

@@ -294,3 +294,24 @@ def test_the_tick_tells_a_channel_once_when_a_source_goes_down_and_once_when_it_
     assert len(health_bodies) == 2  # the problem, then its recovery
     assert "No good backup for 26 h" in health_bodies[0] and "a-webhook-secret" not in "".join(bodies)
     assert reload(source).status == "up"
+
+
+def test_a_backup_under_way_at_its_deadline_keeps_the_source_up_but_not_past_down(db):
+    with time_machine.travel(T0, tick=False) as traveller:
+        source = make_source()
+        plan = make_plan(source)
+        finished_backup(plan, at=T0)
+        traveller.move_to(T0 + 24 * HOUR - 10 * SECOND)
+        running = Backup.objects.create(source=source, plan=plan, status=Backup.RUNNING, format="sqlite",
+                                        compression="zstd", started_at=T0 + 24 * HOUR - 10 * SECOND)
+        traveller.move_to(T0 + 24 * HOUR + 5 * 60 * SECOND)
+        assert health.check_deadlines() == []
+        health.refresh_source(source)  # e.g. a plan saved meanwhile
+        assert reload(source).status == "up" and "is under way" in reload(source).status_reason
+
+        traveller.move_to(T0 + 26 * HOUR)
+        assert health.check_deadlines() == [source.pk]
+        assert reload(source).status == "down"
+        Backup.objects.filter(pk=running.pk).update(status=Backup.SUCCEEDED, finished_at=T0 + 26 * HOUR)
+        hooks.backup_finished(running)
+    assert statuses(source) == [("new", "up"), ("up", "down"), ("down", "up")]
