@@ -17,15 +17,17 @@ def nullable(schema):
     return {**schema, "type": [schema["type"], "null"]}
 
 
-def obj(properties, required=None):
-    return {"type": "object", "properties": properties, "required": required or list(properties)}
+def obj(properties, required=None, closed=False):
+    schema = {"type": "object", "properties": properties,
+              "required": list(properties) if required is None else required}
+    return {**schema, "additionalProperties": False} if closed else schema
 
 
 def choices(pairs):
     return {"type": "string", "enum": [value for value, _ in pairs]}
 
 
-ID = {"type": "integer", "minimum": 1}
+ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 TEXT = {"type": "string"}
 WHEN = {"type": "string", "format": "date-time"}
 BYTES = {"type": "integer", "minimum": 0}
@@ -129,12 +131,12 @@ SCHEMAS = {
         "plan": {**ID, "description": "the plan to run"},
         "label": {"type": "string", "maxLength": 100, "pattern": "^[-a-zA-Z0-9_]*$",
                   "description": "optional, e.g. pre-migration-backup"},
-    }, required=["plan"]),
+    }, required=["plan"], closed=True),
     "BackupQueued": obj({
         "id": ID, "status": BACKUP_STATUS, "label": TEXT, "trigger": {"type": "string", "enum": ["api"]},
         "url": {**URL, "description": "poll this for the outcome"},
     }),
-    "StartVerification": obj({"kind": {**choices(Verification.KIND_CHOICES), "default": "checksum"}}, required=[]),
+    "StartVerification": obj({"kind": {**choices(Verification.KIND_CHOICES), "default": "checksum"}}, required=[], closed=True),
     "Verification": obj({
         "id": ID,
         "backup": ID,
@@ -151,7 +153,7 @@ ERRORS = {
     400: "Bad JSON or bad values; the message says which.",
     401: "No token, a malformed Authorization header, or an unknown, expired or revoked token.",
     403: "The token lacks the scope this request needs.",
-    404: "No such backup.",
+    404: "No such backup (or plan).",
     409: "The plan or backup cannot do this now (already running, no destination, no stored copy…).",
 }
 
@@ -189,7 +191,8 @@ PATHS = {
                 query("source", ID, "only backups of this source (id)"),
                 query("plan", ID, "only backups of this plan (id)"),
                 query("status", BACKUP_STATUS, "only backups with this status"),
-                query("label", {"type": "string", "maxLength": 100}, "only backups with exactly this label"),
+                query("label", {"type": "string", "maxLength": 100},
+                      "only backups with exactly this label (empty: only backups without one)"),
                 query("since", WHEN, "created at or after this moment (ISO 8601)"),
                 query("until", WHEN, "created before this moment (ISO 8601)"),
                 query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"),
@@ -203,7 +206,7 @@ PATHS = {
             "summary": "Start a backup of a plan now, with a label (\"pre-migration-backup\"); poll its url.",
             "x-scope": "backup",
             "requestBody": {"required": True, "content": json_content(ref("StartBackup"))},
-            "responses": responses(202, ref("BackupQueued"), "Queued", 400, 409),
+            "responses": responses(202, ref("BackupQueued"), "Queued", 400, 404, 409),
         },
     },
     "/backups/{id}": {"get": {

@@ -3,7 +3,7 @@ services the pages call, answer. Errors are {"error": "..."} with a 4xx code."""
 
 import json
 import re
-from datetime import datetime, time, timezone as dt_timezone
+from datetime import datetime, time, timedelta, timezone as dt_timezone
 from functools import wraps
 
 from django.core.exceptions import RequestDataTooBig
@@ -35,7 +35,7 @@ class BadRequest(Exception):
 
 def int_param(params, name, default=None, minimum=1, maximum=MAX_ID):
     text = params.get(name)
-    if text is None or text == "":
+    if text is None:
         return default
     try:
         value = int(text)
@@ -49,7 +49,7 @@ def int_param(params, name, default=None, minimum=1, maximum=MAX_ID):
 def datetime_param(params, name):
     """An ISO 8601 date-time (or a date, meaning its midnight) as an aware UTC datetime."""
     text = params.get(name)
-    if not text:
+    if text is None:
         return None
     # An unencoded "+01:00" in a query string arrives as " 01:00".
     text = re.sub(r" (\d\d:?\d\d)$", r"+\1", text)
@@ -65,19 +65,21 @@ def datetime_param(params, name):
         value = timezone.make_aware(value)
     try:
         return value.astimezone(dt_timezone.utc)
-    except OverflowError:
-        raise BadRequest(f"{name} is out of range.") from None
+    except OverflowError:  # within a day of year 1 or 9999: the edge of time it is
+        edge = datetime.min if value.utcoffset() > timedelta(0) else datetime.max
+        return edge.replace(tzinfo=dt_timezone.utc)
 
 
 def text_param(params, name, max_length=100):
     text = params.get(name)
-    if text and ("\x00" in text or len(text) > max_length):
-        raise BadRequest(f"{name} must be at most {max_length} characters, without NUL characters.")
-    return text or None
+    if text is not None and len(text) > max_length:
+        raise BadRequest(f"{name} must be at most {max_length} characters.")
+    return text
 
 
-def json_body(request):
-    """The request's JSON object (an empty body is an empty object)."""
+def json_body(request, fields):
+    """The request's JSON object (an empty body is an empty object), with no
+    member but `fields`: a misspelt "lable" must not pass unnoticed."""
     try:
         if not request.body.strip():
             return {}
@@ -88,7 +90,16 @@ def json_body(request):
         raise BadRequest(f"The request body is not valid JSON ({exc}).") from None
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object.")
+    if unknown := sorted(set(data) - set(fields)):
+        raise BadRequest(f"Unknown member {unknown[0][:50]!r}; expected {', '.join(fields)}.")
     return data
+
+
+def whole_number(value):
+    """An integer from JSON, where 3.0 is the number 3 too; None if it is not one."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def handles_bad_requests(view):
@@ -128,21 +139,28 @@ def status_view(request):
 # --- backups ----------------------------------------------------------------
 
 
+BACKUP_FILTERS = ("source", "plan", "status", "label", "since", "until", "limit", "offset")
+
+
 def filtered_backups(params):
+    # A misspelt filter would otherwise return every backup without a word.
+    if unknown := sorted(set(params) - set(BACKUP_FILTERS)):
+        raise BadRequest(f"Unknown parameter {unknown[0][:50]!r}; the filters are {', '.join(BACKUP_FILTERS)}.")
     backups = Backup.objects.select_related("source", "plan").order_by("-created_at", "-pk")
     if (source := int_param(params, "source")) is not None:
         backups = backups.filter(source_id=source)
     if (plan := int_param(params, "plan")) is not None:
         backups = backups.filter(plan_id=plan)
-    if status := params.get("status"):
+    if (status := params.get("status")) is not None:
         if status not in dict(Backup.STATUS_CHOICES):
             raise BadRequest(f"status must be one of {', '.join(dict(Backup.STATUS_CHOICES))}.")
         backups = backups.filter(status=status)
     if (label := text_param(params, "label")) is not None:
-        backups = backups.filter(label=label)
-    if since := datetime_param(params, "since"):
+        # PostgreSQL cannot even compare a NUL character; no label holds one.
+        backups = backups.filter(label=label) if "\x00" not in label else backups.none()
+    if (since := datetime_param(params, "since")) is not None:
         backups = backups.filter(created_at__gte=since)
-    if until := datetime_param(params, "until"):
+    if (until := datetime_param(params, "until")) is not None:
         backups = backups.filter(created_at__lt=until)
     return backups
 
@@ -189,12 +207,10 @@ def backup_detail(request, pk):
 @handles_bad_requests
 def backup_start(request):
     """Queues a backup of a plan, as its page's Run button does, with trigger "api"."""
-    data = json_body(request)
-    plan_id, label = data.get("plan"), data.get("label", "")
-    if isinstance(plan_id, bool) or not isinstance(plan_id, int):
+    data = json_body(request, ("plan", "label"))
+    plan_id, label = whole_number(data.get("plan")), data.get("label", "")
+    if plan_id is None:
         raise BadRequest("plan is required: the id of the plan to run, as a number.")
-    if label is None:
-        label = ""
     if not isinstance(label, str):
         raise BadRequest("label must be a string.")
     form = RunBackupForm({"label": label})
@@ -202,7 +218,7 @@ def backup_start(request):
         raise BadRequest("label may use letters, digits, - and _ only, up to 100 characters.")
     plan = BackupPlan.objects.select_related("source").filter(pk=plan_id).first() if 0 < plan_id <= MAX_ID else None
     if plan is None:
-        raise BadRequest(f"No plan with id {plan_id}.")
+        return error(f"No plan with id {plan_id}.", 404)
     try:
         backup = services.start_backup(tokens.actor_label(request.api_token), plan,
                                        label=form.cleaned_data["label"], trigger="api")
@@ -220,7 +236,7 @@ def backup_start(request):
 @handles_bad_requests
 def backup_verify(request, pk):
     """Queues a checksum (default) or a restore test of one backup."""
-    data = json_body(request)
+    data = json_body(request, ("kind",))
     kind = data.get("kind", Verification.CHECKSUM)
     if not isinstance(kind, str) or kind not in dict(Verification.KIND_CHOICES):
         raise BadRequest(f"kind must be one of {', '.join(dict(Verification.KIND_CHOICES))}.")

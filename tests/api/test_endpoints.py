@@ -96,10 +96,14 @@ def test_it_lists_backups_newest_first_with_filters(client, reader, tmp_path):
     assert ids(f"?source={other.source.pk}") == [elsewhere.pk]
     assert ids("?status=failed") == [failed.pk]
     assert ids("?label=pre-migration-backup") == [new.pk]
+    assert ids("?label=") == [elsewhere.pk, failed.pk]  # no label
+    assert ids("?label=a%00b") == []  # found by schemathesis: PostgreSQL refuses NUL characters
     since = (timezone.now() - timedelta(minutes=90)).isoformat()
     until = (timezone.now() - timedelta(minutes=30)).isoformat()
     assert ids(f"?since={since.replace('+', '%2B')}&until={until.replace('+', '%2B')}") == [failed.pk]
     assert ids(f"?since={since}&until={until}") == [failed.pk]  # "+00:00" unencoded arrives as " 00:00"
+    assert ids("?until=0001-01-01T00:00:00%2B05:00") == []  # before year 1 in UTC: nothing, and no 500
+    assert ids("?until=9999-12-31T23:00:00-05:00") == ids()
     assert ids("?since=2000-01-01") == [elsewhere.pk, new.pk, failed.pk, old.pk]
 
 
@@ -142,8 +146,11 @@ def test_it_lists_a_page_in_the_same_number_of_queries_whatever_its_size(client,
     ("?status=great", "status must be one of queued, running"),
     ("?since=yesterday", "since must be an ISO 8601 date-time"),
     ("?until=2026-13-45T00:00:00", "until must be an ISO 8601 date-time"),
-    ("?since=0001-01-01T00:00:00%2B05:00", "since is out of range"),
-    ("?label=a%00b", "label must be at most 100 characters"),
+    ("?label=" + "x" * 101, "label must be at most 100 characters"),
+    ("?since=", "since must be an ISO 8601 date-time"),
+    ("?plan=", "plan must be a whole number"),
+    ("?status=", "status must be one of"),
+    ("?stauts=failed", "Unknown parameter 'stauts'; the filters are source, plan"),
 ])
 def test_it_refuses_bad_filters(client, reader, query, message):
     response = client.get(f"/api/v1/backups{query}", headers=reader)
@@ -205,6 +212,15 @@ def test_it_queues_a_backup_with_a_label(client, operator, tmp_path):
     assert AuditEvent.objects.get(action="backup.queue").actor_label == "api token deploy"
 
 
+def test_it_takes_a_plan_id_written_as_a_whole_float(client, operator, tmp_path):
+    plan = sqlite_plan(tmp_path)
+
+    response = client.post("/api/v1/backups", f'{{"plan": {plan.pk}.0}}', content_type="application/json",
+                           headers=operator)
+
+    assert response.status_code == 202 and Backup.objects.get().plan == plan
+
+
 def test_it_refuses_a_second_backup_while_one_is_queued(client, operator, tmp_path):
     plan = sqlite_plan(tmp_path)
     assert post_json(client, "/api/v1/backups", {"plan": plan.pk}, operator).status_code == 202
@@ -222,10 +238,10 @@ def test_it_refuses_a_second_backup_while_one_is_queued(client, operator, tmp_pa
     (b"{}", "plan is required"),
     (b'{"plan": "1"}', "plan is required"),
     (b'{"plan": true}', "plan is required"),
-    (b'{"plan": 999999}', "No plan with id 999999"),
-    (b'{"plan": -1}', "No plan with id -1"),
-    (b'{"plan": 99999999999999999999999}', "No plan with id"),
     (b'{"plan": "{plan}", "label": 5}', "label must be a string"),
+    (b'{"plan": "{plan}", "label": null}', "label must be a string"),
+    (b'{"plan": "{plan}", "lable": "typo"}', "Unknown member 'lable'; expected plan, label"),
+    (b'{"plan": 1.5}', "plan is required"),
     (b'{"plan": "{plan}", "label": "two words"}', "label may use letters, digits"),
     (b'{"plan": "{plan}", "label": "' + b"x" * 101 + b'"}', "label may use letters, digits"),
     (b"\xff\xfe", "not valid JSON"),
@@ -238,6 +254,15 @@ def test_it_refuses_bad_backup_requests(client, operator, tmp_path, body, messag
 
     assert response.status_code == 400
     assert message in response.json()["error"]
+    assert not Backup.objects.exists()
+
+
+@pytest.mark.parametrize("plan_id", [999999, -1, 0, 99999999999999999999999])
+def test_it_answers_404_for_an_unknown_plan(client, operator, plan_id):
+    response = post_json(client, "/api/v1/backups", {"plan": plan_id}, operator)
+
+    assert response.status_code == 404
+    assert response.json() == {"error": f"No plan with id {plan_id}."}
     assert not Backup.objects.exists()
 
 
@@ -272,6 +297,8 @@ def test_it_refuses_verifications_that_cannot_run(client, operator, tmp_path):
     for kind in ({"name": "checksum"}, ["checksum"], None, 1):  # found by schemathesis: a dict was a 500
         odd = post_json(client, f"/api/v1/backups/{failed.pk}/verify", {"kind": kind}, operator)
         assert odd.status_code == 400, kind
+    typo = post_json(client, f"/api/v1/backups/{failed.pk}/verify", {"knd": "restore"}, operator)
+    assert typo.status_code == 400 and "Unknown member 'knd'" in typo.json()["error"]
     missing = post_json(client, "/api/v1/backups/999999/verify", {}, operator)
     assert missing.status_code == 404 and missing.json() == {"error": "No backup with id 999999."}
     assert not Verification.objects.exists()
