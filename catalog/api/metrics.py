@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from catalog.alerts.models import Alert
 from catalog.api import tokens
 from catalog.api.auth import error, token_from_request
 from catalog.models import HEALTH_CHOICES, Backup, BackupPlan, Copy, Destination, Source, Verification
@@ -40,6 +41,7 @@ class CatalogCollector:
         yield from self.destination_metrics()
         yield from self.queue_metrics()
         yield from self.source_metrics()
+        yield from self.alert_metrics()
 
     def plan_metrics(self):
         last_good = Backup.objects.filter(plan=OuterRef("pk"), status=Backup.SUCCEEDED).order_by("-finished_at", "-pk")
@@ -137,6 +139,16 @@ class CatalogCollector:
             if source.status_since:
                 since.add_metric([source.name], timestamp(source.status_since))
         yield from (status, last_good, since)
+
+
+    def alert_metrics(self):
+        counts = {(kind, severity): 0 for kind, _ in Alert.KIND_CHOICES for severity, _ in Alert.SEVERITY_CHOICES}
+        for row in Alert.objects.filter(resolved_at__isnull=True).values("kind", "severity").annotate(n=Count("pk")).order_by():
+            counts[row["kind"], row["severity"]] = row["n"]
+        family = GaugeMetricFamily("strongroom_open_alerts", "Problems open now.", labels=["kind", "severity"])
+        for (kind, severity), count in counts.items():
+            family.add_metric([kind, severity], count)
+        yield family
 
 
 def client_allowed(request):

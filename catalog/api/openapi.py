@@ -4,6 +4,7 @@ Written by hand beside catalog.api.serialize, whose dicts it describes; the
 enums come from the models so that they cannot drift. The schemathesis test
 in tests/api checks every response against it."""
 
+from catalog.alerts.models import Alert
 from catalog.models import HEALTH_CHOICES, Backup, Copy, Destination, Verification
 
 
@@ -66,10 +67,21 @@ SCHEMAS = {
         "quota_bytes": nullable(BYTES),
         "share": {**nullable({"type": "number"}), "description": "used bytes as a share of the quota (0.8 = 80 %)"},
     }),
+    "OpenAlert": obj({
+        "id": ID,
+        "kind": choices(Alert.KIND_CHOICES),
+        "severity": choices(Alert.SEVERITY_CHOICES),
+        "title": TEXT,
+        "detail": TEXT,
+        "source": nullable(ref("Named")),
+        "opened_at": WHEN,
+        "url": {**nullable(URL), "description": "the page that shows the problem"},
+    }),
     "Status": obj({
         "status": {**choices([("up", ""), ("late", ""), ("failing", ""), ("down", "")]),
                    "description": "the worst status of the unpaused sources; up when all are up or new"},
         "checked_at": WHEN,
+        "open_alerts": {"type": "array", "items": ref("OpenAlert")},
         "sources": {"type": "array", "items": ref("SourceHealth")},
         "destinations": {"type": "array", "items": ref("DestinationUsage")},
     }),

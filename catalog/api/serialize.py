@@ -54,6 +54,20 @@ def source_health(source, last_backup, last_verification):
     }
 
 
+def open_alert(request, alert):
+    """An open problem, as the on-call engineer needs it: what, since when, where to look."""
+    return {
+        "id": alert.pk,
+        "kind": alert.kind,
+        "severity": alert.severity,
+        "title": alert.title,
+        "detail": alert.detail,
+        "source": {"id": alert.source_id, "name": alert.source.name} if alert.source_id else None,
+        "opened_at": alert.opened_at,
+        "url": request.build_absolute_uri(alert.url) if alert.url else None,
+    }
+
+
 def destination_usage(destination):
     """`destination.used` is annotated by the caller (one query for all)."""
     used, quota = destination.used or 0, destination.quota_bytes()

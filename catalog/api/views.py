@@ -15,6 +15,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
 from catalog import services, verification
+from catalog.alerts.models import Alert
 from catalog.api import serialize, tokens
 from catalog.api.auth import authorize, by_method, error
 from catalog.api.openapi import openapi_document
@@ -125,9 +126,11 @@ def status_view(request):
     backups = Backup.objects.in_bulk([s.last_backup_id for s in sources if s.last_backup_id])
     verifications = Verification.objects.in_bulk([s.last_verification_id for s in sources if s.last_verification_id])
     destinations = Destination.objects.annotate(used=Sum("copies__size", filter=Q(copies__status=Copy.DURABLE)))
+    alerts = Alert.objects.filter(resolved_at__isnull=True).select_related("source")
     return JsonResponse({
         "status": serialize.overall_status(sources),
         "checked_at": timezone.now(),
+        "open_alerts": [serialize.open_alert(request, alert) for alert in alerts],
         "sources": [
             serialize.source_health(s, backups.get(s.last_backup_id), verifications.get(s.last_verification_id))
             for s in sources

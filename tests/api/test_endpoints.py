@@ -7,6 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from catalog.alerts.models import Alert
 from catalog.models import AuditEvent, Backup, Source, Verification
 from tests.api.helpers import bearer, make_token, recorded_backup, sqlite_plan, sqlite_source
 
@@ -38,6 +39,9 @@ def test_it_reports_each_source_and_the_worst_status(client, reader, tmp_path):
     since = timezone.now() - timedelta(hours=3)
     Source.objects.filter(pk=plan.source.pk).update(status="late", status_since=since, status_reason="No backup in 25 h",
                                                     rpo_minutes=1440)
+    Alert.objects.create(kind=Alert.SOURCE_HEALTH, key=f"source:{plan.source.pk}", source=plan.source,
+                         title="Shop is late", url=plan.source.get_absolute_url())
+    Alert.objects.create(kind=Alert.STUCK_JOB, key="backup:1", title="Stuck", resolved_at=timezone.now())
     quiet = sqlite_source(tmp_path, name="Archive")
     Source.objects.filter(pk=quiet.pk).update(status="down", paused=True)  # paused: not counted
 
@@ -51,6 +55,10 @@ def test_it_reports_each_source_and_the_worst_status(client, reader, tmp_path):
     assert shop["last_verification"]["id"] == verification.pk and shop["last_verification"]["status"] == "passed"
     archive = next(s for s in body["sources"] if s["name"] == "Archive")
     assert archive["last_backup"] is None and archive["paused"] is True
+    [alert] = body["open_alerts"]  # the resolved one is not
+    assert alert["title"] == "Shop is late" and alert["severity"] == "critical"
+    assert alert["source"] == {"id": plan.source.pk, "name": "Shop"}
+    assert alert["url"] == f"http://testserver/sources/{plan.source.pk}/"
     [disk] = body["destinations"]
     assert disk["used_bytes"] == 1000 and disk["quota_bytes"] is None and disk["share"] is None
 

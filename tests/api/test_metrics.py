@@ -7,6 +7,7 @@ import time_machine
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from catalog.alerts.models import Alert
 from catalog.models import AuditEvent, Backup, Source, Verification
 from tests.api.helpers import bearer, make_token, recorded_backup, sqlite_plan
 
@@ -33,6 +34,7 @@ def test_it_exposes_the_catalog_as_metrics(client, tmp_path):
     Verification.objects.create(backup=good, source=plan.source, kind="checksum", status="passed")
     Verification.objects.create(backup=good, source=plan.source, kind="restore", status="failed")
     Source.objects.filter(pk=plan.source.pk).update(status="failing", last_good_at=good.finished_at)
+    Alert.objects.create(kind=Alert.SOURCE_HEALTH, key=f"source:{plan.source.pk}", source=plan.source, title="down")
     token, raw = make_token(scopes=["read"], name="prometheus")
 
     found = samples(client.get("/metrics", headers=bearer(raw)))
@@ -55,6 +57,8 @@ def test_it_exposes_the_catalog_as_metrics(client, tmp_path):
     assert found["strongroom_source_status", frozenset({("source", "Shop"), ("status", "up")})] == 0
     assert found["strongroom_source_last_good_backup_timestamp_seconds", frozenset({("source", "Shop")})] == \
         good.finished_at.timestamp()
+    assert found["strongroom_open_alerts", frozenset({("kind", "source_health"), ("severity", "critical")})] == 1
+    assert found["strongroom_open_alerts", frozenset({("kind", "stuck_job"), ("severity", "warning")})] == 0
 
 
 def test_it_reports_quotas(client, tmp_path, settings):

@@ -13,6 +13,7 @@ from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 
+from catalog.alerts.models import Alert
 from catalog.models import Verification
 from tests.api.helpers import bearer, make_token, recorded_backup, sqlite_plan
 
@@ -36,6 +37,9 @@ def api_schema(wsgi_app, tmp_path):
     backup = recorded_backup(plan, label="pre-migration-backup")
     Verification.objects.create(backup=backup, source=plan.source, kind="checksum", status="passed")
     recorded_backup(plan, status="failed", minutes_ago=5)
+    Alert.objects.create(kind=Alert.SOURCE_HEALTH, key=f"source:{plan.source.pk}", source=plan.source,
+                         title="Shop is failing", url=plan.source.get_absolute_url())
+    Alert.objects.create(kind=Alert.STORAGE_FULL, key="destination:1", severity=Alert.WARNING, title="Disk at 85 %")
     return schemathesis.openapi.from_wsgi("/api/v1/openapi.json", wsgi_app)
 
 
