@@ -156,7 +156,7 @@ RESTORE_SERVER_URL = env("RESTORE_SERVER_URL", "")
 
 # Monitoring. The base URL makes links in alerts absolute.
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
-# Outgoing mail for email channels (smtp by default; "console" prints instead).
+# Outgoing mail for email channels (SMTP).
 EMAIL_HOST = env("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
 EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")

@@ -271,17 +271,21 @@ class Destination(SealedSecrets):
     def quota_bytes(self):
         return self.quota_gb * 2**30 if self.quota_gb else None  # GB as the pages show sizes (binary)
 
-    def free_disk_bytes(self):
-        """Free space on a local destination's file system, if it can be read."""
+    def disk_usage(self):
+        """(total, used, free) bytes of a local destination's file system, if it can be read."""
         if self.kind != "local" or not self.path:
             return None
         directory = Path(self.path)
         while not directory.exists() and directory != directory.parent:
             directory = directory.parent  # not created yet: its file system is the parent's
         try:
-            return shutil.disk_usage(directory).free
+            return shutil.disk_usage(directory)
         except OSError:
             return None
+
+    def free_disk_bytes(self):
+        usage = self.disk_usage()
+        return usage.free if usage else None
 
     def usage(self):
         used, quota = self.used_bytes(), self.quota_bytes()
@@ -600,7 +604,7 @@ class Verification(Job):
     QUEUED, RUNNING, PASSED, FAILED, CANCELLED = "queued", "running", "passed", "failed", "cancelled"
     STATUS_CHOICES = [(s, s.capitalize()) for s in (QUEUED, RUNNING, PASSED, FAILED, CANCELLED)]
     ACTIVE_STATUSES = (QUEUED, RUNNING)
-    TRIGGER_CHOICES = [("manual", "Manual"), ("policy", "Policy"), ("command", "Command")]
+    TRIGGER_CHOICES = [("manual", "Manual"), ("policy", "Policy"), ("command", "Command"), ("api", "API")]
 
     backup = models.ForeignKey(Backup, models.CASCADE, related_name="verifications")
     source = models.ForeignKey(Source, models.CASCADE, related_name="verifications")

@@ -20,11 +20,11 @@ def run_verification(verification_id):
     return result.status if result else "not claimed"
 
 
-def send_alert_notifications(alert_id, event):
+def send_alert_notifications(alert_id, event, quiet=False):
     """Tells the channels about an alert that opened or resolved (see catalog.alerts.notify)."""
     from catalog.alerts import notify
 
-    return notify.send_for_alert(alert_id, event)
+    return notify.send_for_alert(alert_id, event, quiet=quiet)
 
 
 def run_scheduled_plan(plan_id):

@@ -3,10 +3,8 @@ stable key: opened when the condition starts, updated while it lasts, resolved
 when it clears. Job outcomes are judged as each job ends (catalog.alerts.hooks);
 storage and stuck jobs are judged by the one-minute tick."""
 
-import shutil
 import statistics
 from datetime import timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.utils import timezone
@@ -158,20 +156,6 @@ def restore_finished(job):
 # --- storage (tick) -------------------------------------------------------------
 
 
-def disk_usage(destination):
-    """(total, free) bytes of a local destination's file system, or None."""
-    if destination.kind != "local" or not destination.path:
-        return None
-    directory = Path(destination.path)
-    while not directory.exists() and directory != directory.parent:
-        directory = directory.parent  # not created yet: its file system is the parent's
-    try:
-        usage = shutil.disk_usage(directory)
-    except OSError:
-        return None
-    return usage.total, usage.free
-
-
 def storage_findings(destination, share):
     """What is too full about a destination, in words (empty when nothing)."""
     findings = []
@@ -180,9 +164,9 @@ def storage_findings(destination, share):
         used = destination.used_bytes()
         if used / quota >= share:
             findings.append(f"{size_text(used)} of the {size_text(quota)} quota used ({round(used / quota * 100)} %)")
-    disk = disk_usage(destination)
-    if disk and disk[0]:
-        total, free = disk
+    disk = destination.disk_usage()
+    if disk and disk.total:
+        total, free = disk.total, disk.free
         if (total - free) / total >= share:
             findings.append(f"The disk under {destination.path} is {round((total - free) / total * 100)} % full "
                             f"({size_text(free)} free of {size_text(total)})")

@@ -25,16 +25,18 @@ log = logging.getLogger(__name__)
 MONITOR = "monitor"
 
 
-def dispatch(alert, event):
-    """Queues notifications about `alert` for every channel that wants them."""
+def dispatch(alert, event, quiet=False):
+    """Queues notifications about `alert` for every channel that wants them.
+    A quiet resolve (the source was paused) tells only the PagerDuty channels
+    that opened an incident for it, which would otherwise stay open."""
     from django_q.tasks import async_task
 
     alert_id = alert.pk
     transaction.on_commit(lambda: async_task(
-        "catalog.tasks.send_alert_notifications", alert_id, event, task_name=f"notify-{alert_id}-{event}"))
+        "catalog.tasks.send_alert_notifications", alert_id, event, quiet, task_name=f"notify-{alert_id}-{event}"))
 
 
-def recipients(alert, event):
+def recipients(alert, event, quiet=False):
     """The enabled channels to tell about `alert` for `event`.
 
     A problem goes to the channels subscribed to its kind. A recovery goes to
@@ -50,10 +52,10 @@ def recipients(alert, event):
     triggered = set(told.filter(status=Notification.SENT, channel__kind=Channel.PAGERDUTY)
                     .values_list("channel_id", flat=True))
     return [channel for channel in channels
-            if channel.pk in triggered or (channel.wants(Channel.RECOVERY) and channel.pk in told_ids)]
+            if channel.pk in triggered or (not quiet and channel.wants(Channel.RECOVERY) and channel.pk in told_ids)]
 
 
-def send_for_alert(alert_id, event):
+def send_for_alert(alert_id, event, quiet=False):
     """Sends `event` about the alert to each channel that wants it, once.
 
     The Notification row is written before sending: its unique (channel,
@@ -65,7 +67,7 @@ def send_for_alert(alert_id, event):
         return {}
     message = Message.from_alert(alert, event)
     outcome = {}
-    for channel in recipients(alert, event):
+    for channel in recipients(alert, event, quiet):
         notification = claim(channel, alert, event)
         if notification is None:
             continue

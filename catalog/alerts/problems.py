@@ -46,7 +46,8 @@ def open_alert(kind, key, *, title, detail, url, source=None, severity=Alert.CRI
 
 def resolve_alert(kind, key, resolution, *, notify=True):
     """Closes the open problem (kind, key), if there is one, and tells the
-    channels unless `notify` is False (a paused source is resolved quietly).
+    channels unless `notify` is False (a paused source is resolved quietly:
+    only an open PagerDuty incident is closed).
     Returns the resolved alert or None."""
     with transaction.atomic():
         alert = open_alerts(kind, key).select_for_update().first()
@@ -56,14 +57,13 @@ def resolve_alert(kind, key, resolution, *, notify=True):
         alert.save(update_fields=["resolved_at", "resolution"])
         audit.record(ACTOR, "alert.resolved", alert, {"kind": kind, "key": key, "resolution": alert.resolution,
                                                       "notified": notify})
-        if notify:
-            dispatch(alert, Notification.RESOLVED)
+        dispatch(alert, Notification.RESOLVED, quiet=not notify)
         return alert
 
 
-def dispatch(alert, event):
+def dispatch(alert, event, quiet=False):
     # notify imports transports and settings helpers; loading it only when an
     # alert changes keeps this module importable from the models' side.
     from catalog.alerts import notify
 
-    notify.dispatch(alert, event)
+    notify.dispatch(alert, event, quiet)

@@ -247,7 +247,7 @@ def backup_verify(request, pk):
     if backup is None:
         return error(f"No backup with id {pk}.", 404)
     try:
-        job = verification.create_verification(tokens.actor_label(request.api_token), backup, kind)
+        job = verification.create_verification(tokens.actor_label(request.api_token), backup, kind, trigger="api")
     except services.Refused as exc:
         return error(str(exc), 409)
     job.refresh_from_db()

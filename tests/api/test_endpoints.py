@@ -281,7 +281,7 @@ def test_it_queues_a_verification(client, operator, tmp_path):
 
     assert response.status_code == 202, response.content
     job = Verification.objects.get()
-    assert (job.backup, job.kind, job.status) == (backup, "restore", "queued")
+    assert (job.backup, job.kind, job.status, job.trigger) == (backup, "restore", "queued", "api")
     assert response.json()["id"] == job.pk and response.json()["kind"] == "restore"
     assert AuditEvent.objects.get(action="verification.queue").actor_label == "api token deploy"
 

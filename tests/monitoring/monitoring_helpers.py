@@ -66,7 +66,12 @@ def reload(obj):
 
 @pytest.fixture
 def dispatched(monkeypatch):
-    """What was handed to the channels: (kind, key, event) per dispatch."""
+    """What was handed to the channels: (kind, key, event) per dispatch; a
+    quiet resolve (only an open PagerDuty incident is closed) is "resolved quietly"."""
     calls = []
-    monkeypatch.setattr(notify, "dispatch", lambda alert, event: calls.append((alert.kind, alert.key, event)))
+
+    def record(alert, event, quiet=False):
+        calls.append((alert.kind, alert.key, f"{event} quietly" if quiet else event))
+
+    monkeypatch.setattr(notify, "dispatch", record)
     return calls

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 import time_machine
 
+from catalog import models as catalog_models
 from catalog import verification as verification_service
 from catalog.alerts import conditions, hooks
 from catalog.alerts.models import Alert, Notification
@@ -133,12 +134,12 @@ def test_a_destination_over_its_quota_share_opens_and_pruning_resolves(db, setti
 def test_a_local_disk_over_the_share_opens_and_space_freed_resolves(db, monkeypatch, tmp_path):
     local = make_destination("Local disk", path=str(tmp_path / "not-made-yet"))
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(conditions.shutil, "disk_usage", lambda path: usage(100 * 2**30, 90 * 2**30, 10 * 2**30))
+    monkeypatch.setattr(catalog_models.shutil, "disk_usage", lambda path: usage(100 * 2**30, 90 * 2**30, 10 * 2**30))
     assert conditions.check_storage() == [local.pk]
     alert = open_one(Alert.STORAGE_FULL)
     assert f"The disk under {tmp_path}/not-made-yet is 90 % full (10.0 GB free of 100.0 GB)" in alert.detail
 
-    monkeypatch.setattr(conditions.shutil, "disk_usage", lambda path: usage(100 * 2**30, 50 * 2**30, 50 * 2**30))
+    monkeypatch.setattr(catalog_models.shutil, "disk_usage", lambda path: usage(100 * 2**30, 50 * 2**30, 50 * 2**30))
     conditions.check_storage()
     assert is_resolved(alert)
 

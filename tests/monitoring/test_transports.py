@@ -232,6 +232,24 @@ def test_it_resolves_the_pagerduty_incident_even_without_the_recovery_event(page
     assert channel.notifications.filter(event=Notification.RESOLVED, status=Notification.SENT).exists()
 
 
+def test_a_quiet_resolve_closes_the_pagerduty_incident_and_tells_no_one_else(pagerduty, httpserver):
+    """Pausing a down source resolves its problem quietly; the incident it opened must not stay open."""
+    pagerduty.expect_request("/v2/enqueue").respond_with_json({"status": "success"}, status=202)
+    httpserver.expect_request(SLACK_URL_PATH).respond_with_data("ok")
+    pager = make_channel(Channel.PAGERDUTY, secrets={"routing_key": ROUTING_KEY})
+    slack = slack_channel(httpserver, name="Slack")
+    alert = open_alert()
+    notify.send_for_alert(alert.pk, Notification.OPENED)
+
+    resolve(alert)
+    notify.send_for_alert(alert.pk, Notification.RESOLVED, quiet=True)
+
+    actions = [json.loads(r.get_data())["event_action"] for r in received(pagerduty, "/v2/enqueue")]
+    assert actions == ["trigger", "resolve"]
+    assert list(slack.notifications.values_list("event", flat=True)) == [Notification.OPENED]
+    assert pager.notifications.filter(event=Notification.RESOLVED, status=Notification.SENT).exists()
+
+
 def test_it_disables_pagerduty_on_a_bad_routing_key_without_telling_it(pagerduty):
     pagerduty.expect_request("/v2/enqueue").respond_with_json(
         {"status": "invalid event", "message": "Event object is invalid"}, status=400)
