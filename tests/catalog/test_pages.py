@@ -6,6 +6,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from catalog.alerts.models import Channel
+from catalog.api import tokens
 from catalog.models import AuditEvent, Backup, BackupPlan, Destination, Source, Verification
 from restore.models import RestoreJob
 from tests.catalog.helpers import local_destination, make_plan, pg_source
@@ -21,8 +23,11 @@ def setup(db, tmp_path, pg_server):
     backup = Backup.objects.create(source=source, plan=plan, format="custom", compression="zstd", status=Backup.SUCCEEDED)
     verification = Verification.objects.create(backup=backup, source=source, kind="checksum", status="passed")
     restore = RestoreJob.objects.create(backup=backup, source=source, target_database="restored", status="succeeded")
+    channel = Channel.objects.create(name="On-call mail", kind=Channel.EMAIL, email_to="oncall@example.org",
+                                     events=["source_health"])
+    token, _ = tokens.create_token("test", "CI", ["read"], None)
     return {"source": source, "destination": destination, "plan": plan, "backup": backup, "verification": verification,
-            "restore": restore}
+            "restore": restore, "channel": channel, "token": token}
 
 
 def urls(setup):
@@ -30,7 +35,7 @@ def urls(setup):
     reads = ["/", "/sources/", f"/sources/{s}/", "/destinations/", f"/destinations/{d}/", "/plans/", f"/plans/{p}/",
              "/plans/cron-preview/?schedule=0+3+*+*+*", "/backups/", f"/backups/{b}/", f"/backups/{b}/progress/", "/audit/",
              "/verifications/", f"/verifications/{v}/", f"/verifications/{v}/progress/", "/restores/", f"/restores/{r}/",
-             f"/restores/{r}/progress/"]
+             f"/restores/{r}/progress/", "/alerts/", "/channels/", f"/channels/{setup['channel'].pk}/", "/tokens/"]
     writes = [("get", "/sources/new/"), ("get", f"/sources/{s}/edit/"), ("get", f"/sources/{s}/delete/"),
               ("post", "/sources/test/"), ("get", "/destinations/new/"), ("get", f"/destinations/{d}/edit/"),
               ("get", f"/destinations/{d}/delete/"), ("post", "/destinations/test/"), ("get", "/plans/new/"),
@@ -39,7 +44,10 @@ def urls(setup):
               ("post", f"/backups/{b}/pin/"), ("post", f"/backups/{b}/unpin/"), ("post", f"/destinations/{d}/scan/"),
               ("post", f"/destinations/{d}/orphans/remove/"), ("post", f"/backups/{b}/verify/"),
               ("post", f"/backups/{b}/test-restore/"), ("post", f"/verifications/{v}/cancel/"),
-              ("get", "/restores/new/what/"), ("post", f"/restores/{r}/cancel/"), ("post", f"/restores/download/{b}/")]
+              ("get", "/restores/new/what/"), ("post", f"/restores/{r}/cancel/"), ("post", f"/restores/download/{b}/"),
+              ("get", "/channels/new/"), ("get", f"/channels/{setup['channel'].pk}/edit/"),
+              ("get", f"/channels/{setup['channel'].pk}/delete/"), ("get", "/tokens/new/"),
+              ("post", f"/channels/{setup['channel'].pk}/test/"), ("post", f"/tokens/{setup['token'].pk}/revoke/")]
     return reads, writes
 
 
