@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from catalog.templatetags.strongroom import duration as duration_text
+from catalog.text import size_text
 
 CHART_BACKUPS = 60  # how many backups with data a chart shows
 # Outliers are judged as the size alert judges them (catalog.alerts.conditions.check_size):
@@ -87,12 +88,6 @@ def span_text(seconds):
 def span_until(moment, now):
     """"21 h" to a deadline ahead; nothing once it passed (until the next tick changes the status)."""
     return span_text((moment - now).total_seconds()) if moment and moment > now else ""
-
-
-def size_text(size):
-    from catalog.services import size_text
-
-    return size_text(size)
 
 
 def time_text(moment):

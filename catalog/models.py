@@ -183,7 +183,7 @@ class Source(SealedSecrets):
         `backup_running`: a backup of the source is queued or running, so a
         passed late deadline is that backup on its way, not a missed one (else
         every nightly run would flap up → late → up while it runs)."""
-        from catalog.alerts.text import duration_text, moment_text
+        from catalog.text import duration_text, moment_text
 
         if self.paused:
             return "paused", "Monitoring is paused for this source: it raises no alert."

@@ -14,7 +14,6 @@ import time
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
-from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -28,6 +27,7 @@ from catalog.engine.pipeline import run_pipeline
 from catalog.engine.storage import QuotaWriter
 from catalog.models import FORMATS_BY_ENGINE, Backup, Copy, Source
 from catalog.schedules import remove_plan_schedule, sync_plan_schedule
+from catalog.text import size_text
 
 log = logging.getLogger(__name__)
 
@@ -402,11 +402,6 @@ def expected_size(backup):
         .order_by("-created_at").values_list("stored_bytes", flat=True).first()
     )
     return previous or 0
-
-
-def size_text(size):
-    """A size in words for messages and logs (plain spaces, unlike the template filter)."""
-    return filesizeformat(size).replace("\xa0", " ")
 
 
 def within_quota(backup, destination, writer):

@@ -14,7 +14,8 @@ from catalog import keyring
 from catalog.engine import restorers
 from catalog.engine.errors import CorruptionError, StorageError
 from catalog.engine.pipeline import restore_stream
-from catalog.services import Refused, size_text
+from catalog.services import Refused
+from catalog.text import size_text
 from restore import engine
 from restore.models import RestoreJob
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from catalog.alerts import problems
 from catalog.alerts.models import Alert
-from catalog.alerts.text import duration_text, moment_text, size_text
+from catalog.text import duration_text, moment_text, size_text
 from catalog.models import Backup, Copy, Destination, Verification
 
 # How many earlier good backups of a plan tell what is usual (size, duration).

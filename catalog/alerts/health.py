@@ -15,7 +15,7 @@ from django.utils import timezone
 from catalog import audit
 from catalog.alerts import problems
 from catalog.alerts.models import Alert, StatusChange
-from catalog.alerts.text import moment_text
+from catalog.text import moment_text
 from catalog.models import Backup, Source
 
 log = logging.getLogger(__name__)

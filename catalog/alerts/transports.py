@@ -28,7 +28,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.alerts.models import Alert, Channel, Notification
-from catalog.alerts.text import duration_text, moment_text
+from catalog.text import duration_text, moment_text
 
 
 class DeliveryError(Exception):

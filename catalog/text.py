@@ -1,5 +1,5 @@
-"""Words for alerts and status reasons: durations, moments and sizes as an
-on-call engineer reads them. No Django models here, so the models can use it."""
+"""Words for messages, alerts and status reasons: durations, moments and sizes
+as an on-call engineer reads them. No Django models here, so the models can use it."""
 
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
