@@ -127,6 +127,11 @@ Q_CLUSTER = {
     "label": "Task queue",
     "poll": 1,
 }
+# The tick and alert sending run in a second cluster with its own worker
+# (catalog/queues.py): `Q_CLUSTER_NAME=strongroom-monitor manage.py qcluster`.
+WORK_CLUSTER = Q_CLUSTER["name"]
+MONITOR_CLUSTER = "strongroom-monitor"
+Q_CLUSTER["ALT_CLUSTERS"] = {MONITOR_CLUSTER: {"workers": 1, "timeout": 600, "retry": 900}}
 REDIS_URL = env("REDIS_URL")
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL

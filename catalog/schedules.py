@@ -57,18 +57,22 @@ def remove_plan_schedule(plan):
 
 
 def ensure_system_schedules(**kwargs):
-    """The one-minute tick (finds dead jobs) and the nightly retention run."""
+    """The one-minute tick (finds dead jobs, checks health, on the monitor
+    cluster: see catalog/queues.py) and the nightly retention run."""
     from django_q.models import Schedule
 
-    Schedule.objects.get_or_create(
+    tick, _ = Schedule.objects.get_or_create(
         name=TICK_SCHEDULE,
         defaults={
             "func": "catalog.tasks.tick",
             "schedule_type": Schedule.MINUTES,
             "minutes": 1,
             "repeats": -1,
+            "cluster": settings.MONITOR_CLUSTER,
         },
     )
+    if tick.cluster != settings.MONITOR_CLUSTER:  # made before the monitor cluster existed
+        Schedule.objects.filter(pk=tick.pk).update(cluster=settings.MONITOR_CLUSTER)
     Schedule.objects.get_or_create(
         name=PRUNE_SCHEDULE,
         defaults={

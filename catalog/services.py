@@ -17,7 +17,7 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from catalog import audit, keyring
+from catalog import audit, keyring, queues
 from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers, manifest
 from catalog.engine.compression import extension_for
@@ -182,11 +182,10 @@ def create_backup(actor, plan, label="", trigger="manual"):
 
 def start_backup(actor, plan, label="", trigger="manual"):
     """Queues a backup of `plan` for a worker and returns it."""
-    from django_q.tasks import async_task
-
     backup = create_backup(actor, plan, label, trigger)
     # Only once the row is committed can a worker claim it.
-    transaction.on_commit(lambda: async_task("catalog.tasks.run_backup", backup.pk, task_name=f"backup-{backup.pk}"))
+    transaction.on_commit(lambda: queues.enqueue_work("catalog.tasks.run_backup", backup.pk,
+                                                      task_name=f"backup-{backup.pk}"))
     return backup
 
 

@@ -22,7 +22,7 @@ from django.db.models import Max, Q
 from django.utils import timezone
 from psycopg.conninfo import conninfo_to_dict
 
-from catalog import audit, keyring
+from catalog import audit, keyring, queues
 from catalog.alerts import hooks as monitor
 from catalog.engine import crypto, dumpers, manifest, restorers
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
@@ -81,9 +81,7 @@ def run_here(verification, wait_seconds=3600):
 
 
 def enqueue(verification_id):
-    from django_q.tasks import async_task
-
-    async_task("catalog.tasks.run_verification", verification_id, task_name=f"verify-{verification_id}")
+    queues.enqueue_work("catalog.tasks.run_verification", verification_id, task_name=f"verify-{verification_id}")
 
 
 def cancel_verification(actor, verification):

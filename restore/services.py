@@ -15,7 +15,7 @@ from django.utils import timezone
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from catalog import audit, keyring, lifecycle, services
+from catalog import audit, keyring, lifecycle, queues, services
 from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers, restorers
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
@@ -115,9 +115,7 @@ def cancel_restore(actor, job):
 
 
 def enqueue_restore(job_id):
-    from django_q.tasks import async_task
-
-    async_task("restore.tasks.run_restore", job_id, task_name=f"restore-{job_id}")
+    queues.enqueue_work("restore.tasks.run_restore", job_id, task_name=f"restore-{job_id}")
 
 
 # --- running ------------------------------------------------------------------

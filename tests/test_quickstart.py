@@ -62,6 +62,12 @@ def strongroom(tmp_path):
             server.wait()
 
 
+def tasks_run_by(data_dir, func):
+    """The clusters that ran (and recorded) tasks of `func`."""
+    with sqlite3.connect(data_dir / "strongroom.sqlite3") as conn:
+        return {row[0] for row in conn.execute("SELECT cluster FROM django_q_task WHERE func = ?", (func,))}
+
+
 def test_it_backs_up_its_own_database_from_the_browser(strongroom, page):
     base_url, data_dir, server = strongroom
 
@@ -81,6 +87,13 @@ def test_it_backs_up_its_own_database_from_the_browser(strongroom, page):
     assert (status, label, len(sha256)) == ("succeeded", "pre-migration", 64)
     stored = [p for p in (data_dir / "backups").rglob("*.enc")]
     assert len(stored) == 1
+    # The backup ran on the work cluster; the one-minute tick on the monitor
+    # cluster's own worker, so that alerts never wait behind a backup.
+    assert tasks_run_by(data_dir, "catalog.tasks.run_backup") == {"strongroom"}
+    deadline = time.monotonic() + 60
+    while not tasks_run_by(data_dir, "catalog.tasks.tick") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert tasks_run_by(data_dir, "catalog.tasks.tick") == {"strongroom-monitor"}
 
     server.send_signal(signal.SIGINT)
     assert server.wait(timeout=40) == 0

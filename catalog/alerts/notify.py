@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from catalog import audit
+from catalog import audit, queues
 from catalog.alerts.models import Alert, Channel, Notification
 from catalog.alerts.transports import DeliveryError, Message, PermanentError, TransientError, transport_for, when
 
@@ -29,10 +29,8 @@ def dispatch(alert, event, quiet=False):
     """Queues notifications about `alert` for every channel that wants them.
     A quiet resolve (the source was paused) tells only the PagerDuty channels
     that opened an incident for it, which would otherwise stay open."""
-    from django_q.tasks import async_task
-
     alert_id = alert.pk
-    transaction.on_commit(lambda: async_task(
+    transaction.on_commit(lambda: queues.enqueue_monitoring(
         "catalog.tasks.send_alert_notifications", alert_id, event, quiet, task_name=f"notify-{alert_id}-{event}"))
 
 

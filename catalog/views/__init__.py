@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog import charts, lifecycle, orphans, services
+from catalog import charts, lifecycle, orphans, queues, services
 from catalog.decorators import operator_required, viewer_required
 from catalog.engine.errors import EngineError
 from catalog.forms import (
@@ -95,6 +95,7 @@ def dashboard(request):
         "rows": dashboard_rows(sources, timezone.now()),
         "verdict": Counter(source.status for source in sources),
         "open_alerts": Alert.objects.filter(resolved_at__isnull=True).count(),
+        "monitor_silent_since": queues.monitor_silent_since(),
         "next_runs": next_scheduled_runs(sources, 8),
         "active": Backup.objects.active().select_related("source", "plan"),
         "recent": Backup.objects.select_related("source", "plan").defer("log", "table_counts")[:10],

@@ -1,24 +1,31 @@
-"""Runs the web server and a django-q2 worker together; Ctrl-C stops both."""
+"""Runs the web server and the two django-q2 clusters (work and monitoring)
+together; Ctrl-C stops them all."""
 
+import os
 import signal
 import subprocess
 import sys
 import time
 
-from backupsite.envconfig import env
+from django.conf import settings
 from django.core.management.base import BaseCommand
+
+from backupsite.envconfig import env
 
 
 class Command(BaseCommand):
-    help = "Starts the web server and the task worker; Ctrl-C stops both cleanly."
+    help = "Starts the web server and the task workers; Ctrl-C stops them all cleanly."
 
     def add_arguments(self, parser):
         parser.add_argument("--bind", default=env("STRONGROOM_BIND", "127.0.0.1:8000"))
 
     def handle(self, *args, bind, **options):
         manage = [sys.executable, "manage.py"]
+        monitor_env = {**os.environ, "Q_CLUSTER_NAME": settings.MONITOR_CLUSTER}
         children = [
             subprocess.Popen(manage + ["qcluster"]),
+            # The tick and alerts have a worker of their own (catalog/queues.py).
+            subprocess.Popen(manage + ["qcluster"], env=monitor_env),
             subprocess.Popen(manage + ["runserver", bind, "--noreload"]),
         ]
         self.stdout.write(self.style.SUCCESS(f"Strongroom is starting on http://{bind}/ (Ctrl-C stops it)"))
@@ -35,7 +42,7 @@ class Command(BaseCommand):
         self.shutdown(children)
 
     def shutdown(self, children):
-        self.stdout.write("Stopping the web server and the worker…")
+        self.stdout.write("Stopping the web server and the workers…")
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
