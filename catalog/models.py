@@ -17,8 +17,13 @@ FORMAT_CHOICES = [
     ("custom", "PostgreSQL custom (pg_dump -Fc)"),
     ("plain", "Plain SQL"),
     ("sqlite", "SQLite database file"),
+    # Selective exports of chosen tables (catalog.engine.exports), one tar archive each.
+    ("jsonl", "Export: JSON Lines"),
+    ("csv", "Export: CSV with header"),
+    ("sql", "Export: SQL INSERT statements"),
 ]
-FORMATS_BY_ENGINE = {"postgresql": ("custom", "plain"), "sqlite": ("sqlite",)}
+EXPORT_FORMATS = ("jsonl", "csv", "sql")
+FORMATS_BY_ENGINE = {"postgresql": ("custom", "plain", *EXPORT_FORMATS), "sqlite": ("sqlite",)}
 COMPRESSION_CHOICES = [("zstd", "zstd"), ("gzip", "gzip"), ("none", "None")]
 
 
@@ -338,6 +343,11 @@ class BackupPlan(models.Model):
         "size alert tolerance (%)", default=50,
         help_text="Alert when a backup is this much smaller or larger than the median of the previous 7; "
         "0 turns the alert off.")
+    # Export plans only: tables picked by name, [{"schema", "name", "where"}], and
+    # named sets, [{"label", "pattern"}], matched against the live schema at each
+    # run so that a table created later (a new audit_* table) is exported too.
+    export_tables = models.JSONField("tables", default=list, blank=True)
+    export_sets = models.JSONField("named sets", default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -349,6 +359,27 @@ class BackupPlan(models.Model):
 
     def get_absolute_url(self):
         return reverse("plan_detail", args=[self.pk])
+
+    def is_export(self):
+        return self.format in EXPORT_FORMATS
+
+    def has_export_selection(self):
+        return bool(self.export_tables or self.export_sets)
+
+    def table_specs(self, live_tables):
+        """The TableSpecs one run exports: the tables picked by name, each with
+        its WHERE filter, and every live table a named set matches (unfiltered,
+        unless it was also picked by name). `live_tables` is list_tables()."""
+        from catalog.engine.exports import TableSpec, match_tables
+
+        specs = {f"{t['schema']}.{t['name']}": TableSpec(t["schema"], t["name"], t.get("where", ""))
+                 for t in self.export_tables}
+        for named_set in self.export_sets:
+            for qualified in match_tables(live_tables, named_set["pattern"]):
+                if qualified not in specs:
+                    schema, name = qualified.split(".", 1)
+                    specs[qualified] = TableSpec(schema, name)
+        return [specs[qualified] for qualified in sorted(specs)]
 
     def schedule_name(self):
         return f"strongroom-plan-{self.pk}"
