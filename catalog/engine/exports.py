@@ -1,0 +1,781 @@
+"""Selective exports: chosen tables of a PostgreSQL database as JSON Lines,
+CSV or SQL INSERT statements, in one tar archive, and loading them back.
+
+The archive (readable without Strongroom)
+-----------------------------------------
+A plain tar stream (POSIX pax headers, UTF-8 names). For each exported table,
+in order:
+
+  tables/<schema>.<name>.columns.json   the table's description:
+        {"schema", "name", "where", "columns": [{"name", "type", ...}],
+         "primary_key": [column names]}
+        `type` is PostgreSQL's format_type() (e.g. "numeric(12,4)",
+        "timestamp with time zone", "integer[]"). A column whose type is not
+        built in (an enum, an extension's type) also has "create_as": the
+        built-in type it is created as in a new database (the base type of a
+        domain, otherwise "text" or "text[]"). A json or json[] column in the
+        JSON Lines format has "as_text": true (see below).
+  tables/<schema>.<name>.<jsonl|csv|sql>  the rows (the data member).
+
+and LAST `export-manifest.json`: {"format", "created_at", "snapshot_taken_at",
+"server_version", "tool_version", "snapshot", "session", "tables":
+{"<schema>.<name>": {"schema", "name", "member", "columns_member", "columns",
+"primary_key", "where", "rows", "size", "sha256"}}}, where size and sha256
+describe the data member. The manifest comes last because row counts and
+hashes are known only once a table has been read; the columns member comes
+before its rows so that a reader working through the stream can create the
+table before the rows arrive. In member names a "/" or "%" of a schema or
+table name is written as %2F or %25; the exact names are in the JSON.
+
+All tables come from one snapshot: one REPEATABLE READ, READ ONLY transaction.
+Values are written with the session settings in the manifest's "session"
+(DateStyle ISO, TimeZone UTC, bytea as hex, floats with every digit), so
+timestamps carry their offset (+00) and bytea reads "\\x0aff…".
+
+Formats:
+- csv: PostgreSQL's COPY … TO STDOUT WITH (FORMAT csv, HEADER true): a
+  header line of column names, NULL as an unquoted empty field, an empty
+  string as "", arrays in PostgreSQL's text form ({1,2,NULL}). Loads back
+  with COPY … FROM STDIN WITH (FORMAT csv, HEADER true).
+- jsonl: one JSON object per line, made by row_to_json(): numbers exact as
+  JSON numbers, arrays as JSON arrays, bytea as "\\x…" strings, timestamps in
+  ISO 8601. json and json[] columns are written as strings holding the exact
+  text of the value ("as_text"), because json keeps its whitespace, line
+  breaks included, which would split a line. Loads back through
+  json_populate_record(), so PostgreSQL does both conversions.
+- sql: one `INSERT INTO "schema"."table" ("col", …) VALUES (…);` per row, each
+  value a literal from quote_nullable() (so the escaping is the server's):
+  NULL, '…' or E'…'. A statement ends with ");" at the end of a line, and a
+  line break occurs only inside a literal; so a statement is complete at the
+  first line ending in ");" after which its quotes are balanced. With
+  standard_conforming_strings on, the file runs as it is in psql.
+
+Loading refuses a table that exists already, and commits nothing unless
+every data member matches the manifest's SHA-256 and row count.
+"""
+
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import tarfile
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import psycopg
+from psycopg import sql
+
+from catalog.engine.dumpers import CHUNK_SIZE, connect, describe_pg_error, first_line, normalize_conninfo, redact
+from catalog.engine.errors import Cancelled, CorruptionError, EngineError, SourceError
+
+EXPORT_FORMATS = {"jsonl": "JSON Lines", "csv": "CSV with header", "sql": "SQL INSERT statements"}
+ARCHIVE_VERSION = 1
+TOOL_VERSION = f"strongroom-export {ARCHIVE_VERSION} (psycopg {psycopg.__version__})"
+MANIFEST_MEMBER = "export-manifest.json"
+BLOCK = tarfile.BLOCKSIZE
+RECORD = tarfile.RECORDSIZE
+
+# How values are written, and read back: the same on both sides, whatever
+# the servers' own defaults are.
+SESSION = {
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "TimeZone": "UTC",
+    "bytea_output": "hex",
+    "extra_float_digits": "3",
+    "client_encoding": "UTF8",
+    "standard_conforming_strings": "on",
+}
+SNAPSHOT_NOTE = "All tables were read in one REPEATABLE READ, READ ONLY transaction: one consistent snapshot."
+
+# Rows per INSERT when loading JSON Lines, and a cap on the bytes held.
+LOAD_BATCH_ROWS = 2000
+LOAD_BATCH_BYTES = 4 << 20
+
+USER_TABLES = """
+SELECT n.nspname, c.relname, c.oid, c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+ORDER BY 1, 2
+"""
+
+FIND_TABLE = """
+SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+"""
+
+# create_as: what a new database can create the column as when its type is
+# not built in (an enum or an extension's type would not exist there).
+COLUMNS = """
+SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod),
+  CASE WHEN tn.nspname = 'pg_catalog' THEN NULL
+       WHEN t.typtype = 'd' AND bn.nspname = 'pg_catalog' THEN format_type(t.typbasetype, t.typtypmod)
+       WHEN t.typcategory = 'A' AND en.nspname = 'pg_catalog' THEN format_type(a.atttypid, a.atttypmod)
+       WHEN t.typcategory = 'A' THEN 'text[]'
+       ELSE 'text' END
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = t.typnamespace
+LEFT JOIN pg_type b ON b.oid = t.typbasetype LEFT JOIN pg_namespace bn ON bn.oid = b.typnamespace
+LEFT JOIN pg_type e ON e.oid = t.typelem LEFT JOIN pg_namespace en ON en.oid = e.typnamespace
+WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attrelid, a.attnum
+"""
+
+PRIMARY_KEY = """
+SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.position
+"""
+
+# json keeps its text as written, line breaks included: in JSON Lines such a
+# column travels as a string holding that exact text.
+JSON_TYPES = ("json", "json[]")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    schema: str  # "public"… ; for SQLite sources always "main"
+    name: str
+    where: str = ""  # optional SQL condition, without the word WHERE
+
+    @property
+    def qualified(self):
+        return f"{self.schema}.{self.name}"
+
+
+def is_sqlite_source(conninfo):
+    return isinstance(conninfo, (str, os.PathLike))
+
+
+def refuse_sqlite():
+    raise EngineError("Exports of SQLite sources are not supported yet")
+
+
+def identifier(table):
+    return sql.Identifier(table.schema, table.name)
+
+
+def member_stem(schema, name):
+    def safe(part):
+        return part.replace("%", "%25").replace("/", "%2F")
+
+    return f"tables/{safe(schema)}.{safe(name)}"
+
+
+def list_tables(conninfo):
+    """Live schema of a PostgreSQL source: [{"schema", "name", "columns":
+    [{"name", "type"}], "rows_estimate"}], user tables only, sorted by schema
+    then name. Partitions are left out: their parent holds their rows."""
+    if is_sqlite_source(conninfo):
+        refuse_sqlite()
+    params = normalize_conninfo(conninfo)
+    try:
+        with connect(params) as conn:
+            found = conn.execute(USER_TABLES).fetchall()
+            columns = {}
+            for oid, column, type_name, _create_as in conn.execute(COLUMNS, [[row[2] for row in found]]).fetchall():
+                columns.setdefault(oid, []).append({"name": column, "type": type_name})
+    except psycopg.Error as exc:
+        raise SourceError(describe_pg_error(exc, params))
+    return [
+        {"schema": schema, "name": name, "columns": columns.get(oid, []), "rows_estimate": max(int(reltuples), 0)}
+        for schema, name, oid, reltuples in found
+    ]
+
+
+def match_tables(tables, pattern):
+    """Qualified names matching a shell-style pattern ("public.audit_*",
+    "*.log*"); a pattern without a dot is matched against the bare name."""
+    pattern = pattern.strip()
+    matched = []
+    for table in tables:
+        qualified = f"{table['schema']}.{table['name']}"
+        subject = qualified if "." in pattern else table["name"]
+        if fnmatch.fnmatchcase(subject, pattern):
+            matched.append(qualified)
+    return matched
+
+
+def check_where(conn, table, params):
+    """Runs the filter with LIMIT 0 on `conn`. Prepared (extended protocol),
+    so a filter smuggling in a second statement ("…; DROP …") is refused by
+    the server rather than run."""
+    if not table.where.strip():
+        return
+    query = sql.SQL("SELECT 1 FROM {} WHERE ({}) LIMIT 0").format(identifier(table), sql.SQL(table.where))
+    try:
+        conn.execute(query, prepare=True)
+    except psycopg.Error as exc:
+        raise SourceError(f"The row filter for {table.qualified} is not valid: {describe_pg_error(exc, params)}")
+
+
+def validate_where(conninfo, table):
+    """Runs SELECT … FROM table WHERE <where> LIMIT 0 in a read-only
+    transaction; raises SourceError with the database's own message
+    (password redacted) when it is wrong."""
+    if is_sqlite_source(conninfo):
+        refuse_sqlite()
+    params = normalize_conninfo(conninfo)
+    with connect(params) as conn:
+        conn.autocommit = True
+        conn.execute("BEGIN READ ONLY")
+        try:
+            if conn.execute(FIND_TABLE, [table.schema, table.name]).fetchone() is None:
+                raise SourceError(f"The source has no table {table.qualified}")
+            check_where(conn, table, params)
+        finally:
+            conn.execute("ROLLBACK")
+
+
+def describe_table(conn, table):
+    """Columns and primary key of one table, as recorded in the archive."""
+    found = conn.execute(FIND_TABLE, [table.schema, table.name]).fetchone()
+    if found is None:
+        raise SourceError(f"The source has no table {table.qualified}")
+    columns = []
+    for _oid, name, type_name, create_as in conn.execute(COLUMNS, [[found[0]]]).fetchall():
+        column = {"name": name, "type": type_name}
+        if create_as and create_as != type_name:
+            column["create_as"] = create_as
+        columns.append(column)
+    primary_key = [name for (name,) in conn.execute(PRIMARY_KEY, [found[0]]).fetchall()]
+    return {"schema": table.schema, "name": table.name, "where": table.where, "columns": columns, "primary_key": primary_key}
+
+
+def export_query(table, description, fmt):
+    """The COPY statement that writes one table's rows in `fmt`.
+
+    The filter goes in as WHERE (<where>) after check_where has run it as one
+    prepared statement; the whole export also runs in a READ ONLY
+    transaction, so even a filter that reaches outside its parentheses can
+    change nothing."""
+    names = [column["name"] for column in description["columns"]]
+    where = sql.SQL(" WHERE ({})").format(sql.SQL(table.where)) if table.where.strip() else sql.SQL("")
+    if fmt == "jsonl":
+        picks = sql.SQL(", ").join(
+            sql.SQL("{0}::text AS {0}").format(sql.Identifier(column["name"])) if column.get("as_text") else sql.Identifier(column["name"])
+            for column in description["columns"]
+        )
+        select = sql.SQL("SELECT {} FROM {}{}").format(picks, identifier(table), where)
+        return sql.SQL("COPY (SELECT row_to_json(t)::text FROM ({}) AS t) TO STDOUT").format(select)
+    select = sql.SQL("SELECT {} FROM {}{}").format(sql.SQL(", ").join(map(sql.Identifier, names)), identifier(table), where)
+    if fmt == "csv":
+        return sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(select)
+    prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(identifier(table), sql.SQL(", ").join(map(sql.Identifier, names)))
+    values = sql.SQL(" || ', ' || ").join(sql.SQL("quote_nullable(t.{})").format(sql.Identifier(name)) for name in names)
+    return sql.SQL("COPY (SELECT {} || {} || ');' FROM ({}) AS t) TO STDOUT").format(
+        sql.Literal(prefix.as_string(None)), values, select
+    )
+
+
+def tar_header(name, size, mtime):
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = int(mtime)
+    info.mode = 0o644
+    return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+
+
+def padding(size):
+    return b"\0" * (-size % BLOCK)
+
+
+class ExportDump:
+    """Streams an export archive of `tables` as chunks of bytes. Same
+    interface as dumpers.PostgresDump, plus export_manifest (complete once
+    iteration ends). Use as a context manager.
+
+    Each table's rows are spooled to a temporary file first (a tar header
+    needs the size before the data), hashed and counted as they are written,
+    then streamed out and the file deleted: memory stays at a few chunks and
+    the disk holds at most one table's export."""
+
+    def __init__(self, conninfo, tables, fmt, chunk_size=CHUNK_SIZE, tmp_dir=None):
+        if fmt not in EXPORT_FORMATS:
+            raise EngineError(f"Unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+        self.sqlite_path = str(conninfo) if is_sqlite_source(conninfo) else None
+        self.params = {} if self.sqlite_path else normalize_conninfo(conninfo)
+        self.tables = list(tables)
+        self.fmt = fmt
+        self.chunk_size = chunk_size
+        self.tmp_dir = tmp_dir
+        self.server_version = ""
+        self.tool_version = TOOL_VERSION
+        self.table_counts = {}
+        self.raw_bytes = 0
+        self.export_manifest = {}
+        self._descriptions = None
+        self._snapshot_taken_at = ""
+        self._conn = None
+        self._spool_path = None
+        self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def start(self):
+        """Opens the snapshot and records each table's columns and primary
+        key in it; checks every row filter. Rows committed by others after
+        this are not in the export."""
+        if self.sqlite_path:
+            refuse_sqlite()
+        if not self.tables:
+            raise EngineError("An export needs at least one table")
+        seen = set()
+        for table in self.tables:
+            if table.qualified in seen:
+                raise EngineError(f"Table {table.qualified} is listed twice")
+            seen.add(table.qualified)
+        with self._lock:
+            if self._cancelled.is_set():
+                raise Cancelled("Cancelled by request")
+            self._conn = connect(self.params)
+        try:
+            # autocommit first, so that our BEGIN opens the transaction with
+            # its isolation level rather than an implicit one.
+            self._conn.autocommit = True
+            self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            for name, value in SESSION.items():
+                self._conn.execute(sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value)))
+            self.server_version, snapshot_at = self._conn.execute("SELECT current_setting('server_version'), now()").fetchone()
+            self._snapshot_taken_at = snapshot_at.isoformat()
+            descriptions = []
+            for table in self.tables:
+                description = describe_table(self._conn, table)
+                check_where(self._conn, table, self.params)
+                if self.fmt == "jsonl":
+                    for column in description["columns"]:
+                        if column["type"] in JSON_TYPES:
+                            column["as_text"] = True
+                descriptions.append(description)
+            self._descriptions = descriptions
+        except psycopg.Error as exc:
+            self._raise_source_error(exc)
+
+    def _raise_source_error(self, exc):
+        if self._cancelled.is_set():
+            raise Cancelled("Cancelled by request")
+        raise SourceError(describe_pg_error(exc, self.params))
+
+    def __iter__(self):
+        if self._descriptions is None:
+            self.start()
+        started = time.time()
+        entries = {}
+        for table, description in zip(self.tables, self._descriptions):
+            stem = member_stem(table.schema, table.name)
+            columns_member = f"{stem}.columns.json"
+            member = f"{stem}.{self.fmt}"
+            yield from self._member(columns_member, json.dumps(description, ensure_ascii=False, indent=2).encode())
+            rows, size, digest = self._spool(table, description)
+            try:
+                yield from self._spooled_member(member, size, started)
+            finally:
+                self._drop_spool()
+            self.table_counts[table.qualified] = rows
+            entries[table.qualified] = {
+                "schema": table.schema,
+                "name": table.name,
+                "member": member,
+                "columns_member": columns_member,
+                "columns": description["columns"],
+                "primary_key": description["primary_key"],
+                "where": table.where,
+                "rows": rows,
+                "size": size,
+                "sha256": digest,
+            }
+        manifest = {
+            "archive_version": ARCHIVE_VERSION,
+            "format": self.fmt,
+            "format_name": EXPORT_FORMATS[self.fmt],
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "snapshot_taken_at": self._snapshot_taken_at,
+            "server_version": self.server_version,
+            "tool_version": self.tool_version,
+            "snapshot": SNAPSHOT_NOTE,
+            "session": SESSION,
+            "tables": entries,
+        }
+        yield from self._member(MANIFEST_MEMBER, json.dumps(manifest, ensure_ascii=False, indent=2).encode())
+        # Two zero blocks end a tar archive; tar pads it to whole records.
+        end = b"\0" * (2 * BLOCK)
+        end += b"\0" * (-(self.raw_bytes + len(end)) % RECORD)
+        yield self._count(end)
+        self.export_manifest = manifest
+        self._finish()
+
+    def _count(self, data):
+        self.raw_bytes += len(data)
+        return data
+
+    def _member(self, name, content):
+        yield self._count(tar_header(name, len(content), time.time()) + content + padding(len(content)))
+
+    def _spooled_member(self, name, size, mtime):
+        yield self._count(tar_header(name, size, mtime))
+        with open(self._spool_path, "rb") as spooled:
+            while chunk := spooled.read(self.chunk_size):
+                if self._cancelled.is_set():
+                    raise Cancelled("Cancelled by request")
+                yield self._count(chunk)
+        if padding(size):
+            yield self._count(padding(size))
+
+    def _spool(self, table, description):
+        """Writes the table's rows to a temporary file; returns (rows, size,
+        sha256 of the bytes)."""
+        fd, self._spool_path = tempfile.mkstemp(prefix="strongroom-export-", suffix=f".{self.fmt}", dir=self.tmp_dir)
+        digest = hashlib.sha256()
+        size = rows = 0
+        try:
+            with os.fdopen(fd, "wb", buffering=CHUNK_SIZE) as out:
+                cursor = self._conn.cursor()
+                with cursor.copy(export_query(table, description, self.fmt)) as copy:
+                    if self.fmt == "csv":
+                        for data in copy:
+                            if self._cancelled.is_set():
+                                raise Cancelled("Cancelled by request")
+                            digest.update(data)
+                            size += len(data)
+                            out.write(data)
+                    else:
+                        # One text value per row: psycopg undoes COPY's
+                        # escaping, and the row ends with a line break.
+                        copy.set_types(["text"])
+                        for (line,) in copy.rows():
+                            if self._cancelled.is_set():
+                                raise Cancelled("Cancelled by request")
+                            data = line.encode() + b"\n"
+                            digest.update(data)
+                            size += len(data)
+                            rows += 1
+                            out.write(data)
+                if self.fmt == "csv":
+                    rows = cursor.rowcount
+        except psycopg.Error as exc:
+            self._drop_spool()
+            self._raise_source_error(exc)
+        except BaseException:
+            self._drop_spool()
+            raise
+        if self._cancelled.is_set():
+            self._drop_spool()
+            raise Cancelled("Cancelled by request")
+        return rows, size, digest.hexdigest()
+
+    def _drop_spool(self):
+        path, self._spool_path = self._spool_path, None
+        if path and os.path.exists(path):
+            os.unlink(path)
+
+    def _finish(self):
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.execute("ROLLBACK")  # read only: nothing to keep
+                except psycopg.Error:
+                    pass
+
+    def cancel(self):
+        """Stops the export and any query in flight; safe from another thread."""
+        self._cancelled.set()
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.cancel_safe(timeout=5)
+                except Exception:
+                    pass
+
+    def close(self):
+        self._drop_spool()
+        if self._conn is not None:
+            self._conn.close()
+
+
+class HashingReader:
+    """Reads a member sequentially, hashing and counting every byte."""
+
+    def __init__(self, fileobj):
+        self.fileobj = fileobj
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size=CHUNK_SIZE):
+        data = self.fileobj.read(size)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def lines(self):
+        pending = b""
+        while data := self.read():
+            pending += data
+            *complete, pending = pending.split(b"\n")
+            yield from complete
+        if pending:
+            yield pending
+
+    def drain(self):
+        while self.read():
+            pass
+
+
+# A statement's VALUES list as written by quote_nullable(): NULL, '…' (a
+# quote doubled) or E'…' (a quote doubled, a backslash doubled). Anything
+# else in an SQL member is refused before it reaches the server.
+LITERAL = r"(?:NULL|'[^']*(?:''[^']*)*'|E'[^'\\]*(?:(?:\\\\|'')[^'\\]*)*')"
+VALUES_LIST = re.compile(rf"{LITERAL}(?:, {LITERAL})*\);", re.DOTALL)
+
+
+class ExportLoader:
+    """Loads an export archive into a PostgreSQL connection (one transaction,
+    committed by the caller) and checks it against its manifest."""
+
+    def __init__(self, conn, params, wanted):
+        self.conn = conn
+        self.params = params
+        self.wanted = wanted
+        self.seen = {}  # qualified name → what this reading found
+        self.loaded = {}
+        self.load_error = None
+        self.manifest = None
+        self.pending = None  # the description waiting for its data member
+
+    def run(self, fileobj):
+        try:
+            with tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8") as archive:
+                for member in archive:
+                    self._member(archive, member)
+        except tarfile.TarError as exc:
+            raise CorruptionError(f"The export is not a readable tar archive: {exc}")
+        except EOFError:
+            raise CorruptionError("The export ends in the middle of a member: it is truncated")
+        self._check_manifest()
+        if self.load_error:
+            raise EngineError(self.load_error)
+        if self.wanted is not None:
+            missing = sorted(set(self.wanted) - set(self.seen))
+            if missing:
+                raise EngineError(f"The export has no table {', '.join(missing)}")
+        return self.loaded
+
+    def _member(self, archive, member):
+        if self.manifest is not None:
+            raise CorruptionError(f"The export has a member {member.name} after its manifest")
+        content = archive.extractfile(member) if member.isfile() else None
+        if content is None:
+            raise CorruptionError(f"The export has an unexpected member {member.name}")
+        if member.name == MANIFEST_MEMBER:
+            self.manifest = self._json(member.name, content.read())
+        elif member.name.startswith("tables/") and member.name.endswith(".columns.json"):
+            if self.pending is not None:
+                raise CorruptionError(f"The export has no rows for table {self._qualified(self.pending)}")
+            self.pending = self._json(member.name, content.read())
+            self.pending["_member"] = member.name
+            self._prepare(self.pending)
+        elif self.pending is not None and member.name.startswith(self.pending["_member"][: -len("columns.json")]):
+            self._data(member.name, HashingReader(content))
+        else:
+            raise CorruptionError(f"The export has an unexpected member {member.name}")
+
+    def _json(self, name, data):
+        try:
+            document = json.loads(data)
+        except ValueError:
+            raise CorruptionError(f"Member {name} of the export is not valid JSON")
+        if not isinstance(document, dict):
+            raise CorruptionError(f"Member {name} of the export is not a JSON object")
+        return document
+
+    def _qualified(self, description):
+        return f"{description.get('schema')}.{description.get('name')}"
+
+    def _selected(self, description):
+        return self.load_error is None and (self.wanted is None or self._qualified(description) in self.wanted)
+
+    def _prepare(self, description):
+        """Creates the table, unless it is skipped; refuses one that exists."""
+        qualified = self._qualified(description)
+        if not isinstance(description.get("columns"), list) or not description["columns"]:
+            raise CorruptionError(f"The export's description of {qualified} has no columns")
+        if not self._selected(description):
+            return
+        table = sql.Identifier(description["schema"], description["name"])
+        exists = self.conn.execute(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            [description["schema"], description["name"]],
+        ).fetchone()
+        if exists:
+            raise EngineError(f"Table {qualified} already exists in the target database; an export is loaded only into new tables")
+        columns = []
+        for column in description["columns"]:
+            type_name = column.get("create_as") or column.get("type") or ""
+            self._check_type(qualified, column.get("name"), type_name)
+            columns.append(sql.SQL("{} {}").format(sql.Identifier(column["name"]), sql.SQL(type_name)))
+        self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(description["schema"])))
+        self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(columns)))
+
+    def _check_type(self, qualified, column, type_name):
+        """to_regtype() parses the text as exactly one type name, so a type
+        written into CREATE TABLE cannot carry anything else."""
+        try:
+            with self.conn.transaction():
+                known = self.conn.execute("SELECT to_regtype(%s)", [type_name]).fetchone()[0]
+        except psycopg.Error:
+            known = None
+        if known is None:
+            raise EngineError(f"Column {column} of {qualified} has a type this database does not know: {type_name[:100]}")
+
+    def _data(self, name, reader):
+        description, self.pending = self.pending, None
+        qualified = self._qualified(description)
+        fmt = name.rsplit(".", 1)[-1]
+        rows = None
+        if self._selected(description):
+            try:
+                rows = self._load(description, fmt, reader)
+            except psycopg.Error as exc:
+                # Damage shows as a parse error long before the hash can be
+                # compared: read on, and let the manifest tell which it was.
+                self.conn.rollback()
+                self.load_error = f"Could not load table {qualified}: {describe_pg_error(exc, self.params)}"
+                self.loaded = {}
+        reader.drain()
+        self.seen[qualified] = {"description": description, "member": name, "format": fmt, "rows": rows,
+                                "size": reader.size, "sha256": reader.digest.hexdigest()}
+
+    def _load(self, description, fmt, reader):
+        qualified = self._qualified(description)
+        table = sql.Identifier(description["schema"], description["name"])
+        names = sql.SQL(", ").join(sql.Identifier(column["name"]) for column in description["columns"])
+        if fmt == "csv":
+            cursor = self.conn.cursor()
+            with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true)").format(table, names)) as copy:
+                while data := reader.read():
+                    copy.write(data)
+            rows = cursor.rowcount
+        elif fmt == "jsonl":
+            rows = self._load_jsonl(description, table, names, reader)
+        elif fmt == "sql":
+            rows = self._load_sql(description, table, names, reader)
+        else:
+            raise CorruptionError(f"The export's member for {qualified} has an unknown format: {fmt}")
+        primary_key = description.get("primary_key") or []
+        if primary_key:
+            self.conn.execute(
+                sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(table, sql.SQL(", ").join(map(sql.Identifier, primary_key)))
+            )
+        self.loaded[qualified] = rows
+        return rows
+
+    def _load_jsonl(self, description, table, names, reader):
+        picks = sql.SQL(", ").join(
+            sql.SQL("(l.line::json ->> {})::{}").format(sql.Literal(column["name"]), sql.SQL(column.get("create_as") or column["type"]))
+            if column.get("as_text")
+            else sql.SQL("r.{}").format(sql.Identifier(column["name"]))
+            for column in description["columns"]
+        )
+        insert = sql.SQL(
+            "INSERT INTO {0} ({1}) SELECT {2} FROM unnest(%s::text[]) WITH ORDINALITY AS l(line, n) "
+            "CROSS JOIN LATERAL json_populate_record(NULL::{0}, l.line::json) AS r ORDER BY l.n"
+        ).format(table, names, picks)
+        rows = 0
+        batch, held = [], 0
+        for line in reader.lines():
+            batch.append(line.decode())
+            held += len(line)
+            if len(batch) >= LOAD_BATCH_ROWS or held >= LOAD_BATCH_BYTES:
+                rows += self.conn.execute(insert, [batch]).rowcount
+                batch, held = [], 0
+        if batch:
+            rows += self.conn.execute(insert, [batch]).rowcount
+        return rows
+
+    def _load_sql(self, description, table, names, reader):
+        prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(table, names).as_string(self.conn)
+        qualified = self._qualified(description)
+        rows = 0
+        batch, held = [], 0
+        statement = ""
+        for line in reader.lines():
+            statement += line.decode() if not statement else "\n" + line.decode()
+            if not statement.endswith(");") or statement.count("'", len(prefix)) % 2:
+                continue  # a line break inside a literal
+            if not statement.startswith(prefix) or not VALUES_LIST.fullmatch(statement, len(prefix)):
+                raise CorruptionError(f"The SQL member for {qualified} has a statement that is not one of its INSERTs")
+            batch.append(statement)
+            held += len(statement)
+            statement = ""
+            if len(batch) >= LOAD_BATCH_ROWS or held >= LOAD_BATCH_BYTES:
+                rows += self._execute_statements(batch)
+                batch, held = [], 0
+        if statement.strip():
+            raise CorruptionError(f"The SQL member for {qualified} ends in the middle of a statement")
+        if batch:
+            rows += self._execute_statements(batch)
+        return rows
+
+    def _execute_statements(self, statements):
+        # Each one checked above to be a single INSERT of literals: sent
+        # together as one simple query to save round trips.
+        self.conn.execute("\n".join(statements))
+        return len(statements)
+
+    def _check_manifest(self):
+        if self.manifest is None:
+            raise CorruptionError("The export ends before its manifest: it is truncated or damaged")
+        if self.pending is not None:
+            raise CorruptionError(f"The export has no rows for table {self._qualified(self.pending)}")
+        entries = self.manifest.get("tables")
+        if not isinstance(entries, dict) or list(entries) != list(self.seen):
+            raise CorruptionError("The export's tables are not the ones its manifest lists")
+        for qualified, found in self.seen.items():
+            entry = entries[qualified]
+            description = found["description"]
+            if found["sha256"] != entry.get("sha256") or found["size"] != entry.get("size"):
+                raise CorruptionError(f"The rows of table {qualified} do not match the export's manifest (SHA-256 differs)")
+            if found["member"] != entry.get("member") or found["format"] != self.manifest.get("format"):
+                raise CorruptionError(f"The member for table {qualified} is not the one the manifest names")
+            for key in ("columns", "primary_key", "where"):
+                if description.get(key) != entry.get(key):
+                    raise CorruptionError(f"The description of table {qualified} does not match the export's manifest ({key})")
+            if found["rows"] is not None and found["rows"] != entry.get("rows"):
+                raise CorruptionError(
+                    f"Table {qualified} loaded {found['rows']} rows where the export's manifest says {entry.get('rows')}"
+                )
+
+
+def load_export(fileobj, target_conninfo, tables=None):
+    """Reads an export archive (a plain, decrypted and decompressed stream,
+    read sequentially) into the target PostgreSQL database: creates each
+    table from its recorded column types and primary key, loads its rows,
+    all in one transaction, committed only if every member matches the
+    manifest (CorruptionError otherwise). `tables`: only these qualified
+    names. Returns {"schema.table": rows loaded}."""
+    params = normalize_conninfo(target_conninfo)
+    wanted = None if tables is None else list(tables)
+    conn = connect(params)
+    try:
+        for name, value in SESSION.items():
+            conn.execute(sql.SQL("SET {} = {}").format(sql.SQL(name), sql.Literal(value)))
+        loaded = ExportLoader(conn, params, wanted).run(fileobj)
+        conn.commit()
+        return loaded
+    except psycopg.Error as exc:
+        conn.rollback()
+        raise EngineError(f"Could not load the export: {describe_pg_error(exc, params)}")
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.close()
