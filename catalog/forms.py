@@ -2,7 +2,9 @@ import os
 
 from django import forms
 
-from catalog.models import FORMATS_BY_ENGINE, Backup, BackupPlan, Destination, Source, Verification
+from catalog import exports
+from catalog.engine.errors import EngineError
+from catalog.models import EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, BackupPlan, Destination, Source, Verification
 from catalog.schedules import validate_cron
 
 KEEP_HELP = "Leave blank to keep the one that is stored."
@@ -169,6 +171,10 @@ class PlanForm(forms.ModelForm):
         for name in RETENTION_FIELDS:
             self.fields[name].widget.attrs["class"] = "retention-field"
         self.fields["size_tolerance_percent"].required = False  # left empty: keeps the current tolerance
+        # The export choice is not a form field: its inputs come from the table
+        # picker (catalog/exports.py), which clean() reads and shows again with its errors.
+        self.export_picker = None
+        self.saved_export_choice = (self.instance.export_tables, self.instance.export_sets)
 
     def clean_size_tolerance_percent(self):
         tolerance = self.cleaned_data.get("size_tolerance_percent")
@@ -194,13 +200,36 @@ class PlanForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         source, fmt = data.get("source"), data.get("format")
-        if source and fmt and fmt not in FORMATS_BY_ENGINE[source.engine]:
+        if source and fmt in EXPORT_FORMATS and source.engine != "postgresql":
+            self.add_error("format", "Exports need a PostgreSQL source.")
+        elif source and fmt and fmt not in FORMATS_BY_ENGINE[source.engine]:
             allowed = ", ".join(FORMATS_BY_ENGINE[source.engine])
             self.add_error("format", f"A {source.get_engine_display()} source can be backed up as: {allowed}.")
+        elif source and fmt in EXPORT_FORMATS:
+            self.clean_export_choice(source)
+        elif fmt:
+            self.instance.export_tables, self.instance.export_sets = [], []
         return data
 
+    def clean_export_choice(self, source):
+        tables, sets = exports.selection_from(self.data)
+        try:
+            live = exports.live_tables(source)
+        except EngineError as exc:
+            self.add_error("source", f"Cannot list the tables of {source}: {exc}")
+            return
+        errors = exports.check_selection(source, tables, sets, live)
+        self.export_picker = exports.picker(source, tables, sets, errors, live)
+        if errors:
+            self.add_error(None, errors.get("all") or errors.get("sets")
+                           or "A row filter is not valid; see the Tables section.")
+        self.instance.export_tables, self.instance.export_sets = tables, sets
+
     def changed_fields(self):
-        return really_changed(self)
+        changed = really_changed(self)
+        if (self.instance.export_tables, self.instance.export_sets) != self.saved_export_choice:
+            changed += ["export_tables", "export_sets"]
+        return changed
 
 
 class PinForm(forms.Form):

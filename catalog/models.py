@@ -545,6 +545,9 @@ class Backup(Job):
     def total_rows(self):
         return sum(self.table_counts.values()) if self.table_counts else 0
 
+    def is_export(self):
+        return self.format in EXPORT_FORMATS
+
     def hold(self):
         """Why retention must keep this backup whatever its rule says, if at all."""
         if self.legal_hold:

@@ -17,7 +17,7 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from catalog import audit, keyring, queues
+from catalog import audit, exports, keyring, queues
 from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers, manifest
 from catalog.engine.compression import extension_for
@@ -25,7 +25,7 @@ from catalog.engine.crypto import Encryptor, derive_manifest_key
 from catalog.engine.errors import Cancelled, EngineError, StorageError
 from catalog.engine.pipeline import run_pipeline
 from catalog.engine.storage import QuotaWriter
-from catalog.models import FORMATS_BY_ENGINE, Backup, Copy, Source
+from catalog.models import EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, Copy, Source
 from catalog.schedules import remove_plan_schedule, sync_plan_schedule
 from catalog.text import size_text
 
@@ -159,6 +159,8 @@ def check_runnable(plan):
         raise Refused(f"Plan {plan} has no destination to write to.")
     if plan.format not in FORMATS_BY_ENGINE[plan.source.engine]:
         raise Refused(f"Plan {plan} uses format {plan.format}, which {plan.source.engine} sources cannot produce.")
+    if plan.is_export() and not plan.has_export_selection():
+        raise Refused(f"Plan {plan} exports no table: pick tables or add a named set to it first.")
     if plan.backups.active().exists():
         raise Refused(f"A backup of plan {plan} is already queued or running.")
 
@@ -246,14 +248,21 @@ def claim_backup(backup_id):
 
 def object_key_for(backup):
     stamp = backup.started_at.strftime("%Y%m%dT%H%M%SZ")
-    ext = extension_for(backup.format, backup.compression, backup.encrypted)
+    # An export is a tar archive whatever the format of its members.
+    ext = extension_for("tar" if backup.is_export() else backup.format, backup.compression, backup.encrypted)
     slug = backup.source.slug
     return f"{slug}/{backup.started_at:%Y/%m/%d}/{slug}-{stamp}-{backup.pk}.{ext}"
 
 
-def open_dump(source, fmt):
+def open_dump(source, fmt, plan=None):
     if source.engine == "sqlite":
         return dumpers.SqliteDump(source.sqlite_path)
+    if fmt in EXPORT_FORMATS:
+        # Resolved now, against the live schema: a table a named set matches
+        # since the last run is exported too.
+        from catalog.engine.exports import ExportDump
+
+        return ExportDump(source.conninfo(), exports.resolve_specs(plan), fmt, tmp_dir=exports.spool_dir())
     return dumpers.PostgresDump(source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP)
 
 
@@ -368,7 +377,7 @@ def stream_backup(backup, copies):
             mark_copy_failed(copy, str(exc))
     if not writers:
         raise StorageError("No destination could take this backup: " + "; ".join(c.error for c in copies))
-    dump = open_dump(backup.source, backup.format)
+    dump = open_dump(backup.source, backup.format, backup.plan)
     with ProgressReporter(backup.pk) as progress:
         result = run_pipeline(
             dump,
@@ -381,6 +390,8 @@ def stream_backup(backup, copies):
     backup.raw_bytes, backup.stored_bytes, backup.sha256 = result.raw_bytes, result.stored_bytes, result.sha256
     backup.server_version, backup.tool_version = dump.server_version, dump.tool_version
     backup.table_counts = dump.table_counts
+    if backup.is_export():
+        backup.export_manifest = dump.export_manifest  # goes into the manifest beside each copy
     backup.append_log(
         f"Read {size_text(result.raw_bytes)} from {backup.source.get_engine_display()} {backup.server_version} "
         f"({len(backup.table_counts)} tables, {sum(backup.table_counts.values())} rows in the snapshot); "
@@ -450,6 +461,10 @@ def backup_manifest(backup, copy, encryption):
         object_key=copy.key,
         locked_until=copy.locked_until.isoformat() if copy.locked_until else None,
     )
+    if backup.is_export():
+        # Each table's columns and types, rows and member SHA-256: what
+        # load_export needs to recreate the tables, and no secret.
+        fields["export"] = getattr(backup, "export_manifest", None)
     fields["manifest_key_id"] = key_id
     return manifest.sign_manifest(fields, derive_manifest_key(master))
 

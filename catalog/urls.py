@@ -1,7 +1,7 @@
 from django.urls import path
 
 from catalog import views
-from catalog.views import alerts, channels, tokens, verifications
+from catalog.views import alerts, channels, exports, tokens, verifications
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -23,6 +23,7 @@ urlpatterns = [
     path("plans/", views.plan_list, name="plan_list"),
     path("plans/new/", views.plan_new, name="plan_new"),
     path("plans/cron-preview/", views.cron_preview, name="cron_preview"),
+    path("plans/tables/", exports.table_picker, name="export_tables"),
     path("plans/<int:pk>/", views.plan_detail, name="plan_detail"),
     path("plans/<int:pk>/edit/", views.plan_edit, name="plan_edit"),
     path("plans/<int:pk>/delete/", views.plan_delete, name="plan_delete"),

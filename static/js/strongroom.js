@@ -6,6 +6,8 @@
     kind: { local: ["path"], s3: ["bucket", "prefix", "endpoint_url", "region", "access_key_id", "secret_access_key", "immutable_days", "lock_mode"],
             // alert channels
             email: ["email_to"], slack: ["slack_url"], webhook: ["url", "webhook_secret", "new_webhook_secret"], pagerduty: ["routing_key"] },
+    // plans: the table picker is for exports only
+    format: { jsonl: ["export_tables"], csv: ["export_tables"], sql: ["export_tables"] },
   };
 
   function sync(form, selector) {
@@ -21,7 +23,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("form").forEach(function (form) {
-      ["engine", "kind", "retention_mode"].forEach(function (selector) {
+      ["engine", "kind", "retention_mode", "format"].forEach(function (selector) {
         var choice = form.querySelector("[name=" + selector + "]");
         if (!choice) return;
         sync(form, selector);

@@ -1,0 +1,160 @@
+"""Export plans: which tables a plan exports, checked against the live schema.
+
+The engine (catalog.engine.exports) writes and reads the archives; this
+module answers the catalog's questions about them: which tables a source has
+(for the table picker), what a plan's choice comes to at a run, and whether a
+choice typed into the plan form is one a run can carry out. A row filter is
+proved by the database itself (validate_where), so a wrong one is refused
+with PostgreSQL's own words when the plan is saved, not at 3 a.m.
+"""
+
+import io
+import os
+
+from django.conf import settings
+
+from catalog.engine import exports as engine
+from catalog.engine.errors import EngineError, SourceError
+
+EMPTY_SET_ROWS = 3  # blank label/pattern rows offered in the form, so a set can be added without script
+
+
+def live_tables(source):
+    """The source's tables, columns and row estimates, read from its catalog."""
+    if source.engine != "postgresql":
+        raise SourceError("Exports need a PostgreSQL source.")
+    return engine.list_tables(source.conninfo())
+
+
+def qualified(table):
+    return f"{table['schema']}.{table['name']}"
+
+
+def resolve_specs(plan, tables=None):
+    """The TableSpecs a run of `plan` exports now. A table picked by name that
+    no longer exists fails the run (its data would silently be missing); a
+    named set that matches nothing today is simply empty."""
+    tables = live_tables(plan.source) if tables is None else tables
+    known = {qualified(t) for t in tables}
+    gone = sorted(qualified(t) for t in plan.export_tables if qualified(t) not in known)
+    if gone:
+        raise SourceError(f"The source no longer has the table(s) {', '.join(gone)} that plan {plan} exports; "
+                          "edit the plan.")
+    specs = plan.table_specs(tables)
+    if not specs:
+        raise SourceError(f"Plan {plan} picks no table and none of its named sets matches a table of the source.")
+    return specs
+
+
+def load_into(plain_chunks, params, tables=None):
+    """Loads a decrypted, decompressed export stream into the database `params`
+    names with the engine's load_export; returns {table: rows loaded}. The
+    stream is read to its very end, so that its SHA-256 and final segment are
+    checked even if the archive's reader stopped at the end-of-archive marker."""
+    reader = ChunkFile(plain_chunks)
+    loaded = engine.load_export(io.BufferedReader(reader, CHUNK_SIZE), params, tables=tables or None)
+    reader.drain()
+    return loaded
+
+
+CHUNK_SIZE = 1 << 20
+
+
+class ChunkFile(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks (restore_stream's output)."""
+
+    def __init__(self, chunks):
+        self._chunks = iter(chunks)
+        self._pending = memoryview(b"")
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+    def drain(self):
+        for _ in self._chunks:
+            pass
+
+
+# --- the plan form's choice ---------------------------------------------------------
+
+
+def selection_from(data):
+    """(tables, sets) as the plan stores them, from the picker's inputs in a
+    POST or an htmx GET: export_table=<schema.name>, where:<schema.name>=...,
+    and set_label / set_pattern pairs (blank pairs are ignored)."""
+    tables = []
+    for name in dict.fromkeys(data.getlist("export_table")):
+        schema, _, table = name.partition(".")
+        tables.append({"schema": schema, "name": table, "where": data.get(f"where:{name}", "").strip()})
+    sets = []
+    for label, pattern in zip(data.getlist("set_label"), data.getlist("set_pattern")):
+        label, pattern = label.strip(), pattern.strip()
+        if label or pattern:
+            sets.append({"label": label or pattern, "pattern": pattern})
+    return tables, sets
+
+
+def check_selection(source, tables, sets, live):
+    """{key: message} of what is wrong with a choice: a table key ("schema.name")
+    for its filter, "sets" and "all" for the rest. Every WHERE is run by the
+    source with LIMIT 0, so a wrong one comes back in PostgreSQL's words."""
+    errors = {}
+    known = {qualified(t) for t in live}
+    unknown = [qualified(t) for t in tables if qualified(t) not in known]
+    if unknown:
+        errors["all"] = f"The source has no table {', '.join(unknown)}."
+    if not tables and not sets:
+        errors["all"] = "Pick at least one table or add a named set: an export of nothing protects nothing."
+    if any(not s["pattern"] for s in sets):
+        errors["sets"] = "Give each named set a pattern, such as public.audit_*."
+    for table in tables:
+        if table["where"] and qualified(table) in known:
+            try:
+                engine.validate_where(source.conninfo(), engine.TableSpec(table["schema"], table["name"], table["where"]))
+            except EngineError as exc:
+                errors[qualified(table)] = str(exc)
+    return errors
+
+
+def picker(source, tables=(), sets=(), errors=None, live=None):
+    """What the table picker shows: the source's tables grouped by schema, the
+    ones picked ticked with their filters, and each named set with the tables
+    it matches today. `live` is list_tables() when the caller already read it."""
+    errors = errors or {}
+    if source is None:
+        return {"message": "Choose a source to see its tables."}
+    if live is None:
+        try:
+            live = live_tables(source)
+        except EngineError as exc:
+            return {"message": f"Cannot list the tables of {source}: {exc}"}
+    picked = {qualified(t): t for t in tables}
+    schemas = {}
+    for table in sorted(live, key=lambda t: (t["schema"], t["name"])):
+        name = qualified(table)
+        schemas.setdefault(table["schema"], []).append({
+            "qualified": name, "name": table["name"], "rows_estimate": table.get("rows_estimate"),
+            "columns": ", ".join(column["name"] for column in table.get("columns", [])),
+            "checked": name in picked, "where": picked.get(name, {}).get("where", ""), "error": errors.get(name, ""),
+        })
+    set_rows = [{**s, "matches": engine.match_tables(live, s["pattern"]) if s["pattern"] else []} for s in sets]
+    set_rows += [{"label": "", "pattern": "", "matches": []}] * EMPTY_SET_ROWS
+    return {"schemas": sorted(schemas.items()), "sets": set_rows, "errors": errors}
+
+
+def spool_dir():
+    """Where the export engine may keep a table's member until its size is known."""
+    directory = os.path.join(settings.DATA_DIR, "tmp")
+    os.makedirs(directory, exist_ok=True)
+    return directory
