@@ -243,6 +243,8 @@ def describe_table(conn, table):
         if create_as and create_as != type_name:
             column["create_as"] = create_as
         columns.append(column)
+    if not columns:
+        raise SourceError(f"Table {table.qualified} has no columns: there is nothing to export")
     primary_key = [name for (name,) in conn.execute(PRIMARY_KEY, [found[0]]).fetchall()]
     return {"schema": table.schema, "name": table.name, "where": table.where, "columns": columns, "primary_key": primary_key}
 
@@ -517,13 +519,21 @@ class HashingReader:
         return data
 
     def lines(self):
-        pending = b""
+        """The member's lines without their line breaks. Pieces of a line
+        longer than a chunk are joined once, not re-copied chunk by chunk."""
+        parts = []
         while data := self.read():
-            pending += data
-            *complete, pending = pending.split(b"\n")
-            yield from complete
-        if pending:
-            yield pending
+            pieces = data.split(b"\n")
+            if len(pieces) == 1:
+                parts.append(data)
+                continue
+            parts.append(pieces[0])
+            yield b"".join(parts)
+            yield from pieces[1:-1]
+            parts = [pieces[-1]]
+        tail = b"".join(parts)
+        if tail:
+            yield tail
 
     def drain(self):
         while self.read():
@@ -539,7 +549,8 @@ VALUES_LIST = re.compile(rf"{LITERAL}(?:, {LITERAL})*\);", re.DOTALL)
 
 class ExportLoader:
     """Loads an export archive into a PostgreSQL connection (one transaction,
-    committed by the caller) and checks it against its manifest."""
+    committed by the caller) and checks it against its manifest. With
+    wanted=[] it loads nothing and needs no connection: it only checks."""
 
     def __init__(self, conn, params, wanted):
         self.conn = conn
@@ -685,10 +696,15 @@ class ExportLoader:
             else sql.SQL("r.{}").format(sql.Identifier(column["name"]))
             for column in description["columns"]
         )
-        insert = sql.SQL(
-            "INSERT INTO {0} ({1}) SELECT {2} FROM unnest(%s::text[]) WITH ORDINALITY AS l(line, n) "
-            "CROSS JOIN LATERAL json_populate_record(NULL::{0}, l.line::json) AS r ORDER BY l.n"
-        ).format(table, names, picks)
+        # A "%" in a table or column name must not read as a placeholder:
+        # the names are composed first, their "%" doubled, then the one
+        # placeholder added.
+        head = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM unnest(").format(table, names, picks)
+        tail = sql.SQL(
+            "::text[]) WITH ORDINALITY AS l(line, n) "
+            "CROSS JOIN LATERAL json_populate_record(NULL::{}, l.line::json) AS r ORDER BY l.n"
+        ).format(table)
+        insert = "%s".join(part.as_string(self.conn).replace("%", "%%") for part in (head, tail))
         rows = 0
         batch, held = [], 0
         for line in reader.lines():
@@ -753,6 +769,15 @@ class ExportLoader:
                 raise CorruptionError(
                     f"Table {qualified} loaded {found['rows']} rows where the export's manifest says {entry.get('rows')}"
                 )
+
+
+def check_export(fileobj):
+    """Reads an export archive through without any database and checks every
+    member against its manifest (SHA-256, size, the tables' descriptions);
+    returns the manifest, or raises CorruptionError."""
+    loader = ExportLoader(None, {}, wanted=[])
+    loader.run(fileobj)
+    return loader.manifest
 
 
 def load_export(fileobj, target_conninfo, tables=None):
