@@ -15,7 +15,7 @@ from django.utils import timezone
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from catalog import audit, keyring, lifecycle, queues, services
+from catalog import audit, exports, keyring, lifecycle, queues, services
 from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers, restorers
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
@@ -72,6 +72,10 @@ def check_request(backup, target, database, tables, mode, confirmed_name, server
             keyring.master_key(backup.key_id)
         except keyring.KeyUnavailable as exc:
             raise Refused(str(exc))
+    if backup.is_export() and target == RestoreJob.EXISTING and mode == RestoreJob.FULL:
+        raise Refused("An export holds only the tables (and rows) its plan chose: replacing a database or its "
+                      "tables with it would lose everything it left out. Preview or merge it, or load it into a "
+                      "new database.")
     if backup.source.engine == "sqlite":
         sqlite_restore.check_request(backup, target, database, mode)
         if target == RestoreJob.NEW:
@@ -259,7 +263,10 @@ def restore_to_scratch(job, server, name):
             plain = restore_stream(copy.destination.storage().open_reader(copy.key), keyring=keyring.lookup,
                                    expected_sha256=backup.sha256)
             warnings = []
-            if backup.format == "custom":
+            if backup.is_export():
+                # Only the tables asked for; the scratch-first steps after this are the same as for a dump.
+                job.report["loaded"] = exports.load_into(plain, scratch.connection_params(), job.tables)
+            elif backup.format == "custom":
                 restorers.restore_postgres_parallel(
                     plain, scratch.connection_params(), settings.RESTORE_TMP_DIR, settings.RESTORE_JOBS,
                     backup.raw_bytes, pg_restore=settings.PG_RESTORE, warnings=warnings,
