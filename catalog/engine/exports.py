@@ -356,7 +356,7 @@ class ExportDump:
                 check_where(self._conn, table, self.params)
                 if self.fmt == "jsonl":
                     for column in description["columns"]:
-                        if column["type"] in JSON_TYPES:
+                        if column["type"] in JSON_TYPES or column.get("create_as") in JSON_TYPES:
                             column["as_text"] = True
                 descriptions.append(description)
             self._descriptions = descriptions
