@@ -158,11 +158,20 @@ def step_mode(request):
         return redirect("restore_step", step=wizard.first_missing_step())
     if request.method == "POST":
         mode = request.POST.get("mode")
-        if mode in dict(RestoreJob.MODE_CHOICES):
+        if mode in dict(modes_for(wizard.backup)):
             wizard.save(mode=mode)
             return redirect("restore_step", step="review")
-        messages.error(request, "Choose preview, merge or full.")
-    return wizard_page(request, "mode", wizard, modes=RestoreJob.MODE_CHOICES)
+        messages.error(request, "Choose how to restore: " + ", ".join(label.split(":")[0].lower()
+                                                                      for _, label in modes_for(wizard.backup)) + ".")
+    return wizard_page(request, "mode", wizard, modes=modes_for(wizard.backup))
+
+
+def modes_for(backup):
+    """An export holds chosen tables, perhaps filtered: it can be compared or
+    merged, never replace what it left out (restore.services refuses that too)."""
+    if backup.is_export():
+        return [(mode, label) for mode, label in RestoreJob.MODE_CHOICES if mode != RestoreJob.FULL]
+    return RestoreJob.MODE_CHOICES
 
 
 @operator_required

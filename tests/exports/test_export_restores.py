@@ -115,3 +115,15 @@ def test_a_full_replace_from_an_export_is_refused(source_db, export):
     with pytest.raises(Refused, match="Preview or merge it, or load it into a new database"):
         restores.request_restore("test", export, target="existing", database=name, mode="full", confirmed_name=name,
                                  enqueue=False)
+
+
+def test_the_wizard_offers_an_export_for_preview_and_merge_only(admin_client, source_db, export):
+    admin_client.get(f"/restores/new/?backup={export.pk}")
+    assert f'value="{export.pk}"' in admin_client.get("/restores/new/what/").content.decode()  # offered in step 1
+    admin_client.post("/restores/new/where/", {"target": "existing"})
+    admin_client.post("/restores/new/scope/", {"scope": "all"})
+
+    page = admin_client.get("/restores/new/mode/").content.decode()
+    assert 'value="preview"' in page and 'value="merge"' in page and 'value="full"' not in page
+    refused = admin_client.post("/restores/new/mode/", {"mode": "full"}, follow=True).content.decode()
+    assert "Choose how to restore: preview, merge." in refused

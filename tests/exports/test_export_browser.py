@@ -1,0 +1,49 @@
+"""The export plan form as an administrator uses it, in Chromium: the Tables
+section appears only for export formats, lists the source's live tables,
+previews what a named set matches, and keeps the choice when a row filter is
+refused."""
+
+import pytest
+
+from catalog.models import BackupPlan
+from tests.catalog.helpers import local_destination, log_in, pg_source
+from tests.exports.sample_inventory import create_inventory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_an_administrator_builds_an_export_plan_in_the_browser(live_server, page, admin_user, pg_database, tmp_path):
+    create_inventory(pg_database)
+    source = pg_source(pg_database)
+    local_destination(tmp_path / "exports")
+    log_in(page, live_server, admin_user)
+
+    page.goto(f"{live_server.url}/plans/new/?source={source.pk}")
+    assert page.locator("[data-field=export_tables]").is_hidden()  # a dump format: no table picker
+    page.fill("#id_name", "Weekly export")
+    page.select_option("#id_format", "csv")
+    picker = page.locator("#export-picker")
+    picker.get_by_text("schema public").wait_for()
+    assert page.locator("[data-field=export_tables]").is_visible()
+    assert picker.locator("input[name=export_table]").count() == 5
+
+    picker.locator("input[value='public.orders']").check()
+    picker.locator("input[name='where:public.orders']").fill("nope > 3")
+    picker.locator("input[name=set_label]").first.fill("audit logs")
+    picker.locator("input[name=set_pattern]").first.fill("public.audit_*")
+    picker.locator("input[name=set_pattern]").first.press("Tab")  # change: the picker shows what it matches
+    picker.get_by_text("public.audit_changes, public.audit_logins").wait_for()
+    assert picker.locator("input[value='public.orders']").is_checked()  # the choice survives the reload
+    page.get_by_label("Local disk").check()
+
+    page.click("button:has-text('Save plan')")
+    picker.get_by_text('column "nope" does not exist').wait_for()
+    assert not BackupPlan.objects.exists()
+    picker.locator("input[name='where:public.orders']").fill("total > 150")
+    page.click("button:has-text('Save plan')")
+
+    page.get_by_text("Exported tables").wait_for()
+    plan = BackupPlan.objects.get()
+    assert plan.export_tables == [{"schema": "public", "name": "orders", "where": "total > 150"}]
+    assert plan.export_sets == [{"label": "audit logs", "pattern": "public.audit_*"}]
+    assert page.get_by_text("public.audit_*").is_visible()
