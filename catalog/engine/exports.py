@@ -1,5 +1,6 @@
-"""Selective exports: chosen tables of a PostgreSQL database as JSON Lines,
-CSV or SQL INSERT statements, in one tar archive, and loading them back.
+"""Selective exports: chosen tables of a PostgreSQL database (or of a SQLite
+file, given as a path; its schema is "main") as JSON Lines, CSV or SQL INSERT
+statements, in one tar archive, and loading them back into PostgreSQL.
 
 The archive (readable without Strongroom)
 -----------------------------------------
@@ -50,6 +51,9 @@ Formats:
   first line ending in ");" after which its quotes are balanced. With
   standard_conforming_strings on, the file runs as it is in psql.
 
+A SQLite source is read in one read transaction and written in the same
+formats by Python (see the SQLite section below for its types).
+
 Loading refuses a table that exists already, and commits nothing unless
 every data member matches the manifest's SHA-256 and row count.
 """
@@ -57,8 +61,10 @@ every data member matches the manifest's SHA-256 and row count.
 import fnmatch
 import hashlib
 import json
+import math
 import os
 import re
+import sqlite3
 import tarfile
 import tempfile
 import threading
@@ -152,10 +158,6 @@ def is_sqlite_source(conninfo):
     return isinstance(conninfo, (str, os.PathLike))
 
 
-def refuse_sqlite():
-    raise EngineError("Exports of SQLite sources are not supported yet")
-
-
 def identifier(table):
     return sql.Identifier(table.schema, table.name)
 
@@ -172,7 +174,7 @@ def list_tables(conninfo):
     [{"name", "type"}], "rows_estimate"}], user tables only, sorted by schema
     then name. Partitions are left out: their parent holds their rows."""
     if is_sqlite_source(conninfo):
-        refuse_sqlite()
+        return list_sqlite_tables(str(conninfo))
     params = normalize_conninfo(conninfo)
     try:
         with connect(params) as conn:
@@ -219,7 +221,13 @@ def validate_where(conninfo, table):
     transaction; raises SourceError with the database's own message
     (password redacted) when it is wrong."""
     if is_sqlite_source(conninfo):
-        refuse_sqlite()
+        conn = sqlite_connect(str(conninfo))
+        try:
+            describe_sqlite_table(conn, table)
+            check_sqlite_where(conn, table)
+        finally:
+            conn.close()
+        return
     params = normalize_conninfo(conninfo)
     with connect(params) as conn:
         conn.autocommit = True
@@ -328,8 +336,6 @@ class ExportDump:
         """Opens the snapshot and records each table's columns and primary
         key in it; checks every row filter. Rows committed by others after
         this are not in the export."""
-        if self.sqlite_path:
-            refuse_sqlite()
         if not self.tables:
             raise EngineError("An export needs at least one table")
         seen = set()
@@ -337,6 +343,9 @@ class ExportDump:
             if table.qualified in seen:
                 raise EngineError(f"Table {table.qualified} is listed twice")
             seen.add(table.qualified)
+        if self.sqlite_path:
+            self._start_sqlite()
+            return
         with self._lock:
             if self._cancelled.is_set():
                 raise Cancelled("Cancelled by request")
@@ -363,9 +372,32 @@ class ExportDump:
         except psycopg.Error as exc:
             self._raise_source_error(exc)
 
+    def _start_sqlite(self):
+        with self._lock:
+            if self._cancelled.is_set():
+                raise Cancelled("Cancelled by request")
+            self._conn = sqlite_connect(self.sqlite_path)
+        try:
+            # A read transaction: every table is read from the same state of
+            # the file (WAL keeps writers going; a rollback journal makes
+            # them wait until the export ends).
+            self._conn.execute("BEGIN")
+            self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            self.server_version = f"SQLite {sqlite3.sqlite_version}"
+            self._snapshot_taken_at = datetime.now(timezone.utc).isoformat()
+            descriptions = []
+            for table in self.tables:
+                descriptions.append(describe_sqlite_table(self._conn, table))
+                check_sqlite_where(self._conn, table)
+            self._descriptions = descriptions
+        except sqlite3.Error as exc:
+            self._raise_source_error(exc)
+
     def _raise_source_error(self, exc):
         if self._cancelled.is_set():
             raise Cancelled("Cancelled by request")
+        if isinstance(exc, sqlite3.Error):
+            raise SourceError(f"Cannot read SQLite database {self.sqlite_path}: {exc}")
         raise SourceError(describe_pg_error(exc, self.params))
 
     def __iter__(self):
@@ -441,6 +473,17 @@ class ExportDump:
         size = rows = 0
         try:
             with os.fdopen(fd, "wb", buffering=CHUNK_SIZE) as out:
+                if self.sqlite_path:
+                    for data in sqlite_rows(self._conn, table, description, self.fmt):
+                        if self._cancelled.is_set():
+                            raise Cancelled("Cancelled by request")
+                        digest.update(data)
+                        size += len(data)
+                        rows += 1
+                        out.write(data)
+                    if self.fmt == "csv":
+                        rows -= 1  # the header line
+                    return rows, size, digest.hexdigest()
                 cursor = self._conn.cursor()
                 with cursor.copy(export_query(table, description, self.fmt)) as copy:
                     if self.fmt == "csv":
@@ -464,7 +507,7 @@ class ExportDump:
                             out.write(data)
                 if self.fmt == "csv":
                     rows = cursor.rowcount
-        except psycopg.Error as exc:
+        except (psycopg.Error, sqlite3.Error) as exc:
             self._drop_spool()
             self._raise_source_error(exc)
         except BaseException:
@@ -485,7 +528,7 @@ class ExportDump:
             if self._conn is not None:
                 try:
                     self._conn.execute("ROLLBACK")  # read only: nothing to keep
-                except psycopg.Error:
+                except (psycopg.Error, sqlite3.Error):
                     pass
 
     def cancel(self):
@@ -494,7 +537,10 @@ class ExportDump:
         with self._lock:
             if self._conn is not None:
                 try:
-                    self._conn.cancel_safe(timeout=5)
+                    if self.sqlite_path:
+                        self._conn.interrupt()
+                    else:
+                        self._conn.cancel_safe(timeout=5)
                 except Exception:
                     pass
 
@@ -502,6 +548,154 @@ class ExportDump:
         self._drop_spool()
         if self._conn is not None:
             self._conn.close()
+
+
+# --- SQLite sources ------------------------------------------------------------------
+#
+# SQLite has no COPY and no row_to_json: its rows are written here, in the
+# same three formats and with the same conventions, so that load_export reads
+# them like a PostgreSQL export. The schema is always "main". Declared types
+# are SQLite's own words; each column's "create_as" is the PostgreSQL type it
+# is loaded as, from SQLite's affinity rules: INT → bigint, REAL/FLOA/DOUB →
+# double precision, BLOB → bytea, BOOL → boolean, DECIMAL/NUMERIC → numeric,
+# anything else (TEXT, DATE, DATETIME, JSON, no type at all) → text, which
+# keeps the value exactly as SQLite holds it.
+
+
+def sqlite_connect(path):
+    if not os.path.isfile(path):
+        raise SourceError(f"SQLite database not found: {path}")
+    try:
+        # Read only at the file level: a row filter cannot write whatever it says.
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise SourceError(f"Cannot open SQLite database {path}: {exc}")
+    return conn
+
+
+def sqlite_name(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def postgres_type_for(declared):
+    words = declared.upper()
+    if "INT" in words:
+        return "bigint"
+    if any(word in words for word in ("REAL", "FLOA", "DOUB")):
+        return "double precision"
+    if "BLOB" in words:
+        return "bytea"
+    if "BOOL" in words:
+        return "boolean"
+    if "DECIMAL" in words or "NUMERIC" in words:
+        return "numeric"
+    return "text"
+
+
+def list_sqlite_tables(path):
+    conn = sqlite_connect(path)
+    try:
+        names = [name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )]
+        tables = []
+        for name in names:
+            columns = [{"name": column[1], "type": column[2]} for column in conn.execute(f"PRAGMA table_info({sqlite_name(name)})")]
+            rows = conn.execute(f"SELECT count(*) FROM {sqlite_name(name)}").fetchone()[0]
+            tables.append({"schema": "main", "name": name, "columns": columns, "rows_estimate": rows})
+        return tables
+    except sqlite3.Error as exc:
+        raise SourceError(f"Cannot read SQLite database {path}: {exc}")
+    finally:
+        conn.close()
+
+
+def describe_sqlite_table(conn, table):
+    if table.schema != "main":
+        raise SourceError(f"A SQLite database has only the schema main, not {table.schema}")
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?", [table.name]
+    ).fetchone()
+    if found is None:
+        raise SourceError(f"The source has no table {table.qualified}")
+    info = conn.execute(f"PRAGMA table_info({sqlite_name(table.name)})").fetchall()
+    if not info:
+        raise SourceError(f"Table {table.qualified} has no columns: there is nothing to export")
+    columns = [{"name": name, "type": declared, "create_as": postgres_type_for(declared)} for _, name, declared, *_ in info]
+    primary_key = [row[1] for row in sorted((row for row in info if row[5]), key=lambda row: row[5])]
+    return {"schema": table.schema, "name": table.name, "where": table.where, "columns": columns, "primary_key": primary_key}
+
+
+def check_sqlite_where(conn, table):
+    """The filter run with LIMIT 0; Python's sqlite3 runs one statement at a
+    time, so a filter carrying a second statement is refused."""
+    if not table.where.strip():
+        return
+    try:
+        conn.execute(f"SELECT 1 FROM {sqlite_name(table.name)} WHERE ({table.where}) LIMIT 0").fetchall()
+    except (sqlite3.Error, sqlite3.Warning) as exc:
+        raise SourceError(f"The row filter for {table.qualified} is not valid: {exc}")
+
+
+def sqlite_text(value):
+    """A SQLite value as the text PostgreSQL reads back into its column."""
+    if isinstance(value, bytes):
+        return "\\x" + value.hex()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return repr(value)
+    return str(value)
+
+
+def csv_field(value):
+    # NULL is the unquoted empty field; every value is quoted, so "" is an empty string.
+    if value is None:
+        return ""
+    return '"' + sqlite_text(value).replace('"', '""') + '"'
+
+
+def json_value(value):
+    if value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return sqlite_text(value)
+
+
+def sql_literal(value):
+    """What quote_nullable() would write for the value's text."""
+    if value is None:
+        return "NULL"
+    text = sqlite_text(value).replace("'", "''")
+    if "\\" in text:
+        return "E'" + text.replace("\\", "\\\\") + "'"
+    return "'" + text + "'"
+
+
+def sqlite_rows(conn, table, description, fmt):
+    """The table's rows as encoded lines (for csv, the header line first)."""
+    names = [column["name"] for column in description["columns"]]
+    where = f" WHERE ({table.where})" if table.where.strip() else ""
+    cursor = conn.execute(f"SELECT {', '.join(map(sqlite_name, names))} FROM {sqlite_name(table.name)}{where}")
+    if fmt == "csv":
+        yield (",".join(csv_field(name) for name in names) + "\n").encode()
+    elif fmt == "sql":
+        prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(
+            identifier(table), sql.SQL(", ").join(map(sql.Identifier, names))
+        ).as_string(None)
+    while batch := cursor.fetchmany(1000):
+        for row in batch:
+            if fmt == "csv":
+                line = ",".join(map(csv_field, row))
+            elif fmt == "jsonl":
+                line = json.dumps(dict(zip(names, map(json_value, row))), ensure_ascii=False, separators=(",", ":"))
+            else:
+                line = prefix + ", ".join(map(sql_literal, row)) + ");"
+            yield (line + "\n").encode()
 
 
 class HashingReader:

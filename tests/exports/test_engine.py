@@ -362,7 +362,7 @@ def test_it_stops_when_cancelled_and_leaves_no_temporary_file(pg_database, tmp_p
                 chunks += 1
                 if chunks == 1:  # the columns member: the rows come next
                     threading.Timer(0.2, dump.cancel).start()
-    assert "tables/public.big.jsonl" not in (dump.export_manifest.get("tables") or {})
+    assert dump.table_counts == {}
     assert os.listdir(spool) == []
 
 
@@ -385,9 +385,71 @@ def test_it_lists_the_live_schema_and_matches_patterns(source):
     assert match_tables(tables, "audit_*") == ["public.audit_changes", "public.audit_logins"]
 
 
-def test_it_says_sqlite_exports_are_not_supported_yet(tmp_path):
-    with pytest.raises(EngineError, match="SQLite sources are not supported yet"):
-        export_bytes(str(tmp_path / "db.sqlite3"), [TableSpec("main", "t")], "csv")
+SQLITE_ROWS = [
+    (1, "مرحبا 🎉", 0.1, b"\x00\xff\x10", "12345678901234567890.123456789", 1, "2026-03-01 12:34:56.789012"),
+    (2, "", -1e308, b"", "0", 0, ""),
+    (3, None, None, None, None, None, None),
+    (4, 'it\'s a ");"\nline2 ends with );\n\tback\\slash \\\\ two\r\n', 1.7976931348623157e308, b"\\'\";\n", "-0.000000001", 1, "x"),
+    (5, "NULL", float("inf"), b"\x5c\x78", "1e-9", None, '{"a":\n 1}'),
+]
+
+
+@pytest.fixture
+def sqlite_source(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "app.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        'CREATE TABLE "Notes" (id INTEGER, lang VARCHAR(5) DEFAULT \'ar\', body TEXT, score REAL, photo BLOB, '
+        "amount NUMERIC, done BOOLEAN, at DATETIME, PRIMARY KEY (lang, id))"
+    )
+    conn.executemany('INSERT INTO "Notes" (id, body, score, photo, amount, done, at) VALUES (?, ?, ?, ?, ?, ?, ?)', SQLITE_ROWS)
+    conn.commit()
+    conn.close()
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPORT_FORMATS))
+def test_it_exports_a_sqlite_table_that_loads_into_postgresql(sqlite_source, pg_database, fmt):
+    from decimal import Decimal
+
+    data, dump = export_bytes(sqlite_source, [TableSpec("main", "Notes")], fmt)
+
+    assert dump.table_counts == {"main.Notes": 5}
+    assert load_export(io.BytesIO(data), pg_database) == {"main.Notes": 5}
+    assert column_types(pg_database, "main", "Notes") == [
+        ("id", "bigint"), ("lang", "text"), ("body", "text"), ("score", "double precision"), ("photo", "bytea"),
+        ("amount", "numeric"), ("done", "boolean"), ("at", "text"),
+    ]
+    assert primary_key(pg_database, "main", "Notes") == ["lang", "id"]
+    with psycopg.connect(**pg_database) as conn:
+        loaded = conn.execute('SELECT id, body, score, photo, amount, done, at FROM main."Notes" ORDER BY id').fetchall()
+    import sqlite3
+
+    with sqlite3.connect(sqlite_source) as source:  # what SQLite holds: NUMERIC affinity made some amounts REAL
+        held = source.execute('SELECT id, body, score, photo, amount, done, at FROM "Notes" ORDER BY id').fetchall()
+    expected = [
+        (id, body, score, photo, None if amount is None else Decimal(repr(amount)), None if done is None else bool(done), at)
+        for id, body, score, photo, amount, done, at in held
+    ]
+    assert [row[:4] for row in held] == [row[:4] for row in SQLITE_ROWS]
+    assert loaded == expected
+
+
+def test_it_filters_sqlite_rows_and_refuses_a_bad_filter(sqlite_source, pg_database):
+    data, dump = export_bytes(sqlite_source, [TableSpec("main", "Notes", "done = 1 OR body = ''")], "csv")
+    assert dump.table_counts == {"main.Notes": 3}
+    assert check_export(io.BytesIO(data))["tables"]["main.Notes"]["rows"] == 3
+    assert [t["name"] for t in list_tables(sqlite_source)] == ["Notes"]
+    assert list_tables(sqlite_source)[0]["rows_estimate"] == 5
+
+    with pytest.raises(SourceError, match="no such column: nope"):
+        validate_where(sqlite_source, TableSpec("main", "Notes", "nope = 1"))
+    with pytest.raises(SourceError, match="one statement at a time"):
+        validate_where(sqlite_source, TableSpec("main", "Notes", "1); DROP TABLE Notes; SELECT (1"))
+    with pytest.raises(SourceError, match="only the schema main"):
+        export_bytes(sqlite_source, [TableSpec("public", "Notes")], "csv")
 
 
 @pytest.mark.parametrize("fmt", sorted(EXPORT_FORMATS))
@@ -417,3 +479,25 @@ def test_it_checks_an_export_without_a_database(source):
     assert check_export(io.BytesIO(data)) == dump.export_manifest
     with pytest.raises(CorruptionError, match="Audit.LogEntry do not match"):
         check_export(io.BytesIO(flip_byte_in(data, b"message 17")))
+
+
+def test_it_stops_a_sqlite_export_when_cancelled(tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "big.sqlite3")
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, memo TEXT)")
+        conn.execute(
+            "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 400000) "
+            "INSERT INTO big SELECT n, hex(randomblob(16)) FROM g"
+        )
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    dump = ExportDump(path, [TableSpec("main", "big")], "jsonl", tmp_dir=spool)
+    with pytest.raises(Cancelled):
+        with dump:
+            for number, _ in enumerate(dump):
+                if number == 0:
+                    threading.Timer(0.2, dump.cancel).start()
+    assert dump.table_counts == {}
+    assert os.listdir(spool) == []
