@@ -207,7 +207,7 @@ class PlanForm(forms.ModelForm):
             self.add_error("format", f"A {source.get_engine_display()} source can be backed up as: {allowed}.")
         elif source and fmt in EXPORT_FORMATS:
             self.clean_export_choice(source)
-        elif fmt:
+        elif fmt and fmt not in EXPORT_FORMATS:  # a dump has no table choice to keep
             self.instance.export_tables, self.instance.export_sets = [], []
         return data
 

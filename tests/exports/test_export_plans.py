@@ -118,7 +118,8 @@ def run_export(source, destination, **fields):
     return backup
 
 
-def test_a_run_exports_the_filtered_rows_with_an_export_manifest_and_no_secret(source, source_db, destination, tmp_path):
+def test_a_run_exports_the_filtered_rows_with_an_export_manifest_and_no_secret(admin_client, source, source_db,
+                                                                               destination, tmp_path):
     backup = run_export(source, destination, verify_new_backups=False)
 
     assert backup.status == Backup.SUCCEEDED, backup.error
@@ -136,6 +137,10 @@ def test_a_run_exports_the_filtered_rows_with_an_export_manifest_and_no_secret(s
     assert "orders" in json.dumps(manifest["export"]) and "numeric" in json.dumps(manifest["export"])
     assert SECRET not in raw_manifest and SECRET not in backup.log
     assert SECRET not in json.dumps(list(AuditEvent.objects.values_list("changes", flat=True)))
+    assert copy.key.endswith(".tar.zst.enc")
+    page = admin_client.get(backup.get_absolute_url()).content.decode()
+    assert "Export: CSV with header" in page and "after the plan's row filters" in page
+    assert "public.audit_logins" in page and SECRET not in page
 
 
 def test_an_export_passes_a_checksum_and_a_restore_test(source, destination):
