@@ -392,6 +392,8 @@ def stream_backup(backup, copies):
     backup.table_counts = dump.table_counts
     if backup.is_export():
         backup.export_manifest = dump.export_manifest  # goes into the manifest beside each copy
+        tables = ", ".join(f"{t.qualified} (where {t.where})" if t.where else t.qualified for t in dump.tables)
+        backup.append_log(f"Exported as {backup.get_format_display()}: {tables}")
     backup.append_log(
         f"Read {size_text(result.raw_bytes)} from {backup.source.get_engine_display()} {backup.server_version} "
         f"({len(backup.table_counts)} tables, {sum(backup.table_counts.values())} rows in the snapshot); "

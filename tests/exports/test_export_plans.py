@@ -182,3 +182,20 @@ def test_a_plan_without_tables_cannot_run_and_a_dropped_table_fails_the_run(sour
     assert backup.status == Backup.FAILED
     assert "no longer has the table(s) public.settings" in backup.error
     assert all(copy.status == "failed" for copy in backup.copies.all())
+
+
+def test_a_named_set_takes_in_a_table_created_after_the_plan(source, source_db, destination):
+    first = run_export(source, destination, verify_new_backups=False, format="sql")
+    assert "public.audit_exports" not in first.table_counts
+    assert f"public.orders (where {EXPORTED_ORDERS})" in first.log
+
+    from tests.restore.test_restores import execute
+
+    execute(source_db, "CREATE TABLE audit_exports (id int PRIMARY KEY, what text); "
+                       "INSERT INTO audit_exports VALUES (1, 'first'), (2, 'second')")
+    second = services.start_backup("test", first.plan)
+    second.refresh_from_db()
+
+    assert second.status == Backup.SUCCEEDED, second.error
+    assert second.table_counts["public.audit_exports"] == 2
+    assert set(second.table_counts) == set(first.table_counts) | {"public.audit_exports"}
