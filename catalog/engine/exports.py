@@ -230,14 +230,17 @@ def validate_where(conninfo, table):
         return
     params = normalize_conninfo(conninfo)
     with connect(params) as conn:
-        conn.autocommit = True
-        conn.execute("BEGIN READ ONLY")
         try:
+            conn.autocommit = True
+            conn.execute("BEGIN READ ONLY")
             if conn.execute(FIND_TABLE, [table.schema, table.name]).fetchone() is None:
                 raise SourceError(f"The source has no table {table.qualified}")
             check_where(conn, table, params)
+        except psycopg.Error as exc:
+            raise SourceError(describe_pg_error(exc, params))
         finally:
-            conn.execute("ROLLBACK")
+            if not conn.closed:
+                conn.execute("ROLLBACK")
 
 
 def describe_table(conn, table):
@@ -272,7 +275,8 @@ def export_query(table, description, fmt):
             for column in description["columns"]
         )
         select = sql.SQL("SELECT {} FROM {}{}").format(picks, identifier(table), where)
-        return sql.SQL("COPY (SELECT row_to_json(t)::text FROM ({}) AS t) TO STDOUT").format(select)
+        # t.* rather than t: a column named t would otherwise be taken for the row.
+        return sql.SQL("COPY (SELECT row_to_json(t.*)::text FROM ({}) AS t) TO STDOUT").format(select)
     select = sql.SQL("SELECT {} FROM {}{}").format(sql.SQL(", ").join(map(sql.Identifier, names)), identifier(table), where)
     if fmt == "csv":
         return sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(select)

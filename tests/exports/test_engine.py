@@ -96,7 +96,7 @@ def rows_as_json(conninfo, qualified, key):
     with psycopg.connect(**conninfo) as conn:
         return [
             text
-            for (text,) in conn.execute(f"SELECT row_to_json(t)::text FROM {qualified} t ORDER BY {key}").fetchall()
+            for (text,) in conn.execute(f"SELECT row_to_json(t.*)::text FROM {qualified} t ORDER BY {key}").fetchall()
         ]
 
 
@@ -458,9 +458,9 @@ def test_it_handles_odd_names_and_rows_longer_than_a_chunk(pg_database, fmt):
     try:
         with psycopg.connect(**source, autocommit=True) as conn:
             conn.execute('CREATE SCHEMA "Odd Schema"')
-            conn.execute('CREATE TABLE "Odd Schema"."we/ird.Жур%нал" ("it\'s" int PRIMARY KEY, "a ""b""" text)')
+            conn.execute('CREATE TABLE "Odd Schema"."we/ird.Жур%нал" ("it\'s" int PRIMARY KEY, "a ""b""" text, t text DEFAULT \'a column named t\')')
             conn.execute(
-                'INSERT INTO "Odd Schema"."we/ird.Жур%нал" VALUES (1, repeat(E\'x\\n\\\'\', 1000000)), (2, \'\'), (3, NULL)'
+                'INSERT INTO "Odd Schema"."we/ird.Жур%нал" ("it\'s", "a ""b""") VALUES (1, repeat(E\'x\\n\\\'\', 1000000)), (2, \'\'), (3, NULL)'
             )
         data, dump = export_bytes(source, [TableSpec("Odd Schema", "we/ird.Жур%нал")], fmt, chunk_size=65536)
 
