@@ -3,6 +3,8 @@ section appears only for export formats, lists the source's live tables,
 previews what a named set matches, and keeps the choice when a row filter is
 refused."""
 
+import os
+
 import pytest
 
 from catalog.models import BackupPlan
@@ -10,6 +12,7 @@ from tests.catalog.helpers import local_destination, log_in, pg_source
 from tests.exports.sample_inventory import create_inventory
 
 pytestmark = pytest.mark.django_db(transaction=True)
+SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand
 
 
 def test_an_administrator_builds_an_export_plan_in_the_browser(live_server, page, admin_user, pg_database, tmp_path):
@@ -38,6 +41,8 @@ def test_an_administrator_builds_an_export_plan_in_the_browser(live_server, page
 
     page.click("button:has-text('Save plan')")
     picker.get_by_text('column "nope" does not exist').wait_for()
+    if SHOTS:
+        page.screenshot(path=f"{SHOTS}/export-plan-form.png", full_page=True)
     assert not BackupPlan.objects.exists()
     picker.locator("input[name='where:public.orders']").fill("total > 150")
     page.click("button:has-text('Save plan')")
@@ -47,3 +52,5 @@ def test_an_administrator_builds_an_export_plan_in_the_browser(live_server, page
     assert plan.export_tables == [{"schema": "public", "name": "orders", "where": "total > 150"}]
     assert plan.export_sets == [{"label": "audit logs", "pattern": "public.audit_*"}]
     assert page.get_by_text("public.audit_*").is_visible()
+    if SHOTS:
+        page.screenshot(path=f"{SHOTS}/export-plan.png", full_page=True)
