@@ -97,6 +97,7 @@ SESSION = {
     "standard_conforming_strings": "on",
 }
 SNAPSHOT_NOTE = "All tables were read in one REPEATABLE READ, READ ONLY transaction: one consistent snapshot."
+SQLITE_SNAPSHOT_NOTE = "All tables were read in one SQLite read transaction: one consistent state of the file."
 
 # Rows per INSERT when loading JSON Lines, and a cap on the bytes held.
 LOAD_BATCH_ROWS = 2000
@@ -152,6 +153,13 @@ class TableSpec:
     @property
     def qualified(self):
         return f"{self.schema}.{self.name}"
+
+
+def query_error(exc, params):
+    """The database's own first line about a failed statement, password
+    redacted. (describe_pg_error is for connections: it would read
+    'column "database" does not exist' as a missing database.)"""
+    return first_line(redact(str(exc), params)) or "The statement failed"
 
 
 def is_sqlite_source(conninfo):
@@ -213,7 +221,7 @@ def check_where(conn, table, params):
     try:
         conn.execute(query, prepare=True)
     except psycopg.Error as exc:
-        raise SourceError(f"The row filter for {table.qualified} is not valid: {describe_pg_error(exc, params)}")
+        raise SourceError(f"The row filter for {table.qualified} is not valid: {query_error(exc, params)}")
 
 
 def validate_where(conninfo, table):
@@ -440,8 +448,8 @@ class ExportDump:
             "snapshot_taken_at": self._snapshot_taken_at,
             "server_version": self.server_version,
             "tool_version": self.tool_version,
-            "snapshot": SNAPSHOT_NOTE,
-            "session": SESSION,
+            "snapshot": SQLITE_SNAPSHOT_NOTE if self.sqlite_path else SNAPSHOT_NOTE,
+            "session": {} if self.sqlite_path else SESSION,
             "tables": entries,
         }
         yield from self._member(MANIFEST_MEMBER, json.dumps(manifest, ensure_ascii=False, indent=2).encode())
@@ -857,7 +865,7 @@ class ExportLoader:
                 # Damage shows as a parse error long before the hash can be
                 # compared: read on, and let the manifest tell which it was.
                 self.conn.rollback()
-                self.load_error = f"Could not load table {qualified}: {describe_pg_error(exc, self.params)}"
+                self.load_error = f"Could not load table {qualified}: {query_error(exc, self.params)}"
                 self.loaded = {}
         reader.drain()
         self.seen[qualified] = {"description": description, "member": name, "format": fmt, "rows": rows,
@@ -996,7 +1004,7 @@ def load_export(fileobj, target_conninfo, tables=None):
         return loaded
     except psycopg.Error as exc:
         conn.rollback()
-        raise EngineError(f"Could not load the export: {describe_pg_error(exc, params)}")
+        raise EngineError(f"Could not load the export: {query_error(exc, params)}")
     except BaseException:
         conn.rollback()
         raise

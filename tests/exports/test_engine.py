@@ -210,6 +210,8 @@ def test_it_refuses_a_malformed_filter_with_the_databases_message(source):
         validate_where(source, TableSpec("public", "everything", "nope > 1"))
     with pytest.raises(SourceError, match="no table public.missing"):
         validate_where(source, TableSpec("public", "missing", "true"))
+    with pytest.raises(SourceError, match='column "database" does not exist'):
+        validate_where(source, TableSpec("public", "everything", "database = 'x'"))
     validate_where(source, TableSpec("public", "everything", "id > 1"))
     with pytest.raises(SourceError, match='column "nope" does not exist'):
         export_bytes(source, [TableSpec("public", "everything", "nope > 1")], "csv")
