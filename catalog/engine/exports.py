@@ -51,6 +51,16 @@ Formats:
   first line ending in ");" after which its quotes are balanced. With
   standard_conforming_strings on, the file runs as it is in psql.
 
+By hand, without Strongroom (after decrypting and decompressing the stored
+object, see catalog/engine/decrypt.py): `tar xf export.tar`, create the table
+from its columns.json, then in psql
+  csv:   \copy "schema"."table" FROM 'tables/schema.table.csv' WITH (FORMAT csv, HEADER true)
+  sql:   SET standard_conforming_strings = on; \i tables/schema.table.sql
+  jsonl: load each line as json and INSERT … SELECT * FROM
+         json_populate_record(NULL::"schema"."table", line) (as_text columns:
+         (line ->> 'column')::json), or read it with any JSON Lines reader.
+Set the manifest's "session" values first (SET DateStyle = 'ISO, YMD'; …).
+
 A SQLite source is read in one read transaction and written in the same
 formats by Python (see the SQLite section below for its types).
 

@@ -503,3 +503,20 @@ def test_it_stops_a_sqlite_export_when_cancelled(tmp_path):
                     threading.Timer(0.2, dump.cancel).start()
     assert dump.table_counts == {}
     assert os.listdir(spool) == []
+
+
+def test_it_keeps_the_password_out_of_its_errors(password_server):
+    server = {**password_server, "dbname": "postgres"}
+    with psycopg.connect(**server, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS secrets_demo (id int, note text)")
+    password = server["password"]
+    wrong = {**server, "password": password + "-not"}
+
+    with pytest.raises(SourceError) as refused:
+        export_bytes(wrong, [TableSpec("public", "secrets_demo")], "csv")
+    assert "Password authentication failed" in str(refused.value)
+    with pytest.raises(SourceError) as bad_filter:
+        validate_where(server, TableSpec("public", "secrets_demo", f"note = '{password}' AND password = 1"))
+    assert 'column "password" does not exist' in str(bad_filter.value)
+    for error in (refused.value, bad_filter.value):
+        assert password not in str(error)
