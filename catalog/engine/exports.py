@@ -54,8 +54,8 @@ Formats:
 By hand, without Strongroom (after decrypting and decompressing the stored
 object, see catalog/engine/decrypt.py): `tar xf export.tar`, create the table
 from its columns.json, then in psql
-  csv:   \copy "schema"."table" FROM 'tables/schema.table.csv' WITH (FORMAT csv, HEADER true)
-  sql:   SET standard_conforming_strings = on; \i tables/schema.table.sql
+  csv:   \\copy "schema"."table" FROM 'tables/schema.table.csv' WITH (FORMAT csv, HEADER true)
+  sql:   SET standard_conforming_strings = on; \\i tables/schema.table.sql
   jsonl: load each line as json and INSERT … SELECT * FROM
          json_populate_record(NULL::"schema"."table", line) (as_text columns:
          (line ->> 'column')::json), or read it with any JSON Lines reader.
@@ -833,8 +833,7 @@ class ExportLoader:
     def _prepare(self, description):
         """Creates the table, unless it is skipped; refuses one that exists."""
         qualified = self._qualified(description)
-        if not isinstance(description.get("columns"), list) or not description["columns"]:
-            raise CorruptionError(f"The export's description of {qualified} has no columns")
+        self._check_description(qualified, description)
         if not self._selected(description):
             return
         table = sql.Identifier(description["schema"], description["name"])
@@ -846,22 +845,45 @@ class ExportLoader:
             raise EngineError(f"Table {qualified} already exists in the target database; an export is loaded only into new tables")
         columns = []
         for column in description["columns"]:
-            type_name = column.get("create_as") or column.get("type") or ""
-            self._check_type(qualified, column.get("name"), type_name)
+            type_name = column.get("create_as") or column["type"]
+            if not self._known_type(type_name):
+                # Read on: the manifest tells damage from a type this
+                # database lacks (an extension's, say).
+                self.conn.rollback()
+                self.loaded = {}
+                self.load_error = f"Column {column['name']} of {qualified} has a type this database does not know: {type_name[:100]}"
+                return
             columns.append(sql.SQL("{} {}").format(sql.Identifier(column["name"]), sql.SQL(type_name)))
         self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(description["schema"])))
         self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(columns)))
 
-    def _check_type(self, qualified, column, type_name):
+    def _known_type(self, type_name):
         """to_regtype() parses the text as exactly one type name, so a type
         written into CREATE TABLE cannot carry anything else."""
         try:
             with self.conn.transaction():
-                known = self.conn.execute("SELECT to_regtype(%s)", [type_name]).fetchone()[0]
+                return self.conn.execute("SELECT to_regtype(%s)", [type_name]).fetchone()[0] is not None
         except psycopg.Error:
-            known = None
-        if known is None:
-            raise EngineError(f"Column {column} of {qualified} has a type this database does not know: {type_name[:100]}")
+            return False
+
+    def _check_description(self, qualified, description):
+        def text(value):
+            return isinstance(value, str) and value != ""
+
+        columns = description.get("columns")
+        well_formed = (
+            text(description.get("schema"))
+            and text(description.get("name"))
+            and isinstance(description.get("where", ""), str)
+            and isinstance(columns, list)
+            and columns
+            and all(isinstance(c, dict) and text(c.get("name")) and text(c.get("type")) for c in columns)
+            and all(isinstance(c.get("create_as", ""), str) for c in columns)
+            and isinstance(description.get("primary_key", []), list)
+            and all(text(name) for name in description.get("primary_key", []))
+        )
+        if not well_formed:
+            raise CorruptionError(f"The export's description of table {qualified} is damaged")
 
     def _data(self, name, reader):
         description, self.pending = self.pending, None

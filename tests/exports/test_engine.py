@@ -303,6 +303,8 @@ def rebuild(data, change):
             for entry in manifest["tables"].values():
                 if entry["member"] == name:
                     entry["sha256"], entry["size"] = hashlib.sha256(content).hexdigest(), len(content)
+                if entry["columns_member"] == name:
+                    entry["columns"] = json.loads(content)["columns"]
             info = tarfile.TarInfo(name)
             info.size = len(content)
             tar.addfile(info, io.BytesIO(content))
@@ -323,6 +325,17 @@ def test_it_runs_nothing_but_the_inserts_of_an_sql_member(source, pg_database):
 
     with pytest.raises(CorruptionError, match="not one of its INSERTs"):
         load_export(io.BytesIO(rebuild(data, smuggle)), pg_database)
+    assert user_tables(pg_database) == []
+
+
+def test_it_tells_a_damaged_description_from_an_unknown_type(source, pg_database):
+    data, _ = export_bytes(source, [TableSpec("Audit", "LogEntry")], "csv")
+    damaged = data.replace(b'"type": "integer"', b'"type": "intgeer"', 1)
+
+    with pytest.raises(CorruptionError, match="description of table Audit.LogEntry does not match"):
+        load_export(io.BytesIO(damaged), pg_database)
+    with pytest.raises(CorruptionError, match="description of table Audit.LogEntry is damaged"):
+        load_export(io.BytesIO(data.replace(b'"type": "integer"', b'"type": 123456789', 1)), pg_database)
     assert user_tables(pg_database) == []
 
 
