@@ -190,7 +190,9 @@ def member_stem(schema, name):
 def list_tables(conninfo):
     """Live schema of a PostgreSQL source: [{"schema", "name", "columns":
     [{"name", "type"}], "rows_estimate"}], user tables only, sorted by schema
-    then name. Partitions are left out: their parent holds their rows."""
+    then name. Partitions are left out: their parent holds their rows.
+    rows_estimate is the planner's estimate, None for a table never
+    analyzed or vacuumed (PostgreSQL 14+ can tell)."""
     if is_sqlite_source(conninfo):
         return list_sqlite_tables(str(conninfo))
     params = normalize_conninfo(conninfo)
@@ -203,7 +205,7 @@ def list_tables(conninfo):
     except psycopg.Error as exc:
         raise SourceError(describe_pg_error(exc, params))
     return [
-        {"schema": schema, "name": name, "columns": columns.get(oid, []), "rows_estimate": max(int(reltuples), 0)}
+        {"schema": schema, "name": name, "columns": columns.get(oid, []), "rows_estimate": int(reltuples) if reltuples >= 0 else None}
         for schema, name, oid, reltuples in found
     ]
 
