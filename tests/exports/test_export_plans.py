@@ -59,6 +59,25 @@ def test_it_creates_an_export_plan_through_the_form(admin_client, source, destin
     assert "public.orders" in page and "total &gt; 150" in page and "public.audit_*" in page and "audit logs" in page
 
 
+def test_it_edits_a_filter_and_audits_the_new_choice(admin_client, source, destination):
+    admin_client.post("/plans/new/", plan_form(source, destination, **CHOICE))
+    plan = BackupPlan.objects.get()
+    edit_page = admin_client.get(f"/plans/{plan.pk}/edit/").content.decode()
+    assert "/plans/tables/" in edit_page and f'"plan_id": "{plan.pk}"' in edit_page
+
+    response = admin_client.post(f"/plans/{plan.pk}/edit/", plan_form(
+        source, destination, **{**CHOICE, "where:public.orders": "total > 190"}))
+
+    assert response.status_code == 302
+    plan.refresh_from_db()
+    assert plan.export_tables[1] == {"schema": "public", "name": "orders", "where": "total > 190"}
+    event = AuditEvent.objects.get(action="plan.update")
+    assert event.changes["export_tables"][1]["where"] == "total > 190"
+    admin_client.post(f"/plans/{plan.pk}/edit/", plan_form(
+        source, destination, **{**CHOICE, "where:public.orders": "total > 190"}))
+    assert "export_tables" not in AuditEvent.objects.filter(action="plan.update").first().changes  # unchanged
+
+
 def test_it_refuses_a_malformed_where_with_postgresqls_message(admin_client, source, destination):
     choice = {**CHOICE, "where:public.orders": "nope > 3"}
     response = admin_client.post("/plans/new/", plan_form(source, destination, **choice))
@@ -143,8 +162,9 @@ def test_a_run_exports_the_filtered_rows_with_an_export_manifest_and_no_secret(a
     assert "public.audit_logins" in page and SECRET not in page
 
 
-def test_an_export_passes_a_checksum_and_a_restore_test(source, destination):
-    backup = run_export(source, destination, verify_new_backups=False, format="jsonl")
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "sql"])
+def test_an_export_passes_a_checksum_and_a_restore_test(source, destination, fmt):
+    backup = run_export(source, destination, verify_new_backups=False, format=fmt)
     assert backup.status == Backup.SUCCEEDED, backup.error
 
     checksum = verification.run_here(verification.create_verification("test", backup, "checksum", enqueue_it=False))
