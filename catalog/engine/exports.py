@@ -109,8 +109,9 @@ SESSION = {
 SNAPSHOT_NOTE = "All tables were read in one REPEATABLE READ, READ ONLY transaction: one consistent snapshot."
 SQLITE_SNAPSHOT_NOTE = "All tables were read in one SQLite read transaction: one consistent state of the file."
 
-# Rows per INSERT when loading JSON Lines, and a cap on the bytes held.
-LOAD_BATCH_ROWS = 2000
+# Rows per batch when loading JSON Lines (staged in a temporary table) or
+# SQL statements (sent together), and a cap on the bytes held for SQL.
+LOAD_BATCH_ROWS = 50_000
 LOAD_BATCH_BYTES = 4 << 20
 
 USER_TABLES = """
@@ -930,32 +931,37 @@ class ExportLoader:
         return rows
 
     def _load_jsonl(self, description, table, names, reader):
+        """COPY the lines into a temporary table (fast, in C), then let
+        PostgreSQL turn them into rows with json_populate_record(); a batch
+        at a time, so the temporary table stays small."""
         picks = sql.SQL(", ").join(
             sql.SQL("(l.line::json ->> {})::{}").format(sql.Literal(column["name"]), sql.SQL(column.get("create_as") or column["type"]))
             if column.get("as_text")
             else sql.SQL("r.{}").format(sql.Identifier(column["name"]))
             for column in description["columns"]
         )
-        # A "%" in a table or column name must not read as a placeholder:
-        # the names are composed first, their "%" doubled, then the one
-        # placeholder added.
-        head = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM unnest(").format(table, names, picks)
-        tail = sql.SQL(
-            "::text[]) WITH ORDINALITY AS l(line, n) "
-            "CROSS JOIN LATERAL json_populate_record(NULL::{}, l.line::json) AS r ORDER BY l.n"
-        ).format(table)
-        insert = "%s".join(part.as_string(self.conn).replace("%", "%%") for part in (head, tail))
+        self.conn.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS strongroom_export_lines (n bigserial, line text) ON COMMIT DROP"
+        )
+        insert = sql.SQL(
+            "INSERT INTO {0} ({1}) SELECT {2} FROM strongroom_export_lines AS l "
+            "CROSS JOIN LATERAL json_populate_record(NULL::{0}, l.line::json) AS r ORDER BY l.n"
+        ).format(table, names, picks)
         rows = 0
-        batch, held = [], 0
-        for line in reader.lines():
-            batch.append(line.decode())
-            held += len(line)
-            if len(batch) >= LOAD_BATCH_ROWS or held >= LOAD_BATCH_BYTES:
-                rows += self.conn.execute(insert, [batch]).rowcount
-                batch, held = [], 0
-        if batch:
-            rows += self.conn.execute(insert, [batch]).rowcount
-        return rows
+        lines = iter(reader.lines())
+        while True:
+            staged = 0
+            with self.conn.cursor().copy("COPY strongroom_export_lines (line) FROM STDIN") as copy:
+                for line in lines:
+                    copy.write_row((line.decode(),))
+                    staged += 1
+                    if staged >= LOAD_BATCH_ROWS:
+                        break
+            if staged:
+                rows += self.conn.execute(insert).rowcount
+                self.conn.execute("TRUNCATE strongroom_export_lines")
+            if staged < LOAD_BATCH_ROWS:
+                return rows
 
     def _load_sql(self, description, table, names, reader):
         prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(table, names).as_string(self.conn)

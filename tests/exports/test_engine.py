@@ -534,3 +534,15 @@ def test_it_keeps_the_password_out_of_its_errors(password_server):
     assert 'column "password" does not exist' in str(bad_filter.value)
     for error in (refused.value, bad_filter.value):
         assert password not in str(error)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "sql"])
+def test_it_loads_in_batches(source, pg_database, fmt, monkeypatch):
+    from catalog.engine import exports
+
+    monkeypatch.setattr(exports, "LOAD_BATCH_ROWS", 7)  # 300 rows: 42 full batches and a last one of 6
+    data, _ = export_bytes(source, [TableSpec("Audit", "LogEntry")], fmt)
+
+    assert load_export(io.BytesIO(data), pg_database) == {"Audit.LogEntry": 300}
+    key = '"Id", "Seq"'
+    assert rows_as_json(pg_database, '"Audit"."LogEntry"', key) == rows_as_json(source, '"Audit"."LogEntry"', key)
