@@ -323,7 +323,8 @@ def padding(size):
 class ExportDump:
     """Streams an export archive of `tables` as chunks of bytes. Same
     interface as dumpers.PostgresDump, plus export_manifest (complete once
-    iteration ends). Use as a context manager.
+    iteration ends), and current_table / spooled_bytes for progress while a
+    table is being read. Use as a context manager.
 
     Each table's rows are spooled to a temporary file first (a tar header
     needs the size before the data), hashed and counted as they are written,
@@ -344,6 +345,10 @@ class ExportDump:
         self.table_counts = {}
         self.raw_bytes = 0
         self.export_manifest = {}
+        # Live while a table is read into its spool file, when no chunk
+        # moves raw_bytes yet: which table, and how many bytes so far.
+        self.current_table = ""
+        self.spooled_bytes = 0
         self._descriptions = None
         self._snapshot_taken_at = ""
         self._conn = None
@@ -435,6 +440,7 @@ class ExportDump:
             columns_member = f"{stem}.columns.json"
             member = f"{stem}.{self.fmt}"
             yield from self._member(columns_member, json.dumps(description, ensure_ascii=False, indent=2).encode())
+            self.current_table = table.qualified
             rows, size, digest = self._spool(table, description)
             try:
                 yield from self._spooled_member(member, size, started)
@@ -504,6 +510,7 @@ class ExportDump:
                             raise Cancelled("Cancelled by request")
                         digest.update(data)
                         size += len(data)
+                        self.spooled_bytes += len(data)
                         rows += 1
                         out.write(data)
                     if self.fmt == "csv":
@@ -517,6 +524,7 @@ class ExportDump:
                                 raise Cancelled("Cancelled by request")
                             digest.update(data)
                             size += len(data)
+                            self.spooled_bytes += len(data)
                             out.write(data)
                     else:
                         # One text value per row: psycopg undoes COPY's
@@ -528,6 +536,7 @@ class ExportDump:
                             data = line.encode() + b"\n"
                             digest.update(data)
                             size += len(data)
+                            self.spooled_bytes += len(data)
                             rows += 1
                             out.write(data)
                 if self.fmt == "csv":

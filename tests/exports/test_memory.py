@@ -67,6 +67,8 @@ def test_it_exports_a_large_table_in_bounded_memory(big_table, fmt, tmp_path):
 
     assert dump.table_counts == {"public.big_ledger": ROWS}
     assert dump.raw_bytes == size
+    assert dump.spooled_bytes == dump.export_manifest["tables"]["public.big_ledger"]["size"]
+    assert dump.current_table == "public.big_ledger"
     assert size > 3 * BOUND, "the export must be much larger than the memory bound to prove streaming"
     assert memory.increase < BOUND, f"peak RSS grew by {memory.increase / 1e6:.0f} MB for a {size / 1e6:.0f} MB export"
     assert list(tmp_path.iterdir()) == []
