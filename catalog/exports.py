@@ -19,11 +19,15 @@ from catalog.engine.errors import EngineError, SourceError
 EMPTY_SET_ROWS = 3  # blank label/pattern rows offered in the form, so a set can be added without script
 
 
+def export_conninfo(source):
+    """What the export engine connects with: a SQLite source is its file's path."""
+    return source.sqlite_path if source.engine == "sqlite" else source.conninfo()
+
+
 def live_tables(source):
-    """The source's tables, columns and row estimates, read from its catalog."""
-    if source.engine != "postgresql":
-        raise SourceError("Exports need a PostgreSQL source.")
-    return engine.list_tables(source.conninfo())
+    """The source's tables, columns and row estimates, read from its catalog
+    (SQLite tables are in schema "main")."""
+    return engine.list_tables(export_conninfo(source))
 
 
 def qualified(table):
@@ -121,7 +125,8 @@ def check_selection(source, tables, sets, live):
     for table in tables:
         if table["where"] and qualified(table) in known:
             try:
-                engine.validate_where(source.conninfo(), engine.TableSpec(table["schema"], table["name"], table["where"]))
+                engine.validate_where(export_conninfo(source),
+                                      engine.TableSpec(table["schema"], table["name"], table["where"]))
             except EngineError as exc:
                 errors[qualified(table)] = str(exc)
     return errors

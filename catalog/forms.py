@@ -200,9 +200,7 @@ class PlanForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         source, fmt = data.get("source"), data.get("format")
-        if source and fmt in EXPORT_FORMATS and source.engine != "postgresql":
-            self.add_error("format", "Exports need a PostgreSQL source.")
-        elif source and fmt and fmt not in FORMATS_BY_ENGINE[source.engine]:
+        if source and fmt and fmt not in FORMATS_BY_ENGINE[source.engine]:
             allowed = ", ".join(FORMATS_BY_ENGINE[source.engine])
             self.add_error("format", f"A {source.get_engine_display()} source can be backed up as: {allowed}.")
         elif source and fmt in EXPORT_FORMATS:

@@ -23,7 +23,7 @@ FORMAT_CHOICES = [
     ("sql", "Export: SQL INSERT statements"),
 ]
 EXPORT_FORMATS = ("jsonl", "csv", "sql")
-FORMATS_BY_ENGINE = {"postgresql": ("custom", "plain", *EXPORT_FORMATS), "sqlite": ("sqlite",)}
+FORMATS_BY_ENGINE = {"postgresql": ("custom", "plain", *EXPORT_FORMATS), "sqlite": ("sqlite", *EXPORT_FORMATS)}
 COMPRESSION_CHOICES = [("zstd", "zstd"), ("gzip", "gzip"), ("none", "None")]
 
 

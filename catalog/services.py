@@ -255,14 +255,15 @@ def object_key_for(backup):
 
 
 def open_dump(source, fmt, plan=None):
-    if source.engine == "sqlite":
-        return dumpers.SqliteDump(source.sqlite_path)
     if fmt in EXPORT_FORMATS:
         # Resolved now, against the live schema: a table a named set matches
         # since the last run is exported too.
         from catalog.engine.exports import ExportDump
 
-        return ExportDump(source.conninfo(), exports.resolve_specs(plan), fmt, tmp_dir=exports.spool_dir())
+        return ExportDump(exports.export_conninfo(source), exports.resolve_specs(plan), fmt,
+                          tmp_dir=exports.spool_dir())
+    if source.engine == "sqlite":
+        return dumpers.SqliteDump(source.sqlite_path)
     return dumpers.PostgresDump(source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP)
 
 

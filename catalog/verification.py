@@ -277,14 +277,17 @@ def run_restore_test(verification, cancel_event):
 def restore_copy(verification, backup, copy, cancel_event):
     chunks = cancellable(copy.destination.storage().open_reader(copy.key), cancel_event)
     plain = restore_stream(chunks, keyring=keyring.lookup, expected_sha256=backup.sha256)
-    if backup.source.engine == "sqlite":
+    if backup.source.engine == "sqlite" and not backup.is_export():
         return restore_sqlite_copy(verification, plain, cancel_event)
-    return restore_postgres_copy(verification, backup, plain, cancel_event)
+    return restore_postgres_copy(verification, backup, plain, cancel_event)  # an export always loads into PostgreSQL
 
 
 def scratch_server(source):
     if settings.VERIFY_SERVER_URL:
         return conninfo_to_dict(settings.VERIFY_SERVER_URL)
+    if source.engine == "sqlite":
+        raise EngineError("An export of a SQLite source is test-restored into PostgreSQL: set VERIFY_SERVER_URL "
+                          "to a server where scratch databases may be created.")
     return dumpers.normalize_conninfo(source.conninfo())
 
 

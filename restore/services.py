@@ -76,6 +76,9 @@ def check_request(backup, target, database, tables, mode, confirmed_name, server
         raise Refused("An export holds only the tables (and rows) its plan chose: replacing a database or its "
                       "tables with it would lose everything it left out. Preview or merge it, or load it into a "
                       "new database.")
+    if backup.is_export() and backup.source.engine == "sqlite":
+        raise Refused("An export of a SQLite source loads into PostgreSQL, not into a SQLite file, so the wizard "
+                      "cannot restore it; download it from its backup page and load its tables with psql.")
     if backup.source.engine == "sqlite":
         sqlite_restore.check_request(backup, target, database, mode)
         if target == RestoreJob.NEW:

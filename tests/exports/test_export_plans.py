@@ -99,11 +99,49 @@ def test_it_refuses_an_export_of_nothing_and_an_unknown_table(admin_client, sour
     assert not BackupPlan.objects.exists()
 
 
-def test_it_says_exports_need_a_postgresql_source(admin_client, destination, tmp_path):
-    sqlite_source = services.save_source("test", Source(name="Notes", engine="sqlite",
-                                                        sqlite_path=str(tmp_path / "notes.sqlite3")))
-    page = admin_client.post("/plans/new/", plan_form(sqlite_source, destination, **CHOICE)).content.decode()
-    assert "Exports need a PostgreSQL source." in page
+def test_a_sqlite_source_has_export_plans_that_run_verify_and_test_restore_into_postgresql(
+        admin_client, destination, tmp_path, pg_server, settings):
+    import sqlite3
+
+    path = tmp_path / "notes.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript("""
+            CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, score REAL);
+            CREATE TABLE audit_views (id INTEGER PRIMARY KEY, who TEXT);
+            CREATE TABLE private (id INTEGER PRIMARY KEY, token TEXT);
+            INSERT INTO notes VALUES (1, 'first', 1.5), (2, 'مرحبا', NULL), (3, '', 3.25);
+            INSERT INTO audit_views VALUES (1, 'ann'), (2, 'bob');
+            INSERT INTO private VALUES (1, 'left out');
+        """)
+    source = services.save_source("test", Source(name="Notes", engine="sqlite", sqlite_path=str(path), port=None))
+    picker = admin_client.get(f"/plans/tables/?source={source.pk}&format=jsonl").content.decode()
+    assert 'value="main.notes"' in picker and "schema main" in picker
+
+    refused = admin_client.post("/plans/new/", plan_form(source, destination, format="jsonl",
+                                                         **{"export_table": ["main.notes"], "where:main.notes": "nope > 1"}))
+    assert "nope" in refused.content.decode() and not BackupPlan.objects.exists()
+    response = admin_client.post("/plans/new/", plan_form(source, destination, format="jsonl", **{
+        "export_table": ["main.notes"], "where:main.notes": "id > 1", "set_label": ["audit"], "set_pattern": ["audit_*"]}))
+    assert response.status_code == 302
+    plan = BackupPlan.objects.get()
+    backup = services.start_backup("test", plan)
+    backup.refresh_from_db()
+
+    assert backup.status == Backup.SUCCEEDED, backup.error
+    assert backup.table_counts == {"main.notes": 2, "main.audit_views": 2}
+    checksum = verification.run_here(verification.create_verification("test", backup, "checksum", enqueue_it=False))
+    assert checksum.status == "passed", checksum.summary
+    without_server = verification.run_here(verification.create_verification("test", backup, "restore", enqueue_it=False))
+    assert without_server.status == "failed" and "set VERIFY_SERVER_URL" in without_server.summary
+    settings.VERIFY_SERVER_URL = f"postgresql://{pg_server['user']}@{pg_server['host']}:{pg_server['port']}/postgres"
+    restore = verification.run_here(verification.create_verification("test", backup, "restore", enqueue_it=False))
+    assert restore.status == "passed", restore.summary
+    assert restore.evidence["rows"] == backup.table_counts
+
+    from restore import services as restores
+
+    with pytest.raises(services.Refused, match="loads into PostgreSQL, not into a SQLite file"):
+        restores.request_restore("test", backup, target="new", database="notes_copy.sqlite3", enqueue=False)
 
 
 def test_auditors_cannot_open_the_form_or_the_table_picker(auditor_client, source):
