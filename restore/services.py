@@ -76,9 +76,7 @@ def check_request(backup, target, database, tables, mode, confirmed_name, server
         raise Refused("An export holds only the tables (and rows) its plan chose: replacing a database or its "
                       "tables with it would lose everything it left out. Preview or merge it, or load it into a "
                       "new database.")
-    if backup.is_export() and backup.source.engine == "sqlite":
-        raise Refused("An export of a SQLite source loads into PostgreSQL, not into a SQLite file, so the wizard "
-                      "cannot restore it; download it from its backup page and load its tables with psql.")
+    check_restorable(backup)
     if backup.source.engine == "sqlite":
         sqlite_restore.check_request(backup, target, database, mode)
         if target == RestoreJob.NEW:
@@ -97,6 +95,13 @@ def check_request(backup, target, database, tables, mode, confirmed_name, server
             raise Refused("An existing-database restore goes into the source's own database.")
         if mode != RestoreJob.PREVIEW and confirmed_name != database:
             raise Refused(f"Type the database's name, {database}, to confirm that it will be changed.")
+
+
+def check_restorable(backup):
+    """What no choice of target or mode can change, said as soon as the backup is picked."""
+    if backup.is_export() and backup.source.engine == "sqlite":
+        raise Refused("An export of a SQLite source loads into PostgreSQL, not into a SQLite file, so the wizard "
+                      "cannot restore it; download it from its backup page and load its tables with psql.")
 
 
 def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJob.FULL, confirmed_name="",

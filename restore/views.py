@@ -74,6 +74,8 @@ def step_what(request):
         backup = Backup.objects.filter(pk=request.POST.get("backup") or None, status__in=Backup.WITH_DATA).first()
         if backup is None or backup.is_pruned():
             messages.error(request, "Pick a backup that still has a stored copy.")
+        elif not_restorable(backup):
+            messages.error(request, not_restorable(backup))
         else:
             if backup.pk != wizard.data.get("backup"):
                 wizard.save(tables=[], database="")  # choices made for another backup do not carry over
@@ -81,6 +83,14 @@ def step_what(request):
             return redirect("restore_step", step="where")
     source = Source.objects.filter(pk=request.GET.get("source") or wizard.data.get("source") or None).first()
     return wizard_page(request, "what", wizard, sources=Source.objects.all(), source=source, backups=backups_of(source))
+
+
+def not_restorable(backup):
+    try:
+        services.check_restorable(backup)
+    except Refused as exc:
+        return str(exc)
+    return ""
 
 
 def backups_of(source):

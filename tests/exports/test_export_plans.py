@@ -142,6 +142,8 @@ def test_a_sqlite_source_has_export_plans_that_run_verify_and_test_restore_into_
 
     with pytest.raises(services.Refused, match="loads into PostgreSQL, not into a SQLite file"):
         restores.request_restore("test", backup, target="new", database="notes_copy.sqlite3", enqueue=False)
+    wizard = admin_client.post("/restores/new/what/", {"backup": backup.pk}, follow=True).content.decode()
+    assert "loads into PostgreSQL, not into a SQLite file" in wizard  # said at step 1, not after four steps
 
 
 def test_auditors_cannot_open_the_form_or_the_table_picker(auditor_client, source):
