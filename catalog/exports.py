@@ -155,7 +155,11 @@ def picker(source, tables=(), sets=(), errors=None, live=None):
         })
     set_rows = [{**s, "matches": engine.match_tables(live, s["pattern"]) if s["pattern"] else []} for s in sets]
     set_rows += [{"label": "", "pattern": "", "matches": []}] * EMPTY_SET_ROWS
-    return {"schemas": sorted(schemas.items()), "sets": set_rows, "errors": errors}
+    note = ""
+    if source.engine == "sqlite" and not settings.VERIFY_SERVER_URL:
+        note = ("A SQLite export is test-restored into PostgreSQL: set VERIFY_SERVER_URL, or its restore tests "
+                "will fail.")
+    return {"schemas": sorted(schemas.items()), "sets": set_rows, "errors": errors, "note": note}
 
 
 def spool_dir():

@@ -116,6 +116,7 @@ def test_a_sqlite_source_has_export_plans_that_run_verify_and_test_restore_into_
     source = services.save_source("test", Source(name="Notes", engine="sqlite", sqlite_path=str(path), port=None))
     picker = admin_client.get(f"/plans/tables/?source={source.pk}&format=jsonl").content.decode()
     assert 'value="main.notes"' in picker and "schema main" in picker
+    assert "set VERIFY_SERVER_URL, or its restore tests will fail" in picker
 
     refused = admin_client.post("/plans/new/", plan_form(source, destination, format="jsonl",
                                                          **{"export_table": ["main.notes"], "where:main.notes": "nope > 1"}))
