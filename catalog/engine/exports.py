@@ -504,15 +504,20 @@ class ExportDump:
         size = rows = 0
         try:
             with os.fdopen(fd, "wb", buffering=CHUNK_SIZE) as out:
+
+                def write(data):
+                    nonlocal size
+                    if self._cancelled.is_set():
+                        raise Cancelled("Cancelled by request")
+                    digest.update(data)
+                    size += len(data)
+                    self.spooled_bytes += len(data)
+                    out.write(data)
+
                 if self.sqlite_path:
                     for data in sqlite_rows(self._conn, table, description, self.fmt):
-                        if self._cancelled.is_set():
-                            raise Cancelled("Cancelled by request")
-                        digest.update(data)
-                        size += len(data)
-                        self.spooled_bytes += len(data)
+                        write(data)
                         rows += 1
-                        out.write(data)
                     if self.fmt == "csv":
                         rows -= 1  # the header line
                     return rows, size, digest.hexdigest()
@@ -520,25 +525,14 @@ class ExportDump:
                 with cursor.copy(export_query(table, description, self.fmt)) as copy:
                     if self.fmt == "csv":
                         for data in copy:
-                            if self._cancelled.is_set():
-                                raise Cancelled("Cancelled by request")
-                            digest.update(data)
-                            size += len(data)
-                            self.spooled_bytes += len(data)
-                            out.write(data)
+                            write(data)
                     else:
                         # One text value per row: psycopg undoes COPY's
                         # escaping, and the row ends with a line break.
                         copy.set_types(["text"])
                         for (line,) in copy.rows():
-                            if self._cancelled.is_set():
-                                raise Cancelled("Cancelled by request")
-                            data = line.encode() + b"\n"
-                            digest.update(data)
-                            size += len(data)
-                            self.spooled_bytes += len(data)
+                            write(line.encode() + b"\n")
                             rows += 1
-                            out.write(data)
                 if self.fmt == "csv":
                     rows = cursor.rowcount
         except (psycopg.Error, sqlite3.Error) as exc:

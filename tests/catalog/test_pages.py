@@ -47,7 +47,8 @@ def urls(setup):
               ("get", "/restores/new/what/"), ("post", f"/restores/{r}/cancel/"), ("post", f"/restores/download/{b}/"),
               ("get", "/channels/new/"), ("get", f"/channels/{setup['channel'].pk}/edit/"),
               ("get", f"/channels/{setup['channel'].pk}/delete/"), ("get", "/tokens/new/"),
-              ("post", f"/channels/{setup['channel'].pk}/test/"), ("post", f"/tokens/{setup['token'].pk}/revoke/")]
+              ("post", f"/channels/{setup['channel'].pk}/test/"), ("post", f"/tokens/{setup['token'].pk}/revoke/"),
+              ("get", f"/plans/tables/?source={s}&format=csv")]
     return reads, writes
 
 
