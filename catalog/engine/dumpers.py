@@ -144,20 +144,15 @@ def test_pg_connection(conninfo, pg_dump="pg_dump"):
     return {"server_version": server_version, "pg_dump_version": tool_version}
 
 
-class PostgresDump:
-    """Iterates over pg_dump's output. Use as a context manager."""
+class Dump:
+    """What every dump shares: use as a context manager (close() on exit);
+    cancel() may come from another thread, and the dump's own thread turns it
+    into Cancelled at its next check. `_lock` guards what cancel() reaches
+    into (a connection, a process) while it is being opened."""
 
-    def __init__(self, conninfo, fmt="custom", chunk_size=CHUNK_SIZE, pg_dump="pg_dump"):
-        self.params = normalize_conninfo(conninfo)
-        self.fmt = fmt
-        self.chunk_size = chunk_size
-        self.pg_dump = pg_dump
-        self.server_version = ""
-        self.tool_version = ""
+    def __init__(self):
         self.table_counts = {}
         self.raw_bytes = 0
-        self._conn = None
-        self._process = None
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
 
@@ -167,12 +162,33 @@ class PostgresDump:
     def __exit__(self, *exc):
         self.close()
 
+    def cancel(self):
+        self._cancelled.set()
+
+    def check_cancelled(self):
+        if self._cancelled.is_set():
+            raise Cancelled("Cancelled by request")
+
+
+class PostgresDump(Dump):
+    """Iterates over pg_dump's output. Use as a context manager."""
+
+    def __init__(self, conninfo, fmt="custom", chunk_size=CHUNK_SIZE, pg_dump="pg_dump"):
+        super().__init__()
+        self.params = normalize_conninfo(conninfo)
+        self.fmt = fmt
+        self.chunk_size = chunk_size
+        self.pg_dump = pg_dump
+        self.server_version = ""
+        self.tool_version = ""
+        self._conn = None
+        self._process = None
+
     def start(self):
         """Opens the snapshot, counts rows in it, and starts pg_dump on it."""
         self.tool_version = pg_dump_version(self.pg_dump)
         with self._lock:
-            if self._cancelled.is_set():
-                raise Cancelled("Cancelled by request")
+            self.check_cancelled()
             self._conn = connect(self.params)
         try:
             self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -194,16 +210,14 @@ class PostgresDump:
     def _spawn(self, snapshot):
         argv = [self.pg_dump, f"--snapshot={snapshot}", "--no-password", "--format=" + ("c" if self.fmt == "custom" else "p")]
         with self._lock:
-            if self._cancelled.is_set():
-                raise Cancelled("Cancelled by request")
+            self.check_cancelled()
             self._stderr = tempfile.TemporaryFile()
             self._process = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=self._stderr, env=libpq_env(self.params), start_new_session=True
             )
 
     def _raise_source_error(self, exc):
-        if self._cancelled.is_set():
-            raise Cancelled("Cancelled by request")
+        self.check_cancelled()
         raise SourceError(describe_pg_error(exc, self.params))
 
     def __iter__(self):
@@ -217,8 +231,7 @@ class PostgresDump:
 
     def _finish(self):
         code = self._process.wait()
-        if self._cancelled.is_set():
-            raise Cancelled("Cancelled by request")
+        self.check_cancelled()
         if code != 0:
             self._stderr.seek(0)
             message = self._stderr.read().decode(errors="replace")
@@ -252,7 +265,7 @@ class PostgresDump:
             self._conn.close()
 
 
-class SqliteDump:
+class SqliteDump(Dump):
     """Streams a consistent copy of a SQLite database.
 
     SQLite's online backup API writes to another database, so a temporary
@@ -260,20 +273,12 @@ class SqliteDump:
     """
 
     def __init__(self, path, chunk_size=CHUNK_SIZE):
+        super().__init__()
         self.path = str(path)
         self.chunk_size = chunk_size
         self.server_version = sqlite3.sqlite_version
         self.tool_version = f"python-sqlite3 {sqlite3.sqlite_version}"
-        self.table_counts = {}
-        self.raw_bytes = 0
-        self._cancelled = threading.Event()
         self._temp = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def start(self):
         if not os.path.isfile(self.path):
@@ -303,13 +308,9 @@ class SqliteDump:
             self.start()
         with open(self._temp, "rb") as handle:
             while chunk := handle.read(self.chunk_size):
-                if self._cancelled.is_set():
-                    raise Cancelled("Cancelled by request")
+                self.check_cancelled()
                 self.raw_bytes += len(chunk)
                 yield chunk
-
-    def cancel(self):
-        self._cancelled.set()
 
     def close(self):
         if self._temp and os.path.exists(self._temp):

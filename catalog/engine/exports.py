@@ -77,7 +77,6 @@ import re
 import sqlite3
 import tarfile
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -85,7 +84,15 @@ from datetime import datetime, timezone
 import psycopg
 from psycopg import sql
 
-from catalog.engine.dumpers import CHUNK_SIZE, connect, describe_pg_error, first_line, normalize_conninfo, redact
+from catalog.engine.dumpers import (
+    CHUNK_SIZE,
+    Dump,
+    connect,
+    describe_pg_error,
+    first_line,
+    normalize_conninfo,
+    redact,
+)
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, SourceError
 
 EXPORT_FORMATS = {"jsonl": "JSON Lines", "csv": "CSV with header", "sql": "SQL INSERT statements"}
@@ -320,7 +327,7 @@ def padding(size):
     return b"\0" * (-size % BLOCK)
 
 
-class ExportDump:
+class ExportDump(Dump):
     """Streams an export archive of `tables` as chunks of bytes. Same
     interface as dumpers.PostgresDump, plus export_manifest (complete once
     iteration ends), and current_table / spooled_bytes for progress while a
@@ -334,6 +341,7 @@ class ExportDump:
     def __init__(self, conninfo, tables, fmt, chunk_size=CHUNK_SIZE, tmp_dir=None):
         if fmt not in EXPORT_FORMATS:
             raise EngineError(f"Unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+        super().__init__()
         self.sqlite_path = str(conninfo) if is_sqlite_source(conninfo) else None
         self.params = {} if self.sqlite_path else normalize_conninfo(conninfo)
         self.tables = list(tables)
@@ -342,8 +350,6 @@ class ExportDump:
         self.tmp_dir = tmp_dir
         self.server_version = ""
         self.tool_version = TOOL_VERSION
-        self.table_counts = {}
-        self.raw_bytes = 0
         self.export_manifest = {}
         # Live while a table is read into its spool file, when no chunk
         # moves raw_bytes yet: which table, and how many bytes so far.
@@ -353,14 +359,6 @@ class ExportDump:
         self._snapshot_taken_at = ""
         self._conn = None
         self._spool_path = None
-        self._cancelled = threading.Event()
-        self._lock = threading.Lock()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def start(self):
         """Opens the snapshot and records each table's columns and primary
@@ -377,8 +375,7 @@ class ExportDump:
             self._start_sqlite()
             return
         with self._lock:
-            if self._cancelled.is_set():
-                raise Cancelled("Cancelled by request")
+            self.check_cancelled()
             self._conn = connect(self.params)
         try:
             # autocommit first, so that our BEGIN opens the transaction with
@@ -404,8 +401,7 @@ class ExportDump:
 
     def _start_sqlite(self):
         with self._lock:
-            if self._cancelled.is_set():
-                raise Cancelled("Cancelled by request")
+            self.check_cancelled()
             self._conn = sqlite_connect(self.sqlite_path)
         try:
             # A read transaction: every table is read from the same state of
@@ -424,8 +420,7 @@ class ExportDump:
             self._raise_source_error(exc)
 
     def _raise_source_error(self, exc):
-        if self._cancelled.is_set():
-            raise Cancelled("Cancelled by request")
+        self.check_cancelled()
         if isinstance(exc, sqlite3.Error):
             raise SourceError(f"Cannot read SQLite database {self.sqlite_path}: {exc}")
         raise SourceError(describe_pg_error(exc, self.params))
@@ -490,8 +485,7 @@ class ExportDump:
         yield self._count(tar_header(name, size, mtime))
         with open(self._spool_path, "rb") as spooled:
             while chunk := spooled.read(self.chunk_size):
-                if self._cancelled.is_set():
-                    raise Cancelled("Cancelled by request")
+                self.check_cancelled()
                 yield self._count(chunk)
         if padding(size):
             yield self._count(padding(size))
@@ -507,8 +501,7 @@ class ExportDump:
 
                 def write(data):
                     nonlocal size
-                    if self._cancelled.is_set():
-                        raise Cancelled("Cancelled by request")
+                    self.check_cancelled()
                     digest.update(data)
                     size += len(data)
                     self.spooled_bytes += len(data)

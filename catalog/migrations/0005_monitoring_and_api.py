@@ -6,6 +6,16 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+def record_last_good_backups(apps, schema_editor):
+    """Sources backed up before monitoring existed: their last good backup,
+    so that the pages show its age at once. Their status and deadlines are
+    judged by the first tick (catalog.alerts.health.refresh_misjudged)."""
+    Source = apps.get_model("catalog", "Source")
+    Backup = apps.get_model("catalog", "Backup")
+    latest_good = Backup.objects.filter(source=models.OuterRef("pk"), status="succeeded").order_by("-created_at")
+    Source.objects.update(last_good_at=models.Subquery(latest_good.values("created_at")[:1]))
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -164,4 +174,5 @@ class Migration(migrations.Migration):
             model_name='notification',
             constraint=models.UniqueConstraint(condition=models.Q(('alert__isnull', False)), fields=('channel', 'alert', 'event'), name='one_notification_per_alert_event'),
         ),
+        migrations.RunPython(record_last_good_backups, migrations.RunPython.noop),
     ]

@@ -84,12 +84,10 @@ def dashboard(request):
     and its last verified restore against its RTO; then running jobs, next
     runs, storage and recent backups. A fixed number of queries, however many
     backups there are."""
-    good = Backup.objects.filter(source=OuterRef("pk"), status=Backup.SUCCEEDED, started_at__isnull=False)
     sources = list(Source.objects.prefetch_related("plans").annotate(
         last_backup_id=Subquery(Backup.objects.filter(source=OuterRef("pk")).order_by("-created_at").values("pk")[:1]),
         last_restore_id=Subquery(Verification.objects.filter(source=OuterRef("pk"), kind="restore", status="passed")
                                  .order_by(F("finished_at").desc(nulls_last=True)).values("pk")[:1]),
-        last_good_started_at=Subquery(good.order_by("-created_at").values("started_at")[:1]),
     ))
     ctx = {
         "rows": dashboard_rows(sources, timezone.now()),
@@ -123,8 +121,7 @@ def dashboard_rows(sources, now):
     for source in sources:
         restore = restores.get(source.last_restore_id)
         segments = charts.health_segments(changes[source.pk], source.status, max(window, source.created_at), now)
-        # Sources backed up before monitoring existed have no last_good_at until their next backup.
-        last_good_at = source.last_good_at or source.last_good_started_at
+        last_good_at = source.last_good_at
         age = (now - last_good_at).total_seconds() if last_good_at else None
         rpo = source.rpo_minutes * 60 if source.rpo_minutes else None
         rows.append({

@@ -106,3 +106,18 @@ def log_in(page, live_server, user, password="correct horse battery"):
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/")
+
+
+def restore_now(backup, **options):
+    """Requests a restore and runs it here, as a worker would."""
+    from restore import services as restores
+
+    job = restores.request_restore("test", backup, enqueue=False, **options)
+    return restores.run_restore(job.pk)
+
+
+def execute_sql(conninfo, statement):
+    import psycopg
+
+    with psycopg.connect(**conninfo, autocommit=True) as conn:
+        conn.execute(statement)

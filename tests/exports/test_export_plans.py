@@ -9,7 +9,7 @@ import pytest
 
 from catalog import services, verification
 from catalog.models import AuditEvent, Backup, BackupPlan, Source
-from tests.catalog.helpers import local_destination, make_plan, pg_source
+from tests.catalog.helpers import execute_sql, local_destination, make_plan, pg_source
 from tests.catalog.test_pages import RETENTION_DEFAULTS
 from tests.exports.sample_inventory import EXPORTED_ORDERS, create_inventory, scalar
 
@@ -235,9 +235,7 @@ def test_a_plan_without_tables_cannot_run_and_a_dropped_table_fails_the_run(sour
 
     backup_plan = make_plan(source, [destination], name="Gone", format="sql",
                             export_tables=[{"schema": "public", "name": "settings", "where": ""}])
-    from tests.restore.test_restores import execute
-
-    execute(source_db, "DROP TABLE settings")
+    execute_sql(source_db, "DROP TABLE settings")
     backup = services.start_backup("test", backup_plan)
     backup.refresh_from_db()
     assert backup.status == Backup.FAILED
@@ -250,9 +248,7 @@ def test_a_named_set_takes_in_a_table_created_after_the_plan(source, source_db, 
     assert "public.audit_exports" not in first.table_counts
     assert f"public.orders (where {EXPORTED_ORDERS})" in first.log
 
-    from tests.restore.test_restores import execute
-
-    execute(source_db, "CREATE TABLE audit_exports (id int PRIMARY KEY, what text); "
+    execute_sql(source_db, "CREATE TABLE audit_exports (id int PRIMARY KEY, what text); "
                        "INSERT INTO audit_exports VALUES (1, 'first'), (2, 'second')")
     second = services.start_backup("test", first.plan)
     second.refresh_from_db()

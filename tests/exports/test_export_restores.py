@@ -10,7 +10,7 @@ from catalog import services
 from catalog.models import Backup
 from catalog.services import Refused
 from restore import services as restores
-from tests.catalog.helpers import local_destination, make_plan, pg_source
+from tests.catalog.helpers import execute_sql, local_destination, make_plan, pg_source, restore_now
 from tests.exports.sample_inventory import EXPORTED_ORDERS, create_inventory, rows_of
 from tests.harness import pg
 
@@ -36,24 +36,14 @@ def export(source_db, tmp_path):
     return backup
 
 
-def run(backup, **options):
-    job = restores.request_restore("test", backup, enqueue=False, **options)
-    return restores.run_restore(job.pk)
-
-
-def execute(conninfo, statement):
-    with psycopg.connect(**conninfo, autocommit=True) as conn:
-        conn.execute(statement)
-
-
 def test_a_merge_restores_exactly_the_deleted_rows_the_export_holds(source_db, export):
     customers, orders = rows_of(source_db, "customers"), rows_of(source_db, "orders")
-    execute(source_db, "DELETE FROM customers WHERE id <= 10; DELETE FROM orders WHERE id % 10 = 0")
-    execute(source_db, "UPDATE customers SET name = 'changed since' WHERE id = 50")  # kept as it is
+    execute_sql(source_db, "DELETE FROM customers WHERE id <= 10; DELETE FROM orders WHERE id % 10 = 0")
+    execute_sql(source_db, "UPDATE customers SET name = 'changed since' WHERE id = 50")  # kept as it is
     changed_customer = rows_of(source_db, "customers", "id = 50")
     name = source_db["dbname"]
 
-    job = run(export, target="existing", database=name, mode="merge", confirmed_name=name)
+    job = restore_now(export, target="existing", database=name, mode="merge", confirmed_name=name)
 
     assert job.status == "succeeded", job.summary
     deleted_matching = sum(1 for r in orders if _order_id(r) % 10 == 0 and _order_total(r) > 150)
@@ -80,10 +70,10 @@ def _order_total(row):
 
 def test_chosen_tables_load_into_a_new_database_as_they_were_at_export_time(source_db, export):
     at_export = {t: rows_of(source_db, t) for t in ("customers", "audit_logins")}
-    execute(source_db, "DELETE FROM customers WHERE id > 100; INSERT INTO audit_logins VALUES (999, 'late', now())")
+    execute_sql(source_db, "DELETE FROM customers WHERE id > 100; INSERT INTO audit_logins VALUES (999, 'late', now())")
     name = restores.suggest_database_name(export)
 
-    job = run(export, target="new", database=name, tables=["public.customers", "public.audit_logins"])
+    job = restore_now(export, target="new", database=name, tables=["public.customers", "public.audit_logins"])
 
     try:
         assert job.status == "succeeded", job.summary
@@ -98,11 +88,11 @@ def test_chosen_tables_load_into_a_new_database_as_they_were_at_export_time(sour
 
 
 def test_a_preview_compares_and_changes_nothing(source_db, export):
-    execute(source_db, "DELETE FROM audit_logins WHERE id <= 5")
+    execute_sql(source_db, "DELETE FROM audit_logins WHERE id <= 5")
     before = rows_of(source_db, "audit_logins")
     name = source_db["dbname"]
 
-    job = run(export, target="existing", database=name, mode="preview")
+    job = restore_now(export, target="existing", database=name, mode="preview")
 
     assert job.status == "succeeded", job.summary
     logins = next(t for t in job.report["tables"] if t["table"] == "public.audit_logins")

@@ -12,7 +12,14 @@ from catalog.models import Backup
 from catalog.services import Refused
 from restore import services as restores
 from restore.models import RestoreJob
-from tests.catalog.helpers import local_destination, make_plan, pg_source, s3_destination
+from tests.catalog.helpers import (
+    execute_sql,
+    local_destination,
+    make_plan,
+    pg_source,
+    restore_now,
+    s3_destination,
+)
 from tests.harness import pg
 from tests.harness.sample_db import create_tricky_database, schema_dump, table_fingerprints
 
@@ -35,16 +42,6 @@ def backup(source_db, tmp_path, s3_bucket):
     return backup
 
 
-def run(backup, **options):
-    job = restores.request_restore("test", backup, enqueue=False, **options)
-    return restores.run_restore(job.pk)
-
-
-def execute(conninfo, statement):
-    with psycopg.connect(**conninfo, autocommit=True) as conn:
-        conn.execute(statement)
-
-
 def quoted(table):
     """The key table_fingerprints uses: "Inventory"."StockItem", public.big_ledger."""
     return ".".join(part if part == part.lower() else f'"{part}"' for part in table.split("."))
@@ -56,10 +53,10 @@ def fingerprints(conninfo, tables):
 
 def test_a_full_restore_into_a_new_database_is_identical(source_db, backup):
     before_schema, before_data = schema_dump(source_db), table_fingerprints(source_db)
-    execute(source_db, "DELETE FROM big_ledger WHERE id < 100")  # later changes must not matter
+    execute_sql(source_db, "DELETE FROM big_ledger WHERE id < 100")  # later changes must not matter
     name = restores.suggest_database_name(backup)
 
-    job = run(backup, target="new", database=name)
+    job = restore_now(backup, target="new", database=name)
 
     try:
         assert job.status == "succeeded", job.summary
@@ -74,11 +71,11 @@ def test_a_full_restore_into_a_new_database_is_identical(source_db, backup):
 def test_two_tables_replaced_in_place_with_a_safety_backup_that_restores_the_previous_state(source_db, backup):
     tables = ["public.big_ledger", "Inventory.StockItem"]
     at_backup = table_fingerprints(source_db)
-    execute(source_db, "DELETE FROM big_ledger WHERE id <= 10; UPDATE \"Inventory\".\"StockItem\" SET note = 'changed'")
-    execute(source_db, "INSERT INTO measurements VALUES (99999, '2026-03-03', 1)")
+    execute_sql(source_db, "DELETE FROM big_ledger WHERE id <= 10; UPDATE \"Inventory\".\"StockItem\" SET note = 'changed'")
+    execute_sql(source_db, "INSERT INTO measurements VALUES (99999, '2026-03-03', 1)")
     changed = table_fingerprints(source_db)
 
-    job = run(backup, target="existing", database=source_db["dbname"], tables=tables, mode="full",
+    job = restore_now(backup, target="existing", database=source_db["dbname"], tables=tables, mode="full",
               confirmed_name=source_db["dbname"])
 
     assert job.status == "succeeded", job.summary
@@ -91,7 +88,7 @@ def test_two_tables_replaced_in_place_with_a_safety_backup_that_restores_the_pre
     safety = job.safety_backup
     assert safety.status == "succeeded" and safety.pinned and safety.label == f"before-restore-{job.pk}"
 
-    back = run(safety, target="new", database="safety_check_db")
+    back = restore_now(safety, target="new", database="safety_check_db")
     try:
         assert back.status == "succeeded", back.summary
         assert fingerprints({**source_db, "dbname": "safety_check_db"}, tables) == fingerprints_of(changed, tables)
@@ -104,12 +101,12 @@ def fingerprints_of(everything, tables):
 
 
 def test_preview_reports_exactly_what_changed_and_changes_nothing(source_db, backup):
-    execute(source_db, "DELETE FROM big_ledger WHERE id IN (1, 2, 3)")
-    execute(source_db, "UPDATE big_ledger SET memo = 'edited' WHERE id IN (10, 11)")
-    execute(source_db, "INSERT INTO big_ledger VALUES (50001, 'acct-x', 1, 'new'), (50002, 'acct-y', 2, 'new')")
+    execute_sql(source_db, "DELETE FROM big_ledger WHERE id IN (1, 2, 3)")
+    execute_sql(source_db, "UPDATE big_ledger SET memo = 'edited' WHERE id IN (10, 11)")
+    execute_sql(source_db, "INSERT INTO big_ledger VALUES (50001, 'acct-x', 1, 'new'), (50002, 'acct-y', 2, 'new')")
     before = schema_dump(source_db), table_fingerprints(source_db)
 
-    job = run(backup, target="existing", database=source_db["dbname"], tables=["public.big_ledger"], mode="preview")
+    job = restore_now(backup, target="existing", database=source_db["dbname"], tables=["public.big_ledger"], mode="preview")
 
     assert job.status == "succeeded", job.summary
     (report,) = job.report["tables"]
@@ -120,10 +117,10 @@ def test_preview_reports_exactly_what_changed_and_changes_nothing(source_db, bac
 
 
 def test_merge_inserts_exactly_the_deleted_rows_and_keeps_changed_ones(source_db, backup):
-    execute(source_db, "DELETE FROM big_ledger WHERE id IN (1, 2, 3)")
-    execute(source_db, "UPDATE big_ledger SET memo = 'edited' WHERE id = 10")
+    execute_sql(source_db, "DELETE FROM big_ledger WHERE id IN (1, 2, 3)")
+    execute_sql(source_db, "UPDATE big_ledger SET memo = 'edited' WHERE id = 10")
 
-    job = run(backup, target="existing", database=source_db["dbname"], tables=["public.big_ledger"], mode="merge",
+    job = restore_now(backup, target="existing", database=source_db["dbname"], tables=["public.big_ledger"], mode="merge",
               confirmed_name=source_db["dbname"])
 
     assert job.status == "succeeded", job.summary
@@ -137,15 +134,15 @@ def test_merge_inserts_exactly_the_deleted_rows_and_keeps_changed_ones(source_db
 def test_refusals_say_why_and_leave_the_target_untouched(source_db, backup):
     before = table_fingerprints(source_db)
     with pytest.raises(Refused, match="already exists"):
-        run(backup, target="new", database=source_db["dbname"])
+        restore_now(backup, target="new", database=source_db["dbname"])
     with pytest.raises(Refused, match="Type the database's name"):
-        run(backup, target="existing", database=source_db["dbname"], mode="full", confirmed_name="wrong")
+        restore_now(backup, target="existing", database=source_db["dbname"], mode="full", confirmed_name="wrong")
     with pytest.raises(Refused, match="has no table public.nope"):
-        run(backup, target="new", database="x_db", tables=["public.nope"])
+        restore_now(backup, target="new", database="x_db", tables=["public.nope"])
 
     # A whole-database replace with someone connected lists them and changes nothing.
     with psycopg.connect(**source_db, application_name="reporting-app"):
-        job = run(backup, target="existing", database=source_db["dbname"], mode="full",
+        job = restore_now(backup, target="existing", database=source_db["dbname"], mode="full",
                   confirmed_name=source_db["dbname"])
     assert job.status == "failed" and "active connection" in job.summary and "reporting-app" in job.summary
     assert job.safety_backup is None
@@ -155,7 +152,7 @@ def test_refusals_say_why_and_leave_the_target_untouched(source_db, backup):
     keyring._read_key.cache_clear()
     try:
         with pytest.raises(Refused, match=f"Master key {backup.key_id} is not in"):
-            run(backup, target="new", database="y_db")
+            restore_now(backup, target="new", database="y_db")
     finally:
         path.with_suffix(".away").rename(path)
     assert table_fingerprints(source_db) == before
@@ -183,7 +180,7 @@ def test_a_target_server_older_than_the_dump_is_refused(source_db, backup):
     backup.refresh_from_db()
     name = "never_created_db"
 
-    job = run(backup, target="new", database=name)
+    job = restore_now(backup, target="new", database=name)
 
     assert job.status == "failed"
     assert "older than the 99.1 the backup was taken from" in job.summary
@@ -220,7 +217,7 @@ def test_not_enough_disk_for_the_temporary_file_is_refused(source_db, backup, tm
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)], check=True)
     try:
         settings.RESTORE_TMP_DIR = tiny
-        job = run(backup, target="new", database="no_room_db")
+        job = restore_now(backup, target="new", database="no_room_db")
     finally:
         subprocess.run(["umount", str(tiny)], check=True)
     assert job.status == "failed" and "Not enough free disk in" in job.summary
@@ -235,7 +232,7 @@ def test_a_new_database_can_go_to_the_configured_restore_server(backup, source_d
     )
     before = table_fingerprints(source_db)
 
-    job = run(backup, target="new", database="elsewhere_db", server="other")
+    job = restore_now(backup, target="new", database="elsewhere_db", server="other")
 
     assert job.status == "succeeded", job.summary
     assert "on the restore server" in job.describe()
@@ -274,7 +271,7 @@ def sqlite_rows(path, query):
 def test_sqlite_restores_to_a_new_file_and_chosen_tables_in_place(sqlite_backup):
     backup, path = sqlite_backup
     name = restores.suggest_database_name(backup)
-    job = run(backup, target="new", database=name)
+    job = restore_now(backup, target="new", database=name)
     assert job.status == "succeeded", job.summary
     assert sqlite_rows(path.parent / name, "SELECT count(*) FROM notes") == [(300,)]
 
@@ -282,7 +279,7 @@ def test_sqlite_restores_to_a_new_file_and_chosen_tables_in_place(sqlite_backup)
         conn.execute("DELETE FROM notes WHERE id <= 10")
         conn.execute("DELETE FROM tags")
     conn.close()
-    job = run(backup, target="existing", database="app.sqlite3", tables=["notes"], confirmed_name="app.sqlite3")
+    job = restore_now(backup, target="existing", database="app.sqlite3", tables=["notes"], confirmed_name="app.sqlite3")
     assert job.status == "succeeded", job.summary
     assert sqlite_rows(path, "SELECT count(*) FROM notes") == [(300,)]
     assert sqlite_rows(path, "SELECT count(*) FROM tags") == [(0,)]  # not chosen: untouched
@@ -297,7 +294,7 @@ def test_a_damaged_local_copy_falls_back_to_s3_and_says_so(source_db, backup, tm
     path.write_bytes(bytes(data))
     name = "from_s3_db"
 
-    job = run(backup, target="new", database=name)
+    job = restore_now(backup, target="new", database=name)
 
     try:
         assert job.status == "succeeded", job.summary
