@@ -61,6 +61,14 @@ def load_into(plain_chunks, params, tables=None):
     return loaded
 
 
+def load_into_sqlite(plain_chunks, path, tables=None):
+    """load_into for a SQLite source's export: into the (new) SQLite file at `path`."""
+    reader = ChunkFile(plain_chunks)
+    loaded = engine.load_export_sqlite(io.BufferedReader(reader, CHUNK_SIZE), path, tables=tables or None)
+    reader.drain()
+    return loaded
+
+
 CHUNK_SIZE = 1 << 20
 
 
@@ -153,13 +161,18 @@ def picker(source, tables=(), sets=(), errors=None, live=None):
             "columns": ", ".join(column["name"] for column in table.get("columns", [])),
             "checked": name in picked, "where": picked.get(name, {}).get("where", ""), "error": errors.get(name, ""),
         })
+    # A picked table that is gone stays on the list, ticked and flagged: left
+    # out silently, the next save would drop it from the plan unnoticed.
+    for name, table in picked.items():
+        if not any(row["qualified"] == name for rows in schemas.values() for row in rows):
+            schemas.setdefault(table["schema"], []).append({
+                "qualified": name, "name": table["name"], "rows_estimate": None, "columns": "", "checked": True,
+                "where": table.get("where", ""), "missing": True,
+                "error": errors.get(name) or "Not in this source (dropped, or picked from another source): untick it to save the plan.",
+            })
     set_rows = [{**s, "matches": engine.match_tables(live, s["pattern"]) if s["pattern"] else []} for s in sets]
     set_rows += [{"label": "", "pattern": "", "matches": []}] * EMPTY_SET_ROWS
-    note = ""
-    if source.engine == "sqlite" and not settings.VERIFY_SERVER_URL:
-        note = ("A SQLite export is test-restored into PostgreSQL: set VERIFY_SERVER_URL, or its restore tests "
-                "will fail.")
-    return {"schemas": sorted(schemas.items()), "sets": set_rows, "errors": errors, "note": note}
+    return {"schemas": sorted(schemas.items()), "sets": set_rows, "errors": errors}
 
 
 def spool_dir():

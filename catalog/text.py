@@ -26,3 +26,8 @@ def moment_text(when):
 def size_text(size):
     """A size in words (plain spaces, unlike the template filter)."""
     return filesizeformat(size).replace("\xa0", " ")
+
+
+def count_text(count, noun):
+    """'1 table', '2 tables'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -277,17 +277,14 @@ def run_restore_test(verification, cancel_event):
 def restore_copy(verification, backup, copy, cancel_event):
     chunks = cancellable(copy.destination.storage().open_reader(copy.key), cancel_event)
     plain = restore_stream(chunks, keyring=keyring.lookup, expected_sha256=backup.sha256)
-    if backup.source.engine == "sqlite" and not backup.is_export():
-        return restore_sqlite_copy(verification, plain, cancel_event)
-    return restore_postgres_copy(verification, backup, plain, cancel_event)  # an export always loads into PostgreSQL
+    if backup.source.engine == "sqlite":
+        return restore_sqlite_copy(verification, backup, plain, cancel_event)
+    return restore_postgres_copy(verification, backup, plain, cancel_event)
 
 
 def scratch_server(source):
     if settings.VERIFY_SERVER_URL:
         return conninfo_to_dict(settings.VERIFY_SERVER_URL)
-    if source.engine == "sqlite":
-        raise EngineError("An export of a SQLite source is test-restored into PostgreSQL: set VERIFY_SERVER_URL "
-                          "to a server where scratch databases may be created.")
     return dumpers.normalize_conninfo(source.conninfo())
 
 
@@ -326,18 +323,23 @@ def scratch_is_gone(server, name):
         return False
 
 
-def restore_sqlite_copy(verification, plain, cancel_event):
+def restore_sqlite_copy(verification, backup, plain, cancel_event):
     directory = os.path.join(settings.DATA_DIR, "tmp")
     os.makedirs(directory, exist_ok=True)
     fd, path = tempfile.mkstemp(dir=directory, prefix="strongroom_verify_", suffix=".sqlite3")
     os.close(fd)
     started = time.monotonic()
     try:
-        restorers.restore_sqlite(plain, path, cancel_event)
+        if backup.is_export():
+            exports.load_into_sqlite(plain, path)
+        else:
+            restorers.restore_sqlite(plain, path, cancel_event)
         seconds = time.monotonic() - started
         integrity, rows = restorers.sqlite_report(path)
     finally:
         os.unlink(path)
+    if backup.is_export():
+        rows = {f"main.{name}": count for name, count in rows.items()}  # as the export names them
     verification.restore_seconds = seconds
     verification.append_log(f"Restored to a scratch file in {seconds:.1f} s; integrity_check: {integrity}")
     return {"restore_seconds": round(seconds, 3), "rows": rows, "integrity_check": integrity, "scratch_dropped": True}

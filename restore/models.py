@@ -7,6 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.models import Backup, Job, Source
+from catalog.text import count_text
 
 
 class RestoreJob(Job):
@@ -54,7 +55,8 @@ class RestoreJob(Job):
 
     def describe(self):
         """What will happen, in plain words, for the confirmation step and the log."""
-        scope = f"{len(self.tables)} table{'s' if len(self.tables) != 1 else ''} ({', '.join(self.tables)})" if self.tables else "the whole database"
+        everything = f"the {count_text(len(self.backup.table_counts), 'table')} of the export" if self.backup.is_export() else "the whole database"
+        scope = f"{len(self.tables)} table{'s' if len(self.tables) != 1 else ''} ({', '.join(self.tables)})" if self.tables else everything
         when = self.backup.created_at.strftime("%Y-%m-%d %H:%M")
         origin = f"backup #{self.backup_id} of {when}"
         if self.target == self.NEW:

@@ -22,6 +22,7 @@ from catalog.engine.errors import Cancelled, CorruptionError, EngineError, Stora
 from catalog.engine.pipeline import restore_stream
 from catalog.models import Backup, Copy
 from catalog.services import Refused
+from catalog.text import count_text
 from restore import engine
 from restore import sqlite as sqlite_restore
 from restore.models import RestoreJob
@@ -72,15 +73,14 @@ def check_request(backup, target, database, tables, mode, confirmed_name, server
             keyring.master_key(backup.key_id)
         except keyring.KeyUnavailable as exc:
             raise Refused(str(exc))
-    if backup.is_export() and target == RestoreJob.EXISTING and mode == RestoreJob.FULL:
-        raise Refused("An export holds only the tables (and rows) its plan chose: replacing a database or its "
-                      "tables with it would lose everything it left out. Preview or merge it, or load it into a "
-                      "new database.")
-    check_restorable(backup)
     if backup.source.engine == "sqlite":
         sqlite_restore.check_request(backup, target, database, mode)
         if target == RestoreJob.NEW:
             return
+    if backup.is_export() and target == RestoreJob.EXISTING and mode == RestoreJob.FULL:
+        raise Refused("An export holds only the tables (and rows) its plan chose: replacing a database or its "
+                      "tables with it would lose everything it left out. Preview or merge it, or load it into a "
+                      "new database.")
     if target == RestoreJob.NEW:
         if mode != RestoreJob.FULL:
             raise Refused("Preview and merge compare with an existing database; a new database is a full restore.")
@@ -97,11 +97,12 @@ def check_request(backup, target, database, tables, mode, confirmed_name, server
             raise Refused(f"Type the database's name, {database}, to confirm that it will be changed.")
 
 
-def check_restorable(backup):
-    """What no choice of target or mode can change, said as soon as the backup is picked."""
-    if backup.is_export() and backup.source.engine == "sqlite":
-        raise Refused("An export of a SQLite source loads into PostgreSQL, not into a SQLite file, so the wizard "
-                      "cannot restore it; download it from its backup page and load its tables with psql.")
+def ways_into_existing(backup):
+    """What the wizard offers for the source's own database, in words; "" for
+    nothing (a SQLite export loads into a new file only; see check_request)."""
+    if backup.source.engine == "sqlite":
+        return "" if backup.is_export() else "replace chosen tables or the whole file"
+    return "preview or merge" if backup.is_export() else "preview, merge or replace"
 
 
 def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJob.FULL, confirmed_name="",
@@ -350,7 +351,7 @@ def post_checks(job, server):
     wrong = [t for t in tables if counts[t] != expected.get(t)]
     if wrong:
         raise engine.Refusal("Row counts differ from the backup for " + ", ".join(wrong))
-    return f"{len(tables)} tables, {sum(counts.values())} rows as in the backup"
+    return f"{count_text(len(tables), 'table')}, {sum(counts.values())} rows as in the backup"
 
 
 def outcome_in_words(job):

@@ -10,12 +10,12 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from catalog import keyring
+from catalog import exports, keyring
 from catalog.engine import restorers
 from catalog.engine.errors import CorruptionError, StorageError
 from catalog.engine.pipeline import restore_stream
 from catalog.services import Refused
-from catalog.text import size_text
+from catalog.text import count_text, size_text
 from restore import engine
 from restore.models import RestoreJob
 
@@ -40,6 +40,9 @@ def suggest_name(backup):
 
 
 def check_request(backup, target, database, mode):
+    if backup.is_export() and target != RestoreJob.NEW:
+        raise Refused("An export of a SQLite file holds only the tables (and rows) its plan chose: it loads into a "
+                      "new file, never over the database it came from.")
     if mode != RestoreJob.FULL:
         raise Refused("Preview and merge compare PostgreSQL tables by primary key; SQLite restores are full.")
     if target == RestoreJob.NEW:
@@ -83,7 +86,10 @@ def restore_to_file(job, temp):
         try:
             plain = restore_stream(copy.destination.storage().open_reader(copy.key), keyring=keyring.lookup,
                                    expected_sha256=backup.sha256)
-            restorers.restore_sqlite(plain, temp)
+            if backup.is_export():
+                job.report["loaded"] = exports.load_into_sqlite(plain, temp, job.tables)
+            else:
+                restorers.restore_sqlite(plain, temp)
         except (CorruptionError, StorageError) as exc:
             problems.append(f"{copy.destination}: {exc}")
             continue
@@ -127,11 +133,13 @@ def apply(job, directory, temp):
 
 def post_checks(job, directory):
     path = directory / job.target_database
-    integrity, rows = restorers.sqlite_report(path)
+    integrity, found = restorers.sqlite_report(path)
     expected = job.backup.table_counts
     tables = job.tables or sorted(expected)
+    # An export names its tables "main.<name>", as the wizard shows them.
+    rows = {f"main.{name}": count for name, count in found.items()} if job.backup.is_export() else found
     job.report["row_counts"] = {t: {"backup": expected.get(t), "restored": rows.get(t)} for t in tables}
     wrong = [t for t in tables if rows.get(t) != expected.get(t)]
     if integrity != "ok" or wrong:
         raise engine.Refusal(f"After the restore: integrity_check {integrity}; counts differ for {', '.join(wrong) or 'none'}")
-    return f"{len(tables)} tables, {sum(rows.get(t, 0) for t in tables)} rows as in the backup; integrity_check ok"
+    return f"{count_text(len(tables), 'table')}, {sum(rows.get(t, 0) for t in tables)} rows as in the backup; integrity_check ok"

@@ -74,8 +74,6 @@ def step_what(request):
         backup = Backup.objects.filter(pk=request.POST.get("backup") or None, status__in=Backup.WITH_DATA).first()
         if backup is None or backup.is_pruned():
             messages.error(request, "Pick a backup that still has a stored copy.")
-        elif not_restorable(backup):
-            messages.error(request, not_restorable(backup))
         else:
             if backup.pk != wizard.data.get("backup"):
                 wizard.save(tables=[], database="")  # choices made for another backup do not carry over
@@ -83,14 +81,6 @@ def step_what(request):
             return redirect("restore_step", step="where")
     source = Source.objects.filter(pk=request.GET.get("source") or wizard.data.get("source") or None).first()
     return wizard_page(request, "what", wizard, sources=Source.objects.all(), source=source, backups=backups_of(source))
-
-
-def not_restorable(backup):
-    try:
-        services.check_restorable(backup)
-    except Refused as exc:
-        return str(exc)
-    return ""
 
 
 def backups_of(source):
@@ -125,7 +115,9 @@ def step_where(request):
                 return redirect("restore_step", step="scope")
         messages.error(request, "Choose where to restore to, and name the new database.")
     suggested = wizard.data.get("database") or services.suggest_database_name(wizard.backup)
-    return wizard_page(request, "where", wizard, suggested=suggested, other_server=restore_server_label())
+    return wizard_page(request, "where", wizard, suggested=suggested, other_server=restore_server_label(),
+                       existing_ways=services.ways_into_existing(wizard.backup),
+                       target_kind="file" if wizard.backup.source.engine == "sqlite" else "database")
 
 
 def restore_server_label():

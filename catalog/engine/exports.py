@@ -1,6 +1,7 @@
 """Selective exports: chosen tables of a PostgreSQL database (or of a SQLite
 file, given as a path; its schema is "main") as JSON Lines, CSV or SQL INSERT
-statements, in one tar archive, and loading them back into PostgreSQL.
+statements, in one tar archive, and loading them back into PostgreSQL (or,
+for a SQLite source's export, into a new SQLite file).
 
 The archive (readable without Strongroom)
 -----------------------------------------
@@ -62,7 +63,8 @@ from its columns.json, then in psql
 Set the manifest's "session" values first (SET DateStyle = 'ISO, YMD'; …).
 
 A SQLite source is read in one read transaction and written in the same
-formats by Python (see the SQLite section below for its types).
+formats by Python (see the SQLite section below for its types). Its CSV
+quotes every value, so NULL (an unquoted empty field) and "" stay apart.
 
 Loading refuses a table that exists already, and commits nothing unless
 every data member matches the manifest's SHA-256 and row count.
@@ -762,10 +764,30 @@ LITERAL = r"(?:NULL|'[^']*(?:''[^']*)*'|E'[^'\\]*(?:(?:\\\\|'')[^'\\]*)*')"
 VALUES_LIST = re.compile(rf"{LITERAL}(?:, {LITERAL})*\);", re.DOTALL)
 
 
+def insert_statements(reader, prefix, qualified):
+    """The SQL member's statements, each checked to be `prefix` followed by a
+    VALUES list of literals (CorruptionError otherwise)."""
+    statement = ""
+    for line in reader.lines():
+        statement += line.decode() if not statement else "\n" + line.decode()
+        if not statement.endswith(");") or statement.count("'", len(prefix)) % 2:
+            continue  # a line break inside a literal
+        if not statement.startswith(prefix) or not VALUES_LIST.fullmatch(statement, len(prefix)):
+            raise CorruptionError(f"The SQL member for {qualified} has a statement that is not one of its INSERTs")
+        yield statement
+        statement = ""
+    if statement.strip():
+        raise CorruptionError(f"The SQL member for {qualified} ends in the middle of a statement")
+
+
 class ExportLoader:
     """Loads an export archive into a PostgreSQL connection (one transaction,
     committed by the caller) and checks it against its manifest. With
     wanted=[] it loads nothing and needs no connection: it only checks."""
+
+    # What a member that fails to load raises: the reading goes on, so that
+    # the manifest can tell damage from a real failure.
+    load_errors = (psycopg.Error,)
 
     def __init__(self, conn, params, wanted):
         self.conn = conn
@@ -835,22 +857,25 @@ class ExportLoader:
         self._check_description(qualified, description)
         if not self._selected(description):
             return
-        table = sql.Identifier(description["schema"], description["name"])
-        exists = self.conn.execute(
+        if self._table_exists(description):
+            raise EngineError(f"Table {qualified} already exists in the target database; an export is loaded only into new tables")
+        self._create_table(qualified, description)
+
+    def _table_exists(self, description):
+        return self.conn.execute(
             "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
             [description["schema"], description["name"]],
-        ).fetchone()
-        if exists:
-            raise EngineError(f"Table {qualified} already exists in the target database; an export is loaded only into new tables")
+        ).fetchone() is not None
+
+    def _create_table(self, qualified, description):
+        table = sql.Identifier(description["schema"], description["name"])
         columns = []
         for column in description["columns"]:
             type_name = column.get("create_as") or column["type"]
             if not self._known_type(type_name):
                 # Read on: the manifest tells damage from a type this
                 # database lacks (an extension's, say).
-                self.conn.rollback()
-                self.loaded = {}
-                self.load_error = f"Column {column['name']} of {qualified} has a type this database does not know: {type_name[:100]}"
+                self._abandon(f"Column {column['name']} of {qualified} has a type this database does not know: {type_name[:100]}")
                 return
             columns.append(sql.SQL("{} {}").format(sql.Identifier(column["name"]), sql.SQL(type_name)))
         self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(description["schema"])))
@@ -876,8 +901,9 @@ class ExportLoader:
             and isinstance(description.get("where", ""), str)
             and isinstance(columns, list)
             and columns
-            and all(isinstance(c, dict) and text(c.get("name")) and text(c.get("type")) for c in columns)
-            and all(isinstance(c.get("create_as", ""), str) for c in columns)
+            # A SQLite column may be declared without a type (""); it then has create_as.
+            and all(isinstance(c, dict) and text(c.get("name")) and isinstance(c.get("type"), str) for c in columns)
+            and all(isinstance(c.get("create_as", ""), str) and (c["type"] or c.get("create_as")) for c in columns)
             and isinstance(description.get("primary_key", []), list)
             and all(text(name) for name in description.get("primary_key", []))
         )
@@ -892,15 +918,22 @@ class ExportLoader:
         if self._selected(description):
             try:
                 rows = self._load(description, fmt, reader)
-            except psycopg.Error as exc:
+            except self.load_errors as exc:
                 # Damage shows as a parse error long before the hash can be
                 # compared: read on, and let the manifest tell which it was.
-                self.conn.rollback()
-                self.load_error = f"Could not load table {qualified}: {query_error(exc, self.params)}"
-                self.loaded = {}
+                self._abandon(f"Could not load table {qualified}: {self._error_text(exc)}")
         reader.drain()
         self.seen[qualified] = {"description": description, "member": name, "format": fmt, "rows": rows,
                                 "size": reader.size, "sha256": reader.digest.hexdigest()}
+
+    def _abandon(self, reason):
+        """Nothing of this load will be committed; the reading goes on to the manifest."""
+        self.conn.rollback()
+        self.loaded = {}
+        self.load_error = reason
+
+    def _error_text(self, exc):
+        return query_error(exc, self.params)
 
     def _load(self, description, fmt, reader):
         qualified = self._qualified(description)
@@ -961,24 +994,14 @@ class ExportLoader:
 
     def _load_sql(self, description, table, names, reader):
         prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(table, names).as_string(self.conn)
-        qualified = self._qualified(description)
         rows = 0
         batch, held = [], 0
-        statement = ""
-        for line in reader.lines():
-            statement += line.decode() if not statement else "\n" + line.decode()
-            if not statement.endswith(");") or statement.count("'", len(prefix)) % 2:
-                continue  # a line break inside a literal
-            if not statement.startswith(prefix) or not VALUES_LIST.fullmatch(statement, len(prefix)):
-                raise CorruptionError(f"The SQL member for {qualified} has a statement that is not one of its INSERTs")
+        for statement in insert_statements(reader, prefix, self._qualified(description)):
             batch.append(statement)
             held += len(statement)
-            statement = ""
             if len(batch) >= LOAD_BATCH_ROWS or held >= LOAD_BATCH_BYTES:
                 rows += self._execute_statements(batch)
                 batch, held = [], 0
-        if statement.strip():
-            raise CorruptionError(f"The SQL member for {qualified} ends in the middle of a statement")
         if batch:
             rows += self._execute_statements(batch)
         return rows
@@ -1045,4 +1068,161 @@ def load_export(fileobj, target_conninfo, tables=None):
         conn.rollback()
         raise
     finally:
+        conn.close()
+
+
+# --- loading into SQLite ---------------------------------------------------------
+# An export of a SQLite source loads back into a new SQLite file: each table
+# created with its declared column types and primary key, the rows parsed
+# here (SQLite cannot read PostgreSQL's COPY or E'' literals). A value comes
+# back as text and SQLite's type affinity turns it into the integer, real or
+# numeric its column holds; a BLOB column's "\\x…" text and a REAL column's
+# NaN/Infinity are turned back here. A column declared without a type keeps
+# the text form of what it held (in JSON Lines, numbers stay numbers).
+
+DECLARED_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]{0,60}(\(\s*[+-]?\d+\s*(,\s*[+-]?\d+\s*)?\))?$")
+CSV_FIELD = re.compile(r'"((?:[^"]|"")*)"|([^,"\n]*)')
+QUOTED = re.compile(r"''|\\\\")
+
+
+class SqliteExportLoader(ExportLoader):
+    load_errors = (sqlite3.Error, ValueError, CorruptionError)  # the rows are parsed here
+
+    def _table_exists(self, description):
+        return self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = ? COLLATE NOCASE", [description["name"]]
+        ).fetchone() is not None
+
+    def _create_table(self, qualified, description):
+        if description["schema"] != "main":
+            raise EngineError(f"Table {qualified} is not a SQLite table; it loads into PostgreSQL, not into a SQLite file")
+        columns = []
+        for column in description["columns"]:
+            declared = column["type"]
+            if declared and not DECLARED_TYPE.match(declared):
+                raise CorruptionError(f"The export's description of table {qualified} is damaged (column type)")
+            columns.append(f"{sqlite_name(column['name'])} {declared}".rstrip())
+        primary_key = description.get("primary_key") or []
+        if primary_key:
+            columns.append(f"PRIMARY KEY ({', '.join(map(sqlite_name, primary_key))})")
+        self.conn.execute(f"CREATE TABLE {sqlite_name(description['name'])} ({', '.join(columns)})")
+
+    def _abandon(self, reason):
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        self.loaded = {}
+        self.load_error = reason
+
+    def _error_text(self, exc):
+        return first_line(str(exc)) or "The statement failed"
+
+    def _load(self, description, fmt, reader):
+        qualified = self._qualified(description)
+        columns = description["columns"]
+        names = [column["name"] for column in columns]
+        if fmt == "csv":
+            records = csv_records(reader.lines(), len(names), qualified)
+        elif fmt == "jsonl":
+            records = ([document.get(name) for name in names] for document in jsonl_documents(reader.lines(), qualified))
+        elif fmt == "sql":
+            prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(
+                sql.Identifier(description["schema"], description["name"]), sql.SQL(", ").join(map(sql.Identifier, names))
+            ).as_string(None)
+            records = (sql_values(statement[len(prefix):]) for statement in insert_statements(reader, prefix, qualified))
+        else:
+            raise CorruptionError(f"The export's member for {qualified} has an unknown format: {fmt}")
+        insert = (f"INSERT INTO {sqlite_name(description['name'])} ({', '.join(map(sqlite_name, names))}) "
+                  f"VALUES ({', '.join('?' * len(names))})")
+        rows = 0
+        for record in records:
+            if len(record) != len(names):
+                raise CorruptionError(f"A row of {qualified} has {len(record)} values for {len(names)} columns")
+            self.conn.execute(insert, [sqlite_value(value, column) for value, column in zip(record, columns)])
+            rows += 1
+        self.loaded[qualified] = rows
+        return rows
+
+
+def sqlite_value(value, column):
+    """The export's text (or JSON value) as the value SQLite stores."""
+    if isinstance(value, str):
+        target = column.get("create_as")
+        if target == "bytea" and value.startswith("\\x"):
+            return bytes.fromhex(value[2:])
+        if target == "double precision" and value in ("NaN", "Infinity", "-Infinity"):
+            return float(value.replace("Infinity", "inf"))
+    elif isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def csv_records(lines, width, qualified):
+    """Rows of a CSV member as written for SQLite sources: the header line
+    first, NULL an unquoted empty field, every other value quoted (so that ""
+    is an empty string; Python's csv module cannot tell the two apart)."""
+    record, header = None, True
+    for line in lines:
+        text = line.decode()
+        record = text if record is None else record + "\n" + text
+        if record.count('"') % 2:
+            continue  # a line break inside a quoted value
+        fields, position = [], 0
+        while True:
+            match = CSV_FIELD.match(record, position)
+            quoted, bare = match.groups()
+            fields.append(quoted.replace('""', '"') if quoted is not None else (bare or None))
+            position = match.end()
+            if position == len(record):
+                break
+            if record[position] != ",":
+                raise CorruptionError(f"The CSV member for {qualified} has a malformed row")
+            position += 1
+        record = None
+        if header:
+            header = False
+            continue
+        yield fields
+    if record is not None:
+        raise CorruptionError(f"The CSV member for {qualified} ends inside a quoted value")
+
+
+def jsonl_documents(lines, qualified):
+    for line in lines:
+        try:
+            document = json.loads(line)
+        except ValueError:
+            raise CorruptionError(f"The JSON Lines member for {qualified} has a line that is not JSON")
+        if not isinstance(document, dict):
+            raise CorruptionError(f"The JSON Lines member for {qualified} has a line that is not an object")
+        yield document
+
+
+def sql_values(values_list):
+    """The values of a checked VALUES list ("'a', NULL, E'b\\\\c');")."""
+    values = []
+    for match in re.finditer(LITERAL, values_list):
+        literal = match.group()
+        if literal == "NULL":
+            values.append(None)
+        else:
+            escaped = literal.startswith("E")
+            inner = literal[2:-1] if escaped else literal[1:-1]
+            values.append(QUOTED.sub(lambda m: m.group()[0], inner) if escaped else inner.replace("''", "'"))
+    return values
+
+
+def load_export_sqlite(fileobj, path, tables=None):
+    """load_export for a SQLite source's export: into the SQLite file at
+    `path` (new or empty), in one transaction. Returns {"main.table": rows}."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        loaded = SqliteExportLoader(conn, {}, None if tables is None else list(tables)).run(fileobj)
+        conn.execute("COMMIT")
+        return loaded
+    except sqlite3.Error as exc:
+        raise EngineError(f"Could not load the export: {exc}")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         conn.close()

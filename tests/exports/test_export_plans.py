@@ -9,7 +9,7 @@ import pytest
 
 from catalog import services, verification
 from catalog.models import AuditEvent, Backup, BackupPlan, Source
-from tests.catalog.helpers import execute_sql, local_destination, make_plan, pg_source
+from tests.catalog.helpers import execute_sql, local_destination, make_plan, pg_source, restore_now
 from tests.catalog.test_pages import RETENTION_DEFAULTS
 from tests.exports.sample_inventory import EXPORTED_ORDERS, create_inventory, scalar
 
@@ -99,29 +99,27 @@ def test_it_refuses_an_export_of_nothing_and_an_unknown_table(admin_client, sour
     assert not BackupPlan.objects.exists()
 
 
-def test_a_sqlite_source_has_export_plans_that_run_verify_and_test_restore_into_postgresql(
-        admin_client, destination, tmp_path, pg_server, settings):
+def test_a_sqlite_source_has_export_plans_that_run_verify_and_restore_into_a_new_file(admin_client, destination, tmp_path):
     import sqlite3
 
     path = tmp_path / "notes.sqlite3"
     with sqlite3.connect(path) as conn:
         conn.executescript("""
-            CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, score REAL);
+            CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, score REAL, photo BLOB);
             CREATE TABLE audit_views (id INTEGER PRIMARY KEY, who TEXT);
             CREATE TABLE private (id INTEGER PRIMARY KEY, token TEXT);
-            INSERT INTO notes VALUES (1, 'first', 1.5), (2, 'مرحبا', NULL), (3, '', 3.25);
+            INSERT INTO notes VALUES (1, 'first', 1.5, x'00ff0a'), (2, 'مرحبا', NULL, NULL), (3, '', 3.25, x'');
             INSERT INTO audit_views VALUES (1, 'ann'), (2, 'bob');
             INSERT INTO private VALUES (1, 'left out');
         """)
     source = services.save_source("test", Source(name="Notes", engine="sqlite", sqlite_path=str(path), port=None))
     picker = admin_client.get(f"/plans/tables/?source={source.pk}&format=jsonl").content.decode()
     assert 'value="main.notes"' in picker and "schema main" in picker
-    assert "set VERIFY_SERVER_URL, or its restore tests will fail" in picker
 
-    refused = admin_client.post("/plans/new/", plan_form(source, destination, format="jsonl",
+    refused = admin_client.post("/plans/new/", plan_form(source, destination, format="csv",
                                                          **{"export_table": ["main.notes"], "where:main.notes": "nope > 1"}))
     assert "nope" in refused.content.decode() and not BackupPlan.objects.exists()
-    response = admin_client.post("/plans/new/", plan_form(source, destination, format="jsonl", **{
+    response = admin_client.post("/plans/new/", plan_form(source, destination, format="csv", **{
         "export_table": ["main.notes"], "where:main.notes": "id > 1", "set_label": ["audit"], "set_pattern": ["audit_*"]}))
     assert response.status_code == 302
     plan = BackupPlan.objects.get()
@@ -132,19 +130,34 @@ def test_a_sqlite_source_has_export_plans_that_run_verify_and_test_restore_into_
     assert backup.table_counts == {"main.notes": 2, "main.audit_views": 2}
     checksum = verification.run_here(verification.create_verification("test", backup, "checksum", enqueue_it=False))
     assert checksum.status == "passed", checksum.summary
-    without_server = verification.run_here(verification.create_verification("test", backup, "restore", enqueue_it=False))
-    assert without_server.status == "failed" and "set VERIFY_SERVER_URL" in without_server.summary
-    settings.VERIFY_SERVER_URL = f"postgresql://{pg_server['user']}@{pg_server['host']}:{pg_server['port']}/postgres"
+    # The test restore loads into a scratch SQLite file: no PostgreSQL server needed.
     restore = verification.run_here(verification.create_verification("test", backup, "restore", enqueue_it=False))
     assert restore.status == "passed", restore.summary
     assert restore.evidence["rows"] == backup.table_counts
 
     from restore import services as restores
 
-    with pytest.raises(services.Refused, match="loads into PostgreSQL, not into a SQLite file"):
-        restores.request_restore("test", backup, target="new", database="notes_copy.sqlite3", enqueue=False)
-    wizard = admin_client.post("/restores/new/what/", {"backup": backup.pk}, follow=True).content.decode()
-    assert "loads into PostgreSQL, not into a SQLite file" in wizard  # said at step 1, not after four steps
+    name = restores.suggest_database_name(backup)
+    with pytest.raises(services.Refused, match="it loads into a new file"):
+        restores.request_restore("test", backup, target="existing", database="notes.sqlite3", mode="merge",
+                                 confirmed_name="notes.sqlite3", enqueue=False)
+    execute_sql_sqlite(path, "DELETE FROM notes; UPDATE audit_views SET who = 'changed'")
+    job = restore_now(backup, target="new", database=name, tables=["main.notes"])
+
+    assert job.status == "succeeded", job.summary
+    with sqlite3.connect(tmp_path / name) as restored:
+        assert restored.execute("SELECT * FROM notes ORDER BY id").fetchall() == [
+            (2, "مرحبا", None, None), (3, "", 3.25, b"")]
+        assert [r[0] for r in restored.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["notes"]
+    assert job.report["row_counts"] == {"main.notes": {"backup": 2, "restored": 2}}
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM notes").fetchone() == (0,)  # the source is untouched
+
+
+def execute_sql_sqlite(path, script):
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.executescript(script)
 
 
 def test_auditors_cannot_open_the_form_or_the_table_picker(auditor_client, source):
@@ -241,6 +254,28 @@ def test_a_plan_without_tables_cannot_run_and_a_dropped_table_fails_the_run(sour
     assert backup.status == Backup.FAILED
     assert "no longer has the table(s) public.settings" in backup.error
     assert all(copy.status == "failed" for copy in backup.copies.all())
+
+
+def test_the_edit_page_keeps_a_dropped_table_ticked_and_flagged_until_it_is_unticked(admin_client, source, source_db,
+                                                                                    destination):
+    admin_client.post("/plans/new/", plan_form(source, destination, **{**CHOICE, "export_table": [
+        "public.customers", "public.settings"]}))
+    plan = BackupPlan.objects.get()
+    execute_sql(source_db, "DROP TABLE settings")
+
+    picker = admin_client.get(f"/plans/tables/?source={source.pk}&plan_id={plan.pk}&format=csv").content.decode()
+    assert 'value="public.settings" id="export-' in picker and "Not in this source (dropped" in picker
+    kept = admin_client.post(f"/plans/{plan.pk}/edit/", plan_form(source, destination, **{**CHOICE, "export_table": [
+        "public.customers", "public.settings"]}))
+    assert kept.status_code == 200 and "The source has no table public.settings" in kept.content.decode()
+    plan.refresh_from_db()
+    assert [t["name"] for t in plan.export_tables] == ["customers", "settings"]  # nothing dropped behind the user's back
+
+    unticked = admin_client.post(f"/plans/{plan.pk}/edit/", plan_form(source, destination, **{**CHOICE, "export_table": [
+        "public.customers"]}))
+    assert unticked.status_code == 302
+    plan.refresh_from_db()
+    assert [t["name"] for t in plan.export_tables] == ["customers"]
 
 
 def test_a_named_set_takes_in_a_table_created_after_the_plan(source, source_db, destination):
