@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "django_q",
     "catalog",
     "restore",
+    "drills",
+    "compliance",
 ]
 
 MIDDLEWARE = [

@@ -9,6 +9,8 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("restores/", include("restore.urls")),
+    path("drills/", include("drills.urls")),
+    path("compliance/", include("compliance.urls")),
     path("api/v1/", include("catalog.api.urls")),
     path("metrics", metrics, name="metrics"),
     path("", include("catalog.urls")),

@@ -37,6 +37,8 @@ class Alert(models.Model):
     SIZE_ANOMALY = "size_anomaly"
     THREE_TWO_ONE = "three_two_one"
     STUCK_JOB = "stuck_job"
+    DRILL_OVERDUE = "drill_overdue"  # a source's monthly/quarterly/yearly DR drill is past due
+    KEY_ROTATION_DUE = "key_rotation_due"  # the active master key is older than the rotation period
     KIND_CHOICES = [
         (SOURCE_HEALTH, "Source down or failing"),
         (BACKUP_PARTIAL, "Backup partial"),
@@ -46,6 +48,8 @@ class Alert(models.Model):
         (SIZE_ANOMALY, "Unusual backup size"),
         (THREE_TWO_ONE, "3-2-1 not met"),
         (STUCK_JOB, "Stuck job"),
+        (DRILL_OVERDUE, "DR drill overdue"),
+        (KEY_ROTATION_DUE, "Master key due for rotation"),
     ]
     CRITICAL, WARNING = "critical", "warning"
     SEVERITY_CHOICES = [(CRITICAL, "Critical"), (WARNING, "Warning")]
