@@ -117,3 +117,28 @@ def test_the_wizard_offers_an_export_for_preview_and_merge_only(admin_client, so
     assert 'value="preview"' in page and 'value="merge"' in page and 'value="full"' not in page
     refused = admin_client.post("/restores/new/mode/", {"mode": "full"}, follow=True).content.decode()
     assert "Choose how to restore: preview, merge." in refused
+
+
+def test_an_export_stored_in_s3_merges_back_from_the_bucket_when_the_local_copy_is_gone(source_db, tmp_path, s3_bucket):
+    from tests.catalog.helpers import s3_destination
+
+    local = local_destination(tmp_path / "local")
+    plan = make_plan(pg_source(source_db), [local, s3_destination(s3_bucket)], name="Export to S3", format="jsonl",
+                     verify_new_backups=False,
+                     export_tables=[{"schema": "public", "name": "customers", "where": ""}])
+    backup = services.start_backup("test", plan)
+    backup.refresh_from_db()
+    assert backup.status == Backup.SUCCEEDED, backup.error
+    assert {c.destination.kind: c.status for c in backup.copies.all()} == {"local": "durable", "s3": "durable"}
+    local_copy = backup.copies.get(destination=local)
+    (tmp_path / "local" / local_copy.key).unlink()  # only the bucket's copy is left to read
+    customers = rows_of(source_db, "customers")
+    execute_sql(source_db, "DELETE FROM customers WHERE id % 3 = 0")
+    name = source_db["dbname"]
+
+    job = restore_now(backup, target="existing", database=name, mode="merge", confirmed_name=name)
+
+    assert job.status == "succeeded", job.summary
+    assert job.report["copy"] == "Off-site S3" and "Local disk" in job.report["skipped_copies"][0]
+    assert job.report["inserted"] == {"public.customers": 40}
+    assert rows_of(source_db, "customers") == customers
