@@ -1,9 +1,40 @@
-"""Writing audit events. Callers run this inside the transaction of the change."""
+"""Writing and checking audit events. Callers run `record` inside the
+transaction of the change.
+
+The trail is a hash chain: each event stores the hash of the event before it
+(by id) and hash = SHA-256(prev_hash ‖ canonical content). Editing a row
+breaks its own hash, deleting one leaves its successor pointing at nothing,
+and swapping two rows puts a successor before its predecessor, so
+`verify_chain` finds and names the first broken link."""
+
+import contextvars
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timezone as dt_timezone
+
+from django.db import connection, transaction
+from django.utils import timezone
+from django.utils.ipv6 import clean_ipv6_address
 
 from catalog.models import AuditEvent
 
 # Field names whose values are never written to an audit event.
 SECRET_FIELDS = {"password", "dsn", "secret_access_key", "secret_token", "token"}
+
+# The prev_hash of the very first event.
+GENESIS = "0" * 64
+
+# pg_advisory_xact_lock key that serializes appends to the chain
+# (any constant works as long as nothing else in the database uses it).
+APPEND_LOCK = 0x5354524F4E47  # "STRONG"
+
+# The fields the hash covers, in the order exports list them.
+HASHED_FIELDS = ["created_at", "actor_label", "ip", "action", "object_type", "object_id", "object_repr", "changes"]
+
+# The client address of the request being served; None in workers and
+# management commands. Set by catalog.middleware.AuditRequestIP.
+current_ip = contextvars.ContextVar("audit_current_ip", default=None)
 
 
 def actor_fields(actor):
@@ -31,12 +62,162 @@ def describe_changes(instance, fields):
     return changes
 
 
+# --- the hash ------------------------------------------------------------------
+
+
+def normalize_ip(ip):
+    """The form the database gives back, so the hash computed before the insert
+    matches the one recomputed from the row."""
+    if not ip:
+        return None
+    return clean_ipv6_address(ip) if ":" in ip else ip
+
+
+def _stable(value):
+    """JSON as the database hands it back: a float with an integral value may
+    come back as an integer (PostgreSQL jsonb prints 1e20 in full), so the
+    canonical form writes such floats as integers."""
+    if isinstance(value, dict):
+        return {str(key): _stable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_stable(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def canonical_content(fields):
+    """Compact, sorted-keys JSON of what the hash covers. `fields` is a dict
+    (or a row from `values()`) with the HASHED_FIELDS."""
+    content = {
+        "actor_label": fields["actor_label"],
+        "action": fields["action"],
+        "object_type": fields["object_type"],
+        "object_id": fields["object_id"],
+        "object_repr": fields["object_repr"],
+        "created_at": fields["created_at"].astimezone(dt_timezone.utc).isoformat(timespec="microseconds"),
+        "ip": fields["ip"] or None,
+        "changes": _stable(fields["changes"] or {}),
+    }
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(prev_hash, fields):
+    return hashlib.sha256((prev_hash + canonical_content(fields)).encode()).hexdigest()
+
+
+def last_hash():
+    return AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS
+
+
+def lock_chain():
+    """Concurrent writers must not both read the same last hash and fork the
+    chain: on PostgreSQL they queue on a transaction-level advisory lock,
+    held until the caller's transaction ends (so the row is committed before
+    the next writer reads it). On SQLite every transaction begins IMMEDIATE
+    (see backupsite/envconfig.py), which serializes writers already."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [APPEND_LOCK])
+
+
 def record(actor, action, obj=None, changes=None):
-    return AuditEvent.objects.create(
+    event = AuditEvent(
         action=action,
         object_type=obj._meta.model_name if obj is not None else "",
         object_id=str(obj.pk) if obj is not None else "",
         object_repr=str(obj)[:200] if obj is not None else "",
-        changes=changes or {},
+        # Stored as it will be read back (JSON round trip), so the hash matches.
+        changes=json.loads(json.dumps(changes or {}, default=str)),
+        ip=normalize_ip(current_ip.get()),
         **actor_fields(actor),
     )
+    # No savepoint of its own: if the event cannot be written, the change it
+    # records must not commit either.
+    with transaction.atomic(savepoint=False):
+        lock_chain()
+        # Timestamped once it holds the lock, so time follows the chain's order.
+        event.created_at = timezone.now()
+        event.prev_hash = last_hash()
+        event.hash = chain_hash(event.prev_hash, event.hashed_fields())
+        event.save()
+    return event
+
+
+# --- checking the chain -----------------------------------------------------------
+
+
+@dataclass
+class ChainCheck:
+    """The outcome of `verify_chain`: how many events were read, and the first
+    broken link if any (`broken_id` the event where the chain breaks)."""
+
+    count: int = 0
+    last_id: int | None = None
+    head: str = GENESIS
+    broken_id: int | None = None
+    problem: str = ""  # "edited", "deleted" or "reordered"
+    message: str = ""
+
+    @property
+    def intact(self):
+        return self.broken_id is None
+
+    def summary(self):
+        if self.intact:
+            return f"{self.count} event{'' if self.count == 1 else 's'}, chain intact"
+        return self.message
+
+
+def _describe(row):
+    return f"{row['actor_label']} {row['action']} {row['object_repr']}".strip()
+
+
+def verify_chain(chunk_size=2000):
+    """Walk the whole trail in id order with bounded memory and stop at the
+    first broken link."""
+    result = ChainCheck()
+    expected_prev = GENESIS
+    rows = AuditEvent.objects.order_by("id").values("id", "prev_hash", "hash", *HASHED_FIELDS)
+    for row in rows.iterator(chunk_size=chunk_size):
+        result.count += 1
+        if chain_hash(row["prev_hash"], row) != row["hash"]:
+            message = f"event #{row['id']} ({_describe(row)}) does not match its hash: edited"
+            return _broken(result, row["id"], "edited", message)
+        if row["prev_hash"] != expected_prev:
+            return _broken_link(result, row)
+        expected_prev = row["hash"]
+        result.last_id = row["id"]
+    result.head = expected_prev
+    return result
+
+
+def _broken(result, event_id, problem, message):
+    result.broken_id, result.problem, result.message = event_id, problem, message
+    return result
+
+
+def _broken_link(result, row):
+    """The event is intact but does not follow the one before it: find the
+    event it claims to follow (one lookup, only when the chain is broken)."""
+    claimed = AuditEvent.objects.filter(hash=row["prev_hash"]).values_list("id", flat=True).first()
+    if claimed is None:
+        return _broken(result, row["id"], "deleted", f"the event before #{row['id']} is missing: deleted")
+    if claimed > row["id"]:
+        return _broken(
+            result, row["id"], "reordered", f"events #{row['id']} and #{claimed} are out of order: reordered"
+        )
+    return _broken(
+        result,
+        row["id"],
+        "reordered",
+        f"event #{row['id']} follows #{claimed}, not #{result.last_id}: rows reordered or inserted",
+    )
+
+
+def export_row(event):
+    """What an outside party needs to re-verify an event: id, the hashed
+    content exactly as hashed, prev_hash and hash."""
+    row = json.loads(canonical_content(event.hashed_fields()))
+    hashed = {name: row[name] for name in HASHED_FIELDS}
+    return {"id": event.pk, **hashed, "prev_hash": event.prev_hash, "hash": event.hash}
