@@ -1,0 +1,309 @@
+"""Running and recording DR drills. Views, the tick and the task call these.
+
+An automatic drill reuses what already proves a backup: a checksum drill is a
+checksum verification of the source's latest good backup, a full drill is a
+test restore of the whole backup into a scratch database (its restore time
+compared with the source's RTO), and a partial drill is a restore of two of
+the backup's tables, the largest and the smallest, into a new scratch
+database that is dropped afterwards, with their row counts compared with the
+backup's snapshot."""
+
+import logging
+import os
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from catalog import audit, queues, verification
+from catalog.alerts import hooks
+from catalog.engine import restorers
+from catalog.engine.errors import EngineError
+from catalog.models import Backup, Copy, Source, Verification
+from catalog.services import Refused
+from catalog.text import duration_text
+from drills import schedule as drill_schedule
+from drills.models import Drill
+
+log = logging.getLogger(__name__)
+
+# An automatic drill that failed is tried again this long after, not every minute.
+RETRY_AFTER = timedelta(days=1)
+# A queued drill no worker took in this long is given up (the tick queues it again later).
+QUEUED_TOO_LONG = timedelta(days=1)
+
+
+def rto_text(minutes):
+    return duration_text(timedelta(minutes=minutes)) if minutes else ""
+
+
+def seconds_text(seconds):
+    """'41 min' for a drill; under a minute, seconds, since small databases restore fast."""
+    if seconds is None:
+        return "—"
+    if seconds < 0.1:
+        return "under 0.1 s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return duration_text(timedelta(seconds=seconds))
+
+
+def actor_user(actor):
+    return None if isinstance(actor, str) else actor
+
+
+# --- schedule and manual drills ---------------------------------------------------
+
+
+def update_schedule(actor, schedule, changed):
+    """Saves a schedule edited on the drills page; `changed` names the fields."""
+    with transaction.atomic():
+        schedule.save()
+        audit.record(actor, "drill.schedule.update", schedule, audit.describe_changes(schedule, changed))
+    check_alerts(schedule.source_id)
+    return schedule
+
+
+def record_manual_drill(actor, source, *, kind, performed_at, minutes, passed, notes):
+    """A drill done by hand (say, a restore onto standby hardware), with its measured time."""
+    now = timezone.now()
+    status = Drill.PASSED if passed else Drill.FAILED
+    with transaction.atomic():
+        drill = Drill.objects.create(
+            source=source, kind=kind, how=Drill.MANUAL, status=status, performed_by=actor_user(actor),
+            performed_at=performed_at, seconds=minutes * 60 if minutes is not None else None,
+            rto_minutes=source.rto_minutes, notes=notes, finished_at=now,
+            summary=f"Recorded by hand: {status}" + (f" in {seconds_text(minutes * 60)}" if minutes is not None else ""),
+        )
+        audit.record(actor, "drill.record", drill, {"kind": kind, "status": status, "performed_at": performed_at.isoformat(),
+                                                    "minutes": minutes, "notes": notes[:500]})
+    check_alerts(source.pk)
+    return drill
+
+
+# --- queueing ------------------------------------------------------------------
+
+
+def latest_good_backup(source):
+    """The newest succeeded backup that still has a durable copy to read."""
+    backups = source.backups.filter(status=Backup.SUCCEEDED, copies__status=Copy.DURABLE).distinct()
+    return backups.order_by("-finished_at").first()
+
+
+def create_drill(actor, source, kind, trigger="manual", enqueue_it=True):
+    """Queues an automatic drill of `kind`; at most one is active per source and kind."""
+    if kind not in drill_schedule.KINDS:
+        raise Refused("Unknown kind of drill.")
+    with transaction.atomic():
+        Source.objects.select_for_update().get(pk=source.pk)  # two ticks or clicks cannot both queue one
+        label = drill_schedule.KIND_LABELS[kind].lower()
+        if Drill.objects.filter(source=source, kind=kind, status__in=Drill.ACTIVE_STATUSES).exists():
+            raise Refused(f"A {label} of {source} is already queued or running.")
+        if latest_good_backup(source) is None:
+            raise Refused(f"{source} has no good backup with a stored copy yet: there is nothing to drill on.")
+        drill = Drill.objects.create(source=source, kind=kind, how=Drill.AUTOMATIC, status=Drill.QUEUED,
+                                     performed_by=actor_user(actor), rto_minutes=source.rto_minutes)
+        audit.record(actor, "drill.run", drill, {"kind": kind, "trigger": trigger})
+        if enqueue_it:
+            transaction.on_commit(lambda: enqueue(drill.pk))
+    return drill
+
+
+def enqueue(drill_id):
+    # Always the work cluster: the tick that queues drills runs on the monitor cluster.
+    queues.enqueue_work("drills.tasks.run_drill", drill_id, task_name=f"drill-{drill_id}")
+
+
+def queue_due_drills(now=None):
+    """Called by the tick: queues each due kind of each source whose schedule is automatic."""
+    now = now or timezone.now()
+    queued = []
+    for source in drill_schedule.sources_with_backups():
+        schedule = drill_schedule.schedule_of(source)
+        if not schedule.automatic:
+            continue
+        for status in drill_schedule.statuses_of(source):
+            if not status.is_due(now) or status.active is not None:
+                continue
+            latest = Drill.objects.filter(source=source, kind=status.kind, how=Drill.AUTOMATIC).order_by("-created_at").first()
+            if latest is not None and latest.created_at > now - RETRY_AFTER:
+                continue  # it failed recently; a failing drill is an alert, not a loop
+            try:
+                queued.append(create_drill("schedule", source, status.kind, trigger="schedule").pk)
+            except Refused:
+                pass
+    return queued
+
+
+# --- running --------------------------------------------------------------------
+
+
+def run_drill(drill_id):
+    """The worker side. Returns the finished drill, or None if another worker has it."""
+    close_old_connections()
+    claimed = Drill.objects.filter(pk=drill_id, status=Drill.QUEUED).update(
+        status=Drill.RUNNING, performed_at=timezone.now()
+    )
+    if not claimed:
+        return None
+    drill = Drill.objects.select_related("source").get(pk=drill_id)
+    with transaction.atomic():
+        audit.record("worker", "drill.start", drill, {"kind": drill.kind})
+    try:
+        backup = latest_good_backup(drill.source)
+        if backup is None:
+            raise Refused("No good backup with a stored copy is left to drill on.")
+        drill.backup = backup
+        Drill.objects.filter(pk=drill.pk).update(backup=backup)
+        passed = RUNNERS[drill.kind](drill, backup)
+    except (Refused, EngineError) as exc:
+        passed, drill.summary = False, str(exc)
+    except Exception as exc:  # never leave a drill "running"
+        log.exception("Drill %s failed unexpectedly", drill_id)
+        passed, drill.summary = False, f"Unexpected error ({type(exc).__name__}); see the worker log."
+    return finish_drill(drill, passed)
+
+
+def finish_drill(drill, passed):
+    status = Drill.PASSED if passed else Drill.FAILED
+    with transaction.atomic():
+        updated = Drill.objects.filter(pk=drill.pk, status=Drill.RUNNING).update(
+            status=status, summary=drill.summary[:500], seconds=drill.seconds, finished_at=timezone.now(),
+        )
+        if updated:
+            audit.record("worker", f"drill.{status}", drill, {"summary": drill.summary[:500], "seconds": drill.seconds})
+    drill.refresh_from_db()
+    check_alerts(drill.source_id)
+    return drill
+
+
+def check_alerts(source_id):
+    """Opens or resolves the source's overdue-drill alerts now rather than at the next tick."""
+    from catalog.alerts import conditions
+
+    hooks.quietly(conditions.check_overdue_drills)(source_ids=[source_id])
+
+
+def link(drill, **jobs):
+    for name, job in jobs.items():
+        setattr(drill, name, job)
+    Drill.objects.filter(pk=drill.pk).update(**jobs)
+
+
+def run_verification_for(drill, backup, kind):
+    """A verification of `backup` for the drill, run here (this is already a worker)."""
+    job = verification.create_verification("drill", backup, kind, trigger="policy", enqueue_it=False)
+    link(drill, verification=job)
+    return verification.run_here(job)
+
+
+def run_checksum_drill(drill, backup):
+    job = run_verification_for(drill, backup, Verification.CHECKSUM)
+    duration = job.duration()
+    drill.seconds = duration.total_seconds() if duration else None
+    drill.summary = f"Checksum verification #{job.pk} of backup #{backup.pk} {job.status}: {job.summary}"
+    return job.status == Verification.PASSED
+
+
+def run_full_drill(drill, backup):
+    job = run_verification_for(drill, backup, Verification.RESTORE)
+    drill.seconds = job.restore_seconds
+    if job.status != Verification.PASSED:
+        drill.summary = f"Test restore #{job.pk} of backup #{backup.pk} {job.status}: {job.summary}"
+        return False
+    took = f"Full restore of backup #{backup.pk} into a scratch database took {seconds_text(drill.seconds)}"
+    if drill.rto_minutes and drill.seconds > drill.rto_minutes * 60:
+        drill.summary = f"{took}: slower than the RTO target of {rto_text(drill.rto_minutes)}. {job.summary}"
+        return False
+    target = f" (RTO {rto_text(drill.rto_minutes)})" if drill.rto_minutes else " (no RTO target set)"
+    drill.summary = f"{took}{target}. {job.summary}"
+    return True
+
+
+def partial_tables(backup):
+    """The backup's largest table by rows and its smallest, so both ends of the data are proven."""
+    counts = backup.table_counts or {}
+    if not counts:
+        return []
+    by_size = sorted(counts, key=lambda table: (-counts[table], table))
+    return sorted({by_size[0], by_size[-1]})
+
+
+def run_partial_drill(drill, backup):
+    from restore import services as restores  # the restore app builds on the catalog
+    from restore.models import RestoreJob
+
+    tables = partial_tables(backup)
+    if not tables:
+        raise Refused(f"Backup #{backup.pk} recorded no table to restore.")
+    sqlite = backup.source.engine == "sqlite"
+    # A scratch name: recognised (and dropped) by the sweeps should this worker die.
+    name = f"strongroom-drill-{drill.pk}-{secrets.token_hex(4)}.sqlite3" if sqlite else restorers.scratch_name(backup.pk)
+    job = restores.request_restore("drill", backup, target=RestoreJob.NEW, database=name, tables=tables, enqueue=False)
+    link(drill, restore_job=job)
+    try:
+        job = restores.run_restore(job.pk)
+    finally:
+        gone = drop_scratch(backup.source, name)
+    drill.seconds = job.report.get("total_seconds")
+    what = f"{len(tables)} tables ({', '.join(tables)}) of backup #{backup.pk}"
+    if job.status != RestoreJob.SUCCEEDED:
+        drill.summary = f"Restore #{job.pk} of {what} {job.status}: {job.summary}"
+        return False
+    counts = job.report.get("row_counts", {})
+    rows = ", ".join(f"{table} {count['restored']}" for table, count in sorted(counts.items()))
+    drill.summary = (f"Restored {what} into a scratch {'file' if sqlite else 'database'} in {seconds_text(drill.seconds)}; "
+                     f"row counts match the backup ({rows}); scratch {'dropped' if gone else 'NOT dropped: ' + name}.")
+    return gone
+
+
+def drop_scratch(source, name):
+    """Removes the partial drill's scratch database (or file); True when it is gone."""
+    try:
+        if source.engine == "sqlite":
+            from restore import sqlite as sqlite_restore
+
+            path = sqlite_restore.directory_of(source) / name
+            if path.exists():
+                os.unlink(path)
+            return not path.exists()
+        from restore.services import target_server
+
+        server = target_server(source)
+        restorers.ScratchDatabase(server, name).drop()
+        return not restorers.database_exists(server, name)
+    except (EngineError, OSError) as exc:
+        log.warning("Could not remove the drill's scratch %s: %s", name, exc)
+        return False
+
+
+RUNNERS = {Drill.CHECKSUM: run_checksum_drill, Drill.PARTIAL: run_partial_drill, Drill.FULL: run_full_drill}
+
+
+def sweep_stale_drills(now=None):
+    """Fails drills left running by a worker that died (their verification or
+    restore was swept already) and queued drills no worker ever took."""
+    now = now or timezone.now()
+    swept = []
+    limit = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
+    running = Drill.objects.filter(status=Drill.RUNNING, performed_at__lt=limit)
+    for drill in running.select_related("verification", "restore_job"):
+        job = drill.verification or drill.restore_job
+        if job is not None and (job.is_active() or (job.finished_at and job.finished_at >= limit)):
+            continue  # its own heartbeat watches it, or the drill is being judged right now
+        swept += give_up(drill, "The worker stopped responding; the drill was abandoned.")
+    for drill in Drill.objects.filter(status=Drill.QUEUED, created_at__lt=now - QUEUED_TOO_LONG):
+        swept += give_up(drill, "No worker took this drill for a day: is the task cluster running?", Drill.QUEUED)
+    return swept
+
+
+def give_up(drill, summary, from_status=Drill.RUNNING):
+    with transaction.atomic():
+        if not Drill.objects.filter(pk=drill.pk, status=from_status).update(
+            status=Drill.FAILED, summary=summary, finished_at=timezone.now()
+        ):
+            return []
+        audit.record("tick", "drill.failed", drill, {"summary": summary})
+    return [drill.pk]
