@@ -1,3 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns = []
+from compliance import views
+
+urlpatterns = [
+    path("", views.report_page, name="compliance_report"),
+    path("report.csv", views.download, {"kind": "csv"}, name="compliance_report_csv"),
+    path("report.pdf", views.download, {"kind": "pdf"}, name="compliance_report_pdf"),
+]

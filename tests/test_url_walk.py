@@ -1,0 +1,239 @@
+"""Walks EVERY URL pattern of the root URLconf (through its includes) and
+checks who may do what: anonymous visitors are sent to log in, auditors can
+read and can change nothing (every POST answers 403), and a POST without a
+CSRF token is refused even for an administrator.
+
+A new URL is walked as soon as it exists: its path parameters are filled from
+a small world of objects made with the ORM, by URL name and parameter
+(FILL_BY_NAME) or, for `pk`, by the object its name starts with (PK_BY_PREFIX).
+A parameter it cannot fill fails the test with what to add, so no URL escapes
+the walk."""
+
+from dataclasses import dataclass
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from catalog import audit, keyring
+from catalog.alerts.models import Alert, Channel
+from catalog.api import tokens
+from catalog.models import AuditEvent, Backup, BackupPlan, Copy, Destination, Key, KeyRotation, Source, Verification
+from drills.models import Drill, DrillSchedule
+from restore.models import RestoreJob
+
+# The admin guards its own pages (staff only, its own login); auditors are not
+# staff, so of its hundreds of patterns only the index is walked, below.
+SKIPPED_NAMESPACES = {"admin"}
+
+# Reachable without logging in.
+PUBLIC = {"login": 200, "healthz": 200, "api_openapi": 200}
+# Authenticated by API token, not by the session: no token means 401, so an
+# auditor's (or anyone's) session grants nothing there, and they are exempt from
+# CSRF because no browser sends their credentials by itself.
+TOKEN_AUTHENTICATED_PREFIXES = ("/api/", "/metrics")
+# Where a pattern has no name (the API's JSON 404 for anything else), the path to walk.
+UNNAMED = {"api/v1/^.*$": "/api/v1/no-such-resource"}
+# Logging in and out is what an auditor may POST.
+AUDITOR_MAY_POST = {"login", "logout"}
+
+# What an auditor's GET may answer besides 200, and why.
+AUDITOR_GET = {
+    "logout": (405, "logging out is a POST"),
+    "restore_start": (403, "starts the restore wizard: administrators only"),
+    "restore_step": (403, "the restore wizard: administrators only"),
+    "restore_backup_choices": (403, "the restore wizard: administrators only"),
+    "login": (302, "a logged-in user is sent on to the dashboard"),
+}
+# Names that say the URL changes something (or opens a form to): an auditor's
+# GET of it may answer 403 (the form is for administrators) or 405 (POST only).
+WRITE_WORDS = {"new", "edit", "delete", "test", "run", "cancel", "pin", "unpin", "verify", "scan", "remove", "revoke",
+               "rotate", "destroy", "resume", "record", "schedule", "download", "prune", "preview", "tables"}
+
+
+@dataclass
+class Walked:
+    name: str  # with its namespace, as reverse() takes it
+    route: str
+    url: str
+
+
+@pytest.fixture
+def world(db, tmp_path, admin_user):
+    source = Source.objects.create(name="Walk DB", slug="walk", engine="sqlite", sqlite_path=str(tmp_path / "w.db"))
+    destination = Destination.objects.create(name="Walk disk", kind="local", path=str(tmp_path / "backups"))
+    plan = BackupPlan.objects.create(name="Walk nightly", source=source, format="sqlite")
+    plan.destinations.set([destination])
+    backup = Backup.objects.create(source=source, plan=plan, format="sqlite", compression="zstd",
+                                   status=Backup.SUCCEEDED)
+    copy = Copy.objects.create(backup=backup, destination=destination, status=Copy.DURABLE, key="walk/1")
+    verification = Verification.objects.create(backup=backup, source=source, kind="checksum", status="passed")
+    restore = RestoreJob.objects.create(backup=backup, source=source, target_database="walk_restored",
+                                        status="succeeded")
+    alert = Alert.objects.create(kind="source_health", key=f"source:{source.pk}", source=source,
+                                 title="Walk DB is down")
+    channel = Channel.objects.create(name="Walk mail", kind=Channel.EMAIL, email_to="oncall@example.org",
+                                     events=["source_health"])
+    token, _ = tokens.create_token("test", "Walk CI", ["read"], None)
+    drill = Drill.objects.create(source=source, kind=Drill.FULL, how=Drill.MANUAL, status=Drill.PASSED, seconds=60)
+    DrillSchedule.objects.create(source=source)
+    keyring.active_key()
+    retired = Key.objects.create(key_id="mk-walk-retired", fingerprint="0" * 64)
+    rotation = KeyRotation.objects.create(new_key=Key.objects.get(is_active=True), previous_key_id=retired.key_id,
+                                          status="succeeded")
+    return {"source": source, "destination": destination, "plan": plan, "backup": backup, "copy": copy,
+            "verification": verification, "restore": restore, "alert": alert, "channel": channel, "token": token,
+            "drill": drill, "key": retired, "key_rotation": rotation,
+            "audit": audit.record("test", "walk.prepare", source)}
+
+
+# pk by the start of the URL name, longest first.
+PK_BY_PREFIX = {
+    "source": "source", "destination": "destination", "plan": "plan", "backup": "backup", "api_backup": "backup",
+    "copy": "copy", "verification": "verification", "restore": "restore", "alert": "alert", "channel": "channel",
+    "token": "token", "drill": "drill", "key_rotation": "key_rotation", "key": "key", "audit": "audit",
+}
+# (URL name, parameter): what fills it, when the name alone would mislead.
+FILL_BY_NAME = {
+    ("backup_download", "pk"): lambda w: w["backup"].pk,  # under /restores/, but of a backup
+    ("restore_step", "step"): lambda w: "what",
+    ("drill_history", "pk"): lambda w: w["source"].pk,
+    ("drill_schedule", "pk"): lambda w: w["source"].pk,
+    ("drill_record", "pk"): lambda w: w["source"].pk,
+    ("drill_run", "pk"): lambda w: w["source"].pk,
+    ("drill_run", "kind"): lambda w: Drill.FULL,
+}
+
+
+def patterns(resolver=None, prefix="", namespace=""):
+    """(name with namespace, route, pattern) of every URL pattern, through includes."""
+    for entry in (resolver or get_resolver()).url_patterns:
+        route = prefix + str(entry.pattern)
+        if isinstance(entry, URLResolver):
+            inner = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+            if entry.namespace in SKIPPED_NAMESPACES:
+                continue
+            yield from patterns(entry, route, inner)
+        elif isinstance(entry, URLPattern):
+            yield (f"{namespace}{entry.name}" if entry.name else None), route, entry
+
+
+def fill(name, route, entry, world):
+    if name is None:
+        assert route in UNNAMED, f"The URL pattern {route!r} has no name: give it one, or add it to UNNAMED."
+        return UNNAMED[route]
+    kwargs = {}
+    # path() names its parameters in converters, re_path() in its regex's named groups.
+    for parameter in getattr(entry.pattern, "converters", None) or entry.pattern.regex.groupindex:
+        if (name, parameter) in FILL_BY_NAME:
+            kwargs[parameter] = FILL_BY_NAME[name, parameter](world)
+            continue
+        prefix = next((p for p in sorted(PK_BY_PREFIX, key=len, reverse=True) if name.startswith(p)), None)
+        assert parameter == "pk" and prefix, (
+            f"The URL walk cannot fill <{parameter}> of {name!r} ({route}): add ({name!r}, {parameter!r}) to "
+            f"FILL_BY_NAME, or a name prefix to PK_BY_PREFIX, in tests/test_url_walk.py.")
+        kwargs[parameter] = world[PK_BY_PREFIX[prefix]].pk
+    return reverse(name, kwargs=kwargs)
+
+
+def walked(world):
+    return [Walked(name, route, fill(name, route, entry, world)) for name, route, entry in patterns()]
+
+
+def token_authenticated(url):
+    return url.startswith(TOKEN_AUTHENTICATED_PREFIXES)
+
+
+def is_write_name(name):
+    return bool(WRITE_WORDS & set(name.replace(":", "_").split("_")))
+
+
+def test_it_walks_every_url_of_the_apps(world):
+    names = {w.name for w in walked(world)}
+    # A sample from each app, so that a broken include does not shrink the walk unnoticed.
+    assert {"dashboard", "backup_detail", "restore_detail", "drill_list", "compliance_report", "compliance_report_pdf",
+            "api_backup", "metrics", "login"} <= names
+
+
+def test_anonymous_visitors_are_sent_to_log_in(client, world):
+    problems = []
+    for w in walked(world):
+        response = client.get(w.url)
+        if w.name in PUBLIC:
+            ok = response.status_code == PUBLIC[w.name]
+        elif token_authenticated(w.url):
+            ok = response.status_code in (401, 403, 404, 405)  # 405: the API's POST-only resources
+        else:
+            ok = response.status_code == 302 and response["Location"].startswith("/login/")
+        if not ok:
+            problems.append(f"GET {w.url} ({w.name}) as anonymous: {response.status_code}")
+    assert client.get("/admin/").status_code == 302
+    assert not problems, "\n".join(problems)
+
+
+def test_auditors_can_read_everything(auditor_client, world):
+    problems = []
+    for w in walked(world):
+        response = auditor_client.get(w.url)
+        status = response.status_code
+        if w.name in AUDITOR_GET:
+            ok = status == AUDITOR_GET[w.name][0]
+        elif w.name in PUBLIC:
+            ok = status == 200
+        elif token_authenticated(w.url):
+            # No token, no entry (405: POST-only resources; 404: the walk's own unknown API path).
+            ok = status in (401, 403, 404, 405)
+        elif status in (403, 405):
+            ok = is_write_name(w.name)
+        else:
+            ok = status == 200
+        if not ok:
+            problems.append(f"GET {w.url} ({w.name}) as auditor: {status}")
+    assert auditor_client.get("/admin/")["Location"].startswith("/admin/login/")  # not staff
+    assert not problems, "\n".join(problems)
+
+
+def test_auditors_can_change_nothing(auditor_client, world):
+    """The test client skips CSRF checks: as a page's form would send a valid token."""
+    events = AuditEvent.objects.count()
+    problems = []
+    for w in walked(world):
+        if w.name in AUDITOR_MAY_POST:
+            continue
+        response = auditor_client.post(w.url, {"name": "changed by an auditor", "confirm": "yes"})
+        if response.status_code != 403:
+            problems.append(f"POST {w.url} ({w.name}) as auditor: {response.status_code}")
+    assert auditor_client.post("/admin/").status_code in (302, 403)
+    assert not problems, "\n".join(problems)
+    assert AuditEvent.objects.count() == events
+    assert Source.objects.get().name == "Walk DB"
+
+
+def test_a_post_without_a_csrf_token_is_refused(admin_user, world):
+    """An administrator's session alone must not be enough: a page elsewhere
+    could make their browser post to us."""
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(admin_user)
+    events = AuditEvent.objects.count()
+    problems = []
+    for w in walked(world):
+        response = browser.post(w.url, {"name": "forged"})
+        if token_authenticated(w.url):
+            ok = response.status_code in (401, 403, 404, 405)  # no session there: a token or nothing
+        else:
+            ok = response.status_code == 403
+        if not ok:
+            problems.append(f"POST {w.url} ({w.name}) without CSRF token: {response.status_code}")
+    assert not problems, "\n".join(problems)
+    assert AuditEvent.objects.count() == events
+
+
+def test_a_url_it_cannot_fill_fails_the_walk(world):
+    from django.urls import path
+
+    new = path("widgets/<int:widget_id>/", lambda request, widget_id: None, name="widget_detail")
+    with pytest.raises(AssertionError, match=r"cannot fill <widget_id> of 'widget_detail'.*FILL_BY_NAME"):
+        fill("widget_detail", "widgets/<int:widget_id>/", new, world)
+    unnamed = path("gadgets/", lambda request: None)
+    with pytest.raises(AssertionError, match="has no name"):
+        fill(None, "gadgets/", unnamed, world)
