@@ -60,17 +60,35 @@ def active_key():
     return key.key_id, master_key(key.key_id)
 
 
-def create_master_key():
-    """Generates a master key file and registers it as the active key."""
+def new_key_id():
+    # The random part keeps two keys made in the same second apart.
+    return "mk-" + timezone.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def install_key(key_id, key_bytes, origin="generated"):
+    """Writes the key file and registers the key as the active one, retiring
+    the previous. If the database refuses, the new file is removed again."""
+    from django.db import transaction
+
     from catalog.models import Key
 
-    # The random part keeps two keys made in the same second apart.
-    key_id = "mk-" + timezone.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-    key_bytes = crypto.generate_master_key()
     Path(settings.KEY_DIR).mkdir(parents=True, exist_ok=True, mode=0o700)
     crypto.write_key_file(str(key_path(key_id)), key_id, key_bytes)
-    Key.objects.filter(is_active=True).update(is_active=False, retired_at=timezone.now())
-    key = Key.objects.create(key_id=key_id, fingerprint=crypto.key_fingerprint(key_bytes), is_active=True)
+    try:
+        with transaction.atomic():
+            Key.objects.filter(is_active=True).update(is_active=False, retired_at=timezone.now())
+            return Key.objects.create(
+                key_id=key_id, fingerprint=crypto.key_fingerprint(key_bytes), is_active=True, origin=origin
+            )
+    except BaseException:
+        key_path(key_id).unlink(missing_ok=True)
+        raise
+
+
+def create_master_key():
+    """Generates a master key file and registers it as the active key."""
+    key_id = new_key_id()
+    key = install_key(key_id, crypto.generate_master_key())
     log.warning(
         "Generated master key %s in %s. Keep a copy of this file somewhere else: "
         "without it, encrypted backups cannot be restored.",
@@ -93,11 +111,20 @@ def _secrets_key(master):
     return hkdf.derive(master)
 
 
-def encrypt_secret(values):
-    key_id, master = active_key()
+def encrypt_secret(values, key_id=None):
+    """Seals `values` with the active master key, or with `key_id` (key rotation)."""
+    if key_id is None:
+        key_id, master = active_key()
+    else:
+        master = master_key(key_id)
     nonce = os.urandom(12)
     sealed = AESGCM(_secrets_key(master)).encrypt(nonce, json.dumps(values).encode(), key_id.encode())
     return f"v1:{key_id}:{base64.b64encode(nonce + sealed).decode()}"
+
+
+def secret_key_id(token):
+    """The id of the master key a sealed secret needs."""
+    return token.split(":", 2)[1]
 
 
 def decrypt_secret(token):

@@ -79,11 +79,12 @@ def authentic_manifest(storage, manifest_key):
         raise Unimportable("the manifest's signature does not verify: it was changed or is not ours")
     register_key(key_id, master)
     encryption = data.get("encryption") or {}
-    if encryption.get("key_id") and encryption["key_id"] != key_id:
+    # The key that sealed the object, and those a key rotation wrapped its data key for.
+    for other in {encryption.get("key_id"), *(encryption.get("key_wraps") or {})} - {None, "", key_id}:
         try:
-            register_key(encryption["key_id"], keyring.master_key(encryption["key_id"]))
+            register_key(other, keyring.master_key(other))
         except keyring.KeyUnavailable:
-            pass  # importable, but not restorable until that key file is back
+            pass  # importable; restorable once one of its keys is there
     return data
 
 
@@ -136,7 +137,8 @@ def create_backup_from(actor, data):
         format=data["format"],
         compression=data["compression"],
         encrypted=bool(encryption),
-        key_id=encryption.get("key_id", ""),
+        key_id=newest_key_id(data),
+        key_wraps=encryption.get("key_wraps") or {},
         object_key=data["object_key"],
         raw_bytes=data.get("raw_bytes") or 0,
         stored_bytes=data["stored_bytes"],
@@ -149,6 +151,15 @@ def create_backup_from(actor, data):
         finished_at=finished,
         log=f"Imported from its manifest by the catalog rebuild on {timezone.now():%Y-%m-%d %H:%M}.\n",
     )
+
+
+def newest_key_id(data):
+    """After a key rotation the manifest is signed by the new key, which has a
+    wrap of the data key: that key opens the backup from now on."""
+    encryption = data.get("encryption") or {}
+    if data.get("manifest_key_id") in (encryption.get("key_wraps") or {}):
+        return data["manifest_key_id"]
+    return encryption.get("key_id", "")
 
 
 def source_for(actor, identity):

@@ -214,6 +214,7 @@ def check_copy(backup, copy, cancel_event):
             backup.sha256,
             backup.stored_bytes,
             backup.raw_bytes,
+            key_wraps=backup.key_wraps,
         )
     except EngineError as exc:  # the object cannot be read at all
         evidence.update(ok=False, error=str(exc), offset=None, stored_bytes=0, manifest_ok=not problems)
@@ -276,7 +277,7 @@ def run_restore_test(verification, cancel_event):
 
 def restore_copy(verification, backup, copy, cancel_event):
     chunks = cancellable(copy.destination.storage().open_reader(copy.key), cancel_event)
-    plain = restore_stream(chunks, keyring=keyring.lookup, expected_sha256=backup.sha256)
+    plain = restore_stream(chunks, keyring=keyring.lookup, expected_sha256=backup.sha256, key_wraps=backup.key_wraps)
     if backup.source.engine == "sqlite":
         return restore_sqlite_copy(verification, backup, plain, cancel_event)
     return restore_postgres_copy(verification, backup, plain, cancel_event)

@@ -270,7 +270,7 @@ def restore_to_scratch(job, server, name):
         scratch.__enter__()
         try:
             plain = restore_stream(copy.destination.storage().open_reader(copy.key), keyring=keyring.lookup,
-                                   expected_sha256=backup.sha256)
+                                   expected_sha256=backup.sha256, key_wraps=backup.key_wraps)
             warnings = []
             if backup.is_export():
                 # Only the tables asked for; the scratch-first steps after this are the same as for a dump.

@@ -85,7 +85,7 @@ def restore_to_file(job, temp):
     for copy in backup.readable_copies():
         try:
             plain = restore_stream(copy.destination.storage().open_reader(copy.key), keyring=keyring.lookup,
-                                   expected_sha256=backup.sha256)
+                                   expected_sha256=backup.sha256, key_wraps=backup.key_wraps)
             if backup.is_export():
                 job.report["loaded"] = exports.load_into_sqlite(plain, temp, job.tables)
             else:

@@ -219,7 +219,7 @@ def download(request, pk):
         return redirect(backup)
     audit.record(request.user, "backup.download", backup, {"copy": copy.location_display()})
     chunks = restore_stream(copy.destination.storage().open_reader(copy.key), keyring=keyring.lookup,
-                            expected_sha256=backup.sha256)
+                            expected_sha256=backup.sha256, key_wraps=backup.key_wraps)
     name = f"{backup.source.slug}-backup-{backup.pk}.{FORMAT_EXTENSIONS.get(backup.format, 'tar')}"  # an export is a tar
     response = StreamingHttpResponse(chunks, content_type="application/octet-stream")
     response["Content-Disposition"] = f'attachment; filename="{name}"'

@@ -7,7 +7,11 @@ associated data is SHA-256(header) ‖ final-flag. Tampering, reordering,
 truncation at a segment boundary and trailing bytes all fail authentication.
 
 The header carries the key id and the wrapped data key, so an object plus its
-master key file is enough to decrypt it (catalog.engine.decrypt).
+master key file is enough to decrypt it (catalog.engine.decrypt). The header
+can never change (its hash is every segment's associated data), so key
+rotation wraps the same data key again under the new master key and keeps
+those extra wraps beside the object (catalog and manifest): `wraps`, a
+{key id: base64 of the wrapped data key} dict, lets a newer key open it.
 """
 
 import base64
@@ -150,13 +154,34 @@ class Encryptor:
         return out
 
 
+def open_data_key(header, keyring, wraps=None):
+    """The data key of an object, from its header's wrap when that key is
+    available, else from any extra wrap (key rotation) whose key is.
+
+    Returns (key id used, data key); raises KeyMissing naming the keys that would do."""
+    candidates = [(header["key_id"], header["wrapped_data_key"])]
+    for key_id, wrapped in (wraps or {}).items():
+        if key_id != header["key_id"]:
+            candidates.append((key_id, base64.b64decode(wrapped) if isinstance(wrapped, str) else wrapped))
+    for key_id, wrapped in candidates:
+        try:
+            master_key = keyring(key_id)
+        except KeyError:
+            continue
+        return key_id, unwrap_data_key(master_key, key_id, wrapped)
+    names = " or ".join(dict.fromkeys(key_id for key_id, _ in candidates))
+    raise KeyMissing(f"master key {names} is not available")
+
+
 class Decryptor:
     """Streams sealed bytes in, plaintext out; stops at the first bad segment.
 
-    `keyring` maps a key id to master key bytes (raising KeyError if unknown)."""
+    `keyring` maps a key id to master key bytes (raising KeyError if unknown);
+    `wraps` are the object's extra wraps of its data key (see open_data_key)."""
 
-    def __init__(self, keyring):
+    def __init__(self, keyring, wraps=None):
         self._keyring = keyring
+        self._wraps = wraps or {}
         self._buffer = bytearray()
         self._aead = None
         self._counter = 0
@@ -167,12 +192,7 @@ class Decryptor:
         if parsed is None:
             return False
         header, length = parsed
-        self.key_id = header["key_id"]
-        try:
-            master_key = self._keyring(self.key_id)
-        except KeyError:
-            raise KeyMissing(f"master key {self.key_id} is not available")
-        data_key = unwrap_data_key(master_key, self.key_id, header["wrapped_data_key"])
+        self.key_id, data_key = open_data_key(header, self._keyring, self._wraps)
         self._aead = AESGCM(data_key)
         self._prefix = header["nonce_prefix"]
         self._sealed_size = header["segment_size"] + TAG_SIZE
@@ -244,13 +264,22 @@ def load_key_file(path):
     """Returns (key_id, key bytes) from a master key file."""
     try:
         with open(path) as handle:
-            lines = handle.read().splitlines()
+            text = handle.read()
     except OSError as exc:
         raise CorruptionError(f"cannot read key file {path}: {exc.strerror}")
+    return parse_key_file(text, path)
+
+
+def parse_key_file(text, path="the key file"):
+    """Returns (key_id, key bytes) from the text of a master key file."""
+    lines = text.splitlines()
     fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
     if not lines or lines[0].strip() != KEY_FILE_HEADER or "id" not in fields or "key" not in fields:
         raise CorruptionError(f"{path} is not a Strongroom master key file")
-    key = base64.b64decode(fields["key"])
+    try:
+        key = base64.b64decode(fields["key"], validate=True)
+    except ValueError:
+        raise CorruptionError(f"{path} does not hold a base64 key")
     if len(key) != 32:
         raise CorruptionError(f"{path} does not hold a 256-bit key")
     return fields["id"].strip(), key

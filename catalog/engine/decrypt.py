@@ -3,7 +3,9 @@
     python -m catalog.engine.decrypt --key-file mk-2026....key IN OUT
 
 IN and OUT may be "-" for standard input and output. The object's header
-names the master key it needs; give every key file that might be it. The
+names the master key it was sealed with; after a key rotation its manifest
+also carries the data key wrapped by each newer key, so the newest key file
+and the manifest are enough. Give every key file that might be needed. The
 output is decrypted and decompressed (zstd or gzip, detected), ready for
 `pg_restore` or `psql`; --keep-compressed skips the decompression.
 
@@ -39,7 +41,8 @@ def load_keys(paths):
 
 
 def check_manifest(path, keys, in_path):
-    """Verifies the manifest's HMAC with any given key; returns its SHA-256."""
+    """Verifies the manifest's HMAC with any given key; returns its SHA-256
+    and the extra wraps of the data key that key rotation added."""
     data = manifest.loads(open(path, "rb").read())
     key_id = data.get("manifest_key_id")
     candidates = [keys[key_id]] if key_id in keys else list(keys.values())
@@ -47,7 +50,7 @@ def check_manifest(path, keys, in_path):
         raise CorruptionError(f"manifest {path} is not signed by any of the given keys")
     if data.get("stored_bytes") is not None and in_path != "-" and os.path.getsize(in_path) != data["stored_bytes"]:
         raise CorruptionError(f"{in_path} has {os.path.getsize(in_path)} bytes; the manifest says {data['stored_bytes']}")
-    return data.get("sha256")
+    return data.get("sha256"), (data.get("encryption") or {}).get("key_wraps") or {}
 
 
 def write_output(out_path, stream):
@@ -84,7 +87,7 @@ def main(argv=None):
         manifest_path = args.manifest
         if manifest_path is None and args.input != "-" and os.path.exists(args.input + manifest.SUFFIX):
             manifest_path = args.input + manifest.SUFFIX
-        expected = check_manifest(manifest_path, keys, args.input) if manifest_path else None
+        expected, key_wraps = check_manifest(manifest_path, keys, args.input) if manifest_path else (None, {})
         source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
     except CorruptionError as exc:
         print(f"decrypt: {exc}", file=sys.stderr)
@@ -99,7 +102,11 @@ def main(argv=None):
     try:
         with source:
             stream = restore_stream(
-                read_chunks(source), keyring=keyring, expected_sha256=expected, decompress=not args.keep_compressed
+                read_chunks(source),
+                keyring=keyring,
+                expected_sha256=expected,
+                decompress=not args.keep_compressed,
+                key_wraps=key_wraps,
             )
             write_output(args.output, stream)
     except CorruptionError as exc:

@@ -159,17 +159,19 @@ def all_errors(feeds):
     return "; ".join(f"{feed.name}: {feed.error}" for feed in feeds if feed.error)
 
 
-def restore_stream(chunks, keyring=None, expected_sha256=None, decompress=True):
+def restore_stream(chunks, keyring=None, expected_sha256=None, decompress=True, key_wraps=None):
     """Yields the plain dump from a stored object's chunks.
 
     Decrypts when the object starts with the encryption header (keyring maps a
-    key id to master key bytes) and decompresses by magic number. The SHA-256
+    key id to master key bytes; key_wraps are the extra wraps of its data key
+    that key rotation added, see crypto.open_data_key) and decompresses by
+    magic number. The SHA-256
     of the stored bytes can only be known at the end: a mismatch raises
     CorruptionError after the last chunk, so a consumer must treat its output
     as untrusted until the generator finishes.
     """
     hasher = hashlib.sha256()
-    stage = _Sniffer(keyring, decompress)
+    stage = _Sniffer(keyring, decompress, key_wraps)
     for chunk in chunks:
         hasher.update(chunk)
         yield from stage.feed(chunk)
@@ -181,8 +183,9 @@ def restore_stream(chunks, keyring=None, expected_sha256=None, decompress=True):
 class _Sniffer:
     """Decides from the first bytes whether to decrypt and how to decompress."""
 
-    def __init__(self, keyring, decompress):
+    def __init__(self, keyring, decompress, key_wraps=None):
         self.keyring = keyring
+        self.key_wraps = key_wraps
         self.decompress = decompress
         self.head = b""
         self.decryptor = None
@@ -204,7 +207,7 @@ class _Sniffer:
         if crypto.is_encrypted(self.head):
             if self.keyring is None:
                 raise CorruptionError("the object is encrypted and no master key was given")
-            self.decryptor = crypto.Decryptor(self.keyring)
+            self.decryptor = crypto.Decryptor(self.keyring, self.key_wraps)
 
     def finish(self):
         if not self.decided:

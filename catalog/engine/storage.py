@@ -160,6 +160,14 @@ class LocalStorage:
 
         return chunks()
 
+    def read_head(self, key, length):
+        """The first `length` bytes of an object (e.g. its encryption header)."""
+        try:
+            with open(self.path_for(key), "rb") as handle:
+                return handle.read(length)
+        except OSError as exc:
+            raise StorageError(f"Cannot read {key} from {self.root}: {exc.strerror}")
+
     def exists(self, key):
         return self.path_for(key).is_file()
 
@@ -465,6 +473,16 @@ class S3Storage:
                 body.close()
 
         return chunks()
+
+    def read_head(self, key, length):
+        """The first `length` bytes of an object, by a ranged GET."""
+        body = self._call("get_object", Key=self.full_key(key), Range=f"bytes=0-{length - 1}")["Body"]
+        try:
+            return body.read()
+        except Exception as exc:
+            raise StorageError(describe_s3_error(exc, self))
+        finally:
+            body.close()
 
     def exists(self, key):
         try:

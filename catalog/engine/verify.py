@@ -22,7 +22,7 @@ class ObjectCheck:
         return asdict(self)
 
 
-def check_object(chunks, keyring, expected_sha256, expected_size, expected_plain=None):
+def check_object(chunks, keyring, expected_sha256, expected_size, expected_plain=None, key_wraps=None):
     """Reads every chunk once; never raises CorruptionError, returns what it found."""
     result = ObjectCheck()
     hasher = hashlib.sha256()
@@ -37,7 +37,7 @@ def check_object(chunks, keyring, expected_sha256, expected_size, expected_plain
             yield chunk
 
     try:
-        for data in restore_stream(counted(), keyring=keyring):
+        for data in restore_stream(counted(), keyring=keyring, key_wraps=key_wraps):
             result.plain_bytes += len(data)
     except CorruptionError as exc:
         result.error = str(exc)

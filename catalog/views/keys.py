@@ -1,0 +1,166 @@
+"""The Keys page: the active master key and its age, retired keys and what
+still needs them, rotations with their progress. Administrators rotate (a
+generated or an imported key) and destroy retired keys; auditors read.
+
+Key material is never shown, except a generated key's file offered once, in
+the answer to the POST that made it (like an API token)."""
+
+import base64
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from catalog import keys, services
+from catalog.decorators import operator_required, viewer_required
+from catalog.engine import crypto
+from catalog.models import Key, KeyRotation
+from catalog.views import job_progress
+
+# A key file is a few lines; anything much larger is not one.
+MAX_KEY_FILE_BYTES = 4096
+
+
+class RotateForm(forms.Form):
+    GENERATE, PASTE, UPLOAD = "generate", "paste", "upload"
+    source = forms.ChoiceField(
+        label="New master key",
+        choices=[(GENERATE, "Generate a new key here"), (PASTE, "Import: paste a base64 key (32 bytes)"),
+                 (UPLOAD, "Import: upload a Strongroom key file")],
+        initial=GENERATE, widget=forms.RadioSelect,
+    )
+    pasted_key = forms.CharField(label="Base64 key (when pasting)", required=False, strip=True,
+                                 widget=forms.PasswordInput(attrs={"autocomplete": "off"}))
+    key_file = forms.FileField(label="Key file (when uploading)", required=False,
+                               help_text="A file as Strongroom writes them: its id becomes the key's id.")
+
+    def clean(self):
+        data = super().clean()
+        source = data.get("source")
+        try:
+            if source == self.PASTE:
+                if not data.get("pasted_key"):
+                    self.add_error("pasted_key", "Paste the key, or choose to generate one.")
+                    return data
+                data["key"], data["key_id"] = keys.decode_pasted_key(data["pasted_key"]), None
+            elif source == self.UPLOAD:
+                upload = data.get("key_file")
+                if not upload:
+                    self.add_error("key_file", "Choose the key file, or choose to generate a key.")
+                    return data
+                if upload.size > MAX_KEY_FILE_BYTES:
+                    raise services.Refused("The uploaded file is too large to be a Strongroom master key file.")
+                data["key_id"], data["key"] = keys.read_uploaded_key_file(upload.read())
+            else:
+                data["key"], data["key_id"] = None, None
+        except services.Refused as exc:
+            self.add_error("pasted_key" if source == self.PASTE else "key_file", str(exc))
+        return data
+
+
+def page_context(form=None):
+    now = timezone.now()
+    all_keys = list(Key.objects.all())
+    needs = keys.usage([key.key_id for key in all_keys if not key.destroyed_at])
+    for key in all_keys:
+        key.age_days = (now - key.created_at).days
+        key.need = needs.get(key.key_id, {"backups": [], "secrets": [], "opens": 0})
+        key.refusal = keys.destruction_refusal(key, key.need) if not key.is_active and not key.destroyed_at else ""
+    active = next((key for key in all_keys if key.is_active), None)
+    rotations = list(KeyRotation.objects.select_related("new_key", "requested_by")[:20])
+
+    return {
+        "active": active,
+        "keys": all_keys,
+        "rotations": rotations,
+        "rotation_days": settings.KEY_ROTATION_DAYS,
+        "key_dir": settings.KEY_DIR,
+        "due": active is not None and (now - active.created_at).days >= settings.KEY_ROTATION_DAYS,
+        "pending": len(keys.backups_to_rewrap(active.key_id)) if active else 0,
+        "running": any(rotation.is_active() for rotation in rotations),
+        "form": form or RotateForm(),
+    }
+
+
+@viewer_required
+def listing(request):
+    return render(request, "catalog/key_list.html", page_context())
+
+
+@operator_required
+@require_POST
+@never_cache  # the answer holds a generated key's file: no cache may keep it
+def rotate(request):
+    form = RotateForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return render(request, "catalog/key_list.html", page_context(form), status=400)
+    data = form.cleaned_data
+    try:
+        rotation, generated = keys.start_rotation(request.user, key=data["key"], key_id=data["key_id"])
+    except services.Refused as exc:
+        form.add_error(None, str(exc))
+        return render(request, "catalog/key_list.html", page_context(form), status=400)
+    if generated is None:
+        messages.success(request, f"Imported {rotation.new_key} and made it the active key; the rotation is running.")
+        return redirect("key_list")
+    key_id = rotation.new_key.key_id
+    key_file = f"{crypto.KEY_FILE_HEADER}\nid: {key_id}\nkey: {base64.b64encode(generated).decode()}\n"
+    return render(request, "catalog/key_created.html", {
+        "rotation": rotation,
+        "key": rotation.new_key,
+        "file_name": f"{key_id}.key",
+        "download": base64.b64encode(key_file.encode()).decode(),
+    })
+
+
+@viewer_required
+def rotation_progress(request, pk):
+    """Polled by htmx while a rotation runs."""
+    rotation = get_object_or_404(KeyRotation.objects.select_related("new_key"), pk=pk)
+    return job_progress(request, rotation, "catalog/partials/key_rotation_progress.html", {"rotation": rotation})
+
+
+@operator_required
+@require_POST
+def rotation_resume(request, pk):
+    rotation = get_object_or_404(KeyRotation, pk=pk)
+    try:
+        keys.resume_rotation(request.user, rotation)
+    except services.Refused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Rotation #{rotation.pk} resumed: it re-wraps what is left.")
+    return redirect("key_list")
+
+
+@operator_required
+@require_POST
+def rotation_cancel(request, pk):
+    rotation = get_object_or_404(KeyRotation, pk=pk)
+    try:
+        keys.cancel_rotation(request.user, rotation)
+    except services.Refused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Rotation #{rotation.pk} stops after the backup it is re-wrapping.")
+    return redirect("key_list")
+
+
+@operator_required
+@require_POST
+def destroy(request, pk):
+    key = get_object_or_404(Key, pk=pk)
+    if request.POST.get("confirm_key_id", "").strip() != key.key_id:
+        messages.error(request, f"Type the key id {key.key_id} to confirm its destruction.")
+        return redirect("key_list")
+    try:
+        keys.destroy_key(request.user, key)
+    except services.Refused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Destroyed {key}: its key file is deleted.")
+    return redirect("key_list")
