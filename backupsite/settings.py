@@ -57,6 +57,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "catalog.middleware.LoginRequiredEverywhere",
+    "catalog.middleware.ReadOnlyForViewers",
+    "catalog.middleware.AuditRequestIP",
 ]
 
 ROOT_URLCONF = "backupsite.urls"
@@ -176,6 +178,8 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "strongroom@localhost")
 STORAGE_ALERT_SHARE = env_int("STORAGE_ALERT_PERCENT", 80, minimum=1) / 100
 # A backup still queued this long means no worker is taking work.
 STUCK_QUEUED_MINUTES = env_int("STUCK_QUEUED_MINUTES", 15, minimum=1)
+# The active master key older than this many days raises a reminder to rotate it.
+KEY_ROTATION_DAYS = env_int("KEY_ROTATION_DAYS", 365, minimum=1)
 # /metrics answers a token with the read scope, or these client addresses.
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", [])
 # Alert channels: each HTTP request waits this long for an answer; after a

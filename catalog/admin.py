@@ -82,7 +82,11 @@ class KeyAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "actor_label", "action", "object_repr"]
+    """Strictly read-only: the trail is append-only and hash-chained (and on
+    PostgreSQL a trigger refuses UPDATE and DELETE anyway)."""
+
+    list_display = ["id", "created_at", "actor_label", "ip", "action", "object_repr"]
+    actions = None  # not even the bulk "delete selected" action
     list_filter = ["action"]
     search_fields = ["object_repr", "actor_label"]
 

@@ -743,6 +743,21 @@ class AuditEvent(models.Model):
     def changes_display(self):
         return json.dumps(self.changes, sort_keys=True, default=str) if self.changes else ""
 
+    def get_absolute_url(self):
+        return reverse("audit_detail", args=[self.pk])
+
+    def hashed_fields(self):
+        """The content the chain hash covers (see catalog.audit)."""
+        from catalog.audit import HASHED_FIELDS
+
+        return {name: getattr(self, name) for name in HASHED_FIELDS}
+
+    def hash_matches(self):
+        """False when the row was edited after it was written."""
+        from catalog.audit import chain_hash
+
+        return chain_hash(self.prev_hash, self.hashed_fields()) == self.hash
+
 
 # Monitoring and the API keep their models beside their code; importing them
 # here registers them with the catalog app.

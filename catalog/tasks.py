@@ -20,6 +20,13 @@ def run_verification(verification_id):
     return result.status if result else "not claimed"
 
 
+def run_key_rotation(rotation_id):
+    from catalog import keys
+
+    rotation = keys.run_rotation(rotation_id)
+    return rotation.status if rotation else "not claimed"
+
+
 def send_alert_notifications(alert_id, event, quiet=False):
     """Tells the channels about an alert that opened or resolved (see catalog.alerts.notify)."""
     from catalog.alerts import notify
@@ -41,6 +48,7 @@ def tick():
         "queued_verifications": verification.queue_due_verifications(),
         "redispatched": verification.redispatch_waiting(),
         "swept_restores": sweep_stale_restores(),
+        "drills": run_drill_checks(),
         "monitoring": monitor.periodic_checks(),  # after the sweeps, so dead jobs count as failed
     }
 
@@ -50,6 +58,15 @@ def sweep_stale_restores():
     from restore.services import sweep_stale_restores
 
     return sweep_stale_restores()
+
+
+def run_drill_checks():
+    # The drills app builds on the catalog, so it is imported here, not at the top.
+    from drills.services import queue_due_drills, sweep_stale_drills
+
+    # Quietly: a drill that cannot be queued must not stop the rest of the tick.
+    return {"swept": monitor.quietly(sweep_stale_drills, savepoint=False)(),
+            "queued": monitor.quietly(queue_due_drills, savepoint=False)()}
 
 
 def prune_nightly():

@@ -1,7 +1,8 @@
 from django.urls import path
 
 from catalog import views
-from catalog.views import alerts, channels, exports, tokens, verifications
+from catalog.views import alerts, audit, channels, exports, tokens, verifications
+from catalog.views import keys as key_views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -42,7 +43,12 @@ urlpatterns = [
     path("verifications/<int:pk>/", verifications.detail, name="verification_detail"),
     path("verifications/<int:pk>/progress/", verifications.progress, name="verification_progress"),
     path("verifications/<int:pk>/cancel/", verifications.cancel, name="verification_cancel"),
-    path("audit/", views.audit_list, name="audit_list"),
+    # Audit trail (catalog/views/audit.py): read-only for everyone.
+    path("audit/", audit.listing, name="audit_list"),
+    path("audit/verify/", audit.verify, name="audit_verify"),
+    path("audit/export.csv", audit.export_csv, name="audit_export_csv"),
+    path("audit/export.jsonl", audit.export_jsonl, name="audit_export_jsonl"),
+    path("audit/<int:pk>/", audit.detail, name="audit_detail"),
     # Monitoring (catalog/views/alerts.py): open and past problems.
     path("alerts/", alerts.listing, name="alert_list"),
     # Alert channels (catalog/views/channels.py).
@@ -56,4 +62,11 @@ urlpatterns = [
     path("tokens/", tokens.listing, name="token_list"),
     path("tokens/new/", tokens.new, name="token_new"),
     path("tokens/<int:pk>/revoke/", tokens.revoke, name="token_revoke"),
+    # Master keys and their rotation (catalog/views/keys.py).
+    path("keys/", key_views.listing, name="key_list"),
+    path("keys/rotate/", key_views.rotate, name="key_rotate"),
+    path("keys/<int:pk>/destroy/", key_views.destroy, name="key_destroy"),
+    path("keys/rotations/<int:pk>/progress/", key_views.rotation_progress, name="key_rotation_progress"),
+    path("keys/rotations/<int:pk>/resume/", key_views.rotation_resume, name="key_rotation_resume"),
+    path("keys/rotations/<int:pk>/cancel/", key_views.rotation_cancel, name="key_rotation_cancel"),
 ]

@@ -250,3 +250,77 @@ def clear_ended_jobs():
         if status not in Backup.ACTIVE_STATUSES:
             ended = f"it ended {status}" if status else "it is gone from the catalog"
             problems.resolve_alert(Alert.STUCK_JOB, key, f"Backup #{pk} is no longer stuck: {ended}.")
+
+
+# --- master key age -----------------------------------------------------------
+
+
+def check_key_rotation(now=None):
+    """The active master key older than KEY_ROTATION_DAYS raises a reminder
+    (the guide asks for yearly rotation); a rotation resolves it, since the
+    reminder names the key. Returns the id of the key due, or None."""
+    from django.urls import reverse
+
+    from catalog.models import Key
+
+    now = now or timezone.now()
+    active = Key.objects.filter(is_active=True).first()
+    due_key = f"key:{active.key_id}" if active else None
+    for alert in Alert.objects.filter(kind=Alert.KEY_ROTATION_DUE, resolved_at__isnull=True).exclude(key=due_key):
+        problems.resolve_alert(Alert.KEY_ROTATION_DUE, alert.key,
+                               f"Master key {alert.key.split(':', 1)[1]} was rotated: "
+                               f"{active.key_id if active else 'another key'} is active now.")
+    if active is None:
+        return None
+    age = now - active.created_at
+    if age < timedelta(days=settings.KEY_ROTATION_DAYS):
+        problems.resolve_alert(Alert.KEY_ROTATION_DUE, due_key,
+                               f"The rotation period is now {settings.KEY_ROTATION_DAYS} days.", notify=False)
+        return None
+    raise_problem(
+        Alert.KEY_ROTATION_DUE, due_key, source=None,
+        title=f"Master key {active.key_id} is {age.days} days old: rotate it",
+        detail=f"The active master key was created {moment_text(active.created_at)}; keys are rotated every "
+               f"{settings.KEY_ROTATION_DAYS} days (KEY_ROTATION_DAYS). Rotate it on the Keys page: backups are "
+               "re-wrapped, not re-encrypted.",
+        url=reverse("key_list"), severity=Alert.WARNING,
+    )
+    return active.key_id
+
+
+# --- DR drills (tick) -------------------------------------------------------------
+
+
+def check_overdue_drills(now=None, source_ids=None):
+    """A kind of DR drill (checksum, partial, full) of a source past its due
+    date plus a day of grace (see drills.schedule); resolved once a drill of
+    that kind passes. Returns the keys found overdue."""
+    from django.urls import reverse
+
+    from drills import schedule as drill_schedule  # the drills app builds on the catalog, not the other way
+
+    now = now or timezone.now()
+    sources = drill_schedule.sources_with_backups()
+    if source_ids is not None:
+        sources = sources.filter(pk__in=source_ids)
+    overdue = []
+    for source in sources:
+        for status in drill_schedule.statuses_of(source):
+            key = f"drill:{source.pk}:{status.kind}"
+            if not status.is_overdue(now):
+                passed = status.last_passed
+                problems.resolve_alert(Alert.DRILL_OVERDUE, key, (
+                    f"{status.label} of {source} passed on {passed.performed_at:%Y-%m-%d}." if passed
+                    else f"{status.label} of {source} is no longer overdue."))
+                continue
+            overdue.append(key)
+            last = status.last_passed
+            since = f"the last one passed on {last.performed_at:%Y-%m-%d}" if last else "none has passed yet"
+            raise_problem(
+                Alert.DRILL_OVERDUE, key, source=source,
+                title=f"{status.label} of {source} is overdue",
+                detail=f"Due every {status.every_days} days and due since {moment_text(status.due_at)}; {since}. "
+                       "Run it from the source's drills page, or record a drill done by hand.",
+                url=reverse("drill_history", args=[source.pk]), severity=Alert.WARNING,
+            )
+    return overdue

@@ -83,4 +83,6 @@ def periodic_checks(now=None):
         "late_or_down": quietly(health.check_deadlines, savepoint=False)(now),
         "storage_full": quietly(conditions.check_storage, savepoint=False)(),
         "stuck": quietly(conditions.check_stuck_jobs, savepoint=False)(now),
+        "drills_overdue": quietly(conditions.check_overdue_drills, savepoint=False)(now),
+        "key_rotation_due": quietly(conditions.check_key_rotation, savepoint=False)(now),
     }

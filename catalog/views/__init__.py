@@ -26,7 +26,6 @@ from catalog.forms import (
 from catalog.models import (
     HEALTH_CHOICES,
     Alert,
-    AuditEvent,
     Backup,
     BackupPlan,
     Destination,
@@ -431,12 +430,3 @@ def backup_cancel(request, pk):
     except services.Refused as exc:
         messages.error(request, str(exc))
     return redirect(backup)
-
-
-# --- audit -----------------------------------------------------------------
-
-
-@viewer_required
-def audit_list(request):
-    events = AuditEvent.objects.select_related("actor")
-    return render(request, "catalog/audit_list.html", {"page": page_of(request, events)})
