@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "restore",
     "drills",
     "compliance",
+    "pitr",
 ]
 
 MIDDLEWARE = [

@@ -11,6 +11,7 @@ urlpatterns = [
     path("restores/", include("restore.urls")),
     path("drills/", include("drills.urls")),
     path("compliance/", include("compliance.urls")),
+    path("pitr/", include("pitr.urls")),
     path("api/v1/", include("catalog.api.urls")),
     path("metrics", metrics, name="metrics"),
     path("", include("catalog.urls")),

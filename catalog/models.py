@@ -21,9 +21,13 @@ FORMAT_CHOICES = [
     ("jsonl", "Export: JSON Lines"),
     ("csv", "Export: CSV with header"),
     ("sql", "Export: SQL INSERT statements"),
+    # A physical base backup (pg_basebackup, tar) for point-in-time recovery (pitr app).
+    ("basebackup", "Physical base backup (pg_basebackup, for point-in-time recovery)"),
 ]
 EXPORT_FORMATS = ("jsonl", "csv", "sql")
-FORMATS_BY_ENGINE = {"postgresql": ("custom", "plain", *EXPORT_FORMATS), "sqlite": ("sqlite", *EXPORT_FORMATS)}
+BASE_BACKUP_FORMAT = "basebackup"
+FORMATS_BY_ENGINE = {"postgresql": ("custom", "plain", *EXPORT_FORMATS, BASE_BACKUP_FORMAT),
+                     "sqlite": ("sqlite", *EXPORT_FORMATS)}
 COMPRESSION_CHOICES = [("zstd", "zstd"), ("gzip", "gzip"), ("none", "None")]
 
 

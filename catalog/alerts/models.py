@@ -39,6 +39,9 @@ class Alert(models.Model):
     STUCK_JOB = "stuck_job"
     DRILL_OVERDUE = "drill_overdue"  # a source's monthly/quarterly/yearly DR drill is past due
     KEY_ROTATION_DUE = "key_rotation_due"  # the active master key is older than the rotation period
+    WAL_RECEIVER = "wal_receiver"  # continuous protection on, but its pg_receivewal is not running
+    WAL_GAP = "wal_gap"  # a WAL segment is missing between the oldest retained base backup and now
+    WAL_LATE = "wal_late"  # no WAL segment stored for longer than expected (the live RPO)
     KIND_CHOICES = [
         (SOURCE_HEALTH, "Source down or failing"),
         (BACKUP_PARTIAL, "Backup partial"),
@@ -50,6 +53,9 @@ class Alert(models.Model):
         (STUCK_JOB, "Stuck job"),
         (DRILL_OVERDUE, "DR drill overdue"),
         (KEY_ROTATION_DUE, "Master key due for rotation"),
+        (WAL_RECEIVER, "WAL receiver not running"),
+        (WAL_GAP, "WAL continuity broken"),
+        (WAL_LATE, "WAL archiving behind"),
     ]
     CRITICAL, WARNING = "critical", "warning"
     SEVERITY_CHOICES = [(CRITICAL, "Critical"), (WARNING, "Warning")]

@@ -53,36 +53,61 @@ def as_user(argv, user):
     return ["runuser", "-u", user, "--"] + argv
 
 
+class Cluster:
+    """A test-owned PostgreSQL cluster made with initdb and run with pg_ctl
+    as a non-root OS user (postgres when the tests run as root).
+
+    `settings`: extra server settings, e.g. {"archive_mode": "on"};
+    `initdb_args`: e.g. ("--wal-segsize=1",) for 1 MB WAL segments. The
+    defaults already allow replication connections from 127.0.0.1 (initdb's
+    pg_hba.conf with trust, wal_level replica, max_wal_senders 10)."""
+
+    def __init__(self, auth="trust", password=None, settings=None, initdb_args=()):
+        self.os_user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        self.root = tempfile.mkdtemp(prefix="strongroom-pg-")
+        self.datadir = os.path.join(self.root, "data")
+        self.log_path = os.path.join(self.root, "log")
+        self.settings = dict(settings or {})
+        initdb = [pg_bin("initdb"), "-D", self.datadir, "-U", "postgres", f"--auth={auth}", "-E", "UTF8", "--no-sync",
+                  *initdb_args]
+        if password:
+            pwfile = os.path.join(self.root, "pw")
+            with open(pwfile, "w") as handle:
+                handle.write(password)
+            initdb.append(f"--pwfile={pwfile}")
+        if os.geteuid() == 0:
+            for path in os.listdir(self.root):
+                shutil.chown(os.path.join(self.root, path), self.os_user)
+            shutil.chown(self.root, self.os_user)
+        self.port = free_port()
+        subprocess.run(as_user(initdb, self.os_user), check=True, capture_output=True)
+        self.server = {"host": "127.0.0.1", "port": self.port, "user": "postgres"}
+        if password:
+            self.server["password"] = password
+        self.start()
+
+    def pg_ctl(self, *args, check=True):
+        return subprocess.run(as_user([pg_bin("pg_ctl"), "-D", self.datadir, *args], self.os_user),
+                              check=check, capture_output=True)
+
+    def start(self):
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
+        self.pg_ctl("-o", options, "-l", self.log_path, "-w", "start")
+
+    def kill(self):
+        """Immediate shutdown: no checkpoint, as if the machine lost power."""
+        self.pg_ctl("-m", "immediate", "stop", check=False)
+
+    def stop(self):
+        self.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 def throwaway_cluster(auth="trust", password=None):
-    """initdb + pg_ctl in a temp dir, owned by a non-root user when we are root.
-    Returns (server dict, stop function)."""
-    user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-    root = tempfile.mkdtemp(prefix="strongroom-pg-")
-    datadir = os.path.join(root, "data")
-    initdb = [pg_bin("initdb"), "-D", datadir, "-U", "postgres", f"--auth={auth}", "-E", "UTF8", "--no-sync"]
-    if password:
-        pwfile = os.path.join(root, "pw")
-        with open(pwfile, "w") as handle:
-            handle.write(password)
-        initdb.append(f"--pwfile={pwfile}")
-    if os.geteuid() == 0:
-        for path in os.listdir(root):
-            shutil.chown(os.path.join(root, path), user)
-        shutil.chown(root, user)
-    port = free_port()
-    subprocess.run(as_user(initdb, user), check=True, capture_output=True)
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
-    pg_ctl = [pg_bin("pg_ctl"), "-D", datadir, "-o", options, "-l", os.path.join(root, "log"), "-w", "start"]
-    subprocess.run(as_user(pg_ctl, user), check=True, capture_output=True)
-
-    def stop():
-        subprocess.run(as_user([pg_bin("pg_ctl"), "-D", datadir, "-m", "immediate", "stop"], user), capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-    server = {"host": "127.0.0.1", "port": port, "user": "postgres"}
-    if password:
-        server["password"] = password
-    return server, stop
+    """Returns (server dict, stop function) of a new Cluster."""
+    cluster = Cluster(auth=auth, password=password)
+    return cluster.server, cluster.stop
 
 
 def start_throwaway_cluster():
