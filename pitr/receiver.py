@@ -1,0 +1,212 @@
+"""The WAL receiver supervisor: one pg_receivewal per source under streaming
+protection, restarted when it dies (with a growing pause), and the shipping
+of what it writes.
+
+pg_receivewal writes <segment>.partial while a segment fills and renames it
+when complete. Completed segments and history files are shipped through the
+pipeline and then removed from the spool; the partial is shipped again
+whenever it changed (at most every PARTIAL_INTERVAL seconds), so the recovery
+point is seconds old. The partial stays in the spool: pg_receivewal resumes
+from it after a restart.
+"""
+
+import atexit
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.db.models import F
+from django.utils import timezone
+
+from catalog.engine import wal as walfiles
+from catalog.engine.errors import EngineError
+from pitr import wal
+from pitr.models import ContinuousProtection
+
+log = logging.getLogger(__name__)
+
+PARTIAL_INTERVAL = 2.0
+SLOT_LAG_INTERVAL = 15.0
+HEARTBEAT_INTERVAL = 5.0
+MAX_BACKOFF = 60.0
+
+
+# Every pg_receivewal this process started and has not stopped: stopped at
+# exit too, so none outlives its supervisor (they run in their own session).
+_children = set()
+
+
+@atexit.register
+def _stop_children():
+    for process in list(_children):
+        walfiles.stop_process(process, timeout=5)
+
+
+def spool_dir(source_id):
+    return Path(settings.WAL_SPOOL_DIR) / str(source_id)
+
+
+class Receiver:
+    """One source's pg_receivewal and the state of its shipping."""
+
+    def __init__(self, protection):
+        self.source_id = protection.source_id
+        self.protection_id = protection.pk
+        self.process = None
+        self.started_at, self.started_mono = None, 0.0
+        self.failures = 0  # in a row, for the backoff
+        self.next_start = 0.0
+        self.partial_shipped = {}  # name -> mtime shipped
+        self.partial_at = 0.0
+        self.lag_at = 0.0
+        self.beat_at = 0.0
+
+    @property
+    def directory(self):
+        return spool_dir(self.source_id) / "wal"
+
+    @property
+    def log_path(self):
+        return spool_dir(self.source_id) / "pg_receivewal.log"
+
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    def ensure_running(self, protection):
+        if self.running():
+            return
+        if self.process is not None:  # it died
+            code = self.process.returncode
+            error = walfiles.last_error_line(self.log_path) or f"pg_receivewal exited with code {code}"
+            _children.discard(self.process)
+            self.process = None
+            self.failures += 1
+            self.next_start = time.monotonic() + min(MAX_BACKOFF, 2 ** (self.failures - 1))
+            ContinuousProtection.objects.filter(pk=protection.pk).update(receiver_pid=None, receiver_error=error[:500])
+            log.warning("pg_receivewal of source %s stopped: %s", self.source_id, error)
+        if time.monotonic() < self.next_start:
+            return
+        restarted = protection.receiver_started_at is not None
+        try:
+            self.process = walfiles.start_receivewal(settings.PG_RECEIVEWAL, self.directory, protection.slot_name,
+                                                     protection.source.conninfo(), self.log_path)
+        except EngineError as exc:
+            self.failures += 1
+            self.next_start = time.monotonic() + min(MAX_BACKOFF, 2 ** (self.failures - 1))
+            ContinuousProtection.objects.filter(pk=protection.pk).update(receiver_pid=None, receiver_error=str(exc))
+            return
+        _children.add(self.process)
+        self.started_at, self.started_mono = timezone.now(), time.monotonic()
+        fields = dict(receiver_pid=self.process.pid, receiver_host=socket.gethostname(),
+                      receiver_started_at=self.started_at, receiver_heartbeat_at=self.started_at)
+        if restarted:
+            fields["receiver_restarts"] = F("receiver_restarts") + 1
+        ContinuousProtection.objects.filter(pk=protection.pk).update(**fields)
+
+    def heartbeat(self):
+        if self.running() and time.monotonic() - self.beat_at >= HEARTBEAT_INTERVAL:
+            self.beat_at = time.monotonic()
+            updates = {"receiver_heartbeat_at": timezone.now()}
+            if time.monotonic() - self.started_mono > 30:
+                updates["receiver_error"] = ""  # it has stayed up: the last error is history
+                self.failures = 0
+            ContinuousProtection.objects.filter(pk=self.protection_id).update(**updates)
+
+    def ship(self, protection):
+        """Ships what is complete, then the partial if it changed."""
+        if not self.directory.is_dir():
+            return
+        names = sorted(os.listdir(self.directory))
+        for name in names:
+            kind = walfiles.kind_of(name)
+            if kind in ("segment", "history"):
+                path = self.directory / name
+                try:
+                    wal.ship_wal_path(protection, path)
+                except EngineError as exc:
+                    ContinuousProtection.objects.filter(pk=protection.pk).update(
+                        receiver_error=f"Could not store {name}: {exc}"[:500])
+                    return  # keep it in the spool; try again on the next round
+                path.unlink(missing_ok=True)
+        now = time.monotonic()
+        if now - self.partial_at < PARTIAL_INTERVAL:
+            return
+        for name in names:
+            if walfiles.kind_of(name) != "partial":
+                continue
+            path = self.directory / name
+            try:
+                mtime = path.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue  # completed meanwhile: next round ships it
+            if self.partial_shipped.get(name) == mtime:
+                continue
+            self.partial_at = now
+            try:
+                wal.ship_wal_path(protection, path)
+            except (EngineError, FileNotFoundError) as exc:
+                log.warning("Could not store %s: %s", name, exc)
+                continue
+            self.partial_shipped = {name: mtime}
+
+    def check_lag(self, protection):
+        if time.monotonic() - self.lag_at >= SLOT_LAG_INTERVAL:
+            self.lag_at = time.monotonic()
+            wal.refresh_slot_lag(protection)
+
+    def stop(self):
+        if self.process is not None:
+            walfiles.stop_process(self.process)
+            _children.discard(self.process)
+            self.process = None
+        ContinuousProtection.objects.filter(pk=self.protection_id).update(receiver_pid=None)
+
+
+class Supervisor:
+    """Keeps one Receiver per enabled streaming protection, until stopped."""
+
+    def __init__(self, interval=0.5):
+        self.interval = interval
+        self.receivers = {}
+        self.stop_event = threading.Event()
+
+    def enabled(self):
+        return {p.pk: p for p in ContinuousProtection.objects.filter(enabled=True, mode=ContinuousProtection.STREAM)
+                .select_related("source")}
+
+    def round(self):
+        close_old_connections()
+        protections = self.enabled()
+        for pk in list(self.receivers):
+            if pk not in protections:
+                self.receivers.pop(pk).stop()
+        for pk, protection in protections.items():
+            receiver = self.receivers.setdefault(pk, Receiver(protection))
+            try:
+                receiver.ship(protection)  # first: what an earlier run left in the spool
+                receiver.ensure_running(protection)
+                receiver.heartbeat()
+                receiver.check_lag(protection)
+            except Exception:  # one source's trouble must not stop the others
+                log.exception("WAL receiver round failed for source %s", protection.source_id)
+
+    def run(self):
+        try:
+            while not self.stop_event.is_set():
+                self.round()
+                self.stop_event.wait(self.interval)
+        finally:
+            self.shutdown()
+
+    def shutdown(self):
+        for receiver in self.receivers.values():
+            try:
+                receiver.stop()
+            except Exception:
+                log.exception("Could not stop a WAL receiver")
+        self.receivers.clear()
