@@ -109,3 +109,15 @@ def secret_key(data_dir):
     with os.fdopen(fd, "w") as handle:
         handle.write(value)
     return value
+
+
+def server_binary(name):
+    """A PostgreSQL server program (pg_ctl): on PATH, or else the newest of
+    Debian's /usr/lib/postgresql/<version>/bin, which are not on PATH."""
+    import glob
+    import shutil
+
+    if shutil.which(name):
+        return name
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda path: int(path.split("/")[4]))
+    return found[-1] if found else name

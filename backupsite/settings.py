@@ -5,6 +5,7 @@ STRONGROOM_DATA_DIR, the django-q2 ORM broker, local storage, and a master key
 generated into the key directory on first start.
 """
 
+import getpass
 from pathlib import Path
 
 from croniter import croniter
@@ -17,6 +18,7 @@ from backupsite.envconfig import (
     env_int,
     env_list,
     secret_key,
+    server_binary,
     sqlite_database,
 )
 
@@ -155,6 +157,27 @@ if not croniter.is_valid(PRUNE_SCHEDULE):
 PG_DUMP = env("PG_DUMP", "pg_dump")
 PG_RESTORE = env("PG_RESTORE", "pg_restore")
 PSQL = env("PSQL", "psql")
+# Continuous WAL protection: pg_receivewal writes each streamed source's WAL
+# into a spool directory until it is shipped to the destinations.
+PG_RECEIVEWAL = env("PG_RECEIVEWAL", "pg_receivewal")
+WAL_SPOOL_DIR = Path(env("WAL_SPOOL_DIR", str(DATA_DIR / "wal-spool"))).resolve()
+# The WAL_RECEIVER alert opens when a receiver has not been seen running for this long.
+WAL_RECEIVER_STALE_SECONDS = env_int("WAL_RECEIVER_STALE_SECONDS", 120, minimum=10)
+# The WAL_LATE alert: no WAL stored for this long while the source has unshipped writes.
+WAL_LATE_MINUTES = env_int("WAL_LATE_MINUTES", 30, minimum=1)
+# Physical base backups for point-in-time recovery (the pitr app).
+PG_BASEBACKUP = env("PG_BASEBACKUP", "pg_basebackup")
+# Point-in-time restores start the restored cluster with pg_ctl (a server
+# binary: Debian keeps it in /usr/lib/postgresql/<version>/bin), into a new
+# data directory under PITR_RESTORE_ROOT, owned by and run as PITR_OS_USER.
+PG_CTL = env("PG_CTL", "") or server_binary("pg_ctl")
+PITR_RESTORE_ROOT = Path(env("PITR_RESTORE_ROOT", str(DATA_DIR / "pitr-restores"))).resolve()
+PITR_OS_USER = env("PITR_OS_USER", "") or getpass.getuser()
+if PITR_OS_USER == "root":
+    # PostgreSQL refuses to run as root; a root worker restores as postgres unless told otherwise.
+    PITR_OS_USER = "postgres"
+# How long a point-in-time restore may take to replay its WAL and promote.
+PITR_RECOVERY_TIMEOUT = env_int("PITR_RECOVERY_TIMEOUT", 6 * 3600, minimum=60)
 # Restores of custom-format dumps run `pg_restore -j` from a temporary file here.
 RESTORE_TMP_DIR = Path(env("RESTORE_TMP_DIR", str(DATA_DIR / "tmp"))).resolve()
 RESTORE_JOBS = env_int("RESTORE_JOBS", 4, minimum=1)

@@ -4,7 +4,7 @@ from django import forms
 
 from catalog import exports
 from catalog.engine.errors import EngineError
-from catalog.models import EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, BackupPlan, Destination, Source, Verification
+from catalog.models import BASE_BACKUP_FORMAT, EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, BackupPlan, Destination, Source, Verification
 from catalog.schedules import validate_cron
 
 KEEP_HELP = "Leave blank to keep the one that is stored."
@@ -164,6 +164,9 @@ class PlanForm(forms.ModelForm):
             "schedule": "Cron: minute hour day-of-month month day-of-week.",
             "encrypt": "AES-256-GCM with a fresh data key per backup, wrapped by the active master key.",
             "enabled": "Disabled plans keep their backups but are not run on schedule.",
+            "format": ("Physical base backup (PostgreSQL only) copies the whole cluster for point-in-time "
+                       "recovery; it runs only while the source's continuous protection is on, and each one "
+                       "counts as good once the WAL it needs is stored."),
         }
 
     def __init__(self, *args, **kwargs):
@@ -175,6 +178,16 @@ class PlanForm(forms.ModelForm):
         # picker (catalog/exports.py), which clean() reads and shows again with its errors.
         self.export_picker = None
         self.saved_export_choice = (self.instance.export_tables, self.instance.export_sets)
+        self.offer_base_backups()
+
+    def offer_base_backups(self):
+        """A physical base backup is a PostgreSQL thing: not offered when the
+        plan's source is another engine, or when no source is PostgreSQL."""
+        source = self.instance.source if self.instance.source_id else None
+        postgres = source.engine == "postgresql" if source else Source.objects.filter(engine="postgresql").exists()
+        if not postgres and self.instance.format != BASE_BACKUP_FORMAT:
+            field = self.fields["format"]
+            field.choices = [(value, label) for value, label in field.choices if value != BASE_BACKUP_FORMAT]
 
     def clean_size_tolerance_percent(self):
         tolerance = self.cleaned_data.get("size_tolerance_percent")

@@ -6,7 +6,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -147,7 +149,7 @@ class Source(SealedSecrets):
         return self.backups.order_by("-created_at").first()
 
     def last_good_backup(self):
-        return self.backups.filter(status=Backup.SUCCEEDED).order_by("-finished_at").first()
+        return self.backups.good().order_by("-finished_at").first()
 
     def last_verified_restore(self):
         return self.verifications.filter(kind="restore", status="passed").order_by("-finished_at").first()
@@ -424,7 +426,7 @@ class BackupPlan(models.Model):
         two copies, on two kinds of storage, one of them off-site.
 
         Before the first backup it judges the configured destinations instead."""
-        latest = self.stored_backups().filter(copies__status=Copy.DURABLE).order_by("-created_at").first()
+        latest = self.stored_backups().ready().filter(copies__status=Copy.DURABLE).order_by("-created_at").first()
         if latest:
             destinations = [c.destination for c in latest.copies.filter(status=Copy.DURABLE).select_related("destination")]
         else:
@@ -446,6 +448,16 @@ class BackupPlan(models.Model):
 class BackupQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=Backup.ACTIVE_STATUSES)
+
+    def ready(self):
+        """Leaves out the physical base backups still waiting for their WAL
+        (pitr.BaseBackupWal.wal_complete_at unset): their data is stored, but
+        no cluster can be recovered from them yet."""
+        return self.filter(~Q(format=BASE_BACKUP_FORMAT) | Q(base_wal__wal_complete_at__isnull=False))
+
+    def good(self):
+        """Backups a restore can count on: succeeded, and ready."""
+        return self.filter(status=Backup.SUCCEEDED).ready()
 
 
 class Job(models.Model):
@@ -556,6 +568,37 @@ class Backup(Job):
     def is_export(self):
         return self.format in EXPORT_FORMATS
 
+    def is_base_backup(self):
+        return self.format == BASE_BACKUP_FORMAT
+
+    def wal_bounds(self):
+        """A base backup's pitr.BaseBackupWal (the WAL it needs), if recorded."""
+        if not self.is_base_backup():
+            return None
+        try:
+            return self.base_wal
+        except ObjectDoesNotExist:
+            return None
+
+    def waiting_for_wal(self):
+        """A physical base backup is not good until the WAL it needs to reach
+        consistency is stored: until then its data alone restores nothing."""
+        if not self.is_base_backup():
+            return False
+        bounds = self.wal_bounds()
+        return bounds is None or bounds.wal_complete_at is None
+
+    def is_good(self):
+        return self.status == self.SUCCEEDED and not self.waiting_for_wal()
+
+    def wal_waiting_for(self):
+        """The first WAL segment this base backup still waits for, to name on
+        its page ("" when it waits for none, or nothing is recorded yet)."""
+        from pitr.basebackups import missing_wal
+
+        missing = missing_wal(self) if self.waiting_for_wal() else []
+        return missing[0] if missing else ""
+
     def hold(self):
         """Why retention must keep this backup whatever its rule says, if at all."""
         if self.legal_hold:
@@ -578,7 +621,8 @@ class Backup(Job):
 
     def retention_candidate(self):
         return retention.Candidate(
-            id=self.pk, created_at=self.created_at, good=self.status == self.SUCCEEDED, hold=self.hold()
+            id=self.pk, created_at=self.created_at, good=self.is_good(), hold=self.hold(),
+            not_good="waiting for its WAL" if self.status == self.SUCCEEDED else "partial",
         )
 
 

@@ -126,7 +126,7 @@ def create_backup_from(actor, data):
     encryption = data.get("encryption") or {}
     started, finished = parse_time(data.get("started_at")), parse_time(data.get("finished_at"))
     wanted_id = data.get("backup_id")
-    return Backup.objects.create(
+    backup = Backup.objects.create(
         # The old id when it is free, so audit events and notes that name it still match.
         pk=wanted_id if wanted_id and not Backup.objects.filter(pk=wanted_id).exists() else None,
         source=source,
@@ -151,6 +151,11 @@ def create_backup_from(actor, data):
         finished_at=finished,
         log=f"Imported from its manifest by the catalog rebuild on {timezone.now():%Y-%m-%d %H:%M}.\n",
     )
+    if data.get("wal"):  # a physical base backup: the WAL it needs, so it can become good again
+        from pitr.basebackups import import_wal_bounds
+
+        import_wal_bounds(backup, data["wal"])
+    return backup
 
 
 def newest_key_id(data):

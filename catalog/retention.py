@@ -64,6 +64,7 @@ class Candidate:
     created_at: datetime  # timezone-aware
     good: bool  # succeeded: every copy durable
     hold: str = ""  # "pinned" or "legal hold" when set
+    not_good: str = "partial"  # why a backup that is not good is not, in the reasons below
 
 
 @dataclass
@@ -113,9 +114,9 @@ def select(candidates, policy, tz, now):
             continue
         if not candidate.good:
             if not good or candidate.created_at > good[0].created_at:
-                decision.reasons.append("partial, no newer good backup")
+                decision.reasons.append(f"{candidate.not_good}, no newer good backup")
             else:
-                decision.prune_reason = "partial, a newer good backup exists"
+                decision.prune_reason = f"{candidate.not_good}, a newer good backup exists"
         else:
             decision.prune_reason = policy.prune_reason()
     return [decisions[c.id] for c in ordered]

@@ -25,7 +25,7 @@ from catalog.engine.crypto import Encryptor, derive_manifest_key
 from catalog.engine.errors import Cancelled, EngineError, StorageError
 from catalog.engine.pipeline import run_pipeline
 from catalog.engine.storage import QuotaWriter
-from catalog.models import EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, Copy, Source
+from catalog.models import BASE_BACKUP_FORMAT, EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, Copy, Source
 from catalog.schedules import remove_plan_schedule, sync_plan_schedule
 from catalog.text import size_text
 
@@ -161,6 +161,11 @@ def check_runnable(plan):
         raise Refused(f"Plan {plan} uses format {plan.format}, which {plan.source.engine} sources cannot produce.")
     if plan.is_export() and not plan.has_export_selection():
         raise Refused(f"Plan {plan} exports no table: pick tables or add a named set to it first.")
+    if plan.format == BASE_BACKUP_FORMAT:
+        from pitr.basebackups import protection_problem
+
+        if problem := protection_problem(plan.source):
+            raise Refused(problem)
     if plan.backups.active().exists():
         raise Refused(f"A backup of plan {plan} is already queued or running.")
 
@@ -264,6 +269,10 @@ def open_dump(source, fmt, plan=None):
                           tmp_dir=exports.spool_dir())
     if source.engine == "sqlite":
         return dumpers.SqliteDump(source.sqlite_path)
+    if fmt == BASE_BACKUP_FORMAT:
+        from catalog.engine.basebackup import BaseBackupDump
+
+        return BaseBackupDump(source.conninfo(), pg_basebackup=settings.PG_BASEBACKUP)
     return dumpers.PostgresDump(source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP)
 
 
@@ -347,6 +356,10 @@ def run_backup(backup_id):
         return finish_backup(backup, copies, Backup.FAILED, f"Unexpected error ({type(exc).__name__}); see the worker log.")
     write_manifests(backup, copies, encryption)
     durable = [copy for copy in copies if copy.status == Copy.DURABLE]
+    if durable and backup.is_base_backup():
+        from pitr.basebackups import record_wal_bounds
+
+        record_wal_bounds(backup, backup.wal)
     if len(durable) == len(copies):
         return finish_backup(backup, copies, Backup.SUCCEEDED, "")
     failed = "; ".join(f"{copy.destination}: {copy.error}" for copy in copies if copy.status != Copy.DURABLE)
@@ -395,10 +408,14 @@ def stream_backup(backup, copies):
         backup.export_manifest = dump.export_manifest  # goes into the manifest beside each copy
         tables = ", ".join(f"{t.qualified} (where {t.where})" if t.where else t.qualified for t in dump.tables)
         backup.append_log(f"Exported as {backup.get_format_display()}: {tables}")
+    if backup.is_base_backup():
+        backup.wal = dump.wal  # the WAL it needs: recorded by pitr, and in the manifest
+        contents = "physical base backup of the whole cluster"
+    else:
+        contents = f"{len(backup.table_counts)} tables, {sum(backup.table_counts.values())} rows in the snapshot"
     backup.append_log(
         f"Read {size_text(result.raw_bytes)} from {backup.source.get_engine_display()} {backup.server_version} "
-        f"({len(backup.table_counts)} tables, {sum(backup.table_counts.values())} rows in the snapshot); "
-        f"stored {size_text(result.stored_bytes)}, SHA-256 {result.sha256[:16]}…"
+        f"({contents}); stored {size_text(result.stored_bytes)}, SHA-256 {result.sha256[:16]}…"
     )
     for copy in copies:
         if copy.pk in result.errors:
@@ -468,6 +485,11 @@ def backup_manifest(backup, copy, encryption):
         # Each table's columns and types, rows and member SHA-256: what
         # load_export needs to recreate the tables, and no secret.
         fields["export"] = getattr(backup, "export_manifest", None)
+    if backup.is_base_backup():
+        # What a restore without Strongroom needs to know: the WAL to replay.
+        wal = getattr(backup, "wal", {})
+        fields["wal"] = {name: wal.get(name) for name in
+                         ("timeline", "start_lsn", "end_lsn", "start_segment", "end_segment", "segment_size")}
     fields["manifest_key_id"] = key_id
     return manifest.sign_manifest(fields, derive_manifest_key(master))
 

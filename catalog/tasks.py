@@ -34,6 +34,14 @@ def send_alert_notifications(alert_id, event, quiet=False):
     return notify.send_for_alert(alert_id, event, quiet=quiet)
 
 
+def run_pitr_restore(job_id):
+    # The pitr app builds on the catalog, so it is imported here, not at the top.
+    from pitr.restores import run_pitr_restore
+
+    job = run_pitr_restore(job_id)
+    return job.status if job else "not claimed"
+
+
 def run_scheduled_plan(plan_id):
     backup = services.run_scheduled_plan(plan_id)
     return backup.status if backup else "skipped"
@@ -48,7 +56,9 @@ def tick():
         "queued_verifications": verification.queue_due_verifications(),
         "redispatched": verification.redispatch_waiting(),
         "swept_restores": sweep_stale_restores(),
+        "swept_pitr_restores": sweep_stale_pitr_restores(),
         "drills": run_drill_checks(),
+        "base_backups_wal_complete": mark_base_backups_wal(),
         "monitoring": monitor.periodic_checks(),  # after the sweeps, so dead jobs count as failed
     }
 
@@ -58,6 +68,13 @@ def sweep_stale_restores():
     from restore.services import sweep_stale_restores
 
     return sweep_stale_restores()
+
+
+def sweep_stale_pitr_restores():
+    # Quietly: a restored server that will not stop must not stop the rest of the tick.
+    from pitr.restores import sweep_stale_pitr_restores
+
+    return monitor.quietly(sweep_stale_pitr_restores, savepoint=False)()
 
 
 def run_drill_checks():
@@ -72,4 +89,23 @@ def run_drill_checks():
 def prune_nightly():
     """Applies every plan's retention rule, also for plans that stopped running."""
     reports = lifecycle.prune_all("retention")
-    return {plan_id: report.summary() for plan_id, report in reports.items()}
+    result = {plan_id: report.summary() for plan_id, report in reports.items()}
+    wal = prune_wal()
+    if wal:  # {source id: segments pruned}, only when some source has continuous protection
+        result["wal"] = wal
+    return result
+
+
+def mark_base_backups_wal():
+    # A base backup may finish after the last WAL it needs was stored: check here too.
+    from pitr.wal import mark_all_base_backups_wal
+
+    return monitor.quietly(mark_all_base_backups_wal, savepoint=False)()
+
+
+def prune_wal():
+    # The pitr app builds on the catalog, so it is imported here, not at the top.
+    from pitr.wal import prune_all_wal
+
+    # Quietly: a WAL destination that cannot be reached must not undo the plans' pruning.
+    return monitor.quietly(prune_all_wal, savepoint=False)()

@@ -49,6 +49,8 @@ def check_verifiable(backup):
 def create_verification(actor, backup, kind, trigger="manual", enqueue_it=True):
     """Queues a verification; with enqueue_it=False the caller runs it itself."""
     check_verifiable(backup)
+    if kind == RESTORE and backup.is_base_backup():
+        raise Refused(BASE_BACKUP_RESTORE_TEST)
     with transaction.atomic():
         if backup.verifications.filter(kind=kind, status__in=Verification.ACTIVE_STATUSES).exists():
             label = dict(Verification.KIND_CHOICES)[kind].lower()
@@ -249,8 +251,15 @@ def manifest_problems(storage, copy, backup):
 # --- restore test -------------------------------------------------------------
 
 
+# pg_restore cannot read a data directory: recovering one needs its WAL.
+BASE_BACKUP_RESTORE_TEST = ("A physical base backup is test-restored by the “Verify PITR” drill, which recovers it "
+                            "with its WAL into a scratch directory; its checksum can be verified here.")
+
+
 def run_restore_test(verification, cancel_event):
     backup = verification.backup
+    if backup.is_base_backup():
+        raise EngineError(BASE_BACKUP_RESTORE_TEST)
     copies = backup.readable_copies()
     if not copies:
         raise EngineError("This backup has no stored copy left to restore from.")

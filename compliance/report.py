@@ -128,7 +128,7 @@ def period_backups(sources, window):
     dicts: one query shared by the first three sections."""
     checksummed = Verification.objects.filter(backup=OuterRef("pk"), kind=Verification.CHECKSUM,
                                               status=Verification.PASSED)
-    rows = (Backup.objects.filter(source__in=sources, status=Backup.SUCCEEDED)
+    rows = (Backup.objects.filter(source__in=sources).good()
             .filter(Q(**window.filter("created_at")) | Q(**window.filter("finished_at")))
             .annotate(snapshot=Coalesce("started_at", "created_at"), checksummed=Exists(checksummed))
             .values("pk", "source_id", "created_at", "snapshot", "finished_at", "checksummed"))
@@ -229,7 +229,7 @@ def first_plan_created(source):
 
 def newest_snapshot_before(sources, moment):
     """{source id: when the newest good backup taken before `moment` was taken}."""
-    newest = Backup.objects.filter(source=OuterRef("pk"), status=Backup.SUCCEEDED)
+    newest = Backup.objects.filter(source=OuterRef("pk")).good()
     newest = newest.annotate(snapshot=Coalesce("started_at", "created_at")).filter(snapshot__lt=moment)
     newest = newest.order_by("-snapshot")
     rows = Source.objects.filter(pk__in=[s.pk for s in sources]).annotate(

@@ -56,7 +56,7 @@ class KindStatus:
 
 
 def first_good_at(source):
-    first = source.backups.filter(status=Backup.SUCCEEDED).order_by("finished_at").values_list("finished_at", flat=True)
+    first = source.backups.good().order_by("finished_at").values_list("finished_at", flat=True)
     return first.first()
 
 
@@ -83,4 +83,4 @@ def statuses_of(source):
 
 
 def sources_with_backups():
-    return Source.objects.filter(backups__status=Backup.SUCCEEDED).distinct()
+    return Source.objects.filter(pk__in=Backup.objects.good().values("source_id"))

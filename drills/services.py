@@ -21,7 +21,7 @@ from catalog import audit, queues, verification
 from catalog.alerts import hooks
 from catalog.engine import restorers
 from catalog.engine.errors import EngineError
-from catalog.models import Backup, Copy, Source, Verification
+from catalog.models import BASE_BACKUP_FORMAT, Copy, Source, Verification
 from catalog.services import Refused
 from catalog.text import duration_text
 from drills import schedule as drill_schedule
@@ -87,8 +87,10 @@ def record_manual_drill(actor, source, *, kind, performed_at, minutes, passed, n
 
 
 def latest_good_backup(source):
-    """The newest succeeded backup that still has a durable copy to read."""
-    backups = source.backups.filter(status=Backup.SUCCEEDED, copies__status=Copy.DURABLE).distinct()
+    """The newest succeeded backup that still has a durable copy to read.
+    A physical base backup is drilled by "Verify PITR" (pitr), not here."""
+    backups = (source.backups.good().exclude(format=BASE_BACKUP_FORMAT)
+               .filter(copies__status=Copy.DURABLE).distinct())
     return backups.order_by("-finished_at").first()
 
 

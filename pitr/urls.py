@@ -1,3 +1,19 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns = []
+from pitr import restore_views, views
+
+urlpatterns = [
+    # Continuous protection (pitr/views.py)
+    path("sources/<int:pk>/protection/", views.protection_panel, name="pitr_protection"),
+    path("sources/<int:pk>/protection/enable/", views.protection_enable, name="pitr_protection_enable"),
+    path("sources/<int:pk>/protection/disable/", views.protection_disable, name="pitr_protection_disable"),
+    # Point-in-time restores and the "Verify PITR" drill (pitr/restore_views.py)
+    path("sources/<int:pk>/restore/", restore_views.restore_start, name="pitr_restore_start"),
+    path("sources/<int:pk>/restore/plan/", restore_views.restore_plan, name="pitr_restore_plan"),
+    path("sources/<int:pk>/drill/", restore_views.drill_start, name="pitr_drill_start"),
+    path("restores/", restore_views.restore_list, name="pitr_restore_list"),
+    path("restores/<int:pk>/", restore_views.restore_detail, name="pitr_restore_detail"),
+    path("restores/<int:pk>/progress/", restore_views.restore_progress, name="pitr_restore_progress"),
+    path("restores/<int:pk>/cancel/", restore_views.restore_cancel, name="pitr_restore_cancel"),
+    path("restores/<int:pk>/stop-server/", restore_views.restore_stop_server, name="pitr_restore_stop_server"),
+]

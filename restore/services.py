@@ -63,6 +63,9 @@ def existing_database(source):
 def check_request(backup, target, database, tables, mode, confirmed_name, server=RestoreJob.SOURCE_SERVER):
     if backup.status not in Backup.WITH_DATA or backup.is_pruned():
         raise Refused("This backup has no stored copy to restore from.")
+    if backup.is_base_backup():
+        raise Refused("This is a physical base backup: restore it to a point in time with the point-in-time "
+                      "restore, which replays its WAL.")
     if not backup.copies.filter(status=Copy.DURABLE).exists():
         raise Refused("This backup has no stored copy to restore from.")
     unknown = sorted(set(tables) - set(backup.table_counts))

@@ -12,7 +12,7 @@ from catalog import audit, keyring
 from catalog.decorators import operator_required, viewer_required
 from catalog.engine.compression import FORMAT_EXTENSIONS
 from catalog.engine.pipeline import restore_stream
-from catalog.models import Backup, Source
+from catalog.models import BASE_BACKUP_FORMAT, Backup, Source
 from catalog.services import Refused
 from catalog.views import job_progress, page_of
 from restore import services
@@ -86,8 +86,9 @@ def step_what(request):
 def backups_of(source):
     if source is None:
         return []
+    # A physical base backup is restored by the point-in-time path, not here.
     return (Backup.objects.filter(source=source, status__in=Backup.WITH_DATA, pruned_at__isnull=True)
-            .prefetch_related("verifications").order_by("-created_at")[:50])
+            .exclude(format=BASE_BACKUP_FORMAT).prefetch_related("verifications").order_by("-created_at")[:50])
 
 
 @operator_required

@@ -20,3 +20,11 @@ Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405 — tasks run inline unles
 # One test database per run, so two checkouts (or CI and a developer) can
 # run the suite against the same server at once.
 DATABASES["default"]["TEST"] = {"NAME": f"test_strongroom_{os.getpid()}"}  # noqa: F405
+
+# Continuous WAL protection runs Debian's pg_receivewal directly (not through pg_wrapper).
+PG_RECEIVEWAL = pg.pg_bin("pg_receivewal")
+
+# Point-in-time restores: the restored cluster runs as the same non-root user
+# as the tests' own clusters (tests/harness/pg.py).
+PG_CTL = pg.pg_bin("pg_ctl")
+PITR_OS_USER = "postgres" if os.geteuid() == 0 else PITR_OS_USER  # noqa: F405

@@ -20,6 +20,7 @@ from catalog.alerts.models import Alert, Channel
 from catalog.api import tokens
 from catalog.models import AuditEvent, Backup, BackupPlan, Copy, Destination, Key, KeyRotation, Source, Verification
 from drills.models import Drill, DrillSchedule
+from pitr.models import PitrRestore
 from restore.models import RestoreJob
 
 # The admin guards its own pages (staff only, its own login); auditors are not
@@ -44,11 +45,16 @@ AUDITOR_GET = {
     "restore_step": (403, "the restore wizard: administrators only"),
     "restore_backup_choices": (403, "the restore wizard: administrators only"),
     "login": (302, "a logged-in user is sent on to the dashboard"),
+    "pitr_restore_start": (403, "the point-in-time restore form: administrators only"),
+    "pitr_restore_plan": (403, "the point-in-time restore form's plan: administrators only"),
+    "pitr_drill_start": (403, "starts a PITR drill (POST only): administrators only"),
+    "pitr_restore_stop_server": (403, "stops a restored server (POST only): administrators only"),
 }
 # Names that say the URL changes something (or opens a form to): an auditor's
 # GET of it may answer 403 (the form is for administrators) or 405 (POST only).
 WRITE_WORDS = {"new", "edit", "delete", "test", "run", "cancel", "pin", "unpin", "verify", "scan", "remove", "revoke",
-               "rotate", "destroy", "resume", "record", "schedule", "download", "prune", "preview", "tables"}
+               "rotate", "destroy", "resume", "record", "schedule", "download", "prune", "preview", "tables",
+               "enable", "disable"}
 
 
 @dataclass
@@ -75,6 +81,7 @@ def world(db, tmp_path, admin_user):
     channel = Channel.objects.create(name="Walk mail", kind=Channel.EMAIL, email_to="oncall@example.org",
                                      events=["source_health"])
     token, _ = tokens.create_token("test", "Walk CI", ["read"], None)
+    pitr_restore = PitrRestore.objects.create(source=source, target_kind="latest", status="failed")
     drill = Drill.objects.create(source=source, kind=Drill.FULL, how=Drill.MANUAL, status=Drill.PASSED, seconds=60)
     DrillSchedule.objects.create(source=source)
     keyring.active_key()
@@ -83,7 +90,7 @@ def world(db, tmp_path, admin_user):
                                           status="succeeded")
     return {"source": source, "destination": destination, "plan": plan, "backup": backup, "copy": copy,
             "verification": verification, "restore": restore, "alert": alert, "channel": channel, "token": token,
-            "drill": drill, "key": retired, "key_rotation": rotation,
+            "drill": drill, "pitr_restore": pitr_restore, "key": retired, "key_rotation": rotation,
             "audit": audit.record("test", "walk.prepare", source)}
 
 
@@ -92,6 +99,7 @@ PK_BY_PREFIX = {
     "source": "source", "destination": "destination", "plan": "plan", "backup": "backup", "api_backup": "backup",
     "copy": "copy", "verification": "verification", "restore": "restore", "alert": "alert", "channel": "channel",
     "token": "token", "drill": "drill", "key_rotation": "key_rotation", "key": "key", "audit": "audit",
+    "pitr_restore": "pitr_restore",
 }
 # (URL name, parameter): what fills it, when the name alone would mislead.
 FILL_BY_NAME = {
@@ -102,6 +110,14 @@ FILL_BY_NAME = {
     ("drill_record", "pk"): lambda w: w["source"].pk,
     ("drill_run", "pk"): lambda w: w["source"].pk,
     ("drill_run", "kind"): lambda w: Drill.FULL,
+    ("pitr_restore_start", "pk"): lambda w: w["source"].pk,
+    ("pitr_restore_plan", "pk"): lambda w: w["source"].pk,
+    ("pitr_drill_start", "pk"): lambda w: w["source"].pk,
+    ("pitr_protection", "pk"): lambda w: w["source"].pk,
+    ("pitr_protection_enable", "pk"): lambda w: w["source"].pk,
+    ("pitr_protection_disable", "pk"): lambda w: w["source"].pk,
+    ("pitr_wal_push", "pk"): lambda w: w["source"].pk,
+    ("pitr_wal_push", "name"): lambda w: "000000010000000000000001",
 }
 
 

@@ -34,7 +34,8 @@ def refresh_source(source, now=None):
         # the same transition.
         source = Source.objects.select_for_update().get(pk=source.pk)
         plans = [plan for plan in source.plans.all() if plan.enabled]
-        good = source.backups.filter(status=Backup.SUCCEEDED).order_by("-created_at").first()
+        # good(): a base backup still waiting for its WAL is not good yet.
+        good = source.backups.good().order_by("-created_at").first()
         latest = source.backups.filter(status__in=FINISHED).select_related("plan").order_by("-created_at", "-pk").first()
         source.last_good_at = good.created_at if good else None
         source.last_run_failed = latest is not None and latest.status == Backup.FAILED

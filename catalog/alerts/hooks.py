@@ -85,4 +85,5 @@ def periodic_checks(now=None):
         "stuck": quietly(conditions.check_stuck_jobs, savepoint=False)(now),
         "drills_overdue": quietly(conditions.check_overdue_drills, savepoint=False)(now),
         "key_rotation_due": quietly(conditions.check_key_rotation, savepoint=False)(now),
+        "wal": quietly(conditions.check_wal_protection, savepoint=False)(now),
     }

@@ -44,7 +44,7 @@ class CatalogCollector:
         yield from self.alert_metrics()
 
     def plan_metrics(self):
-        last_good = Backup.objects.filter(plan=OuterRef("pk"), status=Backup.SUCCEEDED).order_by("-finished_at", "-pk")
+        last_good = Backup.objects.good().filter(plan=OuterRef("pk")).order_by("-finished_at", "-pk")
         plans = list(BackupPlan.objects.select_related("source").annotate(
             last_good_id=Subquery(last_good.values("pk")[:1])))
         backups = Backup.objects.in_bulk([p.last_good_id for p in plans if p.last_good_id])

@@ -104,7 +104,7 @@ def detect_compression(first_bytes):
     return "none"
 
 
-FORMAT_EXTENSIONS = {"custom": "dump", "plain": "sql", "tar": "tar", "sqlite": "sqlite"}
+FORMAT_EXTENSIONS = {"custom": "dump", "plain": "sql", "tar": "tar", "sqlite": "sqlite", "basebackup": "tar"}
 COMPRESSION_EXTENSIONS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 
 

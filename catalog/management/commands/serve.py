@@ -1,5 +1,5 @@
-"""Runs the web server and the two django-q2 clusters (work and monitoring)
-together; Ctrl-C stops them all."""
+"""Runs the web server, the two django-q2 clusters (work and monitoring) and
+the WAL receiver supervisor together; Ctrl-C stops them all."""
 
 import os
 import signal
@@ -27,6 +27,8 @@ class Command(BaseCommand):
             # The tick and alerts have a worker of their own (catalog/queues.py).
             subprocess.Popen(manage + ["qcluster"], env=monitor_env),
             subprocess.Popen(manage + ["runserver", bind, "--noreload"]),
+            # pg_receivewal for every source under streaming continuous protection (pitr/receiver.py).
+            subprocess.Popen(manage + ["wal_receiver"]),
         ]
         self.stdout.write(self.style.SUCCESS(f"Strongroom is starting on http://{bind}/ (Ctrl-C stops it)"))
         stopping = False
