@@ -13,5 +13,5 @@ urlpatterns = [
     path("openapi.json", views.openapi_resource, name="api_openapi"),
     # archive_command pushes of continuous protection (pitr/views.py)
     path("sources/<int:pk>/wal/<str:name>", pitr_views.wal_push_resource, name="pitr_wal_push"),
-    re_path(r"^.*$", views.not_found),
+    re_path(r"^[\s\S]*$", views.not_found),  # [\s\S]: a path may hold a line break, which "." misses
 ]

@@ -189,7 +189,7 @@ def test_it_shows_a_backup_with_its_copies(client, reader, tmp_path):
 
 def test_it_answers_404_in_json(client, reader):
     for url in ("/api/v1/backups/999999", "/api/v1/backups/99999999999999999999999", "/api/v1/nothing/here",
-                "/api/v1/backups/abc"):
+                "/api/v1/backups/abc", "/api/v1/backups/%C2%AAN%0A/verify"):  # a line break: found by schemathesis
         response = client.get(url, headers=reader)
         assert response.status_code == 404, url
         assert response.json()["error"]
