@@ -14,10 +14,8 @@ reaches pg_basebackup through PGPASSWORD, never its arguments.
 """
 
 import re
-import signal
 import subprocess
 import tempfile
-import threading
 
 import psycopg
 
@@ -232,21 +230,10 @@ class BaseBackupDump(Dump):
         """Stops pg_basebackup; safe from another thread."""
         self._cancelled.set()
         with self._lock:
-            if self._process is not None and self._process.poll() is None:
-                self._process.send_signal(signal.SIGTERM)
-                threading.Timer(5, self._kill_if_alive).start()
-
-    def _kill_if_alive(self):
-        if self._process.poll() is None:
-            self._process.kill()
+            self._terminate_process()
 
     def close(self):
-        if self._process is not None:
-            if self._process.poll() is None:
-                self._process.kill()
-            self._process.wait()
-            self._process.stdout.close()
-            self._stderr.close()
+        self._close_process()
 
 
 def switch_wal(conninfo):

@@ -169,14 +169,39 @@ class Dump:
         if self._cancelled.is_set():
             raise Cancelled("Cancelled by request")
 
+    # A dump that streams a child process's stdout (pg_dump, pg_basebackup)
+    # keeps it in _process and its stderr in _stderr.
+    _process = None
+    _stderr = None
+
+    def _terminate_process(self):
+        """SIGTERM to the child, SIGKILL five seconds later if it is still
+        there; for cancel(), under _lock."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            threading.Timer(5, self._kill_if_alive).start()
+
+    def _kill_if_alive(self):
+        if self._process.poll() is None:
+            self._process.kill()
+
+    def _close_process(self):
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+            self._process.stdout.close()
+            self._stderr.close()
+
 
 class PostgresDump(Dump):
     """Iterates over pg_dump's output. Use as a context manager."""
 
-    def __init__(self, conninfo, fmt="custom", chunk_size=CHUNK_SIZE, pg_dump="pg_dump"):
+    def __init__(self, conninfo, fmt="custom", chunk_size=CHUNK_SIZE, pg_dump="pg_dump", compress=None):
         super().__init__()
         self.params = normalize_conninfo(conninfo)
         self.fmt = fmt
+        self.compress = compress  # pg_dump's own --compress; None keeps its default
         self.chunk_size = chunk_size
         self.pg_dump = pg_dump
         self.server_version = ""
@@ -209,6 +234,8 @@ class PostgresDump(Dump):
 
     def _spawn(self, snapshot):
         argv = [self.pg_dump, f"--snapshot={snapshot}", "--no-password", "--format=" + ("c" if self.fmt == "custom" else "p")]
+        if self.compress is not None:
+            argv.append(f"--compress={self.compress}")
         with self._lock:
             self.check_cancelled()
             self._stderr = tempfile.TemporaryFile()
@@ -246,21 +273,10 @@ class PostgresDump(Dump):
                     self._conn.cancel_safe(timeout=5)
                 except Exception:
                     pass
-            if self._process is not None and self._process.poll() is None:
-                self._process.send_signal(signal.SIGTERM)
-                threading.Timer(5, self._kill_if_alive).start()
-
-    def _kill_if_alive(self):
-        if self._process.poll() is None:
-            self._process.kill()
+            self._terminate_process()
 
     def close(self):
-        if self._process is not None:
-            if self._process.poll() is None:
-                self._process.kill()
-            self._process.wait()
-            self._process.stdout.close()
-            self._stderr.close()
+        self._close_process()
         if self._conn is not None:
             self._conn.close()
 
