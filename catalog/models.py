@@ -298,8 +298,9 @@ class Destination(SealedSecrets):
         usage = self.disk_usage()
         return usage.free if usage else None
 
-    def usage(self):
-        used, quota = self.used_bytes(), self.quota_bytes()
+    def usage(self, used=None):
+        """`used`: the bytes already summed for many destinations in one query."""
+        used, quota = (self.used_bytes() if used is None else used), self.quota_bytes()
         share = used / quota if quota else None
         return {
             "used": used,

@@ -259,7 +259,7 @@ def object_key_for(backup):
     return f"{slug}/{backup.started_at:%Y/%m/%d}/{slug}-{stamp}-{backup.pk}.{ext}"
 
 
-def open_dump(source, fmt, plan=None):
+def open_dump(source, fmt, plan=None, compression=None):
     if fmt in EXPORT_FORMATS:
         # Resolved now, against the live schema: a table a named set matches
         # since the last run is exported too.
@@ -273,7 +273,12 @@ def open_dump(source, fmt, plan=None):
         from catalog.engine.basebackup import BaseBackupDump
 
         return BaseBackupDump(source.conninfo(), pg_basebackup=settings.PG_BASEBACKUP)
-    return dumpers.PostgresDump(source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP)
+    # The pipeline compresses a custom-format dump itself (zstd or gzip), so
+    # pg_dump's default zlib level 6 on top cost most of a backup's CPU. Level 1,
+    # not 0: a restore spools the archive to disk for pg_restore -j, and an
+    # uncompressed archive made restores 1.6x slower (bench/RESULTS.md).
+    pg_compress = 1 if fmt == "custom" and compression not in (None, "none") else None
+    return dumpers.PostgresDump(source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP, compress=pg_compress)
 
 
 class JobWatch:
@@ -391,7 +396,7 @@ def stream_backup(backup, copies):
             mark_copy_failed(copy, str(exc))
     if not writers:
         raise StorageError("No destination could take this backup: " + "; ".join(c.error for c in copies))
-    dump = open_dump(backup.source, backup.format, backup.plan)
+    dump = open_dump(backup.source, backup.format, backup.plan, backup.compression)
     with ProgressReporter(backup.pk) as progress:
         result = run_pipeline(
             dump,

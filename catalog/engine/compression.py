@@ -28,7 +28,11 @@ class _Zstd:
         # threads=-1: one compression thread per core, so zstd is rarely the slowest stage.
         # write_checksum: the frame carries an xxhash of the content, so damage
         # inside unencrypted zstd is caught on decompression.
-        self._obj = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True).compressobj()
+        # job_size 1 MiB: zstd's default job size (4 × its window) kept some 75 MB of
+        # buffers across its threads; 1 MiB jobs keep it near 20 MB at the same speed
+        # (bench/RESULTS.md, the memory target).
+        params = zstandard.ZstdCompressionParameters.from_level(level, threads=-1, job_size=1 << 20, write_checksum=True)
+        self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
 
     def compress(self, data):
         return self._obj.compress(data)

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Max, OuterRef, Subquery
+from django.db.models import Count, F, Max, OuterRef, Subquery, Sum
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -28,6 +28,7 @@ from catalog.models import (
     Alert,
     Backup,
     BackupPlan,
+    Copy,
     Destination,
     Source,
     StatusChange,
@@ -96,11 +97,19 @@ def dashboard(request):
         "next_runs": next_scheduled_runs(sources, 8),
         "active": Backup.objects.active().select_related("source", "plan"),
         "recent": Backup.objects.select_related("source", "plan").defer("log", "table_counts")[:10],
-        "storage": [{"destination": d, "usage": d.usage()} for d in Destination.objects.all()],
+        "storage": storage_usage(),
         "has_destinations": Destination.objects.exists(),
         "has_plans": BackupPlan.objects.exists(),
     }
     return render(request, "catalog/dashboard.html", ctx)
+
+
+def storage_usage():
+    """Every destination's usage from one grouped sum over the copies, not
+    one scan of the copies per destination."""
+    used = dict(Copy.objects.filter(status=Copy.DURABLE).order_by().values_list("destination")
+                .annotate(total=Sum("size")).values_list("destination", "total"))
+    return [{"destination": d, "usage": d.usage(used.get(d.pk) or 0)} for d in Destination.objects.all()]
 
 
 HEALTH_STRIP_DAYS = 7  # how far back the dashboard draws each source's health
