@@ -34,7 +34,7 @@ PUBLIC = {"login": 200, "healthz": 200, "api_openapi": 200}
 # CSRF because no browser sends their credentials by itself.
 TOKEN_AUTHENTICATED_PREFIXES = ("/api/", "/metrics")
 # Where a pattern has no name (the API's JSON 404 for anything else), the path to walk.
-UNNAMED = {"api/v1/^.*$": "/api/v1/no-such-resource"}
+UNNAMED = {r"api/v1/^[\s\S]*$": "/api/v1/no-such-resource"}
 # Logging in and out is what an auditor may POST.
 AUDITOR_MAY_POST = {"login", "logout"}
 
