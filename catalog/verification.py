@@ -345,11 +345,9 @@ def restore_sqlite_copy(verification, backup, plain, cancel_event):
         else:
             restorers.restore_sqlite(plain, path, cancel_event)
         seconds = time.monotonic() - started
-        integrity, rows = restorers.sqlite_report(path)
+        integrity, rows = restorers.sqlite_report(path, qualified=backup.is_export())
     finally:
         os.unlink(path)
-    if backup.is_export():
-        rows = {f"main.{name}": count for name, count in rows.items()}  # as the export names them
     verification.restore_seconds = seconds
     verification.append_log(f"Restored to a scratch file in {seconds:.1f} s; integrity_check: {integrity}")
     return {"restore_seconds": round(seconds, 3), "rows": rows, "integrity_check": integrity, "scratch_dropped": True}

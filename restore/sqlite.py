@@ -133,11 +133,9 @@ def apply(job, directory, temp):
 
 def post_checks(job, directory):
     path = directory / job.target_database
-    integrity, found = restorers.sqlite_report(path)
+    integrity, rows = restorers.sqlite_report(path, qualified=job.backup.is_export())
     expected = job.backup.table_counts
     tables = job.tables or sorted(expected)
-    # An export names its tables "main.<name>", as the wizard shows them.
-    rows = {f"main.{name}": count for name, count in found.items()} if job.backup.is_export() else found
     job.report["row_counts"] = {t: {"backup": expected.get(t), "restored": rows.get(t)} for t in tables}
     wrong = [t for t in tables if rows.get(t) != expected.get(t)]
     if integrity != "ok" or wrong:

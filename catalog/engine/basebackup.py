@@ -140,8 +140,6 @@ class BaseBackupDump(Dump):
         self.segment_size = None
         self.wal = {}
         self._tar = TarWatcher()
-        self._process = None
-        self._stderr = None
 
     def start(self):
         """Checks the cluster can be backed up this way, then starts pg_basebackup."""

@@ -207,7 +207,6 @@ class PostgresDump(Dump):
         self.server_version = ""
         self.tool_version = ""
         self._conn = None
-        self._process = None
 
     def start(self):
         """Opens the snapshot, counts rows in it, and starts pg_dump on it."""

@@ -246,13 +246,15 @@ def restore_sqlite(plain_chunks, path, cancel_event=None):
             handle.write(chunk)
 
 
-def sqlite_report(path):
-    """(integrity_check answer, rows per table) of a restored SQLite file."""
+def sqlite_report(path, qualified=False):
+    """(integrity_check answer, rows per table) of a restored SQLite file;
+    qualified: tables named "main.<name>", as an export names them."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         integrity = "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check").fetchall())
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
-        rows = {name: conn.execute(f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0]
+        prefix = "main." if qualified else ""
+        rows = {prefix + name: conn.execute(f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0]
                 for name in tables}
     except sqlite3.DatabaseError as exc:
         return f"not a database: {exc}", {}

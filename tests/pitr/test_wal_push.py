@@ -10,17 +10,9 @@ from catalog.api import tokens
 from pitr import wal
 from pitr.models import ContinuousProtection, WalSegment
 from tests.catalog.helpers import local_destination
-from tests.pitr.wal_helpers import cluster_source, execute, wal_cluster
+from tests.pitr.wal_helpers import cluster_source, execute
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def cluster(settings, tmp_path):
-    settings.WAL_SPOOL_DIR = tmp_path / "spool"
-    cluster = wal_cluster()
-    yield cluster
-    cluster.stop()
 
 
 def curl_push(live_server, source, path, header_file):

@@ -17,18 +17,10 @@ from pitr import wal
 from pitr.models import ContinuousProtection, WalCopy, WalSegment
 from tests.catalog.helpers import local_destination, log_in, s3_destination
 from tests.pitr.wal_helpers import (
-    cluster_source, execute, running_supervisor, stored, stored_wal_containing, wait_for, wal_cluster, write_wal,
+    cluster_source, execute, running_supervisor, stored, stored_wal_containing, wait_for, write_wal,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture
-def cluster(settings, tmp_path):
-    settings.WAL_SPOOL_DIR = tmp_path / "spool"
-    cluster = wal_cluster()
-    yield cluster
-    cluster.stop()
 
 
 def protect(cluster, destinations):
