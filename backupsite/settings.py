@@ -6,6 +6,7 @@ generated into the key directory on first start.
 """
 
 import getpass
+from datetime import timedelta
 from pathlib import Path
 
 from croniter import croniter
@@ -42,6 +43,8 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "django_q",
+    "csp",
+    "axes",
     "catalog",
     "restore",
     "drills",
@@ -51,6 +54,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -62,6 +66,8 @@ MIDDLEWARE = [
     "catalog.middleware.LoginRequiredEverywhere",
     "catalog.middleware.ReadOnlyForViewers",
     "catalog.middleware.AuditRequestIP",
+    # Last, as django-axes asks: it turns a lockout into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "backupsite.urls"
@@ -116,6 +122,76 @@ WHITENOISE_USE_FINDERS = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# --- Security ----------------------------------------------------------------
+# A session ends SESSION_COOKIE_AGE after sign-in, however active it is: the
+# pages poll with htmx every second, so a sliding expiry would never end an
+# unattended session. SESSION_EXPIRE_AT_BROWSER_CLOSE ends it sooner too.
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600, minimum=60)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = env_bool("SESSION_EXPIRE_AT_BROWSER_CLOSE", False)
+SESSION_SAVE_EVERY_REQUEST = False
+
+# Served over TLS (SECURE_COOKIES on): plain http is redirected and browsers
+# are told to use https only for a year. Behind a proxy that terminates TLS,
+# SECURE_PROXY_SSL_HEADER names the header it sets to "https" (such as
+# X-Forwarded-Proto); only set it when the proxy always overwrites that header,
+# or a client could claim https itself.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", SESSION_COOKIE_SECURE)
+# Load balancers probe the health check over plain http.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if SESSION_COOKIE_SECURE else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if env("SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + env("SECURE_PROXY_SSL_HEADER").strip().upper().replace("-", "_"), "https")
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+SILENCED_SYSTEM_CHECKS = [
+    # "HSTS preload not set": preloading is decided for a whole registered
+    # domain by its owners and submitted to the browser makers, not by one
+    # application on one of its hosts. SECURE_HSTS_PRELOAD sets it when they have.
+    "security.W021",
+]
+
+# No inline script anywhere (static/js/strongroom.js handles data-confirm and
+# the like; htmx runs with allowEval off, see base.html), so an injected
+# <script> or on*= attribute does not run. Style attributes stay allowed
+# (style-src-attr): the templates size bars and grids with them, and they
+# cannot run code or select elements; <style> elements are not.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    },
+}
+
+# Sign-in attempts (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords
+# for one user name from one address, that pair is refused (429) for
+# LOGIN_COOLOFF_MINUTES; other users and addresses are not affected. The
+# client address is REMOTE_ADDR, as for the audit trail (catalog/middleware.py).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Attempts refused during a lockout do not start the cool-off again: the page
+# promises "try again in 15 minutes", and a user who tries early is not
+# punished with another 15.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Lockouts are audited (catalog/lockouts.py); axes's banner on every start is noise.
+AXES_VERBOSE = False
 
 # Backups can run for hours. django-q2 re-delivers a task after `retry`
 # seconds, so it must be longer than `timeout`; a failed task is recorded and
@@ -178,6 +254,12 @@ if PITR_OS_USER == "root":
     PITR_OS_USER = "postgres"
 # How long a point-in-time restore may take to replay its WAL and promote.
 PITR_RECOVERY_TIMEOUT = env_int("PITR_RECOVERY_TIMEOUT", 6 * 3600, minimum=60)
+# Local destinations must lie inside one of these directories (checked with
+# `..` and symlinks resolved, on save and on every read and write), so a form
+# cannot point a backup or a download at the keys or any other file of the server.
+LOCAL_DESTINATION_ROOTS = [
+    Path(root).resolve() for root in env_list("LOCAL_DESTINATION_ROOTS", [str(DATA_DIR / "backups")])
+]
 # Restores of custom-format dumps run `pg_restore -j` from a temporary file here.
 RESTORE_TMP_DIR = Path(env("RESTORE_TMP_DIR", str(DATA_DIR / "tmp"))).resolve()
 RESTORE_JOBS = env_int("RESTORE_JOBS", 4, minimum=1)
@@ -186,6 +268,15 @@ RESTORE_JOBS = env_int("RESTORE_JOBS", 4, minimum=1)
 VERIFY_SERVER_URL = env("VERIFY_SERVER_URL", "")
 # Another server restores into new databases may go to (libpq URL); empty: none offered.
 RESTORE_SERVER_URL = env("RESTORE_SERVER_URL", "")
+
+# S3 destinations: each request waits this long to connect and for each read,
+# and a throttled (SlowDown, 503), failed (500) or reset request is tried up to
+# S3_MAX_ATTEMPTS times in all, with exponential backoff and jitter between
+# attempts; uploads go in parts of S3_PART_SIZE_MB (S3 needs at least 5).
+S3_MAX_ATTEMPTS = env_int("S3_MAX_ATTEMPTS", 5, minimum=1)
+S3_CONNECT_TIMEOUT = env_int("S3_CONNECT_TIMEOUT", 10, minimum=1)
+S3_READ_TIMEOUT = env_int("S3_READ_TIMEOUT", 60, minimum=1)
+S3_PART_SIZE_MB = env_int("S3_PART_SIZE_MB", 8, minimum=5)
 
 # Monitoring. The base URL makes links in alerts absolute.
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")

@@ -163,23 +163,48 @@ def prune_backup(actor, backup_id, reason, now):
         if locked:
             until = max(c.locked_until for c in locked)
             return "waiting", f"Object Lock until {until:%Y-%m-%d %H:%M}"
-        failures = []
-        for copy in copies:
-            error = delete_copy_objects(copy)
-            if error:
-                failures.append(error)
-                copy.error = error[:500]
-                copy.save(update_fields=["error"])
-                continue
-            copy.status, copy.pruned_at, copy.error = Copy.PRUNED, now, ""
-            copy.save(update_fields=["status", "pruned_at", "error"])
+    failures = []
+    for copy in copies:
+        error = prune_copy(actor, backup_id, copy, reason, now)
+        if error is None:
+            return "skipped", "pinned while it was being pruned"
+        if error:
+            failures.append(error)
+    with transaction.atomic():
+        backup = Backup.objects.select_for_update().get(pk=backup_id)
         if failures:
             audit.record(actor, "backup.prune_failed", backup, {"reason": reason, "errors": failures})
             return "errors", "; ".join(failures)
         backup.pruned_at, backup.prune_reason = now, reason[:300]
         backup.save(update_fields=["pruned_at", "prune_reason"])
-        audit.record(actor, "backup.prune", backup, {"reason": reason, "copies": [c.location_display() for c in copies]})
+        # Every copy, also those an interrupted earlier run already removed.
+        gone = [c.location_display() for c in backup.copies.select_related("destination").filter(status=Copy.PRUNED)]
+        audit.record(actor, "backup.prune", backup, {"reason": reason, "copies": gone})
     return "pruned", reason
+
+
+def prune_copy(actor, backup_id, copy, reason, now):
+    """Deletes one copy's objects and records it in one transaction of its
+    own, so that a worker killed mid-prune leaves every finished copy recorded.
+    The row is marked first and the transaction commits as soon as the objects
+    are gone: a crash before the deletion rolls the mark back, and only the
+    instant between deletion and commit can leave a row claiming a deleted copy,
+    which the next prune deletes again (deleting is idempotent).
+    Returns "" when pruned, an error in words, or None when the backup was
+    pinned meanwhile."""
+    with transaction.atomic():
+        backup = Backup.objects.select_for_update().get(pk=backup_id)
+        if backup.hold():
+            return None
+        Copy.objects.filter(pk=copy.pk).update(status=Copy.PRUNED, pruned_at=now, error="")
+        error = delete_copy_objects(copy)
+        if error:
+            transaction.set_rollback(True)
+        else:
+            audit.record(actor, "backup.prune_copy", backup, {"reason": reason, "copy": copy.location_display()})
+    if error:
+        Copy.objects.filter(pk=copy.pk).update(error=error[:500])
+    return error
 
 
 def delete_copy_objects(copy):

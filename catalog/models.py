@@ -262,7 +262,7 @@ class Destination(SealedSecrets):
 
         secrets = self.secrets(secrets)
         if self.kind == "local":
-            return LocalStorage(self.path)
+            return LocalStorage(self.path, allowed_roots=settings.LOCAL_DESTINATION_ROOTS)
         return S3Storage(
             bucket=self.bucket,
             prefix=self.prefix,
@@ -271,6 +271,10 @@ class Destination(SealedSecrets):
             access_key_id=self.access_key_id or None,
             secret_access_key=secrets.get("secret_access_key"),
             lock_mode=self.lock_mode if self.immutable_days else None,
+            max_attempts=settings.S3_MAX_ATTEMPTS,
+            connect_timeout=settings.S3_CONNECT_TIMEOUT,
+            read_timeout=settings.S3_READ_TIMEOUT,
+            part_size=settings.S3_PART_SIZE_MB << 20,
         )
 
     QUOTA_WARNING = 0.8  # share of the quota at which the dashboard warns

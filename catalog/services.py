@@ -13,7 +13,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -172,6 +172,10 @@ def check_runnable(plan):
 
 @transaction.atomic
 def create_backup(actor, plan, label="", trigger="manual"):
+    # Two triggers at once (a double click, the API and a cron slot) would both
+    # find the plan idle: locking its row makes the second wait for the first
+    # to commit, and then see its backup as active.
+    type(plan).objects.select_for_update().get(pk=plan.pk)
     check_runnable(plan)
     backup = Backup.objects.create(
         source=plan.source,
@@ -311,11 +315,18 @@ class JobWatch:
         last_beat = 0.0
         try:
             while not self._stop.wait(0.25):
-                if time.monotonic() - last_beat >= 1.0:
-                    rows.update(heartbeat_at=timezone.now(), **self.progress())
-                    last_beat = time.monotonic()
-                if rows.filter(cancel_requested=True).exists():
-                    self.cancel_event.set()
+                try:
+                    if time.monotonic() - last_beat >= 1.0:
+                        rows.update(heartbeat_at=timezone.now(), **self.progress())
+                        last_beat = time.monotonic()
+                    if rows.filter(cancel_requested=True).exists():
+                        self.cancel_event.set()
+                except DatabaseError as exc:
+                    # The metadata database restarted or is out of reach: the job
+                    # itself goes on, and so must its heartbeat once the database is
+                    # back, or the sweep would declare a live job dead.
+                    log.warning("Heartbeat of %s %s failed: %s", self.model.__name__, self.job_id, exc)
+                    close_old_connections()
         finally:
             connection.close()
 
@@ -359,6 +370,9 @@ def run_backup(backup_id):
     except Exception as exc:  # never leave a backup "running" behind
         log.exception("Backup %s failed unexpectedly", backup_id)
         return finish_backup(backup, copies, Backup.FAILED, f"Unexpected error ({type(exc).__name__}); see the worker log.")
+    # The dump may have taken hours: a connection the metadata database dropped
+    # meanwhile (a restart, a failover) is replaced before recording the outcome.
+    close_old_connections()
     write_manifests(backup, copies, encryption)
     durable = [copy for copy in copies if copy.status == Copy.DURABLE]
     if durable and backup.is_base_backup():
@@ -391,7 +405,8 @@ def stream_backup(backup, copies):
         copy.locked_until = copy.destination.lock_until(timezone.now())
         try:
             writer = copy.destination.storage().open_writer(copy.key, retain_until=copy.locked_until)
-            writers[copy.pk] = within_quota(backup, copy.destination, writer)
+            # Keyed by the destination's (unique) name: the pipeline's errors name it.
+            writers[copy.destination.name] = within_quota(backup, copy.destination, writer)
         except EngineError as exc:
             mark_copy_failed(copy, str(exc))
     if not writers:
@@ -423,10 +438,11 @@ def stream_backup(backup, copies):
         f"({contents}); stored {size_text(result.stored_bytes)}, SHA-256 {result.sha256[:16]}…"
     )
     for copy in copies:
-        if copy.pk in result.errors:
-            mark_copy_failed(copy, result.errors[copy.pk])
-        elif copy.pk in result.sizes:
-            copy.size, copy.sha256 = result.sizes[copy.pk], result.sha256
+        name = copy.destination.name
+        if name in result.errors:
+            mark_copy_failed(copy, result.errors[name])
+        elif name in result.sizes:
+            copy.size, copy.sha256 = result.sizes[name], result.sha256
     return encryption
 
 

@@ -13,6 +13,7 @@ from it after a restart.
 import atexit
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -51,6 +52,19 @@ def spool_dir(source_id):
     return Path(settings.WAL_SPOOL_DIR) / str(source_id)
 
 
+def spool_full(directory):
+    """Why pg_receivewal stopped when the spool's disk is full: it cannot
+    even write its own log then. "" while there is room."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return ""
+    if free >= 64 << 10:
+        return ""
+    return (f"Disk full on {directory}: pg_receivewal cannot write the WAL spool; free some space "
+            "(the replication slot keeps the WAL on the source until then)")
+
+
 class Receiver:
     """One source's pg_receivewal and the state of its shipping."""
 
@@ -82,7 +96,8 @@ class Receiver:
             return
         if self.process is not None:  # it died
             code = self.process.returncode
-            error = walfiles.last_error_line(self.log_path) or f"pg_receivewal exited with code {code}"
+            error = (spool_full(self.directory) or walfiles.last_error_line(self.log_path)
+                     or f"pg_receivewal exited with code {code}")
             _children.discard(self.process)
             self.process = None
             self.failures += 1

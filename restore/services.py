@@ -5,6 +5,7 @@ or by swapping names (the whole database), so it is never half-restored."""
 
 import logging
 import re
+import shutil
 import time
 from datetime import timedelta
 
@@ -29,7 +30,7 @@ from restore.models import RestoreJob
 
 log = logging.getLogger(__name__)
 
-DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
+DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}\Z")  # \Z: "$" lets a final line break through
 
 
 # --- asking -------------------------------------------------------------------
@@ -144,6 +145,9 @@ class Steps:
         self.job = job
 
     def run(self, name, action):
+        # The step before may have taken hours: replace a connection the
+        # metadata database dropped meanwhile (a restart, a failover).
+        close_old_connections()
         # Between steps is where stopping is safe: the target is changed only inside "apply".
         if RestoreJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
             raise Cancelled(f"Cancelled by request before “{name}”; the target was not changed by it.")
@@ -184,8 +188,10 @@ def run_restore(job_id):
         status, job.summary = RestoreJob.SUCCEEDED, outcome_in_words(job)
     except Cancelled as exc:
         status, job.summary = RestoreJob.CANCELLED, str(exc)
-    except (EngineError, Refused, psycopg.Error) as exc:
+    except (EngineError, Refused) as exc:
         status, job.summary = RestoreJob.FAILED, str(exc)
+    except psycopg.Error as exc:
+        status, job.summary = RestoreJob.FAILED, describe_database_error(job, exc)
     except Exception as exc:
         log.exception("Restore %s failed unexpectedly", job_id)
         status, job.summary = RestoreJob.FAILED, f"Unexpected error ({type(exc).__name__}); see the worker log."
@@ -194,6 +200,16 @@ def run_restore(job_id):
     if rto:
         job.report["within_rto"] = job.report["total_seconds"] <= rto * 60
     return finish_restore(job, status)
+
+
+def describe_database_error(job, exc):
+    """The target server's error in one line of words, without its password
+    (psycopg quotes the server over several lines)."""
+    try:
+        server = target_server(job.source, job.server)
+    except Refused:
+        server = {}
+    return dumpers.describe_pg_error(exc, server)
 
 
 def finish_restore(job, status):
@@ -229,6 +245,13 @@ def carry_out(job, steps):
     finally:
         if not keep_scratch:
             restorers.ScratchDatabase(server, scratch_name).drop()
+        shutil.rmtree(spool_dir(job), ignore_errors=True)
+
+
+def spool_dir(job):
+    """Where this job's pg_restore -j reads the dump from: a directory of its
+    own, so that the sweep can remove what a killed worker left in it."""
+    return settings.RESTORE_TMP_DIR / f"restore-{job.pk}"
 
 
 def preflight(job, server):
@@ -280,7 +303,7 @@ def restore_to_scratch(job, server, name):
                 job.report["loaded"] = exports.load_into(plain, scratch.connection_params(), job.tables)
             elif backup.format == "custom":
                 restorers.restore_postgres_parallel(
-                    plain, scratch.connection_params(), settings.RESTORE_TMP_DIR, settings.RESTORE_JOBS,
+                    plain, scratch.connection_params(), spool_dir(job), settings.RESTORE_JOBS,
                     backup.raw_bytes, pg_restore=settings.PG_RESTORE, warnings=warnings,
                 )
             else:
@@ -387,6 +410,7 @@ def sweep_stale_restores(now=None):
                 restorers.ScratchDatabase(target_server(job.source, job.server), name).drop()
             except EngineError as exc:
                 log.warning("Could not drop scratch database %s: %s", name, exc)
+        shutil.rmtree(spool_dir(job), ignore_errors=True)  # the dump a killed pg_restore was reading
         with transaction.atomic():
             if RestoreJob.objects.filter(pk=job.pk, status=RestoreJob.RUNNING).update(
                 status=RestoreJob.FAILED, finished_at=now,

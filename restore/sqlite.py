@@ -19,7 +19,7 @@ from catalog.text import count_text, size_text
 from restore import engine
 from restore.models import RestoreJob
 
-FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
+FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}\Z")  # \Z: "$" lets a final line break through
 
 
 def existing_name(source):

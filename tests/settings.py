@@ -3,6 +3,7 @@ metadata database (worker threads and the live server share it)."""
 
 import os
 import tempfile
+from pathlib import Path
 
 from tests.harness import pg
 
@@ -28,3 +29,10 @@ PG_RECEIVEWAL = pg.pg_bin("pg_receivewal")
 # as the tests' own clusters (tests/harness/pg.py).
 PG_CTL = pg.pg_bin("pg_ctl")
 PITR_OS_USER = "postgres" if os.geteuid() == 0 else PITR_OS_USER  # noqa: F405
+
+# Tests keep their local destinations in pytest's tmp_path, under the system temp directory.
+LOCAL_DESTINATION_ROOTS = [Path(tempfile.gettempdir()).resolve()]
+
+# Sign-in rate limiting stays on (tests/hardening/test_login_limits.py), but
+# the test client's login() has no request for axes to count: let it through.
+AUTHENTICATION_BACKENDS = ["tests.harness.auth.AxesBackendForTestClient", *AUTHENTICATION_BACKENDS[1:]]  # noqa: F405

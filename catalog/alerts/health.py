@@ -31,8 +31,12 @@ def refresh_source(source, now=None):
     now = now or timezone.now()
     with transaction.atomic():
         # Locked, so that the tick and a finishing backup never both record
-        # the same transition.
-        source = Source.objects.select_for_update().get(pk=source.pk)
+        # the same transition. FOR NO KEY UPDATE, not FOR UPDATE: a transaction
+        # that inserts a row pointing at this source (a backup, a restore job)
+        # and writes its audit event checks that foreign key at commit, while
+        # holding the audit chain's lock that apply_health waits for; a FOR
+        # UPDATE here would deadlock with it.
+        source = Source.objects.select_for_update(no_key=True).get(pk=source.pk)
         plans = [plan for plan in source.plans.all() if plan.enabled]
         # good(): a base backup still waiting for its WAL is not good yet.
         good = source.backups.good().order_by("-created_at").first()
@@ -60,7 +64,7 @@ def check_deadlines(now=None):
     changed = []
     for pk in sorted(set(late) | set(down)):
         with transaction.atomic():
-            source = Source.objects.select_for_update().filter(pk=pk).first()
+            source = Source.objects.select_for_update(no_key=True).filter(pk=pk).first()  # see refresh_source
             if source is not None and apply_health(source, now):
                 changed.append(pk)
     return changed

@@ -86,6 +86,15 @@ def describe_pg_error(text, params):
         return f"Database {dbname} does not exist on {host}:{port}"
     if "role" in lowered and "does not exist" in lowered:
         return f"Role {user} does not exist on {host}:{port}"
+    # The server ended a connection that was working: libpq and pg_dump quote
+    # the server's own words, which do not say what to do about it.
+    if "terminating connection due to administrator command" in lowered:
+        return (f"The server at {host}:{port} closed the connection mid-way: an administrator terminated it, "
+                "or the server was shut down or restarted")
+    if "server closed the connection unexpectedly" in lowered or "terminating connection because of crash" in lowered:
+        return f"The server at {host}:{port} closed the connection unexpectedly: it restarted or crashed"
+    if "the database system is shutting down" in lowered or "the database system is starting up" in lowered:
+        return f"The server at {host}:{port} is restarting; try again once it is up"
     if "connection refused" in lowered:
         return f"Cannot reach the server at {host}:{port} (connection refused)"
     if "timeout expired" in lowered or "timed out" in lowered:

@@ -95,7 +95,8 @@ from catalog.engine.dumpers import (
     normalize_conninfo,
     redact,
 )
-from catalog.engine.errors import Cancelled, CorruptionError, EngineError, SourceError
+from catalog.engine.errors import Cancelled, CorruptionError, EngineError, SourceError, StorageError
+from catalog.engine.storage import describe_os_error
 
 EXPORT_FORMATS = {"jsonl": "JSON Lines", "csv": "CSV with header", "sql": "SQL INSERT statements"}
 ARCHIVE_VERSION = 1
@@ -533,6 +534,10 @@ class ExportDump(Dump):
         except (psycopg.Error, sqlite3.Error) as exc:
             self._drop_spool()
             self._raise_source_error(exc)
+        except OSError as exc:  # the spool's disk is full (or gone)
+            self._drop_spool()
+            where = f"{self.tmp_dir or tempfile.gettempdir()}, where the export spools each table"
+            raise StorageError(describe_os_error(exc, where)) from exc
         except BaseException:
             self._drop_spool()
             raise

@@ -8,6 +8,7 @@ for the dump's table of contents, so the restored schema can be compared with
 what the dump says it holds.
 """
 
+import errno
 import os
 import re
 import secrets
@@ -23,8 +24,12 @@ from psycopg import sql
 
 from catalog.engine.dumpers import COUNT_TABLES, connect, describe_pg_error, first_line, libpq_env
 from catalog.engine.errors import Cancelled, EngineError
+from catalog.engine.storage import describe_os_error
 
 SCRATCH_PREFIX = "strongroom_verify_"
+# A temporary file that cannot be written for lack of room: a failure in
+# words. Other OSErrors (a read of the stored copy, say) are not about it.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 # The schema objects compared between the table of contents and the restored
 # database. Child objects created by attaching partitions are not listed by
@@ -204,9 +209,15 @@ def restore_postgres_parallel(plain_chunks, params, directory, jobs, needed_byte
     check_free_disk(directory, needed_bytes)
     fd, path = tempfile.mkstemp(dir=directory, prefix="strongroom-restore-", suffix=".dump")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in plain_chunks:
-                handle.write(chunk)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in plain_chunks:
+                    handle.write(chunk)
+        except OSError as exc:  # the disk filled after the check above (another job, a log)
+            if exc.errno not in DISK_FULL:
+                raise
+            raise RestoreError(f"{describe_os_error(exc, directory)} while writing the temporary dump file; "
+                               "it was removed and nothing was restored") from exc
         argv = [pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
                 f"--jobs={jobs}", "--dbname", params["dbname"], path]
         done = subprocess.run(argv, env=libpq_env(params), capture_output=True, text=True)
@@ -239,11 +250,16 @@ def restored_counts(params):
 
 
 def restore_sqlite(plain_chunks, path, cancel_event=None):
-    with open(path, "wb") as handle:
-        for chunk in plain_chunks:
-            if cancel_event is not None and cancel_event.is_set():
-                raise Cancelled("Cancelled by request")
-            handle.write(chunk)
+    try:
+        with open(path, "wb") as handle:
+            for chunk in plain_chunks:
+                if cancel_event is not None and cancel_event.is_set():
+                    raise Cancelled("Cancelled by request")
+                handle.write(chunk)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        raise RestoreError(describe_os_error(exc, os.path.dirname(path))) from exc
 
 
 def sqlite_report(path, qualified=False):

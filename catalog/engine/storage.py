@@ -7,10 +7,12 @@ after completion. abort() removes whatever was written.
 """
 
 import errno
+import hashlib
 import os
 import queue
 import secrets
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 
@@ -31,6 +33,21 @@ def check_key(key):
     if path.is_absolute() or ".." in path.parts or not key:
         raise StorageError(f"Refusing an object key outside the destination: {key!r}")
     return key
+
+
+def is_inside(path, directory):
+    """Whether `path` lies in `directory` once `..` and symlinks are resolved in both."""
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
+
+
+def outside_roots(path, roots):
+    """Why a local destination's directory is not allowed, or None when it is."""
+    if any(is_inside(path, root) for root in roots):
+        return None
+    allowed = ", ".join(str(root) for root in roots) or "none"
+    return (f"{path} is outside the directories local destinations may use ({allowed}); "
+            "an administrator of the server can add one to the LOCAL_DESTINATION_ROOTS setting")
 
 
 def describe_os_error(exc, where):
@@ -122,18 +139,30 @@ class LocalWriter:
 
 
 class LocalStorage:
-    def __init__(self, root):
+    def __init__(self, root, allowed_roots=None):
         self.root = str(root)
+        # None: any directory (the engine used on its own, e.g. by the decrypt command).
+        self.allowed_roots = allowed_roots
 
     def describe(self):
         return self.root
 
-    def path_for(self, key):
-        return Path(self.root) / check_key(key)
-
-    def open_writer(self, key, retain_until=None):
+    def check_root(self):
+        """Checked on every access, not only when the destination was saved: the
+        directory (or one of its parents) may have become a symlink since."""
         if not self.root:
             raise StorageError("No directory is set for this destination")
+        if self.allowed_roots is not None and (problem := outside_roots(self.root, self.allowed_roots)):
+            raise StorageError(problem)
+
+    def path_for(self, key):
+        self.check_root()
+        path = Path(self.root) / check_key(key)
+        if not is_inside(path, self.root):
+            raise StorageError(f"Refusing {key!r}: a symlink leads it outside {self.root}")
+        return path
+
+    def open_writer(self, key, retain_until=None):
         return LocalWriter(self, key)
 
     def put_bytes(self, key, data, retain_until=None):
@@ -218,12 +247,14 @@ class LocalStorage:
         self._remove_empty_parents(path.parent)
 
     def _files(self):
+        self.check_root()
         root = Path(self.root)
         if not root.is_dir():
             return []
         return [(str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*") if p.is_file()]
 
     def probe(self):
+        self.check_root()
         try:
             Path(self.root).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -246,6 +277,10 @@ def describe_s3_error(exc, storage):
         return "No S3 credentials are set for this destination"
     if isinstance(exc, botocore.exceptions.ConnectTimeoutError):
         return f"Timed out connecting to S3 endpoint {storage.endpoint_url or 'AWS'}"
+    if isinstance(exc, botocore.exceptions.ReadTimeoutError):
+        return f"S3 endpoint {storage.endpoint_url or 'AWS'} stopped answering (read timeout) for {where}"
+    if isinstance(exc, (botocore.exceptions.HTTPClientError, botocore.exceptions.IncompleteReadError)):
+        return f"Lost the connection to S3 endpoint {storage.endpoint_url or 'AWS'} for {where}"
     if isinstance(exc, botocore.exceptions.ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("NoSuchBucket",) or (code == "404" and "Bucket" in str(exc)):
@@ -257,6 +292,8 @@ def describe_s3_error(exc, storage):
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId"):
             return f"S3 rejected the credentials for {where} ({code})"
         message = exc.response.get("Error", {}).get("Message", "")
+        if exc.response.get("ResponseMetadata", {}).get("MaxAttemptsReached"):
+            message += f" (gave up after {storage.max_attempts} attempts)"
         return f"S3 error on {where}: {code} {message}".strip()
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return f"S3 error on {where}: {type(exc).__name__}"
@@ -309,9 +346,10 @@ class S3Writer:
     def write(self, data):
         self._buffer += data
         self.size += len(data)
-        while len(self._buffer) >= PART_SIZE:
-            self._queue_part(self._buffer[:PART_SIZE])
-            del self._buffer[:PART_SIZE]
+        part_size = self.storage.part_size
+        while len(self._buffer) >= part_size:
+            self._queue_part(self._buffer[:part_size])
+            del self._buffer[:part_size]
 
     def _queue_part(self, body):
         if self._upload_id is None:
@@ -339,11 +377,13 @@ class S3Writer:
                     self._queue_part(self._buffer)
                     self._buffer = bytearray()
                 self._finish_parts()
-                parts = sorted(self._parts, key=lambda p: p["PartNumber"])
-                client.complete_multipart_upload(
-                    Bucket=bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}
-                )
+                self._complete(sorted(self._parts, key=lambda p: p["PartNumber"]))
                 self._done = True
+                try:
+                    # A CreateMultipartUpload retried after its answer was lost left another upload.
+                    self.storage.abort_uploads(self.key)
+                except StorageError:
+                    pass  # harmless here; the destination's orphan scan lists it
             head = client.head_object(Bucket=bucket, Key=self.key)
             stored = head["ContentLength"]
             if self.lock:
@@ -359,6 +399,26 @@ class S3Writer:
             self.storage.delete_full_key(self.key)
             raise StorageError(f"S3 stored {stored} bytes of {self.size} for {self.key}")
         return self.size
+
+    def _complete(self, parts):
+        """Completes the upload. When an attempt completed it but its answer
+        was lost, a retry may be told NoSuchUpload (real S3 answers it again,
+        others do not): the object is then ours if its ETag is the one S3
+        derives from our parts' ETags, and anything else stays a failure."""
+        client, bucket = self.storage.client, self.storage.bucket
+        try:
+            client.complete_multipart_upload(
+                Bucket=bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}
+            )
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise
+            try:
+                stored = client.head_object(Bucket=bucket, Key=self.key).get("ETag")
+            except botocore.exceptions.ClientError:
+                raise exc
+            if stored != multipart_etag(parts):
+                raise
 
     def abort(self):
         if self._done:
@@ -377,6 +437,12 @@ class S3Writer:
                 pass
 
 
+def multipart_etag(parts):
+    """The ETag S3 gives an object completed from these parts (unencrypted or SSE-S3)."""
+    digests = b"".join(bytes.fromhex(part["ETag"].strip('"')) for part in parts)
+    return f'"{hashlib.md5(digests).hexdigest()}-{len(parts)}"'
+
+
 def _locked_until(head):
     """The retain-until date a HEAD response reports (aware), or the epoch."""
     until = head.get("ObjectLockRetainUntilDate")
@@ -393,6 +459,10 @@ class S3Storage:
         access_key_id=None,
         secret_access_key=None,
         lock_mode=None,
+        max_attempts=3,
+        connect_timeout=10,
+        read_timeout=60,
+        part_size=PART_SIZE,
     ):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -401,13 +471,22 @@ class S3Storage:
         # versions themselves, or a delete marker would hide a copy that still
         # takes space (and the lock would stop nothing).
         self.lock_mode = lock_mode
+        self.max_attempts = max_attempts
+        self.part_size = part_size
+        # botocore's standard retry mode tries again, with exponential backoff
+        # and full jitter, after throttling, 5xx answers, timeouts and
+        # connections that break before the response.
         self.client = boto3.client(
             "s3",
             endpoint_url=endpoint_url or None,
             region_name=region or None,
             aws_access_key_id=access_key_id or None,
             aws_secret_access_key=secret_access_key or None,
-            config=Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}),
+            config=Config(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+            ),
         )
 
     def describe(self):
@@ -459,18 +538,36 @@ class S3Storage:
             raise StorageError(f"S3 did not apply Object Lock to {full_key} in bucket {self.bucket}")
 
     def get_bytes(self, key):
-        return self._call("get_object", Key=self.full_key(key))["Body"].read()
+        return b"".join(self.open_reader(key))
 
     def open_reader(self, key):
-        body = self._call("get_object", Key=self.full_key(key))["Body"]
+        """The object's chunks. botocore retries a request, not a body: a read
+        that breaks mid-way is resumed from where it stopped, by a ranged GET
+        of the same object (If-Match its ETag), up to max_attempts in all."""
+        full_key = self.full_key(key)
+        response = self._call("get_object", Key=full_key)
+        etag = response["ETag"]
 
         def chunks():
-            try:
-                yield from body.iter_chunks(READ_CHUNK)
-            except Exception as exc:
-                raise StorageError(describe_s3_error(exc, self))
-            finally:
-                body.close()
+            nonlocal response
+            offset, failures = 0, 0
+            while True:
+                body = response["Body"]
+                try:
+                    for chunk in body.iter_chunks(READ_CHUNK):
+                        offset += len(chunk)
+                        yield chunk
+                    return
+                except botocore.exceptions.BotoCoreError as exc:
+                    failures += 1
+                    if failures >= self.max_attempts:
+                        raise StorageError(describe_s3_error(exc, self))
+                except Exception as exc:
+                    raise StorageError(describe_s3_error(exc, self))
+                finally:
+                    body.close()
+                time.sleep(min(0.5 * 2 ** (failures - 1), 10))  # back off, as botocore does between requests
+                response = self._call("get_object", Key=full_key, Range=f"bytes={offset}-", IfMatch=etag)
 
         return chunks()
 
@@ -513,7 +610,10 @@ class S3Storage:
             self._call("delete_object", Key=full_key, VersionId=version_id)
 
     def cleanup_partials(self, key):
-        full_key = self.full_key(key)
+        self.abort_uploads(self.full_key(key))
+
+    def abort_uploads(self, full_key):
+        """Aborts every unfinished multipart upload of exactly this key."""
         uploads = self._call("list_multipart_uploads", Prefix=full_key).get("Uploads", [])
         for upload in uploads:
             if upload["Key"] == full_key:

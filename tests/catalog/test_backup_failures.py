@@ -2,8 +2,6 @@
 no object behind, and the next run (once the cause is fixed) succeeds."""
 
 import logging
-import os
-import subprocess
 import time
 import uuid
 
@@ -22,6 +20,7 @@ from tests.catalog.helpers import (
     wait_for,
 )
 from tests.harness import pg, s3, s3_auth
+from tests.harness.disk import tiny_disk  # noqa: F401 — a fixture
 from tests.harness.sample_db import create_tricky_database
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -113,17 +112,6 @@ def test_it_is_partial_when_one_destination_fails(small_database, s3_bucket, tmp
     assert backup.copies.get(destination=broken).status == Copy.FAILED
     assert backup.copies.exclude(destination=broken).get().status == Copy.DURABLE
     assert "missing-" in backup.error
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)], check=True)
-    yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=True)
 
 
 def test_it_fails_when_the_disk_is_full(pg_database, tiny_disk, tmp_path):
