@@ -130,8 +130,13 @@ def check_selection(source, tables, sets, live):
         errors["all"] = "Pick at least one table or add a named set: an export of nothing protects nothing."
     if any(not s["pattern"] for s in sets):
         errors["sets"] = "Give each named set a pattern, such as public.audit_*."
+    # The plan keeps its choice as JSON, and PostgreSQL cannot store a NUL character in it.
+    if any("\x00" in s["label"] + s["pattern"] for s in sets):
+        errors["sets"] = "A named set's label or pattern cannot hold a NUL character."
     for table in tables:
-        if table["where"] and qualified(table) in known:
+        if "\x00" in table["where"]:
+            errors[qualified(table)] = "A row filter cannot hold a NUL character."
+        elif table["where"] and qualified(table) in known:
             try:
                 engine.validate_where(export_conninfo(source),
                                       engine.TableSpec(table["schema"], table["name"], table["where"]))

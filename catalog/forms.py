@@ -1,9 +1,11 @@
 import os
 
 from django import forms
+from django.conf import settings
 
 from catalog import exports
 from catalog.engine.errors import EngineError
+from catalog.engine.storage import outside_roots
 from catalog.models import BASE_BACKUP_FORMAT, EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, BackupPlan, Destination, Source, Verification
 from catalog.schedules import validate_cron
 
@@ -103,6 +105,8 @@ class DestinationForm(forms.ModelForm):
         if self.instance.pk and self.instance.has_secrets():
             self.fields["secret_access_key"].help_text = KEEP_HELP
         self.fields["lock_mode"].required = False  # only read when Object Lock days are set
+        roots = ", ".join(str(root) for root in settings.LOCAL_DESTINATION_ROOTS)
+        self.fields["path"].help_text += f" It must lie inside {roots or 'an allowed directory'} (LOCAL_DESTINATION_ROOTS)."
 
     def clean_lock_mode(self):
         return self.cleaned_data.get("lock_mode") or "GOVERNANCE"
@@ -113,6 +117,8 @@ class DestinationForm(forms.ModelForm):
             path = data.get("path", "")
             if not path or not os.path.isabs(path):
                 self.add_error("path", "Give the absolute path of a directory.")
+            elif problem := outside_roots(path, settings.LOCAL_DESTINATION_ROOTS):
+                self.add_error("path", problem)
             if data.get("immutable_days"):
                 self.add_error("immutable_days", "Object Lock needs an S3 destination.")
         elif not data.get("bucket"):

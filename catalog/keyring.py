@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import os
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +33,15 @@ class KeyUnavailable(Exception):
     pass
 
 
+# As catalog.keys allows for new keys: a plain file name, never a path.
+KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
 def key_path(key_id):
+    # Ids also come from manifests and object headers, which whoever can write
+    # to a destination could forge: "../x" must not reach a key file of theirs.
+    if not KEY_ID.match(str(key_id)):
+        raise KeyUnavailable(f"{str(key_id)[:80]!r} is not a master key id")
     return Path(settings.KEY_DIR) / f"{key_id}.key"
 
 

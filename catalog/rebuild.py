@@ -2,25 +2,31 @@
 
 After the metadata database is lost, every stored object still has its signed
 manifest beside it. Each manifest is authenticated with the master key it
-names before anything is imported, the object's size must match, and a
-backup already in the catalog (same checksum and key) is never duplicated,
-so importing twice changes nothing.
+names before anything is imported, its fields must make sense, the object's
+size and SHA-256 must match, and a backup already in the catalog (same
+checksum and key) is never duplicated, so importing twice changes nothing.
 """
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.core.management.color import no_style
-from django.db import connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from catalog import audit, keyring, services
 from catalog.engine import crypto, manifest
 from catalog.engine.errors import EngineError
-from catalog.models import Backup, BackupPlan, Copy, Key, Source
+from catalog.engine.storage import check_key
+from catalog.models import COMPRESSION_CHOICES, FORMAT_CHOICES, Backup, BackupPlan, Copy, Key, Source
 
 PG_TARGET = re.compile(r"^(?P<user>[^@/]*)@(?P<host>[^:/]+):(?P<port>\d+)/(?P<dbname>.+)$")
+# A real manifest is a few kilobytes (tens with thousands of tables); a bigger
+# file with the name is not read into memory.
+MAX_MANIFEST_BYTES = 16 << 20
+BIGGEST = 2**63 - 1  # the database's bigint
 
 
 @dataclass
@@ -29,8 +35,11 @@ class ImportReport:
     attached: list = field(default_factory=list)  # a further copy of a known backup
     unchanged: list = field(default_factory=list)
     refused: list = field(default_factory=list)  # (key, reason)
+    error: str = ""  # the destination itself could not be read
 
     def summary(self):
+        if self.error:
+            return f"not read: {self.error}"
         copies = "copy" if len(self.attached) == 1 else "copies"
         return (
             f"{len(self.imported)} imported, {len(self.attached)} {copies} added, "
@@ -41,17 +50,29 @@ class ImportReport:
 def rebuild_from(actor, destination):
     """Imports every authenticated backup found in the destination."""
     report = ImportReport()
-    storage = destination.storage()
-    sizes = storage.list_sizes()
+    try:
+        storage = destination.storage()
+        sizes = storage.list_sizes()
+    except EngineError as exc:
+        report.error = str(exc)
+        return report
     for manifest_key in sorted(k for k in sizes if k.endswith(manifest.SUFFIX)):
         object_key = manifest_key[: -len(manifest.SUFFIX)]
         try:
+            if sizes[manifest_key] > MAX_MANIFEST_BYTES:
+                raise Unimportable(f"the manifest has {sizes[manifest_key]} bytes, too many for a manifest")
             data = authentic_manifest(storage, manifest_key)
+            check_fields(data, object_key)
             if object_key not in sizes:
                 raise Unimportable("its object is missing")
-            if sizes[object_key] != data.get("stored_bytes"):
-                raise Unimportable(f"the object has {sizes[object_key]} bytes, the manifest says {data.get('stored_bytes')}")
-            outcome, backup = import_backup(actor, destination, object_key, manifest_key, data)
+            if sizes[object_key] != data["stored_bytes"]:
+                raise Unimportable(f"the object has {sizes[object_key]} bytes, the manifest says {data['stored_bytes']}")
+            if not known_copy(destination, data):
+                check_object(storage, object_key, data)
+            try:
+                outcome, backup = import_backup(actor, destination, object_key, manifest_key, data)
+            except (DataError, IntegrityError) as exc:  # rolled back with the import's transaction
+                raise Unimportable(f"the catalog cannot store what the manifest says ({exc})")
         except Unimportable as exc:
             report.refused.append((manifest_key, str(exc)))
             continue
@@ -68,24 +89,86 @@ class Unimportable(Exception):
 def authentic_manifest(storage, manifest_key):
     try:
         data = manifest.loads(storage.get_bytes(manifest_key))
-    except (EngineError, ValueError) as exc:
+    except (EngineError, ValueError, RecursionError) as exc:
         raise Unimportable(f"the manifest cannot be read ({exc})")
-    key_id = data.get("manifest_key_id", "")
+    if not isinstance(data, dict):
+        raise Unimportable("the manifest is not a JSON object")
+    key_id = str(data.get("manifest_key_id", ""))
     try:
         master = keyring.master_key(key_id)
     except keyring.KeyUnavailable as exc:
         raise Unimportable(f"{exc}; put the key file there to import it")
     if not manifest.verify_manifest(data, crypto.derive_manifest_key(master)):
         raise Unimportable("the manifest's signature does not verify: it was changed or is not ours")
-    register_key(key_id, master)
+    return data
+
+
+def register_keys(data):
+    """The key that signed the manifest, the key that sealed the object, and
+    those a key rotation wrapped its data key for."""
     encryption = data.get("encryption") or {}
-    # The key that sealed the object, and those a key rotation wrapped its data key for.
-    for other in {encryption.get("key_id"), *(encryption.get("key_wraps") or {})} - {None, "", key_id}:
+    for key_id in {data["manifest_key_id"], encryption.get("key_id"), *(encryption.get("key_wraps") or {})} - {None, ""}:
         try:
-            register_key(other, keyring.master_key(other))
+            register_key(key_id, keyring.master_key(key_id))
         except keyring.KeyUnavailable:
             pass  # importable; restorable once one of its keys is there
-    return data
+
+
+def check_fields(data, object_key):
+    """A signed manifest comes from a holder of the key, but perhaps from another
+    version or a bug: what the catalog stores is checked before any row is written."""
+
+    def whole(name, value):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= BIGGEST:
+            raise Unimportable(f"the manifest's {name} is not a count the catalog can hold: {str(value)[:40]!r}")
+
+    if data.get("object_key") != object_key:
+        raise Unimportable(f"the manifest describes {str(data.get('object_key'))[:200]!r}, not the object beside it")
+    if not (isinstance(data.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", data["sha256"])):
+        raise Unimportable("the manifest's sha256 is not a SHA-256 digest")
+    whole("stored_bytes", data.get("stored_bytes"))
+    whole("raw_bytes", data.get("raw_bytes") or 0)
+    whole("backup_id", data.get("backup_id") or 0)
+    counts = data.get("table_counts") or {}
+    if not isinstance(counts, dict):
+        raise Unimportable("the manifest's table_counts is not a table of counts")
+    for table, rows in counts.items():
+        whole(f"row count of {table[:100]}", rows)
+    if data.get("format") not in dict(FORMAT_CHOICES) or data.get("compression") not in dict(COMPRESSION_CHOICES):
+        raise Unimportable(f"the manifest names an unknown format {str(data.get('format'))[:40]!r} "
+                           f"or compression {str(data.get('compression'))[:40]!r}")
+    source = data.get("source")
+    if not isinstance(source, dict) or source.get("engine") not in ("postgresql", "sqlite"):
+        raise Unimportable("the manifest does not name a PostgreSQL or SQLite source")
+    encryption = data.get("encryption") or {}
+    if not (isinstance(encryption, dict) and isinstance(encryption.get("key_id") or "", str)
+            and isinstance(encryption.get("key_wraps") or {}, dict)):
+        raise Unimportable("the manifest's encryption block is not understood")
+    try:
+        check_key(object_key)
+        for name in ("started_at", "finished_at", "locked_until"):
+            parse_time(data.get(name))
+    except (EngineError, TypeError, ValueError) as exc:
+        raise Unimportable(f"the manifest cannot be used ({exc})")
+
+
+def known_copy(destination, data):
+    return Copy.objects.filter(
+        destination=destination, backup__sha256=data["sha256"], backup__object_key=data["object_key"]
+    ).exists()
+
+
+def check_object(storage, object_key, data):
+    """Reads the whole object: a damaged one, or another file under its name,
+    must not enter the catalog as a good backup."""
+    digest = hashlib.sha256()
+    try:
+        for chunk in storage.open_reader(object_key):
+            digest.update(chunk)
+    except EngineError as exc:
+        raise Unimportable(f"the object cannot be read ({exc})")
+    if digest.hexdigest() != data["sha256"]:
+        raise Unimportable("the object's SHA-256 differs from its manifest's: it is damaged or another file")
 
 
 def register_key(key_id, master):
@@ -97,6 +180,7 @@ def register_key(key_id, master):
 
 @transaction.atomic
 def import_backup(actor, destination, object_key, manifest_key, data):
+    register_keys(data)
     backup = Backup.objects.filter(sha256=data["sha256"], object_key=data["object_key"]).first()
     if backup is None:
         backup = create_backup_from(actor, data)

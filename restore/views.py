@@ -3,7 +3,7 @@ job with its steps and report, the history, and decrypted downloads."""
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import StreamingHttpResponse
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from psycopg.conninfo import conninfo_to_dict
@@ -11,10 +11,11 @@ from psycopg.conninfo import conninfo_to_dict
 from catalog import audit, keyring
 from catalog.decorators import operator_required, viewer_required
 from catalog.engine.compression import FORMAT_EXTENSIONS
+from catalog.engine.errors import EngineError
 from catalog.engine.pipeline import restore_stream
 from catalog.models import BASE_BACKUP_FORMAT, Backup, Source
 from catalog.services import Refused
-from catalog.views import job_progress, page_of
+from catalog.views import chosen, job_progress, page_of
 from restore import services
 from restore.models import RestoreJob
 from restore.wizard import DOWNLOAD, STEPS, Wizard
@@ -61,7 +62,7 @@ def start(request):
     """Entry from a backup's page (?backup=N) or from the menu."""
     wizard = Wizard(request.session)
     wizard.reset()
-    backup = Backup.objects.filter(pk=request.GET.get("backup") or None).first()
+    backup = chosen(Backup.objects, request.GET.get("backup"))
     if backup:
         wizard.save(source=backup.source_id, backup=backup.pk)
     return redirect("restore_step", step="what")
@@ -71,7 +72,7 @@ def start(request):
 def step_what(request):
     wizard = Wizard(request.session)
     if request.method == "POST":
-        backup = Backup.objects.filter(pk=request.POST.get("backup") or None, status__in=Backup.WITH_DATA).first()
+        backup = chosen(Backup.objects.filter(status__in=Backup.WITH_DATA), request.POST.get("backup"))
         if backup is None or backup.is_pruned():
             messages.error(request, "Pick a backup that still has a stored copy.")
         else:
@@ -79,7 +80,7 @@ def step_what(request):
                 wizard.save(tables=[], database="")  # choices made for another backup do not carry over
             wizard.save(source=backup.source_id, backup=backup.pk)
             return redirect("restore_step", step="where")
-    source = Source.objects.filter(pk=request.GET.get("source") or wizard.data.get("source") or None).first()
+    source = chosen(Source.objects, request.GET.get("source") or wizard.data.get("source"))
     return wizard_page(request, "what", wizard, sources=Source.objects.all(), source=source, backups=backups_of(source))
 
 
@@ -95,7 +96,7 @@ def backups_of(source):
 def backup_choices(request):
     """The backups of the source picked on step 1 (htmx)."""
     wizard = Wizard(request.session)
-    source = Source.objects.filter(pk=request.GET.get("source") or None).first()
+    source = chosen(Source.objects, request.GET.get("source"))
     return render(request, "restore/partials/backup_choices.html", {"wizard": wizard, "backups": backups_of(source)})
 
 
@@ -203,6 +204,8 @@ STEP_VIEWS = {"what": step_what, "where": step_where, "scope": step_scope, "mode
 
 
 def step(request, step):
+    if step not in STEP_VIEWS:
+        raise Http404("The restore wizard has no such step.")
     return STEP_VIEWS[step](request)
 
 
@@ -214,14 +217,26 @@ def step(request, step):
 def download(request, pk):
     """The plain dump, decrypted and decompressed, streamed from the best copy."""
     backup = get_object_or_404(Backup, pk=pk, status__in=Backup.WITH_DATA)
-    copy = next(iter(backup.readable_copies()), None)
-    if copy is None:
-        messages.error(request, "This backup has no stored copy left to download.")
+    copy, reader, problems = open_first_copy(backup)
+    if reader is None:
+        messages.error(request, "No stored copy of this backup can be read: " + ("; ".join(problems) or "none is left"))
         return redirect(backup)
     audit.record(request.user, "backup.download", backup, {"copy": copy.location_display()})
-    chunks = restore_stream(copy.destination.storage().open_reader(copy.key), keyring=keyring.lookup,
-                            expected_sha256=backup.sha256, key_wraps=backup.key_wraps)
+    chunks = restore_stream(reader, keyring=keyring.lookup, expected_sha256=backup.sha256, key_wraps=backup.key_wraps)
     name = f"{backup.source.slug}-backup-{backup.pk}.{FORMAT_EXTENSIONS.get(backup.format, 'tar')}"  # an export is a tar
     response = StreamingHttpResponse(chunks, content_type="application/octet-stream")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+def open_first_copy(backup):
+    """(copy, reader, problems): the first copy that opens. A copy the storage
+    refuses (its key leads outside the destination) or cannot read is skipped
+    here, before any byte is sent, since a streamed response cannot say so later."""
+    problems = []
+    for copy in backup.readable_copies():
+        try:
+            return copy, copy.destination.storage().open_reader(copy.key), problems
+        except EngineError as exc:
+            problems.append(f"{copy.destination}: {exc}")
+    return None, None, problems

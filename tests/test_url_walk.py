@@ -19,9 +19,11 @@ from catalog import audit, keyring
 from catalog.alerts.models import Alert, Channel
 from catalog.api import tokens
 from catalog.models import AuditEvent, Backup, BackupPlan, Copy, Destination, Key, KeyRotation, Source, Verification
+from drills import schedule as drill_schedule
 from drills.models import Drill, DrillSchedule
 from pitr.models import PitrRestore
 from restore.models import RestoreJob
+from restore.wizard import STEPS
 
 # The admin guards its own pages (staff only, its own login); auditors are not
 # staff, so of its hundreds of patterns only the index is walked, below.
@@ -121,6 +123,25 @@ FILL_BY_NAME = {
 }
 
 
+# Parameters whose values lead to different views (the wizard's steps) or
+# choices (a drill's kind): every value is walked, not only the one above.
+EVERY_VALUE = {
+    ("restore_step", "step"): lambda w: [step for step, _ in STEPS],
+    ("drill_run", "kind"): lambda w: list(drill_schedule.KINDS),
+}
+
+# What an administrator's GET may answer besides 200, and why.
+ADMIN_GET = {
+    "login": (302, "a logged-in user is sent on to the dashboard"),
+    "logout": (405, "logging out is a POST"),
+    "restore_start": (302, "resets the wizard and goes on to its first step"),
+    "pitr_restore_start": (404, "the walk's source is SQLite: no point-in-time restore"),
+    "pitr_restore_plan": (404, "the walk's source is SQLite: no point-in-time restore"),
+    "pitr_drill_start": (405, "starts a PITR drill: POST only"),
+    "pitr_restore_stop_server": (405, "stops a restored server: POST only"),
+}
+
+
 def patterns(resolver=None, prefix="", namespace=""):
     """(name with namespace, route, pattern) of every URL pattern, through includes."""
     for entry in (resolver or get_resolver()).url_patterns:
@@ -134,13 +155,17 @@ def patterns(resolver=None, prefix="", namespace=""):
             yield (f"{namespace}{entry.name}" if entry.name else None), route, entry
 
 
-def fill(name, route, entry, world):
+def fill(name, route, entry, world, given=None):
+    """The URL of the pattern, its parameters filled (`given` ones first)."""
     if name is None:
         assert route in UNNAMED, f"The URL pattern {route!r} has no name: give it one, or add it to UNNAMED."
         return UNNAMED[route]
     kwargs = {}
     # path() names its parameters in converters, re_path() in its regex's named groups.
     for parameter in getattr(entry.pattern, "converters", None) or entry.pattern.regex.groupindex:
+        if parameter in (given or {}):
+            kwargs[parameter] = given[parameter]
+            continue
         if (name, parameter) in FILL_BY_NAME:
             kwargs[parameter] = FILL_BY_NAME[name, parameter](world)
             continue
@@ -153,7 +178,12 @@ def fill(name, route, entry, world):
 
 
 def walked(world):
-    return [Walked(name, route, fill(name, route, entry, world)) for name, route, entry in patterns()]
+    urls = []
+    for name, route, entry in patterns():
+        every = [(parameter, values(world)) for (n, parameter), values in EVERY_VALUE.items() if n == name]
+        variants = [{parameter: value} for parameter, values in every for value in values] or [None]
+        urls += [Walked(name, route, fill(name, route, entry, world, given)) for given in variants]
+    return urls
 
 
 def token_authenticated(url):
@@ -165,10 +195,14 @@ def is_write_name(name):
 
 
 def test_it_walks_every_url_of_the_apps(world):
-    names = {w.name for w in walked(world)}
+    urls = walked(world)
+    names = {w.name for w in urls}
     # A sample from each app, so that a broken include does not shrink the walk unnoticed.
     assert {"dashboard", "backup_detail", "restore_detail", "drill_list", "compliance_report", "compliance_report_pdf",
             "api_backup", "metrics", "login"} <= names
+    # Every step of the wizard (each its own view) and every kind of drill.
+    assert {w.url for w in urls if w.name == "restore_step"} == {f"/restores/new/{step}/" for step, _ in STEPS}
+    assert len([w for w in urls if w.name == "drill_run"]) == len(drill_schedule.KINDS)
 
 
 def test_anonymous_visitors_are_sent_to_log_in(client, world):
@@ -209,6 +243,36 @@ def test_auditors_can_read_everything(auditor_client, world):
     assert not problems, "\n".join(problems)
 
 
+def test_administrators_can_open_every_page(admin_client, world):
+    """Every page an administrator may open answers 200: none fails on the
+    walk's objects; POST-only URLs say 405; the API wants its token. And a
+    GET changes nothing (no audit event but the record that a report was
+    exported), or a link could do what a form does."""
+    changes = AuditEvent.objects.exclude(action="report.export")
+    events = changes.count()
+    problems = []
+    for w in walked(world):
+        response = admin_client.get(w.url)
+        status = response.status_code
+        if w.name in ADMIN_GET:
+            ok = status == ADMIN_GET[w.name][0]
+        elif w.name in PUBLIC:
+            ok = status == 200
+        elif w.name == "restore_step":
+            # The first step opens; a later one sends back to the first, as nothing is chosen yet.
+            ok = status == 200 if w.url.endswith("/what/") else response.get("Location") == "/restores/new/what/"
+        elif token_authenticated(w.url):
+            ok = status in (401, 404, 405)
+        elif status == 405:
+            ok = is_write_name(w.name)
+        else:
+            ok = status == 200
+        if not ok:
+            problems.append(f"GET {w.url} ({w.name}) as administrator: {status}")
+    assert not problems, "\n".join(problems)
+    assert changes.count() == events
+
+
 def test_auditors_can_change_nothing(auditor_client, world):
     """The test client skips CSRF checks: as a page's form would send a valid token."""
     events = AuditEvent.objects.count()
@@ -240,8 +304,16 @@ def test_a_post_without_a_csrf_token_is_refused(admin_user, world):
             ok = response.status_code == 403
         if not ok:
             problems.append(f"POST {w.url} ({w.name}) without CSRF token: {response.status_code}")
+    # The Django admin (skipped by the walk) guards its forms the same way, for a superuser too.
+    admin_user.is_staff = admin_user.is_superuser = True
+    admin_user.save()
+    for url in ("/admin/login/", "/admin/logout/", "/admin/catalog/source/add/",
+                f"/admin/catalog/source/{world['source'].pk}/delete/"):
+        if browser.post(url, {"name": "forged", "post": "yes"}).status_code != 403:
+            problems.append(f"POST {url} (admin) without CSRF token")
     assert not problems, "\n".join(problems)
     assert AuditEvent.objects.count() == events
+    assert Source.objects.get().name == "Walk DB"
 
 
 def test_a_url_it_cannot_fill_fails_the_walk(world):

@@ -148,6 +148,12 @@ SCHEMAS = {
         "id": ID, "status": BACKUP_STATUS, "label": TEXT, "trigger": {"type": "string", "enum": ["api"]},
         "url": {**URL, "description": "poll this for the outcome"},
     }),
+    "WalStored": obj({
+        "name": TEXT,
+        "stored": {"type": "boolean", "enum": [True]},
+        "created": {"type": "boolean", "description": "false when the file was stored before (a retried push)"},
+        "sha256": {**TEXT, "description": "SHA-256 of the stored bytes (hex), when this push stored it"},
+    }, required=["name", "stored", "created"]),
     "StartVerification": obj({"kind": {**choices(Verification.KIND_CHOICES), "default": "checksum"}}, required=[], closed=True),
     "Verification": obj({
         "id": ID,
@@ -165,7 +171,8 @@ ERRORS = {
     400: "Bad JSON or bad values; the message says which.",
     401: "No token, a malformed Authorization header, or an unknown, expired or revoked token.",
     403: "The token lacks the scope this request needs.",
-    404: "No such backup (or plan).",
+    404: "No such backup (or plan, or source protected in archive mode).",
+    503: "The file could not be stored in every destination; the archive_command should retry.",
     409: "The plan or backup cannot do this now (already running, no destination, no stored copy…).",
 }
 
@@ -186,6 +193,29 @@ def query(name, schema, description):
 
 
 BACKUP_ID = {"name": "id", "in": "path", "required": True, "schema": ID, "description": "the backup's id"}
+
+
+def wal_push(operation_id):
+    """PUT (curl -T) and POST of a WAL file by a server's archive_command (pitr/views.py)."""
+    return {
+        "operationId": operation_id,
+        "summary": "Store a WAL segment or timeline history file pushed by the source's archive_command.",
+        "x-scope": "backup",
+        "parameters": [
+            {"name": "id", "in": "path", "required": True, "schema": ID,
+             "description": "the source's id; its continuous protection must be on, in archive mode"},
+            {"name": "name", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": "^([0-9A-F]{24}|[0-9A-F]{8}\\.history)$"},
+             "description": "the WAL file's name (%f in archive_command), e.g. 000000010000000000000001"},
+        ],
+        "requestBody": {"required": True, "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"}}}},
+        "responses": {
+            **responses(201, ref("WalStored"), "Stored in every WAL destination", 400, 404, 503),
+            "200": {"description": "Stored before: nothing to do", "content": json_content(ref("WalStored"))},
+        },
+    }
+
 
 PATHS = {
     "/status": {"get": {
@@ -236,6 +266,7 @@ PATHS = {
         "requestBody": {"required": False, "content": json_content(ref("StartVerification"))},
         "responses": responses(202, ref("Verification"), "Queued", 400, 404, 409),
     }},
+    "/sources/{id}/wal/{name}": {"put": wal_push("pushWalFile"), "post": wal_push("postWalFile")},
 }
 
 

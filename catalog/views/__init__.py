@@ -6,9 +6,10 @@ from datetime import timedelta
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count, F, Max, OuterRef, Subquery, Sum
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from catalog import charts, lifecycle, orphans, queues, services
@@ -45,6 +46,23 @@ def healthz(request):
 
 def page_of(request, queryset):
     return Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+
+
+def chosen(queryset, value):
+    """The row a form field or query string names by id, or None when it names
+    none: missing, or not an id at all (a hand-edited URL), which the ORM
+    would otherwise raise on."""
+    value = str(value or "").strip()
+    return queryset.filter(pk=value).first() if value.isdecimal() else None
+
+
+def next_url(request, default):
+    """Where a form asks to go back to: a path on this site only, never
+    another site (an open redirect) nor something that is no URL at all."""
+    url = request.POST.get("next", "")
+    if url.startswith("/") and url_has_allowed_host_and_scheme(url, {request.get_host()}, request.is_secure()):
+        return url
+    return default
 
 
 def edit_config(request, form_class, instance, save, template, **context):
@@ -271,7 +289,7 @@ def destination_test(request):
 
 def test_config(request, model, form_class, id_field, test):
     """Runs `test` on the unsaved form values; stored secrets fill blank fields."""
-    instance = model.objects.filter(pk=request.POST.get(id_field) or None).first() or model()
+    instance = chosen(model.objects, request.POST.get(id_field)) or model()
     form = form_class(request.POST, instance=instance)
     if not form.is_valid():
         ok, message = False, "Fill in the highlighted fields first."
@@ -303,7 +321,7 @@ def plan_detail(request, pk):
 @require_POST
 def retention_preview(request):
     """What the retention rule now in the plan form would do (htmx, nothing is changed)."""
-    plan = BackupPlan.objects.filter(pk=request.POST.get("plan_id") or None).first() or BackupPlan()
+    plan = chosen(BackupPlan.objects, request.POST.get("plan_id")) or BackupPlan()
     form = RetentionForm(request.POST, instance=plan)
     if not form.is_valid():
         return render(request, "catalog/partials/retention_preview.html", {"invalid": True})
@@ -325,7 +343,7 @@ def plan_prune(request, pk):
 
 @operator_required
 def plan_new(request):
-    initial_source = Source.objects.filter(pk=request.GET.get("source") or None).first()
+    initial_source = chosen(Source.objects, request.GET.get("source"))
     plan = BackupPlan(source=initial_source) if initial_source else BackupPlan()
     if initial_source and initial_source.engine == "sqlite":
         plan.format = "sqlite"
@@ -363,7 +381,7 @@ def plan_run(request, pk):
         backup = services.start_backup(request.user, plan, label=form.cleaned_data["label"])
     except services.Refused as exc:
         messages.error(request, str(exc))
-        return redirect(request.POST.get("next") or plan.get_absolute_url())
+        return HttpResponseRedirect(next_url(request, plan.get_absolute_url()))
     return redirect(backup)
 
 

@@ -6,6 +6,7 @@ from django.views.decorators.http import require_GET
 from catalog import exports
 from catalog.decorators import operator_required
 from catalog.models import EXPORT_FORMATS, BackupPlan, Source
+from catalog.views import chosen
 
 
 @operator_required
@@ -17,8 +18,8 @@ def table_picker(request):
     change of source; on first load the saved plan's choice is shown."""
     if request.GET.get("format") not in EXPORT_FORMATS:
         return render(request, "catalog/partials/export_tables.html", {"picker": None})
-    source = Source.objects.filter(pk=request.GET.get("source") or None).first()
-    plan = BackupPlan.objects.filter(pk=request.GET.get("plan_id") or None).first()
+    source = chosen(Source.objects, request.GET.get("source"))
+    plan = chosen(BackupPlan.objects, request.GET.get("plan_id"))
     if "export_picker" in request.GET:
         tables, sets = exports.selection_from(request.GET)
     elif plan:
