@@ -11,3 +11,9 @@ class CatalogConfig(AppConfig):
         from catalog.schedules import ensure_system_schedules
 
         post_migrate.connect(ensure_system_schedules, sender=self)
+
+        from axes.signals import user_locked_out
+
+        from catalog.lockouts import record_lockout
+
+        user_locked_out.connect(record_lockout, dispatch_uid="catalog.record_lockout")

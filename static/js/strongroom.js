@@ -46,3 +46,30 @@ document.addEventListener("change", function (event) {
     if (some && box.checked) some.checked = true;
   }
 });
+
+// data-confirm="question" on a form or a submit button asks before submitting
+// (the CSP allows no inline onsubmit/onclick handlers); Cancel submits nothing.
+document.addEventListener("click", function (event) {
+  var button = event.target.closest && event.target.closest("button[data-confirm], input[type=submit][data-confirm]");
+  if (button && !window.confirm(button.dataset.confirm)) {
+    event.preventDefault();
+    event.stopImmediatePropagation();
+  }
+}, true);
+document.addEventListener("submit", function (event) {
+  var form = event.target;
+  if (form.dataset && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+    event.preventDefault();
+    event.stopImmediatePropagation();
+  }
+}, true);
+
+// Plan form: editing an export set's pattern reloads the table picker (an
+// event htmx listens for, instead of a trigger filter that would need eval).
+document.addEventListener("change", function (event) {
+  var input = event.target;
+  if (input.classList && input.classList.contains("export-set-pattern") && window.htmx) {
+    var picker = input.closest("#export-picker");
+    if (picker) window.htmx.trigger(picker, "export-pattern-change");
+  }
+});
