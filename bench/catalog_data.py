@@ -162,31 +162,57 @@ def query_counts(pages):
     return counts
 
 
-def hammer(port, pages, clients, per_client):
-    _, session, raw = credentials()
+def hammer(port, pages, clients, per_client=None, stop=None, auth=None):
+    """`clients` threads, each on its own keep-alive connection, cycling over
+    `pages`: `per_client` requests each, or until `stop` (a threading.Event)
+    is set. Pages go with a superuser's session cookie, /api/ paths with a
+    read token (`auth`: (session, token), made here when not given). Anything
+    but a 2xx, or no answer, is an error: no page redirects a logged-in user."""
+    assert per_client is not None or stop is not None, "a client loop needs a bound"
+    session, raw = auth or credentials()[1:]
     paths = list(pages.values())
-    latencies, errors, lock = [], [], threading.Lock()
+    latencies, errors, retries, statuses, lock = [], [], [], {}, threading.Lock()
+
+    def get(conn, path, headers):
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
 
     def one_client(index):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        for i in range(per_client):
+        conn, reused, last = http.client.HTTPConnection("127.0.0.1", port, timeout=60), False, time.perf_counter()
+        i = 0
+        while (per_client is None or i < per_client) and not (stop is not None and stop.is_set()):
             path = paths[(index + i) % len(paths)]
+            i += 1
             headers = {"Authorization": f"Bearer {raw}"} if path.startswith("/api/") else {"Cookie": f"sessionid={session}"}
             t0 = time.perf_counter()
             try:
-                conn.request("GET", path, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                ok = response.status == 200
+                try:
+                    status = get(conn, path, headers)
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    if not reused:
+                        raise
+                    # The server closed this keep-alive connection (idle past its
+                    # keep-alive timeout) as the request went out: like a browser
+                    # (RFC 9112, 9.3.1), retry the GET once on a new connection; counted.
+                    with lock:
+                        retries.append(f"{path}: after {t0 - last:.1f} s idle")
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                    status = get(conn, path, headers)
+                ok, outcome, reused = 200 <= status < 300, str(status), True
             except Exception as exc:  # counted, not raised
-                ok, response = False, exc
+                ok, outcome, reused = False, type(exc).__name__, False
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            elapsed = (time.perf_counter() - t0) * 1000
+            last = time.perf_counter()
+            elapsed = (last - t0) * 1000
             with lock:
                 latencies.append((path, elapsed))
+                statuses[outcome] = statuses.get(outcome, 0) + 1
                 if not ok:
-                    errors.append(f"{path}: {getattr(response, 'status', response)}")
+                    errors.append(f"{path}: {outcome}")
         conn.close()
 
     t0 = time.perf_counter()
@@ -196,11 +222,14 @@ def hammer(port, pages, clients, per_client):
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - t0
-    all_ms = [ms for _, ms in latencies]
+    all_ms = [ms for _, ms in latencies] or [0.0]
     per_page = {}
     for path in paths:
         ms = [m for p, m in latencies if p == path]
-        per_page[path] = {"p50_ms": statistics.median(ms), "p95_ms": percentile(ms, 0.95)}
+        if ms:
+            per_page[path] = {"requests": len(ms), "p50_ms": statistics.median(ms), "p95_ms": percentile(ms, 0.95)}
     return {"clients": clients, "requests": len(latencies), "errors": len(errors), "error_samples": errors[:5],
-            "requests_per_s": len(latencies) / wall, "p50_ms": statistics.median(all_ms),
-            "p95_ms": percentile(all_ms, 0.95), "per_page": per_page}
+            "keepalive_retries": len(retries), "retry_samples": retries[:5], "statuses": statuses,
+            "seconds": wall, "requests_per_s": len(latencies) / wall,
+            "p50_ms": statistics.median(all_ms), "p95_ms": percentile(all_ms, 0.95), "max_ms": max(all_ms),
+            "per_page": per_page}

@@ -165,14 +165,15 @@ class Bench:
         self.small_db = f"sr_bench_small_{self.tag}"
         self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings",
                     "STRONGROOM_DATA_DIR": str(self.tmp / "data"), "DATABASE_URL": url(self.meta_db),
-                    "PYTHONPATH": str(ROOT)}
+                    "LOCAL_DESTINATION_ROOTS": str(self.tmp), "PYTHONPATH": str(ROOT)}
         self.results = {"args": vars(args), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
         self.processes = []
         self.extra_dbs = []
 
     # setup / teardown
     def setup_django(self):
-        os.environ.update({k: self.env[k] for k in ("DJANGO_SETTINGS_MODULE", "STRONGROOM_DATA_DIR", "DATABASE_URL")})
+        os.environ.update({k: self.env[k] for k in ("DJANGO_SETTINGS_MODULE", "STRONGROOM_DATA_DIR", "DATABASE_URL",
+                                                        "LOCAL_DESTINATION_ROOTS")})
         (self.tmp / "data").mkdir()
         create_db(self.meta_db)
         import django
@@ -391,18 +392,26 @@ class Bench:
                                      "serial": serial}
         self.results["dashboard"]["concurrent"] = self.concurrent(pages)
 
-    def concurrent(self, pages):
-        from bench import catalog_data
-
+    def start_gunicorn(self):
+        """gunicorn on a free loopback port, as production serves Strongroom
+        (bench.settings: DEBUG off); its error log goes to gunicorn.log in the
+        temporary directory. Returns the process and the port."""
         port = free_port()
         env = {**self.env, "ALLOWED_HOSTS": "127.0.0.1,localhost"}
         workers = str(self.args.gunicorn_workers)
-        proc = subprocess.Popen([PY, "-m", "gunicorn", "backupsite.wsgi", "-b", f"127.0.0.1:{port}", "-w", workers,
-                                 "--threads", "4", "--log-level", "warning", "--timeout", "120"],
-                                env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(self.tmp / "gunicorn.log", "ab") as log:
+            proc = subprocess.Popen([PY, "-m", "gunicorn", "backupsite.wsgi", "-b", f"127.0.0.1:{port}", "-w", workers,
+                                     "--threads", "4", "--log-level", "warning", "--timeout", "120"],
+                                    env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
         self.processes.append(proc)
+        wait_port(port)
+        return proc, port
+
+    def concurrent(self, pages):
+        from bench import catalog_data
+
+        proc, port = self.start_gunicorn()
         try:
-            wait_port(port)
             # Warm every worker (imports, templates) before measuring: a production server is warm.
             catalog_data.hammer(port, pages, clients=self.args.clients, per_client=len(pages))
             return catalog_data.hammer(port, pages, clients=self.args.clients, per_client=self.args.requests)

@@ -1,8 +1,11 @@
 """The benchmarks still run: bench.run at a tiny scale, one run, a few hundred
-generated backups. It checks that every figure was produced, never how fast."""
+generated backups; bench.load at scale 1 with two clients. They check that
+every figure was produced (and, under load, that nothing failed), never how
+fast."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +13,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_it_runs_every_benchmark_at_a_tiny_scale(tmp_path, pg_server):
-    out = tmp_path / "results.json"
-    argv = [sys.executable, "-m", "bench.run", "--scale", "1", "--runs", "1", "--backups", "300", "--requests", "3",
-            "--clients", "4", "--gunicorn-workers", "2", "--json", str(out)]
+def run_bench(argv, pg_server, timeout=300):
+    """Runs a benchmark module against the test PostgreSQL; on timeout it is
+    interrupted (Ctrl-C), so that it still drops its databases and stops its
+    servers, before it is killed."""
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "STRONGROOM_DATA_DIR")}
     env.update(BENCH_PG_HOST=pg_server["host"], BENCH_PG_PORT=str(pg_server["port"]))
-    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
+    proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        raise AssertionError(f"{argv[0]} took over {timeout} s: {err[-3000:]}") from None
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+def test_it_runs_every_benchmark_at_a_tiny_scale(tmp_path, pg_server):
+    out = tmp_path / "results.json"
+    run_bench(["bench.run", "--scale", "1", "--runs", "1", "--backups", "300", "--requests", "3", "--clients", "4",
+               "--gunicorn-workers", "2", "--json", str(out)], pg_server)
 
     figures = json.loads(out.read_text())
     backup = figures["backup"]["medians"]
@@ -33,3 +54,20 @@ def test_it_runs_every_benchmark_at_a_tiny_scale(tmp_path, pg_server):
     assert dashboard["concurrent"]["requests"] > 0
     assert dashboard["concurrent"]["errors"] == 0
     assert figures["targets"]
+
+
+def test_it_runs_the_load_benchmark_at_a_tiny_scale(tmp_path, pg_server):
+    out = tmp_path / "load.json"
+    run_bench(["bench.load", "--scale", "1", "--rounds", "1", "--clients", "2", "--seconds", "5",
+               "--gunicorn-workers", "1", "--timeout", "60", "--no-assert", "--json", str(out)], pg_server)
+
+    figures = json.loads(out.read_text())
+    assert [r["kind"] for r in figures["rounds"]] == ["idle", "loaded"]
+    backups = [b for r in figures["rounds"] for b in r["backups"]]
+    assert [b["status"] for b in backups] == ["succeeded"] * 4, backups
+    assert all(b["mb_per_s"] > 0 for b in backups)
+    summary = figures["summary"]
+    assert summary["requests"] > 0 and summary["errors"] == 0, summary["error_samples"]
+    loaded = figures["rounds"][1]["load"]
+    assert set(loaded["statuses"]) == {"200"}
+    assert summary["idle_source_mb_per_s"] > 0 and summary["ratio"] > 0
