@@ -3,7 +3,6 @@
 twice at once, and two worker processes sharing one Redis queue."""
 
 import threading
-import uuid
 
 import pytest
 from django.db import connection
@@ -12,10 +11,9 @@ from django.test import Client
 from catalog import services, tasks
 from catalog.models import AuditEvent, Backup, Copy
 from tests.catalog.helpers import files_under, local_destination, make_plan, pg_source, wait_for
-from tests.harness import pg
 from tests.harness import redis as redis_harness
 from tests.harness.redis import redis_url  # noqa: F401 — a fixture
-from tests.harness.sample_db import create_tricky_database
+from tests.harness.sample_db import throwaway_tricky_database
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,11 +21,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(scope="module")
 def source_database(pg_server):
     """Only read by the backups: one for the module."""
-    name = f"sr_test_once_{uuid.uuid4().hex[:8]}"
-    conninfo = pg.create_database(name)
-    create_tricky_database(conninfo, big_rows=200)
-    yield conninfo
-    pg.drop_database(name)
+    with throwaway_tricky_database("sr_test_once", big_rows=200) as conninfo:
+        yield conninfo
 
 
 @pytest.fixture

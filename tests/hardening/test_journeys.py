@@ -236,7 +236,6 @@ def test_an_auditor_reviews_history_audit_trail_and_compliance(live_server, page
     backups = [services.start_backup(admin, plan, label=label) for label in ("", "pre-migration")]
     assert [Backup.objects.get(pk=b.pk).status for b in backups] == [Backup.SUCCEEDED] * 2
     cam = camera(page, tmp_path, 30)
-    url = live_server.url
     log_in(page, live_server, auditor)
     cam.shot("auditor-dashboard")
 

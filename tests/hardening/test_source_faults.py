@@ -23,7 +23,7 @@ from tests.catalog.helpers import (
     wait_for,
 )
 from tests.harness import pg, s3
-from tests.harness.sample_db import create_tricky_database, table_fingerprints
+from tests.harness.sample_db import create_tricky_database, table_fingerprints, throwaway_tricky_database
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,11 +39,8 @@ BLOCKED = {"custom": "LOCK TABLE ONLY measurements IN ACCESS EXCLUSIVE MODE",
 @pytest.fixture(scope="module")
 def source_db(pg_server):
     """One source for the module: a test that changes it puts it back."""
-    name = f"sr_test_faults_{uuid.uuid4().hex[:8]}"
-    conninfo = pg.create_database(name)
-    create_tricky_database(conninfo, big_rows=2000)
-    yield conninfo
-    pg.drop_database(name)
+    with throwaway_tricky_database("sr_test_faults", big_rows=2000) as conninfo:
+        yield conninfo
 
 
 def lock_waiter(conninfo, blocker_pid):

@@ -1,7 +1,9 @@
 """Databases with awkward content, and ways to compare two of them exactly."""
 
+import contextlib
 import os
 import subprocess
+import uuid
 
 import psycopg
 
@@ -47,6 +49,21 @@ def create_tricky_database(conninfo, big_rows=200_000):
         conn.execute(TRICKY_SCHEMA)
         conn.execute(TRICKY_DATA.replace("{big_rows}", str(big_rows)))
         conn.execute("ANALYZE")
+
+
+@contextlib.contextmanager
+def throwaway_tricky_database(prefix, big_rows):
+    """A new database on the tests' server filled by create_tricky_database,
+    dropped afterwards: for module-scoped sources that several tests read."""
+    from tests.harness import pg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    conninfo = pg.create_database(name)
+    try:
+        create_tricky_database(conninfo, big_rows=big_rows)
+        yield conninfo
+    finally:
+        pg.drop_database(name)
 
 
 def libpq_env(conninfo):
