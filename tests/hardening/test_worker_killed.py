@@ -142,6 +142,10 @@ def test_a_backup_killed_mid_dump_is_failed_by_the_tick_and_leaves_no_partial_fi
 
 
 def test_a_backup_killed_during_its_multipart_upload_leaves_no_upload_open(worker, big_database, s3_bucket):
+    # About 33 MB: the upload opens with its first 8 MB part, and the rest of the
+    # dump must leave time to catch it open even when pg_dump was found late.
+    execute_sql(big_database, "INSERT INTO big_ledger SELECT g, 'acct', 1, md5(g::text) || md5((-g)::text) || "
+                              "md5((g * 7)::text) FROM generate_series(100001, 300000) g")
     destination = s3_destination(s3_bucket)
     plan = make_plan(pg_source(big_database), [destination], format="plain", compression="none",
                      verify_new_backups=False)
