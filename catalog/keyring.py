@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
+from django.db import IntegrityError
 from django.utils import timezone
 
 from catalog.engine import crypto
@@ -65,7 +66,13 @@ def active_key():
 
     key = Key.objects.filter(is_active=True).first()
     if key is None:
-        key = create_master_key()
+        try:
+            key = create_master_key()
+        except IntegrityError:
+            # Two first encrypted backups at once both found no key: the one
+            # whose key was registered first wins (the loser's file is removed
+            # by install_key), and both encrypt with it.
+            key = Key.objects.get(is_active=True)
     return key.key_id, master_key(key.key_id)
 
 

@@ -8,8 +8,8 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from catalog import services, tasks
-from catalog.models import AuditEvent, Backup, Copy
+from catalog import keyring, services, tasks
+from catalog.models import AuditEvent, Backup, Copy, Key
 from tests.catalog.helpers import files_under, local_destination, make_plan, pg_source, wait_for
 from tests.harness import redis as redis_harness
 from tests.harness.redis import redis_url  # noqa: F401 — a fixture
@@ -52,6 +52,21 @@ def at_once(*calls, timeout=60):
         thread.join(timeout)
         assert not thread.is_alive(), "a caller hung"
     return results
+
+
+def test_two_first_encrypted_backups_at_once_make_one_master_key(settings, tmp_path):
+    # Found by the load benchmark on a fresh install: both backups found no
+    # key, both made one, and the second failed on the one-active-key rule.
+    settings.KEY_DIR = tmp_path / "keys"
+    Key.objects.all().delete()
+
+    results = at_once(keyring.active_key, keyring.active_key)
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert results[0] == results[1]
+    key_id = results[0][0]
+    assert list(Key.objects.values_list("key_id", flat=True)) == [key_id]
+    assert [p.name for p in (tmp_path / "keys").iterdir()] == [f"{key_id}.key"]
 
 
 def starts_of(backup):
