@@ -34,8 +34,9 @@ class KeyUnavailable(Exception):
     pass
 
 
-# As catalog.keys allows for new keys: a plain file name, never a path.
-KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# A key id is a plain file name, never a path: for new keys (catalog.keys) and
+# for ids read from manifests. \Z, not $: "$" lets a final line break through.
+KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 def key_path(key_id):

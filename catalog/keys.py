@@ -15,7 +15,6 @@ was; running the rotation again finishes whatever is left.
 import base64
 import binascii
 import logging
-import re
 from datetime import timedelta
 
 from django.apps import apps
@@ -34,7 +33,6 @@ log = logging.getLogger(__name__)
 # An encryption header is about a hundred bytes (magic, sizes, key id, wrap, nonce prefix).
 HEAD_BYTES = 4096
 # Key ids become file names in KEY_DIR.
-KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class RewrapFailed(Exception):
@@ -128,7 +126,7 @@ def read_uploaded_key_file(data):
 
 
 def check_new_key(key_id, key):
-    if not KEY_ID_PATTERN.match(key_id):
+    if not keyring.KEY_ID.match(key_id):
         raise Refused("The key file's id may only use letters, digits, dot, dash and underscore (64 at most).")
     if Key.objects.filter(key_id=key_id).exists() or keyring.key_path(key_id).exists():
         raise Refused(f"A key with id {key_id} exists already.")

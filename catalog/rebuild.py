@@ -89,10 +89,8 @@ class Unimportable(Exception):
 def authentic_manifest(storage, manifest_key):
     try:
         data = manifest.loads(storage.get_bytes(manifest_key))
-    except (EngineError, ValueError, RecursionError) as exc:
+    except (EngineError, ValueError) as exc:
         raise Unimportable(f"the manifest cannot be read ({exc})")
-    if not isinstance(data, dict):
-        raise Unimportable("the manifest is not a JSON object")
     key_id = str(data.get("manifest_key_id", ""))
     try:
         master = keyring.master_key(key_id)

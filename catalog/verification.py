@@ -233,10 +233,8 @@ def check_copy(backup, copy, cancel_event):
 def manifest_problems(storage, copy, backup):
     try:
         data = manifest.loads(storage.get_bytes(copy.manifest_key or manifest.manifest_key_for(copy.key)))
-    except (EngineError, ValueError, RecursionError) as exc:
+    except (EngineError, ValueError) as exc:
         return [f"the manifest cannot be read ({exc})"]
-    if not isinstance(data, dict):
-        return ["the manifest is not a JSON object"]
     key_id = data.get("manifest_key_id", "")
     try:
         master = keyring.master_key(key_id)

@@ -34,7 +34,16 @@ def dumps(manifest):
 
 
 def loads(data):
-    return json.loads(data)
+    """The manifest as a dict. ValueError for anything that is not one: bad
+    JSON, another kind of JSON value, or nesting too deep to parse (a file
+    that whoever can write to a destination may have put there)."""
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply to be a manifest") from None
+    if not isinstance(value, dict):
+        raise ValueError("the manifest is not a JSON object")
+    return value
 
 
 def manifest_key_for(object_key):

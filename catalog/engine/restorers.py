@@ -8,6 +8,7 @@ for the dump's table of contents, so the restored schema can be compared with
 what the dump says it holds.
 """
 
+import contextlib
 import errno
 import os
 import re
@@ -209,15 +210,11 @@ def restore_postgres_parallel(plain_chunks, params, directory, jobs, needed_byte
     check_free_disk(directory, needed_bytes)
     fd, path = tempfile.mkstemp(dir=directory, prefix="strongroom-restore-", suffix=".dump")
     try:
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in plain_chunks:
-                    handle.write(chunk)
-        except OSError as exc:  # the disk filled after the check above (another job, a log)
-            if exc.errno not in DISK_FULL:
-                raise
-            raise RestoreError(f"{describe_os_error(exc, directory)} while writing the temporary dump file; "
-                               "it was removed and nothing was restored") from exc
+        # The disk may fill after the check above (another job, a log).
+        with disk_full_in_words(directory, " while writing the temporary dump file; it was removed and nothing "
+                                           "was restored"), os.fdopen(fd, "wb") as handle:
+            for chunk in plain_chunks:
+                handle.write(chunk)
         argv = [pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--no-password",
                 f"--jobs={jobs}", "--dbname", params["dbname"], path]
         done = subprocess.run(argv, env=libpq_env(params), capture_output=True, text=True)
@@ -250,16 +247,25 @@ def restored_counts(params):
 
 
 def restore_sqlite(plain_chunks, path, cancel_event=None):
+    with disk_full_in_words(os.path.dirname(path)), open(path, "wb") as handle:
+        for chunk in plain_chunks:
+            if cancel_event is not None and cancel_event.is_set():
+                raise Cancelled("Cancelled by request")
+            handle.write(chunk)
+
+
+@contextlib.contextmanager
+def disk_full_in_words(directory, then=""):
+    """A temporary file in `directory` that cannot be written for lack of room
+    becomes a RestoreError in words (the closing flush included, so the file
+    must be opened inside). Other OSErrors, a read of the stored copy say,
+    are not about it and pass through."""
     try:
-        with open(path, "wb") as handle:
-            for chunk in plain_chunks:
-                if cancel_event is not None and cancel_event.is_set():
-                    raise Cancelled("Cancelled by request")
-                handle.write(chunk)
+        yield
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise
-        raise RestoreError(describe_os_error(exc, os.path.dirname(path))) from exc
+        raise RestoreError(describe_os_error(exc, directory) + then) from exc
 
 
 def sqlite_report(path, qualified=False):

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, assume, example, given, settings, strategies
 
 from catalog.alerts.models import Channel
 from catalog.engine.crypto import KEY_FILE_HEADER
-from catalog.keys import KEY_ID_PATTERN
+from catalog.keyring import KEY_ID as KEY_ID_PATTERN
 from catalog.models import Key
 from drills.models import Drill
 from pitr.models import ContinuousProtection
