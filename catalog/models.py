@@ -146,7 +146,7 @@ class Source(SealedSecrets):
         return {"name": self.name, "slug": self.slug, "engine": self.engine, "target": self.target_display()}
 
     def last_backup(self):
-        return self.backups.order_by("-created_at").first()
+        return self.backups.defer("log", "table_counts").order_by("-created_at").first()
 
     def last_good_backup(self):
         return self.backups.good().order_by("-finished_at").first()
@@ -401,7 +401,7 @@ class BackupPlan(models.Model):
         return next_runs(self.schedule, count)
 
     def last_backup(self):
-        return self.backups.order_by("-created_at").first()
+        return self.backups.defer("log", "table_counts").order_by("-created_at").first()
 
     def expected_interval(self, start=None, runs=60):
         """The longest gap between two runs of the schedule over the next `runs`
@@ -463,6 +463,12 @@ class BackupQuerySet(models.QuerySet):
     def good(self):
         """Backups a restore can count on: succeeded, and ready."""
         return self.filter(status=Backup.SUCCEEDED).ready()
+
+    def for_rows(self):
+        """What a row of backups (partials/backup_rows.html) shows, in one
+        query: the related names joined, the log and table counts (which grow
+        with the backup) left in the database."""
+        return self.select_related("source", "plan", "triggered_by", "base_wal").defer("log", "table_counts")
 
 
 class Job(models.Model):

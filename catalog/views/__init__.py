@@ -113,8 +113,8 @@ def dashboard(request):
         "open_alerts": Alert.objects.filter(resolved_at__isnull=True).count(),
         "monitor_silent_since": queues.monitor_silent_since(),
         "next_runs": next_scheduled_runs(sources, 8),
-        "active": Backup.objects.active().select_related("source", "plan"),
-        "recent": Backup.objects.select_related("source", "plan", "base_wal").defer("log", "table_counts")[:10],
+        "active": Backup.objects.active().select_related("source", "plan").defer("log", "table_counts"),
+        "recent": Backup.objects.for_rows()[:10],
         "storage": storage_usage(),
         "has_destinations": Destination.objects.exists(),
         "has_plans": BackupPlan.objects.exists(),
@@ -185,7 +185,7 @@ def source_detail(request, pk):
     ctx = {
         "source": source,
         "plans": source.plans.prefetch_related("destinations"),
-        "backups": source.backups.select_related("plan", "base_wal")[:10],
+        "backups": source.backups.for_rows()[:10],
         "run_form": RunBackupForm(),
     }
     return render(request, "catalog/source_detail.html", ctx)
@@ -311,7 +311,7 @@ def plan_list(request):
 def plan_detail(request, pk):
     plan = get_object_or_404(BackupPlan.objects.select_related("source"), pk=pk)
     rows = lifecycle.preview(plan)
-    backups = plan.backups.select_related("source", "plan", "triggered_by", "base_wal")[:10]
+    backups = plan.backups.for_rows()[:10]
     ctx = {"plan": plan, "backups": backups, "run_form": RunBackupForm(),
            "rows": rows, "tally": lifecycle.tally(rows), "charts": charts.plan_charts(plan)}
     return render(request, "catalog/plan_detail.html", ctx)
@@ -391,7 +391,7 @@ def plan_run(request, pk):
 @viewer_required
 def backup_list(request):
     filters = BackupFilterForm(request.GET or None)
-    backups = filters.apply(Backup.objects.select_related("source", "plan", "base_wal"))
+    backups = filters.apply(Backup.objects.for_rows())
     query = request.GET.copy()
     query.pop("page", None)
     ctx = {"filters": filters, "page": page_of(request, backups), "query": query.urlencode()}
@@ -433,8 +433,9 @@ def backup_unpin(request, pk):
 
 @viewer_required
 def backup_progress(request, pk):
-    """Polled by htmx every second while a backup is active."""
-    backup = get_object_or_404(Backup, pk=pk)
+    """Polled by htmx every second while a backup is active: kept cheap (its
+    log, which grows as it runs, stays in the database)."""
+    backup = get_object_or_404(Backup.objects.defer("log", "table_counts"), pk=pk)
     return job_progress(request, backup, "catalog/partials/backup_progress.html", {"backup": backup})
 
 
