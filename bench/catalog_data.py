@@ -3,6 +3,7 @@ with bulk SQL (generate_series), then the pages timed through Django's test
 client (with query counts) and through gunicorn under concurrent clients."""
 
 import http.client
+import itertools
 import statistics
 import threading
 import time
@@ -162,15 +163,20 @@ def query_counts(pages):
     return counts
 
 
-def hammer(port, pages, clients, per_client=None, stop=None, auth=None):
-    """`clients` threads, each on its own keep-alive connection, cycling over
-    `pages`: `per_client` requests each, or until `stop` (a threading.Event)
-    is set. Pages go with a superuser's session cookie, /api/ paths with a
-    read token (`auth`: (session, token), made here when not given). Anything
-    but a 2xx, or no answer, is an error: no page redirects a logged-in user."""
+def hammer(port, pages, clients, per_client=None, stop=None, auth=None, script=None):
+    """`clients` threads, each on its own keep-alive connection: `per_client`
+    requests each, or until `stop` (a threading.Event) is set. By default a
+    client cycles over `pages` and asks again at once; `script(index)` gives
+    client `index` its own endless (path, seconds) steps instead, each
+    request starting `seconds` after the one before it started (as a page's
+    htmx poll or a person reading does). Pages go with a superuser's session
+    cookie, /api/ paths with a read token (`auth`: (session, token), made here
+    when not given). Anything but a 2xx, or no answer, is an error: no page
+    redirects a logged-in user."""
     assert per_client is not None or stop is not None, "a client loop needs a bound"
     session, raw = auth or credentials()[1:]
     paths = list(pages.values())
+    script = script or (lambda index: ((paths[(index + i) % len(paths)], 0) for i in itertools.count()))
     latencies, errors, retries, statuses, lock = [], [], [], {}, threading.Lock()
 
     def get(conn, path, headers):
@@ -181,9 +187,10 @@ def hammer(port, pages, clients, per_client=None, stop=None, auth=None):
 
     def one_client(index):
         conn, reused, last = http.client.HTTPConnection("127.0.0.1", port, timeout=60), False, time.perf_counter()
+        steps = script(index)
         i = 0
         while (per_client is None or i < per_client) and not (stop is not None and stop.is_set()):
-            path = paths[(index + i) % len(paths)]
+            path, pause = next(steps)
             i += 1
             headers = {"Authorization": f"Bearer {raw}"} if path.startswith("/api/") else {"Cookie": f"sessionid={session}"}
             t0 = time.perf_counter()
@@ -213,6 +220,11 @@ def hammer(port, pages, clients, per_client=None, stop=None, auth=None):
                 statuses[outcome] = statuses.get(outcome, 0) + 1
                 if not ok:
                     errors.append(f"{path}: {outcome}")
+            if pause and (wait := t0 + pause - time.perf_counter()) > 0:
+                if stop is not None:
+                    stop.wait(wait)
+                else:
+                    time.sleep(wait)
         conn.close()
 
     t0 = time.perf_counter()
@@ -224,7 +236,7 @@ def hammer(port, pages, clients, per_client=None, stop=None, auth=None):
     wall = time.perf_counter() - t0
     all_ms = [ms for _, ms in latencies] or [0.0]
     per_page = {}
-    for path in paths:
+    for path in dict.fromkeys(p for p, _ in latencies):
         ms = [m for p, m in latencies if p == path]
         if ms:
             per_page[path] = {"requests": len(ms), "p50_ms": statistics.median(ms), "p95_ms": percentile(ms, 0.95)}

@@ -4,7 +4,17 @@ metadata database), once idle and once while concurrent clients use the
 dashboard and the API. Reports errors, request latency, and each backup's
 throughput idle and under load (see bench/RESULTS.md).
 
-    python -m bench.load --scale 60 --rounds 2 --clients 20 --seconds 120
+The clients behave as people and scripts do (users_script): browsers going
+from page to page, --think seconds on each, polling the running backup's
+progress every second while on its page; every fourth client a script polling
+the API every two seconds. --pace instead makes every client cycle over every
+page at a fixed rate: --pace 1 (a request a second each, as fast as a progress
+poll) and --pace 0 (no pause: a stress test that saturates the server) are in
+bench/RESULTS.md too; --web-cpu-shares shows what a lower CPU weight for the
+web server (systemd's CPUWeight=) does then.
+
+    python -m bench.load --scale 100 --rounds 3 --clients 20 --seconds 120
+    python -m bench.load --scale 100 --rounds 3 --clients 20 --pace 1 --no-assert
     python -m bench.load --scale 1 --rounds 1 --clients 2 --seconds 5 --no-assert
 
 Exits 1 when a request failed, a backup did not succeed, or the loaded
@@ -14,6 +24,7 @@ reports. Everything is throwaway, as in bench.run (whose helpers it reuses).
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import signal
@@ -28,15 +39,19 @@ import psutil
 from bench.run import PG, PY, ROOT, Bench, machine, make_source, median, ratio
 
 HERE = Path(__file__).resolve().parent
+CGROUP_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1's CPU controller, where it is mounted
 
 
 class LoadBench(Bench):
     def __init__(self, args):
         super().__init__(args)
         self.clusters = []
+        self.web_cgroup = None
 
     def close(self):
         stop_groups(self.clusters)
+        if self.web_cgroup:
+            remove_cgroup(self.web_cgroup)
         summary = self.results.get("summary", {})
         if not summary or summary["errors"] or summary["backups_succeeded"] != summary["backups"]:
             # The logs go with the temporary directory: show their ends first.
@@ -152,8 +167,11 @@ class LoadBench(Bench):
         if kind == "loaded":
             # The clients run as long as the backups do, never longer than --seconds.
             stop, box = threading.Event(), {}
+            pages = self.pages(ids)
+            script = (uniform_script(list(pages.values()), self.args.pace) if self.args.pace is not None
+                      else users_script(pages, self.args.think))
             clients = threading.Thread(target=lambda: box.update(catalog_data.hammer(
-                self.port, self.pages(ids), self.args.clients, stop=stop, auth=self.auth)))
+                self.port, pages, self.args.clients, stop=stop, auth=self.auth, script=script)))
             clients.start()
             try:
                 self.wait_for(ids, on_deadline=stop.set, deadline=time.monotonic() + self.args.seconds)
@@ -196,6 +214,8 @@ class LoadBench(Bench):
         self.auth = (session, read_token)
         self.backup_token = tokens.create_token("bench", "bench-load", ["backup"])[1]
         self.gunicorn, self.port = self.start_gunicorn()
+        if self.args.web_cpu_shares:
+            self.web_cgroup = cpu_cgroup(f"strongroom-bench-web-{self.tag}", self.args.web_cpu_shares, self.gunicorn)
         self.start_cluster()
         self.start_cluster(name="strongroom-monitor")  # production runs both (README)
         # Warm every gunicorn worker before measuring: a production server is warm.
@@ -214,6 +234,45 @@ class LoadBench(Bench):
         return self.results
 
 
+# An automation script waiting for its backup asks for its state this often.
+API_POLL_SECONDS = 2
+# The running backup's page polls its progress partial this often (hx-trigger "every 1s").
+PROGRESS_POLL_SECONDS = 1
+
+
+def users_script(pages, think):
+    """What people and scripts do: every fourth client is an automation
+    script polling the API (status, backups, its backup) every
+    API_POLL_SECONDS; the others are browsers going from page to page,
+    staying `think` seconds on each; on the running backup's page the browser
+    polls its progress every PROGRESS_POLL_SECONDS meanwhile, as htmx does."""
+    api = [pages["api_status"], pages["api_backups"], pages["api_backup"]]
+    visits = [pages[name] for name in ("dashboard", "backups", "backup", "plans", "plan")]
+
+    def browser(index):
+        for i in itertools.count(index):
+            page = visits[i % len(visits)]
+            if page == pages["backup"]:
+                polls = max(int(think / PROGRESS_POLL_SECONDS) - 1, 0)
+                yield page, PROGRESS_POLL_SECONDS
+                for _ in range(polls):
+                    yield pages["backup_progress"], PROGRESS_POLL_SECONDS
+            else:
+                yield page, think
+
+    def script(index):
+        if index % 4 == 3:
+            return ((api[i % len(api)], API_POLL_SECONDS) for i in itertools.count(index))
+        return browser(index)
+
+    return script
+
+
+def uniform_script(paths, pace):
+    """Every client cycles over every page, a request every `pace` seconds (0: at once)."""
+    return lambda index: ((paths[i % len(paths)], pace) for i in itertools.count(index))
+
+
 def tree_cpu(proc):
     total = 0.0
     try:
@@ -228,6 +287,32 @@ def tree_cpu(proc):
         except psutil.Error:  # it just ended
             pass
     return total
+
+
+def cpu_cgroup(name, shares, proc):
+    """Moves `proc` and its children (gunicorn's workers) into a new cgroup-v1
+    CPU group with `shares` (the root's are 1024): what `CPUWeight=` on a
+    systemd unit does, so a busy web server yields the CPU to the backups."""
+    group = CGROUP_CPU / name
+    group.mkdir()
+    (group / "cpu.shares").write_text(str(shares))
+    root = psutil.Process(proc.pid)
+    for process in [root, *root.children(recursive=True)]:
+        (group / "cgroup.procs").write_text(str(process.pid))
+    return group
+
+
+def remove_cgroup(group):
+    """Moves what is left in `group` back to the root group, then removes it."""
+    for pid in (group / "cgroup.procs").read_text().split():
+        try:
+            (CGROUP_CPU / "cgroup.procs").write_text(pid)
+        except OSError:  # it just ended
+            pass
+    try:
+        group.rmdir()
+    except OSError as exc:
+        print(f"could not remove {group}: {exc}", file=sys.stderr)
 
 
 def stop_groups(procs):
@@ -258,6 +343,7 @@ def summary(rounds, min_ratio):
     idle, loaded = median(speeds("idle")), median(speeds("loaded"))
     backups = [b for r in rounds for b in r["backups"]]
     out = {
+        "pair_ratios": pair_ratios(rounds),
         "backups": len(backups),
         "backups_succeeded": sum(b["status"] == "succeeded" for b in backups),
         "requests": sum(x["requests"] for x in loads),
@@ -278,11 +364,33 @@ def summary(rounds, min_ratio):
     return out
 
 
+def pair_ratios(rounds):
+    """Each loaded round's mean throughput over that of the idle round run
+    right beside it (the order idle, loaded, loaded, idle, ... gives every
+    loaded round one): the machine's own speed drifts between rounds on a
+    shared host, and a neighbour has drifted least."""
+    def mean_speed(r):
+        return sum(b["mb_per_s"] or 0 for b in r["backups"]) / len(r["backups"])
+
+    out = []
+    for i, r in enumerate(rounds):
+        if r["kind"] != "loaded":
+            continue
+        neighbours = [rounds[j] for j in (i - 1, i + 1) if 0 <= j < len(rounds) and rounds[j]["kind"] == "idle"]
+        if neighbours:
+            out.append(ratio(mean_speed(r), mean_speed(neighbours[0])))
+    return out
+
+
 def render(r):
     """The markdown for bench/RESULTS.md."""
     a, s, m = r["args"], r["summary"], r["machine"]
+    # Runs from before --think/--pace existed had clients that never paused.
+    options = (f" --pace {a['pace']:g}" if a.get("pace") is not None else
+               f" --think {a['think']:g}" if "think" in a else " --pace 0")
+    options += f" --web-cpu-shares {a['web_cpu_shares']}" if a.get("web_cpu_shares") else ""
     out = [f"Run {r['started']} → {r['finished']}; `python -m bench.load --scale {a['scale']} --rounds {a['rounds']} "
-           f"--clients {a['clients']} --seconds {a['seconds']:g}`. Machine: {m['cores']} cores ({m['cpu']}), "
+           f"--clients {a['clients']} --seconds {a['seconds']:g}{options}`. Machine: {m['cores']} cores ({m['cpu']}), "
            f"PostgreSQL {m['postgresql_server'].split()[0]}. "
            f"Source database: {r['source_db_bytes'] / 2**20:,.0f} MB.\n",
            "| Round | backups s (A, B) | MB/s (A, B) | requests | errors | req/s | p50 / p95 / max ms "
@@ -299,8 +407,12 @@ def render(r):
             f"{load['p50_ms']:.0f} / {load['p95_ms']:.0f} / {load['max_ms']:.0f}" if load else "–",
             f"{cpu['web']:.0f} / {cpu['workers']:.0f} / {cpu['clients']:.0f} / {other:.0f}, of {cpu['available']:.0f}",
         ]) + " |")
+    pairs = ""
+    if s.get("pair_ratios"):
+        p = s["pair_ratios"]
+        pairs = f"; each loaded round ÷ the idle round beside it: median {median(p)}, {min(p)}–{max(p)}"
     out.append(f"\nMedian throughput per backup: idle {s['idle_source_mb_per_s']:.0f} MB/s, loaded "
-               f"{s['loaded_source_mb_per_s']:.0f} MB/s: **ratio {s['ratio']}** (target ≥ {s['min_ratio']}). "
+               f"{s['loaded_source_mb_per_s']:.0f} MB/s: **ratio {s['ratio']}** (target ≥ {s['min_ratio']}){pairs}. "
                f"Requests under load: {s['requests']}, **{s['errors']} errors**, median of rounds "
                f"{s['requests_per_s']:.1f} requests/s, p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, "
                f"max {s['max_ms']:.0f} ms; GETs retried on a keep-alive connection the server had just closed: "
@@ -315,6 +427,12 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=2, help="idle + loaded pairs, order alternating (medians)")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=120, help="longest the clients run in one loaded round")
+    parser.add_argument("--think", type=float, default=5,
+                        help="seconds a browser client stays on a page (polling progress on the backup's page)")
+    parser.add_argument("--pace", type=float, metavar="SECONDS",
+                        help="instead: every client cycles over every page, one request every SECONDS (0: no pause)")
+    parser.add_argument("--web-cpu-shares", type=int, metavar="SHARES",
+                        help="run gunicorn in a cgroup-v1 CPU group with these shares (root's: 1024; needs root)")
     parser.add_argument("--timeout", type=float, default=900, help="longest a round's backups may take")
     parser.add_argument("--gunicorn-workers", type=int, default=4)
     parser.add_argument("--q-workers", type=int, default=2)
