@@ -8,6 +8,7 @@ and swapping two rows puts a successor before its predecessor, so
 `verify_chain` finds and names the first broken link."""
 
 import contextvars
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -119,6 +120,19 @@ def lock_chain():
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [APPEND_LOCK])
+
+
+def object_type_label(model_name):
+    """What the pages call an event's object type: the model's verbose name
+    ("backup plan"), not the stored model name ("backupplan")."""
+    return verbose_model_names().get(model_name, model_name)
+
+
+@functools.cache
+def verbose_model_names():
+    from django.apps import apps
+
+    return {model._meta.model_name: str(model._meta.verbose_name) for model in apps.get_models()}
 
 
 def record(actor, action, obj=None, changes=None):

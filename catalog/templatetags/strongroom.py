@@ -1,5 +1,7 @@
 from django import template
 
+from catalog import audit
+
 register = template.Library()
 
 
@@ -19,6 +21,11 @@ def duration(value):
     if minutes:
         return f"{minutes} min {seconds:02d} s"
     return f"{seconds} s"
+
+
+@register.filter
+def object_type_label(model_name):
+    return audit.object_type_label(model_name)
 
 
 @register.filter

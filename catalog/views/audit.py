@@ -34,7 +34,7 @@ class AuditFilterForm(forms.Form):
         self.fields["actor"].choices = [("", "Anyone")] + [(v, v) for v in distinct_values("actor_label")]
         self.fields["action"].choices = [("", "Any action")] + [(v, v) for v in distinct_values("action")]
         types = [v for v in distinct_values("object_type") if v]
-        self.fields["object_type"].choices = [("", "Any type")] + [(v, v) for v in types]
+        self.fields["object_type"].choices = [("", "Any type")] + [(v, audit.object_type_label(v)) for v in types]
 
     def clean(self):
         cleaned = super().clean()

@@ -9,8 +9,9 @@ import json
 import pytest
 
 from catalog import audit
-from catalog.models import AuditEvent
+from catalog.models import AuditEvent, Source
 from tests.audit.helpers import event_at, some_events
+from tests.catalog.helpers import local_destination, make_plan
 
 pytestmark = pytest.mark.django_db
 
@@ -164,3 +165,14 @@ def test_the_admin_is_read_only(client, admin_user, history):
     assert client.get("/admin/catalog/auditevent/add/").status_code == 403
     assert AuditEvent.objects.get(pk=event.pk).action == "source.create"
     assert audit.verify_chain().intact
+
+
+def test_it_names_object_types_in_words_and_filters_by_the_stored_name(auditor_client, admin_user, tmp_path):
+    source = Source.objects.create(name="Wiki", engine="sqlite", sqlite_path=str(tmp_path / "wiki.sqlite3"))
+    plan = make_plan(source, [local_destination(tmp_path / "backups")])
+    audit.record(admin_user, "plan.update", plan, {"schedule": "0 3 * * *"})
+    body = auditor_client.get("/audit/").content.decode()
+    assert '<span class="muted small">backup plan</span>' in body and ">backupplan<" not in body
+    assert '<option value="backupplan">backup plan</option>' in body
+    response = auditor_client.get("/audit/", {"object_type": "backupplan"})
+    assert [event.action for event in response.context["page"].object_list] == ["plan.update", "plan.create"]
