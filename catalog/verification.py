@@ -140,6 +140,9 @@ def run_verification(verification_id):
 
 
 def finish_verification(verification, status):
+    # The check may have taken hours: a connection the metadata database
+    # dropped meanwhile (a restart, a failover) is replaced before recording it.
+    close_old_connections()
     now = timezone.now()
     verification.append_log(f"Finished: {status} — {verification.summary}")
     with transaction.atomic():

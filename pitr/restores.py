@@ -494,6 +494,9 @@ def outcome_in_words(job):
 
 
 def finish(job, status):
+    # Recovery may have taken hours: a connection the metadata database
+    # dropped meanwhile (a restart, a failover) is replaced before recording it.
+    close_old_connections()
     now = timezone.now()
     with transaction.atomic():
         if PitrRestore.objects.filter(pk=job.pk, status=PitrRestore.RUNNING).update(
