@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
-from django.db import IntegrityError
 from django.utils import timezone
 
 from catalog.engine import crypto
@@ -65,16 +64,29 @@ def active_key():
     """(key_id, key bytes) of the active master key; creates one on first use."""
     from catalog.models import Key
 
-    key = Key.objects.filter(is_active=True).first()
-    if key is None:
-        try:
-            key = create_master_key()
-        except IntegrityError:
-            # Two first encrypted backups at once both found no key: the one
-            # whose key was registered first wins (the loser's file is removed
-            # by install_key), and both encrypt with it.
-            key = Key.objects.get(is_active=True)
+    key = Key.objects.filter(is_active=True).first() or first_master_key()
     return key.key_id, master_key(key.key_id)
+
+
+# Any constant will do, so long as nothing else takes the same advisory lock.
+FIRST_KEY_LOCK = 0x4B45595F4F4E45  # "KEY_ONE"
+
+
+def first_master_key():
+    """Makes the master key on first use. Two first encrypted backups at once
+    must not both make one (the second would retire the first's key at once
+    and leave two files to keep safe): on PostgreSQL they queue on a
+    transaction-level advisory lock (SQLite's IMMEDIATE transactions queue
+    them already), and the second finds the first's key."""
+    from django.db import connection, transaction
+
+    from catalog.models import Key
+
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [FIRST_KEY_LOCK])
+        return Key.objects.filter(is_active=True).first() or create_master_key()
 
 
 def new_key_id():
