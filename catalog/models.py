@@ -145,9 +145,6 @@ class Source(SealedSecrets):
         """What a manifest says about the source: enough to find it, no secret."""
         return {"name": self.name, "slug": self.slug, "engine": self.engine, "target": self.target_display()}
 
-    def last_backup(self):
-        return self.backups.defer("log", "table_counts").order_by("-created_at").first()
-
     def last_good_backup(self):
         return self.backups.good().order_by("-finished_at").first()
 
@@ -400,9 +397,6 @@ class BackupPlan(models.Model):
 
         return next_runs(self.schedule, count)
 
-    def last_backup(self):
-        return self.backups.defer("log", "table_counts").order_by("-created_at").first()
-
     def expected_interval(self, start=None, runs=60):
         """The longest gap between two runs of the schedule over the next `runs`
         runs: a daily plan gives 24 h, a weekdays-only plan 72 h (the weekend)."""
@@ -431,7 +425,8 @@ class BackupPlan(models.Model):
         two copies, on two kinds of storage, one of them off-site.
 
         Before the first backup it judges the configured destinations instead."""
-        latest = self.stored_backups().ready().filter(copies__status=Copy.DURABLE).order_by("-created_at").first()
+        latest = (self.stored_backups().ready().filter(copies__status=Copy.DURABLE).defer("log", "table_counts")
+                  .order_by("-created_at").first())
         if latest:
             destinations = [c.destination for c in latest.copies.filter(status=Copy.DURABLE).select_related("destination")]
         else:
