@@ -248,12 +248,12 @@ def users_script(pages, think):
     polls its progress every PROGRESS_POLL_SECONDS meanwhile, as htmx does."""
     api = [pages["api_status"], pages["api_backups"], pages["api_backup"]]
     visits = [pages[name] for name in ("dashboard", "backups", "backup", "plans", "plan")]
+    polls = max(int(think / PROGRESS_POLL_SECONDS) - 1, 0)  # after the page itself, while on it
 
     def browser(index):
         for i in itertools.count(index):
             page = visits[i % len(visits)]
             if page == pages["backup"]:
-                polls = max(int(think / PROGRESS_POLL_SECONDS) - 1, 0)
                 yield page, PROGRESS_POLL_SECONDS
                 for _ in range(polls):
                     yield pages["backup_progress"], PROGRESS_POLL_SECONDS

@@ -14,10 +14,11 @@ import json
 from dataclasses import dataclass
 from datetime import timezone as dt_timezone
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.ipv6 import clean_ipv6_address
 
+from catalog import dblocks
 from catalog.models import AuditEvent
 
 # Field names whose values are never written to an audit event.
@@ -113,13 +114,8 @@ def last_hash():
 
 def lock_chain():
     """Concurrent writers must not both read the same last hash and fork the
-    chain: on PostgreSQL they queue on a transaction-level advisory lock,
-    held until the caller's transaction ends (so the row is committed before
-    the next writer reads it). On SQLite every transaction begins IMMEDIATE
-    (see backupsite/envconfig.py), which serializes writers already."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [APPEND_LOCK])
+    chain: each waits until the one before has committed its event."""
+    dblocks.hold_until_commit(APPEND_LOCK)
 
 
 def object_type_label(model_name):

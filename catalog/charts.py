@@ -210,12 +210,12 @@ def plan_charts(plan, limit=CHART_BACKUPS):
 
     # A few older ones too, so that the first points have sizes to compare with.
     backups = list(plan.backups.filter(status__in=Backup.WITH_DATA).order_by("-created_at")
-                   .defer("log", "table_counts")[:limit + SIZE_WINDOW])[::-1]
+                   .without_log()[:limit + SIZE_WINDOW])[::-1]
     shown = backups[-limit:]
     failed = []
     if shown:
         failed = list(plan.backups.filter(status=Backup.FAILED, created_at__gte=shown[0].created_at)
-                      .defer("log", "table_counts").order_by("created_at"))
+                      .without_log().order_by("created_at"))
     stored, raw, durations = Series("stored"), Series("raw"), Series("duration")
     for index in range(len(backups) - len(shown), len(backups)):
         backup = backups[index]

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.utils import timezone
 
+from catalog import dblocks
 from catalog.engine import crypto
 
 log = logging.getLogger(__name__)
@@ -75,17 +76,14 @@ FIRST_KEY_LOCK = 0x4B45595F4F4E45  # "KEY_ONE"
 def first_master_key():
     """Makes the master key on first use. Two first encrypted backups at once
     must not both make one (the second would retire the first's key at once
-    and leave two files to keep safe): on PostgreSQL they queue on a
-    transaction-level advisory lock (SQLite's IMMEDIATE transactions queue
-    them already), and the second finds the first's key."""
-    from django.db import connection, transaction
+    and leave two files to keep safe): they queue, and the second finds the
+    first's key."""
+    from django.db import transaction
 
     from catalog.models import Key
 
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [FIRST_KEY_LOCK])
+        dblocks.hold_until_commit(FIRST_KEY_LOCK)
         return Key.objects.filter(is_active=True).first() or create_master_key()
 
 

@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 # An encryption header is about a hundred bytes (magic, sizes, key id, wrap, nonce prefix).
 HEAD_BYTES = 4096
-# Key ids become file names in KEY_DIR.
 
 
 class RewrapFailed(Exception):

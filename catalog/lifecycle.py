@@ -79,7 +79,7 @@ class Row:
 def preview(plan, policy=None, now=None):
     """Every stored backup of the plan and what retention would do with it."""
     now = now or timezone.now()
-    backups = list(plan.stored_backups().defer("log", "table_counts").prefetch_related("copies"))
+    backups = list(plan.stored_backups().without_log().prefetch_related("copies"))
     by_id = {b.pk: b for b in backups}
     decisions = retention.select(
         [b.retention_candidate() for b in backups], policy or plan.retention_policy(), local_zone(), now

@@ -425,8 +425,8 @@ class BackupPlan(models.Model):
         two copies, on two kinds of storage, one of them off-site.
 
         Before the first backup it judges the configured destinations instead."""
-        latest = (self.stored_backups().ready().filter(copies__status=Copy.DURABLE).defer("log", "table_counts")
-                  .order_by("-created_at").first())
+        stored = self.stored_backups().ready().filter(copies__status=Copy.DURABLE)
+        latest = stored.without_log().order_by("-created_at").first()
         if latest:
             destinations = [c.destination for c in latest.copies.filter(status=Copy.DURABLE).select_related("destination")]
         else:
@@ -459,11 +459,15 @@ class BackupQuerySet(models.QuerySet):
         """Backups a restore can count on: succeeded, and ready."""
         return self.filter(status=Backup.SUCCEEDED).ready()
 
+    def without_log(self):
+        """Leaves the job's log and the table counts, which grow with the
+        backup, in the database: for pages and polls that do not show them."""
+        return self.defer("log", "table_counts")
+
     def for_rows(self):
         """What a row of backups (partials/backup_rows.html) shows, in one
-        query: the related names joined, the log and table counts (which grow
-        with the backup) left in the database."""
-        return self.select_related("source", "plan", "triggered_by", "base_wal").defer("log", "table_counts")
+        query: the related names joined, the log left in the database."""
+        return self.select_related("source", "plan", "triggered_by", "base_wal").without_log()
 
 
 class Job(models.Model):

@@ -288,7 +288,10 @@ def open_dump(source, fmt, plan=None, compression=None):
 class JobWatch:
     """Beats a running job's heartbeat once a second from a thread (writing
     whatever `progress()` returns with it) and turns a cancel request seen in
-    the database into `cancel_event` within a quarter of a second."""
+    the database into `cancel_event` within a quarter of a second. When the
+    watched work ends, the worker's connection is checked: the work may have
+    taken hours, and a connection the metadata database dropped meanwhile (a
+    restart, a failover) is replaced before the job records its outcome."""
 
     def __init__(self, model, job_id):
         self.model = model
@@ -304,6 +307,7 @@ class JobWatch:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        close_old_connections()
 
     def progress(self):
         return {}
@@ -370,9 +374,6 @@ def run_backup(backup_id):
     except Exception as exc:  # never leave a backup "running" behind
         log.exception("Backup %s failed unexpectedly", backup_id)
         return finish_backup(backup, copies, Backup.FAILED, f"Unexpected error ({type(exc).__name__}); see the worker log.")
-    # The dump may have taken hours: a connection the metadata database dropped
-    # meanwhile (a restart, a failover) is replaced before recording the outcome.
-    close_old_connections()
     write_manifests(backup, copies, encryption)
     durable = [copy for copy in copies if copy.status == Copy.DURABLE]
     if durable and backup.is_base_backup():

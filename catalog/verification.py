@@ -136,9 +136,6 @@ def run_verification(verification_id):
             log.exception("Verification %s failed unexpectedly", verification_id)
             status = Verification.FAILED
             verification.summary = f"Unexpected error ({type(exc).__name__}); see the worker log."
-    # The check may have taken hours: a connection the metadata database
-    # dropped meanwhile (a restart, a failover) is replaced before recording it.
-    close_old_connections()
     return finish_verification(verification, status)
 
 

@@ -332,9 +332,6 @@ def run_pitr_restore(job_id):
         log.exception("Point-in-time restore %s failed unexpectedly", job_id)
         status, job.summary = PitrRestore.FAILED, f"Unexpected error ({type(exc).__name__}); see the worker log."
     job.report["total_seconds"] = round(time.monotonic() - started, 3)
-    # Recovery may have taken hours: a connection the metadata database
-    # dropped meanwhile (a restart, a failover) is replaced before recording it.
-    close_old_connections()
     return finish(job, status)
 
 

@@ -123,7 +123,7 @@ def status_view(request):
     last_verification = Verification.objects.filter(source=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")[:1]
     sources = list(Source.objects.annotate(last_backup_id=Subquery(last_backup),
                                            last_verification_id=Subquery(last_verification)))
-    backups = Backup.objects.defer("log", "table_counts").in_bulk([s.last_backup_id for s in sources if s.last_backup_id])
+    backups = Backup.objects.without_log().in_bulk([s.last_backup_id for s in sources if s.last_backup_id])
     verifications = Verification.objects.in_bulk([s.last_verification_id for s in sources if s.last_verification_id])
     destinations = Destination.objects.annotate(used=Sum("copies__size", filter=Q(copies__status=Copy.DURABLE)))
     alerts = Alert.objects.filter(resolved_at__isnull=True).select_related("source")
@@ -149,7 +149,7 @@ def filtered_backups(params):
     # A misspelt filter would otherwise return every backup without a word.
     if unknown := sorted(set(params) - set(BACKUP_FILTERS)):
         raise BadRequest(f"Unknown parameter {unknown[0][:50]!r}; the filters are {', '.join(BACKUP_FILTERS)}.")
-    backups = Backup.objects.select_related("source", "plan").defer("log", "table_counts").order_by("-created_at", "-pk")
+    backups = Backup.objects.select_related("source", "plan").without_log().order_by("-created_at", "-pk")
     if (source := int_param(params, "source")) is not None:
         backups = backups.filter(source_id=source)
     if (plan := int_param(params, "plan")) is not None:

@@ -23,9 +23,7 @@ def duration(value):
     return f"{seconds} s"
 
 
-@register.filter
-def object_type_label(model_name):
-    return audit.object_type_label(model_name)
+register.filter("object_type_label", audit.object_type_label)
 
 
 @register.filter

@@ -113,7 +113,7 @@ def dashboard(request):
         "open_alerts": Alert.objects.filter(resolved_at__isnull=True).count(),
         "monitor_silent_since": queues.monitor_silent_since(),
         "next_runs": next_scheduled_runs(sources, 8),
-        "active": Backup.objects.active().select_related("source", "plan").defer("log", "table_counts"),
+        "active": Backup.objects.active().select_related("source", "plan").without_log(),
         "recent": Backup.objects.for_rows()[:10],
         "storage": storage_usage(),
         "has_destinations": Destination.objects.exists(),
@@ -136,7 +136,7 @@ HEALTH_STRIP_DAYS = 7  # how far back the dashboard draws each source's health
 def dashboard_rows(sources, now):
     """One row per source, from what `dashboard` annotated: three queries in all."""
     last_ids = [s.last_backup_id for s in sources if s.last_backup_id]
-    backups = Backup.objects.defer("log", "table_counts").in_bulk(last_ids)
+    backups = Backup.objects.without_log().in_bulk(last_ids)
     restores = Verification.objects.in_bulk([s.last_restore_id for s in sources if s.last_restore_id])
     window = now - timedelta(days=HEALTH_STRIP_DAYS)
     changes = defaultdict(list)
@@ -435,7 +435,7 @@ def backup_unpin(request, pk):
 def backup_progress(request, pk):
     """Polled by htmx every second while a backup is active: kept cheap (its
     log, which grows as it runs, stays in the database)."""
-    backup = get_object_or_404(Backup.objects.defer("log", "table_counts"), pk=pk)
+    backup = get_object_or_404(Backup.objects.without_log(), pk=pk)
     return job_progress(request, backup, "catalog/partials/backup_progress.html", {"backup": backup})
 
 

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, assume, example, given, settings, strategies
 
 from catalog.alerts.models import Channel
 from catalog.engine.crypto import KEY_FILE_HEADER
-from catalog.keyring import KEY_ID as KEY_ID_PATTERN
+from catalog.keyring import KEY_ID
 from catalog.models import Key
 from drills.models import Drill
 from pitr.models import ContinuousProtection
@@ -387,7 +387,7 @@ def test_it_refuses_any_uploaded_key_file_that_is_not_one(browser_client, world,
     file with a hostile id or key, are refused on the form; no key is added."""
     key_id = dict(line.split(": ", 1) for line in content.decode("utf-8", "replace").splitlines()[1:]
                   if ": " in line).get("id", "").strip()
-    assume(not (KEY_ID_PATTERN.match(key_id) and GOOD_KEY in content.decode("utf-8", "replace")))  # a real import
+    assume(not (KEY_ID.match(key_id) and GOOD_KEY in content.decode("utf-8", "replace")))  # a real import
     keys = Key.objects.count()
     response = browser_client.post("/keys/rotate/", {
         "source": "upload", "key_file": SimpleUploadedFile("mk.key", content, "application/octet-stream")})
