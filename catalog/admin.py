@@ -42,6 +42,8 @@ class DestinationAdmin(ReadOnlyAdmin):
             self.message_user(request, f"{destination}: {report.summary()}", level)
             for key, reason in report.refused[:20]:
                 self.message_user(request, f"Refused {key}: {reason}", messages.WARNING)
+            for key, note in report.notes[:20]:
+                self.message_user(request, f"Imported without {key}: {note}", messages.WARNING)
 
 
 @admin.register(BackupPlan)

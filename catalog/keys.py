@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from catalog import audit, keyring, queues
+from catalog import audit, holds, keyring, queues
 from catalog.engine import crypto, manifest
 from catalog.engine.errors import CorruptionError, EngineError
 from catalog.models import Backup, Copy, Key, KeyRotation, SealedSecrets
@@ -347,6 +347,10 @@ def rewrap_backup(actor, backup, new_id, new_master):
     with transaction.atomic():
         Backup.objects.filter(pk=backup.pk).update(key_wraps=wraps, key_id=new_id)
         audit.record(actor, "backup.rewrap", backup, {"key_id": new_id, "manifests": len(copies)})
+    if backup.hold_changed_at:
+        # Its hold records are signed with the old key too: signed again with the
+        # active one, they still verify once the old key is destroyed.
+        holds.store_hold_state(actor, backup.pk)
 
 
 def manifest_location(copy):

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from catalog import audit, retention
+from catalog import audit, holds, retention
 from catalog.engine import manifest
 from catalog.engine.errors import EngineError
 from catalog.models import Backup, BackupPlan, Copy
@@ -32,6 +32,8 @@ def local_zone():
 
 
 def pin_backup(actor, backup, reason, legal_hold=False):
+    """Pins the backup (or puts it under legal hold). Returns the destinations
+    the new state could not be written to, in words (see holds.store_hold_state)."""
     reason = " ".join(reason.split())
     if not reason:
         raise Refused("Say why this backup must be kept.")
@@ -41,18 +43,23 @@ def pin_backup(actor, backup, reason, legal_hold=False):
         backup.pinned = True
         backup.legal_hold = backup.legal_hold or legal_hold
         backup.hold_reason = reason[:300]
-        backup.save(update_fields=["pinned", "legal_hold", "hold_reason"])
+        backup.hold_changed_at = timezone.now()
+        backup.save(update_fields=["pinned", "legal_hold", "hold_reason", "hold_changed_at"])
         action = "backup.legal_hold" if legal_hold else "backup.pin"
         audit.record(actor, action, backup, {"reason": backup.hold_reason})
+    return holds.store_hold_state(actor, backup.pk)
 
 
 def unpin_backup(actor, backup):
+    """Releases the pin and the legal hold; returns what holds.store_hold_state returns."""
     with transaction.atomic():
         released = backup.hold()
         backup.pinned = backup.legal_hold = False
         backup.hold_reason = ""
-        backup.save(update_fields=["pinned", "legal_hold", "hold_reason"])
+        backup.hold_changed_at = timezone.now()
+        backup.save(update_fields=["pinned", "legal_hold", "hold_reason", "hold_changed_at"])
         audit.record(actor, "backup.unpin", backup, {"released": released})
+    return holds.store_hold_state(actor, backup.pk)
 
 
 # --- preview ----------------------------------------------------------------
@@ -208,10 +215,11 @@ def prune_copy(actor, backup_id, copy, reason, now):
 
 
 def delete_copy_objects(copy):
-    """Deletes a copy's object, then its manifest. Returns an error in words or ""."""
+    """Deletes a copy's object, its hold record, then its manifest. Returns an error in words or ""."""
     try:
         storage = copy.destination.storage()
         storage.delete(copy.key)
+        storage.delete(holds.hold_key(copy))  # before the manifest: a crash leaves a lone manifest, as before
         storage.delete(copy.manifest_key or manifest.manifest_key_for(copy.key))
     except EngineError as exc:
         return f"{copy.destination}: {exc}"

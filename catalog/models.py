@@ -542,6 +542,9 @@ class Backup(Job):
     pinned = models.BooleanField(default=False)
     legal_hold = models.BooleanField(default=False)
     hold_reason = models.CharField("reason for the pin or hold", max_length=300, blank=True)
+    # When the pin or hold last changed: a catalog rebuild that finds different
+    # hold records in two destinations (one write failed) takes the newer.
+    hold_changed_at = models.DateTimeField("pin or hold last changed", null=True, blank=True)
     pruned_at = models.DateTimeField(null=True, blank=True)
     prune_reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)

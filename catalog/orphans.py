@@ -12,18 +12,19 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from catalog import audit
+from catalog import audit, holds
 from catalog.engine import manifest
 from catalog.engine.errors import EngineError
 from catalog.engine.storage import PROBE_KEY
 from catalog.models import Backup, Copy
 
-OBJECT, MANIFEST, BACKUP, PARTIAL = "object", "manifest", "backup", "partial"
+OBJECT, MANIFEST, BACKUP, PARTIAL, HOLD = "object", "manifest", "backup", "partial", "hold"
 KIND_TEXT = {
     BACKUP: "A whole backup (object and manifest) the catalog does not know: import it with the catalog rebuild.",
     OBJECT: "An object without a manifest, e.g. left by a crash.",
     MANIFEST: "A manifest whose object is gone.",
     PARTIAL: "An unfinished write (a partial file or an incomplete multipart upload).",
+    HOLD: "A pin or legal hold record whose backup is gone.",
 }
 
 
@@ -50,6 +51,7 @@ def known_keys(destination):
     for copy in destination.copies.exclude(status__in=[Copy.PRUNED, Copy.FAILED]):
         keys.add(copy.key)
         keys.add(copy.manifest_key or manifest.manifest_key_for(copy.key))
+        keys.add(holds.hold_key(copy))
     return keys
 
 
@@ -67,6 +69,12 @@ def scan(destination):
     orphans = []
     for key, size in sorted(sizes.items()):
         if key in known or key == PROBE_KEY:
+            continue
+        if key.endswith(manifest.SUFFIX + manifest.HOLD_SUFFIX):
+            # Part of a whole backup while its manifest is there (imported with it).
+            base_manifest = key[: -len(manifest.HOLD_SUFFIX)]
+            if base_manifest not in sizes or base_manifest in known:
+                orphans.append(Orphan(HOLD, key, size))
             continue
         if key.endswith(manifest.SUFFIX):
             base = key[: -len(manifest.SUFFIX)]
@@ -95,6 +103,7 @@ def remove(actor, destination, tokens):
             else:
                 storage.delete(orphan.key)
                 if orphan.kind == BACKUP:
+                    storage.delete(manifest.hold_key_for(manifest.manifest_key_for(orphan.key)))
                     storage.delete(manifest.manifest_key_for(orphan.key))
         except EngineError as exc:
             errors.append(f"{orphan.key}: {exc}")

@@ -5,6 +5,11 @@ manifest beside it. Each manifest is authenticated with the master key it
 names before anything is imported, its fields must make sense, the object's
 size and SHA-256 must match, and a backup already in the catalog (same
 checksum and key) is never duplicated, so importing twice changes nothing.
+
+Pins and legal holds come back too: from the hold record beside the manifest
+when a pin changed after the backup (catalog/holds.py), else from the
+manifest itself. A rebuilt catalog that forgot a pin would let retention
+prune a safety backup.
 """
 
 import hashlib
@@ -16,7 +21,7 @@ from django.core.management.color import no_style
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from catalog import audit, keyring, services
+from catalog import audit, holds, keyring, services
 from catalog.engine import crypto, manifest
 from catalog.engine.errors import EngineError
 from catalog.engine.storage import check_key
@@ -35,6 +40,7 @@ class ImportReport:
     attached: list = field(default_factory=list)  # a further copy of a known backup
     unchanged: list = field(default_factory=list)
     refused: list = field(default_factory=list)  # (key, reason)
+    notes: list = field(default_factory=list)  # (key, what was imported without): e.g. an unreadable hold record
     error: str = ""  # the destination itself could not be read
 
     def summary(self):
@@ -69,8 +75,9 @@ def rebuild_from(actor, destination):
                 raise Unimportable(f"the object has {sizes[object_key]} bytes, the manifest says {data['stored_bytes']}")
             if not known_copy(destination, data):
                 check_object(storage, object_key, data)
+            hold = hold_state(storage, sizes, manifest_key, data, report)
             try:
-                outcome, backup = import_backup(actor, destination, object_key, manifest_key, data)
+                outcome, backup = import_backup(actor, destination, object_key, manifest_key, data, hold)
             except (DataError, IntegrityError) as exc:  # rolled back with the import's transaction
                 raise Unimportable(f"the catalog cannot store what the manifest says ({exc})")
         except Unimportable as exc:
@@ -99,6 +106,23 @@ def authentic_manifest(storage, manifest_key):
     if not manifest.verify_manifest(data, crypto.derive_manifest_key(master)):
         raise Unimportable("the manifest's signature does not verify: it was changed or is not ours")
     return data
+
+
+def hold_state(storage, sizes, manifest_key, data, report):
+    """This destination's word on the pin and hold: its hold record if it has
+    a trustworthy one, else the manifest's own fields. An untrustworthy record
+    never stops the import (the backup itself is sound); it is reported."""
+    fields = holds.manifest_hold(data)  # checked with the other fields already
+    hold_key = manifest.hold_key_for(manifest_key)
+    if hold_key in sizes:
+        try:
+            record = holds.read_hold_record(storage, hold_key, sizes[hold_key], data)
+        except holds.HoldUnreadable as exc:
+            report.notes.append((hold_key, f"hold record not used, the manifest's pin and hold are: {exc}"))
+        else:
+            if fields["hold_changed_at"] is None or holds.newer(record, fields["hold_changed_at"]):
+                fields = record
+    return fields
 
 
 def register_keys(data):
@@ -144,10 +168,16 @@ def check_fields(data, object_key):
         raise Unimportable("the manifest's encryption block is not understood")
     try:
         check_key(object_key)
-        for name in ("started_at", "finished_at", "locked_until"):
+        for name in ("created_at", "started_at", "finished_at", "locked_until"):
             parse_time(data.get(name))
     except (EngineError, TypeError, ValueError) as exc:
         raise Unimportable(f"the manifest cannot be used ({exc})")
+    if not isinstance(data.get("label") or "", str):
+        raise Unimportable("the manifest's label is not text")
+    try:
+        holds.manifest_hold(data)
+    except holds.HoldUnreadable as exc:
+        raise Unimportable(f"the manifest's hold fields cannot be used ({exc})")
 
 
 def known_copy(destination, data):
@@ -177,16 +207,21 @@ def register_key(key_id, master):
 
 
 @transaction.atomic
-def import_backup(actor, destination, object_key, manifest_key, data):
+def import_backup(actor, destination, object_key, manifest_key, data, hold):
     register_keys(data)
-    backup = Backup.objects.filter(sha256=data["sha256"], object_key=data["object_key"]).first()
+    backup = Backup.objects.select_for_update().filter(sha256=data["sha256"], object_key=data["object_key"]).first()
     if backup is None:
-        backup = create_backup_from(actor, data)
+        backup = create_backup_from(actor, data, hold)
         outcome = "imported"
     elif backup.copies.filter(destination=destination).exists():
         return "unchanged", backup
     else:
         outcome = "attached"
+        # The copies of one backup may disagree when writing a pin's record to
+        # one destination failed: the newer state is the one that was meant.
+        if holds.newer(hold, backup.hold_changed_at):
+            set_hold(backup, hold)
+            backup.save(update_fields=["pinned", "legal_hold", "hold_reason", "hold_changed_at"])
     copy = Copy.objects.create(
         backup=backup,
         destination=destination,
@@ -198,17 +233,23 @@ def import_backup(actor, destination, object_key, manifest_key, data):
         durable_at=backup.finished_at,
         locked_until=parse_time(data.get("locked_until")),
     )
-    audit.record(actor, "backup.import", backup, {"destination": destination.name, "key": copy.key})
+    audit.record(actor, "backup.import", backup, {"destination": destination.name, "key": copy.key,
+                                                  "hold": backup.hold() or "none"})
     return outcome, backup
 
 
-def create_backup_from(actor, data):
+def set_hold(backup, hold):
+    backup.pinned, backup.legal_hold = hold["pinned"], hold["legal_hold"]
+    backup.hold_reason, backup.hold_changed_at = hold["hold_reason"], hold["hold_changed_at"]
+
+
+def create_backup_from(actor, data, hold):
     source = source_for(actor, data["source"])
     plan = BackupPlan.objects.filter(name=data.get("plan") or "", source=source).first()
     encryption = data.get("encryption") or {}
     started, finished = parse_time(data.get("started_at")), parse_time(data.get("finished_at"))
     wanted_id = data.get("backup_id")
-    backup = Backup.objects.create(
+    backup = Backup(
         # The old id when it is free, so audit events and notes that name it still match.
         pk=wanted_id if wanted_id and not Backup.objects.filter(pk=wanted_id).exists() else None,
         source=source,
@@ -228,11 +269,14 @@ def create_backup_from(actor, data):
         server_version=data.get("server_version") or "",
         tool_version=data.get("tool_version") or "",
         table_counts=data.get("table_counts") or {},
-        created_at=started or finished or timezone.now(),
+        # Older manifests have no created_at (the time it was queued): then its start.
+        created_at=parse_time(data.get("created_at")) or started or finished or timezone.now(),
         started_at=started,
         finished_at=finished,
         log=f"Imported from its manifest by the catalog rebuild on {timezone.now():%Y-%m-%d %H:%M}.\n",
     )
+    set_hold(backup, hold)
+    backup.save(force_insert=True)
     if data.get("wal"):  # a physical base backup: the WAL it needs, so it can become good again
         from pitr.basebackups import import_wal_bounds
 

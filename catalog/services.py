@@ -374,6 +374,8 @@ def run_backup(backup_id):
     except Exception as exc:  # never leave a backup "running" behind
         log.exception("Backup %s failed unexpectedly", backup_id)
         return finish_backup(backup, copies, Backup.FAILED, f"Unexpected error ({type(exc).__name__}); see the worker log.")
+    # Fixed before the manifests are written, so that they and the catalog hold the same instant.
+    backup.finished_at = timezone.now()
     write_manifests(backup, copies, encryption)
     durable = [copy for copy in copies if copy.status == Copy.DURABLE]
     if durable and backup.is_base_backup():
@@ -483,6 +485,8 @@ def mark_copy_failed(copy, error):
 def backup_manifest(backup, copy, encryption):
     """The signed JSON sidecar: from it alone the catalog can be rebuilt."""
     key_id, master = keyring.active_key()
+    # Read now, not when the run started: a pin made while it ran belongs in the manifest.
+    hold = Backup.objects.filter(pk=backup.pk).values("pinned", "legal_hold", "hold_reason", "hold_changed_at").get()
     fields = manifest.build_manifest(
         backup_id=backup.pk,
         source=backup.source.identity(),
@@ -498,8 +502,13 @@ def backup_manifest(backup, copy, encryption):
         stored_bytes=backup.stored_bytes,
         sha256=backup.sha256,
         table_counts=backup.table_counts,
+        created_at=backup.created_at.isoformat(),
         started_at=backup.started_at.isoformat(),
-        finished_at=timezone.now().isoformat(),
+        finished_at=(backup.finished_at or timezone.now()).isoformat(),
+        pinned=hold["pinned"],
+        legal_hold=hold["legal_hold"],
+        hold_reason=hold["hold_reason"],
+        hold_changed_at=hold["hold_changed_at"].isoformat() if hold["hold_changed_at"] else None,
         object_key=copy.key,
         locked_until=copy.locked_until.isoformat() if copy.locked_until else None,
     )
@@ -544,6 +553,7 @@ def remove_objects(copy):
         storage = copy.destination.storage()
         storage.cleanup_partials(copy.key)
         storage.delete(copy.key)
+        storage.delete(manifest.hold_key_for(manifest.manifest_key_for(copy.key)))
         storage.delete(manifest.manifest_key_for(copy.key))
     except EngineError as exc:
         log.warning("Could not remove leftovers of %s: %s", copy, exc)
@@ -563,7 +573,7 @@ def finish_backup(backup, copies, status, error):
             status=status,
             phase="",
             error=error[:500],
-            finished_at=now,
+            finished_at=backup.finished_at or now,  # the manifests' time, when they were written
             heartbeat_at=now,
             log=backup.log,
             key_id=backup.key_id,

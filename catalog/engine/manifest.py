@@ -7,6 +7,10 @@ import json
 
 FORMAT_VERSION = 1
 SUFFIX = ".manifest.json"
+# The hold record: a small signed object beside the manifest that says whether
+# the backup is pinned or under legal hold now (see catalog/holds.py).
+HOLD_SUFFIX = ".hold"
+HOLD_KIND = "hold"
 
 
 def build_manifest(**fields):
@@ -48,3 +52,24 @@ def loads(data):
 
 def manifest_key_for(object_key):
     return object_key + SUFFIX
+
+
+def hold_key_for(manifest_key):
+    return manifest_key + HOLD_SUFFIX
+
+
+def build_hold_record(*, backup_id, object_key, sha256, pinned, legal_hold, hold_reason, changed_at):
+    """The unsigned hold record of one copy. It names the object and its
+    SHA-256, so a record cannot be moved onto another backup; `kind` keeps it
+    from ever passing for a manifest (and a manifest for it)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": HOLD_KIND,
+        "backup_id": backup_id,
+        "object_key": object_key,
+        "sha256": sha256,
+        "pinned": pinned,
+        "legal_hold": legal_hold,
+        "hold_reason": hold_reason,
+        "changed_at": changed_at,
+    }

@@ -414,20 +414,30 @@ def backup_pin(request, pk):
     try:
         if not form.is_valid():
             raise services.Refused("Say why this backup must be kept.")
-        lifecycle.pin_backup(request.user, backup, form.cleaned_data["reason"], form.cleaned_data["legal_hold"])
+        not_stored = lifecycle.pin_backup(request.user, backup, form.cleaned_data["reason"],
+                                          form.cleaned_data["legal_hold"])
     except services.Refused as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"{backup} is kept until it is unpinned.")
+        warn_hold_not_stored(request, not_stored)
     return redirect(backup)
+
+
+def warn_hold_not_stored(request, failures):
+    if failures:
+        messages.warning(request, "The catalog has the change, but these destinations could not record it, so a "
+                                  "catalog rebuilt from them would not know it (pin or release it again to retry): "
+                                  + "; ".join(failures))
 
 
 @operator_required
 @require_POST
 def backup_unpin(request, pk):
     backup = get_object_or_404(Backup, pk=pk)
-    lifecycle.unpin_backup(request.user, backup)
+    not_stored = lifecycle.unpin_backup(request.user, backup)
     messages.success(request, f"{backup} is no longer pinned; its plan's retention rule applies again.")
+    warn_hold_not_stored(request, not_stored)
     return redirect(backup)
 
 

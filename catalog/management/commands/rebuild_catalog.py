@@ -31,3 +31,5 @@ class Command(BaseCommand):
             self.stdout.write(f"{destination.name}: {report.summary()}")
             for key, reason in report.refused:
                 self.stderr.write(f"  refused {key}: {reason}")
+            for key, note in report.notes:
+                self.stderr.write(f"  imported without {key}: {note}")
