@@ -27,7 +27,7 @@ from catalog.alerts import hooks as monitor
 from catalog.engine import crypto, dumpers, manifest, restorers
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
 from catalog.engine.pipeline import restore_stream
-from catalog.engine.verify import check_object
+from catalog.engine.verify import check_object, first_difference
 from catalog.models import Backup, BackupPlan, Copy, Verification
 from catalog.services import JobWatch, Refused, cancel_job, worker_name
 
@@ -180,10 +180,9 @@ def run_checksum(verification, cancel_event):
         raise EngineError("This backup has no stored copy left to verify.")
     if backup.encrypted:
         keyring.master_key(backup.key_id)  # a missing key is said plainly, not as damage to every copy
-    results = []
-    for copy in copies:
-        result = check_copy(backup, copy, cancel_event)
-        results.append(result)
+    results = [check_copy(backup, copy, cancel_event) for copy in copies]
+    locate_by_comparison(backup, copies, results, cancel_event)
+    for copy, result in zip(copies, results):
         state = "intact" if result["ok"] else f"DAMAGED — {result['error']}"
         verification.append_log(f"{copy.destination}: read {result['stored_bytes']} bytes, {state}")
     verification.evidence = {"copies": results}
@@ -200,8 +199,44 @@ def run_checksum(verification, cancel_event):
 
 
 def describe_damage(result):
-    where = f" at byte {result['offset']}" if result.get("offset") is not None else ""
+    if result.get("offset") is not None:
+        where = f" at byte {result['offset']}"
+    elif result.get("segment_start") is not None:
+        where = f" within the segment starting at byte {result['segment_start']} (segment length {result['segment_length']})"
+    else:
+        where = ""
     return f"Copy on {result['destination']} ({result['location']}) is damaged{where}: {result['error']}"
+
+
+def holds_the_stored_bytes(backup, result):
+    return result.get("sha256") == backup.sha256 and result.get("stored_bytes") == backup.stored_bytes
+
+
+def locate_by_comparison(backup, copies, results, cancel_event):
+    """The catalog's SHA-256 says that a copy's bytes differ, not where: a
+    copy of the right size whose bytes differ is compared with one holding
+    exactly the stored bytes, which gives the first bad byte itself."""
+    reference = next((copy for copy, result in zip(copies, results) if holds_the_stored_bytes(backup, result)), None)
+    if reference is None:
+        return
+    for copy, result in zip(copies, results):
+        if result["offset"] is not None or holds_the_stored_bytes(backup, result):
+            continue
+        if result["stored_bytes"] != backup.stored_bytes or not result.get("sha256"):
+            continue  # not read to the end, or of another size (said already, with its offset)
+        try:
+            offset = first_difference(
+                cancellable(copy.destination.storage().open_reader(copy.key), cancel_event),
+                cancellable(reference.destination.storage().open_reader(reference.key), cancel_event),
+            )
+        except EngineError as exc:
+            log.warning("Could not compare %s with %s: %s", copy, reference, exc)
+            continue
+        if offset is None:
+            continue  # it reads back the same now: the earlier read was what went wrong, said as it is
+        result.update(offset=offset, compared_with=reference.destination.name,
+                      error=f"it differs from the intact copy on {reference.destination} first at byte {offset}; "
+                            + result["error"])
 
 
 def check_copy(backup, copy, cancel_event):
@@ -219,7 +254,8 @@ def check_copy(backup, copy, cancel_event):
             key_wraps=backup.key_wraps,
         )
     except EngineError as exc:  # the object cannot be read at all
-        evidence.update(ok=False, error=str(exc), offset=None, stored_bytes=0, manifest_ok=not problems)
+        evidence.update(ok=False, error=str(exc), offset=None, segment_start=None, stored_bytes=0,
+                        manifest_ok=not problems)
         return evidence
     evidence.update(found.as_dict())
     evidence["manifest_ok"] = not problems

@@ -211,6 +211,7 @@ class Decryptor:
                 f"encrypted segment {self._counter} (bytes {offset}–{offset + len(sealed) - 1}) "
                 "is damaged, reordered or truncated",
                 offset=offset,
+                length=len(sealed),
             )
         self._counter += 1
         return plain

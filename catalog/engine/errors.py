@@ -16,11 +16,14 @@ class StorageError(EngineError):
 class CorruptionError(EngineError):
     """Stored bytes are not what was written (checksum, tag or key mismatch).
 
-    `offset`, when known, is where in the stored object the damage starts."""
+    `offset`, when known, is where in the stored object the damaged part
+    starts, and `length` how long that part is (an encrypted segment: the
+    first bad byte is somewhere inside it)."""
 
-    def __init__(self, message, offset=None):
+    def __init__(self, message, offset=None, length=None):
         super().__init__(message)
         self.offset = offset
+        self.length = length
 
 
 class KeyMissing(CorruptionError):

@@ -1,6 +1,17 @@
 """Reading a stored object back end to end: SHA-256 of the stored bytes,
 every encrypted segment authenticated, the compressed stream decoded to its
-end, and where the first damage is when there is some."""
+end, and where the first damage is, as precisely as it can be known.
+
+The catalog keeps one SHA-256 of the whole object, which says *whether* the
+bytes differ, never *where*. So the report says what is certain:
+- a size that differs is said first, with the shorter length as the offset;
+- an encrypted object names the first segment that fails authentication (the
+  first bad byte lies inside it, its exact place is not known);
+- an unencrypted one can only say how far the compressed stream decoded;
+- the exact first bad byte comes from comparing with another copy that is
+  intact (first_difference), which the catalog's verification does when the
+  backup has one.
+"""
 
 import hashlib
 from dataclasses import asdict, dataclass
@@ -16,7 +27,9 @@ class ObjectCheck:
     sha256: str = ""
     ok: bool = False
     error: str = ""
-    offset: int = None  # first bad byte (or the start of the first bad segment or chunk), when known
+    offset: int = None  # the first bad byte, only when it is known exactly
+    segment_start: int = None  # otherwise: the damage lies in the segment starting here…
+    segment_length: int = None  # …this many bytes long
 
     def as_dict(self):
         return asdict(self)
@@ -26,32 +39,78 @@ def check_object(chunks, keyring, expected_sha256, expected_size, expected_plain
     """Reads every chunk once; never raises CorruptionError, returns what it found."""
     result = ObjectCheck()
     hasher = hashlib.sha256()
-    chunk_start = 0
 
     def counted():
-        nonlocal chunk_start
         for chunk in chunks:
-            chunk_start = result.stored_bytes
             result.stored_bytes += len(chunk)
             hasher.update(chunk)
             yield chunk
 
+    stream = counted()
+    damage, decoded_until = None, None
     try:
-        for data in restore_stream(counted(), keyring=keyring, key_wraps=key_wraps):
+        for data in restore_stream(stream, keyring=keyring, key_wraps=key_wraps):
             result.plain_bytes += len(data)
     except CorruptionError as exc:
-        result.error = str(exc)
-        result.offset = exc.offset if exc.offset is not None else chunk_start
-        result.sha256 = ""
-        return result
+        damage, decoded_until = exc, result.stored_bytes
+        for _chunk in stream:  # read on: the size and SHA-256 of the whole say what kind of damage it is
+            pass
     result.sha256 = hasher.hexdigest()
     if result.stored_bytes != expected_size:
-        result.error = f"the object has {result.stored_bytes} bytes; {expected_size} were stored"
+        result.error = size_difference(result.stored_bytes, expected_size)
         result.offset = min(result.stored_bytes, expected_size)
     elif result.sha256 != expected_sha256:
-        result.error = f"SHA-256 is {result.sha256}, expected {expected_sha256}"
+        differ = (f"the stored bytes differ from those written "
+                  f"(SHA-256 {result.sha256[:16]}…, expected {expected_sha256[:16]}…)")
+        if damage is not None and damage.offset is not None and damage.length is not None:
+            result.segment_start, result.segment_length = damage.offset, damage.length
+            result.error = (f"{differ}: the first bad byte is within the segment starting at byte {damage.offset} "
+                            f"(segment length {damage.length}), the first that fails authentication")
+        elif damage is not None:
+            result.error = (f"{differ}: {damage} after reading {decoded_until} bytes, so the first bad byte "
+                            f"is within the first {decoded_until}")
+        else:
+            result.error = f"{differ}; a checksum of the whole object cannot tell where"
+    elif damage is not None:
+        # The bytes are those that were written, and still do not decode (a wrong key, or a bug when writing).
+        result.error = str(damage)
     elif expected_plain and result.plain_bytes != expected_plain:
         result.error = f"the dump inside has {result.plain_bytes} bytes; {expected_plain} were dumped"
     else:
         result.ok = True
     return result
+
+
+def size_difference(found, expected):
+    if found < expected:
+        return (f"the object has {found} bytes; {expected} were stored: it is cut short, "
+                f"the last {expected - found} are missing")
+    return f"the object has {found} bytes; {expected} were stored: {found - expected} bytes were added after its end"
+
+
+def first_difference(chunks, other_chunks):
+    """The offset of the first byte where two streams of chunks differ (the
+    shorter one's length when one is the start of the other), or None when
+    they are equal. Stops reading at the difference."""
+    first, second = iter(chunks), iter(other_chunks)
+    left = right = memoryview(b"")
+    offset = 0
+    while True:
+        left, right = refill(first, left), refill(second, right)
+        if not left or not right:
+            return None if not left and not right else offset
+        length = min(len(left), len(right))
+        if left[:length] != right[:length]:
+            return offset + next(i for i in range(length) if left[i] != right[i])
+        offset += length
+        left, right = left[length:], right[length:]
+
+
+def refill(chunks, view):
+    """`view`, or the next non-empty chunk when it is empty; empty at the end."""
+    while not view:
+        chunk = next(chunks, None)
+        if chunk is None:
+            return view
+        view = memoryview(chunk)
+    return view

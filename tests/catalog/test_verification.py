@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from catalog import keyring, services, verification
+from catalog.engine import crypto
 from catalog.models import Backup, Copy, Verification
 from tests.catalog.helpers import in_thread, local_destination, make_plan, pg_source, s3_destination, wait_for
 from tests.harness import s3
@@ -124,10 +125,13 @@ def test_a_flipped_byte_in_the_local_copy_is_named_and_the_restore_falls_back(pl
 
     check = verify(backup, "checksum")
     assert check.status == "failed"
-    assert check.summary.startswith("Copy on Local disk (")
-    assert "is damaged at byte" in check.summary and "Off-site S3" not in check.summary
+    # The intact copy in S3 gives the first bad byte itself, not the start of its segment.
+    assert check.summary.startswith(f"Copy on Local disk ({local_path(backup, tmp_path)}) is damaged at byte "
+                                    f"{len(data) // 2}: it differs from the intact copy on Off-site S3 first at byte "
+                                    f"{len(data) // 2}; the stored bytes differ from those written (SHA-256 ")
+    assert "Copy on Off-site S3" not in check.summary
     bad = next(c for c in check.evidence["copies"] if c["destination"] == "Local disk")
-    assert bad["offset"] is not None and bad["offset"] <= len(data) // 2
+    assert (bad["offset"], bad["compared_with"]) == (len(data) // 2, "Off-site S3")
 
     restore = verify(backup, "restore")
     assert restore.status == "passed", restore.summary
@@ -148,7 +152,8 @@ def test_a_flipped_byte_in_the_s3_object_is_named(plan, s3_bucket):
     check = verify(backup, "checksum")
 
     assert check.status == "failed"
-    assert check.summary.startswith("Copy on Off-site S3 (s3://") and "Local disk" not in check.summary
+    assert check.summary.startswith("Copy on Off-site S3 (s3://") and "Copy on Local disk" not in check.summary
+    assert f"is damaged at byte {len(data) - 40}: it differs from the intact copy on Local disk" in check.summary
     assert Copy.objects.get(backup=backup, destination__name="Off-site S3").verified_at is not None  # from before
 
 
@@ -162,12 +167,75 @@ def test_truncation_by_one_segment_is_detected_and_no_copy_means_no_restore(plan
 
     check = verify(backup, "checksum")
     assert check.status == "failed"
-    assert "truncated" in check.summary
+    # The size is said first, not a damaged segment.
+    left = path.stat().st_size
+    bad = next(c for c in check.evidence["copies"] if c["destination"] == "Local disk")
+    assert bad["offset"] == left and bad["segment_start"] is None
+    assert f"is damaged at byte {left}: the object has {left} bytes; {len(data)} were stored: it is cut short" \
+        in check.summary
 
     restore = verify(backup, "restore")
     assert restore.status == "failed"
     assert restore.summary.startswith("No copy could be restored: Local disk:")
     assert scratch_databases(pg_server) == []
+
+
+def header_length(data):
+    return crypto.read_header(data)[1]
+
+
+def test_a_flipped_byte_in_the_only_copy_is_placed_in_its_segment(database, tmp_path):
+    plan = make_plan(pg_source(database), [local_destination(tmp_path / "disk")], verify_new_backups=False)
+    backup = backup_of(plan)
+    path = local_path(backup, tmp_path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    check = verify(backup, "checksum")
+
+    # No other copy to compare with: the segment that fails authentication is what is known.
+    start, length = header_length(data), min(len(data) - header_length(data), SEGMENT + 16)
+    assert check.status == "failed"
+    assert check.summary.startswith(f"Copy on Local disk ({path}) is damaged within the segment starting at byte "
+                                    f"{start} (segment length {length}): the stored bytes differ")
+    [bad] = check.evidence["copies"]
+    assert (bad["offset"], bad["segment_start"], bad["segment_length"]) == (None, start, length)
+
+
+def test_a_flipped_byte_in_an_unencrypted_copy_is_found_by_comparing_copies(database, tmp_path, s3_bucket):
+    destinations = [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)]
+    plan = make_plan(pg_source(database), destinations, encrypt=False, verify_new_backups=False)
+    backup = backup_of(plan)
+    client = s3.client(s3_bucket["endpoint_url"])
+    key = "strongroom/" + backup.object_key
+    data = bytearray(client.get_object(Bucket=s3_bucket["bucket"], Key=key)["Body"].read())
+    middle = len(data) // 2 + 7
+    data[middle] ^= 0x20
+    client.put_object(Bucket=s3_bucket["bucket"], Key=key, Body=bytes(data))
+
+    check = verify(backup, "checksum")
+
+    assert check.status == "failed"
+    assert check.summary.startswith(f"Copy on Off-site S3 (s3://{s3_bucket['bucket']}/strongroom/{backup.object_key}) "
+                                    f"is damaged at byte {middle}: it differs from the intact copy on Local disk "
+                                    f"first at byte {middle}; ")
+    assert check.summary.count("Copy on ") == 1
+
+
+def test_bytes_appended_to_a_copy_are_a_size_mismatch(plan, s3_bucket):
+    backup = backup_of(plan)
+    client = s3.client(s3_bucket["endpoint_url"])
+    key = "strongroom/" + backup.object_key
+    data = client.get_object(Bucket=s3_bucket["bucket"], Key=key)["Body"].read()
+    client.put_object(Bucket=s3_bucket["bucket"], Key=key, Body=data + b"\0" * 10)
+
+    check = verify(backup, "checksum")
+
+    assert check.status == "failed"
+    assert check.summary == (f"Copy on Off-site S3 (s3://{s3_bucket['bucket']}/strongroom/{backup.object_key}) is damaged "
+                             f"at byte {len(data)}: the object has {len(data) + 10} bytes; {len(data)} were stored: "
+                             "10 bytes were added after its end")
 
 
 def test_a_missing_master_key_is_a_clear_error_and_leaves_nothing(plan, pg_server):
