@@ -35,6 +35,8 @@ class RestoreJob(Job):
     status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=QUEUED, db_index=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True)
     confirmed_name = models.CharField(max_length=63, blank=True)
+    terminate_connections = models.BooleanField(
+        default=False, help_text="A whole-database replace ends the sessions still open on the database.")
     safety_backup = models.ForeignKey(Backup, models.SET_NULL, null=True, blank=True, related_name="+")
     steps = models.JSONField(default=list, blank=True)
     report = models.JSONField(default=dict, blank=True)
@@ -53,6 +55,9 @@ class RestoreJob(Job):
     def changes_existing_database(self):
         return self.target == self.EXISTING and self.mode != self.PREVIEW
 
+    def replaces_whole_database(self):
+        return self.target == self.EXISTING and self.mode == self.FULL and not self.tables
+
     def describe(self):
         """What will happen, in plain words, for the confirmation step and the log."""
         everything = f"the {count_text(len(self.backup.table_counts), 'table')} of the export" if self.backup.is_export() else "the whole database"
@@ -70,7 +75,9 @@ class RestoreJob(Job):
                     "rows it has are left as they are. A safety backup is taken first.")
         their = "its" if len(self.tables) == 1 else "their"
         if not self.tables:
+            sessions = (" Sessions still open on it are ended." if self.terminate_connections
+                        else " It must have no open session.")
             return (f"Replace the whole database `{self.target_database}` with {origin}; the current database is "
-                    "kept under another name. A safety backup is taken first.")
+                    "kept under another name. A safety backup is taken first." + sessions)
         return (f"Replace {scope} of `{self.target_database}` with {their} contents from {origin}. "
                 "A safety backup is taken first.")

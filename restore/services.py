@@ -110,7 +110,7 @@ def ways_into_existing(backup):
 
 
 def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJob.FULL, confirmed_name="",
-                    server=RestoreJob.SOURCE_SERVER, enqueue=True):
+                    server=RestoreJob.SOURCE_SERVER, terminate_connections=False, enqueue=True):
     tables = sorted(set(tables))
     try:
         check_request(backup, target, database, tables, mode, confirmed_name, server)
@@ -120,6 +120,7 @@ def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJ
         job = RestoreJob.objects.create(
             backup=backup, source=backup.source, target=target, server=server, target_database=database, tables=tables, mode=mode,
             requested_by=actor if not isinstance(actor, str) else None, confirmed_name=confirmed_name,
+            terminate_connections=terminate_connections and target == RestoreJob.EXISTING,
         )
         audit.record(actor, "restore.queue", job, {"plan": job.describe()})
         if enqueue:
@@ -235,17 +236,20 @@ def carry_out(job, steps):
     scratch_name = restorers.scratch_name(backup.pk)
     job.report["scratch_database"] = scratch_name
     RestoreJob.objects.filter(pk=job.pk).update(report=job.report)  # for the sweep, should this worker die
-    keep_scratch = False
+    keep_scratch = applied = False
     try:
         steps.run("fetch, verify and restore", lambda: restore_to_scratch(job, server, scratch_name))
         scratch = {**server, "dbname": scratch_name}
         keep_scratch = steps.run("apply", lambda: apply(job, server, scratch)) == "renamed"
+        applied = True
         if job.mode != RestoreJob.PREVIEW:
             steps.run("post-checks", lambda: post_checks(job, server))
     finally:
         if not keep_scratch:
             restorers.ScratchDatabase(server, scratch_name).drop()
         shutil.rmtree(spool_dir(job), ignore_errors=True)
+        if not applied:
+            release_safety_backup(job)
 
 
 def spool_dir(job):
@@ -262,14 +266,17 @@ def preflight(job, server):
             restorers.check_free_disk(settings.RESTORE_TMP_DIR, job.backup.raw_bytes)
         except restorers.RestoreError as exc:
             raise engine.Refusal(str(exc))
-    if job.target == RestoreJob.EXISTING and job.mode == RestoreJob.FULL and not job.tables:
-        others = engine.active_connections(server, job.target_database)
-        if others:
-            raise engine.Refusal(
-                f"{job.target_database} has {len(others)} active connection(s): {', '.join(others[:10])}; "
-                "a whole-database replace needs them closed"
-            )
+    if job.replaces_whole_database() and not job.terminate_connections:
+        refuse_open_sessions(job, engine.active_connections(server, job.target_database))
     return f"target server PostgreSQL {version}"
+
+
+def refuse_open_sessions(job, others):
+    if others:
+        raise engine.Refusal(
+            f"{job.target_database} has {len(others)} active connection(s): {', '.join(others[:10])}; "
+            "a whole-database replace needs them closed, or the choice to end them; nothing was changed"
+        )
 
 
 def take_safety_backup(job):
@@ -285,6 +292,14 @@ def take_safety_backup(job):
     job.safety_backup = safety
     RestoreJob.objects.filter(pk=job.pk).update(safety_backup=safety)
     return f"backup #{safety.pk}, pinned"
+
+
+def release_safety_backup(job):
+    """A restore that stopped before changing the target needs no way back:
+    its safety backup is unpinned and left to the plan's retention."""
+    if job.safety_backup is not None and job.safety_backup.pinned:
+        lifecycle.unpin_backup("restore", job.safety_backup)
+        job.append_log(f"Backup #{job.safety_backup.pk} unpinned: the target was not changed")
 
 
 def restore_to_scratch(job, server, name):
@@ -345,15 +360,36 @@ def apply(job, server, scratch):
 
 
 def swap_whole_database(job, server, scratch_name):
-    kept = f"{job.target_database}_before_restore_{job.pk}"[:63]
-    engine.rename_database(server, job.target_database, kept)
+    """Closes the database to new sessions, ends (or refuses) the open ones,
+    and swaps the names in one transaction. Closing it is recorded in the
+    report first, so the sweep reopens it should this worker die."""
+    current, kept = job.target_database, f"{job.target_database}_before_restore_{job.pk}"[:63]
+    if restorers.database_exists(server, kept):
+        raise engine.Refusal(f"A database named {kept} already exists; nothing was changed")
+    record_report(job, connections_closed=current)
+    engine.allow_connections(server, current, False)
+    swapped = False
     try:
-        engine.rename_database(server, scratch_name, job.target_database)
-    except BaseException:
-        engine.rename_database(server, kept, job.target_database)
-        raise
-    job.report["previous_database_kept_as"] = kept
+        if job.terminate_connections:
+            ended = engine.active_connections(server, current)
+            refuse_open_sessions(job, engine.terminate_connections(server, current))
+            job.report["sessions_ended"] = ended
+        else:
+            refuse_open_sessions(job, engine.active_connections(server, current))
+        engine.swap_databases(server, current, scratch_name, kept)
+        swapped = True
+    finally:
+        engine.allow_connections(server, kept if swapped else current, True)
+        job.report.pop("connections_closed", None)
+        if swapped:
+            job.report["previous_database_kept_as"] = kept
+        record_report(job)
     return "renamed"
+
+
+def record_report(job, **values):
+    job.report.update(values)
+    RestoreJob.objects.filter(pk=job.pk).update(report=job.report)
 
 
 def drop_other_tables(scratch, keep):
@@ -396,6 +432,22 @@ def outcome_in_words(job):
     return f"Replaced {job.target_database} with the backup; the previous database is kept as {kept}."
 
 
+def reopen_database(job):
+    """A worker that died during a whole-database replace may have left the
+    target closed to new sessions: open it again. The rename itself is one
+    transaction, so the names are as before or as after."""
+    closed = job.report.get("connections_closed")
+    if not closed:
+        return
+    server = target_server(job.source, job.server)
+    for name in (closed, f"{closed}_before_restore_{job.pk}"[:63]):
+        try:
+            if restorers.database_exists(server, name):
+                engine.allow_connections(server, name, True)
+        except EngineError as exc:
+            log.warning("Could not reopen database %s: %s", name, exc)
+
+
 def sweep_stale_restores(now=None):
     """Fails restores whose worker stopped beating and drops their scratch
     database. A target is changed only inside one transaction or by renames,
@@ -411,6 +463,7 @@ def sweep_stale_restores(now=None):
             except EngineError as exc:
                 log.warning("Could not drop scratch database %s: %s", name, exc)
         shutil.rmtree(spool_dir(job), ignore_errors=True)  # the dump a killed pg_restore was reading
+        reopen_database(job)
         with transaction.atomic():
             if RestoreJob.objects.filter(pk=job.pk, status=RestoreJob.RUNNING).update(
                 status=RestoreJob.FAILED, finished_at=now,

@@ -191,6 +191,7 @@ def step_review(request):
             job = services.request_restore(
                 request.user, wizard.backup, target=wizard.target, database=wizard.database(), tables=wizard.tables,
                 mode=wizard.mode, confirmed_name=request.POST.get("confirm", "").strip(), server=wizard.server,
+                terminate_connections=request.POST.get("terminate_connections") == "on",
             )
         except Refused as exc:
             messages.error(request, str(exc))

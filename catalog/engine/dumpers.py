@@ -136,6 +136,29 @@ def connect(params):
         raise SourceError(describe_pg_error(exc, params))
 
 
+# Where server-level work (create, rename, drop and list databases, version
+# checks) connects: never the database it is about, which may have been
+# dropped, or must have no session open to be renamed. The source's own
+# database is the last resort for a role allowed nowhere else.
+MAINTENANCE_DATABASES = ("postgres", "template1")
+
+
+def connect_server(params):
+    """An autocommit connection to the server `params` names, through its
+    maintenance database."""
+    tried = [*MAINTENANCE_DATABASES, *([params["dbname"]] if params.get("dbname") else [])]
+    for dbname in dict.fromkeys(tried):
+        attempt = {**params, "dbname": dbname}
+        try:
+            return psycopg.connect(**attempt, connect_timeout=CONNECT_TIMEOUT, autocommit=True)
+        except psycopg.Error as exc:
+            missing = f'database "{dbname}" does not exist' in str(exc)
+            if not missing and "permission denied for database" not in str(exc):
+                raise SourceError(describe_pg_error(exc, attempt))
+    host, port = params.get("host", "localhost"), params.get("port", 5432)
+    raise SourceError(f"No maintenance database (postgres or template1) can be opened on {host}:{port}")
+
+
 def check_versions(server_version, tool_version):
     if major_version(tool_version.split()[-1] if tool_version else "") < major_version(server_version):
         raise SourceError(

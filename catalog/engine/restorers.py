@@ -23,7 +23,7 @@ from collections import Counter
 import psycopg
 from psycopg import sql
 
-from catalog.engine.dumpers import COUNT_TABLES, connect, describe_pg_error, first_line, libpq_env
+from catalog.engine.dumpers import COUNT_TABLES, connect, connect_server, describe_pg_error, first_line, libpq_env
 from catalog.engine.errors import Cancelled, EngineError
 from catalog.engine.storage import describe_os_error
 
@@ -84,8 +84,7 @@ class ScratchDatabase:
         self.name = name
 
     def __enter__(self):
-        with connect(self.params) as conn:
-            conn.autocommit = True
+        with connect_server(self.params) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.name]).fetchone():
                 raise RestoreError(f"A database named {self.name} already exists; not touching it")
             try:
@@ -98,8 +97,7 @@ class ScratchDatabase:
         self.drop()
 
     def drop(self):
-        with connect(self.params) as conn:
-            conn.autocommit = True
+        with connect_server(self.params) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
 
     def connection_params(self):
@@ -107,7 +105,7 @@ class ScratchDatabase:
 
 
 def database_exists(params, name):
-    with connect(params) as conn:
+    with connect_server(params) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 

@@ -23,6 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--tables", default="", help="comma-separated schema.table names (default: everything)")
         parser.add_argument("--mode", choices=[m for m, _ in RestoreJob.MODE_CHOICES], default=RestoreJob.FULL)
         parser.add_argument("--confirm", default="", metavar="NAME", help="the target database's name, to confirm a change")
+        parser.add_argument("--terminate-connections", action="store_true",
+                            help="a whole-database replace ends the sessions still open on the database")
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def handle(self, *args, **options):
@@ -35,7 +37,8 @@ class Command(BaseCommand):
         try:
             job = services.request_restore(
                 ACTOR, backup, target=target, database=database, tables=tables, mode=options["mode"],
-                confirmed_name=options["confirm"], enqueue=False,
+                confirmed_name=options["confirm"], terminate_connections=options["terminate_connections"],
+                enqueue=False,
             )
         except Refused as exc:
             raise CommandError(str(exc))
