@@ -17,9 +17,26 @@ in order:
         built-in type it is created as in a new database (the base type of a
         domain, otherwise "text" or "text[]"). A json or json[] column in the
         JSON Lines format has "as_text": true (see below).
+        Since archive 1.1 a column may also have (each key only when it
+        applies; a reader must not require any of them):
+          "not_null": true
+          "default": "'-1'::integer"   the default, only when it is a constant:
+              a literal (NULL, true, false, a number, a quoted string),
+              possibly cast, as pg_get_expr() writes it. nextval(), now()
+              and other expressions are not recorded.
+          "identity": "always" | "by default", with "sequence": {"start",
+              "increment", "minimum", "maximum", "cache", "cycle",
+              "last_value"} (last_value null when the sequence was never
+              used or could not be read)
+          "generated": "stored", with "expression": the generation
+              expression as pg_get_expr() writes it. The data member still
+              holds the column's values; a loader skips them.
+        and the table "partitioned": true when it is a partitioned table's
+        parent, exported as one table through the parent (all partitions).
   tables/<schema>.<name>.<jsonl|csv|sql>  the rows (the data member).
 
-and LAST `export-manifest.json`: {"format", "created_at", "snapshot_taken_at",
+and LAST `export-manifest.json`: {"archive_version" (1), "archive_minor_version"
+(1 since the column keys above; absent before), "format", "created_at", "snapshot_taken_at",
 "server_version", "tool_version", "snapshot", "session", "tables":
 {"<schema>.<name>": {"schema", "name", "member", "columns_member", "columns",
 "primary_key", "where", "rows", "size", "sha256"}}}, where size and sha256
@@ -67,12 +84,31 @@ formats by Python (see the SQLite section below for its types). Its CSV
 quotes every value, so NULL (an unquoted empty field) and "" stay apart.
 
 Loading refuses a table that exists already, and commits nothing unless
-every data member matches the manifest's SHA-256 and row count.
+every data member matches the manifest's SHA-256 and row count. It creates
+each table with its columns' NOT NULL, constant defaults and generated
+expressions, loads the rows (generated columns left to the database), then
+adds the primary key and the identity columns, whose sequences continue
+after the recorded value or the largest loaded one, whichever is further. An
+archive without those keys (1.0) loads as it always did: types and primary
+key only. Should the new database refuse a generation expression or a
+default (one naming an enum that is made here as text), the table is made
+as a 1.0 archive's would be, every value loaded as exported, and the log
+says so.
+
+Partitioned tables: a partitioned parent is exported as one table read
+through the parent, so it holds the rows of every partition, and loads into
+a new database as one plain table. An export is application data meant to
+load anywhere (and to be merged back through the parent's name); partition
+bounds are physical layout, which a dump-based restore keeps. Partitions are
+not offered on their own (their parent holds their rows), and a plain table
+is read with ONLY, so an inheritance parent's export does not repeat its
+children's rows.
 """
 
 import fnmatch
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -98,9 +134,14 @@ from catalog.engine.dumpers import (
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, SourceError, StorageError
 from catalog.engine.storage import describe_os_error
 
+logger = logging.getLogger(__name__)
+
 EXPORT_FORMATS = {"jsonl": "JSON Lines", "csv": "CSV with header", "sql": "SQL INSERT statements"}
 ARCHIVE_VERSION = 1
-TOOL_VERSION = f"strongroom-export {ARCHIVE_VERSION} (psycopg {psycopg.__version__})"
+# 1.1: columns may carry not_null, default, identity and generated (optional
+# keys; a 1.0 archive has none and loads as before).
+ARCHIVE_MINOR_VERSION = 1
+TOOL_VERSION = f"strongroom-export {ARCHIVE_VERSION}.{ARCHIVE_MINOR_VERSION} (psycopg {psycopg.__version__})"
 MANIFEST_MEMBER = "export-manifest.json"
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
@@ -124,8 +165,19 @@ SQLITE_SNAPSHOT_NOTE = "All tables were read in one SQLite read transaction: one
 LOAD_BATCH_ROWS = 50_000
 LOAD_BATCH_BYTES = 4 << 20
 
+# Tables an export offers: plain tables and partitioned parents, not their
+# partitions (the parent is read through, holding every partition's rows;
+# see "Partitioned tables" above). dumpers.COUNT_TABLES is the dump side's
+# list and stays as it is. A parent has no rows of its own: until it is
+# analyzed (reltuples -1) its estimate is the sum of its leaf partitions'.
 USER_TABLES = """
-SELECT n.nspname, c.relname, c.oid, c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT n.nspname, c.relname, c.oid,
+  CASE WHEN c.relkind = 'p' AND c.reltuples < 0 THEN (
+    SELECT CASE WHEN bool_and(l.reltuples >= 0) IS NOT FALSE THEN coalesce(sum(l.reltuples), 0) ELSE -1 END
+    FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)
+  ELSE c.reltuples END,
+  CASE WHEN c.relkind = 'p' THEN (SELECT count(*) FROM pg_partition_tree(c.oid) t WHERE t.isleaf) END
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
@@ -133,7 +185,7 @@ ORDER BY 1, 2
 """
 
 FIND_TABLE = """
-SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 """
 
@@ -153,6 +205,36 @@ LEFT JOIN pg_type e ON e.oid = t.typelem LEFT JOIN pg_namespace en ON en.oid = e
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
 """
+
+# What a new database needs to make the column again: NOT NULL, the default
+# (its node tree too, to tell a constant from an expression), identity with
+# its sequence, and the generation expression. last_value is read only when
+# this role may (pg_sequence_last_value() would refuse otherwise); it is the
+# sequence's current value, possibly past the snapshot, which is what keeps
+# new rows from colliding.
+COLUMN_RULES = """
+SELECT a.attname, a.attnotnull, a.attidentity, {generated},
+  pg_get_expr(d.adbin, d.adrelid), d.adbin::text,
+  s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle,
+  CASE WHEN has_sequence_privilege(s.seqrelid, 'SELECT,USAGE') THEN pg_sequence_last_value(s.seqrelid) END
+FROM pg_attribute a
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+LEFT JOIN LATERAL (
+  SELECT q.* FROM pg_depend dep JOIN pg_sequence q ON q.seqrelid = dep.objid
+  WHERE a.attidentity <> '' AND dep.classid = 'pg_class'::regclass AND dep.refclassid = 'pg_class'::regclass
+    AND dep.refobjid = a.attrelid AND dep.refobjsubid = a.attnum AND dep.deptype = 'i'
+  LIMIT 1
+) s ON true
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+# Nodes of a default that is a constant: the literal itself, and the casts
+# and coercions PostgreSQL wraps around it ('abc' for a varchar(10) is a
+# length coercion of a constant). A function call (funcformat 0, or 3 for
+# SQL syntax such as EXTRACT) is not a cast; nextval() is one.
+CONSTANT_NODES = {"CONST", "FUNCEXPR", "RELABELTYPE", "COERCEVIAIO", "COERCETODOMAIN"}
+CAST_FORMATS = {"1", "2"}  # COERCE_EXPLICIT_CAST, COERCE_IMPLICIT_CAST
 
 PRIMARY_KEY = """
 SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)
@@ -209,16 +291,23 @@ def list_tables(conninfo):
     params = normalize_conninfo(conninfo)
     try:
         with connect(params) as conn:
-            found = conn.execute(USER_TABLES).fetchall()
+            query = USER_TABLES
+            if conn.info.server_version < 120000:  # no pg_partition_tree(): no partition counts
+                query = query.replace("pg_partition_tree(c.oid)", "(SELECT NULL::regclass AS relid, true AS isleaf WHERE false)")
+            found = conn.execute(query).fetchall()
             columns = {}
             for oid, column, type_name, _create_as in conn.execute(COLUMNS, [[row[2] for row in found]]).fetchall():
                 columns.setdefault(oid, []).append({"name": column, "type": type_name})
     except psycopg.Error as exc:
         raise SourceError(describe_pg_error(exc, params))
-    return [
-        {"schema": schema, "name": name, "columns": columns.get(oid, []), "rows_estimate": int(reltuples) if reltuples >= 0 else None}
-        for schema, name, oid, reltuples in found
-    ]
+    tables = []
+    for schema, name, oid, reltuples, partitions in found:
+        table = {"schema": schema, "name": name, "columns": columns.get(oid, []),
+                 "rows_estimate": int(reltuples) if reltuples >= 0 else None}
+        if partitions is not None:
+            table["partitions"] = partitions  # a partitioned parent: how many leaf partitions it reads through
+        tables.append(table)
+    return tables
 
 
 def match_tables(tables, pattern):
@@ -275,20 +364,170 @@ def validate_where(conninfo, table):
 
 
 def describe_table(conn, table):
-    """Columns and primary key of one table, as recorded in the archive."""
+    """Columns (with what a new database needs to make them again) and
+    primary key of one table, as recorded in the archive."""
     found = conn.execute(FIND_TABLE, [table.schema, table.name]).fetchone()
     if found is None:
         raise SourceError(f"The source has no table {table.qualified}")
+    oid, relkind = found
     columns = []
-    for _oid, name, type_name, create_as in conn.execute(COLUMNS, [[found[0]]]).fetchall():
+    for _oid, name, type_name, create_as in conn.execute(COLUMNS, [[oid]]).fetchall():
         column = {"name": name, "type": type_name}
         if create_as and create_as != type_name:
             column["create_as"] = create_as
         columns.append(column)
     if not columns:
         raise SourceError(f"Table {table.qualified} has no columns: there is nothing to export")
-    primary_key = [name for (name,) in conn.execute(PRIMARY_KEY, [found[0]]).fetchall()]
-    return {"schema": table.schema, "name": table.name, "where": table.where, "columns": columns, "primary_key": primary_key}
+    # attgenerated is PostgreSQL 12's; before it no column is generated.
+    generated = "a.attgenerated" if conn.info.server_version >= 120000 else "''::\"char\""
+    rules = conn.execute(COLUMN_RULES.format(generated=generated), [oid]).fetchall()
+    for column, rule in zip(columns, rules):
+        column.update(column_rules(rule))
+    primary_key = [name for (name,) in conn.execute(PRIMARY_KEY, [oid]).fetchall()]
+    description = {"schema": table.schema, "name": table.name, "where": table.where, "columns": columns, "primary_key": primary_key}
+    if relkind == "p":
+        description["partitioned"] = True
+    return description
+
+
+def column_rules(rule):
+    """The archive's optional keys for one column (see the module's docstring)."""
+    (_name, not_null, identity, generated, expression, tree,
+     start, increment, minimum, maximum, cache, cycle, last_value) = rule
+    found = {}
+    if not_null:
+        found["not_null"] = True
+    if generated == "s":
+        found["generated"] = "stored"
+        found["expression"] = expression
+    elif identity in ("a", "d") and increment is not None:
+        found["identity"] = "always" if identity == "a" else "by default"
+        found["sequence"] = {"start": start, "increment": increment, "minimum": minimum, "maximum": maximum,
+                             "cache": cache, "cycle": cycle, "last_value": last_value}
+    elif expression is not None and is_constant_tree(tree) and parse_constant(expression) is not None:
+        found["default"] = expression
+    return found
+
+
+def is_constant_tree(tree):
+    """Whether a default's node tree (pg_attrdef.adbin as text) is a literal
+    under casts only. The tree prints constants as bytes, never as text, so
+    a brace inside a value cannot pass for a node."""
+    nodes = set(re.findall(r"\{([A-Z_]+)", tree or ""))
+    formats = set(re.findall(r":funcformat (\d+)", tree or ""))
+    return bool(nodes) and nodes <= CONSTANT_NODES and formats <= CAST_FORMATS
+
+
+# A constant default as pg_get_expr() writes it: a literal, possibly in
+# parentheses and cast ('-1'::integer, ('5'::text)::integer). The loader
+# accepts nothing else, so an archive cannot put an expression into CREATE
+# TABLE; each cast's type is also checked with to_regtype() there.
+CONSTANT_LITERAL = re.compile(r"NULL|TRUE|FALSE|[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|'(?:[^']|'')*'", re.IGNORECASE)
+
+
+def parse_constant(text):
+    """(literal, [cast type names, innermost first]) of a constant default,
+    or None when the text is anything else."""
+
+    def operand(position):
+        if text.startswith("(", position):
+            inner = operand(position + 1)
+            if inner is None or not text.startswith(")", inner[2]):
+                return None
+            literal, casts, position = inner[0], inner[1], inner[2] + 1
+        else:
+            match = CONSTANT_LITERAL.match(text, position)
+            if match is None:
+                return None
+            literal, casts, position = match.group(), [], match.end()
+        while text.startswith("::", position):
+            end = type_name_end(text, position + 2)
+            if end is None:
+                return None
+            casts.append(text[position + 2:end].strip())
+            position = end
+        return literal, casts, position
+
+    if not isinstance(text, str) or len(text) > 10_000:
+        return None
+    parsed = operand(0)
+    if parsed is None or parsed[2] != len(text):
+        return None
+    return parsed[0], parsed[1]
+
+
+def type_name_end(text, start):
+    """Where a type name after "::" ends: at the next "::", at a ")" it did
+    not open, or at the end; None if it holds anything no type name has."""
+    depth, position = 0, start
+    while position < len(text):
+        char = text[position]
+        if char == '"':
+            close = quoted_end(text, position)
+            if close is None:
+                return None
+            position = close
+            continue
+        if text.startswith("::", position) and depth == 0:
+            break
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            if depth == 0:
+                break
+            depth -= 1
+        elif not (char.isalnum() or char in "_$ .,[]"):
+            return None
+        position += 1
+    if depth or not text[start:position].strip():
+        return None
+    return position
+
+
+def quoted_end(text, start):
+    """The position after a '…' or "…" that starts at `start` (the quote
+    doubled inside it), or None if it does not end."""
+    quote, position = text[start], start + 1
+    while True:
+        close = text.find(quote, position)
+        if close == -1:
+            return None
+        if text.startswith(quote * 2, close):
+            position = close + 2
+            continue
+        return close + 1
+
+
+def is_balanced_expression(text):
+    """Whether a generation expression can go between the loader's own
+    parentheses in GENERATED ALWAYS AS (…) and stay inside them: its
+    parentheses balance outside quotes, and it has no statement separator,
+    comment, dollar quote or escaped string (E'…', whose quotes follow other
+    rules). pg_get_expr() writes none of those with standard_conforming_strings
+    on. The statement is also sent on its own (prepared), never with another."""
+    if not isinstance(text, str) or not text.strip() or len(text) > 100_000:
+        return False
+    depth, position = 0, 0
+    while position < len(text):
+        char = text[position]
+        if char in "'\"":
+            if char == "'" and position and (text[position - 1].isalnum() or text[position - 1] in "_&$"):
+                return False  # E'…', U&'…', B'…' and the like
+            close = quoted_end(text, position)
+            if close is None:
+                return False
+            position = close
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                return False
+        elif char in ";\\$" or text.startswith("--", position) or text.startswith("/*", position):
+            return False
+        position += 1
+    return depth == 0
 
 
 def export_query(table, description, fmt):
@@ -300,15 +539,19 @@ def export_query(table, description, fmt):
     change nothing."""
     names = [column["name"] for column in description["columns"]]
     where = sql.SQL(" WHERE ({})").format(sql.SQL(table.where)) if table.where.strip() else sql.SQL("")
+    # A partitioned parent is read through (its partitions hold the rows);
+    # any other table with ONLY, so an inheritance parent's export does not
+    # repeat its children's rows, which are tables of their own.
+    source = identifier(table) if description.get("partitioned") else sql.SQL("ONLY {}").format(identifier(table))
     if fmt == "jsonl":
         picks = sql.SQL(", ").join(
             sql.SQL("{0}::text AS {0}").format(sql.Identifier(column["name"])) if column.get("as_text") else sql.Identifier(column["name"])
             for column in description["columns"]
         )
-        select = sql.SQL("SELECT {} FROM {}{}").format(picks, identifier(table), where)
+        select = sql.SQL("SELECT {} FROM {}{}").format(picks, source, where)
         # t.* rather than t: a column named t would otherwise be taken for the row.
         return sql.SQL("COPY (SELECT row_to_json(t.*)::text FROM ({}) AS t) TO STDOUT").format(select)
-    select = sql.SQL("SELECT {} FROM {}{}").format(sql.SQL(", ").join(map(sql.Identifier, names)), identifier(table), where)
+    select = sql.SQL("SELECT {} FROM {}{}").format(sql.SQL(", ").join(map(sql.Identifier, names)), source, where)
     if fmt == "csv":
         return sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(select)
     prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(identifier(table), sql.SQL(", ").join(map(sql.Identifier, names)))
@@ -459,6 +702,7 @@ class ExportDump(Dump):
             }
         manifest = {
             "archive_version": ARCHIVE_VERSION,
+            "archive_minor_version": ARCHIVE_MINOR_VERSION,
             "format": self.fmt,
             "format_name": EXPORT_FORMATS[self.fmt],
             "created_at": datetime.now(timezone.utc).isoformat(),
@@ -650,7 +894,17 @@ def describe_sqlite_table(conn, table):
     info = conn.execute(f"PRAGMA table_info({sqlite_name(table.name)})").fetchall()
     if not info:
         raise SourceError(f"Table {table.qualified} has no columns: there is nothing to export")
-    columns = [{"name": name, "type": declared, "create_as": postgres_type_for(declared)} for _, name, declared, *_ in info]
+    columns = []
+    for _, name, declared, not_null, default, _pk in info:
+        column = {"name": name, "type": declared, "create_as": postgres_type_for(declared)}
+        if not_null:
+            column["not_null"] = True
+        # SQLite keeps a default's text as declared: recorded when it is a
+        # plain literal (no casts in SQLite), like a PostgreSQL constant.
+        parsed = parse_constant(default) if default is not None else None
+        if parsed is not None and not parsed[1]:
+            column["default"] = default
+        columns.append(column)
     primary_key = [row[1] for row in sorted((row for row in info if row[5]), key=lambda row: row[5])]
     return {"schema": table.schema, "name": table.name, "where": table.where, "columns": columns, "primary_key": primary_key}
 
@@ -873,8 +1127,12 @@ class ExportLoader:
         ).fetchone() is not None
 
     def _create_table(self, qualified, description):
+        """CREATE TABLE with each column's type, NOT NULL, constant default
+        and generation expression. Identity and the primary key come after
+        the rows (_finish_table): the rows then go in as they are, without
+        OVERRIDING SYSTEM VALUE, and the key is built once."""
         table = sql.Identifier(description["schema"], description["name"])
-        columns = []
+        full, without_generated, bare = [], [], []
         for column in description["columns"]:
             type_name = column.get("create_as") or column["type"]
             if not self._known_type(type_name):
@@ -882,9 +1140,59 @@ class ExportLoader:
                 # database lacks (an extension's, say).
                 self._abandon(f"Column {column['name']} of {qualified} has a type this database does not know: {type_name[:100]}")
                 return
-            columns.append(sql.SQL("{} {}").format(sql.Identifier(column["name"]), sql.SQL(type_name)))
+            definition = sql.SQL("{} {}").format(sql.Identifier(column["name"]), sql.SQL(type_name))
+            not_null = sql.SQL(" NOT NULL" if column.get("not_null") else "")
+            default = self._default(qualified, column)
+            default = sql.SQL(" DEFAULT {}").format(sql.SQL(default)) if default is not None else sql.SQL("")
+            generated = sql.SQL("")
+            if column.get("generated"):
+                # Checked by _check_description to stay inside these parentheses.
+                generated = sql.SQL(" GENERATED ALWAYS AS ({}) STORED").format(sql.SQL(column["expression"]))
+            full.append(sql.Composed([definition, generated, default, not_null]))
+            without_generated.append(sql.Composed([definition, default, not_null]))
+            bare.append(sql.Composed([definition, not_null]))
         self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(description["schema"])))
-        self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(columns)))
+        # Should this database refuse a generation expression (one naming an
+        # enum made here as text, say) or a default (a SQLite default that
+        # PostgreSQL reads otherwise), the table is made without them, at
+        # worst as a 1.0 archive made it, and every value is loaded as
+        # exported, rather than losing the whole load.
+        generated = [column["name"] for column in description["columns"] if column.get("generated")]
+        # Each attempt: the columns, which of them are computed, and what it leaves out.
+        attempts = [(full, generated, "")]
+        if without_generated != full:
+            attempts.append((without_generated, [], "generation expressions"))
+        if bare != without_generated:
+            attempts.append((bare, [], "defaults"))
+        for number, (columns, computed, _) in enumerate(attempts):
+            try:
+                with self.conn.transaction():
+                    # Prepared: one statement, whatever the expressions say.
+                    self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(columns)), prepare=True)
+            except psycopg.Error as exc:
+                if number == len(attempts) - 1:
+                    raise
+                logger.warning("Table %s of the export is created without its %s, which this database refused: %s",
+                               qualified, attempts[number + 1][2], self._error_text(exc))
+                continue
+            description["_generated"] = computed
+            return
+
+    def _default(self, qualified, column):
+        """The column's constant default as this database should read it, or None."""
+        if column.get("default") is None:
+            return None
+        literal, casts = parse_constant(column["default"])  # checked by _check_description
+        if column.get("create_as"):
+            # The column's own type (an enum, a domain, a SQLite declaration)
+            # is not made here: the bare literal goes into the created type.
+            casts = []
+        for cast in casts:
+            if not self._known_type(cast):
+                logger.warning("Column %s of %s keeps no default: this database has no type %s",
+                               column["name"], qualified, cast[:100])
+                return None
+        return literal + "".join(f"::{cast}" for cast in casts)
 
     def _known_type(self, type_name):
         """to_regtype() parses the text as exactly one type name, so a type
@@ -911,6 +1219,7 @@ class ExportLoader:
             and all(isinstance(c.get("create_as", ""), str) and (c["type"] or c.get("create_as")) for c in columns)
             and isinstance(description.get("primary_key", []), list)
             and all(text(name) for name in description.get("primary_key", []))
+            and all(well_formed_rules(c) for c in columns)
         )
         if not well_formed:
             raise CorruptionError(f"The export's description of table {qualified} is damaged")
@@ -943,28 +1252,85 @@ class ExportLoader:
     def _load(self, description, fmt, reader):
         qualified = self._qualified(description)
         table = sql.Identifier(description["schema"], description["name"])
-        names = sql.SQL(", ").join(sql.Identifier(column["name"]) for column in description["columns"])
+        # A generated column is computed by this database: its exported
+        # values are read past, never written (PostgreSQL refuses them).
+        generated = set(description.get("_generated") or ())
+        columns = [column for column in description["columns"] if column["name"] not in generated]
+        names = sql.SQL(", ").join(sql.Identifier(column["name"]) for column in columns)
         if fmt == "csv":
-            cursor = self.conn.cursor()
-            with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true)").format(table, names)) as copy:
-                while data := reader.read():
-                    copy.write(data)
-            rows = cursor.rowcount
+            rows = self._load_csv(description, table, names, reader, staged=bool(generated))
         elif fmt == "jsonl":
-            rows = self._load_jsonl(description, table, names, reader)
+            rows = self._load_jsonl(columns, table, names, reader)
         elif fmt == "sql":
-            rows = self._load_sql(description, table, names, reader)
+            rows = self._load_sql(description, table, reader, generated)
         else:
             raise CorruptionError(f"The export's member for {qualified} has an unknown format: {fmt}")
+        self._finish_table(table, description)
+        self.loaded[qualified] = rows
+        return rows
+
+    def _finish_table(self, table, description):
+        """The primary key, then each identity column with its sequence
+        continuing past the recorded value and past every loaded one."""
         primary_key = description.get("primary_key") or []
         if primary_key:
             self.conn.execute(
                 sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(table, sql.SQL(", ").join(map(sql.Identifier, primary_key)))
             )
-        self.loaded[qualified] = rows
+        for column in description["columns"]:
+            if column.get("identity") and column["name"] not in (description.get("_generated") or ()):
+                self._add_identity(table, column)
+
+    def _add_identity(self, table, column):
+        name = sql.Identifier(column["name"])
+        sequence = column.get("sequence") or {}
+        options = [
+            sql.SQL(f"{clause} {{}}").format(sql.Literal(sequence[key]))
+            for key, clause in (("start", "START WITH"), ("increment", "INCREMENT BY"), ("minimum", "MINVALUE"),
+                                ("maximum", "MAXVALUE"), ("cache", "CACHE"))
+            if sequence.get(key) is not None
+        ]
+        if sequence.get("cycle") is not None:
+            options.append(sql.SQL("CYCLE" if sequence["cycle"] else "NO CYCLE"))
+        self.conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} ADD GENERATED {} AS IDENTITY{}").format(
+            table, name, sql.SQL("ALWAYS" if column["identity"] == "always" else "BY DEFAULT"),
+            sql.SQL(" ({})").format(sql.SQL(" ").join(options)) if options else sql.SQL(""),
+        ))
+        rising = (sequence.get("increment") or 1) > 0
+        seq, low, high, furthest = self.conn.execute(
+            sql.SQL("SELECT s.seqrelid::regclass::text, s.seqmin, s.seqmax, (SELECT {}({}) FROM {}) "
+                    "FROM pg_sequence s WHERE s.seqrelid = pg_get_serial_sequence(%s, %s)::regclass").format(
+                sql.SQL("max" if rising else "min"), name, table),
+            [table.as_string(self.conn), column["name"]],
+        ).fetchone()
+        reached = [value for value in (sequence.get("last_value"), furthest) if value is not None]
+        if reached:
+            value = max(reached) if rising else min(reached)
+            self.conn.execute("SELECT setval(%s::regclass, %s, true)", [seq, min(max(value, low), high)])
+
+    def _load_csv(self, description, table, names, reader, staged):
+        if staged:
+            # COPY cannot skip a field of its input: the rows go into a
+            # temporary copy of the table (LIKE makes generated columns
+            # plain), then across without the generated columns.
+            every = sql.SQL(", ").join(sql.Identifier(column["name"]) for column in description["columns"])
+            self.conn.execute(sql.SQL("CREATE TEMPORARY TABLE strongroom_export_rows (LIKE {}) ON COMMIT DROP").format(table))
+            target = sql.SQL("strongroom_export_rows ({})").format(every)
+        else:
+            target = sql.SQL("{} ({})").format(table, names)
+        cursor = self.conn.cursor()
+        with cursor.copy(sql.SQL("COPY {} FROM STDIN WITH (FORMAT csv, HEADER true)").format(target)) as copy:
+            while data := reader.read():
+                copy.write(data)
+        if not staged:
+            return cursor.rowcount
+        rows = self.conn.execute(
+            sql.SQL("INSERT INTO {0} ({1}) SELECT {1} FROM strongroom_export_rows").format(table, names)
+        ).rowcount
+        self.conn.execute("DROP TABLE strongroom_export_rows")
         return rows
 
-    def _load_jsonl(self, description, table, names, reader):
+    def _load_jsonl(self, columns, table, names, reader):
         """COPY the lines into a temporary table (fast, in C), then let
         PostgreSQL turn them into rows with json_populate_record(); a batch
         at a time, so the temporary table stays small."""
@@ -972,7 +1338,7 @@ class ExportLoader:
             sql.SQL("(l.line::json ->> {})::{}").format(sql.Literal(column["name"]), sql.SQL(column.get("create_as") or column["type"]))
             if column.get("as_text")
             else sql.SQL("r.{}").format(sql.Identifier(column["name"]))
-            for column in description["columns"]
+            for column in columns
         )
         self.conn.execute(
             "CREATE TEMPORARY TABLE IF NOT EXISTS strongroom_export_lines (n bigserial, line text) ON COMMIT DROP"
@@ -997,11 +1363,25 @@ class ExportLoader:
             if staged < LOAD_BATCH_ROWS:
                 return rows
 
-    def _load_sql(self, description, table, names, reader):
-        prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(table, names).as_string(self.conn)
+    def _load_sql(self, description, table, reader, generated):
+        qualified = self._qualified(description)
+        every = [column["name"] for column in description["columns"]]
+        prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(table, sql.SQL(", ").join(map(sql.Identifier, every))).as_string(self.conn)
+        if generated:
+            kept = [name not in generated for name in every]
+            kept_prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(
+                table, sql.SQL(", ").join(sql.Identifier(name) for name in every if name not in generated)
+            ).as_string(self.conn)
         rows = 0
         batch, held = [], 0
-        for statement in insert_statements(reader, prefix, self._qualified(description)):
+        for statement in insert_statements(reader, prefix, qualified):
+            if generated:
+                # The statement is checked to be literals only; the same
+                # INSERT without the generated columns' values.
+                values = re.findall(LITERAL, statement[len(prefix):])
+                if len(values) != len(every):
+                    raise CorruptionError(f"A row of {qualified} has {len(values)} values for {len(every)} columns")
+                statement = kept_prefix + ", ".join(value for value, keep in zip(values, kept) if keep) + ");"
             batch.append(statement)
             held += len(statement)
             if len(batch) >= LOAD_BATCH_ROWS or held >= LOAD_BATCH_BYTES:
@@ -1039,6 +1419,32 @@ class ExportLoader:
                 raise CorruptionError(
                     f"Table {qualified} loaded {found['rows']} rows where the export's manifest says {entry.get('rows')}"
                 )
+
+
+def well_formed_rules(column):
+    """Whether a column's optional keys (archive 1.1) are what an export
+    writes: a constant default, a generation expression that stays inside
+    its parentheses, integers for a sequence. Unknown keys are ignored."""
+    if not isinstance(column.get("not_null", False), bool):
+        return False
+    if "default" in column and parse_constant(column["default"]) is None:
+        return False
+    if "generated" in column and (
+        column["generated"] != "stored" or not is_balanced_expression(column.get("expression"))
+        or "default" in column or "identity" in column
+    ):
+        return False
+    if "identity" in column:
+        sequence = column.get("sequence", {})
+        if column["identity"] not in ("always", "by default") or "default" in column or not isinstance(sequence, dict):
+            return False
+        for key in ("start", "increment", "minimum", "maximum", "cache", "last_value"):
+            value = sequence.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                return False
+        if sequence.get("increment") == 0 or not isinstance(sequence.get("cycle", False), bool):
+            return False
+    return True
 
 
 def check_export(fileobj):
@@ -1106,7 +1512,14 @@ class SqliteExportLoader(ExportLoader):
             declared = column["type"]
             if declared and not DECLARED_TYPE.match(declared):
                 raise CorruptionError(f"The export's description of table {qualified} is damaged (column type)")
-            columns.append(f"{sqlite_name(column['name'])} {declared}".rstrip())
+            definition = f"{sqlite_name(column['name'])} {declared}".rstrip()
+            if column.get("not_null"):
+                definition += " NOT NULL"
+            # A literal without casts reads the same in SQLite (checked by _check_description).
+            parsed = parse_constant(column["default"]) if column.get("default") is not None else None
+            if parsed is not None and not parsed[1]:
+                definition += f" DEFAULT {parsed[0]}"
+            columns.append(definition)
         primary_key = description.get("primary_key") or []
         if primary_key:
             columns.append(f"PRIMARY KEY ({', '.join(map(sqlite_name, primary_key))})")

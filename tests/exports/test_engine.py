@@ -182,7 +182,9 @@ def test_it_writes_a_manifest_that_describes_the_members(source, fmt):
     assert entry["size"] == len(member)
     assert entry["rows"] == 300
     assert entry["primary_key"] == ["Id", "Seq"]
-    assert entry["columns"] == [{"name": "Id", "type": "bigint"}, {"name": "Seq", "type": "integer"}, {"name": "Message", "type": "text"}]
+    assert entry["columns"] == [{"name": "Id", "type": "bigint", "not_null": True}, {"name": "Seq", "type": "integer", "not_null": True},
+                                {"name": "Message", "type": "text"}]
+    assert manifest["archive_version"] == 1 and manifest["archive_minor_version"] == 1
     described = json.loads(archive["tables/public.everything.columns.json"])
     assert {"name": "feeling", "type": "mood", "create_as": "text"} in described["columns"]
     assert described["primary_key"] == ["id"]
