@@ -50,7 +50,7 @@ ORDER BY 1, 2, 3
 """
 
 # Large objects get owners, grants and comments once their oids exist.
-DRESS_LARGE_OBJECTS = """
+DRESS_LARGE_OBJECTS = r"""
 DO $$
 DECLARE
     manual record;

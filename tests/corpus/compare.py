@@ -264,11 +264,15 @@ def diff(before, after):
 def diff_mappings(what, before, after):
     if before is None or after is None:
         return [] if before == after else [f"{what}: {'missing after' if after is None else 'only after'}"]
-    return [
-        f"{what} {key}: {before.get(key, '<absent>')!r} before, {after.get(key, '<absent>')!r} after"
-        for key in sorted(before.keys() | after.keys())
-        if before.get(key, "<absent>") != after.get(key, "<absent>")
-    ]
+    lines = []
+    for key in sorted(before.keys() | after.keys()):
+        if key not in after:
+            lines.append(f"{what} {key}: missing after, was {before[key]!r}")
+        elif key not in before:
+            lines.append(f"{what} {key}: only after: {after[key]!r}")
+        elif before[key] != after[key]:
+            lines.append(f"{what} {key}: {before[key]!r} before, {after[key]!r} after")
+    return lines
 
 
 def diff_relations(section, before, after):
