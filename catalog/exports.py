@@ -146,9 +146,10 @@ def check_selection(source, tables, sets, live):
 
 
 def picker(source, tables=(), sets=(), errors=None, live=None):
-    """What the table picker shows: the source's tables grouped by schema, the
-    ones picked ticked with their filters, and each named set with the tables
-    it matches today. `live` is list_tables() when the caller already read it."""
+    """What the table picker shows: the source's tables grouped by schema (a
+    partitioned table once, by its parent's name, which exports every
+    partition's rows), the ones picked ticked with their filters, and each
+    named set with the tables it matches today. `live` is list_tables() when the caller already read it."""
     errors = errors or {}
     if source is None:
         return {"message": "Choose a source to see its tables."}
@@ -163,6 +164,8 @@ def picker(source, tables=(), sets=(), errors=None, live=None):
         name = qualified(table)
         schemas.setdefault(table["schema"], []).append({
             "qualified": name, "name": table["name"], "rows_estimate": table.get("rows_estimate"),
+            # A partitioned parent stands for its partitions, which are not listed.
+            "partitions": table.get("partitions"),
             "columns": ", ".join(column["name"] for column in table.get("columns", [])),
             "checked": name in picked, "where": picked.get(name, {}).get("where", ""), "error": errors.get(name, ""),
         })

@@ -291,3 +291,47 @@ def test_a_named_set_takes_in_a_table_created_after_the_plan(source, source_db, 
     assert second.status == Backup.SUCCEEDED, second.error
     assert second.table_counts["public.audit_exports"] == 2
     assert set(second.table_counts) == set(first.table_counts) | {"public.audit_exports"}
+
+
+MEASUREMENTS = r"""
+CREATE TABLE measurements (id bigint GENERATED ALWAYS AS IDENTITY, at timestamptz NOT NULL,
+                           value numeric NOT NULL DEFAULT 0, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE measurements_2025 PARTITION OF measurements FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE measurements_2026 PARTITION OF measurements FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+INSERT INTO measurements (at, value) SELECT TIMESTAMPTZ '2025-11-01 00:00:00+00' + g * INTERVAL '1 day', g FROM generate_series(1, 90) g;
+"""
+
+
+def test_a_partitioned_table_is_picked_by_its_parents_name_and_exports_every_partition(admin_client, source, source_db,
+                                                                                       destination):
+    execute_sql(source_db, MEASUREMENTS)
+
+    page = admin_client.get(f"/plans/tables/?source={source.pk}&format=csv").content.decode()
+
+    assert 'value="public.measurements"' in page and "partitioned: 2 partitions" in page
+    assert 'value="public.measurements_2025"' not in page and 'value="public.measurements_2026"' not in page
+    plan = make_plan(source, [destination], name="Measurements", format="csv", verify_new_backups=False,
+                     export_tables=[{"schema": "public", "name": "measurements", "where": ""}])
+    backup = services.start_backup("test", plan)
+    backup.refresh_from_db()
+    assert backup.status == Backup.SUCCEEDED, backup.error
+    assert backup.table_counts == {"public.measurements": 90}
+
+    restore = verification.run_here(verification.create_verification("test", backup, "restore", enqueue_it=False))
+    assert restore.status == "passed", restore.summary
+    assert restore.evidence["rows"] == {"public.measurements": 90}
+
+    # Restored by the parent's name into a new database: one table with every partition's rows, its identity continuing.
+    from restore import services as restores
+    from tests.harness import pg
+
+    name = restores.suggest_database_name(backup)
+    job = restore_now(backup, target="new", database=name, tables=["public.measurements"])
+    try:
+        assert job.status == "succeeded", job.summary
+        restored = {**source_db, "dbname": name}
+        assert scalar(restored, "SELECT count(*) FROM measurements") == 90
+        execute_sql(restored, "INSERT INTO measurements (at) VALUES ('2026-06-01')")
+        assert scalar(restored, "SELECT max(id) FROM measurements") == 91
+    finally:
+        pg.drop_database(name)
