@@ -67,7 +67,8 @@ BEGIN
         END IF;
         IF manual.n % 3 = 0 THEN
             EXECUTE format('GRANT SELECT, UPDATE ON LARGE OBJECT %s TO %I', manual.oid, '{writer}');
-            EXECUTE format('COMMENT ON LARGE OBJECT %s IS %L', manual.oid, 'Manual no. ' || manual.n || E', \\ and '' kept');
+            EXECUTE format('COMMENT ON LARGE OBJECT %s IS %L', manual.oid,
+                           'Manual no. ' || manual.n || E', \\ and '' kept');
         END IF;
     END LOOP;
 END $$;
@@ -92,9 +93,6 @@ class Corpus:
     materialized_views: list
     large_object_columns: list  # "schema.table.column" holding large-object oids
     skipped: list  # parts left out because this server lacks what they need
-
-    def partitioned_tables(self):
-        return sorted(self.partitions)
 
     def leaf_partitions(self, table):
         """Every partition under `table` that holds rows itself."""
@@ -143,6 +141,8 @@ def create_corpus(conninfo, size="small", role_prefix=None):
     # Autocommit, so that each transaction() below commits on its own.
     with psycopg.connect(**conninfo, autocommit=True) as conn:
         set_stable_output(conn)
+        # Unqualified operators on citext values must find citext's own, in
+        # public, as the application's sessions would.
         conn.execute("SET search_path = public")
         with conn.transaction():
             if "citext" in available:
@@ -212,7 +212,11 @@ def drop_corpus_roles(server, corpus):
         try:
             with psycopg.connect(**server, dbname=database, autocommit=True) as conn:
                 conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(role_list))
-                conn.execute(sql.SQL("DROP OWNED BY {}").format(role_list))
+                # One role at a time: PostgreSQL 15 fails ("could not find tuple
+                # for default ACL") when one DROP OWNED names both the owner of
+                # a default ACL and a role it grants to.
+                for role in existing:
+                    conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         except psycopg.OperationalError:
             continue  # dropped meanwhile by its own test: nothing left to hand over
     with psycopg.connect(**server, dbname="postgres", autocommit=True) as conn:

@@ -174,7 +174,8 @@ def snapshot(conninfo):
         database = conn.execute(DATABASE).fetchone()
         result["database"] = dict(zip(DATABASE_FIELDS, database))
         result["database"]["privileges"] = sorted(database[7]) if database[7] is not None else None
-        result["database"]["settings"] = sorted(f"{role}: {setting}" for role, setting in conn.execute(DATABASE_SETTINGS))
+        settings = conn.execute(DATABASE_SETTINGS).fetchall()
+        result["database"]["settings"] = sorted(f"{role}: {setting}" for role, setting in settings)
         result["roles"] = {
             name: dict(zip(ROLE_FIELDS, fields)) for name, *fields in conn.execute(ROLES).fetchall()
         }

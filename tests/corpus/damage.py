@@ -119,7 +119,8 @@ HARMS = [
                               WHERE a.sensor_id = r.sensor_id AND a.taken_at = r.taken_at)
             ORDER BY md5(r.sensor_id || ' ' || r.taken_at) LIMIT 12)""",
         update_set="value = -value",
-        update_where="sensor_id = 7 AND value > 0 AND value <> 'NaN' AND taken_at >= '2025-01-01' AND taken_at < '2025-02-01'",
+        update_where="""sensor_id = 7 AND value > 0 AND value <> 'NaN'
+            AND taken_at >= '2025-01-01' AND taken_at < '2025-02-01'""",
         insert_columns="sensor_id, taken_at, value, quality",
         insert_values="(1, '2025-06-15 12:00:00.000001+00', 42, 5), (2, '2025-06-15 12:00:00+00', 43, 5), "
                       "(3, '2031-01-01 00:00:00+00', 'NaN', 0)",

@@ -190,5 +190,7 @@ def test_it_ignores_large_object_oids_but_sees_what_a_careless_restore_loses(cor
 
 
 def unreferenced_large_object(conn):
-    return conn.execute("""SELECT oid FROM pg_largeobject_metadata m WHERE NOT EXISTS (
-        SELECT FROM inventory.product_manual p WHERE m.oid IN (p.manual, p.scanned_copy)) ORDER BY oid LIMIT 1""").fetchone()[0]
+    return conn.execute("""
+        SELECT oid FROM pg_largeobject_metadata m
+        WHERE NOT EXISTS (SELECT FROM inventory.product_manual p WHERE m.oid IN (p.manual, p.scanned_copy))
+        ORDER BY oid LIMIT 1""").fetchone()[0]
