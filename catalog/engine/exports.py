@@ -78,6 +78,10 @@ from its columns.json, then in psql
          json_populate_record(NULL::"schema"."table", line) (as_text columns:
          (line ->> 'column')::json), or read it with any JSON Lines reader.
 Set the manifest's "session" values first (SET DateStyle = 'ISO, YMD'; …).
+A generated column's values are in the member but cannot be written: create
+the table without its generation expressions, or load into a copy of it and
+INSERT … SELECT the other columns. Add identity after the rows (ALTER TABLE …
+ADD GENERATED … AS IDENTITY, then setval()).
 
 A SQLite source is read in one read transaction and written in the same
 formats by Python (see the SQLite section below for its types). Its CSV
