@@ -538,6 +538,9 @@ class Backup(Job):
     server_version = models.CharField(max_length=100, blank=True)
     tool_version = models.CharField(max_length=200, blank=True)
     table_counts = models.JSONField(default=dict, blank=True)
+    # {partitioned parent: [its leaf partitions]}: the leaves are what
+    # table_counts counts; a parent's name chooses them all in a restore.
+    partitions = models.JSONField(default=dict, blank=True)
     error = models.CharField(max_length=500, blank=True)
     pinned = models.BooleanField(default=False)
     legal_hold = models.BooleanField(default=False)
@@ -577,6 +580,26 @@ class Backup(Job):
 
     def total_rows(self):
         return sum(self.table_counts.values()) if self.table_counts else 0
+
+    def restorable_tables(self):
+        """{table: rows} for every table a restore can be asked for: those
+        counted, and each partitioned parent with the rows of its partitions."""
+        parents = {parent: sum(self.table_counts.get(leaf, 0) for leaf in leaves)
+                   for parent, leaves in (self.partitions or {}).items()}
+        return {**self.table_counts, **parents}
+
+    def outermost_tables(self, tables):
+        """`tables` without the partitions of a parent that is also chosen:
+        a parent is read and written whole, its rows routed to partitions."""
+        covered = {leaf for parent in tables for leaf in (self.partitions or {}).get(parent, ())}
+        return sorted(set(tables) - covered)
+
+    def leaf_tables(self, tables):
+        """`tables` with each partitioned parent replaced by its partitions."""
+        leaves = set()
+        for table in tables:
+            leaves.update((self.partitions or {}).get(table, [table]))
+        return sorted(leaves)
 
     def is_export(self):
         return self.format in EXPORT_FORMATS

@@ -269,6 +269,7 @@ def create_backup_from(actor, data, hold):
         server_version=data.get("server_version") or "",
         tool_version=data.get("tool_version") or "",
         table_counts=data.get("table_counts") or {},
+        partitions=partitions_of(data),
         # Older manifests have no created_at (the time it was queued): then its start.
         created_at=parse_time(data.get("created_at")) or started or finished or timezone.now(),
         started_at=started,
@@ -322,3 +323,14 @@ def reset_id_sequences():
     with connection.cursor() as cursor:
         for sql in connection.ops.sequence_reset_sql(no_style(), [Backup]):
             cursor.execute(sql)
+
+
+def partitions_of(data):
+    """The manifest's partitioned parents, when they are what they should be
+    (older manifests have none; a restore then chooses partitions by name)."""
+    partitions = data.get("partitions")
+    if isinstance(partitions, dict) and all(
+            isinstance(parent, str) and isinstance(leaves, list) and all(isinstance(leaf, str) for leaf in leaves)
+            for parent, leaves in partitions.items()):
+        return partitions
+    return {}

@@ -427,6 +427,7 @@ def stream_backup(backup, copies):
     backup.raw_bytes, backup.stored_bytes, backup.sha256 = result.raw_bytes, result.stored_bytes, result.sha256
     backup.server_version, backup.tool_version = dump.server_version, dump.tool_version
     backup.table_counts = dump.table_counts
+    backup.partitions = dump.partitions
     if backup.is_export():
         backup.export_manifest = dump.export_manifest  # goes into the manifest beside each copy
         tables = ", ".join(f"{t.qualified} (where {t.where})" if t.where else t.qualified for t in dump.tables)
@@ -502,6 +503,7 @@ def backup_manifest(backup, copy, encryption):
         stored_bytes=backup.stored_bytes,
         sha256=backup.sha256,
         table_counts=backup.table_counts,
+        partitions=backup.partitions,
         created_at=backup.created_at.isoformat(),
         started_at=backup.started_at.isoformat(),
         finished_at=(backup.finished_at or timezone.now()).isoformat(),
@@ -583,6 +585,7 @@ def finish_backup(backup, copies, status, error):
             server_version=backup.server_version,
             tool_version=backup.tool_version,
             table_counts=backup.table_counts,
+            partitions=backup.partitions,
         )
         if updated:
             audit.record("worker", f"backup.{status}", backup, {"error": error[:500]} if error else {})

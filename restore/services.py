@@ -24,7 +24,7 @@ from catalog.engine.pipeline import restore_stream
 from catalog.models import Backup, Copy
 from catalog.services import Refused
 from catalog.text import count_text
-from restore import engine
+from restore import engine, tables as target_tables
 from restore import sqlite as sqlite_restore
 from restore.models import RestoreJob
 
@@ -69,7 +69,7 @@ def check_request(backup, target, database, tables, mode, confirmed_name, server
                       "restore, which replays its WAL.")
     if not backup.copies.filter(status=Copy.DURABLE).exists():
         raise Refused("This backup has no stored copy to restore from.")
-    unknown = sorted(set(tables) - set(backup.table_counts))
+    unknown = sorted(set(tables) - set(backup.restorable_tables()))
     if unknown:
         raise Refused(f"The backup has no table {', '.join(unknown)}.")
     if backup.encrypted:
@@ -339,22 +339,24 @@ def restore_to_scratch(job, server, name):
 
 
 def apply(job, server, scratch):
-    tables = job.tables or sorted(job.backup.table_counts)
+    tables = job.backup.outermost_tables(job.tables or job.backup.restorable_tables())
     if job.target == RestoreJob.NEW:
         if job.tables:
-            drop_other_tables(scratch, job.tables)
+            drop_other_tables(scratch, job.backup.leaf_tables(job.tables))
         engine.rename_database(server, scratch["dbname"], job.target_database)
         return "renamed"
     target = {**server, "dbname": job.target_database}
     with psycopg.connect(**scratch) as ours, psycopg.connect(**target) as theirs:
+        target_tables.prepare_session(ours)
+        target_tables.prepare_session(theirs)
         if job.mode == RestoreJob.PREVIEW:
-            job.report["tables"] = [engine.compare_table(ours, theirs, t) for t in tables]
+            job.report["tables"] = [target_tables.compare_table(ours, theirs, t) for t in tables]
             return "compared"
         if job.mode == RestoreJob.MERGE:
-            job.report["inserted"] = engine.merge_tables(ours, theirs, tables)
+            job.report["inserted"] = target_tables.merge_tables(ours, theirs, tables)
             return f"inserted {sum(job.report['inserted'].values())} rows"
         if job.tables:
-            job.report["written"] = engine.replace_tables(ours, theirs, tables)
+            job.report["written"] = target_tables.replace_tables(ours, theirs, tables)
             return f"replaced {len(tables)} tables"
     return swap_whole_database(job, server, scratch["dbname"])
 
@@ -395,7 +397,7 @@ def record_report(job, **values):
 def drop_other_tables(scratch, keep):
     with psycopg.connect(**scratch, autocommit=True) as conn:
         for table in sorted(set(job_tables(conn)) - set(keep)):
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(engine.ident(table)))
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(target_tables.ident(table)))
 
 
 def job_tables(conn):
@@ -403,12 +405,12 @@ def job_tables(conn):
 
 
 def post_checks(job, server):
-    expected = job.backup.table_counts
-    tables = job.tables or sorted(expected)
+    expected = job.backup.restorable_tables()
+    tables = job.backup.outermost_tables(job.tables or expected)
     if job.mode == RestoreJob.MERGE:
         return "merge keeps the target's rows; no count to compare"
     with psycopg.connect(**{**server, "dbname": job.target_database}) as conn:
-        counts = {t: engine.count_rows(conn, t) for t in tables}
+        counts = {t: target_tables.count_as_recorded(conn, t) for t in tables}
     job.report["row_counts"] = {t: {"backup": expected.get(t), "restored": counts[t]} for t in tables}
     wrong = [t for t in tables if counts[t] != expected.get(t)]
     if wrong:

@@ -140,18 +140,20 @@ def step_scope(request):
         if request.POST.get("scope") == "some" and not tables:
             messages.error(request, "Tick the tables to restore, or choose everything.")
         else:
-            wizard.save(tables=sorted(set(tables) & set(wizard.backup.table_counts)))
+            wizard.save(tables=sorted(set(tables) & set(wizard.backup.restorable_tables())))
             next_step = "mode" if wizard.target == RestoreJob.EXISTING else "review"
             return redirect("restore_step", step=next_step)
-    return wizard_page(request, "scope", wizard, schemas=tables_by_schema(wizard.backup.table_counts))
+    return wizard_page(request, "scope", wizard, schemas=tables_by_schema(wizard.backup))
 
 
-def tables_by_schema(table_counts):
-    """[(schema, [(table, rows), ...]), ...] in name order; SQLite tables are in "main"."""
+def tables_by_schema(backup):
+    """[(schema, [(table, rows, partitions), ...]), ...] in name order, a
+    partitioned parent with how many partitions it chooses; SQLite tables
+    are in "main"."""
     schemas = {}
-    for table, rows in sorted(table_counts.items()):
+    for table, rows in sorted(backup.restorable_tables().items()):
         schema = table.split(".", 1)[0] if "." in table else "main"
-        schemas.setdefault(schema, []).append((table, rows))
+        schemas.setdefault(schema, []).append((table, rows, len(backup.partitions.get(table, ()))))
     return sorted(schemas.items())
 
 

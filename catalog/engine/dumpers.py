@@ -32,6 +32,19 @@ ORDER BY 1, 2
 """
 
 
+# Top-level partitioned tables and their leaf partitions (a sub-partitioned
+# level is a partition, not a leaf).
+PARTITIONED_TABLES = """
+SELECT n.nspname || '.' || c.relname,
+       array_agg(ln.nspname || '.' || l.relname ORDER BY ln.nspname, l.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN LATERAL pg_partition_tree(c.oid) t ON t.isleaf
+JOIN pg_class l ON l.oid = t.relid JOIN pg_namespace ln ON ln.oid = l.relnamespace
+WHERE c.relkind = 'p' AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+GROUP BY 1 ORDER BY 1
+"""
+
+
 def normalize_conninfo(conninfo):
     """Conninfo as libpq keywords, whether given as fields or as a DSN."""
     if conninfo.get("dsn"):
@@ -184,6 +197,7 @@ class Dump:
 
     def __init__(self):
         self.table_counts = {}
+        self.partitions = {}
         self.raw_bytes = 0
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
@@ -252,6 +266,7 @@ class PostgresDump(Dump):
             self.server_version = self._conn.execute("SHOW server_version").fetchone()[0]
             check_versions(self.server_version, self.tool_version)
             self.table_counts = self._count_rows()
+            self.partitions = dict(self._conn.execute(PARTITIONED_TABLES).fetchall())
         except psycopg.Error as exc:
             self._raise_source_error(exc)
         self._spawn(snapshot)

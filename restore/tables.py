@@ -1,0 +1,356 @@
+"""SQL against the target's tables, free of Django: compare them with the
+backup, add the rows they lack, or replace them, in one transaction.
+
+The backup's rows come from the scratch database the backup was restored
+into. They are first copied into a temporary table in the target's own
+session, so that every comparison happens inside PostgreSQL, between typed
+values: a timestamptz, boolean, bytea, interval or numeric key matches by
+the type's own equality, never by its text in some other session. A
+temporary table changes nothing in the target and goes with the session.
+
+A partitioned table is read and written through its parent (rows are routed
+to their partitions); an ordinary table through ONLY itself, so that the
+rows of tables inheriting from it are not counted, copied or emptied twice.
+"""
+
+import contextlib
+
+from psycopg import sql
+
+from restore.engine import Refusal
+
+INCOMING = sql.Identifier("strongroom_incoming")
+
+# Both sessions write values the same way, whatever the database's defaults.
+SESSION_SETTINGS = ("SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, MDY'", "SET IntervalStyle = 'postgres'",
+                    "SET extra_float_digits = 3", "SET bytea_output = 'hex'")
+
+
+def prepare_session(conn):
+    for statement in SESSION_SETTINGS:
+        conn.execute(statement)
+
+
+def split_name(table):
+    schema, _, name = table.partition(".")
+    return (schema, name) if name else ("public", schema)
+
+
+def ident(table):
+    return sql.Identifier(*split_name(table))
+
+
+def regclass(conn, table):
+    return conn.execute("SELECT to_regclass(%s)::oid", [ident(table).as_string(conn)]).fetchone()[0]
+
+
+def relation(conn, table):
+    """The table as a FROM item: through its parent for a partitioned table,
+    ONLY itself otherwise."""
+    kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s", [regclass(conn, table)]).fetchone()[0]
+    return ident(table) if kind == "p" else sql.SQL("ONLY {}").format(ident(table))
+
+
+def table_exists(conn, table):
+    return regclass(conn, table) is not None
+
+
+def count_rows(conn, table):
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(relation(conn, table))).fetchone()[0]
+
+
+def count_as_recorded(conn, table):
+    """Rows as a backup records them (dumpers.COUNT_TABLES): with the rows of
+    tables inheriting from it."""
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident(table))).fetchone()[0]
+
+
+def primary_key(conn, table):
+    rows = conn.execute(
+        """SELECT a.attname FROM pg_index i
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+           WHERE i.indrelid = %s AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)""",
+        [regclass(conn, table)],
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def stored_columns(conn, table):
+    """The columns a row is written with: generated columns are computed by
+    the table itself and cannot be given."""
+    rows = conn.execute(
+        """SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped
+           AND attgenerated = '' ORDER BY attnum""",
+        [regclass(conn, table)],
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def columns_to_copy(backup_conn, target_conn, table):
+    """The target's writable columns that the backup also has, in the
+    target's order. A column the target gained since is left to its default."""
+    in_backup = set(stored_columns(backup_conn, table))
+    return [c for c in stored_columns(target_conn, table) if c in in_backup]
+
+
+def names(columns, prefix=None):
+    if prefix is None:
+        return sql.SQL(", ").join(map(sql.Identifier, columns))
+    return sql.SQL(", ").join(sql.Identifier(prefix, c) for c in columns)
+
+
+def copy_rows(source_conn, target_conn, select, target, columns):
+    """Streams rows from one database into another with COPY, chunk by chunk."""
+    copy_out = sql.SQL("COPY ({}) TO STDOUT").format(select)
+    copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(target, names(columns))
+    with source_conn.cursor().copy(copy_out) as reader, target_conn.cursor().copy(copy_in) as writer:
+        for data in reader:
+            writer.write(data)
+
+
+def stage_backup_rows(backup_conn, target_conn, table, columns):
+    """The backup's rows of `table`, in a temporary table of the target's
+    session typed like the target's columns."""
+    target_conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(INCOMING))
+    target_conn.execute(sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {} LIMIT 0").format(
+        INCOMING, names(columns), relation(target_conn, table)))
+    select = sql.SQL("SELECT {} FROM {}").format(names(columns), relation(backup_conn, table))
+    copy_rows(backup_conn, target_conn, select, INCOMING, columns)
+
+
+def key_match(key, left, right):
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier(right, k)) for k in key)
+
+
+def only_in_incoming(conn, table, key):
+    """A WHERE condition: the staged row's key is not in the target."""
+    return sql.SQL("NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})").format(relation(conn, table), key_match(key, "t", "i"))
+
+
+def matching_key(backup_conn, target_conn, table):
+    key = primary_key(target_conn, table) or primary_key(backup_conn, table)
+    if not key:
+        return []
+    missing = set(key) - set(columns_to_copy(backup_conn, target_conn, table))
+    if missing:
+        raise Refusal(f"{table}: the backup lacks the key column(s) {', '.join(sorted(missing))}, "
+                      "so its rows cannot be matched with the database's")
+    return key
+
+
+# --- preview ---------------------------------------------------------------------
+
+
+def compare_table(backup_conn, target_conn, table):
+    """What differs between the backup's and the target's copy of a table:
+    rows only in one of them, and rows with the same key whose values differ."""
+    report = {"table": table, "in_backup": count_rows(backup_conn, table)}
+    if not table_exists(target_conn, table):
+        report.update(in_target=0, missing_in_target=True, only_in_backup=report["in_backup"])
+        return report
+    report["in_target"] = count_rows(target_conn, table)
+    key = matching_key(backup_conn, target_conn, table)
+    if not key:
+        report["note"] = "no primary key: counts only"
+        return report
+    columns = columns_to_copy(backup_conn, target_conn, table)
+    stage_backup_rows(backup_conn, target_conn, table, columns)
+    rel = relation(target_conn, table)
+    only_in_backup = sql.SQL("SELECT count(*) FROM {} AS i WHERE {}").format(
+        INCOMING, only_in_incoming(target_conn, table, key))
+    only_in_target = sql.SQL("SELECT count(*) FROM {} AS t WHERE NOT EXISTS (SELECT 1 FROM {} AS i WHERE {})").format(
+        rel, INCOMING, key_match(key, "i", "t"))
+    # By text, in this one session: every type has one (json and xml have no equality).
+    differs = sql.SQL(" OR ").join(
+        sql.SQL("{}::text IS DISTINCT FROM {}::text").format(sql.Identifier("i", c), sql.Identifier("t", c))
+        for c in columns if c not in key) if len(columns) > len(key) else sql.SQL("false")
+    differ = sql.SQL("SELECT count(*) FROM {} AS i JOIN {} AS t ON {} WHERE {}").format(
+        INCOMING, rel, key_match(key, "i", "t"), differs)
+    report.update(
+        key=key,
+        only_in_backup=target_conn.execute(only_in_backup).fetchone()[0],
+        only_in_target=target_conn.execute(only_in_target).fetchone()[0],
+        differ=target_conn.execute(differ).fetchone()[0],
+    )
+    target_conn.execute(sql.SQL("DROP TABLE pg_temp.{}").format(INCOMING))
+    return report
+
+
+# --- merge -----------------------------------------------------------------------
+
+
+def merge_tables(backup_conn, target_conn, tables):
+    """In one transaction of the target: insert the backup's rows whose
+    primary key the target lacks, parents before the tables that refer to
+    them; rows the target has are kept as they are. Returns the rows
+    PostgreSQL inserted per table."""
+    inserted = {}
+    with target_conn.transaction():
+        ordered = referenced_first(target_conn, tables)
+        with user_triggers_disabled(target_conn, ordered):
+            for table in ordered:
+                inserted[table] = merge_table(backup_conn, target_conn, table)
+        sync_sequences(backup_conn, target_conn, tables, only_forward=True)
+    return inserted
+
+
+def merge_table(backup_conn, target_conn, table):
+    key = matching_key(backup_conn, target_conn, table)
+    if not key:
+        raise Refusal(f"{table} has no primary key, so rows cannot be matched for a merge")
+    columns = columns_to_copy(backup_conn, target_conn, table)
+    stage_backup_rows(backup_conn, target_conn, table, columns)
+    missing = target_conn.execute(sql.SQL("SELECT count(*) FROM {} AS i WHERE {}").format(
+        INCOMING, only_in_incoming(target_conn, table, key))).fetchone()[0]
+    # OVERRIDING SYSTEM VALUE: an identity column GENERATED ALWAYS takes the backup's value.
+    insert = sql.SQL("INSERT INTO {} AS t ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS i WHERE {}").format(
+        ident(table), names(columns), names(columns, "i"), INCOMING, only_in_incoming(target_conn, table, key))
+    inserted = target_conn.execute(insert).rowcount
+    target_conn.execute(sql.SQL("DROP TABLE pg_temp.{}").format(INCOMING))
+    if inserted != missing:
+        raise Refusal(f"{table}: {missing} rows were missing but PostgreSQL inserted {inserted}; nothing was changed")
+    return inserted
+
+
+# --- replace ---------------------------------------------------------------------
+
+
+def replace_tables(backup_conn, target_conn, tables):
+    """In one transaction of the target: empty the tables and fill them from
+    the backup. Foreign keys that point at them are dropped first and added
+    back after, which checks them again; if rows elsewhere would be left
+    pointing at nothing, the whole change is refused and rolled back.
+    Returns rows written per table."""
+    written = {}
+    with target_conn.transaction():
+        pointing_in = foreign_keys_into(target_conn, tables)
+        for fk in pointing_in:
+            target_conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(fk["table"], sql.Identifier(fk["name"])))
+        with user_triggers_disabled(target_conn, tables):
+            target_conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(relation(target_conn, t) for t in tables)))
+            for table in referenced_first(target_conn, tables):
+                columns = columns_to_copy(backup_conn, target_conn, table)
+                select = sql.SQL("SELECT {} FROM {}").format(names(columns), relation(backup_conn, table))
+                copy_rows(backup_conn, target_conn, select, ident(table), columns)
+                written[table] = count_rows(target_conn, table)
+        for fk in pointing_in:
+            refuse_orphans(target_conn, fk)
+            target_conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                fk["table"], sql.Identifier(fk["name"]), sql.SQL(fk["definition"])))
+        sync_sequences(backup_conn, target_conn, tables)
+    return written
+
+
+def foreign_keys_into(conn, tables):
+    """The foreign keys (top-level: a partitioned table's, not its
+    partitions' copies) that refer to any of `tables` or their partitions."""
+    oids = [regclass(conn, t) for t in tables]
+    rows = conn.execute(
+        """WITH RECURSIVE chosen AS (
+               SELECT t.oid AS relid FROM unnest(%s::oid[]) AS t(oid)
+               UNION SELECT p.relid FROM unnest(%s::oid[]) AS t(oid), pg_partition_tree(t.oid) p),
+           pointing(oid, parent) AS (
+               SELECT c.oid, c.conparentid FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid IN (SELECT relid FROM chosen)
+               UNION
+               SELECT c.oid, c.conparentid FROM pg_constraint c JOIN pointing p ON c.oid = p.parent)
+           SELECT DISTINCT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid), c.conrelid, c.conkey,
+                  c.confrelid, c.confkey
+           FROM pointing p JOIN pg_constraint c ON c.oid = p.oid WHERE c.conparentid = 0 ORDER BY 1, 2""",
+        [oids, oids],
+    ).fetchall()
+    return [{"table": sql.SQL(qualified), "label": qualified, "name": name, "definition": definition,
+             "columns": column_names(conn, relid, keys), "refers_to": confrelid,
+             "referenced": column_names(conn, confrelid, fkeys)}
+            for qualified, name, definition, relid, keys, confrelid, fkeys in rows]
+
+
+def column_names(conn, relid, numbers):
+    return [conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum = %s", [relid, n]).fetchone()[0]
+            for n in numbers]
+
+
+def refuse_orphans(conn, fk):
+    """Rows of the referring table whose key (all of it given, as MATCH
+    SIMPLE checks) matches no row of the replaced table."""
+    given = sql.SQL(" AND ").join(sql.SQL("r.{} IS NOT NULL").format(sql.Identifier(c)) for c in fk["columns"])
+    matched = sql.SQL(" AND ").join(sql.SQL("p.{} = r.{}").format(sql.Identifier(p), sql.Identifier(c))
+                                    for p, c in zip(fk["referenced"], fk["columns"]))
+    referenced = conn.execute("SELECT %s::regclass::text", [fk["refers_to"]]).fetchone()[0]
+    orphans = conn.execute(sql.SQL("SELECT count(*) FROM {} AS r WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {})").format(
+        fk["table"], given, sql.SQL(referenced), matched)).fetchone()[0]
+    if orphans:
+        raise Refusal(
+            f"Replacing {referenced} would leave {orphans} row(s) of {fk['label']} pointing at nothing "
+            f"(foreign key {fk['name']}); nothing was changed. Restore {fk['label']} with it, or merge instead"
+        )
+
+
+# --- what every change needs -------------------------------------------------------
+
+
+def referenced_first(conn, tables):
+    """`tables` ordered so that a table comes after those it refers to (a
+    cycle keeps the order it was given)."""
+    oids = {regclass(conn, t): t for t in tables}
+    refers = {t: set() for t in tables}
+    for relid, confrelid in conn.execute(
+            """SELECT coalesce((SELECT p.relid FROM pg_partition_ancestors(c.conrelid) p WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.conrelid),
+                      coalesce((SELECT p.relid FROM pg_partition_ancestors(c.confrelid) p WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.confrelid)
+               FROM pg_constraint c WHERE c.contype = 'f' AND c.conparentid = 0""", [list(oids), list(oids)]):
+        if relid in oids and confrelid in oids and relid != confrelid:
+            refers[oids[relid]].add(oids[confrelid])
+    ordered, placed = [], set()
+    while len(ordered) < len(tables):
+        ready = [t for t in tables if t not in placed and refers[t] <= placed]
+        for table in ready or [next(t for t in tables if t not in placed)]:
+            ordered.append(table)
+            placed.add(table)
+    return ordered
+
+
+@contextlib.contextmanager
+def user_triggers_disabled(conn, tables):
+    """Rows coming back from a backup are as they were: triggers that would
+    rewrite them (updated_at, audit rows) stay off while they are written,
+    and each is turned back to exactly its previous state, all inside the
+    caller's transaction. Foreign-key checks are not triggers of this kind
+    and stay on."""
+    triggers = conn.execute(
+        """SELECT t.tgrelid::regclass::text, t.tgname, t.tgenabled FROM pg_trigger t
+           WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'
+             AND t.tgrelid IN (SELECT r.oid FROM unnest(%s::oid[]) AS r(oid)
+                               UNION SELECT p.relid FROM unnest(%s::oid[]) AS r(oid), pg_partition_tree(r.oid) p)
+           ORDER BY t.tgparentid <> 0, 1, 2""",
+        [[regclass(conn, t) for t in tables]] * 2,
+    ).fetchall()
+    for table, name, _ in triggers:
+        conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(sql.SQL(table), sql.Identifier(name)))
+    yield
+    how = {"O": "", "A": "ALWAYS ", "R": "REPLICA "}
+    for table, name, enabled in triggers:
+        conn.execute(sql.SQL("ALTER TABLE {} ENABLE {}TRIGGER {}").format(sql.SQL(table), sql.SQL(how[enabled]),
+                                                                           sql.Identifier(name)))
+
+
+def sync_sequences(backup_conn, target_conn, tables, only_forward=False):
+    """Sets the sequences the tables own (serial and identity columns, of
+    their partitions too) to the backup's values (or, when merging, to
+    whichever is further), so new rows do not collide."""
+    for table in tables:
+        owned = backup_conn.execute(
+            """SELECT DISTINCT n.nspname, s.relname FROM pg_depend d
+               JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+               JOIN pg_namespace n ON n.oid = s.relnamespace
+               WHERE d.refobjid IN (SELECT %s::oid UNION SELECT relid FROM pg_partition_tree(%s))
+                 AND d.deptype IN ('a', 'i')""",
+            [regclass(backup_conn, table)] * 2,
+        ).fetchall()
+        for schema, name in owned:
+            seq = sql.Identifier(schema, name)
+            last, called = backup_conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(seq)).fetchone()
+            if only_forward:
+                current = target_conn.execute(sql.SQL("SELECT last_value FROM {}").format(seq)).fetchone()[0]
+                if current >= last:
+                    continue
+            target_conn.execute("SELECT setval(%s::regclass, %s, %s)", [seq.as_string(target_conn), last, called])
