@@ -129,6 +129,12 @@ def create_corpus(conninfo, size="small", role_prefix=None):
             "customers": str(SIZES[size]),
         }
         conn.execute(fill(schemas.ROLES, values))
+    try:
+        fill_database(conninfo, values, available, has_icu)
+    except BaseException:
+        # Roles are cluster-wide: a half-made corpus must not leave them behind.
+        drop_roles({k: v for k, v in conninfo.items() if k != "dbname"}, roles.values())
+        raise
 
     skipped = []
     if "citext" not in available:
@@ -137,7 +143,12 @@ def create_corpus(conninfo, size="small", role_prefix=None):
         skipped.append("pg_trgm: no trigram index on inventory.product")
     if not has_icu:
         skipped.append("ICU: natural_sort is a copy of the C collation")
+    with psycopg.connect(**conninfo, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+        return describe(conn, conninfo, size, role_prefix, roles, skipped)
 
+
+def fill_database(conninfo, values, available, has_icu):
     # Autocommit, so that each transaction() below commits on its own.
     with psycopg.connect(**conninfo, autocommit=True) as conn:
         set_stable_output(conn)
@@ -162,9 +173,6 @@ def create_corpus(conninfo, size="small", role_prefix=None):
             conn.execute(fill(DRESS_LARGE_OBJECTS, values))
             conn.execute(fill(schemas.AFTER_DATA, values))
             conn.execute(fill(schemas.DATABASE_PROPERTIES, values))
-    with psycopg.connect(**conninfo, autocommit=True) as conn:
-        conn.execute("ANALYZE")
-        return describe(conn, conninfo, size, role_prefix, roles, skipped)
 
 
 def describe(conn, conninfo, size, role_prefix, roles, skipped):
@@ -197,9 +205,12 @@ def drop_corpus_roles(server, corpus):
     """Removes the corpus roles from the cluster at `server` (psycopg
     keywords without dbname): whatever they own in any database is handed
     to the connecting user, their grants are revoked, then they are dropped."""
-    roles = list(corpus.roles.values())
+    drop_roles(server, corpus.roles.values())
+
+
+def drop_roles(server, roles):
     with psycopg.connect(**server, dbname="postgres", autocommit=True) as conn:
-        existing = [name for (name,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY (%s)", [roles])]
+        existing = [name for (name,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY (%s)", [list(roles)])]
         if not existing:
             return
         databases = [name for (name,) in conn.execute(
