@@ -1137,6 +1137,7 @@ class ExportLoader:
         OVERRIDING SYSTEM VALUE, and the key is built once."""
         table = sql.Identifier(description["schema"], description["name"])
         full, without_generated, bare = [], [], []
+        has_defaults = False
         for column in description["columns"]:
             type_name = column.get("create_as") or column["type"]
             if not self._known_type(type_name):
@@ -1147,6 +1148,7 @@ class ExportLoader:
             definition = sql.SQL("{} {}").format(sql.Identifier(column["name"]), sql.SQL(type_name))
             not_null = sql.SQL(" NOT NULL" if column.get("not_null") else "")
             default = self._default(qualified, column)
+            has_defaults = has_defaults or default is not None
             default = sql.SQL(" DEFAULT {}").format(sql.SQL(default)) if default is not None else sql.SQL("")
             generated = sql.SQL("")
             if column.get("generated"):
@@ -1164,9 +1166,9 @@ class ExportLoader:
         generated = [column["name"] for column in description["columns"] if column.get("generated")]
         # Each attempt: the columns, which of them are computed, and what it leaves out.
         attempts = [(full, generated, "")]
-        if without_generated != full:
+        if generated:
             attempts.append((without_generated, [], "generation expressions"))
-        if bare != without_generated:
+        if has_defaults:
             attempts.append((bare, [], "defaults"))
         for number, (columns, computed, _) in enumerate(attempts):
             try:
