@@ -353,7 +353,8 @@ def restore_postgres_copy(verification, backup, plain, cancel_event):
                     pg_restore=settings.PG_RESTORE, psql=settings.PSQL,
                 )
             seconds = time.monotonic() - started
-            rows, objects = restorers.restored_counts(scratch.connection_params())
+            rows, objects = restorers.restored_counts(scratch.connection_params(), pg_dump=settings.PG_DUMP,
+                                                      pg_restore=settings.PG_RESTORE)
     finally:
         dropped = scratch_is_gone(server, name)
     verification.append_log(f"Restored into {name} in {seconds:.1f} s; scratch database dropped: {dropped}")

@@ -35,6 +35,8 @@ class RestoreJob(Job):
     status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=QUEUED, db_index=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True)
     confirmed_name = models.CharField(max_length=63, blank=True)
+    without_owners = models.BooleanField(
+        default=False, help_text="Objects belong to the restoring role and carry no grants, instead of the backup's.")
     terminate_connections = models.BooleanField(
         default=False, help_text="A whole-database replace ends the sessions still open on the database.")
     safety_backup = models.ForeignKey(Backup, models.SET_NULL, null=True, blank=True, related_name="+")
@@ -55,8 +57,20 @@ class RestoreJob(Job):
     def changes_existing_database(self):
         return self.target == self.EXISTING and self.mode != self.PREVIEW
 
+    def restores_schema(self):
+        """A new database or a whole replace: the backup's schema comes back,
+        with its owners and grants unless asked otherwise."""
+        return self.target == self.NEW or self.replaces_whole_database()
+
     def replaces_whole_database(self):
         return self.target == self.EXISTING and self.mode == self.FULL and not self.tables
+
+    def ownership(self):
+        if self.source.engine == "sqlite" or self.backup.is_export():
+            return ""
+        if self.without_owners:
+            return " Objects will belong to the role Strongroom connects as, with no grants."
+        return " Owners and grants come back as they were; the roles must exist on the server."
 
     def describe(self):
         """What will happen, in plain words, for the confirmation step and the log."""
@@ -67,7 +81,7 @@ class RestoreJob(Job):
         if self.target == self.NEW:
             where = " on the restore server" if self.server == self.OTHER_SERVER else ""
             kind = "file" if self.source.engine == "sqlite" else "database"
-            return f"Restore {scope} from {origin} into a new {kind} `{self.target_database}`{where}."
+            return f"Restore {scope} from {origin} into a new {kind} `{self.target_database}`{where}.{self.ownership()}"
         if self.mode == self.PREVIEW:
             return f"Compare {scope} of `{self.target_database}` with {origin}; nothing in `{self.target_database}` is changed."
         if self.mode == self.MERGE:
@@ -78,6 +92,6 @@ class RestoreJob(Job):
             sessions = (" Sessions still open on it are ended." if self.terminate_connections
                         else " It must have no open session.")
             return (f"Replace the whole database `{self.target_database}` with {origin}; the current database is "
-                    "kept under another name. A safety backup is taken first." + sessions)
+                    "kept under another name. A safety backup is taken first." + sessions + self.ownership())
         return (f"Replace {scope} of `{self.target_database}` with {their} contents from {origin}. "
                 "A safety backup is taken first.")

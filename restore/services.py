@@ -110,7 +110,7 @@ def ways_into_existing(backup):
 
 
 def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJob.FULL, confirmed_name="",
-                    server=RestoreJob.SOURCE_SERVER, terminate_connections=False, enqueue=True):
+                    server=RestoreJob.SOURCE_SERVER, terminate_connections=False, without_owners=False, enqueue=True):
     tables = sorted(set(tables))
     try:
         check_request(backup, target, database, tables, mode, confirmed_name, server)
@@ -121,6 +121,7 @@ def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJ
             backup=backup, source=backup.source, target=target, server=server, target_database=database, tables=tables, mode=mode,
             requested_by=actor if not isinstance(actor, str) else None, confirmed_name=confirmed_name,
             terminate_connections=terminate_connections and target == RestoreJob.EXISTING,
+            without_owners=without_owners,
         )
         audit.record(actor, "restore.queue", job, {"plan": job.describe()})
         if enqueue:
@@ -320,11 +321,15 @@ def restore_to_scratch(job, server, name):
                 restorers.restore_postgres_parallel(
                     plain, scratch.connection_params(), spool_dir(job), settings.RESTORE_JOBS,
                     backup.raw_bytes, pg_restore=settings.PG_RESTORE, warnings=warnings,
+                    keep_owners=not job.without_owners,
                 )
             else:
                 restorers.restore_postgres(plain, scratch.connection_params(), backup.format, psql=settings.PSQL,
-                                           warnings=warnings)
+                                           warnings=warnings, keep_owners=not job.without_owners)
             job.report["warnings"] = warnings[:200]
+        except restorers.RestoreError as exc:
+            scratch.drop()
+            raise missing_roles_in_words(exc)
         except (CorruptionError, StorageError) as exc:
             scratch.drop()
             problems.append(f"{copy.destination}: {exc}")
@@ -336,6 +341,21 @@ def restore_to_scratch(job, server, name):
         job.report["skipped_copies"] = problems
         return f"from {copy.destination}" + (f" (skipped: {'; '.join(problems)})" if problems else "")
     raise engine.Refusal("No copy could be read: " + "; ".join(problems))
+
+
+MISSING_ROLE = re.compile(r'role "(?P<role>[^"]+)" does not exist')
+
+
+def missing_roles_in_words(exc):
+    """pg_restore stops at the first object owned by, or granted to, a role
+    the target server lacks: say what to do about it."""
+    found = MISSING_ROLE.search(str(exc))
+    if not found:
+        return exc
+    return engine.Refusal(
+        f"The backup's objects belong or are granted to role {found['role']}, which the target server does not have; "
+        "create the backup's roles there, or restore without owners and grants. Nothing was changed"
+    )
 
 
 def apply(job, server, scratch):

@@ -194,6 +194,7 @@ def step_review(request):
                 request.user, wizard.backup, target=wizard.target, database=wizard.database(), tables=wizard.tables,
                 mode=wizard.mode, confirmed_name=request.POST.get("confirm", "").strip(), server=wizard.server,
                 terminate_connections=request.POST.get("terminate_connections") == "on",
+                without_owners=request.POST.get("without_owners") == "on",
             )
         except Refused as exc:
             messages.error(request, str(exc))

@@ -83,7 +83,8 @@ def test_a_good_backup_passes_both_kinds_with_exact_evidence(plan, database, pg_
     assert restore.evidence["rows"] == backup.table_counts and restore.evidence["rows_match"]
     assert restore.evidence["schema_objects"] == restore.evidence["table_of_contents"]
     assert restore.evidence["table_of_contents"] == {
-        "tables": 6, "indexes": 4, "constraints": 5, "sequences": 3, "functions": 2
+        "tables": 6, "indexes": 4, "constraints": 5, "sequences": 3, "functions": 2, "views": 1, "triggers": 1,
+        "types": 1, "policies": 0, "rules": 0,
     }
     assert restore.evidence["scratch_dropped"]
     assert restore.restore_seconds > 0 and restore.copy.destination.name == "Local disk"

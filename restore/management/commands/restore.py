@@ -25,6 +25,8 @@ class Command(BaseCommand):
         parser.add_argument("--confirm", default="", metavar="NAME", help="the target database's name, to confirm a change")
         parser.add_argument("--terminate-connections", action="store_true",
                             help="a whole-database replace ends the sessions still open on the database")
+        parser.add_argument("--without-owners", action="store_true",
+                            help="objects belong to the restoring role, with no grants (default: as in the backup)")
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def handle(self, *args, **options):
@@ -38,6 +40,7 @@ class Command(BaseCommand):
             job = services.request_restore(
                 ACTOR, backup, target=target, database=database, tables=tables, mode=options["mode"],
                 confirmed_name=options["confirm"], terminate_connections=options["terminate_connections"],
+                without_owners=options["without_owners"],
                 enqueue=False,
             )
         except Refused as exc:
