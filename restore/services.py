@@ -237,20 +237,26 @@ def carry_out(job, steps):
     scratch_name = restorers.scratch_name(backup.pk)
     job.report["scratch_database"] = scratch_name
     RestoreJob.objects.filter(pk=job.pk).update(report=job.report)  # for the sweep, should this worker die
-    keep_scratch = applied = False
+    keep_scratch = applying = applied = False
     try:
         steps.run("fetch, verify and restore", lambda: restore_to_scratch(job, server, scratch_name))
         scratch = {**server, "dbname": scratch_name}
+        applying = True
         keep_scratch = steps.run("apply", lambda: apply(job, server, scratch)) == "renamed"
         applied = True
         if job.mode != RestoreJob.PREVIEW:
             steps.run("post-checks", lambda: post_checks(job, server))
+    except BaseException as exc:
+        # Certainly unchanged: stopped before applying, or refused by our own
+        # checks inside the apply's transaction. A connection lost while
+        # applying may have lost a commit's answer: the pin stays then.
+        if not applying or (not applied and isinstance(exc, engine.Refusal)):
+            release_safety_backup(job)
+        raise
     finally:
         if not keep_scratch:
             restorers.ScratchDatabase(server, scratch_name).drop()
         shutil.rmtree(spool_dir(job), ignore_errors=True)
-        if not applied:
-            release_safety_backup(job)
 
 
 def spool_dir(job):
