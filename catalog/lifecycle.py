@@ -218,9 +218,8 @@ def delete_copy_objects(copy):
     """Deletes a copy's object, its hold record, then its manifest. Returns an error in words or ""."""
     try:
         storage = copy.destination.storage()
-        storage.delete(copy.key)
-        storage.delete(holds.hold_key(copy))  # before the manifest: a crash leaves a lone manifest, as before
-        storage.delete(copy.manifest_key or manifest.manifest_key_for(copy.key))
+        for key in manifest.stored_keys(copy.key, copy.manifest_key):
+            storage.delete(key)
     except EngineError as exc:
         return f"{copy.destination}: {exc}"
     return ""

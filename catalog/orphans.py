@@ -101,10 +101,8 @@ def remove(actor, destination, tokens):
             if orphan.kind == PARTIAL:
                 storage.remove_partial(orphan.partial)
             else:
-                storage.delete(orphan.key)
-                if orphan.kind == BACKUP:
-                    storage.delete(manifest.hold_key_for(manifest.manifest_key_for(orphan.key)))
-                    storage.delete(manifest.manifest_key_for(orphan.key))
+                for key in manifest.stored_keys(orphan.key) if orphan.kind == BACKUP else [orphan.key]:
+                    storage.delete(key)
         except EngineError as exc:
             errors.append(f"{orphan.key}: {exc}")
             continue

@@ -17,7 +17,7 @@ from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from catalog import audit, exports, keyring, queues
+from catalog import audit, exports, holds, keyring, queues
 from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers, manifest
 from catalog.engine.compression import extension_for
@@ -487,7 +487,7 @@ def backup_manifest(backup, copy, encryption):
     """The signed JSON sidecar: from it alone the catalog can be rebuilt."""
     key_id, master = keyring.active_key()
     # Read now, not when the run started: a pin made while it ran belongs in the manifest.
-    hold = Backup.objects.filter(pk=backup.pk).values("pinned", "legal_hold", "hold_reason", "hold_changed_at").get()
+    hold = holds.hold_fields(Backup.objects.only("pinned", "legal_hold", "hold_reason", "hold_changed_at").get(pk=backup.pk))
     fields = manifest.build_manifest(
         backup_id=backup.pk,
         source=backup.source.identity(),
@@ -507,10 +507,7 @@ def backup_manifest(backup, copy, encryption):
         created_at=backup.created_at.isoformat(),
         started_at=backup.started_at.isoformat(),
         finished_at=(backup.finished_at or timezone.now()).isoformat(),
-        pinned=hold["pinned"],
-        legal_hold=hold["legal_hold"],
-        hold_reason=hold["hold_reason"],
-        hold_changed_at=hold["hold_changed_at"].isoformat() if hold["hold_changed_at"] else None,
+        **hold,
         object_key=copy.key,
         locked_until=copy.locked_until.isoformat() if copy.locked_until else None,
     )
@@ -554,9 +551,8 @@ def remove_objects(copy):
     try:
         storage = copy.destination.storage()
         storage.cleanup_partials(copy.key)
-        storage.delete(copy.key)
-        storage.delete(manifest.hold_key_for(manifest.manifest_key_for(copy.key)))
-        storage.delete(manifest.manifest_key_for(copy.key))
+        for key in manifest.stored_keys(copy.key):
+            storage.delete(key)
     except EngineError as exc:
         log.warning("Could not remove leftovers of %s: %s", copy, exc)
 

@@ -62,6 +62,10 @@ class RestoreJob(Job):
         with its owners and grants unless asked otherwise."""
         return self.target == self.NEW or self.replaces_whole_database()
 
+    def kept_database_name(self):
+        """What a whole-database replace renames the replaced database to."""
+        return f"{self.target_database}_before_restore_{self.pk}"[:63]
+
     def replaces_whole_database(self):
         return self.target == self.EXISTING and self.mode == self.FULL and not self.tables
 

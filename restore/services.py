@@ -314,8 +314,7 @@ def restore_to_scratch(job, server, name):
     another copy when one is damaged or unreadable."""
     backup, problems = job.backup, []
     for copy in backup.readable_copies():
-        scratch = restorers.ScratchDatabase(server, name)
-        scratch.__enter__()
+        scratch = restorers.ScratchDatabase(server, name).create()
         try:
             plain = restore_stream(copy.destination.storage().open_reader(copy.key), keyring=keyring.lookup,
                                    expected_sha256=backup.sha256, key_wraps=backup.key_wraps)
@@ -391,10 +390,10 @@ def swap_whole_database(job, server, scratch_name):
     """Closes the database to new sessions, ends (or refuses) the open ones,
     and swaps the names in one transaction. Closing it is recorded in the
     report first, so the sweep reopens it should this worker die."""
-    current, kept = job.target_database, f"{job.target_database}_before_restore_{job.pk}"[:63]
+    current, kept = job.target_database, job.kept_database_name()
     if restorers.database_exists(server, kept):
         raise engine.Refusal(f"A database named {kept} already exists; nothing was changed")
-    record_report(job, connections_closed=current)
+    record_report(job, connections_closed=True)
     engine.allow_connections(server, current, False)
     swapped = False
     try:
@@ -464,11 +463,10 @@ def reopen_database(job):
     """A worker that died during a whole-database replace may have left the
     target closed to new sessions: open it again. The rename itself is one
     transaction, so the names are as before or as after."""
-    closed = job.report.get("connections_closed")
-    if not closed:
+    if not job.report.get("connections_closed"):
         return
     server = target_server(job.source, job.server)
-    for name in (closed, f"{closed}_before_restore_{job.pk}"[:63]):
+    for name in (job.target_database, job.kept_database_name()):
         try:
             if restorers.database_exists(server, name):
                 engine.allow_connections(server, name, True)

@@ -128,11 +128,13 @@ def only_in_incoming(conn, table, key):
     return sql.SQL("NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})").format(relation(conn, table), key_match(key, "t", "i"))
 
 
-def matching_key(backup_conn, target_conn, table):
+def matching_key(backup_conn, target_conn, table, columns):
+    """The primary key rows are matched by, all of it among the `columns`
+    copied from the backup; [] for a table without one."""
     key = primary_key(target_conn, table) or primary_key(backup_conn, table)
     if not key:
         return []
-    missing = set(key) - set(columns_to_copy(backup_conn, target_conn, table))
+    missing = set(key) - set(columns)
     if missing:
         raise Refusal(f"{table}: the backup lacks the key column(s) {', '.join(sorted(missing))}, "
                       "so its rows cannot be matched with the database's")
@@ -150,11 +152,11 @@ def compare_table(backup_conn, target_conn, table):
         report.update(in_target=0, missing_in_target=True, only_in_backup=report["in_backup"])
         return report
     report["in_target"] = count_rows(target_conn, table)
-    key = matching_key(backup_conn, target_conn, table)
+    columns = columns_to_copy(backup_conn, target_conn, table)
+    key = matching_key(backup_conn, target_conn, table, columns)
     if not key:
         report["note"] = "no primary key: counts only"
         return report
-    columns = columns_to_copy(backup_conn, target_conn, table)
     stage_backup_rows(backup_conn, target_conn, table, columns)
     rel = relation(target_conn, table)
     only_in_backup = sql.SQL("SELECT count(*) FROM {} AS i WHERE {}").format(
@@ -196,16 +198,16 @@ def merge_tables(backup_conn, target_conn, tables):
 
 
 def merge_table(backup_conn, target_conn, table):
-    key = matching_key(backup_conn, target_conn, table)
+    columns = columns_to_copy(backup_conn, target_conn, table)
+    key = matching_key(backup_conn, target_conn, table, columns)
     if not key:
         raise Refusal(f"{table} has no primary key, so rows cannot be matched for a merge")
-    columns = columns_to_copy(backup_conn, target_conn, table)
     stage_backup_rows(backup_conn, target_conn, table, columns)
-    missing = target_conn.execute(sql.SQL("SELECT count(*) FROM {} AS i WHERE {}").format(
-        INCOMING, only_in_incoming(target_conn, table, key))).fetchone()[0]
+    lacking = only_in_incoming(target_conn, table, key)
+    missing = target_conn.execute(sql.SQL("SELECT count(*) FROM {} AS i WHERE {}").format(INCOMING, lacking)).fetchone()[0]
     # OVERRIDING SYSTEM VALUE: an identity column GENERATED ALWAYS takes the backup's value.
     insert = sql.SQL("INSERT INTO {} AS t ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS i WHERE {}").format(
-        ident(table), names(columns), names(columns, "i"), INCOMING, only_in_incoming(target_conn, table, key))
+        ident(table), names(columns), names(columns, "i"), INCOMING, lacking)
     inserted = target_conn.execute(insert).rowcount
     target_conn.execute(sql.SQL("DROP TABLE pg_temp.{}").format(INCOMING))
     if inserted != missing:

@@ -33,14 +33,18 @@ ORDER BY 1, 2
 
 
 # Top-level partitioned tables and their leaf partitions (a sub-partitioned
-# level is a partition, not a leaf).
+# level is a partition, not a leaf). Walked through pg_inherits rather than
+# pg_partition_tree(), which PostgreSQL 10 and 11 sources lack.
 PARTITIONED_TABLES = """
-SELECT n.nspname || '.' || c.relname,
-       array_agg(ln.nspname || '.' || l.relname ORDER BY ln.nspname, l.relname)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN LATERAL pg_partition_tree(c.oid) t ON t.isleaf
-JOIN pg_class l ON l.oid = t.relid JOIN pg_namespace ln ON ln.oid = l.relnamespace
-WHERE c.relkind = 'p' AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+WITH RECURSIVE tree(top, relid) AS (
+  SELECT c.oid, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind = 'p' AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  UNION ALL
+  SELECT tree.top, i.inhrelid FROM tree JOIN pg_inherits i ON i.inhparent = tree.relid
+)
+SELECT tn.nspname || '.' || t.relname, array_agg(ln.nspname || '.' || l.relname ORDER BY ln.nspname, l.relname)
+FROM tree JOIN pg_class t ON t.oid = tree.top JOIN pg_namespace tn ON tn.oid = t.relnamespace
+JOIN pg_class l ON l.oid = tree.relid AND l.relkind = 'r' JOIN pg_namespace ln ON ln.oid = l.relnamespace
 GROUP BY 1 ORDER BY 1
 """
 

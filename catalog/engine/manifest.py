@@ -58,6 +58,14 @@ def hold_key_for(manifest_key):
     return manifest_key + HOLD_SUFFIX
 
 
+def stored_keys(object_key, manifest_key=None):
+    """Every key a stored copy occupies, in the order to delete them: the
+    manifest last, so that a crash midway leaves a lone manifest, which the
+    orphan scan reports, never a hold record or object without one."""
+    manifest_key = manifest_key or manifest_key_for(object_key)
+    return [object_key, hold_key_for(manifest_key), manifest_key]
+
+
 def build_hold_record(*, backup_id, object_key, sha256, pinned, legal_hold, hold_reason, changed_at):
     """The unsigned hold record of one copy. It names the object and its
     SHA-256, so a record cannot be moved onto another backup; `kind` keeps it

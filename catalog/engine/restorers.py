@@ -79,6 +79,9 @@ class ScratchDatabase:
         self.name = name
 
     def __enter__(self):
+        return self.create()
+
+    def create(self):
         with connect_server(self.params) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.name]).fetchone():
                 raise RestoreError(f"A database named {self.name} already exists; not touching it")
@@ -94,6 +97,11 @@ class ScratchDatabase:
     def drop(self):
         with connect_server(self.params) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
+
+    def recreate(self):
+        """Empty again, for a second attempt after a failed one."""
+        self.drop()
+        return self.create()
 
     def connection_params(self):
         return {**self.params, "dbname": self.name}
@@ -223,8 +231,7 @@ def restore_postgres_parallel(plain_chunks, params, directory, jobs, needed_byte
             # Parallel jobs building a partitioned table's indexes and foreign
             # keys at once can deadlock one another in PostgreSQL; the same
             # archive restores in one job. Start again in a new scratch database.
-            ScratchDatabase(params, params["dbname"]).drop()
-            ScratchDatabase(params, params["dbname"]).__enter__()
+            ScratchDatabase(params, params["dbname"]).recreate()
             if warnings is not None:
                 warnings.append(f"pg_restore with {jobs} jobs deadlocked ({first_line(done.stderr)}); "
                                 "restored again with one job")

@@ -7,15 +7,12 @@ import os
 import shutil
 import signal
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
-import time_machine
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 
 from catalog import orphans, queues, services, tasks
 from catalog.models import AuditEvent, Backup, Copy
@@ -33,18 +30,9 @@ from tests.catalog.helpers import (
 )
 from tests.harness import pg, s3
 from tests.harness.sample_db import create_tricky_database, table_fingerprints
-from tests.harness.worker import process_state, worker  # noqa: F401 — the fixture
+from tests.harness.worker import after_heartbeat_timeout, process_state, status_of, worker  # noqa: F401 — the fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def status_of(job):
-    return type(job).objects.values_list("status", flat=True).get(pk=job.pk)
-
-
-def after_heartbeat_timeout():
-    """The moment the tick finds a silent job stale."""
-    return time_machine.travel(timezone.now() + timedelta(seconds=settings.HEARTBEAT_TIMEOUT + 5))
 
 
 def sweep_backup(backup):

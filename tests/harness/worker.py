@@ -13,9 +13,13 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import time_machine
+from django.conf import settings
+from django.utils import timezone
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -167,3 +171,12 @@ def worker(transactional_db, monkeypatch, tmp_path, worker_env):
     started = Worker(database_url(connection.settings_dict), tmp_path / "worker.log", **worker_env).start()
     yield started
     started.kill()
+
+
+def status_of(job):
+    return type(job).objects.values_list("status", flat=True).get(pk=job.pk)
+
+
+def after_heartbeat_timeout():
+    """The moment the tick finds the job of a killed worker stale."""
+    return time_machine.travel(timezone.now() + timedelta(seconds=settings.HEARTBEAT_TIMEOUT + 5))

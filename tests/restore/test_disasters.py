@@ -17,17 +17,10 @@ from restore import services as restores
 from restore.models import RestoreJob
 from tests.catalog.helpers import execute_sql, local_destination, make_plan, pg_source, restore_now, wait_for
 from tests.harness import pg
-from tests.harness.sample_db import create_tricky_database, table_fingerprints
-from tests.harness.worker import worker  # noqa: F401 — the fixture
-from tests.hardening.test_worker_killed import after_heartbeat_timeout, status_of
+from tests.harness.sample_db import table_fingerprints
+from tests.harness.worker import after_heartbeat_timeout, status_of, worker  # noqa: F401 — the fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def source_db(pg_database):
-    create_tricky_database(pg_database, big_rows=2000)
-    return pg_database
 
 
 @pytest.fixture

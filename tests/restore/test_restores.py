@@ -21,15 +21,9 @@ from tests.catalog.helpers import (
     s3_destination,
 )
 from tests.harness import pg
-from tests.harness.sample_db import create_tricky_database, schema_dump, table_fingerprints
+from tests.harness.sample_db import schema_dump, table_fingerprints
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def source_db(pg_database):
-    create_tricky_database(pg_database, big_rows=2000)
-    return pg_database
 
 
 @pytest.fixture
