@@ -247,10 +247,7 @@ def carry_out(job, steps):
         if job.mode != RestoreJob.PREVIEW:
             steps.run("post-checks", lambda: post_checks(job, server))
     except BaseException as exc:
-        # Certainly unchanged: stopped before applying, or refused by our own
-        # checks inside the apply's transaction. A connection lost while
-        # applying may have lost a commit's answer: the pin stays then.
-        if not applying or (not applied and isinstance(exc, engine.Refusal)):
+        if not applying or (not applied and refused_before_commit(exc)):
             release_safety_backup(job)
         raise
     finally:
@@ -299,6 +296,16 @@ def take_safety_backup(job):
     job.safety_backup = safety
     RestoreJob.objects.filter(pk=job.pk).update(safety_backup=safety)
     return f"backup #{safety.pk}, pinned"
+
+
+def refused_before_commit(exc):
+    """Whether an apply that raised `exc` certainly changed nothing: refused
+    by our own checks, or by the server inside the transaction (a constraint,
+    say). A lost connection (OperationalError) may have lost the answer to a
+    commit that happened, so the safety backup stays pinned then."""
+    if isinstance(exc, engine.Refusal):
+        return True
+    return isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
 
 
 def release_safety_backup(job):

@@ -297,8 +297,8 @@ def referenced_first(conn, tables):
     oids = {regclass(conn, t): t for t in tables}
     refers = {t: set() for t in tables}
     for relid, confrelid in conn.execute(
-            """SELECT coalesce((SELECT p.relid FROM pg_partition_ancestors(c.conrelid) p WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.conrelid),
-                      coalesce((SELECT p.relid FROM pg_partition_ancestors(c.confrelid) p WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.confrelid)
+            """SELECT coalesce((SELECT p.relid::oid FROM pg_partition_ancestors(c.conrelid) p WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.conrelid),
+                      coalesce((SELECT p.relid::oid FROM pg_partition_ancestors(c.confrelid) p WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.confrelid)
                FROM pg_constraint c WHERE c.contype = 'f' AND c.conparentid = 0""", [list(oids), list(oids)]):
         if relid in oids and confrelid in oids and relid != confrelid:
             refers[oids[relid]].add(oids[confrelid])
@@ -335,23 +335,35 @@ def user_triggers_disabled(conn, tables):
                                                                            sql.Identifier(name)))
 
 
+# The sequences that feed a table (and its partitions): those it owns
+# (serial and identity columns), and those its column defaults call
+# nextval() on without owning them, which other tables may share.
+FEEDING_SEQUENCES = """
+WITH tree AS (SELECT %(table)s::oid AS relid UNION SELECT relid FROM pg_partition_tree(%(table)s))
+SELECT n.nspname, s.relname, bool_or(owned)
+FROM (
+  SELECT d.objid AS seq, true AS owned FROM pg_depend d
+  WHERE d.classid = 'pg_class'::regclass AND d.refobjid IN (SELECT relid FROM tree) AND d.deptype IN ('a', 'i')
+  UNION ALL
+  SELECT d.refobjid, false FROM pg_attrdef ad
+  JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+  WHERE ad.adrelid IN (SELECT relid FROM tree)
+) f JOIN pg_class s ON s.oid = f.seq AND s.relkind = 'S' JOIN pg_namespace n ON n.oid = s.relnamespace
+GROUP BY 1, 2
+"""
+
+
 def sync_sequences(backup_conn, target_conn, tables, only_forward=False):
-    """Sets the sequences the tables own (serial and identity columns, of
-    their partitions too) to the backup's values (or, when merging, to
-    whichever is further), so new rows do not collide."""
+    """Sets the sequences that feed the tables to the backup's values, so
+    that new rows do not collide. One the table owns takes the backup's value
+    exactly (or, when merging, whichever is further); one its defaults merely
+    use may feed other tables too, so it only ever moves forward."""
     for table in tables:
-        owned = backup_conn.execute(
-            """SELECT DISTINCT n.nspname, s.relname FROM pg_depend d
-               JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-               JOIN pg_namespace n ON n.oid = s.relnamespace
-               WHERE d.refobjid IN (SELECT %s::oid UNION SELECT relid FROM pg_partition_tree(%s))
-                 AND d.deptype IN ('a', 'i')""",
-            [regclass(backup_conn, table)] * 2,
-        ).fetchall()
-        for schema, name in owned:
+        feeding = backup_conn.execute(FEEDING_SEQUENCES, {"table": regclass(backup_conn, table)}).fetchall()
+        for schema, name, owned in feeding:
             seq = sql.Identifier(schema, name)
             last, called = backup_conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(seq)).fetchone()
-            if only_forward:
+            if only_forward or not owned:
                 current = target_conn.execute(sql.SQL("SELECT last_value FROM {}").format(seq)).fetchone()[0]
                 if current >= last:
                     continue

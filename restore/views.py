@@ -147,13 +147,18 @@ def step_scope(request):
 
 
 def tables_by_schema(backup):
-    """[(schema, [(table, rows, partitions), ...]), ...] in name order, a
-    partitioned parent with how many partitions it chooses; SQLite tables
-    are in "main"."""
+    """[(schema, [(table, rows, [(partition, rows), ...]), ...]), ...] in name
+    order: a partitioned parent chooses all its partitions, which are listed
+    under it rather than among the tables; SQLite tables are in "main"."""
+    restorable = backup.restorable_tables()
+    under_a_parent = set(backup.leaf_tables(backup.partitions)) - set(backup.partitions)
     schemas = {}
-    for table, rows in sorted(backup.restorable_tables().items()):
+    for table, rows in sorted(restorable.items()):
+        if table in under_a_parent:
+            continue
         schema = table.split(".", 1)[0] if "." in table else "main"
-        schemas.setdefault(schema, []).append((table, rows, len(backup.partitions.get(table, ()))))
+        partitions = [(leaf, restorable.get(leaf, 0)) for leaf in backup.partitions.get(table, ())]
+        schemas.setdefault(schema, []).append((table, rows, partitions))
     return sorted(schemas.items())
 
 

@@ -26,6 +26,16 @@ CREATE TABLE customers (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name te
                         name_upper text GENERATED ALWAYS AS (upper(name)) STORED, updated_at timestamptz);
 CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int NOT NULL REFERENCES customers, total numeric(10, 2),
                      parent_id bigint REFERENCES orders ON DELETE CASCADE, updated_at timestamptz);
+-- As in pagila: the foreign keys are the partitions' own, not the parent's.
+CREATE TABLE warehouses (id int PRIMARY KEY, name text NOT NULL);
+CREATE TABLE shipments (id bigint, at timestamptz, warehouse_id int NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE shipments_2025 PARTITION OF shipments FOR VALUES FROM ('2025-01-01 00:00+00') TO ('2026-01-01 00:00+00');
+CREATE TABLE shipments_2026 PARTITION OF shipments FOR VALUES FROM ('2026-01-01 00:00+00') TO ('2027-01-01 00:00+00');
+ALTER TABLE shipments_2025 ADD FOREIGN KEY (warehouse_id) REFERENCES warehouses;
+ALTER TABLE shipments_2026 ADD FOREIGN KEY (warehouse_id) REFERENCES warehouses;
+-- As in pagila: a sequence the table's default uses without owning it.
+CREATE SEQUENCE ticket_numbers;
+CREATE TABLE tickets (id int PRIMARY KEY DEFAULT nextval('ticket_numbers'), subject text);
 CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at := clock_timestamp(); RETURN NEW; END $$;
 CREATE TRIGGER customers_stamp BEFORE INSERT OR UPDATE ON customers FOR EACH ROW EXECUTE FUNCTION stamp();
 CREATE TRIGGER orders_stamp BEFORE INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION stamp();
@@ -47,6 +57,9 @@ INSERT INTO moments VALUES ('infinity', 'future'), ('-infinity', 'past');
 INSERT INTO customers (name) SELECT 'customer ' || g FROM generate_series(1, 200) g;
 INSERT INTO orders (customer_id, total) SELECT 1 + g % 200, g * 1.25 FROM generate_series(1, 1000) g;
 UPDATE orders SET parent_id = id - 1 WHERE id % 5 <> 1;
+INSERT INTO tickets (subject) SELECT 'ticket ' || g FROM generate_series(1, 30) g;
+INSERT INTO warehouses SELECT g, 'warehouse ' || g FROM generate_series(1, 50) g;
+INSERT INTO shipments SELECT g, TIMESTAMPTZ '2025-11-01 00:00+00' + g * INTERVAL '3 hours', 1 + g % 50 FROM generate_series(1, 1000) g;
 """
 
 KEYED = ["public.events", "public.flags", "public.blobs", "public.spans", "public.amounts", "public.moments"]
@@ -170,3 +183,37 @@ def test_related_tables_and_a_partitioned_parent_are_replaced_together(source_db
     now = table_fingerprints(source_db)
     assert {t: now[t] for t in now if not t.startswith("sequence public.customers")} == {
         t: at_backup[t] for t in at_backup if not t.startswith("sequence public.customers")}
+
+
+def test_a_merge_puts_back_parents_before_the_partitions_whose_own_foreign_keys_point_at_them(source_db, backup):
+    at_backup = table_fingerprints(source_db)
+    execute_sql(source_db, "DELETE FROM shipments WHERE warehouse_id IN (7, 8); DELETE FROM warehouses WHERE id IN (7, 8)")
+
+    job = into_source(backup, source_db, "merge", ["public.shipments", "public.warehouses"])
+
+    assert job.status == "succeeded", job.summary
+    assert job.report["inserted"] == {"public.warehouses": 2, "public.shipments": 40}
+    assert table_fingerprints(source_db) == at_backup
+
+
+def test_a_merge_the_database_refuses_changes_nothing_and_unpins_its_safety_backup(source_db, backup):
+    execute_sql(source_db, "DELETE FROM shipments WHERE warehouse_id = 9; DELETE FROM warehouses WHERE id = 9")
+    before = table_fingerprints(source_db)
+
+    job = into_source(backup, source_db, "merge", ["public.shipments"])  # their warehouse is not merged with them
+
+    assert job.status == "failed" and "shipments_2025_warehouse_id_fkey" in job.summary
+    assert table_fingerprints(source_db) == before
+    assert not job.safety_backup.pinned
+
+
+def test_a_replace_moves_a_sequence_the_table_uses_without_owning_it_forward_to_the_backups(source_db, backup):
+    at_backup = table_fingerprints(source_db)
+    execute_sql(source_db, "TRUNCATE tickets; SELECT setval('ticket_numbers', 1, false)")
+
+    job = into_source(backup, source_db, "full", ["public.tickets"])
+
+    assert job.status == "succeeded", job.summary
+    assert table_fingerprints(source_db) == at_backup
+    with psycopg.connect(**source_db) as conn:
+        assert conn.execute("INSERT INTO tickets (subject) VALUES ('new') RETURNING id").fetchone() == (31,)
