@@ -102,7 +102,7 @@ def databases_owned_by(server, role):
 
 
 def test_it_replaces_the_whole_database_ending_the_open_sessions_and_keeping_its_owner_and_settings(
-        source_db, backup, owner_role):
+        source_db, backup, owner_role, admin_client):
     name = source_db["dbname"]
     execute_sql(source_db, f"ALTER DATABASE {name} OWNER TO {owner_role}; ALTER DATABASE {name} CONNECTION LIMIT 50; "
                            f"REVOKE ALL ON DATABASE {name} FROM PUBLIC; GRANT CONNECT ON DATABASE {name} TO {owner_role}; "
@@ -123,6 +123,8 @@ def test_it_replaces_the_whole_database_ending_the_open_sessions_and_keeping_its
         assert database_row(source_db, name) == properties  # owner, open to sessions, limit, grants, settings
         assert database_row(source_db, kept)[1] is True  # the previous database, open for a look
         assert any("shop-frontend" in s for s in job.report["sessions_ended"])
+        page = admin_client.get(job.get_absolute_url()).content.decode()
+        assert "Sessions ended" in page and "shop-frontend" in page and kept in page
         with pytest.raises(psycopg.OperationalError):
             application.execute("SELECT 1")
         assert job.safety_backup.pinned and kept in job.summary
@@ -212,3 +214,29 @@ def waiting_to_rename(server):
     with psycopg.connect(**{**server, "dbname": "postgres"}) as conn:
         return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                             "AND query ILIKE 'ALTER DATABASE%RENAME%'").fetchone()[0] > 0
+
+
+# --- another server -------------------------------------------------------------------
+
+
+def test_it_restores_onto_another_server_from_the_command_line(source_db, backup, password_server, settings):
+    """The source's server is gone: the backup goes to the restore server (one
+    that insists on a password), named on the command line."""
+    at_backup = table_fingerprints(source_db)
+    pg.drop_database(source_db["dbname"])
+    other = password_server
+    settings.RESTORE_SERVER_URL = (f"postgresql://{other['user']}:{other['password']}@{other['host']}:{other['port']}"
+                                   "/postgres")
+    out = StringIO()
+
+    call_command("restore", "--backup", str(backup.pk), "--new-database", "shop_elsewhere", "--on-restore-server",
+                 stdout=out)
+
+    try:
+        assert "succeeded: Restored into the new database shop_elsewhere." in out.getvalue()
+        assert "on the restore server" in out.getvalue()
+        assert table_fingerprints({**other, "dbname": "shop_elsewhere"}) == at_backup
+        assert other["password"] not in out.getvalue()
+    finally:
+        with psycopg.connect(**other, dbname="postgres", autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS shop_elsewhere")

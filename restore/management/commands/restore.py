@@ -20,6 +20,8 @@ class Command(BaseCommand):
         where = parser.add_mutually_exclusive_group(required=True)
         where.add_argument("--new-database", metavar="NAME", help="restore into a new database of this name")
         where.add_argument("--into-source", action="store_true", help="restore into the source's own database")
+        parser.add_argument("--on-restore-server", action="store_true",
+                            help="a new database on the restore server (RESTORE_SERVER_URL), not the source's")
         parser.add_argument("--tables", default="", help="comma-separated schema.table names (default: everything)")
         parser.add_argument("--mode", choices=[m for m, _ in RestoreJob.MODE_CHOICES], default=RestoreJob.FULL)
         parser.add_argument("--confirm", default="", metavar="NAME", help="the target database's name, to confirm a change")
@@ -41,6 +43,7 @@ class Command(BaseCommand):
                 ACTOR, backup, target=target, database=database, tables=tables, mode=options["mode"],
                 confirmed_name=options["confirm"], terminate_connections=options["terminate_connections"],
                 without_owners=options["without_owners"],
+                server=RestoreJob.OTHER_SERVER if options["on_restore_server"] else RestoreJob.SOURCE_SERVER,
                 enqueue=False,
             )
         except Refused as exc:
