@@ -541,6 +541,12 @@ class Backup(Job):
     # {partitioned parent: [its leaf partitions]}: the leaves are what
     # table_counts counts; a parent's name chooses them all in a restore.
     partitions = models.JSONField(default=dict, blank=True)
+    # The roles the database's objects, grants and settings name (not secret,
+    # so the wizard can compare them with a target server without reading the
+    # encrypted globals object, whose SHA-256 is kept beside them; see
+    # catalog/globals.py). Empty for backups taken before globals were kept.
+    roles = models.JSONField(default=list, blank=True)
+    globals_sha256 = models.CharField(max_length=64, blank=True)
     error = models.CharField(max_length=500, blank=True)
     pinned = models.BooleanField(default=False)
     legal_hold = models.BooleanField(default=False)

@@ -37,6 +37,9 @@ class RestoreJob(Job):
     confirmed_name = models.CharField(max_length=63, blank=True)
     without_owners = models.BooleanField(
         default=False, help_text="Objects belong to the restoring role and carry no grants, instead of the backup's.")
+    create_missing_roles = models.BooleanField(
+        default=False, help_text="Roles the backup names that the target server lacks are created first, from the "
+                                 "backup's globals (no password, no superuser).")
     terminate_connections = models.BooleanField(
         default=False, help_text="A whole-database replace ends the sessions still open on the database.")
     safety_backup = models.ForeignKey(Backup, models.SET_NULL, null=True, blank=True, related_name="+")
