@@ -853,3 +853,80 @@ class AuditEvent(models.Model):
 # here registers them with the catalog app.
 from catalog.alerts.models import Alert, Channel, Notification, StatusChange  # noqa: E402,F401
 from catalog.api.models import ApiToken  # noqa: E402,F401
+
+
+class RestoreServer(SealedSecrets):
+    """Another PostgreSQL server a backup may be restored onto, as a new
+    database, when its source's own server is not the place (gone, or
+    production that must not carry a copy). Its password never leaves
+    `secret_token`; `server_version` is what the last connection check
+    found, so pages can say which backups it can take without connecting."""
+
+    # Where Strongroom connects to create, rename and drop databases: the
+    # server's maintenance database, present on every cluster.
+    MAINTENANCE_DATABASE = "postgres"
+
+    name = models.CharField(max_length=100, unique=True)
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField(default=5432)
+    user = models.CharField(max_length=255, help_text="The role Strongroom connects as; it must be able to create "
+                                                      "databases (CREATEDB).")
+    sslmode = models.CharField("SSL mode", max_length=20, blank=True)
+    server_version = models.CharField(max_length=100, blank=True)
+    checked_at = models.DateTimeField("last checked", null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("server_detail", args=[self.pk])
+
+    def connection_params(self, secrets=None):
+        """psycopg keywords for the maintenance database (with the password).
+        `secrets` overrides the stored ones where given, so that a form can
+        be tested before it is saved."""
+        params = {"host": self.host, "port": self.port or 5432, "dbname": self.MAINTENANCE_DATABASE, "user": self.user}
+        if self.sslmode:
+            params["sslmode"] = self.sslmode
+        password = self.secrets(secrets).get("password")
+        if password:
+            params["password"] = password
+        return params
+
+    def address(self):
+        return f"{self.user}@{self.host}:{self.port}"
+
+    def version_display(self):
+        """"15.4" of "15.4 (Debian 15.4-1.pgdg120+1)"; "" before the first check."""
+        return self.server_version.split()[0] if self.server_version else ""
+
+    def major_release(self):
+        return major_release(self.server_version)
+
+    def describe(self):
+        """The server in words, without any secret."""
+        version = f"PostgreSQL {self.version_display()}" if self.server_version else "version not checked yet"
+        return f"{self.name} ({self.address()}, {version})"
+
+    def refusal_for(self, backup_version, version=None):
+        """Why a backup taken on PostgreSQL `backup_version` cannot go to this
+        server (at `version`, by default the recorded one), in words; "" when
+        it can or when either version is unknown. A newer server is fine."""
+        from catalog.engine.dumpers import major_version
+
+        version = version or self.server_version
+        if not version or not backup_version or major_version(version) >= major_version(backup_version):
+            return ""
+        return (f"PostgreSQL {major_release(version)} is older than the backup's {major_release(backup_version)}: "
+                "pg_restore output from a newer server is not guaranteed to load into an older one.")
+
+
+def major_release(version):
+    """A PostgreSQL major release as people name it: "15" of "15.4", but
+    "9.6" of "9.6.24" (before 10, the major release had two numbers)."""
+    numbers = version.split()[0].split(".") if version else [""]
+    return ".".join(numbers[:2]) if numbers[0].isdigit() and int(numbers[0]) < 10 else numbers[0]
