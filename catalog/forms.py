@@ -6,7 +6,8 @@ from django.conf import settings
 from catalog import exports
 from catalog.engine.errors import EngineError
 from catalog.engine.storage import outside_roots
-from catalog.models import BASE_BACKUP_FORMAT, EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, BackupPlan, Destination, Source, Verification
+from catalog.models import (BASE_BACKUP_FORMAT, EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, BackupPlan, Destination,
+                             RestoreServer, Source, Verification)
 from catalog.schedules import validate_cron
 
 KEEP_HELP = "Leave blank to keep the one that is stored."
@@ -133,6 +134,30 @@ class DestinationForm(forms.ModelForm):
 
     def changed_fields(self):
         return [name for name in self.changed_data if name != "secret_access_key"]
+
+
+class RestoreServerForm(forms.ModelForm):
+    password = secret_field("Password")
+
+    class Meta:
+        model = RestoreServer
+        fields = ["name", "host", "port", "user", "password", "sslmode"]
+        help_texts = {
+            "name": "How the wizard and `manage.py restore --server` name it.",
+            "host": "Host name or address, as the worker machines reach it.",
+            "sslmode": "Optional: disable, require, verify-full …",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.has_secrets():
+            self.fields["password"].help_text = KEEP_HELP
+
+    def secrets(self):
+        return {"password": self.cleaned_data.get("password")}
+
+    def changed_fields(self):
+        return [name for name in self.changed_data if name != "password"]
 
 
 RETENTION_FIELDS = ["retention_mode", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_last",

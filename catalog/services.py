@@ -12,8 +12,10 @@ import sqlite3
 import threading
 import time
 
+import psycopg
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -27,7 +29,7 @@ from catalog.engine.pipeline import run_pipeline
 from catalog.engine.storage import QuotaWriter
 from catalog.models import BASE_BACKUP_FORMAT, EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, Copy, Source
 from catalog.schedules import remove_plan_schedule, sync_plan_schedule
-from catalog.text import size_text
+from catalog.text import count_text, size_text
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,88 @@ def delete_destination(actor, destination):
         raise Refused(f"{destination} is used by the plan(s) {', '.join(plans)}. Remove it from them first.")
     audit.record(actor, "destination.delete", destination, {"name": destination.name})
     destination.delete()
+
+
+# Fields that make it another server: the version recorded for the old one no longer holds.
+SERVER_ADDRESS_FIELDS = ("host", "port")
+
+
+@transaction.atomic
+def save_restore_server(actor, server, *, changed_fields=(), secrets=None):
+    created = server.pk is None
+    secrets = {k: v for k, v in (secrets or {}).items() if v}
+    server.set_secrets(**secrets)
+    if set(changed_fields) & set(SERVER_ADDRESS_FIELDS):
+        server.server_version, server.checked_at = "", None
+    server.save()
+    changes = audit.describe_changes(server, list(changed_fields) + sorted(secrets))
+    audit.record(actor, "restore_server.create" if created else "restore_server.update", server, changes)
+    return server
+
+
+@transaction.atomic
+def delete_restore_server(actor, server):
+    # The event goes first, while the row still has its id; a refusal below
+    # rolls it back with everything else.
+    audit.record(actor, "restore_server.delete", server, {"name": server.name})
+    try:
+        with transaction.atomic():
+            server.delete()
+    except ProtectedError as exc:
+        raise Refused(restore_server_in_use(server, exc.protected_objects))
+
+
+def restore_server_in_use(server, restores):
+    """Why a server that restores name cannot go, in words. Those restores
+    are jobs of the restore app (PROTECT keeps their record of where they
+    went true), known here only as catalog Jobs."""
+    active = [job for job in restores if job.is_active()]
+    if active:
+        names = ", ".join(f"{job} ({job.status})" for job in active)
+        return f"{server} is the target of {names}; wait for it to finish, or cancel it, before deleting the server."
+    return (f"{server} cannot be deleted: {count_text(len(restores), 'finished restore')} went to it, and the record "
+            "of where each restore went must stay true.")
+
+
+CAN_CREATE_DATABASES = ("SELECT current_setting('server_version'), rolcreatedb OR rolsuper "
+                        "FROM pg_roles WHERE rolname = current_user")
+
+
+def probe_restore_server(server, secrets=None):
+    """Connects to the server's maintenance database: (ok, message in words
+    without the password, server version or "" when it did not connect)."""
+    params = server.connection_params(secrets)
+    try:
+        with dumpers.connect_server(params) as conn:
+            version, can_create = conn.execute(CAN_CREATE_DATABASES).fetchone()
+    except EngineError as exc:
+        return False, str(exc), ""
+    except psycopg.Error as exc:
+        return False, dumpers.describe_pg_error(exc, params), ""
+    release = version.split()[0]
+    if not can_create:
+        return (False, f"Connected to PostgreSQL {release}, but role {server.user} cannot create databases "
+                       "(CREATEDB), and every restore creates one.", version)
+    return True, f"Connected: PostgreSQL {release}; role {server.user} can create databases.", version
+
+
+def test_restore_server(server, secrets=None):
+    """Tries the form's values before they are saved; returns (ok, message)."""
+    ok, message, _ = probe_restore_server(server, secrets)
+    return ok, message
+
+
+def check_restore_server(actor, server):
+    """Connects to a registered server and records its version, so that the
+    wizard can tell which backups it may take; returns (ok, message). A
+    failed connection records nothing: the last version found stays."""
+    ok, message, version = probe_restore_server(server)
+    if version:
+        with transaction.atomic():
+            server.server_version, server.checked_at = version, timezone.now()
+            server.save(update_fields=["server_version", "checked_at"])
+            audit.record(actor, "restore_server.check", server, {"server_version": version, "result": message})
+    return ok, message
 
 
 @transaction.atomic

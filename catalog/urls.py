@@ -1,7 +1,7 @@
 from django.urls import path
 
 from catalog import views
-from catalog.views import alerts, audit, channels, exports, tokens, verifications
+from catalog.views import alerts, audit, channels, exports, servers, tokens, verifications
 from catalog.views import keys as key_views
 
 urlpatterns = [
@@ -21,6 +21,14 @@ urlpatterns = [
     path("destinations/<int:pk>/delete/", views.destination_delete, name="destination_delete"),
     path("destinations/<int:pk>/scan/", views.destination_scan, name="destination_scan"),
     path("destinations/<int:pk>/orphans/remove/", views.destination_remove_orphans, name="destination_remove_orphans"),
+    # Restore servers (catalog/views/servers.py): where a backup may be restored besides its source's server.
+    path("servers/", servers.listing, name="server_list"),
+    path("servers/new/", servers.new, name="server_new"),
+    path("servers/test/", servers.test, name="server_test"),
+    path("servers/<int:pk>/", servers.detail, name="server_detail"),
+    path("servers/<int:pk>/edit/", servers.edit, name="server_edit"),
+    path("servers/<int:pk>/delete/", servers.delete, name="server_delete"),
+    path("servers/<int:pk>/check/", servers.check, name="server_check"),
     path("plans/", views.plan_list, name="plan_list"),
     path("plans/new/", views.plan_new, name="plan_new"),
     path("plans/cron-preview/", views.cron_preview, name="cron_preview"),
