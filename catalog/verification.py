@@ -22,12 +22,11 @@ from django.db.models import Max, Q
 from django.utils import timezone
 from psycopg.conninfo import conninfo_to_dict
 
-from catalog import audit, exports, keyring, queues
+from catalog import audit, exports, keyring, queues, scratch
 from catalog.alerts import hooks as monitor
 from catalog.engine import crypto, dumpers, manifest, restorers
-from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
-from catalog.engine.pipeline import restore_stream
-from catalog.engine.verify import check_object, first_difference
+from catalog.engine.errors import Cancelled, EngineError
+from catalog.engine.verify import check_object
 from catalog.models import Backup, BackupPlan, Copy, Verification
 from catalog.services import JobWatch, Refused, cancel_job, worker_name
 
@@ -163,13 +162,6 @@ def finish_verification(verification, status):
     return verification
 
 
-def cancellable(chunks, cancel_event):
-    for chunk in chunks:
-        if cancel_event.is_set():
-            raise Cancelled("Cancelled by request")
-        yield chunk
-
-
 # --- checksum ---------------------------------------------------------------
 
 
@@ -225,18 +217,16 @@ def locate_by_comparison(backup, copies, results, cancel_event):
         if result["stored_bytes"] != backup.stored_bytes or not result.get("sha256"):
             continue  # not read to the end, or of another size (said already, with its offset)
         try:
-            offset = first_difference(
-                cancellable(copy.destination.storage().open_reader(copy.key), cancel_event),
-                cancellable(reference.destination.storage().open_reader(reference.key), cancel_event),
-            )
+            offset = scratch.first_bad_byte(copy, reference, cancel_event)
+        except Cancelled:
+            raise
         except EngineError as exc:
             log.warning("Could not compare %s with %s: %s", copy, reference, exc)
             continue
         if offset is None:
             continue  # it reads back the same now: the earlier read was what went wrong, said as it is
         result.update(offset=offset, compared_with=reference.destination.name,
-                      error=f"it differs from the intact copy on {reference.destination} first at byte {offset}; "
-                            + result["error"])
+                      error=f"{scratch.differs_from(reference, offset)}; {result['error']}")
 
 
 def check_copy(backup, copy, cancel_event):
@@ -246,7 +236,7 @@ def check_copy(backup, copy, cancel_event):
     problems = manifest_problems(storage, copy, backup)
     try:
         found = check_object(
-            cancellable(storage.open_reader(copy.key), cancel_event),
+            scratch.cancellable(storage.open_reader(copy.key), cancel_event),
             keyring.lookup,
             backup.sha256,
             backup.stored_bytes,
@@ -296,36 +286,20 @@ def run_restore_test(verification, cancel_event):
     backup = verification.backup
     if backup.is_base_backup():
         raise EngineError(BASE_BACKUP_RESTORE_TEST)
-    copies = backup.readable_copies()
-    if not copies:
+    if not backup.readable_copies():
         raise EngineError("This backup has no stored copy left to restore from.")
     if backup.encrypted:
         keyring.master_key(backup.key_id)  # a missing key fails here, before any scratch database exists
-    attempts = []
-    for copy in copies:
-        verification.append_log(f"Restoring from {copy.destination} ({copy.location_display()})")
-        try:
-            evidence = restore_copy(verification, backup, copy, cancel_event)
-        except (CorruptionError, StorageError) as exc:  # this copy is unusable; try the next
-            offset = getattr(exc, "offset", None)
-            attempts.append({"copy": copy.pk, "destination": copy.destination.name, "error": str(exc), "offset": offset})
-            verification.append_log(f"{copy.destination}: cannot restore from it — {exc}")
-            continue
-        verification.copy = copy
-        evidence["skipped_copies"] = attempts
-        verification.evidence = evidence
-        return judge_restore(verification, copy, attempts)
-    verification.evidence = {"skipped_copies": attempts}
-    verification.summary = "No copy could be restored: " + "; ".join(f"{a['destination']}: {a['error']}" for a in attempts)
-    return False
-
-
-def restore_copy(verification, backup, copy, cancel_event):
-    chunks = cancellable(copy.destination.storage().open_reader(copy.key), cancel_event)
-    plain = restore_stream(chunks, keyring=keyring.lookup, expected_sha256=backup.sha256, key_wraps=backup.key_wraps)
-    if backup.source.engine == "sqlite":
-        return restore_sqlite_copy(verification, backup, plain, cancel_event)
-    return restore_postgres_copy(verification, backup, plain, cancel_event)
+    restore = restore_sqlite_copy if backup.source.engine == "sqlite" else restore_postgres_copy
+    try:
+        copy, evidence = restore(verification, backup, cancel_event)
+    except scratch.NoCopyRestored as exc:
+        verification.evidence = {**verification.evidence, "skipped_copies": exc.skipped}
+        verification.summary = str(exc)
+        return False
+    verification.copy = copy
+    verification.evidence = evidence
+    return judge_restore(verification, copy, evidence["skipped_copies"])
 
 
 def scratch_server(source):
@@ -334,33 +308,31 @@ def scratch_server(source):
     return dumpers.normalize_conninfo(source.conninfo())
 
 
-def restore_postgres_copy(verification, backup, plain, cancel_event):
+def restore_postgres_copy(verification, backup, cancel_event):
+    """The first intact copy into a scratch database, through the same path
+    as a restore (catalog.scratch), streamed; then counted and dropped."""
     server = scratch_server(backup.source)
     name = restorers.scratch_name(backup.pk)
     verification.evidence = {"scratch_database": name, "server": f"{server.get('host', '')}:{server.get('port', 5432)}"}
     Verification.objects.filter(pk=verification.pk).update(evidence=verification.evidence)  # for the sweep
-    started = time.monotonic()
     try:
-        with restorers.ScratchDatabase(server, name) as scratch:
-            if backup.is_export():
-                # Tables are recreated from the recorded column types, so there is
-                # no table of contents to compare: the row counts are the evidence.
-                toc = None
-                exports.load_into(plain, scratch.connection_params())
-            else:
-                toc = restorers.restore_postgres(
-                    plain, scratch.connection_params(), backup.format, cancel_event,
-                    pg_restore=settings.PG_RESTORE, psql=settings.PSQL,
-                )
-            seconds = time.monotonic() - started
-            rows, objects = restorers.restored_counts(scratch.connection_params(), pg_dump=settings.PG_DUMP,
+        done = scratch.restore_into_scratch(backup, server, name, cancel_event=cancel_event,
+                                            log=verification.append_log)
+        try:
+            rows, objects = restorers.restored_counts({**server, "dbname": name}, pg_dump=settings.PG_DUMP,
                                                       pg_restore=settings.PG_RESTORE)
+        finally:
+            restorers.ScratchDatabase(server, name).drop()
     finally:
         dropped = scratch_is_gone(server, name)
-    verification.append_log(f"Restored into {name} in {seconds:.1f} s; scratch database dropped: {dropped}")
-    verification.restore_seconds = seconds
-    return {**verification.evidence, "restore_seconds": round(seconds, 3), "rows": rows, "schema_objects": objects,
-            "table_of_contents": toc, "scratch_dropped": dropped}
+        verification.evidence["scratch_dropped"] = dropped
+    verification.append_log(f"Restored into {name} in {done.seconds:.1f} s; scratch database dropped: {dropped}")
+    verification.restore_seconds = done.seconds
+    # An export's tables are recreated from the recorded column types, so it
+    # has no table of contents to compare: the row counts are the evidence.
+    return done.copy, {**verification.evidence, "restore_seconds": round(done.seconds, 3), "rows": rows,
+                       "schema_objects": objects, "table_of_contents": done.table_of_contents,
+                       "skipped_copies": done.skipped}
 
 
 def scratch_is_gone(server, name):
@@ -370,24 +342,33 @@ def scratch_is_gone(server, name):
         return False
 
 
-def restore_sqlite_copy(verification, backup, plain, cancel_event):
+def restore_sqlite_copy(verification, backup, cancel_event):
+    """The first intact copy into a scratch file, then checked and removed."""
     directory = os.path.join(settings.DATA_DIR, "tmp")
     os.makedirs(directory, exist_ok=True)
-    fd, path = tempfile.mkstemp(dir=directory, prefix="strongroom_verify_", suffix=".sqlite3")
-    os.close(fd)
-    started = time.monotonic()
+
+    def restore_one(copy, plain):
+        fd, path = tempfile.mkstemp(dir=directory, prefix="strongroom_verify_", suffix=".sqlite3")
+        os.close(fd)
+        try:
+            if backup.is_export():
+                exports.load_into_sqlite(plain, path)
+            else:
+                restorers.restore_sqlite(plain, path, cancel_event)
+        except BaseException:
+            os.unlink(path)
+            raise
+        return path
+
+    done = scratch.first_intact_copy(backup, restore_one, cancel_event, verification.append_log)
     try:
-        if backup.is_export():
-            exports.load_into_sqlite(plain, path)
-        else:
-            restorers.restore_sqlite(plain, path, cancel_event)
-        seconds = time.monotonic() - started
-        integrity, rows = restorers.sqlite_report(path, qualified=backup.is_export())
+        integrity, rows = restorers.sqlite_report(done.value, qualified=backup.is_export())
     finally:
-        os.unlink(path)
-    verification.restore_seconds = seconds
-    verification.append_log(f"Restored to a scratch file in {seconds:.1f} s; integrity_check: {integrity}")
-    return {"restore_seconds": round(seconds, 3), "rows": rows, "integrity_check": integrity, "scratch_dropped": True}
+        os.unlink(done.value)
+    verification.restore_seconds = done.seconds
+    verification.append_log(f"Restored to a scratch file in {done.seconds:.1f} s; integrity_check: {integrity}")
+    return done.copy, {"restore_seconds": round(done.seconds, 3), "rows": rows, "integrity_check": integrity,
+                       "scratch_dropped": True, "skipped_copies": done.skipped}
 
 
 def judge_restore(verification, copy, attempts):
@@ -412,7 +393,8 @@ def judge_restore(verification, copy, attempts):
     prefix = ""
     if attempts:
         prefix = (
-            "; ".join(f"Copy on {a['destination']} is damaged ({a['error']})" for a in attempts)
+            "; ".join(f"Copy on {a['destination']} {'is damaged' if a.get('damaged', True) else 'cannot be read'} "
+                      f"({a['error']})" for a in attempts)
             + f"; restored from {copy.destination} instead. "
         )
     if problems:

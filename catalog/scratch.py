@@ -1,0 +1,249 @@
+"""Restoring a backup into a scratch database: one path for the restore
+wizard, the test restore and the drills (which run those two), so that a fix
+reaches all three.
+
+The copies are tried in the order Backup.readable_copies gives. A copy that
+is damaged (CorruptionError) or cannot be read (StorageError) is skipped and
+the next one is restored into a fresh scratch database; any other failure
+stops there, since every copy holds the same dump and would fail the same
+way. A scratch database whose restore failed is always dropped; one that
+restored belongs to the caller, who renames it, applies from it, or measures
+and drops it.
+
+A copy that restored has passed its SHA-256, so it holds the stored bytes
+exactly. Each skipped damaged copy is then compared with it: that gives its
+first bad byte, where the restore itself only knew the encrypted segment
+that failed (the catalog's one SHA-256 says whether bytes differ, never
+where).
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from django.conf import settings
+
+from catalog import exports, keyring
+from catalog.engine import restorers
+from catalog.engine.dumpers import first_line, libpq_env
+from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
+from catalog.engine.pipeline import restore_stream
+from catalog.engine.verify import first_difference, size_difference
+
+logger = logging.getLogger(__name__)
+
+
+def ignore(line):
+    pass
+
+
+class NoCopyRestored(EngineError):
+    """Every copy was damaged or unreadable; `skipped` says how, copy by copy."""
+
+    def __init__(self, skipped):
+        super().__init__("No copy could be restored: " + skipped_in_words(skipped))
+        self.skipped = skipped
+
+
+def skipped_in_words(skipped):
+    return "; ".join(f"{entry['destination']}: {entry['error']}" for entry in skipped)
+
+
+@dataclass
+class Restored:
+    """The copy that restored, what restore_one returned for it, the copies
+    skipped before it (dicts, as evidence and reports keep them) and how long
+    its restore took."""
+
+    copy: object
+    value: object
+    skipped: list
+    seconds: float
+
+
+@dataclass
+class ScratchRestore:
+    copy: object
+    skipped: list
+    seconds: float
+    warnings: list = field(default_factory=list)  # what pg_restore or psql printed without failing
+    table_of_contents: dict = None  # the dump's object counts, when it has a table of contents
+    loaded: dict = None  # an export's {table: rows loaded}
+
+
+# --- any engine -------------------------------------------------------------------
+
+
+def first_intact_copy(backup, restore_one, cancel_event=None, log=ignore):
+    """Calls restore_one(copy, plain_chunks) with each readable copy's
+    decrypted, decompressed stream (its SHA-256 checked at the end) until one
+    returns. restore_one must leave nothing behind when it raises."""
+    copies = backup.readable_copies()
+    if not copies:
+        raise EngineError("This backup has no stored copy left to restore from.")
+    skipped = []
+    for copy in copies:
+        log(f"Restoring from {copy.destination} ({copy.location_display()})")
+        started = time.monotonic()
+        try:
+            value = restore_one(copy, plain_stream(backup, copy, cancel_event))
+        except (CorruptionError, StorageError) as exc:  # this copy is unusable; the next may not be
+            skipped.append((copy, skipped_entry(copy, exc)))
+            log(f"{copy.destination}: cannot restore from it — {exc}")
+            continue
+        seconds = time.monotonic() - started
+        locate_damage(backup, skipped, copy, cancel_event, log)
+        return Restored(copy=copy, value=value, skipped=[entry for _, entry in skipped], seconds=seconds)
+    raise NoCopyRestored([entry for _, entry in skipped])
+
+
+def plain_stream(backup, copy, cancel_event=None):
+    chunks = copy.destination.storage().open_reader(copy.key)
+    if cancel_event is not None:
+        chunks = cancellable(chunks, cancel_event)
+    return restore_stream(chunks, keyring=keyring.lookup, expected_sha256=backup.sha256, key_wraps=backup.key_wraps)
+
+
+def cancellable(chunks, cancel_event):
+    for chunk in chunks:
+        if cancel_event.is_set():
+            raise Cancelled("Cancelled by request")
+        yield chunk
+
+
+def skipped_entry(copy, exc):
+    """A skipped copy as evidence: `offset` is the first bad byte, only once
+    it is known exactly; a failed encrypted segment is `segment_start` and
+    `segment_length`."""
+    return {
+        "copy": copy.pk, "destination": copy.destination.name, "location": copy.location_display(),
+        "error": str(exc), "damaged": isinstance(exc, CorruptionError), "offset": None,
+        "segment_start": getattr(exc, "offset", None), "segment_length": getattr(exc, "length", None),
+    }
+
+
+# --- the first bad byte ------------------------------------------------------------
+
+
+def locate_damage(backup, skipped, intact, cancel_event=None, log=ignore):
+    """Says where each skipped damaged copy differs from `intact`, a copy that
+    has just restored: at the first bad byte when the sizes agree, otherwise
+    by how much the size differs. An unreadable copy has nothing to compare."""
+    for copy, entry in skipped:
+        if not entry["damaged"]:
+            continue
+        try:
+            size = copy.destination.storage().size(copy.key)
+            if size != backup.stored_bytes:
+                entry.update(offset=min(size, backup.stored_bytes),
+                             error=f"{size_difference(size, backup.stored_bytes)}; {entry['error']}")
+                continue
+            offset = first_bad_byte(copy, intact, cancel_event)
+        except Cancelled:
+            raise
+        except (EngineError, OSError) as exc:  # the restore stands; only the damage stays less precise
+            log(f"Could not compare {copy.destination} with {intact.destination}: {exc}")
+            continue
+        if offset is None:
+            continue  # it reads back the same now: the failed read was what went wrong, said as it is
+        entry.update(offset=offset, compared_with=intact.destination.name,
+                     error=f"{differs_from(intact, offset)}; {entry['error']}")
+
+
+def first_bad_byte(copy, intact, cancel_event=None):
+    """The first byte where `copy` differs from `intact`, or None when their
+    stored bytes are equal."""
+    chunks = copy.destination.storage().open_reader(copy.key)
+    reference = intact.destination.storage().open_reader(intact.key)
+    if cancel_event is not None:
+        chunks, reference = cancellable(chunks, cancel_event), cancellable(reference, cancel_event)
+    return first_difference(chunks, reference)
+
+
+def differs_from(intact, offset):
+    return f"it differs from the intact copy on {intact.destination} first at byte {offset}"
+
+
+# --- PostgreSQL ----------------------------------------------------------------------
+
+
+def restore_into_scratch(backup, server, name, *, tables=(), keep_owners=False, spool_dir=None, jobs=1,
+                         cancel_event=None, log=ignore):
+    """Restores the first intact copy of a PostgreSQL backup into a new
+    database `name` (a restorers.scratch_name) on `server`; returns a
+    ScratchRestore. A custom-format dump goes through `pg_restore -j jobs`
+    from a file in `spool_dir` when one is given (nothing is restored before
+    the whole copy has passed its SHA-256), otherwise it is streamed. An
+    export loads only `tables` (all when empty). Raises NoCopyRestored when
+    every copy is damaged or unreadable; the scratch database is gone then,
+    and after any other failure."""
+
+    def restore_one(copy, plain):
+        scratch = restorers.ScratchDatabase(server, name).create()
+        try:
+            return restore_dump(backup, plain, scratch.connection_params(), tables=tables, keep_owners=keep_owners,
+                                spool_dir=spool_dir, jobs=jobs, cancel_event=cancel_event)
+        except BaseException:
+            drop_quietly(scratch)
+            raise
+
+    done = first_intact_copy(backup, restore_one, cancel_event, log)
+    return ScratchRestore(copy=done.copy, skipped=done.skipped, seconds=done.seconds, **done.value)
+
+
+def restore_dump(backup, plain, params, *, tables, keep_owners, spool_dir, jobs, cancel_event):
+    warnings = []
+    if backup.is_export():
+        # Tables are recreated from the recorded column types: there is no table of contents.
+        loaded = exports.load_into(plain, params, tables)
+        return {"warnings": warnings, "loaded": loaded}
+    if backup.format == "custom" and spool_dir is not None:
+        lister = ContentsLister(params)
+        try:
+            restorers.restore_postgres_parallel(
+                lister.passing(plain), params, spool_dir, jobs, backup.raw_bytes, pg_restore=settings.PG_RESTORE,
+                warnings=warnings, keep_owners=keep_owners,
+            )
+        except BaseException:
+            lister.stop()
+            raise
+        return {"warnings": warnings, "table_of_contents": lister.counts(warnings)}
+    toc = restorers.restore_postgres(plain, params, backup.format, cancel_event, pg_restore=settings.PG_RESTORE,
+                                     psql=settings.PSQL, warnings=warnings, keep_owners=keep_owners)
+    return {"warnings": warnings, "table_of_contents": toc}
+
+
+class ContentsLister:
+    """`pg_restore --list` reading the dump as it passes on its way to the
+    spool file, for its table of contents (restore_postgres_parallel removes
+    that file when it is done with it)."""
+
+    def __init__(self, params):
+        self.process = restorers._Process([settings.PG_RESTORE, "--list"], libpq_env(params))
+
+    def passing(self, chunks):
+        for chunk in chunks:
+            self.process.feed(chunk)
+            yield chunk
+
+    def counts(self, warnings):
+        """The counts, or None with a warning: the restore itself has succeeded."""
+        code, listing, errors = self.process.finish()
+        if code != 0:
+            warnings.append(f"pg_restore --list failed, so the dump's table of contents is not known: "
+                            f"{first_line(errors) or code}")
+            return None
+        return restorers.toc_counts(listing)
+
+    def stop(self):
+        self.process.stop()
+
+
+def drop_quietly(scratch):
+    """Drops a scratch database without hiding the failure that led here;
+    should the server refuse, the sweeps drop it later by its recorded name."""
+    try:
+        scratch.drop()
+    except (EngineError, psycopg.Error) as exc:
+        logger.warning("Could not drop scratch database %s: %s", scratch.name, exc)
