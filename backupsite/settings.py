@@ -232,6 +232,7 @@ if not croniter.is_valid(PRUNE_SCHEDULE):
 
 PG_DUMP = env("PG_DUMP", "pg_dump")
 PG_RESTORE = env("PG_RESTORE", "pg_restore")
+PG_DUMPALL = env("PG_DUMPALL", "pg_dumpall")
 PSQL = env("PSQL", "psql")
 # Continuous WAL protection: pg_receivewal writes each streamed source's WAL
 # into a spool directory until it is shipped to the destinations.
@@ -266,8 +267,6 @@ RESTORE_JOBS = env_int("RESTORE_JOBS", 4, minimum=1)
 # Where restore tests create their scratch databases: a libpq URL of a server
 # (with a user that may create databases). Empty: the source's own server.
 VERIFY_SERVER_URL = env("VERIFY_SERVER_URL", "")
-# Another server restores into new databases may go to (libpq URL); empty: none offered.
-RESTORE_SERVER_URL = env("RESTORE_SERVER_URL", "")
 
 # S3 destinations: each request waits this long to connect and for each read,
 # and a throttled (SlowDown, 503), failed (500) or reset request is tried up to

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from catalog import audit, holds
+from catalog import audit, backup_globals, holds
 from catalog.engine import manifest
 from catalog.engine.errors import EngineError
 from catalog.engine.storage import PROBE_KEY
@@ -24,7 +24,7 @@ KIND_TEXT = {
     OBJECT: "An object without a manifest, e.g. left by a crash.",
     MANIFEST: "A manifest whose object is gone.",
     PARTIAL: "An unfinished write (a partial file or an incomplete multipart upload).",
-    HOLD: "A pin or legal hold record whose backup is gone.",
+    HOLD: "A record that belongs beside a backup's manifest (its pin or hold, its roles) whose backup is gone.",
 }
 
 
@@ -52,6 +52,7 @@ def known_keys(destination):
         keys.add(copy.key)
         keys.add(copy.manifest_key or manifest.manifest_key_for(copy.key))
         keys.add(holds.hold_key(copy))
+        keys.add(backup_globals.key_for(copy))
     return keys
 
 
@@ -70,9 +71,10 @@ def scan(destination):
     for key, size in sorted(sizes.items()):
         if key in known or key == PROBE_KEY:
             continue
-        if key.endswith(manifest.SUFFIX + manifest.HOLD_SUFFIX):
+        companion = next((suffix for suffix in manifest.COMPANION_SUFFIXES if key.endswith(manifest.SUFFIX + suffix)), None)
+        if companion:
             # Part of a whole backup while its manifest is there (imported with it).
-            base_manifest = key[: -len(manifest.HOLD_SUFFIX)]
+            base_manifest = key[: -len(companion)]
             if base_manifest not in sizes or base_manifest in known:
                 orphans.append(Orphan(HOLD, key, size))
             continue

@@ -270,6 +270,8 @@ def create_backup_from(actor, data, hold):
         tool_version=data.get("tool_version") or "",
         table_counts=data.get("table_counts") or {},
         partitions=partitions_of(data),
+        roles=[role for role in data.get("roles") or [] if isinstance(role, str)],
+        globals_sha256=data.get("globals_sha256") or "",
         # Older manifests have no created_at (the time it was queued): then its start.
         created_at=parse_time(data.get("created_at")) or started or finished or timezone.now(),
         started_at=started,

@@ -19,7 +19,7 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 from django.utils.text import slugify
 
-from catalog import audit, exports, holds, keyring, queues
+from catalog import audit, backup_globals, exports, holds, keyring, queues
 from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers, manifest
 from catalog.engine.compression import extension_for
@@ -366,7 +366,8 @@ def open_dump(source, fmt, plan=None, compression=None):
     # not 0: a restore spools the archive to disk for pg_restore -j, and an
     # uncompressed archive made restores 1.6x slower (bench/RESULTS.md).
     pg_compress = 1 if fmt == "custom" and compression not in (None, "none") else None
-    return dumpers.PostgresDump(source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP, compress=pg_compress)
+    return dumpers.PostgresDump(source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP, compress=pg_compress,
+                                 pg_dumpall=settings.PG_DUMPALL)
 
 
 class JobWatch:
@@ -531,7 +532,26 @@ def stream_backup(backup, copies):
             mark_copy_failed(copy, result.errors[name])
         elif name in result.sizes:
             copy.size, copy.sha256 = result.sizes[name], result.sha256
+    if getattr(dump, "globals", None):
+        store_globals(backup, copies, dump.globals, encryptor)
     return encryption
+
+
+def store_globals(backup, copies, document, encryptor):
+    """Beside each copy: the roles and database properties a restore needs
+    (catalog/backup_globals.py). A copy without them is not complete."""
+    data = backup_globals.record(backup, document, encryptor)
+    for copy in copies:
+        if copy.status == Copy.FAILED:
+            continue
+        try:
+            backup_globals.store(copy, data)
+        except EngineError as exc:
+            remove_objects(copy)
+            mark_copy_failed(copy, f"The roles and database properties could not be written: {exc}")
+    roles = ", ".join(backup.roles) or "none"
+    backup.append_log(f"Kept the database's properties and the roles it names ({roles})"
+                      + (f"; {document['globals_sql_error']}" if document.get("globals_sql_error") else ""))
 
 
 def expected_size(backup):
@@ -588,6 +608,8 @@ def backup_manifest(backup, copy, encryption):
         sha256=backup.sha256,
         table_counts=backup.table_counts,
         partitions=backup.partitions,
+        roles=backup.roles,
+        globals_sha256=backup.globals_sha256 or None,
         created_at=backup.created_at.isoformat(),
         started_at=backup.started_at.isoformat(),
         finished_at=(backup.finished_at or timezone.now()).isoformat(),
@@ -666,6 +688,8 @@ def finish_backup(backup, copies, status, error):
             tool_version=backup.tool_version,
             table_counts=backup.table_counts,
             partitions=backup.partitions,
+            roles=backup.roles,
+            globals_sha256=backup.globals_sha256,
         )
         if updated:
             audit.record("worker", f"backup.{status}", backup, {"error": error[:500]} if error else {})

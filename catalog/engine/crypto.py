@@ -115,11 +115,12 @@ def _nonce(prefix, counter):
 class Encryptor:
     """Streams plaintext in, sealed segments out. A fresh data key per object."""
 
-    def __init__(self, master_key, key_id, segment_size=DEFAULT_SEGMENT_SIZE):
-        data_key = os.urandom(32)
+    def __init__(self, master_key, key_id, segment_size=DEFAULT_SEGMENT_SIZE, _shared=None):
+        data_key, wrapped = _shared or (os.urandom(32), None)
         self.key_id = key_id
         self.segment_size = segment_size
-        self.data_key_wrapped = wrap_data_key(master_key, key_id, data_key)
+        self.data_key_wrapped = wrapped or wrap_data_key(master_key, key_id, data_key)
+        self._data_key = data_key
         self._aead = AESGCM(data_key)
         self._prefix = os.urandom(8)
         self.header = _pack_header(segment_size, key_id, self.data_key_wrapped, self._prefix)
@@ -127,6 +128,13 @@ class Encryptor:
         self._buffer = bytearray()
         self._counter = 0
         self._header_sent = False
+
+    def sibling(self):
+        """An Encryptor for a small object stored beside this one (a backup's
+        globals): the same data key under the same wrap, so that the extra
+        wraps key rotation adds open both, and a nonce prefix of its own
+        (random 64 bits, as every object's)."""
+        return Encryptor(None, self.key_id, self.segment_size, _shared=(self._data_key, self.data_key_wrapped))
 
     def _seal(self, plaintext, final):
         nonce = _nonce(self._prefix, self._counter)

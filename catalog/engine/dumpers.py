@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from catalog.engine import pgglobals
 from catalog.engine.errors import Cancelled, SourceError
 
 CHUNK_SIZE = 1 << 20
@@ -247,8 +248,11 @@ class Dump:
 class PostgresDump(Dump):
     """Iterates over pg_dump's output. Use as a context manager."""
 
-    def __init__(self, conninfo, fmt="custom", chunk_size=CHUNK_SIZE, pg_dump="pg_dump", compress=None):
+    def __init__(self, conninfo, fmt="custom", chunk_size=CHUNK_SIZE, pg_dump="pg_dump", compress=None,
+                 pg_dumpall="pg_dumpall"):
         super().__init__()
+        self.pg_dumpall = pg_dumpall
+        self.globals = None  # see pgglobals: the roles and database properties the dump leaves out
         self.params = normalize_conninfo(conninfo)
         self.fmt = fmt
         self.compress = compress  # pg_dump's own --compress; None keeps its default
@@ -271,8 +275,10 @@ class PostgresDump(Dump):
             check_versions(self.server_version, self.tool_version)
             self.table_counts = self._count_rows()
             self.partitions = dict(self._conn.execute(PARTITIONED_TABLES).fetchall())
+            self.globals = pgglobals.capture(self._conn)
         except psycopg.Error as exc:
             self._raise_source_error(exc)
+        self.globals["globals_sql"], self.globals["globals_sql_error"] = dump_globals_sql(self.params, self.pg_dumpall)
         self._spawn(snapshot)
 
     def _count_rows(self):
@@ -329,6 +335,22 @@ class PostgresDump(Dump):
         self._close_process()
         if self._conn is not None:
             self._conn.close()
+
+
+def dump_globals_sql(params, pg_dumpall="pg_dumpall"):
+    """`pg_dumpall --globals-only --no-role-passwords`: the cluster's roles
+    and tablespaces as PostgreSQL writes them, kept for a DBA to read or
+    replay by hand; a role that may not read them all gets the reason."""
+    argv = [pg_dumpall, "--globals-only", "--no-role-passwords", "--no-password"]
+    if params.get("dbname"):
+        argv += ["--database", params["dbname"]]
+    try:
+        done = subprocess.run(argv, env=libpq_env(params), capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return "", f"pg_dumpall could not run: {exc}"
+    if done.returncode != 0:
+        return "", f"pg_dumpall failed: {redact(first_line(done.stderr), params)}"
+    return done.stdout, ""
 
 
 class SqliteDump(Dump):

@@ -11,6 +11,11 @@ SUFFIX = ".manifest.json"
 # the backup is pinned or under legal hold now (see catalog/holds.py).
 HOLD_SUFFIX = ".hold"
 HOLD_KIND = "hold"
+# A PostgreSQL backup's roles and database properties, encrypted like the
+# object and named by its SHA-256 in the manifest (see catalog/backup_globals.py).
+GLOBALS_SUFFIX = ".globals"
+# What may follow a manifest's key: the objects that belong with it.
+COMPANION_SUFFIXES = (HOLD_SUFFIX, GLOBALS_SUFFIX)
 
 
 def build_manifest(**fields):
@@ -58,12 +63,16 @@ def hold_key_for(manifest_key):
     return manifest_key + HOLD_SUFFIX
 
 
+def globals_key_for(manifest_key):
+    return manifest_key + GLOBALS_SUFFIX
+
+
 def stored_keys(object_key, manifest_key=None):
     """Every key a stored copy occupies, in the order to delete them: the
     manifest last, so that a crash midway leaves a lone manifest, which the
     orphan scan reports, never a hold record or object without one."""
     manifest_key = manifest_key or manifest_key_for(object_key)
-    return [object_key, hold_key_for(manifest_key), manifest_key]
+    return [object_key, hold_key_for(manifest_key), globals_key_for(manifest_key), manifest_key]
 
 
 def build_hold_record(*, backup_id, object_key, sha256, pinned, legal_hold, hold_reason, changed_at):

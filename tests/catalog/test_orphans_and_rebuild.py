@@ -56,10 +56,9 @@ def test_orphans_are_listed_and_removed_on_request_leaving_backups_alone(plan, t
         tokens = [o.token for o in orphans.scan(destination)]
         response = admin_client.post(f"/destinations/{destination.pk}/orphans/remove/", {"orphan": tokens})
         assert response.status_code == 302
-    assert files_under(root) == sorted([backup.object_key, backup.object_key + ".manifest.json"])
-    assert s3.all_keys(s3_bucket["endpoint_url"], s3_bucket["bucket"]) == sorted(
-        ["strongroom/" + backup.object_key, "strongroom/" + backup.object_key + ".manifest.json"]
-    )
+    kept = [backup.object_key, backup.object_key + ".manifest.json", backup.object_key + ".manifest.json.globals"]
+    assert files_under(root) == sorted(kept)
+    assert s3.all_keys(s3_bucket["endpoint_url"], s3_bucket["bucket"]) == sorted("strongroom/" + key for key in kept)
     assert s3.open_uploads(s3_bucket["endpoint_url"], s3_bucket["bucket"]) == []
     assert orphans.scan(disk) == [] and orphans.scan(bucket) == []
     event = AuditEvent.objects.filter(action="destination.orphans_removed").first()

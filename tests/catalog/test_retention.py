@@ -33,8 +33,9 @@ def run(plan, label=""):
 
 
 def stored_keys(backup):
-    """The object and manifest keys of a backup, relative to its destinations."""
-    return sorted([backup.object_key, backup.object_key + ".manifest.json"])
+    """The object, manifest and globals keys of a backup, relative to its destinations."""
+    globals_key = [backup.object_key + ".manifest.json.globals"] if backup.globals_sha256 else []
+    return sorted([backup.object_key, backup.object_key + ".manifest.json", *globals_key])
 
 
 def s3_keys(bucket):
@@ -162,7 +163,7 @@ def test_the_prune_command_previews_as_text_and_json_and_then_prunes(small_datab
     assert [(row["backup"], row["outcome"]) for row in preview] == [
         (backups[2].pk, "keep"), (backups[1].pk, "prune"), (backups[0].pk, "prune")
     ]
-    assert len(files_under(tmp_path)) == 6  # a dry run changes nothing
+    assert len(files_under(tmp_path)) == 9  # three backups of three files each; a dry run changes nothing
 
     out = StringIO()
     call_command("prune", "--plan", str(plan.pk), stdout=out)
@@ -182,7 +183,7 @@ def test_the_preview_endpoint_shows_what_an_unsaved_rule_would_do(small_database
     assert page.count("outcome-prune") >= 1 and "last #2" in page
     plan.refresh_from_db()
     assert plan.retention_mode == "days"  # nothing saved
-    assert len(files_under(tmp_path)) == 6
+    assert len(files_under(tmp_path)) == 9
     assert "Fill in the retention numbers" in admin_client.post(
         "/plans/retention-preview/", {**form, "keep_last": "-1"}).content.decode()
     assert f"#{backups[0].pk}" in page

@@ -95,7 +95,7 @@ def test_a_backup_survives_a_restart_of_the_metadata_database(metadata, big_data
         assert "Heartbeat of Backup" in worker.log()  # it did beat into the outage
         assert [s for s, _ in copies_of(cluster, first)] == ["durable"]
         key = copies_of(cluster, first)[0][1]
-        assert files_under(tmp_path / "local") == sorted([key, key + ".manifest.json"])
+        assert files_under(tmp_path / "local") == sorted([key, key + ".manifest.json", key + ".manifest.json.globals"])
 
         # The worker keeps serving: the next backup runs too.
         second = start_backup(env, big_database, tmp_path / "local")
