@@ -6,7 +6,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from catalog.models import Backup, Job, Source
+from catalog.models import Backup, Job, RestoreServer, Source
 from catalog.text import count_text
 
 
@@ -26,9 +26,9 @@ class RestoreJob(Job):
     backup = models.ForeignKey(Backup, models.PROTECT, related_name="restores")
     source = models.ForeignKey(Source, models.PROTECT, related_name="restores")
     target = models.CharField(max_length=20, choices=TARGET_CHOICES, default=NEW)
-    SOURCE_SERVER, OTHER_SERVER = "source", "other"
-    SERVER_CHOICES = [(SOURCE_SERVER, "The source's server"), (OTHER_SERVER, "The restore server (RESTORE_SERVER_URL)")]
-    server = models.CharField(max_length=10, choices=SERVER_CHOICES, default=SOURCE_SERVER)
+    # Where a new database goes: a registered server, or (null) the source's
+    # own. Protected: a finished restore's record must keep saying where it went.
+    restore_server = models.ForeignKey(RestoreServer, models.PROTECT, null=True, blank=True, related_name="restores")
     target_database = models.CharField(max_length=63)
     tables = models.JSONField(default=list, blank=True, help_text="schema.table names; empty means everything")
     mode = models.CharField(max_length=20, choices=MODE_CHOICES, default=FULL)
@@ -86,7 +86,7 @@ class RestoreJob(Job):
         when = self.backup.created_at.strftime("%Y-%m-%d %H:%M")
         origin = f"backup #{self.backup_id} of {when}"
         if self.target == self.NEW:
-            where = " on the restore server" if self.server == self.OTHER_SERVER else ""
+            where = f" on server {self.restore_server.name}" if self.restore_server_id else ""
             kind = "file" if self.source.engine == "sqlite" else "database"
             return f"Restore {scope} from {origin} into a new {kind} `{self.target_database}`{where}.{self.ownership()}"
         if self.mode == self.PREVIEW:

@@ -14,7 +14,6 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
 from catalog import audit, keyring, lifecycle, queues, scratch, services
 from catalog.alerts import hooks as monitor
@@ -35,24 +34,38 @@ DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}\Z")  # \Z: "$" lets 
 # --- asking -------------------------------------------------------------------
 
 
-def suggest_database_name(backup):
+def suggest_database_name(backup, restore_server=None):
+    """A name for the new database that does not exist yet on the server it
+    goes to (the source's own, or `restore_server`)."""
     if backup.source.engine == "sqlite":
         return sqlite_restore.suggest_name(backup)
     base = f"{backup.source.dbname or backup.source.slug}_restored_{backup.created_at:%Y%m%d}"[:55]
-    server = target_server(backup.source)
     name, counter = base, 2
-    while restorers.database_exists(server, name):
-        name, counter = f"{base}_{counter}", counter + 1
+    try:
+        server = target_server(backup.source, restore_server)
+        while restorers.database_exists(server, name):
+            name, counter = f"{base}_{counter}", counter + 1
+    except EngineError:
+        return base  # the server cannot be reached now; the request checks the name again, and says why
     return name
 
 
-def target_server(source, server=RestoreJob.SOURCE_SERVER):
-    """Connection parameters of the server a restore goes to."""
-    if server == RestoreJob.OTHER_SERVER:
-        if not settings.RESTORE_SERVER_URL:
-            raise Refused("No restore server is configured (RESTORE_SERVER_URL).")
-        return conninfo_to_dict(settings.RESTORE_SERVER_URL)
+def target_server(source, restore_server=None):
+    """Connection parameters of the server a restore goes to: a registered
+    restore server (its maintenance database), or with None the source's own."""
+    if restore_server is not None:
+        return restore_server.connection_params()
     return dumpers.normalize_conninfo(source.conninfo())
+
+
+def check_server_takes(backup, restore_server):
+    """Refuses, in words, a registered server older than the one the backup
+    was taken from. Asks the server itself: the recorded version may be from
+    before an upgrade (or a downgrade), and the request connects anyway."""
+    version = engine.server_version(restore_server.connection_params())
+    refusal = restore_server.refusal_for(backup.server_version, version)
+    if refusal:
+        raise Refused(f"{restore_server} cannot take this backup: {refusal}")
 
 
 def existing_database(source):
@@ -60,7 +73,7 @@ def existing_database(source):
     return sqlite_restore.existing_name(source) if source.engine == "sqlite" else source.dbname
 
 
-def check_request(backup, target, database, tables, mode, confirmed_name, server=RestoreJob.SOURCE_SERVER):
+def check_request(backup, target, database, tables, mode, confirmed_name, restore_server=None):
     if backup.status not in Backup.WITH_DATA or backup.is_pruned():
         raise Refused("This backup has no stored copy to restore from.")
     if backup.is_base_backup():
@@ -77,6 +90,8 @@ def check_request(backup, target, database, tables, mode, confirmed_name, server
         except keyring.KeyUnavailable as exc:
             raise Refused(str(exc))
     if backup.source.engine == "sqlite":
+        if restore_server is not None:
+            raise Refused("A SQLite backup is restored into a file beside its source, not onto a PostgreSQL server.")
         sqlite_restore.check_request(backup, target, database, mode)
         if target == RestoreJob.NEW:
             return
@@ -89,11 +104,14 @@ def check_request(backup, target, database, tables, mode, confirmed_name, server
             raise Refused("Preview and merge compare with an existing database; a new database is a full restore.")
         if not DATABASE_NAME.match(database or ""):
             raise Refused("Name the new database with letters, digits and _ (up to 63 characters).")
-        if restorers.database_exists(target_server(backup.source, server), database):
-            raise Refused(f"A database named {database} already exists; a restore never overwrites one this way.")
+        if restore_server is not None:
+            check_server_takes(backup, restore_server)
+        if restorers.database_exists(target_server(backup.source, restore_server), database):
+            where = f" on {restore_server}" if restore_server is not None else ""
+            raise Refused(f"A database named {database} already exists{where}; a restore never overwrites one this way.")
     else:
-        if server != RestoreJob.SOURCE_SERVER:
-            raise Refused("The existing database is on the source's server.")
+        if restore_server is not None:
+            raise Refused("The existing database is on the source's server; another server takes new databases only.")
         if database != existing_database(backup.source):
             raise Refused("An existing-database restore goes into the source's own database.")
         if mode != RestoreJob.PREVIEW and confirmed_name != database:
@@ -109,15 +127,16 @@ def ways_into_existing(backup):
 
 
 def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJob.FULL, confirmed_name="",
-                    server=RestoreJob.SOURCE_SERVER, terminate_connections=False, without_owners=False, enqueue=True):
+                    restore_server=None, terminate_connections=False, without_owners=False, enqueue=True):
     tables = sorted(set(tables))
     try:
-        check_request(backup, target, database, tables, mode, confirmed_name, server)
+        check_request(backup, target, database, tables, mode, confirmed_name, restore_server)
     except EngineError as exc:
         raise Refused(str(exc))
     with transaction.atomic():
         job = RestoreJob.objects.create(
-            backup=backup, source=backup.source, target=target, server=server, target_database=database, tables=tables, mode=mode,
+            backup=backup, source=backup.source, target=target, restore_server=restore_server, target_database=database,
+            tables=tables, mode=mode,
             requested_by=actor if not isinstance(actor, str) else None, confirmed_name=confirmed_name,
             terminate_connections=terminate_connections and target == RestoreJob.EXISTING,
             without_owners=without_owners,
@@ -206,11 +225,7 @@ def run_restore(job_id):
 def describe_database_error(job, exc):
     """The target server's error in one line of words, without its password
     (psycopg quotes the server over several lines)."""
-    try:
-        server = target_server(job.source, job.server)
-    except Refused:
-        server = {}
-    return dumpers.describe_pg_error(exc, server)
+    return dumpers.describe_pg_error(exc, target_server(job.source, job.restore_server))
 
 
 def finish_restore(job, status):
@@ -229,7 +244,7 @@ def finish_restore(job, status):
 def carry_out(job, steps):
     if job.source.engine == "sqlite":
         return sqlite_restore.carry_out(job, steps, take_safety_backup)
-    backup, server = job.backup, target_server(job.source, job.server)
+    backup, server = job.backup, target_server(job.source, job.restore_server)
     steps.run("checks", lambda: preflight(job, server))
     if job.changes_existing_database():
         steps.run("safety backup", lambda: take_safety_backup(job))
@@ -454,7 +469,7 @@ def reopen_database(job):
     transaction, so the names are as before or as after."""
     if not job.report.get("connections_closed"):
         return
-    server = target_server(job.source, job.server)
+    server = target_server(job.source, job.restore_server)
     for name in (job.target_database, job.kept_database_name()):
         try:
             if restorers.database_exists(server, name):
@@ -474,7 +489,7 @@ def sweep_stale_restores(now=None):
         name = job.report.get("scratch_database", "")
         if job.source.engine == "postgresql" and name.startswith(restorers.SCRATCH_PREFIX):
             try:
-                restorers.ScratchDatabase(target_server(job.source, job.server), name).drop()
+                restorers.ScratchDatabase(target_server(job.source, job.restore_server), name).drop()
             except EngineError as exc:
                 log.warning("Could not drop scratch database %s: %s", name, exc)
         shutil.rmtree(spool_dir(job), ignore_errors=True)  # the dump a killed pg_restore was reading

@@ -1,19 +1,17 @@
 """Restore pages: the wizard (what, where, scope, mode, review), the running
 job with its steps and report, the history, and decrypted downloads."""
 
-from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
-from psycopg.conninfo import conninfo_to_dict
 
 from catalog import audit, keyring
 from catalog.decorators import operator_required, viewer_required
 from catalog.engine.compression import FORMAT_EXTENSIONS
 from catalog.engine.errors import EngineError
 from catalog.engine.pipeline import restore_stream
-from catalog.models import BASE_BACKUP_FORMAT, Backup, Source
+from catalog.models import BASE_BACKUP_FORMAT, Backup, RestoreServer, Source, major_release
 from catalog.services import Refused
 from catalog.views import chosen, job_progress, page_of
 from restore import services
@@ -105,29 +103,46 @@ def step_where(request):
     wizard = Wizard(request.session)
     if wizard.first_missing_step() == "what":
         return redirect("restore_step", step="what")
+    servers = server_choices(wizard.backup)
     if request.method == "POST":
         target = request.POST.get("target")
         if target == DOWNLOAD:
             wizard.save(target=DOWNLOAD)
             return redirect("restore_step", step="review")
-        if target in (RestoreJob.NEW, RestoreJob.EXISTING):
-            server = request.POST.get("server") if request.POST.get("server") in dict(RestoreJob.SERVER_CHOICES) else RestoreJob.SOURCE_SERVER
-            wizard.save(target=target, database=request.POST.get("database", "").strip(), server=server)
+        # Another server takes new databases only; the existing one is the source's.
+        server, refusal = chosen_server(request.POST.get("restore_server"), servers) if target == RestoreJob.NEW else (None, "")
+        if target in (RestoreJob.NEW, RestoreJob.EXISTING) and not refusal:
+            wizard.save(target=target, database=request.POST.get("database", "").strip(),
+                        restore_server=server.pk if server else None)
             if target == RestoreJob.EXISTING or wizard.data["database"]:
                 return redirect("restore_step", step="scope")
-        messages.error(request, "Choose where to restore to, and name the new database.")
-    suggested = wizard.data.get("database") or services.suggest_database_name(wizard.backup)
-    return wizard_page(request, "where", wizard, suggested=suggested, other_server=restore_server_label(),
+        messages.error(request, refusal or "Choose where to restore to, and name the new database.")
+    suggested = wizard.data.get("database") or services.suggest_database_name(wizard.backup, wizard.restore_server)
+    return wizard_page(request, "where", wizard, suggested=suggested, servers=servers,
+                       chosen_server=wizard.data.get("restore_server"),
+                       backup_release=major_release(wizard.backup.server_version),
                        existing_ways=services.ways_into_existing(wizard.backup),
                        target_kind="file" if wizard.backup.source.engine == "sqlite" else "database")
 
 
-def restore_server_label():
-    """host:port of the configured restore server, if any (never its password)."""
-    if not settings.RESTORE_SERVER_URL:
-        return ""
-    params = conninfo_to_dict(settings.RESTORE_SERVER_URL)
-    return f"{params.get('host', 'localhost')}:{params.get('port', 5432)}"
+def server_choices(backup):
+    """[(server, why it cannot take this backup or "")] for each registered
+    server, judged by the version its last check recorded (the request checks
+    the server itself again). A SQLite backup goes to a file: no server."""
+    if backup.source.engine == "sqlite":
+        return []
+    return [(server, server.refusal_for(backup.server_version)) for server in RestoreServer.objects.all()]
+
+
+def chosen_server(value, servers):
+    """(server or None for the source's own, refusal in words or "") for the
+    posted choice; a server removed or refused meanwhile is said so."""
+    if not value:
+        return None, ""
+    for server, refusal in servers:
+        if str(server.pk) == value:
+            return server, refusal and f"{server} cannot take this backup: {refusal}"
+    return None, "That server is no longer registered; choose another."
 
 
 @operator_required
@@ -197,7 +212,8 @@ def step_review(request):
         try:
             job = services.request_restore(
                 request.user, wizard.backup, target=wizard.target, database=wizard.database(), tables=wizard.tables,
-                mode=wizard.mode, confirmed_name=request.POST.get("confirm", "").strip(), server=wizard.server,
+                mode=wizard.mode, confirmed_name=request.POST.get("confirm", "").strip(),
+                restore_server=wizard.restore_server,
                 terminate_connections=request.POST.get("terminate_connections") == "on",
                 without_owners=request.POST.get("without_owners") == "on",
             )

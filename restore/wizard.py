@@ -1,7 +1,7 @@
 """The restore wizard's choices, kept in the session between steps so that
 going back and forth never loses them."""
 
-from catalog.models import Backup, Source
+from catalog.models import Backup, RestoreServer, Source
 from restore.models import RestoreJob
 
 SESSION_KEY = "restore_wizard"
@@ -44,8 +44,12 @@ class Wizard:
         return self.data.get("mode", RestoreJob.FULL) if self.target == RestoreJob.EXISTING else RestoreJob.FULL
 
     @property
-    def server(self):
-        return self.data.get("server", RestoreJob.SOURCE_SERVER) if self.target == RestoreJob.NEW else RestoreJob.SOURCE_SERVER
+    def restore_server(self):
+        """The registered server a new database goes to; None for the source's
+        own (an existing database is always on the source's server)."""
+        if self.target != RestoreJob.NEW or not self.data.get("restore_server"):
+            return None
+        return RestoreServer.objects.filter(pk=self.data["restore_server"]).first()
 
     def existing_database(self):
         from restore.services import existing_database
@@ -63,10 +67,12 @@ class Wizard:
             return "what"
         if self.target == RestoreJob.NEW and not self.data.get("database"):
             return "where"
+        if self.target == RestoreJob.NEW and self.data.get("restore_server") and self.restore_server is None:
+            return "where"  # the chosen server was removed meanwhile: never fall back to the source's silently
         return None
 
     def draft(self):
         """An unsaved RestoreJob, to describe the plan in words."""
         backup = self.backup
-        return RestoreJob(backup=backup, source=backup.source, target=self.target, server=self.server,
+        return RestoreJob(backup=backup, source=backup.source, target=self.target, restore_server=self.restore_server,
                           target_database=self.database(), tables=self.tables, mode=self.mode)

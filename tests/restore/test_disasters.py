@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.management import call_command
 
 from catalog import services, tasks, verification
-from catalog.models import AuditEvent, Backup, Verification
+from catalog.models import AuditEvent, Backup, RestoreServer, Verification
 from restore import services as restores
 from restore.models import RestoreJob
 from tests.catalog.helpers import execute_sql, local_destination, make_plan, pg_source, restore_now, wait_for
@@ -219,22 +219,23 @@ def waiting_to_rename(server):
 # --- another server -------------------------------------------------------------------
 
 
-def test_it_restores_onto_another_server_from_the_command_line(source_db, backup, password_server, settings):
-    """The source's server is gone: the backup goes to the restore server (one
-    that insists on a password), named on the command line."""
+def test_it_restores_onto_another_server_from_the_command_line(source_db, backup, password_server):
+    """The source's database is gone: the backup goes to a registered restore
+    server (one that insists on a password), named on the command line."""
     at_backup = table_fingerprints(source_db)
     pg.drop_database(source_db["dbname"])
     other = password_server
-    settings.RESTORE_SERVER_URL = (f"postgresql://{other['user']}:{other['password']}@{other['host']}:{other['port']}"
-                                   "/postgres")
+    services.save_restore_server("test", RestoreServer(name="Standby", host=other["host"], port=other["port"],
+                                                       user=other["user"]), secrets={"password": other["password"]})
     out = StringIO()
 
-    call_command("restore", "--backup", str(backup.pk), "--new-database", "shop_elsewhere", "--on-restore-server",
+    call_command("restore", "--backup", str(backup.pk), "--new-database", "shop_elsewhere", "--server", "Standby",
                  stdout=out)
 
     try:
         assert "succeeded: Restored into the new database shop_elsewhere." in out.getvalue()
-        assert "on the restore server" in out.getvalue()
+        assert "on server Standby" in out.getvalue()
+        assert RestoreJob.objects.get().restore_server.name == "Standby"
         assert table_fingerprints({**other, "dbname": "shop_elsewhere"}) == at_backup
         assert other["password"] not in out.getvalue()
     finally:

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from catalog import keyring, services
-from catalog.models import Backup
+from catalog.models import Backup, RestoreServer
 from catalog.services import Refused
 from restore import services as restores
 from restore.models import RestoreJob
@@ -219,17 +219,17 @@ def test_not_enough_disk_for_the_temporary_file_is_refused(source_db, backup, tm
         assert not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'no_room_db'").fetchone()
 
 
-def test_a_new_database_can_go_to_the_configured_restore_server(backup, source_db, password_server, settings):
+def test_a_new_database_can_go_to_a_registered_restore_server(backup, source_db, password_server):
     server = {**password_server, "dbname": "postgres"}
-    settings.RESTORE_SERVER_URL = (
-        f"postgresql://{server['user']}:{server['password']}@{server['host']}:{server['port']}/postgres"
-    )
+    standby = services.save_restore_server(
+        "test", RestoreServer(name="Standby", host=server["host"], port=server["port"], user=server["user"]),
+        secrets={"password": server["password"]})
     before = table_fingerprints(source_db)
 
-    job = restore_now(backup, target="new", database="elsewhere_db", server="other")
+    job = restore_now(backup, target="new", database="elsewhere_db", restore_server=standby)
 
     assert job.status == "succeeded", job.summary
-    assert "on the restore server" in job.describe()
+    assert "on server Standby" in job.describe()
     assert table_fingerprints({**server, "dbname": "elsewhere_db"}) == before
     assert server["password"] not in str(job.report) + job.log + str(job.steps)
 

@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from catalog.models import Backup
+from catalog.models import Backup, RestoreServer
 from catalog.services import Refused
 from restore import services
 from restore.models import RestoreJob
@@ -20,8 +20,8 @@ class Command(BaseCommand):
         where = parser.add_mutually_exclusive_group(required=True)
         where.add_argument("--new-database", metavar="NAME", help="restore into a new database of this name")
         where.add_argument("--into-source", action="store_true", help="restore into the source's own database")
-        parser.add_argument("--on-restore-server", action="store_true",
-                            help="a new database on the restore server (RESTORE_SERVER_URL), not the source's")
+        parser.add_argument("--server", metavar="NAME",
+                            help="a new database on this registered restore server, not on the source's")
         parser.add_argument("--tables", default="", help="comma-separated schema.table names (default: everything)")
         parser.add_argument("--mode", choices=[m for m, _ in RestoreJob.MODE_CHOICES], default=RestoreJob.FULL)
         parser.add_argument("--confirm", default="", metavar="NAME", help="the target database's name, to confirm a change")
@@ -38,13 +38,13 @@ class Command(BaseCommand):
         tables = [t.strip() for t in options["tables"].split(",") if t.strip()]
         target = RestoreJob.NEW if options["new_database"] else RestoreJob.EXISTING
         database = options["new_database"] or services.existing_database(backup.source)
+        restore_server = registered_server(options["server"])
         try:
             job = services.request_restore(
                 ACTOR, backup, target=target, database=database, tables=tables, mode=options["mode"],
                 confirmed_name=options["confirm"], terminate_connections=options["terminate_connections"],
                 without_owners=options["without_owners"],
-                server=RestoreJob.OTHER_SERVER if options["on_restore_server"] else RestoreJob.SOURCE_SERVER,
-                enqueue=False,
+                restore_server=restore_server, enqueue=False,
             )
         except Refused as exc:
             raise CommandError(str(exc))
@@ -59,3 +59,14 @@ class Command(BaseCommand):
             self.stdout.write(f"{job.status}: {job.summary}")
         if job.status != RestoreJob.SUCCEEDED:
             raise CommandError(f"Restore #{job.pk} {job.status}.")
+
+
+def registered_server(name):
+    """The RestoreServer named on the command line (None without --server)."""
+    if name is None:
+        return None
+    server = RestoreServer.objects.filter(name=name).first()
+    if server is None:
+        names = ", ".join(RestoreServer.objects.values_list("name", flat=True)) or "none yet (administrators register them on the Servers page)"
+        raise CommandError(f"No restore server named {name!r}. Registered servers: {names}.")
+    return server
