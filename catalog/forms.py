@@ -143,7 +143,7 @@ class RestoreServerForm(forms.ModelForm):
         model = RestoreServer
         fields = ["name", "host", "port", "user", "password", "sslmode"]
         help_texts = {
-            "name": "How the wizard and `manage.py restore --server` name it.",
+            "name": "How the restore wizard shows it and manage.py restore --server names it.",
             "host": "Host name or address, as the worker machines reach it.",
             "sslmode": "Optional: disable, require, verify-full …",
         }

@@ -88,7 +88,7 @@ def test_it_registers_a_server_and_records_its_version(admin_client, password_se
     assert all(PASSWORD not in e.changes_display() for e in AuditEvent.objects.all())
 
     listing = text_of(admin_client.get(reverse("server_list")))
-    for shown in ("Standby", f"127.0.0.1:{password_server['port']}", ">postgres<", version.split()[0], "now"):
+    for shown in ("Standby", f"postgres@127.0.0.1:{password_server['port']}", version.split()[0], "now"):
         assert shown in listing
     assert PASSWORD not in listing and PASSWORD not in text_of(admin_client.get(server.get_absolute_url()))
 
