@@ -18,7 +18,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from catalog import audit, keyring
 from catalog.alerts.models import Alert, Channel
 from catalog.api import tokens
-from catalog.models import AuditEvent, Backup, BackupPlan, Copy, Destination, Key, KeyRotation, Source, Verification
+from catalog.models import (AuditEvent, Backup, BackupPlan, Copy, Destination, Key, KeyRotation, RestoreServer, Source,
+                            Verification)
 from drills import schedule as drill_schedule
 from drills.models import Drill, DrillSchedule
 from pitr.models import PitrRestore
@@ -56,7 +57,7 @@ AUDITOR_GET = {
 # GET of it may answer 403 (the form is for administrators) or 405 (POST only).
 WRITE_WORDS = {"new", "edit", "delete", "test", "run", "cancel", "pin", "unpin", "verify", "scan", "remove", "revoke",
                "rotate", "destroy", "resume", "record", "schedule", "download", "prune", "preview", "tables",
-               "enable", "disable"}
+               "enable", "disable", "check"}
 
 
 @dataclass
@@ -90,9 +91,10 @@ def world(db, tmp_path, admin_user):
     retired = Key.objects.create(key_id="mk-walk-retired", fingerprint="0" * 64)
     rotation = KeyRotation.objects.create(new_key=Key.objects.get(is_active=True), previous_key_id=retired.key_id,
                                           status="succeeded")
+    server = RestoreServer.objects.create(name="Walk standby", host="127.0.0.1", port=1, user="postgres")
     return {"source": source, "destination": destination, "plan": plan, "backup": backup, "copy": copy,
             "verification": verification, "restore": restore, "alert": alert, "channel": channel, "token": token,
-            "drill": drill, "pitr_restore": pitr_restore, "key": retired, "key_rotation": rotation,
+            "drill": drill, "pitr_restore": pitr_restore, "key": retired, "key_rotation": rotation, "server": server,
             "audit": audit.record("test", "walk.prepare", source)}
 
 
@@ -101,7 +103,7 @@ PK_BY_PREFIX = {
     "source": "source", "destination": "destination", "plan": "plan", "backup": "backup", "api_backup": "backup",
     "copy": "copy", "verification": "verification", "restore": "restore", "alert": "alert", "channel": "channel",
     "token": "token", "drill": "drill", "key_rotation": "key_rotation", "key": "key", "audit": "audit",
-    "pitr_restore": "pitr_restore",
+    "pitr_restore": "pitr_restore", "server": "server",
 }
 # (URL name, parameter): what fills it, when the name alone would mislead.
 FILL_BY_NAME = {
