@@ -359,6 +359,15 @@ class BackupPlan(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # What every manifest says of its plan, so that a catalog rebuilt from the
+    # manifests can make the plan again (catalog/rebuild.py): all its settings
+    # and when it was made, but not its source and destinations (rows of their
+    # own). A plan holds no secret; its source's password is not here.
+    DEFINITION_FIELDS = ("name", "schedule", "format", "compression", "encrypt", "enabled", "retention_mode",
+                         "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_last", "keep_days",
+                         "keep_minimum", "verify_new_backups", "restore_test_days", "checksum_all_days",
+                         "size_tolerance_percent", "export_tables", "export_sets")
+
     class Meta:
         ordering = ["name"]
 
@@ -367,6 +376,11 @@ class BackupPlan(models.Model):
 
     def get_absolute_url(self):
         return reverse("plan_detail", args=[self.pk])
+
+    def definition(self):
+        """The plan as its backups' manifests describe it (DEFINITION_FIELDS)."""
+        return {**{name: getattr(self, name) for name in self.DEFINITION_FIELDS},
+                "created_at": self.created_at.isoformat()}
 
     def is_export(self):
         return self.format in EXPORT_FORMATS

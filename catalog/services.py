@@ -596,6 +596,8 @@ def backup_manifest(backup, copy, encryption):
         backup_id=backup.pk,
         source=backup.source.identity(),
         plan=backup.plan.name if backup.plan else None,
+        # The plan's settings, so that a rebuilt catalog can make it again.
+        plan_definition=backup.plan.definition() if backup.plan else None,
         label=backup.label,
         trigger=backup.trigger,
         server_version=backup.server_version,
