@@ -75,10 +75,12 @@ class ScratchRestore:
 # --- any engine -------------------------------------------------------------------
 
 
-def first_intact_copy(backup, restore_one, cancel_event=None, log=ignore):
+def first_intact_copy(backup, restore_one, cancel_event=None, log=ignore, discard=ignore):
     """Calls restore_one(copy, plain_chunks) with each readable copy's
     decrypted, decompressed stream (its SHA-256 checked at the end) until one
-    returns. restore_one must leave nothing behind when it raises."""
+    returns. restore_one must leave nothing behind when it raises; should
+    this fail after it returned (a cancel while comparing copies), discard
+    gets what it returned, to remove."""
     copies = backup.readable_copies()
     if not copies:
         raise EngineError("This backup has no stored copy left to restore from.")
@@ -93,7 +95,11 @@ def first_intact_copy(backup, restore_one, cancel_event=None, log=ignore):
             log(f"{copy.destination}: cannot restore from it — {exc}")
             continue
         seconds = time.monotonic() - started
-        locate_damage(backup, skipped, copy, cancel_event, log)
+        try:
+            locate_damage(backup, skipped, copy, cancel_event, log)
+        except BaseException:
+            discard(value)
+            raise
         return Restored(copy=copy, value=value, skipped=[entry for _, entry in skipped], seconds=seconds)
     raise NoCopyRestored([entry for _, entry in skipped])
 
@@ -188,7 +194,10 @@ def restore_into_scratch(backup, server, name, *, tables=(), keep_owners=False, 
             drop_quietly(scratch)
             raise
 
-    done = first_intact_copy(backup, restore_one, cancel_event, log)
+    def discard(_):
+        drop_quietly(restorers.ScratchDatabase(server, name))
+
+    done = first_intact_copy(backup, restore_one, cancel_event, log, discard)
     return ScratchRestore(copy=done.copy, skipped=done.skipped, seconds=done.seconds, **done.value)
 
 

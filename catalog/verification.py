@@ -360,7 +360,7 @@ def restore_sqlite_copy(verification, backup, cancel_event):
             raise
         return path
 
-    done = scratch.first_intact_copy(backup, restore_one, cancel_event, verification.append_log)
+    done = scratch.first_intact_copy(backup, restore_one, cancel_event, verification.append_log, discard=os.unlink)
     try:
         integrity, rows = restorers.sqlite_report(done.value, qualified=backup.is_export())
     finally:

@@ -239,3 +239,16 @@ def test_a_skipped_copy_is_unreadable_or_damaged_in_its_own_words(backup, tmp_pa
     [skipped] = check.evidence["skipped_copies"]
     assert skipped["damaged"] is False and skipped["offset"] is None
     assert check.summary.startswith("Copy on Local disk cannot be read (Cannot read ")
+
+
+def test_a_cancel_while_comparing_copies_drops_the_restored_scratch_database(backup, tmp_path, monkeypatch, pg_server):
+    flip_local_byte(backup, tmp_path)
+    server = dumpers.normalize_conninfo(backup.source.conninfo())
+
+    def cancelled_meanwhile(copy, intact, cancel_event=None):
+        raise Cancelled("Cancelled by request")
+
+    monkeypatch.setattr(scratch, "first_bad_byte", cancelled_meanwhile)
+    with pytest.raises(Cancelled):
+        scratch.restore_into_scratch(backup, server, restorers.scratch_name(backup.pk))
+    assert scratch_databases(pg_server) == []
