@@ -36,14 +36,16 @@ class DestinationAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Import backups from their manifests (catalog rebuild)", permissions=["operate"])
     def import_backups(self, request, queryset):
-        for destination in queryset:
-            report = rebuild.rebuild_from(request.user, destination)
+        result = rebuild.rebuild(request.user, list(queryset))
+        for destination, report in result.imports:
             level = messages.WARNING if report.refused else messages.SUCCESS
             self.message_user(request, f"{destination}: {report.summary()}", level)
             for key, reason in report.refused[:20]:
                 self.message_user(request, f"Refused {key}: {reason}", messages.WARNING)
             for key, note in report.notes[:20]:
                 self.message_user(request, f"Imported without {key}: {note}", messages.WARNING)
+        for line in result.lines():
+            self.message_user(request, line, messages.WARNING)
 
 
 @admin.register(BackupPlan)

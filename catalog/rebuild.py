@@ -10,6 +10,11 @@ Pins and legal holds come back too: from the hold record beside the manifest
 when a pin changed after the backup (catalog/holds.py), else from the
 manifest itself. A rebuilt catalog that forgot a pin would let retention
 prune a safety backup.
+
+So do plans, once every destination is read: a backup belongs to the plan its
+manifest names, made again (paused) from the newest manifest that describes
+it when the catalog has no such plan. A plan-less backup is one that
+retention never prunes, so storage would grow for ever.
 """
 
 import hashlib
@@ -17,15 +22,20 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.core.management.color import no_style
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from catalog import audit, holds, keyring, services
+from catalog import audit, holds, keyring, retention, services
+from catalog.alerts import hooks as monitor
 from catalog.engine import crypto, manifest
 from catalog.engine.errors import EngineError
 from catalog.engine.storage import check_key
-from catalog.models import COMPRESSION_CHOICES, FORMAT_CHOICES, Backup, BackupPlan, Copy, Key, Source
+from catalog.models import (COMPRESSION_CHOICES, FORMAT_CHOICES, FORMATS_BY_ENGINE, AuditEvent, Backup, BackupPlan,
+                            Copy, Key, Source)
+from catalog.schedules import sync_plan_schedule, validate_cron
+from catalog.text import count_text
 
 PG_TARGET = re.compile(r"^(?P<user>[^@/]*)@(?P<host>[^:/]+):(?P<port>\d+)/(?P<dbname>.+)$")
 # A real manifest is a few kilobytes (tens with thousands of tables); a bigger
@@ -53,8 +63,38 @@ class ImportReport:
         )
 
 
+@dataclass
+class RebuildReport:
+    imports: list  # (destination, ImportReport)
+    plans: list  # PlanOutcome
+    sources: list  # the sources made again, without their passwords
+
+    def lines(self):
+        """What the administrator does next, in words (after each destination's summary)."""
+        lines = [outcome.describe() for outcome in self.plans if outcome.describe()]
+        lines += [f"Source {source.name}: recreated without its password; set it (Sources, Edit) before "
+                  "resuming its plans." for source in self.sources if source.engine != "sqlite"]
+        return lines
+
+
+def rebuild(actor, destinations):
+    """Imports the backups of every destination, then gives them their plans:
+    a plan is made again from the newest manifest of any destination."""
+    sources_before = set(Source.objects.values_list("pk", flat=True))
+    found = {}
+    imports = [(destination, import_from(actor, destination, found)) for destination in destinations]
+    plans = [settle_plan(actor, plan_found) for plan_found in found.values()]
+    return RebuildReport(imports, plans, list(Source.objects.exclude(pk__in=sources_before)))
+
+
 def rebuild_from(actor, destination):
-    """Imports every authenticated backup found in the destination."""
+    """rebuild() from one destination: its ImportReport."""
+    return rebuild(actor, [destination]).imports[0][1]
+
+
+def import_from(actor, destination, found):
+    """Imports every authenticated backup found in the destination, and notes
+    in `found` the plans their manifests name."""
     report = ImportReport()
     try:
         storage = destination.storage()
@@ -84,6 +124,7 @@ def rebuild_from(actor, destination):
             report.refused.append((manifest_key, str(exc)))
             continue
         getattr(report, outcome).append(backup.pk)
+        note_plan(found, backup, destination, data)
     if report.imported:
         reset_id_sequences()
     return report
@@ -174,6 +215,8 @@ def check_fields(data, object_key):
         raise Unimportable(f"the manifest cannot be used ({exc})")
     if not isinstance(data.get("label") or "", str):
         raise Unimportable("the manifest's label is not text")
+    if not isinstance(data.get("plan") or "", str):
+        raise Unimportable("the manifest's plan is not a name")
     try:
         holds.manifest_hold(data)
     except holds.HoldUnreadable as exc:
@@ -244,6 +287,9 @@ def set_hold(backup, hold):
 
 
 def create_backup_from(actor, data, hold):
+    """The backup as its manifest describes it, in the catalog's plan of the
+    name its manifest gives, if there is one; else settle_plan gives it one
+    once every destination is read."""
     source = source_for(actor, data["source"])
     plan = BackupPlan.objects.filter(name=data.get("plan") or "", source=source).first()
     encryption = data.get("encryption") or {}
@@ -336,3 +382,171 @@ def partitions_of(data):
             for parent, leaves in partitions.items()):
         return partitions
     return {}
+
+
+# --- plans ------------------------------------------------------------------
+
+# A plan whose manifests do not describe it (written before they did): its
+# schedule and retention are unknown, and a guessed rule could prune backups
+# the real one kept, so it keeps every backup until an administrator sets one.
+KEEP_EVERYTHING = {"retention_mode": retention.DAYS, "keep_days": 36500}  # a hundred years
+
+
+@dataclass
+class PlanFound:
+    """What the manifests read say about one plan of one source."""
+
+    source: Source
+    name: str
+    backups: set = field(default_factory=set)
+    destinations: dict = field(default_factory=dict)  # {pk: Destination} holding copies of its backups
+    newest: tuple = None  # (time, backup id, format, compression, encrypted) of its newest backup
+    described: tuple = None  # (time, backup id, plan_definition) of its newest manifest that has one
+
+
+def note_plan(found, backup, destination, data):
+    """Remembers which plan the manifest names, for settle_plan."""
+    name = data.get("plan")
+    if not name:
+        return  # a backup of no plan
+    if (backup.source_id, name) not in found:
+        found[backup.source_id, name] = PlanFound(backup.source, name)
+    plan_found = found[backup.source_id, name]
+    plan_found.backups.add(backup.pk)
+    plan_found.destinations.setdefault(destination.pk, destination)
+    at = backup.finished_at or backup.created_at
+    if plan_found.newest is None or at >= plan_found.newest[0]:
+        plan_found.newest = (at, backup.pk, data["format"], data["compression"], bool(data.get("encryption")))
+    definition = data.get("plan_definition")
+    if isinstance(definition, dict) and (plan_found.described is None or at >= plan_found.described[0]):
+        plan_found.described = (at, backup.pk, definition)
+
+
+@dataclass
+class PlanOutcome:
+    found: PlanFound
+    action: str  # recreated, linked, unchanged, taken, deleted, failed
+    backups: int = 0  # how many backups it was given
+    plan: BackupPlan = None
+    detail: str = ""
+
+    def describe(self):
+        """A line for the administrator, or "" when nothing happened."""
+        plan, backups = f"Plan {self.found.name} ({self.found.source.name})", count_text(self.backups, "backup")
+        belong, stay = ("belongs", "stays") if self.backups == 1 else ("belong", "stay")
+        if self.action == "recreated":
+            destinations = ", ".join(d.name for d in self.plan.destinations.all()) or "none"
+            return (f"{plan}: recreated PAUSED {self.detail}; {backups} {belong} to it again; destinations: "
+                    f"{destinations}. Review it, then resume it.")
+        if self.action == "linked":
+            return f"{plan}: {backups} handed to the existing plan."
+        if self.action == "taken":
+            return (f"{plan}: {backups} {stay} without a plan, because the name belongs to a plan of {self.detail}. "
+                    "Rename that plan and run the rebuild again.")
+        if self.action == "deleted":
+            return (f"{plan}: the plan was deleted ({self.detail}); {backups} {stay} without a plan, and retention "
+                    "does not prune them. Make a plan of that name for this source and run the rebuild again "
+                    "to hand them to it.")
+        if self.action == "failed":
+            return f"{plan}: not made again ({self.detail}); {backups} {stay} without a plan."
+        return ""
+
+
+def settle_plan(actor, found):
+    """Gives the plan-less backups of `found` the plan their manifests name:
+    the catalog's plan of that name and source, else the plan made again."""
+    try:
+        with transaction.atomic():
+            return give_plan(actor, found)
+    except (DataError, IntegrityError) as exc:
+        return PlanOutcome(found, "failed", len(found.backups), detail=str(exc).strip()[:200])
+
+
+def give_plan(actor, found):
+    planless = Backup.objects.filter(pk__in=found.backups, plan__isnull=True)
+    count = planless.count()
+    if not count:
+        # All known with a plan: a healthy catalog read again, or a plan renamed since.
+        return PlanOutcome(found, "unchanged")
+    plan = BackupPlan.objects.filter(name=found.name).first()
+    if plan is not None and plan.source_id != found.source.pk:
+        return PlanOutcome(found, "taken", count, detail=str(plan.source))
+    if plan is None:
+        deleted = AuditEvent.objects.filter(action="plan.delete", changes__name=found.name).last()
+        if deleted:  # an administrator's decision, which the rebuild does not undo
+            when = f"by {deleted.actor_label} on {deleted.created_at:%Y-%m-%d}"
+            return PlanOutcome(found, "deleted", count, detail=when)
+        plan, detail = recreate_plan(actor, found, count)
+        outcome = PlanOutcome(found, "recreated", count, plan, detail)
+    else:
+        audit.record(actor, "plan.adopt", plan, {"backups": count})
+        outcome = PlanOutcome(found, "linked", count, plan)
+    planless.update(plan=plan)
+    monitor.plan_changed(plan)
+    return outcome
+
+
+def recreate_plan(actor, found, count):
+    """The plan as its newest manifest describes it, or with the defaults when
+    none does, PAUSED: its source may have no password yet, and a plan made
+    from files should be reviewed before it runs again. Retention applies to a
+    paused plan too, by the rule it had. Returns (plan, how it was made, in words)."""
+    plan, problem = described_plan(found)
+    if plan is None:
+        plan, was_enabled = default_plan(found), None
+        detail = (f"with the rebuild's defaults ({problem}): set its schedule and retention, which keeps every "
+                  "backup until you do")
+    else:
+        was_enabled = plan.enabled  # as the manifest says, checked
+        detail = (f"as the manifest of backup {found.described[1]} describes it"
+                  + ("" if was_enabled else ", where it was paused already"))
+    plan.enabled = False
+    plan.save()
+    plan.destinations.set(found.destinations.values())
+    sync_plan_schedule(plan)  # none while paused
+    audit.record(actor, "plan.recreate", plan, {
+        **{name: getattr(plan, name) for name in BackupPlan.DEFINITION_FIELDS},
+        "destinations": sorted(d.name for d in found.destinations.values()), "backups": count,
+        "was_enabled": was_enabled, "from": detail,
+    })
+    return plan, detail
+
+
+def described_plan(found):
+    """(unsaved plan, "") from the newest manifest's description, checked as
+    the plan form checks it; (None, why not) when there is none to use."""
+    if found.described is None:
+        return None, "its manifests are older than the plan's description in them"
+    definition = found.described[2]
+    plan = BackupPlan(source=found.source, name=found.name, **{
+        name: definition[name] for name in BackupPlan.DEFINITION_FIELDS if name in definition and name != "name"})
+    try:
+        plan.created_at = parse_time(definition.get("created_at")) or plan.created_at
+        plan.full_clean(exclude=["source"], validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        fields = "; ".join(f"{name}: {' '.join(errors)}" for name, errors in exc.message_dict.items())
+        return None, f"the manifest's description of it cannot be used: {fields}"[:300]
+    except (TypeError, ValueError) as exc:
+        return None, f"the manifest's description of it cannot be used: {exc}"[:300]
+    problem = validate_cron(plan.schedule)
+    if plan.format not in FORMATS_BY_ENGINE[found.source.engine]:
+        problem = f"format {plan.format} is not one of a {found.source.engine} source"
+    if not (table_choice(plan.export_tables) and table_choice(plan.export_sets)):
+        problem = "its table choice is not understood"
+    if problem:
+        return None, f"the manifest's description of it cannot be used: {problem}"
+    return plan, ""
+
+
+def table_choice(value):
+    """An export plan's tables or named sets: a list of {"…": "text"}."""
+    return isinstance(value, list) and all(
+        isinstance(item, dict) and all(isinstance(text, str) for text in item.values()) for item in value)
+
+
+def default_plan(found):
+    """A plan the manifests do not describe: stored as its newest backup was,
+    with the model's defaults and KEEP_EVERYTHING otherwise."""
+    _, _, fmt, compression, encrypted = found.newest
+    return BackupPlan(source=found.source, name=found.name, format=fmt, compression=compression, encrypt=encrypted,
+                      **KEEP_EVERYTHING)

@@ -11,7 +11,8 @@ ACTOR = "rebuild_catalog command"
 class Command(BaseCommand):
     help = (
         "Reads every manifest in the destinations, checks its signature with the master keys in the key "
-        "directory, and adds the backups the catalog does not know. Safe to run again."
+        "directory, adds the backups the catalog does not know and gives them their plans (a missing plan is "
+        "made again, paused, from its newest manifest). Safe to run again."
     )
 
     def add_arguments(self, parser):
@@ -26,10 +27,12 @@ class Command(BaseCommand):
                 raise CommandError(f"No destination named {', '.join(sorted(unknown))}. Add it in the web UI first.")
         if not destinations:
             raise CommandError("There are no destinations to read. Add the old ones (same directory or bucket) first.")
-        for destination in destinations:
-            report = rebuild.rebuild_from(ACTOR, destination)
+        result = rebuild.rebuild(ACTOR, destinations)
+        for destination, report in result.imports:
             self.stdout.write(f"{destination.name}: {report.summary()}")
             for key, reason in report.refused:
                 self.stderr.write(f"  refused {key}: {reason}")
             for key, note in report.notes:
                 self.stderr.write(f"  imported without {key}: {note}")
+        for line in result.lines():
+            self.stdout.write(line)
