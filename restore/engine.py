@@ -13,6 +13,7 @@ import time
 
 from psycopg import sql
 
+from catalog.engine import pgglobals
 from catalog.engine.dumpers import connect_server, major_version
 from catalog.engine.errors import EngineError
 
@@ -46,9 +47,15 @@ def active_connections(params, dbname):
     return [f"{user}@{client}" + (f" ({app})" if app else "") for user, client, app in rows]
 
 
-def rename_database(params, old, new):
-    with connect_server(params) as conn:
+def rename_database(params, old, new, properties=None, with_owners=True):
+    """Renames `old` to `new`, giving it the backup's recorded database
+    properties (pgglobals) in the same transaction: the new database appears
+    configured, or not at all. Returns what was applied, in words."""
+    with connect_server(params) as conn, conn.transaction():
         conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+        if properties:
+            return pgglobals.apply_database_properties(conn, new, properties, with_owners)
+    return []
 
 
 def swap_databases(params, current, replacement, kept):
@@ -82,46 +89,8 @@ def terminate_connections(params, dbname, wait_seconds=10):
     return others
 
 
-# Settings whose value is a list: pg_db_role_setting keeps "a, b", which must
-# be given back as separate items, or it would become one name "a, b".
-LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries",
-                 "shared_preload_libraries"}
-
-
-def unquote(item):
-    """One item of a list setting as stored: '"$user"' → '$user'."""
-    if len(item) >= 2 and item[0] == item[-1] == '"':
-        return item[1:-1].replace('""', '"')
-    return item
-
-
 def copy_database_properties(conn, source_db, target_db):
-    """Gives `target_db` the owner, privileges, connection limit and
-    per-database settings of `source_db`, so that a database replaced by a
-    restore is still owned, reachable and configured as it was."""
-    owner, limit, acl_set = conn.execute(
-        "SELECT pg_get_userbyid(datdba), datconnlimit, datacl IS NOT NULL FROM pg_database WHERE datname = %s",
-        [source_db]).fetchone()
-    target = sql.Identifier(target_db)
-    conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(target, sql.Identifier(owner)))
-    conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(target, sql.Literal(limit)))
-    if acl_set:
-        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(target))
-        grants = conn.execute(
-            """SELECT coalesce(pg_get_userbyid(nullif(a.grantee, 0)), ''), a.privilege_type, a.is_grantable
-               FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s""", [source_db]).fetchall()
-        for grantee, privilege, grantable in grants:
-            conn.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
-                sql.SQL(privilege), target, sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
-                sql.SQL(" WITH GRANT OPTION" if grantable else "")))
-    settings = conn.execute(
-        """SELECT coalesce(pg_get_userbyid(nullif(s.setrole, 0)), ''), s.setconfig FROM pg_db_role_setting s
-           JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s""", [source_db]).fetchall()
-    for role, entries in settings:
-        for entry in entries:
-            name, _, value = entry.partition("=")
-            values = [unquote(v.strip()) for v in value.split(",")] if name in LIST_SETTINGS else [value]
-            prefix = (sql.SQL("ALTER ROLE {} IN DATABASE {}").format(sql.Identifier(role), target) if role
-                      else sql.SQL("ALTER DATABASE {}").format(target))
-            conn.execute(sql.SQL("{} SET {} TO {}").format(
-                prefix, sql.Identifier(name), sql.SQL(", ").join(sql.Literal(v) for v in values)))
+    """Gives `target_db` the owner, privileges, connection limit, settings and
+    comment of `source_db`, so that a database replaced by a restore is still
+    owned, reachable and configured as it was."""
+    pgglobals.apply_database_properties(conn, target_db, pgglobals.database_properties(conn, source_db))

@@ -72,11 +72,20 @@ class RestoreJob(Job):
     def replaces_whole_database(self):
         return self.target == self.EXISTING and self.mode == self.FULL and not self.tables
 
+    def keeps_owners(self):
+        """Whether the backup's owners and grants come back (and so its roles
+        must exist on the server). Only where the backup's schema comes back:
+        a table-level restore moves rows into tables that keep their own."""
+        return self.restores_schema() and not self.without_owners and bool(self.ownership())
+
     def ownership(self):
         if self.source.engine == "sqlite" or self.backup.is_export():
             return ""
         if self.without_owners:
             return " Objects will belong to the role Strongroom connects as, with no grants."
+        if self.create_missing_roles:
+            return (" Roles the server lacks are first created from the backup (no password; never superuser); "
+                    "owners and grants come back as they were.")
         return " Owners and grants come back as they were; the roles must exist on the server."
 
     def describe(self):

@@ -15,9 +15,9 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 from psycopg import sql
 
-from catalog import audit, keyring, lifecycle, queues, scratch, services
+from catalog import audit, backup_globals, keyring, lifecycle, queues, scratch, services
 from catalog.alerts import hooks as monitor
-from catalog.engine import dumpers, restorers
+from catalog.engine import dumpers, pgglobals, restorers
 from catalog.engine.errors import Cancelled, EngineError
 from catalog.models import Backup, Copy
 from catalog.services import Refused
@@ -127,20 +127,24 @@ def ways_into_existing(backup):
 
 
 def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJob.FULL, confirmed_name="",
-                    restore_server=None, terminate_connections=False, without_owners=False, enqueue=True):
+                    restore_server=None, terminate_connections=False, without_owners=False, create_missing_roles=False,
+                    enqueue=True):
     tables = sorted(set(tables))
+    job = RestoreJob(
+        backup=backup, source=backup.source, target=target, restore_server=restore_server, target_database=database,
+        tables=tables, mode=mode,
+        requested_by=actor if not isinstance(actor, str) else None, confirmed_name=confirmed_name,
+        terminate_connections=terminate_connections and target == RestoreJob.EXISTING,
+        without_owners=without_owners, create_missing_roles=create_missing_roles and not without_owners,
+    )
     try:
         check_request(backup, target, database, tables, mode, confirmed_name, restore_server)
+        if job.keeps_owners() and not job.create_missing_roles:
+            refuse_missing_roles(backup, target_server(backup.source, restore_server))
     except EngineError as exc:
         raise Refused(str(exc))
     with transaction.atomic():
-        job = RestoreJob.objects.create(
-            backup=backup, source=backup.source, target=target, restore_server=restore_server, target_database=database,
-            tables=tables, mode=mode,
-            requested_by=actor if not isinstance(actor, str) else None, confirmed_name=confirmed_name,
-            terminate_connections=terminate_connections and target == RestoreJob.EXISTING,
-            without_owners=without_owners,
-        )
+        job.save(force_insert=True)
         audit.record(actor, "restore.queue", job, {"plan": job.describe()})
         if enqueue:
             transaction.on_commit(lambda: enqueue_restore(job.pk))
@@ -251,8 +255,10 @@ def carry_out(job, steps):
     scratch_name = restorers.scratch_name(backup.pk)
     job.report["scratch_database"] = scratch_name
     RestoreJob.objects.filter(pk=job.pk).update(report=job.report)  # for the sweep, should this worker die
-    keep_scratch = applying = applied = False
+    keep_scratch = applying = applied = succeeded = False
     try:
+        if job.report.get("roles_to_create"):
+            steps.run("roles", lambda: create_missing_roles(job, server))
         steps.run("fetch, verify and restore", lambda: restore_to_scratch(job, server, scratch_name))
         scratch = {**server, "dbname": scratch_name}
         applying = True
@@ -260,6 +266,7 @@ def carry_out(job, steps):
         applied = True
         if job.mode != RestoreJob.PREVIEW:
             steps.run("post-checks", lambda: post_checks(job, server))
+        succeeded = True
     except BaseException as exc:
         if not applying or (not applied and refused_before_commit(exc)):
             release_safety_backup(job)
@@ -268,6 +275,8 @@ def carry_out(job, steps):
         if not keep_scratch:
             restorers.ScratchDatabase(server, scratch_name).drop()
         shutil.rmtree(spool_dir(job), ignore_errors=True)
+        if not succeeded:
+            drop_created_roles(job, server)
 
 
 def spool_dir(job):
@@ -286,7 +295,12 @@ def preflight(job, server):
             raise engine.Refusal(str(exc))
     if job.replaces_whole_database() and not job.terminate_connections:
         refuse_open_sessions(job, engine.active_connections(server, job.target_database))
-    return f"target server PostgreSQL {version}"
+    missing = roles_missing(job.backup, server) if job.keeps_owners() else []
+    if missing and not job.create_missing_roles:
+        raise engine.Refusal(missing_roles_text(missing))
+    record_report(job, roles_to_create=missing)
+    roles = f"; roles to create: {', '.join(missing)}" if missing else ""
+    return f"target server PostgreSQL {version}{roles}"
 
 
 def refuse_open_sessions(job, others):
@@ -336,7 +350,7 @@ def restore_to_scratch(job, server, name):
     test restore's too (catalog.scratch): a fix reaches both."""
     try:
         done = scratch.restore_into_scratch(
-            job.backup, server, name, tables=job.tables, keep_owners=not job.without_owners,
+            job.backup, server, name, tables=job.tables, keep_owners=job.keeps_owners(),
             spool_dir=spool_dir(job), jobs=settings.RESTORE_JOBS, log=job.append_log,
         )
     except restorers.RestoreError as exc:
@@ -372,7 +386,9 @@ def apply(job, server, scratch):
     if job.target == RestoreJob.NEW:
         if job.tables:
             drop_other_tables(scratch, job.backup.leaf_tables(job.tables))
-        engine.rename_database(server, scratch["dbname"], job.target_database)
+        job.report["database_properties"] = engine.rename_database(
+            server, scratch["dbname"], job.target_database, recorded_database_properties(job),
+            with_owners=not job.without_owners)
         return "renamed"
     target = {**server, "dbname": job.target_database}
     with psycopg.connect(**scratch) as ours, psycopg.connect(**target) as theirs:
@@ -388,6 +404,75 @@ def apply(job, server, scratch):
             job.report["written"] = target_tables.replace_tables(ours, theirs, tables)
             return f"replaced {len(tables)} tables"
     return swap_whole_database(job, server, scratch["dbname"])
+
+
+# --- roles and the database's own properties --------------------------------------
+
+
+def roles_missing(backup, server):
+    """The roles the backup's objects, grants and settings name that the
+    server lacks: a restore with owners stops at the first of them."""
+    if not backup.roles or backup.source.engine != "postgresql" or backup.is_export():
+        return []
+    with dumpers.connect_server(server) as conn:
+        return pgglobals.missing_roles(conn, backup.roles)
+
+
+def refuse_missing_roles(backup, server):
+    if missing := roles_missing(backup, server):
+        raise engine.Refusal(missing_roles_text(missing))
+
+
+def missing_roles_text(missing):
+    return (f"The backup's objects belong or are granted to {count_text(len(missing), 'role')} the target server does "
+            f"not have ({', '.join(missing[:20])}{', …' if len(missing) > 20 else ''}): create them from the backup's "
+            "globals, or restore without owners and grants. Nothing was changed")
+
+
+def create_missing_roles(job, server):
+    """Creates, in one transaction, the roles the server still lacks, from
+    the backup's globals: attributes, memberships and settings, never a
+    password, superuser, replication or bypassrls (the report says which were
+    held back). A failed restore drops them again."""
+    document = backup_globals.read(job.backup)
+    with dumpers.connect_server(server) as conn, conn.transaction():
+        names = pgglobals.missing_roles(conn, job.report["roles_to_create"])
+        notes = pgglobals.create_roles(conn, document["roles"], names)
+    record_report(job, roles_created=names, role_notes=notes)
+    with transaction.atomic():
+        audit.record("worker", "restore.roles_created", job, {"roles": names, "notes": notes})
+    return f"created {', '.join(names)}" + (f" ({'; '.join(notes)})" if notes else "") if names else "none missing now"
+
+
+def drop_created_roles(job, server):
+    """Takes back the roles this restore created, when it did not complete;
+    a role something depends on by now stays, and the report says so."""
+    created = job.report.get("roles_created")
+    if not created:
+        return
+    try:
+        with dumpers.connect_server(server) as conn:
+            kept = pgglobals.drop_roles(conn, created)
+    except EngineError as exc:
+        kept = [f"all ({exc})"]
+    record_report(job, roles_created=[], roles_kept_after_failure=kept)
+    job.append_log("Roles created for this restore were dropped again" + (f", except {', '.join(kept)}" if kept else ""))
+
+
+def recorded_database_properties(job):
+    """The backup's own database properties (owner, grants, settings,
+    comment) for a new database; None, said in the report, when the backup
+    predates them or none of its copies has them readable."""
+    if not job.backup.globals_sha256:
+        job.report.setdefault("warnings", []).append(
+            "This backup predates kept database properties: the new database belongs to the restoring role, "
+            "with default grants and no settings")
+        return None
+    try:
+        return backup_globals.read(job.backup)["database"]
+    except backup_globals.GlobalsUnavailable as exc:
+        job.report.setdefault("warnings", []).append(f"{exc}; the new database has default properties")
+        return None
 
 
 def swap_whole_database(job, server, scratch_name):

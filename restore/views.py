@@ -215,14 +215,27 @@ def step_review(request):
                 mode=wizard.mode, confirmed_name=request.POST.get("confirm", "").strip(),
                 restore_server=wizard.restore_server,
                 terminate_connections=request.POST.get("terminate_connections") == "on",
-                without_owners=request.POST.get("without_owners") == "on",
+                without_owners=request.POST.get("owners") == "without",
+                create_missing_roles=request.POST.get("owners") == "create",
             )
         except Refused as exc:
             messages.error(request, str(exc))
         else:
             wizard.reset()
             return redirect(job)
-    return wizard_page(request, "review", wizard, job=job)
+    return wizard_page(request, "review", wizard, job=job, missing_roles=roles_missing_on_target(job))
+
+
+def roles_missing_on_target(job):
+    """The backup's roles the chosen server lacks, for the review to offer
+    to create; None when the server cannot be asked now (the restore's own
+    checks will say why)."""
+    if not job.ownership():
+        return []
+    try:
+        return services.roles_missing(job.backup, services.target_server(job.source, job.restore_server))
+    except EngineError:
+        return None
 
 
 STEP_VIEWS = {"what": step_what, "where": step_where, "scope": step_scope, "mode": step_mode, "review": step_review}

@@ -5,21 +5,17 @@ views and large objects."""
 
 import uuid
 
+import psycopg
 import pytest
 
-from catalog import services, verification
-from catalog.models import Backup, Verification
+from catalog import backup_globals, services, verification
+from catalog.models import AuditEvent, Backup, Verification
+from catalog.services import Refused
 from tests.catalog.helpers import local_destination, make_plan, pg_source, restore_now
 from tests.corpus import create_corpus, damage, diff, drop_corpus_roles, snapshot
 from tests.harness import pg
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-# A database restored under a new name has the server's defaults for the
-# database itself (owner, grants, comment, settings): pg_dump writes those
-# only for a restore under the original name (--create). A whole replace
-# keeps the replaced database's; see test_disasters.
-DATABASE_LEVEL = ("database owner", "database privileges", "database settings", "database comment")
 
 
 @pytest.fixture
@@ -44,8 +40,9 @@ def new_name(pg_server):
     pg.drop_database(name)
 
 
-def within_the_database(differences):
-    return [line for line in differences if not line.startswith(DATABASE_LEVEL)]
+def roles_exist(names):
+    with psycopg.connect(**pg.ensure_server(), dbname="postgres") as conn:
+        return {name for (name,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", [list(names)])}
 
 
 def test_a_new_database_gets_every_object_row_owner_and_grant_back(corpus, backup, new_name):
@@ -54,7 +51,22 @@ def test_a_new_database_gets_every_object_row_owner_and_grant_back(corpus, backu
     job = restore_now(backup, target="new", database=new_name)
 
     assert job.status == "succeeded", job.summary
-    assert within_the_database(diff(original, snapshot({**corpus.conninfo, "dbname": new_name}))) == []
+    # The database's own owner, grants, comment and settings too, which
+    # pg_dump writes only for a restore under the original name.
+    assert diff(original, snapshot({**corpus.conninfo, "dbname": new_name})) == []
+    assert job.report["database_properties"][0] == f"owner {corpus.roles['owner']}"
+
+
+def test_the_backup_keeps_the_roles_and_database_properties_encrypted_beside_it(corpus, backup, tmp_path):
+    assert set(corpus.roles.values()) <= set(backup.roles)
+    stored = (tmp_path / "disk" / (backup.object_key + ".manifest.json.globals")).read_bytes()
+    assert corpus.roles["owner"].encode() not in stored  # encrypted like the dump
+
+    document = backup_globals.read(backup)
+
+    assert {role["name"] for role in document["roles"]} == set(backup.roles)
+    assert document["database"]["owner"] == corpus.roles["owner"]
+    assert f"CREATE ROLE {corpus.roles['reader']};" in document["globals_sql"]
 
 
 def test_without_owners_everything_belongs_to_the_restoring_role(corpus, backup, new_name):
@@ -67,13 +79,38 @@ def test_without_owners_everything_belongs_to_the_restoring_role(corpus, backup,
     assert restored["tables"] == snapshot(corpus.conninfo)["tables"]
 
 
-def test_a_server_without_the_backups_roles_is_refused_in_words_and_left_clean(corpus, backup, new_name):
-    drop_corpus_roles(pg.ensure_server(), corpus)  # as on a server the roles were never made on
-    job = restore_now(backup, target="new", database=new_name)
+def test_a_server_without_the_backups_roles_is_refused_in_words_or_gets_them_from_the_backup(corpus, backup, new_name):
+    original = snapshot(corpus.conninfo)
+    pg.drop_database(corpus.conninfo["dbname"])
+    drop_corpus_roles(pg.ensure_server(), corpus)  # the source and its roles gone, as on a server never given them
+
+    with pytest.raises(Refused) as refused:
+        restore_now(backup, target="new", database=new_name)
+    assert corpus.roles["owner"] in str(refused.value) and "without owners and grants" in str(refused.value)
+
+    job = restore_now(backup, target="new", database=new_name, create_missing_roles=True)
+
+    assert job.status == "succeeded", job.summary
+    assert set(job.report["roles_created"]) == set(corpus.roles.values())
+    assert diff(original, snapshot({**corpus.conninfo, "dbname": new_name})) == []  # roles' attributes included
+    event = AuditEvent.objects.get(action="restore.roles_created")
+    assert set(event.changes["roles"]) == set(corpus.roles.values())
+
+
+def test_roles_created_for_a_restore_that_fails_are_dropped_again(corpus, backup, new_name, tmp_path):
+    pg.drop_database(corpus.conninfo["dbname"])
+    drop_corpus_roles(pg.ensure_server(), corpus)
+    stored = tmp_path / "disk" / backup.object_key
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the only copy is damaged: the restore fails after the roles step
+    stored.write_bytes(bytes(data))
+
+    job = restore_now(backup, target="new", database=new_name, create_missing_roles=True)
 
     assert job.status == "failed"
-    assert f"role {corpus.roles['owner']}" in job.summary or "which the target server does not have" in job.summary
-    assert "restore without owners and grants" in job.summary
+    assert [step["name"] for step in job.steps][:2] == ["checks", "roles"]
+    assert roles_exist(corpus.roles.values()) == set()
+    assert job.report["roles_kept_after_failure"] == []
 
 
 def test_the_test_restore_of_the_corpus_passes_with_no_false_alarm(backup):

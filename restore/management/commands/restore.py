@@ -29,6 +29,9 @@ class Command(BaseCommand):
                             help="a whole-database replace ends the sessions still open on the database")
         parser.add_argument("--without-owners", action="store_true",
                             help="objects belong to the restoring role, with no grants (default: as in the backup)")
+        parser.add_argument("--create-missing-roles", action="store_true",
+                            help="create the roles the target server lacks from the backup's globals first "
+                                 "(no password, never superuser); without it a restore with owners refuses")
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def handle(self, *args, **options):
@@ -43,7 +46,7 @@ class Command(BaseCommand):
             job = services.request_restore(
                 ACTOR, backup, target=target, database=database, tables=tables, mode=options["mode"],
                 confirmed_name=options["confirm"], terminate_connections=options["terminate_connections"],
-                without_owners=options["without_owners"],
+                without_owners=options["without_owners"], create_missing_roles=options["create_missing_roles"],
                 restore_server=restore_server, enqueue=False,
             )
         except Refused as exc:
