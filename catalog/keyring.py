@@ -13,6 +13,8 @@ import logging
 import os
 import re
 import secrets
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +28,7 @@ from django.utils import timezone
 
 from catalog import dblocks
 from catalog.engine import crypto
+from catalog.engine.errors import CorruptionError
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +87,87 @@ def first_master_key():
 
     with transaction.atomic():
         dblocks.hold_until_commit(FIRST_KEY_LOCK)
-        return Key.objects.filter(is_active=True).first() or create_master_key()
+        return Key.objects.filter(is_active=True).first() or adopt_saved_key() or create_master_key()
 
 
 def new_key_id():
     # The random part keeps two keys made in the same second apart.
     return "mk-" + timezone.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+# A generated key id (new_key_id) says when the key was made, in UTC.
+GENERATED_ID = re.compile(r"^mk-(?P<time>\d{8}-\d{6})-[0-9a-f]+\Z")
+
+
+def made_at(key_id):
+    """When a generated key was made, from its id; None for another id."""
+    match = GENERATED_ID.match(key_id)
+    try:
+        return datetime.strptime(match["time"], "%Y%m%d-%H%M%S").replace(tzinfo=dt_timezone.utc) if match else None
+    except ValueError:
+        return None
+
+
+def saved_keys():
+    """{key id: key bytes} of the master key files in the key directory that
+    are what their name says, leaving out keys the catalog knows as destroyed."""
+    from catalog.models import Key
+
+    found = {}
+    for path in sorted(Path(settings.KEY_DIR).glob("*.key")):
+        try:
+            key_id, key = crypto.load_key_file(str(path))
+        except CorruptionError as exc:
+            log.warning("Not a master key file, left alone: %s", exc)
+            continue
+        if key_id == path.stem and KEY_ID.match(key_id):
+            found[key_id] = key
+    destroyed = set(Key.objects.filter(key_id__in=found, destroyed_at__isnull=False).values_list("key_id", flat=True))
+    return {key_id: key for key_id, key in found.items() if key_id not in destroyed}
+
+
+def newest_saved_key(saved):
+    """The key id among `saved` that was made last, or None when that cannot be
+    told: a rotation only ever makes a new key active, so the newest generated
+    id is the key that was active; an id of another form carries no time."""
+    if len(saved) <= 1:
+        return next(iter(saved), None)
+    times = {key_id: made_at(key_id) for key_id in saved}
+    if None in times.values():
+        return None
+    return max(saved, key=lambda key_id: (times[key_id], key_id))
+
+
+def adopt_saved_key():
+    """After a reinstall the DBA copies the saved key files back into the key
+    directory: the catalog takes the newest of them as its active key again,
+    rather than generate another file that would need keeping safe too.
+    Returns the Key, or None when there is no file to adopt (or several that
+    cannot be told apart: then a new key is made, as on a first install)."""
+    from catalog import audit
+    from catalog.models import Key
+
+    saved = saved_keys() if Path(settings.KEY_DIR).is_dir() else {}
+    key_id = newest_saved_key(saved)
+    if key_id is None:
+        if saved:
+            log.warning("The key directory holds several master key files (%s) and no catalog says which was "
+                        "active; a new key is made.", ", ".join(sorted(saved)))
+        return None
+    fingerprint = crypto.key_fingerprint(saved[key_id])
+    if Key.objects.filter(key_id=key_id).exclude(fingerprint=fingerprint).exists():
+        log.warning("The key file %s is not the key the catalog knows by that id; a new key is made.", key_id)
+        return None
+    key, _ = Key.objects.update_or_create(key_id=key_id, defaults={
+        "fingerprint": fingerprint, "is_active": True, "retired_at": None, "origin": Key.IMPORTED})
+    made = made_at(key_id)
+    if made and key.created_at > made:  # its age decides when it is due for rotation
+        key.created_at = made
+        key.save(update_fields=["created_at"])
+    audit.record("keyring", "key.adopt", key, {"key_id": key_id, "fingerprint": fingerprint,
+                                               "saved_key_files": len(saved)})
+    log.warning("Master key %s, found in %s, is the active key again.", key_id, settings.KEY_DIR)
+    return key
 
 
 def install_key(key_id, key_bytes, origin="generated"):

@@ -24,8 +24,11 @@ class Command(BaseCommand):
     def ensure_master_key(self):
         if Key.objects.filter(is_active=True).exists():
             return
-        key = keyring.create_master_key()
+        key = keyring.first_master_key()  # a reinstall with the saved key files takes the newest of them
         path = keyring.key_path(key.key_id)
+        if key.origin == Key.IMPORTED:
+            self.stdout.write(self.style.SUCCESS(f"The saved master key {path} is the active key again."))
+            return
         banner = "!" * 72
         self.stdout.write(
             self.style.WARNING(
