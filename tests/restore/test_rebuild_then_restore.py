@@ -3,11 +3,13 @@ the metadata database is lost. The storage (a local directory and an S3
 bucket) and the master key file, which the DBA keeps apart, survive. The
 administrator reinstalls, adds the destinations again, runs the rebuild the
 README tells them to run, and must find every backup as it was (times, pins,
-legal holds with their reasons, labels, row counts, partitions); retention
-must not take the pinned or held backups; and with the source database gone
-too, the pinned backup must restore from the rebuilt catalog to exactly what
-was backed up. Real PostgreSQL (the tests' corpus of awkward schemas), the
-moto S3 server, encryption on."""
+legal holds with their reasons, labels, row counts, partitions), in its plan
+made again, paused, as its newest manifest describes it; the saved key file
+must be the active key again (no second file to keep safe); retention must
+not take the pinned or held backups; and with the source database gone too,
+the pinned backup must restore from the rebuilt catalog to exactly what was
+backed up. Real PostgreSQL (the tests' corpus of awkward schemas), the moto
+S3 server, encryption on."""
 
 import shutil
 import uuid
@@ -19,7 +21,7 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.utils import timezone
 
-from catalog import lifecycle, retention, services, tasks
+from catalog import lifecycle, services, tasks
 from catalog.engine import manifest
 from catalog.models import AuditEvent, Backup, BackupPlan, Copy, Destination, Key, Source, Verification
 from restore.models import RestoreJob
@@ -129,7 +131,7 @@ def test_it_rebuilds_the_lost_catalog_keeps_pins_and_holds_and_restores_the_pinn
     # --- before: a plan writing to a directory and a bucket, encrypted, several backups ---
     disk_root = tmp_path / "disk"
     plan = make_plan(pg_source(corpus.conninfo), [local_destination(disk_root), s3_destination(s3_bucket)],
-                     retention_mode="last", keep_last=10, verify_new_backups=False)
+                     retention_mode="last", keep_last=10, verify_new_backups=False, schedule="40 1 * * *")
     at_pinned = snapshot(corpus.conninfo)
     pinned = run(plan)
     damage(corpus.conninfo)  # later backups hold other rows: the restore must bring back the pinned one's
@@ -166,12 +168,18 @@ def test_it_rebuilds_the_lost_catalog_keeps_pins_and_holds_and_restores_the_pinn
     # The administrator adds the destinations again (same directory, same bucket and prefix) ...
     local_destination(disk_root)
     s3_destination(s3_bucket)
+    # ... whose S3 secret is sealed with the saved master key, not with a new key file to keep safe too.
+    (saved_key,) = key_ids
+    assert list(Key.objects.values_list("key_id", "is_active")) == [(saved_key, True)]
+    assert sorted(p.name for p in Path(django_settings.KEY_DIR).iterdir()) == [f"{saved_key}.key"]
     # ... and runs the rebuild as the README says.
     out, err = rebuild_catalog()
 
     assert err == ""
     assert "Local disk: 4 imported, 0 copies added, 0 already known, 0 refused" in out
     assert "Off-site S3: 0 imported, 4 copies added, 0 already known, 0 refused" in out
+    assert list(Key.objects.values_list("key_id", "is_active")) == [(saved_key, True)]
+    assert sorted(p.name for p in Path(django_settings.KEY_DIR).iterdir()) == [f"{saved_key}.key"]
     rebuilt = catalog_state()
     source = Source.objects.get()
     # The recreated source gets a new id; everything else is as it was, to the microsecond.
@@ -195,22 +203,30 @@ def test_it_rebuilds_the_lost_catalog_keeps_pins_and_holds_and_restores_the_pinn
         if globals_sha256:
             assert rebuilt_backup.globals_sha256 == globals_sha256
 
+    # --- the plan is back, paused, as the newest manifest describes it, with every rebuilt backup ---
+    again = BackupPlan.objects.get()
+    assert (again.name, again.source, again.enabled, again.schedule, again.retention_mode, again.keep_last,
+            again.encrypt, again.verify_new_backups) == (
+        "Nightly", source, False, "40 1 * * *", "last", 10, True, False)
+    assert sorted(d.name for d in again.destinations.all()) == ["Local disk", "Off-site S3"]
+    assert set(again.backups.values_list("pk", flat=True)) == set(before)
+    assert (f"Plan Nightly (Inventory DB): recreated PAUSED as the manifest of backup {newest.pk} describes it; "
+            "4 backups belong to it again; destinations: Local disk, Off-site S3. Review it, then resume it.") in out
+    assert "Source Inventory DB: recreated without its password; set it (Sources, Edit) before resuming" in out
+    assert AuditEvent.objects.get(action="plan.recreate").changes["was_enabled"] is True
+
     # --- retention over the rebuilt catalog: the pinned and the held backup stay ---
-    # The administrator makes the plan again, as tight as "keep the last one", and the nightly prune runs.
-    again = make_plan(source, list(Destination.objects.all()), retention_mode="last", keep_last=1,
-                      verify_new_backups=False)
+    # The administrator reviews the plan: "keep the last one" (tightened after its last backup, so no
+    # manifest knew), resumes it, and the nightly prune runs.
+    again.keep_last, again.enabled = 1, True
+    services.save_plan("admin", again, changed_fields=["keep_last", "enabled"])
+    # The plan's rule over the rebuilt backups keeps what it kept before the loss, for the same reasons ...
+    assert {row.backup.pk: row.decision.explain() for row in lifecycle.preview(again) if row.keep} == kept_before
+    # ... and the nightly prune applies it: what the rule drops goes ...
     tasks.prune_nightly()
-    # The rule over the rebuilt backups keeps what it kept before the loss, for the same reasons ...
+    assert [b.pk for b in Backup.objects.filter(pruned_at__isnull=False)] == [labelled.pk]
+    # ... and even asked to (a preview made before the pin was known), the prune refuses the pinned and the held one.
     now = timezone.now()
-    decisions = retention.select([b.retention_candidate() for b in Backup.objects.all()],
-                                 again.retention_policy(), lifecycle.local_zone(), now)
-    assert {d.candidate.id: d.explain() for d in decisions if d.keep} == kept_before
-    # ... and pruning applies it as prune_plan does: what the rule drops goes, and even asked to
-    # (a preview made before the pin was known), the prune refuses the pinned and the held one.
-    for decision in decisions:
-        if not decision.keep:
-            assert lifecycle.prune_backup("retention", decision.candidate.id, decision.explain(), now) == (
-                "pruned", "older than the last 1")
     for backup in (pinned, held):
         assert lifecycle.prune_backup("retention", backup.pk, "older than the last 1", now)[0] == "skipped"
         kept = Backup.objects.get(pk=backup.pk)
@@ -219,7 +235,7 @@ def test_it_rebuilds_the_lost_catalog_keeps_pins_and_holds_and_restores_the_pinn
         found, wanted = stored_keys(kept, disk_root, s3_bucket)
         assert found == {"local": wanted, "s3": wanted}
     # The labelled one was not held: everything stored under its name is gone, in both places.
-    assert Backup.objects.get(pk=labelled.pk).pruned_at == now
+    assert Copy.objects.filter(backup=labelled.pk).exclude(status=Copy.PRUNED).count() == 0
     assert not any(k.startswith(labelled.object_key) for k in files_under(disk_root))
     assert not any(labelled.object_key in k for k in s3.all_keys(s3_bucket["endpoint_url"], s3_bucket["bucket"]))
     # New backups work after the rebuild, with ids after the imported ones.
@@ -237,12 +253,9 @@ def test_it_rebuilds_the_lost_catalog_keeps_pins_and_holds_and_restores_the_pinn
     assert differences == [], "\n".join(differences)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Product gap: the rebuild recreates sources but not plans, and links a backup to a plan only if a plan of "
-    "the manifest's plan name already exists for its source (catalog/rebuild.py, create_backup_from). After a "
-    "real loss, following the README (destinations, then rebuild_catalog), every rebuilt backup has plan=None; "
-    "a plan made again afterwards never adopts them, so retention (prune_plan/prune_all) never prunes them."))
-def test_a_plan_made_again_after_the_rebuild_applies_its_retention_to_the_rebuilt_backups(pg_database, tmp_path):
+def test_a_plan_made_again_by_the_rebuild_applies_its_retention_to_the_rebuilt_backups(pg_database, tmp_path):
+    # Found by this file's first version: the rebuild made sources again but not plans, so every rebuilt
+    # backup had no plan, and retention (prune_plan/prune_all, which go plan by plan) never pruned them.
     create_tricky_database(pg_database, big_rows=50)
     plan = make_plan(pg_source(pg_database), [local_destination(tmp_path / "disk")], retention_mode="last",
                      keep_last=10, verify_new_backups=False)
@@ -252,9 +265,16 @@ def test_a_plan_made_again_after_the_rebuild_applies_its_retention_to_the_rebuil
     local_destination(tmp_path / "disk")
     out, err = rebuild_catalog()
     assert err == "" and "Local disk: 2 imported" in out
-    # The administrator makes the plan again under its old name, keeping the last backup only.
-    make_plan(Source.objects.get(), [Destination.objects.get()], name=plan.name, retention_mode="last", keep_last=1,
-              verify_new_backups=False)
+    again = BackupPlan.objects.get()
+    assert (again.name, again.enabled, again.retention_mode, again.keep_last) == (plan.name, False, "last", 10)
+    assert [d.name for d in again.destinations.all()] == ["Local disk"]
+    assert set(again.backups.values_list("pk", flat=True)) == {older.pk, newer.pk}
+    # Paused, it still applies its rule, as before the loss: both are kept.
+    tasks.prune_nightly()
+    assert Backup.objects.filter(pruned_at__isnull=True).count() == 2
+    # The administrator reviews it, keeping the last backup only, and resumes it.
+    again.keep_last, again.enabled = 1, True
+    services.save_plan("admin", again, changed_fields=["keep_last", "enabled"])
     tasks.prune_nightly()
 
     assert Backup.objects.get(pk=newer.pk).pruned_at is None
