@@ -84,7 +84,7 @@ def test_it_fails_when_the_bucket_is_missing_and_then_recovers(small_database, s
     services.save_destination("test", destination, changed_fields=["bucket"])
     backup = run(plan)
     assert backup.status == Backup.SUCCEEDED, backup.error
-    assert len(s3.all_keys(s3_bucket["endpoint_url"], s3_bucket["bucket"])) == 2  # object + manifest
+    assert len(s3.all_keys(s3_bucket["endpoint_url"], s3_bucket["bucket"])) == 3  # object, manifest, globals
 
 
 def test_it_fails_when_s3_denies_access(small_database):

@@ -36,7 +36,7 @@ def test_the_plan_form_previews_retention_before_saving(live_server, page, admin
     page.select_option("#id_retention_mode", "gfs")
     assert page.locator("[data-field=keep_daily]").is_visible()
     preview.get_by_text("Dry run of “30 daily, 12 weekly").wait_for()
-    assert len(files_under(tmp_path)) == 6  # previews change nothing
+    assert len(files_under(tmp_path)) == 9  # three backups of three files each; previews change nothing
 
     page.select_option("#id_retention_mode", "last")
     page.fill("#id_keep_last", "1")
@@ -47,7 +47,7 @@ def test_the_plan_form_previews_retention_before_saving(live_server, page, admin
     page.get_by_text("Retention applied: 2 pruned.").wait_for()
     if SHOTS:
         page.screenshot(path=f"{SHOTS}/plan-after-prune.png", full_page=True)
-    assert len(files_under(tmp_path)) == 2
+    assert len(files_under(tmp_path)) == 3
     assert Backup.objects.filter(plan=plan, pruned_at__isnull=False).count() == 2
 
 

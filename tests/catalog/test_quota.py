@@ -74,4 +74,4 @@ def test_within_quota_a_backup_runs_normally(plan, tmp_path):
     backup = services.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
-    assert len(files_under(tmp_path / "disk")) == 2
+    assert len(files_under(tmp_path / "disk")) == 3  # the object, its manifest and its globals

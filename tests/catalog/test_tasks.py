@@ -105,5 +105,5 @@ def test_retention_also_runs_nightly_for_every_plan(plan, tmp_path):
     plan.keep_last = 1
     services.save_plan("test", plan, changed_fields=["keep_last"])
     assert tasks.prune_nightly() == {plan.pk: "1 pruned"}
-    assert len(files_under(tmp_path / "b")) == 2
+    assert len(files_under(tmp_path / "b")) == 3  # one backup: object, manifest, globals
     assert AuditEvent.objects.filter(action="backup.prune", actor_label="retention").count() == 1

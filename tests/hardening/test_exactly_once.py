@@ -87,7 +87,7 @@ def test_it_starts_one_backup_when_a_plan_is_triggered_twice_at_once(plan, tmp_p
     assert backup.status == Backup.SUCCEEDED, backup.error
     assert starts_of(backup) == 1
     assert AuditEvent.objects.filter(action="backup.queue").count() == 1
-    assert len(files_under(tmp_path / "b")) == 2  # one object and its manifest
+    assert len(files_under(tmp_path / "b")) == 3  # one object, its manifest and its globals
 
 
 def test_it_starts_one_backup_when_back_up_now_is_posted_twice_at_once(plan, admin_user):
@@ -115,7 +115,7 @@ def test_it_runs_a_task_delivered_twice_at_once_only_once(plan, tmp_path):
     assert starts_of(backup) == 1
     assert backup.copies.count() == 1
     assert backup.copies.get().status == Copy.DURABLE
-    assert len(files_under(tmp_path / "b")) == 2
+    assert len(files_under(tmp_path / "b")) == 3
 
 
 # --- two worker processes on one Redis queue ------------------------------------
@@ -188,7 +188,7 @@ def test_two_workers_on_one_redis_queue_run_each_backup_exactly_once(source_data
         assert list(backup.copies.values_list("status", flat=True)) == [Copy.DURABLE]
         assert AuditEvent.objects.filter(action="backup.succeeded", object_id=str(backup.pk)).count() == 1
     stored = files_under(tmp_path / "b")
-    assert len(stored) == 2 * len(backups)  # one object and one manifest each
+    assert len(stored) == 3 * len(backups)  # an object, its manifest and its globals each
     assert {name.rsplit("-", 1)[1].split(".")[0] for name in stored} == {str(b.pk) for b in backups}
 
     # Which cluster's worker ran each backup (its pid is in Backup.worker).
