@@ -13,7 +13,8 @@ import hashlib
 import json
 
 from catalog import keyring
-from catalog.engine import manifest
+from catalog.engine import manifest, pgglobals
+from catalog.engine.dumpers import connect_server
 from catalog.engine.errors import EngineError
 from catalog.engine.pipeline import restore_stream
 
@@ -61,3 +62,14 @@ def read(backup):
         except (EngineError, ValueError) as exc:
             problems.append(f"{copy.destination}: {exc}")
     raise GlobalsUnavailable("The backup's roles and database properties could not be read: " + "; ".join(problems))
+
+
+def roles_missing(backup, server):
+    """The roles the backup's objects, grants and settings name that the
+    server (connection parameters) lacks: a restore with owners stops at the
+    first of them. Empty when the backup names none (SQLite, exports, older
+    backups)."""
+    if not backup.roles or backup.source.engine != "postgresql" or backup.is_export():
+        return []
+    with connect_server(server) as conn:
+        return pgglobals.missing_roles(conn, backup.roles)

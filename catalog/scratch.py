@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import psycopg
 from django.conf import settings
 
-from catalog import exports, keyring
+from catalog import backup_globals, exports, keyring
 from catalog.engine import restorers
 from catalog.engine.dumpers import first_line, libpq_env
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
@@ -185,14 +185,19 @@ def restore_into_scratch(backup, server, name, *, tables=(), keep_owners=False, 
     every copy is damaged or unreadable; the scratch database is gone then,
     and after any other failure."""
 
+    like = recorded_database(backup, log)
+
     def restore_one(copy, plain):
-        scratch = restorers.ScratchDatabase(server, name).create()
+        scratch = restorers.ScratchDatabase(server, name, like).create()
         try:
-            return restore_dump(backup, plain, scratch.connection_params(), tables=tables, keep_owners=keep_owners,
-                                spool_dir=spool_dir, jobs=jobs, cancel_event=cancel_event)
+            done = restore_dump(backup, plain, scratch.connection_params(), tables=tables, keep_owners=keep_owners,
+                                spool_dir=spool_dir, jobs=jobs, cancel_event=cancel_event, like=like)
         except BaseException:
             drop_quietly(scratch)
             raise
+        if scratch.fallback:
+            done["warnings"].insert(0, scratch.fallback)
+        return done
 
     def discard(_):
         drop_quietly(restorers.ScratchDatabase(server, name))
@@ -201,7 +206,21 @@ def restore_into_scratch(backup, server, name, *, tables=(), keep_owners=False, 
     return ScratchRestore(copy=done.copy, skipped=done.skipped, seconds=done.seconds, **done.value)
 
 
-def restore_dump(backup, plain, params, *, tables, keep_owners, spool_dir, jobs, cancel_event):
+def recorded_database(backup, log=ignore):
+    """The backup's own database properties (pgglobals), so that the scratch
+    database has the encoding and locale the data was dumped from; None for
+    a backup that predates them, or when no copy has them readable (then
+    the server's defaults, said in the log)."""
+    if not backup.globals_sha256:
+        return None
+    try:
+        return backup_globals.read(backup)["database"]
+    except backup_globals.GlobalsUnavailable as exc:
+        log(f"{exc}; the scratch database gets the server's default encoding and locale")
+        return None
+
+
+def restore_dump(backup, plain, params, *, tables, keep_owners, spool_dir, jobs, cancel_event, like=None):
     warnings = []
     if backup.is_export():
         # Tables are recreated from the recorded column types: there is no table of contents.
@@ -212,7 +231,7 @@ def restore_dump(backup, plain, params, *, tables, keep_owners, spool_dir, jobs,
         try:
             restorers.restore_postgres_parallel(
                 lister.passing(plain), params, spool_dir, jobs, backup.raw_bytes, pg_restore=settings.PG_RESTORE,
-                warnings=warnings, keep_owners=keep_owners,
+                warnings=warnings, keep_owners=keep_owners, like=like,
             )
         except BaseException:
             lister.stop()

@@ -295,7 +295,7 @@ def preflight(job, server):
             raise engine.Refusal(str(exc))
     if job.replaces_whole_database() and not job.terminate_connections:
         refuse_open_sessions(job, engine.active_connections(server, job.target_database))
-    missing = roles_missing(job.backup, server) if job.keeps_owners() else []
+    missing = backup_globals.roles_missing(job.backup, server) if job.keeps_owners() else []
     if missing and not job.create_missing_roles:
         raise engine.Refusal(missing_roles_text(missing))
     record_report(job, roles_to_create=missing)
@@ -409,17 +409,8 @@ def apply(job, server, scratch):
 # --- roles and the database's own properties --------------------------------------
 
 
-def roles_missing(backup, server):
-    """The roles the backup's objects, grants and settings name that the
-    server lacks: a restore with owners stops at the first of them."""
-    if not backup.roles or backup.source.engine != "postgresql" or backup.is_export():
-        return []
-    with dumpers.connect_server(server) as conn:
-        return pgglobals.missing_roles(conn, backup.roles)
-
-
 def refuse_missing_roles(backup, server):
-    if missing := roles_missing(backup, server):
+    if missing := backup_globals.roles_missing(backup, server):
         raise engine.Refusal(missing_roles_text(missing))
 
 
@@ -463,16 +454,11 @@ def recorded_database_properties(job):
     """The backup's own database properties (owner, grants, settings,
     comment) for a new database; None, said in the report, when the backup
     predates them or none of its copies has them readable."""
+    warnings = job.report.setdefault("warnings", [])
     if not job.backup.globals_sha256:
-        job.report.setdefault("warnings", []).append(
-            "This backup predates kept database properties: the new database belongs to the restoring role, "
-            "with default grants and no settings")
-        return None
-    try:
-        return backup_globals.read(job.backup)["database"]
-    except backup_globals.GlobalsUnavailable as exc:
-        job.report.setdefault("warnings", []).append(f"{exc}; the new database has default properties")
-        return None
+        warnings.append("This backup predates kept database properties: the new database belongs to the restoring "
+                        "role, with default grants and no settings")
+    return scratch.recorded_database(job.backup, warnings.append)
 
 
 def swap_whole_database(job, server, scratch_name):

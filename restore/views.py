@@ -6,7 +6,7 @@ from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from catalog import audit, keyring
+from catalog import audit, backup_globals, keyring
 from catalog.decorators import operator_required, viewer_required
 from catalog.engine.compression import FORMAT_EXTENSIONS
 from catalog.engine.errors import EngineError
@@ -233,7 +233,7 @@ def roles_missing_on_target(job):
     if not job.ownership():
         return []
     try:
-        return services.roles_missing(job.backup, services.target_server(job.source, job.restore_server))
+        return backup_globals.roles_missing(job.backup, services.target_server(job.source, job.restore_server))
     except EngineError:
         return None
 

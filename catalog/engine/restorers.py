@@ -23,6 +23,7 @@ from collections import Counter
 import psycopg
 from psycopg import sql
 
+from catalog.engine import pgglobals
 from catalog.engine.dumpers import COUNT_TABLES, connect, connect_server, describe_pg_error, first_line, libpq_env
 from catalog.engine.errors import Cancelled, EngineError
 from catalog.engine.storage import describe_os_error
@@ -70,13 +71,18 @@ def scratch_name(backup_id):
 
 
 class ScratchDatabase:
-    """Creates a database that cannot be a real one, and always drops it."""
+    """Creates a database that cannot be a real one, and always drops it.
+    `like`: recorded database properties (pgglobals) whose encoding and
+    locale it is created with, when the server has that locale; otherwise
+    with the server's defaults, and `fallback` says why."""
 
-    def __init__(self, params, name):
+    def __init__(self, params, name, like=None):
         if not name.startswith(SCRATCH_PREFIX):
             raise ValueError("scratch databases must carry the scratch prefix")
         self.params = params
         self.name = name
+        self.like = like
+        self.fallback = ""
 
     def __enter__(self):
         return self.create()
@@ -85,8 +91,16 @@ class ScratchDatabase:
         with connect_server(self.params) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.name]).fetchone():
                 raise RestoreError(f"A database named {self.name} already exists; not touching it")
+            create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name))
             try:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+                if self.like and self.like.get("encoding"):
+                    try:
+                        conn.execute(create + pgglobals.create_database_options(self.like))
+                        return self
+                    except psycopg.DatabaseError as exc:  # a locale this server lacks, an encoding it refuses
+                        self.fallback = (f"The server cannot create a database with the backup's encoding and "
+                                         f"locale ({first_line(exc)}); its defaults were used")
+                conn.execute(create)
             except psycopg.Error as exc:
                 raise RestoreError(f"Cannot create the scratch database: {describe_pg_error(exc, self.params)}")
         return self
@@ -211,7 +225,7 @@ def check_free_disk(directory, needed_bytes):
 
 
 def restore_postgres_parallel(plain_chunks, params, directory, jobs, needed_bytes, pg_restore="pg_restore",
-                              warnings=None, keep_owners=False):
+                              warnings=None, keep_owners=False, like=None):
     """Custom format with `pg_restore -j`: the dump is written to a temporary
     file first (pg_restore needs to seek for parallel jobs), which also means
     nothing is restored before the whole stream has passed its checksum."""
@@ -231,7 +245,7 @@ def restore_postgres_parallel(plain_chunks, params, directory, jobs, needed_byte
             # Parallel jobs building a partitioned table's indexes and foreign
             # keys at once can deadlock one another in PostgreSQL; the same
             # archive restores in one job. Start again in a new scratch database.
-            ScratchDatabase(params, params["dbname"]).recreate()
+            ScratchDatabase(params, params["dbname"], like).recreate()
             if warnings is not None:
                 warnings.append(f"pg_restore with {jobs} jobs deadlocked ({first_line(done.stderr)}); "
                                 "restored again with one job")

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from catalog import backup_globals, services, verification
+from catalog.engine import restorers
 from catalog.models import AuditEvent, Backup, Verification
 from catalog.services import Refused
 from tests.catalog.helpers import local_destination, make_plan, pg_source, restore_now
@@ -118,6 +119,7 @@ def test_the_test_restore_of_the_corpus_passes_with_no_false_alarm(backup):
                                                                     enqueue_it=False))
 
     assert check.status == Verification.PASSED, check.summary
+    assert check.evidence["owners_and_grants"] is True  # the roles are on the server, so as a real restore does
     assert check.evidence["schema_objects"] == check.evidence["table_of_contents"]
     assert check.evidence["table_of_contents"]["constraints"] > 0
 
@@ -142,3 +144,39 @@ def test_preview_then_merge_bring_back_exactly_what_was_damaged(corpus, backup):
     for table, change in changes.items():  # rows changed or added since are left as they are
         assert set(after["tables"][table]) == set(original["tables"][table]) | set(change.inserted), table
 
+
+
+def test_a_new_database_has_the_encoding_and_locale_of_the_one_backed_up(pg_server, tmp_path, new_name):
+    source = f"sr_latin1_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(**pg_server, dbname="postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {source} TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'")
+    try:
+        with psycopg.connect(**pg_server, dbname=source, autocommit=True) as conn:
+            conn.execute("CREATE TABLE menu (dish text PRIMARY KEY); INSERT INTO menu VALUES ('café'), ('crème brûlée')")
+        plan = make_plan(pg_source({**pg_server, "dbname": source}), [local_destination(tmp_path / "disk")],
+                         verify_new_backups=False)
+        backup = services.run_backup(services.create_backup("test", plan).pk)
+        assert backup.status == Backup.SUCCEEDED, backup.error
+    finally:
+        pg.drop_database(source)
+
+    job = restore_now(backup, target="new", database=new_name)
+
+    assert job.status == "succeeded", job.summary
+    with psycopg.connect(**pg_server, dbname="postgres") as conn:
+        assert conn.execute("SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database "
+                            "WHERE datname = %s", [new_name]).fetchone() == ("LATIN1", "C", "C")
+    with psycopg.connect(**pg_server, dbname=new_name) as conn:
+        assert conn.execute("SELECT string_agg(dish, '|' ORDER BY dish) FROM menu").fetchone()[0] == "café|crème brûlée"
+
+
+def test_a_locale_the_server_lacks_falls_back_to_its_defaults_and_says_so(pg_server):
+    name = restorers.scratch_name(0)
+    like = {"encoding": "UTF8", "collate": "xx_NOWHERE.UTF-8", "ctype": "xx_NOWHERE.UTF-8"}
+    scratch = restorers.ScratchDatabase(pg_server, name, like).create()
+    try:
+        assert "cannot create a database with the backup's encoding and locale" in scratch.fallback
+        assert "xx_NOWHERE" in scratch.fallback
+        assert restorers.database_exists(pg_server, name)
+    finally:
+        scratch.drop()
