@@ -74,9 +74,16 @@ class RestoreJob(Job):
 
     def keeps_owners(self):
         """Whether the backup's owners and grants come back (and so its roles
-        must exist on the server). Only where the backup's schema comes back:
-        a table-level restore moves rows into tables that keep their own."""
-        return self.restores_schema() and not self.without_owners and bool(self.ownership())
+        must exist on the server). Only where the backup's schema comes back
+        (a table-level restore moves rows into tables that keep their own),
+        except from a plain SQL dump, which sets them itself whatever we ask."""
+        if not self.ownership():
+            return False
+        return self.backup.format == "plain" or (self.restores_schema() and not self.without_owners)
+
+    def owners_optional(self):
+        """pg_restore can leave owners and grants out of a custom-format dump; psql cannot, of a plain one."""
+        return self.backup.format == "custom"
 
     def ownership(self):
         if self.source.engine == "sqlite" or self.backup.is_export():
@@ -86,7 +93,7 @@ class RestoreJob(Job):
         if self.create_missing_roles:
             return (" Roles the server lacks are first created from the backup (no password; never superuser); "
                     "owners and grants come back as they were.")
-        return " Owners and grants come back as they were; the roles must exist on the server."
+        return " Owners and grants come back as they were."
 
     def describe(self):
         """What will happen, in plain words, for the confirmation step and the log."""

@@ -139,6 +139,9 @@ def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJ
     )
     try:
         check_request(backup, target, database, tables, mode, confirmed_name, restore_server)
+        if without_owners and job.ownership() and not job.owners_optional():
+            raise Refused("A plain SQL dump sets its owners and grants itself: it restores only with the backup's "
+                          "roles on the server (create the missing ones from the backup).")
         if job.keeps_owners() and not job.create_missing_roles:
             refuse_missing_roles(backup, target_server(backup.source, restore_server))
     except EngineError as exc:
@@ -386,9 +389,11 @@ def apply(job, server, scratch):
     if job.target == RestoreJob.NEW:
         if job.tables:
             drop_other_tables(scratch, job.backup.leaf_tables(job.tables))
-        job.report["database_properties"] = engine.rename_database(
-            server, scratch["dbname"], job.target_database, recorded_database_properties(job),
-            with_owners=not job.without_owners)
+        properties = engine.rename_database(server, scratch["dbname"], job.target_database,
+                                            recorded_database_properties(job), with_owners=not job.without_owners)
+        job.report["database_properties"] = properties
+        if properties:
+            job.append_log(f"{job.target_database} has the backup's database properties: {', '.join(properties)}")
         return "renamed"
     target = {**server, "dbname": job.target_database}
     with psycopg.connect(**scratch) as ours, psycopg.connect(**target) as theirs:

@@ -230,7 +230,7 @@ def roles_missing_on_target(job):
     """The backup's roles the chosen server lacks, for the review to offer
     to create; None when the server cannot be asked now (the restore's own
     checks will say why)."""
-    if not job.ownership():
+    if not job.keeps_owners():
         return []
     try:
         return backup_globals.roles_missing(job.backup, services.target_server(job.source, job.restore_server))
