@@ -15,8 +15,9 @@ in order:
         "timestamp with time zone", "integer[]"). A column whose type is not
         built in (an enum, an extension's type) also has "create_as": the
         built-in type it is created as in a new database (the base type of a
-        domain, otherwise "text" or "text[]"). A json or json[] column in the
-        JSON Lines format has "as_text": true (see below).
+        domain, otherwise "text" or "text[]"). In the JSON Lines format a
+        json or json[] column, and one created as "text" or "text[]", has
+        "as_text": true (see below).
         Since archive 1.1 a column may also have (each key only when it
         applies; a reader must not require any of them):
           "not_null": true
@@ -60,8 +61,11 @@ Formats:
   JSON numbers, arrays as JSON arrays, bytea as "\\x…" strings, timestamps in
   ISO 8601. json and json[] columns are written as strings holding the exact
   text of the value ("as_text"), because json keeps its whitespace, line
-  breaks included, which would split a line. Loads back through
-  json_populate_record(), so PostgreSQL does both conversions.
+  breaks included, which would split a line; so are columns of a type that
+  is not built in (created as text or text[]), because row_to_json() turns a
+  composite value into a JSON object, which no text form of it can be read
+  back from. Loads back through json_populate_record(), so PostgreSQL does
+  both conversions.
 - sql: one `INSERT INTO "schema"."table" ("col", …) VALUES (…);` per row, each
   value a literal from quote_nullable() (so the escaping is the server's):
   NULL, '…' or E'…'. A statement ends with ");" at the end of a line, and a
@@ -249,6 +253,10 @@ WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.position
 # json keeps its text as written, line breaks included: in JSON Lines such a
 # column travels as a string holding that exact text.
 JSON_TYPES = ("json", "json[]")
+# Types that are not built in (composites, enums, ranges, an extension's)
+# travel in JSON Lines as their own text too: row_to_json() would write a
+# composite as a JSON object, and no text[] of one reads back.
+AS_TEXT = ("text", "text[]")
 
 
 @dataclass(frozen=True)
@@ -642,7 +650,7 @@ class ExportDump(Dump):
                 check_where(self._conn, table, self.params)
                 if self.fmt == "jsonl":
                     for column in description["columns"]:
-                        if column["type"] in JSON_TYPES or column.get("create_as") in JSON_TYPES:
+                        if column["type"] in JSON_TYPES or column.get("create_as") in (*JSON_TYPES, *AS_TEXT):
                             column["as_text"] = True
                 descriptions.append(description)
             self._descriptions = descriptions
