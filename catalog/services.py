@@ -49,16 +49,24 @@ def unique_slug(source):
     return slug
 
 
+def save_sealed(actor, thing, kind, changed_fields, secrets):
+    """Saves a SealedSecrets record with the non-empty `secrets` sealed in
+    (empty ones keep what is stored) and audits it as `<kind>.create` or
+    `<kind>.update`; the event names a changed secret, never its value."""
+    created = thing.pk is None
+    secrets = {k: v for k, v in (secrets or {}).items() if v}
+    thing.set_secrets(**secrets)
+    thing.save()
+    changes = audit.describe_changes(thing, list(changed_fields) + sorted(secrets))
+    audit.record(actor, f"{kind}.create" if created else f"{kind}.update", thing, changes)
+    return thing
+
+
 @transaction.atomic
 def save_source(actor, source, *, changed_fields=(), secrets=None):
-    created = source.pk is None
     if not source.slug:
         source.slug = unique_slug(source)
-    secrets = {k: v for k, v in (secrets or {}).items() if v}
-    source.set_secrets(**secrets)
-    source.save()
-    changes = audit.describe_changes(source, list(changed_fields) + sorted(secrets))
-    audit.record(actor, "source.create" if created else "source.update", source, changes)
+    save_sealed(actor, source, "source", changed_fields, secrets)
     monitor.source_changed(source)
     return source
 
@@ -79,13 +87,7 @@ def delete_source(actor, source):
 
 @transaction.atomic
 def save_destination(actor, destination, *, changed_fields=(), secrets=None):
-    created = destination.pk is None
-    secrets = {k: v for k, v in (secrets or {}).items() if v}
-    destination.set_secrets(**secrets)
-    destination.save()
-    changes = audit.describe_changes(destination, list(changed_fields) + sorted(secrets))
-    audit.record(actor, "destination.create" if created else "destination.update", destination, changes)
-    return destination
+    return save_sealed(actor, destination, "destination", changed_fields, secrets)
 
 
 @transaction.atomic
@@ -106,15 +108,9 @@ SERVER_ADDRESS_FIELDS = ("host", "port")
 
 @transaction.atomic
 def save_restore_server(actor, server, *, changed_fields=(), secrets=None):
-    created = server.pk is None
-    secrets = {k: v for k, v in (secrets or {}).items() if v}
-    server.set_secrets(**secrets)
     if set(changed_fields) & set(SERVER_ADDRESS_FIELDS):
         server.server_version, server.checked_at = "", None
-    server.save()
-    changes = audit.describe_changes(server, list(changed_fields) + sorted(secrets))
-    audit.record(actor, "restore_server.create" if created else "restore_server.update", server, changes)
-    return server
+    return save_sealed(actor, server, "restore_server", changed_fields, secrets)
 
 
 @transaction.atomic

@@ -570,6 +570,8 @@ def sweep_stale_restores(now=None):
                 log.warning("Could not drop scratch database %s: %s", name, exc)
         shutil.rmtree(spool_dir(job), ignore_errors=True)  # the dump a killed pg_restore was reading
         reopen_database(job)
+        if job.source.engine == "postgresql":
+            drop_created_roles(job, target_server(job.source, job.restore_server))  # in use by now, they stay
         with transaction.atomic():
             if RestoreJob.objects.filter(pk=job.pk, status=RestoreJob.RUNNING).update(
                 status=RestoreJob.FAILED, finished_at=now,
