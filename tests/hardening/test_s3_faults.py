@@ -16,6 +16,9 @@ from tests.harness import pg, s3
 from tests.harness.faulty_proxy import FaultyProxy
 from tests.harness.sample_db import create_tricky_database, table_fingerprints
 
+# What one PostgreSQL backup leaves in a destination: its object, its manifest, its globals.
+STORED_SUFFIXES = ("", ".manifest.json", ".manifest.json.globals")
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PART = 5 << 20
@@ -125,12 +128,12 @@ def test_it_retries_transient_errors_and_resets_and_the_backup_is_whole(big_data
     assert check.status == "passed", check.summary
     assert check.evidence["copies"][0]["sha256"] == backup.sha256
     keys, uploads = direct(s3_bucket)
-    assert keys == sorted([f"strongroom/{backup.object_key}", f"strongroom/{backup.object_key}.manifest.json"])
+    assert keys == sorted(f"strongroom/{backup.object_key}{suffix}" for suffix in STORED_SUFFIXES)
     assert uploads == []
 
     # botocore retries requests, not bodies: a read cut off mid-way resumes where it stopped.
-    faults.add("503", "get_object")
-    faults.add("reset_mid_body", "get_object", times=2)
+    faults.add("503", "get_object", key_suffix=backup.object_key)  # the dump's reads, not its globals'
+    faults.add("reset_mid_body", "get_object", times=2, key_suffix=backup.object_key)
     job = restore_now(backup, target="new", database=restored)
     assert job.status == "succeeded", job.summary
     assert faults.pending() == []
@@ -163,7 +166,7 @@ def test_it_fails_cleanly_when_every_part_upload_fails_and_recovers(big_database
     proxy.plan.heal()
     again = run(plan)
     assert again.status == Backup.SUCCEEDED, again.error
-    assert len(direct(s3_bucket)[0]) == 2
+    assert len(direct(s3_bucket)[0]) == len(STORED_SUFFIXES)
 
 
 def test_an_upload_cut_off_by_an_endpoint_going_down_is_failed_and_its_upload_cleaned(big_database, proxy, bucket,
@@ -233,7 +236,7 @@ def test_a_completion_whose_answer_is_lost_is_neither_a_failure_nor_a_duplicate(
     assert backup.status == Backup.SUCCEEDED, backup.error
     assert proxy.plan.pending() == []
     keys, uploads = direct(s3_bucket)
-    assert keys == sorted([f"strongroom/{backup.object_key}", f"strongroom/{backup.object_key}.manifest.json"])
+    assert keys == sorted(f"strongroom/{backup.object_key}{suffix}" for suffix in STORED_SUFFIXES)
     assert uploads == []
     check = backup.verifications.get()
     assert check.status == "passed" and check.evidence["copies"][0]["sha256"] == backup.sha256

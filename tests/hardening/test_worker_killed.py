@@ -161,13 +161,17 @@ def test_a_backup_killed_during_its_multipart_upload_leaves_no_upload_open(worke
 
 def stopping_pg_restore(directory, marker):
     """A pg_restore that, once (when `marker` exists), restores the schema and
-    then stops itself: a restore caught with its database half made."""
+    then stops itself: a restore caught with its database half made. Only
+    the one restoring into a database (--dbname): a `pg_restore --list`
+    reading the table of contents on the way passes through."""
     directory.mkdir()
     wrapper = directory / "pg_restore"
     real = shutil.which(settings.PG_RESTORE)
     wrapper.write_text(
         "#!/bin/sh\n"
-        f'if rm "{marker}" 2>/dev/null; then "{real}" --section=pre-data "$@" || exit 1; kill -STOP $$; fi\n'
+        'case " $* " in *" --dbname "*)\n'
+        f'  if rm "{marker}" 2>/dev/null; then "{real}" --section=pre-data "$@" || exit 1; kill -STOP $$; fi;;\n'
+        "esac\n"
         f'exec "{real}" "$@"\n'
     )
     wrapper.chmod(0o755)
