@@ -12,6 +12,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from catalog.engine.files import PRIVATE_FILE, make_private_dirs
+
 
 def env(name, default=None):
     file_path = os.environ.get(f"{name}_FILE")
@@ -95,6 +97,24 @@ def sqlite_database(path):
     }
 
 
+def create_private_database_file(path):
+    """Creates the SQLite metadata database as an empty file of mode 0600
+    (in a 0700 folder) before SQLite first opens it: SQLite gives its -wal
+    and -shm files the database file's mode, and the database holds session
+    keys and every setting. An existing file is left as it is (the start-up
+    check warns when others can read it)."""
+    path = Path(path)
+    if path.exists():
+        return
+    try:
+        make_private_dirs(path.parent)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    except FileExistsError:
+        pass
+    except OSError:
+        pass  # SQLite says why when it opens it
+
+
 def secret_key(data_dir):
     """SECRET_KEY from the environment, else one generated once and kept."""
     value = env("SECRET_KEY")
@@ -103,9 +123,9 @@ def secret_key(data_dir):
     path = Path(data_dir) / "secret_key"
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     value = secrets.token_urlsafe(50)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     with os.fdopen(fd, "w") as handle:
         handle.write(value)
     return value

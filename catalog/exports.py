@@ -14,6 +14,7 @@ import os
 from django.conf import settings
 
 from catalog.engine import exports as engine
+from catalog.engine.files import make_private_dirs
 from catalog.engine.errors import EngineError, SourceError
 
 EMPTY_SET_ROWS = 3  # blank label/pattern rows offered in the form, so a set can be added without script
@@ -185,6 +186,4 @@ def picker(source, tables=(), sets=(), errors=None, live=None):
 
 def spool_dir():
     """Where the export engine may keep a table's member until its size is known."""
-    directory = os.path.join(settings.DATA_DIR, "tmp")
-    os.makedirs(directory, exist_ok=True)
-    return directory
+    return make_private_dirs(os.path.join(settings.DATA_DIR, "tmp"))

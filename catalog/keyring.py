@@ -29,12 +29,21 @@ from django.utils import timezone
 from catalog import dblocks
 from catalog.engine import crypto
 from catalog.engine.errors import CorruptionError
+from catalog.engine.files import make_private_dirs
 
 log = logging.getLogger(__name__)
 
 
 class KeyUnavailable(Exception):
     pass
+
+
+class KeyFileMissing(KeyUnavailable):
+    """A master key the catalog knows whose file is not in the key directory."""
+
+    def __init__(self, key_id, path):
+        super().__init__(f"Master key {key_id} is not in {path.parent}")
+        self.key_id, self.path = key_id, path
 
 
 # A key id is a plain file name, never a path: for new keys (catalog.keys) and
@@ -61,7 +70,7 @@ def master_key(key_id):
     try:
         return _read_key(str(path), path.stat().st_mtime)
     except FileNotFoundError:
-        raise KeyUnavailable(f"Master key {key_id} is not in {settings.KEY_DIR}")
+        raise KeyFileMissing(key_id, path)
 
 
 def active_key():
@@ -177,7 +186,7 @@ def install_key(key_id, key_bytes, origin="generated"):
 
     from catalog.models import Key
 
-    Path(settings.KEY_DIR).mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dirs(settings.KEY_DIR)  # the data directory above it too, when it is new
     crypto.write_key_file(str(key_path(key_id)), key_id, key_bytes)
     try:
         with transaction.atomic():

@@ -26,6 +26,7 @@ from catalog import audit, backup_globals, exports, keyring, queues, scratch
 from catalog.alerts import hooks as monitor
 from catalog.engine import crypto, dumpers, manifest, restorers
 from catalog.engine.errors import Cancelled, EngineError
+from catalog.engine.files import make_private_dirs
 from catalog.engine.verify import check_object
 from catalog.models import Backup, BackupPlan, Copy, Verification
 from catalog.services import JobWatch, Refused, cancel_job, worker_name
@@ -361,8 +362,7 @@ def scratch_is_gone(server, name):
 
 def restore_sqlite_copy(verification, backup, cancel_event):
     """The first intact copy into a scratch file, then checked and removed."""
-    directory = os.path.join(settings.DATA_DIR, "tmp")
-    os.makedirs(directory, exist_ok=True)
+    directory = make_private_dirs(os.path.join(settings.DATA_DIR, "tmp"))
 
     def restore_one(copy, plain):
         fd, path = tempfile.mkstemp(dir=directory, prefix="strongroom_verify_", suffix=".sqlite3")

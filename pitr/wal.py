@@ -20,6 +20,7 @@ from catalog.engine import dumpers
 from catalog.engine import wal as walfiles
 from catalog.engine.crypto import Encryptor
 from catalog.engine.errors import EngineError, SourceError
+from catalog.engine.files import make_private_dirs
 from catalog.engine.pipeline import restore_stream, run_pipeline
 from catalog.models import BASE_BACKUP_FORMAT, Backup
 from catalog.services import Refused
@@ -279,7 +280,7 @@ def ship_pushed_file(protection, name, stream, length):
     import tempfile
 
     incoming = settings.WAL_SPOOL_DIR / "incoming"
-    incoming.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(incoming)
     with tempfile.NamedTemporaryFile(dir=incoming, prefix=f"{name}.") as spooled:
         shutil.copyfileobj(stream, spooled, 1 << 20)
         spooled.flush()

@@ -26,6 +26,7 @@ from psycopg import sql
 from catalog.engine import pgglobals
 from catalog.engine.dumpers import COUNT_TABLES, connect, connect_server, describe_pg_error, first_line, libpq_env
 from catalog.engine.errors import Cancelled, EngineError
+from catalog.engine.files import make_private_dirs
 from catalog.engine.storage import describe_os_error
 
 SCRATCH_PREFIX = "strongroom_verify_"
@@ -229,7 +230,7 @@ def restore_postgres_parallel(plain_chunks, params, directory, jobs, needed_byte
     """Custom format with `pg_restore -j`: the dump is written to a temporary
     file first (pg_restore needs to seek for parallel jobs), which also means
     nothing is restored before the whole stream has passed its checksum."""
-    os.makedirs(directory, exist_ok=True)
+    make_private_dirs(directory)  # the dump is a whole database's data: the service user's alone
     check_free_disk(directory, needed_bytes)
     fd, path = tempfile.mkstemp(dir=directory, prefix="strongroom-restore-", suffix=".dump")
     try:

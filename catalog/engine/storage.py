@@ -21,6 +21,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from catalog.engine.errors import StorageError
+from catalog.engine.files import create_private_file, make_private_dirs
 
 READ_CHUNK = 1 << 20
 PART_SIZE = 8 << 20  # S3 parts must be at least 5 MiB, except the last
@@ -102,8 +103,10 @@ class LocalWriter:
         self.temp = self.final.with_name(f"{self.final.name}{PARTIAL_MARK}{secrets.token_hex(4)}")
         self.size = 0
         try:
-            self.final.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.temp, "xb")
+            # Backups, manifests and the folders they sit in are the service
+            # user's alone (0600, 0700), whatever the umask of the process.
+            make_private_dirs(self.final.parent)
+            self._file = create_private_file(self.temp)
         except OSError as exc:
             raise StorageError(describe_os_error(exc, self.root))
 
@@ -256,7 +259,7 @@ class LocalStorage:
     def probe(self):
         self.check_root()
         try:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.root)
         except OSError as exc:
             raise StorageError(describe_os_error(exc, self.root))
         payload = secrets.token_bytes(64)

@@ -13,6 +13,7 @@ import subprocess
 
 from catalog.engine.dumpers import libpq_env, normalize_conninfo
 from catalog.engine.errors import SourceError
+from catalog.engine.files import PRIVATE_FILE, make_private_dirs
 
 DEFAULT_SEGMENT_SIZE = 16 << 20
 CHUNK_SIZE = 1 << 20
@@ -148,8 +149,8 @@ def receivewal_env(conninfo):
 
 def start_receivewal(pg_receivewal, directory, slot, conninfo, log_path):
     """Starts pg_receivewal writing into `directory`; its messages go to `log_path`."""
-    os.makedirs(directory, exist_ok=True)
-    log = open(log_path, "ab")
+    make_private_dirs(directory)  # the source's WAL holds every change to its data
+    log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE), "ab")
     try:
         return subprocess.Popen(
             receivewal_argv(pg_receivewal, directory, slot), env=receivewal_env(conninfo),

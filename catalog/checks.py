@@ -1,0 +1,82 @@
+"""Start-up checks: the data directory, the metadata database and the key
+files must be the service user's alone.
+
+Strongroom makes what it writes private itself (catalog/engine/files.py and
+the umask in backupsite/settings.py), but files made before, by hand or by an
+older version may be open: another local user who reads the metadata database
+can take a session key from it and be signed in, and one who reads a key file
+can decrypt every backup. Django runs this check before `manage.py check`
+(with or without --deploy), serve, bootstrap, runserver, migrate and the
+workers; the web server's WSGI module logs the same warnings when it loads.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+from django.conf import settings
+from django.core import checks
+
+from catalog.engine.files import open_to_others
+
+log = logging.getLogger(__name__)
+
+DATA_DIR_OPEN = "catalog.W001"
+DATABASE_OPEN = "catalog.W002"
+KEY_OPEN = "catalog.W003"
+SECRET_KEY_OPEN = "catalog.W004"
+
+
+def private_paths():
+    """(check id, what it is, path, why it matters) of every existing path to check."""
+    data_dir = Path(settings.DATA_DIR)
+    key_dir = Path(settings.KEY_DIR)
+    found = [
+        (DATA_DIR_OPEN, "the data directory", data_dir,
+         "it holds the metadata database, spools, scratch files and the keys"),
+        (SECRET_KEY_OPEN, "the secret key file", data_dir / "secret_key",
+         "whoever reads it can forge sessions and sign in"),
+    ]
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        name = str(database["NAME"])
+        why = "it holds the session keys (whoever reads one is signed in) and every setting"
+        found += [(DATABASE_OPEN, "the metadata database", Path(name + suffix), why) for suffix in ("", "-wal", "-shm")]
+    why = "whoever reads a master key can decrypt every backup sealed with it"
+    found.append((KEY_OPEN, "the key directory", key_dir, why))
+    if key_dir.is_dir():
+        found += [(KEY_OPEN, "the master key file", path, why) for path in sorted(key_dir.glob("*.key"))]
+    return [entry for entry in found if os.path.exists(entry[2])]
+
+
+# Whether the checks ran in this process already (runserver runs them, then loads the WSGI module).
+_checked = False
+
+
+def check_private_files(app_configs=None, **kwargs):
+    global _checked
+    _checked = True
+    warnings = []
+    for check_id, what, path, why in private_paths():
+        try:
+            opened = open_to_others(path)
+        except OSError:
+            continue
+        if not opened:
+            continue
+        fix = f"chmod go-rw {path}" if path.is_dir() else f"chmod 600 {path}"
+        warnings.append(checks.Warning(
+            f"Other users of this machine can {opened} {what} {path}: {why}.",
+            hint=f"Make it the service user's alone: {fix}",
+            id=check_id,
+        ))
+    return warnings
+
+
+def log_open_files():
+    """The same warnings in the log, for a web server that loads the WSGI
+    module directly (gunicorn) and so never runs Django's checks."""
+    if _checked:
+        return
+    for warning in check_private_files():
+        log.warning("%s %s (%s)", warning.msg, warning.hint, warning.id)
