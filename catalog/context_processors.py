@@ -1,7 +1,26 @@
+from functools import cache
+
 from django.conf import settings
 
 
 def branding(request):
     user = getattr(request, "user", None)
     can_operate = bool(user and user.is_authenticated and user.has_perm("catalog.operate"))
-    return {"site_name": settings.SITE_NAME, "can_operate": can_operate, "time_zone": settings.TIME_ZONE}
+    return {"site_name": settings.SITE_NAME, "can_operate": can_operate, "time_zone": settings.TIME_ZONE,
+            "unsaved_master_key": unsaved_master_key(user)}
+
+
+def unsaved_master_key(user):
+    """For base.html's banner: the active master key while its file on this
+    machine is its only copy. A callable, so that the query runs only when a
+    full page asks (not for every htmx partial), and once per request."""
+
+    @cache
+    def active_key_without_a_copy():
+        if not (user and user.is_authenticated and user.has_perm("catalog.view_backup")):
+            return None
+        from catalog.keys import key_without_a_copy
+
+        return key_without_a_copy()
+
+    return active_key_without_a_copy

@@ -399,6 +399,61 @@ def put_back_manifest(copy, original):
         log.warning("Could not put back the manifest of %s: %s", copy, exc)
 
 
+# --- a copy away from this machine -----------------------------------------------------
+
+
+def key_file_bytes(key):
+    """The key's file exactly as it is on disk, or Refused saying why not."""
+    if key.destroyed_at:
+        raise Refused(f"{key} was destroyed: its file is gone.")
+    path = keyring.key_path(key.key_id)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise Refused(f"The key file of {key} is not in {settings.KEY_DIR}.")
+    except OSError as exc:
+        raise Refused(f"The key file of {key} cannot be read ({exc.strerror}).")
+    # Only the file of the key the catalog knows by this id leaves the machine.
+    try:
+        key_id, key_bytes = crypto.parse_key_file(data.decode("utf-8"), str(path))
+    except (UnicodeDecodeError, CorruptionError):
+        raise Refused(f"{path} is not a Strongroom master key file.")
+    if key_id != key.key_id or crypto.key_fingerprint(key_bytes) != key.fingerprint:
+        raise Refused(f"{path} is not the key the catalog knows as {key} (its fingerprint differs).")
+    return data
+
+
+def download_key(user, key):
+    """The key file's bytes for an administrator who re-entered their password;
+    the download is audited and counts as a copy held away from this machine."""
+    data = key_file_bytes(key)
+    with transaction.atomic():
+        mark_copy_held(user, key, Key.DOWNLOADED)
+        audit.record(user, "key.download", key, {"key_id": key.key_id, "fingerprint": key.fingerprint})
+    return data
+
+
+def confirm_copy_held(user, key):
+    """An administrator says they hold a copy of the key file (checked against
+    its fingerprint) away from this machine."""
+    if key.destroyed_at:
+        raise Refused(f"{key} was destroyed: there is nothing left to keep.")
+    with transaction.atomic():
+        mark_copy_held(user, key, Key.CONFIRMED)
+        audit.record(user, "key.copy_confirmed", key, {"key_id": key.key_id, "fingerprint": key.fingerprint})
+
+
+def mark_copy_held(user, key, how):
+    key.copy_held_at, key.copy_held_by, key.copy_held_how = timezone.now(), user, how
+    key.save(update_fields=["copy_held_at", "copy_held_by", "copy_held_how"])
+
+
+def key_without_a_copy():
+    """The active key when its file on this machine is its only copy, else None."""
+    key = Key.objects.filter(is_active=True).first()
+    return key if key and key.needs_a_copy() else None
+
+
 # --- destroying a retired key ------------------------------------------------------------
 
 

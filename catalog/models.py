@@ -731,6 +731,15 @@ class Key(models.Model):
     retired_at = models.DateTimeField(null=True, blank=True)
     # The key file was deleted: nothing encrypted with this key alone can be read any more.
     destroyed_at = models.DateTimeField(null=True, blank=True)
+    # A copy of the key file is known to exist away from this machine: an
+    # administrator downloaded it or said they hold one. Until then, losing the
+    # machine loses every backup sealed with it, off-site copies included.
+    DOWNLOADED, CONFIRMED = "downloaded", "confirmed"
+    COPY_CHOICES = [(DOWNLOADED, "Downloaded"), (CONFIRMED, "Confirmed held")]
+    copy_held_at = models.DateTimeField(null=True, blank=True)
+    copy_held_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True,
+                                     related_name="+")
+    copy_held_how = models.CharField(max_length=20, choices=COPY_CHOICES, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -742,6 +751,11 @@ class Key(models.Model):
 
     def __str__(self):
         return self.key_id
+
+    def needs_a_copy(self):
+        """Generated here and no copy known elsewhere: its file on this machine
+        is the only one. (An imported or adopted key came from a copy.)"""
+        return self.origin == self.GENERATED and self.copy_held_at is None and self.destroyed_at is None
 
 
 class KeyRotation(Job):

@@ -9,6 +9,11 @@ and the manifest are enough. Give every key file that might be needed. The
 output is decrypted and decompressed (zstd or gzip, detected), ready for
 `pg_restore` or `psql`; --keep-compressed skips the decompression.
 
+    python -m catalog.engine.decrypt --fingerprint --key-file mk-2026....key
+
+prints each key file's id and fingerprint instead, to check a copy kept away
+from Strongroom against the fingerprint on its Keys page.
+
 If a manifest is given with --manifest, or IN.manifest.json lies beside IN,
 its signature and the object's SHA-256 are checked too. Exit codes: 0 done,
 1 bad usage or unreadable input, 2 the object or manifest failed a check.
@@ -73,14 +78,31 @@ def write_output(out_path, stream):
         raise
 
 
+def print_fingerprints(paths):
+    try:
+        for path in paths:
+            key_id, key = crypto.load_key_file(path)
+            print(f"{key_id}  fingerprint {crypto.key_fingerprint(key)}  ({path})")
+    except CorruptionError as exc:
+        print(f"decrypt: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m catalog.engine.decrypt", description=__doc__.split("\n\n")[0])
     parser.add_argument("--key-file", action="append", default=[], help="a master key file (repeatable)")
     parser.add_argument("--manifest", help="the object's manifest (default: IN.manifest.json if present)")
     parser.add_argument("--keep-compressed", action="store_true", help="decrypt only; do not decompress")
-    parser.add_argument("input", metavar="IN")
-    parser.add_argument("output", metavar="OUT")
+    parser.add_argument("--fingerprint", action="store_true",
+                        help="print each key file's id and fingerprint, and nothing else")
+    parser.add_argument("input", metavar="IN", nargs="?")
+    parser.add_argument("output", metavar="OUT", nargs="?")
     args = parser.parse_args(argv)
+    if args.fingerprint:
+        return print_fingerprints(args.key_file)
+    if args.output is None:
+        parser.error("IN and OUT are required (or --fingerprint)")
 
     try:
         keys = load_keys(args.key_file)

@@ -2,14 +2,16 @@
 still needs them, rotations with their progress. Administrators rotate (a
 generated or an imported key) and destroy retired keys; auditors read.
 
-Key material is never shown, except a generated key's file offered once, in
-the answer to the POST that made it (like an API token)."""
-
-import base64
+Key material is never shown on a page. An administrator who re-enters their
+password can download a key's file (audited), to keep a copy away from this
+machine; or says they hold one already (audited too). Until either happened
+for the active key, every page carries a banner (catalog/context_processors.py)."""
 
 from django import forms
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import authenticate
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -17,7 +19,6 @@ from django.views.decorators.http import require_POST
 
 from catalog import keys, services
 from catalog.decorators import operator_required, viewer_required
-from catalog.engine import crypto
 from catalog.models import Key, KeyRotation
 from catalog.views import job_progress
 
@@ -64,7 +65,7 @@ class RotateForm(forms.Form):
 
 def page_context(form=None):
     now = timezone.now()
-    all_keys = list(Key.objects.all())
+    all_keys = list(Key.objects.select_related("copy_held_by"))
     needs = keys.usage([key.key_id for key in all_keys if not key.destroyed_at])
     for key in all_keys:
         key.age_days = (now - key.created_at).days
@@ -107,14 +108,63 @@ def rotate(request):
     if generated is None:
         messages.success(request, f"Imported {rotation.new_key} and made it the active key; the rotation is running.")
         return redirect("key_list")
-    key_id = rotation.new_key.key_id
-    key_file = f"{crypto.KEY_FILE_HEADER}\nid: {key_id}\nkey: {base64.b64encode(generated).decode()}\n"
+    # The key's bytes leave the machine only through `download`, after the password.
     return render(request, "catalog/key_created.html", {
         "rotation": rotation,
         "key": rotation.new_key,
-        "file_name": f"{key_id}.key",
-        "download": base64.b64encode(key_file.encode()).decode(),
+        "file_name": f"{rotation.new_key.key_id}.key",
+        "password_form": PasswordAgainForm(),
     })
+
+
+class PasswordAgainForm(forms.Form):
+    password = forms.CharField(label="Your password", strip=False,
+                               widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+
+
+def password_is_right(request, password):
+    """Checked the way a sign-in is, so that django-axes counts wrong guesses
+    and locks out a stolen session's guessing too."""
+    return authenticate(request, username=request.user.get_username(), password=password) == request.user
+
+
+@operator_required
+@never_cache  # the answer is the key file itself: no cache may keep it
+def download(request, pk):
+    """GET: the password form. POST: the key file exactly as it is on disk."""
+    key = get_object_or_404(Key, pk=pk, destroyed_at__isnull=True)
+    form = PasswordAgainForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if not password_is_right(request, form.cleaned_data["password"]):
+            form.add_error("password", "That is not your password: the key file was not downloaded.")
+        else:
+            try:
+                data = keys.download_key(request.user, key)
+            except services.Refused as exc:
+                form.add_error(None, str(exc))
+            else:
+                response = HttpResponse(data, content_type="application/octet-stream")
+                response["Content-Disposition"] = f'attachment; filename="{key.key_id}.key"'
+                return response
+    status = 400 if request.method == "POST" else 200
+    return render(request, "catalog/key_download.html",
+                  {"key": key, "form": form, "file_name": f"{key.key_id}.key"}, status=status)
+
+
+@operator_required
+@require_POST
+def record_copy(request, pk):
+    key = get_object_or_404(Key, pk=pk)
+    if not request.POST.get("holds_copy"):
+        messages.error(request, f"Tick the box to say you hold a copy of {key}'s file away from this machine.")
+        return redirect("key_list")
+    try:
+        keys.confirm_copy_held(request.user, key)
+    except services.Refused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Recorded that you hold a copy of {key} away from this machine.")
+    return redirect("key_list")
 
 
 @viewer_required
