@@ -6,7 +6,7 @@ from catalog import audit
 # Reachable without logging in (the admin has its own login); everything else
 # redirects to the login page. The API and /metrics check their own bearer
 # tokens (or the metrics allow-list) and answer 401 rather than redirect.
-PUBLIC_PREFIXES = ("/login/", "/static/", "/admin/", "/healthz", "/api/", "/metrics")
+PUBLIC_PREFIXES = ("/login/", "/static/", "/favicon.ico", "/admin/", "/healthz", "/api/", "/metrics")
 
 
 class LoginRequiredEverywhere:

@@ -31,7 +31,7 @@ from restore.wizard import STEPS
 SKIPPED_NAMESPACES = {"admin"}
 
 # Reachable without logging in.
-PUBLIC = {"login": 200, "healthz": 200, "api_openapi": 200}
+PUBLIC = {"login": 200, "healthz": 200, "api_openapi": 200, "favicon": 301}
 # Authenticated by API token, not by the session: no token means 401, so an
 # auditor's (or anyone's) session grants nothing there, and they are exempt from
 # CSRF because no browser sends their credentials by itself.
@@ -48,6 +48,7 @@ AUDITOR_GET = {
     "restore_step": (403, "the restore wizard: administrators only"),
     "restore_backup_choices": (403, "the restore wizard: administrators only"),
     "login": (302, "a logged-in user is sent on to the dashboard"),
+    "favicon": (301, "the icon in static/"),
     "pitr_restore_start": (403, "the point-in-time restore form: administrators only"),
     "pitr_restore_plan": (403, "the point-in-time restore form's plan: administrators only"),
     "pitr_drill_start": (403, "starts a PITR drill (POST only): administrators only"),
@@ -136,6 +137,7 @@ EVERY_VALUE = {
 ADMIN_GET = {
     "login": (302, "a logged-in user is sent on to the dashboard"),
     "logout": (405, "logging out is a POST"),
+    "favicon": (301, "the icon in static/"),
     "restore_start": (302, "resets the wizard and goes on to its first step"),
     "pitr_restore_start": (404, "the walk's source is SQLite: no point-in-time restore"),
     "pitr_restore_plan": (404, "the walk's source is SQLite: no point-in-time restore"),
