@@ -1,13 +1,11 @@
 """First start: a master key, an administrator, and the app's own database as
 a first source with a local destination and a daily plan. Safe to re-run."""
 
-import secrets
-
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand
 
-from catalog import keyring, services
+from catalog import admin_password, keyring, services
 from catalog.models import BackupPlan, Destination, Key, Source
 
 ACTOR = "bootstrap"
@@ -43,12 +41,14 @@ class Command(BaseCommand):
             return
         password = settings_password()
         generated = password is None
-        password = password or secrets.token_urlsafe(12)
-        user = User.objects.create_superuser("admin", "", password)
+        password = password or admin_password.generate()
+        user = User.objects.create_superuser(admin_password.DEFAULT_USERNAME, "", password)
         user.groups.add(Group.objects.get(name="Administrators"))
         if generated:
-            self.stdout.write(self.style.SUCCESS(f"Created administrator 'admin' with password: {password}"))
-            self.stdout.write("(shown once; set STRONGROOM_ADMIN_PASSWORD to choose it yourself)")
+            # To a file only the service user reads, not to the console (which may be logged).
+            path = admin_password.save(password)
+            self.stdout.write(self.style.SUCCESS(f"Created administrator 'admin': its generated password is in {path}"))
+            self.stdout.write("(readable only by you; set STRONGROOM_ADMIN_PASSWORD to choose it yourself)")
         else:
             self.stdout.write(self.style.SUCCESS("Created administrator 'admin' (password from STRONGROOM_ADMIN_PASSWORD)"))
 

@@ -3,6 +3,7 @@ the WAL receiver supervisor together; Ctrl-C stops them all."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from backupsite.envconfig import env
+from catalog import admin_password
 
 
 class Command(BaseCommand):
@@ -30,7 +32,8 @@ class Command(BaseCommand):
             # pg_receivewal for every source under streaming continuous protection (pitr/receiver.py).
             subprocess.Popen(manage + ["wal_receiver"]),
         ]
-        self.stdout.write(self.style.SUCCESS(f"Strongroom is starting on http://{bind}/ (Ctrl-C stops it)"))
+        host, port = local_address(bind)
+        self.stdout.write(f"Strongroom is starting on http://{bind}/ (Ctrl-C stops it)")
         stopping = False
 
         def stop(signum, frame):
@@ -39,9 +42,22 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        said_how_to_sign_in = False
         while not stopping and all(child.poll() is None for child in children):
+            if not said_how_to_sign_in and answers(host, port):
+                # Last, once the web server listens and the workers' start-up
+                # lines are out: not a line lost among them.
+                said_how_to_sign_in = True
+                time.sleep(1)
+                self.say_how_to_sign_in(f"http://{f'[{host}]' if ':' in host else host}:{port}/")
             time.sleep(0.5)
         self.shutdown(children)
+
+    def say_how_to_sign_in(self, url):
+        rule = "─" * 72
+        lines = ["Strongroom is running (Ctrl-C stops it).", *admin_password.sign_in_lines(url)]
+        self.stdout.write(self.style.SUCCESS("\n".join([rule, *lines, rule])))
+        self.stdout.flush()
 
     def shutdown(self, children):
         self.stdout.write("Stopping the web server and the workers…")
@@ -56,3 +72,19 @@ class Command(BaseCommand):
                 child.kill()
                 child.wait()
         self.stdout.write("Stopped.")
+
+
+def local_address(bind):
+    """(host, port) to reach `bind` from this machine: a wildcard address
+    (0.0.0.0, ::) is reached, and shown, as the loopback address."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    return ("127.0.0.1" if host in ("", "0.0.0.0", "::") else host), int(port)
+
+
+def answers(host, port):
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
