@@ -17,6 +17,7 @@ from importlib import metadata
 from io import StringIO
 from pathlib import Path
 
+import psutil
 import pytest
 from django.contrib.auth.models import Group, Permission, User
 from django.core.management import call_command
@@ -224,8 +225,9 @@ def test_the_first_start_ends_with_how_to_sign_in(tmp_path):
     subprocess.run(manage + ["migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     subprocess.run(manage + ["bootstrap"], cwd=ROOT, env=env, check=True, capture_output=True)
     password_file = tmp_path / "data" / "admin-password"
+    # In a process group of its own, as a terminal runs it: Ctrl-C goes to the whole group.
     server = subprocess.Popen(manage + ["serve"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+                              stderr=subprocess.STDOUT, text=True, process_group=0)
     lines = []
     try:
         deadline = time.monotonic() + 60
@@ -235,9 +237,17 @@ def test_the_first_start_ends_with_how_to_sign_in(tmp_path):
         # The icon as a browser gets it from the real server (static files through WhiteNoise).
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/favicon.ico", timeout=10) as icon:
             assert icon.headers["Content-Type"] == "image/svg+xml" and icon.read().startswith(b"<svg")
+        workers = psutil.Process(server.pid).children(recursive=True)
+        assert len(workers) >= 4
     finally:
-        server.send_signal(signal.SIGINT)
+        os.killpg(server.pid, signal.SIGINT)  # Ctrl-C
         rest, _ = server.communicate(timeout=40)
+    # Everything it started stopped with it, the qclusters' workers too.
+    _gone, alive = psutil.wait_procs(workers, timeout=10)
+    for process in alive:
+        process.kill()
+    assert not alive, f"left running after Ctrl-C: {[' '.join(p.cmdline()) for p in alive]}"
+    assert "Stopped." in rest
 
     output = "\n".join(lines)
     block = output[output.rindex("─" * 72, 0, output.rindex("Forgot it?")):]
