@@ -1,10 +1,10 @@
 """The compliance report as files: CSV for a spreadsheet, PDF for the record.
 Both render the Report that compliance.report.build() returns, nothing else."""
 
-import csv
 import io
 from xml.sax.saxutils import escape
 
+from catalog import spreadsheets
 from catalog.text import moment_text
 
 
@@ -12,7 +12,8 @@ def to_csv(report):
     """One file, one table: the first column names the section; each section
     starts with its column names and ends with a blank line."""
     out = io.StringIO()
-    writer = csv.writer(out)
+    # A source named =HYPERLINK(…) stays text in a spreadsheet (catalog/spreadsheets.py).
+    writer = spreadsheets.writer(out)
     writer.writerow(["Section", "Item", "Value"])
     writer.writerow(["Report", "Period", report.period_text()])
     writer.writerow(["Report", "Sources", report.sources_text()])

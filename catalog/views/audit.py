@@ -1,7 +1,6 @@
 """Audit trail pages: read, filter, verify the hash chain, export. Everyone
 who can read may use them; nothing here changes anything (GET only)."""
 
-import csv
 import json
 
 from django import forms
@@ -10,7 +9,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from catalog import audit
+from catalog import audit, spreadsheets
 from catalog.decorators import viewer_required
 from catalog.models import AuditEvent
 from catalog.views import page_of
@@ -109,7 +108,7 @@ EXPORT_COLUMNS = ["id", *audit.HASHED_FIELDS, "prev_hash", "hash"]
 
 
 class Echo:
-    """csv.writer writes into this and we stream what it returns."""
+    """The CSV writer writes into this and we stream what it returns."""
 
     def write(self, value):
         return value
@@ -136,7 +135,8 @@ def export(request, lines, content_type, extension):
 
 
 def csv_lines(rows):
-    writer = csv.writer(Echo())
+    # Cells a spreadsheet would run as formulas get a ' in front (catalog/spreadsheets.py).
+    writer = spreadsheets.writer(Echo())
     yield writer.writerow(EXPORT_COLUMNS)
     for row in rows:
         changes = json.dumps(row["changes"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
