@@ -2,6 +2,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 
 from catalog import audit
+from catalog.api.auth import error, token_from_request
 
 # Reachable without logging in (the admin has its own login); everything else
 # redirects to the login page. The API and /metrics check their own bearer
@@ -26,10 +27,13 @@ class ReadOnlyForViewers:
     without it gets 403 for any method but GET/HEAD/OPTIONS, before a view
     runs, so a read page that happens to accept a POST cannot become a write
     for auditors (tests/test_url_walk.py walks every URL). Logging in and out
-    stays open; a request with an Authorization header is the API's to judge
-    by its token."""
+    stays open. A request to the API that carries a valid API token is the
+    API's to judge by that token's scopes (the session plays no part there);
+    any other Authorization header, empty, malformed, unknown, revoked, or
+    sent to a page outside the API, changes nothing."""
 
     OPEN_PATHS = ("/login/", "/logout/")
+    API_PREFIX = "/api/"
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -37,9 +41,18 @@ class ReadOnlyForViewers:
     def __call__(self, request):
         if (request.method not in ("GET", "HEAD", "OPTIONS") and request.user.is_authenticated
                 and not request.user.has_perm("catalog.operate") and request.path not in self.OPEN_PATHS
-                and "HTTP_AUTHORIZATION" not in request.META):
+                and not self.api_request_with_valid_token(request)):
+            if request.path.startswith(self.API_PREFIX):
+                return error("Only administrators change anything; send a valid API token "
+                             "('Authorization: Bearer <token>') to act as the token instead.", 403)
             raise PermissionDenied
         return self.get_response(request)
+
+    def api_request_with_valid_token(self, request):
+        if not request.path.startswith(self.API_PREFIX):
+            return False
+        token, _refusal = token_from_request(request)
+        return token is not None
 
 
 class AuditRequestIP:
