@@ -335,12 +335,72 @@ def match_tables(tables, pattern):
     return matched
 
 
+def filter_problem(text, sqlite=False):
+    """Why a row filter cannot stand as one condition between the WHERE ( and
+    ) the export puts around it, or "" when it can.
+
+    The filter is SQL text pasted between those parentheses, so a ")" of its
+    own could close them: "id < 10) OR (true" is valid SQL, and selects every
+    row. Read as the server reads it, outside quoted text and identifiers
+    every ")" must close a "(" of the filter's own and every "(" must be
+    closed; and nothing may change where quoted text or the statement ends as
+    this reading would not see it: no ";", no comment, no dollar quote, no
+    E'…' string (its backslashes escape quotes). The exports set
+    standard_conforming_strings, so plain '…' strings follow the same rules
+    here and on the server."""
+    quotes = "'\"`[" if sqlite else "'\""
+    depth, opened_at, position = 0, [], 0
+    while position < len(text):
+        char = text[position]
+        if char in quotes:
+            if char == "'" and not sqlite and escape_string_prefix(text, position):
+                return (f"the E'…' string at character {position} is not accepted here; "
+                        "write it in standard quotes ('it''s')")
+            close = text.find("]", position + 1) + 1 if char == "[" else quoted_end(text, position)
+            if not close:
+                return f"the quote at character {position + 1} is never closed"
+            position = close
+            continue
+        if char == "(":
+            depth += 1
+            opened_at.append(position)
+        elif char == ")":
+            if depth == 0:
+                return (f"the ')' at character {position + 1} closes a parenthesis the filter did not open, "
+                        "which would take the condition out of the export's own")
+            depth -= 1
+            opened_at.pop()
+        elif char == ";":
+            return "it holds a ';': a filter is one condition, not statements"
+        elif text.startswith(("--", "/*"), position):
+            return "it holds a comment (-- or /*), which could hide the rest of the query"
+        elif char == "$" and not sqlite:
+            return "it holds a '$': dollar quoting is not accepted in a filter"
+        position += 1
+    if depth:
+        return f"the '(' at character {opened_at[-1] + 1} is never closed"
+    return ""
+
+
+def escape_string_prefix(text, quote_at):
+    """Whether the quote at `quote_at` opens an E'…' string: the word right
+    before it is E (not the end of a longer word such as date'2026-01-01')."""
+    start = quote_at
+    while start and (text[start - 1].isalnum() or text[start - 1] in "_$"):
+        start -= 1
+    return text[start:quote_at].lower() == "e"
+
+
 def check_where(conn, table, params):
-    """Runs the filter with LIMIT 0 on `conn`. Prepared (extended protocol),
-    so a filter smuggling in a second statement ("…; DROP …") is refused by
-    the server rather than run."""
+    """Refuses a filter that is not one condition (filter_problem), then runs
+    it with LIMIT 0 on `conn`: the server says whether it is valid SQL for
+    this table. Prepared (extended protocol), so a second statement could not
+    run either way. The caller's transaction is READ ONLY, so a filter that
+    calls a function that writes fails instead of writing."""
     if not table.where.strip():
         return
+    if problem := filter_problem(table.where):
+        raise SourceError(f"The row filter for {table.qualified} must be one condition: {problem}.")
     query = sql.SQL("SELECT 1 FROM {} WHERE ({}) LIMIT 0").format(identifier(table), sql.SQL(table.where))
     try:
         conn.execute(query, prepare=True)
@@ -365,6 +425,8 @@ def validate_where(conninfo, table):
         try:
             conn.autocommit = True
             conn.execute("BEGIN READ ONLY")
+            # As the export reads it: filter_problem's reading of quotes assumes this.
+            conn.execute("SET LOCAL standard_conforming_strings = on")
             if conn.execute(FIND_TABLE, [table.schema, table.name]).fetchone() is None:
                 raise SourceError(f"The source has no table {table.qualified}")
             check_where(conn, table, params)
@@ -545,10 +607,10 @@ def is_balanced_expression(text):
 def export_query(table, description, fmt):
     """The COPY statement that writes one table's rows in `fmt`.
 
-    The filter goes in as WHERE (<where>) after check_where has run it as one
-    prepared statement; the whole export also runs in a READ ONLY
-    transaction, so even a filter that reaches outside its parentheses can
-    change nothing."""
+    The filter goes in as WHERE (<where>) after check_where has made sure it
+    cannot close those parentheses and run it as one prepared statement; the
+    whole export runs in a READ ONLY transaction, so a filter that calls a
+    function that writes fails instead of writing."""
     names = [column["name"] for column in description["columns"]]
     where = sql.SQL(" WHERE ({})").format(sql.SQL(table.where)) if table.where.strip() else sql.SQL("")
     # A partitioned parent is read through (its partitions hold the rows);
@@ -922,10 +984,13 @@ def describe_sqlite_table(conn, table):
 
 
 def check_sqlite_where(conn, table):
-    """The filter run with LIMIT 0; Python's sqlite3 runs one statement at a
-    time, so a filter carrying a second statement is refused."""
+    """The filter checked as one condition (filter_problem) and run with
+    LIMIT 0; Python's sqlite3 runs one statement at a time, so a second
+    statement could not run either way."""
     if not table.where.strip():
         return
+    if problem := filter_problem(table.where, sqlite=True):
+        raise SourceError(f"The row filter for {table.qualified} must be one condition: {problem}.")
     try:
         conn.execute(f"SELECT 1 FROM {sqlite_name(table.name)} WHERE ({table.where}) LIMIT 0").fetchall()
     except (sqlite3.Error, sqlite3.Warning) as exc:
