@@ -6,6 +6,7 @@ from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand
 
 from catalog import admin_password, keyring, services
+from catalog.engine.files import make_private_dirs
 from catalog.models import BackupPlan, Destination, Key, Source
 
 ACTOR = "bootstrap"
@@ -60,7 +61,7 @@ class Command(BaseCommand):
             ACTOR, Source(name="Strongroom metadata", engine="sqlite", sqlite_path=str(database["NAME"]), port=None)
         )
         backups_dir = settings.DATA_DIR / "backups"
-        backups_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(backups_dir)
         destination = services.save_destination(ACTOR, Destination(name="Local backups", kind="local", path=str(backups_dir)))
         plan = BackupPlan(name="Daily metadata backup", source=source, schedule="30 2 * * *", format="sqlite")
         services.save_plan(ACTOR, plan, destinations=[destination])

@@ -24,13 +24,15 @@ class Command(BaseCommand):
     def handle(self, *args, bind, **options):
         manage = [sys.executable, "manage.py"]
         monitor_env = {**os.environ, "Q_CLUSTER_NAME": settings.MONITOR_CLUSTER}
+        # serve ran the system checks before it got here: their warnings (such as
+        # files other users can read, catalog/checks.py) print once, not once per child.
         children = [
-            subprocess.Popen(manage + ["qcluster"]),
+            subprocess.Popen(manage + ["qcluster", "--skip-checks"]),
             # The tick and alerts have a worker of their own (catalog/queues.py).
-            subprocess.Popen(manage + ["qcluster"], env=monitor_env),
-            subprocess.Popen(manage + ["runserver", bind, "--noreload"]),
+            subprocess.Popen(manage + ["qcluster", "--skip-checks"], env=monitor_env),
+            subprocess.Popen(manage + ["runserver", bind, "--noreload", "--skip-checks"]),
             # pg_receivewal for every source under streaming continuous protection (pitr/receiver.py).
-            subprocess.Popen(manage + ["wal_receiver"]),
+            subprocess.Popen(manage + ["wal_receiver", "--skip-checks"]),
         ]
         host, port = local_address(bind)
         self.stdout.write(f"Strongroom is starting on http://{bind}/ (Ctrl-C stops it)")
