@@ -15,6 +15,11 @@ class ScheduleForm(forms.ModelForm):
         fields = ["checksum_every_days", "partial_every_days", "full_every_days", "automatic"]
         help_texts = {"automatic": "The tick queues a drill when it is due; overdue drills alert either way."}
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("checksum_every_days", "partial_every_days", "full_every_days"):
+            self.fields[name].widget.attrs["max"] = MAX_DAYS  # as clean() checks; below 1, clean() says why
+
     def clean(self):
         cleaned = super().clean()
         for name in ("checksum_every_days", "partial_every_days", "full_every_days"):
