@@ -84,6 +84,11 @@ def destination_usage(destination):
 
 def backup_list_item(request, backup):
     """A backup as listed; needs source and plan selected with it."""
+    return {**backup_fields(backup), "links": backup_links(request, backup)}
+
+
+def backup_fields(backup):
+    """A backup as the API lists it, without links (also printed by `manage.py backups --json`)."""
     return {
         "id": backup.pk,
         "source": {"id": backup.source_id, "name": backup.source.name},
@@ -105,7 +110,6 @@ def backup_list_item(request, backup):
         "legal_hold": backup.legal_hold,
         "pruned_at": backup.pruned_at,
         "error": backup.error,
-        "links": backup_links(request, backup),
     }
 
 
