@@ -1,7 +1,7 @@
 from django.urls import path
 
 from catalog import views
-from catalog.views import alerts, audit, channels, exports, servers, tokens, verifications
+from catalog.views import alerts, audit, channels, downloads, exports, servers, tokens, verifications
 from catalog.views import keys as key_views
 
 urlpatterns = [
@@ -45,6 +45,9 @@ urlpatterns = [
     path("backups/<int:pk>/cancel/", views.backup_cancel, name="backup_cancel"),
     path("backups/<int:pk>/pin/", views.backup_pin, name="backup_pin"),
     path("backups/<int:pk>/unpin/", views.backup_unpin, name="backup_unpin"),
+    # Downloads (catalog/views/downloads.py): the plain dump, or the stored files as they are.
+    path("backups/<int:pk>/download/", downloads.plain, name="backup_download"),
+    path("backups/<int:pk>/download/stored/", downloads.stored, name="backup_download_stored"),
     path("backups/<int:pk>/verify/", verifications.start, {"kind": "checksum"}, name="backup_verify"),
     path("backups/<int:pk>/test-restore/", verifications.start, {"kind": "restore"}, name="backup_test_restore"),
     path("verifications/", verifications.listing, name="verification_list"),

@@ -10,5 +10,4 @@ urlpatterns = [
     path("<int:pk>/", views.restore_detail, name="restore_detail"),
     path("<int:pk>/progress/", views.restore_progress, name="restore_progress"),
     path("<int:pk>/cancel/", views.restore_cancel, name="restore_cancel"),
-    path("download/<int:pk>/", views.download, name="backup_download"),
 ]

@@ -175,7 +175,7 @@ def backup(layout, pg_database, s3_bucket):
 
 
 def download(client, backup):
-    response = client.post(f"/restores/download/{backup.pk}/", follow=True)
+    response = client.post(f"/backups/{backup.pk}/download/", follow=True)
     body = b"".join(response.streaming_content) if response.streaming else response.content
     return response, body
 
