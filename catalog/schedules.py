@@ -1,13 +1,33 @@
-"""Cron schedules: previews for people, and django-q2 Schedule rows for plans."""
+"""Cron schedules: presets and words for people, next runs that keep to the
+wall clock across daylight-saving changes, and django-q2 Schedule rows for plans.
 
-from datetime import datetime
+A plan's cron is read in TIME_ZONE. On the night the clocks go back a time
+such as 02:30 happens twice, and on the night they go forward it does not
+happen at all; croniter (as django-q2 calls it) answers the first with the
+repeated time, which compares as already past in the same zone, so django-q2's
+scheduler would spin until the clock read 02:30 again and then run the plan a
+second time. Here a plan runs once a day whatever the clocks do:
+  - a time that happens twice runs at its first occurrence only, unless the
+    schedule runs every hour (hour field `*`): then each real hour counts;
+  - a time the clocks skip runs as long after midnight as on other days
+    (02:30 becomes 03:30 summer time: 24 hours after the day before's run).
+`install_wall_clock_cron` makes django-q2 ask `next_run_after` for the next
+run of every cron Schedule, so the scheduler and the pages agree."""
 
-from croniter import croniter
+import calendar
+from datetime import datetime, time, timedelta
+from datetime import timezone as dt_timezone
+
+from croniter import CroniterBadDateError, CroniterError, croniter
 from django.conf import settings
 from django.utils import timezone
 
 TICK_SCHEDULE = "strongroom-tick"
 PRUNE_SCHEDULE = "strongroom-prune-nightly"
+
+# More than any clock change in the time-zone database (2 h at most): how far
+# around a moment to look for one.
+NEAR = timedelta(hours=3)
 
 
 def validate_cron(expression):
@@ -17,15 +37,159 @@ def validate_cron(expression):
         return "Use five fields: minute hour day-of-month month day-of-week, e.g. 0 3 * * *"
     if not croniter.is_valid(expression):
         return f"“{expression}” is not a valid cron expression"
+    try:
+        next_run_after(expression, timezone.now())
+    except CroniterBadDateError:
+        return f"“{expression}” never runs: {why_never(expression)}."
+    except CroniterError:
+        return f"“{expression}” is not a valid cron expression"
     return None
 
 
+def why_never(expression):
+    """Why a valid expression matches no date, in words (a day no chosen month has)."""
+    try:
+        fields, _ = croniter.expand(expression)
+    except CroniterError:
+        return "no date matches it"
+    days, months = fields[2], fields[3]
+    if "*" in days or "*" in months:
+        return "no date matches it"
+    names = [calendar.month_name[month] for month in months]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    day_list = " or ".join(str(day) for day in days)
+    return f"{listed} {'has' if len(names) == 1 else 'have'} no day {day_list}"
+
+
+def next_run_after(expression, after, zone=None):
+    """The first run of `expression` strictly after `after`, in UTC, the cron
+    read as wall-clock time in `zone` (TIME_ZONE): see the module's doc for
+    the nights the clocks change. Raises CroniterBadDateError when no date matches."""
+    zone = zone or timezone.get_default_timezone()
+    every_hour = expression.split()[1] == "*"
+    after = after.astimezone(dt_timezone.utc)
+    wall_after = after.astimezone(zone).replace(tzinfo=None)
+    # A wall time before wall_after can still come after `after` only if the
+    # clocks go back near it: start as far back as they go.
+    walls = croniter(expression, wall_after - clock_change_near(after, zone))
+    best = best_wall = None
+    while True:
+        wall = walls.get_next(datetime)
+        # Past this, a later wall time cannot be an earlier instant (only a jump forward near it could make it so).
+        if best is not None and wall > best_wall + clock_change_near(best, zone):
+            return best
+        for instant in instants_of(wall, zone, every_hour):
+            if instant > after and (best is None or instant < best):
+                best, best_wall = instant, wall
+
+
+def clock_change_near(instant, zone):
+    """How far the clocks move within NEAR of `instant` (zero most of the year)."""
+    offsets = [(instant + NEAR * step / 3).astimezone(zone).utcoffset() for step in range(-3, 4)]
+    return max(offsets) - min(offsets)
+
+
+def instants_of(wall, zone, every_hour):
+    """The instants (UTC) at which the wall-clock time `wall` runs."""
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(dt_timezone.utc)
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(dt_timezone.utc)
+    if first == second:  # an ordinary time
+        return [first]
+    if first < second:  # the clocks go back past it: it happens twice
+        return [first, second] if every_hour else [first]
+    return [first]  # the clocks skip it: read with the offset before the change, as long after midnight as ever
+
+
 def next_runs(expression, count=5, start=None):
+    """The next `count` runs ([] for an expression that never runs), in UTC:
+    templates show them in local time, and the time between two is real time
+    (two local times in one zone subtract as wall-clock times)."""
     if validate_cron(expression):
         return []
-    start = timezone.localtime(start or timezone.now())
-    runs = croniter(expression, start)
-    return [runs.get_next(datetime) for _ in range(count)]
+    runs, at = [], start or timezone.now()
+    for _ in range(count):
+        at = next_run_after(expression, at)
+        runs.append(at)
+    return runs
+
+
+def install_wall_clock_cron():
+    """django-q2 computes a cron Schedule's next run with croniter in the
+    scheduler (Schedule.calculate_next_run); this makes it use
+    next_run_after, in UTC so that its comparisons are by instant, not by
+    wall time. Other schedule types keep django-q2's own arithmetic."""
+    from django_q.models import Schedule
+
+    if getattr(Schedule.calculate_next_run, "wall_clock", False):
+        return
+    original = Schedule.calculate_next_run
+
+    def calculate_next_run(self, next_run=None):
+        if self.schedule_type == Schedule.CRON and self.cron:
+            return next_run_after(self.cron, timezone.now())
+        return original(self, next_run)
+
+    calculate_next_run.wall_clock = True
+    Schedule.calculate_next_run = calculate_next_run
+
+
+# --- presets and words -------------------------------------------------------------
+
+HOURLY, DAILY, WEEKLY, MONTHLY, CRON = "hourly", "daily", "weekly", "monthly", "cron"
+PRESET_CHOICES = [(HOURLY, "Every hour"), (DAILY, "Every day"), (WEEKLY, "Every week"), (MONTHLY, "Every month"),
+                  (CRON, "Custom (cron)")]
+# Cron's day-of-week numbers (0 is Sunday), listed from Monday.
+WEEKDAY_CHOICES = [(str(number), calendar.day_name[(number - 1) % 7]) for number in (1, 2, 3, 4, 5, 6, 0)]
+# Every month has days 1 to 28: a monthly run on the 31st would skip seven months a year.
+LAST_MONTHLY_DAY = 28
+
+
+def preset_cron(preset, minute=None, at=None, weekday=None, day=None):
+    """The cron of a preset; `at` is a datetime.time."""
+    if preset == HOURLY:
+        return f"{minute} * * * *"
+    if preset == DAILY:
+        return f"{at.minute} {at.hour} * * *"
+    if preset == WEEKLY:
+        return f"{at.minute} {at.hour} * * {weekday}"
+    if preset == MONTHLY:
+        return f"{at.minute} {at.hour} {day} * *"
+    raise ValueError(f"No preset {preset!r}")
+
+
+def preset_of(expression):
+    """(preset, its values) when the expression is one a preset makes, else (CRON, {})."""
+    fields = (expression or "").split()
+    if len(fields) != 5 or not all(field == "*" or field.isdecimal() for field in fields):
+        return CRON, {}
+    minute, hour, day, month, weekday = fields
+    if month != "*" or minute == "*" or int(minute) > 59 or (hour != "*" and int(hour) > 23):
+        return CRON, {}
+    if hour == "*":
+        return (HOURLY, {"minute": int(minute)}) if day == weekday == "*" else (CRON, {})
+    at = time(int(hour), int(minute))
+    if day == weekday == "*":
+        return DAILY, {"at": at}
+    if day == "*" and int(weekday) <= 6:
+        return WEEKLY, {"at": at, "weekday": weekday}
+    if weekday == "*" and 1 <= int(day) <= LAST_MONTHLY_DAY:
+        return MONTHLY, {"at": at, "day": int(day)}
+    return CRON, {}
+
+
+def describe(expression):
+    """A cron in words ("At 02:30, only on Monday"), "" when it cannot be read."""
+    from cron_descriptor import ExpressionDescriptor, Options
+
+    options = Options()
+    options.use_24hour_time_format = True
+    try:
+        return ExpressionDescriptor(expression, options).get_description()
+    except Exception:  # cron-descriptor raises its own kinds for what it cannot read; the cron is shown instead
+        return ""
+
+
+# --- django-q2 -------------------------------------------------------------------------
 
 
 def sync_plan_schedule(plan):
@@ -44,7 +208,7 @@ def sync_plan_schedule(plan):
             "schedule_type": Schedule.CRON,
             "cron": plan.schedule,
             "repeats": -1,
-            "next_run": next_runs(plan.schedule, 1)[0],
+            "next_run": next_run_after(plan.schedule, timezone.now()),
         },
     )
     return schedule
