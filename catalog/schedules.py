@@ -61,17 +61,22 @@ def why_never(expression):
     return f"{listed} {'has' if len(names) == 1 else 'have'} no day {day_list}"
 
 
-def next_run_after(expression, after, zone=None):
+def next_run_after(expression, after, zone=None, walls=None):
     """The first run of `expression` strictly after `after`, in UTC, the cron
     read as wall-clock time in `zone` (TIME_ZONE): see the module's doc for
-    the nights the clocks change. Raises CroniterBadDateError when no date matches."""
+    the nights the clocks change. `walls` is a croniter of the expression to
+    reuse (making one is most of the cost). Raises CroniterBadDateError when no date matches."""
     zone = zone or timezone.get_default_timezone()
     every_hour = expression.split()[1] == "*"
     after = after.astimezone(dt_timezone.utc)
     wall_after = after.astimezone(zone).replace(tzinfo=None)
     # A wall time before wall_after can still come after `after` only if the
     # clocks go back near it: start as far back as they go.
-    walls = croniter(expression, wall_after - clock_change_near(after, zone))
+    start = wall_after - clock_change_near(after, zone)
+    if walls is None:
+        walls = croniter(expression, start)
+    else:
+        walls.set_current(start, force=True)
     best = best_wall = None
     while True:
         wall = walls.get_next(datetime)
@@ -106,9 +111,9 @@ def next_runs(expression, count=5, start=None):
     (two local times in one zone subtract as wall-clock times)."""
     if validate_cron(expression):
         return []
-    runs, at = [], start or timezone.now()
+    runs, at, walls = [], start or timezone.now(), croniter(expression)
     for _ in range(count):
-        at = next_run_after(expression, at)
+        at = next_run_after(expression, at, walls=walls)
         runs.append(at)
     return runs
 
