@@ -108,7 +108,6 @@ PK_BY_PREFIX = {
 }
 # (URL name, parameter): what fills it, when the name alone would mislead.
 FILL_BY_NAME = {
-    ("backup_download", "pk"): lambda w: w["backup"].pk,  # under /restores/, but of a backup
     ("restore_step", "step"): lambda w: "what",
     ("drill_history", "pk"): lambda w: w["source"].pk,
     ("drill_schedule", "pk"): lambda w: w["source"].pk,
