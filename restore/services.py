@@ -19,6 +19,7 @@ from catalog import audit, backup_globals, keyring, lifecycle, queues, scratch, 
 from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers, pgglobals, restorers
 from catalog.engine.errors import Cancelled, EngineError
+from catalog.engine.files import make_private_dirs
 from catalog.models import Backup, Copy
 from catalog.services import Refused
 from catalog.text import count_text
@@ -114,8 +115,21 @@ def check_request(backup, target, database, tables, mode, confirmed_name, restor
             raise Refused("The existing database is on the source's server; another server takes new databases only.")
         if database != existing_database(backup.source):
             raise Refused("An existing-database restore goes into the source's own database.")
+        if backup.source.engine == "postgresql" and not existing_database_present(backup.source):
+            raise Refused(gone_in_words(backup.source))
         if mode != RestoreJob.PREVIEW and confirmed_name != database:
             raise Refused(f"Type the database's name, {database}, to confirm that it will be changed.")
+
+
+def existing_database_present(source):
+    """Whether the source's own database is still on its server (a backup is
+    often restored because it is not)."""
+    return restorers.database_exists(target_server(source), source.dbname)
+
+
+def gone_in_words(source):
+    return (f"The database {source.dbname} is not on the source's server any more: restore the backup into a new "
+            f"database, which may take that name.")
 
 
 def ways_into_existing(backup):
@@ -291,7 +305,7 @@ def spool_dir(job):
 def preflight(job, server):
     version = engine.check_server_not_older(server, job.backup.server_version)
     if job.backup.format == "custom":
-        settings.RESTORE_TMP_DIR.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(settings.RESTORE_TMP_DIR)
         try:
             restorers.check_free_disk(settings.RESTORE_TMP_DIR, job.backup.raw_bytes)
         except restorers.RestoreError as exc:

@@ -1,16 +1,15 @@
 """Restore pages: the wizard (what, where, scope, mode, review), the running
-job with its steps and report, the history, and decrypted downloads."""
+job with its steps and report, and the history. The wizard's "download"
+choice ends at the backup's own download (catalog/views/downloads.py)."""
 
 from django.contrib import messages
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from catalog import audit, backup_globals, keyring
+from catalog import backup_globals
 from catalog.decorators import operator_required, viewer_required
-from catalog.engine.compression import FORMAT_EXTENSIONS
 from catalog.engine.errors import EngineError
-from catalog.engine.pipeline import restore_stream
 from catalog.models import BASE_BACKUP_FORMAT, Backup, RestoreServer, Source, major_release
 from catalog.services import Refused
 from catalog.views import chosen, job_progress, page_of
@@ -122,7 +121,19 @@ def step_where(request):
                        chosen_server=wizard.data.get("restore_server"),
                        backup_release=major_release(wizard.backup.server_version),
                        existing_ways=services.ways_into_existing(wizard.backup),
+                       existing_gone=existing_gone(wizard.backup.source),
                        target_kind="file" if wizard.backup.source.engine == "sqlite" else "database")
+
+
+def existing_gone(source):
+    """Why the source's own database cannot be chosen, in words; "" when it
+    can (or when its server cannot be asked now: the request checks again)."""
+    if source.engine != "postgresql":
+        return ""
+    try:
+        return "" if services.existing_database_present(source) else services.gone_in_words(source)
+    except EngineError:
+        return ""
 
 
 def server_choices(backup):
@@ -245,36 +256,3 @@ def step(request, step):
     if step not in STEP_VIEWS:
         raise Http404("The restore wizard has no such step.")
     return STEP_VIEWS[step](request)
-
-
-# --- download ---------------------------------------------------------------------
-
-
-@operator_required
-@require_POST
-def download(request, pk):
-    """The plain dump, decrypted and decompressed, streamed from the best copy."""
-    backup = get_object_or_404(Backup, pk=pk, status__in=Backup.WITH_DATA)
-    copy, reader, problems = open_first_copy(backup)
-    if reader is None:
-        messages.error(request, "No stored copy of this backup can be read: " + ("; ".join(problems) or "none is left"))
-        return redirect(backup)
-    audit.record(request.user, "backup.download", backup, {"copy": copy.location_display()})
-    chunks = restore_stream(reader, keyring=keyring.lookup, expected_sha256=backup.sha256, key_wraps=backup.key_wraps)
-    name = f"{backup.source.slug}-backup-{backup.pk}.{FORMAT_EXTENSIONS.get(backup.format, 'tar')}"  # an export is a tar
-    response = StreamingHttpResponse(chunks, content_type="application/octet-stream")
-    response["Content-Disposition"] = f'attachment; filename="{name}"'
-    return response
-
-
-def open_first_copy(backup):
-    """(copy, reader, problems): the first copy that opens. A copy the storage
-    refuses (its key leads outside the destination) or cannot read is skipped
-    here, before any byte is sent, since a streamed response cannot say so later."""
-    problems = []
-    for copy in backup.readable_copies():
-        try:
-            return copy, copy.destination.storage().open_reader(copy.key), problems
-        except EngineError as exc:
-            problems.append(f"{copy.destination}: {exc}")
-    return None, None, problems

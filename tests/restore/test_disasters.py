@@ -64,6 +64,11 @@ def test_it_restores_a_backup_whose_source_database_was_dropped(source_db, backu
         admin_client.get(f"/restores/new/?backup={backup.pk}")
         page = admin_client.get("/restores/new/where/")
         assert page.status_code == 200 and restores.suggest_database_name(backup).encode() in page.content
+        # The source's own database is offered no more, with what to do instead.
+        gone = f"The database {source_db['dbname']} is not on the source&#x27;s server any more"
+        assert gone in page.content.decode() and 'value="existing" disabled' in page.content.decode()
+        with pytest.raises(services.Refused, match="not on the source's server any more"):
+            restores.request_restore("test", backup, target="existing", database=source_db["dbname"], mode="preview")
         admin_client.post("/restores/new/where/", {"target": "new", "database": names[1]})
         admin_client.post("/restores/new/scope/", {"scope": "all"})
         answer = admin_client.post("/restores/new/review/", {})
@@ -76,7 +81,7 @@ def test_it_restores_a_backup_whose_source_database_was_dropped(source_db, backu
         check = verification.run_here(verification.create_verification("test", backup, Verification.RESTORE,
                                                                         enqueue_it=False))
         assert check.status == Verification.PASSED, check.summary
-        download = admin_client.post(f"/restores/download/{backup.pk}/")
+        download = admin_client.post(f"/backups/{backup.pk}/download/")
         assert download.status_code == 200 and b"".join(download.streaming_content).startswith(b"PGDMP")
     finally:
         for name in names:
