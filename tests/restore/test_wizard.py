@@ -81,14 +81,14 @@ def test_the_wizard_restores_two_tables_into_a_new_database(live_server, page, a
 def test_auditors_see_the_history_but_cannot_start_a_restore(auditor_client, backup):
     assert auditor_client.get(f"/restores/new/?backup={backup.pk}").status_code == 403
     assert auditor_client.get("/restores/new/what/").status_code == 403
-    assert auditor_client.post(f"/restores/download/{backup.pk}/").status_code == 403
+    assert auditor_client.post(f"/backups/{backup.pk}/download/").status_code == 403
     assert auditor_client.get("/restores/").status_code == 200
 
 
 def test_a_download_is_the_plain_dump_and_is_audited(admin_client, backup, pg_database, tmp_path):
     from catalog.models import AuditEvent
 
-    response = admin_client.post(f"/restores/download/{backup.pk}/")
+    response = admin_client.post(f"/backups/{backup.pk}/download/")
     dump = tmp_path / "downloaded.dump"
     dump.write_bytes(b"".join(response.streaming_content))
     assert dump.read_bytes()[:5] == b"PGDMP"  # pg_restore's custom format, decrypted and decompressed
