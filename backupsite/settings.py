@@ -6,6 +6,7 @@ generated into the key directory on first start.
 """
 
 import getpass
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from croniter import croniter
 from django.core.exceptions import ImproperlyConfigured
 
 from backupsite.envconfig import (
+    create_private_database_file,
     database_from_url,
     env,
     env_bool,
@@ -22,6 +24,14 @@ from backupsite.envconfig import (
     server_binary,
     sqlite_database,
 )
+from catalog.engine.files import PRIVATE_UMASK
+
+# Everything Strongroom writes is the service user's alone (files 0600,
+# folders 0700): the metadata database, spools, scratch files, exports, keys,
+# logs. Set here because the settings are the first code every entry point runs
+# (manage.py and its commands, the workers, wsgi, asgi); what must stay private
+# however the process was started also sets its mode itself (catalog/engine/files.py).
+os.umask(PRIVATE_UMASK)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env("STRONGROOM_DATA_DIR", str(BASE_DIR / "data"))).resolve()
@@ -95,6 +105,8 @@ if DATABASE_URL:
     DATABASES = {"default": database_from_url(DATABASE_URL, "DATABASE_URL")}
 else:
     DATABASES = {"default": sqlite_database(DATA_DIR / "strongroom.sqlite3")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    create_private_database_file(DATABASES["default"]["NAME"])
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -276,6 +288,10 @@ S3_MAX_ATTEMPTS = env_int("S3_MAX_ATTEMPTS", 5, minimum=1)
 S3_CONNECT_TIMEOUT = env_int("S3_CONNECT_TIMEOUT", 10, minimum=1)
 S3_READ_TIMEOUT = env_int("S3_READ_TIMEOUT", 60, minimum=1)
 S3_PART_SIZE_MB = env_int("S3_PART_SIZE_MB", 8, minimum=5)
+# S3 endpoints and webhook URLs never reach link-local or cloud metadata
+# addresses (169.254.169.254 …). Private and loopback ones (a MinIO on 10.x, a
+# chat server on the LAN) are allowed unless this is off (catalog/endpoints.py).
+ALLOW_PRIVATE_ENDPOINTS = env_bool("ALLOW_PRIVATE_ENDPOINTS", True)
 
 # Monitoring. The base URL makes links in alerts absolute.
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")

@@ -1,11 +1,17 @@
 """Superusers inspect every record here. Catalog records are read-only: they
 change only through the services, which audit every change."""
 
+from django.conf import settings
 from django.contrib import admin, messages
 
 from catalog import rebuild
+from catalog.alerts.models import Alert, Channel, Notification
+from catalog.models import AuditEvent, Backup, BackupPlan, Copy, Destination, Key, Source, Verification
 
-from catalog.models import AuditEvent, Backup, BackupPlan, Copy, Destination, Key, Source
+# The product's name, not "Django administration", on every admin page and tab.
+admin.site.site_header = f"{settings.SITE_NAME} administration"
+admin.site.site_title = f"{settings.SITE_NAME} admin"
+admin.site.index_title = "Records (read-only)"  # changes go through the pages, which audit them
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -77,6 +83,31 @@ class BackupAdmin(ReadOnlyAdmin):
 class CopyAdmin(ReadOnlyAdmin):
     list_display = ["backup", "destination", "status", "size", "durable_at"]
     list_filter = ["status", "destination"]
+
+
+@admin.register(Verification)
+class VerificationAdmin(ReadOnlyAdmin):
+    list_display = ["id", "backup", "source", "kind", "status", "trigger", "created_at", "summary"]
+    list_filter = ["kind", "status", "source"]
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdmin):
+    list_display = ["title", "kind", "severity", "source", "opened_at", "resolved_at"]
+    list_filter = ["kind", "severity", "resolved_at"]
+    search_fields = ["title", "detail"]
+
+
+@admin.register(Channel)
+class ChannelAdmin(ReadOnlyAdmin):
+    list_display = ["name", "kind", "enabled", "disabled_reason", "updated_at"]
+    exclude = ["secret_token"]  # sealed Slack URL, webhook secret or routing key
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    list_display = ["channel", "event", "alert", "status", "attempts", "created_at", "error"]
+    list_filter = ["status", "event", "channel"]
 
 
 @admin.register(Key)

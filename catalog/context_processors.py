@@ -2,12 +2,14 @@ from functools import cache
 
 from django.conf import settings
 
+from catalog.roles import role_of
+
 
 def branding(request):
     user = getattr(request, "user", None)
     can_operate = bool(user and user.is_authenticated and user.has_perm("catalog.operate"))
     return {"site_name": settings.SITE_NAME, "can_operate": can_operate, "time_zone": settings.TIME_ZONE,
-            "unsaved_master_key": unsaved_master_key(user)}
+            "unsaved_master_key": unsaved_master_key(user), "role": role_of(user)}
 
 
 def unsaved_master_key(user):

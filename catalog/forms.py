@@ -2,15 +2,18 @@ import os
 
 from django import forms
 from django.conf import settings
+from django.core.exceptions import FieldDoesNotExist
+from django.core.validators import MaxValueValidator, MinValueValidator
 
-from catalog import exports
+from catalog import exports, schedules
+from catalog.endpoints import endpoint_problem
 from catalog.engine.errors import EngineError
 from catalog.engine.storage import outside_roots
-from catalog.models import (BASE_BACKUP_FORMAT, EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, BackupPlan, Destination,
-                             RestoreServer, Source, Verification)
-from catalog.schedules import validate_cron
+from catalog.models import (EXPORT_FORMATS, FORMAT_CHOICES, FORMATS_BY_ENGINE, MAX_DAYS, Backup, BackupPlan,
+                             Destination, RestoreServer, Source, Verification)
 
 KEEP_HELP = "Leave blank to keep the one that is stored."
+MAX_KEEP_DAYS = MAX_DAYS  # how long "Back up now" may keep a backup: a hundred years
 
 
 def secret_field(label, help_text=""):
@@ -25,7 +28,29 @@ def secret_field(label, help_text=""):
 
 # Monitoring fields that may be left out of a form (older clients, scripts):
 # empty keeps the stored value, so it is not a change.
-KEPT_WHEN_EMPTY = ("grace_minutes", "size_tolerance_percent")
+KEPT_WHEN_EMPTY = ("grace_minutes", "size_tolerance_percent", "keep_manual_days")
+
+
+class ModelBounds(forms.ModelForm):
+    """A model form whose number inputs carry the model's own bounds (its
+    MinValueValidator and MaxValueValidator, catalog/models.py) as min and max,
+    so the browser says what fits before the server refuses it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            if not isinstance(field, forms.IntegerField):
+                continue
+            try:
+                validators = self._meta.model._meta.get_field(name).validators
+            except FieldDoesNotExist:
+                continue
+            highest = [v.limit_value for v in validators if isinstance(v, MaxValueValidator)]
+            lowest = [v.limit_value for v in validators if isinstance(v, MinValueValidator)]
+            if highest:
+                field.widget.attrs["max"] = min(highest)
+            if lowest:
+                field.widget.attrs["min"] = max(lowest)
 
 
 def really_changed(form):
@@ -33,7 +58,7 @@ def really_changed(form):
             if name not in KEPT_WHEN_EMPTY or form.cleaned_data.get(name) != form.initial.get(name)]
 
 
-class SourceForm(forms.ModelForm):
+class SourceForm(ModelBounds):
     password = secret_field("Password")
     dsn = secret_field("Connection string (DSN)", "Instead of the fields above, e.g. postgresql://user:pw@host:5432/db")
 
@@ -82,7 +107,7 @@ class SourceForm(forms.ModelForm):
         return [name for name in really_changed(self) if name not in ("password", "dsn")]
 
 
-class DestinationForm(forms.ModelForm):
+class DestinationForm(ModelBounds):
     secret_access_key = secret_field("Secret access key")
 
     class Meta:
@@ -127,6 +152,8 @@ class DestinationForm(forms.ModelForm):
         endpoint = data.get("endpoint_url", "")
         if endpoint and not endpoint.startswith(("http://", "https://")):
             self.add_error("endpoint_url", "Start the endpoint URL with http:// or https://")
+        elif endpoint and (problem := endpoint_problem(endpoint)):
+            self.add_error("endpoint_url", problem)
         return data
 
     def secrets(self):
@@ -136,7 +163,7 @@ class DestinationForm(forms.ModelForm):
         return [name for name in self.changed_data if name != "secret_access_key"]
 
 
-class RestoreServerForm(forms.ModelForm):
+class RestoreServerForm(ModelBounds):
     password = secret_field("Password")
 
     class Meta:
@@ -161,7 +188,7 @@ class RestoreServerForm(forms.ModelForm):
 
 
 RETENTION_FIELDS = ["retention_mode", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_last",
-                    "keep_days", "keep_minimum"]
+                    "keep_days", "keep_minimum", "keep_manual_days"]
 VERIFICATION_FIELDS = ["verify_new_backups", "restore_test_days", "checksum_all_days"]
 RETENTION_HELP = {
     "restore_test_days": "Restores the latest backup into a scratch database and compares it. 0: never.",
@@ -169,10 +196,24 @@ RETENTION_HELP = {
     "keep_minimum": "Kept whatever the rule says (the newest good backup is always kept).",
     "keep_last": "The newest N good backups.",
     "keep_days": "Every good backup started within this many days.",
+    "keep_manual_days": "Back up now, API and labelled backups: kept this long apart from the rule, then it "
+                        "judges them. 0: at once.",
 }
 
 
-class RetentionForm(forms.ModelForm):
+class ManualKeepOptional:
+    """keep_manual_days came after the other retention fields: a form posted
+    without it (an older page, a script) keeps the plan's value."""
+
+    def optional_manual_keep(self):
+        self.fields["keep_manual_days"].required = False
+
+    def clean_keep_manual_days(self):
+        days = self.cleaned_data.get("keep_manual_days")
+        return self.instance.keep_manual_days if days is None else days
+
+
+class RetentionForm(ManualKeepOptional, ModelBounds):
     """Only the retention fields: the live preview reads them from the plan form."""
 
     class Meta:
@@ -180,8 +221,124 @@ class RetentionForm(forms.ModelForm):
         fields = RETENTION_FIELDS
         help_texts = RETENTION_HELP
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.optional_manual_keep()
 
-class PlanForm(forms.ModelForm):
+
+class SchedulePresets(forms.Form):
+    """A schedule chosen as a preset (every hour, day, week or month, at a
+    time) or as a cron of one's own. A preset becomes a cron here
+    (catalog/schedules.py), so a plan keeps one cron whatever was chosen, and
+    a cron a preset can make is shown as that preset when edited again."""
+
+    schedule_preset = forms.ChoiceField(label="Runs", choices=schedules.PRESET_CHOICES, required=False)
+    schedule_minute = forms.IntegerField(label="Minutes past the hour", min_value=0, max_value=59, required=False)
+    schedule_time = forms.TimeField(label="At", required=False,
+                                    widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"))
+    schedule_weekday = forms.ChoiceField(label="On", choices=schedules.WEEKDAY_CHOICES, required=False)
+    schedule_day = forms.IntegerField(label="Day of the month", min_value=1, max_value=schedules.LAST_MONTHLY_DAY,
+                                      required=False, help_text="1 to 28, so that every month has it.")
+
+    PRESET_FIELDS = ("schedule_preset", "schedule_minute", "schedule_time", "schedule_weekday", "schedule_day")
+    # What each preset needs, and the argument of schedules.preset_cron it fills.
+    NEEDS = {schedules.HOURLY: {"schedule_minute": "minute"}, schedules.DAILY: {"schedule_time": "at"},
+             schedules.WEEKLY: {"schedule_time": "at", "schedule_weekday": "weekday"},
+             schedules.MONTHLY: {"schedule_time": "at", "schedule_day": "day"}}
+    SCHEDULE_HELP = ("Cron: minute hour day-of-month month day-of-week, in the server's time zone. On the nights "
+                     "the clocks change, a time that happens twice runs once and a time skipped runs an hour later.")
+
+    def show_schedule_as_preset(self, schedule):
+        """Initial values from the saved cron (a posted form keeps what was posted)."""
+        self.fields["schedule"].required = False  # with a preset, the cron box is not read
+        self.fields["schedule"].help_text = self.SCHEDULE_HELP
+        preset, values = schedules.preset_of(schedule)
+        self.initial.setdefault("schedule_preset", preset)
+        self.initial.setdefault("schedule_minute", values.get("minute", 0))
+        self.initial.setdefault("schedule_time", values.get("at", "03:00"))
+        self.initial.setdefault("schedule_weekday", values.get("weekday", "1"))
+        self.initial.setdefault("schedule_day", values.get("day", 1))
+
+    def schedule_fields(self):
+        return [self[name] for name in (*self.PRESET_FIELDS, "schedule")]
+
+    def clean(self):
+        data = super().clean()
+        # A client that posts only a cron (a script, an older page) chose the cron.
+        preset = data.get("schedule_preset") or schedules.CRON
+        if preset == schedules.CRON:
+            schedule, field = " ".join((data.get("schedule") or "").split()), "schedule"
+            if not schedule and "schedule" not in self.errors:
+                self.add_error("schedule", "Enter a cron schedule, or choose how often above.")
+                return data
+        else:
+            needs = self.NEEDS[preset]
+            for name in needs:
+                if data.get(name) in (None, "") and name not in self.errors:
+                    self.add_error(name, f"Say this for a schedule that runs {dict(schedules.PRESET_CHOICES)[preset].lower()}.")
+            if any(name in self.errors for name in needs):
+                return data
+            schedule = schedules.preset_cron(preset, **{arg: data[name] for name, arg in needs.items()})
+            field = "schedule_preset"
+        if "schedule" in self.errors:
+            return data
+        if error := schedules.validate_cron(schedule):
+            self.add_error(field, error)
+        else:
+            data["schedule"] = schedule
+        return data
+
+    def schedule_changes(self, changed):
+        """The changed fields for the audit trail: the cron, not the preset inputs that made it."""
+        changed = [name for name in changed if name not in self.PRESET_FIELDS and name != "schedule"]
+        if self.cleaned_data.get("schedule") != self.initial.get("schedule"):
+            changed.append("schedule")
+        return changed
+
+
+class SchedulePreviewForm(SchedulePresets):
+    """The plan form's schedule inputs alone, for the live preview."""
+
+    schedule = forms.CharField(required=False, max_length=100)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.show_schedule_as_preset("")
+
+
+class SourceSelect(forms.Select):
+    """The plan's source, each option saying its engine (data-engine) for
+    strongroom.js to offer only the formats that engine produces."""
+
+    def create_option(self, name, value, *args, **kwargs):
+        option = super().create_option(name, value, *args, **kwargs)
+        if getattr(value, "instance", None) is not None:
+            option["attrs"]["data-engine"] = value.instance.engine
+        return option
+
+
+class FormatSelect(forms.Select):
+    """Each format says which engines produce it (data-engines); those the
+    chosen source's engine cannot produce are hidden (strongroom.js shows them
+    again when another source is chosen)."""
+
+    engine = None  # the plan's source's engine, when it has one
+
+    def create_option(self, name, value, *args, **kwargs):
+        option = super().create_option(name, value, *args, **kwargs)
+        engines = [engine for engine, formats in FORMATS_BY_ENGINE.items() if value in formats]
+        option["attrs"]["data-engines"] = " ".join(engines)
+        if self.engine and self.engine not in engines:
+            option["attrs"].update(hidden=True, disabled=True)
+        return option
+
+
+def formats_in_words(formats):
+    labels = dict(FORMAT_CHOICES)
+    return ", ".join(labels[fmt] for fmt in formats)
+
+
+class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
     destinations = forms.ModelMultipleChoiceField(
         queryset=Destination.objects.all(), widget=forms.CheckboxSelectMultiple, error_messages={"required": "Pick at least one destination."}
     )
@@ -192,40 +349,47 @@ class PlanForm(forms.ModelForm):
                   "size_tolerance_percent", *RETENTION_FIELDS, *VERIFICATION_FIELDS]
         help_texts = {
             **RETENTION_HELP,
-            "schedule": "Cron: minute hour day-of-month month day-of-week.",
             "encrypt": "AES-256-GCM with a fresh data key per backup, wrapped by the active master key.",
             "enabled": "Disabled plans keep their backups but are not run on schedule.",
             "format": ("Physical base backup (PostgreSQL only) copies the whole cluster for point-in-time "
                        "recovery; it runs only while the source's continuous protection is on, and each one "
                        "counts as good once the WAL it needs is stored."),
         }
+        widgets = {"source": SourceSelect, "format": FormatSelect}
+        error_messages = {"format": {"invalid_choice": "Choose one of the formats offered for this source."}}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for name in RETENTION_FIELDS:
             self.fields[name].widget.attrs["class"] = "retention-field"
         self.fields["size_tolerance_percent"].required = False  # left empty: keeps the current tolerance
+        self.optional_manual_keep()
         # The export choice is not a form field: its inputs come from the table
         # picker (catalog/exports.py), which clean() reads and shows again with its errors.
         self.export_picker = None
         self.saved_export_choice = (self.instance.export_tables, self.instance.export_sets)
-        self.offer_base_backups()
+        self.offer_formats()
+        self.show_schedule_as_preset(self.instance.schedule)
 
-    def offer_base_backups(self):
-        """A physical base backup is a PostgreSQL thing: not offered when the
-        plan's source is another engine, or when no source is PostgreSQL."""
+    def offer_formats(self):
+        """Only formats some source can produce (no SQLite file where every
+        source is PostgreSQL, no base backup without a PostgreSQL source); of
+        those, the plan's source's own shown, the others hidden until another
+        source is chosen. The plan's current format stays, to be seen and changed."""
         source = self.instance.source if self.instance.source_id else None
-        postgres = source.engine == "postgresql" if source else Source.objects.filter(engine="postgresql").exists()
-        if not postgres and self.instance.format != BASE_BACKUP_FORMAT:
-            field = self.fields["format"]
-            field.choices = [(value, label) for value, label in field.choices if value != BASE_BACKUP_FORMAT]
+        engines = set(Source.objects.values_list("engine", flat=True)) | ({source.engine} if source else set())
+        possible = {fmt for engine in engines or FORMATS_BY_ENGINE for fmt in FORMATS_BY_ENGINE[engine]}
+        field = self.fields["format"]
+        field.choices = [(value, label) for value, label in field.choices
+                         if value in possible or value == self.instance.format]
+        field.widget.engine = source.engine if source else None
 
     def clean_size_tolerance_percent(self):
         tolerance = self.cleaned_data.get("size_tolerance_percent")
         return self.instance.size_tolerance_percent if tolerance is None else tolerance
 
     def main_fields(self):
-        grouped = RETENTION_FIELDS + VERIFICATION_FIELDS
+        grouped = [*RETENTION_FIELDS, *VERIFICATION_FIELDS, *self.PRESET_FIELDS, "schedule"]
         return [self[name] for name in self.fields if name not in grouped]
 
     def verification_fields(self):
@@ -234,19 +398,17 @@ class PlanForm(forms.ModelForm):
     def retention_fields(self):
         return [self[name] for name in RETENTION_FIELDS]
 
-    def clean_schedule(self):
-        schedule = " ".join(self.cleaned_data["schedule"].split())
-        error = validate_cron(schedule)
-        if error:
-            raise forms.ValidationError(error)
-        return schedule
-
     def clean(self):
         data = super().clean()
         source, fmt = data.get("source"), data.get("format")
+        if source and fmt is None and self.data.get("format") in dict(FORMAT_CHOICES):
+            # A format no source here produces (not offered at all): said like the others.
+            fmt = self.data["format"]
+            del self.errors["format"]
         if source and fmt and fmt not in FORMATS_BY_ENGINE[source.engine]:
-            allowed = ", ".join(FORMATS_BY_ENGINE[source.engine])
-            self.add_error("format", f"A {source.get_engine_display()} source can be backed up as: {allowed}.")
+            self.add_error("format", f"A {source.get_engine_display()} source cannot produce "
+                                     f"“{formats_in_words([fmt])}”; choose one of: "
+                                     f"{formats_in_words(FORMATS_BY_ENGINE[source.engine])}.")
         elif source and fmt in EXPORT_FORMATS:
             self.clean_export_choice(source)
         elif fmt and fmt not in EXPORT_FORMATS:  # a dump has no table choice to keep
@@ -268,7 +430,7 @@ class PlanForm(forms.ModelForm):
         self.instance.export_tables, self.instance.export_sets = tables, sets
 
     def changed_fields(self):
-        changed = really_changed(self)
+        changed = self.schedule_changes(really_changed(self))
         if (self.instance.export_tables, self.instance.export_sets) != self.saved_export_choice:
             changed += ["export_tables", "export_sets"]
         return changed
@@ -283,6 +445,8 @@ class RunBackupForm(forms.Form):
     label = forms.SlugField(
         required=False, max_length=100, help_text="Optional, e.g. pre-migration", widget=forms.TextInput(attrs={"placeholder": "label (optional)"})
     )
+    # Empty: the plan's manual rule (keep_manual_days) decides, and follows it when it changes.
+    keep_days = forms.IntegerField(required=False, min_value=1, max_value=MAX_KEEP_DAYS, label="Keep for (days)")
 
 
 class BackupFilterForm(forms.Form):

@@ -130,8 +130,11 @@ class PruneReport:
     waiting: list = field(default_factory=list)  # kept for now by an Object Lock
     skipped: list = field(default_factory=list)  # pinned or changed since the preview
     errors: list = field(default_factory=list)
+    failure: str = ""  # the rule itself could not be applied (prune_plan_checked)
 
     def summary(self):
+        if self.failure:
+            return f"not applied: {self.failure}"
         parts = [f"{len(self.pruned)} pruned"]
         if self.waiting:
             parts.append(f"{len(self.waiting)} waiting for Object Lock")
@@ -154,8 +157,34 @@ def prune_plan(actor, plan, now=None):
     return report
 
 
+def prune_plan_checked(actor, plan, now=None):
+    """prune_plan for callers that go on to other work (every plan at night,
+    the task after a backup, the command, the page's button): whatever goes
+    wrong is in the report and in an alert about the plan, never an exception
+    that would stop the plans after it and leave only a line in the worker log.
+    The alert clears when the plan's rule next applies cleanly."""
+    from catalog.alerts import hooks as monitor  # monitoring builds on this module's models
+
+    try:
+        report = prune_plan(actor, plan, now)
+    except Exception as exc:
+        log.exception("Retention of plan %s could not be applied", plan)
+        report = PruneReport(failure=failure_text(exc))
+    monitor.retention_finished(plan, report)
+    return report
+
+
+def failure_text(exc):
+    """What went wrong, in words where we know them, with Python's own words after."""
+    text = " ".join(str(exc).split())[:300]
+    if isinstance(exc, OverflowError):  # a rule stored before its numbers were bounded
+        return f"a number in its retention rule is too large to count days with ({text})"
+    return f"{text} ({type(exc).__name__})" if text else type(exc).__name__
+
+
 def prune_all(actor="retention", now=None):
-    return {plan.pk: prune_plan(actor, plan, now) for plan in BackupPlan.objects.all()}
+    """Every plan's rule, each on its own (prune_plan_checked)."""
+    return {plan.pk: prune_plan_checked(actor, plan, now) for plan in BackupPlan.objects.select_related("source")}
 
 
 def prune_backup(actor, backup_id, reason, now):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
@@ -32,10 +33,26 @@ FORMATS_BY_ENGINE = {"postgresql": ("custom", "plain", *EXPORT_FORMATS, BASE_BAC
                      "sqlite": ("sqlite", *EXPORT_FORMATS)}
 COMPRESSION_CHOICES = [("zstd", "zstd"), ("gzip", "gzip"), ("none", "None")]
 
+# The largest numbers a form, the API or the admin may store: the models are
+# their source of truth (a ModelForm runs these validators). Past them a value
+# is a slip of the keyboard, and some would overflow a date where they are
+# used (now - timedelta(days=2147483647) stopped every plan's pruning).
+MAX_DAYS = 36500  # a hundred years
+MAX_VERIFY_DAYS = 3660  # ten years between verifications
+MAX_MINUTES = 366 * 24 * 60  # a year
+MAX_COUNT = 100_000  # backups kept by count
+MAX_QUOTA_GB = 10_000_000  # 10 PB
+MAX_PERCENT = 1000
+PORT_VALIDATORS = [MinValueValidator(1), MaxValueValidator(65535)]
+
+
+def at_most(limit):
+    return [MaxValueValidator(limit)]
+
 
 # A source's health: see catalog.alerts.health.
 HEALTH_CHOICES = [
-    ("new", "New"),  # nothing expected yet: no enabled plan
+    ("new", "New"),  # no good backup yet, and none overdue (or no enabled plan: none expected)
     ("up", "Up"),
     ("late", "Late"),
     ("down", "Down"),
@@ -78,17 +95,19 @@ class Source(SealedSecrets):
     slug = models.SlugField(max_length=100, unique=True)
     engine = models.CharField(max_length=20, choices=ENGINE_CHOICES, default="postgresql")
     host = models.CharField(max_length=255, blank=True)
-    port = models.PositiveIntegerField(default=5432, null=True, blank=True)
+    port = models.PositiveIntegerField(default=5432, null=True, blank=True, validators=PORT_VALIDATORS)
     dbname = models.CharField("database", max_length=255, blank=True)
     user = models.CharField(max_length=255, blank=True)
     sslmode = models.CharField(max_length=20, blank=True)
     sqlite_path = models.CharField("SQLite file", max_length=1000, blank=True)
-    rpo_minutes = models.PositiveIntegerField("RPO target (minutes)", null=True, blank=True)
-    rto_minutes = models.PositiveIntegerField("RTO target (minutes)", null=True, blank=True)
+    rpo_minutes = models.PositiveIntegerField("RPO target (minutes)", null=True, blank=True,
+                                              validators=at_most(MAX_MINUTES))
+    rto_minutes = models.PositiveIntegerField("RTO target (minutes)", null=True, blank=True,
+                                              validators=at_most(MAX_MINUTES))
     # Monitoring. The deadlines are precomputed whenever a backup finishes or a
     # plan changes, so that the one-minute tick is an indexed query.
     grace_minutes = models.PositiveIntegerField(
-        "grace (minutes)", default=120, help_text="How long past the expected interval a backup may be late "
+        "grace (minutes)", default=120, validators=at_most(MAX_MINUTES), help_text="How long past the expected interval a backup may be late "
         "before the source is down.")
     paused = models.BooleanField("monitoring paused", default=False)
     status = models.CharField(max_length=20, choices=HEALTH_CHOICES, default="new", db_index=True)
@@ -157,11 +176,17 @@ class Source(SealedSecrets):
 
     def restore_test_overdue(self, last_restore, has_good_backup, now=None):
         """True when no restore test passed within the strictest of its plans'
-        policies. The caller passes what it already read for the page."""
-        days = [p.restore_test_days for p in self.plans.all() if p.enabled and p.restore_test_days]
-        if not days or not has_good_backup:
+        policies. Never tested, a plan's test is overdue only once its period
+        has passed since the plan was made (a plan comes after its source): a
+        source added this morning is not "overdue" by tonight. The caller
+        passes what it already read for the page."""
+        plans = [p for p in self.plans.all() if p.enabled and p.restore_test_days]
+        if not plans or not has_good_backup:
             return False
-        return last_restore is None or last_restore.finished_at < (now or timezone.now()) - timedelta(days=min(days))
+        now = now or timezone.now()
+        if last_restore is not None:
+            return last_restore.finished_at < now - timedelta(days=min(p.restore_test_days for p in plans))
+        return any(now - p.created_at > timedelta(days=p.restore_test_days) for p in plans)
 
     # --- health (see catalog.alerts.health, which keeps the stored fields right)
 
@@ -203,6 +228,8 @@ class Source(SealedSecrets):
             if self.status == "failing" and self.status_reason:
                 return "failing", self.status_reason
             return "failing", "The latest backup of this source failed."
+        # The reasons say what happened; the pages show the deadlines beside
+        # them (late_at, down_at), so that no cell says the same thing twice.
         grace = duration_text(self.grace())
         if self.last_good_at is None:
             waited = f"No good backup yet; the first was due by {moment_text(self.late_at)}"
@@ -212,14 +239,14 @@ class Source(SealedSecrets):
         if now >= self.down_at:
             return "down", f"{waited} (grace {grace})."
         if now >= self.late_at and backup_running:
-            return "up", (f"The backup due at {moment_text(self.late_at)} is under way; "
-                          f"down at {moment_text(self.down_at)} unless one succeeds (grace {grace}).")
+            return "up", f"The backup due at {moment_text(self.late_at)} is under way."
         if now >= self.late_at:
-            return "late", f"{waited}; down at {moment_text(self.down_at)} unless one succeeds (grace {grace})."
+            return "late", f"{waited} (grace {grace})."
         if self.last_good_at is None:
-            return "up", f"Waiting for the first good backup, due by {moment_text(self.late_at)}."
-        return "up", (f"Last good backup started {moment_text(self.last_good_at)}; "
-                      f"late after {moment_text(self.late_at)}, down after {moment_text(self.down_at)}.")
+            # Nothing is protected yet, so not "up"; nothing is wrong yet either.
+            return "new", "Waiting for its first good backup."
+        every = duration_text(self.late_at - self.last_good_at)
+        return "up", f"Last good backup started {moment_text(self.last_good_at)}; one is expected every {every}."
 
 
 class Destination(SealedSecrets):
@@ -236,12 +263,12 @@ class Destination(SealedSecrets):
     region = models.CharField(max_length=64, blank=True)
     access_key_id = models.CharField("access key ID", max_length=255, blank=True)
     offsite = models.BooleanField("off-site", default=False)
-    immutable_days = models.PositiveIntegerField("Object Lock days", null=True, blank=True)
+    immutable_days = models.PositiveIntegerField("Object Lock days", null=True, blank=True, validators=at_most(MAX_DAYS))
     lock_mode = models.CharField(
         "Object Lock mode", max_length=20, choices=[("GOVERNANCE", "Governance"), ("COMPLIANCE", "Compliance")],
         default="GOVERNANCE",
     )
-    quota_gb = models.PositiveIntegerField("quota (GB)", null=True, blank=True)
+    quota_gb = models.PositiveIntegerField("quota (GB)", null=True, blank=True, validators=at_most(MAX_QUOTA_GB))
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -260,6 +287,7 @@ class Destination(SealedSecrets):
         secrets = self.secrets(secrets)
         if self.kind == "local":
             return LocalStorage(self.path, allowed_roots=settings.LOCAL_DESTINATION_ROOTS)
+        self.check_endpoint()
         return S3Storage(
             bucket=self.bucket,
             prefix=self.prefix,
@@ -318,6 +346,15 @@ class Destination(SealedSecrets):
             return None
         return (now + timedelta(days=self.immutable_days)).replace(microsecond=0)
 
+    def check_endpoint(self):
+        """Checked again before each use, not only on the form: the endpoint's
+        name may resolve to another address now (catalog/endpoints.py)."""
+        from catalog.endpoints import endpoint_problem
+        from catalog.engine.errors import StorageError
+
+        if self.endpoint_url and (problem := endpoint_problem(self.endpoint_url)):
+            raise StorageError(f"The S3 endpoint of {self.name} is refused: {problem}")
+
     def location_display(self):
         if self.kind == "local":
             return self.path
@@ -337,18 +374,26 @@ class BackupPlan(models.Model):
     destinations = models.ManyToManyField(Destination, related_name="plans")
     enabled = models.BooleanField(default=True)
     retention_mode = models.CharField("rule", max_length=10, choices=retention.MODE_CHOICES, default=retention.GFS)
-    keep_daily = models.PositiveIntegerField("daily", default=30)
-    keep_weekly = models.PositiveIntegerField("weekly", default=12)
-    keep_monthly = models.PositiveIntegerField("monthly", default=12)
-    keep_yearly = models.PositiveIntegerField("yearly", default=5)
-    keep_last = models.PositiveIntegerField("last N", default=7)
-    keep_days = models.PositiveIntegerField("newer than (days)", default=30)
-    keep_minimum = models.PositiveIntegerField("keep at least", default=1)
+    # A hundred years of each period at most.
+    keep_daily = models.PositiveIntegerField("daily", default=30, validators=at_most(MAX_DAYS))
+    keep_weekly = models.PositiveIntegerField("weekly", default=12, validators=at_most(MAX_DAYS // 7))
+    keep_monthly = models.PositiveIntegerField("monthly", default=12, validators=at_most(MAX_DAYS // 365 * 12))
+    keep_yearly = models.PositiveIntegerField("yearly", default=5, validators=at_most(MAX_DAYS // 365))
+    keep_last = models.PositiveIntegerField("last N", default=7, validators=at_most(MAX_COUNT))
+    keep_days = models.PositiveIntegerField("newer than (days)", default=30, validators=at_most(MAX_DAYS))
+    keep_minimum = models.PositiveIntegerField("keep at least", default=1, validators=at_most(MAX_COUNT))
+    # Manual backups ("Back up now", the API, labelled ones) are kept this long
+    # apart from the rule above, which would otherwise thin them with the
+    # scheduled ones (catalog/retention.py).
+    keep_manual_days = models.PositiveIntegerField("keep manual backups (days)", default=30,
+                                                   validators=at_most(MAX_DAYS))
     verify_new_backups = models.BooleanField("checksum every new backup", default=True)
-    restore_test_days = models.PositiveIntegerField("test-restore every (days)", default=7)
-    checksum_all_days = models.PositiveIntegerField("checksum all copies every (days)", default=30)
+    restore_test_days = models.PositiveIntegerField("test-restore every (days)", default=7,
+                                                    validators=at_most(MAX_VERIFY_DAYS))
+    checksum_all_days = models.PositiveIntegerField("checksum all copies every (days)", default=30,
+                                                    validators=at_most(MAX_VERIFY_DAYS))
     size_tolerance_percent = models.PositiveIntegerField(
-        "size alert tolerance (%)", default=50,
+        "size alert tolerance (%)", default=50, validators=at_most(MAX_PERCENT),
         help_text="Alert when a backup is this much smaller or larger than the median of the previous 7; "
         "0 turns the alert off.")
     # Export plans only: tables picked by name, [{"schema", "name", "where"}], and
@@ -365,7 +410,7 @@ class BackupPlan(models.Model):
     # own). A plan holds no secret; its source's password is not here.
     DEFINITION_FIELDS = ("name", "schedule", "format", "compression", "encrypt", "enabled", "retention_mode",
                          "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_last", "keep_days",
-                         "keep_minimum", "verify_new_backups", "restore_test_days", "checksum_all_days",
+                         "keep_minimum", "keep_manual_days", "verify_new_backups", "restore_test_days", "checksum_all_days",
                          "size_tolerance_percent", "export_tables", "export_sets")
 
     class Meta:
@@ -432,6 +477,7 @@ class BackupPlan(models.Model):
             days=self.keep_days,
             # Rule 4: the newest good backup is always kept, so at least one.
             minimum=max(self.keep_minimum, 1),
+            manual_days=self.keep_manual_days,
         )
 
     def three_two_one(self):
@@ -570,6 +616,9 @@ class Backup(Job):
     hold_changed_at = models.DateTimeField("pin or hold last changed", null=True, blank=True)
     pruned_at = models.DateTimeField(null=True, blank=True)
     prune_reason = models.CharField(max_length=300, blank=True)
+    # A manual backup kept until then, as asked when it was taken; empty: its
+    # plan's keep_manual_days (see is_manual and catalog/retention.py).
+    keep_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     objects = BackupQuerySet.as_manager()
@@ -664,6 +713,26 @@ class Backup(Job):
     def is_pruned(self):
         return self.pruned_at is not None
 
+    def is_manual(self):
+        """Taken by a person or a script rather than by its plan's schedule, or
+        given a label: retention keeps it by the plan's manual rule."""
+        return self.trigger != "schedule" or bool(self.label)
+
+    def manual_text(self):
+        """What made it, for the retention reasons ("" when its schedule did)."""
+        if not self.is_manual():
+            return ""
+        if self.label:
+            return f"backup labelled {self.label}"
+        return "API backup" if self.trigger == "api" else "manual backup"
+
+    def manual_keep_until(self):
+        """Until when the manual rule keeps it, or None."""
+        if not self.is_manual():
+            return None
+        policy = self.plan.retention_policy() if self.plan_id else retention.Policy(manual_days=0)
+        return policy.manual_until(self.retention_candidate())
+
     def readable_copies(self):
         """Durable copies in the order to read them: local ones first, as they
         are cheaper and faster to read than S3."""
@@ -679,6 +748,7 @@ class Backup(Job):
         return retention.Candidate(
             id=self.pk, created_at=self.created_at, good=self.is_good(), hold=self.hold(),
             not_good="waiting for its WAL" if self.status == self.SUCCEEDED else "partial",
+            manual=self.manual_text(), keep_until=self.keep_until,
         )
 
 
@@ -703,6 +773,7 @@ class Copy(models.Model):
 
     class Meta:
         ordering = ["destination__name"]
+        verbose_name_plural = "copies"  # not "copys"
         constraints = [
             models.UniqueConstraint(fields=["backup", "destination"], name="one_copy_per_destination"),
         ]
@@ -896,7 +967,7 @@ class RestoreServer(SealedSecrets):
 
     name = models.CharField(max_length=100, unique=True)
     host = models.CharField(max_length=255)
-    port = models.PositiveIntegerField(default=5432)
+    port = models.PositiveIntegerField(default=5432, validators=PORT_VALIDATORS)
     user = models.CharField(max_length=255, help_text="The role Strongroom connects as; it must be able to create "
                                                       "databases (CREATEDB).")
     sslmode = models.CharField("SSL mode", max_length=20, blank=True)

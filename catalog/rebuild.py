@@ -209,7 +209,7 @@ def check_fields(data, object_key):
         raise Unimportable("the manifest's encryption block is not understood")
     try:
         check_key(object_key)
-        for name in ("created_at", "started_at", "finished_at", "locked_until"):
+        for name in ("created_at", "started_at", "finished_at", "locked_until", "keep_until"):
             parse_time(data.get(name))
     except (EngineError, TypeError, ValueError) as exc:
         raise Unimportable(f"the manifest cannot be used ({exc})")
@@ -302,6 +302,7 @@ def create_backup_from(actor, data, hold):
         plan=plan,
         label=data.get("label") or "",
         trigger=data.get("trigger") or "manual",
+        keep_until=parse_time(data.get("keep_until")),
         status=Backup.SUCCEEDED,
         format=data["format"],
         compression=data["compression"],
@@ -389,7 +390,7 @@ def partitions_of(data):
 # A plan whose manifests do not describe it (written before they did): its
 # schedule and retention are unknown, and a guessed rule could prune backups
 # the real one kept, so it keeps every backup until an administrator sets one.
-KEEP_EVERYTHING = {"retention_mode": retention.DAYS, "keep_days": 36500}  # a hundred years
+KEEP_EVERYTHING = {"retention_mode": retention.DAYS, "keep_days": 36500, "keep_manual_days": 36500}  # a hundred years
 
 
 @dataclass

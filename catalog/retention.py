@@ -7,6 +7,15 @@ DESIGN rule 4: never prune the newest good backup, never prune a pinned one
 (or one under legal hold), and never count a failed or partial backup as kept.
 Partial backups are not part of the rule at all: they are kept only while no
 good backup is newer, because then they may hold the newest data there is.
+
+Manual backups ("Back up now", the API, a label such as pre-migration) have a
+rule of their own: each is kept for the plan's manual_days, or until the
+keep_until asked for when it was taken, and takes no place in the plan's rule
+meanwhile, so that neither thins the other (a GFS rule keeps one backup a day,
+which would prune this morning's pre-migration backup by tonight's run; and
+twenty backups a CI job takes in a day would push a week of nightly ones out
+of "keep the last 7"). Once its time is up, a manual backup is judged by the
+plan's rule like any other: nothing the rule keeps is lost by the change.
 """
 
 from dataclasses import dataclass, field
@@ -38,6 +47,7 @@ class Policy:
     last: int = 7
     days: int = 30
     minimum: int = 1
+    manual_days: int = 30  # how long a manual backup is kept apart from the rule; 0: the rule judges it at once
 
     def describe(self):
         if self.mode == LAST:
@@ -55,6 +65,19 @@ class Policy:
             return f"older than {self.days} days"
         return "not the newest of a kept day, week, month or year"
 
+    def describe_manual(self):
+        if not self.manual_days:
+            return "manual backups by the same rule"
+        return f"manual backups kept {self.manual_days} day{'s' if self.manual_days != 1 else ''}"
+
+    def manual_until(self, candidate):
+        """Until when the manual rule keeps `candidate` (None: it does not)."""
+        if not candidate.manual:
+            return None
+        if candidate.keep_until is not None:
+            return candidate.keep_until
+        return candidate.created_at + timedelta(days=self.manual_days) if self.manual_days else None
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -65,6 +88,8 @@ class Candidate:
     good: bool  # succeeded: every copy durable
     hold: str = ""  # "pinned" or "legal hold" when set
     not_good: str = "partial"  # why a backup that is not good is not, in the reasons below
+    manual: str = ""  # what made it, when not its schedule ("manual backup", "backup labelled pre-migration")
+    keep_until: datetime = None  # asked for when it was taken; None: the plan's manual_days
 
 
 @dataclass
@@ -89,17 +114,27 @@ def select(candidates, policy, tz, now):
     """Returns a Decision for every candidate, newest first."""
     ordered = newest_first(candidates)
     decisions = {c.id: Decision(c) for c in ordered}
-    good = [c for c in ordered if c.good]
+    every_good = [c for c in ordered if c.good]
 
     for candidate in ordered:
         if candidate.hold:
             decisions[candidate.id].reasons.append(candidate.hold)
+    # Manual backups inside their own period: kept, and out of the plan's rule.
+    apart = set()
+    for candidate in ordered:
+        until = policy.manual_until(candidate)
+        if until is not None and now < until:
+            decisions[candidate.id].reasons.append(f"{candidate.manual}, kept until {day_of(until, tz)}")
+            apart.add(candidate.id)
+    good = [c for c in every_good if c.id not in apart]
+
     for candidate, reason in rule_keeps(good, policy, tz, now):
         decisions[candidate.id].reasons.append(reason)
     if good:
         newest = decisions[good[0].id]
         if not newest.keep:
-            newest.reasons.append("newest good backup")
+            newest.reasons.append("newest good backup" if good[0] is every_good[0]
+                                  else "newest good backup under the plan's rule")
     kept_good = sum(1 for c in good if decisions[c.id].keep)
     for candidate in good:
         if kept_good >= policy.minimum:
@@ -113,13 +148,20 @@ def select(candidates, policy, tz, now):
         if decision.keep:
             continue
         if not candidate.good:
-            if not good or candidate.created_at > good[0].created_at:
+            if not every_good or candidate.created_at > every_good[0].created_at:
                 decision.reasons.append(f"{candidate.not_good}, no newer good backup")
             else:
                 decision.prune_reason = f"{candidate.not_good}, a newer good backup exists"
         else:
             decision.prune_reason = policy.prune_reason()
+        until = policy.manual_until(candidate)
+        if until is not None:
+            decision.prune_reason = f"{candidate.manual}, kept until {day_of(until, tz)}; then {decision.prune_reason}"
     return [decisions[c.id] for c in ordered]
+
+
+def day_of(moment, tz):
+    return moment.astimezone(tz).strftime("%Y-%m-%d")
 
 
 def rule_keeps(good, policy, tz, now):

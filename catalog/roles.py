@@ -16,3 +16,16 @@ def grant_roles(Group, Permission):
     administrators.permissions.set(catalog_perms.exclude(codename__in=NEVER_GRANTED))
     auditors, _ = Group.objects.get_or_create(name=AUDITORS)
     auditors.permissions.set(catalog_perms.filter(codename__startswith="view_"))
+
+
+def role_of(user):
+    """"administrator", "auditor", or None for a signed-in user in neither
+    group (who may see no page) and for anonymous visitors. By permission, so
+    a superuser is an administrator."""
+    if not (user and user.is_authenticated):
+        return None
+    if user.has_perm("catalog.operate"):
+        return "administrator"
+    if user.has_perm("catalog.view_backup"):
+        return "auditor"
+    return None

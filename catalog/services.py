@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import threading
 import time
+from datetime import timedelta
 
 import psycopg
 from django.conf import settings
@@ -238,7 +239,8 @@ def check_runnable(plan):
     if not plan.destinations.exists():
         raise Refused(f"Plan {plan} has no destination to write to.")
     if plan.format not in FORMATS_BY_ENGINE[plan.source.engine]:
-        raise Refused(f"Plan {plan} uses format {plan.format}, which {plan.source.engine} sources cannot produce.")
+        raise Refused(f"Plan {plan} makes a {plan.get_format_display()}, which a {plan.source.get_engine_display()} "
+                      "source cannot produce: edit the plan and choose another format.")
     if plan.is_export() and not plan.has_export_selection():
         raise Refused(f"Plan {plan} exports no table: pick tables or add a named set to it first.")
     if plan.format == BASE_BACKUP_FORMAT:
@@ -251,12 +253,15 @@ def check_runnable(plan):
 
 
 @transaction.atomic
-def create_backup(actor, plan, label="", trigger="manual"):
+def create_backup(actor, plan, label="", trigger="manual", keep_days=None):
+    """`keep_days`: how long retention keeps this manual backup; None leaves
+    it to the plan's manual rule (keep_manual_days)."""
     # Two triggers at once (a double click, the API and a cron slot) would both
     # find the plan idle: locking its row makes the second wait for the first
     # to commit, and then see its backup as active.
     type(plan).objects.select_for_update().get(pk=plan.pk)
     check_runnable(plan)
+    now = timezone.now()
     backup = Backup.objects.create(
         source=plan.source,
         plan=plan,
@@ -266,14 +271,19 @@ def create_backup(actor, plan, label="", trigger="manual"):
         format=plan.format,
         compression=plan.compression,
         encrypted=plan.encrypt,
+        created_at=now,
+        keep_until=now + timedelta(days=keep_days) if keep_days else None,
     )
-    audit.record(actor, "backup.queue", backup, {"plan": plan.name, "label": backup.label, "trigger": trigger})
+    details = {"plan": plan.name, "label": backup.label, "trigger": trigger}
+    if backup.keep_until:
+        details["keep_until"] = backup.keep_until.isoformat()
+    audit.record(actor, "backup.queue", backup, details)
     return backup
 
 
-def start_backup(actor, plan, label="", trigger="manual"):
+def start_backup(actor, plan, label="", trigger="manual", keep_days=None):
     """Queues a backup of `plan` for a worker and returns it."""
-    backup = create_backup(actor, plan, label, trigger)
+    backup = create_backup(actor, plan, label, trigger, keep_days)
     # Only once the row is committed can a worker claim it.
     transaction.on_commit(lambda: queues.enqueue_work("catalog.tasks.run_backup", backup.pk,
                                                       task_name=f"backup-{backup.pk}"))
@@ -452,12 +462,17 @@ def run_backup(backup_id):
         return finish_backup(backup, copies, Backup.CANCELLED, "Cancelled by request.")
     except EngineError as exc:
         return finish_backup(backup, copies, Backup.FAILED, str(exc))
+    except keyring.KeyUnavailable as exc:
+        return finish_backup(backup, copies, Backup.FAILED, missing_key_in_words(exc))
     except Exception as exc:  # never leave a backup "running" behind
         log.exception("Backup %s failed unexpectedly", backup_id)
         return finish_backup(backup, copies, Backup.FAILED, f"Unexpected error ({type(exc).__name__}); see the worker log.")
     # Fixed before the manifests are written, so that they and the catalog hold the same instant.
     backup.finished_at = timezone.now()
-    write_manifests(backup, copies, encryption)
+    try:
+        write_manifests(backup, copies, encryption)
+    except keyring.KeyUnavailable as exc:  # its file went away while the backup ran
+        return finish_backup(backup, copies, Backup.FAILED, missing_key_in_words(exc))
     durable = [copy for copy in copies if copy.status == Copy.DURABLE]
     if durable and backup.is_base_backup():
         from pitr.basebackups import record_wal_bounds
@@ -470,12 +485,23 @@ def run_backup(backup_id):
     return finish_backup(backup, copies, status, failed)
 
 
+def missing_key_in_words(exc):
+    """A backup's failure for want of a master key: which key, where it was
+    looked for, and what to do (restore and verify say the same)."""
+    if isinstance(exc, keyring.KeyFileMissing):
+        return (f"{exc}. Put the saved key file {exc.path.name} back into that directory and run the backup again; "
+                "nothing was stored.")
+    return f"{exc}. Nothing was stored."
+
+
 def stream_backup(backup, copies):
     """Runs the pipeline into every destination and marks each copy's fate.
     Returns the encryption details for the manifest (None if unencrypted)."""
     encryptor, encryption = None, None
+    # Every manifest is signed with the active master key, encrypted backup or
+    # not: a missing key file stops the backup here, before anything is read.
+    key_id, master = keyring.active_key()
     if backup.encrypted:
-        key_id, master = keyring.active_key()
         encryptor = Encryptor(master, key_id)
         backup.key_id = key_id
         encryption = {
@@ -596,6 +622,7 @@ def backup_manifest(backup, copy, encryption):
         plan_definition=backup.plan.definition() if backup.plan else None,
         label=backup.label,
         trigger=backup.trigger,
+        keep_until=backup.keep_until.isoformat() if backup.keep_until else None,
         server_version=backup.server_version,
         tool_version=backup.tool_version,
         format=backup.format,

@@ -1,6 +1,6 @@
 """django-q2 task entry points: each takes ids and calls one service."""
 
-from catalog import lifecycle, services, verification
+from catalog import lifecycle, lockouts, services, verification
 from catalog.alerts import hooks as monitor
 from catalog.models import Backup, Verification
 
@@ -11,7 +11,7 @@ def run_backup(backup_id):
         if backup.plan.verify_new_backups:
             verification.queue_quietly(backup, Verification.CHECKSUM)
         # A new good backup may push older ones out of the plan's retention rule.
-        lifecycle.prune_plan("retention", backup.plan)
+        lifecycle.prune_plan_checked("retention", backup.plan)
     return backup.status if backup else "skipped"
 
 
@@ -59,6 +59,7 @@ def tick():
         "swept_pitr_restores": sweep_stale_pitr_restores(),
         "drills": run_drill_checks(),
         "base_backups_wal_complete": mark_base_backups_wal(),
+        "lockouts_ended": monitor.quietly(lockouts.end_expired_lockouts, savepoint=False)(),
         "monitoring": monitor.periodic_checks(),  # after the sweeps, so dead jobs count as failed
     }
 

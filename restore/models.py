@@ -95,6 +95,22 @@ class RestoreJob(Job):
                     "owners and grants come back as they were.")
         return " Owners and grants come back as they were."
 
+    def action_label(self):
+        """The review's button: what pressing it does, in a few words."""
+        if self.target == self.NEW:
+            return f"Restore into a new {'file' if self.source.engine == 'sqlite' else 'database'}"
+        if self.mode == self.PREVIEW:
+            return "Preview differences"
+        if self.tables:
+            tables = count_text(len(self.tables), "table")
+        elif self.backup.is_export():
+            tables = f"the {count_text(len(self.backup.table_counts), 'exported table')}"
+        else:
+            tables = "the whole database"
+        if self.mode == self.MERGE:
+            return f"Merge missing rows into {tables}"
+        return f"Replace {tables}"
+
     def describe(self):
         """What will happen, in plain words, for the confirmation step and the log."""
         everything = f"the {count_text(len(self.backup.table_counts), 'table')} of the export" if self.backup.is_export() else "the whole database"

@@ -40,8 +40,10 @@ class Wizard:
 
     @property
     def mode(self):
-        # A new database can only be filled completely; a download has no mode.
-        return self.data.get("mode", RestoreJob.FULL) if self.target == RestoreJob.EXISTING else RestoreJob.FULL
+        # Into the existing database, Preview until a change is chosen: the
+        # least destructive choice is the one nobody has to undo. A new
+        # database can only be filled completely; a download has no mode.
+        return self.data.get("mode", RestoreJob.PREVIEW) if self.target == RestoreJob.EXISTING else RestoreJob.FULL
 
     @property
     def restore_server(self):

@@ -36,3 +36,7 @@ LOCAL_DESTINATION_ROOTS = [Path(tempfile.gettempdir()).resolve()]
 # Sign-in rate limiting stays on (tests/hardening/test_login_limits.py), but
 # the test client's login() has no request for axes to count: let it through.
 AUTHENTICATION_BACKENDS = ["tests.harness.auth.AxesBackendForTestClient", *AUTHENTICATION_BACKENDS[1:]]  # noqa: F405
+
+# moto's S3 and the webhook test servers listen on 127.0.0.1 (the default,
+# stated here because tests rely on it; tests of the refusal turn it off).
+ALLOW_PRIVATE_ENDPOINTS = True

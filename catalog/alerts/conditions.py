@@ -40,7 +40,7 @@ def backup_finished(backup):
     check_partial(backup)
     if backup.status == Backup.SUCCEEDED and backup.plan_id:
         check_size(backup)
-        check_three_two_one(backup)
+        check_three_two_one()
 
 
 def partial_key(backup):
@@ -101,20 +101,93 @@ def check_size(backup):
     )
 
 
-def check_three_two_one(backup):
-    plan, key = backup.plan, f"plan:{backup.plan_id}"
-    rule = plan.three_two_one()
-    if rule["ok"]:
-        problems.resolve_alert(Alert.THREE_TWO_ONE, key, f"Backup #{backup.pk} meets 3-2-1.")
-        return
-    judged = rule["backup"]
-    raise_problem(
-        Alert.THREE_TWO_ONE, key, source=backup.source,
-        title=f"Plan {plan} does not meet 3-2-1",
-        detail=f"Backup #{judged.pk if judged else backup.pk} lacks {'; '.join(rule['missing'])}. "
-               "Add a destination of the other kind, off-site, to the plan.",
-        url=plan.get_absolute_url(), severity=Alert.WARNING,
+THREE_TWO_ONE_KEY = "plans"
+
+
+def check_three_two_one(opening=True):
+    """One alert for every plan that misses 3-2-1, not one per plan: a trial
+    with a single local destination misses it in every plan for the same
+    reason, and one fix (an off-site destination) mends them all. Judged on
+    each enabled plan's latest stored backup (a plan that has not run yet is
+    not judged), leaving out paused sources. A finished backup may open it;
+    a plan or source that changed (`opening` False) only brings an open one
+    up to date or resolves it. Returns the plans that miss it."""
+    from catalog.models import BackupPlan
+
+    short = []
+    for plan in (BackupPlan.objects.filter(enabled=True, source__paused=False)
+                 .select_related("source").order_by("name")):
+        rule = plan.three_two_one()
+        if rule["backup"] is not None and not rule["ok"]:
+            short.append((plan, rule))
+    # Before this one alert there was one per plan (key plan:<id>): they fold into it.
+    for key in (Alert.objects.filter(kind=Alert.THREE_TWO_ONE, resolved_at__isnull=True)
+                .exclude(key=THREE_TWO_ONE_KEY).values_list("key", flat=True)):
+        problems.resolve_alert(Alert.THREE_TWO_ONE, key, "Replaced by one alert for every plan that misses 3-2-1.",
+                               notify=False)
+    if not short:
+        problems.resolve_alert(Alert.THREE_TWO_ONE, THREE_TWO_ONE_KEY,
+                               "The latest backup of every enabled plan meets 3-2-1.")
+        return []
+    if not opening and not problems.open_alerts(Alert.THREE_TWO_ONE, THREE_TWO_ONE_KEY).exists():
+        return [plan for plan, _ in short]
+    from django.urls import reverse
+
+    plans = [plan for plan, _ in short]
+    sources = {plan.source_id for plan in plans}
+    problems.open_alert(
+        Alert.THREE_TWO_ONE, THREE_TWO_ONE_KEY,
+        title=(f"Plan {plans[0]} does not meet 3-2-1" if len(plans) == 1
+               else f"{len(plans)} plans do not meet 3-2-1"),
+        detail=f"{three_two_one_shortfall(short)} {three_two_one_advice(short)}",
+        url=plans[0].get_absolute_url() if len(plans) == 1 else reverse("plan_list"),
+        source=plans[0].source if len(sources) == 1 else None, severity=Alert.WARNING,
     )
+    return plans
+
+
+def three_two_one_shortfall(short):
+    """What each plan's latest backup lacks, plans that lack the same named together."""
+    groups = {}
+    for plan, rule in short:
+        groups.setdefault(tuple(rule["missing"]), []).append(f"{plan} (backup #{rule['backup'].pk})")
+    return " ".join(f"{and_list(names)} lack{'s' if len(names) == 1 else ''} {'; '.join(missing)}."
+                    for missing, names in groups.items())
+
+
+def three_two_one_advice(short):
+    """What to do, naming a destination that would mend it when there is one."""
+    lacking = [plan for plan, _ in short if not meets_three_two_one(set(plan.destinations.all()))]
+    if not lacking:
+        return (f"{'Its' if len(short) == 1 else 'Their'} destinations meet it as set up now, but the latest "
+                f"backup{'' if len(short) == 1 else 's'} did not reach every one (partial, or taken before a "
+                f"destination was added): the alert clears once {next_backups(short)} stored in every one.")
+    if len(short) == 1:
+        these = "the plan"
+    else:
+        these = "these plans" if len(lacking) == len(short) else and_list([str(plan) for plan in lacking])
+    configured = [set(plan.destinations.all()) for plan in lacking]
+    ready = [d for d in Destination.objects.order_by("name")
+             if all(d not in ds and meets_three_two_one(ds | {d}) for ds in configured)]
+    if ready:
+        what = f"Tick {and_list([str(d) for d in ready[:3]], 'or')} in {these} (Edit, Destinations)"
+    else:
+        what = ("Add a destination of another kind, away from this machine (an S3 bucket, marked off-site), on the "
+                f"Destinations page, and tick it in {these}")
+    return f"To meet it: {what}. The alert clears once {next_backups(short)} stored there too."
+
+
+def next_backups(short):
+    return "its next backup is" if len(short) == 1 else "their next backups are"
+
+
+def meets_three_two_one(destinations):
+    return (len(destinations) >= 2 and len({d.kind for d in destinations}) >= 2
+            and any(d.offsite for d in destinations))
+
+
+def and_list(names, conjunction="and"):
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {conjunction} {names[-1]}"
 
 
 # --- verifications and restores ------------------------------------------------
@@ -401,3 +474,27 @@ def wal_late_problem(protection, now):
             f"The last WAL file was stored {moment_text(newest)}, more than {settings.WAL_LATE_MINUTES} min ago"
             + (f", while the slot holds {size_text(protection.slot_lag_bytes)} not yet stored."
                if protection.slot_lag_bytes else ".") + " The recovery point is that old.")
+
+
+# --- retention ----------------------------------------------------------------------
+
+
+def retention_finished(plan, report):
+    """A plan whose retention could not be applied keeps backups it should
+    have pruned (and its storage grows): say so once, with what went wrong,
+    until a run applies the rule cleanly (catalog.lifecycle.prune_plan_checked)."""
+    key = f"plan:{plan.pk}"
+    if not report.failure and not report.errors:
+        problems.resolve_alert(Alert.RETENTION_FAILED, key, f"Retention of plan {plan} applied: {report.summary()}.")
+        return
+    if report.failure:
+        title = f"Retention of plan {plan} could not be applied"
+        detail = (f"Nothing of this plan was pruned: {report.failure}. Other plans are pruned as usual. "
+                  "Check the plan's retention rule (saving it again shows what is out of bounds); "
+                  "the worker log has the details.")
+    else:
+        title = f"Retention of plan {plan} could not remove {len(report.errors)} backup(s)"
+        lost = "; ".join(f"backup #{pk}: {detail}" for pk, detail in report.errors[:5])
+        detail = f"{lost}. They stay in the catalog and are tried again at the next run."
+    raise_problem(Alert.RETENTION_FAILED, key, source=plan.source, title=title, detail=detail,
+                  url=plan.get_absolute_url(), severity=Alert.WARNING)

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
 from catalog.alerts.models import Channel
+from catalog.endpoints import endpoint_problem
 from catalog.forms import KEEP_HELP, secret_field
 
 # Form field → name in Channel.secrets(), per kind.
@@ -19,6 +20,9 @@ SECRET_FIELDS = {
 def http_url(value):
     if not value.startswith(("http://", "https://")):
         raise ValidationError("Start the URL with https:// (or http://).")
+    # The message names the host only: a Slack URL is a secret.
+    if problem := endpoint_problem(value):
+        raise ValidationError(problem)
 
 
 class ChannelForm(forms.ModelForm):

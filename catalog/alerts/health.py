@@ -59,8 +59,8 @@ def check_deadlines(now=None):
     # A source whose backup is under way is not late yet: that backup ends
     # with a refresh. Down, the breach of the RPO, waits for nothing.
     busy = Backup.objects.active().values("source_id")
-    late = due.filter(late_at__lte=now, status="up").exclude(pk__in=busy).values_list("pk", flat=True)
-    down = due.filter(down_at__lte=now, status__in=["up", "late"]).values_list("pk", flat=True)
+    late = due.filter(late_at__lte=now, status__in=["new", "up"]).exclude(pk__in=busy).values_list("pk", flat=True)
+    down = due.filter(down_at__lte=now, status__in=["new", "up", "late"]).values_list("pk", flat=True)
     changed = []
     for pk in sorted(set(late) | set(down)):
         with transaction.atomic():
@@ -72,12 +72,15 @@ def check_deadlines(now=None):
 
 def refresh_misjudged(now=None):
     """Sources whose stored status cannot be right: never judged since
-    monitoring was installed (new, yet with an enabled plan), or paused and
-    unpaused behind the services' back (the Django admin). One query when all
-    is well. Returns the ids refreshed."""
+    monitoring was installed (new, with an enabled plan but no deadline), up
+    without a good backup (judged before a source was new until its first
+    one; or its first backup is under way past its deadline, which this
+    judges again until it ends), or paused and unpaused behind the services'
+    back (the Django admin). One query when all is well. Returns the ids refreshed."""
     misjudged = (
         Source.objects.filter(
-            Q(status="new", paused=False, plans__enabled=True)
+            Q(status="new", paused=False, plans__enabled=True, late_at__isnull=True)
+            | Q(status="up", paused=False, last_good_at__isnull=True)
             | Q(paused=True) & ~Q(status="paused")
             | Q(paused=False, status="paused")
         ).distinct().values_list("pk", flat=True)

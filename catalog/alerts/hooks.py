@@ -34,15 +34,22 @@ def quietly(function, savepoint=True):
 refresh_source = quietly(health.refresh_source)
 
 
+def judge_three_two_one():
+    quietly(conditions.check_three_two_one)(opening=False)
+
+
 def source_changed(source):
-    """A source was saved (its grace or pause may have changed)."""
+    """A source was saved (its grace or pause may have changed; a paused
+    source's plans are left out of 3-2-1)."""
     refresh_source(source)
+    judge_three_two_one()
 
 
 def plan_changed(plan):
     """A plan was saved, enabled, disabled or deleted: the source's expected
-    interval and deadlines follow its enabled plans."""
+    interval and deadlines follow its enabled plans, and 3-2-1 its destinations."""
     refresh_source(plan.source)
+    judge_three_two_one()
 
 
 def backup_finished(backup):
@@ -71,6 +78,11 @@ def judge_restore(job_id):
     from restore.models import RestoreJob  # the restore app builds on the catalog, not the other way
 
     conditions.restore_finished(RestoreJob.objects.select_related("source").get(pk=job_id))
+
+
+def retention_finished(plan, report):
+    """A plan's retention rule was applied, or failed to be (catalog.lifecycle)."""
+    quietly(conditions.retention_finished)(plan, report)
 
 
 def periodic_checks(now=None):

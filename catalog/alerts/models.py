@@ -42,6 +42,7 @@ class Alert(models.Model):
     WAL_RECEIVER = "wal_receiver"  # continuous protection on, but its pg_receivewal is not running
     WAL_GAP = "wal_gap"  # a WAL segment is missing between the oldest retained base backup and now
     WAL_LATE = "wal_late"  # no WAL segment stored for longer than expected (the live RPO)
+    RETENTION_FAILED = "retention_failed"  # a plan's retention rule could not be applied in full
     KIND_CHOICES = [
         (SOURCE_HEALTH, "Source down or failing"),
         (BACKUP_PARTIAL, "Backup partial"),
@@ -56,6 +57,7 @@ class Alert(models.Model):
         (WAL_RECEIVER, "WAL receiver not running"),
         (WAL_GAP, "WAL continuity broken"),
         (WAL_LATE, "WAL archiving behind"),
+        (RETENTION_FAILED, "Retention failed"),
     ]
     CRITICAL, WARNING = "critical", "warning"
     SEVERITY_CHOICES = [(CRITICAL, "Critical"), (WARNING, "Warning")]

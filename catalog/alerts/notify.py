@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 # Who disables a channel that failed for good while sending an alert.
 MONITOR = "monitor"
 
+# A test send has someone waiting for its answer: one attempt, and no longer
+# than this for the far end (alerts retry, with the settings' timeouts).
+TEST_TIMEOUT_SECONDS = 5
+
 
 def dispatch(alert, event, quiet=False):
     """Queues notifications about `alert` for every channel that wants them.
@@ -92,18 +96,20 @@ def send_test(actor, channel):
     Works on a disabled channel too, to check it before enabling it again."""
     notification = Notification.objects.create(channel=channel, event=Notification.TEST,
                                                status=Notification.FAILED, attempts=0)
-    deliver(channel, Message.for_test(channel), notification, actor=actor)
+    deliver(channel, Message.for_test(channel), notification, actor=actor, retry_delays=(),
+            timeout=TEST_TIMEOUT_SECONDS)
     audit.record(actor, "channel.tested", channel, {"status": notification.status, "error": notification.error})
     return notification
 
 
-def deliver(channel, message, notification, *, actor):
-    """Tries the channel's transport, again after each of NOTIFY_RETRY_DELAYS
-    when the failure may pass; records the outcome on `notification`; disables
-    the channel when it fails for good."""
-    transport = transport_for(channel)
+def deliver(channel, message, notification, *, actor, retry_delays=None, timeout=None):
+    """Tries the channel's transport, again after each of `retry_delays`
+    (NOTIFY_RETRY_DELAYS unless given) when the failure may pass, each attempt
+    waiting `timeout` seconds at most (the settings' unless given); records
+    the outcome on `notification`; disables the channel when it fails for good."""
+    transport = transport_for(channel, timeout)
     attempts, error = 0, ""
-    for pause in (0, *settings.NOTIFY_RETRY_DELAYS):
+    for pause in (0, *(settings.NOTIFY_RETRY_DELAYS if retry_delays is None else retry_delays)):
         if pause:
             time.sleep(pause)
         attempts += 1

@@ -17,9 +17,11 @@ def open_alerts(kind, key):
 
 def open_alert(kind, key, *, title, detail, url, source=None, severity=Alert.CRITICAL):
     """Opens the problem (kind, key) unless it is open already; an open one has
-    its title, detail and severity brought up to date, without a new
-    notification. Returns (alert, created)."""
-    fields = {"title": title[:200], "detail": detail[:1000], "url": url[:300], "severity": severity}
+    its title, detail, link, severity and source brought up to date (one
+    problem about several plans may come to be about another source), without
+    a new notification. Returns (alert, created)."""
+    fields = {"title": title[:200], "detail": detail[:1000], "url": url[:300], "severity": severity,
+              "source_id": source.pk if source is not None else None}
     with transaction.atomic():
         alert = open_alerts(kind, key).select_for_update().first()
         if alert is None:
@@ -27,7 +29,7 @@ def open_alert(kind, key, *, title, detail, url, source=None, severity=Alert.CRI
                 # The constraint on open (kind, key) settles a race with another
                 # worker finding the same problem at the same moment.
                 with transaction.atomic():
-                    alert = Alert.objects.create(kind=kind, key=key, source=source, **fields)
+                    alert = Alert.objects.create(kind=kind, key=key, **fields)
             except IntegrityError:
                 alert = open_alerts(kind, key).select_for_update().get()
             else:

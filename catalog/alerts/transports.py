@@ -28,6 +28,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.alerts.models import Alert, Channel, Notification
+from catalog.endpoints import endpoint_problem
 from catalog.text import duration_text, moment_text
 
 
@@ -55,6 +56,7 @@ HEADLINES = {
     Alert.SIZE_ANOMALY: "UNUSUAL BACKUP SIZE",
     Alert.THREE_TWO_ONE: "3-2-1 NOT MET",
     Alert.STUCK_JOB: "STUCK JOB",
+    Alert.RETENTION_FAILED: "RETENTION FAILED",
 }
 
 
@@ -171,8 +173,10 @@ class Transport:
     # What to fix when the channel is disabled, e.g. "webhook URL".
     fix_what = "settings"
 
-    def __init__(self, channel):
+    def __init__(self, channel, timeout=None):
         self.channel = channel
+        # Seconds to wait for the far end; None: the settings' (a test send waits less, see notify.send_test).
+        self.timeout = timeout
 
     def notify(self, message):
         raise NotImplementedError
@@ -207,7 +211,7 @@ class Email(Transport):
             from_email=settings.DEFAULT_FROM_EMAIL,
             to=self.recipients(),
             headers=self.thread_headers(message),
-            connection=get_connection(fail_silently=False),
+            connection=get_connection(fail_silently=False, timeout=self.timeout or settings.EMAIL_TIMEOUT),
         )
         try:
             email.send()
@@ -221,6 +225,10 @@ class Email(Transport):
             error = TransientError if 400 <= exc.smtp_code < 500 else DeliveryError
             raise error(f"The mail server answered {exc.smtp_code} {reason_text(exc.smtp_error)}") from None
         except (smtplib.SMTPException, OSError) as exc:
+            # smtplib reports a read that timed out as "Connection unexpectedly closed: timed out".
+            if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+                raise TransientError(f"The mail server {settings.EMAIL_HOST}:{settings.EMAIL_PORT} did not answer "
+                                     f"within {self.timeout or settings.EMAIL_TIMEOUT} s") from None
             raise TransientError(f"Could not reach the mail server {settings.EMAIL_HOST}:{settings.EMAIL_PORT}: "
                                  f"{exc or type(exc).__name__}") from None
 
@@ -273,7 +281,7 @@ class Slack(Transport):
         }
 
     def notify(self, message):
-        post_json(self.secret("url"), self.payload(message), service="Slack")
+        post_json(self.secret("url"), self.payload(message), service="Slack", timeout=self.timeout)
 
 
 def slack_escape(text):
@@ -317,7 +325,7 @@ class Webhook(Transport):
             self.SIGNATURE_HEADER: self.signature(self.secret("secret"), body),
             "X-Strongroom-Event": message.event,
         }
-        post(self.channel.url, body, headers, service="The webhook", url_is_secret=False)
+        post(self.channel.url, body, headers, service="The webhook", url_is_secret=False, timeout=self.timeout)
 
 
 class PagerDuty(Transport):
@@ -358,14 +366,14 @@ class PagerDuty(Transport):
         return event
 
     def notify(self, message):
-        post_json(settings.PAGERDUTY_EVENTS_URL, self.payload(message), service="PagerDuty")
+        post_json(settings.PAGERDUTY_EVENTS_URL, self.payload(message), service="PagerDuty", timeout=self.timeout)
 
 
 TRANSPORTS = {Channel.EMAIL: Email, Channel.SLACK: Slack, Channel.WEBHOOK: Webhook, Channel.PAGERDUTY: PagerDuty}
 
 
-def transport_for(channel):
-    return TRANSPORTS[channel.kind](channel)
+def transport_for(channel, timeout=None):
+    return TRANSPORTS[channel.kind](channel, timeout)
 
 
 # --- HTTP ------------------------------------------------------------------------
@@ -374,18 +382,42 @@ def transport_for(channel):
 PERMANENT_STATUSES = {400, 401, 403, 404, 410}
 
 
-def post_json(url, payload, *, service, url_is_secret=True):
-    return post(url, json.dumps(payload).encode(), {}, service=service, url_is_secret=url_is_secret)
+def post_json(url, payload, *, service, url_is_secret=True, timeout=None):
+    return post(url, json.dumps(payload).encode(), {}, service=service, url_is_secret=url_is_secret, timeout=timeout)
 
 
-def post(url, body, headers, *, service, url_is_secret=True):
+class RefusedRedirect(Exception):
+    """A channel's server redirected to an address Strongroom does not send to."""
+
+
+class CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a host the channel's own URL could name
+    (catalog/endpoints.py): a public webhook must not bounce the request on
+    to 169.254.169.254."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if problem := endpoint_problem(newurl):
+            raise RefusedRedirect(problem)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+OPENER = urllib.request.build_opener(CheckedRedirects)
+
+
+def post(url, body, headers, *, service, url_is_secret=True, timeout=None):
     """POSTs a JSON body; raises a DeliveryError subclass that names `service`
     and never the URL when it is a secret (urllib puts it in some messages)."""
+    # Checked at each send too: the host's name may resolve elsewhere by now.
+    if problem := endpoint_problem(url):
+        raise PermanentError(f"Not sent to {service_target(service, url, url_is_secret=True)}: {problem}")
+    timeout = timeout or settings.NOTIFY_HTTP_TIMEOUT
     request = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/json", "User-Agent": f"{settings.SITE_NAME} alerts", **headers})
     try:
-        with urllib.request.urlopen(request, timeout=settings.NOTIFY_HTTP_TIMEOUT) as response:
+        with OPENER.open(request, timeout=timeout) as response:
             return response.status
+    except RefusedRedirect as exc:
+        raise PermanentError(f"{service} redirected to an address Strongroom does not send to: {exc}") from None
     except urllib.error.HTTPError as exc:
         answer = f"{service} answered {exc.code} {exc.reason}"
         said = response_excerpt(exc)
@@ -397,9 +429,11 @@ def post(url, body, headers, *, service, url_is_secret=True):
             raise TransientError(answer) from None
         raise DeliveryError(answer) from None
     except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError):  # while connecting
+            raise TransientError(f"{service} did not answer within {timeout} s") from None
         raise TransientError(f"Could not reach {service_target(service, url, url_is_secret)}: {exc.reason}") from None
     except (TimeoutError, socket.timeout):
-        raise TransientError(f"{service} did not answer within {settings.NOTIFY_HTTP_TIMEOUT} s") from None
+        raise TransientError(f"{service} did not answer within {timeout} s") from None
     except (ConnectionError, OSError) as exc:
         raise TransientError(f"Could not reach {service_target(service, url, url_is_secret)}: {exc}") from None
 

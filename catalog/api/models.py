@@ -23,6 +23,7 @@ class ApiToken(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "API token"  # not "Api token" in the admin
 
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"

@@ -143,6 +143,9 @@ SCHEMAS = {
         "plan": {**ID, "description": "the plan to run"},
         "label": {"type": "string", "maxLength": 100, "pattern": "^[-a-zA-Z0-9_]*$",
                   "description": "optional, e.g. pre-migration-backup"},
+        "keep_days": {"type": "integer", "minimum": 1, "maximum": 36500,
+                      "description": "optional: days retention keeps this backup whatever the plan's rule says; "
+                                     "left out, the plan's rule for manual backups (keep_manual_days) decides"},
     }, required=["plan"], closed=True),
     "BackupQueued": obj({
         "id": ID, "status": BACKUP_STATUS, "label": TEXT, "trigger": {"type": "string", "enum": ["api"]},

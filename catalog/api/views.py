@@ -19,7 +19,7 @@ from catalog.alerts.models import Alert
 from catalog.api import serialize, tokens
 from catalog.api.auth import authorize, by_method, error
 from catalog.api.openapi import openapi_document
-from catalog.forms import RunBackupForm
+from catalog.forms import MAX_KEEP_DAYS, RunBackupForm
 from catalog.models import Backup, BackupPlan, Copy, Destination, Source, Verification
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
@@ -89,6 +89,8 @@ def json_body(request, fields):
         raise BadRequest("The request body is too large.") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"The request body is not valid JSON ({exc}).") from None
+    except RecursionError:  # [[[[…]]]] a few thousand deep: the parser's stack, not ours to grow
+        raise BadRequest("The request body is nested too deeply; send a flat JSON object.") from None
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object.")
     if unknown := sorted(set(data) - set(fields)):
@@ -210,13 +212,17 @@ def backup_detail(request, pk):
 @handles_bad_requests
 def backup_start(request):
     """Queues a backup of a plan, as its page's Run button does, with trigger "api"."""
-    data = json_body(request, ("plan", "label"))
+    data = json_body(request, ("plan", "label", "keep_days"))
     plan_id, label = whole_number(data.get("plan")), data.get("label", "")
     if plan_id is None:
         raise BadRequest("plan is required: the id of the plan to run, as a number.")
     if not isinstance(label, str):
         raise BadRequest("label must be a string.")
-    form = RunBackupForm({"label": label})
+    keep_days = data.get("keep_days")
+    if keep_days is not None and not 1 <= (keep_days := whole_number(keep_days) or 0) <= MAX_KEEP_DAYS:
+        raise BadRequest(f"keep_days must be a whole number of days from 1 to {MAX_KEEP_DAYS}, or left out for "
+                         "the plan's rule for manual backups.")
+    form = RunBackupForm({"label": label, "keep_days": keep_days})
     if not form.is_valid():
         raise BadRequest("label may use letters, digits, - and _ only, up to 100 characters.")
     plan = BackupPlan.objects.select_related("source").filter(pk=plan_id).first() if 0 < plan_id <= MAX_ID else None
@@ -224,7 +230,7 @@ def backup_start(request):
         return error(f"No plan with id {plan_id}.", 404)
     try:
         backup = services.start_backup(tokens.actor_label(request.api_token), plan,
-                                       label=form.cleaned_data["label"], trigger="api")
+                                       label=form.cleaned_data["label"], trigger="api", keep_days=keep_days)
     except services.Refused as exc:
         return error(str(exc), 409)
     backup.refresh_from_db()  # a synchronous queue (tests) has already run it

@@ -35,6 +35,11 @@ def is_single_checkbox(bound_field):
 
 @register.inclusion_tag("catalog/partials/status.html")
 def status_badge(backup):
+    if backup.pruned_at:
+        # Its copies are gone: a green "Succeeded" would promise a backup there is not.
+        return {"status": "pruned", "label": "Pruned",
+                "title": f"{backup.get_status_display()}, then pruned by retention on {backup.pruned_at:%Y-%m-%d}: "
+                         "its copies are deleted"}
     return {"status": backup.status, "label": backup.get_status_display(), "cancelling": backup.cancel_requested and backup.is_active()}
 
 
@@ -43,3 +48,11 @@ def get_item(mapping, key):
     """mapping[key] in a template, for keys that are not identifiers ("public.orders")."""
     return (mapping or {}).get(key)
 
+
+
+@register.filter
+def cron_words(expression):
+    """A plan's cron in words ("At 02:30, only on Monday"); the cron itself if it cannot be read."""
+    from catalog.schedules import describe
+
+    return describe(expression) or expression

@@ -9,7 +9,7 @@ from django.db.models import Count, F, Max, OuterRef, Subquery, Sum
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_POST
 
 from catalog import charts, lifecycle, orphans, queues, services
@@ -22,6 +22,7 @@ from catalog.forms import (
     PlanForm,
     RetentionForm,
     RunBackupForm,
+    SchedulePreviewForm,
     SourceForm,
 )
 from catalog.models import (
@@ -35,7 +36,7 @@ from catalog.models import (
     StatusChange,
     Verification,
 )
-from catalog.schedules import next_runs, validate_cron
+from catalog.schedules import describe, next_runs
 
 PAGE_SIZE = 25
 
@@ -158,6 +159,8 @@ def dashboard_rows(sources, now):
             "slower_than_rto": source.restore_slower_than_rto(restore),
             "status_for": charts.span_text((now - source.status_since).total_seconds()) if source.status_since else "",
             "late_in": charts.span_until(source.late_at, now), "down_in": charts.span_until(source.down_at, now),
+            # Up and on time, the reason would only repeat the last good backup beside it and the deadlines below.
+            "says_reason": not (source.status == "up" and source.late_at and source.late_at > now),
             "health_strip": charts.health_strip(segments, labels, frame=(window, now)),
         })
     return rows
@@ -287,12 +290,20 @@ def destination_test(request):
     return test_config(request, Destination, DestinationForm, "destination_id", services.test_destination)
 
 
+def form_errors_in_words(form):
+    """E.g. "Host: Required unless you give a connection string. Port: …", for
+    an answer that stands alone (a Test button's: the form is not shown again)."""
+    said = [f"{form[name].label if name in form.fields else 'The form'}: {' '.join(errors)}"
+            for name, errors in form.errors.items()]
+    return " ".join(text if text.endswith(".") else text + "." for text in said)
+
+
 def test_config(request, model, form_class, id_field, test):
     """Runs `test` on the unsaved form values; stored secrets fill blank fields."""
     instance = chosen(model.objects, request.POST.get(id_field)) or model()
     form = form_class(request.POST, instance=instance)
     if not form.is_valid():
-        ok, message = False, "Fill in the highlighted fields first."
+        ok, message = False, "Not tried yet: " + form_errors_in_words(form)
     else:
         ok, message = test(form.save(commit=False), secrets=form.secrets())
     return render(request, "catalog/partials/test_result.html", {"ok": ok, "message": message})
@@ -335,8 +346,8 @@ def retention_preview(request):
 @require_POST
 def plan_prune(request, pk):
     plan = get_object_or_404(BackupPlan, pk=pk)
-    report = lifecycle.prune_plan(request.user, plan)
-    level = messages.error if report.errors else messages.success
+    report = lifecycle.prune_plan_checked(request.user, plan)
+    level = messages.error if report.errors or report.failure else messages.success
     level(request, f"Retention applied: {report.summary()}.")
     return redirect(plan)
 
@@ -364,8 +375,13 @@ def plan_delete(request, pk):
 @viewer_required
 @require_GET
 def cron_preview(request):
-    schedule = " ".join(request.GET.get("schedule", "").split())
-    ctx = {"error": validate_cron(schedule), "runs": next_runs(schedule, 5)}
+    """The schedule now in the plan form, preset or cron, in words with its next runs (htmx)."""
+    form = SchedulePreviewForm(request.GET)
+    if not form.is_valid():
+        errors = [error for field_errors in form.errors.values() for error in field_errors]
+        return render(request, "catalog/partials/cron_preview.html", {"error": " ".join(errors)})
+    schedule = form.cleaned_data["schedule"]
+    ctx = {"schedule": schedule, "words": describe(schedule), "runs": next_runs(schedule, 5)}
     return render(request, "catalog/partials/cron_preview.html", ctx)
 
 
@@ -375,10 +391,21 @@ def plan_run(request, pk):
     plan = get_object_or_404(BackupPlan, pk=pk)
     form = RunBackupForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Labels may use letters, digits, - and _ only.")
-        return redirect(plan)
+        if "keep_days" in form.errors:
+            messages.error(request, "Keep it for a whole number of days, from 1 to 36500, or leave it empty for "
+                                    f"the plan's rule ({plan.retention_policy().describe_manual()}).")
+        else:
+            typed = request.POST.get("label", "")[:100]
+            messages.error(request, f"“{typed}” cannot be a label: use letters, digits, - and _ only "
+                                    "(no spaces), e.g. pre-migration.")
+        # Back to the page the form was on, its boxes holding what was typed (run_form.html).
+        url = next_url(request, plan.get_absolute_url())
+        typed = urlencode({"run_plan": plan.pk, "label": request.POST.get("label", "")[:100],
+                           "keep_days": request.POST.get("keep_days", "")[:10]})
+        return HttpResponseRedirect(f"{url}{'&' if '?' in url else '?'}{typed}")
     try:
-        backup = services.start_backup(request.user, plan, label=form.cleaned_data["label"])
+        backup = services.start_backup(request.user, plan, label=form.cleaned_data["label"],
+                                       keep_days=form.cleaned_data["keep_days"])
     except services.Refused as exc:
         messages.error(request, str(exc))
         return HttpResponseRedirect(next_url(request, plan.get_absolute_url()))

@@ -17,10 +17,12 @@ WHAT_OPENS = [
     (Alert.STORAGE_FULL, "a destination is above the alert share of its quota, or of its local disk."),
     (Alert.SIZE_ANOMALY, "a good backup is much smaller or larger than the median of the plan's previous 7 "
                          "(the plan's tolerance)."),
-    (Alert.THREE_TWO_ONE, "a plan's latest good backup does not have two copies on two kinds of storage, "
-                          "one off-site."),
+    (Alert.THREE_TWO_ONE, "an enabled plan's latest backup does not have two copies on two kinds of storage, "
+                          "one off-site. One alert names every such plan and what to do."),
     (Alert.STUCK_JOB, "a backup waits in the queue with no worker taking it, or runs three times longer "
                       "than usual."),
+    (Alert.RETENTION_FAILED, "a plan's retention rule could not be applied, or some of the backups it no longer "
+                             "keeps could not be removed; the other plans are pruned all the same."),
 ]
 
 

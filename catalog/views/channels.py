@@ -1,7 +1,7 @@
 """Alert channel pages: list, configure, send a test, see what was sent."""
 
 from django.contrib import messages
-from django.db.models import Max
+from django.db.models import Max, OuterRef, Subquery
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -17,7 +17,13 @@ EVENT_LABELS = dict(Channel.EVENT_CHOICES)
 
 @viewer_required
 def listing(request):
-    channels = Channel.objects.annotate(last_sent_at=Max("notifications__created_at"))
+    # The latest message's outcome: a failed test (or alert) shows in the list,
+    # not only on the channel's page.
+    latest = Notification.objects.filter(channel=OuterRef("pk")).order_by("-created_at", "-id")
+    channels = Channel.objects.annotate(
+        last_sent_at=Max("notifications__created_at"), last_status=Subquery(latest.values("status")[:1]),
+        last_event=Subquery(latest.values("event")[:1]), last_error=Subquery(latest.values("error")[:1]),
+    ).order_by("name")  # an aggregate drops Meta.ordering
     for channel in channels:
         channel.target = transport_for(channel).target_display()
     return render(request, "catalog/channel_list.html", {"channels": channels, "event_count": len(EVENT_LABELS)})

@@ -8,6 +8,9 @@
             email: ["email_to"], slack: ["slack_url"], webhook: ["url", "webhook_secret", "new_webhook_secret"], pagerduty: ["routing_key"] },
     // plans: the table picker is for exports only
     format: { jsonl: ["export_tables"], csv: ["export_tables"], sql: ["export_tables"] },
+    // plans: what each schedule preset asks for (catalog/forms.py SchedulePresets)
+    schedule_preset: { hourly: ["schedule_minute"], daily: ["schedule_time"], weekly: ["schedule_weekday", "schedule_time"],
+                       monthly: ["schedule_day", "schedule_time"], cron: ["schedule"] },
   };
 
   function sync(form, selector) {
@@ -23,7 +26,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("form").forEach(function (form) {
-      ["engine", "kind", "retention_mode", "format"].forEach(function (selector) {
+      ["engine", "kind", "retention_mode", "format", "schedule_preset"].forEach(function (selector) {
         var choice = form.querySelector("[name=" + selector + "]");
         if (!choice) return;
         sync(form, selector);
@@ -72,4 +75,67 @@ document.addEventListener("change", function (event) {
     var picker = input.closest("#export-picker");
     if (picker) window.htmx.trigger(picker, "export-pattern-change");
   }
+});
+
+// Every table scrolls sideways inside a box of its own when it is wider than
+// the window (a phone), instead of widening the page: the box is added here,
+// for the page and for what htmx swaps in. Without this script the stylesheet
+// makes the table itself the scrolling box.
+(function () {
+  function boxTables(root) {
+    if (!root.querySelectorAll) return;
+    var tables = [].slice.call(root.querySelectorAll("table.table"));
+    if (root.matches && root.matches("table.table")) tables.push(root);
+    tables.forEach(function (table) {
+      if (table.parentElement && table.parentElement.classList.contains("table-scroll")) return;
+      var box = document.createElement("div");
+      box.className = "table-scroll";
+      table.parentNode.insertBefore(box, table);
+      box.appendChild(table);
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { boxTables(document); });
+  document.addEventListener("htmx:load", function (event) { boxTables(event.target); });
+})();
+
+// Plan form: only the formats the chosen source's engine produces (each
+// format's data-engines, each source's data-engine; catalog/forms.py). A format
+// that no longer fits gives way to the first that does.
+(function () {
+  function offerFormats(form) {
+    var source = form.querySelector("select[name=source]");
+    var format = form.querySelector("select[name=format]");
+    if (!source || !format) return;
+    var chosen = source.options[source.selectedIndex];
+    var engine = chosen && chosen.dataset.engine;
+    [].forEach.call(format.options, function (option) {
+      var fits = !engine || !option.dataset.engines || option.dataset.engines.split(" ").indexOf(engine) !== -1;
+      option.hidden = option.disabled = !fits;
+    });
+    var selected = format.options[format.selectedIndex];
+    if (selected && selected.disabled) {
+      var first = [].filter.call(format.options, function (option) { return !option.disabled; })[0];
+      if (first) {
+        format.value = first.value;
+        format.dispatchEvent(new Event("change", { bubbles: true }));
+      }
+    }
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("form").forEach(offerFormats);
+  });
+  document.addEventListener("change", function (event) {
+    if (event.target.name === "source" && event.target.form) offerFormats(event.target.form);
+  });
+})();
+
+// A Test button that succeeds: the form's values work, so the errors of an
+// earlier save or test no longer apply (they stay until then, being true).
+document.addEventListener("htmx:afterSwap", function (event) {
+  var target = event.detail.target;
+  if (!target || !target.querySelector(".test-result.ok")) return;
+  var form = target.closest("form");
+  if (!form) return;
+  form.querySelectorAll(".field .error, .flash-error").forEach(function (error) { error.remove(); });
+  form.querySelectorAll(".has-error").forEach(function (field) { field.classList.remove("has-error"); });
 });

@@ -187,3 +187,27 @@ def test_a_backup_with_a_too_old_pg_dump_fails_before_writing(pg_server, tmp_pat
     target = tmp_path / "backups"
     plan = make_plan(pg_source({**pg_server, "dbname": "postgres"}), [local_destination(target)])
     assert_failed_cleanly(run(plan), "older than the server", target)
+
+
+@pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "plain"])
+def test_a_missing_master_key_says_which_key_and_where_it_was_looked_for(small_database, tmp_path, settings,
+                                                                         encrypted):
+    """Every manifest is signed with the active master key, so without its file
+    no backup is possible, encrypted or not: the failure names the key and the
+    directory it was looked for in, and leaves nothing behind."""
+    from catalog import keyring
+
+    settings.KEY_DIR = tmp_path / "keys"
+    plan = make_plan(pg_source(small_database), [local_destination(tmp_path / "vault")], encrypt=encrypted)
+    assert run(plan).status == Backup.SUCCEEDED  # makes the master key
+    key_id = keyring.active_key()[0]
+    keyring.key_path(key_id).rename(tmp_path / "elsewhere.key")
+    keyring._read_key.cache_clear()
+    stored = files_under(tmp_path / "vault")
+
+    backup = run(plan)
+
+    assert_failed_cleanly(backup, f"Master key {key_id} is not in {settings.KEY_DIR}")
+    assert "Unexpected error" not in backup.error and "worker log" not in backup.error
+    assert f"{key_id}.key" in backup.error  # the file to put back
+    assert files_under(tmp_path / "vault") == stored

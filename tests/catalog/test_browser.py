@@ -17,7 +17,8 @@ SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the 
 def test_the_plan_form_previews_retention_before_saving(live_server, page, admin_user, pg_database, tmp_path):
     create_tricky_database(pg_database, big_rows=20)
     plan = make_plan(pg_source(pg_database), [local_destination(tmp_path)], retention_mode="last", keep_last=10)
-    backups = [services.start_backup("test", plan) for _ in range(3)]
+    # Scheduled runs: the plan's rule judges them (manual ones have a rule of their own).
+    backups = [services.start_backup("test", plan, trigger="schedule") for _ in range(3)]
     assert all(Backup.objects.get(pk=b.pk).status == Backup.SUCCEEDED for b in backups)
     log_in(page, live_server, admin_user)
 

@@ -44,7 +44,7 @@ def urls(setup):
               ("post", f"/backups/{b}/pin/"), ("post", f"/backups/{b}/unpin/"), ("post", f"/destinations/{d}/scan/"),
               ("post", f"/destinations/{d}/orphans/remove/"), ("post", f"/backups/{b}/verify/"),
               ("post", f"/backups/{b}/test-restore/"), ("post", f"/verifications/{v}/cancel/"),
-              ("get", "/restores/new/what/"), ("post", f"/restores/{r}/cancel/"), ("post", f"/restores/download/{b}/"),
+              ("get", "/restores/new/what/"), ("post", f"/restores/{r}/cancel/"), ("post", f"/backups/{b}/download/"),
               ("get", "/channels/new/"), ("get", f"/channels/{setup['channel'].pk}/edit/"),
               ("get", f"/channels/{setup['channel'].pk}/delete/"), ("get", "/tokens/new/"),
               ("post", f"/channels/{setup['channel'].pk}/test/"), ("post", f"/tokens/{setup['token'].pk}/revoke/"),
@@ -163,7 +163,7 @@ def test_it_rejects_a_bad_schedule_and_a_format_the_engine_cannot_make(admin_cli
         "compression": "zstd", "destinations": [setup["destination"].pk],
     }).content.decode()
     assert "Use five fields" in response
-    assert "can be backed up as: custom, plain" in response
+    assert "cannot produce “SQLite database file”; choose one of: PostgreSQL custom (pg_dump -Fc), Plain SQL" in response
     assert not BackupPlan.objects.filter(name="Bad").exists()
 
 

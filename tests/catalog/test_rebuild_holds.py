@@ -26,9 +26,10 @@ HOLD_FIELDS = ("pinned", "legal_hold", "hold_reason", "label", "created_at", "st
 def plan(pg_database, tmp_path, s3_bucket):
     create_tricky_database(pg_database, big_rows=50)
     destinations = [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)]
-    # Retention runs after every backup: it keeps them all until the test tightens it.
+    # Retention runs after every backup: it keeps them all until the test tightens it. Labelled
+    # backups are judged by that rule too, at once (keep_manual_days=0): pins alone keep them here.
     return make_plan(pg_source(pg_database), destinations, retention_mode="last", keep_last=10,
-                     verify_new_backups=False)
+                     verify_new_backups=False, keep_manual_days=0)
 
 
 def keep_only_the_last(plan):
@@ -37,7 +38,7 @@ def keep_only_the_last(plan):
 
 
 def run(plan, label=""):
-    backup = services.start_backup("test", plan, label=label)
+    backup = services.start_backup("test", plan, label=label, trigger="schedule")
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SOURCE_PASSWORD = "never-in-a-manifest-7f3a"  # the test server trusts; the password is only carried
 SETTINGS = dict(schedule="15 2 * * 1-5", format="plain", compression="gzip", encrypt=True, retention_mode="gfs",
                 keep_daily=9, keep_weekly=5, keep_monthly=4, keep_yearly=3, keep_last=6, keep_days=11, keep_minimum=2,
-                verify_new_backups=False, restore_test_days=3, checksum_all_days=12, size_tolerance_percent=40)
+                keep_manual_days=14, verify_new_backups=False, restore_test_days=3, checksum_all_days=12,
+                size_tolerance_percent=40)
 
 
 @pytest.fixture
@@ -153,7 +154,7 @@ def test_manifests_older_than_plan_descriptions_give_a_plan_that_keeps_everythin
     # Stored as its backup was; the schedule is the default, and nothing is pruned until someone sets a rule.
     assert (again.name, again.format, again.compression, again.encrypt, again.enabled) == (
         "Weekday nights", "plain", "gzip", True, False)
-    assert again.retention_policy() == retention.Policy(mode=retention.DAYS, days=36500)
+    assert again.retention_policy() == retention.Policy(mode=retention.DAYS, days=36500, manual_days=36500)
     assert list(again.backups.all()) == [Backup.objects.get()]
     assert ("recreated PAUSED with the rebuild's defaults (its manifests are older than the plan's description in "
             "them): set its schedule and retention, which keeps every backup until you do") in out

@@ -26,7 +26,9 @@ def small_database(pg_database):
 
 
 def run(plan, label=""):
-    backup = services.start_backup("test", plan, label=label)
+    # As its schedule runs it: the plan's rule judges these (manual backups have
+    # a rule of their own, tests/catalog/test_day_one_defaults.py).
+    backup = services.start_backup("test", plan, label=label, trigger="schedule")
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
@@ -66,7 +68,9 @@ def test_pruning_removes_exactly_the_pruned_backups_from_disk_and_s3(small_datab
 
 
 def test_a_pinned_backup_is_kept_until_unpinned(small_database, tmp_path):
-    plan = make_plan(pg_source(small_database), [local_destination(tmp_path)], retention_mode="last", keep_last=1)
+    # keep_manual_days=0: the labelled backup is judged by the rule as soon as its pin is released.
+    plan = make_plan(pg_source(small_database), [local_destination(tmp_path)], retention_mode="last", keep_last=1,
+                     keep_manual_days=0)
     first = run(plan, label="pre-migration")
     lifecycle.pin_backup("test", first, "Before the 2026 schema migration", legal_hold=True)
 

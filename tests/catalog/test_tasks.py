@@ -100,7 +100,7 @@ def test_retention_also_runs_nightly_for_every_plan(plan, tmp_path):
     plan.retention_mode, plan.keep_last = "last", 5
     services.save_plan("test", plan, changed_fields=["retention_mode", "keep_last"])
     for _ in range(2):
-        assert tasks.run_backup(services.create_backup("test", plan).pk) == "succeeded"
+        assert tasks.run_backup(services.create_backup("test", plan, trigger="schedule").pk) == "succeeded"
 
     plan.keep_last = 1
     services.save_plan("test", plan, changed_fields=["keep_last"])

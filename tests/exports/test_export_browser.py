@@ -91,7 +91,7 @@ def test_an_export_of_a_sqlite_file_is_restored_into_a_new_file_through_the_wiza
     page.wait_for_url("**/restores/new/scope/")
     page.click("button:has-text('Next')")
     page.wait_for_url("**/restores/new/review/")
-    page.click("button:has-text('Start restore')")
+    page.click("button:has-text('Restore into a new file')")
     page.wait_for_url("**/restores/*/")
     page.locator(".flash-success").wait_for()
     if SHOTS:

@@ -41,6 +41,7 @@ def prunable(confirm_world):
     w["plan"].save()
     for days in (3, 2):
         old = Backup.objects.create(source=w["source"], plan=w["plan"], format="sqlite", compression="zstd",
+                                    trigger="schedule",  # the plan's rule judges scheduled backups; manual ones wait
                                     status=Backup.SUCCEEDED, created_at=timezone.now() - timedelta(days=days),
                                     finished_at=timezone.now() - timedelta(days=days))
         Copy.objects.create(backup=old, destination=w["destination"], status=Copy.DURABLE, key=f"walk/old-{days}")

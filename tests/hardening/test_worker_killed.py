@@ -254,7 +254,7 @@ def test_pruning_killed_mid_way_leaves_the_catalog_true_and_the_next_prune_finis
     local, remote = local_destination(tmp_path / "local"), s3_destination(s3_bucket)
     plan = make_plan(pg_source(pg_database), [local, remote], verify_new_backups=False, retention_mode="last",
                      keep_last=1)
-    backups = [services.run_backup(services.create_backup("test", plan).pk) for _ in range(3)]
+    backups = [services.run_backup(services.create_backup("test", plan, trigger="schedule").pk) for _ in range(3)]
     assert {b.status for b in backups} == {Backup.SUCCEEDED}
     old = backups[:2]
 

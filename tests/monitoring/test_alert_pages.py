@@ -57,9 +57,9 @@ def test_the_source_page_shows_its_health_deadlines_and_timeline(auditor_client,
     assert "No good backup yet; the first was due by 2026-03-03 03:00 UTC (grace 2 h)." in page
     assert 'late after <span title="2026-03-03T03:00:00+00:00">3 Mar 2026 03:00</span>' in page
     assert 'down after <span title="2026-03-03T05:00:00+00:00">3 Mar 2026 05:00</span>' in page
-    assert page.count('<span class="badge health-new">New</span> → <span class="badge health-up">Up</span>') == 1
-    assert '<span class="badge health-up">Up</span> → <span class="badge health-late">Late</span>' not in page
-    assert '<span class="badge health-up">Up</span> → <span class="badge health-down">Down</span>' in page
+    # Never up: new until a first good backup (issue 20), then down when none came.
+    assert page.count('<span class="badge health-new">New</span> → <span class="badge health-down">Down</span>') == 1
+    assert '<span class="badge health-up">Up</span>' not in page
 
 
 def source_form(source, **changes):

@@ -190,9 +190,11 @@ def test_a_plan_breaking_3_2_1_opens_and_an_offsite_copy_resolves(two_destinatio
     plan = make_plan(make_source(), [local])
     backup = finished_backup(plan)
     alert = open_one(Alert.THREE_TWO_ONE)
-    assert alert.key == f"plan:{plan.pk}" and alert.title == "Plan Nightly does not meet 3-2-1"
-    assert alert.detail.startswith(f"Backup #{backup.pk} lacks a second copy (only 1); a second kind of storage")
+    # One alert for every plan that misses 3-2-1 (issue 20), here the one plan, and what to do.
+    assert alert.key == "plans" and alert.title == "Plan Nightly does not meet 3-2-1"
+    assert alert.detail.startswith(f"Nightly (backup #{backup.pk}) lacks a second copy (only 1); a second kind of storage")
     assert "an off-site copy" in alert.detail and alert.url == f"/plans/{plan.pk}/"
+    assert "To meet it: Tick Off-site S3 in the plan" in alert.detail
 
     plan.destinations.add(s3)
     finished_backup(plan)
@@ -266,7 +268,7 @@ def test_a_real_backup_brings_the_source_up_and_judges_its_copies(tmp_path):
     source.refresh_from_db()
     assert source.status == "up" and source.last_good_at == backup.created_at
     assert source.late_at == backup.created_at + source.expected_interval()
-    assert open_one(Alert.THREE_TWO_ONE).detail.startswith(f"Backup #{backup.pk} lacks a second copy (only 1)")
+    assert open_one(Alert.THREE_TWO_ONE).detail.startswith(f"Nightly (backup #{backup.pk}) lacks a second copy (only 1)")
 
 
 def test_a_verification_abandoned_by_a_dead_worker_alerts(db, settings):

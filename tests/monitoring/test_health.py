@@ -84,7 +84,8 @@ def test_it_goes_late_at_24_h_and_down_at_26_h_then_back_up(db, dispatched):
     assert statuses(source) == [("new", "up"), ("up", "late"), ("late", "down"), ("down", "up")]
     late = StatusChange.objects.get(source=source, new_status="late")
     assert late.created_at == T0 + 24 * HOUR
-    assert late.reason.startswith("No good backup for 24 h; expected every 24 h; down at 2026-03-03 05:00 UTC")
+    # The reason says what happened; the pages show the deadlines beside it (issue 20: one thing once).
+    assert late.reason == "No good backup for 24 h; expected every 24 h (grace 2 h)."
     assert Alert.objects.filter(kind=Alert.SOURCE_HEALTH).count() == 1
     assert health_events(dispatched) == [(Alert.SOURCE_HEALTH, alert.key, Notification.OPENED),
                                          (Alert.SOURCE_HEALTH, alert.key, Notification.RESOLVED)]
@@ -96,7 +97,8 @@ def test_it_counts_from_the_plan_before_the_first_good_backup(db):
     with time_machine.travel(T0, tick=False) as traveller:
         source = make_source()
         make_plan(source)
-        assert reload(source).status == "up" and reload(source).late_at == T0 + 24 * HOUR
+        # New, not up, until its first good backup (issue 20); the deadlines count from the plan.
+        assert reload(source).status == "new" and reload(source).late_at == T0 + 24 * HOUR
         traveller.move_to(T0 + 26 * HOUR)
         health.check_deadlines()
     source = reload(source)
@@ -158,7 +160,7 @@ def test_a_newer_failure_updates_the_reason_without_a_new_status_change(db):
         second = finished_backup(plan, status=Backup.FAILED, at=T0 + SECOND, error="second")
     source = reload(source)
     assert source.status_reason == f"Backup #{second.pk} of plan Nightly failed: second"
-    assert statuses(source) == [("new", "up"), ("up", "failing")]
+    assert statuses(source) == [("new", "failing")]  # never up: no good backup yet (issue 20)
     assert "second" in Alert.objects.get(kind=Alert.SOURCE_HEALTH).detail
 
 
@@ -204,11 +206,14 @@ def test_a_source_without_an_enabled_plan_is_new(db):
         assert reload(source).status == "new" and reload(source).late_at is None
         plan.enabled = True
         services.save_plan("test", plan, changed_fields=["enabled"])
-        assert reload(source).status == "up"
+        # Still new until its first good backup (issue 20), but now with deadlines.
+        assert reload(source).status == "new" and reload(source).late_at == T0 + 24 * HOUR
+        assert reload(source).status_reason == "Waiting for its first good backup."
         services.delete_plan("test", plan)
     source = reload(source)
     assert source.status == "new" and source.late_at is None and source.down_at is None
-    assert statuses(source) == [("new", "up"), ("up", "new")]
+    assert source.status_reason == "No enabled plan: no backup is expected of this source yet."
+    assert statuses(source) == []
 
 
 def test_the_sweep_of_a_dead_backup_makes_the_source_fail(db, settings):
@@ -233,7 +238,7 @@ def test_monitoring_trouble_never_fails_a_backup(db, monkeypatch):
     monkeypatch.setattr(Source, "health_at", broken)
     backup = finished_backup(plan, status=Backup.FAILED, error="boom")  # the hook swallows the error
     assert reload(backup).status == Backup.FAILED
-    assert reload(source).status == "up" and not reload(source).last_run_failed  # rolled back, not half-written
+    assert reload(source).status == "new" and not reload(source).last_run_failed  # rolled back, not half-written
 
 
 def test_the_tick_query_count_does_not_grow_with_the_history(db, django_assert_max_num_queries, django_assert_num_queries):
@@ -269,7 +274,7 @@ def test_the_tick_judges_sources_that_were_never_judged_or_changed_in_the_admin(
         traveller.move_to(T0 + HOUR)
         assert sorted(hooks.periodic_checks()["refreshed"]) == sorted([source.pk, other.pk])
         assert hooks.periodic_checks()["refreshed"] == []
-    assert reload(source).status == "up" and reload(source).late_at == T0 + 24 * HOUR
+    assert reload(source).status == "new" and reload(source).late_at == T0 + 24 * HOUR
     assert reload(other).status == "paused"
 
 

@@ -61,7 +61,7 @@ def other_database(pg_server):
 
 
 def run(plan, label=""):
-    backup = services.start_backup("test", plan, label=label)  # tasks run inline in tests
+    backup = services.start_backup("test", plan, label=label, trigger="schedule")  # tasks run inline in tests
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
@@ -131,7 +131,8 @@ def test_it_rebuilds_the_lost_catalog_keeps_pins_and_holds_and_restores_the_pinn
     # --- before: a plan writing to a directory and a bucket, encrypted, several backups ---
     disk_root = tmp_path / "disk"
     plan = make_plan(pg_source(corpus.conninfo), [local_destination(disk_root), s3_destination(s3_bucket)],
-                     retention_mode="last", keep_last=10, verify_new_backups=False, schedule="40 1 * * *")
+                     retention_mode="last", keep_last=10, verify_new_backups=False, schedule="40 1 * * *",
+                     keep_manual_days=0)  # the labelled backup too is the rule's at once: only holds keep here
     at_pinned = snapshot(corpus.conninfo)
     pinned = run(plan)
     damage(corpus.conninfo)  # later backups hold other rows: the restore must bring back the pinned one's

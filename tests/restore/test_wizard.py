@@ -62,7 +62,7 @@ def test_the_wizard_restores_two_tables_into_a_new_database(live_server, page, a
     page.click("button:has-text('Next')")
     page.wait_for_url("**/restores/new/review/")
     shot(page, "wizard-5-review")
-    page.click("button:has-text('Start restore')")
+    page.click("button:has-text('Restore into a new database')")
 
     page.wait_for_url("**/restores/*/")
     page.locator(".flash-success").wait_for()
@@ -117,12 +117,12 @@ def test_replacing_a_table_in_place_asks_for_the_database_name(live_server, page
     assert f"Replace 1 table (public.big_ledger) of `{pg_database['dbname']}` with its contents" in words
     assert "A safety backup is taken first." in words
     page.fill("#id_confirm", "not-the-name")
-    page.click("button:has-text('Start restore')")
+    page.click("button:has-text('Replace 1 table')")
     page.get_by_text(f"Type the database's name, {pg_database['dbname']}").wait_for()
     assert RestoreJob.objects.count() == 0
     page.fill("#id_confirm", pg_database["dbname"])
     shot(page, "wizard-confirm")
-    page.click("button:has-text('Start restore')")
+    page.click("button:has-text('Replace 1 table')")
 
     page.wait_for_url("**/restores/*/")
     page.locator(".flash-success").wait_for()
@@ -150,7 +150,7 @@ def test_a_preview_through_the_wizard_reports_and_changes_nothing(live_server, p
     page.click("button:has-text('Next')")
     assert "nothing in" in page.locator(".plan-in-words").inner_text()
     assert page.locator("#id_confirm").count() == 0  # a preview changes nothing: no name to type
-    page.click("button:has-text('Start restore')")
+    page.click("button:has-text('Preview differences')")
 
     page.wait_for_url("**/restores/*/")
     page.locator(".flash-success").wait_for()

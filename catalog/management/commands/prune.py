@@ -21,14 +21,10 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         plans = self.plans(options["plan"])
         if options["dry_run"]:
-            previews = {plan: lifecycle.preview(plan) for plan in plans}
-            if options["json"]:
-                self.print_json({plan.name: lifecycle.preview_as_json(rows) for plan, rows in previews.items()})
-            else:
-                for plan, rows in previews.items():
-                    self.print_preview(plan, rows)
+            self.dry_run(plans, options["json"])
             return
-        reports = {plan: lifecycle.prune_plan(ACTOR, plan) for plan in plans}
+        # One plan that cannot be pruned does not stop the others (and opens an alert).
+        reports = {plan: lifecycle.prune_plan_checked(ACTOR, plan) for plan in plans}
         if options["json"]:
             self.print_json({plan.name: report_as_json(report) for plan, report in reports.items()})
         else:
@@ -36,8 +32,30 @@ class Command(BaseCommand):
                 self.stdout.write(f"{plan.name}: {report.summary()}")
                 for backup_id, detail in report.errors:
                     self.stderr.write(f"  backup #{backup_id}: {detail}")
+        if any(report.failure for report in reports.values()):
+            failed = [plan.name for plan, report in reports.items() if report.failure]
+            others = "; the other plans were pruned" if len(failed) < len(reports) else ""
+            raise CommandError(f"Retention could not be applied to: {', '.join(failed)}{others}.")
         if any(report.errors for report in reports.values()):
             raise CommandError("Some backups could not be pruned; they stay in the catalog and are retried next time.")
+
+    def dry_run(self, plans, as_json):
+        previews, failures = {}, {}
+        for plan in plans:
+            try:
+                previews[plan] = lifecycle.preview(plan)
+            except Exception as exc:  # one plan's broken rule does not hide the others' previews
+                failures[plan] = lifecycle.failure_text(exc)
+        if as_json:
+            self.print_json({**{plan.name: lifecycle.preview_as_json(rows) for plan, rows in previews.items()},
+                             **{plan.name: {"error": text} for plan, text in failures.items()}})
+        else:
+            for plan, rows in previews.items():
+                self.print_preview(plan, rows)
+            for plan, text in failures.items():
+                self.stderr.write(f"{plan.name}: cannot preview: {text}")
+        if failures:
+            raise CommandError(f"Retention cannot be previewed for: {', '.join(plan.name for plan in failures)}.")
 
     def plans(self, wanted):
         if not wanted:
@@ -66,6 +84,8 @@ class Command(BaseCommand):
 
 
 def report_as_json(report):
+    if report.failure:
+        return {"error": report.failure}
     return {
         "pruned": [{"backup": pk, "reason": reason} for pk, reason in report.pruned],
         "waiting": [{"backup": pk, "detail": detail} for pk, detail in report.waiting],
