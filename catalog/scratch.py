@@ -70,6 +70,7 @@ class ScratchRestore:
     warnings: list = field(default_factory=list)  # what pg_restore or psql printed without failing
     table_of_contents: dict = None  # the dump's object counts, when it has a table of contents
     loaded: dict = None  # an export's {table: rows loaded}
+    database: dict = None  # the backup's recorded database properties, read once for the caller too
 
 
 # --- any engine -------------------------------------------------------------------
@@ -203,7 +204,7 @@ def restore_into_scratch(backup, server, name, *, tables=(), keep_owners=False, 
         drop_quietly(restorers.ScratchDatabase(server, name))
 
     done = first_intact_copy(backup, restore_one, cancel_event, log, discard)
-    return ScratchRestore(copy=done.copy, skipped=done.skipped, seconds=done.seconds, **done.value)
+    return ScratchRestore(copy=done.copy, skipped=done.skipped, seconds=done.seconds, database=like, **done.value)
 
 
 def recorded_database(backup, log=ignore):

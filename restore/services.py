@@ -376,6 +376,8 @@ def restore_to_scratch(job, server, name):
         raise engine.Refusal("No copy could be read: " + scratch.skipped_in_words(exc.skipped))
     if done.loaded is not None:
         job.report["loaded"] = done.loaded  # an export loads only the tables asked for
+    # Kept on the object, not in the report: settings may say more than a report should.
+    job.recorded_database = done.database
     job.report.update(copy=done.copy.destination.name, warnings=done.warnings[:200],
                       table_of_contents=done.table_of_contents,
                       skipped_copies=[f"{skipped['destination']}: {skipped['error']}" for skipped in done.skipped])
@@ -471,13 +473,14 @@ def drop_created_roles(job, server):
 
 def recorded_database_properties(job):
     """The backup's own database properties (owner, grants, settings,
-    comment) for a new database; None, said in the report, when the backup
-    predates them or none of its copies has them readable."""
-    warnings = job.report.setdefault("warnings", [])
+    comment) for a new database, as the scratch restore read them; None when
+    the backup predates them (said in the report) or no copy had them
+    readable (said in the log)."""
     if not job.backup.globals_sha256:
-        warnings.append("This backup predates kept database properties: the new database belongs to the restoring "
-                        "role, with default grants and no settings")
-    return scratch.recorded_database(job.backup, warnings.append)
+        job.report.setdefault("warnings", []).append(
+            "This backup predates kept database properties: the new database belongs to the restoring role, with "
+            "default grants and no settings")
+    return job.recorded_database
 
 
 def swap_whole_database(job, server, scratch_name):
