@@ -70,22 +70,28 @@ class Walked:
 
 @pytest.fixture
 def world(db, tmp_path, admin_user):
+    # Tables named like dict methods: a template's `counts.items` would look up the table "items".
+    counts = {"items": 3, "keys": 1, "values": 2}
     source = Source.objects.create(name="Walk DB", slug="walk", engine="sqlite", sqlite_path=str(tmp_path / "w.db"))
     destination = Destination.objects.create(name="Walk disk", kind="local", path=str(tmp_path / "backups"))
     plan = BackupPlan.objects.create(name="Walk nightly", source=source, format="sqlite")
     plan.destinations.set([destination])
     backup = Backup.objects.create(source=source, plan=plan, format="sqlite", compression="zstd",
-                                   status=Backup.SUCCEEDED)
+                                   status=Backup.SUCCEEDED, table_counts=counts)
     copy = Copy.objects.create(backup=backup, destination=destination, status=Copy.DURABLE, key="walk/1")
-    verification = Verification.objects.create(backup=backup, source=source, kind="checksum", status="passed")
+    verification = Verification.objects.create(backup=backup, source=source, kind="checksum", status="passed",
+                                               evidence={"rows": counts, "table_of_contents": counts})
     restore = RestoreJob.objects.create(backup=backup, source=source, target_database="walk_restored",
-                                        status="succeeded")
+                                        status="succeeded", report={
+                                            "row_counts": {t: {"backup": n, "restored": n} for t, n in counts.items()},
+                                            "inserted": counts})
     alert = Alert.objects.create(kind="source_health", key=f"source:{source.pk}", source=source,
                                  title="Walk DB is down")
     channel = Channel.objects.create(name="Walk mail", kind=Channel.EMAIL, email_to="oncall@example.org",
                                      events=["source_health"])
     token, _ = tokens.create_token("test", "Walk CI", ["read"], None)
-    pitr_restore = PitrRestore.objects.create(source=source, target_kind="latest", status="failed")
+    pitr_restore = PitrRestore.objects.create(source=source, target_kind="latest", status="failed",
+                                          report={"expected_counts": counts, "restored_counts": counts})
     drill = Drill.objects.create(source=source, kind=Drill.FULL, how=Drill.MANUAL, status=Drill.PASSED, seconds=60)
     DrillSchedule.objects.create(source=source)
     keyring.active_key()

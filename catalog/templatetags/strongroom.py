@@ -49,6 +49,13 @@ def get_item(mapping, key):
     return (mapping or {}).get(key)
 
 
+@register.filter
+def entries(mapping):
+    """mapping's (key, value) pairs. `mapping.items` in a template looks the
+    key "items" up first, so a database with a table named items (or keys,
+    or values) would break a page that lists its tables."""
+    return list((mapping or {}).items())
+
 
 @register.filter
 def cron_words(expression):
