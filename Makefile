@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check
 
-.PHONY: run test setup setup-test
+.PHONY: run test lint setup setup-test
 
 # Each stage says what it does; the last lines say how to sign in (serve.py).
 run: setup
@@ -17,6 +17,13 @@ run: setup
 
 test: setup-test
 	$(PY) -m pytest
+
+# The habits that keep the code as docs/ARCHITECTURE.md describes it (pyproject.toml).
+lint: setup-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+	$(PY) manage.py makemigrations --check --dry-run
 
 # What running needs (requirements.txt)...
 setup: $(VENV)/.installed
