@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from catalog.decorators import operator_required, viewer_required
 from catalog.models import Source
 from catalog.services import Refused
-from catalog.views import job_progress, page_of
+from catalog.views.common import job_progress, page_of
 from pitr import restores
 from pitr.models import PitrRestore
 

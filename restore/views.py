@@ -12,7 +12,7 @@ from catalog.decorators import operator_required, viewer_required
 from catalog.engine.errors import EngineError
 from catalog.models import BASE_BACKUP_FORMAT, Backup, RestoreServer, Source, major_release
 from catalog.services import Refused
-from catalog.views import chosen, job_progress, page_of
+from catalog.views.common import chosen, job_progress, page_of
 from restore import services
 from restore.models import RestoreJob
 from restore.wizard import DOWNLOAD, STEPS, Wizard

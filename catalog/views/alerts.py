@@ -5,7 +5,7 @@ from django.shortcuts import render
 
 from catalog.alerts.models import Alert
 from catalog.decorators import viewer_required
-from catalog.views import page_of
+from catalog.views.common import page_of
 
 # What opens each kind of alert, for the page's explanation.
 WHAT_OPENS = [

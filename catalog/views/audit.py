@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET
 from catalog import audit, spreadsheets
 from catalog.decorators import viewer_required
 from catalog.models import AuditEvent
-from catalog.views import page_of
+from catalog.views.common import page_of
 
 
 def distinct_values(field):

@@ -10,7 +10,7 @@ from catalog.alerts.forms import ChannelForm
 from catalog.alerts.models import Channel, Notification
 from catalog.alerts.transports import Webhook, transport_for
 from catalog.decorators import operator_required, viewer_required
-from catalog.views import delete_config
+from catalog.views.common import delete_config
 
 EVENT_LABELS = dict(Channel.EVENT_CHOICES)
 

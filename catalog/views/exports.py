@@ -6,7 +6,7 @@ from django.views.decorators.http import require_GET
 from catalog import exports
 from catalog.decorators import operator_required
 from catalog.models import EXPORT_FORMATS, BackupPlan, Source
-from catalog.views import chosen
+from catalog.views.common import chosen
 
 
 @operator_required

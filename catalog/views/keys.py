@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 from catalog import keys, services
 from catalog.decorators import operator_required, viewer_required
 from catalog.models import Key, KeyRotation
-from catalog.views import job_progress
+from catalog.views.common import job_progress
 
 # A key file is a few lines; anything much larger is not one.
 MAX_KEY_FILE_BYTES = 4096

@@ -9,7 +9,7 @@ from catalog import services
 from catalog.decorators import operator_required, viewer_required
 from catalog.forms import RestoreServerForm
 from catalog.models import RestoreServer
-from catalog.views import delete_config, next_url, test_config
+from catalog.views.common import delete_config, next_url, test_config
 
 
 @viewer_required

@@ -8,7 +8,7 @@ from catalog import services, verification
 from catalog.decorators import operator_required, viewer_required
 from catalog.forms import VerificationFilterForm
 from catalog.models import Backup, Verification
-from catalog.views import job_progress, page_of
+from catalog.views.common import job_progress, page_of
 
 
 @operator_required
