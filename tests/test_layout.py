@@ -24,9 +24,10 @@ from catalog.models import Backup, RestoreServer
 from drills.models import Drill
 from restore.models import RestoreJob
 from restore.wizard import SESSION_KEY
-from tests.catalog.helpers import local_destination, log_in, make_plan, pg_source, restore_now
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness import pg
 from tests.harness.sample_db import create_tricky_database
+from tests.support import log_in, restore_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 from catalog import services
 from catalog.api import tokens
 from catalog.models import Backup, Copy, Source
-from tests.catalog.helpers import local_destination, make_plan
+from tests.factories import local_destination, make_plan
 
 
 def make_token(scopes=("read",), name="CI job", **fields):

@@ -5,7 +5,7 @@ import pytest
 
 from catalog.models import AuditEvent, Backup, Copy, Verification
 from tests.api.helpers import bearer, make_token
-from tests.catalog.helpers import local_destination, make_plan, pg_source
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness.sample_db import create_tricky_database
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 
 from catalog import audit
 from tests.audit.helpers import event_at, tampering
-from tests.catalog.helpers import log_in
+from tests.support import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand

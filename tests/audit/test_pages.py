@@ -11,7 +11,7 @@ import pytest
 from catalog import audit
 from catalog.models import AuditEvent, Source
 from tests.audit.helpers import event_at, some_events
-from tests.catalog.helpers import local_destination, make_plan
+from tests.factories import local_destination, make_plan
 
 pytestmark = pytest.mark.django_db
 

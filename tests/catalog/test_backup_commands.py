@@ -15,7 +15,7 @@ from django_q.models import OrmQ
 
 from catalog import services
 from catalog.models import AuditEvent, Backup, Source
-from tests.catalog.helpers import local_destination, make_plan
+from tests.factories import local_destination, make_plan
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

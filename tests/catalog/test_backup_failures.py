@@ -10,18 +10,11 @@ import pytest
 
 from catalog import services
 from catalog.models import AuditEvent, Backup, Copy
-from tests.catalog.helpers import (
-    files_under,
-    in_thread,
-    local_destination,
-    make_plan,
-    pg_source,
-    s3_destination,
-    wait_for,
-)
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg, s3, s3_auth
 from tests.harness.disk import tiny_disk  # noqa: F401 — a fixture
 from tests.harness.sample_db import create_tricky_database
+from tests.support import files_under, in_thread, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,17 +10,10 @@ import pytest
 
 from catalog import services
 from catalog.models import Backup, Copy, Source
-from tests.catalog.helpers import (
-    decrypt,
-    files_under,
-    local_destination,
-    make_plan,
-    pg_source,
-    s3_destination,
-    sha256_file,
-)
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg, s3
 from tests.harness.sample_db import create_tricky_database, pg_restore, schema_dump, table_fingerprints
+from tests.support import decrypt, files_under, sha256_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,8 +6,9 @@ import pytest
 
 from catalog import services
 from catalog.models import Backup
-from tests.catalog.helpers import files_under, local_destination, log_in, make_plan, pg_source
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness.sample_db import create_tricky_database
+from tests.support import files_under, log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand

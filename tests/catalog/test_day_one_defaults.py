@@ -17,7 +17,7 @@ from catalog.engine import manifest
 from catalog.models import AuditEvent, Backup, Copy, Source
 from catalog.retention import GFS, LAST, Candidate, Policy, select
 from restore.models import RestoreJob
-from tests.catalog.helpers import local_destination, make_plan, pg_source
+from tests.factories import local_destination, make_plan, pg_source
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=dt_timezone.utc)
 UTC = ZoneInfo("UTC")

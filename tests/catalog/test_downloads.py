@@ -15,8 +15,9 @@ from django.urls import reverse
 from catalog import services
 from catalog.engine.errors import CorruptionError
 from catalog.models import AuditEvent, Backup, Source
-from tests.catalog.helpers import decrypt, local_destination, make_plan, pg_source
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness import pg
+from tests.support import decrypt
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from catalog import services
 from catalog.models import BackupPlan, Destination, Source
-from tests.catalog.helpers import log_in
+from tests.support import log_in
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from catalog.alerts.models import Channel
 from catalog.api import tokens
 from catalog.models import AuditEvent, Backup, BackupPlan, Destination, Source, Verification
 from restore.models import RestoreJob
-from tests.catalog.helpers import local_destination, make_plan, pg_source
+from tests.factories import local_destination, make_plan, pg_source
 
 SECRET = "Tr0ub4dor&3-not-shown"
 

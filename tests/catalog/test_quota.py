@@ -6,8 +6,9 @@ from django.utils import timezone
 
 from catalog import services
 from catalog.models import Backup, Copy
-from tests.catalog.helpers import files_under, local_destination, make_plan, pg_source
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness.sample_db import create_tricky_database
+from tests.support import files_under
 
 pytestmark = pytest.mark.django_db(transaction=True)
 GB = 2**30

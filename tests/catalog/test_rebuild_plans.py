@@ -14,7 +14,7 @@ from django_q.models import Schedule
 from catalog import keyring, rebuild, retention, services
 from catalog.engine import crypto, manifest
 from catalog.models import AuditEvent, Backup, BackupPlan, Destination, Source
-from tests.catalog.helpers import local_destination, make_plan, pg_source
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness.sample_db import create_tricky_database
 
 pytestmark = pytest.mark.django_db(transaction=True)

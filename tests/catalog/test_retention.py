@@ -12,9 +12,10 @@ from django.utils import timezone
 
 from catalog import lifecycle, services
 from catalog.models import AuditEvent, Backup, Copy
-from tests.catalog.helpers import files_under, local_destination, make_plan, pg_source, s3_destination
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import s3
 from tests.harness.sample_db import create_tricky_database
+from tests.support import files_under
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

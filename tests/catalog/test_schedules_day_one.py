@@ -19,7 +19,7 @@ from django_q.utils import localtime
 
 from catalog import schedules, services
 from catalog.models import AuditEvent, BackupPlan, Source
-from tests.catalog.helpers import local_destination, make_plan
+from tests.factories import local_destination, make_plan
 
 pytestmark = pytest.mark.django_db
 

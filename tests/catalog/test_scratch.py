@@ -16,9 +16,10 @@ from catalog.engine.errors import Cancelled
 from catalog.models import Backup
 from drills import services as drills
 from drills.models import Drill
-from tests.catalog.helpers import local_destination, make_plan, pg_source, restore_now, s3_destination
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg, s3
 from tests.harness.sample_db import create_tricky_database
+from tests.support import restore_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,7 @@ from django_q.models import OrmQ, Schedule, Task
 
 from catalog import services
 from catalog.models import AuditEvent, Backup, Copy
-from tests.catalog.helpers import local_destination, make_plan, pg_source, s3_destination
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg, s3
 
 pytestmark = pytest.mark.django_db(transaction=True)

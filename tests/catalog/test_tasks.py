@@ -8,8 +8,9 @@ from django_q.models import Schedule
 
 from catalog import services, tasks
 from catalog.models import AuditEvent, Backup, Copy
-from tests.catalog.helpers import files_under, local_destination, make_plan, pg_source, s3_destination
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import s3
+from tests.support import files_under
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from catalog import services
-from tests.catalog.helpers import local_destination, make_plan, pg_source, s3_destination
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness.sample_db import create_tricky_database
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -11,9 +11,10 @@ import pytest
 from catalog import keyring, services, verification
 from catalog.engine import crypto
 from catalog.models import Backup, Copy, Verification
-from tests.catalog.helpers import in_thread, local_destination, make_plan, pg_source, s3_destination, wait_for
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import s3
 from tests.harness.sample_db import create_tricky_database
+from tests.support import in_thread, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SEGMENT = 1 << 20

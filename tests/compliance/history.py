@@ -27,7 +27,7 @@ from catalog import audit
 from catalog.models import Backup, BackupPlan, Copy, Key, KeyRotation, Source, Verification
 from drills.models import Drill
 from restore.models import RestoreJob
-from tests.catalog.helpers import local_destination, s3_destination
+from tests.factories import local_destination, s3_destination
 
 
 def at(day, hour=3, minute=0, month=10):

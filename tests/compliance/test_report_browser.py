@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from tests.catalog.helpers import log_in
 from tests.compliance.history import build_history
+from tests.support import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand

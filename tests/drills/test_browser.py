@@ -8,8 +8,9 @@ from catalog import services
 from catalog.models import Backup
 from drills import services as drills
 from drills.models import Drill
-from tests.catalog.helpers import local_destination, log_in, make_plan, pg_source
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness.sample_db import create_tricky_database
+from tests.support import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand

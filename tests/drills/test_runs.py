@@ -13,7 +13,7 @@ from catalog.models import AuditEvent, Backup, Source
 from drills import services as drills
 from drills.models import Drill
 from restore.models import RestoreJob
-from tests.catalog.helpers import local_destination, make_plan, pg_source, s3_destination
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness.sample_db import create_tricky_database
 
 pytestmark = pytest.mark.django_db(transaction=True)

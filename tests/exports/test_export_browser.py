@@ -8,8 +8,9 @@ import os
 import pytest
 
 from catalog.models import BackupPlan
-from tests.catalog.helpers import local_destination, log_in, pg_source
 from tests.exports.sample_inventory import create_inventory
+from tests.factories import local_destination, pg_source
+from tests.support import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand
@@ -63,7 +64,7 @@ def test_an_export_of_a_sqlite_file_is_restored_into_a_new_file_through_the_wiza
     from catalog import services
     from catalog.models import Source
     from restore.models import RestoreJob
-    from tests.catalog.helpers import make_plan
+    from tests.factories import make_plan
 
     path = tmp_path / "shop.sqlite3"
     with sqlite3.connect(path) as conn:

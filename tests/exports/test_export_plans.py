@@ -9,9 +9,10 @@ import pytest
 
 from catalog import services, verification
 from catalog.models import AuditEvent, Backup, BackupPlan, Source
-from tests.catalog.helpers import execute_sql, local_destination, make_plan, pg_source, restore_now
 from tests.catalog.test_pages import RETENTION_DEFAULTS
 from tests.exports.sample_inventory import EXPORTED_ORDERS, create_inventory, scalar
+from tests.factories import local_destination, make_plan, pg_source
+from tests.support import execute_sql, restore_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,9 +10,10 @@ from catalog import services
 from catalog.models import Backup
 from catalog.services import Refused
 from restore import services as restores
-from tests.catalog.helpers import execute_sql, local_destination, make_plan, pg_source, restore_now
 from tests.exports.sample_inventory import EXPORTED_ORDERS, create_inventory, rows_of
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness import pg
+from tests.support import execute_sql, restore_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -120,7 +121,7 @@ def test_the_wizard_offers_an_export_for_preview_and_merge_only(admin_client, so
 
 
 def test_an_export_stored_in_s3_merges_back_from_the_bucket_when_the_local_copy_is_gone(source_db, tmp_path, s3_bucket):
-    from tests.catalog.helpers import s3_destination
+    from tests.factories import s3_destination
 
     local = local_destination(tmp_path / "local")
     plan = make_plan(pg_source(source_db), [local, s3_destination(s3_bucket)], name="Export to S3", format="jsonl",

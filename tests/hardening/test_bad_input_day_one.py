@@ -31,7 +31,7 @@ from catalog.engine.exports import ExportDump, TableSpec, validate_where
 from catalog.forms import DestinationForm
 from catalog.models import AuditEvent, Backup, BackupPlan, Destination, Source
 from tests.api.helpers import bearer, make_token, sqlite_plan, sqlite_source
-from tests.catalog.helpers import make_plan, local_destination
+from tests.factories import local_destination, make_plan
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,8 @@ from django.utils import timezone
 from catalog.api.models import ApiToken
 from catalog.models import Backup, Copy, Key, Source
 from pitr.models import ContinuousProtection
-from tests.catalog.helpers import log_in
 from tests.hardening.test_security_headers import confirm_world, world  # noqa: F401 — fixtures
+from tests.support import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,9 +15,10 @@ from django.core.management import call_command
 from catalog import keyring, rebuild, services, verification
 from catalog.engine import crypto, manifest
 from catalog.models import AuditEvent, Backup, Copy, Destination, Key
-from tests.catalog.helpers import execute_sql, local_destination, make_plan, pg_source, restore_now, s3_destination
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import s3
 from tests.harness.sample_db import create_tricky_database, table_fingerprints
+from tests.support import execute_sql, restore_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

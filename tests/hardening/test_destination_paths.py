@@ -12,8 +12,9 @@ from catalog import orphans, services, verification
 from catalog.engine.errors import StorageError
 from catalog.engine.storage import LocalStorage
 from catalog.models import AuditEvent, Backup, Copy, Destination
-from tests.catalog.helpers import files_under, local_destination, make_plan, pg_source, s3_destination
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness.sample_db import create_tricky_database
+from tests.support import files_under
 
 SECRET = b"TOP-SECRET-OUTSIDE-THE-DESTINATION\n" * 20
 ROOTS_MESSAGE = "is outside the directories local destinations may use"

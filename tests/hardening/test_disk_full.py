@@ -15,9 +15,10 @@ import pytest
 from catalog import services
 from catalog.models import AuditEvent, Backup, Copy
 from restore.models import RestoreJob
-from tests.catalog.helpers import execute_sql, files_under, local_destination, make_plan, pg_source, restore_now
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness.disk import tiny_disk, tmpfs  # noqa: F401 — tiny_disk is a fixture
 from tests.harness.sample_db import create_tricky_database, table_fingerprints
+from tests.support import execute_sql, files_under, restore_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

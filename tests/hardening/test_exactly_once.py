@@ -10,10 +10,11 @@ from django.test import Client
 
 from catalog import keyring, services, tasks
 from catalog.models import AuditEvent, Backup, Copy, Key
-from tests.catalog.helpers import files_under, local_destination, make_plan, pg_source, wait_for
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness import redis as redis_harness
 from tests.harness.redis import redis_url  # noqa: F401 — a fixture
 from tests.harness.sample_db import throwaway_tricky_database
+from tests.support import files_under, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -23,7 +23,7 @@ from backupsite.envconfig import secret_key
 from catalog import exports, holds, keyring, services
 from catalog.engine import wal as walfiles
 from catalog.models import Backup, Copy
-from tests.catalog.helpers import local_destination, make_plan, pg_source
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness.sample_db import create_tricky_database
 
 ROOT = Path(__file__).resolve().parents[2]

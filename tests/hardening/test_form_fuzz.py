@@ -35,8 +35,9 @@ from restore import services as restores
 from restore.models import RestoreJob
 from restore.wizard import SESSION_KEY
 from tests.api.helpers import recorded_backup, sqlite_plan
-from tests.catalog.helpers import execute_sql, make_plan, pg_source
+from tests.factories import make_plan, pg_source
 from tests.harness import pg
+from tests.support import execute_sql
 
 MARKUP = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>', "<svg/onload=alert(1)>"]
 HOSTILE = [

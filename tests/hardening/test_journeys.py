@@ -23,10 +23,11 @@ from catalog import services, tasks
 from catalog.models import AuditEvent, Backup, Copy, Verification
 from catalog.roles import grant_roles
 from restore.models import RestoreJob
-from tests.catalog.helpers import in_thread, local_destination, log_in, make_plan, pg_source
 from tests.conftest import make_user
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness import pg
 from tests.harness.sample_db import create_tricky_database, table_fingerprints
+from tests.support import in_thread, log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ADMIN_PASSWORD = "journey-Admin-pa55"

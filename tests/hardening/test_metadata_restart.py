@@ -13,16 +13,16 @@ import time
 import psycopg
 import pytest
 
-from tests.catalog.helpers import files_under
 from tests.hardening.test_worker_killed import big_database  # noqa: F401 — the fixture
 from tests.harness import pg
 from tests.harness.worker import ROOT, Worker
+from tests.support import files_under
 
 START_BACKUP = """
 import json
 from catalog import services
 from catalog.models import BackupPlan, Source
-from tests.catalog.helpers import local_destination, make_plan, pg_source
+from tests.factories import local_destination, make_plan, pg_source
 
 plan = BackupPlan.objects.filter(name="Nightly").first()
 if plan is None:

@@ -11,10 +11,11 @@ import pytest
 
 from catalog import orphans, services
 from catalog.models import AuditEvent, Backup, Copy
-from tests.catalog.helpers import local_destination, make_plan, pg_source, restore_now, s3_destination
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg, s3
 from tests.harness.faulty_proxy import FaultyProxy
 from tests.harness.sample_db import create_tricky_database, table_fingerprints
+from tests.support import restore_now
 
 # What one PostgreSQL backup leaves in a destination: its object, its manifest, its globals.
 STORED_SUFFIXES = ("", ".manifest.json", ".manifest.json.globals")

@@ -11,19 +11,10 @@ import pytest
 from catalog import services
 from catalog.models import AuditEvent, Backup, Copy
 from restore.models import RestoreJob
-from tests.catalog.helpers import (
-    execute_sql,
-    files_under,
-    in_thread,
-    local_destination,
-    make_plan,
-    pg_source,
-    restore_now,
-    s3_destination,
-    wait_for,
-)
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg, s3
 from tests.harness.sample_db import create_tricky_database, table_fingerprints, throwaway_tricky_database
+from tests.support import execute_sql, files_under, in_thread, restore_now, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -18,19 +18,11 @@ from catalog import orphans, queues, services, tasks
 from catalog.models import AuditEvent, Backup, Copy
 from restore import services as restores
 from restore.models import RestoreJob
-from tests.catalog.helpers import (
-    execute_sql,
-    files_under,
-    local_destination,
-    make_plan,
-    pg_source,
-    restore_now,
-    s3_destination,
-    wait_for,
-)
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg, s3
 from tests.harness.sample_db import create_tricky_database, table_fingerprints
 from tests.harness.worker import after_heartbeat_timeout, process_state, status_of, worker  # noqa: F401 — the fixture
+from tests.support import execute_sql, files_under, restore_now, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -2,7 +2,7 @@ import pytest
 
 from catalog import services
 from catalog.models import Backup
-from tests.catalog.helpers import local_destination, make_plan, pg_source, s3_destination
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness.sample_db import create_tricky_database
 
 SOURCE_PASSWORD = "s3cret-source-password"

@@ -8,8 +8,8 @@ import pytest
 
 from catalog import keyring
 from catalog.models import Key
-from tests.catalog.helpers import log_in
 from tests.keys.conftest import take_backup
+from tests.support import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand

@@ -17,7 +17,7 @@ from catalog.engine import crypto, manifest
 from catalog.models import Backup, Copy, Destination, Key, KeyRotation, Source, Verification
 from catalog.services import Refused
 from restore.models import RestoreJob
-from tests.catalog.helpers import restore_now
+from tests.support import restore_now
 from tests.harness import pg, s3
 from tests.harness.sample_db import pg_restore, table_fingerprints
 from tests.keys.conftest import SOURCE_PASSWORD, take_backup
@@ -226,7 +226,7 @@ def test_an_imported_key_must_be_new_and_32_bytes(admin_user):
 
 
 def test_a_backup_kept_only_on_s3_is_rewrapped_from_a_ranged_read(source_db, s3_bucket, admin_user):
-    from tests.catalog.helpers import make_plan, pg_source, s3_destination
+    from tests.factories import make_plan, pg_source, s3_destination
 
     plan = make_plan(pg_source(source_db), [s3_destination(s3_bucket)], encrypt=True, verify_new_backups=False)
     backup = take_backup(plan)

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from catalog.alerts.models import Channel
-from tests.catalog.helpers import log_in
+from tests.support import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand

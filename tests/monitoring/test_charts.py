@@ -8,7 +8,7 @@ import pytest
 
 from catalog import charts
 from catalog.models import Backup, Source
-from tests.catalog.helpers import local_destination, make_plan
+from tests.factories import local_destination, make_plan
 
 MB = 2**20
 START = datetime(2026, 11, 1, 3, 0, tzinfo=dt_timezone.utc)

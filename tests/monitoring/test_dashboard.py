@@ -13,7 +13,8 @@ from django.apps import apps
 from django.utils import timezone
 
 from catalog.models import Alert, Backup, Source, Verification
-from tests.catalog.helpers import local_destination, log_in, make_plan
+from tests.factories import local_destination, make_plan
+from tests.support import log_in
 
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand
 MB = 2**20

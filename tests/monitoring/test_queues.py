@@ -12,7 +12,7 @@ from catalog import services
 from catalog.alerts import notify
 from catalog.alerts.models import Alert, Notification
 from catalog.schedules import TICK_SCHEDULE, ensure_system_schedules
-from tests.catalog.helpers import local_destination, make_plan
+from tests.factories import local_destination, make_plan
 from tests.monitoring.channel_helpers import make_source
 
 pytestmark = pytest.mark.django_db

@@ -20,18 +20,10 @@ from catalog.engine.basebackup import parse_backup_label
 from catalog.models import AuditEvent, Backup, Copy, Source, Verification
 from catalog.verification import create_verification
 from pitr.models import BaseBackupWal, ContinuousProtection
-from tests.catalog.helpers import (
-    decrypt,
-    files_under,
-    in_thread,
-    local_destination,
-    make_plan,
-    pg_source,
-    s3_destination,
-    wait_for,
-)
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import s3
 from tests.harness.pg import Cluster, as_user, free_port, pg_bin
+from tests.support import decrypt, files_under, in_thread, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

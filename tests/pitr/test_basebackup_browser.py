@@ -8,8 +8,9 @@ import pytest
 from catalog import services
 from catalog.models import Backup, BackupPlan
 from pitr.models import BaseBackupWal
-from tests.catalog.helpers import local_destination, log_in
+from tests.factories import local_destination
 from tests.pitr.test_basebackup import cluster, protected_source, ship_needed_wal  # noqa: F401 (a fixture)
+from tests.support import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")
@@ -56,7 +57,7 @@ def test_an_administrator_plans_base_backups_and_sees_one_wait_for_its_wal(
 
 
 def test_running_a_base_backup_plan_without_protection_says_why(live_server, page, admin_user, cluster, tmp_path):  # noqa: F811
-    from tests.catalog.helpers import make_plan, pg_source
+    from tests.factories import make_plan, pg_source
 
     source = pg_source({**cluster.server, "dbname": "postgres"}, name="Unprotected cluster")
     plan = make_plan(source, [local_destination(tmp_path / "backups")], name="Physical", format="basebackup")

@@ -19,7 +19,7 @@ from catalog.models import AuditEvent
 from catalog.services import Refused
 from pitr import restores, wal
 from pitr.models import BaseBackupWal, ContinuousProtection, PitrRestore, WalSegment
-from tests.catalog.helpers import local_destination, make_plan
+from tests.factories import local_destination, make_plan
 from tests.harness.pg import free_port, pg_bin
 from tests.pitr.wal_helpers import (
     cluster_source,
@@ -242,7 +242,7 @@ def test_the_tick_fails_a_restore_whose_worker_died_and_removes_its_directory(db
     from datetime import timedelta
 
     from catalog import tasks
-    from tests.catalog.helpers import pg_source
+    from tests.factories import pg_source
 
     source = pg_source({"host": "127.0.0.1", "port": 1, "user": "nobody", "dbname": "gone"}, name="Gone")
     half_done = os.path.join(restore_root, "half-done")
@@ -259,7 +259,7 @@ def test_the_tick_fails_a_restore_whose_worker_died_and_removes_its_directory(db
 
 
 def test_it_restores_from_wal_and_a_base_backup_kept_only_in_s3(restore_root, admin_user, s3_bucket):
-    from tests.catalog.helpers import s3_destination
+    from tests.factories import s3_destination
 
     cluster = wal_cluster()
     try:

@@ -10,7 +10,6 @@ import pytest
 from django.urls import reverse
 
 from pitr.models import PitrRestore
-from tests.catalog.helpers import log_in
 from tests.harness.pg import free_port
 from tests.pitr.test_pitr_restore import (  # noqa: F401 — fixtures
     insert_batch,
@@ -20,6 +19,7 @@ from tests.pitr.test_pitr_restore import (  # noqa: F401 — fixtures
     switch_and_ship,
     take_base_backup,
 )
+from tests.support import log_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand
@@ -139,7 +139,7 @@ def test_the_point_in_time_path_in_a_browser(protected, live_server, page, admin
 
 def test_a_queued_restore_can_be_cancelled(admin_client):
     from catalog.models import AuditEvent
-    from tests.catalog.helpers import pg_source
+    from tests.factories import pg_source
 
     source = pg_source({"host": "127.0.0.1", "port": 1, "user": "nobody", "dbname": "gone"}, name="Gone")
     job = PitrRestore.objects.create(source=source, target_kind="latest", status=PitrRestore.QUEUED)
@@ -152,7 +152,7 @@ def test_a_queued_restore_can_be_cancelled(admin_client):
 
 
 def test_auditors_see_the_list_of_point_in_time_restores(auditor_client):
-    from tests.catalog.helpers import pg_source
+    from tests.factories import pg_source
 
     source = pg_source({"host": "127.0.0.1", "port": 1, "user": "nobody", "dbname": "gone"}, name="Gone")
     PitrRestore.objects.create(source=source, target_kind="restore_point", restore_point="strongroom-drill-9",

@@ -7,7 +7,7 @@ import pytest
 
 from catalog.audit import AuditEvent
 from pitr.models import ContinuousProtection
-from tests.catalog.helpers import local_destination, make_plan
+from tests.factories import local_destination, make_plan
 from tests.pitr.wal_helpers import cluster_source, execute, wal_cluster
 
 pytestmark = pytest.mark.django_db
@@ -123,7 +123,7 @@ def test_auditors_cannot_enable_or_disable(auditor_client, cluster, tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_enable_page_in_a_browser_says_what_is_missing(minimal_cluster, tmp_path, live_server, page, admin_user):
-    from tests.catalog.helpers import log_in
+    from tests.support import log_in
 
     source = cluster_source(minimal_cluster)
     make_plan(source, [local_destination(tmp_path / "wal")])

@@ -9,7 +9,7 @@ import pytest
 from catalog.api import tokens
 from pitr import wal
 from pitr.models import ContinuousProtection, WalSegment
-from tests.catalog.helpers import local_destination
+from tests.factories import local_destination
 from tests.pitr.wal_helpers import cluster_source, execute
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -15,10 +15,11 @@ from catalog.alerts import conditions
 from catalog.alerts.models import Alert
 from pitr import wal
 from pitr.models import ContinuousProtection, WalCopy, WalSegment
-from tests.catalog.helpers import local_destination, log_in, s3_destination
+from tests.factories import local_destination, s3_destination
 from tests.pitr.wal_helpers import (
     cluster_source, execute, running_supervisor, stored, stored_wal_containing, wait_for, write_wal,
 )
+from tests.support import log_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -16,7 +16,8 @@ from catalog.engine import wal as walfiles
 from catalog.models import BASE_BACKUP_FORMAT, Backup
 from pitr import wal
 from pitr.models import BaseBackupWal, ContinuousProtection, WalSegment
-from tests.catalog.helpers import files_under, local_destination, pg_source
+from tests.factories import local_destination, pg_source
+from tests.support import files_under
 
 pytestmark = pytest.mark.django_db
 MB = 1 << 20

@@ -11,7 +11,7 @@ import psycopg
 from catalog.models import Source
 from pitr import wal
 from pitr.models import WalSegment
-from tests.catalog.helpers import pg_source
+from tests.factories import pg_source
 from tests.harness.pg import Cluster
 
 

@@ -16,10 +16,11 @@ from psycopg import sql
 from catalog import services
 from catalog.engine import exports
 from catalog.models import Backup, RestoreServer
-from tests.catalog.helpers import local_destination, make_plan, pg_source, restore_now
 from tests.corpus import create_corpus, damage, diff, drop_corpus_roles, snapshot
 from tests.corpus.compare import set_stable_output
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness import pg
+from tests.support import restore_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

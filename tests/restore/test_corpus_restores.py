@@ -12,9 +12,10 @@ from catalog import backup_globals, services, verification
 from catalog.engine import restorers
 from catalog.models import AuditEvent, Backup, Verification
 from catalog.services import Refused
-from tests.catalog.helpers import local_destination, make_plan, pg_source, restore_now
 from tests.corpus import create_corpus, damage, diff, drop_corpus_roles, snapshot
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness import pg
+from tests.support import restore_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,10 +15,11 @@ from catalog import services, tasks, verification
 from catalog.models import AuditEvent, Backup, RestoreServer, Verification
 from restore import services as restores
 from restore.models import RestoreJob
-from tests.catalog.helpers import execute_sql, local_destination, make_plan, pg_source, restore_now, wait_for
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness import pg
 from tests.harness.sample_db import table_fingerprints
 from tests.harness.worker import after_heartbeat_timeout, status_of, worker  # noqa: F401 — the fixture
+from tests.support import execute_sql, restore_now, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

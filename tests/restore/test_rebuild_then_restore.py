@@ -25,10 +25,11 @@ from catalog import lifecycle, services, tasks
 from catalog.engine import manifest
 from catalog.models import AuditEvent, Backup, BackupPlan, Copy, Destination, Key, Source, Verification
 from restore.models import RestoreJob
-from tests.catalog.helpers import files_under, local_destination, make_plan, pg_source, restore_now, s3_destination
 from tests.corpus import create_corpus, damage, diff, drop_corpus_roles, snapshot
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg, s3
 from tests.harness.sample_db import create_tricky_database
+from tests.support import files_under, restore_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,16 +12,10 @@ from catalog.models import Backup, RestoreServer
 from catalog.services import Refused
 from restore import services as restores
 from restore.models import RestoreJob
-from tests.catalog.helpers import (
-    execute_sql,
-    local_destination,
-    make_plan,
-    pg_source,
-    restore_now,
-    s3_destination,
-)
+from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg
 from tests.harness.sample_db import schema_dump, table_fingerprints
+from tests.support import execute_sql, restore_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

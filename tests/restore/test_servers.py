@@ -20,7 +20,7 @@ from catalog.models import AuditEvent, Backup, RestoreServer
 from catalog.services import Refused
 from restore import services as restores
 from restore.models import RestoreJob
-from tests.catalog.helpers import local_destination, make_plan, pg_source
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness import pg
 from tests.harness.sample_db import table_fingerprints
 

@@ -8,8 +8,9 @@ import pytest
 
 from catalog import services
 from catalog.models import Backup
-from tests.catalog.helpers import execute_sql, local_destination, make_plan, pg_source, restore_now
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness.sample_db import table_fingerprints
+from tests.support import execute_sql, restore_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

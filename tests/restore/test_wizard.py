@@ -7,9 +7,10 @@ import pytest
 
 from catalog import services
 from restore.models import RestoreJob
-from tests.catalog.helpers import local_destination, log_in, make_plan, pg_source
+from tests.factories import local_destination, make_plan, pg_source
 from tests.harness import pg
 from tests.harness.sample_db import create_tricky_database, table_fingerprints
+from tests.support import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")
