@@ -1,4 +1,5 @@
 from django import template
+from django.template import defaultfilters
 
 from catalog import audit
 
@@ -24,6 +25,36 @@ def duration(value):
 
 
 register.filter("object_type_label", audit.object_type_label)
+
+# Every date and time a page shows, in one place: templates name a style
+# (`{{ at|when }}`, `{{ at|when:"second" }}`), they never spell a format out.
+DATE_FORMATS = {
+    # When something happened: the default, to the minute.
+    "minute": "j M Y H:i",
+    "second": "j M Y H:i:s",
+    "second_zoned": "j M Y H:i:s T",
+    "micro_zoned": "j M Y H:i:s.u T",
+    "day": "j M Y",
+    # When something runs or is due, and which backup to pick: the weekday helps.
+    "weekday": "D j M Y H:i",
+    "weekday_day": "D j M",
+    "run": "D j M Y, H:i",
+    "run_zoned": "D j M Y, H:i T",
+    "soon": "D j M, H:i",
+    # Compact and sortable: tokens, keys, drills, reports.
+    "iso_minute": "Y-m-d H:i",
+    "iso_zoned": "Y-m-d H:i T",
+    "iso_day": "Y-m-d",
+    # For machines and title attributes (ISO 8601).
+    "iso": "c",
+}
+
+
+@register.filter(expects_localtime=True, is_safe=False)
+def when(value, style="minute"):
+    """`value|date` in one of DATE_FORMATS, in the current time zone."""
+    return defaultfilters.date(value, DATE_FORMATS[style])
+
 
 
 @register.filter
