@@ -7,20 +7,17 @@ Functions take an `actor`: a User, or a string naming a system actor.
 import base64
 import logging
 import os
-import socket
 import sqlite3
-import threading
-import time
 from datetime import timedelta
 
 import psycopg
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import close_old_connections, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 from django.utils.text import slugify
 
-from catalog import audit, backup_globals, exports, holds, keyring, queues
+from catalog import audit, backup_globals, exports, holds, jobs, keyring, queues, registry
 from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers, manifest
 from catalog.engine.compression import extension_for
@@ -28,15 +25,13 @@ from catalog.engine.crypto import Encryptor, derive_manifest_key
 from catalog.engine.errors import Cancelled, EngineError, StorageError
 from catalog.engine.pipeline import run_pipeline
 from catalog.engine.storage import QuotaWriter
+from catalog.errors import Refused
+from catalog.jobs import JobWatch, cancel_job, worker_name  # noqa: F401 (for the kinds not yet moved to catalog.jobs)
 from catalog.models import BASE_BACKUP_FORMAT, EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, Copy, Source
 from catalog.schedules import remove_plan_schedule, sync_plan_schedule
 from catalog.text import count_text, size_text
 
 log = logging.getLogger(__name__)
-
-
-class Refused(Exception):
-    """An operation that cannot be done; str() is a message for the user."""
 
 
 # --- configuration ---------------------------------------------------------
@@ -243,11 +238,8 @@ def check_runnable(plan):
                       "source cannot produce: edit the plan and choose another format.")
     if plan.is_export() and not plan.has_export_selection():
         raise Refused(f"Plan {plan} exports no table: pick tables or add a named set to it first.")
-    if plan.format == BASE_BACKUP_FORMAT:
-        from pitr.basebackups import protection_problem
-
-        if problem := protection_problem(plan.source):
-            raise Refused(problem)
+    if problem := registry.steps_of(plan.format).run_problem(plan.source):  # e.g. a base backup without WAL protection
+        raise Refused(problem)
     if plan.backups.active().exists():
         raise Refused(f"A backup of plan {plan} is already queued or running.")
 
@@ -309,40 +301,7 @@ def run_scheduled_plan(plan_id):
 @transaction.atomic
 def cancel_backup(actor, backup):
     """A queued backup is cancelled at once; a running one within a second."""
-    return cancel_job(actor, backup, "backup.cancel", error="Cancelled before it started.")
-
-
-def cancel_job(actor, job, action, **queued_fields):
-    """The cancel rule of every job: queued ones end at once (with
-    `queued_fields` saying so), running ones are asked to stop."""
-    model, now = type(job), timezone.now()
-    with transaction.atomic():
-        if model.objects.filter(pk=job.pk, status=model.QUEUED).update(
-            status=model.CANCELLED, finished_at=now, cancel_requested=True, **queued_fields
-        ):
-            audit.record(actor, action, job, {"was": "queued"})
-        elif model.objects.filter(pk=job.pk, status=model.RUNNING, cancel_requested=False).update(
-            cancel_requested=True
-        ):
-            audit.record(actor, action, job, {"was": "running"})
-        else:
-            raise Refused(f"This {model._meta.verbose_name} is no longer running, so there is nothing to cancel.")
-    job.refresh_from_db()
-    return job
-
-
-def worker_name():
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def claim_backup(backup_id):
-    """Moves a queued backup to running; False when another delivery has it."""
-    now = timezone.now()
-    return bool(
-        Backup.objects.filter(pk=backup_id, status=Backup.QUEUED).update(
-            status=Backup.RUNNING, started_at=now, heartbeat_at=now, worker=worker_name(), phase="starting"
-        )
-    )
+    return jobs.cancel_job(actor, backup, "backup.cancel", error="Cancelled before it started.")
 
 
 def object_key_for(backup):
@@ -376,57 +335,7 @@ def open_dump(source, fmt, plan=None, compression=None):
                                  pg_dumpall=settings.PG_DUMPALL)
 
 
-class JobWatch:
-    """Beats a running job's heartbeat once a second from a thread (writing
-    whatever `progress()` returns with it) and turns a cancel request seen in
-    the database into `cancel_event` within a quarter of a second. When the
-    watched work ends, the worker's connection is checked: the work may have
-    taken hours, and a connection the metadata database dropped meanwhile (a
-    restart, a failover) is replaced before the job records its outcome."""
-
-    def __init__(self, model, job_id):
-        self.model = model
-        self.job_id = job_id
-        self.cancel_event = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"watch-{job_id}", daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        close_old_connections()
-
-    def progress(self):
-        return {}
-
-    def _loop(self):
-        from django.db import connection
-
-        rows = self.model.objects.filter(pk=self.job_id, status=self.model.RUNNING)
-        last_beat = 0.0
-        try:
-            while not self._stop.wait(0.25):
-                try:
-                    if time.monotonic() - last_beat >= 1.0:
-                        rows.update(heartbeat_at=timezone.now(), **self.progress())
-                        last_beat = time.monotonic()
-                    if rows.filter(cancel_requested=True).exists():
-                        self.cancel_event.set()
-                except DatabaseError as exc:
-                    # The metadata database restarted or is out of reach: the job
-                    # itself goes on, and so must its heartbeat once the database is
-                    # back, or the sweep would declare a live job dead.
-                    log.warning("Heartbeat of %s %s failed: %s", self.model.__name__, self.job_id, exc)
-                    close_old_connections()
-        finally:
-            connection.close()
-
-
-class ProgressReporter(JobWatch):
+class ProgressReporter(jobs.JobWatch):
     """A backup's watch, which also writes its phase and byte counts."""
 
     def __init__(self, backup_id):
@@ -443,10 +352,11 @@ class ProgressReporter(JobWatch):
 def run_backup(backup_id):
     """The worker side of a backup: claim, stream, record. Idempotent."""
     close_old_connections()
-    if not claim_backup(backup_id):
+    backup = jobs.claim(Backup, backup_id, "backup.start", lambda backup: {"worker": backup.worker},
+                        related=("source", "plan"), phase="starting")
+    if backup is None:
         log.info("Backup %s is not queued any more; skipping this delivery.", backup_id)
         return None
-    backup = Backup.objects.select_related("source", "plan").get(pk=backup_id)
     backup.object_key = object_key_for(backup)
     destinations = list(backup.plan.destinations.all())
     backup.append_log(f"Started on {backup.worker}; writing to {', '.join(str(d) for d in destinations)}")
@@ -454,8 +364,6 @@ def run_backup(backup_id):
         Copy.objects.create(backup=backup, destination=destination, key=backup.object_key) for destination in destinations
     ]
     Backup.objects.filter(pk=backup.pk).update(object_key=backup.object_key, log=backup.log)
-    with transaction.atomic():
-        audit.record("worker", "backup.start", backup, {"worker": backup.worker})
     try:
         encryption = stream_backup(backup, copies)
     except Cancelled:
@@ -475,9 +383,7 @@ def run_backup(backup_id):
         return finish_backup(backup, copies, Backup.FAILED, missing_key_in_words(exc))
     durable = [copy for copy in copies if copy.status == Copy.DURABLE]
     if durable and backup.is_base_backup():
-        from pitr.basebackups import record_wal_bounds
-
-        record_wal_bounds(backup, backup.wal)
+        registry.steps_of(backup.format).copies_durable(backup, backup.wal)
     if len(durable) == len(copies):
         return finish_backup(backup, copies, Backup.SUCCEEDED, "")
     failed = "; ".join(f"{copy.destination}: {copy.error}" for copy in copies if copy.status != Copy.DURABLE)
@@ -697,28 +603,25 @@ def finish_backup(backup, copies, status, error):
                 mark_copy_failed(copy, "Removed: the backup did not complete.")
     now = timezone.now()
     backup.append_log(f"Finished: {status}" + (f" — {error}" if error else ""))
-    with transaction.atomic():
-        updated = Backup.objects.filter(pk=backup.pk, status=Backup.RUNNING).update(
-            status=status,
-            phase="",
-            error=error[:500],
-            finished_at=backup.finished_at or now,  # the manifests' time, when they were written
-            heartbeat_at=now,
-            log=backup.log,
-            key_id=backup.key_id,
-            raw_bytes=backup.raw_bytes,
-            stored_bytes=backup.stored_bytes,
-            sha256=backup.sha256,
-            server_version=backup.server_version,
-            tool_version=backup.tool_version,
-            table_counts=backup.table_counts,
-            partitions=backup.partitions,
-            roles=backup.roles,
-            globals_sha256=backup.globals_sha256,
-        )
-        if updated:
-            audit.record("worker", f"backup.{status}", backup, {"error": error[:500]} if error else {})
-    if not updated:
+    recorded = jobs.finish(
+        backup, status, f"backup.{status}", {"error": error[:500]} if error else {},
+        phase="",
+        error=error[:500],
+        finished_at=backup.finished_at or now,  # the manifests' time, when they were written
+        heartbeat_at=now,
+        log=backup.log,
+        key_id=backup.key_id,
+        raw_bytes=backup.raw_bytes,
+        stored_bytes=backup.stored_bytes,
+        sha256=backup.sha256,
+        server_version=backup.server_version,
+        tool_version=backup.tool_version,
+        table_counts=backup.table_counts,
+        partitions=backup.partitions,
+        roles=backup.roles,
+        globals_sha256=backup.globals_sha256,
+    )
+    if not recorded:
         log.warning("Backup %s was closed by someone else while it ran; its copies are removed.", backup.pk)
         for copy in copies:
             remove_objects(copy)
@@ -730,21 +633,16 @@ def finish_backup(backup, copies, status, error):
 def sweep_stale_backups():
     """Marks running backups whose worker stopped beating as failed, and
     removes what they left in storage."""
-    swept = []
-    for backup in Backup.objects.filter(status=Backup.RUNNING).select_related("source"):
-        if not backup.is_stale():
-            continue
-        seconds = settings.HEARTBEAT_TIMEOUT
-        error = f"The worker stopped responding (no heartbeat for over {seconds} s); partial data was removed."
-        with transaction.atomic():
-            if not Backup.objects.filter(pk=backup.pk, status=Backup.RUNNING).update(
-                status=Backup.FAILED, error=error, finished_at=timezone.now(), phase=""
-            ):
-                continue
-            audit.record("monitor", "backup.failed", backup, {"error": error})
-        for copy in backup.copies.select_related("destination"):
-            remove_objects(copy)
-            mark_copy_failed(copy, "Removed: the worker died before the copy was complete.")
-        monitor.backup_finished(backup)
-        swept.append(backup.pk)
-    return swept
+    error = (f"The worker stopped responding (no heartbeat for over {settings.HEARTBEAT_TIMEOUT} s); "
+             "partial data was removed.")
+    return jobs.sweep(jobs.stale(Backup).select_related("source"), "backup.failed", {"error": error},
+                      actor="monitor", on_failed=remove_dead_run, error=error, phase="")
+
+
+def remove_dead_run(backup):
+    """What a dead worker's backup left in storage goes once it is failed (not
+    before: a worker that was only slow could still have recorded it)."""
+    for copy in backup.copies.select_related("destination"):
+        remove_objects(copy)
+        mark_copy_failed(copy, "Removed: the worker died before the copy was complete.")
+    monitor.backup_finished(backup)

@@ -1,0 +1,182 @@
+"""The life of a job, the same for every kind: backups, verifications,
+restores, point-in-time restores, drills and key rotations.
+
+    queued ──claim──▶ running ──finish──▶ succeeded / passed / partial / failed / cancelled
+      │                  │
+      └──cancel          └──sweep (the worker stopped beating)──▶ failed
+
+- claim: a queue may deliver a task twice (design rule 5), so a worker starts
+  by moving the row from queued to running with one conditional UPDATE; only
+  one delivery gets it. The start is audited in the same transaction.
+- heartbeat: while the work runs, JobWatch beats the row's heartbeat_at once a
+  second from a thread and turns a cancel request into an Event.
+- finish: the outcome is written only while the job is still running (the
+  sweep may have declared it dead meanwhile), with its audit event in the same
+  transaction (design rule 7).
+- sweep: the tick fails the running jobs whose heartbeat is older than
+  HEARTBEAT_TIMEOUT, each kind passing a clean-up for what its dead worker left
+  outside the catalog (a scratch database, a spool directory, a server).
+
+A drill has no heartbeat of its own: the verification or restore it runs has
+one, and the drills' sweep looks at that.
+"""
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from catalog import audit
+from catalog.errors import Refused
+from catalog.models import Job
+
+log = logging.getLogger(__name__)
+
+
+def worker_name():
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(model, job_id, action=None, details=None, *, related=(), **fields):
+    """Moves a queued job to running and returns it, loaded with `related`;
+    None when it is not queued any more (another delivery has it, or it was
+    cancelled). A Job also gets its start, first heartbeat and worker; `fields`
+    are written with them. With `action`, the start is audited in the same
+    transaction, with the changes `details(job)`."""
+    if issubclass(model, Job):
+        now = timezone.now()
+        fields = {"started_at": now, "heartbeat_at": now, "worker": worker_name(), **fields}
+    with transaction.atomic():
+        if not model.objects.filter(pk=job_id, status=model.QUEUED).update(status=model.RUNNING, **fields):
+            return None
+        rows = model.objects.select_related(*related) if related else model.objects
+        job = rows.get(pk=job_id)
+        if action:
+            audit.record("worker", action, job, details(job) if details else {})
+    return job
+
+
+def finish(job, status, action, details, *, actor="worker", from_status=None, **fields):
+    """Records how a job ended: `status` and `fields` (finished_at defaults to
+    now) on its row, `action` with `details` in the audit trail, in one
+    transaction, and only while the job is still running (or `from_status`):
+    one the sweep declared dead, or cancelled while queued, stays as it is.
+    Returns whether it was recorded."""
+    model = type(job)
+    fields.setdefault("finished_at", timezone.now())
+    with transaction.atomic():
+        if not model.objects.filter(pk=job.pk, status=from_status or model.RUNNING).update(status=status, **fields):
+            return False
+        audit.record(actor, action, job, details)
+    return True
+
+
+def cancel_job(actor, job, action, **queued_fields):
+    """The cancel rule of every job: queued ones end at once (with
+    `queued_fields` saying so), running ones are asked to stop."""
+    model, now = type(job), timezone.now()
+    with transaction.atomic():
+        if model.objects.filter(pk=job.pk, status=model.QUEUED).update(
+            status=model.CANCELLED, finished_at=now, cancel_requested=True, **queued_fields
+        ):
+            audit.record(actor, action, job, {"was": "queued"})
+        elif model.objects.filter(pk=job.pk, status=model.RUNNING, cancel_requested=False).update(
+            cancel_requested=True
+        ):
+            audit.record(actor, action, job, {"was": "running"})
+        else:
+            raise Refused(f"This {model._meta.verbose_name} is no longer running, so there is nothing to cancel.")
+    job.refresh_from_db()
+    return job
+
+
+# --- the heartbeat ------------------------------------------------------------
+
+
+class JobWatch:
+    """Beats a running job's heartbeat once a second from a thread (writing
+    whatever `progress()` returns with it) and turns a cancel request seen in
+    the database into `cancel_event` within a quarter of a second. When the
+    watched work ends, the worker's connection is checked: the work may have
+    taken hours, and a connection the metadata database dropped meanwhile (a
+    restart, a failover) is replaced before the job records its outcome."""
+
+    def __init__(self, model, job_id):
+        self.model = model
+        self.job_id = job_id
+        self.cancel_event = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"watch-{job_id}", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        close_old_connections()
+
+    def progress(self):
+        return {}
+
+    def _loop(self):
+        from django.db import connection
+
+        rows = self.model.objects.filter(pk=self.job_id, status=self.model.RUNNING)
+        last_beat = 0.0
+        try:
+            while not self._stop.wait(0.25):
+                try:
+                    if time.monotonic() - last_beat >= 1.0:
+                        rows.update(heartbeat_at=timezone.now(), **self.progress())
+                        last_beat = time.monotonic()
+                    if rows.filter(cancel_requested=True).exists():
+                        self.cancel_event.set()
+                except DatabaseError as exc:
+                    # The metadata database restarted or is out of reach: the job
+                    # itself goes on, and so must its heartbeat once the database is
+                    # back, or the sweep would declare a live job dead.
+                    log.warning("Heartbeat of %s %s failed: %s", self.model.__name__, self.job_id, exc)
+                    close_old_connections()
+        finally:
+            connection.close()
+
+
+# --- the sweep ----------------------------------------------------------------
+
+
+def stale(model, now=None):
+    """The running jobs of `model` whose worker has not beaten for
+    HEARTBEAT_TIMEOUT (nor started within it, when no beat is recorded)."""
+    limit = (now or timezone.now()) - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
+    silent = Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True, started_at__lt=limit)
+    return model.objects.filter(silent, status=model.RUNNING)
+
+
+def sweep(jobs, action, details, *, actor="tick", clean_up=None, on_failed=None, from_status=None, **fields):
+    """Fails each of `jobs` (see stale()) whose worker is gone, and returns their ids.
+
+    For each: `clean_up(job)` first removes what the worker left outside the
+    catalog (if it raises, the job stays running and the next tick tries
+    again); then the job is marked failed with `fields`, audited as `action`
+    with `details` in the same transaction, unless it ended meanwhile; then
+    `on_failed(job)` runs for the jobs this sweep failed (what must wait until
+    no worker can record an outcome any more, and the alerts)."""
+    swept = []
+    for job in jobs:
+        if clean_up is not None:
+            clean_up(job)
+        if not finish(job, type(job).FAILED, action, details, actor=actor, from_status=from_status, **fields):
+            continue
+        if on_failed is not None:
+            on_failed(job)
+        swept.append(job.pk)
+    return swept
