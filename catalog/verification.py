@@ -22,14 +22,14 @@ from django.db.models import Max, Q
 from django.utils import timezone
 from psycopg.conninfo import conninfo_to_dict
 
-from catalog import audit, backup_globals, exports, keyring, queues, scratch
+from catalog import audit, backup_globals, exports, jobs, keyring, queues, scratch
 from catalog.alerts import hooks as monitor
 from catalog.engine import crypto, dumpers, manifest, restorers
 from catalog.engine.errors import Cancelled, EngineError
 from catalog.engine.files import make_private_dirs
 from catalog.engine.verify import check_object
 from catalog.models import Backup, BackupPlan, Copy, Verification
-from catalog.services import JobWatch, Refused, cancel_job, worker_name
+from catalog.errors import Refused
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def enqueue(verification_id):
 
 
 def cancel_verification(actor, verification):
-    return cancel_job(actor, verification, "verification.cancel", summary="Cancelled before it started.")
+    return jobs.cancel_job(actor, verification, "verification.cancel", summary="Cancelled before it started.")
 
 
 # --- running ----------------------------------------------------------------
@@ -108,11 +108,8 @@ def claim_verification(verification_id):
             # A queued verification has no heartbeat; here it marks "found the source busy at".
             Verification.objects.filter(pk=verification_id).update(heartbeat_at=timezone.now())
             return "busy"
-        now = timezone.now()
-        updated = Verification.objects.filter(pk=verification_id, status=Verification.QUEUED).update(
-            status=Verification.RUNNING, started_at=now, heartbeat_at=now, worker=worker_name()
-        )
-        return "claimed" if updated else "gone"
+        claimed = jobs.claim(Verification, verification_id, "verification.start", lambda job: {"kind": job.kind})
+        return "claimed" if claimed else "gone"
 
 
 def run_verification(verification_id):
@@ -122,9 +119,7 @@ def run_verification(verification_id):
         return None
     verification = Verification.objects.select_related("backup", "backup__source").get(pk=verification_id)
     verification.append_log(f"Started on {verification.worker}")
-    with transaction.atomic():
-        audit.record("worker", "verification.start", verification, {"kind": verification.kind})
-    with JobWatch(Verification, verification.pk) as watch:
+    with jobs.JobWatch(Verification, verification.pk) as watch:
         try:
             run = run_checksum if verification.kind == CHECKSUM else run_restore_test
             status = Verification.PASSED if run(verification, watch.cancel_event) else Verification.FAILED
@@ -143,8 +138,8 @@ def finish_verification(verification, status):
     now = timezone.now()
     verification.append_log(f"Finished: {status} — {verification.summary}")
     with transaction.atomic():
-        updated = Verification.objects.filter(pk=verification.pk, status=Verification.RUNNING).update(
-            status=status,
+        recorded = jobs.finish(
+            verification, status, f"verification.{status}", {"summary": verification.summary[:500]},
             summary=verification.summary[:500],
             evidence=verification.evidence,
             log=verification.log,
@@ -153,11 +148,9 @@ def finish_verification(verification, status):
             finished_at=now,
             heartbeat_at=now,
         )
-        if updated:
-            audit.record("worker", f"verification.{status}", verification, {"summary": verification.summary[:500]})
-            if status == Verification.PASSED and verification.kind == CHECKSUM:
-                checked = [c["copy"] for c in verification.evidence.get("copies", []) if c.get("ok")]
-                Copy.objects.filter(pk__in=checked).update(verified_at=now)
+        if recorded and status == Verification.PASSED and verification.kind == CHECKSUM:
+            checked = [c["copy"] for c in verification.evidence.get("copies", []) if c.get("ok")]
+            Copy.objects.filter(pk__in=checked).update(verified_at=now)
     verification.refresh_from_db()
     monitor.verification_finished(verification)
     return verification
@@ -475,22 +468,16 @@ def redispatch_waiting(now=None):
 def sweep_stale_verifications(now=None):
     """Fails verifications whose worker died, and drops their scratch database."""
     now = now or timezone.now()
-    limit = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
-    swept = []
-    for verification in Verification.objects.filter(status=Verification.RUNNING, heartbeat_at__lt=limit):
-        name = (verification.evidence or {}).get("scratch_database", "")
-        if name.startswith(restorers.SCRATCH_PREFIX):
-            try:
-                restorers.ScratchDatabase(scratch_server(verification.source), name).drop()
-            except EngineError as exc:
-                log.warning("Could not drop scratch database %s: %s", name, exc)
-        updated = Verification.objects.filter(pk=verification.pk, status=Verification.RUNNING).update(
-            status=Verification.FAILED, summary="The worker stopped responding; the verification was abandoned.",
-            finished_at=now,
-        )
-        if updated:
-            with transaction.atomic():
-                audit.record("tick", "verification.failed", verification, {"summary": "worker stopped responding"})
-            monitor.verification_finished(verification)
-            swept.append(verification.pk)
-    return swept
+    return jobs.sweep(jobs.stale(Verification, now), "verification.failed", {"summary": "worker stopped responding"},
+                      clean_up=drop_scratch_database, on_failed=monitor.verification_finished,
+                      summary="The worker stopped responding; the verification was abandoned.", finished_at=now)
+
+
+def drop_scratch_database(verification):
+    """The scratch database a dead worker's test restore was filling, if any."""
+    name = (verification.evidence or {}).get("scratch_database", "")
+    if name.startswith(restorers.SCRATCH_PREFIX):
+        try:
+            restorers.ScratchDatabase(scratch_server(verification.source), name).drop()
+        except EngineError as exc:
+            log.warning("Could not drop scratch database %s: %s", name, exc)
