@@ -9,7 +9,7 @@ of such a cell, and in front of a cell that already starts with ', so that
 `original_cell` can always take it off again (how the audit export's hashes
 are re-verified, see README "Audit trail").
 
-Not for the data of table exports (catalog/engine/exports.py): those files are
+Not for the data of table exports (catalog/engine/exports/): those files are
 the rows themselves, read back by COPY, and must stay exact."""
 
 import csv

@@ -18,13 +18,13 @@ from catalog.engine.exports import (
     MANIFEST_MEMBER,
     ExportDump,
     TableSpec,
-    check_export,
     list_tables,
     load_export,
     load_export_sqlite,
     match_tables,
     validate_where,
 )
+from catalog.engine.exports.loader import check_export
 from tests.harness import pg
 
 SOURCE_SCHEMA = r"""
@@ -588,9 +588,9 @@ def test_it_keeps_the_password_out_of_its_errors(password_server):
 
 @pytest.mark.parametrize("fmt", ["jsonl", "sql"])
 def test_it_loads_in_batches(source, pg_database, fmt, monkeypatch):
-    from catalog.engine import exports
+    from catalog.engine.exports import loader
 
-    monkeypatch.setattr(exports, "LOAD_BATCH_ROWS", 7)  # 300 rows: 42 full batches and a last one of 6
+    monkeypatch.setattr(loader, "LOAD_BATCH_ROWS", 7)  # 300 rows: 42 full batches and a last one of 6
     data, _ = export_bytes(source, [TableSpec("Audit", "LogEntry")], fmt)
 
     assert load_export(io.BytesIO(data), pg_database) == {"Audit.LogEntry": 300}
