@@ -1,4 +1,5 @@
 import os
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
@@ -8,7 +9,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from catalog import exports, schedules
 from catalog.endpoints import endpoint_problem
 from catalog.engine.errors import EngineError
-from catalog.engine.storage import outside_roots
+from catalog.engine.storage.base import outside_roots
 from catalog.models import (EXPORT_FORMATS, FORMAT_CHOICES, FORMATS_BY_ENGINE, MAX_DAYS, Backup, BackupPlan,
                              Destination, RestoreServer, Source, Verification)
 
@@ -87,7 +88,8 @@ class SourceForm(ModelBounds):
         return self.instance.grace_minutes if grace is None else grace
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("engine") == "sqlite":
             path = data.get("sqlite_path", "")
             if not path or not os.path.isabs(path):
@@ -138,7 +140,8 @@ class DestinationForm(ModelBounds):
         return self.cleaned_data.get("lock_mode") or "GOVERNANCE"
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("kind") == "local":
             path = data.get("path", "")
             if not path or not os.path.isabs(path):
@@ -205,6 +208,11 @@ class ManualKeepOptional:
     """keep_manual_days came after the other retention fields: a form posted
     without it (an older page, a script) keeps the plan's value."""
 
+    # Mixed into plan model forms: what it uses of them.
+    fields: dict[str, forms.Field]
+    cleaned_data: dict[str, Any]
+    instance: BackupPlan
+
     def optional_manual_keep(self):
         self.fields["keep_manual_days"].required = False
 
@@ -263,7 +271,8 @@ class SchedulePresets(forms.Form):
         return [self[name] for name in (*self.PRESET_FIELDS, "schedule")]
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         # A client that posts only a cron (a script, an older page) chose the cron.
         preset = data.get("schedule_preset") or schedules.CRON
         if preset == schedules.CRON:
@@ -379,8 +388,9 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
         source = self.instance.source if self.instance.source_id else None
         engines = set(Source.objects.values_list("engine", flat=True)) | ({source.engine} if source else set())
         possible = {fmt for engine in engines or FORMATS_BY_ENGINE for fmt in FORMATS_BY_ENGINE[engine]}
-        field = self.fields["format"]
-        field.choices = [(value, label) for value, label in field.choices
+        field = cast(forms.ChoiceField, self.fields["format"])
+        offered = cast(list[tuple[str, str]], field.choices)  # the model field's choices, a list
+        field.choices = [(value, label) for value, label in offered
                          if value in possible or value == self.instance.format]
         field.widget.engine = source.engine if source else None
 
@@ -399,7 +409,8 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
         return [self[name] for name in RETENTION_FIELDS]
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         source, fmt = data.get("source"), data.get("format")
         if source and fmt is None and self.data.get("format") in dict(FORMAT_CHOICES):
             # A format no source here produces (not offered at all): said like the others.

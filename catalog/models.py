@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from catalog import retention
+from catalog import registry, retention
 
 ENGINE_CHOICES = [("postgresql", "PostgreSQL"), ("sqlite", "SQLite")]
 FORMAT_CHOICES = [
@@ -282,7 +282,8 @@ class Destination(SealedSecrets):
         return reverse("destination_detail", args=[self.pk])
 
     def storage(self, secrets=None):
-        from catalog.engine.storage import LocalStorage, S3Storage
+        from catalog.engine.storage.local import LocalStorage
+        from catalog.engine.storage.s3 import S3Storage
 
         secrets = self.secrets(secrets)
         if self.kind == "local":
@@ -699,9 +700,7 @@ class Backup(Job):
     def wal_waiting_for(self):
         """The first WAL segment this base backup still waits for, to name on
         its page ("" when it waits for none, or nothing is recorded yet)."""
-        from pitr.basebackups import missing_wal
-
-        missing = missing_wal(self) if self.waiting_for_wal() else []
+        missing = registry.steps_of(self.format).waiting_for(self) if self.waiting_for_wal() else []
         return missing[0] if missing else ""
 
     def hold(self):

@@ -15,7 +15,7 @@ from django.db import transaction
 from catalog import audit, backup_globals, holds
 from catalog.engine import manifest
 from catalog.engine.errors import EngineError
-from catalog.engine.storage import PROBE_KEY
+from catalog.engine.storage.base import PROBE_KEY
 from catalog.models import Backup, Copy
 
 OBJECT, MANIFEST, BACKUP, PARTIAL, HOLD = "object", "manifest", "backup", "partial", "hold"
@@ -32,8 +32,8 @@ KIND_TEXT = {
 class Orphan:
     kind: str
     key: str
-    size: int = None
-    partial: dict = None  # the storage's own description, for removal
+    size: int | None = None
+    partial: dict | None = None  # the storage's own description, for removal
 
     @property
     def token(self):

@@ -27,11 +27,11 @@ from django.core.management.color import no_style
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from catalog import audit, holds, keyring, retention, services
+from catalog import audit, holds, keyring, registry, retention, services
 from catalog.alerts import hooks as monitor
 from catalog.engine import crypto, manifest
 from catalog.engine.errors import EngineError
-from catalog.engine.storage import check_key
+from catalog.engine.storage.base import check_key
 from catalog.models import (COMPRESSION_CHOICES, FORMAT_CHOICES, FORMATS_BY_ENGINE, AuditEvent, Backup, BackupPlan,
                             Copy, Key, Source)
 from catalog.schedules import sync_plan_schedule, validate_cron
@@ -328,9 +328,7 @@ def create_backup_from(actor, data, hold):
     set_hold(backup, hold)
     backup.save(force_insert=True)
     if data.get("wal"):  # a physical base backup: the WAL it needs, so it can become good again
-        from pitr.basebackups import import_wal_bounds
-
-        import_wal_bounds(backup, data["wal"])
+        registry.steps_of(backup.format).imported(backup, data["wal"])
     return backup
 
 

@@ -24,9 +24,8 @@ from catalog.engine.compression import extension_for
 from catalog.engine.crypto import Encryptor, derive_manifest_key
 from catalog.engine.errors import Cancelled, EngineError, StorageError
 from catalog.engine.pipeline import run_pipeline
-from catalog.engine.storage import QuotaWriter
+from catalog.engine.storage.base import QuotaWriter
 from catalog.errors import Refused
-from catalog.jobs import JobWatch, cancel_job, worker_name  # noqa: F401 (for the kinds not yet moved to catalog.jobs)
 from catalog.models import BASE_BACKUP_FORMAT, EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, Copy, Source
 from catalog.schedules import remove_plan_schedule, sync_plan_schedule
 from catalog.text import count_text, size_text

@@ -27,7 +27,7 @@ from catalog.engine import pgglobals
 from catalog.engine.dumpers import COUNT_TABLES, connect, connect_server, describe_pg_error, first_line, libpq_env
 from catalog.engine.errors import Cancelled, EngineError
 from catalog.engine.files import make_private_dirs
-from catalog.engine.storage import describe_os_error
+from catalog.engine.storage.base import describe_os_error
 
 SCRATCH_PREFIX = "strongroom_verify_"
 # A temporary file that cannot be written for lack of room: a failure in

@@ -8,7 +8,7 @@ import pytest
 
 from catalog.engine import crypto, manifest
 from catalog.engine.pipeline import run_pipeline
-from catalog.engine.storage import LocalStorage
+from catalog.engine.storage.local import LocalStorage
 from tests.engine.test_pipeline import ListDump, sample_chunks
 
 ROOT = Path(__file__).resolve().parents[2]

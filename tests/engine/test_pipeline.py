@@ -11,7 +11,7 @@ from catalog.engine import crypto
 from catalog.engine.compression import detect_compression, extension_for, make_compressor
 from catalog.engine.errors import Cancelled, CorruptionError, StorageError
 from catalog.engine.pipeline import restore_stream, run_pipeline
-from catalog.engine.storage import LocalStorage
+from catalog.engine.storage.local import LocalStorage
 
 
 class ListDump:

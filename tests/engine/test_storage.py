@@ -5,7 +5,8 @@ import os
 import pytest
 
 from catalog.engine.errors import StorageError
-from catalog.engine.storage import PART_SIZE, LocalStorage, S3Storage
+from catalog.engine.storage.local import LocalStorage
+from catalog.engine.storage.s3 import PART_SIZE, S3Storage
 from tests.harness import s3
 
 

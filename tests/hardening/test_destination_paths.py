@@ -10,7 +10,7 @@ import pytest
 
 from catalog import orphans, services, verification
 from catalog.engine.errors import StorageError
-from catalog.engine.storage import LocalStorage
+from catalog.engine.storage.local import LocalStorage
 from catalog.models import AuditEvent, Backup, Copy, Destination
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness.sample_db import create_tricky_database

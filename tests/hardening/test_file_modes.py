@@ -113,7 +113,7 @@ def test_a_backups_files_and_folders_are_private_and_nobody_else_reads_them(pg_d
 
 
 def test_local_storage_keeps_its_files_private_whatever_the_umask(open_folder, loose_umask):
-    from catalog.engine.storage import LocalStorage
+    from catalog.engine.storage.local import LocalStorage
 
     storage = LocalStorage(open_folder / "dest")
     storage.probe()  # makes the directory

@@ -33,7 +33,7 @@ from catalog.engine.exports.archive import (
 )
 from catalog.engine.exports.schema import AS_TEXT, JSON_TYPES, check_where, describe_table
 from catalog.engine.exports.sqlite_source import check_sqlite_where, describe_sqlite_table, sqlite_connect, sqlite_rows
-from catalog.engine.storage import describe_os_error
+from catalog.engine.storage.base import describe_os_error
 
 
 def export_query(table, description, fmt):
