@@ -15,11 +15,7 @@ from psycopg import sql
 
 from catalog.engine import pgglobals
 from catalog.engine.dumpers import connect_server, major_version
-from catalog.engine.errors import EngineError
-
-
-class Refusal(EngineError):
-    """A restore that must not start; the message says why."""
+from catalog.errors import Refused
 
 
 def server_version(params):
@@ -30,7 +26,7 @@ def server_version(params):
 def check_server_not_older(params, dump_server_version):
     target = server_version(params)
     if major_version(target) < major_version(dump_server_version):
-        raise Refusal(
+        raise Refused(
             f"The target server runs PostgreSQL {target}, older than the {dump_server_version} "
             "the backup was taken from; restore to a server of that version or newer"
         )

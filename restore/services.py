@@ -7,7 +7,7 @@ import logging
 import re
 import shutil
 import time
-from datetime import timedelta
+from contextlib import ExitStack
 
 import psycopg
 from django.conf import settings
@@ -15,13 +15,13 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 from psycopg import sql
 
-from catalog import audit, backup_globals, keyring, lifecycle, queues, scratch, services
+from catalog import audit, backup_globals, jobs, keyring, lifecycle, queues, scratch, services
 from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers, pgglobals, restorers
 from catalog.engine.errors import Cancelled, EngineError
 from catalog.engine.files import make_private_dirs
 from catalog.models import Backup, Copy
-from catalog.services import Refused
+from catalog.errors import Refused
 from catalog.text import count_text
 from restore import engine, tables as target_tables
 from restore import sqlite as sqlite_restore
@@ -169,7 +169,7 @@ def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJ
 
 
 def cancel_restore(actor, job):
-    return services.cancel_job(actor, job, "restore.cancel", summary="Cancelled before it started; nothing was changed.")
+    return jobs.cancel_job(actor, job, "restore.cancel", summary="Cancelled before it started; nothing was changed.")
 
 
 def enqueue_restore(job_id):
@@ -213,18 +213,12 @@ class Steps:
 
 def run_restore(job_id):
     close_old_connections()
-    now = timezone.now()
-    claimed = RestoreJob.objects.filter(pk=job_id, status=RestoreJob.QUEUED).update(
-        status=RestoreJob.RUNNING, started_at=now, heartbeat_at=now, worker=services.worker_name()
-    )
-    if not claimed:
+    job = jobs.claim(RestoreJob, job_id, "restore.start", related=("backup", "source", "backup__plan"))
+    if job is None:
         return None
-    job = RestoreJob.objects.select_related("backup", "source", "backup__plan").get(pk=job_id)
-    with transaction.atomic():
-        audit.record("worker", "restore.start", job, {})
     started = time.monotonic()
     try:
-        with services.JobWatch(RestoreJob, job.pk):  # the heartbeat, for the sweep
+        with jobs.JobWatch(RestoreJob, job.pk):  # the heartbeat, for the sweep
             carry_out(job, Steps(job))
         status, job.summary = RestoreJob.SUCCEEDED, outcome_in_words(job)
     except Cancelled as exc:
@@ -251,12 +245,9 @@ def describe_database_error(job, exc):
 
 def finish_restore(job, status):
     now = timezone.now()
-    with transaction.atomic():
-        if RestoreJob.objects.filter(pk=job.pk, status=RestoreJob.RUNNING).update(
-            status=status, summary=job.summary[:500], report=job.report, steps=job.steps, log=job.log,
-            safety_backup=job.safety_backup, finished_at=now, heartbeat_at=now,
-        ):
-            audit.record("worker", f"restore.{status}", job, {"summary": job.summary[:500]})
+    jobs.finish(job, status, f"restore.{status}", {"summary": job.summary[:500]},
+                summary=job.summary[:500], report=job.report, steps=job.steps, log=job.log,
+                safety_backup=job.safety_backup, finished_at=now, heartbeat_at=now)
     job.refresh_from_db()
     monitor.restore_finished(job)
     return job
@@ -272,28 +263,37 @@ def carry_out(job, steps):
     scratch_name = restorers.scratch_name(backup.pk)
     job.report["scratch_database"] = scratch_name
     RestoreJob.objects.filter(pk=job.pk).update(report=job.report)  # for the sweep, should this worker die
-    keep_scratch = applying = applied = succeeded = False
-    try:
-        if job.report.get("roles_to_create"):
-            steps.run("roles", lambda: create_missing_roles(job, server))
-        steps.run("fetch, verify and restore", lambda: restore_to_scratch(job, server, scratch_name))
-        scratch = {**server, "dbname": scratch_name}
-        applying = True
-        keep_scratch = steps.run("apply", lambda: apply(job, server, scratch)) == "renamed"
-        applied = True
-        if job.mode != RestoreJob.PREVIEW:
-            steps.run("post-checks", lambda: post_checks(job, server))
-        succeeded = True
-    except BaseException as exc:
-        if not applying or (not applied and refused_before_commit(exc)):
-            release_safety_backup(job)
-        raise
-    finally:
-        if not keep_scratch:
-            restorers.ScratchDatabase(server, scratch_name).drop()
-        shutil.rmtree(spool_dir(job), ignore_errors=True)
-        if not succeeded:
-            drop_created_roles(job, server)
+    renamed = applying = applied = False
+    # Undone last first: the scratch database (unless it became the target),
+    # the spool, then the roles (which own objects in the scratch database).
+    with ExitStack() as undo:
+        undo.push(unless_succeeded(lambda: drop_created_roles(job, server)))
+        undo.callback(shutil.rmtree, spool_dir(job), ignore_errors=True)
+        undo.callback(lambda: renamed or restorers.ScratchDatabase(server, scratch_name).drop())
+        try:
+            if job.report.get("roles_to_create"):
+                steps.run("roles", lambda: create_missing_roles(job, server))
+            steps.run("fetch, verify and restore", lambda: restore_to_scratch(job, server, scratch_name))
+            scratch = {**server, "dbname": scratch_name}
+            applying = True
+            renamed = steps.run("apply", lambda: apply(job, server, scratch)) == "renamed"
+            applied = True
+            if job.mode != RestoreJob.PREVIEW:
+                steps.run("post-checks", lambda: post_checks(job, server))
+        except BaseException as exc:
+            if not applying or (not applied and refused_before_commit(exc)):
+                release_safety_backup(job)
+            raise
+
+
+def unless_succeeded(undo_it):
+    """An ExitStack exit callback that calls `undo_it()` when the block raised."""
+    def exit_callback(exc_type, exc, traceback):
+        if exc_type is not None:
+            undo_it()
+        return False  # the exception goes on
+
+    return exit_callback
 
 
 def spool_dir(job):
@@ -309,12 +309,12 @@ def preflight(job, server):
         try:
             restorers.check_free_disk(settings.RESTORE_TMP_DIR, job.backup.raw_bytes)
         except restorers.RestoreError as exc:
-            raise engine.Refusal(str(exc))
+            raise Refused(str(exc))
     if job.replaces_whole_database() and not job.terminate_connections:
         refuse_open_sessions(job, engine.active_connections(server, job.target_database))
     missing = backup_globals.roles_missing(job.backup, server) if job.keeps_owners() else []
     if missing and not job.create_missing_roles:
-        raise engine.Refusal(missing_roles_text(missing))
+        raise Refused(missing_roles_text(missing))
     record_report(job, roles_to_create=missing)
     roles = f"; roles to create: {', '.join(missing)}" if missing else ""
     return f"target server PostgreSQL {version}{roles}"
@@ -322,7 +322,7 @@ def preflight(job, server):
 
 def refuse_open_sessions(job, others):
     if others:
-        raise engine.Refusal(
+        raise Refused(
             f"{job.target_database} has {len(others)} active connection(s): {', '.join(others[:10])}; "
             "a whole-database replace needs them closed, or the choice to end them; nothing was changed"
         )
@@ -331,11 +331,11 @@ def refuse_open_sessions(job, others):
 def take_safety_backup(job):
     plan = job.backup.plan or job.source.plans.first()
     if plan is None:
-        raise engine.Refusal("No plan of this source can take the safety backup; create one first")
+        raise Refused("No plan of this source can take the safety backup; create one first")
     safety = services.create_backup("restore", plan, label=f"before-restore-{job.pk}")
     safety = services.run_backup(safety.pk)
     if safety is None or safety.status != Backup.SUCCEEDED:
-        raise engine.Refusal(f"The safety backup failed: {safety.error if safety else 'not run'}; nothing was changed")
+        raise Refused(f"The safety backup failed: {safety.error if safety else 'not run'}; nothing was changed")
     # Retention must not take away the way back.
     lifecycle.pin_backup("restore", safety, f"Safety backup taken before restore #{job.pk}")
     job.safety_backup = safety
@@ -348,7 +348,7 @@ def refused_before_commit(exc):
     by our own checks, or by the server inside the transaction (a constraint,
     say). A lost connection (OperationalError) may have lost the answer to a
     commit that happened, so the safety backup stays pinned then."""
-    if isinstance(exc, engine.Refusal):
+    if isinstance(exc, Refused):
         return True
     return isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
 
@@ -373,7 +373,7 @@ def restore_to_scratch(job, server, name):
     except restorers.RestoreError as exc:
         raise missing_roles_in_words(exc)
     except scratch.NoCopyRestored as exc:
-        raise engine.Refusal("No copy could be read: " + scratch.skipped_in_words(exc.skipped))
+        raise Refused("No copy could be read: " + scratch.skipped_in_words(exc.skipped))
     if done.loaded is not None:
         job.report["loaded"] = done.loaded  # an export loads only the tables asked for
     # Kept on the object, not in the report: settings may say more than a report should.
@@ -394,7 +394,7 @@ def missing_roles_in_words(exc):
     found = MISSING_ROLE.search(str(exc))
     if not found:
         return exc
-    return engine.Refusal(
+    return Refused(
         f"The backup's objects belong or are granted to role {found['role']}, which the target server does not have; "
         "create the backup's roles there, or restore without owners and grants. Nothing was changed"
     )
@@ -432,7 +432,7 @@ def apply(job, server, scratch):
 
 def refuse_missing_roles(backup, server):
     if missing := backup_globals.roles_missing(backup, server):
-        raise engine.Refusal(missing_roles_text(missing))
+        raise Refused(missing_roles_text(missing))
 
 
 def missing_roles_text(missing):
@@ -489,7 +489,7 @@ def swap_whole_database(job, server, scratch_name):
     report first, so the sweep reopens it should this worker die."""
     current, kept = job.target_database, job.kept_database_name()
     if restorers.database_exists(server, kept):
-        raise engine.Refusal(f"A database named {kept} already exists; nothing was changed")
+        raise Refused(f"A database named {kept} already exists; nothing was changed")
     record_report(job, connections_closed=True)
     engine.allow_connections(server, current, False)
     swapped = False
@@ -536,7 +536,7 @@ def post_checks(job, server):
     job.report["row_counts"] = {t: {"backup": expected.get(t), "restored": counts[t]} for t in tables}
     wrong = [t for t in tables if counts[t] != expected.get(t)]
     if wrong:
-        raise engine.Refusal("Row counts differ from the backup for " + ", ".join(wrong))
+        raise Refused("Row counts differ from the backup for " + ", ".join(wrong))
     return f"{count_text(len(tables), 'table')}, {sum(counts.values())} rows as in the backup"
 
 
@@ -576,25 +576,21 @@ def sweep_stale_restores(now=None):
     database. A target is changed only inside one transaction or by renames,
     so the database itself is either before or after; the steps say which."""
     now = now or timezone.now()
-    limit = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
-    swept = []
-    for job in RestoreJob.objects.filter(status=RestoreJob.RUNNING, heartbeat_at__lt=limit).select_related("source"):
-        name = job.report.get("scratch_database", "")
-        if job.source.engine == "postgresql" and name.startswith(restorers.SCRATCH_PREFIX):
-            try:
-                restorers.ScratchDatabase(target_server(job.source, job.restore_server), name).drop()
-            except EngineError as exc:
-                log.warning("Could not drop scratch database %s: %s", name, exc)
-        shutil.rmtree(spool_dir(job), ignore_errors=True)  # the dump a killed pg_restore was reading
-        reopen_database(job)
-        if job.source.engine == "postgresql":
-            drop_created_roles(job, target_server(job.source, job.restore_server))  # in use by now, they stay
-        with transaction.atomic():
-            if RestoreJob.objects.filter(pk=job.pk, status=RestoreJob.RUNNING).update(
-                status=RestoreJob.FAILED, finished_at=now,
-                summary="The worker stopped responding; see the last step to know how far it got.",
-            ):
-                audit.record("tick", "restore.failed", job, {"summary": "worker stopped responding"})
-                monitor.restore_finished(job)
-                swept.append(job.pk)
-    return swept
+    return jobs.sweep(jobs.stale(RestoreJob, now).select_related("source"), "restore.failed",
+                      {"summary": "worker stopped responding"}, clean_up=clean_up_dead_run,
+                      on_failed=monitor.restore_finished, finished_at=now,
+                      summary="The worker stopped responding; see the last step to know how far it got.")
+
+
+def clean_up_dead_run(job):
+    """What a dead worker's restore left on the target server and on disk."""
+    name = job.report.get("scratch_database", "")
+    if job.source.engine == "postgresql" and name.startswith(restorers.SCRATCH_PREFIX):
+        try:
+            restorers.ScratchDatabase(target_server(job.source, job.restore_server), name).drop()
+        except EngineError as exc:
+            log.warning("Could not drop scratch database %s: %s", name, exc)
+    shutil.rmtree(spool_dir(job), ignore_errors=True)  # the dump a killed pg_restore was reading
+    reopen_database(job)
+    if job.source.engine == "postgresql":
+        drop_created_roles(job, target_server(job.source, job.restore_server))  # in use by now, they stay

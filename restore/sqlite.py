@@ -14,9 +14,8 @@ from catalog import exports, keyring
 from catalog.engine import restorers
 from catalog.engine.errors import CorruptionError, StorageError
 from catalog.engine.pipeline import restore_stream
-from catalog.services import Refused
+from catalog.errors import Refused
 from catalog.text import count_text, size_text
-from restore import engine
 from restore.models import RestoreJob
 
 FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}\Z")  # \Z: "$" lets a final line break through
@@ -70,10 +69,10 @@ def carry_out(job, steps, take_safety_backup):
 
 def preflight(job, directory):
     if not directory.is_dir() or not os.access(directory, os.W_OK):
-        raise engine.Refusal(f"Cannot write in {directory}")
+        raise Refused(f"Cannot write in {directory}")
     free = shutil.disk_usage(directory).free
     if job.backup.raw_bytes > free:
-        raise engine.Refusal(
+        raise Refused(
             f"Not enough free disk in {directory}: the database needs {size_text(job.backup.raw_bytes)}, "
             f"{size_text(free)} are free"
         )
@@ -95,10 +94,10 @@ def restore_to_file(job, temp):
             continue
         integrity, rows = restorers.sqlite_report(temp)
         if integrity != "ok":
-            raise engine.Refusal(f"The restored file fails integrity_check: {integrity}")
+            raise Refused(f"The restored file fails integrity_check: {integrity}")
         job.report.update(copy=copy.destination.name, skipped_copies=problems, integrity_check=integrity)
         return f"from {copy.destination}, integrity_check ok"
-    raise engine.Refusal("No copy could be read: " + "; ".join(problems))
+    raise Refused("No copy could be read: " + "; ".join(problems))
 
 
 def apply(job, directory, temp):
@@ -125,7 +124,7 @@ def apply(job, directory, temp):
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise engine.Refusal(f"Could not replace the tables: {exc}; nothing was changed")
+        raise Refused(f"Could not replace the tables: {exc}; nothing was changed") from exc
     finally:
         conn.close()
     return f"replaced {len(job.tables)} tables in one transaction"
@@ -139,5 +138,5 @@ def post_checks(job, directory):
     job.report["row_counts"] = {t: {"backup": expected.get(t), "restored": rows.get(t)} for t in tables}
     wrong = [t for t in tables if rows.get(t) != expected.get(t)]
     if integrity != "ok" or wrong:
-        raise engine.Refusal(f"After the restore: integrity_check {integrity}; counts differ for {', '.join(wrong) or 'none'}")
+        raise Refused(f"After the restore: integrity_check {integrity}; counts differ for {', '.join(wrong) or 'none'}")
     return f"{count_text(len(tables), 'table')}, {sum(rows.get(t, 0) for t in tables)} rows as in the backup; integrity_check ok"

@@ -17,7 +17,7 @@ import contextlib
 
 from psycopg import sql
 
-from restore.engine import Refusal
+from catalog.errors import Refused
 
 INCOMING = sql.Identifier("strongroom_incoming")
 
@@ -136,7 +136,7 @@ def matching_key(backup_conn, target_conn, table, columns):
         return []
     missing = set(key) - set(columns)
     if missing:
-        raise Refusal(f"{table}: the backup lacks the key column(s) {', '.join(sorted(missing))}, "
+        raise Refused(f"{table}: the backup lacks the key column(s) {', '.join(sorted(missing))}, "
                       "so its rows cannot be matched with the database's")
     return key
 
@@ -201,7 +201,7 @@ def merge_table(backup_conn, target_conn, table):
     columns = columns_to_copy(backup_conn, target_conn, table)
     key = matching_key(backup_conn, target_conn, table, columns)
     if not key:
-        raise Refusal(f"{table} has no primary key, so rows cannot be matched for a merge")
+        raise Refused(f"{table} has no primary key, so rows cannot be matched for a merge")
     stage_backup_rows(backup_conn, target_conn, table, columns)
     lacking = only_in_incoming(target_conn, table, key)
     missing = target_conn.execute(sql.SQL("SELECT count(*) FROM {} AS i WHERE {}").format(INCOMING, lacking)).fetchone()[0]
@@ -211,7 +211,7 @@ def merge_table(backup_conn, target_conn, table):
     inserted = target_conn.execute(insert).rowcount
     target_conn.execute(sql.SQL("DROP TABLE pg_temp.{}").format(INCOMING))
     if inserted != missing:
-        raise Refusal(f"{table}: {missing} rows were missing but PostgreSQL inserted {inserted}; nothing was changed")
+        raise Refused(f"{table}: {missing} rows were missing but PostgreSQL inserted {inserted}; nothing was changed")
     return inserted
 
 
@@ -277,12 +277,12 @@ def refuse_orphans(conn, fk):
     SIMPLE checks) matches no row of the replaced table."""
     given = sql.SQL(" AND ").join(sql.SQL("r.{} IS NOT NULL").format(sql.Identifier(c)) for c in fk["columns"])
     matched = sql.SQL(" AND ").join(sql.SQL("p.{} = r.{}").format(sql.Identifier(p), sql.Identifier(c))
-                                    for p, c in zip(fk["referenced"], fk["columns"]))
+                                    for p, c in zip(fk["referenced"], fk["columns"], strict=True))
     referenced = conn.execute("SELECT %s::regclass::text", [fk["refers_to"]]).fetchone()[0]
     orphans = conn.execute(sql.SQL("SELECT count(*) FROM {} AS r WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {})").format(
         fk["table"], given, sql.SQL(referenced), matched)).fetchone()[0]
     if orphans:
-        raise Refusal(
+        raise Refused(
             f"Replacing {referenced} would leave {orphans} row(s) of {fk['label']} pointing at nothing "
             f"(foreign key {fk['name']}); nothing was changed. Restore {fk['label']} with it, or merge instead"
         )
@@ -295,14 +295,15 @@ def referenced_first(conn, tables):
     """`tables` ordered so that a table comes after those it refers to (a
     cycle keeps the order it was given)."""
     oids = {regclass(conn, t): t for t in tables}
-    refers = {t: set() for t in tables}
+    refers: dict[str, set[str]] = {t: set() for t in tables}
     for relid, confrelid in conn.execute(
             """SELECT coalesce((SELECT p.relid::oid FROM pg_partition_ancestors(c.conrelid) p WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.conrelid),
                       coalesce((SELECT p.relid::oid FROM pg_partition_ancestors(c.confrelid) p WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.confrelid)
                FROM pg_constraint c WHERE c.contype = 'f' AND c.conparentid = 0""", [list(oids), list(oids)]):
         if relid in oids and confrelid in oids and relid != confrelid:
             refers[oids[relid]].add(oids[confrelid])
-    ordered, placed = [], set()
+    ordered: list[str] = []
+    placed: set[str] = set()
     while len(ordered) < len(tables):
         ready = [t for t in tables if t not in placed and refers[t] <= placed]
         for table in ready or [next(t for t in tables if t not in placed)]:
