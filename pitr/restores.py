@@ -15,7 +15,6 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 
 import psycopg
 from django.conf import settings
@@ -23,14 +22,15 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 from psycopg import sql
 
-from catalog import audit, keyring, queues, services
+from catalog import audit, jobs, keyring, queues
 from catalog.engine import dumpers
 from catalog.engine import pitr as engine
 from catalog.engine import wal as walfiles
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
+from catalog.engine.lsn import segment_name_for_lsn, segment_name_for_position
 from catalog.engine.pipeline import restore_stream
 from catalog.models import BASE_BACKUP_FORMAT, Backup
-from catalog.services import Refused
+from catalog.errors import Refused
 from catalog.text import count_text
 from pitr import wal
 from pitr.models import PitrRestore, WalSegment
@@ -218,11 +218,11 @@ def describe_target(job):
 
 
 def enqueue_pitr_restore(job_id):
-    queues.enqueue_work("catalog.tasks.run_pitr_restore", job_id, task_name=f"pitr-restore-{job_id}")
+    queues.enqueue_work("pitr.tasks.run_pitr_restore", job_id, task_name=f"pitr-restore-{job_id}")
 
 
 def cancel_pitr_restore(actor, job):
-    return services.cancel_job(actor, job, "pitr.restore.cancel", summary="Cancelled before it started; nothing "
+    return jobs.cancel_job(actor, job, "pitr.restore.cancel", summary="Cancelled before it started; nothing "
                                "was written.")
 
 
@@ -283,8 +283,8 @@ def stage_wal(job, staging, cancel_event):
                  .values_list("name", flat=True))
     wal_to = job.wal_to
     if job.target_kind == PitrRestore.TIME:
-        following = walfiles.segment_name(walfiles.segment_timeline(wal_to),
-                                          walfiles.segment_position(wal_to, size) + 1, size)
+        following = segment_name_for_position(walfiles.segment_timeline(wal_to),
+                                              walfiles.segment_position(wal_to, size) + 1, size)
         if stored_wal_file(job.source, following):
             wal_to = following
     names += [s.name[:24] for s in wal.segments_between(job.source, job.wal_from, wal_to)]
@@ -300,7 +300,7 @@ def stage_wal(job, staging, cancel_event):
 # --- running ----------------------------------------------------------------------
 
 
-class Watch(services.JobWatch):
+class Watch(jobs.JobWatch):
     def __init__(self, job):
         super().__init__(PitrRestore, job.pk)
         self.job = job
@@ -311,14 +311,10 @@ class Watch(services.JobWatch):
 
 def run_pitr_restore(job_id):
     close_old_connections()
-    now = timezone.now()
-    claimed = PitrRestore.objects.filter(pk=job_id, status=PitrRestore.QUEUED).update(
-        status=PitrRestore.RUNNING, started_at=now, heartbeat_at=now, worker=services.worker_name())
-    if not claimed:
+    job = jobs.claim(PitrRestore, job_id, "pitr.restore.start",
+                     related=("source", "base_backup", "base_backup__base_wal"))
+    if job is None:
         return None
-    job = PitrRestore.objects.select_related("source", "base_backup", "base_backup__base_wal").get(pk=job_id)
-    with transaction.atomic():
-        audit.record("worker", "pitr.restore.start", job, {})
     started = time.monotonic()
     try:
         with Watch(job) as watch:
@@ -451,7 +447,7 @@ def mark_source(job):
         except psycopg.Error:
             conn.rollback()  # without the right, the receiver ships the partial segment in a moment anyway
     timeline = job.base_backup.base_wal.timeline
-    segment = walfiles.lsn_segment(lsn, timeline, wal.segment_size_of(job.source))
+    segment = segment_name_for_lsn(timeline, lsn, wal.segment_size_of(job.source))
     job.restore_point, job.wal_to = name, segment
     job.report.update(expected_counts=counts, restore_point_lsn=lsn)
     set_phase(job, "waiting for WAL", f"Restore point {name} at {lsn}, in WAL segment {segment}.")
@@ -495,14 +491,10 @@ def outcome_in_words(job):
 
 def finish(job, status):
     now = timezone.now()
-    with transaction.atomic():
-        if PitrRestore.objects.filter(pk=job.pk, status=PitrRestore.RUNNING).update(
-            status=status, summary=job.summary[:500], report=job.report, log=job.log, phase="",
-            recovered_to=job.recovered_to, restore_point=job.restore_point, wal_to=job.wal_to,
-            data_directory=job.data_directory, port=job.port, finished_at=now, heartbeat_at=now,
-        ):
-            audit.record("worker", f"pitr.restore.{status}", job, {
-                "summary": job.summary[:500], "recovered_to": job.recovered_to})
+    jobs.finish(job, status, f"pitr.restore.{status}", {"summary": job.summary[:500], "recovered_to": job.recovered_to},
+                summary=job.summary[:500], report=job.report, log=job.log, phase="",
+                recovered_to=job.recovered_to, restore_point=job.restore_point, wal_to=job.wal_to,
+                data_directory=job.data_directory, port=job.port, finished_at=now, heartbeat_at=now)
     job.refresh_from_db()
     return job
 
@@ -530,16 +522,13 @@ def sweep_stale_pitr_restores(now=None):
     still be recovering, so it is stopped and the half-restored directory
     (which the job created: it had to be new or empty) removed."""
     now = now or timezone.now()
-    limit = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
-    swept = []
-    for job in PitrRestore.objects.filter(status=PitrRestore.RUNNING, heartbeat_at__lt=limit):
-        if job.data_directory and os.path.isdir(job.data_directory):
-            engine.stop(settings.PG_CTL, job.data_directory, settings.PITR_OS_USER, remove=True, mode="immediate")
-        with transaction.atomic():
-            if PitrRestore.objects.filter(pk=job.pk, status=PitrRestore.RUNNING).update(
-                status=PitrRestore.FAILED, finished_at=now, phase="",
-                summary="The worker stopped responding; the half-restored directory was removed.",
-            ):
-                audit.record("tick", "pitr.restore.failed", job, {"summary": "worker stopped responding"})
-                swept.append(job.pk)
-    return swept
+    return jobs.sweep(jobs.stale(PitrRestore, now), "pitr.restore.failed", {"summary": "worker stopped responding"},
+                      clean_up=remove_restored_cluster, finished_at=now, phase="",
+                      summary="The worker stopped responding; the half-restored directory was removed.")
+
+
+def remove_restored_cluster(job):
+    """Stops a dead worker's restored server and removes its directory; if
+    that fails, the job stays running and the next tick tries again."""
+    if job.data_directory and os.path.isdir(job.data_directory):
+        engine.stop(settings.PG_CTL, job.data_directory, settings.PITR_OS_USER, remove=True, mode="immediate")
