@@ -17,13 +17,14 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from catalog import audit, queues, verification
+from catalog import audit, jobs, queues, verification
 from catalog.alerts import hooks
 from catalog.engine import restorers
 from catalog.engine.errors import EngineError
 from catalog.models import BASE_BACKUP_FORMAT, Copy, Source, Verification
-from catalog.services import Refused
+from catalog.errors import Refused
 from catalog.text import duration_text
+from drills import monitoring
 from drills import schedule as drill_schedule
 from drills.models import Drill
 
@@ -146,14 +147,11 @@ def queue_due_drills(now=None):
 def run_drill(drill_id):
     """The worker side. Returns the finished drill, or None if another worker has it."""
     close_old_connections()
-    claimed = Drill.objects.filter(pk=drill_id, status=Drill.QUEUED).update(
-        status=Drill.RUNNING, performed_at=timezone.now()
-    )
-    if not claimed:
+    # A drill has no heartbeat of its own: the verification or restore it runs has one.
+    drill = jobs.claim(Drill, drill_id, "drill.start", lambda drill: {"kind": drill.kind}, related=("source",),
+                       performed_at=timezone.now())
+    if drill is None:
         return None
-    drill = Drill.objects.select_related("source").get(pk=drill_id)
-    with transaction.atomic():
-        audit.record("worker", "drill.start", drill, {"kind": drill.kind})
     try:
         backup = latest_good_backup(drill.source)
         if backup is None:
@@ -171,12 +169,8 @@ def run_drill(drill_id):
 
 def finish_drill(drill, passed):
     status = Drill.PASSED if passed else Drill.FAILED
-    with transaction.atomic():
-        updated = Drill.objects.filter(pk=drill.pk, status=Drill.RUNNING).update(
-            status=status, summary=drill.summary[:500], seconds=drill.seconds, finished_at=timezone.now(),
-        )
-        if updated:
-            audit.record("worker", f"drill.{status}", drill, {"summary": drill.summary[:500], "seconds": drill.seconds})
+    jobs.finish(drill, status, f"drill.{status}", {"summary": drill.summary[:500], "seconds": drill.seconds},
+                summary=drill.summary[:500], seconds=drill.seconds)
     drill.refresh_from_db()
     check_alerts(drill.source_id)
     return drill
@@ -184,9 +178,7 @@ def finish_drill(drill, passed):
 
 def check_alerts(source_id):
     """Opens or resolves the source's overdue-drill alerts now rather than at the next tick."""
-    from catalog.alerts import conditions
-
-    hooks.quietly(conditions.check_overdue_drills)(source_ids=[source_id])
+    hooks.quietly(monitoring.check_overdue_drills)(source_ids=[source_id])
 
 
 def link(drill, **jobs):
@@ -289,24 +281,20 @@ def sweep_stale_drills(now=None):
     """Fails drills left running by a worker that died (their verification or
     restore was swept already) and queued drills no worker ever took."""
     now = now or timezone.now()
-    swept = []
     limit = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
     running = Drill.objects.filter(status=Drill.RUNNING, performed_at__lt=limit)
-    for drill in running.select_related("verification", "restore_job"):
-        job = drill.verification or drill.restore_job
-        if job is not None and (job.is_active() or (job.finished_at and job.finished_at >= limit)):
-            continue  # its own heartbeat watches it, or the drill is being judged right now
-        swept += give_up(drill, "The worker stopped responding; the drill was abandoned.")
-    for drill in Drill.objects.filter(status=Drill.QUEUED, created_at__lt=now - QUEUED_TOO_LONG):
-        swept += give_up(drill, "No worker took this drill for a day: is the task cluster running?", Drill.QUEUED)
-    return swept
+    dead = [drill for drill in running.select_related("verification", "restore_job") if not watched(drill, limit)]
+    summary = "The worker stopped responding; the drill was abandoned."
+    swept = jobs.sweep(dead, "drill.failed", {"summary": summary}, summary=summary)
+    summary = "No worker took this drill for a day: is the task cluster running?"
+    never_taken = Drill.objects.filter(status=Drill.QUEUED, created_at__lt=now - QUEUED_TOO_LONG)
+    return swept + jobs.sweep(never_taken, "drill.failed", {"summary": summary}, from_status=Drill.QUEUED,
+                              summary=summary)
 
 
-def give_up(drill, summary, from_status=Drill.RUNNING):
-    with transaction.atomic():
-        if not Drill.objects.filter(pk=drill.pk, status=from_status).update(
-            status=Drill.FAILED, summary=summary, finished_at=timezone.now()
-        ):
-            return []
-        audit.record("tick", "drill.failed", drill, {"summary": summary})
-    return [drill.pk]
+def watched(drill, limit):
+    """Whether the drill's verification or restore still vouches for it: its
+    own heartbeat watches it while it runs, and just after it ended the
+    worker may be judging the drill."""
+    job = drill.verification or drill.restore_job
+    return job is not None and (job.is_active() or (job.finished_at and job.finished_at >= limit))
