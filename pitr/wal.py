@@ -16,7 +16,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from catalog import audit, keyring
-from catalog.engine import dumpers
+from catalog.engine import dumpers, lsn
 from catalog.engine import wal as walfiles
 from catalog.engine.crypto import Encryptor
 from catalog.engine.errors import EngineError, SourceError
@@ -40,7 +40,7 @@ def segment_size_of(source):
     """The source's wal_segment_size, as the last prerequisites check saw it."""
     protection = ContinuousProtection.objects.filter(source=source).first()
     size = (protection.check_report or {}).get("segment_size") if protection else None
-    return int(size or walfiles.DEFAULT_SEGMENT_SIZE)
+    return int(size or lsn.DEFAULT_SEGMENT_SIZE)
 
 
 # --- prerequisites --------------------------------------------------------------
@@ -68,6 +68,7 @@ def check_prerequisites(source, mode=ContinuousProtection.STREAM):
     try:
         with psycopg.connect(**params, connect_timeout=10, autocommit=True) as conn:
             row = conn.execute(PREREQUISITES_SQL, [slot]).fetchone()
+            assert row is not None  # the current user's own pg_roles row: always there
     except psycopg.Error as exc:
         report["missing"].append(f"Cannot connect to the source: {dumpers.describe_pg_error(exc, params)}")
         return report
@@ -170,7 +171,7 @@ def create_slot(source, slot):
             if not conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", [slot]).fetchone():
                 conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", [slot])
     except psycopg.Error as exc:
-        raise Refused(f"Could not create the replication slot {slot}: {dumpers.describe_pg_error(exc, params)}")
+        raise Refused(f"Could not create the replication slot {slot}: {dumpers.describe_pg_error(exc, params)}") from exc
 
 
 def disable_protection(actor, source, drop_slot=True):
@@ -252,7 +253,7 @@ def ship_wal_file(protection, name, dump):
                 key=key(), status=WalCopy.DURABLE if durable else WalCopy.FAILED,
                 size=result.sizes.get(destination.pk, 0), error=(result.errors.get(destination.pk) or "")[:500],
                 durable_at=now if durable else None, pruned_at=None))
-        fields = {"last_segment_at": now}
+        fields: dict[str, object] = {"last_segment_at": now}
         if result.errors:  # stored, but not everywhere: say where it is missing
             fields["receiver_error"] = (f"{name} was not stored in " + "; ".join(
                 f"{d}: {result.errors[d.pk]}" for d in destinations if d.pk in result.errors))[:500]
@@ -341,7 +342,7 @@ def segments_between(source, from_segment, to_segment):
     size = segment_size_of(source)
     low, high = walfiles.segment_position(from_segment, size), walfiles.segment_position(to_segment, size)
     rows = stored_segments(source).filter(position__gte=low, position__lte=high).order_by("position", "kind")
-    by_position = {}
+    by_position: dict[int, WalSegment] = {}
     for row in rows:  # "partial" sorts after "segment": keep the complete one
         by_position.setdefault(row.position, row)
     return [by_position[p] for p in sorted(by_position)]
@@ -354,7 +355,7 @@ def missing_segments(source, from_segment, to_segment):
     low, high = walfiles.segment_position(from_segment, size), walfiles.segment_position(to_segment, size)
     have = set(stored_segments(source).filter(position__gte=low, position__lte=high)
                .values_list("position", flat=True))
-    return [walfiles.segment_name(timeline, p, size) for p in range(low, high + 1) if p not in have]
+    return [lsn.segment_name_for_position(timeline, p, size) for p in range(low, high + 1) if p not in have]
 
 
 def retained_base_backups(source):

@@ -31,27 +31,11 @@ from catalog.engine.dumpers import (
     pg_dump_version,
 )
 from catalog.engine.errors import SourceError
+from catalog.engine.lsn import parse_lsn, segment_name_for_lsn
 
 EXTRA_TABLESPACES = "SELECT spcname FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1"
 TAR_BLOCK = 512
 ZERO_BLOCK = bytes(TAR_BLOCK)
-
-
-def parse_lsn(text):
-    """'0/2000028' → 33554472."""
-    high, low = text.split("/")
-    return (int(high, 16) << 32) | int(low, 16)
-
-
-def format_lsn(position):
-    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
-
-
-def segment_name(timeline, position, segment_size):
-    """The WAL file holding byte `position`, as PostgreSQL names it."""
-    number = position // segment_size
-    per_log = 0x100000000 // segment_size
-    return f"{timeline:08X}{number // per_log:08X}{number % per_log:08X}"
 
 
 def parse_backup_label(text):
@@ -219,7 +203,7 @@ class BaseBackupDump(Dump):
             "start_lsn": fields["start_lsn"],
             "end_lsn": end[-1],
             "start_segment": fields["start_segment"],
-            "end_segment": segment_name(timeline, max(start, end_lsn - 1), self.segment_size),
+            "end_segment": segment_name_for_lsn(timeline, max(start, end_lsn - 1), self.segment_size),
             "segment_size": self.segment_size,
             "start_time": fields.get("start_time", ""),
         }

@@ -1,9 +1,6 @@
-"""PostgreSQL WAL files, without Django: their names and positions, LSNs,
-a WAL file read as a pipeline dump, and pg_receivewal run as a child process.
-
-A segment name is TTTTTTTT XXXXXXXX YYYYYYYY (timeline, log id, segment in
-that log, in hex). How many segments a log id holds depends on the server's
-wal_segment_size, so every conversion takes it: 0x100000000 / segment size.
+"""PostgreSQL WAL files, without Django: their names and positions, a WAL
+file read as a pipeline dump, and pg_receivewal run as a child process.
+LSNs, and the segment names made from them, are lsn.py's.
 """
 
 import os
@@ -14,16 +11,12 @@ import subprocess
 from catalog.engine.dumpers import libpq_env, normalize_conninfo
 from catalog.engine.errors import SourceError
 from catalog.engine.files import PRIVATE_FILE, make_private_dirs
+from catalog.engine.lsn import DEFAULT_SEGMENT_SIZE, segments_per_log
 
-DEFAULT_SEGMENT_SIZE = 16 << 20
 CHUNK_SIZE = 1 << 20
 SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
 PARTIAL_RE = re.compile(r"^([0-9A-F]{24})\.partial$")
 HISTORY_RE = re.compile(r"^([0-9A-F]{8})\.history$")
-
-
-def segments_per_log(segment_size):
-    return 0x100000000 // segment_size
 
 
 def is_segment_name(name):
@@ -49,29 +42,6 @@ def segment_position(name, segment_size=DEFAULT_SEGMENT_SIZE):
     if not match:
         raise ValueError(f"Not a WAL segment name: {name!r}")
     return int(match.group(2), 16) * segments_per_log(segment_size) + int(match.group(3), 16)
-
-
-def segment_name(timeline, position, segment_size=DEFAULT_SEGMENT_SIZE):
-    per_log = segments_per_log(segment_size)
-    return f"{timeline:08X}{position // per_log:08X}{position % per_log:08X}"
-
-
-def parse_lsn(lsn):
-    """'0/3000028' -> 50331688."""
-    high, _, low = str(lsn).partition("/")
-    if not low:
-        raise ValueError(f"Not an LSN: {lsn!r}")
-    return (int(high, 16) << 32) + int(low, 16)
-
-
-def format_lsn(value):
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
-
-
-def lsn_segment(lsn, timeline=1, segment_size=DEFAULT_SEGMENT_SIZE):
-    """The name of the segment holding `lsn` (text or number)."""
-    value = parse_lsn(lsn) if isinstance(lsn, str) else lsn
-    return segment_name(timeline, value // segment_size, segment_size)
 
 
 def kind_of(name):

@@ -9,12 +9,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from catalog.alerts import conditions
 from catalog.alerts.models import Alert
 from catalog.audit import AuditEvent
 from catalog.engine import wal as walfiles
+from catalog.engine.lsn import segment_name_for_position
 from catalog.models import BASE_BACKUP_FORMAT, Backup
-from pitr import wal
+from pitr import monitoring, wal
 from pitr.models import BaseBackupWal, ContinuousProtection, WalSegment
 from tests.factories import local_destination, pg_source
 from tests.support import files_under
@@ -24,7 +24,7 @@ MB = 1 << 20
 
 
 def name(position):
-    return walfiles.segment_name(1, position, MB)
+    return segment_name_for_position(1, position, MB)
 
 
 @pytest.fixture
@@ -92,13 +92,13 @@ def test_a_missing_segment_is_named_and_alerted_and_base_backups_complete(protec
     assert [s.name for s in wal.segments_between(source, name(4), name(8))] == [name(p) for p in (4, 5, 7, 8)]
     report = wal.continuity(source)
     assert report["missing"] == [name(6)] and report["from"] == name(4) and report["to"] == name(8)
-    conditions.check_wal_protection()
+    monitoring.check_wal_protection()
     alert = Alert.objects.get(kind=Alert.WAL_GAP, resolved_at__isnull=True)
     assert name(6) in alert.title
     assert BaseBackupWal.objects.get(backup=backup).wal_complete_at is None
     ship(protection, 6)
     assert BaseBackupWal.objects.get(backup=backup).wal_complete_at is not None
-    conditions.check_wal_protection()
+    monitoring.check_wal_protection()
     assert Alert.objects.get(pk=alert.pk).resolved_at is not None
 
 
@@ -124,12 +124,12 @@ def test_receiver_and_late_alerts(protection):
     protection.last_segment_at = timezone.now() - timedelta(hours=2)
     protection.slot_lag_bytes = 5 * MB
     protection.save()
-    conditions.check_wal_protection()
+    monitoring.check_wal_protection()
     receiver = Alert.objects.get(kind=Alert.WAL_RECEIVER, resolved_at__isnull=True)
     assert "Connection refused" in receiver.detail and receiver.source_id == source.pk
     late = Alert.objects.get(kind=Alert.WAL_LATE, resolved_at__isnull=True)
     assert "5.0 MB" in late.detail
     ContinuousProtection.objects.filter(pk=protection.pk).update(
         receiver_heartbeat_at=timezone.now(), last_segment_at=timezone.now())
-    conditions.check_wal_protection()
+    monitoring.check_wal_protection()
     assert not Alert.objects.filter(kind__in=[Alert.WAL_RECEIVER, Alert.WAL_LATE], resolved_at__isnull=True).exists()
