@@ -16,17 +16,18 @@ import base64
 import binascii
 import logging
 from datetime import timedelta
+from typing import Any
 
 from django.apps import apps
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from catalog import audit, holds, keyring, queues
+from catalog import audit, holds, jobs, keyring, queues
 from catalog.engine import crypto, manifest
 from catalog.engine.errors import CorruptionError, EngineError
+from catalog.errors import Refused
 from catalog.models import Backup, Copy, Key, KeyRotation, SealedSecrets
-from catalog.services import Refused, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ def usage(key_ids=None):
     the backups and secrets that need that key (no other live key opens
     them), and how many retained backups it opens at all."""
     live = live_key_ids()
-    needs = {key_id: {"backups": [], "secrets": [], "opens": 0} for key_id in (key_ids or live)}
+    needs: dict[str, dict[str, Any]] = {key_id: {"backups": [], "secrets": [], "opens": 0}
+                                        for key_id in (key_ids or live)}
     for backup in retained_encrypted_backups().only("pk", "key_id", "key_wraps"):
         openers = opening_keys(backup)
         for key_id in openers & set(needs):
@@ -106,8 +108,8 @@ def decode_pasted_key(text):
     """32 bytes from a pasted base64 key, or Refused with the reason."""
     try:
         key = base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise Refused("The pasted key is not valid base64.")
+    except (binascii.Error, ValueError) as exc:
+        raise Refused("The pasted key is not valid base64.") from exc
     if len(key) != 32:
         raise Refused(f"A master key is 32 bytes (256 bits); the pasted one is {len(key)} bytes.")
     return key
@@ -117,10 +119,10 @@ def read_uploaded_key_file(data):
     """(key id, 32 bytes) from an uploaded Strongroom key file, or Refused."""
     try:
         key_id, key = crypto.parse_key_file(data.decode("utf-8"), "The uploaded file")
-    except UnicodeDecodeError:
-        raise Refused("The uploaded file is not a Strongroom master key file.")
+    except UnicodeDecodeError as exc:
+        raise Refused("The uploaded file is not a Strongroom master key file.") from exc
     except CorruptionError as exc:
-        raise Refused(f"{exc}.")
+        raise Refused(f"{exc}.") from exc
     return key_id, key
 
 
@@ -218,12 +220,9 @@ def cancel_rotation(actor, rotation):
 def run_rotation(rotation_id):
     """The worker's side: re-seal the secrets, re-wrap every backup not yet
     wrapped for the new key. Returns the rotation, or None if not claimed."""
-    now = timezone.now()
-    claimed = KeyRotation.objects.filter(pk=rotation_id, status=KeyRotation.QUEUED).update(
-        status=KeyRotation.RUNNING, started_at=now, heartbeat_at=now, worker=worker_name())
-    if not claimed:
+    rotation = jobs.claim(KeyRotation, rotation_id, related=("new_key", "requested_by"))
+    if rotation is None:
         return None
-    rotation = KeyRotation.objects.select_related("new_key", "requested_by").get(pk=rotation_id)
     actor = rotation.requested_by or "key rotation"
     new_id = rotation.new_key.key_id
     try:
@@ -331,7 +330,7 @@ def rewrap_backup(actor, backup, new_id, new_master):
     try:
         _used, data_key = crypto.open_data_key(header, keyring.lookup, backup.key_wraps)
     except CorruptionError as exc:
-        raise RewrapFailed(f"its data key cannot be unwrapped: {exc}")
+        raise RewrapFailed(f"its data key cannot be unwrapped: {exc}") from exc
     wraps = dict(backup.key_wraps)
     wraps[header["key_id"]] = base64.b64encode(header["wrapped_data_key"]).decode()
     wraps[new_id] = base64.b64encode(crypto.wrap_data_key(new_master, new_id, data_key)).decode()
@@ -370,12 +369,12 @@ def rewrite_manifest(copy, wraps, new_id, new_master):
         original = storage.get_bytes(location)
         data = manifest.loads(original)
     except (EngineError, ValueError) as exc:
-        raise RewrapFailed(f"its manifest on {copy.destination} cannot be read ({exc})")
+        raise RewrapFailed(f"its manifest on {copy.destination} cannot be read ({exc})") from exc
     signer = data.get("manifest_key_id", "")
     try:
         genuine = manifest.verify_manifest(data, crypto.derive_manifest_key(keyring.master_key(signer)))
     except keyring.KeyUnavailable as exc:
-        raise RewrapFailed(f"its manifest on {copy.destination} cannot be checked: {exc}")
+        raise RewrapFailed(f"its manifest on {copy.destination} cannot be checked: {exc}") from exc
     if not genuine:
         raise RewrapFailed(f"its manifest on {copy.destination} does not verify: it was changed; "
                            "verify the backup before rotating it")
@@ -386,7 +385,7 @@ def rewrite_manifest(copy, wraps, new_id, new_master):
     try:
         storage.put_bytes(location, manifest.dumps(signed), retain_until=lock_for(copy))
     except EngineError as exc:
-        raise RewrapFailed(f"its manifest on {copy.destination} could not be rewritten ({exc})")
+        raise RewrapFailed(f"its manifest on {copy.destination} could not be rewritten ({exc})") from exc
     return copy, original
 
 
@@ -409,15 +408,15 @@ def key_file_bytes(key):
     path = keyring.key_path(key.key_id)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise Refused(f"The key file of {key} is not in {settings.KEY_DIR}.")
+    except FileNotFoundError as exc:
+        raise Refused(f"The key file of {key} is not in {settings.KEY_DIR}.") from exc
     except OSError as exc:
-        raise Refused(f"The key file of {key} cannot be read ({exc.strerror}).")
+        raise Refused(f"The key file of {key} cannot be read ({exc.strerror}).") from exc
     # Only the file of the key the catalog knows by this id leaves the machine.
     try:
         key_id, key_bytes = crypto.parse_key_file(data.decode("utf-8"), str(path))
-    except (UnicodeDecodeError, CorruptionError):
-        raise Refused(f"{path} is not a Strongroom master key file.")
+    except (UnicodeDecodeError, CorruptionError) as exc:
+        raise Refused(f"{path} is not a Strongroom master key file.") from exc
     if key_id != key.key_id or crypto.key_fingerprint(key_bytes) != key.fingerprint:
         raise Refused(f"{path} is not the key the catalog knows as {key} (its fingerprint differs).")
     return data
