@@ -23,7 +23,8 @@ from catalog.engine.files import make_private_dirs
 from catalog.models import Backup, Copy
 from catalog.errors import Refused
 from catalog.text import count_text
-from restore import engine, tables as target_tables
+from restore import tables as target_tables
+from restore import target as on_target
 from restore import sqlite as sqlite_restore
 from restore.models import RestoreJob
 
@@ -63,7 +64,7 @@ def check_server_takes(backup, restore_server):
     """Refuses, in words, a registered server older than the one the backup
     was taken from. Asks the server itself: the recorded version may be from
     before an upgrade (or a downgrade), and the request connects anyway."""
-    version = engine.server_version(restore_server.connection_params())
+    version = on_target.server_version(restore_server.connection_params())
     refusal = restore_server.refusal_for(backup.server_version, version)
     if refusal:
         raise Refused(f"{restore_server} cannot take this backup: {refusal}")
@@ -303,7 +304,7 @@ def spool_dir(job):
 
 
 def preflight(job, server):
-    version = engine.check_server_not_older(server, job.backup.server_version)
+    version = on_target.check_server_not_older(server, job.backup.server_version)
     if job.backup.format == "custom":
         make_private_dirs(settings.RESTORE_TMP_DIR)
         try:
@@ -311,7 +312,7 @@ def preflight(job, server):
         except restorers.RestoreError as exc:
             raise Refused(str(exc))
     if job.replaces_whole_database() and not job.terminate_connections:
-        refuse_open_sessions(job, engine.active_connections(server, job.target_database))
+        refuse_open_sessions(job, on_target.active_connections(server, job.target_database))
     missing = backup_globals.roles_missing(job.backup, server) if job.keeps_owners() else []
     if missing and not job.create_missing_roles:
         raise Refused(missing_roles_text(missing))
@@ -405,7 +406,7 @@ def apply(job, server, scratch):
     if job.target == RestoreJob.NEW:
         if job.tables:
             drop_other_tables(scratch, job.backup.leaf_tables(job.tables))
-        properties = engine.rename_database(server, scratch["dbname"], job.target_database,
+        properties = on_target.rename_database(server, scratch["dbname"], job.target_database,
                                             recorded_database_properties(job), with_owners=not job.without_owners)
         job.report["database_properties"] = properties
         if properties:
@@ -491,19 +492,19 @@ def swap_whole_database(job, server, scratch_name):
     if restorers.database_exists(server, kept):
         raise Refused(f"A database named {kept} already exists; nothing was changed")
     record_report(job, connections_closed=True)
-    engine.allow_connections(server, current, False)
+    on_target.allow_connections(server, current, False)
     swapped = False
     try:
         if job.terminate_connections:
-            ended = engine.active_connections(server, current)
-            refuse_open_sessions(job, engine.terminate_connections(server, current))
+            ended = on_target.active_connections(server, current)
+            refuse_open_sessions(job, on_target.terminate_connections(server, current))
             job.report["sessions_ended"] = ended
         else:
-            refuse_open_sessions(job, engine.active_connections(server, current))
-        engine.swap_databases(server, current, scratch_name, kept)
+            refuse_open_sessions(job, on_target.active_connections(server, current))
+        on_target.swap_databases(server, current, scratch_name, kept)
         swapped = True
     finally:
-        engine.allow_connections(server, kept if swapped else current, True)
+        on_target.allow_connections(server, kept if swapped else current, True)
         job.report.pop("connections_closed", None)
         if swapped:
             job.report["previous_database_kept_as"] = kept
@@ -566,7 +567,7 @@ def reopen_database(job):
     for name in (job.target_database, job.kept_database_name()):
         try:
             if restorers.database_exists(server, name):
-                engine.allow_connections(server, name, True)
+                on_target.allow_connections(server, name, True)
         except EngineError as exc:
             log.warning("Could not reopen database %s: %s", name, exc)
 

@@ -1,8 +1,8 @@
-"""Server-level restore mechanics, free of Django: version checks, sessions,
-and swapping whole databases. Everything here connects to the server's
-maintenance database, never to the database it is about, which may be gone
-or must have no session open to be renamed. Table-level work is in
-restore/tables.py.
+"""SQL against the server a restore goes to, free of Django: version
+checks, sessions, and renaming and swapping whole databases. Everything here
+connects to the server's maintenance database, never to the database it is
+about, which may be gone or must have no session open to be renamed.
+Table-level work is in restore/tables.py.
 
 Every restore first lands in a scratch database (restorers.ScratchDatabase);
 the target is only touched afterwards, inside a single transaction, so it is
