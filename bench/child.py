@@ -26,7 +26,7 @@ def cpu_seconds():
 def main(argv):
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
     django.setup()
-    from catalog import services, verification
+    from catalog import backup_runs, verification
     from catalog.models import Backup, BackupPlan, Copy
     from restore import services as restores
     from restore.models import RestoreJob
@@ -35,8 +35,8 @@ def main(argv):
     wall, cpu = time.perf_counter(), cpu_seconds()
     if action == "backup":
         plan = BackupPlan.objects.get(pk=int(argv[1]))
-        backup = services.create_backup("bench", plan, label="bench")
-        services.run_backup(backup.pk)
+        backup = backup_runs.create_backup("bench", plan, label="bench")
+        backup_runs.run_backup(backup.pk)
         backup.refresh_from_db()
         ok = backup.status == Backup.SUCCEEDED
         extra = {"backup_id": backup.pk, "stored_bytes": backup.stored_bytes, "raw_bytes": backup.raw_bytes,

@@ -15,7 +15,7 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 from psycopg import sql
 
-from catalog import audit, backup_globals, jobs, keyring, lifecycle, queues, scratch, services
+from catalog import audit, backup_globals, backup_runs, jobs, keyring, lifecycle, queues, scratch
 from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers, pgglobals, restorers
 from catalog.engine.errors import Cancelled, EngineError
@@ -333,8 +333,8 @@ def take_safety_backup(job):
     plan = job.backup.plan or job.source.plans.first()
     if plan is None:
         raise Refused("No plan of this source can take the safety backup; create one first")
-    safety = services.create_backup("restore", plan, label=f"before-restore-{job.pk}")
-    safety = services.run_backup(safety.pk)
+    safety = backup_runs.create_backup("restore", plan, label=f"before-restore-{job.pk}")
+    safety = backup_runs.run_backup(safety.pk)
     if safety is None or safety.status != Backup.SUCCEEDED:
         raise Refused(f"The safety backup failed: {safety.error if safety else 'not run'}; nothing was changed")
     # Retention must not take away the way back.

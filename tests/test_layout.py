@@ -17,7 +17,7 @@ from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
 from django.utils import timezone
 
-from catalog import audit, services
+from catalog import audit, backup_runs
 from catalog import verification as verifications
 from catalog.alerts.models import Alert, Channel, Notification
 from catalog.models import Backup, RestoreServer
@@ -43,7 +43,7 @@ def world(pg_database, tmp_path, admin_user):
     source = pg_source(pg_database, name="Inventory DB")
     destination = local_destination(tmp_path / "backups", name="Local disk")
     plan = make_plan(source, [destination], name="Nightly", verify_new_backups=False)
-    backup = Backup.objects.get(pk=services.start_backup(admin_user, plan, label="pre-migration").pk)
+    backup = Backup.objects.get(pk=backup_runs.start_backup(admin_user, plan, label="pre-migration").pk)
     assert backup.status == Backup.SUCCEEDED, backup.error
     failed = Backup.objects.create(
         source=source, plan=plan, status=Backup.FAILED, format="custom", compression="zstd",

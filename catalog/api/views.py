@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
-from catalog import services, verification
+from catalog import backup_runs, services, verification
 from catalog.alerts.models import Alert
 from catalog.api import serialize, tokens
 from catalog.api.auth import authorize, by_method, error
@@ -229,7 +229,7 @@ def backup_start(request):
     if plan is None:
         return error(f"No plan with id {plan_id}.", 404)
     try:
-        backup = services.start_backup(tokens.actor_label(request.api_token), plan,
+        backup = backup_runs.start_backup(tokens.actor_label(request.api_token), plan,
                                        label=form.cleaned_data["label"], trigger="api", keep_days=keep_days)
     except services.Refused as exc:
         return error(str(exc), 409)

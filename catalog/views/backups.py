@@ -5,7 +5,7 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from catalog import lifecycle, services
+from catalog import backup_runs, lifecycle, services
 from catalog.decorators import operator_required, viewer_required
 from catalog.forms import BackupFilterForm, PinForm
 from catalog.models import Backup
@@ -78,7 +78,7 @@ def progress(request, pk):
 def cancel(request, pk):
     backup = get_object_or_404(Backup, pk=pk)
     try:
-        services.cancel_backup(request.user, backup)
+        backup_runs.cancel_backup(request.user, backup)
         messages.success(request, "Cancel requested: the backup stops within seconds and its partial data is removed.")
     except services.Refused as exc:
         messages.error(request, str(exc))

@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog import charts, lifecycle, services
+from catalog import backup_runs, charts, lifecycle, services
 from catalog.decorators import operator_required, viewer_required
 from catalog.forms import PlanForm, RetentionForm, RunBackupForm, SchedulePreviewForm
 from catalog.models import BackupPlan, Source
@@ -80,7 +80,7 @@ def cron_preview(request):
     """The schedule now in the plan form, preset or cron, in words with its next runs (htmx)."""
     form = SchedulePreviewForm(request.GET)
     if not form.is_valid():
-        errors = [error for field_errors in form.errors.values() for error in field_errors]
+        errors = [str(error) for field_errors in form.errors.values() for error in field_errors]
         return render(request, "catalog/partials/cron_preview.html", {"error": " ".join(errors)})
     schedule = form.cleaned_data["schedule"]
     ctx = {"schedule": schedule, "words": describe(schedule), "runs": next_runs(schedule, 5)}
@@ -106,7 +106,7 @@ def run(request, pk):
                            "keep_days": request.POST.get("keep_days", "")[:10]})
         return HttpResponseRedirect(f"{url}{'&' if '?' in url else '?'}{typed}")
     try:
-        backup = services.start_backup(request.user, plan, label=form.cleaned_data["label"],
+        backup = backup_runs.start_backup(request.user, plan, label=form.cleaned_data["label"],
                                        keep_days=form.cleaned_data["keep_days"])
     except services.Refused as exc:
         messages.error(request, str(exc))

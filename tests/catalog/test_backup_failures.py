@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from catalog import services
+from catalog import backup_runs, services
 from catalog.models import AuditEvent, Backup, Copy
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg, s3, s3_auth
@@ -28,7 +28,7 @@ def small_database(pg_database):
 
 
 def run(plan):
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     return backup
 
@@ -122,15 +122,15 @@ def test_it_fails_when_the_disk_is_full(pg_database, tiny_disk, tmp_path):
 def test_it_cancels_a_running_backup_and_removes_partial_objects(pg_database, s3_bucket, tmp_path):
     create_tricky_database(pg_database, big_rows=1000)
     plan = make_plan(pg_source(pg_database), [local_destination(tmp_path), s3_destination(s3_bucket)])
-    backup = services.create_backup("test", plan)
+    backup = backup_runs.create_backup("test", plan)
 
     # Hold a lock that pg_dump must wait for, so the backup is caught mid-run.
     with psycopg.connect(**pg_database) as blocker:
         blocker.execute("LOCK TABLE big_ledger IN ACCESS EXCLUSIVE MODE")
-        worker = in_thread(services.run_backup, backup.pk)
+        worker = in_thread(backup_runs.run_backup, backup.pk)
         wait_for(lambda: Backup.objects.get(pk=backup.pk).status == Backup.RUNNING)
         time.sleep(1)
-        services.cancel_backup("test", Backup.objects.get(pk=backup.pk))
+        backup_runs.cancel_backup("test", Backup.objects.get(pk=backup.pk))
         worker.join(timeout=30)
         assert not worker.is_alive()
 
@@ -144,10 +144,10 @@ def test_it_cancels_a_running_backup_and_removes_partial_objects(pg_database, s3
 
 def test_it_cancels_a_queued_backup_at_once(small_database, tmp_path):
     plan = make_plan(pg_source(small_database), [local_destination(tmp_path)])
-    backup = services.create_backup("test", plan)
+    backup = backup_runs.create_backup("test", plan)
 
-    services.cancel_backup("test", backup)
-    assert services.run_backup(backup.pk) is None  # a late delivery does nothing
+    backup_runs.cancel_backup("test", backup)
+    assert backup_runs.run_backup(backup.pk) is None  # a late delivery does nothing
 
     backup.refresh_from_db()
     assert backup.status == Backup.CANCELLED

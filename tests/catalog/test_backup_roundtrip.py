@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from catalog import services
+from catalog import backup_runs, services
 from catalog.models import Backup, Copy, Source
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg, s3
@@ -31,7 +31,7 @@ def test_it_round_trips_a_tricky_database(pg_database, restored_database, s3_buc
     remote = s3_destination(s3_bucket)
     plan = make_plan(pg_source(pg_database), [local, remote], format="custom", compression="zstd", encrypt=True)
 
-    backup = services.start_backup("test", plan, label="pre-migration")
+    backup = backup_runs.start_backup("test", plan, label="pre-migration")
     backup.refresh_from_db()
 
     assert backup.status == Backup.SUCCEEDED, backup.error
@@ -70,7 +70,7 @@ def test_it_backs_up_plain_sql_with_gzip(pg_database, restored_database, tmp_pat
         pg_source(pg_database), [local_destination(tmp_path / "b")], format="plain", compression="gzip", encrypt=False
     )
 
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
 
     assert backup.status == Backup.SUCCEEDED, backup.error
@@ -91,7 +91,7 @@ def test_it_backs_up_a_sqlite_database(tmp_path):
     source = services.save_source("test", Source(name="App", engine="sqlite", sqlite_path=str(database), port=None))
     plan = make_plan(source, [local_destination(tmp_path / "b")], format="sqlite", encrypt=True)
 
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
 
     assert backup.status == Backup.SUCCEEDED, backup.error

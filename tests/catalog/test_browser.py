@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from catalog import services
+from catalog import backup_runs
 from catalog.models import Backup
 from tests.factories import local_destination, make_plan, pg_source
 from tests.harness.sample_db import create_tricky_database
@@ -19,7 +19,7 @@ def test_the_plan_form_previews_retention_before_saving(live_server, page, admin
     create_tricky_database(pg_database, big_rows=20)
     plan = make_plan(pg_source(pg_database), [local_destination(tmp_path)], retention_mode="last", keep_last=10)
     # Scheduled runs: the plan's rule judges them (manual ones have a rule of their own).
-    backups = [services.start_backup("test", plan, trigger="schedule") for _ in range(3)]
+    backups = [backup_runs.start_backup("test", plan, trigger="schedule") for _ in range(3)]
     assert all(Backup.objects.get(pk=b.pk).status == Backup.SUCCEEDED for b in backups)
     log_in(page, live_server, admin_user)
 
@@ -56,7 +56,7 @@ def test_the_plan_form_previews_retention_before_saving(live_server, page, admin
 def test_a_test_restore_from_the_backup_page(live_server, page, admin_user, pg_database, tmp_path):
     create_tricky_database(pg_database, big_rows=500)
     plan = make_plan(pg_source(pg_database), [local_destination(tmp_path)], verify_new_backups=False)
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     log_in(page, live_server, admin_user)
 
     page.goto(f"{live_server.url}/backups/{backup.pk}/")

@@ -12,7 +12,7 @@ from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from catalog import lifecycle, services, tasks
+from catalog import backup_runs, lifecycle, services, tasks
 from catalog.engine import manifest
 from catalog.models import AuditEvent, Backup, Copy, Source
 from catalog.retention import GFS, LAST, Candidate, Policy, select
@@ -124,7 +124,7 @@ def sqlite_plan(db, tmp_path):
 
 def back_up_now(plan, label="", keep_days=None):
     """What the worker does for "Back up now": the backup, then the plan's retention."""
-    backup = services.create_backup("admin", plan, label=label, keep_days=keep_days)
+    backup = backup_runs.create_backup("admin", plan, label=label, keep_days=keep_days)
     assert tasks.run_backup(backup.pk) == Backup.SUCCEEDED
     return Backup.objects.get(pk=backup.pk)
 

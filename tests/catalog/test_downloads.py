@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from django.urls import reverse
 
-from catalog import services
+from catalog import backup_runs, services
 from catalog.engine.errors import CorruptionError
 from catalog.models import AuditEvent, Backup, Source
 from tests.factories import local_destination, make_plan, pg_source
@@ -29,7 +29,7 @@ def key_dir(settings, tmp_path):
 
 
 def take(plan):
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup

@@ -9,7 +9,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from catalog import services
+from catalog import backup_runs, services
 from catalog.models import BackupPlan, Destination, Source
 from tests.support import log_in
 
@@ -106,7 +106,7 @@ def test_running_a_plan_whose_format_no_longer_fits_says_so_in_words(pg_and_sqli
     plan = BackupPlan.objects.create(name="Odd", source=pg, format="sqlite")
     plan.destinations.set([disk])
     with pytest.raises(services.Refused) as refused:
-        services.check_runnable(plan)
+        backup_runs.check_runnable(plan)
     assert "SQLite database file" in str(refused.value) and "PostgreSQL source" in str(refused.value)
     assert "postgresql" not in str(refused.value) and "format sqlite" not in str(refused.value)
 

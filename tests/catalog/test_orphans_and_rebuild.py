@@ -7,7 +7,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from catalog import orphans, services
+from catalog import backup_runs, orphans
 from catalog.models import AuditEvent, Backup, Copy, Destination, Source
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import s3
@@ -25,7 +25,7 @@ def plan(pg_database, tmp_path, s3_bucket):
 
 
 def run(plan):
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
@@ -87,7 +87,7 @@ def snapshot():
 
 def test_the_catalog_comes_back_from_the_manifests(plan, tmp_path, s3_bucket):
     run(plan)
-    labelled = services.start_backup("test", plan, label="pre-migration")
+    labelled = backup_runs.start_backup("test", plan, label="pre-migration")
     assert Backup.objects.get(pk=labelled.pk).status == Backup.SUCCEEDED
     before = snapshot()
     assert len(before) == 2 and all(len(row[-1]) == 2 for row in before)

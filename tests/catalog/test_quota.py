@@ -4,7 +4,7 @@ fills the destination, and the dashboard shows how full each destination is."""
 import pytest
 from django.utils import timezone
 
-from catalog import services
+from catalog import backup_runs
 from catalog.models import Backup, Copy
 from tests.factories import local_destination, make_plan, pg_source
 from tests.harness.sample_db import create_tricky_database
@@ -35,7 +35,7 @@ def record_stored(plan, size):
 def test_a_backup_that_would_go_over_the_quota_fails_up_front(plan, tmp_path):
     record_stored(plan, GB - 1000)  # 1000 bytes left; the last backup took almost 1 GB
 
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
 
     assert backup.status == Backup.FAILED
@@ -48,7 +48,7 @@ def test_a_backup_larger_than_expected_stops_at_the_quota(plan, tmp_path):
     small = record_stored(plan, GB - 20_000)
     Backup.objects.filter(pk=small.pk).update(stored_bytes=1)  # the last one was tiny: no refusal up front
 
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
 
     assert backup.status == Backup.FAILED
@@ -72,7 +72,7 @@ def test_the_dashboard_shows_use_against_quota_and_warns_at_80_percent(plan, adm
 
 
 def test_within_quota_a_backup_runs_normally(plan, tmp_path):
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     assert len(files_under(tmp_path / "disk")) == 3  # the object, its manifest and its globals

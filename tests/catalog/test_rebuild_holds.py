@@ -9,7 +9,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from catalog import holds, lifecycle, orphans, services
+from catalog import backup_runs, holds, lifecycle, orphans, services
 from catalog.engine import manifest
 from catalog.models import AuditEvent, Backup, Destination
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
@@ -39,7 +39,7 @@ def keep_only_the_last(plan):
 
 
 def run(plan, label=""):
-    backup = services.start_backup("test", plan, label=label, trigger="schedule")
+    backup = backup_runs.start_backup("test", plan, label=label, trigger="schedule")
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
@@ -146,9 +146,9 @@ def test_the_hold_record_is_signed_beside_the_manifest_and_the_manifest_holds_th
 
 
 def test_a_pin_made_while_the_backup_ran_is_in_its_manifest(plan, tmp_path):
-    backup = services.create_backup("test", plan)
+    backup = backup_runs.create_backup("test", plan)
     lifecycle.pin_backup("test", backup, "Safety backup before the restore", legal_hold=True)  # no copy yet
-    services.run_backup(backup.pk)
+    backup_runs.run_backup(backup.pk)
     backup.refresh_from_db()
     before = state()
 

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django_q.models import Schedule
 
-from catalog import keyring, rebuild, retention, services
+from catalog import backup_runs, keyring, rebuild, retention, services
 from catalog.engine import crypto, manifest
 from catalog.models import AuditEvent, Backup, BackupPlan, Destination, Source
 from tests.factories import local_destination, make_plan, pg_source
@@ -39,7 +39,7 @@ def plan(source, tmp_path):
 
 
 def run(plan, label=""):
-    backup = services.start_backup("test", plan, label=label)
+    backup = backup_runs.start_backup("test", plan, label=label)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from catalog import lifecycle, services
+from catalog import backup_runs, lifecycle, services
 from catalog.models import AuditEvent, Backup, Copy
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import s3
@@ -29,7 +29,7 @@ def small_database(pg_database):
 def run(plan, label=""):
     # As its schedule runs it: the plan's rule judges these (manual backups have
     # a rule of their own, tests/catalog/test_day_one_defaults.py).
-    backup = services.start_backup("test", plan, label=label, trigger="schedule")
+    backup = backup_runs.start_backup("test", plan, label=label, trigger="schedule")
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup

@@ -7,10 +7,9 @@ failed is never left behind."""
 
 import threading
 
-import psycopg
 import pytest
 
-from catalog import scratch, services, verification
+from catalog import backup_runs, scratch, verification
 from catalog.engine import crypto, dumpers, restorers
 from catalog.engine.errors import Cancelled
 from catalog.models import Backup
@@ -19,15 +18,19 @@ from drills.models import Drill
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg, s3
 from tests.harness.sample_db import create_tricky_database
-from tests.support import restore_now
+from tests.support import ScratchDatabases, restore_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def scratch_databases(server):
-    with psycopg.connect(**{**server, "dbname": "postgres"}) as conn:
-        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'strongroom_verify_%'").fetchall()
-    return [name for (name,) in rows]
+# The scratch databases this test made that are still on a server.
+scratch_databases = ScratchDatabases()
+
+
+@pytest.fixture(autouse=True)
+def record_scratch_databases(monkeypatch):
+    """The shared server may hold other scratch databases: a killed run's, another run's at work meanwhile."""
+    scratch_databases.start(monkeypatch)
 
 
 @pytest.fixture
@@ -36,7 +39,7 @@ def source(pg_database, tmp_path, s3_bucket):
     source = pg_source(pg_database)
     plan = make_plan(source, [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)],
                      retention_mode="last", keep_last=10, verify_new_backups=False)
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return source

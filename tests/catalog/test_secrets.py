@@ -9,7 +9,7 @@ import uuid
 import pytest
 from django_q.models import OrmQ, Schedule, Task
 
-from catalog import services
+from catalog import backup_runs
 from catalog.models import AuditEvent, Backup, Copy
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg, s3
@@ -40,7 +40,7 @@ def test_no_secret_leaks_anywhere(password_server, s3_bucket, tmp_path, caplog, 
     bucket = {**s3_bucket, "secret_access_key": S3_SECRET}
     plan = make_plan(source, [local_destination(tmp_path), s3_destination(bucket)], encrypt=True)
 
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     assert backup.copies.filter(status=Copy.DURABLE).count() == 2

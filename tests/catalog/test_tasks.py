@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 from django_q.models import Schedule
 
-from catalog import services, tasks
+from catalog import backup_runs, services, tasks
 from catalog.models import AuditEvent, Backup, Copy
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import s3
@@ -21,7 +21,7 @@ def plan(pg_database, tmp_path):
 
 
 def test_it_runs_a_backup_only_once_when_delivered_twice(plan):
-    backup = services.create_backup("test", plan)
+    backup = backup_runs.create_backup("test", plan)
 
     first = tasks.run_backup(backup.pk)
     second = tasks.run_backup(backup.pk)
@@ -32,9 +32,9 @@ def test_it_runs_a_backup_only_once_when_delivered_twice(plan):
 
 
 def test_it_refuses_a_second_backup_of_a_busy_plan(plan):
-    services.create_backup("test", plan)
+    backup_runs.create_backup("test", plan)
     with pytest.raises(services.Refused, match="already queued or running"):
-        services.create_backup("test", plan)
+        backup_runs.create_backup("test", plan)
 
 
 def test_it_keeps_one_schedule_per_plan_in_sync(plan):
@@ -60,14 +60,14 @@ def test_it_runs_a_scheduled_slot_and_skips_when_busy(plan):
     backup = plan.backups.get()
     assert (backup.trigger, backup.triggered_by) == ("schedule", None)
 
-    services.create_backup("test", plan)
+    backup_runs.create_backup("test", plan)
     assert tasks.run_scheduled_plan(plan.pk) == "skipped"
     assert AuditEvent.objects.filter(action="backup.skip").exists()
 
 
 def test_it_sweeps_a_backup_whose_worker_died(pg_database, tmp_path, s3_bucket):
     plan = make_plan(pg_source(pg_database), [local_destination(tmp_path), s3_destination(s3_bucket)])
-    backup = services.create_backup("test", plan)
+    backup = backup_runs.create_backup("test", plan)
     long_ago = timezone.now() - timedelta(minutes=10)
     Backup.objects.filter(pk=backup.pk).update(status=Backup.RUNNING, started_at=long_ago, heartbeat_at=long_ago)
     # What a worker killed mid-upload leaves behind: a partial file and an open multipart upload.
@@ -90,7 +90,7 @@ def test_it_sweeps_a_backup_whose_worker_died(pg_database, tmp_path, s3_bucket):
 
 
 def test_it_leaves_a_backup_with_a_fresh_heartbeat_alone(plan):
-    backup = services.create_backup("test", plan)
+    backup = backup_runs.create_backup("test", plan)
     Backup.objects.filter(pk=backup.pk).update(status=Backup.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now())
     assert tasks.tick()["swept"] == []
 
@@ -101,7 +101,7 @@ def test_retention_also_runs_nightly_for_every_plan(plan, tmp_path):
     plan.retention_mode, plan.keep_last = "last", 5
     services.save_plan("test", plan, changed_fields=["retention_mode", "keep_last"])
     for _ in range(2):
-        assert tasks.run_backup(services.create_backup("test", plan, trigger="schedule").pk) == "succeeded"
+        assert tasks.run_backup(backup_runs.create_backup("test", plan, trigger="schedule").pk) == "succeeded"
 
     plan.keep_last = 1
     services.save_plan("test", plan, changed_fields=["keep_last"])

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from catalog import services
+from catalog import backup_runs
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness.sample_db import create_tricky_database
 
@@ -28,7 +28,7 @@ def test_local_only_says_everything_that_is_missing(source, tmp_path, admin_clie
 
 def test_disk_plus_offsite_s3_meets_the_rule_once_both_copies_are_durable(source, tmp_path, s3_bucket, admin_client):
     plan = make_plan(source, [local_destination(tmp_path), s3_destination(s3_bucket)])
-    services.start_backup("test", plan)
+    backup_runs.start_backup("test", plan)
 
     rule = plan.three_two_one()
     assert rule["ok"] and rule["backup"] is not None
@@ -38,7 +38,7 @@ def test_disk_plus_offsite_s3_meets_the_rule_once_both_copies_are_durable(source
 def test_a_partial_backup_is_judged_on_the_copies_it_really_has(source, tmp_path, s3_bucket):
     broken = s3_destination({**s3_bucket, "bucket": "missing-" + uuid.uuid4().hex[:6]})
     plan = make_plan(source, [local_destination(tmp_path), broken])
-    services.start_backup("test", plan)
+    backup_runs.start_backup("test", plan)
 
     rule = plan.three_two_one()
     assert not rule["ok"] and rule["backup"].status == "partial"

@@ -4,26 +4,31 @@ to a good copy, and no scratch database is ever left behind."""
 
 import os
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from catalog import keyring, services, verification
+from catalog import backup_runs, keyring, services, verification
 from catalog.engine import crypto
 from catalog.models import Backup, Copy, Verification
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import s3
 from tests.harness.sample_db import create_tricky_database
-from tests.support import in_thread, wait_for
+from tests.support import NewFiles, ScratchDatabases, in_thread, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SEGMENT = 1 << 20
 
 
-def scratch_databases(server):
-    with psycopg.connect(**{**server, "dbname": "postgres"}) as conn:
-        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'strongroom_verify_%'").fetchall()
-    return [name for (name,) in rows]
+# The scratch databases this test made that are still on a server.
+scratch_databases = ScratchDatabases()
+
+
+@pytest.fixture(autouse=True)
+def record_scratch_databases(monkeypatch):
+    """The shared server may hold other scratch databases: a killed run's, another run's at work meanwhile."""
+    scratch_databases.start(monkeypatch)
 
 
 # Objects pg_dump lists separately in its table of contents, to compare after a restore.
@@ -52,7 +57,7 @@ def plan(database, tmp_path, s3_bucket):
 
 
 def backup_of(plan):
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
@@ -94,11 +99,11 @@ def test_a_good_backup_passes_both_kinds_with_exact_evidence(plan, database, pg_
 
 
 def test_row_counts_are_those_of_the_snapshot_even_with_writes_during_the_dump(plan, database, pg_server):
-    backup = services.create_backup("test", plan)
+    backup = backup_runs.create_backup("test", plan)
     # pg_dump's snapshot is taken, then counting waits on this lock while rows arrive elsewhere.
     with psycopg.connect(**database) as blocker:
         blocker.execute('LOCK TABLE big_ledger IN ACCESS EXCLUSIVE MODE')
-        worker = in_thread(services.run_backup, backup.pk)
+        worker = in_thread(backup_runs.run_backup, backup.pk)
         wait_for(lambda: Backup.objects.get(pk=backup.pk).status == Backup.RUNNING)
         time.sleep(0.5)
         with psycopg.connect(**database, autocommit=True) as writer:
@@ -292,9 +297,10 @@ def test_a_cancelled_restore_drops_its_scratch_database(pg_database, tmp_path, p
 
 
 
-def test_a_sqlite_backup_restores_with_integrity_check(tmp_path):
+def test_a_sqlite_backup_restores_with_integrity_check(tmp_path, settings):
     import sqlite3
 
+    scratch_files = NewFiles(Path(settings.DATA_DIR) / "tmp", "strongroom_verify_*")
     path = tmp_path / "app.sqlite3"
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
@@ -308,7 +314,7 @@ def test_a_sqlite_backup_restores_with_integrity_check(tmp_path):
 
     assert restore.status == "passed", restore.summary
     assert restore.evidence["integrity_check"] == "ok" and restore.evidence["rows"] == {"notes": 500}
-    assert list((tmp_path.parent).glob("**/strongroom_verify_*")) == []
+    assert scratch_files() == []
 
 
 def test_the_verify_command_passes_and_fails_with_its_exit_status(plan, tmp_path):

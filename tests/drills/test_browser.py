@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from catalog import services
+from catalog import backup_runs
 from catalog.models import Backup
 from drills import services as drills
 from drills.models import Drill
@@ -28,7 +28,7 @@ def test_an_administrator_runs_and_records_drills_and_an_auditor_reads_them(
     source.rto_minutes = 240
     source.save()
     plan = make_plan(source, [local_destination(tmp_path)], verify_new_backups=False)
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     assert Backup.objects.get(pk=backup.pk).status == Backup.SUCCEEDED
     log_in(page, live_server, admin_user)
 

@@ -5,23 +5,28 @@ database or file is left behind."""
 
 import sqlite3
 
-import psycopg
 import pytest
 
-from catalog import services
+from catalog import backup_runs, services
 from catalog.models import AuditEvent, Backup, Source
 from drills import services as drills
 from drills.models import Drill
 from restore.models import RestoreJob
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness.sample_db import create_tricky_database
+from tests.support import ScratchDatabases, database_exists
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def databases_like(server, pattern):
-    with psycopg.connect(**{**server, "dbname": "postgres"}) as conn:
-        return [name for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [pattern])]
+# The scratch databases this test made that are still on a server.
+scratch_databases = ScratchDatabases()
+
+
+@pytest.fixture(autouse=True)
+def record_scratch_databases(monkeypatch):
+    """The shared server may hold other scratch databases: a killed run's, another run's at work meanwhile."""
+    scratch_databases.start(monkeypatch)
 
 
 @pytest.fixture
@@ -32,7 +37,7 @@ def source(pg_database, tmp_path, s3_bucket):
     source.save()
     plan = make_plan(source, [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)],
                      retention_mode="last", keep_last=10, verify_new_backups=False)
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return source
@@ -56,7 +61,7 @@ def test_it_runs_a_full_drill_as_a_timed_scratch_restore_against_the_rto(source,
     assert drill.rto_minutes == 240 and drill.within_rto() is True
     assert "into a scratch database took" in drill.summary and "(RTO 4 h)" in drill.summary
     assert drill.verification.evidence["scratch_dropped"] is True
-    assert databases_like(pg_server, "strongroom_verify_%") == []
+    assert scratch_databases(pg_server) == []
     actions = list(AuditEvent.objects.filter(object_type="drill").values_list("action", flat=True))
     assert {"drill.run", "drill.start", "drill.passed"} <= set(actions)
 
@@ -100,8 +105,8 @@ def test_a_partial_drill_restores_only_the_largest_and_the_smallest_table(source
     assert job.report["row_counts"] == {table: {"backup": counts[table], "restored": counts[table]} for table in chosen}
     assert drill.seconds == job.report["total_seconds"] > 0
     assert f"{largest} 3000" in drill.summary and "scratch dropped" in drill.summary
-    assert not databases_like(pg_server, job.target_database)
-    assert databases_like(pg_server, "strongroom_verify_%") == []
+    assert not database_exists(pg_server, job.target_database)
+    assert scratch_databases(pg_server) == []
 
 
 def test_a_checksum_drill_reads_every_copy_back(source):
@@ -147,7 +152,7 @@ def test_sqlite_drills_restore_into_scratch_files(tmp_path):
     source = services.save_source("test", Source(name="App", engine="sqlite", sqlite_path=str(path), port=None,
                                                   rto_minutes=60))
     plan = make_plan(source, [local_destination(tmp_path / "disk")], format="sqlite", verify_new_backups=False)
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
 

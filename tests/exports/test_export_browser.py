@@ -61,7 +61,7 @@ def test_an_export_of_a_sqlite_file_is_restored_into_a_new_file_through_the_wiza
                                                                                    tmp_path):
     import sqlite3
 
-    from catalog import services
+    from catalog import backup_runs, services
     from catalog.models import Source
     from restore.models import RestoreJob
     from tests.factories import make_plan
@@ -77,7 +77,7 @@ def test_an_export_of_a_sqlite_file_is_restored_into_a_new_file_through_the_wiza
     source = services.save_source("test", Source(name="Shop", engine="sqlite", sqlite_path=str(path), port=None))
     plan = make_plan(source, [local_destination(tmp_path / "exports")], name="Orders export", format="jsonl",
                      verify_new_backups=False, export_tables=[{"schema": "main", "name": "orders", "where": ""}])
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     log_in(page, live_server, admin_user)
 
     page.goto(f"{live_server.url}/restores/new/?backup={backup.pk}")

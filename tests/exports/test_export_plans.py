@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from catalog import services, verification
+from catalog import backup_runs, services, verification
 from catalog.models import AuditEvent, Backup, BackupPlan, Source
 from tests.catalog.test_pages import RETENTION_DEFAULTS
 from tests.exports.sample_inventory import EXPORTED_ORDERS, create_inventory, scalar
@@ -124,7 +124,7 @@ def test_a_sqlite_source_has_export_plans_that_run_verify_and_restore_into_a_new
         "export_table": ["main.notes"], "where:main.notes": "id > 1", "set_label": ["audit"], "set_pattern": ["audit_*"]}))
     assert response.status_code == 302
     plan = BackupPlan.objects.get()
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
 
     assert backup.status == Backup.SUCCEEDED, backup.error
@@ -187,7 +187,7 @@ def run_export(source, destination, **fields):
                      export_tables=[{"schema": "public", "name": "customers", "where": ""},
                                     {"schema": "public", "name": "orders", "where": EXPORTED_ORDERS}],
                      export_sets=[{"label": "audit logs", "pattern": "public.audit_*"}], **fields)
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     return backup
 
@@ -245,12 +245,12 @@ def test_a_restore_test_fails_when_the_counts_differ(source, destination):
 def test_a_plan_without_tables_cannot_run_and_a_dropped_table_fails_the_run(source, source_db, destination):
     empty = make_plan(source, [destination], name="Empty", format="sql")
     with pytest.raises(services.Refused, match="exports no table"):
-        services.start_backup("test", empty)
+        backup_runs.start_backup("test", empty)
 
     backup_plan = make_plan(source, [destination], name="Gone", format="sql",
                             export_tables=[{"schema": "public", "name": "settings", "where": ""}])
     execute_sql(source_db, "DROP TABLE settings")
-    backup = services.start_backup("test", backup_plan)
+    backup = backup_runs.start_backup("test", backup_plan)
     backup.refresh_from_db()
     assert backup.status == Backup.FAILED
     assert "no longer has the table(s) public.settings" in backup.error
@@ -286,7 +286,7 @@ def test_a_named_set_takes_in_a_table_created_after_the_plan(source, source_db, 
 
     execute_sql(source_db, "CREATE TABLE audit_exports (id int PRIMARY KEY, what text); "
                        "INSERT INTO audit_exports VALUES (1, 'first'), (2, 'second')")
-    second = services.start_backup("test", first.plan)
+    second = backup_runs.start_backup("test", first.plan)
     second.refresh_from_db()
 
     assert second.status == Backup.SUCCEEDED, second.error
@@ -313,7 +313,7 @@ def test_a_partitioned_table_is_picked_by_its_parents_name_and_exports_every_par
     assert 'value="public.measurements_2025"' not in page and 'value="public.measurements_2026"' not in page
     plan = make_plan(source, [destination], name="Measurements", format="csv", verify_new_backups=False,
                      export_tables=[{"schema": "public", "name": "measurements", "where": ""}])
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     assert backup.table_counts == {"public.measurements": 90}

@@ -6,7 +6,7 @@ compares, and a full replace from an export is refused."""
 import psycopg
 import pytest
 
-from catalog import services
+from catalog import backup_runs
 from catalog.models import Backup
 from catalog.services import Refused
 from restore import services as restores
@@ -31,7 +31,7 @@ def export(source_db, tmp_path):
                      export_tables=[{"schema": "public", "name": "customers", "where": ""},
                                     {"schema": "public", "name": "orders", "where": EXPORTED_ORDERS}],
                      export_sets=[{"label": "audit logs", "pattern": "public.audit_*"}])
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
@@ -127,7 +127,7 @@ def test_an_export_stored_in_s3_merges_back_from_the_bucket_when_the_local_copy_
     plan = make_plan(pg_source(source_db), [local, s3_destination(s3_bucket)], name="Export to S3", format="jsonl",
                      verify_new_backups=False,
                      export_tables=[{"schema": "public", "name": "customers", "where": ""}])
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     assert {c.destination.kind: c.status for c in backup.copies.all()} == {"local": "durable", "s3": "durable"}

@@ -21,7 +21,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from werkzeug import Response
 
-from catalog import lifecycle, services, spreadsheets, tasks
+from catalog import backup_runs, lifecycle, services, spreadsheets, tasks
 from catalog.alerts import notify
 from catalog.alerts.forms import ChannelForm
 from catalog.alerts.models import Alert, Channel, Notification
@@ -215,7 +215,7 @@ def two_plans(tmp_path):
     beta = make_plan(source, [local_destination(tmp_path / "b", name="Disk B")], name="Beta", format="sqlite",
                      encrypt=False, retention_mode="last", keep_last=5)
     # Each runs at once: the queue is synchronous in the tests.
-    _, old, new = [services.start_backup("test", plan, trigger="schedule") for plan in (alpha, beta, beta)]
+    _, old, new = [backup_runs.start_backup("test", plan, trigger="schedule") for plan in (alpha, beta, beta)]
     assert set(Backup.objects.values_list("status", flat=True)) == {Backup.SUCCEEDED}
     BackupPlan.objects.filter(pk=alpha.pk).update(keep_days=2147483647)
     BackupPlan.objects.filter(pk=beta.pk).update(keep_last=1)

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from django.core.management import call_command
 
-from catalog import keyring, rebuild, services, verification
+from catalog import backup_runs, keyring, rebuild, verification
 from catalog.engine import crypto, manifest
 from catalog.models import AuditEvent, Backup, Copy, Destination, Key
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
@@ -30,7 +30,7 @@ def backups(pg_database, tmp_path, s3_bucket):
     destinations = [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)]
     plan = make_plan(pg_source(pg_database), destinations, retention_mode="last", keep_last=10,
                      verify_new_backups=False)
-    done = [services.start_backup("test", plan) for _ in range(2)]
+    done = [backup_runs.start_backup("test", plan) for _ in range(2)]
     for backup in done:
         backup.refresh_from_db()
         assert backup.status == Backup.SUCCEEDED, backup.error

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from catalog import orphans, services, verification
+from catalog import backup_runs, orphans, verification
 from catalog.engine.errors import StorageError
 from catalog.engine.storage.local import LocalStorage
 from catalog.models import AuditEvent, Backup, Copy, Destination
@@ -169,7 +169,7 @@ def backup(layout, pg_database, s3_bucket):
     disk = local_destination(layout["allowed"] / "disk")
     plan = make_plan(pg_source(pg_database), [disk, s3_destination(s3_bucket)], format="plain",
                      compression="none", encrypt=False, verify_new_backups=False)
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
@@ -248,7 +248,7 @@ def test_a_destination_swapped_for_a_symlink_fails_backups_verification_and_down
     scan = admin_client.post(f"/destinations/{backup.copies.get().destination_id}/scan/").content.decode()
     assert ROOTS_MESSAGE in scan and "secret.dump" not in scan
 
-    again = services.start_backup("test", backup.plan)
+    again = backup_runs.start_backup("test", backup.plan)
     again.refresh_from_db()
     assert again.status == Backup.PARTIAL and ROOTS_MESSAGE in again.error, (again.status, again.error)
     assert {name: (layout["outside"] / "disk" / name).read_bytes() for name in files_under(layout["outside"] / "disk")} \

@@ -12,7 +12,7 @@ import uuid
 import psycopg
 import pytest
 
-from catalog import services
+from catalog import backup_runs, services
 from catalog.models import AuditEvent, Backup, Copy
 from restore.models import RestoreJob
 from tests.factories import local_destination, make_plan, pg_source
@@ -37,7 +37,7 @@ def database_exists(conninfo, name):
 def test_a_restore_whose_temporary_file_fills_the_disk_fails_and_leaves_nothing(source_db, tmp_path, tiny_disk,
                                                                                  settings):
     plan = make_plan(pg_source(source_db), [local_destination(tmp_path / "backups")], verify_new_backups=False)
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     # The free-space check before spooling passes: here because the recorded
@@ -72,7 +72,7 @@ def test_an_export_whose_spool_fills_the_disk_fails_and_leaves_nothing(source_db
     settings.DATA_DIR = tmp_path / "data"  # the export spools each table into DATA_DIR / "tmp"
 
     with tmpfs(settings.DATA_DIR / "tmp") as spool:
-        backup = services.start_backup("test", plan)
+        backup = backup_runs.start_backup("test", plan)
         backup.refresh_from_db()
         assert files_under(spool) == []
 
@@ -82,7 +82,7 @@ def test_an_export_whose_spool_fills_the_disk_fails_and_leaves_nothing(source_db
     assert files_under(destination) == []
     assert AuditEvent.objects.filter(action="backup.failed", object_id=str(backup.pk)).exists()
 
-    again = services.start_backup("test", plan)  # DATA_DIR / "tmp" has room again
+    again = backup_runs.start_backup("test", plan)  # DATA_DIR / "tmp" has room again
     again.refresh_from_db()
     assert again.status == Backup.SUCCEEDED, again.error
     assert again.table_counts == {"public.big_ledger": 20_000}
@@ -100,7 +100,7 @@ def test_a_sqlite_restore_test_whose_scratch_file_fills_the_disk_fails_and_leave
         conn.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {n} " + "x" * 100,) for n in range(5000)])
     source = services.save_source("test", Source(name="App", engine="sqlite", sqlite_path=str(path), port=None))
     plan = make_plan(source, [local_destination(tmp_path / "backups")], format="sqlite", verify_new_backups=False)
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     settings.DATA_DIR = tmp_path / "data"  # restore tests of SQLite backups write a scratch file in DATA_DIR / "tmp"

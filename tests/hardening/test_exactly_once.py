@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from catalog import keyring, services, tasks
+from catalog import backup_runs, keyring, services, tasks
 from catalog.models import AuditEvent, Backup, Copy, Key
 from tests.factories import local_destination, make_plan, pg_source
 from tests.harness import redis as redis_harness
@@ -78,7 +78,7 @@ def starts_of(backup):
 
 
 def test_it_starts_one_backup_when_a_plan_is_triggered_twice_at_once(plan, tmp_path):
-    results = at_once(lambda: services.start_backup("api", plan), lambda: services.start_backup("scheduler", plan))
+    results = at_once(lambda: backup_runs.start_backup("api", plan), lambda: backup_runs.start_backup("scheduler", plan))
 
     refused = [r for r in results if isinstance(r, services.Refused)]
     started = [r for r in results if isinstance(r, Backup)]
@@ -108,7 +108,7 @@ def test_it_starts_one_backup_when_back_up_now_is_posted_twice_at_once(plan, adm
 
 
 def test_it_runs_a_task_delivered_twice_at_once_only_once(plan, tmp_path):
-    backup = services.create_backup("test", plan)
+    backup = backup_runs.create_backup("test", plan)
 
     results = at_once(lambda: tasks.run_backup(backup.pk), lambda: tasks.run_backup(backup.pk))
 
@@ -172,7 +172,7 @@ def test_two_workers_on_one_redis_queue_run_each_backup_exactly_once(source_data
 
     backups = []
     for _ in range(ROUNDS):
-        batch = [services.start_backup("test", plan) for plan in plans]
+        batch = [backup_runs.start_backup("test", plan) for plan in plans]
         for backup in batch:  # the queue delivers every task a second time
             services.queues.enqueue_work("catalog.tasks.run_backup", backup.pk, task_name=f"again-{backup.pk}")
         wait_for(lambda: finished(batch), timeout=60)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from backupsite.envconfig import secret_key
-from catalog import exports, holds, keyring, services
+from catalog import backup_runs, exports, holds, keyring
 from catalog.engine import wal as walfiles
 from catalog.models import Backup, Copy
 from tests.factories import local_destination, make_plan, pg_source
@@ -85,7 +85,7 @@ def test_a_backups_files_and_folders_are_private_and_nobody_else_reads_them(pg_d
     create_tricky_database(pg_database, big_rows=50)
     vault = open_folder / "vault"
     plan = make_plan(pg_source(pg_database), [local_destination(vault)], encrypt=False)
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     backup.pinned, backup.hold_reason = True, "kept for the audit"

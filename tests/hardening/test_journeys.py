@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.conf import Conf
 
-from catalog import services, tasks
+from catalog import backup_runs, tasks
 from catalog.models import AuditEvent, Backup, Copy, Verification
 from catalog.roles import grant_roles
 from restore.models import RestoreJob
@@ -236,7 +236,7 @@ def test_an_auditor_reviews_history_audit_trail_and_compliance(live_server, page
     auditor = make_user("audrey", "Auditors")
     plan = make_plan(pg_source(pg_database), [local_destination(tmp_path / "backups")], retention_mode="last",
                      keep_last=10)
-    backups = [services.start_backup(admin, plan, label=label) for label in ("", "pre-migration")]
+    backups = [backup_runs.start_backup(admin, plan, label=label) for label in ("", "pre-migration")]
     assert [Backup.objects.get(pk=b.pk).status for b in backups] == [Backup.SUCCEEDED] * 2
     cam = camera(page, tmp_path, 30)
     log_in(page, live_server, auditor)

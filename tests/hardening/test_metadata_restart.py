@@ -20,14 +20,14 @@ from tests.support import files_under
 
 START_BACKUP = """
 import json
-from catalog import services
+from catalog import backup_runs
 from catalog.models import BackupPlan, Source
 from tests.factories import local_destination, make_plan, pg_source
 
 plan = BackupPlan.objects.filter(name="Nightly").first()
 if plan is None:
     plan = make_plan(pg_source(json.loads({source!r})), [local_destination({directory!r})], verify_new_backups=False)
-print("BACKUP", services.start_backup("test", plan).pk)
+print("BACKUP", backup_runs.start_backup("test", plan).pk)
 """
 
 

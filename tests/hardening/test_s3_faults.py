@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from catalog import orphans, services
+from catalog import backup_runs, orphans
 from catalog.models import AuditEvent, Backup, Copy
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg, s3
@@ -71,7 +71,7 @@ def plan_for(database, destinations, verify=False):
 
 
 def run(plan):
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     return backup
 

@@ -23,7 +23,7 @@ from django.apps import apps
 from django.contrib import admin
 from django.urls import reverse
 
-from catalog import keyring, services
+from catalog import backup_runs, keyring, services
 from catalog.alerts.models import Alert, Channel, Notification
 from catalog.api.models import ApiToken
 from catalog.models import AuditEvent, Backup, Copy, Destination, Key, Source, Verification
@@ -240,17 +240,17 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(password_server, s3_bucket, den
     # (once as fields, once as a connection string with the password in it).
     wrong = pg_source(conninfo, name="Wrong password DB", password=WRONG_PASSWORD)
     wrong_disk = local_destination(tmp_path / "wrong", name="Wrong disk")
-    failed = services.start_backup("test", make_plan(wrong, [wrong_disk], name="Wrong"))
+    failed = backup_runs.start_backup("test", make_plan(wrong, [wrong_disk], name="Wrong"))
     failed.refresh_from_db()
     assert failed.status == Backup.FAILED and "password authentication failed" in failed.error.lower()
     dsn = f"postgresql://{conninfo['user']}:{WRONG_DSN_PASSWORD}@{conninfo['host']}:{conninfo['port']}/postgres"
     assert admin_client.post("/sources/new/", {"name": "DSN DB", "engine": "postgresql", "dsn": dsn,
                                                "grace_minutes": "120"}).status_code == 302
     wrong_dsn = Source.objects.get(name="DSN DB")
-    failed_dsn = services.start_backup("test", make_plan(wrong_dsn, [wrong_disk], name="Wrong DSN"))
+    failed_dsn = backup_runs.start_backup("test", make_plan(wrong_dsn, [wrong_disk], name="Wrong DSN"))
     failed_dsn.refresh_from_db()
     assert failed_dsn.status == Backup.FAILED and "password authentication failed" in failed_dsn.error.lower()
-    denied = services.start_backup("test", make_plan(source, [s3_destination(denied_bucket, name="Locked S3")],
+    denied = backup_runs.start_backup("test", make_plan(source, [s3_destination(denied_bucket, name="Locked S3")],
                                                      name="Denied"))
     denied.refresh_from_db()
     assert denied.status == Backup.FAILED and "denied" in denied.error.lower()

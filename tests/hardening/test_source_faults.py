@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from catalog import services
+from catalog import backup_runs
 from catalog.models import AuditEvent, Backup, Copy
 from restore.models import RestoreJob
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
@@ -101,9 +101,9 @@ def test_a_dump_whose_connection_the_source_terminates_fails_cleanly_and_the_nex
     extra = {"export_tables": EXPORT_TABLES} if fmt == "csv" else {}
     plan = make_plan(pg_source(source_db), [local_destination(tmp_path), s3_destination(s3_bucket)], format=fmt,
                      verify_new_backups=False, **extra)
-    backup = services.create_backup("test", plan)
+    backup = backup_runs.create_backup("test", plan)
 
-    terminated = run_while_blocked(source_db, BLOCKED[fmt], backup, services.run_backup)
+    terminated = run_while_blocked(source_db, BLOCKED[fmt], backup, backup_runs.run_backup)
 
     if fmt == "custom":
         assert terminated == "pg_dump"  # not the connection that took the row counts before it
@@ -111,7 +111,7 @@ def test_a_dump_whose_connection_the_source_terminates_fails_cleanly_and_the_nex
     assert_failed_cleanly(backup, tmp_path, s3_bucket)
     expected = {t: v for t, v in table_fingerprints(source_db).items()
                 if t in ("public.big_ledger", '"Inventory"."StockItem"')}
-    again = services.start_backup("test", plan)
+    again = backup_runs.start_backup("test", plan)
     again.refresh_from_db()
     assert again.status == Backup.SUCCEEDED, again.error
     assert restored_equals(again, source_db, expected)
@@ -127,7 +127,7 @@ def test_a_restore_whose_target_connection_is_terminated_changes_nothing_and_can
 
     plan = make_plan(pg_source(source_db), [local_destination(tmp_path)], verify_new_backups=False,
                      retention_mode="last", keep_last=10)
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     at_backup = table_fingerprints(source_db)["public.big_ledger"]
     execute_sql(source_db, "DELETE FROM big_ledger WHERE id <= 10")
@@ -174,12 +174,12 @@ def test_a_backup_fails_cleanly_when_the_source_server_restarts_and_succeeds_onc
     cluster, conninfo = own_server
     plan = make_plan(pg_source(conninfo), [local_destination(tmp_path), s3_destination(s3_bucket)],
                      verify_new_backups=False)
-    backup = services.create_backup("test", plan)
+    backup = backup_runs.create_backup("test", plan)
 
     blocker = psycopg.connect(**conninfo)
     try:
         blocker.execute(BLOCKED["custom"])  # pg_dump waits here, mid-way
-        worker = in_thread(services.run_backup, backup.pk)
+        worker = in_thread(backup_runs.run_backup, backup.pk)
         wait_for(lambda: lock_waiter(conninfo, blocker.info.backend_pid), timeout=30)
         cluster.kill()  # an immediate shutdown, as in a crash or power loss
         worker.join(timeout=60)
@@ -195,13 +195,13 @@ def test_a_backup_fails_cleanly_when_the_source_server_restarts_and_succeeds_onc
     assert s3.all_keys(s3_bucket["endpoint_url"], s3_bucket["bucket"]) == []
     assert s3.open_uploads(s3_bucket["endpoint_url"], s3_bucket["bucket"]) == []
 
-    down = services.start_backup("test", plan)  # while it is down: refused with the reason
+    down = backup_runs.start_backup("test", plan)  # while it is down: refused with the reason
     down.refresh_from_db()
     assert down.status == Backup.FAILED and f"Cannot reach the server at {source_host(down)}" in down.error
 
     cluster.start()
     expected = table_fingerprints(conninfo)
-    again = services.start_backup("test", plan)
+    again = backup_runs.start_backup("test", plan)
     again.refresh_from_db()
     assert again.status == Backup.SUCCEEDED, again.error
     assert restored_equals(again, conninfo, expected)

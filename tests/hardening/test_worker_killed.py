@@ -14,7 +14,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from catalog import orphans, queues, services, tasks
+from catalog import backup_runs, orphans, queues, tasks
 from catalog.models import AuditEvent, Backup, Copy
 from restore import services as restores
 from restore.models import RestoreJob
@@ -50,7 +50,7 @@ def run_to_the_end(worker, plan, timeout=60):
     """A new worker takes the next backup of the plan to success."""
     if not worker.alive():
         worker.start()
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     wait_for(lambda: status_of(backup) not in Backup.ACTIVE_STATUSES, timeout=timeout)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, f"{backup.error}\n{worker.log()[-3000:]}"
@@ -102,7 +102,7 @@ def test_a_backup_killed_mid_dump_is_failed_by_the_tick_and_leaves_no_partial_fi
     # Uncompressed by the pipeline, so that what pg_dump sends reaches the file at once.
     plan = make_plan(pg_source(big_database), [destination], compression="none", verify_new_backups=False)
 
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     pg_dump = worker.wait_for_process("pg_dump", "--snapshot")[0]
     throttle_until(pg_dump, lambda: partial_bytes(tmp_path / "local") > 0)
     worker.kill()
@@ -131,7 +131,7 @@ def test_a_backup_killed_during_its_multipart_upload_leaves_no_upload_open(worke
                      verify_new_backups=False)
     endpoint, bucket = s3_bucket["endpoint_url"], s3_bucket["bucket"]
 
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     pg_dump = worker.wait_for_process("pg_dump", "--snapshot")[0]
     throttle_until(pg_dump, lambda: s3.open_uploads(endpoint, bucket))
     worker.kill()
@@ -184,7 +184,7 @@ def databases_like(conninfo, pattern):
 def test_a_restore_killed_mid_way_drops_its_half_made_database(worker, pg_database, tmp_path):
     create_tricky_database(pg_database, big_rows=2000)
     plan = make_plan(pg_source(pg_database), [local_destination(tmp_path / "local")], verify_new_backups=False)
-    backup = services.run_backup(services.create_backup("test", plan).pk)
+    backup = backup_runs.run_backup(backup_runs.create_backup("test", plan).pk)
     assert backup.status == Backup.SUCCEEDED, backup.error
     (tmp_path / "stop-once").touch()
     target = f"sr_restored_{backup.pk}"
@@ -246,7 +246,7 @@ def test_pruning_killed_mid_way_leaves_the_catalog_true_and_the_next_prune_finis
     local, remote = local_destination(tmp_path / "local"), s3_destination(s3_bucket)
     plan = make_plan(pg_source(pg_database), [local, remote], verify_new_backups=False, retention_mode="last",
                      keep_last=1)
-    backups = [services.run_backup(services.create_backup("test", plan, trigger="schedule").pk) for _ in range(3)]
+    backups = [backup_runs.run_backup(backup_runs.create_backup("test", plan, trigger="schedule").pk) for _ in range(3)]
     assert {b.status for b in backups} == {Backup.SUCCEEDED}
     old = backups[:2]
 

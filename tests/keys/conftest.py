@@ -1,6 +1,6 @@
 import pytest
 
-from catalog import services
+from catalog import backup_runs
 from catalog.models import Backup
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness.sample_db import create_tricky_database
@@ -30,7 +30,7 @@ def plan(source_db, tmp_path, s3_bucket):
 
 
 def take_backup(plan, label=""):
-    backup = services.start_backup("test", plan, label=label)
+    backup = backup_runs.start_backup("test", plan, label=label)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup

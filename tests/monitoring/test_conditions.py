@@ -251,7 +251,7 @@ def test_a_paused_source_raises_no_condition_alert(two_destinations):
 def test_a_real_backup_brings_the_source_up_and_judges_its_copies(tmp_path):
     import sqlite3
 
-    from catalog import services
+    from catalog import backup_runs, services
 
     database = tmp_path / "inventory.sqlite3"
     with sqlite3.connect(database) as conn:
@@ -262,7 +262,7 @@ def test_a_real_backup_brings_the_source_up_and_judges_its_copies(tmp_path):
     services.save_source("test", source, changed_fields=["sqlite_path"])
     plan = make_plan(source, [make_destination("Local disk", path=str(tmp_path / "backups"))])
 
-    backup = services.run_backup(services.create_backup("test", plan).pk)
+    backup = backup_runs.run_backup(backup_runs.create_backup("test", plan).pk)
 
     assert backup.status == Backup.SUCCEEDED
     source.refresh_from_db()

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 import time_machine
 
-from catalog import services
+from catalog import backup_runs, services
 from catalog.alerts import health, hooks
 from catalog.alerts.models import Alert, Notification, StatusChange
 from catalog.models import AuditEvent, Backup, BackupPlan, Source
@@ -223,7 +223,7 @@ def test_the_sweep_of_a_dead_backup_makes_the_source_fail(db, settings):
         backup = Backup.objects.create(source=source, plan=plan, status=Backup.RUNNING, format="sqlite",
                                        compression="zstd", started_at=T0, heartbeat_at=T0)
         traveller.move_to(T0 + timedelta(seconds=settings.HEARTBEAT_TIMEOUT + 1))
-        assert services.sweep_stale_backups() == [backup.pk]
+        assert backup_runs.sweep_stale_backups() == [backup.pk]
     source = reload(source)
     assert source.status == "failing" and "The worker stopped responding" in source.status_reason
 

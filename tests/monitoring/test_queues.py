@@ -8,7 +8,7 @@ from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import OrmQ, Schedule
 
-from catalog import services
+from catalog import backup_runs
 from catalog.alerts import notify
 from catalog.alerts.models import Alert, Notification
 from catalog.schedules import TICK_SCHEDULE, ensure_system_schedules
@@ -31,7 +31,7 @@ def test_it_queues_jobs_for_the_work_cluster_and_alerts_for_the_monitor(queued, 
     plan = make_plan(make_source(), [local_destination(tmp_path)], format="sqlite")
     alert = Alert.objects.create(kind=Alert.SOURCE_HEALTH, key="source:1", title="Inventory DB is DOWN")
     with django_capture_on_commit_callbacks(execute=True):
-        services.start_backup("test", plan)
+        backup_runs.start_backup("test", plan)
         notify.dispatch(alert, Notification.OPENED)
 
     assert queued() == ["strongroom", "strongroom-monitor"]

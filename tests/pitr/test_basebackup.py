@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from django.urls import reverse
 
-from catalog import services
+from catalog import backup_runs, services
 from catalog.engine.basebackup import parse_backup_label
 from catalog.models import AuditEvent, Backup, Copy, Source, Verification
 from catalog.verification import create_verification
@@ -69,7 +69,7 @@ def test_it_takes_a_base_backup_to_local_and_s3_and_it_recovers(cluster, s3_buck
     source = protected_source(cluster, [local])
     plan = base_backup_plan(source, [local, remote])
 
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
 
     assert backup.status == Backup.SUCCEEDED, backup.error
@@ -150,7 +150,7 @@ def run_as(cluster, argv):
 def test_a_base_backup_waits_for_its_wal_before_it_counts_as_good(cluster, tmp_path, admin_client):
     local = local_destination(tmp_path / "backups")
     source = protected_source(cluster, [local])
-    backup = services.start_backup("test", base_backup_plan(source, [local]))
+    backup = backup_runs.start_backup("test", base_backup_plan(source, [local]))
     backup.refresh_from_db()
     bounds = BaseBackupWal.objects.get(backup=backup)
 
@@ -198,11 +198,11 @@ def test_retention_keeps_the_newest_complete_base_backup_not_one_waiting_for_wal
     local = local_destination(tmp_path / "backups")
     source = protected_source(cluster, [local])
     plan = base_backup_plan(source, [local], retention_mode="last", keep_last=1)
-    complete = services.start_backup("test", plan, trigger="schedule")  # the plan's rule judges these
+    complete = backup_runs.start_backup("test", plan, trigger="schedule")  # the plan's rule judges these
     ship_needed_wal(cluster, source, BaseBackupWal.objects.get(backup=complete))
-    older = services.start_backup("test", plan, trigger="schedule")
+    older = backup_runs.start_backup("test", plan, trigger="schedule")
     ship_needed_wal(cluster, source, BaseBackupWal.objects.get(backup=older))
-    waiting = services.start_backup("test", plan, trigger="schedule")
+    waiting = backup_runs.start_backup("test", plan, trigger="schedule")
     assert Backup.objects.get(pk=waiting.pk).waiting_for_wal()
 
     # The plan's rule ran after each backup: the newest good one is the
@@ -223,16 +223,16 @@ def test_a_base_backup_plan_needs_continuous_protection(cluster, tmp_path, admin
     plan = base_backup_plan(source, [local])
 
     with pytest.raises(services.Refused, match="has no continuous protection"):
-        services.start_backup("test", plan)
+        backup_runs.start_backup("test", plan)
     response = admin_client.post(reverse("plan_run", args=[plan.pk]), {"label": ""}, follow=True)
     assert "has no continuous protection: a physical base backup needs the WAL after it" in response.content.decode()
     assert not Backup.objects.exists()
-    assert services.run_scheduled_plan(plan.pk) is None
+    assert backup_runs.run_scheduled_plan(plan.pk) is None
     assert AuditEvent.objects.filter(action="backup.skip", object_id=str(plan.pk)).exists()
 
     ContinuousProtection.objects.create(source=source, enabled=True, receiver_error="pg_receivewal exited")
     with pytest.raises(services.Refused, match="is not healthy"):
-        services.start_backup("test", plan)
+        backup_runs.start_backup("test", plan)
     assert files_under(tmp_path / "backups") == []
 
 
@@ -242,7 +242,7 @@ def test_it_refuses_a_cluster_with_extra_tablespaces(cluster, tmp_path):
     with psycopg.connect(**cluster.server, dbname="postgres", autocommit=True) as conn:
         conn.execute(f"CREATE TABLESPACE archive_space LOCATION '{space}'")
     local = local_destination(tmp_path / "backups")
-    backup = services.start_backup("test", base_backup_plan(protected_source(cluster, [local]), [local]))
+    backup = backup_runs.start_backup("test", base_backup_plan(protected_source(cluster, [local]), [local]))
     backup.refresh_from_db()
 
     assert backup.status == Backup.FAILED
@@ -258,11 +258,11 @@ def test_it_cancels_a_running_base_backup_and_leaves_nothing(cluster, tmp_path, 
     slow.chmod(0o755)
     settings.PG_BASEBACKUP = str(slow)
     local = local_destination(tmp_path / "backups")
-    backup = services.create_backup("test", base_backup_plan(protected_source(cluster, [local]), [local]))
+    backup = backup_runs.create_backup("test", base_backup_plan(protected_source(cluster, [local]), [local]))
 
-    worker = in_thread(services.run_backup, backup.pk)
+    worker = in_thread(backup_runs.run_backup, backup.pk)
     wait_for(lambda: base_backups_on_server(cluster) == 1)  # streaming its tar
-    services.cancel_backup("test", Backup.objects.get(pk=backup.pk))
+    backup_runs.cancel_backup("test", Backup.objects.get(pk=backup.pk))
     worker.join(timeout=30)
     assert not worker.is_alive()
 
@@ -306,7 +306,7 @@ def test_the_plan_form_offers_base_backups_for_postgresql_only(cluster, tmp_path
 
 def test_a_base_backup_is_checksummed_but_test_restored_by_the_pitr_drill(cluster, tmp_path):
     local = local_destination(tmp_path / "backups")
-    backup = services.start_backup("test", base_backup_plan(protected_source(cluster, [local]), [local]))
+    backup = backup_runs.start_backup("test", base_backup_plan(protected_source(cluster, [local]), [local]))
     backup.refresh_from_db()
 
     with pytest.raises(services.Refused, match="test-restored by the “Verify PITR” drill"):
@@ -322,7 +322,7 @@ def test_the_catalog_rebuild_brings_back_a_base_backup_with_its_wal_bounds(clust
     from django.core.management import call_command
 
     local = local_destination(tmp_path / "backups")
-    backup = services.start_backup("test", base_backup_plan(protected_source(cluster, [local]), [local]))
+    backup = backup_runs.start_backup("test", base_backup_plan(protected_source(cluster, [local]), [local]))
     bounds = BaseBackupWal.objects.get(backup=backup)
     recorded = (bounds.timeline, bounds.start_lsn, bounds.end_lsn, bounds.start_segment, bounds.end_segment)
 

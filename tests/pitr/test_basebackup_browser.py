@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from catalog import services
+from catalog import backup_runs
 from catalog.models import Backup, BackupPlan
 from pitr.models import BaseBackupWal
 from tests.factories import local_destination
@@ -37,7 +37,7 @@ def test_an_administrator_plans_base_backups_and_sees_one_wait_for_its_wal(
     plan = BackupPlan.objects.get(name="Nightly physical")
     assert plan.format == "basebackup"
 
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     assert Backup.objects.get(pk=backup.pk).status == Backup.SUCCEEDED
     bounds = BaseBackupWal.objects.get(backup=backup)
     page.goto(f"{live_server.url}{backup.get_absolute_url()}")

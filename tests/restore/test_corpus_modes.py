@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from catalog import services
+from catalog import backup_runs, services
 from catalog.engine import exports
 from catalog.models import Backup, RestoreServer
 from tests.corpus import create_corpus, damage, diff, drop_corpus_roles, snapshot
@@ -37,7 +37,7 @@ def corpus(pg_database, pg_server):
 @pytest.fixture
 def backup(corpus, tmp_path):
     plan = make_plan(pg_source(corpus.conninfo), [local_destination(tmp_path / "disk")], verify_new_backups=False)
-    backup = services.run_backup(services.create_backup("test", plan).pk)
+    backup = backup_runs.run_backup(backup_runs.create_backup("test", plan).pk)
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
 
@@ -183,7 +183,7 @@ def export_previews_merges_and_loads_exactly(corpus, tmp_path, fmt, tables):
                      verify_new_backups=False,
                      export_tables=[{"schema": schema, "name": name, "where": ""}
                                     for schema, name in (table.split(".", 1) for table in tables)])
-    export = services.run_backup(services.create_backup("test", plan).pk)
+    export = backup_runs.run_backup(backup_runs.create_backup("test", plan).pk)
     assert export.status == Backup.SUCCEEDED, export.error
     exported = sorted(export.restorable_tables())
     assert exported == sorted(tables)

@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from catalog import backup_globals, services, verification
+from catalog import backup_globals, backup_runs, verification
 from catalog.engine import restorers
 from catalog.models import AuditEvent, Backup, Verification
 from catalog.services import Refused
@@ -30,7 +30,7 @@ def corpus(pg_database, pg_server):
 @pytest.fixture
 def backup(corpus, tmp_path):
     plan = make_plan(pg_source(corpus.conninfo), [local_destination(tmp_path / "disk")], verify_new_backups=False)
-    backup = services.run_backup(services.create_backup("test", plan).pk)
+    backup = backup_runs.run_backup(backup_runs.create_backup("test", plan).pk)
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
 
@@ -156,7 +156,7 @@ def test_a_new_database_has_the_encoding_and_locale_of_the_one_backed_up(pg_serv
             conn.execute("CREATE TABLE menu (dish text PRIMARY KEY); INSERT INTO menu VALUES ('café'), ('crème brûlée')")
         plan = make_plan(pg_source({**pg_server, "dbname": source}), [local_destination(tmp_path / "disk")],
                          verify_new_backups=False)
-        backup = services.run_backup(services.create_backup("test", plan).pk)
+        backup = backup_runs.run_backup(backup_runs.create_backup("test", plan).pk)
         assert backup.status == Backup.SUCCEEDED, backup.error
     finally:
         pg.drop_database(source)

@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
-from catalog import services, tasks, verification
+from catalog import backup_runs, services, tasks, verification
 from catalog.models import AuditEvent, Backup, RestoreServer, Verification
 from restore import services as restores
 from restore.models import RestoreJob
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def backup(source_db, tmp_path):
     plan = make_plan(pg_source(source_db), [local_destination(tmp_path / "disk")], verify_new_backups=False,
                      retention_mode="last", keep_last=20)
-    backup = services.run_backup(services.create_backup("test", plan).pk)
+    backup = backup_runs.run_backup(backup_runs.create_backup("test", plan).pk)
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
 

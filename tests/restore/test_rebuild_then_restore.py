@@ -21,7 +21,7 @@ from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.utils import timezone
 
-from catalog import lifecycle, services, tasks
+from catalog import backup_runs, lifecycle, services, tasks
 from catalog.engine import manifest
 from catalog.models import AuditEvent, Backup, BackupPlan, Copy, Destination, Key, Source, Verification
 from restore.models import RestoreJob
@@ -62,7 +62,7 @@ def other_database(pg_server):
 
 
 def run(plan, label=""):
-    backup = services.start_backup("test", plan, label=label, trigger="schedule")  # tasks run inline in tests
+    backup = backup_runs.start_backup("test", plan, label=label, trigger="schedule")  # tasks run inline in tests
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup

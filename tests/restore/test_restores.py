@@ -7,7 +7,7 @@ import sqlite3
 import psycopg
 import pytest
 
-from catalog import keyring, services
+from catalog import backup_runs, keyring, services
 from catalog.models import Backup, RestoreServer
 from catalog.services import Refused
 from restore import services as restores
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def backup(source_db, tmp_path, s3_bucket):
     plan = make_plan(pg_source(source_db), [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)],
                      verify_new_backups=False, retention_mode="last", keep_last=20)
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
@@ -242,7 +242,7 @@ def sqlite_backup(tmp_path):
     conn.close()
     source = services.save_source("test", Source(name="App", engine="sqlite", sqlite_path=str(path), port=None))
     plan = make_plan(source, [local_destination(tmp_path / "disk")], format="sqlite", verify_new_backups=False)
-    backup = services.start_backup("test", plan)
+    backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup, path

@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 from django.utils import timezone
 
-from catalog import services
+from catalog import backup_runs, services
 from catalog.engine.dumpers import major_version
 from catalog.models import AuditEvent, Backup, RestoreServer
 from catalog.services import Refused
@@ -33,7 +33,7 @@ OLDER = "PostgreSQL 9.6 is older than the backup's 15: pg_restore output from a 
 @pytest.fixture
 def backup(source_db, tmp_path):
     plan = make_plan(pg_source(source_db), [local_destination(tmp_path / "disk")], verify_new_backups=False)
-    backup = services.run_backup(services.create_backup("test", plan).pk)
+    backup = backup_runs.run_backup(backup_runs.create_backup("test", plan).pk)
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
 

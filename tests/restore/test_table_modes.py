@@ -6,7 +6,7 @@ the counts are what PostgreSQL did."""
 import psycopg
 import pytest
 
-from catalog import services
+from catalog import backup_runs
 from catalog.models import Backup
 from tests.factories import local_destination, make_plan, pg_source
 from tests.harness.sample_db import table_fingerprints
@@ -86,7 +86,7 @@ def source_db(pg_database):
 @pytest.fixture
 def backup(source_db, tmp_path):
     plan = make_plan(pg_source(source_db), [local_destination(tmp_path / "disk")], verify_new_backups=False)
-    backup = services.run_backup(services.create_backup("test", plan).pk)
+    backup = backup_runs.run_backup(backup_runs.create_backup("test", plan).pk)
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
 

@@ -5,7 +5,7 @@ import os
 import psycopg
 import pytest
 
-from catalog import services
+from catalog import backup_runs
 from restore.models import RestoreJob
 from tests.factories import local_destination, make_plan, pg_source
 from tests.harness import pg
@@ -21,7 +21,7 @@ SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")
 def backup(pg_database, tmp_path):
     create_tricky_database(pg_database, big_rows=500)
     plan = make_plan(pg_source(pg_database), [local_destination(tmp_path)], verify_new_backups=False)
-    return services.start_backup("test", plan)
+    return backup_runs.start_backup("test", plan)
 
 
 def shot(page, name):

@@ -7,7 +7,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from django.core.serializers.json import DjangoJSONEncoder
 
-from catalog import services, tasks
+from catalog import backup_runs, services, tasks
 from catalog.api.serialize import backup_fields, copy_detail
 from catalog.forms import RunBackupForm
 from catalog.models import Backup, BackupPlan
@@ -38,11 +38,11 @@ class Command(BaseCommand):
         try:
             if options["wait"]:
                 # Not queued: it runs here, so no worker can take it as well.
-                backup = services.create_backup(ACTOR, plan, label=label)
+                backup = backup_runs.create_backup(ACTOR, plan, label=label)
             else:
-                backup = services.start_backup(ACTOR, plan, label=label)
+                backup = backup_runs.start_backup(ACTOR, plan, label=label)
         except services.Refused as exc:
-            raise CommandError(str(exc))
+            raise CommandError(str(exc)) from exc
         if options["wait"]:
             if not options["json"]:
                 self.stdout.write(f"Backing up plan {plan.name} as backup #{backup.pk}…")

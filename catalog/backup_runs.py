@@ -1,0 +1,444 @@
+"""Backup runs: queueing a plan's backup, the worker's side that claims it,
+streams it into every destination and records what became durable, and the
+sweep of runs whose worker died. The job's life (claim, heartbeat, finish,
+sweep) is catalog/jobs.py; configuration is catalog/services.py."""
+
+import base64
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from catalog import audit, backup_globals, exports, holds, jobs, keyring, queues, registry
+from catalog.alerts import hooks as monitor
+from catalog.engine import dumpers, manifest
+from catalog.engine.compression import extension_for
+from catalog.engine.crypto import Encryptor, derive_manifest_key
+from catalog.engine.errors import Cancelled, EngineError, StorageError
+from catalog.engine.pipeline import run_pipeline
+from catalog.engine.storage.base import QuotaWriter
+from catalog.errors import Refused
+from catalog.models import BASE_BACKUP_FORMAT, EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, Copy
+from catalog.text import size_text
+
+log = logging.getLogger(__name__)
+
+
+def check_runnable(plan):
+    if not plan.destinations.exists():
+        raise Refused(f"Plan {plan} has no destination to write to.")
+    if plan.format not in FORMATS_BY_ENGINE[plan.source.engine]:
+        raise Refused(f"Plan {plan} makes a {plan.get_format_display()}, which a {plan.source.get_engine_display()} "
+                      "source cannot produce: edit the plan and choose another format.")
+    if plan.is_export() and not plan.has_export_selection():
+        raise Refused(f"Plan {plan} exports no table: pick tables or add a named set to it first.")
+    if problem := registry.steps_of(plan.format).run_problem(plan.source):  # e.g. a base backup without WAL protection
+        raise Refused(problem)
+    if plan.backups.active().exists():
+        raise Refused(f"A backup of plan {plan} is already queued or running.")
+
+
+@transaction.atomic
+def create_backup(actor, plan, label="", trigger="manual", keep_days=None):
+    """`keep_days`: how long retention keeps this manual backup; None leaves
+    it to the plan's manual rule (keep_manual_days)."""
+    # Two triggers at once (a double click, the API and a cron slot) would both
+    # find the plan idle: locking its row makes the second wait for the first
+    # to commit, and then see its backup as active.
+    type(plan).objects.select_for_update().get(pk=plan.pk)
+    check_runnable(plan)
+    now = timezone.now()
+    backup = Backup.objects.create(
+        source=plan.source,
+        plan=plan,
+        label=label.strip(),
+        trigger=trigger,
+        triggered_by=actor if not isinstance(actor, str) else None,
+        format=plan.format,
+        compression=plan.compression,
+        encrypted=plan.encrypt,
+        created_at=now,
+        keep_until=now + timedelta(days=keep_days) if keep_days else None,
+    )
+    details = {"plan": plan.name, "label": backup.label, "trigger": trigger}
+    if backup.keep_until:
+        details["keep_until"] = backup.keep_until.isoformat()
+    audit.record(actor, "backup.queue", backup, details)
+    return backup
+
+
+def start_backup(actor, plan, label="", trigger="manual", keep_days=None):
+    """Queues a backup of `plan` for a worker and returns it."""
+    backup = create_backup(actor, plan, label, trigger, keep_days)
+    # Only once the row is committed can a worker claim it.
+    transaction.on_commit(lambda: queues.enqueue_work("catalog.tasks.run_backup", backup.pk,
+                                                      task_name=f"backup-{backup.pk}"))
+    return backup
+
+
+def run_scheduled_plan(plan_id):
+    """A plan's cron slot: runs its backup here, in the scheduler's task."""
+    from catalog.models import BackupPlan
+
+    plan = BackupPlan.objects.select_related("source").filter(pk=plan_id, enabled=True).first()
+    if plan is None:
+        return None
+    try:
+        backup = create_backup("scheduler", plan, trigger="schedule")
+    except Refused as exc:
+        log.warning("Skipped scheduled run of plan %s: %s", plan, exc)
+        audit.record("scheduler", "backup.skip", plan, {"reason": str(exc)})
+        return None
+    return run_backup(backup.pk)
+
+
+@transaction.atomic
+def cancel_backup(actor, backup):
+    """A queued backup is cancelled at once; a running one within a second."""
+    return jobs.cancel_job(actor, backup, "backup.cancel", error="Cancelled before it started.")
+
+
+def object_key_for(backup):
+    stamp = backup.started_at.strftime("%Y%m%dT%H%M%SZ")
+    # An export is a tar archive whatever the format of its members.
+    ext = extension_for("tar" if backup.is_export() else backup.format, backup.compression, backup.encrypted)
+    slug = backup.source.slug
+    return f"{slug}/{backup.started_at:%Y/%m/%d}/{slug}-{stamp}-{backup.pk}.{ext}"
+
+
+def open_dump(source, fmt, plan=None, compression=None):
+    if fmt in EXPORT_FORMATS:
+        # Resolved now, against the live schema: a table a named set matches
+        # since the last run is exported too.
+        from catalog.engine.exports import ExportDump
+
+        return ExportDump(exports.export_conninfo(source), exports.resolve_specs(plan), fmt,
+                          tmp_dir=exports.spool_dir())
+    if source.engine == "sqlite":
+        return dumpers.SqliteDump(source.sqlite_path)
+    if fmt == BASE_BACKUP_FORMAT:
+        from catalog.engine.basebackup import BaseBackupDump
+
+        return BaseBackupDump(source.conninfo(), pg_basebackup=settings.PG_BASEBACKUP)
+    # The pipeline compresses a custom-format dump itself (zstd or gzip), so
+    # pg_dump's default zlib level 6 on top cost most of a backup's CPU. Level 1,
+    # not 0: a restore spools the archive to disk for pg_restore -j, and an
+    # uncompressed archive made restores 1.6x slower (bench/RESULTS.md).
+    pg_compress = 1 if fmt == "custom" and compression not in (None, "none") else None
+    return dumpers.PostgresDump(source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP, compress=pg_compress,
+                                 pg_dumpall=settings.PG_DUMPALL)
+
+
+class ProgressReporter(jobs.JobWatch):
+    """A backup's watch, which also writes its phase and byte counts."""
+
+    def __init__(self, backup_id):
+        super().__init__(Backup, backup_id)
+        self.phase, self.raw_bytes, self.stored_bytes = "starting", 0, 0
+
+    def update(self, phase, raw_bytes, stored_bytes):
+        self.phase, self.raw_bytes, self.stored_bytes = phase, raw_bytes, stored_bytes
+
+    def progress(self):
+        return {"phase": self.phase, "raw_bytes": self.raw_bytes, "stored_bytes": self.stored_bytes}
+
+
+def run_backup(backup_id):
+    """The worker side of a backup: claim, stream, record. Idempotent."""
+    close_old_connections()
+    backup = jobs.claim(Backup, backup_id, "backup.start", lambda backup: {"worker": backup.worker},
+                        related=("source", "plan"), phase="starting")
+    if backup is None:
+        log.info("Backup %s is not queued any more; skipping this delivery.", backup_id)
+        return None
+    backup.object_key = object_key_for(backup)
+    destinations = list(backup.plan.destinations.all())
+    backup.append_log(f"Started on {backup.worker}; writing to {', '.join(str(d) for d in destinations)}")
+    copies = [
+        Copy.objects.create(backup=backup, destination=destination, key=backup.object_key) for destination in destinations
+    ]
+    Backup.objects.filter(pk=backup.pk).update(object_key=backup.object_key, log=backup.log)
+    try:
+        encryption = stream_backup(backup, copies)
+    except Cancelled:
+        return finish_backup(backup, copies, Backup.CANCELLED, "Cancelled by request.")
+    except EngineError as exc:
+        return finish_backup(backup, copies, Backup.FAILED, str(exc))
+    except keyring.KeyUnavailable as exc:
+        return finish_backup(backup, copies, Backup.FAILED, missing_key_in_words(exc))
+    except Exception as exc:  # never leave a backup "running" behind
+        log.exception("Backup %s failed unexpectedly", backup_id)
+        return finish_backup(backup, copies, Backup.FAILED, f"Unexpected error ({type(exc).__name__}); see the worker log.")
+    # Fixed before the manifests are written, so that they and the catalog hold the same instant.
+    backup.finished_at = timezone.now()
+    try:
+        write_manifests(backup, copies, encryption)
+    except keyring.KeyUnavailable as exc:  # its file went away while the backup ran
+        return finish_backup(backup, copies, Backup.FAILED, missing_key_in_words(exc))
+    durable = [copy for copy in copies if copy.status == Copy.DURABLE]
+    if durable and backup.is_base_backup():
+        registry.steps_of(backup.format).copies_durable(backup, backup.wal)
+    if len(durable) == len(copies):
+        return finish_backup(backup, copies, Backup.SUCCEEDED, "")
+    failed = "; ".join(f"{copy.destination}: {copy.error}" for copy in copies if copy.status != Copy.DURABLE)
+    status = Backup.PARTIAL if durable else Backup.FAILED
+    return finish_backup(backup, copies, status, failed)
+
+
+def missing_key_in_words(exc):
+    """A backup's failure for want of a master key: which key, where it was
+    looked for, and what to do (restore and verify say the same)."""
+    if isinstance(exc, keyring.KeyFileMissing):
+        return (f"{exc}. Put the saved key file {exc.path.name} back into that directory and run the backup again; "
+                "nothing was stored.")
+    return f"{exc}. Nothing was stored."
+
+
+def stream_backup(backup, copies):
+    """Runs the pipeline into every destination and marks each copy's fate.
+    Returns the encryption details for the manifest (None if unencrypted)."""
+    encryptor, encryption = None, None
+    # Every manifest is signed with the active master key, encrypted backup or
+    # not: a missing key file stops the backup here, before anything is read.
+    key_id, master = keyring.active_key()
+    if backup.encrypted:
+        encryptor = Encryptor(master, key_id)
+        backup.key_id = key_id
+        encryption = {
+            "algorithm": "AES-256-GCM-SEG",
+            "key_id": key_id,
+            "wrapped_data_key": base64.b64encode(encryptor.data_key_wrapped).decode(),
+            "segment_size": encryptor.segment_size,
+        }
+    writers = {}
+    for copy in copies:
+        copy.locked_until = copy.destination.lock_until(timezone.now())
+        try:
+            writer = copy.destination.storage().open_writer(copy.key, retain_until=copy.locked_until)
+            # Keyed by the destination's (unique) name: the pipeline's errors name it.
+            writers[copy.destination.name] = within_quota(backup, copy.destination, writer)
+        except EngineError as exc:
+            mark_copy_failed(copy, str(exc))
+    if not writers:
+        raise StorageError("No destination could take this backup: " + "; ".join(c.error for c in copies))
+    dump = open_dump(backup.source, backup.format, backup.plan, backup.compression)
+    with ProgressReporter(backup.pk) as progress:
+        result = run_pipeline(
+            dump,
+            compression=backup.compression,
+            encryptor=encryptor,
+            writers=writers,
+            on_progress=progress.update,
+            cancel_event=progress.cancel_event,
+        )
+    backup.raw_bytes, backup.stored_bytes, backup.sha256 = result.raw_bytes, result.stored_bytes, result.sha256
+    backup.server_version, backup.tool_version = dump.server_version, dump.tool_version
+    backup.table_counts = dump.table_counts
+    backup.partitions = dump.partitions
+    if backup.is_export():
+        backup.export_manifest = dump.export_manifest  # goes into the manifest beside each copy
+        tables = ", ".join(f"{t.qualified} (where {t.where})" if t.where else t.qualified for t in dump.tables)
+        backup.append_log(f"Exported as {backup.get_format_display()}: {tables}")
+    if backup.is_base_backup():
+        backup.wal = dump.wal  # the WAL it needs: recorded by pitr, and in the manifest
+        contents = "physical base backup of the whole cluster"
+    else:
+        contents = f"{len(backup.table_counts)} tables, {sum(backup.table_counts.values())} rows in the snapshot"
+    backup.append_log(
+        f"Read {size_text(result.raw_bytes)} from {backup.source.get_engine_display()} {backup.server_version} "
+        f"({contents}); stored {size_text(result.stored_bytes)}, SHA-256 {result.sha256[:16]}…"
+    )
+    for copy in copies:
+        name = copy.destination.name
+        if name in result.errors:
+            mark_copy_failed(copy, result.errors[name])
+        elif name in result.sizes:
+            copy.size, copy.sha256 = result.sizes[name], result.sha256
+    if getattr(dump, "globals", None):
+        store_globals(backup, copies, dump.globals, encryptor)
+    return encryption
+
+
+def store_globals(backup, copies, document, encryptor):
+    """Beside each copy: the roles and database properties a restore needs
+    (catalog/backup_globals.py). A copy without them is not complete."""
+    data = backup_globals.record(backup, document, encryptor)
+    for copy in copies:
+        if copy.status == Copy.FAILED:
+            continue
+        try:
+            backup_globals.store(copy, data)
+        except EngineError as exc:
+            remove_objects(copy)
+            mark_copy_failed(copy, f"The roles and database properties could not be written: {exc}")
+    roles = ", ".join(backup.roles) or "none"
+    backup.append_log(f"Kept the database's properties and the roles it names ({roles})"
+                      + (f"; {document['globals_sql_error']}" if document.get("globals_sql_error") else ""))
+
+
+def expected_size(backup):
+    """A guess at this backup's stored size: the plan's last good one."""
+    previous = (
+        Backup.objects.filter(plan=backup.plan_id, status=Backup.SUCCEEDED).exclude(pk=backup.pk)
+        .order_by("-created_at").values_list("stored_bytes", flat=True).first()
+    )
+    return previous or 0
+
+
+def within_quota(backup, destination, writer):
+    """Refuses up front a copy that would go over the destination's quota, and
+    limits the rest, so no backup fills a destination past its quota."""
+    quota = destination.quota_bytes()
+    if quota is None:
+        return writer
+    used, expected = destination.used_bytes(), expected_size(backup)
+    allowance = quota - used
+    if expected > allowance:
+        writer.abort()
+        raise StorageError(
+            f"{destination} would go over its quota: {size_text(used)} of {size_text(quota)} used, "
+            f"and this backup needs about {size_text(expected)}. Prune old backups or raise the quota."
+        )
+    message = f"{destination} reached its quota of {size_text(quota)}; the copy was stopped and removed."
+    return QuotaWriter(writer, allowance, message)
+
+
+def mark_copy_failed(copy, error):
+    copy.backup.append_log(f"{copy.destination}: failed — {error}")
+    copy.status, copy.error = Copy.FAILED, error[:500]
+    copy.save(update_fields=["status", "error"])
+
+
+def backup_manifest(backup, copy, encryption):
+    """The signed JSON sidecar: from it alone the catalog can be rebuilt."""
+    key_id, master = keyring.active_key()
+    # Read now, not when the run started: a pin made while it ran belongs in the manifest.
+    hold = holds.hold_fields(Backup.objects.only("pinned", "legal_hold", "hold_reason", "hold_changed_at").get(pk=backup.pk))
+    fields = manifest.build_manifest(
+        backup_id=backup.pk,
+        source=backup.source.identity(),
+        plan=backup.plan.name if backup.plan else None,
+        # The plan's settings, so that a rebuilt catalog can make it again.
+        plan_definition=backup.plan.definition() if backup.plan else None,
+        label=backup.label,
+        trigger=backup.trigger,
+        keep_until=backup.keep_until.isoformat() if backup.keep_until else None,
+        server_version=backup.server_version,
+        tool_version=backup.tool_version,
+        format=backup.format,
+        compression=backup.compression,
+        encryption=encryption,
+        raw_bytes=backup.raw_bytes,
+        stored_bytes=backup.stored_bytes,
+        sha256=backup.sha256,
+        table_counts=backup.table_counts,
+        partitions=backup.partitions,
+        roles=backup.roles,
+        globals_sha256=backup.globals_sha256 or None,
+        created_at=backup.created_at.isoformat(),
+        started_at=backup.started_at.isoformat(),
+        finished_at=(backup.finished_at or timezone.now()).isoformat(),
+        **hold,
+        object_key=copy.key,
+        locked_until=copy.locked_until.isoformat() if copy.locked_until else None,
+    )
+    if backup.is_export():
+        # Each table's columns and types, rows and member SHA-256: what
+        # load_export needs to recreate the tables, and no secret.
+        fields["export"] = getattr(backup, "export_manifest", None)
+    if backup.is_base_backup():
+        # What a restore without Strongroom needs to know: the WAL to replay.
+        wal = getattr(backup, "wal", {})
+        fields["wal"] = {name: wal.get(name) for name in
+                         ("timeline", "start_lsn", "end_lsn", "start_segment", "end_segment", "segment_size")}
+    fields["manifest_key_id"] = key_id
+    return manifest.sign_manifest(fields, derive_manifest_key(master))
+
+
+def write_manifests(backup, copies, encryption):
+    """A copy is durable only once its object and its manifest are both stored."""
+    for copy in copies:
+        if copy.status == Copy.FAILED:
+            continue
+        storage = copy.destination.storage()
+        copy.manifest_key = manifest.manifest_key_for(copy.key)
+        try:
+            storage.put_bytes(
+                copy.manifest_key,
+                manifest.dumps(backup_manifest(backup, copy, encryption)),
+                retain_until=copy.locked_until,
+            )
+        except EngineError as exc:
+            remove_objects(copy)
+            mark_copy_failed(copy, f"Manifest could not be written: {exc}")
+            continue
+        copy.status, copy.durable_at = Copy.DURABLE, timezone.now()
+        copy.save(update_fields=["status", "durable_at", "size", "sha256", "manifest_key", "locked_until"])
+        backup.append_log(f"{copy.destination}: durable, {size_text(copy.size)} with its manifest")
+
+
+def remove_objects(copy):
+    """Removes whatever a copy left in its destination, complete or partial."""
+    try:
+        storage = copy.destination.storage()
+        storage.cleanup_partials(copy.key)
+        for key in manifest.stored_keys(copy.key):
+            storage.delete(key)
+    except EngineError as exc:
+        log.warning("Could not remove leftovers of %s: %s", copy, exc)
+
+
+def finish_backup(backup, copies, status, error):
+    """Records the outcome, unless the sweep already declared this run dead."""
+    if status in (Backup.FAILED, Backup.CANCELLED):
+        for copy in copies:
+            remove_objects(copy)
+            if copy.status != Copy.FAILED:
+                mark_copy_failed(copy, "Removed: the backup did not complete.")
+    now = timezone.now()
+    backup.append_log(f"Finished: {status}" + (f" — {error}" if error else ""))
+    recorded = jobs.finish(
+        backup, status, f"backup.{status}", {"error": error[:500]} if error else {},
+        phase="",
+        error=error[:500],
+        finished_at=backup.finished_at or now,  # the manifests' time, when they were written
+        heartbeat_at=now,
+        log=backup.log,
+        key_id=backup.key_id,
+        raw_bytes=backup.raw_bytes,
+        stored_bytes=backup.stored_bytes,
+        sha256=backup.sha256,
+        server_version=backup.server_version,
+        tool_version=backup.tool_version,
+        table_counts=backup.table_counts,
+        partitions=backup.partitions,
+        roles=backup.roles,
+        globals_sha256=backup.globals_sha256,
+    )
+    if not recorded:
+        log.warning("Backup %s was closed by someone else while it ran; its copies are removed.", backup.pk)
+        for copy in copies:
+            remove_objects(copy)
+    backup.refresh_from_db()
+    monitor.backup_finished(backup)
+    return backup
+
+
+def sweep_stale_backups():
+    """Marks running backups whose worker stopped beating as failed, and
+    removes what they left in storage."""
+    error = (f"The worker stopped responding (no heartbeat for over {settings.HEARTBEAT_TIMEOUT} s); "
+             "partial data was removed.")
+    return jobs.sweep(jobs.stale(Backup).select_related("source"), "backup.failed", {"error": error},
+                      actor="monitor", on_failed=remove_dead_run, error=error, phase="")
+
+
+def remove_dead_run(backup):
+    """What a dead worker's backup left in storage goes once it is failed (not
+    before: a worker that was only slow could still have recorded it)."""
+    for copy in backup.copies.select_related("destination"):
+        remove_objects(copy)
+        mark_copy_failed(copy, "Removed: the worker died before the copy was complete.")
+    monitor.backup_finished(backup)
