@@ -35,8 +35,5 @@ class ApiToken(models.Model):
     def is_expired(self, now=None):
         return self.expires_at is not None and self.expires_at <= (now or timezone.now())
 
-    def is_usable(self, now=None):
-        return self.revoked_at is None and not self.is_expired(now)
-
     def has_scope(self, scope):
         return scope in self.scopes

@@ -16,7 +16,6 @@ those extra wraps beside the object (catalog and manifest): `wraps`, a
 
 import base64
 import hashlib
-import hmac
 import os
 import struct
 import tempfile
@@ -292,7 +291,3 @@ def parse_key_file(text, path="the key file"):
     if len(key) != 32:
         raise CorruptionError(f"{path} does not hold a 256-bit key")
     return fields["id"].strip(), key
-
-
-def constant_time_equal(a, b):
-    return hmac.compare_digest(a, b)

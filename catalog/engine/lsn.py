@@ -23,10 +23,6 @@ def parse_lsn(lsn):
     return (int(high, 16) << 32) + int(low, 16)
 
 
-def format_lsn(value):
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
-
-
 def segment_name_for_position(timeline, position, segment_size=DEFAULT_SEGMENT_SIZE):
     """The file name of the segment at `position`: its number in the WAL
     stream, as wal.segment_position() reads it back from the name."""

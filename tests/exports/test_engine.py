@@ -24,7 +24,6 @@ from catalog.engine.exports import (
     match_tables,
     validate_where,
 )
-from catalog.engine.exports.loader import check_export
 from tests.harness import pg
 
 SOURCE_SCHEMA = r"""
@@ -503,10 +502,11 @@ def test_it_loads_nothing_into_sqlite_from_a_damaged_export(sqlite_source, tmp_p
         assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
 
 
-def test_it_filters_sqlite_rows_and_refuses_a_bad_filter(sqlite_source, pg_database):
+def test_it_filters_sqlite_rows_and_refuses_a_bad_filter(sqlite_source, pg_database, tmp_path):
     data, dump = export_bytes(sqlite_source, [TableSpec("main", "Notes", "done = 1 OR body = ''")], "csv")
     assert dump.table_counts == {"main.Notes": 3}
-    assert check_export(io.BytesIO(data))["tables"]["main.Notes"]["rows"] == 3
+    assert dump.export_manifest["tables"]["main.Notes"]["rows"] == 3
+    assert load_export_sqlite(io.BytesIO(data), str(tmp_path / "filtered.sqlite3")) == {"main.Notes": 3}
     assert [t["name"] for t in list_tables(sqlite_source)] == ["Notes"]
     assert list_tables(sqlite_source)[0]["rows_estimate"] == 5
 
@@ -539,12 +539,13 @@ def test_it_handles_odd_names_and_rows_longer_than_a_chunk(pg_database, fmt):
         pg.drop_database(source["dbname"])
 
 
-def test_it_checks_an_export_without_a_database(source):
+def test_it_checks_every_member_even_when_it_loads_none(source, pg_database):
     data, dump = export_bytes(source, TABLES, "jsonl")
 
-    assert check_export(io.BytesIO(data)) == dump.export_manifest
+    assert load_export(io.BytesIO(data), pg_database, tables=[]) == {}
     with pytest.raises(CorruptionError, match="Audit.LogEntry do not match"):
-        check_export(io.BytesIO(flip_byte_in(data, b"message 17")))
+        load_export(io.BytesIO(flip_byte_in(data, b"message 17")), pg_database, tables=[])
+    assert user_tables(pg_database) == []
 
 
 def test_it_stops_a_sqlite_export_when_cancelled(tmp_path):

@@ -473,15 +473,6 @@ def well_formed_rules(column):
     return True
 
 
-def check_export(fileobj):
-    """Reads an export archive through without any database and checks every
-    member against its manifest (SHA-256, size, the tables' descriptions);
-    returns the manifest, or raises CorruptionError."""
-    loader = ExportLoader(None, {}, wanted=[])
-    loader.run(fileobj)
-    return loader.manifest
-
-
 def load_export(fileobj, target_conninfo, tables=None):
     """Reads an export archive (a plain, decrypted and decompressed stream,
     read sequentially) into the target PostgreSQL database: creates each
