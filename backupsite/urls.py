@@ -6,6 +6,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from catalog.api.metrics import metrics
+from pitr import urls as pitr_urls
 
 urlpatterns = [
     # LoginView names the site after the request's host; extra_context has the last word.
@@ -19,6 +20,7 @@ urlpatterns = [
     path("drills/", include("drills.urls")),
     path("compliance/", include("compliance.urls")),
     path("pitr/", include("pitr.urls")),
+    path("api/v1/", include(pitr_urls.api_urlpatterns)),
     path("api/v1/", include("catalog.api.urls")),
     path("metrics", metrics, name="metrics"),
     path("", include("catalog.urls")),

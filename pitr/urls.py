@@ -17,3 +17,9 @@ urlpatterns = [
     path("restores/<int:pk>/cancel/", restore_views.restore_cancel, name="pitr_restore_cancel"),
     path("restores/<int:pk>/stop-server/", restore_views.restore_stop_server, name="pitr_restore_stop_server"),
 ]
+
+# Under /api/v1/ (backupsite/urls.py includes them before the catalog's API, which
+# ends in a catch-all JSON 404): archive_command pushes of continuous protection.
+api_urlpatterns = [
+    path("sources/<int:pk>/wal/<str:name>", views.wal_push_resource, name="pitr_wal_push"),
+]

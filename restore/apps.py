@@ -4,3 +4,12 @@ from django.apps import AppConfig
 class RestoreConfig(AppConfig):
     name = "restore"
     verbose_name = "Restores"
+
+    def ready(self):
+        # The catalog below never imports this app: it calls what is registered (catalog/registry.py).
+        from catalog import registry
+        from restore import services
+        from restore.models import RestoreJob
+
+        registry.tick_steps["swept_restores"] = services.sweep_stale_restores
+        registry.queued_jobs["restore"] = RestoreJob

@@ -10,6 +10,7 @@ from functools import wraps
 
 from django.db import transaction
 
+from catalog import registry
 from catalog.alerts import conditions, health
 from catalog.models import Backup, Verification
 
@@ -71,13 +72,13 @@ def judge_verification(verification_id):
 
 
 def restore_finished(job):
-    quietly(judge_restore)(job.pk)
+    """A restore job (restore.models.RestoreJob) ended; its row is read again
+    through the job's own model, which the catalog does not import."""
+    quietly(judge_restore)(job)
 
 
-def judge_restore(job_id):
-    from restore.models import RestoreJob  # the restore app builds on the catalog, not the other way
-
-    conditions.restore_finished(RestoreJob.objects.select_related("source").get(pk=job_id))
+def judge_restore(job):
+    conditions.restore_finished(type(job)._default_manager.select_related("source").get(pk=job.pk))
 
 
 def retention_finished(plan, report):
@@ -86,16 +87,19 @@ def retention_finished(plan, report):
 
 
 def periodic_checks(now=None):
-    """The one-minute tick's monitoring: deadlines, storage, stuck jobs. Each
-    check runs on its own, so one failing does not hide the others."""
+    """The one-minute tick's monitoring: deadlines, storage, stuck jobs, then
+    the checks other apps registered (registry.periodic_checks: overdue drills,
+    WAL protection). Each check runs on its own, so one failing does not hide
+    the others."""
     # No savepoint around a whole check: each change inside is its own
     # transaction, so that one source's trouble does not undo the others'.
-    return {
+    result = {
         "refreshed": quietly(health.refresh_misjudged, savepoint=False)(now),
         "late_or_down": quietly(health.check_deadlines, savepoint=False)(now),
         "storage_full": quietly(conditions.check_storage, savepoint=False)(),
         "stuck": quietly(conditions.check_stuck_jobs, savepoint=False)(now),
-        "drills_overdue": quietly(conditions.check_overdue_drills, savepoint=False)(now),
         "key_rotation_due": quietly(conditions.check_key_rotation, savepoint=False)(now),
-        "wal": quietly(conditions.check_wal_protection, savepoint=False)(now),
     }
+    for name, check in registry.periodic_checks.items():
+        result[name] = quietly(check, savepoint=False)(now)
+    return result

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from catalog import registry as app_registry
 from catalog.alerts.models import Alert
 from catalog.api import tokens
 from catalog.api.auth import error, token_from_request
@@ -113,11 +114,11 @@ class CatalogCollector:
         yield from (used, copies, quota)
 
     def queue_metrics(self):
-        from restore.models import RestoreJob
-
         queued = GaugeMetricFamily("strongroom_queue_depth", "Jobs waiting for a worker.", labels=["job"])
         running = GaugeMetricFamily("strongroom_jobs_running", "Jobs a worker is running now.", labels=["job"])
-        for name, model in (("backup", Backup), ("verification", Verification), ("restore", RestoreJob)):
+        # Other apps' jobs (restore's) are registered by those apps (catalog/registry.py).
+        jobs = {"backup": Backup, "verification": Verification, **app_registry.queued_jobs}
+        for name, model in jobs.items():
             counts = model.objects.aggregate(queued=Count("pk", filter=Q(status=model.QUEUED)),
                                              running=Count("pk", filter=Q(status=model.RUNNING)))
             queued.add_metric([name], counts["queued"])

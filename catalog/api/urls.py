@@ -3,7 +3,6 @@
 from django.urls import path, re_path
 
 from catalog.api import views
-from pitr import views as pitr_views
 
 urlpatterns = [
     path("status", views.status_resource, name="api_status"),
@@ -11,7 +10,6 @@ urlpatterns = [
     path("backups/<int:pk>", views.backup_resource, name="api_backup"),
     path("backups/<int:pk>/verify", views.verify_resource, name="api_backup_verify"),
     path("openapi.json", views.openapi_resource, name="api_openapi"),
-    # archive_command pushes of continuous protection (pitr/views.py)
-    path("sources/<int:pk>/wal/<str:name>", pitr_views.wal_push_resource, name="pitr_wal_push"),
+    # The pitr app serves its own routes under /api/v1/ (pitr.urls.api_urlpatterns, included before these).
     re_path(r"^[\s\S]*$", views.not_found),  # [\s\S]: a path may hold a line break, which "." misses
 ]

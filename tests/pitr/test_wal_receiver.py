@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from catalog.alerts import conditions
 from catalog.alerts.models import Alert
-from pitr import wal
+from pitr import monitoring, wal
 from pitr.models import ContinuousProtection, WalCopy, WalSegment
 from tests.factories import local_destination, s3_destination
 from tests.pitr.wal_helpers import (
@@ -129,13 +128,13 @@ def test_a_killed_receiver_is_restarted_and_no_segment_is_lost(cluster, tmp_path
     gone.delete()
     report = wal.continuity(source)
     assert report["missing"] == [gone.name]
-    conditions.check_wal_protection()
+    monitoring.check_wal_protection()
     alert = Alert.objects.get(kind=Alert.WAL_GAP, resolved_at__isnull=True)
     assert gone.name in alert.title and alert.source_id == source.pk
     # Storing it again resolves the alert.
     wal.ship_wal_file(ContinuousProtection.objects.get(source=source), gone.name,
                       wal.walfiles.BytesDump(Path(cluster.datadir, "pg_wal", gone.name).read_bytes()))
-    conditions.check_wal_protection()
+    monitoring.check_wal_protection()
     assert not Alert.objects.filter(kind=Alert.WAL_GAP, resolved_at__isnull=True).exists()
 
 
