@@ -86,3 +86,59 @@ def log_in(page, live_server, user, password="correct horse battery"):
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/")
+
+
+def database_exists(server, name):
+    import psycopg
+
+    with psycopg.connect(**{**server, "dbname": "postgres"}) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
+
+
+class NewFiles:
+    """The files matching the glob `pattern` under `directory` that were not there when this was made."""
+
+    def __init__(self, directory, pattern):
+        self.directory = Path(directory)
+        self.pattern = pattern
+        self.before = set(self.directory.glob(pattern))
+
+    def __call__(self):
+        return sorted(path for path in self.directory.glob(self.pattern) if path not in self.before)
+
+
+class ScratchDatabases:
+    """Called with a server: the scratch databases this test made that are
+    still on it. `start` (from a module's autouse fixture) records every
+    scratch name given out and every ScratchDatabase made from then on, so
+    that the databases on the shared server that are not this test's (left
+    by a killed run, or another run's, at work meanwhile) are not counted."""
+
+    def __init__(self):
+        self.names = []
+
+    def start(self, monkeypatch):
+        from catalog.engine import restorers
+
+        self.names = names = []
+        scratch_name, init = restorers.scratch_name, restorers.ScratchDatabase.__init__
+
+        def recorded_name(*args, **kwargs):
+            name = scratch_name(*args, **kwargs)
+            names.append(name)
+            return name
+
+        def recorded_init(database, params, name, *args, **kwargs):
+            names.append(name)
+            init(database, params, name, *args, **kwargs)
+
+        monkeypatch.setattr(restorers, "scratch_name", recorded_name)
+        monkeypatch.setattr(restorers.ScratchDatabase, "__init__", recorded_init)
+
+    def __call__(self, server):
+        import psycopg
+
+        with psycopg.connect(**{**server, "dbname": "postgres"}) as conn:
+            rows = conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s) ORDER BY 1",
+                                [sorted(set(self.names))]).fetchall()
+        return [name for (name,) in rows]
