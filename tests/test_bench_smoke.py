@@ -1,7 +1,7 @@
 """The benchmarks still run: bench.run at a tiny scale, one run, a few hundred
-generated backups; bench.load at scale 1 with two clients. They check that
-every figure was produced (and, under load, that nothing failed), never how
-fast."""
+generated backups; bench.load at scale 1 with two clients; bench.rpo once.
+They check that every figure was produced (and, under load, that nothing
+failed), never how fast."""
 
 import json
 import os
@@ -71,3 +71,13 @@ def test_it_runs_the_load_benchmark_at_a_tiny_scale(tmp_path, pg_server):
     loaded = figures["rounds"][1]["load"]
     assert set(loaded["statuses"]) == {"200"}
     assert summary["idle_source_mb_per_s"] > 0 and summary["ratio"] > 0
+
+
+def test_it_runs_the_rpo_benchmark_once(tmp_path, pg_server):
+    out = tmp_path / "rpo.json"
+    run_bench(["bench.rpo", "--runs", "1", "--no-assert", "--json", str(out)], pg_server)
+
+    figures = json.loads(out.read_text())
+    [run] = figures["rpo"]["runs"]
+    assert run["seconds"] > 0 and run["kind"] == "partial"  # stored before its segment ended
+    assert figures["targets"]

@@ -8,6 +8,7 @@ import time
 
 import psycopg
 
+from catalog.engine.errors import CorruptionError
 from catalog.models import Source
 from pitr import wal
 from pitr.models import WalSegment
@@ -89,6 +90,22 @@ def stored_wal_containing(source, needle):
     `needle`, read back through the pipeline (decrypted, checksum checked); None if none."""
     for segment in WalSegment.objects.filter(source=Source.objects.get(pk=source.pk), status=WalSegment.STORED,
                                              kind__in=[WalSegment.SEGMENT, WalSegment.PARTIAL]).order_by("-position"):
-        if needle in wal.read_wal_bytes(segment):
+        if needle in read_settled(segment):
             return segment
     return None
+
+
+def read_settled(segment, attempts=5):
+    """The plain bytes of a stored WAL file. While the receiver runs, a
+    partial segment may be stored again, longer, between the reading of its
+    row and of its bytes (a checksum mismatch): read its new row then. A
+    mismatch with an unchanged row is corruption, and raised."""
+    for _ in range(attempts - 1):
+        try:
+            return wal.read_wal_bytes(segment)
+        except CorruptionError:
+            fresh = WalSegment.objects.get(pk=segment.pk)
+            if fresh.sha256 == segment.sha256:
+                raise
+            segment = fresh
+    return wal.read_wal_bytes(segment)
