@@ -10,6 +10,7 @@ what was done) so the test can count retries and measure their spacing.
 """
 
 import http.client
+import select
 import socket
 import struct
 import threading
@@ -60,6 +61,7 @@ class Seen:
     part: int = None  # an upload's part number
     action: str = "forward"  # or the fault applied
     status: int = None
+    client_gave_up: bool = False  # a stalled request the client closed before the stall ended
 
 
 @dataclass
@@ -165,7 +167,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
         if action == "reset":
             return self.reset()
         if action == "stall":
-            self.server.stopping.wait(self.server.stall_seconds)
+            seen.client_gave_up = self.client_gives_up(self.server.stall_seconds)
             return self.reset()
         status, headers, payload = self.forward(body)
         seen.status = status
@@ -187,6 +189,22 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_request
+
+    def client_gives_up(self, seconds):
+        """Waits `seconds` (less if the proxy stops) for the client to close
+        the connection; True if it did."""
+        deadline = time.monotonic() + seconds
+        while not self.server.stopping.is_set() and time.monotonic() < deadline:
+            readable, _, _ = select.select([self.connection], [], [], 0.1)
+            if not readable:
+                continue
+            try:
+                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except OSError:
+                return True
+            time.sleep(0.1)  # something more from the client: not an answer to wait for
+        return False
 
     def read_body(self):
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
