@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 from datetime import timezone as dt_timezone
 
 from django.db import transaction
@@ -50,12 +51,12 @@ def actor_fields(actor):
 
 def describe_changes(instance, fields):
     """{field: new value} for the changed fields, secrets reduced to "changed"."""
-    changes = {}
+    changes: dict[str, object] = {}
     for name in fields:
         if name in SECRET_FIELDS:
             changes[name] = "changed"
             continue
-        value = getattr(instance, name, None)
+        value: Any = getattr(instance, name, None)
         if hasattr(value, "all"):  # many-to-many
             value = sorted(str(item) for item in value.all())
         elif hasattr(value, "pk"):

@@ -28,7 +28,7 @@ def open_first_copy(backup):
     """(copy, reader, problems): the first copy that opens. A copy the storage
     refuses (its key leads outside the destination) or cannot read is skipped
     here, before any byte is sent, since a streamed response cannot say so later."""
-    problems = []
+    problems: list[str] = []
     for copy in backup.readable_copies():
         try:
             return copy, copy.destination.storage().open_reader(copy.key), problems
@@ -130,7 +130,7 @@ def padding(size):
 
 def open_stored_files(backup):
     """(StoredFiles, problems): the first copy whose files all read."""
-    problems = []
+    problems: list[str] = []
     for copy in backup.readable_copies():
         try:
             return StoredFiles(backup, copy), problems

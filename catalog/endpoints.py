@@ -72,7 +72,7 @@ def addresses_of(host):
     addresses = []
     for *_, sockaddr in found:
         try:
-            addresses.append(ipaddress.ip_address(sockaddr[0].split("%")[0]))
+            addresses.append(ipaddress.ip_address(str(sockaddr[0]).split("%")[0]))
         except ValueError:
             continue
     return addresses

@@ -10,6 +10,7 @@ with PostgreSQL's own words when the plan is saved, not at 3 a.m.
 
 import io
 import os
+from typing import Any
 
 from django.conf import settings
 
@@ -160,7 +161,7 @@ def picker(source, tables=(), sets=(), errors=None, live=None):
         except EngineError as exc:
             return {"message": f"Cannot list the tables of {source}: {exc}"}
     picked = {qualified(t): t for t in tables}
-    schemas = {}
+    schemas: dict[str, list[dict[str, Any]]] = {}
     for table in sorted(live, key=lambda t: (t["schema"], t["name"])):
         name = qualified(table)
         schemas.setdefault(table["schema"], []).append({

@@ -197,7 +197,7 @@ def prune_backup(actor, backup_id, reason, now):
         copies = list(backup.copies.select_related("destination").exclude(status__in=[Copy.PRUNED, Copy.FAILED]))
         locked = [c for c in copies if c.is_locked(now)]
         if locked:
-            until = max(c.locked_until for c in locked)
+            until = max(c.locked_until for c in locked if c.locked_until)  # set on every locked copy
             return "waiting", f"Object Lock until {until:%Y-%m-%d %H:%M}"
     failures = []
     for copy in copies:

@@ -89,7 +89,7 @@ class Candidate:
     hold: str = ""  # "pinned" or "legal hold" when set
     not_good: str = "partial"  # why a backup that is not good is not, in the reasons below
     manual: str = ""  # what made it, when not its schedule ("manual backup", "backup labelled pre-migration")
-    keep_until: datetime = None  # asked for when it was taken; None: the plan's manual_days
+    keep_until: datetime | None = None  # asked for when it was taken; None: the plan's manual_days
 
 
 @dataclass
@@ -177,7 +177,7 @@ def rule_keeps(good, policy, tz, now):
     else:
         for name, period_of in PERIODS:
             limit = getattr(policy, name)
-            seen = set()
+            seen: set[object] = set()  # periods: a date or a name such as 2026-W05
             for candidate in good:
                 if len(seen) >= limit:
                     break

@@ -68,9 +68,9 @@ class ScratchRestore:
     skipped: list
     seconds: float
     warnings: list = field(default_factory=list)  # what pg_restore or psql printed without failing
-    table_of_contents: dict = None  # the dump's object counts, when it has a table of contents
-    loaded: dict = None  # an export's {table: rows loaded}
-    database: dict = None  # the backup's recorded database properties, read once for the caller too
+    table_of_contents: dict | None = None  # the dump's object counts, when it has a table of contents
+    loaded: dict | None = None  # an export's {table: rows loaded}
+    database: dict | None = None  # the backup's recorded database properties, read once for the caller too
 
 
 # --- any engine -------------------------------------------------------------------
@@ -222,7 +222,7 @@ def recorded_database(backup, log=ignore):
 
 
 def restore_dump(backup, plain, params, *, tables, keep_owners, spool_dir, jobs, cancel_event, like=None):
-    warnings = []
+    warnings: list[str] = []
     if backup.is_export():
         # Tables are recreated from the recorded column types: there is no table of contents.
         loaded = exports.load_into(plain, params, tables)

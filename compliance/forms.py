@@ -24,7 +24,8 @@ class ReportForm(forms.Form):
         super().__init__(data)
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         start, end = data.get("start"), data.get("end")
         if start and end:
             if start > end:

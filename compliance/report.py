@@ -164,7 +164,7 @@ def daily_backups(sources, backups, window, first_day, last_day):
 def expected_runs(source, window):
     """{day: runs} that the source's enabled plans' cron schedules expected in
     the period up to now, counted from each plan's creation."""
-    runs = Counter()
+    runs: Counter[date] = Counter()
     for plan in source.plans.all():
         if not plan.enabled or not croniter.is_valid(plan.schedule):
             continue
@@ -270,7 +270,8 @@ def verification_coverage(sources, backups, window):
         "latest test restore up to the end of the period with how long the restore took.",
         ["Source", "Good backups", "Checksum-verified", "Coverage", "Latest test restore", "Result",
          "Restore time"])
-    good, verified = Counter(), Counter()
+    good: Counter[int] = Counter()  # by source id
+    verified: Counter[int] = Counter()
     for b in backups:
         if window.start <= b["created_at"] < window.end:
             good[b["source_id"]] += 1
@@ -338,7 +339,7 @@ def restore_times(sources, window):
         what = f"Restore #{job.pk} ({job.get_mode_display().split(':')[0].lower()}, {job.get_target_display().lower()})"
         rows.append((job.created_at, names[job.source_id].name, what, job.status, seconds,
                      names[job.source_id].rto_minutes))
-    verdicts = Counter()
+    verdicts: Counter[str] = Counter()
     for when, source_name, what, status, seconds, rto in sorted(rows, key=lambda row: row[0]):
         verdict = rto_verdict(status, seconds, rto)
         verdicts[verdict] += 1
@@ -390,9 +391,10 @@ def retention_actions(sources, window):
         "from it (from the audit trail).",
         ["When", "Action", "Backup", "Source", "Reason"])
     names = {source.pk: source.name for source in sources}
-    rows = []
+    rows: list[tuple[datetime, str, str, str, str]] = []
     for backup in Backup.objects.filter(source__in=sources, **window.filter("pruned_at")).only(
             "pk", "source_id", "pruned_at", "prune_reason", "created_at"):
+        assert backup.pruned_at is not None  # filtered on it
         rows.append((backup.pruned_at, "pruned", f"#{backup.pk} of {moment_text(backup.created_at)}",
                      names[backup.source_id], backup.prune_reason))
     holds = list(AuditEvent.objects.filter(action__in=HOLD_ACTIONS, object_type="backup",

@@ -21,7 +21,8 @@ class ScheduleForm(forms.ModelForm):
             self.fields[name].widget.attrs["max"] = MAX_DAYS  # as clean() checks; below 1, clean() says why
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         for name in ("checksum_every_days", "partial_every_days", "full_every_days"):
             days = cleaned.get(name)
             if days is not None and not 1 <= days <= MAX_DAYS:

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ MAX_BACKOFF = 60.0
 
 # Every pg_receivewal this process started and has not stopped: stopped at
 # exit too, so none outlives its supervisor (they run in their own session).
-_children = set()
+_children: set[subprocess.Popen] = set()
 
 
 @atexit.register
@@ -126,7 +127,7 @@ class Receiver:
     def heartbeat(self):
         if self.running() and time.monotonic() - self.beat_at >= HEARTBEAT_INTERVAL:
             self.beat_at = time.monotonic()
-            updates = {"receiver_heartbeat_at": timezone.now()}
+            updates: dict[str, object] = {"receiver_heartbeat_at": timezone.now()}
             if time.monotonic() - self.started_mono > 30:
                 updates["receiver_error"] = ""  # it has stayed up: the last error is history
                 self.failures = 0

@@ -118,7 +118,7 @@ class RestoreJob(Job):
         when = self.backup.created_at.strftime("%Y-%m-%d %H:%M")
         origin = f"backup #{self.backup_id} of {when}"
         if self.target == self.NEW:
-            where = f" on server {self.restore_server.name}" if self.restore_server_id else ""
+            where = f" on server {self.restore_server.name}" if self.restore_server else ""
             kind = "file" if self.source.engine == "sqlite" else "database"
             return f"Restore {scope} from {origin} into a new {kind} `{self.target_database}`{where}.{self.ownership()}"
         if self.mode == self.PREVIEW:

@@ -178,7 +178,7 @@ def tables_by_schema(backup):
     under it rather than among the tables; SQLite tables are in "main"."""
     restorable = backup.restorable_tables()
     under_a_parent = set(backup.leaf_tables(backup.partitions)) - set(backup.partitions)
-    schemas = {}
+    schemas: dict[str, list[tuple[str, int, list[tuple[str, int]]]]] = {}
     for table, rows in sorted(restorable.items()):
         if table in under_a_parent:
             continue

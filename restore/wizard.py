@@ -24,11 +24,13 @@ class Wizard:
 
     @property
     def source(self):
-        return Source.objects.filter(pk=self.data.get("source")).first()
+        pk = self.data.get("source")
+        return Source.objects.filter(pk=pk).first() if pk is not None else None
 
     @property
     def backup(self):
-        return Backup.objects.filter(pk=self.data.get("backup"), status__in=Backup.WITH_DATA).first()
+        pk = self.data.get("backup")
+        return Backup.objects.filter(pk=pk, status__in=Backup.WITH_DATA).first() if pk is not None else None
 
     @property
     def target(self):

@@ -2,6 +2,7 @@
 who can read may use them; nothing here changes anything (GET only)."""
 
 import json
+from typing import cast
 
 from django import forms
 from django.http import HttpResponseBadRequest, StreamingHttpResponse
@@ -30,13 +31,14 @@ class AuditFilterForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # One query each, whatever the page shows.
-        self.fields["actor"].choices = [("", "Anyone")] + [(v, v) for v in distinct_values("actor_label")]
-        self.fields["action"].choices = [("", "Any action")] + [(v, v) for v in distinct_values("action")]
+        cast(forms.ChoiceField, self.fields["actor"]).choices = [("", "Anyone")] + [(v, v) for v in distinct_values("actor_label")]
+        cast(forms.ChoiceField, self.fields["action"]).choices = [("", "Any action")] + [(v, v) for v in distinct_values("action")]
         types = [v for v in distinct_values("object_type") if v]
-        self.fields["object_type"].choices = [("", "Any type")] + [(v, audit.object_type_label(v)) for v in types]
+        cast(forms.ChoiceField, self.fields["object_type"]).choices = [("", "Any type")] + [(v, audit.object_type_label(v)) for v in types]
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if cleaned.get("since") and cleaned.get("until") and cleaned["since"] > cleaned["until"]:
             raise forms.ValidationError("“From” is after “To”: no event can match.")
         return cleaned

@@ -40,7 +40,8 @@ class RotateForm(forms.Form):
                                help_text="A file as Strongroom writes them: its id becomes the key's id.")
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         source = data.get("source")
         try:
             if source == self.PASTE:
