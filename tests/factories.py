@@ -1,8 +1,14 @@
-"""Catalog objects for tests, built through the same services the UI uses
-(so each one is validated and audited as a real one would be)."""
+"""Catalog objects for tests: sources, destinations and plans built through
+the same services the UI uses (so each is validated and audited as a real one
+would be), and backup rows recorded as if a worker had run them."""
+
+import sqlite3
+from datetime import timedelta
+
+from django.utils import timezone
 
 from catalog import services
-from catalog.models import BackupPlan, Destination, Source
+from catalog.models import Backup, BackupPlan, Copy, Destination, Source
 
 
 def pg_source(conninfo, name="Inventory DB", password=None):
@@ -40,3 +46,33 @@ def s3_destination(bucket, name="Off-site S3"):
 def make_plan(source, destinations, name="Nightly", **fields):
     plan = BackupPlan(name=name, source=source, **fields)
     return services.save_plan("test", plan, destinations=destinations)
+
+
+def sqlite_source(tmp_path, name="Shop"):
+    """A small SQLite database as a source, so a backup of it runs in a blink."""
+    path = tmp_path / f"{name.lower()}.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO items (name) VALUES ('bolt'), ('nut')")
+    return services.save_source("test", Source(name=name, engine="sqlite", sqlite_path=str(path)))
+
+
+def sqlite_plan(tmp_path, name="Hourly", source=None):
+    source = source or sqlite_source(tmp_path)
+    destination = local_destination(tmp_path / f"store-{name}", name=f"Disk {name}")
+    return make_plan(source, [destination], name=name, format="sqlite", compression="zstd", encrypt=False)
+
+
+def recorded_backup(plan, status=Backup.SUCCEEDED, label="", minutes_ago=0, size=1000):
+    """A backup row as if a worker had run it (no data behind it)."""
+    now = timezone.now() - timedelta(minutes=minutes_ago)
+    backup = Backup.objects.create(
+        source=plan.source, plan=plan, status=status, label=label, format=plan.format, compression=plan.compression,
+        encrypted=plan.encrypt, created_at=now, started_at=now, finished_at=now + timedelta(seconds=42),
+        raw_bytes=size * 3, stored_bytes=size, sha256="ab" * 32, table_counts={"main.items": 2},
+    )
+    if status in Backup.WITH_DATA:
+        destination = plan.destinations.first()
+        Copy.objects.create(backup=backup, destination=destination, status=Copy.DURABLE, key=f"k/{backup.pk}",
+                            size=size, sha256="ab" * 32, durable_at=now)
+    return backup

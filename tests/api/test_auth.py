@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from catalog.api.models import ApiToken
 from catalog.models import AuditEvent, Backup, Verification
-from tests.api.helpers import bearer, make_token, recorded_backup, sqlite_plan
+from tests.api.helpers import bearer, make_token
+from tests.factories import recorded_backup, sqlite_plan
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,8 @@ from django.utils import timezone
 
 from catalog.alerts.models import Alert
 from catalog.models import AuditEvent, Backup, Source, Verification
-from tests.api.helpers import bearer, make_token, recorded_backup, sqlite_plan, sqlite_source
+from tests.api.helpers import bearer, make_token
+from tests.factories import recorded_backup, sqlite_plan, sqlite_source
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from catalog.alerts.models import Alert
 from catalog.models import AuditEvent, Backup, Source, Verification
-from tests.api.helpers import bearer, make_token, recorded_backup, sqlite_plan
+from tests.api.helpers import bearer, make_token
+from tests.factories import recorded_backup, sqlite_plan
 
 pytestmark = pytest.mark.django_db
 

@@ -33,7 +33,8 @@ from catalog.alerts.models import Alert
 from catalog.api import urls as api_urls
 from catalog.models import Verification
 from pitr import urls as pitr_urls
-from tests.api.helpers import bearer, make_token, recorded_backup, sqlite_plan
+from tests.api.helpers import bearer, make_token
+from tests.factories import recorded_backup, sqlite_plan
 
 
 @pytest.fixture

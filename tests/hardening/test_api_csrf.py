@@ -11,7 +11,8 @@ from django.test import Client
 
 from catalog.models import AuditEvent, Backup, Verification
 from pitr.models import ContinuousProtection
-from tests.api.helpers import bearer, make_token, recorded_backup, sqlite_plan
+from tests.api.helpers import bearer, make_token
+from tests.factories import recorded_backup, sqlite_plan
 
 
 @pytest.fixture

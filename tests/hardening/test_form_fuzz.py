@@ -34,8 +34,7 @@ from catalog.services import Refused
 from restore import services as restores
 from restore.models import RestoreJob
 from restore.wizard import SESSION_KEY
-from tests.api.helpers import recorded_backup, sqlite_plan
-from tests.factories import make_plan, pg_source
+from tests.factories import make_plan, pg_source, recorded_backup, sqlite_plan
 from tests.harness import pg
 from tests.support import execute_sql
 
