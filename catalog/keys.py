@@ -275,12 +275,9 @@ def save_progress(rotation):
 
 def finish_rotation(rotation, status, summary):
     rotation.append_log(summary)
-    with transaction.atomic():
-        KeyRotation.objects.filter(pk=rotation.pk).update(
-            status=status, summary=summary[:500], finished_at=timezone.now(), log=rotation.log,
-            done=rotation.done, total=rotation.total)
-        audit.record("key rotation", f"key.rotate.{status}", rotation,
-                     {"to": rotation.new_key.key_id, "done": rotation.done, "total": rotation.total})
+    jobs.finish(rotation, status, f"key.rotate.{status}",
+                {"to": rotation.new_key.key_id, "done": rotation.done, "total": rotation.total}, actor="key rotation",
+                summary=summary[:500], log=rotation.log, done=rotation.done, total=rotation.total)
     rotation.refresh_from_db()
     return rotation
 
