@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from catalog import backup_runs, keyring, services, tasks
+from catalog import backup_runs, keyring, queues, services, tasks
 from catalog.models import AuditEvent, Backup, Copy, Key
 from tests.factories import local_destination, make_plan, pg_source
 from tests.harness import redis as redis_harness
@@ -174,7 +174,7 @@ def test_two_workers_on_one_redis_queue_run_each_backup_exactly_once(source_data
     for _ in range(ROUNDS):
         batch = [backup_runs.start_backup("test", plan) for plan in plans]
         for backup in batch:  # the queue delivers every task a second time
-            services.queues.enqueue_work("catalog.tasks.run_backup", backup.pk, task_name=f"again-{backup.pk}")
+            queues.enqueue_work("catalog.tasks.run_backup", backup.pk, task_name=f"again-{backup.pk}")
         wait_for(lambda: finished(batch), timeout=60)
         backups += batch
 
