@@ -23,7 +23,7 @@ def env(name, default=None):
         except OSError as exc:
             raise ImproperlyConfigured(
                 f"{name}_FILE points at {file_path}, which cannot be read: {exc.strerror}"
-            )
+            ) from exc
     return os.environ.get(name, default)
 
 
@@ -45,8 +45,8 @@ def env_int(name, default, minimum=None):
         return default
     try:
         number = int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}")
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from exc
     if minimum is not None and number < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}")
     return number

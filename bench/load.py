@@ -23,6 +23,7 @@ reports. Everything is throwaway, as in bench.run (whose helpers it reuses).
 """
 
 import argparse
+import contextlib
 import http.client
 import itertools
 import json
@@ -305,10 +306,8 @@ def cpu_cgroup(name, shares, proc):
 def remove_cgroup(group):
     """Moves what is left in `group` back to the root group, then removes it."""
     for pid in (group / "cgroup.procs").read_text().split():
-        try:
+        with contextlib.suppress(OSError):  # it just ended
             (CGROUP_CPU / "cgroup.procs").write_text(pid)
-        except OSError:  # it just ended
-            pass
     try:
         group.rmdir()
     except OSError as exc:
@@ -323,14 +322,10 @@ def stop_groups(procs):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     for proc in procs:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(20)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.poll()
 
 

@@ -27,7 +27,7 @@ def render(r):
         out.append(f"Source database: {r['source_db_bytes'] / 2**20:.0f} MB (pgbench scale {r['args']['scale']} plus "
                    f"bench_notes); small one for the memory check: {r['small_db_bytes'] / 2**20:.0f} MB "
                    f"(scale {r['args']['small_scale']}).\n")
-        out.append(row(["Backup (median of %d)" % b["medians"]["floor"]["runs"], "wall s", "CPU s", "stored MB",
+        out.append(row([f"Backup (median of {b['medians']['floor']['runs']:d})", "wall s", "CPU s", "stored MB",
                         "peak RSS MB (tree)", "wall ÷ floor", "wall ÷ guide"]))
         out.append(row(["---"] * 7))
         floor, guide = b["medians"]["floor"]["wall"], b["medians"]["guide"]["wall"]
@@ -96,4 +96,5 @@ def argv(args):
 
 
 if __name__ == "__main__":
-    print(render(json.load(open(sys.argv[1]))))
+    with open(sys.argv[1]) as results:
+        print(render(json.load(results)))

@@ -10,6 +10,7 @@ directory, a moto S3 server and a gunicorn process, all removed at the end.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -80,10 +81,8 @@ def measure(argv, env=None, shell=False):
             procs = [proc] + proc.children(recursive=True)
             total = 0
             for p in procs:
-                try:
+                with contextlib.suppress(psutil.Error):
                     total += p.memory_info().rss
-                except psutil.Error:
-                    pass
             peak = max(peak, total)
         except psutil.Error:
             pass

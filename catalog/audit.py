@@ -12,8 +12,8 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
-from datetime import timezone as dt_timezone
 
 from django.db import transaction
 from django.utils import timezone
@@ -98,7 +98,7 @@ def canonical_content(fields):
         "object_type": fields["object_type"],
         "object_id": fields["object_id"],
         "object_repr": fields["object_repr"],
-        "created_at": fields["created_at"].astimezone(dt_timezone.utc).isoformat(timespec="microseconds"),
+        "created_at": fields["created_at"].astimezone(UTC).isoformat(timespec="microseconds"),
         "ip": fields["ip"] or None,
         "changes": _stable(fields["changes"] or {}),
     }

@@ -86,7 +86,7 @@ class StoredFiles:
         try:
             self.size = storage.size(copy.key)
         except OSError as exc:
-            raise StorageError(f"Cannot read {copy.key}: {exc.strerror}")
+            raise StorageError(f"Cannot read {copy.key}: {exc.strerror}") from exc
         if copy.size and self.size != copy.size:
             raise CorruptionError(f"the object has {self.size} bytes; {copy.size} were stored")
         self.folder = f"{backup.source.slug}-backup-{backup.pk}"

@@ -15,8 +15,8 @@ from typing import Any
 from django.conf import settings
 
 from catalog.engine import exports as engine
-from catalog.engine.files import make_private_dirs
 from catalog.engine.errors import EngineError, SourceError
+from catalog.engine.files import make_private_dirs
 
 EMPTY_SET_ROWS = 3  # blank label/pattern rows offered in the form, so a set can be added without script
 
@@ -112,7 +112,8 @@ def selection_from(data):
         schema, _, table = name.partition(".")
         tables.append({"schema": schema, "name": table, "where": data.get(f"where:{name}", "").strip()})
     sets = []
-    for label, pattern in zip(data.getlist("set_label"), data.getlist("set_pattern")):
+    # A posted form, maybe by hand: a missing half pairs with nothing, as before.
+    for label, pattern in zip(data.getlist("set_label"), data.getlist("set_pattern"), strict=False):
         label, pattern = label.strip(), pattern.strip()
         if label or pattern:
             sets.append({"label": label or pattern, "pattern": pattern})

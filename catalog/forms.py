@@ -10,8 +10,18 @@ from catalog import exports, schedules
 from catalog.endpoints import endpoint_problem
 from catalog.engine.errors import EngineError
 from catalog.engine.storage.base import outside_roots
-from catalog.models import (EXPORT_FORMATS, FORMAT_CHOICES, FORMATS_BY_ENGINE, MAX_DAYS, Backup, BackupPlan,
-                             Destination, RestoreServer, Source, Verification)
+from catalog.models import (
+    EXPORT_FORMATS,
+    FORMAT_CHOICES,
+    FORMATS_BY_ENGINE,
+    MAX_DAYS,
+    Backup,
+    BackupPlan,
+    Destination,
+    RestoreServer,
+    Source,
+    Verification,
+)
 
 KEEP_HELP = "Leave blank to keep the one that is stored."
 MAX_KEEP_DAYS = MAX_DAYS  # how long "Back up now" may keep a backup: a hundred years

@@ -112,11 +112,11 @@ def read_hold_record(storage, key, size, data):
     try:
         record = manifest.loads(storage.get_bytes(key))
     except (EngineError, ValueError) as exc:
-        raise HoldUnreadable(f"it cannot be read ({exc})")
+        raise HoldUnreadable(f"it cannot be read ({exc})") from exc
     try:
         master = keyring.master_key(str(record.get("manifest_key_id", "")))
     except keyring.KeyUnavailable as exc:
-        raise HoldUnreadable(f"it cannot be checked: {exc}")
+        raise HoldUnreadable(f"it cannot be checked: {exc}") from exc
     if not manifest.verify_manifest(record, crypto.derive_manifest_key(master)):
         raise HoldUnreadable("its signature does not verify: it was changed or is not ours")
     if record.get("kind") != manifest.HOLD_KIND:
@@ -137,8 +137,8 @@ def checked_fields(data, stamp):
         raise HoldUnreadable("its pin, hold or reason is not understood")
     try:
         changed = datetime.fromisoformat(data[stamp]) if data.get(stamp) else None
-    except (TypeError, ValueError):
-        raise HoldUnreadable(f"its {stamp} is not a time")
+    except (TypeError, ValueError) as exc:
+        raise HoldUnreadable(f"its {stamp} is not a time") from exc
     if changed is not None and changed.tzinfo is None:
         raise HoldUnreadable(f"its {stamp} has no time zone")
     return {"pinned": pinned, "legal_hold": legal_hold, "hold_reason": (reason or "")[:300], "hold_changed_at": changed}

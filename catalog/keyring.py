@@ -13,8 +13,7 @@ import logging
 import os
 import re
 import secrets
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -69,8 +68,8 @@ def master_key(key_id):
     path = key_path(key_id)
     try:
         return _read_key(str(path), path.stat().st_mtime)
-    except FileNotFoundError:
-        raise KeyFileMissing(key_id, path)
+    except FileNotFoundError as exc:
+        raise KeyFileMissing(key_id, path) from exc
 
 
 def active_key():
@@ -112,7 +111,7 @@ def made_at(key_id):
     """When a generated key was made, from its id; None for another id."""
     match = GENERATED_ID.match(key_id)
     try:
-        return datetime.strptime(match["time"], "%Y%m%d-%H%M%S").replace(tzinfo=dt_timezone.utc) if match else None
+        return datetime.strptime(match["time"], "%Y%m%d-%H%M%S").replace(tzinfo=UTC) if match else None
     except ValueError:
         return None
 
@@ -216,8 +215,8 @@ def lookup(key_id):
     """Keyring callable for the engine's Decryptor: id -> key bytes."""
     try:
         return master_key(key_id)
-    except KeyUnavailable:
-        raise KeyError(key_id)
+    except KeyUnavailable as exc:
+        raise KeyError(key_id) from exc
 
 
 def _secrets_key(master):
@@ -248,8 +247,8 @@ def decrypt_secret(token):
     raw = base64.b64decode(payload)
     try:
         plain = AESGCM(_secrets_key(master_key(key_id))).decrypt(raw[:12], raw[12:], key_id.encode())
-    except InvalidTag:
-        raise KeyUnavailable(f"Master key file {key_path(key_id)} does not open the stored secrets: is it the right key?")
+    except InvalidTag as exc:
+        raise KeyUnavailable(f"Master key file {key_path(key_id)} does not open the stored secrets: is it the right key?") from exc
     return json.loads(plain)
 
 

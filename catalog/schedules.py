@@ -15,8 +15,7 @@ second time. Here a plan runs once a day whatever the clocks do:
 run of every cron Schedule, so the scheduler and the pages agree."""
 
 import calendar
-from datetime import datetime, time, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, time, timedelta
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 from django.conf import settings
@@ -68,7 +67,7 @@ def next_run_after(expression, after, zone=None, walls=None):
     reuse (making one is most of the cost). Raises CroniterBadDateError when no date matches."""
     zone = zone or timezone.get_default_timezone()
     every_hour = expression.split()[1] == "*"
-    after = after.astimezone(dt_timezone.utc)
+    after = after.astimezone(UTC)
     wall_after = after.astimezone(zone).replace(tzinfo=None)
     # A wall time before wall_after can still come after `after` only if the
     # clocks go back near it: start as far back as they go.
@@ -96,8 +95,8 @@ def clock_change_near(instant, zone):
 
 def instants_of(wall, zone, every_hour):
     """The instants (UTC) at which the wall-clock time `wall` runs."""
-    first = wall.replace(tzinfo=zone, fold=0).astimezone(dt_timezone.utc)
-    second = wall.replace(tzinfo=zone, fold=1).astimezone(dt_timezone.utc)
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
     if first == second:  # an ordinary time
         return [first]
     if first < second:  # the clocks go back past it: it happens twice

@@ -44,7 +44,7 @@ class Section:
 
     def table(self):
         """(row, flagged) pairs, for templates."""
-        return list(zip(self.rows, self.flagged))
+        return list(zip(self.rows, self.flagged, strict=True))  # add() appends to both
 
 
 @dataclass

@@ -10,7 +10,7 @@ its end is stored (wal_complete_at): until then catalog queries leave it out
 of the source's last good backup, retention's newest good backup, restore
 choices and compliance (Backup.waiting_for_wal, BackupQuerySet.good)."""
 
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 
 from django.db import transaction
 from django.utils import timezone
@@ -42,7 +42,7 @@ def backup_start_time(text):
         moment = datetime.strptime(text.replace(" UTC", ""), "%Y-%m-%d %H:%M:%S")
     except ValueError:
         return None
-    return moment.replace(tzinfo=dt_timezone.utc) if text.endswith("UTC") else None
+    return moment.replace(tzinfo=UTC) if text.endswith("UTC") else None
 
 
 def record_wal_bounds(backup, wal):

@@ -35,7 +35,7 @@ class Command(BaseCommand):
             return
         widths = [max(len(cells[i]) for cells in rows) for i in range(len(COLUMNS))]
         for cells in rows:
-            self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())
+            self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip())
 
 
 def find_source(name):

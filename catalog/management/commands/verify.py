@@ -30,7 +30,7 @@ class Command(BaseCommand):
                 try:
                     job = verification.create_verification(ACTOR, backup, kind, trigger="command", enqueue_it=False)
                 except services.Refused as exc:
-                    raise CommandError(f"Backup #{backup.pk}: {exc}")
+                    raise CommandError(f"Backup #{backup.pk}: {exc}") from exc
                 job = verification.run_here(job)
                 results.append(job)
                 if not options["json"]:

@@ -50,7 +50,7 @@ class Command(BaseCommand):
                 restore_server=restore_server, enqueue=False,
             )
         except Refused as exc:
-            raise CommandError(str(exc))
+            raise CommandError(str(exc)) from exc
         self.stdout.write(job.describe())
         job = services.run_restore(job.pk)
         if options["json"]:
