@@ -497,8 +497,8 @@ def prune_wal(actor, source, now=None):
         keep_from = walfiles.segment_position(anchor.start_segment, size)
         needed = [(walfiles.segment_position(b.start_segment, size),
                    walfiles.segment_position(b.end_segment or b.start_segment, size)) for b in bases]
-        doomed = [s for s in candidates.filter(position__lt=keep_from)
-                  if not any(low <= s.position <= high for low, high in needed)]
+        doomed = [s for s in candidates.filter(position__lt=keep_from)  # so a position, never NULL
+                  if s.position is not None and not any(low <= s.position <= high for low, high in needed)]
         reason = (f"older than base backup #{anchor.backup_id}, the first needed for the "
                   f"{protection.recovery_window_days}-day recovery window, and needed by no retained base backup")
     else:
