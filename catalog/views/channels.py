@@ -24,9 +24,8 @@ def listing(request):
         last_sent_at=Max("notifications__created_at"), last_status=Subquery(latest.values("status")[:1]),
         last_event=Subquery(latest.values("event")[:1]), last_error=Subquery(latest.values("error")[:1]),
     ).order_by("name")  # an aggregate drops Meta.ordering
-    for channel in channels:
-        channel.target = transport_for(channel).target_display()
-    return render(request, "catalog/channel_list.html", {"channels": channels, "event_count": len(EVENT_LABELS)})
+    rows = [(channel, transport_for(channel).target_display()) for channel in channels]
+    return render(request, "catalog/channel_list.html", {"rows": rows, "event_count": len(EVENT_LABELS)})
 
 
 @viewer_required

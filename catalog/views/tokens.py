@@ -18,10 +18,8 @@ from catalog.decorators import operator_required, viewer_required
 @viewer_required
 def listing(request):
     now = timezone.now()
-    api_tokens = list(ApiToken.objects.select_related("created_by"))
-    for token in api_tokens:
-        token.status = tokens.status_of(token, now)
-    return render(request, "catalog/token_list.html", {"tokens": api_tokens})
+    rows = [(token, tokens.status_of(token, now)) for token in ApiToken.objects.select_related("created_by")]
+    return render(request, "catalog/token_list.html", {"rows": rows})
 
 
 @operator_required
