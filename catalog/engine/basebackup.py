@@ -16,6 +16,8 @@ reaches pg_basebackup through PGPASSWORD, never its arguments.
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypedDict
 
 import psycopg
 
@@ -28,6 +30,7 @@ from catalog.engine.dumpers import (
     libpq_env,
     major_version,
     normalize_conninfo,
+    one,
     pg_dump_version,
 )
 from catalog.engine.errors import SourceError
@@ -38,9 +41,28 @@ TAR_BLOCK = 512
 ZERO_BLOCK = bytes(TAR_BLOCK)
 
 
-def parse_backup_label(text):
+class LabelFields(TypedDict, total=False):
+    start_lsn: str
+    start_segment: str
+    timeline: int
+    start_time: str
+
+
+class WalBounds(TypedDict, total=False):
+    """The WAL a base backup needs (every key set once the stream has ended)."""
+
+    timeline: int
+    start_lsn: str
+    end_lsn: str
+    start_segment: str
+    end_segment: str
+    segment_size: int
+    start_time: str
+
+
+def parse_backup_label(text: str) -> LabelFields:
     """The fields of a backup_label file that recovery depends on."""
-    fields = {}
+    fields: LabelFields = {}
     match = re.search(r"^START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+) \(file ([0-9A-F]{24})\)", text, re.MULTILINE)
     if match:
         fields["start_lsn"], fields["start_segment"] = match.group(1), match.group(2)
@@ -58,17 +80,19 @@ class TarWatcher:
     tail of a big one, without holding anything else: backup_label, and the
     end of backup_manifest, where its WAL range is."""
 
-    def __init__(self, keep_tail_of=("backup_manifest",), wanted=("backup_label",), limit=1 << 16):
+    def __init__(
+        self, keep_tail_of: Iterable[str] = ("backup_manifest",), wanted: Iterable[str] = ("backup_label",), limit: int = 1 << 16
+    ) -> None:
         self.wanted = set(wanted) | set(keep_tail_of)
         self.keep_tail_of = set(keep_tail_of)
         self.limit = limit
-        self.members = {}
-        self.names = []  # top-level member names, for the sanity check
+        self.members: dict[str, bytes] = {}
+        self.names: list[str] = []  # top-level member names, for the sanity check
         self._buffer = b""
         self._skip = 0  # bytes of the current member (and padding) still to pass
-        self._capture = None  # [name, bytes of the member left, bytes kept]
+        self._capture: tuple[str, int, bytes] | None = None  # (name, bytes of the member left, bytes kept)
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> None:
         # An index walks the chunk: slicing the rest off after every member
         # would copy a chunk once per small file in it.
         data = self._buffer + data if self._buffer else data
@@ -94,14 +118,15 @@ class TarWatcher:
                 self.names.append(name)
             self._skip = (size + TAR_BLOCK - 1) // TAR_BLOCK * TAR_BLOCK
             if name in self.wanted and size and (size <= self.limit or name in self.keep_tail_of):
-                self._capture = [name, size, b""]
+                self._capture = (name, size, b"")
         self._buffer = data[position:]  # less than a header
 
-    def _keep(self, data):
+    def _keep(self, data: bytes) -> None:
+        assert self._capture is not None, "called while a member is captured"
         name, left, kept = self._capture
         piece = data[:left]
         kept = (kept + piece)[-self.limit:] if name in self.keep_tail_of else kept + piece
-        self._capture = [name, left - len(piece), kept]
+        self._capture = (name, left - len(piece), kept)
         if self._capture[1] == 0:
             self.members[name] = kept
             self._capture = None
@@ -113,7 +138,8 @@ class BaseBackupDump(Dump):
     After the stream ends, `wal` says what WAL the backup needs: timeline,
     start and end LSN and segment names, the segment size, the start time."""
 
-    def __init__(self, conninfo, chunk_size=CHUNK_SIZE, pg_basebackup="pg_basebackup", label="strongroom"):
+    def __init__(self, conninfo: Mapping[str, Any], chunk_size: int = CHUNK_SIZE, pg_basebackup: str = "pg_basebackup",
+                 label: str = "strongroom") -> None:
         super().__init__()
         self.params = normalize_conninfo(conninfo)
         self.chunk_size = chunk_size
@@ -121,21 +147,21 @@ class BaseBackupDump(Dump):
         self.label = label
         self.server_version = ""
         self.tool_version = ""
-        self.segment_size = None
-        self.wal = {}
+        self.segment_size: int | None = None
+        self.wal: WalBounds = {}
         self._tar = TarWatcher()
 
-    def start(self):
+    def start(self) -> None:
         """Checks the cluster can be backed up this way, then starts pg_basebackup."""
         self.tool_version = pg_dump_version(self.pg_basebackup)
         with self._lock:
             self.check_cancelled()
         with connect(self.params) as conn:
             try:
-                self.server_version = conn.execute("SHOW server_version").fetchone()[0]
-                self.segment_size = int(conn.execute(
+                self.server_version = one(conn, "SHOW server_version")
+                self.segment_size = int(one(conn,
                     "SELECT setting::bigint * (CASE unit WHEN 'B' THEN 1 WHEN 'kB' THEN 1024 WHEN 'MB' THEN 1048576 "
-                    "ELSE 1 END) FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0])
+                    "ELSE 1 END) FROM pg_settings WHERE name = 'wal_segment_size'"))
                 extra = [row[0] for row in conn.execute(EXTRA_TABLESPACES).fetchall()]
             except psycopg.Error as exc:
                 raise SourceError(describe_pg_error(exc, self.params))
@@ -150,7 +176,7 @@ class BaseBackupDump(Dump):
             )
         self._spawn()
 
-    def _spawn(self):
+    def _spawn(self) -> None:
         # -X none: the WAL comes from continuous protection, not from the tar.
         argv = [self.pg_basebackup, "--pgdata=-", "--format=tar", "--wal-method=none", "--checkpoint=fast",
                 "--verbose", "--no-password", f"--label={self.label}"]
@@ -161,9 +187,10 @@ class BaseBackupDump(Dump):
                 argv, stdout=subprocess.PIPE, stderr=self._stderr, env=libpq_env(self.params), start_new_session=True
             )
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         if self._process is None:
             self.start()
+        assert self._process is not None and self._process.stdout is not None, "started by start()"
         stdout = self._process.stdout
         while chunk := stdout.read(self.chunk_size):
             self.raw_bytes += len(chunk)
@@ -171,7 +198,8 @@ class BaseBackupDump(Dump):
             yield chunk
         self._finish()
 
-    def _finish(self):
+    def _finish(self) -> None:
+        assert self._process is not None and self._stderr is not None, "started by start()"
         code = self._process.wait()
         self.check_cancelled()
         self._stderr.seek(0)
@@ -182,7 +210,7 @@ class BaseBackupDump(Dump):
             raise SourceError(f"pg_basebackup failed: {message}" if message else f"pg_basebackup exited with code {code}")
         self.wal = self._wal_bounds(output)
 
-    def _wal_bounds(self, output):
+    def _wal_bounds(self, output: str) -> WalBounds:
         label = self._tar.members.get("backup_label")
         if label is None or "PG_VERSION" not in self._tar.names:
             raise SourceError("pg_basebackup's output is not a base backup (no backup_label or PG_VERSION in the tar)")
@@ -195,6 +223,7 @@ class BaseBackupDump(Dump):
             raise SourceError("Could not read the WAL start and end points of the base backup: "
                               + (first_line(output) or "no output"))
         timeline = fields.get("timeline", 1)
+        assert self.segment_size is not None, "read by start()"
         start, end_lsn = parse_lsn(fields["start_lsn"]), parse_lsn(end[-1])
         # The end point is just past the backup's last record: when it falls on
         # a segment boundary, that record is in the segment before.
@@ -208,23 +237,23 @@ class BaseBackupDump(Dump):
             "start_time": fields.get("start_time", ""),
         }
 
-    def cancel(self):
+    def cancel(self) -> None:
         """Stops pg_basebackup; safe from another thread."""
         self._cancelled.set()
         with self._lock:
             self._terminate_process()
 
-    def close(self):
+    def close(self) -> None:
         self._close_process()
 
 
-def switch_wal(conninfo):
+def switch_wal(conninfo: Mapping[str, Any]) -> str:
     """Closes the current WAL segment so that the base backup's end segment is
     complete and gets shipped now rather than when the server fills it.
     Returns the switch point, or raises SourceError."""
     params = normalize_conninfo(conninfo)
     try:
         with psycopg.connect(**params, autocommit=True, connect_timeout=10) as conn:
-            return str(conn.execute("SELECT pg_switch_wal()").fetchone()[0])
+            return str(one(conn, "SELECT pg_switch_wal()"))
     except psycopg.Error as exc:
         raise SourceError(describe_pg_error(exc, params))

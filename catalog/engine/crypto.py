@@ -19,6 +19,8 @@ import hashlib
 import os
 import struct
 import tempfile
+from collections.abc import Callable, Mapping
+from typing import TypedDict
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -32,38 +34,50 @@ TAG_SIZE = 16
 DEFAULT_SEGMENT_SIZE = 1 << 20
 KEY_FILE_HEADER = "strongroom-master-key v1"
 
+# Maps a key id to its master key's bytes; raises KeyError for a key it lacks.
+Keyring = Callable[[str], bytes]
+# Extra wraps of an object's data key added by key rotation: {key id: base64 text (or bytes)}.
+KeyWraps = Mapping[str, str | bytes]
 
-def generate_master_key():
+
+class Header(TypedDict):
+    segment_size: int
+    key_id: str
+    wrapped_data_key: bytes
+    nonce_prefix: bytes
+
+
+def generate_master_key() -> bytes:
     return os.urandom(32)
 
 
-def key_fingerprint(master_key):
+def key_fingerprint(master_key: bytes) -> str:
     """Identifies a key without revealing it (safe to show and log)."""
     return hashlib.sha256(b"strongroom fingerprint" + master_key).hexdigest()[:16]
 
 
-def wrap_data_key(master_key, key_id, data_key):
+def wrap_data_key(master_key: bytes, key_id: str, data_key: bytes) -> bytes:
     nonce = os.urandom(12)
     return nonce + AESGCM(master_key).encrypt(nonce, data_key, key_id.encode())
 
 
-def unwrap_data_key(master_key, key_id, wrapped):
+def unwrap_data_key(master_key: bytes, key_id: str, wrapped: bytes) -> bytes:
     try:
         return AESGCM(master_key).decrypt(wrapped[:12], wrapped[12:], key_id.encode())
     except (InvalidTag, ValueError):
         raise CorruptionError("wrong master key or damaged key wrap")
 
 
-def derive_manifest_key(master_key):
+def derive_manifest_key(master_key: bytes) -> bytes:
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"strongroom manifest v1")
     return hkdf.derive(master_key)
 
 
-def is_encrypted(first_bytes):
+def is_encrypted(first_bytes: bytes) -> bool:
     return first_bytes.startswith(MAGIC)
 
 
-def _pack_header(segment_size, key_id, wrapped, prefix):
+def _pack_header(segment_size: int, key_id: str, wrapped: bytes, prefix: bytes) -> bytes:
     key_bytes = key_id.encode()
     return (
         MAGIC
@@ -76,7 +90,7 @@ def _pack_header(segment_size, key_id, wrapped, prefix):
     )
 
 
-def read_header(data):
+def read_header(data: bytes | bytearray) -> tuple[Header, int] | None:
     """Parses a header from the start of `data`.
 
     Returns (header dict, header length), or None if more bytes are needed."""
@@ -101,11 +115,11 @@ def read_header(data):
     offset += wrapped_len
     prefix = bytes(data[offset : offset + 8])
     offset += 8
-    header = {"segment_size": segment_size, "key_id": key_id, "wrapped_data_key": wrapped, "nonce_prefix": prefix}
+    header: Header = {"segment_size": segment_size, "key_id": key_id, "wrapped_data_key": wrapped, "nonce_prefix": prefix}
     return header, offset
 
 
-def _nonce(prefix, counter):
+def _nonce(prefix: bytes, counter: int) -> bytes:
     if counter >= 1 << 32:
         raise CorruptionError("too many segments for one nonce prefix")
     return prefix + struct.pack(">I", counter)
@@ -114,11 +128,21 @@ def _nonce(prefix, counter):
 class Encryptor:
     """Streams plaintext in, sealed segments out. A fresh data key per object."""
 
-    def __init__(self, master_key, key_id, segment_size=DEFAULT_SEGMENT_SIZE, _shared=None):
+    def __init__(
+        self,
+        master_key: bytes | None,
+        key_id: str,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        _shared: tuple[bytes, bytes] | None = None,
+    ) -> None:
         data_key, wrapped = _shared or (os.urandom(32), None)
+        if not wrapped:
+            if master_key is None:
+                raise ValueError("A new data key needs a master key to wrap it")
+            wrapped = wrap_data_key(master_key, key_id, data_key)
         self.key_id = key_id
         self.segment_size = segment_size
-        self.data_key_wrapped = wrapped or wrap_data_key(master_key, key_id, data_key)
+        self.data_key_wrapped = wrapped
         self._data_key = data_key
         self._aead = AESGCM(data_key)
         self._prefix = os.urandom(8)
@@ -128,25 +152,25 @@ class Encryptor:
         self._counter = 0
         self._header_sent = False
 
-    def sibling(self):
+    def sibling(self) -> "Encryptor":
         """An Encryptor for a small object stored beside this one (a backup's
         globals): the same data key under the same wrap, so that the extra
         wraps key rotation adds open both, and a nonce prefix of its own
         (random 64 bits, as every object's)."""
         return Encryptor(None, self.key_id, self.segment_size, _shared=(self._data_key, self.data_key_wrapped))
 
-    def _seal(self, plaintext, final):
+    def _seal(self, plaintext: bytes | bytearray, final: bool) -> bytes:
         nonce = _nonce(self._prefix, self._counter)
         self._counter += 1
         return self._aead.encrypt(nonce, bytes(plaintext), self._aad + (b"\x01" if final else b"\x00"))
 
-    def _start(self):
+    def _start(self) -> bytes:
         if self._header_sent:
             return b""
         self._header_sent = True
         return self.header
 
-    def update(self, data):
+    def update(self, data: bytes) -> bytes:
         self._buffer += data
         out = [self._start()]
         # Keep at least one byte back: only finalize() knows which segment is last.
@@ -155,13 +179,13 @@ class Encryptor:
             del self._buffer[: self.segment_size]
         return b"".join(out)
 
-    def finalize(self):
+    def finalize(self) -> bytes:
         out = self._start() + self._seal(self._buffer, final=True)
         self._buffer = bytearray()
         return out
 
 
-def open_data_key(header, keyring, wraps=None):
+def open_data_key(header: Header, keyring: Keyring, wraps: KeyWraps | None = None) -> tuple[str, bytes]:
     """The data key of an object, from its header's wrap when that key is
     available, else from any extra wrap (key rotation) whose key is.
 
@@ -186,15 +210,20 @@ class Decryptor:
     `keyring` maps a key id to master key bytes (raising KeyError if unknown);
     `wraps` are the object's extra wraps of its data key (see open_data_key)."""
 
-    def __init__(self, keyring, wraps=None):
+    def __init__(self, keyring: Keyring, wraps: KeyWraps | None = None) -> None:
         self._keyring = keyring
         self._wraps = wraps or {}
         self._buffer = bytearray()
-        self._aead = None
+        self._aead: AESGCM | None = None
         self._counter = 0
-        self.key_id = None
+        self.key_id: str | None = None
+        # Set by _open() from the header.
+        self._prefix = b""
+        self._sealed_size = 0
+        self._aad = b""
+        self._header_length = 0
 
-    def _open(self):
+    def _open(self) -> bool:
         parsed = read_header(self._buffer)
         if parsed is None:
             return False
@@ -208,7 +237,8 @@ class Decryptor:
         del self._buffer[:length]
         return True
 
-    def _open_segment(self, sealed, final):
+    def _open_segment(self, sealed: bytes | bytearray, final: bool) -> bytes:
+        assert self._aead is not None, "opened by _open() first"
         nonce = _nonce(self._prefix, self._counter)
         try:
             plain = self._aead.decrypt(nonce, bytes(sealed), self._aad + (b"\x01" if final else b"\x00"))
@@ -223,7 +253,7 @@ class Decryptor:
         self._counter += 1
         return plain
 
-    def update(self, data):
+    def update(self, data: bytes) -> bytes:
         self._buffer += data
         if self._aead is None and not self._open():
             return b""
@@ -233,7 +263,7 @@ class Decryptor:
             del self._buffer[: self._sealed_size]
         return b"".join(out)
 
-    def finalize(self):
+    def finalize(self) -> bytes:
         if self._aead is None:
             raise CorruptionError("encrypted object is truncated (incomplete header)")
         if len(self._buffer) < TAG_SIZE:
@@ -243,7 +273,7 @@ class Decryptor:
         return plain
 
 
-def write_key_file(path, key_id, key):
+def write_key_file(path: str, key_id: str, key: bytes) -> None:
     """Writes a master key file with mode 0600, atomically, and never over an
     existing one: losing a master key loses every backup sealed with it."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -268,7 +298,7 @@ def write_key_file(path, key_id, key):
         os.close(dir_fd)
 
 
-def load_key_file(path):
+def load_key_file(path: str) -> tuple[str, bytes]:
     """Returns (key_id, key bytes) from a master key file."""
     try:
         with open(path) as handle:
@@ -278,7 +308,7 @@ def load_key_file(path):
     return parse_key_file(text, path)
 
 
-def parse_key_file(text, path="the key file"):
+def parse_key_file(text: str, path: str = "the key file") -> tuple[str, bytes]:
     """Returns (key_id, key bytes) from the text of a master key file."""
     lines = text.splitlines()
     fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)

@@ -24,6 +24,8 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from typing import BinaryIO
 
 from catalog.engine import crypto, manifest
 from catalog.engine.errors import CorruptionError
@@ -32,12 +34,12 @@ from catalog.engine.pipeline import restore_stream
 CHUNK = 1 << 20
 
 
-def read_chunks(handle):
+def read_chunks(handle: BinaryIO) -> Iterator[bytes]:
     while chunk := handle.read(CHUNK):
         yield chunk
 
 
-def load_keys(paths):
+def load_keys(paths: Iterable[str]) -> dict[str, bytes]:
     keys = {}
     for path in paths:
         key_id, key = crypto.load_key_file(path)
@@ -45,7 +47,7 @@ def load_keys(paths):
     return keys
 
 
-def check_manifest(path, keys, in_path):
+def check_manifest(path: str, keys: dict[str, bytes], in_path: str) -> tuple[str | None, crypto.KeyWraps]:
     """Verifies the manifest's HMAC with any given key; returns its SHA-256
     and the extra wraps of the data key that key rotation added."""
     data = manifest.loads(open(path, "rb").read())
@@ -55,10 +57,11 @@ def check_manifest(path, keys, in_path):
         raise CorruptionError(f"manifest {path} is not signed by any of the given keys")
     if data.get("stored_bytes") is not None and in_path != "-" and os.path.getsize(in_path) != data["stored_bytes"]:
         raise CorruptionError(f"{in_path} has {os.path.getsize(in_path)} bytes; the manifest says {data['stored_bytes']}")
-    return data.get("sha256"), (data.get("encryption") or {}).get("key_wraps") or {}
+    key_wraps: crypto.KeyWraps = (data.get("encryption") or {}).get("key_wraps") or {}
+    return data.get("sha256"), key_wraps
 
 
-def write_output(out_path, stream):
+def write_output(out_path: str, stream: Iterable[bytes]) -> None:
     if out_path == "-":
         for data in stream:
             sys.stdout.buffer.write(data)
@@ -78,7 +81,7 @@ def write_output(out_path, stream):
         raise
 
 
-def print_fingerprints(paths):
+def print_fingerprints(paths: Iterable[str]) -> int:
     try:
         for path in paths:
             key_id, key = crypto.load_key_file(path)
@@ -89,8 +92,8 @@ def print_fingerprints(paths):
     return 0
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m catalog.engine.decrypt", description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m catalog.engine.decrypt", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--key-file", action="append", default=[], help="a master key file (repeatable)")
     parser.add_argument("--manifest", help="the object's manifest (default: IN.manifest.json if present)")
     parser.add_argument("--keep-compressed", action="store_true", help="decrypt only; do not decompress")
@@ -110,7 +113,7 @@ def main(argv=None):
         if manifest_path is None and args.input != "-" and os.path.exists(args.input + manifest.SUFFIX):
             manifest_path = args.input + manifest.SUFFIX
         expected, key_wraps = check_manifest(manifest_path, keys, args.input) if manifest_path else (None, {})
-        source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
+        source: BinaryIO = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
     except CorruptionError as exc:
         print(f"decrypt: {exc}", file=sys.stderr)
         return 2
@@ -118,7 +121,7 @@ def main(argv=None):
         print(f"decrypt: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 1
 
-    def keyring(key_id):
+    def keyring(key_id: str) -> bytes:
         return keys[key_id]
 
     try:

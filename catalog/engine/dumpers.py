@@ -14,6 +14,8 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, Any, NoReturn, Self
 
 import psycopg
 from psycopg import sql
@@ -24,6 +26,9 @@ from catalog.engine.errors import Cancelled, SourceError
 
 CHUNK_SIZE = 1 << 20
 CONNECT_TIMEOUT = 10
+
+# libpq keywords and their values (host, port, dbname, user, password, ...).
+ConnParams = dict[str, Any]
 
 COUNT_TABLES = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -50,7 +55,7 @@ GROUP BY 1 ORDER BY 1
 """
 
 
-def normalize_conninfo(conninfo):
+def normalize_conninfo(conninfo: Mapping[str, Any]) -> ConnParams:
     """Conninfo as libpq keywords, whether given as fields or as a DSN."""
     if conninfo.get("dsn"):
         try:
@@ -60,7 +65,7 @@ def normalize_conninfo(conninfo):
     return {k: v for k, v in conninfo.items() if v not in (None, "")}
 
 
-def libpq_env(params):
+def libpq_env(params: Mapping[str, Any]) -> dict[str, str]:
     """Environment variables that make pg_dump connect where psycopg did."""
     names = {
         "host": "PGHOST",
@@ -81,7 +86,7 @@ def libpq_env(params):
     return env
 
 
-def redact(text, params):
+def redact(text: str, params: Mapping[str, Any]) -> str:
     """Removes the password from any text that might quote it."""
     password = params.get("password")
     if password:
@@ -89,7 +94,7 @@ def redact(text, params):
     return re.sub(r"(password\s*=\s*)\S+", r"\1***", text, flags=re.IGNORECASE)
 
 
-def describe_pg_error(text, params):
+def describe_pg_error(text: object, params: Mapping[str, Any]) -> str:
     """One line, in words, for the usual ways a connection or dump fails."""
     text = redact(str(text), params)
     host = params.get("host", "localhost")
@@ -126,7 +131,7 @@ def describe_pg_error(text, params):
     return first_line(text) or "The database connection failed"
 
 
-def first_line(text):
+def first_line(text: object) -> str:
     for line in str(text).splitlines():
         line = line.strip()
         if line:
@@ -134,12 +139,19 @@ def first_line(text):
     return ""
 
 
-def major_version(version_text):
+def major_version(version_text: str | None) -> int:
     match = re.search(r"(\d+)(?:\.(\d+))?", version_text or "")
     return int(match.group(1)) if match else 0
 
 
-def pg_dump_version(pg_dump="pg_dump"):
+def one(conn: "psycopg.Connection[Any]", query: str | sql.SQL | sql.Composed, params: Sequence[Any] | None = None) -> Any:
+    """The first value of the first row a statement returns (one that always returns a row)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, "the statement returns a row"
+    return row[0]
+
+
+def pg_dump_version(pg_dump: str = "pg_dump") -> str:
     path = shutil.which(pg_dump)
     if path is None:
         raise SourceError(f"{pg_dump} was not found; install the PostgreSQL client tools")
@@ -147,7 +159,7 @@ def pg_dump_version(pg_dump="pg_dump"):
     return out
 
 
-def connect(params):
+def connect(params: Mapping[str, Any]) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(**params, connect_timeout=CONNECT_TIMEOUT, autocommit=False)
     except psycopg.Error as exc:
@@ -161,7 +173,7 @@ def connect(params):
 MAINTENANCE_DATABASES = ("postgres", "template1")
 
 
-def connect_server(params):
+def connect_server(params: Mapping[str, Any]) -> psycopg.Connection[Any]:
     """An autocommit connection to the server `params` names, through its
     maintenance database."""
     tried = [*MAINTENANCE_DATABASES, *([params["dbname"]] if params.get("dbname") else [])]
@@ -177,7 +189,7 @@ def connect_server(params):
     raise SourceError(f"No maintenance database (postgres or template1) can be opened on {host}:{port}")
 
 
-def check_versions(server_version, tool_version):
+def check_versions(server_version: str, tool_version: str) -> None:
     if major_version(tool_version.split()[-1] if tool_version else "") < major_version(server_version):
         raise SourceError(
             f"pg_dump {tool_version.split()[-1]} is older than the server ({server_version}); "
@@ -185,11 +197,11 @@ def check_versions(server_version, tool_version):
         )
 
 
-def test_pg_connection(conninfo, pg_dump="pg_dump"):
+def test_pg_connection(conninfo: Mapping[str, Any], pg_dump: str = "pg_dump") -> dict[str, str]:
     params = normalize_conninfo(conninfo)
     tool_version = pg_dump_version(pg_dump)
     with connect(params) as conn:
-        server_version = conn.execute("SHOW server_version").fetchone()[0]
+        server_version: str = one(conn, "SHOW server_version")
     check_versions(server_version, tool_version)
     return {"server_version": server_version, "pg_dump_version": tool_version}
 
@@ -200,59 +212,67 @@ class Dump:
     into Cancelled at its next check. `_lock` guards what cancel() reaches
     into (a connection, a process) while it is being opened."""
 
-    def __init__(self):
-        self.table_counts = {}
-        self.partitions = {}
+    def __init__(self) -> None:
+        self.table_counts: dict[str, int] = {}
+        self.partitions: dict[str, list[str]] = {}
         self.raw_bytes = 0
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def cancel(self):
+    def __iter__(self) -> Iterator[bytes]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Releases what the dump holds (a connection, a process, a temporary file)."""
+
+    def cancel(self) -> None:
         self._cancelled.set()
 
-    def check_cancelled(self):
+    def check_cancelled(self) -> None:
         if self._cancelled.is_set():
             raise Cancelled("Cancelled by request")
 
     # A dump that streams a child process's stdout (pg_dump, pg_basebackup)
     # keeps it in _process and its stderr in _stderr.
-    _process = None
-    _stderr = None
+    _process: "subprocess.Popen[bytes] | None" = None
+    _stderr: IO[bytes] | None = None
 
-    def _terminate_process(self):
+    def _terminate_process(self) -> None:
         """SIGTERM to the child, SIGKILL five seconds later if it is still
         there; for cancel(), under _lock."""
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGTERM)
             threading.Timer(5, self._kill_if_alive).start()
 
-    def _kill_if_alive(self):
-        if self._process.poll() is None:
+    def _kill_if_alive(self) -> None:
+        if self._process is not None and self._process.poll() is None:
             self._process.kill()
 
-    def _close_process(self):
+    def _close_process(self) -> None:
         if self._process is not None:
             if self._process.poll() is None:
                 self._process.kill()
             self._process.wait()
-            self._process.stdout.close()
-            self._stderr.close()
+            if self._process.stdout is not None:
+                self._process.stdout.close()
+            if self._stderr is not None:
+                self._stderr.close()
 
 
 class PostgresDump(Dump):
     """Iterates over pg_dump's output. Use as a context manager."""
 
-    def __init__(self, conninfo, fmt="custom", chunk_size=CHUNK_SIZE, pg_dump="pg_dump", compress=None,
-                 pg_dumpall="pg_dumpall"):
+    def __init__(self, conninfo: Mapping[str, Any], fmt: str = "custom", chunk_size: int = CHUNK_SIZE,
+                 pg_dump: str = "pg_dump", compress: int | str | None = None, pg_dumpall: str = "pg_dumpall") -> None:
         super().__init__()
         self.pg_dumpall = pg_dumpall
-        self.globals = None  # see pgglobals: the roles and database properties the dump leaves out
+        self.globals: dict[str, Any] | None = None  # see pgglobals: the roles and database properties the dump leaves out
         self.params = normalize_conninfo(conninfo)
         self.fmt = fmt
         self.compress = compress  # pg_dump's own --compress; None keeps its default
@@ -260,35 +280,35 @@ class PostgresDump(Dump):
         self.pg_dump = pg_dump
         self.server_version = ""
         self.tool_version = ""
-        self._conn = None
+        self._conn: psycopg.Connection[Any] | None = None
 
-    def start(self):
+    def start(self) -> None:
         """Opens the snapshot, counts rows in it, and starts pg_dump on it."""
         self.tool_version = pg_dump_version(self.pg_dump)
         with self._lock:
             self.check_cancelled()
-            self._conn = connect(self.params)
+            self._conn = conn = connect(self.params)
         try:
-            self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            snapshot = self._conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            self.server_version = self._conn.execute("SHOW server_version").fetchone()[0]
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            snapshot: str = one(conn, "SELECT pg_export_snapshot()")
+            self.server_version = one(conn, "SHOW server_version")
             check_versions(self.server_version, self.tool_version)
-            self.table_counts = self._count_rows()
-            self.partitions = dict(self._conn.execute(PARTITIONED_TABLES).fetchall())
-            self.globals = pgglobals.capture(self._conn)
+            self.table_counts = self._count_rows(conn)
+            self.partitions = dict(conn.execute(PARTITIONED_TABLES).fetchall())
+            self.globals = globals_ = pgglobals.capture(conn)
         except psycopg.Error as exc:
             self._raise_source_error(exc)
-        self.globals["globals_sql"], self.globals["globals_sql_error"] = dump_globals_sql(self.params, self.pg_dumpall)
+        globals_["globals_sql"], globals_["globals_sql_error"] = dump_globals_sql(self.params, self.pg_dumpall)
         self._spawn(snapshot)
 
-    def _count_rows(self):
+    def _count_rows(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
         counts = {}
-        for schema, table in self._conn.execute(COUNT_TABLES).fetchall():
+        for schema, table in conn.execute(COUNT_TABLES).fetchall():
             query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-            counts[f"{schema}.{table}"] = self._conn.execute(query).fetchone()[0]
+            counts[f"{schema}.{table}"] = one(conn, query)
         return counts
 
-    def _spawn(self, snapshot):
+    def _spawn(self, snapshot: str) -> None:
         argv = [self.pg_dump, f"--snapshot={snapshot}", "--no-password", "--format=" + ("c" if self.fmt == "custom" else "p")]
         if self.compress is not None:
             argv.append(f"--compress={self.compress}")
@@ -299,20 +319,22 @@ class PostgresDump(Dump):
                 argv, stdout=subprocess.PIPE, stderr=self._stderr, env=libpq_env(self.params), start_new_session=True
             )
 
-    def _raise_source_error(self, exc):
+    def _raise_source_error(self, exc: psycopg.Error) -> NoReturn:
         self.check_cancelled()
         raise SourceError(describe_pg_error(exc, self.params))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         if self._process is None:
             self.start()
+        assert self._process is not None and self._process.stdout is not None, "started by start()"
         stdout = self._process.stdout
         while chunk := stdout.read(self.chunk_size):
             self.raw_bytes += len(chunk)
             yield chunk
         self._finish()
 
-    def _finish(self):
+    def _finish(self) -> None:
+        assert self._process is not None and self._stderr is not None, "started by start()"
         code = self._process.wait()
         self.check_cancelled()
         if code != 0:
@@ -320,7 +342,7 @@ class PostgresDump(Dump):
             message = self._stderr.read().decode(errors="replace")
             raise SourceError(describe_pg_error(message, self.params) or f"pg_dump exited with code {code}")
 
-    def cancel(self):
+    def cancel(self) -> None:
         """Stops pg_dump and any query in flight; safe from another thread."""
         self._cancelled.set()
         with self._lock:
@@ -331,13 +353,13 @@ class PostgresDump(Dump):
                     pass
             self._terminate_process()
 
-    def close(self):
+    def close(self) -> None:
         self._close_process()
         if self._conn is not None:
             self._conn.close()
 
 
-def dump_globals_sql(params, pg_dumpall="pg_dumpall"):
+def dump_globals_sql(params: Mapping[str, Any], pg_dumpall: str = "pg_dumpall") -> tuple[str, str]:
     """`pg_dumpall --globals-only --no-role-passwords`: the cluster's roles
     and tablespaces as PostgreSQL writes them, kept for a DBA to read or
     replay by hand; a role that may not read them all gets the reason."""
@@ -360,22 +382,23 @@ class SqliteDump(Dump):
     copy is unavoidable here; it is deleted as soon as it has been streamed.
     """
 
-    def __init__(self, path, chunk_size=CHUNK_SIZE):
+    def __init__(self, path: str | os.PathLike[str], chunk_size: int = CHUNK_SIZE) -> None:
         super().__init__()
         self.path = str(path)
         self.chunk_size = chunk_size
         self.server_version = sqlite3.sqlite_version
         self.tool_version = f"python-sqlite3 {sqlite3.sqlite_version}"
-        self._temp = None
+        self._temp: str | None = None
 
-    def start(self):
+    def start(self) -> None:
         if not os.path.isfile(self.path):
             raise SourceError(f"SQLite database not found: {self.path}")
-        fd, self._temp = tempfile.mkstemp(prefix="strongroom-sqlite-", suffix=".sqlite3")
+        fd, temp = tempfile.mkstemp(prefix="strongroom-sqlite-", suffix=".sqlite3")
+        self._temp = temp
         os.close(fd)
         try:
             source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-            target = sqlite3.connect(self._temp)
+            target = sqlite3.connect(temp)
             with source, target:
                 source.backup(target)
             source.close()
@@ -385,21 +408,22 @@ class SqliteDump(Dump):
         except sqlite3.Error as exc:
             raise SourceError(f"Cannot back up SQLite database {self.path}: {exc}")
 
-    def _count_rows(self, conn):
+    def _count_rows(self, conn: sqlite3.Connection) -> dict[str, int]:
         names = conn.execute(
             "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
         ).fetchall()
         return {name: conn.execute(f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0] for (name,) in names}
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         if self._temp is None:
             self.start()
+        assert self._temp is not None, "made by start()"
         with open(self._temp, "rb") as handle:
             while chunk := handle.read(self.chunk_size):
                 self.check_cancelled()
                 self.raw_bytes += len(chunk)
                 yield chunk
 
-    def close(self):
+    def close(self) -> None:
         if self._temp and os.path.exists(self._temp):
             os.unlink(self._temp)

@@ -20,7 +20,7 @@ class CorruptionError(EngineError):
     starts, and `length` how long that part is (an encrypted segment: the
     first bad byte is somewhere inside it)."""
 
-    def __init__(self, message, offset=None, length=None):
+    def __init__(self, message: str, offset: int | None = None, length: int | None = None) -> None:
         super().__init__(message)
         self.offset = offset
         self.length = length

@@ -8,6 +8,7 @@ privacy must not depend on how the process was started.
 """
 
 import os
+from typing import BinaryIO
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -15,7 +16,7 @@ PRIVATE_DIR = 0o700
 PRIVATE_UMASK = 0o077
 
 
-def make_private_dirs(path):
+def make_private_dirs(path: str | os.PathLike[str]) -> str:
     """Creates `path` and every missing folder above it, each 0700. Folders
     that already exist are left as they are (the start-up check warns about
     Strongroom's own ones when others can read them). Returns `path`."""
@@ -40,13 +41,13 @@ def make_private_dirs(path):
     return path
 
 
-def create_private_file(path):
+def create_private_file(path: str | os.PathLike[str]) -> BinaryIO:
     """Opens a new file (it must not exist) for binary writing, mode 0600."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     return os.fdopen(fd, "wb")
 
 
-def open_to_others(path):
+def open_to_others(path: str | os.PathLike[str]) -> str:
     """What users other than its owner may do to `path`, in words ("read",
     "read and write"), or "" when nothing. A folder others may only pass
     through (x without r), for example to reach a point-in-time restore's

@@ -11,11 +11,11 @@ holds depends on the segment size, so every conversion takes it.
 DEFAULT_SEGMENT_SIZE = 16 << 20
 
 
-def segments_per_log(segment_size):
+def segments_per_log(segment_size: int) -> int:
     return 0x100000000 // segment_size
 
 
-def parse_lsn(lsn):
+def parse_lsn(lsn: str) -> int:
     """'0/3000028' -> 50331688."""
     high, _, low = str(lsn).partition("/")
     if not low:
@@ -23,14 +23,14 @@ def parse_lsn(lsn):
     return (int(high, 16) << 32) + int(low, 16)
 
 
-def segment_name_for_position(timeline, position, segment_size=DEFAULT_SEGMENT_SIZE):
+def segment_name_for_position(timeline: int, position: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
     """The file name of the segment at `position`: its number in the WAL
     stream, as wal.segment_position() reads it back from the name."""
     per_log = segments_per_log(segment_size)
     return f"{timeline:08X}{position // per_log:08X}{position % per_log:08X}"
 
 
-def segment_name_for_lsn(timeline, lsn, segment_size=DEFAULT_SEGMENT_SIZE):
+def segment_name_for_lsn(timeline: int, lsn: str | int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
     """The file name of the segment holding the byte at `lsn` (text or number)."""
     value = parse_lsn(lsn) if isinstance(lsn, str) else lsn
     return segment_name_for_position(timeline, value // segment_size, segment_size)

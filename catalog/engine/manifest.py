@@ -4,6 +4,7 @@ an HMAC that proves it came from the holder of the master key."""
 import hashlib
 import hmac
 import json
+from typing import Any
 
 FORMAT_VERSION = 1
 SUFFIX = ".manifest.json"
@@ -17,32 +18,35 @@ GLOBALS_SUFFIX = ".globals"
 # What may follow a manifest's key: the objects that belong with it.
 COMPANION_SUFFIXES = (HOLD_SUFFIX, GLOBALS_SUFFIX)
 
+# A manifest or hold record: a JSON object.
+Manifest = dict[str, Any]
 
-def build_manifest(**fields):
+
+def build_manifest(**fields: Any) -> Manifest:
     return {"format_version": FORMAT_VERSION, **fields}
 
 
-def canonical(manifest):
+def canonical(manifest: Manifest) -> bytes:
     unsigned = {k: v for k, v in manifest.items() if k != "hmac"}
     return json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def sign_manifest(manifest, manifest_key):
+def sign_manifest(manifest: Manifest, manifest_key: bytes) -> Manifest:
     signed = dict(manifest)
     signed["hmac"] = hmac.new(manifest_key, canonical(manifest), hashlib.sha256).hexdigest()
     return signed
 
 
-def verify_manifest(manifest, manifest_key):
+def verify_manifest(manifest: Manifest, manifest_key: bytes) -> bool:
     expected = hmac.new(manifest_key, canonical(manifest), hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, str(manifest.get("hmac", "")))
 
 
-def dumps(manifest):
+def dumps(manifest: Manifest) -> bytes:
     return json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False).encode()
 
 
-def loads(data):
+def loads(data: str | bytes) -> Manifest:
     """The manifest as a dict. ValueError for anything that is not one: bad
     JSON, another kind of JSON value, or nesting too deep to parse (a file
     that whoever can write to a destination may have put there)."""
@@ -55,19 +59,19 @@ def loads(data):
     return value
 
 
-def manifest_key_for(object_key):
+def manifest_key_for(object_key: str) -> str:
     return object_key + SUFFIX
 
 
-def hold_key_for(manifest_key):
+def hold_key_for(manifest_key: str) -> str:
     return manifest_key + HOLD_SUFFIX
 
 
-def globals_key_for(manifest_key):
+def globals_key_for(manifest_key: str) -> str:
     return manifest_key + GLOBALS_SUFFIX
 
 
-def stored_keys(object_key, manifest_key=None):
+def stored_keys(object_key: str, manifest_key: str | None = None) -> list[str]:
     """Every key a stored copy occupies, in the order to delete them: the
     manifest last, so that a crash midway leaves a lone manifest, which the
     orphan scan reports, never a hold record or object without one."""
@@ -75,7 +79,16 @@ def stored_keys(object_key, manifest_key=None):
     return [object_key, hold_key_for(manifest_key), globals_key_for(manifest_key), manifest_key]
 
 
-def build_hold_record(*, backup_id, object_key, sha256, pinned, legal_hold, hold_reason, changed_at):
+def build_hold_record(
+    *,
+    backup_id: int,
+    object_key: str,
+    sha256: str,
+    pinned: bool,
+    legal_hold: bool,
+    hold_reason: str,
+    changed_at: str | None,
+) -> Manifest:
     """The unsigned hold record of one copy. It names the object and its
     SHA-256, so a record cannot be moved onto another backup; `kind` keeps it
     from ever passing for a manifest (and a manifest for it)."""

@@ -22,6 +22,10 @@ password, never as superuser, replication or bypassrls) and gives a new
 database the recorded properties. No Django here.
 """
 
+from collections.abc import Collection, Iterable
+from typing import Any
+
+import psycopg
 from psycopg import sql
 
 FORMAT = "strongroom-globals/1"
@@ -67,22 +71,31 @@ LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries",
                  "shared_preload_libraries"}
 
 
+# The globals document is JSON kept beside the backup (see the module's
+# docstring): a role, and the database's properties, are JSON objects.
+Role = dict[str, Any]
+Properties = dict[str, Any]
+
+
 class GlobalsError(Exception):
     """The globals could not be read or applied; the message is in words."""
 
 
-def capture(conn):
+def capture(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     """The roles and properties of the database `conn` is connected to (in
     the dump's snapshot); dumpers adds pg_dumpall's globals_sql."""
     return {"format": FORMAT, "roles": needed_roles(conn), "database": database_properties(conn, current_database(conn))}
 
 
-def current_database(conn):
-    return conn.execute("SELECT current_database()").fetchone()[0]
+def current_database(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute("SELECT current_database()").fetchone()
+    assert row is not None, "current_database() returns a row"
+    name: str = row[0]
+    return name
 
 
-def needed_roles(conn):
-    roles = []
+def needed_roles(conn: psycopg.Connection[Any]) -> list[Role]:
+    roles: list[Role] = []
     for row in conn.execute(ROLES_NAMED).fetchall():
         name, *flags = row[:8]
         roles.append({
@@ -96,7 +109,7 @@ def needed_roles(conn):
     return roles
 
 
-def database_properties(conn, dbname):
+def database_properties(conn: psycopg.Connection[Any], dbname: str) -> Properties:
     """The properties of `dbname` that live outside it (any connection to the server)."""
     row = conn.execute(
         """SELECT pg_get_userbyid(d.datdba), d.datconnlimit, d.datacl IS NOT NULL, pg_encoding_to_char(d.encoding),
@@ -117,38 +130,40 @@ def database_properties(conn, dbname):
             "encoding": encoding, "collate": collate, "ctype": ctype, **locale_provider(conn, oid)}
 
 
-def locale_provider(conn, oid):
+def locale_provider(conn: psycopg.Connection[Any], oid: int) -> dict[str, str]:
     """PostgreSQL 15 added ICU as a database's locale provider (17 renamed the column)."""
     columns = {name for (name,) in conn.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = 'pg_database'::regclass AND attnum > 0")}
     if "datlocprovider" not in columns:
         return {}
     locale_column = "datlocale" if "datlocale" in columns else "daticulocale"
-    provider, locale = conn.execute(
+    row = conn.execute(
         sql.SQL("SELECT datlocprovider, {} FROM pg_database WHERE oid = %s").format(sql.Identifier(locale_column)),
         [oid]).fetchone()
+    assert row is not None, "the database was found by its oid"
+    provider, locale = row
     return {"locale_provider": {"c": "libc", "i": "icu", "b": "builtin"}.get(provider, provider), "locale": locale}
 
 
 # --- on the target ------------------------------------------------------------
 
 
-def existing_roles(conn, names):
+def existing_roles(conn: psycopg.Connection[Any], names: Iterable[str]) -> set[str]:
     return {name for (name,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", [list(names)])}
 
 
-def missing_roles(conn, names):
+def missing_roles(conn: psycopg.Connection[Any], names: Iterable[str]) -> list[str]:
     return sorted(set(names) - existing_roles(conn, names))
 
 
-def create_roles(conn, roles, names):
+def create_roles(conn: psycopg.Connection[Any], roles: list[Role], names: Collection[str]) -> list[str]:
     """Creates the roles `names` from the document's `roles`, then their
     memberships among the roles the server has. Returns notes in words for
     what was held back. Run inside a transaction: all or none."""
     wanted = [role for role in roles if role["name"] in set(names)]
     notes = []
     for role in wanted:
-        options = [GRANTED[attr][0 if role.get(attr) else 1] for attr in GRANTED]
+        options: list[str | sql.Composable] = [GRANTED[attr][0 if role.get(attr) else 1] for attr in GRANTED]
         if role.get("connection_limit", -1) != -1:
             options.append(sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(role["connection_limit"])))
         if role.get("valid_until"):
@@ -183,7 +198,7 @@ def create_roles(conn, roles, names):
     return notes
 
 
-def drop_roles(conn, names):
+def drop_roles(conn: psycopg.Connection[Any], names: Iterable[str]) -> list[str]:
     """Removes roles a failed restore created (they own nothing by then);
     returns those that could not go, in words."""
     kept = []
@@ -196,21 +211,21 @@ def drop_roles(conn, names):
     return kept
 
 
-def unquote(item):
+def unquote(item: str) -> str:
     """One item of a list setting as stored: '"$user"' → '$user'."""
     if len(item) >= 2 and item[0] == item[-1] == '"':
         return item[1:-1].replace('""', '"')
     return item
 
 
-def setting_sql(entry):
+def setting_sql(entry: str) -> sql.Composed:
     """`name TO value` for one "name=value" entry of a setconfig array."""
     name, _, value = entry.partition("=")
     values = [unquote(v.strip()) for v in value.split(",")] if name in LIST_SETTINGS else [value]
     return sql.SQL("{} TO {}").format(sql.Identifier(name), sql.SQL(", ").join(sql.Literal(v) for v in values))
 
 
-def apply_database_properties(conn, dbname, properties, with_owners=True):
+def apply_database_properties(conn: psycopg.Connection[Any], dbname: str, properties: Properties, with_owners: bool = True) -> list[str]:
     """Gives `dbname` the recorded properties: settings and comment always;
     owner, grants and role-specific settings when owners are kept (they name
     roles). Returns what was applied, in words."""
@@ -245,7 +260,7 @@ def apply_database_properties(conn, dbname, properties, with_owners=True):
     return done
 
 
-def create_database_options(properties):
+def create_database_options(properties: Properties | None) -> sql.Composable:
     """CREATE DATABASE options that give a new database the recorded
     encoding and locale (from template0, the only template that allows
     another encoding); empty when nothing was recorded."""

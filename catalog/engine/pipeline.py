@@ -11,13 +11,30 @@ import hashlib
 import queue
 import threading
 import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import zstandard
 
 from catalog.engine import crypto
-from catalog.engine.compression import detect_compression, make_compressor, make_decompressor
+from catalog.engine.compression import Decompressor, detect_compression, make_compressor, make_decompressor
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
+from catalog.engine.storage.base import Writer
+
+
+class DumpStream(Protocol):
+    """What the pipeline reads: chunks of bytes, how many so far, and a way to stop."""
+
+    raw_bytes: int
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def cancel(self) -> None: ...
+
+
+# on_progress(phase, raw bytes read, bytes stored so far)
+Progress = Callable[[str, int, int], object]
 
 
 @dataclass
@@ -25,29 +42,29 @@ class PipelineResult:
     raw_bytes: int
     stored_bytes: int
     sha256: str
-    sizes: dict = field(default_factory=dict)
-    errors: dict = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)  # destination name → stored size
+    errors: dict[str, str] = field(default_factory=dict)  # destination name → what failed
 
 
 class WriterFeed:
     """Runs one destination's writer in its own thread behind a bounded queue."""
 
-    def __init__(self, name, writer, depth):
+    def __init__(self, name: str, writer: Writer, depth: int) -> None:
         self.name = name
         self.writer = writer
-        self.error = None
-        self._queue = queue.Queue(maxsize=depth)
+        self.error: str | None = None
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._run, name=f"writer-{name}", daemon=True)
         self._thread.start()
 
-    def healthy(self):
+    def healthy(self) -> bool:
         return self.error is None
 
-    def put(self, data):
+    def put(self, data: bytes) -> None:
         if self.healthy():
             self._queue.put(data)
 
-    def _run(self):
+    def _run(self) -> None:
         while (data := self._queue.get()) is not None:
             if self.error is not None:
                 continue  # keep draining so the producer never blocks
@@ -57,11 +74,11 @@ class WriterFeed:
                 self.error = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
                 self._abort_writer()
 
-    def close(self):
+    def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
 
-    def commit(self):
+    def commit(self) -> int | None:
         """Makes the copy durable; returns its size or records the error."""
         self.close()
         if not self.healthy():
@@ -73,21 +90,21 @@ class WriterFeed:
             self._abort_writer()
             return None
 
-    def abort(self):
+    def abort(self) -> None:
         self.close()
         self._abort_writer()
 
-    def _abort_writer(self):
+    def _abort_writer(self) -> None:
         try:
             self.writer.abort()
         except Exception:
             pass
 
 
-def watch_for_cancel(cancel_event, dump, done):
+def watch_for_cancel(cancel_event: threading.Event, dump: DumpStream, done: threading.Event) -> threading.Thread:
     """Stops the dump as soon as someone asks, even while it is blocked."""
 
-    def wait():
+    def wait() -> None:
         while not done.is_set():
             if cancel_event.wait(0.2):
                 dump.cancel()
@@ -99,8 +116,16 @@ def watch_for_cancel(cancel_event, dump, done):
 
 
 def run_pipeline(
-    dump, *, compression="zstd", level=None, encryptor=None, writers, on_progress=None, cancel_event=None, queue_depth=4
-):
+    dump: DumpStream,
+    *,
+    compression: str = "zstd",
+    level: int | None = None,
+    encryptor: crypto.Encryptor | None = None,
+    writers: Mapping[str, Writer],
+    on_progress: Progress | None = None,
+    cancel_event: threading.Event | None = None,
+    queue_depth: int = 4,
+) -> PipelineResult:
     compressor = make_compressor(compression, level)
     hasher = hashlib.sha256()
     feeds = [WriterFeed(name, writer, queue_depth) for name, writer in writers.items()]
@@ -109,7 +134,7 @@ def run_pipeline(
     watcher = watch_for_cancel(cancel_event, dump, done)
     stored = 0
 
-    def emit(data):
+    def emit(data: bytes) -> None:
         nonlocal stored
         if not data:
             return
@@ -149,17 +174,23 @@ def run_pipeline(
     for feed in feeds:
         size = feed.commit()
         if size is None:
-            result.errors[feed.name] = feed.error
+            result.errors[feed.name] = feed.error or ""
         else:
             result.sizes[feed.name] = size
     return result
 
 
-def all_errors(feeds):
+def all_errors(feeds: Iterable[WriterFeed]) -> str:
     return "; ".join(f"{feed.name}: {feed.error}" for feed in feeds if feed.error)
 
 
-def restore_stream(chunks, keyring=None, expected_sha256=None, decompress=True, key_wraps=None):
+def restore_stream(
+    chunks: Iterable[bytes],
+    keyring: crypto.Keyring | None = None,
+    expected_sha256: str | None = None,
+    decompress: bool = True,
+    key_wraps: crypto.KeyWraps | None = None,
+) -> Iterator[bytes]:
     """Yields the plain dump from a stored object's chunks.
 
     Decrypts when the object starts with the encryption header (keyring maps a
@@ -183,17 +214,17 @@ def restore_stream(chunks, keyring=None, expected_sha256=None, decompress=True, 
 class _Sniffer:
     """Decides from the first bytes whether to decrypt and how to decompress."""
 
-    def __init__(self, keyring, decompress, key_wraps=None):
+    def __init__(self, keyring: crypto.Keyring | None, decompress: bool, key_wraps: crypto.KeyWraps | None = None) -> None:
         self.keyring = keyring
         self.key_wraps = key_wraps
         self.decompress = decompress
         self.head = b""
-        self.decryptor = None
+        self.decryptor: crypto.Decryptor | None = None
         self.decided = False
         self.plain_head = b""
-        self.decompressor = None
+        self.decompressor: Decompressor | None = None
 
-    def feed(self, chunk):
+    def feed(self, chunk: bytes) -> Iterator[bytes]:
         if not self.decided:
             self.head += chunk
             if len(self.head) < len(crypto.MAGIC):
@@ -202,14 +233,14 @@ class _Sniffer:
             chunk, self.head = self.head, b""
         yield from self._plain(self.decryptor.update(chunk) if self.decryptor else chunk)
 
-    def _decide(self):
+    def _decide(self) -> None:
         self.decided = True
         if crypto.is_encrypted(self.head):
             if self.keyring is None:
                 raise CorruptionError("the object is encrypted and no master key was given")
             self.decryptor = crypto.Decryptor(self.keyring, self.key_wraps)
 
-    def finish(self):
+    def finish(self) -> Iterator[bytes]:
         if not self.decided:
             self._decide()
             head, self.head = self.head, b""
@@ -223,7 +254,7 @@ class _Sniffer:
             if not self.decompressor.complete():
                 raise CorruptionError("the compressed data is truncated")
 
-    def _plain(self, data):
+    def _plain(self, data: bytes) -> Iterator[bytes]:
         if not data:
             return
         if self.decompressor is None:
@@ -234,13 +265,14 @@ class _Sniffer:
             return
         yield self._decompress(data)
 
-    def _decompress(self, data):
+    def _decompress(self, data: bytes) -> bytes:
+        assert self.decompressor is not None, "started by _start_decompressor()"
         try:
             return self.decompressor.decompress(data)
         except (zstandard.ZstdError, zlib.error) as exc:
             raise CorruptionError(f"the compressed data is damaged ({exc})")
 
-    def _start_decompressor(self):
+    def _start_decompressor(self) -> Iterator[bytes]:
         name = detect_compression(self.plain_head) if self.decompress else "none"
         self.decompressor = make_decompressor(name)
         data, self.plain_head = self.plain_head, b""

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -40,22 +41,23 @@ class RecoveryTarget:
     ("latest") or at a restore point made by pg_create_restore_point."""
 
     kind: str = "latest"
-    time: datetime = None
+    time: datetime | None = None
     name: str = ""
 
-    def settings(self):
+    def settings(self) -> dict[str, str]:
         if self.kind == "time":
+            assert self.time is not None, "a time target has its time"
             return {"recovery_target_time": self.time.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")}
         if self.kind == "restore_point":
             return {"recovery_target_name": self.name}
         return {}
 
 
-def current_user():
+def current_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def as_user(argv, os_user):
+def as_user(argv: Sequence[str], os_user: str) -> list[str]:
     """argv run as os_user: through runuser when we are root and it is not."""
     if os.geteuid() == 0 and os_user != "root":
         return ["runuser", "-u", os_user, "--"] + list(argv)
@@ -64,12 +66,12 @@ def as_user(argv, os_user):
     return list(argv)
 
 
-def give_to(path, os_user):
+def give_to(path: str, os_user: str) -> None:
     if os.geteuid() == 0:
         shutil.chown(path, os_user, pwd.getpwnam(os_user).pw_gid)
 
 
-def check_target_directory(path, allowed_root):
+def check_target_directory(path: str, allowed_root: str) -> str | None:
     """Why `path` cannot receive a restore, or None. It must be absolute, under
     the allowed root, and not exist or be empty."""
     if not path or not os.path.isabs(path):
@@ -83,7 +85,7 @@ def check_target_directory(path, allowed_root):
     return None
 
 
-def user_can_reach(path, os_user):
+def user_can_reach(path: str, os_user: str) -> bool:
     """Whether os_user can get to `path` (every directory above it must let
     them through), or it would fail later, half-way through unpacking."""
     existing = os.path.abspath(path)
@@ -94,7 +96,7 @@ def user_can_reach(path, os_user):
     return subprocess.run(as_user(["test", "-x", existing], os_user), capture_output=True).returncode == 0
 
 
-def make_data_directory(path, os_user):
+def make_data_directory(path: str, os_user: str) -> None:
     """Creates the (empty) data directory with the mode PostgreSQL insists on."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
@@ -105,22 +107,25 @@ def make_data_directory(path, os_user):
     give_to(path, os_user)
 
 
-def extract_tar_stream(chunks, datadir, os_user, cancel_event=None):
+def extract_tar_stream(chunks: Iterable[bytes], datadir: str, os_user: str,
+                       cancel_event: threading.Event | None = None) -> int:
     """Unpacks a tar given as an iterable of bytes into datadir, as os_user so
     that every file is theirs. Returns the bytes unpacked."""
     process = subprocess.Popen(as_user(["tar", "-x", "-f", "-", "-C", datadir], os_user),
                                stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    errors = []
-    reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
+    stdin, stderr = process.stdin, process.stderr
+    assert stdin is not None and stderr is not None, "started with stdin and stderr=PIPE"
+    errors: list[bytes] = []
+    reader = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
     reader.start()
     total = 0
     try:
         for chunk in chunks:
             if cancel_event is not None and cancel_event.is_set():
                 raise Cancelled("Cancelled by request")
-            process.stdin.write(chunk)
+            stdin.write(chunk)
             total += len(chunk)
-        process.stdin.close()
+        stdin.close()
     except BrokenPipeError:
         pass
     except BaseException:
@@ -135,18 +140,19 @@ def extract_tar_stream(chunks, datadir, os_user, cancel_event=None):
     return total
 
 
-def quote(value):
+def quote(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def write_recovery_settings(datadir, os_user, *, restore_command, target, port):
+def write_recovery_settings(datadir: str, os_user: str, *, restore_command: str, target: RecoveryTarget,
+                            port: int) -> None:
     """recovery.signal plus the settings that make the copy recover to the
     target and open on its own port, appended to postgresql.auto.conf (later
     lines win over the source's own settings)."""
     for leftover in ("postmaster.pid", "postmaster.opts", "standby.signal"):
         if os.path.exists(os.path.join(datadir, leftover)):
             os.remove(os.path.join(datadir, leftover))
-    settings = {
+    settings: dict[str, object] = {
         "restore_command": restore_command,
         **target.settings(),
         "recovery_target_action": "promote",
@@ -181,11 +187,12 @@ def write_recovery_settings(datadir, os_user, *, restore_command, target, port):
             give_to(path, os_user)
 
 
-def log_path(datadir):
+def log_path(datadir: str) -> str:
     return os.path.join(datadir, LOG_NAME)
 
 
-def pg_ctl(pg_ctl_bin, datadir, os_user, *args, check=True, env=None):
+def pg_ctl(pg_ctl_bin: str, datadir: str, os_user: str, *args: str, check: bool = True,
+           env: Mapping[str, str] | None = None) -> "subprocess.CompletedProcess[str]":
     result = subprocess.run(as_user([pg_ctl_bin, "-D", datadir, *args], os_user), capture_output=True, text=True,
                             env=env)
     if check and result.returncode != 0:
@@ -198,17 +205,17 @@ def pg_ctl(pg_ctl_bin, datadir, os_user, *args, check=True, env=None):
 PLAIN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
-def start(pg_ctl_bin, datadir, os_user, env=None):
+def start(pg_ctl_bin: str, datadir: str, os_user: str, env: Mapping[str, str] | None = None) -> None:
     """Starts the server without waiting: recovery may take a long time.
     `env`: the server's environment (default: ours)."""
     pg_ctl(pg_ctl_bin, datadir, os_user, "-l", log_path(datadir), "-W", "start", env=env)
 
 
-def is_running(pg_ctl_bin, datadir, os_user):
+def is_running(pg_ctl_bin: str, datadir: str, os_user: str) -> bool:
     return pg_ctl(pg_ctl_bin, datadir, os_user, "status", check=False).returncode == 0
 
 
-def read_log(datadir, limit=1 << 20):
+def read_log(datadir: str, limit: int = 1 << 20) -> str:
     try:
         with open(log_path(datadir), "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -218,11 +225,11 @@ def read_log(datadir, limit=1 << 20):
         return ""
 
 
-def promoted(log_text):
+def promoted(log_text: str) -> bool:
     return any(line.rstrip().endswith(READY) for line in log_text.splitlines())
 
 
-def failure_reason(log_text):
+def failure_reason(log_text: str) -> str:
     """The line that says why the server stopped, in PostgreSQL's words."""
     lines = [line for line in log_text.splitlines() if "FATAL:" in line or "PANIC:" in line]
     if not lines:
@@ -231,7 +238,9 @@ def failure_reason(log_text):
     return lines[0].split(":  ", 1)[-1].strip()[:300]
 
 
-def wait_until_promoted(pg_ctl_bin, datadir, os_user, *, timeout=3600, cancel_event=None, on_progress=None):
+def wait_until_promoted(pg_ctl_bin: str, datadir: str, os_user: str, *, timeout: float = 3600,
+                        cancel_event: threading.Event | None = None,
+                        on_progress: Callable[[str], object] | None = None) -> str:
     """Waits until the restored server has reached its target and opened for
     writes. Raises RecoveryError with PostgreSQL's reason when it stops."""
     started = time.monotonic()
@@ -254,17 +263,17 @@ def wait_until_promoted(pg_ctl_bin, datadir, os_user, *, timeout=3600, cancel_ev
         time.sleep(0.3)
 
 
-def is_starting(datadir, started):
+def is_starting(datadir: str, started: float) -> bool:
     """pg_ctl start -W returns before the postmaster has written its pid file."""
     return time.monotonic() - started < 10 and not read_log(datadir).strip()
 
 
-def last_restored_file(log_text):
+def last_restored_file(log_text: str) -> str:
     found = re.findall(r'restored log file "([0-9A-F]{24}[^"]*)" from archive', log_text)
     return found[-1] if found else ""
 
 
-def parse_log_time(text):
+def parse_log_time(text: str) -> datetime:
     text = text.strip()
     if text.endswith(" UTC"):
         text = text[:-4] + "+00:00"
@@ -274,7 +283,7 @@ def parse_log_time(text):
     return datetime.fromisoformat(text)
 
 
-def recovered_time(log_text):
+def recovered_time(log_text: str) -> datetime | None:
     """The commit time of the last transaction recovery replayed, from the
     server's log: "last completed transaction was at log time …"; None when
     recovery replayed no transaction."""
@@ -287,7 +296,7 @@ def recovered_time(log_text):
     return parse_log_time(found)
 
 
-def stop_point(log_text):
+def stop_point(log_text: str) -> str:
     """How recovery stopped, in PostgreSQL's words ("recovery stopping before
     commit of transaction 812, time …"), or ""."""
     for line in log_text.splitlines():
@@ -296,7 +305,7 @@ def stop_point(log_text):
     return ""
 
 
-def stop(pg_ctl_bin, datadir, os_user, *, remove=False, mode="fast"):
+def stop(pg_ctl_bin: str, datadir: str, os_user: str, *, remove: bool = False, mode: str = "fast") -> None:
     """Stops the restored server if it runs; removes its directory if asked."""
     if os.path.exists(os.path.join(datadir, "postmaster.pid")):
         result = pg_ctl(pg_ctl_bin, datadir, os_user, "-m", mode, "-w", "-t", "60", "stop", check=False)

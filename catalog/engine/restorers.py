@@ -18,13 +18,25 @@ import signal
 import sqlite3
 import subprocess
 import tempfile
+import threading
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Self
 
 import psycopg
 from psycopg import sql
 
 from catalog.engine import pgglobals
-from catalog.engine.dumpers import COUNT_TABLES, connect, connect_server, describe_pg_error, first_line, libpq_env
+from catalog.engine.dumpers import (
+    COUNT_TABLES,
+    ConnParams,
+    connect,
+    connect_server,
+    describe_pg_error,
+    first_line,
+    libpq_env,
+    one,
+)
 from catalog.engine.errors import Cancelled, EngineError
 from catalog.engine.files import make_private_dirs
 from catalog.engine.storage.base import describe_os_error
@@ -67,7 +79,7 @@ class RestoreError(EngineError):
     """The dump could not be restored."""
 
 
-def scratch_name(backup_id):
+def scratch_name(backup_id: object) -> str:
     return f"{SCRATCH_PREFIX}{backup_id}_{secrets.token_hex(4)}"
 
 
@@ -77,7 +89,7 @@ class ScratchDatabase:
     locale it is created with, when the server has that locale; otherwise
     with the server's defaults, and `fallback` says why."""
 
-    def __init__(self, params, name, like=None):
+    def __init__(self, params: Mapping[str, Any], name: str, like: pgglobals.Properties | None = None) -> None:
         if not name.startswith(SCRATCH_PREFIX):
             raise ValueError("scratch databases must carry the scratch prefix")
         self.params = params
@@ -85,10 +97,10 @@ class ScratchDatabase:
         self.like = like
         self.fallback = ""
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.create()
 
-    def create(self):
+    def create(self) -> Self:
         with connect_server(self.params) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.name]).fetchone():
                 raise RestoreError(f"A database named {self.name} already exists; not touching it")
@@ -106,23 +118,23 @@ class ScratchDatabase:
                 raise RestoreError(f"Cannot create the scratch database: {describe_pg_error(exc, self.params)}")
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.drop()
 
-    def drop(self):
+    def drop(self) -> None:
         with connect_server(self.params) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
 
-    def recreate(self):
+    def recreate(self) -> Self:
         """Empty again, for a second attempt after a failed one."""
         self.drop()
         return self.create()
 
-    def connection_params(self):
+    def connection_params(self) -> ConnParams:
         return {**self.params, "dbname": self.name}
 
 
-def database_exists(params, name):
+def database_exists(params: Mapping[str, Any], name: str) -> bool:
     with connect_server(params) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
@@ -130,7 +142,7 @@ def database_exists(params, name):
 class _Process:
     """A restore tool fed through stdin, its stderr kept in a temporary file."""
 
-    def __init__(self, argv, env):
+    def __init__(self, argv: list[str], env: Mapping[str, str]) -> None:
         self.stderr = tempfile.TemporaryFile()
         self.stdout = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
@@ -138,16 +150,18 @@ class _Process:
         )
         self.open = True
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> None:
         if not self.open:
             return
+        assert self.proc.stdin is not None, "started with stdin=PIPE"
         try:
             self.proc.stdin.write(data)
         except (BrokenPipeError, ValueError):
             self.open = False  # it stopped reading: its exit code and stderr say why
 
-    def finish(self):
+    def finish(self) -> tuple[int, str, str]:
         if self.open:
+            assert self.proc.stdin is not None, "started with stdin=PIPE"
             try:
                 self.proc.stdin.close()
             except BrokenPipeError:
@@ -158,7 +172,7 @@ class _Process:
         self.stderr.seek(0)
         return code, self.stdout.read().decode(errors="replace"), self.stderr.read().decode(errors="replace")
 
-    def stop(self):
+    def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -168,15 +182,16 @@ class _Process:
             self.proc.wait()
 
 
-def ownership_options(keep_owners):
+def ownership_options(keep_owners: bool) -> list[str]:
     """pg_restore's options for owners and grants: kept (the roles must
     exist on the target), or left out, everything then belonging to the
     role that restores. A plain SQL dump says its owners itself."""
     return [] if keep_owners else ["--no-owner", "--no-privileges"]
 
 
-def restore_postgres(plain_chunks, params, fmt, cancel_event=None, pg_restore="pg_restore", psql="psql", warnings=None,
-                     keep_owners=False):
+def restore_postgres(plain_chunks: Iterable[bytes], params: Mapping[str, Any], fmt: str, cancel_event: threading.Event | None = None,
+                     pg_restore: str = "pg_restore", psql: str = "psql", warnings: list[str] | None = None,
+                     keep_owners: bool = False) -> dict[str, int] | None:
     """Streams a dump into the database `params` names. Returns the TOC counts
     (custom format) or None (plain SQL has no table of contents). What the
     tool printed without failing is appended, line by line, to `warnings`."""
@@ -216,7 +231,7 @@ def restore_postgres(plain_chunks, params, fmt, cancel_event=None, pg_restore="p
         raise
 
 
-def check_free_disk(directory, needed_bytes):
+def check_free_disk(directory: str | os.PathLike[str], needed_bytes: int) -> None:
     free = shutil.disk_usage(directory).free
     if needed_bytes > free:
         raise RestoreError(
@@ -225,8 +240,9 @@ def check_free_disk(directory, needed_bytes):
         )
 
 
-def restore_postgres_parallel(plain_chunks, params, directory, jobs, needed_bytes, pg_restore="pg_restore",
-                              warnings=None, keep_owners=False, like=None):
+def restore_postgres_parallel(plain_chunks: Iterable[bytes], params: Mapping[str, Any], directory: str, jobs: int,
+                              needed_bytes: int, pg_restore: str = "pg_restore", warnings: list[str] | None = None,
+                              keep_owners: bool = False, like: pgglobals.Properties | None = None) -> None:
     """Custom format with `pg_restore -j`: the dump is written to a temporary
     file first (pg_restore needs to seek for parallel jobs), which also means
     nothing is restored before the whole stream has passed its checksum."""
@@ -259,7 +275,7 @@ def restore_postgres_parallel(plain_chunks, params, directory, jobs, needed_byte
         os.unlink(path)
 
 
-def toc_counts(listing):
+def toc_counts(listing: str) -> dict[str, int]:
     counts = Counter({kind: 0 for kind in set(TOC_KINDS.values())})
     for line in listing.splitlines():
         match = TOC_LINE.match(line)
@@ -268,21 +284,23 @@ def toc_counts(listing):
     return dict(counts)
 
 
-def restored_counts(params, pg_dump="pg_dump", pg_restore="pg_restore"):
+def restored_counts(params: Mapping[str, Any], pg_dump: str = "pg_dump", pg_restore: str = "pg_restore"
+                    ) -> tuple[dict[str, int], dict[str, int]]:
     """(rows per table, schema object counts) of a restored database."""
     with connect(params) as conn:
         rows = {}
         for schema, table in conn.execute(COUNT_TABLES).fetchall():
             query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-            rows[f"{schema}.{table}"] = conn.execute(query).fetchone()[0]
+            rows[f"{schema}.{table}"] = one(conn, query)
     return rows, toc_counts(schema_listing(params, pg_dump, pg_restore))
 
 
-def schema_listing(params, pg_dump="pg_dump", pg_restore="pg_restore"):
+def schema_listing(params: Mapping[str, Any], pg_dump: str = "pg_dump", pg_restore: str = "pg_restore") -> str:
     """`pg_restore --list` of a schema-only dump of the database."""
     env = libpq_env(params)
     dump = subprocess.Popen([pg_dump, "--schema-only", "--format=custom", "--no-password", "--dbname", params["dbname"]],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert dump.stdout is not None and dump.stderr is not None, "started with stdout and stderr=PIPE"
     listing = subprocess.run([pg_restore, "--list"], stdin=dump.stdout, capture_output=True, text=True, env=env)
     dump.stdout.close()
     errors = dump.stderr.read().decode(errors="replace")
@@ -291,7 +309,7 @@ def schema_listing(params, pg_dump="pg_dump", pg_restore="pg_restore"):
     return listing.stdout
 
 
-def restore_sqlite(plain_chunks, path, cancel_event=None):
+def restore_sqlite(plain_chunks: Iterable[bytes], path: str, cancel_event: threading.Event | None = None) -> None:
     with disk_full_in_words(os.path.dirname(path)), open(path, "wb") as handle:
         for chunk in plain_chunks:
             if cancel_event is not None and cancel_event.is_set():
@@ -300,7 +318,7 @@ def restore_sqlite(plain_chunks, path, cancel_event=None):
 
 
 @contextlib.contextmanager
-def disk_full_in_words(directory, then=""):
+def disk_full_in_words(directory: str | os.PathLike[str], then: str = "") -> Iterator[None]:
     """A temporary file in `directory` that cannot be written for lack of room
     becomes a RestoreError in words (the closing flush included, so the file
     must be opened inside). Other OSErrors, a read of the stored copy say,
@@ -313,7 +331,7 @@ def disk_full_in_words(directory, then=""):
         raise RestoreError(describe_os_error(exc, directory) + then) from exc
 
 
-def sqlite_report(path, qualified=False):
+def sqlite_report(path: str, qualified: bool = False) -> tuple[str, dict[str, int]]:
     """(integrity_check answer, rows per table) of a restored SQLite file;
     qualified: tables named "main.<name>", as an export names them."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

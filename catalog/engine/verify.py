@@ -14,8 +14,11 @@ bytes differ, never *where*. So the report says what is certain:
 """
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
+from catalog.engine.crypto import Keyring, KeyWraps
 from catalog.engine.errors import CorruptionError
 from catalog.engine.pipeline import restore_stream
 
@@ -27,27 +30,35 @@ class ObjectCheck:
     sha256: str = ""
     ok: bool = False
     error: str = ""
-    offset: int = None  # the first bad byte, only when it is known exactly
-    segment_start: int = None  # otherwise: the damage lies in the segment starting here…
-    segment_length: int = None  # …this many bytes long
+    offset: int | None = None  # the first bad byte, only when it is known exactly
+    segment_start: int | None = None  # otherwise: the damage lies in the segment starting here…
+    segment_length: int | None = None  # …this many bytes long
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def check_object(chunks, keyring, expected_sha256, expected_size, expected_plain=None, key_wraps=None):
+def check_object(
+    chunks: Iterable[bytes],
+    keyring: Keyring | None,
+    expected_sha256: str,
+    expected_size: int,
+    expected_plain: int | None = None,
+    key_wraps: KeyWraps | None = None,
+) -> ObjectCheck:
     """Reads every chunk once; never raises CorruptionError, returns what it found."""
     result = ObjectCheck()
     hasher = hashlib.sha256()
 
-    def counted():
+    def counted() -> Iterator[bytes]:
         for chunk in chunks:
             result.stored_bytes += len(chunk)
             hasher.update(chunk)
             yield chunk
 
     stream = counted()
-    damage, decoded_until = None, None
+    damage: CorruptionError | None = None
+    decoded_until: int | None = None
     try:
         for data in restore_stream(stream, keyring=keyring, key_wraps=key_wraps):
             result.plain_bytes += len(data)
@@ -81,14 +92,14 @@ def check_object(chunks, keyring, expected_sha256, expected_size, expected_plain
     return result
 
 
-def size_difference(found, expected):
+def size_difference(found: int, expected: int) -> str:
     if found < expected:
         return (f"the object has {found} bytes; {expected} were stored: it is cut short, "
                 f"the last {expected - found} are missing")
     return f"the object has {found} bytes; {expected} were stored: {found - expected} bytes were added after its end"
 
 
-def first_difference(chunks, other_chunks):
+def first_difference(chunks: Iterable[bytes], other_chunks: Iterable[bytes]) -> int | None:
     """The offset of the first byte where two streams of chunks differ (the
     shorter one's length when one is the start of the other), or None when
     they are equal. Stops reading at the difference."""
@@ -106,7 +117,7 @@ def first_difference(chunks, other_chunks):
         left, right = left[length:], right[length:]
 
 
-def refill(chunks, view):
+def refill(chunks: Iterator[bytes], view: memoryview) -> memoryview:
     """`view`, or the next non-empty chunk when it is empty; empty at the end."""
     while not view:
         chunk = next(chunks, None)

@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 from catalog.engine.dumpers import libpq_env, normalize_conninfo
 from catalog.engine.errors import SourceError
@@ -19,24 +21,24 @@ PARTIAL_RE = re.compile(r"^([0-9A-F]{24})\.partial$")
 HISTORY_RE = re.compile(r"^([0-9A-F]{8})\.history$")
 
 
-def is_segment_name(name):
+def is_segment_name(name: str) -> bool:
     return bool(SEGMENT_RE.match(name))
 
 
-def is_history_name(name):
+def is_history_name(name: str) -> bool:
     return bool(HISTORY_RE.match(name))
 
 
-def is_partial_name(name):
+def is_partial_name(name: str) -> bool:
     return bool(PARTIAL_RE.match(name))
 
 
-def segment_timeline(name):
+def segment_timeline(name: str) -> int:
     """The timeline of a segment, partial or history file name."""
     return int(name[:8], 16)
 
 
-def segment_position(name, segment_size=DEFAULT_SEGMENT_SIZE):
+def segment_position(name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> int:
     """The segment's number in the WAL stream (a partial counts as its segment)."""
     match = SEGMENT_RE.match(name[:24])
     if not match:
@@ -44,7 +46,7 @@ def segment_position(name, segment_size=DEFAULT_SEGMENT_SIZE):
     return int(match.group(2), 16) * segments_per_log(segment_size) + int(match.group(3), 16)
 
 
-def kind_of(name):
+def kind_of(name: str) -> str | None:
     """'segment', 'partial' or 'history' for a file pg_receivewal writes; None for anything else."""
     if is_segment_name(name):
         return "segment"
@@ -61,15 +63,15 @@ class WalFileDump:
     it was when shipping started."""
 
     server_version = tool_version = ""
-    table_counts = {}
+    table_counts: ClassVar[dict[str, int]] = {}
 
-    def __init__(self, path, length=None):
+    def __init__(self, path: str | os.PathLike[str], length: int | None = None) -> None:
         self.path = path
         self.length = os.path.getsize(path) if length is None else length
         self.raw_bytes = 0
         self.cancelled = False
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         with open(self.path, "rb") as handle:
             while self.raw_bytes < self.length and not self.cancelled:
                 chunk = handle.read(min(CHUNK_SIZE, self.length - self.raw_bytes))
@@ -78,20 +80,20 @@ class WalFileDump:
                 self.raw_bytes += len(chunk)
                 yield chunk
 
-    def cancel(self):
+    def cancel(self) -> None:
         self.cancelled = True
 
 
 class BytesDump(WalFileDump):
     """A WAL file already in memory (one pushed over HTTP, at most a segment)."""
 
-    def __init__(self, data):
+    def __init__(self, data: bytes) -> None:
         self.data = data
         self.length = len(data)
         self.raw_bytes = 0
         self.cancelled = False
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         for start in range(0, len(self.data), CHUNK_SIZE):
             chunk = self.data[start:start + CHUNK_SIZE]
             self.raw_bytes += len(chunk)
@@ -101,12 +103,12 @@ class BytesDump(WalFileDump):
 # --- pg_receivewal --------------------------------------------------------------
 
 
-def receivewal_argv(pg_receivewal, directory, slot):
+def receivewal_argv(pg_receivewal: str, directory: str | os.PathLike[str], slot: str) -> list[str]:
     """The command line: no host, user or password on it (see receivewal_env)."""
     return [pg_receivewal, "-D", str(directory), "--slot", slot, "--synchronous", "--no-loop", "--no-password"]
 
 
-def receivewal_env(conninfo):
+def receivewal_env(conninfo: Mapping[str, Any]) -> dict[str, str]:
     """Where to connect, and the password, through libpq's environment: a
     command line is visible to every user of the machine."""
     params = normalize_conninfo(conninfo)
@@ -117,7 +119,9 @@ def receivewal_env(conninfo):
     return env
 
 
-def start_receivewal(pg_receivewal, directory, slot, conninfo, log_path):
+def start_receivewal(
+    pg_receivewal: str, directory: str | os.PathLike[str], slot: str, conninfo: Mapping[str, Any], log_path: str | os.PathLike[str]
+) -> "subprocess.Popen[bytes]":
     """Starts pg_receivewal writing into `directory`; its messages go to `log_path`."""
     make_private_dirs(directory)  # the source's WAL holds every change to its data
     log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE), "ab")
@@ -132,7 +136,7 @@ def start_receivewal(pg_receivewal, directory, slot, conninfo, log_path):
         log.close()
 
 
-def stop_process(process, timeout=10):
+def stop_process(process: "subprocess.Popen[Any]", timeout: float = 10) -> None:
     if process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
@@ -143,7 +147,7 @@ def stop_process(process, timeout=10):
         process.wait()
 
 
-def last_error_line(log_path, limit=8192):
+def last_error_line(log_path: str | os.PathLike[str], limit: int = 8192) -> str:
     """The last thing pg_receivewal said, for the page (never holds a password:
     it is not on its command line nor in what it prints)."""
     try:

@@ -115,10 +115,13 @@ children's rows.
 
 import os
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, NotRequired, TypedDict
 
 import psycopg
 from psycopg import sql
+from typing_extensions import TypeIs
 
 EXPORT_FORMATS = {"jsonl": "JSON Lines", "csv": "CSV with header", "sql": "SQL INSERT statements"}
 ARCHIVE_VERSION = 1
@@ -144,6 +147,32 @@ SESSION = {
 SNAPSHOT_NOTE = "All tables were read in one REPEATABLE READ, READ ONLY transaction: one consistent snapshot."
 SQLITE_SNAPSHOT_NOTE = "All tables were read in one SQLite read transaction: one consistent state of the file."
 
+# The JSON objects of the archive described above: a table's description
+# (its columns member), one column of it, and the export's manifest. A
+# loader reads them from an archive it does not trust and checks them first.
+Description = dict[str, Any]
+Column = dict[str, Any]
+ExportManifest = dict[str, Any]
+
+
+class LiveColumn(TypedDict):
+    name: str
+    type: str
+
+
+class LiveTable(TypedDict):
+    """A table a source offers for export, as the table picker lists it."""
+
+    schema: str
+    name: str
+    columns: list[LiveColumn]
+    rows_estimate: int | None
+    partitions: NotRequired[int]  # a partitioned parent: how many leaf partitions it reads through
+
+
+# What an export reads: a PostgreSQL source's conninfo, or a SQLite file's path.
+Conninfo = Mapping[str, Any] | str | os.PathLike[str]
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -152,27 +181,27 @@ class TableSpec:
     where: str = ""  # optional SQL condition, without the word WHERE
 
     @property
-    def qualified(self):
+    def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
 
 
-def is_sqlite_source(conninfo):
+def is_sqlite_source(conninfo: Conninfo) -> TypeIs[str | os.PathLike[str]]:
     return isinstance(conninfo, (str, os.PathLike))
 
 
-def identifier(table):
+def identifier(table: TableSpec) -> sql.Identifier:
     return sql.Identifier(table.schema, table.name)
 
 
-def member_stem(schema, name):
-    def safe(part):
+def member_stem(schema: str, name: str) -> str:
+    def safe(part: str) -> str:
         return part.replace("%", "%25").replace("/", "%2F")
 
     return f"tables/{safe(schema)}.{safe(name)}"
 
 
 
-def tar_header(name, size, mtime):
+def tar_header(name: str, size: int, mtime: float) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = int(mtime)
@@ -180,6 +209,6 @@ def tar_header(name, size, mtime):
     return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
 
 
-def padding(size):
+def padding(size: int) -> bytes:
     return b"\0" * (-size % BLOCK)
 

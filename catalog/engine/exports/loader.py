@@ -7,18 +7,24 @@ import json
 import logging
 import re
 import tarfile
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from typing import IO, Any, Generic, TypeVar
 
 import psycopg
 from psycopg import sql
 
-from catalog.engine.dumpers import CHUNK_SIZE, connect, normalize_conninfo
+from catalog.engine.dumpers import CHUNK_SIZE, connect, normalize_conninfo, one
 from catalog.engine.errors import CorruptionError, EngineError
-from catalog.engine.exports.archive import MANIFEST_MEMBER, SESSION
+from catalog.engine.exports.archive import MANIFEST_MEMBER, SESSION, Column, Description, ExportManifest
 from catalog.engine.exports.schema import query_error
 from catalog.engine.exports.sqltext import is_balanced_expression, parse_constant
 from catalog.engine.exports.values import LITERAL, insert_statements
 
 logger = logging.getLogger(__name__)
+
+ConnT = TypeVar("ConnT")
+# {"schema.table": rows loaded}
+Loaded = dict[str, int]
 
 # Rows per batch when loading JSON Lines (staged in a temporary table) or
 # SQL statements (sent together), and a cap on the bytes held for SQL.
@@ -29,21 +35,21 @@ LOAD_BATCH_BYTES = 4 << 20
 class HashingReader:
     """Reads a member sequentially, hashing and counting every byte."""
 
-    def __init__(self, fileobj):
+    def __init__(self, fileobj: IO[bytes]) -> None:
         self.fileobj = fileobj
         self.digest = hashlib.sha256()
         self.size = 0
 
-    def read(self, size=CHUNK_SIZE):
+    def read(self, size: int = CHUNK_SIZE) -> bytes:
         data = self.fileobj.read(size)
         self.digest.update(data)
         self.size += len(data)
         return data
 
-    def lines(self):
+    def lines(self) -> Iterator[bytes]:
         """The member's lines without their line breaks. Pieces of a line
         longer than a chunk are joined once, not re-copied chunk by chunk."""
-        parts = []
+        parts: list[bytes] = []
         while data := self.read():
             pieces = data.split(b"\n")
             if len(pieces) == 1:
@@ -57,32 +63,34 @@ class HashingReader:
         if tail:
             yield tail
 
-    def drain(self):
+    def drain(self) -> None:
         while self.read():
             pass
 
 
 
-class ExportLoader:
-    """Loads an export archive into a PostgreSQL connection (one transaction,
-    committed by the caller) and checks it against its manifest. With
-    wanted=[] it loads nothing and needs no connection: it only checks."""
+class ArchiveLoader(Generic[ConnT]):
+    """Reads an export archive as a stream and checks it against its
+    manifest; each table it loads goes to `conn` through the subclass's
+    _table_exists, _create_table and _load (ExportLoader: PostgreSQL;
+    sqlite_loader.SqliteExportLoader: a SQLite file). With wanted=[] it loads
+    nothing: it only checks."""
 
     # What a member that fails to load raises: the reading goes on, so that
     # the manifest can tell damage from a real failure.
-    load_errors = (psycopg.Error,)
+    load_errors: tuple[type[Exception], ...] = ()
 
-    def __init__(self, conn, params, wanted):
+    def __init__(self, conn: ConnT, params: Mapping[str, Any], wanted: Collection[str] | None) -> None:
         self.conn = conn
         self.params = params
         self.wanted = wanted
-        self.seen = {}  # qualified name → what this reading found
-        self.loaded = {}
-        self.load_error = None
-        self.manifest = None
-        self.pending = None  # the description waiting for its data member
+        self.seen: dict[str, dict[str, Any]] = {}  # qualified name → what this reading found
+        self.loaded: Loaded = {}
+        self.load_error: str | None = None
+        self.manifest: ExportManifest | None = None
+        self.pending: Description | None = None  # the description waiting for its data member
 
-    def run(self, fileobj):
+    def run(self, fileobj: IO[bytes]) -> Loaded:
         try:
             with tarfile.open(fileobj=fileobj, mode="r|", encoding="utf-8") as archive:
                 for member in archive:
@@ -100,7 +108,7 @@ class ExportLoader:
                 raise EngineError(f"The export has no table {', '.join(missing)}")
         return self.loaded
 
-    def _member(self, archive, member):
+    def _member(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         if self.manifest is not None:
             raise CorruptionError(f"The export has a member {member.name} after its manifest")
         content = archive.extractfile(member) if member.isfile() else None
@@ -119,7 +127,7 @@ class ExportLoader:
         else:
             raise CorruptionError(f"The export has an unexpected member {member.name}")
 
-    def _json(self, name, data):
+    def _json(self, name: str, data: bytes) -> dict[str, Any]:
         try:
             document = json.loads(data)
         except ValueError:
@@ -128,13 +136,13 @@ class ExportLoader:
             raise CorruptionError(f"Member {name} of the export is not a JSON object")
         return document
 
-    def _qualified(self, description):
+    def _qualified(self, description: Description) -> str:
         return f"{description.get('schema')}.{description.get('name')}"
 
-    def _selected(self, description):
+    def _selected(self, description: Description) -> bool:
         return self.load_error is None and (self.wanted is None or self._qualified(description) in self.wanted)
 
-    def _prepare(self, description):
+    def _prepare(self, description: Description) -> None:
         """Creates the table, unless it is skipped; refuses one that exists."""
         qualified = self._qualified(description)
         self._check_description(qualified, description)
@@ -144,93 +152,8 @@ class ExportLoader:
             raise EngineError(f"Table {qualified} already exists in the target database; an export is loaded only into new tables")
         self._create_table(qualified, description)
 
-    def _table_exists(self, description):
-        return self.conn.execute(
-            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-            [description["schema"], description["name"]],
-        ).fetchone() is not None
-
-    def _create_table(self, qualified, description):
-        """CREATE TABLE with each column's type, NOT NULL, constant default
-        and generation expression. Identity and the primary key come after
-        the rows (_finish_table): the rows then go in as they are, without
-        OVERRIDING SYSTEM VALUE, and the key is built once."""
-        table = sql.Identifier(description["schema"], description["name"])
-        full, without_generated, bare = [], [], []
-        has_defaults = False
-        for column in description["columns"]:
-            type_name = column.get("create_as") or column["type"]
-            if not self._known_type(type_name):
-                # Read on: the manifest tells damage from a type this
-                # database lacks (an extension's, say).
-                self._abandon(f"Column {column['name']} of {qualified} has a type this database does not know: {type_name[:100]}")
-                return
-            definition = sql.SQL("{} {}").format(sql.Identifier(column["name"]), sql.SQL(type_name))
-            not_null = sql.SQL(" NOT NULL" if column.get("not_null") else "")
-            default = self._default(qualified, column)
-            has_defaults = has_defaults or default is not None
-            default = sql.SQL(" DEFAULT {}").format(sql.SQL(default)) if default is not None else sql.SQL("")
-            generated = sql.SQL("")
-            if column.get("generated"):
-                # Checked by _check_description to stay inside these parentheses.
-                generated = sql.SQL(" GENERATED ALWAYS AS ({}) STORED").format(sql.SQL(column["expression"]))
-            full.append(sql.Composed([definition, generated, default, not_null]))
-            without_generated.append(sql.Composed([definition, default, not_null]))
-            bare.append(sql.Composed([definition, not_null]))
-        self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(description["schema"])))
-        # Should this database refuse a generation expression (one naming an
-        # enum made here as text, say) or a default (a SQLite default that
-        # PostgreSQL reads otherwise), the table is made without them, at
-        # worst as a 1.0 archive made it, and every value is loaded as
-        # exported, rather than losing the whole load.
-        generated = [column["name"] for column in description["columns"] if column.get("generated")]
-        # Each attempt: the columns, which of them are computed, and what it leaves out.
-        attempts = [(full, generated, "")]
-        if generated:
-            attempts.append((without_generated, [], "generation expressions"))
-        if has_defaults:
-            attempts.append((bare, [], "defaults"))
-        for number, (columns, computed, _) in enumerate(attempts):
-            try:
-                with self.conn.transaction():
-                    # Prepared: one statement, whatever the expressions say.
-                    self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(columns)), prepare=True)
-            except psycopg.Error as exc:
-                if number == len(attempts) - 1:
-                    raise
-                logger.warning("Table %s of the export is created without its %s, which this database refused: %s",
-                               qualified, attempts[number + 1][2], self._error_text(exc))
-                continue
-            description["_generated"] = computed
-            return
-
-    def _default(self, qualified, column):
-        """The column's constant default as this database should read it, or None."""
-        if column.get("default") is None:
-            return None
-        literal, casts = parse_constant(column["default"])  # checked by _check_description
-        if column.get("create_as"):
-            # The column's own type (an enum, a domain, a SQLite declaration)
-            # is not made here: the bare literal goes into the created type.
-            casts = []
-        for cast in casts:
-            if not self._known_type(cast):
-                logger.warning("Column %s of %s keeps no default: this database has no type %s",
-                               column["name"], qualified, cast[:100])
-                return None
-        return literal + "".join(f"::{cast}" for cast in casts)
-
-    def _known_type(self, type_name):
-        """to_regtype() parses the text as exactly one type name, so a type
-        written into CREATE TABLE cannot carry anything else."""
-        try:
-            with self.conn.transaction():
-                return self.conn.execute("SELECT to_regtype(%s)", [type_name]).fetchone()[0] is not None
-        except psycopg.Error:
-            return False
-
-    def _check_description(self, qualified, description):
-        def text(value):
+    def _check_description(self, qualified: str, description: Description) -> None:
+        def text(value: object) -> bool:
             return isinstance(value, str) and value != ""
 
         columns = description.get("columns")
@@ -250,8 +173,9 @@ class ExportLoader:
         if not well_formed:
             raise CorruptionError(f"The export's description of table {qualified} is damaged")
 
-    def _data(self, name, reader):
+    def _data(self, name: str, reader: HashingReader) -> None:
         description, self.pending = self.pending, None
+        assert description is not None, "called for the pending table's data member"
         qualified = self._qualified(description)
         fmt = name.rsplit(".", 1)[-1]
         rows = None
@@ -266,16 +190,155 @@ class ExportLoader:
         self.seen[qualified] = {"description": description, "member": name, "format": fmt, "rows": rows,
                                 "size": reader.size, "sha256": reader.digest.hexdigest()}
 
-    def _abandon(self, reason):
+    def _check_manifest(self) -> None:
+        if self.manifest is None:
+            raise CorruptionError("The export ends before its manifest: it is truncated or damaged")
+        if self.pending is not None:
+            raise CorruptionError(f"The export has no rows for table {self._qualified(self.pending)}")
+        entries = self.manifest.get("tables")
+        if not isinstance(entries, dict) or list(entries) != list(self.seen):
+            raise CorruptionError("The export's tables are not the ones its manifest lists")
+        for qualified, found in self.seen.items():
+            entry = entries[qualified]
+            description = found["description"]
+            if found["sha256"] != entry.get("sha256") or found["size"] != entry.get("size"):
+                raise CorruptionError(f"The rows of table {qualified} do not match the export's manifest (SHA-256 differs)")
+            if found["member"] != entry.get("member") or found["format"] != self.manifest.get("format"):
+                raise CorruptionError(f"The member for table {qualified} is not the one the manifest names")
+            for key in ("columns", "primary_key", "where"):
+                if description.get(key) != entry.get(key):
+                    raise CorruptionError(f"The description of table {qualified} does not match the export's manifest ({key})")
+            if found["rows"] is not None and found["rows"] != entry.get("rows"):
+                raise CorruptionError(
+                    f"Table {qualified} loaded {found['rows']} rows where the export's manifest says {entry.get('rows')}"
+                )
+
+    def _table_exists(self, description: Description) -> bool:
+        raise NotImplementedError
+
+    def _create_table(self, qualified: str, description: Description) -> None:
+        raise NotImplementedError
+
+    def _load(self, description: Description, fmt: str, reader: HashingReader) -> int:
+        raise NotImplementedError
+
+    def _abandon(self, reason: str) -> None:
+        """Nothing of this load will be committed; the reading goes on to the manifest."""
+        raise NotImplementedError
+
+    def _error_text(self, exc: Exception) -> str:
+        raise NotImplementedError
+
+
+class ExportLoader(ArchiveLoader[psycopg.Connection[Any]]):
+    """Loads an export archive into a PostgreSQL connection (one transaction,
+    committed by the caller) and checks it against its manifest. With
+    wanted=[] it loads nothing: it only checks."""
+
+    # What a member that fails to load raises: the reading goes on, so that
+    # the manifest can tell damage from a real failure.
+    load_errors: tuple[type[Exception], ...] = (psycopg.Error,)
+
+    def _table_exists(self, description: Description) -> bool:
+        return self.conn.execute(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            [description["schema"], description["name"]],
+        ).fetchone() is not None
+
+    def _create_table(self, qualified: str, description: Description) -> None:
+        """CREATE TABLE with each column's type, NOT NULL, constant default
+        and generation expression. Identity and the primary key come after
+        the rows (_finish_table): the rows then go in as they are, without
+        OVERRIDING SYSTEM VALUE, and the key is built once."""
+        table = sql.Identifier(description["schema"], description["name"])
+        full: list[sql.Composable] = []
+        without_generated: list[sql.Composable] = []
+        bare: list[sql.Composable] = []
+        has_defaults = False
+        for column in description["columns"]:
+            type_name = column.get("create_as") or column["type"]
+            if not self._known_type(type_name):
+                # Read on: the manifest tells damage from a type this
+                # database lacks (an extension's, say).
+                self._abandon(f"Column {column['name']} of {qualified} has a type this database does not know: {type_name[:100]}")
+                return
+            definition = sql.SQL("{} {}").format(sql.Identifier(column["name"]), sql.SQL(type_name))
+            not_null = sql.SQL(" NOT NULL" if column.get("not_null") else "")
+            default_text = self._default(qualified, column)
+            has_defaults = has_defaults or default_text is not None
+            default: sql.Composable = (sql.SQL(" DEFAULT {}").format(sql.SQL(default_text)) if default_text is not None
+                                       else sql.SQL(""))
+            generation: sql.Composable = sql.SQL("")
+            if column.get("generated"):
+                # Checked by _check_description to stay inside these parentheses.
+                generation = sql.SQL(" GENERATED ALWAYS AS ({}) STORED").format(sql.SQL(column["expression"]))
+            full.append(sql.Composed([definition, generation, default, not_null]))
+            without_generated.append(sql.Composed([definition, default, not_null]))
+            bare.append(sql.Composed([definition, not_null]))
+        self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(description["schema"])))
+        # Should this database refuse a generation expression (one naming an
+        # enum made here as text, say) or a default (a SQLite default that
+        # PostgreSQL reads otherwise), the table is made without them, at
+        # worst as a 1.0 archive made it, and every value is loaded as
+        # exported, rather than losing the whole load.
+        generated = [column["name"] for column in description["columns"] if column.get("generated")]
+        # Each attempt: the columns, which of them are computed, and what it leaves out.
+        attempts: list[tuple[list[sql.Composable], list[str], str]] = [(full, generated, "")]
+        if generated:
+            attempts.append((without_generated, [], "generation expressions"))
+        if has_defaults:
+            attempts.append((bare, [], "defaults"))
+        for number, (columns, computed, _) in enumerate(attempts):
+            try:
+                with self.conn.transaction():
+                    # Prepared: one statement, whatever the expressions say.
+                    self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(columns)), prepare=True)
+            except psycopg.Error as exc:
+                if number == len(attempts) - 1:
+                    raise
+                logger.warning("Table %s of the export is created without its %s, which this database refused: %s",
+                               qualified, attempts[number + 1][2], self._error_text(exc))
+                continue
+            description["_generated"] = computed
+            return
+
+    def _default(self, qualified: str, column: Column) -> str | None:
+        """The column's constant default as this database should read it, or None."""
+        if column.get("default") is None:
+            return None
+        parsed = parse_constant(column["default"])
+        assert parsed is not None, "checked by _check_description"
+        literal, casts = parsed
+        if column.get("create_as"):
+            # The column's own type (an enum, a domain, a SQLite declaration)
+            # is not made here: the bare literal goes into the created type.
+            casts = []
+        for cast in casts:
+            if not self._known_type(cast):
+                logger.warning("Column %s of %s keeps no default: this database has no type %s",
+                               column["name"], qualified, cast[:100])
+                return None
+        return literal + "".join(f"::{cast}" for cast in casts)
+
+    def _known_type(self, type_name: str) -> bool:
+        """to_regtype() parses the text as exactly one type name, so a type
+        written into CREATE TABLE cannot carry anything else."""
+        try:
+            with self.conn.transaction():
+                return one(self.conn, "SELECT to_regtype(%s)", [type_name]) is not None
+        except psycopg.Error:
+            return False
+
+    def _abandon(self, reason: str) -> None:
         """Nothing of this load will be committed; the reading goes on to the manifest."""
         self.conn.rollback()
         self.loaded = {}
         self.load_error = reason
 
-    def _error_text(self, exc):
+    def _error_text(self, exc: Exception) -> str:
         return query_error(exc, self.params)
 
-    def _load(self, description, fmt, reader):
+    def _load(self, description: Description, fmt: str, reader: HashingReader) -> int:
         qualified = self._qualified(description)
         table = sql.Identifier(description["schema"], description["name"])
         # A generated column is computed by this database: its exported
@@ -295,7 +358,7 @@ class ExportLoader:
         self.loaded[qualified] = rows
         return rows
 
-    def _finish_table(self, table, description):
+    def _finish_table(self, table: sql.Identifier, description: Description) -> None:
         """The primary key, then each identity column with its sequence
         continuing past the recorded value and past every loaded one."""
         primary_key = description.get("primary_key") or []
@@ -307,10 +370,10 @@ class ExportLoader:
             if column.get("identity") and column["name"] not in (description.get("_generated") or ()):
                 self._add_identity(table, column)
 
-    def _add_identity(self, table, column):
+    def _add_identity(self, table: sql.Identifier, column: Column) -> None:
         name = sql.Identifier(column["name"])
         sequence = column.get("sequence") or {}
-        options = [
+        options: list[sql.Composable] = [
             sql.SQL(f"{clause} {{}}").format(sql.Literal(sequence[key]))
             for key, clause in (("start", "START WITH"), ("increment", "INCREMENT BY"), ("minimum", "MINVALUE"),
                                 ("maximum", "MAXVALUE"), ("cache", "CACHE"))
@@ -323,18 +386,21 @@ class ExportLoader:
             sql.SQL(" ({})").format(sql.SQL(" ").join(options)) if options else sql.SQL(""),
         ))
         rising = (sequence.get("increment") or 1) > 0
-        seq, low, high, furthest = self.conn.execute(
+        row = self.conn.execute(
             sql.SQL("SELECT s.seqrelid::regclass::text, s.seqmin, s.seqmax, (SELECT {}({}) FROM {}) "
                     "FROM pg_sequence s WHERE s.seqrelid = pg_get_serial_sequence(%s, %s)::regclass").format(
                 sql.SQL("max" if rising else "min"), name, table),
             [table.as_string(self.conn), column["name"]],
         ).fetchone()
+        assert row is not None, "the identity column just added has its sequence"
+        seq, low, high, furthest = row
         reached = [value for value in (sequence.get("last_value"), furthest) if value is not None]
         if reached:
             value = max(reached) if rising else min(reached)
             self.conn.execute("SELECT setval(%s::regclass, %s, true)", [seq, min(max(value, low), high)])
 
-    def _load_csv(self, description, table, names, reader, staged):
+    def _load_csv(self, description: Description, table: sql.Identifier, names: sql.Composed, reader: HashingReader,
+                  staged: bool) -> int:
         if staged:
             # COPY cannot skip a field of its input: the rows go into a
             # temporary copy of the table (LIKE makes generated columns
@@ -356,7 +422,7 @@ class ExportLoader:
         self.conn.execute("DROP TABLE strongroom_export_rows")
         return rows
 
-    def _load_jsonl(self, columns, table, names, reader):
+    def _load_jsonl(self, columns: list[Column], table: sql.Identifier, names: sql.Composed, reader: HashingReader) -> int:
         """COPY the lines into a temporary table (fast, in C), then let
         PostgreSQL turn them into rows with json_populate_record(); a batch
         at a time, so the temporary table stays small."""
@@ -389,7 +455,8 @@ class ExportLoader:
             if staged < LOAD_BATCH_ROWS:
                 return rows
 
-    def _load_sql(self, description, table, reader, generated):
+    def _load_sql(self, description: Description, table: sql.Identifier, reader: HashingReader,
+                  generated: set[str]) -> int:
         qualified = self._qualified(description)
         every = [column["name"] for column in description["columns"]]
         prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(table, sql.SQL(", ").join(map(sql.Identifier, every))).as_string(self.conn)
@@ -417,37 +484,14 @@ class ExportLoader:
             rows += self._execute_statements(batch)
         return rows
 
-    def _execute_statements(self, statements):
+    def _execute_statements(self, statements: list[str]) -> int:
         # Each one checked above to be a single INSERT of literals: sent
         # together as one simple query to save round trips.
         self.conn.execute("\n".join(statements))
         return len(statements)
 
-    def _check_manifest(self):
-        if self.manifest is None:
-            raise CorruptionError("The export ends before its manifest: it is truncated or damaged")
-        if self.pending is not None:
-            raise CorruptionError(f"The export has no rows for table {self._qualified(self.pending)}")
-        entries = self.manifest.get("tables")
-        if not isinstance(entries, dict) or list(entries) != list(self.seen):
-            raise CorruptionError("The export's tables are not the ones its manifest lists")
-        for qualified, found in self.seen.items():
-            entry = entries[qualified]
-            description = found["description"]
-            if found["sha256"] != entry.get("sha256") or found["size"] != entry.get("size"):
-                raise CorruptionError(f"The rows of table {qualified} do not match the export's manifest (SHA-256 differs)")
-            if found["member"] != entry.get("member") or found["format"] != self.manifest.get("format"):
-                raise CorruptionError(f"The member for table {qualified} is not the one the manifest names")
-            for key in ("columns", "primary_key", "where"):
-                if description.get(key) != entry.get(key):
-                    raise CorruptionError(f"The description of table {qualified} does not match the export's manifest ({key})")
-            if found["rows"] is not None and found["rows"] != entry.get("rows"):
-                raise CorruptionError(
-                    f"Table {qualified} loaded {found['rows']} rows where the export's manifest says {entry.get('rows')}"
-                )
 
-
-def well_formed_rules(column):
+def well_formed_rules(column: Column) -> bool:
     """Whether a column's optional keys (archive 1.1) are what an export
     writes: a constant default, a generation expression that stays inside
     its parentheses, integers for a sequence. Unknown keys are ignored."""
@@ -473,7 +517,7 @@ def well_formed_rules(column):
     return True
 
 
-def load_export(fileobj, target_conninfo, tables=None):
+def load_export(fileobj: IO[bytes], target_conninfo: Mapping[str, Any], tables: Iterable[str] | None = None) -> Loaded:
     """Reads an export archive (a plain, decrypted and decompressed stream,
     read sequentially) into the target PostgreSQL database: creates each
     table from its recorded column types and primary key, loads its rows,

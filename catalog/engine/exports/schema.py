@@ -5,13 +5,24 @@ sqlite_source."""
 
 import fnmatch
 import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from catalog.engine.dumpers import connect, describe_pg_error, first_line, normalize_conninfo, redact
 from catalog.engine.errors import SourceError
-from catalog.engine.exports.archive import identifier, is_sqlite_source
+from catalog.engine.exports.archive import (
+    Column,
+    Conninfo,
+    Description,
+    LiveColumn,
+    LiveTable,
+    TableSpec,
+    identifier,
+    is_sqlite_source,
+)
 from catalog.engine.exports.sqlite_source import (
     check_sqlite_where,
     describe_sqlite_table,
@@ -106,15 +117,14 @@ JSON_TYPES = ("json", "json[]")
 AS_TEXT = ("text", "text[]")
 
 
-def query_error(exc, params):
+def query_error(exc: BaseException, params: Mapping[str, Any]) -> str:
     """The database's own first line about a failed statement, password
     redacted. (describe_pg_error is for connections: it would read
     'column "database" does not exist' as a missing database.)"""
     return first_line(redact(str(exc), params)) or "The statement failed"
 
 
-
-def list_tables(conninfo):
+def list_tables(conninfo: Conninfo) -> list[LiveTable]:
     """Live schema of a PostgreSQL source: [{"schema", "name", "columns":
     [{"name", "type"}], "rows_estimate"}], user tables only, sorted by schema
     then name. Partitions are left out: their parent holds their rows.
@@ -129,14 +139,14 @@ def list_tables(conninfo):
             if conn.info.server_version < 120000:  # no pg_partition_tree(): no partition counts
                 query = query.replace("pg_partition_tree(c.oid)", "(SELECT NULL::regclass AS relid, true AS isleaf WHERE false)")
             found = conn.execute(query).fetchall()
-            columns = {}
+            columns: dict[int, list[LiveColumn]] = {}
             for oid, column, type_name, _create_as in conn.execute(COLUMNS, [[row[2] for row in found]]).fetchall():
                 columns.setdefault(oid, []).append({"name": column, "type": type_name})
     except psycopg.Error as exc:
         raise SourceError(describe_pg_error(exc, params))
     tables = []
     for schema, name, oid, reltuples, partitions in found:
-        table = {"schema": schema, "name": name, "columns": columns.get(oid, []),
+        table: LiveTable = {"schema": schema, "name": name, "columns": columns.get(oid, []),
                  "rows_estimate": int(reltuples) if reltuples >= 0 else None}
         if partitions is not None:
             table["partitions"] = partitions  # a partitioned parent: how many leaf partitions it reads through
@@ -144,7 +154,7 @@ def list_tables(conninfo):
     return tables
 
 
-def match_tables(tables, pattern):
+def match_tables(tables: Iterable[Mapping[str, Any]], pattern: str) -> list[str]:
     """Qualified names matching a shell-style pattern ("public.audit_*",
     "*.log*"); a pattern without a dot is matched against the bare name."""
     pattern = pattern.strip()
@@ -157,8 +167,7 @@ def match_tables(tables, pattern):
     return matched
 
 
-
-def check_where(conn, table, params):
+def check_where(conn: psycopg.Connection[Any], table: TableSpec, params: Mapping[str, Any]) -> None:
     """Refuses a filter that is not one condition (filter_problem), then runs
     it with LIMIT 0 on `conn`: the server says whether it is valid SQL for
     this table. Prepared (extended protocol), so a second statement could not
@@ -175,17 +184,17 @@ def check_where(conn, table, params):
         raise SourceError(f"The row filter for {table.qualified} is not valid: {query_error(exc, params)}")
 
 
-def validate_where(conninfo, table):
+def validate_where(conninfo: Conninfo, table: TableSpec) -> None:
     """Runs SELECT … FROM table WHERE <where> LIMIT 0 in a read-only
     transaction; raises SourceError with the database's own message
     (password redacted) when it is wrong."""
     if is_sqlite_source(conninfo):
-        conn = sqlite_connect(str(conninfo))
+        lite = sqlite_connect(str(conninfo))
         try:
-            describe_sqlite_table(conn, table)
-            check_sqlite_where(conn, table)
+            describe_sqlite_table(lite, table)
+            check_sqlite_where(lite, table)
         finally:
-            conn.close()
+            lite.close()
         return
     params = normalize_conninfo(conninfo)
     with connect(params) as conn:
@@ -204,14 +213,14 @@ def validate_where(conninfo, table):
                 conn.execute("ROLLBACK")
 
 
-def describe_table(conn, table):
+def describe_table(conn: psycopg.Connection[Any], table: TableSpec) -> Description:
     """Columns (with what a new database needs to make them again) and
     primary key of one table, as recorded in the archive."""
     found = conn.execute(FIND_TABLE, [table.schema, table.name]).fetchone()
     if found is None:
         raise SourceError(f"The source has no table {table.qualified}")
     oid, relkind = found
-    columns = []
+    columns: list[Column] = []
     for _oid, name, type_name, create_as in conn.execute(COLUMNS, [[oid]]).fetchall():
         column = {"name": name, "type": type_name}
         if create_as and create_as != type_name:
@@ -225,17 +234,17 @@ def describe_table(conn, table):
     for column, rule in zip(columns, rules):
         column.update(column_rules(rule))
     primary_key = [name for (name,) in conn.execute(PRIMARY_KEY, [oid]).fetchall()]
-    description = {"schema": table.schema, "name": table.name, "where": table.where, "columns": columns, "primary_key": primary_key}
+    description: Description = {"schema": table.schema, "name": table.name, "where": table.where, "columns": columns, "primary_key": primary_key}
     if relkind == "p":
         description["partitioned"] = True
     return description
 
 
-def column_rules(rule):
+def column_rules(rule: Sequence[Any]) -> Column:
     """The archive's optional keys for one column (see archive.py)."""
     (_name, not_null, identity, generated, expression, tree,
      start, increment, minimum, maximum, cache, cycle, last_value) = rule
-    found = {}
+    found: Column = {}
     if not_null:
         found["not_null"] = True
     if generated == "s":
@@ -250,7 +259,7 @@ def column_rules(rule):
     return found
 
 
-def is_constant_tree(tree):
+def is_constant_tree(tree: str | None) -> bool:
     """Whether a default's node tree (pg_attrdef.adbin as text) is a literal
     under casts only. The tree prints constants as bytes, never as text, so
     a brace inside a value cannot pass for a node."""

@@ -1,16 +1,27 @@
 """Loading a SQLite source's export back into a new SQLite file."""
 
+import os
 import re
 import sqlite3
+from collections.abc import Iterable, Iterator
+from typing import IO
 
 from psycopg import sql
 
 from catalog.engine.dumpers import first_line
 from catalog.engine.errors import CorruptionError, EngineError
-from catalog.engine.exports.loader import ExportLoader
+from catalog.engine.exports.archive import Description
+from catalog.engine.exports.loader import ArchiveLoader, HashingReader, Loaded
 from catalog.engine.exports.sqlite_source import sqlite_name
 from catalog.engine.exports.sqltext import parse_constant
-from catalog.engine.exports.values import csv_records, insert_statements, jsonl_documents, sql_values, sqlite_value
+from catalog.engine.exports.values import (
+    JsonValue,
+    csv_records,
+    insert_statements,
+    jsonl_documents,
+    sql_values,
+    sqlite_value,
+)
 
 # An export of a SQLite source loads back into a new SQLite file: each table
 # created with its declared column types and primary key, the rows parsed
@@ -23,15 +34,19 @@ from catalog.engine.exports.values import csv_records, insert_statements, jsonl_
 DECLARED_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]{0,60}(\(\s*[+-]?\d+\s*(,\s*[+-]?\d+\s*)?\))?$")
 
 
-class SqliteExportLoader(ExportLoader):
-    load_errors = (sqlite3.Error, ValueError, CorruptionError)  # the rows are parsed here
+class SqliteExportLoader(ArchiveLoader[sqlite3.Connection]):
+    """Loads a SQLite source's export archive into a SQLite file (one
+    transaction, committed by the caller) and checks it against its manifest."""
 
-    def _table_exists(self, description):
+    # the rows are parsed here
+    load_errors: tuple[type[Exception], ...] = (sqlite3.Error, ValueError, CorruptionError)
+
+    def _table_exists(self, description: Description) -> bool:
         return self.conn.execute(
             "SELECT 1 FROM sqlite_master WHERE name = ? COLLATE NOCASE", [description["name"]]
         ).fetchone() is not None
 
-    def _create_table(self, qualified, description):
+    def _create_table(self, qualified: str, description: Description) -> None:
         if description["schema"] != "main":
             raise EngineError(f"Table {qualified} is not a SQLite table; it loads into PostgreSQL, not into a SQLite file")
         columns = []
@@ -52,19 +67,20 @@ class SqliteExportLoader(ExportLoader):
             columns.append(f"PRIMARY KEY ({', '.join(map(sqlite_name, primary_key))})")
         self.conn.execute(f"CREATE TABLE {sqlite_name(description['name'])} ({', '.join(columns)})")
 
-    def _abandon(self, reason):
+    def _abandon(self, reason: str) -> None:
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         self.loaded = {}
         self.load_error = reason
 
-    def _error_text(self, exc):
+    def _error_text(self, exc: Exception) -> str:
         return first_line(str(exc)) or "The statement failed"
 
-    def _load(self, description, fmt, reader):
+    def _load(self, description: Description, fmt: str, reader: HashingReader) -> int:
         qualified = self._qualified(description)
         columns = description["columns"]
         names = [column["name"] for column in columns]
+        records: Iterator[list[JsonValue]] | Iterator[list[str | None]]
         if fmt == "csv":
             records = csv_records(reader.lines(), len(names), qualified)
         elif fmt == "jsonl":
@@ -88,7 +104,7 @@ class SqliteExportLoader(ExportLoader):
         return rows
 
 
-def load_export_sqlite(fileobj, path, tables=None):
+def load_export_sqlite(fileobj: IO[bytes], path: str | os.PathLike[str], tables: Iterable[str] | None = None) -> Loaded:
     """load_export for a SQLite source's export: into the SQLite file at
     `path` (new or empty), in one transaction. Returns {"main.table": rows}."""
     conn = sqlite3.connect(path, isolation_level=None)

@@ -3,11 +3,12 @@
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
 
 from psycopg import sql
 
 from catalog.engine.errors import SourceError
-from catalog.engine.exports.archive import identifier
+from catalog.engine.exports.archive import Column, Description, LiveColumn, LiveTable, TableSpec, identifier
 from catalog.engine.exports.sqltext import filter_problem, parse_constant
 from catalog.engine.exports.values import csv_field, json_value, sql_literal
 
@@ -21,7 +22,7 @@ from catalog.engine.exports.values import csv_field, json_value, sql_literal
 # keeps the value exactly as SQLite holds it.
 
 
-def sqlite_connect(path):
+def sqlite_connect(path: str) -> sqlite3.Connection:
     if not os.path.isfile(path):
         raise SourceError(f"SQLite database not found: {path}")
     try:
@@ -33,11 +34,11 @@ def sqlite_connect(path):
     return conn
 
 
-def sqlite_name(name):
+def sqlite_name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def postgres_type_for(declared):
+def postgres_type_for(declared: str) -> str:
     words = declared.upper()
     if "INT" in words:
         return "bigint"
@@ -52,15 +53,15 @@ def postgres_type_for(declared):
     return "text"
 
 
-def list_sqlite_tables(path):
+def list_sqlite_tables(path: str) -> list[LiveTable]:
     conn = sqlite_connect(path)
     try:
         names = [name for (name,) in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
         )]
-        tables = []
+        tables: list[LiveTable] = []
         for name in names:
-            columns = [{"name": column[1], "type": column[2]} for column in conn.execute(f"PRAGMA table_info({sqlite_name(name)})")]
+            columns: list[LiveColumn] = [{"name": column[1], "type": column[2]} for column in conn.execute(f"PRAGMA table_info({sqlite_name(name)})")]
             rows = conn.execute(f"SELECT count(*) FROM {sqlite_name(name)}").fetchone()[0]
             tables.append({"schema": "main", "name": name, "columns": columns, "rows_estimate": rows})
         return tables
@@ -70,7 +71,7 @@ def list_sqlite_tables(path):
         conn.close()
 
 
-def describe_sqlite_table(conn, table):
+def describe_sqlite_table(conn: sqlite3.Connection, table: TableSpec) -> Description:
     if table.schema != "main":
         raise SourceError(f"A SQLite database has only the schema main, not {table.schema}")
     found = conn.execute(
@@ -81,7 +82,7 @@ def describe_sqlite_table(conn, table):
     info = conn.execute(f"PRAGMA table_info({sqlite_name(table.name)})").fetchall()
     if not info:
         raise SourceError(f"Table {table.qualified} has no columns: there is nothing to export")
-    columns = []
+    columns: list[Column] = []
     for _, name, declared, not_null, default, _pk in info:
         column = {"name": name, "type": declared, "create_as": postgres_type_for(declared)}
         if not_null:
@@ -96,7 +97,7 @@ def describe_sqlite_table(conn, table):
     return {"schema": table.schema, "name": table.name, "where": table.where, "columns": columns, "primary_key": primary_key}
 
 
-def check_sqlite_where(conn, table):
+def check_sqlite_where(conn: sqlite3.Connection, table: TableSpec) -> None:
     """The filter checked as one condition (filter_problem) and run with
     LIMIT 0; Python's sqlite3 runs one statement at a time, so a second
     statement could not run either way."""
@@ -110,7 +111,7 @@ def check_sqlite_where(conn, table):
         raise SourceError(f"The row filter for {table.qualified} is not valid: {exc}")
 
 
-def sqlite_rows(conn, table, description, fmt):
+def sqlite_rows(conn: sqlite3.Connection, table: TableSpec, description: Description, fmt: str) -> Iterator[bytes]:
     """The table's rows as encoded lines (for csv, the header line first)."""
     names = [column["name"] for column in description["columns"]]
     where = f" WHERE ({table.where})" if table.where.strip() else ""

@@ -3,9 +3,10 @@ condition, a column's constant default, a generation expression that must
 stay inside the loader's parentheses."""
 
 import re
+from typing import Any
 
 
-def filter_problem(text, sqlite=False):
+def filter_problem(text: str, sqlite: bool = False) -> str:
     """Why a row filter cannot stand as one condition between the WHERE ( and
     ) the export puts around it, or "" when it can.
 
@@ -19,7 +20,8 @@ def filter_problem(text, sqlite=False):
     standard_conforming_strings, so plain '…' strings follow the same rules
     here and on the server."""
     quotes = "'\"`[" if sqlite else "'\""
-    depth, opened_at, position = 0, [], 0
+    depth, position = 0, 0
+    opened_at: list[int] = []
     while position < len(text):
         char = text[position]
         if char in quotes:
@@ -52,7 +54,7 @@ def filter_problem(text, sqlite=False):
     return ""
 
 
-def escape_string_prefix(text, quote_at):
+def escape_string_prefix(text: str, quote_at: int) -> bool:
     """Whether the quote at `quote_at` opens an E'…' string: the word right
     before it is E (not the end of a longer word such as date'2026-01-01')."""
     start = quote_at
@@ -71,11 +73,11 @@ def escape_string_prefix(text, quote_at):
 CONSTANT_LITERAL = re.compile(r"NULL|TRUE|FALSE|[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|'(?:[^']|'')*'", re.IGNORECASE)
 
 
-def parse_constant(text):
+def parse_constant(text: Any) -> tuple[str, list[str]] | None:
     """(literal, [cast type names, innermost first]) of a constant default,
     or None when the text is anything else."""
 
-    def operand(position):
+    def operand(position: int) -> tuple[str, list[str], int] | None:
         if text.startswith("(", position):
             inner = operand(position + 1)
             if inner is None or not text.startswith(")", inner[2]):
@@ -102,7 +104,7 @@ def parse_constant(text):
     return parsed[0], parsed[1]
 
 
-def type_name_end(text, start):
+def type_name_end(text: str, start: int) -> int | None:
     """Where a type name after "::" ends: at the next "::", at a ")" it did
     not open, or at the end; None if it holds anything no type name has."""
     depth, position = 0, start
@@ -130,7 +132,7 @@ def type_name_end(text, start):
     return position
 
 
-def quoted_end(text, start):
+def quoted_end(text: str, start: int) -> int | None:
     """The position after a '…' or "…" that starts at `start` (the quote
     doubled inside it), or None if it does not end."""
     quote, position = text[start], start + 1
@@ -144,7 +146,7 @@ def quoted_end(text, start):
         return close + 1
 
 
-def is_balanced_expression(text):
+def is_balanced_expression(text: Any) -> bool:
     """Whether a generation expression can go between the loader's own
     parentheses in GENERATED ALWAYS AS (…) and stay inside them: its
     parentheses balance outside quotes, and it has no statement separator,

@@ -5,11 +5,22 @@ back (by the SQLite loader, which cannot hand them to PostgreSQL to parse)."""
 import json
 import math
 import re
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 from catalog.engine.errors import CorruptionError
+from catalog.engine.exports.archive import Column
+
+# A value as SQLite hands it over (or takes it), and one a JSON member holds.
+SqliteValue = int | float | str | bytes | None
+JsonValue = bool | int | float | str | list[Any] | dict[str, Any] | None
 
 
-def sqlite_text(value):
+class LineReader(Protocol):
+    def lines(self) -> Iterator[bytes]: ...
+
+
+def sqlite_text(value: int | float | str | bytes) -> str:
     """A SQLite value as the text PostgreSQL reads back into its column."""
     if isinstance(value, bytes):
         return "\\x" + value.hex()
@@ -22,14 +33,14 @@ def sqlite_text(value):
     return str(value)
 
 
-def csv_field(value):
+def csv_field(value: SqliteValue) -> str:
     # NULL is the unquoted empty field; every value is quoted, so "" is an empty string.
     if value is None:
         return ""
     return '"' + sqlite_text(value).replace('"', '""') + '"'
 
 
-def json_value(value):
+def json_value(value: SqliteValue) -> int | float | str | None:
     if value is None or isinstance(value, (int, str)):
         return value
     if isinstance(value, float) and math.isfinite(value):
@@ -37,7 +48,7 @@ def json_value(value):
     return sqlite_text(value)
 
 
-def sql_literal(value):
+def sql_literal(value: SqliteValue) -> str:
     """What quote_nullable() would write for the value's text."""
     if value is None:
         return "NULL"
@@ -54,7 +65,7 @@ LITERAL = r"(?:NULL|'[^']*(?:''[^']*)*'|E'[^'\\]*(?:(?:\\\\|'')[^'\\]*)*')"
 VALUES_LIST = re.compile(rf"{LITERAL}(?:, {LITERAL})*\);", re.DOTALL)
 
 
-def insert_statements(reader, prefix, qualified):
+def insert_statements(reader: LineReader, prefix: str, qualified: str) -> Iterator[str]:
     """The SQL member's statements, each checked to be `prefix` followed by a
     VALUES list of literals (CorruptionError otherwise)."""
     statement = ""
@@ -74,8 +85,7 @@ CSV_FIELD = re.compile(r'"((?:[^"]|"")*)"|([^,"\n]*)')
 QUOTED = re.compile(r"''|\\\\")
 
 
-
-def sqlite_value(value, column):
+def sqlite_value(value: JsonValue, column: Column) -> SqliteValue:
     """The export's text (or JSON value) as the value SQLite stores."""
     if isinstance(value, str):
         target = column.get("create_as")
@@ -88,19 +98,22 @@ def sqlite_value(value, column):
     return value
 
 
-def csv_records(lines, width, qualified):
+def csv_records(lines: Iterable[bytes], width: int, qualified: str) -> Iterator[list[str | None]]:
     """Rows of a CSV member as written for SQLite sources: the header line
     first, NULL an unquoted empty field, every other value quoted (so that ""
     is an empty string; Python's csv module cannot tell the two apart)."""
-    record, header = None, True
+    record: str | None = None
+    header = True
     for line in lines:
         text = line.decode()
         record = text if record is None else record + "\n" + text
         if record.count('"') % 2:
             continue  # a line break inside a quoted value
-        fields, position = [], 0
+        fields: list[str | None] = []
+        position = 0
         while True:
             match = CSV_FIELD.match(record, position)
+            assert match is not None, "the pattern matches an empty field too"
             quoted, bare = match.groups()
             fields.append(quoted.replace('""', '"') if quoted is not None else (bare or None))
             position = match.end()
@@ -118,7 +131,7 @@ def csv_records(lines, width, qualified):
         raise CorruptionError(f"The CSV member for {qualified} ends inside a quoted value")
 
 
-def jsonl_documents(lines, qualified):
+def jsonl_documents(lines: Iterable[bytes], qualified: str) -> Iterator[dict[str, Any]]:
     for line in lines:
         try:
             document = json.loads(line)
@@ -129,9 +142,9 @@ def jsonl_documents(lines, qualified):
         yield document
 
 
-def sql_values(values_list):
+def sql_values(values_list: str) -> list[str | None]:
     """The values of a checked VALUES list ("'a', NULL, E'b\\\\c');")."""
-    values = []
+    values: list[str | None] = []
     for match in re.finditer(LITERAL, values_list):
         literal = match.group()
         if literal == "NULL":

@@ -7,12 +7,14 @@ import os
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg import sql
 
-from catalog.engine.dumpers import CHUNK_SIZE, Dump, connect, describe_pg_error, normalize_conninfo
+from catalog.engine.dumpers import CHUNK_SIZE, ConnParams, Dump, connect, describe_pg_error, normalize_conninfo
 from catalog.engine.errors import Cancelled, EngineError, SourceError, StorageError
 from catalog.engine.exports.archive import (
     ARCHIVE_MINOR_VERSION,
@@ -25,6 +27,10 @@ from catalog.engine.exports.archive import (
     SNAPSHOT_NOTE,
     SQLITE_SNAPSHOT_NOTE,
     TOOL_VERSION,
+    Conninfo,
+    Description,
+    ExportManifest,
+    TableSpec,
     identifier,
     is_sqlite_source,
     member_stem,
@@ -36,7 +42,7 @@ from catalog.engine.exports.sqlite_source import check_sqlite_where, describe_sq
 from catalog.engine.storage.base import describe_os_error
 
 
-def export_query(table, description, fmt):
+def export_query(table: TableSpec, description: Description, fmt: str) -> sql.Composed:
     """The COPY statement that writes one table's rows in `fmt`.
 
     The filter goes in as WHERE (<where>) after check_where has made sure it
@@ -78,29 +84,30 @@ class ExportDump(Dump):
     then streamed out and the file deleted: memory stays at a few chunks and
     the disk holds at most one table's export."""
 
-    def __init__(self, conninfo, tables, fmt, chunk_size=CHUNK_SIZE, tmp_dir=None):
+    def __init__(self, conninfo: Conninfo, tables: Iterable[TableSpec], fmt: str, chunk_size: int = CHUNK_SIZE,
+                 tmp_dir: str | None = None) -> None:
         if fmt not in EXPORT_FORMATS:
             raise EngineError(f"Unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
         super().__init__()
         self.sqlite_path = str(conninfo) if is_sqlite_source(conninfo) else None
-        self.params = {} if self.sqlite_path else normalize_conninfo(conninfo)
+        self.params: ConnParams = {} if is_sqlite_source(conninfo) else normalize_conninfo(conninfo)
         self.tables = list(tables)
         self.fmt = fmt
         self.chunk_size = chunk_size
         self.tmp_dir = tmp_dir
         self.server_version = ""
         self.tool_version = TOOL_VERSION
-        self.export_manifest = {}
+        self.export_manifest: ExportManifest = {}
         # Live while a table is read into its spool file, when no chunk
         # moves raw_bytes yet: which table, and how many bytes so far.
         self.current_table = ""
         self.spooled_bytes = 0
-        self._descriptions = None
+        self._descriptions: list[Description] | None = None
         self._snapshot_taken_at = ""
-        self._conn = None
-        self._spool_path = None
+        self._conn: psycopg.Connection[Any] | sqlite3.Connection | None = None
+        self._spool_path: str | None = None
 
-    def start(self):
+    def start(self) -> None:
         """Opens the snapshot and records each table's columns and primary
         key in it; checks every row filter. Rows committed by others after
         this are not in the export."""
@@ -112,24 +119,26 @@ class ExportDump(Dump):
                 raise EngineError(f"Table {table.qualified} is listed twice")
             seen.add(table.qualified)
         if self.sqlite_path:
-            self._start_sqlite()
+            self._start_sqlite(self.sqlite_path)
             return
         with self._lock:
             self.check_cancelled()
-            self._conn = connect(self.params)
+            self._conn = conn = connect(self.params)
         try:
             # autocommit first, so that our BEGIN opens the transaction with
             # its isolation level rather than an implicit one.
-            self._conn.autocommit = True
-            self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn.autocommit = True
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             for name, value in SESSION.items():
-                self._conn.execute(sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value)))
-            self.server_version, snapshot_at = self._conn.execute("SELECT current_setting('server_version'), now()").fetchone()
+                conn.execute(sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value)))
+            row = conn.execute("SELECT current_setting('server_version'), now()").fetchone()
+            assert row is not None, "the statement returns a row"
+            self.server_version, snapshot_at = row
             self._snapshot_taken_at = snapshot_at.isoformat()
             descriptions = []
             for table in self.tables:
-                description = describe_table(self._conn, table)
-                check_where(self._conn, table, self.params)
+                description = describe_table(conn, table)
+                check_where(conn, table, self.params)
                 if self.fmt == "jsonl":
                     for column in description["columns"]:
                         if column["type"] in JSON_TYPES or column.get("create_as") in (*JSON_TYPES, *AS_TEXT):
@@ -139,35 +148,36 @@ class ExportDump(Dump):
         except psycopg.Error as exc:
             self._raise_source_error(exc)
 
-    def _start_sqlite(self):
+    def _start_sqlite(self, path: str) -> None:
         with self._lock:
             self.check_cancelled()
-            self._conn = sqlite_connect(self.sqlite_path)
+            self._conn = conn = sqlite_connect(path)
         try:
             # A read transaction: every table is read from the same state of
             # the file (WAL keeps writers going; a rollback journal makes
             # them wait until the export ends).
-            self._conn.execute("BEGIN")
-            self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            conn.execute("BEGIN")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             self.server_version = f"SQLite {sqlite3.sqlite_version}"
             self._snapshot_taken_at = datetime.now(timezone.utc).isoformat()
             descriptions = []
             for table in self.tables:
-                descriptions.append(describe_sqlite_table(self._conn, table))
-                check_sqlite_where(self._conn, table)
+                descriptions.append(describe_sqlite_table(conn, table))
+                check_sqlite_where(conn, table)
             self._descriptions = descriptions
         except sqlite3.Error as exc:
             self._raise_source_error(exc)
 
-    def _raise_source_error(self, exc):
+    def _raise_source_error(self, exc: psycopg.Error | sqlite3.Error) -> NoReturn:
         self.check_cancelled()
         if isinstance(exc, sqlite3.Error):
             raise SourceError(f"Cannot read SQLite database {self.sqlite_path}: {exc}")
         raise SourceError(describe_pg_error(exc, self.params))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         if self._descriptions is None:
             self.start()
+        assert self._descriptions is not None, "described by start()"
         started = time.time()
         entries = {}
         for table, description in zip(self.tables, self._descriptions):
@@ -194,7 +204,7 @@ class ExportDump(Dump):
                 "size": size,
                 "sha256": digest,
             }
-        manifest = {
+        manifest: ExportManifest = {
             "archive_version": ARCHIVE_VERSION,
             "archive_minor_version": ARCHIVE_MINOR_VERSION,
             "format": self.fmt,
@@ -215,14 +225,15 @@ class ExportDump(Dump):
         self.export_manifest = manifest
         self._finish()
 
-    def _count(self, data):
+    def _count(self, data: bytes) -> bytes:
         self.raw_bytes += len(data)
         return data
 
-    def _member(self, name, content):
+    def _member(self, name: str, content: bytes) -> Iterator[bytes]:
         yield self._count(tar_header(name, len(content), time.time()) + content + padding(len(content)))
 
-    def _spooled_member(self, name, size, mtime):
+    def _spooled_member(self, name: str, size: int, mtime: float) -> Iterator[bytes]:
+        assert self._spool_path is not None, "written by _spool()"
         yield self._count(tar_header(name, size, mtime))
         with open(self._spool_path, "rb") as spooled:
             while chunk := spooled.read(self.chunk_size):
@@ -231,16 +242,17 @@ class ExportDump(Dump):
         if padding(size):
             yield self._count(padding(size))
 
-    def _spool(self, table, description):
+    def _spool(self, table: TableSpec, description: Description) -> tuple[int, int, str]:
         """Writes the table's rows to a temporary file; returns (rows, size,
         sha256 of the bytes)."""
+        conn = self._conn
         fd, self._spool_path = tempfile.mkstemp(prefix="strongroom-export-", suffix=f".{self.fmt}", dir=self.tmp_dir)
         digest = hashlib.sha256()
         size = rows = 0
         try:
             with os.fdopen(fd, "wb", buffering=CHUNK_SIZE) as out:
 
-                def write(data):
+                def write(data: bytes | bytearray | memoryview) -> None:
                     nonlocal size
                     self.check_cancelled()
                     digest.update(data)
@@ -248,18 +260,19 @@ class ExportDump(Dump):
                     self.spooled_bytes += len(data)
                     out.write(data)
 
-                if self.sqlite_path:
-                    for data in sqlite_rows(self._conn, table, description, self.fmt):
+                if isinstance(conn, sqlite3.Connection):  # a SQLite source's
+                    for data in sqlite_rows(conn, table, description, self.fmt):
                         write(data)
                         rows += 1
                     if self.fmt == "csv":
                         rows -= 1  # the header line
                     return rows, size, digest.hexdigest()
-                cursor = self._conn.cursor()
+                assert conn is not None, "opened by start()"
+                cursor = conn.cursor()
                 with cursor.copy(export_query(table, description, self.fmt)) as copy:
                     if self.fmt == "csv":
-                        for data in copy:
-                            write(data)
+                        for block in copy:
+                            write(block)
                     else:
                         # One text value per row: psycopg undoes COPY's
                         # escaping, and the row ends with a line break.
@@ -284,12 +297,12 @@ class ExportDump(Dump):
             raise Cancelled("Cancelled by request")
         return rows, size, digest.hexdigest()
 
-    def _drop_spool(self):
+    def _drop_spool(self) -> None:
         path, self._spool_path = self._spool_path, None
         if path and os.path.exists(path):
             os.unlink(path)
 
-    def _finish(self):
+    def _finish(self) -> None:
         with self._lock:
             if self._conn is not None:
                 try:
@@ -297,20 +310,20 @@ class ExportDump(Dump):
                 except (psycopg.Error, sqlite3.Error):
                     pass
 
-    def cancel(self):
+    def cancel(self) -> None:
         """Stops the export and any query in flight; safe from another thread."""
         self._cancelled.set()
         with self._lock:
             if self._conn is not None:
                 try:
-                    if self.sqlite_path:
+                    if isinstance(self._conn, sqlite3.Connection):  # a SQLite source's
                         self._conn.interrupt()
                     else:
                         self._conn.cancel_safe(timeout=5)
                 except Exception:
                     pass
 
-    def close(self):
+    def close(self) -> None:
         self._drop_spool()
         if self._conn is not None:
             self._conn.close()

@@ -8,7 +8,10 @@ confirmed after completion). abort() removes whatever was written.
 
 import errno
 import os
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import PurePosixPath
+from typing import NotRequired, Protocol, TypedDict
 
 from catalog.engine.errors import StorageError
 
@@ -16,20 +19,74 @@ READ_CHUNK = 1 << 20
 PROBE_KEY = ".strongroom-probe"
 
 
-def check_key(key):
+class Writer(Protocol):
+    """One object being written: durable only once commit() returns its size."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> int: ...
+
+    def abort(self) -> None: ...
+
+
+class Partial(TypedDict):
+    """A write that never finished: `key` of the leftover, `base` the object's key."""
+
+    key: str
+    base: str
+    size: NotRequired[int]  # local
+    upload_id: NotRequired[str]  # S3: the unfinished multipart upload
+    started: NotRequired[datetime | None]
+
+
+class Storage(Protocol):
+    """What every backend offers, keys relative to the destination."""
+
+    def describe(self) -> str: ...
+
+    def open_writer(self, key: str, retain_until: datetime | None = None) -> Writer: ...
+
+    def put_bytes(self, key: str, data: bytes, retain_until: datetime | None = None) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def open_reader(self, key: str) -> Iterator[bytes]: ...
+
+    def read_head(self, key: str, length: int) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def cleanup_partials(self, key: str) -> None: ...
+
+    def list_keys(self, prefix: str = "") -> list[str]: ...
+
+    def list_sizes(self) -> dict[str, int]: ...
+
+    def list_partials(self) -> list[Partial]: ...
+
+    def remove_partial(self, partial: Partial) -> None: ...
+
+    def probe(self) -> None: ...
+
+
+def check_key(key: str) -> str:
     path = PurePosixPath(key)
     if path.is_absolute() or ".." in path.parts or not key:
         raise StorageError(f"Refusing an object key outside the destination: {key!r}")
     return key
 
 
-def is_inside(path, directory):
+def is_inside(path: str | os.PathLike[str], directory: str | os.PathLike[str]) -> bool:
     """Whether `path` lies in `directory` once `..` and symlinks are resolved in both."""
     path, directory = os.path.realpath(path), os.path.realpath(directory)
     return os.path.commonpath([path, directory]) == directory
 
 
-def outside_roots(path, roots):
+def outside_roots(path: str | os.PathLike[str], roots: Iterable[str | os.PathLike[str]]) -> str | None:
     """Why a local destination's directory is not allowed, or None when it is."""
     if any(is_inside(path, root) for root in roots):
         return None
@@ -38,7 +95,7 @@ def outside_roots(path, roots):
             "an administrator of the server can add one to the LOCAL_DESTINATION_ROOTS setting")
 
 
-def describe_os_error(exc, where):
+def describe_os_error(exc: OSError, where: object) -> str:
     if exc.errno == errno.ENOSPC:
         return f"Disk full on {where}"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -52,21 +109,21 @@ class QuotaWriter:
     """Wraps a writer and refuses to store more than `allowance` bytes, so a
     backup larger than expected stops before it fills the destination."""
 
-    def __init__(self, writer, allowance, message):
+    def __init__(self, writer: Writer, allowance: int, message: str) -> None:
         self.writer = writer
         self.allowance = allowance
         self.message = message
         self.size = 0
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.allowance:
             self.writer.abort()
             raise StorageError(self.message)
         self.writer.write(data)
 
-    def commit(self):
+    def commit(self) -> int:
         return self.writer.commit()
 
-    def abort(self):
+    def abort(self) -> None:
         self.writer.abort()

@@ -3,16 +3,26 @@ renamed, and their directory fsynced."""
 
 import os
 import secrets
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 from catalog.engine.errors import StorageError
 from catalog.engine.files import create_private_file, make_private_dirs
-from catalog.engine.storage.base import PROBE_KEY, READ_CHUNK, check_key, describe_os_error, is_inside, outside_roots
+from catalog.engine.storage.base import (
+    PROBE_KEY,
+    READ_CHUNK,
+    Partial,
+    check_key,
+    describe_os_error,
+    is_inside,
+    outside_roots,
+)
 
 PARTIAL_MARK = ".partial-"  # local files being written are named <key>.partial-<random>
 
 
-def fsync_directory(path):
+def fsync_directory(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -21,7 +31,7 @@ def fsync_directory(path):
 
 
 class LocalWriter:
-    def __init__(self, storage, key):
+    def __init__(self, storage: "LocalStorage", key: str) -> None:
         self.final = storage.path_for(key)
         self.root = storage.root
         self.temp = self.final.with_name(f"{self.final.name}{PARTIAL_MARK}{secrets.token_hex(4)}")
@@ -34,7 +44,7 @@ class LocalWriter:
         except OSError as exc:
             raise StorageError(describe_os_error(exc, self.root))
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         try:
             self._file.write(data)
         except OSError as exc:
@@ -42,7 +52,7 @@ class LocalWriter:
             raise StorageError(describe_os_error(exc, self.root))
         self.size += len(data)
 
-    def commit(self):
+    def commit(self) -> int:
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -54,7 +64,7 @@ class LocalWriter:
             raise StorageError(describe_os_error(exc, self.root))
         return self.size
 
-    def abort(self):
+    def abort(self) -> None:
         try:
             self._file.close()
         except OSError:
@@ -66,15 +76,15 @@ class LocalWriter:
 
 
 class LocalStorage:
-    def __init__(self, root, allowed_roots=None):
+    def __init__(self, root: str | os.PathLike[str], allowed_roots: Iterable[str | os.PathLike[str]] | None = None) -> None:
         self.root = str(root)
         # None: any directory (the engine used on its own, e.g. by the decrypt command).
         self.allowed_roots = allowed_roots
 
-    def describe(self):
+    def describe(self) -> str:
         return self.root
 
-    def check_root(self):
+    def check_root(self) -> None:
         """Checked on every access, not only when the destination was saved: the
         directory (or one of its parents) may have become a symlink since."""
         if not self.root:
@@ -82,41 +92,41 @@ class LocalStorage:
         if self.allowed_roots is not None and (problem := outside_roots(self.root, self.allowed_roots)):
             raise StorageError(problem)
 
-    def path_for(self, key):
+    def path_for(self, key: str) -> Path:
         self.check_root()
         path = Path(self.root) / check_key(key)
         if not is_inside(path, self.root):
             raise StorageError(f"Refusing {key!r}: a symlink leads it outside {self.root}")
         return path
 
-    def open_writer(self, key, retain_until=None):
+    def open_writer(self, key: str, retain_until: datetime | None = None) -> LocalWriter:
         return LocalWriter(self, key)
 
-    def put_bytes(self, key, data, retain_until=None):
+    def put_bytes(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
         writer = self.open_writer(key)
         writer.write(data)
         writer.commit()
 
-    def get_bytes(self, key):
+    def get_bytes(self, key: str) -> bytes:
         try:
             return self.path_for(key).read_bytes()
         except OSError as exc:
             raise StorageError(f"Cannot read {key} from {self.root}: {exc.strerror}")
 
-    def open_reader(self, key):
+    def open_reader(self, key: str) -> Iterator[bytes]:
         try:
             handle = open(self.path_for(key), "rb")
         except OSError as exc:
             raise StorageError(f"Cannot read {key} from {self.root}: {exc.strerror}")
 
-        def chunks():
+        def chunks() -> Iterator[bytes]:
             with handle:
                 while chunk := handle.read(READ_CHUNK):
                     yield chunk
 
         return chunks()
 
-    def read_head(self, key, length):
+    def read_head(self, key: str, length: int) -> bytes:
         """The first `length` bytes of an object (e.g. its encryption header)."""
         try:
             with open(self.path_for(key), "rb") as handle:
@@ -124,13 +134,13 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"Cannot read {key} from {self.root}: {exc.strerror}")
 
-    def exists(self, key):
+    def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()
 
-    def size(self, key):
+    def size(self, key: str) -> int:
         return self.path_for(key).stat().st_size
 
-    def delete(self, key):
+    def delete(self, key: str) -> None:
         try:
             self.path_for(key).unlink()
         except FileNotFoundError:
@@ -139,7 +149,7 @@ class LocalStorage:
             raise StorageError(f"Cannot delete {key} from {self.root}: {exc.strerror}")
         self._remove_empty_parents(self.path_for(key).parent)
 
-    def _remove_empty_parents(self, directory):
+    def _remove_empty_parents(self, directory: Path) -> None:
         root = Path(self.root).resolve()
         directory = directory.resolve()
         while directory != root and root in directory.parents:
@@ -149,38 +159,38 @@ class LocalStorage:
                 return
             directory = directory.parent
 
-    def cleanup_partials(self, key):
+    def cleanup_partials(self, key: str) -> None:
         final = self.path_for(key)
         if final.parent.is_dir():
             for leftover in final.parent.glob(f"{final.name}{PARTIAL_MARK}*"):
                 leftover.unlink(missing_ok=True)
         self._remove_empty_parents(final.parent)
 
-    def list_keys(self, prefix=""):
+    def list_keys(self, prefix: str = "") -> list[str]:
         return sorted(k for k in self.list_sizes() if k.startswith(prefix))
 
-    def list_sizes(self):
+    def list_sizes(self) -> dict[str, int]:
         """{key: size} of every complete object (partial files are listed apart)."""
         return {key: size for key, size in self._files() if PARTIAL_MARK not in key}
 
-    def list_partials(self):
+    def list_partials(self) -> list[Partial]:
         """Temporary files of writes that never finished."""
         return [{"key": key, "size": size, "base": key.split(PARTIAL_MARK)[0]} for key, size in self._files()
                 if PARTIAL_MARK in key]
 
-    def remove_partial(self, partial):
+    def remove_partial(self, partial: Partial) -> None:
         path = self.path_for(partial["key"])
         path.unlink(missing_ok=True)
         self._remove_empty_parents(path.parent)
 
-    def _files(self):
+    def _files(self) -> list[tuple[str, int]]:
         self.check_root()
         root = Path(self.root)
         if not root.is_dir():
             return []
         return [(str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*") if p.is_file()]
 
-    def probe(self):
+    def probe(self) -> None:
         self.check_root()
         try:
             make_private_dirs(self.root)

@@ -6,19 +6,21 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import boto3
 import botocore.exceptions
 from botocore.config import Config
 
 from catalog.engine.errors import StorageError
-from catalog.engine.storage.base import PROBE_KEY, READ_CHUNK, check_key
+from catalog.engine.storage.base import PROBE_KEY, READ_CHUNK, Partial, check_key
 
 PART_SIZE = 8 << 20  # S3 parts must be at least 5 MiB, except the last
 
 
-def describe_s3_error(exc, storage):
+def describe_s3_error(exc: Exception, storage: "S3Storage") -> str:
     where = f"bucket {storage.bucket}"
     if isinstance(exc, botocore.exceptions.EndpointConnectionError):
         return f"Cannot reach S3 endpoint {storage.endpoint_url or 'AWS'}"
@@ -53,21 +55,22 @@ class S3Writer:
     """A multipart upload fed part by part from a background thread, so the
     pipeline keeps producing while the previous part is in flight."""
 
-    def __init__(self, storage, key, retain_until=None):
+    def __init__(self, storage: "S3Storage", key: str, retain_until: datetime | None = None) -> None:
         self.storage = storage
         self.key = storage.full_key(key)
         self.lock = storage.lock_arguments(retain_until)
         self.size = 0
         self._buffer = bytearray()
-        self._parts = []
-        self._upload_id = None
-        self._error = None
-        self._queue = queue.Queue(maxsize=1)  # at most one part waiting, one uploading
-        self._thread = None
+        self._parts: list[dict[str, Any]] = []
+        self._upload_id: str | None = None
+        self._error: str | None = None
+        # at most one part waiting, one uploading
+        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=1)
+        self._thread: threading.Thread | None = None
         self._part_number = 0
         self._done = False
 
-    def _start(self):
+    def _start(self) -> None:
         try:
             response = self.storage.client.create_multipart_upload(Bucket=self.storage.bucket, Key=self.key, **self.lock)
         except Exception as exc:
@@ -76,7 +79,7 @@ class S3Writer:
         self._thread = threading.Thread(target=self._upload_parts, name="s3-upload", daemon=True)
         self._thread.start()
 
-    def _upload_parts(self):
+    def _upload_parts(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
@@ -92,7 +95,7 @@ class S3Writer:
             except Exception as exc:
                 self._error = describe_s3_error(exc, self.storage)
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         self._buffer += data
         self.size += len(data)
         part_size = self.storage.part_size
@@ -100,7 +103,7 @@ class S3Writer:
             self._queue_part(self._buffer[:part_size])
             del self._buffer[:part_size]
 
-    def _queue_part(self, body):
+    def _queue_part(self, body: bytes | bytearray) -> None:
         if self._upload_id is None:
             self._start()
         if self._error:
@@ -108,14 +111,14 @@ class S3Writer:
         self._part_number += 1
         self._queue.put((self._part_number, bytes(body)))
 
-    def _finish_parts(self):
+    def _finish_parts(self) -> None:
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
         if self._error:
             raise StorageError(self._error)
 
-    def commit(self):
+    def commit(self) -> int:
         client, bucket = self.storage.client, self.storage.bucket
         try:
             if self._upload_id is None:
@@ -149,7 +152,7 @@ class S3Writer:
             raise StorageError(f"S3 stored {stored} bytes of {self.size} for {self.key}")
         return self.size
 
-    def _complete(self, parts):
+    def _complete(self, parts: list[dict[str, Any]]) -> None:
         """Completes the upload. When an attempt completed it but its answer
         was lost, a retry may be told NoSuchUpload (real S3 answers it again,
         others do not): the object is then ours if its ETag is the one S3
@@ -169,7 +172,7 @@ class S3Writer:
             if stored != multipart_etag(parts):
                 raise
 
-    def abort(self):
+    def abort(self) -> None:
         if self._done:
             return
         self._done = True
@@ -186,13 +189,13 @@ class S3Writer:
                 pass
 
 
-def multipart_etag(parts):
+def multipart_etag(parts: list[dict[str, Any]]) -> str:
     """The ETag S3 gives an object completed from these parts (unencrypted or SSE-S3)."""
     digests = b"".join(bytes.fromhex(part["ETag"].strip('"')) for part in parts)
     return f'"{hashlib.md5(digests).hexdigest()}-{len(parts)}"'
 
 
-def _locked_until(head):
+def _locked_until(head: dict[str, Any]) -> datetime:
     """The retain-until date a HEAD response reports (aware), or the epoch."""
     until = head.get("ObjectLockRetainUntilDate")
     return until if until is not None else datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -201,18 +204,18 @@ def _locked_until(head):
 class S3Storage:
     def __init__(
         self,
-        bucket,
-        prefix="",
-        endpoint_url=None,
-        region=None,
-        access_key_id=None,
-        secret_access_key=None,
-        lock_mode=None,
-        max_attempts=3,
-        connect_timeout=10,
-        read_timeout=60,
-        part_size=PART_SIZE,
-    ):
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        lock_mode: str | None = None,
+        max_attempts: int = 3,
+        connect_timeout: float = 10,
+        read_timeout: float = 60,
+        part_size: int = PART_SIZE,
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
@@ -238,28 +241,28 @@ class S3Storage:
             ),
         )
 
-    def describe(self):
+    def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
 
-    def full_key(self, key):
+    def full_key(self, key: str) -> str:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _call(self, method, **kwargs):
+    def _call(self, method: str, **kwargs: Any) -> Any:
         try:
             return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
         except Exception as exc:
             raise StorageError(describe_s3_error(exc, self))
 
-    def lock_arguments(self, retain_until):
+    def lock_arguments(self, retain_until: datetime | None) -> dict[str, Any]:
         if not (self.lock_mode and retain_until):
             return {}
         return {"ObjectLockMode": self.lock_mode, "ObjectLockRetainUntilDate": retain_until}
 
-    def open_writer(self, key, retain_until=None):
+    def open_writer(self, key: str, retain_until: datetime | None = None) -> S3Writer:
         return S3Writer(self, key, retain_until)
 
-    def put_bytes(self, key, data, retain_until=None):
+    def put_bytes(self, key: str, data: bytes, retain_until: datetime | None = None) -> None:
         lock = self.lock_arguments(retain_until)
         self._call("put_object", Key=self.full_key(key), Body=data, **lock)
         head = self._call("head_object", Key=self.full_key(key))
@@ -268,7 +271,7 @@ class S3Storage:
         if lock:
             self.confirm_lock(self.full_key(key), head, lock)
 
-    def confirm_lock(self, full_key, head, lock):
+    def confirm_lock(self, full_key: str, head: dict[str, Any], lock: dict[str, Any]) -> None:
         """Makes sure the stored object really is locked until the date asked for.
 
         Some S3 servers ignore the lock headers of a multipart upload; then the
@@ -286,10 +289,10 @@ class S3Storage:
         if _locked_until(self._call("head_object", Key=full_key)) < wanted - timedelta(seconds=1):
             raise StorageError(f"S3 did not apply Object Lock to {full_key} in bucket {self.bucket}")
 
-    def get_bytes(self, key):
+    def get_bytes(self, key: str) -> bytes:
         return b"".join(self.open_reader(key))
 
-    def open_reader(self, key):
+    def open_reader(self, key: str) -> Iterator[bytes]:
         """The object's chunks. botocore retries a request, not a body: a read
         that breaks mid-way is resumed from where it stopped, by a ranged GET
         of the same object (If-Match its ETag), up to max_attempts in all."""
@@ -297,7 +300,7 @@ class S3Storage:
         response = self._call("get_object", Key=full_key)
         etag = response["ETag"]
 
-        def chunks():
+        def chunks() -> Iterator[bytes]:
             nonlocal response
             offset, failures = 0, 0
             while True:
@@ -320,17 +323,18 @@ class S3Storage:
 
         return chunks()
 
-    def read_head(self, key, length):
+    def read_head(self, key: str, length: int) -> bytes:
         """The first `length` bytes of an object, by a ranged GET."""
         body = self._call("get_object", Key=self.full_key(key), Range=f"bytes=0-{length - 1}")["Body"]
         try:
-            return body.read()
+            data: bytes = body.read()
+            return data
         except Exception as exc:
             raise StorageError(describe_s3_error(exc, self))
         finally:
             body.close()
 
-    def exists(self, key):
+    def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self.full_key(key))
             return True
@@ -339,13 +343,14 @@ class S3Storage:
                 return False
             raise StorageError(describe_s3_error(exc, self))
 
-    def size(self, key):
-        return self._call("head_object", Key=self.full_key(key))["ContentLength"]
+    def size(self, key: str) -> int:
+        size: int = self._call("head_object", Key=self.full_key(key))["ContentLength"]
+        return size
 
-    def delete(self, key):
+    def delete(self, key: str) -> None:
         self.delete_full_key(self.full_key(key))
 
-    def delete_full_key(self, full_key):
+    def delete_full_key(self, full_key: str) -> None:
         if not self.lock_mode:
             self._call("delete_object", Key=full_key)
             return
@@ -358,23 +363,23 @@ class S3Storage:
         for version_id in versions:
             self._call("delete_object", Key=full_key, VersionId=version_id)
 
-    def cleanup_partials(self, key):
+    def cleanup_partials(self, key: str) -> None:
         self.abort_uploads(self.full_key(key))
 
-    def abort_uploads(self, full_key):
+    def abort_uploads(self, full_key: str) -> None:
         """Aborts every unfinished multipart upload of exactly this key."""
         uploads = self._call("list_multipart_uploads", Prefix=full_key).get("Uploads", [])
         for upload in uploads:
             if upload["Key"] == full_key:
                 self._call("abort_multipart_upload", Key=full_key, UploadId=upload["UploadId"])
 
-    def list_keys(self, prefix=""):
+    def list_keys(self, prefix: str = "") -> list[str]:
         return sorted(self._list("list_objects_v2", "Contents", prefix))
 
-    def list_sizes(self):
+    def list_sizes(self) -> dict[str, int]:
         return {key: entry["Size"] for key, entry in self._list("list_objects_v2", "Contents").items()}
 
-    def list_partials(self):
+    def list_partials(self) -> list[Partial]:
         """Multipart uploads that were started and never completed or aborted."""
         uploads = self._list("list_multipart_uploads", "Uploads", many=True)
         return [
@@ -383,13 +388,13 @@ class S3Storage:
             for entry in entries
         ]
 
-    def remove_partial(self, partial):
+    def remove_partial(self, partial: Partial) -> None:
         self._call("abort_multipart_upload", Key=self.full_key(partial["key"]), UploadId=partial["upload_id"])
 
-    def _list(self, operation, field, prefix="", many=False):
+    def _list(self, operation: str, field: str, prefix: str = "", many: bool = False) -> dict[str, Any]:
         """{key relative to the prefix: listing entry (or entries)} of a paginated listing."""
         base = f"{self.prefix}/" if self.prefix else ""
-        found = {}
+        found: dict[str, Any] = {}
         try:
             pages = self.client.get_paginator(operation).paginate(Bucket=self.bucket, Prefix=base + prefix)
             for page in pages:
@@ -403,7 +408,7 @@ class S3Storage:
             raise StorageError(describe_s3_error(exc, self))
         return found
 
-    def probe(self):
+    def probe(self) -> None:
         payload = secrets.token_bytes(64)
         self.put_bytes(PROBE_KEY, payload)
         if self.get_bytes(PROBE_KEY) != payload:
@@ -412,7 +417,7 @@ class S3Storage:
         if self.lock_mode:
             self.check_object_lock()
 
-    def check_object_lock(self):
+    def check_object_lock(self) -> None:
         try:
             config = self.client.get_object_lock_configuration(Bucket=self.bucket)["ObjectLockConfiguration"]
         except botocore.exceptions.ClientError as exc:
