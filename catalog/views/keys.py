@@ -68,16 +68,18 @@ def page_context(form=None):
     now = timezone.now()
     all_keys = list(Key.objects.select_related("copy_held_by"))
     needs = keys.usage([key.key_id for key in all_keys if not key.destroyed_at])
+    rows = []  # (key, its age in days, what needs it, why it cannot be destroyed)
     for key in all_keys:
-        key.age_days = (now - key.created_at).days
-        key.need = needs.get(key.key_id, {"backups": [], "secrets": [], "opens": 0})
-        key.refusal = keys.destruction_refusal(key, key.need) if not key.is_active and not key.destroyed_at else ""
+        need = needs.get(key.key_id, {"backups": [], "secrets": [], "opens": 0})
+        refusal = keys.destruction_refusal(key, need) if not key.is_active and not key.destroyed_at else ""
+        rows.append((key, (now - key.created_at).days, need, refusal))
     active = next((key for key in all_keys if key.is_active), None)
     rotations = list(KeyRotation.objects.select_related("new_key", "requested_by")[:20])
 
     return {
         "active": active,
-        "keys": all_keys,
+        "active_age_days": (now - active.created_at).days if active else None,
+        "rows": rows,
         "rotations": rotations,
         "rotation_days": settings.KEY_ROTATION_DAYS,
         "key_dir": settings.KEY_DIR,
