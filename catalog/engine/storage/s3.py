@@ -237,7 +237,9 @@ class S3Storage:
             config=Config(
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
-                retries={"max_attempts": max_attempts, "mode": "standard"},
+                # total_max_attempts counts the first try; botocore's max_attempts would
+                # count retries only, one more request than the error message says.
+                retries={"total_max_attempts": max_attempts, "mode": "standard"},
             ),
         )
 
