@@ -637,12 +637,6 @@ class Backup(Job):
         duration = self.duration()
         return int(duration.total_seconds()) if duration else 0
 
-    def is_stale(self, now=None):
-        """A running backup whose worker stopped touching its heartbeat."""
-        now = now or timezone.now()
-        limit = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
-        return self.status == self.RUNNING and (self.heartbeat_at or self.started_at or now) < limit
-
     def compression_ratio(self):
         if not self.raw_bytes or not self.stored_bytes:
             return None
