@@ -78,9 +78,7 @@ def database_from_url(url, name):
     if parts.scheme == "sqlite":
         # sqlite:///relative/path or sqlite:////absolute/path, as elsewhere
         return sqlite_database(Path(unquote(url[len("sqlite:///") :])))
-    raise ImproperlyConfigured(
-        f"{name} must start with postgresql:// or sqlite://, not {parts.scheme or 'nothing'}://"
-    )
+    raise ImproperlyConfigured(f"{name} must start with postgresql:// or sqlite://, not {parts.scheme or 'nothing'}://")
 
 
 def sqlite_database(path):

@@ -10,8 +10,11 @@ from pitr import urls as pitr_urls
 
 urlpatterns = [
     # LoginView names the site after the request's host; extra_context has the last word.
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True,
-                                                extra_context={"site_name": settings.SITE_NAME}), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True, extra_context={"site_name": settings.SITE_NAME}),
+        name="login",
+    ),
     # Browsers ask for /favicon.ico whatever the page links: the SVG icon in static/.
     path("favicon.ico", RedirectView.as_view(url=static("img/favicon.svg"), permanent=True), name="favicon"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

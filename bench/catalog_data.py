@@ -10,27 +10,46 @@ import time
 
 from django.db import connection
 
-FILL = {"boolean": "false", "integer": "0", "bigint": "0", "smallint": "0", "double precision": "0", "jsonb": "'{}'",
-        "timestamp with time zone": "now()", "date": "current_date"}
+FILL = {
+    "boolean": "false",
+    "integer": "0",
+    "bigint": "0",
+    "smallint": "0",
+    "double precision": "0",
+    "jsonb": "'{}'",
+    "timestamp with time zone": "now()",
+    "date": "current_date",
+}
 
 BACKUP_COLUMNS = {
     "source_id": "(SELECT id FROM sources ORDER BY id OFFSET (g %% (SELECT count(*) FROM sources)) LIMIT 1)",
     "status": "(ARRAY['succeeded','succeeded','succeeded','succeeded','failed','partial'])[1 + g %% 6]",
-    "format": "'custom'", "compression": "'zstd'", "encrypted": "true", "trigger": "'schedule'",
-    "raw_bytes": "(1000000 + g * 37)::bigint", "stored_bytes": "(300000 + g * 11)::bigint",
-    "sha256": "md5(g::text) || md5((g+1)::text)", "object_key": "'bench/' || g || '.dump.zst.enc'",
+    "format": "'custom'",
+    "compression": "'zstd'",
+    "encrypted": "true",
+    "trigger": "'schedule'",
+    "raw_bytes": "(1000000 + g * 37)::bigint",
+    "stored_bytes": "(300000 + g * 11)::bigint",
+    "sha256": "md5(g::text) || md5((g+1)::text)",
+    "object_key": "'bench/' || g || '.dump.zst.enc'",
     "table_counts": "'{\"public.pgbench_accounts\": 100000}'",
-    "created_at": "now() - g * interval '10 minutes'", "started_at": "now() - g * interval '10 minutes'",
+    "created_at": "now() - g * interval '10 minutes'",
+    "started_at": "now() - g * interval '10 minutes'",
     "finished_at": "now() - g * interval '10 minutes' + interval '42 seconds'",
-    "server_version": "'16.4'", "tool_version": "'pg_dump (PostgreSQL) 16.4'", "label": "''",
+    "server_version": "'16.4'",
+    "tool_version": "'pg_dump (PostgreSQL) 16.4'",
+    "label": "''",
 }
 
 
 def not_null_columns(table):
     with connection.cursor() as cur:
-        cur.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s "
-                    "AND is_nullable = 'NO' AND column_default IS NULL AND column_name <> 'id' "
-                    "AND is_identity = 'NO'", [table])
+        cur.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s "
+            "AND is_nullable = 'NO' AND column_default IS NULL AND column_name <> 'id' "
+            "AND is_identity = 'NO'",
+            [table],
+        )
         return cur.fetchall()
 
 
@@ -50,17 +69,32 @@ def generate(count, copies_per_backup=3):
     sources = list(Source.objects.all())
     if len(sources) < 5:
         for i in range(5 - len(sources)):
-            sources.append(services.save_source("bench", Source(name=f"Generated {i}", engine="postgresql",
-                                                                 host="127.0.0.1", port=5432, dbname=f"gen{i}",
-                                                                 user="postgres"), secrets={"password": None}))
+            sources.append(
+                services.save_source(
+                    "bench",
+                    Source(
+                        name=f"Generated {i}",
+                        engine="postgresql",
+                        host="127.0.0.1",
+                        port=5432,
+                        dbname=f"gen{i}",
+                        user="postgres",
+                    ),
+                    secrets={"password": None},
+                )
+            )
     destinations = list(Destination.objects.all())
     for i in range(max(0, copies_per_backup - len(destinations))):
-        destinations.append(services.save_destination("bench", Destination(name=f"Generated dest {i}", kind="local",
-                                                                            path=f"/nonexistent/{i}")))
+        destinations.append(
+            services.save_destination(
+                "bench", Destination(name=f"Generated dest {i}", kind="local", path=f"/nonexistent/{i}")
+            )
+        )
     plans = list(BackupPlan.objects.filter(source__in=sources))
     if not plans:
-        plans.append(services.save_plan("bench", BackupPlan(name="Generated", source=sources[0]),
-                                        destinations=destinations[:1]))
+        plans.append(
+            services.save_plan("bench", BackupPlan(name="Generated", source=sources[0]), destinations=destinations[:1])
+        )
     backup_cols = values_for("catalog_backup", BACKUP_COLUMNS)
     backup_cols["source_id"] = f"(ARRAY{[s.pk for s in sources]})[1 + g % {len(sources)}]"
     backup_cols["plan_id"] = f"(ARRAY{[p.pk for p in plans]})[1 + g % {len(plans)}]"
@@ -72,19 +106,32 @@ def generate(count, copies_per_backup=3):
     names = ", ".join(backup_cols)
     exprs = ", ".join(v.replace("%%", "%").replace("%", "%%") for v in backup_cols.values())
     dest_ids = [d.pk for d in destinations[:copies_per_backup]]
-    copy_cols = values_for("catalog_copy", {
-        "backup_id": "b.id", "destination_id": "d.id",
-        "status": "CASE WHEN b.status = 'failed' THEN 'failed' ELSE 'durable' END",
-        "key": "b.object_key", "manifest_key": "b.object_key || '.manifest.json'", "size": "b.stored_bytes",
-        "sha256": "b.sha256", "durable_at": "b.finished_at", "error": "''",
-    })
+    copy_cols = values_for(
+        "catalog_copy",
+        {
+            "backup_id": "b.id",
+            "destination_id": "d.id",
+            "status": "CASE WHEN b.status = 'failed' THEN 'failed' ELSE 'durable' END",
+            "key": "b.object_key",
+            "manifest_key": "b.object_key || '.manifest.json'",
+            "size": "b.stored_bytes",
+            "sha256": "b.sha256",
+            "durable_at": "b.finished_at",
+            "error": "''",
+        },
+    )
     with connection.cursor() as cur:
-        cur.execute(f"INSERT INTO catalog_backup ({names}) SELECT {exprs} FROM generate_series(1, %s) AS g "
-                    f"RETURNING id", [count])
+        cur.execute(
+            f"INSERT INTO catalog_backup ({names}) SELECT {exprs} FROM generate_series(1, %s) AS g RETURNING id",
+            [count],
+        )
         ids = [row[0] for row in cur.fetchall()]
-        cur.execute(f"INSERT INTO catalog_copy ({', '.join(copy_cols)}) SELECT {', '.join(copy_cols.values())} "
-                    f"FROM catalog_backup b CROSS JOIN catalog_destination d "
-                    f"WHERE b.id >= %s AND d.id = ANY(%s)", [min(ids), dest_ids])
+        cur.execute(
+            f"INSERT INTO catalog_copy ({', '.join(copy_cols)}) SELECT {', '.join(copy_cols.values())} "
+            f"FROM catalog_backup b CROSS JOIN catalog_destination d "
+            f"WHERE b.id >= %s AND d.id = ANY(%s)",
+            [min(ids), dest_ids],
+        )
         cur.execute("ANALYZE catalog_backup; ANALYZE catalog_copy")
     return ids
 
@@ -140,9 +187,14 @@ def serial_timings(pages, repeats):
             times.append(elapsed * 1000)
             queries.append(len(captured.captured_queries))
         times = times[1:]  # the first request warms caches and templates
-        out[name] = {"path": path, "p50_ms": statistics.median(times), "p95_ms": percentile(times, 0.95),
-                     "queries": queries[-1], "queries_constant": len(set(queries[1:])) == 1,
-                     "bytes": len(response.content)}
+        out[name] = {
+            "path": path,
+            "p50_ms": statistics.median(times),
+            "p95_ms": percentile(times, 0.95),
+            "queries": queries[-1],
+            "queries_constant": len(set(queries[1:])) == 1,
+            "bytes": len(response.content),
+        }
     return out
 
 
@@ -192,7 +244,9 @@ def hammer(port, pages, clients, per_client=None, stop=None, auth=None, script=N
         while (per_client is None or i < per_client) and not (stop is not None and stop.is_set()):
             path, pause = next(steps)
             i += 1
-            headers = {"Authorization": f"Bearer {raw}"} if path.startswith("/api/") else {"Cookie": f"sessionid={session}"}
+            headers = (
+                {"Authorization": f"Bearer {raw}"} if path.startswith("/api/") else {"Cookie": f"sessionid={session}"}
+            )
             t0 = time.perf_counter()
             try:
                 try:
@@ -240,8 +294,18 @@ def hammer(port, pages, clients, per_client=None, stop=None, auth=None, script=N
         ms = [m for p, m in latencies if p == path]
         if ms:
             per_page[path] = {"requests": len(ms), "p50_ms": statistics.median(ms), "p95_ms": percentile(ms, 0.95)}
-    return {"clients": clients, "requests": len(latencies), "errors": len(errors), "error_samples": errors[:5],
-            "keepalive_retries": len(retries), "retry_samples": retries[:5], "statuses": statuses,
-            "seconds": wall, "requests_per_s": len(latencies) / wall,
-            "p50_ms": statistics.median(all_ms), "p95_ms": percentile(all_ms, 0.95), "max_ms": max(all_ms),
-            "per_page": per_page}
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": len(errors),
+        "error_samples": errors[:5],
+        "keepalive_retries": len(retries),
+        "retry_samples": retries[:5],
+        "statuses": statuses,
+        "seconds": wall,
+        "requests_per_s": len(latencies) / wall,
+        "p50_ms": statistics.median(all_ms),
+        "p95_ms": percentile(all_ms, 0.95),
+        "max_ms": max(all_ms),
+        "per_page": per_page,
+    }

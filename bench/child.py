@@ -39,9 +39,13 @@ def main(argv):
         backup_runs.run_backup(backup.pk)
         backup.refresh_from_db()
         ok = backup.status == Backup.SUCCEEDED
-        extra = {"backup_id": backup.pk, "stored_bytes": backup.stored_bytes, "raw_bytes": backup.raw_bytes,
-                 "copies": list(backup.copies.filter(status=Copy.DURABLE).values_list("destination__kind", flat=True)),
-                 "error": backup.error}
+        extra = {
+            "backup_id": backup.pk,
+            "stored_bytes": backup.stored_bytes,
+            "raw_bytes": backup.raw_bytes,
+            "copies": list(backup.copies.filter(status=Copy.DURABLE).values_list("destination__kind", flat=True)),
+            "error": backup.error,
+        }
     elif action == "restore":
         backup = Backup.objects.get(pk=int(argv[1]))
         job = restores.request_restore("bench", backup, target=RestoreJob.NEW, database=argv[2], enqueue=False)

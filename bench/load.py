@@ -64,16 +64,30 @@ class LoadBench(Bench):
         from catalog import services
         from catalog.models import BackupPlan, Destination, Source
 
-        source = services.save_source("bench", Source(name="Bench source", engine="postgresql", host=PG["host"],
-                                                      port=PG["port"], dbname=self.src_db, user=PG["user"]),
-                                      secrets={"password": None})
+        source = services.save_source(
+            "bench",
+            Source(
+                name="Bench source",
+                engine="postgresql",
+                host=PG["host"],
+                port=PG["port"],
+                dbname=self.src_db,
+                user=PG["user"],
+            ),
+            secrets={"password": None},
+        )
         plans = []
         for name in ("A", "B"):
-            destination = services.save_destination("bench", Destination(name=f"Local {name}", kind="local",
-                                                                         path=str(self.tmp / f"local-{name}")))
-            plans.append(services.save_plan("bench", BackupPlan(name=f"Load {name}", source=source, format="custom",
-                                                                compression="zstd", encrypt=True),
-                                            destinations=[destination]))
+            destination = services.save_destination(
+                "bench", Destination(name=f"Local {name}", kind="local", path=str(self.tmp / f"local-{name}"))
+            )
+            plans.append(
+                services.save_plan(
+                    "bench",
+                    BackupPlan(name=f"Load {name}", source=source, format="custom", compression="zstd", encrypt=True),
+                    destinations=[destination],
+                )
+            )
         return plans
 
     def start_cluster(self, name=None):
@@ -83,16 +97,26 @@ class LoadBench(Bench):
         if name:
             env["Q_CLUSTER_NAME"] = name
         with open(self.tmp / f"qcluster-{name or 'work'}.log", "ab") as log:
-            proc = subprocess.Popen([PY, "manage.py", "qcluster"], env=env, cwd=ROOT, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                [PY, "manage.py", "qcluster"],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.clusters.append(proc)
         return proc
 
     def api(self, method, path, token, body=None):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
-            conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            conn.request(
+                method,
+                path,
+                body=json.dumps(body) if body is not None else None,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
             response = conn.getresponse()
             return response.status, json.loads(response.read() or b"{}")
         finally:
@@ -144,18 +168,36 @@ class LoadBench(Bench):
             seconds = (backup.finished_at - backup.started_at).total_seconds() if backup.started_at else None
             # Throughput: the source database's size over the backup's own run
             # (claimed by a worker → finished), so queueing is not counted.
-            out.append({"id": backup.pk, "plan": backup.plan.name, "status": backup.status, "error": backup.error,
-                        "raw_bytes": backup.raw_bytes, "stored_bytes": backup.stored_bytes, "seconds": seconds,
-                        "mb_per_s": self.results["source_db_bytes"] / 2**20 / seconds if seconds else None})
+            out.append(
+                {
+                    "id": backup.pk,
+                    "plan": backup.plan.name,
+                    "status": backup.status,
+                    "error": backup.error,
+                    "raw_bytes": backup.raw_bytes,
+                    "stored_bytes": backup.stored_bytes,
+                    "seconds": seconds,
+                    "mb_per_s": self.results["source_db_bytes"] / 2**20 / seconds if seconds else None,
+                }
+            )
         return out
 
     def pages(self, ids=()):
         plan = self.plan_objects[0]
-        pages = {"dashboard": "/", "backups": "/backups/", "plans": "/plans/", "plan": f"/plans/{plan.pk}/",
-                 "api_backups": "/api/v1/backups", "api_status": "/api/v1/status"}
+        pages = {
+            "dashboard": "/",
+            "backups": "/backups/",
+            "plans": "/plans/",
+            "plan": f"/plans/{plan.pk}/",
+            "api_backups": "/api/v1/backups",
+            "api_status": "/api/v1/status",
+        }
         if ids:
-            pages |= {"backup": f"/backups/{ids[0]}/", "backup_progress": f"/backups/{ids[0]}/progress/",
-                      "api_backup": f"/api/v1/backups/{ids[-1]}"}
+            pages |= {
+                "backup": f"/backups/{ids[0]}/",
+                "backup_progress": f"/backups/{ids[0]}/progress/",
+                "api_backup": f"/api/v1/backups/{ids[-1]}",
+            }
         return pages
 
     def round(self, kind):
@@ -169,10 +211,16 @@ class LoadBench(Bench):
             # The clients run as long as the backups do, never longer than --seconds.
             stop, box = threading.Event(), {}
             pages = self.pages(ids)
-            script = (uniform_script(list(pages.values()), self.args.pace) if self.args.pace is not None
-                      else users_script(pages, self.args.think))
-            clients = threading.Thread(target=lambda: box.update(catalog_data.hammer(
-                self.port, pages, self.args.clients, stop=stop, auth=self.auth, script=script)))
+            script = (
+                uniform_script(list(pages.values()), self.args.pace)
+                if self.args.pace is not None
+                else users_script(pages, self.args.think)
+            )
+            clients = threading.Thread(
+                target=lambda: box.update(
+                    catalog_data.hammer(self.port, pages, self.args.clients, stop=stop, auth=self.auth, script=script)
+                )
+            )
             clients.start()
             try:
                 self.wait_for(ids, on_deadline=stop.set, deadline=time.monotonic() + self.args.seconds)
@@ -183,11 +231,15 @@ class LoadBench(Bench):
         else:
             self.wait_for(ids)
         wall, cpu = time.perf_counter() - t0, self.cpu()
-        result = {"kind": kind, "wall": wall, "backups": self.figures(ids), "load": load,
-                  "cpu_seconds": {k: cpu[k] - cpu0[k] for k in cpu} | {"available": wall * psutil.cpu_count()}}
+        result = {
+            "kind": kind,
+            "wall": wall,
+            "backups": self.figures(ids),
+            "load": load,
+            "cpu_seconds": {k: cpu[k] - cpu0[k] for k in cpu} | {"available": wall * psutil.cpu_count()},
+        }
         speeds = ", ".join(f"{b['status']} {b['mb_per_s'] or 0:.1f} MB/s" for b in result["backups"])
-        extra = (f"; {load['requests']} requests, {load['errors']} errors, p95 {load['p95_ms']:.0f} ms"
-                 if load else "")
+        extra = f"; {load['requests']} requests, {load['errors']} errors, p95 {load['p95_ms']:.0f} ms" if load else ""
         print(f"  {kind}: {speeds}{extra}", flush=True)
         return result
 
@@ -196,8 +248,12 @@ class LoadBench(Bench):
         their reaped pg_dump children), this process (the clients), and the
         whole machine (the rest is mostly PostgreSQL, and anyone else)."""
         times = psutil.cpu_times()
-        return {"web": tree_cpu(self.gunicorn), "workers": sum(tree_cpu(p) for p in self.clusters),
-                "clients": sum(os.times()[:2]), "machine": sum(times) - times.idle - getattr(times, "iowait", 0)}
+        return {
+            "web": tree_cpu(self.gunicorn),
+            "workers": sum(tree_cpu(p) for p in self.clusters),
+            "clients": sum(os.times()[:2]),
+            "machine": sum(times) - times.idle - getattr(times, "iowait", 0),
+        }
 
     def run(self):
         t0 = time.perf_counter()
@@ -229,8 +285,12 @@ class LoadBench(Bench):
                 rounds.append(self.round(kind))
         self.results["rounds"] = rounds
         self.results["summary"] = summary(rounds, self.args.min_ratio)
-        self.results["seconds"] = {"migrate": t1 - t0, "source": t2 - t1, "start_and_warm": t3 - t2,
-                                   "rounds": time.perf_counter() - t3}
+        self.results["seconds"] = {
+            "migrate": t1 - t0,
+            "source": t2 - t1,
+            "start_and_warm": t3 - t2,
+            "rounds": time.perf_counter() - t3,
+        }
         self.results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         return self.results
 
@@ -354,8 +414,12 @@ def summary(rounds, min_ratio):
         "ratio": ratio(loaded, idle),
         "min_ratio": min_ratio,
     }
-    out["passed"] = (out["errors"] == 0 and out["backups_succeeded"] == out["backups"]
-                     and out["ratio"] is not None and out["ratio"] >= min_ratio)
+    out["passed"] = (
+        out["errors"] == 0
+        and out["backups_succeeded"] == out["backups"]
+        and out["ratio"] is not None
+        and out["ratio"] >= min_ratio
+    )
     return out
 
 
@@ -364,6 +428,7 @@ def pair_ratios(rounds):
     right beside it (the order idle, loaded, loaded, idle, ... gives every
     loaded round one): the machine's own speed drifts between rounds on a
     shared host, and a neighbour has drifted least."""
+
     def mean_speed(r):
         return sum(b["mb_per_s"] or 0 for b in r["backups"]) / len(r["backups"])
 
@@ -381,38 +446,55 @@ def render(r):
     """The markdown for bench/RESULTS.md."""
     a, s, m = r["args"], r["summary"], r["machine"]
     # Runs from before --think/--pace existed had clients that never paused.
-    options = (f" --pace {a['pace']:g}" if a.get("pace") is not None else
-               f" --think {a['think']:g}" if "think" in a else " --pace 0")
+    options = (
+        f" --pace {a['pace']:g}"
+        if a.get("pace") is not None
+        else f" --think {a['think']:g}"
+        if "think" in a
+        else " --pace 0"
+    )
     options += f" --web-cpu-shares {a['web_cpu_shares']}" if a.get("web_cpu_shares") else ""
-    out = [f"Run {r['started']} → {r['finished']}; `python -m bench.load --scale {a['scale']} --rounds {a['rounds']} "
-           f"--clients {a['clients']} --seconds {a['seconds']:g}{options}`. Machine: {m['cores']} cores ({m['cpu']}), "
-           f"PostgreSQL {m['postgresql_server'].split()[0]}. "
-           f"Source database: {r['source_db_bytes'] / 2**20:,.0f} MB.\n",
-           "| Round | backups s (A, B) | MB/s (A, B) | requests | errors | req/s | p50 / p95 / max ms "
-           "| CPU s: web / workers / clients / rest, of available |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out = [
+        f"Run {r['started']} → {r['finished']}; `python -m bench.load --scale {a['scale']} --rounds {a['rounds']} "
+        f"--clients {a['clients']} --seconds {a['seconds']:g}{options}`. Machine: {m['cores']} cores ({m['cpu']}), "
+        f"PostgreSQL {m['postgresql_server'].split()[0]}. "
+        f"Source database: {r['source_db_bytes'] / 2**20:,.0f} MB.\n",
+        "| Round | backups s (A, B) | MB/s (A, B) | requests | errors | req/s | p50 / p95 / max ms "
+        "| CPU s: web / workers / clients / rest, of available |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for i, x in enumerate(r["rounds"], 1):
         b, load, cpu = x["backups"], x["load"] or {}, x["cpu_seconds"]
         other = cpu["machine"] - cpu["web"] - cpu["workers"] - cpu["clients"]
-        out.append("| " + " | ".join([
-            f"{i} {x['kind']}", ", ".join(f"{y['seconds']:.1f}" for y in b),
-            ", ".join(f"{y['mb_per_s']:.0f}" for y in b),
-            str(load.get("requests", "–")), str(load.get("errors", "–")),
-            f"{load['requests_per_s']:.1f}" if load else "–",
-            f"{load['p50_ms']:.0f} / {load['p95_ms']:.0f} / {load['max_ms']:.0f}" if load else "–",
-            f"{cpu['web']:.0f} / {cpu['workers']:.0f} / {cpu['clients']:.0f} / {other:.0f}, of {cpu['available']:.0f}",
-        ]) + " |")
+        out.append(
+            "| "
+            + " | ".join(
+                [
+                    f"{i} {x['kind']}",
+                    ", ".join(f"{y['seconds']:.1f}" for y in b),
+                    ", ".join(f"{y['mb_per_s']:.0f}" for y in b),
+                    str(load.get("requests", "–")),
+                    str(load.get("errors", "–")),
+                    f"{load['requests_per_s']:.1f}" if load else "–",
+                    f"{load['p50_ms']:.0f} / {load['p95_ms']:.0f} / {load['max_ms']:.0f}" if load else "–",
+                    f"{cpu['web']:.0f} / {cpu['workers']:.0f} / {cpu['clients']:.0f} / {other:.0f}, of {cpu['available']:.0f}",
+                ]
+            )
+            + " |"
+        )
     pairs = ""
     if s.get("pair_ratios"):
         p = s["pair_ratios"]
         pairs = f"; each loaded round ÷ the idle round beside it: median {median(p)}, {min(p)}–{max(p)}"
-    out.append(f"\nMedian throughput per backup: idle {s['idle_source_mb_per_s']:.0f} MB/s, loaded "
-               f"{s['loaded_source_mb_per_s']:.0f} MB/s: **ratio {s['ratio']}** (target ≥ {s['min_ratio']}){pairs}. "
-               f"Requests under load: {s['requests']}, **{s['errors']} errors**, median of rounds "
-               f"{s['requests_per_s']:.1f} requests/s, p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, "
-               f"max {s['max_ms']:.0f} ms; GETs retried on a keep-alive connection the server had just closed: "
-               f"{s['keepalive_retries']}. Backups succeeded: {s['backups_succeeded']} of {s['backups']}. "
-               f"Passed: {'yes' if s['passed'] else '**no**'}.")
+    out.append(
+        f"\nMedian throughput per backup: idle {s['idle_source_mb_per_s']:.0f} MB/s, loaded "
+        f"{s['loaded_source_mb_per_s']:.0f} MB/s: **ratio {s['ratio']}** (target ≥ {s['min_ratio']}){pairs}. "
+        f"Requests under load: {s['requests']}, **{s['errors']} errors**, median of rounds "
+        f"{s['requests_per_s']:.1f} requests/s, p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, "
+        f"max {s['max_ms']:.0f} ms; GETs retried on a keep-alive connection the server had just closed: "
+        f"{s['keepalive_retries']}. Backups succeeded: {s['backups_succeeded']} of {s['backups']}. "
+        f"Passed: {'yes' if s['passed'] else '**no**'}."
+    )
     return "\n".join(out) + "\n"
 
 
@@ -422,12 +504,24 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=2, help="idle + loaded pairs, order alternating (medians)")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=120, help="longest the clients run in one loaded round")
-    parser.add_argument("--think", type=float, default=5,
-                        help="seconds a browser client stays on a page (polling progress on the backup's page)")
-    parser.add_argument("--pace", type=float, metavar="SECONDS",
-                        help="instead: every client cycles over every page, one request every SECONDS (0: no pause)")
-    parser.add_argument("--web-cpu-shares", type=int, metavar="SHARES",
-                        help="run gunicorn in a cgroup-v1 CPU group with these shares (root's: 1024; needs root)")
+    parser.add_argument(
+        "--think",
+        type=float,
+        default=5,
+        help="seconds a browser client stays on a page (polling progress on the backup's page)",
+    )
+    parser.add_argument(
+        "--pace",
+        type=float,
+        metavar="SECONDS",
+        help="instead: every client cycles over every page, one request every SECONDS (0: no pause)",
+    )
+    parser.add_argument(
+        "--web-cpu-shares",
+        type=int,
+        metavar="SHARES",
+        help="run gunicorn in a cgroup-v1 CPU group with these shares (root's: 1024; needs root)",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="longest a round's backups may take")
     parser.add_argument("--gunicorn-workers", type=int, default=4)
     parser.add_argument("--q-workers", type=int, default=2)

@@ -1,6 +1,6 @@
 """Markdown tables from a bench.run JSON file, for bench/RESULTS.md.
 
-    python -m bench.report results.json
+python -m bench.report results.json
 """
 
 import json
@@ -19,45 +19,85 @@ def render(r):
     out = []
     m = r["machine"]
     out.append(f"Run {r['started']} → {r['finished']}; `{' '.join(argv(r['args']))}`.\n")
-    out.append(f"Machine: {m['cores']} cores ({m['cpu']}), {m['ram_gb']} GB RAM; PostgreSQL server {m['postgresql_server']}, "
-               f"{m['pg_dump']}; Python {m['python']}, Django {m['django']}, python-zstandard {m['zstandard']} "
-               f"(zstd {m['zstd_lib']}), {m['gzip']}.\n")
+    out.append(
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['ram_gb']} GB RAM; PostgreSQL server {m['postgresql_server']}, "
+        f"{m['pg_dump']}; Python {m['python']}, Django {m['django']}, python-zstandard {m['zstandard']} "
+        f"(zstd {m['zstd_lib']}), {m['gzip']}.\n"
+    )
     if "backup" in r:
         b = r["backup"]
-        out.append(f"Source database: {r['source_db_bytes'] / 2**20:.0f} MB (pgbench scale {r['args']['scale']} plus "
-                   f"bench_notes); small one for the memory check: {r['small_db_bytes'] / 2**20:.0f} MB "
-                   f"(scale {r['args']['small_scale']}).\n")
-        out.append(row([f"Backup (median of {b['medians']['floor']['runs']:d})", "wall s", "CPU s", "stored MB",
-                        "peak RSS MB (tree)", "wall ÷ floor", "wall ÷ guide"]))
+        out.append(
+            f"Source database: {r['source_db_bytes'] / 2**20:.0f} MB (pgbench scale {r['args']['scale']} plus "
+            f"bench_notes); small one for the memory check: {r['small_db_bytes'] / 2**20:.0f} MB "
+            f"(scale {r['args']['small_scale']}).\n"
+        )
+        out.append(
+            row(
+                [
+                    f"Backup (median of {b['medians']['floor']['runs']:d})",
+                    "wall s",
+                    "CPU s",
+                    "stored MB",
+                    "peak RSS MB (tree)",
+                    "wall ÷ floor",
+                    "wall ÷ guide",
+                ]
+            )
+        )
         out.append(row(["---"] * 7))
         floor, guide = b["medians"]["floor"]["wall"], b["medians"]["guide"]["wall"]
-        names = {"guide": "guide: pg_dump | gzip, sha256sum", "floor": "floor: pg_dump -Fc -Z0 > /dev/null",
-                 "strongroom_local": "Strongroom → local", "strongroom_local_s3": "Strongroom → local + S3 (moto)"}
+        names = {
+            "guide": "guide: pg_dump | gzip, sha256sum",
+            "floor": "floor: pg_dump -Fc -Z0 > /dev/null",
+            "strongroom_local": "Strongroom → local",
+            "strongroom_local_s3": "Strongroom → local + S3 (moto)",
+        }
         for key, label in names.items():
             x = b["medians"][key]
-            out.append(row([label, num(x["wall"]), num(x["cpu"]), num(x.get("size_mb")), num(x["rss_mb"], 1),
-                            num(x["wall"] / floor), num(x["wall"] / guide)]))
+            out.append(
+                row(
+                    [
+                        label,
+                        num(x["wall"]),
+                        num(x["cpu"]),
+                        num(x.get("size_mb")),
+                        num(x["rss_mb"], 1),
+                        num(x["wall"] / floor),
+                        num(x["wall"] / guide),
+                    ]
+                )
+            )
         sr = b["medians"]["strongroom_local"]
-        out.append(f"\nStrongroom's wall and CPU are those of the backup service call in a worker process "
-                   f"(the process itself, with Python start-up and django.setup(), took {num(sr['process_wall'])} s).\n")
+        out.append(
+            f"\nStrongroom's wall and CPU are those of the backup service call in a worker process "
+            f"(the process itself, with Python start-up and django.setup(), took {num(sr['process_wall'])} s).\n"
+        )
         mem = r["memory"]
-        out.append(f"Memory scaling: peak RSS {num(mem['rss_mb_large'], 1)} MB at scale {mem['scale_large']}, "
-                   f"{num(mem['rss_mb_small'], 1)} MB at scale {mem['scale_small']}.\n")
+        out.append(
+            f"Memory scaling: peak RSS {num(mem['rss_mb_large'], 1)} MB at scale {mem['scale_large']}, "
+            f"{num(mem['rss_mb_small'], 1)} MB at scale {mem['scale_small']}.\n"
+        )
     if "restore" in r:
         x = r["restore"]
         out.append(row(["Restore into a new database", "wall s", "CPU s", "peak RSS MB (tree)"]))
         out.append(row(["---"] * 4))
-        names = {"guide": "guide: gunzip -c | psql", "pg_restore_j2": "pg_restore -j 2 (local custom file)",
-                 "strongroom": "Strongroom restore job (fetch, verify, decrypt, pg_restore)"}
+        names = {
+            "guide": "guide: gunzip -c | psql",
+            "pg_restore_j2": "pg_restore -j 2 (local custom file)",
+            "strongroom": "Strongroom restore job (fetch, verify, decrypt, pg_restore)",
+        }
         for key, label in names.items():
             y = x["medians"][key]
             out.append(row([label, num(y["wall"]), num(y["cpu"]), num(y["rss_mb"], 1)]))
-        out.append(f"\nRatios: Strongroom ÷ guide {x['ratios']['strongroom_vs_guide']}, "
-                   f"Strongroom ÷ pg_restore -j 2 {x['ratios']['strongroom_vs_pg_restore_j2']}.\n")
+        out.append(
+            f"\nRatios: Strongroom ÷ guide {x['ratios']['strongroom_vs_guide']}, "
+            f"Strongroom ÷ pg_restore -j 2 {x['ratios']['strongroom_vs_pg_restore_j2']}.\n"
+        )
     if "verify" in r:
         v = r["verify"]
-        out.append(row([f"Checksum of a {v['file_mb']:.0f} MB stored copy ({v['object']})", "wall s", "MB/s",
-                        "peak RSS MB"]))
+        out.append(
+            row([f"Checksum of a {v['file_mb']:.0f} MB stored copy ({v['object']})", "wall s", "MB/s", "peak RSS MB"])
+        )
         out.append(row(["---"] * 4))
         for key, label in {"sha256sum": "sha256sum", "strongroom": "Strongroom checksum verification"}.items():
             y = v["medians"][key]
@@ -65,18 +105,32 @@ def render(r):
         out.append(f"\nSpeed ratio Strongroom ÷ sha256sum: {v['ratios']['speed_vs_sha256sum']}.\n")
     if "dashboard" in r:
         d = r["dashboard"]
-        out.append(f"Catalog: {d['backups']:,} backups, {d['copies']:,} copies (generated in "
-                   f"{r['dashboard_generate_seconds']:.1f} s).\n")
-        out.append(row(["Page (one client, Django test client)", "p50 ms", "p95 ms", "queries",
-                        "queries with 60 backups"]))
+        out.append(
+            f"Catalog: {d['backups']:,} backups, {d['copies']:,} copies (generated in "
+            f"{r['dashboard_generate_seconds']:.1f} s).\n"
+        )
+        out.append(
+            row(["Page (one client, Django test client)", "p50 ms", "p95 ms", "queries", "queries with 60 backups"])
+        )
         out.append(row(["---"] * 5))
         for name, p in d["serial"].items():
-            out.append(row([f"{name} `{p['path']}`", num(p["p50_ms"], 1), num(p["p95_ms"], 1), p["queries"],
-                            p["queries_at_small_catalog"]]))
+            out.append(
+                row(
+                    [
+                        f"{name} `{p['path']}`",
+                        num(p["p50_ms"], 1),
+                        num(p["p95_ms"], 1),
+                        p["queries"],
+                        p["queries_at_small_catalog"],
+                    ]
+                )
+            )
         c = d["concurrent"]
-        out.append(f"\ngunicorn on loopback, {c['clients']} concurrent clients: {c['requests']} requests, "
-                   f"{c['errors']} errors, {c['requests_per_s']:.1f} requests/s, p50 {c['p50_ms']:.0f} ms, "
-                   f"p95 {c['p95_ms']:.0f} ms.\n")
+        out.append(
+            f"\ngunicorn on loopback, {c['clients']} concurrent clients: {c['requests']} requests, "
+            f"{c['errors']} errors, {c['requests_per_s']:.1f} requests/s, p50 {c['p50_ms']:.0f} ms, "
+            f"p95 {c['p95_ms']:.0f} ms.\n"
+        )
         out.append(row(["Path (concurrent)", "p50 ms", "p95 ms"]))
         out.append(row(["---"] * 3))
         for path, p in c["per_page"].items():
@@ -90,9 +144,15 @@ def render(r):
 
 
 def argv(args):
-    return ["python -m bench.run", f"--scale {args['scale']}", f"--runs {args['runs']}",
-            *([f"--only {args['only']}"] if args["only"] else []), f"--backups {args['backups']}",
-            f"--requests {args['requests']}", f"--clients {args['clients']}"]
+    return [
+        "python -m bench.run",
+        f"--scale {args['scale']}",
+        f"--runs {args['runs']}",
+        *([f"--only {args['only']}"] if args["only"] else []),
+        f"--backups {args['backups']}",
+        f"--requests {args['requests']}",
+        f"--clients {args['clients']}",
+    ]
 
 
 if __name__ == "__main__":

@@ -56,8 +56,9 @@ def stored_wal_containing(source, needle):
     from pitr import wal
     from pitr.models import WalSegment
 
-    stored = WalSegment.objects.filter(source=source, status=WalSegment.STORED,
-                                       kind__in=[WalSegment.SEGMENT, WalSegment.PARTIAL]).order_by("-position")
+    stored = WalSegment.objects.filter(
+        source=source, status=WalSegment.STORED, kind__in=[WalSegment.SEGMENT, WalSegment.PARTIAL]
+    ).order_by("-position")
     for segment in stored:
         try:
             if needle in wal.read_wal_bytes(segment):
@@ -74,11 +75,21 @@ def protect(bench, cluster):
     from catalog.models import Destination, Source
     from pitr import wal
 
-    source = services.save_source("bench", Source(name="Orders DB", engine="postgresql", host=cluster.server["host"],
-                                                  port=cluster.server["port"], dbname="postgres", user="postgres"),
-                                  secrets={"password": None})
-    destination = services.save_destination("bench", Destination(name="Local disk", kind="local",
-                                                                 path=str(bench.tmp / "local")))
+    source = services.save_source(
+        "bench",
+        Source(
+            name="Orders DB",
+            engine="postgresql",
+            host=cluster.server["host"],
+            port=cluster.server["port"],
+            dbname="postgres",
+            user="postgres",
+        ),
+        secrets={"password": None},
+    )
+    destination = services.save_destination(
+        "bench", Destination(name="Local disk", kind="local", path=str(bench.tmp / "local"))
+    )
     wal.enable_protection("bench", source, destinations=[destination])
     return source
 

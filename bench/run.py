@@ -28,8 +28,11 @@ from pathlib import Path
 import psutil
 import psycopg
 
-PG = {"host": os.environ.get("BENCH_PG_HOST", "127.0.0.1"), "port": int(os.environ.get("BENCH_PG_PORT", "5432")),
-      "user": "postgres"}
+PG = {
+    "host": os.environ.get("BENCH_PG_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("BENCH_PG_PORT", "5432")),
+    "user": "postgres",
+}
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
@@ -68,8 +71,15 @@ def measure(argv, env=None, shell=False):
     tree every 10 ms. Returns wall, CPU (children included, as reaped), peak
     tree RSS in MB, and stdout."""
     cpu0, t0 = children_cpu(), time.perf_counter()
-    proc = psutil.Popen(argv, shell=shell, executable="/bin/bash" if shell else None, env=env,
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc = psutil.Popen(
+        argv,
+        shell=shell,
+        executable="/bin/bash" if shell else None,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
     peak = 0
     out_chunks = []
     reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()))
@@ -102,8 +112,13 @@ def child(env, *args):
     if not inner["ok"]:
         raise RuntimeError(f"bench.child {args} failed: {inner}")
     # The service call's own wall and CPU; the process tree's peak RSS.
-    return {"wall": inner["wall"], "cpu": inner["cpu"], "rss_mb": result["rss_mb"],
-            "process_wall": result["wall"], "inner": inner}
+    return {
+        "wall": inner["wall"],
+        "cpu": inner["cpu"],
+        "rss_mb": result["rss_mb"],
+        "process_wall": result["wall"],
+        "inner": inner,
+    }
 
 
 def median(values):
@@ -154,6 +169,7 @@ def _pg_bin(name):
 
 # --- the benchmarks ------------------------------------------------------
 
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -162,17 +178,26 @@ class Bench:
         self.meta_db = f"sr_bench_meta_{self.tag}"
         self.src_db = f"sr_bench_src_{self.tag}"
         self.small_db = f"sr_bench_small_{self.tag}"
-        self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings",
-                    "STRONGROOM_DATA_DIR": str(self.tmp / "data"), "DATABASE_URL": url(self.meta_db),
-                    "LOCAL_DESTINATION_ROOTS": str(self.tmp), "PYTHONPATH": str(ROOT)}
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "bench.settings",
+            "STRONGROOM_DATA_DIR": str(self.tmp / "data"),
+            "DATABASE_URL": url(self.meta_db),
+            "LOCAL_DESTINATION_ROOTS": str(self.tmp),
+            "PYTHONPATH": str(ROOT),
+        }
         self.results = {"args": vars(args), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
         self.processes = []
         self.extra_dbs = []
 
     # setup / teardown
     def setup_django(self):
-        os.environ.update({k: self.env[k] for k in ("DJANGO_SETTINGS_MODULE", "STRONGROOM_DATA_DIR", "DATABASE_URL",
-                                                        "LOCAL_DESTINATION_ROOTS")})
+        os.environ.update(
+            {
+                k: self.env[k]
+                for k in ("DJANGO_SETTINGS_MODULE", "STRONGROOM_DATA_DIR", "DATABASE_URL", "LOCAL_DESTINATION_ROOTS")
+            }
+        )
         (self.tmp / "data").mkdir()
         create_db(self.meta_db)
         import django
@@ -205,15 +230,23 @@ class Bench:
 
     def start_moto(self):
         port = free_port()
-        proc = subprocess.Popen([PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.processes.append(proc)
         endpoint = f"http://127.0.0.1:{port}"
         wait_port(port)
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         s3.create_bucket(Bucket="bench")
         return endpoint, s3, proc
 
@@ -222,26 +255,49 @@ class Bench:
         from catalog.models import BackupPlan, Destination, Source
 
         def source(dbname, name):
-            return services.save_source("bench", Source(name=name, engine="postgresql", host=PG["host"], port=PG["port"],
-                                                          dbname=dbname, user=PG["user"]), secrets={"password": None})
+            return services.save_source(
+                "bench",
+                Source(
+                    name=name, engine="postgresql", host=PG["host"], port=PG["port"], dbname=dbname, user=PG["user"]
+                ),
+                secrets={"password": None},
+            )
 
-        local = services.save_destination("bench", Destination(name="Local", kind="local", path=str(self.tmp / "local")))
-        local2 = services.save_destination("bench", Destination(name="Local 2", kind="local", path=str(self.tmp / "local2")))
-        remote = services.save_destination("bench", Destination(
-            name="S3 (moto)", kind="s3", bucket="bench", prefix="sr", endpoint_url=endpoint, region="us-east-1",
-            access_key_id="testing", offsite=True), secrets={"secret_access_key": "testing"})
+        local = services.save_destination(
+            "bench", Destination(name="Local", kind="local", path=str(self.tmp / "local"))
+        )
+        local2 = services.save_destination(
+            "bench", Destination(name="Local 2", kind="local", path=str(self.tmp / "local2"))
+        )
+        remote = services.save_destination(
+            "bench",
+            Destination(
+                name="S3 (moto)",
+                kind="s3",
+                bucket="bench",
+                prefix="sr",
+                endpoint_url=endpoint,
+                region="us-east-1",
+                access_key_id="testing",
+                offsite=True,
+            ),
+            secrets={"secret_access_key": "testing"},
+        )
         fields = {"format": "custom", "compression": "zstd", "encrypt": True}
         big = source(self.src_db, "Bench source")
         plan_local = services.save_plan("bench", BackupPlan(name="local", source=big, **fields), destinations=[local])
-        plan_both = services.save_plan("bench", BackupPlan(name="local+s3", source=big, **fields),
-                                       destinations=[local2, remote])
+        plan_both = services.save_plan(
+            "bench", BackupPlan(name="local+s3", source=big, **fields), destinations=[local2, remote]
+        )
         small = source(self.small_db, "Bench small source")
         plan_small = services.save_plan("bench", BackupPlan(name="small", source=small, **fields), destinations=[local])
         # Verification reads a stored copy; a zstd copy of pgbench data is tiny,
         # so checksums are timed on a larger object: plain SQL, encrypted, uncompressed.
-        self.plan_verify = services.save_plan("bench", BackupPlan(name="verify", source=big, format="plain",
-                                                                  compression="none", encrypt=True),
-                                              destinations=[local2])
+        self.plan_verify = services.save_plan(
+            "bench",
+            BackupPlan(name="verify", source=big, format="plain", compression="none", encrypt=True),
+            destinations=[local2],
+        )
         return plan_local, plan_both, plan_small
 
     # 1, 2: backups
@@ -250,8 +306,7 @@ class Bench:
         out = self.tmp / "guide"
         out.mkdir()
         gz = out / "f.sql.gz"
-        guide_cmd = (f'set -o pipefail; pg_dump "{url(self.src_db)}" | gzip > {gz} && '
-                     f'sha256sum {gz} > {gz}.sha256')
+        guide_cmd = f'set -o pipefail; pg_dump "{url(self.src_db)}" | gzip > {gz} && sha256sum {gz} > {gz}.sha256'
         floor_cmd = f'pg_dump -Fc -Z0 "{url(self.src_db)}" > /dev/null'
         samples = {"guide": [], "floor": [], "strongroom_local": [], "strongroom_local_s3": []}
         last = {}
@@ -284,16 +339,22 @@ class Bench:
         sr, floor, guide = table["strongroom_local"], table["floor"], table["guide"]
         self.results["backup"] = {
             "medians": table,
-            "ratios": {"local_vs_floor": ratio(sr["wall"], floor["wall"]),
-                       "local_vs_guide": ratio(sr["wall"], guide["wall"]),
-                       "local_s3_vs_floor": ratio(table["strongroom_local_s3"]["wall"], floor["wall"]),
-                       "stored_size_vs_guide": ratio(sr["size_mb"], guide["size_mb"])},
+            "ratios": {
+                "local_vs_floor": ratio(sr["wall"], floor["wall"]),
+                "local_vs_guide": ratio(sr["wall"], guide["wall"]),
+                "local_s3_vs_floor": ratio(table["strongroom_local_s3"]["wall"], floor["wall"]),
+                "stored_size_vs_guide": ratio(sr["size_mb"], guide["size_mb"]),
+            },
         }
         # 2: memory at a scale ten times smaller
         small = [child(self.env, "backup", plan_small.pk) for _ in range(max(1, min(runs, 2)))]
         self.prune_extra(plan_small, s3)
-        self.results["memory"] = {"scale_large": self.args.scale, "scale_small": self.args.small_scale,
-                                  "rss_mb_large": sr["rss_mb"], "rss_mb_small": median([s["rss_mb"] for s in small])}
+        self.results["memory"] = {
+            "scale_large": self.args.scale,
+            "scale_small": self.args.small_scale,
+            "rss_mb_large": sr["rss_mb"],
+            "rss_mb_small": median([s["rss_mb"] for s in small]),
+        }
         return last["local"], gz
 
     def prune_extra(self, plan, s3, keep=None):
@@ -322,8 +383,10 @@ class Bench:
                 self.extra_dbs.append(target)
                 if name == "guide":
                     create_db(target)
-                    m = measure(f'set -o pipefail; gunzip -c {gz} | psql -q -X -v ON_ERROR_STOP=1 "{url(target)}" '
-                                f'> /dev/null', shell=True)
+                    m = measure(
+                        f'set -o pipefail; gunzip -c {gz} | psql -q -X -v ON_ERROR_STOP=1 "{url(target)}" > /dev/null',
+                        shell=True,
+                    )
                 elif name == "pg_restore_j2":
                     create_db(target)
                     m = measure(["pg_restore", "-j", "2", "-d", url(target), str(custom)])
@@ -338,8 +401,10 @@ class Bench:
         table = {name: summarize(s) for name, s in samples.items()}
         self.results["restore"] = {
             "medians": table,
-            "ratios": {"strongroom_vs_guide": ratio(table["strongroom"]["wall"], table["guide"]["wall"]),
-                       "strongroom_vs_pg_restore_j2": ratio(table["strongroom"]["wall"], table["pg_restore_j2"]["wall"])},
+            "ratios": {
+                "strongroom_vs_guide": ratio(table["strongroom"]["wall"], table["guide"]["wall"]),
+                "strongroom_vs_pg_restore_j2": ratio(table["strongroom"]["wall"], table["pg_restore_j2"]["wall"]),
+            },
         }
 
     # 4: checksum verification
@@ -365,9 +430,12 @@ class Bench:
                 samples[name].append(m)
                 print(f"  verify {name} run {i + 1}: {fmt(m)}", flush=True)
         table = {name: summarize(s) | {"mb_per_s": median([x["mb_per_s"] for x in s])} for name, s in samples.items()}
-        self.results["verify"] = {"file_mb": size_mb, "object": "plain SQL, uncompressed, encrypted", "medians": table,
-                                  "ratios": {"speed_vs_sha256sum": ratio(table["strongroom"]["mb_per_s"],
-                                                                         table["sha256sum"]["mb_per_s"])}}
+        self.results["verify"] = {
+            "file_mb": size_mb,
+            "object": "plain SQL, uncompressed, encrypted",
+            "medians": table,
+            "ratios": {"speed_vs_sha256sum": ratio(table["strongroom"]["mb_per_s"], table["sha256sum"]["mb_per_s"])},
+        }
 
     # 5: the dashboard with a large catalog
     def dashboard(self):
@@ -387,8 +455,11 @@ class Bench:
             figures["queries_constant"] = figures["queries_constant"] and small_counts[name] == figures["queries"]
         from catalog.models import Backup, Copy
 
-        self.results["dashboard"] = {"backups": Backup.objects.count(), "copies": Copy.objects.count(),
-                                     "serial": serial}
+        self.results["dashboard"] = {
+            "backups": Backup.objects.count(),
+            "copies": Copy.objects.count(),
+            "serial": serial,
+        }
         self.results["dashboard"]["concurrent"] = self.concurrent(pages)
 
     def start_gunicorn(self):
@@ -399,9 +470,28 @@ class Bench:
         env = {**self.env, "ALLOWED_HOSTS": "127.0.0.1,localhost"}
         workers = str(self.args.gunicorn_workers)
         with open(self.tmp / "gunicorn.log", "ab") as log:
-            proc = subprocess.Popen([PY, "-m", "gunicorn", "backupsite.wsgi", "-b", f"127.0.0.1:{port}", "-w", workers,
-                                     "--threads", "4", "--log-level", "warning", "--timeout", "120"],
-                                    env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+            proc = subprocess.Popen(
+                [
+                    PY,
+                    "-m",
+                    "gunicorn",
+                    "backupsite.wsgi",
+                    "-b",
+                    f"127.0.0.1:{port}",
+                    "-w",
+                    workers,
+                    "--threads",
+                    "4",
+                    "--log-level",
+                    "warning",
+                    "--timeout",
+                    "120",
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         self.processes.append(proc)
         wait_port(port)
         return proc, port
@@ -427,8 +517,11 @@ class Bench:
             self.results["source_db_bytes"] = make_source(self.src_db, self.args.scale)
             self.results["small_db_bytes"] = make_source(self.small_db, self.args.small_scale)
             self.results["generate_seconds"] = time.perf_counter() - t0
-            print(f"source database: {self.results['source_db_bytes'] / 2**20:.0f} MB "
-                  f"(small: {self.results['small_db_bytes'] / 2**20:.0f} MB)", flush=True)
+            print(
+                f"source database: {self.results['source_db_bytes'] / 2**20:.0f} MB "
+                f"(small: {self.results['small_db_bytes'] / 2**20:.0f} MB)",
+                flush=True,
+            )
             endpoint, s3, moto = self.start_moto()
             plan_local, plan_both, plan_small = self.plans(endpoint)
             backup_id, gz = self.backups(plan_local, plan_both, plan_small, s3)
@@ -474,11 +567,19 @@ def machine():
     with psycopg.connect(**PG, dbname="postgres") as conn:
         server = conn.execute("SHOW server_version").fetchone()[0]
     disk = shutil.disk_usage(tempfile.gettempdir())
-    return {"cores": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?"),
-            "disk_free_gb": round(disk.free / 2**30), "postgresql_server": server, "pg_dump": version(["pg_dump", "-V"]),
-            "python": sys.version.split()[0], "django": django.get_version(), "zstandard": zstandard.__version__,
-            "zstd_lib": zstandard.ZSTD_VERSION, "gzip": version(["gzip", "--version"])}
+    return {
+        "cores": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?"),
+        "disk_free_gb": round(disk.free / 2**30),
+        "postgresql_server": server,
+        "pg_dump": version(["pg_dump", "-V"]),
+        "python": sys.version.split()[0],
+        "django": django.get_version(),
+        "zstandard": zstandard.__version__,
+        "zstd_lib": zstandard.ZSTD_VERSION,
+        "gzip": version(["gzip", "--version"]),
+    }
 
 
 def targets(r):
@@ -489,14 +590,19 @@ def targets(r):
         t["backup <= 0.5x guide"] = (b["local_vs_guide"], b["local_vs_guide"] <= 0.5)
         t["stored size <= guide"] = (b["stored_size_vs_guide"], b["stored_size_vs_guide"] <= 1.0)
         m = r["memory"]
-        t["peak RSS < 150 MB at both scales"] = ([round(m["rss_mb_large"], 1), round(m["rss_mb_small"], 1)],
-                                                 max(m["rss_mb_large"], m["rss_mb_small"]) < 150)
+        t["peak RSS < 150 MB at both scales"] = (
+            [round(m["rss_mb_large"], 1), round(m["rss_mb_small"], 1)],
+            max(m["rss_mb_large"], m["rss_mb_small"]) < 150,
+        )
         s3 = r["backup"]["medians"]["strongroom_local_s3"]["rss_mb"]
         t["peak RSS < 150 MB, local + S3"] = (round(s3, 1), s3 < 150)
     if "restore" in r:
         x = r["restore"]["ratios"]
         t["restore <= 0.6x guide"] = (x["strongroom_vs_guide"], x["strongroom_vs_guide"] <= 0.6)
-        t["restore <= 1.2x pg_restore -j 2"] = (x["strongroom_vs_pg_restore_j2"], x["strongroom_vs_pg_restore_j2"] <= 1.2)
+        t["restore <= 1.2x pg_restore -j 2"] = (
+            x["strongroom_vs_pg_restore_j2"],
+            x["strongroom_vs_pg_restore_j2"] <= 1.2,
+        )
     if "verify" in r:
         v = r["verify"]["ratios"]["speed_vs_sha256sum"]
         t["verify >= 0.8x sha256sum"] = (v, v >= 0.8)

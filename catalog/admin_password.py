@@ -80,6 +80,8 @@ def sign_in_lines(url):
             lines.append("with the password from STRONGROOM_ADMIN_PASSWORD.")
         else:
             lines.append("with your password.")
-    lines.append(f"Forgot it? `.venv/bin/python manage.py reset_admin_password {admin.get_username()}` "
-                 f"writes a new one to {password_file()}.")
+    lines.append(
+        f"Forgot it? `.venv/bin/python manage.py reset_admin_password {admin.get_username()}` "
+        f"writes a new one to {password_file()}."
+    )
     return lines

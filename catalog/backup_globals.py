@@ -56,8 +56,11 @@ def read(backup):
     for copy in backup.readable_copies():
         try:
             data = copy.destination.storage().get_bytes(key_for(copy))
-            plain = b"".join(restore_stream([data], keyring=keyring.lookup, expected_sha256=backup.globals_sha256,
-                                            key_wraps=backup.key_wraps))
+            plain = b"".join(
+                restore_stream(
+                    [data], keyring=keyring.lookup, expected_sha256=backup.globals_sha256, key_wraps=backup.key_wraps
+                )
+            )
             return json.loads(plain)
         except (EngineError, ValueError) as exc:
             problems.append(f"{copy.destination}: {exc}")

@@ -30,8 +30,10 @@ def check_runnable(plan):
     if not plan.destinations.exists():
         raise Refused(f"Plan {plan} has no destination to write to.")
     if plan.format not in FORMATS_BY_ENGINE[plan.source.engine]:
-        raise Refused(f"Plan {plan} makes a {plan.get_format_display()}, which a {plan.source.get_engine_display()} "
-                      "source cannot produce: edit the plan and choose another format.")
+        raise Refused(
+            f"Plan {plan} makes a {plan.get_format_display()}, which a {plan.source.get_engine_display()} "
+            "source cannot produce: edit the plan and choose another format."
+        )
     if plan.is_export() and not plan.has_export_selection():
         raise Refused(f"Plan {plan} exports no table: pick tables or add a named set to it first.")
     if problem := registry.steps_of(plan.format).run_problem(plan.source):  # e.g. a base backup without WAL protection
@@ -73,8 +75,9 @@ def start_backup(actor, plan, label="", trigger="manual", keep_days=None):
     """Queues a backup of `plan` for a worker and returns it."""
     backup = create_backup(actor, plan, label, trigger, keep_days)
     # Only once the row is committed can a worker claim it.
-    transaction.on_commit(lambda: queues.enqueue_work("catalog.tasks.run_backup", backup.pk,
-                                                      task_name=f"backup-{backup.pk}"))
+    transaction.on_commit(
+        lambda: queues.enqueue_work("catalog.tasks.run_backup", backup.pk, task_name=f"backup-{backup.pk}")
+    )
     return backup
 
 
@@ -114,8 +117,9 @@ def open_dump(source, fmt, plan=None, compression=None):
         # since the last run is exported too.
         from catalog.engine.exports import ExportDump
 
-        return ExportDump(exports.export_conninfo(source), exports.resolve_specs(plan), fmt,
-                          tmp_dir=exports.spool_dir())
+        return ExportDump(
+            exports.export_conninfo(source), exports.resolve_specs(plan), fmt, tmp_dir=exports.spool_dir()
+        )
     if source.engine == "sqlite":
         return dumpers.SqliteDump(source.sqlite_path)
     if fmt == BASE_BACKUP_FORMAT:
@@ -127,8 +131,9 @@ def open_dump(source, fmt, plan=None, compression=None):
     # not 0: a restore spools the archive to disk for pg_restore -j, and an
     # uncompressed archive made restores 1.6x slower (bench/RESULTS.md).
     pg_compress = 1 if fmt == "custom" and compression not in (None, "none") else None
-    return dumpers.PostgresDump(source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP, compress=pg_compress,
-                                 pg_dumpall=settings.PG_DUMPALL)
+    return dumpers.PostgresDump(
+        source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP, compress=pg_compress, pg_dumpall=settings.PG_DUMPALL
+    )
 
 
 class ProgressReporter(jobs.JobWatch):
@@ -148,8 +153,14 @@ class ProgressReporter(jobs.JobWatch):
 def run_backup(backup_id):
     """The worker side of a backup: claim, stream, record. Idempotent."""
     close_old_connections()
-    backup = jobs.claim(Backup, backup_id, "backup.start", lambda backup: {"worker": backup.worker},
-                        related=("source", "plan"), phase="starting")
+    backup = jobs.claim(
+        Backup,
+        backup_id,
+        "backup.start",
+        lambda backup: {"worker": backup.worker},
+        related=("source", "plan"),
+        phase="starting",
+    )
     if backup is None:
         log.info("Backup %s is not queued any more; skipping this delivery.", backup_id)
         return None
@@ -157,7 +168,8 @@ def run_backup(backup_id):
     destinations = list(backup.plan.destinations.all())
     backup.append_log(f"Started on {backup.worker}; writing to {', '.join(str(d) for d in destinations)}")
     copies = [
-        Copy.objects.create(backup=backup, destination=destination, key=backup.object_key) for destination in destinations
+        Copy.objects.create(backup=backup, destination=destination, key=backup.object_key)
+        for destination in destinations
     ]
     Backup.objects.filter(pk=backup.pk).update(object_key=backup.object_key, log=backup.log)
     try:
@@ -170,7 +182,9 @@ def run_backup(backup_id):
         return finish_backup(backup, copies, Backup.FAILED, missing_key_in_words(exc))
     except Exception as exc:  # never leave a backup "running" behind
         log.exception("Backup %s failed unexpectedly", backup_id)
-        return finish_backup(backup, copies, Backup.FAILED, f"Unexpected error ({type(exc).__name__}); see the worker log.")
+        return finish_backup(
+            backup, copies, Backup.FAILED, f"Unexpected error ({type(exc).__name__}); see the worker log."
+        )
     # Fixed before the manifests are written, so that they and the catalog hold the same instant.
     backup.finished_at = timezone.now()
     try:
@@ -191,8 +205,10 @@ def missing_key_in_words(exc):
     """A backup's failure for want of a master key: which key, where it was
     looked for, and what to do (restore and verify say the same)."""
     if isinstance(exc, keyring.KeyFileMissing):
-        return (f"{exc}. Put the saved key file {exc.path.name} back into that directory and run the backup again; "
-                "nothing was stored.")
+        return (
+            f"{exc}. Put the saved key file {exc.path.name} back into that directory and run the backup again; "
+            "nothing was stored."
+        )
     return f"{exc}. Nothing was stored."
 
 
@@ -274,15 +290,20 @@ def store_globals(backup, copies, document, encryptor):
             remove_objects(copy)
             mark_copy_failed(copy, f"The roles and database properties could not be written: {exc}")
     roles = ", ".join(backup.roles) or "none"
-    backup.append_log(f"Kept the database's properties and the roles it names ({roles})"
-                      + (f"; {document['globals_sql_error']}" if document.get("globals_sql_error") else ""))
+    backup.append_log(
+        f"Kept the database's properties and the roles it names ({roles})"
+        + (f"; {document['globals_sql_error']}" if document.get("globals_sql_error") else "")
+    )
 
 
 def expected_size(backup):
     """A guess at this backup's stored size: the plan's last good one."""
     previous = (
-        Backup.objects.filter(plan=backup.plan_id, status=Backup.SUCCEEDED).exclude(pk=backup.pk)
-        .order_by("-created_at").values_list("stored_bytes", flat=True).first()
+        Backup.objects.filter(plan=backup.plan_id, status=Backup.SUCCEEDED)
+        .exclude(pk=backup.pk)
+        .order_by("-created_at")
+        .values_list("stored_bytes", flat=True)
+        .first()
     )
     return previous or 0
 
@@ -315,7 +336,9 @@ def backup_manifest(backup, copy, encryption):
     """The signed JSON sidecar: from it alone the catalog can be rebuilt."""
     key_id, master = keyring.active_key()
     # Read now, not when the run started: a pin made while it ran belongs in the manifest.
-    hold = holds.hold_fields(Backup.objects.only("pinned", "legal_hold", "hold_reason", "hold_changed_at").get(pk=backup.pk))
+    hold = holds.hold_fields(
+        Backup.objects.only("pinned", "legal_hold", "hold_reason", "hold_changed_at").get(pk=backup.pk)
+    )
     fields = manifest.build_manifest(
         backup_id=backup.pk,
         source=backup.source.identity(),
@@ -351,8 +374,10 @@ def backup_manifest(backup, copy, encryption):
     if backup.is_base_backup():
         # What a restore without Strongroom needs to know: the WAL to replay.
         wal = getattr(backup, "wal", {})
-        fields["wal"] = {name: wal.get(name) for name in
-                         ("timeline", "start_lsn", "end_lsn", "start_segment", "end_segment", "segment_size")}
+        fields["wal"] = {
+            name: wal.get(name)
+            for name in ("timeline", "start_lsn", "end_lsn", "start_segment", "end_segment", "segment_size")
+        }
     fields["manifest_key_id"] = key_id
     return manifest.sign_manifest(fields, derive_manifest_key(master))
 
@@ -400,7 +425,10 @@ def finish_backup(backup, copies, status, error):
     now = timezone.now()
     backup.append_log(f"Finished: {status}" + (f" — {error}" if error else ""))
     recorded = jobs.finish(
-        backup, status, f"backup.{status}", {"error": error[:500]} if error else {},
+        backup,
+        status,
+        f"backup.{status}",
+        {"error": error[:500]} if error else {},
         phase="",
         error=error[:500],
         finished_at=backup.finished_at or now,  # the manifests' time, when they were written
@@ -429,10 +457,19 @@ def finish_backup(backup, copies, status, error):
 def sweep_stale_backups():
     """Marks running backups whose worker stopped beating as failed, and
     removes what they left in storage."""
-    error = (f"The worker stopped responding (no heartbeat for over {settings.HEARTBEAT_TIMEOUT} s); "
-             "partial data was removed.")
-    return jobs.sweep(jobs.stale(Backup).select_related("source"), "backup.failed", {"error": error},
-                      actor="monitor", on_failed=remove_dead_run, error=error, phase="")
+    error = (
+        f"The worker stopped responding (no heartbeat for over {settings.HEARTBEAT_TIMEOUT} s); "
+        "partial data was removed."
+    )
+    return jobs.sweep(
+        jobs.stale(Backup).select_related("source"),
+        "backup.failed",
+        {"error": error},
+        actor="monitor",
+        on_failed=remove_dead_run,
+        error=error,
+        phase="",
+    )
 
 
 def remove_dead_run(backup):

@@ -86,7 +86,7 @@ def span_text(seconds):
 
 
 def span_until(moment, now):
-    """"21 h" to a deadline ahead; nothing once it passed (until the next tick changes the status)."""
+    """ "21 h" to a deadline ahead; nothing once it passed (until the next tick changes the status)."""
     return span_text((moment - now).total_seconds()) if moment and moment > now else ""
 
 
@@ -112,8 +112,10 @@ class Axis:
 
     def ticks(self):
         count = round(self.top / self.step)
-        return [(self.y(i * self.step * self.unit_size), f"{number_text(i * self.step)} {self.unit_name}")
-                for i in range(count + 1)]
+        return [
+            (self.y(i * self.step * self.unit_size), f"{number_text(i * self.step)} {self.unit_name}")
+            for i in range(count + 1)
+        ]
 
 
 class TimeScale:
@@ -150,17 +152,27 @@ def time_chart(series, unit, marks=(), label="", empty="No backups yet."):
         return format_html('<p class="chart-empty muted">{}</p>', empty)
     axis = Axis(max(p.value for p in points), unit)
     scale = TimeScale([p.at for p in points] + [m.at for m in marks])
-    parts = [format_html(
-        '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">'
-        "<title>{}</title>", WIDTH, HEIGHT, label, label)]
+    parts = [
+        format_html(
+            '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">'
+            "<title>{}</title>",
+            WIDTH,
+            HEIGHT,
+            label,
+            label,
+        )
+    ]
     for y, text in axis.ticks():
-        parts.append(format_html('<line class="chart-gridline" x1="{}" x2="{}" y1="{}" y2="{}"/>',
-                                 LEFT, WIDTH - RIGHT, y, y))
-        parts.append(format_html('<text class="chart-label" x="{}" y="{}" text-anchor="end">{}</text>',
-                                 LEFT - 6, y + 4, text))
+        parts.append(
+            format_html('<line class="chart-gridline" x1="{}" x2="{}" y1="{}" y2="{}"/>', LEFT, WIDTH - RIGHT, y, y)
+        )
+        parts.append(
+            format_html('<text class="chart-label" x="{}" y="{}" text-anchor="end">{}</text>', LEFT - 6, y + 4, text)
+        )
     for x, text in scale.ticks():
-        parts.append(format_html('<text class="chart-label" x="{}" y="{}" text-anchor="middle">{}</text>',
-                                 x, HEIGHT - 6, text))
+        parts.append(
+            format_html('<text class="chart-label" x="{}" y="{}" text-anchor="middle">{}</text>', x, HEIGHT - 6, text)
+        )
     for one in series:
         parts.append(series_svg(one, axis, scale))
     for mark in marks:
@@ -171,23 +183,31 @@ def time_chart(series, unit, marks=(), label="", empty="No backups yet."):
 
 def series_svg(series, axis, scale):
     coordinates = [(scale.x(p.at), axis.y(p.value)) for p in sorted(series.points, key=lambda p: p.at)]
-    line = format_html('<polyline class="chart-line" fill="none" points="{}"/>',
-                       " ".join(f"{x},{y}" for x, y in coordinates))
+    line = format_html(
+        '<polyline class="chart-line" fill="none" points="{}"/>', " ".join(f"{x},{y}" for x, y in coordinates)
+    )
     dots = format_html_join("", "{}", ((point_svg(p, axis, scale),) for p in series.points))
     return format_html('<g class="chart-series chart-series-{}">{}{}</g>', series.name, line, dots)
 
 
 def point_svg(point, axis, scale):
     kind = "point outlier" if point.outlier else "point"
-    dot = format_html('<circle class="{}" cx="{}" cy="{}" r="{}"><title>{}</title></circle>',
-                      kind, scale.x(point.at), axis.y(point.value), 5 if point.outlier else 3, point.title)
+    dot = format_html(
+        '<circle class="{}" cx="{}" cy="{}" r="{}"><title>{}</title></circle>',
+        kind,
+        scale.x(point.at),
+        axis.y(point.value),
+        5 if point.outlier else 3,
+        point.title,
+    )
     return format_html('<a href="{}">{}</a>', point.href, dot) if point.href else dot
 
 
 def mark_svg(mark, scale):
     x, y = scale.x(mark.at), HEIGHT - BOTTOM
-    cross = format_html('<path class="mark-failed" d="M{} {}l8 8m0 -8l-8 8"><title>{}</title></path>',
-                        x - 4, y - 4, mark.title)
+    cross = format_html(
+        '<path class="mark-failed" d="M{} {}l8 8m0 -8l-8 8"><title>{}</title></path>', x - 4, y - 4, mark.title
+    )
     return format_html('<a href="{}">{}</a>', mark.href, cross) if mark.href else cross
 
 
@@ -209,19 +229,24 @@ def plan_charts(plan, limit=CHART_BACKUPS):
     from catalog.models import Backup
 
     # A few older ones too, so that the first points have sizes to compare with.
-    backups = list(plan.backups.filter(status__in=Backup.WITH_DATA).order_by("-created_at")
-                   .without_log()[:limit + SIZE_WINDOW])[::-1]
+    backups = list(
+        plan.backups.filter(status__in=Backup.WITH_DATA).order_by("-created_at").without_log()[: limit + SIZE_WINDOW]
+    )[::-1]
     shown = backups[-limit:]
     failed = []
     if shown:
-        failed = list(plan.backups.filter(status=Backup.FAILED, created_at__gte=shown[0].created_at)
-                      .without_log().order_by("created_at"))
+        failed = list(
+            plan.backups.filter(status=Backup.FAILED, created_at__gte=shown[0].created_at)
+            .without_log()
+            .order_by("created_at")
+        )
     stored, raw, durations = Series("stored"), Series("raw"), Series("duration")
     for index in range(len(backups) - len(shown), len(backups)):
         backup = backups[index]
         previous = [b.raw_bytes for b in backups[:index] if b.status == Backup.SUCCEEDED][-SIZE_WINDOW:]
         outlier = backup.status == Backup.SUCCEEDED and is_outlier(
-            backup.raw_bytes, previous, plan.size_tolerance_percent)
+            backup.raw_bytes, previous, plan.size_tolerance_percent
+        )
         title = backup_title(backup, previous if outlier else None, plan.size_tolerance_percent)
         href = backup.get_absolute_url()
         stored.points.append(Point(backup.created_at, backup.stored_bytes, title, href, outlier))
@@ -229,31 +254,46 @@ def plan_charts(plan, limit=CHART_BACKUPS):
         if backup.started_at and backup.finished_at:
             seconds = (backup.finished_at - backup.started_at).total_seconds()
             durations.points.append(Point(backup.created_at, seconds, title, href))
-    marks = [Mark(b.created_at, f"#{b.pk} · {time_text(b.created_at)} · failed{': ' + b.error if b.error else ''}",
-                  b.get_absolute_url()) for b in failed]
+    marks = [
+        Mark(
+            b.created_at,
+            f"#{b.pk} · {time_text(b.created_at)} · failed{': ' + b.error if b.error else ''}",
+            b.get_absolute_url(),
+        )
+        for b in failed
+    ]
     count = len(shown)
     return {
         "count": count,
         "outliers": sum(p.outlier for p in stored.points),
         "failed": len(failed),
         "size": time_chart([raw, stored], size_unit, marks, label=f"Stored and raw size of the last {count} backups"),
-        "duration": time_chart([durations], duration_unit, marks, label=f"Duration of the last {count} backups",
-                               empty="No backups yet." if not count else "No durations recorded."),
+        "duration": time_chart(
+            [durations],
+            duration_unit,
+            marks,
+            label=f"Duration of the last {count} backups",
+            empty="No backups yet." if not count else "No durations recorded.",
+        ),
     }
 
 
 def backup_title(backup, outlier_previous, tolerance_percent):
     """#42 · 26 Nov 03:00 · 1.2 GB (raw 3.4 GB) · 4 min 05 s, and why it stands out."""
-    parts = [f"#{backup.pk}", time_text(backup.created_at), size_text(backup.stored_bytes)
-             + (f" (raw {size_text(backup.raw_bytes)})" if backup.raw_bytes else "")]
+    parts = [
+        f"#{backup.pk}",
+        time_text(backup.created_at),
+        size_text(backup.stored_bytes) + (f" (raw {size_text(backup.raw_bytes)})" if backup.raw_bytes else ""),
+    ]
     if backup.started_at and backup.finished_at:
         parts.append(duration_text(backup.finished_at - backup.started_at).replace("\xa0", " "))
     if backup.status != "succeeded":
         parts.append(backup.status)
     if outlier_previous:
         median = size_text(statistics.median(outlier_previous))
-        parts.append(f"raw size outside ±{tolerance_percent} % of the median of the previous "
-                     f"{len(outlier_previous)} ({median})")
+        parts.append(
+            f"raw size outside ±{tolerance_percent} % of the median of the previous {len(outlier_previous)} ({median})"
+        )
     return " · ".join(parts)
 
 
@@ -293,11 +333,25 @@ def health_strip(segments, labels=None, frame=None):
         x = (segment.start - start).total_seconds() / span * STRIP_WIDTH
         width = max(1.0, (segment.end - segment.start).total_seconds() / span * STRIP_WIDTH)
         name = (labels or {}).get(segment.status, segment.status)
-        title = (f"{name} from {time_text(segment.start)} to {time_text(segment.end)} "
-                 f"({span_text((segment.end - segment.start).total_seconds())})")
-        parts.append(format_html('<rect class="strip-{}" x="{}" y="0" width="{}" height="{}"><title>{}</title></rect>',
-                                 segment.status, round(x, 1), round(width, 1), STRIP_HEIGHT, title))
+        title = (
+            f"{name} from {time_text(segment.start)} to {time_text(segment.end)} "
+            f"({span_text((segment.end - segment.start).total_seconds())})"
+        )
+        parts.append(
+            format_html(
+                '<rect class="strip-{}" x="{}" y="0" width="{}" height="{}"><title>{}</title></rect>',
+                segment.status,
+                round(x, 1),
+                round(width, 1),
+                STRIP_HEIGHT,
+                title,
+            )
+        )
     return format_html(
         '<svg class="health-strip" viewBox="0 0 {} {}" preserveAspectRatio="none" role="img" aria-label="{}" '
         'xmlns="http://www.w3.org/2000/svg">{}</svg>',
-        STRIP_WIDTH, STRIP_HEIGHT, f"Health since {time_text(start)}", mark_safe("".join(parts)))
+        STRIP_WIDTH,
+        STRIP_HEIGHT,
+        f"Health since {time_text(start)}",
+        mark_safe("".join(parts)),
+    )

@@ -32,10 +32,18 @@ def private_paths():
     data_dir = Path(settings.DATA_DIR)
     key_dir = Path(settings.KEY_DIR)
     found = [
-        (DATA_DIR_OPEN, "the data directory", data_dir,
-         "it holds the metadata database, spools, scratch files and the keys"),
-        (SECRET_KEY_OPEN, "the secret key file", data_dir / "secret_key",
-         "whoever reads it can forge sessions and sign in"),
+        (
+            DATA_DIR_OPEN,
+            "the data directory",
+            data_dir,
+            "it holds the metadata database, spools, scratch files and the keys",
+        ),
+        (
+            SECRET_KEY_OPEN,
+            "the secret key file",
+            data_dir / "secret_key",
+            "whoever reads it can forge sessions and sign in",
+        ),
     ]
     database = settings.DATABASES["default"]
     if database["ENGINE"] == "django.db.backends.sqlite3":
@@ -65,11 +73,13 @@ def check_private_files(app_configs=None, **kwargs):
         if not opened:
             continue
         fix = f"chmod go-rw {path}" if path.is_dir() else f"chmod 600 {path}"
-        warnings.append(checks.Warning(
-            f"Other users of this machine can {opened} {what} {path}: {why}.",
-            hint=f"Make it the service user's alone: {fix}",
-            id=check_id,
-        ))
+        warnings.append(
+            checks.Warning(
+                f"Other users of this machine can {opened} {what} {path}: {why}.",
+                hint=f"Make it the service user's alone: {fix}",
+                id=check_id,
+            )
+        )
     return warnings
 
 

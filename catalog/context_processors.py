@@ -8,8 +8,13 @@ from catalog.roles import role_of
 def branding(request):
     user = getattr(request, "user", None)
     can_operate = bool(user and user.is_authenticated and user.has_perm("catalog.operate"))
-    return {"site_name": settings.SITE_NAME, "can_operate": can_operate, "time_zone": settings.TIME_ZONE,
-            "unsaved_master_key": unsaved_master_key(user), "role": role_of(user)}
+    return {
+        "site_name": settings.SITE_NAME,
+        "can_operate": can_operate,
+        "time_zone": settings.TIME_ZONE,
+        "unsaved_master_key": unsaved_master_key(user),
+        "role": role_of(user),
+    }
 
 
 def unsaved_master_key(user):

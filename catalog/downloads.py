@@ -49,8 +49,10 @@ def missing_key(backup):
         except KeyError:
             continue
     names = " or ".join(needed) or "(none recorded)"
-    return (f"Backup #{backup.pk} needs master key {names}, which is not in {settings.KEY_DIR}. Copy the key file "
-            f"there, or download the stored files and decrypt them where the key is.")
+    return (
+        f"Backup #{backup.pk} needs master key {names}, which is not in {settings.KEY_DIR}. Copy the key file "
+        f"there, or download the stored files and decrypt them where the key is."
+    )
 
 
 def plain_name(backup):

@@ -31,7 +31,13 @@ METADATA_ADDRESSES = {
     ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
     ipaddress.ip_address("192.0.0.192"),  # Oracle Cloud (older instances)
 }
-METADATA_NAMES = {"metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal"}
+METADATA_NAMES = {
+    "metadata",
+    "metadata.google.internal",
+    "metadata.goog",
+    "instance-data",
+    "instance-data.ec2.internal",
+}
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 # What inet_aton reads as an IPv4 address besides dotted decimal: 0x7f000001, 2130706433, 0177.1, 127.1.
 LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$", re.IGNORECASE)
@@ -108,12 +114,13 @@ def address_problem(address, allow_private):
     if address in METADATA_ADDRESSES:
         return "a cloud metadata service's address: Strongroom never sends requests there."
     if address.is_link_local:
-        return ("a link-local address, where cloud metadata services answer: Strongroom never sends "
-                "requests there.")
+        return "a link-local address, where cloud metadata services answer: Strongroom never sends requests there."
     if address.is_unspecified or address.is_multicast:
         return "not the address of a server."
     if not allow_private and (address.is_loopback or address.is_private or not address.is_global):
         kind = "a loopback" if address.is_loopback else "a private"
-        return (f"{kind} address, and this Strongroom sends no requests to private networks "
-                "(ALLOW_PRIVATE_ENDPOINTS is off).")
+        return (
+            f"{kind} address, and this Strongroom sends no requests to private networks "
+            "(ALLOW_PRIVATE_ENDPOINTS is off)."
+        )
     return None

@@ -44,8 +44,9 @@ def resolve_specs(plan, tables=None):
     known = {qualified(t) for t in tables}
     gone = sorted(qualified(t) for t in plan.export_tables if qualified(t) not in known)
     if gone:
-        raise SourceError(f"The source no longer has the table(s) {', '.join(gone)} that plan {plan} exports; "
-                          "edit the plan.")
+        raise SourceError(
+            f"The source no longer has the table(s) {', '.join(gone)} that plan {plan} exports; edit the plan."
+        )
     specs = plan.table_specs(tables)
     if not specs:
         raise SourceError(f"Plan {plan} picks no table and none of its named sets matches a table of the source.")
@@ -141,8 +142,9 @@ def check_selection(source, tables, sets, live):
             errors[qualified(table)] = "A row filter cannot hold a NUL character."
         elif table["where"] and qualified(table) in known:
             try:
-                engine.validate_where(export_conninfo(source),
-                                      engine.TableSpec(table["schema"], table["name"], table["where"]))
+                engine.validate_where(
+                    export_conninfo(source), engine.TableSpec(table["schema"], table["name"], table["where"])
+                )
             except EngineError as exc:
                 errors[qualified(table)] = str(exc)
     return errors
@@ -165,22 +167,36 @@ def picker(source, tables=(), sets=(), errors=None, live=None):
     schemas: dict[str, list[dict[str, Any]]] = {}
     for table in sorted(live, key=lambda t: (t["schema"], t["name"])):
         name = qualified(table)
-        schemas.setdefault(table["schema"], []).append({
-            "qualified": name, "name": table["name"], "rows_estimate": table.get("rows_estimate"),
-            # A partitioned parent stands for its partitions, which are not listed.
-            "partitions": table.get("partitions"),
-            "columns": ", ".join(column["name"] for column in table.get("columns", [])),
-            "checked": name in picked, "where": picked.get(name, {}).get("where", ""), "error": errors.get(name, ""),
-        })
+        schemas.setdefault(table["schema"], []).append(
+            {
+                "qualified": name,
+                "name": table["name"],
+                "rows_estimate": table.get("rows_estimate"),
+                # A partitioned parent stands for its partitions, which are not listed.
+                "partitions": table.get("partitions"),
+                "columns": ", ".join(column["name"] for column in table.get("columns", [])),
+                "checked": name in picked,
+                "where": picked.get(name, {}).get("where", ""),
+                "error": errors.get(name, ""),
+            }
+        )
     # A picked table that is gone stays on the list, ticked and flagged: left
     # out silently, the next save would drop it from the plan unnoticed.
     for name, table in picked.items():
         if not any(row["qualified"] == name for rows in schemas.values() for row in rows):
-            schemas.setdefault(table["schema"], []).append({
-                "qualified": name, "name": table["name"], "rows_estimate": None, "columns": "", "checked": True,
-                "where": table.get("where", ""), "missing": True,
-                "error": errors.get(name) or "Not in this source (dropped, or picked from another source): untick it to save the plan.",
-            })
+            schemas.setdefault(table["schema"], []).append(
+                {
+                    "qualified": name,
+                    "name": table["name"],
+                    "rows_estimate": None,
+                    "columns": "",
+                    "checked": True,
+                    "where": table.get("where", ""),
+                    "missing": True,
+                    "error": errors.get(name)
+                    or "Not in this source (dropped, or picked from another source): untick it to save the plan.",
+                }
+            )
     set_rows = [{**s, "matches": engine.match_tables(live, s["pattern"]) if s["pattern"] else []} for s in sets]
     set_rows += [{"label": "", "pattern": "", "matches": []}] * EMPTY_SET_ROWS
     return {"schemas": sorted(schemas.items()), "sets": set_rows, "errors": errors}

@@ -65,8 +65,11 @@ class ModelBounds(forms.ModelForm):
 
 
 def really_changed(form):
-    return [name for name in form.changed_data
-            if name not in KEPT_WHEN_EMPTY or form.cleaned_data.get(name) != form.initial.get(name)]
+    return [
+        name
+        for name in form.changed_data
+        if name not in KEPT_WHEN_EMPTY or form.cleaned_data.get(name) != form.initial.get(name)
+    ]
 
 
 class SourceForm(ModelBounds):
@@ -75,8 +78,22 @@ class SourceForm(ModelBounds):
 
     class Meta:
         model = Source
-        fields = ["name", "engine", "host", "port", "dbname", "user", "password", "dsn", "sslmode",
-                  "sqlite_path", "rpo_minutes", "rto_minutes", "grace_minutes", "paused"]
+        fields = [
+            "name",
+            "engine",
+            "host",
+            "port",
+            "dbname",
+            "user",
+            "password",
+            "dsn",
+            "sslmode",
+            "sqlite_path",
+            "rpo_minutes",
+            "rto_minutes",
+            "grace_minutes",
+            "paused",
+        ]
         labels = {"sslmode": "SSL mode"}
         help_texts = {
             "sslmode": "Optional: disable, require, verify-full …",
@@ -124,8 +141,21 @@ class DestinationForm(ModelBounds):
 
     class Meta:
         model = Destination
-        fields = ["name", "kind", "path", "bucket", "prefix", "endpoint_url", "region", "access_key_id",
-                  "secret_access_key", "offsite", "immutable_days", "lock_mode", "quota_gb"]
+        fields = [
+            "name",
+            "kind",
+            "path",
+            "bucket",
+            "prefix",
+            "endpoint_url",
+            "region",
+            "access_key_id",
+            "secret_access_key",
+            "offsite",
+            "immutable_days",
+            "lock_mode",
+            "quota_gb",
+        ]
         help_texts = {
             "path": "Absolute path of a directory on the worker machine.",
             "immutable_days": "S3 only: each copy and its manifest are locked (Object Lock) for this many days "
@@ -144,7 +174,9 @@ class DestinationForm(ModelBounds):
             self.fields["secret_access_key"].help_text = KEEP_HELP
         self.fields["lock_mode"].required = False  # only read when Object Lock days are set
         roots = ", ".join(str(root) for root in settings.LOCAL_DESTINATION_ROOTS)
-        self.fields["path"].help_text += f" It must lie inside {roots or 'an allowed directory'} (LOCAL_DESTINATION_ROOTS)."
+        self.fields[
+            "path"
+        ].help_text += f" It must lie inside {roots or 'an allowed directory'} (LOCAL_DESTINATION_ROOTS)."
 
     def clean_lock_mode(self):
         return self.cleaned_data.get("lock_mode") or "GOVERNANCE"
@@ -200,8 +232,17 @@ class RestoreServerForm(ModelBounds):
         return [name for name in self.changed_data if name != "password"]
 
 
-RETENTION_FIELDS = ["retention_mode", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_last",
-                    "keep_days", "keep_minimum", "keep_manual_days"]
+RETENTION_FIELDS = [
+    "retention_mode",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+    "keep_last",
+    "keep_days",
+    "keep_minimum",
+    "keep_manual_days",
+]
 VERIFICATION_FIELDS = ["verify_new_backups", "restore_test_days", "checksum_all_days"]
 RETENTION_HELP = {
     "restore_test_days": "Restores the latest backup into a scratch database and compares it. 0: never.",
@@ -210,7 +251,7 @@ RETENTION_HELP = {
     "keep_last": "The newest N good backups.",
     "keep_days": "Every good backup started within this many days.",
     "keep_manual_days": "Back up now, API and labelled backups: kept this long apart from the rule, then it "
-                        "judges them. 0: at once.",
+    "judges them. 0: at once.",
 }
 
 
@@ -252,19 +293,30 @@ class SchedulePresets(forms.Form):
 
     schedule_preset = forms.ChoiceField(label="Runs", choices=schedules.PRESET_CHOICES, required=False)
     schedule_minute = forms.IntegerField(label="Minutes past the hour", min_value=0, max_value=59, required=False)
-    schedule_time = forms.TimeField(label="At", required=False,
-                                    widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"))
+    schedule_time = forms.TimeField(
+        label="At", required=False, widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M")
+    )
     schedule_weekday = forms.ChoiceField(label="On", choices=schedules.WEEKDAY_CHOICES, required=False)
-    schedule_day = forms.IntegerField(label="Day of the month", min_value=1, max_value=schedules.LAST_MONTHLY_DAY,
-                                      required=False, help_text="1 to 28, so that every month has it.")
+    schedule_day = forms.IntegerField(
+        label="Day of the month",
+        min_value=1,
+        max_value=schedules.LAST_MONTHLY_DAY,
+        required=False,
+        help_text="1 to 28, so that every month has it.",
+    )
 
     PRESET_FIELDS = ("schedule_preset", "schedule_minute", "schedule_time", "schedule_weekday", "schedule_day")
     # What each preset needs, and the argument of schedules.preset_cron it fills.
-    NEEDS = {schedules.HOURLY: {"schedule_minute": "minute"}, schedules.DAILY: {"schedule_time": "at"},
-             schedules.WEEKLY: {"schedule_time": "at", "schedule_weekday": "weekday"},
-             schedules.MONTHLY: {"schedule_time": "at", "schedule_day": "day"}}
-    SCHEDULE_HELP = ("Cron: minute hour day-of-month month day-of-week, in the server's time zone. On the nights "
-                     "the clocks change, a time that happens twice runs once and a time skipped runs an hour later.")
+    NEEDS = {
+        schedules.HOURLY: {"schedule_minute": "minute"},
+        schedules.DAILY: {"schedule_time": "at"},
+        schedules.WEEKLY: {"schedule_time": "at", "schedule_weekday": "weekday"},
+        schedules.MONTHLY: {"schedule_time": "at", "schedule_day": "day"},
+    }
+    SCHEDULE_HELP = (
+        "Cron: minute hour day-of-month month day-of-week, in the server's time zone. On the nights "
+        "the clocks change, a time that happens twice runs once and a time skipped runs an hour later."
+    )
 
     def show_schedule_as_preset(self, schedule):
         """Initial values from the saved cron (a posted form keeps what was posted)."""
@@ -294,7 +346,9 @@ class SchedulePresets(forms.Form):
             needs = self.NEEDS[preset]
             for name in needs:
                 if data.get(name) in (None, "") and name not in self.errors:
-                    self.add_error(name, f"Say this for a schedule that runs {dict(schedules.PRESET_CHOICES)[preset].lower()}.")
+                    self.add_error(
+                        name, f"Say this for a schedule that runs {dict(schedules.PRESET_CHOICES)[preset].lower()}."
+                    )
             if any(name in self.errors for name in needs):
                 return data
             schedule = schedules.preset_cron(preset, **{arg: data[name] for name, arg in needs.items()})
@@ -359,20 +413,35 @@ def formats_in_words(formats):
 
 class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
     destinations = forms.ModelMultipleChoiceField(
-        queryset=Destination.objects.all(), widget=forms.CheckboxSelectMultiple, error_messages={"required": "Pick at least one destination."}
+        queryset=Destination.objects.all(),
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": "Pick at least one destination."},
     )
 
     class Meta:
         model = BackupPlan
-        fields = ["name", "source", "schedule", "format", "compression", "encrypt", "destinations", "enabled",
-                  "size_tolerance_percent", *RETENTION_FIELDS, *VERIFICATION_FIELDS]
+        fields = [
+            "name",
+            "source",
+            "schedule",
+            "format",
+            "compression",
+            "encrypt",
+            "destinations",
+            "enabled",
+            "size_tolerance_percent",
+            *RETENTION_FIELDS,
+            *VERIFICATION_FIELDS,
+        ]
         help_texts = {
             **RETENTION_HELP,
             "encrypt": "AES-256-GCM with a fresh data key per backup, wrapped by the active master key.",
             "enabled": "Disabled plans keep their backups but are not run on schedule.",
-            "format": ("Physical base backup (PostgreSQL only) copies the whole cluster for point-in-time "
-                       "recovery; it runs only while the source's continuous protection is on, and each one "
-                       "counts as good once the WAL it needs is stored."),
+            "format": (
+                "Physical base backup (PostgreSQL only) copies the whole cluster for point-in-time "
+                "recovery; it runs only while the source's continuous protection is on, and each one "
+                "counts as good once the WAL it needs is stored."
+            ),
         }
         widgets = {"source": SourceSelect, "format": FormatSelect}
         error_messages = {"format": {"invalid_choice": "Choose one of the formats offered for this source."}}
@@ -400,8 +469,9 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
         possible = {fmt for engine in engines or FORMATS_BY_ENGINE for fmt in FORMATS_BY_ENGINE[engine]}
         field = cast(forms.ChoiceField, self.fields["format"])
         offered = cast(list[tuple[str, str]], field.choices)  # the model field's choices, a list
-        field.choices = [(value, label) for value, label in offered
-                         if value in possible or value == self.instance.format]
+        field.choices = [
+            (value, label) for value, label in offered if value in possible or value == self.instance.format
+        ]
         field.widget.engine = source.engine if source else None
 
     def clean_size_tolerance_percent(self):
@@ -427,9 +497,12 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
             fmt = self.data["format"]
             del self.errors["format"]
         if source and fmt and fmt not in FORMATS_BY_ENGINE[source.engine]:
-            self.add_error("format", f"A {source.get_engine_display()} source cannot produce "
-                                     f"“{formats_in_words([fmt])}”; choose one of: "
-                                     f"{formats_in_words(FORMATS_BY_ENGINE[source.engine])}.")
+            self.add_error(
+                "format",
+                f"A {source.get_engine_display()} source cannot produce "
+                f"“{formats_in_words([fmt])}”; choose one of: "
+                f"{formats_in_words(FORMATS_BY_ENGINE[source.engine])}.",
+            )
         elif source and fmt in EXPORT_FORMATS:
             self.clean_export_choice(source)
         elif fmt and fmt not in EXPORT_FORMATS:  # a dump has no table choice to keep
@@ -446,8 +519,9 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
         errors = exports.check_selection(source, tables, sets, live)
         self.export_picker = exports.picker(source, tables, sets, errors, live)
         if errors:
-            self.add_error(None, errors.get("all") or errors.get("sets")
-                           or "A row filter is not valid; see the Tables section.")
+            self.add_error(
+                None, errors.get("all") or errors.get("sets") or "A row filter is not valid; see the Tables section."
+            )
         self.instance.export_tables, self.instance.export_sets = tables, sets
 
     def changed_fields(self):
@@ -464,7 +538,10 @@ class PinForm(forms.Form):
 
 class RunBackupForm(forms.Form):
     label = forms.SlugField(
-        required=False, max_length=100, help_text="Optional, e.g. pre-migration", widget=forms.TextInput(attrs={"placeholder": "label (optional)"})
+        required=False,
+        max_length=100,
+        help_text="Optional, e.g. pre-migration",
+        widget=forms.TextInput(attrs={"placeholder": "label (optional)"}),
     )
     # Empty: the plan's manual rule (keep_manual_days) decides, and follows it when it changes.
     keep_days = forms.IntegerField(required=False, min_value=1, max_value=MAX_KEEP_DAYS, label="Keep for (days)")

@@ -159,21 +159,27 @@ def adopt_saved_key():
     key_id = newest_saved_key(saved)
     if key_id is None:
         if saved:
-            log.warning("The key directory holds several master key files (%s) and no catalog says which was "
-                        "active; a new key is made.", ", ".join(sorted(saved)))
+            log.warning(
+                "The key directory holds several master key files (%s) and no catalog says which was "
+                "active; a new key is made.",
+                ", ".join(sorted(saved)),
+            )
         return None
     fingerprint = crypto.key_fingerprint(saved[key_id])
     if Key.objects.filter(key_id=key_id).exclude(fingerprint=fingerprint).exists():
         log.warning("The key file %s is not the key the catalog knows by that id; a new key is made.", key_id)
         return None
-    key, _ = Key.objects.update_or_create(key_id=key_id, defaults={
-        "fingerprint": fingerprint, "is_active": True, "retired_at": None, "origin": Key.IMPORTED})
+    key, _ = Key.objects.update_or_create(
+        key_id=key_id,
+        defaults={"fingerprint": fingerprint, "is_active": True, "retired_at": None, "origin": Key.IMPORTED},
+    )
     made = made_at(key_id)
     if made and key.created_at > made:  # its age decides when it is due for rotation
         key.created_at = made
         key.save(update_fields=["created_at"])
-    audit.record("keyring", "key.adopt", key, {"key_id": key_id, "fingerprint": fingerprint,
-                                               "saved_key_files": len(saved)})
+    audit.record(
+        "keyring", "key.adopt", key, {"key_id": key_id, "fingerprint": fingerprint, "saved_key_files": len(saved)}
+    )
     log.warning("Master key %s, found in %s, is the active key again.", key_id, settings.KEY_DIR)
     return key
 
@@ -248,7 +254,9 @@ def decrypt_secret(token):
     try:
         plain = AESGCM(_secrets_key(master_key(key_id))).decrypt(raw[:12], raw[12:], key_id.encode())
     except InvalidTag as exc:
-        raise KeyUnavailable(f"Master key file {key_path(key_id)} does not open the stored secrets: is it the right key?") from exc
+        raise KeyUnavailable(
+            f"Master key file {key_path(key_id)} does not open the stored secrets: is it the right key?"
+        ) from exc
     return json.loads(plain)
 
 

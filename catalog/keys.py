@@ -45,8 +45,9 @@ class RewrapFailed(Exception):
 def retained_encrypted_backups():
     """Encrypted backups that still have a durable copy somewhere."""
     return (
-        Backup.objects.filter(encrypted=True, status__in=Backup.WITH_DATA, pruned_at__isnull=True,
-                              copies__status=Copy.DURABLE)
+        Backup.objects.filter(
+            encrypted=True, status__in=Backup.WITH_DATA, pruned_at__isnull=True, copies__status=Copy.DURABLE
+        )
         .distinct()
         .order_by("pk")
     )
@@ -78,8 +79,9 @@ def usage(key_ids=None):
     the backups and secrets that need that key (no other live key opens
     them), and how many retained backups it opens at all."""
     live = live_key_ids()
-    needs: dict[str, dict[str, Any]] = {key_id: {"backups": [], "secrets": [], "opens": 0}
-                                        for key_id in (key_ids or live)}
+    needs: dict[str, dict[str, Any]] = {
+        key_id: {"backups": [], "secrets": [], "opens": 0} for key_id in (key_ids or live)
+    }
     for backup in retained_encrypted_backups().only("pk", "key_id", "key_wraps"):
         openers = opening_keys(backup)
         for key_id in openers & set(needs):
@@ -153,24 +155,39 @@ def start_rotation(actor, key=None, key_id=None, enqueue=True):
     try:
         with transaction.atomic():
             new_key = keyring.install_key(key_id, key, Key.GENERATED if generated else Key.IMPORTED)
-            audit.record(actor, "key.generate" if generated else "key.import", new_key,
-                         {"key_id": key_id, "fingerprint": new_key.fingerprint, "origin": new_key.origin})
+            audit.record(
+                actor,
+                "key.generate" if generated else "key.import",
+                new_key,
+                {"key_id": key_id, "fingerprint": new_key.fingerprint, "origin": new_key.origin},
+            )
             rotation = KeyRotation.objects.create(
-                new_key=new_key, previous_key_id=previous.key_id if previous else "", requested_by=user,
+                new_key=new_key,
+                previous_key_id=previous.key_id if previous else "",
+                requested_by=user,
                 total=len(backups_to_rewrap(key_id)),
             )
-            rotation.append_log(f"Requested by {actor_label(actor)}: {key_id} is now the active key"
-                                + (f", replacing {previous.key_id}." if previous else "."))
+            rotation.append_log(
+                f"Requested by {actor_label(actor)}: {key_id} is now the active key"
+                + (f", replacing {previous.key_id}." if previous else ".")
+            )
             rotation.save(update_fields=["log"])
-            audit.record(actor, "key.rotate", rotation, {"from": rotation.previous_key_id, "to": key_id,
-                                                         "backups": rotation.total})
+            audit.record(
+                actor,
+                "key.rotate",
+                rotation,
+                {"from": rotation.previous_key_id, "to": key_id, "backups": rotation.total},
+            )
             if enqueue:
                 transaction.on_commit(lambda: queue_rotation(rotation))
     except BaseException:
         keyring.key_path(key_id).unlink(missing_ok=True)
         raise
-    log.warning("Master key %s is now active (%s). Keep a copy of its file away from this machine.",
-                key_id, "generated" if generated else "imported")
+    log.warning(
+        "Master key %s is now active (%s). Keep a copy of its file away from this machine.",
+        key_id,
+        "generated" if generated else "imported",
+    )
     return rotation, (key if generated else None)
 
 
@@ -192,7 +209,8 @@ def resume_rotation(actor, rotation, enqueue=True):
         raise Refused(f"{rotation.new_key} is no longer the active key: start a new rotation instead.")
     with transaction.atomic():
         updated = KeyRotation.objects.filter(pk=rotation.pk, status=rotation.status).update(
-            status=KeyRotation.QUEUED, cancel_requested=False, finished_at=None)
+            status=KeyRotation.QUEUED, cancel_requested=False, finished_at=None
+        )
         if not updated:
             raise Refused("This rotation was resumed already.")
         audit.record(actor, "key.rotate.resume", rotation, {"to": rotation.new_key.key_id})
@@ -204,14 +222,16 @@ def resume_rotation(actor, rotation, enqueue=True):
 
 def cancel_rotation(actor, rotation):
     with transaction.atomic():
-        updated = KeyRotation.objects.filter(pk=rotation.pk, status__in=KeyRotation.ACTIVE_STATUSES,
-                                             cancel_requested=False).update(cancel_requested=True)
+        updated = KeyRotation.objects.filter(
+            pk=rotation.pk, status__in=KeyRotation.ACTIVE_STATUSES, cancel_requested=False
+        ).update(cancel_requested=True)
         if not updated:
             raise Refused("This rotation is not running.")
         audit.record(actor, "key.rotate.cancel", rotation, {})
     # A queued rotation that no worker took yet ends here; a running one stops between backups.
     KeyRotation.objects.filter(pk=rotation.pk, status=KeyRotation.QUEUED).update(
-        status=KeyRotation.CANCELLED, finished_at=timezone.now(), summary="Cancelled before it started.")
+        status=KeyRotation.CANCELLED, finished_at=timezone.now(), summary="Cancelled before it started."
+    )
 
 
 # --- the rotation job -----------------------------------------------------------------
@@ -239,9 +259,11 @@ def run_rotation(rotation_id):
     failures = []
     for backup in pending:
         if KeyRotation.objects.filter(pk=rotation.pk, cancel_requested=True).exists():
-            return finish_rotation(rotation, KeyRotation.CANCELLED,
-                                   f"Cancelled after {rotation.done} of {rotation.total} backups; "
-                                   "resume it to finish the rest.")
+            return finish_rotation(
+                rotation,
+                KeyRotation.CANCELLED,
+                f"Cancelled after {rotation.done} of {rotation.total} backups; resume it to finish the rest.",
+            )
         try:
             rewrap_backup(actor, backup, new_id, new_master)
         except RewrapFailed as exc:
@@ -255,29 +277,47 @@ def run_rotation(rotation_id):
     if problems:
         what = []
         if failures:
-            what.append(f"{len(failures)} backup{'s' if len(failures) != 1 else ''} not re-wrapped "
-                        f"({', '.join(f'#{pk}' for pk in failures[:10])})")
+            what.append(
+                f"{len(failures)} backup{'s' if len(failures) != 1 else ''} not re-wrapped "
+                f"({', '.join(f'#{pk}' for pk in failures[:10])})"
+            )
         if secret_failures:
             what.append(f"{len(secret_failures)} secret(s) not re-sealed")
-        return finish_rotation(rotation, KeyRotation.FAILED,
-                               f"Re-wrapped {rotation.done} of {rotation.total} backups; " + " and ".join(what)
-                               + ": see the log for the reasons, then resume the rotation.")
-    return finish_rotation(rotation, KeyRotation.SUCCEEDED,
-                           f"Re-wrapped {rotation.done} of {rotation.total} backups and re-sealed the stored "
-                           f"secrets; {new_id} alone now opens them.")
+        return finish_rotation(
+            rotation,
+            KeyRotation.FAILED,
+            f"Re-wrapped {rotation.done} of {rotation.total} backups; "
+            + " and ".join(what)
+            + ": see the log for the reasons, then resume the rotation.",
+        )
+    return finish_rotation(
+        rotation,
+        KeyRotation.SUCCEEDED,
+        f"Re-wrapped {rotation.done} of {rotation.total} backups and re-sealed the stored "
+        f"secrets; {new_id} alone now opens them.",
+    )
 
 
 def save_progress(rotation):
     rotation.heartbeat_at = timezone.now()
     KeyRotation.objects.filter(pk=rotation.pk).update(
-        done=rotation.done, total=rotation.total, log=rotation.log, heartbeat_at=rotation.heartbeat_at)
+        done=rotation.done, total=rotation.total, log=rotation.log, heartbeat_at=rotation.heartbeat_at
+    )
 
 
 def finish_rotation(rotation, status, summary):
     rotation.append_log(summary)
-    jobs.finish(rotation, status, f"key.rotate.{status}",
-                {"to": rotation.new_key.key_id, "done": rotation.done, "total": rotation.total}, actor="key rotation",
-                summary=summary[:500], log=rotation.log, done=rotation.done, total=rotation.total)
+    jobs.finish(
+        rotation,
+        status,
+        f"key.rotate.{status}",
+        {"to": rotation.new_key.key_id, "done": rotation.done, "total": rotation.total},
+        actor="key rotation",
+        summary=summary[:500],
+        log=rotation.log,
+        done=rotation.done,
+        total=rotation.total,
+    )
     rotation.refresh_from_db()
     return rotation
 
@@ -373,8 +413,9 @@ def rewrite_manifest(copy, wraps, new_id, new_master):
     except keyring.KeyUnavailable as exc:
         raise RewrapFailed(f"its manifest on {copy.destination} cannot be checked: {exc}") from exc
     if not genuine:
-        raise RewrapFailed(f"its manifest on {copy.destination} does not verify: it was changed; "
-                           "verify the backup before rotating it")
+        raise RewrapFailed(
+            f"its manifest on {copy.destination} does not verify: it was changed; verify the backup before rotating it"
+        )
     data.pop("hmac", None)
     data["encryption"] = {**(data.get("encryption") or {}), "key_wraps": wraps}
     data["manifest_key_id"] = new_id
@@ -469,11 +510,15 @@ def destruction_refusal(key, needs=None):
         ids = ", ".join(f"#{pk}" for pk in need["backups"][:10]) + (" …" if len(need["backups"]) > 10 else "")
         reasons.append(f"{len(need['backups'])} retained backup{'s' if len(need['backups']) != 1 else ''} ({ids})")
     if need["secrets"]:
-        reasons.append(f"{len(need['secrets'])} stored secret{'s' if len(need['secrets']) != 1 else ''} "
-                       f"({', '.join(need['secrets'][:5])})")
+        reasons.append(
+            f"{len(need['secrets'])} stored secret{'s' if len(need['secrets']) != 1 else ''} "
+            f"({', '.join(need['secrets'][:5])})"
+        )
     if reasons:
-        return (f"{key} is still needed by {' and '.join(reasons)}: no live key opens them. "
-                "Resume the rotation to re-wrap them (its log says why they were not), then destroy it.")
+        return (
+            f"{key} is still needed by {' and '.join(reasons)}: no live key opens them. "
+            "Resume the rotation to re-wrap them (its log says why they were not), then destroy it."
+        )
     return ""
 
 
@@ -485,7 +530,8 @@ def destroy_key(actor, key):
         raise Refused(reason)
     with transaction.atomic():
         updated = Key.objects.filter(pk=key.pk, destroyed_at__isnull=True, is_active=False).update(
-            destroyed_at=timezone.now())
+            destroyed_at=timezone.now()
+        )
         if not updated:
             raise Refused(f"{key} was destroyed or made active meanwhile.")
         audit.record(actor, "key.destroy", key, {"key_id": key.key_id, "fingerprint": key.fingerprint})

@@ -21,8 +21,11 @@ def record_lockout(sender, request=None, username=None, ip_address=None, **kwarg
         return
     # Nobody is signed in: the actor is the user name that was tried, as typed
     # (a name, never the password); the address comes from AuditRequestIP.
-    audit.record((username or "?")[:150], "auth.lockout",
-                 changes={"username": username or "", "failure_limit": settings.AXES_FAILURE_LIMIT})
+    audit.record(
+        (username or "?")[:150],
+        "auth.lockout",
+        changes={"username": username or "", "failure_limit": settings.AXES_FAILURE_LIMIT},
+    )
 
 
 def record_lockout_end(sender, instance, **kwargs):
@@ -39,8 +42,11 @@ def record_lockout_end(sender, instance, **kwargs):
     # happened to clean the row up.
     token = audit.current_ip.set(instance.ip_address or None)
     try:
-        audit.record((instance.username or "?")[:150], "auth.lockout_end", changes={
-            "username": instance.username or "", "locked_until": locked_until.isoformat(), "ended": how})
+        audit.record(
+            (instance.username or "?")[:150],
+            "auth.lockout_end",
+            changes={"username": instance.username or "", "locked_until": locked_until.isoformat(), "ended": how},
+        )
     finally:
         audit.current_ip.reset(token)
 

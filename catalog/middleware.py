@@ -39,12 +39,19 @@ class ReadOnlyForViewers:
         self.get_response = get_response
 
     def __call__(self, request):
-        if (request.method not in ("GET", "HEAD", "OPTIONS") and request.user.is_authenticated
-                and not request.user.has_perm("catalog.operate") and request.path not in self.OPEN_PATHS
-                and not self.api_request_with_valid_token(request)):
+        if (
+            request.method not in ("GET", "HEAD", "OPTIONS")
+            and request.user.is_authenticated
+            and not request.user.has_perm("catalog.operate")
+            and request.path not in self.OPEN_PATHS
+            and not self.api_request_with_valid_token(request)
+        ):
             if request.path.startswith(self.API_PREFIX):
-                return error("Only administrators change anything; send a valid API token "
-                             "('Authorization: Bearer <token>') to act as the token instead.", 403)
+                return error(
+                    "Only administrators change anything; send a valid API token "
+                    "('Authorization: Bearer <token>') to act as the token instead.",
+                    403,
+                )
             raise PermissionDenied
         return self.get_response(request)
 

@@ -29,8 +29,10 @@ FORMAT_CHOICES = [
 ]
 EXPORT_FORMATS = ("jsonl", "csv", "sql")
 BASE_BACKUP_FORMAT = "basebackup"
-FORMATS_BY_ENGINE = {"postgresql": ("custom", "plain", *EXPORT_FORMATS, BASE_BACKUP_FORMAT),
-                     "sqlite": ("sqlite", *EXPORT_FORMATS)}
+FORMATS_BY_ENGINE = {
+    "postgresql": ("custom", "plain", *EXPORT_FORMATS, BASE_BACKUP_FORMAT),
+    "sqlite": ("sqlite", *EXPORT_FORMATS),
+}
 COMPRESSION_CHOICES = [("zstd", "zstd"), ("gzip", "gzip"), ("none", "None")]
 
 # The largest numbers a form, the API or the admin may store: the models are
@@ -100,15 +102,20 @@ class Source(SealedSecrets):
     user = models.CharField(max_length=255, blank=True)
     sslmode = models.CharField(max_length=20, blank=True)
     sqlite_path = models.CharField("SQLite file", max_length=1000, blank=True)
-    rpo_minutes = models.PositiveIntegerField("RPO target (minutes)", null=True, blank=True,
-                                              validators=at_most(MAX_MINUTES))
-    rto_minutes = models.PositiveIntegerField("RTO target (minutes)", null=True, blank=True,
-                                              validators=at_most(MAX_MINUTES))
+    rpo_minutes = models.PositiveIntegerField(
+        "RPO target (minutes)", null=True, blank=True, validators=at_most(MAX_MINUTES)
+    )
+    rto_minutes = models.PositiveIntegerField(
+        "RTO target (minutes)", null=True, blank=True, validators=at_most(MAX_MINUTES)
+    )
     # Monitoring. The deadlines are precomputed whenever a backup finishes or a
     # plan changes, so that the one-minute tick is an indexed query.
     grace_minutes = models.PositiveIntegerField(
-        "grace (minutes)", default=120, validators=at_most(MAX_MINUTES), help_text="How long past the expected interval a backup may be late "
-        "before the source is down.")
+        "grace (minutes)",
+        default=120,
+        validators=at_most(MAX_MINUTES),
+        help_text="How long past the expected interval a backup may be late before the source is down.",
+    )
     paused = models.BooleanField("monitoring paused", default=False)
     status = models.CharField(max_length=20, choices=HEALTH_CHOICES, default="new", db_index=True)
     status_since = models.DateTimeField(null=True, blank=True)
@@ -171,8 +178,9 @@ class Source(SealedSecrets):
         return self.verifications.filter(kind="restore", status="passed").order_by("-finished_at").first()
 
     def restore_slower_than_rto(self, restore):
-        return bool(restore and self.rto_minutes and restore.restore_seconds
-                    and restore.restore_seconds > self.rto_minutes * 60)
+        return bool(
+            restore and self.rto_minutes and restore.restore_seconds and restore.restore_seconds > self.rto_minutes * 60
+        )
 
     def restore_test_overdue(self, last_restore, has_good_backup, now=None):
         """True when no restore test passed within the strictest of its plans'
@@ -263,9 +271,13 @@ class Destination(SealedSecrets):
     region = models.CharField(max_length=64, blank=True)
     access_key_id = models.CharField("access key ID", max_length=255, blank=True)
     offsite = models.BooleanField("off-site", default=False)
-    immutable_days = models.PositiveIntegerField("Object Lock days", null=True, blank=True, validators=at_most(MAX_DAYS))
+    immutable_days = models.PositiveIntegerField(
+        "Object Lock days", null=True, blank=True, validators=at_most(MAX_DAYS)
+    )
     lock_mode = models.CharField(
-        "Object Lock mode", max_length=20, choices=[("GOVERNANCE", "Governance"), ("COMPLIANCE", "Compliance")],
+        "Object Lock mode",
+        max_length=20,
+        choices=[("GOVERNANCE", "Governance"), ("COMPLIANCE", "Compliance")],
         default="GOVERNANCE",
     )
     quota_gb = models.PositiveIntegerField("quota (GB)", null=True, blank=True, validators=at_most(MAX_QUOTA_GB))
@@ -386,17 +398,23 @@ class BackupPlan(models.Model):
     # Manual backups ("Back up now", the API, labelled ones) are kept this long
     # apart from the rule above, which would otherwise thin them with the
     # scheduled ones (catalog/retention.py).
-    keep_manual_days = models.PositiveIntegerField("keep manual backups (days)", default=30,
-                                                   validators=at_most(MAX_DAYS))
+    keep_manual_days = models.PositiveIntegerField(
+        "keep manual backups (days)", default=30, validators=at_most(MAX_DAYS)
+    )
     verify_new_backups = models.BooleanField("checksum every new backup", default=True)
-    restore_test_days = models.PositiveIntegerField("test-restore every (days)", default=7,
-                                                    validators=at_most(MAX_VERIFY_DAYS))
-    checksum_all_days = models.PositiveIntegerField("checksum all copies every (days)", default=30,
-                                                    validators=at_most(MAX_VERIFY_DAYS))
+    restore_test_days = models.PositiveIntegerField(
+        "test-restore every (days)", default=7, validators=at_most(MAX_VERIFY_DAYS)
+    )
+    checksum_all_days = models.PositiveIntegerField(
+        "checksum all copies every (days)", default=30, validators=at_most(MAX_VERIFY_DAYS)
+    )
     size_tolerance_percent = models.PositiveIntegerField(
-        "size alert tolerance (%)", default=50, validators=at_most(MAX_PERCENT),
+        "size alert tolerance (%)",
+        default=50,
+        validators=at_most(MAX_PERCENT),
         help_text="Alert when a backup is this much smaller or larger than the median of the previous 7; "
-        "0 turns the alert off.")
+        "0 turns the alert off.",
+    )
     # Export plans only: tables picked by name, [{"schema", "name", "where"}], and
     # named sets, [{"label", "pattern"}], matched against the live schema at each
     # run so that a table created later (a new audit_* table) is exported too.
@@ -409,10 +427,29 @@ class BackupPlan(models.Model):
     # manifests can make the plan again (catalog/rebuild.py): all its settings
     # and when it was made, but not its source and destinations (rows of their
     # own). A plan holds no secret; its source's password is not here.
-    DEFINITION_FIELDS = ("name", "schedule", "format", "compression", "encrypt", "enabled", "retention_mode",
-                         "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_last", "keep_days",
-                         "keep_minimum", "keep_manual_days", "verify_new_backups", "restore_test_days", "checksum_all_days",
-                         "size_tolerance_percent", "export_tables", "export_sets")
+    DEFINITION_FIELDS = (
+        "name",
+        "schedule",
+        "format",
+        "compression",
+        "encrypt",
+        "enabled",
+        "retention_mode",
+        "keep_daily",
+        "keep_weekly",
+        "keep_monthly",
+        "keep_yearly",
+        "keep_last",
+        "keep_days",
+        "keep_minimum",
+        "keep_manual_days",
+        "verify_new_backups",
+        "restore_test_days",
+        "checksum_all_days",
+        "size_tolerance_percent",
+        "export_tables",
+        "export_sets",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -425,8 +462,10 @@ class BackupPlan(models.Model):
 
     def definition(self):
         """The plan as its backups' manifests describe it (DEFINITION_FIELDS)."""
-        return {**{name: getattr(self, name) for name in self.DEFINITION_FIELDS},
-                "created_at": self.created_at.isoformat()}
+        return {
+            **{name: getattr(self, name) for name in self.DEFINITION_FIELDS},
+            "created_at": self.created_at.isoformat(),
+        }
 
     def is_export(self):
         return self.format in EXPORT_FORMATS
@@ -440,8 +479,10 @@ class BackupPlan(models.Model):
         unless it was also picked by name). `live_tables` is list_tables()."""
         from catalog.engine.exports import TableSpec, match_tables
 
-        specs = {f"{t['schema']}.{t['name']}": TableSpec(t["schema"], t["name"], t.get("where", ""))
-                 for t in self.export_tables}
+        specs = {
+            f"{t['schema']}.{t['name']}": TableSpec(t["schema"], t["name"], t.get("where", ""))
+            for t in self.export_tables
+        }
         for named_set in self.export_sets:
             for qualified in match_tables(live_tables, named_set["pattern"]):
                 if qualified not in specs:
@@ -489,7 +530,9 @@ class BackupPlan(models.Model):
         stored = self.stored_backups().ready().filter(copies__status=Copy.DURABLE)
         latest = stored.without_log().order_by("-created_at").first()
         if latest:
-            destinations = [c.destination for c in latest.copies.filter(status=Copy.DURABLE).select_related("destination")]
+            destinations = [
+                c.destination for c in latest.copies.filter(status=Copy.DURABLE).select_related("destination")
+            ]
         else:
             destinations = list(self.destinations.all())
         missing = []
@@ -648,8 +691,10 @@ class Backup(Job):
     def restorable_tables(self):
         """{table: rows} for every table a restore can be asked for: those
         counted, and each partitioned parent with the rows of its partitions."""
-        parents = {parent: sum(self.table_counts.get(leaf, 0) for leaf in leaves)
-                   for parent, leaves in (self.partitions or {}).items()}
+        parents = {
+            parent: sum(self.table_counts.get(leaf, 0) for leaf in leaves)
+            for parent, leaves in (self.partitions or {}).items()
+        }
         return {**self.table_counts, **parents}
 
     def outermost_tables(self, tables):
@@ -739,9 +784,13 @@ class Backup(Job):
 
     def retention_candidate(self):
         return retention.Candidate(
-            id=self.pk, created_at=self.created_at, good=self.is_good(), hold=self.hold(),
+            id=self.pk,
+            created_at=self.created_at,
+            good=self.is_good(),
+            hold=self.hold(),
             not_good="waiting for its WAL" if self.status == self.SUCCEEDED else "partial",
-            manual=self.manual_text(), keep_until=self.keep_until,
+            manual=self.manual_text(),
+            keep_until=self.keep_until,
         )
 
 
@@ -801,16 +850,13 @@ class Key(models.Model):
     DOWNLOADED, CONFIRMED = "downloaded", "confirmed"
     COPY_CHOICES = [(DOWNLOADED, "Downloaded"), (CONFIRMED, "Confirmed held")]
     copy_held_at = models.DateTimeField(null=True, blank=True)
-    copy_held_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True,
-                                     related_name="+")
+    copy_held_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
     copy_held_how = models.CharField(max_length=20, choices=COPY_CHOICES, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["is_active"], condition=models.Q(is_active=True), name="one_active_key"
-            ),
+            models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True), name="one_active_key"),
         ]
 
     def __str__(self):
@@ -827,8 +873,13 @@ class KeyRotation(Job):
     (and re-sealing the catalog's secrets) with it, as a job with progress."""
 
     QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-    STATUS_CHOICES = [(QUEUED, "Queued"), (RUNNING, "Running"), (SUCCEEDED, "Succeeded"), (FAILED, "Failed"),
-                      (CANCELLED, "Cancelled")]
+    STATUS_CHOICES = [
+        (QUEUED, "Queued"),
+        (RUNNING, "Running"),
+        (SUCCEEDED, "Succeeded"),
+        (FAILED, "Failed"),
+        (CANCELLED, "Cancelled"),
+    ]
     ACTIVE_STATUSES = (QUEUED, RUNNING)
 
     new_key = models.ForeignKey(Key, models.PROTECT, related_name="rotations")
@@ -863,8 +914,9 @@ class Verification(Job):
     status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=QUEUED, db_index=True)
     trigger = models.CharField(max_length=20, choices=TRIGGER_CHOICES, default="manual")
     triggered_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True)
-    copy = models.ForeignKey(Copy, models.SET_NULL, null=True, blank=True, related_name="+",
-                             help_text="the copy a restore test read")
+    copy = models.ForeignKey(
+        Copy, models.SET_NULL, null=True, blank=True, related_name="+", help_text="the copy a restore test read"
+    )
     summary = models.CharField(max_length=500, blank=True)
     evidence = models.JSONField(default=dict, blank=True)
     restore_seconds = models.FloatField(null=True, blank=True)
@@ -961,8 +1013,9 @@ class RestoreServer(SealedSecrets):
     name = models.CharField(max_length=100, unique=True)
     host = models.CharField(max_length=255)
     port = models.PositiveIntegerField(default=5432, validators=PORT_VALIDATORS)
-    user = models.CharField(max_length=255, help_text="The role Strongroom connects as; it must be able to create "
-                                                      "databases (CREATEDB).")
+    user = models.CharField(
+        max_length=255, help_text="The role Strongroom connects as; it must be able to create databases (CREATEDB)."
+    )
     sslmode = models.CharField("SSL mode", max_length=20, blank=True)
     server_version = models.CharField(max_length=100, blank=True)
     checked_at = models.DateTimeField("last checked", null=True, blank=True)
@@ -993,7 +1046,7 @@ class RestoreServer(SealedSecrets):
         return f"{self.user}@{self.host}:{self.port}"
 
     def version_display(self):
-        """"15.4" of "15.4 (Debian 15.4-1.pgdg120+1)"; "" before the first check."""
+        """ "15.4" of "15.4 (Debian 15.4-1.pgdg120+1)"; "" before the first check."""
         return self.server_version.split()[0] if self.server_version else ""
 
     def major_release(self):
@@ -1013,8 +1066,10 @@ class RestoreServer(SealedSecrets):
         version = version or self.server_version
         if not version or not backup_version or major_version(version) >= major_version(backup_version):
             return ""
-        return (f"PostgreSQL {major_release(version)} is older than the backup's {major_release(backup_version)}: "
-                "pg_restore output from a newer server is not guaranteed to load into an older one.")
+        return (
+            f"PostgreSQL {major_release(version)} is older than the backup's {major_release(backup_version)}: "
+            "pg_restore output from a newer server is not guaranteed to load into an older one."
+        )
 
 
 def major_release(version):

@@ -58,9 +58,7 @@ def known_keys(destination):
 
 def active_keys(destination):
     """Object keys of backups running right now: their partial writes are not orphans."""
-    return set(
-        destination.copies.filter(backup__status__in=Backup.ACTIVE_STATUSES).values_list("key", flat=True)
-    )
+    return set(destination.copies.filter(backup__status__in=Backup.ACTIVE_STATUSES).values_list("key", flat=True))
 
 
 def scan(destination):
@@ -71,7 +69,9 @@ def scan(destination):
     for key, size in sorted(sizes.items()):
         if key in known or key == PROBE_KEY:
             continue
-        companion = next((suffix for suffix in manifest.COMPANION_SUFFIXES if key.endswith(manifest.SUFFIX + suffix)), None)
+        companion = next(
+            (suffix for suffix in manifest.COMPANION_SUFFIXES if key.endswith(manifest.SUFFIX + suffix)), None
+        )
         if companion:
             # Part of a whole backup while its manifest is there (imported with it).
             base_manifest = key[: -len(companion)]

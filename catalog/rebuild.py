@@ -32,8 +32,17 @@ from catalog.alerts import hooks as monitor
 from catalog.engine import crypto, manifest
 from catalog.engine.errors import EngineError
 from catalog.engine.storage.base import check_key
-from catalog.models import (COMPRESSION_CHOICES, FORMAT_CHOICES, FORMATS_BY_ENGINE, AuditEvent, Backup, BackupPlan,
-                            Copy, Key, Source)
+from catalog.models import (
+    COMPRESSION_CHOICES,
+    FORMAT_CHOICES,
+    FORMATS_BY_ENGINE,
+    AuditEvent,
+    Backup,
+    BackupPlan,
+    Copy,
+    Key,
+    Source,
+)
 from catalog.schedules import sync_plan_schedule, validate_cron
 from catalog.text import count_text
 
@@ -72,8 +81,11 @@ class RebuildReport:
     def lines(self):
         """What the administrator does next, in words (after each destination's summary)."""
         lines = [outcome.describe() for outcome in self.plans if outcome.describe()]
-        lines += [f"Source {source.name}: recreated without its password; set it (Sources, Edit) before "
-                  "resuming its plans." for source in self.sources if source.engine != "sqlite"]
+        lines += [
+            f"Source {source.name}: recreated without its password; set it (Sources, Edit) before resuming its plans."
+            for source in self.sources
+            if source.engine != "sqlite"
+        ]
         return lines
 
 
@@ -112,7 +124,9 @@ def import_from(actor, destination, found):
             if object_key not in sizes:
                 raise Unimportable("its object is missing")
             if sizes[object_key] != data["stored_bytes"]:
-                raise Unimportable(f"the object has {sizes[object_key]} bytes, the manifest says {data['stored_bytes']}")
+                raise Unimportable(
+                    f"the object has {sizes[object_key]} bytes, the manifest says {data['stored_bytes']}"
+                )
             if not known_copy(destination, data):
                 check_object(storage, object_key, data)
             hold = hold_state(storage, sizes, manifest_key, data, report)
@@ -170,7 +184,10 @@ def register_keys(data):
     """The key that signed the manifest, the key that sealed the object, and
     those a key rotation wrapped its data key for."""
     encryption = data.get("encryption") or {}
-    for key_id in {data["manifest_key_id"], encryption.get("key_id"), *(encryption.get("key_wraps") or {})} - {None, ""}:
+    for key_id in {data["manifest_key_id"], encryption.get("key_id"), *(encryption.get("key_wraps") or {})} - {
+        None,
+        "",
+    }:
         try:
             register_key(key_id, keyring.master_key(key_id))
         except keyring.KeyUnavailable:
@@ -198,14 +215,19 @@ def check_fields(data, object_key):
     for table, rows in counts.items():
         whole(f"row count of {table[:100]}", rows)
     if data.get("format") not in dict(FORMAT_CHOICES) or data.get("compression") not in dict(COMPRESSION_CHOICES):
-        raise Unimportable(f"the manifest names an unknown format {str(data.get('format'))[:40]!r} "
-                           f"or compression {str(data.get('compression'))[:40]!r}")
+        raise Unimportable(
+            f"the manifest names an unknown format {str(data.get('format'))[:40]!r} "
+            f"or compression {str(data.get('compression'))[:40]!r}"
+        )
     source = data.get("source")
     if not isinstance(source, dict) or source.get("engine") not in ("postgresql", "sqlite"):
         raise Unimportable("the manifest does not name a PostgreSQL or SQLite source")
     encryption = data.get("encryption") or {}
-    if not (isinstance(encryption, dict) and isinstance(encryption.get("key_id") or "", str)
-            and isinstance(encryption.get("key_wraps") or {}, dict)):
+    if not (
+        isinstance(encryption, dict)
+        and isinstance(encryption.get("key_id") or "", str)
+        and isinstance(encryption.get("key_wraps") or {}, dict)
+    ):
         raise Unimportable("the manifest's encryption block is not understood")
     try:
         check_key(object_key)
@@ -276,8 +298,12 @@ def import_backup(actor, destination, object_key, manifest_key, data, hold):
         durable_at=backup.finished_at,
         locked_until=parse_time(data.get("locked_until")),
     )
-    audit.record(actor, "backup.import", backup, {"destination": destination.name, "key": copy.key,
-                                                  "hold": backup.hold() or "none"})
+    audit.record(
+        actor,
+        "backup.import",
+        backup,
+        {"destination": destination.name, "key": copy.key, "hold": backup.hold() or "none"},
+    )
     return outcome, backup
 
 
@@ -343,9 +369,10 @@ def newest_key_id(data):
 
 def source_for(actor, identity):
     """The catalog's source for a manifest's source identity, recreated if gone."""
-    source = Source.objects.filter(slug=identity.get("slug")).first() or Source.objects.filter(
-        name=identity.get("name")
-    ).first()
+    source = (
+        Source.objects.filter(slug=identity.get("slug")).first()
+        or Source.objects.filter(name=identity.get("name")).first()
+    )
     if source:
         return source
     source = Source(name=identity.get("name") or identity.get("slug") or "Imported source", engine=identity["engine"])
@@ -355,7 +382,10 @@ def source_for(actor, identity):
         source.sqlite_path = target
     elif match := PG_TARGET.match(target):
         source.user, source.host, source.port, source.dbname = (
-            match["user"], match["host"], int(match["port"]), match["dbname"]
+            match["user"],
+            match["host"],
+            int(match["port"]),
+            match["dbname"],
         )
     # A password or DSN never reaches a manifest; an administrator sets it again.
     return services.save_source(actor, source)
@@ -377,8 +407,9 @@ def partitions_of(data):
     (older manifests have none; a restore then chooses partitions by name)."""
     partitions = data.get("partitions")
     if isinstance(partitions, dict) and all(
-            isinstance(parent, str) and isinstance(leaves, list) and all(isinstance(leaf, str) for leaf in leaves)
-            for parent, leaves in partitions.items()):
+        isinstance(parent, str) and isinstance(leaves, list) and all(isinstance(leaf, str) for leaf in leaves)
+        for parent, leaves in partitions.items()
+    ):
         return partitions
     return {}
 
@@ -435,17 +466,23 @@ class PlanOutcome:
         belong, stay = ("belongs", "stays") if self.backups == 1 else ("belong", "stay")
         if self.action == "recreated":
             destinations = ", ".join(d.name for d in self.plan.destinations.all()) or "none"
-            return (f"{plan}: recreated PAUSED {self.detail}; {backups} {belong} to it again; destinations: "
-                    f"{destinations}. Review it, then resume it.")
+            return (
+                f"{plan}: recreated PAUSED {self.detail}; {backups} {belong} to it again; destinations: "
+                f"{destinations}. Review it, then resume it."
+            )
         if self.action == "linked":
             return f"{plan}: {backups} handed to the existing plan."
         if self.action == "taken":
-            return (f"{plan}: {backups} {stay} without a plan, because the name belongs to a plan of {self.detail}. "
-                    "Rename that plan and run the rebuild again.")
+            return (
+                f"{plan}: {backups} {stay} without a plan, because the name belongs to a plan of {self.detail}. "
+                "Rename that plan and run the rebuild again."
+            )
         if self.action == "deleted":
-            return (f"{plan}: the plan was deleted ({self.detail}); {backups} {stay} without a plan, and retention "
-                    "does not prune them. Make a plan of that name for this source and run the rebuild again "
-                    "to hand them to it.")
+            return (
+                f"{plan}: the plan was deleted ({self.detail}); {backups} {stay} without a plan, and retention "
+                "does not prune them. Make a plan of that name for this source and run the rebuild again "
+                "to hand them to it."
+            )
         if self.action == "failed":
             return f"{plan}: not made again ({self.detail}); {backups} {stay} without a plan."
         return ""
@@ -493,21 +530,31 @@ def recreate_plan(actor, found, count):
     plan, problem = described_plan(found)
     if plan is None:
         plan, was_enabled = default_plan(found), None
-        detail = (f"with the rebuild's defaults ({problem}): set its schedule and retention, which keeps every "
-                  "backup until you do")
+        detail = (
+            f"with the rebuild's defaults ({problem}): set its schedule and retention, which keeps every "
+            "backup until you do"
+        )
     else:
         was_enabled = plan.enabled  # as the manifest says, checked
-        detail = (f"as the manifest of backup {found.described[1]} describes it"
-                  + ("" if was_enabled else ", where it was paused already"))
+        detail = f"as the manifest of backup {found.described[1]} describes it" + (
+            "" if was_enabled else ", where it was paused already"
+        )
     plan.enabled = False
     plan.save()
     plan.destinations.set(found.destinations.values())
     sync_plan_schedule(plan)  # none while paused
-    audit.record(actor, "plan.recreate", plan, {
-        **{name: getattr(plan, name) for name in BackupPlan.DEFINITION_FIELDS},
-        "destinations": sorted(d.name for d in found.destinations.values()), "backups": count,
-        "was_enabled": was_enabled, "from": detail,
-    })
+    audit.record(
+        actor,
+        "plan.recreate",
+        plan,
+        {
+            **{name: getattr(plan, name) for name in BackupPlan.DEFINITION_FIELDS},
+            "destinations": sorted(d.name for d in found.destinations.values()),
+            "backups": count,
+            "was_enabled": was_enabled,
+            "from": detail,
+        },
+    )
     return plan, detail
 
 
@@ -517,8 +564,11 @@ def described_plan(found):
     if found.described is None:
         return None, "its manifests are older than the plan's description in them"
     definition = found.described[2]
-    plan = BackupPlan(source=found.source, name=found.name, **{
-        name: definition[name] for name in BackupPlan.DEFINITION_FIELDS if name in definition and name != "name"})
+    plan = BackupPlan(
+        source=found.source,
+        name=found.name,
+        **{name: definition[name] for name in BackupPlan.DEFINITION_FIELDS if name in definition and name != "name"},
+    )
     try:
         plan.created_at = parse_time(definition.get("created_at")) or plan.created_at
         plan.full_clean(exclude=["source"], validate_unique=False, validate_constraints=False)
@@ -540,12 +590,14 @@ def described_plan(found):
 def table_choice(value):
     """An export plan's tables or named sets: a list of {"…": "text"}."""
     return isinstance(value, list) and all(
-        isinstance(item, dict) and all(isinstance(text, str) for text in item.values()) for item in value)
+        isinstance(item, dict) and all(isinstance(text, str) for text in item.values()) for item in value
+    )
 
 
 def default_plan(found):
     """A plan the manifests do not describe: stored as its newest backup was,
     with the model's defaults and KEEP_EVERYTHING otherwise."""
     _, _, fmt, compression, encrypted = found.newest
-    return BackupPlan(source=found.source, name=found.name, format=fmt, compression=compression, encrypt=encrypted,
-                      **KEEP_EVERYTHING)
+    return BackupPlan(
+        source=found.source, name=found.name, format=fmt, compression=compression, encrypt=encrypted, **KEEP_EVERYTHING
+    )

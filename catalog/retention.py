@@ -133,8 +133,9 @@ def select(candidates, policy, tz, now):
     if good:
         newest = decisions[good[0].id]
         if not newest.keep:
-            newest.reasons.append("newest good backup" if good[0] is every_good[0]
-                                  else "newest good backup under the plan's rule")
+            newest.reasons.append(
+                "newest good backup" if good[0] is every_good[0] else "newest good backup under the plan's rule"
+            )
     kept_good = sum(1 for c in good if decisions[c.id].keep)
     for candidate in good:
         if kept_good >= policy.minimum:

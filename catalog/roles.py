@@ -19,7 +19,7 @@ def grant_roles(Group, Permission):
 
 
 def role_of(user):
-    """"administrator", "auditor", or None for a signed-in user in neither
+    """ "administrator", "auditor", or None for a signed-in user in neither
     group (who may see no page) and for anonymous visitors. By permission, so
     a superuser is an administrator."""
     if not (user and user.is_authenticated):

@@ -140,8 +140,13 @@ def install_wall_clock_cron():
 # --- presets and words -------------------------------------------------------------
 
 HOURLY, DAILY, WEEKLY, MONTHLY, CRON = "hourly", "daily", "weekly", "monthly", "cron"
-PRESET_CHOICES = [(HOURLY, "Every hour"), (DAILY, "Every day"), (WEEKLY, "Every week"), (MONTHLY, "Every month"),
-                  (CRON, "Custom (cron)")]
+PRESET_CHOICES = [
+    (HOURLY, "Every hour"),
+    (DAILY, "Every day"),
+    (WEEKLY, "Every week"),
+    (MONTHLY, "Every month"),
+    (CRON, "Custom (cron)"),
+]
 # Cron's day-of-week numbers (0 is Sunday), listed from Monday.
 WEEKDAY_CHOICES = [(str(number), calendar.day_name[(number - 1) % 7]) for number in (1, 2, 3, 4, 5, 6, 0)]
 # Every month has days 1 to 28: a monthly run on the 31st would skip seven months a year.

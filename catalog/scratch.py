@@ -124,9 +124,14 @@ def skipped_entry(copy, exc):
     it is known exactly; a failed encrypted segment is `segment_start` and
     `segment_length`."""
     return {
-        "copy": copy.pk, "destination": copy.destination.name, "location": copy.location_display(),
-        "error": str(exc), "damaged": isinstance(exc, CorruptionError), "offset": None,
-        "segment_start": getattr(exc, "offset", None), "segment_length": getattr(exc, "length", None),
+        "copy": copy.pk,
+        "destination": copy.destination.name,
+        "location": copy.location_display(),
+        "error": str(exc),
+        "damaged": isinstance(exc, CorruptionError),
+        "offset": None,
+        "segment_start": getattr(exc, "offset", None),
+        "segment_length": getattr(exc, "length", None),
     }
 
 
@@ -143,8 +148,10 @@ def locate_damage(backup, skipped, intact, cancel_event=None, log=ignore):
         try:
             size = copy.destination.storage().size(copy.key)
             if size != backup.stored_bytes:
-                entry.update(offset=min(size, backup.stored_bytes),
-                             error=f"{size_difference(size, backup.stored_bytes)}; {entry['error']}")
+                entry.update(
+                    offset=min(size, backup.stored_bytes),
+                    error=f"{size_difference(size, backup.stored_bytes)}; {entry['error']}",
+                )
                 continue
             offset = first_bad_byte(copy, intact, cancel_event)
         except Cancelled:
@@ -154,8 +161,11 @@ def locate_damage(backup, skipped, intact, cancel_event=None, log=ignore):
             continue
         if offset is None:
             continue  # it reads back the same now: the failed read was what went wrong, said as it is
-        entry.update(offset=offset, compared_with=intact.destination.name,
-                     error=f"{differs_from(intact, offset)}; {entry['error']}")
+        entry.update(
+            offset=offset,
+            compared_with=intact.destination.name,
+            error=f"{differs_from(intact, offset)}; {entry['error']}",
+        )
 
 
 def first_bad_byte(copy, intact, cancel_event=None):
@@ -175,8 +185,9 @@ def differs_from(intact, offset):
 # --- PostgreSQL ----------------------------------------------------------------------
 
 
-def restore_into_scratch(backup, server, name, *, tables=(), keep_owners=False, spool_dir=None, jobs=1,
-                         cancel_event=None, log=ignore):
+def restore_into_scratch(
+    backup, server, name, *, tables=(), keep_owners=False, spool_dir=None, jobs=1, cancel_event=None, log=ignore
+):
     """Restores the first intact copy of a PostgreSQL backup into a new
     database `name` (a restorers.scratch_name) on `server`; returns a
     ScratchRestore. A custom-format dump goes through `pg_restore -j jobs`
@@ -191,8 +202,17 @@ def restore_into_scratch(backup, server, name, *, tables=(), keep_owners=False, 
     def restore_one(copy, plain):
         scratch = restorers.ScratchDatabase(server, name, like).create()
         try:
-            done = restore_dump(backup, plain, scratch.connection_params(), tables=tables, keep_owners=keep_owners,
-                                spool_dir=spool_dir, jobs=jobs, cancel_event=cancel_event, like=like)
+            done = restore_dump(
+                backup,
+                plain,
+                scratch.connection_params(),
+                tables=tables,
+                keep_owners=keep_owners,
+                spool_dir=spool_dir,
+                jobs=jobs,
+                cancel_event=cancel_event,
+                like=like,
+            )
         except BaseException:
             drop_quietly(scratch)
             raise
@@ -231,15 +251,30 @@ def restore_dump(backup, plain, params, *, tables, keep_owners, spool_dir, jobs,
         lister = ContentsLister(params)
         try:
             restorers.restore_postgres_parallel(
-                lister.passing(plain), params, spool_dir, jobs, backup.raw_bytes, pg_restore=settings.PG_RESTORE,
-                warnings=warnings, keep_owners=keep_owners, like=like,
+                lister.passing(plain),
+                params,
+                spool_dir,
+                jobs,
+                backup.raw_bytes,
+                pg_restore=settings.PG_RESTORE,
+                warnings=warnings,
+                keep_owners=keep_owners,
+                like=like,
             )
         except BaseException:
             lister.stop()
             raise
         return {"warnings": warnings, "table_of_contents": lister.counts(warnings)}
-    toc = restorers.restore_postgres(plain, params, backup.format, cancel_event, pg_restore=settings.PG_RESTORE,
-                                     psql=settings.PSQL, warnings=warnings, keep_owners=keep_owners)
+    toc = restorers.restore_postgres(
+        plain,
+        params,
+        backup.format,
+        cancel_event,
+        pg_restore=settings.PG_RESTORE,
+        psql=settings.PSQL,
+        warnings=warnings,
+        keep_owners=keep_owners,
+    )
     return {"warnings": warnings, "table_of_contents": toc}
 
 
@@ -260,8 +295,9 @@ class ContentsLister:
         """The counts, or None with a warning: the restore itself has succeeded."""
         code, listing, errors = self.process.finish()
         if code != 0:
-            warnings.append(f"pg_restore --list failed, so the dump's table of contents is not known: "
-                            f"{first_line(errors) or code}")
+            warnings.append(
+                f"pg_restore --list failed, so the dump's table of contents is not known: {first_line(errors) or code}"
+            )
             return None
         return restorers.toc_counts(listing)
 

@@ -124,12 +124,15 @@ def restore_server_in_use(server, restores):
     if active:
         names = ", ".join(f"{job} ({job.status})" for job in active)
         return f"{server} is the target of {names}; wait for it to finish, or cancel it, before deleting the server."
-    return (f"{server} cannot be deleted: {count_text(len(restores), 'finished restore')} went to it, and the record "
-            "of where each restore went must stay true.")
+    return (
+        f"{server} cannot be deleted: {count_text(len(restores), 'finished restore')} went to it, and the record "
+        "of where each restore went must stay true."
+    )
 
 
-CAN_CREATE_DATABASES = ("SELECT current_setting('server_version'), rolcreatedb OR rolsuper "
-                        "FROM pg_roles WHERE rolname = current_user")
+CAN_CREATE_DATABASES = (
+    "SELECT current_setting('server_version'), rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
+)
 
 
 def probe_restore_server(server, secrets=None):
@@ -145,8 +148,12 @@ def probe_restore_server(server, secrets=None):
         return False, dumpers.describe_pg_error(exc, params), ""
     release = version.split()[0]
     if not can_create:
-        return (False, f"Connected to PostgreSQL {release}, but role {server.user} cannot create databases "
-                       "(CREATEDB), and every restore creates one.", version)
+        return (
+            False,
+            f"Connected to PostgreSQL {release}, but role {server.user} cannot create databases "
+            "(CREATEDB), and every restore creates one.",
+            version,
+        )
     return True, f"Connected: PostgreSQL {release}; role {server.user} can create databases.", version
 
 

@@ -31,7 +31,7 @@ def safe_cell(value):
 
 def original_cell(text):
     """The value a cell read back from one of these files stood for."""
-    return text[len(ESCAPE):] if text.startswith(ESCAPE) else text
+    return text[len(ESCAPE) :] if text.startswith(ESCAPE) else text
 
 
 class SafeWriter:

@@ -28,8 +28,8 @@ from catalog.engine import crypto, dumpers, manifest, restorers
 from catalog.engine.errors import Cancelled, EngineError
 from catalog.engine.files import make_private_dirs
 from catalog.engine.verify import check_object
-from catalog.models import Backup, BackupPlan, Copy, Verification
 from catalog.errors import Refused
+from catalog.models import Backup, BackupPlan, Copy, Verification
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,10 @@ def finish_verification(verification, status):
     verification.append_log(f"Finished: {status} — {verification.summary}")
     with transaction.atomic():
         recorded = jobs.finish(
-            verification, status, f"verification.{status}", {"summary": verification.summary[:500]},
+            verification,
+            status,
+            f"verification.{status}",
+            {"summary": verification.summary[:500]},
             summary=verification.summary[:500],
             evidence=verification.evidence,
             log=verification.log,
@@ -219,8 +222,11 @@ def locate_by_comparison(backup, copies, results, cancel_event):
             continue
         if offset is None:
             continue  # it reads back the same now: the earlier read was what went wrong, said as it is
-        result.update(offset=offset, compared_with=reference.destination.name,
-                      error=f"{scratch.differs_from(reference, offset)}; {result['error']}")
+        result.update(
+            offset=offset,
+            compared_with=reference.destination.name,
+            error=f"{scratch.differs_from(reference, offset)}; {result['error']}",
+        )
 
 
 def check_copy(backup, copy, cancel_event):
@@ -238,8 +244,9 @@ def check_copy(backup, copy, cancel_event):
             key_wraps=backup.key_wraps,
         )
     except EngineError as exc:  # the object cannot be read at all
-        evidence.update(ok=False, error=str(exc), offset=None, segment_start=None, stored_bytes=0,
-                        manifest_ok=not problems)
+        evidence.update(
+            ok=False, error=str(exc), offset=None, segment_start=None, stored_bytes=0, manifest_ok=not problems
+        )
         return evidence
     evidence.update(found.as_dict())
     evidence["manifest_ok"] = not problems
@@ -272,8 +279,10 @@ def manifest_problems(storage, copy, backup):
 
 
 # pg_restore cannot read a data directory: recovering one needs its WAL.
-BASE_BACKUP_RESTORE_TEST = ("A physical base backup is test-restored by the “Verify PITR” drill, which recovers it "
-                            "with its WAL into a scratch directory; its checksum can be verified here.")
+BASE_BACKUP_RESTORE_TEST = (
+    "A physical base backup is test-restored by the “Verify PITR” drill, which recovers it "
+    "with its WAL into a scratch directory; its checksum can be verified here."
+)
 
 
 def run_restore_test(verification, cancel_event):
@@ -312,11 +321,13 @@ def restore_postgres_copy(verification, backup, cancel_event):
     owners = owners_kept(verification, backup, server)
     verification.evidence["owners_and_grants"] = owners
     try:
-        done = scratch.restore_into_scratch(backup, server, name, keep_owners=owners, cancel_event=cancel_event,
-                                            log=verification.append_log)
+        done = scratch.restore_into_scratch(
+            backup, server, name, keep_owners=owners, cancel_event=cancel_event, log=verification.append_log
+        )
         try:
-            rows, objects = restorers.restored_counts({**server, "dbname": name}, pg_dump=settings.PG_DUMP,
-                                                      pg_restore=settings.PG_RESTORE)
+            rows, objects = restorers.restored_counts(
+                {**server, "dbname": name}, pg_dump=settings.PG_DUMP, pg_restore=settings.PG_RESTORE
+            )
         finally:
             restorers.ScratchDatabase(server, name).drop()
     finally:
@@ -326,9 +337,14 @@ def restore_postgres_copy(verification, backup, cancel_event):
     verification.restore_seconds = done.seconds
     # An export's tables are recreated from the recorded column types, so it
     # has no table of contents to compare: the row counts are the evidence.
-    return done.copy, {**verification.evidence, "restore_seconds": round(done.seconds, 3), "rows": rows,
-                       "schema_objects": objects, "table_of_contents": done.table_of_contents,
-                       "skipped_copies": done.skipped}
+    return done.copy, {
+        **verification.evidence,
+        "restore_seconds": round(done.seconds, 3),
+        "rows": rows,
+        "schema_objects": objects,
+        "table_of_contents": done.table_of_contents,
+        "skipped_copies": done.skipped,
+    }
 
 
 def owners_kept(verification, backup, server):
@@ -340,8 +356,9 @@ def owners_kept(verification, backup, server):
         return False
     missing = backup_globals.roles_missing(backup, server)
     if missing:
-        verification.append_log(f"Restoring without owners and grants: the scratch server lacks the role(s) "
-                                f"{', '.join(missing[:20])}")
+        verification.append_log(
+            f"Restoring without owners and grants: the scratch server lacks the role(s) {', '.join(missing[:20])}"
+        )
         return False
     return True
 
@@ -377,8 +394,13 @@ def restore_sqlite_copy(verification, backup, cancel_event):
         os.unlink(done.value)
     verification.restore_seconds = done.seconds
     verification.append_log(f"Restored to a scratch file in {done.seconds:.1f} s; integrity_check: {integrity}")
-    return done.copy, {"restore_seconds": round(done.seconds, 3), "rows": rows, "integrity_check": integrity,
-                       "scratch_dropped": True, "skipped_copies": done.skipped}
+    return done.copy, {
+        "restore_seconds": round(done.seconds, 3),
+        "rows": rows,
+        "integrity_check": integrity,
+        "scratch_dropped": True,
+        "skipped_copies": done.skipped,
+    }
 
 
 def judge_restore(verification, copy, attempts):
@@ -389,7 +411,9 @@ def judge_restore(verification, copy, attempts):
     for table in sorted(set(expected_rows) | set(evidence["rows"])):
         want, got = expected_rows.get(table), evidence["rows"].get(table)
         if want != got:
-            problems.append(f"{table}: {got if got is not None else 'missing'} rows, {want if want is not None else 'none'} recorded")
+            problems.append(
+                f"{table}: {got if got is not None else 'missing'} rows, {want if want is not None else 'none'} recorded"
+            )
     evidence["rows_match"] = not problems
     toc = evidence.get("table_of_contents")
     if toc is not None:
@@ -403,8 +427,11 @@ def judge_restore(verification, copy, attempts):
     prefix = ""
     if attempts:
         prefix = (
-            "; ".join(f"Copy on {a['destination']} {'is damaged' if a.get('damaged', True) else 'cannot be read'} "
-                      f"({a['error']})" for a in attempts)
+            "; ".join(
+                f"Copy on {a['destination']} {'is damaged' if a.get('damaged', True) else 'cannot be read'} "
+                f"({a['error']})"
+                for a in attempts
+            )
             + f"; restored from {copy.destination} instead. "
         )
     if problems:
@@ -468,9 +495,15 @@ def redispatch_waiting(now=None):
 def sweep_stale_verifications(now=None):
     """Fails verifications whose worker died, and drops their scratch database."""
     now = now or timezone.now()
-    return jobs.sweep(jobs.stale(Verification, now), "verification.failed", {"summary": "worker stopped responding"},
-                      clean_up=drop_scratch_database, on_failed=monitor.verification_finished,
-                      summary="The worker stopped responding; the verification was abandoned.", finished_at=now)
+    return jobs.sweep(
+        jobs.stale(Verification, now),
+        "verification.failed",
+        {"summary": "worker stopped responding"},
+        clean_up=drop_scratch_database,
+        on_failed=monitor.verification_finished,
+        summary="The worker stopped responding; the verification was abandoned.",
+        finished_at=now,
+    )
 
 
 def drop_scratch_database(verification):

@@ -40,9 +40,16 @@ def to_pdf(report):
     cell = styles["BodyText"].clone("cell", fontSize=8, leading=10)
     head = cell.clone("head", fontName="Helvetica-Bold")
     buffer = io.BytesIO()
-    document = SimpleDocTemplate(buffer, pagesize=landscape(A4), leftMargin=15 * mm, rightMargin=15 * mm,
-                                 topMargin=15 * mm, bottomMargin=15 * mm, title="Strongroom compliance report",
-                                 author="Strongroom")
+    document = SimpleDocTemplate(
+        buffer,
+        pagesize=landscape(A4),
+        leftMargin=15 * mm,
+        rightMargin=15 * mm,
+        topMargin=15 * mm,
+        bottomMargin=15 * mm,
+        title="Strongroom compliance report",
+        author="Strongroom",
+    )
     story = [
         Paragraph("Strongroom compliance report", styles["Title"]),
         Paragraph(f"<b>Period:</b> {report.period_text()}", styles["Normal"]),
@@ -50,8 +57,11 @@ def to_pdf(report):
         Paragraph(f"<b>Generated:</b> {moment_text(report.generated_at)}", styles["Normal"]),
     ]
     for number, section in enumerate(report.sections, 1):
-        story += [Spacer(1, 6 * mm), Paragraph(f"{number}. {escape(section.title)}", styles["Heading2"]),
-                  Paragraph(escape(section.meaning), styles["Italic"])]
+        story += [
+            Spacer(1, 6 * mm),
+            Paragraph(f"{number}. {escape(section.title)}", styles["Heading2"]),
+            Paragraph(escape(section.meaning), styles["Italic"]),
+        ]
         story += [Paragraph(escape(sentence), styles["Normal"]) for sentence in section.summary]
         if not section.rows:
             story.append(Paragraph("Nothing in this period.", styles["Normal"]))
@@ -59,11 +69,16 @@ def to_pdf(report):
         data = [[Paragraph(escape(str(c)), head) for c in section.columns]]
         data += [[Paragraph(escape(str(value)), cell) for value in row] for row in section.rows]
         table = Table(data, colWidths=column_widths(section, document.width), repeatRows=1, hAlign="LEFT")
-        style = [("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#c8ccd4")),
-                 ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eef0f3")),
-                 ("VALIGN", (0, 0), (-1, -1), "TOP")]
-        style += [("BACKGROUND", (0, i), (-1, i), colors.HexColor("#fdeceb"))
-                  for i, flagged in enumerate(section.flagged, 1) if flagged]
+        style = [
+            ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#c8ccd4")),
+            ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eef0f3")),
+            ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ]
+        style += [
+            ("BACKGROUND", (0, i), (-1, i), colors.HexColor("#fdeceb"))
+            for i, flagged in enumerate(section.flagged, 1)
+            if flagged
+        ]
         table.setStyle(TableStyle(style))
         story += [Spacer(1, 2 * mm), table]
     document.build(story)
@@ -73,6 +88,8 @@ def to_pdf(report):
 def column_widths(section, total):
     """Shares of the page width by the longest text in each column (capped, so
     that one long reason does not squeeze the dates)."""
-    longest = [min(max([len(str(column))] + [len(str(row[i])) for row in section.rows]), 60) + 4
-               for i, column in enumerate(section.columns)]
+    longest = [
+        min(max([len(str(column))] + [len(str(row[i])) for row in section.rows]), 60) + 4
+        for i, column in enumerate(section.columns)
+    ]
     return [total * length / sum(longest) for length in longest]

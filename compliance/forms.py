@@ -12,8 +12,11 @@ class ReportForm(forms.Form):
     start = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(label="To", widget=forms.DateInput(attrs={"type": "date"}))
     sources = forms.ModelMultipleChoiceField(
-        Source.objects.all(), required=False, widget=forms.CheckboxSelectMultiple,
-        help_text="None ticked means every source.")
+        Source.objects.all(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked means every source.",
+    )
 
     def __init__(self, data=None):
         # Without a query the report covers the last full calendar month, every source.

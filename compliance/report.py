@@ -126,38 +126,53 @@ class Window:
 def period_backups(sources, window):
     """The good backups that started or finished in the period, as plain
     dicts: one query shared by the first three sections."""
-    checksummed = Verification.objects.filter(backup=OuterRef("pk"), kind=Verification.CHECKSUM,
-                                              status=Verification.PASSED)
-    rows = (Backup.objects.filter(source__in=sources).good()
-            .filter(Q(**window.filter("created_at")) | Q(**window.filter("finished_at")))
-            .annotate(snapshot=Coalesce("started_at", "created_at"), checksummed=Exists(checksummed))
-            .values("pk", "source_id", "created_at", "snapshot", "finished_at", "checksummed"))
+    checksummed = Verification.objects.filter(
+        backup=OuterRef("pk"), kind=Verification.CHECKSUM, status=Verification.PASSED
+    )
+    rows = (
+        Backup.objects.filter(source__in=sources)
+        .good()
+        .filter(Q(**window.filter("created_at")) | Q(**window.filter("finished_at")))
+        .annotate(snapshot=Coalesce("started_at", "created_at"), checksummed=Exists(checksummed))
+        .values("pk", "source_id", "created_at", "snapshot", "finished_at", "checksummed")
+    )
     return list(rows)
 
 
 # --- 1. backups taken per day against plan
 
+
 def daily_backups(sources, backups, window, first_day, last_day):
     section = Section(
-        "daily", "Backups taken per day against plan",
+        "daily",
+        "Backups taken per day against plan",
         "For each source and day, the good backups taken that day against the runs its enabled plans' "
         "schedules expected; a day is short when fewer were taken than expected.",
-        ["Source", "Day", "Good backups", "Expected runs", "Short"])
-    taken = Counter((b["source_id"], timezone.localdate(b["created_at"])) for b in backups
-                    if window.start <= b["created_at"] < window.end)
+        ["Source", "Day", "Good backups", "Expected runs", "Short"],
+    )
+    taken = Counter(
+        (b["source_id"], timezone.localdate(b["created_at"]))
+        for b in backups
+        if window.start <= b["created_at"] < window.end
+    )
     today = timezone.localdate(window.now)
     days = [first_day + timedelta(days=n) for n in range((min(last_day, today) - first_day).days + 1)]
     for source in sources:
         expected = expected_runs(source, window)
         short = [day for day in days if taken[source.pk, day] < expected[day]]
         for day in days:
-            section.add([source.name, day.isoformat(), taken[source.pk, day], expected[day],
-                         "short" if day in short else ""], flag=day in short)
+            section.add(
+                [source.name, day.isoformat(), taken[source.pk, day], expected[day], "short" if day in short else ""],
+                flag=day in short,
+            )
         met = len(days) - len(short)
-        sentence = (f"{source.name}: {met} of {len(days)} days met the plan "
-                    f"({sum(taken[source.pk, d] for d in days)} good backups, {sum(expected.values())} runs expected)")
-        section.summary.append(f"{sentence}; short on {', '.join(d.isoformat() for d in short)}." if short
-                               else f"{sentence}.")
+        sentence = (
+            f"{source.name}: {met} of {len(days)} days met the plan "
+            f"({sum(taken[source.pk, d] for d in days)} good backups, {sum(expected.values())} runs expected)"
+        )
+        section.summary.append(
+            f"{sentence}; short on {', '.join(d.isoformat() for d in short)}." if short else f"{sentence}."
+        )
     return section
 
 
@@ -179,14 +194,17 @@ def expected_runs(source, window):
 
 # --- 2. RPO breaches
 
+
 def rpo_breaches(sources, backups, window):
     section = Section(
-        "rpo", "RPO breaches",
+        "rpo",
+        "RPO breaches",
         "An RPO breach is a stretch of time during which the newest good backup was older than the source's "
         "RPO target (when no target is set: its plans' expected interval plus the monitoring grace); a backup "
         "counts from its snapshot, a breach still open at the end of the period is cut there, one open now is "
         "ongoing.",
-        ["Source", "Target", "Breach started", "Breach ended", "Duration", "Minutes"])
+        ["Source", "Target", "Breach started", "Breach ended", "Duration", "Minutes"],
+    )
     before = newest_snapshot_before(sources, window.start)
     by_source = defaultdict(list)
     for b in backups:
@@ -203,13 +221,23 @@ def rpo_breaches(sources, backups, window):
             ongoing = end is None
             length = (window.now if ongoing else end) - start
             total += length
-            section.add([source.name, duration_text(target), moment_text(start),
-                         "ongoing" if ongoing else moment_text(end), duration_text(length),
-                         int(length.total_seconds() // 60)], flag=True)
+            section.add(
+                [
+                    source.name,
+                    duration_text(target),
+                    moment_text(start),
+                    "ongoing" if ongoing else moment_text(end),
+                    duration_text(length),
+                    int(length.total_seconds() // 60),
+                ],
+                flag=True,
+            )
         label = f"{source.name} (target {duration_text(target)})"
         section.summary.append(
             f"{label}: {counted(len(breaches), 'breach', 'breaches')}, {duration_text(total)} in all."
-            if breaches else f"{label}: no breach.")
+            if breaches
+            else f"{label}: no breach."
+        )
     return section
 
 
@@ -232,8 +260,11 @@ def newest_snapshot_before(sources, moment):
     newest = Backup.objects.filter(source=OuterRef("pk")).good()
     newest = newest.annotate(snapshot=Coalesce("started_at", "created_at")).filter(snapshot__lt=moment)
     newest = newest.order_by("-snapshot")
-    rows = Source.objects.filter(pk__in=[s.pk for s in sources]).annotate(
-        newest=Subquery(newest.values("snapshot")[:1])).values_list("pk", "newest")
+    rows = (
+        Source.objects.filter(pk__in=[s.pk for s in sources])
+        .annotate(newest=Subquery(newest.values("snapshot")[:1]))
+        .values_list("pk", "newest")
+    )
     return {pk: newest for pk, newest in rows if newest}
 
 
@@ -263,13 +294,15 @@ def breach_intervals(target, reference, snapshots, window):
 
 # --- 3. verification coverage
 
+
 def verification_coverage(sources, backups, window):
     section = Section(
-        "coverage", "Verification coverage",
+        "coverage",
+        "Verification coverage",
         "The share of the period's good backups whose copies passed a checksum verification, and each source's "
         "latest test restore up to the end of the period with how long the restore took.",
-        ["Source", "Good backups", "Checksum-verified", "Coverage", "Latest test restore", "Result",
-         "Restore time"])
+        ["Source", "Good backups", "Checksum-verified", "Coverage", "Latest test restore", "Result", "Restore time"],
+    )
     good: Counter[int] = Counter()  # by source id
     verified: Counter[int] = Counter()
     for b in backups:
@@ -280,23 +313,38 @@ def verification_coverage(sources, backups, window):
     for source in sources:
         share = percent(verified[source.pk], good[source.pk])
         restore = latest.get(source.pk)
-        section.add([source.name, good[source.pk], verified[source.pk], share,
-                     moment_text(restore.finished_at) if restore else "none",
-                     restore.get_status_display() if restore else "",
-                     duration_text_or_dash(restore.restore_seconds) if restore else ""],
-                    flag=(good[source.pk] and verified[source.pk] < good[source.pk]) or not restore
-                    or restore.status != Verification.PASSED)
+        section.add(
+            [
+                source.name,
+                good[source.pk],
+                verified[source.pk],
+                share,
+                moment_text(restore.finished_at) if restore else "none",
+                restore.get_status_display() if restore else "",
+                duration_text_or_dash(restore.restore_seconds) if restore else "",
+            ],
+            flag=(good[source.pk] and verified[source.pk] < good[source.pk])
+            or not restore
+            or restore.status != Verification.PASSED,
+        )
     total_good, total_verified = sum(good.values()), sum(verified.values())
-    section.summary.append(f"{total_verified} of {total_good} good backups checksum-verified "
-                           f"({percent(total_verified, total_good)}).")
+    section.summary.append(
+        f"{total_verified} of {total_good} good backups checksum-verified ({percent(total_verified, total_good)})."
+    )
     return section
 
 
 def latest_test_restores(sources, before):
-    latest = (Verification.objects.filter(source=OuterRef("pk"), kind=Verification.RESTORE,
-                                          status__in=[Verification.PASSED, Verification.FAILED],
-                                          finished_at__lt=before)
-              .order_by("-finished_at").values("pk")[:1])
+    latest = (
+        Verification.objects.filter(
+            source=OuterRef("pk"),
+            kind=Verification.RESTORE,
+            status__in=[Verification.PASSED, Verification.FAILED],
+            finished_at__lt=before,
+        )
+        .order_by("-finished_at")
+        .values("pk")[:1]
+    )
     ids = Source.objects.filter(pk__in=[s.pk for s in sources]).annotate(latest=Subquery(latest))
     by_id = dict(ids.values_list("latest", "pk"))
     jobs = Verification.objects.in_bulk([pk for pk in by_id if pk])
@@ -321,12 +369,15 @@ def duration_text_or_dash(seconds):
 
 # --- 4. restore drills and real restores against the RTO
 
+
 def restore_times(sources, window):
     section = Section(
-        "restores", "Restore drills and restores against the RTO",
+        "restores",
+        "Restore drills and restores against the RTO",
         "Every DR drill and real restore in the period with its measured time against the source's RTO target: "
         "within, over, unknown (no measured time or no target) or failed.",
-        ["When", "Source", "What", "Result", "Measured time", "RTO target", "Against RTO"])
+        ["When", "Source", "What", "Result", "Measured time", "RTO target", "Against RTO"],
+    )
     names = {source.pk: source for source in sources}
     rows = []
     for drill in Drill.objects.filter(source__in=sources, **window.filter("performed_at")):
@@ -337,17 +388,30 @@ def restore_times(sources, window):
     for job in RestoreJob.objects.filter(source__in=sources, **window.filter("created_at")):
         seconds = job.duration().total_seconds() if job.started_at and job.finished_at else None
         what = f"Restore #{job.pk} ({job.get_mode_display().split(':')[0].lower()}, {job.get_target_display().lower()})"
-        rows.append((job.created_at, names[job.source_id].name, what, job.status, seconds,
-                     names[job.source_id].rto_minutes))
+        rows.append(
+            (job.created_at, names[job.source_id].name, what, job.status, seconds, names[job.source_id].rto_minutes)
+        )
     verdicts: Counter[str] = Counter()
     for when, source_name, what, status, seconds, rto in sorted(rows, key=lambda row: row[0]):
         verdict = rto_verdict(status, seconds, rto)
         verdicts[verdict] += 1
-        section.add([moment_text(when), source_name, what, status, duration_text_or_dash(seconds),
-                     duration_text(timedelta(minutes=rto)) if rto else "none", verdict],
-                    flag=verdict in ("over", "failed"))
-    section.summary.append(f"{counted(len(rows), 'drill or restore', 'drills and restores')}: " + ", ".join(
-        f"{verdicts[v]} {v}" for v in ("within", "over", "unknown", "failed")) + ".")
+        section.add(
+            [
+                moment_text(when),
+                source_name,
+                what,
+                status,
+                duration_text_or_dash(seconds),
+                duration_text(timedelta(minutes=rto)) if rto else "none",
+                verdict,
+            ],
+            flag=verdict in ("over", "failed"),
+        )
+    section.summary.append(
+        f"{counted(len(rows), 'drill or restore', 'drills and restores')}: "
+        + ", ".join(f"{verdicts[v]} {v}" for v in ("within", "over", "unknown", "failed"))
+        + "."
+    )
     return section
 
 
@@ -361,12 +425,15 @@ def rto_verdict(status, seconds, rto_minutes):
 
 # --- 5. 3-2-1 now
 
+
 def three_two_one(sources):
     section = Section(
-        "three_two_one", "3-2-1 status now",
+        "three_two_one",
+        "3-2-1 status now",
         "Whether each plan's latest stored backup has two copies or more, on two kinds of storage, one of them "
         "off-site (before its first backup: its configured destinations); judged now, not over the period.",
-        ["Source", "Plan", "3-2-1", "Missing", "Judged on"])
+        ["Source", "Plan", "3-2-1", "Missing", "Judged on"],
+    )
     for source in sources:
         plans = list(source.plans.all())
         if not plans:
@@ -374,9 +441,16 @@ def three_two_one(sources):
         for plan in plans:
             rule = plan.three_two_one()
             judged = f"backup #{rule['backup'].pk}" if rule["backup"] else "configured destinations"
-            section.add([source.name, plan.name + ("" if plan.enabled else " (disabled)"),
-                         "met" if rule["ok"] else "not met", "; ".join(rule["missing"]), judged],
-                        flag=not rule["ok"])
+            section.add(
+                [
+                    source.name,
+                    plan.name + ("" if plan.enabled else " (disabled)"),
+                    "met" if rule["ok"] else "not met",
+                    "; ".join(rule["missing"]),
+                    judged,
+                ],
+                flag=not rule["ok"],
+            )
     met = sum(1 for row in section.rows if row[2] == "met")
     section.summary.append(f"{met} of {len(section.rows)} plans meet 3-2-1.")
     return section
@@ -384,21 +458,33 @@ def three_two_one(sources):
 
 # --- 6. retention actions
 
+
 def retention_actions(sources, window):
     section = Section(
-        "retention", "Retention actions",
+        "retention",
+        "Retention actions",
         "Backups that retention pruned in the period and why, and the pins and legal holds that kept backups "
         "from it (from the audit trail).",
-        ["When", "Action", "Backup", "Source", "Reason"])
+        ["When", "Action", "Backup", "Source", "Reason"],
+    )
     names = {source.pk: source.name for source in sources}
     rows: list[tuple[datetime, str, str, str, str]] = []
     for backup in Backup.objects.filter(source__in=sources, **window.filter("pruned_at")).only(
-            "pk", "source_id", "pruned_at", "prune_reason", "created_at"):
+        "pk", "source_id", "pruned_at", "prune_reason", "created_at"
+    ):
         assert backup.pruned_at is not None  # filtered on it
-        rows.append((backup.pruned_at, "pruned", f"#{backup.pk} of {moment_text(backup.created_at)}",
-                     names[backup.source_id], backup.prune_reason))
-    holds = list(AuditEvent.objects.filter(action__in=HOLD_ACTIONS, object_type="backup",
-                                           **window.filter("created_at")))
+        rows.append(
+            (
+                backup.pruned_at,
+                "pruned",
+                f"#{backup.pk} of {moment_text(backup.created_at)}",
+                names[backup.source_id],
+                backup.prune_reason,
+            )
+        )
+    holds = list(
+        AuditEvent.objects.filter(action__in=HOLD_ACTIONS, object_type="backup", **window.filter("created_at"))
+    )
     held = {int(event.object_id) for event in holds if event.object_id.isdigit()}
     backup_sources = dict(Backup.objects.filter(pk__in=held, source__in=sources).values_list("pk", "source_id"))
     for event in holds:
@@ -406,8 +492,15 @@ def retention_actions(sources, window):
         if source_id is None:
             continue  # a backup of another source
         reason = event.changes.get("reason") or event.changes.get("released") or ""
-        rows.append((event.created_at, f"{HOLD_ACTIONS[event.action]} by {event.actor_label}",
-                     f"#{event.object_id}", names[source_id], reason))
+        rows.append(
+            (
+                event.created_at,
+                f"{HOLD_ACTIONS[event.action]} by {event.actor_label}",
+                f"#{event.object_id}",
+                names[source_id],
+                reason,
+            )
+        )
     for when, *row in sorted(rows, key=lambda row: row[0]):
         section.add([moment_text(when), *row])
     pruned = sum(1 for row in section.rows if row[1] == "pruned")
@@ -418,32 +511,37 @@ def retention_actions(sources, window):
 
 # --- 7. keys
 
+
 def key_events(window):
     section = Section(
-        "keys", "Key rotations and key events",
+        "keys",
+        "Key rotations and key events",
         "Master key rotations (the backups' data keys re-wrapped with a new key) and master keys created, retired "
         "or destroyed in the period; keys serve every source.",
-        ["When", "Event", "Key", "Details"])
+        ["When", "Event", "Key", "Details"],
+    )
     rows = []
-    for rotation in KeyRotation.objects.filter(**window.filter("created_at")).select_related("new_key",
-                                                                                               "requested_by"):
+    for rotation in KeyRotation.objects.filter(**window.filter("created_at")).select_related("new_key", "requested_by"):
         details = f"{rotation.get_status_display()}: {rotation.done} of {rotation.total} backups re-wrapped"
         if rotation.previous_key_id:
             details += f", replacing {rotation.previous_key_id}"
         if rotation.requested_by:
             details += f", requested by {rotation.requested_by.get_username()}"
         rows.append((rotation.created_at, f"rotation #{rotation.pk}", rotation.new_key.key_id, details))
-    in_window = Q(**window.filter("created_at")) | Q(**window.filter("retired_at")) | Q(
-        **window.filter("destroyed_at"))
+    in_window = Q(**window.filter("created_at")) | Q(**window.filter("retired_at")) | Q(**window.filter("destroyed_at"))
     for key in Key.objects.filter(in_window):
-        for moment, event in ((key.created_at, f"created ({key.get_origin_display().lower()})"),
-                              (key.retired_at, "retired"), (key.destroyed_at, "destroyed")):
+        for moment, event in (
+            (key.created_at, f"created ({key.get_origin_display().lower()})"),
+            (key.retired_at, "retired"),
+            (key.destroyed_at, "destroyed"),
+        ):
             if moment and window.start <= moment < window.end:
                 rows.append((moment, f"key {event}", key.key_id, ""))
     for when, *row in sorted(rows, key=lambda row: row[0]):
         section.add([moment_text(when), *row])
     rotations = sum(1 for row in section.rows if row[1].startswith("rotation"))
-    section.summary.append(f"{counted(rotations, 'key rotation', 'key rotations')}, "
-                           f"{counted(len(section.rows) - rotations, 'other key event', 'other key events')}.")
+    section.summary.append(
+        f"{counted(rotations, 'key rotation', 'key rotations')}, "
+        f"{counted(len(section.rows) - rotations, 'other key event', 'other key events')}."
+    )
     return section
-

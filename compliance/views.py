@@ -31,8 +31,12 @@ def download(request, kind):
     report = form.build()
     body = exports.to_csv(report).encode() if kind == "csv" else exports.to_pdf(report)
     with transaction.atomic():
-        audit.record(request.user, "report.export", None, {
-            "format": kind, "period": report.period_text(), "sources": [s.name for s in report.sources]})
+        audit.record(
+            request.user,
+            "report.export",
+            None,
+            {"format": kind, "period": report.period_text(), "sources": [s.name for s in report.sources]},
+        )
     response = HttpResponse(body, content_type=CONTENT_TYPES[kind])
     response["Content-Disposition"] = f'attachment; filename="{report.filename(kind)}"'
     return response

@@ -33,15 +33,24 @@ class ScheduleForm(forms.ModelForm):
 class ManualDrillForm(forms.Form):
     kind = forms.ChoiceField(choices=Drill.KIND_CHOICES)
     performed_at = forms.DateTimeField(
-        label="When it took place", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        label="When it took place",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
         help_text="In the site's time zone.",
     )
-    minutes = forms.IntegerField(label="Measured time (minutes)", min_value=0, max_value=60 * 24 * 30,
-                                 help_text="From the start of the restore until the data was usable.")
-    outcome = forms.ChoiceField(choices=[("passed", "Passed"), ("failed", "Failed")], widget=forms.RadioSelect,
-                                initial="passed")
-    notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=5000,
-                            help_text="What was restored, where, by whom; what went wrong if anything.")
+    minutes = forms.IntegerField(
+        label="Measured time (minutes)",
+        min_value=0,
+        max_value=60 * 24 * 30,
+        help_text="From the start of the restore until the data was usable.",
+    )
+    outcome = forms.ChoiceField(
+        choices=[("passed", "Passed"), ("failed", "Failed")], widget=forms.RadioSelect, initial="passed"
+    )
+    notes = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=5000,
+        help_text="What was restored, where, by whom; what went wrong if anything.",
+    )
 
     def clean_performed_at(self):
         when = self.cleaned_data["performed_at"]

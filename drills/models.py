@@ -26,7 +26,11 @@ class DrillSchedule(models.Model):
 
 class Drill(models.Model):
     CHECKSUM, PARTIAL, FULL = "checksum", "partial", "full"
-    KIND_CHOICES = [(CHECKSUM, "Checksum verification"), (PARTIAL, "Partial restore test"), (FULL, "Full restore drill")]
+    KIND_CHOICES = [
+        (CHECKSUM, "Checksum verification"),
+        (PARTIAL, "Partial restore test"),
+        (FULL, "Full restore drill"),
+    ]
     AUTOMATIC, MANUAL = "automatic", "manual"
     HOW_CHOICES = [(AUTOMATIC, "Run by Strongroom"), (MANUAL, "Recorded by hand")]
     QUEUED, RUNNING, PASSED, FAILED = "queued", "running", "passed", "failed"

@@ -25,18 +25,27 @@ def check_overdue_drills(now=None, source_ids=None):
             key = f"drill:{source.pk}:{status.kind}"
             if not status.is_overdue(now):
                 passed = status.last_passed
-                problems.resolve_alert(Alert.DRILL_OVERDUE, key, (
-                    f"{status.label} of {source} passed on {passed.performed_at:%Y-%m-%d}." if passed
-                    else f"{status.label} of {source} is no longer overdue."))
+                problems.resolve_alert(
+                    Alert.DRILL_OVERDUE,
+                    key,
+                    (
+                        f"{status.label} of {source} passed on {passed.performed_at:%Y-%m-%d}."
+                        if passed
+                        else f"{status.label} of {source} is no longer overdue."
+                    ),
+                )
                 continue
             overdue.append(key)
             last = status.last_passed
             since = f"the last one passed on {last.performed_at:%Y-%m-%d}" if last else "none has passed yet"
             raise_problem(
-                Alert.DRILL_OVERDUE, key, source=source,
+                Alert.DRILL_OVERDUE,
+                key,
+                source=source,
                 title=f"{status.label} of {source} is overdue",
                 detail=f"Due every {status.every_days} days and due since {moment_text(status.due_at)}; {since}. "
-                       "Run it from the source's drills page, or record a drill done by hand.",
-                url=reverse("drill_history", args=[source.pk]), severity=Alert.WARNING,
+                "Run it from the source's drills page, or record a drill done by hand.",
+                url=reverse("drill_history", args=[source.pk]),
+                severity=Alert.WARNING,
             )
     return overdue

@@ -21,8 +21,8 @@ from catalog import audit, jobs, queues, verification
 from catalog.alerts import hooks
 from catalog.engine import restorers
 from catalog.engine.errors import EngineError
-from catalog.models import BASE_BACKUP_FORMAT, Copy, Source, Verification
 from catalog.errors import Refused
+from catalog.models import BASE_BACKUP_FORMAT, Copy, Source, Verification
 from catalog.text import duration_text
 from drills import monitoring
 from drills import schedule as drill_schedule
@@ -73,13 +73,31 @@ def record_manual_drill(actor, source, *, kind, performed_at, minutes, passed, n
     status = Drill.PASSED if passed else Drill.FAILED
     with transaction.atomic():
         drill = Drill.objects.create(
-            source=source, kind=kind, how=Drill.MANUAL, status=status, performed_by=actor_user(actor),
-            performed_at=performed_at, seconds=minutes * 60 if minutes is not None else None,
-            rto_minutes=source.rto_minutes, notes=notes, finished_at=now,
-            summary=f"Recorded by hand: {status}" + (f" in {seconds_text(minutes * 60)}" if minutes is not None else ""),
+            source=source,
+            kind=kind,
+            how=Drill.MANUAL,
+            status=status,
+            performed_by=actor_user(actor),
+            performed_at=performed_at,
+            seconds=minutes * 60 if minutes is not None else None,
+            rto_minutes=source.rto_minutes,
+            notes=notes,
+            finished_at=now,
+            summary=f"Recorded by hand: {status}"
+            + (f" in {seconds_text(minutes * 60)}" if minutes is not None else ""),
         )
-        audit.record(actor, "drill.record", drill, {"kind": kind, "status": status, "performed_at": performed_at.isoformat(),
-                                                    "minutes": minutes, "notes": notes[:500]})
+        audit.record(
+            actor,
+            "drill.record",
+            drill,
+            {
+                "kind": kind,
+                "status": status,
+                "performed_at": performed_at.isoformat(),
+                "minutes": minutes,
+                "notes": notes[:500],
+            },
+        )
     check_alerts(source.pk)
     return drill
 
@@ -90,8 +108,7 @@ def record_manual_drill(actor, source, *, kind, performed_at, minutes, passed, n
 def latest_good_backup(source):
     """The newest succeeded backup that still has a durable copy to read.
     A physical base backup is drilled by "Verify PITR" (pitr), not here."""
-    backups = (source.backups.good().exclude(format=BASE_BACKUP_FORMAT)
-               .filter(copies__status=Copy.DURABLE).distinct())
+    backups = source.backups.good().exclude(format=BASE_BACKUP_FORMAT).filter(copies__status=Copy.DURABLE).distinct()
     return backups.order_by("-finished_at").first()
 
 
@@ -107,8 +124,14 @@ def create_drill(actor, source, kind, trigger="manual", enqueue_it=True):
             raise Refused(f"A {label} of {source} is already queued or running.")
         if latest_good_backup(source) is None:
             raise Refused(f"{source} has no good backup with a stored copy yet: there is nothing to drill on.")
-        drill = Drill.objects.create(source=source, kind=kind, how=Drill.AUTOMATIC, status=Drill.QUEUED,
-                                     performed_by=actor_user(actor), rto_minutes=source.rto_minutes)
+        drill = Drill.objects.create(
+            source=source,
+            kind=kind,
+            how=Drill.AUTOMATIC,
+            status=Drill.QUEUED,
+            performed_by=actor_user(actor),
+            rto_minutes=source.rto_minutes,
+        )
         audit.record(actor, "drill.run", drill, {"kind": kind, "trigger": trigger})
         if enqueue_it:
             transaction.on_commit(lambda: enqueue(drill.pk))
@@ -131,7 +154,11 @@ def queue_due_drills(now=None):
         for status in drill_schedule.statuses_of(source):
             if not status.is_due(now) or status.active is not None:
                 continue
-            latest = Drill.objects.filter(source=source, kind=status.kind, how=Drill.AUTOMATIC).order_by("-created_at").first()
+            latest = (
+                Drill.objects.filter(source=source, kind=status.kind, how=Drill.AUTOMATIC)
+                .order_by("-created_at")
+                .first()
+            )
             if latest is not None and latest.created_at > now - RETRY_AFTER:
                 continue  # it failed recently; a failing drill is an alert, not a loop
             try:
@@ -148,8 +175,14 @@ def run_drill(drill_id):
     """The worker side. Returns the finished drill, or None if another worker has it."""
     close_old_connections()
     # A drill has no heartbeat of its own: the verification or restore it runs has one.
-    drill = jobs.claim(Drill, drill_id, "drill.start", lambda drill: {"kind": drill.kind}, related=("source",),
-                       performed_at=timezone.now())
+    drill = jobs.claim(
+        Drill,
+        drill_id,
+        "drill.start",
+        lambda drill: {"kind": drill.kind},
+        related=("source",),
+        performed_at=timezone.now(),
+    )
     if drill is None:
         return None
     try:
@@ -169,8 +202,14 @@ def run_drill(drill_id):
 
 def finish_drill(drill, passed):
     status = Drill.PASSED if passed else Drill.FAILED
-    jobs.finish(drill, status, f"drill.{status}", {"summary": drill.summary[:500], "seconds": drill.seconds},
-                summary=drill.summary[:500], seconds=drill.seconds)
+    jobs.finish(
+        drill,
+        status,
+        f"drill.{status}",
+        {"summary": drill.summary[:500], "seconds": drill.seconds},
+        summary=drill.summary[:500],
+        seconds=drill.seconds,
+    )
     drill.refresh_from_db()
     check_alerts(drill.source_id)
     return drill
@@ -235,7 +274,9 @@ def run_partial_drill(drill, backup):
         raise Refused(f"Backup #{backup.pk} recorded no table to restore.")
     sqlite = backup.source.engine == "sqlite"
     # A scratch name: recognised (and dropped) by the sweeps should this worker die.
-    name = f"strongroom-drill-{drill.pk}-{secrets.token_hex(4)}.sqlite3" if sqlite else restorers.scratch_name(backup.pk)
+    name = (
+        f"strongroom-drill-{drill.pk}-{secrets.token_hex(4)}.sqlite3" if sqlite else restorers.scratch_name(backup.pk)
+    )
     job = restores.request_restore("drill", backup, target=RestoreJob.NEW, database=name, tables=tables, enqueue=False)
     link(drill, restore_job=job)
     try:
@@ -249,8 +290,10 @@ def run_partial_drill(drill, backup):
         return False
     counts = job.report.get("row_counts", {})
     rows = ", ".join(f"{table} {count['restored']}" for table, count in sorted(counts.items()))
-    drill.summary = (f"Restored {what} into a scratch {'file' if sqlite else 'database'} in {seconds_text(drill.seconds)}; "
-                     f"row counts match the backup ({rows}); scratch {'dropped' if gone else 'NOT dropped: ' + name}.")
+    drill.summary = (
+        f"Restored {what} into a scratch {'file' if sqlite else 'database'} in {seconds_text(drill.seconds)}; "
+        f"row counts match the backup ({rows}); scratch {'dropped' if gone else 'NOT dropped: ' + name}."
+    )
     return gone
 
 
@@ -288,8 +331,9 @@ def sweep_stale_drills(now=None):
     swept = jobs.sweep(dead, "drill.failed", {"summary": summary}, summary=summary)
     summary = "No worker took this drill for a day: is the task cluster running?"
     never_taken = Drill.objects.filter(status=Drill.QUEUED, created_at__lt=now - QUEUED_TOO_LONG)
-    return swept + jobs.sweep(never_taken, "drill.failed", {"summary": summary}, from_status=Drill.QUEUED,
-                              summary=summary)
+    return swept + jobs.sweep(
+        never_taken, "drill.failed", {"summary": summary}, from_status=Drill.QUEUED, summary=summary
+    )
 
 
 def watched(drill, limit):

@@ -12,5 +12,7 @@ def run_drill(drill_id):
 def run_drill_checks():
     """The drills' step of the catalog's one-minute tick (registered in drills/apps.py)."""
     # Quietly: a drill that cannot be queued must not stop the rest of the tick.
-    return {"swept": hooks.quietly(services.sweep_stale_drills, savepoint=False)(),
-            "queued": hooks.quietly(services.queue_due_drills, savepoint=False)()}
+    return {
+        "swept": hooks.quietly(services.sweep_stale_drills, savepoint=False)(),
+        "queued": hooks.quietly(services.queue_due_drills, savepoint=False)(),
+    }

@@ -37,7 +37,8 @@ def render_source(request, source, schedule_form=None, manual_form=None):
         "any_active": any(status.active for status in kinds),
         "drills": source.drills.select_related("performed_by", "backup", "verification", "restore_job")[:100],
         "schedule_form": schedule_form or ScheduleForm(instance=schedule),
-        "manual_form": manual_form or ManualDrillForm(initial={"performed_at": timezone.localtime().strftime("%Y-%m-%dT%H:%M")}),
+        "manual_form": manual_form
+        or ManualDrillForm(initial={"performed_at": timezone.localtime().strftime("%Y-%m-%dT%H:%M")}),
         "now": timezone.now(),
         "rto_text": services.rto_text(source.rto_minutes),
     }
@@ -79,8 +80,13 @@ def record(request, pk):
         return render_source(request, source, manual_form=form)
     data = form.cleaned_data
     drill = services.record_manual_drill(
-        request.user, source, kind=data["kind"], performed_at=data["performed_at"], minutes=data["minutes"],
-        passed=data["outcome"] == "passed", notes=data["notes"],
+        request.user,
+        source,
+        kind=data["kind"],
+        performed_at=data["performed_at"],
+        minutes=data["minutes"],
+        passed=data["outcome"] == "passed",
+        notes=data["notes"],
     )
     messages.success(request, f"{drill.get_kind_display()} of {drill.performed_at:%Y-%m-%d} recorded.")
     return redirect("drill_history", pk=source.pk)

@@ -26,11 +26,15 @@ def protection_problem(source):
     they can."""
     protection = ContinuousProtection.objects.filter(source=source).first()
     if protection is None or not protection.enabled:
-        return (f"{source} has no continuous protection: a physical base backup needs the WAL after it to be "
-                "restored. Enable continuous protection on the source's page first.")
+        return (
+            f"{source} has no continuous protection: a physical base backup needs the WAL after it to be "
+            "restored. Enable continuous protection on the source's page first."
+        )
     if protection.mode == ContinuousProtection.STREAM and protection.receiver_error:
-        return (f"The continuous protection of {source} is not healthy ({protection.receiver_error}); "
-                "a base backup now could not be recovered. Fix the WAL receiver first.")
+        return (
+            f"The continuous protection of {source} is not healthy ({protection.receiver_error}); "
+            "a base backup now could not be recovered. Fix the WAL receiver first."
+        )
     if not protection.destinations.exists():
         return f"The continuous protection of {source} has no destination for its WAL yet."
     return None
@@ -49,19 +53,28 @@ def record_wal_bounds(backup, wal):
     """After the stream: the WAL the backup needs, the switch that completes
     its end segment, and its completeness if the WAL is already there."""
     with transaction.atomic():
-        bounds, _ = BaseBackupWal.objects.update_or_create(backup=backup, defaults={
-            "timeline": wal["timeline"],
-            "start_lsn": wal["start_lsn"],
-            "end_lsn": wal["end_lsn"],
-            "start_segment": wal["start_segment"],
-            "end_segment": wal["end_segment"],
-            "started_at": backup_start_time(wal.get("start_time", "")) or backup.started_at,
-            "finished_at": timezone.now(),
-        })
-        audit.record("worker", "backup.wal_bounds", backup, {
-            "timeline": bounds.timeline, "start_segment": bounds.start_segment, "end_segment": bounds.end_segment})
-    backup.append_log(f"Needs WAL {bounds.start_segment} to {bounds.end_segment} (LSN {bounds.start_lsn} to "
-                      f"{bounds.end_lsn}, timeline {bounds.timeline}); good once those segments are stored.")
+        bounds, _ = BaseBackupWal.objects.update_or_create(
+            backup=backup,
+            defaults={
+                "timeline": wal["timeline"],
+                "start_lsn": wal["start_lsn"],
+                "end_lsn": wal["end_lsn"],
+                "start_segment": wal["start_segment"],
+                "end_segment": wal["end_segment"],
+                "started_at": backup_start_time(wal.get("start_time", "")) or backup.started_at,
+                "finished_at": timezone.now(),
+            },
+        )
+        audit.record(
+            "worker",
+            "backup.wal_bounds",
+            backup,
+            {"timeline": bounds.timeline, "start_segment": bounds.start_segment, "end_segment": bounds.end_segment},
+        )
+    backup.append_log(
+        f"Needs WAL {bounds.start_segment} to {bounds.end_segment} (LSN {bounds.start_lsn} to "
+        f"{bounds.end_lsn}, timeline {bounds.timeline}); good once those segments are stored."
+    )
     try:
         switch_wal(backup.source.conninfo())
     except EngineError as exc:
@@ -76,15 +89,18 @@ def record_wal_bounds(backup, wal):
 def import_wal_bounds(backup, wal):
     """A base backup brought back from its manifest by the catalog rebuild:
     its WAL bounds again, complete once the WAL it needs is in the catalog."""
-    BaseBackupWal.objects.update_or_create(backup=backup, defaults={
-        "timeline": wal.get("timeline") or 1,
-        "start_lsn": wal.get("start_lsn") or "",
-        "end_lsn": wal.get("end_lsn") or "",
-        "start_segment": wal.get("start_segment") or "",
-        "end_segment": wal.get("end_segment") or "",
-        "started_at": backup.started_at,
-        "finished_at": backup.finished_at,
-    })
+    BaseBackupWal.objects.update_or_create(
+        backup=backup,
+        defaults={
+            "timeline": wal.get("timeline") or 1,
+            "start_lsn": wal.get("start_lsn") or "",
+            "end_lsn": wal.get("end_lsn") or "",
+            "start_segment": wal.get("start_segment") or "",
+            "end_segment": wal.get("end_segment") or "",
+            "started_at": backup.started_at,
+            "finished_at": backup.finished_at,
+        },
+    )
     complete_waiting(backup.source, actor="rebuild")
 
 
@@ -112,7 +128,11 @@ def complete_waiting(source, actor="worker"):
         return []
     with transaction.atomic():
         for backup in Backup.objects.filter(pk__in=completed).select_related("base_wal"):
-            audit.record(actor, "backup.wal_complete", backup, {
-                "start_segment": backup.base_wal.start_segment, "end_segment": backup.base_wal.end_segment})
+            audit.record(
+                actor,
+                "backup.wal_complete",
+                backup,
+                {"start_segment": backup.base_wal.start_segment, "end_segment": backup.base_wal.end_segment},
+            )
     refresh_source(source)
     return completed

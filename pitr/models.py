@@ -19,8 +19,10 @@ class ContinuousProtection(models.Model):
     (ARCHIVE)."""
 
     STREAM, ARCHIVE = "stream", "archive"
-    MODE_CHOICES = [(STREAM, "Streaming: pg_receivewal on a replication slot"),
-                    (ARCHIVE, "Pushed by the server's archive_command")]
+    MODE_CHOICES = [
+        (STREAM, "Streaming: pg_receivewal on a replication slot"),
+        (ARCHIVE, "Pushed by the server's archive_command"),
+    ]
 
     source = models.OneToOneField(Source, models.CASCADE, related_name="protection")
     enabled = models.BooleanField(default=False)
@@ -129,8 +131,13 @@ class PitrRestore(Job):
     into a scratch one), started on a port and promoted at the target."""
 
     QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-    STATUS_CHOICES = [(QUEUED, "Queued"), (RUNNING, "Running"), (SUCCEEDED, "Succeeded"), (FAILED, "Failed"),
-                      (CANCELLED, "Cancelled")]
+    STATUS_CHOICES = [
+        (QUEUED, "Queued"),
+        (RUNNING, "Running"),
+        (SUCCEEDED, "Succeeded"),
+        (FAILED, "Failed"),
+        (CANCELLED, "Cancelled"),
+    ]
     ACTIVE_STATUSES = (QUEUED, RUNNING)
     TIME, LATEST, RESTORE_POINT = "time", "latest", "restore_point"
     TARGET_CHOICES = [(TIME, "A moment"), (LATEST, "The latest possible"), (RESTORE_POINT, "A named restore point")]

@@ -32,8 +32,11 @@ def check_wal_protection(now=None):
         )
         for kind, problem in checks:
             if problem is None:
-                problems.resolve_alert(kind, key, f"Continuous protection of {source} is "
-                                       + ("healthy again." if protection.enabled else "off."))
+                problems.resolve_alert(
+                    kind,
+                    key,
+                    f"Continuous protection of {source} is " + ("healthy again." if protection.enabled else "off."),
+                )
                 continue
             found.append(f"{kind}:{key}")
             title, detail = problem
@@ -48,10 +51,12 @@ def wal_receiver_problem(protection, now):
     if now - seen <= timedelta(seconds=settings.WAL_RECEIVER_STALE_SECONDS):
         return None
     error = f" Last error: {protection.receiver_error}" if protection.receiver_error else ""
-    return (f"The WAL receiver of {protection.source} is not running",
-            f"No running pg_receivewal seen since {moment_text(seen)}; WAL piles up in the slot "
-            f"{protection.slot_name} on the server and the recovery point ages.{error} Check that "
-            "`manage.py wal_receiver` (or `serve`) runs.")
+    return (
+        f"The WAL receiver of {protection.source} is not running",
+        f"No running pg_receivewal seen since {moment_text(seen)}; WAL piles up in the slot "
+        f"{protection.slot_name} on the server and the recovery point ages.{error} Check that "
+        "`manage.py wal_receiver` (or `serve`) runs.",
+    )
 
 
 def wal_gap_problem(protection):
@@ -59,9 +64,11 @@ def wal_gap_problem(protection):
     if report["ok"]:
         return None
     names = ", ".join(report["missing"][:5]) + (" …" if report["missing_count"] > 5 else "")
-    return (f"WAL segment {report['missing'][0]} of {protection.source} is missing",
-            f"{report['missing_count']} segment(s) missing between {report['from']} and {report['to']}: {names}. "
-            "A restore cannot pass the gap; take a new base backup to start a continuous range again.")
+    return (
+        f"WAL segment {report['missing'][0]} of {protection.source} is missing",
+        f"{report['missing_count']} segment(s) missing between {report['from']} and {report['to']}: {names}. "
+        "A restore cannot pass the gap; take a new base backup to start a continuous range again.",
+    )
 
 
 def wal_late_problem(protection, now):
@@ -75,7 +82,13 @@ def wal_late_problem(protection, now):
     # judged by age alone.
     if protection.mode == protection.STREAM and not (protection.slot_lag_bytes or 0) > 0:
         return None
-    return (f"No WAL of {protection.source} stored for {duration_text(now - newest)}",
-            f"The last WAL file was stored {moment_text(newest)}, more than {settings.WAL_LATE_MINUTES} min ago"
-            + (f", while the slot holds {size_text(protection.slot_lag_bytes)} not yet stored."
-               if protection.slot_lag_bytes else ".") + " The recovery point is that old.")
+    return (
+        f"No WAL of {protection.source} stored for {duration_text(now - newest)}",
+        f"The last WAL file was stored {moment_text(newest)}, more than {settings.WAL_LATE_MINUTES} min ago"
+        + (
+            f", while the slot holds {size_text(protection.slot_lag_bytes)} not yet stored."
+            if protection.slot_lag_bytes
+            else "."
+        )
+        + " The recovery point is that old.",
+    )

@@ -62,8 +62,10 @@ def spool_full(directory):
         return ""
     if free >= 64 << 10:
         return ""
-    return (f"Disk full on {directory}: pg_receivewal cannot write the WAL spool; free some space "
-            "(the replication slot keeps the WAL on the source until then)")
+    return (
+        f"Disk full on {directory}: pg_receivewal cannot write the WAL spool; free some space "
+        "(the replication slot keeps the WAL on the source until then)"
+    )
 
 
 class Receiver:
@@ -97,8 +99,11 @@ class Receiver:
             return
         if self.process is not None:  # it died
             code = self.process.returncode
-            error = (spool_full(self.directory) or walfiles.last_error_line(self.log_path)
-                     or f"pg_receivewal exited with code {code}")
+            error = (
+                spool_full(self.directory)
+                or walfiles.last_error_line(self.log_path)
+                or f"pg_receivewal exited with code {code}"
+            )
             _children.discard(self.process)
             self.process = None
             self.failures += 1
@@ -109,8 +114,13 @@ class Receiver:
             return
         restarted = protection.receiver_started_at is not None
         try:
-            self.process = walfiles.start_receivewal(settings.PG_RECEIVEWAL, self.directory, protection.slot_name,
-                                                     protection.source.conninfo(), self.log_path)
+            self.process = walfiles.start_receivewal(
+                settings.PG_RECEIVEWAL,
+                self.directory,
+                protection.slot_name,
+                protection.source.conninfo(),
+                self.log_path,
+            )
         except EngineError as exc:
             self.failures += 1
             self.next_start = time.monotonic() + min(MAX_BACKOFF, 2 ** (self.failures - 1))
@@ -118,8 +128,12 @@ class Receiver:
             return
         _children.add(self.process)
         self.started_at, self.started_mono = timezone.now(), time.monotonic()
-        fields = dict(receiver_pid=self.process.pid, receiver_host=socket.gethostname(),
-                      receiver_started_at=self.started_at, receiver_heartbeat_at=self.started_at)
+        fields = dict(
+            receiver_pid=self.process.pid,
+            receiver_host=socket.gethostname(),
+            receiver_started_at=self.started_at,
+            receiver_heartbeat_at=self.started_at,
+        )
         if restarted:
             fields["receiver_restarts"] = F("receiver_restarts") + 1
         ContinuousProtection.objects.filter(pk=protection.pk).update(**fields)
@@ -146,7 +160,8 @@ class Receiver:
                     wal.ship_wal_path(protection, path)
                 except EngineError as exc:
                     ContinuousProtection.objects.filter(pk=protection.pk).update(
-                        receiver_error=f"Could not store {name}: {exc}"[:500])
+                        receiver_error=f"Could not store {name}: {exc}"[:500]
+                    )
                     return  # keep it in the spool; try again on the next round
                 path.unlink(missing_ok=True)
         now = time.monotonic()
@@ -192,8 +207,12 @@ class Supervisor:
         self.stop_event = threading.Event()
 
     def enabled(self):
-        return {p.pk: p for p in ContinuousProtection.objects.filter(enabled=True, mode=ContinuousProtection.STREAM)
-                .select_related("source")}
+        return {
+            p.pk: p
+            for p in ContinuousProtection.objects.filter(enabled=True, mode=ContinuousProtection.STREAM).select_related(
+                "source"
+            )
+        }
 
     def round(self):
         close_old_connections()

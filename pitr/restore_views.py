@@ -19,19 +19,24 @@ from pitr.models import PitrRestore
 
 
 class PointInTimeForm(forms.Form):
-    target_kind = forms.ChoiceField(choices=PitrRestore.TARGET_CHOICES, initial=PitrRestore.TIME,
-                                    widget=forms.RadioSelect)
+    target_kind = forms.ChoiceField(
+        choices=PitrRestore.TARGET_CHOICES, initial=PitrRestore.TIME, widget=forms.RadioSelect
+    )
     # In the site's time zone (settings.TIME_ZONE): an aware datetime comes out.
-    target_time = forms.DateTimeField(required=False, input_formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M",
-                                                                     "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"])
+    target_time = forms.DateTimeField(
+        required=False, input_formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+    )
     restore_point = forms.CharField(required=False, max_length=64)
     data_directory = forms.CharField(required=False, max_length=1000)
     port = forms.IntegerField(required=False, min_value=1024, max_value=65535)
 
     def target(self):
         data = self.cleaned_data
-        return {"target_kind": data["target_kind"], "target_time": data.get("target_time"),
-                "restore_point": data.get("restore_point") or ""}
+        return {
+            "target_kind": data["target_kind"],
+            "target_time": data.get("target_time"),
+            "restore_point": data.get("restore_point") or "",
+        }
 
 
 def protected_source(pk):
@@ -64,8 +69,12 @@ def restore_start(request, pk):
         if form.is_valid():
             try:
                 job = restores.request_pitr_restore(
-                    request.user, source, data_directory=form.cleaned_data["data_directory"] or "",
-                    port=form.cleaned_data["port"], **form.target())
+                    request.user,
+                    source,
+                    data_directory=form.cleaned_data["data_directory"] or "",
+                    port=form.cleaned_data["port"],
+                    **form.target(),
+                )
                 return redirect("pitr_restore_detail", job.pk)
             except Refused as exc:
                 messages.error(request, str(exc))
@@ -74,9 +83,19 @@ def restore_start(request, pk):
         form = PointInTimeForm(initial={"data_directory": suggested_directory(source), "port": restores.free_port()})
         plan, refusal = None, None
     recent = PitrRestore.objects.filter(source=source).select_related("requested_by")[:10]
-    return render(request, "pitr/restore_start.html", {
-        "source": source, "form": form, "plan": plan, "refusal": refusal, "recent": recent,
-        "restore_root": settings.PITR_RESTORE_ROOT, "os_user": settings.PITR_OS_USER})
+    return render(
+        request,
+        "pitr/restore_start.html",
+        {
+            "source": source,
+            "form": form,
+            "plan": plan,
+            "refusal": refusal,
+            "recent": recent,
+            "restore_root": settings.PITR_RESTORE_ROOT,
+            "os_user": settings.PITR_OS_USER,
+        },
+    )
 
 
 @operator_required
@@ -101,8 +120,12 @@ def restore_detail(request, pk):
 
 def job_context(job):
     running = job.status == PitrRestore.SUCCEEDED and not job.is_drill and not job.report.get("stopped_at")
-    return {"target": restores.describe_target(job), "connect": restores.connection_hint(job) if running else "",
-            "server_running": running, "os_user": settings.PITR_OS_USER}
+    return {
+        "target": restores.describe_target(job),
+        "connect": restores.connection_hint(job) if running else "",
+        "server_running": running,
+        "os_user": settings.PITR_OS_USER,
+    }
 
 
 @viewer_required
@@ -129,8 +152,11 @@ def restore_stop_server(request, pk):
     job = get_object_or_404(PitrRestore, pk=pk)
     try:
         restores.stop_restored_server(request.user, job)
-        messages.success(request, f"The restored server on port {job.port} was stopped; its directory "
-                                  f"{job.data_directory} stays on the worker host.")
+        messages.success(
+            request,
+            f"The restored server on port {job.port} was stopped; its directory "
+            f"{job.data_directory} stays on the worker host.",
+        )
     except Refused as exc:
         messages.error(request, str(exc))
     return redirect("pitr_restore_detail", job.pk)

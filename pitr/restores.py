@@ -29,8 +29,8 @@ from catalog.engine import wal as walfiles
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
 from catalog.engine.lsn import segment_name_for_lsn, segment_name_for_position
 from catalog.engine.pipeline import restore_stream
-from catalog.models import BASE_BACKUP_FORMAT, Backup
 from catalog.errors import Refused
+from catalog.models import BASE_BACKUP_FORMAT, Backup
 from catalog.text import count_text
 from pitr import wal
 from pitr.models import PitrRestore, WalSegment
@@ -59,10 +59,18 @@ class Plan:
 def complete_base_backups(source):
     """Base backups of `source` that can be restored: stored, not pruned,
     and with all the WAL they need to reach consistency."""
-    return (Backup.objects.filter(source=source, format=BASE_BACKUP_FORMAT, status__in=Backup.WITH_DATA,
-                                  pruned_at__isnull=True, base_wal__wal_complete_at__isnull=False,
-                                  base_wal__finished_at__isnull=False)
-            .select_related("base_wal").order_by("-base_wal__finished_at"))
+    return (
+        Backup.objects.filter(
+            source=source,
+            format=BASE_BACKUP_FORMAT,
+            status__in=Backup.WITH_DATA,
+            pruned_at__isnull=True,
+            base_wal__wal_complete_at__isnull=False,
+            base_wal__finished_at__isnull=False,
+        )
+        .select_related("base_wal")
+        .order_by("-base_wal__finished_at")
+    )
 
 
 def choose_base_backup(source, target_kind, target_time=None):
@@ -78,10 +86,14 @@ def choose_base_backup(source, target_kind, target_time=None):
     if backup is None:
         if target_kind == PitrRestore.TIME and complete_base_backups(source).exists():
             oldest = complete_base_backups(source).last().base_wal.finished_at
-            raise Refused(f"No base backup was finished before {local(target_time)}: the earliest moment this "
-                          f"source can be restored to is {local(oldest)}.")
-        raise Refused(f"{source} has no base backup with all its WAL stored yet, so there is nothing to restore "
-                      "from. Take a base backup first.")
+            raise Refused(
+                f"No base backup was finished before {local(target_time)}: the earliest moment this "
+                f"source can be restored to is {local(oldest)}."
+            )
+        raise Refused(
+            f"{source} has no base backup with all its WAL stored yet, so there is nothing to restore "
+            "from. Take a base backup first."
+        )
     return backup
 
 
@@ -97,13 +109,19 @@ def last_segment_needed(source, base_backup, target_kind, target_time=None):
     newest = newest_wal(source)
     last = newest.name[:24] if newest else bounds.end_segment
     if target_kind == PitrRestore.TIME:
-        after = (wal.stored_segments(source).filter(received_at__gt=target_time)
-                 .exclude(position__lt=walfiles.segment_position(bounds.end_segment, wal.segment_size_of(source)))
-                 .order_by("position").first())
+        after = (
+            wal.stored_segments(source)
+            .filter(received_at__gt=target_time)
+            .exclude(position__lt=walfiles.segment_position(bounds.end_segment, wal.segment_size_of(source)))
+            .order_by("position")
+            .first()
+        )
         if after is None:
-            raise Refused(f"Strongroom holds WAL only up to {local(newest.received_at) if newest else 'the base backup'}"
-                          f": {local(target_time)} is later than the last shipped change. Choose an earlier moment, "
-                          "or “the latest possible”.")
+            raise Refused(
+                f"Strongroom holds WAL only up to {local(newest.received_at) if newest else 'the base backup'}"
+                f": {local(target_time)} is later than the last shipped change. Choose an earlier moment, "
+                "or “the latest possible”."
+            )
         last = after.name[:24]
     return max(last, bounds.end_segment)
 
@@ -120,19 +138,29 @@ def plan_restore(source, target_kind, target_time=None, restore_point=""):
     wal_to = last_segment_needed(source, backup, target_kind, target_time)
     missing = wal.missing_segments(source, wal_from, wal_to)
     if missing:
-        before = (wal.stored_segments(source).filter(position__lt=walfiles.segment_position(missing[0],
-                                                                                             wal.segment_size_of(source)))
-                  .order_by("-position").first())
+        before = (
+            wal.stored_segments(source)
+            .filter(position__lt=walfiles.segment_position(missing[0], wal.segment_size_of(source)))
+            .order_by("-position")
+            .first()
+        )
         reachable = f" The latest moment before the gap is about {local(before.received_at)}." if before else ""
-        raise Refused(f"WAL segment {missing[0]} is missing from storage"
-                      f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}, so recovery cannot get "
-                      f"past it: this target lies after the gap.{reachable} Choose a moment before the gap, or "
-                      "take a new base backup to restore from.")
+        raise Refused(
+            f"WAL segment {missing[0]} is missing from storage"
+            f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}, so recovery cannot get "
+            f"past it: this target lies after the gap.{reachable} Choose a moment before the gap, or "
+            "take a new base backup to restore from."
+        )
     segments = wal.segments_between(source, wal_from, wal_to)
     newest = newest_wal(source)
-    return Plan(base_backup=backup, wal_from=wal_from, wal_to=wal_to, segments=len(segments),
-                expected_bytes=(backup.raw_bytes or 0) + sum(s.size for s in segments),
-                newest_wal_at=newest.received_at if newest else None)
+    return Plan(
+        base_backup=backup,
+        wal_from=wal_from,
+        wal_to=wal_to,
+        segments=len(segments),
+        expected_bytes=(backup.raw_bytes or 0) + sum(s.size for s in segments),
+        newest_wal_at=newest.received_at if newest else None,
+    )
 
 
 def local(moment):
@@ -162,48 +190,86 @@ def check_destination(data_directory, port):
     if problem:
         raise Refused(problem)
     if not engine.user_can_reach(data_directory, settings.PITR_OS_USER):
-        raise Refused(f"The OS user {settings.PITR_OS_USER}, who runs the restored server, cannot reach "
-                      f"{data_directory}: a directory above it is closed to them. Choose another place, or open it "
-                      "(chmod o+x).")
-    if PitrRestore.objects.filter(data_directory=os.path.realpath(data_directory),
-                                  status__in=PitrRestore.ACTIVE_STATUSES).exists():
+        raise Refused(
+            f"The OS user {settings.PITR_OS_USER}, who runs the restored server, cannot reach "
+            f"{data_directory}: a directory above it is closed to them. Choose another place, or open it "
+            "(chmod o+x)."
+        )
+    if PitrRestore.objects.filter(
+        data_directory=os.path.realpath(data_directory), status__in=PitrRestore.ACTIVE_STATUSES
+    ).exists():
         raise Refused(f"Another restore is already writing into {data_directory}.")
     if not port or not 1024 <= int(port) <= 65535:
         raise Refused("Choose a port between 1024 and 65535 for the restored server.")
-    if not port_is_free(int(port)) or PitrRestore.objects.filter(
-            port=port, status__in=PitrRestore.ACTIVE_STATUSES).exists():
+    if (
+        not port_is_free(int(port))
+        or PitrRestore.objects.filter(port=port, status__in=PitrRestore.ACTIVE_STATUSES).exists()
+    ):
         raise Refused(f"Port {port} is already in use on the worker host; choose another.")
 
 
-def request_pitr_restore(actor, source, *, target_kind, target_time=None, restore_point="", data_directory, port,
-                         enqueue=True):
+def request_pitr_restore(
+    actor, source, *, target_kind, target_time=None, restore_point="", data_directory, port, enqueue=True
+):
     # Only the chosen kind of target counts (a form may send the others too).
     target_time = target_time if target_kind == PitrRestore.TIME else None
     restore_point = restore_point if target_kind == PitrRestore.RESTORE_POINT else ""
     check_destination(data_directory, port)
     plan = plan_restore(source, target_kind, target_time, restore_point)
-    return create_job(actor, source, plan, target_kind=target_kind, target_time=target_time,
-                      restore_point=restore_point.strip(), data_directory=os.path.realpath(data_directory),
-                      port=int(port), is_drill=False, enqueue=enqueue)
+    return create_job(
+        actor,
+        source,
+        plan,
+        target_kind=target_kind,
+        target_time=target_time,
+        restore_point=restore_point.strip(),
+        data_directory=os.path.realpath(data_directory),
+        port=int(port),
+        is_drill=False,
+        enqueue=enqueue,
+    )
 
 
 def request_pitr_drill(actor, source, enqueue=True):
     """A drill restores to a restore point made when it runs; here we only
     check that a restore is possible at all."""
     plan = plan_restore(source, PitrRestore.LATEST)
-    return create_job(actor, source, plan, target_kind=PitrRestore.RESTORE_POINT, data_directory="", port=None,
-                      is_drill=True, enqueue=enqueue)
+    return create_job(
+        actor,
+        source,
+        plan,
+        target_kind=PitrRestore.RESTORE_POINT,
+        data_directory="",
+        port=None,
+        is_drill=True,
+        enqueue=enqueue,
+    )
 
 
 def create_job(actor, source, plan, *, enqueue, **fields):
     with transaction.atomic():
         job = PitrRestore.objects.create(
-            source=source, base_backup=plan.base_backup, wal_from=plan.wal_from, wal_to=plan.wal_to,
+            source=source,
+            base_backup=plan.base_backup,
+            wal_from=plan.wal_from,
+            wal_to=plan.wal_to,
             report={"expected_bytes": plan.expected_bytes, "segments": plan.segments},
-            requested_by=actor if not isinstance(actor, str) else None, **fields)
-        audit.record(actor, "pitr.drill.queue" if job.is_drill else "pitr.restore.queue", job, {
-            "base_backup": plan.base_backup.pk, "target": describe_target(job), "wal_from": plan.wal_from,
-            "wal_to": plan.wal_to, "data_directory": job.data_directory, "port": job.port})
+            requested_by=actor if not isinstance(actor, str) else None,
+            **fields,
+        )
+        audit.record(
+            actor,
+            "pitr.drill.queue" if job.is_drill else "pitr.restore.queue",
+            job,
+            {
+                "base_backup": plan.base_backup.pk,
+                "target": describe_target(job),
+                "wal_from": plan.wal_from,
+                "wal_to": plan.wal_to,
+                "data_directory": job.data_directory,
+                "port": job.port,
+            },
+        )
         if enqueue:
             transaction.on_commit(lambda: enqueue_pitr_restore(job.pk))
     return job
@@ -222,8 +288,9 @@ def enqueue_pitr_restore(job_id):
 
 
 def cancel_pitr_restore(actor, job):
-    return jobs.cancel_job(actor, job, "pitr.restore.cancel", summary="Cancelled before it started; nothing "
-                               "was written.")
+    return jobs.cancel_job(
+        actor, job, "pitr.restore.cancel", summary="Cancelled before it started; nothing was written."
+    )
 
 
 # --- fetching WAL (restore_command) -------------------------------------------------
@@ -266,7 +333,7 @@ def restore_command(job, staging):
     worker's own OS user it asks Strongroom for each file (wal_fetch); when
     it runs as another user (who cannot read the master key), the worker
     fetches the range into `staging` first and recovery copies from there."""
-    if settings.PITR_OS_USER == engine.current_user():
+    if engine.current_user() == settings.PITR_OS_USER:
         manage = os.path.join(settings.BASE_DIR, "manage.py")
         return f'"{sys.executable}" "{manage}" wal_fetch {job.source_id} "%f" "%p"'
     return f'cp "{staging}/%f" "%p"'
@@ -279,12 +346,16 @@ def stage_wal(job, staging, cancel_event):
     os.makedirs(staging, mode=0o700)
     engine.give_to(staging, settings.PITR_OS_USER)
     size = wal.segment_size_of(job.source)
-    names = list(WalSegment.objects.filter(source=job.source, kind=WalSegment.HISTORY, status=WalSegment.STORED)
-                 .values_list("name", flat=True))
+    names = list(
+        WalSegment.objects.filter(source=job.source, kind=WalSegment.HISTORY, status=WalSegment.STORED).values_list(
+            "name", flat=True
+        )
+    )
     wal_to = job.wal_to
     if job.target_kind == PitrRestore.TIME:
-        following = segment_name_for_position(walfiles.segment_timeline(wal_to),
-                                              walfiles.segment_position(wal_to, size) + 1, size)
+        following = segment_name_for_position(
+            walfiles.segment_timeline(wal_to), walfiles.segment_position(wal_to, size) + 1, size
+        )
         if stored_wal_file(job.source, following):
             wal_to = following
     names += [s.name[:24] for s in wal.segments_between(job.source, job.wal_from, wal_to)]
@@ -311,8 +382,9 @@ class Watch(jobs.JobWatch):
 
 def run_pitr_restore(job_id):
     close_old_connections()
-    job = jobs.claim(PitrRestore, job_id, "pitr.restore.start",
-                     related=("source", "base_backup", "base_backup__base_wal"))
+    job = jobs.claim(
+        PitrRestore, job_id, "pitr.restore.start", related=("source", "base_backup", "base_backup__base_wal")
+    )
     if job is None:
         return None
     started = time.monotonic()
@@ -335,9 +407,15 @@ def set_phase(job, phase, line=None):
     job.phase = phase[:40]
     if line:
         job.append_log(line)
-    PitrRestore.objects.filter(pk=job.pk).update(phase=job.phase, log=job.log, report=job.report,
-                                                 data_directory=job.data_directory, port=job.port,
-                                                 restore_point=job.restore_point, wal_to=job.wal_to)
+    PitrRestore.objects.filter(pk=job.pk).update(
+        phase=job.phase,
+        log=job.log,
+        report=job.report,
+        data_directory=job.data_directory,
+        port=job.port,
+        restore_point=job.restore_point,
+        wal_to=job.wal_to,
+    )
 
 
 def carry_out(job, cancel_event):
@@ -350,8 +428,11 @@ def carry_out(job, cancel_event):
     staging = os.path.join(os.path.dirname(datadir), f".strongroom-wal-{job.pk}")
     created = False
     try:
-        set_phase(job, "unpacking the base backup",
-                  f"Unpacking base backup #{job.base_backup_id} into {datadir} (as {os_user}).")
+        set_phase(
+            job,
+            "unpacking the base backup",
+            f"Unpacking base backup #{job.base_backup_id} into {datadir} (as {os_user}).",
+        )
         engine.make_data_directory(datadir, os_user)
         created = True
         unpack_base_backup(job, datadir, os_user, cancel_event)
@@ -359,8 +440,9 @@ def carry_out(job, cancel_event):
         if command.startswith("cp "):
             set_phase(job, "fetching WAL", f"Fetching WAL {job.wal_from} to {job.wal_to} for {os_user}.")
             job.report["wal_files_fetched"] = stage_wal(job, staging, cancel_event)
-        engine.write_recovery_settings(datadir, os_user, restore_command=command, target=recovery_target(job),
-                                       port=job.port)
+        engine.write_recovery_settings(
+            datadir, os_user, restore_command=command, target=recovery_target(job), port=job.port
+        )
         set_phase(job, "replaying WAL", f"Starting the restored server on port {job.port}; replaying WAL.")
         # wal_fetch needs our settings from the environment; a cp from staging, run by another OS user, must
         # not see them (they may hold the metadata database's password).
@@ -371,8 +453,14 @@ def carry_out(job, cancel_event):
                 job.report["replaying"] = name
                 set_phase(job, "replaying WAL")
 
-        text = engine.wait_until_promoted(settings.PG_CTL, datadir, os_user, timeout=settings.PITR_RECOVERY_TIMEOUT,
-                                          cancel_event=cancel_event, on_progress=on_progress)
+        text = engine.wait_until_promoted(
+            settings.PG_CTL,
+            datadir,
+            os_user,
+            timeout=settings.PITR_RECOVERY_TIMEOUT,
+            cancel_event=cancel_event,
+            on_progress=on_progress,
+        )
         job.recovered_to = engine.recovered_time(text)
         job.report["stop"] = engine.stop_point(text)
         job.report.pop("replaying", None)
@@ -409,8 +497,12 @@ def unpack_base_backup(job, datadir, os_user, cancel_event):
     if backup.encrypted:
         keyring.master_key(backup.key_id)  # a clear message before anything is written
     copy = copies[0]
-    plain = restore_stream(copy.destination.storage().open_reader(copy.key), keyring=keyring.lookup,
-                           expected_sha256=backup.sha256, key_wraps=backup.key_wraps)
+    plain = restore_stream(
+        copy.destination.storage().open_reader(copy.key),
+        keyring=keyring.lookup,
+        expected_sha256=backup.sha256,
+        key_wraps=backup.key_wraps,
+    )
     try:
         unpacked = engine.extract_tar_stream(plain, datadir, os_user, cancel_event)
     except (CorruptionError, StorageError) as exc:
@@ -452,12 +544,19 @@ def mark_source(job):
     job.report.update(expected_counts=counts, restore_point_lsn=lsn)
     set_phase(job, "waiting for WAL", f"Restore point {name} at {lsn}, in WAL segment {segment}.")
     deadline = time.monotonic() + 300
-    while not wal.stored_segments(job.source).filter(
+    while (
+        not wal.stored_segments(job.source)
+        .filter(
             position__gte=walfiles.segment_position(segment, wal.segment_size_of(job.source)),
-            received_at__gte=job.started_at).exists():
+            received_at__gte=job.started_at,
+        )
+        .exists()
+    ):
         if time.monotonic() > deadline:
-            raise Refused(f"WAL segment {segment}, holding the drill's restore point, was not shipped within "
-                          "5 minutes: is continuous protection running?")
+            raise Refused(
+                f"WAL segment {segment}, holding the drill's restore point, was not shipped within "
+                "5 minutes: is continuous protection running?"
+            )
         time.sleep(0.5)
     missing = wal.missing_segments(job.source, job.wal_from, segment)
     if missing:
@@ -465,36 +564,62 @@ def mark_source(job):
 
 
 def compare_counts(job):
-    params = {"host": "localhost", "port": job.port, "user": source_params(job.source).get("user"),
-              "dbname": job.source.dbname, "password": source_params(job.source).get("password")}
+    params = {
+        "host": "localhost",
+        "port": job.port,
+        "user": source_params(job.source).get("user"),
+        "dbname": job.source.dbname,
+        "password": source_params(job.source).get("password"),
+    }
     with psycopg.connect(**{k: v for k, v in params.items() if v}, connect_timeout=10) as conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         found = count_rows(conn)
     expected = job.report.get("expected_counts", {})
-    differences = {table: {"source": expected.get(table), "restored": found.get(table)}
-                   for table in sorted(set(expected) | set(found)) if expected.get(table) != found.get(table)}
+    differences = {
+        table: {"source": expected.get(table), "restored": found.get(table)}
+        for table in sorted(set(expected) | set(found))
+        if expected.get(table) != found.get(table)
+    }
     job.report.update(restored_counts=found, differences=differences, counts_match=not differences)
     if differences:
-        raise EngineError(f"Row counts differ at the restore point in {len(differences)} table(s): "
-                          + ", ".join(f"{t} (source {d['source']}, restored {d['restored']})"
-                                      for t, d in list(differences.items())[:5]))
+        raise EngineError(
+            f"Row counts differ at the restore point in {len(differences)} table(s): "
+            + ", ".join(
+                f"{t} (source {d['source']}, restored {d['restored']})" for t, d in list(differences.items())[:5]
+            )
+        )
 
 
 def outcome_in_words(job):
     reached = f"Recovered to {local(job.recovered_to)}" if job.recovered_to else "Recovered (no transaction replayed)"
     if job.is_drill:
         tables = len(job.report.get("expected_counts", {}))
-        return (f"Drill passed: {reached}; the row counts of {count_text(tables, 'table')} match the source at the "
-                "restore point. The scratch cluster was stopped and removed.")
+        return (
+            f"Drill passed: {reached}; the row counts of {count_text(tables, 'table')} match the source at the "
+            "restore point. The scratch cluster was stopped and removed."
+        )
     return f"{reached}. The restored server runs on port {job.port} of the worker host."
 
 
 def finish(job, status):
     now = timezone.now()
-    jobs.finish(job, status, f"pitr.restore.{status}", {"summary": job.summary[:500], "recovered_to": job.recovered_to},
-                summary=job.summary[:500], report=job.report, log=job.log, phase="",
-                recovered_to=job.recovered_to, restore_point=job.restore_point, wal_to=job.wal_to,
-                data_directory=job.data_directory, port=job.port, finished_at=now, heartbeat_at=now)
+    jobs.finish(
+        job,
+        status,
+        f"pitr.restore.{status}",
+        {"summary": job.summary[:500], "recovered_to": job.recovered_to},
+        summary=job.summary[:500],
+        report=job.report,
+        log=job.log,
+        phase="",
+        recovered_to=job.recovered_to,
+        restore_point=job.restore_point,
+        wal_to=job.wal_to,
+        data_directory=job.data_directory,
+        port=job.port,
+        finished_at=now,
+        heartbeat_at=now,
+    )
     job.refresh_from_db()
     return job
 
@@ -522,9 +647,15 @@ def sweep_stale_pitr_restores(now=None):
     still be recovering, so it is stopped and the half-restored directory
     (which the job created: it had to be new or empty) removed."""
     now = now or timezone.now()
-    return jobs.sweep(jobs.stale(PitrRestore, now), "pitr.restore.failed", {"summary": "worker stopped responding"},
-                      clean_up=remove_restored_cluster, finished_at=now, phase="",
-                      summary="The worker stopped responding; the half-restored directory was removed.")
+    return jobs.sweep(
+        jobs.stale(PitrRestore, now),
+        "pitr.restore.failed",
+        {"summary": "worker stopped responding"},
+        clean_up=remove_restored_cluster,
+        finished_at=now,
+        phase="",
+        summary="The worker stopped responding; the half-restored directory was removed.",
+    )
 
 
 def remove_restored_cluster(job):

@@ -22,14 +22,21 @@ MAX_PUSH_BYTES = 1 << 30
 
 
 class ProtectionForm(forms.Form):
-    mode = forms.ChoiceField(choices=ContinuousProtection.MODE_CHOICES, widget=forms.RadioSelect,
-                             initial=ContinuousProtection.STREAM)
+    mode = forms.ChoiceField(
+        choices=ContinuousProtection.MODE_CHOICES, widget=forms.RadioSelect, initial=ContinuousProtection.STREAM
+    )
     destinations = forms.ModelMultipleChoiceField(
-        queryset=Destination.objects.all(), widget=forms.CheckboxSelectMultiple,
-        help_text="Where WAL is kept: every segment goes to each of them.")
+        queryset=Destination.objects.all(),
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Where WAL is kept: every segment goes to each of them.",
+    )
     recovery_window_days = forms.IntegerField(
-        label="Recovery window (days)", min_value=1, max_value=3650, initial=14,
-        help_text="Any moment this far back can be restored; older WAL is pruned unless a kept base backup needs it.")
+        label="Recovery window (days)",
+        min_value=1,
+        max_value=3650,
+        initial=14,
+        help_text="Any moment this far back can be restored; older WAL is pruned unless a kept base backup needs it.",
+    )
 
 
 def protection_context(source):
@@ -56,8 +63,10 @@ def protection_panel(request, pk):
 def protection_enable(request, pk):
     source = get_object_or_404(Source, pk=pk)  # a SQLite source is told it needs PostgreSQL
     protection = ContinuousProtection.objects.filter(source=source).first()
-    initial = {"destinations": list(wal.default_destinations(source)),
-               "recovery_window_days": protection.recovery_window_days if protection else 14}
+    initial = {
+        "destinations": list(wal.default_destinations(source)),
+        "recovery_window_days": protection.recovery_window_days if protection else 14,
+    }
     form = ProtectionForm(request.POST or None, initial=initial)
     report = None
     if request.method == "POST" and form.is_valid():
@@ -66,18 +75,26 @@ def protection_enable(request, pk):
             report = wal.check_prerequisites(source, data["mode"])
         else:
             try:
-                wal.enable_protection(request.user, source, data["mode"], data["destinations"],
-                                      data["recovery_window_days"])
+                wal.enable_protection(
+                    request.user, source, data["mode"], data["destinations"], data["recovery_window_days"]
+                )
             except Refused as exc:
                 report = ContinuousProtection.objects.get(source=source).check_report
                 missing = bool(report and report.get("missing"))
-                form.add_error(None, "Continuous protection cannot be enabled yet: see what is missing below."
-                               if missing else str(exc))
+                form.add_error(
+                    None,
+                    "Continuous protection cannot be enabled yet: see what is missing below." if missing else str(exc),
+                )
             else:
                 messages.success(request, f"Continuous protection of {source} is on.")
                 return redirect(source.get_absolute_url() + "#protection")
-    ctx = {"source": source, "form": form, "report": report, "slot": wal.slot_name_for(source),
-           "archive_command": wal.archive_command(source)}
+    ctx = {
+        "source": source,
+        "form": form,
+        "report": report,
+        "slot": wal.slot_name_for(source),
+        "archive_command": wal.archive_command(source),
+    }
     return render(request, "pitr/protection_enable.html", ctx)
 
 
@@ -87,8 +104,9 @@ def protection_disable(request, pk):
     source = get_object_or_404(Source, pk=pk)
     get_object_or_404(ContinuousProtection, source=source, enabled=True)
     wal.disable_protection(request.user, source)
-    messages.success(request, f"Continuous protection of {source} is off; the WAL already stored is kept "
-                              "until retention removes it.")
+    messages.success(
+        request, f"Continuous protection of {source} is off; the WAL already stored is kept until retention removes it."
+    )
     return redirect(source.get_absolute_url() + "#protection")
 
 
@@ -96,8 +114,11 @@ def protection_disable(request, pk):
 def wal_push(request, pk, name):
     """PUT a WAL file (the body) as the server's archive_command does. 201
     when stored, 200 when it was stored before (archive_command may retry)."""
-    protection = ContinuousProtection.objects.filter(
-        source_id=pk, enabled=True, mode=ContinuousProtection.ARCHIVE).select_related("source").first()
+    protection = (
+        ContinuousProtection.objects.filter(source_id=pk, enabled=True, mode=ContinuousProtection.ARCHIVE)
+        .select_related("source")
+        .first()
+    )
     if protection is None:
         return error(f"Source {pk} has no continuous protection in archive mode.", 404)
     if walfiles.kind_of(name) not in ("segment", "history"):

@@ -59,8 +59,14 @@ def check_prerequisites(source, mode=ContinuousProtection.STREAM):
     """What the source lacks for continuous protection, in words. Returns a
     report: ok, missing (list of sentences), facts, segment_size, slot."""
     slot = slot_name_for(source)
-    report = {"ok": False, "missing": [], "facts": [], "slot": slot, "mode": mode,
-              "checked_at": timezone.now().isoformat()}
+    report = {
+        "ok": False,
+        "missing": [],
+        "facts": [],
+        "slot": slot,
+        "mode": mode,
+        "checked_at": timezone.now().isoformat(),
+    }
     if source.engine != "postgresql":
         report["missing"].append("Continuous protection needs a PostgreSQL source.")
         return report
@@ -72,41 +78,67 @@ def check_prerequisites(source, mode=ContinuousProtection.STREAM):
     except psycopg.Error as exc:
         report["missing"].append(f"Cannot connect to the source: {dumpers.describe_pg_error(exc, params)}")
         return report
-    user, replication, superuser, wal_level, senders, slots, senders_used, slots_used, segment_size, version, \
-        slot_exists = row
+    (
+        user,
+        replication,
+        superuser,
+        wal_level,
+        senders,
+        slots,
+        senders_used,
+        slots_used,
+        segment_size,
+        version,
+        slot_exists,
+    ) = row
     report.update(segment_size=segment_size, server_version=version, wal_level=wal_level)
     missing, facts = report["missing"], report["facts"]
     facts.append(f"PostgreSQL {version}, WAL segments of {segment_size // (1 << 20)} MB")
     if wal_level not in ("replica", "logical"):
-        missing.append(f"wal_level is {wal_level}: set wal_level = replica (or logical) in postgresql.conf "
-                       "and restart the server.")
+        missing.append(
+            f"wal_level is {wal_level}: set wal_level = replica (or logical) in postgresql.conf and restart the server."
+        )
     else:
         facts.append(f"wal_level is {wal_level}")
     if mode == ContinuousProtection.STREAM:
-        check_streaming(source, params, report, user=user, replication=replication, superuser=superuser,
-                        senders=senders, senders_used=senders_used, slots=slots, slots_used=slots_used,
-                        slot_exists=slot_exists)
+        check_streaming(
+            source,
+            params,
+            report,
+            user=user,
+            replication=replication,
+            superuser=superuser,
+            senders=senders,
+            senders_used=senders_used,
+            slots=slots,
+            slots_used=slots_used,
+            slot_exists=slot_exists,
+        )
     else:
         facts.append("The server pushes WAL with its archive_command: no replication connection is needed.")
     report["ok"] = not missing
     return report
 
 
-def check_streaming(source, params, report, *, user, replication, superuser, senders, senders_used, slots,
-                    slots_used, slot_exists):
+def check_streaming(
+    source, params, report, *, user, replication, superuser, senders, senders_used, slots, slots_used, slot_exists
+):
     missing, facts, slot = report["missing"], report["facts"], report["slot"]
     if replication or superuser:
         facts.append(f"Role {user} {'is a superuser' if superuser else 'has REPLICATION'}")
     else:
         missing.append(f"Role {user} has neither REPLICATION nor superuser: run ALTER ROLE {user} REPLICATION;")
     if senders <= senders_used:
-        missing.append(f"max_wal_senders is {senders} and {senders_used} are in use: raise max_wal_senders "
-                       "(needs a restart).")
+        missing.append(
+            f"max_wal_senders is {senders} and {senders_used} are in use: raise max_wal_senders (needs a restart)."
+        )
     else:
         facts.append(f"max_wal_senders is {senders}, {senders_used} in use")
     if not slot_exists and slots <= slots_used:
-        missing.append(f"max_replication_slots is {slots} and {slots_used} are in use: raise it to create "
-                       f"the slot {slot} (needs a restart).")
+        missing.append(
+            f"max_replication_slots is {slots} and {slots_used} are in use: raise it to create "
+            f"the slot {slot} (needs a restart)."
+        )
     facts.append(f"Replication slot {slot} " + ("exists already" if slot_exists else "will be created"))
     try:
         with psycopg.connect(**params, connect_timeout=10, replication="true", autocommit=True) as conn:
@@ -117,9 +149,14 @@ def check_streaming(source, params, report, *, user, replication, superuser, sen
     except psycopg.Error as exc:
         text = dumpers.redact(str(exc), params).strip().splitlines()
         quoted = next((line for line in text if "FATAL" in line or "ERROR" in line), text[-1] if text else "")
-        hint = "" if "pg_hba" not in quoted else (
-            f" Add a line such as 'host replication {user} <Strongroom's address>/32 scram-sha-256' to "
-            "pg_hba.conf and reload the server.")
+        hint = (
+            ""
+            if "pg_hba" not in quoted
+            else (
+                f" Add a line such as 'host replication {user} <Strongroom's address>/32 scram-sha-256' to "
+                "pg_hba.conf and reload the server."
+            )
+        )
         missing.append(f"A replication connection was refused: {quoted.split('FATAL:')[-1].strip()}.{hint}")
 
 
@@ -156,9 +193,17 @@ def enable_protection(actor, source, mode=ContinuousProtection.STREAM, destinati
         protection.created_at = timezone.now()  # the receiver's grace starts now
         protection.save()
         protection.destinations.set(destinations)
-        audit.record(actor, "pitr.enable", protection, {
-            "mode": mode, "slot": protection.slot_name, "destinations": [str(d) for d in destinations],
-            "recovery_window_days": protection.recovery_window_days})
+        audit.record(
+            actor,
+            "pitr.enable",
+            protection,
+            {
+                "mode": mode,
+                "slot": protection.slot_name,
+                "destinations": [str(d) for d in destinations],
+                "recovery_window_days": protection.recovery_window_days,
+            },
+        )
     return protection
 
 
@@ -171,7 +216,9 @@ def create_slot(source, slot):
             if not conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", [slot]).fetchone():
                 conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", [slot])
     except psycopg.Error as exc:
-        raise Refused(f"Could not create the replication slot {slot}: {dumpers.describe_pg_error(exc, params)}") from exc
+        raise Refused(
+            f"Could not create the replication slot {slot}: {dumpers.describe_pg_error(exc, params)}"
+        ) from exc
 
 
 def disable_protection(actor, source, drop_slot=True):
@@ -187,8 +234,11 @@ def disable_protection(actor, source, drop_slot=True):
         params = dumpers.normalize_conninfo(source.conninfo())
         try:
             with psycopg.connect(**params, connect_timeout=10, autocommit=True) as conn:
-                conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                             "WHERE slot_name = %s AND NOT active", [protection.slot_name])
+                conn.execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                    "WHERE slot_name = %s AND NOT active",
+                    [protection.slot_name],
+                )
         except psycopg.Error as exc:
             log.warning("Could not drop the slot of %s: %s", source, dumpers.describe_pg_error(exc, params))
     return protection
@@ -200,7 +250,7 @@ def archive_command(source):
     from django.urls import reverse
 
     url = settings.SITE_URL + reverse("pitr_wal_push", args=[source.pk, "XXX"]).replace("XXX", "%f")
-    return (f"archive_command = 'curl -fsS --retry 3 -H @/etc/strongroom/wal-token -T %p {url}'")
+    return f"archive_command = 'curl -fsS --retry 3 -H @/etc/strongroom/wal-token -T %p {url}'"
 
 
 # --- shipping -------------------------------------------------------------------
@@ -241,22 +291,46 @@ def ship_wal_file(protection, name, dump):
         raise SourceError(f"No destination took {name}: " + "; ".join(f"{e}" for e in result.errors.values()))
     now = timezone.now()
     with transaction.atomic():
-        segment, _ = WalSegment.objects.update_or_create(source=source, name=name, defaults=dict(
-            kind=kind, timeline=walfiles.segment_timeline(name),
-            position=None if kind == WalSegment.HISTORY else walfiles.segment_position(name, segment_size),
-            size=result.raw_bytes, stored_bytes=result.stored_bytes, sha256=result.sha256,
-            compression=protection.compression, encrypted=protection.encrypt, key_id=key_id, key_wraps={},
-            status=WalSegment.STORED, received_at=now, pruned_at=None, prune_reason=""))
+        segment, _ = WalSegment.objects.update_or_create(
+            source=source,
+            name=name,
+            defaults=dict(
+                kind=kind,
+                timeline=walfiles.segment_timeline(name),
+                position=None if kind == WalSegment.HISTORY else walfiles.segment_position(name, segment_size),
+                size=result.raw_bytes,
+                stored_bytes=result.stored_bytes,
+                sha256=result.sha256,
+                compression=protection.compression,
+                encrypted=protection.encrypt,
+                key_id=key_id,
+                key_wraps={},
+                status=WalSegment.STORED,
+                received_at=now,
+                pruned_at=None,
+                prune_reason="",
+            ),
+        )
         for destination in destinations:
             durable = destination.pk in result.sizes
-            WalCopy.objects.update_or_create(segment=segment, destination=destination, defaults=dict(
-                key=key(), status=WalCopy.DURABLE if durable else WalCopy.FAILED,
-                size=result.sizes.get(destination.pk, 0), error=(result.errors.get(destination.pk) or "")[:500],
-                durable_at=now if durable else None, pruned_at=None))
+            WalCopy.objects.update_or_create(
+                segment=segment,
+                destination=destination,
+                defaults=dict(
+                    key=key(),
+                    status=WalCopy.DURABLE if durable else WalCopy.FAILED,
+                    size=result.sizes.get(destination.pk, 0),
+                    error=(result.errors.get(destination.pk) or "")[:500],
+                    durable_at=now if durable else None,
+                    pruned_at=None,
+                ),
+            )
         fields: dict[str, object] = {"last_segment_at": now}
         if result.errors:  # stored, but not everywhere: say where it is missing
-            fields["receiver_error"] = (f"{name} was not stored in " + "; ".join(
-                f"{d}: {result.errors[d.pk]}" for d in destinations if d.pk in result.errors))[:500]
+            fields["receiver_error"] = (
+                f"{name} was not stored in "
+                + "; ".join(f"{d}: {result.errors[d.pk]}" for d in destinations if d.pk in result.errors)
+            )[:500]
         if kind != WalSegment.HISTORY:
             fields["last_segment_name"] = name
         ContinuousProtection.objects.filter(pk=protection.pk).update(**fields)
@@ -319,8 +393,9 @@ def read_wal(segment):
     if copy is None:
         raise SourceError(f"No durable copy of WAL file {segment.name} is left")
     chunks = copy.destination.storage().open_reader(copy.key)
-    return restore_stream(chunks, keyring=keyring.lookup, expected_sha256=segment.sha256,
-                          key_wraps=segment.key_wraps or None)
+    return restore_stream(
+        chunks, keyring=keyring.lookup, expected_sha256=segment.sha256, key_wraps=segment.key_wraps or None
+    )
 
 
 def read_wal_bytes(segment):
@@ -331,8 +406,9 @@ def read_wal_bytes(segment):
 
 
 def stored_segments(source):
-    return WalSegment.objects.filter(source=source, status=WalSegment.STORED,
-                                     kind__in=[WalSegment.SEGMENT, WalSegment.PARTIAL])
+    return WalSegment.objects.filter(
+        source=source, status=WalSegment.STORED, kind__in=[WalSegment.SEGMENT, WalSegment.PARTIAL]
+    )
 
 
 def segments_between(source, from_segment, to_segment):
@@ -353,14 +429,18 @@ def missing_segments(source, from_segment, to_segment):
     size = segment_size_of(source)
     timeline = walfiles.segment_timeline(to_segment)
     low, high = walfiles.segment_position(from_segment, size), walfiles.segment_position(to_segment, size)
-    have = set(stored_segments(source).filter(position__gte=low, position__lte=high)
-               .values_list("position", flat=True))
+    have = set(stored_segments(source).filter(position__gte=low, position__lte=high).values_list("position", flat=True))
     return [lsn.segment_name_for_position(timeline, p, size) for p in range(low, high + 1) if p not in have]
 
 
 def retained_base_backups(source):
-    return Backup.objects.filter(source=source, format=BASE_BACKUP_FORMAT, status__in=Backup.WITH_DATA,
-                                 pruned_at__isnull=True, base_wal__isnull=False)
+    return Backup.objects.filter(
+        source=source,
+        format=BASE_BACKUP_FORMAT,
+        status__in=Backup.WITH_DATA,
+        pruned_at__isnull=True,
+        base_wal__isnull=False,
+    )
 
 
 def window_anchor(source, now=None):
@@ -371,8 +451,11 @@ def window_anchor(source, now=None):
     protection = ContinuousProtection.objects.filter(source=source).first()
     days = protection.recovery_window_days if protection else 14
     window_start = (now or timezone.now()) - timedelta(days=days)
-    bases = list(BaseBackupWal.objects.filter(backup__in=retained_base_backups(source)).select_related("backup")
-                 .order_by("backup__created_at"))
+    bases = list(
+        BaseBackupWal.objects.filter(backup__in=retained_base_backups(source))
+        .select_related("backup")
+        .order_by("backup__created_at")
+    )
     if not bases:
         return None, []
     before_window = [b for b in bases if (b.started_at or b.backup.created_at) <= window_start]
@@ -396,8 +479,14 @@ def continuity(source):
             break
         missing += missing_segments(source, base.start_segment, base.end_segment or base.start_segment)
     missing += missing_segments(source, first[:24], to_name)
-    return {"from": first[:24], "to": to_name, "missing": missing[:MISSING_NAMED], "missing_count": len(missing),
-            "ok": not missing, "count": stored_segments(source).count()}
+    return {
+        "from": first[:24],
+        "to": to_name,
+        "missing": missing[:MISSING_NAMED],
+        "missing_count": len(missing),
+        "ok": not missing,
+        "count": stored_segments(source).count(),
+    }
 
 
 def mark_base_backup_wal(source):
@@ -419,8 +508,11 @@ def mark_all_base_backups_wal():
     from pitr.basebackups import complete_waiting  # marks them, audits, refreshes the source's health
 
     pending = BaseBackupWal.objects.filter(wal_complete_at__isnull=True).exclude(end_segment="")
-    return [pk for source in Source.objects.filter(backups__base_wal__in=pending).distinct()
-            for pk in complete_waiting(source, actor="monitor")]
+    return [
+        pk
+        for source in Source.objects.filter(backups__base_wal__in=pending).distinct()
+        for pk in complete_waiting(source, actor="monitor")
+    ]
 
 
 # --- health -----------------------------------------------------------------------
@@ -430,8 +522,12 @@ def archive_size_per_day(source, days=7):
     """[(date, stored bytes, files)] for the last `days` days, oldest first, zeros included."""
     today = timezone.localdate()
     since = today - timedelta(days=days - 1)
-    rows = (WalSegment.objects.filter(source=source, received_at__date__gte=since)
-            .annotate(day=TruncDate("received_at")).values("day").annotate(bytes=Sum("stored_bytes")))
+    rows = (
+        WalSegment.objects.filter(source=source, received_at__date__gte=since)
+        .annotate(day=TruncDate("received_at"))
+        .values("day")
+        .annotate(bytes=Sum("stored_bytes"))
+    )
     totals = {row["day"]: row["bytes"] or 0 for row in rows}
     return [(since + timedelta(days=i), totals.get(since + timedelta(days=i), 0)) for i in range(days)]
 
@@ -458,8 +554,10 @@ def refresh_slot_lag(protection):
     params = dumpers.normalize_conninfo(protection.source.conninfo())
     try:
         with psycopg.connect(**params, connect_timeout=5, autocommit=True) as conn:
-            row = conn.execute("SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots "
-                               "WHERE slot_name = %s", [protection.slot_name]).fetchone()
+            row = conn.execute(
+                "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = %s",
+                [protection.slot_name],
+            ).fetchone()
     except psycopg.Error:
         return protection.slot_lag_bytes
     lag = row[0] if row else None
@@ -495,16 +593,27 @@ def prune_wal(actor, source, now=None):
     candidates = WalSegment.objects.filter(source=source, status=WalSegment.STORED, kind=WalSegment.SEGMENT)
     if anchor:
         keep_from = walfiles.segment_position(anchor.start_segment, size)
-        needed = [(walfiles.segment_position(b.start_segment, size),
-                   walfiles.segment_position(b.end_segment or b.start_segment, size)) for b in bases]
-        doomed = [s for s in candidates.filter(position__lt=keep_from)  # so a position, never NULL
-                  if s.position is not None and not any(low <= s.position <= high for low, high in needed)]
-        reason = (f"older than base backup #{anchor.backup_id}, the first needed for the "
-                  f"{protection.recovery_window_days}-day recovery window, and needed by no retained base backup")
+        needed = [
+            (
+                walfiles.segment_position(b.start_segment, size),
+                walfiles.segment_position(b.end_segment or b.start_segment, size),
+            )
+            for b in bases
+        ]
+        doomed = [
+            s
+            for s in candidates.filter(position__lt=keep_from)  # so a position, never NULL
+            if s.position is not None and not any(low <= s.position <= high for low, high in needed)
+        ]
+        reason = (
+            f"older than base backup #{anchor.backup_id}, the first needed for the "
+            f"{protection.recovery_window_days}-day recovery window, and needed by no retained base backup"
+        )
     else:
         doomed = list(candidates.filter(received_at__lt=window_start))
-        reason = (f"received before the {protection.recovery_window_days}-day recovery window, with no base "
-                  "backup needing it")
+        reason = (
+            f"received before the {protection.recovery_window_days}-day recovery window, with no base backup needing it"
+        )
     doomed = [segment for segment in doomed if delete_objects(segment)]  # the rest: next night
     for segment in doomed:
         segment.status, segment.pruned_at, segment.prune_reason = WalSegment.PRUNED, now, reason[:300]
@@ -512,8 +621,12 @@ def prune_wal(actor, source, now=None):
     if doomed:
         names = sorted(s.name for s in doomed)
         with transaction.atomic():
-            audit.record(actor, "pitr.prune_wal", protection, {
-                "pruned": len(names), "first": names[0], "last": names[-1], "reason": reason})
+            audit.record(
+                actor,
+                "pitr.prune_wal",
+                protection,
+                {"pruned": len(names), "first": names[0], "last": names[-1], "reason": reason},
+            )
     return [s.name for s in doomed]
 
 

@@ -9,7 +9,16 @@ from restore.models import RestoreJob
 
 @admin.register(RestoreJob)
 class RestoreJobAdmin(ReadOnlyAdmin):
-    list_display = ["id", "backup", "source", "target", "target_database", "mode", "status", "requested_by",
-                    "created_at"]
+    list_display = [
+        "id",
+        "backup",
+        "source",
+        "target",
+        "target_database",
+        "mode",
+        "status",
+        "requested_by",
+        "created_at",
+    ]
     list_filter = ["status", "target", "mode", "source"]
     search_fields = ["target_database", "summary"]

@@ -36,12 +36,16 @@ class RestoreJob(Job):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True)
     confirmed_name = models.CharField(max_length=63, blank=True)
     without_owners = models.BooleanField(
-        default=False, help_text="Objects belong to the restoring role and carry no grants, instead of the backup's.")
+        default=False, help_text="Objects belong to the restoring role and carry no grants, instead of the backup's."
+    )
     create_missing_roles = models.BooleanField(
-        default=False, help_text="Roles the backup names that the target server lacks are created first, from the "
-                                 "backup's globals (no password, no superuser).")
+        default=False,
+        help_text="Roles the backup names that the target server lacks are created first, from the "
+        "backup's globals (no password, no superuser).",
+    )
     terminate_connections = models.BooleanField(
-        default=False, help_text="A whole-database replace ends the sessions still open on the database.")
+        default=False, help_text="A whole-database replace ends the sessions still open on the database."
+    )
     safety_backup = models.ForeignKey(Backup, models.SET_NULL, null=True, blank=True, related_name="+")
     steps = models.JSONField(default=list, blank=True)
     report = models.JSONField(default=dict, blank=True)
@@ -91,8 +95,10 @@ class RestoreJob(Job):
         if self.without_owners:
             return " Objects will belong to the role Strongroom connects as, with no grants."
         if self.create_missing_roles:
-            return (" Roles the server lacks are first created from the backup (no password; never superuser); "
-                    "owners and grants come back as they were.")
+            return (
+                " Roles the server lacks are first created from the backup (no password; never superuser); "
+                "owners and grants come back as they were."
+            )
         return " Owners and grants come back as they were."
 
     def action_label(self):
@@ -113,8 +119,16 @@ class RestoreJob(Job):
 
     def describe(self):
         """What will happen, in plain words, for the confirmation step and the log."""
-        everything = f"the {count_text(len(self.backup.table_counts), 'table')} of the export" if self.backup.is_export() else "the whole database"
-        scope = f"{len(self.tables)} table{'s' if len(self.tables) != 1 else ''} ({', '.join(self.tables)})" if self.tables else everything
+        everything = (
+            f"the {count_text(len(self.backup.table_counts), 'table')} of the export"
+            if self.backup.is_export()
+            else "the whole database"
+        )
+        scope = (
+            f"{len(self.tables)} table{'s' if len(self.tables) != 1 else ''} ({', '.join(self.tables)})"
+            if self.tables
+            else everything
+        )
         when = self.backup.created_at.strftime("%Y-%m-%d %H:%M")
         origin = f"backup #{self.backup_id} of {when}"
         if self.target == self.NEW:
@@ -124,13 +138,22 @@ class RestoreJob(Job):
         if self.mode == self.PREVIEW:
             return f"Compare {scope} of `{self.target_database}` with {origin}; nothing in `{self.target_database}` is changed."
         if self.mode == self.MERGE:
-            return (f"Add to {scope} of `{self.target_database}` the rows of {origin} that it no longer has; "
-                    "rows it has are left as they are. A safety backup is taken first.")
+            return (
+                f"Add to {scope} of `{self.target_database}` the rows of {origin} that it no longer has; "
+                "rows it has are left as they are. A safety backup is taken first."
+            )
         their = "its" if len(self.tables) == 1 else "their"
         if not self.tables:
-            sessions = (" Sessions still open on it are ended." if self.terminate_connections
-                        else " It must have no open session.")
-            return (f"Replace the whole database `{self.target_database}` with {origin}; the current database is "
-                    "kept under another name. A safety backup is taken first." + sessions + self.ownership())
-        return (f"Replace {scope} of `{self.target_database}` with {their} contents from {origin}. "
-                "A safety backup is taken first.")
+            sessions = (
+                " Sessions still open on it are ended."
+                if self.terminate_connections
+                else " It must have no open session."
+            )
+            return (
+                f"Replace the whole database `{self.target_database}` with {origin}; the current database is "
+                "kept under another name. A safety backup is taken first." + sessions + self.ownership()
+            )
+        return (
+            f"Replace {scope} of `{self.target_database}` with {their} contents from {origin}. "
+            "A safety backup is taken first."
+        )

@@ -20,12 +20,12 @@ from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers, pgglobals, restorers
 from catalog.engine.errors import Cancelled, EngineError
 from catalog.engine.files import make_private_dirs
-from catalog.models import Backup, Copy
 from catalog.errors import Refused
+from catalog.models import Backup, Copy
 from catalog.text import count_text
+from restore import sqlite as sqlite_restore
 from restore import tables as target_tables
 from restore import target as on_target
-from restore import sqlite as sqlite_restore
 from restore.models import RestoreJob
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,10 @@ def check_request(backup, target, database, tables, mode, confirmed_name, restor
     if backup.status not in Backup.WITH_DATA or backup.is_pruned():
         raise Refused("This backup has no stored copy to restore from.")
     if backup.is_base_backup():
-        raise Refused("This is a physical base backup: restore it to a point in time with the point-in-time "
-                      "restore, which replays its WAL.")
+        raise Refused(
+            "This is a physical base backup: restore it to a point in time with the point-in-time "
+            "restore, which replays its WAL."
+        )
     if not backup.copies.filter(status=Copy.DURABLE).exists():
         raise Refused("This backup has no stored copy to restore from.")
     unknown = sorted(set(tables) - set(backup.restorable_tables()))
@@ -98,9 +100,11 @@ def check_request(backup, target, database, tables, mode, confirmed_name, restor
         if target == RestoreJob.NEW:
             return
     if backup.is_export() and target == RestoreJob.EXISTING and mode == RestoreJob.FULL:
-        raise Refused("An export holds only the tables (and rows) its plan chose: replacing a database or its "
-                      "tables with it would lose everything it left out. Preview or merge it, or load it into a "
-                      "new database.")
+        raise Refused(
+            "An export holds only the tables (and rows) its plan chose: replacing a database or its "
+            "tables with it would lose everything it left out. Preview or merge it, or load it into a "
+            "new database."
+        )
     if target == RestoreJob.NEW:
         if mode != RestoreJob.FULL:
             raise Refused("Preview and merge compare with an existing database; a new database is a full restore.")
@@ -110,7 +114,9 @@ def check_request(backup, target, database, tables, mode, confirmed_name, restor
             check_server_takes(backup, restore_server)
         if restorers.database_exists(target_server(backup.source, restore_server), database):
             where = f" on {restore_server}" if restore_server is not None else ""
-            raise Refused(f"A database named {database} already exists{where}; a restore never overwrites one this way.")
+            raise Refused(
+                f"A database named {database} already exists{where}; a restore never overwrites one this way."
+            )
     else:
         if restore_server is not None:
             raise Refused("The existing database is on the source's server; another server takes new databases only.")
@@ -129,8 +135,10 @@ def existing_database_present(source):
 
 
 def gone_in_words(source):
-    return (f"The database {source.dbname} is not on the source's server any more: restore the backup into a new "
-            f"database, which may take that name.")
+    return (
+        f"The database {source.dbname} is not on the source's server any more: restore the backup into a new "
+        f"database, which may take that name."
+    )
 
 
 def ways_into_existing(backup):
@@ -141,22 +149,43 @@ def ways_into_existing(backup):
     return "preview or merge" if backup.is_export() else "preview, merge or replace"
 
 
-def request_restore(actor, backup, *, target, database, tables=(), mode=RestoreJob.FULL, confirmed_name="",
-                    restore_server=None, terminate_connections=False, without_owners=False, create_missing_roles=False,
-                    enqueue=True):
+def request_restore(
+    actor,
+    backup,
+    *,
+    target,
+    database,
+    tables=(),
+    mode=RestoreJob.FULL,
+    confirmed_name="",
+    restore_server=None,
+    terminate_connections=False,
+    without_owners=False,
+    create_missing_roles=False,
+    enqueue=True,
+):
     tables = sorted(set(tables))
     job = RestoreJob(
-        backup=backup, source=backup.source, target=target, restore_server=restore_server, target_database=database,
-        tables=tables, mode=mode,
-        requested_by=actor if not isinstance(actor, str) else None, confirmed_name=confirmed_name,
+        backup=backup,
+        source=backup.source,
+        target=target,
+        restore_server=restore_server,
+        target_database=database,
+        tables=tables,
+        mode=mode,
+        requested_by=actor if not isinstance(actor, str) else None,
+        confirmed_name=confirmed_name,
         terminate_connections=terminate_connections and target == RestoreJob.EXISTING,
-        without_owners=without_owners, create_missing_roles=create_missing_roles and not without_owners,
+        without_owners=without_owners,
+        create_missing_roles=create_missing_roles and not without_owners,
     )
     try:
         check_request(backup, target, database, tables, mode, confirmed_name, restore_server)
         if without_owners and job.ownership() and not job.owners_optional():
-            raise Refused("A plain SQL dump sets its owners and grants itself: it restores only with the backup's "
-                          "roles on the server (create the missing ones from the backup).")
+            raise Refused(
+                "A plain SQL dump sets its owners and grants itself: it restores only with the backup's "
+                "roles on the server (create the missing ones from the backup)."
+            )
         if job.keeps_owners() and not job.create_missing_roles:
             refuse_missing_roles(backup, target_server(backup.source, restore_server))
     except EngineError as exc:
@@ -246,9 +275,19 @@ def describe_database_error(job, exc):
 
 def finish_restore(job, status):
     now = timezone.now()
-    jobs.finish(job, status, f"restore.{status}", {"summary": job.summary[:500]},
-                summary=job.summary[:500], report=job.report, steps=job.steps, log=job.log,
-                safety_backup=job.safety_backup, finished_at=now, heartbeat_at=now)
+    jobs.finish(
+        job,
+        status,
+        f"restore.{status}",
+        {"summary": job.summary[:500]},
+        summary=job.summary[:500],
+        report=job.report,
+        steps=job.steps,
+        log=job.log,
+        safety_backup=job.safety_backup,
+        finished_at=now,
+        heartbeat_at=now,
+    )
     job.refresh_from_db()
     monitor.restore_finished(job)
     return job
@@ -289,6 +328,7 @@ def carry_out(job, steps):
 
 def unless_succeeded(undo_it):
     """An ExitStack exit callback that calls `undo_it()` when the block raised."""
+
     def exit_callback(exc_type, exc, traceback):
         if exc_type is not None:
             undo_it()
@@ -368,8 +408,14 @@ def restore_to_scratch(job, server, name):
     test restore's too (catalog.scratch): a fix reaches both."""
     try:
         done = scratch.restore_into_scratch(
-            job.backup, server, name, tables=job.tables, keep_owners=job.keeps_owners(),
-            spool_dir=spool_dir(job), jobs=settings.RESTORE_JOBS, log=job.append_log,
+            job.backup,
+            server,
+            name,
+            tables=job.tables,
+            keep_owners=job.keeps_owners(),
+            spool_dir=spool_dir(job),
+            jobs=settings.RESTORE_JOBS,
+            log=job.append_log,
         )
     except restorers.RestoreError as exc:
         raise missing_roles_in_words(exc)
@@ -379,9 +425,12 @@ def restore_to_scratch(job, server, name):
         job.report["loaded"] = done.loaded  # an export loads only the tables asked for
     # Kept on the object, not in the report: settings may say more than a report should.
     job.recorded_database = done.database
-    job.report.update(copy=done.copy.destination.name, warnings=done.warnings[:200],
-                      table_of_contents=done.table_of_contents,
-                      skipped_copies=[f"{skipped['destination']}: {skipped['error']}" for skipped in done.skipped])
+    job.report.update(
+        copy=done.copy.destination.name,
+        warnings=done.warnings[:200],
+        table_of_contents=done.table_of_contents,
+        skipped_copies=[f"{skipped['destination']}: {skipped['error']}" for skipped in done.skipped],
+    )
     problems = job.report["skipped_copies"]
     return f"from {done.copy.destination}" + (f" (skipped: {'; '.join(problems)})" if problems else "")
 
@@ -406,8 +455,13 @@ def apply(job, server, scratch):
     if job.target == RestoreJob.NEW:
         if job.tables:
             drop_other_tables(scratch, job.backup.leaf_tables(job.tables))
-        properties = on_target.rename_database(server, scratch["dbname"], job.target_database,
-                                            recorded_database_properties(job), with_owners=not job.without_owners)
+        properties = on_target.rename_database(
+            server,
+            scratch["dbname"],
+            job.target_database,
+            recorded_database_properties(job),
+            with_owners=not job.without_owners,
+        )
         job.report["database_properties"] = properties
         if properties:
             job.append_log(f"{job.target_database} has the backup's database properties: {', '.join(properties)}")
@@ -437,9 +491,11 @@ def refuse_missing_roles(backup, server):
 
 
 def missing_roles_text(missing):
-    return (f"The backup's objects belong or are granted to {count_text(len(missing), 'role')} the target server does "
-            f"not have ({', '.join(missing[:20])}{', …' if len(missing) > 20 else ''}): create them from the backup's "
-            "globals, or restore without owners and grants. Nothing was changed")
+    return (
+        f"The backup's objects belong or are granted to {count_text(len(missing), 'role')} the target server does "
+        f"not have ({', '.join(missing[:20])}{', …' if len(missing) > 20 else ''}): create them from the backup's "
+        "globals, or restore without owners and grants. Nothing was changed"
+    )
 
 
 def create_missing_roles(job, server):
@@ -469,7 +525,9 @@ def drop_created_roles(job, server):
     except EngineError as exc:
         kept = [f"all ({exc})"]
     record_report(job, roles_created=[], roles_kept_after_failure=kept)
-    job.append_log("Roles created for this restore were dropped again" + (f", except {', '.join(kept)}" if kept else ""))
+    job.append_log(
+        "Roles created for this restore were dropped again" + (f", except {', '.join(kept)}" if kept else "")
+    )
 
 
 def recorded_database_properties(job):
@@ -480,7 +538,8 @@ def recorded_database_properties(job):
     if not job.backup.globals_sha256:
         job.report.setdefault("warnings", []).append(
             "This backup predates kept database properties: the new database belongs to the restoring role, with "
-            "default grants and no settings")
+            "default grants and no settings"
+        )
     return job.recorded_database
 
 
@@ -543,7 +602,11 @@ def post_checks(job, server):
 
 def outcome_in_words(job):
     if job.mode == RestoreJob.PREVIEW:
-        changed = [t for t in job.report.get("tables", []) if t.get("only_in_backup") or t.get("only_in_target") or t.get("differ")]
+        changed = [
+            t
+            for t in job.report.get("tables", [])
+            if t.get("only_in_backup") or t.get("only_in_target") or t.get("differ")
+        ]
         differ = "differs" if len(changed) == 1 else "differ"
         return f"Compared {len(job.report.get('tables', []))} tables; {len(changed)} {differ} from the backup. Nothing was changed."
     if job.mode == RestoreJob.MERGE:
@@ -577,10 +640,15 @@ def sweep_stale_restores(now=None):
     database. A target is changed only inside one transaction or by renames,
     so the database itself is either before or after; the steps say which."""
     now = now or timezone.now()
-    return jobs.sweep(jobs.stale(RestoreJob, now).select_related("source"), "restore.failed",
-                      {"summary": "worker stopped responding"}, clean_up=clean_up_dead_run,
-                      on_failed=monitor.restore_finished, finished_at=now,
-                      summary="The worker stopped responding; see the last step to know how far it got.")
+    return jobs.sweep(
+        jobs.stale(RestoreJob, now).select_related("source"),
+        "restore.failed",
+        {"summary": "worker stopped responding"},
+        clean_up=clean_up_dead_run,
+        on_failed=monitor.restore_finished,
+        finished_at=now,
+        summary="The worker stopped responding; see the last step to know how far it got.",
+    )
 
 
 def clean_up_dead_run(job):

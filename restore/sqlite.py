@@ -40,8 +40,10 @@ def suggest_name(backup):
 
 def check_request(backup, target, database, mode):
     if backup.is_export() and target != RestoreJob.NEW:
-        raise Refused("An export of a SQLite file holds only the tables (and rows) its plan chose: it loads into a "
-                      "new file, never over the database it came from.")
+        raise Refused(
+            "An export of a SQLite file holds only the tables (and rows) its plan chose: it loads into a "
+            "new file, never over the database it came from."
+        )
     if mode != RestoreJob.FULL:
         raise Refused("Preview and merge compare PostgreSQL tables by primary key; SQLite restores are full.")
     if target == RestoreJob.NEW:
@@ -83,8 +85,12 @@ def restore_to_file(job, temp):
     backup, problems = job.backup, []
     for copy in backup.readable_copies():
         try:
-            plain = restore_stream(copy.destination.storage().open_reader(copy.key), keyring=keyring.lookup,
-                                   expected_sha256=backup.sha256, key_wraps=backup.key_wraps)
+            plain = restore_stream(
+                copy.destination.storage().open_reader(copy.key),
+                keyring=keyring.lookup,
+                expected_sha256=backup.sha256,
+                key_wraps=backup.key_wraps,
+            )
             if backup.is_export():
                 job.report["loaded"] = exports.load_into_sqlite(plain, temp, job.tables)
             else:

@@ -22,8 +22,13 @@ from catalog.errors import Refused
 INCOMING = sql.Identifier("strongroom_incoming")
 
 # Both sessions write values the same way, whatever the database's defaults.
-SESSION_SETTINGS = ("SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, MDY'", "SET IntervalStyle = 'postgres'",
-                    "SET extra_float_digits = 3", "SET bytea_output = 'hex'")
+SESSION_SETTINGS = (
+    "SET TimeZone = 'UTC'",
+    "SET DateStyle = 'ISO, MDY'",
+    "SET IntervalStyle = 'postgres'",
+    "SET extra_float_digits = 3",
+    "SET bytea_output = 'hex'",
+)
 
 
 def prepare_session(conn):
@@ -112,20 +117,26 @@ def stage_backup_rows(backup_conn, target_conn, table, columns):
     """The backup's rows of `table`, in a temporary table of the target's
     session typed like the target's columns."""
     target_conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(INCOMING))
-    target_conn.execute(sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {} LIMIT 0").format(
-        INCOMING, names(columns), relation(target_conn, table)))
+    target_conn.execute(
+        sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {} LIMIT 0").format(
+            INCOMING, names(columns), relation(target_conn, table)
+        )
+    )
     select = sql.SQL("SELECT {} FROM {}").format(names(columns), relation(backup_conn, table))
     copy_rows(backup_conn, target_conn, select, INCOMING, columns)
 
 
 def key_match(key, left, right):
     return sql.SQL(" AND ").join(
-        sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier(right, k)) for k in key)
+        sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier(right, k)) for k in key
+    )
 
 
 def only_in_incoming(conn, table, key):
     """A WHERE condition: the staged row's key is not in the target."""
-    return sql.SQL("NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})").format(relation(conn, table), key_match(key, "t", "i"))
+    return sql.SQL("NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})").format(
+        relation(conn, table), key_match(key, "t", "i")
+    )
 
 
 def matching_key(backup_conn, target_conn, table, columns):
@@ -136,8 +147,10 @@ def matching_key(backup_conn, target_conn, table, columns):
         return []
     missing = set(key) - set(columns)
     if missing:
-        raise Refused(f"{table}: the backup lacks the key column(s) {', '.join(sorted(missing))}, "
-                      "so its rows cannot be matched with the database's")
+        raise Refused(
+            f"{table}: the backup lacks the key column(s) {', '.join(sorted(missing))}, "
+            "so its rows cannot be matched with the database's"
+        )
     return key
 
 
@@ -160,15 +173,24 @@ def compare_table(backup_conn, target_conn, table):
     stage_backup_rows(backup_conn, target_conn, table, columns)
     rel = relation(target_conn, table)
     only_in_backup = sql.SQL("SELECT count(*) FROM {} AS i WHERE {}").format(
-        INCOMING, only_in_incoming(target_conn, table, key))
+        INCOMING, only_in_incoming(target_conn, table, key)
+    )
     only_in_target = sql.SQL("SELECT count(*) FROM {} AS t WHERE NOT EXISTS (SELECT 1 FROM {} AS i WHERE {})").format(
-        rel, INCOMING, key_match(key, "i", "t"))
+        rel, INCOMING, key_match(key, "i", "t")
+    )
     # By text, in this one session: every type has one (json and xml have no equality).
-    differs = sql.SQL(" OR ").join(
-        sql.SQL("{}::text IS DISTINCT FROM {}::text").format(sql.Identifier("i", c), sql.Identifier("t", c))
-        for c in columns if c not in key) if len(columns) > len(key) else sql.SQL("false")
+    differs = (
+        sql.SQL(" OR ").join(
+            sql.SQL("{}::text IS DISTINCT FROM {}::text").format(sql.Identifier("i", c), sql.Identifier("t", c))
+            for c in columns
+            if c not in key
+        )
+        if len(columns) > len(key)
+        else sql.SQL("false")
+    )
     differ = sql.SQL("SELECT count(*) FROM {} AS i JOIN {} AS t ON {} WHERE {}").format(
-        INCOMING, rel, key_match(key, "i", "t"), differs)
+        INCOMING, rel, key_match(key, "i", "t"), differs
+    )
     report.update(
         key=key,
         only_in_backup=target_conn.execute(only_in_backup).fetchone()[0],
@@ -204,10 +226,13 @@ def merge_table(backup_conn, target_conn, table):
         raise Refused(f"{table} has no primary key, so rows cannot be matched for a merge")
     stage_backup_rows(backup_conn, target_conn, table, columns)
     lacking = only_in_incoming(target_conn, table, key)
-    missing = target_conn.execute(sql.SQL("SELECT count(*) FROM {} AS i WHERE {}").format(INCOMING, lacking)).fetchone()[0]
+    missing = target_conn.execute(
+        sql.SQL("SELECT count(*) FROM {} AS i WHERE {}").format(INCOMING, lacking)
+    ).fetchone()[0]
     # OVERRIDING SYSTEM VALUE: an identity column GENERATED ALWAYS takes the backup's value.
     insert = sql.SQL("INSERT INTO {} AS t ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS i WHERE {}").format(
-        ident(table), names(columns), names(columns, "i"), INCOMING, lacking)
+        ident(table), names(columns), names(columns, "i"), INCOMING, lacking
+    )
     inserted = target_conn.execute(insert).rowcount
     target_conn.execute(sql.SQL("DROP TABLE pg_temp.{}").format(INCOMING))
     if inserted != missing:
@@ -228,9 +253,13 @@ def replace_tables(backup_conn, target_conn, tables):
     with target_conn.transaction():
         pointing_in = foreign_keys_into(target_conn, tables)
         for fk in pointing_in:
-            target_conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(fk["table"], sql.Identifier(fk["name"])))
+            target_conn.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(fk["table"], sql.Identifier(fk["name"]))
+            )
         with user_triggers_disabled(target_conn, tables):
-            target_conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(relation(target_conn, t) for t in tables)))
+            target_conn.execute(
+                sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(relation(target_conn, t) for t in tables))
+            )
             for table in referenced_first(target_conn, tables):
                 columns = columns_to_copy(backup_conn, target_conn, table)
                 select = sql.SQL("SELECT {} FROM {}").format(names(columns), relation(backup_conn, table))
@@ -238,8 +267,11 @@ def replace_tables(backup_conn, target_conn, tables):
                 written[table] = count_rows(target_conn, table)
         for fk in pointing_in:
             refuse_orphans(target_conn, fk)
-            target_conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-                fk["table"], sql.Identifier(fk["name"]), sql.SQL(fk["definition"])))
+            target_conn.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    fk["table"], sql.Identifier(fk["name"]), sql.SQL(fk["definition"])
+                )
+            )
         sync_sequences(backup_conn, target_conn, tables)
     return written
 
@@ -261,26 +293,41 @@ def foreign_keys_into(conn, tables):
            FROM pointing p JOIN pg_constraint c ON c.oid = p.oid WHERE c.conparentid = 0 ORDER BY 1, 2""",
         [oids, oids],
     ).fetchall()
-    return [{"table": sql.SQL(qualified), "label": qualified, "name": name, "definition": definition,
-             "columns": column_names(conn, relid, keys), "refers_to": confrelid,
-             "referenced": column_names(conn, confrelid, fkeys)}
-            for qualified, name, definition, relid, keys, confrelid, fkeys in rows]
+    return [
+        {
+            "table": sql.SQL(qualified),
+            "label": qualified,
+            "name": name,
+            "definition": definition,
+            "columns": column_names(conn, relid, keys),
+            "refers_to": confrelid,
+            "referenced": column_names(conn, confrelid, fkeys),
+        }
+        for qualified, name, definition, relid, keys, confrelid, fkeys in rows
+    ]
 
 
 def column_names(conn, relid, numbers):
-    return [conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum = %s", [relid, n]).fetchone()[0]
-            for n in numbers]
+    return [
+        conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum = %s", [relid, n]).fetchone()[0]
+        for n in numbers
+    ]
 
 
 def refuse_orphans(conn, fk):
     """Rows of the referring table whose key (all of it given, as MATCH
     SIMPLE checks) matches no row of the replaced table."""
     given = sql.SQL(" AND ").join(sql.SQL("r.{} IS NOT NULL").format(sql.Identifier(c)) for c in fk["columns"])
-    matched = sql.SQL(" AND ").join(sql.SQL("p.{} = r.{}").format(sql.Identifier(p), sql.Identifier(c))
-                                    for p, c in zip(fk["referenced"], fk["columns"], strict=True))
+    matched = sql.SQL(" AND ").join(
+        sql.SQL("p.{} = r.{}").format(sql.Identifier(p), sql.Identifier(c))
+        for p, c in zip(fk["referenced"], fk["columns"], strict=True)
+    )
     referenced = conn.execute("SELECT %s::regclass::text", [fk["refers_to"]]).fetchone()[0]
-    orphans = conn.execute(sql.SQL("SELECT count(*) FROM {} AS r WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {})").format(
-        fk["table"], given, sql.SQL(referenced), matched)).fetchone()[0]
+    orphans = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} AS r WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {})").format(
+            fk["table"], given, sql.SQL(referenced), matched
+        )
+    ).fetchone()[0]
     if orphans:
         raise Refused(
             f"Replacing {referenced} would leave {orphans} row(s) of {fk['label']} pointing at nothing "
@@ -297,9 +344,11 @@ def referenced_first(conn, tables):
     oids = {regclass(conn, t): t for t in tables}
     refers: dict[str, set[str]] = {t: set() for t in tables}
     for relid, confrelid in conn.execute(
-            """SELECT coalesce((SELECT p.relid::oid FROM pg_partition_ancestors(c.conrelid) p WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.conrelid),
+        """SELECT coalesce((SELECT p.relid::oid FROM pg_partition_ancestors(c.conrelid) p WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.conrelid),
                       coalesce((SELECT p.relid::oid FROM pg_partition_ancestors(c.confrelid) p WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.confrelid)
-               FROM pg_constraint c WHERE c.contype = 'f' AND c.conparentid = 0""", [list(oids), list(oids)]):
+               FROM pg_constraint c WHERE c.contype = 'f' AND c.conparentid = 0""",
+        [list(oids), list(oids)],
+    ):
         if relid in oids and confrelid in oids and relid != confrelid:
             refers[oids[relid]].add(oids[confrelid])
     ordered: list[str] = []
@@ -332,8 +381,11 @@ def user_triggers_disabled(conn, tables):
     yield
     how = {"O": "", "A": "ALWAYS ", "R": "REPLICA "}
     for table, name, enabled in triggers:
-        conn.execute(sql.SQL("ALTER TABLE {} ENABLE {}TRIGGER {}").format(sql.SQL(table), sql.SQL(how[enabled]),
-                                                                           sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ENABLE {}TRIGGER {}").format(
+                sql.SQL(table), sql.SQL(how[enabled]), sql.Identifier(name)
+            )
+        )
 
 
 # The sequences that feed a table (and its partitions): those it owns

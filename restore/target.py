@@ -61,15 +61,20 @@ def swap_databases(params, current, replacement, kept):
     change or neither does, and no one sees the new database unconfigured."""
     with connect_server(params) as conn, conn.transaction():
         conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(current), sql.Identifier(kept)))
-        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(replacement), sql.Identifier(current)))
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(replacement), sql.Identifier(current))
+        )
         copy_database_properties(conn, kept, current)
 
 
 def allow_connections(params, dbname, allowed):
     """Opens or closes a database to new sessions (sessions already in stay)."""
     with connect_server(params) as conn:
-        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
-            sql.Identifier(dbname), sql.SQL("true" if allowed else "false")))
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(dbname), sql.SQL("true" if allowed else "false")
+            )
+        )
 
 
 def terminate_connections(params, dbname, wait_seconds=10):
@@ -78,8 +83,10 @@ def terminate_connections(params, dbname, wait_seconds=10):
     system call can take a moment to go)."""
     deadline = time.monotonic() + wait_seconds
     with connect_server(params) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                     [dbname])
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [dbname],
+        )
     while (others := active_connections(params, dbname)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return others

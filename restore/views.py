@@ -85,8 +85,12 @@ def backups_of(source):
     if source is None:
         return []
     # A physical base backup is restored by the point-in-time path, not here.
-    return (Backup.objects.filter(source=source, status__in=Backup.WITH_DATA, pruned_at__isnull=True)
-            .exclude(format=BASE_BACKUP_FORMAT).prefetch_related("verifications").order_by("-created_at")[:50])
+    return (
+        Backup.objects.filter(source=source, status__in=Backup.WITH_DATA, pruned_at__isnull=True)
+        .exclude(format=BASE_BACKUP_FORMAT)
+        .prefetch_related("verifications")
+        .order_by("-created_at")[:50]
+    )
 
 
 @operator_required
@@ -109,20 +113,31 @@ def step_where(request):
             wizard.save(target=DOWNLOAD)
             return redirect("restore_step", step="review")
         # Another server takes new databases only; the existing one is the source's.
-        server, refusal = chosen_server(request.POST.get("restore_server"), servers) if target == RestoreJob.NEW else (None, "")
+        server, refusal = (
+            chosen_server(request.POST.get("restore_server"), servers) if target == RestoreJob.NEW else (None, "")
+        )
         if target in (RestoreJob.NEW, RestoreJob.EXISTING) and not refusal:
-            wizard.save(target=target, database=request.POST.get("database", "").strip(),
-                        restore_server=server.pk if server else None)
+            wizard.save(
+                target=target,
+                database=request.POST.get("database", "").strip(),
+                restore_server=server.pk if server else None,
+            )
             if target == RestoreJob.EXISTING or wizard.data["database"]:
                 return redirect("restore_step", step="scope")
         messages.error(request, refusal or "Choose where to restore to, and name the new database.")
     suggested = wizard.data.get("database") or services.suggest_database_name(wizard.backup, wizard.restore_server)
-    return wizard_page(request, "where", wizard, suggested=suggested, servers=servers,
-                       chosen_server=wizard.data.get("restore_server"),
-                       backup_release=major_release(wizard.backup.server_version),
-                       existing_ways=services.ways_into_existing(wizard.backup),
-                       existing_gone=existing_gone(wizard.backup.source),
-                       target_kind="file" if wizard.backup.source.engine == "sqlite" else "database")
+    return wizard_page(
+        request,
+        "where",
+        wizard,
+        suggested=suggested,
+        servers=servers,
+        chosen_server=wizard.data.get("restore_server"),
+        backup_release=major_release(wizard.backup.server_version),
+        existing_ways=services.ways_into_existing(wizard.backup),
+        existing_gone=existing_gone(wizard.backup.source),
+        target_kind="file" if wizard.backup.source.engine == "sqlite" else "database",
+    )
 
 
 def existing_gone(source):
@@ -198,8 +213,12 @@ def step_mode(request):
         if mode in dict(modes_for(wizard.backup)):
             wizard.save(mode=mode)
             return redirect("restore_step", step="review")
-        messages.error(request, "Choose how to restore: " + ", ".join(label.split(":")[0].lower()
-                                                                      for _, label in modes_for(wizard.backup)) + ".")
+        messages.error(
+            request,
+            "Choose how to restore: "
+            + ", ".join(label.split(":")[0].lower() for _, label in modes_for(wizard.backup))
+            + ".",
+        )
     return wizard_page(request, "mode", wizard, modes=modes_for(wizard.backup))
 
 
@@ -222,8 +241,13 @@ def step_review(request):
     if request.method == "POST":
         try:
             job = services.request_restore(
-                request.user, wizard.backup, target=wizard.target, database=wizard.database(), tables=wizard.tables,
-                mode=wizard.mode, confirmed_name=request.POST.get("confirm", "").strip(),
+                request.user,
+                wizard.backup,
+                target=wizard.target,
+                database=wizard.database(),
+                tables=wizard.tables,
+                mode=wizard.mode,
+                confirmed_name=request.POST.get("confirm", "").strip(),
                 restore_server=wizard.restore_server,
                 terminate_connections=request.POST.get("terminate_connections") == "on",
                 without_owners=request.POST.get("owners") == "without",

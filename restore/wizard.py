@@ -78,5 +78,12 @@ class Wizard:
     def draft(self):
         """An unsaved RestoreJob, to describe the plan in words."""
         backup = self.backup
-        return RestoreJob(backup=backup, source=backup.source, target=self.target, restore_server=self.restore_server,
-                          target_database=self.database(), tables=self.tables, mode=self.mode)
+        return RestoreJob(
+            backup=backup,
+            source=backup.source,
+            target=self.target,
+            restore_server=self.restore_server,
+            target_database=self.database(),
+            tables=self.tables,
+            mode=self.mode,
+        )

@@ -5,7 +5,6 @@ import pytest
 from django.contrib.auth.models import Group, Permission, User
 
 from catalog.roles import grant_roles
-
 from tests.harness import pg, s3
 
 

@@ -67,12 +67,30 @@ def recorded_backup(plan, status=Backup.SUCCEEDED, label="", minutes_ago=0, size
     """A backup row as if a worker had run it (no data behind it)."""
     now = timezone.now() - timedelta(minutes=minutes_ago)
     backup = Backup.objects.create(
-        source=plan.source, plan=plan, status=status, label=label, format=plan.format, compression=plan.compression,
-        encrypted=plan.encrypt, created_at=now, started_at=now, finished_at=now + timedelta(seconds=42),
-        raw_bytes=size * 3, stored_bytes=size, sha256="ab" * 32, table_counts={"main.items": 2},
+        source=plan.source,
+        plan=plan,
+        status=status,
+        label=label,
+        format=plan.format,
+        compression=plan.compression,
+        encrypted=plan.encrypt,
+        created_at=now,
+        started_at=now,
+        finished_at=now + timedelta(seconds=42),
+        raw_bytes=size * 3,
+        stored_bytes=size,
+        sha256="ab" * 32,
+        table_counts={"main.items": 2},
     )
     if status in Backup.WITH_DATA:
         destination = plan.destinations.first()
-        Copy.objects.create(backup=backup, destination=destination, status=Copy.DURABLE, key=f"k/{backup.pk}",
-                            size=size, sha256="ab" * 32, durable_at=now)
+        Copy.objects.create(
+            backup=backup,
+            destination=destination,
+            status=Copy.DURABLE,
+            key=f"k/{backup.pk}",
+            size=size,
+            sha256="ab" * 32,
+            durable_at=now,
+        )
     return backup

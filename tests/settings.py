@@ -9,9 +9,7 @@ from tests.harness import pg
 
 os.environ.setdefault("STRONGROOM_DATA_DIR", tempfile.mkdtemp(prefix="strongroom-test-"))
 _server = pg.ensure_server()
-os.environ.setdefault(
-    "DATABASE_URL", f"postgresql://{_server['user']}@{_server['host']}:{_server['port']}/strongroom"
-)
+os.environ.setdefault("DATABASE_URL", f"postgresql://{_server['user']}@{_server['host']}:{_server['port']}/strongroom")
 
 from backupsite.settings import *  # noqa: E402,F403
 

@@ -139,6 +139,7 @@ class ScratchDatabases:
         import psycopg
 
         with psycopg.connect(**{**server, "dbname": "postgres"}) as conn:
-            rows = conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s) ORDER BY 1",
-                                [sorted(set(self.names))]).fetchall()
+            rows = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname = ANY(%s) ORDER BY 1", [sorted(set(self.names))]
+            ).fetchall()
         return [name for (name,) in rows]

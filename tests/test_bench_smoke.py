@@ -17,10 +17,15 @@ def run_bench(argv, pg_server, timeout=300):
     """Runs a benchmark module against the test PostgreSQL; on timeout it is
     interrupted (Ctrl-C), so that it still drops its databases and stops its
     servers, before it is killed."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "STRONGROOM_DATA_DIR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "STRONGROOM_DATA_DIR")
+    }
     env.update(BENCH_PG_HOST=pg_server["host"], BENCH_PG_PORT=str(pg_server["port"]))
-    proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -37,8 +42,26 @@ def run_bench(argv, pg_server, timeout=300):
 
 def test_it_runs_every_benchmark_at_a_tiny_scale(tmp_path, pg_server):
     out = tmp_path / "results.json"
-    run_bench(["bench.run", "--scale", "1", "--runs", "1", "--backups", "300", "--requests", "3", "--clients", "4",
-               "--gunicorn-workers", "2", "--json", str(out)], pg_server)
+    run_bench(
+        [
+            "bench.run",
+            "--scale",
+            "1",
+            "--runs",
+            "1",
+            "--backups",
+            "300",
+            "--requests",
+            "3",
+            "--clients",
+            "4",
+            "--gunicorn-workers",
+            "2",
+            "--json",
+            str(out),
+        ],
+        pg_server,
+    )
 
     figures = json.loads(out.read_text())
     backup = figures["backup"]["medians"]
@@ -50,7 +73,13 @@ def test_it_runs_every_benchmark_at_a_tiny_scale(tmp_path, pg_server):
     assert figures["verify"]["medians"]["strongroom"]["mb_per_s"] > 0
     dashboard = figures["dashboard"]
     assert dashboard["backups"] >= 300 and dashboard["copies"] >= 900
-    assert set(dashboard["serial"]) >= {"home", "backups_first_page", "backups_filtered", "backup_detail", "api_backups"}
+    assert set(dashboard["serial"]) >= {
+        "home",
+        "backups_first_page",
+        "backups_filtered",
+        "backup_detail",
+        "api_backups",
+    }
     assert dashboard["concurrent"]["requests"] > 0
     assert dashboard["concurrent"]["errors"] == 0
     assert figures["targets"]
@@ -58,8 +87,27 @@ def test_it_runs_every_benchmark_at_a_tiny_scale(tmp_path, pg_server):
 
 def test_it_runs_the_load_benchmark_at_a_tiny_scale(tmp_path, pg_server):
     out = tmp_path / "load.json"
-    run_bench(["bench.load", "--scale", "1", "--rounds", "1", "--clients", "2", "--seconds", "5",
-               "--gunicorn-workers", "1", "--timeout", "60", "--no-assert", "--json", str(out)], pg_server)
+    run_bench(
+        [
+            "bench.load",
+            "--scale",
+            "1",
+            "--rounds",
+            "1",
+            "--clients",
+            "2",
+            "--seconds",
+            "5",
+            "--gunicorn-workers",
+            "1",
+            "--timeout",
+            "60",
+            "--no-assert",
+            "--json",
+            str(out),
+        ],
+        pg_server,
+    )
 
     figures = json.loads(out.read_text())
     assert [r["kind"] for r in figures["rounds"]] == ["idle", "loaded"]

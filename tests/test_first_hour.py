@@ -33,8 +33,19 @@ from tests.harness.pg import free_port
 ROOT = Path(__file__).resolve().parent.parent
 APP_CODE = ["backupsite", "catalog", "restore", "pitr", "drills", "compliance", "manage.py"]
 LOCAL_MODULES = {"backupsite", "catalog", "restore", "pitr", "drills", "compliance", "tests", "bench"}
-TEST_TOOLS = {"pytest", "pytest-django", "moto", "playwright", "hypothesis", "time-machine", "pytest-httpserver",
-              "aiosmtpd", "schemathesis", "pypdf", "psutil"}
+TEST_TOOLS = {
+    "pytest",
+    "pytest-django",
+    "moto",
+    "playwright",
+    "hypothesis",
+    "time-machine",
+    "pytest-httpserver",
+    "aiosmtpd",
+    "schemathesis",
+    "pypdf",
+    "psutil",
+}
 
 
 # --- what `make run` installs ----------------------------------------------------------
@@ -89,13 +100,16 @@ def test_running_installs_no_test_tool_and_everything_the_code_imports():
     run_names = {canonicalize_name(r.name) for r in requirements("requirements.txt")}
     test_names = {canonicalize_name(r.name) for r in requirements("requirements-test.txt")}
     assert not run_names & TEST_TOOLS, "test tools belong in requirements-test.txt"
-    assert TEST_TOOLS <= test_names
+    assert test_names >= TEST_TOOLS
     assert "-r requirements.txt" in requirement_lines("requirements-test.txt")
 
     provided = installed_closure(requirements("requirements.txt"))
     owners = metadata.packages_distributions()
-    missing = {module for module in imported_modules(APP_CODE)
-               if not {canonicalize_name(d) for d in owners.get(module, [])} & provided}
+    missing = {
+        module
+        for module in imported_modules(APP_CODE)
+        if not {canonicalize_name(d) for d in owners.get(module, [])} & provided
+    }
     assert not missing, f"imported by the application but not installed by requirements.txt: {sorted(missing)}"
 
 
@@ -217,17 +231,30 @@ def test_the_login_page_is_strongrooms_with_an_icon(client, db, settings):
 @pytest.mark.slow
 def test_the_first_start_ends_with_how_to_sign_in(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "REDIS_URL", "STRONGROOM_ADMIN_PASSWORD")}
-    env.update(STRONGROOM_DATA_DIR=str(tmp_path / "data"), STRONGROOM_BIND=f"127.0.0.1:{port}",
-               DJANGO_SETTINGS_MODULE="backupsite.settings")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "REDIS_URL", "STRONGROOM_ADMIN_PASSWORD")
+    }
+    env.update(
+        STRONGROOM_DATA_DIR=str(tmp_path / "data"),
+        STRONGROOM_BIND=f"127.0.0.1:{port}",
+        DJANGO_SETTINGS_MODULE="backupsite.settings",
+    )
     manage = [sys.executable, "manage.py"]
     subprocess.run(manage + ["migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     subprocess.run(manage + ["bootstrap"], cwd=ROOT, env=env, check=True, capture_output=True)
     password_file = tmp_path / "data" / "admin-password"
     # In a process group of its own, as a terminal runs it: Ctrl-C goes to the whole group.
-    server = subprocess.Popen(manage + ["serve"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, process_group=0)
+    server = subprocess.Popen(
+        manage + ["serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        process_group=0,
+    )
     lines = []
     try:
         deadline = time.monotonic() + 60
@@ -250,7 +277,7 @@ def test_the_first_start_ends_with_how_to_sign_in(tmp_path):
     assert "Stopped." in rest
 
     output = "\n".join(lines)
-    block = output[output.rindex("─" * 72, 0, output.rindex("Forgot it?")):]
+    block = output[output.rindex("─" * 72, 0, output.rindex("Forgot it?")) :]
     assert f"Open http://127.0.0.1:{port}/ and sign in as admin" in block
     assert f"with the generated password in {password_file}" in block
     # It comes after the web server's and the workers' start-up lines.

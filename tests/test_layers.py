@@ -16,13 +16,27 @@ pytestmark = pytest.mark.django_db
 def test_it_runs_every_apps_tick_steps_before_the_monitoring():
     result = tasks.tick()
     assert list(result) == [
-        "swept", "swept_verifications", "queued_verifications", "redispatched",
-        "swept_restores", "drills", "swept_pitr_restores", "base_backups_wal_complete",
-        "lockouts_ended", "monitoring",
+        "swept",
+        "swept_verifications",
+        "queued_verifications",
+        "redispatched",
+        "swept_restores",
+        "drills",
+        "swept_pitr_restores",
+        "base_backups_wal_complete",
+        "lockouts_ended",
+        "monitoring",
     ]
     assert result["drills"] == {"swept": [], "queued": []}
     assert set(result["monitoring"]) == {
-        "refreshed", "late_or_down", "storage_full", "stuck", "key_rotation_due", "drills_overdue", "wal"}
+        "refreshed",
+        "late_or_down",
+        "storage_full",
+        "stuck",
+        "key_rotation_due",
+        "drills_overdue",
+        "wal",
+    }
 
 
 def test_it_runs_the_registered_checks_each_on_its_own(monkeypatch):
@@ -50,11 +64,15 @@ def test_it_keeps_the_old_path_of_the_pitr_restore_task(monkeypatch):
 def test_it_has_pitr_s_steps_for_base_backups_and_none_for_others():
     steps = registry.steps_of(BASE_BACKUP_FORMAT)
     assert (steps.run_problem, steps.copies_durable, steps.waiting_for, steps.imported) == (
-        basebackups.protection_problem, basebackups.record_wal_bounds, basebackups.missing_wal,
-        basebackups.import_wal_bounds)
+        basebackups.protection_problem,
+        basebackups.record_wal_bounds,
+        basebackups.missing_wal,
+        basebackups.import_wal_bounds,
+    )
     assert registry.steps_of("custom") is registry.NO_STEPS
 
 
 def test_it_serves_the_wal_push_at_the_same_path():
     assert reverse("pitr_wal_push", args=[5, "000000010000000000000001"]) == (
-        "/api/v1/sources/5/wal/000000010000000000000001")
+        "/api/v1/sources/5/wal/000000010000000000000001"
+    )

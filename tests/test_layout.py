@@ -46,26 +46,61 @@ def world(pg_database, tmp_path, admin_user):
     backup = Backup.objects.get(pk=backup_runs.start_backup(admin_user, plan, label="pre-migration").pk)
     assert backup.status == Backup.SUCCEEDED, backup.error
     failed = Backup.objects.create(
-        source=source, plan=plan, status=Backup.FAILED, format="custom", compression="zstd",
-        error="pg_dump: error: connection to server at \"db.internal.example.org\" (10.0.0.12), port 5432 failed: "
-              "FATAL: password authentication failed for user \"inventory_backup_reader\"")
+        source=source,
+        plan=plan,
+        status=Backup.FAILED,
+        format="custom",
+        compression="zstd",
+        error='pg_dump: error: connection to server at "db.internal.example.org" (10.0.0.12), port 5432 failed: '
+        'FATAL: password authentication failed for user "inventory_backup_reader"',
+    )
     restored = f"{pg_database['dbname']}_restored"
     restore = restore_now(backup, target=RestoreJob.NEW, database=restored)
-    verification = verifications.run_here(verifications.create_verification(admin_user, backup, "checksum",
-                                                                            enqueue_it=False))
-    Alert.objects.create(kind=Alert.SOURCE_HEALTH, key=f"source:{source.pk}", source=source,
-                         title="Inventory DB is failing", detail=failed.error[:300], url=source.get_absolute_url())
-    channel = Channel.objects.create(name="On-call mail", kind=Channel.EMAIL, email_to="oncall@example.org",
-                                     events=[Alert.SOURCE_HEALTH])
-    Notification.objects.create(channel=channel, event=Notification.TEST, status=Notification.FAILED, attempts=1,
-                                error="Could not reach the mail server localhost:25: [Errno 111] Connection refused")
-    Drill.objects.create(source=source, kind=Drill.FULL, how=Drill.MANUAL, status=Drill.PASSED, seconds=754,
-                         performed_at=timezone.now() - timedelta(days=3), notes="Restored onto the standby.")
-    RestoreServer.objects.create(name="Standby in the other rack", host="standby-02.db.internal.example.org",
-                                 port=5432, user="strongroom_restore")
+    verification = verifications.run_here(
+        verifications.create_verification(admin_user, backup, "checksum", enqueue_it=False)
+    )
+    Alert.objects.create(
+        kind=Alert.SOURCE_HEALTH,
+        key=f"source:{source.pk}",
+        source=source,
+        title="Inventory DB is failing",
+        detail=failed.error[:300],
+        url=source.get_absolute_url(),
+    )
+    channel = Channel.objects.create(
+        name="On-call mail", kind=Channel.EMAIL, email_to="oncall@example.org", events=[Alert.SOURCE_HEALTH]
+    )
+    Notification.objects.create(
+        channel=channel,
+        event=Notification.TEST,
+        status=Notification.FAILED,
+        attempts=1,
+        error="Could not reach the mail server localhost:25: [Errno 111] Connection refused",
+    )
+    Drill.objects.create(
+        source=source,
+        kind=Drill.FULL,
+        how=Drill.MANUAL,
+        status=Drill.PASSED,
+        seconds=754,
+        performed_at=timezone.now() - timedelta(days=3),
+        notes="Restored onto the standby.",
+    )
+    RestoreServer.objects.create(
+        name="Standby in the other rack",
+        host="standby-02.db.internal.example.org",
+        port=5432,
+        user="strongroom_restore",
+    )
     audit.record(admin_user, "layout.prepare", source)
-    yield {"source": source, "destination": destination, "plan": plan, "backup": backup, "restore": restore,
-           "verification": verification}
+    yield {
+        "source": source,
+        "destination": destination,
+        "plan": plan,
+        "backup": backup,
+        "restore": restore,
+        "verification": verification,
+    }
     pg.drop_database(restored)
 
 
@@ -106,8 +141,10 @@ def main_pages(world):
 
 def settled(page):
     """Waits for what htmx loads into the page when it opens (previews, pickers)."""
-    page.wait_for_function("() => document.readyState === 'complete'"
-                           " && !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
+    page.wait_for_function(
+        "() => document.readyState === 'complete'"
+        " && !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')"
+    )
 
 
 def screenshot_dir():
@@ -121,8 +158,14 @@ def with_wizard_session(context, live_server, backup):
     this backup, into the existing database (so the Mode step exists)."""
     session_key = next(c["value"] for c in context.cookies(live_server.url) if c["name"] == "sessionid")
     session = SessionStore(session_key=session_key)
-    session[SESSION_KEY] = {"source": backup.source_id, "backup": backup.pk, "target": RestoreJob.EXISTING,
-                            "database": "", "tables": [], "mode": RestoreJob.PREVIEW}
+    session[SESSION_KEY] = {
+        "source": backup.source_id,
+        "backup": backup.pk,
+        "target": RestoreJob.EXISTING,
+        "database": "",
+        "tables": [],
+        "mode": RestoreJob.PREVIEW,
+    }
     session.save()
 
 
@@ -148,10 +191,18 @@ def test_it_fits_every_main_page_at_phone_and_laptop_widths_in_both_schemes(live
     context = browser.new_context(viewport=WIDTHS["laptop"])
     page = context.new_page()
     console_errors = []  # a CSP refusal, a script error, a missing stylesheet (the favicon may be missing)
-    page.on("console", lambda msg: msg.type == "error" and not msg.text.startswith("Failed to load resource")
-            and console_errors.append(msg.text))
-    page.on("response", lambda r: r.status >= 400 and "favicon" not in r.url
-            and console_errors.append(f"{r.status} {r.url}"))
+    page.on(
+        "console",
+        lambda msg: (
+            msg.type == "error"
+            and not msg.text.startswith("Failed to load resource")
+            and console_errors.append(msg.text)
+        ),
+    )
+    page.on(
+        "response",
+        lambda r: r.status >= 400 and "favicon" not in r.url and console_errors.append(f"{r.status} {r.url}"),
+    )
     log_in(page, live_server, admin_user)
     with_wizard_session(context, live_server, world["backup"])
     problems = []
@@ -177,8 +228,9 @@ def layout_problems(page, where, scheme):
     seen = page.evaluate(MEASURE)
     problems = []
     if seen["scrollWidth"] > seen["innerWidth"]:
-        problems.append(f"{where}: the page is {seen['scrollWidth']} px wide; wider than the window: "
-                        f"{', '.join(seen['wide'])}")
+        problems.append(
+            f"{where}: the page is {seen['scrollWidth']} px wide; wider than the window: {', '.join(seen['wide'])}"
+        )
     if seen["titleTop"] < seen["headerBottom"]:
         problems.append(f"{where}: the menu covers the title")
     dark = seen["luminance"] < 0.3

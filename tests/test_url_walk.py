@@ -18,8 +18,18 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from catalog import audit, keyring
 from catalog.alerts.models import Alert, Channel
 from catalog.api import tokens
-from catalog.models import (AuditEvent, Backup, BackupPlan, Copy, Destination, Key, KeyRotation, RestoreServer, Source,
-                            Verification)
+from catalog.models import (
+    AuditEvent,
+    Backup,
+    BackupPlan,
+    Copy,
+    Destination,
+    Key,
+    KeyRotation,
+    RestoreServer,
+    Source,
+    Verification,
+)
 from drills import schedule as drill_schedule
 from drills.models import Drill, DrillSchedule
 from pitr.models import PitrRestore
@@ -56,9 +66,32 @@ AUDITOR_GET = {
 }
 # Names that say the URL changes something (or opens a form to): an auditor's
 # GET of it may answer 403 (the form is for administrators) or 405 (POST only).
-WRITE_WORDS = {"new", "edit", "delete", "test", "run", "cancel", "pin", "unpin", "verify", "scan", "remove", "revoke",
-               "rotate", "destroy", "resume", "record", "schedule", "download", "prune", "preview", "tables",
-               "enable", "disable", "check"}
+WRITE_WORDS = {
+    "new",
+    "edit",
+    "delete",
+    "test",
+    "run",
+    "cancel",
+    "pin",
+    "unpin",
+    "verify",
+    "scan",
+    "remove",
+    "revoke",
+    "rotate",
+    "destroy",
+    "resume",
+    "record",
+    "schedule",
+    "download",
+    "prune",
+    "preview",
+    "tables",
+    "enable",
+    "disable",
+    "check",
+}
 
 
 @dataclass
@@ -76,41 +109,84 @@ def world(db, tmp_path, admin_user):
     destination = Destination.objects.create(name="Walk disk", kind="local", path=str(tmp_path / "backups"))
     plan = BackupPlan.objects.create(name="Walk nightly", source=source, format="sqlite")
     plan.destinations.set([destination])
-    backup = Backup.objects.create(source=source, plan=plan, format="sqlite", compression="zstd",
-                                   status=Backup.SUCCEEDED, table_counts=counts)
+    backup = Backup.objects.create(
+        source=source, plan=plan, format="sqlite", compression="zstd", status=Backup.SUCCEEDED, table_counts=counts
+    )
     copy = Copy.objects.create(backup=backup, destination=destination, status=Copy.DURABLE, key="walk/1")
-    verification = Verification.objects.create(backup=backup, source=source, kind="checksum", status="passed",
-                                               evidence={"rows": counts, "table_of_contents": counts})
-    restore = RestoreJob.objects.create(backup=backup, source=source, target_database="walk_restored",
-                                        status="succeeded", report={
-                                            "row_counts": {t: {"backup": n, "restored": n} for t, n in counts.items()},
-                                            "inserted": counts})
-    alert = Alert.objects.create(kind="source_health", key=f"source:{source.pk}", source=source,
-                                 title="Walk DB is down")
-    channel = Channel.objects.create(name="Walk mail", kind=Channel.EMAIL, email_to="oncall@example.org",
-                                     events=["source_health"])
+    verification = Verification.objects.create(
+        backup=backup,
+        source=source,
+        kind="checksum",
+        status="passed",
+        evidence={"rows": counts, "table_of_contents": counts},
+    )
+    restore = RestoreJob.objects.create(
+        backup=backup,
+        source=source,
+        target_database="walk_restored",
+        status="succeeded",
+        report={"row_counts": {t: {"backup": n, "restored": n} for t, n in counts.items()}, "inserted": counts},
+    )
+    alert = Alert.objects.create(
+        kind="source_health", key=f"source:{source.pk}", source=source, title="Walk DB is down"
+    )
+    channel = Channel.objects.create(
+        name="Walk mail", kind=Channel.EMAIL, email_to="oncall@example.org", events=["source_health"]
+    )
     token, _ = tokens.create_token("test", "Walk CI", ["read"], None)
-    pitr_restore = PitrRestore.objects.create(source=source, target_kind="latest", status="failed",
-                                          report={"expected_counts": counts, "restored_counts": counts})
+    pitr_restore = PitrRestore.objects.create(
+        source=source,
+        target_kind="latest",
+        status="failed",
+        report={"expected_counts": counts, "restored_counts": counts},
+    )
     drill = Drill.objects.create(source=source, kind=Drill.FULL, how=Drill.MANUAL, status=Drill.PASSED, seconds=60)
     DrillSchedule.objects.create(source=source)
     keyring.active_key()
     retired = Key.objects.create(key_id="mk-walk-retired", fingerprint="0" * 64)
-    rotation = KeyRotation.objects.create(new_key=Key.objects.get(is_active=True), previous_key_id=retired.key_id,
-                                          status="succeeded")
+    rotation = KeyRotation.objects.create(
+        new_key=Key.objects.get(is_active=True), previous_key_id=retired.key_id, status="succeeded"
+    )
     server = RestoreServer.objects.create(name="Walk standby", host="127.0.0.1", port=1, user="postgres")
-    return {"source": source, "destination": destination, "plan": plan, "backup": backup, "copy": copy,
-            "verification": verification, "restore": restore, "alert": alert, "channel": channel, "token": token,
-            "drill": drill, "pitr_restore": pitr_restore, "key": retired, "key_rotation": rotation, "server": server,
-            "audit": audit.record("test", "walk.prepare", source)}
+    return {
+        "source": source,
+        "destination": destination,
+        "plan": plan,
+        "backup": backup,
+        "copy": copy,
+        "verification": verification,
+        "restore": restore,
+        "alert": alert,
+        "channel": channel,
+        "token": token,
+        "drill": drill,
+        "pitr_restore": pitr_restore,
+        "key": retired,
+        "key_rotation": rotation,
+        "server": server,
+        "audit": audit.record("test", "walk.prepare", source),
+    }
 
 
 # pk by the start of the URL name, longest first.
 PK_BY_PREFIX = {
-    "source": "source", "destination": "destination", "plan": "plan", "backup": "backup", "api_backup": "backup",
-    "copy": "copy", "verification": "verification", "restore": "restore", "alert": "alert", "channel": "channel",
-    "token": "token", "drill": "drill", "key_rotation": "key_rotation", "key": "key", "audit": "audit",
-    "pitr_restore": "pitr_restore", "server": "server",
+    "source": "source",
+    "destination": "destination",
+    "plan": "plan",
+    "backup": "backup",
+    "api_backup": "backup",
+    "copy": "copy",
+    "verification": "verification",
+    "restore": "restore",
+    "alert": "alert",
+    "channel": "channel",
+    "token": "token",
+    "drill": "drill",
+    "key_rotation": "key_rotation",
+    "key": "key",
+    "audit": "audit",
+    "pitr_restore": "pitr_restore",
+    "server": "server",
 }
 # (URL name, parameter): what fills it, when the name alone would mislead.
 FILL_BY_NAME = {
@@ -181,7 +257,8 @@ def fill(name, route, entry, world, given=None):
         prefix = next((p for p in sorted(PK_BY_PREFIX, key=len, reverse=True) if name.startswith(p)), None)
         assert parameter == "pk" and prefix, (
             f"The URL walk cannot fill <{parameter}> of {name!r} ({route}): add ({name!r}, {parameter!r}) to "
-            f"FILL_BY_NAME, or a name prefix to PK_BY_PREFIX, in tests/test_url_walk.py.")
+            f"FILL_BY_NAME, or a name prefix to PK_BY_PREFIX, in tests/test_url_walk.py."
+        )
         kwargs[parameter] = world[PK_BY_PREFIX[prefix]].pk
     return reverse(name, kwargs=kwargs)
 
@@ -207,8 +284,17 @@ def test_it_walks_every_url_of_the_apps(world):
     urls = walked(world)
     names = {w.name for w in urls}
     # A sample from each app, so that a broken include does not shrink the walk unnoticed.
-    assert {"dashboard", "backup_detail", "restore_detail", "drill_list", "compliance_report", "compliance_report_pdf",
-            "api_backup", "metrics", "login"} <= names
+    assert {
+        "dashboard",
+        "backup_detail",
+        "restore_detail",
+        "drill_list",
+        "compliance_report",
+        "compliance_report_pdf",
+        "api_backup",
+        "metrics",
+        "login",
+    } <= names
     # Every step of the wizard (each its own view) and every kind of drill.
     assert {w.url for w in urls if w.name == "restore_step"} == {f"/restores/new/{step}/" for step, _ in STEPS}
     assert len([w for w in urls if w.name == "drill_run"]) == len(drill_schedule.KINDS)
@@ -316,8 +402,12 @@ def test_a_post_without_a_csrf_token_is_refused(admin_user, world):
     # The Django admin (skipped by the walk) guards its forms the same way, for a superuser too.
     admin_user.is_staff = admin_user.is_superuser = True
     admin_user.save()
-    for url in ("/admin/login/", "/admin/logout/", "/admin/catalog/source/add/",
-                f"/admin/catalog/source/{world['source'].pk}/delete/"):
+    for url in (
+        "/admin/login/",
+        "/admin/logout/",
+        "/admin/catalog/source/add/",
+        f"/admin/catalog/source/{world['source'].pk}/delete/",
+    ):
         if browser.post(url, {"name": "forged", "post": "yes"}).status_code != 403:
             problems.append(f"POST {url} (admin) without CSRF token")
     assert not problems, "\n".join(problems)

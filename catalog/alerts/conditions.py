@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from catalog.alerts import problems
 from catalog.alerts.models import Alert
-from catalog.text import duration_text, moment_text, size_text
 from catalog.models import Backup, Copy, Destination, Verification
+from catalog.text import duration_text, moment_text, size_text
 
 # How many earlier good backups of a plan tell what is usual (size, duration).
 HISTORY = 7
@@ -61,10 +61,13 @@ def check_partial(backup):
     lost = "; ".join(f"{copy.destination}: {copy.error or 'no error recorded'}" for copy in failed)
     kept = f" Durable in {', '.join(durable)} only." if durable else ""
     raise_problem(
-        Alert.BACKUP_PARTIAL, key, source=backup.source,
+        Alert.BACKUP_PARTIAL,
+        key,
+        source=backup.source,
         title=f"Backup #{backup.pk} of {of_what} is partial: {len(failed)} of {len(copies)} copies failed",
         detail=f"Failed copies — {lost}.{kept} Finished {moment_text(backup.finished_at or timezone.now())}.",
-        url=backup.get_absolute_url(), severity=Alert.WARNING,
+        url=backup.get_absolute_url(),
+        severity=Alert.WARNING,
     )
 
 
@@ -77,7 +80,9 @@ def check_size(backup):
         return
     previous = list(
         Backup.objects.filter(plan=plan, status=Backup.SUCCEEDED, created_at__lt=backup.created_at)
-        .exclude(pk=backup.pk).order_by("-created_at").values_list("raw_bytes", flat=True)[:HISTORY]
+        .exclude(pk=backup.pk)
+        .order_by("-created_at")
+        .values_list("raw_bytes", flat=True)[:HISTORY]
     )
     if len(previous) < MIN_HISTORY_FOR_SIZE:
         return
@@ -86,18 +91,25 @@ def check_size(backup):
         return
     change = (backup.raw_bytes - median) / median * 100
     if abs(change) <= plan.size_tolerance_percent:
-        problems.resolve_alert(Alert.SIZE_ANOMALY, key, f"Backup #{backup.pk} ({size_text(backup.raw_bytes)}) is "
-                               f"within {plan.size_tolerance_percent} % of the median {size_text(median)}.")
+        problems.resolve_alert(
+            Alert.SIZE_ANOMALY,
+            key,
+            f"Backup #{backup.pk} ({size_text(backup.raw_bytes)}) is "
+            f"within {plan.size_tolerance_percent} % of the median {size_text(median)}.",
+        )
         return
     direction, adjective = ("below", "smaller") if change < 0 else ("above", "larger")
     percent = round(abs(change))
     raise_problem(
-        Alert.SIZE_ANOMALY, key, source=backup.source,
+        Alert.SIZE_ANOMALY,
+        key,
+        source=backup.source,
         title=f"Backup #{backup.pk} of plan {plan} is {percent} % {adjective} than usual",
         detail=f"{size_text(backup.raw_bytes)}, {percent} % {direction} the median {size_text(median)} of the "
-               f"previous {len(previous)} good backups (tolerance ±{plan.size_tolerance_percent} %). "
-               "Check for a dropped or runaway table.",
-        url=backup.get_absolute_url(), severity=Alert.WARNING,
+        f"previous {len(previous)} good backups (tolerance ±{plan.size_tolerance_percent} %). "
+        "Check for a dropped or runaway table.",
+        url=backup.get_absolute_url(),
+        severity=Alert.WARNING,
     )
 
 
@@ -115,19 +127,23 @@ def check_three_two_one(opening=True):
     from catalog.models import BackupPlan
 
     short = []
-    for plan in (BackupPlan.objects.filter(enabled=True, source__paused=False)
-                 .select_related("source").order_by("name")):
+    for plan in BackupPlan.objects.filter(enabled=True, source__paused=False).select_related("source").order_by("name"):
         rule = plan.three_two_one()
         if rule["backup"] is not None and not rule["ok"]:
             short.append((plan, rule))
     # Before this one alert there was one per plan (key plan:<id>): they fold into it.
-    for key in (Alert.objects.filter(kind=Alert.THREE_TWO_ONE, resolved_at__isnull=True)
-                .exclude(key=THREE_TWO_ONE_KEY).values_list("key", flat=True)):
-        problems.resolve_alert(Alert.THREE_TWO_ONE, key, "Replaced by one alert for every plan that misses 3-2-1.",
-                               notify=False)
+    for key in (
+        Alert.objects.filter(kind=Alert.THREE_TWO_ONE, resolved_at__isnull=True)
+        .exclude(key=THREE_TWO_ONE_KEY)
+        .values_list("key", flat=True)
+    ):
+        problems.resolve_alert(
+            Alert.THREE_TWO_ONE, key, "Replaced by one alert for every plan that misses 3-2-1.", notify=False
+        )
     if not short:
-        problems.resolve_alert(Alert.THREE_TWO_ONE, THREE_TWO_ONE_KEY,
-                               "The latest backup of every enabled plan meets 3-2-1.")
+        problems.resolve_alert(
+            Alert.THREE_TWO_ONE, THREE_TWO_ONE_KEY, "The latest backup of every enabled plan meets 3-2-1."
+        )
         return []
     if not opening and not problems.open_alerts(Alert.THREE_TWO_ONE, THREE_TWO_ONE_KEY).exists():
         return [plan for plan, _ in short]
@@ -136,12 +152,13 @@ def check_three_two_one(opening=True):
     plans = [plan for plan, _ in short]
     sources = {plan.source_id for plan in plans}
     problems.open_alert(
-        Alert.THREE_TWO_ONE, THREE_TWO_ONE_KEY,
-        title=(f"Plan {plans[0]} does not meet 3-2-1" if len(plans) == 1
-               else f"{len(plans)} plans do not meet 3-2-1"),
+        Alert.THREE_TWO_ONE,
+        THREE_TWO_ONE_KEY,
+        title=(f"Plan {plans[0]} does not meet 3-2-1" if len(plans) == 1 else f"{len(plans)} plans do not meet 3-2-1"),
         detail=f"{three_two_one_shortfall(short)} {three_two_one_advice(short)}",
         url=plans[0].get_absolute_url() if len(plans) == 1 else reverse("plan_list"),
-        source=plans[0].source if len(sources) == 1 else None, severity=Alert.WARNING,
+        source=plans[0].source if len(sources) == 1 else None,
+        severity=Alert.WARNING,
     )
     return plans
 
@@ -151,29 +168,38 @@ def three_two_one_shortfall(short):
     groups = {}
     for plan, rule in short:
         groups.setdefault(tuple(rule["missing"]), []).append(f"{plan} (backup #{rule['backup'].pk})")
-    return " ".join(f"{and_list(names)} lack{'s' if len(names) == 1 else ''} {'; '.join(missing)}."
-                    for missing, names in groups.items())
+    return " ".join(
+        f"{and_list(names)} lack{'s' if len(names) == 1 else ''} {'; '.join(missing)}."
+        for missing, names in groups.items()
+    )
 
 
 def three_two_one_advice(short):
     """What to do, naming a destination that would mend it when there is one."""
     lacking = [plan for plan, _ in short if not meets_three_two_one(set(plan.destinations.all()))]
     if not lacking:
-        return (f"{'Its' if len(short) == 1 else 'Their'} destinations meet it as set up now, but the latest "
-                f"backup{'' if len(short) == 1 else 's'} did not reach every one (partial, or taken before a "
-                f"destination was added): the alert clears once {next_backups(short)} stored in every one.")
+        return (
+            f"{'Its' if len(short) == 1 else 'Their'} destinations meet it as set up now, but the latest "
+            f"backup{'' if len(short) == 1 else 's'} did not reach every one (partial, or taken before a "
+            f"destination was added): the alert clears once {next_backups(short)} stored in every one."
+        )
     if len(short) == 1:
         these = "the plan"
     else:
         these = "these plans" if len(lacking) == len(short) else and_list([str(plan) for plan in lacking])
     configured = [set(plan.destinations.all()) for plan in lacking]
-    ready = [d for d in Destination.objects.order_by("name")
-             if all(d not in ds and meets_three_two_one(ds | {d}) for ds in configured)]
+    ready = [
+        d
+        for d in Destination.objects.order_by("name")
+        if all(d not in ds and meets_three_two_one(ds | {d}) for ds in configured)
+    ]
     if ready:
         what = f"Tick {and_list([str(d) for d in ready[:3]], 'or')} in {these} (Edit, Destinations)"
     else:
-        what = ("Add a destination of another kind, away from this machine (an S3 bucket, marked off-site), on the "
-                f"Destinations page, and tick it in {these}")
+        what = (
+            "Add a destination of another kind, away from this machine (an S3 bucket, marked off-site), on the "
+            f"Destinations page, and tick it in {these}"
+        )
     return f"To meet it: {what}. The alert clears once {next_backups(short)} stored there too."
 
 
@@ -182,8 +208,7 @@ def next_backups(short):
 
 
 def meets_three_two_one(destinations):
-    return (len(destinations) >= 2 and len({d.kind for d in destinations}) >= 2
-            and any(d.offsite for d in destinations))
+    return len(destinations) >= 2 and len({d.kind for d in destinations}) >= 2 and any(d.offsite for d in destinations)
 
 
 def and_list(names, conjunction="and"):
@@ -200,15 +225,17 @@ def verification_key(verification):
 def verification_finished(verification):
     key, what = verification_key(verification), verification.get_kind_display()
     if verification.status == Verification.PASSED:
-        problems.resolve_alert(Alert.VERIFICATION_FAILED, key,
-                               f"{what} of backup #{verification.backup_id} passed.")
+        problems.resolve_alert(Alert.VERIFICATION_FAILED, key, f"{what} of backup #{verification.backup_id} passed.")
     elif verification.status == Verification.FAILED:
         raise_problem(
-            Alert.VERIFICATION_FAILED, key, source=verification.source,
+            Alert.VERIFICATION_FAILED,
+            key,
+            source=verification.source,
             title=f"{what} of {verification.source} failed",
             detail=f"Backup #{verification.backup_id}: {verification.summary or 'no summary recorded'} "
-                   f"(finished {moment_text(verification.finished_at or timezone.now())}).",
-            url=verification.get_absolute_url(), severity=Alert.CRITICAL,
+            f"(finished {moment_text(verification.finished_at or timezone.now())}).",
+            url=verification.get_absolute_url(),
+            severity=Alert.CRITICAL,
         )
 
 
@@ -218,11 +245,14 @@ def restore_finished(job):
         problems.resolve_alert(Alert.RESTORE_FAILED, key, f"Restore #{job.pk} of {job.source} succeeded.")
     elif job.status == job.FAILED:
         raise_problem(
-            Alert.RESTORE_FAILED, key, source=job.source,
+            Alert.RESTORE_FAILED,
+            key,
+            source=job.source,
             title=f"Restore #{job.pk} of {job.source} failed",
             detail=f"{job.summary or 'No summary recorded.'} Restoring backup #{job.backup_id} into "
-                   f"{job.target_database}; finished {moment_text(job.finished_at or timezone.now())}.",
-            url=job.get_absolute_url(), severity=Alert.CRITICAL,
+            f"{job.target_database}; finished {moment_text(job.finished_at or timezone.now())}.",
+            url=job.get_absolute_url(),
+            severity=Alert.CRITICAL,
         )
 
 
@@ -241,8 +271,10 @@ def storage_findings(destination, share):
     if disk and disk.total:
         total, free = disk.total, disk.free
         if (total - free) / total >= share:
-            findings.append(f"The disk under {destination.path} is {round((total - free) / total * 100)} % full "
-                            f"({size_text(free)} free of {size_text(total)})")
+            findings.append(
+                f"The disk under {destination.path} is {round((total - free) / total * 100)} % full "
+                f"({size_text(free)} free of {size_text(total)})"
+            )
     return findings
 
 
@@ -258,11 +290,13 @@ def check_storage():
             continue
         over.append(destination.pk)
         problems.open_alert(
-            Alert.STORAGE_FULL, key,
+            Alert.STORAGE_FULL,
+            key,
             title=f"Destination {destination} is above {round(share * 100)} %",
             detail=f"{'; '.join(findings)}. Backups will fail when it is full: "
-                   "prune old backups, raise the quota or add space.",
-            url=destination.get_absolute_url(), severity=Alert.WARNING,
+            "prune old backups, raise the quota or add space.",
+            url=destination.get_absolute_url(),
+            severity=Alert.WARNING,
         )
     return over
 
@@ -273,9 +307,12 @@ def check_storage():
 def usual_duration(backup):
     """The median duration of the plan's previous good backups, or None."""
     rows = (
-        Backup.objects.filter(plan=backup.plan_id, status=Backup.SUCCEEDED, started_at__isnull=False,
-                              finished_at__isnull=False)
-        .exclude(pk=backup.pk).order_by("-created_at").values_list("started_at", "finished_at")[:HISTORY]
+        Backup.objects.filter(
+            plan=backup.plan_id, status=Backup.SUCCEEDED, started_at__isnull=False, finished_at__isnull=False
+        )
+        .exclude(pk=backup.pk)
+        .order_by("-created_at")
+        .values_list("started_at", "finished_at")[:HISTORY]
     )
     durations = [finished - started for started, finished in rows]
     return statistics.median(durations) if durations else None
@@ -290,11 +327,14 @@ def check_stuck_jobs(now=None):
     for backup in Backup.objects.filter(status=Backup.QUEUED, created_at__lte=queued_limit).select_related("source"):
         stuck.append(backup.pk)
         raise_problem(
-            Alert.STUCK_JOB, f"backup:{backup.pk}", source=backup.source,
+            Alert.STUCK_JOB,
+            f"backup:{backup.pk}",
+            source=backup.source,
             title=f"Backup #{backup.pk} of {backup.source} is stuck in the queue",
             detail=f"Queued {moment_text(backup.created_at)} and still not taken after "
-                   f"{settings.STUCK_QUEUED_MINUTES} min: no worker has taken it: is the task cluster running?",
-            url=backup.get_absolute_url(), severity=Alert.CRITICAL,
+            f"{settings.STUCK_QUEUED_MINUTES} min: no worker has taken it: is the task cluster running?",
+            url=backup.get_absolute_url(),
+            severity=Alert.CRITICAL,
         )
     running = Backup.objects.filter(status=Backup.RUNNING, started_at__lte=now - STUCK_RUNNING_MINIMUM)
     for backup in running.select_related("source"):
@@ -303,12 +343,15 @@ def check_stuck_jobs(now=None):
             continue  # without history there is no "usual" to compare with
         stuck.append(backup.pk)
         raise_problem(
-            Alert.STUCK_JOB, f"backup:{backup.pk}", source=backup.source,
+            Alert.STUCK_JOB,
+            f"backup:{backup.pk}",
+            source=backup.source,
             title=f"Backup #{backup.pk} of {backup.source} has been running far longer than usual",
             detail=f"Running since {moment_text(backup.started_at)}, while its plan's backups usually take "
-                   f"{duration_text(usual)}; {STUCK_DURATION_FACTOR}× that has passed. It may hang on a lock or "
-                   "a slow destination; cancel it from its page if it does not move.",
-            url=backup.get_absolute_url(), severity=Alert.CRITICAL,
+            f"{duration_text(usual)}; {STUCK_DURATION_FACTOR}× that has passed. It may hang on a lock or "
+            "a slow destination; cancel it from its page if it does not move.",
+            url=backup.get_absolute_url(),
+            severity=Alert.CRITICAL,
         )
     clear_ended_jobs()
     return stuck
@@ -340,23 +383,33 @@ def check_key_rotation(now=None):
     active = Key.objects.filter(is_active=True).first()
     due_key = f"key:{active.key_id}" if active else None
     for alert in Alert.objects.filter(kind=Alert.KEY_ROTATION_DUE, resolved_at__isnull=True).exclude(key=due_key):
-        problems.resolve_alert(Alert.KEY_ROTATION_DUE, alert.key,
-                               f"Master key {alert.key.split(':', 1)[1]} was rotated: "
-                               f"{active.key_id if active else 'another key'} is active now.")
+        problems.resolve_alert(
+            Alert.KEY_ROTATION_DUE,
+            alert.key,
+            f"Master key {alert.key.split(':', 1)[1]} was rotated: "
+            f"{active.key_id if active else 'another key'} is active now.",
+        )
     if active is None:
         return None
     age = now - active.created_at
     if age < timedelta(days=settings.KEY_ROTATION_DAYS):
-        problems.resolve_alert(Alert.KEY_ROTATION_DUE, due_key,
-                               f"The rotation period is now {settings.KEY_ROTATION_DAYS} days.", notify=False)
+        problems.resolve_alert(
+            Alert.KEY_ROTATION_DUE,
+            due_key,
+            f"The rotation period is now {settings.KEY_ROTATION_DAYS} days.",
+            notify=False,
+        )
         return None
     raise_problem(
-        Alert.KEY_ROTATION_DUE, due_key, source=None,
+        Alert.KEY_ROTATION_DUE,
+        due_key,
+        source=None,
         title=f"Master key {active.key_id} is {age.days} days old: rotate it",
         detail=f"The active master key was created {moment_text(active.created_at)}; keys are rotated every "
-               f"{settings.KEY_ROTATION_DAYS} days (KEY_ROTATION_DAYS). Rotate it on the Keys page: backups are "
-               "re-wrapped, not re-encrypted.",
-        url=reverse("key_list"), severity=Alert.WARNING,
+        f"{settings.KEY_ROTATION_DAYS} days (KEY_ROTATION_DAYS). Rotate it on the Keys page: backups are "
+        "re-wrapped, not re-encrypted.",
+        url=reverse("key_list"),
+        severity=Alert.WARNING,
     )
     return active.key_id
 
@@ -374,12 +427,21 @@ def retention_finished(plan, report):
         return
     if report.failure:
         title = f"Retention of plan {plan} could not be applied"
-        detail = (f"Nothing of this plan was pruned: {report.failure}. Other plans are pruned as usual. "
-                  "Check the plan's retention rule (saving it again shows what is out of bounds); "
-                  "the worker log has the details.")
+        detail = (
+            f"Nothing of this plan was pruned: {report.failure}. Other plans are pruned as usual. "
+            "Check the plan's retention rule (saving it again shows what is out of bounds); "
+            "the worker log has the details."
+        )
     else:
         title = f"Retention of plan {plan} could not remove {len(report.errors)} backup(s)"
         lost = "; ".join(f"backup #{pk}: {detail}" for pk, detail in report.errors[:5])
         detail = f"{lost}. They stay in the catalog and are tried again at the next run."
-    raise_problem(Alert.RETENTION_FAILED, key, source=plan.source, title=title, detail=detail,
-                  url=plan.get_absolute_url(), severity=Alert.WARNING)
+    raise_problem(
+        Alert.RETENTION_FAILED,
+        key,
+        source=plan.source,
+        title=title,
+        detail=detail,
+        url=plan.get_absolute_url(),
+        severity=Alert.WARNING,
+    )

@@ -27,24 +27,42 @@ def http_url(value):
 
 class ChannelForm(forms.ModelForm):
     slack_url = secret_field(
-        "Slack webhook URL", "From Slack: Apps → Incoming Webhooks, e.g. https://hooks.slack.com/services/T…/B…/…. "
-        "It is a secret: it is stored encrypted and never shown again.")
+        "Slack webhook URL",
+        "From Slack: Apps → Incoming Webhooks, e.g. https://hooks.slack.com/services/T…/B…/…. "
+        "It is a secret: it is stored encrypted and never shown again.",
+    )
     webhook_secret = secret_field(
-        "Signing secret", "Signs each body (HMAC-SHA256). Leave blank and one is generated and shown once.")
+        "Signing secret", "Signs each body (HMAC-SHA256). Leave blank and one is generated and shown once."
+    )
     new_webhook_secret = forms.BooleanField(
-        label="Generate a new signing secret", required=False,
-        help_text="The old one stops working at once; the new one is shown once after saving.")
+        label="Generate a new signing secret",
+        required=False,
+        help_text="The old one stops working at once; the new one is shown once after saving.",
+    )
     routing_key = secret_field(
-        "Integration key (routing key)", "From PagerDuty: Service → Integrations → Events API v2. Stored encrypted.")
+        "Integration key (routing key)", "From PagerDuty: Service → Integrations → Events API v2. Stored encrypted."
+    )
     events = forms.MultipleChoiceField(
-        choices=Channel.EVENT_CHOICES, widget=forms.CheckboxSelectMultiple,
+        choices=Channel.EVENT_CHOICES,
+        widget=forms.CheckboxSelectMultiple,
         error_messages={"required": "Pick at least one event to send."},
-        help_text="A recovery is sent for each problem this channel was told about.")
+        help_text="A recovery is sent for each problem this channel was told about.",
+    )
 
     class Meta:
         model = Channel
-        fields = ["name", "kind", "email_to", "url", "slack_url", "webhook_secret", "new_webhook_secret",
-                  "routing_key", "events", "enabled"]
+        fields = [
+            "name",
+            "kind",
+            "email_to",
+            "url",
+            "slack_url",
+            "webhook_secret",
+            "new_webhook_secret",
+            "routing_key",
+            "events",
+            "enabled",
+        ]
         labels = {"url": "Webhook URL"}
         help_texts = {
             "email_to": "Comma-separated addresses. Sent through the SMTP server set in the environment (EMAIL_HOST).",

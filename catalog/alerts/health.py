@@ -15,8 +15,8 @@ from django.utils import timezone
 from catalog import audit
 from catalog.alerts import problems
 from catalog.alerts.models import Alert, StatusChange
-from catalog.text import moment_text
 from catalog.models import Backup, Source
+from catalog.text import moment_text
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,20 @@ def refresh_source(source, now=None):
         plans = [plan for plan in source.plans.all() if plan.enabled]
         # good(): a base backup still waiting for its WAL is not good yet.
         good = source.backups.good().order_by("-created_at").first()
-        latest = source.backups.filter(status__in=FINISHED).select_related("plan").order_by("-created_at", "-pk").first()
+        latest = (
+            source.backups.filter(status__in=FINISHED).select_related("plan").order_by("-created_at", "-pk").first()
+        )
         source.last_good_at = good.created_at if good else None
         source.last_run_failed = latest is not None and latest.status == Backup.FAILED
         reference = source.last_good_at or min((plan.created_at for plan in plans), default=None)
         source.late_at, source.down_at = source.deadlines(reference, source.expected_interval())
         Source.objects.filter(pk=source.pk).update(**{name: getattr(source, name) for name in MONITORING_FIELDS})
-        apply_health(source, now, last_failure=latest if source.last_run_failed else None,
-                     backup_running=source.backups.active().exists())
+        apply_health(
+            source,
+            now,
+            last_failure=latest if source.last_run_failed else None,
+            backup_running=source.backups.active().exists(),
+        )
     return source
 
 
@@ -83,7 +89,9 @@ def refresh_misjudged(now=None):
             | Q(status="up", paused=False, last_good_at__isnull=True)
             | Q(paused=True) & ~Q(status="paused")
             | Q(paused=False, status="paused")
-        ).distinct().values_list("pk", flat=True)
+        )
+        .distinct()
+        .values_list("pk", flat=True)
     )
     refreshed = []
     for pk in misjudged:
@@ -131,16 +139,20 @@ def sync_alert(source, now):
         if opened and opened < status_since:
             detail += f" This problem has been open since {moment_text(opened)}."
         problems.open_alert(
-            Alert.SOURCE_HEALTH, key,
+            Alert.SOURCE_HEALTH,
+            key,
             title=f"{source} is {source.status.upper()}",
             detail=detail,
-            url=source.get_absolute_url(), source=source, severity=Alert.CRITICAL,
+            url=source.get_absolute_url(),
+            source=source,
+            severity=Alert.CRITICAL,
         )
     elif source.status == "up":
         problems.resolve_alert(Alert.SOURCE_HEALTH, key, f"{source} is up again. {source.status_reason}")
     elif source.status == "late":
-        problems.resolve_alert(Alert.SOURCE_HEALTH, key, f"{source} is no longer down or failing, but late: "
-                               f"{source.status_reason}")
+        problems.resolve_alert(
+            Alert.SOURCE_HEALTH, key, f"{source} is no longer down or failing, but late: {source.status_reason}"
+        )
     else:
         problems.resolve_alert(Alert.SOURCE_HEALTH, key, f"{source}: {source.status_reason}", notify=False)
 

@@ -149,7 +149,8 @@ class Notification(models.Model):
         constraints = [
             # A task delivered twice must not notify twice.
             models.UniqueConstraint(
-                fields=["channel", "alert", "event"], condition=models.Q(alert__isnull=False),
+                fields=["channel", "alert", "event"],
+                condition=models.Q(alert__isnull=False),
                 name="one_notification_per_alert_event",
             ),
         ]

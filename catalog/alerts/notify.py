@@ -34,8 +34,11 @@ def dispatch(alert, event, quiet=False):
     A quiet resolve (the source was paused) tells only the PagerDuty channels
     that opened an incident for it, which would otherwise stay open."""
     alert_id = alert.pk
-    transaction.on_commit(lambda: queues.enqueue_monitoring(
-        "catalog.tasks.send_alert_notifications", alert_id, event, quiet, task_name=f"notify-{alert_id}-{event}"))
+    transaction.on_commit(
+        lambda: queues.enqueue_monitoring(
+            "catalog.tasks.send_alert_notifications", alert_id, event, quiet, task_name=f"notify-{alert_id}-{event}"
+        )
+    )
 
 
 def recipients(alert, event, quiet=False):
@@ -51,10 +54,14 @@ def recipients(alert, event, quiet=False):
         return [channel for channel in channels if channel.wants(alert.kind)]
     told = alert.notifications.filter(event=Notification.OPENED)
     told_ids = set(told.values_list("channel_id", flat=True))
-    triggered = set(told.filter(status=Notification.SENT, channel__kind=Channel.PAGERDUTY)
-                    .values_list("channel_id", flat=True))
-    return [channel for channel in channels
-            if channel.pk in triggered or (not quiet and channel.wants(Channel.RECOVERY) and channel.pk in told_ids)]
+    triggered = set(
+        told.filter(status=Notification.SENT, channel__kind=Channel.PAGERDUTY).values_list("channel_id", flat=True)
+    )
+    return [
+        channel
+        for channel in channels
+        if channel.pk in triggered or (not quiet and channel.wants(Channel.RECOVERY) and channel.pk in told_ids)
+    ]
 
 
 def send_for_alert(alert_id, event, quiet=False):
@@ -84,7 +91,11 @@ def claim(channel, alert, event):
     try:
         with transaction.atomic():
             return Notification.objects.create(
-                channel=channel, alert=alert, event=event, status=Notification.FAILED, attempts=0,
+                channel=channel,
+                alert=alert,
+                event=event,
+                status=Notification.FAILED,
+                attempts=0,
                 error="Not sent yet: sending, or the worker stopped before an answer came.",
             )
     except IntegrityError:
@@ -94,10 +105,12 @@ def claim(channel, alert, event):
 def send_test(actor, channel):
     """Sends a clearly labelled test message now; returns its Notification.
     Works on a disabled channel too, to check it before enabling it again."""
-    notification = Notification.objects.create(channel=channel, event=Notification.TEST,
-                                               status=Notification.FAILED, attempts=0)
-    deliver(channel, Message.for_test(channel), notification, actor=actor, retry_delays=(),
-            timeout=TEST_TIMEOUT_SECONDS)
+    notification = Notification.objects.create(
+        channel=channel, event=Notification.TEST, status=Notification.FAILED, attempts=0
+    )
+    deliver(
+        channel, Message.for_test(channel), notification, actor=actor, retry_delays=(), timeout=TEST_TIMEOUT_SECONDS
+    )
     audit.record(actor, "channel.tested", channel, {"status": notification.status, "error": notification.error})
     return notification
 
@@ -129,8 +142,13 @@ def deliver(channel, message, notification, *, actor, retry_delays=None, timeout
         except Exception as exc:  # a bug in one transport must not silence the other channels
             # Only the type is kept: the text of an unexpected error may hold a secret.
             where = traceback.extract_tb(exc.__traceback__)[-1]
-            log.error("Sending to channel %s failed unexpectedly: %s at %s:%s",
-                      channel.pk, type(exc).__name__, where.filename, where.lineno)
+            log.error(
+                "Sending to channel %s failed unexpectedly: %s at %s:%s",
+                channel.pk,
+                type(exc).__name__,
+                where.filename,
+                where.lineno,
+            )
             error = f"Internal error while sending ({type(exc).__name__}); the worker's log says where"
             break
         return record_result(notification, Notification.SENT, attempts, "")
@@ -156,10 +174,13 @@ def disable_channel(actor, channel, error):
     """Stops sending to a channel whose URL, key or addresses are wrong, and
     says why on its page until someone fixes it and enables it again."""
     now = timezone.now()
-    reason = f"{error.rstrip('.')} on {when(now)}; fix the {transport_for(channel).fix_what} and enable the channel again."
+    reason = (
+        f"{error.rstrip('.')} on {when(now)}; fix the {transport_for(channel).fix_what} and enable the channel again."
+    )
     reason = reason if len(reason) <= 500 else error[:400] + f"… on {when(now)}; fix it and enable the channel again."
     changed = Channel.objects.filter(pk=channel.pk, enabled=True).update(
-        enabled=False, disabled_reason=reason, disabled_at=now)
+        enabled=False, disabled_reason=reason, disabled_at=now
+    )
     channel.enabled, channel.disabled_reason, channel.disabled_at = False, reason, now
     if changed:
         audit.record(actor, "channel.disabled", channel, {"enabled": False, "disabled_reason": reason})

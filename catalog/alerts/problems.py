@@ -20,8 +20,13 @@ def open_alert(kind, key, *, title, detail, url, source=None, severity=Alert.CRI
     its title, detail, link, severity and source brought up to date (one
     problem about several plans may come to be about another source), without
     a new notification. Returns (alert, created)."""
-    fields = {"title": title[:200], "detail": detail[:1000], "url": url[:300], "severity": severity,
-              "source_id": source.pk if source is not None else None}
+    fields = {
+        "title": title[:200],
+        "detail": detail[:1000],
+        "url": url[:300],
+        "severity": severity,
+        "source_id": source.pk if source is not None else None,
+    }
     with transaction.atomic():
         alert = open_alerts(kind, key).select_for_update().first()
         if alert is None:
@@ -33,8 +38,9 @@ def open_alert(kind, key, *, title, detail, url, source=None, severity=Alert.CRI
             except IntegrityError:
                 alert = open_alerts(kind, key).select_for_update().get()
             else:
-                audit.record(ACTOR, "alert.opened", alert, {"kind": kind, "key": key, "severity": severity,
-                                                            "title": alert.title})
+                audit.record(
+                    ACTOR, "alert.opened", alert, {"kind": kind, "key": key, "severity": severity, "title": alert.title}
+                )
                 dispatch(alert, Notification.OPENED)
                 return alert, True
         changed = {name: value for name, value in fields.items() if getattr(alert, name) != value}
@@ -57,8 +63,12 @@ def resolve_alert(kind, key, resolution, *, notify=True):
             return None
         alert.resolved_at, alert.resolution = timezone.now(), resolution[:500]
         alert.save(update_fields=["resolved_at", "resolution"])
-        audit.record(ACTOR, "alert.resolved", alert, {"kind": kind, "key": key, "resolution": alert.resolution,
-                                                      "notified": notify})
+        audit.record(
+            ACTOR,
+            "alert.resolved",
+            alert,
+            {"kind": kind, "key": key, "resolution": alert.resolution, "notified": notify},
+        )
         dispatch(alert, Notification.RESOLVED, quiet=not notify)
         return alert
 

@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import smtplib
-import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -92,21 +91,37 @@ class Message:
         if alert.kind == Alert.SOURCE_HEALTH and source and source.status == "failing":
             problem = "FAILING"
         return cls(
-            event=event, kind=alert.kind, key=alert.key, severity=alert.severity, title=alert.title,
-            detail=alert.detail, source_id=source.pk if source else None, source_name=source.name if source else "",
-            opened_at=alert.opened_at, resolved_at=alert.resolved_at, resolution=alert.resolution,
+            event=event,
+            kind=alert.kind,
+            key=alert.key,
+            severity=alert.severity,
+            title=alert.title,
+            detail=alert.detail,
+            source_id=source.pk if source else None,
+            source_name=source.name if source else "",
+            opened_at=alert.opened_at,
+            resolved_at=alert.resolved_at,
+            resolution=alert.resolution,
             link=absolute(alert.url or (source.get_absolute_url() if source else reverse("alert_list"))),
-            alert_id=alert.pk, problem=problem,
+            alert_id=alert.pk,
+            problem=problem,
         )
 
     @classmethod
     def for_test(cls, channel):
         now = timezone.now()
         return cls(
-            event=Notification.TEST, kind="test", key=f"channel:{channel.pk}", severity=Alert.WARNING,
+            event=Notification.TEST,
+            kind="test",
+            key=f"channel:{channel.pk}",
+            severity=Alert.WARNING,
             title=f"Test message for the channel “{channel.name}”",
             detail=f"Someone pressed “Send test” in {settings.SITE_NAME}. Nothing is wrong; no action is needed.",
-            source_id=None, source_name="", opened_at=now, resolved_at=None, resolution="",
+            source_id=None,
+            source_name="",
+            opened_at=now,
+            resolved_at=None,
+            resolution="",
             link=absolute(channel.get_absolute_url()),
         )
 
@@ -144,8 +159,10 @@ class Message:
         if self.source_name:
             lines.append(f"Source: {self.source_name}")
         if self.is_recovery:
-            lines.append(f"Recovered: {when(self.resolved_at)}, after {self.open_for()} "
-                         f"(the problem started {when(self.opened_at)})")
+            lines.append(
+                f"Recovered: {when(self.resolved_at)}, after {self.open_for()} "
+                f"(the problem started {when(self.opened_at)})"
+            )
             if self.resolution:
                 lines.append(f"How: {self.resolution}")
             lines.append(f"The problem was: {self.detail or self.title}")
@@ -216,8 +233,9 @@ class Email(Transport):
         try:
             email.send()
         except smtplib.SMTPRecipientsRefused as exc:
-            refused = ", ".join(f"{address} ({code} {reason_text(reason)})"
-                                for address, (code, reason) in exc.recipients.items())
+            refused = ", ".join(
+                f"{address} ({code} {reason_text(reason)})" for address, (code, reason) in exc.recipients.items()
+            )
             raise PermanentError(f"The mail server refused {refused}") from None
         except smtplib.SMTPResponseException as exc:
             # 4xx: try again later; 5xx (sender refused, message rejected, bad
@@ -227,11 +245,14 @@ class Email(Transport):
         except (smtplib.SMTPException, OSError) as exc:
             # smtplib reports a read that timed out as "Connection unexpectedly closed: timed out".
             if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
-                raise TransientError(f"The mail server {settings.EMAIL_HOST}:{settings.EMAIL_PORT} did not answer "
-                                     f"within {self.timeout or settings.EMAIL_TIMEOUT} s") from None
-            raise TransientError(f"Could not reach the mail server {settings.EMAIL_HOST}:{settings.EMAIL_PORT}: "
-                                 f"{exc or type(exc).__name__}") from None
-
+                raise TransientError(
+                    f"The mail server {settings.EMAIL_HOST}:{settings.EMAIL_PORT} did not answer "
+                    f"within {self.timeout or settings.EMAIL_TIMEOUT} s"
+                ) from None
+            raise TransientError(
+                f"Could not reach the mail server {settings.EMAIL_HOST}:{settings.EMAIL_PORT}: "
+                f"{exc or type(exc).__name__}"
+            ) from None
 
     @staticmethod
     def thread_headers(message):
@@ -242,8 +263,11 @@ class Email(Transport):
         domain = settings.DEFAULT_FROM_EMAIL.rpartition("@")[2].strip(">") or "strongroom.local"
         problem_id = f"<strongroom-alert-{message.alert_id}-opened@{domain}>"
         if message.is_recovery:
-            return {"Message-ID": f"<strongroom-alert-{message.alert_id}-resolved@{domain}>",
-                    "In-Reply-To": problem_id, "References": problem_id}
+            return {
+                "Message-ID": f"<strongroom-alert-{message.alert_id}-resolved@{domain}>",
+                "In-Reply-To": problem_id,
+                "References": problem_id,
+            }
         return {"Message-ID": problem_id}
 
 
@@ -269,15 +293,23 @@ class Slack(Transport):
         elif not message.is_test:
             fields.append({"title": "Since", "value": when(message.opened_at), "short": True})
             fields.append({"title": "Severity", "value": message.severity, "short": True})
-        text = slack_escape(message.resolution or message.detail) if message.is_recovery else slack_escape(message.detail)
+        text = (
+            slack_escape(message.resolution or message.detail) if message.is_recovery else slack_escape(message.detail)
+        )
         return {
             "text": f"*{slack_escape(message.subject())}*  <{message.link}|Open in {slack_escape(settings.SITE_NAME)}>",
-            "attachments": [{
-                "color": colour, "fallback": slack_escape(message.text()),
-                "title": slack_escape(message.title), "title_link": message.link,
-                "text": text, "fields": fields, "footer": slack_escape(settings.SITE_NAME),
-                "ts": int(message.opened_at.timestamp()),
-            }],
+            "attachments": [
+                {
+                    "color": colour,
+                    "fallback": slack_escape(message.text()),
+                    "title": slack_escape(message.title),
+                    "title_link": message.link,
+                    "text": text,
+                    "fields": fields,
+                    "footer": slack_escape(settings.SITE_NAME),
+                    "ts": int(message.opened_at.timestamp()),
+                }
+            ],
         }
 
     def notify(self, message):
@@ -357,8 +389,12 @@ class PagerDuty(Transport):
             "timestamp": message.opened_at.isoformat(),
             "component": message.source_name or None,
             "class": message.kind,
-            "custom_details": {"title": message.title, "detail": message.detail, "key": message.key,
-                               "opened_at": when(message.opened_at)},
+            "custom_details": {
+                "title": message.title,
+                "detail": message.detail,
+                "key": message.key,
+                "opened_at": when(message.opened_at),
+            },
         }
         event["links"] = [{"href": message.link, "text": f"Open in {settings.SITE_NAME}"}]
         event["client"] = settings.SITE_NAME
@@ -411,8 +447,12 @@ def post(url, body, headers, *, service, url_is_secret=True, timeout=None):
     if problem := endpoint_problem(url):
         raise PermanentError(f"Not sent to {service_target(service, url, url_is_secret=True)}: {problem}")
     timeout = timeout or settings.NOTIFY_HTTP_TIMEOUT
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "User-Agent": f"{settings.SITE_NAME} alerts", **headers})
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": f"{settings.SITE_NAME} alerts", **headers},
+    )
     try:
         with OPENER.open(request, timeout=timeout) as response:
             return response.status
@@ -432,7 +472,7 @@ def post(url, body, headers, *, service, url_is_secret=True, timeout=None):
         if isinstance(exc.reason, TimeoutError):  # while connecting
             raise TransientError(f"{service} did not answer within {timeout} s") from None
         raise TransientError(f"Could not reach {service_target(service, url, url_is_secret)}: {exc.reason}") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise TransientError(f"{service} did not answer within {timeout} s") from None
     except (ConnectionError, OSError) as exc:
         raise TransientError(f"Could not reach {service_target(service, url, url_is_secret)}: {exc}") from None
@@ -464,4 +504,3 @@ def public_url_display(url):
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@", 1)
     return url
-

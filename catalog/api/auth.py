@@ -65,7 +65,8 @@ def authorize(scope, endpoint):
                     response = error(
                         f"This API token does not have the '{scope}' scope this request needs "
                         f"(it has: {', '.join(token.scopes) or 'none'}).",
-                        403, WWW_Authenticate=f'Bearer realm="strongroom", error="insufficient_scope", scope="{scope}"',
+                        403,
+                        WWW_Authenticate=f'Bearer realm="strongroom", error="insufficient_scope", scope="{scope}"',
                     )
                 status = response.status_code
                 return response

@@ -46,17 +46,28 @@ class CatalogCollector:
 
     def plan_metrics(self):
         last_good = Backup.objects.good().filter(plan=OuterRef("pk")).order_by("-finished_at", "-pk")
-        plans = list(BackupPlan.objects.select_related("source").annotate(
-            last_good_id=Subquery(last_good.values("pk")[:1])))
+        plans = list(
+            BackupPlan.objects.select_related("source").annotate(last_good_id=Subquery(last_good.values("pk")[:1]))
+        )
         backups = Backup.objects.in_bulk([p.last_good_id for p in plans if p.last_good_id])
-        success = GaugeMetricFamily("strongroom_plan_last_success_timestamp_seconds",
-                                    "When the plan's last successful backup finished (Unix time).", labels=["plan", "source"])
-        duration = GaugeMetricFamily("strongroom_plan_last_duration_seconds",
-                                     "How long the plan's last successful backup took.", labels=["plan", "source"])
-        size = GaugeMetricFamily("strongroom_plan_last_size_bytes",
-                                 "Stored size of the plan's last successful backup.", labels=["plan", "source"])
-        enabled = GaugeMetricFamily("strongroom_plan_enabled", "1 when the plan's schedule is on.",
-                                    labels=["plan", "source"])
+        success = GaugeMetricFamily(
+            "strongroom_plan_last_success_timestamp_seconds",
+            "When the plan's last successful backup finished (Unix time).",
+            labels=["plan", "source"],
+        )
+        duration = GaugeMetricFamily(
+            "strongroom_plan_last_duration_seconds",
+            "How long the plan's last successful backup took.",
+            labels=["plan", "source"],
+        )
+        size = GaugeMetricFamily(
+            "strongroom_plan_last_size_bytes",
+            "Stored size of the plan's last successful backup.",
+            labels=["plan", "source"],
+        )
+        enabled = GaugeMetricFamily(
+            "strongroom_plan_enabled", "1 when the plan's schedule is on.", labels=["plan", "source"]
+        )
         for plan in plans:
             labels = [plan.name, plan.source.name]
             enabled.add_metric(labels, int(plan.enabled))
@@ -85,11 +96,14 @@ class CatalogCollector:
         yield from (total, failed)
 
     def verification_counts(self):
-        counts = {(kind, status): 0 for kind, _ in Verification.KIND_CHOICES for status, _ in Verification.STATUS_CHOICES}
+        counts = {
+            (kind, status): 0 for kind, _ in Verification.KIND_CHOICES for status, _ in Verification.STATUS_CHOICES
+        }
         for row in Verification.objects.values("kind", "status").annotate(n=Count("pk")).order_by():
             counts[row["kind"], row["status"]] = row["n"]
-        family = CounterMetricFamily("strongroom_verifications", "Verifications by kind and result.",
-                                     labels=["kind", "result"])
+        family = CounterMetricFamily(
+            "strongroom_verifications", "Verifications by kind and result.", labels=["kind", "result"]
+        )
         for (kind, status), count in counts.items():
             family.add_metric([kind, status], count)
         yield family
@@ -99,12 +113,19 @@ class CatalogCollector:
             used=Sum("copies__size", filter=Q(copies__status=Copy.DURABLE)),
             copy_count=Count("copies", filter=Q(copies__status=Copy.DURABLE)),
         )
-        used = GaugeMetricFamily("strongroom_destination_used_bytes", "Bytes of durable copies in the destination.",
-                                 labels=["destination", "kind"])
-        copies = GaugeMetricFamily("strongroom_destination_copies", "Durable copies in the destination.",
-                                   labels=["destination", "kind"])
-        quota = GaugeMetricFamily("strongroom_destination_quota_bytes", "The destination's quota, where it has one.",
-                                  labels=["destination", "kind"])
+        used = GaugeMetricFamily(
+            "strongroom_destination_used_bytes",
+            "Bytes of durable copies in the destination.",
+            labels=["destination", "kind"],
+        )
+        copies = GaugeMetricFamily(
+            "strongroom_destination_copies", "Durable copies in the destination.", labels=["destination", "kind"]
+        )
+        quota = GaugeMetricFamily(
+            "strongroom_destination_quota_bytes",
+            "The destination's quota, where it has one.",
+            labels=["destination", "kind"],
+        )
         for destination in destinations:
             labels = [destination.name, destination.kind]
             used.add_metric(labels, destination.used or 0)
@@ -119,19 +140,29 @@ class CatalogCollector:
         # Other apps' jobs (restore's) are registered by those apps (catalog/registry.py).
         jobs = {"backup": Backup, "verification": Verification, **app_registry.queued_jobs}
         for name, model in jobs.items():
-            counts = model.objects.aggregate(queued=Count("pk", filter=Q(status=model.QUEUED)),
-                                             running=Count("pk", filter=Q(status=model.RUNNING)))
+            counts = model.objects.aggregate(
+                queued=Count("pk", filter=Q(status=model.QUEUED)), running=Count("pk", filter=Q(status=model.RUNNING))
+            )
             queued.add_metric([name], counts["queued"])
             running.add_metric([name], counts["running"])
         yield from (queued, running)
 
     def source_metrics(self):
-        status = GaugeMetricFamily("strongroom_source_status", "1 for the source's current health, 0 for the others.",
-                                   labels=["source", "status"])
-        last_good = GaugeMetricFamily("strongroom_source_last_good_backup_timestamp_seconds",
-                                      "When the source's last good backup finished (Unix time).", labels=["source"])
-        since = GaugeMetricFamily("strongroom_source_status_since_timestamp_seconds",
-                                  "Since when the source has its current health (Unix time).", labels=["source"])
+        status = GaugeMetricFamily(
+            "strongroom_source_status",
+            "1 for the source's current health, 0 for the others.",
+            labels=["source", "status"],
+        )
+        last_good = GaugeMetricFamily(
+            "strongroom_source_last_good_backup_timestamp_seconds",
+            "When the source's last good backup finished (Unix time).",
+            labels=["source"],
+        )
+        since = GaugeMetricFamily(
+            "strongroom_source_status_since_timestamp_seconds",
+            "Since when the source has its current health (Unix time).",
+            labels=["source"],
+        )
         for source in Source.objects.all():
             for value, _ in HEALTH_CHOICES:
                 status.add_metric([source.name, value], int(source.status == value))
@@ -141,10 +172,11 @@ class CatalogCollector:
                 since.add_metric([source.name], timestamp(source.status_since))
         yield from (status, last_good, since)
 
-
     def alert_metrics(self):
         counts = {(kind, severity): 0 for kind, _ in Alert.KIND_CHOICES for severity, _ in Alert.SEVERITY_CHOICES}
-        for row in Alert.objects.filter(resolved_at__isnull=True).values("kind", "severity").annotate(n=Count("pk")).order_by():
+        for row in (
+            Alert.objects.filter(resolved_at__isnull=True).values("kind", "severity").annotate(n=Count("pk")).order_by()
+        ):
             counts[row["kind"], row["severity"]] = row["n"]
         family = GaugeMetricFamily("strongroom_open_alerts", "Problems open now.", labels=["kind", "severity"])
         for (kind, severity), count in counts.items():

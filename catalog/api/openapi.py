@@ -19,8 +19,11 @@ def nullable(schema):
 
 
 def obj(properties, required=None, closed=False):
-    schema = {"type": "object", "properties": properties,
-              "required": list(properties) if required is None else required}
+    schema = {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+    }
     return {**schema, "additionalProperties": False} if closed else schema
 
 
@@ -36,138 +39,195 @@ URL = {"type": "string", "format": "uri"}
 BACKUP_STATUS = choices(Backup.STATUS_CHOICES)
 
 SCHEMAS = {
-    "Error": {**obj({"error": {"type": "string", "description": "what went wrong, in words"}}),
-              "example": {"error": "This API token was revoked at 2026-01-31 03:00 UTC."}},
+    "Error": {
+        **obj({"error": {"type": "string", "description": "what went wrong, in words"}}),
+        "example": {"error": "This API token was revoked at 2026-01-31 03:00 UTC."},
+    },
     "BackupSummary": obj({"id": ID, "status": BACKUP_STATUS, "created_at": WHEN, "finished_at": nullable(WHEN)}),
-    "VerificationSummary": obj({
-        "id": ID, "kind": choices(Verification.KIND_CHOICES), "status": choices(Verification.STATUS_CHOICES),
-        "finished_at": nullable(WHEN),
-    }),
-    "SourceHealth": obj({
-        "id": ID,
-        "name": TEXT,
-        "status": choices(HEALTH_CHOICES),
-        "status_since": nullable(WHEN),
-        "reason": {**TEXT, "description": "why the source has this status"},
-        "paused": {"type": "boolean"},
-        "last_good_backup_at": nullable(WHEN),
-        "late_at": {**nullable(WHEN), "description": "when the source turns late without a new good backup"},
-        "down_at": {**nullable(WHEN), "description": "when the source turns down: its RPO is breached"},
-        "rpo_minutes": nullable({"type": "integer"}),
-        "rto_minutes": nullable({"type": "integer"}),
-        "last_backup": nullable(ref("BackupSummary")),
-        "last_verification": nullable(ref("VerificationSummary")),
-    }),
-    "DestinationUsage": obj({
-        "id": ID,
-        "name": TEXT,
-        "kind": choices(Destination.KIND_CHOICES),
-        "offsite": {"type": "boolean"},
-        "used_bytes": BYTES,
-        "quota_bytes": nullable(BYTES),
-        "share": {**nullable({"type": "number"}), "description": "used bytes as a share of the quota (0.8 = 80 %)"},
-    }),
-    "OpenAlert": obj({
-        "id": ID,
-        "kind": choices(Alert.KIND_CHOICES),
-        "severity": choices(Alert.SEVERITY_CHOICES),
-        "title": TEXT,
-        "detail": TEXT,
-        "source": nullable(ref("Named")),
-        "opened_at": WHEN,
-        "url": {**nullable(URL), "description": "the page that shows the problem"},
-    }),
-    "Status": obj({
-        "status": {**choices([("up", ""), ("late", ""), ("failing", ""), ("down", "")]),
-                   "description": "the worst status of the unpaused sources; up when all are up or new"},
-        "checked_at": WHEN,
-        "open_alerts": {"type": "array", "items": ref("OpenAlert")},
-        "sources": {"type": "array", "items": ref("SourceHealth")},
-        "destinations": {"type": "array", "items": ref("DestinationUsage")},
-    }),
+    "VerificationSummary": obj(
+        {
+            "id": ID,
+            "kind": choices(Verification.KIND_CHOICES),
+            "status": choices(Verification.STATUS_CHOICES),
+            "finished_at": nullable(WHEN),
+        }
+    ),
+    "SourceHealth": obj(
+        {
+            "id": ID,
+            "name": TEXT,
+            "status": choices(HEALTH_CHOICES),
+            "status_since": nullable(WHEN),
+            "reason": {**TEXT, "description": "why the source has this status"},
+            "paused": {"type": "boolean"},
+            "last_good_backup_at": nullable(WHEN),
+            "late_at": {**nullable(WHEN), "description": "when the source turns late without a new good backup"},
+            "down_at": {**nullable(WHEN), "description": "when the source turns down: its RPO is breached"},
+            "rpo_minutes": nullable({"type": "integer"}),
+            "rto_minutes": nullable({"type": "integer"}),
+            "last_backup": nullable(ref("BackupSummary")),
+            "last_verification": nullable(ref("VerificationSummary")),
+        }
+    ),
+    "DestinationUsage": obj(
+        {
+            "id": ID,
+            "name": TEXT,
+            "kind": choices(Destination.KIND_CHOICES),
+            "offsite": {"type": "boolean"},
+            "used_bytes": BYTES,
+            "quota_bytes": nullable(BYTES),
+            "share": {**nullable({"type": "number"}), "description": "used bytes as a share of the quota (0.8 = 80 %)"},
+        }
+    ),
+    "OpenAlert": obj(
+        {
+            "id": ID,
+            "kind": choices(Alert.KIND_CHOICES),
+            "severity": choices(Alert.SEVERITY_CHOICES),
+            "title": TEXT,
+            "detail": TEXT,
+            "source": nullable(ref("Named")),
+            "opened_at": WHEN,
+            "url": {**nullable(URL), "description": "the page that shows the problem"},
+        }
+    ),
+    "Status": obj(
+        {
+            "status": {
+                **choices([("up", ""), ("late", ""), ("failing", ""), ("down", "")]),
+                "description": "the worst status of the unpaused sources; up when all are up or new",
+            },
+            "checked_at": WHEN,
+            "open_alerts": {"type": "array", "items": ref("OpenAlert")},
+            "sources": {"type": "array", "items": ref("SourceHealth")},
+            "destinations": {"type": "array", "items": ref("DestinationUsage")},
+        }
+    ),
     "Named": obj({"id": ID, "name": TEXT}),
-    "BackupLinks": obj({"self": {**URL, "description": "this backup in the API"},
-                        "page": {**URL, "description": "this backup's page"}}),
-    "Backup": obj({
-        "id": ID,
-        "source": ref("Named"),
-        "plan": nullable(ref("Named")),
-        "status": BACKUP_STATUS,
-        "label": TEXT,
-        "trigger": choices(Backup.TRIGGER_CHOICES),
-        "format": TEXT,
-        "compression": TEXT,
-        "encrypted": {"type": "boolean"},
-        "created_at": WHEN,
-        "started_at": nullable(WHEN),
-        "finished_at": nullable(WHEN),
-        "duration_seconds": nullable({"type": "number"}),
-        "raw_bytes": BYTES,
-        "stored_bytes": BYTES,
-        "sha256": {**TEXT, "description": "SHA-256 of the stored bytes (hex); empty until known"},
-        "pinned": {"type": "boolean"},
-        "legal_hold": {"type": "boolean"},
-        "pruned_at": nullable(WHEN),
-        "error": TEXT,
-        "links": ref("BackupLinks"),
-    }),
-    "Copy": obj({
-        "id": ID,
-        "destination": obj({"id": ID, "name": TEXT, "kind": choices(Destination.KIND_CHOICES)}),
-        "status": choices(Copy.STATUS_CHOICES),
-        "size": BYTES,
-        "sha256": TEXT,
-        "durable_at": nullable(WHEN),
-        "verified_at": nullable(WHEN),
-        "pruned_at": nullable(WHEN),
-        "locked_until": nullable(WHEN),
-    }),
-    "BackupDetail": {"allOf": [ref("Backup"), obj({
-        "phase": TEXT,
-        "server_version": TEXT,
-        "tool_version": TEXT,
-        "table_counts": {"type": "object", "additionalProperties": {"type": "integer"},
-                         "description": "rows per table in the backup's snapshot"},
-        "hold_reason": TEXT,
-        "copies": {"type": "array", "items": ref("Copy")},
-    })]},
-    "BackupPage": obj({
-        "count": {**BYTES, "description": "backups matching the filters, on all pages"},
-        "limit": ID,
-        "offset": BYTES,
-        "next": nullable(URL),
-        "previous": nullable(URL),
-        "results": {"type": "array", "items": ref("Backup")},
-    }),
-    "StartBackup": obj({
-        "plan": {**ID, "description": "the plan to run"},
-        "label": {"type": "string", "maxLength": 100, "pattern": "^[-a-zA-Z0-9_]*$",
-                  "description": "optional, e.g. pre-migration-backup"},
-        "keep_days": {"type": "integer", "minimum": 1, "maximum": 36500,
-                      "description": "optional: days retention keeps this backup whatever the plan's rule says; "
-                                     "left out, the plan's rule for manual backups (keep_manual_days) decides"},
-    }, required=["plan"], closed=True),
-    "BackupQueued": obj({
-        "id": ID, "status": BACKUP_STATUS, "label": TEXT, "trigger": {"type": "string", "enum": ["api"]},
-        "url": {**URL, "description": "poll this for the outcome"},
-    }),
-    "WalStored": obj({
-        "name": TEXT,
-        "stored": {"type": "boolean", "enum": [True]},
-        "created": {"type": "boolean", "description": "false when the file was stored before (a retried push)"},
-        "sha256": {**TEXT, "description": "SHA-256 of the stored bytes (hex), when this push stored it"},
-    }, required=["name", "stored", "created"]),
-    "StartVerification": obj({"kind": {**choices(Verification.KIND_CHOICES), "default": "checksum"}}, required=[], closed=True),
-    "Verification": obj({
-        "id": ID,
-        "backup": ID,
-        "kind": choices(Verification.KIND_CHOICES),
-        "status": choices(Verification.STATUS_CHOICES),
-        "created_at": WHEN,
-        "finished_at": nullable(WHEN),
-        "summary": TEXT,
-        "links": obj({"page": URL}),
-    }),
+    "BackupLinks": obj(
+        {"self": {**URL, "description": "this backup in the API"}, "page": {**URL, "description": "this backup's page"}}
+    ),
+    "Backup": obj(
+        {
+            "id": ID,
+            "source": ref("Named"),
+            "plan": nullable(ref("Named")),
+            "status": BACKUP_STATUS,
+            "label": TEXT,
+            "trigger": choices(Backup.TRIGGER_CHOICES),
+            "format": TEXT,
+            "compression": TEXT,
+            "encrypted": {"type": "boolean"},
+            "created_at": WHEN,
+            "started_at": nullable(WHEN),
+            "finished_at": nullable(WHEN),
+            "duration_seconds": nullable({"type": "number"}),
+            "raw_bytes": BYTES,
+            "stored_bytes": BYTES,
+            "sha256": {**TEXT, "description": "SHA-256 of the stored bytes (hex); empty until known"},
+            "pinned": {"type": "boolean"},
+            "legal_hold": {"type": "boolean"},
+            "pruned_at": nullable(WHEN),
+            "error": TEXT,
+            "links": ref("BackupLinks"),
+        }
+    ),
+    "Copy": obj(
+        {
+            "id": ID,
+            "destination": obj({"id": ID, "name": TEXT, "kind": choices(Destination.KIND_CHOICES)}),
+            "status": choices(Copy.STATUS_CHOICES),
+            "size": BYTES,
+            "sha256": TEXT,
+            "durable_at": nullable(WHEN),
+            "verified_at": nullable(WHEN),
+            "pruned_at": nullable(WHEN),
+            "locked_until": nullable(WHEN),
+        }
+    ),
+    "BackupDetail": {
+        "allOf": [
+            ref("Backup"),
+            obj(
+                {
+                    "phase": TEXT,
+                    "server_version": TEXT,
+                    "tool_version": TEXT,
+                    "table_counts": {
+                        "type": "object",
+                        "additionalProperties": {"type": "integer"},
+                        "description": "rows per table in the backup's snapshot",
+                    },
+                    "hold_reason": TEXT,
+                    "copies": {"type": "array", "items": ref("Copy")},
+                }
+            ),
+        ]
+    },
+    "BackupPage": obj(
+        {
+            "count": {**BYTES, "description": "backups matching the filters, on all pages"},
+            "limit": ID,
+            "offset": BYTES,
+            "next": nullable(URL),
+            "previous": nullable(URL),
+            "results": {"type": "array", "items": ref("Backup")},
+        }
+    ),
+    "StartBackup": obj(
+        {
+            "plan": {**ID, "description": "the plan to run"},
+            "label": {
+                "type": "string",
+                "maxLength": 100,
+                "pattern": "^[-a-zA-Z0-9_]*$",
+                "description": "optional, e.g. pre-migration-backup",
+            },
+            "keep_days": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 36500,
+                "description": "optional: days retention keeps this backup whatever the plan's rule says; "
+                "left out, the plan's rule for manual backups (keep_manual_days) decides",
+            },
+        },
+        required=["plan"],
+        closed=True,
+    ),
+    "BackupQueued": obj(
+        {
+            "id": ID,
+            "status": BACKUP_STATUS,
+            "label": TEXT,
+            "trigger": {"type": "string", "enum": ["api"]},
+            "url": {**URL, "description": "poll this for the outcome"},
+        }
+    ),
+    "WalStored": obj(
+        {
+            "name": TEXT,
+            "stored": {"type": "boolean", "enum": [True]},
+            "created": {"type": "boolean", "description": "false when the file was stored before (a retried push)"},
+            "sha256": {**TEXT, "description": "SHA-256 of the stored bytes (hex), when this push stored it"},
+        },
+        required=["name", "stored", "created"],
+    ),
+    "StartVerification": obj(
+        {"kind": {**choices(Verification.KIND_CHOICES), "default": "checksum"}}, required=[], closed=True
+    ),
+    "Verification": obj(
+        {
+            "id": ID,
+            "backup": ID,
+            "kind": choices(Verification.KIND_CHOICES),
+            "status": choices(Verification.STATUS_CHOICES),
+            "created_at": WHEN,
+            "finished_at": nullable(WHEN),
+            "summary": TEXT,
+            "links": obj({"page": URL}),
+        }
+    ),
 }
 
 ERRORS = {
@@ -205,14 +265,25 @@ def wal_push(operation_id):
         "summary": "Store a WAL segment or timeline history file pushed by the source's archive_command.",
         "x-scope": "backup",
         "parameters": [
-            {"name": "id", "in": "path", "required": True, "schema": ID,
-             "description": "the source's id; its continuous protection must be on, in archive mode"},
-            {"name": "name", "in": "path", "required": True,
-             "schema": {"type": "string", "pattern": "^([0-9A-F]{24}|[0-9A-F]{8}\\.history)$"},
-             "description": "the WAL file's name (%f in archive_command), e.g. 000000010000000000000001"},
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "schema": ID,
+                "description": "the source's id; its continuous protection must be on, in archive mode",
+            },
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^([0-9A-F]{24}|[0-9A-F]{8}\\.history)$"},
+                "description": "the WAL file's name (%f in archive_command), e.g. 000000010000000000000001",
+            },
         ],
-        "requestBody": {"required": True, "content": {"application/octet-stream": {
-            "schema": {"type": "string", "format": "binary"}}}},
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        },
         "responses": {
             **responses(201, ref("WalStored"), "Stored in every WAL destination", 400, 404, 503),
             "200": {"description": "Stored before: nothing to do", "content": json_content(ref("WalStored"))},
@@ -221,12 +292,14 @@ def wal_push(operation_id):
 
 
 PATHS = {
-    "/status": {"get": {
-        "operationId": "getStatus",
-        "summary": "Are we safe? Health of every source, last backups and verifications, storage use.",
-        "x-scope": "read",
-        "responses": responses(200, ref("Status"), "Overall and per-source health"),
-    }},
+    "/status": {
+        "get": {
+            "operationId": "getStatus",
+            "summary": "Are we safe? Health of every source, last backups and verifications, storage use.",
+            "x-scope": "read",
+            "responses": responses(200, ref("Status"), "Overall and per-source health"),
+        }
+    },
     "/backups": {
         "get": {
             "operationId": "listBackups",
@@ -236,39 +309,49 @@ PATHS = {
                 query("source", ID, "only backups of this source (id)"),
                 query("plan", ID, "only backups of this plan (id)"),
                 query("status", BACKUP_STATUS, "only backups with this status"),
-                query("label", {"type": "string", "maxLength": 100},
-                      "only backups with exactly this label (empty: only backups without one)"),
+                query(
+                    "label",
+                    {"type": "string", "maxLength": 100},
+                    "only backups with exactly this label (empty: only backups without one)",
+                ),
                 query("since", WHEN, "created at or after this moment (ISO 8601)"),
                 query("until", WHEN, "created before this moment (ISO 8601)"),
                 query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"),
-                query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
-                      "how many matching backups to skip"),
+                query(
+                    "offset",
+                    {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
+                    "how many matching backups to skip",
+                ),
             ],
             "responses": responses(200, ref("BackupPage"), "One page of backups", 400),
         },
         "post": {
             "operationId": "startBackup",
-            "summary": "Start a backup of a plan now, with a label (\"pre-migration-backup\"); poll its url.",
+            "summary": 'Start a backup of a plan now, with a label ("pre-migration-backup"); poll its url.',
             "x-scope": "backup",
             "requestBody": {"required": True, "content": json_content(ref("StartBackup"))},
             "responses": responses(202, ref("BackupQueued"), "Queued", 400, 404, 409),
         },
     },
-    "/backups/{id}": {"get": {
-        "operationId": "getBackup",
-        "summary": "One backup with its copies, checksums and row counts.",
-        "x-scope": "read",
-        "parameters": [BACKUP_ID],
-        "responses": responses(200, ref("BackupDetail"), "The backup", 404),
-    }},
-    "/backups/{id}/verify": {"post": {
-        "operationId": "verifyBackup",
-        "summary": "Verify a backup: a checksum of every copy (default) or a test restore.",
-        "x-scope": "backup",
-        "parameters": [BACKUP_ID],
-        "requestBody": {"required": False, "content": json_content(ref("StartVerification"))},
-        "responses": responses(202, ref("Verification"), "Queued", 400, 404, 409),
-    }},
+    "/backups/{id}": {
+        "get": {
+            "operationId": "getBackup",
+            "summary": "One backup with its copies, checksums and row counts.",
+            "x-scope": "read",
+            "parameters": [BACKUP_ID],
+            "responses": responses(200, ref("BackupDetail"), "The backup", 404),
+        }
+    },
+    "/backups/{id}/verify": {
+        "post": {
+            "operationId": "verifyBackup",
+            "summary": "Verify a backup: a checksum of every copy (default) or a test restore.",
+            "x-scope": "backup",
+            "parameters": [BACKUP_ID],
+            "requestBody": {"required": False, "content": json_content(ref("StartVerification"))},
+            "responses": responses(202, ref("Verification"), "Queued", 400, 404, 409),
+        }
+    },
     "/sources/{id}/wal/{name}": {"put": wal_push("pushWalFile"), "post": wal_push("postWalFile")},
 }
 
@@ -282,7 +365,7 @@ def openapi_document():
             "description": (
                 "Token-authenticated JSON API. Administrators create tokens on the API tokens page; send one as "
                 "'Authorization: Bearer <token>'. The read scope allows GET requests (and /metrics), the backup "
-                "scope starting backups and verifications. Every error is {\"error\": \"...\"}."
+                'scope starting backups and verifications. Every error is {"error": "..."}.'
             ),
         },
         "servers": [{"url": "/api/v1"}],

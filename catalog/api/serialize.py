@@ -11,7 +11,7 @@ SEVERITY = {"new": 0, "paused": 0, "up": 0, "late": 1, "failing": 2, "down": 3}
 
 
 def overall_status(sources):
-    """"up" unless an unpaused source is late, failing or down."""
+    """ "up" unless an unpaused source is late, failing or down."""
     watched = [s.status for s in sources if not s.paused and s.status != "paused"]
     worst = max(watched, key=lambda status: SEVERITY.get(status, 0), default="up")
     return worst if SEVERITY.get(worst, 0) else "up"
@@ -24,14 +24,21 @@ def seconds(duration):
 def backup_summary(backup):
     if backup is None:
         return None
-    return {"id": backup.pk, "status": backup.status, "created_at": backup.created_at, "finished_at": backup.finished_at}
+    return {
+        "id": backup.pk,
+        "status": backup.status,
+        "created_at": backup.created_at,
+        "finished_at": backup.finished_at,
+    }
 
 
 def verification_summary(verification):
     if verification is None:
         return None
     return {
-        "id": verification.pk, "kind": verification.kind, "status": verification.status,
+        "id": verification.pk,
+        "kind": verification.kind,
+        "status": verification.status,
         "finished_at": verification.finished_at,
     }
 

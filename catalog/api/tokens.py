@@ -37,10 +37,17 @@ def create_token(actor, name, scopes, expires_in_days=None):
         expires_at=expires_at,
         created_by=actor if not isinstance(actor, str) else None,
     )
-    audit.record(actor, "token.create", token, {
-        "name": name, "prefix": token.prefix, "scopes": token.scopes,
-        "expires_at": expires_at.isoformat() if expires_at else None,
-    })
+    audit.record(
+        actor,
+        "token.create",
+        token,
+        {
+            "name": name,
+            "prefix": token.prefix,
+            "scopes": token.scopes,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+    )
     return token, raw
 
 

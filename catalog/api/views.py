@@ -3,7 +3,7 @@ services the pages call, answer. Errors are {"error": "..."} with a 4xx code."""
 
 import json
 import re
-from datetime import datetime, time, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, time, timedelta
 from functools import wraps
 
 from django.core.exceptions import RequestDataTooBig
@@ -65,10 +65,10 @@ def datetime_param(params, name):
     if timezone.is_naive(value):
         value = timezone.make_aware(value)
     try:
-        return value.astimezone(dt_timezone.utc)
+        return value.astimezone(UTC)
     except OverflowError:  # within a day of year 1 or 9999: the edge of time it is
         edge = datetime.min if value.utcoffset() > timedelta(0) else datetime.max
-        return edge.replace(tzinfo=dt_timezone.utc)
+        return edge.replace(tzinfo=UTC)
 
 
 def text_param(params, name, max_length=100):
@@ -122,23 +122,28 @@ def handles_bad_requests(view):
 @authorize("read", "status")
 def status_view(request):
     last_backup = Backup.objects.filter(source=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")[:1]
-    last_verification = Verification.objects.filter(source=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")[:1]
-    sources = list(Source.objects.annotate(last_backup_id=Subquery(last_backup),
-                                           last_verification_id=Subquery(last_verification)))
+    last_verification = (
+        Verification.objects.filter(source=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")[:1]
+    )
+    sources = list(
+        Source.objects.annotate(last_backup_id=Subquery(last_backup), last_verification_id=Subquery(last_verification))
+    )
     backups = Backup.objects.without_log().in_bulk([s.last_backup_id for s in sources if s.last_backup_id])
     verifications = Verification.objects.in_bulk([s.last_verification_id for s in sources if s.last_verification_id])
     destinations = Destination.objects.annotate(used=Sum("copies__size", filter=Q(copies__status=Copy.DURABLE)))
     alerts = Alert.objects.filter(resolved_at__isnull=True).select_related("source")
-    return JsonResponse({
-        "status": serialize.overall_status(sources),
-        "checked_at": timezone.now(),
-        "open_alerts": [serialize.open_alert(request, alert) for alert in alerts],
-        "sources": [
-            serialize.source_health(s, backups.get(s.last_backup_id), verifications.get(s.last_verification_id))
-            for s in sources
-        ],
-        "destinations": [serialize.destination_usage(d) for d in destinations],
-    })
+    return JsonResponse(
+        {
+            "status": serialize.overall_status(sources),
+            "checked_at": timezone.now(),
+            "open_alerts": [serialize.open_alert(request, alert) for alert in alerts],
+            "sources": [
+                serialize.source_health(s, backups.get(s.last_backup_id), verifications.get(s.last_verification_id))
+                for s in sources
+            ],
+            "destinations": [serialize.destination_usage(d) for d in destinations],
+        }
+    )
 
 
 # --- backups ----------------------------------------------------------------
@@ -184,15 +189,17 @@ def backup_list(request):
     offset = int_param(request.GET, "offset", 0, minimum=0, maximum=MAX_OFFSET)
     backups = filtered_backups(request.GET)
     count = backups.count()
-    page = backups[offset:offset + limit]
-    return JsonResponse({
-        "count": count,
-        "limit": limit,
-        "offset": offset,
-        "next": page_link(request, offset + limit, limit) if offset + limit < count else None,
-        "previous": page_link(request, max(offset - limit, 0), limit) if offset > 0 else None,
-        "results": [serialize.backup_list_item(request, backup) for backup in page],
-    })
+    page = backups[offset : offset + limit]
+    return JsonResponse(
+        {
+            "count": count,
+            "limit": limit,
+            "offset": offset,
+            "next": page_link(request, offset + limit, limit) if offset + limit < count else None,
+            "previous": page_link(request, max(offset - limit, 0), limit) if offset > 0 else None,
+            "results": [serialize.backup_list_item(request, backup) for backup in page],
+        }
+    )
 
 
 def find_backup(pk):
@@ -220,8 +227,10 @@ def backup_start(request):
         raise BadRequest("label must be a string.")
     keep_days = data.get("keep_days")
     if keep_days is not None and not 1 <= (keep_days := whole_number(keep_days) or 0) <= MAX_KEEP_DAYS:
-        raise BadRequest(f"keep_days must be a whole number of days from 1 to {MAX_KEEP_DAYS}, or left out for "
-                         "the plan's rule for manual backups.")
+        raise BadRequest(
+            f"keep_days must be a whole number of days from 1 to {MAX_KEEP_DAYS}, or left out for "
+            "the plan's rule for manual backups."
+        )
     form = RunBackupForm({"label": label, "keep_days": keep_days})
     if not form.is_valid():
         raise BadRequest("label may use letters, digits, - and _ only, up to 100 characters.")
@@ -229,14 +238,21 @@ def backup_start(request):
     if plan is None:
         return error(f"No plan with id {plan_id}.", 404)
     try:
-        backup = backup_runs.start_backup(tokens.actor_label(request.api_token), plan,
-                                       label=form.cleaned_data["label"], trigger="api", keep_days=keep_days)
+        backup = backup_runs.start_backup(
+            tokens.actor_label(request.api_token),
+            plan,
+            label=form.cleaned_data["label"],
+            trigger="api",
+            keep_days=keep_days,
+        )
     except services.Refused as exc:
         return error(str(exc), 409)
     backup.refresh_from_db()  # a synchronous queue (tests) has already run it
     url = request.build_absolute_uri(reverse("api_backup", args=[backup.pk]))
-    response = JsonResponse({"id": backup.pk, "status": backup.status, "label": backup.label,
-                             "trigger": backup.trigger, "url": url}, status=202)
+    response = JsonResponse(
+        {"id": backup.pk, "status": backup.status, "label": backup.label, "trigger": backup.trigger, "url": url},
+        status=202,
+    )
     response["Location"] = url
     return response
 

@@ -81,7 +81,10 @@ class TarWatcher:
     end of backup_manifest, where its WAL range is."""
 
     def __init__(
-        self, keep_tail_of: Iterable[str] = ("backup_manifest",), wanted: Iterable[str] = ("backup_label",), limit: int = 1 << 16
+        self,
+        keep_tail_of: Iterable[str] = ("backup_manifest",),
+        wanted: Iterable[str] = ("backup_label",),
+        limit: int = 1 << 16,
     ) -> None:
         self.wanted = set(wanted) | set(keep_tail_of)
         self.keep_tail_of = set(keep_tail_of)
@@ -101,13 +104,13 @@ class TarWatcher:
             if self._skip:
                 taken = min(self._skip, end - position)
                 if self._capture is not None:
-                    self._keep(data[position:position + taken])
+                    self._keep(data[position : position + taken])
                 position += taken
                 self._skip -= taken
                 continue
             if end - position < TAR_BLOCK:
                 break
-            header = data[position:position + TAR_BLOCK]
+            header = data[position : position + TAR_BLOCK]
             position += TAR_BLOCK
             if header == ZERO_BLOCK:
                 continue
@@ -125,7 +128,7 @@ class TarWatcher:
         assert self._capture is not None, "called while a member is captured"
         name, left, kept = self._capture
         piece = data[:left]
-        kept = (kept + piece)[-self.limit:] if name in self.keep_tail_of else kept + piece
+        kept = (kept + piece)[-self.limit :] if name in self.keep_tail_of else kept + piece
         self._capture = (name, left - len(piece), kept)
         if self._capture[1] == 0:
             self.members[name] = kept
@@ -138,8 +141,13 @@ class BaseBackupDump(Dump):
     After the stream ends, `wal` says what WAL the backup needs: timeline,
     start and end LSN and segment names, the segment size, the start time."""
 
-    def __init__(self, conninfo: Mapping[str, Any], chunk_size: int = CHUNK_SIZE, pg_basebackup: str = "pg_basebackup",
-                 label: str = "strongroom") -> None:
+    def __init__(
+        self,
+        conninfo: Mapping[str, Any],
+        chunk_size: int = CHUNK_SIZE,
+        pg_basebackup: str = "pg_basebackup",
+        label: str = "strongroom",
+    ) -> None:
         super().__init__()
         self.params = normalize_conninfo(conninfo)
         self.chunk_size = chunk_size
@@ -159,16 +167,22 @@ class BaseBackupDump(Dump):
         with connect(self.params) as conn:
             try:
                 self.server_version = one(conn, "SHOW server_version")
-                self.segment_size = int(one(conn,
-                    "SELECT setting::bigint * (CASE unit WHEN 'B' THEN 1 WHEN 'kB' THEN 1024 WHEN 'MB' THEN 1048576 "
-                    "ELSE 1 END) FROM pg_settings WHERE name = 'wal_segment_size'"))
+                self.segment_size = int(
+                    one(
+                        conn,
+                        "SELECT setting::bigint * (CASE unit WHEN 'B' THEN 1 WHEN 'kB' THEN 1024 WHEN 'MB' THEN 1048576 "
+                        "ELSE 1 END) FROM pg_settings WHERE name = 'wal_segment_size'",
+                    )
+                )
                 extra = [row[0] for row in conn.execute(EXTRA_TABLESPACES).fetchall()]
             except psycopg.Error as exc:
                 raise SourceError(describe_pg_error(exc, self.params))
         tool = self.tool_version.split()[-1] if self.tool_version else ""
         if major_version(tool) < major_version(self.server_version):
-            raise SourceError(f"pg_basebackup {tool} is older than the server ({self.server_version}); "
-                              "install a newer PostgreSQL client")
+            raise SourceError(
+                f"pg_basebackup {tool} is older than the server ({self.server_version}); "
+                "install a newer PostgreSQL client"
+            )
         if extra:
             raise SourceError(
                 f"The cluster has tablespaces outside its data directory ({', '.join(extra)}); a physical base "
@@ -178,8 +192,16 @@ class BaseBackupDump(Dump):
 
     def _spawn(self) -> None:
         # -X none: the WAL comes from continuous protection, not from the tar.
-        argv = [self.pg_basebackup, "--pgdata=-", "--format=tar", "--wal-method=none", "--checkpoint=fast",
-                "--verbose", "--no-password", f"--label={self.label}"]
+        argv = [
+            self.pg_basebackup,
+            "--pgdata=-",
+            "--format=tar",
+            "--wal-method=none",
+            "--checkpoint=fast",
+            "--verbose",
+            "--no-password",
+            f"--label={self.label}",
+        ]
         with self._lock:
             self.check_cancelled()
             self._stderr = tempfile.TemporaryFile()
@@ -207,7 +229,9 @@ class BaseBackupDump(Dump):
         if code != 0:
             errors = [line for line in output.splitlines() if "error" in line.lower()] or [output]
             message = describe_pg_error(errors[0], self.params)
-            raise SourceError(f"pg_basebackup failed: {message}" if message else f"pg_basebackup exited with code {code}")
+            raise SourceError(
+                f"pg_basebackup failed: {message}" if message else f"pg_basebackup exited with code {code}"
+            )
         self.wal = self._wal_bounds(output)
 
     def _wal_bounds(self, output: str) -> WalBounds:
@@ -220,8 +244,9 @@ class BaseBackupDump(Dump):
         tail = self._tar.members.get("backup_manifest", b"").decode(errors="replace")
         end = re.findall(r'"End-LSN":\s*"([0-9A-F]+/[0-9A-F]+)"', tail)
         if "start_lsn" not in fields or not end:
-            raise SourceError("Could not read the WAL start and end points of the base backup: "
-                              + (first_line(output) or "no output"))
+            raise SourceError(
+                "Could not read the WAL start and end points of the base backup: " + (first_line(output) or "no output")
+            )
         timeline = fields.get("timeline", 1)
         assert self.segment_size is not None, "read by start()"
         start, end_lsn = parse_lsn(fields["start_lsn"]), parse_lsn(end[-1])

@@ -48,7 +48,9 @@ class _Zstd:
         # job_size 1 MiB: zstd's default job size (4 × its window) kept some 75 MB of
         # buffers across its threads; 1 MiB jobs keep it near 20 MB at the same speed
         # (bench/RESULTS.md, the memory target).
-        params = zstandard.ZstdCompressionParameters.from_level(level, threads=-1, job_size=1 << 20, write_checksum=True)
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, threads=-1, job_size=1 << 20, write_checksum=True
+        )
         self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
 
     def compress(self, data: bytes) -> bytes:

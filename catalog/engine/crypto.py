@@ -115,7 +115,12 @@ def read_header(data: bytes | bytearray) -> tuple[Header, int] | None:
     offset += wrapped_len
     prefix = bytes(data[offset : offset + 8])
     offset += 8
-    header: Header = {"segment_size": segment_size, "key_id": key_id, "wrapped_data_key": wrapped, "nonce_prefix": prefix}
+    header: Header = {
+        "segment_size": segment_size,
+        "key_id": key_id,
+        "wrapped_data_key": wrapped,
+        "nonce_prefix": prefix,
+    }
     return header, offset
 
 

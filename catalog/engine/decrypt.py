@@ -56,7 +56,9 @@ def check_manifest(path: str, keys: dict[str, bytes], in_path: str) -> tuple[str
     if not any(manifest.verify_manifest(data, crypto.derive_manifest_key(k)) for k in candidates):
         raise CorruptionError(f"manifest {path} is not signed by any of the given keys")
     if data.get("stored_bytes") is not None and in_path != "-" and os.path.getsize(in_path) != data["stored_bytes"]:
-        raise CorruptionError(f"{in_path} has {os.path.getsize(in_path)} bytes; the manifest says {data['stored_bytes']}")
+        raise CorruptionError(
+            f"{in_path} has {os.path.getsize(in_path)} bytes; the manifest says {data['stored_bytes']}"
+        )
     key_wraps: crypto.KeyWraps = (data.get("encryption") or {}).get("key_wraps") or {}
     return data.get("sha256"), key_wraps
 
@@ -93,12 +95,15 @@ def print_fingerprints(paths: Iterable[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m catalog.engine.decrypt", description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m catalog.engine.decrypt", description=(__doc__ or "").split("\n\n")[0]
+    )
     parser.add_argument("--key-file", action="append", default=[], help="a master key file (repeatable)")
     parser.add_argument("--manifest", help="the object's manifest (default: IN.manifest.json if present)")
     parser.add_argument("--keep-compressed", action="store_true", help="decrypt only; do not decompress")
-    parser.add_argument("--fingerprint", action="store_true",
-                        help="print each key file's id and fingerprint, and nothing else")
+    parser.add_argument(
+        "--fingerprint", action="store_true", help="print each key file's id and fingerprint, and nothing else"
+    )
     parser.add_argument("input", metavar="IN", nargs="?")
     parser.add_argument("output", metavar="OUT", nargs="?")
     args = parser.parse_args(argv)

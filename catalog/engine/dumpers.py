@@ -112,8 +112,10 @@ def describe_pg_error(text: object, params: Mapping[str, Any]) -> str:
     # The server ended a connection that was working: libpq and pg_dump quote
     # the server's own words, which do not say what to do about it.
     if "terminating connection due to administrator command" in lowered:
-        return (f"The server at {host}:{port} closed the connection mid-way: an administrator terminated it, "
-                "or the server was shut down or restarted")
+        return (
+            f"The server at {host}:{port} closed the connection mid-way: an administrator terminated it, "
+            "or the server was shut down or restarted"
+        )
     if "server closed the connection unexpectedly" in lowered or "terminating connection because of crash" in lowered:
         return f"The server at {host}:{port} closed the connection unexpectedly: it restarted or crashed"
     if "the database system is shutting down" in lowered or "the database system is starting up" in lowered:
@@ -144,7 +146,9 @@ def major_version(version_text: str | None) -> int:
     return int(match.group(1)) if match else 0
 
 
-def one(conn: "psycopg.Connection[Any]", query: str | sql.SQL | sql.Composed, params: Sequence[Any] | None = None) -> Any:
+def one(
+    conn: "psycopg.Connection[Any]", query: str | sql.SQL | sql.Composed, params: Sequence[Any] | None = None
+) -> Any:
     """The first value of the first row a statement returns (one that always returns a row)."""
     row = conn.execute(query, params).fetchone()
     assert row is not None, "the statement returns a row"
@@ -268,11 +272,20 @@ class Dump:
 class PostgresDump(Dump):
     """Iterates over pg_dump's output. Use as a context manager."""
 
-    def __init__(self, conninfo: Mapping[str, Any], fmt: str = "custom", chunk_size: int = CHUNK_SIZE,
-                 pg_dump: str = "pg_dump", compress: int | str | None = None, pg_dumpall: str = "pg_dumpall") -> None:
+    def __init__(
+        self,
+        conninfo: Mapping[str, Any],
+        fmt: str = "custom",
+        chunk_size: int = CHUNK_SIZE,
+        pg_dump: str = "pg_dump",
+        compress: int | str | None = None,
+        pg_dumpall: str = "pg_dumpall",
+    ) -> None:
         super().__init__()
         self.pg_dumpall = pg_dumpall
-        self.globals: dict[str, Any] | None = None  # see pgglobals: the roles and database properties the dump leaves out
+        self.globals: dict[str, Any] | None = (
+            None  # see pgglobals: the roles and database properties the dump leaves out
+        )
         self.params = normalize_conninfo(conninfo)
         self.fmt = fmt
         self.compress = compress  # pg_dump's own --compress; None keeps its default
@@ -309,7 +322,12 @@ class PostgresDump(Dump):
         return counts
 
     def _spawn(self, snapshot: str) -> None:
-        argv = [self.pg_dump, f"--snapshot={snapshot}", "--no-password", "--format=" + ("c" if self.fmt == "custom" else "p")]
+        argv = [
+            self.pg_dump,
+            f"--snapshot={snapshot}",
+            "--no-password",
+            "--format=" + ("c" if self.fmt == "custom" else "p"),
+        ]
         if self.compress is not None:
             argv.append(f"--compress={self.compress}")
         with self._lock:
@@ -412,7 +430,10 @@ class SqliteDump(Dump):
         names = conn.execute(
             "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
         ).fetchall()
-        return {name: conn.execute(f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0] for (name,) in names}
+        return {
+            name: conn.execute(f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0]
+            for (name,) in names
+        }
 
     def __iter__(self) -> Iterator[bytes]:
         if self._temp is None:

@@ -62,13 +62,22 @@ WHERE m.rolname = ANY(%s) AND g.rolname = ANY(%s) ORDER BY 1, 2
 ATTRIBUTES = ("superuser", "inherit", "createrole", "createdb", "login", "replication", "bypassrls")
 # What a restore never grants by itself: the DBA does, knowingly.
 WITHHELD = {"superuser": "SUPERUSER", "replication": "REPLICATION", "bypassrls": "BYPASSRLS"}
-GRANTED = {"inherit": ("INHERIT", "NOINHERIT"), "createrole": ("CREATEROLE", "NOCREATEROLE"),
-           "createdb": ("CREATEDB", "NOCREATEDB"), "login": ("LOGIN", "NOLOGIN")}
+GRANTED = {
+    "inherit": ("INHERIT", "NOINHERIT"),
+    "createrole": ("CREATEROLE", "NOCREATEROLE"),
+    "createdb": ("CREATEDB", "NOCREATEDB"),
+    "login": ("LOGIN", "NOLOGIN"),
+}
 
 # Settings whose value is a list: pg_db_role_setting keeps "a, b", which must
 # be given back as separate items, or it would become one name "a, b".
-LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries",
-                 "shared_preload_libraries"}
+LIST_SETTINGS = {
+    "search_path",
+    "temp_tablespaces",
+    "session_preload_libraries",
+    "local_preload_libraries",
+    "shared_preload_libraries",
+}
 
 
 # The globals document is JSON kept beside the backup (see the module's
@@ -84,7 +93,11 @@ class GlobalsError(Exception):
 def capture(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     """The roles and properties of the database `conn` is connected to (in
     the dump's snapshot); dumpers adds pg_dumpall's globals_sql."""
-    return {"format": FORMAT, "roles": needed_roles(conn), "database": database_properties(conn, current_database(conn))}
+    return {
+        "format": FORMAT,
+        "roles": needed_roles(conn),
+        "database": database_properties(conn, current_database(conn)),
+    }
 
 
 def current_database(conn: psycopg.Connection[Any]) -> str:
@@ -98,10 +111,17 @@ def needed_roles(conn: psycopg.Connection[Any]) -> list[Role]:
     roles: list[Role] = []
     for row in conn.execute(ROLES_NAMED).fetchall():
         name, *flags = row[:8]
-        roles.append({
-            "name": name, **dict(zip(ATTRIBUTES, flags)), "connection_limit": row[8], "valid_until": row[9],
-            "comment": row[10], "settings": list(row[11]), "member_of": [],
-        })
+        roles.append(
+            {
+                "name": name,
+                **dict(zip(ATTRIBUTES, flags)),
+                "connection_limit": row[8],
+                "valid_until": row[9],
+                "comment": row[10],
+                "settings": list(row[11]),
+                "member_of": [],
+            }
+        )
     names = [role["name"] for role in roles]
     by_name = {role["name"]: role for role in roles}
     for group, member, admin in conn.execute(MEMBERSHIPS, [names, names]).fetchall():
@@ -114,32 +134,58 @@ def database_properties(conn: psycopg.Connection[Any], dbname: str) -> Propertie
     row = conn.execute(
         """SELECT pg_get_userbyid(d.datdba), d.datconnlimit, d.datacl IS NOT NULL, pg_encoding_to_char(d.encoding),
                   d.datcollate, d.datctype, shobj_description(d.oid, 'pg_database'), d.oid
-           FROM pg_database d WHERE d.datname = %s""", [dbname]).fetchone()
+           FROM pg_database d WHERE d.datname = %s""",
+        [dbname],
+    ).fetchone()
     if row is None:
         raise GlobalsError(f"Database {dbname} does not exist")
     owner, limit, acl_set, encoding, collate, ctype, comment, oid = row
     grants = None
     if acl_set:
-        grants = [list(grant) for grant in conn.execute(
-            """SELECT coalesce(pg_get_userbyid(nullif(a.grantee, 0)), ''), a.privilege_type, a.is_grantable
-               FROM pg_database d, aclexplode(d.datacl) a WHERE d.oid = %s ORDER BY 1, 2""", [oid]).fetchall()]
-    settings = [[role, list(entries)] for role, entries in conn.execute(
-        """SELECT coalesce(pg_get_userbyid(nullif(setrole, 0)), ''), setconfig FROM pg_db_role_setting
-           WHERE setdatabase = %s ORDER BY 1""", [oid]).fetchall()]
-    return {"owner": owner, "connection_limit": limit, "grants": grants, "settings": settings, "comment": comment,
-            "encoding": encoding, "collate": collate, "ctype": ctype, **locale_provider(conn, oid)}
+        grants = [
+            list(grant)
+            for grant in conn.execute(
+                """SELECT coalesce(pg_get_userbyid(nullif(a.grantee, 0)), ''), a.privilege_type, a.is_grantable
+               FROM pg_database d, aclexplode(d.datacl) a WHERE d.oid = %s ORDER BY 1, 2""",
+                [oid],
+            ).fetchall()
+        ]
+    settings = [
+        [role, list(entries)]
+        for role, entries in conn.execute(
+            """SELECT coalesce(pg_get_userbyid(nullif(setrole, 0)), ''), setconfig FROM pg_db_role_setting
+           WHERE setdatabase = %s ORDER BY 1""",
+            [oid],
+        ).fetchall()
+    ]
+    return {
+        "owner": owner,
+        "connection_limit": limit,
+        "grants": grants,
+        "settings": settings,
+        "comment": comment,
+        "encoding": encoding,
+        "collate": collate,
+        "ctype": ctype,
+        **locale_provider(conn, oid),
+    }
 
 
 def locale_provider(conn: psycopg.Connection[Any], oid: int) -> dict[str, str]:
     """PostgreSQL 15 added ICU as a database's locale provider (17 renamed the column)."""
-    columns = {name for (name,) in conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = 'pg_database'::regclass AND attnum > 0")}
+    columns = {
+        name
+        for (name,) in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'pg_database'::regclass AND attnum > 0"
+        )
+    }
     if "datlocprovider" not in columns:
         return {}
     locale_column = "datlocale" if "datlocale" in columns else "daticulocale"
     row = conn.execute(
         sql.SQL("SELECT datlocprovider, {} FROM pg_database WHERE oid = %s").format(sql.Identifier(locale_column)),
-        [oid]).fetchone()
+        [oid],
+    ).fetchone()
     assert row is not None, "the database was found by its oid"
     provider, locale = row
     return {"locale_provider": {"c": "libc", "i": "icu", "b": "builtin"}.get(provider, provider), "locale": locale}
@@ -168,33 +214,43 @@ def create_roles(conn: psycopg.Connection[Any], roles: list[Role], names: Collec
             options.append(sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(role["connection_limit"])))
         if role.get("valid_until"):
             options.append(sql.SQL("VALID UNTIL {}").format(sql.Literal(role["valid_until"])))
-        conn.execute(sql.SQL("CREATE ROLE {} WITH {}").format(
-            sql.Identifier(role["name"]), sql.SQL(" ").join(sql.SQL(o) if isinstance(o, str) else o for o in options)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} WITH {}").format(
+                sql.Identifier(role["name"]),
+                sql.SQL(" ").join(sql.SQL(o) if isinstance(o, str) else o for o in options),
+            )
+        )
         held = [WITHHELD[attr] for attr in WITHHELD if role.get(attr)]
         if held:
             notes.append(f"{role['name']} was {', '.join(held)} on the source; created without it")
         if role.get("login"):
             notes.append(f"{role['name']} can log in but has no password yet")
         if role.get("comment"):
-            conn.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(sql.Identifier(role["name"]),
-                                                                     sql.Literal(role["comment"])))
+            conn.execute(
+                sql.SQL("COMMENT ON ROLE {} IS {}").format(sql.Identifier(role["name"]), sql.Literal(role["comment"]))
+            )
         for entry in role.get("settings", []):
             conn.execute(sql.SQL("ALTER ROLE {} SET {}").format(sql.Identifier(role["name"]), setting_sql(entry)))
     present = existing_roles(conn, [role["name"] for role in roles])
     for role in wanted:
         for membership in role.get("member_of", []):
             if membership["role"] in present:
-                conn.execute(sql.SQL("GRANT {} TO {}{}").format(
-                    sql.Identifier(membership["role"]), sql.Identifier(role["name"]),
-                    sql.SQL(" WITH ADMIN OPTION" if membership.get("admin_option") else "")))
+                conn.execute(
+                    sql.SQL("GRANT {} TO {}{}").format(
+                        sql.Identifier(membership["role"]),
+                        sql.Identifier(role["name"]),
+                        sql.SQL(" WITH ADMIN OPTION" if membership.get("admin_option") else ""),
+                    )
+                )
     # Members created now of roles that existed already, and existing members of roles created now.
     for role in roles:
         if role["name"] in set(names) or role["name"] not in present:
             continue
         for membership in role.get("member_of", []):
             if membership["role"] in set(names):
-                conn.execute(sql.SQL("GRANT {} TO {}").format(
-                    sql.Identifier(membership["role"]), sql.Identifier(role["name"])))
+                conn.execute(
+                    sql.SQL("GRANT {} TO {}").format(sql.Identifier(membership["role"]), sql.Identifier(role["name"]))
+                )
     return notes
 
 
@@ -225,7 +281,9 @@ def setting_sql(entry: str) -> sql.Composed:
     return sql.SQL("{} TO {}").format(sql.Identifier(name), sql.SQL(", ").join(sql.Literal(v) for v in values))
 
 
-def apply_database_properties(conn: psycopg.Connection[Any], dbname: str, properties: Properties, with_owners: bool = True) -> list[str]:
+def apply_database_properties(
+    conn: psycopg.Connection[Any], dbname: str, properties: Properties, with_owners: bool = True
+) -> list[str]:
     """Gives `dbname` the recorded properties: settings and comment always;
     owner, grants and role-specific settings when owners are kept (they name
     roles). Returns what was applied, in words."""
@@ -234,21 +292,32 @@ def apply_database_properties(conn: psycopg.Connection[Any], dbname: str, proper
     if with_owners:
         conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(target, sql.Identifier(properties["owner"])))
         done.append(f"owner {properties['owner']}")
-    conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(
-        target, sql.Literal(properties.get("connection_limit", -1))))
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(
+            target, sql.Literal(properties.get("connection_limit", -1))
+        )
+    )
     if with_owners and properties.get("grants") is not None:
         conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(target))
         for grantee, privilege, grantable in properties["grants"]:
-            conn.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
-                sql.SQL(privilege), target, sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
-                sql.SQL(" WITH GRANT OPTION" if grantable else "")))
+            conn.execute(
+                sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                    sql.SQL(privilege),
+                    target,
+                    sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
+                    sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+                )
+            )
         done.append(f"{len(properties['grants'])} grants")
     applied = 0
     for role, entries in properties.get("settings", []):
         if role and not with_owners:
             continue
-        prefix = (sql.SQL("ALTER ROLE {} IN DATABASE {}").format(sql.Identifier(role), target) if role
-                  else sql.SQL("ALTER DATABASE {}").format(target))
+        prefix = (
+            sql.SQL("ALTER ROLE {} IN DATABASE {}").format(sql.Identifier(role), target)
+            if role
+            else sql.SQL("ALTER DATABASE {}").format(target)
+        )
         for entry in entries:
             conn.execute(sql.SQL("{} SET {}").format(prefix, setting_sql(entry)))
             applied += 1
@@ -266,9 +335,12 @@ def create_database_options(properties: Properties | None) -> sql.Composable:
     another encoding); empty when nothing was recorded."""
     if not properties or not properties.get("encoding"):
         return sql.SQL("")
-    options = [sql.SQL("TEMPLATE template0 ENCODING {}").format(sql.Literal(properties["encoding"])),
-               sql.SQL("LC_COLLATE {} LC_CTYPE {}").format(sql.Literal(properties["collate"]),
-                                                          sql.Literal(properties["ctype"]))]
+    options = [
+        sql.SQL("TEMPLATE template0 ENCODING {}").format(sql.Literal(properties["encoding"])),
+        sql.SQL("LC_COLLATE {} LC_CTYPE {}").format(
+            sql.Literal(properties["collate"]), sql.Literal(properties["ctype"])
+        ),
+    ]
     if properties.get("locale_provider") == "icu" and properties.get("locale"):
         options.append(sql.SQL("LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(properties["locale"])))
     return sql.SQL(" ").join([sql.SQL(" WITH"), *options])

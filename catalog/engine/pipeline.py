@@ -214,7 +214,9 @@ def restore_stream(
 class _Sniffer:
     """Decides from the first bytes whether to decrypt and how to decompress."""
 
-    def __init__(self, keyring: crypto.Keyring | None, decompress: bool, key_wraps: crypto.KeyWraps | None = None) -> None:
+    def __init__(
+        self, keyring: crypto.Keyring | None, decompress: bool, key_wraps: crypto.KeyWraps | None = None
+    ) -> None:
         self.keyring = keyring
         self.key_wraps = key_wraps
         self.decompress = decompress

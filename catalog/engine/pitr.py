@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from catalog.engine.errors import Cancelled, EngineError
 
@@ -47,7 +47,7 @@ class RecoveryTarget:
     def settings(self) -> dict[str, str]:
         if self.kind == "time":
             assert self.time is not None, "a time target has its time"
-            return {"recovery_target_time": self.time.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")}
+            return {"recovery_target_time": self.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")}
         if self.kind == "restore_point":
             return {"recovery_target_name": self.name}
         return {}
@@ -107,12 +107,14 @@ def make_data_directory(path: str, os_user: str) -> None:
     give_to(path, os_user)
 
 
-def extract_tar_stream(chunks: Iterable[bytes], datadir: str, os_user: str,
-                       cancel_event: threading.Event | None = None) -> int:
+def extract_tar_stream(
+    chunks: Iterable[bytes], datadir: str, os_user: str, cancel_event: threading.Event | None = None
+) -> int:
     """Unpacks a tar given as an iterable of bytes into datadir, as os_user so
     that every file is theirs. Returns the bytes unpacked."""
-    process = subprocess.Popen(as_user(["tar", "-x", "-f", "-", "-C", datadir], os_user),
-                               stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        as_user(["tar", "-x", "-f", "-", "-C", datadir], os_user), stdin=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     stdin, stderr = process.stdin, process.stderr
     assert stdin is not None and stderr is not None, "started with stdin and stderr=PIPE"
     errors: list[bytes] = []
@@ -144,8 +146,9 @@ def quote(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def write_recovery_settings(datadir: str, os_user: str, *, restore_command: str, target: RecoveryTarget,
-                            port: int) -> None:
+def write_recovery_settings(
+    datadir: str, os_user: str, *, restore_command: str, target: RecoveryTarget, port: int
+) -> None:
     """recovery.signal plus the settings that make the copy recover to the
     target and open on its own port, appended to postgresql.auto.conf (later
     lines win over the source's own settings)."""
@@ -191,10 +194,12 @@ def log_path(datadir: str) -> str:
     return os.path.join(datadir, LOG_NAME)
 
 
-def pg_ctl(pg_ctl_bin: str, datadir: str, os_user: str, *args: str, check: bool = True,
-           env: Mapping[str, str] | None = None) -> "subprocess.CompletedProcess[str]":
-    result = subprocess.run(as_user([pg_ctl_bin, "-D", datadir, *args], os_user), capture_output=True, text=True,
-                            env=env)
+def pg_ctl(
+    pg_ctl_bin: str, datadir: str, os_user: str, *args: str, check: bool = True, env: Mapping[str, str] | None = None
+) -> "subprocess.CompletedProcess[str]":
+    result = subprocess.run(
+        as_user([pg_ctl_bin, "-D", datadir, *args], os_user), capture_output=True, text=True, env=env
+    )
     if check and result.returncode != 0:
         raise RecoveryError(f"pg_ctl {args[-1]} failed: {(result.stderr or result.stdout).strip()[-300:]}")
     return result
@@ -238,9 +243,15 @@ def failure_reason(log_text: str) -> str:
     return lines[0].split(":  ", 1)[-1].strip()[:300]
 
 
-def wait_until_promoted(pg_ctl_bin: str, datadir: str, os_user: str, *, timeout: float = 3600,
-                        cancel_event: threading.Event | None = None,
-                        on_progress: Callable[[str], object] | None = None) -> str:
+def wait_until_promoted(
+    pg_ctl_bin: str,
+    datadir: str,
+    os_user: str,
+    *,
+    timeout: float = 3600,
+    cancel_event: threading.Event | None = None,
+    on_progress: Callable[[str], object] | None = None,
+) -> str:
     """Waits until the restored server has reached its target and opened for
     writes. Raises RecoveryError with PostgreSQL's reason when it stops."""
     started = time.monotonic()
@@ -279,7 +290,7 @@ def parse_log_time(text: str) -> datetime:
         text = text[:-4] + "+00:00"
     match = re.search(r" ?([+-]\d\d)(?::?(\d\d))?$", text)
     if match:
-        text = text[:match.start()] + f"{match.group(1)}:{match.group(2) or '00'}"
+        text = text[: match.start()] + f"{match.group(1)}:{match.group(2) or '00'}"
     return datetime.fromisoformat(text)
 
 

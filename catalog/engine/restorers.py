@@ -111,8 +111,10 @@ class ScratchDatabase:
                         conn.execute(create + pgglobals.create_database_options(self.like))
                         return self
                     except psycopg.DatabaseError as exc:  # a locale this server lacks, an encoding it refuses
-                        self.fallback = (f"The server cannot create a database with the backup's encoding and "
-                                         f"locale ({first_line(exc)}); its defaults were used")
+                        self.fallback = (
+                            f"The server cannot create a database with the backup's encoding and "
+                            f"locale ({first_line(exc)}); its defaults were used"
+                        )
                 conn.execute(create)
             except psycopg.Error as exc:
                 raise RestoreError(f"Cannot create the scratch database: {describe_pg_error(exc, self.params)}")
@@ -189,21 +191,39 @@ def ownership_options(keep_owners: bool) -> list[str]:
     return [] if keep_owners else ["--no-owner", "--no-privileges"]
 
 
-def restore_postgres(plain_chunks: Iterable[bytes], params: Mapping[str, Any], fmt: str, cancel_event: threading.Event | None = None,
-                     pg_restore: str = "pg_restore", psql: str = "psql", warnings: list[str] | None = None,
-                     keep_owners: bool = False) -> dict[str, int] | None:
+def restore_postgres(
+    plain_chunks: Iterable[bytes],
+    params: Mapping[str, Any],
+    fmt: str,
+    cancel_event: threading.Event | None = None,
+    pg_restore: str = "pg_restore",
+    psql: str = "psql",
+    warnings: list[str] | None = None,
+    keep_owners: bool = False,
+) -> dict[str, int] | None:
     """Streams a dump into the database `params` names. Returns the TOC counts
     (custom format) or None (plain SQL has no table of contents). What the
     tool printed without failing is appended, line by line, to `warnings`."""
     env = libpq_env(params)
     if fmt == "custom":
-        main = _Process([pg_restore, *ownership_options(keep_owners), "--exit-on-error", "--no-password",
-                         "--dbname", params["dbname"]], env)
+        main = _Process(
+            [
+                pg_restore,
+                *ownership_options(keep_owners),
+                "--exit-on-error",
+                "--no-password",
+                "--dbname",
+                params["dbname"],
+            ],
+            env,
+        )
         lister = _Process([pg_restore, "--list"], env)
         tools = [main, lister]
     else:
-        main = _Process([psql, "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1",
-                         "--dbname", params["dbname"]], env)
+        main = _Process(
+            [psql, "--no-psqlrc", "--quiet", "--no-password", "-v", "ON_ERROR_STOP=1", "--dbname", params["dbname"]],
+            env,
+        )
         lister = None
         tools = [main]
     try:
@@ -240,9 +260,17 @@ def check_free_disk(directory: str | os.PathLike[str], needed_bytes: int) -> Non
         )
 
 
-def restore_postgres_parallel(plain_chunks: Iterable[bytes], params: Mapping[str, Any], directory: str, jobs: int,
-                              needed_bytes: int, pg_restore: str = "pg_restore", warnings: list[str] | None = None,
-                              keep_owners: bool = False, like: pgglobals.Properties | None = None) -> None:
+def restore_postgres_parallel(
+    plain_chunks: Iterable[bytes],
+    params: Mapping[str, Any],
+    directory: str,
+    jobs: int,
+    needed_bytes: int,
+    pg_restore: str = "pg_restore",
+    warnings: list[str] | None = None,
+    keep_owners: bool = False,
+    like: pgglobals.Properties | None = None,
+) -> None:
     """Custom format with `pg_restore -j`: the dump is written to a temporary
     file first (pg_restore needs to seek for parallel jobs), which also means
     nothing is restored before the whole stream has passed its checksum."""
@@ -251,12 +279,23 @@ def restore_postgres_parallel(plain_chunks: Iterable[bytes], params: Mapping[str
     fd, path = tempfile.mkstemp(dir=directory, prefix="strongroom-restore-", suffix=".dump")
     try:
         # The disk may fill after the check above (another job, a log).
-        with disk_full_in_words(directory, " while writing the temporary dump file; it was removed and nothing "
-                                           "was restored"), os.fdopen(fd, "wb") as handle:
+        with (
+            disk_full_in_words(
+                directory, " while writing the temporary dump file; it was removed and nothing was restored"
+            ),
+            os.fdopen(fd, "wb") as handle,
+        ):
             for chunk in plain_chunks:
                 handle.write(chunk)
-        argv = [pg_restore, *ownership_options(keep_owners), "--exit-on-error", "--no-password",
-                "--dbname", params["dbname"], path]
+        argv = [
+            pg_restore,
+            *ownership_options(keep_owners),
+            "--exit-on-error",
+            "--no-password",
+            "--dbname",
+            params["dbname"],
+            path,
+        ]
         done = subprocess.run([*argv, f"--jobs={jobs}"], env=libpq_env(params), capture_output=True, text=True)
         if done.returncode != 0 and jobs > 1 and "deadlock detected" in done.stderr:
             # Parallel jobs building a partitioned table's indexes and foreign
@@ -264,8 +303,9 @@ def restore_postgres_parallel(plain_chunks: Iterable[bytes], params: Mapping[str
             # archive restores in one job. Start again in a new scratch database.
             ScratchDatabase(params, params["dbname"], like).recreate()
             if warnings is not None:
-                warnings.append(f"pg_restore with {jobs} jobs deadlocked ({first_line(done.stderr)}); "
-                                "restored again with one job")
+                warnings.append(
+                    f"pg_restore with {jobs} jobs deadlocked ({first_line(done.stderr)}); restored again with one job"
+                )
             done = subprocess.run(argv, env=libpq_env(params), capture_output=True, text=True)
         if done.returncode != 0:
             raise RestoreError(f"pg_restore failed: {first_line(done.stderr) or done.returncode}")
@@ -284,8 +324,9 @@ def toc_counts(listing: str) -> dict[str, int]:
     return dict(counts)
 
 
-def restored_counts(params: Mapping[str, Any], pg_dump: str = "pg_dump", pg_restore: str = "pg_restore"
-                    ) -> tuple[dict[str, int], dict[str, int]]:
+def restored_counts(
+    params: Mapping[str, Any], pg_dump: str = "pg_dump", pg_restore: str = "pg_restore"
+) -> tuple[dict[str, int], dict[str, int]]:
     """(rows per table, schema object counts) of a restored database."""
     with connect(params) as conn:
         rows = {}
@@ -298,8 +339,12 @@ def restored_counts(params: Mapping[str, Any], pg_dump: str = "pg_dump", pg_rest
 def schema_listing(params: Mapping[str, Any], pg_dump: str = "pg_dump", pg_restore: str = "pg_restore") -> str:
     """`pg_restore --list` of a schema-only dump of the database."""
     env = libpq_env(params)
-    dump = subprocess.Popen([pg_dump, "--schema-only", "--format=custom", "--no-password", "--dbname", params["dbname"]],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    dump = subprocess.Popen(
+        [pg_dump, "--schema-only", "--format=custom", "--no-password", "--dbname", params["dbname"]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     assert dump.stdout is not None and dump.stderr is not None, "started with stdout and stderr=PIPE"
     listing = subprocess.run([pg_restore, "--list"], stdin=dump.stdout, capture_output=True, text=True, env=env)
     dump.stdout.close()
@@ -337,10 +382,15 @@ def sqlite_report(path: str, qualified: bool = False) -> tuple[str, dict[str, in
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         integrity = "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check").fetchall())
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        tables = [
+            r[0]
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        ]
         prefix = "main." if qualified else ""
-        rows = {prefix + name: conn.execute(f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0]
-                for name in tables}
+        rows = {
+            prefix + name: conn.execute(f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0]
+            for name in tables
+        }
     except sqlite3.DatabaseError as exc:
         return f"not a database: {exc}", {}
     finally:

@@ -71,15 +71,21 @@ def check_object(
         result.error = size_difference(result.stored_bytes, expected_size)
         result.offset = min(result.stored_bytes, expected_size)
     elif result.sha256 != expected_sha256:
-        differ = (f"the stored bytes differ from those written "
-                  f"(SHA-256 {result.sha256[:16]}…, expected {expected_sha256[:16]}…)")
+        differ = (
+            f"the stored bytes differ from those written "
+            f"(SHA-256 {result.sha256[:16]}…, expected {expected_sha256[:16]}…)"
+        )
         if damage is not None and damage.offset is not None and damage.length is not None:
             result.segment_start, result.segment_length = damage.offset, damage.length
-            result.error = (f"{differ}: the first bad byte is within the segment starting at byte {damage.offset} "
-                            f"(segment length {damage.length}), the first that fails authentication")
+            result.error = (
+                f"{differ}: the first bad byte is within the segment starting at byte {damage.offset} "
+                f"(segment length {damage.length}), the first that fails authentication"
+            )
         elif damage is not None:
-            result.error = (f"{differ}: {damage} after reading {decoded_until} bytes, so the first bad byte "
-                            f"is within the first {decoded_until}")
+            result.error = (
+                f"{differ}: {damage} after reading {decoded_until} bytes, so the first bad byte "
+                f"is within the first {decoded_until}"
+            )
         else:
             result.error = f"{differ}; a checksum of the whole object cannot tell where"
     elif damage is not None:
@@ -94,8 +100,10 @@ def check_object(
 
 def size_difference(found: int, expected: int) -> str:
     if found < expected:
-        return (f"the object has {found} bytes; {expected} were stored: it is cut short, "
-                f"the last {expected - found} are missing")
+        return (
+            f"the object has {found} bytes; {expected} were stored: it is cut short, "
+            f"the last {expected - found} are missing"
+        )
     return f"the object has {found} bytes; {expected} were stored: {found - expected} bytes were added after its end"
 
 

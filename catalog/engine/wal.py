@@ -95,7 +95,7 @@ class BytesDump(WalFileDump):
 
     def __iter__(self) -> Iterator[bytes]:
         for start in range(0, len(self.data), CHUNK_SIZE):
-            chunk = self.data[start:start + CHUNK_SIZE]
+            chunk = self.data[start : start + CHUNK_SIZE]
             self.raw_bytes += len(chunk)
             yield chunk
 
@@ -120,15 +120,23 @@ def receivewal_env(conninfo: Mapping[str, Any]) -> dict[str, str]:
 
 
 def start_receivewal(
-    pg_receivewal: str, directory: str | os.PathLike[str], slot: str, conninfo: Mapping[str, Any], log_path: str | os.PathLike[str]
+    pg_receivewal: str,
+    directory: str | os.PathLike[str],
+    slot: str,
+    conninfo: Mapping[str, Any],
+    log_path: str | os.PathLike[str],
 ) -> "subprocess.Popen[bytes]":
     """Starts pg_receivewal writing into `directory`; its messages go to `log_path`."""
     make_private_dirs(directory)  # the source's WAL holds every change to its data
     log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE), "ab")
     try:
         return subprocess.Popen(
-            receivewal_argv(pg_receivewal, directory, slot), env=receivewal_env(conninfo),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            receivewal_argv(pg_receivewal, directory, slot),
+            env=receivewal_env(conninfo),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
     except FileNotFoundError:
         raise SourceError(f"{pg_receivewal} was not found; install the PostgreSQL client tools or set PG_RECEIVEWAL")

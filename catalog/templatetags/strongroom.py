@@ -56,7 +56,6 @@ def when(value, style="minute"):
     return defaultfilters.date(value, DATE_FORMATS[style])
 
 
-
 @register.filter
 def is_single_checkbox(bound_field):
     """A lone checkbox gets its label beside it; a checkbox list does not."""
@@ -68,10 +67,17 @@ def is_single_checkbox(bound_field):
 def status_badge(backup):
     if backup.pruned_at:
         # Its copies are gone: a green "Succeeded" would promise a backup there is not.
-        return {"status": "pruned", "label": "Pruned",
-                "title": f"{backup.get_status_display()}, then pruned by retention on {backup.pruned_at:%Y-%m-%d}: "
-                         "its copies are deleted"}
-    return {"status": backup.status, "label": backup.get_status_display(), "cancelling": backup.cancel_requested and backup.is_active()}
+        return {
+            "status": "pruned",
+            "label": "Pruned",
+            "title": f"{backup.get_status_display()}, then pruned by retention on {backup.pruned_at:%Y-%m-%d}: "
+            "its copies are deleted",
+        }
+    return {
+        "status": backup.status,
+        "label": backup.get_status_display(),
+        "cancelling": backup.cancel_requested and backup.is_active(),
+    }
 
 
 @register.filter

@@ -31,10 +31,16 @@ class AuditFilterForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # One query each, whatever the page shows.
-        cast(forms.ChoiceField, self.fields["actor"]).choices = [("", "Anyone")] + [(v, v) for v in distinct_values("actor_label")]
-        cast(forms.ChoiceField, self.fields["action"]).choices = [("", "Any action")] + [(v, v) for v in distinct_values("action")]
+        cast(forms.ChoiceField, self.fields["actor"]).choices = [("", "Anyone")] + [
+            (v, v) for v in distinct_values("actor_label")
+        ]
+        cast(forms.ChoiceField, self.fields["action"]).choices = [("", "Any action")] + [
+            (v, v) for v in distinct_values("action")
+        ]
         types = [v for v in distinct_values("object_type") if v]
-        cast(forms.ChoiceField, self.fields["object_type"]).choices = [("", "Any type")] + [(v, audit.object_type_label(v)) for v in types]
+        cast(forms.ChoiceField, self.fields["object_type"]).choices = [("", "Any type")] + [
+            (v, audit.object_type_label(v)) for v in types
+        ]
 
     def clean(self):
         super().clean()
@@ -126,7 +132,8 @@ def export(request, lines, content_type, extension):
     filters, events = filtered_events(request)
     if filters.is_bound and not filters.is_valid():
         errors = "; ".join(
-            f"{'dates' if name == '__all__' else name}: {' '.join(messages)}" for name, messages in filters.errors.items()
+            f"{'dates' if name == '__all__' else name}: {' '.join(messages)}"
+            for name, messages in filters.errors.items()
         )
         message = f"Nothing exported, the filters are not valid ({errors})"
         return HttpResponseBadRequest(message, content_type="text/plain")

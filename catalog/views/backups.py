@@ -25,8 +25,12 @@ def listing(request):
 @viewer_required
 def detail(request, pk):
     backup = get_object_or_404(Backup.objects.select_related("source", "plan", "triggered_by"), pk=pk)
-    ctx = {"backup": backup, "copies": backup.copies.select_related("destination"), "pin_form": PinForm(),
-           "verifications": backup.verifications.select_related("triggered_by")}
+    ctx = {
+        "backup": backup,
+        "copies": backup.copies.select_related("destination"),
+        "pin_form": PinForm(),
+        "verifications": backup.verifications.select_related("triggered_by"),
+    }
     return render(request, "catalog/backup_detail.html", ctx)
 
 
@@ -38,8 +42,9 @@ def pin(request, pk):
     try:
         if not form.is_valid():
             raise services.Refused("Say why this backup must be kept.")
-        not_stored = lifecycle.pin_backup(request.user, backup, form.cleaned_data["reason"],
-                                          form.cleaned_data["legal_hold"])
+        not_stored = lifecycle.pin_backup(
+            request.user, backup, form.cleaned_data["reason"], form.cleaned_data["legal_hold"]
+        )
     except services.Refused as exc:
         messages.error(request, str(exc))
     else:
@@ -50,9 +55,11 @@ def pin(request, pk):
 
 def warn_hold_not_stored(request, failures):
     if failures:
-        messages.warning(request, "The catalog has the change, but these destinations could not record it, so a "
-                                  "catalog rebuilt from them would not know it (pin or release it again to retry): "
-                                  + "; ".join(failures))
+        messages.warning(
+            request,
+            "The catalog has the change, but these destinations could not record it, so a "
+            "catalog rebuilt from them would not know it (pin or release it again to retry): " + "; ".join(failures),
+        )
 
 
 @operator_required

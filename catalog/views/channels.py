@@ -21,8 +21,10 @@ def listing(request):
     # not only on the channel's page.
     latest = Notification.objects.filter(channel=OuterRef("pk")).order_by("-created_at", "-id")
     channels = Channel.objects.annotate(
-        last_sent_at=Max("notifications__created_at"), last_status=Subquery(latest.values("status")[:1]),
-        last_event=Subquery(latest.values("event")[:1]), last_error=Subquery(latest.values("error")[:1]),
+        last_sent_at=Max("notifications__created_at"),
+        last_status=Subquery(latest.values("status")[:1]),
+        last_event=Subquery(latest.values("event")[:1]),
+        last_error=Subquery(latest.values("error")[:1]),
     ).order_by("name")  # an aggregate drops Meta.ordering
     rows = [(channel, transport_for(channel).target_display()) for channel in channels]
     return render(request, "catalog/channel_list.html", {"rows": rows, "event_count": len(EVENT_LABELS)})
@@ -63,7 +65,10 @@ def edit_channel(request, channel):
     if request.method == "POST" and form.is_valid():
         channel = form.save(commit=False)
         generated = notify.save_channel(
-            request.user, channel, changed_fields=form.changed_fields(), secrets=form.secrets(),
+            request.user,
+            channel,
+            changed_fields=form.changed_fields(),
+            secrets=form.secrets(),
             new_webhook_secret=form.cleaned_data.get("new_webhook_secret", False),
         )
         if generated:
@@ -87,8 +92,11 @@ def send_test(request, pk):
     notification = notify.send_test(request.user, channel)
     if request.htmx:
         # The result, and the table of latest messages swapped out of band.
-        ctx = {"notification": notification, "channel": channel,
-               "notifications": channel.notifications.select_related("alert")[:20]}
+        ctx = {
+            "notification": notification,
+            "channel": channel,
+            "notifications": channel.notifications.select_related("alert")[:20],
+        }
         return render(request, "catalog/partials/channel_test_result.html", ctx)
     if notification.status == Notification.SENT:
         messages.success(request, f"Test message sent to {channel}.")

@@ -63,8 +63,10 @@ def delete_config(request, instance, delete, back):
 def form_errors_in_words(form):
     """E.g. "Host: Required unless you give a connection string. Port: …", for
     an answer that stands alone (a Test button's: the form is not shown again)."""
-    said = [f"{form[name].label if name in form.fields else 'The form'}: {' '.join(str(error) for error in errors)}"
-            for name, errors in form.errors.items()]
+    said = [
+        f"{form[name].label if name in form.fields else 'The form'}: {' '.join(str(error) for error in errors)}"
+        for name, errors in form.errors.items()
+    ]
     return " ".join(text if text.endswith(".") else text + "." for text in said)
 
 

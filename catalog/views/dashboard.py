@@ -33,11 +33,18 @@ def dashboard(request):
     and its last verified restore against its RTO; then running jobs, next
     runs, storage and recent backups. A fixed number of queries, however many
     backups there are."""
-    sources = list(Source.objects.prefetch_related("plans").annotate(
-        last_backup_id=Subquery(Backup.objects.filter(source=OuterRef("pk")).order_by("-created_at").values("pk")[:1]),
-        last_restore_id=Subquery(Verification.objects.filter(source=OuterRef("pk"), kind="restore", status="passed")
-                                 .order_by(F("finished_at").desc(nulls_last=True)).values("pk")[:1]),
-    ))
+    sources = list(
+        Source.objects.prefetch_related("plans").annotate(
+            last_backup_id=Subquery(
+                Backup.objects.filter(source=OuterRef("pk")).order_by("-created_at").values("pk")[:1]
+            ),
+            last_restore_id=Subquery(
+                Verification.objects.filter(source=OuterRef("pk"), kind="restore", status="passed")
+                .order_by(F("finished_at").desc(nulls_last=True))
+                .values("pk")[:1]
+            ),
+        )
+    )
     ctx = {
         "rows": dashboard_rows(sources, timezone.now()),
         "verdict": Counter(source.status for source in sources),
@@ -56,8 +63,13 @@ def dashboard(request):
 def storage_usage():
     """Every destination's usage from one grouped sum over the copies, not
     one scan of the copies per destination."""
-    used = dict(Copy.objects.filter(status=Copy.DURABLE).order_by().values_list("destination")
-                .annotate(total=Sum("size")).values_list("destination", "total"))
+    used = dict(
+        Copy.objects.filter(status=Copy.DURABLE)
+        .order_by()
+        .values_list("destination")
+        .annotate(total=Sum("size"))
+        .values_list("destination", "total")
+    )
     return [{"destination": d, "usage": d.usage(used.get(d.pk) or 0)} for d in Destination.objects.all()]
 
 
@@ -81,23 +93,39 @@ def dashboard_rows(sources, now):
         last_good_at = source.last_good_at
         age = (now - last_good_at).total_seconds() if last_good_at else None
         rpo = source.rpo_minutes * 60 if source.rpo_minutes else None
-        rows.append({
-            "source": source, "last": backups.get(source.last_backup_id), "restore": restore,
-            "last_good_at": last_good_at, "good_age": charts.span_text(age) if age is not None else "",
-            "rpo": charts.span_text(rpo) if rpo else "", "rpo_breached": bool(rpo and age is not None and age > rpo),
-            "restore_overdue": source.restore_test_overdue(restore, has_good_backup=last_good_at is not None, now=now),
-            "slower_than_rto": source.restore_slower_than_rto(restore),
-            "status_for": charts.span_text((now - source.status_since).total_seconds()) if source.status_since else "",
-            "late_in": charts.span_until(source.late_at, now), "down_in": charts.span_until(source.down_at, now),
-            # Up and on time, the reason would only repeat the last good backup beside it and the deadlines below.
-            "says_reason": not (source.status == "up" and source.late_at and source.late_at > now),
-            "health_strip": charts.health_strip(segments, labels, frame=(window, now)),
-        })
+        rows.append(
+            {
+                "source": source,
+                "last": backups.get(source.last_backup_id),
+                "restore": restore,
+                "last_good_at": last_good_at,
+                "good_age": charts.span_text(age) if age is not None else "",
+                "rpo": charts.span_text(rpo) if rpo else "",
+                "rpo_breached": bool(rpo and age is not None and age > rpo),
+                "restore_overdue": source.restore_test_overdue(
+                    restore, has_good_backup=last_good_at is not None, now=now
+                ),
+                "slower_than_rto": source.restore_slower_than_rto(restore),
+                "status_for": charts.span_text((now - source.status_since).total_seconds())
+                if source.status_since
+                else "",
+                "late_in": charts.span_until(source.late_at, now),
+                "down_in": charts.span_until(source.down_at, now),
+                # Up and on time, the reason would only repeat the last good backup beside it and the deadlines below.
+                "says_reason": not (source.status == "up" and source.late_at and source.late_at > now),
+                "health_strip": charts.health_strip(segments, labels, frame=(window, now)),
+            }
+        )
     return rows
 
 
 def next_scheduled_runs(sources, count):
     """The next `count` runs of all enabled plans, soonest first."""
-    runs = [{"at": at, "plan": plan, "source": source}
-            for source in sources for plan in source.plans.all() if plan.enabled for at in plan.next_runs(1)]
+    runs = [
+        {"at": at, "plan": plan, "source": source}
+        for source in sources
+        for plan in source.plans.all()
+        if plan.enabled
+        for at in plan.next_runs(1)
+    ]
     return sorted(runs, key=lambda run: run["at"])[:count]

@@ -61,13 +61,17 @@ def remove_orphans(request, pk):
 
 @operator_required
 def new(request):
-    return edit_config(request, DestinationForm, Destination(), services.save_destination, "catalog/destination_form.html")
+    return edit_config(
+        request, DestinationForm, Destination(), services.save_destination, "catalog/destination_form.html"
+    )
 
 
 @operator_required
 def edit(request, pk):
     destination = get_object_or_404(Destination, pk=pk)
-    return edit_config(request, DestinationForm, destination, services.save_destination, "catalog/destination_form.html")
+    return edit_config(
+        request, DestinationForm, destination, services.save_destination, "catalog/destination_form.html"
+    )
 
 
 @operator_required

@@ -47,6 +47,10 @@ def stored(request, pk):
     files, problems = downloads.open_stored_files(backup)
     if files is None:
         return refused(request, backup, problems)
-    audit.record(request.user, "backup.download_stored", backup,
-                 {"copy": files.copy.location_display(), "encrypted": backup.encrypted})
+    audit.record(
+        request.user,
+        "backup.download_stored",
+        backup,
+        {"copy": files.copy.location_display(), "encrypted": backup.encrypted},
+    )
     return attachment(files.tar_chunks(), downloads.stored_name(backup), "application/x-tar")

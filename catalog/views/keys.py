@@ -30,14 +30,25 @@ class RotateForm(forms.Form):
     GENERATE, PASTE, UPLOAD = "generate", "paste", "upload"
     source = forms.ChoiceField(
         label="New master key",
-        choices=[(GENERATE, "Generate a new key here"), (PASTE, "Import: paste a base64 key (32 bytes)"),
-                 (UPLOAD, "Import: upload a Strongroom key file")],
-        initial=GENERATE, widget=forms.RadioSelect,
+        choices=[
+            (GENERATE, "Generate a new key here"),
+            (PASTE, "Import: paste a base64 key (32 bytes)"),
+            (UPLOAD, "Import: upload a Strongroom key file"),
+        ],
+        initial=GENERATE,
+        widget=forms.RadioSelect,
     )
-    pasted_key = forms.CharField(label="Base64 key (when pasting)", required=False, strip=True,
-                                 widget=forms.PasswordInput(attrs={"autocomplete": "off"}))
-    key_file = forms.FileField(label="Key file (when uploading)", required=False,
-                               help_text="A file as Strongroom writes them: its id becomes the key's id.")
+    pasted_key = forms.CharField(
+        label="Base64 key (when pasting)",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+    )
+    key_file = forms.FileField(
+        label="Key file (when uploading)",
+        required=False,
+        help_text="A file as Strongroom writes them: its id becomes the key's id.",
+    )
 
     def clean(self):
         super().clean()
@@ -112,17 +123,22 @@ def rotate(request):
         messages.success(request, f"Imported {rotation.new_key} and made it the active key; the rotation is running.")
         return redirect("key_list")
     # The key's bytes leave the machine only through `download`, after the password.
-    return render(request, "catalog/key_created.html", {
-        "rotation": rotation,
-        "key": rotation.new_key,
-        "file_name": f"{rotation.new_key.key_id}.key",
-        "password_form": PasswordAgainForm(),
-    })
+    return render(
+        request,
+        "catalog/key_created.html",
+        {
+            "rotation": rotation,
+            "key": rotation.new_key,
+            "file_name": f"{rotation.new_key.key_id}.key",
+            "password_form": PasswordAgainForm(),
+        },
+    )
 
 
 class PasswordAgainForm(forms.Form):
-    password = forms.CharField(label="Your password", strip=False,
-                               widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+    password = forms.CharField(
+        label="Your password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+    )
 
 
 def password_is_right(request, password):
@@ -150,8 +166,12 @@ def download(request, pk):
                 response["Content-Disposition"] = f'attachment; filename="{key.key_id}.key"'
                 return response
     status = 400 if request.method == "POST" else 200
-    return render(request, "catalog/key_download.html",
-                  {"key": key, "form": form, "file_name": f"{key.key_id}.key"}, status=status)
+    return render(
+        request,
+        "catalog/key_download.html",
+        {"key": key, "form": form, "file_name": f"{key.key_id}.key"},
+        status=status,
+    )
 
 
 @operator_required

@@ -25,8 +25,14 @@ def detail(request, pk):
     plan = get_object_or_404(BackupPlan.objects.select_related("source"), pk=pk)
     rows = lifecycle.preview(plan)
     backups = plan.backups.for_rows()[:10]
-    ctx = {"plan": plan, "backups": backups, "run_form": RunBackupForm(),
-           "rows": rows, "tally": lifecycle.tally(rows), "charts": charts.plan_charts(plan)}
+    ctx = {
+        "plan": plan,
+        "backups": backups,
+        "run_form": RunBackupForm(),
+        "rows": rows,
+        "tally": lifecycle.tally(rows),
+        "charts": charts.plan_charts(plan),
+    }
     return render(request, "catalog/plan_detail.html", ctx)
 
 
@@ -94,20 +100,31 @@ def run(request, pk):
     form = RunBackupForm(request.POST)
     if not form.is_valid():
         if "keep_days" in form.errors:
-            messages.error(request, "Keep it for a whole number of days, from 1 to 36500, or leave it empty for "
-                                    f"the plan's rule ({plan.retention_policy().describe_manual()}).")
+            messages.error(
+                request,
+                "Keep it for a whole number of days, from 1 to 36500, or leave it empty for "
+                f"the plan's rule ({plan.retention_policy().describe_manual()}).",
+            )
         else:
             typed = request.POST.get("label", "")[:100]
-            messages.error(request, f"“{typed}” cannot be a label: use letters, digits, - and _ only "
-                                    "(no spaces), e.g. pre-migration.")
+            messages.error(
+                request,
+                f"“{typed}” cannot be a label: use letters, digits, - and _ only (no spaces), e.g. pre-migration.",
+            )
         # Back to the page the form was on, its boxes holding what was typed (run_form.html).
         url = next_url(request, plan.get_absolute_url())
-        typed = urlencode({"run_plan": plan.pk, "label": request.POST.get("label", "")[:100],
-                           "keep_days": request.POST.get("keep_days", "")[:10]})
+        typed = urlencode(
+            {
+                "run_plan": plan.pk,
+                "label": request.POST.get("label", "")[:100],
+                "keep_days": request.POST.get("keep_days", "")[:10],
+            }
+        )
         return HttpResponseRedirect(f"{url}{'&' if '?' in url else '?'}{typed}")
     try:
-        backup = backup_runs.start_backup(request.user, plan, label=form.cleaned_data["label"],
-                                       keep_days=form.cleaned_data["keep_days"])
+        backup = backup_runs.start_backup(
+            request.user, plan, label=form.cleaned_data["label"], keep_days=form.cleaned_data["keep_days"]
+        )
     except services.Refused as exc:
         messages.error(request, str(exc))
         return HttpResponseRedirect(next_url(request, plan.get_absolute_url()))

@@ -35,8 +35,9 @@ def edit(request, pk):
 def edit_server(request, server):
     form = RestoreServerForm(request.POST or None, instance=server)
     if request.method == "POST" and form.is_valid():
-        server = services.save_restore_server(request.user, form.save(commit=False),
-                                              changed_fields=form.changed_fields(), secrets=form.secrets())
+        server = services.save_restore_server(
+            request.user, form.save(commit=False), changed_fields=form.changed_fields(), secrets=form.secrets()
+        )
         # Checked at once, so the wizard knows the version before anyone needs it.
         ok, message = services.check_restore_server(request.user, server)
         (messages.success if ok else messages.warning)(request, f"Saved {server}. {message}")
@@ -46,7 +47,9 @@ def edit_server(request, server):
 
 @operator_required
 def delete(request, pk):
-    return delete_config(request, get_object_or_404(RestoreServer, pk=pk), services.delete_restore_server, "server_list")
+    return delete_config(
+        request, get_object_or_404(RestoreServer, pk=pk), services.delete_restore_server, "server_list"
+    )
 
 
 @operator_required

@@ -146,7 +146,8 @@ def test_it_needs_no_csrf_token_for_token_requests(world):
 
     token, raw = make_token(scopes=["backup"])
     strict = Client(enforce_csrf_checks=True)
-    response = strict.post("/api/v1/backups", {"plan": world["plan"].pk}, content_type="application/json",
-                           headers=bearer(raw))
+    response = strict.post(
+        "/api/v1/backups", {"plan": world["plan"].pk}, content_type="application/json", headers=bearer(raw)
+    )
 
     assert response.status_code == 202

@@ -35,13 +35,20 @@ def post_json(client, url, body, headers):
 def test_it_reports_each_source_and_the_worst_status(client, reader, tmp_path):
     plan = sqlite_plan(tmp_path)
     backup = recorded_backup(plan)
-    verification = Verification.objects.create(backup=backup, source=plan.source, kind="checksum", status="passed",
-                                               finished_at=timezone.now())
+    verification = Verification.objects.create(
+        backup=backup, source=plan.source, kind="checksum", status="passed", finished_at=timezone.now()
+    )
     since = timezone.now() - timedelta(hours=3)
-    Source.objects.filter(pk=plan.source.pk).update(status="late", status_since=since, status_reason="No backup in 25 h",
-                                                    rpo_minutes=1440)
-    Alert.objects.create(kind=Alert.SOURCE_HEALTH, key=f"source:{plan.source.pk}", source=plan.source,
-                         title="Shop is late", url=plan.source.get_absolute_url())
+    Source.objects.filter(pk=plan.source.pk).update(
+        status="late", status_since=since, status_reason="No backup in 25 h", rpo_minutes=1440
+    )
+    Alert.objects.create(
+        kind=Alert.SOURCE_HEALTH,
+        key=f"source:{plan.source.pk}",
+        source=plan.source,
+        title="Shop is late",
+        url=plan.source.get_absolute_url(),
+    )
     Alert.objects.create(kind=Alert.STUCK_JOB, key="backup:1", title="Stuck", resolved_at=timezone.now())
     quiet = sqlite_source(tmp_path, name="Archive")
     Source.objects.filter(pk=quiet.pk).update(status="down", paused=True)  # paused: not counted
@@ -51,8 +58,12 @@ def test_it_reports_each_source_and_the_worst_status(client, reader, tmp_path):
     assert body["status"] == "late"
     shop = next(s for s in body["sources"] if s["name"] == "Shop")
     assert shop["status"] == "late" and shop["reason"] == "No backup in 25 h" and shop["rpo_minutes"] == 1440
-    assert shop["last_backup"] == {"id": backup.pk, "status": "succeeded", "created_at": shop["last_backup"]["created_at"],
-                                   "finished_at": shop["last_backup"]["finished_at"]}
+    assert shop["last_backup"] == {
+        "id": backup.pk,
+        "status": "succeeded",
+        "created_at": shop["last_backup"]["created_at"],
+        "finished_at": shop["last_backup"]["finished_at"],
+    }
     assert shop["last_verification"]["id"] == verification.pk and shop["last_verification"]["status"] == "passed"
     archive = next(s for s in body["sources"] if s["name"] == "Archive")
     assert archive["last_backup"] is None and archive["paused"] is True
@@ -144,23 +155,26 @@ def test_it_lists_a_page_in_the_same_number_of_queries_whatever_its_size(client,
     assert queries(2) == queries(30)
 
 
-@pytest.mark.parametrize("query, message", [
-    ("?limit=0", "limit must be between 1 and 500"),
-    ("?limit=501", "limit must be between 1 and 500"),
-    ("?limit=ten", "limit must be a whole number"),
-    ("?offset=-1", "offset must be between 0"),
-    ("?source=abc", "source must be a whole number"),
-    ("?plan=1.5", "plan must be a whole number"),
-    ("?plan=99999999999999999999999", "plan must be between 1 and"),
-    ("?status=great", "status must be one of queued, running"),
-    ("?since=yesterday", "since must be an ISO 8601 date-time"),
-    ("?until=2026-13-45T00:00:00", "until must be an ISO 8601 date-time"),
-    ("?label=" + "x" * 101, "label must be at most 100 characters"),
-    ("?since=", "since must be an ISO 8601 date-time"),
-    ("?plan=", "plan must be a whole number"),
-    ("?status=", "status must be one of"),
-    ("?stauts=failed", "Unknown parameter 'stauts'; the filters are source, plan"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("?limit=0", "limit must be between 1 and 500"),
+        ("?limit=501", "limit must be between 1 and 500"),
+        ("?limit=ten", "limit must be a whole number"),
+        ("?offset=-1", "offset must be between 0"),
+        ("?source=abc", "source must be a whole number"),
+        ("?plan=1.5", "plan must be a whole number"),
+        ("?plan=99999999999999999999999", "plan must be between 1 and"),
+        ("?status=great", "status must be one of queued, running"),
+        ("?since=yesterday", "since must be an ISO 8601 date-time"),
+        ("?until=2026-13-45T00:00:00", "until must be an ISO 8601 date-time"),
+        ("?label=" + "x" * 101, "label must be at most 100 characters"),
+        ("?since=", "since must be an ISO 8601 date-time"),
+        ("?plan=", "plan must be a whole number"),
+        ("?status=", "status must be one of"),
+        ("?stauts=failed", "Unknown parameter 'stauts'; the filters are source, plan"),
+    ],
+)
 def test_it_refuses_bad_filters(client, reader, query, message):
     response = client.get(f"/api/v1/backups{query}", headers=reader)
 
@@ -189,8 +203,13 @@ def test_it_shows_a_backup_with_its_copies(client, reader, tmp_path):
 
 
 def test_it_answers_404_in_json(client, reader):
-    for url in ("/api/v1/backups/999999", "/api/v1/backups/99999999999999999999999", "/api/v1/nothing/here",
-                "/api/v1/backups/abc", "/api/v1/backups/%C2%AAN%0A/verify"):  # a line break: found by schemathesis
+    for url in (
+        "/api/v1/backups/999999",
+        "/api/v1/backups/99999999999999999999999",
+        "/api/v1/nothing/here",
+        "/api/v1/backups/abc",
+        "/api/v1/backups/%C2%AAN%0A/verify",
+    ):  # a line break: found by schemathesis
         response = client.get(url, headers=reader)
         assert response.status_code == 404, url
         assert response.json()["error"]
@@ -214,8 +233,13 @@ def test_it_queues_a_backup_with_a_label(client, operator, tmp_path):
 
     assert response.status_code == 202, response.content
     backup = Backup.objects.get()
-    assert response.json() == {"id": backup.pk, "status": "queued", "label": "pre-migration-backup", "trigger": "api",
-                               "url": f"http://testserver/api/v1/backups/{backup.pk}"}
+    assert response.json() == {
+        "id": backup.pk,
+        "status": "queued",
+        "label": "pre-migration-backup",
+        "trigger": "api",
+        "url": f"http://testserver/api/v1/backups/{backup.pk}",
+    }
     assert response["Location"] == response.json()["url"]
     assert (backup.plan, backup.label, backup.trigger) == (plan, "pre-migration-backup", "api")
     assert AuditEvent.objects.get(action="backup.queue").actor_label == "api token deploy"
@@ -224,8 +248,9 @@ def test_it_queues_a_backup_with_a_label(client, operator, tmp_path):
 def test_it_takes_a_plan_id_written_as_a_whole_float(client, operator, tmp_path):
     plan = sqlite_plan(tmp_path)
 
-    response = client.post("/api/v1/backups", f'{{"plan": {plan.pk}.0}}', content_type="application/json",
-                           headers=operator)
+    response = client.post(
+        "/api/v1/backups", f'{{"plan": {plan.pk}.0}}', content_type="application/json", headers=operator
+    )
 
     assert response.status_code == 202 and Backup.objects.get().plan == plan
 
@@ -241,20 +266,23 @@ def test_it_refuses_a_second_backup_while_one_is_queued(client, operator, tmp_pa
     assert Backup.objects.count() == 1
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"{not json", "not valid JSON"),
-    (b"[1, 2]", "must be a JSON object"),
-    (b"{}", "plan is required"),
-    (b'{"plan": "1"}', "plan is required"),
-    (b'{"plan": true}', "plan is required"),
-    (b'{"plan": "{plan}", "label": 5}', "label must be a string"),
-    (b'{"plan": "{plan}", "label": null}', "label must be a string"),
-    (b'{"plan": "{plan}", "lable": "typo"}', "Unknown member 'lable'; expected plan, label"),
-    (b'{"plan": 1.5}', "plan is required"),
-    (b'{"plan": "{plan}", "label": "two words"}', "label may use letters, digits"),
-    (b'{"plan": "{plan}", "label": "' + b"x" * 101 + b'"}', "label may use letters, digits"),
-    (b"\xff\xfe", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b"{}", "plan is required"),
+        (b'{"plan": "1"}', "plan is required"),
+        (b'{"plan": true}', "plan is required"),
+        (b'{"plan": "{plan}", "label": 5}', "label must be a string"),
+        (b'{"plan": "{plan}", "label": null}', "label must be a string"),
+        (b'{"plan": "{plan}", "lable": "typo"}', "Unknown member 'lable'; expected plan, label"),
+        (b'{"plan": 1.5}', "plan is required"),
+        (b'{"plan": "{plan}", "label": "two words"}', "label may use letters, digits"),
+        (b'{"plan": "{plan}", "label": "' + b"x" * 101 + b'"}', "label may use letters, digits"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
 def test_it_refuses_bad_backup_requests(client, operator, tmp_path, body, message):
     plan = sqlite_plan(tmp_path)
     body = body.replace(b'"{plan}"', str(plan.pk).encode())

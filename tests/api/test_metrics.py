@@ -56,8 +56,10 @@ def test_it_exposes_the_catalog_as_metrics(client, tmp_path):
     assert found["strongroom_queue_depth", frozenset({("job", "restore")})] == 0
     assert found["strongroom_source_status", frozenset({("source", "Shop"), ("status", "failing")})] == 1
     assert found["strongroom_source_status", frozenset({("source", "Shop"), ("status", "up")})] == 0
-    assert found["strongroom_source_last_good_backup_timestamp_seconds", frozenset({("source", "Shop")})] == \
-        good.finished_at.timestamp()
+    assert (
+        found["strongroom_source_last_good_backup_timestamp_seconds", frozenset({("source", "Shop")})]
+        == good.finished_at.timestamp()
+    )
     assert found["strongroom_open_alerts", frozenset({("kind", "source_health"), ("severity", "critical")})] == 1
     assert found["strongroom_open_alerts", frozenset({("kind", "stuck_job"), ("severity", "warning")})] == 0
 
@@ -69,8 +71,10 @@ def test_it_reports_quotas(client, tmp_path, settings):
 
     found = samples(client.get("/metrics"))
 
-    assert found["strongroom_destination_quota_bytes", frozenset({("destination", "Disk Hourly"), ("kind", "local")})] \
+    assert (
+        found["strongroom_destination_quota_bytes", frozenset({("destination", "Disk Hourly"), ("kind", "local")})]
         == 2 * 2**30
+    )
 
 
 def test_it_asks_for_a_token(client):

@@ -56,8 +56,13 @@ def api_schema(wsgi_app, tmp_path):
     backup = recorded_backup(plan, label="pre-migration-backup")
     Verification.objects.create(backup=backup, source=plan.source, kind="checksum", status="passed")
     recorded_backup(plan, status="failed", minutes_ago=5)
-    Alert.objects.create(kind=Alert.SOURCE_HEALTH, key=f"source:{plan.source.pk}", source=plan.source,
-                         title="Shop is failing", url=plan.source.get_absolute_url())
+    Alert.objects.create(
+        kind=Alert.SOURCE_HEALTH,
+        key=f"source:{plan.source.pk}",
+        source=plan.source,
+        title="Shop is failing",
+        url=plan.source.get_absolute_url(),
+    )
     Alert.objects.create(kind=Alert.STORAGE_FULL, key="destination:1", severity=Alert.WARNING, title="Disk at 85 %")
     return schemathesis.openapi.from_wsgi("/api/v1/openapi.json", wsgi_app)
 
@@ -73,12 +78,16 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 # Named rather than left to the defaults, so that none is dropped unnoticed.
 CHECKS = [
     not_a_server_error,  # no 500
-    status_code_conformance, content_type_conformance, response_headers_conformance,  # answers as documented,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,  # answers as documented,
     response_schema_conformance,  # bodies included
     negative_data_rejection,  # a request outside the document is refused with a 4xx,
     positive_data_acceptance,  # one inside it is not
-    missing_required_header, ignored_auth,  # without the token: 401, whatever else the request says
-    unsupported_method, allow_header_conformance,  # an undocumented method: 405 with the documented Allow
+    missing_required_header,
+    ignored_auth,  # without the token: 401, whatever else the request says
+    unsupported_method,
+    allow_header_conformance,  # an undocumented method: 405 with the documented Allow
 ]
 
 
@@ -92,10 +101,18 @@ def test_it_serves_the_document_without_a_token(client):
     document = client.get("/api/v1/openapi.json").json()
 
     assert document["openapi"].startswith("3.1")
-    assert set(document["paths"]) == {"/status", "/backups", "/backups/{id}", "/backups/{id}/verify",
-                                      "/sources/{id}/wal/{name}"}
+    assert set(document["paths"]) == {
+        "/status",
+        "/backups",
+        "/backups/{id}",
+        "/backups/{id}/verify",
+        "/sources/{id}/wal/{name}",
+    }
     assert document["components"]["securitySchemes"]["bearerAuth"] == {
-        "type": "http", "scheme": "bearer", "description": "an API token"}
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API token",
+    }
     for path in document["paths"].values():
         for operation in path.values():
             assert {"401", "403"} <= set(operation["responses"])
@@ -110,9 +127,12 @@ def test_it_documents_every_operation_the_api_serves(client, db):
     for pattern in pitr_urls.api_urlpatterns + api_urls.urlpatterns:  # both included at /api/v1/
         if pattern.name in (None, "api_openapi"):  # the catch-all JSON 404; the document itself
             continue
-        path = "/" + re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "{" + ("id" if m[1] == "pk" else m[1]) + "}",
-                            str(pattern.pattern))
-        url = reverse(pattern.name, kwargs={name: (1 if name == "pk" else "000000010000000000000001")
-                                            for name in pattern.pattern.converters})
+        path = "/" + re.sub(
+            r"<(?:\w+:)?(\w+)>", lambda m: "{" + ("id" if m[1] == "pk" else m[1]) + "}", str(pattern.pattern)
+        )
+        url = reverse(
+            pattern.name,
+            kwargs={name: (1 if name == "pk" else "000000010000000000000001") for name in pattern.pattern.converters},
+        )
         served[path] = set(client.generic("TRACE", url)["Allow"].split(", "))
     assert served == documented

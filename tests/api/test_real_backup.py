@@ -16,8 +16,12 @@ def test_it_backs_up_and_verifies_a_real_database_through_the_api(client, pg_dat
     plan = make_plan(pg_source(pg_database), [local_destination(tmp_path / "backups")], format="custom")
     token, raw = make_token(scopes=["read", "backup"], name="ci")
 
-    started = client.post("/api/v1/backups", {"plan": plan.pk, "label": "pre-migration-backup"},
-                          content_type="application/json", headers=bearer(raw))
+    started = client.post(
+        "/api/v1/backups",
+        {"plan": plan.pk, "label": "pre-migration-backup"},
+        content_type="application/json",
+        headers=bearer(raw),
+    )
 
     assert started.status_code == 202, started.content
     polled = client.get(started.json()["url"], headers=bearer(raw)).json()
@@ -28,11 +32,21 @@ def test_it_backs_up_and_verifies_a_real_database_through_the_api(client, pg_dat
     assert polled["table_counts"] == backup.table_counts and polled["sha256"] == backup.sha256
     assert [c["status"] for c in polled["copies"]] == [Copy.DURABLE]
 
-    verified = client.post(f"/api/v1/backups/{backup.pk}/verify", {"kind": "checksum"},
-                           content_type="application/json", headers=bearer(raw))
+    verified = client.post(
+        f"/api/v1/backups/{backup.pk}/verify",
+        {"kind": "checksum"},
+        content_type="application/json",
+        headers=bearer(raw),
+    )
 
     assert verified.status_code == 202, verified.content
     job = Verification.objects.get(pk=verified.json()["id"])
     assert (job.backup_id, job.kind, job.status) == (backup.pk, "checksum", Verification.PASSED)
     actions = set(AuditEvent.objects.filter(actor_label="api token ci").values_list("action", flat=True))
-    assert {"api.backup_start", "api.backup_detail", "api.backup_verify", "backup.queue", "verification.queue"} <= actions
+    assert {
+        "api.backup_start",
+        "api.backup_detail",
+        "api.backup_verify",
+        "backup.queue",
+        "verification.queue",
+    } <= actions

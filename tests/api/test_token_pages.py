@@ -44,12 +44,15 @@ def test_it_creates_a_token_that_does_not_expire(admin_client):
     assert token.expires_at is None and token.scopes == ["read"]
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"name": ""}, "This field is required"),
-    ({"scopes": []}, "Choose at least one scope"),
-    ({"scopes": ["admin"]}, "Select a valid choice"),
-    ({"expires_in_days": "0"}, "greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"name": ""}, "This field is required"),
+        ({"scopes": []}, "Choose at least one scope"),
+        ({"scopes": ["admin"]}, "Select a valid choice"),
+        ({"expires_in_days": "0"}, "greater than or equal to 1"),
+    ],
+)
 def test_it_refuses_a_bad_token_form(admin_client, fields, message):
     response = create(admin_client, **fields)
 

@@ -2,7 +2,7 @@
 someone with database access would."""
 
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import time_machine
 from django.db import connection
@@ -13,7 +13,7 @@ from catalog import audit
 def event_at(when, actor="scheduler", action="backup.start", obj=None, changes=None, ip=None):
     """An event recorded through audit.record at a chosen time (and client IP)."""
     if isinstance(when, str):
-        when = datetime.fromisoformat(when).replace(tzinfo=timezone.utc)
+        when = datetime.fromisoformat(when).replace(tzinfo=UTC)
     token = audit.current_ip.set(ip)
     try:
         with time_machine.travel(when, tick=False):

@@ -61,8 +61,10 @@ def test_the_application_cannot_change_or_delete_an_event():
 @pytest.mark.django_db
 def test_the_trigger_refuses_update_and_delete_in_sql():
     event = audit.record("someone", "thing.done")
-    for statement in ("UPDATE catalog_auditevent SET action = 'forged' WHERE id = %s",
-                      "DELETE FROM catalog_auditevent WHERE id = %s"):
+    for statement in (
+        "UPDATE catalog_auditevent SET action = 'forged' WHERE id = %s",
+        "DELETE FROM catalog_auditevent WHERE id = %s",
+    ):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute(statement, [event.pk])
@@ -72,9 +74,8 @@ def test_the_trigger_refuses_update_and_delete_in_sql():
 @pytest.mark.django_db
 def test_the_trigger_refuses_changing_the_actor_to_someone_else(admin_user, auditor_user):
     event = audit.record(admin_user, "thing.done")
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("UPDATE catalog_auditevent SET actor_id = %s WHERE id = %s", [auditor_user.pk, event.pk])
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE catalog_auditevent SET actor_id = %s WHERE id = %s", [auditor_user.pk, event.pk])
 
 
 @pytest.mark.django_db

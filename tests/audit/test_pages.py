@@ -20,12 +20,18 @@ pytestmark = pytest.mark.django_db
 def history(admin_user):
     """Known events over three days, by three actors, about two kinds of object."""
     return {
-        "create": event_at("2026-03-01T09:00:00", admin_user, "source.create", admin_user, {"name": "Inventory"}, "198.51.100.1"),
+        "create": event_at(
+            "2026-03-01T09:00:00", admin_user, "source.create", admin_user, {"name": "Inventory"}, "198.51.100.1"
+        ),
         "backup1": event_at("2026-03-01T23:00:00", "scheduler", "backup.start", changes={"plan": "Nightly"}),
-        "update": event_at("2026-03-02T10:30:00", admin_user, "source.update", admin_user, {"port": 5433}, "198.51.100.2"),
+        "update": event_at(
+            "2026-03-02T10:30:00", admin_user, "source.update", admin_user, {"port": 5433}, "198.51.100.2"
+        ),
         "backup2": event_at("2026-03-02T23:00:00", "scheduler", "backup.start"),
         "prune": event_at("2026-03-03T01:00:00", "retention", "backup.prune", changes={"kept": 30}),
-        "restore": event_at("2026-03-03T12:00:00", "bob", "restore.start", changes={"mode": "preview"}, ip="2001:db8::7"),
+        "restore": event_at(
+            "2026-03-03T12:00:00", "bob", "restore.start", changes={"mode": "preview"}, ip="2001:db8::7"
+        ),
     }
 
 
@@ -46,16 +52,19 @@ def test_it_shows_the_trail_to_auditors_with_the_ip(auditor_client, history):
     assert listed_ids(response) == ids_of(*history.values())
 
 
-@pytest.mark.parametrize("query, expected", [
-    ({"actor": "scheduler"}, ["backup1", "backup2"]),
-    ({"action": "backup.start"}, ["backup1", "backup2"]),
-    ({"object_type": "user"}, ["create", "update"]),
-    ({"object": "alice"}, ["create", "update"]),
-    ({"since": "2026-03-02"}, ["update", "backup2", "prune", "restore"]),
-    ({"until": "2026-03-01"}, ["create", "backup1"]),
-    ({"since": "2026-03-02", "until": "2026-03-02", "actor": "scheduler"}, ["backup2"]),
-    ({"since": "2026-03-04"}, []),
-])
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ({"actor": "scheduler"}, ["backup1", "backup2"]),
+        ({"action": "backup.start"}, ["backup1", "backup2"]),
+        ({"object_type": "user"}, ["create", "update"]),
+        ({"object": "alice"}, ["create", "update"]),
+        ({"since": "2026-03-02"}, ["update", "backup2", "prune", "restore"]),
+        ({"until": "2026-03-01"}, ["create", "backup1"]),
+        ({"since": "2026-03-02", "until": "2026-03-02", "actor": "scheduler"}, ["backup2"]),
+        ({"since": "2026-03-04"}, []),
+    ],
+)
 def test_filters_and_both_exports_return_exactly_the_filtered_events(auditor_client, history, query, expected):
     wanted = ids_of(*(history[name] for name in expected))
     assert listed_ids(auditor_client.get("/audit/", query)) == wanted

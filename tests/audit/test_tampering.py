@@ -20,8 +20,14 @@ def run_verify_audit():
     db = settings.DATABASES["default"]
     url = f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    return subprocess.run([sys.executable, "manage.py", "verify_audit"], cwd=settings.BASE_DIR, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", "verify_audit"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def command_failure():
@@ -43,7 +49,9 @@ def test_the_command_exits_0_on_an_intact_chain_and_1_on_an_edited_row():
         cursor.execute("UPDATE catalog_auditevent SET object_repr = 'nothing to see' WHERE id = %s", [events[2].pk])
     broken = run_verify_audit()
     assert broken.returncode == 1
-    assert f"event #{events[2].pk} (scheduler test.step2 nothing to see) does not match its hash: edited" in broken.stderr
+    assert (
+        f"event #{events[2].pk} (scheduler test.step2 nothing to see) does not match its hash: edited" in broken.stderr
+    )
 
 
 @pytest.mark.django_db
@@ -70,8 +78,10 @@ def test_an_edited_timestamp_or_ip_is_detected():
         cursor.execute("UPDATE catalog_auditevent SET ip = '10.0.0.1' WHERE id = %s", [events[0].pk])
     assert audit.verify_chain().broken_id == events[0].pk
     with tampering() as cursor:
-        cursor.execute("UPDATE catalog_auditevent SET ip = NULL, created_at = created_at + interval '1 microsecond'"
-                       " WHERE id = %s", [events[0].pk])
+        cursor.execute(
+            "UPDATE catalog_auditevent SET ip = NULL, created_at = created_at + interval '1 microsecond' WHERE id = %s",
+            [events[0].pk],
+        )
     result = audit.verify_chain()
     assert (result.broken_id, result.problem) == (events[0].pk, "edited")
 
@@ -83,7 +93,12 @@ def test_a_deleted_row_is_detected_and_located(auditor_client):
         cursor.execute("DELETE FROM catalog_auditevent WHERE id = %s", [events[2].pk])
     assert command_failure() == f"the event before #{events[3].pk} is missing: deleted"
     result = audit.verify_chain()
-    assert (result.broken_id, result.problem, result.count, result.last_id) == (events[3].pk, "deleted", 3, events[1].pk)
+    assert (result.broken_id, result.problem, result.count, result.last_id) == (
+        events[3].pk,
+        "deleted",
+        3,
+        events[1].pk,
+    )
 
     body = auditor_client.get("/audit/verify/", HTTP_HX_REQUEST="true").content.decode()
     assert body.startswith('<div id="verify-result"')  # the htmx partial, not the whole page
@@ -132,4 +147,6 @@ def test_a_forged_event_chained_to_an_old_one_is_detected():
         forged_id = cursor.fetchone()[0]
     result = audit.verify_chain()
     assert (result.broken_id, result.problem) == (forged_id, "reordered")
-    assert result.message == f"event #{forged_id} follows #{events[1].pk}, not #{events[3].pk}: rows reordered or inserted"
+    assert (
+        result.message == f"event #{forged_id} follows #{events[1].pk}, not #{events[3].pk}: rows reordered or inserted"
+    )

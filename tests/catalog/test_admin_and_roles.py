@@ -5,7 +5,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from catalog.alerts.models import Alert, Channel, Notification
+from catalog.alerts.models import Channel, Notification
 from catalog.models import Backup, BackupPlan, Copy, Destination, Verification
 from restore.models import RestoreJob
 from tests.monitoring.channel_helpers import make_channel, open_alert
@@ -26,18 +26,27 @@ def records(tmp_path):
     source = alert.source
     destination = Destination.objects.create(name="Local disk", kind="local", path=str(tmp_path))
     plan = BackupPlan.objects.create(name="Nightly", source=source, format="sqlite")
-    backup = Backup.objects.create(source=source, plan=plan, format="sqlite", compression="zstd",
-                                   status=Backup.SUCCEEDED)
+    backup = Backup.objects.create(
+        source=source, plan=plan, format="sqlite", compression="zstd", status=Backup.SUCCEEDED
+    )
     Copy.objects.create(backup=backup, destination=destination, status=Copy.DURABLE, key="walk/1")
-    verification = Verification.objects.create(backup=backup, source=source, kind="checksum", status="passed",
-                                               summary="Every copy matches its checksum.")
-    restore = RestoreJob.objects.create(backup=backup, source=source, target_database="walk_restored",
-                                        status="succeeded", summary="Restored 3 tables.")
+    verification = Verification.objects.create(
+        backup=backup, source=source, kind="checksum", status="passed", summary="Every copy matches its checksum."
+    )
+    restore = RestoreJob.objects.create(
+        backup=backup, source=source, target_database="walk_restored", status="succeeded", summary="Restored 3 tables."
+    )
     channel = make_channel(Channel.SLACK, name="Ops Slack", secrets={"url": "https://hooks.slack.example/T0/B0/s3cr3t"})
-    notification = Notification.objects.create(channel=channel, alert=alert, event=Notification.OPENED,
-                                               status=Notification.SENT, attempts=1)
-    return {"alert": alert, "channel": channel, "notification": notification, "verification": verification,
-            "restore": restore}
+    notification = Notification.objects.create(
+        channel=channel, alert=alert, event=Notification.OPENED, status=Notification.SENT, attempts=1
+    )
+    return {
+        "alert": alert,
+        "channel": channel,
+        "notification": notification,
+        "verification": verification,
+        "restore": restore,
+    }
 
 
 def test_it_heads_the_admin_with_the_product_and_spells_plurals_right(superuser_client, records):
@@ -48,10 +57,16 @@ def test_it_heads_the_admin_with_the_product_and_spells_plurals_right(superuser_
     assert ">API tokens<" in page and "Api tokens" not in page
 
 
-@pytest.mark.parametrize("model, record", [
-    ("catalog/alert", "alert"), ("catalog/channel", "channel"), ("catalog/notification", "notification"),
-    ("catalog/verification", "verification"), ("restore/restorejob", "restore"),
-])
+@pytest.mark.parametrize(
+    "model, record",
+    [
+        ("catalog/alert", "alert"),
+        ("catalog/channel", "channel"),
+        ("catalog/notification", "notification"),
+        ("catalog/verification", "verification"),
+        ("restore/restorejob", "restore"),
+    ],
+)
 def test_it_shows_monitoring_verifications_and_restores_read_only(superuser_client, records, model, record):
     obj = records[record]
     listing = superuser_client.get(f"/admin/{model}/")

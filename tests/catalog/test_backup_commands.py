@@ -67,8 +67,10 @@ def test_backup_without_wait_queues_it_for_a_worker(plan, monkeypatch):
 
     backup = Backup.objects.get()
     assert backup.status == Backup.QUEUED
-    assert text.strip() == (f"Queued backup #{backup.pk} of plan Nightly; a worker runs it "
-                            f"(follow it with: manage.py backups --source {plan.source.slug}).")
+    assert text.strip() == (
+        f"Queued backup #{backup.pk} of plan Nightly; a worker runs it "
+        f"(follow it with: manage.py backups --source {plan.source.slug})."
+    )
     assert list(OrmQ.objects.values_list("key", flat=True)) == ["strongroom"]
     with pytest.raises(CommandError, match="A backup of plan Nightly is already queued or running."):
         run("backup", "--plan", "Nightly")
@@ -90,13 +92,28 @@ def history(plan):
 
     def made(hours_ago, source=plan.source, **fields):
         at = now - timedelta(hours=hours_ago)
-        return Backup.objects.create(source=source, plan=plan if source == plan.source else None, format="sqlite",
-                                     compression="zstd", started_at=at, finished_at=at, created_at=at, **fields)
+        return Backup.objects.create(
+            source=source,
+            plan=plan if source == plan.source else None,
+            format="sqlite",
+            compression="zstd",
+            started_at=at,
+            finished_at=at,
+            created_at=at,
+            **fields,
+        )
 
     return {
         "pruned": made(5, status=Backup.SUCCEEDED, stored_bytes=2048, pruned_at=now - timedelta(hours=1)),
-        "held": made(4, status=Backup.SUCCEEDED, stored_bytes=4096, label="pre-migration", legal_hold=True,
-                     pinned=True, hold_reason="audit"),
+        "held": made(
+            4,
+            status=Backup.SUCCEEDED,
+            stored_bytes=4096,
+            label="pre-migration",
+            legal_hold=True,
+            pinned=True,
+            hold_reason="audit",
+        ),
         "pinned": made(3, status=Backup.SUCCEEDED, stored_bytes=1536, pinned=True, hold_reason="keep"),
         "failed": made(2, status=Backup.FAILED, error="no such file"),
         "other": made(1, source=other, status=Backup.SUCCEEDED, stored_bytes=512),
@@ -117,7 +134,10 @@ def test_backups_lists_each_backup_with_what_keeps_it(history, settings):
     assert rows[history["pinned"].pk].split()[-4:] == ["KB", "-", "pinned", "-"]
     pruned_at = timezone.localtime(history["pruned"].pruned_at).strftime("%Y-%m-%d %H:%M")
     assert rows[history["pruned"].pk].endswith(pruned_at)
-    assert rows[history["failed"].pk].split()[3] == "failed" and rows[history["other"].pk].split()[1:3] == ["Billing", "-"]
+    assert rows[history["failed"].pk].split()[3] == "failed" and rows[history["other"].pk].split()[1:3] == [
+        "Billing",
+        "-",
+    ]
 
 
 def test_backups_filters_by_source_and_prints_json(history):

@@ -84,8 +84,13 @@ def test_it_fails_when_s3_denies_access(small_database):
     process, endpoint_url = s3_auth.start_auth_server()
     try:
         key_id, secret = s3_auth.bucket_with_powerless_user(endpoint_url, "locked")
-        bucket = {"endpoint_url": endpoint_url, "bucket": "locked", "region": "us-east-1",
-                  "access_key_id": key_id, "secret_access_key": secret}
+        bucket = {
+            "endpoint_url": endpoint_url,
+            "bucket": "locked",
+            "region": "us-east-1",
+            "access_key_id": key_id,
+            "secret_access_key": secret,
+        }
         plan = make_plan(pg_source(small_database), [s3_destination(bucket)])
         backup = run(plan)
     finally:
@@ -154,8 +159,6 @@ def test_it_cancels_a_queued_backup_at_once(small_database, tmp_path):
     assert files_under(tmp_path) == []
 
 
-
-
 def install_old_pg_dump(directory, settings):
     """Stands in for an old client install: only its --version answer matters."""
     directory.mkdir(exist_ok=True)
@@ -183,8 +186,7 @@ def test_a_backup_with_a_too_old_pg_dump_fails_before_writing(pg_server, tmp_pat
 
 
 @pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "plain"])
-def test_a_missing_master_key_says_which_key_and_where_it_was_looked_for(small_database, tmp_path, settings,
-                                                                         encrypted):
+def test_a_missing_master_key_says_which_key_and_where_it_was_looked_for(small_database, tmp_path, settings, encrypted):
     """Every manifest is signed with the active master key, so without its file
     no backup is possible, encrypted or not: the failure names the key and the
     directory it was looked for in, and leaves nothing behind."""

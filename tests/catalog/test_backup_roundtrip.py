@@ -44,9 +44,11 @@ def test_it_round_trips_a_tricky_database(pg_database, restored_database, s3_buc
 
     local_path = tmp_path / "backups" / copies["local"].key
     assert sha256_file(local_path) == backup.sha256
-    remote_body = s3.client(s3_bucket["endpoint_url"]).get_object(
-        Bucket=s3_bucket["bucket"], Key=f"strongroom/{copies['s3'].key}"
-    )["Body"].read()
+    remote_body = (
+        s3.client(s3_bucket["endpoint_url"])
+        .get_object(Bucket=s3_bucket["bucket"], Key=f"strongroom/{copies['s3'].key}")["Body"]
+        .read()
+    )
     assert remote_body == local_path.read_bytes()
     assert s3.open_uploads(s3_bucket["endpoint_url"], s3_bucket["bucket"]) == []
 

@@ -14,7 +14,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand
 
 
-
 def test_the_plan_form_previews_retention_before_saving(live_server, page, admin_user, pg_database, tmp_path):
     create_tricky_database(pg_database, big_rows=20)
     plan = make_plan(pg_source(pg_database), [local_destination(tmp_path)], retention_mode="last", keep_last=10)

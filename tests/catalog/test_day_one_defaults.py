@@ -4,7 +4,7 @@ succeeded, a source is new until its first good backup, and a restore into
 an existing database starts at Preview with a button that says what it does."""
 
 import sqlite3
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -19,7 +19,7 @@ from catalog.retention import GFS, LAST, Candidate, Policy, select
 from restore.models import RestoreJob
 from tests.factories import local_destination, make_plan, pg_source
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=dt_timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 UTC = ZoneInfo("UTC")
 
 
@@ -31,8 +31,9 @@ def scheduled(days_ago, number, hour=2):
 
 
 def manual(minutes_ago, number, what="manual backup", keep_until=None):
-    return Candidate(id=number, created_at=NOW - timedelta(minutes=minutes_ago), good=True, manual=what,
-                     keep_until=keep_until)
+    return Candidate(
+        id=number, created_at=NOW - timedelta(minutes=minutes_ago), good=True, manual=what, keep_until=keep_until
+    )
 
 
 def fates(decisions):
@@ -76,34 +77,51 @@ def mixed_histories(draw):
     """Scheduled backups over a year and manual ones over the last 60 days."""
     candidates = []
     for number, minutes in enumerate(draw(st.lists(st.integers(0, 365 * 24 * 60), max_size=25)), start=1):
-        candidates.append(Candidate(id=number, created_at=NOW - timedelta(minutes=minutes), good=draw(st.booleans())
-                                    or draw(st.booleans())))
+        candidates.append(
+            Candidate(
+                id=number, created_at=NOW - timedelta(minutes=minutes), good=draw(st.booleans()) or draw(st.booleans())
+            )
+        )
     for number, minutes in enumerate(draw(st.lists(st.integers(0, 60 * 24 * 60), max_size=10)), start=100):
-        candidates.append(Candidate(id=number, created_at=NOW - timedelta(minutes=minutes), good=True,
-                                    manual="manual backup"))
+        candidates.append(
+            Candidate(id=number, created_at=NOW - timedelta(minutes=minutes), good=True, manual="manual backup")
+        )
     return candidates
 
 
-policies = st.builds(Policy, mode=st.sampled_from([GFS, LAST]), daily=st.integers(0, 8), weekly=st.integers(0, 4),
-                     monthly=st.integers(0, 4), yearly=st.integers(0, 2), last=st.integers(0, 8),
-                     minimum=st.integers(0, 3), manual_days=st.integers(0, 45))
+policies = st.builds(
+    Policy,
+    mode=st.sampled_from([GFS, LAST]),
+    daily=st.integers(0, 8),
+    weekly=st.integers(0, 4),
+    monthly=st.integers(0, 4),
+    yearly=st.integers(0, 2),
+    last=st.integers(0, 8),
+    minimum=st.integers(0, 3),
+    manual_days=st.integers(0, 45),
+)
 
 
 @settings(max_examples=150, deadline=None)
 @given(mixed_histories(), policies)
 def test_manual_backups_in_their_time_are_kept_and_thin_no_scheduled_one(candidates, policy):
     decisions = fates(select(candidates, policy, UTC, NOW))
-    within = [c for c in candidates if c.manual and policy.manual_days
-              and c.created_at + timedelta(days=policy.manual_days) > NOW]
-    assert all(decisions[c.id].startswith("manual backup, kept until") and "; then" not in decisions[c.id]
-               for c in within)
+    within = [
+        c
+        for c in candidates
+        if c.manual and policy.manual_days and c.created_at + timedelta(days=policy.manual_days) > NOW
+    ]
+    assert all(
+        decisions[c.id].startswith("manual backup, kept until") and "; then" not in decisions[c.id] for c in within
+    )
     # The good scheduled backups meet the same fate as if those manual ones did not exist.
     alone = fates(select([c for c in candidates if c not in within], policy, UTC, NOW))
     for candidate in candidates:
         if not candidate.manual and candidate.good:
-            assert (decisions[candidate.id] == alone[candidate.id]
-                    or {decisions[candidate.id], alone[candidate.id]} == {"newest good backup",
-                                                                          "newest good backup under the plan's rule"})
+            assert decisions[candidate.id] == alone[candidate.id] or {decisions[candidate.id], alone[candidate.id]} == {
+                "newest good backup",
+                "newest good backup under the plan's rule",
+            }
 
 
 # --- Back up now, retention and the pages ------------------------------------------
@@ -115,11 +133,18 @@ def sqlite_plan(db, tmp_path):
     with sqlite3.connect(database) as conn:
         conn.execute("CREATE TABLE stock (id INTEGER PRIMARY KEY, name TEXT)")
         conn.executemany("INSERT INTO stock (name) VALUES (?)", [(f"item {i}",) for i in range(50)])
-    source = services.save_source("test", Source(name="Inventory", engine="sqlite", sqlite_path=str(database),
-                                                 port=None))
+    source = services.save_source(
+        "test", Source(name="Inventory", engine="sqlite", sqlite_path=str(database), port=None)
+    )
     # The model's defaults: GFS 30 daily, 12 weekly…, and manual backups kept 30 days.
-    return make_plan(source, [local_destination(tmp_path / "backups")], format="sqlite", verify_new_backups=False,
-                     restore_test_days=0, checksum_all_days=0)
+    return make_plan(
+        source,
+        [local_destination(tmp_path / "backups")],
+        format="sqlite",
+        verify_new_backups=False,
+        restore_test_days=0,
+        checksum_all_days=0,
+    )
 
 
 def back_up_now(plan, label="", keep_days=None):
@@ -175,17 +200,47 @@ def test_the_plan_form_sets_the_manual_rule_and_the_dry_run_shows_it(admin_clien
     page = admin_client.get(f"/plans/{sqlite_plan.pk}/edit/").content.decode()
     assert 'name="keep_manual_days"' in page and "Keep manual backups (days)" in page
 
-    preview = admin_client.post("/plans/retention-preview/", {
-        "plan_id": sqlite_plan.pk, "retention_mode": "gfs", "keep_daily": 30, "keep_weekly": 12, "keep_monthly": 12,
-        "keep_yearly": 5, "keep_last": 7, "keep_days": 30, "keep_minimum": 1, "keep_manual_days": 7,
-    }).content.decode()
-    assert "Dry run</strong> of “30 daily, 12 weekly, 12 monthly, 5 yearly; at least 1; manual backups kept 7 days”" in preview
+    preview = admin_client.post(
+        "/plans/retention-preview/",
+        {
+            "plan_id": sqlite_plan.pk,
+            "retention_mode": "gfs",
+            "keep_daily": 30,
+            "keep_weekly": 12,
+            "keep_monthly": 12,
+            "keep_yearly": 5,
+            "keep_last": 7,
+            "keep_days": 30,
+            "keep_minimum": 1,
+            "keep_manual_days": 7,
+        },
+    ).content.decode()
+    assert (
+        "Dry run</strong> of “30 daily, 12 weekly, 12 monthly, 5 yearly; at least 1; manual backups kept 7 days”"
+        in preview
+    )
 
-    form = {"name": sqlite_plan.name, "source": sqlite_plan.source_id, "schedule": "30 2 * * *", "format": "sqlite",
-            "compression": "zstd", "encrypt": "on", "destinations": [d.pk for d in sqlite_plan.destinations.all()],
-            "enabled": "on", "retention_mode": "gfs", "keep_daily": 30, "keep_weekly": 12, "keep_monthly": 12,
-            "keep_yearly": 5, "keep_last": 7, "keep_days": 30, "keep_minimum": 1, "keep_manual_days": 7,
-            "restore_test_days": 0, "checksum_all_days": 0}
+    form = {
+        "name": sqlite_plan.name,
+        "source": sqlite_plan.source_id,
+        "schedule": "30 2 * * *",
+        "format": "sqlite",
+        "compression": "zstd",
+        "encrypt": "on",
+        "destinations": [d.pk for d in sqlite_plan.destinations.all()],
+        "enabled": "on",
+        "retention_mode": "gfs",
+        "keep_daily": 30,
+        "keep_weekly": 12,
+        "keep_monthly": 12,
+        "keep_yearly": 5,
+        "keep_last": 7,
+        "keep_days": 30,
+        "keep_minimum": 1,
+        "keep_manual_days": 7,
+        "restore_test_days": 0,
+        "checksum_all_days": 0,
+    }
     assert admin_client.post(f"/plans/{sqlite_plan.pk}/edit/", form).status_code == 302
     sqlite_plan.refresh_from_db()
     assert sqlite_plan.keep_manual_days == 7
@@ -195,9 +250,16 @@ def test_the_plan_form_sets_the_manual_rule_and_the_dry_run_shows_it(admin_clien
 
 
 def test_a_pruned_backup_is_not_shown_as_succeeded(admin_client, sqlite_plan):
-    backup = Backup.objects.create(source=sqlite_plan.source, plan=sqlite_plan, format="sqlite", compression="zstd",
-                                   status=Backup.SUCCEEDED, trigger="schedule", pruned_at=timezone.now(),
-                                   prune_reason="older than the last 7")
+    backup = Backup.objects.create(
+        source=sqlite_plan.source,
+        plan=sqlite_plan,
+        format="sqlite",
+        compression="zstd",
+        status=Backup.SUCCEEDED,
+        trigger="schedule",
+        pruned_at=timezone.now(),
+        prune_reason="older than the last 7",
+    )
     Source.objects.filter(pk=sqlite_plan.source_id).update(status="up")
     for url in ("/backups/", backup.get_absolute_url(), "/", sqlite_plan.source.get_absolute_url()):
         page = admin_client.get(url).content.decode()
@@ -233,9 +295,15 @@ def test_a_source_is_new_until_its_first_good_backup(sqlite_plan, admin_client):
 def pg_backup(db, pg_database, tmp_path):
     source = pg_source(pg_database)
     plan = make_plan(source, [local_destination(tmp_path / "b")])
-    return Backup.objects.create(source=source, plan=plan, format="custom", compression="zstd",
-                                 status=Backup.SUCCEEDED, trigger="schedule",
-                                 table_counts={"public.orders": 10, "public.customers": 3, "public.notes": 1})
+    return Backup.objects.create(
+        source=source,
+        plan=plan,
+        format="custom",
+        compression="zstd",
+        status=Backup.SUCCEEDED,
+        trigger="schedule",
+        table_counts={"public.orders": 10, "public.customers": 3, "public.notes": 1},
+    )
 
 
 def wizard_to_mode(client, backup, tables=()):
@@ -260,13 +328,16 @@ def test_a_restore_into_the_existing_database_starts_at_preview(admin_client, pg
     assert review_button(admin_client) == 'primary">Preview differences'
 
 
-@pytest.mark.parametrize("mode, tables, button", [
-    ("preview", ["public.orders", "public.notes"], 'primary">Preview differences'),
-    ("merge", ["public.orders", "public.notes"], 'danger">Merge missing rows into 2 tables'),
-    ("full", ["public.orders", "public.notes"], 'danger">Replace 2 tables'),
-    ("full", [], 'danger">Replace the whole database'),
-    ("merge", [], 'danger">Merge missing rows into the whole database'),
-])
+@pytest.mark.parametrize(
+    "mode, tables, button",
+    [
+        ("preview", ["public.orders", "public.notes"], 'primary">Preview differences'),
+        ("merge", ["public.orders", "public.notes"], 'danger">Merge missing rows into 2 tables'),
+        ("full", ["public.orders", "public.notes"], 'danger">Replace 2 tables'),
+        ("full", [], 'danger">Replace the whole database'),
+        ("merge", [], 'danger">Merge missing rows into the whole database'),
+    ],
+)
 def test_the_review_button_says_what_will_happen(admin_client, pg_backup, mode, tables, button):
     wizard_to_mode(admin_client, pg_backup, tables)
     admin_client.post("/restores/new/mode/", {"mode": mode})
@@ -279,6 +350,11 @@ def test_a_restore_into_a_new_database_says_so(admin_client, pg_backup):
     admin_client.post("/restores/new/where/", {"target": "new", "database": "orders_copy"})
     admin_client.post("/restores/new/scope/", {"scope": "all"})
     assert review_button(admin_client) == 'primary">Restore into a new database'
-    job = RestoreJob(backup=pg_backup, source=pg_backup.source, target=RestoreJob.EXISTING, mode=RestoreJob.FULL,
-                     tables=["public.orders"])
+    job = RestoreJob(
+        backup=pg_backup,
+        source=pg_backup.source,
+        target=RestoreJob.EXISTING,
+        mode=RestoreJob.FULL,
+        tables=["public.orders"],
+    )
     assert job.action_label() == "Replace 1 table"

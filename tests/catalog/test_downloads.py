@@ -42,8 +42,9 @@ def sqlite_backup(tmp_path):
         conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
         conn.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {i}",) for i in range(50)])
     source = services.save_source("test", Source(name="App", engine="sqlite", sqlite_path=str(database), port=None))
-    plan = make_plan(source, [local_destination(tmp_path / "disk")], format="sqlite", encrypt=True,
-                     verify_new_backups=False)
+    plan = make_plan(
+        source, [local_destination(tmp_path / "disk")], format="sqlite", encrypt=True, verify_new_backups=False
+    )
     return take(plan)
 
 
@@ -71,10 +72,13 @@ def test_the_plain_dump_downloads_after_the_source_file_is_gone(admin_client, sq
 
 def test_the_stored_files_are_the_object_and_its_manifest_and_need_no_source(admin_client, pg_database, tmp_path):
     with psycopg.connect(**pg_database, autocommit=True) as conn:
-        conn.execute("CREATE TABLE orders (id int PRIMARY KEY, item text); "
-                     "INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 40) g")
-    plan = make_plan(pg_source(pg_database), [local_destination(tmp_path / "disk")], encrypt=True,
-                     verify_new_backups=False)
+        conn.execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, item text); "
+            "INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 40) g"
+        )
+    plan = make_plan(
+        pg_source(pg_database), [local_destination(tmp_path / "disk")], encrypt=True, verify_new_backups=False
+    )
     backup = take(plan)
     pg.drop_database(pg_database["dbname"])  # the source database is gone: the stored files are all there is
 
@@ -86,8 +90,11 @@ def test_the_stored_files_are_the_object_and_its_manifest_and_need_no_source(adm
     archive = tarfile.open(fileobj=io.BytesIO(body(response)))
     stored = stored_path(tmp_path, backup)
     folder = f"{slug}-backup-{backup.pk}"
-    assert archive.getnames() == [f"{folder}/{stored.name}", f"{folder}/{stored.name}.manifest.json",
-                                  f"{folder}/{stored.name}.manifest.json.globals"]
+    assert archive.getnames() == [
+        f"{folder}/{stored.name}",
+        f"{folder}/{stored.name}.manifest.json",
+        f"{folder}/{stored.name}.manifest.json.globals",
+    ]
     sent = archive.extractfile(f"{folder}/{stored.name}").read()
     assert sent == stored.read_bytes() and hashlib.sha256(sent).hexdigest() == backup.sha256
     assert not sent.startswith(b"PGDMP")  # as stored: encrypted
@@ -105,14 +112,17 @@ def test_the_stored_files_are_the_object_and_its_manifest_and_need_no_source(adm
 
 
 def test_without_its_master_key_the_dump_is_refused_by_name_but_the_stored_files_are_sent(
-        admin_client, sqlite_backup, key_dir):
+    admin_client, sqlite_backup, key_dir
+):
     (key_dir / f"{sqlite_backup.key_id}.key").unlink()
 
     response = admin_client.post(reverse("backup_download", args=[sqlite_backup.pk]), follow=True)
 
     assert response.redirect_chain == [(sqlite_backup.get_absolute_url(), 302)]
-    assert (f"Backup #{sqlite_backup.pk} needs master key {sqlite_backup.key_id}, which is not in {key_dir}"
-            in response.content.decode())
+    assert (
+        f"Backup #{sqlite_backup.pk} needs master key {sqlite_backup.key_id}, which is not in {key_dir}"
+        in response.content.decode()
+    )
     assert not AuditEvent.objects.filter(action="backup.download").exists()
     response = admin_client.post(reverse("backup_download_stored", args=[sqlite_backup.pk]))
     assert response.status_code == 200 and len(tarfile.open(fileobj=io.BytesIO(body(response))).getnames()) == 2
@@ -129,8 +139,10 @@ def test_a_damaged_copy_is_not_sent_as_if_whole(admin_client, sqlite_backup, tmp
 
     stored.write_bytes(bytes(data[:-100]))  # cut short: refused before the first byte, in words
     response = admin_client.post(reverse("backup_download_stored", args=[sqlite_backup.pk]), follow=True)
-    assert (f"No stored copy of this backup can be read: Local disk: the object has {len(data) - 100} bytes; "
-            f"{len(data)} were stored") in response.content.decode()
+    assert (
+        f"No stored copy of this backup can be read: Local disk: the object has {len(data) - 100} bytes; "
+        f"{len(data)} were stored"
+    ) in response.content.decode()
 
 
 def test_administrators_see_the_buttons_and_auditors_are_refused(admin_client, auditor_client, sqlite_backup):
@@ -143,7 +155,11 @@ def test_administrators_see_the_buttons_and_auditors_are_refused(admin_client, a
 
     for url in (sqlite_backup.get_absolute_url(), reverse("backup_list")):
         page = auditor_client.get(url).content.decode()
-        assert f"/backups/{sqlite_backup.pk}/download/" not in page and "Download dump" not in page and ">Dump</button>" not in page
+        assert (
+            f"/backups/{sqlite_backup.pk}/download/" not in page
+            and "Download dump" not in page
+            and ">Dump</button>" not in page
+        )
     for name in ("backup_download", "backup_download_stored"):
         assert auditor_client.post(reverse(name, args=[sqlite_backup.pk])).status_code == 403
     assert not AuditEvent.objects.filter(action__startswith="backup.download").exists()

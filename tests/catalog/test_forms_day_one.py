@@ -18,10 +18,12 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def pg_and_sqlite(tmp_path):
-    pg = services.save_source("test", Source(name="Shop DB", engine="postgresql", host="127.0.0.1", dbname="shop",
-                                             user="postgres"))
-    lite = services.save_source("test", Source(name="Notes file", engine="sqlite",
-                                               sqlite_path=str(tmp_path / "notes.sqlite3")))
+    pg = services.save_source(
+        "test", Source(name="Shop DB", engine="postgresql", host="127.0.0.1", dbname="shop", user="postgres")
+    )
+    lite = services.save_source(
+        "test", Source(name="Notes file", engine="sqlite", sqlite_path=str(tmp_path / "notes.sqlite3"))
+    )
     disk = services.save_destination("test", Destination(name="Local disk", kind="local", path=str(tmp_path / "b")))
     return pg, lite, disk
 
@@ -52,8 +54,9 @@ def test_a_postgresql_sources_plan_is_not_offered_sqlite_files(admin_client, pg_
 
 
 def test_with_no_sqlite_source_no_sqlite_format_exists_at_all(admin_client, tmp_path):
-    services.save_source("test", Source(name="Shop DB", engine="postgresql", host="127.0.0.1", dbname="shop",
-                                        user="postgres"))
+    services.save_source(
+        "test", Source(name="Shop DB", engine="postgresql", host="127.0.0.1", dbname="shop", user="postgres")
+    )
     page = admin_client.get(reverse("plan_new")).content.decode()
     assert "sqlite" not in format_options(page)
 
@@ -88,11 +91,28 @@ def test_choosing_another_source_offers_its_formats(live_server, page, admin_use
 
 def test_a_format_the_source_cannot_produce_is_refused_in_words(admin_client, pg_and_sqlite):
     pg, _, disk = pg_and_sqlite
-    response = admin_client.post(reverse("plan_new"), {
-        "name": "Nightly", "source": pg.pk, "schedule_preset": "cron", "schedule": "0 3 * * *", "format": "sqlite",
-        "compression": "zstd", "destinations": [disk.pk], "retention_mode": "last", "keep_last": 7,
-        "keep_daily": 30, "keep_weekly": 12, "keep_monthly": 12, "keep_yearly": 5, "keep_days": 30,
-        "keep_minimum": 1, "restore_test_days": 7, "checksum_all_days": 30})
+    response = admin_client.post(
+        reverse("plan_new"),
+        {
+            "name": "Nightly",
+            "source": pg.pk,
+            "schedule_preset": "cron",
+            "schedule": "0 3 * * *",
+            "format": "sqlite",
+            "compression": "zstd",
+            "destinations": [disk.pk],
+            "retention_mode": "last",
+            "keep_last": 7,
+            "keep_daily": 30,
+            "keep_weekly": 12,
+            "keep_monthly": 12,
+            "keep_yearly": 5,
+            "keep_days": 30,
+            "keep_minimum": 1,
+            "restore_test_days": 7,
+            "checksum_all_days": 30,
+        },
+    )
     assert response.status_code == 200
     errors = " ".join(response.context["form"].errors["format"])
     assert "A PostgreSQL source cannot produce “SQLite database file”" in errors
@@ -179,8 +199,9 @@ def test_the_label_pattern_works_in_chromium(live_server, page, admin_user, plan
 
 def test_a_refused_label_is_kept_in_the_box(admin_client, plan):
     for back_to in (plan.get_absolute_url(), plan.source.get_absolute_url()):
-        response = admin_client.post(reverse("plan_run", args=[plan.pk]),
-                                     {"label": "pre migration!", "next": back_to}, follow=True)
+        response = admin_client.post(
+            reverse("plan_run", args=[plan.pk]), {"label": "pre migration!", "next": back_to}, follow=True
+        )
         assert response.redirect_chain[-1][0].startswith(back_to)
         page = response.content.decode()
         assert re.search(r'<input[^>]*name="label"[^>]*value="pre migration!"', page)

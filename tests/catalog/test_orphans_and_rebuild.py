@@ -42,11 +42,18 @@ def test_orphans_are_listed_and_removed_on_request_leaving_backups_alone(plan, t
     client = s3.client(s3_bucket["endpoint_url"])
     client.put_object(Bucket=s3_bucket["bucket"], Key="strongroom/stray.dump", Body=b"x")
     upload = client.create_multipart_upload(Bucket=s3_bucket["bucket"], Key="strongroom/unfinished.dump")
-    client.upload_part(Bucket=s3_bucket["bucket"], Key="strongroom/unfinished.dump", UploadId=upload["UploadId"],
-                       PartNumber=1, Body=b"y" * 100)
+    client.upload_part(
+        Bucket=s3_bucket["bucket"],
+        Key="strongroom/unfinished.dump",
+        UploadId=upload["UploadId"],
+        PartNumber=1,
+        Body=b"y" * 100,
+    )
 
     assert {(o.kind, o.key) for o in orphans.scan(disk)} == {
-        ("object", "stray.dump"), ("partial", "nightly/x.dump.zst.enc.partial-1a2b"), ("manifest", "gone.dump.manifest.json")
+        ("object", "stray.dump"),
+        ("partial", "nightly/x.dump.zst.enc.partial-1a2b"),
+        ("manifest", "gone.dump.manifest.json"),
     }
     found = orphans.scan(bucket)
     assert {(o.kind, o.key) for o in found} == {("object", "stray.dump"), ("partial", "unfinished.dump")}
@@ -79,8 +86,15 @@ def test_a_whole_backup_unknown_to_the_catalog_is_offered_for_import_not_removal
 
 def snapshot():
     return sorted(
-        (b.pk, b.sha256, b.object_key, b.stored_bytes, json.dumps(b.table_counts, sort_keys=True), b.label,
-         sorted(c.destination.name for c in b.copies.filter(status=Copy.DURABLE)))
+        (
+            b.pk,
+            b.sha256,
+            b.object_key,
+            b.stored_bytes,
+            json.dumps(b.table_counts, sort_keys=True),
+            b.label,
+            sorted(c.destination.name for c in b.copies.filter(status=Copy.DURABLE)),
+        )
         for b in Backup.objects.all()
     )
 
@@ -139,9 +153,14 @@ def test_the_admin_action_imports_too(plan, admin_client, admin_user):
     admin_user.is_staff = True
     admin_user.save()
 
-    response = admin_client.post("/admin/catalog/destination/", {
-        "action": "import_backups", "_selected_action": [d.pk for d in Destination.objects.all()],
-    }, follow=True)
+    response = admin_client.post(
+        "/admin/catalog/destination/",
+        {
+            "action": "import_backups",
+            "_selected_action": [d.pk for d in Destination.objects.all()],
+        },
+        follow=True,
+    )
 
     page = response.content.decode()
     assert "Local disk: 1 imported, 0 copies added" in page and "Off-site S3: 0 imported, 1 copy added" in page

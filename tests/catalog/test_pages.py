@@ -20,35 +20,87 @@ def setup(db, tmp_path, pg_server):
     source = pg_source({**pg_server, "dbname": "postgres"}, password=SECRET)
     destination = local_destination(tmp_path / "b")
     plan = make_plan(source, [destination])
-    backup = Backup.objects.create(source=source, plan=plan, format="custom", compression="zstd", status=Backup.SUCCEEDED)
+    backup = Backup.objects.create(
+        source=source, plan=plan, format="custom", compression="zstd", status=Backup.SUCCEEDED
+    )
     verification = Verification.objects.create(backup=backup, source=source, kind="checksum", status="passed")
     restore = RestoreJob.objects.create(backup=backup, source=source, target_database="restored", status="succeeded")
-    channel = Channel.objects.create(name="On-call mail", kind=Channel.EMAIL, email_to="oncall@example.org",
-                                     events=["source_health"])
+    channel = Channel.objects.create(
+        name="On-call mail", kind=Channel.EMAIL, email_to="oncall@example.org", events=["source_health"]
+    )
     token, _ = tokens.create_token("test", "CI", ["read"], None)
-    return {"source": source, "destination": destination, "plan": plan, "backup": backup, "verification": verification,
-            "restore": restore, "channel": channel, "token": token}
+    return {
+        "source": source,
+        "destination": destination,
+        "plan": plan,
+        "backup": backup,
+        "verification": verification,
+        "restore": restore,
+        "channel": channel,
+        "token": token,
+    }
 
 
 def urls(setup):
     s, d, p, b, v, r = (setup[k].pk for k in ("source", "destination", "plan", "backup", "verification", "restore"))
-    reads = ["/", "/sources/", f"/sources/{s}/", "/destinations/", f"/destinations/{d}/", "/plans/", f"/plans/{p}/",
-             "/plans/cron-preview/?schedule=0+3+*+*+*", "/backups/", f"/backups/{b}/", f"/backups/{b}/progress/", "/audit/",
-             "/verifications/", f"/verifications/{v}/", f"/verifications/{v}/progress/", "/restores/", f"/restores/{r}/",
-             f"/restores/{r}/progress/", "/alerts/", "/channels/", f"/channels/{setup['channel'].pk}/", "/tokens/"]
-    writes = [("get", "/sources/new/"), ("get", f"/sources/{s}/edit/"), ("get", f"/sources/{s}/delete/"),
-              ("post", "/sources/test/"), ("get", "/destinations/new/"), ("get", f"/destinations/{d}/edit/"),
-              ("get", f"/destinations/{d}/delete/"), ("post", "/destinations/test/"), ("get", "/plans/new/"),
-              ("get", f"/plans/{p}/edit/"), ("get", f"/plans/{p}/delete/"), ("post", f"/plans/{p}/run/"),
-              ("post", f"/backups/{b}/cancel/"), ("post", "/plans/retention-preview/"), ("post", f"/plans/{p}/prune/"),
-              ("post", f"/backups/{b}/pin/"), ("post", f"/backups/{b}/unpin/"), ("post", f"/destinations/{d}/scan/"),
-              ("post", f"/destinations/{d}/orphans/remove/"), ("post", f"/backups/{b}/verify/"),
-              ("post", f"/backups/{b}/test-restore/"), ("post", f"/verifications/{v}/cancel/"),
-              ("get", "/restores/new/what/"), ("post", f"/restores/{r}/cancel/"), ("post", f"/backups/{b}/download/"),
-              ("get", "/channels/new/"), ("get", f"/channels/{setup['channel'].pk}/edit/"),
-              ("get", f"/channels/{setup['channel'].pk}/delete/"), ("get", "/tokens/new/"),
-              ("post", f"/channels/{setup['channel'].pk}/test/"), ("post", f"/tokens/{setup['token'].pk}/revoke/"),
-              ("get", f"/plans/tables/?source={s}&format=csv")]
+    reads = [
+        "/",
+        "/sources/",
+        f"/sources/{s}/",
+        "/destinations/",
+        f"/destinations/{d}/",
+        "/plans/",
+        f"/plans/{p}/",
+        "/plans/cron-preview/?schedule=0+3+*+*+*",
+        "/backups/",
+        f"/backups/{b}/",
+        f"/backups/{b}/progress/",
+        "/audit/",
+        "/verifications/",
+        f"/verifications/{v}/",
+        f"/verifications/{v}/progress/",
+        "/restores/",
+        f"/restores/{r}/",
+        f"/restores/{r}/progress/",
+        "/alerts/",
+        "/channels/",
+        f"/channels/{setup['channel'].pk}/",
+        "/tokens/",
+    ]
+    writes = [
+        ("get", "/sources/new/"),
+        ("get", f"/sources/{s}/edit/"),
+        ("get", f"/sources/{s}/delete/"),
+        ("post", "/sources/test/"),
+        ("get", "/destinations/new/"),
+        ("get", f"/destinations/{d}/edit/"),
+        ("get", f"/destinations/{d}/delete/"),
+        ("post", "/destinations/test/"),
+        ("get", "/plans/new/"),
+        ("get", f"/plans/{p}/edit/"),
+        ("get", f"/plans/{p}/delete/"),
+        ("post", f"/plans/{p}/run/"),
+        ("post", f"/backups/{b}/cancel/"),
+        ("post", "/plans/retention-preview/"),
+        ("post", f"/plans/{p}/prune/"),
+        ("post", f"/backups/{b}/pin/"),
+        ("post", f"/backups/{b}/unpin/"),
+        ("post", f"/destinations/{d}/scan/"),
+        ("post", f"/destinations/{d}/orphans/remove/"),
+        ("post", f"/backups/{b}/verify/"),
+        ("post", f"/backups/{b}/test-restore/"),
+        ("post", f"/verifications/{v}/cancel/"),
+        ("get", "/restores/new/what/"),
+        ("post", f"/restores/{r}/cancel/"),
+        ("post", f"/backups/{b}/download/"),
+        ("get", "/channels/new/"),
+        ("get", f"/channels/{setup['channel'].pk}/edit/"),
+        ("get", f"/channels/{setup['channel'].pk}/delete/"),
+        ("get", "/tokens/new/"),
+        ("post", f"/channels/{setup['channel'].pk}/test/"),
+        ("post", f"/tokens/{setup['token'].pk}/revoke/"),
+        ("get", f"/plans/tables/?source={s}&format=csv"),
+    ]
     return reads, writes
 
 
@@ -87,10 +139,18 @@ def test_it_lets_administrators_do_everything(admin_client, setup):
 
 
 def test_it_creates_a_source_and_never_shows_its_password(admin_client, pg_server):
-    response = admin_client.post("/sources/new/", {
-        "name": "Orders", "engine": "postgresql", "host": pg_server["host"], "port": pg_server["port"],
-        "dbname": "postgres", "user": "postgres", "password": SECRET,
-    })
+    response = admin_client.post(
+        "/sources/new/",
+        {
+            "name": "Orders",
+            "engine": "postgresql",
+            "host": pg_server["host"],
+            "port": pg_server["port"],
+            "dbname": "postgres",
+            "user": "postgres",
+            "password": SECRET,
+        },
+    )
     source = Source.objects.get(name="Orders")
     assert response.status_code == 302 and response["Location"] == f"/sources/{source.pk}/"
     assert source.slug == "orders" and source.secrets() == {"password": SECRET}
@@ -103,10 +163,18 @@ def test_it_creates_a_source_and_never_shows_its_password(admin_client, pg_serve
 
 def test_it_keeps_the_stored_password_when_the_field_is_left_blank(admin_client, setup):
     source = setup["source"]
-    admin_client.post(f"/sources/{source.pk}/edit/", {
-        "name": source.name, "engine": "postgresql", "host": source.host, "port": source.port,
-        "dbname": source.dbname, "user": "someone_else", "password": "",
-    })
+    admin_client.post(
+        f"/sources/{source.pk}/edit/",
+        {
+            "name": source.name,
+            "engine": "postgresql",
+            "host": source.host,
+            "port": source.port,
+            "dbname": source.dbname,
+            "user": "someone_else",
+            "password": "",
+        },
+    )
     source.refresh_from_db()
     assert source.user == "someone_else" and source.secrets()["password"] == SECRET
     assert AuditEvent.objects.filter(action="source.update").get().changes == {"user": "someone_else"}
@@ -120,7 +188,13 @@ def test_it_explains_what_a_source_is_missing(admin_client):
 
 
 def test_it_tests_a_connection_from_the_form(admin_client, pg_server):
-    form = {"name": "T", "engine": "postgresql", "host": pg_server["host"], "port": pg_server["port"], "user": "postgres"}
+    form = {
+        "name": "T",
+        "engine": "postgresql",
+        "host": pg_server["host"],
+        "port": pg_server["port"],
+        "user": "postgres",
+    }
     ok = admin_client.post("/sources/test/", {**form, "dbname": "postgres"}).content.decode()
     assert "Connected: PostgreSQL" in ok
     missing = admin_client.post("/sources/test/", {**form, "dbname": "nope_not_here"}).content.decode()
@@ -132,25 +206,54 @@ def test_it_tests_a_destination_with_a_probe(admin_client, tmp_path, s3_bucket):
     local = admin_client.post("/destinations/test/", {"name": "L", "kind": "local", "path": str(tmp_path / "x")})
     assert "Wrote, read and deleted a probe object" in local.content.decode()
     assert list((tmp_path / "x").iterdir()) == []
-    missing = admin_client.post("/destinations/test/", {
-        "name": "S", "kind": "s3", "bucket": "not-there", "endpoint_url": s3_bucket["endpoint_url"],
-        "region": "us-east-1", "access_key_id": "testing", "secret_access_key": "testing-secret-xyz",
-    }).content.decode()
+    missing = admin_client.post(
+        "/destinations/test/",
+        {
+            "name": "S",
+            "kind": "s3",
+            "bucket": "not-there",
+            "endpoint_url": s3_bucket["endpoint_url"],
+            "region": "us-east-1",
+            "access_key_id": "testing",
+            "secret_access_key": "testing-secret-xyz",
+        },
+    ).content.decode()
     assert "S3 bucket not-there does not exist" in missing and "testing-secret-xyz" not in missing
 
 
 # What the plan form's retention fields send when left at their defaults.
-RETENTION_DEFAULTS = {"retention_mode": "gfs", "keep_daily": "30", "keep_weekly": "12", "keep_monthly": "12",
-                      "keep_yearly": "5", "keep_last": "7", "keep_days": "30", "keep_minimum": "1",
-                      "verify_new_backups": "on", "restore_test_days": "7", "checksum_all_days": "30"}
+RETENTION_DEFAULTS = {
+    "retention_mode": "gfs",
+    "keep_daily": "30",
+    "keep_weekly": "12",
+    "keep_monthly": "12",
+    "keep_yearly": "5",
+    "keep_last": "7",
+    "keep_days": "30",
+    "keep_minimum": "1",
+    "verify_new_backups": "on",
+    "restore_test_days": "7",
+    "checksum_all_days": "30",
+}
 
 
 def test_it_creates_a_plan_with_its_schedule(admin_client, setup):
-    response = admin_client.post("/plans/new/", {
-        "name": "Hourly", "source": setup["source"].pk, "schedule": "5  * * * *", "format": "custom",
-        "compression": "zstd", "encrypt": "on", "destinations": [setup["destination"].pk], "enabled": "on",
-        **RETENTION_DEFAULTS, "retention_mode": "last", "keep_last": "48",
-    })
+    response = admin_client.post(
+        "/plans/new/",
+        {
+            "name": "Hourly",
+            "source": setup["source"].pk,
+            "schedule": "5  * * * *",
+            "format": "custom",
+            "compression": "zstd",
+            "encrypt": "on",
+            "destinations": [setup["destination"].pk],
+            "enabled": "on",
+            **RETENTION_DEFAULTS,
+            "retention_mode": "last",
+            "keep_last": "48",
+        },
+    )
     plan = BackupPlan.objects.get(name="Hourly")
     assert response.status_code == 302
     assert plan.schedule == "5 * * * *" and list(plan.destinations.all()) == [setup["destination"]]
@@ -158,26 +261,43 @@ def test_it_creates_a_plan_with_its_schedule(admin_client, setup):
 
 
 def test_it_rejects_a_bad_schedule_and_a_format_the_engine_cannot_make(admin_client, setup):
-    response = admin_client.post("/plans/new/", {
-        "name": "Bad", "source": setup["source"].pk, "schedule": "every day", "format": "sqlite",
-        "compression": "zstd", "destinations": [setup["destination"].pk],
-    }).content.decode()
+    response = admin_client.post(
+        "/plans/new/",
+        {
+            "name": "Bad",
+            "source": setup["source"].pk,
+            "schedule": "every day",
+            "format": "sqlite",
+            "compression": "zstd",
+            "destinations": [setup["destination"].pk],
+        },
+    ).content.decode()
     assert "Use five fields" in response
-    assert "cannot produce “SQLite database file”; choose one of: PostgreSQL custom (pg_dump -Fc), Plain SQL" in response
+    assert (
+        "cannot produce “SQLite database file”; choose one of: PostgreSQL custom (pg_dump -Fc), Plain SQL" in response
+    )
     assert not BackupPlan.objects.filter(name="Bad").exists()
 
 
 def test_it_previews_the_next_five_runs(admin_client):
     page = admin_client.get("/plans/cron-preview/?schedule=30+2+*+*+1").content.decode()
     assert len(re.findall(r"<li>Mon ", page)) == 5
-    assert "not a valid cron expression" in admin_client.get("/plans/cron-preview/?schedule=61+*+*+*+*").content.decode()
+    assert (
+        "not a valid cron expression" in admin_client.get("/plans/cron-preview/?schedule=61+*+*+*+*").content.decode()
+    )
 
 
 def test_it_filters_and_pages_backups(admin_client, setup):
     now = timezone.now()
     for day in range(30):
-        Backup.objects.create(source=setup["source"], plan=setup["plan"], format="custom", compression="zstd",
-                              status=Backup.FAILED if day % 3 == 0 else Backup.SUCCEEDED, created_at=now - timedelta(days=day))
+        Backup.objects.create(
+            source=setup["source"],
+            plan=setup["plan"],
+            format="custom",
+            compression="zstd",
+            status=Backup.FAILED if day % 3 == 0 else Backup.SUCCEEDED,
+            created_at=now - timedelta(days=day),
+        )
     failed = admin_client.get("/backups/?status=failed").content.decode()
     assert failed.count("status-failed") == 10
     first = admin_client.get("/backups/").content.decode()
@@ -188,8 +308,9 @@ def test_it_filters_and_pages_backups(admin_client, setup):
     assert len(re.findall(r'href="/backups/\d+/"', recent)) == 6  # five days of them and the fixture's
 
 
-def test_rows_of_backups_cost_the_same_queries_however_many_people_ran_them(admin_client, setup,
-                                                                            django_assert_max_num_queries):
+def test_rows_of_backups_cost_the_same_queries_however_many_people_ran_them(
+    admin_client, setup, django_assert_max_num_queries
+):
     """Each row names who ran the backup: joined, not one query per row (the
     load benchmark found the dashboard asking for each row's user)."""
     from django.contrib.auth.models import User
@@ -203,15 +324,25 @@ def test_rows_of_backups_cost_the_same_queries_however_many_people_ran_them(admi
         counts[page] = len(captured.captured_queries)
     for i in range(8):
         person = User.objects.create_user(f"operator{i}")
-        Backup.objects.create(source=setup["source"], plan=setup["plan"], format="custom", compression="zstd",
-                              status=Backup.SUCCEEDED, triggered_by=person, log="a line of the job's log\n" * 1000)
+        Backup.objects.create(
+            source=setup["source"],
+            plan=setup["plan"],
+            format="custom",
+            compression="zstd",
+            status=Backup.SUCCEEDED,
+            triggered_by=person,
+            log="a line of the job's log\n" * 1000,
+        )
     for page in pages:
         with django_assert_max_num_queries(counts[page]) as captured:
             response = admin_client.get(page)
         assert "operator7" in response.content.decode(), page
         # The rows leave the job's log (it grows while a backup runs) in the database.
-        assert not any('"catalog_backup"."log"' in q["sql"] for q in captured.captured_queries
-                       if 'FROM "catalog_backup"' in q["sql"] and "LIMIT 1" not in q["sql"]), page
+        assert not any(
+            '"catalog_backup"."log"' in q["sql"]
+            for q in captured.captured_queries
+            if 'FROM "catalog_backup"' in q["sql"] and "LIMIT 1" not in q["sql"]
+        ), page
 
 
 def test_it_shows_a_backup_with_its_copies_and_counts(admin_client, setup):

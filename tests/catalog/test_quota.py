@@ -25,10 +25,23 @@ def plan(pg_database, tmp_path):
 
 def record_stored(plan, size):
     """A backup the catalog believes takes `size` bytes on the plan's destination."""
-    backup = Backup.objects.create(source=plan.source, plan=plan, status=Backup.SUCCEEDED, format="custom",
-                                   compression="zstd", stored_bytes=size, finished_at=timezone.now())
-    Copy.objects.create(backup=backup, destination=plan.destinations.get(), key=f"old/{backup.pk}", size=size,
-                        status=Copy.DURABLE, durable_at=timezone.now())
+    backup = Backup.objects.create(
+        source=plan.source,
+        plan=plan,
+        status=Backup.SUCCEEDED,
+        format="custom",
+        compression="zstd",
+        stored_bytes=size,
+        finished_at=timezone.now(),
+    )
+    Copy.objects.create(
+        backup=backup,
+        destination=plan.destinations.get(),
+        key=f"old/{backup.pk}",
+        size=size,
+        status=Copy.DURABLE,
+        durable_at=timezone.now(),
+    )
     return backup
 
 

@@ -19,8 +19,16 @@ from tests.support import files_under
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-HOLD_FIELDS = ("pinned", "legal_hold", "hold_reason", "label", "created_at", "started_at", "finished_at",
-               "hold_changed_at")
+HOLD_FIELDS = (
+    "pinned",
+    "legal_hold",
+    "hold_reason",
+    "label",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "hold_changed_at",
+)
 
 
 @pytest.fixture
@@ -29,8 +37,14 @@ def plan(pg_database, tmp_path, s3_bucket):
     destinations = [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)]
     # Retention runs after every backup: it keeps them all until the test tightens it. Labelled
     # backups are judged by that rule too, at once (keep_manual_days=0): pins alone keep them here.
-    return make_plan(pg_source(pg_database), destinations, retention_mode="last", keep_last=10,
-                     verify_new_backups=False, keep_manual_days=0)
+    return make_plan(
+        pg_source(pg_database),
+        destinations,
+        retention_mode="last",
+        keep_last=10,
+        verify_new_backups=False,
+        keep_manual_days=0,
+    )
 
 
 def keep_only_the_last(plan):
@@ -67,8 +81,9 @@ def forget_everything():
 
 def rebuild(*destinations):
     out, err = StringIO(), StringIO()
-    call_command("rebuild_catalog", *[arg for name in destinations for arg in ("--destination", name)],
-                 stdout=out, stderr=err)
+    call_command(
+        "rebuild_catalog", *[arg for name in destinations for arg in ("--destination", name)], stdout=out, stderr=err
+    )
     return out.getvalue(), err.getvalue()
 
 
@@ -127,14 +142,24 @@ def test_the_hold_record_is_signed_beside_the_manifest_and_the_manifest_holds_th
     assert data["finished_at"] == backup.finished_at.isoformat()
     assert (data["pinned"], data["legal_hold"], data["hold_reason"]) == (False, False, "")  # pinned afterwards
     record = json.loads((tmp_path / "disk" / manifest.hold_key_for(manifest_key)).read_text())
-    assert {k: record[k] for k in ("kind", "backup_id", "object_key", "sha256", "pinned", "legal_hold",
-                                   "hold_reason", "changed_at")} == {
-        "kind": "hold", "backup_id": backup.pk, "object_key": backup.object_key, "sha256": backup.sha256,
-        "pinned": True, "legal_hold": False, "hold_reason": "Keep for the upgrade",
+    assert {
+        k: record[k]
+        for k in ("kind", "backup_id", "object_key", "sha256", "pinned", "legal_hold", "hold_reason", "changed_at")
+    } == {
+        "kind": "hold",
+        "backup_id": backup.pk,
+        "object_key": backup.object_key,
+        "sha256": backup.sha256,
+        "pinned": True,
+        "legal_hold": False,
+        "hold_reason": "Keep for the upgrade",
         "changed_at": backup.hold_changed_at.isoformat(),
     }
-    in_s3 = s3.client(s3_bucket["endpoint_url"]).get_object(
-        Bucket=s3_bucket["bucket"], Key="strongroom/" + manifest.hold_key_for(manifest_key))["Body"].read()
+    in_s3 = (
+        s3.client(s3_bucket["endpoint_url"])
+        .get_object(Bucket=s3_bucket["bucket"], Key="strongroom/" + manifest.hold_key_for(manifest_key))["Body"]
+        .read()
+    )
     assert json.loads(in_s3) == record
     # Both are part of the backup: no orphan, and pruning removes both.
     assert [orphans.scan(d) for d in Destination.objects.all()] == [[], []]
@@ -212,7 +237,9 @@ def test_a_lone_hold_record_is_an_orphan(plan, tmp_path):
     assert [(o.kind, o.key) for o in orphans.scan(disk)] == [("hold", "gone.dump.manifest.json.hold")]
     backup.copies.filter(destination=disk).delete()  # the catalog forgot this copy: one whole backup, listed once
     assert sorted((o.kind, o.key) for o in orphans.scan(disk)) == [
-        ("backup", backup.object_key), ("hold", "gone.dump.manifest.json.hold")]
+        ("backup", backup.object_key),
+        ("hold", "gone.dump.manifest.json.hold"),
+    ]
     removed, errors = orphans.remove("test", disk, [o.token for o in orphans.scan(disk)])
     assert errors == [] and files_under(tmp_path / "disk") == []
     assert hold_key not in files_under(tmp_path / "disk")
@@ -225,8 +252,9 @@ def test_an_object_lock_destination_takes_hold_records_and_gives_them_back(pg_da
     destination = s3_destination({"endpoint_url": s3_server, "bucket": "locked-holds", **s3.CREDENTIALS})
     destination.immutable_days, destination.lock_mode = 2, "COMPLIANCE"
     services.save_destination("test", destination, changed_fields=["immutable_days", "lock_mode"])
-    plan = make_plan(pg_source(pg_database), [destination], retention_mode="last", keep_last=1,
-                     verify_new_backups=False)
+    plan = make_plan(
+        pg_source(pg_database), [destination], retention_mode="last", keep_last=1, verify_new_backups=False
+    )
     pinned, released = run(plan), run(plan)
 
     # Records are state, not evidence: written without a lock, so they can change again.

@@ -20,10 +20,25 @@ from tests.harness.sample_db import create_tricky_database
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SOURCE_PASSWORD = "never-in-a-manifest-7f3a"  # the test server trusts; the password is only carried
-SETTINGS = dict(schedule="15 2 * * 1-5", format="plain", compression="gzip", encrypt=True, retention_mode="gfs",
-                keep_daily=9, keep_weekly=5, keep_monthly=4, keep_yearly=3, keep_last=6, keep_days=11, keep_minimum=2,
-                keep_manual_days=14, verify_new_backups=False, restore_test_days=3, checksum_all_days=12,
-                size_tolerance_percent=40)
+SETTINGS = dict(
+    schedule="15 2 * * 1-5",
+    format="plain",
+    compression="gzip",
+    encrypt=True,
+    retention_mode="gfs",
+    keep_daily=9,
+    keep_weekly=5,
+    keep_monthly=4,
+    keep_yearly=3,
+    keep_last=6,
+    keep_days=11,
+    keep_minimum=2,
+    keep_manual_days=14,
+    verify_new_backups=False,
+    restore_test_days=3,
+    checksum_all_days=12,
+    size_tolerance_percent=40,
+)
 
 
 @pytest.fixture
@@ -82,9 +97,14 @@ def test_the_manifest_describes_the_plan_without_a_secret(plan, tmp_path):
     backup = run(plan)
 
     text = manifest_path(tmp_path, backup).read_text()
-    assert json.loads(text)["plan_definition"] == {**SETTINGS, "name": "Weekday nights", "enabled": True,
-                                                   "export_tables": [], "export_sets": [],
-                                                   "created_at": plan.created_at.isoformat()}
+    assert json.loads(text)["plan_definition"] == {
+        **SETTINGS,
+        "name": "Weekday nights",
+        "enabled": True,
+        "export_tables": [],
+        "export_sets": [],
+        "created_at": plan.created_at.isoformat(),
+    }
     assert SOURCE_PASSWORD not in text and plan.source.secret_token not in text
 
 
@@ -105,14 +125,20 @@ def test_a_lost_plan_comes_back_paused_as_its_newest_manifest_describes_it(plan,
     assert not again.enabled and not Schedule.objects.filter(name=again.schedule_name()).exists()
     assert sorted(d.name for d in again.destinations.all()) == ["Local disk", "Second disk"]
     assert set(again.backups.values_list("pk", flat=True)) == {older.pk, newer.pk}
-    assert (f"Plan Weekday nights (Inventory DB): recreated PAUSED as the manifest of backup {newer.pk} describes "
-            "it; 2 backups belong to it again; destinations: Local disk, Second disk. Review it, then resume it."
-            ) in out
+    assert (
+        f"Plan Weekday nights (Inventory DB): recreated PAUSED as the manifest of backup {newer.pk} describes "
+        "it; 2 backups belong to it again; destinations: Local disk, Second disk. Review it, then resume it."
+    ) in out
     assert "Source Inventory DB: recreated without its password; set it (Sources, Edit) before resuming" in out
     event = AuditEvent.objects.get(action="plan.recreate")
-    assert (event.actor_label, event.object_id, event.changes["enabled"], event.changes["was_enabled"],
-            event.changes["keep_last"], event.changes["backups"]) == (
-        "rebuild_catalog command", str(again.pk), False, True, 4, 2)
+    assert (
+        event.actor_label,
+        event.object_id,
+        event.changes["enabled"],
+        event.changes["was_enabled"],
+        event.changes["keep_last"],
+        event.changes["backups"],
+    ) == ("rebuild_catalog command", str(again.pk), False, True, 4, 2)
     assert SOURCE_PASSWORD not in json.dumps(event.changes)
 
     # Read again: nothing changes and nothing more is said.
@@ -153,18 +179,27 @@ def test_manifests_older_than_plan_descriptions_give_a_plan_that_keeps_everythin
     again = BackupPlan.objects.get()
     # Stored as its backup was; the schedule is the default, and nothing is pruned until someone sets a rule.
     assert (again.name, again.format, again.compression, again.encrypt, again.enabled) == (
-        "Weekday nights", "plain", "gzip", True, False)
+        "Weekday nights",
+        "plain",
+        "gzip",
+        True,
+        False,
+    )
     assert again.retention_policy() == retention.Policy(mode=retention.DAYS, days=36500, manual_days=36500)
     assert list(again.backups.all()) == [Backup.objects.get()]
-    assert ("recreated PAUSED with the rebuild's defaults (its manifests are older than the plan's description in "
-            "them): set its schedule and retention, which keeps every backup until you do") in out
+    assert (
+        "recreated PAUSED with the rebuild's defaults (its manifests are older than the plan's description in "
+        "them): set its schedule and retention, which keeps every backup until you do"
+    ) in out
     assert AuditEvent.objects.get(action="plan.recreate").changes["was_enabled"] is None
 
 
 def test_a_description_that_cannot_be_used_gives_the_defaults_and_says_why(plan, tmp_path):
     backup = run(plan)
-    signed_again(manifest_path(tmp_path, backup), lambda data: data["plan_definition"].update(
-        schedule="every night", keep_last="some"))
+    signed_again(
+        manifest_path(tmp_path, backup),
+        lambda data: data["plan_definition"].update(schedule="every night", keep_last="some"),
+    )
 
     lose_the_catalog(tmp_path, "Local disk")
     out, err = rebuild_catalog()
@@ -186,8 +221,9 @@ def test_backups_rebuilt_without_their_plan_are_handed_to_it_by_the_next_rebuild
     BackupPlan.objects.all().delete()
 
     # The administrator made the plan again by hand, and reads the manifests again.
-    by_hand = make_plan(Source.objects.get(), list(Destination.objects.all()), name="Weekday nights", keep_last=1,
-                        retention_mode="last")
+    by_hand = make_plan(
+        Source.objects.get(), list(Destination.objects.all()), name="Weekday nights", keep_last=1, retention_mode="last"
+    )
     out, err = rebuild_catalog()
 
     assert err == "" and "Plan Weekday nights (Inventory DB): 2 backups handed to the existing plan." in out
@@ -218,15 +254,24 @@ def test_a_name_taken_by_another_sources_plan_leaves_the_backups_without_a_plan(
 
     assert err == "" and "Local disk: 1 imported" in out
     assert Backup.objects.get().plan is None and BackupPlan.objects.get().source == other
-    assert ("Plan Weekday nights (Inventory DB): 1 backup stays without a plan, because the name belongs to a plan "
-            "of Other DB. Rename that plan and run the rebuild again.") in out
+    assert (
+        "Plan Weekday nights (Inventory DB): 1 backup stays without a plan, because the name belongs to a plan "
+        "of Other DB. Rename that plan and run the rebuild again."
+    ) in out
 
 
 def test_an_export_plan_comes_back_with_its_tables(source, tmp_path):
     tables = [{"schema": "public", "name": "big_ledger", "where": "amount > 0"}]
     sets = [{"label": "measurements", "pattern": "public.measurements*"}]
-    plan = make_plan(source, [local_destination(tmp_path / "disk")], name="Ledger export", format="csv",
-                     export_tables=tables, export_sets=sets, verify_new_backups=False)
+    plan = make_plan(
+        source,
+        [local_destination(tmp_path / "disk")],
+        name="Ledger export",
+        format="csv",
+        export_tables=tables,
+        export_sets=sets,
+        verify_new_backups=False,
+    )
     run(plan)
 
     lose_the_catalog(tmp_path, "Local disk")

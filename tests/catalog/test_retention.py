@@ -46,8 +46,12 @@ def s3_keys(bucket):
 
 
 def test_pruning_removes_exactly_the_pruned_backups_from_disk_and_s3(small_database, s3_bucket, tmp_path):
-    plan = make_plan(pg_source(small_database), [local_destination(tmp_path), s3_destination(s3_bucket)],
-                     retention_mode="last", keep_last=2)
+    plan = make_plan(
+        pg_source(small_database),
+        [local_destination(tmp_path), s3_destination(s3_bucket)],
+        retention_mode="last",
+        keep_last=2,
+    )
 
     backups = [run(plan) for _ in range(4)]  # retention runs after each good backup
 
@@ -70,8 +74,9 @@ def test_pruning_removes_exactly_the_pruned_backups_from_disk_and_s3(small_datab
 
 def test_a_pinned_backup_is_kept_until_unpinned(small_database, tmp_path):
     # keep_manual_days=0: the labelled backup is judged by the rule as soon as its pin is released.
-    plan = make_plan(pg_source(small_database), [local_destination(tmp_path)], retention_mode="last", keep_last=1,
-                     keep_manual_days=0)
+    plan = make_plan(
+        pg_source(small_database), [local_destination(tmp_path)], retention_mode="last", keep_last=1, keep_manual_days=0
+    )
     first = run(plan, label="pre-migration")
     lifecycle.pin_backup("test", first, "Before the 2026 schema migration", legal_hold=True)
 
@@ -136,7 +141,9 @@ def test_object_lock_blocks_early_deletion(small_database, s3_server):
     first.refresh_from_db()
     assert [pk for pk, _ in report.errors] == [first.pk] and not first.is_pruned()
     assert "denied" in report.errors[0][1].lower()
-    version = client.list_object_versions(Bucket="locked-bucket", Prefix=f"strongroom/{first.object_key}")["Versions"][0]
+    version = client.list_object_versions(Bucket="locked-bucket", Prefix=f"strongroom/{first.object_key}")["Versions"][
+        0
+    ]
     with pytest.raises(botocore.exceptions.ClientError):
         client.delete_object(Bucket="locked-bucket", Key=version["Key"], VersionId=version["VersionId"])
 
@@ -150,8 +157,9 @@ def test_the_destination_test_says_when_the_bucket_has_no_object_lock(s3_bucket)
 
 
 def test_the_prune_command_previews_as_text_and_json_and_then_prunes(small_database, tmp_path):
-    plan = make_plan(pg_source(small_database), [local_destination(tmp_path)], name="Nightly",
-                     retention_mode="last", keep_last=10)
+    plan = make_plan(
+        pg_source(small_database), [local_destination(tmp_path)], name="Nightly", retention_mode="last", keep_last=10
+    )
     backups = [run(plan) for _ in range(3)]
     plan.retention_mode, plan.keep_last = "last", 1
     plan.save()
@@ -166,7 +174,9 @@ def test_the_prune_command_previews_as_text_and_json_and_then_prunes(small_datab
     call_command("prune", "--dry-run", "--json", stdout=out)
     preview = json.loads(out.getvalue())["Nightly"]
     assert [(row["backup"], row["outcome"]) for row in preview] == [
-        (backups[2].pk, "keep"), (backups[1].pk, "prune"), (backups[0].pk, "prune")
+        (backups[2].pk, "keep"),
+        (backups[1].pk, "prune"),
+        (backups[0].pk, "prune"),
     ]
     assert len(files_under(tmp_path)) == 9  # three backups of three files each; a dry run changes nothing
 
@@ -179,8 +189,17 @@ def test_the_prune_command_previews_as_text_and_json_and_then_prunes(small_datab
 def test_the_preview_endpoint_shows_what_an_unsaved_rule_would_do(small_database, tmp_path, admin_client):
     plan = make_plan(pg_source(small_database), [local_destination(tmp_path)], retention_mode="days", keep_days=7)
     backups = [run(plan) for _ in range(3)]
-    form = {"plan_id": plan.pk, "retention_mode": "last", "keep_daily": 30, "keep_weekly": 12, "keep_monthly": 12,
-            "keep_yearly": 5, "keep_last": 2, "keep_days": 30, "keep_minimum": 1}
+    form = {
+        "plan_id": plan.pk,
+        "retention_mode": "last",
+        "keep_daily": 30,
+        "keep_weekly": 12,
+        "keep_monthly": 12,
+        "keep_yearly": 5,
+        "keep_last": 2,
+        "keep_days": 30,
+        "keep_minimum": 1,
+    }
 
     page = admin_client.post("/plans/retention-preview/", form).content.decode()
 
@@ -189,8 +208,10 @@ def test_the_preview_endpoint_shows_what_an_unsaved_rule_would_do(small_database
     plan.refresh_from_db()
     assert plan.retention_mode == "days"  # nothing saved
     assert len(files_under(tmp_path)) == 9
-    assert "Fill in the retention numbers" in admin_client.post(
-        "/plans/retention-preview/", {**form, "keep_last": "-1"}).content.decode()
+    assert (
+        "Fill in the retention numbers"
+        in admin_client.post("/plans/retention-preview/", {**form, "keep_last": "-1"}).content.decode()
+    )
     assert f"#{backups[0].pk}" in page
 
 
@@ -199,7 +220,9 @@ def test_pinning_and_unpinning_from_the_backup_page(small_database, tmp_path, ad
 
     response = admin_client.post(f"/backups/{backup.pk}/pin/", {"reason": ""}, follow=True)
     assert "Say why this backup must be kept." in response.content.decode()
-    page = admin_client.post(f"/backups/{backup.pk}/pin/", {"reason": "Quarter-end close"}, follow=True).content.decode()
+    page = admin_client.post(
+        f"/backups/{backup.pk}/pin/", {"reason": "Quarter-end close"}, follow=True
+    ).content.decode()
     assert "Pinned:</strong> Quarter-end close" in page
     backup.refresh_from_db()
     assert backup.pinned and not backup.legal_hold

@@ -1,6 +1,6 @@
 """Property tests for the retention selection (no database: it is pure)."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from catalog.retention import DAYS, GFS, LAST, Candidate, Policy, select
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ZONES = st.sampled_from([ZoneInfo("UTC"), ZoneInfo("Europe/Amsterdam"), ZoneInfo("Pacific/Auckland")])
 
 policies = st.builds(
@@ -116,8 +116,8 @@ def test_gfs_reasons_read_like_the_calendar():
 
 def test_calendar_boundaries_follow_the_time_zone():
     # 23:30 UTC on 31 October is already 1 November in Amsterdam.
-    late = Candidate(id=1, created_at=datetime(2026, 10, 31, 23, 30, tzinfo=timezone.utc), good=True)
-    early = Candidate(id=2, created_at=datetime(2026, 10, 31, 20, 0, tzinfo=timezone.utc), good=True)
+    late = Candidate(id=1, created_at=datetime(2026, 10, 31, 23, 30, tzinfo=UTC), good=True)
+    early = Candidate(id=2, created_at=datetime(2026, 10, 31, 20, 0, tzinfo=UTC), good=True)
     policy = Policy(daily=0, weekly=0, monthly=2, yearly=0, minimum=0)
     assert [d.explain() for d in select([late, early], policy, ZoneInfo("UTC"), NOW)][:1] == ["monthly 2026-10"]
     amsterdam = select([late, early], policy, ZoneInfo("Europe/Amsterdam"), NOW)
@@ -131,12 +131,19 @@ def test_a_partial_backup_is_kept_only_while_no_good_one_is_newer():
     assert [d.explain() for d in decisions] == ["partial, no newer good backup", "last #1"]
     newer_good = daily(0)
     decisions = select([older_good, partial, newer_good], Policy(mode=LAST, last=1), ZoneInfo("UTC"), NOW)
-    assert [d.explain() for d in decisions] == ["last #1", "partial, a newer good backup exists",
-                                                "older than the last 1"]
+    assert [d.explain() for d in decisions] == [
+        "last #1",
+        "partial, a newer good backup exists",
+        "older than the last 1",
+    ]
 
 
 def test_minimum_keep_overrides_a_short_rule():
     candidates = [daily(n) for n in range(40, 45)]
     decisions = select(candidates, Policy(mode=DAYS, days=7, minimum=3), ZoneInfo("UTC"), NOW)
-    assert [d.explain() for d in decisions][:4] == ["newest good backup", "minimum keep", "minimum keep",
-                                                    "older than 7 days"]
+    assert [d.explain() for d in decisions][:4] == [
+        "newest good backup",
+        "minimum keep",
+        "minimum keep",
+        "older than 7 days",
+    ]

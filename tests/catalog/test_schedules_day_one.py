@@ -4,8 +4,7 @@ nights the clocks change, with django-q2's own scheduler doing the running."""
 
 import re
 from collections import Counter
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,12 +23,14 @@ from tests.factories import local_destination, make_plan
 pytestmark = pytest.mark.django_db
 
 BERLIN = ZoneInfo("Europe/Berlin")
-UTC = dt_timezone.utc
+UTC = UTC
 
 
 @pytest.fixture
 def source(db):
-    return services.save_source("test", Source(name="Shop", engine="sqlite", sqlite_path="/srv/shop.sqlite3", port=None))
+    return services.save_source(
+        "test", Source(name="Shop", engine="sqlite", sqlite_path="/srv/shop.sqlite3", port=None)
+    )
 
 
 @pytest.fixture
@@ -39,25 +40,48 @@ def destination(tmp_path):
 
 def plan_form(source, destination, **schedule):
     """What the plan form posts, its schedule part given."""
-    return {"name": "Nightly", "source": source.pk, "format": "sqlite", "compression": "zstd", "encrypt": "on",
-            "destinations": [destination.pk], "enabled": "on", "retention_mode": "gfs", "keep_daily": "30",
-            "keep_weekly": "12", "keep_monthly": "12", "keep_yearly": "5", "keep_last": "7", "keep_days": "30",
-            "keep_minimum": "1", "restore_test_days": "7", "checksum_all_days": "30", "schedule": "", **schedule}
+    return {
+        "name": "Nightly",
+        "source": source.pk,
+        "format": "sqlite",
+        "compression": "zstd",
+        "encrypt": "on",
+        "destinations": [destination.pk],
+        "enabled": "on",
+        "retention_mode": "gfs",
+        "keep_daily": "30",
+        "keep_weekly": "12",
+        "keep_monthly": "12",
+        "keep_yearly": "5",
+        "keep_last": "7",
+        "keep_days": "30",
+        "keep_minimum": "1",
+        "restore_test_days": "7",
+        "checksum_all_days": "30",
+        "schedule": "",
+        **schedule,
+    }
 
 
 # --- presets ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset, fields, cron, words", [
-    ("hourly", {"schedule_minute": "15"}, "15 * * * *", "At 15 minutes past the hour"),
-    ("daily", {"schedule_time": "02:30"}, "30 2 * * *", "At 02:30"),
-    ("weekly", {"schedule_time": "04:05", "schedule_weekday": "0"}, "5 4 * * 0", "At 04:05, only on Sunday"),
-    ("monthly", {"schedule_time": "01:00", "schedule_day": "28"}, "0 1 28 * *", "At 01:00, on day 28 of the month"),
-])
-def test_a_preset_is_saved_as_its_cron_and_edited_as_the_preset(admin_client, source, destination, preset, fields,
-                                                                 cron, words):
-    response = admin_client.post("/plans/new/", plan_form(source, destination, schedule_preset=preset, **fields,
-                                                          schedule="this box is not read for a preset"))
+@pytest.mark.parametrize(
+    "preset, fields, cron, words",
+    [
+        ("hourly", {"schedule_minute": "15"}, "15 * * * *", "At 15 minutes past the hour"),
+        ("daily", {"schedule_time": "02:30"}, "30 2 * * *", "At 02:30"),
+        ("weekly", {"schedule_time": "04:05", "schedule_weekday": "0"}, "5 4 * * 0", "At 04:05, only on Sunday"),
+        ("monthly", {"schedule_time": "01:00", "schedule_day": "28"}, "0 1 28 * *", "At 01:00, on day 28 of the month"),
+    ],
+)
+def test_a_preset_is_saved_as_its_cron_and_edited_as_the_preset(
+    admin_client, source, destination, preset, fields, cron, words
+):
+    response = admin_client.post(
+        "/plans/new/",
+        plan_form(source, destination, schedule_preset=preset, **fields, schedule="this box is not read for a preset"),
+    )
 
     plan = BackupPlan.objects.get(name="Nightly")
     assert response.status_code == 302 and plan.schedule == cron
@@ -65,18 +89,22 @@ def test_a_preset_is_saved_as_its_cron_and_edited_as_the_preset(admin_client, so
     page = admin_client.get(f"/plans/{plan.pk}/edit/").content.decode()
     assert f'<option value="{preset}" selected>' in page
     for name, value in fields.items():
-        assert re.search(rf'name="{name}"[^>]*value="{value}"', page) or \
-            re.search(rf'<option value="{value}" selected>', page), name
+        assert re.search(rf'name="{name}"[^>]*value="{value}"', page) or re.search(
+            rf'<option value="{value}" selected>', page
+        ), name
     assert words in admin_client.get(f"/plans/{plan.pk}/").content.decode()
 
 
 def test_a_preset_asks_for_what_it_needs_and_a_monthly_day_every_month_has(admin_client, source, destination):
-    page = admin_client.post("/plans/new/", plan_form(source, destination, schedule_preset="weekly",
-                                                      schedule_time="")).content.decode()
+    page = admin_client.post(
+        "/plans/new/", plan_form(source, destination, schedule_preset="weekly", schedule_time="")
+    ).content.decode()
     assert "Say this for a schedule that runs every week." in page
 
-    page = admin_client.post("/plans/new/", plan_form(source, destination, schedule_preset="monthly",
-                                                      schedule_time="03:00", schedule_day="31")).content.decode()
+    page = admin_client.post(
+        "/plans/new/",
+        plan_form(source, destination, schedule_preset="monthly", schedule_time="03:00", schedule_day="31"),
+    ).content.decode()
     assert "Ensure this value is less than or equal to 28." in page and "1 to 28, so that every month has it." in page
     assert not BackupPlan.objects.exists()
 
@@ -98,8 +126,9 @@ def test_a_cron_of_ones_own_still_works_and_a_script_may_post_only_the_cron(admi
 
 
 def test_a_date_that_never_comes_is_refused_in_words_on_save_and_in_the_preview(admin_client, source, destination):
-    response = admin_client.post("/plans/new/", plan_form(source, destination, schedule_preset="cron",
-                                                          schedule="0 0 30 2 *"))
+    response = admin_client.post(
+        "/plans/new/", plan_form(source, destination, schedule_preset="cron", schedule="0 0 30 2 *")
+    )
     assert response.status_code == 200
     assert "“0 0 30 2 *” never runs: February has no day 30." in response.content.decode()
     assert not BackupPlan.objects.exists() and not Schedule.objects.filter(name__startswith="strongroom-plan").exists()
@@ -112,8 +141,10 @@ def test_a_date_that_never_comes_is_refused_in_words_on_save_and_in_the_preview(
 
 
 def test_the_preview_reads_the_preset_too(admin_client):
-    page = admin_client.get("/plans/cron-preview/", {"schedule_preset": "weekly", "schedule_time": "02:30",
-                                                     "schedule_weekday": "1", "schedule": ""}).content.decode()
+    page = admin_client.get(
+        "/plans/cron-preview/",
+        {"schedule_preset": "weekly", "schedule_time": "02:30", "schedule_weekday": "1", "schedule": ""},
+    ).content.decode()
     assert "At 02:30, only on Monday" in page and "30 2 * * 1" in page
     assert len(re.findall(r"<li>Mon ", page)) == 5
 

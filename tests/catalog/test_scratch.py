@@ -37,8 +37,13 @@ def record_scratch_databases(monkeypatch):
 def source(pg_database, tmp_path, s3_bucket):
     create_tricky_database(pg_database, big_rows=1000)
     source = pg_source(pg_database)
-    plan = make_plan(source, [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)],
-                     retention_mode="last", keep_last=10, verify_new_backups=False)
+    plan = make_plan(
+        source,
+        [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)],
+        retention_mode="last",
+        keep_last=10,
+        verify_new_backups=False,
+    )
     backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
@@ -72,8 +77,9 @@ def restore_page(client, job):
     return client.get(job.get_absolute_url()).content.decode()
 
 
-def test_a_restore_falls_back_to_the_intact_copy_and_names_the_first_bad_byte(backup, tmp_path, admin_client,
-                                                                                pg_server):
+def test_a_restore_falls_back_to_the_intact_copy_and_names_the_first_bad_byte(
+    backup, tmp_path, admin_client, pg_server
+):
     bad, segment = flip_local_byte(backup, tmp_path)
 
     job = restore_now(backup, target="new", database="restored_from_s3")
@@ -82,12 +88,15 @@ def test_a_restore_falls_back_to_the_intact_copy_and_names_the_first_bad_byte(ba
         assert job.status == "succeeded", job.summary
         assert job.report["copy"] == "Off-site S3"
         [skipped] = job.report["skipped_copies"]
-        assert skipped.startswith(f"Local disk: it differs from the intact copy on Off-site S3 first at byte {bad}; "
-                                  f"encrypted segment ")
+        assert skipped.startswith(
+            f"Local disk: it differs from the intact copy on Off-site S3 first at byte {bad}; encrypted segment "
+        )
         assert f"(bytes {segment}–" in skipped and segment < bad  # the segment start is what it said before
         fetch = next(step for step in job.steps if step["name"] == "fetch, verify and restore")
-        assert fetch["detail"].startswith(f"from Off-site S3 (skipped: Local disk: it differs from the intact copy on "
-                                          f"Off-site S3 first at byte {bad}; ")
+        assert fetch["detail"].startswith(
+            f"from Off-site S3 (skipped: Local disk: it differs from the intact copy on "
+            f"Off-site S3 first at byte {bad}; "
+        )
         assert f"first at byte {bad}" in restore_page(admin_client, job)
         assert job.report["table_of_contents"]["tables"] > 0  # listed while the dump was spooled
     finally:
@@ -95,8 +104,7 @@ def test_a_restore_falls_back_to_the_intact_copy_and_names_the_first_bad_byte(ba
     assert scratch_databases(pg_server) == []
 
 
-def test_a_test_restore_falls_back_and_its_evidence_names_the_first_bad_byte(backup, tmp_path, admin_client,
-                                                                              pg_server):
+def test_a_test_restore_falls_back_and_its_evidence_names_the_first_bad_byte(backup, tmp_path, admin_client, pg_server):
     bad, segment = flip_local_byte(backup, tmp_path)
 
     check = verification.create_verification("test", backup, "restore")
@@ -107,12 +115,20 @@ def test_a_test_restore_falls_back_and_its_evidence_names_the_first_bad_byte(bac
     [skipped] = check.evidence["skipped_copies"]
     assert (skipped["destination"], skipped["offset"], skipped["compared_with"]) == ("Local disk", bad, "Off-site S3")
     assert skipped["segment_start"] == segment
-    assert check.summary.startswith(f"Copy on Local disk is damaged (it differs from the intact copy on Off-site S3 "
-                                    f"first at byte {bad}; encrypted segment ")
+    assert check.summary.startswith(
+        f"Copy on Local disk is damaged (it differs from the intact copy on Off-site S3 "
+        f"first at byte {bad}; encrypted segment "
+    )
     assert "restored from Off-site S3 instead" in check.summary
     # The evidence pages and compliance reports read.
-    assert {"rows", "schema_objects", "table_of_contents", "scratch_dropped", "skipped_copies",
-            "restore_seconds"} <= set(check.evidence)
+    assert {
+        "rows",
+        "schema_objects",
+        "table_of_contents",
+        "scratch_dropped",
+        "skipped_copies",
+        "restore_seconds",
+    } <= set(check.evidence)
     assert check.evidence["rows"] == backup.table_counts and check.evidence["scratch_dropped"] is True
     assert check.evidence["schema_objects"] == check.evidence["table_of_contents"]
     assert f"first at byte {bad}" in admin_client.get(check.get_absolute_url()).content.decode()
@@ -135,7 +151,8 @@ def test_drills_fall_back_and_name_the_first_bad_byte(source, backup, tmp_path, 
     job = partial.restore_job
     assert job.report["copy"] == "Off-site S3"
     assert job.report["skipped_copies"][0].startswith(
-        f"Local disk: it differs from the intact copy on Off-site S3 first at byte {bad}; ")
+        f"Local disk: it differs from the intact copy on Off-site S3 first at byte {bad}; "
+    )
 
     full = drills.create_drill("test", source, Drill.FULL)
     full.refresh_from_db()
@@ -157,7 +174,8 @@ def test_a_copy_of_another_size_is_said_as_such(backup, tmp_path, pg_server):
         assert job.status == "succeeded", job.summary
         assert job.report["skipped_copies"][0].startswith(
             f"Local disk: the object has {size} bytes; {len(data)} were stored: it is cut short, the last 100 are "
-            "missing; ")
+            "missing; "
+        )
     finally:
         pg.drop_database("restored_after_a_cut")
 
@@ -203,7 +221,8 @@ def test_a_failure_that_is_not_the_copys_stops_and_drops_the_scratch_database(ba
     with pytest.raises(restorers.RestoreError):
         scratch.restore_into_scratch(backup, server, restorers.scratch_name(backup.pk), log=lines.append)
     assert [line for line in lines if line.startswith("Restoring from")] == [
-        f"Restoring from Local disk ({backup.readable_copies()[0].location_display()})"]
+        f"Restoring from Local disk ({backup.readable_copies()[0].location_display()})"
+    ]
     assert scratch_databases(pg_server) == []
 
     settings.PG_RESTORE = "pg_restore"

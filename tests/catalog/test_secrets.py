@@ -21,14 +21,31 @@ S3_SECRET = "S3-secret-" + uuid.uuid4().hex
 
 def pages_of(backup):
     plan, source = backup.plan, backup.plan.source
-    urls = ["/", "/sources/", "/destinations/", "/plans/", "/backups/", "/audit/", backup.get_absolute_url(),
-            source.get_absolute_url(), f"/sources/{source.pk}/edit/", plan.get_absolute_url(),
-            f"/plans/{plan.pk}/edit/", "/admin/catalog/source/", f"/admin/catalog/source/{source.pk}/change/",
-            f"/admin/catalog/backup/{backup.pk}/change/", "/admin/catalog/auditevent/",
-            "/admin/django_q/success/", "/admin/django_q/schedule/"]
+    urls = [
+        "/",
+        "/sources/",
+        "/destinations/",
+        "/plans/",
+        "/backups/",
+        "/audit/",
+        backup.get_absolute_url(),
+        source.get_absolute_url(),
+        f"/sources/{source.pk}/edit/",
+        plan.get_absolute_url(),
+        f"/plans/{plan.pk}/edit/",
+        "/admin/catalog/source/",
+        f"/admin/catalog/source/{source.pk}/change/",
+        f"/admin/catalog/backup/{backup.pk}/change/",
+        "/admin/catalog/auditevent/",
+        "/admin/django_q/success/",
+        "/admin/django_q/schedule/",
+    ]
     for destination in plan.destinations.all():
-        urls += [destination.get_absolute_url(), f"/destinations/{destination.pk}/edit/",
-                 f"/admin/catalog/destination/{destination.pk}/change/"]
+        urls += [
+            destination.get_absolute_url(),
+            f"/destinations/{destination.pk}/edit/",
+            f"/admin/catalog/destination/{destination.pk}/change/",
+        ]
     return urls
 
 
@@ -64,7 +81,8 @@ def test_no_secret_leaks_anywhere(password_server, s3_bucket, tmp_path, caplog, 
         "job log": backup.log + backup.error,
         "manifests": "".join(manifests),
         "audit events": str(list(AuditEvent.objects.values())),
-        "task arguments": str(list(Task.objects.values())) + str(list(OrmQ.objects.values()))
+        "task arguments": str(list(Task.objects.values()))
+        + str(list(OrmQ.objects.values()))
         + str(list(Schedule.objects.values())),
         "pages": "".join(pages),
     }

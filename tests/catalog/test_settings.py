@@ -22,7 +22,13 @@ def test_it_refuses_bad_values(monkeypatch):
 
 def test_it_parses_database_urls():
     pg = envconfig.database_from_url("postgresql://u:p%40ss@db.example:6543/meta?sslmode=require", "DATABASE_URL")
-    assert (pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == ("meta", "u", "p@ss", "db.example", "6543")
+    assert (pg["NAME"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"]) == (
+        "meta",
+        "u",
+        "p@ss",
+        "db.example",
+        "6543",
+    )
     assert pg["OPTIONS"] == {"sslmode": "require"}
     assert envconfig.database_from_url("sqlite:////var/lib/sr.db", "DATABASE_URL")["NAME"] == "/var/lib/sr.db"
     with pytest.raises(ImproperlyConfigured, match="must start with postgresql://"):

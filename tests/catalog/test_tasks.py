@@ -39,7 +39,11 @@ def test_it_refuses_a_second_backup_of_a_busy_plan(plan):
 
 def test_it_keeps_one_schedule_per_plan_in_sync(plan):
     schedule = Schedule.objects.get(name=plan.schedule_name())
-    assert (schedule.cron, schedule.func, schedule.args) == ("0 3 * * *", "catalog.tasks.run_scheduled_plan", repr(plan.pk))
+    assert (schedule.cron, schedule.func, schedule.args) == (
+        "0 3 * * *",
+        "catalog.tasks.run_scheduled_plan",
+        repr(plan.pk),
+    )
 
     plan.schedule = "15 */6 * * *"
     services.save_plan("test", plan, changed_fields=["schedule"])
@@ -91,13 +95,19 @@ def test_it_sweeps_a_backup_whose_worker_died(pg_database, tmp_path, s3_bucket):
 
 def test_it_leaves_a_backup_with_a_fresh_heartbeat_alone(plan):
     backup = backup_runs.create_backup("test", plan)
-    Backup.objects.filter(pk=backup.pk).update(status=Backup.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now())
+    Backup.objects.filter(pk=backup.pk).update(
+        status=Backup.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
+    )
     assert tasks.tick()["swept"] == []
 
 
 def test_retention_also_runs_nightly_for_every_plan(plan, tmp_path):
     schedule = Schedule.objects.get(name="strongroom-prune-nightly")
-    assert (schedule.func, schedule.schedule_type, schedule.cron) == ("catalog.tasks.prune_nightly", Schedule.CRON, "15 4 * * *")
+    assert (schedule.func, schedule.schedule_type, schedule.cron) == (
+        "catalog.tasks.prune_nightly",
+        Schedule.CRON,
+        "15 4 * * *",
+    )
     plan.retention_mode, plan.keep_last = "last", 5
     services.save_plan("test", plan, changed_fields=["retention_mode", "keep_last"])
     for _ in range(2):

@@ -20,7 +20,9 @@ def source(pg_database):
 def test_local_only_says_everything_that_is_missing(source, tmp_path, admin_client):
     plan = make_plan(source, [local_destination(tmp_path)])
     assert plan.three_two_one()["missing"] == [
-        "a second copy (only 1)", "a second kind of storage (local disk and S3)", "an off-site copy"
+        "a second copy (only 1)",
+        "a second kind of storage (local disk and S3)",
+        "an off-site copy",
     ]
     page = admin_client.get(plan.get_absolute_url()).content.decode()
     assert "3-2-1 ✗" in page and "(as configured; no backup yet)" in page

@@ -89,8 +89,16 @@ def test_a_good_backup_passes_both_kinds_with_exact_evidence(plan, database, pg_
     assert restore.evidence["rows"] == backup.table_counts and restore.evidence["rows_match"]
     assert restore.evidence["schema_objects"] == restore.evidence["table_of_contents"]
     assert restore.evidence["table_of_contents"] == {
-        "tables": 6, "indexes": 4, "constraints": 5, "sequences": 3, "functions": 2, "views": 1, "triggers": 1,
-        "types": 1, "policies": 0, "rules": 0,
+        "tables": 6,
+        "indexes": 4,
+        "constraints": 5,
+        "sequences": 3,
+        "functions": 2,
+        "views": 1,
+        "triggers": 1,
+        "types": 1,
+        "policies": 0,
+        "rules": 0,
     }
     assert restore.evidence["scratch_dropped"]
     assert restore.restore_seconds > 0 and restore.copy.destination.name == "Local disk"
@@ -102,12 +110,14 @@ def test_row_counts_are_those_of_the_snapshot_even_with_writes_during_the_dump(p
     backup = backup_runs.create_backup("test", plan)
     # pg_dump's snapshot is taken, then counting waits on this lock while rows arrive elsewhere.
     with psycopg.connect(**database) as blocker:
-        blocker.execute('LOCK TABLE big_ledger IN ACCESS EXCLUSIVE MODE')
+        blocker.execute("LOCK TABLE big_ledger IN ACCESS EXCLUSIVE MODE")
         worker = in_thread(backup_runs.run_backup, backup.pk)
         wait_for(lambda: Backup.objects.get(pk=backup.pk).status == Backup.RUNNING)
         time.sleep(0.5)
         with psycopg.connect(**database, autocommit=True) as writer:
-            writer.execute("INSERT INTO measurements (id, taken, value) SELECT g, '2026-05-01', g FROM generate_series(1, 50) g")
+            writer.execute(
+                "INSERT INTO measurements (id, taken, value) SELECT g, '2026-05-01', g FROM generate_series(1, 50) g"
+            )
     worker.join(timeout=60)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
@@ -121,8 +131,6 @@ def test_row_counts_are_those_of_the_snapshot_even_with_writes_during_the_dump(p
     assert now == backup.table_counts["public.measurements_2026"] + 50
 
 
-
-
 def test_a_flipped_byte_in_the_local_copy_is_named_and_the_restore_falls_back(plan, tmp_path, pg_server):
     backup = backup_of(plan)
     path = local_path(backup, tmp_path)
@@ -133,9 +141,11 @@ def test_a_flipped_byte_in_the_local_copy_is_named_and_the_restore_falls_back(pl
     check = verify(backup, "checksum")
     assert check.status == "failed"
     # The intact copy in S3 gives the first bad byte itself, not the start of its segment.
-    assert check.summary.startswith(f"Copy on Local disk ({local_path(backup, tmp_path)}) is damaged at byte "
-                                    f"{len(data) // 2}: it differs from the intact copy on Off-site S3 first at byte "
-                                    f"{len(data) // 2}; the stored bytes differ from those written (SHA-256 ")
+    assert check.summary.startswith(
+        f"Copy on Local disk ({local_path(backup, tmp_path)}) is damaged at byte "
+        f"{len(data) // 2}: it differs from the intact copy on Off-site S3 first at byte "
+        f"{len(data) // 2}; the stored bytes differ from those written (SHA-256 "
+    )
     assert "Copy on Off-site S3" not in check.summary
     bad = next(c for c in check.evidence["copies"] if c["destination"] == "Local disk")
     assert (bad["offset"], bad["compared_with"]) == (len(data) // 2, "Off-site S3")
@@ -170,7 +180,9 @@ def test_truncation_by_one_segment_is_detected_and_no_copy_means_no_restore(plan
     data = path.read_bytes()
     header_and_rest = len(data) % (SEGMENT + 16) or SEGMENT + 16
     path.write_bytes(data[:-header_and_rest] if len(data) > header_and_rest else data[: len(data) - (len(data) - 200)])
-    s3.client(s3_bucket["endpoint_url"]).delete_object(Bucket=s3_bucket["bucket"], Key="strongroom/" + backup.object_key)
+    s3.client(s3_bucket["endpoint_url"]).delete_object(
+        Bucket=s3_bucket["bucket"], Key="strongroom/" + backup.object_key
+    )
 
     check = verify(backup, "checksum")
     assert check.status == "failed"
@@ -178,8 +190,10 @@ def test_truncation_by_one_segment_is_detected_and_no_copy_means_no_restore(plan
     left = path.stat().st_size
     bad = next(c for c in check.evidence["copies"] if c["destination"] == "Local disk")
     assert bad["offset"] == left and bad["segment_start"] is None
-    assert f"is damaged at byte {left}: the object has {left} bytes; {len(data)} were stored: it is cut short" \
+    assert (
+        f"is damaged at byte {left}: the object has {left} bytes; {len(data)} were stored: it is cut short"
         in check.summary
+    )
 
     restore = verify(backup, "restore")
     assert restore.status == "failed"
@@ -204,8 +218,10 @@ def test_a_flipped_byte_in_the_only_copy_is_placed_in_its_segment(database, tmp_
     # No other copy to compare with: the segment that fails authentication is what is known.
     start, length = header_length(data), min(len(data) - header_length(data), SEGMENT + 16)
     assert check.status == "failed"
-    assert check.summary.startswith(f"Copy on Local disk ({path}) is damaged within the segment starting at byte "
-                                    f"{start} (segment length {length}): the stored bytes differ")
+    assert check.summary.startswith(
+        f"Copy on Local disk ({path}) is damaged within the segment starting at byte "
+        f"{start} (segment length {length}): the stored bytes differ"
+    )
     [bad] = check.evidence["copies"]
     assert (bad["offset"], bad["segment_start"], bad["segment_length"]) == (None, start, length)
 
@@ -224,9 +240,11 @@ def test_a_flipped_byte_in_an_unencrypted_copy_is_found_by_comparing_copies(data
     check = verify(backup, "checksum")
 
     assert check.status == "failed"
-    assert check.summary.startswith(f"Copy on Off-site S3 (s3://{s3_bucket['bucket']}/strongroom/{backup.object_key}) "
-                                    f"is damaged at byte {middle}: it differs from the intact copy on Local disk "
-                                    f"first at byte {middle}; ")
+    assert check.summary.startswith(
+        f"Copy on Off-site S3 (s3://{s3_bucket['bucket']}/strongroom/{backup.object_key}) "
+        f"is damaged at byte {middle}: it differs from the intact copy on Local disk "
+        f"first at byte {middle}; "
+    )
     assert check.summary.count("Copy on ") == 1
 
 
@@ -240,9 +258,11 @@ def test_bytes_appended_to_a_copy_are_a_size_mismatch(plan, s3_bucket):
     check = verify(backup, "checksum")
 
     assert check.status == "failed"
-    assert check.summary == (f"Copy on Off-site S3 (s3://{s3_bucket['bucket']}/strongroom/{backup.object_key}) is damaged "
-                             f"at byte {len(data)}: the object has {len(data) + 10} bytes; {len(data)} were stored: "
-                             "10 bytes were added after its end")
+    assert check.summary == (
+        f"Copy on Off-site S3 (s3://{s3_bucket['bucket']}/strongroom/{backup.object_key}) is damaged "
+        f"at byte {len(data)}: the object has {len(data) + 10} bytes; {len(data)} were stored: "
+        "10 bytes were added after its end"
+    )
 
 
 def test_a_missing_master_key_is_a_clear_error_and_leaves_nothing(plan, pg_server):
@@ -296,7 +316,6 @@ def test_a_cancelled_restore_drops_its_scratch_database(pg_database, tmp_path, p
     assert scratch_databases(pg_server) == []
 
 
-
 def test_a_sqlite_backup_restores_with_integrity_check(tmp_path, settings):
     import sqlite3
 
@@ -305,8 +324,10 @@ def test_a_sqlite_backup_restores_with_integrity_check(tmp_path, settings):
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
         conn.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {n} ✓",) for n in range(500)])
-    source = services.save_source("test", __import__("catalog.models").models.Source(
-        name="App", engine="sqlite", sqlite_path=str(path), port=None))
+    source = services.save_source(
+        "test",
+        __import__("catalog.models").models.Source(name="App", engine="sqlite", sqlite_path=str(path), port=None),
+    )
     plan = make_plan(source, [local_destination(tmp_path / "disk")], format="sqlite")
     backup = backup_of(plan)
 
@@ -379,7 +400,8 @@ def test_the_policy_queues_weekly_restore_tests_and_the_dashboard_tells(plan, ad
     assert "2 min 05 s" in page and "over the 2 min RTO" in page
 
     Verification.objects.filter(pk=restore.pk).update(
-        created_at=timezone.now() - timedelta(days=8), finished_at=timezone.now() - timedelta(days=8))
+        created_at=timezone.now() - timedelta(days=8), finished_at=timezone.now() - timedelta(days=8)
+    )
     assert "overdue" in admin_client.get("/").content.decode()
     assert len(tasks.tick()["queued_verifications"]) == 1
     assert backup.verifications.filter(kind="restore").count() == 2
@@ -432,8 +454,15 @@ def test_a_verification_whose_worker_died_is_failed_and_its_scratch_database_dro
     name = restorers.scratch_name(backup.pk)
     restorers.ScratchDatabase(dumpers.normalize_conninfo(backup.source.conninfo()), name).__enter__()
     stale = timezone.now() - timedelta(minutes=10)
-    job = Verification.objects.create(backup=backup, source=backup.source, kind="restore", status="running",
-                                      started_at=stale, heartbeat_at=stale, evidence={"scratch_database": name})
+    job = Verification.objects.create(
+        backup=backup,
+        source=backup.source,
+        kind="restore",
+        status="running",
+        started_at=stale,
+        heartbeat_at=stale,
+        evidence={"scratch_database": name},
+    )
     assert scratch_databases(pg_server) == [name]
 
     assert tasks.tick()["swept_verifications"] == [job.pk]
@@ -444,8 +473,14 @@ def test_a_verification_whose_worker_died_is_failed_and_its_scratch_database_dro
 
 
 def test_a_plain_sql_backup_restores_through_psql(database, tmp_path, pg_server):
-    plan = make_plan(pg_source(database), [local_destination(tmp_path / "disk")], format="plain",
-                     compression="gzip", encrypt=False, verify_new_backups=False)
+    plan = make_plan(
+        pg_source(database),
+        [local_destination(tmp_path / "disk")],
+        format="plain",
+        compression="gzip",
+        encrypt=False,
+        verify_new_backups=False,
+    )
     backup = backup_of(plan)
 
     restore = verify(backup, "restore")

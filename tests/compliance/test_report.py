@@ -59,7 +59,8 @@ def test_it_reports_a_breach_still_open_as_ongoing(history):
     now = at(4, 12, month=11)  # Inventory's last backup was on 31 October at 03:00
     november = report.build(date(2026, 11, 1), date(2026, 11, 30), [history["inventory"]], now=now)
     assert november.section("rpo").rows == [
-        ["Inventory DB", "24 h", "2026-11-01 03:00 UTC", "ongoing", "81 h", 81 * 60]]
+        ["Inventory DB", "24 h", "2026-11-01 03:00 UTC", "ongoing", "81 h", 81 * 60]
+    ]
     daily = november.section("daily")
     assert [row[1] for row in daily.rows] == ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]  # not beyond now
     assert all(row[4] == "short" for row in daily.rows)
@@ -90,8 +91,10 @@ def test_it_judges_drills_and_restores_against_the_rto(october):
 
 def test_it_shows_three_two_one_now(october):
     rule = october.section("three_two_one")
-    assert [row[:3] for row in rule.rows] == [["Billing DB", "Billing twice daily", "not met"],
-                                              ["Inventory DB", "Inventory nightly", "met"]]
+    assert [row[:3] for row in rule.rows] == [
+        ["Billing DB", "Billing twice daily", "not met"],
+        ["Inventory DB", "Inventory nightly", "met"],
+    ]
     assert "an off-site copy" in rule.rows[0][3]
 
 
@@ -144,12 +147,20 @@ def test_it_defaults_to_the_last_full_calendar_month():
 
 # --- the page and the downloads
 
+
 def test_auditors_read_the_page(auditor_client, history):
     response = auditor_client.get("/compliance/", OCTOBER)
     assert response.status_code == 200
     page = response.content.decode()
-    for figure in ("2026-10-01 to 2026-10-31", "short on 2026-10-10", "2026-10-11 15:00 UTC", "80.0 %",
-                   "Partial restore test (run by Strongroom)", "mk-2024", "What an auditor asks"):
+    for figure in (
+        "2026-10-01 to 2026-10-31",
+        "short on 2026-10-10",
+        "2026-10-11 15:00 UTC",
+        "80.0 %",
+        "Partial restore test (run by Strongroom)",
+        "mk-2024",
+        "What an auditor asks",
+    ):
         assert figure in page, figure
 
 
@@ -174,17 +185,35 @@ def test_auditors_download_the_csv(auditor_client, auditor_user, history):
     assert response["Content-Disposition"] == 'attachment; filename="strongroom-compliance-2026-10.csv"'
     table = list(csv.reader(io.StringIO(response.content.decode())))
     assert ["Report", "Period", "2026-10-01 to 2026-10-31"] in table
-    assert ["RPO breaches", "Inventory DB", "24 h", "2026-10-10 03:00 UTC", "2026-10-11 15:00 UTC", "36 h",
-            "2160"] in table
+    assert [
+        "RPO breaches",
+        "Inventory DB",
+        "24 h",
+        "2026-10-10 03:00 UTC",
+        "2026-10-11 15:00 UTC",
+        "36 h",
+        "2160",
+    ] in table
     assert ["Backups taken per day against plan", "Inventory DB", "2026-10-10", "0", "1", "short"] in table
-    assert ["Verification coverage", "Inventory DB", "30", "24", "80.0 %", "2026-10-20 04:13 UTC", "Passed",
-            "12 min"] in table
+    assert [
+        "Verification coverage",
+        "Inventory DB",
+        "30",
+        "24",
+        "80.0 %",
+        "2026-10-20 04:13 UTC",
+        "Passed",
+        "12 min",
+    ] in table
     # Each section opens with its column names.
     assert ["RPO breaches", "Source", "Target", "Breach started", "Breach ended", "Duration", "Minutes"] in table
     event = AuditEvent.objects.get(action="report.export")
     assert event.actor == auditor_user
-    assert event.changes == {"format": "csv", "period": "2026-10-01 to 2026-10-31",
-                             "sources": ["Billing DB", "Inventory DB"]}
+    assert event.changes == {
+        "format": "csv",
+        "period": "2026-10-01 to 2026-10-31",
+        "sources": ["Billing DB", "Inventory DB"],
+    }
 
 
 def test_auditors_download_the_pdf(auditor_client, history):
@@ -192,9 +221,19 @@ def test_auditors_download_the_pdf(auditor_client, history):
     assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
     assert response["Content-Disposition"] == 'attachment; filename="strongroom-compliance-2026-10.pdf"'
     text = " ".join("\n".join(page.extract_text() for page in PdfReader(io.BytesIO(response.content)).pages).split())
-    for figure in ("Strongroom compliance report", "Period: 2026-10-01 to 2026-10-31", "Sources: Inventory DB",
-                   "short on 2026-10-10", "2026-10-10 03:00 UTC", "36 h", "80.0 %", "1 breach, 36 h in all",
-                   "2 within, 1 over, 0 unknown, 1 failed", "mk-2026", "3-2-1 status now"):
+    for figure in (
+        "Strongroom compliance report",
+        "Period: 2026-10-01 to 2026-10-31",
+        "Sources: Inventory DB",
+        "short on 2026-10-10",
+        "2026-10-10 03:00 UTC",
+        "36 h",
+        "80.0 %",
+        "1 breach, 36 h in all",
+        "2 within, 1 over, 0 unknown, 1 failed",
+        "mk-2026",
+        "3-2-1 status now",
+    ):
         assert figure in text, figure
     assert "Billing DB" not in text
     assert AuditEvent.objects.get(action="report.export").changes["format"] == "pdf"

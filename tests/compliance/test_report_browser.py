@@ -11,8 +11,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand
 
 
-def test_an_auditor_reads_the_report_and_downloads_the_pdf(live_server, page, auditor_user, admin_user, tmp_path,
-                                                           s3_bucket):
+def test_an_auditor_reads_the_report_and_downloads_the_pdf(
+    live_server, page, auditor_user, admin_user, tmp_path, s3_bucket
+):
     history = build_history(tmp_path, s3_bucket, admin_user)
     log_in(page, live_server, auditor_user)
     page.click("nav >> text=Compliance")

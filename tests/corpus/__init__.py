@@ -146,5 +146,14 @@ from tests.corpus.build import Corpus, corpus_globals_sql, create_corpus, drop_c
 from tests.corpus.compare import TableChanges, diff, row_changes, snapshot
 from tests.corpus.damage import damage
 
-__all__ = ["Corpus", "TableChanges", "corpus_globals_sql", "create_corpus", "damage", "diff", "drop_corpus_roles",
-           "row_changes", "snapshot"]
+__all__ = [
+    "Corpus",
+    "TableChanges",
+    "corpus_globals_sql",
+    "create_corpus",
+    "damage",
+    "diff",
+    "drop_corpus_roles",
+    "row_changes",
+    "snapshot",
+]

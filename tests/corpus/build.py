@@ -176,9 +176,21 @@ def fill_database(conninfo, values, available, has_icu):
 
 
 def describe(conn, conninfo, size, role_prefix, roles, skipped):
-    corpus = Corpus(conninfo=dict(conninfo), size=size, role_prefix=role_prefix, roles=roles, tables=[],
-                    partitions={}, inheritance_children={}, primary_keys={}, row_counts={}, sequences=[],
-                    materialized_views=[], large_object_columns=[], skipped=skipped)
+    corpus = Corpus(
+        conninfo=dict(conninfo),
+        size=size,
+        role_prefix=role_prefix,
+        roles=roles,
+        tables=[],
+        partitions={},
+        inheritance_children={},
+        primary_keys={},
+        row_counts={},
+        sequences=[],
+        materialized_views=[],
+        large_object_columns=[],
+        skipped=skipped,
+    )
     for relation_oid, schema, name, kind in conn.execute(RELATIONS).fetchall():
         qualified = strongroom_name(schema, name)
         if kind == "S":
@@ -210,13 +222,20 @@ def drop_corpus_roles(server, corpus):
 
 def drop_roles(server, roles):
     with psycopg.connect(**server, dbname="postgres", autocommit=True) as conn:
-        existing = [name for (name,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY (%s)", [list(roles)])]
+        existing = [
+            name for (name,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY (%s)", [list(roles)])
+        ]
         if not existing:
             return
-        databases = [name for (name,) in conn.execute(
-            """SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid
+        databases = [
+            name
+            for (name,) in conn.execute(
+                """SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid
                WHERE s.refclassid = 'pg_authid'::regclass AND d.datallowconn
-                 AND s.refobjid IN (SELECT oid FROM pg_roles WHERE rolname = ANY (%s))""", [existing])]
+                 AND s.refobjid IN (SELECT oid FROM pg_roles WHERE rolname = ANY (%s))""",
+                [existing],
+            )
+        ]
     role_list = sql.SQL(", ").join(map(sql.Identifier, existing))
     # postgres last: REASSIGN OWNED there also hands over databases they own.
     for database in [d for d in databases if d != "postgres"] + ["postgres"]:

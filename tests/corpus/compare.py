@@ -41,8 +41,17 @@ SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datct
        daticulocale, datconnlimit, datacl::text[], shobj_description(oid, 'pg_database')
 FROM pg_database WHERE datname = current_database()
 """
-DATABASE_FIELDS = ("owner", "encoding", "collate", "ctype", "locale provider", "ICU locale", "connection limit",
-                   "privileges", "comment")
+DATABASE_FIELDS = (
+    "owner",
+    "encoding",
+    "collate",
+    "ctype",
+    "locale provider",
+    "ICU locale",
+    "connection limit",
+    "privileges",
+    "comment",
+)
 
 DATABASE_SETTINGS = """
 SELECT coalesce(r.rolname, 'every role'), unnest(s.setconfig)
@@ -68,8 +77,20 @@ SELECT r.rolname, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.ro
 FROM pg_roles r JOIN referenced ON referenced.role = r.oid
 WHERE r.oid <> 10
 """
-ROLE_FIELDS = ("superuser", "inherit", "create role", "create database", "login", "replication", "bypass RLS",
-               "connection limit", "valid until", "settings", "comment", "member of")
+ROLE_FIELDS = (
+    "superuser",
+    "inherit",
+    "create role",
+    "create database",
+    "login",
+    "replication",
+    "bypass RLS",
+    "connection limit",
+    "valid until",
+    "settings",
+    "comment",
+    "member of",
+)
 
 LARGE_OBJECTS = """
 SELECT m.oid, pg_get_userbyid(m.lomowner), m.lomacl::text[], obj_description(m.oid, 'pg_largeobject'),
@@ -176,9 +197,7 @@ def snapshot(conninfo):
         result["database"]["privileges"] = sorted(database[7]) if database[7] is not None else None
         settings = conn.execute(DATABASE_SETTINGS).fetchall()
         result["database"]["settings"] = sorted(f"{role}: {setting}" for role, setting in settings)
-        result["roles"] = {
-            name: dict(zip(ROLE_FIELDS, fields)) for name, *fields in conn.execute(ROLES).fetchall()
-        }
+        result["roles"] = {name: dict(zip(ROLE_FIELDS, fields)) for name, *fields in conn.execute(ROLES).fetchall()}
         references = collections.defaultdict(list)
         for relation_oid, schema, name, kind in conn.execute(USER_RELATIONS).fetchall():
             qualified = strongroom_name(schema, name)
@@ -201,9 +220,9 @@ def large_object_references(conn, relation_oid, schema, table):
     key = key or sql.SQL("'(no key)'")
     for name, holds_oid, _ in conn.execute(COLUMNS, [relation_oid]).fetchall():
         if holds_oid:
-            query = sql.SQL("SELECT {key}, corpus_row.{column} FROM ONLY {table} corpus_row "
-                            "WHERE corpus_row.{column} IS NOT NULL").format(
-                key=key, column=sql.Identifier(name), table=sql.Identifier(schema, table))
+            query = sql.SQL(
+                "SELECT {key}, corpus_row.{column} FROM ONLY {table} corpus_row WHERE corpus_row.{column} IS NOT NULL"
+            ).format(key=key, column=sql.Identifier(name), table=sql.Identifier(schema, table))
             for row_key, oid in conn.execute(query):
                 yield f"{name} at {row_key}", oid
 
@@ -216,8 +235,10 @@ def describe_large_objects(conn, references):
         label = "; ".join(sorted(references.get(oid, []))) or f"unreferenced md5 {digest}"
         while label in described:
             label += " (again)"
-        described[label] = (f"{length} bytes md5 {digest}, owner {owner}, "
-                            f"privileges {sorted(acl) if acl else None}, comment {comment!r}")
+        described[label] = (
+            f"{length} bytes md5 {digest}, owner {owner}, "
+            f"privileges {sorted(acl) if acl else None}, comment {comment!r}"
+        )
     return described
 
 
@@ -234,8 +255,9 @@ def row_changes(before, after):
             )
         else:
             old_rows, new_rows = collections.Counter(rows_of(old)), collections.Counter(rows_of(new))
-            found = TableChanges(deleted=list((old_rows - new_rows).elements()),
-                                 inserted=list((new_rows - old_rows).elements()))
+            found = TableChanges(
+                deleted=list((old_rows - new_rows).elements()), inserted=list((new_rows - old_rows).elements())
+            )
         if found.deleted or found.updated or found.inserted:
             changes[table] = found.sort()
     return changes
@@ -249,7 +271,7 @@ def diff(before, after):
     """Human-readable differences between two snapshots; [] when identical."""
     lines = []
     schema = list(difflib.unified_diff(before["schema"], after["schema"], "before", "after", n=1, lineterm=""))
-    lines += [f"schema: {line}" for line in schema[2:SHOWN_SCHEMA_LINES + 2]]
+    lines += [f"schema: {line}" for line in schema[2 : SHOWN_SCHEMA_LINES + 2]]
     if len(schema) > SHOWN_SCHEMA_LINES + 2:
         lines.append(f"schema: ... and {len(schema) - SHOWN_SCHEMA_LINES - 2} more lines of the dump differ")
     lines += diff_mappings("database", before["database"], after["database"])

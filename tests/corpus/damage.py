@@ -45,7 +45,7 @@ HARMS = [
                                ORDER BY occurred_at LIMIT 3)""",
         insert_columns="occurred_at, actor, action",
         insert_values="('2024-01-01 00:00:00.5+00', 'intruder', 'login'), "
-                      "('2099-12-31 23:59:59.999999+00', 'intruder', 'logout')",
+        "('2099-12-31 23:59:59.999999+00', 'intruder', 'logout')",
     ),
     Harm(
         "inventory.blob_index",
@@ -123,7 +123,7 @@ HARMS = [
             AND taken_at >= '2025-01-01' AND taken_at < '2025-02-01'""",
         insert_columns="sensor_id, taken_at, value, quality",
         insert_values="(1, '2025-06-15 12:00:00.000001+00', 42, 5), (2, '2025-06-15 12:00:00+00', 43, 5), "
-                      "(3, '2031-01-01 00:00:00+00', 'NaN', 0)",
+        "(3, '2031-01-01 00:00:00+00', 'NaN', 0)",
     ),
     Harm(
         "Sales.invoice",
@@ -172,20 +172,39 @@ def damage(conninfo, harms=HARMS):
             returning = sql.SQL(" RETURNING damaged.tableoid, {}").format(key)
             statements = []
             if harm.delete_where:
-                statements.append(("deleted", sql.SQL("DELETE FROM {} damaged WHERE ").format(target)
-                                   + sql.SQL(harm.delete_where)))
+                statements.append(
+                    ("deleted", sql.SQL("DELETE FROM {} damaged WHERE ").format(target) + sql.SQL(harm.delete_where))
+                )
             if harm.update_set:
-                statements.append(("updated", sql.SQL("UPDATE {} damaged SET ").format(target)
-                                   + sql.SQL(harm.update_set) + sql.SQL(" WHERE ") + sql.SQL(harm.update_where)))
+                statements.append(
+                    (
+                        "updated",
+                        sql.SQL("UPDATE {} damaged SET ").format(target)
+                        + sql.SQL(harm.update_set)
+                        + sql.SQL(" WHERE ")
+                        + sql.SQL(harm.update_where),
+                    )
+                )
             if harm.insert_values:
                 overriding = sql.SQL(" OVERRIDING SYSTEM VALUE" if harm.overriding_identity else "")
-                statements.append(("inserted", sql.SQL("INSERT INTO {} AS damaged ({}){} VALUES ").format(
-                    target, sql.SQL(harm.insert_columns), overriding) + sql.SQL(harm.insert_values)))
+                statements.append(
+                    (
+                        "inserted",
+                        sql.SQL("INSERT INTO {} AS damaged ({}){} VALUES ").format(
+                            target, sql.SQL(harm.insert_columns), overriding
+                        )
+                        + sql.SQL(harm.insert_values),
+                    )
+                )
             for kind, statement in statements:
                 for holder, row_key in conn.execute(statement + returning).fetchall():
                     if holder not in names:
-                        names[holder] = strongroom_name(*conn.execute(
-                            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                            " WHERE c.oid = %s", [holder]).fetchone())
+                        names[holder] = strongroom_name(
+                            *conn.execute(
+                                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                                " WHERE c.oid = %s",
+                                [holder],
+                            ).fetchone()
+                        )
                     getattr(changes.setdefault(names[holder], TableChanges()), kind).append(row_key)
     return {table: found.sort() for table, found in sorted(changes.items())}

@@ -22,7 +22,8 @@ def shot(page, name):
 
 
 def test_an_administrator_runs_and_records_drills_and_an_auditor_reads_them(
-        live_server, page, browser, admin_user, auditor_user, pg_database, tmp_path):
+    live_server, page, browser, admin_user, auditor_user, pg_database, tmp_path
+):
     create_tricky_database(pg_database, big_rows=500)
     source = pg_source(pg_database)
     source.rto_minutes = 240

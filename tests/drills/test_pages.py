@@ -1,7 +1,7 @@
 """The drills pages: the source page's drill lines, the schedule and manual
 forms for administrators, and nothing but 403 for auditors on every POST."""
 
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.urls import reverse
@@ -22,13 +22,26 @@ def source():
 
 
 def manual_form(**fields):
-    return {"kind": "full", "performed_at": "2026-08-02T09:30", "minutes": "41", "outcome": "passed",
-            "notes": "Restored last night's backup onto the standby host; app smoke test passed.", **fields}
+    return {
+        "kind": "full",
+        "performed_at": "2026-08-02T09:30",
+        "minutes": "41",
+        "outcome": "passed",
+        "notes": "Restored last night's backup onto the standby host; app smoke test passed.",
+        **fields,
+    }
 
 
 def test_the_source_page_shows_the_last_full_drill_against_the_rto(admin_client, source, admin_user):
-    Drill.objects.create(source=source, kind="full", how=Drill.MANUAL, status=Drill.PASSED, rto_minutes=240,
-                         performed_at=datetime(2026, 8, 2, 9, 30, tzinfo=dt_timezone.utc), seconds=41 * 60)
+    Drill.objects.create(
+        source=source,
+        kind="full",
+        how=Drill.MANUAL,
+        status=Drill.PASSED,
+        rto_minutes=240,
+        performed_at=datetime(2026, 8, 2, 9, 30, tzinfo=UTC),
+        seconds=41 * 60,
+    )
 
     page = admin_client.get(source.get_absolute_url()).content.decode()
 
@@ -38,8 +51,13 @@ def test_the_source_page_shows_the_last_full_drill_against_the_rto(admin_client,
 
 
 def test_an_overdue_drill_is_red_on_the_source_page(admin_client, source):
-    Drill.objects.create(source=source, kind="checksum", status=Drill.PASSED, seconds=3,
-                         performed_at=datetime(2025, 1, 1, tzinfo=dt_timezone.utc))
+    Drill.objects.create(
+        source=source,
+        kind="checksum",
+        status=Drill.PASSED,
+        seconds=3,
+        performed_at=datetime(2025, 1, 1, tzinfo=UTC),
+    )
     page = admin_client.get(source.get_absolute_url()).content.decode()
     assert '<span class="badge status-failed">overdue</span>' in page and "was due 2025-01-31" in page
 
@@ -50,8 +68,14 @@ def test_an_administrator_records_a_manual_drill(admin_client, source, admin_use
     assert response.status_code == 302
     drill = Drill.objects.get()
     assert (drill.kind, drill.how, drill.status, drill.seconds, drill.rto_minutes, drill.performed_by) == (
-        "full", Drill.MANUAL, Drill.PASSED, 41 * 60, 240, admin_user)
-    assert drill.performed_at == datetime(2026, 8, 2, 9, 30, tzinfo=dt_timezone.utc)
+        "full",
+        Drill.MANUAL,
+        Drill.PASSED,
+        41 * 60,
+        240,
+        admin_user,
+    )
+    assert drill.performed_at == datetime(2026, 8, 2, 9, 30, tzinfo=UTC)
     event = AuditEvent.objects.get(action="drill.record")
     assert event.actor == admin_user and event.changes["minutes"] == 41 and event.changes["status"] == "passed"
     page = admin_client.get(reverse("drill_history", args=[source.pk])).content.decode()
@@ -59,7 +83,9 @@ def test_an_administrator_records_a_manual_drill(admin_client, source, admin_use
 
 
 def test_a_manual_drill_in_the_future_is_refused_with_a_message(admin_client, source):
-    response = admin_client.post(reverse("drill_record", args=[source.pk]), manual_form(performed_at="2099-01-01T00:00"))
+    response = admin_client.post(
+        reverse("drill_record", args=[source.pk]), manual_form(performed_at="2099-01-01T00:00")
+    )
     assert response.status_code == 400
     assert "recorded after it took place" in response.content.decode()
     assert not Drill.objects.exists() and not AuditEvent.objects.filter(action="drill.record").exists()
@@ -67,8 +93,9 @@ def test_a_manual_drill_in_the_future_is_refused_with_a_message(admin_client, so
 
 def test_an_administrator_edits_the_schedule(admin_client, source, admin_user):
     url = reverse("drill_schedule", args=[source.pk])
-    response = admin_client.post(url, {"checksum_every_days": "7", "partial_every_days": "91",
-                                       "full_every_days": "180"})
+    response = admin_client.post(
+        url, {"checksum_every_days": "7", "partial_every_days": "91", "full_every_days": "180"}
+    )
     assert response.status_code == 302
     schedule = DrillSchedule.objects.get(source=source)
     assert (schedule.checksum_every_days, schedule.full_every_days, schedule.automatic) == (7, 180, False)
@@ -95,8 +122,12 @@ def test_auditors_read_every_drill_page_and_change_nothing(auditor_client, sourc
         assert "Run now" not in response.content.decode() and "Record drill" not in response.content.decode()
     writes = {
         reverse("drill_record", args=[source.pk]): manual_form(),
-        reverse("drill_schedule", args=[source.pk]): {"checksum_every_days": "1", "partial_every_days": "1",
-                                                       "full_every_days": "1", "automatic": "on"},
+        reverse("drill_schedule", args=[source.pk]): {
+            "checksum_every_days": "1",
+            "partial_every_days": "1",
+            "full_every_days": "1",
+            "automatic": "on",
+        },
         **{reverse("drill_run", args=[source.pk, kind]): {} for kind in ("checksum", "partial", "full")},
     }
     for url, data in writes.items():

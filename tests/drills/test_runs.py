@@ -35,8 +35,13 @@ def source(pg_database, tmp_path, s3_bucket):
     source = pg_source(pg_database)
     source.rto_minutes = 240
     source.save()
-    plan = make_plan(source, [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)],
-                     retention_mode="last", keep_last=10, verify_new_backups=False)
+    plan = make_plan(
+        source,
+        [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)],
+        retention_mode="last",
+        keep_last=10,
+        verify_new_backups=False,
+    )
     backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
@@ -115,7 +120,9 @@ def test_a_checksum_drill_reads_every_copy_back(source):
     assert drill.status == Drill.PASSED, drill.summary
     assert drill.verification.kind == "checksum" and drill.verification.status == "passed"
     assert len(drill.verification.evidence["copies"]) == 2 and drill.seconds > 0
-    assert drill.summary.startswith(f"Checksum verification #{drill.verification_id} of backup #{drill.backup_id} passed")
+    assert drill.summary.startswith(
+        f"Checksum verification #{drill.verification_id} of backup #{drill.backup_id} passed"
+    )
 
 
 def test_a_drill_of_a_damaged_backup_fails_and_says_why(source, tmp_path):
@@ -149,8 +156,9 @@ def test_sqlite_drills_restore_into_scratch_files(tmp_path):
         conn.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {n}",) for n in range(300)])
         conn.executemany("INSERT INTO tags VALUES (?)", [("a",), ("b",)])
         conn.executemany("INSERT INTO users VALUES (?)", [("u",)] * 10)
-    source = services.save_source("test", Source(name="App", engine="sqlite", sqlite_path=str(path), port=None,
-                                                  rto_minutes=60))
+    source = services.save_source(
+        "test", Source(name="App", engine="sqlite", sqlite_path=str(path), port=None, rto_minutes=60)
+    )
     plan = make_plan(source, [local_destination(tmp_path / "disk")], format="sqlite", verify_new_backups=False)
     backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
@@ -158,8 +166,9 @@ def test_sqlite_drills_restore_into_scratch_files(tmp_path):
 
     results = {kind: run(source, kind) for kind in (Drill.CHECKSUM, Drill.PARTIAL, Drill.FULL)}
 
-    assert {kind: drill.status for kind, drill in results.items()} == dict.fromkeys(results, Drill.PASSED), \
-        [drill.summary for drill in results.values()]
+    assert {kind: drill.status for kind, drill in results.items()} == dict.fromkeys(results, Drill.PASSED), [
+        drill.summary for drill in results.values()
+    ]
     partial = results[Drill.PARTIAL].restore_job
     assert partial.tables == ["notes", "tags"]
     assert sorted(partial.report["row_counts"]) == ["notes", "tags"]

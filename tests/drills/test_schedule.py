@@ -40,8 +40,12 @@ def kind_status(source, kind):
 def test_it_creates_the_guides_schedule_on_first_use(source):
     assert not DrillSchedule.objects.exists()
     schedule = drill_schedule.schedule_of(source)
-    assert (schedule.checksum_every_days, schedule.partial_every_days, schedule.full_every_days,
-            schedule.automatic) == (30, 91, 365, True)
+    assert (
+        schedule.checksum_every_days,
+        schedule.partial_every_days,
+        schedule.full_every_days,
+        schedule.automatic,
+    ) == (30, 91, 365, True)
 
 
 def test_each_kind_is_due_its_period_after_the_first_good_backup_and_overdue_a_day_later(source):
@@ -74,8 +78,9 @@ def test_nothing_is_due_before_the_first_good_backup():
 def queued(monkeypatch):
     """Tasks go to the broker instead of running inline: [(cluster, function, args)]."""
     monkeypatch.setattr(Conf, "SYNC", False)
-    return lambda: sorted((q.key, q.func(), tuple(q.task["args"])) for q in OrmQ.objects.all()
-                          if q.func().startswith("drills."))
+    return lambda: sorted(
+        (q.key, q.func(), tuple(q.task["args"])) for q in OrmQ.objects.all() if q.func().startswith("drills.")
+    )
 
 
 def test_the_tick_queues_each_due_drill_once_on_the_work_cluster(source, queued, django_capture_on_commit_callbacks):
@@ -110,8 +115,13 @@ def test_the_tick_leaves_a_manual_schedule_alone_and_does_not_retry_a_failure_ev
 
     schedule.automatic = True
     schedule.save()
-    Drill.objects.create(source=source, kind="checksum", status=Drill.FAILED, created_at=FIRST_GOOD + timedelta(days=31),
-                         performed_at=FIRST_GOOD + timedelta(days=31))
+    Drill.objects.create(
+        source=source,
+        kind="checksum",
+        status=Drill.FAILED,
+        created_at=FIRST_GOOD + timedelta(days=31),
+        performed_at=FIRST_GOOD + timedelta(days=31),
+    )
     with time_machine.travel(FIRST_GOOD + timedelta(days=31, hours=23), tick=False):
         assert "checksum" not in kinds_queued()
     with time_machine.travel(FIRST_GOOD + timedelta(days=32, minutes=1), tick=False):
@@ -155,8 +165,15 @@ def test_an_overdue_drill_alerts_and_resolves_when_one_passes(source, dispatched
     assert alert.url == f"/drills/sources/{source.pk}/" and "none has passed yet" in alert.detail
 
     with time_machine.travel(overdue_at + timedelta(hours=2), tick=False):
-        drills.record_manual_drill(admin_user, source, kind="checksum", performed_at=overdue_at + timedelta(hours=1),
-                                   minutes=12, passed=True, notes="Read every copy back by hand.")
+        drills.record_manual_drill(
+            admin_user,
+            source,
+            kind="checksum",
+            performed_at=overdue_at + timedelta(hours=1),
+            minutes=12,
+            passed=True,
+            notes="Read every copy back by hand.",
+        )
     assert drill_alerts(dispatched)[-1] == (Alert.DRILL_OVERDUE, key, "resolved")
     alert.refresh_from_db()
     assert alert.resolved_at and "passed on" in alert.resolution
@@ -175,10 +192,12 @@ def test_a_drill_whose_worker_died_is_failed_once_its_job_has_ended(source):
 
     backup = source.backups.get()
     started = T0 + timedelta(days=40)
-    job = Verification.objects.create(backup=backup, source=source, kind="restore", status="running",
-                                      started_at=started, heartbeat_at=started)
-    drill = Drill.objects.create(source=source, kind="full", status=Drill.RUNNING, performed_at=started,
-                                 verification=job, created_at=started)
+    job = Verification.objects.create(
+        backup=backup, source=source, kind="restore", status="running", started_at=started, heartbeat_at=started
+    )
+    drill = Drill.objects.create(
+        source=source, kind="full", status=Drill.RUNNING, performed_at=started, verification=job, created_at=started
+    )
     with time_machine.travel(started + timedelta(hours=1), tick=False):
         assert drills.sweep_stale_drills() == []  # the verification's own sweep watches it while it runs
         Verification.objects.filter(pk=job.pk).update(status="failed", finished_at=started + timedelta(minutes=59))

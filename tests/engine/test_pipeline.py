@@ -141,7 +141,9 @@ def test_cancel_stops_a_blocked_dump_and_removes_partial_files(tmp_path):
     threading.Timer(0.3, cancel.set).start()
 
     with pytest.raises(Cancelled):
-        run_pipeline(dump, compression="zstd", writers={"disk": storage.open_writer("plan/a.dump.zst")}, cancel_event=cancel)
+        run_pipeline(
+            dump, compression="zstd", writers={"disk": storage.open_writer("plan/a.dump.zst")}, cancel_event=cancel
+        )
 
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 

@@ -1,6 +1,7 @@
 """Local and S3 storage against a real directory and moto's S3 server."""
 
 import os
+from datetime import UTC
 
 import pytest
 
@@ -100,21 +101,32 @@ def test_s3_probe_and_delete(bucket_storage, s3_bucket):
 
 
 def test_a_missing_bucket_is_named(s3_server):
-    storage = S3Storage(bucket="no-such-bucket", endpoint_url=s3_server, region="us-east-1",
-                        access_key_id="testing", secret_access_key="testing")
+    storage = S3Storage(
+        bucket="no-such-bucket",
+        endpoint_url=s3_server,
+        region="us-east-1",
+        access_key_id="testing",
+        secret_access_key="testing",
+    )
     with pytest.raises(StorageError, match="S3 bucket no-such-bucket does not exist"):
         storage.probe()
 
 
 def test_s3_object_lock_holds_for_multipart_copies_too(s3_server):
     """Some servers ignore lock headers on multipart uploads; the writer makes sure."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     client = s3.client(s3_server)
     client.create_bucket(Bucket="worm-bucket", ObjectLockEnabledForBucket=True)
-    storage = S3Storage(bucket="worm-bucket", endpoint_url=s3_server, region="us-east-1",
-                        access_key_id="testing", secret_access_key="testing", lock_mode="GOVERNANCE")
-    until = (datetime.now(timezone.utc) + timedelta(days=3)).replace(microsecond=0)
+    storage = S3Storage(
+        bucket="worm-bucket",
+        endpoint_url=s3_server,
+        region="us-east-1",
+        access_key_id="testing",
+        secret_access_key="testing",
+        lock_mode="GOVERNANCE",
+    )
+    until = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
     writer = storage.open_writer("big.dump", retain_until=until)
     writer.write(os.urandom(PART_SIZE + 100))
     writer.commit()

@@ -63,8 +63,10 @@ def test_it_places_a_flipped_byte_of_an_encrypted_object_in_its_segment():
     assert (result.segment_start, result.segment_length) == (header + 4 * SEALED, SEALED)
     assert result.sha256 == hashlib.sha256(damaged).hexdigest()
     assert result.error.startswith("the stored bytes differ from those written (SHA-256 ")
-    assert result.error.endswith(f"the first bad byte is within the segment starting at byte {header + 4 * SEALED} "
-                                 f"(segment length {SEALED}), the first that fails authentication")
+    assert result.error.endswith(
+        f"the first bad byte is within the segment starting at byte {header + 4 * SEALED} "
+        f"(segment length {SEALED}), the first that fails authentication"
+    )
 
 
 @pytest.mark.parametrize("compression", ["zstd", "none"])
@@ -94,8 +96,9 @@ def test_it_reports_a_shortened_object_as_a_size_mismatch_first(encrypted):
 
     assert not result.ok and result.stored_bytes == cut
     assert result.offset == cut and result.segment_start is None
-    assert result.error == (f"the object has {cut} bytes; {len(data)} were stored: it is cut short, "
-                            f"the last {len(data) - cut} are missing")
+    assert result.error == (
+        f"the object has {cut} bytes; {len(data)} were stored: it is cut short, the last {len(data) - cut} are missing"
+    )
 
 
 @pytest.mark.parametrize("encrypted", [True, False])
@@ -105,7 +108,10 @@ def test_it_reports_bytes_added_at_the_end_as_a_size_mismatch(encrypted):
     result = check(data + b"appended!", data, plain)
 
     assert not result.ok and result.offset == len(data) and result.stored_bytes == len(data) + 9
-    assert result.error == f"the object has {len(data) + 9} bytes; {len(data)} were stored: 9 bytes were added after its end"
+    assert (
+        result.error
+        == f"the object has {len(data) + 9} bytes; {len(data)} were stored: 9 bytes were added after its end"
+    )
 
 
 def test_first_difference_finds_the_exact_byte_whatever_the_chunking():

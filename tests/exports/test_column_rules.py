@@ -167,8 +167,10 @@ def test_it_recreates_not_null_defaults_identity_generated_columns_and_the_key(s
     # New rows take the next identity values, as they would have in the source.
     # (now() and the serial's nextval() are not constants: those columns are
     # NOT NULL without a default in the new database, so they are given.)
-    new_item = ("INSERT INTO items (region, created, serial_no) VALUES ('eu', '2026-01-01', 99) "
-                "RETURNING id, code, name, qty, price, label, tags, feeling::text, total, shout")
+    new_item = (
+        "INSERT INTO items (region, created, serial_no) VALUES ('eu', '2026-01-01', 99) "
+        "RETURNING id, code, name, qty, price, label, tags, feeling::text, total, shout"
+    )
     new_measurement = "INSERT INTO measurements (at, value) VALUES ('2026-12-31', 1.5) RETURNING id, value, doubled"
     with psycopg.connect(**pg_database) as target, psycopg.connect(**source) as original:
         assert target.execute(new_item).fetchone() == original.execute(new_item).fetchone()
@@ -206,9 +208,11 @@ def test_an_inheritance_parent_exports_its_own_rows_only(pg_server, pg_database)
     conninfo = pg.create_database(f"sr_rules_{uuid.uuid4().hex[:10]}")
     try:
         with psycopg.connect(**conninfo, autocommit=True) as conn:
-            conn.execute("CREATE TABLE events (id int PRIMARY KEY, what text);"
-                         "CREATE TABLE old_events (archived bool) INHERITS (events);"
-                         "INSERT INTO events VALUES (1, 'current'); INSERT INTO old_events VALUES (2, 'old', true)")
+            conn.execute(
+                "CREATE TABLE events (id int PRIMARY KEY, what text);"
+                "CREATE TABLE old_events (archived bool) INHERITS (events);"
+                "INSERT INTO events VALUES (1, 'current'); INSERT INTO old_events VALUES (2, 'old', true)"
+            )
         data = export_bytes(conninfo, [TableSpec("public", "events"), TableSpec("public", "old_events")], "jsonl")
     finally:
         pg.drop_database(conninfo["dbname"])
@@ -220,18 +224,26 @@ def test_an_inheritance_parent_exports_its_own_rows_only(pg_server, pg_database)
 def test_a_generated_column_this_database_cannot_compute_is_loaded_as_exported(source, pg_database, caplog):
     # feeling is created as text: "feeling = 'happy'::mood" cannot be made here.
     with psycopg.connect(**source, autocommit=True) as conn:
-        conn.execute("CREATE TABLE moods (id int PRIMARY KEY, feeling mood NOT NULL DEFAULT 'sad',"
-                     "  glad boolean GENERATED ALWAYS AS (feeling = 'happy') STORED);"
-                     "INSERT INTO moods VALUES (1, 'happy'), (2, 'sad')")
+        conn.execute(
+            "CREATE TABLE moods (id int PRIMARY KEY, feeling mood NOT NULL DEFAULT 'sad',"
+            "  glad boolean GENERATED ALWAYS AS (feeling = 'happy') STORED);"
+            "INSERT INTO moods VALUES (1, 'happy'), (2, 'sad')"
+        )
     data = export_bytes(source, [TableSpec("public", "moods")], "sql")
 
     assert load_export(io.BytesIO(data), pg_database) == {"public.moods": 2}
-    assert query(pg_database, "SELECT id, feeling, glad FROM moods ORDER BY id") == [(1, "happy", True), (2, "sad", False)]
-    assert query(pg_database, "SELECT attname, attnotnull, attgenerated FROM pg_attribute "
-                              "WHERE attrelid = 'moods'::regclass AND attnum > 0 ORDER BY attnum") == [
-        ("id", True, ""), ("feeling", True, ""), ("glad", False, "")]
-    assert query(pg_database, "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'moods'::regclass") == [
-        ("'sad'::text",)]  # the default stays
+    assert query(pg_database, "SELECT id, feeling, glad FROM moods ORDER BY id") == [
+        (1, "happy", True),
+        (2, "sad", False),
+    ]
+    assert query(
+        pg_database,
+        "SELECT attname, attnotnull, attgenerated FROM pg_attribute "
+        "WHERE attrelid = 'moods'::regclass AND attnum > 0 ORDER BY attnum",
+    ) == [("id", True, ""), ("feeling", True, ""), ("glad", False, "")]
+    assert query(
+        pg_database, "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'moods'::regclass"
+    ) == [("'sad'::text",)]  # the default stays
     assert "public.moods of the export is created without its generation expressions" in caplog.text
 
 
@@ -273,8 +285,11 @@ def test_an_archive_written_before_the_column_rules_loads_as_it_did(source, pg_d
     # Types and the primary key, as before: nothing else, generated values loaded as plain columns.
     columns = columns_of(pg_database, "items")
     assert [(name, type_name) for name, type_name, *_ in columns] == [
-        (name, "text" if name == "feeling" else type_name) for name, type_name, *_ in columns_of(source, "items")]
-    assert all(not has_default and identity == generated == "" for _, _, _, has_default, _, identity, generated, *_ in columns)
+        (name, "text" if name == "feeling" else type_name) for name, type_name, *_ in columns_of(source, "items")
+    ]
+    assert all(
+        not has_default and identity == generated == "" for _, _, _, has_default, _, identity, generated, *_ in columns
+    )
     assert [name for name, _, not_null, *_ in columns if not_null] == ["id", "region"]  # the key's
     assert query(pg_database, PRIMARY_KEY, ["items"]) == [("region",), ("id",)]
 
@@ -282,26 +297,54 @@ def test_an_archive_written_before_the_column_rules_loads_as_it_did(source, pg_d
 def test_a_hand_made_1_0_archive_loads(pg_database):
     """Members written the way the first version of the format describes them."""
     rows = b"id,name\n1,a\n2,\n"
-    description = {"schema": "public", "name": "plain", "where": "",
-                   "columns": [{"name": "id", "type": "integer"}, {"name": "name", "type": "text"}], "primary_key": ["id"]}
-    manifest = {"archive_version": 1, "format": "csv", "session": {}, "tables": {"public.plain": {
-        "schema": "public", "name": "plain", "member": "tables/public.plain.csv", "columns_member": "tables/public.plain.columns.json",
-        "columns": description["columns"], "primary_key": ["id"], "where": "", "rows": 2, "size": len(rows),
-        "sha256": hashlib.sha256(rows).hexdigest()}}}
-    data = archive_of({"tables/public.plain.columns.json": json.dumps(description).encode(),
-                       "tables/public.plain.csv": rows, MANIFEST_MEMBER: json.dumps(manifest).encode()})
+    description = {
+        "schema": "public",
+        "name": "plain",
+        "where": "",
+        "columns": [{"name": "id", "type": "integer"}, {"name": "name", "type": "text"}],
+        "primary_key": ["id"],
+    }
+    manifest = {
+        "archive_version": 1,
+        "format": "csv",
+        "session": {},
+        "tables": {
+            "public.plain": {
+                "schema": "public",
+                "name": "plain",
+                "member": "tables/public.plain.csv",
+                "columns_member": "tables/public.plain.columns.json",
+                "columns": description["columns"],
+                "primary_key": ["id"],
+                "where": "",
+                "rows": 2,
+                "size": len(rows),
+                "sha256": hashlib.sha256(rows).hexdigest(),
+            }
+        },
+    }
+    data = archive_of(
+        {
+            "tables/public.plain.columns.json": json.dumps(description).encode(),
+            "tables/public.plain.csv": rows,
+            MANIFEST_MEMBER: json.dumps(manifest).encode(),
+        }
+    )
 
     assert load_export(io.BytesIO(data), pg_database) == {"public.plain": 2}
     assert query(pg_database, "SELECT id, name FROM plain ORDER BY id") == [(1, "a"), (2, None)]
 
 
-@pytest.mark.parametrize("change", [
-    ("default", "0); DROP TABLE x; --"),
-    ("default", "now()"),
-    ("expression", "1) STORED, evil int GENERATED ALWAYS AS (2"),
-    ("expression", "price -- )"),
-    ("sequence", {"increment": "1; DROP TABLE x"}),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("default", "0); DROP TABLE x; --"),
+        ("default", "now()"),
+        ("expression", "1) STORED, evil int GENERATED ALWAYS AS (2"),
+        ("expression", "price -- )"),
+        ("sequence", {"increment": "1; DROP TABLE x"}),
+    ],
+)
 def test_it_refuses_column_rules_an_export_does_not_write(source, pg_database, change):
     data = export_bytes(source, [TableSpec("public", "items")], "csv")
     key, value = change
@@ -315,8 +358,12 @@ def test_it_refuses_column_rules_an_export_does_not_write(source, pg_database, c
 
     archive = members(data)
     manifest = json.loads(archive.pop(MANIFEST_MEMBER))
-    archive["tables/public.items.columns.json"] = json.dumps(tamper(json.loads(archive["tables/public.items.columns.json"]))).encode()
-    manifest["tables"]["public.items"]["columns"] = tamper({"columns": manifest["tables"]["public.items"]["columns"]})["columns"]
+    archive["tables/public.items.columns.json"] = json.dumps(
+        tamper(json.loads(archive["tables/public.items.columns.json"]))
+    ).encode()
+    manifest["tables"]["public.items"]["columns"] = tamper({"columns": manifest["tables"]["public.items"]["columns"]})[
+        "columns"
+    ]
     archive[MANIFEST_MEMBER] = json.dumps(manifest).encode()
 
     with pytest.raises(CorruptionError, match="description of table public.items is damaged"):
@@ -328,9 +375,13 @@ def test_it_refuses_column_rules_an_export_does_not_write(source, pg_database, c
 def sqlite_source(tmp_path):
     path = tmp_path / "shop.sqlite3"
     with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE stock (sku TEXT NOT NULL, qty INTEGER NOT NULL DEFAULT 0, note TEXT DEFAULT 'n/a',"
-                     " ratio REAL DEFAULT -1.5, at TEXT DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (sku))")
-        conn.execute("INSERT INTO stock (sku, qty, note, ratio, at) VALUES ('a', 1, NULL, 0.5, '2026-01-01'), ('b', 2, 'x', NULL, NULL)")
+        conn.execute(
+            "CREATE TABLE stock (sku TEXT NOT NULL, qty INTEGER NOT NULL DEFAULT 0, note TEXT DEFAULT 'n/a',"
+            " ratio REAL DEFAULT -1.5, at TEXT DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (sku))"
+        )
+        conn.execute(
+            "INSERT INTO stock (sku, qty, note, ratio, at) VALUES ('a', 1, NULL, 0.5, '2026-01-01'), ('b', 2, 'x', NULL, NULL)"
+        )
     return str(path)
 
 
@@ -341,16 +392,25 @@ def test_a_sqlite_export_keeps_not_null_and_constant_defaults(sqlite_source, tmp
     target = str(tmp_path / f"copy-{fmt}.sqlite3")
     assert load_export_sqlite(io.BytesIO(data), target) == {"main.stock": 2}
     with sqlite3.connect(target) as copy, sqlite3.connect(sqlite_source) as original:
-        expected = [row if row[1] != "at" else (*row[:4], None, row[5]) for row in original.execute("PRAGMA table_info(stock)")]
+        expected = [
+            row if row[1] != "at" else (*row[:4], None, row[5]) for row in original.execute("PRAGMA table_info(stock)")
+        ]
         assert copy.execute("PRAGMA table_info(stock)").fetchall() == expected
-        assert copy.execute("SELECT * FROM stock ORDER BY sku").fetchall() == original.execute("SELECT * FROM stock ORDER BY sku").fetchall()
+        assert (
+            copy.execute("SELECT * FROM stock ORDER BY sku").fetchall()
+            == original.execute("SELECT * FROM stock ORDER BY sku").fetchall()
+        )
         copy.execute("INSERT INTO stock (sku) VALUES ('c')")
         assert copy.execute("SELECT qty, note, ratio FROM stock WHERE sku = 'c'").fetchone() == (0, "n/a", -1.5)
 
     assert load_export(io.BytesIO(data), pg_database) == {"main.stock": 2}
     assert [row[:5] for row in columns_of(pg_database, "main.stock")] == [
-        ("sku", "text", True, False, None), ("qty", "bigint", True, True, "0"), ("note", "text", False, True, "'n/a'::text"),
-        ("ratio", "double precision", False, True, "'-1.5'::numeric"), ("at", "text", False, False, None)]
+        ("sku", "text", True, False, None),
+        ("qty", "bigint", True, True, "0"),
+        ("note", "text", False, True, "'n/a'::text"),
+        ("ratio", "double precision", False, True, "'-1.5'::numeric"),
+        ("at", "text", False, False, None),
+    ]
 
 
 def test_a_sqlite_default_postgresql_reads_otherwise_is_left_out_not_the_table(tmp_path, pg_database, caplog):
@@ -363,5 +423,7 @@ def test_a_sqlite_default_postgresql_reads_otherwise_is_left_out_not_the_table(t
     assert load_export(io.BytesIO(data), pg_database) == {"main.flags": 2}
     assert query(pg_database, "SELECT id, enabled FROM main.flags ORDER BY id") == [(1, False), (2, True)]
     assert [row[:4] for row in columns_of(pg_database, "main.flags")] == [
-        ("id", "bigint", True, False), ("enabled", "boolean", True, False)]
+        ("id", "bigint", True, False),
+        ("enabled", "boolean", True, False),
+    ]
     assert "main.flags of the export is created without its defaults" in caplog.text

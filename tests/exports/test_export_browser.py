@@ -57,8 +57,9 @@ def test_an_administrator_builds_an_export_plan_in_the_browser(live_server, page
         page.screenshot(path=f"{SHOTS}/export-plan.png", full_page=True)
 
 
-def test_an_export_of_a_sqlite_file_is_restored_into_a_new_file_through_the_wizard(live_server, page, admin_user,
-                                                                                   tmp_path):
+def test_an_export_of_a_sqlite_file_is_restored_into_a_new_file_through_the_wizard(
+    live_server, page, admin_user, tmp_path
+):
     import sqlite3
 
     from catalog import backup_runs, services
@@ -75,8 +76,14 @@ def test_an_export_of_a_sqlite_file_is_restored_into_a_new_file_through_the_wiza
             INSERT INTO sessions VALUES (1, 'not exported');
         """)
     source = services.save_source("test", Source(name="Shop", engine="sqlite", sqlite_path=str(path), port=None))
-    plan = make_plan(source, [local_destination(tmp_path / "exports")], name="Orders export", format="jsonl",
-                     verify_new_backups=False, export_tables=[{"schema": "main", "name": "orders", "where": ""}])
+    plan = make_plan(
+        source,
+        [local_destination(tmp_path / "exports")],
+        name="Orders export",
+        format="jsonl",
+        verify_new_backups=False,
+        export_tables=[{"schema": "main", "name": "orders", "where": ""}],
+    )
     backup = backup_runs.start_backup("test", plan)
     log_in(page, live_server, admin_user)
 

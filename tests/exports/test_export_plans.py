@@ -36,13 +36,28 @@ def destination(tmp_path):
 
 
 def plan_form(source, destination, **fields):
-    return {"name": "Weekly export", "source": source.pk, "schedule": "0 4 * * 0", "format": "csv",
-            "compression": "zstd", "encrypt": "on", "destinations": [destination.pk], "enabled": "on",
-            **RETENTION_DEFAULTS, "export_picker": "1", **fields}
+    return {
+        "name": "Weekly export",
+        "source": source.pk,
+        "schedule": "0 4 * * 0",
+        "format": "csv",
+        "compression": "zstd",
+        "encrypt": "on",
+        "destinations": [destination.pk],
+        "enabled": "on",
+        **RETENTION_DEFAULTS,
+        "export_picker": "1",
+        **fields,
+    }
 
 
-CHOICE = {"export_table": ["public.customers", "public.orders"], "where:public.orders": EXPORTED_ORDERS,
-          "where:public.customers": "", "set_label": ["audit logs", ""], "set_pattern": ["public.audit_*", ""]}
+CHOICE = {
+    "export_table": ["public.customers", "public.orders"],
+    "where:public.orders": EXPORTED_ORDERS,
+    "where:public.customers": "",
+    "set_label": ["audit logs", ""],
+    "set_pattern": ["public.audit_*", ""],
+}
 
 
 def test_it_creates_an_export_plan_through_the_form(admin_client, source, destination):
@@ -51,8 +66,10 @@ def test_it_creates_an_export_plan_through_the_form(admin_client, source, destin
     assert response.status_code == 302, response.content.decode()[:3000]
     plan = BackupPlan.objects.get(name="Weekly export")
     assert plan.is_export() and plan.format == "csv"
-    assert plan.export_tables == [{"schema": "public", "name": "customers", "where": ""},
-                                  {"schema": "public", "name": "orders", "where": EXPORTED_ORDERS}]
+    assert plan.export_tables == [
+        {"schema": "public", "name": "customers", "where": ""},
+        {"schema": "public", "name": "orders", "where": EXPORTED_ORDERS},
+    ]
     assert plan.export_sets == [{"label": "audit logs", "pattern": "public.audit_*"}]
     event = AuditEvent.objects.get(action="plan.create")
     assert event.changes["export_tables"] == plan.export_tables and event.changes["export_sets"] == plan.export_sets
@@ -66,16 +83,18 @@ def test_it_edits_a_filter_and_audits_the_new_choice(admin_client, source, desti
     edit_page = admin_client.get(f"/plans/{plan.pk}/edit/").content.decode()
     assert "/plans/tables/" in edit_page and f'"plan_id": "{plan.pk}"' in edit_page
 
-    response = admin_client.post(f"/plans/{plan.pk}/edit/", plan_form(
-        source, destination, **{**CHOICE, "where:public.orders": "total > 190"}))
+    response = admin_client.post(
+        f"/plans/{plan.pk}/edit/", plan_form(source, destination, **{**CHOICE, "where:public.orders": "total > 190"})
+    )
 
     assert response.status_code == 302
     plan.refresh_from_db()
     assert plan.export_tables[1] == {"schema": "public", "name": "orders", "where": "total > 190"}
     event = AuditEvent.objects.get(action="plan.update")
     assert event.changes["export_tables"][1]["where"] == "total > 190"
-    admin_client.post(f"/plans/{plan.pk}/edit/", plan_form(
-        source, destination, **{**CHOICE, "where:public.orders": "total > 190"}))
+    admin_client.post(
+        f"/plans/{plan.pk}/edit/", plan_form(source, destination, **{**CHOICE, "where:public.orders": "total > 190"})
+    )
     assert "export_tables" not in AuditEvent.objects.filter(action="plan.update").first().changes  # unchanged
 
 
@@ -85,7 +104,7 @@ def test_it_refuses_a_malformed_where_with_postgresqls_message(admin_client, sou
 
     page = response.content.decode()
     assert response.status_code == 200
-    assert 'column &quot;nope&quot; does not exist' in page or 'column "nope" does not exist' in page
+    assert "column &quot;nope&quot; does not exist" in page or 'column "nope" does not exist' in page
     assert 'value="nope &gt; 3"' in page  # shown again, under its table, to be corrected
     assert SECRET not in page
     assert not BackupPlan.objects.exists()
@@ -100,7 +119,9 @@ def test_it_refuses_an_export_of_nothing_and_an_unknown_table(admin_client, sour
     assert not BackupPlan.objects.exists()
 
 
-def test_a_sqlite_source_has_export_plans_that_run_verify_and_restore_into_a_new_file(admin_client, destination, tmp_path):
+def test_a_sqlite_source_has_export_plans_that_run_verify_and_restore_into_a_new_file(
+    admin_client, destination, tmp_path
+):
     import sqlite3
 
     path = tmp_path / "notes.sqlite3"
@@ -117,11 +138,27 @@ def test_a_sqlite_source_has_export_plans_that_run_verify_and_restore_into_a_new
     picker = admin_client.get(f"/plans/tables/?source={source.pk}&format=jsonl").content.decode()
     assert 'value="main.notes"' in picker and "schema main" in picker
 
-    refused = admin_client.post("/plans/new/", plan_form(source, destination, format="csv",
-                                                         **{"export_table": ["main.notes"], "where:main.notes": "nope > 1"}))
+    refused = admin_client.post(
+        "/plans/new/",
+        plan_form(
+            source, destination, format="csv", **{"export_table": ["main.notes"], "where:main.notes": "nope > 1"}
+        ),
+    )
     assert "nope" in refused.content.decode() and not BackupPlan.objects.exists()
-    response = admin_client.post("/plans/new/", plan_form(source, destination, format="csv", **{
-        "export_table": ["main.notes"], "where:main.notes": "id > 1", "set_label": ["audit"], "set_pattern": ["audit_*"]}))
+    response = admin_client.post(
+        "/plans/new/",
+        plan_form(
+            source,
+            destination,
+            format="csv",
+            **{
+                "export_table": ["main.notes"],
+                "where:main.notes": "id > 1",
+                "set_label": ["audit"],
+                "set_pattern": ["audit_*"],
+            },
+        ),
+    )
     assert response.status_code == 302
     plan = BackupPlan.objects.get()
     backup = backup_runs.start_backup("test", plan)
@@ -140,15 +177,24 @@ def test_a_sqlite_source_has_export_plans_that_run_verify_and_restore_into_a_new
 
     name = restores.suggest_database_name(backup)
     with pytest.raises(services.Refused, match="it loads into a new file"):
-        restores.request_restore("test", backup, target="existing", database="notes.sqlite3", mode="merge",
-                                 confirmed_name="notes.sqlite3", enqueue=False)
+        restores.request_restore(
+            "test",
+            backup,
+            target="existing",
+            database="notes.sqlite3",
+            mode="merge",
+            confirmed_name="notes.sqlite3",
+            enqueue=False,
+        )
     execute_sql_sqlite(path, "DELETE FROM notes; UPDATE audit_views SET who = 'changed'")
     job = restore_now(backup, target="new", database=name, tables=["main.notes"])
 
     assert job.status == "succeeded", job.summary
     with sqlite3.connect(tmp_path / name) as restored:
         assert restored.execute("SELECT * FROM notes ORDER BY id").fetchall() == [
-            (2, "مرحبا", None, None), (3, "", 3.25, b"")]
+            (2, "مرحبا", None, None),
+            (3, "", 3.25, b""),
+        ]
         assert [r[0] for r in restored.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["notes"]
     assert job.report["row_counts"] == {"main.notes": {"backup": 2, "restored": 2}}
     assert sqlite3.connect(path).execute("SELECT count(*) FROM notes").fetchone() == (0,)  # the source is untouched
@@ -167,9 +213,14 @@ def test_auditors_cannot_open_the_form_or_the_table_picker(auditor_client, sourc
 
 
 def test_the_table_picker_lists_live_tables_by_schema_with_the_sets_matches(admin_client, source, destination):
-    plan = make_plan(source, [destination], name="Export", format="jsonl",
-                     export_tables=[{"schema": "public", "name": "orders", "where": EXPORTED_ORDERS}],
-                     export_sets=[{"label": "audit logs", "pattern": "public.audit_*"}])
+    plan = make_plan(
+        source,
+        [destination],
+        name="Export",
+        format="jsonl",
+        export_tables=[{"schema": "public", "name": "orders", "where": EXPORTED_ORDERS}],
+        export_sets=[{"label": "audit logs", "pattern": "public.audit_*"}],
+    )
 
     page = admin_client.get(f"/plans/tables/?source={source.pk}&format=jsonl&plan_id={plan.pk}").content.decode()
 
@@ -183,17 +234,26 @@ def test_the_table_picker_lists_live_tables_by_schema_with_the_sets_matches(admi
 
 
 def run_export(source, destination, **fields):
-    plan = make_plan(source, [destination], name="Export", format=fields.pop("format", "csv"),
-                     export_tables=[{"schema": "public", "name": "customers", "where": ""},
-                                    {"schema": "public", "name": "orders", "where": EXPORTED_ORDERS}],
-                     export_sets=[{"label": "audit logs", "pattern": "public.audit_*"}], **fields)
+    plan = make_plan(
+        source,
+        [destination],
+        name="Export",
+        format=fields.pop("format", "csv"),
+        export_tables=[
+            {"schema": "public", "name": "customers", "where": ""},
+            {"schema": "public", "name": "orders", "where": EXPORTED_ORDERS},
+        ],
+        export_sets=[{"label": "audit logs", "pattern": "public.audit_*"}],
+        **fields,
+    )
     backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     return backup
 
 
-def test_a_run_exports_the_filtered_rows_with_an_export_manifest_and_no_secret(admin_client, source, source_db,
-                                                                               destination, tmp_path):
+def test_a_run_exports_the_filtered_rows_with_an_export_manifest_and_no_secret(
+    admin_client, source, source_db, destination, tmp_path
+):
     backup = run_export(source, destination, verify_new_backups=False)
 
     assert backup.status == Backup.SUCCEEDED, backup.error
@@ -247,8 +307,13 @@ def test_a_plan_without_tables_cannot_run_and_a_dropped_table_fails_the_run(sour
     with pytest.raises(services.Refused, match="exports no table"):
         backup_runs.start_backup("test", empty)
 
-    backup_plan = make_plan(source, [destination], name="Gone", format="sql",
-                            export_tables=[{"schema": "public", "name": "settings", "where": ""}])
+    backup_plan = make_plan(
+        source,
+        [destination],
+        name="Gone",
+        format="sql",
+        export_tables=[{"schema": "public", "name": "settings", "where": ""}],
+    )
     execute_sql(source_db, "DROP TABLE settings")
     backup = backup_runs.start_backup("test", backup_plan)
     backup.refresh_from_db()
@@ -257,23 +322,32 @@ def test_a_plan_without_tables_cannot_run_and_a_dropped_table_fails_the_run(sour
     assert all(copy.status == "failed" for copy in backup.copies.all())
 
 
-def test_the_edit_page_keeps_a_dropped_table_ticked_and_flagged_until_it_is_unticked(admin_client, source, source_db,
-                                                                                    destination):
-    admin_client.post("/plans/new/", plan_form(source, destination, **{**CHOICE, "export_table": [
-        "public.customers", "public.settings"]}))
+def test_the_edit_page_keeps_a_dropped_table_ticked_and_flagged_until_it_is_unticked(
+    admin_client, source, source_db, destination
+):
+    admin_client.post(
+        "/plans/new/",
+        plan_form(source, destination, **{**CHOICE, "export_table": ["public.customers", "public.settings"]}),
+    )
     plan = BackupPlan.objects.get()
     execute_sql(source_db, "DROP TABLE settings")
 
     picker = admin_client.get(f"/plans/tables/?source={source.pk}&plan_id={plan.pk}&format=csv").content.decode()
     assert 'value="public.settings" id="export-' in picker and "Not in this source (dropped" in picker
-    kept = admin_client.post(f"/plans/{plan.pk}/edit/", plan_form(source, destination, **{**CHOICE, "export_table": [
-        "public.customers", "public.settings"]}))
+    kept = admin_client.post(
+        f"/plans/{plan.pk}/edit/",
+        plan_form(source, destination, **{**CHOICE, "export_table": ["public.customers", "public.settings"]}),
+    )
     assert kept.status_code == 200 and "The source has no table public.settings" in kept.content.decode()
     plan.refresh_from_db()
-    assert [t["name"] for t in plan.export_tables] == ["customers", "settings"]  # nothing dropped behind the user's back
+    assert [t["name"] for t in plan.export_tables] == [
+        "customers",
+        "settings",
+    ]  # nothing dropped behind the user's back
 
-    unticked = admin_client.post(f"/plans/{plan.pk}/edit/", plan_form(source, destination, **{**CHOICE, "export_table": [
-        "public.customers"]}))
+    unticked = admin_client.post(
+        f"/plans/{plan.pk}/edit/", plan_form(source, destination, **{**CHOICE, "export_table": ["public.customers"]})
+    )
     assert unticked.status_code == 302
     plan.refresh_from_db()
     assert [t["name"] for t in plan.export_tables] == ["customers"]
@@ -284,8 +358,11 @@ def test_a_named_set_takes_in_a_table_created_after_the_plan(source, source_db, 
     assert "public.audit_exports" not in first.table_counts
     assert f"public.orders (where {EXPORTED_ORDERS})" in first.log
 
-    execute_sql(source_db, "CREATE TABLE audit_exports (id int PRIMARY KEY, what text); "
-                       "INSERT INTO audit_exports VALUES (1, 'first'), (2, 'second')")
+    execute_sql(
+        source_db,
+        "CREATE TABLE audit_exports (id int PRIMARY KEY, what text); "
+        "INSERT INTO audit_exports VALUES (1, 'first'), (2, 'second')",
+    )
     second = backup_runs.start_backup("test", first.plan)
     second.refresh_from_db()
 
@@ -303,16 +380,23 @@ INSERT INTO measurements (at, value) SELECT TIMESTAMPTZ '2025-11-01 00:00:00+00'
 """
 
 
-def test_a_partitioned_table_is_picked_by_its_parents_name_and_exports_every_partition(admin_client, source, source_db,
-                                                                                       destination):
+def test_a_partitioned_table_is_picked_by_its_parents_name_and_exports_every_partition(
+    admin_client, source, source_db, destination
+):
     execute_sql(source_db, MEASUREMENTS)
 
     page = admin_client.get(f"/plans/tables/?source={source.pk}&format=csv").content.decode()
 
     assert 'value="public.measurements"' in page and "partitioned: 2 partitions" in page
     assert 'value="public.measurements_2025"' not in page and 'value="public.measurements_2026"' not in page
-    plan = make_plan(source, [destination], name="Measurements", format="csv", verify_new_backups=False,
-                     export_tables=[{"schema": "public", "name": "measurements", "where": ""}])
+    plan = make_plan(
+        source,
+        [destination],
+        name="Measurements",
+        format="csv",
+        verify_new_backups=False,
+        export_tables=[{"schema": "public", "name": "measurements", "where": ""}],
+    )
     backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error

@@ -26,11 +26,18 @@ def source_db(pg_database):
 
 @pytest.fixture
 def export(source_db, tmp_path):
-    plan = make_plan(pg_source(source_db), [local_destination(tmp_path / "exports")], name="Export", format="csv",
-                     verify_new_backups=False,
-                     export_tables=[{"schema": "public", "name": "customers", "where": ""},
-                                    {"schema": "public", "name": "orders", "where": EXPORTED_ORDERS}],
-                     export_sets=[{"label": "audit logs", "pattern": "public.audit_*"}])
+    plan = make_plan(
+        pg_source(source_db),
+        [local_destination(tmp_path / "exports")],
+        name="Export",
+        format="csv",
+        verify_new_backups=False,
+        export_tables=[
+            {"schema": "public", "name": "customers", "where": ""},
+            {"schema": "public", "name": "orders", "where": EXPORTED_ORDERS},
+        ],
+        export_sets=[{"label": "audit logs", "pattern": "public.audit_*"}],
+    )
     backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
@@ -54,7 +61,8 @@ def test_a_merge_restores_exactly_the_deleted_rows_the_export_holds(source_db, e
     assert len(now_customers) == len(customers)
     assert rows_of(source_db, "customers", "id = 50") == changed_customer
     assert [r for r in now_customers if "changed since" not in r[0]] == [
-        r for r in customers if not r[0].startswith("(50,")]
+        r for r in customers if not r[0].startswith("(50,")
+    ]
     # Orders: back are the deleted rows that matched the export's filter; the others stay deleted.
     expected_orders = [r for r in orders if not _order_id(r) % 10 == 0 or _order_total(r) > 150]
     assert rows_of(source_db, "orders") == expected_orders
@@ -104,8 +112,9 @@ def test_a_preview_compares_and_changes_nothing(source_db, export):
 def test_a_full_replace_from_an_export_is_refused(source_db, export):
     name = source_db["dbname"]
     with pytest.raises(Refused, match="Preview or merge it, or load it into a new database"):
-        restores.request_restore("test", export, target="existing", database=name, mode="full", confirmed_name=name,
-                                 enqueue=False)
+        restores.request_restore(
+            "test", export, target="existing", database=name, mode="full", confirmed_name=name, enqueue=False
+        )
 
 
 def test_the_wizard_offers_an_export_for_preview_and_merge_only(admin_client, source_db, export):
@@ -124,9 +133,14 @@ def test_an_export_stored_in_s3_merges_back_from_the_bucket_when_the_local_copy_
     from tests.factories import s3_destination
 
     local = local_destination(tmp_path / "local")
-    plan = make_plan(pg_source(source_db), [local, s3_destination(s3_bucket)], name="Export to S3", format="jsonl",
-                     verify_new_backups=False,
-                     export_tables=[{"schema": "public", "name": "customers", "where": ""}])
+    plan = make_plan(
+        pg_source(source_db),
+        [local, s3_destination(s3_bucket)],
+        name="Export to S3",
+        format="jsonl",
+        verify_new_backups=False,
+        export_tables=[{"schema": "public", "name": "customers", "where": ""}],
+    )
     backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error

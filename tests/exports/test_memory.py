@@ -79,7 +79,10 @@ def test_it_loads_a_large_export_in_bounded_memory(big_table, pg_database, tmp_p
     archive = tmp_path / "export.tar"
     spool = tmp_path / "spool"
     spool.mkdir()
-    with ExportDump(big_table, [TableSpec("public", "big_ledger")], "csv", tmp_dir=spool) as dump, open(archive, "wb") as out:
+    with (
+        ExportDump(big_table, [TableSpec("public", "big_ledger")], "csv", tmp_dir=spool) as dump,
+        open(archive, "wb") as out,
+    ):
         for chunk in dump:
             out.write(chunk)
 
@@ -87,7 +90,9 @@ def test_it_loads_a_large_export_in_bounded_memory(big_table, pg_database, tmp_p
         loaded = load_export(stream, pg_database)
 
     assert loaded == {"public.big_ledger": ROWS}
-    assert memory.increase < BOUND, f"peak RSS grew by {memory.increase / 1e6:.0f} MB loading {archive.stat().st_size / 1e6:.0f} MB"
+    assert memory.increase < BOUND, (
+        f"peak RSS grew by {memory.increase / 1e6:.0f} MB loading {archive.stat().st_size / 1e6:.0f} MB"
+    )
     fingerprint = "SELECT count(*), sum(id), md5(string_agg(memo, '' ORDER BY id)), sum(amount) FROM big_ledger"
     with psycopg.connect(**big_table) as source, psycopg.connect(**pg_database) as target:
         assert target.execute(fingerprint).fetchone() == source.execute(fingerprint).fetchone()

@@ -39,8 +39,7 @@ def forged_requests(plan, backup):
         ("post", "/api/v1/backups", f"plan={plan.pk}", "application/x-www-form-urlencoded"),
         ("post", f"/api/v1/backups/{backup.pk}/verify", json.dumps({"kind": "checksum"}), "application/json"),
         ("post", f"/api/v1/backups/{backup.pk}/verify", "", "application/x-www-form-urlencoded"),
-        ("put", f"/api/v1/sources/{plan.source.pk}/wal/000000010000000000000001", "x" * 64,
-         "application/octet-stream"),
+        ("put", f"/api/v1/sources/{plan.source.pk}/wal/000000010000000000000001", "x" * 64, "application/octet-stream"),
         ("get", "/api/v1/status", "", ""),
         ("get", "/api/v1/backups", "", ""),
         ("get", f"/api/v1/backups/{backup.pk}", "", ""),
@@ -69,8 +68,9 @@ def test_the_csrf_token_does_not_stand_in_for_an_api_token(signed_in_browser, pl
     """Even a request that carries the page's CSRF token (a same-site script)
     is not authenticated by the session."""
     csrf = signed_in_browser.cookies["csrftoken"].value
-    response = signed_in_browser.post("/api/v1/backups", json.dumps({"plan": plan.pk}),
-                                      content_type="application/json", HTTP_X_CSRFTOKEN=csrf)
+    response = signed_in_browser.post(
+        "/api/v1/backups", json.dumps({"plan": plan.pk}), content_type="application/json", HTTP_X_CSRFTOKEN=csrf
+    )
     assert response.status_code == 401
     assert not Backup.objects.exists()
 
@@ -80,8 +80,11 @@ def test_the_same_request_with_a_token_is_taken(signed_in_browser, plan):
     the token request needs no CSRF token either (no cookie rides on it)."""
     _, raw = make_token(scopes=["read", "backup"])
     response = Client(enforce_csrf_checks=True).post(
-        "/api/v1/backups", json.dumps({"plan": plan.pk, "label": "from-ci"}), content_type="application/json",
-        **{f"HTTP_{k.upper()}": v for k, v in bearer(raw).items()})
+        "/api/v1/backups",
+        json.dumps({"plan": plan.pk, "label": "from-ci"}),
+        content_type="application/json",
+        **{f"HTTP_{k.upper()}": v for k, v in bearer(raw).items()},
+    )
     assert response.status_code == 202
     backup = Backup.objects.get()
     assert (backup.label, backup.trigger, backup.plan_id) == ("from-ci", "api", plan.pk)

@@ -7,7 +7,6 @@ cloud's metadata address, and a row filter that escaped its parentheses."""
 import csv
 import importlib
 import io
-import json
 import re
 import sqlite3
 from datetime import timedelta
@@ -62,12 +61,18 @@ def test_a_cell_a_spreadsheet_would_run_gets_a_quote_in_front_and_comes_back_who
 
 
 def test_numbers_and_plain_text_are_written_as_they_are():
-    assert [spreadsheets.safe_cell(value) for value in (-5, 2.5, None, "Inventory DB", "a=b")] == \
-        [-5, 2.5, None, "Inventory DB", "a=b"]
+    assert [spreadsheets.safe_cell(value) for value in (-5, 2.5, None, "Inventory DB", "a=b")] == [
+        -5,
+        2.5,
+        None,
+        "Inventory DB",
+        "a=b",
+    ]
 
 
 def test_a_formula_typed_as_a_user_name_is_text_in_the_audit_csv_and_the_readme_recipe_verifies_it(
-        client, auditor_client, tmp_path, monkeypatch):
+    client, auditor_client, tmp_path, monkeypatch
+):
     lock_out(client, FORMULA_NAME)
     assert AuditEvent.objects.filter(actor_label=FORMULA_NAME, action="auth.lockout").exists()
 
@@ -79,8 +84,9 @@ def test_a_formula_typed_as_a_user_name_is_text_in_the_audit_csv_and_the_readme_
     # README "Audit trail": the recipe, exactly as written there, re-verifies both exports.
     (tmp_path / "audit-trail.csv").write_text(text, encoding="utf-8")
     (tmp_path / "audit-trail.jsonl").write_text(download(auditor_client, "/audit/export.jsonl"), encoding="utf-8")
-    recipe = re.search(r"To re-verify an export outside Strongroom.*?```python\n(.*?)```", README.read_text(),
-                       re.DOTALL).group(1)
+    recipe = re.search(
+        r"To re-verify an export outside Strongroom.*?```python\n(.*?)```", README.read_text(), re.DOTALL
+    ).group(1)
     monkeypatch.chdir(tmp_path)
     found = {}
     exec(recipe, found)  # its asserts check every hash and link
@@ -103,7 +109,8 @@ def test_a_source_named_like_a_formula_is_text_in_the_compliance_csv(auditor_cli
 
 
 def test_a_lockout_writes_one_event_however_often_the_locked_door_is_knocked_on_and_one_when_it_ends(
-        client, admin_user):
+    client, admin_user
+):
     lock_out(client, "alice")
     for attempt in range(30):
         password = "correct horse battery" if attempt % 2 else f"again-{attempt}"
@@ -122,8 +129,9 @@ def test_a_lockout_writes_one_event_however_often_the_locked_door_is_knocked_on_
     assert AuditEvent.objects.filter(action__startswith="auth.").count() == 2
 
 
-def test_the_end_of_a_lockout_is_recorded_with_the_locked_out_address_whoever_signs_in_next(client, admin_user,
-                                                                                             auditor_user):
+def test_the_end_of_a_lockout_is_recorded_with_the_locked_out_address_whoever_signs_in_next(
+    client, admin_user, auditor_user
+):
     from django.test import Client
 
     lock_out(client, "alice")
@@ -140,7 +148,9 @@ def test_a_new_lockout_after_the_first_ended_is_a_new_event(client, admin_user):
     with time_machine.travel(timezone.now() + settings.AXES_COOLOFF_TIME + timedelta(minutes=1), tick=False):
         lock_out(client, "alice")
         assert client.post("/login/", {"username": "alice", "password": "more"}).status_code == 429
-    actions = list(AuditEvent.objects.filter(action__startswith="auth.").order_by("id").values_list("action", flat=True))
+    actions = list(
+        AuditEvent.objects.filter(action__startswith="auth.").order_by("id").values_list("action", flat=True)
+    )
     assert actions == ["auth.lockout", "auth.lockout_end", "auth.lockout"]
 
 
@@ -163,14 +173,26 @@ def number_fields():
     """Every integer input of every form Strongroom shows or the API reads."""
     from django import forms
 
-    modules = ["catalog.forms", "catalog.api.forms", "catalog.alerts.forms", "drills.forms", "pitr.views",
-               "pitr.restore_views", "compliance.forms", "restore.views", "restore.wizard"]
+    modules = [
+        "catalog.forms",
+        "catalog.api.forms",
+        "catalog.alerts.forms",
+        "drills.forms",
+        "pitr.views",
+        "pitr.restore_views",
+        "compliance.forms",
+        "restore.views",
+        "restore.wizard",
+    ]
     found = []
     for module_name in modules:
         module = importlib.import_module(module_name)
         for form_class in vars(module).values():
-            if not (isinstance(form_class, type) and issubclass(form_class, forms.BaseForm)
-                    and form_class.__module__ == module_name):
+            if not (
+                isinstance(form_class, type)
+                and issubclass(form_class, forms.BaseForm)
+                and form_class.__module__ == module_name
+            ):
                 continue
             for name, field in form_class.base_fields.items():
                 if isinstance(field, forms.IntegerField):
@@ -191,11 +213,27 @@ def test_no_form_accepts_the_largest_number_the_database_takes(form_class, name)
 
 def test_the_plan_form_refuses_a_retention_of_two_billion_days_with_a_message(admin_client, tmp_path):
     plan = sqlite_plan(tmp_path)
-    data = {"name": plan.name, "source": plan.source_id, "schedule": plan.schedule, "format": plan.format,
-            "compression": plan.compression, "destinations": [d.pk for d in plan.destinations.all()],
-            "enabled": "on", "retention_mode": "days", "keep_daily": 30, "keep_weekly": 12, "keep_monthly": 12,
-            "keep_yearly": 5, "keep_last": 7, "keep_days": 2147483647, "keep_minimum": 1, "keep_manual_days": 30,
-            "restore_test_days": 7, "checksum_all_days": 30, "size_tolerance_percent": 50}
+    data = {
+        "name": plan.name,
+        "source": plan.source_id,
+        "schedule": plan.schedule,
+        "format": plan.format,
+        "compression": plan.compression,
+        "destinations": [d.pk for d in plan.destinations.all()],
+        "enabled": "on",
+        "retention_mode": "days",
+        "keep_daily": 30,
+        "keep_weekly": 12,
+        "keep_monthly": 12,
+        "keep_yearly": 5,
+        "keep_last": 7,
+        "keep_days": 2147483647,
+        "keep_minimum": 1,
+        "keep_manual_days": 30,
+        "restore_test_days": 7,
+        "checksum_all_days": 30,
+        "size_tolerance_percent": 50,
+    }
 
     response = admin_client.post(f"/plans/{plan.pk}/edit/", data)
 
@@ -207,13 +245,26 @@ def test_the_plan_form_refuses_a_retention_of_two_billion_days_with_a_message(ad
 
 @pytest.fixture
 def two_plans(tmp_path):
-    """"Alpha" with a retention stored before the bounds (2147483647 days) and
+    """ "Alpha" with a retention stored before the bounds (2147483647 days) and
     "Beta" with two backups of which its rule keeps one; Alpha comes first."""
     source = sqlite_source(tmp_path)
-    alpha = make_plan(source, [local_destination(tmp_path / "a", name="Disk A")], name="Alpha", format="sqlite",
-                      encrypt=False, retention_mode="days")
-    beta = make_plan(source, [local_destination(tmp_path / "b", name="Disk B")], name="Beta", format="sqlite",
-                     encrypt=False, retention_mode="last", keep_last=5)
+    alpha = make_plan(
+        source,
+        [local_destination(tmp_path / "a", name="Disk A")],
+        name="Alpha",
+        format="sqlite",
+        encrypt=False,
+        retention_mode="days",
+    )
+    beta = make_plan(
+        source,
+        [local_destination(tmp_path / "b", name="Disk B")],
+        name="Beta",
+        format="sqlite",
+        encrypt=False,
+        retention_mode="last",
+        keep_last=5,
+    )
     # Each runs at once: the queue is synchronous in the tests.
     _, old, new = [backup_runs.start_backup("test", plan, trigger="schedule") for plan in (alpha, beta, beta)]
     assert set(Backup.objects.values_list("status", flat=True)) == {Backup.SUCCEEDED}
@@ -272,31 +323,57 @@ def test_a_valid_token_lets_through_on_the_api_only(auditor_client, tmp_path):
     _, raw = make_token(["backup"])
 
     assert auditor_client.post("/sources/", {}, headers=bearer(raw)).status_code == 403
-    refused = auditor_client.post("/api/v1/backups", {"plan": plan.pk}, content_type="application/json",
-                                  headers={"Authorization": "Bearer sr_not-a-token"})
+    refused = auditor_client.post(
+        "/api/v1/backups",
+        {"plan": plan.pk},
+        content_type="application/json",
+        headers={"Authorization": "Bearer sr_not-a-token"},
+    )
     assert refused.status_code == 403 and "Only administrators change anything" in refused.json()["error"]
-    accepted = auditor_client.post("/api/v1/backups", {"plan": plan.pk}, content_type="application/json",
-                                   headers=bearer(raw))
+    accepted = auditor_client.post(
+        "/api/v1/backups", {"plan": plan.pk}, content_type="application/json", headers=bearer(raw)
+    )
     assert accepted.status_code == 202 and accepted.json()["trigger"] == "api"
 
 
 # --- 6. endpoints on link-local, metadata and private addresses ----------------------------------------------
 
-ALWAYS_REFUSED = ["http://169.254.169.254/latest/meta-data/", "http://0xa9fea9fe/", "http://2852039166:9000",
-                  "http://[::ffff:a9fe:a9fe]/", "http://[fe80::1]:9000", "http://metadata.google.internal/",
-                  "http://[fd00:ec2::254]/", "http://0.0.0.0:9000"]
-PRIVATE = ["http://10.1.2.3:9000", "http://0x7f000001:9000", "http://127.1:9000", "http://localhost:9000",
-           "http://192.168.0.10", "http://[::1]:9000"]
+ALWAYS_REFUSED = [
+    "http://169.254.169.254/latest/meta-data/",
+    "http://0xa9fea9fe/",
+    "http://2852039166:9000",
+    "http://[::ffff:a9fe:a9fe]/",
+    "http://[fe80::1]:9000",
+    "http://metadata.google.internal/",
+    "http://[fd00:ec2::254]/",
+    "http://0.0.0.0:9000",
+]
+PRIVATE = [
+    "http://10.1.2.3:9000",
+    "http://0x7f000001:9000",
+    "http://127.1:9000",
+    "http://localhost:9000",
+    "http://192.168.0.10",
+    "http://[::1]:9000",
+]
 
 
 def destination_form(endpoint):
-    return DestinationForm(data={"name": "Off-site", "kind": "s3", "bucket": "backups", "endpoint_url": endpoint,
-                                 "lock_mode": "GOVERNANCE"})
+    return DestinationForm(
+        data={
+            "name": "Off-site",
+            "kind": "s3",
+            "bucket": "backups",
+            "endpoint_url": endpoint,
+            "lock_mode": "GOVERNANCE",
+        }
+    )
 
 
 def channel_form(url):
-    return ChannelForm(data={"name": "Hook", "kind": Channel.WEBHOOK, "url": url, "events": ["source_health"],
-                             "enabled": "on"})
+    return ChannelForm(
+        data={"name": "Hook", "kind": Channel.WEBHOOK, "url": url, "events": ["source_health"], "enabled": "on"}
+    )
 
 
 @pytest.mark.parametrize("allow_private", [True, False])
@@ -305,8 +382,9 @@ def test_link_local_and_metadata_endpoints_are_refused_in_any_notation(settings,
     settings.ALLOW_PRIVATE_ENDPOINTS = allow_private
     for form, field in ((destination_form(url), "endpoint_url"), (channel_form(url), "url")):
         assert not form.is_valid()
-        assert "Strongroom never sends requests there" in str(form.errors[field]) or \
-            "not the address of a server" in str(form.errors[field])
+        assert "Strongroom never sends requests there" in str(
+            form.errors[field]
+        ) or "not the address of a server" in str(form.errors[field])
 
 
 @pytest.mark.parametrize("url", PRIVATE)
@@ -325,8 +403,9 @@ def test_private_endpoints_are_allowed_by_default():
 
 
 def test_a_stored_endpoint_is_checked_again_before_each_use(settings):
-    destination = Destination.objects.create(name="MinIO", kind="s3", bucket="backups",
-                                             endpoint_url="http://127.0.0.1:9000")
+    destination = Destination.objects.create(
+        name="MinIO", kind="s3", bucket="backups", endpoint_url="http://127.0.0.1:9000"
+    )
     settings.ALLOW_PRIVATE_ENDPOINTS = False
     ok, message = services.test_destination(destination)
     assert not ok and "The S3 endpoint of MinIO is refused: 127.0.0.1 is a loopback address" in message
@@ -352,11 +431,14 @@ def test_a_webhook_is_not_sent_to_a_refused_address_nor_redirected_to_one(settin
 
     settings.ALLOW_PRIVATE_ENDPOINTS = True
     httpserver.expect_request("/moved").respond_with_response(
-        Response("", status=307, headers={"Location": "http://169.254.169.254/latest/meta-data/"}))
+        Response("", status=307, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
+    )
     Channel.objects.filter(pk=channel.pk).update(url=httpserver.url_for("/moved"))
     channel.refresh_from_db()
-    with pytest.raises(PermanentError, match="redirected to an address Strongroom does not send to: "
-                                             "169.254.169.254 is a link-local address"):
+    with pytest.raises(
+        PermanentError,
+        match="redirected to an address Strongroom does not send to: 169.254.169.254 is a link-local address",
+    ):
         transport_for(channel).notify(Message.for_test(channel))
     assert [request.path for request, _ in httpserver.log] == ["/moved"]
     assert not Notification.objects.exists()
@@ -371,8 +453,10 @@ def orders(pg_database):
         conn.execute("CREATE TABLE orders (id integer PRIMARY KEY, note text)")
         conn.execute("INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 30) g")
         conn.execute("CREATE TABLE touched (at timestamptz)")
-        conn.execute("CREATE FUNCTION touch() RETURNS boolean LANGUAGE sql VOLATILE AS "
-                     "$$ INSERT INTO touched VALUES (now()) RETURNING true $$")
+        conn.execute(
+            "CREATE FUNCTION touch() RETURNS boolean LANGUAGE sql VOLATILE AS "
+            "$$ INSERT INTO touched VALUES (now()) RETURNING true $$"
+        )
     return pg_database
 
 
@@ -382,24 +466,37 @@ def export_counts(conninfo, where, fmt="csv"):
     return dump.table_counts
 
 
-@pytest.mark.parametrize("escape", ["id < 10) OR (true", "id < 10 ) OR ( id > 0", "id < 10)) OR ((true",
-                                    "true) OR (id > 0", "id < 10 OR note = ')' ) OR (true"])
+@pytest.mark.parametrize(
+    "escape",
+    [
+        "id < 10) OR (true",
+        "id < 10 ) OR ( id > 0",
+        "id < 10)) OR ((true",
+        "true) OR (id > 0",
+        "id < 10 OR note = ')' ) OR (true",
+    ],
+)
 def test_a_filter_cannot_close_the_exports_parentheses(orders, escape):
-    with pytest.raises(SourceError, match="must be one condition: the '\\)' at character \\d+ closes a parenthesis "
-                                          "the filter did not open"):
+    with pytest.raises(
+        SourceError,
+        match="must be one condition: the '\\)' at character \\d+ closes a parenthesis the filter did not open",
+    ):
         validate_where(orders, TableSpec("public", "orders", escape))
     with pytest.raises(SourceError, match="must be one condition"):
         export_counts(orders, escape)
 
 
-@pytest.mark.parametrize("where, problem", [
-    ("(id < 10", "the '(' at character 1 is never closed"),
-    ("note = 'x", "the quote at character 8 is never closed"),
-    ("id < 10 -- ) OR (true", "it holds a comment"),
-    ("id < 10; SELECT 1", "it holds a ';'"),
-    ("note = $$)$$", "dollar quoting is not accepted"),
-    ("note = E'\\') OR (true OR note = \\''", "E'…' string at character 8 is not accepted here"),
-])
+@pytest.mark.parametrize(
+    "where, problem",
+    [
+        ("(id < 10", "the '(' at character 1 is never closed"),
+        ("note = 'x", "the quote at character 8 is never closed"),
+        ("id < 10 -- ) OR (true", "it holds a comment"),
+        ("id < 10; SELECT 1", "it holds a ';'"),
+        ("note = $$)$$", "dollar quoting is not accepted"),
+        ("note = E'\\') OR (true OR note = \\''", "E'…' string at character 8 is not accepted here"),
+    ],
+)
 def test_a_filter_that_is_not_one_condition_is_refused_in_words(orders, where, problem):
     with pytest.raises(SourceError, match=re.escape(problem)):
         validate_where(orders, TableSpec("public", "orders", where))

@@ -24,20 +24,35 @@ def environment(tmp_path, **values):
 
 
 def production(tmp_path, **values):
-    return environment(tmp_path, DEBUG="0", SECRET_KEY=secrets.token_urlsafe(64), SECURE_COOKIES="1",
-                       ALLOWED_HOSTS="backups.example.org", SITE_URL="https://backups.example.org", **values)
+    return environment(
+        tmp_path,
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(64),
+        SECURE_COOKIES="1",
+        ALLOWED_HOSTS="backups.example.org",
+        SITE_URL="https://backups.example.org",
+        **values,
+    )
 
 
 def check_deploy(env):
-    return subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def security_settings(env):
-    code = ("import json; from django.conf import settings as s; print(json.dumps({n: getattr(s, n, None) for n in ["
-            "'SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS', 'SECURE_HSTS_INCLUDE_SUBDOMAINS', 'SECURE_HSTS_PRELOAD', "
-            "'SECURE_PROXY_SSL_HEADER', 'SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', 'SESSION_COOKIE_AGE', "
-            "'SESSION_EXPIRE_AT_BROWSER_CLOSE', 'AXES_FAILURE_LIMIT', 'X_FRAME_OPTIONS']}, default=str))")
+    code = (
+        "import json; from django.conf import settings as s; print(json.dumps({n: getattr(s, n, None) for n in ["
+        "'SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS', 'SECURE_HSTS_INCLUDE_SUBDOMAINS', 'SECURE_HSTS_PRELOAD', "
+        "'SECURE_PROXY_SSL_HEADER', 'SESSION_COOKIE_SECURE', 'CSRF_COOKIE_SECURE', 'SESSION_COOKIE_AGE', "
+        "'SESSION_EXPIRE_AT_BROWSER_CLOSE', 'AXES_FAILURE_LIMIT', 'X_FRAME_OPTIONS']}, default=str))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -70,9 +85,17 @@ def test_tls_settings_follow_the_environment(tmp_path):
     assert tls["SECURE_SSL_REDIRECT"] is True and tls["SECURE_HSTS_PRELOAD"] is False
     assert tls["SESSION_COOKIE_SECURE"] is True and tls["CSRF_COOKIE_SECURE"] is True
 
-    proxied = security_settings(production(
-        tmp_path, SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto", SECURE_HSTS_SECONDS="600", SECURE_SSL_REDIRECT="0",
-        SESSION_COOKIE_AGE="3600", SESSION_EXPIRE_AT_BROWSER_CLOSE="1", LOGIN_FAILURE_LIMIT="3"))
+    proxied = security_settings(
+        production(
+            tmp_path,
+            SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto",
+            SECURE_HSTS_SECONDS="600",
+            SECURE_SSL_REDIRECT="0",
+            SESSION_COOKIE_AGE="3600",
+            SESSION_EXPIRE_AT_BROWSER_CLOSE="1",
+            LOGIN_FAILURE_LIMIT="3",
+        )
+    )
     assert proxied["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
     assert proxied["SECURE_HSTS_SECONDS"] == 600 and proxied["SECURE_SSL_REDIRECT"] is False
     assert proxied["SESSION_COOKIE_AGE"] == 3600 and proxied["SESSION_EXPIRE_AT_BROWSER_CLOSE"] is True

@@ -40,10 +40,16 @@ def prunable(confirm_world):
     w["plan"].retention_mode, w["plan"].keep_last = "last", 1
     w["plan"].save()
     for days in (3, 2):
-        old = Backup.objects.create(source=w["source"], plan=w["plan"], format="sqlite", compression="zstd",
-                                    trigger="schedule",  # the plan's rule judges scheduled backups; manual ones wait
-                                    status=Backup.SUCCEEDED, created_at=timezone.now() - timedelta(days=days),
-                                    finished_at=timezone.now() - timedelta(days=days))
+        old = Backup.objects.create(
+            source=w["source"],
+            plan=w["plan"],
+            format="sqlite",
+            compression="zstd",
+            trigger="schedule",  # the plan's rule judges scheduled backups; manual ones wait
+            status=Backup.SUCCEEDED,
+            created_at=timezone.now() - timedelta(days=days),
+            finished_at=timezone.now() - timedelta(days=days),
+        )
         Copy.objects.create(backup=old, destination=w["destination"], status=Copy.DURABLE, key=f"walk/old-{days}")
     return w
 
@@ -63,9 +69,18 @@ def test_the_main_pages_and_the_admin_run_without_a_policy_violation(live_server
     w = prunable
     postgres_source(w["source"])
     log_in(page, live_server, root)
-    for path in ["/", f"/backups/{w['backup'].pk}/", f"/plans/{w['plan'].pk}/", "/tokens/", "/keys/", "/audit/",
-                 "/admin/", "/admin/catalog/source/", f"/admin/catalog/source/{w['source'].pk}/change/",
-                 "/admin/auth/user/add/"]:
+    for path in [
+        "/",
+        f"/backups/{w['backup'].pk}/",
+        f"/plans/{w['plan'].pk}/",
+        "/tokens/",
+        "/keys/",
+        "/audit/",
+        "/admin/",
+        "/admin/catalog/source/",
+        f"/admin/catalog/source/{w['source'].pk}/change/",
+        "/admin/auth/user/add/",
+    ]:
         page.goto(f"{live_server.url}{path}")
         settle(page)
         assert page.locator("body").inner_text().strip(), path
@@ -81,7 +96,9 @@ def test_the_main_pages_and_the_admin_run_without_a_policy_violation(live_server
     assert not violations, "\n".join(violations)
 
     # The detector works: an injected inline handler is refused, and reported.
-    page.evaluate("document.body.insertAdjacentHTML('beforeend', '<img src=\"/static/none.png\" onerror=\"window.ran = 1\">')")
+    page.evaluate(
+        "document.body.insertAdjacentHTML('beforeend', '<img src=\"/static/none.png\" onerror=\"window.ran = 1\">')"
+    )
     page.wait_for_timeout(300)
     assert page.evaluate("window.ran") is None
     assert any("Content Security Policy" in v for v in violations)
@@ -123,7 +140,9 @@ def test_confirm_dialogs_ask_and_cancelling_submits_nothing(live_server, page, v
 
     # Revoke a token (a data-confirm button): Cancel keeps it, OK revokes it.
     page.goto(f"{live_server.url}/tokens/")
-    assert cancel(page, posts, "form.token-revoke button") == "Revoke Walk CI? Requests with it will be refused at once."
+    assert (
+        cancel(page, posts, "form.token-revoke button") == "Revoke Walk CI? Requests with it will be refused at once."
+    )
     assert ApiToken.objects.get(pk=w["token"].pk).revoked_at is None
     asked = answer_dialogs(page, accept=True)
     page.click("form.token-revoke button")
@@ -135,7 +154,9 @@ def test_confirm_dialogs_ask_and_cancelling_submits_nothing(live_server, page, v
     # Destroy a retired key (a data-confirm button in a form that also needs the key id typed).
     page.goto(f"{live_server.url}/keys/")
     page.fill("form.key-destroy input[name=confirm_key_id]", "mk-walk-retired")
-    assert cancel(page, posts, "form.key-destroy button") == "Destroy mk-walk-retired? Its key file is deleted for good."
+    assert (
+        cancel(page, posts, "form.key-destroy button") == "Destroy mk-walk-retired? Its key file is deleted for good."
+    )
     assert Key.objects.get(key_id="mk-walk-retired").destroyed_at is None
 
     # Release a pinned backup (a data-confirm form).
@@ -161,7 +182,9 @@ def test_confirm_dialogs_ask_and_cancelling_submits_nothing(live_server, page, v
     page.click("text=Scan for orphans")
     page.get_by_text("left-behind.dump.partial").wait_for()
     posts.clear()  # the scan
-    assert cancel(page, posts, "#orphans form button[type=submit]").startswith("Remove the selected items from Walk disk?")
+    assert cancel(page, posts, "#orphans form button[type=submit]").startswith(
+        "Remove the selected items from Walk disk?"
+    )
     assert orphan.exists()
     asked = answer_dialogs(page, accept=True)
     page.click("#orphans form button[type=submit]")

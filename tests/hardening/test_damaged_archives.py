@@ -28,8 +28,9 @@ def backups(pg_database, tmp_path, s3_bucket):
     """Two good backups of one plan, each on a local disk and in S3."""
     create_tricky_database(pg_database, big_rows=300)
     destinations = [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)]
-    plan = make_plan(pg_source(pg_database), destinations, retention_mode="last", keep_last=10,
-                     verify_new_backups=False)
+    plan = make_plan(
+        pg_source(pg_database), destinations, retention_mode="last", keep_last=10, verify_new_backups=False
+    )
     done = [backup_runs.start_backup("test", plan) for _ in range(2)]
     for backup in done:
         backup.refresh_from_db()
@@ -74,7 +75,9 @@ def signed(data, key_id=None, master=None):
     only the fields' own checks can refuse it."""
     key_id = key_id or data["manifest_key_id"]
     master = master or keyring.master_key(key_id)
-    return manifest.dumps(manifest.sign_manifest({**data, "manifest_key_id": key_id}, crypto.derive_manifest_key(master)))
+    return manifest.dumps(
+        manifest.sign_manifest({**data, "manifest_key_id": key_id}, crypto.derive_manifest_key(master))
+    )
 
 
 def edited(data, **fields):
@@ -95,25 +98,46 @@ def manifest_damage(data, tmp_path):
         ("edited size", edited(data, stored_bytes=size + 1), "signature does not verify"),
         ("key outside the destination", edited(data, object_key="../../etc/passwd"), "signature does not verify"),
         ("huge numbers", edited(data, stored_bytes=10**30, raw_bytes=-(10**30)), "signature does not verify"),
-        ("signed by another installation's key with the same id", signed(data, master=foreign_master),
-         "signature does not verify"),
-        ("signed by a key that is not here", signed(data, key_id="mk-elsewhere", master=foreign_master),
-         "Master key mk-elsewhere is not in"),
-        ("signed by a key file planted outside the key directory", signed(data, key_id=planted_id, master=foreign_master),
-         "is not a master key id"),
+        (
+            "signed by another installation's key with the same id",
+            signed(data, master=foreign_master),
+            "signature does not verify",
+        ),
+        (
+            "signed by a key that is not here",
+            signed(data, key_id="mk-elsewhere", master=foreign_master),
+            "Master key mk-elsewhere is not in",
+        ),
+        (
+            "signed by a key file planted outside the key directory",
+            signed(data, key_id=planted_id, master=foreign_master),
+            "is not a master key id",
+        ),
         ("invalid JSON", manifest.dumps(data)[:-40], "the manifest cannot be read"),
         ("binary garbage", secrets.token_bytes(300), "the manifest cannot be read"),
         ("not an object", b"[1, 2, 3]", "the manifest is not a JSON object"),
         ("nested too deep", b"[" * 200_000, "the manifest cannot be read"),
-        ("signed, with a key outside the destination", signed({**data, "object_key": "../../etc/passwd"}),
-         "the manifest describes '../../etc/passwd', not the object beside it"),
-        ("signed, with huge numbers", signed({**data, "raw_bytes": 10**30}),
-         "raw_bytes is not a count the catalog can hold"),
-        ("signed, with a negative row count", signed({**data, "table_counts": {"public.t": -1}}),
-         "row count of public.t is not a count the catalog can hold"),
+        (
+            "signed, with a key outside the destination",
+            signed({**data, "object_key": "../../etc/passwd"}),
+            "the manifest describes '../../etc/passwd', not the object beside it",
+        ),
+        (
+            "signed, with huge numbers",
+            signed({**data, "raw_bytes": 10**30}),
+            "raw_bytes is not a count the catalog can hold",
+        ),
+        (
+            "signed, with a negative row count",
+            signed({**data, "table_counts": {"public.t": -1}}),
+            "row count of public.t is not a count the catalog can hold",
+        ),
         ("signed, with an unknown format", signed({**data, "format": "zip"}), "unknown format 'zip'"),
-        ("signed, with a wrong size", signed({**data, "stored_bytes": size + 7}),
-         f"the object has {size} bytes, the manifest says {size + 7}"),
+        (
+            "signed, with a wrong size",
+            signed({**data, "stored_bytes": size + 7}),
+            f"the object has {size} bytes, the manifest says {size + 7}",
+        ),
         ("signed, with another checksum", signed({**data, "sha256": "ab" * 32}), "the object's SHA-256 differs"),
         ("signed, with a label too long to store", signed({**data, "label": "x" * 500}), "the catalog cannot store"),
     ]
@@ -128,8 +152,7 @@ def archive_damage(original, other):
     ]
 
 
-def test_the_rebuild_refuses_damaged_manifests_and_archives_and_imports_nothing(backups, tmp_path, s3_bucket,
-                                                                               settings):
+def test_the_rebuild_refuses_damaged_manifests_and_archives_and_imports_nothing(backups, tmp_path, s3_bucket, settings):
     first, second = backups
     # The metadata database lost its backups; the storage and the keys survive.
     Backup.objects.all().delete()
@@ -140,8 +163,10 @@ def test_the_rebuild_refuses_damaged_manifests_and_archives_and_imports_nothing(
         original_manifest, original = stored.read(manifest_key), stored.read(first.object_key)
         data = json.loads(original_manifest)
         cases = [(what, (manifest_key, bad), reason) for what, bad, reason in manifest_damage(data, tmp_path)]
-        cases += [(what, (first.object_key, bad), reason)
-                  for what, bad, reason in archive_damage(original, stored.read(second.object_key))]
+        cases += [
+            (what, (first.object_key, bad), reason)
+            for what, bad, reason in archive_damage(original, stored.read(second.object_key))
+        ]
         for what, (key, bad), reason in cases:
             stored.write(key, bad)
             try:
@@ -179,8 +204,9 @@ def database_exists(server, name):
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
-def test_damaged_archives_fail_verification_and_restore_on_both_destinations(backups, tmp_path, s3_bucket, pg_server,
-                                                                               pg_database):
+def test_damaged_archives_fail_verification_and_restore_on_both_destinations(
+    backups, tmp_path, s3_bucket, pg_server, pg_database
+):
     first, second = backups
     stores = destinations(tmp_path, s3_bucket)
     originals = [stored.read(first.object_key) for stored in stores]
@@ -210,8 +236,14 @@ def test_damaged_archives_fail_verification_and_restore_on_both_destinations(bac
     for stored, original in zip(stores, originals):
         stored.write(first.object_key, flipped(original))
     try:
-        job = restore_now(first, target="existing", database=pg_database["dbname"], tables=["public.big_ledger"],
-                          mode="full", confirmed_name=pg_database["dbname"])
+        job = restore_now(
+            first,
+            target="existing",
+            database=pg_database["dbname"],
+            tables=["public.big_ledger"],
+            mode="full",
+            confirmed_name=pg_database["dbname"],
+        )
     finally:
         for stored, original in zip(stores, originals):
             stored.write(first.object_key, original)
@@ -233,12 +265,18 @@ def test_damaged_manifests_fail_checksum_verification_on_both_destinations(backu
         data = json.loads(original)
         cases = [
             ("edited checksum", edited(data, sha256="0" * 64), "the manifest's signature does not verify"),
-            ("signed, with another size", signed({**data, "stored_bytes": 1}),
-             "checksum or size differs from the catalog"),
+            (
+                "signed, with another size",
+                signed({**data, "stored_bytes": 1}),
+                "checksum or size differs from the catalog",
+            ),
             ("invalid JSON", original[:-40], "the manifest cannot be read"),
             ("not an object", b'"just a string"', "the manifest is not a JSON object"),
-            ("signed by a planted key file", signed(data, key_id="../../../x", master=crypto.generate_master_key()),
-             "is not a master key id"),
+            (
+                "signed by a planted key file",
+                signed(data, key_id="../../../x", master=crypto.generate_master_key()),
+                "is not a master key id",
+            ),
         ]
         for what, bad, reason in cases:
             stored.write(manifest_key, bad)
@@ -248,6 +286,8 @@ def test_damaged_manifests_fail_checksum_verification_on_both_destinations(backu
                 stored.write(manifest_key, original)
             check.refresh_from_db()
             assert check.status == "failed", what
-            assert check.summary.startswith(f"Copy on {stored.destination.name} (") and reason in check.summary, \
-                (what, check.summary)
+            assert check.summary.startswith(f"Copy on {stored.destination.name} (") and reason in check.summary, (
+                what,
+                check.summary,
+            )
             assert check.summary.count("Copy on ") == 1  # the other copy is intact

@@ -92,8 +92,11 @@ def test_a_directory_swapped_for_a_symlink_or_reached_by_dots_is_refused_at_run_
     # Someone replaces the destination's directory by a symlink to elsewhere.
     disk.rename(layout["allowed"] / "moved")
     os.symlink(layout["outside"], disk)
-    for name, access in {**every_access(storage, "secret.dump"), "list": storage.list_sizes,
-                         "probe": storage.probe}.items():
+    for name, access in {
+        **every_access(storage, "secret.dump"),
+        "list": storage.list_sizes,
+        "probe": storage.probe,
+    }.items():
         with pytest.raises(StorageError, match=ROOTS_MESSAGE) as refused:
             access()
         assert "LOCAL_DESTINATION_ROOTS" in str(refused.value) and str(layout["allowed"]) in str(refused.value), name
@@ -134,8 +137,9 @@ def test_the_form_refuses_a_path_outside_the_roots_and_names_them(admin_client, 
     assert not AuditEvent.objects.filter(action__startswith="destination.").exists()
 
     # The Test button probes nothing outside either.
-    response = admin_client.post("/destinations/test/", {"name": "Escape", "kind": "local",
-                                                          "path": str(layout["outside"])})
+    response = admin_client.post(
+        "/destinations/test/", {"name": "Escape", "kind": "local", "path": str(layout["outside"])}
+    )
     assert "✗" in response.content.decode()
     untouched(layout)
 
@@ -149,13 +153,15 @@ def test_the_form_refuses_a_path_outside_the_roots_and_names_them(admin_client, 
 def test_editing_a_destination_to_a_path_outside_is_refused_and_changes_nothing(admin_client, layout):
     destination = local_destination(layout["allowed"] / "disk")
     for path in escaping_paths(layout):
-        response = admin_client.post(f"/destinations/{destination.pk}/edit/",
-                                     {"name": destination.name, "kind": "local", "path": path})
+        response = admin_client.post(
+            f"/destinations/{destination.pk}/edit/", {"name": destination.name, "kind": "local", "path": path}
+        )
         assert response.status_code == 200 and ROOTS_MESSAGE in response.context["form"].errors["path"][0]
     destination.refresh_from_db()
     assert destination.path == str(layout["allowed"] / "disk")
     assert list(AuditEvent.objects.filter(action__startswith="destination.").values_list("action", flat=True)) == [
-        "destination.create"]
+        "destination.create"
+    ]
 
 
 # --- backups, verification and downloads ---------------------------------------------------------
@@ -167,8 +173,14 @@ def backup(layout, pg_database, s3_bucket):
     file, its bytes would be in the response as they are."""
     create_tricky_database(pg_database, big_rows=50)
     disk = local_destination(layout["allowed"] / "disk")
-    plan = make_plan(pg_source(pg_database), [disk, s3_destination(s3_bucket)], format="plain",
-                     compression="none", encrypt=False, verify_new_backups=False)
+    plan = make_plan(
+        pg_source(pg_database),
+        [disk, s3_destination(s3_bucket)],
+        format="plain",
+        compression="none",
+        encrypt=False,
+        verify_new_backups=False,
+    )
     backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
@@ -194,8 +206,12 @@ def test_a_download_cannot_reach_a_file_outside_the_destination(admin_client, ba
     os.symlink(layout["secret"], disk / "evil.sql")
     os.symlink(layout["outside"], disk / "evil-dir")
     s3_key = backup.copies.get(destination__kind="s3").key
-    ways = {"dots": "../../outside/secret.dump", "absolute": str(layout["secret"]),
-            "symlinked file": "evil.sql", "symlinked directory": "evil-dir/secret.dump"}
+    ways = {
+        "dots": "../../outside/secret.dump",
+        "absolute": str(layout["secret"]),
+        "symlinked file": "evil.sql",
+        "symlinked directory": "evil-dir/secret.dump",
+    }
     for how, key in ways.items():
         # Both copies point away: nothing may be streamed at all.
         escape_copies(backup, key, s3_key="../../outside/secret.dump")
@@ -251,6 +267,7 @@ def test_a_destination_swapped_for_a_symlink_fails_backups_verification_and_down
     again = backup_runs.start_backup("test", backup.plan)
     again.refresh_from_db()
     assert again.status == Backup.PARTIAL and ROOTS_MESSAGE in again.error, (again.status, again.error)
-    assert {name: (layout["outside"] / "disk" / name).read_bytes() for name in files_under(layout["outside"] / "disk")} \
-        == before  # nothing written, nothing removed
+    assert {
+        name: (layout["outside"] / "disk" / name).read_bytes() for name in files_under(layout["outside"] / "disk")
+    } == before  # nothing written, nothing removed
     assert layout["secret"].read_bytes() == SECRET

@@ -34,8 +34,9 @@ def database_exists(conninfo, name):
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
-def test_a_restore_whose_temporary_file_fills_the_disk_fails_and_leaves_nothing(source_db, tmp_path, tiny_disk,
-                                                                                 settings):
+def test_a_restore_whose_temporary_file_fills_the_disk_fails_and_leaves_nothing(
+    source_db, tmp_path, tiny_disk, settings
+):
     plan = make_plan(pg_source(source_db), [local_destination(tmp_path / "backups")], verify_new_backups=False)
     backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
@@ -67,8 +68,13 @@ def test_a_restore_whose_temporary_file_fills_the_disk_fails_and_leaves_nothing(
 
 def test_an_export_whose_spool_fills_the_disk_fails_and_leaves_nothing(source_db, tmp_path, settings):
     destination = tmp_path / "backups"
-    plan = make_plan(pg_source(source_db), [local_destination(destination)], format="csv", verify_new_backups=False,
-                     export_tables=[{"schema": "public", "name": "big_ledger", "where": ""}])
+    plan = make_plan(
+        pg_source(source_db),
+        [local_destination(destination)],
+        format="csv",
+        verify_new_backups=False,
+        export_tables=[{"schema": "public", "name": "big_ledger", "where": ""}],
+    )
     settings.DATA_DIR = tmp_path / "data"  # the export spools each table into DATA_DIR / "tmp"
 
     with tmpfs(settings.DATA_DIR / "tmp") as spool:
@@ -135,8 +141,12 @@ def test_a_full_wal_spool_stops_the_receiver_with_the_reason_and_loses_no_segmen
             wal.enable_protection("test", source, destinations=[local_destination(tmp_path / "local")])
             with running_supervisor():
                 write_wal(cluster, megabytes=1)
-                protection = wait_until(lambda: ContinuousProtection.objects.filter(
-                    source=source, receiver_error__startswith="Disk full on").first(), timeout=30)
+                protection = wait_until(
+                    lambda: ContinuousProtection.objects.filter(
+                        source=source, receiver_error__startswith="Disk full on"
+                    ).first(),
+                    timeout=30,
+                )
             assert stored(source) == []
         assert protection.receiver_error.startswith(f"Disk full on {spool}/"), protection.receiver_error
         assert "pg_receivewal cannot write the WAL spool" in protection.receiver_error

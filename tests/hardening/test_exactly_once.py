@@ -78,7 +78,9 @@ def starts_of(backup):
 
 
 def test_it_starts_one_backup_when_a_plan_is_triggered_twice_at_once(plan, tmp_path):
-    results = at_once(lambda: backup_runs.start_backup("api", plan), lambda: backup_runs.start_backup("scheduler", plan))
+    results = at_once(
+        lambda: backup_runs.start_backup("api", plan), lambda: backup_runs.start_backup("scheduler", plan)
+    )
 
     refused = [r for r in results if isinstance(r, services.Refused)]
     started = [r for r in results if isinstance(r, Backup)]
@@ -147,8 +149,10 @@ def two_workers(redis_queue):
     clusters = [redis_harness.qcluster(redis_queue, database_url()) for _ in range(2)]
     try:
         # Both listening before any work is queued, so both can take some.
-        wait_for(lambda: all("ready for work" in redis_harness.output(c) or c.poll() is not None for c in clusters),
-                 timeout=45)
+        wait_for(
+            lambda: all("ready for work" in redis_harness.output(c) or c.poll() is not None for c in clusters),
+            timeout=45,
+        )
         for cluster in clusters:
             assert cluster.poll() is None, redis_harness.output(cluster)[-2000:]
         yield clusters
@@ -167,8 +171,9 @@ def test_two_workers_on_one_redis_queue_run_each_backup_exactly_once(source_data
 
     source = pg_source(source_database)
     destination = local_destination(tmp_path / "b")
-    plans = [make_plan(source, [destination], name=f"Plan {n}", retention_mode="last", keep_last=10)
-             for n in range(PLANS)]
+    plans = [
+        make_plan(source, [destination], name=f"Plan {n}", retention_mode="last", keep_last=10) for n in range(PLANS)
+    ]
 
     backups = []
     for _ in range(ROUNDS):

@@ -35,8 +35,12 @@ def mode(path):
 
 
 def read_as_nobody(path):
-    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat", str(path)],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def assert_nobody_is_refused(path):
@@ -79,8 +83,9 @@ def folders_from(top, path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_backups_files_and_folders_are_private_and_nobody_else_reads_them(pg_database, open_folder, loose_umask,
-                                                                            settings):
+def test_a_backups_files_and_folders_are_private_and_nobody_else_reads_them(
+    pg_database, open_folder, loose_umask, settings
+):
     settings.KEY_DIR = open_folder / "data" / "keys"
     create_tricky_database(pg_database, big_rows=50)
     vault = open_folder / "vault"
@@ -98,7 +103,8 @@ def test_a_backups_files_and_folders_are_private_and_nobody_else_reads_them(pg_d
     assert Path(copy.key).name in names and Path(copy.manifest_key).name in names
     assert any(name.endswith(".globals") for name in names) and any(name.endswith(".hold") for name in names)
     assert {str(p.relative_to(vault)): oct(mode(p)) for p in stored} == {
-        str(p.relative_to(vault)): "0o600" for p in stored}
+        str(p.relative_to(vault)): "0o600" for p in stored
+    }
     folders = {folder for p in stored for folder in folders_from(vault, p)}
     assert {str(f): oct(mode(f)) for f in folders} == {str(f): "0o700" for f in folders}
 
@@ -162,8 +168,15 @@ def test_the_quick_start_data_directory_and_metadata_database_are_private(open_f
     022: the data directory is 0700, the database and its -wal and -shm are
     0600 while in use, and the process umask is 077."""
     data_dir = open_folder / "data"
-    result = subprocess.run([sys.executable, "-c", SQLITE_MODES], cwd=ROOT, env=quick_start_env(data_dir),
-                            capture_output=True, text=True, timeout=60, preexec_fn=loose_umask_child)
+    result = subprocess.run(
+        [sys.executable, "-c", SQLITE_MODES],
+        cwd=ROOT,
+        env=quick_start_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=loose_umask_child,
+    )
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
 
@@ -224,10 +237,18 @@ def test_spool_and_scratch_folders_are_private(open_folder, loose_umask, setting
     # The WAL receiver's spool and its log, even when pg_receivewal cannot start.
     spool = open_folder / "wal-spool" / "7"
     with pytest.raises(Exception, match="not found"):
-        walfiles.start_receivewal("/nonexistent/pg_receivewal", str(spool), "slot", {"host": "127.0.0.1"},
-                                  str(open_folder / "wal-spool" / "7.log"))
+        walfiles.start_receivewal(
+            "/nonexistent/pg_receivewal",
+            str(spool),
+            "slot",
+            {"host": "127.0.0.1"},
+            str(open_folder / "wal-spool" / "7.log"),
+        )
     assert (mode(open_folder / "wal-spool"), mode(spool), mode(open_folder / "wal-spool" / "7.log")) == (
-        0o700, 0o700, 0o600)
+        0o700,
+        0o700,
+        0o600,
+    )
 
     from catalog.engine.files import make_private_dirs
 
@@ -254,8 +275,9 @@ def opened_up(data_dir):
 
 
 def manage_check(env, *args):
-    return subprocess.run([sys.executable, "manage.py", "check", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_start_up_warns_about_what_other_users_can_read(open_folder):
@@ -266,7 +288,10 @@ def test_start_up_warns_about_what_other_users_can_read(open_folder):
     for result in (manage_check(env), manage_check(env, "--deploy")):
         out = result.stdout + result.stderr
         assert f"(catalog.W001) Other users of this machine can read the data directory {data_dir}" in out, out
-        assert f"(catalog.W002) Other users of this machine can read the metadata database {data_dir}/strongroom.sqlite3" in out
+        assert (
+            f"(catalog.W002) Other users of this machine can read the metadata database {data_dir}/strongroom.sqlite3"
+            in out
+        )
         assert "session keys (whoever reads one is signed in)" in out
         assert f"(catalog.W003) Other users of this machine can read the master key file {key}" in out
         assert f"(catalog.W003) Other users of this machine can read the key directory {data_dir}/keys" in out
@@ -275,8 +300,9 @@ def test_start_up_warns_about_what_other_users_can_read(open_folder):
         assert f"HINT: Make it the service user's alone: chmod go-rw {data_dir}" in out
 
     # The web server loads the WSGI module and runs no checks: the log says the same.
-    loaded = subprocess.run([sys.executable, "-c", "import backupsite.wsgi"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=60)
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import backupsite.wsgi"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert loaded.returncode == 0, loaded.stderr
     assert f"Other users of this machine can read the master key file {key}" in loaded.stderr
 

@@ -89,7 +89,8 @@ def add_destination(page, name, kind, fields, offsite=False, before_saving=lambd
 
 
 def test_an_administrator_sets_up_backs_up_verifies_restores_and_alerts(
-        live_server, page, pg_database, s3_bucket, tmp_path, restored_name, httpserver, monkeypatch, settings):
+    live_server, page, pg_database, s3_bucket, tmp_path, restored_name, httpserver, monkeypatch, settings
+):
     settings.NOTIFY_RETRY_DELAYS = (0, 0, 0)
     settings.KEY_DIR = key_dir = tmp_path / "keys"  # a key directory of this test's own
     create_tricky_database(pg_database, big_rows=2000)
@@ -129,10 +130,17 @@ def test_an_administrator_sets_up_backs_up_verifies_restores_and_alerts(
 
     # A local directory and an S3 bucket (moto), each tested.
     add_destination(page, "Local disk", "local", {"path": str(tmp_path / "backups")})
-    s3_fields = {name: s3_bucket[name] for name in ("bucket", "endpoint_url", "region", "access_key_id",
-                                                    "secret_access_key")}
-    add_destination(page, "Off-site S3", "s3", {**s3_fields, "prefix": "strongroom"}, offsite=True,
-                    before_saving=lambda: cam.shot("destination-form-s3"))
+    s3_fields = {
+        name: s3_bucket[name] for name in ("bucket", "endpoint_url", "region", "access_key_id", "secret_access_key")
+    }
+    add_destination(
+        page,
+        "Off-site S3",
+        "s3",
+        {**s3_fields, "prefix": "strongroom"},
+        offsite=True,
+        before_saving=lambda: cam.shot("destination-form-s3"),
+    )
     cam.shot("destination-detail")
 
     # A plan writing encrypted dumps to both.
@@ -224,8 +232,15 @@ def test_an_administrator_sets_up_backs_up_verifies_restores_and_alerts(
     cam.shot("dashboard")
     # Every change the administrator made is in the audit trail, under their name.
     done_by_admin = set(AuditEvent.objects.filter(actor_label="admin").values_list("action", flat=True))
-    assert {"source.create", "destination.create", "plan.create", "backup.queue", "verification.queue",
-            "restore.queue", "channel.created"} <= done_by_admin, done_by_admin
+    assert {
+        "source.create",
+        "destination.create",
+        "plan.create",
+        "backup.queue",
+        "verification.queue",
+        "restore.queue",
+        "channel.created",
+    } <= done_by_admin, done_by_admin
     assert len(cam.taken) == 20
 
 
@@ -234,8 +249,9 @@ def test_an_auditor_reviews_history_audit_trail_and_compliance(live_server, page
     create_tricky_database(pg_database, big_rows=200)
     admin = make_user("alice", "Administrators")
     auditor = make_user("audrey", "Auditors")
-    plan = make_plan(pg_source(pg_database), [local_destination(tmp_path / "backups")], retention_mode="last",
-                     keep_last=10)
+    plan = make_plan(
+        pg_source(pg_database), [local_destination(tmp_path / "backups")], retention_mode="last", keep_last=10
+    )
     backups = [backup_runs.start_backup(admin, plan, label=label) for label in ("", "pre-migration")]
     assert [Backup.objects.get(pk=b.pk).status for b in backups] == [Backup.SUCCEEDED] * 2
     cam = camera(page, tmp_path, 30)

@@ -37,7 +37,7 @@ def fail_until_locked(client, username):
 
 
 def test_it_locks_a_user_name_out_after_five_wrong_passwords_for_fifteen_minutes(client, admin_user):
-    assert settings.AXES_FAILURE_LIMIT == 5 and settings.AXES_COOLOFF_TIME == timedelta(minutes=15)
+    assert settings.AXES_FAILURE_LIMIT == 5 and timedelta(minutes=15) == settings.AXES_COOLOFF_TIME
     fail_until_locked(client, "alice")
 
     refused = sign_in(client, "alice", GOOD)

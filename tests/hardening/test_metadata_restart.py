@@ -40,8 +40,9 @@ def metadata(tmp_path):
             conn.execute("CREATE DATABASE strongroom_meta")
         url = f"postgresql://postgres@127.0.0.1:{cluster.port}/strongroom_meta"
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.harness.worker_settings", "DATABASE_URL": url}
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True
+        )
         yield cluster, url, env
     finally:
         cluster.stop()
@@ -50,16 +51,18 @@ def metadata(tmp_path):
 def start_backup(env, source, directory):
     """Queues a backup of the plan (made on first use) in the metadata database, as the web UI would."""
     code = START_BACKUP.format(source=json.dumps(source), directory=str(directory))
-    done = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     return int(done.stdout.split("BACKUP")[1])
 
 
 def backup_row(cluster, backup_id):
     with psycopg.connect(**cluster.server, dbname="strongroom_meta") as conn:
-        return conn.execute("SELECT status, error, heartbeat_at FROM catalog_backup WHERE id = %s",
-                            [backup_id]).fetchone()
+        return conn.execute(
+            "SELECT status, error, heartbeat_at FROM catalog_backup WHERE id = %s", [backup_id]
+        ).fetchone()
 
 
 def copies_of(cluster, backup_id):

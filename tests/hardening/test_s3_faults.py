@@ -65,8 +65,9 @@ def restored(pg_server):
 
 
 def plan_for(database, destinations, verify=False):
-    return make_plan(pg_source(database), destinations, format="plain", compression="none", encrypt=True,
-                     verify_new_backups=verify)
+    return make_plan(
+        pg_source(database), destinations, format="plain", compression="none", encrypt=True, verify_new_backups=verify
+    )
 
 
 def run(plan):
@@ -93,8 +94,9 @@ def assert_no_secret(backup):
     assert SECRET not in backup.error + backup.log + events
 
 
-def test_it_retries_transient_errors_and_resets_and_the_backup_is_whole(big_database, proxy, bucket, s3_bucket,
-                                                                        restored):
+def test_it_retries_transient_errors_and_resets_and_the_backup_is_whole(
+    big_database, proxy, bucket, s3_bucket, restored
+):
     plan = plan_for(big_database, [s3_destination(bucket)], verify=True)
     faults = proxy.plan
     faults.add("503", "create_multipart_upload")
@@ -168,8 +170,9 @@ def test_it_fails_cleanly_when_every_part_upload_fails_and_recovers(big_database
     assert len(direct(s3_bucket)[0]) == len(STORED_SUFFIXES)
 
 
-def test_an_upload_cut_off_by_an_endpoint_going_down_is_failed_and_its_upload_cleaned(big_database, proxy, bucket,
-                                                                                        s3_bucket):
+def test_an_upload_cut_off_by_an_endpoint_going_down_is_failed_and_its_upload_cleaned(
+    big_database, proxy, bucket, s3_bucket
+):
     remote = s3_destination(bucket)
     plan = plan_for(big_database, [remote])
     proxy.plan.down(after="upload_part")  # as soon as the first part has gone through
@@ -215,14 +218,23 @@ def connections_to(port, monkeypatch):
     return tried
 
 
-def test_an_unreachable_endpoint_is_reported_clearly_and_fails_a_backup_fast(big_database, admin_client, s3_bucket,
-                                                                             monkeypatch, settings):
+def test_an_unreachable_endpoint_is_reported_clearly_and_fails_a_backup_fast(
+    big_database, admin_client, s3_bucket, monkeypatch, settings
+):
     port = pg.free_port()
     nowhere = f"http://127.0.0.1:{port}"
-    page = admin_client.post("/destinations/test/", {
-        "name": "S", "kind": "s3", "bucket": s3_bucket["bucket"], "endpoint_url": nowhere,
-        "region": "us-east-1", "access_key_id": "testing", "secret_access_key": "testing-secret-xyz",
-    }).content.decode()
+    page = admin_client.post(
+        "/destinations/test/",
+        {
+            "name": "S",
+            "kind": "s3",
+            "bucket": s3_bucket["bucket"],
+            "endpoint_url": nowhere,
+            "region": "us-east-1",
+            "access_key_id": "testing",
+            "secret_access_key": "testing-secret-xyz",
+        },
+    ).content.decode()
     assert f"Cannot reach S3 endpoint {nowhere}" in page and "testing-secret-xyz" not in page
 
     plan = plan_for(big_database, [s3_destination({**s3_bucket, "endpoint_url": nowhere, "secret_access_key": SECRET})])
@@ -238,8 +250,9 @@ def test_an_unreachable_endpoint_is_reported_clearly_and_fails_a_backup_fast(big
 
 
 @pytest.mark.parametrize("retry_answer", ["completed again", "NoSuchUpload"])
-def test_a_completion_whose_answer_is_lost_is_neither_a_failure_nor_a_duplicate(big_database, proxy, bucket,
-                                                                               s3_bucket, retry_answer):
+def test_a_completion_whose_answer_is_lost_is_neither_a_failure_nor_a_duplicate(
+    big_database, proxy, bucket, s3_bucket, retry_answer
+):
     plan = plan_for(big_database, [s3_destination(bucket)], verify=True)
     # S3 completes the upload, then the connection breaks before the answer.
     # Real S3 (and moto) answer the retry with success again; others say the

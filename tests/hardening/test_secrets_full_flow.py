@@ -50,8 +50,13 @@ def denied_bucket():
     process, endpoint_url = s3_auth.start_auth_server()
     try:
         key_id, secret = s3_auth.bucket_with_powerless_user(endpoint_url, "locked")
-        yield {"endpoint_url": endpoint_url, "bucket": "locked", "region": "us-east-1", "access_key_id": key_id,
-               "secret_access_key": secret}
+        yield {
+            "endpoint_url": endpoint_url,
+            "bucket": "locked",
+            "region": "us-east-1",
+            "access_key_id": key_id,
+            "secret_access_key": secret,
+        }
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -67,8 +72,11 @@ def every_log_line():
     handler.setLevel(logging.DEBUG)
     # The test's own fake Slack (pytest-httpserver, werkzeug) logs the paths it serves, secret ones included.
     handler.addFilter(lambda record: record.name != "werkzeug" or "/services/" not in record.getMessage())
-    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-                                        if not logging.getLogger(name).propagate]
+    loggers = [logging.getLogger()] + [
+        logging.getLogger(name)
+        for name in list(logging.root.manager.loggerDict)
+        if not logging.getLogger(name).propagate
+    ]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
@@ -121,40 +129,80 @@ def walked_pages(client, world, api_headers):
     return pages
 
 
-def test_no_secret_of_a_full_flow_leaks_anywhere(password_server, s3_bucket, denied_bucket, tmp_path, admin_client,
-                                                 admin_user, httpserver, settings, every_log_line):
+def test_no_secret_of_a_full_flow_leaks_anywhere(
+    password_server, s3_bucket, denied_bucket, tmp_path, admin_client, admin_user, httpserver, settings, every_log_line
+):
     settings.NOTIFY_RETRY_DELAYS = (0, 0, 0)
     settings.KEY_DIR = tmp_path / "keys"  # a master key of this test's own, made below
     admin_user.is_staff = admin_user.is_superuser = True  # to read the admin pages too
     admin_user.save()
     key, secrets = master_key_forms()
-    secrets.update({"source password": pg.TEST_PASSWORD, "wrong source password": WRONG_PASSWORD,
-                    "password in a DSN": WRONG_DSN_PASSWORD, "scratch server password": WRONG_VERIFY_PASSWORD,
-                    "S3 secret key": S3_SECRET, "denied S3 secret key": denied_bucket["secret_access_key"],
-                    "webhook signing secret": WEBHOOK_SECRET, "Slack URL token": SLACK_TOKEN})
+    secrets.update(
+        {
+            "source password": pg.TEST_PASSWORD,
+            "wrong source password": WRONG_PASSWORD,
+            "password in a DSN": WRONG_DSN_PASSWORD,
+            "scratch server password": WRONG_VERIFY_PASSWORD,
+            "S3 secret key": S3_SECRET,
+            "denied S3 secret key": denied_bucket["secret_access_key"],
+            "webhook signing secret": WEBHOOK_SECRET,
+            "Slack URL token": SLACK_TOKEN,
+        }
+    )
     raised = []  # the messages of what failed, as the user gets them
 
     # Forms that fail validation must not echo a secret typed into them.
     conninfo = {**password_server, "dbname": "postgres"}
-    echoed = admin_client.post("/sources/new/", {"name": "", "engine": "postgresql", "host": conninfo["host"],
-                                                 "port": "not-a-port", "user": conninfo["user"],
-                                                 "password": pg.TEST_PASSWORD}).content.decode()
-    echoed += admin_client.post("/destinations/new/", {"name": "", "kind": "s3", "bucket": "b",
-                                                       "secret_access_key": S3_SECRET}).content.decode()
-    echoed += admin_client.post("/channels/new/", channel_form("slack", "", slack_url=f"http://x/{SLACK_TOKEN}")
-                                ).content.decode()
+    echoed = admin_client.post(
+        "/sources/new/",
+        {
+            "name": "",
+            "engine": "postgresql",
+            "host": conninfo["host"],
+            "port": "not-a-port",
+            "user": conninfo["user"],
+            "password": pg.TEST_PASSWORD,
+        },
+    ).content.decode()
+    echoed += admin_client.post(
+        "/destinations/new/", {"name": "", "kind": "s3", "bucket": "b", "secret_access_key": S3_SECRET}
+    ).content.decode()
+    echoed += admin_client.post(
+        "/channels/new/", channel_form("slack", "", slack_url=f"http://x/{SLACK_TOKEN}")
+    ).content.decode()
     assert "This field is required" in echoed
 
     # "Test connection" with a wrong password, "Test" on a bucket that refuses.
-    raised.append(admin_client.post("/sources/test/", {"name": "Probe", "engine": "postgresql", "host": conninfo["host"],
-                                                      "port": conninfo["port"], "dbname": "postgres",
-                                                      "user": conninfo["user"], "password": WRONG_PASSWORD,
-                                                      "grace_minutes": "120"}).content.decode())
+    raised.append(
+        admin_client.post(
+            "/sources/test/",
+            {
+                "name": "Probe",
+                "engine": "postgresql",
+                "host": conninfo["host"],
+                "port": conninfo["port"],
+                "dbname": "postgres",
+                "user": conninfo["user"],
+                "password": WRONG_PASSWORD,
+                "grace_minutes": "120",
+            },
+        ).content.decode()
+    )
     assert "Password authentication failed for user postgres" in raised[-1]
-    raised.append(admin_client.post("/destinations/test/", {
-        "name": "Locked", "kind": "s3", "bucket": "locked", "endpoint_url": denied_bucket["endpoint_url"],
-        "region": "us-east-1", "access_key_id": denied_bucket["access_key_id"],
-        "secret_access_key": denied_bucket["secret_access_key"]}).content.decode())
+    raised.append(
+        admin_client.post(
+            "/destinations/test/",
+            {
+                "name": "Locked",
+                "kind": "s3",
+                "bucket": "locked",
+                "endpoint_url": denied_bucket["endpoint_url"],
+                "region": "us-east-1",
+                "access_key_id": denied_bucket["access_key_id"],
+                "secret_access_key": denied_bucket["secret_access_key"],
+            },
+        ).content.decode()
+    )
     assert "✗" in raised[-1]
 
     # Channels: a webhook that answers (signed with our secret), a Slack URL
@@ -165,10 +213,12 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(password_server, s3_bucket, den
     channels = {
         "Ops hook": channel_form("webhook", "Ops hook", url=httpserver.url_for("/hook"), webhook_secret=WEBHOOK_SECRET),
         "Ops Slack": channel_form("slack", "Ops Slack", slack_url=httpserver.url_for(f"/services/T0/B0/{SLACK_TOKEN}")),
-        "Broken hook": channel_form("webhook", "Broken hook", url=httpserver.url_for("/broken-hook"),
-                                    webhook_secret=WEBHOOK_SECRET),
-        "Gone Slack": channel_form("slack", "Gone Slack",
-                                   slack_url=f"http://127.0.0.1:{free_port()}/services/T0/B0/{SLACK_TOKEN}"),
+        "Broken hook": channel_form(
+            "webhook", "Broken hook", url=httpserver.url_for("/broken-hook"), webhook_secret=WEBHOOK_SECRET
+        ),
+        "Gone Slack": channel_form(
+            "slack", "Gone Slack", slack_url=f"http://127.0.0.1:{free_port()}/services/T0/B0/{SLACK_TOKEN}"
+        ),
     }
     for data in channels.values():
         assert admin_client.post("/channels/new/", data).status_code == 302
@@ -176,7 +226,11 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(password_server, s3_bucket, den
         admin_client.post(reverse("channel_test", args=[channel.pk]))
     tests = {n.channel.name: n for n in Notification.objects.select_related("channel")}
     assert {name: n.status for name, n in tests.items()} == {
-        "Ops hook": "sent", "Ops Slack": "sent", "Broken hook": "failed", "Gone Slack": "failed"}
+        "Ops hook": "sent",
+        "Ops Slack": "sent",
+        "Broken hook": "failed",
+        "Gone Slack": "failed",
+    }
     raised += [n.error for n in tests.values() if n.error]
     assert "500" in tests["Broken hook"].error and "Could not reach" in tests["Gone Slack"].error
     # The secrets were put to work: the body is signed with ours, the Slack URL was used.
@@ -186,31 +240,56 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(password_server, s3_bucket, den
     assert f"/services/T0/B0/{SLACK_TOKEN}" in received
 
     # An API token, shown once on the page that creates it.
-    created = admin_client.post("/tokens/new/", {"name": "CI", "scopes": ["read", "backup"],
-                                                 "expires_in_days": "30"})
+    created = admin_client.post("/tokens/new/", {"name": "CI", "scopes": ["read", "backup"], "expires_in_days": "30"})
     raw_token = created.context["raw_token"]
     assert created.content.decode().count(raw_token) == 1
     secrets["API token"] = raw_token
-    secrets["API token (after its prefix)"] = raw_token[len(ApiToken.objects.get().prefix):]
+    secrets["API token (after its prefix)"] = raw_token[len(ApiToken.objects.get().prefix) :]
     api = {"Authorization": f"Bearer {raw_token}"}
 
     # A good encrypted backup to disk and S3, started through the API; a
     # checksum verification and a restore of it.
     # The source and the S3 destination are typed into their forms, as an administrator does.
-    assert admin_client.post("/sources/new/", {
-        "name": "Inventory DB", "engine": "postgresql", "host": conninfo["host"], "port": conninfo["port"],
-        "dbname": "postgres", "user": conninfo["user"], "password": pg.TEST_PASSWORD, "grace_minutes": "120",
-    }).status_code == 302
-    assert admin_client.post("/destinations/new/", {
-        "name": "Off-site S3", "kind": "s3", "bucket": s3_bucket["bucket"], "prefix": "strongroom",
-        "endpoint_url": s3_bucket["endpoint_url"], "region": s3_bucket["region"],
-        "access_key_id": s3_bucket["access_key_id"], "secret_access_key": S3_SECRET, "offsite": "on",
-    }).status_code == 302
+    assert (
+        admin_client.post(
+            "/sources/new/",
+            {
+                "name": "Inventory DB",
+                "engine": "postgresql",
+                "host": conninfo["host"],
+                "port": conninfo["port"],
+                "dbname": "postgres",
+                "user": conninfo["user"],
+                "password": pg.TEST_PASSWORD,
+                "grace_minutes": "120",
+            },
+        ).status_code
+        == 302
+    )
+    assert (
+        admin_client.post(
+            "/destinations/new/",
+            {
+                "name": "Off-site S3",
+                "kind": "s3",
+                "bucket": s3_bucket["bucket"],
+                "prefix": "strongroom",
+                "endpoint_url": s3_bucket["endpoint_url"],
+                "region": s3_bucket["region"],
+                "access_key_id": s3_bucket["access_key_id"],
+                "secret_access_key": S3_SECRET,
+                "offsite": "on",
+            },
+        ).status_code
+        == 302
+    )
     source = Source.objects.get(name="Inventory DB")
-    plan = make_plan(source, [local_destination(tmp_path / "disk"), Destination.objects.get(name="Off-site S3")],
-                     encrypt=True)
-    response = admin_client.post("/api/v1/backups", {"plan": plan.pk, "label": "pre-migration"},
-                                 content_type="application/json", headers=api)
+    plan = make_plan(
+        source, [local_destination(tmp_path / "disk"), Destination.objects.get(name="Off-site S3")], encrypt=True
+    )
+    response = admin_client.post(
+        "/api/v1/backups", {"plan": plan.pk, "label": "pre-migration"}, content_type="application/json", headers=api
+    )
     assert response.status_code == 202, response.content
     good = Backup.objects.get(pk=response.json()["id"])
     assert good.status == Backup.SUCCEEDED, good.error
@@ -244,25 +323,45 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(password_server, s3_bucket, den
     failed.refresh_from_db()
     assert failed.status == Backup.FAILED and "password authentication failed" in failed.error.lower()
     dsn = f"postgresql://{conninfo['user']}:{WRONG_DSN_PASSWORD}@{conninfo['host']}:{conninfo['port']}/postgres"
-    assert admin_client.post("/sources/new/", {"name": "DSN DB", "engine": "postgresql", "dsn": dsn,
-                                               "grace_minutes": "120"}).status_code == 302
+    assert (
+        admin_client.post(
+            "/sources/new/", {"name": "DSN DB", "engine": "postgresql", "dsn": dsn, "grace_minutes": "120"}
+        ).status_code
+        == 302
+    )
     wrong_dsn = Source.objects.get(name="DSN DB")
     failed_dsn = backup_runs.start_backup("test", make_plan(wrong_dsn, [wrong_disk], name="Wrong DSN"))
     failed_dsn.refresh_from_db()
     assert failed_dsn.status == Backup.FAILED and "password authentication failed" in failed_dsn.error.lower()
-    denied = backup_runs.start_backup("test", make_plan(source, [s3_destination(denied_bucket, name="Locked S3")],
-                                                     name="Denied"))
+    denied = backup_runs.start_backup(
+        "test", make_plan(source, [s3_destination(denied_bucket, name="Locked S3")], name="Denied")
+    )
     denied.refresh_from_db()
     assert denied.status == Backup.FAILED and "denied" in denied.error.lower()
-    raised += [failed.error, failed_dsn.error, denied.error, services.test_source(wrong)[1],
-               services.test_source(wrong_dsn)[1]]
+    raised += [
+        failed.error,
+        failed_dsn.error,
+        denied.error,
+        services.test_source(wrong)[1],
+        services.test_source(wrong_dsn)[1],
+    ]
     assert Notification.objects.filter(event=Notification.OPENED).exists()  # the failures alerted the channels
 
     # Every place a secret could surface.
-    world = {"source": source, "destination": plan.destinations.first(), "plan": plan, "backup": good,
-             "copy": good.copies.first(), "verification": test_restores[1], "restore": job,
-             "channel": Channel.objects.get(name="Broken hook"), "token": ApiToken.objects.get(),
-             "key": Key.objects.get(), "audit": AuditEvent.objects.last(), "alert": Alert.objects.first()}
+    world = {
+        "source": source,
+        "destination": plan.destinations.first(),
+        "plan": plan,
+        "backup": good,
+        "copy": good.copies.first(),
+        "verification": test_restores[1],
+        "restore": job,
+        "channel": Channel.objects.get(name="Broken hook"),
+        "token": ApiToken.objects.get(),
+        "key": Key.objects.get(),
+        "audit": AuditEvent.objects.last(),
+        "alert": Alert.objects.first(),
+    }
     pages = {**walked_pages(admin_client, world, api), **admin_pages(admin_client)}
     # The page of every object of the flow, and the edit forms of those holding secrets.
     for model in (Source, Destination, Backup, Verification, RestoreJob, Channel):
@@ -278,8 +377,11 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(password_server, s3_bucket, den
 
     manifests = [p.read_bytes() for p in tmp_path.rglob("*.manifest.json")]
     client = s3.client(s3_bucket["endpoint_url"])
-    manifests += [client.get_object(Bucket=s3_bucket["bucket"], Key=k)["Body"].read()
-                  for k in s3.all_keys(s3_bucket["endpoint_url"], s3_bucket["bucket"]) if k.endswith(".manifest.json")]
+    manifests += [
+        client.get_object(Bucket=s3_bucket["bucket"], Key=k)["Body"].read()
+        for k in s3.all_keys(s3_bucket["endpoint_url"], s3_bucket["bucket"])
+        if k.endswith(".manifest.json")
+    ]
     assert len(manifests) == 2
 
     rows = {f"{m._meta.label} rows": str(list(m.objects.values())) for m in apps.get_models()}
@@ -293,8 +395,12 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(password_server, s3_bucket, den
     }
     # The search looks where it should: many pages, DEBUG records of the libraries too.
     assert len(places) > 100 and "DEBUG botocore" in every_log_line.getvalue()
-    leaks = [(what, place, excerpt(text, value)) for what, value in secrets.items()
-             for place, text in places.items() if value in text]
+    leaks = [
+        (what, place, excerpt(text, value))
+        for what, value in secrets.items()
+        for place, text in places.items()
+        if value in text
+    ]
     assert leaks == []
     # The raw key bytes, wherever bytes are kept.
     assert key not in b"".join(manifests) + b"".join(bodies.values())
@@ -302,7 +408,7 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(password_server, s3_bucket, den
 
 def excerpt(text, value, around=200):
     at = text.index(value)
-    return text[max(0, at - around):at + len(value) + around]
+    return text[max(0, at - around) : at + len(value) + around]
 
 
 def body_of(response):

@@ -32,8 +32,14 @@ OTHER_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 # The admin pages a superuser opens, besides the walk (which skips the admin namespace).
-ADMIN_PAGES = ["/admin/", "/admin/catalog/source/", "/admin/auth/user/add/", "/admin/auth/user/",
-               "/admin/catalog/auditevent/", "/admin/axes/accessattempt/"]
+ADMIN_PAGES = [
+    "/admin/",
+    "/admin/catalog/source/",
+    "/admin/auth/user/add/",
+    "/admin/auth/user/",
+    "/admin/catalog/auditevent/",
+    "/admin/axes/accessattempt/",
+]
 
 
 def csp_directives(response):
@@ -54,7 +60,9 @@ def header_problems(response, where):
         if directives.get(name) != sources:
             problems.append(f"{where}: CSP {name} is {sorted(directives.get(name, ()))}, not {sorted(sources)}")
     for name, sources in directives.items():
-        if {"'unsafe-eval'", "'unsafe-hashes'"} & sources or (name.startswith("script") and "'unsafe-inline'" in sources):
+        if {"'unsafe-eval'", "'unsafe-hashes'"} & sources or (
+            name.startswith("script") and "'unsafe-inline'" in sources
+        ):
             problems.append(f"{where}: CSP {name} allows {sorted(sources)}")
     for name, value in OTHER_HEADERS.items():
         # Static files leave before the frame and opener headers are added: they matter for pages only.
@@ -135,7 +143,10 @@ def confirm_world(world, tmp_path):
 
 def test_it_checks_what_it_should():
     assert inline_code('<script>alert(1)</script><a href="javascript:x()">x</a>') == [
-        "<script> without src: <script>", "inline code in <script>", "script URL or js: value in <a href=\"javascript:x()\">"]
+        "<script> without src: <script>",
+        "inline code in <script>",
+        'script URL or js: value in <a href="javascript:x()">',
+    ]
     assert inline_code('<button onclick="go()">') and inline_code('<div hx-trigger="change[x]">')
     assert inline_code('<div hx-on:click="x">') and inline_code("<style>p{}</style>")
     assert not inline_code('<script src="/static/x.js" defer></script><script type="application/json">{}</script>')
@@ -175,8 +186,15 @@ def test_the_pages_with_confirm_dialogs_ask_through_data_confirm(superuser_clien
 
 
 def test_anonymous_pages_and_errors_carry_the_headers_too(client, world):
-    for url, status in [("/login/", 200), ("/", 302), ("/no-such-page/", 302), ("/healthz", 200),
-                        ("/admin/login/", 200), ("/api/v1/status", 401), ("/static/js/strongroom.js", 200)]:
+    for url, status in [
+        ("/login/", 200),
+        ("/", 302),
+        ("/no-such-page/", 302),
+        ("/healthz", 200),
+        ("/admin/login/", 200),
+        ("/api/v1/status", 401),
+        ("/static/js/strongroom.js", 200),
+    ]:
         response = client.get(url)
         assert response.status_code == status, url
         assert not page_problems(response, url)

@@ -18,13 +18,17 @@ from tests.support import execute_sql, files_under, in_thread, restore_now, wait
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-EXPORT_TABLES = [{"schema": "Inventory", "name": "StockItem", "where": ""},
-                 {"schema": "public", "name": "big_ledger", "where": ""}]
+EXPORT_TABLES = [
+    {"schema": "Inventory", "name": "StockItem", "where": ""},
+    {"schema": "public", "name": "big_ledger", "where": ""},
+]
 # A table only the dump itself locks: pg_dump locks the partitioned parent,
 # while the row counts taken before it read the partitions alone. An export
 # reads big_ledger after StockItem.
-BLOCKED = {"custom": "LOCK TABLE ONLY measurements IN ACCESS EXCLUSIVE MODE",
-           "csv": "LOCK TABLE big_ledger IN ACCESS EXCLUSIVE MODE"}
+BLOCKED = {
+    "custom": "LOCK TABLE ONLY measurements IN ACCESS EXCLUSIVE MODE",
+    "csv": "LOCK TABLE big_ledger IN ACCESS EXCLUSIVE MODE",
+}
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +101,16 @@ def restored_equals(backup, conninfo, expected):
 
 @pytest.mark.parametrize("fmt", ["custom", "csv"])
 def test_a_dump_whose_connection_the_source_terminates_fails_cleanly_and_the_next_run_succeeds(
-        source_db, tmp_path, s3_bucket, fmt):
+    source_db, tmp_path, s3_bucket, fmt
+):
     extra = {"export_tables": EXPORT_TABLES} if fmt == "csv" else {}
-    plan = make_plan(pg_source(source_db), [local_destination(tmp_path), s3_destination(s3_bucket)], format=fmt,
-                     verify_new_backups=False, **extra)
+    plan = make_plan(
+        pg_source(source_db),
+        [local_destination(tmp_path), s3_destination(s3_bucket)],
+        format=fmt,
+        verify_new_backups=False,
+        **extra,
+    )
     backup = backup_runs.create_backup("test", plan)
 
     terminated = run_while_blocked(source_db, BLOCKED[fmt], backup, backup_runs.run_backup)
@@ -109,8 +119,9 @@ def test_a_dump_whose_connection_the_source_terminates_fails_cleanly_and_the_nex
         assert terminated == "pg_dump"  # not the connection that took the row counts before it
 
     assert_failed_cleanly(backup, tmp_path, s3_bucket)
-    expected = {t: v for t, v in table_fingerprints(source_db).items()
-                if t in ("public.big_ledger", '"Inventory"."StockItem"')}
+    expected = {
+        t: v for t, v in table_fingerprints(source_db).items() if t in ("public.big_ledger", '"Inventory"."StockItem"')
+    }
     again = backup_runs.start_backup("test", plan)
     again.refresh_from_db()
     assert again.status == Backup.SUCCEEDED, again.error
@@ -125,16 +136,28 @@ def database_exists(conninfo, name):
 def test_a_restore_whose_target_connection_is_terminated_changes_nothing_and_can_be_run_again(source_db, tmp_path):
     from restore import services as restores
 
-    plan = make_plan(pg_source(source_db), [local_destination(tmp_path)], verify_new_backups=False,
-                     retention_mode="last", keep_last=10)
+    plan = make_plan(
+        pg_source(source_db),
+        [local_destination(tmp_path)],
+        verify_new_backups=False,
+        retention_mode="last",
+        keep_last=10,
+    )
     backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     at_backup = table_fingerprints(source_db)["public.big_ledger"]
     execute_sql(source_db, "DELETE FROM big_ledger WHERE id <= 10")
     changed = table_fingerprints(source_db)
-    job = restores.request_restore("test", backup, target="existing", database=source_db["dbname"],
-                                   tables=["public.big_ledger"], mode="full", confirmed_name=source_db["dbname"],
-                                   enqueue=False)
+    job = restores.request_restore(
+        "test",
+        backup,
+        target="existing",
+        database=source_db["dbname"],
+        tables=["public.big_ledger"],
+        mode="full",
+        confirmed_name=source_db["dbname"],
+        enqueue=False,
+    )
 
     # A reader's share lock: the safety backup may read the table, but the
     # restore's TRUNCATE in the target waits for it, and is terminated there.
@@ -150,8 +173,14 @@ def test_a_restore_whose_target_connection_is_terminated_changes_nothing_and_can
     assert job.safety_backup.status == Backup.SUCCEEDED and job.safety_backup.pinned
     assert AuditEvent.objects.filter(action="restore.failed", object_id=str(job.pk)).exists()
 
-    again = restore_now(backup, target="existing", database=source_db["dbname"], tables=["public.big_ledger"],
-                        mode="full", confirmed_name=source_db["dbname"])
+    again = restore_now(
+        backup,
+        target="existing",
+        database=source_db["dbname"],
+        tables=["public.big_ledger"],
+        mode="full",
+        confirmed_name=source_db["dbname"],
+    )
     assert again.status == RestoreJob.SUCCEEDED, again.summary
     assert table_fingerprints(source_db)["public.big_ledger"] == at_backup
 
@@ -170,10 +199,12 @@ def own_server():
 
 
 def test_a_backup_fails_cleanly_when_the_source_server_restarts_and_succeeds_once_it_is_back(
-        own_server, tmp_path, s3_bucket):
+    own_server, tmp_path, s3_bucket
+):
     cluster, conninfo = own_server
-    plan = make_plan(pg_source(conninfo), [local_destination(tmp_path), s3_destination(s3_bucket)],
-                     verify_new_backups=False)
+    plan = make_plan(
+        pg_source(conninfo), [local_destination(tmp_path), s3_destination(s3_bucket)], verify_new_backups=False
+    )
     backup = backup_runs.create_backup("test", plan)
 
     blocker = psycopg.connect(**conninfo)

@@ -85,8 +85,11 @@ def throttle_until(pid, condition, timeout=20):
 def big_database(pg_database):
     """About 11 MB of table data, so a dump takes long enough to be caught and spans several S3 parts."""
     create_tricky_database(pg_database, big_rows=10)
-    execute_sql(pg_database, "INSERT INTO big_ledger SELECT g, 'acct', 1, md5(g::text) || md5((-g)::text) || "
-                             "md5((g * 7)::text) FROM generate_series(11, 100000) g")
+    execute_sql(
+        pg_database,
+        "INSERT INTO big_ledger SELECT g, 'acct', 1, md5(g::text) || md5((-g)::text) || "
+        "md5((g * 7)::text) FROM generate_series(11, 100000) g",
+    )
     return pg_database
 
 
@@ -124,11 +127,15 @@ def test_a_backup_killed_mid_dump_is_failed_by_the_tick_and_leaves_no_partial_fi
 def test_a_backup_killed_during_its_multipart_upload_leaves_no_upload_open(worker, big_database, s3_bucket):
     # About 33 MB: the upload opens with its first 8 MB part, and the rest of the
     # dump must leave time to catch it open even when pg_dump was found late.
-    execute_sql(big_database, "INSERT INTO big_ledger SELECT g, 'acct', 1, md5(g::text) || md5((-g)::text) || "
-                              "md5((g * 7)::text) FROM generate_series(100001, 300000) g")
+    execute_sql(
+        big_database,
+        "INSERT INTO big_ledger SELECT g, 'acct', 1, md5(g::text) || md5((-g)::text) || "
+        "md5((g * 7)::text) FROM generate_series(100001, 300000) g",
+    )
     destination = s3_destination(s3_bucket)
-    plan = make_plan(pg_source(big_database), [destination], format="plain", compression="none",
-                     verify_new_backups=False)
+    plan = make_plan(
+        pg_source(big_database), [destination], format="plain", compression="none", verify_new_backups=False
+    )
     endpoint, bucket = s3_bucket["endpoint_url"], s3_bucket["bucket"]
 
     backup = backup_runs.start_backup("test", plan)
@@ -240,12 +247,14 @@ def lock_waiters(pid):
         return conn.execute("SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", [pid]).fetchall()
 
 
-def test_pruning_killed_mid_way_leaves_the_catalog_true_and_the_next_prune_finishes(worker, pg_database, s3_bucket,
-                                                                                   tmp_path):
+def test_pruning_killed_mid_way_leaves_the_catalog_true_and_the_next_prune_finishes(
+    worker, pg_database, s3_bucket, tmp_path
+):
     create_tricky_database(pg_database, big_rows=200)
     local, remote = local_destination(tmp_path / "local"), s3_destination(s3_bucket)
-    plan = make_plan(pg_source(pg_database), [local, remote], verify_new_backups=False, retention_mode="last",
-                     keep_last=1)
+    plan = make_plan(
+        pg_source(pg_database), [local, remote], verify_new_backups=False, retention_mode="last", keep_last=1
+    )
     backups = [backup_runs.run_backup(backup_runs.create_backup("test", plan, trigger="schedule").pk) for _ in range(3)]
     assert {b.status for b in backups} == {Backup.SUCCEEDED}
     old = backups[:2]
@@ -253,8 +262,10 @@ def test_pruning_killed_mid_way_leaves_the_catalog_true_and_the_next_prune_finis
     # The old backups' S3 copy rows are locked, so the worker is caught after it
     # pruned a local copy and before it could record the S3 one.
     with psycopg.connect(**pg.ensure_server(), dbname=connection.settings_dict["NAME"]) as blocker:
-        blocker.execute("SELECT id FROM catalog_copy WHERE backup_id = ANY(%s) AND destination_id = %s FOR UPDATE",
-                        [[b.pk for b in old], remote.pk])
+        blocker.execute(
+            "SELECT id FROM catalog_copy WHERE backup_id = ANY(%s) AND destination_id = %s FOR UPDATE",
+            [[b.pk for b in old], remote.pk],
+        )
         queues.enqueue_work("catalog.tasks.prune_nightly", task_name="prune-nightly")
         wait_for(lambda: lock_waiters(blocker.info.backend_pid), timeout=60)
         worker.kill()

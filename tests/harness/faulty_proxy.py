@@ -24,8 +24,12 @@ ERRORS = {
     "503": (503, "ServiceUnavailable", "Service is unable to handle request."),
     "slowdown": (503, "SlowDown", "Please reduce your request rate."),
     # What MinIO and others answer to completing an upload that is already complete.
-    "nosuchupload": (404, "NoSuchUpload", "The specified upload does not exist. The upload ID may be invalid, "
-                                          "or the upload may have been aborted or completed."),
+    "nosuchupload": (
+        404,
+        "NoSuchUpload",
+        "The specified upload does not exist. The upload ID may be invalid, "
+        "or the upload may have been aborted or completed.",
+    ),
 }
 # What a fault does: answer an error without forwarding; reset before
 # forwarding; forward, then reset instead of answering; send the headers and
@@ -151,8 +155,9 @@ class ProxyHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = parse_qs(parts.query, keep_blank_values=True)
         part = int(query["partNumber"][0]) if "partNumber" in query else None
-        seen = Seen(operation(self.command, parts.path, query), self.command, parts.path.lstrip("/"), time.monotonic(),
-                    part)
+        seen = Seen(
+            operation(self.command, parts.path, query), self.command, parts.path.lstrip("/"), time.monotonic(), part
+        )
         action = self.server.plan.decide(seen)
         if action in ERRORS:
             status, code, message = ERRORS[action]

@@ -68,8 +68,18 @@ class Cluster:
         self.datadir = os.path.join(self.root, "data")
         self.log_path = os.path.join(self.root, "log")
         self.settings = dict(settings or {})
-        initdb = [pg_bin("initdb"), "-D", self.datadir, "-U", "postgres", f"--auth={auth}", "-E", "UTF8", "--no-sync",
-                  *initdb_args]
+        initdb = [
+            pg_bin("initdb"),
+            "-D",
+            self.datadir,
+            "-U",
+            "postgres",
+            f"--auth={auth}",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            *initdb_args,
+        ]
         if password:
             pwfile = os.path.join(self.root, "pw")
             with open(pwfile, "w") as handle:
@@ -87,8 +97,9 @@ class Cluster:
         self.start()
 
     def pg_ctl(self, *args, check=True):
-        return subprocess.run(as_user([pg_bin("pg_ctl"), "-D", self.datadir, *args], self.os_user),
-                              check=check, capture_output=True)
+        return subprocess.run(
+            as_user([pg_bin("pg_ctl"), "-D", self.datadir, *args], self.os_user), check=check, capture_output=True
+        )
 
     def start(self):
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
@@ -141,4 +152,3 @@ def drop_database(name):
     server = ensure_server()
     with psycopg.connect(**server, dbname="postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-

@@ -64,7 +64,8 @@ def start_server(directory):
     port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
@@ -100,11 +101,18 @@ def qcluster(redis_url, database_url, workers=1):
     database, in its own process group; its output goes to a temporary file
     (see `output`)."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    env.update(REDIS_URL=redis_url, DATABASE_URL=database_url, Q_WORKERS=str(workers),
-               DJANGO_SETTINGS_MODULE="tests.settings")
+    env.update(
+        REDIS_URL=redis_url, DATABASE_URL=database_url, Q_WORKERS=str(workers), DJANGO_SETTINGS_MODULE="tests.settings"
+    )
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     process.log = log
     return process
 

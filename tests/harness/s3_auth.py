@@ -40,8 +40,9 @@ def start_auth_server():
 
 def bucket_with_powerless_user(endpoint_url, bucket):
     """Creates `bucket` and an IAM user with no permissions; returns its keys."""
-    session = dict(endpoint_url=endpoint_url, region_name="us-east-1",
-                   aws_access_key_id="testing", aws_secret_access_key="testing")
+    session = dict(
+        endpoint_url=endpoint_url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
     boto3.client("s3", **session).create_bucket(Bucket=bucket)
     iam = boto3.client("iam", **session)
     iam.create_user(UserName="nobody")

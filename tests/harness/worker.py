@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def database_url(settings_dict):
     """The libpq URL of a Django database (the test database, say)."""
-    return (f"postgresql://{settings_dict['USER']}@{settings_dict['HOST']}:{settings_dict['PORT']}/"
-            f"{settings_dict['NAME']}")
+    return (
+        f"postgresql://{settings_dict['USER']}@{settings_dict['HOST']}:{settings_dict['PORT']}/{settings_dict['NAME']}"
+    )
 
 
 def descendants(pid):
@@ -89,8 +90,13 @@ class Worker:
     def start(self):
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=self.env,
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                [sys.executable, "manage.py", "qcluster"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         return self
 
@@ -104,8 +110,11 @@ class Worker:
         """Pids of the worker's descendants running the program `name` (with
         `argument` on its command line, e.g. pg_dump's "--snapshot" rather than
         its "--version" check)."""
-        return [pid for pid in descendants(self.process.pid) if command_name(pid) == name
-                and (argument is None or any(argument in arg for arg in command_line(pid)))]
+        return [
+            pid
+            for pid in descendants(self.process.pid)
+            if command_name(pid) == name and (argument is None or any(argument in arg for arg in command_line(pid)))
+        ]
 
     def wait_for_process(self, name, argument=None, timeout=30):
         deadline = time.monotonic() + timeout

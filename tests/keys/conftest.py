@@ -25,8 +25,7 @@ def source_db(pg_database):
 def plan(source_db, tmp_path, s3_bucket):
     source = pg_source(source_db, password=source_db.get("password") or None)
     destinations = [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)]
-    return make_plan(source, destinations, encrypt=True, verify_new_backups=False, retention_mode="last",
-                     keep_last=20)
+    return make_plan(source, destinations, encrypt=True, verify_new_backups=False, retention_mode="last", keep_last=20)
 
 
 def take_backup(plan, label=""):

@@ -36,8 +36,11 @@ def test_it_takes_the_saved_key_file_as_its_active_key(key_dir):
     # As old as its id says: the rotation reminder counts from then.
     assert active.created_at.isoformat() == "2025-01-14T09:30:00+00:00"
     event = AuditEvent.objects.get(action="key.adopt")
-    assert event.changes == {"key_id": "mk-20250114-093000-1a2b", "fingerprint": active.fingerprint,
-                             "saved_key_files": 1}
+    assert event.changes == {
+        "key_id": "mk-20250114-093000-1a2b",
+        "fingerprint": active.fingerprint,
+        "saved_key_files": 1,
+    }
     assert keyring.encrypt_secret({"password": "x"}).startswith("v1:mk-20250114-093000-1a2b:")
 
 
@@ -81,8 +84,9 @@ def test_a_file_that_is_not_the_key_the_catalog_knows_by_its_id_is_not_adopted(k
 def test_a_destroyed_key_or_a_file_under_another_keys_name_is_not_adopted(key_dir):
     saved_key(key_dir, "mk-20250301-120000-0000")
     Key.objects.create(key_id="mk-20250301-120000-0000", fingerprint="f" * 16, destroyed_at="2025-06-01T00:00Z")
-    crypto.write_key_file(str(key_dir / "mk-20260101-000000-0000.key"), "mk-20200101-000000-0000",
-                          crypto.generate_master_key())
+    crypto.write_key_file(
+        str(key_dir / "mk-20260101-000000-0000.key"), "mk-20200101-000000-0000", crypto.generate_master_key()
+    )
 
     key_id, _ = keyring.active_key()
 

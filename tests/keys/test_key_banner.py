@@ -76,8 +76,10 @@ def test_the_download_is_the_key_file_as_on_disk_audited_and_never_cached(active
 
     assert response.status_code == 200
     assert response.content == on_disk
-    assert crypto.parse_key_file(response.content.decode()) == (active_key.key_id,
-                                                               keyring.master_key(active_key.key_id))
+    assert crypto.parse_key_file(response.content.decode()) == (
+        active_key.key_id,
+        keyring.master_key(active_key.key_id),
+    )
     assert response["Content-Disposition"] == f'attachment; filename="{active_key.key_id}.key"'
     assert response["Content-Type"] == "application/octet-stream"
     assert "no-store" in response["Cache-Control"] and "private" in response["Cache-Control"]
@@ -137,11 +139,17 @@ def test_a_new_generated_key_needs_its_own_copy(active_key, admin_client, admin_
 
 def test_the_keys_page_shows_the_fingerprint_a_copy_is_checked_against(active_key, admin_client, tmp_path):
     downloaded = tmp_path / f"{active_key.key_id}.key"
-    downloaded.write_bytes(admin_client.post(reverse("key_download", args=[active_key.pk]),
-                                             {"password": PASSWORD}).content)
+    downloaded.write_bytes(
+        admin_client.post(reverse("key_download", args=[active_key.pk]), {"password": PASSWORD}).content
+    )
 
-    checked = subprocess.run([sys.executable, "-m", "catalog.engine.decrypt", "--fingerprint", "--key-file",
-                              str(downloaded)], capture_output=True, text=True, cwd=settings.BASE_DIR, check=True)
+    checked = subprocess.run(
+        [sys.executable, "-m", "catalog.engine.decrypt", "--fingerprint", "--key-file", str(downloaded)],
+        capture_output=True,
+        text=True,
+        cwd=settings.BASE_DIR,
+        check=True,
+    )
 
     assert f"{active_key.key_id}  fingerprint {active_key.fingerprint}" in checked.stdout
     assert active_key.fingerprint in page(admin_client, "key_list")

@@ -24,8 +24,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def spellings(key):
     """Every way key bytes could be written out."""
-    return [key.hex(), key.hex().upper(), base64.b64encode(key).decode(), base64.urlsafe_b64encode(key).decode(),
-            base64.b64encode(key).decode().rstrip("=")]
+    return [
+        key.hex(),
+        key.hex().upper(),
+        base64.b64encode(key).decode(),
+        base64.urlsafe_b64encode(key).decode(),
+        base64.b64encode(key).decode().rstrip("="),
+    ]
 
 
 def assert_nowhere(key, *texts):
@@ -78,21 +83,24 @@ def test_a_generated_key_is_offered_for_download_and_never_shown(plan, admin_cli
     rotation = KeyRotation.objects.get()
     assert (rotation.status, rotation.done, rotation.total) == (KeyRotation.SUCCEEDED, 1, 1)
     keys.destroy_key("test", old)
-    pages = [text] + [admin_client.get(reverse(name)).content.decode()
-                      for name in ("key_list", "audit_list", "alert_list")]
+    pages = [text] + [
+        admin_client.get(reverse(name)).content.decode() for name in ("key_list", "audit_list", "alert_list")
+    ]
     pages.append(admin_client.get(reverse("key_rotation_progress", args=[rotation.pk])).content.decode())
     rotation.refresh_from_db()
     for key in (old_bytes, new_bytes):
         assert_nowhere(key, *pages, all_audit_text(), caplog.text, rotation.log, rotation.summary)
     assert {"key.generate", "key.rotate", "key.rotate.succeeded", "backup.rewrap", "key.destroy"} <= set(
-        AuditEvent.objects.values_list("action", flat=True))
+        AuditEvent.objects.values_list("action", flat=True)
+    )
 
 
 def test_it_imports_a_pasted_key_or_a_key_file(admin_client, tmp_path):
     keyring.active_key()
     pasted = crypto.generate_master_key()
-    response = admin_client.post(reverse("key_rotate"), {"source": "paste",
-                                                         "pasted_key": base64.b64encode(pasted).decode()})
+    response = admin_client.post(
+        reverse("key_rotate"), {"source": "paste", "pasted_key": base64.b64encode(pasted).decode()}
+    )
     assert response.status_code == 302
     imported = Key.objects.get(is_active=True)
     assert imported.origin == Key.IMPORTED and imported.fingerprint == crypto.key_fingerprint(pasted)
@@ -113,8 +121,9 @@ def test_it_imports_a_pasted_key_or_a_key_file(admin_client, tmp_path):
     response = admin_client.post(reverse("key_rotate"), {"source": "paste", "pasted_key": "c2hvcnQ="})
     assert response.status_code == 400
     assert "A master key is 32 bytes (256 bits); the pasted one is 5 bytes." in response.content.decode()
-    response = admin_client.post(reverse("key_rotate"), {"source": "paste",
-                                                         "pasted_key": base64.b64encode(pasted).decode()})
+    response = admin_client.post(
+        reverse("key_rotate"), {"source": "paste", "pasted_key": base64.b64encode(pasted).decode()}
+    )
     assert response.status_code == 400 and "already known as" in response.content.decode()
     with open(tmp_path / "offsite.key", "rb") as upload:
         response = admin_client.post(reverse("key_rotate"), {"source": "upload", "key_file": upload})
@@ -131,8 +140,9 @@ def test_destroying_needs_the_typed_id_and_nothing_left_needing_it(plan, admin_c
     assert Key.objects.get(pk=old.pk).destroyed_at is None
 
     active = Key.objects.get(is_active=True)
-    response = admin_client.post(reverse("key_destroy", args=[active.pk]), {"confirm_key_id": active.key_id},
-                                 follow=True)
+    response = admin_client.post(
+        reverse("key_destroy", args=[active.pk]), {"confirm_key_id": active.key_id}, follow=True
+    )
     assert "is the active key: rotate to a new key first" in response.content.decode()
 
     response = admin_client.post(reverse("key_destroy", args=[old.pk]), {"confirm_key_id": old.key_id}, follow=True)

@@ -12,15 +12,15 @@ import uuid
 
 import pytest
 
-from catalog import keys, keyring, rebuild, verification
+from catalog import keyring, keys, rebuild, verification
 from catalog.engine import crypto, manifest
 from catalog.models import Backup, Copy, Destination, Key, KeyRotation, Source, Verification
 from catalog.services import Refused
 from restore.models import RestoreJob
-from tests.support import restore_now
 from tests.harness import pg, s3
 from tests.harness.sample_db import pg_restore, table_fingerprints
 from tests.keys.conftest import SOURCE_PASSWORD, take_backup
+from tests.support import restore_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,8 +42,11 @@ def manifests_of(backup, s3_bucket):
 
 
 def s3_object(s3_bucket, key):
-    return s3.client(s3_bucket["endpoint_url"]).get_object(
-        Bucket=s3_bucket["bucket"], Key=f"strongroom/{key}")["Body"].read()
+    return (
+        s3.client(s3_bucket["endpoint_url"])
+        .get_object(Bucket=s3_bucket["bucket"], Key=f"strongroom/{key}")["Body"]
+        .read()
+    )
 
 
 def restores_identically(backup, source_db, expected):
@@ -58,8 +61,15 @@ def restores_identically(backup, source_db, expected):
 
 def decrypt(stored, out, key_id):
     """The standalone tool as a person runs it, given one key file."""
-    argv = [sys.executable, "-m", "catalog.engine.decrypt", "--key-file", str(keyring.key_path(key_id)), str(stored),
-            str(out)]
+    argv = [
+        sys.executable,
+        "-m",
+        "catalog.engine.decrypt",
+        "--key-file",
+        str(keyring.key_path(key_id)),
+        str(stored),
+        str(out),
+    ]
     return subprocess.run(argv, capture_output=True, text=True)
 
 
@@ -70,7 +80,8 @@ def checksum_passes(backup):
 
 
 def test_after_rotation_and_destruction_every_backup_still_restores(
-        plan_with_password, source_db, s3_bucket, tmp_path, admin_user):
+    plan_with_password, source_db, s3_bucket, tmp_path, admin_user
+):
     expected = table_fingerprints(source_db)
     first, second = take_backup(plan_with_password), take_backup(plan_with_password, label="second")
     old_key = Key.objects.get(is_active=True)
@@ -121,8 +132,7 @@ def test_after_rotation_and_destruction_every_backup_still_restores(
     remote = tmp_path / "remote" / "backup.dump.zst.enc"
     remote.parent.mkdir()
     remote.write_bytes(s3_object(s3_bucket, remote_copy.key))
-    (tmp_path / "remote" / (remote.name + manifest.SUFFIX)).write_bytes(
-        s3_object(s3_bucket, remote_copy.manifest_key))
+    (tmp_path / "remote" / (remote.name + manifest.SUFFIX)).write_bytes(s3_object(s3_bucket, remote_copy.manifest_key))
     result = decrypt(remote, tmp_path / "remote.dump", new_id)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "remote.dump").read_bytes() == (tmp_path / "local.dump").read_bytes()

@@ -15,8 +15,9 @@ ALL_EVENTS = [value for value, _ in Channel.EVENT_CHOICES]
 
 
 def make_channel(kind, name=None, events=None, secrets=None, **fields):
-    channel = Channel(name=name or f"{kind} channel", kind=kind, events=ALL_EVENTS if events is None else events,
-                      **fields)
+    channel = Channel(
+        name=name or f"{kind} channel", kind=kind, events=ALL_EVENTS if events is None else events, **fields
+    )
     notify.save_channel("test", channel, secrets=secrets)
     return channel
 
@@ -29,9 +30,13 @@ def make_source(name="Inventory DB"):
 def open_alert(source=None, kind=Alert.SOURCE_HEALTH, hours_ago=3, **fields):
     source = source or make_source()
     values = {
-        "key": f"source:{source.pk}", "title": f"{source.name} is down", "severity": Alert.CRITICAL,
-        "detail": "No good backup for 27 h; expected every 24 h (grace 2 h).", "url": source.get_absolute_url(),
-        "opened_at": timezone.now() - timedelta(hours=hours_ago), **fields,
+        "key": f"source:{source.pk}",
+        "title": f"{source.name} is down",
+        "severity": Alert.CRITICAL,
+        "detail": "No good backup for 27 h; expected every 24 h (grace 2 h).",
+        "url": source.get_absolute_url(),
+        "opened_at": timezone.now() - timedelta(hours=hours_ago),
+        **fields,
     }
     return Alert.objects.create(kind=kind, source=source, **values)
 

@@ -2,7 +2,7 @@
 straight into the catalog (no dump runs), then announced through the same
 hooks a worker calls when a backup ends."""
 
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,7 +11,7 @@ from catalog.alerts import hooks, notify
 from catalog.models import Backup, BackupPlan, Copy, Destination, Source
 
 # A Monday, 03:00 UTC: the slot of a nightly plan.
-T0 = datetime(2026, 3, 2, 3, 0, tzinfo=dt_timezone.utc)
+T0 = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
 
@@ -35,8 +35,9 @@ def make_plan(source, destinations=None, name="Nightly", schedule="0 3 * * *", *
     return services.save_plan("test", plan, destinations=destinations)
 
 
-def finished_backup(plan, status=Backup.SUCCEEDED, at=None, raw_bytes=1000, error="", minutes=5, copies=None,
-                    announce=True):
+def finished_backup(
+    plan, status=Backup.SUCCEEDED, at=None, raw_bytes=1000, error="", minutes=5, copies=None, announce=True
+):
     """A backup of `plan` that started at `at` (default now) and ran `minutes`.
     `copies` maps destinations to (copy status, error); by default every
     destination of the plan holds a durable copy when the backup has data."""
@@ -44,16 +45,33 @@ def finished_backup(plan, status=Backup.SUCCEEDED, at=None, raw_bytes=1000, erro
 
     at = at or timezone.now()
     backup = Backup.objects.create(
-        source=plan.source, plan=plan, status=status, format=plan.format, compression="zstd", created_at=at,
-        started_at=at, finished_at=at + timedelta(minutes=minutes), raw_bytes=raw_bytes, stored_bytes=raw_bytes // 2,
-        error=error, trigger="schedule",
+        source=plan.source,
+        plan=plan,
+        status=status,
+        format=plan.format,
+        compression="zstd",
+        created_at=at,
+        started_at=at,
+        finished_at=at + timedelta(minutes=minutes),
+        raw_bytes=raw_bytes,
+        stored_bytes=raw_bytes // 2,
+        error=error,
+        trigger="schedule",
     )
     if copies is None:
-        fate = (Copy.DURABLE, "") if status in Backup.WITH_DATA else (Copy.FAILED, "Removed: the backup did not complete.")
+        fate = (
+            (Copy.DURABLE, "") if status in Backup.WITH_DATA else (Copy.FAILED, "Removed: the backup did not complete.")
+        )
         copies = {destination: fate for destination in plan.destinations.all()}
     for destination, (copy_status, copy_error) in copies.items():
-        Copy.objects.create(backup=backup, destination=destination, status=copy_status, error=copy_error,
-                            key=f"{plan.source.slug}/{backup.pk}", size=backup.stored_bytes)
+        Copy.objects.create(
+            backup=backup,
+            destination=destination,
+            status=copy_status,
+            error=copy_error,
+            key=f"{plan.source.slug}/{backup.pk}",
+            size=backup.stored_bytes,
+        )
     if announce:
         hooks.backup_finished(backup)
     return backup

@@ -20,10 +20,22 @@ def problems_seen(db):
         make_plan(source)
         traveller.move_to(T0 + 26 * HOUR)
         health.check_deadlines()
-        problems.open_alert(Alert.SIZE_ANOMALY, "plan:99", title="Backup #7 of plan Weekly is 61 % smaller than usual",
-                            detail="142.0 MB, 61 % below the median", url="/plans/99/", severity=Alert.WARNING)
-        problems.open_alert(Alert.STORAGE_FULL, "destination:5", title="Destination Old NAS is above 80 %",
-                            detail="The disk is 91 % full", url="/destinations/5/", severity=Alert.WARNING)
+        problems.open_alert(
+            Alert.SIZE_ANOMALY,
+            "plan:99",
+            title="Backup #7 of plan Weekly is 61 % smaller than usual",
+            detail="142.0 MB, 61 % below the median",
+            url="/plans/99/",
+            severity=Alert.WARNING,
+        )
+        problems.open_alert(
+            Alert.STORAGE_FULL,
+            "destination:5",
+            title="Destination Old NAS is above 80 %",
+            detail="The disk is 91 % full",
+            url="/destinations/5/",
+            severity=Alert.WARNING,
+        )
         problems.resolve_alert(Alert.STORAGE_FULL, "destination:5", "Old NAS is below 80 % again.")
     return source
 
@@ -63,8 +75,13 @@ def test_the_source_page_shows_its_health_deadlines_and_timeline(auditor_client,
 
 
 def source_form(source, **changes):
-    return {"name": source.name, "engine": "sqlite", "sqlite_path": source.sqlite_path,
-            "grace_minutes": source.grace_minutes, **changes}
+    return {
+        "name": source.name,
+        "engine": "sqlite",
+        "sqlite_path": source.sqlite_path,
+        "grace_minutes": source.grace_minutes,
+        **changes,
+    }
 
 
 def test_an_administrator_sets_the_grace_and_pauses_monitoring(admin_client, problems_seen):
@@ -82,8 +99,9 @@ def test_an_administrator_sets_the_grace_and_pauses_monitoring(admin_client, pro
 
 
 def test_an_empty_grace_keeps_the_current_one(admin_client):
-    response = admin_client.post("/sources/new/", {"name": "Orders", "engine": "sqlite",
-                                                   "sqlite_path": "/srv/orders.sqlite3"})
+    response = admin_client.post(
+        "/sources/new/", {"name": "Orders", "engine": "sqlite", "sqlite_path": "/srv/orders.sqlite3"}
+    )
     assert response.status_code == 302
     assert Source.objects.get(name="Orders").grace_minutes == 120
 
@@ -92,11 +110,26 @@ def test_the_plan_form_sets_the_size_tolerance(admin_client):
     plan = make_plan(make_source())
     page = admin_client.get(f"/plans/{plan.pk}/edit/").content.decode()
     assert 'name="size_tolerance_percent"' in page
-    form = {"name": plan.name, "source": plan.source_id, "schedule": plan.schedule, "format": "sqlite",
-            "compression": "zstd", "destinations": [d.pk for d in plan.destinations.all()], "enabled": "on",
-            "size_tolerance_percent": "25", "retention_mode": "gfs", "keep_daily": "30", "keep_weekly": "12",
-            "keep_monthly": "12", "keep_yearly": "5", "keep_last": "7", "keep_days": "30", "keep_minimum": "1",
-            "restore_test_days": "0", "checksum_all_days": "0"}
+    form = {
+        "name": plan.name,
+        "source": plan.source_id,
+        "schedule": plan.schedule,
+        "format": "sqlite",
+        "compression": "zstd",
+        "destinations": [d.pk for d in plan.destinations.all()],
+        "enabled": "on",
+        "size_tolerance_percent": "25",
+        "retention_mode": "gfs",
+        "keep_daily": "30",
+        "keep_weekly": "12",
+        "keep_monthly": "12",
+        "keep_yearly": "5",
+        "keep_last": "7",
+        "keep_days": "30",
+        "keep_minimum": "1",
+        "restore_test_days": "0",
+        "checksum_all_days": "0",
+    }
     assert admin_client.post(f"/plans/{plan.pk}/edit/", form).status_code == 302
     assert BackupPlan.objects.get(pk=plan.pk).size_tolerance_percent == 25
     del form["size_tolerance_percent"]

@@ -12,8 +12,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")  # a directory, to look at the pages by hand
 
 
-def test_the_channel_form_shows_the_fields_of_its_kind_and_the_test_reports_back(live_server, page, admin_user,
-                                                                                 httpserver, settings):
+def test_the_channel_form_shows_the_fields_of_its_kind_and_the_test_reports_back(
+    live_server, page, admin_user, httpserver, settings
+):
     settings.NOTIFY_RETRY_DELAYS = (0, 0, 0)
     httpserver.expect_request("/hook").respond_with_data("ok")
     log_in(page, live_server, admin_user)

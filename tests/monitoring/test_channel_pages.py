@@ -12,7 +12,6 @@ from django.urls import reverse
 
 from catalog.alerts.models import Channel, Notification
 from catalog.models import AuditEvent
-
 from tests.monitoring.channel_helpers import ALL_EVENTS, make_channel, open_alert
 
 SLACK_PATH = "/services/T000/B000/pageSECRETpage"
@@ -30,8 +29,12 @@ def form_data(kind, name, **fields):
 
 def every_page(client, channel):
     """The HTML of every page that shows the channel."""
-    urls = [reverse("channel_list"), reverse("channel_detail", args=[channel.pk]),
-            reverse("channel_edit", args=[channel.pk]), reverse("audit_list")]
+    urls = [
+        reverse("channel_list"),
+        reverse("channel_detail", args=[channel.pk]),
+        reverse("channel_edit", args=[channel.pk]),
+        reverse("audit_list"),
+    ]
     return "".join(client.get(url).content.decode() for url in urls)
 
 
@@ -85,8 +88,10 @@ def test_it_creates_a_pagerduty_channel_and_keeps_the_key_on_edit(admin_client, 
     admin_client.post(reverse("channel_new"), form_data("pagerduty", "On-call", routing_key=ROUTING_KEY))
     channel = Channel.objects.get(name="On-call")
 
-    response = admin_client.post(reverse("channel_edit", args=[channel.pk]),
-                                 form_data("pagerduty", "On-call night", routing_key="", events=["source_health"]))
+    response = admin_client.post(
+        reverse("channel_edit", args=[channel.pk]),
+        form_data("pagerduty", "On-call night", routing_key="", events=["source_health"]),
+    )
 
     assert response.status_code == 302
     channel.refresh_from_db()
@@ -104,8 +109,9 @@ def test_it_creates_an_email_channel_and_sends_a_test(admin_client, settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     from django.core import mail
 
-    response = admin_client.post(reverse("channel_new"),
-                                 form_data("email", "DBA mail", email_to=" dba@example.org ,oncall@example.org"))
+    response = admin_client.post(
+        reverse("channel_new"), form_data("email", "DBA mail", email_to=" dba@example.org ,oncall@example.org")
+    )
     channel = Channel.objects.get(name="DBA mail")
     assert response.status_code == 302
     assert channel.email_to == "dba@example.org, oncall@example.org"
@@ -152,8 +158,9 @@ def test_it_shows_a_disabled_channel_and_enables_it_again(admin_client, httpserv
     assert re.search(r'<input type="checkbox" name="enabled"[^>]*checked', form)
 
     httpserver.clear()
-    admin_client.post(reverse("channel_edit", args=[channel.pk]),
-                      form_data("webhook", "Old hook", url=httpserver.url_for("/new")))
+    admin_client.post(
+        reverse("channel_edit", args=[channel.pk]), form_data("webhook", "Old hook", url=httpserver.url_for("/new"))
+    )
 
     channel.refresh_from_db()
     assert channel.enabled and channel.disabled_reason == "" and channel.disabled_at is None

@@ -58,8 +58,7 @@ def send_test(client, channel):
     return client.post(reverse("channel_test", args=[channel.pk]), HTTP_HX_REQUEST="true")
 
 
-def test_a_test_send_to_a_silent_server_gives_up_within_seconds_and_says_why(admin_client, silent_mail_server,
-                                                                             pauses):
+def test_a_test_send_to_a_silent_server_gives_up_within_seconds_and_says_why(admin_client, silent_mail_server, pauses):
     channel = make_channel(Channel.EMAIL, name="On-call mail", email_to="oncall@example.org")
 
     response = send_test(admin_client, channel)
@@ -119,10 +118,10 @@ def test_the_channels_list_shows_a_channel_whose_last_test_failed(admin_client, 
 
     page = admin_client.get(reverse("channel_list")).content.decode()
 
-    row = page[page.index("On-call mail"):page.index("Quiet mail")]
+    row = page[page.index("On-call mail") : page.index("Quiet mail")]
     assert "Test message failed" in row
     assert f"Could not reach the mail server 127.0.0.1:{settings.EMAIL_PORT}" in row
-    assert "failed" not in page[page.index("Quiet mail"):]
+    assert "failed" not in page[page.index("Quiet mail") :]
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     send_test(admin_client, failing)  # fixed: the failure is no longer the news

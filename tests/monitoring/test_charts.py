@@ -1,8 +1,7 @@
 """The plan page's trend charts: server-rendered SVG, so a trend or an outlier is seen."""
 
 import re
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,12 +10,14 @@ from catalog.models import Backup, Source
 from tests.factories import local_destination, make_plan
 
 MB = 2**20
-START = datetime(2026, 11, 1, 3, 0, tzinfo=dt_timezone.utc)
+START = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
 
 
 def points(values, outliers=()):
-    return [charts.Point(START + timedelta(days=i), value, f"#{i + 1}", f"/backups/{i + 1}/", i in outliers)
-            for i, value in enumerate(values)]
+    return [
+        charts.Point(START + timedelta(days=i), value, f"#{i + 1}", f"/backups/{i + 1}/", i in outliers)
+        for i, value in enumerate(values)
+    ]
 
 
 def circles(svg, series):
@@ -25,8 +26,9 @@ def circles(svg, series):
 
 
 def test_it_draws_one_dot_per_point_with_a_tooltip_and_a_link():
-    svg = charts.time_chart([charts.Series("stored", points([100 * MB, 120 * MB, 90 * MB]))], charts.size_unit,
-                            label="Stored size")
+    svg = charts.time_chart(
+        [charts.Series("stored", points([100 * MB, 120 * MB, 90 * MB]))], charts.size_unit, label="Stored size"
+    )
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert circles(svg, "stored") == 3
     assert "<title>#2</title>" in svg and 'href="/backups/3/"' in svg
@@ -34,8 +36,9 @@ def test_it_draws_one_dot_per_point_with_a_tooltip_and_a_link():
 
 
 def test_it_labels_the_axes_in_round_units_and_dates():
-    svg = charts.time_chart([charts.Series("stored", points([100 * MB, 120 * MB, 90 * MB, 300 * MB, 110 * MB]))],
-                            charts.size_unit)
+    svg = charts.time_chart(
+        [charts.Series("stored", points([100 * MB, 120 * MB, 90 * MB, 300 * MB, 110 * MB]))], charts.size_unit
+    )
     labels = re.findall(r'<text class="chart-label"[^>]*>([^<]*)</text>', svg)
     assert labels[:4] == ["0 MB", "100 MB", "200 MB", "300 MB"]
     assert "1 Nov" in labels and "5 Nov" in labels
@@ -50,8 +53,9 @@ def test_it_labels_durations_in_seconds_minutes_or_hours():
 
 def test_it_rings_an_outlier_and_crosses_a_failure():
     marks = [charts.Mark(START + timedelta(days=1, hours=1), "#9 · failed", "/backups/9/")]
-    svg = charts.time_chart([charts.Series("stored", points([100 * MB, 100 * MB, 400 * MB], outliers={2}))],
-                            charts.size_unit, marks)
+    svg = charts.time_chart(
+        [charts.Series("stored", points([100 * MB, 100 * MB, 400 * MB], outliers={2}))], charts.size_unit, marks
+    )
     assert svg.count('class="point outlier"') == 1
     assert svg.count('class="mark-failed"') == 1 and "#9 · failed" in svg
 
@@ -77,8 +81,12 @@ def test_it_draws_zero_sized_values_without_failing():
 def test_it_escapes_every_text():
     hostile = "<script>alert(1)</script>"
     marks = [charts.Mark(START, hostile)]
-    svg = charts.time_chart([charts.Series("stored", [charts.Point(START, MB, hostile, '/x/"onclick="')])],
-                            charts.size_unit, marks, label=hostile)
+    svg = charts.time_chart(
+        [charts.Series("stored", [charts.Point(START, MB, hostile, '/x/"onclick="')])],
+        charts.size_unit,
+        marks,
+        label=hostile,
+    )
     assert "<script>" not in svg and "&lt;script&gt;alert(1)&lt;/script&gt;" in svg
     assert '"onclick="' not in svg
 
@@ -100,9 +108,18 @@ def plan(db, tmp_path):
 def record(plan, day, stored, status=Backup.SUCCEEDED, seconds=240, error=""):
     at = START + timedelta(days=day)
     return Backup.objects.create(
-        source=plan.source, plan=plan, format="sqlite", compression="zstd", status=status, created_at=at,
-        started_at=at, finished_at=at + timedelta(seconds=seconds), stored_bytes=stored, raw_bytes=stored * 3,
-        error=error)
+        source=plan.source,
+        plan=plan,
+        format="sqlite",
+        compression="zstd",
+        status=status,
+        created_at=at,
+        started_at=at,
+        finished_at=at + timedelta(seconds=seconds),
+        stored_bytes=stored,
+        raw_bytes=stored * 3,
+        error=error,
+    )
 
 
 def test_it_charts_a_plans_backups_and_marks_the_outlier(plan, admin_client):
@@ -156,13 +173,18 @@ def change(at, old, new):
 
 def test_it_cuts_a_sources_week_into_stretches_of_one_status():
     end = START + timedelta(days=7)
-    changes = [change(START + timedelta(days=2), "up", "late"),
-               change(START + timedelta(days=2, hours=2), "late", "down"),
-               change(START + timedelta(days=3), "down", "up")]
+    changes = [
+        change(START + timedelta(days=2), "up", "late"),
+        change(START + timedelta(days=2, hours=2), "late", "down"),
+        change(START + timedelta(days=3), "down", "up"),
+    ]
     segments = charts.health_segments(changes, "up", START, end)
     assert [(s.status, s.end - s.start) for s in segments] == [
-        ("up", timedelta(days=2)), ("late", timedelta(hours=2)), ("down", timedelta(hours=22)),
-        ("up", timedelta(days=4))]
+        ("up", timedelta(days=2)),
+        ("late", timedelta(hours=2)),
+        ("down", timedelta(hours=22)),
+        ("up", timedelta(days=4)),
+    ]
     assert [s.status for s in charts.health_segments([], "paused", START, end)] == ["paused"]
 
     svg = charts.health_strip(segments, {"down": "Down"})

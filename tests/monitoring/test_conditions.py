@@ -46,16 +46,22 @@ def two_destinations(db):
 def test_a_partial_backup_opens_an_alert_naming_the_failed_copy(two_destinations, dispatched):
     local, s3 = two_destinations
     plan = make_plan(make_source(), [local, s3])
-    backup = finished_backup(plan, status=Backup.PARTIAL, copies={
-        local: (Copy.DURABLE, ""), s3: (Copy.FAILED, "S3 bucket offsite does not exist")})
+    backup = finished_backup(
+        plan,
+        status=Backup.PARTIAL,
+        copies={local: (Copy.DURABLE, ""), s3: (Copy.FAILED, "S3 bucket offsite does not exist")},
+    )
 
     alert = open_one(Alert.BACKUP_PARTIAL)
     assert alert.key == f"plan:{plan.pk}" and alert.url == f"/backups/{backup.pk}/"
     assert alert.title == f"Backup #{backup.pk} of plan Nightly is partial: 1 of 2 copies failed"
-    assert "Off-site S3: S3 bucket offsite does not exist" in alert.detail and "Durable in Local disk only" in alert.detail
+    assert (
+        "Off-site S3: S3 bucket offsite does not exist" in alert.detail and "Durable in Local disk only" in alert.detail
+    )
 
-    finished_backup(plan, status=Backup.PARTIAL, at=T0, copies={
-        local: (Copy.DURABLE, ""), s3: (Copy.FAILED, "Access denied")})
+    finished_backup(
+        plan, status=Backup.PARTIAL, at=T0, copies={local: (Copy.DURABLE, ""), s3: (Copy.FAILED, "Access denied")}
+    )
     assert Alert.objects.filter(kind=Alert.BACKUP_PARTIAL).count() == 1  # the same open problem, updated
     assert "Access denied" in open_one(Alert.BACKUP_PARTIAL).detail
 
@@ -65,8 +71,14 @@ def test_a_partial_backup_opens_an_alert_naming_the_failed_copy(two_destinations
 
 
 def running_verification(backup, kind=Verification.CHECKSUM):
-    return Verification.objects.create(backup=backup, source=backup.source, kind=kind, status=Verification.RUNNING,
-                                       started_at=backup.finished_at, heartbeat_at=backup.finished_at)
+    return Verification.objects.create(
+        backup=backup,
+        source=backup.source,
+        kind=kind,
+        status=Verification.RUNNING,
+        started_at=backup.finished_at,
+        heartbeat_at=backup.finished_at,
+    )
 
 
 def test_a_failed_verification_opens_and_a_later_pass_of_that_kind_resolves(db):
@@ -93,8 +105,14 @@ def test_a_failed_verification_opens_and_a_later_pass_of_that_kind_resolves(db):
 
 
 def restore_job(backup, status=RestoreJob.RUNNING):
-    return RestoreJob.objects.create(backup=backup, source=backup.source, target_database="inventory_restored",
-                                     status=status, started_at=backup.finished_at, heartbeat_at=backup.finished_at)
+    return RestoreJob.objects.create(
+        backup=backup,
+        source=backup.source,
+        target_database="inventory_restored",
+        status=status,
+        started_at=backup.finished_at,
+        heartbeat_at=backup.finished_at,
+    )
 
 
 def test_a_failed_restore_opens_and_a_later_successful_one_resolves(db):
@@ -192,7 +210,9 @@ def test_a_plan_breaking_3_2_1_opens_and_an_offsite_copy_resolves(two_destinatio
     alert = open_one(Alert.THREE_TWO_ONE)
     # One alert for every plan that misses 3-2-1 (issue 20), here the one plan, and what to do.
     assert alert.key == "plans" and alert.title == "Plan Nightly does not meet 3-2-1"
-    assert alert.detail.startswith(f"Nightly (backup #{backup.pk}) lacks a second copy (only 1); a second kind of storage")
+    assert alert.detail.startswith(
+        f"Nightly (backup #{backup.pk}) lacks a second copy (only 1); a second kind of storage"
+    )
     assert "an off-site copy" in alert.detail and alert.url == f"/plans/{plan.pk}/"
     assert "To meet it: Tick Off-site S3 in the plan" in alert.detail
 
@@ -229,8 +249,15 @@ def test_a_backup_running_three_times_longer_than_usual_is_stuck(db):
         plan = make_plan(make_source())
         for day in range(3):
             finished_backup(plan, at=T0 - (day + 1) * 24 * HOUR, minutes=20)
-        running = Backup.objects.create(source=plan.source, plan=plan, format="sqlite", compression="zstd",
-                                        status=Backup.RUNNING, started_at=T0, heartbeat_at=T0)
+        running = Backup.objects.create(
+            source=plan.source,
+            plan=plan,
+            format="sqlite",
+            compression="zstd",
+            status=Backup.RUNNING,
+            started_at=T0,
+            heartbeat_at=T0,
+        )
         traveller.move_to(T0 + timedelta(minutes=60))
         assert conditions.check_stuck_jobs() == []  # 3 × 20 min is not passed yet
         traveller.move_to(T0 + timedelta(minutes=61))
@@ -268,7 +295,9 @@ def test_a_real_backup_brings_the_source_up_and_judges_its_copies(tmp_path):
     source.refresh_from_db()
     assert source.status == "up" and source.last_good_at == backup.created_at
     assert source.late_at == backup.created_at + source.expected_interval()
-    assert open_one(Alert.THREE_TWO_ONE).detail.startswith(f"Nightly (backup #{backup.pk}) lacks a second copy (only 1)")
+    assert open_one(Alert.THREE_TWO_ONE).detail.startswith(
+        f"Nightly (backup #{backup.pk}) lacks a second copy (only 1)"
+    )
 
 
 def test_a_verification_abandoned_by_a_dead_worker_alerts(db, settings):

@@ -33,8 +33,14 @@ def page_text(client, url="/"):
 
 
 def add_source(name, disk, schedule="0 3 * * *", **health):
-    source = Source.objects.create(name=name, slug=name.lower().replace(" ", "-"), engine="sqlite",
-                                   sqlite_path=f"/srv/{name}.db", rpo_minutes=24 * 60, rto_minutes=60)
+    source = Source.objects.create(
+        name=name,
+        slug=name.lower().replace(" ", "-"),
+        engine="sqlite",
+        sqlite_path=f"/srv/{name}.db",
+        rpo_minutes=24 * 60,
+        rto_minutes=60,
+    )
     plan = make_plan(source, [disk], name=f"{name} nightly", format="sqlite", schedule=schedule)
     set_health(source, **health)
     return source, plan
@@ -45,9 +51,15 @@ def set_health(source, status="up", reason="", hours_since_good=None):
     now = timezone.now()
     last_good = now - timedelta(hours=hours_since_good) if hours_since_good is not None else None
     Source.objects.filter(pk=source.pk).update(
-        status=status, status_reason=reason, status_since=now - timedelta(hours=1), last_good_at=last_good,
-        late_at=(last_good or now) + timedelta(hours=24), down_at=(last_good or now) + timedelta(hours=26),
-        paused=status == "paused", last_run_failed=status == "failing")
+        status=status,
+        status_reason=reason,
+        status_since=now - timedelta(hours=1),
+        last_good_at=last_good,
+        late_at=(last_good or now) + timedelta(hours=24),
+        down_at=(last_good or now) + timedelta(hours=26),
+        paused=status == "paused",
+        last_run_failed=status == "failing",
+    )
 
 
 @pytest.fixture
@@ -57,8 +69,10 @@ def disk(db, tmp_path):
 
 @pytest.fixture
 def sources(disk):
-    return {name: add_source(name, disk, status=status, reason=reason, hours_since_good=hours)
-            for name, (status, reason, hours) in STATES.items()}
+    return {
+        name: add_source(name, disk, status=status, reason=reason, hours_since_good=hours)
+        for name, (status, reason, hours) in STATES.items()
+    }
 
 
 def test_it_says_all_sources_are_safe_when_they_are(disk, admin_client):
@@ -109,7 +123,7 @@ def test_it_measures_the_last_good_backup_against_the_rpo(sources, admin_client)
     page = page_text(admin_client)
     billing = sources["Billing"][0]
     row = re.search(rf'data-source="{billing.pk}">(.*?)</tr>', page, re.S).group(1)
-    assert "3 h ago</span> <span class=\"muted\">· RPO 24 h" in row and "over the RPO" not in row
+    assert '3 h ago</span> <span class="muted">· RPO 24 h' in row and "over the RPO" not in row
     payroll = sources["Payroll"][0]
     row = re.search(rf'data-source="{payroll.pk}">(.*?)</tr>', page, re.S).group(1)
     assert "40 h ago" in row and "over the RPO" in row
@@ -124,8 +138,16 @@ def test_it_says_when_an_up_source_would_be_late(disk, admin_client):
 def test_sources_backed_up_before_monitoring_show_their_last_good_backup(disk, admin_client):
     source, plan = add_source("Billing", disk, status="new")
     started = timezone.now() - timedelta(hours=5)
-    Backup.objects.create(source=source, plan=plan, format="sqlite", compression="zstd", status=Backup.SUCCEEDED,
-                          started_at=started, finished_at=started + timedelta(minutes=1), created_at=started)
+    Backup.objects.create(
+        source=source,
+        plan=plan,
+        format="sqlite",
+        compression="zstd",
+        status=Backup.SUCCEEDED,
+        started_at=started,
+        finished_at=started + timedelta(minutes=1),
+        created_at=started,
+    )
     # What migration 0005 does for sources that already had backups.
     importlib.import_module("catalog.migrations.0005_monitoring_and_api").record_last_good_backups(apps, None)
     assert "5 h ago" in page_text(admin_client)
@@ -133,10 +155,23 @@ def test_sources_backed_up_before_monitoring_show_their_last_good_backup(disk, a
 
 def test_it_keeps_the_last_verified_restore_against_the_rto(sources, admin_client):
     source, plan = sources["Billing"]
-    backup = Backup.objects.create(source=source, plan=plan, format="sqlite", compression="zstd",
-                                   status=Backup.SUCCEEDED, started_at=timezone.now(), finished_at=timezone.now())
-    restore = Verification.objects.create(backup=backup, source=source, kind="restore", status="passed",
-                                          finished_at=timezone.now(), restore_seconds=75 * 60)
+    backup = Backup.objects.create(
+        source=source,
+        plan=plan,
+        format="sqlite",
+        compression="zstd",
+        status=Backup.SUCCEEDED,
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+    )
+    restore = Verification.objects.create(
+        backup=backup,
+        source=source,
+        kind="restore",
+        status="passed",
+        finished_at=timezone.now(),
+        restore_seconds=75 * 60,
+    )
     page = page_text(admin_client)
     assert restore.get_absolute_url() in page and "1 h 15 min" in page and "over the 60 min RTO" in page
 
@@ -150,7 +185,7 @@ def test_it_lists_the_next_runs_of_enabled_plans_soonest_first(disk, admin_clien
     # At 10:07 the next runs are 10:15 (Shop) and 03:00 tomorrow (Billing); near 03:00 both would run at 03:00.
     with time_machine.travel(timezone.now().replace(hour=10, minute=7), tick=False):
         page = page_text(admin_client)
-    section = page[page.index("Next scheduled runs"):page.index("<h2>Storage")]
+    section = page[page.index("Next scheduled runs") : page.index("<h2>Storage")]
     assert "Shop nightly" in section and "Billing nightly" in section and "Wiki nightly" not in section
     assert section.index("Shop nightly") < section.index("Billing nightly")
 
@@ -177,10 +212,21 @@ def record(source, plan, count, start=None, sizes=None):
         at = start + timedelta(days=i)
         size = sizes[i] if sizes else 100 * MB
         failed = sizes is not None and size == 0
-        backups.append(Backup(source=source, plan=plan, format="sqlite", compression="zstd", created_at=at,
-                              status=Backup.FAILED if failed else Backup.SUCCEEDED, started_at=at,
-                              finished_at=at + timedelta(seconds=60 + size // MB), stored_bytes=size,
-                              raw_bytes=size * 3, error="disk full" if failed else ""))
+        backups.append(
+            Backup(
+                source=source,
+                plan=plan,
+                format="sqlite",
+                compression="zstd",
+                created_at=at,
+                status=Backup.FAILED if failed else Backup.SUCCEEDED,
+                started_at=at,
+                finished_at=at + timedelta(seconds=60 + size // MB),
+                stored_bytes=size,
+                raw_bytes=size * 3,
+                error="disk full" if failed else "",
+            )
+        )
     Backup.objects.bulk_create(backups)
 
 
@@ -229,13 +275,17 @@ def week_of_changes():
     Source.objects.update(created_at=now - timedelta(days=30))
     StatusChange.objects.all().delete()
     for source in Source.objects.all():
-        timeline = {"up": [(150, "up", "late"), (148, "late", "up"), (60, "up", "failing"), (40, "failing", "up")],
-                    "late": [(100, "up", "late"), (98, "late", "up"), (1, "up", "late")],
-                    "down": [(90, "up", "failing"), (80, "failing", "up"), (3, "up", "late"), (1, "late", "down")],
-                    "failing": [(1, "up", "failing")], "paused": [(1, "up", "paused")]}[source.status]
+        timeline = {
+            "up": [(150, "up", "late"), (148, "late", "up"), (60, "up", "failing"), (40, "failing", "up")],
+            "late": [(100, "up", "late"), (98, "late", "up"), (1, "up", "late")],
+            "down": [(90, "up", "failing"), (80, "failing", "up"), (3, "up", "late"), (1, "late", "down")],
+            "failing": [(1, "up", "failing")],
+            "paused": [(1, "up", "paused")],
+        }[source.status]
         for hours, old, new in timeline:
-            StatusChange.objects.create(source=source, created_at=now - timedelta(hours=hours), old_status=old,
-                                        new_status=new)
+            StatusChange.objects.create(
+                source=source, created_at=now - timedelta(hours=hours), old_status=old, new_status=new
+            )
 
 
 def test_it_draws_each_sources_health_over_the_last_week(sources, admin_client):
@@ -246,8 +296,9 @@ def test_it_draws_each_sources_health_over_the_last_week(sources, admin_client):
     Source.objects.filter(pk=payroll.pk).update(created_at=now - timedelta(days=30))
     StatusChange.objects.all().delete()  # whatever saving the plan recorded
     for hours_ago, old, new in [(480, "new", "up"), (16, "up", "late"), (14, "late", "down")]:
-        StatusChange.objects.create(source=payroll, created_at=now - timedelta(hours=hours_ago), old_status=old,
-                                    new_status=new)
+        StatusChange.objects.create(
+            source=payroll, created_at=now - timedelta(hours=hours_ago), old_status=old, new_status=new
+        )
     page = page_text(admin_client)
     row = re.search(rf'data-source="{payroll.pk}">(.*?)</tr>', page, re.S).group(1)
     strip = re.search(r'<svg class="health-strip".*?</svg>', row, re.S).group(0)

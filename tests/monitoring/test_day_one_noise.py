@@ -47,9 +47,11 @@ def trial(db):
     three plans, every backup good."""
     disk = make_destination("Local backups")
     metadata, orders = make_source("Strongroom metadata"), make_source("Orders")
-    plans = [make_plan(metadata, [disk], name="Daily metadata backup"),
-             make_plan(orders, [disk], name="Orders nightly"),
-             make_plan(orders, [disk], name="Orders hourly", schedule="0 * * * *")]
+    plans = [
+        make_plan(metadata, [disk], name="Daily metadata backup"),
+        make_plan(orders, [disk], name="Orders nightly"),
+        make_plan(orders, [disk], name="Orders hourly", schedule="0 * * * *"),
+    ]
     backups = [finished_backup(plan) for plan in plans]
     return {"disk": disk, "plans": plans, "backups": backups}
 
@@ -61,9 +63,12 @@ def test_a_trial_with_one_local_destination_opens_one_alert_that_says_what_to_do
     assert alert.detail.startswith(
         f"Daily metadata backup (backup #{first.pk}), Orders hourly (backup #{third.pk}) and Orders nightly "
         f"(backup #{second.pk}) lack a second copy (only 1); a second kind of storage (local disk and S3); "
-        "an off-site copy.")
-    assert ("To meet it: Add a destination of another kind, away from this machine (an S3 bucket, marked "
-            "off-site), on the Destinations page, and tick it in these plans.") in alert.detail
+        "an off-site copy."
+    )
+    assert (
+        "To meet it: Add a destination of another kind, away from this machine (an S3 bucket, marked "
+        "off-site), on the Destinations page, and tick it in these plans."
+    ) in alert.detail
     assert alert.url == "/plans/" and alert.source is None  # two sources' plans
     assert [event for kind, _, event in dispatched if kind == Alert.THREE_TWO_ONE] == [Notification.OPENED]
 
@@ -86,14 +91,22 @@ def test_the_alert_follows_the_plans_until_the_last_one_meets_3_2_1(dispatched, 
     services.delete_plan("test", hourly)  # deleting (or disabling) the last one clears it
     assert open_alerts() == []
     assert reload(alert).resolution == "The latest backup of every enabled plan meets 3-2-1."
-    assert [event for kind, _, event in dispatched if kind == Alert.THREE_TWO_ONE] == [Notification.OPENED,
-                                                                                     Notification.RESOLVED]
+    assert [event for kind, _, event in dispatched if kind == Alert.THREE_TWO_ONE] == [
+        Notification.OPENED,
+        Notification.RESOLVED,
+    ]
 
 
 def test_the_old_alerts_one_per_plan_fold_into_the_one(db, dispatched):
     plan = make_plan(make_source())
-    old, _ = problems.open_alert(Alert.THREE_TWO_ONE, f"plan:{plan.pk}", title="Plan Nightly does not meet 3-2-1",
-                                 detail="Backup #1 lacks an off-site copy.", url="/plans/1/", severity=Alert.WARNING)
+    old, _ = problems.open_alert(
+        Alert.THREE_TWO_ONE,
+        f"plan:{plan.pk}",
+        title="Plan Nightly does not meet 3-2-1",
+        detail="Backup #1 lacks an off-site copy.",
+        url="/plans/1/",
+        severity=Alert.WARNING,
+    )
     finished_backup(plan)
     assert [alert.key for alert in open_alerts()] == ["plans"]
     assert reload(old).resolved_at is not None
@@ -125,8 +138,9 @@ def test_a_passed_restore_test_counts_from_when_it_passed(db):
         source = make_source()
         plan = make_plan(source, restore_test_days=7)
         backup = finished_backup(plan)
-    tested = Verification.objects.create(backup=backup, source=source, kind="restore", status="passed",
-                                         finished_at=T0 + DAY)
+    tested = Verification.objects.create(
+        backup=backup, source=source, kind="restore", status="passed", finished_at=T0 + DAY
+    )
     assert not source.restore_test_overdue(tested, True, now=T0 + 8 * DAY - HOUR)
     assert source.restore_test_overdue(tested, True, now=T0 + 8 * DAY + HOUR)
     assert source.restore_test_overdue(None, True, now=T0 + 8 * DAY)

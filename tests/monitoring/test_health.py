@@ -26,7 +26,9 @@ SECOND = timedelta(seconds=1)
 
 
 def statuses(source):
-    return [(c.old_status, c.new_status) for c in StatusChange.objects.filter(source=source).order_by("created_at", "id")]
+    return [
+        (c.old_status, c.new_status) for c in StatusChange.objects.filter(source=source).order_by("created_at", "id")
+    ]
 
 
 def health_events(dispatched):
@@ -59,8 +61,12 @@ def test_it_goes_late_at_24_h_and_down_at_26_h_then_back_up(db, dispatched):
         assert source.status == "up" and source.last_good_at == T0
         assert (source.late_at, source.down_at) == (T0 + 24 * HOUR, T0 + 26 * HOUR)
 
-        for moment, expected in [(24 * HOUR - SECOND, "up"), (24 * HOUR, "late"),
-                                 (26 * HOUR - SECOND, "late"), (26 * HOUR, "down")]:
+        for moment, expected in [
+            (24 * HOUR - SECOND, "up"),
+            (24 * HOUR, "late"),
+            (26 * HOUR - SECOND, "late"),
+            (26 * HOUR, "down"),
+        ]:
             traveller.move_to(T0 + moment)
             health.check_deadlines()
             assert reload(source).status == expected, moment
@@ -87,10 +93,14 @@ def test_it_goes_late_at_24_h_and_down_at_26_h_then_back_up(db, dispatched):
     # The reason says what happened; the pages show the deadlines beside it (issue 20: one thing once).
     assert late.reason == "No good backup for 24 h; expected every 24 h (grace 2 h)."
     assert Alert.objects.filter(kind=Alert.SOURCE_HEALTH).count() == 1
-    assert health_events(dispatched) == [(Alert.SOURCE_HEALTH, alert.key, Notification.OPENED),
-                                         (Alert.SOURCE_HEALTH, alert.key, Notification.RESOLVED)]
+    assert health_events(dispatched) == [
+        (Alert.SOURCE_HEALTH, alert.key, Notification.OPENED),
+        (Alert.SOURCE_HEALTH, alert.key, Notification.RESOLVED),
+    ]
     assert AuditEvent.objects.filter(action="source.status", actor_label="monitor").count() == 4
-    assert AuditEvent.objects.filter(action__in=["alert.opened", "alert.resolved"], object_id=str(alert.pk)).count() == 2
+    assert (
+        AuditEvent.objects.filter(action__in=["alert.opened", "alert.resolved"], object_id=str(alert.pk)).count() == 2
+    )
 
 
 def test_it_counts_from_the_plan_before_the_first_good_backup(db):
@@ -220,8 +230,15 @@ def test_the_sweep_of_a_dead_backup_makes_the_source_fail(db, settings):
     with time_machine.travel(T0, tick=False) as traveller:
         source = make_source()
         plan = make_plan(source)
-        backup = Backup.objects.create(source=source, plan=plan, status=Backup.RUNNING, format="sqlite",
-                                       compression="zstd", started_at=T0, heartbeat_at=T0)
+        backup = Backup.objects.create(
+            source=source,
+            plan=plan,
+            status=Backup.RUNNING,
+            format="sqlite",
+            compression="zstd",
+            started_at=T0,
+            heartbeat_at=T0,
+        )
         traveller.move_to(T0 + timedelta(seconds=settings.HEARTBEAT_TIMEOUT + 1))
         assert backup_runs.sweep_stale_backups() == [backup.pk]
     source = reload(source)
@@ -241,15 +258,27 @@ def test_monitoring_trouble_never_fails_a_backup(db, monkeypatch):
     assert reload(source).status == "new" and not reload(source).last_run_failed  # rolled back, not half-written
 
 
-def test_the_tick_query_count_does_not_grow_with_the_history(db, django_assert_max_num_queries, django_assert_num_queries):
+def test_the_tick_query_count_does_not_grow_with_the_history(
+    db, django_assert_max_num_queries, django_assert_num_queries
+):
     with time_machine.travel(T0, tick=False) as traveller:
         source = make_source()
         plan = make_plan(source)
-        Backup.objects.bulk_create([
-            Backup(source=source, plan=plan, status=Backup.SUCCEEDED, format="sqlite", compression="zstd",
-                   created_at=T0 - day * 24 * HOUR, started_at=T0 - day * 24 * HOUR, finished_at=T0 - day * 24 * HOUR)
-            for day in range(200)
-        ])
+        Backup.objects.bulk_create(
+            [
+                Backup(
+                    source=source,
+                    plan=plan,
+                    status=Backup.SUCCEEDED,
+                    format="sqlite",
+                    compression="zstd",
+                    created_at=T0 - day * 24 * HOUR,
+                    started_at=T0 - day * 24 * HOUR,
+                    finished_at=T0 - day * 24 * HOUR,
+                )
+                for day in range(200)
+            ]
+        )
         health.refresh_source(source)
         traveller.move_to(T0 + 10 * HOUR)
         with django_assert_num_queries(2):
@@ -310,8 +339,14 @@ def test_a_backup_under_way_at_its_deadline_keeps_the_source_up_but_not_past_dow
         plan = make_plan(source)
         finished_backup(plan, at=T0)
         traveller.move_to(T0 + 24 * HOUR - 10 * SECOND)
-        running = Backup.objects.create(source=source, plan=plan, status=Backup.RUNNING, format="sqlite",
-                                        compression="zstd", started_at=T0 + 24 * HOUR - 10 * SECOND)
+        running = Backup.objects.create(
+            source=source,
+            plan=plan,
+            status=Backup.RUNNING,
+            format="sqlite",
+            compression="zstd",
+            started_at=T0 + 24 * HOUR - 10 * SECOND,
+        )
         traveller.move_to(T0 + 24 * HOUR + 5 * 60 * SECOND)
         assert health.check_deadlines() == []
         health.refresh_source(source)  # e.g. a plan saved meanwhile

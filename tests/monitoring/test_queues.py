@@ -26,8 +26,9 @@ def queued(monkeypatch):
     return lambda: sorted(OrmQ.objects.values_list("key", flat=True))
 
 
-def test_it_queues_jobs_for_the_work_cluster_and_alerts_for_the_monitor(queued, tmp_path,
-                                                                        django_capture_on_commit_callbacks):
+def test_it_queues_jobs_for_the_work_cluster_and_alerts_for_the_monitor(
+    queued, tmp_path, django_capture_on_commit_callbacks
+):
     plan = make_plan(make_source(), [local_destination(tmp_path)], format="sqlite")
     alert = Alert.objects.create(kind=Alert.SOURCE_HEALTH, key="source:1", title="Inventory DB is DOWN")
     with django_capture_on_commit_callbacks(execute=True):

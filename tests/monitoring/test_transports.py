@@ -16,7 +16,6 @@ from catalog.alerts import notify
 from catalog.alerts.models import Alert, Channel, Notification
 from catalog.alerts.transports import Message
 from catalog.models import AuditEvent
-
 from tests.monitoring.channel_helpers import make_channel, make_source, open_alert, resolve, start_smtp
 
 pytestmark = pytest.mark.django_db
@@ -69,7 +68,11 @@ def test_it_posts_the_alert_to_slack(httpserver):
     assert {field["title"] for field in attachment["fields"]} == {"Source", "Since", "Severity"}
     notification = Notification.objects.get(channel=channel, alert=alert)
     assert (notification.event, notification.status, notification.attempts, notification.error) == (
-        Notification.OPENED, Notification.SENT, 1, "")
+        Notification.OPENED,
+        Notification.SENT,
+        1,
+        "",
+    )
 
 
 def test_it_retries_slack_after_a_server_error(httpserver):
@@ -151,11 +154,19 @@ def test_it_signs_the_webhook_body_with_the_channel_secret(httpserver):
     assert request.headers["Content-Type"] == "application/json"
     body = json.loads(raw)
     assert body == {
-        "event": "opened", "alert_id": alert.pk, "kind": "source_health", "key": alert.key, "severity": "critical",
-        "title": "Inventory DB is down", "detail": alert.detail,
+        "event": "opened",
+        "alert_id": alert.pk,
+        "kind": "source_health",
+        "key": alert.key,
+        "severity": "critical",
+        "title": "Inventory DB is down",
+        "detail": alert.detail,
         "source": {"id": alert.source_id, "name": "Inventory DB"},
-        "opened_at": alert.opened_at.isoformat(), "resolved_at": None, "resolution": "",
-        "url": f"https://strongroom.example{alert.url}", "sent_at": body["sent_at"],
+        "opened_at": alert.opened_at.isoformat(),
+        "resolved_at": None,
+        "resolution": "",
+        "url": f"https://strongroom.example{alert.url}",
+        "sent_at": body["sent_at"],
     }
     assert Notification.objects.get(channel=channel).status == Notification.SENT
 
@@ -186,7 +197,10 @@ def test_it_sends_the_webhook_recovery(httpserver):
     _, request = received(httpserver, "/hook")
     body = json.loads(request.get_data())
     assert (body["event"], body["resolved_at"], body["resolution"]) == (
-        "resolved", alert.resolved_at.isoformat(), "A backup succeeded.")
+        "resolved",
+        alert.resolved_at.isoformat(),
+        "A backup succeeded.",
+    )
     assert request.headers["X-Strongroom-Event"] == "resolved"
 
 
@@ -215,7 +229,9 @@ def test_it_triggers_then_resolves_a_pagerduty_incident(pagerduty):
     assert trigger["links"] == [{"href": f"https://strongroom.example{alert.url}", "text": "Open in Strongroom"}]
     assert resolution == {"routing_key": ROUTING_KEY, "event_action": "resolve", "dedup_key": dedup_key}
     assert list(channel.notifications.order_by("id").values_list("event", "status")) == [
-        ("opened", "sent"), ("resolved", "sent")]
+        ("opened", "sent"),
+        ("resolved", "sent"),
+    ]
 
 
 def test_it_resolves_the_pagerduty_incident_even_without_the_recovery_event(pagerduty):
@@ -252,7 +268,8 @@ def test_a_quiet_resolve_closes_the_pagerduty_incident_and_tells_no_one_else(pag
 
 def test_it_disables_pagerduty_on_a_bad_routing_key_without_telling_it(pagerduty):
     pagerduty.expect_request("/v2/enqueue").respond_with_json(
-        {"status": "invalid event", "message": "Event object is invalid"}, status=400)
+        {"status": "invalid event", "message": "Event object is invalid"}, status=400
+    )
     channel = make_channel(Channel.PAGERDUTY, secrets={"routing_key": ROUTING_KEY})
     alert = open_alert()
 
@@ -284,8 +301,9 @@ def test_it_sends_nothing_twice_when_the_task_is_delivered_again(httpserver):
 def test_it_sends_only_to_channels_subscribed_to_the_kind(httpserver):
     httpserver.expect_request("/storage").respond_with_data("ok")
     httpserver.expect_request("/health").respond_with_data("ok")
-    storage_only = make_channel(Channel.WEBHOOK, name="Storage", events=["storage_full"],
-                                url=httpserver.url_for("/storage"))
+    storage_only = make_channel(
+        Channel.WEBHOOK, name="Storage", events=["storage_full"], url=httpserver.url_for("/storage")
+    )
     health = make_channel(Channel.WEBHOOK, name="Health", events=["source_health"], url=httpserver.url_for("/health"))
     alert = open_alert()
 
@@ -301,10 +319,12 @@ def test_it_sends_recoveries_only_to_channels_subscribed_to_them(httpserver):
     for path in ("/problems", "/recoveries"):
         httpserver.expect_request(path).respond_with_data("ok")
     make_channel(Channel.WEBHOOK, name="Problems", events=["source_health"], url=httpserver.url_for("/problems"))
-    make_channel(Channel.WEBHOOK, name="Recoveries", events=["source_health", "recovery"],
-                 url=httpserver.url_for("/recoveries"))
-    make_channel(Channel.WEBHOOK, name="Other recoveries", events=["storage_full", "recovery"],
-                 url=httpserver.url_for("/other"))
+    make_channel(
+        Channel.WEBHOOK, name="Recoveries", events=["source_health", "recovery"], url=httpserver.url_for("/recoveries")
+    )
+    make_channel(
+        Channel.WEBHOOK, name="Other recoveries", events=["storage_full", "recovery"], url=httpserver.url_for("/other")
+    )
     alert = open_alert()
     notify.send_for_alert(alert.pk, Notification.OPENED)
     # Added after the problem was sent: it is not told that something it never heard of is over.
@@ -473,8 +493,7 @@ def test_it_tells_the_other_channels_when_one_breaks_unexpectedly(httpserver, se
 
 def test_it_retries_a_server_that_does_not_answer_in_time(httpserver, settings):
     settings.NOTIFY_HTTP_TIMEOUT = 1
-    httpserver.expect_oneshot_request("/slow").respond_with_handler(
-        lambda request: time.sleep(1.3) or Response("late"))
+    httpserver.expect_oneshot_request("/slow").respond_with_handler(lambda request: time.sleep(1.3) or Response("late"))
     httpserver.expect_request("/slow").respond_with_data("ok")
     channel = make_channel(Channel.WEBHOOK, url=httpserver.url_for("/slow"))
     alert = open_alert()
@@ -494,15 +513,29 @@ def test_it_tells_a_channel_when_monitoring_opens_and_resolves_an_alert(httpserv
     key = f"source:{source.pk}"
 
     with django_capture_on_commit_callbacks(execute=True):
-        problems.open_alert(Alert.SOURCE_HEALTH, key, title="Inventory DB is DOWN", detail="No good backup for 27 h.",
-                            url=source.get_absolute_url(), source=source)
+        problems.open_alert(
+            Alert.SOURCE_HEALTH,
+            key,
+            title="Inventory DB is DOWN",
+            detail="No good backup for 27 h.",
+            url=source.get_absolute_url(),
+            source=source,
+        )
     with django_capture_on_commit_callbacks(execute=True):  # found again: no second message
-        problems.open_alert(Alert.SOURCE_HEALTH, key, title="Inventory DB is DOWN", detail="No good backup for 28 h.",
-                            url=source.get_absolute_url(), source=source)
+        problems.open_alert(
+            Alert.SOURCE_HEALTH,
+            key,
+            title="Inventory DB is DOWN",
+            detail="No good backup for 28 h.",
+            url=source.get_absolute_url(),
+            source=source,
+        )
     with django_capture_on_commit_callbacks(execute=True):
         problems.resolve_alert(Alert.SOURCE_HEALTH, key, "A backup succeeded.")
 
     bodies = [json.loads(request.get_data()) for request in received(httpserver, "/hook")]
     assert [(body["event"], body["title"]) for body in bodies] == [
-        ("opened", "Inventory DB is DOWN"), ("resolved", "Inventory DB is DOWN")]
+        ("opened", "Inventory DB is DOWN"),
+        ("resolved", "Inventory DB is DOWN"),
+    ]
     assert bodies[1]["resolution"] == "A backup succeeded."

@@ -46,14 +46,16 @@ def protected_source(cluster, destinations, mode=ContinuousProtection.ARCHIVE):
     the wal part's business; here only the prerequisite matters)."""
     source = pg_source({**cluster.server, "dbname": "postgres"}, name="Orders cluster")
     protection = ContinuousProtection.objects.create(
-        source=source, enabled=True, mode=mode, check_report={"segment_size": SEGMENT_SIZE})
+        source=source, enabled=True, mode=mode, check_report={"segment_size": SEGMENT_SIZE}
+    )
     protection.destinations.set(destinations)
     return source
 
 
 def base_backup_plan(source, destinations, **fields):
-    return make_plan(source, destinations, name="Nightly physical", format="basebackup", compression="zstd",
-                     encrypt=True, **fields)
+    return make_plan(
+        source, destinations, name="Nightly physical", format="basebackup", compression="zstd", encrypt=True, **fields
+    )
 
 
 def decrypted_tar(backup, directory, tmp_path):
@@ -79,8 +81,11 @@ def test_it_takes_a_base_backup_to_local_and_s3_and_it_recovers(cluster, s3_buck
     assert {copy.status for copy in copies.values()} == {Copy.DURABLE}
     local_object = tmp_path / "backups" / copies["local"].key
     assert local_object.name.endswith(".tar.zst.enc")
-    remote_body = s3.client(s3_bucket["endpoint_url"]).get_object(
-        Bucket=s3_bucket["bucket"], Key=f"strongroom/{copies['s3'].key}")["Body"].read()
+    remote_body = (
+        s3.client(s3_bucket["endpoint_url"])
+        .get_object(Bucket=s3_bucket["bucket"], Key=f"strongroom/{copies['s3'].key}")["Body"]
+        .read()
+    )
     assert remote_body == local_object.read_bytes()
     assert s3.open_uploads(s3_bucket["endpoint_url"], s3_bucket["bucket"]) == []
 
@@ -95,14 +100,22 @@ def test_it_takes_a_base_backup_to_local_and_s3_and_it_recovers(cluster, s3_buck
         label = parse_backup_label(archive.extractfile("backup_label").read().decode())
     bounds = BaseBackupWal.objects.get(backup=backup)
     assert (bounds.start_segment, bounds.start_lsn, bounds.timeline) == (
-        label["start_segment"], label["start_lsn"], label["timeline"])
+        label["start_segment"],
+        label["start_lsn"],
+        label["timeline"],
+    )
     assert bounds.end_segment >= bounds.start_segment and bounds.end_lsn
     assert bounds.started_at and bounds.finished_at and bounds.wal_complete_at is None
     manifest = json.loads((tmp_path / "backups" / copies["local"].manifest_key).read_text())
     assert manifest["format"] == "basebackup"
-    assert manifest["wal"] == {"timeline": 1, "start_lsn": bounds.start_lsn, "end_lsn": bounds.end_lsn,
-                               "start_segment": bounds.start_segment, "end_segment": bounds.end_segment,
-                               "segment_size": SEGMENT_SIZE}
+    assert manifest["wal"] == {
+        "timeline": 1,
+        "start_lsn": bounds.start_lsn,
+        "end_lsn": bounds.end_lsn,
+        "start_segment": bounds.start_segment,
+        "end_segment": bounds.end_segment,
+        "segment_size": SEGMENT_SIZE,
+    }
 
     # Rows written after the backup are not in it.
     with psycopg.connect(**cluster.server, dbname="postgres", autocommit=True) as conn:
@@ -130,12 +143,14 @@ def recovered_rows(cluster, plain_tar, bounds):
             shutil.chown(target, cluster.os_user)
         port = free_port()
         options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
-        run_as(cluster, [pg_bin("pg_ctl"), "-D", datadir, "-o", options, "-l", os.path.join(root, "log"), "-w",
-                         "start"])
+        run_as(
+            cluster, [pg_bin("pg_ctl"), "-D", datadir, "-o", options, "-l", os.path.join(root, "log"), "-w", "start"]
+        )
         try:
             with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres") as conn:
                 return conn.execute(
-                    "SELECT count(*), count(*) FILTER (WHERE item = 'after the backup') FROM orders").fetchone()
+                    "SELECT count(*), count(*) FILTER (WHERE item = 'after the backup') FROM orders"
+                ).fetchone()
         finally:
             run_as(cluster, [pg_bin("pg_ctl"), "-D", datadir, "-m", "immediate", "stop"])
     finally:
@@ -283,8 +298,9 @@ def test_the_plan_form_offers_base_backups_for_postgresql_only(cluster, tmp_path
     local = local_destination(tmp_path / "backups")
     database = tmp_path / "app.sqlite3"
     database.write_bytes(b"")
-    sqlite_source = services.save_source("test", Source(name="App", engine="sqlite", sqlite_path=str(database),
-                                                        port=None))
+    sqlite_source = services.save_source(
+        "test", Source(name="App", engine="sqlite", sqlite_path=str(database), port=None)
+    )
     pg = pg_source({**cluster.server, "dbname": "postgres"}, name="Orders cluster")
 
     sqlite_form = admin_client.get(reverse("plan_new") + f"?source={sqlite_source.pk}").content.decode()
@@ -294,11 +310,24 @@ def test_the_plan_form_offers_base_backups_for_postgresql_only(cluster, tmp_path
     assert 'value="basebackup"' in pg_form
     assert "runs only while the source&#x27;s continuous protection is on" in pg_form
 
-    response = admin_client.post(reverse("plan_new"), {
-        "name": "Physical of SQLite", "source": sqlite_source.pk, "schedule": "0 2 * * *", "format": "basebackup",
-        "compression": "zstd", "encrypt": "on", "destinations": [local.pk], "retention_mode": "gfs",
-        "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12, "keep_yearly": 1, "keep_minimum": 1,
-    })
+    response = admin_client.post(
+        reverse("plan_new"),
+        {
+            "name": "Physical of SQLite",
+            "source": sqlite_source.pk,
+            "schedule": "0 2 * * *",
+            "format": "basebackup",
+            "compression": "zstd",
+            "encrypt": "on",
+            "destinations": [local.pk],
+            "retention_mode": "gfs",
+            "keep_daily": 7,
+            "keep_weekly": 4,
+            "keep_monthly": 12,
+            "keep_yearly": 1,
+            "keep_minimum": 1,
+        },
+    )
     assert response.status_code == 200
     assert "A SQLite source cannot produce “Physical base backup" in response.content.decode()
     assert not sqlite_source.plans.exists()
@@ -343,11 +372,19 @@ def test_the_tar_watcher_finds_the_label_and_the_manifest_tail_whatever_the_chun
     from catalog.engine.basebackup import TarWatcher
 
     label = b"START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n"
-    manifest = b'{"Files": [' + b'{"Path": "base/1/1234", "Size": 8192},' * 5000 + b'], "WAL-Ranges": [{"End-LSN": "0/2000100"}]}'
+    manifest = (
+        b'{"Files": ['
+        + b'{"Path": "base/1/1234", "Size": 8192},' * 5000
+        + b'], "WAL-Ranges": [{"End-LSN": "0/2000100"}]}'
+    )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, body in [("backup_label", label), ("PG_VERSION", b"15\n"), ("base/1/1234", os.urandom(9000)),
-                           ("backup_manifest", manifest)]:
+        for name, body in [
+            ("backup_label", label),
+            ("PG_VERSION", b"15\n"),
+            ("base/1/1234", os.urandom(9000)),
+            ("backup_manifest", manifest),
+        ]:
             info = tarfile.TarInfo(name)
             info.size = len(body)
             archive.addfile(info, io.BytesIO(body))
@@ -355,7 +392,7 @@ def test_the_tar_watcher_finds_the_label_and_the_manifest_tail_whatever_the_chun
     for size in (1, 511, 512, 4096, len(stream)):
         watcher = TarWatcher(limit=4096)
         for start in range(0, len(stream), size):
-            watcher.feed(stream[start:start + size])
+            watcher.feed(stream[start : start + size])
         assert watcher.members["backup_label"] == label
         assert watcher.members["backup_manifest"] == manifest[-4096:]
         assert watcher.names == ["backup_label", "PG_VERSION", "backup_manifest"]

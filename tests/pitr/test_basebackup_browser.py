@@ -22,7 +22,8 @@ def shot(page, name):
 
 
 def test_an_administrator_plans_base_backups_and_sees_one_wait_for_its_wal(
-        live_server, page, admin_user, cluster, tmp_path):  # noqa: F811
+    live_server, page, admin_user, cluster, tmp_path
+):  # noqa: F811
     local = local_destination(tmp_path / "backups")
     source = protected_source(cluster, [local])
     log_in(page, live_server, admin_user)

@@ -7,7 +7,7 @@ the stored WAL through restore_command and promote a new cluster."""
 import os
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -44,8 +44,13 @@ def restore_root(settings):
     settings.PG_BASEBACKUP = pg_bin("pg_basebackup")
     yield root
     for name in os.listdir(root):
-        engine.stop(django_settings.PG_CTL, os.path.join(root, name), django_settings.PITR_OS_USER, remove=True,
-                    mode="immediate")
+        engine.stop(
+            django_settings.PG_CTL,
+            os.path.join(root, name),
+            django_settings.PITR_OS_USER,
+            remove=True,
+            mode="immediate",
+        )
     engine.shutil.rmtree(root, ignore_errors=True)
 
 
@@ -89,8 +94,9 @@ def restored_batches(job):
 
 
 def restore(admin_user, source, root, name, **target):
-    return restores.request_pitr_restore(admin_user, source, data_directory=os.path.join(root, name),
-                                         port=free_port(), **target)
+    return restores.request_pitr_restore(
+        admin_user, source, data_directory=os.path.join(root, name), port=free_port(), **target
+    )
 
 
 def test_it_restores_exactly_the_batches_committed_before_the_moment(protected, admin_user, restore_root):
@@ -100,18 +106,19 @@ def test_it_restores_exactly_the_batches_committed_before_the_moment(protected, 
     base = take_base_backup(source, cluster.destination)
     insert_batch(cluster, 2)
     time.sleep(1.1)
-    before_batch_3 = datetime.now(timezone.utc)
+    before_batch_3 = datetime.now(UTC)
     insert_batch(cluster, 3)
     time.sleep(1.1)
-    moment = datetime.now(timezone.utc)
+    moment = datetime.now(UTC)
     time.sleep(1.1)
     for batch in (4, 5):
         insert_batch(cluster, batch)
         time.sleep(1.1)
     switch_and_ship(cluster, source)
 
-    job = restore(admin_user, source, restore_root, "orders-at-moment", target_kind=PitrRestore.TIME,
-                  target_time=moment)
+    job = restore(
+        admin_user, source, restore_root, "orders-at-moment", target_kind=PitrRestore.TIME, target_time=moment
+    )
     job.refresh_from_db()
 
     assert job.status == PitrRestore.SUCCEEDED, job.summary + job.log
@@ -145,7 +152,7 @@ def test_it_refuses_a_target_past_a_missing_segment_and_restores_before_it(prote
     take_base_backup(source, cluster.destination)
     insert_batch(cluster, 1)
     time.sleep(1.1)
-    before_gap = datetime.now(timezone.utc)
+    before_gap = datetime.now(UTC)
     time.sleep(1.1)
     insert_batch(cluster, 2)
     switch_and_ship(cluster, source)
@@ -154,7 +161,7 @@ def test_it_refuses_a_target_past_a_missing_segment_and_restores_before_it(prote
     write_wal(cluster, megabytes=2)
     insert_batch(cluster, 3)
     switch_and_ship(cluster, source)
-    after_gap = datetime.now(timezone.utc)
+    after_gap = datetime.now(UTC)
     time.sleep(1.1)
     insert_batch(cluster, 4)
     switch_and_ship(cluster, source)
@@ -171,8 +178,7 @@ def test_it_refuses_a_target_past_a_missing_segment_and_restores_before_it(prote
     with pytest.raises(Refused, match=lost):
         restore(admin_user, source, restore_root, "latest", target_kind=PitrRestore.LATEST)
 
-    job = restore(admin_user, source, restore_root, "before-gap", target_kind=PitrRestore.TIME,
-                  target_time=before_gap)
+    job = restore(admin_user, source, restore_root, "before-gap", target_kind=PitrRestore.TIME, target_time=before_gap)
     job.refresh_from_db()
     assert job.status == PitrRestore.SUCCEEDED, job.summary + job.log
     assert restored_batches(job) == [1]
@@ -206,11 +212,17 @@ def test_it_refuses_unsafe_directories_and_busy_ports(protected, admin_user, res
     with pytest.raises(Refused, match="not empty"):
         restore(admin_user, source, restore_root, "occupied", target_kind=PitrRestore.LATEST)
     with pytest.raises(Refused, match="Restores go under"):
-        restores.request_pitr_restore(admin_user, source, target_kind=PitrRestore.LATEST, data_directory="/etc/x",
-                                      port=free_port())
+        restores.request_pitr_restore(
+            admin_user, source, target_kind=PitrRestore.LATEST, data_directory="/etc/x", port=free_port()
+        )
     with pytest.raises(Refused, match="already in use"):
-        restores.request_pitr_restore(admin_user, source, target_kind=PitrRestore.LATEST,
-                                      data_directory=os.path.join(restore_root, "new"), port=cluster.port)
+        restores.request_pitr_restore(
+            admin_user,
+            source,
+            target_kind=PitrRestore.LATEST,
+            data_directory=os.path.join(restore_root, "new"),
+            port=cluster.port,
+        )
     assert not PitrRestore.objects.exists()
 
 
@@ -221,8 +233,9 @@ def test_wal_fetch_serves_stored_files_partials_and_says_when_there_is_none(prot
     insert_batch(cluster, 1)
     complete = switch_and_ship(cluster, source)
     call_command("wal_fetch", source.pk, complete, str(tmp_path / "segment"))
-    assert (tmp_path / "segment").read_bytes() == wal.read_wal_bytes(WalSegment.objects.get(source=source,
-                                                                                             name=complete))
+    assert (tmp_path / "segment").read_bytes() == wal.read_wal_bytes(
+        WalSegment.objects.get(source=source, name=complete)
+    )
     assert not [p for p in os.listdir(tmp_path) if "strongroom-partial" in p]
 
     execute(cluster, "INSERT INTO items (batch, note) VALUES (7, 'only-in-the-partial')")
@@ -236,8 +249,7 @@ def test_wal_fetch_serves_stored_files_partials_and_says_when_there_is_none(prot
     assert end_of_wal.value.code == 1 and not (tmp_path / "history").exists()
 
 
-def test_the_tick_fails_a_restore_whose_worker_died_and_removes_its_directory(db, restore_root, admin_user,
-                                                                              tmp_path):
+def test_the_tick_fails_a_restore_whose_worker_died_and_removes_its_directory(db, restore_root, admin_user, tmp_path):
     from datetime import timedelta
 
     from catalog import tasks
@@ -247,9 +259,15 @@ def test_the_tick_fails_a_restore_whose_worker_died_and_removes_its_directory(db
     half_done = os.path.join(restore_root, "half-done")
     os.makedirs(half_done)
     open(os.path.join(half_done, "PG_VERSION"), "w").close()
-    stale = datetime.now(timezone.utc) - timedelta(hours=1)
-    job = PitrRestore.objects.create(source=source, status=PitrRestore.RUNNING, started_at=stale, heartbeat_at=stale,
-                                     data_directory=half_done, port=free_port())
+    stale = datetime.now(UTC) - timedelta(hours=1)
+    job = PitrRestore.objects.create(
+        source=source,
+        status=PitrRestore.RUNNING,
+        started_at=stale,
+        heartbeat_at=stale,
+        data_directory=half_done,
+        port=free_port(),
+    )
 
     assert tasks.tick()["swept_pitr_restores"] == [job.pk]
     job.refresh_from_db()
@@ -300,11 +318,12 @@ def test_a_damaged_base_backup_fails_the_restore_and_leaves_nothing_behind(prote
     assert not [name for name in os.listdir(restore_root)]
 
 
-def test_a_restored_server_run_by_another_os_user_does_not_inherit_our_secrets(protected, admin_user, restore_root,
-                                                                              monkeypatch):
+def test_a_restored_server_run_by_another_os_user_does_not_inherit_our_secrets(
+    protected, admin_user, restore_root, monkeypatch
+):
     from catalog.engine.pitr import current_user
 
-    if django_settings.PITR_OS_USER == current_user():
+    if current_user() == django_settings.PITR_OS_USER:
         pytest.skip("the restored server runs as the worker's own user here")
     monkeypatch.setenv("STRONGROOM_TEST_SECRET", "do-not-leak-me")
     cluster, source = protected

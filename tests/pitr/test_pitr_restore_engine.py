@@ -6,7 +6,7 @@ import os
 import subprocess
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def archiving_cluster():
     archive = tempfile.mkdtemp(prefix="strongroom-archive-")
-    cluster = Cluster(settings={"archive_mode": "on", "archive_command": f"'cp %p {archive}/%f'"},
-                      initdb_args=("--wal-segsize=1",))
+    cluster = Cluster(
+        settings={"archive_mode": "on", "archive_command": f"'cp %p {archive}/%f'"}, initdb_args=("--wal-segsize=1",)
+    )
     pitr.give_to(archive, cluster.os_user)
     cluster.archive = archive
     yield cluster
@@ -51,8 +52,22 @@ def owner():
 
 
 def base_backup_chunks(cluster):
-    argv = [pg_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres",
-            "-D", "-", "-Ft", "-X", "none", "-c", "fast"]
+    argv = [
+        pg_bin("pg_basebackup"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(cluster.port),
+        "-U",
+        "postgres",
+        "-D",
+        "-",
+        "-Ft",
+        "-X",
+        "none",
+        "-c",
+        "fast",
+    ]
     process = subprocess.Popen(as_user(argv, cluster.os_user), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     while chunk := process.stdout.read(1 << 16):
         yield chunk
@@ -75,8 +90,9 @@ def restore(cluster, datadir, target):
     pitr.make_data_directory(datadir, os_user)
     pitr.extract_tar_stream(base_backup_chunks.saved, datadir, os_user)
     port = free_port()
-    pitr.write_recovery_settings(datadir, os_user, restore_command=f"cp {cluster.archive}/%f %p", target=target,
-                                 port=port)
+    pitr.write_recovery_settings(
+        datadir, os_user, restore_command=f"cp {cluster.archive}/%f %p", target=target, port=port
+    )
     pitr.start(pg_bin("pg_ctl"), datadir, os_user)
     log = pitr.wait_until_promoted(pg_bin("pg_ctl"), datadir, os_user, timeout=120)
     return {"host": "localhost", "port": port, "user": "postgres"}, log
@@ -87,9 +103,9 @@ def test_it_restores_to_a_moment_a_restore_point_and_the_latest(archiving_cluste
     execute(server, "CREATE TABLE items (id serial PRIMARY KEY, batch int NOT NULL)")
     insert_batch(server, 1)
     base_backup_chunks.saved = list(base_backup_chunks(archiving_cluster))
-    before_batch_2 = datetime.now(timezone.utc)
+    before_batch_2 = datetime.now(UTC)
     insert_batch(server, 2)
-    between = datetime.now(timezone.utc)
+    between = datetime.now(UTC)
     time.sleep(1.2)
     insert_batch(server, 3)
     execute(server, "SELECT pg_create_restore_point('before-batch-4')")
@@ -104,8 +120,9 @@ def test_it_restores_to_a_moment_a_restore_point_and_the_latest(archiving_cluste
     assert "recovery stopping before commit" in pitr.stop_point(log)
     assert execute(restored, "SELECT pg_is_in_recovery()") == [(False,)]
 
-    restored, log = restore(archiving_cluster, restore_dirs("named"),
-                            pitr.RecoveryTarget("restore_point", name="before-batch-4"))
+    restored, log = restore(
+        archiving_cluster, restore_dirs("named"), pitr.RecoveryTarget("restore_point", name="before-batch-4")
+    )
     assert execute(restored, "SELECT DISTINCT batch FROM items ORDER BY 1") == [(1,), (2,), (3,)]
 
     restored, log = restore(archiving_cluster, restore_dirs("latest"), pitr.RecoveryTarget("latest"))
@@ -122,8 +139,9 @@ def test_it_reports_why_recovery_failed(archiving_cluster, restore_dirs):
     pitr.make_data_directory(datadir, os_user)
     pitr.extract_tar_stream(base_backup_chunks.saved, datadir, os_user)
     # No WAL at all: the base backup can never become consistent.
-    pitr.write_recovery_settings(datadir, os_user, restore_command="false", target=pitr.RecoveryTarget("latest"),
-                                 port=free_port())
+    pitr.write_recovery_settings(
+        datadir, os_user, restore_command="false", target=pitr.RecoveryTarget("latest"), port=free_port()
+    )
     pitr.start(pg_bin("pg_ctl"), datadir, os_user)
     with pytest.raises(pitr.RecoveryError) as failure:
         pitr.wait_until_promoted(pg_bin("pg_ctl"), datadir, os_user, timeout=60)
@@ -143,11 +161,13 @@ def test_it_refuses_target_directories_that_are_unsafe(tmp_path):
 
 
 def test_it_parses_the_recovered_time_from_the_log():
-    log = ("2026-11-26 04:40:01.000 UTC [1] LOG:  recovery stopping before commit of transaction 744, "
-           "time 2026-11-26 04:40:00.5+00\n"
-           "2026-11-26 04:40:01.000 UTC [1] LOG:  last completed transaction was at log time "
-           "2026-11-26 04:39:59.123456+00\n")
-    assert pitr.recovered_time(log) == datetime(2026, 11, 26, 4, 39, 59, 123456, tzinfo=timezone.utc)
+    log = (
+        "2026-11-26 04:40:01.000 UTC [1] LOG:  recovery stopping before commit of transaction 744, "
+        "time 2026-11-26 04:40:00.5+00\n"
+        "2026-11-26 04:40:01.000 UTC [1] LOG:  last completed transaction was at log time "
+        "2026-11-26 04:39:59.123456+00\n"
+    )
+    assert pitr.recovered_time(log) == datetime(2026, 11, 26, 4, 39, 59, 123456, tzinfo=UTC)
     assert pitr.stop_point(log).startswith("recovery stopping before commit")
     assert pitr.recovered_time("nothing here") is None
 

@@ -3,7 +3,7 @@ drill button, through the client and in Chromium."""
 
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -31,14 +31,17 @@ def test_the_wizard_offers_the_point_in_time_path_and_shows_the_plan(protected, 
     insert_batch(cluster, 1)
     switch_and_ship(cluster, source)
 
-    assert reverse("pitr_restore_start", args=[source.pk]) in admin_client.get(reverse("restore_step", args=["what"]),
-                                                                               follow=True).content.decode()
+    assert (
+        reverse("pitr_restore_start", args=[source.pk])
+        in admin_client.get(reverse("restore_step", args=["what"]), follow=True).content.decode()
+    )
     page = admin_client.get(reverse("pitr_restore_start", args=[source.pk])).content.decode()
     assert "Verify PITR" in page and "Start the restore" in page
     plan = admin_client.get(reverse("pitr_restore_plan", args=[source.pk]), {"target_kind": "latest"}).content.decode()
     assert f"#{base.pk}" in plan and base.base_wal.start_segment in plan and "Expected restore size" in plan
-    too_early = admin_client.get(reverse("pitr_restore_plan", args=[source.pk]),
-                                 {"target_kind": "time", "target_time": "2001-01-01T00:00:00"}).content.decode()
+    too_early = admin_client.get(
+        reverse("pitr_restore_plan", args=[source.pk]), {"target_kind": "time", "target_time": "2001-01-01T00:00:00"}
+    ).content.decode()
     assert "No base backup was finished before" in too_early
 
 
@@ -48,15 +51,21 @@ def test_it_restores_from_the_form_and_shows_how_to_connect(protected, admin_cli
     take_base_backup(source, cluster.destination)
     insert_batch(cluster, 1)
     time.sleep(1.1)
-    moment = datetime.now(timezone.utc).astimezone(ZoneInfo("America/New_York"))
+    moment = datetime.now(UTC).astimezone(ZoneInfo("America/New_York"))
     time.sleep(1.1)
     insert_batch(cluster, 2)
     switch_and_ship(cluster, source)
     port = free_port()
 
-    response = admin_client.post(reverse("pitr_restore_start", args=[source.pk]), {
-        "target_kind": "time", "target_time": moment.strftime("%Y-%m-%dT%H:%M:%S"),
-        "data_directory": os.path.join(restore_root, "from-form"), "port": port})
+    response = admin_client.post(
+        reverse("pitr_restore_start", args=[source.pk]),
+        {
+            "target_kind": "time",
+            "target_time": moment.strftime("%Y-%m-%dT%H:%M:%S"),
+            "data_directory": os.path.join(restore_root, "from-form"),
+            "port": port,
+        },
+    )
 
     job = PitrRestore.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse("pitr_restore_detail", args=[job.pk])
@@ -74,8 +83,11 @@ def test_it_restores_from_the_form_and_shows_how_to_connect(protected, admin_cli
 def test_a_bad_directory_gets_a_clear_message_and_no_job(protected, admin_client, restore_root):
     cluster, source = protected
     take_base_backup(source, cluster.destination)
-    response = admin_client.post(reverse("pitr_restore_start", args=[source.pk]), {
-        "target_kind": "latest", "data_directory": "/etc", "port": free_port()}, follow=True)
+    response = admin_client.post(
+        reverse("pitr_restore_start", args=[source.pk]),
+        {"target_kind": "latest", "data_directory": "/etc", "port": free_port()},
+        follow=True,
+    )
     assert "Restores go under" in response.content.decode()
     assert not PitrRestore.objects.exists()
 
@@ -83,12 +95,19 @@ def test_a_bad_directory_gets_a_clear_message_and_no_job(protected, admin_client
 def test_auditors_may_look_but_not_restore_or_drill(protected, auditor_client, admin_user, restore_root):
     cluster, source = protected
     take_base_backup(source, cluster.destination)
-    job = PitrRestore.objects.create(source=source, target_kind="latest", status=PitrRestore.FAILED,
-                                     summary="An earlier failure")
-    for name, args in [("pitr_restore_start", [source.pk]), ("pitr_drill_start", [source.pk]),
-                       ("pitr_restore_cancel", [job.pk]), ("pitr_restore_stop_server", [job.pk])]:
-        response = auditor_client.post(reverse(name, args=args), {"target_kind": "latest", "port": free_port(),
-                                                                   "data_directory": os.path.join(restore_root, "x")})
+    job = PitrRestore.objects.create(
+        source=source, target_kind="latest", status=PitrRestore.FAILED, summary="An earlier failure"
+    )
+    for name, args in [
+        ("pitr_restore_start", [source.pk]),
+        ("pitr_drill_start", [source.pk]),
+        ("pitr_restore_cancel", [job.pk]),
+        ("pitr_restore_stop_server", [job.pk]),
+    ]:
+        response = auditor_client.post(
+            reverse(name, args=args),
+            {"target_kind": "latest", "port": free_port(), "data_directory": os.path.join(restore_root, "x")},
+        )
         assert response.status_code == 403, name
     assert PitrRestore.objects.count() == 1
     assert auditor_client.get(reverse("pitr_restore_detail", args=[job.pk])).status_code == 200
@@ -155,8 +174,13 @@ def test_auditors_see_the_list_of_point_in_time_restores(auditor_client):
     from tests.factories import pg_source
 
     source = pg_source({"host": "127.0.0.1", "port": 1, "user": "nobody", "dbname": "gone"}, name="Gone")
-    PitrRestore.objects.create(source=source, target_kind="restore_point", restore_point="strongroom-drill-9",
-                               is_drill=True, status=PitrRestore.SUCCEEDED)
+    PitrRestore.objects.create(
+        source=source,
+        target_kind="restore_point",
+        restore_point="strongroom-drill-9",
+        is_drill=True,
+        status=PitrRestore.SUCCEEDED,
+    )
     page = auditor_client.get(reverse("pitr_restore_list")).content.decode()
     assert "strongroom-drill-9" in page and "drill" in page
     assert reverse("pitr_restore_list") in auditor_client.get(reverse("restore_list")).content.decode()

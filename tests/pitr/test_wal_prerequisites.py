@@ -38,8 +38,10 @@ def enable_url(source):
 def test_it_names_wal_level_and_senders_on_a_minimal_cluster(admin_client, minimal_cluster, tmp_path):
     source = cluster_source(minimal_cluster)
     destination = local_destination(tmp_path / "wal")
-    response = admin_client.post(enable_url(source), {"mode": "stream", "destinations": [destination.pk],
-                                                      "recovery_window_days": 14, "enable": "1"})
+    response = admin_client.post(
+        enable_url(source),
+        {"mode": "stream", "destinations": [destination.pk], "recovery_window_days": 14, "enable": "1"},
+    )
     assert response.status_code == 200
     page = response.content.decode()
     assert "wal_level is minimal: set wal_level = replica" in page
@@ -55,8 +57,10 @@ def test_it_names_a_role_without_replication_and_quotes_the_server(admin_client,
     execute(cluster, "CREATE ROLE shipper LOGIN")
     source = cluster_source(cluster, user="shipper")
     destination = local_destination(tmp_path / "wal")
-    response = admin_client.post(enable_url(source), {"mode": "stream", "destinations": [destination.pk],
-                                                      "recovery_window_days": 14, "check": "1"})
+    response = admin_client.post(
+        enable_url(source),
+        {"mode": "stream", "destinations": [destination.pk], "recovery_window_days": 14, "check": "1"},
+    )
     page = response.content.decode()
     assert "Role shipper has neither REPLICATION nor superuser: run ALTER ROLE shipper REPLICATION;" in page
     assert "must be superuser or replication role to start walsender" in page  # the server's own words
@@ -72,8 +76,10 @@ def test_it_enables_streaming_with_a_slot_and_the_plans_destinations(admin_clien
     make_plan(source, [destination])
     page = admin_client.get(enable_url(source)).content.decode()
     assert f'value="{destination.pk}" checked' in page.replace("\n", " ") or "checked" in page
-    response = admin_client.post(enable_url(source), {"mode": "stream", "destinations": [destination.pk],
-                                                      "recovery_window_days": 7, "enable": "1"})
+    response = admin_client.post(
+        enable_url(source),
+        {"mode": "stream", "destinations": [destination.pk], "recovery_window_days": 7, "enable": "1"},
+    )
     assert response.status_code == 302
     protection = ContinuousProtection.objects.get(source=source)
     assert protection.enabled and protection.mode == "stream"
@@ -97,8 +103,10 @@ def test_it_enables_streaming_with_a_slot_and_the_plans_destinations(admin_clien
 def test_it_shows_the_archive_command_without_any_secret(admin_client, cluster, tmp_path):
     source = cluster_source(cluster)
     destination = local_destination(tmp_path / "wal")
-    response = admin_client.post(enable_url(source), {"mode": "archive", "destinations": [destination.pk],
-                                                      "recovery_window_days": 14, "enable": "1"})
+    response = admin_client.post(
+        enable_url(source),
+        {"mode": "archive", "destinations": [destination.pk], "recovery_window_days": 14, "enable": "1"},
+    )
     assert response.status_code == 302
     protection = ContinuousProtection.objects.get(source=source)
     assert protection.enabled and protection.mode == "archive" and protection.slot_name == ""
@@ -111,8 +119,10 @@ def test_it_shows_the_archive_command_without_any_secret(admin_client, cluster, 
 def test_auditors_cannot_enable_or_disable(auditor_client, cluster, tmp_path):
     source = cluster_source(cluster)
     destination = local_destination(tmp_path / "wal")
-    response = auditor_client.post(enable_url(source), {"mode": "stream", "destinations": [destination.pk],
-                                                        "recovery_window_days": 14, "enable": "1"})
+    response = auditor_client.post(
+        enable_url(source),
+        {"mode": "stream", "destinations": [destination.pk], "recovery_window_days": 14, "enable": "1"},
+    )
     assert response.status_code == 403
     assert auditor_client.get(enable_url(source)).status_code == 403
     assert auditor_client.post(f"/pitr/sources/{source.pk}/protection/disable/").status_code == 403

@@ -18,16 +18,23 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def curl_push(live_server, source, path, header_file):
     """What archive_command runs (see pitr.wal.archive_command), against the live server."""
     url = f"{live_server.url}/api/v1/sources/{source.pk}/wal/{Path(path).name}"
-    return subprocess.run(["curl", "-sS", "-o", "/dev/stderr", "-w", "%{http_code}", "-H", f"@{header_file}",
-                           "-T", str(path), url], capture_output=True, text=True)
+    return subprocess.run(
+        ["curl", "-sS", "-o", "/dev/stderr", "-w", "%{http_code}", "-H", f"@{header_file}", "-T", str(path), url],
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_it_stores_a_pushed_segment_and_refuses_a_bad_token(cluster, tmp_path, live_server):
     source = cluster_source(cluster)
-    wal.enable_protection("test", source, mode=ContinuousProtection.ARCHIVE,
-                          destinations=[local_destination(tmp_path / "wal")])
-    name = execute(cluster, "CREATE TABLE t AS SELECT g FROM generate_series(1, 20000) g",
-                   "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    wal.enable_protection(
+        "test", source, mode=ContinuousProtection.ARCHIVE, destinations=[local_destination(tmp_path / "wal")]
+    )
+    name = execute(
+        cluster,
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 20000) g",
+        "SELECT pg_walfile_name(pg_switch_wal())",
+    )[0][0]
     segment_path = Path(cluster.datadir, "pg_wal", name)
     _, raw = tokens.create_token("test", "archive_command", ["backup"])
     good, bad = tmp_path / "good-token", tmp_path / "bad-token"
@@ -52,15 +59,21 @@ def test_it_stores_a_pushed_segment_and_refuses_a_bad_token(cluster, tmp_path, l
 
 def test_it_refuses_a_token_without_the_backup_scope_and_bad_names(cluster, tmp_path, client):
     source = cluster_source(cluster)
-    wal.enable_protection("test", source, mode=ContinuousProtection.ARCHIVE,
-                          destinations=[local_destination(tmp_path / "wal")])
+    wal.enable_protection(
+        "test", source, mode=ContinuousProtection.ARCHIVE, destinations=[local_destination(tmp_path / "wal")]
+    )
     _, read_only = tokens.create_token("test", "reader", ["read"])
     url = f"/api/v1/sources/{source.pk}/wal/000000010000000000000001"
-    response = client.put(url, b"x" * 100, content_type="application/octet-stream",
-                          HTTP_AUTHORIZATION=f"Bearer {read_only}")
+    response = client.put(
+        url, b"x" * 100, content_type="application/octet-stream", HTTP_AUTHORIZATION=f"Bearer {read_only}"
+    )
     assert response.status_code == 403
     _, raw = tokens.create_token("test", "pusher", ["backup"])
-    response = client.put(f"/api/v1/sources/{source.pk}/wal/postgresql.conf", b"x",
-                          content_type="application/octet-stream", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    response = client.put(
+        f"/api/v1/sources/{source.pk}/wal/postgresql.conf",
+        b"x",
+        content_type="application/octet-stream",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
     assert response.status_code == 400 and "not a WAL segment" in response.json()["error"]
     assert not WalSegment.objects.exists()

@@ -17,7 +17,13 @@ from pitr import monitoring, wal
 from pitr.models import ContinuousProtection, WalCopy, WalSegment
 from tests.factories import local_destination, s3_destination
 from tests.pitr.wal_helpers import (
-    cluster_source, execute, running_supervisor, stored, stored_wal_containing, wait_for, write_wal,
+    cluster_source,
+    execute,
+    running_supervisor,
+    stored,
+    stored_wal_containing,
+    wait_for,
+    write_wal,
 )
 from tests.support import log_in
 
@@ -34,8 +40,9 @@ def server_wal(cluster, name):
     return Path(cluster.datadir, "pg_wal", name).read_bytes()
 
 
-def test_it_ships_segments_to_local_and_s3_as_the_exact_wal(cluster, tmp_path, s3_bucket, live_server, page,
-                                                           admin_user):
+def test_it_ships_segments_to_local_and_s3_as_the_exact_wal(
+    cluster, tmp_path, s3_bucket, live_server, page, admin_user
+):
     local, s3 = local_destination(tmp_path / "local"), s3_destination(s3_bucket)
     source = protect(cluster, [local, s3])
     with running_supervisor():
@@ -51,8 +58,13 @@ def test_it_ships_segments_to_local_and_s3_as_the_exact_wal(cluster, tmp_path, s
             assert segment.encrypted and segment.key_id and segment.size == 1 << 20
             expected = server_wal(cluster, segment.name)
             for copy in copies.values():  # each destination, read back on its own
-                plain = b"".join(wal.restore_stream(copy.destination.storage().open_reader(copy.key),
-                                                    keyring=wal.keyring.lookup, expected_sha256=segment.sha256))
+                plain = b"".join(
+                    wal.restore_stream(
+                        copy.destination.storage().open_reader(copy.key),
+                        keyring=wal.keyring.lookup,
+                        expected_sha256=segment.sha256,
+                    )
+                )
                 assert plain == expected
         assert (tmp_path / "local" / "wal" / source.slug / f"{segments[0].name}.zst.enc").is_file()
         # The spool keeps only the partial pg_receivewal resumes from.
@@ -106,8 +118,13 @@ def test_a_killed_receiver_is_restarted_and_no_segment_is_lost(cluster, tmp_path
         pid = ContinuousProtection.objects.get(source=source).receiver_pid
         os.kill(pid, signal.SIGKILL)
         write_wal(cluster, megabytes=2, switch=False)  # written while no receiver runs: the slot keeps it
-        protection = wait_for(lambda: ContinuousProtection.objects.filter(
-            source=source, receiver_restarts=1, receiver_pid__isnull=False).exclude(receiver_pid=pid).first())
+        protection = wait_for(
+            lambda: (
+                ContinuousProtection.objects.filter(source=source, receiver_restarts=1, receiver_pid__isnull=False)
+                .exclude(receiver_pid=pid)
+                .first()
+            )
+        )
         assert protection.receiver_error  # why it stopped, for the page
         last = write_wal(cluster, megabytes=2)
         wait_for(lambda: wal.is_stored(source, last))
@@ -128,8 +145,11 @@ def test_a_killed_receiver_is_restarted_and_no_segment_is_lost(cluster, tmp_path
     alert = Alert.objects.get(kind=Alert.WAL_GAP, resolved_at__isnull=True)
     assert gone.name in alert.title and alert.source_id == source.pk
     # Storing it again resolves the alert.
-    wal.ship_wal_file(ContinuousProtection.objects.get(source=source), gone.name,
-                      wal.walfiles.BytesDump(Path(cluster.datadir, "pg_wal", gone.name).read_bytes()))
+    wal.ship_wal_file(
+        ContinuousProtection.objects.get(source=source),
+        gone.name,
+        wal.walfiles.BytesDump(Path(cluster.datadir, "pg_wal", gone.name).read_bytes()),
+    )
     monitoring.check_wal_protection()
     assert not Alert.objects.filter(kind=Alert.WAL_GAP, resolved_at__isnull=True).exists()
 

@@ -30,8 +30,9 @@ def name(position):
 @pytest.fixture
 def protection(tmp_path):
     source = pg_source({"host": "127.0.0.1", "port": 1, "dbname": "orders", "user": "postgres"})
-    protection = ContinuousProtection.objects.create(source=source, enabled=True, mode=ContinuousProtection.ARCHIVE,
-                                                     check_report={"segment_size": MB})
+    protection = ContinuousProtection.objects.create(
+        source=source, enabled=True, mode=ContinuousProtection.ARCHIVE, check_report={"segment_size": MB}
+    )
     protection.destinations.set([local_destination(tmp_path / "wal")])
     protection.root = tmp_path / "wal"
     return protection
@@ -44,11 +45,23 @@ def ship(protection, *positions):
 
 def base_backup(source, start, end, days_ago, pruned=False):
     created = timezone.now() - timedelta(days=days_ago)
-    backup = Backup.objects.create(source=source, format=BASE_BACKUP_FORMAT, compression="zstd",
-                                   status=Backup.SUCCEEDED, created_at=created, finished_at=created,
-                                   pruned_at=timezone.now() if pruned else None)
-    BaseBackupWal.objects.create(backup=backup, start_lsn="0/0", start_segment=name(start), end_segment=name(end),
-                                 started_at=created, finished_at=created)
+    backup = Backup.objects.create(
+        source=source,
+        format=BASE_BACKUP_FORMAT,
+        compression="zstd",
+        status=Backup.SUCCEEDED,
+        created_at=created,
+        finished_at=created,
+        pruned_at=timezone.now() if pruned else None,
+    )
+    BaseBackupWal.objects.create(
+        backup=backup,
+        start_lsn="0/0",
+        start_segment=name(start),
+        end_segment=name(end),
+        started_at=created,
+        finished_at=created,
+    )
     return backup
 
 
@@ -130,6 +143,7 @@ def test_receiver_and_late_alerts(protection):
     late = Alert.objects.get(kind=Alert.WAL_LATE, resolved_at__isnull=True)
     assert "5.0 MB" in late.detail
     ContinuousProtection.objects.filter(pk=protection.pk).update(
-        receiver_heartbeat_at=timezone.now(), last_segment_at=timezone.now())
+        receiver_heartbeat_at=timezone.now(), last_segment_at=timezone.now()
+    )
     monitoring.check_wal_protection()
     assert not Alert.objects.filter(kind__in=[Alert.WAL_RECEIVER, Alert.WAL_LATE], resolved_at__isnull=True).exists()

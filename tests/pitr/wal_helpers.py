@@ -37,9 +37,10 @@ def execute(cluster, *statements):
 def write_wal(cluster, megabytes=3, switch=True):
     """Writes about `megabytes` of WAL and (by default) ends the segment, so
     that several complete segments exist. Returns the segment switched from."""
-    statements = ["CREATE TABLE IF NOT EXISTS filler (id serial, body text)",
-                  "INSERT INTO filler (body) SELECT repeat(md5(g::text), 30) "
-                  f"FROM generate_series(1, {megabytes * 1000}) g"]
+    statements = [
+        "CREATE TABLE IF NOT EXISTS filler (id serial, body text)",
+        f"INSERT INTO filler (body) SELECT repeat(md5(g::text), 30) FROM generate_series(1, {megabytes * 1000}) g",
+    ]
     if switch:
         statements.append("SELECT pg_walfile_name(pg_switch_wal())")
     rows = execute(cluster, *statements)
@@ -88,8 +89,11 @@ def stored(source, kind=WalSegment.SEGMENT):
 def stored_wal_containing(source, needle):
     """The stored WAL file (segment or partial) whose plain bytes contain
     `needle`, read back through the pipeline (decrypted, checksum checked); None if none."""
-    for segment in WalSegment.objects.filter(source=Source.objects.get(pk=source.pk), status=WalSegment.STORED,
-                                             kind__in=[WalSegment.SEGMENT, WalSegment.PARTIAL]).order_by("-position"):
+    for segment in WalSegment.objects.filter(
+        source=Source.objects.get(pk=source.pk),
+        status=WalSegment.STORED,
+        kind__in=[WalSegment.SEGMENT, WalSegment.PARTIAL],
+    ).order_by("-position"):
         if needle in read_settled(segment):
             return segment
     return None

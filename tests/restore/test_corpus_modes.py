@@ -107,8 +107,9 @@ def test_a_whole_replace_brings_back_the_backup_and_keeps_the_damaged_database_a
     application = psycopg.connect(**corpus.conninfo, application_name="corpus-app", autocommit=True)
 
     try:
-        job = restore_now(backup, target="existing", database=name, mode="full", confirmed_name=name,
-                          terminate_connections=True)
+        job = restore_now(
+            backup, target="existing", database=name, mode="full", confirmed_name=name, terminate_connections=True
+        )
     finally:
         application.close()
 
@@ -144,11 +145,13 @@ def test_chosen_tables_replaced_come_back_as_backed_up_and_nothing_else_changes(
     # sequences and the large objects as they were just before.
     assert diff(with_tables(damaged, restored), snapshot(corpus.conninfo)) == []
     assert job.report["written"] == {
-        table: sum(len(original["tables"][leaf]) for leaf in leaves(corpus, table)) for table in chosen}
+        table: sum(len(original["tables"][leaf]) for leaf in leaves(corpus, table)) for table in chosen
+    }
     assert job.safety_backup.status == Backup.SUCCEEDED
 
 
 # --- exports --------------------------------------------------------------------------
+
 
 def exportable(corpus):
     """{qualified name: table} as the export offers them: partitioned parents
@@ -179,10 +182,16 @@ def export_previews_merges_and_loads_exactly(corpus, tmp_path, fmt, tables):
     """Exports `tables` in `fmt`, damages the corpus, then proves the
     preview (exactly the damage), the merge (exactly the deleted rows back,
     nothing else changed) and a new database (the rows at export time)."""
-    plan = make_plan(pg_source(corpus.conninfo), [local_destination(tmp_path / "exports")], name="Export", format=fmt,
-                     verify_new_backups=False,
-                     export_tables=[{"schema": schema, "name": name, "where": ""}
-                                    for schema, name in (table.split(".", 1) for table in tables)])
+    plan = make_plan(
+        pg_source(corpus.conninfo),
+        [local_destination(tmp_path / "exports")],
+        name="Export",
+        format=fmt,
+        verify_new_backups=False,
+        export_tables=[
+            {"schema": schema, "name": name, "where": ""} for schema, name in (table.split(".", 1) for table in tables)
+        ],
+    )
     export = backup_runs.run_backup(backup_runs.create_backup("test", plan).pk)
     assert export.status == Backup.SUCCEEDED, export.error
     exported = sorted(export.restorable_tables())
@@ -210,7 +219,9 @@ def export_previews_merges_and_loads_exactly(corpus, tmp_path, fmt, tables):
     assert found == {t: tuple(made.get(t, (0, 0, 0))) for t in keyed}
     for table in set(exported) - set(keyed):  # no primary key: counts only
         assert (reported[table]["in_backup"], reported[table]["in_target"]) == (
-            len(rows_through(corpus, original, table)), len(rows_through(corpus, damaged, table))), table
+            len(rows_through(corpus, original, table)),
+            len(rows_through(corpus, damaged, table)),
+        ), table
     assert diff(damaged, snapshot(corpus.conninfo)) == []
 
     # Merge (every table with a key): exactly the deleted rows come back;
@@ -220,8 +231,10 @@ def export_previews_merges_and_loads_exactly(corpus, tmp_path, fmt, tables):
 
     assert merge.status == "succeeded", merge.summary
     assert merge.report["inserted"] == {t: made.get(t, (0, 0, 0))[0] for t in keyed}
-    merged = {table: {**damaged["tables"][table], **{key: original["tables"][table][key] for key in change.deleted}}
-              for table, change in changes.items()}
+    merged = {
+        table: {**damaged["tables"][table], **{key: original["tables"][table][key] for key in change.deleted}}
+        for table, change in changes.items()
+    }
     assert diff(with_tables(damaged, merged), snapshot(corpus.conninfo)) == []
 
     # A new database: every exported table, with the rows it had at export
@@ -247,7 +260,8 @@ def export_previews_merges_and_loads_exactly(corpus, tmp_path, fmt, tables):
 
 @pytest.mark.parametrize("fmt", ["csv", "sql", "jsonl"])
 def test_an_export_previews_exactly_the_damage_merges_back_exactly_the_deleted_rows_and_loads_as_exported(
-        fmt, corpus, tmp_path):
+    fmt, corpus, tmp_path
+):
     offered = exportable(corpus)
     assert {"metrics.reading", "Sales.invoice"} <= set(offered) and "metrics.reading_2024" not in offered
     # JSON Lines included with the tables of composite columns (and arrays of

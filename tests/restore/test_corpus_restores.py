@@ -116,8 +116,9 @@ def test_roles_created_for_a_restore_that_fails_are_dropped_again(corpus, backup
 
 
 def test_the_test_restore_of_the_corpus_passes_with_no_false_alarm(backup):
-    check = verification.run_here(verification.create_verification("test", backup, Verification.RESTORE,
-                                                                    enqueue_it=False))
+    check = verification.run_here(
+        verification.create_verification("test", backup, Verification.RESTORE, enqueue_it=False)
+    )
 
     assert check.status == Verification.PASSED, check.summary
     assert check.evidence["owners_and_grants"] is True  # the roles are on the server, so as a real restore does
@@ -146,16 +147,18 @@ def test_preview_then_merge_bring_back_exactly_what_was_damaged(corpus, backup):
         assert set(after["tables"][table]) == set(original["tables"][table]) | set(change.inserted), table
 
 
-
 def test_a_new_database_has_the_encoding_and_locale_of_the_one_backed_up(pg_server, tmp_path, new_name):
     source = f"sr_latin1_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(**pg_server, dbname="postgres", autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {source} TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'")
     try:
         with psycopg.connect(**pg_server, dbname=source, autocommit=True) as conn:
-            conn.execute("CREATE TABLE menu (dish text PRIMARY KEY); INSERT INTO menu VALUES ('café'), ('crème brûlée')")
-        plan = make_plan(pg_source({**pg_server, "dbname": source}), [local_destination(tmp_path / "disk")],
-                         verify_new_backups=False)
+            conn.execute(
+                "CREATE TABLE menu (dish text PRIMARY KEY); INSERT INTO menu VALUES ('café'), ('crème brûlée')"
+            )
+        plan = make_plan(
+            pg_source({**pg_server, "dbname": source}), [local_destination(tmp_path / "disk")], verify_new_backups=False
+        )
         backup = backup_runs.run_backup(backup_runs.create_backup("test", plan).pk)
         assert backup.status == Backup.SUCCEEDED, backup.error
     finally:
@@ -165,8 +168,9 @@ def test_a_new_database_has_the_encoding_and_locale_of_the_one_backed_up(pg_serv
 
     assert job.status == "succeeded", job.summary
     with psycopg.connect(**pg_server, dbname="postgres") as conn:
-        assert conn.execute("SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database "
-                            "WHERE datname = %s", [new_name]).fetchone() == ("LATIN1", "C", "C")
+        assert conn.execute(
+            "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = %s", [new_name]
+        ).fetchone() == ("LATIN1", "C", "C")
     with psycopg.connect(**pg_server, dbname=new_name) as conn:
         assert conn.execute("SELECT string_agg(dish, '|' ORDER BY dish) FROM menu").fetchone()[0] == "café|crème brûlée"
 

@@ -26,8 +26,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def backup(source_db, tmp_path):
-    plan = make_plan(pg_source(source_db), [local_destination(tmp_path / "disk")], verify_new_backups=False,
-                     retention_mode="last", keep_last=20)
+    plan = make_plan(
+        pg_source(source_db),
+        [local_destination(tmp_path / "disk")],
+        verify_new_backups=False,
+        retention_mode="last",
+        keep_last=20,
+    )
     backup = backup_runs.run_backup(backup_runs.create_backup("test", plan).pk)
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
@@ -35,8 +40,10 @@ def backup(source_db, tmp_path):
 
 def databases_named(server, *names):
     with psycopg.connect(**{**server, "dbname": "postgres"}) as conn:
-        return [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s) ORDER BY 1",
-                                               [list(names)])]
+        return [
+            row[0]
+            for row in conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s) ORDER BY 1", [list(names)])
+        ]
 
 
 def database_row(server, name):
@@ -44,7 +51,9 @@ def database_row(server, name):
         return conn.execute(
             """SELECT pg_get_userbyid(datdba), datallowconn, datconnlimit, datacl::text[],
                       (SELECT setconfig FROM pg_db_role_setting WHERE setdatabase = d.oid AND setrole = 0)
-               FROM pg_database d WHERE datname = %s""", [name]).fetchone()
+               FROM pg_database d WHERE datname = %s""",
+            [name],
+        ).fetchone()
 
 
 # --- the source database is gone -------------------------------------------------------
@@ -79,8 +88,9 @@ def test_it_restores_a_backup_whose_source_database_was_dropped(source_db, backu
         assert table_fingerprints({**source_db, "dbname": names[1]}) == at_backup
 
         # The weekly restore test and the download do not need the source either.
-        check = verification.run_here(verification.create_verification("test", backup, Verification.RESTORE,
-                                                                        enqueue_it=False))
+        check = verification.run_here(
+            verification.create_verification("test", backup, Verification.RESTORE, enqueue_it=False)
+        )
         assert check.status == Verification.PASSED, check.summary
         download = admin_client.post(f"/backups/{backup.pk}/download/")
         assert download.status_code == 200 and b"".join(download.streaming_content).startswith(b"PGDMP")
@@ -104,23 +114,30 @@ def owner_role(pg_server):
 
 def databases_owned_by(server, role):
     with psycopg.connect(**{**server, "dbname": "postgres"}) as conn:
-        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE pg_get_userbyid(datdba) = %s", [role])]
+        return [
+            r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE pg_get_userbyid(datdba) = %s", [role])
+        ]
 
 
 def test_it_replaces_the_whole_database_ending_the_open_sessions_and_keeping_its_owner_and_settings(
-        source_db, backup, owner_role, admin_client):
+    source_db, backup, owner_role, admin_client
+):
     name = source_db["dbname"]
-    execute_sql(source_db, f"ALTER DATABASE {name} OWNER TO {owner_role}; ALTER DATABASE {name} CONNECTION LIMIT 50; "
-                           f"REVOKE ALL ON DATABASE {name} FROM PUBLIC; GRANT CONNECT ON DATABASE {name} TO {owner_role}; "
-                           f"ALTER DATABASE {name} SET search_path TO \"$user\", public, \"Inventory\"; "
-                           f"ALTER DATABASE {name} SET work_mem TO '12MB'")
+    execute_sql(
+        source_db,
+        f"ALTER DATABASE {name} OWNER TO {owner_role}; ALTER DATABASE {name} CONNECTION LIMIT 50; "
+        f"REVOKE ALL ON DATABASE {name} FROM PUBLIC; GRANT CONNECT ON DATABASE {name} TO {owner_role}; "
+        f'ALTER DATABASE {name} SET search_path TO "$user", public, "Inventory"; '
+        f"ALTER DATABASE {name} SET work_mem TO '12MB'",
+    )
     at_backup = table_fingerprints(source_db)
     properties = database_row(source_db, name)
-    execute_sql(source_db, "DELETE FROM big_ledger WHERE id > 100; UPDATE \"Inventory\".\"StockItem\" SET note = 'x'")
+    execute_sql(source_db, 'DELETE FROM big_ledger WHERE id > 100; UPDATE "Inventory"."StockItem" SET note = \'x\'')
     application = psycopg.connect(**source_db, application_name="shop-frontend", autocommit=True)
 
-    job = restore_now(backup, target="existing", database=name, mode="full", confirmed_name=name,
-                      terminate_connections=True)
+    job = restore_now(
+        backup, target="existing", database=name, mode="full", confirmed_name=name, terminate_connections=True
+    )
 
     kept = f"{name}_before_restore_{job.pk}"
     try:
@@ -140,7 +157,8 @@ def test_it_replaces_the_whole_database_ending_the_open_sessions_and_keeping_its
 
 
 def test_a_replace_that_finds_sessions_open_changes_nothing_and_unpins_its_safety_backup(
-        source_db, backup, monkeypatch):
+    source_db, backup, monkeypatch
+):
     name = source_db["dbname"]
     execute_sql(source_db, "DELETE FROM big_ledger WHERE id > 100")
     before = table_fingerprints(source_db)
@@ -175,8 +193,10 @@ def worker_env(tmp_path):
     the file "hold" exists: the restore caught just before it is applied."""
     wrapper = tmp_path / "bin" / "pg_restore"
     wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\n"{shutil.which(settings.PG_RESTORE)}" "$@"; code=$?\n'
-                       f'while [ -e "{tmp_path / "hold"}" ]; do sleep 0.05; done; exit $code\n')
+    wrapper.write_text(
+        f'#!/bin/sh\n"{shutil.which(settings.PG_RESTORE)}" "$@"; code=$?\n'
+        f'while [ -e "{tmp_path / "hold"}" ]; do sleep 0.05; done; exit $code\n'
+    )
     wrapper.chmod(0o755)
     return {"PG_RESTORE": str(wrapper)}
 
@@ -189,8 +209,7 @@ def test_a_worker_killed_between_the_two_renames_leaves_the_database_as_it_was(s
     execute_sql(source_db, "DELETE FROM big_ledger WHERE id > 100")
     before = table_fingerprints(source_db)
     (tmp_path / "hold").touch()
-    job = restores.request_restore("test", backup, target="existing", database=name, mode="full",
-                                   confirmed_name=name)
+    job = restores.request_restore("test", backup, target="existing", database=name, mode="full", confirmed_name=name)
     wait_for(lambda: worker.processes("pg_restore"), timeout=90)
     scratch = RestoreJob.objects.get(pk=job.pk).report["scratch_database"]
     blocker = psycopg.connect(**{**source_db, "dbname": "postgres"})
@@ -218,8 +237,13 @@ def test_a_worker_killed_between_the_two_renames_leaves_the_database_as_it_was(s
 
 def waiting_to_rename(server):
     with psycopg.connect(**{**server, "dbname": "postgres"}) as conn:
-        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                            "AND query ILIKE 'ALTER DATABASE%RENAME%'").fetchone()[0] > 0
+        return (
+            conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query ILIKE 'ALTER DATABASE%RENAME%'"
+            ).fetchone()[0]
+            > 0
+        )
 
 
 # --- another server -------------------------------------------------------------------
@@ -231,12 +255,16 @@ def test_it_restores_onto_another_server_from_the_command_line(source_db, backup
     at_backup = table_fingerprints(source_db)
     pg.drop_database(source_db["dbname"])
     other = password_server
-    services.save_restore_server("test", RestoreServer(name="Standby", host=other["host"], port=other["port"],
-                                                       user=other["user"]), secrets={"password": other["password"]})
+    services.save_restore_server(
+        "test",
+        RestoreServer(name="Standby", host=other["host"], port=other["port"], user=other["user"]),
+        secrets={"password": other["password"]},
+    )
     out = StringIO()
 
-    call_command("restore", "--backup", str(backup.pk), "--new-database", "shop_elsewhere", "--server", "Standby",
-                 stdout=out)
+    call_command(
+        "restore", "--backup", str(backup.pk), "--new-database", "shop_elsewhere", "--server", "Standby", stdout=out
+    )
 
     try:
         assert "succeeded: Restored into the new database shop_elsewhere." in out.getvalue()

@@ -35,10 +35,32 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # What a backup is in the catalog, field by field, compared before the loss and
 # after the rebuild (Backup.roles and globals_sha256 apart, as they may still be empty).
-BACKUP_FIELDS = ("source_id", "label", "trigger", "status", "format", "compression", "encrypted", "key_id",
-                 "object_key", "raw_bytes", "stored_bytes", "sha256", "server_version", "tool_version",
-                 "table_counts", "partitions", "pinned", "legal_hold", "hold_reason", "hold_changed_at",
-                 "created_at", "started_at", "finished_at", "pruned_at")
+BACKUP_FIELDS = (
+    "source_id",
+    "label",
+    "trigger",
+    "status",
+    "format",
+    "compression",
+    "encrypted",
+    "key_id",
+    "object_key",
+    "raw_bytes",
+    "stored_bytes",
+    "sha256",
+    "server_version",
+    "tool_version",
+    "table_counts",
+    "partitions",
+    "pinned",
+    "legal_hold",
+    "hold_reason",
+    "hold_changed_at",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "pruned_at",
+)
 
 # A database restored under a new name gets the server's defaults for the
 # database object itself (owner, GRANT ... ON DATABASE, comment, ALTER
@@ -74,8 +96,10 @@ def catalog_state():
         b.pk: {
             **{name: getattr(b, name) for name in BACKUP_FIELDS},
             # (A copy's durable_at comes back as the backup's finish: the manifest has no instant per copy.)
-            "copies": sorted((c.destination.name, c.key, c.manifest_key, c.size, c.sha256, c.status,
-                              c.durable_at is not None) for c in b.copies.select_related("destination")),
+            "copies": sorted(
+                (c.destination.name, c.key, c.manifest_key, c.size, c.sha256, c.status, c.durable_at is not None)
+                for c in b.copies.select_related("destination")
+            ),
         }
         for b in Backup.objects.all()
     }
@@ -87,8 +111,11 @@ def differences_between(before, after, **expected_changes):
     lines += [f"backup {pk}: only after" for pk in sorted(after.keys() - before.keys())]
     for pk in sorted(before.keys() & after.keys()):
         was = {**before[pk], **expected_changes}
-        lines += [f"backup {pk} {name}: {was[name]!r} before, {after[pk][name]!r} after"
-                  for name in was if was[name] != after[pk][name]]
+        lines += [
+            f"backup {pk} {name}: {was[name]!r} before, {after[pk][name]!r} after"
+            for name in was
+            if was[name] != after[pk][name]
+        ]
     return lines
 
 
@@ -128,12 +155,19 @@ def stored_keys(backup, root, s3_bucket):
 
 
 def test_it_rebuilds_the_lost_catalog_keeps_pins_and_holds_and_restores_the_pinned_backup_exactly(
-        corpus, tmp_path, s3_bucket, settings, other_database):
+    corpus, tmp_path, s3_bucket, settings, other_database
+):
     # --- before: a plan writing to a directory and a bucket, encrypted, several backups ---
     disk_root = tmp_path / "disk"
-    plan = make_plan(pg_source(corpus.conninfo), [local_destination(disk_root), s3_destination(s3_bucket)],
-                     retention_mode="last", keep_last=10, verify_new_backups=False, schedule="40 1 * * *",
-                     keep_manual_days=0)  # the labelled backup too is the rule's at once: only holds keep here
+    plan = make_plan(
+        pg_source(corpus.conninfo),
+        [local_destination(disk_root), s3_destination(s3_bucket)],
+        retention_mode="last",
+        keep_last=10,
+        verify_new_backups=False,
+        schedule="40 1 * * *",
+        keep_manual_days=0,
+    )  # the labelled backup too is the rule's at once: only holds keep here
     at_pinned = snapshot(corpus.conninfo)
     pinned = run(plan)
     damage(corpus.conninfo)  # later backups hold other rows: the restore must bring back the pinned one's
@@ -152,7 +186,8 @@ def test_it_rebuilds_the_lost_catalog_keeps_pins_and_holds_and_restores_the_pinn
     # and knows its partitioned tables' leaves.
     counts = before[pinned.pk]["table_counts"]
     assert {t: counts[t] for t in corpus.row_counts if t not in corpus.inheritance_children} == {
-        t: n for t, n in corpus.row_counts.items() if t not in corpus.inheritance_children}
+        t: n for t, n in corpus.row_counts.items() if t not in corpus.inheritance_children
+    }
     partitioned = [t for t in corpus.partitions if not any(t in kids for kids in corpus.partitions.values())]
     assert before[pinned.pk]["partitions"] == {t: sorted(corpus.leaf_partitions(t)) for t in partitioned}
     assert before[pinned.pk]["table_counts"] != before[held.pk]["table_counts"]  # the damage is in the later ones
@@ -188,15 +223,22 @@ def test_it_rebuilds_the_lost_catalog_keeps_pins_and_holds_and_restores_the_pinn
     changed = differences_between(before, rebuilt, source_id=source.pk)
     assert changed == [], "\n".join(changed)
     assert (source.engine, source.host, source.port, source.dbname, source.user) == (
-        "postgresql", corpus.conninfo["host"], corpus.conninfo["port"], corpus.conninfo["dbname"],
-        corpus.conninfo["user"])
+        "postgresql",
+        corpus.conninfo["host"],
+        corpus.conninfo["port"],
+        corpus.conninfo["dbname"],
+        corpus.conninfo["user"],
+    )
     assert Backup.objects.get(pk=labelled.pk).label == "pre-migration"
     assert (Backup.objects.get(pk=pinned.pk).hold_reason, Backup.objects.get(pk=held.pk).hold_reason) == (
-        "Quarter-end close, keep for the auditors", "Litigation 2026-17: keep everything")
+        "Quarter-end close, keep for the auditors",
+        "Litigation 2026-17: keep everything",
+    )
     # The keys that open the backups are known again.
     assert key_ids <= set(Key.objects.values_list("key_id", flat=True))
     assert sorted(e.changes["hold"] for e in AuditEvent.objects.filter(action="backup.import")) == sorted(
-        ["pinned", "legal hold", "none", "none"] * 2)
+        ["pinned", "legal hold", "none", "none"] * 2
+    )
     # The roles a backup needs and its globals' checksum, once backups record them (empty before that).
     for pk, (roles, globals_sha256) in globals_before.items():
         rebuilt_backup = Backup.objects.get(pk=pk)
@@ -207,13 +249,22 @@ def test_it_rebuilds_the_lost_catalog_keeps_pins_and_holds_and_restores_the_pinn
 
     # --- the plan is back, paused, as the newest manifest describes it, with every rebuilt backup ---
     again = BackupPlan.objects.get()
-    assert (again.name, again.source, again.enabled, again.schedule, again.retention_mode, again.keep_last,
-            again.encrypt, again.verify_new_backups) == (
-        "Nightly", source, False, "40 1 * * *", "last", 10, True, False)
+    assert (
+        again.name,
+        again.source,
+        again.enabled,
+        again.schedule,
+        again.retention_mode,
+        again.keep_last,
+        again.encrypt,
+        again.verify_new_backups,
+    ) == ("Nightly", source, False, "40 1 * * *", "last", 10, True, False)
     assert sorted(d.name for d in again.destinations.all()) == ["Local disk", "Off-site S3"]
     assert set(again.backups.values_list("pk", flat=True)) == set(before)
-    assert (f"Plan Nightly (Inventory DB): recreated PAUSED as the manifest of backup {newest.pk} describes it; "
-            "4 backups belong to it again; destinations: Local disk, Off-site S3. Review it, then resume it.") in out
+    assert (
+        f"Plan Nightly (Inventory DB): recreated PAUSED as the manifest of backup {newest.pk} describes it; "
+        "4 backups belong to it again; destinations: Local disk, Off-site S3. Review it, then resume it."
+    ) in out
     assert "Source Inventory DB: recreated without its password; set it (Sources, Edit) before resuming" in out
     assert AuditEvent.objects.get(action="plan.recreate").changes["was_enabled"] is True
 
@@ -259,8 +310,13 @@ def test_a_plan_made_again_by_the_rebuild_applies_its_retention_to_the_rebuilt_b
     # Found by this file's first version: the rebuild made sources again but not plans, so every rebuilt
     # backup had no plan, and retention (prune_plan/prune_all, which go plan by plan) never pruned them.
     create_tricky_database(pg_database, big_rows=50)
-    plan = make_plan(pg_source(pg_database), [local_destination(tmp_path / "disk")], retention_mode="last",
-                     keep_last=10, verify_new_backups=False)
+    plan = make_plan(
+        pg_source(pg_database),
+        [local_destination(tmp_path / "disk")],
+        retention_mode="last",
+        keep_last=10,
+        verify_new_backups=False,
+    )
     older, newer = run(plan), run(plan)
 
     lose_the_metadata_database()

@@ -22,8 +22,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def backup(source_db, tmp_path, s3_bucket):
-    plan = make_plan(pg_source(source_db), [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)],
-                     verify_new_backups=False, retention_mode="last", keep_last=20)
+    plan = make_plan(
+        pg_source(source_db),
+        [local_destination(tmp_path / "disk"), s3_destination(s3_bucket)],
+        verify_new_backups=False,
+        retention_mode="last",
+        keep_last=20,
+    )
     backup = backup_runs.start_backup("test", plan)
     backup.refresh_from_db()
     assert backup.status == Backup.SUCCEEDED, backup.error
@@ -59,12 +64,20 @@ def test_a_full_restore_into_a_new_database_is_identical(source_db, backup):
 def test_two_tables_replaced_in_place_with_a_safety_backup_that_restores_the_previous_state(source_db, backup):
     tables = ["public.big_ledger", "Inventory.StockItem"]
     at_backup = table_fingerprints(source_db)
-    execute_sql(source_db, "DELETE FROM big_ledger WHERE id <= 10; UPDATE \"Inventory\".\"StockItem\" SET note = 'changed'")
+    execute_sql(
+        source_db, 'DELETE FROM big_ledger WHERE id <= 10; UPDATE "Inventory"."StockItem" SET note = \'changed\''
+    )
     execute_sql(source_db, "INSERT INTO measurements VALUES (99999, '2026-03-03', 1)")
     changed = table_fingerprints(source_db)
 
-    job = restore_now(backup, target="existing", database=source_db["dbname"], tables=tables, mode="full",
-              confirmed_name=source_db["dbname"])
+    job = restore_now(
+        backup,
+        target="existing",
+        database=source_db["dbname"],
+        tables=tables,
+        mode="full",
+        confirmed_name=source_db["dbname"],
+    )
 
     assert job.status == "succeeded", job.summary
     now = table_fingerprints(source_db)
@@ -72,7 +85,7 @@ def test_two_tables_replaced_in_place_with_a_safety_backup_that_restores_the_pre
     assert now["public.measurements_2026"] == changed["public.measurements_2026"]  # not chosen: untouched
     with psycopg.connect(**source_db) as conn:
         assert conn.execute("SELECT count(*) FROM big_ledger").fetchone()[0] == 2000
-        assert conn.execute("SELECT count(*) FROM \"Inventory\".\"StockItem\" WHERE note = 'changed'").fetchone()[0] == 0
+        assert conn.execute('SELECT count(*) FROM "Inventory"."StockItem" WHERE note = \'changed\'').fetchone()[0] == 0
     safety = job.safety_backup
     assert safety.status == "succeeded" and safety.pinned and safety.label == f"before-restore-{job.pk}"
 
@@ -94,7 +107,9 @@ def test_preview_reports_exactly_what_changed_and_changes_nothing(source_db, bac
     execute_sql(source_db, "INSERT INTO big_ledger VALUES (50001, 'acct-x', 1, 'new'), (50002, 'acct-y', 2, 'new')")
     before = schema_dump(source_db), table_fingerprints(source_db)
 
-    job = restore_now(backup, target="existing", database=source_db["dbname"], tables=["public.big_ledger"], mode="preview")
+    job = restore_now(
+        backup, target="existing", database=source_db["dbname"], tables=["public.big_ledger"], mode="preview"
+    )
 
     assert job.status == "succeeded", job.summary
     (report,) = job.report["tables"]
@@ -108,8 +123,14 @@ def test_merge_inserts_exactly_the_deleted_rows_and_keeps_changed_ones(source_db
     execute_sql(source_db, "DELETE FROM big_ledger WHERE id IN (1, 2, 3)")
     execute_sql(source_db, "UPDATE big_ledger SET memo = 'edited' WHERE id = 10")
 
-    job = restore_now(backup, target="existing", database=source_db["dbname"], tables=["public.big_ledger"], mode="merge",
-              confirmed_name=source_db["dbname"])
+    job = restore_now(
+        backup,
+        target="existing",
+        database=source_db["dbname"],
+        tables=["public.big_ledger"],
+        mode="merge",
+        confirmed_name=source_db["dbname"],
+    )
 
     assert job.status == "succeeded", job.summary
     assert job.report["inserted"] == {"public.big_ledger": 3}
@@ -130,8 +151,9 @@ def test_refusals_say_why_and_leave_the_target_untouched(source_db, backup):
 
     # A whole-database replace with someone connected lists them and changes nothing.
     with psycopg.connect(**source_db, application_name="reporting-app"):
-        job = restore_now(backup, target="existing", database=source_db["dbname"], mode="full",
-                  confirmed_name=source_db["dbname"])
+        job = restore_now(
+            backup, target="existing", database=source_db["dbname"], mode="full", confirmed_name=source_db["dbname"]
+        )
     assert job.status == "failed" and "active connection" in job.summary and "reporting-app" in job.summary
     assert job.safety_backup is None
 
@@ -179,15 +201,31 @@ def test_a_target_server_older_than_the_dump_is_refused(source_db, backup):
 
 def test_a_cancelled_restore_changes_nothing(source_db, backup):
     before = table_fingerprints(source_db)
-    job = restores.request_restore("test", backup, target="existing", database=source_db["dbname"], mode="full",
-                                   tables=["public.big_ledger"], confirmed_name=source_db["dbname"], enqueue=False)
+    job = restores.request_restore(
+        "test",
+        backup,
+        target="existing",
+        database=source_db["dbname"],
+        mode="full",
+        tables=["public.big_ledger"],
+        confirmed_name=source_db["dbname"],
+        enqueue=False,
+    )
     restores.cancel_restore("test", job)
     assert restores.run_restore(job.pk) is None  # a late delivery does nothing
     job.refresh_from_db()
     assert job.status == "cancelled" and "nothing was changed" in job.summary
 
-    running = restores.request_restore("test", backup, target="existing", database=source_db["dbname"], mode="full",
-                                       tables=["public.big_ledger"], confirmed_name=source_db["dbname"], enqueue=False)
+    running = restores.request_restore(
+        "test",
+        backup,
+        target="existing",
+        database=source_db["dbname"],
+        mode="full",
+        tables=["public.big_ledger"],
+        confirmed_name=source_db["dbname"],
+        enqueue=False,
+    )
     RestoreJob.objects.filter(pk=running.pk).update(cancel_requested=True)  # as if asked while it ran
     running = restores.run_restore(running.pk)
     assert running.status == "cancelled" and "before “checks”" in running.summary
@@ -216,8 +254,10 @@ def test_not_enough_disk_for_the_temporary_file_is_refused(source_db, backup, tm
 def test_a_new_database_can_go_to_a_registered_restore_server(backup, source_db, password_server):
     server = {**password_server, "dbname": "postgres"}
     standby = services.save_restore_server(
-        "test", RestoreServer(name="Standby", host=server["host"], port=server["port"], user=server["user"]),
-        secrets={"password": server["password"]})
+        "test",
+        RestoreServer(name="Standby", host=server["host"], port=server["port"], user=server["user"]),
+        secrets={"password": server["password"]},
+    )
     before = table_fingerprints(source_db)
 
     job = restore_now(backup, target="new", database="elsewhere_db", restore_server=standby)
@@ -305,8 +345,15 @@ def test_a_restore_whose_worker_died_is_failed_and_its_scratch_database_dropped(
     name = restorers.scratch_name(backup.pk)
     restorers.ScratchDatabase(dumpers.normalize_conninfo(backup.source.conninfo()), name).__enter__()
     stale = timezone.now() - timedelta(minutes=10)
-    job = RestoreJob.objects.create(backup=backup, source=backup.source, target_database="x", status="running",
-                                    started_at=stale, heartbeat_at=stale, report={"scratch_database": name})
+    job = RestoreJob.objects.create(
+        backup=backup,
+        source=backup.source,
+        target_database="x",
+        status="running",
+        started_at=stale,
+        heartbeat_at=stale,
+        report={"scratch_database": name},
+    )
 
     assert tasks.tick()["swept_restores"] == [job.pk]
 

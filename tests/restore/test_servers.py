@@ -39,14 +39,23 @@ def backup(source_db, tmp_path):
 
 
 def form_data(server, **values):
-    return {"name": "Standby", "host": server["host"], "port": server["port"], "user": server["user"],
-            "password": PASSWORD, "sslmode": "", **values}
+    return {
+        "name": "Standby",
+        "host": server["host"],
+        "port": server["port"],
+        "user": server["user"],
+        "password": PASSWORD,
+        "sslmode": "",
+        **values,
+    }
 
 
 def register(server, name="Standby", password=PASSWORD, check=True):
     standby = services.save_restore_server(
-        "test", RestoreServer(name=name, host=server["host"], port=server["port"], user=server["user"]),
-        secrets={"password": password})
+        "test",
+        RestoreServer(name=name, host=server["host"], port=server["port"], user=server["user"]),
+        secrets={"password": password},
+    )
     if check:
         services.check_restore_server("test", standby)
         standby.refresh_from_db()
@@ -74,8 +83,12 @@ def test_it_registers_a_server_and_records_its_version(admin_client, password_se
 
     server = RestoreServer.objects.get()
     version = live_version(password_server)
-    assert (server.name, server.host, server.port, server.user) == ("Standby", "127.0.0.1", password_server["port"],
-                                                                     "postgres")
+    assert (server.name, server.host, server.port, server.user) == (
+        "Standby",
+        "127.0.0.1",
+        password_server["port"],
+        "postgres",
+    )
     assert server.secrets() == {"password": PASSWORD}
     assert server.server_version == version and server.checked_at is not None
     page = text_of(response)
@@ -98,8 +111,9 @@ def test_editing_with_a_blank_password_keeps_the_stored_one(admin_client, passwo
     edit_page = text_of(admin_client.get(reverse("server_edit", args=[server.pk])))
     assert PASSWORD not in edit_page and "Leave blank to keep the one that is stored." in edit_page
 
-    response = admin_client.post(reverse("server_edit", args=[server.pk]),
-                                 form_data(password_server, name="Standby B", password=""), follow=True)
+    response = admin_client.post(
+        reverse("server_edit", args=[server.pk]), form_data(password_server, name="Standby B", password=""), follow=True
+    )
 
     server.refresh_from_db()
     assert server.name == "Standby B" and server.secrets() == {"password": PASSWORD}
@@ -108,13 +122,17 @@ def test_editing_with_a_blank_password_keeps_the_stored_one(admin_client, passwo
     assert update.action == "restore_server.update" and update.changes == {"name": "Standby B"}
 
 
-def test_moving_a_server_forgets_its_version_and_a_failed_check_says_why_without_the_password(admin_client,
-                                                                                             password_server):
+def test_moving_a_server_forgets_its_version_and_a_failed_check_says_why_without_the_password(
+    admin_client, password_server
+):
     server = register(password_server)
     wrong = "wrong-" + PASSWORD
 
-    response = admin_client.post(reverse("server_edit", args=[server.pk]),
-                                 form_data(password_server, port=pg.free_port(), password=wrong), follow=True)
+    response = admin_client.post(
+        reverse("server_edit", args=[server.pk]),
+        form_data(password_server, port=pg.free_port(), password=wrong),
+        follow=True,
+    )
 
     server.refresh_from_db()
     assert server.server_version == "" and server.checked_at is None  # another address: the old version no longer holds
@@ -138,18 +156,22 @@ def test_the_form_can_be_tested_before_it_is_saved(admin_client, password_server
     assert not RestoreServer.objects.exists()
 
     server = register(password_server, check=False)
-    kept = admin_client.post(reverse("server_test"), {**form_data(password_server, password=""), "server_id": server.pk})
+    kept = admin_client.post(
+        reverse("server_test"), {**form_data(password_server, password=""), "server_id": server.pk}
+    )
     assert "✓ Connected" in text_of(kept)  # blank: the stored password
-    wrong = admin_client.post(reverse("server_test"), {**form_data(password_server, password="nope-" + PASSWORD),
-                                                       "server_id": server.pk})
+    wrong = admin_client.post(
+        reverse("server_test"), {**form_data(password_server, password="nope-" + PASSWORD), "server_id": server.pk}
+    )
     assert "✗ Password authentication failed for user postgres" in text_of(wrong)
     assert PASSWORD not in text_of(wrong)
 
 
 def test_a_server_that_restores_go_to_cannot_be_deleted(admin_client, backup, password_server):
     server = register(password_server)
-    job = restores.request_restore("test", backup, target="new", database="never_run", restore_server=server,
-                                   enqueue=False)
+    job = restores.request_restore(
+        "test", backup, target="new", database="never_run", restore_server=server, enqueue=False
+    )
 
     response = admin_client.post(reverse("server_delete", args=[server.pk]), follow=True)
 
@@ -175,9 +197,13 @@ def test_only_administrators_change_servers(auditor_client, password_server):
 
     assert auditor_client.get(reverse("server_list")).status_code == 200
     assert "Test connection" not in text_of(auditor_client.get(reverse("server_list")))
-    for url in (reverse("server_new"), reverse("server_edit", args=[server.pk]),
-                reverse("server_delete", args=[server.pk]), reverse("server_check", args=[server.pk]),
-                reverse("server_test")):
+    for url in (
+        reverse("server_new"),
+        reverse("server_edit", args=[server.pk]),
+        reverse("server_delete", args=[server.pk]),
+        reverse("server_check", args=[server.pk]),
+        reverse("server_test"),
+    ):
         assert auditor_client.post(url, form_data(password_server, name="Hijacked")).status_code == 403, url
 
     assert list(RestoreServer.objects.values_list("name", "checked_at")) == [("Standby", None)]
@@ -192,12 +218,17 @@ def where_step(client, backup):
     return reverse("restore_step", args=["where"])
 
 
-def test_the_wizard_offers_each_server_with_its_version_and_refuses_an_older_one(admin_client, backup,
-                                                                                  password_server):
+def test_the_wizard_offers_each_server_with_its_version_and_refuses_an_older_one(admin_client, backup, password_server):
     standby = register(password_server)
     # Checked when it still ran 9.6: the wizard judges by the recorded version.
-    old = RestoreServer.objects.create(name="Old reporting", host="127.0.0.1", port=pg.free_port(), user="postgres",
-                                       server_version="9.6.24", checked_at=timezone.now())
+    old = RestoreServer.objects.create(
+        name="Old reporting",
+        host="127.0.0.1",
+        port=pg.free_port(),
+        user="postgres",
+        server_version="9.6.24",
+        checked_at=timezone.now(),
+    )
     unchecked = RestoreServer.objects.create(name="Unchecked", host="127.0.0.1", port=1, user="postgres")
     url = where_step(admin_client, backup)
 
@@ -208,8 +239,10 @@ def test_the_wizard_offers_each_server_with_its_version_and_refuses_an_older_one
     assert radios[""].strip() == "checked"  # the source's server, by default
     assert "disabled" not in radios[str(standby.pk)] and "disabled" not in radios[str(unchecked.pk)]
     assert radios[str(old.pk)].strip() == "disabled"
-    card = {server.pk: re.search(rf'id="server-{server.pk}".*?</label>', page, re.S).group(0)
-            for server in (standby, old, unchecked)}
+    card = {
+        server.pk: re.search(rf'id="server-{server.pk}".*?</label>', page, re.S).group(0)
+        for server in (standby, old, unchecked)
+    }
     assert f"PostgreSQL {standby.version_display()}" in card[standby.pk] and "can take this backup" in card[standby.pk]
     assert "PostgreSQL 9.6.24" in card[old.pk] and "cannot take this backup" in card[old.pk] and OLDER in card[old.pk]
     assert "version not checked" in card[unchecked.pk]
@@ -255,15 +288,18 @@ def test_a_request_asks_the_server_itself_and_refuses_one_older_than_the_backup(
     Backup.objects.filter(pk=backup.pk).update(server_version="99.1")
     backup.refresh_from_db()
     live = major_version(live_version(password_server))
-    reason = (f"Standby cannot take this backup: PostgreSQL {live} is older than the backup's 99: pg_restore output "
-              "from a newer server is not guaranteed to load into an older one.")
+    reason = (
+        f"Standby cannot take this backup: PostgreSQL {live} is older than the backup's 99: pg_restore output "
+        "from a newer server is not guaranteed to load into an older one."
+    )
 
     with pytest.raises(Refused) as refused:
         restores.request_restore("test", backup, target="new", database="too_new", restore_server=standby)
     assert str(refused.value) == reason
     with pytest.raises(CommandError) as failed:
-        call_command("restore", "--backup", str(backup.pk), "--new-database", "too_new", "--server", "Standby",
-                     stdout=StringIO())
+        call_command(
+            "restore", "--backup", str(backup.pk), "--new-database", "too_new", "--server", "Standby", stdout=StringIO()
+        )
     assert str(failed.value) == reason
 
     assert not RestoreJob.objects.exists()
@@ -279,12 +315,23 @@ def test_the_command_names_the_registered_servers_when_one_is_unknown(backup, pa
     register(password_server, name="Reporting", check=False)
 
     with pytest.raises(CommandError) as unknown:
-        call_command("restore", "--backup", str(backup.pk), "--new-database", "x", "--server", "Stanby",
-                     stdout=StringIO())
+        call_command(
+            "restore", "--backup", str(backup.pk), "--new-database", "x", "--server", "Stanby", stdout=StringIO()
+        )
     assert str(unknown.value) == "No restore server named 'Stanby'. Registered servers: Reporting, Standby."
 
-    with pytest.raises(CommandError, match="The existing database is on the source's server; another server takes "
-                                           "new databases only."):
-        call_command("restore", "--backup", str(backup.pk), "--into-source", "--mode", "preview", "--server", "Standby",
-                     stdout=StringIO())
+    with pytest.raises(
+        CommandError, match="The existing database is on the source's server; another server takes new databases only."
+    ):
+        call_command(
+            "restore",
+            "--backup",
+            str(backup.pk),
+            "--into-source",
+            "--mode",
+            "preview",
+            "--server",
+            "Standby",
+            stdout=StringIO(),
+        )
     assert not RestoreJob.objects.exists()

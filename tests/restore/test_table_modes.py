@@ -72,8 +72,14 @@ DELETE FROM spans WHERE v IN ('s3', 's40');
 DELETE FROM amounts WHERE v IN ('a1', 'a49', 'not a number');
 DELETE FROM moments WHERE v IN ('m1', 'm2', 'future', 'past');
 """
-REMOVED = {"public.events": 2000, "public.flags": 1, "public.blobs": 4, "public.spans": 2, "public.amounts": 3,
-           "public.moments": 4}
+REMOVED = {
+    "public.events": 2000,
+    "public.flags": 1,
+    "public.blobs": 4,
+    "public.spans": 2,
+    "public.amounts": 3,
+    "public.moments": 4,
+}
 
 
 @pytest.fixture
@@ -110,16 +116,25 @@ def test_it_merges_back_exactly_the_deleted_rows_whatever_the_key_type(source_db
 
 def test_a_preview_reports_exactly_the_changes_made_and_changes_nothing(source_db, backup):
     execute_sql(source_db, REMOVE)
-    execute_sql(source_db, "UPDATE events SET kind = 'edited' WHERE id IN (1, 2, 4); UPDATE moments SET v = 'x' WHERE v = 'm5';"
-                           "INSERT INTO events VALUES (99999, '2026-05-05', 'new'); INSERT INTO spans VALUES ('1 year', 'new')")
+    execute_sql(
+        source_db,
+        "UPDATE events SET kind = 'edited' WHERE id IN (1, 2, 4); UPDATE moments SET v = 'x' WHERE v = 'm5';"
+        "INSERT INTO events VALUES (99999, '2026-05-05', 'new'); INSERT INTO spans VALUES ('1 year', 'new')",
+    )
     before = table_fingerprints(source_db)
 
     job = into_source(backup, source_db, "preview", KEYED)
 
     assert job.status == "succeeded", job.summary
     found = {t["table"]: (t["only_in_backup"], t["only_in_target"], t["differ"]) for t in job.report["tables"]}
-    assert found == {"public.events": (2000, 1, 3), "public.flags": (1, 0, 0), "public.blobs": (4, 0, 0),
-                     "public.spans": (2, 1, 0), "public.amounts": (3, 0, 0), "public.moments": (4, 0, 1)}
+    assert found == {
+        "public.events": (2000, 1, 3),
+        "public.flags": (1, 0, 0),
+        "public.blobs": (4, 0, 0),
+        "public.spans": (2, 1, 0),
+        "public.amounts": (3, 0, 0),
+        "public.moments": (4, 0, 1),
+    }
     assert table_fingerprints(source_db) == before
 
 
@@ -134,8 +149,9 @@ def test_a_merge_keeps_generated_identity_and_trigger_columns_as_they_were(sourc
     assert job.report["inserted"] == {"public.customers": 2, "public.orders": deleted_orders}
     assert table_fingerprints(source_db) == at_backup  # updated_at as backed up, the stamp trigger stayed out
     with psycopg.connect(**source_db) as conn:
-        assert conn.execute("SELECT tgname, tgenabled FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1").fetchall() == [
-            ("customers_stamp", "O"), ("orders_stamp", "D")]
+        assert conn.execute(
+            "SELECT tgname, tgenabled FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1"
+        ).fetchall() == [("customers_stamp", "O"), ("orders_stamp", "D")]
         # The identity column goes on from where it was: no collision with the rows that came back.
         assert conn.execute("INSERT INTO customers (name) VALUES ('new') RETURNING id").fetchone() == (201,)
 
@@ -143,23 +159,32 @@ def test_a_merge_keeps_generated_identity_and_trigger_columns_as_they_were(sourc
 def test_it_replaces_a_table_other_tables_point_at_and_keeps_their_foreign_keys(source_db, backup):
     execute_sql(source_db, "UPDATE customers SET name = 'renamed' WHERE id <= 20")
     with psycopg.connect(**source_db) as conn:
-        orders_before = table_fingerprints(source_db)['public.orders']
-        constraints = conn.execute("SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint "
-                                   "WHERE contype = 'f' ORDER BY 1").fetchall()
+        orders_before = table_fingerprints(source_db)["public.orders"]
+        constraints = conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint WHERE contype = 'f' ORDER BY 1"
+        ).fetchall()
 
     job = into_source(backup, source_db, "full", ["public.customers"])
 
     assert job.status == "succeeded", job.summary
     with psycopg.connect(**source_db) as conn:
         assert conn.execute("SELECT count(*) FROM customers WHERE name = 'renamed'").fetchone() == (0,)
-        assert conn.execute("SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint "
-                            "WHERE contype = 'f' ORDER BY 1").fetchall() == constraints
+        assert (
+            conn.execute(
+                "SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint "
+                "WHERE contype = 'f' ORDER BY 1"
+            ).fetchall()
+            == constraints
+        )
     assert table_fingerprints(source_db)["public.orders"] == orders_before
 
 
 def test_a_replace_that_would_orphan_rows_is_refused_naming_the_constraint(source_db, backup):
-    execute_sql(source_db, "INSERT INTO customers (name) VALUES ('late'), ('later');"
-                           "INSERT INTO orders (customer_id, total) SELECT id, 1 FROM customers WHERE name LIKE 'late%'")
+    execute_sql(
+        source_db,
+        "INSERT INTO customers (name) VALUES ('late'), ('later');"
+        "INSERT INTO orders (customer_id, total) SELECT id, 1 FROM customers WHERE name LIKE 'late%'",
+    )
     before = table_fingerprints(source_db)
 
     job = into_source(backup, source_db, "full", ["public.customers"])
@@ -172,10 +197,13 @@ def test_a_replace_that_would_orphan_rows_is_refused_naming_the_constraint(sourc
 
 def test_related_tables_and_a_partitioned_parent_are_replaced_together(source_db, backup):
     at_backup = table_fingerprints(source_db)
-    execute_sql(source_db, "INSERT INTO customers (name) VALUES ('late');"
-                           "INSERT INTO orders (customer_id, total, parent_id) SELECT max(id), 1, 7 FROM customers;"
-                           "DELETE FROM orders WHERE id BETWEEN 100 AND 200; DELETE FROM events WHERE id < 500;"
-                           "INSERT INTO events VALUES (99999, '2026-05-05', 'new')")
+    execute_sql(
+        source_db,
+        "INSERT INTO customers (name) VALUES ('late');"
+        "INSERT INTO orders (customer_id, total, parent_id) SELECT max(id), 1, 7 FROM customers;"
+        "DELETE FROM orders WHERE id BETWEEN 100 AND 200; DELETE FROM events WHERE id < 500;"
+        "INSERT INTO events VALUES (99999, '2026-05-05', 'new')",
+    )
 
     job = into_source(backup, source_db, "full", ["public.customers", "public.events", "public.orders"])
 
@@ -183,12 +211,15 @@ def test_related_tables_and_a_partitioned_parent_are_replaced_together(source_db
     assert job.report["written"] == {"public.customers": 200, "public.events": 20000, "public.orders": 1000}
     now = table_fingerprints(source_db)
     assert {t: now[t] for t in now if not t.startswith("sequence public.customers")} == {
-        t: at_backup[t] for t in at_backup if not t.startswith("sequence public.customers")}
+        t: at_backup[t] for t in at_backup if not t.startswith("sequence public.customers")
+    }
 
 
 def test_a_merge_puts_back_parents_before_the_partitions_whose_own_foreign_keys_point_at_them(source_db, backup):
     at_backup = table_fingerprints(source_db)
-    execute_sql(source_db, "DELETE FROM shipments WHERE warehouse_id IN (7, 8); DELETE FROM warehouses WHERE id IN (7, 8)")
+    execute_sql(
+        source_db, "DELETE FROM shipments WHERE warehouse_id IN (7, 8); DELETE FROM warehouses WHERE id IN (7, 8)"
+    )
 
     job = into_source(backup, source_db, "merge", ["public.shipments", "public.warehouses"])
 

@@ -16,7 +16,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SHOTS = os.environ.get("STRONGROOM_SCREENSHOTS")
 
 
-
 @pytest.fixture
 def backup(pg_database, tmp_path):
     create_tricky_database(pg_database, big_rows=500)
@@ -56,7 +55,9 @@ def test_the_wizard_restores_two_tables_into_a_new_database(live_server, page, a
 
     page.wait_for_url("**/restores/new/review/")
     text = page.locator(".plan-in-words").inner_text()
-    assert "Restore 2 tables (Inventory.StockItem, public.big_ledger)" in text and "new database `wizard_restored`" in text
+    assert (
+        "Restore 2 tables (Inventory.StockItem, public.big_ledger)" in text and "new database `wizard_restored`" in text
+    )
     page.click("text=← Back")  # going back keeps the choices
     page.wait_for_url("**/restores/new/scope/")
     assert page.locator("input[value='public.big_ledger']").is_checked()
@@ -73,7 +74,10 @@ def test_the_wizard_restores_two_tables_into_a_new_database(live_server, page, a
         assert job.status == "succeeded", job.summary
         restored = {**pg_database, "dbname": "wizard_restored"}
         tables = table_fingerprints(restored)
-        assert set(k for k in tables if not k.startswith("sequence")) == {"public.big_ledger", '"Inventory"."StockItem"'}
+        assert set(k for k in tables if not k.startswith("sequence")) == {
+            "public.big_ledger",
+            '"Inventory"."StockItem"',
+        }
         assert tables["public.big_ledger"] == table_fingerprints(pg_database)["public.big_ledger"]
     finally:
         pg.drop_database("wizard_restored")

@@ -200,7 +200,6 @@ def member_stem(schema: str, name: str) -> str:
     return f"tables/{safe(schema)}.{safe(name)}"
 
 
-
 def tar_header(name: str, size: int, mtime: float) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size
@@ -211,4 +210,3 @@ def tar_header(name: str, size: int, mtime: float) -> bytes:
 
 def padding(size: int) -> bytes:
     return b"\0" * (-size % BLOCK)
-

@@ -68,7 +68,6 @@ class HashingReader:
             pass
 
 
-
 class ArchiveLoader(Generic[ConnT]):
     """Reads an export archive as a stream and checks it against its
     manifest; each table it loads goes to `conn` through the subclass's
@@ -149,7 +148,9 @@ class ArchiveLoader(Generic[ConnT]):
         if not self._selected(description):
             return
         if self._table_exists(description):
-            raise EngineError(f"Table {qualified} already exists in the target database; an export is loaded only into new tables")
+            raise EngineError(
+                f"Table {qualified} already exists in the target database; an export is loaded only into new tables"
+            )
         self._create_table(qualified, description)
 
     def _check_description(self, qualified: str, description: Description) -> None:
@@ -187,8 +188,14 @@ class ArchiveLoader(Generic[ConnT]):
                 # compared: read on, and let the manifest tell which it was.
                 self._abandon(f"Could not load table {qualified}: {self._error_text(exc)}")
         reader.drain()
-        self.seen[qualified] = {"description": description, "member": name, "format": fmt, "rows": rows,
-                                "size": reader.size, "sha256": reader.digest.hexdigest()}
+        self.seen[qualified] = {
+            "description": description,
+            "member": name,
+            "format": fmt,
+            "rows": rows,
+            "size": reader.size,
+            "sha256": reader.digest.hexdigest(),
+        }
 
     def _check_manifest(self) -> None:
         if self.manifest is None:
@@ -202,12 +209,16 @@ class ArchiveLoader(Generic[ConnT]):
             entry = entries[qualified]
             description = found["description"]
             if found["sha256"] != entry.get("sha256") or found["size"] != entry.get("size"):
-                raise CorruptionError(f"The rows of table {qualified} do not match the export's manifest (SHA-256 differs)")
+                raise CorruptionError(
+                    f"The rows of table {qualified} do not match the export's manifest (SHA-256 differs)"
+                )
             if found["member"] != entry.get("member") or found["format"] != self.manifest.get("format"):
                 raise CorruptionError(f"The member for table {qualified} is not the one the manifest names")
             for key in ("columns", "primary_key", "where"):
                 if description.get(key) != entry.get(key):
-                    raise CorruptionError(f"The description of table {qualified} does not match the export's manifest ({key})")
+                    raise CorruptionError(
+                        f"The description of table {qualified} does not match the export's manifest ({key})"
+                    )
             if found["rows"] is not None and found["rows"] != entry.get("rows"):
                 raise CorruptionError(
                     f"Table {qualified} loaded {found['rows']} rows where the export's manifest says {entry.get('rows')}"
@@ -240,10 +251,13 @@ class ExportLoader(ArchiveLoader[psycopg.Connection[Any]]):
     load_errors: tuple[type[Exception], ...] = (psycopg.Error,)
 
     def _table_exists(self, description: Description) -> bool:
-        return self.conn.execute(
-            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-            [description["schema"], description["name"]],
-        ).fetchone() is not None
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                [description["schema"], description["name"]],
+            ).fetchone()
+            is not None
+        )
 
     def _create_table(self, qualified: str, description: Description) -> None:
         """CREATE TABLE with each column's type, NOT NULL, constant default
@@ -260,14 +274,17 @@ class ExportLoader(ArchiveLoader[psycopg.Connection[Any]]):
             if not self._known_type(type_name):
                 # Read on: the manifest tells damage from a type this
                 # database lacks (an extension's, say).
-                self._abandon(f"Column {column['name']} of {qualified} has a type this database does not know: {type_name[:100]}")
+                self._abandon(
+                    f"Column {column['name']} of {qualified} has a type this database does not know: {type_name[:100]}"
+                )
                 return
             definition = sql.SQL("{} {}").format(sql.Identifier(column["name"]), sql.SQL(type_name))
             not_null = sql.SQL(" NOT NULL" if column.get("not_null") else "")
             default_text = self._default(qualified, column)
             has_defaults = has_defaults or default_text is not None
-            default: sql.Composable = (sql.SQL(" DEFAULT {}").format(sql.SQL(default_text)) if default_text is not None
-                                       else sql.SQL(""))
+            default: sql.Composable = (
+                sql.SQL(" DEFAULT {}").format(sql.SQL(default_text)) if default_text is not None else sql.SQL("")
+            )
             generation: sql.Composable = sql.SQL("")
             if column.get("generated"):
                 # Checked by _check_description to stay inside these parentheses.
@@ -292,12 +309,18 @@ class ExportLoader(ArchiveLoader[psycopg.Connection[Any]]):
             try:
                 with self.conn.transaction():
                     # Prepared: one statement, whatever the expressions say.
-                    self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(columns)), prepare=True)
+                    self.conn.execute(
+                        sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(columns)), prepare=True
+                    )
             except psycopg.Error as exc:
                 if number == len(attempts) - 1:
                     raise
-                logger.warning("Table %s of the export is created without its %s, which this database refused: %s",
-                               qualified, attempts[number + 1][2], self._error_text(exc))
+                logger.warning(
+                    "Table %s of the export is created without its %s, which this database refused: %s",
+                    qualified,
+                    attempts[number + 1][2],
+                    self._error_text(exc),
+                )
                 continue
             description["_generated"] = computed
             return
@@ -315,8 +338,12 @@ class ExportLoader(ArchiveLoader[psycopg.Connection[Any]]):
             casts = []
         for cast in casts:
             if not self._known_type(cast):
-                logger.warning("Column %s of %s keeps no default: this database has no type %s",
-                               column["name"], qualified, cast[:100])
+                logger.warning(
+                    "Column %s of %s keeps no default: this database has no type %s",
+                    column["name"],
+                    qualified,
+                    cast[:100],
+                )
                 return None
         return literal + "".join(f"::{cast}" for cast in casts)
 
@@ -364,7 +391,9 @@ class ExportLoader(ArchiveLoader[psycopg.Connection[Any]]):
         primary_key = description.get("primary_key") or []
         if primary_key:
             self.conn.execute(
-                sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(table, sql.SQL(", ").join(map(sql.Identifier, primary_key)))
+                sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                    table, sql.SQL(", ").join(map(sql.Identifier, primary_key))
+                )
             )
         for column in description["columns"]:
             if column.get("identity") and column["name"] not in (description.get("_generated") or ()):
@@ -375,21 +404,31 @@ class ExportLoader(ArchiveLoader[psycopg.Connection[Any]]):
         sequence = column.get("sequence") or {}
         options: list[sql.Composable] = [
             sql.SQL(f"{clause} {{}}").format(sql.Literal(sequence[key]))
-            for key, clause in (("start", "START WITH"), ("increment", "INCREMENT BY"), ("minimum", "MINVALUE"),
-                                ("maximum", "MAXVALUE"), ("cache", "CACHE"))
+            for key, clause in (
+                ("start", "START WITH"),
+                ("increment", "INCREMENT BY"),
+                ("minimum", "MINVALUE"),
+                ("maximum", "MAXVALUE"),
+                ("cache", "CACHE"),
+            )
             if sequence.get(key) is not None
         ]
         if sequence.get("cycle") is not None:
             options.append(sql.SQL("CYCLE" if sequence["cycle"] else "NO CYCLE"))
-        self.conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} ADD GENERATED {} AS IDENTITY{}").format(
-            table, name, sql.SQL("ALWAYS" if column["identity"] == "always" else "BY DEFAULT"),
-            sql.SQL(" ({})").format(sql.SQL(" ").join(options)) if options else sql.SQL(""),
-        ))
+        self.conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} ADD GENERATED {} AS IDENTITY{}").format(
+                table,
+                name,
+                sql.SQL("ALWAYS" if column["identity"] == "always" else "BY DEFAULT"),
+                sql.SQL(" ({})").format(sql.SQL(" ").join(options)) if options else sql.SQL(""),
+            )
+        )
         rising = (sequence.get("increment") or 1) > 0
         row = self.conn.execute(
-            sql.SQL("SELECT s.seqrelid::regclass::text, s.seqmin, s.seqmax, (SELECT {}({}) FROM {}) "
-                    "FROM pg_sequence s WHERE s.seqrelid = pg_get_serial_sequence(%s, %s)::regclass").format(
-                sql.SQL("max" if rising else "min"), name, table),
+            sql.SQL(
+                "SELECT s.seqrelid::regclass::text, s.seqmin, s.seqmax, (SELECT {}({}) FROM {}) "
+                "FROM pg_sequence s WHERE s.seqrelid = pg_get_serial_sequence(%s, %s)::regclass"
+            ).format(sql.SQL("max" if rising else "min"), name, table),
             [table.as_string(self.conn), column["name"]],
         ).fetchone()
         assert row is not None, "the identity column just added has its sequence"
@@ -399,14 +438,17 @@ class ExportLoader(ArchiveLoader[psycopg.Connection[Any]]):
             value = max(reached) if rising else min(reached)
             self.conn.execute("SELECT setval(%s::regclass, %s, true)", [seq, min(max(value, low), high)])
 
-    def _load_csv(self, description: Description, table: sql.Identifier, names: sql.Composed, reader: HashingReader,
-                  staged: bool) -> int:
+    def _load_csv(
+        self, description: Description, table: sql.Identifier, names: sql.Composed, reader: HashingReader, staged: bool
+    ) -> int:
         if staged:
             # COPY cannot skip a field of its input: the rows go into a
             # temporary copy of the table (LIKE makes generated columns
             # plain), then across without the generated columns.
             every = sql.SQL(", ").join(sql.Identifier(column["name"]) for column in description["columns"])
-            self.conn.execute(sql.SQL("CREATE TEMPORARY TABLE strongroom_export_rows (LIKE {}) ON COMMIT DROP").format(table))
+            self.conn.execute(
+                sql.SQL("CREATE TEMPORARY TABLE strongroom_export_rows (LIKE {}) ON COMMIT DROP").format(table)
+            )
             target = sql.SQL("strongroom_export_rows ({})").format(every)
         else:
             target = sql.SQL("{} ({})").format(table, names)
@@ -422,12 +464,16 @@ class ExportLoader(ArchiveLoader[psycopg.Connection[Any]]):
         self.conn.execute("DROP TABLE strongroom_export_rows")
         return rows
 
-    def _load_jsonl(self, columns: list[Column], table: sql.Identifier, names: sql.Composed, reader: HashingReader) -> int:
+    def _load_jsonl(
+        self, columns: list[Column], table: sql.Identifier, names: sql.Composed, reader: HashingReader
+    ) -> int:
         """COPY the lines into a temporary table (fast, in C), then let
         PostgreSQL turn them into rows with json_populate_record(); a batch
         at a time, so the temporary table stays small."""
         picks = sql.SQL(", ").join(
-            sql.SQL("(l.line::json ->> {})::{}").format(sql.Literal(column["name"]), sql.SQL(column.get("create_as") or column["type"]))
+            sql.SQL("(l.line::json ->> {})::{}").format(
+                sql.Literal(column["name"]), sql.SQL(column.get("create_as") or column["type"])
+            )
             if column.get("as_text")
             else sql.SQL("r.{}").format(sql.Identifier(column["name"]))
             for column in columns
@@ -455,23 +501,30 @@ class ExportLoader(ArchiveLoader[psycopg.Connection[Any]]):
             if staged < LOAD_BATCH_ROWS:
                 return rows
 
-    def _load_sql(self, description: Description, table: sql.Identifier, reader: HashingReader,
-                  generated: set[str]) -> int:
+    def _load_sql(
+        self, description: Description, table: sql.Identifier, reader: HashingReader, generated: set[str]
+    ) -> int:
         qualified = self._qualified(description)
         every = [column["name"] for column in description["columns"]]
-        prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(table, sql.SQL(", ").join(map(sql.Identifier, every))).as_string(self.conn)
+        prefix = (
+            sql.SQL("INSERT INTO {} ({}) VALUES (")
+            .format(table, sql.SQL(", ").join(map(sql.Identifier, every)))
+            .as_string(self.conn)
+        )
         if generated:
             kept = [name not in generated for name in every]
-            kept_prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(
-                table, sql.SQL(", ").join(sql.Identifier(name) for name in every if name not in generated)
-            ).as_string(self.conn)
+            kept_prefix = (
+                sql.SQL("INSERT INTO {} ({}) VALUES (")
+                .format(table, sql.SQL(", ").join(sql.Identifier(name) for name in every if name not in generated))
+                .as_string(self.conn)
+            )
         rows = 0
         batch, held = [], 0
         for statement in insert_statements(reader, prefix, qualified):
             if generated:
                 # The statement is checked to be literals only; the same
                 # INSERT without the generated columns' values.
-                values = re.findall(LITERAL, statement[len(prefix):])
+                values = re.findall(LITERAL, statement[len(prefix) :])
                 if len(values) != len(every):
                     raise CorruptionError(f"A row of {qualified} has {len(values)} values for {len(every)} columns")
                 statement = kept_prefix + ", ".join(value for value, keep in zip(values, kept) if keep) + ");"
@@ -500,8 +553,10 @@ def well_formed_rules(column: Column) -> bool:
     if "default" in column and parse_constant(column["default"]) is None:
         return False
     if "generated" in column and (
-        column["generated"] != "stored" or not is_balanced_expression(column.get("expression"))
-        or "default" in column or "identity" in column
+        column["generated"] != "stored"
+        or not is_balanced_expression(column.get("expression"))
+        or "default" in column
+        or "identity" in column
     ):
         return False
     if "identity" in column:
@@ -541,4 +596,3 @@ def load_export(fileobj: IO[bytes], target_conninfo: Mapping[str, Any], tables: 
         raise
     finally:
         conn.close()
-

@@ -137,7 +137,9 @@ def list_tables(conninfo: Conninfo) -> list[LiveTable]:
         with connect(params) as conn:
             query = USER_TABLES
             if conn.info.server_version < 120000:  # no pg_partition_tree(): no partition counts
-                query = query.replace("pg_partition_tree(c.oid)", "(SELECT NULL::regclass AS relid, true AS isleaf WHERE false)")
+                query = query.replace(
+                    "pg_partition_tree(c.oid)", "(SELECT NULL::regclass AS relid, true AS isleaf WHERE false)"
+                )
             found = conn.execute(query).fetchall()
             columns: dict[int, list[LiveColumn]] = {}
             for oid, column, type_name, _create_as in conn.execute(COLUMNS, [[row[2] for row in found]]).fetchall():
@@ -146,8 +148,12 @@ def list_tables(conninfo: Conninfo) -> list[LiveTable]:
         raise SourceError(describe_pg_error(exc, params))
     tables = []
     for schema, name, oid, reltuples, partitions in found:
-        table: LiveTable = {"schema": schema, "name": name, "columns": columns.get(oid, []),
-                 "rows_estimate": int(reltuples) if reltuples >= 0 else None}
+        table: LiveTable = {
+            "schema": schema,
+            "name": name,
+            "columns": columns.get(oid, []),
+            "rows_estimate": int(reltuples) if reltuples >= 0 else None,
+        }
         if partitions is not None:
             table["partitions"] = partitions  # a partitioned parent: how many leaf partitions it reads through
         tables.append(table)
@@ -234,7 +240,13 @@ def describe_table(conn: psycopg.Connection[Any], table: TableSpec) -> Descripti
     for column, rule in zip(columns, rules):
         column.update(column_rules(rule))
     primary_key = [name for (name,) in conn.execute(PRIMARY_KEY, [oid]).fetchall()]
-    description: Description = {"schema": table.schema, "name": table.name, "where": table.where, "columns": columns, "primary_key": primary_key}
+    description: Description = {
+        "schema": table.schema,
+        "name": table.name,
+        "where": table.where,
+        "columns": columns,
+        "primary_key": primary_key,
+    }
     if relkind == "p":
         description["partitioned"] = True
     return description
@@ -242,8 +254,21 @@ def describe_table(conn: psycopg.Connection[Any], table: TableSpec) -> Descripti
 
 def column_rules(rule: Sequence[Any]) -> Column:
     """The archive's optional keys for one column (see archive.py)."""
-    (_name, not_null, identity, generated, expression, tree,
-     start, increment, minimum, maximum, cache, cycle, last_value) = rule
+    (
+        _name,
+        not_null,
+        identity,
+        generated,
+        expression,
+        tree,
+        start,
+        increment,
+        minimum,
+        maximum,
+        cache,
+        cycle,
+        last_value,
+    ) = rule
     found: Column = {}
     if not_null:
         found["not_null"] = True
@@ -252,8 +277,15 @@ def column_rules(rule: Sequence[Any]) -> Column:
         found["expression"] = expression
     elif identity in ("a", "d") and increment is not None:
         found["identity"] = "always" if identity == "a" else "by default"
-        found["sequence"] = {"start": start, "increment": increment, "minimum": minimum, "maximum": maximum,
-                             "cache": cache, "cycle": cycle, "last_value": last_value}
+        found["sequence"] = {
+            "start": start,
+            "increment": increment,
+            "minimum": minimum,
+            "maximum": maximum,
+            "cache": cache,
+            "cycle": cycle,
+            "last_value": last_value,
+        }
     elif expression is not None and is_constant_tree(tree) and parse_constant(expression) is not None:
         found["default"] = expression
     return found

@@ -42,13 +42,18 @@ class SqliteExportLoader(ArchiveLoader[sqlite3.Connection]):
     load_errors: tuple[type[Exception], ...] = (sqlite3.Error, ValueError, CorruptionError)
 
     def _table_exists(self, description: Description) -> bool:
-        return self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE name = ? COLLATE NOCASE", [description["name"]]
-        ).fetchone() is not None
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = ? COLLATE NOCASE", [description["name"]]
+            ).fetchone()
+            is not None
+        )
 
     def _create_table(self, qualified: str, description: Description) -> None:
         if description["schema"] != "main":
-            raise EngineError(f"Table {qualified} is not a SQLite table; it loads into PostgreSQL, not into a SQLite file")
+            raise EngineError(
+                f"Table {qualified} is not a SQLite table; it loads into PostgreSQL, not into a SQLite file"
+            )
         columns = []
         for column in description["columns"]:
             declared = column["type"]
@@ -84,16 +89,27 @@ class SqliteExportLoader(ArchiveLoader[sqlite3.Connection]):
         if fmt == "csv":
             records = csv_records(reader.lines(), len(names), qualified)
         elif fmt == "jsonl":
-            records = ([document.get(name) for name in names] for document in jsonl_documents(reader.lines(), qualified))
+            records = (
+                [document.get(name) for name in names] for document in jsonl_documents(reader.lines(), qualified)
+            )
         elif fmt == "sql":
-            prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(
-                sql.Identifier(description["schema"], description["name"]), sql.SQL(", ").join(map(sql.Identifier, names))
-            ).as_string(None)
-            records = (sql_values(statement[len(prefix):]) for statement in insert_statements(reader, prefix, qualified))
+            prefix = (
+                sql.SQL("INSERT INTO {} ({}) VALUES (")
+                .format(
+                    sql.Identifier(description["schema"], description["name"]),
+                    sql.SQL(", ").join(map(sql.Identifier, names)),
+                )
+                .as_string(None)
+            )
+            records = (
+                sql_values(statement[len(prefix) :]) for statement in insert_statements(reader, prefix, qualified)
+            )
         else:
             raise CorruptionError(f"The export's member for {qualified} has an unknown format: {fmt}")
-        insert = (f"INSERT INTO {sqlite_name(description['name'])} ({', '.join(map(sqlite_name, names))}) "
-                  f"VALUES ({', '.join('?' * len(names))})")
+        insert = (
+            f"INSERT INTO {sqlite_name(description['name'])} ({', '.join(map(sqlite_name, names))}) "
+            f"VALUES ({', '.join('?' * len(names))})"
+        )
         rows = 0
         for record in records:
             if len(record) != len(names):

@@ -56,12 +56,18 @@ def postgres_type_for(declared: str) -> str:
 def list_sqlite_tables(path: str) -> list[LiveTable]:
     conn = sqlite_connect(path)
     try:
-        names = [name for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-        )]
+        names = [
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
         tables: list[LiveTable] = []
         for name in names:
-            columns: list[LiveColumn] = [{"name": column[1], "type": column[2]} for column in conn.execute(f"PRAGMA table_info({sqlite_name(name)})")]
+            columns: list[LiveColumn] = [
+                {"name": column[1], "type": column[2]}
+                for column in conn.execute(f"PRAGMA table_info({sqlite_name(name)})")
+            ]
             rows = conn.execute(f"SELECT count(*) FROM {sqlite_name(name)}").fetchone()[0]
             tables.append({"schema": "main", "name": name, "columns": columns, "rows_estimate": rows})
         return tables
@@ -94,7 +100,13 @@ def describe_sqlite_table(conn: sqlite3.Connection, table: TableSpec) -> Descrip
             column["default"] = default
         columns.append(column)
     primary_key = [row[1] for row in sorted((row for row in info if row[5]), key=lambda row: row[5])]
-    return {"schema": table.schema, "name": table.name, "where": table.where, "columns": columns, "primary_key": primary_key}
+    return {
+        "schema": table.schema,
+        "name": table.name,
+        "where": table.where,
+        "columns": columns,
+        "primary_key": primary_key,
+    }
 
 
 def check_sqlite_where(conn: sqlite3.Connection, table: TableSpec) -> None:
@@ -119,9 +131,11 @@ def sqlite_rows(conn: sqlite3.Connection, table: TableSpec, description: Descrip
     if fmt == "csv":
         yield (",".join(csv_field(name) for name in names) + "\n").encode()
     elif fmt == "sql":
-        prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(
-            identifier(table), sql.SQL(", ").join(map(sql.Identifier, names))
-        ).as_string(None)
+        prefix = (
+            sql.SQL("INSERT INTO {} ({}) VALUES (")
+            .format(identifier(table), sql.SQL(", ").join(map(sql.Identifier, names)))
+            .as_string(None)
+        )
     while batch := cursor.fetchmany(1000):
         for row in batch:
             if fmt == "csv":
@@ -131,4 +145,3 @@ def sqlite_rows(conn: sqlite3.Connection, table: TableSpec, description: Descrip
             else:
                 line = prefix + ", ".join(map(sql_literal, row)) + ");"
             yield (line + "\n").encode()
-

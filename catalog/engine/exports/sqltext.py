@@ -26,8 +26,10 @@ def filter_problem(text: str, sqlite: bool = False) -> str:
         char = text[position]
         if char in quotes:
             if char == "'" and not sqlite and escape_string_prefix(text, position):
-                return (f"the E'…' string at character {position} is not accepted here; "
-                        "write it in standard quotes ('it''s')")
+                return (
+                    f"the E'…' string at character {position} is not accepted here; "
+                    "write it in standard quotes ('it''s')"
+                )
             close = text.find("]", position + 1) + 1 if char == "[" else quoted_end(text, position)
             if not close:
                 return f"the quote at character {position + 1} is never closed"
@@ -38,8 +40,10 @@ def filter_problem(text: str, sqlite: bool = False) -> str:
             opened_at.append(position)
         elif char == ")":
             if depth == 0:
-                return (f"the ')' at character {position + 1} closes a parenthesis the filter did not open, "
-                        "which would take the condition out of the export's own")
+                return (
+                    f"the ')' at character {position + 1} closes a parenthesis the filter did not open, "
+                    "which would take the condition out of the export's own"
+                )
             depth -= 1
             opened_at.pop()
         elif char == ";":
@@ -63,14 +67,13 @@ def escape_string_prefix(text: str, quote_at: int) -> bool:
     return text[start:quote_at].lower() == "e"
 
 
-
-
-
 # A constant default as pg_get_expr() writes it: a literal, possibly in
 # parentheses and cast ('-1'::integer, ('5'::text)::integer). The loader
 # accepts nothing else, so an archive cannot put an expression into CREATE
 # TABLE; each cast's type is also checked with to_regtype() there.
-CONSTANT_LITERAL = re.compile(r"NULL|TRUE|FALSE|[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|'(?:[^']|'')*'", re.IGNORECASE)
+CONSTANT_LITERAL = re.compile(
+    r"NULL|TRUE|FALSE|[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|'(?:[^']|'')*'", re.IGNORECASE
+)
 
 
 def parse_constant(text: Any) -> tuple[str, list[str]] | None:
@@ -92,7 +95,7 @@ def parse_constant(text: Any) -> tuple[str, list[str]] | None:
             end = type_name_end(text, position + 2)
             if end is None:
                 return None
-            casts.append(text[position + 2:end].strip())
+            casts.append(text[position + 2 : end].strip())
             position = end
         return literal, casts, position
 
@@ -176,4 +179,3 @@ def is_balanced_expression(text: Any) -> bool:
             return False
         position += 1
     return depth == 0
-

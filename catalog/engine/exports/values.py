@@ -154,4 +154,3 @@ def sql_values(values_list: str) -> list[str | None]:
             inner = literal[2:-1] if escaped else literal[1:-1]
             values.append(QUOTED.sub(lambda m: m.group()[0], inner) if escaped else inner.replace("''", "'"))
     return values
-

@@ -8,7 +8,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import psycopg
@@ -57,7 +57,9 @@ def export_query(table: TableSpec, description: Description, fmt: str) -> sql.Co
     source = identifier(table) if description.get("partitioned") else sql.SQL("ONLY {}").format(identifier(table))
     if fmt == "jsonl":
         picks = sql.SQL(", ").join(
-            sql.SQL("{0}::text AS {0}").format(sql.Identifier(column["name"])) if column.get("as_text") else sql.Identifier(column["name"])
+            sql.SQL("{0}::text AS {0}").format(sql.Identifier(column["name"]))
+            if column.get("as_text")
+            else sql.Identifier(column["name"])
             for column in description["columns"]
         )
         select = sql.SQL("SELECT {} FROM {}{}").format(picks, source, where)
@@ -66,8 +68,12 @@ def export_query(table: TableSpec, description: Description, fmt: str) -> sql.Co
     select = sql.SQL("SELECT {} FROM {}{}").format(sql.SQL(", ").join(map(sql.Identifier, names)), source, where)
     if fmt == "csv":
         return sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(select)
-    prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(identifier(table), sql.SQL(", ").join(map(sql.Identifier, names)))
-    values = sql.SQL(" || ', ' || ").join(sql.SQL("quote_nullable(t.{})").format(sql.Identifier(name)) for name in names)
+    prefix = sql.SQL("INSERT INTO {} ({}) VALUES (").format(
+        identifier(table), sql.SQL(", ").join(map(sql.Identifier, names))
+    )
+    values = sql.SQL(" || ', ' || ").join(
+        sql.SQL("quote_nullable(t.{})").format(sql.Identifier(name)) for name in names
+    )
     return sql.SQL("COPY (SELECT {} || {} || ');' FROM ({}) AS t) TO STDOUT").format(
         sql.Literal(prefix.as_string(None)), values, select
     )
@@ -84,8 +90,14 @@ class ExportDump(Dump):
     then streamed out and the file deleted: memory stays at a few chunks and
     the disk holds at most one table's export."""
 
-    def __init__(self, conninfo: Conninfo, tables: Iterable[TableSpec], fmt: str, chunk_size: int = CHUNK_SIZE,
-                 tmp_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        conninfo: Conninfo,
+        tables: Iterable[TableSpec],
+        fmt: str,
+        chunk_size: int = CHUNK_SIZE,
+        tmp_dir: str | None = None,
+    ) -> None:
         if fmt not in EXPORT_FORMATS:
             raise EngineError(f"Unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
         super().__init__()
@@ -159,7 +171,7 @@ class ExportDump(Dump):
             conn.execute("BEGIN")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             self.server_version = f"SQLite {sqlite3.sqlite_version}"
-            self._snapshot_taken_at = datetime.now(timezone.utc).isoformat()
+            self._snapshot_taken_at = datetime.now(UTC).isoformat()
             descriptions = []
             for table in self.tables:
                 descriptions.append(describe_sqlite_table(conn, table))
@@ -209,7 +221,7 @@ class ExportDump(Dump):
             "archive_minor_version": ARCHIVE_MINOR_VERSION,
             "format": self.fmt,
             "format_name": EXPORT_FORMATS[self.fmt],
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "created_at": datetime.now(UTC).isoformat(),
             "snapshot_taken_at": self._snapshot_taken_at,
             "server_version": self.server_version,
             "tool_version": self.tool_version,
@@ -327,4 +339,3 @@ class ExportDump(Dump):
         self._drop_spool()
         if self._conn is not None:
             self._conn.close()
-

@@ -91,8 +91,10 @@ def outside_roots(path: str | os.PathLike[str], roots: Iterable[str | os.PathLik
     if any(is_inside(path, root) for root in roots):
         return None
     allowed = ", ".join(str(root) for root in roots) or "none"
-    return (f"{path} is outside the directories local destinations may use ({allowed}); "
-            "an administrator of the server can add one to the LOCAL_DESTINATION_ROOTS setting")
+    return (
+        f"{path} is outside the directories local destinations may use ({allowed}); "
+        "an administrator of the server can add one to the LOCAL_DESTINATION_ROOTS setting"
+    )
 
 
 def describe_os_error(exc: OSError, where: object) -> str:

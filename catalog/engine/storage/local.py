@@ -76,7 +76,9 @@ class LocalWriter:
 
 
 class LocalStorage:
-    def __init__(self, root: str | os.PathLike[str], allowed_roots: Iterable[str | os.PathLike[str]] | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], allowed_roots: Iterable[str | os.PathLike[str]] | None = None
+    ) -> None:
         self.root = str(root)
         # None: any directory (the engine used on its own, e.g. by the decrypt command).
         self.allowed_roots = allowed_roots
@@ -175,8 +177,11 @@ class LocalStorage:
 
     def list_partials(self) -> list[Partial]:
         """Temporary files of writes that never finished."""
-        return [{"key": key, "size": size, "base": key.split(PARTIAL_MARK)[0]} for key, size in self._files()
-                if PARTIAL_MARK in key]
+        return [
+            {"key": key, "size": size, "base": key.split(PARTIAL_MARK)[0]}
+            for key, size in self._files()
+            if PARTIAL_MARK in key
+        ]
 
     def remove_partial(self, partial: Partial) -> None:
         path = self.path_for(partial["key"])

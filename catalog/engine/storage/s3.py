@@ -7,7 +7,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -72,7 +72,9 @@ class S3Writer:
 
     def _start(self) -> None:
         try:
-            response = self.storage.client.create_multipart_upload(Bucket=self.storage.bucket, Key=self.key, **self.lock)
+            response = self.storage.client.create_multipart_upload(
+                Bucket=self.storage.bucket, Key=self.key, **self.lock
+            )
         except Exception as exc:
             raise StorageError(describe_s3_error(exc, self.storage))
         self._upload_id = response["UploadId"]
@@ -198,7 +200,7 @@ def multipart_etag(parts: list[dict[str, Any]]) -> str:
 def _locked_until(head: dict[str, Any]) -> datetime:
     """The retain-until date a HEAD response reports (aware), or the epoch."""
     until = head.get("ObjectLockRetainUntilDate")
-    return until if until is not None else datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return until if until is not None else datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class S3Storage:

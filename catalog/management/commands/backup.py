@@ -18,22 +18,28 @@ ACTOR = "backup command"
 
 
 class Command(BaseCommand):
-    help = ("Queues a backup of a plan for the workers, as its page's Back up now does; with --wait, runs it here "
-            "and exits non-zero unless it succeeded.")
+    help = (
+        "Queues a backup of a plan for the workers, as its page's Back up now does; with --wait, runs it here "
+        "and exits non-zero unless it succeeded."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--plan", required=True, help="the plan's name (or id)")
         parser.add_argument("--label", default="", help="a label such as pre-migration: letters, digits, - and _")
-        parser.add_argument("--wait", action="store_true",
-                            help="run the backup in this process and wait for its outcome (no worker needed)")
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="run the backup in this process and wait for its outcome (no worker needed)",
+        )
         parser.add_argument("--json", action="store_true", help="print the backup as JSON")
 
     def handle(self, *args, **options):
         plan = find_plan(options["plan"])
         form = RunBackupForm({"label": options["label"]})
         if not form.is_valid():
-            raise CommandError(f"The label {options['label']!r} may use letters, digits, - and _ only, "
-                               "up to 100 characters.")
+            raise CommandError(
+                f"The label {options['label']!r} may use letters, digits, - and _ only, up to 100 characters."
+            )
         label = form.cleaned_data["label"]
         try:
             if options["wait"]:
@@ -70,10 +76,14 @@ def find_plan(name):
 def outcome_text(backup):
     label = f" ({backup.label})" if backup.label else ""
     if backup.status == Backup.QUEUED:
-        return (f"Queued backup #{backup.pk}{label} of plan {backup.plan.name}; a worker runs it "
-                f"(follow it with: manage.py backups --source {backup.source.slug}).")
+        return (
+            f"Queued backup #{backup.pk}{label} of plan {backup.plan.name}; a worker runs it "
+            f"(follow it with: manage.py backups --source {backup.source.slug})."
+        )
     if backup.status == Backup.SUCCEEDED:
         copies = backup.copies.filter(status="durable").count()
-        return (f"Backup #{backup.pk}{label} of plan {backup.plan.name} succeeded in {duration(backup.duration())}: "
-                f"{size_text(backup.stored_bytes)} stored in {copies} destination{'s' if copies != 1 else ''}.")
+        return (
+            f"Backup #{backup.pk}{label} of plan {backup.plan.name} succeeded in {duration(backup.duration())}: "
+            f"{size_text(backup.stored_bytes)} stored in {copies} destination{'s' if copies != 1 else ''}."
+        )
     return f"Backup #{backup.pk}{label} of plan {backup.plan.name}: {backup.status}."

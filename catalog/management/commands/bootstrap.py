@@ -51,7 +51,9 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"Created administrator 'admin': its generated password is in {path}"))
             self.stdout.write("(readable only by you; set STRONGROOM_ADMIN_PASSWORD to choose it yourself)")
         else:
-            self.stdout.write(self.style.SUCCESS("Created administrator 'admin' (password from STRONGROOM_ADMIN_PASSWORD)"))
+            self.stdout.write(
+                self.style.SUCCESS("Created administrator 'admin' (password from STRONGROOM_ADMIN_PASSWORD)")
+            )
 
     def ensure_first_plan(self):
         database = settings.DATABASES["default"]
@@ -62,7 +64,9 @@ class Command(BaseCommand):
         )
         backups_dir = settings.DATA_DIR / "backups"
         make_private_dirs(backups_dir)
-        destination = services.save_destination(ACTOR, Destination(name="Local backups", kind="local", path=str(backups_dir)))
+        destination = services.save_destination(
+            ACTOR, Destination(name="Local backups", kind="local", path=str(backups_dir))
+        )
         plan = BackupPlan(name="Daily metadata backup", source=source, schedule="30 2 * * *", format="sqlite")
         services.save_plan(ACTOR, plan, destinations=[destination])
         self.stdout.write(f"Registered {source} with a daily plan writing to {backups_dir}")

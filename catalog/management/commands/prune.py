@@ -47,8 +47,12 @@ class Command(BaseCommand):
             except Exception as exc:  # one plan's broken rule does not hide the others' previews
                 failures[plan] = lifecycle.failure_text(exc)
         if as_json:
-            self.print_json({**{plan.name: lifecycle.preview_as_json(rows) for plan, rows in previews.items()},
-                             **{plan.name: {"error": text} for plan, text in failures.items()}})
+            self.print_json(
+                {
+                    **{plan.name: lifecycle.preview_as_json(rows) for plan, rows in previews.items()},
+                    **{plan.name: {"error": text} for plan, text in failures.items()},
+                }
+            )
         else:
             for plan, rows in previews.items():
                 self.print_preview(plan, rows)

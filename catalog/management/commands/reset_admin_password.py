@@ -14,8 +14,10 @@ ACTOR = "manage.py reset_admin_password"
 
 
 class Command(BaseCommand):
-    help = ("Gives an administrator a new generated password, written to the admin-password file in the data "
-            "directory (readable only by the service user), and clears their sign-in lockouts.")
+    help = (
+        "Gives an administrator a new generated password, written to the admin-password file in the data "
+        "directory (readable only by the service user), and clears their sign-in lockouts."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("username", nargs="?", help="the administrator (default: admin, else the first superuser)")
@@ -28,14 +30,17 @@ class Command(BaseCommand):
             user.is_active = True
             user.save(update_fields=["password", "is_active"])
             cleared = reset_sign_in_attempts(username=user.get_username())
-            audit.record(ACTOR, "user.password_reset", user,
-                         {"username": user.get_username(), "lockouts_cleared": cleared})
+            audit.record(
+                ACTOR, "user.password_reset", user, {"username": user.get_username(), "lockouts_cleared": cleared}
+            )
             path = admin_password.save(password)
-        self.stdout.write(self.style.SUCCESS(
-            f"New password for {user.get_username()} is in {path} (readable only by you)."))
+        self.stdout.write(
+            self.style.SUCCESS(f"New password for {user.get_username()} is in {path} (readable only by you).")
+        )
         if cleared:
-            self.stdout.write(f"Cleared {cleared} record{'s' if cleared != 1 else ''} of failed sign-ins: "
-                              "the lockout is over.")
+            self.stdout.write(
+                f"Cleared {cleared} record{'s' if cleared != 1 else ''} of failed sign-ins: the lockout is over."
+            )
 
     def find_user(self, username):
         users = get_user_model().objects

@@ -34,7 +34,9 @@ class Command(BaseCommand):
                 job = verification.run_here(job)
                 results.append(job)
                 if not options["json"]:
-                    self.stdout.write(f"Backup #{backup.pk} {job.get_kind_display().lower()}: {job.status} — {job.summary}")
+                    self.stdout.write(
+                        f"Backup #{backup.pk} {job.get_kind_display().lower()}: {job.status} — {job.summary}"
+                    )
         if options["json"]:
             self.stdout.write(json.dumps([as_json(job) for job in results], indent=2))
         failed = [job for job in results if job.status != Verification.PASSED]
