@@ -21,6 +21,7 @@ test: setup-test
 # The habits that keep the code as docs/ARCHITECTURE.md describes it (pyproject.toml).
 lint: setup-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(PY) manage.py makemigrations --check --dry-run
