@@ -165,15 +165,21 @@ def sweep(jobs, action, details, *, actor="tick", clean_up=None, on_failed=None,
     """Fails each of `jobs` (see stale()) whose worker is gone, and returns their ids.
 
     For each: `clean_up(job)` first removes what the worker left outside the
-    catalog (if it raises, the job stays running and the next tick tries
-    again); then the job is marked failed with `fields`, audited as `action`
+    catalog (if it raises, the job stays running, the next tick tries
+    again, and the other jobs are swept all the same); then the job is marked failed with `fields`, audited as `action`
     with `details` in the same transaction, unless it ended meanwhile; then
     `on_failed(job)` runs for the jobs this sweep failed (what must wait until
     no worker can record an outcome any more, and the alerts)."""
     swept = []
     for job in jobs:
         if clean_up is not None:
-            clean_up(job)
+            try:
+                clean_up(job)
+            except Exception:
+                # One dead job's leftovers that cannot be removed now must not keep
+                # the others running: this one waits for the next tick.
+                log.exception("Could not clean up after %s %s; trying again next tick", type(job).__name__, job.pk)
+                continue
         if not finish(job, type(job).FAILED, action, details, actor=actor, from_status=from_status, **fields):
             continue
         if on_failed is not None:
