@@ -1,5 +1,6 @@
 """The backup catalog: what is protected, where copies live, and what ran."""
 
+import itertools
 import json
 import shutil
 from datetime import timedelta
@@ -506,7 +507,7 @@ class BackupPlan(models.Model):
         times = next_runs(self.schedule, runs + 1, start)
         if len(times) < 2:
             return None
-        return max(later - earlier for earlier, later in zip(times, times[1:]))
+        return max(later - earlier for earlier, later in itertools.pairwise(times))
 
     def retention_policy(self):
         return retention.Policy(
@@ -577,6 +578,11 @@ class BackupQuerySet(models.QuerySet):
 class Job(models.Model):
     """What a queued, cancellable piece of work run by a worker keeps: when it
     ran, who ran it, its heartbeat and its log. Backups and verifications are jobs."""
+
+    # Each concrete job defines its own status field and active statuses; these
+    # annotations (no values, so no fields) tell the type checker they exist.
+    status: str
+    ACTIVE_STATUSES: tuple[str, ...]
 
     log = models.TextField(blank=True)
     worker = models.CharField(max_length=200, blank=True)
@@ -768,7 +774,8 @@ class Backup(Job):
         """Until when the manual rule keeps it, or None."""
         if not self.is_manual():
             return None
-        policy = self.plan.retention_policy() if self.plan_id else retention.Policy(manual_days=0)
+        plan = self.plan  # None, without a query, when plan_id is None
+        policy = plan.retention_policy() if plan is not None else retention.Policy(manual_days=0)
         return policy.manual_until(self.retention_candidate())
 
     def readable_copies(self):
@@ -971,14 +978,14 @@ class AuditEvent(models.Model):
             raise TypeError("Audit events are append-only")
         super().save(*args, **kwargs)
 
+    def get_absolute_url(self):
+        return reverse("audit_detail", args=[self.pk])
+
     def delete(self, *args, **kwargs):
         raise TypeError("Audit events are append-only")
 
     def changes_display(self):
         return json.dumps(self.changes, sort_keys=True, default=str) if self.changes else ""
-
-    def get_absolute_url(self):
-        return reverse("audit_detail", args=[self.pk])
 
     def hashed_fields(self):
         """The content the chain hash covers (see catalog.audit)."""

@@ -17,6 +17,7 @@ it when the catalog has no such plan. A plan-less backup is one that
 retention never prunes, so storage would grow for ever.
 """
 
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -93,7 +94,7 @@ def rebuild(actor, destinations):
     """Imports the backups of every destination, then gives them their plans:
     a plan is made again from the newest manifest of any destination."""
     sources_before = set(Source.objects.values_list("pk", flat=True))
-    found = {}
+    found: dict[tuple[int, str], PlanFound] = {}  # {(source id, plan name): PlanFound}
     imports = [(destination, import_from(actor, destination, found)) for destination in destinations]
     plans = [settle_plan(actor, plan_found) for plan_found in found.values()]
     return RebuildReport(imports, plans, list(Source.objects.exclude(pk__in=sources_before)))
@@ -133,7 +134,7 @@ def import_from(actor, destination, found):
             try:
                 outcome, backup = import_backup(actor, destination, object_key, manifest_key, data, hold)
             except (DataError, IntegrityError) as exc:  # rolled back with the import's transaction
-                raise Unimportable(f"the catalog cannot store what the manifest says ({exc})")
+                raise Unimportable(f"the catalog cannot store what the manifest says ({exc})") from exc
         except Unimportable as exc:
             report.refused.append((manifest_key, str(exc)))
             continue
@@ -152,12 +153,12 @@ def authentic_manifest(storage, manifest_key):
     try:
         data = manifest.loads(storage.get_bytes(manifest_key))
     except (EngineError, ValueError) as exc:
-        raise Unimportable(f"the manifest cannot be read ({exc})")
+        raise Unimportable(f"the manifest cannot be read ({exc})") from exc
     key_id = str(data.get("manifest_key_id", ""))
     try:
         master = keyring.master_key(key_id)
     except keyring.KeyUnavailable as exc:
-        raise Unimportable(f"{exc}; put the key file there to import it")
+        raise Unimportable(f"{exc}; put the key file there to import it") from exc
     if not manifest.verify_manifest(data, crypto.derive_manifest_key(master)):
         raise Unimportable("the manifest's signature does not verify: it was changed or is not ours")
     return data
@@ -188,10 +189,8 @@ def register_keys(data):
         None,
         "",
     }:
-        try:
+        with contextlib.suppress(keyring.KeyUnavailable):  # importable; restorable once one of its keys is there
             register_key(key_id, keyring.master_key(key_id))
-        except keyring.KeyUnavailable:
-            pass  # importable; restorable once one of its keys is there
 
 
 def check_fields(data, object_key):
@@ -234,7 +233,7 @@ def check_fields(data, object_key):
         for name in ("created_at", "started_at", "finished_at", "locked_until", "keep_until"):
             parse_time(data.get(name))
     except (EngineError, TypeError, ValueError) as exc:
-        raise Unimportable(f"the manifest cannot be used ({exc})")
+        raise Unimportable(f"the manifest cannot be used ({exc})") from exc
     if not isinstance(data.get("label") or "", str):
         raise Unimportable("the manifest's label is not text")
     if not isinstance(data.get("plan") or "", str):
@@ -242,7 +241,7 @@ def check_fields(data, object_key):
     try:
         holds.manifest_hold(data)
     except holds.HoldUnreadable as exc:
-        raise Unimportable(f"the manifest's hold fields cannot be used ({exc})")
+        raise Unimportable(f"the manifest's hold fields cannot be used ({exc})") from exc
 
 
 def known_copy(destination, data):
@@ -259,7 +258,7 @@ def check_object(storage, object_key, data):
         for chunk in storage.open_reader(object_key):
             digest.update(chunk)
     except EngineError as exc:
-        raise Unimportable(f"the object cannot be read ({exc})")
+        raise Unimportable(f"the object cannot be read ({exc})") from exc
     if digest.hexdigest() != data["sha256"]:
         raise Unimportable("the object's SHA-256 differs from its manifest's: it is damaged or another file")
 
@@ -430,8 +429,8 @@ class PlanFound:
     name: str
     backups: set = field(default_factory=set)
     destinations: dict = field(default_factory=dict)  # {pk: Destination} holding copies of its backups
-    newest: tuple = None  # (time, backup id, format, compression, encrypted) of its newest backup
-    described: tuple = None  # (time, backup id, plan_definition) of its newest manifest that has one
+    newest: tuple | None = None  # (time, backup id, format, compression, encrypted) of its newest backup
+    described: tuple | None = None  # (time, backup id, plan_definition) of its newest manifest that has one
 
 
 def note_plan(found, backup, destination, data):
@@ -457,7 +456,7 @@ class PlanOutcome:
     found: PlanFound
     action: str  # recreated, linked, unchanged, taken, deleted, failed
     backups: int = 0  # how many backups it was given
-    plan: BackupPlan = None
+    plan: BackupPlan | None = None
     detail: str = ""
 
     def describe(self):
@@ -465,6 +464,7 @@ class PlanOutcome:
         plan, backups = f"Plan {self.found.name} ({self.found.source.name})", count_text(self.backups, "backup")
         belong, stay = ("belongs", "stays") if self.backups == 1 else ("belong", "stay")
         if self.action == "recreated":
+            assert self.plan is not None  # give_plan() always passes the plan it recreated
             destinations = ", ".join(d.name for d in self.plan.destinations.all()) or "none"
             return (
                 f"{plan}: recreated PAUSED {self.detail}; {backups} {belong} to it again; destinations: "

@@ -133,7 +133,9 @@ def install_wall_clock_cron():
             return next_run_after(self.cron, timezone.now())
         return original(self, next_run)
 
-    calculate_next_run.wall_clock = True
+    # The marker the getattr() above reads, so that installing twice wraps once
+    # (through __dict__, as mypy knows no attributes on a function).
+    calculate_next_run.__dict__["wall_clock"] = True
     Schedule.calculate_next_run = calculate_next_run
 
 

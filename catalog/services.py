@@ -113,7 +113,7 @@ def delete_restore_server(actor, server):
         with transaction.atomic():
             server.delete()
     except ProtectedError as exc:
-        raise Refused(restore_server_in_use(server, exc.protected_objects))
+        raise Refused(restore_server_in_use(server, exc.protected_objects)) from exc
 
 
 def restore_server_in_use(server, restores):
@@ -141,11 +141,14 @@ def probe_restore_server(server, secrets=None):
     params = server.connection_params(secrets)
     try:
         with dumpers.connect_server(params) as conn:
-            version, can_create = conn.execute(CAN_CREATE_DATABASES).fetchone()
+            row = conn.execute(CAN_CREATE_DATABASES).fetchone()
     except EngineError as exc:
         return False, str(exc), ""
     except psycopg.Error as exc:
         return False, dumpers.describe_pg_error(exc, params), ""
+    if row is None:  # pg_roles always has current_user; a server that hides it cannot be checked
+        return False, f"Connected, but the server does not show role {server.user} in pg_roles.", ""
+    version, can_create = row
     release = version.split()[0]
     if not can_create:
         return (

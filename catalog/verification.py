@@ -171,7 +171,7 @@ def run_checksum(verification, cancel_event):
         keyring.master_key(backup.key_id)  # a missing key is said plainly, not as damage to every copy
     results = [check_copy(backup, copy, cancel_event) for copy in copies]
     locate_by_comparison(backup, copies, results, cancel_event)
-    for copy, result in zip(copies, results):
+    for copy, result in zip(copies, results, strict=True):  # one result per copy
         state = "intact" if result["ok"] else f"DAMAGED — {result['error']}"
         verification.append_log(f"{copy.destination}: read {result['stored_bytes']} bytes, {state}")
     verification.evidence = {"copies": results}
@@ -191,7 +191,10 @@ def describe_damage(result):
     if result.get("offset") is not None:
         where = f" at byte {result['offset']}"
     elif result.get("segment_start") is not None:
-        where = f" within the segment starting at byte {result['segment_start']} (segment length {result['segment_length']})"
+        where = (
+            f" within the segment starting at byte {result['segment_start']} "
+            f"(segment length {result['segment_length']})"
+        )
     else:
         where = ""
     return f"Copy on {result['destination']} ({result['location']}) is damaged{where}: {result['error']}"
@@ -204,11 +207,14 @@ def holds_the_stored_bytes(backup, result):
 def locate_by_comparison(backup, copies, results, cancel_event):
     """The catalog's SHA-256 says that a copy's bytes differ, not where: a
     copy of the right size whose bytes differ is compared with one holding
-    exactly the stored bytes, which gives the first bad byte itself."""
-    reference = next((copy for copy, result in zip(copies, results) if holds_the_stored_bytes(backup, result)), None)
+    exactly the stored bytes, which gives the first bad byte itself. `results`
+    has one entry per copy, in their order (run_checksum)."""
+    reference = next(
+        (copy for copy, result in zip(copies, results, strict=True) if holds_the_stored_bytes(backup, result)), None
+    )
     if reference is None:
         return
-    for copy, result in zip(copies, results):
+    for copy, result in zip(copies, results, strict=True):
         if result["offset"] is not None or holds_the_stored_bytes(backup, result):
             continue
         if result["stored_bytes"] != backup.stored_bytes or not result.get("sha256"):
@@ -412,7 +418,8 @@ def judge_restore(verification, copy, attempts):
         want, got = expected_rows.get(table), evidence["rows"].get(table)
         if want != got:
             problems.append(
-                f"{table}: {got if got is not None else 'missing'} rows, {want if want is not None else 'none'} recorded"
+                f"{table}: {got if got is not None else 'missing'} rows, "
+                f"{want if want is not None else 'none'} recorded"
             )
     evidence["rows_match"] = not problems
     toc = evidence.get("table_of_contents")
@@ -458,8 +465,10 @@ def queue_due_verifications(now=None):
         backups = plan.stored_backups().filter(status=Backup.SUCCEEDED)
         latest = backups.order_by("-created_at").first()
         if plan.restore_test_days and latest:
-            last = Verification.objects.filter(backup__plan=plan, kind=RESTORE).exclude(status=Verification.CANCELLED)
-            last = last.order_by("-created_at").first()
+            restore_tests = Verification.objects.filter(backup__plan=plan, kind=RESTORE).exclude(
+                status=Verification.CANCELLED
+            )
+            last = restore_tests.order_by("-created_at").first()
             if last is None or last.created_at < now - timedelta(days=plan.restore_test_days):
                 queued += queue_quietly(latest, RESTORE)
         if plan.checksum_all_days:

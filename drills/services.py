@@ -8,6 +8,7 @@ the backup's tables, the largest and the smallest, into a new scratch
 database that is dropped afterwards, with their row counts compared with the
 backup's snapshot."""
 
+import contextlib
 import logging
 import os
 import secrets
@@ -161,10 +162,8 @@ def queue_due_drills(now=None):
             )
             if latest is not None and latest.created_at > now - RETRY_AFTER:
                 continue  # it failed recently; a failing drill is an alert, not a loop
-            try:
+            with contextlib.suppress(Refused):
                 queued.append(create_drill("schedule", source, status.kind, trigger="schedule").pk)
-            except Refused:
-                pass
     return queued
 
 

@@ -107,6 +107,10 @@ class WalCopy(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["segment", "destination"], name="one_wal_copy_per_destination")]
 
+    def __str__(self):
+        # As a backup's Copy says itself: where, and under which key.
+        return f"{self.destination}: {self.key}"
+
 
 class BaseBackupWal(models.Model):
     """The WAL a physical base backup needs to reach consistency: from its

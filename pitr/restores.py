@@ -506,7 +506,7 @@ def unpack_base_backup(job, datadir, os_user, cancel_event):
     try:
         unpacked = engine.extract_tar_stream(plain, datadir, os_user, cancel_event)
     except (CorruptionError, StorageError) as exc:
-        raise EngineError(f"Base backup #{backup.pk} could not be read from {copy.destination}: {exc}")
+        raise EngineError(f"Base backup #{backup.pk} could not be read from {copy.destination}: {exc}") from exc
     job.report["unpacked_bytes"] = unpacked
     job.append_log(f"Unpacked {unpacked} bytes from {copy.destination}.")
 
@@ -531,7 +531,9 @@ def mark_source(job):
     with psycopg.connect(**source_params(job.source), connect_timeout=10) as conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         counts = count_rows(conn)
-        lsn = conn.execute("SELECT pg_create_restore_point(%s)::text", [name]).fetchone()[0]
+        row = conn.execute("SELECT pg_create_restore_point(%s)::text", [name]).fetchone()
+        assert row is not None  # a SELECT without FROM returns exactly one row
+        lsn = row[0]
         conn.commit()
         try:
             conn.execute("SELECT pg_switch_wal()")

@@ -136,7 +136,10 @@ class RestoreJob(Job):
             kind = "file" if self.source.engine == "sqlite" else "database"
             return f"Restore {scope} from {origin} into a new {kind} `{self.target_database}`{where}.{self.ownership()}"
         if self.mode == self.PREVIEW:
-            return f"Compare {scope} of `{self.target_database}` with {origin}; nothing in `{self.target_database}` is changed."
+            return (
+                f"Compare {scope} of `{self.target_database}` with {origin}; "
+                f"nothing in `{self.target_database}` is changed."
+            )
         if self.mode == self.MERGE:
             return (
                 f"Add to {scope} of `{self.target_database}` the rows of {origin} that it no longer has; "

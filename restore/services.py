@@ -92,7 +92,7 @@ def check_request(backup, target, database, tables, mode, confirmed_name, restor
         try:
             keyring.master_key(backup.key_id)
         except keyring.KeyUnavailable as exc:
-            raise Refused(str(exc))
+            raise Refused(str(exc)) from exc
     if backup.source.engine == "sqlite":
         if restore_server is not None:
             raise Refused("A SQLite backup is restored into a file beside its source, not onto a PostgreSQL server.")
@@ -189,7 +189,7 @@ def request_restore(
         if job.keeps_owners() and not job.create_missing_roles:
             refuse_missing_roles(backup, target_server(backup.source, restore_server))
     except EngineError as exc:
-        raise Refused(str(exc))
+        raise Refused(str(exc)) from exc
     with transaction.atomic():
         job.save(force_insert=True)
         audit.record(actor, "restore.queue", job, {"plan": job.describe()})
@@ -309,7 +309,12 @@ def carry_out(job, steps):
     with ExitStack() as undo:
         undo.push(unless_succeeded(lambda: drop_created_roles(job, server)))
         undo.callback(shutil.rmtree, spool_dir(job), ignore_errors=True)
-        undo.callback(lambda: renamed or restorers.ScratchDatabase(server, scratch_name).drop())
+
+        def drop_scratch():
+            if not renamed:  # read when the stack unwinds, as apply() may have renamed it into the target
+                restorers.ScratchDatabase(server, scratch_name).drop()
+
+        undo.callback(drop_scratch)
         try:
             if job.report.get("roles_to_create"):
                 steps.run("roles", lambda: create_missing_roles(job, server))
@@ -350,7 +355,7 @@ def preflight(job, server):
         try:
             restorers.check_free_disk(settings.RESTORE_TMP_DIR, job.backup.raw_bytes)
         except restorers.RestoreError as exc:
-            raise Refused(str(exc))
+            raise Refused(str(exc)) from exc
     if job.replaces_whole_database() and not job.terminate_connections:
         refuse_open_sessions(job, on_target.active_connections(server, job.target_database))
     missing = backup_globals.roles_missing(job.backup, server) if job.keeps_owners() else []
@@ -418,9 +423,12 @@ def restore_to_scratch(job, server, name):
             log=job.append_log,
         )
     except restorers.RestoreError as exc:
-        raise missing_roles_in_words(exc)
+        in_words = missing_roles_in_words(exc)
+        if in_words is exc:
+            raise  # not about a missing role: the error as it was
+        raise in_words from exc
     except scratch.NoCopyRestored as exc:
-        raise Refused("No copy could be read: " + scratch.skipped_in_words(exc.skipped))
+        raise Refused("No copy could be read: " + scratch.skipped_in_words(exc.skipped)) from exc
     if done.loaded is not None:
         job.report["loaded"] = done.loaded  # an export loads only the tables asked for
     # Kept on the object, not in the report: settings may say more than a report should.
@@ -608,9 +616,15 @@ def outcome_in_words(job):
             if t.get("only_in_backup") or t.get("only_in_target") or t.get("differ")
         ]
         differ = "differs" if len(changed) == 1 else "differ"
-        return f"Compared {len(job.report.get('tables', []))} tables; {len(changed)} {differ} from the backup. Nothing was changed."
+        return (
+            f"Compared {len(job.report.get('tables', []))} tables; {len(changed)} {differ} from the backup. "
+            "Nothing was changed."
+        )
     if job.mode == RestoreJob.MERGE:
-        return f"Inserted {sum(job.report.get('inserted', {}).values())} missing rows; existing rows were left as they were."
+        return (
+            f"Inserted {sum(job.report.get('inserted', {}).values())} missing rows; "
+            "existing rows were left as they were."
+        )
     if job.target == RestoreJob.NEW:
         kind = "file" if job.source.engine == "sqlite" else "database"
         return f"Restored into the new {kind} {job.target_database}."

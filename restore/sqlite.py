@@ -145,4 +145,7 @@ def post_checks(job, directory):
     wrong = [t for t in tables if rows.get(t) != expected.get(t)]
     if integrity != "ok" or wrong:
         raise Refused(f"After the restore: integrity_check {integrity}; counts differ for {', '.join(wrong) or 'none'}")
-    return f"{count_text(len(tables), 'table')}, {sum(rows.get(t, 0) for t in tables)} rows as in the backup; integrity_check ok"
+    return (
+        f"{count_text(len(tables), 'table')}, {sum(rows.get(t, 0) for t in tables)} rows as in the backup; "
+        "integrity_check ok"
+    )

@@ -285,7 +285,8 @@ def foreign_keys_into(conn, tables):
                SELECT t.oid AS relid FROM unnest(%s::oid[]) AS t(oid)
                UNION SELECT p.relid FROM unnest(%s::oid[]) AS t(oid), pg_partition_tree(t.oid) p),
            pointing(oid, parent) AS (
-               SELECT c.oid, c.conparentid FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid IN (SELECT relid FROM chosen)
+               SELECT c.oid, c.conparentid FROM pg_constraint c
+               WHERE c.contype = 'f' AND c.confrelid IN (SELECT relid FROM chosen)
                UNION
                SELECT c.oid, c.conparentid FROM pg_constraint c JOIN pointing p ON c.oid = p.parent)
            SELECT DISTINCT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid), c.conrelid, c.conkey,
@@ -344,8 +345,10 @@ def referenced_first(conn, tables):
     oids = {regclass(conn, t): t for t in tables}
     refers: dict[str, set[str]] = {t: set() for t in tables}
     for relid, confrelid in conn.execute(
-        """SELECT coalesce((SELECT p.relid::oid FROM pg_partition_ancestors(c.conrelid) p WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.conrelid),
-                      coalesce((SELECT p.relid::oid FROM pg_partition_ancestors(c.confrelid) p WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.confrelid)
+        """SELECT coalesce((SELECT p.relid::oid FROM pg_partition_ancestors(c.conrelid) p
+                                WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.conrelid),
+                      coalesce((SELECT p.relid::oid FROM pg_partition_ancestors(c.confrelid) p
+                                WHERE p.relid = ANY(%s::oid[]) LIMIT 1), c.confrelid)
                FROM pg_constraint c WHERE c.contype = 'f' AND c.conparentid = 0""",
         [list(oids), list(oids)],
     ):

@@ -20,7 +20,9 @@ from catalog.errors import Refused
 
 def server_version(params):
     with connect_server(params) as conn:
-        return conn.execute("SHOW server_version").fetchone()[0]
+        row = conn.execute("SHOW server_version").fetchone()
+    assert row is not None  # SHOW always returns its one row
+    return row[0]
 
 
 def check_server_not_older(params, dump_server_version):

@@ -92,8 +92,9 @@ class ChannelForm(forms.ModelForm):
         return ", ".join(addresses)
 
     def clean(self):
-        data = super().clean()
-        kind = data.get("kind")
+        super().clean()
+        data = self.cleaned_data  # what ModelForm.clean() returns
+        kind = data.get("kind") or ""
         if kind == Channel.EMAIL and not data.get("email_to"):
             self.add_error("email_to", "Give at least one address.")
         if kind == Channel.WEBHOOK:
@@ -122,7 +123,7 @@ class ChannelForm(forms.ModelForm):
 
     def secrets(self):
         """{name in Channel.secrets(): value} for the chosen kind; blank keeps the stored one."""
-        kind = self.cleaned_data.get("kind")
+        kind = self.cleaned_data.get("kind") or ""
         return {name: self.cleaned_data.get(field) for field, name in SECRET_FIELDS.get(kind, {}).items()}
 
     def changed_fields(self):

@@ -186,7 +186,7 @@ def absolute(path):
 
 class Transport:
     # Secrets this kind keeps sealed, by name in Channel.secrets().
-    secret_names = ()
+    secret_names: tuple[str, ...] = ()
     # What to fix when the channel is disabled, e.g. "webhook URL".
     fix_what = "settings"
 

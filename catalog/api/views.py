@@ -56,8 +56,10 @@ def datetime_param(params, name):
     text = re.sub(r" (\d\d:?\d\d)$", r"+\1", text)
     try:
         value = parse_datetime(text)
-        if value is None and parse_date(text) is not None:
-            value = datetime.combine(parse_date(text), time.min)
+        if value is None:
+            day = parse_date(text)
+            if day is not None:
+                value = datetime.combine(day, time.min)
     except ValueError:
         value = None
     if value is None:
@@ -67,7 +69,9 @@ def datetime_param(params, name):
     try:
         return value.astimezone(UTC)
     except OverflowError:  # within a day of year 1 or 9999: the edge of time it is
-        edge = datetime.min if value.utcoffset() > timedelta(0) else datetime.max
+        offset = value.utcoffset()
+        assert offset is not None  # aware: made so above
+        edge = datetime.min if offset > timedelta(0) else datetime.max
         return edge.replace(tzinfo=UTC)
 
 
