@@ -477,7 +477,8 @@ def render(r):
                     str(load.get("errors", "–")),
                     f"{load['requests_per_s']:.1f}" if load else "–",
                     f"{load['p50_ms']:.0f} / {load['p95_ms']:.0f} / {load['max_ms']:.0f}" if load else "–",
-                    f"{cpu['web']:.0f} / {cpu['workers']:.0f} / {cpu['clients']:.0f} / {other:.0f}, of {cpu['available']:.0f}",
+                    f"{cpu['web']:.0f} / {cpu['workers']:.0f} / {cpu['clients']:.0f} / {other:.0f}, "
+                    f"of {cpu['available']:.0f}",
                 ]
             )
             + " |"

@@ -174,7 +174,8 @@ MEASURE = """() => {
   const wide = [...document.querySelectorAll('body *')]
     .filter(el => el.getBoundingClientRect().right > window.innerWidth + 1 && el.checkVisibility()
                   && !el.parentElement.closest('.table-scroll, .table, .log, pre'))
-    .slice(0, 5).map(el => el.tagName.toLowerCase() + (el.className ? '.' + String(el.className).replace(/ /g, '.') : ''));
+    .slice(0, 5).map(el => el.tagName.toLowerCase()
+                           + (el.className ? '.' + String(el.className).replace(/ /g, '.') : ''));
   const [r, g, b] = getComputedStyle(document.documentElement).backgroundColor.match(/\\d+/g).map(Number);
   return {
     scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth, wide,

@@ -170,13 +170,13 @@ class BaseBackupDump(Dump):
                 self.segment_size = int(
                     one(
                         conn,
-                        "SELECT setting::bigint * (CASE unit WHEN 'B' THEN 1 WHEN 'kB' THEN 1024 WHEN 'MB' THEN 1048576 "
-                        "ELSE 1 END) FROM pg_settings WHERE name = 'wal_segment_size'",
+                        "SELECT setting::bigint * (CASE unit WHEN 'B' THEN 1 WHEN 'kB' THEN 1024 "
+                        "WHEN 'MB' THEN 1048576 ELSE 1 END) FROM pg_settings WHERE name = 'wal_segment_size'",
                     )
                 )
                 extra = [row[0] for row in conn.execute(EXTRA_TABLESPACES).fetchall()]
             except psycopg.Error as exc:
-                raise SourceError(describe_pg_error(exc, self.params))
+                raise SourceError(describe_pg_error(exc, self.params)) from exc
         tool = self.tool_version.split()[-1] if self.tool_version else ""
         if major_version(tool) < major_version(self.server_version):
             raise SourceError(
@@ -204,7 +204,7 @@ class BaseBackupDump(Dump):
         ]
         with self._lock:
             self.check_cancelled()
-            self._stderr = tempfile.TemporaryFile()
+            self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - outlives start(): the process writes it
             self._process = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=self._stderr, env=libpq_env(self.params), start_new_session=True
             )
@@ -281,4 +281,4 @@ def switch_wal(conninfo: Mapping[str, Any]) -> str:
         with psycopg.connect(**params, autocommit=True, connect_timeout=10) as conn:
             return str(one(conn, "SELECT pg_switch_wal()"))
     except psycopg.Error as exc:
-        raise SourceError(describe_pg_error(exc, params))
+        raise SourceError(describe_pg_error(exc, params)) from exc

@@ -64,8 +64,8 @@ def wrap_data_key(master_key: bytes, key_id: str, data_key: bytes) -> bytes:
 def unwrap_data_key(master_key: bytes, key_id: str, wrapped: bytes) -> bytes:
     try:
         return AESGCM(master_key).decrypt(wrapped[:12], wrapped[12:], key_id.encode())
-    except (InvalidTag, ValueError):
-        raise CorruptionError("wrong master key or damaged key wrap")
+    except (InvalidTag, ValueError) as exc:
+        raise CorruptionError("wrong master key or damaged key wrap") from exc
 
 
 def derive_manifest_key(master_key: bytes) -> bytes:
@@ -247,14 +247,14 @@ class Decryptor:
         nonce = _nonce(self._prefix, self._counter)
         try:
             plain = self._aead.decrypt(nonce, bytes(sealed), self._aad + (b"\x01" if final else b"\x00"))
-        except InvalidTag:
+        except InvalidTag as exc:
             offset = self._header_length + self._counter * self._sealed_size
             raise CorruptionError(
                 f"encrypted segment {self._counter} (bytes {offset}–{offset + len(sealed) - 1}) "
                 "is damaged, reordered or truncated",
                 offset=offset,
                 length=len(sealed),
-            )
+            ) from exc
         self._counter += 1
         return plain
 
@@ -309,7 +309,7 @@ def load_key_file(path: str) -> tuple[str, bytes]:
         with open(path) as handle:
             text = handle.read()
     except OSError as exc:
-        raise CorruptionError(f"cannot read key file {path}: {exc.strerror}")
+        raise CorruptionError(f"cannot read key file {path}: {exc.strerror}") from exc
     return parse_key_file(text, path)
 
 
@@ -321,8 +321,8 @@ def parse_key_file(text: str, path: str = "the key file") -> tuple[str, bytes]:
         raise CorruptionError(f"{path} is not a Strongroom master key file")
     try:
         key = base64.b64decode(fields["key"], validate=True)
-    except ValueError:
-        raise CorruptionError(f"{path} does not hold a base64 key")
+    except ValueError as exc:
+        raise CorruptionError(f"{path} does not hold a base64 key") from exc
     if len(key) != 32:
         raise CorruptionError(f"{path} does not hold a 256-bit key")
     return fields["id"].strip(), key

@@ -50,7 +50,8 @@ def load_keys(paths: Iterable[str]) -> dict[str, bytes]:
 def check_manifest(path: str, keys: dict[str, bytes], in_path: str) -> tuple[str | None, crypto.KeyWraps]:
     """Verifies the manifest's HMAC with any given key; returns its SHA-256
     and the extra wraps of the data key that key rotation added."""
-    data = manifest.loads(open(path, "rb").read())
+    with open(path, "rb") as handle:
+        data = manifest.loads(handle.read())
     key_id = data.get("manifest_key_id")
     candidates = [keys[key_id]] if key_id in keys else list(keys.values())
     if not any(manifest.verify_manifest(data, crypto.derive_manifest_key(k)) for k in candidates):
@@ -118,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if manifest_path is None and args.input != "-" and os.path.exists(args.input + manifest.SUFFIX):
             manifest_path = args.input + manifest.SUFFIX
         expected, key_wraps = check_manifest(manifest_path, keys, args.input) if manifest_path else (None, {})
-        source: BinaryIO = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
+        # SIM115: the file outlives this try; the `with source:` below closes it.
+        source: BinaryIO = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
     except CorruptionError as exc:
         print(f"decrypt: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ recorded counts describe exactly the data in the dump. The password reaches
 pg_dump through PGPASSWORD in its environment, never its arguments.
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -61,7 +62,7 @@ def normalize_conninfo(conninfo: Mapping[str, Any]) -> ConnParams:
         try:
             return conninfo_to_dict(conninfo["dsn"])
         except psycopg.ProgrammingError:
-            raise SourceError("The connection string (DSN) is not valid")
+            raise SourceError("The connection string (DSN) is not valid") from None
     return {k: v for k, v in conninfo.items() if v not in (None, "")}
 
 
@@ -167,7 +168,7 @@ def connect(params: Mapping[str, Any]) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(**params, connect_timeout=CONNECT_TIMEOUT, autocommit=False)
     except psycopg.Error as exc:
-        raise SourceError(describe_pg_error(exc, params))
+        raise SourceError(describe_pg_error(exc, params)) from exc
 
 
 # Where server-level work (create, rename, drop and list databases, version
@@ -188,7 +189,7 @@ def connect_server(params: Mapping[str, Any]) -> psycopg.Connection[Any]:
         except psycopg.Error as exc:
             missing = f'database "{dbname}" does not exist' in str(exc)
             if not missing and "permission denied for database" not in str(exc):
-                raise SourceError(describe_pg_error(exc, attempt))
+                raise SourceError(describe_pg_error(exc, attempt)) from exc
     host, port = params.get("host", "localhost"), params.get("port", 5432)
     raise SourceError(f"No maintenance database (postgres or template1) can be opened on {host}:{port}")
 
@@ -332,7 +333,7 @@ class PostgresDump(Dump):
             argv.append(f"--compress={self.compress}")
         with self._lock:
             self.check_cancelled()
-            self._stderr = tempfile.TemporaryFile()
+            self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - outlives start(): the process writes it
             self._process = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=self._stderr, env=libpq_env(self.params), start_new_session=True
             )
@@ -365,10 +366,8 @@ class PostgresDump(Dump):
         self._cancelled.set()
         with self._lock:
             if self._conn is not None:
-                try:
+                with contextlib.suppress(Exception):
                     self._conn.cancel_safe(timeout=5)
-                except Exception:
-                    pass
             self._terminate_process()
 
     def close(self) -> None:
@@ -424,7 +423,7 @@ class SqliteDump(Dump):
             self.table_counts = self._count_rows(target)
             target.close()
         except sqlite3.Error as exc:
-            raise SourceError(f"Cannot back up SQLite database {self.path}: {exc}")
+            raise SourceError(f"Cannot back up SQLite database {self.path}: {exc}") from exc
 
     def _count_rows(self, conn: sqlite3.Connection) -> dict[str, int]:
         names = conn.execute(

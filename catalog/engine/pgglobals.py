@@ -114,7 +114,7 @@ def needed_roles(conn: psycopg.Connection[Any]) -> list[Role]:
         roles.append(
             {
                 "name": name,
-                **dict(zip(ATTRIBUTES, flags)),
+                **dict(zip(ATTRIBUTES, flags, strict=True)),
                 "connection_limit": row[8],
                 "valid_until": row[9],
                 "comment": row[10],

@@ -7,6 +7,7 @@ chunks whatever the database size, and a slow upload slows the pipeline
 instead of filling memory. One failing destination does not stop the others.
 """
 
+import contextlib
 import hashlib
 import queue
 import threading
@@ -95,10 +96,8 @@ class WriterFeed:
         self._abort_writer()
 
     def _abort_writer(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.writer.abort()
-        except Exception:
-            pass
 
 
 def watch_for_cancel(cancel_event: threading.Event, dump: DumpStream, done: threading.Event) -> threading.Thread:
@@ -272,7 +271,7 @@ class _Sniffer:
         try:
             return self.decompressor.decompress(data)
         except (zstandard.ZstdError, zlib.error) as exc:
-            raise CorruptionError(f"the compressed data is damaged ({exc})")
+            raise CorruptionError(f"the compressed data is damaged ({exc})") from exc
 
     def _start_decompressor(self) -> Iterator[bytes]:
         name = detect_compression(self.plain_head) if self.decompress else "none"

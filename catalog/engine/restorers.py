@@ -117,7 +117,9 @@ class ScratchDatabase:
                         )
                 conn.execute(create)
             except psycopg.Error as exc:
-                raise RestoreError(f"Cannot create the scratch database: {describe_pg_error(exc, self.params)}")
+                raise RestoreError(
+                    f"Cannot create the scratch database: {describe_pg_error(exc, self.params)}"
+                ) from exc
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -145,8 +147,9 @@ class _Process:
     """A restore tool fed through stdin, its stderr kept in a temporary file."""
 
     def __init__(self, argv: list[str], env: Mapping[str, str]) -> None:
-        self.stderr = tempfile.TemporaryFile()
-        self.stdout = tempfile.TemporaryFile()
+        # Both outlive __init__: the process writes them, finish() reads them.
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        self.stdout = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=self.stdout, stderr=self.stderr, env=env, start_new_session=True
         )
@@ -164,10 +167,8 @@ class _Process:
     def finish(self) -> tuple[int, str, str]:
         if self.open:
             assert self.proc.stdin is not None, "started with stdin=PIPE"
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 self.proc.stdin.close()
-            except BrokenPipeError:
-                pass
             self.open = False
         code = self.proc.wait()
         self.stdout.seek(0)

@@ -138,8 +138,10 @@ def start_receivewal(
             stderr=log,
             start_new_session=True,
         )
-    except FileNotFoundError:
-        raise SourceError(f"{pg_receivewal} was not found; install the PostgreSQL client tools or set PG_RECEIVEWAL")
+    except FileNotFoundError as exc:
+        raise SourceError(
+            f"{pg_receivewal} was not found; install the PostgreSQL client tools or set PG_RECEIVEWAL"
+        ) from exc
     finally:
         log.close()
 

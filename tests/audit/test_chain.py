@@ -1,6 +1,7 @@
 """The hash chain as audit.record writes it, and the check that walks it."""
 
 import threading
+from itertools import pairwise
 
 import pytest
 from django.contrib.auth.models import User
@@ -16,7 +17,7 @@ def test_it_links_each_event_to_the_one_before():
     events = some_events(4)
     stored = list(AuditEvent.objects.order_by("id"))
     assert stored[0].prev_hash == audit.GENESIS
-    for before, after in zip(stored, stored[1:]):
+    for before, after in pairwise(stored):
         assert after.prev_hash == before.hash
     assert all(len(event.hash) == 64 and event.hash_matches() for event in stored)
     result = audit.verify_chain()
@@ -65,9 +66,12 @@ def test_the_trigger_refuses_update_and_delete_in_sql():
         "UPDATE catalog_auditevent SET action = 'forged' WHERE id = %s",
         "DELETE FROM catalog_auditevent WHERE id = %s",
     ):
-        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(statement, [event.pk])
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(statement, [event.pk])
     assert AuditEvent.objects.get(pk=event.pk).action == "thing.done"
 
 

@@ -39,7 +39,7 @@ def test_it_chains_existing_events_and_reverses_cleanly():
                     " object_repr, changes, ip, prev_hash, hash)"
                     " VALUES (now() - %s * interval '1 hour', 'alice', 'old.event', 'source', %s, 'Inventory',"
                     " %s, '127.0.0.1', '', '')",
-                    [5 - n, str(n), '{"n": %d, "ratio": 2.0}' % n],
+                    [5 - n, str(n), f'{{"n": {n}, "ratio": 2.0}}'],
                 )
     finally:
         migrate()

@@ -5,6 +5,7 @@ import csv
 import hashlib
 import io
 import json
+from itertools import pairwise
 
 import pytest
 
@@ -93,7 +94,7 @@ def test_the_exports_carry_what_it_takes_to_reverify_the_chain(auditor_client, h
     lines = b"".join(auditor_client.get("/audit/export.jsonl").streaming_content).decode().splitlines()
     rows = [json.loads(line) for line in lines]
     assert rows[0]["prev_hash"] == audit.GENESIS
-    for before, after in zip(rows, rows[1:]):
+    for before, after in pairwise(rows):
         assert after["prev_hash"] == before["hash"]
     assert all(recompute(row) == row["hash"] for row in rows)
     assert rows[-1]["ip"] == "2001:db8::7" and rows[-1]["created_at"] == "2026-03-03T12:00:00.000000+00:00"

@@ -87,23 +87,23 @@ def test_the_stored_files_are_the_object_and_its_manifest_and_need_no_source(adm
     assert response.status_code == 200 and response["Content-Type"] == "application/x-tar"
     slug = backup.source.slug
     assert response["Content-Disposition"] == f'attachment; filename="{slug}-backup-{backup.pk}-stored.tar"'
-    archive = tarfile.open(fileobj=io.BytesIO(body(response)))
-    stored = stored_path(tmp_path, backup)
-    folder = f"{slug}-backup-{backup.pk}"
-    assert archive.getnames() == [
-        f"{folder}/{stored.name}",
-        f"{folder}/{stored.name}.manifest.json",
-        f"{folder}/{stored.name}.manifest.json.globals",
-    ]
-    sent = archive.extractfile(f"{folder}/{stored.name}").read()
-    assert sent == stored.read_bytes() and hashlib.sha256(sent).hexdigest() == backup.sha256
-    assert not sent.startswith(b"PGDMP")  # as stored: encrypted
-    manifest = archive.extractfile(f"{folder}/{stored.name}.manifest.json").read()
-    assert manifest == stored.with_name(stored.name + ".manifest.json").read_bytes()
-    assert all(member.mode == 0o600 for member in archive.getmembers())
+    with tarfile.open(fileobj=io.BytesIO(body(response))) as archive:
+        stored = stored_path(tmp_path, backup)
+        folder = f"{slug}-backup-{backup.pk}"
+        assert archive.getnames() == [
+            f"{folder}/{stored.name}",
+            f"{folder}/{stored.name}.manifest.json",
+            f"{folder}/{stored.name}.manifest.json.globals",
+        ]
+        sent = archive.extractfile(f"{folder}/{stored.name}").read()
+        assert sent == stored.read_bytes() and hashlib.sha256(sent).hexdigest() == backup.sha256
+        assert not sent.startswith(b"PGDMP")  # as stored: encrypted
+        manifest = archive.extractfile(f"{folder}/{stored.name}.manifest.json").read()
+        assert manifest == stored.with_name(stored.name + ".manifest.json").read_bytes()
+        assert all(member.mode == 0o600 for member in archive.getmembers())
 
-    # Unpacked anywhere, the decrypt command finds the manifest beside the object, checks it, and decrypts.
-    archive.extractall(tmp_path / "unpacked", filter="data")
+        # Unpacked anywhere, the decrypt command finds the manifest beside the object, checks it, and decrypts.
+        archive.extractall(tmp_path / "unpacked", filter="data")
     result = decrypt(tmp_path / "unpacked" / folder / stored.name, tmp_path / "plain.dump")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "plain.dump").read_bytes().startswith(b"PGDMP")
@@ -125,7 +125,9 @@ def test_without_its_master_key_the_dump_is_refused_by_name_but_the_stored_files
     )
     assert not AuditEvent.objects.filter(action="backup.download").exists()
     response = admin_client.post(reverse("backup_download_stored", args=[sqlite_backup.pk]))
-    assert response.status_code == 200 and len(tarfile.open(fileobj=io.BytesIO(body(response))).getnames()) == 2
+    assert response.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(body(response))) as archive:
+        assert len(archive.getnames()) == 2
 
 
 def test_a_damaged_copy_is_not_sent_as_if_whole(admin_client, sqlite_backup, tmp_path):

@@ -5,6 +5,7 @@ nights the clocks change, with django-q2's own scheduler doing the running."""
 import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -215,4 +216,4 @@ def test_an_hourly_plan_runs_every_real_hour_through_both_changes(berlin):
         runs = schedules.next_runs("0 * * * *", 30, day - timedelta(seconds=1))
         local_day = [run for run in runs if run.astimezone(BERLIN).date() == (day + timedelta(hours=2)).date()]
         assert len(local_day) == hours  # the long day has 25 hourly runs, the short one 23
-        assert all(later - earlier == timedelta(hours=1) for earlier, later in zip(runs, runs[1:]))
+        assert all(later - earlier == timedelta(hours=1) for earlier, later in pairwise(runs))

@@ -193,11 +193,13 @@ def snapshot(conninfo):
     with psycopg.connect(**conninfo) as conn:
         set_stable_output(conn)
         database = conn.execute(DATABASE).fetchone()
-        result["database"] = dict(zip(DATABASE_FIELDS, database))
+        result["database"] = dict(zip(DATABASE_FIELDS, database, strict=True))
         result["database"]["privileges"] = sorted(database[7]) if database[7] is not None else None
         settings = conn.execute(DATABASE_SETTINGS).fetchall()
         result["database"]["settings"] = sorted(f"{role}: {setting}" for role, setting in settings)
-        result["roles"] = {name: dict(zip(ROLE_FIELDS, fields)) for name, *fields in conn.execute(ROLES).fetchall()}
+        result["roles"] = {
+            name: dict(zip(ROLE_FIELDS, fields, strict=True)) for name, *fields in conn.execute(ROLES).fetchall()
+        }
         references = collections.defaultdict(list)
         for relation_oid, schema, name, kind in conn.execute(USER_RELATIONS).fetchall():
             qualified = strongroom_name(schema, name)

@@ -201,8 +201,8 @@ def damage(conninfo, harms=HARMS):
                     if holder not in names:
                         names[holder] = strongroom_name(
                             *conn.execute(
-                                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                                " WHERE c.oid = %s",
+                                "SELECT n.nspname, c.relname FROM pg_class c"
+                                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
                                 [holder],
                             ).fetchone()
                         )

@@ -483,7 +483,8 @@ DECLARE
     shared oid;
 BEGIN
     shared := lo_from_bytea(0, convert_to('shared manual', 'UTF8'));
-    FOR product IN SELECT id, (row_number() OVER (ORDER BY id))::integer AS n FROM inventory.product ORDER BY id LIMIT 12 LOOP
+    FOR product IN SELECT id, (row_number() OVER (ORDER BY id))::integer AS n
+        FROM inventory.product ORDER BY id LIMIT 12 LOOP
         INSERT INTO inventory.product_manual (product_id, language, manual, scanned_copy) VALUES (
             product.id,
             (ARRAY['en', 'de', 'fr'])[1 + product.n % 3],
@@ -491,7 +492,8 @@ BEGIN
                  WHEN product.n = 7 THEN lo_from_bytea(0, '')
                  ELSE lo_from_bytea(0, decode(repeat(md5('manual' || product.n) || '00', 40 * product.n), 'hex'))
             END,
-            CASE WHEN product.n % 4 = 0 THEN lo_from_bytea(0, decode('00ff00fe' || md5('scan' || product.n), 'hex')) END);
+            CASE WHEN product.n % 4 = 0 THEN
+                lo_from_bytea(0, decode('00ff00fe' || md5('scan' || product.n), 'hex')) END);
     END LOOP;
     PERFORM lo_from_bytea(0, convert_to('left behind by a deleted row', 'UTF8'));
 END $$;
@@ -548,7 +550,8 @@ UPDATE "Sales".customer SET referred_by = id - 7 WHERE id % 5 = 0 AND id > 7;
 INSERT INTO "Sales"."Order" (customer_id, status, placed_at, delivery_window, shipping_address, total, currency)
 SELECT
     1 + g % {customers},
-    (ARRAY['draft', 'placed', 'on hold', 'shipped', 'delivered', 'returned', 'cancelled']::public.order_status[])[1 + g % 7],
+    (ARRAY['draft', 'placed', 'on hold', 'shipped',
+          'delivered', 'returned', 'cancelled']::public.order_status[])[1 + g % 7],
     CASE WHEN g % 7 = 0 THEN NULL ELSE TIMESTAMPTZ '2024-01-01 00:00:00+00' + g * INTERVAL '2 hours 11 minutes' END,
     CASE WHEN g % 3 = 0 THEN tstzrange(TIMESTAMPTZ '2024-02-01 08:00:00+00' + g * INTERVAL '1 hour',
                                        TIMESTAMPTZ '2024-02-01 12:00:00+00' + g * INTERVAL '1 hour')
@@ -702,17 +705,18 @@ SELECT 1 + g % 25,
        g % 6
 FROM generate_series(1, 5 * {customers}) g;
 INSERT INTO metrics.reading_annotation (sensor_id, taken_at, note)
-SELECT sensor_id, taken_at, 'spike ' || md5(taken_at::text) FROM metrics.reading WHERE value > 2000000 ORDER BY sensor_id, taken_at LIMIT 40;
+SELECT sensor_id, taken_at, 'spike ' || md5(taken_at::text)
+    FROM metrics.reading WHERE value > 2000000 ORDER BY sensor_id, taken_at LIMIT 40;
 
 INSERT INTO metrics.threshold (level, action) VALUES
     ('-Infinity', 'ignore'), ('Infinity', 'page everyone'), ('NaN', 'sensor broken'),
     (0, 'zero'), (0.1, 'a tenth'), (1e-300, 'tiny'), (4.9e-324, 'denormal'), (1.7976931348623157e308, 'largest');
 
 INSERT INTO public.type_zoo (id) VALUES (1);
-INSERT INTO public.type_zoo (id, small, big, exact, precise, real_value, double_value, price, flag, label, padded, plain,
-    sorted_label, raw, day, moment, moment_tz, clock, clock_tz, span, uid, host_address, network, mac, mac8, bits, varbits,
-    doc, docb, markup, words, query, status, postal, postals, grid, names, during, ages, amounts, weights, days, spans,
-    score, contact, spot, lsn) VALUES
+INSERT INTO public.type_zoo (id, small, big, exact, precise, real_value, double_value, price, flag, label, padded,
+    plain, sorted_label, raw, day, moment, moment_tz, clock, clock_tz, span, uid, host_address, network, mac, mac8,
+    bits, varbits, doc, docb, markup, words, query, status, postal, postals, grid, names, during, ages, amounts,
+    weights, days, spans, score, contact, spot, lsn) VALUES
 (2, 0, 0, 0, 0, 0, 0, 0, false, '', '', '', '', '\x', '2000-01-01', '2000-01-01 00:00', '2000-01-01 00:00+00',
     '00:00', '00:00+00', '0', '00000000-0000-0000-0000-000000000000', '0.0.0.0', '0.0.0.0/0', '00:00:00:00:00:00',
     '00:00:00:00:00:00:00:00', B'00000000', B'', '[]', '{}', '', '', '', 'draft', ROW(NULL, NULL, NULL, NULL), '{}',
@@ -742,9 +746,9 @@ INSERT INTO public.type_zoo (id, small, big, exact, precise, real_value, double_
     '1 day -1 second', NULL, '192.168.1.1/24', NULL, NULL, NULL, NULL, NULL, '{"a": "\u00e9\u0000x"}'::text::json,
     '{"a": "\u00e9"}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL,
     NULL, NULL);
-INSERT INTO public.type_zoo (id, small, big, exact, precise, real_value, double_value, price, flag, label, padded, plain,
-    sorted_label, raw, day, moment, moment_tz, clock, clock_tz, span, uid, host_address, network, mac, bits, varbits, doc,
-    docb, words, status, postal, grid, names, during, ages, amounts, weights, score, contact)
+INSERT INTO public.type_zoo (id, small, big, exact, precise, real_value, double_value, price, flag, label, padded,
+    plain, sorted_label, raw, day, moment, moment_tz, clock, clock_tz, span, uid, host_address, network, mac, bits,
+    varbits, doc, docb, words, status, postal, grid, names, during, ages, amounts, weights, score, contact)
 SELECT
     100 + g,
     (g * 37 % 65536) - 32768,

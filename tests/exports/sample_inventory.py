@@ -19,7 +19,8 @@ INSERT INTO customers SELECT g, 'Customer ' || g, CASE WHEN g % 5 = 0 THEN NULL 
     g % 3 <> 0, TIMESTAMPTZ '2025-01-01 00:00:00+00' + g * INTERVAL '1 hour',
     CASE WHEN g % 4 = 0 THEN '{"vip": true, "نص": "مرحبا"}'::jsonb END
     FROM generate_series(1, 120) g;
-INSERT INTO orders SELECT g, 1 + g % 120, (g % 200) + 0.25, ARRAY['a', 'b,' || g], TIMESTAMPTZ '2025-06-01 12:00:00+02' + g * INTERVAL '1 minute'
+INSERT INTO orders SELECT g, 1 + g % 120, (g % 200) + 0.25, ARRAY['a', 'b,' || g],
+    TIMESTAMPTZ '2025-06-01 12:00:00+02' + g * INTERVAL '1 minute'
     FROM generate_series(1, 500) g;
 INSERT INTO audit_logins SELECT g, 'user' || (g % 7), TIMESTAMPTZ '2026-01-01 00:00:00+00' + g * INTERVAL '1 second'
     FROM generate_series(1, 40) g;

@@ -74,7 +74,8 @@ SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasde
        pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated, s.seqstart, s.seqincrement, s.seqmin, s.seqmax
 FROM pg_attribute a
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-LEFT JOIN pg_sequence s ON a.attidentity <> '' AND s.seqrelid = pg_get_serial_sequence(a.attrelid::regclass::text, a.attname)::regclass
+LEFT JOIN pg_sequence s ON a.attidentity <> ''
+    AND s.seqrelid = pg_get_serial_sequence(a.attrelid::regclass::text, a.attname)::regclass
 WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
@@ -380,7 +381,8 @@ def sqlite_source(tmp_path):
             " ratio REAL DEFAULT -1.5, at TEXT DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (sku))"
         )
         conn.execute(
-            "INSERT INTO stock (sku, qty, note, ratio, at) VALUES ('a', 1, NULL, 0.5, '2026-01-01'), ('b', 2, 'x', NULL, NULL)"
+            "INSERT INTO stock (sku, qty, note, ratio, at) "
+            "VALUES ('a', 1, NULL, 0.5, '2026-01-01'), ('b', 2, 'x', NULL, NULL)"
         )
     return str(path)
 

@@ -62,10 +62,14 @@ INSERT INTO everything VALUES
    '', '00000000-0000-0000-0000-000000000000', 'sad', 'NaN', '-1 days'),
   (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
   (4, '\x5c27223b0a'::bytea, '{"quote": "it''s \"x\"", "back": "\\"}', 'null', ARRAY[-2147483648, 2147483647],
-   ARRAY[E'line\nbreak', E'tab\there', 'it''s', E'semi;colon);\n'], 1, 1e-9, '2000-01-01 00:00:00+00', '2000-01-01', '2000-01-01', NULL,
-   E'it''s a ");"\nline2 ends with );\n\tand \\ backslash \\\\ two; \r\n crlf', NULL, 'ok', '-Infinity', '00:00:00.000001'),
-  (5, NULL, '{"emoji": "🎉", "arabic": "سلام"}', '{}', ARRAY[[1, 2], [3, 4]], ARRAY['ümlaut', '🙂'], 0, 99999999999999999999.999999999,
-   '1970-01-01 00:00:00+00', '1970-01-01 00:00:00', '1970-01-01', true, 'NULL', NULL, NULL, 1.7976931348623157e308, NULL);
+   ARRAY[E'line\nbreak', E'tab\there', 'it''s', E'semi;colon);\n'], 1, 1e-9,
+   '2000-01-01 00:00:00+00', '2000-01-01', '2000-01-01', NULL,
+   E'it''s a ");"\nline2 ends with );\n\tand \\ backslash \\\\ two; \r\n crlf',
+   NULL, 'ok', '-Infinity', '00:00:00.000001'),
+  (5, NULL, '{"emoji": "🎉", "arabic": "سلام"}', '{}',
+   ARRAY[[1, 2], [3, 4]], ARRAY['ümlaut', '🙂'], 0, 99999999999999999999.999999999,
+   '1970-01-01 00:00:00+00', '1970-01-01 00:00:00', '1970-01-01', true,
+   'NULL', NULL, NULL, 1.7976931348623157e308, NULL);
 INSERT INTO "Audit"."LogEntry" SELECT g / 3, g % 3, 'message ' || g FROM generate_series(1, 300) g;
 """
 
@@ -104,7 +108,8 @@ def column_types(conninfo, schema, name):
     with psycopg.connect(**conninfo) as conn:
         return conn.execute(
             """SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-               WHERE a.attrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND a.attnum > 0 AND NOT a.attisdropped
+               WHERE a.attrelid = format('%%I.%%I', %s::text, %s::text)::regclass
+                   AND a.attnum > 0 AND NOT a.attisdropped
                ORDER BY a.attnum""",
             [schema, name],
         ).fetchall()
@@ -117,7 +122,8 @@ def primary_key(conninfo, schema, name):
             for (column,) in conn.execute(
                 """SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, n)
                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                   WHERE i.indrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND i.indisprimary ORDER BY k.n""",
+                   WHERE i.indrelid = format('%%I.%%I', %s::text, %s::text)::regclass
+                   AND i.indisprimary ORDER BY k.n""",
                 [schema, name],
             ).fetchall()
         ]
@@ -573,10 +579,12 @@ def test_it_handles_odd_names_and_rows_longer_than_a_chunk(pg_database, fmt):
         with psycopg.connect(**source, autocommit=True) as conn:
             conn.execute('CREATE SCHEMA "Odd Schema"')
             conn.execute(
-                'CREATE TABLE "Odd Schema"."we/ird.Жур%нал" ("it\'s" int PRIMARY KEY, "a ""b""" text, t text DEFAULT \'a column named t\')'
+                'CREATE TABLE "Odd Schema"."we/ird.Жур%нал" '
+                '("it\'s" int PRIMARY KEY, "a ""b""" text, t text DEFAULT \'a column named t\')'
             )
             conn.execute(
-                'INSERT INTO "Odd Schema"."we/ird.Жур%нал" ("it\'s", "a ""b""") VALUES (1, repeat(E\'x\\n\\\'\', 1000000)), (2, \'\'), (3, NULL)'
+                'INSERT INTO "Odd Schema"."we/ird.Жур%нал" ("it\'s", "a ""b""") '
+                "VALUES (1, repeat(E'x\\n\\'', 1000000)), (2, ''), (3, NULL)"
             )
         data, dump = export_bytes(source, [TableSpec("Odd Schema", "we/ird.Жур%нал")], fmt, chunk_size=65536)
 

@@ -376,7 +376,8 @@ CREATE TABLE measurements (id bigint GENERATED ALWAYS AS IDENTITY, at timestampt
                            value numeric NOT NULL DEFAULT 0, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
 CREATE TABLE measurements_2025 PARTITION OF measurements FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
 CREATE TABLE measurements_2026 PARTITION OF measurements FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
-INSERT INTO measurements (at, value) SELECT TIMESTAMPTZ '2025-11-01 00:00:00+00' + g * INTERVAL '1 day', g FROM generate_series(1, 90) g;
+INSERT INTO measurements (at, value)
+    SELECT TIMESTAMPTZ '2025-11-01 00:00:00+00' + g * INTERVAL '1 day', g FROM generate_series(1, 90) g;
 """
 
 

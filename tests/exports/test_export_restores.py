@@ -64,7 +64,7 @@ def test_a_merge_restores_exactly_the_deleted_rows_the_export_holds(source_db, e
         r for r in customers if not r[0].startswith("(50,")
     ]
     # Orders: back are the deleted rows that matched the export's filter; the others stay deleted.
-    expected_orders = [r for r in orders if not _order_id(r) % 10 == 0 or _order_total(r) > 150]
+    expected_orders = [r for r in orders if _order_id(r) % 10 != 0 or _order_total(r) > 150]
     assert rows_of(source_db, "orders") == expected_orders
     assert job.safety_backup is not None and job.safety_backup.status == Backup.SUCCEEDED
 

@@ -60,10 +60,12 @@ class PeakRss:
 def test_it_exports_a_large_table_in_bounded_memory(big_table, fmt, tmp_path):
     size = 0
     started = time.monotonic()
-    with PeakRss() as memory:
-        with ExportDump(big_table, [TableSpec("public", "big_ledger")], fmt, tmp_dir=tmp_path) as dump:
-            for chunk in dump:
-                size += len(chunk)
+    with (
+        PeakRss() as memory,
+        ExportDump(big_table, [TableSpec("public", "big_ledger")], fmt, tmp_dir=tmp_path) as dump,
+    ):
+        for chunk in dump:
+            size += len(chunk)
 
     assert dump.table_counts == {"public.big_ledger": ROWS}
     assert dump.raw_bytes == size

@@ -212,13 +212,13 @@ def test_damaged_archives_fail_verification_and_restore_on_both_destinations(
     originals = [stored.read(first.object_key) for stored in stores]
     damages = archive_damage(originals[0], stores[0].read(second.object_key))
     for index, (what, _, _) in enumerate(damages):
-        for stored, original in zip(stores, originals):
+        for stored, original in zip(stores, originals, strict=True):
             stored.write(first.object_key, archive_damage(original, stored.read(second.object_key))[index][1])
         try:
             check = verification.create_verification("test", first, "checksum")
             job = restore_now(first, target="new", database="never_restored")
         finally:
-            for stored, original in zip(stores, originals):
+            for stored, original in zip(stores, originals, strict=True):
                 stored.write(first.object_key, original)
         check.refresh_from_db()
         assert check.status == "failed", what
@@ -233,7 +233,7 @@ def test_damaged_archives_fail_verification_and_restore_on_both_destinations(
     # Into the source database itself (after its safety backup): left exactly as it was.
     execute_sql(pg_database, "DELETE FROM big_ledger WHERE id <= 10")
     before = table_fingerprints(pg_database)
-    for stored, original in zip(stores, originals):
+    for stored, original in zip(stores, originals, strict=True):
         stored.write(first.object_key, flipped(original))
     try:
         job = restore_now(
@@ -245,7 +245,7 @@ def test_damaged_archives_fail_verification_and_restore_on_both_destinations(
             confirmed_name=pg_database["dbname"],
         )
     finally:
-        for stored, original in zip(stores, originals):
+        for stored, original in zip(stores, originals, strict=True):
             stored.write(first.object_key, original)
     assert job.status == "failed" and "No copy could be read: Local disk: " in job.summary, job.summary
     assert table_fingerprints(pg_database) == before

@@ -180,7 +180,7 @@ def test_two_workers_on_one_redis_queue_run_each_backup_exactly_once(source_data
         batch = [backup_runs.start_backup("test", plan) for plan in plans]
         for backup in batch:  # the queue delivers every task a second time
             queues.enqueue_work("catalog.tasks.run_backup", backup.pk, task_name=f"again-{backup.pk}")
-        wait_for(lambda: finished(batch), timeout=60)
+        wait_for(lambda batch=batch: finished(batch), timeout=60)
         backups += batch
 
     deliveries = PLANS * ROUNDS * 2

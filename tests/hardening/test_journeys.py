@@ -278,7 +278,8 @@ def test_an_auditor_reviews_history_audit_trail_and_compliance(live_server, page
     cam.shot("audit-filtered")
     with page.expect_download() as download:
         page.click("a:has-text('CSV')")
-    rows = list(csv.DictReader(open(download.value.path(), newline="")))
+    with open(download.value.path(), newline="") as handle:
+        rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and {row["action"] for row in rows} == {"backup.queue"}
     assert {row["actor_label"] for row in rows} == {"alice"}
     assert {row["object_id"] for row in rows} == {str(b.pk) for b in backups}

@@ -5,6 +5,7 @@ leaves no object and no open multipart upload; an unreachable endpoint fails
 fast; a completion whose answer is lost is neither a failure nor a duplicate."""
 
 import uuid
+from itertools import pairwise
 
 import pytest
 
@@ -86,7 +87,7 @@ def direct(s3_bucket):
 
 
 def gaps(requests):
-    return [later.at - earlier.at for earlier, later in zip(requests, requests[1:])]
+    return [later.at - earlier.at for earlier, later in pairwise(requests)]
 
 
 def assert_no_secret(backup):

@@ -82,7 +82,7 @@ def every_log_line():
         logger.addHandler(handler)
     logging.getLogger().setLevel(logging.DEBUG)
     yield stream
-    for logger, level in zip(loggers, levels):
+    for logger, level in zip(loggers, levels, strict=True):
         logger.removeHandler(handler)
         logger.setLevel(level)
 
@@ -108,10 +108,10 @@ def admin_pages(client):
     """Every admin changelist, and the change page of every object (a few per model)."""
     urls = [reverse("admin:index")]
     for model in admin.site._registry:
-        info = (model._meta.app_label, model._meta.model_name)
-        urls.append(reverse("admin:%s_%s_changelist" % info))
+        label = f"{model._meta.app_label}_{model._meta.model_name}"
+        urls.append(reverse(f"admin:{label}_changelist"))
         for pk in model.objects.values_list("pk", flat=True)[:5]:
-            urls.append(reverse("admin:%s_%s_change" % info, args=[pk]))
+            urls.append(reverse(f"admin:{label}_change", args=[pk]))
     return {url: client.get(url) for url in urls}
 
 

@@ -9,6 +9,7 @@ timeout, or be `down` altogether. Every request is recorded (operation, time,
 what was done) so the test can count retries and measure their spacing.
 """
 
+import contextlib
 import http.client
 import select
 import socket
@@ -239,10 +240,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         for stream in (self.rfile, self.wfile):
-            try:
+            with contextlib.suppress(OSError):
                 stream.close()
-            except OSError:
-                pass
         self.connection.close()
 
 
@@ -261,10 +260,8 @@ class FaultyProxy(ThreadingHTTPServer):
         self._thread.start()
 
     def shutdown_request(self, request):
-        try:
+        with contextlib.suppress(OSError):  # already reset on purpose
             super().shutdown_request(request)
-        except OSError:
-            pass  # already reset on purpose
 
     def handle_error(self, request, client_address):
         pass  # a client that gave up (timeout) or a reset we made: not the test's business

@@ -6,6 +6,7 @@ by itself) and deletes every key in it afterwards. Otherwise a throwaway
 `redis-server` runs on a free port; without that binary the test is skipped.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -104,7 +105,7 @@ def qcluster(redis_url, database_url, workers=1):
     env.update(
         REDIS_URL=redis_url, DATABASE_URL=database_url, Q_WORKERS=str(workers), DJANGO_SETTINGS_MODULE="tests.settings"
     )
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - outlives qcluster(): kept as process.log, read by output()
     process = subprocess.Popen(
         [sys.executable, "manage.py", "qcluster"],
         cwd=ROOT,
@@ -125,10 +126,8 @@ def output(process):
 def stop_cluster(process):
     """SIGKILL to the cluster's whole process group: a test stops it once the
     work it checks is recorded, and django-q's graceful stop takes seconds."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait()
     process.log.close()
 

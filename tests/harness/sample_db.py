@@ -34,7 +34,8 @@ CREATE TRIGGER stock_touch BEFORE INSERT OR UPDATE ON "Inventory"."StockItem"
 
 TRICKY_DATA = r"""
 INSERT INTO "Inventory"."StockItem" ("SKU", payload, tags, photo, feeling, note) VALUES
-  ('A-1', '{"size": [1, 2], "nested": {"ok": true}}', ARRAY['red', 'blue'], '\x00ff10'::bytea, 'happy', 'مرحبا بالعالم'),
+  ('A-1', '{"size": [1, 2], "nested": {"ok": true}}', ARRAY['red', 'blue'], '\x00ff10'::bytea,
+    'happy', 'مرحبا بالعالم'),
   ('b-2', '{"emoji": "🎉🔥"}', ARRAY['with,comma', 'with"quote'], '\xdeadbeef'::bytea, 'sad', E'line1\nline2\ttab'),
   ('C-3', NULL, '{}', NULL, NULL, 'NULL');
 SELECT nextval('order_numbers') FROM generate_series(1, 3);

@@ -8,6 +8,7 @@ master key. The `worker` fixture points it at the test database, so a test
 queues work with the ORM and reads the outcome with the ORM
 (`django_db(transaction=True)`: the worker must see committed rows)."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -133,10 +134,8 @@ class Worker:
         pids = descendants(self.process.pid)
         os.killpg(self.process.pid, signal.SIGKILL)
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process.wait(timeout=10)
         self._wait_gone(pids)
 

@@ -27,7 +27,10 @@ from tests.harness.sample_db import table_fingerprints
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PASSWORD = pg.TEST_PASSWORD
-OLDER = "PostgreSQL 9.6 is older than the backup's 15: pg_restore output from a newer server is not guaranteed to load into an older one."
+OLDER = (
+    "PostgreSQL 9.6 is older than the backup's 15: "
+    "pg_restore output from a newer server is not guaranteed to load into an older one."
+)
 
 
 @pytest.fixture

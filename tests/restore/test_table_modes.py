@@ -29,7 +29,8 @@ CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int NOT NULL REFERENC
                      parent_id bigint REFERENCES orders ON DELETE CASCADE, updated_at timestamptz);
 -- As in pagila: the foreign keys are the partitions' own, not the parent's.
 CREATE TABLE warehouses (id int PRIMARY KEY, name text NOT NULL);
-CREATE TABLE shipments (id bigint, at timestamptz, warehouse_id int NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE shipments (id bigint, at timestamptz, warehouse_id int NOT NULL, PRIMARY KEY (id, at))
+    PARTITION BY RANGE (at);
 CREATE TABLE shipments_2025 PARTITION OF shipments FOR VALUES FROM ('2025-01-01 00:00+00') TO ('2026-01-01 00:00+00');
 CREATE TABLE shipments_2026 PARTITION OF shipments FOR VALUES FROM ('2026-01-01 00:00+00') TO ('2027-01-01 00:00+00');
 ALTER TABLE shipments_2025 ADD FOREIGN KEY (warehouse_id) REFERENCES warehouses;
@@ -37,7 +38,8 @@ ALTER TABLE shipments_2026 ADD FOREIGN KEY (warehouse_id) REFERENCES warehouses;
 -- As in pagila: a sequence the table's default uses without owning it.
 CREATE SEQUENCE ticket_numbers;
 CREATE TABLE tickets (id int PRIMARY KEY DEFAULT nextval('ticket_numbers'), subject text);
-CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.updated_at := clock_timestamp(); RETURN NEW; END $$;
+CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN NEW.updated_at := clock_timestamp(); RETURN NEW; END $$;
 CREATE TRIGGER customers_stamp BEFORE INSERT OR UPDATE ON customers FOR EACH ROW EXECUTE FUNCTION stamp();
 CREATE TRIGGER orders_stamp BEFORE INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION stamp();
 ALTER TABLE orders DISABLE TRIGGER orders_stamp;  -- stays disabled after a restore, as it was
@@ -45,22 +47,26 @@ ALTER DATABASE {db} SET TimeZone TO 'Asia/Kathmandu';  -- the target's sessions 
 """
 
 DATA = r"""
-INSERT INTO events SELECT g, TIMESTAMPTZ '2025-06-01 10:00:00.123456+00' + g * INTERVAL '37 minutes 1.5 seconds', 'k' || (g % 7)
+INSERT INTO events SELECT g, TIMESTAMPTZ '2025-06-01 10:00:00.123456+00' + g * INTERVAL '37 minutes 1.5 seconds',
+    'k' || (g % 7)
     FROM generate_series(1, 20000) g;
 INSERT INTO flags VALUES (true, 'yes'), (false, 'no');
 INSERT INTO blobs SELECT decode(md5(g::text) || '00', 'hex'), 'b' || g FROM generate_series(1, 50) g;
 INSERT INTO blobs VALUES ('\x00'::bytea, 'nul'), ('\x'::bytea, 'empty');
-INSERT INTO spans SELECT make_interval(months => g % 3, days => g, secs => g / 7.0), 's' || g FROM generate_series(1, 50) g;
+INSERT INTO spans SELECT make_interval(months => g % 3, days => g, secs => g / 7.0), 's' || g
+    FROM generate_series(1, 50) g;
 INSERT INTO amounts SELECT g / 7.0, 'a' || g FROM generate_series(1, 50) g;
 INSERT INTO amounts VALUES ('NaN', 'not a number');
-INSERT INTO moments SELECT TIMESTAMPTZ '2026-03-29 00:59:59.999999+00' + g * INTERVAL '1 second', 'm' || g FROM generate_series(0, 40) g;
+INSERT INTO moments SELECT TIMESTAMPTZ '2026-03-29 00:59:59.999999+00' + g * INTERVAL '1 second', 'm' || g
+    FROM generate_series(0, 40) g;
 INSERT INTO moments VALUES ('infinity', 'future'), ('-infinity', 'past');
 INSERT INTO customers (name) SELECT 'customer ' || g FROM generate_series(1, 200) g;
 INSERT INTO orders (customer_id, total) SELECT 1 + g % 200, g * 1.25 FROM generate_series(1, 1000) g;
 UPDATE orders SET parent_id = id - 1 WHERE id % 5 <> 1;
 INSERT INTO tickets (subject) SELECT 'ticket ' || g FROM generate_series(1, 30) g;
 INSERT INTO warehouses SELECT g, 'warehouse ' || g FROM generate_series(1, 50) g;
-INSERT INTO shipments SELECT g, TIMESTAMPTZ '2025-11-01 00:00+00' + g * INTERVAL '3 hours', 1 + g % 50 FROM generate_series(1, 1000) g;
+INSERT INTO shipments SELECT g, TIMESTAMPTZ '2025-11-01 00:00+00' + g * INTERVAL '3 hours', 1 + g % 50
+    FROM generate_series(1, 1000) g;
 """
 
 KEYED = ["public.events", "public.flags", "public.blobs", "public.spans", "public.amounts", "public.moments"]

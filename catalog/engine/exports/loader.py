@@ -95,9 +95,9 @@ class ArchiveLoader(Generic[ConnT]):
                 for member in archive:
                     self._member(archive, member)
         except tarfile.TarError as exc:
-            raise CorruptionError(f"The export is not a readable tar archive: {exc}")
-        except EOFError:
-            raise CorruptionError("The export ends in the middle of a member: it is truncated")
+            raise CorruptionError(f"The export is not a readable tar archive: {exc}") from exc
+        except EOFError as exc:
+            raise CorruptionError("The export ends in the middle of a member: it is truncated") from exc
         self._check_manifest()
         if self.load_error:
             raise EngineError(self.load_error)
@@ -129,8 +129,8 @@ class ArchiveLoader(Generic[ConnT]):
     def _json(self, name: str, data: bytes) -> dict[str, Any]:
         try:
             document = json.loads(data)
-        except ValueError:
-            raise CorruptionError(f"Member {name} of the export is not valid JSON")
+        except ValueError as exc:
+            raise CorruptionError(f"Member {name} of the export is not valid JSON") from exc
         if not isinstance(document, dict):
             raise CorruptionError(f"Member {name} of the export is not a JSON object")
         return document
@@ -221,7 +221,8 @@ class ArchiveLoader(Generic[ConnT]):
                     )
             if found["rows"] is not None and found["rows"] != entry.get("rows"):
                 raise CorruptionError(
-                    f"Table {qualified} loaded {found['rows']} rows where the export's manifest says {entry.get('rows')}"
+                    f"Table {qualified} loaded {found['rows']} rows "
+                    f"where the export's manifest says {entry.get('rows')}"
                 )
 
     def _table_exists(self, description: Description) -> bool:
@@ -253,7 +254,8 @@ class ExportLoader(ArchiveLoader[psycopg.Connection[Any]]):
     def _table_exists(self, description: Description) -> bool:
         return (
             self.conn.execute(
-                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s",
                 [description["schema"], description["name"]],
             ).fetchone()
             is not None
@@ -527,7 +529,9 @@ class ExportLoader(ArchiveLoader[psycopg.Connection[Any]]):
                 values = re.findall(LITERAL, statement[len(prefix) :])
                 if len(values) != len(every):
                     raise CorruptionError(f"A row of {qualified} has {len(values)} values for {len(every)} columns")
-                statement = kept_prefix + ", ".join(value for value, keep in zip(values, kept) if keep) + ");"
+                statement = (
+                    kept_prefix + ", ".join(value for value, keep in zip(values, kept, strict=True) if keep) + ");"
+                )
             batch.append(statement)
             held += len(statement)
             if len(batch) >= LOAD_BATCH_ROWS or held >= LOAD_BATCH_BYTES:
@@ -590,7 +594,7 @@ def load_export(fileobj: IO[bytes], target_conninfo: Mapping[str, Any], tables: 
         return loaded
     except psycopg.Error as exc:
         conn.rollback()
-        raise EngineError(f"Could not load the export: {query_error(exc, params)}")
+        raise EngineError(f"Could not load the export: {query_error(exc, params)}") from exc
     except BaseException:
         conn.rollback()
         raise

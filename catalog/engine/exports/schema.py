@@ -145,7 +145,7 @@ def list_tables(conninfo: Conninfo) -> list[LiveTable]:
             for oid, column, type_name, _create_as in conn.execute(COLUMNS, [[row[2] for row in found]]).fetchall():
                 columns.setdefault(oid, []).append({"name": column, "type": type_name})
     except psycopg.Error as exc:
-        raise SourceError(describe_pg_error(exc, params))
+        raise SourceError(describe_pg_error(exc, params)) from exc
     tables = []
     for schema, name, oid, reltuples, partitions in found:
         table: LiveTable = {
@@ -187,7 +187,7 @@ def check_where(conn: psycopg.Connection[Any], table: TableSpec, params: Mapping
     try:
         conn.execute(query, prepare=True)
     except psycopg.Error as exc:
-        raise SourceError(f"The row filter for {table.qualified} is not valid: {query_error(exc, params)}")
+        raise SourceError(f"The row filter for {table.qualified} is not valid: {query_error(exc, params)}") from exc
 
 
 def validate_where(conninfo: Conninfo, table: TableSpec) -> None:
@@ -213,7 +213,7 @@ def validate_where(conninfo: Conninfo, table: TableSpec) -> None:
                 raise SourceError(f"The source has no table {table.qualified}")
             check_where(conn, table, params)
         except psycopg.Error as exc:
-            raise SourceError(describe_pg_error(exc, params))
+            raise SourceError(describe_pg_error(exc, params)) from exc
         finally:
             if not conn.closed:
                 conn.execute("ROLLBACK")
@@ -237,7 +237,8 @@ def describe_table(conn: psycopg.Connection[Any], table: TableSpec) -> Descripti
     # attgenerated is PostgreSQL 12's; before it no column is generated.
     generated = "a.attgenerated" if conn.info.server_version >= 120000 else "''::\"char\""
     rules = conn.execute(COLUMN_RULES.format(generated=generated), [oid]).fetchall()
-    for column, rule in zip(columns, rules):
+    # Two catalog queries: pair them as before, without failing on a difference.
+    for column, rule in zip(columns, rules, strict=False):
         column.update(column_rules(rule))
     primary_key = [name for (name,) in conn.execute(PRIMARY_KEY, [oid]).fetchall()]
     description: Description = {

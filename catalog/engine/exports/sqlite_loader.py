@@ -114,7 +114,9 @@ class SqliteExportLoader(ArchiveLoader[sqlite3.Connection]):
         for record in records:
             if len(record) != len(names):
                 raise CorruptionError(f"A row of {qualified} has {len(record)} values for {len(names)} columns")
-            self.conn.execute(insert, [sqlite_value(value, column) for value, column in zip(record, columns)])
+            self.conn.execute(
+                insert, [sqlite_value(value, column) for value, column in zip(record, columns, strict=True)]
+            )
             rows += 1
         self.loaded[qualified] = rows
         return rows
@@ -130,7 +132,7 @@ def load_export_sqlite(fileobj: IO[bytes], path: str | os.PathLike[str], tables:
         conn.execute("COMMIT")
         return loaded
     except sqlite3.Error as exc:
-        raise EngineError(f"Could not load the export: {exc}")
+        raise EngineError(f"Could not load the export: {exc}") from exc
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")

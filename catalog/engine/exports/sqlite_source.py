@@ -30,7 +30,7 @@ def sqlite_connect(path: str) -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
-        raise SourceError(f"Cannot open SQLite database {path}: {exc}")
+        raise SourceError(f"Cannot open SQLite database {path}: {exc}") from exc
     return conn
 
 
@@ -72,7 +72,7 @@ def list_sqlite_tables(path: str) -> list[LiveTable]:
             tables.append({"schema": "main", "name": name, "columns": columns, "rows_estimate": rows})
         return tables
     except sqlite3.Error as exc:
-        raise SourceError(f"Cannot read SQLite database {path}: {exc}")
+        raise SourceError(f"Cannot read SQLite database {path}: {exc}") from exc
     finally:
         conn.close()
 
@@ -120,7 +120,7 @@ def check_sqlite_where(conn: sqlite3.Connection, table: TableSpec) -> None:
     try:
         conn.execute(f"SELECT 1 FROM {sqlite_name(table.name)} WHERE ({table.where}) LIMIT 0").fetchall()
     except (sqlite3.Error, sqlite3.Warning) as exc:
-        raise SourceError(f"The row filter for {table.qualified} is not valid: {exc}")
+        raise SourceError(f"The row filter for {table.qualified} is not valid: {exc}") from exc
 
 
 def sqlite_rows(conn: sqlite3.Connection, table: TableSpec, description: Description, fmt: str) -> Iterator[bytes]:
@@ -141,7 +141,9 @@ def sqlite_rows(conn: sqlite3.Connection, table: TableSpec, description: Descrip
             if fmt == "csv":
                 line = ",".join(map(csv_field, row))
             elif fmt == "jsonl":
-                line = json.dumps(dict(zip(names, map(json_value, row))), ensure_ascii=False, separators=(",", ":"))
+                line = json.dumps(
+                    dict(zip(names, map(json_value, row), strict=True)), ensure_ascii=False, separators=(",", ":")
+                )
             else:
                 line = prefix + ", ".join(map(sql_literal, row)) + ");"
             yield (line + "\n").encode()

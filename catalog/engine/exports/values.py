@@ -135,8 +135,8 @@ def jsonl_documents(lines: Iterable[bytes], qualified: str) -> Iterator[dict[str
     for line in lines:
         try:
             document = json.loads(line)
-        except ValueError:
-            raise CorruptionError(f"The JSON Lines member for {qualified} has a line that is not JSON")
+        except ValueError as exc:
+            raise CorruptionError(f"The JSON Lines member for {qualified} has a line that is not JSON") from exc
         if not isinstance(document, dict):
             raise CorruptionError(f"The JSON Lines member for {qualified} has a line that is not an object")
         yield document

@@ -1,6 +1,7 @@
 """The archive writer: ExportDump streams an export archive of chosen
 tables from one snapshot (see archive.py for the format)."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -192,7 +193,7 @@ class ExportDump(Dump):
         assert self._descriptions is not None, "described by start()"
         started = time.time()
         entries = {}
-        for table, description in zip(self.tables, self._descriptions):
+        for table, description in zip(self.tables, self._descriptions, strict=True):
             stem = member_stem(table.schema, table.name)
             columns_member = f"{stem}.columns.json"
             member = f"{stem}.{self.fmt}"
@@ -317,10 +318,8 @@ class ExportDump(Dump):
     def _finish(self) -> None:
         with self._lock:
             if self._conn is not None:
-                try:
+                with contextlib.suppress(psycopg.Error, sqlite3.Error):
                     self._conn.execute("ROLLBACK")  # read only: nothing to keep
-                except (psycopg.Error, sqlite3.Error):
-                    pass
 
     def cancel(self) -> None:
         """Stops the export and any query in flight; safe from another thread."""

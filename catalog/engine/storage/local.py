@@ -1,6 +1,7 @@
 """A local directory: files written under a temporary name, fsynced,
 renamed, and their directory fsynced."""
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -42,14 +43,14 @@ class LocalWriter:
             make_private_dirs(self.final.parent)
             self._file = create_private_file(self.temp)
         except OSError as exc:
-            raise StorageError(describe_os_error(exc, self.root))
+            raise StorageError(describe_os_error(exc, self.root)) from exc
 
     def write(self, data: bytes) -> None:
         try:
             self._file.write(data)
         except OSError as exc:
             self.abort()
-            raise StorageError(describe_os_error(exc, self.root))
+            raise StorageError(describe_os_error(exc, self.root)) from exc
         self.size += len(data)
 
     def commit(self) -> int:
@@ -61,18 +62,14 @@ class LocalWriter:
             fsync_directory(self.final.parent)
         except OSError as exc:
             self.abort()
-            raise StorageError(describe_os_error(exc, self.root))
+            raise StorageError(describe_os_error(exc, self.root)) from exc
         return self.size
 
     def abort(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._file.close()
-        except OSError:
-            pass
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.temp)
-        except FileNotFoundError:
-            pass
 
 
 class LocalStorage:
@@ -113,13 +110,13 @@ class LocalStorage:
         try:
             return self.path_for(key).read_bytes()
         except OSError as exc:
-            raise StorageError(f"Cannot read {key} from {self.root}: {exc.strerror}")
+            raise StorageError(f"Cannot read {key} from {self.root}: {exc.strerror}") from exc
 
     def open_reader(self, key: str) -> Iterator[bytes]:
         try:
-            handle = open(self.path_for(key), "rb")
+            handle = open(self.path_for(key), "rb")  # noqa: SIM115 - closed by the returned generator
         except OSError as exc:
-            raise StorageError(f"Cannot read {key} from {self.root}: {exc.strerror}")
+            raise StorageError(f"Cannot read {key} from {self.root}: {exc.strerror}") from exc
 
         def chunks() -> Iterator[bytes]:
             with handle:
@@ -134,7 +131,7 @@ class LocalStorage:
             with open(self.path_for(key), "rb") as handle:
                 return handle.read(length)
         except OSError as exc:
-            raise StorageError(f"Cannot read {key} from {self.root}: {exc.strerror}")
+            raise StorageError(f"Cannot read {key} from {self.root}: {exc.strerror}") from exc
 
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()
@@ -148,7 +145,7 @@ class LocalStorage:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise StorageError(f"Cannot delete {key} from {self.root}: {exc.strerror}")
+            raise StorageError(f"Cannot delete {key} from {self.root}: {exc.strerror}") from exc
         self._remove_empty_parents(self.path_for(key).parent)
 
     def _remove_empty_parents(self, directory: Path) -> None:
@@ -200,7 +197,7 @@ class LocalStorage:
         try:
             make_private_dirs(self.root)
         except OSError as exc:
-            raise StorageError(describe_os_error(exc, self.root))
+            raise StorageError(describe_os_error(exc, self.root)) from exc
         payload = secrets.token_bytes(64)
         self.put_bytes(PROBE_KEY, payload)
         if self.get_bytes(PROBE_KEY) != payload:

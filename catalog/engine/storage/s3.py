@@ -1,6 +1,7 @@
 """S3 or any S3-compatible endpoint: objects streamed as a multipart upload
 (no temporary file) whose size is confirmed after completion."""
 
+import contextlib
 import hashlib
 import queue
 import secrets
@@ -76,7 +77,7 @@ class S3Writer:
                 Bucket=self.storage.bucket, Key=self.key, **self.lock
             )
         except Exception as exc:
-            raise StorageError(describe_s3_error(exc, self.storage))
+            raise StorageError(describe_s3_error(exc, self.storage)) from exc
         self._upload_id = response["UploadId"]
         self._thread = threading.Thread(target=self._upload_parts, name="s3-upload", daemon=True)
         self._thread.start()
@@ -133,11 +134,10 @@ class S3Writer:
                 self._finish_parts()
                 self._complete(sorted(self._parts, key=lambda p: p["PartNumber"]))
                 self._done = True
-                try:
-                    # A CreateMultipartUpload retried after its answer was lost left another upload.
+                # A CreateMultipartUpload retried after its answer was lost left another upload.
+                # A failure is harmless here; the destination's orphan scan lists it.
+                with contextlib.suppress(StorageError):
                     self.storage.abort_uploads(self.key)
-                except StorageError:
-                    pass  # harmless here; the destination's orphan scan lists it
             head = client.head_object(Bucket=bucket, Key=self.key)
             stored = head["ContentLength"]
             if self.lock:
@@ -147,7 +147,7 @@ class S3Writer:
             raise
         except Exception as exc:
             self.abort()
-            raise StorageError(describe_s3_error(exc, self.storage))
+            raise StorageError(describe_s3_error(exc, self.storage)) from exc
         self._done = True
         if stored != self.size:
             self.storage.delete_full_key(self.key)
@@ -170,7 +170,7 @@ class S3Writer:
             try:
                 stored = client.head_object(Bucket=bucket, Key=self.key).get("ETag")
             except botocore.exceptions.ClientError:
-                raise exc
+                raise exc from None
             if stored != multipart_etag(parts):
                 raise
 
@@ -183,12 +183,10 @@ class S3Writer:
             self._queue.put(None)
             self._thread.join()
         if self._upload_id is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.storage.client.abort_multipart_upload(
                     Bucket=self.storage.bucket, Key=self.key, UploadId=self._upload_id
                 )
-            except Exception:
-                pass
 
 
 def multipart_etag(parts: list[dict[str, Any]]) -> str:
@@ -256,7 +254,7 @@ class S3Storage:
         try:
             return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
         except Exception as exc:
-            raise StorageError(describe_s3_error(exc, self))
+            raise StorageError(describe_s3_error(exc, self)) from exc
 
     def lock_arguments(self, retain_until: datetime | None) -> dict[str, Any]:
         if not (self.lock_mode and retain_until):
@@ -317,9 +315,9 @@ class S3Storage:
                 except botocore.exceptions.BotoCoreError as exc:
                     failures += 1
                     if failures >= self.max_attempts:
-                        raise StorageError(describe_s3_error(exc, self))
+                        raise StorageError(describe_s3_error(exc, self)) from exc
                 except Exception as exc:
-                    raise StorageError(describe_s3_error(exc, self))
+                    raise StorageError(describe_s3_error(exc, self)) from exc
                 finally:
                     body.close()
                 time.sleep(min(0.5 * 2 ** (failures - 1), 10))  # back off, as botocore does between requests
@@ -334,7 +332,7 @@ class S3Storage:
             data: bytes = body.read()
             return data
         except Exception as exc:
-            raise StorageError(describe_s3_error(exc, self))
+            raise StorageError(describe_s3_error(exc, self)) from exc
         finally:
             body.close()
 
@@ -345,7 +343,7 @@ class S3Storage:
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise StorageError(describe_s3_error(exc, self))
+            raise StorageError(describe_s3_error(exc, self)) from exc
 
     def size(self, key: str) -> int:
         size: int = self._call("head_object", Key=self.full_key(key))["ContentLength"]
@@ -409,7 +407,7 @@ class S3Storage:
                     else:
                         found[key] = entry
         except Exception as exc:
-            raise StorageError(describe_s3_error(exc, self))
+            raise StorageError(describe_s3_error(exc, self)) from exc
         return found
 
     def probe(self) -> None:
@@ -428,7 +426,7 @@ class S3Storage:
             if "ObjectLockConfiguration" in exc.response.get("Error", {}).get("Code", ""):
                 config = {}
             else:
-                raise StorageError(describe_s3_error(exc, self))
+                raise StorageError(describe_s3_error(exc, self)) from exc
         if config.get("ObjectLockEnabled") != "Enabled":
             raise StorageError(
                 f"Object Lock is not enabled on bucket {self.bucket}; it can only be turned on when the bucket "
