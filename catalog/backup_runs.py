@@ -49,7 +49,8 @@ def create_backup(actor, plan, label="", trigger="manual", keep_days=None):
     # Two triggers at once (a double click, the API and a cron slot) would both
     # find the plan idle: locking its row makes the second wait for the first
     # to commit, and then see its backup as active.
-    type(plan).objects.select_for_update().get(pk=plan.pk)
+    # FOR NO KEY UPDATE: rows that point at the plan must still pass their key checks.
+    type(plan).objects.select_for_update(no_key=True).get(pk=plan.pk)
     check_runnable(plan)
     now = timezone.now()
     backup = Backup.objects.create(

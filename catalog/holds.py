@@ -80,7 +80,7 @@ def store_hold_state(actor, backup_id):
     the later change waits for this write, then writes its own state."""
     failures = []
     with transaction.atomic():
-        backup = Backup.objects.select_for_update().get(pk=backup_id)
+        backup = Backup.objects.select_for_update(no_key=True).get(pk=backup_id)
         copies = backup.copies.filter(status=Copy.DURABLE).select_related("destination")
         for copy in copies:
             try:

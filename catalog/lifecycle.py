@@ -190,7 +190,7 @@ def prune_all(actor="retention", now=None):
 def prune_backup(actor, backup_id, reason, now):
     """Removes one backup's copies. Returns (a PruneReport list name, detail)."""
     with transaction.atomic():
-        backup = Backup.objects.select_for_update().get(pk=backup_id)
+        backup = Backup.objects.select_for_update(no_key=True).get(pk=backup_id)
         # Re-checked under the lock: a pin or a new run may have arrived since the preview.
         if backup.hold() or backup.is_pruned() or backup.status not in Backup.WITH_DATA:
             return "skipped", "pinned, pruned or changed since the preview"
@@ -207,7 +207,7 @@ def prune_backup(actor, backup_id, reason, now):
         if error:
             failures.append(error)
     with transaction.atomic():
-        backup = Backup.objects.select_for_update().get(pk=backup_id)
+        backup = Backup.objects.select_for_update(no_key=True).get(pk=backup_id)
         if failures:
             audit.record(actor, "backup.prune_failed", backup, {"reason": reason, "errors": failures})
             return "errors", "; ".join(failures)
@@ -229,7 +229,7 @@ def prune_copy(actor, backup_id, copy, reason, now):
     Returns "" when pruned, an error in words, or None when the backup was
     pinned meanwhile."""
     with transaction.atomic():
-        backup = Backup.objects.select_for_update().get(pk=backup_id)
+        backup = Backup.objects.select_for_update(no_key=True).get(pk=backup_id)
         if backup.hold():
             return None
         Copy.objects.filter(pk=copy.pk).update(status=Copy.PRUNED, pruned_at=now, error="")

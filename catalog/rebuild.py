@@ -273,7 +273,11 @@ def register_key(key_id, master):
 @transaction.atomic
 def import_backup(actor, destination, object_key, manifest_key, data, hold):
     register_keys(data)
-    backup = Backup.objects.select_for_update().filter(sha256=data["sha256"], object_key=data["object_key"]).first()
+    backup = (
+        Backup.objects.select_for_update(no_key=True)
+        .filter(sha256=data["sha256"], object_key=data["object_key"])
+        .first()
+    )
     if backup is None:
         backup = create_backup_from(actor, data, hold)
         outcome = "imported"

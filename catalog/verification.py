@@ -101,8 +101,12 @@ def claim_verification(verification_id):
         verification = Verification.objects.select_related("source").filter(pk=verification_id).first()
         if verification is None or verification.status != Verification.QUEUED:
             return "gone"
-        # Lock the source row so two workers cannot both see it idle.
-        type(verification.source).objects.select_for_update().get(pk=verification.source_id)
+        # Lock the source row so two workers cannot both see it idle. FOR NO KEY
+        # UPDATE, as refresh_source does: the claim writes its audit event under
+        # this lock, and a transaction that inserts a row pointing at the source
+        # (a backup, a verification) checks that key at commit while holding the
+        # audit chain's lock; FOR UPDATE would block that check and deadlock.
+        type(verification.source).objects.select_for_update(no_key=True).get(pk=verification.source_id)
         busy = Verification.objects.filter(source_id=verification.source_id, status=Verification.RUNNING)
         if busy.exclude(pk=verification_id).exists():
             # A queued verification has no heartbeat; here it marks "found the source busy at".
