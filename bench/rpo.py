@@ -23,116 +23,39 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
-
-import psycopg
 
 from bench.run import Bench, machine
 
 TARGET_SECONDS = 10
 
 
-def execute(server, statement):
-    with psycopg.connect(**server, dbname="postgres", autocommit=True) as conn:
-        conn.execute(statement)
-
-
-def wait_for(condition, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"not done in {timeout} s")
-
-
-def stored_wal_containing(source, needle):
-    """The stored WAL file (segment or partial) whose plain bytes hold `needle`; None if none."""
-    from catalog.engine.errors import CorruptionError
-    from pitr import wal
-    from pitr.models import WalSegment
-
-    stored = WalSegment.objects.filter(
-        source=source, status=WalSegment.STORED, kind__in=[WalSegment.SEGMENT, WalSegment.PARTIAL]
-    ).order_by("-position")
-    for segment in stored:
-        try:
-            if needle in wal.read_wal_bytes(segment):
-                return segment
-        except CorruptionError:
-            # The receiver stored the partial again, longer, between the reading of its row and of its
-            # bytes; the next poll reads its new row (a real mismatch would last: the run times out).
-            return None
-    return None
-
-
-def protect(bench, cluster):
-    from catalog import services
-    from catalog.models import Destination, Source
-    from pitr import wal
-
-    source = services.save_source(
-        "bench",
-        Source(
-            name="Orders DB",
-            engine="postgresql",
-            host=cluster.server["host"],
-            port=cluster.server["port"],
-            dbname="postgres",
-            user="postgres",
-        ),
-        secrets={"password": None},
-    )
-    destination = services.save_destination(
-        "bench", Destination(name="Local disk", kind="local", path=str(bench.tmp / "local"))
-    )
-    wal.enable_protection("bench", source, destinations=[destination])
-    return source
-
-
-def start_supervisor(interval):
-    from django.db import connection
-
-    from pitr.receiver import Supervisor
-
-    supervisor = Supervisor(interval=interval)
-
-    def run():
-        try:
-            supervisor.run()
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=run, name="wal-supervisor", daemon=True)
-    thread.start()
-    return supervisor, thread
-
-
 def measure(bench, cluster, args):
+    # The WAL tests' own helpers: they import models, so only once Django is set up.
+    from pitr import wal
     from pitr.models import ContinuousProtection
+    from tests.factories import local_destination
+    from tests.pitr.wal_helpers import cluster_source, execute, running_supervisor, stored_wal_containing, wait_for
 
-    source = protect(bench, cluster)
-    supervisor, thread = start_supervisor(args.interval)
-    try:
+    source = cluster_source(cluster)
+    wal.enable_protection("bench", source, destinations=[local_destination(bench.tmp / "local")])
+    with running_supervisor(args.interval):
         wait_for(lambda: ContinuousProtection.objects.get(source=source).receiver_pid, timeout=60)
-        execute(cluster.server, "CREATE TABLE orders (id serial, note text)")
+        execute(cluster, "CREATE TABLE orders (id serial, note text)")
         runs = []
         for _ in range(args.runs):
             time.sleep(args.pause)
             marker = f"rpo-{uuid.uuid4().hex}"
-            execute(cluster.server, f"INSERT INTO orders (note) VALUES ('{marker}')")
+            execute(cluster, f"INSERT INTO orders (note) VALUES ('{marker}')")
             committed = time.monotonic()
-            holder = wait_for(lambda marker=marker: stored_wal_containing(source, marker.encode()), args.timeout)
+            holder = wait_for(
+                lambda marker=marker: stored_wal_containing(source, marker.encode()), args.timeout, interval=0.05
+            )
             seconds = time.monotonic() - committed
             runs.append({"seconds": round(seconds, 3), "kind": holder.kind, "file": holder.name})
             print(f"committed row stored after {seconds:.2f} s (in {holder.name})", flush=True)
-    finally:
-        supervisor.stop_event.set()
-        thread.join(30)
     seconds = [run["seconds"] for run in runs]
     return {"runs": runs, "median_s": statistics.median(seconds), "max_s": max(seconds)}
 
@@ -152,7 +75,7 @@ def main(argv=None):
     parser.add_argument("--json", help="write the results here as JSON")
     args = parser.parse_args(argv)
 
-    from tests.harness.pg import Cluster, pg_bin
+    from tests.harness.pg import pg_bin
 
     bench = Bench(args)
     os.environ.setdefault("PG_RECEIVEWAL", pg_bin("pg_receivewal"))
@@ -161,7 +84,9 @@ def main(argv=None):
     try:
         bench.setup_django()
         bench.results["machine"] = machine()
-        cluster = Cluster(initdb_args=("--wal-segsize=1",))
+        from tests.pitr.wal_helpers import wal_cluster
+
+        cluster = wal_cluster()
         bench.results["rpo"] = measure(bench, cluster, args)
         bench.results["targets"] = targets(bench.results)
         bench.results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
