@@ -1,6 +1,7 @@
 """The alerts page: what is wrong now, and what was wrong lately."""
 
 from django.db.models import Case, IntegerField, Value, When
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from catalog.alerts.models import Alert
@@ -37,7 +38,7 @@ WHAT_OPENS = [
 
 
 @viewer_required
-def listing(request, pk=None):
+def listing(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     severity_first = Case(When(severity=Alert.CRITICAL, then=Value(0)), default=Value(1), output_field=IntegerField())
     open_alerts = (
         Alert.objects.filter(resolved_at__isnull=True)

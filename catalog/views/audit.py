@@ -2,10 +2,13 @@
 who can read may use them; nothing here changes anything (GET only)."""
 
 import json
-from typing import cast
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, cast
 
 from django import forms
-from django.http import HttpResponseBadRequest, StreamingHttpResponse
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -13,10 +16,10 @@ from django.views.decorators.http import require_GET
 from catalog import audit, spreadsheets
 from catalog.decorators import viewer_required
 from catalog.models import AuditEvent
-from catalog.views.common import page_of
+from catalog.views.common import HtmxHttpRequest, page_of
 
 
-def distinct_values(field):
+def distinct_values(field: str) -> list[str]:
     return list(AuditEvent.objects.order_by(field).values_list(field, flat=True).distinct())
 
 
@@ -28,7 +31,7 @@ class AuditFilterForm(forms.Form):
     since = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(label="To (inclusive)", required=False, widget=forms.DateInput(attrs={"type": "date"}))
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # One query each, whatever the page shows.
         cast(forms.ChoiceField, self.fields["actor"]).choices = [("", "Anyone")] + [
@@ -42,14 +45,14 @@ class AuditFilterForm(forms.Form):
             (v, audit.object_type_label(v)) for v in types
         ]
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         super().clean()
         cleaned = self.cleaned_data
         if cleaned.get("since") and cleaned.get("until") and cleaned["since"] > cleaned["until"]:
             raise forms.ValidationError("“From” is after “To”: no event can match.")
         return cleaned
 
-    def apply(self, events):
+    def apply(self, events: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
         if not self.is_bound:
             return events
         if not self.is_valid():
@@ -71,14 +74,14 @@ class AuditFilterForm(forms.Form):
         return events
 
 
-def filtered_events(request):
+def filtered_events(request: HttpRequest) -> tuple[AuditFilterForm, QuerySet[AuditEvent]]:
     filters = AuditFilterForm(request.GET or None)
     return filters, filters.apply(AuditEvent.objects.all())
 
 
 @viewer_required
 @require_GET
-def listing(request):
+def listing(request: HtmxHttpRequest) -> HttpResponse:
     filters, events = filtered_events(request)
     query = request.GET.copy()
     query.pop("page", None)
@@ -90,7 +93,7 @@ def listing(request):
 
 @viewer_required
 @require_GET
-def detail(request, pk):
+def detail(request: HttpRequest, pk: int) -> HttpResponse:
     event = get_object_or_404(AuditEvent, pk=pk)
     neighbours = AuditEvent.objects.order_by("id")
     ctx = {
@@ -103,7 +106,7 @@ def detail(request, pk):
 
 @viewer_required
 @require_GET
-def verify(request):
+def verify(request: HtmxHttpRequest) -> HttpResponse:
     """Walk the whole chain. Read-only, so auditors may run it."""
     result = audit.verify_chain()
     template = "catalog/partials/audit_verify_result.html" if request.htmx else "catalog/audit_verify.html"
@@ -118,21 +121,26 @@ EXPORT_COLUMNS = ["id", *audit.HASHED_FIELDS, "prev_hash", "hash"]
 class Echo:
     """The CSV writer writes into this and we stream what it returns."""
 
-    def write(self, value):
+    def write(self, value: str) -> str:
         return value
 
 
-def export_rows(events):
+def export_rows(events: QuerySet[AuditEvent]) -> Iterator[dict[str, Any]]:
     """The filtered events in chain order, one at a time."""
     for event in events.order_by("id").iterator(chunk_size=2000):
         yield audit.export_row(event)
 
 
-def export(request, lines, content_type, extension):
+def export(
+    request: HttpRequest,
+    lines: Callable[[Iterator[dict[str, Any]]], Iterator[str]],
+    content_type: str,
+    extension: str,
+) -> HttpResponseBase:
     filters, events = filtered_events(request)
     if filters.is_bound and not filters.is_valid():
         errors = "; ".join(
-            f"{'dates' if name == '__all__' else name}: {' '.join(messages)}"
+            f"{'dates' if name == '__all__' else name}: {' '.join(str(text) for text in messages)}"
             for name, messages in filters.errors.items()
         )
         message = f"Nothing exported, the filters are not valid ({errors})"
@@ -143,7 +151,7 @@ def export(request, lines, content_type, extension):
     return response
 
 
-def csv_lines(rows):
+def csv_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
     # Cells a spreadsheet would run as formulas get a ' in front (catalog/spreadsheets.py).
     writer = spreadsheets.writer(Echo())
     yield writer.writerow(EXPORT_COLUMNS)
@@ -152,18 +160,18 @@ def csv_lines(rows):
         yield writer.writerow([changes if name == "changes" else row[name] for name in EXPORT_COLUMNS])
 
 
-def jsonl_lines(rows):
+def jsonl_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
     for row in rows:
         yield json.dumps(row, ensure_ascii=False) + "\n"
 
 
 @viewer_required
 @require_GET
-def export_csv(request):
+def export_csv(request: HttpRequest) -> HttpResponseBase:
     return export(request, csv_lines, "text/csv; charset=utf-8", "csv")
 
 
 @viewer_required
 @require_GET
-def export_jsonl(request):
+def export_jsonl(request: HttpRequest) -> HttpResponseBase:
     return export(request, jsonl_lines, "application/jsonl; charset=utf-8", "jsonl")

@@ -2,6 +2,7 @@
 live progress, cancel."""
 
 from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -9,11 +10,11 @@ from catalog import backup_runs, lifecycle, services
 from catalog.decorators import operator_required, viewer_required
 from catalog.forms import BackupFilterForm, PinForm
 from catalog.models import Backup
-from catalog.views.common import job_progress, page_of
+from catalog.views.common import HtmxHttpRequest, job_progress, page_of
 
 
 @viewer_required
-def listing(request):
+def listing(request: HttpRequest) -> HttpResponse:
     filters = BackupFilterForm(request.GET or None)
     backups = filters.apply(Backup.objects.for_rows())
     query = request.GET.copy()
@@ -23,7 +24,7 @@ def listing(request):
 
 
 @viewer_required
-def detail(request, pk):
+def detail(request: HttpRequest, pk: int) -> HttpResponse:
     backup = get_object_or_404(Backup.objects.select_related("source", "plan", "triggered_by"), pk=pk)
     ctx = {
         "backup": backup,
@@ -36,7 +37,7 @@ def detail(request, pk):
 
 @operator_required
 @require_POST
-def pin(request, pk):
+def pin(request: HttpRequest, pk: int) -> HttpResponse:
     backup = get_object_or_404(Backup, pk=pk)
     form = PinForm(request.POST)
     try:
@@ -53,7 +54,7 @@ def pin(request, pk):
     return redirect(backup)
 
 
-def warn_hold_not_stored(request, failures):
+def warn_hold_not_stored(request: HttpRequest, failures: list[str]) -> None:
     if failures:
         messages.warning(
             request,
@@ -64,7 +65,7 @@ def warn_hold_not_stored(request, failures):
 
 @operator_required
 @require_POST
-def unpin(request, pk):
+def unpin(request: HttpRequest, pk: int) -> HttpResponse:
     backup = get_object_or_404(Backup, pk=pk)
     not_stored = lifecycle.unpin_backup(request.user, backup)
     messages.success(request, f"{backup} is no longer pinned; its plan's retention rule applies again.")
@@ -73,7 +74,7 @@ def unpin(request, pk):
 
 
 @viewer_required
-def progress(request, pk):
+def progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """Polled by htmx every second while a backup is active: kept cheap (its
     log, which grows as it runs, stays in the database)."""
     backup = get_object_or_404(Backup.objects.without_log(), pk=pk)
@@ -82,7 +83,7 @@ def progress(request, pk):
 
 @operator_required
 @require_POST
-def cancel(request, pk):
+def cancel(request: HttpRequest, pk: int) -> HttpResponse:
     backup = get_object_or_404(Backup, pk=pk)
     try:
         backup_runs.cancel_backup(request.user, backup)

@@ -2,6 +2,7 @@
 
 from django.contrib import messages
 from django.db.models import Max, OuterRef, Subquery
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -10,13 +11,13 @@ from catalog.alerts.forms import ChannelForm
 from catalog.alerts.models import Channel, Notification
 from catalog.alerts.transports import Webhook, transport_for
 from catalog.decorators import operator_required, viewer_required
-from catalog.views.common import delete_config
+from catalog.views.common import HtmxHttpRequest, delete_config
 
 EVENT_LABELS = dict(Channel.EVENT_CHOICES)
 
 
 @viewer_required
-def listing(request):
+def listing(request: HttpRequest) -> HttpResponse:
     # The latest message's outcome: a failed test (or alert) shows in the list,
     # not only on the channel's page.
     latest = Notification.objects.filter(channel=OuterRef("pk")).order_by("-created_at", "-id")
@@ -31,11 +32,11 @@ def listing(request):
 
 
 @viewer_required
-def detail(request, pk):
+def detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render_detail(request, get_object_or_404(Channel, pk=pk))
 
 
-def render_detail(request, channel, new_secret=""):
+def render_detail(request: HttpRequest, channel: Channel, new_secret: str = "") -> HttpResponse:
     notifications = channel.notifications.select_related("alert")[:20]
     ctx = {
         "channel": channel,
@@ -49,16 +50,16 @@ def render_detail(request, channel, new_secret=""):
 
 
 @operator_required
-def new(request):
+def new(request: HttpRequest) -> HttpResponse:
     return edit_channel(request, Channel())
 
 
 @operator_required
-def edit(request, pk):
+def edit(request: HttpRequest, pk: int) -> HttpResponse:
     return edit_channel(request, get_object_or_404(Channel, pk=pk))
 
 
-def edit_channel(request, channel):
+def edit_channel(request: HttpRequest, channel: Channel) -> HttpResponse:
     # "Enable again" on the channel page lands here with the box ticked.
     initial = {"enabled": True} if request.GET.get("enable") else None
     form = ChannelForm(request.POST or None, instance=channel, initial=initial)
@@ -81,13 +82,13 @@ def edit_channel(request, channel):
 
 
 @operator_required
-def delete(request, pk):
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
     return delete_config(request, get_object_or_404(Channel, pk=pk), notify.delete_channel, "channel_list")
 
 
 @operator_required
 @require_POST
-def send_test(request, pk):
+def send_test(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     channel = get_object_or_404(Channel, pk=pk)
     notification = notify.send_test(request.user, channel)
     if request.htmx:

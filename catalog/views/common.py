@@ -1,21 +1,49 @@
 """What the page modules share: paging, picking a row by id, a safe way back,
 the create/edit/delete/test pages of configuration, and polled progress."""
 
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
 from django.contrib import messages
-from django.core.paginator import Paginator
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
+from django.core.paginator import Page, Paginator
+from django.db.models import Manager, Model, QuerySet
+from django.forms import BaseForm
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
+from django_htmx.middleware import HtmxDetails
 
 from catalog import services
+from catalog.alerts.models import Channel
+from catalog.forms import DestinationForm, PlanForm, RestoreServerForm, SourceForm
+from catalog.models import BackupPlan, Destination, Job, RestoreServer, Source
 
 PAGE_SIZE = 25
 
+ModelT = TypeVar("ModelT", bound=Model)
+# What the shared delete page removes, and what the shared Test button tries.
+ConfiguredT = TypeVar("ConfiguredT", Source, Destination, BackupPlan, RestoreServer, Channel)
+TestedT = TypeVar("TestedT", Source, Destination, RestoreServer)
 
-def page_of(request, queryset):
+
+class HtmxHttpRequest(HttpRequest):
+    """A request as django-htmx's middleware leaves it: with its `htmx` details."""
+
+    htmx: HtmxDetails
+
+
+class AuthenticatedHttpRequest(HttpRequest):
+    """A request behind operator_required or viewer_required: a signed-in user's, never an anonymous one."""
+
+    user: User
+
+
+def page_of(request: HttpRequest, queryset: QuerySet[ModelT]) -> Page[ModelT]:
     return Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
 
 
-def chosen(queryset, value):
+def chosen(queryset: Manager[ModelT] | QuerySet[ModelT], value: str | None) -> ModelT | None:
     """The row a form field or query string names by id, or None when it names
     none: missing, or not an id at all (a hand-edited URL), which the ORM
     would otherwise raise on."""
@@ -23,7 +51,7 @@ def chosen(queryset, value):
     return queryset.filter(pk=value).first() if value.isdecimal() else None
 
 
-def next_url(request, default):
+def next_url(request: HttpRequest, default: str) -> str:
     """Where a form asks to go back to: a path on this site only, never
     another site (an open redirect) nor something that is no URL at all."""
     url = request.POST.get("next", "")
@@ -32,12 +60,19 @@ def next_url(request, default):
     return default
 
 
-def edit_config(request, form_class, instance, save, template, **context):
+def edit_config(
+    request: HttpRequest,
+    form_class: type[SourceForm | DestinationForm | PlanForm],
+    instance: Source | Destination | BackupPlan,
+    save: Callable[..., object],
+    template: str,
+    **context: object,
+) -> HttpResponse:
     """Create/edit page shared by sources, destinations and plans."""
     form = form_class(request.POST or None, instance=instance)
     if request.method == "POST" and form.is_valid():
         obj = form.save(commit=False)
-        kwargs = {"changed_fields": form.changed_fields()}
+        kwargs: dict[str, Any] = {"changed_fields": form.changed_fields()}  # the save service's keywords
         if hasattr(form, "secrets"):
             kwargs["secrets"] = form.secrets()
         if "destinations" in form.cleaned_data:
@@ -48,7 +83,12 @@ def edit_config(request, form_class, instance, save, template, **context):
     return render(request, template, {"form": form, "object": instance, **context})
 
 
-def delete_config(request, instance, delete, back):
+def delete_config(
+    request: HttpRequest,
+    instance: ConfiguredT,
+    delete: Callable[[AbstractBaseUser | AnonymousUser, ConfiguredT], object],
+    back: str,
+) -> HttpResponse:
     if request.method == "POST":
         try:
             delete(request.user, instance)
@@ -60,7 +100,7 @@ def delete_config(request, instance, delete, back):
     return render(request, "catalog/confirm_delete.html", {"object": instance, "kind": instance._meta.verbose_name})
 
 
-def form_errors_in_words(form):
+def form_errors_in_words(form: BaseForm) -> str:
     """E.g. "Host: Required unless you give a connection string. Port: …", for
     an answer that stands alone (a Test button's: the form is not shown again)."""
     said = [
@@ -70,7 +110,13 @@ def form_errors_in_words(form):
     return " ".join(text if text.endswith(".") else text + "." for text in said)
 
 
-def test_config(request, model, form_class, id_field, test):
+def test_config(
+    request: HttpRequest,
+    model: type[TestedT],
+    form_class: type[SourceForm | DestinationForm | RestoreServerForm],
+    id_field: str,
+    test: Callable[..., tuple[bool, str]],
+) -> HttpResponse:
     """Runs `test` on the unsaved form values; stored secrets fill blank fields."""
     instance = chosen(model.objects, request.POST.get(id_field)) or model()
     form = form_class(request.POST, instance=instance)
@@ -81,7 +127,7 @@ def test_config(request, model, form_class, id_field, test):
     return render(request, "catalog/partials/test_result.html", {"ok": ok, "message": message})
 
 
-def job_progress(request, job, template, context):
+def job_progress(request: HtmxHttpRequest, job: Job, template: str, context: Mapping[str, object]) -> HttpResponse:
     """A polled progress partial; once the job is over, the whole page reloads
     to show its final state (sizes, evidence, report)."""
     response = render(request, template, context)

@@ -1,10 +1,12 @@
 """The front page: are we safe? And the liveness probe."""
 
 from collections import Counter, defaultdict
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, TypedDict
 
 from django.db.models import F, OuterRef, Subquery, Sum
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -19,16 +21,27 @@ from catalog.models import (
     Destination,
     Source,
     StatusChange,
+    Usage,
     Verification,
 )
 
+if TYPE_CHECKING:  # a typing helper of django-stubs, installed for development only (requirements-test.txt)
+    from django_stubs_ext import WithAnnotations
 
-def healthz(request):
+
+class LatestIds(TypedDict):
+    """What `dashboard` annotates each source with."""
+
+    last_backup_id: int | None
+    last_restore_id: int | None
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok", content_type="text/plain")
 
 
 @viewer_required
-def dashboard(request):
+def dashboard(request: HttpRequest) -> HttpResponse:
     """Are we safe? Each source's health, its last good backup against its RPO
     and its last verified restore against its RTO; then running jobs, next
     runs, storage and recent backups. A fixed number of queries, however many
@@ -60,7 +73,14 @@ def dashboard(request):
     return render(request, "catalog/dashboard.html", ctx)
 
 
-def storage_usage():
+class StorageRow(TypedDict):
+    """A destination and what it holds, for the dashboard's storage table."""
+
+    destination: Destination
+    usage: Usage
+
+
+def storage_usage() -> list[StorageRow]:
     """Every destination's usage from one grouped sum over the copies, not
     one scan of the copies per destination."""
     used = dict(
@@ -76,7 +96,7 @@ def storage_usage():
 HEALTH_STRIP_DAYS = 7  # how far back the dashboard draws each source's health
 
 
-def dashboard_rows(sources, now):
+def dashboard_rows(sources: "list[WithAnnotations[Source, LatestIds]]", now: datetime) -> list[dict[str, object]]:
     """One row per source, from what `dashboard` annotated: three queries in all."""
     last_ids = [s.last_backup_id for s in sources if s.last_backup_id]
     backups = Backup.objects.without_log().in_bulk(last_ids)
@@ -86,7 +106,7 @@ def dashboard_rows(sources, now):
     for change in StatusChange.objects.filter(created_at__gte=window).order_by("created_at", "id"):
         changes[change.source_id].append(change)
     labels = dict(HEALTH_CHOICES)
-    rows = []
+    rows: list[dict[str, object]] = []
     for source in sources:
         restore = restores.get(source.last_restore_id)
         segments = charts.health_segments(changes[source.pk], source.status, max(window, source.created_at), now)
@@ -119,9 +139,17 @@ def dashboard_rows(sources, now):
     return rows
 
 
-def next_scheduled_runs(sources, count):
+class ScheduledRun(TypedDict):
+    """One of the next scheduled runs the dashboard lists."""
+
+    at: datetime
+    plan: BackupPlan
+    source: Source
+
+
+def next_scheduled_runs(sources: Iterable[Source], count: int) -> list[ScheduledRun]:
     """The next `count` runs of all enabled plans, soonest first."""
-    runs = [
+    runs: list[ScheduledRun] = [
         {"at": at, "plan": plan, "source": source}
         for source in sources
         for plan in source.plans.all()

@@ -2,6 +2,7 @@
 
 from django.contrib import messages
 from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -14,13 +15,13 @@ from catalog.views.common import delete_config, edit_config, test_config
 
 
 @viewer_required
-def listing(request):
+def listing(request: HttpRequest) -> HttpResponse:
     destinations = Destination.objects.annotate(copy_count=Count("copies"))
     return render(request, "catalog/destination_list.html", {"destinations": destinations})
 
 
 @viewer_required
-def detail(request, pk):
+def detail(request: HttpRequest, pk: int) -> HttpResponse:
     destination = get_object_or_404(Destination, pk=pk)
     copies = destination.copies.select_related("backup", "backup__source").order_by("-backup__created_at")[:20]
     ctx = {"destination": destination, "plans": destination.plans.all(), "copies": copies, "usage": destination.usage()}
@@ -29,7 +30,7 @@ def detail(request, pk):
 
 @operator_required
 @require_POST
-def scan(request, pk):
+def scan(request: HttpRequest, pk: int) -> HttpResponse:
     """Lists what the destination holds that the catalog does not know (htmx)."""
     destination = get_object_or_404(Destination, pk=pk)
     try:
@@ -42,7 +43,7 @@ def scan(request, pk):
 
 @operator_required
 @require_POST
-def remove_orphans(request, pk):
+def remove_orphans(request: HttpRequest, pk: int) -> HttpResponse:
     destination = get_object_or_404(Destination, pk=pk)
     tokens = request.POST.getlist("orphan")
     if not tokens:
@@ -60,14 +61,14 @@ def remove_orphans(request, pk):
 
 
 @operator_required
-def new(request):
+def new(request: HttpRequest) -> HttpResponse:
     return edit_config(
         request, DestinationForm, Destination(), services.save_destination, "catalog/destination_form.html"
     )
 
 
 @operator_required
-def edit(request, pk):
+def edit(request: HttpRequest, pk: int) -> HttpResponse:
     destination = get_object_or_404(Destination, pk=pk)
     return edit_config(
         request, DestinationForm, destination, services.save_destination, "catalog/destination_form.html"
@@ -75,13 +76,13 @@ def edit(request, pk):
 
 
 @operator_required
-def delete(request, pk):
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
     destination = get_object_or_404(Destination, pk=pk)
     return delete_config(request, destination, services.delete_destination, "destination_list")
 
 
 @operator_required
 @require_POST
-def test(request):
+def test(request: HttpRequest) -> HttpResponse:
     """Writes, reads and deletes a probe object with the form's values (htmx)."""
     return test_config(request, Destination, DestinationForm, "destination_id", services.test_destination)

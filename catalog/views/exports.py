@@ -1,5 +1,6 @@
 """The plan form's table picker for export plans (htmx)."""
 
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
@@ -11,7 +12,7 @@ from catalog.views.common import chosen
 
 @operator_required
 @require_GET
-def table_picker(request):
+def table_picker(request: HttpRequest) -> HttpResponse:
     """The live tables of the source chosen in the plan form, grouped by schema.
 
     The form's own inputs come along (hx-include), so a choice survives a

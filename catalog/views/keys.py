@@ -7,11 +7,13 @@ password can download a key's file (audited), to keep a copy away from this
 machine; or says they hold one already (audited too). Until either happened
 for the active key, every page carries a banner (catalog/context_processors.py)."""
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import authenticate
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -20,7 +22,7 @@ from django.views.decorators.http import require_POST
 from catalog import keys, services
 from catalog.decorators import operator_required, viewer_required
 from catalog.models import Key, KeyRotation
-from catalog.views.common import job_progress
+from catalog.views.common import AuthenticatedHttpRequest, HtmxHttpRequest, job_progress
 
 # A key file is a few lines; anything much larger is not one.
 MAX_KEY_FILE_BYTES = 4096
@@ -50,7 +52,7 @@ class RotateForm(forms.Form):
         help_text="A file as Strongroom writes them: its id becomes the key's id.",
     )
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
         source = data.get("source")
@@ -75,7 +77,7 @@ class RotateForm(forms.Form):
         return data
 
 
-def page_context(form=None):
+def page_context(form: RotateForm | None = None) -> dict[str, object]:
     now = timezone.now()
     all_keys = list(Key.objects.select_related("copy_held_by"))
     needs = keys.usage([key.key_id for key in all_keys if not key.destroyed_at])
@@ -102,14 +104,14 @@ def page_context(form=None):
 
 
 @viewer_required
-def listing(request):
+def listing(request: HttpRequest) -> HttpResponse:
     return render(request, "catalog/key_list.html", page_context())
 
 
 @operator_required
 @require_POST
 @never_cache  # the answer holds a generated key's file: no cache may keep it
-def rotate(request):
+def rotate(request: HttpRequest) -> HttpResponse:
     form = RotateForm(request.POST, request.FILES)
     if not form.is_valid():
         return render(request, "catalog/key_list.html", page_context(form), status=400)
@@ -141,7 +143,7 @@ class PasswordAgainForm(forms.Form):
     )
 
 
-def password_is_right(request, password):
+def password_is_right(request: HttpRequest, password: str) -> bool:
     """Checked the way a sign-in is, so that django-axes counts wrong guesses
     and locks out a stolen session's guessing too."""
     return authenticate(request, username=request.user.get_username(), password=password) == request.user
@@ -149,7 +151,7 @@ def password_is_right(request, password):
 
 @operator_required
 @never_cache  # the answer is the key file itself: no cache may keep it
-def download(request, pk):
+def download(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """GET: the password form. POST: the key file exactly as it is on disk."""
     key = get_object_or_404(Key, pk=pk, destroyed_at__isnull=True)
     form = PasswordAgainForm(request.POST or None)
@@ -176,7 +178,7 @@ def download(request, pk):
 
 @operator_required
 @require_POST
-def record_copy(request, pk):
+def record_copy(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     key = get_object_or_404(Key, pk=pk)
     if not request.POST.get("holds_copy"):
         messages.error(request, f"Tick the box to say you hold a copy of {key}'s file away from this machine.")
@@ -191,7 +193,7 @@ def record_copy(request, pk):
 
 
 @viewer_required
-def rotation_progress(request, pk):
+def rotation_progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """Polled by htmx while a rotation runs."""
     rotation = get_object_or_404(KeyRotation.objects.select_related("new_key"), pk=pk)
     return job_progress(request, rotation, "catalog/partials/key_rotation_progress.html", {"rotation": rotation})
@@ -199,7 +201,7 @@ def rotation_progress(request, pk):
 
 @operator_required
 @require_POST
-def rotation_resume(request, pk):
+def rotation_resume(request: HttpRequest, pk: int) -> HttpResponse:
     rotation = get_object_or_404(KeyRotation, pk=pk)
     try:
         keys.resume_rotation(request.user, rotation)
@@ -212,7 +214,7 @@ def rotation_resume(request, pk):
 
 @operator_required
 @require_POST
-def rotation_cancel(request, pk):
+def rotation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     rotation = get_object_or_404(KeyRotation, pk=pk)
     try:
         keys.cancel_rotation(request.user, rotation)
@@ -225,7 +227,7 @@ def rotation_cancel(request, pk):
 
 @operator_required
 @require_POST
-def destroy(request, pk):
+def destroy(request: HttpRequest, pk: int) -> HttpResponse:
     key = get_object_or_404(Key, pk=pk)
     if request.POST.get("confirm_key_id", "").strip() != key.key_id:
         messages.error(request, f"Type the key id {key.key_id} to confirm its destruction.")

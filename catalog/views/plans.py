@@ -1,7 +1,7 @@
 """Backup plans: schedule, format, destinations and retention; run one now."""
 
 from django.contrib import messages
-from django.http import HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
@@ -15,13 +15,13 @@ from catalog.views.common import chosen, delete_config, edit_config, next_url
 
 
 @viewer_required
-def listing(request):
+def listing(request: HttpRequest) -> HttpResponse:
     plans = BackupPlan.objects.select_related("source").prefetch_related("destinations")
     return render(request, "catalog/plan_list.html", {"plans": plans})
 
 
 @viewer_required
-def detail(request, pk):
+def detail(request: HttpRequest, pk: int) -> HttpResponse:
     plan = get_object_or_404(BackupPlan.objects.select_related("source"), pk=pk)
     rows = lifecycle.preview(plan)
     backups = plan.backups.for_rows()[:10]
@@ -38,7 +38,7 @@ def detail(request, pk):
 
 @operator_required
 @require_POST
-def retention_preview(request):
+def retention_preview(request: HttpRequest) -> HttpResponse:
     """What the retention rule now in the plan form would do (htmx, nothing is changed)."""
     plan = chosen(BackupPlan.objects, request.POST.get("plan_id")) or BackupPlan()
     form = RetentionForm(request.POST, instance=plan)
@@ -52,7 +52,7 @@ def retention_preview(request):
 
 @operator_required
 @require_POST
-def prune(request, pk):
+def prune(request: HttpRequest, pk: int) -> HttpResponse:
     plan = get_object_or_404(BackupPlan, pk=pk)
     report = lifecycle.prune_plan_checked(request.user, plan)
     level = messages.error if report.errors or report.failure else messages.success
@@ -61,7 +61,7 @@ def prune(request, pk):
 
 
 @operator_required
-def new(request):
+def new(request: HttpRequest) -> HttpResponse:
     initial_source = chosen(Source.objects, request.GET.get("source"))
     plan = BackupPlan(source=initial_source) if initial_source else BackupPlan()
     if initial_source and initial_source.engine == "sqlite":
@@ -70,19 +70,19 @@ def new(request):
 
 
 @operator_required
-def edit(request, pk):
+def edit(request: HttpRequest, pk: int) -> HttpResponse:
     plan = get_object_or_404(BackupPlan, pk=pk)
     return edit_config(request, PlanForm, plan, services.save_plan, "catalog/plan_form.html")
 
 
 @operator_required
-def delete(request, pk):
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
     return delete_config(request, get_object_or_404(BackupPlan, pk=pk), services.delete_plan, "plan_list")
 
 
 @viewer_required
 @require_GET
-def cron_preview(request):
+def cron_preview(request: HttpRequest) -> HttpResponse:
     """The schedule now in the plan form, preset or cron, in words with its next runs (htmx)."""
     form = SchedulePreviewForm(request.GET)
     if not form.is_valid():
@@ -95,7 +95,7 @@ def cron_preview(request):
 
 @operator_required
 @require_POST
-def run(request, pk):
+def run(request: HttpRequest, pk: int) -> HttpResponse:
     plan = get_object_or_404(BackupPlan, pk=pk)
     form = RunBackupForm(request.POST)
     if not form.is_valid():
@@ -113,13 +113,12 @@ def run(request, pk):
             )
         # Back to the page the form was on, its boxes holding what was typed (run_form.html).
         url = next_url(request, plan.get_absolute_url())
-        typed = urlencode(
-            {
-                "run_plan": plan.pk,
-                "label": request.POST.get("label", "")[:100],
-                "keep_days": request.POST.get("keep_days", "")[:10],
-            }
-        )
+        boxes: dict[str, int | str] = {
+            "run_plan": plan.pk,
+            "label": request.POST.get("label", "")[:100],
+            "keep_days": request.POST.get("keep_days", "")[:10],
+        }
+        typed = urlencode(boxes)
         return HttpResponseRedirect(f"{url}{'&' if '?' in url else '?'}{typed}")
     try:
         backup = backup_runs.start_backup(

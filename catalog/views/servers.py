@@ -2,6 +2,7 @@
 each with its own connection secret and the version its last check found."""
 
 from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -13,26 +14,26 @@ from catalog.views.common import delete_config, next_url, test_config
 
 
 @viewer_required
-def listing(request):
+def listing(request: HttpRequest) -> HttpResponse:
     return render(request, "catalog/server_list.html", {"servers": RestoreServer.objects.all()})
 
 
 @viewer_required
-def detail(request, pk):
+def detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "catalog/server_detail.html", {"server": get_object_or_404(RestoreServer, pk=pk)})
 
 
 @operator_required
-def new(request):
+def new(request: HttpRequest) -> HttpResponse:
     return edit_server(request, RestoreServer())
 
 
 @operator_required
-def edit(request, pk):
+def edit(request: HttpRequest, pk: int) -> HttpResponse:
     return edit_server(request, get_object_or_404(RestoreServer, pk=pk))
 
 
-def edit_server(request, server):
+def edit_server(request: HttpRequest, server: RestoreServer) -> HttpResponse:
     form = RestoreServerForm(request.POST or None, instance=server)
     if request.method == "POST" and form.is_valid():
         server = services.save_restore_server(
@@ -46,7 +47,7 @@ def edit_server(request, server):
 
 
 @operator_required
-def delete(request, pk):
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
     return delete_config(
         request, get_object_or_404(RestoreServer, pk=pk), services.delete_restore_server, "server_list"
     )
@@ -54,14 +55,14 @@ def delete(request, pk):
 
 @operator_required
 @require_POST
-def test(request):
+def test(request: HttpRequest) -> HttpResponse:
     """Tries the values now in the form, before saving (htmx)."""
     return test_config(request, RestoreServer, RestoreServerForm, "server_id", services.test_restore_server)
 
 
 @operator_required
 @require_POST
-def check(request, pk):
+def check(request: HttpRequest, pk: int) -> HttpResponse:
     """Connects to a saved server and records its version."""
     server = get_object_or_404(RestoreServer, pk=pk)
     ok, message = services.check_restore_server(request.user, server)

@@ -3,6 +3,7 @@ list. A new token's secret is shown once, in the answer to the POST that
 made it, and never again."""
 
 from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -16,7 +17,7 @@ from catalog.decorators import operator_required, viewer_required
 
 
 @viewer_required
-def listing(request):
+def listing(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     rows = [(token, tokens.status_of(token, now)) for token in ApiToken.objects.select_related("created_by")]
     return render(request, "catalog/token_list.html", {"rows": rows})
@@ -24,7 +25,7 @@ def listing(request):
 
 @operator_required
 @never_cache  # the answer to the POST holds the raw token: no cache may keep it
-def new(request):
+def new(request: HttpRequest) -> HttpResponse:
     form = TokenForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -35,7 +36,7 @@ def new(request):
 
 @operator_required
 @require_POST
-def revoke(request, pk):
+def revoke(request: HttpRequest, pk: int) -> HttpResponse:
     token = get_object_or_404(ApiToken, pk=pk)
     try:
         tokens.revoke_token(request.user, token)

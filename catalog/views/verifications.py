@@ -1,6 +1,7 @@
 """Verification pages: start, follow, read the evidence, list them all."""
 
 from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -8,12 +9,12 @@ from catalog import services, verification
 from catalog.decorators import operator_required, viewer_required
 from catalog.forms import VerificationFilterForm
 from catalog.models import Backup, Verification
-from catalog.views.common import job_progress, page_of
+from catalog.views.common import HtmxHttpRequest, job_progress, page_of
 
 
 @operator_required
 @require_POST
-def start(request, pk, kind):
+def start(request: HttpRequest, pk: int, kind: str) -> HttpResponse:
     backup = get_object_or_404(Backup, pk=pk)
     try:
         job = verification.create_verification(request.user, backup, kind)
@@ -24,13 +25,13 @@ def start(request, pk, kind):
 
 
 @viewer_required
-def detail(request, pk):
+def detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Verification.objects.select_related("backup", "source", "copy__destination"), pk=pk)
     return render(request, "catalog/verification_detail.html", {"job": job, "backup": job.backup})
 
 
 @viewer_required
-def progress(request, pk):
+def progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """Polled by htmx while a verification runs."""
     job = get_object_or_404(Verification, pk=pk)
     return job_progress(request, job, "catalog/partials/verification_progress.html", {"job": job})
@@ -38,7 +39,7 @@ def progress(request, pk):
 
 @operator_required
 @require_POST
-def cancel(request, pk):
+def cancel(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Verification, pk=pk)
     try:
         verification.cancel_verification(request.user, job)
@@ -48,7 +49,7 @@ def cancel(request, pk):
 
 
 @viewer_required
-def listing(request):
+def listing(request: HttpRequest) -> HttpResponse:
     filters = VerificationFilterForm(request.GET or None)
     jobs = filters.apply(Verification.objects.select_related("backup", "source", "triggered_by"))
     query = request.GET.copy()
