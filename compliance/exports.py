@@ -6,9 +6,10 @@ from xml.sax.saxutils import escape
 
 from catalog import spreadsheets
 from catalog.text import moment_text
+from compliance.report import Report, Section
 
 
-def to_csv(report):
+def to_csv(report: Report) -> str:
     """One file, one table: the first column names the section; each section
     starts with its column names and ends with a blank line."""
     out = io.StringIO()
@@ -28,7 +29,7 @@ def to_csv(report):
     return out.getvalue()
 
 
-def to_pdf(report):
+def to_pdf(report: Report) -> bytes:
     """Title, period, sources and every section as a table, A4 landscape."""
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4, landscape
@@ -85,7 +86,7 @@ def to_pdf(report):
     return buffer.getvalue()
 
 
-def column_widths(section, total):
+def column_widths(section: Section, total: float) -> list[float]:
     """Shares of the page width by the longest text in each column (capped, so
     that one long reason does not squeeze the dates)."""
     longest = [

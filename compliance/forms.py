@@ -1,5 +1,7 @@
 """Choosing what the compliance report covers."""
 
+from typing import Any
+
 from django import forms
 from django.http import QueryDict
 from django.utils import timezone
@@ -18,7 +20,7 @@ class ReportForm(forms.Form):
         help_text="None ticked means every source.",
     )
 
-    def __init__(self, data=None):
+    def __init__(self, data: QueryDict | None = None) -> None:
         # Without a query the report covers the last full calendar month, every source.
         first, last = report.last_full_month(timezone.localdate())
         data = data.copy() if data is not None else QueryDict(mutable=True)
@@ -26,7 +28,7 @@ class ReportForm(forms.Form):
         data.setdefault("end", last.isoformat())
         super().__init__(data)
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
         start, end = data.get("start"), data.get("end")
@@ -37,6 +39,6 @@ class ReportForm(forms.Form):
                 self.add_error("end", f"A report covers at most {report.MAX_DAYS} days; choose a shorter period.")
         return data
 
-    def build(self):
+    def build(self) -> report.Report:
         data = self.cleaned_data
         return report.build(data["start"], data["end"], list(data["sources"]) or None)

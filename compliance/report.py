@@ -8,8 +8,10 @@ list does, since it reuses BackupPlan.three_two_one)."""
 
 import calendar
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import TypedDict
 
 from croniter import croniter
 from django.db.models import Exists, OuterRef, Q, Subquery
@@ -27,22 +29,24 @@ from restore.models import RestoreJob
 MAX_DAYS = 366
 HOLD_ACTIONS = {"backup.pin": "pinned", "backup.legal_hold": "legal hold", "backup.unpin": "released"}
 
+Cell = str | int | float  # a plain value in a report table
+
 
 @dataclass
 class Section:
     key: str
     title: str
     meaning: str  # one sentence: what the figures mean
-    columns: list
-    rows: list = field(default_factory=list)  # lists of str / int / float, one per column
-    flagged: list = field(default_factory=list)  # per row: True when it needs an auditor's attention
-    summary: list = field(default_factory=list)  # sentences with the key figures
+    columns: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)  # lists of str / int / float, one per column
+    flagged: list[bool] = field(default_factory=list)  # per row: True when it needs an auditor's attention
+    summary: list[str] = field(default_factory=list)  # sentences with the key figures
 
-    def add(self, row, flag=False):
+    def add(self, row: list[Cell], flag: object = False) -> None:
         self.rows.append(row)
         self.flagged.append(bool(flag))
 
-    def table(self):
+    def table(self) -> list[tuple[list[Cell], bool]]:
         """(row, flagged) pairs, for templates."""
         return list(zip(self.rows, self.flagged, strict=True))  # add() appends to both
 
@@ -51,17 +55,17 @@ class Section:
 class Report:
     period_start: date
     period_end: date  # inclusive
-    sources: list
+    sources: list[Source]
     generated_at: datetime
-    sections: list
+    sections: list[Section]
 
-    def period_text(self):
+    def period_text(self) -> str:
         return f"{self.period_start:%Y-%m-%d} to {self.period_end:%Y-%m-%d}"
 
-    def sources_text(self):
+    def sources_text(self) -> str:
         return ", ".join(source.name for source in self.sources) or "no source"
 
-    def filename(self, extension):
+    def filename(self, extension: str) -> str:
         """strongroom-compliance-2026-10.pdf for a calendar month, else both dates."""
         if is_calendar_month(self.period_start, self.period_end):
             span = f"{self.period_start:%Y-%m}"
@@ -69,26 +73,28 @@ class Report:
             span = f"{self.period_start:%Y-%m-%d}_{self.period_end:%Y-%m-%d}"
         return f"strongroom-compliance-{span}.{extension}"
 
-    def section(self, key):
+    def section(self, key: str) -> Section:
         return next(section for section in self.sections if section.key == key)
 
 
-def last_full_month(today):
+def last_full_month(today: date) -> tuple[date, date]:
     """The calendar month before the one `today` falls in: (first day, last day)."""
     end = today.replace(day=1) - timedelta(days=1)
     return end.replace(day=1), end
 
 
-def is_calendar_month(start, end):
+def is_calendar_month(start: date, end: date) -> bool:
     return start.day == 1 and end == start.replace(day=calendar.monthrange(start.year, start.month)[1])
 
 
-def midnight(day):
+def midnight(day: date) -> datetime:
     """The start of a calendar day in the site's time zone."""
     return timezone.make_aware(datetime.combine(day, time.min))
 
 
-def build(period_start, period_end, sources=None, now=None):
+def build(
+    period_start: date, period_end: date, sources: Iterable[Source] | None = None, now: datetime | None = None
+) -> Report:
     """The report for the days period_start..period_end (inclusive, in the
     site's time zone) and the given sources (default: all)."""
     now = now or timezone.now()
@@ -115,15 +121,26 @@ class Window:
     end: datetime  # exclusive
     now: datetime
 
-    def stop(self):
+    def stop(self) -> datetime:
         """Where measuring stops: the end of the period, or now if it is not over."""
         return min(self.end, self.now)
 
-    def filter(self, name):
+    def filter(self, name: str) -> dict[str, datetime]:
         return {f"{name}__gte": self.start, f"{name}__lt": self.end}
 
 
-def period_backups(sources, window):
+class PeriodBackup(TypedDict):
+    """A good backup of the period, as `period_backups` reads it."""
+
+    pk: int
+    source_id: int
+    created_at: datetime
+    snapshot: datetime
+    finished_at: datetime | None
+    checksummed: bool
+
+
+def period_backups(sources: list[Source], window: Window) -> list[PeriodBackup]:
     """The good backups that started or finished in the period, as plain
     dicts: one query shared by the first three sections."""
     checksummed = Verification.objects.filter(
@@ -142,7 +159,9 @@ def period_backups(sources, window):
 # --- 1. backups taken per day against plan
 
 
-def daily_backups(sources, backups, window, first_day, last_day):
+def daily_backups(
+    sources: list[Source], backups: list[PeriodBackup], window: Window, first_day: date, last_day: date
+) -> Section:
     section = Section(
         "daily",
         "Backups taken per day against plan",
@@ -176,7 +195,7 @@ def daily_backups(sources, backups, window, first_day, last_day):
     return section
 
 
-def expected_runs(source, window):
+def expected_runs(source: Source, window: Window) -> Counter[date]:
     """{day: runs} that the source's enabled plans' cron schedules expected in
     the period up to now, counted from each plan's creation."""
     runs: Counter[date] = Counter()
@@ -195,7 +214,7 @@ def expected_runs(source, window):
 # --- 2. RPO breaches
 
 
-def rpo_breaches(sources, backups, window):
+def rpo_breaches(sources: list[Source], backups: list[PeriodBackup], window: Window) -> Section:
     section = Section(
         "rpo",
         "RPO breaches",
@@ -218,15 +237,14 @@ def rpo_breaches(sources, backups, window):
         breaches = breach_intervals(target, reference, by_source[source.pk], window)
         total = timedelta()
         for start, end in breaches:
-            ongoing = end is None
-            length = (window.now if ongoing else end) - start
+            length = (window.now if end is None else end) - start  # None: ongoing
             total += length
             section.add(
                 [
                     source.name,
                     duration_text(target),
                     moment_text(start),
-                    "ongoing" if ongoing else moment_text(end),
+                    "ongoing" if end is None else moment_text(end),
                     duration_text(length),
                     int(length.total_seconds() // 60),
                 ],
@@ -241,21 +259,21 @@ def rpo_breaches(sources, backups, window):
     return section
 
 
-def rpo_target(source):
+def rpo_target(source: Source) -> timedelta | None:
     if source.rpo_minutes:
         return timedelta(minutes=source.rpo_minutes)
     interval = source.expected_interval()
     return interval + source.grace() if interval else None
 
 
-def first_plan_created(source):
+def first_plan_created(source: Source) -> datetime:
     """Before a source's first good backup, its age counts from its first
     enabled plan, as monitoring does (see Source.deadlines)."""
     created = [plan.created_at for plan in source.plans.all() if plan.enabled]
     return min(created) if created else source.created_at
 
 
-def newest_snapshot_before(sources, moment):
+def newest_snapshot_before(sources: list[Source], moment: datetime) -> dict[int, datetime]:
     """{source id: when the newest good backup taken before `moment` was taken}."""
     newest = Backup.objects.filter(source=OuterRef("pk")).good()
     newest = newest.annotate(snapshot=Coalesce("started_at", "created_at")).filter(snapshot__lt=moment)
@@ -268,7 +286,9 @@ def newest_snapshot_before(sources, moment):
     return {pk: newest for pk, newest in rows if newest}
 
 
-def breach_intervals(target, reference, snapshots, window):
+def breach_intervals(
+    target: timedelta, reference: datetime, snapshots: Iterable[datetime], window: Window
+) -> list[tuple[datetime, datetime | None]]:
     """[(start, end or None while ongoing)] inside the period during which the
     newest good backup was older than `target`.
 
@@ -280,7 +300,7 @@ def breach_intervals(target, reference, snapshots, window):
     age only grows, so each gap breaches from the previous snapshot + target
     until the next snapshot."""
     stop = window.stop()
-    intervals = []
+    intervals: list[tuple[datetime, datetime | None]] = []
     newest = reference
     for snapshot in sorted(s for s in snapshots if window.start <= s < stop) + [stop]:
         breach_from = max(window.start, newest + target)
@@ -295,7 +315,7 @@ def breach_intervals(target, reference, snapshots, window):
 # --- 3. verification coverage
 
 
-def verification_coverage(sources, backups, window):
+def verification_coverage(sources: list[Source], backups: list[PeriodBackup], window: Window) -> Section:
     section = Section(
         "coverage",
         "Verification coverage",
@@ -319,7 +339,7 @@ def verification_coverage(sources, backups, window):
                 good[source.pk],
                 verified[source.pk],
                 share,
-                moment_text(restore.finished_at) if restore else "none",
+                moment_text(restore.finished_at) if restore and restore.finished_at else "none",  # finished ones only
                 restore.get_status_display() if restore else "",
                 duration_text_or_dash(restore.restore_seconds) if restore else "",
             ],
@@ -334,7 +354,7 @@ def verification_coverage(sources, backups, window):
     return section
 
 
-def latest_test_restores(sources, before):
+def latest_test_restores(sources: list[Source], before: datetime) -> dict[int, Verification]:
     latest = (
         Verification.objects.filter(
             source=OuterRef("pk"),
@@ -351,15 +371,15 @@ def latest_test_restores(sources, before):
     return {by_id[pk]: job for pk, job in jobs.items()}
 
 
-def counted(number, one, many):
+def counted(number: int, one: str, many: str) -> str:
     return f"{number} {one if number == 1 else many}"
 
 
-def percent(part, whole):
+def percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f} %" if whole else "—"
 
 
-def duration_text_or_dash(seconds):
+def duration_text_or_dash(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     if seconds < 60:
@@ -370,7 +390,7 @@ def duration_text_or_dash(seconds):
 # --- 4. restore drills and real restores against the RTO
 
 
-def restore_times(sources, window):
+def restore_times(sources: list[Source], window: Window) -> Section:
     section = Section(
         "restores",
         "Restore drills and restores against the RTO",
@@ -386,7 +406,8 @@ def restore_times(sources, window):
         what = f"{drill.get_kind_display()} ({how[0].lower()}{how[1:]})"
         rows.append((drill.performed_at, names[drill.source_id].name, what, drill.status, drill.seconds, rto))
     for job in RestoreJob.objects.filter(source__in=sources, **window.filter("created_at")):
-        seconds = job.duration().total_seconds() if job.started_at and job.finished_at else None
+        duration = job.duration() if job.started_at and job.finished_at else None
+        seconds = duration.total_seconds() if duration is not None else None
         what = f"Restore #{job.pk} ({job.get_mode_display().split(':')[0].lower()}, {job.get_target_display().lower()})"
         rows.append(
             (job.created_at, names[job.source_id].name, what, job.status, seconds, names[job.source_id].rto_minutes)
@@ -415,7 +436,7 @@ def restore_times(sources, window):
     return section
 
 
-def rto_verdict(status, seconds, rto_minutes):
+def rto_verdict(status: str, seconds: float | None, rto_minutes: int | None) -> str:
     if status == "failed":
         return "failed"
     if status not in ("passed", "succeeded") or seconds is None or not rto_minutes:
@@ -426,7 +447,7 @@ def rto_verdict(status, seconds, rto_minutes):
 # --- 5. 3-2-1 now
 
 
-def three_two_one(sources):
+def three_two_one(sources: list[Source]) -> Section:
     section = Section(
         "three_two_one",
         "3-2-1 status now",
@@ -459,7 +480,7 @@ def three_two_one(sources):
 # --- 6. retention actions
 
 
-def retention_actions(sources, window):
+def retention_actions(sources: list[Source], window: Window) -> Section:
     section = Section(
         "retention",
         "Retention actions",
@@ -512,7 +533,7 @@ def retention_actions(sources, window):
 # --- 7. keys
 
 
-def key_events(window):
+def key_events(window: Window) -> Section:
     section = Section(
         "keys",
         "Key rotations and key events",
@@ -539,7 +560,7 @@ def key_events(window):
                 rows.append((moment, f"key {event}", key.key_id, ""))
     for when, *row in sorted(rows, key=lambda row: row[0]):
         section.add([moment_text(when), *row])
-    rotations = sum(1 for row in section.rows if row[1].startswith("rotation"))
+    rotations = sum(1 for row in section.rows if str(row[1]).startswith("rotation"))
     section.summary.append(
         f"{counted(rotations, 'key rotation', 'key rotations')}, "
         f"{counted(len(section.rows) - rotations, 'other key event', 'other key events')}."

@@ -1,7 +1,7 @@
 """The compliance report as a page and as CSV and PDF downloads."""
 
 from django.db import transaction
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
@@ -16,7 +16,7 @@ CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "pdf": "application/pdf"}
 
 @viewer_required
 @require_GET
-def report_page(request):
+def report_page(request: HttpRequest) -> HttpResponse:
     form = ReportForm(request.GET)
     ctx = {"form": form, "report": form.build() if form.is_valid() else None, "query": request.GET.urlencode()}
     return render(request, "compliance/report.html", ctx)
@@ -24,7 +24,7 @@ def report_page(request):
 
 @viewer_required
 @require_GET
-def download(request, kind):
+def download(request: HttpRequest, kind: str) -> HttpResponse:
     form = ReportForm(request.GET)
     if not form.is_valid():  # the page says what is wrong with the period
         return redirect(f"{reverse('compliance_report')}?{request.GET.urlencode()}")
