@@ -6,6 +6,7 @@ sweep) is catalog/jobs.py; configuration is catalog/services.py."""
 import base64
 import logging
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
@@ -18,15 +19,24 @@ from catalog.engine.compression import extension_for
 from catalog.engine.crypto import Encryptor, derive_manifest_key
 from catalog.engine.errors import Cancelled, EngineError, StorageError
 from catalog.engine.pipeline import run_pipeline
-from catalog.engine.storage.base import QuotaWriter
+from catalog.engine.storage.base import QuotaWriter, Writer
 from catalog.errors import Refused
-from catalog.models import BASE_BACKUP_FORMAT, EXPORT_FORMATS, FORMATS_BY_ENGINE, Backup, Copy
+from catalog.models import (
+    BASE_BACKUP_FORMAT,
+    EXPORT_FORMATS,
+    FORMATS_BY_ENGINE,
+    Backup,
+    BackupPlan,
+    Copy,
+    Destination,
+    Source,
+)
 from catalog.text import size_text
 
 log = logging.getLogger(__name__)
 
 
-def check_runnable(plan):
+def check_runnable(plan: BackupPlan) -> None:
     if not plan.destinations.exists():
         raise Refused(f"Plan {plan} has no destination to write to.")
     if plan.format not in FORMATS_BY_ENGINE[plan.source.engine]:
@@ -43,7 +53,13 @@ def check_runnable(plan):
 
 
 @transaction.atomic
-def create_backup(actor, plan, label="", trigger="manual", keep_days=None):
+def create_backup(
+    actor: audit.Actor,
+    plan: BackupPlan,
+    label: str = "",
+    trigger: str = "manual",
+    keep_days: int | None = None,
+) -> Backup:
     """`keep_days`: how long retention keeps this manual backup; None leaves
     it to the plan's manual rule (keep_manual_days)."""
     # Two triggers at once (a double click, the API and a cron slot) would both
@@ -58,7 +74,8 @@ def create_backup(actor, plan, label="", trigger="manual", keep_days=None):
         plan=plan,
         label=label.strip(),
         trigger=trigger,
-        triggered_by=actor if not isinstance(actor, str) else None,
+        # A signed-in User here: views require sign-in, so no AnonymousUser reaches this.
+        triggered_by=actor if not isinstance(actor, str) else None,  # type: ignore[misc]
         format=plan.format,
         compression=plan.compression,
         encrypted=plan.encrypt,
@@ -72,7 +89,13 @@ def create_backup(actor, plan, label="", trigger="manual", keep_days=None):
     return backup
 
 
-def start_backup(actor, plan, label="", trigger="manual", keep_days=None):
+def start_backup(
+    actor: audit.Actor,
+    plan: BackupPlan,
+    label: str = "",
+    trigger: str = "manual",
+    keep_days: int | None = None,
+) -> Backup:
     """Queues a backup of `plan` for a worker and returns it."""
     backup = create_backup(actor, plan, label, trigger, keep_days)
     # Only once the row is committed can a worker claim it.
@@ -82,10 +105,8 @@ def start_backup(actor, plan, label="", trigger="manual", keep_days=None):
     return backup
 
 
-def run_scheduled_plan(plan_id):
+def run_scheduled_plan(plan_id: int) -> Backup | None:
     """A plan's cron slot: runs its backup here, in the scheduler's task."""
-    from catalog.models import BackupPlan
-
     plan = BackupPlan.objects.select_related("source").filter(pk=plan_id, enabled=True).first()
     if plan is None:
         return None
@@ -99,12 +120,13 @@ def run_scheduled_plan(plan_id):
 
 
 @transaction.atomic
-def cancel_backup(actor, backup):
+def cancel_backup(actor: audit.Actor, backup: Backup) -> Backup:
     """A queued backup is cancelled at once; a running one within a second."""
     return jobs.cancel_job(actor, backup, "backup.cancel", error="Cancelled before it started.")
 
 
-def object_key_for(backup):
+def object_key_for(backup: Backup) -> str:
+    assert backup.started_at is not None  # set by the claim
     stamp = backup.started_at.strftime("%Y%m%dT%H%M%SZ")
     # An export is a tar archive whatever the format of its members.
     ext = extension_for("tar" if backup.is_export() else backup.format, backup.compression, backup.encrypted)
@@ -112,12 +134,13 @@ def object_key_for(backup):
     return f"{slug}/{backup.started_at:%Y/%m/%d}/{slug}-{stamp}-{backup.pk}.{ext}"
 
 
-def open_dump(source, fmt, plan=None, compression=None):
+def open_dump(source: Source, fmt: str, plan: BackupPlan | None = None, compression: str | None = None) -> dumpers.Dump:
     if fmt in EXPORT_FORMATS:
         # Resolved now, against the live schema: a table a named set matches
         # since the last run is exported too.
         from catalog.engine.exports import ExportDump
 
+        assert plan is not None  # an export is a plan's format
         return ExportDump(
             exports.export_conninfo(source), exports.resolve_specs(plan), fmt, tmp_dir=exports.spool_dir()
         )
@@ -140,18 +163,18 @@ def open_dump(source, fmt, plan=None, compression=None):
 class ProgressReporter(jobs.JobWatch):
     """A backup's watch, which also writes its phase and byte counts."""
 
-    def __init__(self, backup_id):
+    def __init__(self, backup_id: int) -> None:
         super().__init__(Backup, backup_id)
         self.phase, self.raw_bytes, self.stored_bytes = "starting", 0, 0
 
-    def update(self, phase, raw_bytes, stored_bytes):
+    def update(self, phase: str, raw_bytes: int, stored_bytes: int) -> None:
         self.phase, self.raw_bytes, self.stored_bytes = phase, raw_bytes, stored_bytes
 
-    def progress(self):
+    def progress(self) -> dict[str, Any]:
         return {"phase": self.phase, "raw_bytes": self.raw_bytes, "stored_bytes": self.stored_bytes}
 
 
-def run_backup(backup_id):
+def run_backup(backup_id: int) -> Backup | None:
     """The worker side of a backup: claim, stream, record. Idempotent."""
     close_old_connections()
     backup = jobs.claim(
@@ -166,6 +189,7 @@ def run_backup(backup_id):
         log.info("Backup %s is not queued any more; skipping this delivery.", backup_id)
         return None
     backup.object_key = object_key_for(backup)
+    assert backup.plan is not None  # a queued backup is always a plan's (create_backup)
     destinations = list(backup.plan.destinations.all())
     backup.append_log(f"Started on {backup.worker}; writing to {', '.join(str(d) for d in destinations)}")
     copies = [
@@ -194,7 +218,8 @@ def run_backup(backup_id):
         return finish_backup(backup, copies, Backup.FAILED, missing_key_in_words(exc))
     durable = [copy for copy in copies if copy.status == Copy.DURABLE]
     if durable and backup.is_base_backup():
-        registry.steps_of(backup.format).copies_durable(backup, backup.wal)
+        # backup.wal is not a field: stream_backup sets it for a base backup.
+        registry.steps_of(backup.format).copies_durable(backup, backup.wal)  # type: ignore[attr-defined]
     if len(durable) == len(copies):
         return finish_backup(backup, copies, Backup.SUCCEEDED, "")
     failed = "; ".join(f"{copy.destination}: {copy.error}" for copy in copies if copy.status != Copy.DURABLE)
@@ -202,7 +227,7 @@ def run_backup(backup_id):
     return finish_backup(backup, copies, status, failed)
 
 
-def missing_key_in_words(exc):
+def missing_key_in_words(exc: keyring.KeyUnavailable) -> str:
     """A backup's failure for want of a master key: which key, where it was
     looked for, and what to do (restore and verify say the same)."""
     if isinstance(exc, keyring.KeyFileMissing):
@@ -213,7 +238,7 @@ def missing_key_in_words(exc):
     return f"{exc}. Nothing was stored."
 
 
-def stream_backup(backup, copies):
+def stream_backup(backup: Backup, copies: list[Copy]) -> dict[str, Any] | None:
     """Runs the pipeline into every destination and marks each copy's fate.
     Returns the encryption details for the manifest (None if unencrypted)."""
     encryptor, encryption = None, None
@@ -229,7 +254,7 @@ def stream_backup(backup, copies):
             "wrapped_data_key": base64.b64encode(encryptor.data_key_wrapped).decode(),
             "segment_size": encryptor.segment_size,
         }
-    writers = {}
+    writers: dict[str, Writer] = {}
     for copy in copies:
         copy.locked_until = copy.destination.lock_until(timezone.now())
         try:
@@ -240,7 +265,8 @@ def stream_backup(backup, copies):
             mark_copy_failed(copy, str(exc))
     if not writers:
         raise StorageError("No destination could take this backup: " + "; ".join(c.error for c in copies))
-    dump = open_dump(backup.source, backup.format, backup.plan, backup.compression)
+    # Each kind of dump has attributes of its own (tables, wal, globals), read below by format.
+    dump: Any = open_dump(backup.source, backup.format, backup.plan, backup.compression)
     with ProgressReporter(backup.pk) as progress:
         result = run_pipeline(
             dump,
@@ -255,11 +281,13 @@ def stream_backup(backup, copies):
     backup.table_counts = dump.table_counts
     backup.partitions = dump.partitions
     if backup.is_export():
-        backup.export_manifest = dump.export_manifest  # goes into the manifest beside each copy
+        # Not a field: goes into the manifest beside each copy.
+        backup.export_manifest = dump.export_manifest  # type: ignore[attr-defined]
         tables = ", ".join(f"{t.qualified} (where {t.where})" if t.where else t.qualified for t in dump.tables)
         backup.append_log(f"Exported as {backup.get_format_display()}: {tables}")
     if backup.is_base_backup():
-        backup.wal = dump.wal  # the WAL it needs: recorded by pitr, and in the manifest
+        # Not a field: the WAL it needs, recorded by pitr, and in the manifest.
+        backup.wal = dump.wal  # type: ignore[attr-defined]
         contents = "physical base backup of the whole cluster"
     else:
         contents = f"{len(backup.table_counts)} tables, {sum(backup.table_counts.values())} rows in the snapshot"
@@ -278,7 +306,7 @@ def stream_backup(backup, copies):
     return encryption
 
 
-def store_globals(backup, copies, document, encryptor):
+def store_globals(backup: Backup, copies: list[Copy], document: dict[str, Any], encryptor: Encryptor | None) -> None:
     """Beside each copy: the roles and database properties a restore needs
     (catalog/backup_globals.py). A copy without them is not complete."""
     data = backup_globals.record(backup, document, encryptor)
@@ -297,7 +325,7 @@ def store_globals(backup, copies, document, encryptor):
     )
 
 
-def expected_size(backup):
+def expected_size(backup: Backup) -> int:
     """A guess at this backup's stored size: the plan's last good one."""
     previous = (
         Backup.objects.filter(plan=backup.plan_id, status=Backup.SUCCEEDED)
@@ -309,7 +337,7 @@ def expected_size(backup):
     return previous or 0
 
 
-def within_quota(backup, destination, writer):
+def within_quota(backup: Backup, destination: Destination, writer: Writer) -> Writer:
     """Refuses up front a copy that would go over the destination's quota, and
     limits the rest, so no backup fills a destination past its quota."""
     quota = destination.quota_bytes()
@@ -327,14 +355,15 @@ def within_quota(backup, destination, writer):
     return QuotaWriter(writer, allowance, message)
 
 
-def mark_copy_failed(copy, error):
+def mark_copy_failed(copy: Copy, error: str) -> None:
     copy.backup.append_log(f"{copy.destination}: failed — {error}")
     copy.status, copy.error = Copy.FAILED, error[:500]
     copy.save(update_fields=["status", "error"])
 
 
-def backup_manifest(backup, copy, encryption):
+def backup_manifest(backup: Backup, copy: Copy, encryption: dict[str, Any] | None) -> manifest.Manifest:
     """The signed JSON sidecar: from it alone the catalog can be rebuilt."""
+    assert backup.started_at is not None  # set by the claim
     key_id, master = keyring.active_key()
     # Read now, not when the run started: a pin made while it ran belongs in the manifest.
     hold = holds.hold_fields(
@@ -383,7 +412,7 @@ def backup_manifest(backup, copy, encryption):
     return manifest.sign_manifest(fields, derive_manifest_key(master))
 
 
-def write_manifests(backup, copies, encryption):
+def write_manifests(backup: Backup, copies: list[Copy], encryption: dict[str, Any] | None) -> None:
     """A copy is durable only once its object and its manifest are both stored."""
     for copy in copies:
         if copy.status == Copy.FAILED:
@@ -405,7 +434,7 @@ def write_manifests(backup, copies, encryption):
         backup.append_log(f"{copy.destination}: durable, {size_text(copy.size)} with its manifest")
 
 
-def remove_objects(copy):
+def remove_objects(copy: Copy) -> None:
     """Removes whatever a copy left in its destination, complete or partial."""
     try:
         storage = copy.destination.storage()
@@ -416,7 +445,7 @@ def remove_objects(copy):
         log.warning("Could not remove leftovers of %s: %s", copy, exc)
 
 
-def finish_backup(backup, copies, status, error):
+def finish_backup(backup: Backup, copies: list[Copy], status: str, error: str) -> Backup:
     """Records the outcome, unless the sweep already declared this run dead."""
     if status in (Backup.FAILED, Backup.CANCELLED):
         for copy in copies:
@@ -455,7 +484,7 @@ def finish_backup(backup, copies, status, error):
     return backup
 
 
-def sweep_stale_backups():
+def sweep_stale_backups() -> list[int]:
     """Marks running backups whose worker stopped beating as failed, and
     removes what they left in storage."""
     error = (
@@ -473,7 +502,7 @@ def sweep_stale_backups():
     )
 
 
-def remove_dead_run(backup):
+def remove_dead_run(backup: Backup) -> None:
     """What a dead worker's backup left in storage goes once it is failed (not
     before: a worker that was only slow could still have recorded it)."""
     for copy in backup.copies.select_related("destination"):

@@ -6,14 +6,17 @@ functions take points and return SVG markup with every text escaped.
 
 import math
 import statistics
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.utils import timezone
 from django.utils.dateformat import format as date_format
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
+from django.utils.safestring import SafeString, mark_safe
 
+from catalog.models import Backup, BackupPlan, StatusChange
 from catalog.templatetags.strongroom import duration as duration_text
 from catalog.text import size_text
 
@@ -28,6 +31,9 @@ LEFT, RIGHT, TOP, BOTTOM = 64, 14, 12, 26  # room for the axis labels
 SIZE_UNITS = [(1024**3, "GB"), (1024**2, "MB"), (1024, "KB"), (1, "bytes")]  # binary, as filesizeformat
 DURATION_UNITS = [(3600, "h"), (60, "min"), (1, "s")]
 
+# size_unit or duration_unit: (size of the unit, its name) for the largest value.
+Unit = Callable[[float], tuple[int, str]]
+
 
 @dataclass
 class Point:
@@ -41,7 +47,7 @@ class Point:
 @dataclass
 class Series:
     name: str  # also its CSS class: chart-series-<name>
-    points: list = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
 
 
 @dataclass
@@ -56,27 +62,27 @@ class Mark:
 # --- numbers and words -------------------------------------------------------
 
 
-def size_unit(largest):
+def size_unit(largest: float) -> tuple[int, str]:
     return next(((size, name) for size, name in SIZE_UNITS if largest >= size), SIZE_UNITS[-1])
 
 
-def duration_unit(largest):
+def duration_unit(largest: float) -> tuple[int, str]:
     # Up to two units of the smaller kind read better: "90 s", "100 min".
     return next(((size, name) for size, name in DURATION_UNITS if largest >= 2 * size), DURATION_UNITS[-1])
 
 
-def nice_step(span, count=4):
+def nice_step(span: float, count: int = 4) -> float:
     """A round step (1, 2, 2.5 or 5 times a power of ten) that cuts `span` into about `count` parts."""
     raw = span / count
     magnitude = 10 ** math.floor(math.log10(raw))
     return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if raw <= m * magnitude * 1.0000001)
 
 
-def number_text(value):
+def number_text(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def span_text(seconds):
+def span_text(seconds: float) -> str:
     """A length of time in one short unit, for "3 h ago" and "RPO 24 h"."""
     seconds = max(0, seconds)
     for size, name in ((86400, "d"), (3600, "h"), (60, "min")):
@@ -85,12 +91,12 @@ def span_text(seconds):
     return f"{int(seconds)} s"
 
 
-def span_until(moment, now):
+def span_until(moment: datetime | None, now: datetime) -> str:
     """ "21 h" to a deadline ahead; nothing once it passed (until the next tick changes the status)."""
     return span_text((moment - now).total_seconds()) if moment and moment > now else ""
 
 
-def time_text(moment):
+def time_text(moment: datetime) -> str:
     return date_format(timezone.localtime(moment), "j M H:i")
 
 
@@ -100,17 +106,17 @@ def time_text(moment):
 class Axis:
     """The value axis: from 0 to a round top, in one unit."""
 
-    def __init__(self, largest, unit):
+    def __init__(self, largest: float, unit: Unit) -> None:
         self.unit_size, self.unit_name = unit(largest)
         in_units = largest / self.unit_size
         self.step = nice_step(in_units) if in_units > 0 else 1
         self.top = max(self.step, math.ceil(in_units / self.step - 1e-9) * self.step)
 
-    def y(self, value):
+    def y(self, value: float) -> float:
         plot = HEIGHT - TOP - BOTTOM
         return round(HEIGHT - BOTTOM - value / self.unit_size / self.top * plot, 1)
 
-    def ticks(self):
+    def ticks(self) -> list[tuple[float, str]]:
         count = round(self.top / self.step)
         return [
             (self.y(i * self.step * self.unit_size), f"{number_text(i * self.step)} {self.unit_name}")
@@ -119,21 +125,22 @@ class Axis:
 
 
 class TimeScale:
-    def __init__(self, moments):
+    def __init__(self, moments: Sequence[datetime]) -> None:
         self.start, self.end = min(moments), max(moments)
         self.span = (self.end - self.start).total_seconds()
 
-    def x(self, moment):
+    def x(self, moment: datetime) -> float:
         plot = WIDTH - LEFT - RIGHT
         if not self.span:
             return LEFT + plot / 2  # a single moment sits in the middle
         return round(LEFT + (moment - self.start).total_seconds() / self.span * plot, 1)
 
-    def ticks(self, count=5):
+    def ticks(self, count: int = 5) -> list[tuple[float, str]]:
         if not self.span:
             return [(self.x(self.start), time_text(self.start))]
         pattern = "j M" if self.span >= 2 * 86400 else "j M H:i"
-        ticks, last = [], None
+        ticks: list[tuple[float, str]] = []
+        last = None
         for i in range(count):
             moment = self.start + (self.end - self.start) * i / (count - 1)
             label = date_format(timezone.localtime(moment), pattern)
@@ -143,7 +150,13 @@ class TimeScale:
         return ticks
 
 
-def time_chart(series, unit, marks=(), label="", empty="No backups yet."):
+def time_chart(
+    series: Sequence[Series],
+    unit: Unit,
+    marks: Sequence[Mark] = (),
+    label: str = "",
+    empty: str = "No backups yet.",
+) -> SafeString:
     """An SVG chart of values over time: one line per series, a ring around
     each outlier, a cross on the time axis for each mark. `unit` is
     size_unit or duration_unit."""
@@ -181,7 +194,7 @@ def time_chart(series, unit, marks=(), label="", empty="No backups yet."):
     return mark_safe("".join(parts))
 
 
-def series_svg(series, axis, scale):
+def series_svg(series: Series, axis: Axis, scale: TimeScale) -> SafeString:
     coordinates = [(scale.x(p.at), axis.y(p.value)) for p in sorted(series.points, key=lambda p: p.at)]
     line = format_html(
         '<polyline class="chart-line" fill="none" points="{}"/>', " ".join(f"{x},{y}" for x, y in coordinates)
@@ -190,7 +203,7 @@ def series_svg(series, axis, scale):
     return format_html('<g class="chart-series chart-series-{}">{}{}</g>', series.name, line, dots)
 
 
-def point_svg(point, axis, scale):
+def point_svg(point: Point, axis: Axis, scale: TimeScale) -> SafeString:
     kind = "point outlier" if point.outlier else "point"
     dot = format_html(
         '<circle class="{}" cx="{}" cy="{}" r="{}"><title>{}</title></circle>',
@@ -203,7 +216,7 @@ def point_svg(point, axis, scale):
     return format_html('<a href="{}">{}</a>', point.href, dot) if point.href else dot
 
 
-def mark_svg(mark, scale):
+def mark_svg(mark: Mark, scale: TimeScale) -> SafeString:
     x, y = scale.x(mark.at), HEIGHT - BOTTOM
     cross = format_html(
         '<path class="mark-failed" d="M{} {}l8 8m0 -8l-8 8"><title>{}</title></path>', x - 4, y - 4, mark.title
@@ -214,7 +227,7 @@ def mark_svg(mark, scale):
 # --- a plan's backups ----------------------------------------------------------
 
 
-def is_outlier(size, previous, tolerance_percent):
+def is_outlier(size: float, previous: Sequence[float], tolerance_percent: float) -> bool:
     """Outside ±tolerance of the median of the previous good backups' sizes.
     Needs a few of them to judge; a tolerance of 0 turns this off."""
     if not tolerance_percent or len(previous) < 3:
@@ -223,7 +236,7 @@ def is_outlier(size, previous, tolerance_percent):
     return median > 0 and abs(size - median) > median * tolerance_percent / 100
 
 
-def plan_charts(plan, limit=CHART_BACKUPS):
+def plan_charts(plan: BackupPlan, limit: int = CHART_BACKUPS) -> dict[str, Any]:
     """The plan's stored/raw size and duration charts for its last `limit`
     backups with data, plus its failed runs in that time. Two queries."""
     from catalog.models import Backup
@@ -233,7 +246,7 @@ def plan_charts(plan, limit=CHART_BACKUPS):
         plan.backups.filter(status__in=Backup.WITH_DATA).order_by("-created_at").without_log()[: limit + SIZE_WINDOW]
     )[::-1]
     shown = backups[-limit:]
-    failed = []
+    failed: list[Backup] = []
     if shown:
         failed = list(
             plan.backups.filter(status=Backup.FAILED, created_at__gte=shown[0].created_at)
@@ -278,7 +291,7 @@ def plan_charts(plan, limit=CHART_BACKUPS):
     }
 
 
-def backup_title(backup, outlier_previous, tolerance_percent):
+def backup_title(backup: Backup, outlier_previous: Sequence[float] | None, tolerance_percent: float) -> str:
     """#42 · 26 Nov 03:00 · 1.2 GB (raw 3.4 GB) · 4 min 05 s, and why it stands out."""
     parts = [
         f"#{backup.pk}",
@@ -309,11 +322,14 @@ class Segment:
     end: datetime
 
 
-def health_segments(changes, current_status, start, end):
+def health_segments(
+    changes: Sequence[StatusChange], current_status: str, start: datetime, end: datetime
+) -> list[Segment]:
     """A source's statuses from `start` to `end`, from its status changes in
     that time (oldest first): before the first change it had that change's old status."""
     status = changes[0].old_status if changes else current_status
-    segments, since = [], start
+    segments: list[Segment] = []
+    since = start
     for change in changes:
         if change.created_at > since:
             segments.append(Segment(status, since, change.created_at))
@@ -322,13 +338,17 @@ def health_segments(changes, current_status, start, end):
     return segments
 
 
-def health_strip(segments, labels=None, frame=None):
+def health_strip(
+    segments: Sequence[Segment],
+    labels: Mapping[str, str] | None = None,
+    frame: tuple[datetime, datetime] | None = None,
+) -> SafeString:
     """A thin bar coloured by status over time; each stretch says what and when.
     `frame` (start, end) is the time the bar spans: a source younger than
     that leaves the bar's beginning empty."""
     start, end = frame or (segments[0].start, segments[-1].end)
     span = (end - start).total_seconds() or 1
-    parts = []
+    parts: list[str] = []
     for segment in segments:
         x = (segment.start - start).total_seconds() / span * STRIP_WIDTH
         width = max(1.0, (segment.end - segment.start).total_seconds() / span * STRIP_WIDTH)

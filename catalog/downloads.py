@@ -14,6 +14,7 @@ instead of ending it, so the browser reports it failed rather than whole."""
 
 import hashlib
 import tarfile
+from collections.abc import Iterable, Iterator
 
 from django.conf import settings
 
@@ -22,9 +23,10 @@ from catalog.engine import manifest
 from catalog.engine.compression import FORMAT_EXTENSIONS
 from catalog.engine.errors import CorruptionError, EngineError, StorageError
 from catalog.engine.pipeline import restore_stream
+from catalog.models import Backup, Copy
 
 
-def open_first_copy(backup):
+def open_first_copy(backup: Backup) -> tuple[Copy | None, Iterator[bytes] | None, list[str]]:
     """(copy, reader, problems): the first copy that opens. A copy the storage
     refuses (its key leads outside the destination) or cannot read is skipped
     here, before any byte is sent, since a streamed response cannot say so later."""
@@ -37,7 +39,7 @@ def open_first_copy(backup):
     return None, None, problems
 
 
-def missing_key(backup):
+def missing_key(backup: Backup) -> str:
     """Why the plain dump cannot be made (its master key is not here), or ""."""
     if not backup.encrypted:
         return ""
@@ -55,17 +57,17 @@ def missing_key(backup):
     )
 
 
-def plain_name(backup):
+def plain_name(backup: Backup) -> str:
     # An export is a tar archive, a member per table, whatever its format.
     return f"{backup.source.slug}-backup-{backup.pk}.{FORMAT_EXTENSIONS.get(backup.format, 'tar')}"
 
 
-def plain_chunks(backup, reader):
+def plain_chunks(backup: Backup, reader: Iterable[bytes]) -> Iterator[bytes]:
     """The dump as the database tool wrote it; stops at the first bad byte."""
     return restore_stream(reader, keyring=keyring.lookup, expected_sha256=backup.sha256, key_wraps=backup.key_wraps)
 
 
-def stored_name(backup):
+def stored_name(backup: Backup) -> str:
     return f"{backup.source.slug}-backup-{backup.pk}-stored.tar"
 
 
@@ -74,7 +76,7 @@ class StoredFiles:
     companions are read and its size is the recorded one) and the small
     companions beside it, named as the decrypt command looks for them."""
 
-    def __init__(self, backup, copy):
+    def __init__(self, backup: Backup, copy: Copy) -> None:
         self.backup, self.copy = backup, copy
         storage = copy.destination.storage()
         name = copy.key.rsplit("/", 1)[-1]
@@ -95,7 +97,7 @@ class StoredFiles:
         self.name = name
         self.reader = storage.open_reader(copy.key)
 
-    def tar_chunks(self):
+    def tar_chunks(self) -> Iterator[bytes]:
         """A tar archive, written as it is sent."""
         mtime = int((self.backup.finished_at or self.backup.created_at).timestamp())
         header = member_header(f"{self.folder}/{self.name}", self.size, mtime)
@@ -120,17 +122,17 @@ class StoredFiles:
         yield b"".join(tail)
 
 
-def member_header(name, size, mtime):
+def member_header(name: str, size: int, mtime: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = size, mtime, 0o600
     return info.tobuf(format=tarfile.PAX_FORMAT)
 
 
-def padding(size):
+def padding(size: int) -> bytes:
     return b"\0" * ((-size) % tarfile.BLOCKSIZE)
 
 
-def open_stored_files(backup):
+def open_stored_files(backup: Backup) -> tuple[StoredFiles | None, list[str]]:
     """(StoredFiles, problems): the first copy whose files all read."""
     problems: list[str] = []
     for copy in backup.readable_copies():

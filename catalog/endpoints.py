@@ -21,6 +21,7 @@ connection, which fails on its own."""
 import ipaddress
 import re
 import socket
+from ipaddress import IPv4Address, IPv6Address
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -43,7 +44,7 @@ NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$", re.IGNORECASE)
 
 
-def endpoint_problem(url, allow_private=None):
+def endpoint_problem(url: str, allow_private: bool | None = None) -> str | None:
     """None when Strongroom may send requests to `url`; otherwise why not, in
     words that name the host (never the rest of the URL, which may be secret)."""
     if allow_private is None:
@@ -65,7 +66,7 @@ def endpoint_problem(url, allow_private=None):
     return None
 
 
-def addresses_of(host):
+def addresses_of(host: str) -> list[IPv4Address | IPv6Address]:
     """Every address `host` stands for: itself when it is an address in any
     notation, else what it resolves to now (nothing when it does not resolve)."""
     literal = address_literal(host)
@@ -75,7 +76,7 @@ def addresses_of(host):
         found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return []
-    addresses = []
+    addresses: list[IPv4Address | IPv6Address] = []
     for *_, sockaddr in found:
         try:
             addresses.append(ipaddress.ip_address(str(sockaddr[0]).split("%")[0]))
@@ -84,7 +85,7 @@ def addresses_of(host):
     return addresses
 
 
-def address_literal(host):
+def address_literal(host: str) -> IPv4Address | IPv6Address | None:
     try:
         return ipaddress.ip_address(host.split("%")[0])
     except ValueError:
@@ -97,7 +98,7 @@ def address_literal(host):
     return None
 
 
-def embedded_ipv4(address):
+def embedded_ipv4(address: IPv4Address | IPv6Address) -> IPv4Address | None:
     """The IPv4 address an IPv6 one carries (::ffff:a.b.c.d, 64:ff9b::a.b.c.d,
     6to4), which is where a connection to it ends up."""
     if address.version != 6:
@@ -109,7 +110,7 @@ def embedded_ipv4(address):
     return address.sixtofour
 
 
-def address_problem(address, allow_private):
+def address_problem(address: IPv4Address | IPv6Address, allow_private: bool) -> str | None:
     """Why a connection to `address` is refused, or None."""
     if address in METADATA_ADDRESSES:
         return "a cloud metadata service's address: Strongroom never sends requests there."

@@ -10,33 +10,37 @@ with PostgreSQL's own words when the plan is saved, not at 3 a.m.
 
 import io
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
+from django.http import QueryDict
 
 from catalog.engine import exports as engine
 from catalog.engine.errors import EngineError, SourceError
+from catalog.engine.exports.archive import Conninfo, LiveTable
 from catalog.engine.files import make_private_dirs
+from catalog.models import BackupPlan, Source
 
 EMPTY_SET_ROWS = 3  # blank label/pattern rows offered in the form, so a set can be added without script
 
 
-def export_conninfo(source):
+def export_conninfo(source: Source) -> Conninfo:
     """What the export engine connects with: a SQLite source is its file's path."""
     return source.sqlite_path if source.engine == "sqlite" else source.conninfo()
 
 
-def live_tables(source):
+def live_tables(source: Source) -> list[LiveTable]:
     """The source's tables, columns and row estimates, read from its catalog
     (SQLite tables are in schema "main")."""
     return engine.list_tables(export_conninfo(source))
 
 
-def qualified(table):
+def qualified(table: Mapping[str, Any]) -> str:
     return f"{table['schema']}.{table['name']}"
 
 
-def resolve_specs(plan, tables=None):
+def resolve_specs(plan: BackupPlan, tables: Sequence[Mapping[str, Any]] | None = None) -> list[engine.TableSpec]:
     """The TableSpecs a run of `plan` exports now. A table picked by name that
     no longer exists fails the run (its data would silently be missing); a
     named set that matches nothing today is simply empty."""
@@ -53,7 +57,9 @@ def resolve_specs(plan, tables=None):
     return specs
 
 
-def load_into(plain_chunks, params, tables=None):
+def load_into(
+    plain_chunks: Iterable[bytes], params: Mapping[str, Any], tables: Iterable[str] | None = None
+) -> dict[str, int]:
     """Loads a decrypted, decompressed export stream into the database `params`
     names with the engine's load_export; returns {table: rows loaded}. The
     stream is read to its very end, so that its SHA-256 and final segment are
@@ -64,7 +70,7 @@ def load_into(plain_chunks, params, tables=None):
     return loaded
 
 
-def load_into_sqlite(plain_chunks, path, tables=None):
+def load_into_sqlite(plain_chunks: Iterable[bytes], path: str, tables: Iterable[str] | None = None) -> dict[str, int]:
     """load_into for a SQLite source's export: into the (new) SQLite file at `path`."""
     reader = ChunkFile(plain_chunks)
     loaded = engine.load_export_sqlite(io.BufferedReader(reader, CHUNK_SIZE), path, tables=tables or None)
@@ -78,14 +84,14 @@ CHUNK_SIZE = 1 << 20
 class ChunkFile(io.RawIOBase):
     """A read-only file over an iterator of byte chunks (restore_stream's output)."""
 
-    def __init__(self, chunks):
+    def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
         self._pending = memoryview(b"")
 
-    def readable(self):
+    def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer):
+    def readinto(self, buffer: Any) -> int:  # a writable buffer (memoryview, bytearray)
         while not self._pending:
             chunk = next(self._chunks, None)
             if chunk is None:
@@ -96,7 +102,7 @@ class ChunkFile(io.RawIOBase):
         self._pending = self._pending[size:]
         return size
 
-    def drain(self):
+    def drain(self) -> None:
         for _ in self._chunks:
             pass
 
@@ -104,15 +110,15 @@ class ChunkFile(io.RawIOBase):
 # --- the plan form's choice ---------------------------------------------------------
 
 
-def selection_from(data):
+def selection_from(data: QueryDict) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """(tables, sets) as the plan stores them, from the picker's inputs in a
     POST or an htmx GET: export_table=<schema.name>, where:<schema.name>=...,
     and set_label / set_pattern pairs (blank pairs are ignored)."""
-    tables = []
+    tables: list[dict[str, str]] = []
     for name in dict.fromkeys(data.getlist("export_table")):
         schema, _, table = name.partition(".")
         tables.append({"schema": schema, "name": table, "where": data.get(f"where:{name}", "").strip()})
-    sets = []
+    sets: list[dict[str, str]] = []
     # A posted form, maybe by hand: a missing half pairs with nothing, as before.
     for label, pattern in zip(data.getlist("set_label"), data.getlist("set_pattern"), strict=False):
         label, pattern = label.strip(), pattern.strip()
@@ -121,11 +127,16 @@ def selection_from(data):
     return tables, sets
 
 
-def check_selection(source, tables, sets, live):
+def check_selection(
+    source: Source,
+    tables: Sequence[Mapping[str, str]],
+    sets: Sequence[Mapping[str, str]],
+    live: Iterable[Mapping[str, Any]],
+) -> dict[str, str]:
     """{key: message} of what is wrong with a choice: a table key ("schema.name")
     for its filter, "sets" and "all" for the rest. Every WHERE is run by the
     source with LIMIT 0, so a wrong one comes back in PostgreSQL's words."""
-    errors = {}
+    errors: dict[str, str] = {}
     known = {qualified(t) for t in live}
     unknown = [qualified(t) for t in tables if qualified(t) not in known]
     if unknown:
@@ -150,7 +161,13 @@ def check_selection(source, tables, sets, live):
     return errors
 
 
-def picker(source, tables=(), sets=(), errors=None, live=None):
+def picker(
+    source: Source | None,
+    tables: Iterable[Mapping[str, Any]] = (),
+    sets: Iterable[Mapping[str, Any]] = (),
+    errors: dict[str, str] | None = None,
+    live: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """What the table picker shows: the source's tables grouped by schema (a
     partitioned table once, by its parent's name, which exports every
     partition's rows), the ones picked ticked with their filters, and each
@@ -202,6 +219,6 @@ def picker(source, tables=(), sets=(), errors=None, live=None):
     return {"schemas": sorted(schemas.items()), "sets": set_rows, "errors": errors}
 
 
-def spool_dir():
+def spool_dir() -> str:
     """Where the export engine may keep a table's member until its size is known."""
     return make_private_dirs(os.path.join(settings.DATA_DIR, "tmp"))

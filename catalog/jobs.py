@@ -26,11 +26,13 @@ import os
 import socket
 import threading
 import time
-from datetime import timedelta
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Self, TypeVar
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, transaction
-from django.db.models import Q
+from django.db import DatabaseError, close_old_connections, models, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from catalog import audit
@@ -39,37 +41,58 @@ from catalog.models import Job
 
 log = logging.getLogger(__name__)
 
+# A job's row: a Job, or a drill (a plain model with the same statuses).
+M = TypeVar("M", bound=models.Model)
 
-def worker_name():
+
+def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def claim(model, job_id, action=None, details=None, *, related=(), **fields):
+def claim(
+    model: type[M],
+    job_id: int,
+    action: str | None = None,
+    details: Callable[[M], dict[str, Any]] | None = None,
+    *,
+    related: Iterable[str] = (),
+    **fields: Any,
+) -> M | None:
     """Moves a queued job to running and returns it, loaded with `related`;
     None when it is not queued any more (another delivery has it, or it was
     cancelled). A Job also gets its start, first heartbeat and worker; `fields`
     are written with them. With `action`, the start is audited in the same
     transaction, with the changes `details(job)`."""
+    table: Any = model  # each job model names its statuses (QUEUED, RUNNING) as class attributes
     if issubclass(model, Job):
         now = timezone.now()
         fields = {"started_at": now, "heartbeat_at": now, "worker": worker_name(), **fields}
     with transaction.atomic():
-        if not model.objects.filter(pk=job_id, status=model.QUEUED).update(status=model.RUNNING, **fields):
+        if not table.objects.filter(pk=job_id, status=table.QUEUED).update(status=table.RUNNING, **fields):
             return None
-        rows = model.objects.select_related(*related) if related else model.objects
-        job = rows.get(pk=job_id)
+        rows = table.objects.select_related(*related) if related else table.objects
+        job: M = rows.get(pk=job_id)
         if action:
             audit.record("worker", action, job, details(job) if details else {})
     return job
 
 
-def finish(job, status, action, details, *, actor="worker", from_status=None, **fields):
+def finish(
+    job: models.Model,
+    status: str,
+    action: str,
+    details: Mapping[str, Any],
+    *,
+    actor: audit.Actor = "worker",
+    from_status: str | None = None,
+    **fields: Any,
+) -> bool:
     """Records how a job ended: `status` and `fields` (finished_at defaults to
     now) on its row, `action` with `details` in the audit trail, in one
     transaction, and only while the job is still running (or `from_status`):
     one the sweep declared dead, or cancelled while queued, stays as it is.
     Returns whether it was recorded."""
-    model = type(job)
+    model: Any = type(job)
     fields.setdefault("finished_at", timezone.now())
     with transaction.atomic():
         if not model.objects.filter(pk=job.pk, status=from_status or model.RUNNING).update(status=status, **fields):
@@ -78,9 +101,10 @@ def finish(job, status, action, details, *, actor="worker", from_status=None, **
     return True
 
 
-def cancel_job(actor, job, action, **queued_fields):
+def cancel_job(actor: audit.Actor, job: M, action: str, **queued_fields: Any) -> M:
     """The cancel rule of every job: queued ones end at once (with
     `queued_fields` saying so), running ones are asked to stop."""
+    model: Any
     model, now = type(job), timezone.now()
     with transaction.atomic():
         if model.objects.filter(pk=job.pk, status=model.QUEUED).update(
@@ -108,26 +132,26 @@ class JobWatch:
     taken hours, and a connection the metadata database dropped meanwhile (a
     restart, a failover) is replaced before the job records its outcome."""
 
-    def __init__(self, model, job_id):
-        self.model = model
+    def __init__(self, model: type[models.Model], job_id: int) -> None:
+        self.model: Any = model  # a job model, with its statuses as class attributes
         self.job_id = job_id
         self.cancel_event = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"watch-{job_id}", daemon=True)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
         close_old_connections()
 
-    def progress(self):
+    def progress(self) -> dict[str, Any]:
         return {}
 
-    def _loop(self):
+    def _loop(self) -> None:
         from django.db import connection
 
         rows = self.model.objects.filter(pk=self.job_id, status=self.model.RUNNING)
@@ -153,15 +177,27 @@ class JobWatch:
 # --- the sweep ----------------------------------------------------------------
 
 
-def stale(model, now=None):
+def stale(model: type[M], now: datetime | None = None) -> QuerySet[M]:
     """The running jobs of `model` whose worker has not beaten for
     HEARTBEAT_TIMEOUT (nor started within it, when no beat is recorded)."""
     limit = (now or timezone.now()) - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
     silent = Q(heartbeat_at__lt=limit) | Q(heartbeat_at__isnull=True, started_at__lt=limit)
-    return model.objects.filter(silent, status=model.RUNNING)
+    table: Any = model  # a Job model: its statuses are class attributes
+    rows: QuerySet[M] = table.objects.filter(silent, status=table.RUNNING)
+    return rows
 
 
-def sweep(jobs, action, details, *, actor="tick", clean_up=None, on_failed=None, from_status=None, **fields):
+def sweep(
+    jobs: Iterable[M],
+    action: str,
+    details: Mapping[str, Any],
+    *,
+    actor: audit.Actor = "tick",
+    clean_up: Callable[[M], object] | None = None,
+    on_failed: Callable[[M], object] | None = None,
+    from_status: str | None = None,
+    **fields: Any,
+) -> list[int]:
     """Fails each of `jobs` (see stale()) whose worker is gone, and returns their ids.
 
     For each: `clean_up(job)` first removes what the worker left outside the
@@ -170,7 +206,7 @@ def sweep(jobs, action, details, *, actor="tick", clean_up=None, on_failed=None,
     with `details` in the same transaction, unless it ended meanwhile; then
     `on_failed(job)` runs for the jobs this sweep failed (what must wait until
     no worker can record an outcome any more, and the alerts)."""
-    swept = []
+    swept: list[int] = []
     for job in jobs:
         if clean_up is not None:
             try:
@@ -180,7 +216,8 @@ def sweep(jobs, action, details, *, actor="tick", clean_up=None, on_failed=None,
                 # the others running: this one waits for the next tick.
                 log.exception("Could not clean up after %s %s; trying again next tick", type(job).__name__, job.pk)
                 continue
-        if not finish(job, type(job).FAILED, action, details, actor=actor, from_status=from_status, **fields):
+        model: Any = type(job)
+        if not finish(job, model.FAILED, action, details, actor=actor, from_status=from_status, **fields):
             continue
         if on_failed is not None:
             on_failed(job)

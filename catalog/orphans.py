@@ -8,6 +8,7 @@ lost catalog: it is offered for import (catalog rebuild) and never removed
 unless someone picks it explicitly.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -15,8 +16,8 @@ from django.db import transaction
 from catalog import audit, backup_globals, holds
 from catalog.engine import manifest
 from catalog.engine.errors import EngineError
-from catalog.engine.storage.base import PROBE_KEY
-from catalog.models import Backup, Copy
+from catalog.engine.storage.base import PROBE_KEY, Partial
+from catalog.models import Backup, Copy, Destination
 
 OBJECT, MANIFEST, BACKUP, PARTIAL, HOLD = "object", "manifest", "backup", "partial", "hold"
 KIND_TEXT = {
@@ -33,21 +34,21 @@ class Orphan:
     kind: str
     key: str
     size: int | None = None
-    partial: dict | None = None  # the storage's own description, for removal
+    partial: Partial | None = None  # the storage's own description, for removal
 
     @property
-    def token(self):
-        upload = (self.partial or {}).get("upload_id", "")
+    def token(self) -> str:
+        upload = self.partial.get("upload_id", "") if self.partial else ""
         return f"{self.kind}:{self.key}:{upload}"
 
-    def explain(self):
+    def explain(self) -> str:
         return KIND_TEXT[self.kind]
 
 
-def known_keys(destination):
+def known_keys(destination: Destination) -> set[str]:
     """Keys the catalog accounts for: live copies and their manifests, and
     everything of a backup still being written."""
-    keys = set()
+    keys: set[str] = set()
     for copy in destination.copies.exclude(status__in=[Copy.PRUNED, Copy.FAILED]):
         keys.add(copy.key)
         keys.add(copy.manifest_key or manifest.manifest_key_for(copy.key))
@@ -56,16 +57,16 @@ def known_keys(destination):
     return keys
 
 
-def active_keys(destination):
+def active_keys(destination: Destination) -> set[str]:
     """Object keys of backups running right now: their partial writes are not orphans."""
     return set(destination.copies.filter(backup__status__in=Backup.ACTIVE_STATUSES).values_list("key", flat=True))
 
 
-def scan(destination):
+def scan(destination: Destination) -> list[Orphan]:
     storage = destination.storage()
     known, writing = known_keys(destination), active_keys(destination)
     sizes = storage.list_sizes()
-    orphans = []
+    orphans: list[Orphan] = []
     for key, size in sorted(sizes.items()):
         if key in known or key == PROBE_KEY:
             continue
@@ -91,16 +92,18 @@ def scan(destination):
     return orphans
 
 
-def remove(actor, destination, tokens):
+def remove(actor: audit.Actor, destination: Destination, tokens: Iterable[str]) -> tuple[list[str], list[str]]:
     """Removes the chosen orphans; returns (removed keys, errors in words)."""
     chosen = set(tokens)
     storage = destination.storage()
-    removed, errors = [], []
+    removed: list[str] = []
+    errors: list[str] = []
     for orphan in scan(destination):
         if orphan.token not in chosen:
             continue
         try:
             if orphan.kind == PARTIAL:
+                assert orphan.partial is not None  # scan() gives every partial its description
                 storage.remove_partial(orphan.partial)
             else:
                 for key in manifest.stored_keys(orphan.key) if orphan.kind == BACKUP else [orphan.key]:

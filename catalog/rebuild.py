@@ -20,8 +20,10 @@ retention never prunes, so storage would grow for ever.
 import contextlib
 import hashlib
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.management.color import no_style
@@ -32,7 +34,7 @@ from catalog import audit, holds, keyring, registry, retention, services
 from catalog.alerts import hooks as monitor
 from catalog.engine import crypto, manifest
 from catalog.engine.errors import EngineError
-from catalog.engine.storage.base import check_key
+from catalog.engine.storage.base import Storage, check_key
 from catalog.models import (
     COMPRESSION_CHOICES,
     FORMAT_CHOICES,
@@ -41,6 +43,7 @@ from catalog.models import (
     Backup,
     BackupPlan,
     Copy,
+    Destination,
     Key,
     Source,
 )
@@ -56,14 +59,15 @@ BIGGEST = 2**63 - 1  # the database's bigint
 
 @dataclass
 class ImportReport:
-    imported: list = field(default_factory=list)  # new backups
-    attached: list = field(default_factory=list)  # a further copy of a known backup
-    unchanged: list = field(default_factory=list)
-    refused: list = field(default_factory=list)  # (key, reason)
-    notes: list = field(default_factory=list)  # (key, what was imported without): e.g. an unreadable hold record
+    imported: list[int] = field(default_factory=list)  # new backups
+    attached: list[int] = field(default_factory=list)  # a further copy of a known backup
+    unchanged: list[int] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
+    # (key, what was imported without): e.g. an unreadable hold record
+    notes: list[tuple[str, str]] = field(default_factory=list)
     error: str = ""  # the destination itself could not be read
 
-    def summary(self):
+    def summary(self) -> str:
         if self.error:
             return f"not read: {self.error}"
         copies = "copy" if len(self.attached) == 1 else "copies"
@@ -75,11 +79,11 @@ class ImportReport:
 
 @dataclass
 class RebuildReport:
-    imports: list  # (destination, ImportReport)
-    plans: list  # PlanOutcome
-    sources: list  # the sources made again, without their passwords
+    imports: list[tuple[Destination, ImportReport]]
+    plans: list["PlanOutcome"]
+    sources: list[Source]  # the sources made again, without their passwords
 
-    def lines(self):
+    def lines(self) -> list[str]:
         """What the administrator does next, in words (after each destination's summary)."""
         lines = [outcome.describe() for outcome in self.plans if outcome.describe()]
         lines += [
@@ -90,7 +94,7 @@ class RebuildReport:
         return lines
 
 
-def rebuild(actor, destinations):
+def rebuild(actor: audit.Actor, destinations: Iterable[Destination]) -> RebuildReport:
     """Imports the backups of every destination, then gives them their plans:
     a plan is made again from the newest manifest of any destination."""
     sources_before = set(Source.objects.values_list("pk", flat=True))
@@ -100,12 +104,14 @@ def rebuild(actor, destinations):
     return RebuildReport(imports, plans, list(Source.objects.exclude(pk__in=sources_before)))
 
 
-def rebuild_from(actor, destination):
+def rebuild_from(actor: audit.Actor, destination: Destination) -> ImportReport:
     """rebuild() from one destination: its ImportReport."""
     return rebuild(actor, [destination]).imports[0][1]
 
 
-def import_from(actor, destination, found):
+def import_from(
+    actor: audit.Actor, destination: Destination, found: dict[tuple[int, str], "PlanFound"]
+) -> ImportReport:
     """Imports every authenticated backup found in the destination, and notes
     in `found` the plans their manifests name."""
     report = ImportReport()
@@ -149,7 +155,7 @@ class Unimportable(Exception):
     pass
 
 
-def authentic_manifest(storage, manifest_key):
+def authentic_manifest(storage: Storage, manifest_key: str) -> manifest.Manifest:
     try:
         data = manifest.loads(storage.get_bytes(manifest_key))
     except (EngineError, ValueError) as exc:
@@ -164,7 +170,9 @@ def authentic_manifest(storage, manifest_key):
     return data
 
 
-def hold_state(storage, sizes, manifest_key, data, report):
+def hold_state(
+    storage: Storage, sizes: Mapping[str, int], manifest_key: str, data: manifest.Manifest, report: ImportReport
+) -> holds.HoldState:
     """This destination's word on the pin and hold: its hold record if it has
     a trustworthy one, else the manifest's own fields. An untrustworthy record
     never stops the import (the backup itself is sound); it is reported."""
@@ -181,7 +189,7 @@ def hold_state(storage, sizes, manifest_key, data, report):
     return fields
 
 
-def register_keys(data):
+def register_keys(data: manifest.Manifest) -> None:
     """The key that signed the manifest, the key that sealed the object, and
     those a key rotation wrapped its data key for."""
     encryption = data.get("encryption") or {}
@@ -193,11 +201,11 @@ def register_keys(data):
             register_key(key_id, keyring.master_key(key_id))
 
 
-def check_fields(data, object_key):
+def check_fields(data: manifest.Manifest, object_key: str) -> None:
     """A signed manifest comes from a holder of the key, but perhaps from another
     version or a bug: what the catalog stores is checked before any row is written."""
 
-    def whole(name, value):
+    def whole(name: str, value: object) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= BIGGEST:
             raise Unimportable(f"the manifest's {name} is not a count the catalog can hold: {str(value)[:40]!r}")
 
@@ -244,13 +252,13 @@ def check_fields(data, object_key):
         raise Unimportable(f"the manifest's hold fields cannot be used ({exc})") from exc
 
 
-def known_copy(destination, data):
+def known_copy(destination: Destination, data: manifest.Manifest) -> bool:
     return Copy.objects.filter(
         destination=destination, backup__sha256=data["sha256"], backup__object_key=data["object_key"]
     ).exists()
 
 
-def check_object(storage, object_key, data):
+def check_object(storage: Storage, object_key: str, data: manifest.Manifest) -> None:
     """Reads the whole object: a damaged one, or another file under its name,
     must not enter the catalog as a good backup."""
     digest = hashlib.sha256()
@@ -263,7 +271,7 @@ def check_object(storage, object_key, data):
         raise Unimportable("the object's SHA-256 differs from its manifest's: it is damaged or another file")
 
 
-def register_key(key_id, master):
+def register_key(key_id: str, master: bytes) -> None:
     Key.objects.get_or_create(
         key_id=key_id,
         defaults={"fingerprint": crypto.key_fingerprint(master), "is_active": False, "retired_at": timezone.now()},
@@ -271,7 +279,14 @@ def register_key(key_id, master):
 
 
 @transaction.atomic
-def import_backup(actor, destination, object_key, manifest_key, data, hold):
+def import_backup(
+    actor: audit.Actor,
+    destination: Destination,
+    object_key: str,
+    manifest_key: str,
+    data: manifest.Manifest,
+    hold: holds.HoldState,
+) -> tuple[str, Backup]:
     register_keys(data)
     backup = (
         Backup.objects.select_for_update(no_key=True)
@@ -310,12 +325,12 @@ def import_backup(actor, destination, object_key, manifest_key, data, hold):
     return outcome, backup
 
 
-def set_hold(backup, hold):
+def set_hold(backup: Backup, hold: holds.HoldState) -> None:
     backup.pinned, backup.legal_hold = hold["pinned"], hold["legal_hold"]
     backup.hold_reason, backup.hold_changed_at = hold["hold_reason"], hold["hold_changed_at"]
 
 
-def create_backup_from(actor, data, hold):
+def create_backup_from(actor: audit.Actor, data: manifest.Manifest, hold: holds.HoldState) -> Backup:
     """The backup as its manifest describes it, in the catalog's plan of the
     name its manifest gives, if there is one; else settle_plan gives it one
     once every destination is read."""
@@ -361,7 +376,7 @@ def create_backup_from(actor, data, hold):
     return backup
 
 
-def newest_key_id(data):
+def newest_key_id(data: manifest.Manifest) -> str:
     """After a key rotation the manifest is signed by the new key, which has a
     wrap of the data key: that key opens the backup from now on."""
     encryption = data.get("encryption") or {}
@@ -370,7 +385,7 @@ def newest_key_id(data):
     return encryption.get("key_id", "")
 
 
-def source_for(actor, identity):
+def source_for(actor: audit.Actor, identity: Mapping[str, Any]) -> Source:
     """The catalog's source for a manifest's source identity, recreated if gone."""
     source = (
         Source.objects.filter(slug=identity.get("slug")).first()
@@ -394,18 +409,18 @@ def source_for(actor, identity):
     return services.save_source(actor, source)
 
 
-def parse_time(text):
+def parse_time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-def reset_id_sequences():
+def reset_id_sequences() -> None:
     """Backups were created with their old ids; new ones must come after them."""
     with connection.cursor() as cursor:
         for sql in connection.ops.sequence_reset_sql(no_style(), [Backup]):
             cursor.execute(sql)
 
 
-def partitions_of(data):
+def partitions_of(data: manifest.Manifest) -> dict[str, list[str]]:
     """The manifest's partitioned parents, when they are what they should be
     (older manifests have none; a restore then chooses partitions by name)."""
     partitions = data.get("partitions")
@@ -431,13 +446,18 @@ class PlanFound:
 
     source: Source
     name: str
-    backups: set = field(default_factory=set)
-    destinations: dict = field(default_factory=dict)  # {pk: Destination} holding copies of its backups
-    newest: tuple | None = None  # (time, backup id, format, compression, encrypted) of its newest backup
-    described: tuple | None = None  # (time, backup id, plan_definition) of its newest manifest that has one
+    backups: set[int] = field(default_factory=set)
+    # {pk: Destination} holding copies of its backups
+    destinations: dict[int, Destination] = field(default_factory=dict)
+    # (time, backup id, format, compression, encrypted) of its newest backup
+    newest: tuple[datetime, int, str, str, bool] | None = None
+    # (time, backup id, plan_definition) of its newest manifest that has one
+    described: tuple[datetime, int, dict[str, Any]] | None = None
 
 
-def note_plan(found, backup, destination, data):
+def note_plan(
+    found: dict[tuple[int, str], PlanFound], backup: Backup, destination: Destination, data: manifest.Manifest
+) -> None:
     """Remembers which plan the manifest names, for settle_plan."""
     name = data.get("plan")
     if not name:
@@ -463,7 +483,7 @@ class PlanOutcome:
     plan: BackupPlan | None = None
     detail: str = ""
 
-    def describe(self):
+    def describe(self) -> str:
         """A line for the administrator, or "" when nothing happened."""
         plan, backups = f"Plan {self.found.name} ({self.found.source.name})", count_text(self.backups, "backup")
         belong, stay = ("belongs", "stays") if self.backups == 1 else ("belong", "stay")
@@ -492,7 +512,7 @@ class PlanOutcome:
         return ""
 
 
-def settle_plan(actor, found):
+def settle_plan(actor: audit.Actor, found: PlanFound) -> PlanOutcome:
     """Gives the plan-less backups of `found` the plan their manifests name:
     the catalog's plan of that name and source, else the plan made again."""
     try:
@@ -502,7 +522,7 @@ def settle_plan(actor, found):
         return PlanOutcome(found, "failed", len(found.backups), detail=str(exc).strip()[:200])
 
 
-def give_plan(actor, found):
+def give_plan(actor: audit.Actor, found: PlanFound) -> PlanOutcome:
     planless = Backup.objects.filter(pk__in=found.backups, plan__isnull=True)
     count = planless.count()
     if not count:
@@ -526,7 +546,7 @@ def give_plan(actor, found):
     return outcome
 
 
-def recreate_plan(actor, found, count):
+def recreate_plan(actor: audit.Actor, found: PlanFound, count: int) -> tuple[BackupPlan, str]:
     """The plan as its newest manifest describes it, or with the defaults when
     none does, PAUSED: its source may have no password yet, and a plan made
     from files should be reviewed before it runs again. Retention applies to a
@@ -539,6 +559,7 @@ def recreate_plan(actor, found, count):
             "backup until you do"
         )
     else:
+        assert found.described is not None  # described_plan() made the plan from it
         was_enabled = plan.enabled  # as the manifest says, checked
         detail = f"as the manifest of backup {found.described[1]} describes it" + (
             "" if was_enabled else ", where it was paused already"
@@ -562,7 +583,7 @@ def recreate_plan(actor, found, count):
     return plan, detail
 
 
-def described_plan(found):
+def described_plan(found: PlanFound) -> tuple[BackupPlan | None, str]:
     """(unsaved plan, "") from the newest manifest's description, checked as
     the plan form checks it; (None, why not) when there is none to use."""
     if found.described is None:
@@ -591,16 +612,17 @@ def described_plan(found):
     return plan, ""
 
 
-def table_choice(value):
+def table_choice(value: object) -> bool:
     """An export plan's tables or named sets: a list of {"…": "text"}."""
     return isinstance(value, list) and all(
         isinstance(item, dict) and all(isinstance(text, str) for text in item.values()) for item in value
     )
 
 
-def default_plan(found):
+def default_plan(found: PlanFound) -> BackupPlan:
     """A plan the manifests do not describe: stored as its newest backup was,
     with the model's defaults and KEEP_EVERYTHING otherwise."""
+    assert found.newest is not None  # note_plan() sets it with the first backup
     _, _, fmt, compression, encrypted = found.newest
     return BackupPlan(
         source=found.source, name=found.name, format=fmt, compression=compression, encrypt=encrypted, **KEEP_EVERYTHING

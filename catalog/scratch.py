@@ -18,8 +18,11 @@ where).
 """
 
 import logging
+import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from django.conf import settings
@@ -30,53 +33,65 @@ from catalog.engine.dumpers import first_line, libpq_env
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
 from catalog.engine.pipeline import restore_stream
 from catalog.engine.verify import first_difference, size_difference
+from catalog.models import Backup, Copy
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-def ignore(line):
+# A skipped copy, as evidence and reports keep it (skipped_entry).
+Skipped = dict[str, Any]
+
+
+def ignore(line: object) -> None:
     pass
 
 
 class NoCopyRestored(EngineError):
     """Every copy was damaged or unreadable; `skipped` says how, copy by copy."""
 
-    def __init__(self, skipped):
+    def __init__(self, skipped: list[Skipped]) -> None:
         super().__init__("No copy could be restored: " + skipped_in_words(skipped))
         self.skipped = skipped
 
 
-def skipped_in_words(skipped):
+def skipped_in_words(skipped: Iterable[Skipped]) -> str:
     return "; ".join(f"{entry['destination']}: {entry['error']}" for entry in skipped)
 
 
 @dataclass
-class Restored:
+class Restored(Generic[T]):
     """The copy that restored, what restore_one returned for it, the copies
     skipped before it (dicts, as evidence and reports keep them) and how long
     its restore took."""
 
-    copy: object
-    value: object
-    skipped: list
+    copy: Copy
+    value: T
+    skipped: list[Skipped]
     seconds: float
 
 
 @dataclass
 class ScratchRestore:
-    copy: object
-    skipped: list
+    copy: Copy
+    skipped: list[Skipped]
     seconds: float
-    warnings: list = field(default_factory=list)  # what pg_restore or psql printed without failing
-    table_of_contents: dict | None = None  # the dump's object counts, when it has a table of contents
-    loaded: dict | None = None  # an export's {table: rows loaded}
-    database: dict | None = None  # the backup's recorded database properties, read once for the caller too
+    warnings: list[str] = field(default_factory=list)  # what pg_restore or psql printed without failing
+    table_of_contents: dict[str, int] | None = None  # the dump's object counts, when it has a table of contents
+    loaded: dict[str, int] | None = None  # an export's {table: rows loaded}
+    database: dict[str, Any] | None = None  # the backup's recorded database properties, read once for the caller too
 
 
 # --- any engine -------------------------------------------------------------------
 
 
-def first_intact_copy(backup, restore_one, cancel_event=None, log=ignore, discard=ignore):
+def first_intact_copy(
+    backup: Backup,
+    restore_one: Callable[[Copy, Iterator[bytes]], T],
+    cancel_event: threading.Event | None = None,
+    log: Callable[[str], object] = ignore,
+    discard: Callable[[T], object] = ignore,
+) -> Restored[T]:
     """Calls restore_one(copy, plain_chunks) with each readable copy's
     decrypted, decompressed stream (its SHA-256 checked at the end) until one
     returns. restore_one must leave nothing behind when it raises; should
@@ -85,7 +100,7 @@ def first_intact_copy(backup, restore_one, cancel_event=None, log=ignore, discar
     copies = backup.readable_copies()
     if not copies:
         raise EngineError("This backup has no stored copy left to restore from.")
-    skipped = []
+    skipped: list[tuple[Copy, Skipped]] = []
     for copy in copies:
         log(f"Restoring from {copy.destination} ({copy.location_display()})")
         started = time.monotonic()
@@ -105,21 +120,21 @@ def first_intact_copy(backup, restore_one, cancel_event=None, log=ignore, discar
     raise NoCopyRestored([entry for _, entry in skipped])
 
 
-def plain_stream(backup, copy, cancel_event=None):
+def plain_stream(backup: Backup, copy: Copy, cancel_event: threading.Event | None = None) -> Iterator[bytes]:
     chunks = copy.destination.storage().open_reader(copy.key)
     if cancel_event is not None:
         chunks = cancellable(chunks, cancel_event)
     return restore_stream(chunks, keyring=keyring.lookup, expected_sha256=backup.sha256, key_wraps=backup.key_wraps)
 
 
-def cancellable(chunks, cancel_event):
+def cancellable(chunks: Iterable[bytes], cancel_event: threading.Event) -> Iterator[bytes]:
     for chunk in chunks:
         if cancel_event.is_set():
             raise Cancelled("Cancelled by request")
         yield chunk
 
 
-def skipped_entry(copy, exc):
+def skipped_entry(copy: Copy, exc: EngineError) -> Skipped:
     """A skipped copy as evidence: `offset` is the first bad byte, only once
     it is known exactly; a failed encrypted segment is `segment_start` and
     `segment_length`."""
@@ -138,7 +153,13 @@ def skipped_entry(copy, exc):
 # --- the first bad byte ------------------------------------------------------------
 
 
-def locate_damage(backup, skipped, intact, cancel_event=None, log=ignore):
+def locate_damage(
+    backup: Backup,
+    skipped: Iterable[tuple[Copy, Skipped]],
+    intact: Copy,
+    cancel_event: threading.Event | None = None,
+    log: Callable[[str], object] = ignore,
+) -> None:
     """Says where each skipped damaged copy differs from `intact`, a copy that
     has just restored: at the first bad byte when the sizes agree, otherwise
     by how much the size differs. An unreadable copy has nothing to compare."""
@@ -168,7 +189,7 @@ def locate_damage(backup, skipped, intact, cancel_event=None, log=ignore):
         )
 
 
-def first_bad_byte(copy, intact, cancel_event=None):
+def first_bad_byte(copy: Copy, intact: Copy, cancel_event: threading.Event | None = None) -> int | None:
     """The first byte where `copy` differs from `intact`, or None when their
     stored bytes are equal."""
     chunks = copy.destination.storage().open_reader(copy.key)
@@ -178,7 +199,7 @@ def first_bad_byte(copy, intact, cancel_event=None):
     return first_difference(chunks, reference)
 
 
-def differs_from(intact, offset):
+def differs_from(intact: Copy, offset: int) -> str:
     return f"it differs from the intact copy on {intact.destination} first at byte {offset}"
 
 
@@ -186,8 +207,17 @@ def differs_from(intact, offset):
 
 
 def restore_into_scratch(
-    backup, server, name, *, tables=(), keep_owners=False, spool_dir=None, jobs=1, cancel_event=None, log=ignore
-):
+    backup: Backup,
+    server: Mapping[str, Any],
+    name: str,
+    *,
+    tables: Sequence[str] = (),
+    keep_owners: bool = False,
+    spool_dir: str | None = None,
+    jobs: int = 1,
+    cancel_event: threading.Event | None = None,
+    log: Callable[[str], object] = ignore,
+) -> ScratchRestore:
     """Restores the first intact copy of a PostgreSQL backup into a new
     database `name` (a restorers.scratch_name) on `server`; returns a
     ScratchRestore. A custom-format dump goes through `pg_restore -j jobs`
@@ -199,7 +229,7 @@ def restore_into_scratch(
 
     like = recorded_database(backup, log)
 
-    def restore_one(copy, plain):
+    def restore_one(copy: Copy, plain: Iterator[bytes]) -> dict[str, Any]:
         scratch = restorers.ScratchDatabase(server, name, like).create()
         try:
             done = restore_dump(
@@ -220,14 +250,14 @@ def restore_into_scratch(
             done["warnings"].insert(0, scratch.fallback)
         return done
 
-    def discard(_):
+    def discard(_: object) -> None:
         drop_quietly(restorers.ScratchDatabase(server, name))
 
     done = first_intact_copy(backup, restore_one, cancel_event, log, discard)
     return ScratchRestore(copy=done.copy, skipped=done.skipped, seconds=done.seconds, database=like, **done.value)
 
 
-def recorded_database(backup, log=ignore):
+def recorded_database(backup: Backup, log: Callable[[str], object] = ignore) -> dict[str, Any] | None:
     """The backup's own database properties (pgglobals), so that the scratch
     database has the encoding and locale the data was dumped from; None for
     a backup that predates them, or when no copy has them readable (then
@@ -241,7 +271,18 @@ def recorded_database(backup, log=ignore):
         return None
 
 
-def restore_dump(backup, plain, params, *, tables, keep_owners, spool_dir, jobs, cancel_event, like=None):
+def restore_dump(
+    backup: Backup,
+    plain: Iterable[bytes],
+    params: Mapping[str, Any],
+    *,
+    tables: Sequence[str],
+    keep_owners: bool,
+    spool_dir: str | None,
+    jobs: int,
+    cancel_event: threading.Event | None,
+    like: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     warnings: list[str] = []
     if backup.is_export():
         # Tables are recreated from the recorded column types: there is no table of contents.
@@ -283,15 +324,15 @@ class ContentsLister:
     spool file, for its table of contents (restore_postgres_parallel removes
     that file when it is done with it)."""
 
-    def __init__(self, params):
+    def __init__(self, params: Mapping[str, Any]) -> None:
         self.process = restorers._Process([settings.PG_RESTORE, "--list"], libpq_env(params))
 
-    def passing(self, chunks):
+    def passing(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
             self.process.feed(chunk)
             yield chunk
 
-    def counts(self, warnings):
+    def counts(self, warnings: list[str]) -> dict[str, int] | None:
         """The counts, or None with a warning: the restore itself has succeeded."""
         code, listing, errors = self.process.finish()
         if code != 0:
@@ -301,11 +342,11 @@ class ContentsLister:
             return None
         return restorers.toc_counts(listing)
 
-    def stop(self):
+    def stop(self) -> None:
         self.process.stop()
 
 
-def drop_quietly(scratch):
+def drop_quietly(scratch: restorers.ScratchDatabase) -> None:
     """Drops a scratch database without hiding the failure that led here;
     should the server refuse, the sweeps drop it later by its recorded name."""
     try:

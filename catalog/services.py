@@ -9,6 +9,8 @@ Functions take an `actor`: a User, or a string naming a system actor.
 import logging
 import os
 import sqlite3
+from collections.abc import Collection, Iterable, Mapping
+from typing import TypeVar, cast
 
 import psycopg
 from django.conf import settings
@@ -22,17 +24,19 @@ from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers
 from catalog.engine.errors import EngineError
 from catalog.errors import Refused
-from catalog.models import Copy, Source
+from catalog.models import BackupPlan, Copy, Destination, Job, RestoreServer, SealedSecrets, Source
 from catalog.schedules import remove_plan_schedule, sync_plan_schedule
 from catalog.text import count_text
 
 log = logging.getLogger(__name__)
 
+S = TypeVar("S", bound=SealedSecrets)
+
 
 # --- configuration ---------------------------------------------------------
 
 
-def unique_slug(source):
+def unique_slug(source: Source) -> str:
     base = slugify(source.name)[:90] or "source"
     slug, counter = base, 2
     while Source.objects.filter(slug=slug).exclude(pk=source.pk).exists():
@@ -40,7 +44,13 @@ def unique_slug(source):
     return slug
 
 
-def save_sealed(actor, thing, kind, changed_fields, secrets):
+def save_sealed(
+    actor: audit.Actor,
+    thing: S,
+    kind: str,
+    changed_fields: Iterable[str],
+    secrets: Mapping[str, str | None] | None,
+) -> S:
     """Saves a SealedSecrets record with the non-empty `secrets` sealed in
     (empty ones keep what is stored) and audits it as `<kind>.create` or
     `<kind>.update`; the event names a changed secret, never its value."""
@@ -54,7 +64,13 @@ def save_sealed(actor, thing, kind, changed_fields, secrets):
 
 
 @transaction.atomic
-def save_source(actor, source, *, changed_fields=(), secrets=None):
+def save_source(
+    actor: audit.Actor,
+    source: Source,
+    *,
+    changed_fields: Iterable[str] = (),
+    secrets: Mapping[str, str | None] | None = None,
+) -> Source:
     if not source.slug:
         source.slug = unique_slug(source)
     save_sealed(actor, source, "source", changed_fields, secrets)
@@ -63,7 +79,7 @@ def save_source(actor, source, *, changed_fields=(), secrets=None):
 
 
 @transaction.atomic
-def delete_source(actor, source):
+def delete_source(actor: audit.Actor, source: Source) -> None:
     count = source.backups.count()
     if count:
         raise Refused(
@@ -77,12 +93,18 @@ def delete_source(actor, source):
 
 
 @transaction.atomic
-def save_destination(actor, destination, *, changed_fields=(), secrets=None):
+def save_destination(
+    actor: audit.Actor,
+    destination: Destination,
+    *,
+    changed_fields: Iterable[str] = (),
+    secrets: Mapping[str, str | None] | None = None,
+) -> Destination:
     return save_sealed(actor, destination, "destination", changed_fields, secrets)
 
 
 @transaction.atomic
-def delete_destination(actor, destination):
+def delete_destination(actor: audit.Actor, destination: Destination) -> None:
     count = destination.copies.exclude(status=Copy.PRUNED).count()
     if count:
         raise Refused(f"{destination} still holds {count} backup copies, so it cannot be deleted.")
@@ -98,14 +120,20 @@ SERVER_ADDRESS_FIELDS = ("host", "port")
 
 
 @transaction.atomic
-def save_restore_server(actor, server, *, changed_fields=(), secrets=None):
+def save_restore_server(
+    actor: audit.Actor,
+    server: RestoreServer,
+    *,
+    changed_fields: Iterable[str] = (),
+    secrets: Mapping[str, str | None] | None = None,
+) -> RestoreServer:
     if set(changed_fields) & set(SERVER_ADDRESS_FIELDS):
         server.server_version, server.checked_at = "", None
     return save_sealed(actor, server, "restore_server", changed_fields, secrets)
 
 
 @transaction.atomic
-def delete_restore_server(actor, server):
+def delete_restore_server(actor: audit.Actor, server: RestoreServer) -> None:
     # The event goes first, while the row still has its id; a refusal below
     # rolls it back with everything else.
     audit.record(actor, "restore_server.delete", server, {"name": server.name})
@@ -113,10 +141,10 @@ def delete_restore_server(actor, server):
         with transaction.atomic():
             server.delete()
     except ProtectedError as exc:
-        raise Refused(restore_server_in_use(server, exc.protected_objects)) from exc
+        raise Refused(restore_server_in_use(server, cast("set[Job]", exc.protected_objects))) from exc
 
 
-def restore_server_in_use(server, restores):
+def restore_server_in_use(server: RestoreServer, restores: Collection[Job]) -> str:
     """Why a server that restores name cannot go, in words. Those restores
     are jobs of the restore app (PROTECT keeps their record of where they
     went true), known here only as catalog Jobs."""
@@ -135,7 +163,9 @@ CAN_CREATE_DATABASES = (
 )
 
 
-def probe_restore_server(server, secrets=None):
+def probe_restore_server(
+    server: RestoreServer, secrets: Mapping[str, str | None] | None = None
+) -> tuple[bool, str, str]:
     """Connects to the server's maintenance database: (ok, message in words
     without the password, server version or "" when it did not connect)."""
     params = server.connection_params(secrets)
@@ -160,13 +190,13 @@ def probe_restore_server(server, secrets=None):
     return True, f"Connected: PostgreSQL {release}; role {server.user} can create databases.", version
 
 
-def test_restore_server(server, secrets=None):
+def test_restore_server(server: RestoreServer, secrets: Mapping[str, str | None] | None = None) -> tuple[bool, str]:
     """Tries the form's values before they are saved; returns (ok, message)."""
     ok, message, _ = probe_restore_server(server, secrets)
     return ok, message
 
 
-def check_restore_server(actor, server):
+def check_restore_server(actor: audit.Actor, server: RestoreServer) -> tuple[bool, str]:
     """Connects to a registered server and records its version, so that the
     wizard can tell which backups it may take; returns (ok, message). A
     failed connection records nothing: the last version found stays."""
@@ -180,7 +210,13 @@ def check_restore_server(actor, server):
 
 
 @transaction.atomic
-def save_plan(actor, plan, *, changed_fields=(), destinations=None):
+def save_plan(
+    actor: audit.Actor,
+    plan: BackupPlan,
+    *,
+    changed_fields: Iterable[str] = (),
+    destinations: Iterable[Destination] | None = None,
+) -> BackupPlan:
     created = plan.pk is None
     plan.save()
     if destinations is not None:
@@ -193,14 +229,14 @@ def save_plan(actor, plan, *, changed_fields=(), destinations=None):
 
 
 @transaction.atomic
-def delete_plan(actor, plan):
+def delete_plan(actor: audit.Actor, plan: BackupPlan) -> None:
     remove_plan_schedule(plan)
     audit.record(actor, "plan.delete", plan, {"name": plan.name})
     plan.delete()
     monitor.plan_changed(plan)
 
 
-def test_source(source, secrets=None):
+def test_source(source: Source, secrets: Mapping[str, str | None] | None = None) -> tuple[bool, str]:
     """Tries to reach the source; returns (ok, message in words)."""
     if source.engine == "sqlite":
         return test_sqlite_file(source.sqlite_path)
@@ -211,7 +247,7 @@ def test_source(source, secrets=None):
     return True, f"Connected: PostgreSQL {info['server_version']}, {info['pg_dump_version']}"
 
 
-def test_sqlite_file(path):
+def test_sqlite_file(path: str) -> tuple[bool, str]:
     if not path or not os.path.isfile(path):
         return False, f"SQLite database not found: {path or '(no path)'}"
     try:
@@ -222,7 +258,7 @@ def test_sqlite_file(path):
     return True, f"Opened {path}: SQLite {sqlite3.sqlite_version}, {tables} tables"
 
 
-def test_destination(destination, secrets=None):
+def test_destination(destination: Destination, secrets: Mapping[str, str | None] | None = None) -> tuple[bool, str]:
     """Writes, reads and deletes a probe object; returns (ok, message)."""
     try:
         storage = destination.storage(secrets)

@@ -13,13 +13,15 @@ Not for the data of table exports (catalog/engine/exports/): those files are
 the rows themselves, read back by COPY, and must stay exact."""
 
 import csv
+from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any, Protocol
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 ESCAPE = "'"
 
 
-def safe_cell(value):
+def safe_cell(value: object) -> object:
     """The value as written to a cell: numbers as they are (-5 is a number,
     not a formula), any other text with a ' in front when a spreadsheet would
     take it for a formula, or when it starts with ' itself."""
@@ -29,24 +31,30 @@ def safe_cell(value):
     return ESCAPE + text if text.startswith((*FORMULA_STARTS, ESCAPE)) else text
 
 
-def original_cell(text):
+def original_cell(text: str) -> str:
     """The value a cell read back from one of these files stood for."""
     return text[len(ESCAPE) :] if text.startswith(ESCAPE) else text
+
+
+class TextOut(Protocol):
+    """Where csv.writer writes: a file, a StringIO, or a streaming response's pseudo-buffer."""
+
+    def write(self, text: str, /) -> object: ...
 
 
 class SafeWriter:
     """csv.writer whose every cell goes through safe_cell."""
 
-    def __init__(self, out, **options):
+    def __init__(self, out: TextOut, **options: Any) -> None:
         self._writer = csv.writer(out, **options)
 
-    def writerow(self, row):
+    def writerow(self, row: Iterable[object]) -> Any:
         return self._writer.writerow([safe_cell(value) for value in row])
 
-    def writerows(self, rows):
+    def writerows(self, rows: Iterable[Iterable[object]]) -> None:
         for row in rows:
             self.writerow(row)
 
 
-def writer(out, **options):
+def writer(out: TextOut, **options: Any) -> SafeWriter:
     return SafeWriter(out, **options)

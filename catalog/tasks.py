@@ -1,11 +1,13 @@
 """django-q2 task entry points: each takes ids and calls one service."""
 
+from typing import Any
+
 from catalog import backup_runs, lifecycle, lockouts, registry, verification
 from catalog.alerts import hooks as monitor
 from catalog.models import Backup, Verification
 
 
-def run_backup(backup_id):
+def run_backup(backup_id: int) -> str:
     backup = backup_runs.run_backup(backup_id)
     if backup and backup.status == Backup.SUCCEEDED and backup.plan:
         if backup.plan.verify_new_backups:
@@ -15,42 +17,42 @@ def run_backup(backup_id):
     return backup.status if backup else "skipped"
 
 
-def run_verification(verification_id):
+def run_verification(verification_id: int) -> str:
     result = verification.run_verification(verification_id)
     return result.status if result else "not claimed"
 
 
-def run_key_rotation(rotation_id):
+def run_key_rotation(rotation_id: int) -> str:
     from catalog import keys
 
     rotation = keys.run_rotation(rotation_id)
     return rotation.status if rotation else "not claimed"
 
 
-def send_alert_notifications(alert_id, event, quiet=False):
+def send_alert_notifications(alert_id: int, event: str, quiet: bool = False) -> dict[str, str]:
     """Tells the channels about an alert that opened or resolved (see catalog.alerts.notify)."""
     from catalog.alerts import notify
 
     return notify.send_for_alert(alert_id, event, quiet=quiet)
 
 
-def run_pitr_restore(job_id):
+def run_pitr_restore(job_id: int) -> Any:
     """Moved to pitr.tasks.run_pitr_restore: a task queued before an upgrade
     still names this path, which passes it on (pitr registers it)."""
     return registry.moved_tasks["run_pitr_restore"](job_id)
 
 
-def run_scheduled_plan(plan_id):
+def run_scheduled_plan(plan_id: int) -> str:
     backup = backup_runs.run_scheduled_plan(plan_id)
     return backup.status if backup else "skipped"
 
 
-def tick():
+def tick() -> dict[str, Any]:
     """Every minute: declare dead the jobs whose worker stopped beating, and
     queue the verifications the plans' policies ask for. The apps above the
     catalog add their own steps (registry.tick_steps: their sweeps, drills due,
     base backups' WAL) in their AppConfig.ready()."""
-    result = {
+    result: dict[str, Any] = {
         "swept": backup_runs.sweep_stale_backups(),
         "swept_verifications": verification.sweep_stale_verifications(),
         "queued_verifications": verification.queue_due_verifications(),
@@ -63,10 +65,10 @@ def tick():
     return result
 
 
-def prune_nightly():
+def prune_nightly() -> dict[int | str, Any]:
     """Applies every plan's retention rule, also for plans that stopped running."""
     reports = lifecycle.prune_all("retention")
-    result = {plan_id: report.summary() for plan_id, report in reports.items()}
+    result: dict[int | str, Any] = {plan_id: report.summary() for plan_id, report in reports.items()}
     for name, step in registry.nightly_steps.items():  # e.g. pitr's "wal": {source id: segments pruned}
         if outcome := step():
             result[name] = outcome

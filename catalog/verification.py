@@ -13,8 +13,11 @@ at the same time on the same source.
 import logging
 import os
 import tempfile
+import threading
 import time
-from datetime import timedelta
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
@@ -27,9 +30,10 @@ from catalog.alerts import hooks as monitor
 from catalog.engine import crypto, dumpers, manifest, restorers
 from catalog.engine.errors import Cancelled, EngineError
 from catalog.engine.files import make_private_dirs
+from catalog.engine.storage.base import Storage
 from catalog.engine.verify import check_object
 from catalog.errors import Refused
-from catalog.models import Backup, BackupPlan, Copy, Verification
+from catalog.models import Backup, BackupPlan, Copy, Source, Verification
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +43,20 @@ CHECKSUM, RESTORE = Verification.CHECKSUM, Verification.RESTORE
 # --- queueing ---------------------------------------------------------------
 
 
-def check_verifiable(backup):
+def check_verifiable(backup: Backup) -> None:
     if backup.is_active():
         raise Refused("This backup is still running; verify it once it has finished.")
     if backup.is_pruned() or not backup.copies.filter(status=Copy.DURABLE).exists():
         raise Refused("This backup has no stored copy left to verify.")
 
 
-def create_verification(actor, backup, kind, trigger="manual", enqueue_it=True):
+def create_verification(
+    actor: audit.Actor,
+    backup: Backup,
+    kind: str,
+    trigger: str = "manual",
+    enqueue_it: bool = True,
+) -> Verification:
     """Queues a verification; with enqueue_it=False the caller runs it itself."""
     check_verifiable(backup)
     if kind == RESTORE and backup.is_base_backup():
@@ -60,7 +70,8 @@ def create_verification(actor, backup, kind, trigger="manual", enqueue_it=True):
             source_id=backup.source_id,
             kind=kind,
             trigger=trigger,
-            triggered_by=actor if not isinstance(actor, str) else None,
+            # A signed-in User here: views require sign-in, so no AnonymousUser reaches this.
+            triggered_by=actor if not isinstance(actor, str) else None,  # type: ignore[misc]
         )
         audit.record(actor, "verification.queue", verification, {"kind": kind, "backup": backup.pk, "trigger": trigger})
         if enqueue_it:
@@ -68,7 +79,7 @@ def create_verification(actor, backup, kind, trigger="manual", enqueue_it=True):
     return verification
 
 
-def run_here(verification, wait_seconds=3600):
+def run_here(verification: Verification, wait_seconds: float = 3600) -> Verification:
     """Runs a verification in this process (the `verify` command), waiting
     while another verification of the same source finishes."""
     deadline = time.monotonic() + wait_seconds
@@ -82,18 +93,18 @@ def run_here(verification, wait_seconds=3600):
         time.sleep(2)
 
 
-def enqueue(verification_id):
+def enqueue(verification_id: int) -> None:
     queues.enqueue_work("catalog.tasks.run_verification", verification_id, task_name=f"verify-{verification_id}")
 
 
-def cancel_verification(actor, verification):
+def cancel_verification(actor: audit.Actor, verification: Verification) -> Verification:
     return jobs.cancel_job(actor, verification, "verification.cancel", summary="Cancelled before it started.")
 
 
 # --- running ----------------------------------------------------------------
 
 
-def claim_verification(verification_id):
+def claim_verification(verification_id: int) -> str:
     """Marks it running unless it is gone or its source is busy verifying.
 
     Returns "claimed", "busy" (stays queued; the tick hands it out again) or "gone"."""
@@ -116,7 +127,7 @@ def claim_verification(verification_id):
         return "claimed" if claimed else "gone"
 
 
-def run_verification(verification_id):
+def run_verification(verification_id: int) -> Verification | None:
     """The worker side. Returns the finished verification, or None if not claimed."""
     close_old_connections()
     if claim_verification(verification_id) != "claimed":
@@ -138,7 +149,7 @@ def run_verification(verification_id):
     return finish_verification(verification, status)
 
 
-def finish_verification(verification, status):
+def finish_verification(verification: Verification, status: str) -> Verification:
     now = timezone.now()
     verification.append_log(f"Finished: {status} — {verification.summary}")
     with transaction.atomic():
@@ -166,7 +177,7 @@ def finish_verification(verification, status):
 # --- checksum ---------------------------------------------------------------
 
 
-def run_checksum(verification, cancel_event):
+def run_checksum(verification: Verification, cancel_event: threading.Event) -> bool:
     backup = verification.backup
     copies = backup.readable_copies()
     if not copies:
@@ -191,7 +202,7 @@ def run_checksum(verification, cancel_event):
     return False
 
 
-def describe_damage(result):
+def describe_damage(result: Mapping[str, Any]) -> str:
     if result.get("offset") is not None:
         where = f" at byte {result['offset']}"
     elif result.get("segment_start") is not None:
@@ -204,11 +215,13 @@ def describe_damage(result):
     return f"Copy on {result['destination']} ({result['location']}) is damaged{where}: {result['error']}"
 
 
-def holds_the_stored_bytes(backup, result):
+def holds_the_stored_bytes(backup: Backup, result: Mapping[str, Any]) -> bool:
     return result.get("sha256") == backup.sha256 and result.get("stored_bytes") == backup.stored_bytes
 
 
-def locate_by_comparison(backup, copies, results, cancel_event):
+def locate_by_comparison(
+    backup: Backup, copies: Sequence[Copy], results: Sequence[dict[str, Any]], cancel_event: threading.Event
+) -> None:
     """The catalog's SHA-256 says that a copy's bytes differ, not where: a
     copy of the right size whose bytes differ is compared with one holding
     exactly the stored bytes, which gives the first bad byte itself. `results`
@@ -239,9 +252,13 @@ def locate_by_comparison(backup, copies, results, cancel_event):
         )
 
 
-def check_copy(backup, copy, cancel_event):
+def check_copy(backup: Backup, copy: Copy, cancel_event: threading.Event) -> dict[str, Any]:
     """Reads one copy and its manifest back; returns the evidence as a dict."""
-    evidence = {"copy": copy.pk, "destination": copy.destination.name, "location": copy.location_display()}
+    evidence: dict[str, Any] = {
+        "copy": copy.pk,
+        "destination": copy.destination.name,
+        "location": copy.location_display(),
+    }
     storage = copy.destination.storage()
     problems = manifest_problems(storage, copy, backup)
     try:
@@ -267,7 +284,7 @@ def check_copy(backup, copy, cancel_event):
     return evidence
 
 
-def manifest_problems(storage, copy, backup):
+def manifest_problems(storage: Storage, copy: Copy, backup: Backup) -> list[str]:
     try:
         data = manifest.loads(storage.get_bytes(copy.manifest_key or manifest.manifest_key_for(copy.key)))
     except (EngineError, ValueError) as exc:
@@ -295,7 +312,7 @@ BASE_BACKUP_RESTORE_TEST = (
 )
 
 
-def run_restore_test(verification, cancel_event):
+def run_restore_test(verification: Verification, cancel_event: threading.Event) -> bool:
     backup = verification.backup
     if backup.is_base_backup():
         raise EngineError(BASE_BACKUP_RESTORE_TEST)
@@ -315,13 +332,15 @@ def run_restore_test(verification, cancel_event):
     return judge_restore(verification, copy, evidence["skipped_copies"])
 
 
-def scratch_server(source):
+def scratch_server(source: Source) -> dict[str, Any]:
     if settings.VERIFY_SERVER_URL:
         return conninfo_to_dict(settings.VERIFY_SERVER_URL)
     return dumpers.normalize_conninfo(source.conninfo())
 
 
-def restore_postgres_copy(verification, backup, cancel_event):
+def restore_postgres_copy(
+    verification: Verification, backup: Backup, cancel_event: threading.Event
+) -> tuple[Copy, dict[str, Any]]:
     """The first intact copy into a scratch database, through the same path
     as a restore (catalog.scratch), streamed; then counted and dropped."""
     server = scratch_server(backup.source)
@@ -357,7 +376,7 @@ def restore_postgres_copy(verification, backup, cancel_event):
     }
 
 
-def owners_kept(verification, backup, server):
+def owners_kept(verification: Verification, backup: Backup, server: Mapping[str, Any]) -> bool:
     """A test restore keeps owners and grants, as a real restore does, when
     the scratch server has every role the backup names; otherwise it
     restores without them and says so (the data and schema are still
@@ -373,18 +392,20 @@ def owners_kept(verification, backup, server):
     return True
 
 
-def scratch_is_gone(server, name):
+def scratch_is_gone(server: Mapping[str, Any], name: str) -> bool:
     try:
         return not restorers.database_exists(server, name)
     except EngineError:
         return False
 
 
-def restore_sqlite_copy(verification, backup, cancel_event):
+def restore_sqlite_copy(
+    verification: Verification, backup: Backup, cancel_event: threading.Event
+) -> tuple[Copy, dict[str, Any]]:
     """The first intact copy into a scratch file, then checked and removed."""
     directory = make_private_dirs(os.path.join(settings.DATA_DIR, "tmp"))
 
-    def restore_one(copy, plain):
+    def restore_one(copy: Copy, plain: Iterator[bytes]) -> str:
         fd, path = tempfile.mkstemp(dir=directory, prefix="strongroom_verify_", suffix=".sqlite3")
         os.close(fd)
         try:
@@ -413,7 +434,7 @@ def restore_sqlite_copy(verification, backup, cancel_event):
     }
 
 
-def judge_restore(verification, copy, attempts):
+def judge_restore(verification: Verification, copy: Copy, attempts: Sequence[Mapping[str, Any]]) -> bool:
     """Compares what came back with what the backup recorded; sets the summary."""
     evidence, backup = verification.evidence, verification.backup
     problems = []
@@ -461,10 +482,10 @@ def judge_restore(verification, copy, attempts):
 # --- policy -----------------------------------------------------------------
 
 
-def queue_due_verifications(now=None):
+def queue_due_verifications(now: datetime | None = None) -> list[int]:
     """Called by the tick: weekly restore tests and monthly checksums, per plan."""
     now = now or timezone.now()
-    queued = []
+    queued: list[int] = []
     for plan in BackupPlan.objects.filter(enabled=True):
         backups = plan.stored_backups().filter(status=Backup.SUCCEEDED)
         latest = backups.order_by("-created_at").first()
@@ -485,14 +506,14 @@ def queue_due_verifications(now=None):
     return queued
 
 
-def queue_quietly(backup, kind):
+def queue_quietly(backup: Backup, kind: str) -> list[int]:
     try:
         return [create_verification("policy", backup, kind, trigger="policy").pk]
     except Refused:
         return []
 
 
-def redispatch_waiting(now=None):
+def redispatch_waiting(now: datetime | None = None) -> list[int]:
     """Hands out again, once, the verifications that found their source busy
     a minute ago or more; ones still waiting in the queue are left alone, so
     the queue never fills with copies of the same task."""
@@ -505,7 +526,7 @@ def redispatch_waiting(now=None):
     return ids
 
 
-def sweep_stale_verifications(now=None):
+def sweep_stale_verifications(now: datetime | None = None) -> list[int]:
     """Fails verifications whose worker died, and drops their scratch database."""
     now = now or timezone.now()
     return jobs.sweep(
@@ -519,7 +540,7 @@ def sweep_stale_verifications(now=None):
     )
 
 
-def drop_scratch_database(verification):
+def drop_scratch_database(verification: Verification) -> None:
     """The scratch database a dead worker's test restore was filling, if any."""
     name = (verification.evidence or {}).get("scratch_database", "")
     if name.startswith(restorers.SCRATCH_PREFIX):

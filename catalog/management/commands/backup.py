@@ -3,8 +3,9 @@ cron, CI and deploy scripts (`manage.py backup --plan Nightly --label
 pre-migration --wait`), as users of django-dbbackup's `dbbackup` expect."""
 
 import json
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 
 from catalog import backup_runs, services, tasks
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         "and exits non-zero unless it succeeded."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--plan", required=True, help="the plan's name (or id)")
         parser.add_argument("--label", default="", help="a label such as pre-migration: letters, digits, - and _")
         parser.add_argument(
@@ -33,7 +34,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--json", action="store_true", help="print the backup as JSON")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         plan = find_plan(options["plan"])
         form = RunBackupForm({"label": options["label"]})
         if not form.is_valid():
@@ -63,7 +64,7 @@ class Command(BaseCommand):
             raise CommandError(f"Backup #{backup.pk} {backup.status}: {backup.error or 'no error was recorded'}")
 
 
-def find_plan(name):
+def find_plan(name: str) -> BackupPlan:
     plan = BackupPlan.objects.select_related("source").filter(name=name).first()
     if plan is None and name.isdecimal():
         plan = BackupPlan.objects.select_related("source").filter(pk=int(name)).first()
@@ -73,7 +74,8 @@ def find_plan(name):
     return plan
 
 
-def outcome_text(backup):
+def outcome_text(backup: Backup) -> str:
+    assert backup.plan is not None  # the command backs up a plan
     label = f" ({backup.label})" if backup.label else ""
     if backup.status == Backup.QUEUED:
         return (

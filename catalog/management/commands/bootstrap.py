@@ -1,6 +1,8 @@
 """First start: a master key, an administrator, and the app's own database as
 a first source with a local destination and a daily plan. Safe to re-run."""
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand
@@ -15,12 +17,12 @@ ACTOR = "bootstrap"
 class Command(BaseCommand):
     help = "Prepares a fresh Strongroom: master key, administrator, first source, destination and plan."
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         self.ensure_master_key()
         self.ensure_admin()
         self.ensure_first_plan()
 
-    def ensure_master_key(self):
+    def ensure_master_key(self) -> None:
         if Key.objects.filter(is_active=True).exists():
             return
         key = keyring.first_master_key()  # a reinstall with the saved key files takes the newest of them
@@ -37,7 +39,7 @@ class Command(BaseCommand):
             )
         )
 
-    def ensure_admin(self):
+    def ensure_admin(self) -> None:
         if User.objects.filter(is_superuser=True).exists():
             return
         password = settings_password()
@@ -55,7 +57,7 @@ class Command(BaseCommand):
                 self.style.SUCCESS("Created administrator 'admin' (password from STRONGROOM_ADMIN_PASSWORD)")
             )
 
-    def ensure_first_plan(self):
+    def ensure_first_plan(self) -> None:
         database = settings.DATABASES["default"]
         if Source.objects.exists() or database["ENGINE"] != "django.db.backends.sqlite3":
             return
@@ -72,7 +74,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Registered {source} with a daily plan writing to {backups_dir}")
 
 
-def settings_password():
+def settings_password() -> str | None:
     from backupsite.envconfig import env
 
     return env("STRONGROOM_ADMIN_PASSWORD") or None

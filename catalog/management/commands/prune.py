@@ -1,8 +1,10 @@
 """Applies retention from the command line, or shows what it would do."""
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from catalog import lifecycle
 from catalog.models import BackupPlan
@@ -13,12 +15,12 @@ ACTOR = "prune command"
 class Command(BaseCommand):
     help = "Applies each plan's retention rule: deletes the backups it does not keep (see --dry-run)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--plan", action="append", default=[], help="a plan's name or id (repeatable; default all)")
         parser.add_argument("--dry-run", action="store_true", help="only show what would be kept and pruned")
         parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         plans = self.plans(options["plan"])
         if options["dry_run"]:
             self.dry_run(plans, options["json"])
@@ -39,8 +41,9 @@ class Command(BaseCommand):
         if any(report.errors for report in reports.values()):
             raise CommandError("Some backups could not be pruned; they stay in the catalog and are retried next time.")
 
-    def dry_run(self, plans, as_json):
-        previews, failures = {}, {}
+    def dry_run(self, plans: Sequence[BackupPlan], as_json: bool) -> None:
+        previews: dict[BackupPlan, list[lifecycle.Row]] = {}
+        failures: dict[BackupPlan, str] = {}
         for plan in plans:
             try:
                 previews[plan] = lifecycle.preview(plan)
@@ -61,7 +64,7 @@ class Command(BaseCommand):
         if failures:
             raise CommandError(f"Retention cannot be previewed for: {', '.join(plan.name for plan in failures)}.")
 
-    def plans(self, wanted):
+    def plans(self, wanted: Sequence[str]) -> list[BackupPlan]:
         if not wanted:
             return list(BackupPlan.objects.all())
         plans = []
@@ -73,7 +76,7 @@ class Command(BaseCommand):
             plans.append(plan)
         return plans
 
-    def print_preview(self, plan, rows):
+    def print_preview(self, plan: BackupPlan, rows: Sequence[lifecycle.Row]) -> None:
         tally = lifecycle.tally(rows)
         self.stdout.write(
             f"{plan.name} ({plan.retention_policy().describe()}): "
@@ -83,11 +86,11 @@ class Command(BaseCommand):
             when = row.backup.created_at.astimezone(lifecycle.local_zone()).strftime("%Y-%m-%d %H:%M")
             self.stdout.write(f"  #{row.backup.pk:<6} {when}  {row.outcome():<6}  {row.decision.explain()}")
 
-    def print_json(self, data):
+    def print_json(self, data: object) -> None:
         self.stdout.write(json.dumps(data, indent=2))
 
 
-def report_as_json(report):
+def report_as_json(report: lifecycle.PruneReport) -> dict[str, Any]:
     if report.failure:
         return {"error": report.failure}
     return {

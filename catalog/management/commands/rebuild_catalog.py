@@ -1,6 +1,8 @@
 """Imports backups from their manifests: the way back after losing the catalog."""
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from catalog import rebuild
 from catalog.models import Destination
@@ -15,10 +17,10 @@ class Command(BaseCommand):
         "made again, paused, from its newest manifest). Safe to run again."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--destination", action="append", default=[], help="a destination's name (default all)")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         destinations = list(Destination.objects.all())
         if options["destination"]:
             destinations = [d for d in destinations if d.name in options["destination"]]

@@ -3,9 +3,12 @@ password file (0600) rather than the console, the user's sign-in lockouts
 cleared, and an audit event. `manage.py changepassword NAME` sets one you
 type instead (it clears no lockout: `manage.py axes_reset_username NAME`)."""
 
+from typing import Any
+
 from axes.utils import reset as reset_sign_in_attempts
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from catalog import admin_password, audit
@@ -19,10 +22,10 @@ class Command(BaseCommand):
         "directory (readable only by the service user), and clears their sign-in lockouts."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username", nargs="?", help="the administrator (default: admin, else the first superuser)")
 
-    def handle(self, *args, username=None, **options):
+    def handle(self, *args: Any, username: str | None = None, **options: Any) -> None:
         user = self.find_user(username)
         password = admin_password.generate()
         with transaction.atomic():
@@ -42,7 +45,7 @@ class Command(BaseCommand):
                 f"Cleared {cleared} record{'s' if cleared != 1 else ''} of failed sign-ins: the lockout is over."
             )
 
-    def find_user(self, username):
+    def find_user(self, username: str | None) -> User:
         users = get_user_model().objects
         if username:
             user = users.filter(username=username).first()

@@ -7,9 +7,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from backupsite.envconfig import env
 from catalog import admin_password
@@ -18,10 +21,10 @@ from catalog import admin_password
 class Command(BaseCommand):
     help = "Starts the web server and the task workers; Ctrl-C stops them all cleanly."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--bind", default=env("STRONGROOM_BIND", "127.0.0.1:8000"))
 
-    def handle(self, *args, bind, **options):
+    def handle(self, *args: Any, bind: str, **options: Any) -> None:
         manage = [sys.executable, "manage.py"]
         monitor_env = {**os.environ, "Q_CLUSTER_NAME": settings.MONITOR_CLUSTER}
         # serve ran the system checks before it got here: their warnings (such as
@@ -38,7 +41,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Strongroom is starting on http://{bind}/ (Ctrl-C stops it)")
         stopping = False
 
-        def stop(signum, frame):
+        def stop(signum: int, frame: FrameType | None) -> None:
             nonlocal stopping
             stopping = True
 
@@ -55,13 +58,13 @@ class Command(BaseCommand):
             time.sleep(0.5)
         self.shutdown(children)
 
-    def say_how_to_sign_in(self, url):
+    def say_how_to_sign_in(self, url: str) -> None:
         rule = "─" * 72
         lines = ["Strongroom is running (Ctrl-C stops it).", *admin_password.sign_in_lines(url)]
         self.stdout.write(self.style.SUCCESS("\n".join([rule, *lines, rule])))
         self.stdout.flush()
 
-    def shutdown(self, children):
+    def shutdown(self, children: Sequence["subprocess.Popen[bytes]"]) -> None:
         self.stdout.write("Stopping the web server and the workers…")
         for child in children:
             if child.poll() is None:
@@ -76,7 +79,7 @@ class Command(BaseCommand):
         self.stdout.write("Stopped.")
 
 
-def local_address(bind):
+def local_address(bind: str) -> tuple[str, int]:
     """(host, port) to reach `bind` from this machine: a wildcard address
     (0.0.0.0, ::) is reached, and shown, as the loopback address."""
     host, _, port = bind.rpartition(":")
@@ -84,7 +87,7 @@ def local_address(bind):
     return ("127.0.0.1" if host in ("", "0.0.0.0", "::") else host), int(port)
 
 
-def answers(host, port):
+def answers(host: str, port: int) -> bool:
     try:
         socket.create_connection((host, port), timeout=0.5).close()
     except OSError:

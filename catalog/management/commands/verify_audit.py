@@ -1,6 +1,8 @@
 """Check the audit trail's hash chain: exit 0 when intact, 1 at the first
 broken link (edited, deleted or reordered event)."""
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
 from catalog.audit import verify_chain
@@ -9,7 +11,7 @@ from catalog.audit import verify_chain
 class Command(BaseCommand):
     help = "Walk the audit trail's hash chain in id order and report the first broken link."
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         result = verify_chain()
         if not result.intact:
             raise CommandError(result.summary(), returncode=1)
