@@ -8,6 +8,7 @@ variable. A bad value stops start-up with a message naming the variable.
 import os
 import secrets
 from pathlib import Path
+from typing import Any, overload
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -15,7 +16,15 @@ from django.core.exceptions import ImproperlyConfigured
 from catalog.engine.files import PRIVATE_FILE, make_private_dirs
 
 
-def env(name, default=None):
+@overload
+def env(name: str, default: str) -> str: ...
+
+
+@overload
+def env(name: str, default: None = None) -> str | None: ...
+
+
+def env(name: str, default: str | None = None) -> str | None:
     file_path = os.environ.get(f"{name}_FILE")
     if file_path:
         try:
@@ -27,7 +36,7 @@ def env(name, default=None):
     return os.environ.get(name, default)
 
 
-def env_bool(name, default):
+def env_bool(name: str, default: bool) -> bool:
     value = env(name)
     if value is None or value == "":
         return default
@@ -39,7 +48,7 @@ def env_bool(name, default):
     raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
 
 
-def env_int(name, default, minimum=None):
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
     value = env(name)
     if value is None or value == "":
         return default
@@ -52,14 +61,14 @@ def env_int(name, default, minimum=None):
     return number
 
 
-def env_list(name, default):
+def env_list(name: str, default: list[str]) -> list[str]:
     value = env(name)
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def database_from_url(url, name):
+def database_from_url(url: str, name: str) -> dict[str, Any]:
     """Turns DATABASE_URL into a Django DATABASES entry (postgres or sqlite)."""
     parts = urlsplit(url)
     if parts.scheme in ("postgres", "postgresql"):
@@ -81,7 +90,7 @@ def database_from_url(url, name):
     raise ImproperlyConfigured(f"{name} must start with postgresql:// or sqlite://, not {parts.scheme or 'nothing'}://")
 
 
-def sqlite_database(path):
+def sqlite_database(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(path),
@@ -95,7 +104,7 @@ def sqlite_database(path):
     }
 
 
-def create_private_database_file(path):
+def create_private_database_file(path: str | os.PathLike[str]) -> None:
     """Creates the SQLite metadata database as an empty file of mode 0600
     (in a 0700 folder) before SQLite first opens it: SQLite gives its -wal
     and -shm files the database file's mode, and the database holds session
@@ -113,7 +122,7 @@ def create_private_database_file(path):
         pass  # SQLite says why when it opens it
 
 
-def secret_key(data_dir):
+def secret_key(data_dir: str | os.PathLike[str]) -> str:
     """SECRET_KEY from the environment, else one generated once and kept."""
     value = env("SECRET_KEY")
     if value:
@@ -129,7 +138,7 @@ def secret_key(data_dir):
     return value
 
 
-def server_binary(name):
+def server_binary(name: str) -> str:
     """A PostgreSQL server program (pg_ctl): on PATH, or else the newest of
     Debian's /usr/lib/postgresql/<version>/bin, which are not on PATH."""
     import glob

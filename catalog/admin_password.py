@@ -15,20 +15,21 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 
 FILE_NAME = "admin-password"
 DEFAULT_USERNAME = "admin"
 
 
-def password_file():
+def password_file() -> Path:
     return Path(settings.DATA_DIR) / FILE_NAME
 
 
-def generate():
+def generate() -> str:
     return secrets.token_urlsafe(12)
 
 
-def save(password):
+def save(password: str) -> Path:
     """Writes `password` to the password file, mode 0600 whatever the umask,
     replacing the file at once (never a moment with half a password)."""
     path = password_file()
@@ -48,20 +49,20 @@ def save(password):
     return path
 
 
-def saved_password():
+def saved_password() -> str | None:
     try:
         return password_file().read_text().strip() or None
     except (FileNotFoundError, NotADirectoryError):
         return None
 
 
-def first_administrator():
+def first_administrator() -> User | None:
     """The administrator bootstrap made ('admin'), else the oldest superuser."""
     users = get_user_model().objects.filter(is_superuser=True, is_active=True)
     return users.filter(username=DEFAULT_USERNAME).first() or users.order_by("pk").first()
 
 
-def sign_in_lines(url):
+def sign_in_lines(url: str) -> list[str]:
     """How to sign in, in a few lines: the address, the user, and where the
     password is. A saved password that no longer signs in (it was changed
     since) is deleted rather than pointed at."""

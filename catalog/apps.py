@@ -5,7 +5,7 @@ class CatalogConfig(AppConfig):
     name = "catalog"
     verbose_name = "Backup catalog"
 
-    def ready(self):
+    def ready(self) -> None:
         from django.core import checks
         from django.db.models.signals import post_migrate
 

@@ -11,11 +11,14 @@ import contextvars
 import functools
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from django.db import transaction
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.ipv6 import clean_ipv6_address
 
@@ -37,10 +40,14 @@ HASHED_FIELDS = ["created_at", "actor_label", "ip", "action", "object_type", "ob
 
 # The client address of the request being served; None in workers and
 # management commands. Set by catalog.middleware.AuditRequestIP.
-current_ip = contextvars.ContextVar("audit_current_ip", default=None)
+current_ip: contextvars.ContextVar[str | None] = contextvars.ContextVar("audit_current_ip", default=None)
+
+# Who did it: a user (request.user), or a string naming a system actor
+# ("scheduler", "worker"); None is the system.
+Actor = AbstractBaseUser | AnonymousUser | str | None
 
 
-def actor_fields(actor):
+def actor_fields(actor: Actor) -> dict[str, Any]:
     """An actor is a User, or a string naming a system actor ("scheduler")."""
     if actor is None:
         return {"actor": None, "actor_label": "system"}
@@ -49,7 +56,7 @@ def actor_fields(actor):
     return {"actor": actor, "actor_label": actor.get_username()}
 
 
-def describe_changes(instance, fields):
+def describe_changes(instance: models.Model, fields: Iterable[str]) -> dict[str, object]:
     """{field: new value} for the changed fields, secrets reduced to "changed"."""
     changes: dict[str, object] = {}
     for name in fields:
@@ -68,7 +75,7 @@ def describe_changes(instance, fields):
 # --- the hash ------------------------------------------------------------------
 
 
-def normalize_ip(ip):
+def normalize_ip(ip: str | None) -> str | None:
     """The form the database gives back, so the hash computed before the insert
     matches the one recomputed from the row."""
     if not ip:
@@ -76,7 +83,7 @@ def normalize_ip(ip):
     return clean_ipv6_address(ip) if ":" in ip else ip
 
 
-def _stable(value):
+def _stable(value: Any) -> Any:
     """JSON as the database hands it back: a float with an integral value may
     come back as an integer (PostgreSQL jsonb prints 1e20 in full), so the
     canonical form writes such floats as integers."""
@@ -89,7 +96,7 @@ def _stable(value):
     return value
 
 
-def canonical_content(fields):
+def canonical_content(fields: Mapping[str, Any]) -> str:
     """Compact, sorted-keys JSON of what the hash covers. `fields` is a dict
     (or a row from `values()`) with the HASHED_FIELDS."""
     content = {
@@ -105,37 +112,39 @@ def canonical_content(fields):
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def chain_hash(prev_hash, fields):
+def chain_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical_content(fields)).encode()).hexdigest()
 
 
-def last_hash():
+def last_hash() -> str:
     return AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS
 
 
-def lock_chain():
+def lock_chain() -> None:
     """Concurrent writers must not both read the same last hash and fork the
     chain: each waits until the one before has committed its event."""
     dblocks.hold_until_commit(APPEND_LOCK)
 
 
-def object_type_label(model_name):
+def object_type_label(model_name: str) -> str:
     """What the pages call an event's object type: the model's verbose name
     ("backup plan"), not the stored model name ("backupplan")."""
     return verbose_model_names().get(model_name, model_name)
 
 
 @functools.cache
-def verbose_model_names():
+def verbose_model_names() -> dict[str | None, str]:
     from django.apps import apps
 
     return {model._meta.model_name: str(model._meta.verbose_name) for model in apps.get_models()}
 
 
-def record(actor, action, obj=None, changes=None):
+def record(
+    actor: Actor, action: str, obj: models.Model | None = None, changes: Mapping[str, Any] | None = None
+) -> AuditEvent:
     event = AuditEvent(
         action=action,
-        object_type=obj._meta.model_name if obj is not None else "",
+        object_type=(obj._meta.model_name or "") if obj is not None else "",
         object_id=str(obj.pk) if obj is not None else "",
         object_repr=str(obj)[:200] if obj is not None else "",
         # Stored as it will be read back (JSON round trip), so the hash matches.
@@ -171,20 +180,20 @@ class ChainCheck:
     message: str = ""
 
     @property
-    def intact(self):
+    def intact(self) -> bool:
         return self.broken_id is None
 
-    def summary(self):
+    def summary(self) -> str:
         if self.intact:
             return f"{self.count} event{'' if self.count == 1 else 's'}, chain intact"
         return self.message
 
 
-def _describe(row):
+def _describe(row: Mapping[str, Any]) -> str:
     return f"{row['actor_label']} {row['action']} {row['object_repr']}".strip()
 
 
-def verify_chain(chunk_size=2000):
+def verify_chain(chunk_size: int = 2000) -> ChainCheck:
     """Walk the whole trail in id order with bounded memory and stop at the
     first broken link."""
     result = ChainCheck()
@@ -203,12 +212,12 @@ def verify_chain(chunk_size=2000):
     return result
 
 
-def _broken(result, event_id, problem, message):
+def _broken(result: ChainCheck, event_id: int, problem: str, message: str) -> ChainCheck:
     result.broken_id, result.problem, result.message = event_id, problem, message
     return result
 
 
-def _broken_link(result, row):
+def _broken_link(result: ChainCheck, row: Mapping[str, Any]) -> ChainCheck:
     """The event is intact but does not follow the one before it: find the
     event it claims to follow (one lookup, only when the chain is broken)."""
     claimed = AuditEvent.objects.filter(hash=row["prev_hash"]).values_list("id", flat=True).first()
@@ -226,7 +235,7 @@ def _broken_link(result, row):
     )
 
 
-def export_row(event):
+def export_row(event: AuditEvent) -> dict[str, Any]:
     """What an outside party needs to re-verify an event: id, the hashed
     content exactly as hashed, prev_hash and hash."""
     row = json.loads(canonical_content(event.hashed_fields()))

@@ -12,8 +12,11 @@ workers; the web server's WSGI module logs the same warnings when it loads.
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from django.apps import AppConfig
 from django.conf import settings
 from django.core import checks
 
@@ -27,7 +30,7 @@ KEY_OPEN = "catalog.W003"
 SECRET_KEY_OPEN = "catalog.W004"
 
 
-def private_paths():
+def private_paths() -> list[tuple[str, str, Path, str]]:
     """(check id, what it is, path, why it matters) of every existing path to check."""
     data_dir = Path(settings.DATA_DIR)
     key_dir = Path(settings.KEY_DIR)
@@ -61,10 +64,10 @@ def private_paths():
 _checked = False
 
 
-def check_private_files(app_configs=None, **kwargs):
+def check_private_files(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
     global _checked
     _checked = True
-    warnings = []
+    warnings: list[checks.CheckMessage] = []
     for check_id, what, path, why in private_paths():
         try:
             opened = open_to_others(path)
@@ -83,7 +86,7 @@ def check_private_files(app_configs=None, **kwargs):
     return warnings
 
 
-def log_open_files():
+def log_open_files() -> None:
     """The same warnings in the log, for a web server that loads the WSGI
     module directly (gunicorn) and so never runs Django's checks."""
     if _checked:

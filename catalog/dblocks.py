@@ -4,7 +4,7 @@ making the first master key)."""
 from django.db import connection
 
 
-def hold_until_commit(lock_id):
+def hold_until_commit(lock_id: int) -> None:
     """On PostgreSQL, queues on the transaction-level advisory lock `lock_id`,
     held until the caller's transaction ends, so what one writer committed is
     there for the next to read. On SQLite every transaction begins IMMEDIATE

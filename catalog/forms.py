@@ -1,10 +1,13 @@
 import os
+from collections.abc import Iterable
 from typing import Any, cast
 
 from django import forms
 from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
 from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db.models import QuerySet
+from django.http import QueryDict
 
 from catalog import exports, schedules
 from catalog.endpoints import endpoint_problem
@@ -17,6 +20,7 @@ from catalog.models import (
     MAX_DAYS,
     Backup,
     BackupPlan,
+    BackupQuerySet,
     Destination,
     RestoreServer,
     Source,
@@ -27,7 +31,7 @@ KEEP_HELP = "Leave blank to keep the one that is stored."
 MAX_KEEP_DAYS = MAX_DAYS  # how long "Back up now" may keep a backup: a hundred years
 
 
-def secret_field(label, help_text=""):
+def secret_field(label: str, help_text: str = "") -> forms.CharField:
     return forms.CharField(
         label=label,
         required=False,
@@ -47,7 +51,7 @@ class ModelBounds(forms.ModelForm):
     MinValueValidator and MaxValueValidator, catalog/models.py) as min and max,
     so the browser says what fits before the server refuses it."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name, field in self.fields.items():
             if not isinstance(field, forms.IntegerField):
@@ -64,7 +68,7 @@ class ModelBounds(forms.ModelForm):
                 field.widget.attrs["min"] = max(lowest)
 
 
-def really_changed(form):
+def really_changed(form: forms.BaseForm) -> list[str]:
     return [
         name
         for name in form.changed_data
@@ -103,18 +107,18 @@ class SourceForm(ModelBounds):
             "paused": "No alert about this source while paused (for maintenance); its backups still run.",
         }
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk and self.instance.has_secrets():
             self.fields["password"].help_text = KEEP_HELP
             self.fields["dsn"].help_text = KEEP_HELP + " " + self.fields["dsn"].help_text
         self.fields["grace_minutes"].required = False  # left empty: keeps the current grace (2 h by default)
 
-    def clean_grace_minutes(self):
+    def clean_grace_minutes(self) -> int:
         grace = self.cleaned_data.get("grace_minutes")
         return self.instance.grace_minutes if grace is None else grace
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
         if data.get("engine") == "sqlite":
@@ -129,10 +133,10 @@ class SourceForm(ModelBounds):
                     self.add_error(name, "Required unless you give a connection string.")
         return data
 
-    def secrets(self):
+    def secrets(self) -> dict[str, str | None]:
         return {"password": self.cleaned_data.get("password"), "dsn": self.cleaned_data.get("dsn")}
 
-    def changed_fields(self):
+    def changed_fields(self) -> list[str]:
         return [name for name in really_changed(self) if name not in ("password", "dsn")]
 
 
@@ -168,7 +172,7 @@ class DestinationForm(ModelBounds):
             "offsite": "This copy lives away from the database server (counts for 3-2-1).",
         }
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk and self.instance.has_secrets():
             self.fields["secret_access_key"].help_text = KEEP_HELP
@@ -178,10 +182,10 @@ class DestinationForm(ModelBounds):
             "path"
         ].help_text += f" It must lie inside {roots or 'an allowed directory'} (LOCAL_DESTINATION_ROOTS)."
 
-    def clean_lock_mode(self):
+    def clean_lock_mode(self) -> str:
         return self.cleaned_data.get("lock_mode") or "GOVERNANCE"
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
         if data.get("kind") == "local":
@@ -201,10 +205,10 @@ class DestinationForm(ModelBounds):
             self.add_error("endpoint_url", problem)
         return data
 
-    def secrets(self):
+    def secrets(self) -> dict[str, str | None]:
         return {"secret_access_key": self.cleaned_data.get("secret_access_key")}
 
-    def changed_fields(self):
+    def changed_fields(self) -> list[str]:
         return [name for name in self.changed_data if name != "secret_access_key"]
 
 
@@ -220,15 +224,15 @@ class RestoreServerForm(ModelBounds):
             "sslmode": "Optional: disable, require, verify-full …",
         }
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk and self.instance.has_secrets():
             self.fields["password"].help_text = KEEP_HELP
 
-    def secrets(self):
+    def secrets(self) -> dict[str, str | None]:
         return {"password": self.cleaned_data.get("password")}
 
-    def changed_fields(self):
+    def changed_fields(self) -> list[str]:
         return [name for name in self.changed_data if name != "password"]
 
 
@@ -264,10 +268,10 @@ class ManualKeepOptional:
     cleaned_data: dict[str, Any]
     instance: BackupPlan
 
-    def optional_manual_keep(self):
+    def optional_manual_keep(self) -> None:
         self.fields["keep_manual_days"].required = False
 
-    def clean_keep_manual_days(self):
+    def clean_keep_manual_days(self) -> int:
         days = self.cleaned_data.get("keep_manual_days")
         return self.instance.keep_manual_days if days is None else days
 
@@ -280,7 +284,7 @@ class RetentionForm(ManualKeepOptional, ModelBounds):
         fields = RETENTION_FIELDS
         help_texts = RETENTION_HELP
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.optional_manual_keep()
 
@@ -318,7 +322,7 @@ class SchedulePresets(forms.Form):
         "the clocks change, a time that happens twice runs once and a time skipped runs an hour later."
     )
 
-    def show_schedule_as_preset(self, schedule):
+    def show_schedule_as_preset(self, schedule: str) -> None:
         """Initial values from the saved cron (a posted form keeps what was posted)."""
         self.fields["schedule"].required = False  # with a preset, the cron box is not read
         self.fields["schedule"].help_text = self.SCHEDULE_HELP
@@ -329,10 +333,10 @@ class SchedulePresets(forms.Form):
         self.initial.setdefault("schedule_weekday", values.get("weekday", "1"))
         self.initial.setdefault("schedule_day", values.get("day", 1))
 
-    def schedule_fields(self):
+    def schedule_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in (*self.PRESET_FIELDS, "schedule")]
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
         # A client that posts only a cron (a script, an older page) chose the cron.
@@ -361,7 +365,7 @@ class SchedulePresets(forms.Form):
             data["schedule"] = schedule
         return data
 
-    def schedule_changes(self, changed):
+    def schedule_changes(self, changed: Iterable[str]) -> list[str]:
         """The changed fields for the audit trail: the cron, not the preset inputs that made it."""
         changed = [name for name in changed if name not in self.PRESET_FIELDS and name != "schedule"]
         if self.cleaned_data.get("schedule") != self.initial.get("schedule"):
@@ -374,7 +378,7 @@ class SchedulePreviewForm(SchedulePresets):
 
     schedule = forms.CharField(required=False, max_length=100)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.show_schedule_as_preset("")
 
@@ -383,7 +387,7 @@ class SourceSelect(forms.Select):
     """The plan's source, each option saying its engine (data-engine) for
     strongroom.js to offer only the formats that engine produces."""
 
-    def create_option(self, name, value, *args, **kwargs):
+    def create_option(self, name: str, value: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         option = super().create_option(name, value, *args, **kwargs)
         if getattr(value, "instance", None) is not None:
             option["attrs"]["data-engine"] = value.instance.engine
@@ -395,9 +399,9 @@ class FormatSelect(forms.Select):
     chosen source's engine cannot produce are hidden (strongroom.js shows them
     again when another source is chosen)."""
 
-    engine = None  # the plan's source's engine, when it has one
+    engine: str | None = None  # the plan's source's engine, when it has one
 
-    def create_option(self, name, value, *args, **kwargs):
+    def create_option(self, name: str, value: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         option = super().create_option(name, value, *args, **kwargs)
         engines = [engine for engine, formats in FORMATS_BY_ENGINE.items() if value in formats]
         option["attrs"]["data-engines"] = " ".join(engines)
@@ -406,7 +410,7 @@ class FormatSelect(forms.Select):
         return option
 
 
-def formats_in_words(formats):
+def formats_in_words(formats: Iterable[str]) -> str:
     labels = dict(FORMAT_CHOICES)
     return ", ".join(labels[fmt] for fmt in formats)
 
@@ -446,7 +450,7 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
         widgets = {"source": SourceSelect, "format": FormatSelect}
         error_messages = {"format": {"invalid_choice": "Choose one of the formats offered for this source."}}
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name in RETENTION_FIELDS:
             self.fields[name].widget.attrs["class"] = "retention-field"
@@ -454,12 +458,12 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
         self.optional_manual_keep()
         # The export choice is not a form field: its inputs come from the table
         # picker (catalog/exports.py), which clean() reads and shows again with its errors.
-        self.export_picker = None
+        self.export_picker: dict[str, Any] | None = None
         self.saved_export_choice = (self.instance.export_tables, self.instance.export_sets)
         self.offer_formats()
         self.show_schedule_as_preset(self.instance.schedule)
 
-    def offer_formats(self):
+    def offer_formats(self) -> None:
         """Only formats some source can produce (no SQLite file where every
         source is PostgreSQL, no base backup without a PostgreSQL source); of
         those, the plan's source's own shown, the others hidden until another
@@ -474,21 +478,21 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
         ]
         field.widget.engine = source.engine if source else None
 
-    def clean_size_tolerance_percent(self):
+    def clean_size_tolerance_percent(self) -> int:
         tolerance = self.cleaned_data.get("size_tolerance_percent")
         return self.instance.size_tolerance_percent if tolerance is None else tolerance
 
-    def main_fields(self):
+    def main_fields(self) -> list[forms.BoundField]:
         grouped = [*RETENTION_FIELDS, *VERIFICATION_FIELDS, *self.PRESET_FIELDS, "schedule"]
         return [self[name] for name in self.fields if name not in grouped]
 
-    def verification_fields(self):
+    def verification_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in VERIFICATION_FIELDS]
 
-    def retention_fields(self):
+    def retention_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in RETENTION_FIELDS]
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
         source, fmt = data.get("source"), data.get("format")
@@ -509,8 +513,8 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
             self.instance.export_tables, self.instance.export_sets = [], []
         return data
 
-    def clean_export_choice(self, source):
-        tables, sets = exports.selection_from(self.data)
+    def clean_export_choice(self, source: Source) -> None:
+        tables, sets = exports.selection_from(cast(QueryDict, self.data))  # bound to request.POST
         try:
             live = exports.live_tables(source)
         except EngineError as exc:
@@ -524,7 +528,7 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
             )
         self.instance.export_tables, self.instance.export_sets = tables, sets
 
-    def changed_fields(self):
+    def changed_fields(self) -> list[str]:
         changed = self.schedule_changes(really_changed(self))
         if (self.instance.export_tables, self.instance.export_sets) != self.saved_export_choice:
             changed += ["export_tables", "export_sets"]
@@ -554,7 +558,7 @@ class BackupFilterForm(forms.Form):
     since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
 
-    def apply(self, backups):
+    def apply(self, backups: BackupQuerySet) -> BackupQuerySet:
         if not self.is_valid():
             return backups
         data = self.cleaned_data
@@ -576,7 +580,7 @@ class VerificationFilterForm(forms.Form):
     kind = forms.ChoiceField(choices=[("", "Both kinds")] + Verification.KIND_CHOICES, required=False)
     status = forms.ChoiceField(choices=[("", "Any result")] + Verification.STATUS_CHOICES, required=False)
 
-    def apply(self, jobs):
+    def apply(self, jobs: QuerySet[Verification]) -> QuerySet[Verification]:
         if not self.is_valid():
             return jobs
         for name in ("source", "kind", "status"):

@@ -25,13 +25,16 @@ Why a record beside the manifest rather than rewriting the manifest itself:
 """
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any, TypedDict
 
 from django.db import transaction
 
 from catalog import audit, keyring
 from catalog.engine import crypto, manifest
 from catalog.engine.errors import EngineError
+from catalog.engine.storage.base import Storage
 from catalog.models import Backup, Copy
 
 log = logging.getLogger(__name__)
@@ -40,11 +43,20 @@ log = logging.getLogger(__name__)
 MAX_RECORD_BYTES = 64 << 10
 
 
-def hold_key(copy):
+class HoldState(TypedDict):
+    """A pin and hold as read back from a manifest or a hold record (checked_fields)."""
+
+    pinned: bool
+    legal_hold: bool
+    hold_reason: str
+    hold_changed_at: datetime | None
+
+
+def hold_key(copy: Copy) -> str:
     return manifest.hold_key_for(copy.manifest_key or manifest.manifest_key_for(copy.key))
 
 
-def hold_fields(backup):
+def hold_fields(backup: Backup) -> dict[str, Any]:
     """The hold state as the manifest and the hold record carry it."""
     return {
         "pinned": backup.pinned,
@@ -54,7 +66,7 @@ def hold_fields(backup):
     }
 
 
-def signed_record(backup, copy):
+def signed_record(backup: Backup, copy: Copy) -> manifest.Manifest:
     key_id, master = keyring.active_key()
     record = manifest.build_hold_record(
         backup_id=backup.pk,
@@ -69,7 +81,7 @@ def signed_record(backup, copy):
     return manifest.sign_manifest(record, crypto.derive_manifest_key(master))
 
 
-def store_hold_state(actor, backup_id):
+def store_hold_state(actor: audit.Actor, backup_id: int) -> list[str]:
     """Writes the backup's current pin and hold to every durable copy.
 
     Called after the change has committed: a destination that cannot be
@@ -78,7 +90,7 @@ def store_hold_state(actor, backup_id):
     show. The backup's row stays locked while the records are written, so two
     changes in quick succession reach storage in the order they were made:
     the later change waits for this write, then writes its own state."""
-    failures = []
+    failures: list[str] = []
     with transaction.atomic():
         backup = Backup.objects.select_for_update(no_key=True).get(pk=backup_id)
         copies = backup.copies.filter(status=Copy.DURABLE).select_related("destination")
@@ -104,7 +116,7 @@ class HoldUnreadable(Exception):
     """A hold record that cannot be trusted; str() says why."""
 
 
-def read_hold_record(storage, key, size, data):
+def read_hold_record(storage: Storage, key: str, size: int, data: Mapping[str, Any]) -> HoldState:
     """The authenticated hold record at `key` for the manifest `data`, as hold
     fields; raises HoldUnreadable."""
     if size > MAX_RECORD_BYTES:
@@ -126,12 +138,12 @@ def read_hold_record(storage, key, size, data):
     return checked_fields(record, "changed_at")
 
 
-def manifest_hold(data):
+def manifest_hold(data: Mapping[str, Any]) -> HoldState:
     """The hold fields the manifest itself carries (none before they were added)."""
     return checked_fields(data, "hold_changed_at")
 
 
-def checked_fields(data, stamp):
+def checked_fields(data: Mapping[str, Any], stamp: str) -> HoldState:
     pinned, legal_hold, reason = data.get("pinned", False), data.get("legal_hold", False), data.get("hold_reason", "")
     if not (isinstance(pinned, bool) and isinstance(legal_hold, bool) and isinstance(reason or "", str)):
         raise HoldUnreadable("its pin, hold or reason is not understood")
@@ -144,7 +156,7 @@ def checked_fields(data, stamp):
     return {"pinned": pinned, "legal_hold": legal_hold, "hold_reason": (reason or "")[:300], "hold_changed_at": changed}
 
 
-def newer(found, known_changed_at):
+def newer(found: HoldState, known_changed_at: datetime | None) -> bool:
     """Whether hold fields `found` are newer than a catalog's state changed at `known_changed_at`."""
     changed = found["hold_changed_at"]
     return changed is not None and (known_changed_at is None or changed > known_changed_at)

@@ -13,9 +13,11 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.exceptions import InvalidTag
@@ -30,6 +32,9 @@ from catalog.engine import crypto
 from catalog.engine.errors import CorruptionError
 from catalog.engine.files import make_private_dirs
 
+if TYPE_CHECKING:  # catalog.models reads secrets through this module: imported where used
+    from catalog.models import Key
+
 log = logging.getLogger(__name__)
 
 
@@ -40,7 +45,7 @@ class KeyUnavailable(Exception):
 class KeyFileMissing(KeyUnavailable):
     """A master key the catalog knows whose file is not in the key directory."""
 
-    def __init__(self, key_id, path):
+    def __init__(self, key_id: str, path: Path) -> None:
         super().__init__(f"Master key {key_id} is not in {path.parent}")
         self.key_id, self.path = key_id, path
 
@@ -50,7 +55,7 @@ class KeyFileMissing(KeyUnavailable):
 KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
-def key_path(key_id):
+def key_path(key_id: str) -> Path:
     # Ids also come from manifests and object headers, which whoever can write
     # to a destination could forge: "../x" must not reach a key file of theirs.
     if not KEY_ID.match(str(key_id)):
@@ -59,11 +64,11 @@ def key_path(key_id):
 
 
 @lru_cache(maxsize=32)
-def _read_key(path, mtime):
+def _read_key(path: str, mtime: float) -> bytes:
     return crypto.load_key_file(path)[1]
 
 
-def master_key(key_id):
+def master_key(key_id: str) -> bytes:
     """The bytes of master key `key_id`, read from the key directory."""
     path = key_path(key_id)
     try:
@@ -72,7 +77,7 @@ def master_key(key_id):
         raise KeyFileMissing(key_id, path) from exc
 
 
-def active_key():
+def active_key() -> tuple[str, bytes]:
     """(key_id, key bytes) of the active master key; creates one on first use."""
     from catalog.models import Key
 
@@ -84,7 +89,7 @@ def active_key():
 FIRST_KEY_LOCK = 0x4B45595F4F4E45  # "KEY_ONE"
 
 
-def first_master_key():
+def first_master_key() -> "Key":
     """Makes the master key on first use. Two first encrypted backups at once
     must not both make one (the second would retire the first's key at once
     and leave two files to keep safe): they queue, and the second finds the
@@ -98,7 +103,7 @@ def first_master_key():
         return Key.objects.filter(is_active=True).first() or adopt_saved_key() or create_master_key()
 
 
-def new_key_id():
+def new_key_id() -> str:
     # The random part keeps two keys made in the same second apart.
     return "mk-" + timezone.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
@@ -107,7 +112,7 @@ def new_key_id():
 GENERATED_ID = re.compile(r"^mk-(?P<time>\d{8}-\d{6})-[0-9a-f]+\Z")
 
 
-def made_at(key_id):
+def made_at(key_id: str) -> datetime | None:
     """When a generated key was made, from its id; None for another id."""
     match = GENERATED_ID.match(key_id)
     try:
@@ -116,12 +121,12 @@ def made_at(key_id):
         return None
 
 
-def saved_keys():
+def saved_keys() -> dict[str, bytes]:
     """{key id: key bytes} of the master key files in the key directory that
     are what their name says, leaving out keys the catalog knows as destroyed."""
     from catalog.models import Key
 
-    found = {}
+    found: dict[str, bytes] = {}
     for path in sorted(Path(settings.KEY_DIR).glob("*.key")):
         try:
             key_id, key = crypto.load_key_file(str(path))
@@ -134,7 +139,7 @@ def saved_keys():
     return {key_id: key for key_id, key in found.items() if key_id not in destroyed}
 
 
-def newest_saved_key(saved):
+def newest_saved_key(saved: Mapping[str, bytes]) -> str | None:
     """The key id among `saved` that was made last, or None when that cannot be
     told: a rotation only ever makes a new key active, so the newest generated
     id is the key that was active; an id of another form carries no time."""
@@ -146,7 +151,7 @@ def newest_saved_key(saved):
     return max(saved, key=lambda key_id: (times[key_id], key_id))
 
 
-def adopt_saved_key():
+def adopt_saved_key() -> "Key | None":
     """After a reinstall the DBA copies the saved key files back into the key
     directory: the catalog takes the newest of them as its active key again,
     rather than generate another file that would need keeping safe too.
@@ -184,7 +189,7 @@ def adopt_saved_key():
     return key
 
 
-def install_key(key_id, key_bytes, origin="generated"):
+def install_key(key_id: str, key_bytes: bytes, origin: str = "generated") -> "Key":
     """Writes the key file and registers the key as the active one, retiring
     the previous. If the database refuses, the new file is removed again."""
     from django.db import transaction
@@ -204,7 +209,7 @@ def install_key(key_id, key_bytes, origin="generated"):
         raise
 
 
-def create_master_key():
+def create_master_key() -> "Key":
     """Generates a master key file and registers it as the active key."""
     key_id = new_key_id()
     key = install_key(key_id, crypto.generate_master_key())
@@ -217,7 +222,7 @@ def create_master_key():
     return key
 
 
-def lookup(key_id):
+def lookup(key_id: str) -> bytes:
     """Keyring callable for the engine's Decryptor: id -> key bytes."""
     try:
         return master_key(key_id)
@@ -225,12 +230,12 @@ def lookup(key_id):
         raise KeyError(key_id) from exc
 
 
-def _secrets_key(master):
+def _secrets_key(master: bytes) -> bytes:
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"strongroom secrets v1")
     return hkdf.derive(master)
 
 
-def encrypt_secret(values, key_id=None):
+def encrypt_secret(values: Mapping[str, str], key_id: str | None = None) -> str:
     """Seals `values` with the active master key, or with `key_id` (key rotation)."""
     if key_id is None:
         key_id, master = active_key()
@@ -241,12 +246,12 @@ def encrypt_secret(values, key_id=None):
     return f"v1:{key_id}:{base64.b64encode(nonce + sealed).decode()}"
 
 
-def secret_key_id(token):
+def secret_key_id(token: str) -> str:
     """The id of the master key a sealed secret needs."""
     return token.split(":", 2)[1]
 
 
-def decrypt_secret(token):
+def decrypt_secret(token: str) -> dict[str, str]:
     version, key_id, payload = token.split(":", 2)
     if version != "v1":
         raise ValueError("Unknown secret format")
@@ -260,7 +265,7 @@ def decrypt_secret(token):
     return json.loads(plain)
 
 
-def redact_dsn(dsn):
+def redact_dsn(dsn: str) -> str:
     """A DSN fit for a page: the password replaced by ***."""
     if "://" in dsn:
         parts = urlsplit(dsn)

@@ -15,11 +15,13 @@ was; running the rotation again finishes whatever is left.
 import base64
 import binascii
 import logging
-from datetime import timedelta
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from typing import TypedDict
 
 from django.apps import apps
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -27,7 +29,7 @@ from catalog import audit, holds, jobs, keyring, queues
 from catalog.engine import crypto, manifest
 from catalog.engine.errors import CorruptionError, EngineError
 from catalog.errors import Refused
-from catalog.models import Backup, Copy, Key, KeyRotation, SealedSecrets
+from catalog.models import Backup, BackupQuerySet, Copy, Key, KeyRotation, SealedSecrets
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,15 @@ class RewrapFailed(Exception):
 # --- which keys are still needed ------------------------------------------------
 
 
-def retained_encrypted_backups():
+class KeyNeeds(TypedDict):
+    """What needs one master key (see usage)."""
+
+    backups: list[int]
+    secrets: list[str]
+    opens: int
+
+
+def retained_encrypted_backups() -> BackupQuerySet:
     """Encrypted backups that still have a durable copy somewhere."""
     return (
         Backup.objects.filter(
@@ -53,35 +63,33 @@ def retained_encrypted_backups():
     )
 
 
-def opening_keys(backup):
+def opening_keys(backup: Backup) -> set[str]:
     """The ids of the master keys that can open a backup: the one that sealed
     it (or the newest it was re-wrapped for) and every rotation wrap."""
     return {backup.key_id, *backup.key_wraps} - {""}
 
 
-def live_key_ids():
+def live_key_ids() -> set[str]:
     return set(Key.objects.filter(destroyed_at__isnull=True).values_list("key_id", flat=True))
 
 
-def sealed_models():
+def sealed_models() -> list[type[SealedSecrets]]:
     return [model for model in apps.get_models() if issubclass(model, SealedSecrets)]
 
 
-def sealed_rows():
+def sealed_rows() -> Iterator[tuple[type[SealedSecrets], int, str, str]]:
     """(model, pk, label, token) of every stored secret."""
     for model in sealed_models():
-        for row in model.objects.exclude(secret_token=""):
+        for row in model._default_manager.exclude(secret_token=""):
             yield model, row.pk, f"{model._meta.verbose_name} “{row}”", row.secret_token
 
 
-def usage(key_ids=None):
+def usage(key_ids: Iterable[str] | None = None) -> dict[str, KeyNeeds]:
     """{key id: {"backups": [backup ids], "secrets": [labels], "opens": count}}:
     the backups and secrets that need that key (no other live key opens
     them), and how many retained backups it opens at all."""
     live = live_key_ids()
-    needs: dict[str, dict[str, Any]] = {
-        key_id: {"backups": [], "secrets": [], "opens": 0} for key_id in (key_ids or live)
-    }
+    needs: dict[str, KeyNeeds] = {key_id: {"backups": [], "secrets": [], "opens": 0} for key_id in (key_ids or live)}
     for backup in retained_encrypted_backups().only("pk", "key_id", "key_wraps"):
         openers = opening_keys(backup)
         for key_id in openers & set(needs):
@@ -98,7 +106,7 @@ def usage(key_ids=None):
     return needs
 
 
-def backups_to_rewrap(key_id):
+def backups_to_rewrap(key_id: str) -> list[Backup]:
     """Retained backups that the key `key_id` cannot open yet."""
     return [backup for backup in retained_encrypted_backups() if key_id not in opening_keys(backup)]
 
@@ -106,7 +114,7 @@ def backups_to_rewrap(key_id):
 # --- creating a key and starting a rotation ---------------------------------------
 
 
-def decode_pasted_key(text):
+def decode_pasted_key(text: str) -> bytes:
     """32 bytes from a pasted base64 key, or Refused with the reason."""
     try:
         key = base64.b64decode("".join(text.split()), validate=True)
@@ -117,7 +125,7 @@ def decode_pasted_key(text):
     return key
 
 
-def read_uploaded_key_file(data):
+def read_uploaded_key_file(data: bytes) -> tuple[str, bytes]:
     """(key id, 32 bytes) from an uploaded Strongroom key file, or Refused."""
     try:
         key_id, key = crypto.parse_key_file(data.decode("utf-8"), "The uploaded file")
@@ -128,7 +136,7 @@ def read_uploaded_key_file(data):
     return key_id, key
 
 
-def check_new_key(key_id, key):
+def check_new_key(key_id: str, key: bytes) -> None:
     if not keyring.KEY_ID.match(key_id):
         raise Refused("The key file's id may only use letters, digits, dot, dash and underscore (64 at most).")
     if Key.objects.filter(key_id=key_id).exists() or keyring.key_path(key_id).exists():
@@ -138,7 +146,9 @@ def check_new_key(key_id, key):
         raise Refused(f"This key is already known as {same.key_id}; a rotation needs a new key.")
 
 
-def start_rotation(actor, key=None, key_id=None, enqueue=True):
+def start_rotation(
+    actor: audit.Actor, key: bytes | None = None, key_id: str | None = None, enqueue: bool = True
+) -> tuple[KeyRotation, bytes | None]:
     """Makes a new master key active (generated unless `key` bytes are given)
     and queues the rotation job that re-wraps every backup for it.
 
@@ -147,11 +157,11 @@ def start_rotation(actor, key=None, key_id=None, enqueue=True):
     if KeyRotation.objects.filter(status__in=KeyRotation.ACTIVE_STATUSES).exists():
         raise Refused("A key rotation is still running; wait for it to finish (or cancel it) first.")
     generated = key is None
-    key = crypto.generate_master_key() if generated else key
+    key = crypto.generate_master_key() if key is None else key
     key_id = key_id or keyring.new_key_id()
     check_new_key(key_id, key)
     previous = Key.objects.filter(is_active=True).first()
-    user = actor if hasattr(actor, "pk") else None
+    user = actor if isinstance(actor, User) else None
     try:
         with transaction.atomic():
             new_key = keyring.install_key(key_id, key, Key.GENERATED if generated else Key.IMPORTED)
@@ -191,15 +201,15 @@ def start_rotation(actor, key=None, key_id=None, enqueue=True):
     return rotation, (key if generated else None)
 
 
-def actor_label(actor):
-    return actor.get_username() if hasattr(actor, "get_username") else str(actor)
+def actor_label(actor: audit.Actor) -> str:
+    return str(actor) if actor is None or isinstance(actor, str) else actor.get_username()
 
 
-def queue_rotation(rotation):
+def queue_rotation(rotation: KeyRotation) -> None:
     queues.enqueue_work("catalog.tasks.run_key_rotation", rotation.pk, task_name=f"key-rotation-{rotation.pk}")
 
 
-def resume_rotation(actor, rotation, enqueue=True):
+def resume_rotation(actor: audit.Actor, rotation: KeyRotation, enqueue: bool = True) -> KeyRotation:
     """Runs a finished rotation again to finish what it left (failed backups,
     backups that ended with the old key while it ran)."""
     stale = timezone.now() - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
@@ -220,7 +230,7 @@ def resume_rotation(actor, rotation, enqueue=True):
     return rotation
 
 
-def cancel_rotation(actor, rotation):
+def cancel_rotation(actor: audit.Actor, rotation: KeyRotation) -> None:
     with transaction.atomic():
         updated = KeyRotation.objects.filter(
             pk=rotation.pk, status__in=KeyRotation.ACTIVE_STATUSES, cancel_requested=False
@@ -237,7 +247,7 @@ def cancel_rotation(actor, rotation):
 # --- the rotation job -----------------------------------------------------------------
 
 
-def run_rotation(rotation_id):
+def run_rotation(rotation_id: int) -> KeyRotation | None:
     """The worker's side: re-seal the secrets, re-wrap every backup not yet
     wrapped for the new key. Returns the rotation, or None if not claimed."""
     rotation = jobs.claim(KeyRotation, rotation_id, related=("new_key", "requested_by"))
@@ -256,7 +266,7 @@ def run_rotation(rotation_id):
     pending = backups_to_rewrap(new_id)
     rotation.total = rotation.done + len(pending)
     save_progress(rotation)
-    failures = []
+    failures: list[int] = []
     for backup in pending:
         if KeyRotation.objects.filter(pk=rotation.pk, cancel_requested=True).exists():
             return finish_rotation(
@@ -298,14 +308,14 @@ def run_rotation(rotation_id):
     )
 
 
-def save_progress(rotation):
+def save_progress(rotation: KeyRotation) -> None:
     rotation.heartbeat_at = timezone.now()
     KeyRotation.objects.filter(pk=rotation.pk).update(
         done=rotation.done, total=rotation.total, log=rotation.log, heartbeat_at=rotation.heartbeat_at
     )
 
 
-def finish_rotation(rotation, status, summary):
+def finish_rotation(rotation: KeyRotation, status: str, summary: str) -> KeyRotation:
     rotation.append_log(summary)
     jobs.finish(
         rotation,
@@ -322,9 +332,10 @@ def finish_rotation(rotation, status, summary):
     return rotation
 
 
-def reseal_secrets(actor, key_id):
+def reseal_secrets(actor: audit.Actor, key_id: str) -> tuple[int, list[str]]:
     """Seals every stored secret with `key_id` again. Returns (count, failures)."""
-    count, failures = 0, []
+    count = 0
+    failures: list[str] = []
     for model, pk, label, token in list(sealed_rows()):
         if keyring.secret_key_id(token) == key_id:
             continue
@@ -335,17 +346,17 @@ def reseal_secrets(actor, key_id):
             continue
         with transaction.atomic():
             # Only if nobody changed it meanwhile: a new value is sealed with the active key anyway.
-            if model.objects.filter(pk=pk, secret_token=token).update(secret_token=sealed):
-                row = model.objects.get(pk=pk)
+            if model._default_manager.filter(pk=pk, secret_token=token).update(secret_token=sealed):
+                row = model._default_manager.get(pk=pk)
                 audit.record(actor, f"{model._meta.model_name}.reseal", row, {"key_id": key_id})
                 count += 1
     return count, failures
 
 
-def read_header(backup):
+def read_header(backup: Backup) -> crypto.Header:
     """The encryption header of a backup, read from the first durable copy
     that answers (a ranged read: only the first bytes travel)."""
-    reasons = []
+    reasons: list[str] = []
     for copy in backup.readable_copies():
         try:
             parsed = crypto.read_header(copy.destination.storage().read_head(copy.key, HEAD_BYTES))
@@ -359,7 +370,7 @@ def read_header(backup):
     raise RewrapFailed("its encryption header could not be read (" + "; ".join(reasons or ["no durable copy"]) + ")")
 
 
-def rewrap_backup(actor, backup, new_id, new_master):
+def rewrap_backup(actor: audit.Actor, backup: Backup, new_id: str, new_master: bytes) -> None:
     """Wraps the backup's data key for `new_id`, rewrites every copy's
     manifest with the wraps, then records them in the catalog. On any failure
     the manifests already rewritten are put back, and nothing changes."""
@@ -372,7 +383,7 @@ def rewrap_backup(actor, backup, new_id, new_master):
     wraps[header["key_id"]] = base64.b64encode(header["wrapped_data_key"]).decode()
     wraps[new_id] = base64.b64encode(crypto.wrap_data_key(new_master, new_id, data_key)).decode()
     copies = list(backup.copies.filter(status=Copy.DURABLE).select_related("destination"))
-    rewritten = []
+    rewritten: list[tuple[Copy, bytes]] = []
     try:
         for copy in copies:
             rewritten.append(rewrite_manifest(copy, wraps, new_id, new_master))
@@ -389,16 +400,16 @@ def rewrap_backup(actor, backup, new_id, new_master):
         holds.store_hold_state(actor, backup.pk)
 
 
-def manifest_location(copy):
+def manifest_location(copy: Copy) -> str:
     return copy.manifest_key or manifest.manifest_key_for(copy.key)
 
 
-def lock_for(copy):
+def lock_for(copy: Copy) -> datetime | None:
     """A rewritten manifest keeps its copy's Object Lock date, if still ahead."""
     return copy.locked_until if copy.is_locked() else None
 
 
-def rewrite_manifest(copy, wraps, new_id, new_master):
+def rewrite_manifest(copy: Copy, wraps: Mapping[str, str], new_id: str, new_master: bytes) -> tuple[Copy, bytes]:
     """Returns (copy, the original manifest bytes) once the new one is stored."""
     storage = copy.destination.storage()
     location = manifest_location(copy)
@@ -427,7 +438,7 @@ def rewrite_manifest(copy, wraps, new_id, new_master):
     return copy, original
 
 
-def put_back_manifest(copy, original):
+def put_back_manifest(copy: Copy, original: bytes) -> None:
     try:
         copy.destination.storage().put_bytes(manifest_location(copy), original, retain_until=lock_for(copy))
     except EngineError as exc:
@@ -439,7 +450,7 @@ def put_back_manifest(copy, original):
 # --- a copy away from this machine -----------------------------------------------------
 
 
-def key_file_bytes(key):
+def key_file_bytes(key: Key) -> bytes:
     """The key's file exactly as it is on disk, or Refused saying why not."""
     if key.destroyed_at:
         raise Refused(f"{key} was destroyed: its file is gone.")
@@ -460,7 +471,7 @@ def key_file_bytes(key):
     return data
 
 
-def download_key(user, key):
+def download_key(user: User, key: Key) -> bytes:
     """The key file's bytes for an administrator who re-entered their password;
     the download is audited and counts as a copy held away from this machine."""
     data = key_file_bytes(key)
@@ -470,7 +481,7 @@ def download_key(user, key):
     return data
 
 
-def confirm_copy_held(user, key):
+def confirm_copy_held(user: User, key: Key) -> None:
     """An administrator says they hold a copy of the key file (checked against
     its fingerprint) away from this machine."""
     if key.destroyed_at:
@@ -480,12 +491,12 @@ def confirm_copy_held(user, key):
         audit.record(user, "key.copy_confirmed", key, {"key_id": key.key_id, "fingerprint": key.fingerprint})
 
 
-def mark_copy_held(user, key, how):
+def mark_copy_held(user: User, key: Key, how: str) -> None:
     key.copy_held_at, key.copy_held_by, key.copy_held_how = timezone.now(), user, how
     key.save(update_fields=["copy_held_at", "copy_held_by", "copy_held_how"])
 
 
-def key_without_a_copy():
+def key_without_a_copy() -> Key | None:
     """The active key when its file on this machine is its only copy, else None."""
     key = Key.objects.filter(is_active=True).first()
     return key if key and key.needs_a_copy() else None
@@ -494,7 +505,7 @@ def key_without_a_copy():
 # --- destroying a retired key ------------------------------------------------------------
 
 
-def destruction_refusal(key, needs=None):
+def destruction_refusal(key: Key, needs: KeyNeeds | None = None) -> str:
     """Why `key` cannot be destroyed now, in words, or ""."""
     if key.destroyed_at:
         return f"{key} was destroyed already."
@@ -505,7 +516,7 @@ def destruction_refusal(key, needs=None):
     if Backup.objects.active().exists():
         return "Backups are running and may still be sealed with it: wait for them to finish."
     need = needs if needs is not None else usage([key.key_id])[key.key_id]
-    reasons = []
+    reasons: list[str] = []
     if need["backups"]:
         ids = ", ".join(f"#{pk}" for pk in need["backups"][:10]) + (" …" if len(need["backups"]) > 10 else "")
         reasons.append(f"{len(need['backups'])} retained backup{'s' if len(need['backups']) != 1 else ''} ({ids})")
@@ -522,7 +533,7 @@ def destruction_refusal(key, needs=None):
     return ""
 
 
-def destroy_key(actor, key):
+def destroy_key(actor: audit.Actor, key: Key) -> Key:
     """Deletes a retired key's file for good, once nothing retained needs it."""
     key.refresh_from_db()
     reason = destruction_refusal(key)

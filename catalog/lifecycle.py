@@ -9,7 +9,10 @@ only once every one of its copies is gone.
 
 import logging
 import zoneinfo
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -24,14 +27,14 @@ from catalog.services import Refused
 log = logging.getLogger(__name__)
 
 
-def local_zone():
+def local_zone() -> zoneinfo.ZoneInfo:
     return zoneinfo.ZoneInfo(settings.TIME_ZONE)
 
 
 # --- pins and legal holds ---------------------------------------------------
 
 
-def pin_backup(actor, backup, reason, legal_hold=False):
+def pin_backup(actor: audit.Actor, backup: Backup, reason: str, legal_hold: bool = False) -> list[str]:
     """Pins the backup (or puts it under legal hold). Returns the destinations
     the new state could not be written to, in words (see holds.store_hold_state)."""
     reason = " ".join(reason.split())
@@ -50,7 +53,7 @@ def pin_backup(actor, backup, reason, legal_hold=False):
     return holds.store_hold_state(actor, backup.pk)
 
 
-def unpin_backup(actor, backup):
+def unpin_backup(actor: audit.Actor, backup: Backup) -> list[str]:
     """Releases the pin and the legal hold; returns what holds.store_hold_state returns."""
     with transaction.atomic():
         released = backup.hold()
@@ -71,19 +74,19 @@ class Row:
 
     backup: Backup
     decision: retention.Decision
-    locked_until: object = None  # the latest Object Lock date of its copies, if still locked
+    locked_until: datetime | None = None  # the latest Object Lock date of its copies, if still locked
 
     @property
-    def keep(self):
+    def keep(self) -> bool:
         return self.decision.keep
 
-    def outcome(self):
+    def outcome(self) -> str:
         if self.keep:
             return "keep"
         return "locked" if self.locked_until else "prune"
 
 
-def preview(plan, policy=None, now=None):
+def preview(plan: BackupPlan, policy: retention.Policy | None = None, now: datetime | None = None) -> list[Row]:
     """Every stored backup of the plan and what retention would do with it."""
     now = now or timezone.now()
     backups = list(plan.stored_backups().without_log().prefetch_related("copies"))
@@ -91,22 +94,26 @@ def preview(plan, policy=None, now=None):
     decisions = retention.select(
         [b.retention_candidate() for b in backups], policy or plan.retention_policy(), local_zone(), now
     )
-    rows = []
+    rows: list[Row] = []
     for decision in decisions:
         backup = by_id[decision.candidate.id]
-        locks = [c.locked_until for c in backup.copies.all() if c.status == Copy.DURABLE and c.is_locked(now)]
+        locks = [
+            c.locked_until
+            for c in backup.copies.all()
+            if c.locked_until is not None and c.status == Copy.DURABLE and c.is_locked(now)
+        ]
         rows.append(Row(backup, decision, max(locks) if locks else None))
     return rows
 
 
-def tally(rows):
+def tally(rows: Iterable[Row]) -> dict[str, int]:
     counts = {"keep": 0, "prune": 0, "locked": 0}
     for row in rows:
         counts[row.outcome()] += 1
     return counts
 
 
-def preview_as_json(rows):
+def preview_as_json(rows: Iterable[Row]) -> list[dict[str, Any]]:
     return [
         {
             "backup": row.backup.pk,
@@ -126,13 +133,14 @@ def preview_as_json(rows):
 
 @dataclass
 class PruneReport:
-    pruned: list = field(default_factory=list)
-    waiting: list = field(default_factory=list)  # kept for now by an Object Lock
-    skipped: list = field(default_factory=list)  # pinned or changed since the preview
-    errors: list = field(default_factory=list)
+    # (backup id, detail) pairs, by what became of each backup the rule does not keep.
+    pruned: list[tuple[int, str]] = field(default_factory=list)
+    waiting: list[tuple[int, str]] = field(default_factory=list)  # kept for now by an Object Lock
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # pinned or changed since the preview
+    errors: list[tuple[int, str]] = field(default_factory=list)
     failure: str = ""  # the rule itself could not be applied (prune_plan_checked)
 
-    def summary(self):
+    def summary(self) -> str:
         if self.failure:
             return f"not applied: {self.failure}"
         parts = [f"{len(self.pruned)} pruned"]
@@ -143,7 +151,7 @@ class PruneReport:
         return ", ".join(parts)
 
 
-def prune_plan(actor, plan, now=None):
+def prune_plan(actor: audit.Actor, plan: BackupPlan, now: datetime | None = None) -> PruneReport:
     """Applies the plan's retention rule: removes what it does not keep."""
     now = now or timezone.now()
     report = PruneReport()
@@ -157,7 +165,7 @@ def prune_plan(actor, plan, now=None):
     return report
 
 
-def prune_plan_checked(actor, plan, now=None):
+def prune_plan_checked(actor: audit.Actor, plan: BackupPlan, now: datetime | None = None) -> PruneReport:
     """prune_plan for callers that go on to other work (every plan at night,
     the task after a backup, the command, the page's button): whatever goes
     wrong is in the report and in an alert about the plan, never an exception
@@ -174,7 +182,7 @@ def prune_plan_checked(actor, plan, now=None):
     return report
 
 
-def failure_text(exc):
+def failure_text(exc: BaseException) -> str:
     """What went wrong, in words where we know them, with Python's own words after."""
     text = " ".join(str(exc).split())[:300]
     if isinstance(exc, OverflowError):  # a rule stored before its numbers were bounded
@@ -182,12 +190,12 @@ def failure_text(exc):
     return f"{text} ({type(exc).__name__})" if text else type(exc).__name__
 
 
-def prune_all(actor="retention", now=None):
+def prune_all(actor: audit.Actor = "retention", now: datetime | None = None) -> dict[int, PruneReport]:
     """Every plan's rule, each on its own (prune_plan_checked)."""
     return {plan.pk: prune_plan_checked(actor, plan, now) for plan in BackupPlan.objects.select_related("source")}
 
 
-def prune_backup(actor, backup_id, reason, now):
+def prune_backup(actor: audit.Actor, backup_id: int, reason: str, now: datetime) -> tuple[str, str]:
     """Removes one backup's copies. Returns (a PruneReport list name, detail)."""
     with transaction.atomic():
         backup = Backup.objects.select_for_update(no_key=True).get(pk=backup_id)
@@ -199,7 +207,7 @@ def prune_backup(actor, backup_id, reason, now):
         if locked:
             until = max(c.locked_until for c in locked if c.locked_until)  # set on every locked copy
             return "waiting", f"Object Lock until {until:%Y-%m-%d %H:%M}"
-    failures = []
+    failures: list[str] = []
     for copy in copies:
         error = prune_copy(actor, backup_id, copy, reason, now)
         if error is None:
@@ -219,7 +227,7 @@ def prune_backup(actor, backup_id, reason, now):
     return "pruned", reason
 
 
-def prune_copy(actor, backup_id, copy, reason, now):
+def prune_copy(actor: audit.Actor, backup_id: int, copy: Copy, reason: str, now: datetime) -> str | None:
     """Deletes one copy's objects and records it in one transaction of its
     own, so that a worker killed mid-prune leaves every finished copy recorded.
     The row is marked first and the transaction commits as soon as the objects
@@ -243,7 +251,7 @@ def prune_copy(actor, backup_id, copy, reason, now):
     return error
 
 
-def delete_copy_objects(copy):
+def delete_copy_objects(copy: Copy) -> str:
     """Deletes a copy's object, its hold record, then its manifest. Returns an error in words or ""."""
     try:
         storage = copy.destination.storage()

@@ -4,14 +4,24 @@ for the attempts refused in between. The trail is append-only, so an event
 per refused attempt would let anyone grow it without limit by knocking on a
 locked door."""
 
+from datetime import datetime
+from typing import Any
+
 from axes.models import AccessAttempt
 from django.conf import settings
+from django.http import HttpRequest
 from django.utils import timezone
 
 from catalog import audit
 
 
-def record_lockout(sender, request=None, username=None, ip_address=None, **kwargs):
+def record_lockout(
+    sender: object,
+    request: HttpRequest | None = None,
+    username: str | None = None,
+    ip_address: str | None = None,
+    **kwargs: Any,
+) -> None:
     """Axes sends user_locked_out at the failure that reaches the limit, and
     again for each attempt its backend refuses during the lockout. Only the
     first is a new lockout: axes counted that failure (and set how many there
@@ -28,7 +38,7 @@ def record_lockout(sender, request=None, username=None, ip_address=None, **kwarg
     )
 
 
-def record_lockout_end(sender, instance, **kwargs):
+def record_lockout_end(sender: type[AccessAttempt], instance: AccessAttempt, **kwargs: Any) -> None:
     """An AccessAttempt row is deleted when its cool-off has passed (axes
     cleans expired rows at the next sign-in, and end_expired_lockouts within
     a minute), when its user signs in after the cool-off, or when an
@@ -51,7 +61,7 @@ def record_lockout_end(sender, instance, **kwargs):
         audit.current_ip.reset(token)
 
 
-def end_expired_lockouts(now=None):
+def end_expired_lockouts(now: datetime | None = None) -> int:
     """Deletes the attempts whose cool-off has passed (as axes does at the next
     sign-in), so that each lockout's end is recorded within a minute even if
     nobody tries again. Returns how many rows went."""

@@ -3,8 +3,10 @@
 import itertools
 import json
 import shutil
-from datetime import timedelta
+from collections.abc import Collection, Iterable, Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, NoReturn, Protocol, Self, TypedDict
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
@@ -15,6 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog import registry, retention
+from catalog.engine.exports.archive import TableSpec
+from catalog.engine.storage.base import Storage
 
 ENGINE_CHOICES = [("postgresql", "PostgreSQL"), ("sqlite", "SQLite")]
 FORMAT_CHOICES = [
@@ -49,7 +53,7 @@ MAX_PERCENT = 1000
 PORT_VALIDATORS = [MinValueValidator(1), MaxValueValidator(65535)]
 
 
-def at_most(limit):
+def at_most(limit: int) -> list[MaxValueValidator]:
     return [MaxValueValidator(limit)]
 
 
@@ -73,21 +77,21 @@ class SealedSecrets(models.Model):
     class Meta:
         abstract = True
 
-    def secrets(self, overrides=None):
+    def secrets(self, overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:
         """The stored secrets, with any non-empty `overrides` taking their place."""
         from catalog import keyring
 
         stored = keyring.decrypt_secret(self.secret_token) if self.secret_token else {}
         return {**stored, **{k: v for k, v in (overrides or {}).items() if v}}
 
-    def set_secrets(self, **values):
+    def set_secrets(self, **values: str | None) -> None:
         """Keeps existing secrets unless a new non-empty value is given."""
         from catalog import keyring
 
         merged = self.secrets(values)
         self.secret_token = keyring.encrypt_secret(merged) if merged else ""
 
-    def has_secrets(self):
+    def has_secrets(self) -> bool:
         return bool(self.secret_token)
 
 
@@ -134,13 +138,13 @@ class Source(SealedSecrets):
             ("operate", "Configure sources, storage and plans; run and cancel backups"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return reverse("source_detail", args=[self.pk])
 
-    def conninfo(self, secrets=None):
+    def conninfo(self, secrets: Mapping[str, str | None] | None = None) -> dict[str, str | int]:
         """Connection parameters for the engine (includes the password).
 
         `secrets` overrides the stored ones where given, so that a form can be
@@ -148,17 +152,22 @@ class Source(SealedSecrets):
         secrets = self.secrets(secrets)
         if secrets.get("dsn"):
             return {"dsn": secrets["dsn"]}
-        info = {"host": self.host, "port": self.port or 5432, "dbname": self.dbname, "user": self.user}
+        info: dict[str, str | int] = {
+            "host": self.host,
+            "port": self.port or 5432,
+            "dbname": self.dbname,
+            "user": self.user,
+        }
         if self.sslmode:
             info["sslmode"] = self.sslmode
         if secrets.get("password"):
             info["password"] = secrets["password"]
         return info
 
-    def uses_dsn(self):
+    def uses_dsn(self) -> bool:
         return bool(self.secrets().get("dsn"))
 
-    def target_display(self):
+    def target_display(self) -> str:
         """Where the database is, without any secret."""
         if self.engine == "sqlite":
             return self.sqlite_path
@@ -168,22 +177,24 @@ class Source(SealedSecrets):
             return redact_dsn(self.secrets()["dsn"])
         return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
 
-    def identity(self):
+    def identity(self) -> dict[str, str]:
         """What a manifest says about the source: enough to find it, no secret."""
         return {"name": self.name, "slug": self.slug, "engine": self.engine, "target": self.target_display()}
 
-    def last_good_backup(self):
+    def last_good_backup(self) -> "Backup | None":
         return self.backups.good().order_by("-finished_at").first()
 
-    def last_verified_restore(self):
+    def last_verified_restore(self) -> "Verification | None":
         return self.verifications.filter(kind="restore", status="passed").order_by("-finished_at").first()
 
-    def restore_slower_than_rto(self, restore):
+    def restore_slower_than_rto(self, restore: "Verification | None") -> bool:
         return bool(
             restore and self.rto_minutes and restore.restore_seconds and restore.restore_seconds > self.rto_minutes * 60
         )
 
-    def restore_test_overdue(self, last_restore, has_good_backup, now=None):
+    def restore_test_overdue(
+        self, last_restore: "Verification | None", has_good_backup: bool, now: datetime | None = None
+    ) -> bool:
         """True when no restore test passed within the strictest of its plans'
         policies. Never tested, a plan's test is overdue only once its period
         has passed since the plan was made (a plan comes after its source): a
@@ -194,6 +205,7 @@ class Source(SealedSecrets):
             return False
         now = now or timezone.now()
         if last_restore is not None:
+            assert last_restore.finished_at is not None, "a restore test that passed has finished"
             return last_restore.finished_at < now - timedelta(days=min(p.restore_test_days for p in plans))
         return any(now - p.created_at > timedelta(days=p.restore_test_days) for p in plans)
 
@@ -201,16 +213,18 @@ class Source(SealedSecrets):
 
     PROBLEM_STATUSES = ("down", "failing")  # the statuses that open an alert
 
-    def expected_interval(self):
+    def expected_interval(self) -> timedelta | None:
         """How often a good backup is due: the tightest of its enabled plans."""
         intervals = [plan.expected_interval() for plan in self.plans.all() if plan.enabled]
-        intervals = [interval for interval in intervals if interval]
-        return min(intervals) if intervals else None
+        known = [interval for interval in intervals if interval]
+        return min(known) if known else None
 
-    def grace(self):
+    def grace(self) -> timedelta:
         return timedelta(minutes=self.grace_minutes)
 
-    def deadlines(self, reference, interval):
+    def deadlines(
+        self, reference: datetime | None, interval: timedelta | None
+    ) -> tuple[datetime, datetime] | tuple[None, None]:
         """(late_at, down_at) counted from `reference`, the last good backup or,
         before the first one, the creation of the first enabled plan."""
         if reference is None or interval is None:
@@ -218,7 +232,9 @@ class Source(SealedSecrets):
         late_at = reference + interval
         return late_at, late_at + self.grace()
 
-    def health_at(self, now, last_failure=None, backup_running=False):
+    def health_at(
+        self, now: datetime, last_failure: "Backup | None" = None, backup_running: bool = False
+    ) -> tuple[str, str]:
         """(status, reason) from the stored monitoring fields alone, so that the
         tick can judge a source without reading its backups. `last_failure` is
         the failed backup, when the caller has it, to name it in the reason.
@@ -288,13 +304,13 @@ class Destination(SealedSecrets):
     class Meta:
         ordering = ["name"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return reverse("destination_detail", args=[self.pk])
 
-    def storage(self, secrets=None):
+    def storage(self, secrets: Mapping[str, str | None] | None = None) -> Storage:
         from catalog.engine.storage.local import LocalStorage
         from catalog.engine.storage.s3 import S3Storage
 
@@ -318,14 +334,14 @@ class Destination(SealedSecrets):
 
     QUOTA_WARNING = 0.8  # share of the quota at which the dashboard warns
 
-    def used_bytes(self):
+    def used_bytes(self) -> int:
         """What the catalog knows is stored here: durable copies, not yet pruned."""
         return self.copies.filter(status=Copy.DURABLE).aggregate(total=models.Sum("size"))["total"] or 0
 
-    def quota_bytes(self):
+    def quota_bytes(self) -> int | None:
         return self.quota_gb * 2**30 if self.quota_gb else None  # GB as the pages show sizes (binary)
 
-    def disk_usage(self):
+    def disk_usage(self) -> "shutil._ntuple_diskusage | None":
         """(total, used, free) bytes of a local destination's file system, if it can be read."""
         if self.kind != "local" or not self.path:
             return None
@@ -337,11 +353,11 @@ class Destination(SealedSecrets):
         except OSError:
             return None
 
-    def free_disk_bytes(self):
+    def free_disk_bytes(self) -> int | None:
         usage = self.disk_usage()
         return usage.free if usage else None
 
-    def usage(self, used=None):
+    def usage(self, used: int | None = None) -> "Usage":
         """`used`: the bytes already summed for many destinations in one query."""
         used, quota = (self.used_bytes() if used is None else used), self.quota_bytes()
         share = used / quota if quota else None
@@ -354,13 +370,13 @@ class Destination(SealedSecrets):
             "free_disk": self.free_disk_bytes(),
         }
 
-    def lock_until(self, now):
+    def lock_until(self, now: datetime) -> datetime | None:
         """Until when a copy written now is immutable (S3 Object Lock), if at all."""
         if self.kind != "s3" or not self.immutable_days:
             return None
         return (now + timedelta(days=self.immutable_days)).replace(microsecond=0)
 
-    def check_endpoint(self):
+    def check_endpoint(self) -> None:
         """Checked again before each use, not only on the form: the endpoint's
         name may resolve to another address now (catalog/endpoints.py)."""
         from catalog.endpoints import endpoint_problem
@@ -369,7 +385,7 @@ class Destination(SealedSecrets):
         if self.endpoint_url and (problem := endpoint_problem(self.endpoint_url)):
             raise StorageError(f"The S3 endpoint of {self.name} is refused: {problem}")
 
-    def location_display(self):
+    def location_display(self) -> str:
         if self.kind == "local":
             return self.path
         where = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
@@ -455,30 +471,30 @@ class BackupPlan(models.Model):
     class Meta:
         ordering = ["name"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return reverse("plan_detail", args=[self.pk])
 
-    def definition(self):
+    def definition(self) -> dict[str, Any]:
         """The plan as its backups' manifests describe it (DEFINITION_FIELDS)."""
         return {
             **{name: getattr(self, name) for name in self.DEFINITION_FIELDS},
             "created_at": self.created_at.isoformat(),
         }
 
-    def is_export(self):
+    def is_export(self) -> bool:
         return self.format in EXPORT_FORMATS
 
-    def has_export_selection(self):
+    def has_export_selection(self) -> bool:
         return bool(self.export_tables or self.export_sets)
 
-    def table_specs(self, live_tables):
+    def table_specs(self, live_tables: Iterable[Mapping[str, Any]]) -> list[TableSpec]:
         """The TableSpecs one run exports: the tables picked by name, each with
         its WHERE filter, and every live table a named set matches (unfiltered,
         unless it was also picked by name). `live_tables` is list_tables()."""
-        from catalog.engine.exports import TableSpec, match_tables
+        from catalog.engine.exports import match_tables
 
         specs = {
             f"{t['schema']}.{t['name']}": TableSpec(t["schema"], t["name"], t.get("where", ""))
@@ -491,15 +507,15 @@ class BackupPlan(models.Model):
                     specs[qualified] = TableSpec(schema, name)
         return [specs[qualified] for qualified in sorted(specs)]
 
-    def schedule_name(self):
+    def schedule_name(self) -> str:
         return f"strongroom-plan-{self.pk}"
 
-    def next_runs(self, count=5):
+    def next_runs(self, count: int = 5) -> list[datetime]:
         from catalog.schedules import next_runs
 
         return next_runs(self.schedule, count)
 
-    def expected_interval(self, start=None, runs=60):
+    def expected_interval(self, start: datetime | None = None, runs: int = 60) -> timedelta | None:
         """The longest gap between two runs of the schedule over the next `runs`
         runs: a daily plan gives 24 h, a weekdays-only plan 72 h (the weekend)."""
         from catalog.schedules import next_runs
@@ -509,7 +525,7 @@ class BackupPlan(models.Model):
             return None
         return max(later - earlier for earlier, later in itertools.pairwise(times))
 
-    def retention_policy(self):
+    def retention_policy(self) -> retention.Policy:
         return retention.Policy(
             mode=self.retention_mode,
             daily=self.keep_daily,
@@ -523,7 +539,7 @@ class BackupPlan(models.Model):
             manual_days=self.keep_manual_days,
         )
 
-    def three_two_one(self):
+    def three_two_one(self) -> "ThreeTwoOne":
         """Whether the latest stored backup meets 3-2-1: the database itself plus
         two copies, on two kinds of storage, one of them off-site.
 
@@ -536,7 +552,7 @@ class BackupPlan(models.Model):
             ]
         else:
             destinations = list(self.destinations.all())
-        missing = []
+        missing: list[str] = []
         if len(destinations) < 2:
             missing.append(f"a second copy (only {len(destinations)})")
         if len({d.kind for d in destinations}) < 2:
@@ -545,31 +561,64 @@ class BackupPlan(models.Model):
             missing.append("an off-site copy")
         return {"ok": not missing, "missing": missing, "backup": latest}
 
-    def stored_backups(self):
+    def stored_backups(self) -> "BackupQuerySet":
         """The backups retention decides about: with data, not yet pruned."""
         return self.backups.filter(status__in=Backup.WITH_DATA, pruned_at__isnull=True)
 
 
-class BackupQuerySet(models.QuerySet):
-    def active(self):
+class Usage(TypedDict):
+    """What Destination.usage() says of a destination's space."""
+
+    used: int
+    quota: int | None
+    share: float | None
+    percent: int | None
+    warning: bool
+    free_disk: int | None
+
+
+class ThreeTwoOne(TypedDict):
+    """BackupPlan.three_two_one(): whether the rule is met, what is missing, and the backup judged."""
+
+    ok: bool
+    missing: list[str]
+    backup: "Backup | None"
+
+
+class BaseWal(Protocol):
+    """What the catalog reads of a base backup's WAL bounds (Backup.wal_bounds):
+    pitr.BaseBackupWal, reached by its related name without importing pitr."""
+
+    @property
+    def start_segment(self) -> str: ...
+
+    @property
+    def end_segment(self) -> str: ...
+
+    @property
+    def wal_complete_at(self) -> datetime | None: ...
+
+
+class BackupQuerySet(models.QuerySet["Backup"]):
+    def active(self) -> Self:
         return self.filter(status__in=Backup.ACTIVE_STATUSES)
 
-    def ready(self):
+    def ready(self) -> Self:
         """Leaves out the physical base backups still waiting for their WAL
         (pitr.BaseBackupWal.wal_complete_at unset): their data is stored, but
         no cluster can be recovered from them yet."""
         return self.filter(~Q(format=BASE_BACKUP_FORMAT) | Q(base_wal__wal_complete_at__isnull=False))
 
-    def good(self):
+    def good(self) -> Self:
         """Backups a restore can count on: succeeded, and ready."""
         return self.filter(status=Backup.SUCCEEDED).ready()
 
-    def without_log(self):
+    def without_log(self) -> Self:
         """Leaves the job's log and the table counts, which grow with the
         backup, in the database: for pages and polls that do not show them."""
         return self.defer("log", "table_counts")
 
-    def for_rows(self):
+    def for_rows(self) -> Self:
         """What a row of backups (partials/backup_rows.html) shows, in one
         query: the related names joined, the log left in the database."""
         return self.select_related("source", "plan", "triggered_by", "base_wal").without_log()
@@ -594,18 +643,18 @@ class Job(models.Model):
     class Meta:
         abstract = True
 
-    def is_active(self):
+    def is_active(self) -> bool:
         return self.status in self.ACTIVE_STATUSES
 
-    def can_cancel(self):
+    def can_cancel(self) -> bool:
         return self.is_active() and not self.cancel_requested
 
-    def duration(self):
+    def duration(self) -> timedelta | None:
         if not self.started_at:
             return None
         return (self.finished_at or timezone.now()) - self.started_at
 
-    def append_log(self, line):
+    def append_log(self, line: str) -> None:
         stamp = timezone.now().strftime("%H:%M:%S")
         self.log = f"{self.log}{stamp} {line}\n"
 
@@ -676,25 +725,25 @@ class Backup(Job):
     class Meta:
         ordering = ["-created_at"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"Backup #{self.pk} of {self.source}"
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return reverse("backup_detail", args=[self.pk])
 
-    def elapsed_seconds(self):
+    def elapsed_seconds(self) -> int:
         duration = self.duration()
         return int(duration.total_seconds()) if duration else 0
 
-    def compression_ratio(self):
+    def compression_ratio(self) -> float | None:
         if not self.raw_bytes or not self.stored_bytes:
             return None
         return self.raw_bytes / self.stored_bytes
 
-    def total_rows(self):
+    def total_rows(self) -> int:
         return sum(self.table_counts.values()) if self.table_counts else 0
 
-    def restorable_tables(self):
+    def restorable_tables(self) -> dict[str, int]:
         """{table: rows} for every table a restore can be asked for: those
         counted, and each partitioned parent with the rows of its partitions."""
         parents = {
@@ -703,26 +752,26 @@ class Backup(Job):
         }
         return {**self.table_counts, **parents}
 
-    def outermost_tables(self, tables):
+    def outermost_tables(self, tables: Collection[str]) -> list[str]:
         """`tables` without the partitions of a parent that is also chosen:
         a parent is read and written whole, its rows routed to partitions."""
         covered = {leaf for parent in tables for leaf in (self.partitions or {}).get(parent, ())}
         return sorted(set(tables) - covered)
 
-    def leaf_tables(self, tables):
+    def leaf_tables(self, tables: Iterable[str]) -> list[str]:
         """`tables` with each partitioned parent replaced by its partitions."""
-        leaves = set()
+        leaves: set[str] = set()
         for table in tables:
             leaves.update((self.partitions or {}).get(table, [table]))
         return sorted(leaves)
 
-    def is_export(self):
+    def is_export(self) -> bool:
         return self.format in EXPORT_FORMATS
 
-    def is_base_backup(self):
+    def is_base_backup(self) -> bool:
         return self.format == BASE_BACKUP_FORMAT
 
-    def wal_bounds(self):
+    def wal_bounds(self) -> BaseWal | None:
         """A base backup's pitr.BaseBackupWal (the WAL it needs), if recorded."""
         if not self.is_base_backup():
             return None
@@ -731,7 +780,7 @@ class Backup(Job):
         except ObjectDoesNotExist:
             return None
 
-    def waiting_for_wal(self):
+    def waiting_for_wal(self) -> bool:
         """A physical base backup is not good until the WAL it needs to reach
         consistency is stored: until then its data alone restores nothing."""
         if not self.is_base_backup():
@@ -739,30 +788,30 @@ class Backup(Job):
         bounds = self.wal_bounds()
         return bounds is None or bounds.wal_complete_at is None
 
-    def is_good(self):
+    def is_good(self) -> bool:
         return self.status == self.SUCCEEDED and not self.waiting_for_wal()
 
-    def wal_waiting_for(self):
+    def wal_waiting_for(self) -> str:
         """The first WAL segment this base backup still waits for, to name on
         its page ("" when it waits for none, or nothing is recorded yet)."""
         missing = registry.steps_of(self.format).waiting_for(self) if self.waiting_for_wal() else []
         return missing[0] if missing else ""
 
-    def hold(self):
+    def hold(self) -> str:
         """Why retention must keep this backup whatever its rule says, if at all."""
         if self.legal_hold:
             return "legal hold"
         return "pinned" if self.pinned else ""
 
-    def is_pruned(self):
+    def is_pruned(self) -> bool:
         return self.pruned_at is not None
 
-    def is_manual(self):
+    def is_manual(self) -> bool:
         """Taken by a person or a script rather than by its plan's schedule, or
         given a label: retention keeps it by the plan's manual rule."""
         return self.trigger != "schedule" or bool(self.label)
 
-    def manual_text(self):
+    def manual_text(self) -> str:
         """What made it, for the retention reasons ("" when its schedule did)."""
         if not self.is_manual():
             return ""
@@ -770,7 +819,7 @@ class Backup(Job):
             return f"backup labelled {self.label}"
         return "API backup" if self.trigger == "api" else "manual backup"
 
-    def manual_keep_until(self):
+    def manual_keep_until(self) -> datetime | None:
         """Until when the manual rule keeps it, or None."""
         if not self.is_manual():
             return None
@@ -778,18 +827,18 @@ class Backup(Job):
         policy = plan.retention_policy() if plan is not None else retention.Policy(manual_days=0)
         return policy.manual_until(self.retention_candidate())
 
-    def readable_copies(self):
+    def readable_copies(self) -> "list[Copy]":
         """Durable copies in the order to read them: local ones first, as they
         are cheaper and faster to read than S3."""
         copies = self.copies.filter(status=Copy.DURABLE).select_related("destination")
         return sorted(copies, key=lambda c: (c.destination.kind != "local", c.destination.name))
 
-    def failure_text(self):
+    def failure_text(self) -> str:
         """What an on-call engineer is told about this failed backup."""
         plan = f" of plan {self.plan}" if self.plan_id else ""
         return f"Backup #{self.pk}{plan} failed: {self.error or 'no error was recorded'}"[:500]
 
-    def retention_candidate(self):
+    def retention_candidate(self) -> retention.Candidate:
         return retention.Candidate(
             id=self.pk,
             created_at=self.created_at,
@@ -827,13 +876,13 @@ class Copy(models.Model):
             models.UniqueConstraint(fields=["backup", "destination"], name="one_copy_per_destination"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.destination}: {self.key}"
 
-    def location_display(self):
+    def location_display(self) -> str:
         return f"{self.destination.location_display().split(' (')[0].rstrip('/')}/{self.key}"
 
-    def is_locked(self, now=None):
+    def is_locked(self, now: datetime | None = None) -> bool:
         return self.locked_until is not None and self.locked_until > (now or timezone.now())
 
 
@@ -866,10 +915,10 @@ class Key(models.Model):
             models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True), name="one_active_key"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.key_id
 
-    def needs_a_copy(self):
+    def needs_a_copy(self) -> bool:
         """Generated here and no copy known elsewhere: its file on this machine
         is the only one. (An imported or adopted key came from a copy.)"""
         return self.origin == self.GENERATED and self.copy_held_at is None and self.destroyed_at is None
@@ -901,7 +950,7 @@ class KeyRotation(Job):
     class Meta:
         ordering = ["-created_at", "-id"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"Key rotation #{self.pk} to {self.new_key}"
 
 
@@ -932,18 +981,18 @@ class Verification(Job):
     class Meta:
         ordering = ["-created_at"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.get_kind_display()} of backup #{self.backup_id}"
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return reverse("verification_detail", args=[self.pk])
 
 
-class AuditEventQuerySet(models.QuerySet):
-    def update(self, **kwargs):
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    def update(self, **kwargs: Any) -> NoReturn:
         raise TypeError("Audit events are append-only")
 
-    def delete(self):
+    def delete(self) -> NoReturn:
         raise TypeError("Audit events are append-only")
 
 
@@ -970,30 +1019,30 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.actor_label} {self.action} {self.object_repr}"
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None:
             raise TypeError("Audit events are append-only")
         super().save(*args, **kwargs)
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return reverse("audit_detail", args=[self.pk])
 
-    def delete(self, *args, **kwargs):
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError("Audit events are append-only")
 
-    def changes_display(self):
+    def changes_display(self) -> str:
         return json.dumps(self.changes, sort_keys=True, default=str) if self.changes else ""
 
-    def hashed_fields(self):
+    def hashed_fields(self) -> dict[str, Any]:
         """The content the chain hash covers (see catalog.audit)."""
         from catalog.audit import HASHED_FIELDS
 
         return {name: getattr(self, name) for name in HASHED_FIELDS}
 
-    def hash_matches(self):
+    def hash_matches(self) -> bool:
         """False when the row was edited after it was written."""
         from catalog.audit import chain_hash
 
@@ -1031,17 +1080,22 @@ class RestoreServer(SealedSecrets):
     class Meta:
         ordering = ["name"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return reverse("server_detail", args=[self.pk])
 
-    def connection_params(self, secrets=None):
+    def connection_params(self, secrets: Mapping[str, str | None] | None = None) -> dict[str, str | int]:
         """psycopg keywords for the maintenance database (with the password).
         `secrets` overrides the stored ones where given, so that a form can
         be tested before it is saved."""
-        params = {"host": self.host, "port": self.port or 5432, "dbname": self.MAINTENANCE_DATABASE, "user": self.user}
+        params: dict[str, str | int] = {
+            "host": self.host,
+            "port": self.port or 5432,
+            "dbname": self.MAINTENANCE_DATABASE,
+            "user": self.user,
+        }
         if self.sslmode:
             params["sslmode"] = self.sslmode
         password = self.secrets(secrets).get("password")
@@ -1049,22 +1103,22 @@ class RestoreServer(SealedSecrets):
             params["password"] = password
         return params
 
-    def address(self):
+    def address(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
 
-    def version_display(self):
+    def version_display(self) -> str:
         """ "15.4" of "15.4 (Debian 15.4-1.pgdg120+1)"; "" before the first check."""
         return self.server_version.split()[0] if self.server_version else ""
 
-    def major_release(self):
+    def major_release(self) -> str:
         return major_release(self.server_version)
 
-    def describe(self):
+    def describe(self) -> str:
         """The server in words, without any secret."""
         version = f"PostgreSQL {self.version_display()}" if self.server_version else "version not checked yet"
         return f"{self.name} ({self.address()}, {version})"
 
-    def refusal_for(self, backup_version, version=None):
+    def refusal_for(self, backup_version: str, version: str | None = None) -> str:
         """Why a backup taken on PostgreSQL `backup_version` cannot go to this
         server (at `version`, by default the recorded one), in words; "" when
         it can or when either version is unknown. A newer server is fine."""
@@ -1079,7 +1133,7 @@ class RestoreServer(SealedSecrets):
         )
 
 
-def major_release(version):
+def major_release(version: str | None) -> str:
     """A PostgreSQL major release as people name it: "15" of "15.4", but
     "9.6" of "9.6.24" (before 10, the major release had two numbers)."""
     numbers = version.split()[0].split(".") if version else [""]

@@ -8,7 +8,8 @@ backup, and a queue that stopped moving is still noticed by someone.
 Every task names its cluster: a task queued from inside the monitor cluster
 (the tick queues verifications) would otherwise land in the monitor's queue."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -17,19 +18,19 @@ from django.utils import timezone
 MONITOR_SILENCE = timedelta(minutes=5)
 
 
-def enqueue_work(func, *args, task_name):
+def enqueue_work(func: str, *args: Any, task_name: str) -> str:
     from django_q.tasks import async_task
 
     return async_task(func, *args, task_name=task_name, cluster=settings.WORK_CLUSTER)
 
 
-def enqueue_monitoring(func, *args, task_name):
+def enqueue_monitoring(func: str, *args: Any, task_name: str) -> str:
     from django_q.tasks import async_task
 
     return async_task(func, *args, task_name=task_name, cluster=settings.MONITOR_CLUSTER)
 
 
-def monitor_silent_since(now=None):
+def monitor_silent_since(now: datetime | None = None) -> datetime | None:
     """When the tick was due but did not run (the monitor cluster is not
     running), or None while it runs on time."""
     from django_q.models import Schedule

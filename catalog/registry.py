@@ -11,43 +11,65 @@ Each registry maps a name to what is registered, in the order registered (the
 order of INSTALLED_APPS); registering a name again replaces the entry, so that
 ready() may run twice."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # catalog.models imports this module (Backup.wal_waiting_for)
+    from catalog.models import Backup, Source
+
+# What each registry holds. A step's or a check's result is only stored and
+# reported, never read: any value will do (Any for a check, whose result goes
+# into the monitoring's report beside the catalog's own checks').
+TickStep = Callable[[], object]
+NightlyStep = Callable[[], object]
+PeriodicCheck = Callable[[datetime | None], Any]  # check(now); None: now
+MovedTask = Callable[..., object]  # the task's own arguments, as queued
+# A job model of another app (restore's RestoreJob): a class with QUEUED and
+# RUNNING statuses and a status field, which the catalog cannot name.
+JobModel = Any
+# FormatSteps: why a backup of the source cannot start ("" when it can); the
+# backup's copies are durable (with what the stream reported, opaque here); the
+# WAL segment names it still waits for; its manifest's "wal" part was imported.
+RunProblem = Callable[["Source"], str]
+CopiesDurable = Callable[["Backup", Any], None]
+WaitingFor = Callable[["Backup"], list[str]]
+Imported = Callable[["Backup", Mapping[str, Any]], None]
 
 # Run by catalog.tasks.tick after the catalog's own sweeps and before the
 # monitoring checks (so that jobs swept as dead count as failed there): name ->
 # function(); its result is the tick's result under that name. An app wraps a
 # step in catalog.alerts.hooks.quietly when its failure must not stop the tick.
-tick_steps: dict[str, Callable[[], Any]] = {}
+tick_steps: dict[str, TickStep] = {}
 
 # Run by catalog.tasks.prune_nightly after every plan's retention: name ->
 # function(); a result that is not empty is reported under that name.
-nightly_steps: dict[str, Callable[[], Any]] = {}
+nightly_steps: dict[str, NightlyStep] = {}
 
 # Run by catalog.alerts.hooks.periodic_checks after the catalog's own checks,
 # each on its own (a failure is logged and the others still run): name ->
 # check(now); its result is reported under that name.
-periodic_checks: dict[str, Callable[[Any], Any]] = {}
+periodic_checks: dict[str, PeriodicCheck] = {}
 
 # Jobs of other apps that the queue metrics count: name -> model (with QUEUED
 # and RUNNING statuses and a status field).
-queued_jobs: dict[str, Any] = {}
+queued_jobs: dict[str, JobModel] = {}
 
 # Task entry points that moved out of catalog.tasks: tasks queued before an
 # upgrade still name the old dotted path, which passes them on (name -> function).
-moved_tasks: dict[str, Callable[..., Any]] = {}
+moved_tasks: dict[str, MovedTask] = {}
 
 
-def no_problem(source: Any) -> str:
+def no_problem(source: "Source") -> str:
     return ""
 
 
-def nothing_missing(backup: Any) -> list[str]:
+def nothing_missing(backup: "Backup") -> list[str]:
     return []
 
 
-def nothing_to_record(backup: Any, wal: Any) -> None:
+def nothing_to_record(backup: "Backup", wal: Any) -> None:
     return None
 
 
@@ -57,13 +79,13 @@ class FormatSteps:
     owns it (pitr registers the physical base backup's). The defaults do nothing."""
 
     # Why a backup of this format cannot start now ("" when it can): a Refused.
-    run_problem: Callable[[Any], str] = no_problem
+    run_problem: RunProblem = no_problem
     # Once the backup's copies are durable: record what the stream reported (backup.wal).
-    copies_durable: Callable[[Any, Any], None] = nothing_to_record
+    copies_durable: CopiesDurable = nothing_to_record
     # What the backup still waits for before it is good (WAL segment names), to name on its page.
-    waiting_for: Callable[[Any], list[str]] = nothing_missing
+    waiting_for: WaitingFor = nothing_missing
     # A catalog rebuild imported the backup from its manifest: import the manifest's "wal" part.
-    imported: Callable[[Any, Any], None] = nothing_to_record
+    imported: Imported = nothing_to_record
 
 
 NO_STEPS = FormatSteps()

@@ -18,8 +18,9 @@ of "keep the last 7"). Once its time is up, a manual backup is judged by the
 plan's rule like any other: nothing the rule keeps is lost by the change.
 """
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 
 GFS, LAST, DAYS = "gfs", "last", "days"
 MODE_CHOICES = [
@@ -49,7 +50,7 @@ class Policy:
     minimum: int = 1
     manual_days: int = 30  # how long a manual backup is kept apart from the rule; 0: the rule judges it at once
 
-    def describe(self):
+    def describe(self) -> str:
         if self.mode == LAST:
             rule = f"keep the last {self.last}"
         elif self.mode == DAYS:
@@ -58,19 +59,19 @@ class Policy:
             rule = f"{self.daily} daily, {self.weekly} weekly, {self.monthly} monthly, {self.yearly} yearly"
         return f"{rule}; at least {self.minimum}" if self.minimum else rule
 
-    def prune_reason(self):
+    def prune_reason(self) -> str:
         if self.mode == LAST:
             return f"older than the last {self.last}"
         if self.mode == DAYS:
             return f"older than {self.days} days"
         return "not the newest of a kept day, week, month or year"
 
-    def describe_manual(self):
+    def describe_manual(self) -> str:
         if not self.manual_days:
             return "manual backups by the same rule"
         return f"manual backups kept {self.manual_days} day{'s' if self.manual_days != 1 else ''}"
 
-    def manual_until(self, candidate):
+    def manual_until(self, candidate: "Candidate") -> datetime | None:
         """Until when the manual rule keeps `candidate` (None: it does not)."""
         if not candidate.manual:
             return None
@@ -95,22 +96,22 @@ class Candidate:
 @dataclass
 class Decision:
     candidate: Candidate
-    reasons: list = field(default_factory=list)  # why it is kept; empty means prune
+    reasons: list[str] = field(default_factory=list)  # why it is kept; empty means prune
     prune_reason: str = ""
 
     @property
-    def keep(self):
+    def keep(self) -> bool:
         return bool(self.reasons)
 
-    def explain(self):
+    def explain(self) -> str:
         return ", ".join(self.reasons) if self.keep else self.prune_reason
 
 
-def newest_first(candidates):
+def newest_first(candidates: Iterable[Candidate]) -> list[Candidate]:
     return sorted(candidates, key=lambda c: (c.created_at, c.id), reverse=True)
 
 
-def select(candidates, policy, tz, now):
+def select(candidates: Iterable[Candidate], policy: Policy, tz: tzinfo, now: datetime) -> list[Decision]:
     """Returns a Decision for every candidate, newest first."""
     ordered = newest_first(candidates)
     decisions = {c.id: Decision(c) for c in ordered}
@@ -161,11 +162,11 @@ def select(candidates, policy, tz, now):
     return [decisions[c.id] for c in ordered]
 
 
-def day_of(moment, tz):
+def day_of(moment: datetime, tz: tzinfo) -> str:
     return moment.astimezone(tz).strftime("%Y-%m-%d")
 
 
-def rule_keeps(good, policy, tz, now):
+def rule_keeps(good: list[Candidate], policy: Policy, tz: tzinfo, now: datetime) -> Iterator[tuple[Candidate, str]]:
     """Yields (candidate, reason) for the good backups the rule itself keeps."""
     if policy.mode == LAST:
         for number, candidate in enumerate(good[: policy.last], start=1):

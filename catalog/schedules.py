@@ -15,11 +15,15 @@ second time. Here a plan runs once a day whatever the clocks do:
 run of every cron Schedule, so the scheduler and the pages agree."""
 
 import calendar
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any, cast
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 from django.conf import settings
 from django.utils import timezone
+
+if TYPE_CHECKING:  # catalog.models uses this module: the plan is imported where it is needed
+    from catalog.models import BackupPlan
 
 TICK_SCHEDULE = "strongroom-tick"
 PRUNE_SCHEDULE = "strongroom-prune-nightly"
@@ -29,7 +33,7 @@ PRUNE_SCHEDULE = "strongroom-prune-nightly"
 NEAR = timedelta(hours=3)
 
 
-def validate_cron(expression):
+def validate_cron(expression: str | None) -> str | None:
     """Returns an error message for a bad cron expression, else None."""
     expression = (expression or "").strip()
     if len(expression.split()) != 5:
@@ -45,7 +49,7 @@ def validate_cron(expression):
     return None
 
 
-def why_never(expression):
+def why_never(expression: str) -> str:
     """Why a valid expression matches no date, in words (a day no chosen month has)."""
     try:
         fields, _ = croniter.expand(expression)
@@ -60,7 +64,9 @@ def why_never(expression):
     return f"{listed} {'has' if len(names) == 1 else 'have'} no day {day_list}"
 
 
-def next_run_after(expression, after, zone=None, walls=None):
+def next_run_after(
+    expression: str, after: datetime, zone: tzinfo | None = None, walls: croniter | None = None
+) -> datetime:
     """The first run of `expression` strictly after `after`, in UTC, the cron
     read as wall-clock time in `zone` (TIME_ZONE): see the module's doc for
     the nights the clocks change. `walls` is a croniter of the expression to
@@ -76,24 +82,26 @@ def next_run_after(expression, after, zone=None, walls=None):
         walls = croniter(expression, start)
     else:
         walls.set_current(start, force=True)
-    best = best_wall = None
+    best: datetime | None = None
+    best_wall: datetime | None = None  # set with best
     while True:
         wall = walls.get_next(datetime)
         # Past this, a later wall time cannot be an earlier instant (only a jump forward near it could make it so).
-        if best is not None and wall > best_wall + clock_change_near(best, zone):
+        if best is not None and best_wall is not None and wall > best_wall + clock_change_near(best, zone):
             return best
         for instant in instants_of(wall, zone, every_hour):
             if instant > after and (best is None or instant < best):
                 best, best_wall = instant, wall
 
 
-def clock_change_near(instant, zone):
+def clock_change_near(instant: datetime, zone: tzinfo) -> timedelta:
     """How far the clocks move within NEAR of `instant` (zero most of the year)."""
-    offsets = [(instant + NEAR * step / 3).astimezone(zone).utcoffset() for step in range(-3, 4)]
+    # An aware time always has an offset: never None.
+    offsets = [cast(timedelta, (instant + NEAR * step / 3).astimezone(zone).utcoffset()) for step in range(-3, 4)]
     return max(offsets) - min(offsets)
 
 
-def instants_of(wall, zone, every_hour):
+def instants_of(wall: datetime, zone: tzinfo, every_hour: bool) -> list[datetime]:
     """The instants (UTC) at which the wall-clock time `wall` runs."""
     first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
     second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
@@ -104,7 +112,7 @@ def instants_of(wall, zone, every_hour):
     return [first]  # the clocks skip it: read with the offset before the change, as long after midnight as ever
 
 
-def next_runs(expression, count=5, start=None):
+def next_runs(expression: str, count: int = 5, start: datetime | None = None) -> list[datetime]:
     """The next `count` runs ([] for an expression that never runs), in UTC:
     templates show them in local time, and the time between two is real time
     (two local times in one zone subtract as wall-clock times)."""
@@ -117,7 +125,7 @@ def next_runs(expression, count=5, start=None):
     return runs
 
 
-def install_wall_clock_cron():
+def install_wall_clock_cron() -> None:
     """django-q2 computes a cron Schedule's next run with croniter in the
     scheduler (Schedule.calculate_next_run); this makes it use
     next_run_after, in UTC so that its comparisons are by instant, not by
@@ -128,7 +136,7 @@ def install_wall_clock_cron():
         return
     original = Schedule.calculate_next_run
 
-    def calculate_next_run(self, next_run=None):
+    def calculate_next_run(self: Schedule, next_run: datetime | None = None) -> datetime | None:
         if self.schedule_type == Schedule.CRON and self.cron:
             return next_run_after(self.cron, timezone.now())
         return original(self, next_run)
@@ -155,10 +163,13 @@ WEEKDAY_CHOICES = [(str(number), calendar.day_name[(number - 1) % 7]) for number
 LAST_MONTHLY_DAY = 28
 
 
-def preset_cron(preset, minute=None, at=None, weekday=None, day=None):
+def preset_cron(
+    preset: str, minute: int | None = None, at: time | None = None, weekday: str | None = None, day: int | None = None
+) -> str:
     """The cron of a preset; `at` is a datetime.time."""
     if preset == HOURLY:
         return f"{minute} * * * *"
+    assert at is not None, "the daily, weekly and monthly presets have a time"
     if preset == DAILY:
         return f"{at.minute} {at.hour} * * *"
     if preset == WEEKLY:
@@ -168,7 +179,7 @@ def preset_cron(preset, minute=None, at=None, weekday=None, day=None):
     raise ValueError(f"No preset {preset!r}")
 
 
-def preset_of(expression):
+def preset_of(expression: str | None) -> tuple[str, dict[str, Any]]:
     """(preset, its values) when the expression is one a preset makes, else (CRON, {})."""
     fields = (expression or "").split()
     if len(fields) != 5 or not all(field == "*" or field.isdecimal() for field in fields):
@@ -188,7 +199,7 @@ def preset_of(expression):
     return CRON, {}
 
 
-def describe(expression):
+def describe(expression: str) -> str:
     """A cron in words ("At 02:30, only on Monday"), "" when it cannot be read."""
     from cron_descriptor import ExpressionDescriptor, Options
 
@@ -203,8 +214,9 @@ def describe(expression):
 # --- django-q2 -------------------------------------------------------------------------
 
 
-def sync_plan_schedule(plan):
-    """Keeps exactly one django-q2 cron Schedule per enabled plan."""
+def sync_plan_schedule(plan: "BackupPlan") -> Any:
+    """Keeps exactly one django-q2 cron Schedule per enabled plan (returned;
+    None for a disabled plan). Any: django-q2 has no type hints."""
     from django_q.models import Schedule
 
     name = plan.schedule_name()
@@ -225,13 +237,13 @@ def sync_plan_schedule(plan):
     return schedule
 
 
-def remove_plan_schedule(plan):
+def remove_plan_schedule(plan: "BackupPlan") -> None:
     from django_q.models import Schedule
 
     Schedule.objects.filter(name=plan.schedule_name()).delete()
 
 
-def ensure_system_schedules(**kwargs):
+def ensure_system_schedules(**kwargs: Any) -> None:
     """The one-minute tick (finds dead jobs, checks health, on the monitor
     cluster: see catalog/queues.py) and the nightly retention run."""
     from django_q.models import Schedule
