@@ -3,6 +3,8 @@ change only through the services, which audit every change."""
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
 
 from catalog import rebuild
 from catalog.alerts.models import Alert, Channel, Notification
@@ -15,13 +17,13 @@ admin.site.index_title = "Records (read-only)"  # changes go through the pages, 
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -37,11 +39,11 @@ class DestinationAdmin(ReadOnlyAdmin):
     exclude = ["secret_token"]
     actions = ["import_backups"]
 
-    def has_operate_permission(self, request):
+    def has_operate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("catalog.operate")
 
     @admin.action(description="Import backups from their manifests (catalog rebuild)", permissions=["operate"])
-    def import_backups(self, request, queryset):
+    def import_backups(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
         result = rebuild.rebuild(request.user, list(queryset))
         for destination, report in result.imports:
             level = messages.WARNING if report.refused else messages.SUCCESS
@@ -64,10 +66,10 @@ class CopyInline(admin.TabularInline):
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None):
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 

@@ -1,5 +1,9 @@
+from collections.abc import Callable
+
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 
 from catalog import audit
 from catalog.api.auth import error, token_from_request
@@ -9,14 +13,17 @@ from catalog.api.auth import error, token_from_request
 # tokens (or the metrics allow-list) and answer 401 rather than redirect.
 PUBLIC_PREFIXES = ("/login/", "/static/", "/favicon.ico", "/admin/", "/healthz", "/api/", "/metrics")
 
+# What a middleware wraps: the next one, or the view.
+GetResponse = Callable[[HttpRequest], HttpResponseBase]
+
 
 class LoginRequiredEverywhere:
     """Anonymous visitors see only the login page, whatever the URL."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         if not request.user.is_authenticated and not request.path.startswith(PUBLIC_PREFIXES):
             return redirect_to_login(request.get_full_path())
         return self.get_response(request)
@@ -35,10 +42,10 @@ class ReadOnlyForViewers:
     OPEN_PATHS = ("/login/", "/logout/")
     API_PREFIX = "/api/"
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         if (
             request.method not in ("GET", "HEAD", "OPTIONS")
             and request.user.is_authenticated
@@ -55,7 +62,7 @@ class ReadOnlyForViewers:
             raise PermissionDenied
         return self.get_response(request)
 
-    def api_request_with_valid_token(self, request):
+    def api_request_with_valid_token(self, request: HttpRequest) -> bool:
         if not request.path.startswith(self.API_PREFIX):
             return False
         token, _refusal = token_from_request(request)
@@ -67,10 +74,10 @@ class AuditRequestIP:
     them. REMOTE_ADDR only: a forwarded header is whatever the client says,
     unless a trusted proxy rewrites REMOTE_ADDR itself."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         token = audit.current_ip.set(request.META.get("REMOTE_ADDR") or None)
         try:
             return self.get_response(request)

@@ -4,15 +4,21 @@ when it clears. Job outcomes are judged as each job ends (catalog.alerts.hooks);
 storage and stuck jobs are judged by the one-minute tick."""
 
 import statistics
-from datetime import timedelta
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.utils import timezone
 
 from catalog.alerts import problems
 from catalog.alerts.models import Alert
-from catalog.models import Backup, Copy, Destination, Verification
+from catalog.models import Backup, BackupPlan, Copy, Destination, Source, ThreeTwoOne, Verification
 from catalog.text import duration_text, moment_text, size_text
+
+if TYPE_CHECKING:
+    # catalog.lifecycle reaches this module through catalog.services and catalog.alerts.hooks.
+    from catalog.lifecycle import PruneReport
 
 # How many earlier good backups of a plan tell what is usual (size, duration).
 HISTORY = 7
@@ -23,7 +29,7 @@ STUCK_DURATION_FACTOR = 3
 STUCK_RUNNING_MINIMUM = timedelta(minutes=30)
 
 
-def raise_problem(kind, key, *, source, **fields):
+def raise_problem(kind: str, key: str, *, source: Source | None, **fields: Any) -> Alert | None:
     """Opens (or updates) a problem about `source`, unless its monitoring is
     paused: a paused source raises nothing, though its problems still clear."""
     if source is not None and source.paused:
@@ -35,7 +41,7 @@ def raise_problem(kind, key, *, source, **fields):
 # --- backups ----------------------------------------------------------------
 
 
-def backup_finished(backup):
+def backup_finished(backup: Backup) -> None:
     """Everything a finished backup can open or clear besides source health."""
     check_partial(backup)
     if backup.status == Backup.SUCCEEDED and backup.plan_id:
@@ -43,11 +49,11 @@ def backup_finished(backup):
         check_three_two_one()
 
 
-def partial_key(backup):
+def partial_key(backup: Backup) -> str:
     return f"plan:{backup.plan_id}" if backup.plan_id else f"source:{backup.source_id}"
 
 
-def check_partial(backup):
+def check_partial(backup: Backup) -> None:
     key = partial_key(backup)
     if backup.status == Backup.SUCCEEDED:
         problems.resolve_alert(Alert.BACKUP_PARTIAL, key, f"Backup #{backup.pk} succeeded with every copy durable.")
@@ -71,10 +77,11 @@ def check_partial(backup):
     )
 
 
-def check_size(backup):
+def check_size(backup: Backup) -> None:
     """A good backup much smaller or larger than the plan's usual one may be a
     dropped table or a runaway log table: worth a look, not a page."""
     plan, key = backup.plan, f"plan:{backup.plan_id}"
+    assert plan is not None  # backup_finished checks plan_id first
     if not plan.size_tolerance_percent:
         problems.resolve_alert(Alert.SIZE_ANOMALY, key, "The size alert of this plan was turned off.", notify=False)
         return
@@ -116,7 +123,7 @@ def check_size(backup):
 THREE_TWO_ONE_KEY = "plans"
 
 
-def check_three_two_one(opening=True):
+def check_three_two_one(opening: bool = True) -> list[BackupPlan]:
     """One alert for every plan that misses 3-2-1, not one per plan: a trial
     with a single local destination misses it in every plan for the same
     reason, and one fix (an off-site destination) mends them all. Judged on
@@ -163,10 +170,11 @@ def check_three_two_one(opening=True):
     return plans
 
 
-def three_two_one_shortfall(short):
+def three_two_one_shortfall(short: Sequence[tuple[BackupPlan, ThreeTwoOne]]) -> str:
     """What each plan's latest backup lacks, plans that lack the same named together."""
     groups: dict[tuple[str, ...], list[str]] = {}  # {what is missing: plans that lack it}
     for plan, rule in short:
+        assert rule["backup"] is not None  # check_three_two_one leaves out plans not yet judged
         groups.setdefault(tuple(rule["missing"]), []).append(f"{plan} (backup #{rule['backup'].pk})")
     return " ".join(
         f"{and_list(names)} lack{'s' if len(names) == 1 else ''} {'; '.join(missing)}."
@@ -174,7 +182,7 @@ def three_two_one_shortfall(short):
     )
 
 
-def three_two_one_advice(short):
+def three_two_one_advice(short: Sequence[tuple[BackupPlan, ThreeTwoOne]]) -> str:
     """What to do, naming a destination that would mend it when there is one."""
     lacking = [plan for plan, _ in short if not meets_three_two_one(set(plan.destinations.all()))]
     if not lacking:
@@ -203,26 +211,26 @@ def three_two_one_advice(short):
     return f"To meet it: {what}. The alert clears once {next_backups(short)} stored there too."
 
 
-def next_backups(short):
+def next_backups(short: Sequence[object]) -> str:
     return "its next backup is" if len(short) == 1 else "their next backups are"
 
 
-def meets_three_two_one(destinations):
+def meets_three_two_one(destinations: Collection[Destination]) -> bool:
     return len(destinations) >= 2 and len({d.kind for d in destinations}) >= 2 and any(d.offsite for d in destinations)
 
 
-def and_list(names, conjunction="and"):
+def and_list(names: Sequence[str], conjunction: str = "and") -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {conjunction} {names[-1]}"
 
 
 # --- verifications and restores ------------------------------------------------
 
 
-def verification_key(verification):
+def verification_key(verification: Verification) -> str:
     return f"source:{verification.source_id}:{verification.kind}"
 
 
-def verification_finished(verification):
+def verification_finished(verification: Verification) -> None:
     key, what = verification_key(verification), verification.get_kind_display()
     if verification.status == Verification.PASSED:
         problems.resolve_alert(Alert.VERIFICATION_FAILED, key, f"{what} of backup #{verification.backup_id} passed.")
@@ -239,7 +247,8 @@ def verification_finished(verification):
         )
 
 
-def restore_finished(job):
+def restore_finished(job: Any) -> None:
+    """`job` is a restore.models.RestoreJob, of an app above the catalog that it cannot import."""
     key = f"source:{job.source_id}"
     if job.status == job.SUCCEEDED:
         problems.resolve_alert(Alert.RESTORE_FAILED, key, f"Restore #{job.pk} of {job.source} succeeded.")
@@ -259,7 +268,7 @@ def restore_finished(job):
 # --- storage (tick) -------------------------------------------------------------
 
 
-def storage_findings(destination, share):
+def storage_findings(destination: Destination, share: float) -> list[str]:
     """What is too full about a destination, in words (empty when nothing)."""
     findings = []
     quota = destination.quota_bytes()
@@ -278,7 +287,7 @@ def storage_findings(destination, share):
     return findings
 
 
-def check_storage():
+def check_storage() -> list[int]:
     """Destinations above settings.STORAGE_ALERT_SHARE of their quota or disk.
     Returns the ids of those now over."""
     share, over = settings.STORAGE_ALERT_SHARE, []
@@ -304,7 +313,7 @@ def check_storage():
 # --- stuck jobs (tick) ------------------------------------------------------------
 
 
-def usual_duration(backup):
+def usual_duration(backup: Backup) -> timedelta | None:
     """The median duration of the plan's previous good backups, or None."""
     rows = (
         Backup.objects.filter(
@@ -321,7 +330,7 @@ def usual_duration(backup):
     return statistics.median(durations) if durations else None  # type: ignore[type-var]
 
 
-def check_stuck_jobs(now=None):
+def check_stuck_jobs(now: datetime | None = None) -> list[int]:
     """Backups queued with no worker taking them, or running far longer than
     usual; and clears those that ended. Returns the ids found stuck."""
     now = now or timezone.now()
@@ -341,6 +350,7 @@ def check_stuck_jobs(now=None):
         )
     running = Backup.objects.filter(status=Backup.RUNNING, started_at__lte=now - STUCK_RUNNING_MINIMUM)
     for backup in running.select_related("source"):
+        assert backup.started_at is not None  # filtered on started_at__lte
         usual = usual_duration(backup) if backup.plan_id else None
         if usual is None or now - backup.started_at <= max(STUCK_DURATION_FACTOR * usual, STUCK_RUNNING_MINIMUM):
             continue  # without history there is no "usual" to compare with
@@ -360,7 +370,7 @@ def check_stuck_jobs(now=None):
     return stuck
 
 
-def clear_ended_jobs():
+def clear_ended_jobs() -> None:
     keys = list(Alert.objects.filter(kind=Alert.STUCK_JOB, resolved_at__isnull=True).values_list("key", flat=True))
     ids = {int(key.split(":", 1)[1]): key for key in keys if key.startswith("backup:")}
     statuses = dict(Backup.objects.filter(pk__in=ids).values_list("pk", "status"))
@@ -374,7 +384,7 @@ def clear_ended_jobs():
 # --- master key age -----------------------------------------------------------
 
 
-def check_key_rotation(now=None):
+def check_key_rotation(now: datetime | None = None) -> str | None:
     """The active master key older than KEY_ROTATION_DAYS raises a reminder
     (the guide asks for yearly rotation); a rotation resolves it, since the
     reminder names the key. Returns the id of the key due, or None."""
@@ -394,6 +404,7 @@ def check_key_rotation(now=None):
         )
     if active is None:
         return None
+    assert due_key is not None  # set whenever active is
     age = now - active.created_at
     if age < timedelta(days=settings.KEY_ROTATION_DAYS):
         problems.resolve_alert(
@@ -420,7 +431,7 @@ def check_key_rotation(now=None):
 # --- retention ----------------------------------------------------------------------
 
 
-def retention_finished(plan, report):
+def retention_finished(plan: BackupPlan, report: "PruneReport") -> None:
     """A plan whose retention could not be applied keeps backups it should
     have pruned (and its storage grows): say so once, with what went wrong,
     until a run applies the rule cleanly (catalog.lifecycle.prune_plan_checked)."""

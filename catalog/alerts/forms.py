@@ -1,6 +1,8 @@
 """The channel form: the fields of the chosen kind, its secrets sealed and
 never rendered back ("leave blank to keep" on edit)."""
 
+from typing import Any
+
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -17,7 +19,7 @@ SECRET_FIELDS = {
 }
 
 
-def http_url(value):
+def http_url(value: str) -> None:
     if not value.startswith(("http://", "https://")):
         raise ValidationError("Start the URL with https:// (or http://).")
     # The message names the host only: a Slack URL is a secret.
@@ -70,7 +72,7 @@ class ChannelForm(forms.ModelForm):
             "enabled": "A channel that failed for good (a wrong URL or key) is switched off; tick to enable it again.",
         }
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         stored = self.instance.secrets() if self.instance.pk else {}
         for kind, names in SECRET_FIELDS.items():
@@ -82,7 +84,7 @@ class ChannelForm(forms.ModelForm):
             del self.fields["new_webhook_secret"]
         self.stored = stored
 
-    def clean_email_to(self):
+    def clean_email_to(self) -> str:
         addresses = [address.strip() for address in self.cleaned_data["email_to"].split(",") if address.strip()]
         for address in addresses:
             try:
@@ -91,7 +93,7 @@ class ChannelForm(forms.ModelForm):
                 raise ValidationError(f"“{address}” is not an email address.") from None
         return ", ".join(addresses)
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data  # what ModelForm.clean() returns
         kind = data.get("kind") or ""
@@ -115,17 +117,17 @@ class ChannelForm(forms.ModelForm):
             data["url"] = ""
         return data
 
-    def check_url(self, field, value):
+    def check_url(self, field: str, value: str) -> None:
         try:
             http_url(value)
         except ValidationError as exc:
             self.add_error(field, exc)
 
-    def secrets(self):
+    def secrets(self) -> dict[str, str | None]:
         """{name in Channel.secrets(): value} for the chosen kind; blank keeps the stored one."""
         kind = self.cleaned_data.get("kind") or ""
         return {name: self.cleaned_data.get(field) for field, name in SECRET_FIELDS.get(kind, {}).items()}
 
-    def changed_fields(self):
+    def changed_fields(self) -> list[str]:
         secret_inputs = {"slack_url", "webhook_secret", "routing_key", "new_webhook_secret"}
         return [name for name in self.changed_data if name not in secret_inputs]

@@ -7,6 +7,7 @@ StatusChange row and its audit event, then the source, then its alert. The
 one-minute tick only asks which sources passed a stored, indexed deadline."""
 
 import logging
+from datetime import datetime
 
 from django.db import transaction
 from django.db.models import Q
@@ -25,7 +26,7 @@ MONITORING_FIELDS = ["last_good_at", "last_run_failed", "late_at", "down_at"]
 FINISHED = (Backup.SUCCEEDED, Backup.PARTIAL, Backup.FAILED)
 
 
-def refresh_source(source, now=None):
+def refresh_source(source: Source, now: datetime | None = None) -> Source:
     """Recomputes the source's monitoring fields from its plans and backups,
     then applies the status they give. Returns the source as stored."""
     now = now or timezone.now()
@@ -57,7 +58,7 @@ def refresh_source(source, now=None):
     return source
 
 
-def check_deadlines(now=None):
+def check_deadlines(now: datetime | None = None) -> list[int]:
     """The tick's part: sources that passed their late or down deadline since
     the last look. Two indexed queries, then work only for those that changed."""
     now = now or timezone.now()
@@ -76,7 +77,7 @@ def check_deadlines(now=None):
     return changed
 
 
-def refresh_misjudged(now=None):
+def refresh_misjudged(now: datetime | None = None) -> list[int]:
     """Sources whose stored status cannot be right: never judged since
     monitoring was installed (new, with an enabled plan but no deadline), up
     without a good backup (judged before a source was new until its first
@@ -100,7 +101,9 @@ def refresh_misjudged(now=None):
     return refreshed
 
 
-def apply_health(source, now, last_failure=None, backup_running=False):
+def apply_health(
+    source: Source, now: datetime, last_failure: Backup | None = None, backup_running: bool = False
+) -> bool:
     """Moves `source` (locked by the caller) to the status its stored fields
     give at `now`. Returns True when the status changed."""
     status, reason = source.health_at(now, last_failure, backup_running)
@@ -122,11 +125,11 @@ def apply_health(source, now, last_failure=None, backup_running=False):
     return True
 
 
-def alert_key(source):
+def alert_key(source: Source) -> str:
     return f"source:{source.pk}"
 
 
-def sync_alert(source, now):
+def sync_alert(source: Source, now: datetime) -> None:
     """Down and failing are one problem: one alert, kept open from one to the
     other. Up resolves it; paused or no plan resolve it quietly; late alone
     never alerts (it is the grace period)."""
@@ -157,6 +160,6 @@ def sync_alert(source, now):
         problems.resolve_alert(Alert.SOURCE_HEALTH, key, f"{source}: {source.status_reason}", notify=False)
 
 
-def open_problem_since(source):
+def open_problem_since(source: Source) -> datetime | None:
     alert = problems.open_alerts(Alert.SOURCE_HEALTH, alert_key(source)).only("opened_at").first()
     return alert.opened_at if alert else None

@@ -21,7 +21,7 @@ class StatusChange(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.source}: {self.old_status} → {self.new_status}"
 
 
@@ -81,10 +81,10 @@ class Alert(models.Model):
             ),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.title
 
-    def is_open(self):
+    def is_open(self) -> bool:
         return self.resolved_at is None
 
 
@@ -117,13 +117,13 @@ class Channel(SealedSecrets):
     class Meta:
         ordering = ["name"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return reverse("channel_detail", args=[self.pk])
 
-    def wants(self, event):
+    def wants(self, event: str) -> bool:
         """Whether this channel is told about `event` (an Alert kind or RECOVERY)."""
         return self.enabled and event in self.events
 
@@ -155,5 +155,5 @@ class Notification(models.Model):
             ),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.channel}: {self.event} {self.status}"

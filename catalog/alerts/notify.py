@@ -10,6 +10,7 @@ import logging
 import secrets as random_secrets
 import time
 import traceback
+from collections.abc import Collection, Iterable, Mapping
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -29,7 +30,7 @@ MONITOR = "monitor"
 TEST_TIMEOUT_SECONDS = 5
 
 
-def dispatch(alert, event, quiet=False):
+def dispatch(alert: Alert, event: str, quiet: bool = False) -> None:
     """Queues notifications about `alert` for every channel that wants them.
     A quiet resolve (the source was paused) tells only the PagerDuty channels
     that opened an incident for it, which would otherwise stay open."""
@@ -41,7 +42,7 @@ def dispatch(alert, event, quiet=False):
     )
 
 
-def recipients(alert, event, quiet=False):
+def recipients(alert: Alert, event: str, quiet: bool = False) -> list[Channel]:
     """The enabled channels to tell about `alert` for `event`.
 
     A problem goes to the channels subscribed to its kind. A recovery goes to
@@ -64,7 +65,7 @@ def recipients(alert, event, quiet=False):
     ]
 
 
-def send_for_alert(alert_id, event, quiet=False):
+def send_for_alert(alert_id: int, event: str, quiet: bool = False) -> dict[str, str]:
     """Sends `event` about the alert to each channel that wants it, once.
 
     The Notification row is written before sending: its unique (channel,
@@ -85,7 +86,7 @@ def send_for_alert(alert_id, event, quiet=False):
     return outcome
 
 
-def claim(channel, alert, event):
+def claim(channel: Channel, alert: Alert, event: str) -> Notification | None:
     """The new Notification for (channel, alert, event), or None when another
     delivery of the task already has it."""
     try:
@@ -102,7 +103,7 @@ def claim(channel, alert, event):
         return None
 
 
-def send_test(actor, channel):
+def send_test(actor: audit.Actor, channel: Channel) -> Notification:
     """Sends a clearly labelled test message now; returns its Notification.
     Works on a disabled channel too, to check it before enabling it again."""
     notification = Notification.objects.create(
@@ -115,7 +116,15 @@ def send_test(actor, channel):
     return notification
 
 
-def deliver(channel, message, notification, *, actor, retry_delays=None, timeout=None):
+def deliver(
+    channel: Channel,
+    message: Message,
+    notification: Notification,
+    *,
+    actor: audit.Actor,
+    retry_delays: Iterable[float] | None = None,
+    timeout: float | None = None,
+) -> Notification:
     """Tries the channel's transport, again after each of `retry_delays`
     (NOTIFY_RETRY_DELAYS unless given) when the failure may pass, each attempt
     waiting `timeout` seconds at most (the settings' unless given); records
@@ -155,13 +164,13 @@ def deliver(channel, message, notification, *, actor, retry_delays=None, timeout
     return record_result(notification, Notification.FAILED, attempts, error)
 
 
-def record_result(notification, status, attempts, error):
+def record_result(notification: Notification, status: str, attempts: int, error: str) -> Notification:
     notification.status, notification.attempts, notification.error = status, attempts, error[:500]
     notification.save(update_fields=["status", "attempts", "error"])
     return notification
 
 
-def redact(text, channel):
+def redact(text: str, channel: Channel) -> str:
     """Belt and braces: no stored secret survives in an error text."""
     for value in channel.secrets().values():
         if value and len(value) >= 4:
@@ -170,7 +179,7 @@ def redact(text, channel):
 
 
 @transaction.atomic
-def disable_channel(actor, channel, error):
+def disable_channel(actor: audit.Actor, channel: Channel, error: str) -> None:
     """Stops sending to a channel whose URL, key or addresses are wrong, and
     says why on its page until someone fixes it and enables it again."""
     now = timezone.now()
@@ -190,7 +199,14 @@ def disable_channel(actor, channel, error):
 
 
 @transaction.atomic
-def save_channel(actor, channel, *, changed_fields=(), secrets=None, new_webhook_secret=False):
+def save_channel(
+    actor: audit.Actor,
+    channel: Channel,
+    *,
+    changed_fields: Collection[str] = (),
+    secrets: Mapping[str, str | None] | None = None,
+    new_webhook_secret: bool = False,
+) -> str:
     """Saves a channel with its sealed secrets. Returns the webhook secret when
     one was generated (the only time anyone sees it), else ""."""
     created = channel.pk is None
@@ -213,6 +229,6 @@ def save_channel(actor, channel, *, changed_fields=(), secrets=None, new_webhook
 
 
 @transaction.atomic
-def delete_channel(actor, channel):
+def delete_channel(actor: audit.Actor, channel: Channel) -> None:
     audit.record(actor, "channel.deleted", channel, {"name": channel.name, "kind": channel.kind})
     channel.delete()

@@ -3,19 +3,30 @@ while it is open, the same problem found again updates it instead of alerting
 twice, and channels hear about it once when it opens and once when it clears."""
 
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from catalog import audit
 from catalog.alerts.models import Alert, Notification
+from catalog.models import Source
 
 ACTOR = "monitor"
 
 
-def open_alerts(kind, key):
+def open_alerts(kind: str, key: str) -> QuerySet[Alert]:
     return Alert.objects.filter(kind=kind, key=key, resolved_at__isnull=True)
 
 
-def open_alert(kind, key, *, title, detail, url, source=None, severity=Alert.CRITICAL):
+def open_alert(
+    kind: str,
+    key: str,
+    *,
+    title: str,
+    detail: str,
+    url: str,
+    source: Source | None = None,
+    severity: str = Alert.CRITICAL,
+) -> tuple[Alert, bool]:
     """Opens the problem (kind, key) unless it is open already; an open one has
     its title, detail, link, severity and source brought up to date (one
     problem about several plans may come to be about another source), without
@@ -52,7 +63,7 @@ def open_alert(kind, key, *, title, detail, url, source=None, severity=Alert.CRI
         return alert, False
 
 
-def resolve_alert(kind, key, resolution, *, notify=True):
+def resolve_alert(kind: str, key: str, resolution: str, *, notify: bool = True) -> Alert | None:
     """Closes the open problem (kind, key), if there is one, and tells the
     channels unless `notify` is False (a paused source is resolved quietly:
     only an open PagerDuty incident is closed).
@@ -73,7 +84,7 @@ def resolve_alert(kind, key, resolution, *, notify=True):
         return alert
 
 
-def dispatch(alert, event, quiet=False):
+def dispatch(alert: Alert, event: str, quiet: bool = False) -> None:
     # notify imports transports and settings helpers; loading it only when an
     # alert changes keeps this module importable from the models' side.
     from catalog.alerts import notify

@@ -17,8 +17,11 @@ import json
 import smtplib
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from http.client import HTTPMessage
+from typing import IO, Any, Self
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -59,7 +62,7 @@ HEADLINES = {
 }
 
 
-def when(moment):
+def when(moment: datetime | None) -> str:
     """A moment as the rest of Strongroom says it, e.g. 2026-11-26 03:12 UTC."""
     return moment_text(moment) if moment else ""
 
@@ -85,7 +88,7 @@ class Message:
     problem: str = "PROBLEM"  # DOWN, FAILING, STORAGE FULL …
 
     @classmethod
-    def from_alert(cls, alert, event):
+    def from_alert(cls, alert: Alert, event: str) -> Self:
         source = alert.source
         problem = HEADLINES.get(alert.kind, "PROBLEM")
         if alert.kind == Alert.SOURCE_HEALTH and source and source.status == "failing":
@@ -108,7 +111,7 @@ class Message:
         )
 
     @classmethod
-    def for_test(cls, channel):
+    def for_test(cls, channel: Channel) -> Self:
         now = timezone.now()
         return cls(
             event=Notification.TEST,
@@ -126,14 +129,14 @@ class Message:
         )
 
     @property
-    def is_recovery(self):
+    def is_recovery(self) -> bool:
         return self.event == Notification.RESOLVED
 
     @property
-    def is_test(self):
+    def is_test(self) -> bool:
         return self.event == Notification.TEST
 
-    def headline(self):
+    def headline(self) -> str:
         """DOWN, RECOVERED, TEST …: the first word of a subject or a Slack message."""
         if self.is_test:
             return "TEST"
@@ -141,17 +144,17 @@ class Message:
             return "RECOVERED"
         return self.problem
 
-    def subject(self):
+    def subject(self) -> str:
         """E.g. "DOWN: Inventory DB", "RECOVERED: Inventory DB"."""
         about = self.source_name or self.title
         if self.is_test:
             about = self.title
         return f"{self.headline()}: {about}"
 
-    def open_for(self):
+    def open_for(self) -> str:
         return duration_text((self.resolved_at or timezone.now()) - self.opened_at)
 
-    def lines(self):
+    def lines(self) -> list[str]:
         """The plain-text body shared by email and webhook-like channels."""
         if self.is_test:
             return [self.title, self.detail, "", f"Channel page: {self.link}"]
@@ -173,11 +176,11 @@ class Message:
         lines += ["", f"Details: {self.link}"]
         return lines
 
-    def text(self):
+    def text(self) -> str:
         return "\n".join(self.lines())
 
 
-def absolute(path):
+def absolute(path: str) -> str:
     return path if path.startswith(("http://", "https://")) else settings.SITE_URL + path
 
 
@@ -190,22 +193,22 @@ class Transport:
     # What to fix when the channel is disabled, e.g. "webhook URL".
     fix_what = "settings"
 
-    def __init__(self, channel, timeout=None):
+    def __init__(self, channel: Channel, timeout: float | None = None) -> None:
         self.channel = channel
         # Seconds to wait for the far end; None: the settings' (a test send waits less, see notify.send_test).
         self.timeout = timeout
 
-    def notify(self, message):
+    def notify(self, message: Message) -> None:
         raise NotImplementedError
 
-    def target_display(self):
+    def target_display(self) -> str:
         """Where messages go, fit for a page: secrets left out."""
         raise NotImplementedError
 
-    def secrets(self):
+    def secrets(self) -> dict[str, str]:
         return self.channel.secrets()
 
-    def secret(self, name):
+    def secret(self, name: str) -> str:
         value = self.secrets().get(name)
         if not value:
             raise PermanentError(f"No {self.fix_what} is stored for this channel")
@@ -215,13 +218,13 @@ class Transport:
 class Email(Transport):
     fix_what = "addresses"
 
-    def recipients(self):
+    def recipients(self) -> list[str]:
         return [address.strip() for address in self.channel.email_to.split(",") if address.strip()]
 
-    def target_display(self):
+    def target_display(self) -> str:
         return ", ".join(self.recipients())
 
-    def notify(self, message):
+    def notify(self, message: Message) -> None:
         email = EmailMessage(
             subject=f"[{settings.SITE_NAME}] {message.subject()}",
             body=message.text() + f"\n\n-- \nSent by {settings.SITE_NAME} to the channel “{self.channel.name}”.\n",
@@ -255,7 +258,7 @@ class Email(Transport):
             ) from None
 
     @staticmethod
-    def thread_headers(message):
+    def thread_headers(message: Message) -> dict[str, str]:
         """A recovery answers its problem's email, so mail clients show them
         as one thread."""
         if message.alert_id is None:
@@ -271,7 +274,7 @@ class Email(Transport):
         return {"Message-ID": problem_id}
 
 
-def reason_text(reason):
+def reason_text(reason: bytes | str) -> str:
     return reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
 
 
@@ -280,10 +283,10 @@ class Slack(Transport):
     fix_what = "webhook URL"
     COLOURS = {Alert.CRITICAL: "#d92d20", Alert.WARNING: "#f79009", "recovery": "#12b76a", "test": "#2f5fd0"}
 
-    def target_display(self):
+    def target_display(self) -> str:
         return secret_url_display(self.secrets().get("url", ""))
 
-    def payload(self, message):
+    def payload(self, message: Message) -> dict[str, Any]:
         colour = self.COLOURS["test" if message.is_test else "recovery" if message.is_recovery else message.severity]
         fields = []
         if message.source_name:
@@ -312,11 +315,11 @@ class Slack(Transport):
             ],
         }
 
-    def notify(self, message):
+    def notify(self, message: Message) -> None:
         post_json(self.secret("url"), self.payload(message), service="Slack", timeout=self.timeout)
 
 
-def slack_escape(text):
+def slack_escape(text: str) -> str:
     """Slack reads &, < and > as markup."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -326,11 +329,11 @@ class Webhook(Transport):
     fix_what = "URL"
     SIGNATURE_HEADER = "X-Strongroom-Signature"
 
-    def target_display(self):
+    def target_display(self) -> str:
         return public_url_display(self.channel.url)
 
     @staticmethod
-    def payload(message):
+    def payload(message: Message) -> dict[str, Any]:
         return {
             "event": message.event,
             "alert_id": message.alert_id,
@@ -348,10 +351,10 @@ class Webhook(Transport):
         }
 
     @staticmethod
-    def signature(secret, body):
+    def signature(secret: str, body: bytes) -> str:
         return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
-    def notify(self, message):
+    def notify(self, message: Message) -> None:
         body = json.dumps(self.payload(message)).encode()
         headers = {
             self.SIGNATURE_HEADER: self.signature(self.secret("secret"), body),
@@ -364,18 +367,18 @@ class PagerDuty(Transport):
     secret_names = ("routing_key",)
     fix_what = "routing key"
 
-    def target_display(self):
+    def target_display(self) -> str:
         return "PagerDuty Events API v2 (routing key stored encrypted)"
 
     @staticmethod
-    def dedup_key(message):
+    def dedup_key(message: Message) -> str:
         """The same for an alert's trigger and resolve, so PagerDuty closes the incident."""
         if message.alert_id is None:
             return f"strongroom-test-{message.key}-{int(message.opened_at.timestamp())}"
         return f"strongroom-{message.kind}-{message.key}-{message.alert_id}"
 
-    def payload(self, message):
-        event = {
+    def payload(self, message: Message) -> dict[str, Any]:
+        event: dict[str, Any] = {
             "routing_key": self.secret("routing_key"),
             "event_action": "resolve" if message.is_recovery else "trigger",
             "dedup_key": self.dedup_key(message),
@@ -401,14 +404,19 @@ class PagerDuty(Transport):
         event["client_url"] = settings.SITE_URL
         return event
 
-    def notify(self, message):
+    def notify(self, message: Message) -> None:
         post_json(settings.PAGERDUTY_EVENTS_URL, self.payload(message), service="PagerDuty", timeout=self.timeout)
 
 
-TRANSPORTS = {Channel.EMAIL: Email, Channel.SLACK: Slack, Channel.WEBHOOK: Webhook, Channel.PAGERDUTY: PagerDuty}
+TRANSPORTS: dict[str, type[Transport]] = {
+    Channel.EMAIL: Email,
+    Channel.SLACK: Slack,
+    Channel.WEBHOOK: Webhook,
+    Channel.PAGERDUTY: PagerDuty,
+}
 
 
-def transport_for(channel, timeout=None):
+def transport_for(channel: Channel, timeout: float | None = None) -> Transport:
     return TRANSPORTS[channel.kind](channel, timeout)
 
 
@@ -418,7 +426,9 @@ def transport_for(channel, timeout=None):
 PERMANENT_STATUSES = {400, 401, 403, 404, 410}
 
 
-def post_json(url, payload, *, service, url_is_secret=True, timeout=None):
+def post_json(
+    url: str, payload: Mapping[str, Any], *, service: str, url_is_secret: bool = True, timeout: float | None = None
+) -> int:
     return post(url, json.dumps(payload).encode(), {}, service=service, url_is_secret=url_is_secret, timeout=timeout)
 
 
@@ -431,7 +441,15 @@ class CheckedRedirects(urllib.request.HTTPRedirectHandler):
     (catalog/endpoints.py): a public webhook must not bounce the request on
     to 169.254.169.254."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
         if problem := endpoint_problem(newurl):
             raise RefusedRedirect(problem)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
@@ -440,7 +458,15 @@ class CheckedRedirects(urllib.request.HTTPRedirectHandler):
 OPENER = urllib.request.build_opener(CheckedRedirects)
 
 
-def post(url, body, headers, *, service, url_is_secret=True, timeout=None):
+def post(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    service: str,
+    url_is_secret: bool = True,
+    timeout: float | None = None,
+) -> int:
     """POSTs a JSON body; raises a DeliveryError subclass that names `service`
     and never the URL when it is a secret (urllib puts it in some messages)."""
     # Checked at each send too: the host's name may resolve elsewhere by now.
@@ -478,7 +504,7 @@ def post(url, body, headers, *, service, url_is_secret=True, timeout=None):
         raise TransientError(f"Could not reach {service_target(service, url, url_is_secret)}: {exc}") from None
 
 
-def response_excerpt(exc, limit=200):
+def response_excerpt(exc: urllib.error.HTTPError, limit: int = 200) -> str:
     try:
         text = exc.read(limit + 1).decode(errors="replace")
     except Exception:  # the answer is a courtesy: its absence is no error
@@ -487,18 +513,18 @@ def response_excerpt(exc, limit=200):
     return text[:limit] + "…" if len(text) > limit else text
 
 
-def service_target(service, url, url_is_secret):
+def service_target(service: str, url: str, url_is_secret: bool) -> str:
     name = service[4:] if service.startswith("The ") else service
     return name if url_is_secret else f"{name} at {public_url_display(url)}"
 
 
-def secret_url_display(url):
+def secret_url_display(url: str) -> str:
     """hooks.slack.com/… : enough to recognise, nothing to abuse."""
     host = urlsplit(url).hostname if url else ""
     return f"{host}/…" if host else "not set"
 
 
-def public_url_display(url):
+def public_url_display(url: str) -> str:
     """A URL with any password in it replaced by ***."""
     parts = urlsplit(url)
     if parts.password:

@@ -6,16 +6,19 @@ scrape builds a fresh registry whose one collector reads the catalog. The
 are recorded, so Prometheus may treat them as counters."""
 
 import ipaddress
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import overload
 
 from django.conf import settings
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import Metric
 
 from catalog import registry as app_registry
 from catalog.alerts.models import Alert
@@ -28,14 +31,18 @@ from catalog.models import HEALTH_CHOICES, Backup, BackupPlan, Copy, Destination
 AUDIT_METRICS_USE_EVERY = timedelta(hours=1)
 
 
-def timestamp(moment):
+@overload
+def timestamp(moment: datetime) -> float: ...
+@overload
+def timestamp(moment: datetime | None) -> float | None: ...
+def timestamp(moment: datetime | None) -> float | None:
     return moment.timestamp() if moment else None
 
 
 class CatalogCollector:
     """Reads the catalog when the registry is collected: one query per family."""
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         yield from self.plan_metrics()
         yield from self.backup_counts()
         yield from self.verification_counts()
@@ -44,7 +51,7 @@ class CatalogCollector:
         yield from self.source_metrics()
         yield from self.alert_metrics()
 
-    def plan_metrics(self):
+    def plan_metrics(self) -> Iterator[Metric]:
         last_good = Backup.objects.good().filter(plan=OuterRef("pk")).order_by("-finished_at", "-pk")
         plans = list(
             BackupPlan.objects.select_related("source").annotate(last_good_id=Subquery(last_good.values("pk")[:1]))
@@ -75,11 +82,13 @@ class CatalogCollector:
             if backup is None or backup.finished_at is None:
                 continue
             success.add_metric(labels, timestamp(backup.finished_at))
-            duration.add_metric(labels, backup.duration().total_seconds())
+            # duration() is None for a backup without started_at: one imported by the catalog rebuild from a
+            # manifest that lacks it would fail the whole scrape here (reported, left as it was).
+            duration.add_metric(labels, backup.duration().total_seconds())  # type: ignore[union-attr]
             size.add_metric(labels, backup.stored_bytes)
         yield from (success, duration, size, enabled)
 
-    def backup_counts(self):
+    def backup_counts(self) -> Iterator[Metric]:
         rows = Backup.objects.values("source__name", "status").annotate(n=Count("pk")).order_by()
         by_status = dict.fromkeys(dict(Backup.STATUS_CHOICES), 0)
         failures = {name: 0 for name in Source.objects.values_list("name", flat=True)}
@@ -95,7 +104,7 @@ class CatalogCollector:
             failed.add_metric([source], count)
         yield from (total, failed)
 
-    def verification_counts(self):
+    def verification_counts(self) -> Iterator[Metric]:
         counts = {
             (kind, status): 0 for kind, _ in Verification.KIND_CHOICES for status, _ in Verification.STATUS_CHOICES
         }
@@ -108,7 +117,7 @@ class CatalogCollector:
             family.add_metric([kind, status], count)
         yield family
 
-    def destination_metrics(self):
+    def destination_metrics(self) -> Iterator[Metric]:
         destinations = Destination.objects.annotate(
             used=Sum("copies__size", filter=Q(copies__status=Copy.DURABLE)),
             copy_count=Count("copies", filter=Q(copies__status=Copy.DURABLE)),
@@ -130,15 +139,19 @@ class CatalogCollector:
             labels = [destination.name, destination.kind]
             used.add_metric(labels, destination.used or 0)
             copies.add_metric(labels, destination.copy_count)
-            if destination.quota_bytes():
-                quota.add_metric(labels, destination.quota_bytes())
+            if quota_bytes := destination.quota_bytes():
+                quota.add_metric(labels, quota_bytes)
         yield from (used, copies, quota)
 
-    def queue_metrics(self):
+    def queue_metrics(self) -> Iterator[Metric]:
         queued = GaugeMetricFamily("strongroom_queue_depth", "Jobs waiting for a worker.", labels=["job"])
         running = GaugeMetricFamily("strongroom_jobs_running", "Jobs a worker is running now.", labels=["job"])
         # Other apps' jobs (restore's) are registered by those apps (catalog/registry.py).
-        jobs = {"backup": Backup, "verification": Verification, **app_registry.queued_jobs}
+        jobs: dict[str, type[Backup] | type[Verification]] = {
+            "backup": Backup,
+            "verification": Verification,
+            **app_registry.queued_jobs,
+        }
         for name, model in jobs.items():
             counts = model.objects.aggregate(
                 queued=Count("pk", filter=Q(status=model.QUEUED)), running=Count("pk", filter=Q(status=model.RUNNING))
@@ -147,7 +160,7 @@ class CatalogCollector:
             running.add_metric([name], counts["running"])
         yield from (queued, running)
 
-    def source_metrics(self):
+    def source_metrics(self) -> Iterator[Metric]:
         status = GaugeMetricFamily(
             "strongroom_source_status",
             "1 for the source's current health, 0 for the others.",
@@ -172,7 +185,7 @@ class CatalogCollector:
                 since.add_metric([source.name], timestamp(source.status_since))
         yield from (status, last_good, since)
 
-    def alert_metrics(self):
+    def alert_metrics(self) -> Iterator[Metric]:
         counts = {(kind, severity): 0 for kind, _ in Alert.KIND_CHOICES for severity, _ in Alert.SEVERITY_CHOICES}
         for row in (
             Alert.objects.filter(resolved_at__isnull=True).values("kind", "severity").annotate(n=Count("pk")).order_by()
@@ -184,7 +197,7 @@ class CatalogCollector:
         yield family
 
 
-def client_allowed(request):
+def client_allowed(request: HttpRequest) -> bool:
     """Whether the client's address is in METRICS_ALLOWED_IPS (addresses or networks).
     REMOTE_ADDR only: a forwarded-for header is whatever the client says it is."""
     try:
@@ -201,13 +214,14 @@ def client_allowed(request):
 
 
 @csrf_exempt  # so that a POST is told 405 by this view, not 403 by the CSRF check
-def metrics(request):
+def metrics(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return error(f"Method {request.method} is not allowed here; use GET.", 405, Allow="GET")
     if not client_allowed(request):
         token, refusal = token_from_request(request)
         if refusal:
             return refusal
+        assert token is not None  # token_from_request gives one or the other
         if not token.has_scope("read"):
             return error("This API token does not have the 'read' scope /metrics needs.", 403)
         quiet_since = timezone.now() - AUDIT_METRICS_USE_EVERY

@@ -1,6 +1,7 @@
 """API tokens: shown once at creation, stored only as a SHA-256 hash."""
 
 import hashlib
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -25,15 +26,15 @@ class ApiToken(models.Model):
         ordering = ["-created_at"]
         verbose_name = "API token"  # not "Api token" in the admin
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
 
     @staticmethod
-    def hash(raw_token):
+    def hash(raw_token: str) -> str:
         return hashlib.sha256(raw_token.encode()).hexdigest()
 
-    def is_expired(self, now=None):
+    def is_expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or timezone.now())
 
-    def has_scope(self, scope):
+    def has_scope(self, scope: str) -> bool:
         return scope in self.scopes

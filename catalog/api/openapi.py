@@ -4,21 +4,24 @@ Written by hand beside catalog.api.serialize, whose dicts it describes; the
 enums come from the models so that they cannot drift. The schemathesis test
 in tests/api checks every response against it."""
 
+from collections.abc import Iterable
+from typing import Any
+
 from catalog.alerts.models import Alert
 from catalog.models import HEALTH_CHOICES, Backup, Copy, Destination, Verification
 
 
-def ref(name):
+def ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def nullable(schema):
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
     if "$ref" in schema:
         return {"anyOf": [schema, {"type": "null"}]}
     return {**schema, "type": [schema["type"], "null"]}
 
 
-def obj(properties, required=None, closed=False):
+def obj(properties: dict[str, Any], required: list[str] | None = None, closed: bool = False) -> dict[str, Any]:
     schema = {
         "type": "object",
         "properties": properties,
@@ -27,7 +30,7 @@ def obj(properties, required=None, closed=False):
     return {**schema, "additionalProperties": False} if closed else schema
 
 
-def choices(pairs):
+def choices(pairs: Iterable[tuple[str, object]]) -> dict[str, Any]:
     return {"type": "string", "enum": [value for value, _ in pairs]}
 
 
@@ -240,25 +243,25 @@ ERRORS = {
 }
 
 
-def json_content(schema):
+def json_content(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def responses(success_code, success_schema, description, *error_codes):
+def responses(success_code: int, success_schema: dict[str, Any], description: str, *error_codes: int) -> dict[str, Any]:
     answers = {str(success_code): {"description": description, "content": json_content(success_schema)}}
     for code in (401, 403) + error_codes:
         answers[str(code)] = {"description": ERRORS[code], "content": json_content(ref("Error"))}
     return answers
 
 
-def query(name, schema, description):
+def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
 BACKUP_ID = {"name": "id", "in": "path", "required": True, "schema": ID, "description": "the backup's id"}
 
 
-def wal_push(operation_id):
+def wal_push(operation_id: str) -> dict[str, Any]:
     """PUT (curl -T) and POST of a WAL file by a server's archive_command (pitr/views.py)."""
     return {
         "operationId": operation_id,
@@ -356,7 +359,7 @@ PATHS = {
 }
 
 
-def openapi_document():
+def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {

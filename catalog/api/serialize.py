@@ -3,25 +3,37 @@
 Kept apart from the views so that the OpenAPI schemas in catalog.api.openapi
 can be checked against one place. No secret is ever part of these."""
 
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from django.http import HttpRequest
 from django.urls import reverse
+
+from catalog.alerts.models import Alert
+from catalog.models import Backup, Copy, Destination, Source, Verification
+
+if TYPE_CHECKING:
+    # Only here: django-stubs-ext is installed for type checking (requirements-test.txt), not in production.
+    from django_stubs_ext import WithAnnotations
 
 # How bad a source's health is, for the overall status: the worst one wins.
 # New and paused sources expect nothing, so they count as up.
 SEVERITY = {"new": 0, "paused": 0, "up": 0, "late": 1, "failing": 2, "down": 3}
 
 
-def overall_status(sources):
+def overall_status(sources: Iterable[Source]) -> str:
     """ "up" unless an unpaused source is late, failing or down."""
     watched = [s.status for s in sources if not s.paused and s.status != "paused"]
     worst = max(watched, key=lambda status: SEVERITY.get(status, 0), default="up")
     return worst if SEVERITY.get(worst, 0) else "up"
 
 
-def seconds(duration):
+def seconds(duration: timedelta | None) -> float | None:
     return round(duration.total_seconds(), 3) if duration is not None else None
 
 
-def backup_summary(backup):
+def backup_summary(backup: Backup | None) -> dict[str, Any] | None:
     if backup is None:
         return None
     return {
@@ -32,7 +44,7 @@ def backup_summary(backup):
     }
 
 
-def verification_summary(verification):
+def verification_summary(verification: Verification | None) -> dict[str, Any] | None:
     if verification is None:
         return None
     return {
@@ -43,7 +55,7 @@ def verification_summary(verification):
     }
 
 
-def source_health(source, last_backup, last_verification):
+def source_health(source: Source, last_backup: Backup | None, last_verification: Verification | None) -> dict[str, Any]:
     return {
         "id": source.pk,
         "name": source.name,
@@ -61,7 +73,7 @@ def source_health(source, last_backup, last_verification):
     }
 
 
-def open_alert(request, alert):
+def open_alert(request: HttpRequest, alert: Alert) -> dict[str, Any]:
     """An open problem, as the on-call engineer needs it: what, since when, where to look."""
     return {
         "id": alert.pk,
@@ -69,13 +81,17 @@ def open_alert(request, alert):
         "severity": alert.severity,
         "title": alert.title,
         "detail": alert.detail,
-        "source": {"id": alert.source_id, "name": alert.source.name} if alert.source_id else None,
+        "source": {"id": alert.source_id, "name": alert.source.name} if alert.source is not None else None,
         "opened_at": alert.opened_at,
         "url": request.build_absolute_uri(alert.url) if alert.url else None,
     }
 
 
-def destination_usage(destination):
+class Usage(TypedDict):
+    used: int | None  # Sum() of the destination's durable copies' sizes
+
+
+def destination_usage(destination: "WithAnnotations[Destination, Usage]") -> dict[str, Any]:
     """`destination.used` is annotated by the caller (one query for all)."""
     used, quota = destination.used or 0, destination.quota_bytes()
     return {
@@ -89,17 +105,17 @@ def destination_usage(destination):
     }
 
 
-def backup_list_item(request, backup):
+def backup_list_item(request: HttpRequest, backup: Backup) -> dict[str, Any]:
     """A backup as listed; needs source and plan selected with it."""
     return {**backup_fields(backup), "links": backup_links(request, backup)}
 
 
-def backup_fields(backup):
+def backup_fields(backup: Backup) -> dict[str, Any]:
     """A backup as the API lists it, without links (also printed by `manage.py backups --json`)."""
     return {
         "id": backup.pk,
         "source": {"id": backup.source_id, "name": backup.source.name},
-        "plan": {"id": backup.plan_id, "name": backup.plan.name} if backup.plan_id else None,
+        "plan": {"id": backup.plan_id, "name": backup.plan.name} if backup.plan is not None else None,
         "status": backup.status,
         "label": backup.label,
         "trigger": backup.trigger,
@@ -120,14 +136,14 @@ def backup_fields(backup):
     }
 
 
-def backup_links(request, backup):
+def backup_links(request: HttpRequest, backup: Backup) -> dict[str, str]:
     return {
         "self": request.build_absolute_uri(reverse("api_backup", args=[backup.pk])),
         "page": request.build_absolute_uri(backup.get_absolute_url()),
     }
 
 
-def copy_detail(copy):
+def copy_detail(copy: Copy) -> dict[str, Any]:
     return {
         "id": copy.pk,
         "destination": {"id": copy.destination_id, "name": copy.destination.name, "kind": copy.destination.kind},
@@ -141,7 +157,7 @@ def copy_detail(copy):
     }
 
 
-def backup_detail(request, backup, copies):
+def backup_detail(request: HttpRequest, backup: Backup, copies: Iterable[Copy]) -> dict[str, Any]:
     return {
         **backup_list_item(request, backup),
         "phase": backup.phase,
@@ -153,7 +169,7 @@ def backup_detail(request, backup, copies):
     }
 
 
-def verification_detail(request, verification):
+def verification_detail(request: HttpRequest, verification: Verification) -> dict[str, Any]:
     return {
         "id": verification.pk,
         "backup": verification.backup_id,

@@ -5,8 +5,11 @@ A raw token leaves this module exactly once, as the return value of
 only its SHA-256 and a short prefix to recognise it by."""
 
 import secrets
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any, cast
 
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -25,7 +28,9 @@ class TokenRejected(Exception):
 
 
 @transaction.atomic
-def create_token(actor, name, scopes, expires_in_days=None):
+def create_token(
+    actor: audit.Actor, name: str, scopes: Iterable[str], expires_in_days: int | None = None
+) -> tuple[ApiToken, str]:
     """Returns (token, raw). Show `raw` once and forget it."""
     raw = RAW_PREFIX + secrets.token_urlsafe(32)
     expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
@@ -35,7 +40,8 @@ def create_token(actor, name, scopes, expires_in_days=None):
         token_hash=ApiToken.hash(raw),
         scopes=sorted(scopes),
         expires_at=expires_at,
-        created_by=actor if not isinstance(actor, str) else None,
+        # Not a string: the signed-in user of the tokens page (never anonymous there); AUTH_USER_MODEL is User.
+        created_by=cast(User | None, actor if not isinstance(actor, str) else None),
     )
     audit.record(
         actor,
@@ -52,7 +58,7 @@ def create_token(actor, name, scopes, expires_in_days=None):
 
 
 @transaction.atomic
-def revoke_token(actor, token):
+def revoke_token(actor: audit.Actor, token: ApiToken) -> ApiToken:
     # A conditional update, so two clicks make one revocation and one event.
     if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
         raise Refused(f"Token {token} was already revoked.")
@@ -61,19 +67,19 @@ def revoke_token(actor, token):
     return token
 
 
-def status_of(token, now=None):
+def status_of(token: ApiToken, now: datetime | None = None) -> str:
     """In words, for the list: active, expired or revoked."""
     if token.revoked_at is not None:
         return "revoked"
     return "expired" if token.is_expired(now) else "active"
 
 
-def actor_label(token):
+def actor_label(token: ApiToken) -> str:
     """Who an API call acts as, in the audit trail and on backups."""
     return f"api token {token.name}"
 
 
-def authenticate(raw):
+def authenticate(raw: str) -> ApiToken:
     """The usable token for `raw`, or TokenRejected saying why not."""
     token = ApiToken.objects.filter(token_hash=ApiToken.hash(raw)).select_related("created_by").first()
     if token is None:
@@ -85,7 +91,7 @@ def authenticate(raw):
     return token
 
 
-def record_use(token, endpoint, changes, audited=True):
+def record_use(token: ApiToken, endpoint: str, changes: dict[str, Any], audited: bool = True) -> None:
     """Notes that `token` was used: last_used_at always, an audit event
     unless the caller is a frequent scraper (see catalog.api.metrics)."""
     with transaction.atomic():

@@ -3,12 +3,14 @@ services the pages call, answer. Errors are {"error": "..."} with a 4xx code."""
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from functools import wraps
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from django.core.exceptions import RequestDataTooBig
-from django.db.models import OuterRef, Q, Subquery, Sum
-from django.http import JsonResponse
+from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -17,7 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from catalog import backup_runs, services, verification
 from catalog.alerts.models import Alert
 from catalog.api import serialize, tokens
-from catalog.api.auth import authorize, by_method, error
+from catalog.api.auth import ApiRequest, authorize, by_method, error
 from catalog.api.openapi import openapi_document
 from catalog.forms import MAX_KEEP_DAYS, RunBackupForm
 from catalog.models import Backup, BackupPlan, Copy, Destination, Source, Verification
@@ -25,6 +27,9 @@ from catalog.models import Backup, BackupPlan, Copy, Destination, Source, Verifi
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 MAX_OFFSET = 10**9
 MAX_ID = 2**63 - 1  # ids are bigints; a larger one can name nothing
+
+P = ParamSpec("P")
+RequestT = TypeVar("RequestT", bound=HttpRequest)
 
 
 class BadRequest(Exception):
@@ -34,7 +39,15 @@ class BadRequest(Exception):
 # --- parsing ----------------------------------------------------------------
 
 
-def int_param(params, name, default=None, minimum=1, maximum=MAX_ID):
+@overload
+def int_param(params: QueryDict, name: str, default: int, minimum: int = 1, maximum: int = MAX_ID) -> int: ...
+@overload
+def int_param(
+    params: QueryDict, name: str, default: None = None, minimum: int = 1, maximum: int = MAX_ID
+) -> int | None: ...
+def int_param(
+    params: QueryDict, name: str, default: int | None = None, minimum: int = 1, maximum: int = MAX_ID
+) -> int | None:
     text = params.get(name)
     if text is None:
         return default
@@ -47,7 +60,7 @@ def int_param(params, name, default=None, minimum=1, maximum=MAX_ID):
     return value
 
 
-def datetime_param(params, name):
+def datetime_param(params: QueryDict, name: str) -> datetime | None:
     """An ISO 8601 date-time (or a date, meaning its midnight) as an aware UTC datetime."""
     text = params.get(name)
     if text is None:
@@ -75,14 +88,14 @@ def datetime_param(params, name):
         return edge.replace(tzinfo=UTC)
 
 
-def text_param(params, name, max_length=100):
+def text_param(params: QueryDict, name: str, max_length: int = 100) -> str | None:
     text = params.get(name)
     if text is not None and len(text) > max_length:
         raise BadRequest(f"{name} must be at most {max_length} characters.")
     return text
 
 
-def json_body(request, fields):
+def json_body(request: HttpRequest, fields: tuple[str, ...]) -> dict[str, Any]:
     """The request's JSON object (an empty body is an empty object), with no
     member but `fields`: a misspelt "lable" must not pass unnoticed."""
     try:
@@ -102,16 +115,18 @@ def json_body(request, fields):
     return data
 
 
-def whole_number(value):
+def whole_number(value: Any) -> int | None:
     """An integer from JSON, where 3.0 is the number 3 too; None if it is not one."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def handles_bad_requests(view):
+def handles_bad_requests(
+    view: Callable[Concatenate[RequestT, P], HttpResponse],
+) -> Callable[Concatenate[RequestT, P], HttpResponse]:
     @wraps(view)
-    def wrapped(request, *args, **kwargs):
+    def wrapped(request: RequestT, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
         try:
             return view(request, *args, **kwargs)
         except BadRequest as exc:
@@ -124,7 +139,7 @@ def handles_bad_requests(view):
 
 
 @authorize("read", "status")
-def status_view(request):
+def status_view(request: ApiRequest) -> JsonResponse:
     last_backup = Backup.objects.filter(source=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")[:1]
     last_verification = (
         Verification.objects.filter(source=OuterRef("pk")).order_by("-created_at", "-pk").values("pk")[:1]
@@ -156,7 +171,7 @@ def status_view(request):
 BACKUP_FILTERS = ("source", "plan", "status", "label", "since", "until", "limit", "offset")
 
 
-def filtered_backups(params):
+def filtered_backups(params: QueryDict) -> QuerySet[Backup]:
     # A misspelt filter would otherwise return every backup without a word.
     if unknown := sorted(set(params) - set(BACKUP_FILTERS)):
         raise BadRequest(f"Unknown parameter {unknown[0][:50]!r}; the filters are {', '.join(BACKUP_FILTERS)}.")
@@ -179,15 +194,15 @@ def filtered_backups(params):
     return backups
 
 
-def page_link(request, offset, limit):
+def page_link(request: HttpRequest, offset: int, limit: int) -> str:
     query = request.GET.copy()
-    query["offset"], query["limit"] = offset, limit
+    query["offset"], query["limit"] = str(offset), str(limit)
     return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
 
 @authorize("read", "backup_list")
 @handles_bad_requests
-def backup_list(request):
+def backup_list(request: ApiRequest) -> JsonResponse:
     """Newest first, `limit` at a time from `offset`: two queries whatever the page size."""
     limit = int_param(request.GET, "limit", DEFAULT_LIMIT, maximum=MAX_LIMIT)
     offset = int_param(request.GET, "offset", 0, minimum=0, maximum=MAX_OFFSET)
@@ -206,12 +221,12 @@ def backup_list(request):
     )
 
 
-def find_backup(pk):
+def find_backup(pk: int) -> Backup | None:
     return Backup.objects.select_related("source", "plan").defer("log").filter(pk=pk).first() if pk <= MAX_ID else None
 
 
 @authorize("read", "backup_detail")
-def backup_detail(request, pk):
+def backup_detail(request: ApiRequest, pk: int) -> JsonResponse:
     backup = find_backup(pk)
     if backup is None:
         return error(f"No backup with id {pk}.", 404)
@@ -221,7 +236,7 @@ def backup_detail(request, pk):
 
 @authorize("backup", "backup_start")
 @handles_bad_requests
-def backup_start(request):
+def backup_start(request: ApiRequest) -> JsonResponse:
     """Queues a backup of a plan, as its page's Run button does, with trigger "api"."""
     data = json_body(request, ("plan", "label", "keep_days"))
     plan_id, label = whole_number(data.get("plan")), data.get("label", "")
@@ -263,7 +278,7 @@ def backup_start(request):
 
 @authorize("backup", "backup_verify")
 @handles_bad_requests
-def backup_verify(request, pk):
+def backup_verify(request: ApiRequest, pk: int) -> JsonResponse:
     """Queues a checksum (default) or a restore test of one backup."""
     data = json_body(request, ("kind",))
     kind = data.get("kind", Verification.CHECKSUM)
@@ -283,13 +298,13 @@ def backup_verify(request, pk):
 # --- the rest ---------------------------------------------------------------
 
 
-def openapi_json(request):
+def openapi_json(request: HttpRequest) -> JsonResponse:
     """Public, like any API's documentation: it holds no data."""
     return JsonResponse(openapi_document())
 
 
 @csrf_exempt
-def not_found(request, path=""):
+def not_found(request: HttpRequest, path: str = "") -> JsonResponse:
     return error(f"There is no API endpoint at {request.path}; see /api/v1/openapi.json.", 404)
 
 

@@ -1,13 +1,19 @@
+from collections.abc import Mapping
+from datetime import date, timedelta
+from typing import Any
+
 from django import template
+from django.forms import BoundField
 from django.template import defaultfilters
 
 from catalog import audit
+from catalog.models import Backup
 
 register = template.Library()
 
 
 @register.filter
-def duration(value):
+def duration(value: timedelta | float | str | None) -> str:
     """A timedelta (or seconds) as 1 h 02 min, 3 min 05 s, 12 s or 4.2 s."""
     if value is None or value == "":
         return "—"
@@ -51,20 +57,20 @@ DATE_FORMATS = {
 
 
 @register.filter(expects_localtime=True, is_safe=False)
-def when(value, style="minute"):
+def when(value: date | None, style: str = "minute") -> str:
     """`value|date` in one of DATE_FORMATS, in the current time zone."""
     return defaultfilters.date(value, DATE_FORMATS[style])
 
 
 @register.filter
-def is_single_checkbox(bound_field):
+def is_single_checkbox(bound_field: BoundField) -> bool:
     """A lone checkbox gets its label beside it; a checkbox list does not."""
     widget = bound_field.field.widget
     return widget.input_type == "checkbox" and not getattr(widget, "allow_multiple_selected", False)
 
 
 @register.inclusion_tag("catalog/partials/status.html")
-def status_badge(backup):
+def status_badge(backup: Backup) -> dict[str, Any]:
     if backup.pruned_at:
         # Its copies are gone: a green "Succeeded" would promise a backup there is not.
         return {
@@ -81,13 +87,13 @@ def status_badge(backup):
 
 
 @register.filter
-def get_item(mapping, key):
+def get_item(mapping: Mapping[str, Any] | None, key: str) -> Any:
     """mapping[key] in a template, for keys that are not identifiers ("public.orders")."""
     return (mapping or {}).get(key)
 
 
 @register.filter
-def entries(mapping):
+def entries(mapping: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     """mapping's (key, value) pairs. `mapping.items` in a template looks the
     key "items" up first, so a database with a table named items (or keys,
     or values) would break a page that lists its tables."""
@@ -95,7 +101,7 @@ def entries(mapping):
 
 
 @register.filter
-def cron_words(expression):
+def cron_words(expression: str) -> str:
     """A plan's cron in words ("At 02:30, only on Monday"); the cron itself if it cannot be read."""
     from catalog.schedules import describe
 
