@@ -5,7 +5,7 @@ class RestoreConfig(AppConfig):
     name = "restore"
     verbose_name = "Restores"
 
-    def ready(self):
+    def ready(self) -> None:
         # The catalog below never imports this app: it calls what is registered (catalog/registry.py).
         from catalog import registry
         from restore import services

@@ -6,6 +6,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from catalog.engine import pgglobals
 from catalog.models import Backup, Job, RestoreServer, Source
 from catalog.text import count_text
 
@@ -52,31 +53,35 @@ class RestoreJob(Job):
     summary = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
+    # Not a field: set on the running job by restore.services.restore_to_scratch (the
+    # backup's recorded database properties); kept out of the report, as settings may say more.
+    recorded_database: pgglobals.Properties | None
+
     class Meta:
         ordering = ["-created_at"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"Restore #{self.pk} of backup #{self.backup_id}"
 
-    def get_absolute_url(self):
+    def get_absolute_url(self) -> str:
         return reverse("restore_detail", args=[self.pk])
 
-    def changes_existing_database(self):
+    def changes_existing_database(self) -> bool:
         return self.target == self.EXISTING and self.mode != self.PREVIEW
 
-    def restores_schema(self):
+    def restores_schema(self) -> bool:
         """A new database or a whole replace: the backup's schema comes back,
         with its owners and grants unless asked otherwise."""
         return self.target == self.NEW or self.replaces_whole_database()
 
-    def kept_database_name(self):
+    def kept_database_name(self) -> str:
         """What a whole-database replace renames the replaced database to."""
         return f"{self.target_database}_before_restore_{self.pk}"[:63]
 
-    def replaces_whole_database(self):
+    def replaces_whole_database(self) -> bool:
         return self.target == self.EXISTING and self.mode == self.FULL and not self.tables
 
-    def keeps_owners(self):
+    def keeps_owners(self) -> bool:
         """Whether the backup's owners and grants come back (and so its roles
         must exist on the server). Only where the backup's schema comes back
         (a table-level restore moves rows into tables that keep their own),
@@ -85,11 +90,11 @@ class RestoreJob(Job):
             return False
         return self.backup.format == "plain" or (self.restores_schema() and not self.without_owners)
 
-    def owners_optional(self):
+    def owners_optional(self) -> bool:
         """pg_restore can leave owners and grants out of a custom-format dump; psql cannot, of a plain one."""
         return self.backup.format == "custom"
 
-    def ownership(self):
+    def ownership(self) -> str:
         if self.source.engine == "sqlite" or self.backup.is_export():
             return ""
         if self.without_owners:
@@ -101,7 +106,7 @@ class RestoreJob(Job):
             )
         return " Owners and grants come back as they were."
 
-    def action_label(self):
+    def action_label(self) -> str:
         """The review's button: what pressing it does, in a few words."""
         if self.target == self.NEW:
             return f"Restore into a new {'file' if self.source.engine == 'sqlite' else 'database'}"
@@ -117,7 +122,7 @@ class RestoreJob(Job):
             return f"Merge missing rows into {tables}"
         return f"Replace {tables}"
 
-    def describe(self):
+    def describe(self) -> str:
         """What will happen, in plain words, for the confirmation step and the log."""
         everything = (
             f"the {count_text(len(self.backup.table_counts), 'table')} of the export"

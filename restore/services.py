@@ -7,10 +7,16 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import psycopg
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 from psycopg import sql
@@ -21,7 +27,7 @@ from catalog.engine import dumpers, pgglobals, restorers
 from catalog.engine.errors import Cancelled, EngineError
 from catalog.engine.files import make_private_dirs
 from catalog.errors import Refused
-from catalog.models import Backup, Copy
+from catalog.models import Backup, Copy, RestoreServer, Source
 from catalog.text import count_text
 from restore import sqlite as sqlite_restore
 from restore import tables as target_tables
@@ -36,7 +42,7 @@ DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}\Z")  # \Z: "$" lets 
 # --- asking -------------------------------------------------------------------
 
 
-def suggest_database_name(backup, restore_server=None):
+def suggest_database_name(backup: Backup, restore_server: RestoreServer | None = None) -> str:
     """A name for the new database that does not exist yet on the server it
     goes to (the source's own, or `restore_server`)."""
     if backup.source.engine == "sqlite":
@@ -52,7 +58,7 @@ def suggest_database_name(backup, restore_server=None):
     return name
 
 
-def target_server(source, restore_server=None):
+def target_server(source: Source, restore_server: RestoreServer | None = None) -> dumpers.ConnParams:
     """Connection parameters of the server a restore goes to: a registered
     restore server (its maintenance database), or with None the source's own."""
     if restore_server is not None:
@@ -60,7 +66,7 @@ def target_server(source, restore_server=None):
     return dumpers.normalize_conninfo(source.conninfo())
 
 
-def check_server_takes(backup, restore_server):
+def check_server_takes(backup: Backup, restore_server: RestoreServer) -> None:
     """Refuses, in words, a registered server older than the one the backup
     was taken from. Asks the server itself: the recorded version may be from
     before an upgrade (or a downgrade), and the request connects anyway."""
@@ -70,12 +76,20 @@ def check_server_takes(backup, restore_server):
         raise Refused(f"{restore_server} cannot take this backup: {refusal}")
 
 
-def existing_database(source):
+def existing_database(source: Source) -> str:
     """The name the wizard and the confirmation use for the source's own database."""
     return sqlite_restore.existing_name(source) if source.engine == "sqlite" else source.dbname
 
 
-def check_request(backup, target, database, tables, mode, confirmed_name, restore_server=None):
+def check_request(
+    backup: Backup,
+    target: str,
+    database: str,
+    tables: Iterable[str],
+    mode: str,
+    confirmed_name: str,
+    restore_server: RestoreServer | None = None,
+) -> None:
     if backup.status not in Backup.WITH_DATA or backup.is_pruned():
         raise Refused("This backup has no stored copy to restore from.")
     if backup.is_base_backup():
@@ -128,20 +142,20 @@ def check_request(backup, target, database, tables, mode, confirmed_name, restor
             raise Refused(f"Type the database's name, {database}, to confirm that it will be changed.")
 
 
-def existing_database_present(source):
+def existing_database_present(source: Source) -> bool:
     """Whether the source's own database is still on its server (a backup is
     often restored because it is not)."""
     return restorers.database_exists(target_server(source), source.dbname)
 
 
-def gone_in_words(source):
+def gone_in_words(source: Source) -> str:
     return (
         f"The database {source.dbname} is not on the source's server any more: restore the backup into a new "
         f"database, which may take that name."
     )
 
 
-def ways_into_existing(backup):
+def ways_into_existing(backup: Backup) -> str:
     """What the wizard offers for the source's own database, in words; "" for
     nothing (a SQLite export loads into a new file only; see check_request)."""
     if backup.source.engine == "sqlite":
@@ -150,20 +164,20 @@ def ways_into_existing(backup):
 
 
 def request_restore(
-    actor,
-    backup,
+    actor: User | str,
+    backup: Backup,
     *,
-    target,
-    database,
-    tables=(),
-    mode=RestoreJob.FULL,
-    confirmed_name="",
-    restore_server=None,
-    terminate_connections=False,
-    without_owners=False,
-    create_missing_roles=False,
-    enqueue=True,
-):
+    target: str,
+    database: str,
+    tables: Iterable[str] = (),
+    mode: str = RestoreJob.FULL,
+    confirmed_name: str = "",
+    restore_server: RestoreServer | None = None,
+    terminate_connections: bool = False,
+    without_owners: bool = False,
+    create_missing_roles: bool = False,
+    enqueue: bool = True,
+) -> RestoreJob:
     tables = sorted(set(tables))
     job = RestoreJob(
         backup=backup,
@@ -198,11 +212,11 @@ def request_restore(
     return job
 
 
-def cancel_restore(actor, job):
+def cancel_restore(actor: User | str, job: RestoreJob) -> RestoreJob:
     return jobs.cancel_job(actor, job, "restore.cancel", summary="Cancelled before it started; nothing was changed.")
 
 
-def enqueue_restore(job_id):
+def enqueue_restore(job_id: int) -> None:
     queues.enqueue_work("restore.tasks.run_restore", job_id, task_name=f"restore-{job_id}")
 
 
@@ -212,17 +226,17 @@ def enqueue_restore(job_id):
 class Steps:
     """Records each step's timing and outcome on the job as it goes."""
 
-    def __init__(self, job):
+    def __init__(self, job: RestoreJob) -> None:
         self.job = job
 
-    def run(self, name, action):
+    def run(self, name: str, action: Callable[[], str]) -> str:
         # The step before may have taken hours: replace a connection the
         # metadata database dropped meanwhile (a restart, a failover).
         close_old_connections()
         # Between steps is where stopping is safe: the target is changed only inside "apply".
         if RestoreJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
             raise Cancelled(f"Cancelled by request before “{name}”; the target was not changed by it.")
-        entry = {"name": name, "started_at": timezone.now().isoformat(), "status": "running"}
+        entry: dict[str, object] = {"name": name, "started_at": timezone.now().isoformat(), "status": "running"}
         self.job.steps.append(entry)
         self._save()
         started = time.monotonic()
@@ -237,11 +251,11 @@ class Steps:
         self._save()
         return detail
 
-    def _save(self):
+    def _save(self) -> None:
         RestoreJob.objects.filter(pk=self.job.pk).update(steps=self.job.steps, log=self.job.log)
 
 
-def run_restore(job_id):
+def run_restore(job_id: int) -> RestoreJob | None:
     close_old_connections()
     job = jobs.claim(RestoreJob, job_id, "restore.start", related=("backup", "source", "backup__plan"))
     if job is None:
@@ -267,13 +281,13 @@ def run_restore(job_id):
     return finish_restore(job, status)
 
 
-def describe_database_error(job, exc):
+def describe_database_error(job: RestoreJob, exc: psycopg.Error) -> str:
     """The target server's error in one line of words, without its password
     (psycopg quotes the server over several lines)."""
     return dumpers.describe_pg_error(exc, target_server(job.source, job.restore_server))
 
 
-def finish_restore(job, status):
+def finish_restore(job: RestoreJob, status: str) -> RestoreJob:
     now = timezone.now()
     jobs.finish(
         job,
@@ -293,7 +307,7 @@ def finish_restore(job, status):
     return job
 
 
-def carry_out(job, steps):
+def carry_out(job: RestoreJob, steps: Steps) -> None:
     if job.source.engine == "sqlite":
         return sqlite_restore.carry_out(job, steps, take_safety_backup)
     backup, server = job.backup, target_server(job.source, job.restore_server)
@@ -310,7 +324,7 @@ def carry_out(job, steps):
         undo.push(unless_succeeded(lambda: drop_created_roles(job, server)))
         undo.callback(shutil.rmtree, spool_dir(job), ignore_errors=True)
 
-        def drop_scratch():
+        def drop_scratch() -> None:
             if not renamed:  # read when the stack unwinds, as apply() may have renamed it into the target
                 restorers.ScratchDatabase(server, scratch_name).drop()
 
@@ -331,10 +345,14 @@ def carry_out(job, steps):
             raise
 
 
-def unless_succeeded(undo_it):
+def unless_succeeded(
+    undo_it: Callable[[], object],
+) -> Callable[[type[BaseException] | None, BaseException | None, TracebackType | None], bool]:
     """An ExitStack exit callback that calls `undo_it()` when the block raised."""
 
-    def exit_callback(exc_type, exc, traceback):
+    def exit_callback(
+        exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> bool:
         if exc_type is not None:
             undo_it()
         return False  # the exception goes on
@@ -342,13 +360,13 @@ def unless_succeeded(undo_it):
     return exit_callback
 
 
-def spool_dir(job):
+def spool_dir(job: RestoreJob) -> Path:
     """Where this job's pg_restore -j reads the dump from: a directory of its
     own, so that the sweep can remove what a killed worker left in it."""
     return settings.RESTORE_TMP_DIR / f"restore-{job.pk}"
 
 
-def preflight(job, server):
+def preflight(job: RestoreJob, server: dumpers.ConnParams) -> str:
     version = on_target.check_server_not_older(server, job.backup.server_version)
     if job.backup.format == "custom":
         make_private_dirs(settings.RESTORE_TMP_DIR)
@@ -366,7 +384,7 @@ def preflight(job, server):
     return f"target server PostgreSQL {version}{roles}"
 
 
-def refuse_open_sessions(job, others):
+def refuse_open_sessions(job: RestoreJob, others: Sequence[str]) -> None:
     if others:
         raise Refused(
             f"{job.target_database} has {len(others)} active connection(s): {', '.join(others[:10])}; "
@@ -374,10 +392,11 @@ def refuse_open_sessions(job, others):
         )
 
 
-def take_safety_backup(job):
+def take_safety_backup(job: RestoreJob) -> str:
     plan = job.backup.plan or job.source.plans.first()
     if plan is None:
         raise Refused("No plan of this source can take the safety backup; create one first")
+    safety: Backup | None  # run_backup() gives None for a backup that is not queued any more
     safety = backup_runs.create_backup("restore", plan, label=f"before-restore-{job.pk}")
     safety = backup_runs.run_backup(safety.pk)
     if safety is None or safety.status != Backup.SUCCEEDED:
@@ -389,7 +408,7 @@ def take_safety_backup(job):
     return f"backup #{safety.pk}, pinned"
 
 
-def refused_before_commit(exc):
+def refused_before_commit(exc: BaseException) -> bool:
     """Whether an apply that raised `exc` certainly changed nothing: refused
     by our own checks, or by the server inside the transaction (a constraint,
     say). A lost connection (OperationalError) may have lost the answer to a
@@ -399,7 +418,7 @@ def refused_before_commit(exc):
     return isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
 
 
-def release_safety_backup(job):
+def release_safety_backup(job: RestoreJob) -> None:
     """A restore that stopped before changing the target needs no way back:
     its safety backup is unpinned and left to the plan's retention."""
     if job.safety_backup is not None and job.safety_backup.pinned:
@@ -407,7 +426,7 @@ def release_safety_backup(job):
         job.append_log(f"Backup #{job.safety_backup.pk} unpinned: the target was not changed")
 
 
-def restore_to_scratch(job, server, name):
+def restore_to_scratch(job: RestoreJob, server: dumpers.ConnParams, name: str) -> str:
     """Restores the first intact copy into the scratch database, falling back
     to another copy when one is damaged or unreadable. The way there is the
     test restore's too (catalog.scratch): a fix reaches both."""
@@ -418,7 +437,7 @@ def restore_to_scratch(job, server, name):
             name,
             tables=job.tables,
             keep_owners=job.keeps_owners(),
-            spool_dir=spool_dir(job),
+            spool_dir=str(spool_dir(job)),
             jobs=settings.RESTORE_JOBS,
             log=job.append_log,
         )
@@ -446,7 +465,7 @@ def restore_to_scratch(job, server, name):
 MISSING_ROLE = re.compile(r'role "(?P<role>[^"]+)" does not exist')
 
 
-def missing_roles_in_words(exc):
+def missing_roles_in_words(exc: restorers.RestoreError) -> restorers.RestoreError | Refused:
     """pg_restore stops at the first object owned by, or granted to, a role
     the target server lacks: say what to do about it."""
     found = MISSING_ROLE.search(str(exc))
@@ -458,7 +477,7 @@ def missing_roles_in_words(exc):
     )
 
 
-def apply(job, server, scratch):
+def apply(job: RestoreJob, server: dumpers.ConnParams, scratch: dumpers.ConnParams) -> str:
     tables = job.backup.outermost_tables(job.tables or job.backup.restorable_tables())
     if job.target == RestoreJob.NEW:
         if job.tables:
@@ -493,12 +512,12 @@ def apply(job, server, scratch):
 # --- roles and the database's own properties --------------------------------------
 
 
-def refuse_missing_roles(backup, server):
+def refuse_missing_roles(backup: Backup, server: dumpers.ConnParams) -> None:
     if missing := backup_globals.roles_missing(backup, server):
         raise Refused(missing_roles_text(missing))
 
 
-def missing_roles_text(missing):
+def missing_roles_text(missing: Sequence[str]) -> str:
     return (
         f"The backup's objects belong or are granted to {count_text(len(missing), 'role')} the target server does "
         f"not have ({', '.join(missing[:20])}{', …' if len(missing) > 20 else ''}): create them from the backup's "
@@ -506,7 +525,7 @@ def missing_roles_text(missing):
     )
 
 
-def create_missing_roles(job, server):
+def create_missing_roles(job: RestoreJob, server: dumpers.ConnParams) -> str:
     """Creates, in one transaction, the roles the server still lacks, from
     the backup's globals: attributes, memberships and settings, never a
     password, superuser, replication or bypassrls (the report says which were
@@ -521,7 +540,7 @@ def create_missing_roles(job, server):
     return f"created {', '.join(names)}" + (f" ({'; '.join(notes)})" if notes else "") if names else "none missing now"
 
 
-def drop_created_roles(job, server):
+def drop_created_roles(job: RestoreJob, server: dumpers.ConnParams) -> None:
     """Takes back the roles this restore created, when it did not complete;
     a role something depends on by now stays, and the report says so."""
     created = job.report.get("roles_created")
@@ -538,7 +557,7 @@ def drop_created_roles(job, server):
     )
 
 
-def recorded_database_properties(job):
+def recorded_database_properties(job: RestoreJob) -> pgglobals.Properties | None:
     """The backup's own database properties (owner, grants, settings,
     comment) for a new database, as the scratch restore read them; None when
     the backup predates them (said in the report) or no copy had them
@@ -551,7 +570,7 @@ def recorded_database_properties(job):
     return job.recorded_database
 
 
-def swap_whole_database(job, server, scratch_name):
+def swap_whole_database(job: RestoreJob, server: dumpers.ConnParams, scratch_name: str) -> str:
     """Closes the database to new sessions, ends (or refuses) the open ones,
     and swaps the names in one transaction. Closing it is recorded in the
     report first, so the sweep reopens it should this worker die."""
@@ -579,22 +598,22 @@ def swap_whole_database(job, server, scratch_name):
     return "renamed"
 
 
-def record_report(job, **values):
+def record_report(job: RestoreJob, **values: Any) -> None:
     job.report.update(values)
     RestoreJob.objects.filter(pk=job.pk).update(report=job.report)
 
 
-def drop_other_tables(scratch, keep):
+def drop_other_tables(scratch: dumpers.ConnParams, keep: Iterable[str]) -> None:
     with psycopg.connect(**scratch, autocommit=True) as conn:
         for table in sorted(set(job_tables(conn)) - set(keep)):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(target_tables.ident(table)))
 
 
-def job_tables(conn):
+def job_tables(conn: psycopg.Connection[Any]) -> list[str]:
     return [f"{schema}.{table}" for schema, table in conn.execute(dumpers.COUNT_TABLES).fetchall()]
 
 
-def post_checks(job, server):
+def post_checks(job: RestoreJob, server: dumpers.ConnParams) -> str:
     expected = job.backup.restorable_tables()
     tables = job.backup.outermost_tables(job.tables or expected)
     if job.mode == RestoreJob.MERGE:
@@ -608,7 +627,7 @@ def post_checks(job, server):
     return f"{count_text(len(tables), 'table')}, {sum(counts.values())} rows as in the backup"
 
 
-def outcome_in_words(job):
+def outcome_in_words(job: RestoreJob) -> str:
     if job.mode == RestoreJob.PREVIEW:
         changed = [
             t
@@ -634,7 +653,7 @@ def outcome_in_words(job):
     return f"Replaced {job.target_database} with the backup; the previous database is kept as {kept}."
 
 
-def reopen_database(job):
+def reopen_database(job: RestoreJob) -> None:
     """A worker that died during a whole-database replace may have left the
     target closed to new sessions: open it again. The rename itself is one
     transaction, so the names are as before or as after."""
@@ -649,7 +668,7 @@ def reopen_database(job):
             log.warning("Could not reopen database %s: %s", name, exc)
 
 
-def sweep_stale_restores(now=None):
+def sweep_stale_restores(now: datetime | None = None) -> list[int]:
     """Fails restores whose worker stopped beating and drops their scratch
     database. A target is changed only inside one transaction or by renames,
     so the database itself is either before or after; the steps say which."""
@@ -665,7 +684,7 @@ def sweep_stale_restores(now=None):
     )
 
 
-def clean_up_dead_run(job):
+def clean_up_dead_run(job: RestoreJob) -> None:
     """What a dead worker's restore left on the target server and on disk."""
     name = job.report.get("scratch_database", "")
     if job.source.engine == "postgresql" and name.startswith(restorers.SCRATCH_PREFIX):

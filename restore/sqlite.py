@@ -8,28 +8,34 @@ import re
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from catalog import exports, keyring
 from catalog.engine import restorers
 from catalog.engine.errors import CorruptionError, StorageError
 from catalog.engine.pipeline import restore_stream
 from catalog.errors import Refused
+from catalog.models import Backup, Source
 from catalog.text import count_text, size_text
 from restore.models import RestoreJob
+
+if TYPE_CHECKING:  # restore.services imports this module
+    from restore.services import Steps
 
 FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}\Z")  # \Z: "$" lets a final line break through
 
 
-def existing_name(source):
+def existing_name(source: Source) -> str:
     return Path(source.sqlite_path).name
 
 
-def directory_of(source):
+def directory_of(source: Source) -> Path:
     return Path(source.sqlite_path).parent
 
 
-def suggest_name(backup):
+def suggest_name(backup: Backup) -> str:
     stem = Path(backup.source.sqlite_path).stem
     base, counter = f"{stem}-restored-{backup.created_at:%Y%m%d}", 2
     name = f"{base}.sqlite3"
@@ -38,7 +44,7 @@ def suggest_name(backup):
     return name
 
 
-def check_request(backup, target, database, mode):
+def check_request(backup: Backup, target: str, database: str, mode: str) -> None:
     if backup.is_export() and target != RestoreJob.NEW:
         raise Refused(
             "An export of a SQLite file holds only the tables (and rows) its plan chose: it loads into a "
@@ -53,7 +59,7 @@ def check_request(backup, target, database, mode):
             raise Refused(f"A file named {database} already exists there; a restore never overwrites one this way.")
 
 
-def carry_out(job, steps, take_safety_backup):
+def carry_out(job: RestoreJob, steps: "Steps", take_safety_backup: Callable[[RestoreJob], str]) -> None:
     directory = directory_of(job.source)
     steps.run("checks", lambda: preflight(job, directory))
     if job.changes_existing_database():
@@ -69,7 +75,7 @@ def carry_out(job, steps, take_safety_backup):
             os.unlink(temp)
 
 
-def preflight(job, directory):
+def preflight(job: RestoreJob, directory: Path) -> str:
     if not directory.is_dir() or not os.access(directory, os.W_OK):
         raise Refused(f"Cannot write in {directory}")
     free = shutil.disk_usage(directory).free
@@ -81,7 +87,7 @@ def preflight(job, directory):
     return f"{size_text(free)} free in {directory}"
 
 
-def restore_to_file(job, temp):
+def restore_to_file(job: RestoreJob, temp: str) -> str:
     backup, problems = job.backup, []
     for copy in backup.readable_copies():
         try:
@@ -106,7 +112,7 @@ def restore_to_file(job, temp):
     raise Refused("No copy could be read: " + "; ".join(problems))
 
 
-def apply(job, directory, temp):
+def apply(job: RestoreJob, directory: Path, temp: str) -> str:
     if job.target == RestoreJob.NEW:
         os.link(temp, directory / job.target_database)  # fails rather than overwrite
         return f"written to {directory / job.target_database}"
@@ -136,9 +142,9 @@ def apply(job, directory, temp):
     return f"replaced {len(job.tables)} tables in one transaction"
 
 
-def post_checks(job, directory):
+def post_checks(job: RestoreJob, directory: Path) -> str:
     path = directory / job.target_database
-    integrity, rows = restorers.sqlite_report(path, qualified=job.backup.is_export())
+    integrity, rows = restorers.sqlite_report(str(path), qualified=job.backup.is_export())
     expected = job.backup.table_counts
     tables = job.tables or sorted(expected)
     job.report["row_counts"] = {t: {"backup": expected.get(t), "restored": rows.get(t)} for t in tables}

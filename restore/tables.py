@@ -14,9 +14,13 @@ rows of tables inheriting from it are not counted, copied or emptied twice.
 """
 
 import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, TypedDict
 
+import psycopg
 from psycopg import sql
 
+from catalog.engine.dumpers import one
 from catalog.errors import Refused
 
 INCOMING = sql.Identifier("strongroom_incoming")
@@ -31,46 +35,47 @@ SESSION_SETTINGS = (
 )
 
 
-def prepare_session(conn):
+def prepare_session(conn: psycopg.Connection[Any]) -> None:
     for statement in SESSION_SETTINGS:
         conn.execute(statement)
 
 
-def split_name(table):
+def split_name(table: str) -> tuple[str, str]:
     schema, _, name = table.partition(".")
     return (schema, name) if name else ("public", schema)
 
 
-def ident(table):
+def ident(table: str) -> sql.Identifier:
     return sql.Identifier(*split_name(table))
 
 
-def regclass(conn, table):
-    return conn.execute("SELECT to_regclass(%s)::oid", [ident(table).as_string(conn)]).fetchone()[0]
+def regclass(conn: psycopg.Connection[Any], table: str) -> int | None:
+    return one(conn, "SELECT to_regclass(%s)::oid", [ident(table).as_string(conn)])
 
 
-def relation(conn, table):
+def relation(conn: psycopg.Connection[Any], table: str) -> sql.Composable:
     """The table as a FROM item: through its parent for a partitioned table,
     ONLY itself otherwise."""
-    kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s", [regclass(conn, table)]).fetchone()[0]
+    # No row when the table is missing here (regclass None): a TypeError, not a refusal in words (reported).
+    kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s", [regclass(conn, table)]).fetchone()[0]  # type: ignore[index]
     return ident(table) if kind == "p" else sql.SQL("ONLY {}").format(ident(table))
 
 
-def table_exists(conn, table):
+def table_exists(conn: psycopg.Connection[Any], table: str) -> bool:
     return regclass(conn, table) is not None
 
 
-def count_rows(conn, table):
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(relation(conn, table))).fetchone()[0]
+def count_rows(conn: psycopg.Connection[Any], table: str) -> int:
+    return one(conn, sql.SQL("SELECT count(*) FROM {}").format(relation(conn, table)))
 
 
-def count_as_recorded(conn, table):
+def count_as_recorded(conn: psycopg.Connection[Any], table: str) -> int:
     """Rows as a backup records them (dumpers.COUNT_TABLES): with the rows of
     tables inheriting from it."""
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident(table))).fetchone()[0]
+    return one(conn, sql.SQL("SELECT count(*) FROM {}").format(ident(table)))
 
 
-def primary_key(conn, table):
+def primary_key(conn: psycopg.Connection[Any], table: str) -> list[str]:
     rows = conn.execute(
         """SELECT a.attname FROM pg_index i
            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
@@ -80,7 +85,7 @@ def primary_key(conn, table):
     return [name for (name,) in rows]
 
 
-def stored_columns(conn, table):
+def stored_columns(conn: psycopg.Connection[Any], table: str) -> list[str]:
     """The columns a row is written with: generated columns are computed by
     the table itself and cannot be given."""
     rows = conn.execute(
@@ -91,20 +96,28 @@ def stored_columns(conn, table):
     return [name for (name,) in rows]
 
 
-def columns_to_copy(backup_conn, target_conn, table):
+def columns_to_copy(
+    backup_conn: psycopg.Connection[Any], target_conn: psycopg.Connection[Any], table: str
+) -> list[str]:
     """The target's writable columns that the backup also has, in the
     target's order. A column the target gained since is left to its default."""
     in_backup = set(stored_columns(backup_conn, table))
     return [c for c in stored_columns(target_conn, table) if c in in_backup]
 
 
-def names(columns, prefix=None):
+def names(columns: Sequence[str], prefix: str | None = None) -> sql.Composed:
     if prefix is None:
         return sql.SQL(", ").join(map(sql.Identifier, columns))
     return sql.SQL(", ").join(sql.Identifier(prefix, c) for c in columns)
 
 
-def copy_rows(source_conn, target_conn, select, target, columns):
+def copy_rows(
+    source_conn: psycopg.Connection[Any],
+    target_conn: psycopg.Connection[Any],
+    select: sql.Composable,
+    target: sql.Composable,
+    columns: Sequence[str],
+) -> None:
     """Streams rows from one database into another with COPY, chunk by chunk."""
     copy_out = sql.SQL("COPY ({}) TO STDOUT").format(select)
     copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(target, names(columns))
@@ -113,7 +126,9 @@ def copy_rows(source_conn, target_conn, select, target, columns):
             writer.write(data)
 
 
-def stage_backup_rows(backup_conn, target_conn, table, columns):
+def stage_backup_rows(
+    backup_conn: psycopg.Connection[Any], target_conn: psycopg.Connection[Any], table: str, columns: Sequence[str]
+) -> None:
     """The backup's rows of `table`, in a temporary table of the target's
     session typed like the target's columns."""
     target_conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(INCOMING))
@@ -126,20 +141,22 @@ def stage_backup_rows(backup_conn, target_conn, table, columns):
     copy_rows(backup_conn, target_conn, select, INCOMING, columns)
 
 
-def key_match(key, left, right):
+def key_match(key: Sequence[str], left: str, right: str) -> sql.Composed:
     return sql.SQL(" AND ").join(
         sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier(right, k)) for k in key
     )
 
 
-def only_in_incoming(conn, table, key):
+def only_in_incoming(conn: psycopg.Connection[Any], table: str, key: Sequence[str]) -> sql.Composed:
     """A WHERE condition: the staged row's key is not in the target."""
     return sql.SQL("NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})").format(
         relation(conn, table), key_match(key, "t", "i")
     )
 
 
-def matching_key(backup_conn, target_conn, table, columns):
+def matching_key(
+    backup_conn: psycopg.Connection[Any], target_conn: psycopg.Connection[Any], table: str, columns: Sequence[str]
+) -> list[str]:
     """The primary key rows are matched by, all of it among the `columns`
     copied from the backup; [] for a table without one."""
     key = primary_key(target_conn, table) or primary_key(backup_conn, table)
@@ -157,7 +174,9 @@ def matching_key(backup_conn, target_conn, table, columns):
 # --- preview ---------------------------------------------------------------------
 
 
-def compare_table(backup_conn, target_conn, table):
+def compare_table(
+    backup_conn: psycopg.Connection[Any], target_conn: psycopg.Connection[Any], table: str
+) -> dict[str, object]:
     """What differs between the backup's and the target's copy of a table:
     rows only in one of them, and rows with the same key whose values differ."""
     report = {"table": table, "in_backup": count_rows(backup_conn, table)}
@@ -193,9 +212,9 @@ def compare_table(backup_conn, target_conn, table):
     )
     report.update(
         key=key,
-        only_in_backup=target_conn.execute(only_in_backup).fetchone()[0],
-        only_in_target=target_conn.execute(only_in_target).fetchone()[0],
-        differ=target_conn.execute(differ).fetchone()[0],
+        only_in_backup=one(target_conn, only_in_backup),
+        only_in_target=one(target_conn, only_in_target),
+        differ=one(target_conn, differ),
     )
     target_conn.execute(sql.SQL("DROP TABLE pg_temp.{}").format(INCOMING))
     return report
@@ -204,7 +223,9 @@ def compare_table(backup_conn, target_conn, table):
 # --- merge -----------------------------------------------------------------------
 
 
-def merge_tables(backup_conn, target_conn, tables):
+def merge_tables(
+    backup_conn: psycopg.Connection[Any], target_conn: psycopg.Connection[Any], tables: Sequence[str]
+) -> dict[str, int]:
     """In one transaction of the target: insert the backup's rows whose
     primary key the target lacks, parents before the tables that refer to
     them; rows the target has are kept as they are. Returns the rows
@@ -219,16 +240,14 @@ def merge_tables(backup_conn, target_conn, tables):
     return inserted
 
 
-def merge_table(backup_conn, target_conn, table):
+def merge_table(backup_conn: psycopg.Connection[Any], target_conn: psycopg.Connection[Any], table: str) -> int:
     columns = columns_to_copy(backup_conn, target_conn, table)
     key = matching_key(backup_conn, target_conn, table, columns)
     if not key:
         raise Refused(f"{table} has no primary key, so rows cannot be matched for a merge")
     stage_backup_rows(backup_conn, target_conn, table, columns)
     lacking = only_in_incoming(target_conn, table, key)
-    missing = target_conn.execute(
-        sql.SQL("SELECT count(*) FROM {} AS i WHERE {}").format(INCOMING, lacking)
-    ).fetchone()[0]
+    missing = one(target_conn, sql.SQL("SELECT count(*) FROM {} AS i WHERE {}").format(INCOMING, lacking))
     # OVERRIDING SYSTEM VALUE: an identity column GENERATED ALWAYS takes the backup's value.
     insert = sql.SQL("INSERT INTO {} AS t ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS i WHERE {}").format(
         ident(table), names(columns), names(columns, "i"), INCOMING, lacking
@@ -243,7 +262,9 @@ def merge_table(backup_conn, target_conn, table):
 # --- replace ---------------------------------------------------------------------
 
 
-def replace_tables(backup_conn, target_conn, tables):
+def replace_tables(
+    backup_conn: psycopg.Connection[Any], target_conn: psycopg.Connection[Any], tables: Sequence[str]
+) -> dict[str, int]:
     """In one transaction of the target: empty the tables and fill them from
     the backup. Foreign keys that point at them are dropped first and added
     back after, which checks them again; if rows elsewhere would be left
@@ -276,7 +297,19 @@ def replace_tables(backup_conn, target_conn, tables):
     return written
 
 
-def foreign_keys_into(conn, tables):
+class ForeignKey(TypedDict):
+    """A foreign key that points at a replaced table, as foreign_keys_into finds it."""
+
+    table: sql.SQL  # the referring table, as SQL
+    label: str
+    name: str
+    definition: str
+    columns: list[str]
+    refers_to: int  # the oid of the table it points at
+    referenced: list[str]
+
+
+def foreign_keys_into(conn: psycopg.Connection[Any], tables: Sequence[str]) -> list[ForeignKey]:
     """The foreign keys (top-level: a partitioned table's, not its
     partitions' copies) that refer to any of `tables` or their partitions."""
     oids = [regclass(conn, t) for t in tables]
@@ -308,14 +341,13 @@ def foreign_keys_into(conn, tables):
     ]
 
 
-def column_names(conn, relid, numbers):
+def column_names(conn: psycopg.Connection[Any], relid: int, numbers: Sequence[int]) -> list[str]:
     return [
-        conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum = %s", [relid, n]).fetchone()[0]
-        for n in numbers
+        one(conn, "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum = %s", [relid, n]) for n in numbers
     ]
 
 
-def refuse_orphans(conn, fk):
+def refuse_orphans(conn: psycopg.Connection[Any], fk: ForeignKey) -> None:
     """Rows of the referring table whose key (all of it given, as MATCH
     SIMPLE checks) matches no row of the replaced table."""
     given = sql.SQL(" AND ").join(sql.SQL("r.{} IS NOT NULL").format(sql.Identifier(c)) for c in fk["columns"])
@@ -323,12 +355,13 @@ def refuse_orphans(conn, fk):
         sql.SQL("p.{} = r.{}").format(sql.Identifier(p), sql.Identifier(c))
         for p, c in zip(fk["referenced"], fk["columns"], strict=True)
     )
-    referenced = conn.execute("SELECT %s::regclass::text", [fk["refers_to"]]).fetchone()[0]
-    orphans = conn.execute(
+    referenced = one(conn, "SELECT %s::regclass::text", [fk["refers_to"]])
+    orphans = one(
+        conn,
         sql.SQL("SELECT count(*) FROM {} AS r WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {})").format(
             fk["table"], given, sql.SQL(referenced), matched
-        )
-    ).fetchone()[0]
+        ),
+    )
     if orphans:
         raise Refused(
             f"Replacing {referenced} would leave {orphans} row(s) of {fk['label']} pointing at nothing "
@@ -339,7 +372,7 @@ def refuse_orphans(conn, fk):
 # --- what every change needs -------------------------------------------------------
 
 
-def referenced_first(conn, tables):
+def referenced_first(conn: psycopg.Connection[Any], tables: Sequence[str]) -> list[str]:
     """`tables` ordered so that a table comes after those it refers to (a
     cycle keeps the order it was given)."""
     oids = {regclass(conn, t): t for t in tables}
@@ -365,7 +398,7 @@ def referenced_first(conn, tables):
 
 
 @contextlib.contextmanager
-def user_triggers_disabled(conn, tables):
+def user_triggers_disabled(conn: psycopg.Connection[Any], tables: Sequence[str]) -> Iterator[None]:
     """Rows coming back from a backup are as they were: triggers that would
     rewrite them (updated_at, audit rows) stay off while they are written,
     and each is turned back to exactly its previous state, all inside the
@@ -409,7 +442,12 @@ GROUP BY 1, 2
 """
 
 
-def sync_sequences(backup_conn, target_conn, tables, only_forward=False):
+def sync_sequences(
+    backup_conn: psycopg.Connection[Any],
+    target_conn: psycopg.Connection[Any],
+    tables: Sequence[str],
+    only_forward: bool = False,
+) -> None:
     """Sets the sequences that feed the tables to the backup's values, so
     that new rows do not collide. One the table owns takes the backup's value
     exactly (or, when merging, whichever is further); one its defaults merely
@@ -418,9 +456,11 @@ def sync_sequences(backup_conn, target_conn, tables, only_forward=False):
         feeding = backup_conn.execute(FEEDING_SEQUENCES, {"table": regclass(backup_conn, table)}).fetchall()
         for schema, name, owned in feeding:
             seq = sql.Identifier(schema, name)
-            last, called = backup_conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(seq)).fetchone()
+            row = backup_conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(seq)).fetchone()
+            assert row is not None  # a sequence always has its one row
+            last, called = row
             if only_forward or not owned:
-                current = target_conn.execute(sql.SQL("SELECT last_value FROM {}").format(seq)).fetchone()[0]
+                current = one(target_conn, sql.SQL("SELECT last_value FROM {}").format(seq))
                 if current >= last:
                     continue
             target_conn.execute("SELECT setval(%s::regclass, %s, %s)", [seq.as_string(target_conn), last, called])

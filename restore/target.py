@@ -10,7 +10,10 @@ never left half-restored.
 """
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from catalog.engine import pgglobals
@@ -18,14 +21,14 @@ from catalog.engine.dumpers import connect_server, major_version
 from catalog.errors import Refused
 
 
-def server_version(params):
+def server_version(params: Mapping[str, Any]) -> str:
     with connect_server(params) as conn:
         row = conn.execute("SHOW server_version").fetchone()
     assert row is not None  # SHOW always returns its one row
     return row[0]
 
 
-def check_server_not_older(params, dump_server_version):
+def check_server_not_older(params: Mapping[str, Any], dump_server_version: str) -> str:
     target = server_version(params)
     if major_version(target) < major_version(dump_server_version):
         raise Refused(
@@ -35,7 +38,7 @@ def check_server_not_older(params, dump_server_version):
     return target
 
 
-def active_connections(params, dbname):
+def active_connections(params: Mapping[str, Any], dbname: str) -> list[str]:
     with connect_server(params) as conn:
         rows = conn.execute(
             "SELECT coalesce(usename, '?'), coalesce(client_addr::text, 'local'), coalesce(application_name, '') "
@@ -45,7 +48,13 @@ def active_connections(params, dbname):
     return [f"{user}@{client}" + (f" ({app})" if app else "") for user, client, app in rows]
 
 
-def rename_database(params, old, new, properties=None, with_owners=True):
+def rename_database(
+    params: Mapping[str, Any],
+    old: str,
+    new: str,
+    properties: pgglobals.Properties | None = None,
+    with_owners: bool = True,
+) -> list[str]:
     """Renames `old` to `new`, giving it the backup's recorded database
     properties (pgglobals) in the same transaction: the new database appears
     configured, or not at all. Returns what was applied, in words."""
@@ -56,7 +65,7 @@ def rename_database(params, old, new, properties=None, with_owners=True):
     return []
 
 
-def swap_databases(params, current, replacement, kept):
+def swap_databases(params: Mapping[str, Any], current: str, replacement: str, kept: str) -> None:
     """`current` becomes `kept` and `replacement` becomes `current`, with the
     owner, privileges and settings `current` had, in one transaction: whatever
     stops it midway (a crash, a lost connection, a killed worker), both names
@@ -69,7 +78,7 @@ def swap_databases(params, current, replacement, kept):
         copy_database_properties(conn, kept, current)
 
 
-def allow_connections(params, dbname, allowed):
+def allow_connections(params: Mapping[str, Any], dbname: str, allowed: bool) -> None:
     """Opens or closes a database to new sessions (sessions already in stay)."""
     with connect_server(params) as conn:
         conn.execute(
@@ -79,7 +88,7 @@ def allow_connections(params, dbname, allowed):
         )
 
 
-def terminate_connections(params, dbname, wait_seconds=10):
+def terminate_connections(params: Mapping[str, Any], dbname: str, wait_seconds: float = 10) -> list[str]:
     """Ends every other session on `dbname` and waits until they are gone;
     returns those still there after `wait_seconds` (a backend busy in a
     system call can take a moment to go)."""
@@ -94,7 +103,7 @@ def terminate_connections(params, dbname, wait_seconds=10):
     return others
 
 
-def copy_database_properties(conn, source_db, target_db):
+def copy_database_properties(conn: psycopg.Connection[Any], source_db: str, target_db: str) -> None:
     """Gives `target_db` the owner, privileges, connection limit, settings and
     comment of `source_db`, so that a database replaced by a restore is still
     owned, reachable and configured as it was."""

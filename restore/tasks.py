@@ -3,6 +3,6 @@
 from restore import services
 
 
-def run_restore(job_id):
+def run_restore(job_id: int) -> str:
     job = services.run_restore(job_id)
     return job.status if job else "skipped"

@@ -2,8 +2,12 @@
 job with its steps and report, and the history. The wizard's "download"
 choice ends at the backup's own download (catalog/views/downloads.py)."""
 
+from collections.abc import Sequence
+from typing import Any
+
 from django.contrib import messages
-from django.http import Http404
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -12,33 +16,33 @@ from catalog.decorators import operator_required, viewer_required
 from catalog.engine.errors import EngineError
 from catalog.models import BASE_BACKUP_FORMAT, Backup, RestoreServer, Source, major_release
 from catalog.services import Refused
-from catalog.views.common import chosen, job_progress, page_of
+from catalog.views.common import AuthenticatedHttpRequest, HtmxHttpRequest, chosen, job_progress, page_of
 from restore import services
 from restore.models import RestoreJob
 from restore.wizard import DOWNLOAD, STEPS, Wizard
 
 
 @viewer_required
-def restore_list(request):
+def restore_list(request: HttpRequest) -> HttpResponse:
     jobs = RestoreJob.objects.select_related("backup", "source", "requested_by")
     return render(request, "restore/restore_list.html", {"page": page_of(request, jobs)})
 
 
 @viewer_required
-def restore_detail(request, pk):
+def restore_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(RestoreJob.objects.select_related("backup", "source", "safety_backup"), pk=pk)
     return render(request, "restore/restore_detail.html", {"job": job})
 
 
 @viewer_required
-def restore_progress(request, pk):
+def restore_progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(RestoreJob, pk=pk)
     return job_progress(request, job, "restore/partials/steps.html", {"job": job})
 
 
 @operator_required
 @require_POST
-def restore_cancel(request, pk):
+def restore_cancel(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(RestoreJob, pk=pk)
     try:
         services.cancel_restore(request.user, job)
@@ -50,12 +54,12 @@ def restore_cancel(request, pk):
 # --- the wizard -----------------------------------------------------------------
 
 
-def wizard_page(request, step, wizard, **context):
+def wizard_page(request: HttpRequest, step: str, wizard: Wizard, **context: Any) -> HttpResponse:
     return render(request, f"restore/wizard_{step}.html", {"wizard": wizard, "steps": STEPS, "step": step, **context})
 
 
 @operator_required
-def start(request):
+def start(request: HttpRequest) -> HttpResponse:
     """Entry from a backup's page (?backup=N) or from the menu."""
     wizard = Wizard(request.session)
     wizard.reset()
@@ -66,7 +70,7 @@ def start(request):
 
 
 @operator_required
-def step_what(request):
+def step_what(request: HttpRequest) -> HttpResponse:
     wizard = Wizard(request.session)
     if request.method == "POST":
         backup = chosen(Backup.objects.filter(status__in=Backup.WITH_DATA), request.POST.get("backup"))
@@ -81,7 +85,7 @@ def step_what(request):
     return wizard_page(request, "what", wizard, sources=Source.objects.all(), source=source, backups=backups_of(source))
 
 
-def backups_of(source):
+def backups_of(source: Source | None) -> QuerySet[Backup] | list[Backup]:
     if source is None:
         return []
     # A physical base backup is restored by the point-in-time path, not here.
@@ -94,7 +98,7 @@ def backups_of(source):
 
 
 @operator_required
-def backup_choices(request):
+def backup_choices(request: HttpRequest) -> HttpResponse:
     """The backups of the source picked on step 1 (htmx)."""
     wizard = Wizard(request.session)
     source = chosen(Source.objects, request.GET.get("source"))
@@ -102,11 +106,13 @@ def backup_choices(request):
 
 
 @operator_required
-def step_where(request):
+def step_where(request: HttpRequest) -> HttpResponse:
     wizard = Wizard(request.session)
     if wizard.first_missing_step() == "what":
         return redirect("restore_step", step="what")
-    servers = server_choices(wizard.backup)
+    backup = wizard.backup
+    assert backup is not None  # not missing, as first_missing_step() says
+    servers = server_choices(backup)
     if request.method == "POST":
         target = request.POST.get("target")
         if target == DOWNLOAD:
@@ -125,7 +131,7 @@ def step_where(request):
             if target == RestoreJob.EXISTING or wizard.data["database"]:
                 return redirect("restore_step", step="scope")
         messages.error(request, refusal or "Choose where to restore to, and name the new database.")
-    suggested = wizard.data.get("database") or services.suggest_database_name(wizard.backup, wizard.restore_server)
+    suggested = wizard.data.get("database") or services.suggest_database_name(backup, wizard.restore_server)
     return wizard_page(
         request,
         "where",
@@ -133,14 +139,14 @@ def step_where(request):
         suggested=suggested,
         servers=servers,
         chosen_server=wizard.data.get("restore_server"),
-        backup_release=major_release(wizard.backup.server_version),
-        existing_ways=services.ways_into_existing(wizard.backup),
-        existing_gone=existing_gone(wizard.backup.source),
-        target_kind="file" if wizard.backup.source.engine == "sqlite" else "database",
+        backup_release=major_release(backup.server_version),
+        existing_ways=services.ways_into_existing(backup),
+        existing_gone=existing_gone(backup.source),
+        target_kind="file" if backup.source.engine == "sqlite" else "database",
     )
 
 
-def existing_gone(source):
+def existing_gone(source: Source) -> str:
     """Why the source's own database cannot be chosen, in words; "" when it
     can (or when its server cannot be asked now: the request checks again)."""
     if source.engine != "postgresql":
@@ -151,7 +157,7 @@ def existing_gone(source):
         return ""
 
 
-def server_choices(backup):
+def server_choices(backup: Backup) -> list[tuple[RestoreServer, str]]:
     """[(server, why it cannot take this backup or "")] for each registered
     server, judged by the version its last check recorded (the request checks
     the server itself again). A SQLite backup goes to a file: no server."""
@@ -160,7 +166,7 @@ def server_choices(backup):
     return [(server, server.refusal_for(backup.server_version)) for server in RestoreServer.objects.all()]
 
 
-def chosen_server(value, servers):
+def chosen_server(value: str | None, servers: Sequence[tuple[RestoreServer, str]]) -> tuple[RestoreServer | None, str]:
     """(server or None for the source's own, refusal in words or "") for the
     posted choice; a server removed or refused meanwhile is said so."""
     if not value:
@@ -172,22 +178,24 @@ def chosen_server(value, servers):
 
 
 @operator_required
-def step_scope(request):
+def step_scope(request: HttpRequest) -> HttpResponse:
     wizard = Wizard(request.session)
     if wizard.first_missing_step():
         return redirect("restore_step", step=wizard.first_missing_step())
+    backup = wizard.backup
+    assert backup is not None  # not missing, as first_missing_step() says
     if request.method == "POST":
         tables = request.POST.getlist("tables") if request.POST.get("scope") == "some" else []
         if request.POST.get("scope") == "some" and not tables:
             messages.error(request, "Tick the tables to restore, or choose everything.")
         else:
-            wizard.save(tables=sorted(set(tables) & set(wizard.backup.restorable_tables())))
+            wizard.save(tables=sorted(set(tables) & set(backup.restorable_tables())))
             next_step = "mode" if wizard.target == RestoreJob.EXISTING else "review"
             return redirect("restore_step", step=next_step)
-    return wizard_page(request, "scope", wizard, schemas=tables_by_schema(wizard.backup))
+    return wizard_page(request, "scope", wizard, schemas=tables_by_schema(backup))
 
 
-def tables_by_schema(backup):
+def tables_by_schema(backup: Backup) -> list[tuple[str, list[tuple[str, int, list[tuple[str, int]]]]]]:
     """[(schema, [(table, rows, [(partition, rows), ...]), ...]), ...] in name
     order: a partitioned parent chooses all its partitions, which are listed
     under it rather than among the tables; SQLite tables are in "main"."""
@@ -204,25 +212,25 @@ def tables_by_schema(backup):
 
 
 @operator_required
-def step_mode(request):
+def step_mode(request: HttpRequest) -> HttpResponse:
     wizard = Wizard(request.session)
     if wizard.first_missing_step():
         return redirect("restore_step", step=wizard.first_missing_step())
+    backup = wizard.backup
+    assert backup is not None  # not missing, as first_missing_step() says
     if request.method == "POST":
         mode = request.POST.get("mode")
-        if mode in dict(modes_for(wizard.backup)):
+        if mode in dict(modes_for(backup)):
             wizard.save(mode=mode)
             return redirect("restore_step", step="review")
         messages.error(
             request,
-            "Choose how to restore: "
-            + ", ".join(label.split(":")[0].lower() for _, label in modes_for(wizard.backup))
-            + ".",
+            "Choose how to restore: " + ", ".join(label.split(":")[0].lower() for _, label in modes_for(backup)) + ".",
         )
-    return wizard_page(request, "mode", wizard, modes=modes_for(wizard.backup))
+    return wizard_page(request, "mode", wizard, modes=modes_for(backup))
 
 
-def modes_for(backup):
+def modes_for(backup: Backup) -> list[tuple[str, str]]:
     """An export holds chosen tables, perhaps filtered: it can be compared or
     merged, never replace what it left out (restore.services refuses that too)."""
     if backup.is_export():
@@ -231,7 +239,7 @@ def modes_for(backup):
 
 
 @operator_required
-def step_review(request):
+def step_review(request: AuthenticatedHttpRequest) -> HttpResponse:
     wizard = Wizard(request.session)
     if wizard.first_missing_step():
         return redirect("restore_step", step=wizard.first_missing_step())
@@ -242,7 +250,7 @@ def step_review(request):
         try:
             job = services.request_restore(
                 request.user,
-                wizard.backup,
+                job.backup,  # the draft's, which is the wizard's
                 target=wizard.target,
                 database=wizard.database(),
                 tables=wizard.tables,
@@ -261,7 +269,7 @@ def step_review(request):
     return wizard_page(request, "review", wizard, job=job, missing_roles=roles_missing_on_target(job))
 
 
-def roles_missing_on_target(job):
+def roles_missing_on_target(job: RestoreJob) -> list[str] | None:
     """The backup's roles the chosen server lacks, for the review to offer
     to create; None when the server cannot be asked now (the restore's own
     checks will say why)."""
@@ -276,7 +284,7 @@ def roles_missing_on_target(job):
 STEP_VIEWS = {"what": step_what, "where": step_where, "scope": step_scope, "mode": step_mode, "review": step_review}
 
 
-def step(request, step):
+def step(request: AuthenticatedHttpRequest, step: str) -> HttpResponse:  # signed in: LoginRequiredEverywhere
     if step not in STEP_VIEWS:
         raise Http404("The restore wizard has no such step.")
     return STEP_VIEWS[step](request)

@@ -1,8 +1,9 @@
 """Restores a backup non-interactively (for scripted DR drills); exits 1 on failure."""
 
 import json
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from catalog.models import Backup, RestoreServer
 from catalog.services import Refused
@@ -15,7 +16,7 @@ ACTOR = "restore command"
 class Command(BaseCommand):
     help = "Restores a backup into a new database, or previews/merges/replaces it into the source's database."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--backup", type=int, required=True)
         where = parser.add_mutually_exclusive_group(required=True)
         where.add_argument("--new-database", metavar="NAME", help="restore into a new database of this name")
@@ -46,7 +47,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         backup = Backup.objects.filter(pk=options["backup"]).select_related("source").first()
         if backup is None:
             raise CommandError(f"No backup #{options['backup']}.")
@@ -72,7 +73,8 @@ class Command(BaseCommand):
         except Refused as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(job.describe())
-        job = services.run_restore(job.pk)
+        # None if the job was cancelled before this claimed it; then job.steps below raises (reported).
+        job = services.run_restore(job.pk)  # type: ignore[assignment]
         if options["json"]:
             self.stdout.write(
                 json.dumps(
@@ -97,7 +99,7 @@ class Command(BaseCommand):
             raise CommandError(f"Restore #{job.pk} {job.status}.")
 
 
-def registered_server(name):
+def registered_server(name: str | None) -> RestoreServer | None:
     """The RestoreServer named on the command line (None without --server)."""
     if name is None:
         return None
