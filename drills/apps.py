@@ -5,7 +5,7 @@ class DrillsConfig(AppConfig):
     name = "drills"
     verbose_name = "DR drills"
 
-    def ready(self):
+    def ready(self) -> None:
         # The catalog below never imports this app: it calls what is registered (catalog/registry.py).
         from catalog import registry
         from drills import monitoring, tasks

@@ -1,5 +1,8 @@
 """The drills page's forms: the schedule, and a drill recorded by hand."""
 
+from datetime import datetime
+from typing import Any
+
 from django import forms
 from django.utils import timezone
 
@@ -15,12 +18,12 @@ class ScheduleForm(forms.ModelForm):
         fields = ["checksum_every_days", "partial_every_days", "full_every_days", "automatic"]
         help_texts = {"automatic": "The tick queues a drill when it is due; overdue drills alert either way."}
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name in ("checksum_every_days", "partial_every_days", "full_every_days"):
             self.fields[name].widget.attrs["max"] = MAX_DAYS  # as clean() checks; below 1, clean() says why
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         super().clean()
         cleaned = self.cleaned_data
         for name in ("checksum_every_days", "partial_every_days", "full_every_days"):
@@ -52,7 +55,7 @@ class ManualDrillForm(forms.Form):
         help_text="What was restored, where, by whom; what went wrong if anything.",
     )
 
-    def clean_performed_at(self):
+    def clean_performed_at(self) -> datetime:
         when = self.cleaned_data["performed_at"]
         if when > timezone.now():
             raise forms.ValidationError("A drill is recorded after it took place, not before.")

@@ -20,7 +20,7 @@ class DrillSchedule(models.Model):
     automatic = models.BooleanField("run due drills automatically", default=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"DR drill schedule of {self.source}"
 
 
@@ -56,10 +56,10 @@ class Drill(models.Model):
     class Meta:
         ordering = ["-performed_at", "-id"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.get_kind_display()} of {self.source} on {self.performed_at:%Y-%m-%d}"
 
-    def within_rto(self):
+    def within_rto(self) -> bool | None:
         """True/False against the RTO target it was measured against; None when either is unknown."""
         if self.seconds is None or not self.rto_minutes:
             return None

@@ -1,6 +1,9 @@
 """The drills' alert condition, judged by the catalog's one-minute tick
 (registered in drills/apps.py) and as a drill ends (drills.services.check_alerts)."""
 
+from collections.abc import Iterable
+from datetime import datetime
+
 from django.urls import reverse
 from django.utils import timezone
 
@@ -11,7 +14,7 @@ from catalog.text import moment_text
 from drills import schedule as drill_schedule
 
 
-def check_overdue_drills(now=None, source_ids=None):
+def check_overdue_drills(now: datetime | None = None, source_ids: Iterable[int] | None = None) -> list[str]:
     """A kind of DR drill (checksum, partial, full) of a source past its due
     date plus a day of grace (see drills.schedule); resolved once a drill of
     that kind passes. Returns the keys found overdue."""
@@ -36,6 +39,7 @@ def check_overdue_drills(now=None, source_ids=None):
                 )
                 continue
             overdue.append(key)
+            assert status.due_at is not None  # overdue, so due
             last = status.last_passed
             since = f"the last one passed on {last.performed_at:%Y-%m-%d}" if last else "none has passed yet"
             raise_problem(

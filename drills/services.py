@@ -12,9 +12,11 @@ import contextlib
 import logging
 import os
 import secrets
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
@@ -23,11 +25,12 @@ from catalog.alerts import hooks
 from catalog.engine import restorers
 from catalog.engine.errors import EngineError
 from catalog.errors import Refused
-from catalog.models import BASE_BACKUP_FORMAT, Copy, Source, Verification
+from catalog.models import BASE_BACKUP_FORMAT, Backup, Copy, Source, Verification
 from catalog.text import duration_text
 from drills import monitoring
 from drills import schedule as drill_schedule
-from drills.models import Drill
+from drills.models import Drill, DrillSchedule
+from restore.models import RestoreJob
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +40,11 @@ RETRY_AFTER = timedelta(days=1)
 QUEUED_TOO_LONG = timedelta(days=1)
 
 
-def rto_text(minutes):
+def rto_text(minutes: int | None) -> str:
     return duration_text(timedelta(minutes=minutes)) if minutes else ""
 
 
-def seconds_text(seconds):
+def seconds_text(seconds: float | None) -> str:
     """'41 min' for a drill; under a minute, seconds, since small databases restore fast."""
     if seconds is None:
         return "—"
@@ -52,14 +55,14 @@ def seconds_text(seconds):
     return duration_text(timedelta(seconds=seconds))
 
 
-def actor_user(actor):
+def actor_user(actor: User | str) -> User | None:
     return None if isinstance(actor, str) else actor
 
 
 # --- schedule and manual drills ---------------------------------------------------
 
 
-def update_schedule(actor, schedule, changed):
+def update_schedule(actor: User | str, schedule: DrillSchedule, changed: Iterable[str]) -> DrillSchedule:
     """Saves a schedule edited on the drills page; `changed` names the fields."""
     with transaction.atomic():
         schedule.save()
@@ -68,7 +71,16 @@ def update_schedule(actor, schedule, changed):
     return schedule
 
 
-def record_manual_drill(actor, source, *, kind, performed_at, minutes, passed, notes):
+def record_manual_drill(
+    actor: User | str,
+    source: Source,
+    *,
+    kind: str,
+    performed_at: datetime,
+    minutes: int | None,
+    passed: bool,
+    notes: str,
+) -> Drill:
     """A drill done by hand (say, a restore onto standby hardware), with its measured time."""
     now = timezone.now()
     status = Drill.PASSED if passed else Drill.FAILED
@@ -106,14 +118,20 @@ def record_manual_drill(actor, source, *, kind, performed_at, minutes, passed, n
 # --- queueing ------------------------------------------------------------------
 
 
-def latest_good_backup(source):
+def latest_good_backup(source: Source) -> Backup | None:
     """The newest succeeded backup that still has a durable copy to read.
     A physical base backup is drilled by "Verify PITR" (pitr), not here."""
     backups = source.backups.good().exclude(format=BASE_BACKUP_FORMAT).filter(copies__status=Copy.DURABLE).distinct()
     return backups.order_by("-finished_at").first()
 
 
-def create_drill(actor, source, kind, trigger="manual", enqueue_it=True):
+def create_drill(
+    actor: User | str,
+    source: Source,
+    kind: str,
+    trigger: str = "manual",
+    enqueue_it: bool = True,
+) -> Drill:
     """Queues an automatic drill of `kind`; at most one is active per source and kind."""
     if kind not in drill_schedule.KINDS:
         raise Refused("Unknown kind of drill.")
@@ -139,12 +157,12 @@ def create_drill(actor, source, kind, trigger="manual", enqueue_it=True):
     return drill
 
 
-def enqueue(drill_id):
+def enqueue(drill_id: int) -> None:
     # Always the work cluster: the tick that queues drills runs on the monitor cluster.
     queues.enqueue_work("drills.tasks.run_drill", drill_id, task_name=f"drill-{drill_id}")
 
 
-def queue_due_drills(now=None):
+def queue_due_drills(now: datetime | None = None) -> list[int]:
     """Called by the tick: queues each due kind of each source whose schedule is automatic."""
     now = now or timezone.now()
     queued = []
@@ -170,7 +188,7 @@ def queue_due_drills(now=None):
 # --- running --------------------------------------------------------------------
 
 
-def run_drill(drill_id):
+def run_drill(drill_id: int) -> Drill | None:
     """The worker side. Returns the finished drill, or None if another worker has it."""
     close_old_connections()
     # A drill has no heartbeat of its own: the verification or restore it runs has one.
@@ -199,7 +217,7 @@ def run_drill(drill_id):
     return finish_drill(drill, passed)
 
 
-def finish_drill(drill, passed):
+def finish_drill(drill: Drill, passed: bool) -> Drill:
     status = Drill.PASSED if passed else Drill.FAILED
     jobs.finish(
         drill,
@@ -214,25 +232,25 @@ def finish_drill(drill, passed):
     return drill
 
 
-def check_alerts(source_id):
+def check_alerts(source_id: int) -> None:
     """Opens or resolves the source's overdue-drill alerts now rather than at the next tick."""
     hooks.quietly(monitoring.check_overdue_drills)(source_ids=[source_id])
 
 
-def link(drill, **jobs):
+def link(drill: Drill, **jobs: Verification | RestoreJob) -> None:
     for name, job in jobs.items():
         setattr(drill, name, job)
     Drill.objects.filter(pk=drill.pk).update(**jobs)
 
 
-def run_verification_for(drill, backup, kind):
+def run_verification_for(drill: Drill, backup: Backup, kind: str) -> Verification:
     """A verification of `backup` for the drill, run here (this is already a worker)."""
     job = verification.create_verification("drill", backup, kind, trigger="policy", enqueue_it=False)
     link(drill, verification=job)
     return verification.run_here(job)
 
 
-def run_checksum_drill(drill, backup):
+def run_checksum_drill(drill: Drill, backup: Backup) -> bool:
     job = run_verification_for(drill, backup, Verification.CHECKSUM)
     duration = job.duration()
     drill.seconds = duration.total_seconds() if duration else None
@@ -240,12 +258,13 @@ def run_checksum_drill(drill, backup):
     return job.status == Verification.PASSED
 
 
-def run_full_drill(drill, backup):
+def run_full_drill(drill: Drill, backup: Backup) -> bool:
     job = run_verification_for(drill, backup, Verification.RESTORE)
     drill.seconds = job.restore_seconds
     if job.status != Verification.PASSED:
         drill.summary = f"Test restore #{job.pk} of backup #{backup.pk} {job.status}: {job.summary}"
         return False
+    assert drill.seconds is not None  # a test restore that passed was timed
     took = f"Full restore of backup #{backup.pk} into a scratch database took {seconds_text(drill.seconds)}"
     if drill.rto_minutes and drill.seconds > drill.rto_minutes * 60:
         drill.summary = f"{took}: slower than the RTO target of {rto_text(drill.rto_minutes)}. {job.summary}"
@@ -255,7 +274,7 @@ def run_full_drill(drill, backup):
     return True
 
 
-def partial_tables(backup):
+def partial_tables(backup: Backup) -> list[str]:
     """The backup's largest table by rows and its smallest, so both ends of the data are proven."""
     counts = backup.table_counts or {}
     if not counts:
@@ -264,7 +283,7 @@ def partial_tables(backup):
     return sorted({by_size[0], by_size[-1]})
 
 
-def run_partial_drill(drill, backup):
+def run_partial_drill(drill: Drill, backup: Backup) -> bool:
     from restore import services as restores  # the restore app builds on the catalog
     from restore.models import RestoreJob
 
@@ -279,7 +298,8 @@ def run_partial_drill(drill, backup):
     job = restores.request_restore("drill", backup, target=RestoreJob.NEW, database=name, tables=tables, enqueue=False)
     link(drill, restore_job=job)
     try:
-        job = restores.run_restore(job.pk)
+        # None if the restore was cancelled before this claimed it; then job.report below raises (reported).
+        job = restores.run_restore(job.pk)  # type: ignore[assignment]
     finally:
         gone = drop_scratch(backup.source, name)
     drill.seconds = job.report.get("total_seconds")
@@ -296,7 +316,7 @@ def run_partial_drill(drill, backup):
     return gone
 
 
-def drop_scratch(source, name):
+def drop_scratch(source: Source, name: str) -> bool:
     """Removes the partial drill's scratch database (or file); True when it is gone."""
     try:
         if source.engine == "sqlite":
@@ -319,7 +339,7 @@ def drop_scratch(source, name):
 RUNNERS = {Drill.CHECKSUM: run_checksum_drill, Drill.PARTIAL: run_partial_drill, Drill.FULL: run_full_drill}
 
 
-def sweep_stale_drills(now=None):
+def sweep_stale_drills(now: datetime | None = None) -> list[int]:
     """Fails drills left running by a worker that died (their verification or
     restore was swept already) and queued drills no worker ever took."""
     now = now or timezone.now()
@@ -335,9 +355,9 @@ def sweep_stale_drills(now=None):
     )
 
 
-def watched(drill, limit):
+def watched(drill: Drill, limit: datetime) -> bool:
     """Whether the drill's verification or restore still vouches for it: its
     own heartbeat watches it while it runs, and just after it ended the
     worker may be judging the drill."""
     job = drill.verification or drill.restore_job
-    return job is not None and (job.is_active() or (job.finished_at and job.finished_at >= limit))
+    return job is not None and (job.is_active() or (job.finished_at is not None and job.finished_at >= limit))

@@ -2,6 +2,7 @@
 its schedule, "Run now" and the manual-drill form for administrators."""
 
 from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -9,6 +10,7 @@ from django.views.decorators.http import require_POST
 from catalog.decorators import operator_required, viewer_required
 from catalog.models import Source
 from catalog.services import Refused
+from catalog.views.common import AuthenticatedHttpRequest
 from drills import schedule as drill_schedule
 from drills import services
 from drills.forms import ManualDrillForm, ScheduleForm
@@ -16,19 +18,24 @@ from drills.models import Drill
 
 
 @viewer_required
-def listing(request):
+def listing(request: HttpRequest) -> HttpResponse:
     rows = [{"source": source, "kinds": drill_schedule.statuses_of(source)} for source in Source.objects.all()]
     drills = Drill.objects.select_related("source", "performed_by")[:100]
     return render(request, "drills/list.html", {"rows": rows, "drills": drills, "now": timezone.now()})
 
 
 @viewer_required
-def source_drills(request, pk):
+def source_drills(request: HttpRequest, pk: int) -> HttpResponse:
     source = get_object_or_404(Source, pk=pk)
     return render_source(request, source)
 
 
-def render_source(request, source, schedule_form=None, manual_form=None):
+def render_source(
+    request: HttpRequest,
+    source: Source,
+    schedule_form: ScheduleForm | None = None,
+    manual_form: ManualDrillForm | None = None,
+) -> HttpResponse:
     schedule = drill_schedule.schedule_of(source)
     kinds = drill_schedule.statuses_of(source)
     ctx = {
@@ -47,7 +54,7 @@ def render_source(request, source, schedule_form=None, manual_form=None):
 
 @operator_required
 @require_POST
-def run_now(request, pk, kind):
+def run_now(request: AuthenticatedHttpRequest, pk: int, kind: str) -> HttpResponse:
     source = get_object_or_404(Source, pk=pk)
     try:
         drill = services.create_drill(request.user, source, kind)
@@ -60,7 +67,7 @@ def run_now(request, pk, kind):
 
 @operator_required
 @require_POST
-def update_schedule(request, pk):
+def update_schedule(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     source = get_object_or_404(Source, pk=pk)
     form = ScheduleForm(request.POST, instance=drill_schedule.schedule_of(source))
     if not form.is_valid():
@@ -73,7 +80,7 @@ def update_schedule(request, pk):
 
 @operator_required
 @require_POST
-def record(request, pk):
+def record(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     source = get_object_or_404(Source, pk=pk)
     form = ManualDrillForm(request.POST)
     if not form.is_valid():
