@@ -5,7 +5,7 @@ class PitrConfig(AppConfig):
     name = "pitr"
     verbose_name = "Point-in-time recovery"
 
-    def ready(self):
+    def ready(self) -> None:
         # The catalog below never imports this app: it calls what is registered (catalog/registry.py).
         from catalog import registry
         from catalog.models import BASE_BACKUP_FORMAT
@@ -17,8 +17,11 @@ class PitrConfig(AppConfig):
         registry.periodic_checks["wal"] = monitoring.check_wal_protection
         registry.moved_tasks["run_pitr_restore"] = tasks.run_pitr_restore
         registry.format_steps[BASE_BACKUP_FORMAT] = registry.FormatSteps(
-            run_problem=basebackups.protection_problem,
-            copies_durable=basebackups.record_wal_bounds,
+            # The registry types run_problem as giving "" when a backup may start, and
+            # copies_durable as giving nothing; these give None and the bounds recorded.
+            # The catalog only tests the first for truth and ignores the second.
+            run_problem=basebackups.protection_problem,  # type: ignore[arg-type]
+            copies_durable=basebackups.record_wal_bounds,  # type: ignore[arg-type]
             waiting_for=basebackups.missing_wal,
             imported=basebackups.import_wal_bounds,
         )

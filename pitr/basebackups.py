@@ -10,18 +10,21 @@ its end is stored (wal_complete_at): until then catalog queries leave it out
 of the source's last good backup, retention's newest good backup, restore
 choices and compliance (Backup.waiting_for_wal, BackupQuerySet.good)."""
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from catalog import audit
-from catalog.engine.basebackup import switch_wal
+from catalog.engine.basebackup import WalBounds, switch_wal
 from catalog.engine.errors import EngineError
+from catalog.models import Backup, Source
 from pitr.models import BaseBackupWal, ContinuousProtection
 
 
-def protection_problem(source):
+def protection_problem(source: Source) -> str | None:
     """Why base backups of `source` cannot be taken now, in words; None when
     they can."""
     protection = ContinuousProtection.objects.filter(source=source).first()
@@ -40,7 +43,7 @@ def protection_problem(source):
     return None
 
 
-def backup_start_time(text):
+def backup_start_time(text: str) -> datetime | None:
     """backup_label's 'START TIME: 2026-11-26 04:35:41 UTC' as an aware datetime."""
     try:
         moment = datetime.strptime(text.replace(" UTC", ""), "%Y-%m-%d %H:%M:%S")
@@ -49,7 +52,7 @@ def backup_start_time(text):
     return moment.replace(tzinfo=UTC) if text.endswith("UTC") else None
 
 
-def record_wal_bounds(backup, wal):
+def record_wal_bounds(backup: Backup, wal: WalBounds) -> BaseBackupWal:
     """After the stream: the WAL the backup needs, the switch that completes
     its end segment, and its completeness if the WAL is already there."""
     with transaction.atomic():
@@ -86,7 +89,7 @@ def record_wal_bounds(backup, wal):
     return bounds
 
 
-def import_wal_bounds(backup, wal):
+def import_wal_bounds(backup: Backup, wal: Mapping[str, Any]) -> None:
     """A base backup brought back from its manifest by the catalog rebuild:
     its WAL bounds again, complete once the WAL it needs is in the catalog."""
     BaseBackupWal.objects.update_or_create(
@@ -104,7 +107,7 @@ def import_wal_bounds(backup, wal):
     complete_waiting(backup.source, actor="rebuild")
 
 
-def missing_wal(backup):
+def missing_wal(backup: Backup) -> list[str]:
     """The names of the WAL segments a waiting base backup still needs, oldest
     first (empty when complete or not a base backup with recorded bounds)."""
     from pitr.wal import missing_segments
@@ -115,12 +118,11 @@ def missing_wal(backup):
     return missing_segments(backup.source, bounds.start_segment, bounds.end_segment)
 
 
-def complete_waiting(source, actor="worker"):
+def complete_waiting(source: Source, actor: audit.Actor = "worker") -> list[int]:
     """Called when WAL segments of `source` were stored: the base backups
     whose WAL is now all there become good, which may move the source's last
     good backup, so its health is refreshed. Returns the backup ids."""
     from catalog.alerts.health import refresh_source
-    from catalog.models import Backup
     from pitr.wal import mark_base_backup_wal
 
     completed = mark_base_backup_wal(source)

@@ -47,7 +47,7 @@ class ContinuousProtection(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"Continuous protection of {self.source}"
 
 
@@ -85,7 +85,7 @@ class WalSegment(models.Model):
         ordering = ["source", "timeline", "position", "name"]
         constraints = [models.UniqueConstraint(fields=["source", "name"], name="one_wal_file_per_source_and_name")]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
 
@@ -107,7 +107,7 @@ class WalCopy(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["segment", "destination"], name="one_wal_copy_per_destination")]
 
-    def __str__(self):
+    def __str__(self) -> str:
         # As a backup's Copy says itself: where, and under which key.
         return f"{self.destination}: {self.key}"
 
@@ -126,7 +126,7 @@ class BaseBackupWal(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)  # consistent from here on
     wal_complete_at = models.DateTimeField(null=True, blank=True)  # every needed segment stored
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"WAL {self.start_segment}–{self.end_segment} of backup #{self.backup_id}"
 
 
@@ -167,5 +167,5 @@ class PitrRestore(Job):
     class Meta:
         ordering = ["-created_at", "-id"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"Point-in-time restore #{self.pk} of {self.source}"

@@ -1,7 +1,7 @@
 """Continuous WAL protection's alert conditions, judged by the catalog's
 one-minute tick (registered in pitr/apps.py)."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.urls import reverse
@@ -15,13 +15,13 @@ from pitr import wal
 from pitr.models import ContinuousProtection
 
 
-def check_wal_protection(now=None):
+def check_wal_protection(now: datetime | None = None) -> list[str]:
     """Per source under continuous protection: the receiver down for longer
     than WAL_RECEIVER_STALE_SECONDS (streaming), a missing segment in the WAL
     a restore needs, no WAL stored for WAL_LATE_MINUTES while the server has
     WAL Strongroom lacks. Disabling protection clears them. Returns the keys open."""
     now = now or timezone.now()
-    found = []
+    found: list[str] = []
     for protection in ContinuousProtection.objects.select_related("source"):
         source, key = protection.source, f"source:{protection.source_id}"
         url = reverse("source_detail", args=[source.pk]) + "#protection"
@@ -44,7 +44,7 @@ def check_wal_protection(now=None):
     return found
 
 
-def wal_receiver_problem(protection, now):
+def wal_receiver_problem(protection: ContinuousProtection, now: datetime) -> tuple[str, str] | None:
     if not protection.enabled or protection.mode != protection.STREAM or wal.receiver_running(protection, now):
         return None
     seen = protection.receiver_heartbeat_at or protection.created_at
@@ -59,7 +59,7 @@ def wal_receiver_problem(protection, now):
     )
 
 
-def wal_gap_problem(protection):
+def wal_gap_problem(protection: ContinuousProtection) -> tuple[str, str] | None:
     report = wal.continuity(protection.source)
     if report["ok"]:
         return None
@@ -71,7 +71,7 @@ def wal_gap_problem(protection):
     )
 
 
-def wal_late_problem(protection, now):
+def wal_late_problem(protection: ContinuousProtection, now: datetime) -> tuple[str, str] | None:
     if not protection.enabled:
         return None
     newest = protection.last_segment_at or protection.created_at

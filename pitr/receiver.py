@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -40,20 +41,20 @@ MAX_BACKOFF = 60.0
 
 # Every pg_receivewal this process started and has not stopped: stopped at
 # exit too, so none outlives its supervisor (they run in their own session).
-_children: set[subprocess.Popen] = set()
+_children: set[subprocess.Popen[bytes]] = set()
 
 
 @atexit.register
-def _stop_children():
+def _stop_children() -> None:
     for process in list(_children):
         walfiles.stop_process(process, timeout=5)
 
 
-def spool_dir(source_id):
+def spool_dir(source_id: int) -> Path:
     return Path(settings.WAL_SPOOL_DIR) / str(source_id)
 
 
-def spool_full(directory):
+def spool_full(directory: str | os.PathLike[str]) -> str:
     """Why pg_receivewal stopped when the spool's disk is full: it cannot
     even write its own log then. "" while there is room."""
     try:
@@ -71,30 +72,31 @@ def spool_full(directory):
 class Receiver:
     """One source's pg_receivewal and the state of its shipping."""
 
-    def __init__(self, protection):
+    def __init__(self, protection: ContinuousProtection) -> None:
         self.source_id = protection.source_id
         self.protection_id = protection.pk
-        self.process = None
-        self.started_at, self.started_mono = None, 0.0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at: datetime | None = None
+        self.started_mono = 0.0
         self.failures = 0  # in a row, for the backoff
         self.next_start = 0.0
-        self.partial_shipped = {}  # name -> mtime shipped
+        self.partial_shipped: dict[str, int] = {}  # name -> mtime shipped
         self.partial_at = 0.0
         self.lag_at = 0.0
         self.beat_at = 0.0
 
     @property
-    def directory(self):
+    def directory(self) -> Path:
         return spool_dir(self.source_id) / "wal"
 
     @property
-    def log_path(self):
+    def log_path(self) -> Path:
         return spool_dir(self.source_id) / "pg_receivewal.log"
 
-    def running(self):
+    def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def ensure_running(self, protection):
+    def ensure_running(self, protection: ContinuousProtection) -> None:
         if self.running():
             return
         if self.process is not None:  # it died
@@ -138,7 +140,7 @@ class Receiver:
             fields["receiver_restarts"] = F("receiver_restarts") + 1
         ContinuousProtection.objects.filter(pk=protection.pk).update(**fields)
 
-    def heartbeat(self):
+    def heartbeat(self) -> None:
         if self.running() and time.monotonic() - self.beat_at >= HEARTBEAT_INTERVAL:
             self.beat_at = time.monotonic()
             updates: dict[str, object] = {"receiver_heartbeat_at": timezone.now()}
@@ -147,7 +149,7 @@ class Receiver:
                 self.failures = 0
             ContinuousProtection.objects.filter(pk=self.protection_id).update(**updates)
 
-    def ship(self, protection):
+    def ship(self, protection: ContinuousProtection) -> None:
         """Ships what is complete, then the partial if it changed."""
         if not self.directory.is_dir():
             return
@@ -185,12 +187,12 @@ class Receiver:
                 continue
             self.partial_shipped = {name: mtime}
 
-    def check_lag(self, protection):
+    def check_lag(self, protection: ContinuousProtection) -> None:
         if time.monotonic() - self.lag_at >= SLOT_LAG_INTERVAL:
             self.lag_at = time.monotonic()
             wal.refresh_slot_lag(protection)
 
-    def stop(self):
+    def stop(self) -> None:
         if self.process is not None:
             walfiles.stop_process(self.process)
             _children.discard(self.process)
@@ -201,12 +203,12 @@ class Receiver:
 class Supervisor:
     """Keeps one Receiver per enabled streaming protection, until stopped."""
 
-    def __init__(self, interval=0.5):
+    def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
-        self.receivers = {}
+        self.receivers: dict[int, Receiver] = {}
         self.stop_event = threading.Event()
 
-    def enabled(self):
+    def enabled(self) -> dict[int, ContinuousProtection]:
         return {
             p.pk: p
             for p in ContinuousProtection.objects.filter(enabled=True, mode=ContinuousProtection.STREAM).select_related(
@@ -214,7 +216,7 @@ class Supervisor:
             )
         }
 
-    def round(self):
+    def round(self) -> None:
         close_old_connections()
         protections = self.enabled()
         for pk in list(self.receivers):
@@ -230,7 +232,7 @@ class Supervisor:
             except Exception:  # one source's trouble must not stop the others
                 log.exception("WAL receiver round failed for source %s", protection.source_id)
 
-    def run(self):
+    def run(self) -> None:
         try:
             while not self.stop_event.is_set():
                 self.round()
@@ -238,7 +240,7 @@ class Supervisor:
         finally:
             self.shutdown()
 
-    def shutdown(self):
+    def shutdown(self) -> None:
         for receiver in self.receivers.values():
             try:
                 receiver.stop()

@@ -3,17 +3,19 @@ as the target changes), the job page with its progress and how to connect,
 and the "Verify PITR" drill."""
 
 import os
+from typing import Any
 
 from django import forms
 from django.conf import settings
 from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from catalog.decorators import operator_required, viewer_required
 from catalog.models import Source
 from catalog.services import Refused
-from catalog.views.common import job_progress, page_of
+from catalog.views.common import HtmxHttpRequest, job_progress, page_of
 from pitr import restores
 from pitr.models import PitrRestore
 
@@ -30,7 +32,7 @@ class PointInTimeForm(forms.Form):
     data_directory = forms.CharField(required=False, max_length=1000)
     port = forms.IntegerField(required=False, min_value=1024, max_value=65535)
 
-    def target(self):
+    def target(self) -> dict[str, Any]:
         data = self.cleaned_data
         return {
             "target_kind": data["target_kind"],
@@ -39,11 +41,11 @@ class PointInTimeForm(forms.Form):
         }
 
 
-def protected_source(pk):
+def protected_source(pk: int) -> Source:
     return get_object_or_404(Source, pk=pk, engine="postgresql", protection__enabled=True)
 
 
-def suggested_directory(source):
+def suggested_directory(source: Source) -> str:
     base = os.path.join(str(settings.PITR_RESTORE_ROOT), f"{source.slug}-pitr")
     name, counter = base, 2
     while os.path.exists(name):
@@ -51,7 +53,7 @@ def suggested_directory(source):
     return name
 
 
-def plan_or_refusal(source, form):
+def plan_or_refusal(source: Source, form: PointInTimeForm) -> tuple[restores.Plan | None, str | None]:
     """(plan, None) or (None, the reason in words) for the form's target."""
     if not form.is_valid():
         return None, "Choose the moment as a date and time, e.g. 2026-11-26 04:30:00."
@@ -62,7 +64,7 @@ def plan_or_refusal(source, form):
 
 
 @operator_required
-def restore_start(request, pk):
+def restore_start(request: HttpRequest, pk: int) -> HttpResponse:
     source = protected_source(pk)
     if request.method == "POST":
         form = PointInTimeForm(request.POST)
@@ -99,7 +101,7 @@ def restore_start(request, pk):
 
 
 @operator_required
-def restore_plan(request, pk):
+def restore_plan(request: HttpRequest, pk: int) -> HttpResponse:
     """The htmx partial: the base backup, WAL range and size for the target."""
     source = protected_source(pk)
     plan, refusal = plan_or_refusal(source, PointInTimeForm(request.GET))
@@ -107,18 +109,18 @@ def restore_plan(request, pk):
 
 
 @viewer_required
-def restore_list(request):
+def restore_list(request: HttpRequest) -> HttpResponse:
     jobs = PitrRestore.objects.select_related("source", "requested_by")
     return render(request, "pitr/restore_list.html", {"page": page_of(request, jobs)})
 
 
 @viewer_required
-def restore_detail(request, pk):
+def restore_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(PitrRestore.objects.select_related("source", "base_backup", "requested_by"), pk=pk)
     return render(request, "pitr/restore_detail.html", {"job": job, **job_context(job)})
 
 
-def job_context(job):
+def job_context(job: PitrRestore) -> dict[str, Any]:
     running = job.status == PitrRestore.SUCCEEDED and not job.is_drill and not job.report.get("stopped_at")
     return {
         "target": restores.describe_target(job),
@@ -129,14 +131,14 @@ def job_context(job):
 
 
 @viewer_required
-def restore_progress(request, pk):
+def restore_progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(PitrRestore, pk=pk)
     return job_progress(request, job, "pitr/partials/restore_progress.html", {"job": job, **job_context(job)})
 
 
 @operator_required
 @require_POST
-def restore_cancel(request, pk):
+def restore_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(PitrRestore, pk=pk)
     try:
         restores.cancel_pitr_restore(request.user, job)
@@ -148,7 +150,7 @@ def restore_cancel(request, pk):
 
 @operator_required
 @require_POST
-def restore_stop_server(request, pk):
+def restore_stop_server(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(PitrRestore, pk=pk)
     try:
         restores.stop_restored_server(request.user, job)
@@ -164,7 +166,7 @@ def restore_stop_server(request, pk):
 
 @operator_required
 @require_POST
-def drill_start(request, pk):
+def drill_start(request: HttpRequest, pk: int) -> HttpResponse:
     source = protected_source(pk)
     try:
         job = restores.request_pitr_drill(request.user, source)

@@ -13,24 +13,31 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
 
 import psycopg
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import close_old_connections, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from psycopg import sql
+from psycopg.rows import TupleRow
 
 from catalog import audit, jobs, keyring, queues
 from catalog.engine import dumpers
 from catalog.engine import pitr as engine
 from catalog.engine import wal as walfiles
+from catalog.engine.dumpers import ConnParams
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
 from catalog.engine.lsn import segment_name_for_lsn, segment_name_for_position
 from catalog.engine.pipeline import restore_stream
 from catalog.errors import Refused
-from catalog.models import BASE_BACKUP_FORMAT, Backup
+from catalog.models import BASE_BACKUP_FORMAT, Backup, Source
 from catalog.text import count_text
 from pitr import wal
 from pitr.models import PitrRestore, WalSegment
@@ -53,10 +60,10 @@ class Plan:
     wal_to: str
     segments: int
     expected_bytes: int
-    newest_wal_at: object = None
+    newest_wal_at: datetime | None = None
 
 
-def complete_base_backups(source):
+def complete_base_backups(source: Source) -> QuerySet[Backup]:
     """Base backups of `source` that can be restored: stored, not pruned,
     and with all the WAL they need to reach consistency."""
     return (
@@ -73,7 +80,7 @@ def complete_base_backups(source):
     )
 
 
-def choose_base_backup(source, target_kind, target_time=None):
+def choose_base_backup(source: Source, target_kind: str, target_time: datetime | None = None) -> Backup:
     """The latest base backup whose WAL is complete and which was consistent
     before the target. A named restore point's moment is unknown, so it
     starts from the oldest one: any point after it can be found."""
@@ -85,7 +92,9 @@ def choose_base_backup(source, target_kind, target_time=None):
     backup = backups.first()
     if backup is None:
         if target_kind == PitrRestore.TIME and complete_base_backups(source).exists():
-            oldest = complete_base_backups(source).last().base_wal.finished_at
+            oldest_backup = complete_base_backups(source).last()
+            assert oldest_backup is not None  # exists() just said there is one
+            oldest = oldest_backup.base_wal.finished_at
             raise Refused(
                 f"No base backup was finished before {local(target_time)}: the earliest moment this "
                 f"source can be restored to is {local(oldest)}."
@@ -97,11 +106,13 @@ def choose_base_backup(source, target_kind, target_time=None):
     return backup
 
 
-def newest_wal(source):
+def newest_wal(source: Source) -> WalSegment | None:
     return wal.stored_segments(source).order_by("-position", "kind").first()
 
 
-def last_segment_needed(source, base_backup, target_kind, target_time=None):
+def last_segment_needed(
+    source: Source, base_backup: Backup, target_kind: str, target_time: datetime | None = None
+) -> str:
     """The last WAL file recovery must read: for a moment, the first one
     stored after it (it holds the first commit past the target, where
     recovery stops); otherwise the newest one stored."""
@@ -126,7 +137,9 @@ def last_segment_needed(source, base_backup, target_kind, target_time=None):
     return max(last, bounds.end_segment)
 
 
-def plan_restore(source, target_kind, target_time=None, restore_point=""):
+def plan_restore(
+    source: Source, target_kind: str, target_time: datetime | None = None, restore_point: str = ""
+) -> Plan:
     """The base backup and exact WAL range for the target, refusing a target
     that lies past a gap in the stored WAL (naming the missing segment)."""
     if target_kind == PitrRestore.TIME and target_time is None:
@@ -163,14 +176,14 @@ def plan_restore(source, target_kind, target_time=None, restore_point=""):
     )
 
 
-def local(moment):
+def local(moment: datetime | None) -> str:
     return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z") if moment else "—"
 
 
 # --- asking ---------------------------------------------------------------------
 
 
-def port_is_free(port):
+def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -179,13 +192,13 @@ def port_is_free(port):
     return True
 
 
-def free_port():
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def check_destination(data_directory, port):
+def check_destination(data_directory: str, port: int | None) -> None:
     problem = engine.check_target_directory(data_directory, str(settings.PITR_RESTORE_ROOT))
     if problem:
         raise Refused(problem)
@@ -209,12 +222,21 @@ def check_destination(data_directory, port):
 
 
 def request_pitr_restore(
-    actor, source, *, target_kind, target_time=None, restore_point="", data_directory, port, enqueue=True
-):
+    actor: audit.Actor,
+    source: Source,
+    *,
+    target_kind: str,
+    target_time: datetime | None = None,
+    restore_point: str = "",
+    data_directory: str,
+    port: int | None,
+    enqueue: bool = True,
+) -> PitrRestore:
     # Only the chosen kind of target counts (a form may send the others too).
     target_time = target_time if target_kind == PitrRestore.TIME else None
     restore_point = restore_point if target_kind == PitrRestore.RESTORE_POINT else ""
     check_destination(data_directory, port)
+    assert port is not None  # check_destination refused a missing port
     plan = plan_restore(source, target_kind, target_time, restore_point)
     return create_job(
         actor,
@@ -230,7 +252,7 @@ def request_pitr_restore(
     )
 
 
-def request_pitr_drill(actor, source, enqueue=True):
+def request_pitr_drill(actor: audit.Actor, source: Source, enqueue: bool = True) -> PitrRestore:
     """A drill restores to a restore point made when it runs; here we only
     check that a restore is possible at all."""
     plan = plan_restore(source, PitrRestore.LATEST)
@@ -246,7 +268,7 @@ def request_pitr_drill(actor, source, enqueue=True):
     )
 
 
-def create_job(actor, source, plan, *, enqueue, **fields):
+def create_job(actor: audit.Actor, source: Source, plan: Plan, *, enqueue: bool, **fields: Any) -> PitrRestore:
     with transaction.atomic():
         job = PitrRestore.objects.create(
             source=source,
@@ -254,7 +276,7 @@ def create_job(actor, source, plan, *, enqueue, **fields):
             wal_from=plan.wal_from,
             wal_to=plan.wal_to,
             report={"expected_bytes": plan.expected_bytes, "segments": plan.segments},
-            requested_by=actor if not isinstance(actor, str) else None,
+            requested_by=cast(User | None, actor if not isinstance(actor, str) else None),
             **fields,
         )
         audit.record(
@@ -275,7 +297,7 @@ def create_job(actor, source, plan, *, enqueue, **fields):
     return job
 
 
-def describe_target(job):
+def describe_target(job: PitrRestore) -> str:
     if job.target_kind == PitrRestore.TIME:
         return local(job.target_time)
     if job.target_kind == PitrRestore.RESTORE_POINT:
@@ -283,11 +305,11 @@ def describe_target(job):
     return "the latest possible"
 
 
-def enqueue_pitr_restore(job_id):
+def enqueue_pitr_restore(job_id: int) -> None:
     queues.enqueue_work("pitr.tasks.run_pitr_restore", job_id, task_name=f"pitr-restore-{job_id}")
 
 
-def cancel_pitr_restore(actor, job):
+def cancel_pitr_restore(actor: audit.Actor, job: PitrRestore) -> PitrRestore:
     return jobs.cancel_job(
         actor, job, "pitr.restore.cancel", summary="Cancelled before it started; nothing was written."
     )
@@ -296,7 +318,7 @@ def cancel_pitr_restore(actor, job):
 # --- fetching WAL (restore_command) -------------------------------------------------
 
 
-def stored_wal_file(source, name):
+def stored_wal_file(source: Source, name: str) -> WalSegment | None:
     """The stored WAL file recovery asks for by name; for a segment that was
     only shipped partially (the newest, when the source stopped), its
     partial, so that recovery replays up to the last shipped commit."""
@@ -306,7 +328,7 @@ def stored_wal_file(source, name):
     return found
 
 
-def fetch_wal_file(source, name, path):
+def fetch_wal_file(source: Source, name: str, path: str) -> bool:
     """Writes WAL file `name` to `path` atomically, checked against its
     SHA-256 and decrypted. False when Strongroom does not hold it (normal at
     the end of the WAL); raises CorruptionError or StorageError otherwise."""
@@ -328,7 +350,7 @@ def fetch_wal_file(source, name, path):
     return True
 
 
-def restore_command(job, staging):
+def restore_command(job: PitrRestore, staging: str) -> str:
     """The restore_command for the restored server. When it runs as the
     worker's own OS user it asks Strongroom for each file (wal_fetch); when
     it runs as another user (who cannot read the master key), the worker
@@ -339,7 +361,7 @@ def restore_command(job, staging):
     return f'cp "{staging}/%f" "%p"'
 
 
-def stage_wal(job, staging, cancel_event):
+def stage_wal(job: PitrRestore, staging: str, cancel_event: threading.Event) -> int:
     """Fetches the history files and the planned range (plus the next stored
     segment, where the stop may lie when the range's last one has no commit)
     into `staging`, readable by the restored server's OS user."""
@@ -372,15 +394,15 @@ def stage_wal(job, staging, cancel_event):
 
 
 class Watch(jobs.JobWatch):
-    def __init__(self, job):
+    def __init__(self, job: PitrRestore) -> None:
         super().__init__(PitrRestore, job.pk)
         self.job = job
 
-    def progress(self):
+    def progress(self) -> dict[str, Any]:
         return {"phase": self.job.phase[:40]}
 
 
-def run_pitr_restore(job_id):
+def run_pitr_restore(job_id: int) -> PitrRestore | None:
     close_old_connections()
     job = jobs.claim(
         PitrRestore, job_id, "pitr.restore.start", related=("source", "base_backup", "base_backup__base_wal")
@@ -403,7 +425,7 @@ def run_pitr_restore(job_id):
     return finish(job, status)
 
 
-def set_phase(job, phase, line=None):
+def set_phase(job: PitrRestore, phase: str, line: str | None = None) -> None:
     job.phase = phase[:40]
     if line:
         job.append_log(line)
@@ -418,7 +440,7 @@ def set_phase(job, phase, line=None):
     )
 
 
-def carry_out(job, cancel_event):
+def carry_out(job: PitrRestore, cancel_event: threading.Event) -> None:
     if job.is_drill:
         job.data_directory = os.path.join(str(settings.PITR_RESTORE_ROOT), f"strongroom-drill-{job.pk}")
         job.port = free_port()
@@ -440,6 +462,7 @@ def carry_out(job, cancel_event):
         if command.startswith("cp "):
             set_phase(job, "fetching WAL", f"Fetching WAL {job.wal_from} to {job.wal_to} for {os_user}.")
             job.report["wal_files_fetched"] = stage_wal(job, staging, cancel_event)
+        assert job.port is not None  # chosen with the request, or above for a drill
         engine.write_recovery_settings(
             datadir, os_user, restore_command=command, target=recovery_target(job), port=job.port
         )
@@ -448,7 +471,7 @@ def carry_out(job, cancel_event):
         # not see them (they may hold the metadata database's password).
         engine.start(settings.PG_CTL, datadir, os_user, env=engine.PLAIN_ENV if command.startswith("cp ") else None)
 
-        def on_progress(name):
+        def on_progress(name: str) -> None:
             if name and name != job.report.get("replaying"):
                 job.report["replaying"] = name
                 set_phase(job, "replaying WAL")
@@ -479,7 +502,7 @@ def carry_out(job, cancel_event):
             engine.stop(settings.PG_CTL, datadir, os_user, remove=True)
 
 
-def recovery_target(job):
+def recovery_target(job: PitrRestore) -> engine.RecoveryTarget:
     if job.target_kind == PitrRestore.TIME:
         return engine.RecoveryTarget("time", time=job.target_time)
     if job.target_kind == PitrRestore.RESTORE_POINT:
@@ -487,10 +510,11 @@ def recovery_target(job):
     return engine.RecoveryTarget("latest")
 
 
-def unpack_base_backup(job, datadir, os_user, cancel_event):
+def unpack_base_backup(job: PitrRestore, datadir: str, os_user: str, cancel_event: threading.Event) -> None:
     """From the first copy that reads back whole; a damaged copy fails the
     restore (the directory is removed), since tar has already written it."""
     backup = job.base_backup
+    assert backup is not None  # every restore is planned from one (and it is protected from deletion)
     copies = backup.readable_copies()
     if not copies:
         raise StorageError(f"Base backup #{backup.pk} has no durable copy left.")
@@ -511,19 +535,21 @@ def unpack_base_backup(job, datadir, os_user, cancel_event):
     job.append_log(f"Unpacked {unpacked} bytes from {copy.destination}.")
 
 
-def source_params(source):
+def source_params(source: Source) -> ConnParams:
     return dumpers.normalize_conninfo(source.conninfo())
 
 
-def count_rows(conn):
-    counts = {}
+def count_rows(conn: psycopg.Connection[TupleRow]) -> dict[str, int]:
+    counts: dict[str, int] = {}
     for schema, table in conn.execute(dumpers.COUNT_TABLES).fetchall():
         query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-        counts[f"{schema}.{table}"] = conn.execute(query).fetchone()[0]
+        row = conn.execute(query).fetchone()
+        assert row is not None  # count(*) returns exactly one row
+        counts[f"{schema}.{table}"] = row[0]
     return counts
 
 
-def mark_source(job):
+def mark_source(job: PitrRestore) -> None:
     """Counts every table's rows in one snapshot, makes a restore point right
     after, and switches WAL so that the segment holding it ships now. Then
     waits (up to a few minutes) until that segment is stored."""
@@ -540,6 +566,7 @@ def mark_source(job):
             conn.commit()
         except psycopg.Error:
             conn.rollback()  # without the right, the receiver ships the partial segment in a moment anyway
+    assert job.base_backup is not None  # every restore is planned from one (and it is protected from deletion)
     timeline = job.base_backup.base_wal.timeline
     segment = segment_name_for_lsn(timeline, lsn, wal.segment_size_of(job.source))
     job.restore_point, job.wal_to = name, segment
@@ -565,8 +592,8 @@ def mark_source(job):
         raise Refused(f"WAL segment {missing[0]} is missing from storage, so the drill cannot replay past it.")
 
 
-def compare_counts(job):
-    params = {
+def compare_counts(job: PitrRestore) -> None:
+    params: dict[str, Any] = {
         "host": "localhost",
         "port": job.port,
         "user": source_params(job.source).get("user"),
@@ -592,7 +619,7 @@ def compare_counts(job):
         )
 
 
-def outcome_in_words(job):
+def outcome_in_words(job: PitrRestore) -> str:
     reached = f"Recovered to {local(job.recovered_to)}" if job.recovered_to else "Recovered (no transaction replayed)"
     if job.is_drill:
         tables = len(job.report.get("expected_counts", {}))
@@ -603,7 +630,7 @@ def outcome_in_words(job):
     return f"{reached}. The restored server runs on port {job.port} of the worker host."
 
 
-def finish(job, status):
+def finish(job: PitrRestore, status: str) -> PitrRestore:
     now = timezone.now()
     jobs.finish(
         job,
@@ -626,7 +653,7 @@ def finish(job, status):
     return job
 
 
-def stop_restored_server(actor, job):
+def stop_restored_server(actor: audit.Actor, job: PitrRestore) -> PitrRestore:
     """Stops a restored server the wizard started (its directory stays)."""
     if job.is_drill or job.status != PitrRestore.SUCCEEDED or not job.data_directory:
         raise Refused("Only a finished restore's server can be stopped here.")
@@ -638,13 +665,13 @@ def stop_restored_server(actor, job):
     return job
 
 
-def connection_hint(job):
+def connection_hint(job: PitrRestore) -> str:
     params = source_params(job.source)
     user = params.get("user") or "postgres"
     return f"psql -h localhost -p {job.port} -U {user} {job.source.dbname or 'postgres'}"
 
 
-def sweep_stale_pitr_restores(now=None):
+def sweep_stale_pitr_restores(now: datetime | None = None) -> list[int]:
     """Fails the restores whose worker stopped beating: their server may
     still be recovering, so it is stopped and the half-restored directory
     (which the job created: it had to be new or empty) removed."""
@@ -660,7 +687,7 @@ def sweep_stale_pitr_restores(now=None):
     )
 
 
-def remove_restored_cluster(job):
+def remove_restored_cluster(job: PitrRestore) -> None:
     """Stops a dead worker's restored server and removes its directory; if
     that fails, the job stays running and the next tick tries again."""
     if job.data_directory and os.path.isdir(job.data_directory):

@@ -2,9 +2,11 @@
 partial), enabling and disabling it, and the endpoint an archive_command
 pushes WAL files to. Views stay short: forms validate, pitr.wal acts."""
 
+from typing import Any
+
 from django import forms
 from django.contrib import messages
-from django.http import JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -39,9 +41,9 @@ class ProtectionForm(forms.Form):
     )
 
 
-def protection_context(source):
+def protection_context(source: Source) -> dict[str, Any]:
     protection = ContinuousProtection.objects.filter(source=source).prefetch_related("destinations").first()
-    ctx = {"source": source, "protection": protection}
+    ctx: dict[str, Any] = {"source": source, "protection": protection}
     if protection is not None:
         ctx.update(
             running=wal.receiver_running(protection),
@@ -54,13 +56,13 @@ def protection_context(source):
 
 
 @viewer_required
-def protection_panel(request, pk):
+def protection_panel(request: HttpRequest, pk: int) -> HttpResponse:
     source = get_object_or_404(Source, pk=pk)
     return render(request, "pitr/partials/protection.html", protection_context(source))
 
 
 @operator_required
-def protection_enable(request, pk):
+def protection_enable(request: HttpRequest, pk: int) -> HttpResponse:
     source = get_object_or_404(Source, pk=pk)  # a SQLite source is told it needs PostgreSQL
     protection = ContinuousProtection.objects.filter(source=source).first()
     initial = {
@@ -100,7 +102,7 @@ def protection_enable(request, pk):
 
 @operator_required
 @require_POST
-def protection_disable(request, pk):
+def protection_disable(request: HttpRequest, pk: int) -> HttpResponse:
     source = get_object_or_404(Source, pk=pk)
     get_object_or_404(ContinuousProtection, source=source, enabled=True)
     wal.disable_protection(request.user, source)
@@ -111,7 +113,7 @@ def protection_disable(request, pk):
 
 
 @authorize("backup", "wal_push")
-def wal_push(request, pk, name):
+def wal_push(request: HttpRequest, pk: int, name: str) -> HttpResponse:
     """PUT a WAL file (the body) as the server's archive_command does. 201
     when stored, 200 when it was stored before (archive_command may retry)."""
     protection = (

@@ -10,8 +10,9 @@ learns there are none. Any other failure also exits non-zero with the
 reason on stderr, which lands in the restored server's log."""
 
 import sys
+from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from catalog.engine.errors import EngineError
 from catalog.models import Source
@@ -21,12 +22,12 @@ from pitr.restores import fetch_wal_file
 class Command(BaseCommand):
     help = "Fetches one WAL file of a source from Strongroom's storage (used as restore_command)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("source_id", type=int)
         parser.add_argument("name", help="the WAL file's name (%%f)")
         parser.add_argument("path", help="where to write it (%%p)")
 
-    def handle(self, source_id, name, path, **options):
+    def handle(self, source_id: int, name: str, path: str, **options: Any) -> None:
         source = Source.objects.filter(pk=source_id).first()
         if source is None:
             self.stderr.write(f"wal_fetch: there is no source {source_id}")

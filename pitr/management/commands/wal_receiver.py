@@ -3,6 +3,8 @@ streaming protection, restarted when it dies, and the shipping of its WAL.
 A production process beside the web server and the task workers."""
 
 import signal
+from types import FrameType
+from typing import Any
 
 from django.core.management.base import BaseCommand
 
@@ -12,10 +14,10 @@ from pitr.receiver import Supervisor
 class Command(BaseCommand):
     help = "Supervises pg_receivewal for every source with streaming continuous protection; Ctrl-C stops it."
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         supervisor = Supervisor()
 
-        def stop(signum, frame):
+        def stop(signum: int, frame: FrameType | None) -> None:
             supervisor.stop_event.set()
 
         signal.signal(signal.SIGINT, stop)
