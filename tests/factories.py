@@ -1,6 +1,10 @@
 """Catalog objects for tests: sources, destinations and plans built through
 the same services the UI uses (so each is validated and audited as a real one
-would be), and backup rows recorded as if a worker had run them."""
+would be), and backup rows recorded as if a worker had run them.
+
+The recorded_* factories make objects that exist in the catalog only (no
+database file, no disk, no S3 server behind them): for tests that record
+backups rather than take them (monitoring, drills, pages)."""
 
 import sqlite3
 from datetime import timedelta
@@ -46,6 +50,28 @@ def s3_destination(bucket, name="Off-site S3"):
 def make_plan(source, destinations, name="Nightly", **fields):
     plan = BackupPlan(name=name, source=source, **fields)
     return services.save_plan("test", plan, destinations=destinations)
+
+
+def recorded_source(name="Inventory DB", **fields):
+    """A SQLite source whose file does not exist: its backups are only recorded."""
+    path = f"/srv/{name.lower().replace(' ', '-')}.sqlite3"
+    return services.save_source("test", Source(name=name, engine="sqlite", sqlite_path=path, **fields))
+
+
+def recorded_s3_destination(name="Off-site S3", **fields):
+    """An off-site S3 destination naming a bucket that no server holds."""
+    destination = Destination(name=name, kind="s3", bucket="offsite", offsite=True, **fields)
+    return services.save_destination("test", destination)
+
+
+def recorded_plan(source, destinations=None, name="Nightly", **fields):
+    """A plan for recorded backups: SQLite format and no verification policy,
+    so the tick does not start real verifications of backups that have no
+    data; by default it writes to the "Local disk" (/srv/backups, made once)."""
+    fields = {"verify_new_backups": False, "restore_test_days": 0, "checksum_all_days": 0, "format": "sqlite", **fields}
+    if destinations is None:
+        destinations = [Destination.objects.filter(name="Local disk").first() or local_destination("/srv/backups")]
+    return make_plan(source, destinations, name=name, **fields)
 
 
 def sqlite_source(tmp_path, name="Shop"):

@@ -8,7 +8,7 @@ from django.test import Client
 from catalog.alerts.models import Channel, Notification
 from catalog.models import Backup, BackupPlan, Copy, Destination, Verification
 from restore.models import RestoreJob
-from tests.monitoring.channel_helpers import make_channel, open_alert
+from tests.catalog.alerts.channel_helpers import make_channel, open_alert
 
 pytestmark = pytest.mark.django_db
 

@@ -9,15 +9,16 @@ from django.urls import reverse
 from catalog.models import AuditEvent
 from drills import schedule as drill_schedule
 from drills.models import Drill, DrillSchedule
-from tests.monitoring.monitoring_helpers import finished_backup, make_plan, make_source
+from tests.catalog.alerts.helpers import finished_backup
+from tests.factories import recorded_plan, recorded_source
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def source():
-    source = make_source(rto_minutes=240)
-    finished_backup(make_plan(source))
+    source = recorded_source(rto_minutes=240)
+    finished_backup(recorded_plan(source))
     return source
 
 
@@ -108,7 +109,7 @@ def test_an_administrator_edits_the_schedule(admin_client, source, admin_user):
 
 
 def test_run_now_without_a_good_backup_says_why(admin_client):
-    source = make_source(name="Empty")
+    source = recorded_source(name="Empty")
     response = admin_client.post(reverse("drill_run", args=[source.pk, "full"]), follow=True)
     assert "has no good backup with a stored copy yet" in response.content.decode()
     assert not Drill.objects.exists()
@@ -137,7 +138,7 @@ def test_auditors_read_every_drill_page_and_change_nothing(auditor_client, sourc
 
 
 def test_the_drills_list_shows_every_source(auditor_client, source):
-    make_source(name="Billing DB")
+    recorded_source(name="Billing DB")
     page = auditor_client.get(reverse("drill_list")).content.decode()
     assert "Inventory DB" in page and "Billing DB" in page and "no good backup yet" in page
     due = (source.backups.get().finished_at + timedelta(days=30)).strftime("%Y-%m-%d")

@@ -15,7 +15,8 @@ from catalog.models import AuditEvent
 from drills import schedule as drill_schedule
 from drills import services as drills
 from drills.models import Drill, DrillSchedule
-from tests.monitoring.monitoring_helpers import T0, dispatched, finished_backup, make_plan, make_source  # noqa: F401
+from tests.catalog.alerts.helpers import T0, dispatched, finished_backup  # noqa: F401 — dispatched is a fixture
+from tests.factories import recorded_plan, recorded_source
 
 pytestmark = pytest.mark.django_db
 DAY = timedelta(days=1)
@@ -23,8 +24,8 @@ DAY = timedelta(days=1)
 
 @pytest.fixture
 def source():
-    source = make_source(rto_minutes=240)
-    plan = make_plan(source)
+    source = recorded_source(rto_minutes=240)
+    plan = recorded_plan(source)
     backup = finished_backup(plan, at=T0, minutes=5)  # the first good backup ends at T0 + 5 min
     assert backup.finished_at == T0 + timedelta(minutes=5)
     return source
@@ -69,8 +70,8 @@ def test_it_counts_from_the_last_passed_drill_and_ignores_failed_ones(source):
 
 
 def test_nothing_is_due_before_the_first_good_backup():
-    source = make_source(name="Empty")
-    make_plan(source, name="Empty nightly")
+    source = recorded_source(name="Empty")
+    recorded_plan(source, name="Empty nightly")
     assert all(status.due_at is None and not status.is_due() for status in drill_schedule.statuses_of(source))
 
 

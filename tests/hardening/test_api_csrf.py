@@ -11,7 +11,7 @@ from django.test import Client
 
 from catalog.models import AuditEvent, Backup, Verification
 from pitr.models import ContinuousProtection
-from tests.api.helpers import bearer, make_token
+from tests.catalog.api.helpers import bearer, make_token
 from tests.factories import recorded_backup, sqlite_plan
 
 

@@ -29,7 +29,7 @@ from catalog.engine.errors import SourceError, StorageError
 from catalog.engine.exports import ExportDump, TableSpec, validate_where
 from catalog.forms import DestinationForm
 from catalog.models import AuditEvent, Backup, BackupPlan, Destination, Source
-from tests.api.helpers import bearer, make_token
+from tests.catalog.api.helpers import bearer, make_token
 from tests.factories import local_destination, make_plan, sqlite_plan, sqlite_source
 
 pytestmark = pytest.mark.django_db

@@ -13,7 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from catalog.models import AuditEvent
-from tests.api.helpers import bearer, make_token
+from tests.catalog.api.helpers import bearer, make_token
 
 pytestmark = pytest.mark.django_db
 

@@ -28,9 +28,9 @@ from catalog.alerts.models import Alert, Channel, Notification
 from catalog.api.models import ApiToken
 from catalog.models import AuditEvent, Backup, Copy, Destination, Key, Source, Verification
 from restore.models import RestoreJob
+from tests.catalog.alerts.channel_helpers import ALL_EVENTS, free_port
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness import pg, s3, s3_auth
-from tests.monitoring.channel_helpers import ALL_EVENTS, free_port
 from tests.support import restore_now
 from tests.test_url_walk import fill, patterns
 
