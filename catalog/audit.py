@@ -17,7 +17,7 @@ from datetime import UTC
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import models, transaction
 from django.utils import timezone
 from django.utils.ipv6 import clean_ipv6_address
@@ -45,6 +45,12 @@ current_ip: contextvars.ContextVar[str | None] = contextvars.ContextVar("audit_c
 # Who did it: a user (request.user), or a string naming a system actor
 # ("scheduler", "worker"); None is the system.
 Actor = AbstractBaseUser | AnonymousUser | str | None
+
+
+def user_of(actor: Actor) -> User | None:
+    """The user an actor is, for a job's triggered_by / requested_by; None
+    for a system actor (and for an anonymous one, which sign-in keeps out)."""
+    return actor if isinstance(actor, User) else None
 
 
 def actor_fields(actor: Actor) -> dict[str, Any]:

@@ -74,8 +74,7 @@ def create_backup(
         plan=plan,
         label=label.strip(),
         trigger=trigger,
-        # A signed-in User here: views require sign-in, so no AnonymousUser reaches this.
-        triggered_by=actor if not isinstance(actor, str) else None,  # type: ignore[misc]
+        triggered_by=audit.user_of(actor),
         format=plan.format,
         compression=plan.compression,
         encrypted=plan.encrypt,
@@ -218,8 +217,7 @@ def run_backup(backup_id: int) -> Backup | None:
         return finish_backup(backup, copies, Backup.FAILED, missing_key_in_words(exc))
     durable = [copy for copy in copies if copy.status == Copy.DURABLE]
     if durable and backup.is_base_backup():
-        # backup.wal is not a field: stream_backup sets it for a base backup.
-        registry.steps_of(backup.format).copies_durable(backup, backup.wal)  # type: ignore[attr-defined]
+        registry.steps_of(backup.format).copies_durable(backup, backup.wal)
     if len(durable) == len(copies):
         return finish_backup(backup, copies, Backup.SUCCEEDED, "")
     failed = "; ".join(f"{copy.destination}: {copy.error}" for copy in copies if copy.status != Copy.DURABLE)
@@ -281,13 +279,11 @@ def stream_backup(backup: Backup, copies: list[Copy]) -> dict[str, Any] | None:
     backup.table_counts = dump.table_counts
     backup.partitions = dump.partitions
     if backup.is_export():
-        # Not a field: goes into the manifest beside each copy.
-        backup.export_manifest = dump.export_manifest  # type: ignore[attr-defined]
+        backup.export_manifest = dump.export_manifest
         tables = ", ".join(f"{t.qualified} (where {t.where})" if t.where else t.qualified for t in dump.tables)
         backup.append_log(f"Exported as {backup.get_format_display()}: {tables}")
     if backup.is_base_backup():
-        # Not a field: the WAL it needs, recorded by pitr, and in the manifest.
-        backup.wal = dump.wal  # type: ignore[attr-defined]
+        backup.wal = dump.wal
         contents = "physical base backup of the whole cluster"
     else:
         contents = f"{len(backup.table_counts)} tables, {sum(backup.table_counts.values())} rows in the snapshot"

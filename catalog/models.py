@@ -662,6 +662,11 @@ class Job(models.Model):
 class Backup(Job):
     """One run of a plan (scheduled, manual or from the API)."""
 
+    # Not fields: what a run's dump reports, kept on the object for its manifest
+    # (export_manifest of an export, wal of a base backup) and, for wal, for pitr.
+    export_manifest: dict[str, Any] | None
+    wal: dict[str, Any]
+
     QUEUED, RUNNING, SUCCEEDED, PARTIAL, FAILED, CANCELLED = (
         "queued",
         "running",

@@ -32,8 +32,8 @@ JobModel = Any
 # FormatSteps: why a backup of the source cannot start ("" when it can); the
 # backup's copies are durable (with what the stream reported, opaque here); the
 # WAL segment names it still waits for; its manifest's "wal" part was imported.
-RunProblem = Callable[["Source"], str]
-CopiesDurable = Callable[["Backup", Any], None]
+RunProblem = Callable[["Source"], str | None]  # why a backup may not start now; empty or None when it may
+CopiesDurable = Callable[["Backup", Any], object]  # what it returns is not used
 WaitingFor = Callable[["Backup"], list[str]]
 Imported = Callable[["Backup", Mapping[str, Any]], None]
 

@@ -18,7 +18,7 @@ of "keep the last 7"). Once its time is up, a manual backup is judged by the
 plan's rule like any other: nothing the rule keeps is lost by the change.
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
@@ -30,7 +30,8 @@ MODE_CHOICES = [
 ]
 
 # What the labels of the periods look like, for the reasons shown to people.
-PERIODS = [
+# Each rule's name and what makes two backups' times fall in the same period.
+PERIODS: list[tuple[str, Callable[[datetime], object]]] = [
     ("daily", lambda t: t.date()),
     ("weekly", lambda t: "{}-W{:02d}".format(*t.isocalendar()[:2])),
     ("monthly", lambda t: f"{t.year}-{t.month:02d}"),

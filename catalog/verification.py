@@ -70,8 +70,7 @@ def create_verification(
             source_id=backup.source_id,
             kind=kind,
             trigger=trigger,
-            # A signed-in User here: views require sign-in, so no AnonymousUser reaches this.
-            triggered_by=actor if not isinstance(actor, str) else None,  # type: ignore[misc]
+            triggered_by=audit.user_of(actor),
         )
         audit.record(actor, "verification.queue", verification, {"kind": kind, "backup": backup.pk, "trigger": trigger})
         if enqueue_it:

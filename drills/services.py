@@ -298,8 +298,8 @@ def run_partial_drill(drill: Drill, backup: Backup) -> bool:
     job = restores.request_restore("drill", backup, target=RestoreJob.NEW, database=name, tables=tables, enqueue=False)
     link(drill, restore_job=job)
     try:
-        # None if the restore was cancelled before this claimed it; then job.report below raises (reported).
-        job = restores.run_restore(job.pk)  # type: ignore[assignment]
+        # None when it was cancelled before this could claim it: then judged as it now stands.
+        job = restores.run_restore(job.pk) or RestoreJob.objects.get(pk=job.pk)
     finally:
         gone = drop_scratch(backup.source, name)
     drill.seconds = job.report.get("total_seconds")

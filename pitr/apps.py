@@ -20,8 +20,8 @@ class PitrConfig(AppConfig):
             # The registry types run_problem as giving "" when a backup may start, and
             # copies_durable as giving nothing; these give None and the bounds recorded.
             # The catalog only tests the first for truth and ignores the second.
-            run_problem=basebackups.protection_problem,  # type: ignore[arg-type]
-            copies_durable=basebackups.record_wal_bounds,  # type: ignore[arg-type]
+            run_problem=basebackups.protection_problem,
+            copies_durable=basebackups.record_wal_bounds,
             waiting_for=basebackups.missing_wal,
             imported=basebackups.import_wal_bounds,
         )

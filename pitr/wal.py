@@ -300,21 +300,14 @@ def ship_wal_file(protection: ContinuousProtection, name: str, dump: DumpStream)
     destinations = list(protection.destinations.all())
     if not destinations:
         raise SourceError(f"Continuous protection of {source} has no destination")
-    key = lambda: object_key_for(source, name, protection)  # noqa: E731
+    object_key = object_key_for(source, name, protection)
     encryptor, key_id = None, ""
     if protection.encrypt:
         key_id, master = keyring.active_key()
         encryptor = Encryptor(master, key_id)
-    writers = {d.pk: d.storage().open_writer(key()) for d in destinations}
-    # run_pipeline keys its writers by destination name (str), as the backup run does; WAL
-    # keys them by pk, so its "Every destination failed: …" error names destinations by pk.
-    # A real (cosmetic) mismatch, left as is and reported.
-    result = run_pipeline(
-        dump,
-        compression=protection.compression,
-        encryptor=encryptor,
-        writers=writers,  # type: ignore[arg-type]
-    )
+    # Keyed by name (unique), as a backup run keys them: the pipeline's errors name them so.
+    writers = {d.name: d.storage().open_writer(object_key) for d in destinations}
+    result = run_pipeline(dump, compression=protection.compression, encryptor=encryptor, writers=writers)
     if not result.sizes:
         raise SourceError(f"No destination took {name}: " + "; ".join(f"{e}" for e in result.errors.values()))
     now = timezone.now()
@@ -340,15 +333,15 @@ def ship_wal_file(protection: ContinuousProtection, name: str, dump: DumpStream)
             ),
         )
         for destination in destinations:
-            durable = destination.pk in result.sizes
+            durable = destination.name in result.sizes
             WalCopy.objects.update_or_create(
                 segment=segment,
                 destination=destination,
                 defaults=dict(
-                    key=key(),
+                    key=object_key,
                     status=WalCopy.DURABLE if durable else WalCopy.FAILED,
-                    size=result.sizes.get(destination.pk, 0),  # type: ignore[call-overload]  # keyed by pk, see above
-                    error=(result.errors.get(destination.pk) or "")[:500],  # type: ignore[call-overload]
+                    size=result.sizes.get(destination.name, 0),
+                    error=(result.errors.get(destination.name) or "")[:500],
                     durable_at=now if durable else None,
                     pruned_at=None,
                 ),
@@ -357,11 +350,7 @@ def ship_wal_file(protection: ContinuousProtection, name: str, dump: DumpStream)
         if result.errors:  # stored, but not everywhere: say where it is missing
             fields["receiver_error"] = (
                 f"{name} was not stored in "
-                + "; ".join(
-                    f"{d}: {result.errors[d.pk]}"  # type: ignore[index]  # keyed by pk, see above
-                    for d in destinations
-                    if d.pk in result.errors
-                )
+                + "; ".join(f"{d}: {result.errors[d.name]}" for d in destinations if d.name in result.errors)
             )[:500]
         if kind != WalSegment.HISTORY:
             fields["last_segment_name"] = name

@@ -82,9 +82,9 @@ class CatalogCollector:
             if backup is None or backup.finished_at is None:
                 continue
             success.add_metric(labels, timestamp(backup.finished_at))
-            # duration() is None for a backup without started_at: one imported by the catalog rebuild from a
-            # manifest that lacks it would fail the whole scrape here (reported, left as it was).
-            duration.add_metric(labels, backup.duration().total_seconds())  # type: ignore[union-attr]
+            # A backup the catalog rebuild imported from a manifest without started_at has no duration.
+            if (took := backup.duration()) is not None:
+                duration.add_metric(labels, took.total_seconds())
             size.add_metric(labels, backup.stored_bytes)
         yield from (success, duration, size, enabled)
 

@@ -73,8 +73,8 @@ class Command(BaseCommand):
         except Refused as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(job.describe())
-        # None if the job was cancelled before this claimed it; then job.steps below raises (reported).
-        job = services.run_restore(job.pk)  # type: ignore[assignment]
+        # None when it was cancelled before this could claim it: then say so, as it now stands.
+        job = services.run_restore(job.pk) or RestoreJob.objects.get(pk=job.pk)
         if options["json"]:
             self.stdout.write(
                 json.dumps(
