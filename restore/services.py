@@ -500,12 +500,20 @@ def apply(job: RestoreJob, server: dumpers.ConnParams, scratch: dumpers.ConnPara
         if job.mode == RestoreJob.PREVIEW:
             job.report["tables"] = [target_tables.compare_table(ours, theirs, t) for t in tables]
             return "compared"
-        if job.mode == RestoreJob.MERGE:
-            job.report["inserted"] = target_tables.merge_tables(ours, theirs, tables)
-            return f"inserted {sum(job.report['inserted'].values())} rows"
-        if job.tables:
-            job.report["written"] = target_tables.replace_tables(ours, theirs, tables)
-            return f"replaced {len(tables)} tables"
+        if job.mode == RestoreJob.MERGE or job.tables:
+            with theirs.transaction():  # made and filled together, or neither
+                created = target_tables.create_missing_tables(
+                    scratch, ours, theirs, tables, job.keeps_owners(), settings.PG_DUMP
+                )
+                job.report["created"] = created
+                if job.mode == RestoreJob.MERGE:
+                    job.report["inserted"] = target_tables.merge_tables(ours, theirs, tables)
+                else:
+                    job.report["written"] = target_tables.replace_tables(ours, theirs, tables)
+            made = f"; made again: {', '.join(created)}" if created else ""
+            if job.mode == RestoreJob.MERGE:
+                return f"inserted {sum(job.report['inserted'].values())} rows{made}"
+            return f"replaced {len(tables)} tables{made}"
     return swap_whole_database(job, server, scratch["dbname"])
 
 
@@ -639,16 +647,18 @@ def outcome_in_words(job: RestoreJob) -> str:
             f"Compared {len(job.report.get('tables', []))} tables; {len(changed)} {differ} from the backup. "
             "Nothing was changed."
         )
+    created = job.report.get("created") or []
+    made = f" {', '.join(created)} {'was' if len(created) == 1 else 'were'} missing and made again." if created else ""
     if job.mode == RestoreJob.MERGE:
         return (
             f"Inserted {sum(job.report.get('inserted', {}).values())} missing rows; "
-            "existing rows were left as they were."
+            f"existing rows were left as they were.{made}"
         )
     if job.target == RestoreJob.NEW:
         kind = "file" if job.source.engine == "sqlite" else "database"
         return f"Restored into the new {kind} {job.target_database}."
     if job.tables:
-        return f"Replaced {len(job.tables)} tables of {job.target_database} with the backup's contents."
+        return f"Replaced {len(job.tables)} tables of {job.target_database} with the backup's contents.{made}"
     kept = job.report.get("previous_database_kept_as")
     return f"Replaced {job.target_database} with the backup; the previous database is kept as {kept}."
 

@@ -8,6 +8,10 @@ values: a timestamptz, boolean, bytea, interval or numeric key matches by
 the type's own equality, never by its text in some other session. A
 temporary table changes nothing in the target and goes with the session.
 
+A chosen table the target no longer has (dropped by mistake, the usual
+reason to restore one table) is made again from the backup's definition,
+in the same transaction, and then filled like any other.
+
 A partitioned table is read and written through its parent (rows are routed
 to their partitions); an ordinary table through ONLY itself, so that the
 rows of tables inheriting from it are not counted, copied or emptied twice.
@@ -20,7 +24,8 @@ from typing import Any, TypedDict
 import psycopg
 from psycopg import sql
 
-from catalog.engine.dumpers import one
+from catalog.engine import restorers
+from catalog.engine.dumpers import ConnParams, one
 from catalog.errors import Refused
 
 INCOMING = sql.Identifier("strongroom_incoming")
@@ -63,6 +68,35 @@ def relation(conn: psycopg.Connection[Any], table: str) -> sql.Composable:
 
 def table_exists(conn: psycopg.Connection[Any], table: str) -> bool:
     return regclass(conn, table) is not None
+
+
+def partition_tree(conn: psycopg.Connection[Any], table: str) -> list[str]:
+    """The table and, when it is partitioned, all its partitions, as "schema.name"."""
+    rows = conn.execute(
+        """SELECT n.nspname || '.' || c.relname FROM pg_partition_tree(%s::regclass) AS t
+           JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.relkind IN ('r', 'p') ORDER BY t.level""",
+        [ident(table).as_string(conn)],
+    ).fetchall()
+    return [table] + [name for (name,) in rows if name != table]
+
+
+def create_missing_tables(
+    backup: ConnParams,
+    backup_conn: psycopg.Connection[Any],
+    target_conn: psycopg.Connection[Any],
+    tables: Sequence[str],
+    keep_owners: bool,
+    pg_dump: str = "pg_dump",
+) -> list[str]:
+    """Makes the chosen tables the target lacks, with their partitions, as
+    the backup defines them (empty); in the target's current transaction.
+    Returns the tables it made."""
+    missing = [table for table in tables if not table_exists(target_conn, table)]
+    if missing:
+        with_partitions = [name for table in missing for name in partition_tree(backup_conn, table)]
+        target_conn.execute(restorers.table_definitions(backup, with_partitions, keep_owners, pg_dump))
+    return missing
 
 
 def count_rows(conn: psycopg.Connection[Any], table: str) -> int:

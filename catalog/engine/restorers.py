@@ -252,6 +252,36 @@ def restore_postgres(
         raise
 
 
+def table_pattern(table: str) -> str:
+    """A pg_dump --table pattern that matches exactly the table "schema.name"
+    (quoted, so that no character in a name is read as a wildcard)."""
+    schema, _, name = table.partition(".")
+    return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
+
+
+def table_definitions(
+    params: Mapping[str, Any], tables: Iterable[str], keep_owners: bool, pg_dump: str = "pg_dump"
+) -> str:
+    """The SQL that makes `tables` ("schema.name", unquoted) again as they are
+    in the database `params` names, without their rows: columns, defaults,
+    identity and owned sequences, constraints, indexes, triggers, comments,
+    and (keep_owners) owners and grants. pg_dump writes every name in full, so
+    its session settings and psql meta-commands are left out: the text runs as
+    it is inside the caller's transaction and leaves its session as it was
+    (a table in a tablespace of its own is made in the default one)."""
+    argv = [pg_dump, "--schema-only", "--no-password", *ownership_options(keep_owners)]
+    for table in tables:
+        argv += ["--table", table_pattern(table)]
+    done = subprocess.run([*argv, "--dbname", params["dbname"]], env=libpq_env(params), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RestoreError(f"Cannot read the tables' definitions from the backup: {first_line(done.stderr)}")
+    return "\n".join(line for line in done.stdout.splitlines() if not SESSION_LINE.match(line))
+
+
+# What pg_dump --schema-only writes around the definitions for a session of its own.
+SESSION_LINE = re.compile(r"^(\\|SET |SELECT pg_catalog\.set_config\()")
+
+
 def check_free_disk(directory: str | os.PathLike[str], needed_bytes: int) -> None:
     free = shutil.disk_usage(directory).free
     if needed_bytes > free:

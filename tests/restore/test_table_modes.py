@@ -255,3 +255,75 @@ def test_a_replace_moves_a_sequence_the_table_uses_without_owning_it_forward_to_
     assert table_fingerprints(source_db) == at_backup
     with psycopg.connect(**source_db) as conn:
         assert conn.execute("INSERT INTO tickets (subject) VALUES ('new') RETURNING id").fetchone() == (31,)
+
+
+def test_a_replace_makes_a_dropped_table_again_with_its_keys_indexes_trigger_and_rows(source_db, backup):
+    at_backup = table_fingerprints(source_db)
+    with psycopg.connect(**source_db) as conn:
+        definition_before = table_definition(conn, "orders")
+    execute_sql(source_db, "DROP TABLE orders")  # the usual accident: its sequence goes with it
+
+    job = into_source(backup, source_db, "full", ["public.orders"])
+
+    assert job.status == "succeeded", job.summary
+    assert job.report["created"] == ["public.orders"]
+    assert "public.orders was missing and made again" in job.summary
+    assert table_fingerprints(source_db) == at_backup  # the rows, and the identity sequence where it was
+    with psycopg.connect(**source_db) as conn:
+        assert table_definition(conn, "orders") == definition_before
+        # The sequence goes on from the backup's value, and the foreign key to customers holds.
+        assert conn.execute("INSERT INTO orders (customer_id, total) VALUES (1, 1) RETURNING id").fetchone() == (1001,)
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("INSERT INTO orders (customer_id, total) VALUES (999999, 1)")
+
+
+def test_a_merge_makes_a_dropped_partitioned_table_again_with_its_partitions(source_db, backup):
+    at_backup = table_fingerprints(source_db)
+    execute_sql(source_db, "DROP TABLE shipments")
+
+    job = into_source(backup, source_db, "merge", ["public.shipments"])
+
+    assert job.status == "succeeded", job.summary
+    assert job.report["created"] == ["public.shipments"]
+    assert job.report["inserted"] == {"public.shipments": 1000}
+    assert table_fingerprints(source_db) == at_backup
+    with psycopg.connect(**source_db) as conn:
+        partitions = conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'shipments'::regclass ORDER BY 1"
+        ).fetchall()
+        assert partitions == [("shipments_2025",), ("shipments_2026",)]
+        assert conn.execute(
+            "SELECT count(*) FROM pg_constraint WHERE conname LIKE 'shipments_20%_fkey'"
+        ).fetchone() == (2,)
+
+
+def test_a_dropped_table_the_backup_cannot_make_again_changes_nothing(source_db, backup):
+    # Its foreign key points at a table that is gone as well and not chosen: the whole change is rolled back.
+    execute_sql(source_db, "DROP TABLE shipments; DROP TABLE warehouses")
+    before = table_fingerprints(source_db)
+
+    job = into_source(backup, source_db, "full", ["public.shipments"])
+
+    assert job.status == "failed" and "warehouses" in job.summary
+    assert table_fingerprints(source_db) == before
+    assert not job.safety_backup.pinned
+
+
+def table_definition(conn, table):
+    """Columns, constraints, indexes and triggers of a table, as the catalogs describe them."""
+    columns = conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod), attnotnull, attidentity, attgenerated "
+        "FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        [table],
+    ).fetchall()
+    constraints = conn.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass ORDER BY 1",
+        [table],
+    ).fetchall()
+    indexes = conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s ORDER BY 1", [table]).fetchall()
+    triggers = conn.execute(
+        "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal ORDER BY 1",
+        [table],
+    ).fetchall()
+    return columns, constraints, indexes, triggers
