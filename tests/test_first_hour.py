@@ -82,13 +82,28 @@ def installed_closure(roots):
     return {name for name, _extras in seen}
 
 
+def type_checking_only(tree):
+    """The nodes under `if TYPE_CHECKING:`, which never run (types for mypy only)."""
+    return {
+        id(child)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for stmt in node.body
+        for child in ast.walk(stmt)
+    }
+
+
 def imported_modules(paths):
-    """Top-level names of every module the files under `paths` import."""
+    """Top-level names of every module the files under `paths` import when they run."""
     names = set()
     for entry in paths:
         path = ROOT / entry
         for file in [path] if path.is_file() else path.rglob("*.py"):
-            for node in ast.walk(ast.parse(file.read_text(), str(file))):
+            tree = ast.parse(file.read_text(), str(file))
+            skipped = type_checking_only(tree)
+            for node in ast.walk(tree):
+                if id(node) in skipped:
+                    continue
                 if isinstance(node, ast.Import):
                     names |= {alias.name.split(".")[0] for alias in node.names}
                 elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
