@@ -1,9 +1,12 @@
-"""Streaming compressors: zstd (threaded), gzip, or none."""
+"""Streaming compression: zstd (threaded), gzip, or none, and the way back."""
 
 import zlib
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import zstandard
+
+from catalog.engine.errors import CorruptionError
 
 DEFAULT_LEVELS = {"zstd": 3, "gzip": 6}
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -16,28 +19,12 @@ class Compressor(Protocol):
     def flush(self) -> bytes: ...
 
 
-class Decompressor(Protocol):
-    def decompress(self, data: bytes) -> bytes: ...
-
-    def flush(self) -> bytes: ...
-
-    def complete(self) -> bool:
-        """Whether the stream's end was seen (a truncated stream is not complete)."""
-        ...
-
-
 class _Passthrough:
     def compress(self, data: bytes) -> bytes:
         return data
 
     def flush(self) -> bytes:
         return b""
-
-    def decompress(self, data: bytes) -> bytes:
-        return data
-
-    def complete(self) -> bool:
-        return True
 
 
 class _Zstd:
@@ -60,18 +47,82 @@ class _Zstd:
         return self._obj.flush()
 
 
-class _ZstdReader:
+SKIPPABLE_MAGIC_HIGH = b"\x2a\x4d\x18"  # 0x184D2A5?, little-endian, after its low byte
+
+
+class ZstdFrames:
+    """Follows the frame and block headers of a zstd stream (RFC 8878) as
+    its bytes pass, without decompressing, to tell whether the stream ends
+    exactly where a frame ends: python-zstandard's streaming reader, which
+    decompresses with bounded memory, gives a cut-short stream's first part
+    back without an error."""
+
     def __init__(self) -> None:
-        self._obj = zstandard.ZstdDecompressor().decompressobj()
+        self._pending = bytearray()  # a header being gathered
+        self._need = 4  # its length so far known
+        self._state = "magic"
+        self._skip = 0  # content bytes to pass over before the next header
+        self._checksum = False
+        self.frames = 0
+        self.broken = False
 
-    def decompress(self, data: bytes) -> bytes:
-        return self._obj.decompress(data)
-
-    def flush(self) -> bytes:
-        return b""
+    def feed(self, data: bytes | memoryview) -> None:
+        view, pos = memoryview(data), 0
+        while pos < len(view) and not self.broken:
+            if self._skip:
+                step = min(self._skip, len(view) - pos)
+                self._skip -= step
+                pos += step
+                continue
+            step = min(self._need - len(self._pending), len(view) - pos)
+            self._pending += view[pos : pos + step]
+            pos += step
+            if len(self._pending) == self._need:
+                self._header(bytes(self._pending))
 
     def complete(self) -> bool:
-        return self._obj.eof
+        return self.frames > 0 and self._state == "magic" and not self._pending and not self._skip and not self.broken
+
+    def _expect(self, state: str, length: int) -> None:
+        self._state, self._need, self._pending = state, length, bytearray()
+        if length == 0:
+            self._header(b"")
+
+    def _header(self, header: bytes) -> None:
+        if self._state == "magic":
+            if header == ZSTD_MAGIC:
+                self._expect("descriptor", 1)
+            elif header[1:] == SKIPPABLE_MAGIC_HIGH and header[0] & 0xF0 == 0x50:
+                self._expect("skippable size", 4)
+            else:
+                self.broken = True
+        elif self._state == "skippable size":
+            self._skip = int.from_bytes(header, "little")
+            self._expect("magic", 4)
+        elif self._state == "descriptor":
+            descriptor = header[0]
+            single_segment, content_size_flag = descriptor >> 5 & 1, descriptor >> 6
+            self._checksum = bool(descriptor & 0b100)
+            window = 0 if single_segment else 1
+            dictionary = (0, 1, 2, 4)[descriptor & 0b11]
+            content_size = (single_segment, 2, 4, 8)[content_size_flag]
+            self._expect("frame header", window + dictionary + content_size)
+        elif self._state == "frame header":
+            self._expect("block", 3)
+        elif self._state == "block":
+            value = int.from_bytes(header, "little")
+            last, kind, size = value & 1, value >> 1 & 0b11, value >> 3
+            if kind == 3:  # reserved
+                self.broken = True
+                return
+            self._skip = 1 if kind == 1 else size  # an RLE block holds one byte
+            if last:
+                self._expect("checksum", 4 if self._checksum else 0)
+            else:
+                self._expect("block", 3)
+        elif self._state == "checksum":
+            self.frames += 1
+            self._expect("magic", 4)
 
 
 class _Gzip:
@@ -85,20 +136,6 @@ class _Gzip:
         return self._obj.flush()
 
 
-class _GzipReader:
-    def __init__(self) -> None:
-        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
-
-    def decompress(self, data: bytes) -> bytes:
-        return self._obj.decompress(data)
-
-    def flush(self) -> bytes:
-        return self._obj.flush()
-
-    def complete(self) -> bool:
-        return self._obj.eof
-
-
 def make_compressor(name: str, level: int | None = None) -> Compressor:
     if name == "zstd":
         return _Zstd(level or DEFAULT_LEVELS["zstd"])
@@ -109,14 +146,78 @@ def make_compressor(name: str, level: int | None = None) -> Compressor:
     raise ValueError(f"Unknown compression {name!r}")
 
 
-def make_decompressor(name: str) -> Decompressor:
+# What one read of a decompressed stream gives back at most, so memory stays
+# flat however compressible the data (a 1 MiB chunk of pgbench's blank filler
+# once came back as tens of MB at once; bench/RESULTS.md).
+OUTPUT_PIECE = 1 << 20
+
+
+def decompress_stream(name: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The chunks decompressed (`name`: zstd, gzip or none) in pieces of at
+    most OUTPUT_PIECE bytes; CorruptionError when the data is damaged or
+    cut short."""
     if name == "zstd":
-        return _ZstdReader()
-    if name == "gzip":
-        return _GzipReader()
-    if name == "none":
-        return _Passthrough()
-    raise ValueError(f"Unknown compression {name!r}")
+        yield from _zstd_stream(chunks)
+    elif name == "gzip":
+        yield from _gzip_stream(chunks)
+    else:
+        yield from chunks
+
+
+def _zstd_stream(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    frames = ZstdFrames()
+    source = _ChunkFile(chunks, frames.feed)
+    # Any object with read() will do (the stubs ask for IO[bytes]).
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        source,  # type: ignore[arg-type]
+        read_size=1 << 20,
+        read_across_frames=True,
+    )
+    try:
+        while data := reader.read(OUTPUT_PIECE):
+            yield data
+    except zstandard.ZstdError as exc:
+        raise CorruptionError(f"the compressed data is damaged ({exc})") from exc
+    if not frames.complete():
+        raise CorruptionError("the compressed data is truncated")
+
+
+def _gzip_stream(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        for chunk in chunks:
+            data = chunk
+            while data:
+                if out := inflater.decompress(data, OUTPUT_PIECE):
+                    yield out
+                data = inflater.unconsumed_tail
+        if tail := inflater.flush():
+            yield tail
+    except zlib.error as exc:
+        raise CorruptionError(f"the compressed data is damaged ({exc})") from exc
+    if not inflater.eof:
+        raise CorruptionError("the compressed data is truncated")
+
+
+class _ChunkFile:
+    """A read-only file over chunks, for zstd's streaming reader; `seen`
+    is told every piece it hands out."""
+
+    def __init__(self, chunks: Iterator[bytes], seen: Callable[[memoryview], None]) -> None:
+        self._chunks = chunks
+        self._seen = seen
+        self._rest = memoryview(b"")
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._rest:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return b""
+            self._rest = memoryview(chunk)
+        piece = self._rest if size < 0 else self._rest[:size]
+        self._rest = self._rest[len(piece) :]
+        self._seen(piece)
+        return piece.tobytes()
 
 
 def detect_compression(first_bytes: bytes) -> str:

@@ -228,6 +228,11 @@ class Decryptor:
         self._aad = b""
         self._header_length = 0
 
+    @property
+    def opened(self) -> bool:
+        """Whether the header has been read and its data key opened."""
+        return self._aead is not None
+
     def _open(self) -> bool:
         parsed = read_header(self._buffer)
         if parsed is None:

@@ -9,17 +9,15 @@ instead of filling memory. One failing destination does not stop the others.
 
 import contextlib
 import hashlib
+import itertools
 import queue
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import zstandard
+from typing import Protocol, cast
 
 from catalog.engine import crypto
-from catalog.engine.compression import Decompressor, detect_compression, make_compressor, make_decompressor
+from catalog.engine.compression import decompress_stream, detect_compression, make_compressor
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
 from catalog.engine.storage.base import Writer
 
@@ -195,87 +193,143 @@ def restore_stream(
     Decrypts when the object starts with the encryption header (keyring maps a
     key id to master key bytes; key_wraps are the extra wraps of its data key
     that key rotation added, see crypto.open_data_key) and decompresses by
-    magic number. The SHA-256
-    of the stored bytes can only be known at the end: a mismatch raises
-    CorruptionError after the last chunk, so a consumer must treat its output
-    as untrusted until the generator finishes.
+    magic number. The SHA-256 of the stored bytes can only be known at the
+    end: a mismatch raises CorruptionError after the last chunk, so a consumer
+    must treat its output as untrusted until the generator finishes.
+
+    Three stages overlap, each releasing the GIL while it works: reading and
+    hashing in one thread, decrypting in another, decompressing in the
+    caller's. The key is looked up in the caller's thread (it may read the
+    metadata database).
     """
-    hasher = hashlib.sha256()
-    stage = _Sniffer(keyring, decompress, key_wraps)
-    for chunk in chunks:
-        hasher.update(chunk)
-        yield from stage.feed(chunk)
-    yield from stage.finish()
-    if expected_sha256 and hasher.hexdigest() != expected_sha256:
+    hasher = hashlib.sha256() if expected_sha256 else None
+
+    def hashed() -> Iterator[bytes]:
+        for chunk in chunks:
+            if hasher is not None:
+                hasher.update(chunk)
+            yield chunk
+
+    yield from decompressed(decrypted(read_ahead(hashed()), keyring, key_wraps), decompress)
+    if hasher is not None and hasher.hexdigest() != expected_sha256:
         raise CorruptionError(f"SHA-256 mismatch: expected {expected_sha256}, stored bytes give {hasher.hexdigest()}")
 
 
-class _Sniffer:
-    """Decides from the first bytes whether to decrypt and how to decompress."""
+def take_head(chunks: Iterator[bytes], length: int) -> bytes:
+    """At least `length` bytes from the start of `chunks` (fewer only when
+    there are no more), whole chunks joined."""
+    head = b""
+    while len(head) < length and (chunk := next(chunks, None)) is not None:
+        head += chunk
+    return head
 
-    def __init__(
-        self, keyring: crypto.Keyring | None, decompress: bool, key_wraps: crypto.KeyWraps | None = None
-    ) -> None:
-        self.keyring = keyring
-        self.key_wraps = key_wraps
-        self.decompress = decompress
-        self.head = b""
-        self.decryptor: crypto.Decryptor | None = None
-        self.decided = False
-        self.plain_head = b""
-        self.decompressor: Decompressor | None = None
 
-    def feed(self, chunk: bytes) -> Iterator[bytes]:
-        if not self.decided:
-            self.head += chunk
-            if len(self.head) < len(crypto.MAGIC):
-                return
-            self._decide()
-            chunk, self.head = self.head, b""
-        yield from self._plain(self.decryptor.update(chunk) if self.decryptor else chunk)
+def decrypted(
+    chunks: Iterator[bytes], keyring: crypto.Keyring | None, key_wraps: crypto.KeyWraps | None = None
+) -> Iterator[bytes]:
+    """The plaintext of a stored object: decrypted when it starts with the
+    encryption header, as it is otherwise. The header is read and its key
+    looked up here; the segments are decrypted in a thread of their own."""
+    with closing_when_done(chunks):
+        yield from _decrypted(chunks, keyring, key_wraps)
 
-    def _decide(self) -> None:
-        self.decided = True
-        if crypto.is_encrypted(self.head):
-            if self.keyring is None:
-                raise CorruptionError("the object is encrypted and no master key was given")
-            self.decryptor = crypto.Decryptor(self.keyring, self.key_wraps)
 
-    def finish(self) -> Iterator[bytes]:
-        if not self.decided:
-            self._decide()
-            head, self.head = self.head, b""
-            yield from self._plain(self.decryptor.update(head) if self.decryptor else head)
-        if self.decryptor:
-            yield from self._plain(self.decryptor.finalize())
-        if self.decompressor is None:
-            yield from self._start_decompressor()
-        if self.decompressor is not None:
-            yield self.decompressor.flush()
-            if not self.decompressor.complete():
-                raise CorruptionError("the compressed data is truncated")
+def _decrypted(
+    chunks: Iterator[bytes], keyring: crypto.Keyring | None, key_wraps: crypto.KeyWraps | None
+) -> Iterator[bytes]:
+    head = take_head(chunks, len(crypto.MAGIC))
+    if not crypto.is_encrypted(head):
+        if head:
+            yield head
+        yield from chunks
+        return
+    if keyring is None:
+        raise CorruptionError("the object is encrypted and no master key was given")
+    decryptor = crypto.Decryptor(keyring, key_wraps)
+    first = decryptor.update(head)
+    while not decryptor.opened and (chunk := next(chunks, None)) is not None:
+        first += decryptor.update(chunk)
+    if first:
+        yield first
 
-    def _plain(self, data: bytes) -> Iterator[bytes]:
-        if not data:
-            return
-        if self.decompressor is None:
-            self.plain_head += data
-            if len(self.plain_head) < 4:
-                return
-            yield from self._start_decompressor()
-            return
-        yield self._decompress(data)
+    def rest() -> Iterator[bytes]:
+        for chunk in chunks:
+            yield decryptor.update(chunk)
+        yield decryptor.finalize()
 
-    def _decompress(self, data: bytes) -> bytes:
-        assert self.decompressor is not None, "started by _start_decompressor()"
+    yield from read_ahead(rest())
+
+
+def decompressed(plain: Iterator[bytes], decompress: bool = True) -> Iterator[bytes]:
+    """The stream decompressed by its magic number (as it is, when it has
+    none or `decompress` is off); CorruptionError when it is damaged or cut short."""
+    with closing_when_done(plain):
+        head = take_head(plain, 4)
+        name = detect_compression(head) if decompress else "none"
+        yield from decompress_stream(name, itertools.chain([head] if head else [], plain))
+
+
+@contextlib.contextmanager
+def closing_when_done(upstream: Iterator[bytes]) -> Iterator[None]:
+    """Closes the stage before this one when this one ends, however it ends:
+    a stage that reads ahead in a thread then stops it now, instead of when
+    the garbage collector gets to it (an exception's traceback can keep it
+    alive for long)."""
+    try:
+        yield
+    finally:
+        if (close := getattr(upstream, "close", None)) is not None:
+            close()
+
+
+class _Failed:
+    """What the read-ahead thread hands over when its iterator raised."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_END = object()
+
+
+def read_ahead(chunks: Iterable[bytes], depth: int = 4) -> Iterator[bytes]:
+    """Iterates `chunks` in a thread of its own, up to `depth` chunks ahead of
+    the consumer, so that reading them (and whatever the iterator does to
+    each) overlaps what the consumer does with the ones before. An error is
+    raised in the consumer as it was raised. A consumer that stops early
+    stops the thread and waits for it, so the iterator is never running in
+    two threads; it is left open for its owner (who may read on)."""
+    handover: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                handover.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
         try:
-            return self.decompressor.decompress(data)
-        except (zstandard.ZstdError, zlib.error) as exc:
-            raise CorruptionError(f"the compressed data is damaged ({exc})") from exc
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+            put(_END)
+        except BaseException as exc:
+            put(_Failed(exc))
 
-    def _start_decompressor(self) -> Iterator[bytes]:
-        name = detect_compression(self.plain_head) if self.decompress else "none"
-        self.decompressor = make_decompressor(name)
-        data, self.plain_head = self.plain_head, b""
-        if data:
-            yield self._decompress(data)
+    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = handover.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield cast(bytes, item)  # a chunk: the two markers are handled above
+    finally:
+        stop.set()
+        thread.join()
