@@ -2,7 +2,7 @@
 
 Written by hand beside catalog.api.serialize, whose dicts it describes; the
 enums come from the models so that they cannot drift. The schemathesis test
-in tests/api checks every response against it."""
+in tests/catalog/api checks every response against it."""
 
 from collections.abc import Iterable
 from typing import Any
