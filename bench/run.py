@@ -149,13 +149,40 @@ ANALYZE bench_notes;
 """
 
 
-def make_source(name, scale):
+# The less compressible data set (issue 22): orders whose uuid, md5 text,
+# numerics, timestamps and jsonb compress about as badly as real ones, with
+# five indexes for a restore to build. 28,000 rows per pgbench scale unit:
+# scale 50 is the issue's 1.4 M orders, about 1.8 GB with pgbench's tables.
+ORDERS_TABLE = """
+CREATE TABLE orders (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ref uuid NOT NULL, customer text NOT NULL, note text,
+  amount numeric(12,2) NOT NULL, tax numeric(12,4), placed_at timestamptz NOT NULL, shipped_at timestamptz,
+  attrs jsonb NOT NULL);
+INSERT INTO orders (ref, customer, note, amount, tax, placed_at, shipped_at, attrs)
+SELECT gen_random_uuid(), md5(g::text), md5(random()::text) || md5(random()::text),
+       round((random() * 10000)::numeric, 2), round((random() * 100)::numeric, 4),
+       now() - random() * interval '800 days',
+       CASE WHEN random() < .8 THEN now() - random() * interval '700 days' END,
+       jsonb_build_object('sku', md5(random()::text), 'qty', (random() * 20)::int, 'gift', random() < .1,
+                          'tags', jsonb_build_array(md5(random()::text)))
+FROM generate_series(1, %(rows)s) AS g;
+CREATE INDEX ON orders (ref); CREATE INDEX ON orders (customer); CREATE INDEX ON orders (placed_at);
+CREATE INDEX ON orders (amount); CREATE INDEX ON orders USING gin (attrs);
+ANALYZE orders;
+"""
+DATASETS = {
+    "pgbench": (TEXT_TABLE, 10_000),  # about 0.55 KB of text a row: some 40 % of the database is this text
+    "orders": (ORDERS_TABLE, 28_000),
+}
+
+
+def make_source(name, scale, dataset="pgbench"):
     create_db(name)
     pgbench = shutil.which("pgbench") or _pg_bin("pgbench")
     subprocess.run([pgbench, "-i", "-q", "-s", str(scale), url(name)], check=True, capture_output=True)
-    rows = int(scale * 10_000)  # about 0.55 KB of text a row: some 40 % of the database is this text
+    table, rows_per_scale = DATASETS[dataset]
     with psycopg.connect(**PG, dbname=name, autocommit=True) as conn:
-        conn.execute(TEXT_TABLE.replace("%(rows)s", str(rows)))
+        conn.execute(table.replace("%(rows)s", str(int(scale * rows_per_scale))))
         size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
     return size
 
@@ -514,8 +541,9 @@ class Bench:
         self.results["machine"] = machine()
         if only & {"backup", "restore", "verify"}:
             t0 = time.perf_counter()
-            self.results["source_db_bytes"] = make_source(self.src_db, self.args.scale)
-            self.results["small_db_bytes"] = make_source(self.small_db, self.args.small_scale)
+            self.results["dataset"] = self.args.dataset
+            self.results["source_db_bytes"] = make_source(self.src_db, self.args.scale, self.args.dataset)
+            self.results["small_db_bytes"] = make_source(self.small_db, self.args.small_scale, self.args.dataset)
             self.results["generate_seconds"] = time.perf_counter() - t0
             print(
                 f"source database: {self.results['source_db_bytes'] / 2**20:.0f} MB "
@@ -621,6 +649,12 @@ def targets(r):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=40, help="pgbench scale (40 is about 1 GB with the text table)")
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(DATASETS),
+        default="pgbench",
+        help="pgbench (compressible: blank filler plus a text table) or orders (uuid, md5, jsonb: less compressible)",
+    )
     parser.add_argument("--small-scale", type=int, help="second scale for the memory check (default scale/10)")
     parser.add_argument("--runs", type=int, default=3, help="alternating runs per measurement (medians)")
     parser.add_argument("--only", default="", help="comma list of backup,restore,verify,dashboard")
