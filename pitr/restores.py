@@ -331,10 +331,28 @@ def stored_wal_file(source: Source, name: str) -> WalSegment | None:
 def fetch_wal_file(source: Source, name: str, path: str) -> bool:
     """Writes WAL file `name` to `path` atomically, checked against its
     SHA-256 and decrypted. False when Strongroom does not hold it (normal at
-    the end of the WAL); raises CorruptionError or StorageError otherwise."""
+    the end of the WAL); raises CorruptionError or StorageError otherwise.
+    A partial the receiver stores again while it is read is read again."""
     segment = stored_wal_file(source, name)
     if segment is None:
         return False
+    for _ in range(REREADS):
+        try:
+            write_wal_file(segment, path)
+            return True
+        except CorruptionError:
+            # The newest partial may have been stored again while it was read: then read the new one.
+            if (segment := wal.stored_again(segment)) is None:
+                raise
+    write_wal_file(segment, path)
+    return True
+
+
+# How often a partial WAL file stored again mid-read is read again before its last version counts.
+REREADS = 4
+
+
+def write_wal_file(segment: WalSegment, path: str) -> None:
     partial = f"{path}.strongroom-partial"
     try:
         with open(partial, "wb") as handle:
@@ -347,7 +365,6 @@ def fetch_wal_file(source: Source, name: str, path: str) -> bool:
         if os.path.exists(partial):
             os.remove(partial)
         raise
-    return True
 
 
 def restore_command(job: PitrRestore, staging: str) -> str:

@@ -7,6 +7,7 @@ archive_command push endpoint, the tick and the point-in-time restore.
 
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from typing import Any, TypedDict
@@ -424,6 +425,24 @@ def read_wal(segment: WalSegment) -> Iterator[bytes]:
 
 def read_wal_bytes(segment: WalSegment) -> bytes:
     return b"".join(read_wal(segment))
+
+
+def stored_again(segment: WalSegment, wait: float = 5.0) -> WalSegment | None:
+    """A partial WAL file the receiver stored again, longer, while it was
+    being read: its new row, once that is committed (the new bytes land
+    before the row that describes them, so a reader can see the one before
+    the other). None when it is no partial, or its row stays as it was for
+    `wait` seconds: then the stored bytes really differ from the record."""
+    if segment.kind != WalSegment.PARTIAL:
+        return None
+    deadline = time.monotonic() + wait
+    while (fresh := WalSegment.objects.filter(pk=segment.pk).first()) is not None:
+        if fresh.sha256 != segment.sha256:
+            return fresh
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
+    return None
 
 
 # --- continuity -----------------------------------------------------------------

@@ -108,18 +108,7 @@ def read_settled(segment, attempts=5):
         try:
             return wal.read_wal_bytes(segment)
         except CorruptionError:
-            segment = changed_row(segment)
+            if (fresh := wal.stored_again(segment)) is None:
+                raise
+            segment = fresh
     return wal.read_wal_bytes(segment)
-
-
-def changed_row(segment, wait=5.0):
-    """The segment's row once it differs from `segment`: the new bytes are
-    stored before the row that describes them is committed, so a reader can
-    see the one before the other. Raises if the row stays as it was (the
-    bytes really are damaged)."""
-    deadline = time.monotonic() + wait
-    while (fresh := WalSegment.objects.get(pk=segment.pk)).sha256 == segment.sha256:
-        if time.monotonic() > deadline:
-            raise CorruptionError(f"{segment.name}: stored bytes differ from its row, which did not change")
-        time.sleep(0.1)
-    return fresh
