@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
@@ -225,61 +225,45 @@ def take_head(chunks: Iterator[bytes], length: int) -> bytes:
 
 
 def decrypted(
-    chunks: Iterator[bytes], keyring: crypto.Keyring | None, key_wraps: crypto.KeyWraps | None = None
-) -> Iterator[bytes]:
+    chunks: Generator[bytes], keyring: crypto.Keyring | None, key_wraps: crypto.KeyWraps | None = None
+) -> Generator[bytes]:
     """The plaintext of a stored object: decrypted when it starts with the
     encryption header, as it is otherwise. The header is read and its key
-    looked up here; the segments are decrypted in a thread of their own."""
-    with closing_when_done(chunks):
-        yield from _decrypted(chunks, keyring, key_wraps)
+    looked up here; the segments are decrypted in a thread of their own.
+    Like every stage, it closes the one before it when it ends, however it
+    ends, so that a read-ahead thread stops then (an exception's traceback
+    could otherwise keep it alive for long)."""
+    with contextlib.closing(chunks):
+        head = take_head(chunks, len(crypto.MAGIC))
+        if not crypto.is_encrypted(head):
+            if head:
+                yield head
+            yield from chunks
+            return
+        if keyring is None:
+            raise CorruptionError("the object is encrypted and no master key was given")
+        decryptor = crypto.Decryptor(keyring, key_wraps)
+        first = decryptor.update(head)
+        while not decryptor.opened and (chunk := next(chunks, None)) is not None:
+            first += decryptor.update(chunk)
+        if first:
+            yield first
+
+        def rest() -> Iterator[bytes]:
+            for chunk in chunks:
+                yield decryptor.update(chunk)
+            yield decryptor.finalize()
+
+        yield from read_ahead(rest())
 
 
-def _decrypted(
-    chunks: Iterator[bytes], keyring: crypto.Keyring | None, key_wraps: crypto.KeyWraps | None
-) -> Iterator[bytes]:
-    head = take_head(chunks, len(crypto.MAGIC))
-    if not crypto.is_encrypted(head):
-        if head:
-            yield head
-        yield from chunks
-        return
-    if keyring is None:
-        raise CorruptionError("the object is encrypted and no master key was given")
-    decryptor = crypto.Decryptor(keyring, key_wraps)
-    first = decryptor.update(head)
-    while not decryptor.opened and (chunk := next(chunks, None)) is not None:
-        first += decryptor.update(chunk)
-    if first:
-        yield first
-
-    def rest() -> Iterator[bytes]:
-        for chunk in chunks:
-            yield decryptor.update(chunk)
-        yield decryptor.finalize()
-
-    yield from read_ahead(rest())
-
-
-def decompressed(plain: Iterator[bytes], decompress: bool = True) -> Iterator[bytes]:
+def decompressed(plain: Generator[bytes], decompress: bool = True) -> Iterator[bytes]:
     """The stream decompressed by its magic number (as it is, when it has
     none or `decompress` is off); CorruptionError when it is damaged or cut short."""
-    with closing_when_done(plain):
+    with contextlib.closing(plain):
         head = take_head(plain, 4)
         name = detect_compression(head) if decompress else "none"
         yield from decompress_stream(name, itertools.chain([head] if head else [], plain))
-
-
-@contextlib.contextmanager
-def closing_when_done(upstream: Iterator[bytes]) -> Iterator[None]:
-    """Closes the stage before this one when this one ends, however it ends:
-    a stage that reads ahead in a thread then stops it now, instead of when
-    the garbage collector gets to it (an exception's traceback can keep it
-    alive for long)."""
-    try:
-        yield
-    finally:
-        if (close := getattr(upstream, "close", None)) is not None:
-            close()
 
 
 class _Failed:
@@ -292,7 +276,7 @@ class _Failed:
 _END = object()
 
 
-def read_ahead(chunks: Iterable[bytes], depth: int = 4) -> Iterator[bytes]:
+def read_ahead(chunks: Iterable[bytes], depth: int = 4) -> Generator[bytes]:
     """Iterates `chunks` in a thread of its own, up to `depth` chunks ahead of
     the consumer, so that reading them (and whatever the iterator does to
     each) overlaps what the consumer does with the ones before. An error is
