@@ -648,7 +648,12 @@ def outcome_in_words(job: RestoreJob) -> str:
             "Nothing was changed."
         )
     created = job.report.get("created") or []
-    made = f" {', '.join(created)} {'was' if len(created) == 1 else 'were'} missing and made again." if created else ""
+    made = (
+        f" {', '.join(created)} {'was' if len(created) == 1 else 'were'} missing and made again"
+        " (owned by the role that restored; grants on it must be given again)."
+        if created
+        else ""
+    )
     if job.mode == RestoreJob.MERGE:
         return (
             f"Inserted {sum(job.report.get('inserted', {}).values())} missing rows; "
