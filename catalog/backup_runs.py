@@ -77,6 +77,7 @@ def create_backup(
         triggered_by=audit.user_of(actor),
         format=plan.format,
         compression=plan.compression,
+        compression_level=plan.effective_compression_level(),
         encrypted=plan.encrypt,
         created_at=now,
         keep_until=now + timedelta(days=keep_days) if keep_days else None,
@@ -269,6 +270,7 @@ def stream_backup(backup: Backup, copies: list[Copy]) -> dict[str, Any] | None:
         result = run_pipeline(
             dump,
             compression=backup.compression,
+            level=backup.compression_level,
             encryptor=encryptor,
             writers=writers,
             on_progress=progress.update,
@@ -378,6 +380,7 @@ def backup_manifest(backup: Backup, copy: Copy, encryption: dict[str, Any] | Non
         tool_version=backup.tool_version,
         format=backup.format,
         compression=backup.compression,
+        compression_level=backup.compression_level,
         encryption=encryption,
         raw_bytes=backup.raw_bytes,
         stored_bytes=backup.stored_bytes,

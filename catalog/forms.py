@@ -14,6 +14,7 @@ from catalog.endpoints import endpoint_problem
 from catalog.engine.errors import EngineError
 from catalog.engine.storage.base import outside_roots
 from catalog.models import (
+    COMPRESSION_LEVELS,
     EXPORT_FORMATS,
     FORMAT_CHOICES,
     FORMATS_BY_ENGINE,
@@ -430,6 +431,7 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
             "schedule",
             "format",
             "compression",
+            "compression_level",
             "encrypt",
             "destinations",
             "enabled",
@@ -439,6 +441,9 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
         ]
         help_texts = {
             **RETENTION_HELP,
+            "compression_level": (
+                "Empty: the default (zstd 3, gzip 6). Higher levels are smaller and slower; zstd 1 is fastest."
+            ),
             "encrypt": "AES-256-GCM with a fresh data key per backup, wrapped by the active master key.",
             "enabled": "Disabled plans keep their backups but are not run on schedule.",
             "format": (
@@ -455,6 +460,12 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
         for name in RETENTION_FIELDS:
             self.fields[name].widget.attrs["class"] = "retention-field"
         self.fields["size_tolerance_percent"].required = False  # left empty: keeps the current tolerance
+        # Its bounds depend on the compression chosen (BackupPlan.compression_level_problem);
+        # the browser gets the widest.
+        self.fields["compression_level"].widget.attrs.update(
+            min=min(low for low, _ in COMPRESSION_LEVELS.values()),
+            max=max(high for _, high in COMPRESSION_LEVELS.values()),
+        )
         self.optional_manual_keep()
         # The export choice is not a form field: its inputs come from the table
         # picker (catalog/exports.py), which clean() reads and shows again with its errors.

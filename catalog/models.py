@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol, Self, TypedDict
 
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog import registry, retention
+from catalog.engine.compression import DEFAULT_LEVELS
 from catalog.engine.exports.archive import TableSpec
 from catalog.engine.storage.base import Storage
 
@@ -39,6 +40,10 @@ FORMATS_BY_ENGINE = {
     "sqlite": ("sqlite", *EXPORT_FORMATS),
 }
 COMPRESSION_CHOICES = [("zstd", "zstd"), ("gzip", "gzip"), ("none", "None")]
+# The levels a plan may choose, lowest and highest, by compression (the
+# defaults are the engine's DEFAULT_LEVELS). zstd stops at 19: its "ultra"
+# levels 20-22 need far more memory than the pipeline's few chunks.
+COMPRESSION_LEVELS = {"zstd": (1, 19), "gzip": (1, 9)}
 
 # The largest numbers a form, the API or the admin may store: the models are
 # their source of truth (a ModelForm runs these validators). Past them a value
@@ -400,6 +405,9 @@ class BackupPlan(models.Model):
     schedule = models.CharField("cron schedule", max_length=100, default="0 3 * * *")
     format = models.CharField(max_length=20, choices=FORMAT_CHOICES, default="custom")
     compression = models.CharField(max_length=10, choices=COMPRESSION_CHOICES, default="zstd")
+    # Empty: the compression's default level (DEFAULT_LEVELS), so a plan that
+    # never chose one follows the default if it changes.
+    compression_level = models.PositiveSmallIntegerField("compression level", null=True, blank=True)
     encrypt = models.BooleanField("encrypt", default=True)
     destinations = models.ManyToManyField(Destination, related_name="plans")
     enabled = models.BooleanField(default=True)
@@ -449,6 +457,7 @@ class BackupPlan(models.Model):
         "schedule",
         "format",
         "compression",
+        "compression_level",
         "encrypt",
         "enabled",
         "retention_mode",
@@ -486,6 +495,31 @@ class BackupPlan(models.Model):
 
     def is_export(self) -> bool:
         return self.format in EXPORT_FORMATS
+
+    def compression_level_problem(self) -> str | None:
+        """Why the chosen level does not fit the chosen compression, if it does not."""
+        if self.compression_level is None:
+            return None
+        if self.compression not in COMPRESSION_LEVELS:
+            return "Without compression there is no level: leave it empty."
+        low, high = COMPRESSION_LEVELS[self.compression]
+        if not low <= self.compression_level <= high:
+            return (
+                f"A {self.compression} level is from {low} to {high}; "
+                f"empty for the default ({DEFAULT_LEVELS[self.compression]})."
+            )
+        return None
+
+    def effective_compression_level(self) -> int | None:
+        """The level its backups are compressed at: the chosen one or the
+        compression's default; None when it does not compress."""
+        if self.compression not in DEFAULT_LEVELS:
+            return None
+        return self.compression_level if self.compression_level is not None else DEFAULT_LEVELS[self.compression]
+
+    def clean(self) -> None:
+        if problem := self.compression_level_problem():
+            raise ValidationError({"compression_level": problem})
 
     def has_export_selection(self) -> bool:
         return bool(self.export_tables or self.export_sets)
@@ -689,6 +723,9 @@ class Backup(Job):
     phase = models.CharField(max_length=40, blank=True)
     format = models.CharField(max_length=20, choices=FORMAT_CHOICES)
     compression = models.CharField(max_length=10, choices=COMPRESSION_CHOICES)
+    # The level it was compressed at; empty when it is not compressed. Backups
+    # taken before levels were recorded all had the default (migration 0018).
+    compression_level = models.PositiveSmallIntegerField(null=True, blank=True)
     encrypted = models.BooleanField(default=True)
     key_id = models.CharField(max_length=64, blank=True)
     # {master key id: base64 of the data key wrapped by that key}, added by key

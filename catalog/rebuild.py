@@ -33,10 +33,12 @@ from django.utils import timezone
 from catalog import audit, holds, keyring, registry, retention, services
 from catalog.alerts import hooks as monitor
 from catalog.engine import crypto, manifest
+from catalog.engine.compression import DEFAULT_LEVELS
 from catalog.engine.errors import EngineError
 from catalog.engine.storage.base import Storage, check_key
 from catalog.models import (
     COMPRESSION_CHOICES,
+    COMPRESSION_LEVELS,
     FORMAT_CHOICES,
     FORMATS_BY_ENGINE,
     AuditEvent,
@@ -350,6 +352,7 @@ def create_backup_from(actor: audit.Actor, data: manifest.Manifest, hold: holds.
         status=Backup.SUCCEEDED,
         format=data["format"],
         compression=data["compression"],
+        compression_level=compression_level_of(data),
         encrypted=bool(encryption),
         key_id=newest_key_id(data),
         key_wraps=encryption.get("key_wraps") or {},
@@ -430,6 +433,18 @@ def partitions_of(data: manifest.Manifest) -> dict[str, list[str]]:
     ):
         return partitions
     return {}
+
+
+def compression_level_of(data: manifest.Manifest) -> int | None:
+    """The level the manifest says its backup was compressed at. Older manifests
+    do not say: every backup was compressed at the default level then. None
+    when not compressed, or for a level its compression does not have."""
+    if "compression_level" not in data:
+        return DEFAULT_LEVELS.get(data["compression"])
+    level, bounds = data["compression_level"], COMPRESSION_LEVELS.get(data["compression"])
+    if bounds and isinstance(level, int) and not isinstance(level, bool) and bounds[0] <= level <= bounds[1]:
+        return level
+    return None
 
 
 # --- plans ------------------------------------------------------------------

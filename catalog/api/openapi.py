@@ -121,6 +121,10 @@ SCHEMAS = {
             "trigger": choices(Backup.TRIGGER_CHOICES),
             "format": TEXT,
             "compression": TEXT,
+            "compression_level": {
+                **nullable({"type": "integer", "minimum": 1}),
+                "description": "the level it was compressed at; null when not compressed or not recorded",
+            },
             "encrypted": {"type": "boolean"},
             "created_at": WHEN,
             "started_at": nullable(WHEN),

@@ -121,6 +121,7 @@ def backup_fields(backup: Backup) -> dict[str, Any]:
         "trigger": backup.trigger,
         "format": backup.format,
         "compression": backup.compression,
+        "compression_level": backup.compression_level,
         "encrypted": backup.encrypted,
         "created_at": backup.created_at,
         "started_at": backup.started_at,

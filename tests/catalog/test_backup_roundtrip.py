@@ -104,3 +104,47 @@ def test_it_backs_up_a_sqlite_database(tmp_path):
         assert conn.execute("SELECT count(*), max(body) FROM notes").fetchone() == (500, "note 99 ✓")
     assert files_under(tmp_path / "b")  # object and manifest, nothing partial
     assert not [name for name in files_under(tmp_path / "b") if "partial" in name]
+
+
+@pytest.mark.parametrize(("compression", "level", "encrypt"), [("zstd", 1, True), ("gzip", 9, False)])
+def test_it_compresses_at_the_plans_level(admin_client, tmp_path, compression, level, encrypt):
+    database = tmp_path / "app.sqlite3"
+    with sqlite3.connect(database) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        conn.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {i} ✓",) for i in range(500)])
+    source = services.save_source("test", Source(name="App", engine="sqlite", sqlite_path=str(database), port=None))
+    plan = make_plan(
+        source,
+        [local_destination(tmp_path / "b")],
+        format="sqlite",
+        compression=compression,
+        compression_level=level,
+        encrypt=encrypt,
+    )
+
+    backup = backup_runs.start_backup("test", plan)
+    backup.refresh_from_db()
+
+    assert backup.status == Backup.SUCCEEDED, backup.error
+    assert backup.compression_level == level
+    page = " ".join(admin_client.get(backup.get_absolute_url()).content.decode().split())
+    assert f"· {compression} level {level}</dd>" in page
+    copy = backup.copies.get()
+    stored = tmp_path / "b" / copy.key
+    assert json.loads((tmp_path / "b" / copy.manifest_key).read_text())["compression_level"] == level
+    if compression == "gzip":  # the header's XFL byte says 2 only for gzip's slowest, smallest level
+        assert stored.read_bytes()[8] == 2
+    result = decrypt(stored, tmp_path / "restored.sqlite3")
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "restored.sqlite3") as conn:
+        assert conn.execute("SELECT count(*), max(body) FROM notes").fetchone() == (500, "note 99 ✓")
+
+
+def test_a_plan_without_a_level_records_the_default(tmp_path):
+    source = services.save_source(
+        "test", Source(name="App", engine="sqlite", sqlite_path=str(tmp_path / "app.sqlite3"), port=None)
+    )
+    destination = local_destination(tmp_path / "b")
+    for compression, level in (("zstd", 3), ("gzip", 6), ("none", None)):
+        plan = make_plan(source, [destination], name=f"Plan {compression}", format="sqlite", compression=compression)
+        assert backup_runs.create_backup("test", plan).compression_level == level

@@ -207,3 +207,106 @@ def test_a_refused_label_is_kept_in_the_box(admin_client, plan):
         assert re.search(r'<input[^>]*name="label"[^>]*value="pre migration!"', page)
         assert "“pre migration!” cannot be a label" in page
     assert not plan.backups.exists()
+
+
+# --- compression level (issue 22) ----------------------------------------------
+
+
+def plan_post(admin_client, source, destination, plan=None, **fields):
+    url = reverse("plan_edit", args=[plan.pk]) if plan else reverse("plan_new")
+    data = {
+        "name": "Nightly",
+        "source": source.pk,
+        "schedule_preset": "cron",
+        "schedule": "0 3 * * *",
+        "format": "custom",
+        "compression": "zstd",
+        "compression_level": "",
+        "encrypt": "on",
+        "enabled": "on",
+        "destinations": [destination.pk],
+        "retention_mode": "last",
+        "keep_last": 7,
+        "keep_daily": 30,
+        "keep_weekly": 12,
+        "keep_monthly": 12,
+        "keep_yearly": 5,
+        "keep_days": 30,
+        "keep_minimum": 1,
+        "keep_manual_days": 30,
+        "restore_test_days": 7,
+        "checksum_all_days": 30,
+        **fields,
+    }
+    return admin_client.post(url, data)
+
+
+@pytest.mark.parametrize(
+    ("compression", "level", "message"),
+    [
+        ("gzip", "12", "A gzip level is from 1 to 9; empty for the default (6)."),
+        ("zstd", "20", "A zstd level is from 1 to 19; empty for the default (3)."),
+        ("zstd", "0", "A zstd level is from 1 to 19; empty for the default (3)."),
+        ("none", "3", "Without compression there is no level: leave it empty."),
+    ],
+)
+def test_a_compression_level_the_compression_does_not_have_is_refused(
+    admin_client, pg_and_sqlite, compression, level, message
+):
+    pg, _, disk = pg_and_sqlite
+    response = plan_post(admin_client, pg, disk, compression=compression, compression_level=level)
+    assert response.status_code == 200
+    assert response.context["form"].errors["compression_level"] == [message]
+    assert not BackupPlan.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("compression", "level", "saved", "used"),
+    [
+        ("zstd", "19", 19, 19),
+        ("gzip", "1", 1, 1),
+        ("zstd", "", None, 3),
+        ("gzip", "", None, 6),
+        ("none", "", None, None),
+    ],
+)
+def test_a_compression_level_that_fits_is_saved(admin_client, pg_and_sqlite, compression, level, saved, used):
+    pg, _, disk = pg_and_sqlite
+    response = plan_post(admin_client, pg, disk, compression=compression, compression_level=level)
+    assert response.status_code == 302, response.context["form"].errors
+    plan = BackupPlan.objects.get()
+    assert plan.compression_level == saved
+    assert plan.effective_compression_level() == used
+    page = admin_client.get(plan.get_absolute_url()).content.decode()
+    shown = re.search(r"<dt>Compression</dt><dd>(.*?)</dd>", page, re.S).group(1)
+    expected = {
+        (19, 19): "zstd level 19",
+        (1, 1): "gzip level 1",
+        (None, 3): 'zstd level 3 <span class="muted">(the default)</span>',
+        (None, 6): 'gzip level 6 <span class="muted">(the default)</span>',
+        (None, None): "None",
+    }[saved, used]
+    assert " ".join(shown.split()) == expected
+
+
+def test_the_plan_form_offers_the_level_beside_the_compression(admin_client, pg_and_sqlite):
+    page = admin_client.get(reverse("plan_new")).content.decode()
+    assert page.index('name="compression"') < page.index('name="compression_level"') < page.index('name="encrypt"')
+    assert re.search(r'<input[^>]*name="compression_level"[^>]*max="19"', page)
+    assert "Empty: the default (zstd 3, gzip 6). Higher levels are smaller and slower; zstd 1 is fastest." in page
+
+
+def test_a_changed_compression_level_is_audited(admin_client, plan):
+    from catalog.models import AuditEvent
+
+    disk = plan.destinations.get()
+    response = plan_post(admin_client, plan.source, disk, plan=plan, compression_level="9")
+    assert response.status_code == 302, response.context["form"].errors
+    plan.refresh_from_db()
+    assert plan.compression_level == 9
+    event = AuditEvent.objects.filter(action="plan.update").latest("id")
+    assert event.changes["compression_level"] == 9
+
+    plan_post(admin_client, plan.source, disk, plan=plan, compression_level="")
+    event = AuditEvent.objects.filter(action="plan.update").latest("id")
+    assert event.changes["compression_level"] is None

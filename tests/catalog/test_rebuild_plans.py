@@ -24,6 +24,7 @@ SETTINGS = dict(
     schedule="15 2 * * 1-5",
     format="plain",
     compression="gzip",
+    compression_level=8,
     encrypt=True,
     retention_mode="gfs",
     keep_daily=9,
@@ -208,6 +209,44 @@ def test_a_description_that_cannot_be_used_gives_the_defaults_and_says_why(plan,
     again = BackupPlan.objects.get()
     assert (again.schedule, again.retention_mode, again.enabled) == ("0 3 * * *", retention.DAYS, False)
     assert "with the rebuild's defaults (the manifest's description of it cannot be used: keep_last: " in out
+
+
+def test_a_description_from_before_compression_levels_gives_the_default_level(plan, tmp_path):
+    backup = run(plan)
+    assert backup.compression_level == 8
+
+    def before_levels(data):
+        del data["compression_level"], data["plan_definition"]["compression_level"]
+
+    signed_again(manifest_path(tmp_path, backup), before_levels)
+
+    lose_the_catalog(tmp_path, "Local disk")
+    out, err = rebuild_catalog()
+
+    assert err == "" and "Local disk: 1 imported" in out
+    again = BackupPlan.objects.get()
+    assert {name: getattr(again, name) for name in SETTINGS} == {**SETTINGS, "compression_level": None}
+    assert again.effective_compression_level() == 6
+    # Every backup was compressed at the default level before levels were recorded.
+    assert Backup.objects.get().compression_level == 6
+
+
+def test_a_level_the_compression_does_not_have_is_not_taken_from_a_manifest(plan, tmp_path):
+    backup = run(plan)
+
+    def out_of_range(data):
+        data["compression_level"] = 15
+        data["plan_definition"]["compression_level"] = 15
+
+    signed_again(manifest_path(tmp_path, backup), out_of_range)
+
+    lose_the_catalog(tmp_path, "Local disk")
+    out, err = rebuild_catalog()
+
+    assert err == "" and "Local disk: 1 imported" in out
+    assert Backup.objects.get().compression_level is None  # unknown rather than wrong
+    assert BackupPlan.objects.get().retention_mode == retention.DAYS  # the rebuild's defaults
+    assert "the manifest's description of it cannot be used: compression_level: A gzip level is from 1 to 9" in out
 
 
 def test_backups_rebuilt_without_their_plan_are_handed_to_it_by_the_next_rebuild(plan, tmp_path):
