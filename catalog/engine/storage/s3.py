@@ -3,6 +3,8 @@
 
 import contextlib
 import hashlib
+import io
+import mmap
 import queue
 import secrets
 import threading
@@ -52,21 +54,83 @@ def describe_s3_error(exc: Exception, storage: "S3Storage") -> str:
     return f"S3 error on {where}: {exc}"
 
 
+class PartBody(io.RawIOBase):
+    """A part's bytes as the seekable file botocore reads, without a copy.
+
+    botocore takes bytes (wrapped in a BytesIO without a copy) or a file; a
+    part is a view of a reused buffer, and bytes of it would be one more part
+    in memory. Read through this, it costs only the pieces botocore reads at
+    a time (checksums, signing and sending each read the body through, then
+    seek back to the start for the next pass or a retry)."""
+
+    PIECE = 256 << 10
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view
+        self._position = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        # Fewer bytes than asked for are fine for a raw file (every reader loops until b""), and
+        # keep the pieces in flight small: botocore asks for 1 MiB at a time.
+        size = len(self._view) if size is None or size < 0 else min(size, self.PIECE)
+        end = min(len(self._view), self._position + size)
+        piece = bytes(self._view[self._position : end])
+        self._position = max(self._position, end)
+        return piece
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self.read(len(buffer))
+        buffer[: len(piece)] = piece
+        return len(piece)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+
 class S3Writer:
     """A multipart upload fed part by part from a background thread, so the
-    pipeline keeps producing while the previous part is in flight."""
+    pipeline keeps producing while the previous part is in flight.
+
+    Memory stays at two part buffers whatever the object's size: one being
+    filled here while the other is uploaded. A full part waits for the upload
+    before it (that backpressure reaches the dump through the pipeline's
+    bounded queues). The buffers are anonymous memory maps, reused part after
+    part: the pages of one whose upload is over are handed back to the system
+    at once (malloc keeps freed 8 MiB blocks for itself, so fresh bytes per
+    part added up), and a page costs memory only once written, so a small
+    object costs its own size."""
+
+    BUFFERS = 2
 
     def __init__(self, storage: "S3Storage", key: str, retain_until: datetime | None = None) -> None:
         self.storage = storage
         self.key = storage.full_key(key)
         self.lock = storage.lock_arguments(retain_until)
         self.size = 0
-        self._buffer = bytearray()
+        self._buffer: mmap.mmap | None = None  # the part being filled, or none yet
+        self._filled = 0  # bytes of it that belong to the part
+        self._buffers = 0  # buffers made so far, at most BUFFERS
         self._parts: list[dict[str, Any]] = []
         self._upload_id: str | None = None
         self._error: str | None = None
-        # at most one part waiting, one uploading
-        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=1)
+        # (part number, buffer, length): at most one part handed over and not yet taken
+        self._queue: queue.Queue[tuple[int, mmap.mmap, int] | None] = queue.Queue(maxsize=1)
+        self._free: queue.Queue[mmap.mmap] = queue.Queue()  # buffers whose upload is over
         self._thread: threading.Thread | None = None
         self._part_number = 0
         self._done = False
@@ -87,37 +151,76 @@ class S3Writer:
             item = self._queue.get()
             if item is None:
                 return
-            number, body = item
-            if self._error is not None:
-                continue
+            number, buffer, length = item
             try:
-                response = self.storage.client.upload_part(
-                    Bucket=self.storage.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=body
-                )
-                self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+                if self._error is None:
+                    self._upload_part(number, PartBody(memoryview(buffer)[:length]))
             except Exception as exc:
                 self._error = describe_s3_error(exc, self.storage)
+            finally:
+                buffer.madvise(mmap.MADV_DONTNEED)  # its pages go back now; written again, they come back zeroed
+                self._free.put(buffer)  # given back even after a failure, so write() never waits for ever
+
+    def _upload_part(self, number: int, body: PartBody) -> None:
+        response = self.storage.client.upload_part(
+            Bucket=self.storage.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=body
+        )
+        self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
 
     def write(self, data: bytes) -> None:
-        self._buffer += data
         self.size += len(data)
         part_size = self.storage.part_size
-        while len(self._buffer) >= part_size:
-            self._queue_part(self._buffer[:part_size])
-            del self._buffer[:part_size]
+        rest = memoryview(data)
+        while rest:
+            buffer = self._buffer if self._buffer is not None else self._next_buffer()
+            piece, rest = rest[: part_size - self._filled], rest[part_size - self._filled :]
+            end = self._filled + len(piece)
+            buffer[self._filled : end] = piece
+            self._filled = end
+            if end == part_size:
+                self._queue_part()
 
-    def _queue_part(self, body: bytes | bytearray) -> None:
+    def _next_buffer(self) -> mmap.mmap:
+        """A buffer for the next part: a new one while there are fewer than
+        BUFFERS, else the first whose upload is over (waiting for it)."""
+        if self._buffers < self.BUFFERS:
+            # Private: pages given back with MADV_DONTNEED are really freed (a shared
+            # mapping would keep them, out of this process's RSS but not out of memory).
+            self._buffer = mmap.mmap(-1, self.storage.part_size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            self._buffers += 1
+        else:
+            self._buffer = self._free.get()
+        return self._buffer
+
+    def _queue_part(self) -> None:
+        """Hands the part being filled to the upload thread."""
+        if self._buffer is None or not self._filled:
+            return
         if self._upload_id is None:
             self._start()
         if self._error:
             raise StorageError(self._error)
         self._part_number += 1
-        self._queue.put((self._part_number, bytes(body)))
+        self._queue.put((self._part_number, self._buffer, self._filled))
+        self._buffer, self._filled = None, 0
+
+    def _release_buffers(self) -> None:
+        """Unmaps the part buffers as soon as the object is done with (the upload
+        thread has ended, so none is in flight). One still viewed by a body
+        botocore kept goes when that does."""
+        buffers = [self._buffer] if self._buffer is not None else []
+        while not self._free.empty():
+            buffers.append(self._free.get())
+        self._buffer, self._filled = None, 0
+        for buffer in buffers:
+            with contextlib.suppress(BufferError):
+                buffer.close()
 
     def _finish_parts(self) -> None:
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
+        self._release_buffers()
         if self._error:
             raise StorageError(self._error)
 
@@ -126,11 +229,12 @@ class S3Writer:
         try:
             if self._upload_id is None:
                 # Small object: one plain PUT is durable when it returns.
-                client.put_object(Bucket=bucket, Key=self.key, Body=bytes(self._buffer), **self.lock)
+                body = PartBody(memoryview(self._buffer)[: self._filled]) if self._buffer is not None else b""
+                client.put_object(Bucket=bucket, Key=self.key, Body=body, **self.lock)
+                del body
+                self._release_buffers()
             else:
-                if self._buffer:
-                    self._queue_part(self._buffer)
-                    self._buffer = bytearray()
+                self._queue_part()  # the last part, shorter than the others
                 self._finish_parts()
                 self._complete(sorted(self._parts, key=lambda p: p["PartNumber"]))
                 self._done = True
@@ -182,6 +286,7 @@ class S3Writer:
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
+        self._release_buffers()
         if self._upload_id is not None:
             with contextlib.suppress(Exception):
                 self.storage.client.abort_multipart_upload(
