@@ -266,7 +266,9 @@ def stream_backup(backup: Backup, copies: list[Copy]) -> dict[str, Any] | None:
         raise StorageError("No destination could take this backup: " + "; ".join(c.error for c in copies))
     # Each kind of dump has attributes of its own (tables, wal, globals), read below by format.
     dump: Any = open_dump(backup.source, backup.format, backup.plan, backup.compression)
-    with ProgressReporter(backup.pk) as progress:
+    # Closed as soon as the pipeline is over, however it ends: a PostgreSQL
+    # dump's snapshot transaction holds back vacuum on the source while open.
+    with dump, ProgressReporter(backup.pk) as progress:
         result = run_pipeline(
             dump,
             compression=backup.compression,

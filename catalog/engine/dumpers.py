@@ -1,9 +1,10 @@
 """Dumpers: stream a database out as chunks of bytes.
 
-PostgresDump exports a snapshot from a REPEATABLE READ transaction, counts
-every table's rows in that snapshot, and runs pg_dump --snapshot on it, so the
-recorded counts describe exactly the data in the dump. The password reaches
-pg_dump through PGPASSWORD in its environment, never its arguments.
+PostgresDump exports a snapshot from a REPEATABLE READ transaction, runs
+pg_dump --snapshot on it and, while pg_dump runs, counts every table's rows in
+that same snapshot, so the recorded counts describe exactly the data in the
+dump. The password reaches pg_dump through PGPASSWORD in its environment,
+never its arguments.
 """
 
 import contextlib
@@ -295,9 +296,14 @@ class PostgresDump(Dump):
         self.server_version = ""
         self.tool_version = ""
         self._conn: psycopg.Connection[Any] | None = None
+        self._facts: threading.Thread | None = None
+        self._facts_error: BaseException | None = None
 
     def start(self) -> None:
-        """Opens the snapshot, counts rows in it, and starts pg_dump on it."""
+        """Opens the snapshot, starts pg_dump on it, and reads what the dump
+        records besides its bytes (row counts, partitions, globals) from the
+        same snapshot in a thread of its own while pg_dump runs: counting
+        scans every table, and doing it first kept pg_dump waiting for it."""
         self.tool_version = pg_dump_version(self.pg_dump)
         with self._lock:
             self.check_cancelled()
@@ -307,13 +313,33 @@ class PostgresDump(Dump):
             snapshot: str = one(conn, "SELECT pg_export_snapshot()")
             self.server_version = one(conn, "SHOW server_version")
             check_versions(self.server_version, self.tool_version)
-            self.table_counts = self._count_rows(conn)
-            self.partitions = dict(conn.execute(PARTITIONED_TABLES).fetchall())
-            self.globals = globals_ = pgglobals.capture(conn)
         except psycopg.Error as exc:
             self._raise_source_error(exc)
-        globals_["globals_sql"], globals_["globals_sql_error"] = dump_globals_sql(self.params, self.pg_dumpall)
         self._spawn(snapshot)
+        self._facts = threading.Thread(target=self._read_facts, args=(conn,), name="snapshot-facts", daemon=True)
+        self._facts.start()
+
+    def _read_facts(self, conn: psycopg.Connection[Any]) -> None:
+        """Runs in its own thread; a failure is kept for _finish() to raise."""
+        try:
+            self.table_counts = self._count_rows(conn)
+            self.partitions = dict(conn.execute(PARTITIONED_TABLES).fetchall())
+            globals_ = pgglobals.capture(conn)
+            globals_["globals_sql"], globals_["globals_sql_error"] = dump_globals_sql(self.params, self.pg_dumpall)
+            self.globals = globals_
+        except BaseException as exc:
+            self._facts_error = exc
+
+    def _wait_for_facts(self) -> None:
+        if self._facts is None:
+            return
+        self._facts.join()
+        self._facts = None
+        self.check_cancelled()
+        if isinstance(self._facts_error, psycopg.Error):
+            self._raise_source_error(self._facts_error)
+        if self._facts_error is not None:
+            raise self._facts_error
 
     def _count_rows(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
         counts = {}
@@ -360,6 +386,7 @@ class PostgresDump(Dump):
             self._stderr.seek(0)
             message = self._stderr.read().decode(errors="replace")
             raise SourceError(describe_pg_error(message, self.params) or f"pg_dump exited with code {code}")
+        self._wait_for_facts()
 
     def cancel(self) -> None:
         """Stops pg_dump and any query in flight; safe from another thread."""
@@ -372,6 +399,11 @@ class PostgresDump(Dump):
 
     def close(self) -> None:
         self._close_process()
+        if self._facts is not None:  # the dump stopped early: stop the counting too
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.cancel_safe(timeout=5)
+            self._facts.join()
         if self._conn is not None:
             self._conn.close()
 

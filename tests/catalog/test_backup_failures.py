@@ -138,6 +138,10 @@ def test_it_cancels_a_running_backup_and_removes_partial_objects(pg_database, s3
         backup_runs.cancel_backup("test", Backup.objects.get(pk=backup.pk))
         worker.join(timeout=30)
         assert not worker.is_alive()
+        # pg_dump and the row counting running beside it on the snapshot both waited on the lock; both are gone.
+        others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        with psycopg.connect(**pg_database, autocommit=True) as watcher:  # activity as of now, not the lock's snapshot
+            wait_for(lambda: watcher.execute(others).fetchone()[0] == 1)  # the blocker alone
 
     backup.refresh_from_db()
     assert backup.status == Backup.CANCELLED
