@@ -150,11 +150,11 @@ def open_dump(source: Source, fmt: str, plan: BackupPlan | None = None, compress
         from catalog.engine.basebackup import BaseBackupDump
 
         return BaseBackupDump(source.conninfo(), pg_basebackup=settings.PG_BASEBACKUP)
-    # The pipeline compresses a custom-format dump itself (zstd or gzip), so
-    # pg_dump's default zlib level 6 on top cost most of a backup's CPU. Level 1,
-    # not 0: a restore spools the archive to disk for pg_restore -j, and an
-    # uncompressed archive made restores 1.6x slower (bench/RESULTS.md).
-    pg_compress = 1 if fmt == "custom" and compression not in (None, "none") else None
+    # The pipeline compresses a custom-format dump itself (zstd or gzip, with
+    # threads), so pg_dump does not: its own single-threaded zlib cost most of
+    # a backup's CPU, and zstd over deflated bytes gained almost nothing, which
+    # left the stored object larger than the guide's .sql.gz (bench/RESULTS.md).
+    pg_compress = 0 if fmt == "custom" and compression not in (None, "none") else None
     return dumpers.PostgresDump(
         source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP, compress=pg_compress, pg_dumpall=settings.PG_DUMPALL
     )

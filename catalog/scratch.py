@@ -221,8 +221,10 @@ def restore_into_scratch(
     """Restores the first intact copy of a PostgreSQL backup into a new
     database `name` (a restorers.scratch_name) on `server`; returns a
     ScratchRestore. A custom-format dump goes through `pg_restore -j jobs`
-    from a file in `spool_dir` when one is given (nothing is restored before
-    the whole copy has passed its SHA-256), otherwise it is streamed. An
+    from a file in `spool_dir` when one is given and jobs > 1 (nothing is
+    restored before the whole copy has passed its SHA-256), otherwise it is
+    streamed into one pg_restore (a copy whose SHA-256 then differs fails the
+    restore at its end, and the scratch database is dropped). An
     export loads only `tables` (all when empty). Raises NoCopyRestored when
     every copy is damaged or unreadable; the scratch database is gone then,
     and after any other failure."""
@@ -288,7 +290,7 @@ def restore_dump(
         # Tables are recreated from the recorded column types: there is no table of contents.
         loaded = exports.load_into(plain, params, tables)
         return {"warnings": warnings, "loaded": loaded}
-    if backup.format == "custom" and spool_dir is not None:
+    if backup.format == "custom" and spool_dir is not None and jobs > 1:
         lister = ContentsLister(params)
         try:
             restorers.restore_postgres_parallel(

@@ -368,7 +368,7 @@ def spool_dir(job: RestoreJob) -> Path:
 
 def preflight(job: RestoreJob, server: dumpers.ConnParams) -> str:
     version = on_target.check_server_not_older(server, job.backup.server_version)
-    if job.backup.format == "custom":
+    if job.backup.format == "custom" and settings.RESTORE_JOBS > 1:  # pg_restore -j reads a temporary file
         make_private_dirs(settings.RESTORE_TMP_DIR)
         try:
             restorers.check_free_disk(settings.RESTORE_TMP_DIR, job.backup.raw_bytes)

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from catalog import backup_runs, keyring, services
+from catalog.engine import restorers
 from catalog.models import Backup, RestoreServer
 from catalog.services import Refused
 from restore import services as restores
@@ -44,7 +45,9 @@ def fingerprints(conninfo, tables):
     return fingerprints_of(table_fingerprints(conninfo), tables)
 
 
-def test_a_full_restore_into_a_new_database_is_identical(source_db, backup):
+@pytest.mark.parametrize("jobs", [4, 1])
+def test_a_full_restore_into_a_new_database_is_identical(source_db, backup, jobs, settings):
+    settings.RESTORE_JOBS = jobs  # 1: streamed into one pg_restore, no temporary file
     before_schema, before_data = schema_dump(source_db), table_fingerprints(source_db)
     execute_sql(source_db, "DELETE FROM big_ledger WHERE id < 100")  # later changes must not matter
     name = restores.suggest_database_name(backup)
@@ -57,6 +60,8 @@ def test_a_full_restore_into_a_new_database_is_identical(source_db, backup):
         assert schema_dump(restored) == before_schema and table_fingerprints(restored) == before_data
         assert [s["name"] for s in job.steps] == ["checks", "fetch, verify and restore", "apply", "post-checks"]
         assert job.report["copy"] == "Local disk" and job.safety_backup is None
+        assert job.report["table_of_contents"]["tables"] > 0
+        assert not restores.spool_dir(job).exists()
     finally:
         pg.drop_database(name)
 
@@ -315,7 +320,9 @@ def test_sqlite_restores_to_a_new_file_and_chosen_tables_in_place(sqlite_backup)
     assert not list(path.parent.glob(".strongroom-restore-*"))
 
 
-def test_a_damaged_local_copy_falls_back_to_s3_and_says_so(source_db, backup, tmp_path):
+@pytest.mark.parametrize("jobs", [4, 1])
+def test_a_damaged_local_copy_falls_back_to_s3_and_says_so(source_db, backup, tmp_path, jobs, settings):
+    settings.RESTORE_JOBS = jobs  # 1: the damage is found while pg_restore is already reading
     path = tmp_path / "disk" / backup.object_key
     data = bytearray(path.read_bytes())
     data[len(data) // 3] ^= 0x10
@@ -330,6 +337,8 @@ def test_a_damaged_local_copy_falls_back_to_s3_and_says_so(source_db, backup, tm
         assert job.report["skipped_copies"][0].startswith("Local disk: ")
         fetch = next(step for step in job.steps if step["name"] == "fetch, verify and restore")
         assert "from Off-site S3 (skipped: Local disk:" in fetch["detail"]
+        assert table_fingerprints({**source_db, "dbname": name}) == table_fingerprints(source_db)
+        assert not restorers.database_exists(source_db, job.report["scratch_database"])
     finally:
         pg.drop_database(name)
 
