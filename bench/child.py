@@ -52,7 +52,7 @@ def main(argv):
         job = restores.run_restore(job.pk) or RestoreJob.objects.get(pk=job.pk)
         job.refresh_from_db()
         ok = job.status == RestoreJob.SUCCEEDED
-        extra = {"status": job.status}
+        extra = {"status": job.status, "steps": {step["name"]: step.get("seconds") for step in job.steps}}
     elif action == "verify":
         backup = Backup.objects.get(pk=int(argv[1]))
         job = verification.create_verification("bench", backup, verification.CHECKSUM, enqueue_it=False)

@@ -1,6 +1,9 @@
-"""Markdown tables from a bench.run JSON file, for bench/RESULTS.md.
+"""Markdown tables from bench.run JSON files, for bench/RESULTS.md.
 
-python -m bench.report results.json
+python -m bench.report results.json [more.json ...]
+
+With several files (say, two data sets at two sizes), each run's tables come
+first, then one table of every goal across the runs.
 """
 
 import json
@@ -27,9 +30,9 @@ def render(r):
     if "backup" in r:
         b = r["backup"]
         out.append(
-            f"Source database: {r['source_db_bytes'] / 2**20:.0f} MB (pgbench scale {r['args']['scale']} plus "
-            f"bench_notes); small one for the memory check: {r['small_db_bytes'] / 2**20:.0f} MB "
-            f"(scale {r['args']['small_scale']}).\n"
+            f"Source database: {r['source_db_bytes'] / 2**20:.0f} MB ({describe(r)}); small one for the memory "
+            f"check: {r['small_db_bytes'] / 2**20:.0f} MB (scale {r['args']['small_scale']}). Compression: zstd "
+            f"level {r['args'].get('level') or 'default (3)'}.\n"
         )
         out.append(
             row(
@@ -83,16 +86,25 @@ def render(r):
         out.append(row(["---"] * 4))
         names = {
             "guide": "guide: gunzip -c | psql",
-            "pg_restore_j2": "pg_restore -j 2 (local custom file)",
-            "strongroom": "Strongroom restore job (fetch, verify, decrypt, pg_restore)",
+            "pg_restore_j2": "pg_restore -j 2 (local custom file, default compression)",
         }
+        for n in x["jobs"]:
+            how = "streamed into one pg_restore" if n == 1 else f"spooled, pg_restore -j {n}"
+            names[f"strongroom_j{n}"] = f"Strongroom, RESTORE_JOBS={n} (fetch, verify, decrypt, {how})"
         for key, label in names.items():
             y = x["medians"][key]
             out.append(row([label, num(y["wall"]), num(y["cpu"]), num(y["rss_mb"], 1)]))
-        out.append(
-            f"\nRatios: Strongroom ÷ guide {x['ratios']['strongroom_vs_guide']}, "
-            f"Strongroom ÷ pg_restore -j 2 {x['ratios']['strongroom_vs_pg_restore_j2']}.\n"
+        for n in x["jobs"]:
+            recorded = x["medians"][f"strongroom_j{n}"].get("steps", {})  # not in runs before they were recorded
+            steps = ", ".join(f"{step} {num(sec)} s" for step, sec in recorded.items()) or "not recorded"
+            out.append(f"\nRESTORE_JOBS={n}, the job's steps (medians): {steps}.")
+        ratios = "; ".join(
+            f"RESTORE_JOBS={name[1:]}: ÷ guide {v['vs_guide']}, ÷ pg_restore -j 2 {v['vs_pg_restore_j2']} "
+            f"(the fetch, verify and restore step alone {v.get('restore_step_vs_pg_restore_j2', '–')}; whole process "
+            f"{v['process_vs_pg_restore_j2']})"
+            for name, v in x["ratios"].items()
         )
+        out.append(f"\nRatios: {ratios}.\n")
     if "verify" in r:
         v = r["verify"]
         out.append(
@@ -102,7 +114,12 @@ def render(r):
         for key, label in {"sha256sum": "sha256sum", "strongroom": "Strongroom checksum verification"}.items():
             y = v["medians"][key]
             out.append(row([label, num(y["wall"]), num(y["mb_per_s"], 0), num(y["rss_mb"], 1)]))
-        out.append(f"\nSpeed ratio Strongroom ÷ sha256sum: {v['ratios']['speed_vs_sha256sum']}.\n")
+        sr = v["medians"]["strongroom"]
+        out.append(
+            f"\nTime ratio Strongroom ÷ sha256sum: {v['ratios']['time_vs_sha256sum']} in the worker process, "
+            f"{v['ratios']['process_time_vs_sha256sum']} for the whole process ({num(sr['process_wall'])} s "
+            f"with Python start-up and django.setup()).\n"
+        )
     if "dashboard" in r:
         d = r["dashboard"]
         out.append(
@@ -143,10 +160,36 @@ def render(r):
     return "\n".join(out) + "\n"
 
 
+def describe(r):
+    if r.get("dataset", "pgbench") == "orders":
+        return f"pgbench scale {r['args']['scale']} plus {r['args']['scale'] * 28_000:,} orders"
+    return f"pgbench scale {r['args']['scale']} plus bench_notes"
+
+
+def across(runs):
+    """One table: each goal (rows) in each run (columns)."""
+    heads = [f"{r.get('dataset', 'pgbench')}, {r['source_db_bytes'] / 2**20:.0f} MB" for r in runs]
+    goals = list(dict.fromkeys(name for r in runs for name in r["targets"]))
+    out = [row(["Goal", *heads]), row(["---"] * (len(runs) + 1))]
+    for goal in goals:
+        cells = []
+        for r in runs:
+            if goal not in r["targets"]:
+                cells.append("–")
+                continue
+            value, met = r["targets"][goal]
+            cells.append(f"{value} {'yes' if met else '**no**'}")
+        out.append(row([goal, *cells]))
+    return "\n".join(out) + "\n"
+
+
 def argv(args):
     return [
         "python -m bench.run",
+        *([f"--dataset {args['dataset']}"] if args.get("dataset", "pgbench") != "pgbench" else []),
         f"--scale {args['scale']}",
+        *([f"--level {args['level']}"] if args.get("level") else []),
+        *([f"--restore-jobs {args['restore_jobs']}"] if args.get("restore_jobs") else []),
         f"--runs {args['runs']}",
         *([f"--only {args['only']}"] if args["only"] else []),
         f"--backups {args['backups']}",
@@ -156,5 +199,11 @@ def argv(args):
 
 
 if __name__ == "__main__":
-    with open(sys.argv[1]) as results:
-        print(render(json.load(results)))
+    runs = []
+    for path in sys.argv[1:]:
+        with open(path) as results:
+            runs.append(json.load(results))
+    for run in runs:
+        print(render(run))
+    if len(runs) > 1:
+        print(across(runs))

@@ -57,6 +57,10 @@ def test_it_runs_every_benchmark_at_a_tiny_scale(tmp_path, pg_server):
             "4",
             "--gunicorn-workers",
             "2",
+            "--dataset",
+            "orders",
+            "--restore-jobs",
+            "1,2",
             "--json",
             str(out),
         ],
@@ -64,13 +68,16 @@ def test_it_runs_every_benchmark_at_a_tiny_scale(tmp_path, pg_server):
     )
 
     figures = json.loads(out.read_text())
+    assert figures["dataset"] == "orders"
     backup = figures["backup"]["medians"]
     assert set(backup) == {"guide", "floor", "strongroom_local", "strongroom_local_s3"}
     assert all(b["wall"] > 0 and b["rss_mb"] > 0 for b in backup.values())
     assert backup["strongroom_local"]["size_mb"] > 0
     assert figures["memory"]["rss_mb_small"] > 0
-    assert set(figures["restore"]["medians"]) == {"guide", "pg_restore_j2", "strongroom"}
+    assert set(figures["restore"]["medians"]) == {"guide", "pg_restore_j2", "strongroom_j1", "strongroom_j2"}
+    assert figures["restore"]["ratios"]["j1"]["vs_pg_restore_j2"] > 0
     assert figures["verify"]["medians"]["strongroom"]["mb_per_s"] > 0
+    assert figures["verify"]["ratios"]["process_time_vs_sha256sum"] > 0
     dashboard = figures["dashboard"]
     assert dashboard["backups"] >= 300 and dashboard["copies"] >= 900
     assert set(dashboard["serial"]) >= {
@@ -82,7 +89,12 @@ def test_it_runs_every_benchmark_at_a_tiny_scale(tmp_path, pg_server):
     }
     assert dashboard["concurrent"]["requests"] > 0
     assert dashboard["concurrent"]["errors"] == 0
-    assert figures["targets"]
+    assert "stored size <= 0.9x guide" in figures["targets"]
+    report = subprocess.run(
+        [sys.executable, "-m", "bench.report", str(out), str(out)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert report.returncode == 0, report.stderr
+    assert "RESTORE_JOBS=1" in report.stdout and "| Goal |" in report.stdout
 
 
 def test_it_runs_the_load_benchmark_at_a_tiny_scale(tmp_path, pg_server):
