@@ -442,7 +442,7 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
         help_texts = {
             **RETENTION_HELP,
             "compression_level": (
-                "Empty: the default (zstd 3, gzip 6). Higher levels are smaller and slower; zstd 1 is fastest."
+                "Empty: the default (zstd 1, gzip 6). Higher zstd levels are slower, and on most dumps barely smaller."
             ),
             "encrypt": "AES-256-GCM with a fresh data key per backup, wrapped by the active master key.",
             "enabled": "Disabled plans keep their backups but are not run on schedule.",

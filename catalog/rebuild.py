@@ -33,7 +33,7 @@ from django.utils import timezone
 from catalog import audit, holds, keyring, registry, retention, services
 from catalog.alerts import hooks as monitor
 from catalog.engine import crypto, manifest
-from catalog.engine.compression import DEFAULT_LEVELS
+from catalog.engine.compression import LEVELS_BEFORE_RECORDED
 from catalog.engine.errors import EngineError
 from catalog.engine.storage.base import Storage, check_key
 from catalog.models import (
@@ -437,10 +437,11 @@ def partitions_of(data: manifest.Manifest) -> dict[str, list[str]]:
 
 def compression_level_of(data: manifest.Manifest) -> int | None:
     """The level the manifest says its backup was compressed at. Older manifests
-    do not say: every backup was compressed at the default level then. None
+    do not say: every backup was compressed at the default level of the time
+    then (LEVELS_BEFORE_RECORDED). None
     when not compressed, or for a level its compression does not have."""
     if "compression_level" not in data:
-        return DEFAULT_LEVELS.get(data["compression"])
+        return LEVELS_BEFORE_RECORDED.get(data["compression"])
     level, bounds = data["compression_level"], COMPRESSION_LEVELS.get(data["compression"])
     if bounds and isinstance(level, int) and not isinstance(level, bool) and bounds[0] <= level <= bounds[1]:
         return level

@@ -145,6 +145,6 @@ def test_a_plan_without_a_level_records_the_default(tmp_path):
         "test", Source(name="App", engine="sqlite", sqlite_path=str(tmp_path / "app.sqlite3"), port=None)
     )
     destination = local_destination(tmp_path / "b")
-    for compression, level in (("zstd", 3), ("gzip", 6), ("none", None)):
+    for compression, level in (("zstd", 1), ("gzip", 6), ("none", None)):
         plan = make_plan(source, [destination], name=f"Plan {compression}", format="sqlite", compression=compression)
         assert backup_runs.create_backup("test", plan).compression_level == level

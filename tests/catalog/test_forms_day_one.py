@@ -245,8 +245,8 @@ def plan_post(admin_client, source, destination, plan=None, **fields):
     ("compression", "level", "message"),
     [
         ("gzip", "12", "A gzip level is from 1 to 9; empty for the default (6)."),
-        ("zstd", "20", "A zstd level is from 1 to 19; empty for the default (3)."),
-        ("zstd", "0", "A zstd level is from 1 to 19; empty for the default (3)."),
+        ("zstd", "20", "A zstd level is from 1 to 19; empty for the default (1)."),
+        ("zstd", "0", "A zstd level is from 1 to 19; empty for the default (1)."),
         ("none", "3", "Without compression there is no level: leave it empty."),
     ],
 )
@@ -265,7 +265,7 @@ def test_a_compression_level_the_compression_does_not_have_is_refused(
     [
         ("zstd", "19", 19, 19),
         ("gzip", "1", 1, 1),
-        ("zstd", "", None, 3),
+        ("zstd", "", None, 1),
         ("gzip", "", None, 6),
         ("none", "", None, None),
     ],
@@ -282,7 +282,7 @@ def test_a_compression_level_that_fits_is_saved(admin_client, pg_and_sqlite, com
     expected = {
         (19, 19): "zstd level 19",
         (1, 1): "gzip level 1",
-        (None, 3): 'zstd level 3 <span class="muted">(the default)</span>',
+        (None, 1): 'zstd level 1 <span class="muted">(the default)</span>',
         (None, 6): 'gzip level 6 <span class="muted">(the default)</span>',
         (None, None): "None",
     }[saved, used]
@@ -293,7 +293,7 @@ def test_the_plan_form_offers_the_level_beside_the_compression(admin_client, pg_
     page = admin_client.get(reverse("plan_new")).content.decode()
     assert page.index('name="compression"') < page.index('name="compression_level"') < page.index('name="encrypt"')
     assert re.search(r'<input[^>]*name="compression_level"[^>]*max="19"', page)
-    assert "Empty: the default (zstd 3, gzip 6). Higher levels are smaller and slower; zstd 1 is fastest." in page
+    assert "Empty: the default (zstd 1, gzip 6). Higher zstd levels are slower, and on most dumps barely" in page
 
 
 def test_a_changed_compression_level_is_audited(admin_client, plan):
