@@ -275,7 +275,11 @@ LOCAL_DESTINATION_ROOTS = [
 ]
 # Restores of custom-format dumps run `pg_restore -j` from a temporary file here.
 RESTORE_TMP_DIR = Path(env("RESTORE_TMP_DIR", str(DATA_DIR / "tmp"))).resolve()
-RESTORE_JOBS = env_int("RESTORE_JOBS", 4, minimum=1)
+# pg_restore's jobs. The default suits a PostgreSQL on this machine: more jobs
+# than cores made restores slower (1.26x against 1.09x pg_restore -j 2 with 4
+# jobs on 2 cores, bench/RESULTS.md); a bigger restore server deserves more.
+# One job streams the dump into pg_restore, without the temporary file.
+RESTORE_JOBS = env_int("RESTORE_JOBS", min(4, os.cpu_count() or 1), minimum=1)
 # Where restore tests create their scratch databases: a libpq URL of a server
 # (with a user that may create databases). Empty: the source's own server.
 VERIFY_SERVER_URL = env("VERIFY_SERVER_URL", "")
