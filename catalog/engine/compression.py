@@ -1,7 +1,11 @@
 """Streaming compression: zstd (threaded), gzip, or none, and the way back."""
 
+import os
+import queue
+import threading
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 import zstandard
@@ -34,6 +38,13 @@ class _Passthrough:
         return b""
 
 
+# The uncompressed input of one zstd frame. Frames are decompressed
+# independently, so verification spreads them over threads; ending one every
+# 8 MiB cost nothing measurable in size (a 194 MB raw pg_dump archive: -0.007 %
+# at level 1, +0.005 % at level 3, against one frame).
+FRAME_BYTES = 8 << 20
+
+
 class _Zstd:
     def __init__(self, level: int) -> None:
         # threads=-1: one compression thread per core, so zstd is rarely the slowest stage.
@@ -45,10 +56,23 @@ class _Zstd:
         params = zstandard.ZstdCompressionParameters.from_level(
             level, threads=-1, job_size=1 << 20, write_checksum=True
         )
-        self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
+        self._compressor = zstandard.ZstdCompressor(compression_params=params)
+        self._obj = self._compressor.compressobj()
+        self._room = FRAME_BYTES  # input the current frame still takes
 
     def compress(self, data: bytes) -> bytes:
-        return self._obj.compress(data)
+        # A frame ends every FRAME_BYTES of input, so that verification can
+        # decompress frames side by side (count_decompressed).
+        out, view = [], memoryview(data)
+        while view:
+            if not self._room:  # ended only when more input comes: no empty frame at the end
+                out.append(self._obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
+                self._obj, self._room = self._compressor.compressobj(), FRAME_BYTES
+            piece = view[: self._room]
+            out.append(self._obj.compress(piece))
+            self._room -= len(piece)
+            view = view[len(piece) :]
+        return b"".join(out)
 
     def flush(self) -> bytes:
         return self._obj.flush()
@@ -62,7 +86,8 @@ class ZstdFrames:
     its bytes pass, without decompressing, to tell whether the stream ends
     exactly where a frame ends: python-zstandard's streaming reader, which
     decompresses with bounded memory, gives a cut-short stream's first part
-    back without an error."""
+    back without an error. It also notes where each frame ends, for
+    cutting the stream into frames."""
 
     def __init__(self) -> None:
         self._pending = bytearray()  # a header being gathered
@@ -72,30 +97,35 @@ class ZstdFrames:
         self._checksum = False
         self.frames = 0
         self.broken = False
+        self.position = 0  # bytes fed so far
+        self.frame_ends: list[int] = []  # the position just past each frame (its reader may clear it)
 
     def feed(self, data: bytes | memoryview) -> None:
         view, pos = memoryview(data), 0
-        while pos < len(view) and not self.broken:
+        while not self.broken:
             if self._skip:
+                if pos == len(view):
+                    break
                 step = min(self._skip, len(view) - pos)
                 self._skip -= step
                 pos += step
-                continue
-            step = min(self._need - len(self._pending), len(view) - pos)
-            self._pending += view[pos : pos + step]
-            pos += step
-            if len(self._pending) == self._need:
-                self._header(bytes(self._pending))
+            elif len(self._pending) < self._need:
+                if pos == len(view):
+                    break
+                step = min(self._need - len(self._pending), len(view) - pos)
+                self._pending += view[pos : pos + step]
+                pos += step
+            else:  # a whole header, or the empty checksum of a frame without one once its last block is passed
+                self._header(bytes(self._pending), self.position + pos)
+        self.position += len(view)
 
     def complete(self) -> bool:
         return self.frames > 0 and self._state == "magic" and not self._pending and not self._skip and not self.broken
 
     def _expect(self, state: str, length: int) -> None:
         self._state, self._need, self._pending = state, length, bytearray()
-        if length == 0:
-            self._header(b"")
 
-    def _header(self, header: bytes) -> None:
+    def _header(self, header: bytes, end: int) -> None:
         if self._state == "magic":
             if header == ZSTD_MAGIC:
                 self._expect("descriptor", 1)
@@ -129,6 +159,7 @@ class ZstdFrames:
                 self._expect("block", 3)
         elif self._state == "checksum":
             self.frames += 1
+            self.frame_ends.append(end)
             self._expect("magic", 4)
 
 
@@ -187,6 +218,126 @@ def _zstd_stream(chunks: Iterator[bytes]) -> Iterator[bytes]:
         raise CorruptionError(f"the compressed data is damaged ({exc})") from exc
     if not frames.complete():
         raise CorruptionError("the compressed data is truncated")
+
+
+def count_decompressed(name: str, chunks: Iterator[bytes]) -> int:
+    """How many bytes the chunks decompress to, with the same CorruptionError
+    as decompress_stream when they are damaged or cut short. For a reader
+    that needs only the count (verification): a zstd stream's frames are
+    decompressed side by side, a few threads at once, so a stream of many
+    frames is not decoded by one core alone."""
+    if name == "zstd":
+        return _ZstdCount(chunks).length()
+    return sum(len(data) for data in decompress_stream(name, chunks))
+
+
+# Decoding threads, and the compressed bytes handed to them and not yet
+# decoded (whatever the frames' size): two or three frames of a pg_dump
+# archive (some 1.8 MB each at level 1), enough for each thread to have one.
+# 4 MiB verified a 388 MB dump as fast as 24 MiB did, with 62-65 MB peak RSS
+# instead of 79-86 (54 MB reading it in order).
+DECODERS = min(4, max(2, os.cpu_count() or 1))
+IN_FLIGHT = 4 << 20
+
+
+class _ZstdCount:
+    """Cuts a zstd stream at its frames' ends (ZstdFrames) and decompresses
+    each frame in a thread of the pool, which zstd lets run in parallel (it
+    releases the GIL). The frames' lengths are summed in order, so the first
+    damaged frame is the one reported."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._frames = ZstdFrames()
+        self._space = threading.Condition()
+        self._in_flight = 0
+        self._failed = False  # a decoding thread stopped on an error: read no further
+        self._frame: queue.SimpleQueue[bytes | None] | None = None  # the pieces of the frame being read
+        self._results: list[Future[int]] = []  # each frame's length, in order
+
+    def length(self) -> int:
+        with ThreadPoolExecutor(DECODERS, thread_name_prefix="zstd-frame") as pool:
+            try:
+                self._split(pool)
+            except BaseException:
+                self._fail()
+                raise
+            finally:
+                self._end_frame()
+                if self._failed:  # frames after the one that failed need not be decoded
+                    pool.shutdown(cancel_futures=True)
+        length = sum(result.result() for result in self._results)  # raises the first damaged frame's error
+        if not self._frames.complete():
+            raise CorruptionError("the compressed data is truncated")
+        return length
+
+    def _split(self, pool: ThreadPoolExecutor) -> None:
+        for chunk in self._chunks:
+            start = self._frames.position
+            self._frames.feed(chunk)
+            begin = 0
+            for end in [end - start for end in self._frames.frame_ends]:
+                if not self._hand_over(pool, chunk[begin:end]):
+                    return
+                self._end_frame()
+                begin = end
+            self._frames.frame_ends.clear()
+            # After bytes that are not zstd, the rest of the chunk goes with them: decoding them says so.
+            if not self._hand_over(pool, chunk[begin:] if begin else chunk) or self._frames.broken:
+                return
+
+    def _hand_over(self, pool: ThreadPoolExecutor, piece: bytes) -> bool:
+        """Gives `piece` to the frame being read, once there is room for it;
+        False when a decoding thread failed and reading should stop."""
+        if not piece:
+            return not self._failed
+        with self._space:
+            self._space.wait_for(
+                lambda: self._failed or not self._in_flight or self._in_flight + len(piece) <= IN_FLIGHT
+            )
+            if self._failed:
+                return False
+            self._in_flight += len(piece)
+        if self._frame is None:
+            self._frame = queue.SimpleQueue()
+            self._results.append(pool.submit(self._decode, self._frame))
+        self._frame.put(piece)
+        return True
+
+    def _end_frame(self) -> None:
+        if self._frame is not None:
+            self._frame.put(None)
+            self._frame = None
+
+    def _decode(self, pieces: queue.SimpleQueue[bytes | None]) -> int:
+        """The length of one frame decompressed (in a thread of the pool)."""
+        source = _ChunkFile(iter(pieces.get, None), self._decoded)
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            source,  # type: ignore[arg-type]
+            read_size=1 << 20,
+            read_across_frames=True,
+        )
+        buffer, length = bytearray(OUTPUT_PIECE), 0
+        try:
+            while count := reader.readinto(buffer):
+                length += count
+        except zstandard.ZstdError as exc:
+            self._fail()
+            raise CorruptionError(f"the compressed data is damaged ({exc})") from exc
+        except BaseException:
+            self._fail()
+            raise
+        return length
+
+    def _decoded(self, piece: memoryview) -> None:
+        with self._space:
+            self._in_flight -= len(piece)
+            self._space.notify_all()
+
+    def _fail(self) -> None:
+        with self._space:
+            self._failed = True
+            self._space.notify_all()
 
 
 def _gzip_stream(chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from catalog.engine import crypto
-from catalog.engine.compression import decompress_stream, detect_compression, make_compressor
+from catalog.engine.compression import count_decompressed, decompress_stream, detect_compression, make_compressor
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
 from catalog.engine.storage.base import Writer
 
@@ -215,6 +215,19 @@ def restore_stream(
         raise CorruptionError(f"SHA-256 mismatch: expected {expected_sha256}, stored bytes give {hasher.hexdigest()}")
 
 
+def plain_length(
+    chunks: Iterable[bytes], keyring: crypto.Keyring | None = None, key_wraps: crypto.KeyWraps | None = None
+) -> int:
+    """How many plain bytes a stored object's chunks hold, read to the end
+    and checked as restore_stream reads them (the same stages, the same
+    CorruptionError), for a reader that needs only the count: a zstd
+    stream's frames are decompressed side by side (count_decompressed)
+    rather than in order in the caller's thread."""
+    plain = decrypted(read_ahead(chunks), keyring, key_wraps)
+    with contextlib.closing(plain):
+        return count_decompressed(*compression_of(plain))
+
+
 def take_head(chunks: Iterator[bytes], length: int) -> bytes:
     """At least `length` bytes from the start of `chunks` (fewer only when
     there are no more), whole chunks joined."""
@@ -261,9 +274,15 @@ def decompressed(plain: Generator[bytes], decompress: bool = True) -> Iterator[b
     """The stream decompressed by its magic number (as it is, when it has
     none or `decompress` is off); CorruptionError when it is damaged or cut short."""
     with contextlib.closing(plain):
-        head = take_head(plain, 4)
-        name = detect_compression(head) if decompress else "none"
-        yield from decompress_stream(name, itertools.chain([head] if head else [], plain))
+        yield from decompress_stream(*compression_of(plain, decompress))
+
+
+def compression_of(plain: Iterator[bytes], decompress: bool = True) -> tuple[str, Iterator[bytes]]:
+    """The stream's compression by its magic number ("none" when it has none
+    or `decompress` is off), and the stream whole again."""
+    head = take_head(plain, 4)
+    name = detect_compression(head) if decompress else "none"
+    return name, itertools.chain([head] if head else [], plain)
 
 
 class _Failed:

@@ -10,10 +10,10 @@ import threading
 import pytest
 import zstandard
 
-from catalog.engine import crypto
+from catalog.engine import compression, crypto
 from catalog.engine.compression import OUTPUT_PIECE, ZstdFrames, make_compressor
 from catalog.engine.errors import CorruptionError, StorageError
-from catalog.engine.pipeline import read_ahead, restore_stream
+from catalog.engine.pipeline import plain_length, read_ahead, restore_stream
 
 
 def compressed(name, data, chunk=1 << 20):
@@ -128,3 +128,150 @@ def test_a_stream_cut_exactly_before_its_checksum_is_truncated():
 def test_bytes_that_are_not_zstd_after_its_magic_are_damaged():
     with pytest.raises(CorruptionError, match="damaged|truncated"):
         b"".join(restore_stream([b"\x28\xb5\x2f\xfd" + os.urandom(5000)]))
+
+
+FRAME = 1 << 18  # small frames, so a few MB make many
+
+
+@pytest.fixture
+def small_frames(monkeypatch):
+    monkeypatch.setattr(compression, "FRAME_BYTES", FRAME)
+
+
+def table_like(size, seed=7):
+    """Rows that compress a few times over, the same for the same seed."""
+    rows = random.Random(seed)
+    out = bytearray()
+    while len(out) < size:
+        out += b"%d\t%s\t%d\n" % (len(out), rows.randbytes(12).hex().encode(), rows.randint(0, 10**9))
+    return bytes(out[:size])
+
+
+def frame_ends(stream):
+    frames = ZstdFrames()
+    frames.feed(stream)
+    return frames.frame_ends
+
+
+def outcome(read):
+    try:
+        return read()
+    except CorruptionError as exc:
+        return str(exc)
+
+
+def both_ways(stored, piece=100_000):
+    """What restore_stream (in order) and plain_length (frames side by side) make of `stored`."""
+    ordered = outcome(lambda: len(b"".join(restore_stream(pieces(stored, piece)))))
+    return ordered, outcome(lambda: plain_length(pieces(stored, piece)))
+
+
+def test_the_compressor_ends_a_frame_every_frame_bytes_of_input(small_frames):
+    data = table_like(5 * FRAME + 1000)
+    stored = compressed("zstd", data, chunk=100_000)  # frames end inside chunks too
+
+    ends = frame_ends(stored)
+    assert len(ends) == 6 and ends[-1] == len(stored)
+    starts = [0, *ends[:-1]]
+    assert [
+        len(zstandard.ZstdDecompressor().decompressobj().decompress(stored[a:b]))
+        for a, b in zip(starts, ends, strict=True)
+    ] == [FRAME] * 5 + [1000]
+    assert (
+        frame_ends(compressed("zstd", data[: 2 * FRAME]))
+        == frame_ends(stored)[:1]
+        + [  # no empty frame at the end
+            len(compressed("zstd", data[: 2 * FRAME]))
+        ]
+    )
+
+
+@pytest.mark.parametrize("piece", [1, 777, 1 << 20])
+def test_frame_ends_are_found_however_the_stream_is_cut_into_pieces(piece):
+    parts = [
+        zstandard.ZstdCompressor(write_checksum=True).compress(table_like(300_000, seed=1)),
+        zstandard.ZstdCompressor(write_checksum=False, write_content_size=False).compress(os.urandom(200_000)),
+        zstandard.ZstdCompressor().compress(b""),
+    ]
+    stream = b"".join(parts)
+    frames = ZstdFrames()
+    for part in pieces(stream, piece):
+        frames.feed(part)
+    assert frames.frame_ends == [len(parts[0]), len(parts[0]) + len(parts[1]), len(stream)]
+    assert frames.position == len(stream) and frames.complete()
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_a_stream_of_many_frames_round_trips_and_counts_exactly(small_frames, monkeypatch, encrypted):
+    monkeypatch.setattr(compression, "IN_FLIGHT", 3 * 50_000)  # the reader waits for the decoding threads
+    data = table_like(12 * FRAME + 12345) + bytes(3 * FRAME)
+    stored = compressed("zstd", data)
+    keyring = None
+    if encrypted:
+        master = crypto.generate_master_key()
+        encryptor = crypto.Encryptor(master, "k1")
+        stored = encryptor.update(stored) + encryptor.finalize()
+        keyring = {"k1": master}.__getitem__
+    assert len(frame_ends(compressed("zstd", data))) == 16
+
+    assert b"".join(restore_stream(pieces(stored, 50_000), keyring=keyring)) == data
+    assert plain_length(pieces(stored, 50_000), keyring=keyring) == len(data)
+    assert not [t for t in threading.enumerate() if t.name.startswith("zstd-frame")]
+
+
+def test_a_single_frame_stream_from_before_frames_is_counted():
+    params = zstandard.ZstdCompressionParameters.from_level(3, threads=-1, job_size=1 << 20, write_checksum=True)
+    data = table_like(3 << 20)
+    stored = zstandard.ZstdCompressor(compression_params=params).compress(data)
+    assert len(frame_ends(stored)) == 1
+
+    assert both_ways(stored) == (len(data), len(data))
+
+
+@pytest.mark.parametrize("frame", [1, 2])
+def test_a_flipped_byte_inside_a_later_frame_is_found_the_same_way(small_frames, frame):
+    data = table_like(6 * FRAME)
+    stored = bytearray(compressed("zstd", data))
+    ends = frame_ends(bytes(stored))
+    stored[(ends[frame - 1] + ends[frame]) // 2] ^= 0x20  # in the middle of frame 2 or 3
+
+    ordered, side_by_side = both_ways(bytes(stored))
+
+    assert ordered.startswith("the compressed data is damaged (")
+    assert side_by_side == ordered
+
+
+def test_the_first_damaged_frame_is_the_one_reported(small_frames):
+    stored = bytearray(compressed("zstd", table_like(6 * FRAME)))
+    ends = frame_ends(bytes(stored))
+    stored[ends[4] - 2] ^= 0xFF  # the checksum of frame 5
+    stored[ends[0] + 4] = 0xFF  # the descriptor of frame 2: reserved bit set
+
+    ordered, side_by_side = both_ways(bytes(stored), piece=1 << 20)
+
+    assert side_by_side == ordered and "checksum" not in ordered
+
+
+@pytest.mark.parametrize("where", ["inside a frame", "inside a frame header"])
+def test_a_stream_of_many_frames_cut_short_is_truncated(small_frames, where):
+    stored = compressed("zstd", table_like(4 * FRAME))
+    ends = frame_ends(stored)
+    cut = {"inside a frame": (ends[1] + ends[2]) // 2, "inside a frame header": ends[1] + 5}[where]
+    assert both_ways(stored[:cut]) == ("the compressed data is truncated",) * 2
+
+
+def test_a_stream_cut_exactly_at_a_frames_end_is_a_shorter_stream(small_frames):
+    """zstd cannot tell: the frames before the cut make a whole stream. The
+    stored size and SHA-256 say it (restores expect the SHA-256, verification
+    compares the size first; test_verify), and an encrypted object's last
+    segment is missing."""
+    stored = compressed("zstd", table_like(4 * FRAME))
+    assert both_ways(stored[: frame_ends(stored)[1]]) == (2 * FRAME, 2 * FRAME)
+    with pytest.raises(CorruptionError, match="SHA-256 mismatch"):
+        b"".join(restore_stream([stored[: frame_ends(stored)[1]]], expected_sha256=hashlib.sha256(stored).hexdigest()))
+
+
+def test_bytes_that_are_not_zstd_after_a_frame_are_damaged_the_same_way(small_frames):
+    stored = compressed("zstd", table_like(2 * FRAME))
+    ordered, side_by_side = both_ways(stored + b"not zstd at all" * 1000)
+    assert ordered.startswith("the compressed data is damaged (") and side_by_side == ordered

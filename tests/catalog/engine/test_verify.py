@@ -7,9 +7,10 @@ import hashlib
 import os
 
 import pytest
+import zstandard
 
-from catalog.engine import crypto
-from catalog.engine.compression import make_compressor
+from catalog.engine import compression, crypto
+from catalog.engine.compression import ZstdFrames, make_compressor
 from catalog.engine.verify import check_object, first_difference
 
 SEGMENT = 64 * 1024
@@ -136,3 +137,57 @@ def test_first_difference_stops_reading_at_the_difference():
 
     assert first_difference(chunks(), [b"a" * 100_000]) == 3000
     assert read == [0, 1, 2, 3]
+
+
+@pytest.fixture
+def small_frames(monkeypatch):
+    monkeypatch.setattr(compression, "FRAME_BYTES", 1 << 17)  # the objects above then have some ten frames
+
+
+def frame_ends(data):
+    frames = ZstdFrames()
+    frames.feed(data)
+    return frames.frame_ends
+
+
+@pytest.mark.parametrize("encrypted", [True, False])
+def test_it_passes_an_intact_object_of_many_frames(small_frames, encrypted):
+    data, plain, _ = stored_object(encrypted)
+    assert len(frame_ends(stored_object(False)[0])) > 5
+    result = check(data, data, plain)
+    assert result.ok and (result.stored_bytes, result.plain_bytes) == (len(data), plain)
+
+
+def test_it_passes_an_object_of_one_frame_from_before_frames(small_frames):
+    plain = b"".join(b"%d\trow of a table\n" % n for n in range(40_000))
+    params = zstandard.ZstdCompressionParameters.from_level(3, threads=-1, job_size=1 << 20, write_checksum=True)
+    data = zstandard.ZstdCompressor(compression_params=params).compress(plain)
+    assert len(frame_ends(data)) == 1 and len(plain) > 2 * compression.FRAME_BYTES
+    result = check(data, data, len(plain))
+    assert result.ok and result.plain_bytes == len(plain)
+
+
+@pytest.mark.parametrize("frame", [1, 2])
+def test_it_finds_a_flipped_byte_inside_a_later_frame_of_an_unencrypted_object(small_frames, frame):
+    data, plain, _ = stored_object(encrypted=False)
+    ends = frame_ends(data)
+    flipped = (ends[frame - 1] + ends[frame]) // 2  # in the middle of frame 2 or 3
+    damaged = bytearray(data)
+    damaged[flipped] ^= 0x01
+
+    result = check(bytes(damaged), data, plain)
+
+    assert not result.ok and (result.offset, result.segment_start) == (None, None)
+    assert "the compressed data is damaged (" in result.error
+    decoded = int(result.error.rsplit("within the first ", 1)[1])
+    assert flipped < decoded <= len(data)
+
+
+def test_it_reports_an_object_of_many_frames_cut_at_a_frames_end_as_cut_short(small_frames):
+    data, plain, _ = stored_object(encrypted=False)
+    cut = frame_ends(data)[2]  # what is left decodes as a whole zstd stream: the size says it is not all
+
+    result = check(data[:cut], data, plain)
+
+    assert not result.ok and result.offset == cut
+    assert result.error.startswith(f"the object has {cut} bytes; {len(data)} were stored: it is cut short")
