@@ -38,6 +38,21 @@ class _Passthrough:
         return b""
 
 
+# A stream of many frames could be cut exactly where a frame ends and still
+# be a whole zstd stream, so the compressor marks where its stream starts and
+# where it ends with two skippable frames (RFC 8878, 3.1.2: every zstd
+# decoder passes over them, `zstd -d` included), and ZstdFrames calls a stream
+# that has the first and lacks the second truncated. Streams written before
+# frames (one frame, no marks) are judged as before.
+MARK_MAGIC = b"\x50\x2a\x4d\x18"  # 0x184D2A50, little-endian
+STREAM_START = b"strongroom zstd frames 1"
+STREAM_END = b"strongroom zstd end"
+
+
+def mark(payload: bytes) -> bytes:
+    return MARK_MAGIC + len(payload).to_bytes(4, "little") + payload
+
+
 # The uncompressed input of one zstd frame. Frames are decompressed
 # independently, so verification spreads them over threads; ending one every
 # 8 MiB cost nothing measurable in size (a 194 MB raw pg_dump archive: -0.007 %
@@ -59,11 +74,13 @@ class _Zstd:
         self._compressor = zstandard.ZstdCompressor(compression_params=params)
         self._obj = self._compressor.compressobj()
         self._room = FRAME_BYTES  # input the current frame still takes
+        self._start = mark(STREAM_START)  # given out with the first bytes
 
     def compress(self, data: bytes) -> bytes:
         # A frame ends every FRAME_BYTES of input, so that verification can
         # decompress frames side by side (count_decompressed).
-        out, view = [], memoryview(data)
+        out, view = [self._start], memoryview(data)
+        self._start = b""
         while view:
             if not self._room:  # ended only when more input comes: no empty frame at the end
                 out.append(self._obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
@@ -75,7 +92,8 @@ class _Zstd:
         return b"".join(out)
 
     def flush(self) -> bytes:
-        return self._obj.flush()
+        start, self._start = self._start, b""
+        return start + self._obj.flush() + mark(STREAM_END)
 
 
 SKIPPABLE_MAGIC_HIGH = b"\x2a\x4d\x18"  # 0x184D2A5?, little-endian, after its low byte
@@ -99,6 +117,8 @@ class ZstdFrames:
         self.broken = False
         self.position = 0  # bytes fed so far
         self.frame_ends: list[int] = []  # the position just past each frame (its reader may clear it)
+        self.marked = False  # the stream started with STREAM_START…
+        self.ended = False  # …and STREAM_END is the last thing in it so far
 
     def feed(self, data: bytes | memoryview) -> None:
         view, pos = memoryview(data), 0
@@ -120,7 +140,8 @@ class ZstdFrames:
         self.position += len(view)
 
     def complete(self) -> bool:
-        return self.frames > 0 and self._state == "magic" and not self._pending and not self._skip and not self.broken
+        whole = self.frames > 0 and self._state == "magic" and not self._pending and not self._skip
+        return whole and not self.broken and (self.ended or not self.marked)
 
     def _expect(self, state: str, length: int) -> None:
         self._state, self._need, self._pending = state, length, bytearray()
@@ -128,13 +149,24 @@ class ZstdFrames:
     def _header(self, header: bytes, end: int) -> None:
         if self._state == "magic":
             if header == ZSTD_MAGIC:
+                self.ended = False
                 self._expect("descriptor", 1)
             elif header[1:] == SKIPPABLE_MAGIC_HIGH and header[0] & 0xF0 == 0x50:
                 self._expect("skippable size", 4)
             else:
                 self.broken = True
         elif self._state == "skippable size":
-            self._skip = int.from_bytes(header, "little")
+            size = int.from_bytes(header, "little")
+            if size <= len(STREAM_START):  # it may be one of our marks: read it
+                self._expect("skippable content", size)
+            else:
+                self._skip = size
+                self.ended = False
+                self._expect("magic", 4)
+        elif self._state == "skippable content":
+            if header == STREAM_START and end == len(mark(STREAM_START)):
+                self.marked = True
+            self.ended = header == STREAM_END
             self._expect("magic", 4)
         elif self._state == "descriptor":
             descriptor = header[0]
@@ -379,7 +411,7 @@ class _ChunkFile:
 
 
 def detect_compression(first_bytes: bytes) -> str:
-    if first_bytes.startswith(ZSTD_MAGIC):
+    if first_bytes.startswith((ZSTD_MAGIC, MARK_MAGIC)):
         return "zstd"
     if first_bytes.startswith(GZIP_MAGIC):
         return "gzip"
