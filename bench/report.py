@@ -32,7 +32,7 @@ def render(r):
         out.append(
             f"Source database: {r['source_db_bytes'] / 2**20:.0f} MB ({describe(r)}); small one for the memory "
             f"check: {r['small_db_bytes'] / 2**20:.0f} MB (scale {r['args']['small_scale']}). Compression: zstd "
-            f"level {r['args'].get('level') or 'default (3)'}.\n"
+            f"level {r['args'].get('level') or 'default (1)'}.\n"
         )
         out.append(
             row(
