@@ -24,6 +24,9 @@ from catalog.engine.storage.base import Storage
 ENGINE_CHOICES = [("postgresql", "PostgreSQL"), ("sqlite", "SQLite")]
 FORMAT_CHOICES = [
     ("custom", "PostgreSQL custom (pg_dump -Fc)"),
+    # pg_dump's directory format, dumped by several jobs at once and stored as
+    # one tar archive of its files (catalog.engine.dumpers.DirectoryDump).
+    ("directory", "PostgreSQL directory, parallel jobs (pg_dump -Fd -j)"),
     ("plain", "Plain SQL"),
     ("sqlite", "SQLite database file"),
     # Selective exports of chosen tables (catalog.engine.exports), one tar archive each.
@@ -35,8 +38,11 @@ FORMAT_CHOICES = [
 ]
 EXPORT_FORMATS = ("jsonl", "csv", "sql")
 BASE_BACKUP_FORMAT = "basebackup"
+DIRECTORY_FORMAT = "directory"
+# pg_dump -j opens one connection to the source per job, and one more.
+MAX_DUMP_JOBS = 32
 FORMATS_BY_ENGINE = {
-    "postgresql": ("custom", "plain", *EXPORT_FORMATS, BASE_BACKUP_FORMAT),
+    "postgresql": ("custom", DIRECTORY_FORMAT, "plain", *EXPORT_FORMATS, BASE_BACKUP_FORMAT),
     "sqlite": ("sqlite", *EXPORT_FORMATS),
 }
 COMPRESSION_CHOICES = [("zstd", "zstd"), ("gzip", "gzip"), ("none", "None")]
@@ -408,6 +414,13 @@ class BackupPlan(models.Model):
     # Empty: the compression's default level (DEFAULT_LEVELS), so a plan that
     # never chose one follows the default if it changes.
     compression_level = models.PositiveSmallIntegerField("compression level", null=True, blank=True)
+    dump_jobs = models.PositiveSmallIntegerField(
+        "parallel dump jobs",
+        default=2,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_DUMP_JOBS)],
+        help_text="Directory format only: pg_dump dumps this many tables at once, "
+        "with one connection to the source each and one more.",
+    )
     encrypt = models.BooleanField("encrypt", default=True)
     destinations = models.ManyToManyField(Destination, related_name="plans")
     enabled = models.BooleanField(default=True)
@@ -458,6 +471,7 @@ class BackupPlan(models.Model):
         "format",
         "compression",
         "compression_level",
+        "dump_jobs",
         "encrypt",
         "enabled",
         "retention_mode",
@@ -812,6 +826,12 @@ class Backup(Job):
 
     def is_base_backup(self) -> bool:
         return self.format == BASE_BACKUP_FORMAT
+
+    def restore_spools(self, jobs: int) -> bool:
+        """Whether a restore with `jobs` pg_restore jobs writes the dump to a
+        temporary place first: pg_restore -j seeks in a custom-format file,
+        and reads a directory-format dump only from its files."""
+        return self.format == DIRECTORY_FORMAT or (self.format == "custom" and jobs > 1)
 
     def wal_bounds(self) -> BaseWal | None:
         """A base backup's pitr.BaseBackupWal (the WAL it needs), if recorded."""

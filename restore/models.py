@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.engine import pgglobals
-from catalog.models import Backup, Job, RestoreServer, Source
+from catalog.models import DIRECTORY_FORMAT, Backup, Job, RestoreServer, Source
 from catalog.text import count_text
 
 
@@ -91,8 +91,8 @@ class RestoreJob(Job):
         return self.backup.format == "plain" or (self.restores_schema() and not self.without_owners)
 
     def owners_optional(self) -> bool:
-        """pg_restore can leave owners and grants out of a custom-format dump; psql cannot, of a plain one."""
-        return self.backup.format == "custom"
+        """pg_restore can leave owners and grants out of a custom- or directory-format dump; psql cannot, of a plain one."""
+        return self.backup.format in ("custom", DIRECTORY_FORMAT)
 
     def ownership(self) -> str:
         if self.source.engine == "sqlite" or self.backup.is_export():

@@ -418,7 +418,15 @@ def detect_compression(first_bytes: bytes) -> str:
     return "none"
 
 
-FORMAT_EXTENSIONS = {"custom": "dump", "plain": "sql", "tar": "tar", "sqlite": "sqlite", "basebackup": "tar"}
+# A directory-format dump is stored as one tar archive of its files.
+FORMAT_EXTENSIONS = {
+    "custom": "dump",
+    "directory": "dir.tar",
+    "plain": "sql",
+    "tar": "tar",
+    "sqlite": "sqlite",
+    "basebackup": "tar",
+}
 COMPRESSION_EXTENSIONS = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 
 
