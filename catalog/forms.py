@@ -19,6 +19,7 @@ from catalog.models import (
     FORMAT_CHOICES,
     FORMATS_BY_ENGINE,
     MAX_DAYS,
+    MAX_DUMP_JOBS,
     Backup,
     BackupPlan,
     BackupQuerySet,
@@ -42,9 +43,9 @@ def secret_field(label: str, help_text: str = "") -> forms.CharField:
     )
 
 
-# Monitoring fields that may be left out of a form (older clients, scripts):
-# empty keeps the stored value, so it is not a change.
-KEPT_WHEN_EMPTY = ("grace_minutes", "size_tolerance_percent", "keep_manual_days")
+# Fields that came after the others and may be left out of a form (older
+# clients, scripts): empty keeps the stored value, so it is not a change.
+KEPT_WHEN_EMPTY = ("grace_minutes", "size_tolerance_percent", "keep_manual_days", "dump_jobs")
 
 
 class ModelBounds(forms.ModelForm):
@@ -412,8 +413,9 @@ class FormatSelect(forms.Select):
 
 
 def formats_in_words(formats: Iterable[str]) -> str:
+    """Each format's label in quotes, since some labels hold a comma themselves."""
     labels = dict(FORMAT_CHOICES)
-    return ", ".join(labels[fmt] for fmt in formats)
+    return ", ".join(f"“{labels[fmt]}”" for fmt in formats)
 
 
 class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
@@ -430,6 +432,7 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
             "source",
             "schedule",
             "format",
+            "dump_jobs",
             "compression",
             "compression_level",
             "encrypt",
@@ -447,19 +450,33 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
             "encrypt": "AES-256-GCM with a fresh data key per backup, wrapped by the active master key.",
             "enabled": "Disabled plans keep their backups but are not run on schedule.",
             "format": (
+                "PostgreSQL directory dumps several tables at once, for a large database on a server with "
+                "cores to spare; it is stored as one tar of pg_dump's files. "
                 "Physical base backup (PostgreSQL only) copies the whole cluster for point-in-time "
                 "recovery; it runs only while the source's continuous protection is on, and each one "
                 "counts as good once the WAL it needs is stored."
             ),
+            "dump_jobs": (
+                f"Directory format only (1 to {MAX_DUMP_JOBS}): pg_dump dumps this many tables at once, with a "
+                "connection to the source for each and one more. More than the source server's spare cores "
+                "gains nothing. Other formats keep the number but do not use it."
+            ),
         }
         widgets = {"source": SourceSelect, "format": FormatSelect}
-        error_messages = {"format": {"invalid_choice": "Choose one of the formats offered for this source."}}
+        error_messages = {
+            "format": {"invalid_choice": "Choose one of the formats offered for this source."},
+            "dump_jobs": {
+                code: f"pg_dump runs from 1 to {MAX_DUMP_JOBS} jobs at once: each one is a connection to the source."
+                for code in ("min_value", "max_value")
+            },
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name in RETENTION_FIELDS:
             self.fields[name].widget.attrs["class"] = "retention-field"
         self.fields["size_tolerance_percent"].required = False  # left empty: keeps the current tolerance
+        self.fields["dump_jobs"].required = False  # left empty: keeps the current number (2 for a new plan)
         # Its bounds depend on the compression chosen (BackupPlan.compression_level_problem);
         # the browser gets the widest.
         self.fields["compression_level"].widget.attrs.update(
@@ -493,6 +510,10 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
         tolerance = self.cleaned_data.get("size_tolerance_percent")
         return self.instance.size_tolerance_percent if tolerance is None else tolerance
 
+    def clean_dump_jobs(self) -> int:
+        jobs = self.cleaned_data.get("dump_jobs")
+        return self.instance.dump_jobs if jobs is None else jobs
+
     def main_fields(self) -> list[forms.BoundField]:
         grouped = [*RETENTION_FIELDS, *VERIFICATION_FIELDS, *self.PRESET_FIELDS, "schedule"]
         return [self[name] for name in self.fields if name not in grouped]
@@ -515,7 +536,7 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
             self.add_error(
                 "format",
                 f"A {source.get_engine_display()} source cannot produce "
-                f"“{formats_in_words([fmt])}”; choose one of: "
+                f"{formats_in_words([fmt])}; choose one of: "
                 f"{formats_in_words(FORMATS_BY_ENGINE[source.engine])}.",
             )
         elif source and fmt in EXPORT_FORMATS:

@@ -6,8 +6,8 @@
     kind: { local: ["path"], s3: ["bucket", "prefix", "endpoint_url", "region", "access_key_id", "secret_access_key", "immutable_days", "lock_mode"],
             // alert channels
             email: ["email_to"], slack: ["slack_url"], webhook: ["url", "webhook_secret", "new_webhook_secret"], pagerduty: ["routing_key"] },
-    // plans: the table picker is for exports only
-    format: { jsonl: ["export_tables"], csv: ["export_tables"], sql: ["export_tables"] },
+    // plans: the table picker is for exports only, the parallel jobs for the directory format
+    format: { jsonl: ["export_tables"], csv: ["export_tables"], sql: ["export_tables"], directory: ["dump_jobs"] },
     // plans: what each schedule preset asks for (catalog/forms.py SchedulePresets)
     schedule_preset: { hourly: ["schedule_minute"], daily: ["schedule_time"], weekly: ["schedule_weekday", "schedule_time"],
                        monthly: ["schedule_day", "schedule_time"], cron: ["schedule"] },
@@ -20,7 +20,10 @@
     var shown = groups[selector][choice.value] || [];
     all.forEach(function (name) {
       var field = form.querySelector('[data-field="' + name + '"]');
-      if (field) field.classList.toggle("hidden-field", shown.indexOf(name) === -1);
+      // A field the server refused, or whose value the browser will not submit,
+      // stays in sight: hidden, it would stop the save without a word.
+      var wrong = field && (field.classList.contains("has-error") || field.querySelector(":invalid"));
+      if (field) field.classList.toggle("hidden-field", shown.indexOf(name) === -1 && !wrong);
     });
   }
 

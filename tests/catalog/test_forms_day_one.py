@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 
 from catalog import backup_runs, services
-from catalog.models import BackupPlan, Destination, Source
+from catalog.models import AuditEvent, BackupPlan, Destination, Source
 from tests.support import log_in
 
 pytestmark = pytest.mark.django_db
@@ -83,7 +83,15 @@ def test_choosing_another_source_offers_its_formats(live_server, page, admin_use
 
     page.select_option("#id_source", str(pg.pk))
 
-    assert page.eval_on_selector("#id_format", visible) == ["custom", "plain", "jsonl", "csv", "sql", "basebackup"]
+    assert page.eval_on_selector("#id_format", visible) == [
+        "custom",
+        "directory",
+        "plain",
+        "jsonl",
+        "csv",
+        "sql",
+        "basebackup",
+    ]
     assert page.eval_on_selector("#id_format", "select => select.value") == "custom"  # sqlite gave way
     page.select_option("#id_source", str(lite.pk))
     assert page.eval_on_selector("#id_format", visible) == ["sqlite", "jsonl", "csv", "sql"]
@@ -95,8 +103,12 @@ def test_a_format_the_source_cannot_produce_is_refused_in_words(admin_client, pg
     assert response.status_code == 200
     errors = " ".join(response.context["form"].errors["format"])
     assert "A PostgreSQL source cannot produce “SQLite database file”" in errors
-    assert "PostgreSQL custom (pg_dump -Fc), Plain SQL, Export: JSON Lines" in errors
-    assert not re.search(r"\b(sqlite|postgresql|jsonl|basebackup)\b|custom, plain", errors)
+    # Each label quoted: the directory format's has a comma of its own.
+    assert (
+        "“PostgreSQL custom (pg_dump -Fc)”, “PostgreSQL directory, parallel jobs (pg_dump -Fd -j)”, "
+        "“Plain SQL”, “Export: JSON Lines”" in errors
+    )
+    assert not re.search(r"\b(sqlite|postgresql|jsonl|basebackup)\b|custom, (directory|plain)", errors)
     assert not BackupPlan.objects.exists()
 
 
@@ -202,6 +214,7 @@ def plan_post(admin_client, source, destination, plan=None, **fields):
         "format": "custom",
         "compression": "zstd",
         "compression_level": "",
+        "dump_jobs": 2,
         "encrypt": "on",
         "enabled": "on",
         "destinations": [destination.pk],
@@ -277,8 +290,6 @@ def test_the_plan_form_offers_the_level_beside_the_compression(admin_client, pg_
 
 
 def test_a_changed_compression_level_is_audited(admin_client, plan):
-    from catalog.models import AuditEvent
-
     disk = plan.destinations.get()
     response = plan_post(admin_client, plan.source, disk, plan=plan, compression_level="9")
     assert response.status_code == 302, response.context["form"].errors
@@ -290,3 +301,85 @@ def test_a_changed_compression_level_is_audited(admin_client, plan):
     plan_post(admin_client, plan.source, disk, plan=plan, compression_level="")
     event = AuditEvent.objects.filter(action="plan.update").latest("id")
     assert event.changes["compression_level"] is None
+
+
+# --- directory format and its parallel jobs (issue 22) ------------------------
+
+
+def test_a_directory_plan_with_four_dump_jobs_is_saved_and_shown(admin_client, pg_and_sqlite):
+    pg, _, disk = pg_and_sqlite
+    response = plan_post(admin_client, pg, disk, format="directory", dump_jobs="4")
+    assert response.status_code == 302, response.context["form"].errors
+    plan = BackupPlan.objects.get()
+    assert (plan.format, plan.dump_jobs) == ("directory", 4)
+    page = admin_client.get(plan.get_absolute_url()).content.decode()
+    shown = re.search(r"<dt>pg_dump jobs</dt><dd>(.*?)</dd>", page, re.S).group(1)
+    assert (
+        " ".join(shown.split()) == '4 <span class="muted">(tables dumped at once; 5 connections to the source)</span>'
+    )
+    assert "PostgreSQL directory, parallel jobs (pg_dump -Fd -j)" in page
+
+
+@pytest.mark.parametrize("jobs", ["0", "33"])
+def test_dump_jobs_out_of_bounds_are_refused_in_words(admin_client, pg_and_sqlite, jobs):
+    pg, _, disk = pg_and_sqlite
+    response = plan_post(admin_client, pg, disk, format="directory", dump_jobs=jobs)
+    assert response.status_code == 200
+    assert response.context["form"].errors["dump_jobs"] == [
+        "pg_dump runs from 1 to 32 jobs at once: each one is a connection to the source."
+    ]
+    assert not BackupPlan.objects.exists()
+
+
+def test_dump_jobs_left_out_keep_the_plans_number(admin_client, plan):
+    """A form from before the field (an open tab, a script) changes nothing."""
+    plan.dump_jobs = 6
+    plan.save()
+    disk = plan.destinations.get()
+    response = plan_post(admin_client, plan.source, disk, plan=plan, dump_jobs="")
+    assert response.status_code == 302, response.context["form"].errors
+    plan.refresh_from_db()
+    assert plan.dump_jobs == 6
+    assert "dump_jobs" not in AuditEvent.objects.filter(action="plan.update").latest("id").changes
+
+    plan_post(admin_client, plan.source, disk, plan=plan, format="directory", dump_jobs="8")
+    plan.refresh_from_db()
+    assert (plan.format, plan.dump_jobs) == ("directory", 8)
+    assert AuditEvent.objects.filter(action="plan.update").latest("id").changes["dump_jobs"] == 8
+
+
+def test_a_plan_of_another_format_keeps_its_dump_jobs_and_does_not_show_them(admin_client, pg_and_sqlite):
+    pg, _, disk = pg_and_sqlite
+    response = plan_post(admin_client, pg, disk, format="custom", dump_jobs="7")
+    assert response.status_code == 302, response.context["form"].errors
+    plan = BackupPlan.objects.get()
+    assert plan.dump_jobs == 7  # kept for a change to the directory format
+    assert "pg_dump jobs" not in admin_client.get(plan.get_absolute_url()).content.decode()
+
+
+def test_the_plan_form_offers_dump_jobs_beside_the_format(admin_client, pg_and_sqlite):
+    page = admin_client.get(reverse("plan_new")).content.decode()
+    assert page.index('name="format"') < page.index('name="dump_jobs"') < page.index('name="compression"')
+    assert re.search(r'<input[^>]*name="dump_jobs"[^>]*value="2"[^>]*min="1"[^>]*max="32"', page)
+    assert "Directory format only (1 to 32): pg_dump dumps this many tables at once" in page
+    assert "Other formats keep the number but do not use it." in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dump_jobs_are_shown_for_the_directory_format_only(live_server, page, admin_user, pg_and_sqlite):
+    pg, _, _ = pg_and_sqlite
+    log_in(page, live_server, admin_user)
+    page.goto(f"{live_server.url}/plans/new/?source={pg.pk}")
+    jobs = page.locator("[data-field=dump_jobs]")
+    assert not jobs.is_visible()  # custom, the default
+
+    page.select_option("#id_format", "directory")
+    assert jobs.is_visible()
+    page.fill("#id_dump_jobs", "40")  # more than pg_dump is allowed here
+
+    page.select_option("#id_format", "plain")
+    # Hidden, the browser would refuse the save without showing why: it stays until it fits.
+    assert jobs.is_visible()
+    page.fill("#id_dump_jobs", "4")
+    page.select_option("#id_format", "custom")
+    assert not jobs.is_visible()

@@ -274,7 +274,8 @@ def test_it_rejects_a_bad_schedule_and_a_format_the_engine_cannot_make(admin_cli
     ).content.decode()
     assert "Use five fields" in response
     assert (
-        "cannot produce “SQLite database file”; choose one of: PostgreSQL custom (pg_dump -Fc), Plain SQL" in response
+        "cannot produce “SQLite database file”; choose one of: “PostgreSQL custom (pg_dump -Fc)”, "
+        "“PostgreSQL directory, parallel jobs (pg_dump -Fd -j)”, “Plain SQL”" in response
     )
     assert not BackupPlan.objects.filter(name="Bad").exists()
 
