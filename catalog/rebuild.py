@@ -605,6 +605,9 @@ def described_plan(found: PlanFound) -> tuple[BackupPlan | None, str]:
     if found.described is None:
         return None, "its manifests are older than the plan's description in them"
     definition = found.described[2]
+    # A field the description lacks came after its manifest was written
+    # (compression_level, dump_jobs): it takes the model's default, as the
+    # migration that added it gave every plan of the time.
     plan = BackupPlan(
         source=found.source,
         name=found.name,

@@ -25,6 +25,7 @@ SETTINGS = dict(
     format="plain",
     compression="gzip",
     compression_level=8,
+    dump_jobs=5,  # kept by a plain-format plan too, for when it changes to the directory format
     encrypt=True,
     retention_mode="gfs",
     keep_daily=9,
@@ -247,6 +248,32 @@ def test_a_level_the_compression_does_not_have_is_not_taken_from_a_manifest(plan
     assert Backup.objects.get().compression_level is None  # unknown rather than wrong
     assert BackupPlan.objects.get().retention_mode == retention.DAYS  # the rebuild's defaults
     assert "the manifest's description of it cannot be used: compression_level: A gzip level is from 1 to 9" in out
+
+
+def test_a_description_from_before_dump_jobs_gives_two_jobs(plan, tmp_path):
+    backup = run(plan)
+    signed_again(manifest_path(tmp_path, backup), lambda data: data["plan_definition"].pop("dump_jobs"))
+
+    lose_the_catalog(tmp_path, "Local disk")
+    out, err = rebuild_catalog()
+
+    assert err == "" and "as the manifest of backup" in out
+    again = BackupPlan.objects.get()
+    assert {name: getattr(again, name) for name in SETTINGS} == {**SETTINGS, "dump_jobs": 2}
+    assert AuditEvent.objects.get(action="plan.recreate").changes["dump_jobs"] == 2
+
+
+def test_a_number_of_dump_jobs_out_of_bounds_is_not_taken_from_a_manifest(plan, tmp_path):
+    backup = run(plan)
+    signed_again(manifest_path(tmp_path, backup), lambda data: data["plan_definition"].update(dump_jobs=33))
+
+    lose_the_catalog(tmp_path, "Local disk")
+    out, err = rebuild_catalog()
+
+    assert err == "" and "Local disk: 1 imported" in out
+    again = BackupPlan.objects.get()
+    assert (again.dump_jobs, again.retention_mode) == (2, retention.DAYS)  # the rebuild's defaults
+    assert "the manifest's description of it cannot be used: dump_jobs: " in out
 
 
 def test_backups_rebuilt_without_their_plan_are_handed_to_it_by_the_next_rebuild(plan, tmp_path):
