@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from catalog.alerts.models import Alert
-from catalog.models import HEALTH_CHOICES, Backup, Copy, Destination, Verification
+from catalog.models import FORMAT_CHOICES, HEALTH_CHOICES, Backup, Copy, Destination, Verification
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -119,7 +119,11 @@ SCHEMAS = {
             "status": BACKUP_STATUS,
             "label": TEXT,
             "trigger": choices(Backup.TRIGGER_CHOICES),
-            "format": TEXT,
+            "format": {
+                **TEXT,
+                # Described rather than an enum: a backup keeps the format it was taken in.
+                "description": "how it was dumped: " + "; ".join(f"{fmt}: {label}" for fmt, label in FORMAT_CHOICES),
+            },
             "compression": TEXT,
             "compression_level": {
                 **nullable({"type": "integer", "minimum": 1}),
