@@ -273,7 +273,8 @@ PITR_RECOVERY_TIMEOUT = env_int("PITR_RECOVERY_TIMEOUT", 6 * 3600, minimum=60)
 LOCAL_DESTINATION_ROOTS = [
     Path(root).resolve() for root in env_list("LOCAL_DESTINATION_ROOTS", [str(DATA_DIR / "backups")])
 ]
-# Restores of custom-format dumps run `pg_restore -j` from a temporary file here.
+# Restores of custom-format dumps run `pg_restore -j` from a temporary file here,
+# and of directory-format ones from the unpacked files (a directory per restore).
 RESTORE_TMP_DIR = Path(env("RESTORE_TMP_DIR", str(DATA_DIR / "tmp"))).resolve()
 # pg_restore's jobs. The default suits a PostgreSQL on this machine: more jobs
 # than cores made restores slower (1.26x against 1.09x pg_restore -j 2 with 4

@@ -5,7 +5,9 @@ sweep) is catalog/jobs.py; configuration is catalog/services.py."""
 
 import base64
 import logging
+import shutil
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -18,18 +20,20 @@ from catalog.engine import dumpers, manifest
 from catalog.engine.compression import extension_for
 from catalog.engine.crypto import Encryptor, derive_manifest_key
 from catalog.engine.errors import Cancelled, EngineError, StorageError
+from catalog.engine.files import make_private_dirs
+from catalog.engine.pgdirectory import DirectoryDump
 from catalog.engine.pipeline import run_pipeline
 from catalog.engine.storage.base import QuotaWriter, Writer
 from catalog.errors import Refused
 from catalog.models import (
     BASE_BACKUP_FORMAT,
+    DIRECTORY_FORMAT,
     EXPORT_FORMATS,
     FORMATS_BY_ENGINE,
     Backup,
     BackupPlan,
     Copy,
     Destination,
-    Source,
 )
 from catalog.text import size_text
 
@@ -134,15 +138,16 @@ def object_key_for(backup: Backup) -> str:
     return f"{slug}/{backup.started_at:%Y/%m/%d}/{slug}-{stamp}-{backup.pk}.{ext}"
 
 
-def open_dump(source: Source, fmt: str, plan: BackupPlan | None = None, compression: str | None = None) -> dumpers.Dump:
+def open_dump(backup: Backup) -> dumpers.Dump:
+    source, fmt = backup.source, backup.format
     if fmt in EXPORT_FORMATS:
         # Resolved now, against the live schema: a table a named set matches
         # since the last run is exported too.
         from catalog.engine.exports import ExportDump
 
-        assert plan is not None  # an export is a plan's format
+        assert backup.plan is not None  # an export is a plan's format
         return ExportDump(
-            exports.export_conninfo(source), exports.resolve_specs(plan), fmt, tmp_dir=exports.spool_dir()
+            exports.export_conninfo(source), exports.resolve_specs(backup.plan), fmt, tmp_dir=exports.spool_dir()
         )
     if source.engine == "sqlite":
         return dumpers.SqliteDump(source.sqlite_path)
@@ -150,14 +155,30 @@ def open_dump(source: Source, fmt: str, plan: BackupPlan | None = None, compress
         from catalog.engine.basebackup import BaseBackupDump
 
         return BaseBackupDump(source.conninfo(), pg_basebackup=settings.PG_BASEBACKUP)
+    if fmt == DIRECTORY_FORMAT:
+        assert backup.plan is not None  # a queued backup is always a plan's
+        make_private_dirs(spool_dir(backup).parent)
+        return DirectoryDump(
+            source.conninfo(),
+            spool_dir(backup),
+            backup.plan.dump_jobs,
+            pg_dump=settings.PG_DUMP,
+            pg_dumpall=settings.PG_DUMPALL,
+        )
     # The pipeline compresses a custom-format dump itself (zstd or gzip, with
     # threads), so pg_dump does not: its own single-threaded zlib cost most of
     # a backup's CPU, and zstd over deflated bytes gained almost nothing, which
     # left the stored object larger than the guide's .sql.gz (bench/RESULTS.md).
-    pg_compress = 0 if fmt == "custom" and compression not in (None, "none") else None
+    pg_compress = 0 if fmt == "custom" and backup.compression != "none" else None
     return dumpers.PostgresDump(
         source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP, compress=pg_compress, pg_dumpall=settings.PG_DUMPALL
     )
+
+
+def spool_dir(backup: Backup) -> Path:
+    """Where a directory-format dump's files wait until each is streamed to
+    storage: a directory per backup, which the sweep removes if its worker died."""
+    return settings.DATA_DIR / "tmp" / f"backup-{backup.pk}"
 
 
 class ProgressReporter(jobs.JobWatch):
@@ -265,7 +286,7 @@ def stream_backup(backup: Backup, copies: list[Copy]) -> dict[str, Any] | None:
     if not writers:
         raise StorageError("No destination could take this backup: " + "; ".join(c.error for c in copies))
     # Each kind of dump has attributes of its own (tables, wal, globals), read below by format.
-    dump: Any = open_dump(backup.source, backup.format, backup.plan, backup.compression)
+    dump: Any = open_dump(backup)
     # Closed as soon as the pipeline is over, however it ends: a PostgreSQL
     # dump's snapshot transaction holds back vacuum on the source while open.
     with dump, ProgressReporter(backup.pk) as progress:
@@ -291,6 +312,8 @@ def stream_backup(backup: Backup, copies: list[Copy]) -> dict[str, Any] | None:
         contents = "physical base backup of the whole cluster"
     else:
         contents = f"{len(backup.table_counts)} tables, {sum(backup.table_counts.values())} rows in the snapshot"
+        if isinstance(dump, DirectoryDump):
+            contents += f"; pg_dump's directory format, {dump.jobs} jobs"
     backup.append_log(
         f"Read {size_text(result.raw_bytes)} from {backup.source.get_engine_display()} {backup.server_version} "
         f"({contents}); stored {size_text(result.stored_bytes)}, SHA-256 {result.sha256[:16]}…"
@@ -505,7 +528,9 @@ def sweep_stale_backups() -> list[int]:
 
 def remove_dead_run(backup: Backup) -> None:
     """What a dead worker's backup left in storage goes once it is failed (not
-    before: a worker that was only slow could still have recorded it)."""
+    before: a worker that was only slow could still have recorded it), and
+    the files of its dump still waiting on this machine's disk."""
+    shutil.rmtree(spool_dir(backup), ignore_errors=True)
     for copy in backup.copies.select_related("destination"):
         remove_objects(copy)
         mark_copy_failed(copy, "Removed: the worker died before the copy was complete.")

@@ -20,6 +20,7 @@ from catalog.engine import exports as engine
 from catalog.engine.errors import EngineError, SourceError
 from catalog.engine.exports.archive import Conninfo, LiveTable
 from catalog.engine.files import make_private_dirs
+from catalog.engine.pipeline import ChunkFile
 from catalog.models import BackupPlan, Source
 
 EMPTY_SET_ROWS = 3  # blank label/pattern rows offered in the form, so a set can be added without script
@@ -79,32 +80,6 @@ def load_into_sqlite(plain_chunks: Iterable[bytes], path: str, tables: Iterable[
 
 
 CHUNK_SIZE = 1 << 20
-
-
-class ChunkFile(io.RawIOBase):
-    """A read-only file over an iterator of byte chunks (restore_stream's output)."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks = iter(chunks)
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:  # a writable buffer (memoryview, bytearray)
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._pending = memoryview(chunk)
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
-
-    def drain(self) -> None:
-        for _ in self._chunks:
-            pass
 
 
 # --- the plan form's choice ---------------------------------------------------------

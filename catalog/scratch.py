@@ -29,11 +29,10 @@ from django.conf import settings
 
 from catalog import backup_globals, exports, keyring
 from catalog.engine import restorers
-from catalog.engine.dumpers import first_line, libpq_env
 from catalog.engine.errors import Cancelled, CorruptionError, EngineError, StorageError
 from catalog.engine.pipeline import restore_stream
 from catalog.engine.verify import first_difference, size_difference
-from catalog.models import Backup, Copy
+from catalog.models import DIRECTORY_FORMAT, Backup, Copy
 
 logger = logging.getLogger(__name__)
 
@@ -221,8 +220,9 @@ def restore_into_scratch(
     """Restores the first intact copy of a PostgreSQL backup into a new
     database `name` (a restorers.scratch_name) on `server`; returns a
     ScratchRestore. A custom-format dump goes through `pg_restore -j jobs`
-    from a file in `spool_dir` when one is given and jobs > 1 (nothing is
-    restored before the whole copy has passed its SHA-256), otherwise it is
+    from a file in `spool_dir` when one is given and jobs > 1, and a
+    directory-format one always from its files there (or in RESTORE_TMP_DIR):
+    nothing is restored before the whole copy has passed its SHA-256. Otherwise it is
     streamed into one pg_restore (a copy whose SHA-256 then differs fails the
     restore at its end, and the scratch database is dropped). An
     export loads only `tables` (all when empty). Raises NoCopyRestored when
@@ -290,24 +290,22 @@ def restore_dump(
         # Tables are recreated from the recorded column types: there is no table of contents.
         loaded = exports.load_into(plain, params, tables)
         return {"warnings": warnings, "loaded": loaded}
-    if backup.format == "custom" and spool_dir is not None and jobs > 1:
-        lister = ContentsLister(params)
-        try:
-            restorers.restore_postgres_parallel(
-                lister.passing(plain),
-                params,
-                spool_dir,
-                jobs,
-                backup.raw_bytes,
-                pg_restore=settings.PG_RESTORE,
-                warnings=warnings,
-                keep_owners=keep_owners,
-                like=like,
-            )
-        except BaseException:
-            lister.stop()
-            raise
-        return {"warnings": warnings, "table_of_contents": lister.counts(warnings)}
+    # pg_restore reads a directory-format dump only from its files; a custom
+    # one goes through a file for parallel jobs, where the caller gave a place.
+    if backup.format == DIRECTORY_FORMAT or (spool_dir is not None and backup.restore_spools(jobs)):
+        toc = restorers.restore_postgres_parallel(
+            plain,
+            params,
+            spool_dir or str(settings.RESTORE_TMP_DIR),
+            jobs,
+            backup.raw_bytes,
+            pg_restore=settings.PG_RESTORE,
+            warnings=warnings,
+            keep_owners=keep_owners,
+            like=like,
+            fmt=backup.format,
+        )
+        return {"warnings": warnings, "table_of_contents": toc}
     toc = restorers.restore_postgres(
         plain,
         params,
@@ -319,33 +317,6 @@ def restore_dump(
         keep_owners=keep_owners,
     )
     return {"warnings": warnings, "table_of_contents": toc}
-
-
-class ContentsLister:
-    """`pg_restore --list` reading the dump as it passes on its way to the
-    spool file, for its table of contents (restore_postgres_parallel removes
-    that file when it is done with it)."""
-
-    def __init__(self, params: Mapping[str, Any]) -> None:
-        self.process = restorers._Process([settings.PG_RESTORE, "--list"], libpq_env(params))
-
-    def passing(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        for chunk in chunks:
-            self.process.feed(chunk)
-            yield chunk
-
-    def counts(self, warnings: list[str]) -> dict[str, int] | None:
-        """The counts, or None with a warning: the restore itself has succeeded."""
-        code, listing, errors = self.process.finish()
-        if code != 0:
-            warnings.append(
-                f"pg_restore --list failed, so the dump's table of contents is not known: {first_line(errors) or code}"
-            )
-            return None
-        return restorers.toc_counts(listing)
-
-    def stop(self) -> None:
-        self.process.stop()
 
 
 def drop_quietly(scratch: restorers.ScratchDatabase) -> None:

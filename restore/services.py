@@ -361,14 +361,15 @@ def unless_succeeded(
 
 
 def spool_dir(job: RestoreJob) -> Path:
-    """Where this job's pg_restore -j reads the dump from: a directory of its
-    own, so that the sweep can remove what a killed worker left in it."""
+    """Where this job's pg_restore reads a temporary copy of the dump from: a
+    directory of its own, so that the sweep can remove what a killed worker
+    left in it."""
     return settings.RESTORE_TMP_DIR / f"restore-{job.pk}"
 
 
 def preflight(job: RestoreJob, server: dumpers.ConnParams) -> str:
     version = on_target.check_server_not_older(server, job.backup.server_version)
-    if job.backup.format == "custom" and settings.RESTORE_JOBS > 1:  # pg_restore -j reads a temporary file
+    if job.backup.restore_spools(settings.RESTORE_JOBS):  # pg_restore -j reads a temporary copy of the dump
         make_private_dirs(settings.RESTORE_TMP_DIR)
         try:
             restorers.check_free_disk(settings.RESTORE_TMP_DIR, job.backup.raw_bytes)

@@ -9,12 +9,13 @@ instead of filling memory. One failing destination does not stop the others.
 
 import contextlib
 import hashlib
+import io
 import itertools
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from catalog.engine import crypto
 from catalog.engine.compression import count_decompressed, decompress_stream, detect_compression, make_compressor
@@ -336,3 +337,29 @@ def read_ahead(chunks: Iterable[bytes], depth: int = 4) -> Generator[bytes]:
     finally:
         stop.set()
         thread.join()
+
+
+class ChunkFile(io.RawIOBase):
+    """A read-only file over an iterator of byte chunks (restore_stream's output)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:  # a writable buffer (memoryview, bytearray)
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+    def drain(self) -> None:
+        for _ in self._chunks:
+            pass

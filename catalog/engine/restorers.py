@@ -26,7 +26,7 @@ from typing import Any, Self
 import psycopg
 from psycopg import sql
 
-from catalog.engine import pgglobals
+from catalog.engine import pgdirectory, pgglobals
 from catalog.engine.dumpers import (
     COUNT_TABLES,
     ConnParams,
@@ -38,7 +38,7 @@ from catalog.engine.dumpers import (
     one,
 )
 from catalog.engine.errors import Cancelled, EngineError
-from catalog.engine.files import make_private_dirs
+from catalog.engine.files import create_private_file, make_private_dirs
 from catalog.engine.storage.base import describe_os_error
 
 SCRATCH_PREFIX = "strongroom_verify_"
@@ -286,7 +286,7 @@ def check_free_disk(directory: str | os.PathLike[str], needed_bytes: int) -> Non
     free = shutil.disk_usage(directory).free
     if needed_bytes > free:
         raise RestoreError(
-            f"Not enough free disk in {directory} for the temporary dump file: it needs {needed_bytes} bytes, "
+            f"Not enough free disk in {directory} for the temporary copy of the dump: it needs {needed_bytes} bytes, "
             f"{free} are free"
         )
 
@@ -301,23 +301,29 @@ def restore_postgres_parallel(
     warnings: list[str] | None = None,
     keep_owners: bool = False,
     like: pgglobals.Properties | None = None,
-) -> None:
-    """Custom format with `pg_restore -j`: the dump is written to a temporary
-    file first (pg_restore needs to seek for parallel jobs), which also means
-    nothing is restored before the whole stream has passed its checksum."""
+    fmt: str = "custom",
+) -> dict[str, int] | None:
+    """`pg_restore -j` from a temporary copy of the dump in `directory`: a
+    file for the custom format (pg_restore seeks in it for parallel jobs),
+    the dump's own files for the directory format (stored as a tar archive).
+    Nothing is restored before the whole stream has passed its checksum.
+    Returns the dump's TOC counts, or None with a warning when pg_restore
+    cannot list them (the restore itself has succeeded then)."""
     make_private_dirs(directory)  # the dump is a whole database's data: the service user's alone
     check_free_disk(directory, needed_bytes)
-    fd, path = tempfile.mkstemp(dir=directory, prefix="strongroom-restore-", suffix=".dump")
+    spool = tempfile.mkdtemp(dir=directory, prefix="strongroom-restore-")
+    path = os.path.join(spool, "dump")
     try:
         # The disk may fill after the check above (another job, a log).
-        with (
-            disk_full_in_words(
-                directory, " while writing the temporary dump file; it was removed and nothing was restored"
-            ),
-            os.fdopen(fd, "wb") as handle,
+        with disk_full_in_words(
+            directory, " while writing the temporary copy of the dump; it was removed and nothing was restored"
         ):
-            for chunk in plain_chunks:
-                handle.write(chunk)
+            if fmt == "directory":
+                pgdirectory.unpack(plain_chunks, path)
+            else:
+                with create_private_file(path) as handle:
+                    for chunk in plain_chunks:
+                        handle.write(chunk)
         argv = [
             pg_restore,
             *ownership_options(keep_owners),
@@ -342,8 +348,17 @@ def restore_postgres_parallel(
             raise RestoreError(f"pg_restore failed: {first_line(done.stderr) or done.returncode}")
         if warnings is not None:
             warnings.extend(line for line in done.stderr.splitlines() if line.strip())
+        listing = subprocess.run([pg_restore, "--list", path], capture_output=True, text=True)
     finally:
-        os.unlink(path)
+        shutil.rmtree(spool, ignore_errors=True)
+    if listing.returncode != 0:
+        if warnings is not None:
+            warnings.append(
+                "pg_restore --list failed, so the dump's table of contents is not known: "
+                f"{first_line(listing.stderr) or listing.returncode}"
+            )
+        return None
+    return toc_counts(listing.stdout)
 
 
 def toc_counts(listing: str) -> dict[str, int]:

@@ -51,7 +51,7 @@ def test_a_restore_whose_temporary_file_fills_the_disk_fails_and_leaves_nothing(
 
     assert job.status == RestoreJob.FAILED
     assert job.summary.startswith(f"Disk full on {tiny_disk}"), job.summary
-    assert "while writing the temporary dump file; it was removed and nothing was restored" in job.summary
+    assert "while writing the temporary copy of the dump; it was removed and nothing was restored" in job.summary
     assert files_under(tiny_disk) == []
     assert not database_exists(source_db, name)
     assert not database_exists(source_db, job.report["scratch_database"])

@@ -27,9 +27,17 @@ def corpus(pg_database, pg_server):
     drop_corpus_roles(pg_server, built)
 
 
-@pytest.fixture
-def backup(corpus, tmp_path):
-    plan = make_plan(pg_source(corpus.conninfo), [local_destination(tmp_path / "disk")], verify_new_backups=False)
+# Both formats pg_restore reads: the custom one, and the directory one that
+# several jobs dump at once (stored as a tar archive, unpacked for pg_restore -j).
+@pytest.fixture(params=["custom", "directory"])
+def backup(corpus, tmp_path, request):
+    plan = make_plan(
+        pg_source(corpus.conninfo),
+        [local_destination(tmp_path / "disk")],
+        verify_new_backups=False,
+        format=request.param,
+        dump_jobs=3,
+    )
     backup = backup_runs.run_backup(backup_runs.create_backup("test", plan).pk)
     assert backup.status == Backup.SUCCEEDED, backup.error
     return backup
