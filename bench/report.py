@@ -31,8 +31,8 @@ def render(r):
         b = r["backup"]
         out.append(
             f"Source database: {r['source_db_bytes'] / 2**20:.0f} MB ({describe(r)}); small one for the memory "
-            f"check: {r['small_db_bytes'] / 2**20:.0f} MB (scale {r['args']['small_scale']}). Compression: zstd "
-            f"level {r['args'].get('level') or 'default (1)'}.\n"
+            f"check: {r['small_db_bytes'] / 2**20:.0f} MB (scale {r['args']['small_scale']}). Format: "
+            f"{plan_format(r['args'])}. Compression: zstd level {r['args'].get('level') or 'default (1)'}.\n"
         )
         out.append(
             row(
@@ -52,10 +52,13 @@ def render(r):
         names = {
             "guide": "guide: pg_dump | gzip, sha256sum",
             "floor": "floor: pg_dump -Fc -Z0 > /dev/null",
+            "floor_directory": f"floor: pg_dump -Fd -j {r['args'].get('dump_jobs')} -Z0 (files)",
             "strongroom_local": "Strongroom → local",
             "strongroom_local_s3": "Strongroom → local + S3 (moto)",
         }
         for key, label in names.items():
+            if key not in b["medians"]:
+                continue
             x = b["medians"][key]
             out.append(
                 row(
@@ -183,11 +186,18 @@ def across(runs):
     return "\n".join(out) + "\n"
 
 
+def plan_format(args):
+    if args.get("format") == "directory":
+        return f"directory, {args['dump_jobs']} dump jobs"
+    return "custom"
+
+
 def argv(args):
     return [
         "python -m bench.run",
         *([f"--dataset {args['dataset']}"] if args.get("dataset", "pgbench") != "pgbench" else []),
         f"--scale {args['scale']}",
+        *([f"--format directory --dump-jobs {args['dump_jobs']}"] if args.get("format") == "directory" else []),
         *([f"--level {args['level']}"] if args.get("level") else []),
         *([f"--restore-jobs {args['restore_jobs']}"] if args.get("restore_jobs") else []),
         f"--runs {args['runs']}",

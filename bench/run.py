@@ -310,7 +310,13 @@ class Bench:
             ),
             secrets={"secret_access_key": "testing"},
         )
-        fields = {"format": "custom", "compression": "zstd", "compression_level": self.args.level, "encrypt": True}
+        fields = {
+            "format": self.args.format,
+            "dump_jobs": self.args.dump_jobs,
+            "compression": "zstd",
+            "compression_level": self.args.level,
+            "encrypt": True,
+        }
         big = source(self.src_db, "Bench source")
         plan_local = services.save_plan("bench", BackupPlan(name="local", source=big, **fields), destinations=[local])
         plan_both = services.save_plan(
@@ -329,6 +335,13 @@ class Bench:
         guide_cmd = f'set -o pipefail; pg_dump "{url(self.src_db)}" | gzip > {gz} && sha256sum {gz} > {gz}.sha256'
         floor_cmd = f'pg_dump -Fc -Z0 "{url(self.src_db)}" > /dev/null'
         samples = {"guide": [], "floor": [], "strongroom_local": [], "strongroom_local_s3": []}
+        # A directory-format plan's own floor: pg_dump's jobs writing their files, then removed.
+        files = out / "floor-files"
+        floor_directory_cmd = (
+            f'pg_dump -Fd -j {self.args.dump_jobs} -Z0 -f {files} "{url(self.src_db)}" && rm -rf {files}'
+        )
+        if self.args.format == "directory":
+            samples["floor_directory"] = []
         last = {}
         for i in range(runs):
             order = list(samples)
@@ -340,6 +353,8 @@ class Bench:
                     m["size_mb"] = gz.stat().st_size / 2**20
                 elif name == "floor":
                     m = measure(floor_cmd, shell=True)
+                elif name == "floor_directory":
+                    m = measure(floor_directory_cmd, shell=True)
                 elif name == "strongroom_local":
                     m = child(self.env, "backup", plan_local.pk)
                     m["size_mb"] = m["inner"]["stored_bytes"] / 2**20
@@ -363,6 +378,11 @@ class Bench:
                 "local_vs_guide": ratio(sr["wall"], guide["wall"]),
                 "local_s3_vs_floor": ratio(table["strongroom_local_s3"]["wall"], floor["wall"]),
                 "stored_size_vs_guide": ratio(sr["size_mb"], guide["size_mb"]),
+                **(
+                    {"local_vs_floor_directory": ratio(sr["wall"], table["floor_directory"]["wall"])}
+                    if "floor_directory" in table
+                    else {}
+                ),
             },
         }
         # 2: memory at a scale ten times smaller
@@ -470,7 +490,7 @@ class Bench:
         sr, sha = table["strongroom"], table["sha256sum"]
         self.results["verify"] = {
             "file_mb": size_mb,
-            "object": "the latest local backup: custom format, zstd, encrypted",
+            "object": f"the latest local backup: {self.args.format} format, zstd, encrypted",
             "medians": table,
             "ratios": {
                 "time_vs_sha256sum": ratio(sr["wall"], sha["wall"]),
@@ -630,6 +650,11 @@ def targets(r):
     if "backup" in r:
         b = r["backup"]["ratios"]
         t["backup <= 1.15x floor"] = (b["local_vs_floor"], b["local_vs_floor"] <= 1.15)
+        if "local_vs_floor_directory" in b:
+            t["backup <= 1.15x directory floor"] = (
+                b["local_vs_floor_directory"],
+                b["local_vs_floor_directory"] <= 1.15,
+            )
         t["backup <= 0.5x guide"] = (b["local_vs_guide"], b["local_vs_guide"] <= 0.5)
         t["stored size <= 0.9x guide"] = (b["stored_size_vs_guide"], b["stored_size_vs_guide"] <= 0.9)
         m = r["memory"]
@@ -675,6 +700,8 @@ def main(argv=None):
         help="pgbench (compressible: blank filler plus a text table) or orders (uuid, md5, jsonb: less compressible)",
     )
     parser.add_argument("--small-scale", type=int, help="second scale for the memory check (default scale/10)")
+    parser.add_argument("--format", choices=["custom", "directory"], default="custom", help="the plans' format")
+    parser.add_argument("--dump-jobs", type=int, default=2, help="pg_dump's jobs for --format directory")
     parser.add_argument("--level", type=int, help="the plans' compression level (default: the product's, zstd 3)")
     parser.add_argument(
         "--restore-jobs", default="2,4", help="RESTORE_JOBS values to measure (1 streams into one pg_restore)"

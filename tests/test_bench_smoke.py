@@ -61,6 +61,10 @@ def test_it_runs_every_benchmark_at_a_tiny_scale(tmp_path, pg_server):
             "orders",
             "--restore-jobs",
             "1,2",
+            "--format",
+            "directory",
+            "--dump-jobs",
+            "2",
             "--json",
             str(out),
         ],
@@ -70,7 +74,8 @@ def test_it_runs_every_benchmark_at_a_tiny_scale(tmp_path, pg_server):
     figures = json.loads(out.read_text())
     assert figures["dataset"] == "orders"
     backup = figures["backup"]["medians"]
-    assert set(backup) == {"guide", "floor", "strongroom_local", "strongroom_local_s3"}
+    assert set(backup) == {"guide", "floor", "floor_directory", "strongroom_local", "strongroom_local_s3"}
+    assert figures["backup"]["ratios"]["local_vs_floor_directory"] > 0
     assert all(b["wall"] > 0 and b["rss_mb"] > 0 for b in backup.values())
     assert backup["strongroom_local"]["size_mb"] > 0
     assert figures["memory"]["rss_mb_small"] > 0
