@@ -313,7 +313,7 @@ def test_a_directory_plan_with_four_dump_jobs_is_saved_and_shown(admin_client, p
     plan = BackupPlan.objects.get()
     assert (plan.format, plan.dump_jobs) == ("directory", 4)
     page = admin_client.get(plan.get_absolute_url()).content.decode()
-    shown = re.search(r"<dt>pg_dump jobs</dt><dd>(.*?)</dd>", page, re.S).group(1)
+    shown = re.search(r"<dt>Parallel dump jobs</dt><dd>(.*?)</dd>", page, re.S).group(1)
     assert (
         " ".join(shown.split()) == '4 <span class="muted">(tables dumped at once; 5 connections to the source)</span>'
     )
@@ -354,7 +354,7 @@ def test_a_plan_of_another_format_keeps_its_dump_jobs_and_does_not_show_them(adm
     assert response.status_code == 302, response.context["form"].errors
     plan = BackupPlan.objects.get()
     assert plan.dump_jobs == 7  # kept for a change to the directory format
-    assert "pg_dump jobs" not in admin_client.get(plan.get_absolute_url()).content.decode()
+    assert "Parallel dump jobs" not in admin_client.get(plan.get_absolute_url()).content.decode()
 
 
 def test_the_plan_form_offers_dump_jobs_beside_the_format(admin_client, pg_and_sqlite):
