@@ -196,11 +196,9 @@ SCHEMAS = {
                 "description": "optional, e.g. pre-migration-backup",
             },
             "keep_days": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": 36500,
+                **nullable({"type": "integer", "minimum": 1, "maximum": 36500}),
                 "description": "optional: days retention keeps this backup whatever the plan's rule says; "
-                "left out, the plan's rule for manual backups (keep_manual_days) decides",
+                "left out or null, the plan's rule for manual backups (keep_manual_days) decides",
             },
         },
         required=["plan"],
