@@ -26,7 +26,7 @@ FORMAT_CHOICES = [
     ("custom", "PostgreSQL custom (pg_dump -Fc)"),
     # pg_dump's directory format, dumped by several jobs at once and stored as
     # one tar archive of its files (catalog.engine.dumpers.DirectoryDump).
-    ("directory", "PostgreSQL directory, parallel jobs (pg_dump -Fd -j)"),
+    ("directory", "PostgreSQL directory with parallel jobs (pg_dump -Fd -j)"),
     ("plain", "Plain SQL"),
     ("sqlite", "SQLite database file"),
     # Selective exports of chosen tables (catalog.engine.exports), one tar archive each.

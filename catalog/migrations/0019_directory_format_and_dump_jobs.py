@@ -19,11 +19,11 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='backup',
             name='format',
-            field=models.CharField(choices=[('custom', 'PostgreSQL custom (pg_dump -Fc)'), ('directory', 'PostgreSQL directory, parallel jobs (pg_dump -Fd -j)'), ('plain', 'Plain SQL'), ('sqlite', 'SQLite database file'), ('jsonl', 'Export: JSON Lines'), ('csv', 'Export: CSV with header'), ('sql', 'Export: SQL INSERT statements'), ('basebackup', 'Physical base backup (pg_basebackup, for point-in-time recovery)')], max_length=20),
+            field=models.CharField(choices=[('custom', 'PostgreSQL custom (pg_dump -Fc)'), ('directory', 'PostgreSQL directory with parallel jobs (pg_dump -Fd -j)'), ('plain', 'Plain SQL'), ('sqlite', 'SQLite database file'), ('jsonl', 'Export: JSON Lines'), ('csv', 'Export: CSV with header'), ('sql', 'Export: SQL INSERT statements'), ('basebackup', 'Physical base backup (pg_basebackup, for point-in-time recovery)')], max_length=20),
         ),
         migrations.AlterField(
             model_name='backupplan',
             name='format',
-            field=models.CharField(choices=[('custom', 'PostgreSQL custom (pg_dump -Fc)'), ('directory', 'PostgreSQL directory, parallel jobs (pg_dump -Fd -j)'), ('plain', 'Plain SQL'), ('sqlite', 'SQLite database file'), ('jsonl', 'Export: JSON Lines'), ('csv', 'Export: CSV with header'), ('sql', 'Export: SQL INSERT statements'), ('basebackup', 'Physical base backup (pg_basebackup, for point-in-time recovery)')], default='custom', max_length=20),
+            field=models.CharField(choices=[('custom', 'PostgreSQL custom (pg_dump -Fc)'), ('directory', 'PostgreSQL directory with parallel jobs (pg_dump -Fd -j)'), ('plain', 'Plain SQL'), ('sqlite', 'SQLite database file'), ('jsonl', 'Export: JSON Lines'), ('csv', 'Export: CSV with header'), ('sql', 'Export: SQL INSERT statements'), ('basebackup', 'Physical base backup (pg_basebackup, for point-in-time recovery)')], default='custom', max_length=20),
         ),
     ]

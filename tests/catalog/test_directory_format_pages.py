@@ -35,7 +35,7 @@ def test_the_backup_page_says_the_dump_is_one_tar_of_pg_dumps_directory(admin_cl
     page = admin_client.get(backup.get_absolute_url()).content.decode()
     shown = re.search(r"<dt>Format</dt>\s*<dd>(.*?)</dd>", page, re.S).group(1)
     assert " ".join(shown.split()) == (
-        "PostgreSQL directory, parallel jobs (pg_dump -Fd -j), stored as one tar archive of pg_dump's files · zstd"
+        "PostgreSQL directory with parallel jobs (pg_dump -Fd -j), stored as one tar archive of pg_dump's files · zstd"
     )
     title = re.search(r'<button type="submit"\s+title="([^"]*)">Download dump</button>', page, re.S).group(1)
     assert " ".join(html.unescape(title).split()) == (
@@ -67,4 +67,4 @@ def test_the_api_names_the_format_and_documents_it(client, backup):
     assert [b["format"] for b in listed["results"]] == ["directory"]
     document = client.get("/api/v1/openapi.json").json()
     described = document["components"]["schemas"]["Backup"]["properties"]["format"]["description"]
-    assert "directory: PostgreSQL directory, parallel jobs (pg_dump -Fd -j)" in described
+    assert "directory: PostgreSQL directory with parallel jobs (pg_dump -Fd -j)" in described

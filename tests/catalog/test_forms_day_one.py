@@ -105,7 +105,7 @@ def test_a_format_the_source_cannot_produce_is_refused_in_words(admin_client, pg
     assert "A PostgreSQL source cannot produce “SQLite database file”" in errors
     # Each label quoted: the directory format's has a comma of its own.
     assert (
-        "“PostgreSQL custom (pg_dump -Fc)”, “PostgreSQL directory, parallel jobs (pg_dump -Fd -j)”, "
+        "“PostgreSQL custom (pg_dump -Fc)”, “PostgreSQL directory with parallel jobs (pg_dump -Fd -j)”, "
         "“Plain SQL”, “Export: JSON Lines”" in errors
     )
     assert not re.search(r"\b(sqlite|postgresql|jsonl|basebackup)\b|custom, (directory|plain)", errors)
@@ -317,7 +317,7 @@ def test_a_directory_plan_with_four_dump_jobs_is_saved_and_shown(admin_client, p
     assert (
         " ".join(shown.split()) == '4 <span class="muted">(tables dumped at once; 5 connections to the source)</span>'
     )
-    assert "PostgreSQL directory, parallel jobs (pg_dump -Fd -j)" in page
+    assert "PostgreSQL directory with parallel jobs (pg_dump -Fd -j)" in page
 
 
 @pytest.mark.parametrize("jobs", ["0", "33"])

@@ -275,7 +275,7 @@ def test_it_rejects_a_bad_schedule_and_a_format_the_engine_cannot_make(admin_cli
     assert "Use five fields" in response
     assert (
         "cannot produce “SQLite database file”; choose one of: “PostgreSQL custom (pg_dump -Fc)”, "
-        "“PostgreSQL directory, parallel jobs (pg_dump -Fd -j)”, “Plain SQL”" in response
+        "“PostgreSQL directory with parallel jobs (pg_dump -Fd -j)”, “Plain SQL”" in response
     )
     assert not BackupPlan.objects.filter(name="Bad").exists()
 
