@@ -164,6 +164,7 @@ def open_dump(backup: Backup) -> dumpers.Dump:
             backup.plan.dump_jobs,
             pg_dump=settings.PG_DUMP,
             pg_dumpall=settings.PG_DUMPALL,
+            pg_restore=settings.PG_RESTORE,
         )
     # The pipeline compresses a custom-format dump itself (zstd or gzip, with
     # threads), so pg_dump does not: its own single-threaded zlib cost most of

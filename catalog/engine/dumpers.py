@@ -40,6 +40,22 @@ ORDER BY 1, 2
 """
 
 
+# The same tables by OID, and whether a count of their rows needs SQL rather
+# than the dump's own data (pgdirectory counts each table's file): a table
+# with inheritance children, whose count(*) counts theirs too, and a table an
+# extension owns, which pg_dump dumps in part (a configuration table's rows
+# added since) or not at all.
+TABLES_BY_OID = """
+SELECT c.oid, n.nspname, c.relname,
+       c.relhassubclass OR EXISTS (
+         SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+ORDER BY 2, 3
+"""
+
+
 # Top-level partitioned tables and their leaf partitions (a sub-partitioned
 # level is a partition, not a leaf). Walked through pg_inherits rather than
 # pg_partition_tree(), which PostgreSQL 10 and 11 sources lack.
@@ -342,11 +358,7 @@ class PostgresDump(Dump):
             raise self._facts_error
 
     def _count_rows(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
-        counts = {}
-        for schema, table in conn.execute(COUNT_TABLES).fetchall():
-            query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-            counts[f"{schema}.{table}"] = one(conn, query)
-        return counts
+        return {f"{schema}.{table}": count_rows(conn, schema, table) for schema, table in conn.execute(COUNT_TABLES)}
 
     def _spawn(self, snapshot: str) -> None:
         argv = [
@@ -406,6 +418,11 @@ class PostgresDump(Dump):
             self._facts.join()
         if self._conn is not None:
             self._conn.close()
+
+
+def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
+    rows: int = one(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
+    return rows
 
 
 def dump_globals_sql(params: Mapping[str, Any], pg_dumpall: str = "pg_dumpall") -> tuple[str, str]:

@@ -11,6 +11,14 @@ while pg_dump is still dumping, and the spool holds only the files not yet
 streamed. When pg_dump has exited, whatever is left (large objects, files it
 did not report) follows, toc.dat last.
 
+The row counts come from the same files as they pass, rather than from a
+count(*) of every table beside pg_dump, which read the whole database a second
+time: a table's data file holds its rows as COPY text, one line each, ended by
+pg_dump's terminator line and two empty ones, and the table of contents says
+which table each file is. Tables with inheritance children (whose count(*)
+counts theirs), tables an extension owns, and any file that does not end as
+expected are counted in the dump's snapshot as before.
+
 unpack() is the way back: it writes such an archive into a new private
 directory for `pg_restore --jobs`, refusing any member that is not one of the
 files pg_dump writes there, so that a damaged or crafted archive cannot put a
@@ -29,7 +37,17 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
-from catalog.engine.dumpers import CHUNK_SIZE, PostgresDump, describe_pg_error, first_line, libpq_env
+import psycopg
+
+from catalog.engine.dumpers import (
+    CHUNK_SIZE,
+    TABLES_BY_OID,
+    PostgresDump,
+    count_rows,
+    describe_pg_error,
+    first_line,
+    libpq_env,
+)
 from catalog.engine.errors import CorruptionError, SourceError
 from catalog.engine.files import PRIVATE_DIR, PRIVATE_FILE, create_private_file
 from catalog.engine.pipeline import ChunkFile
@@ -39,6 +57,12 @@ TOC = "toc.dat"
 # one file per table's data and per large object (compressed ones end in .gz,
 # .lz4 or .zst), and the large objects' own tables of contents.
 MEMBER_NAME = re.compile(r"(toc\.dat|blobs(_\d+)?\.toc|(blob_)?\d+\.dat(\.gz|\.lz4|\.zst)?)")
+DATA_FILE = re.compile(r"(\d+)\.dat")
+# How pg_dump ends a table's COPY data in an archive: after the last row's line.
+COPY_END = b"\\.\n\n\n"
+COPY_END_LINES = COPY_END.count(b"\n")
+# `pg_restore --list`'s line for a table's data: its dump ID, then the table's OID.
+TABLE_DATA_LINE = re.compile(r"^(\d+); \d+ (\d+) TABLE DATA ")
 # What `pg_dump --verbose` prints once a parallel job has written a table's data.
 FINISHED = re.compile(rb"^pg_dump: finished item (\d+) ")
 # pg_dump's lines that are not progress: kept for the error message.
@@ -60,14 +84,18 @@ class DirectoryDump(PostgresDump):
         chunk_size: int = CHUNK_SIZE,
         pg_dump: str = "pg_dump",
         pg_dumpall: str = "pg_dumpall",
+        pg_restore: str = "pg_restore",
     ) -> None:
         super().__init__(conninfo, fmt="directory", chunk_size=chunk_size, pg_dump=pg_dump, pg_dumpall=pg_dumpall)
+        self.pg_restore = pg_restore
         self.spool = os.fspath(spool)
         self.jobs = jobs
         self.output = os.path.join(self.spool, "dump")
         self._finished: queue.Queue[int | None] = queue.Queue()
         self._problems: list[str] = []
         self._stderr_reader: threading.Thread | None = None
+        self._tables_by_oid: dict[int, tuple[str, str]] = {}  # the tables counted from their files
+        self._rows_by_dump_id: dict[int, int | None] = {}  # None: the file did not end as pg_dump ends one
 
     def _spawn(self, snapshot: str) -> None:
         # A spool left by a worker that died mid-backup is no use to anyone.
@@ -133,6 +161,8 @@ class DirectoryDump(PostgresDump):
         # contents last: it is written when everything else is.
         for name in sorted(os.listdir(self.output), key=lambda name: (name == TOC, name)):
             self.check_cancelled()
+            if name == TOC:
+                self.table_counts = dict(sorted({**self.table_counts, **self._counts_from_files()}.items()))
             yield from self._member(name)
         end = b"\0" * (END_OF_ARCHIVE + (-(self.raw_bytes + END_OF_ARCHIVE)) % tarfile.RECORDSIZE)
         self.raw_bytes += len(end)
@@ -148,17 +178,52 @@ class DirectoryDump(PostgresDump):
             header = info.tobuf(format=tarfile.USTAR_FORMAT)
             self.raw_bytes += len(header)
             yield header
-            left = size
+            left, lines, tail = size, 0, b""
             while left and (chunk := handle.read(min(self.chunk_size, left))):
                 left -= len(chunk)
+                lines += chunk.count(b"\n")
+                tail = (tail + chunk[-len(COPY_END) :])[-len(COPY_END) :]
                 self.raw_bytes += len(chunk)
                 yield chunk
         if left:
             raise SourceError(f"pg_dump's file {name} shrank while it was being stored")
+        if match := DATA_FILE.fullmatch(name):
+            self._rows_by_dump_id[int(match[1])] = lines - COPY_END_LINES if tail == COPY_END else None
         pad = b"\0" * (-size % tarfile.BLOCKSIZE)
         self.raw_bytes += len(pad)
         yield pad
         os.unlink(path)
+
+    def _count_rows(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
+        """In the facts thread: only the tables whose count needs SQL (with
+        inheritance children, owned by an extension) are counted here; the
+        others are counted from their files (_counts_from_files)."""
+        counts = {}
+        for oid, schema, table, needs_sql in conn.execute(TABLES_BY_OID):
+            if needs_sql:
+                counts[f"{schema}.{table}"] = count_rows(conn, schema, table)
+            else:
+                self._tables_by_oid[oid] = (schema, table)
+        return counts
+
+    def _counts_from_files(self) -> dict[str, int]:
+        """The rows of each table counted from its data file, the table found
+        by its OID in the table of contents; a table without a counted file
+        is counted in the snapshot, still open (pg_dump has finished)."""
+        listing = subprocess.run([self.pg_restore, "--list", self.output], capture_output=True, text=True)
+        file_of = {}
+        for line in listing.stdout.splitlines() if listing.returncode == 0 else []:
+            if match := TABLE_DATA_LINE.match(line):
+                file_of[int(match[2])] = int(match[1])
+        assert self._conn is not None, "the snapshot's connection, opened by start()"
+        counts = {}
+        for oid, (schema, table) in self._tables_by_oid.items():
+            rows = self._rows_by_dump_id.get(file_of.get(oid, -1))
+            try:
+                counts[f"{schema}.{table}"] = count_rows(self._conn, schema, table) if rows is None else rows
+            except psycopg.Error as exc:
+                self._raise_source_error(exc)
+        return counts
 
     def _finish(self) -> None:
         assert self._process is not None, "started by start()"
