@@ -18,6 +18,7 @@ where).
 """
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -219,7 +220,8 @@ def restore_into_scratch(
 ) -> ScratchRestore:
     """Restores the first intact copy of a PostgreSQL backup into a new
     database `name` (a restorers.scratch_name) on `server`; returns a
-    ScratchRestore. A custom-format dump goes through `pg_restore -j jobs`
+    ScratchRestore. `spool_dir` is a directory for this restore alone, removed
+    at the end. A custom-format dump goes through `pg_restore -j jobs`
     from a file in `spool_dir` when one is given and jobs > 1, and a
     directory-format one always from its files there (or in RESTORE_TMP_DIR):
     nothing is restored before the whole copy has passed its SHA-256. Otherwise it is
@@ -255,7 +257,11 @@ def restore_into_scratch(
     def discard(_: object) -> None:
         drop_quietly(restorers.ScratchDatabase(server, name))
 
-    done = first_intact_copy(backup, restore_one, cancel_event, log, discard)
+    try:
+        done = first_intact_copy(backup, restore_one, cancel_event, log, discard)
+    finally:
+        if spool_dir is not None:  # the caller's directory for this restore alone
+            shutil.rmtree(spool_dir, ignore_errors=True)
     return ScratchRestore(copy=done.copy, skipped=done.skipped, seconds=done.seconds, database=like, **done.value)
 
 

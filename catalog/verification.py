@@ -12,11 +12,13 @@ at the same time on the same source.
 
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -350,7 +352,13 @@ def restore_postgres_copy(
     verification.evidence["owners_and_grants"] = owners
     try:
         done = scratch.restore_into_scratch(
-            backup, server, name, keep_owners=owners, cancel_event=cancel_event, log=verification.append_log
+            backup,
+            server,
+            name,
+            keep_owners=owners,
+            spool_dir=str(spool_dir(verification)),  # used by a directory-format dump only: one job streams the rest
+            cancel_event=cancel_event,
+            log=verification.append_log,
         )
         try:
             rows, objects = restorers.restored_counts(
@@ -539,8 +547,16 @@ def sweep_stale_verifications(now: datetime | None = None) -> list[int]:
     )
 
 
+def spool_dir(verification: Verification) -> Path:
+    """Where a test restore unpacks a directory-format dump for pg_restore: a
+    directory of its own, so that the sweep can remove what a dead worker left."""
+    return settings.RESTORE_TMP_DIR / f"verify-{verification.pk}"
+
+
 def drop_scratch_database(verification: Verification) -> None:
-    """The scratch database a dead worker's test restore was filling, if any."""
+    """The scratch database a dead worker's test restore was filling, if any,
+    and the dump it was restoring from."""
+    shutil.rmtree(spool_dir(verification), ignore_errors=True)
     name = (verification.evidence or {}).get("scratch_database", "")
     if name.startswith(restorers.SCRATCH_PREFIX):
         try:
