@@ -21,6 +21,18 @@ from catalog.engine.errors import StorageError
 from catalog.engine.storage.base import PROBE_KEY, READ_CHUNK, Partial, check_key
 
 PART_SIZE = 8 << 20  # S3 parts must be at least 5 MiB, except the last
+# An upload has at most 10,000 parts, which at 8 MiB each would stop an object
+# at 78 GiB. The part size doubles every PARTS_PER_SIZE parts, up to 64 times
+# the first: 1,500 parts each of 8, 16, 32, 64, 128 and 256 MiB, then 512 MiB,
+# hold 1.2 TiB, and the two part buffers grow only for objects past 11 GiB.
+MAX_PARTS = 10_000
+PARTS_PER_SIZE = 1500
+MAX_DOUBLINGS = 6
+
+
+def part_size_for(number: int, first: int = PART_SIZE, parts_per_size: int = PARTS_PER_SIZE) -> int:
+    """The size of part `number` (from 1) of a multipart upload."""
+    return first << min(MAX_DOUBLINGS, (number - 1) // parts_per_size)
 
 
 def describe_s3_error(exc: Exception, storage: "S3Storage") -> str:
@@ -106,8 +118,9 @@ class S3Writer:
     """A multipart upload fed part by part from a background thread, so the
     pipeline keeps producing while the previous part is in flight.
 
-    Memory stays at two part buffers whatever the object's size: one being
-    filled here while the other is uploaded. A full part waits for the upload
+    Memory stays at two part buffers: one being filled here while the other
+    is uploaded (bigger ones for the later parts of a very large object, see
+    part_size_for). A full part waits for the upload
     before it (that backpressure reaches the dump through the pipeline's
     bounded queues). The buffers are anonymous memory maps, reused part after
     part: the pages of one whose upload is over are handed back to the system
@@ -123,6 +136,7 @@ class S3Writer:
         self.lock = storage.lock_arguments(retain_until)
         self.size = 0
         self._buffer: mmap.mmap | None = None  # the part being filled, or none yet
+        self._part_size = storage.part_size  # the size of that part
         self._filled = 0  # bytes of it that belong to the part
         self._buffers = 0  # buffers made so far, at most BUFFERS
         self._parts: list[dict[str, Any]] = []
@@ -169,28 +183,39 @@ class S3Writer:
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
-        part_size = self.storage.part_size
         rest = memoryview(data)
         while rest:
             buffer = self._buffer if self._buffer is not None else self._next_buffer()
-            piece, rest = rest[: part_size - self._filled], rest[part_size - self._filled :]
+            room = self._part_size - self._filled
+            piece, rest = rest[:room], rest[room:]
             end = self._filled + len(piece)
             buffer[self._filled : end] = piece
             self._filled = end
-            if end == part_size:
+            if end == self._part_size:
                 self._queue_part()
 
     def _next_buffer(self) -> mmap.mmap:
         """A buffer for the next part: a new one while there are fewer than
-        BUFFERS, else the first whose upload is over (waiting for it)."""
+        BUFFERS, else the first whose upload is over (waiting for it), made
+        anew when the parts have grown past it."""
+        number = self._part_number + 1
+        if number > MAX_PARTS:
+            raise StorageError(f"The object is larger than the {MAX_PARTS} parts of an S3 upload can hold (1.2 TiB)")
+        self._part_size = part_size_for(number, self.storage.part_size, self.storage.parts_per_size)
         if self._buffers < self.BUFFERS:
-            # Private: pages given back with MADV_DONTNEED are really freed (a shared
-            # mapping would keep them, out of this process's RSS but not out of memory).
-            self._buffer = mmap.mmap(-1, self.storage.part_size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            self._buffer = self._new_buffer()
             self._buffers += 1
         else:
             self._buffer = self._free.get()
+            if len(self._buffer) < self._part_size:
+                self._buffer.close()
+                self._buffer = self._new_buffer()
         return self._buffer
+
+    def _new_buffer(self) -> mmap.mmap:
+        # Private: pages given back with MADV_DONTNEED are really freed (a shared
+        # mapping would keep them, out of this process's RSS but not out of memory).
+        return mmap.mmap(-1, self._part_size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
     def _queue_part(self) -> None:
         """Hands the part being filled to the upload thread."""
@@ -320,6 +345,7 @@ class S3Storage:
         connect_timeout: float = 10,
         read_timeout: float = 60,
         part_size: int = PART_SIZE,
+        parts_per_size: int = PARTS_PER_SIZE,
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -329,7 +355,8 @@ class S3Storage:
         # takes space (and the lock would stop nothing).
         self.lock_mode = lock_mode
         self.max_attempts = max_attempts
-        self.part_size = part_size
+        self.part_size = part_size  # the first parts'; later ones grow (part_size_for)
+        self.parts_per_size = parts_per_size
         # botocore's standard retry mode tries again, with exponential backoff
         # and full jitter, after throttling, 5xx answers, timeouts and
         # connections that break before the response.

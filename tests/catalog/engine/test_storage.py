@@ -196,3 +196,41 @@ def test_s3_object_lock_holds_for_multipart_copies_too(s3_server):
     with pytest.raises(StorageError, match="denied"):
         storage.delete("big.dump")  # every version, and the server refuses
     assert client.list_object_versions(Bucket="worm-bucket")["Versions"]
+
+
+def test_later_parts_grow_so_that_ten_thousand_parts_hold_more_than_a_terabyte(s3_bucket):
+    """S3 takes at most 10,000 parts: at 8 MiB each an object could not pass
+    78 GiB. The parts double in size every PARTS_PER_SIZE parts; moto's S3
+    takes such an upload (parts of 5, 5, 10, 10, 20 MiB here, every second
+    part doubling) and the ETag says each part was cut where planned."""
+    import hashlib
+
+    from catalog.engine.storage.s3 import MAX_PARTS, multipart_etag, part_size_for
+
+    assert part_size_for(1) == part_size_for(1500) == 8 << 20 and part_size_for(1501) == 16 << 20
+    assert sum(part_size_for(n) for n in range(1, MAX_PARTS + 1)) > 1.2 * (1 << 40)
+    assert part_size_for(MAX_PARTS) == 512 << 20
+
+    storage = S3Storage(
+        bucket=s3_bucket["bucket"],
+        endpoint_url=s3_bucket["endpoint_url"],
+        region=s3_bucket["region"],
+        access_key_id=s3_bucket["access_key_id"],
+        secret_access_key=s3_bucket["secret_access_key"],
+        part_size=5 << 20,
+        parts_per_size=2,
+    )
+    sizes = [part_size_for(n, 5 << 20, 2) for n in range(1, 6)]
+    assert sizes == [5 << 20, 5 << 20, 10 << 20, 10 << 20, 20 << 20]
+    payload = os.urandom(sum(sizes[:4]) + 3 * (1 << 20))
+    writer = storage.open_writer("plan/growing.dump")
+    for start in range(0, len(payload), 1 << 20):
+        writer.write(payload[start : start + (1 << 20)])
+    assert writer.commit() == len(payload)
+
+    assert writer._buffers <= 2
+    assert b"".join(storage.open_reader("plan/growing.dump")) == payload
+    bounds = [sum(sizes[:n]) for n in range(5)] + [len(payload)]
+    slices = [payload[bounds[n] : bounds[n + 1]] for n in range(5)]
+    etag = storage.client.head_object(Bucket=s3_bucket["bucket"], Key="plan/growing.dump")["ETag"]
+    assert etag == multipart_etag([{"ETag": hashlib.md5(p).hexdigest()} for p in slices])
