@@ -171,7 +171,11 @@ def describe(r):
 
 def across(runs):
     """One table: each goal (rows) in each run (columns)."""
-    heads = [f"{r.get('dataset', 'pgbench')}, {r['source_db_bytes'] / 2**20:.0f} MB" for r in runs]
+    heads = [
+        f"{r.get('dataset', 'pgbench')}, {r['source_db_bytes'] / 2**20:.0f} MB"
+        + (", directory" if r["args"].get("format") == "directory" else "")
+        for r in runs
+    ]
     goals = list(dict.fromkeys(name for r in runs for name in r["targets"]))
     out = [row(["Goal", *heads]), row(["---"] * (len(runs) + 1))]
     for goal in goals:
