@@ -91,7 +91,8 @@ class RestoreJob(Job):
         return self.backup.format == "plain" or (self.restores_schema() and not self.without_owners)
 
     def owners_optional(self) -> bool:
-        """pg_restore can leave owners and grants out of a custom- or directory-format dump; psql cannot, of a plain one."""
+        """pg_restore can leave owners and grants out of a custom- or
+        directory-format dump; psql cannot, of a plain one."""
         return self.backup.format in ("custom", DIRECTORY_FORMAT)
 
     def ownership(self) -> str:
