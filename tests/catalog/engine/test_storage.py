@@ -51,16 +51,21 @@ def test_local_probe_says_what_is_wrong(tmp_path):
         LocalStorage(blocker / "sub").probe()
 
 
-@pytest.fixture
-def bucket_storage(s3_bucket):
+def storage_in(s3_bucket, **options):
+    """An S3Storage on the test bucket; options: prefix, part sizes."""
     return S3Storage(
         bucket=s3_bucket["bucket"],
-        prefix="team/",
         endpoint_url=s3_bucket["endpoint_url"],
         region=s3_bucket["region"],
         access_key_id=s3_bucket["access_key_id"],
         secret_access_key=s3_bucket["secret_access_key"],
+        **options,
     )
+
+
+@pytest.fixture
+def bucket_storage(s3_bucket):
+    return storage_in(s3_bucket, prefix="team/")
 
 
 def test_s3_multipart_round_trip(bucket_storage, s3_bucket):
@@ -89,14 +94,7 @@ def test_s3_parts_are_cut_where_they_always_were(s3_bucket, size, piece):
     from catalog.engine.storage.s3 import multipart_etag
 
     part = 5 << 20
-    storage = S3Storage(
-        bucket=s3_bucket["bucket"],
-        endpoint_url=s3_bucket["endpoint_url"],
-        region=s3_bucket["region"],
-        access_key_id=s3_bucket["access_key_id"],
-        secret_access_key=s3_bucket["secret_access_key"],
-        part_size=part,
-    )
+    storage = storage_in(s3_bucket, part_size=part)
     payload = os.urandom(size)
     writer = storage.open_writer("plan/parts.dump")
     for start in range(0, size, piece):
@@ -211,15 +209,7 @@ def test_later_parts_grow_so_that_ten_thousand_parts_hold_more_than_a_terabyte(s
     assert sum(part_size_for(n) for n in range(1, MAX_PARTS + 1)) > 1.2 * (1 << 40)
     assert part_size_for(MAX_PARTS) == 512 << 20
 
-    storage = S3Storage(
-        bucket=s3_bucket["bucket"],
-        endpoint_url=s3_bucket["endpoint_url"],
-        region=s3_bucket["region"],
-        access_key_id=s3_bucket["access_key_id"],
-        secret_access_key=s3_bucket["secret_access_key"],
-        part_size=5 << 20,
-        parts_per_size=2,
-    )
+    storage = storage_in(s3_bucket, part_size=5 << 20, parts_per_size=2)
     sizes = [part_size_for(n, 5 << 20, 2) for n in range(1, 6)]
     assert sizes == [5 << 20, 5 << 20, 10 << 20, 10 << 20, 20 << 20]
     payload = os.urandom(sum(sizes[:4]) + 3 * (1 << 20))
