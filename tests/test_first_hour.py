@@ -296,6 +296,6 @@ def test_the_first_start_ends_with_how_to_sign_in(tmp_path):
     assert f"Open http://127.0.0.1:{port}/ and sign in as admin" in block
     assert f"with the generated password in {password_file}" in block
     # It comes after the web server's and the workers' start-up lines.
-    assert output.index("Starting development server") < output.index(block)
+    assert output.index("Listening at: http://127.0.0.1") < output.index(block)  # gunicorn's line
     assert output.index("Q Cluster") < output.index(block)
     assert password_file.read_text().strip() not in output + rest

@@ -12,6 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from tests.harness.pg import free_port
 
@@ -99,3 +101,11 @@ def test_it_backs_up_its_own_database_from_the_browser(strongroom, page):
     assert server.wait(timeout=40) == 0
     output = server.stdout.read().decode()
     assert "Stopped." in output
+    assert "Starting gunicorn" in output  # the production server, not Django's development one
+
+
+def test_the_production_server_refuses_to_run_with_debug_on(settings):
+    settings.DEBUG = True
+
+    with pytest.raises(CommandError, match="DEBUG is on.*manage.py serve --dev"):
+        call_command("serve")

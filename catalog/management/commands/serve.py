@@ -1,5 +1,7 @@
 """Runs the web server, the two django-q2 clusters (work and monitoring) and
-the WAL receiver supervisor together; Ctrl-C stops them all."""
+the WAL receiver supervisor together; Ctrl-C stops them all. The web server is
+gunicorn (static files come from whitenoise); Django's development server
+only with --dev, for working on Strongroom itself."""
 
 import os
 import signal
@@ -12,7 +14,7 @@ from types import FrameType
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backupsite.envconfig import env
 from catalog import admin_password
@@ -23,8 +25,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--bind", default=env("STRONGROOM_BIND", "127.0.0.1:8000"))
+        parser.add_argument(
+            "--dev",
+            action="store_true",
+            help="Django's development server instead of gunicorn: for working on Strongroom, never for its users",
+        )
 
-    def handle(self, *args: Any, bind: str, **options: Any) -> None:
+    def handle(self, *args: Any, bind: str, dev: bool, **options: Any) -> None:
+        if settings.DEBUG and not dev:
+            raise CommandError(
+                "DEBUG is on, and with it an error page shows anyone the settings and the code around the error: "
+                "the production server does not run that way. Unset DEBUG, or use `manage.py serve --dev` "
+                "on a development machine."
+            )
         manage = [sys.executable, "manage.py"]
         monitor_env = {**os.environ, "Q_CLUSTER_NAME": settings.MONITOR_CLUSTER}
         # serve ran the system checks before it got here: their warnings (such as
@@ -33,7 +46,9 @@ class Command(BaseCommand):
             subprocess.Popen(manage + ["qcluster", "--skip-checks"]),
             # The tick and alerts have a worker of their own (catalog/queues.py).
             subprocess.Popen(manage + ["qcluster", "--skip-checks"], env=monitor_env),
-            subprocess.Popen(manage + ["runserver", bind, "--noreload", "--skip-checks"]),
+            subprocess.Popen(manage + ["runserver", bind, "--noreload", "--skip-checks"])
+            if dev
+            else subprocess.Popen(gunicorn(bind), env={**os.environ, "STRONGROOM_CHECKED": "1"}),
             # pg_receivewal for every source under streaming continuous protection (pitr/receiver.py).
             subprocess.Popen(manage + ["wal_receiver", "--skip-checks"]),
         ]
@@ -77,6 +92,30 @@ class Command(BaseCommand):
                 child.kill()
                 child.wait()
         self.stdout.write("Stopped.")
+
+
+def gunicorn(bind: str) -> list[str]:
+    """gunicorn's command line: threaded workers, so that a long download or
+    a live progress page holds a thread, not a whole worker; the application
+    loaded once before the workers fork; a stop waits for the requests in
+    flight a few seconds, not gunicorn's default 30."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "backupsite.wsgi",
+        "--bind",
+        bind,
+        "--workers",
+        str(settings.WEB_WORKERS),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(settings.WEB_THREADS),
+        "--preload",
+        "--graceful-timeout",
+        "10",
+    ]
 
 
 def local_address(bind: str) -> tuple[str, int]:
