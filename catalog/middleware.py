@@ -11,7 +11,7 @@ from catalog.api.auth import error, token_from_request
 # Reachable without logging in (the admin has its own login); everything else
 # redirects to the login page. The API and /metrics check their own bearer
 # tokens (or the metrics allow-list) and answer 401 rather than redirect.
-PUBLIC_PREFIXES = ("/login/", "/static/", "/favicon.ico", "/admin/", "/healthz", "/api/", "/metrics")
+PUBLIC_PREFIXES = ("/login/", "/static/", "/favicon.ico", "/admin/", "/healthz", "/readyz", "/api/", "/metrics")
 
 # What a middleware wraps: the next one, or the view.
 GetResponse = Callable[[HttpRequest], HttpResponseBase]

@@ -20,6 +20,7 @@ from catalog.views import keys as key_views
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
     path("healthz", dashboard.healthz, name="healthz"),
+    path("readyz", dashboard.readyz, name="readyz"),
     path("sources/", sources.listing, name="source_list"),
     path("sources/new/", sources.new, name="source_new"),
     path("sources/test/", sources.test, name="source_test"),

@@ -41,7 +41,7 @@ from restore.wizard import STEPS
 SKIPPED_NAMESPACES = {"admin"}
 
 # Reachable without logging in.
-PUBLIC = {"login": 200, "healthz": 200, "api_openapi": 200, "favicon": 301}
+PUBLIC = {"login": 200, "healthz": 200, "readyz": 200, "api_openapi": 200, "favicon": 301}
 # Authenticated by API token, not by the session: no token means 401, so an
 # auditor's (or anyone's) session grants nothing there, and they are exempt from
 # CSRF because no browser sends their credentials by itself.

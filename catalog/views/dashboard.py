@@ -6,11 +6,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypedDict
 
 from django.db.models import F, OuterRef, Subquery, Sum
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from catalog import charts, queues
+from catalog import charts, queues, readiness
 from catalog.decorators import viewer_required
 from catalog.models import (
     HEALTH_CHOICES,
@@ -37,7 +37,14 @@ class LatestIds(TypedDict):
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("ok", content_type="text/plain")
+    """The web process answers (for a liveness probe); /readyz says whether it can work."""
+    return JsonResponse({"alive": True})
+
+
+def readyz(request: HttpRequest) -> HttpResponse:
+    """For load balancers and orchestrators: 503 while any check fails."""
+    answer = readiness.report()
+    return JsonResponse(answer, status=200 if answer["ready"] else 503)
 
 
 @viewer_required

@@ -110,7 +110,7 @@ def test_it_sends_anonymous_visitors_to_the_login_page(client, setup):
         response = client.get(url)
         assert response.status_code == 302 and response["Location"].startswith("/login/"), url
     assert client.get("/login/").status_code == 200
-    assert client.get("/healthz").content == b"ok"
+    assert client.get("/healthz").json() == {"alive": True}
 
 
 def test_it_lets_auditors_read_but_not_change(auditor_client, setup):
