@@ -328,10 +328,20 @@ NOTIFY_HTTP_TIMEOUT = env_int("NOTIFY_HTTP_TIMEOUT_SECONDS", 10, minimum=1)
 NOTIFY_RETRY_DELAYS = (1, 4, 15)
 PAGERDUTY_EVENTS_URL = env("PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue")
 
+# LOG_FORMAT=json: a JSON object a line, with the host, and the job and source
+# a worker's line is about (catalog/logformat.py), for a log collector.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "catalog.logformat.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if env("LOG_FORMAT", "plain") == "json" else "plain",
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
 }

@@ -35,7 +35,7 @@ from django.db import DatabaseError, close_old_connections, models, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from catalog import audit
+from catalog import audit, logformat
 from catalog.errors import Refused
 from catalog.models import Job
 
@@ -74,6 +74,8 @@ def claim(
         job: M = rows.get(pk=job_id)
         if action:
             audit.record("worker", action, job, details(job) if details else {})
+    # This worker's log lines are about this job until it records its end (LOG_FORMAT=json).
+    logformat.job_context.set({"job": f"{job._meta.model_name}-{job.pk}", "source": getattr(job, "source_id", None)})
     return job
 
 
@@ -93,6 +95,7 @@ def finish(
     one the sweep declared dead, or cancelled while queued, stays as it is.
     Returns whether it was recorded."""
     model: Any = type(job)
+    logformat.job_context.set(None)
     fields.setdefault("finished_at", timezone.now())
     with transaction.atomic():
         if not model.objects.filter(pk=job.pk, status=from_status or model.RUNNING).update(status=status, **fields):
