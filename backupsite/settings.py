@@ -38,6 +38,9 @@ DATA_DIR = Path(env("STRONGROOM_DATA_DIR", str(BASE_DIR / "data"))).resolve()
 KEY_DIR = Path(env("STRONGROOM_KEY_DIR", str(DATA_DIR / "keys"))).resolve()
 
 SECRET_KEY = secret_key(DATA_DIR)
+# Generated on this host into the data directory: every host of a shared
+# metadata database needs the same one (catalog.checks warns).
+SECRET_KEY_GENERATED = not env("SECRET_KEY")
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 # gunicorn's processes and threads in each (manage.py serve): a thread per

@@ -28,6 +28,7 @@ DATA_DIR_OPEN = "catalog.W001"
 DATABASE_OPEN = "catalog.W002"
 KEY_OPEN = "catalog.W003"
 SECRET_KEY_OPEN = "catalog.W004"
+SECRET_KEY_PER_HOST = "catalog.W005"
 
 
 def private_paths() -> list[tuple[str, str, Path, str]]:
@@ -93,3 +94,20 @@ def log_open_files() -> None:
         return
     for warning in check_private_files():
         log.warning("%s %s (%s)", warning.msg, warning.hint, warning.id)
+
+
+def check_shared_secret_key(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Hosts that share a metadata database (PostgreSQL) each sign sessions
+    and CSRF tokens with SECRET_KEY: with one generated per host, a sign-in on
+    one host means nothing to the next behind a load balancer."""
+    if not settings.SECRET_KEY_GENERATED or settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        return []
+    return [
+        checks.Warning(
+            "SECRET_KEY was generated on this host, and the metadata database can be shared with other hosts: "
+            "each would sign sessions with its own key, so a sign-in on one would not hold on another.",
+            hint="Give every host the same SECRET_KEY, or SECRET_KEY_FILE naming a file that holds it "
+            f"(this host's is in {Path(settings.DATA_DIR) / 'secret_key'}).",
+            id=SECRET_KEY_PER_HOST,
+        )
+    ]

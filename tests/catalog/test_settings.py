@@ -41,3 +41,18 @@ def test_it_keeps_retry_longer_than_timeout():
     assert settings.Q_CLUSTER["retry"] > settings.Q_CLUSTER["timeout"]
     assert settings.Q_CLUSTER["max_attempts"] == 1
     assert settings.Q_CLUSTER["catch_up"] is False
+
+
+def test_hosts_sharing_a_metadata_database_are_told_to_share_the_secret_key(settings, monkeypatch):
+    from catalog.checks import SECRET_KEY_PER_HOST, check_shared_secret_key
+
+    monkeypatch.setitem(settings.DATABASES["default"], "ENGINE", "django.db.backends.postgresql")
+    settings.SECRET_KEY_GENERATED = True
+    [warning] = check_shared_secret_key()
+    assert warning.id == SECRET_KEY_PER_HOST and "SECRET_KEY_FILE" in warning.hint
+
+    settings.SECRET_KEY_GENERATED = False  # SECRET_KEY or SECRET_KEY_FILE given
+    assert check_shared_secret_key() == []
+    settings.SECRET_KEY_GENERATED = True
+    monkeypatch.setitem(settings.DATABASES["default"], "ENGINE", "django.db.backends.sqlite3")
+    assert check_shared_secret_key() == []  # one host's own file
