@@ -43,10 +43,6 @@ SECRET_KEY = secret_key(DATA_DIR)
 SECRET_KEY_GENERATED = not env("SECRET_KEY")
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
-# gunicorn's processes and threads in each (manage.py serve): a thread per
-# request in flight, including downloads and live progress pages.
-WEB_WORKERS = env_int("WEB_WORKERS", 2, minimum=1)
-WEB_THREADS = env_int("WEB_THREADS", 8, minimum=1)
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 SITE_NAME = env("SITE_NAME", "Strongroom")
 

@@ -95,26 +95,16 @@ class Command(BaseCommand):
 
 
 def gunicorn(bind: str) -> list[str]:
-    """gunicorn's command line: threaded workers, so that a long download or
-    a live progress page holds a thread, not a whole worker; the application
-    loaded once before the workers fork; a stop waits for the requests in
-    flight a few seconds, not gunicorn's default 30."""
+    """gunicorn with Strongroom's settings (backupsite/gunicorn_config.py), on `bind`."""
     return [
         sys.executable,
         "-m",
         "gunicorn",
         "backupsite.wsgi",
+        "--config",
+        "python:backupsite.gunicorn_config",
         "--bind",
         bind,
-        "--workers",
-        str(settings.WEB_WORKERS),
-        "--worker-class",
-        "gthread",
-        "--threads",
-        str(settings.WEB_THREADS),
-        "--preload",
-        "--graceful-timeout",
-        "10",
     ]
 
 
