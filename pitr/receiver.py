@@ -11,6 +11,7 @@ from it after a restart.
 """
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -22,7 +23,8 @@ from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, close_old_connections, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F
 from django.utils import timezone
 
@@ -37,6 +39,11 @@ PARTIAL_INTERVAL = 2.0
 SLOT_LAG_INTERVAL = 15.0
 HEARTBEAT_INTERVAL = 5.0
 MAX_BACKOFF = 60.0
+# How often a supervisor that does not lead tries to (see Leadership).
+STANDBY_INTERVAL = 2.0
+# The session-level advisory lock on the metadata database whose holder
+# streams WAL: any fixed 64-bit number no other program uses there.
+LEADER_LOCK_KEY = 0x5354_524F_4E47_5741  # "STRONGWA"
 
 
 # Every pg_receivewal this process started and has not stopped: stopped at
@@ -200,13 +207,57 @@ class Receiver:
         ContinuousProtection.objects.filter(pk=self.protection_id).update(receiver_pid=None)
 
 
+class Leadership:
+    """Exactly one supervisor streams WAL when several hosts share the
+    metadata database: the one whose own session on it holds an advisory
+    lock. A host that dies takes its session, and so the lock, with it, and
+    another host's supervisor takes the lock within STANDBY_INTERVAL. With
+    SQLite metadata there is one host, and it leads. (Two supervisors that
+    overlapped for a moment would not stream twice: a replication slot takes
+    one pg_receivewal at a time.)"""
+
+    def __init__(self) -> None:
+        self.session: BaseDatabaseWrapper | None = None
+
+    def held(self) -> bool:
+        if connection.vendor != "postgresql":
+            return True
+        try:
+            if self.session is not None:
+                with self.session.cursor() as cursor:
+                    cursor.execute("SELECT 1")  # the session lives, so the lock is still ours
+                return True
+            session = connections.create_connection(DEFAULT_DB_ALIAS)
+            with session.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [LEADER_LOCK_KEY])
+                (taken,) = cursor.fetchone()
+            if not taken:
+                session.close()
+                return False
+            self.session = session
+            return True
+        except DatabaseError:
+            log.exception("Cannot tell whether this supervisor leads; it does not while it cannot")
+            self.release()
+            return False
+
+    def release(self) -> None:
+        if self.session is not None:
+            with contextlib.suppress(DatabaseError):
+                self.session.close()
+            self.session = None
+
+
 class Supervisor:
-    """Keeps one Receiver per enabled streaming protection, until stopped."""
+    """Keeps one Receiver per enabled streaming protection while it leads
+    (Leadership), until stopped."""
 
     def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
         self.receivers: dict[int, Receiver] = {}
         self.stop_event = threading.Event()
+        self.leadership = Leadership()
+        self.leading: bool | None = None  # None: not known yet
 
     def enabled(self) -> dict[int, ContinuousProtection]:
         return {
@@ -235,10 +286,23 @@ class Supervisor:
     def run(self) -> None:
         try:
             while not self.stop_event.is_set():
-                self.round()
-                self.stop_event.wait(self.interval)
+                if self.leadership.held():
+                    if self.leading is not True:
+                        log.info("Leading: this host's supervisor streams the WAL of every protected source")
+                    self.leading = True
+                    self.round()
+                    self.stop_event.wait(self.interval)
+                else:
+                    if self.leading is True:
+                        log.warning("No longer leading: stopping this host's WAL receivers")
+                        self.shutdown()
+                    elif self.leading is None:
+                        log.info("Standing by: another host's supervisor streams the WAL")
+                    self.leading = False
+                    self.stop_event.wait(STANDBY_INTERVAL)
         finally:
             self.shutdown()
+            self.leadership.release()
 
     def shutdown(self) -> None:
         for receiver in self.receivers.values():
