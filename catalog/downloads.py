@@ -13,7 +13,6 @@ What only the last byte can tell (the SHA-256) breaks the download off
 instead of ending it, so the browser reports it failed rather than whole."""
 
 import hashlib
-import tarfile
 from collections.abc import Iterable, Iterator
 
 from django.conf import settings
@@ -23,6 +22,7 @@ from catalog.engine import manifest
 from catalog.engine.compression import FORMAT_EXTENSIONS
 from catalog.engine.errors import CorruptionError, EngineError, StorageError
 from catalog.engine.pipeline import restore_stream
+from catalog.engine.tarstream import end_of_archive, member_header, padding
 from catalog.models import Backup, Copy
 
 
@@ -116,20 +116,9 @@ class StoredFiles:
         tail = [padding(size)]
         for name, data in self.companions:
             tail += [member_header(f"{self.folder}/{name}", len(data), mtime), data, padding(len(data))]
-        written += sum(len(part) for part in tail) + 2 * tarfile.BLOCKSIZE
-        # The end of the archive: two empty blocks, then padding to a whole record, as tar writes it.
-        tail.append(b"\0" * (2 * tarfile.BLOCKSIZE + (-written) % tarfile.RECORDSIZE))
+        written += sum(len(part) for part in tail)
+        tail.append(end_of_archive(written))
         yield b"".join(tail)
-
-
-def member_header(name: str, size: int, mtime: int) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = size, mtime, 0o600
-    return info.tobuf(format=tarfile.PAX_FORMAT)
-
-
-def padding(size: int) -> bytes:
-    return b"\0" * ((-size) % tarfile.BLOCKSIZE)
 
 
 def open_stored_files(backup: Backup) -> tuple[StoredFiles | None, list[str]]:

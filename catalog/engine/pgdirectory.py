@@ -51,6 +51,7 @@ from catalog.engine.dumpers import (
 from catalog.engine.errors import CorruptionError, SourceError
 from catalog.engine.files import PRIVATE_DIR, PRIVATE_FILE, create_private_file
 from catalog.engine.pipeline import ChunkFile
+from catalog.engine.tarstream import end_of_archive, member_header, padding
 
 TOC = "toc.dat"
 # The files pg_dump writes in a directory-format dump: the table of contents,
@@ -68,7 +69,7 @@ FINISHED = re.compile(rb"^pg_dump: finished item (\d+) ")
 # pg_dump's lines that are not progress: kept for the error message.
 PROBLEM = re.compile(rb"^pg_dump: (error|warning|detail|hint): |^(?!pg_dump: )")
 KEPT_LINES = 40
-END_OF_ARCHIVE = 2 * tarfile.BLOCKSIZE
+TRUNCATED = "The dump's archive ends in the middle of a file: it is truncated"
 
 
 class DirectoryDump(PostgresDump):
@@ -164,7 +165,7 @@ class DirectoryDump(PostgresDump):
             if name == TOC:
                 self.table_counts = dict(sorted({**self.table_counts, **self._counts_from_files()}.items()))
             yield from self._member(name)
-        end = b"\0" * (END_OF_ARCHIVE + (-(self.raw_bytes + END_OF_ARCHIVE)) % tarfile.RECORDSIZE)
+        end = end_of_archive(self.raw_bytes)
         self.raw_bytes += len(end)
         yield end
 
@@ -172,10 +173,9 @@ class DirectoryDump(PostgresDump):
         """One finished file as a tar member, removed once it is streamed."""
         path = os.path.join(self.output, name)
         with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = size, PRIVATE_FILE, int(os.fstat(handle.fileno()).st_mtime)
-            header = info.tobuf(format=tarfile.USTAR_FORMAT)
+            stat = os.fstat(handle.fileno())
+            size = stat.st_size
+            header = member_header(name, size, stat.st_mtime, PRIVATE_FILE)
             self.raw_bytes += len(header)
             yield header
             left, lines, tail = size, 0, b""
@@ -189,7 +189,7 @@ class DirectoryDump(PostgresDump):
             raise SourceError(f"pg_dump's file {name} shrank while it was being stored")
         if match := DATA_FILE.fullmatch(name):
             self._rows_by_dump_id[int(match[1])] = lines - COPY_END_LINES if tail == COPY_END else None
-        pad = b"\0" * (-size % tarfile.BLOCKSIZE)
+        pad = padding(size)
         self.raw_bytes += len(pad)
         yield pad
         os.unlink(path)
@@ -254,21 +254,20 @@ class DirectoryDump(PostgresDump):
         """As for one pg_dump, but to its whole process group: its jobs are
         processes of their own, each with a connection to the source."""
         if self._process is not None and self._process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._process.pid, signal.SIGTERM)
-            threading.Timer(5, self._kill_group).start()
+            self._signal_group(signal.SIGTERM)
+            threading.Timer(5, self._signal_group, args=(signal.SIGKILL,)).start()
 
-    def _kill_group(self) -> None:
+    def _signal_group(self, signum: int) -> None:
         if self._process is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._process.pid, signal.SIGKILL)
+                os.killpg(self._process.pid, signum)
 
     def close(self) -> None:
         if self._process is not None and self._process.poll() is None:  # stopped early: a failure downstream
-            self._terminate_process()
+            self._signal_group(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(timeout=10)
-            self._kill_group()
+            self._signal_group(signal.SIGKILL)  # a job still writing
         super().close()
         if self._stderr_reader is not None:
             self._stderr_reader.join(timeout=10)  # pg_dump's jobs close stderr when they exit
@@ -297,11 +296,11 @@ def unpack(plain_chunks: Iterable[bytes], directory: str | os.PathLike[str]) -> 
                 assert content is not None, "a regular file has content"
                 with create_private_file(os.path.join(directory, member.name)) as out:
                     shutil.copyfileobj(content, out, CHUNK_SIZE)
-    except (EOFError, tarfile.ReadError) as exc:
-        if isinstance(exc, EOFError) or "unexpected end of data" in str(exc):
-            raise CorruptionError("The dump's archive ends in the middle of a file: it is truncated") from exc
-        raise CorruptionError(f"The dump is not a readable tar archive: {exc}") from exc
+    except EOFError as exc:
+        raise CorruptionError(TRUNCATED) from exc
     except tarfile.TarError as exc:
+        if "unexpected end of data" in str(exc):  # what a stream that stops mid-member raises
+            raise CorruptionError(TRUNCATED) from exc
         raise CorruptionError(f"The dump is not a readable tar archive: {exc}") from exc
     reader.drain()
     if TOC not in names:

@@ -114,7 +114,6 @@ children's rows.
 """
 
 import os
-import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
@@ -130,8 +129,8 @@ ARCHIVE_VERSION = 1
 ARCHIVE_MINOR_VERSION = 1
 TOOL_VERSION = f"strongroom-export {ARCHIVE_VERSION}.{ARCHIVE_MINOR_VERSION} (psycopg {psycopg.__version__})"
 MANIFEST_MEMBER = "export-manifest.json"
-BLOCK = tarfile.BLOCKSIZE
-RECORD = tarfile.RECORDSIZE
+# The mode an export's members carry in its archive (tar gives it to the files it extracts).
+EXPORT_MEMBER_MODE = 0o644
 
 # How values are written, and read back: the same on both sides, whatever
 # the servers' own defaults are.
@@ -198,15 +197,3 @@ def member_stem(schema: str, name: str) -> str:
         return part.replace("%", "%25").replace("/", "%2F")
 
     return f"tables/{safe(schema)}.{safe(name)}"
-
-
-def tar_header(name: str, size: int, mtime: float) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = int(mtime)
-    info.mode = 0o644
-    return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
-
-
-def padding(size: int) -> bytes:
-    return b"\0" * (-size % BLOCK)

@@ -20,10 +20,9 @@ from catalog.engine.errors import Cancelled, EngineError, SourceError, StorageEr
 from catalog.engine.exports.archive import (
     ARCHIVE_MINOR_VERSION,
     ARCHIVE_VERSION,
-    BLOCK,
     EXPORT_FORMATS,
+    EXPORT_MEMBER_MODE,
     MANIFEST_MEMBER,
-    RECORD,
     SESSION,
     SNAPSHOT_NOTE,
     SQLITE_SNAPSHOT_NOTE,
@@ -35,12 +34,11 @@ from catalog.engine.exports.archive import (
     identifier,
     is_sqlite_source,
     member_stem,
-    padding,
-    tar_header,
 )
 from catalog.engine.exports.schema import AS_TEXT, JSON_TYPES, check_where, describe_table
 from catalog.engine.exports.sqlite_source import check_sqlite_where, describe_sqlite_table, sqlite_connect, sqlite_rows
 from catalog.engine.storage.base import describe_os_error
+from catalog.engine.tarstream import end_of_archive, member_header, padding
 
 
 def export_query(table: TableSpec, description: Description, fmt: str) -> sql.Composed:
@@ -231,10 +229,7 @@ class ExportDump(Dump):
             "tables": entries,
         }
         yield from self._member(MANIFEST_MEMBER, json.dumps(manifest, ensure_ascii=False, indent=2).encode())
-        # Two zero blocks end a tar archive; tar pads it to whole records.
-        end = b"\0" * (2 * BLOCK)
-        end += b"\0" * (-(self.raw_bytes + len(end)) % RECORD)
-        yield self._count(end)
+        yield self._count(end_of_archive(self.raw_bytes))
         self.export_manifest = manifest
         self._finish()
 
@@ -243,11 +238,13 @@ class ExportDump(Dump):
         return data
 
     def _member(self, name: str, content: bytes) -> Iterator[bytes]:
-        yield self._count(tar_header(name, len(content), time.time()) + content + padding(len(content)))
+        yield self._count(
+            member_header(name, len(content), time.time(), EXPORT_MEMBER_MODE) + content + padding(len(content))
+        )
 
     def _spooled_member(self, name: str, size: int, mtime: float) -> Iterator[bytes]:
         assert self._spool_path is not None, "written by _spool()"
-        yield self._count(tar_header(name, size, mtime))
+        yield self._count(member_header(name, size, mtime, EXPORT_MEMBER_MODE))
         with open(self._spool_path, "rb") as spooled:
             while chunk := spooled.read(self.chunk_size):
                 self.check_cancelled()
