@@ -223,8 +223,8 @@ def restore_into_scratch(
     ScratchRestore. `spool_dir` is a directory for this restore alone, removed
     at the end. A custom-format dump goes through `pg_restore -j jobs`
     from a file in `spool_dir` when one is given and jobs > 1, and a
-    directory-format one always from its files there (or in RESTORE_TMP_DIR):
-    nothing is restored before the whole copy has passed its SHA-256. Otherwise it is
+    directory-format one (which needs `spool_dir`) always from its files
+    there: nothing is restored before the whole copy has passed its SHA-256. Otherwise it is
     streamed into one pg_restore (a copy whose SHA-256 then differs fails the
     restore at its end, and the scratch database is dropped). An
     export loads only `tables` (all when empty). Raises NoCopyRestored when
@@ -296,13 +296,11 @@ def restore_dump(
         # Tables are recreated from the recorded column types: there is no table of contents.
         loaded = exports.load_into(plain, params, tables)
         return {"warnings": warnings, "loaded": loaded}
-    # pg_restore reads a directory-format dump only from its files; a custom
-    # one goes through a file for parallel jobs, where the caller gave a place.
-    if backup.format == DIRECTORY_FORMAT or (spool_dir is not None and backup.restore_spools(jobs)):
+    if spool_dir is not None and backup.restore_spools(jobs):
         toc = restorers.restore_postgres_parallel(
             plain,
             params,
-            spool_dir or str(settings.RESTORE_TMP_DIR),
+            spool_dir,
             jobs,
             backup.raw_bytes,
             pg_restore=settings.PG_RESTORE,
@@ -312,6 +310,8 @@ def restore_dump(
             fmt=backup.format,
         )
         return {"warnings": warnings, "table_of_contents": toc}
+    # pg_restore reads a directory-format dump only from its files.
+    assert backup.format != DIRECTORY_FORMAT, "a directory-format dump needs a spool_dir to be unpacked in"
     toc = restorers.restore_postgres(
         plain,
         params,
