@@ -51,10 +51,14 @@ KEPT_WHEN_EMPTY = ("grace_minutes", "size_tolerance_percent", "keep_manual_days"
 class ModelBounds(forms.ModelForm):
     """A model form whose number inputs carry the model's own bounds (its
     MinValueValidator and MaxValueValidator, catalog/models.py) as min and max,
-    so the browser says what fits before the server refuses it."""
+    so the browser says what fits before the server refuses it; and whose
+    fields of KEPT_WHEN_EMPTY, left out or empty, keep the stored value."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for name in KEPT_WHEN_EMPTY:
+            if name in self.fields:
+                self.fields[name].required = False
         for name, field in self.fields.items():
             if not isinstance(field, forms.IntegerField):
                 continue
@@ -68,6 +72,13 @@ class ModelBounds(forms.ModelForm):
                 field.widget.attrs["max"] = min(highest)
             if lowest:
                 field.widget.attrs["min"] = max(lowest)
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        for name in KEPT_WHEN_EMPTY:
+            if name in self.fields and name not in self.errors and self.cleaned_data.get(name) is None:
+                self.cleaned_data[name] = getattr(self.instance, name)
+        return self.cleaned_data
 
 
 def really_changed(form: forms.BaseForm) -> list[str]:
@@ -114,11 +125,6 @@ class SourceForm(ModelBounds):
         if self.instance.pk and self.instance.has_secrets():
             self.fields["password"].help_text = KEEP_HELP
             self.fields["dsn"].help_text = KEEP_HELP + " " + self.fields["dsn"].help_text
-        self.fields["grace_minutes"].required = False  # left empty: keeps the current grace (2 h by default)
-
-    def clean_grace_minutes(self) -> int:
-        grace = self.cleaned_data.get("grace_minutes")
-        return self.instance.grace_minutes if grace is None else grace
 
     def clean(self) -> dict[str, Any]:
         super().clean()
@@ -261,34 +267,13 @@ RETENTION_HELP = {
 }
 
 
-class ManualKeepOptional:
-    """keep_manual_days came after the other retention fields: a form posted
-    without it (an older page, a script) keeps the plan's value."""
-
-    # Mixed into plan model forms: what it uses of them.
-    fields: dict[str, forms.Field]
-    cleaned_data: dict[str, Any]
-    instance: BackupPlan
-
-    def optional_manual_keep(self) -> None:
-        self.fields["keep_manual_days"].required = False
-
-    def clean_keep_manual_days(self) -> int:
-        days = self.cleaned_data.get("keep_manual_days")
-        return self.instance.keep_manual_days if days is None else days
-
-
-class RetentionForm(ManualKeepOptional, ModelBounds):
+class RetentionForm(ModelBounds):
     """Only the retention fields: the live preview reads them from the plan form."""
 
     class Meta:
         model = BackupPlan
         fields = RETENTION_FIELDS
         help_texts = RETENTION_HELP
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.optional_manual_keep()
 
 
 class SchedulePresets(forms.Form):
@@ -418,7 +403,7 @@ def formats_in_words(formats: Iterable[str]) -> str:
     return ", ".join(f"“{labels[fmt]}”" for fmt in formats)
 
 
-class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
+class PlanForm(SchedulePresets, ModelBounds):
     destinations = forms.ModelMultipleChoiceField(
         queryset=Destination.objects.all(),
         widget=forms.CheckboxSelectMultiple,
@@ -475,15 +460,12 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
         super().__init__(*args, **kwargs)
         for name in RETENTION_FIELDS:
             self.fields[name].widget.attrs["class"] = "retention-field"
-        self.fields["size_tolerance_percent"].required = False  # left empty: keeps the current tolerance
-        self.fields["dump_jobs"].required = False  # left empty: keeps the current number (2 for a new plan)
         # Its bounds depend on the compression chosen (BackupPlan.compression_level_problem);
         # the browser gets the widest.
         self.fields["compression_level"].widget.attrs.update(
             min=min(low for low, _ in COMPRESSION_LEVELS.values()),
             max=max(high for _, high in COMPRESSION_LEVELS.values()),
         )
-        self.optional_manual_keep()
         # The export choice is not a form field: its inputs come from the table
         # picker (catalog/exports.py), which clean() reads and shows again with its errors.
         self.export_picker: dict[str, Any] | None = None
@@ -505,14 +487,6 @@ class PlanForm(SchedulePresets, ManualKeepOptional, ModelBounds):
             (value, label) for value, label in offered if value in possible or value == self.instance.format
         ]
         field.widget.engine = source.engine if source else None
-
-    def clean_size_tolerance_percent(self) -> int:
-        tolerance = self.cleaned_data.get("size_tolerance_percent")
-        return self.instance.size_tolerance_percent if tolerance is None else tolerance
-
-    def clean_dump_jobs(self) -> int:
-        jobs = self.cleaned_data.get("dump_jobs")
-        return self.instance.dump_jobs if jobs is None else jobs
 
     def main_fields(self) -> list[forms.BoundField]:
         grouped = [*RETENTION_FIELDS, *VERIFICATION_FIELDS, *self.PRESET_FIELDS, "schedule"]
