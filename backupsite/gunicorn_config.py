@@ -13,3 +13,6 @@ worker_class = "gthread"
 threads = env_int("WEB_THREADS", 8, minimum=1)
 preload_app = True
 graceful_timeout = 10
+# gunicorn's control socket would be a file in the service user's home,
+# outside the data directory, and nothing of Strongroom's uses it.
+control_socket_disable = True
