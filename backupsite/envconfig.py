@@ -6,6 +6,7 @@ variable. A bad value stops start-up with a message naming the variable.
 """
 
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, overload
@@ -66,6 +67,19 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+# A host's name becomes part of its queue's name and is shown in pages: a
+# plain DNS-like label, never a path or a space.
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}\Z")
+
+
+def host_name(name: str) -> str:
+    if not HOST_NAME.match(name):
+        raise ImproperlyConfigured(
+            f"STRONGROOM_HOST must be a host name of letters, digits, dots and dashes (63 at most): {name[:80]!r}"
+        )
+    return name
 
 
 def database_from_url(url: str, name: str) -> dict[str, Any]:

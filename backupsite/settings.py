@@ -7,6 +7,7 @@ generated into the key directory on first start.
 
 import getpass
 import os
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from backupsite.envconfig import (
     env_bool,
     env_int,
     env_list,
+    host_name,
     secret_key,
     server_binary,
     sqlite_database,
@@ -229,12 +231,33 @@ Q_CLUSTER = {
 # (catalog/queues.py): `Q_CLUSTER_NAME=strongroom-monitor manage.py qcluster`.
 WORK_CLUSTER = Q_CLUSTER["name"]
 MONITOR_CLUSTER = "strongroom-monitor"
-Q_CLUSTER["ALT_CLUSTERS"] = {MONITOR_CLUSTER: {"workers": 1, "timeout": 600, "retry": 900}}
+# This host's name among the hosts sharing the metadata database, and its own
+# queue: work that can only run here (a point-in-time restore into a data
+# directory on this host) goes there. `Q_CLUSTER_NAME=strongroom-host manage.py
+# qcluster` runs it; the name is made this host's queue below, before django-q2
+# reads it, so that one unit file serves every host.
+HOST_NAME = host_name(env("STRONGROOM_HOST", socket.gethostname()))
+HOST_CLUSTER_PREFIX = "strongroom-host-"
+HOST_CLUSTER = HOST_CLUSTER_PREFIX + HOST_NAME
+if os.environ.get("Q_CLUSTER_NAME") == "strongroom-host":
+    os.environ["Q_CLUSTER_NAME"] = HOST_CLUSTER
+Q_CLUSTER["ALT_CLUSTERS"] = {
+    MONITOR_CLUSTER: {"workers": 1, "timeout": 600, "retry": 900},
+    HOST_CLUSTER: {"workers": env_int("HOST_WORKERS", 1, minimum=1)},
+}
 REDIS_URL = env("REDIS_URL")
+# Each cluster's sentinel says it is alive in the metadata database through its
+# broker (catalog/brokers.py), where /readyz and the host choices read it.
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
+    Q_CLUSTER["broker_class"] = "catalog.brokers.RedisWithHeartbeat"
 else:
     Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["broker_class"] = "catalog.brokers.OrmWithHeartbeat"
+# A cluster's sentinel records its heartbeat this often; /readyz wants one
+# from the work cluster within WORKER_SILENCE_SECONDS.
+WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 15, minimum=1)
+WORKER_SILENCE_SECONDS = env_int("WORKER_SILENCE_SECONDS", 180, minimum=30)
 
 # A running backup touches its heartbeat every few seconds; one silent for
 # longer than this is taken as dead (its worker crashed or was killed).

@@ -23,7 +23,6 @@ one, and the drills' sweep looks at that.
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -46,7 +45,7 @@ M = TypeVar("M", bound=models.Model)
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{settings.HOST_NAME}:{os.getpid()}"
 
 
 def claim(

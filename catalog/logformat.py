@@ -9,17 +9,16 @@ apps are ready: it must not import models."""
 import json
 import logging
 import os
-import socket
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
+
 # {"job": "backup-12", "source": 3} while a job runs in this thread of this
 # process: set when a worker claims the job, emptied when it records its end.
 job_context: ContextVar[Mapping[str, Any] | None] = ContextVar("job_context", default=None)
-
-HOST = socket.gethostname()
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,7 +28,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
-            "host": HOST,
+            "host": settings.HOST_NAME,  # STRONGROOM_HOST, as the heartbeats and jobs name it
             "pid": os.getpid(),
             **(job_context.get() or {}),
         }

@@ -707,6 +707,31 @@ class Job(models.Model):
         self.log = f"{self.log}{stamp} {line}\n"
 
 
+class WorkerHeartbeat(models.Model):
+    """One django-q2 cluster (a queue's workers) on one host, last seen alive.
+
+    Each cluster's sentinel writes its row every WORKER_HEARTBEAT_SECONDS
+    through its broker (catalog/brokers.py), into the metadata database every
+    host shares: /readyz asks whether any work cluster is alive, and the
+    point-in-time restore lets the user choose among the hosts whose own
+    queue has a live cluster."""
+
+    host = models.CharField(max_length=64)
+    queue = models.CharField(max_length=100)
+    pid = models.PositiveIntegerField(default=0)
+    last_seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "queue"], name="one_heartbeat_per_host_queue")]
+
+    def __str__(self) -> str:
+        return f"{self.queue} on {self.host}"
+
+    def is_alive(self, now: datetime | None = None) -> bool:
+        silence = timedelta(seconds=settings.WORKER_SILENCE_SECONDS)
+        return self.last_seen > (now or timezone.now()) - silence
+
+
 class Backup(Job):
     """One run of a plan (scheduled, manual or from the API)."""
 

@@ -31,6 +31,7 @@ def checks(now: datetime | None = None) -> dict[str, Check]:
     return {
         "database": metadata_database(),
         "broker": broker(),
+        "workers": workers(now),
         "monitor": monitor(now),
         "disk": data_directory_space(),
     }
@@ -55,6 +56,24 @@ def broker() -> Check:
         log.exception("Readiness: the task queue's broker does not answer")
         return {"ok": False, "detail": f"the task queue's broker ({kind}) does not answer"}
     return {"ok": True, "detail": f"the task queue's broker ({kind}) answers"}
+
+
+def workers(now: datetime | None = None) -> Check:
+    """A work cluster on some host has said it is alive lately (catalog/brokers.py)."""
+    try:
+        hosts = queues.work_hosts(now)
+        last = queues.last_work_heartbeat() if not hosts else None
+    except DatabaseError:
+        return {"ok": False, "detail": "cannot tell: the metadata database does not answer"}
+    if hosts:
+        count = len(hosts)
+        return {"ok": True, "detail": f"task workers are running on {count} host{'s' if count != 1 else ''}"}
+    if last is None:
+        return {"ok": False, "detail": "no task workers have ever run: nothing takes backups"}
+    return {
+        "ok": False,
+        "detail": f"no task workers since {last:%Y-%m-%d %H:%M} UTC: nothing takes backups",
+    }
 
 
 def monitor(now: datetime | None = None) -> Check:

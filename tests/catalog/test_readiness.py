@@ -8,10 +8,17 @@ import pytest
 from django.utils import timezone
 from django_q.models import Schedule
 
-from catalog import readiness
+from catalog import queues, readiness
+from catalog.models import WorkerHeartbeat
 from catalog.schedules import TICK_SCHEDULE, ensure_system_schedules
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def work_cluster_beats(settings):
+    """A work cluster's sentinel has said it is alive (catalog/brokers.py)."""
+    queues.record_heartbeat(settings.WORK_CLUSTER)
 
 
 def test_a_working_strongroom_is_ready(client, settings, tmp_path):
@@ -22,7 +29,8 @@ def test_a_working_strongroom_is_ready(client, settings, tmp_path):
     assert answer.status_code == 200 and answer["Content-Type"] == "application/json"
     body = answer.json()
     assert body["ready"] is True
-    assert set(body["checks"]) == {"database", "broker", "monitor", "disk"}
+    assert set(body["checks"]) == {"database", "broker", "workers", "monitor", "disk"}
+    assert body["checks"]["workers"]["detail"] == "task workers are running on 1 host"
     assert all(check["ok"] for check in body["checks"].values())
     assert str(settings.DATA_DIR) not in answer.content.decode()
     assert client.get("/healthz").json() == {"alive": True}
@@ -57,9 +65,39 @@ def test_a_broker_that_does_not_answer_makes_it_not_ready(client, settings, monk
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     monkeypatch.setattr(Conf, "ORM", None)
     monkeypatch.setattr(Conf, "REDIS", settings.REDIS_URL)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", "catalog.brokers.RedisWithHeartbeat")
 
     answer = client.get("/readyz")
 
     assert answer.status_code == 503
     broker = answer.json()["checks"]["broker"]
     assert broker == {"ok": False, "detail": "the task queue's broker (Redis) does not answer"}
+
+
+def test_workers_silent_for_minutes_make_it_not_ready_and_say_since_when(client, settings):
+    ensure_system_schedules()
+    long_ago = timezone.now() - timedelta(seconds=settings.WORKER_SILENCE_SECONDS + 60)
+    WorkerHeartbeat.objects.update(last_seen=long_ago)
+
+    answer = client.get("/readyz")
+
+    assert answer.status_code == 503
+    workers = answer.json()["checks"]["workers"]
+    assert workers == {
+        "ok": False,
+        "detail": f"no task workers since {long_ago:%Y-%m-%d %H:%M} UTC: nothing takes backups",
+    }
+    WorkerHeartbeat.objects.all().delete()
+    assert client.get("/readyz").json()["checks"]["workers"]["detail"] == (
+        "no task workers have ever run: nothing takes backups"
+    )
+
+
+def test_only_the_work_cluster_counts_as_task_workers(client, settings):
+    """The monitor's or a host queue's workers do not take backups."""
+    ensure_system_schedules()
+    WorkerHeartbeat.objects.all().delete()
+    queues.record_heartbeat(settings.MONITOR_CLUSTER)
+    queues.record_heartbeat(settings.HOST_CLUSTER)
+
+    assert client.get("/readyz").json()["checks"]["workers"]["ok"] is False
