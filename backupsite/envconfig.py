@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from catalog.engine import keyseal
 from catalog.engine.files import PRIVATE_FILE, make_private_dirs
 
 
@@ -134,6 +135,19 @@ def create_private_database_file(path: str | os.PathLike[str]) -> None:
         pass
     except OSError:
         pass  # SQLite says why when it opens it
+
+
+def key_encryption_key(name: str) -> bytes | None:
+    """A key-encryption key (32 bytes in base64) from `name` or `name`_FILE,
+    or None when neither is set. A malformed one stops start-up, saying what
+    is wrong with it but never what it is."""
+    value = env(name)
+    if value is None or not value.strip():
+        return None
+    try:
+        return keyseal.parse_kek(value, f"{name}_FILE" if os.environ.get(f"{name}_FILE") else name)
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
 
 
 def secret_key(data_dir: str | os.PathLike[str]) -> str:

@@ -22,6 +22,7 @@ from backupsite.envconfig import (
     env_int,
     env_list,
     host_name,
+    key_encryption_key,
     secret_key,
     server_binary,
     sqlite_database,
@@ -38,6 +39,15 @@ os.umask(PRIVATE_UMASK)
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env("STRONGROOM_DATA_DIR", str(BASE_DIR / "data"))).resolve()
 KEY_DIR = Path(env("STRONGROOM_KEY_DIR", str(DATA_DIR / "keys"))).resolve()
+# Master keys every host can use (catalog/keyring.py, docs/DEPLOYMENT.md): with
+# a key-encryption key (STRONGROOM_KEK or STRONGROOM_KEK_FILE, the same on every
+# host) or an AWS KMS key, or both, keys are sealed in the metadata database;
+# with neither, they are files in KEY_DIR, on one host. The previous KEK opens
+# keys while `manage.py seal_keys` re-seals them under a new one. Named *_KEY,
+# so that Django's error reports leave them out.
+KEY_ENCRYPTION_KEY = key_encryption_key("STRONGROOM_KEK")
+KEY_ENCRYPTION_KEY_PREVIOUS = key_encryption_key("STRONGROOM_KEK_PREVIOUS")
+KMS_KEY_ID = (env("STRONGROOM_KMS_KEY_ID") or "").strip()
 
 SECRET_KEY = secret_key(DATA_DIR)
 # Generated on this host into the data directory: every host of a shared
