@@ -115,6 +115,7 @@ class NotificationAdmin(ReadOnlyAdmin):
 @admin.register(Key)
 class KeyAdmin(ReadOnlyAdmin):
     list_display = ["key_id", "fingerprint", "is_active", "created_at", "retired_at"]
+    exclude = ["sealed_key"]  # sealed, but nothing anyone needs to read either
 
 
 @admin.register(AuditEvent)

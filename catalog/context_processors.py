@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 
+from catalog import keyring
 from catalog.models import Key
 from catalog.roles import role_of
 
@@ -18,6 +19,8 @@ def branding(request: HttpRequest) -> dict[str, Any]:
         "can_operate": can_operate,
         "time_zone": settings.TIME_ZONE,
         "unsaved_master_key": unsaved_master_key(user),
+        # Where that key's only copy is: the metadata database, or this machine's key directory.
+        "keys_in_database": keyring.key_sealer() is not None,
         "role": role_of(user),
     }
 

@@ -3,7 +3,7 @@ decompressed, as `pg_restore` or `sqlite3` take it) or the stored files as
 they are (the object, its manifest and its globals, in one tar, for a copy
 kept elsewhere or for `python -m catalog.engine.decrypt`).
 
-Both read a stored copy and the key files only: no connection to the source
+Both read a stored copy and the master keys only: no connection to the source
 is needed, so a backup stays downloadable after its database is gone.
 Both stream: the object is never held in memory. A streamed response cannot
 say "failed" once it has started, so what can be checked before the first
@@ -44,13 +44,19 @@ def missing_key(backup: Backup) -> str:
     if not backup.encrypted:
         return ""
     needed = list(dict.fromkeys(key_id for key_id in [backup.key_id, *backup.key_wraps] if key_id))
+    reasons = []
     for key_id in needed:
         try:
-            keyring.lookup(key_id)
+            keyring.master_key(key_id)
             return ""
-        except KeyError:
-            continue
+        except keyring.KeyUnavailable as exc:
+            reasons.append(str(exc))
     names = " or ".join(needed) or "(none recorded)"
+    if keyring.key_sealer() is not None:  # the database store: say why each key did not open
+        return (
+            f"Backup #{backup.pk} needs master key {names}, which this host cannot open ({'; '.join(reasons)}). "
+            "Download the stored files and decrypt them where the key is."
+        )
     return (
         f"Backup #{backup.pk} needs master key {names}, which is not in {settings.KEY_DIR}. Copy the key file "
         f"there, or download the stored files and decrypt them where the key is."

@@ -1,10 +1,24 @@
-"""Master keys on disk, and the encryption of connection secrets at rest.
+"""Master keys, where every host that needs them finds them, and the
+encryption of connection secrets at rest.
 
-Key bytes live only in files under settings.KEY_DIR (mode 0600), one file per
-key id; the database records which ids exist and which one is active. Secrets
-in the catalog (database passwords, S3 secret keys) are sealed with a key
-derived from a master key, and the token names that key's id so that it can
-still be opened after rotation.
+The database records which key ids exist and which one is active. Key bytes
+are held in one of two places:
+
+- files under settings.KEY_DIR (mode 0600), one per key id: the default, for
+  one host; a key made on one host is not on another;
+- the database store, when a key-encryption key (settings.KEY_ENCRYPTION_KEY,
+  from STRONGROOM_KEK) or an AWS KMS key (settings.KMS_KEY_ID) is set: each
+  key sealed in its own row (Key.sealed_key, catalog/engine/keyseal.py), so a
+  key made or rotated on one host is usable at once on every host that shares
+  the metadata database and the KEK. No file is written then: one place to
+  hold a key, destroyed everywhere at once; the Keys page exports a standard
+  key file for the copy kept away from the hosts.
+
+A file in KEY_DIR wins when both exist, so adopted keys and keys not yet
+moved by `manage.py seal_keys` keep working. Secrets in the catalog (database
+passwords, S3 secret keys) are sealed with a key derived from a master key,
+and the token names that key's id so that it can still be opened after
+rotation.
 """
 
 import base64
@@ -13,6 +27,8 @@ import logging
 import os
 import re
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -28,7 +44,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from catalog import dblocks
-from catalog.engine import crypto
+from catalog.engine import crypto, keyseal
 from catalog.engine.errors import CorruptionError
 from catalog.engine.files import make_private_dirs
 
@@ -43,10 +59,11 @@ class KeyUnavailable(Exception):
 
 
 class KeyFileMissing(KeyUnavailable):
-    """A master key the catalog knows whose file is not in the key directory."""
+    """A master key whose file is not in the key directory (nor, with the
+    database store, sealed in the metadata database)."""
 
-    def __init__(self, key_id: str, path: Path) -> None:
-        super().__init__(f"Master key {key_id} is not in {path.parent}")
+    def __init__(self, key_id: str, path: Path, elsewhere: str = "") -> None:
+        super().__init__(f"Master key {key_id} is not in {path.parent}{elsewhere}")
         self.key_id, self.path = key_id, path
 
 
@@ -69,12 +86,113 @@ def _read_key(path: str, mtime: float) -> bytes:
 
 
 def master_key(key_id: str) -> bytes:
-    """The bytes of master key `key_id`, read from the key directory."""
+    """The bytes of master key `key_id`: its file in the key directory when
+    this host has one, else its sealed copy in the metadata database."""
+    from catalog.models import Key
+
     path = key_path(key_id)
     try:
         return _read_key(str(path), path.stat().st_mtime)
     except FileNotFoundError as exc:
-        raise KeyFileMissing(key_id, path) from exc
+        missing = exc
+    row = Key.objects.filter(key_id=key_id).values_list("fingerprint", "sealed_key", "destroyed_at").first()
+    if row and row[1]:
+        return open_sealed(key_id, row[0], row[1])
+    elsewhere = ""
+    if key_sealer() is not None:
+        elsewhere = (
+            ", and it was destroyed"
+            if row and row[2]
+            else ", nor sealed in the metadata database: run `manage.py seal_keys` on the host that has its file"
+        )
+    raise KeyFileMissing(key_id, path, elsewhere) from missing
+
+
+# --- the database store --------------------------------------------------------------
+
+
+def key_sealer() -> keyseal.Sealer | None:
+    """How this host seals master keys into the metadata database, or None
+    when keys are files (neither a KEK nor a KMS key is set)."""
+    kek, kms_key_id = settings.KEY_ENCRYPTION_KEY, settings.KMS_KEY_ID
+    if kek is None and not kms_key_id:
+        return None
+    previous = settings.KEY_ENCRYPTION_KEY_PREVIOUS
+    return keyseal.Sealer(
+        kek=kek, previous_keks=(previous,) if previous else (), kms=keyseal.Kms(kms_key_id) if kms_key_id else None
+    )
+
+
+def key_store() -> str:
+    """Where this host keeps master keys, in words (the Keys page, commands)."""
+    sealer = key_sealer()
+    if sealer is None:
+        return f"key files in {settings.KEY_DIR}, on this host only"
+    return f"the metadata database, {sealer.describe()}"
+
+
+def seal(key_id: str, key: bytes, sealer: keyseal.Sealer | None = None) -> str:
+    """The sealed text of a master key, for its row; KeyUnavailable if KMS fails."""
+    sealer = sealer or key_sealer()
+    assert sealer is not None, "sealing needs a KEK or a KMS key"
+    try:
+        return sealer.seal(key_id, crypto.key_fingerprint(key), key)
+    except keyseal.SealError as exc:
+        raise KeyUnavailable(f"Master key {key_id} could not be sealed: {exc}") from exc
+
+
+# Keys opened from their sealed copy, by (key id, sealed text, what opens it):
+# a key is opened once per process, not once per object (which would be a
+# KMS call per object). A destroyed key's row loses its sealed text, so it is
+# never looked up here again.
+_opened: "OrderedDict[tuple[str, str, tuple[str, tuple[str, ...], str]], keyseal.Opened]" = OrderedDict()
+_opened_lock = threading.Lock()
+OPENED_KEYS_KEPT = 64
+
+
+def open_sealed(key_id: str, fingerprint: str, sealed: str, sealer: keyseal.Sealer | None = None) -> bytes:
+    return open_sealed_copy(key_id, fingerprint, sealed, sealer).key
+
+
+def open_sealed_copy(
+    key_id: str, fingerprint: str, sealed: str, sealer: keyseal.Sealer | None = None
+) -> keyseal.Opened:
+    """A master key from its sealed copy, or KeyUnavailable saying in plain
+    words what this host lacks."""
+    sealer = sealer or key_sealer()
+    if sealer is None:
+        raise KeyUnavailable(
+            f"Master key {key_id} is sealed in the metadata database, and this host has no key-encryption key "
+            "to open it: set STRONGROOM_KEK (or STRONGROOM_KEK_FILE), and STRONGROOM_KMS_KEY_ID if the other "
+            "hosts have one, as on the other hosts"
+        )
+    cache_key = (key_id, sealed, sealer.identity())
+    with _opened_lock:
+        if cache_key in _opened:
+            _opened.move_to_end(cache_key)
+            return _opened[cache_key]
+    try:
+        opened = sealer.open(key_id, fingerprint, sealed)
+    except keyseal.WrongKek as exc:
+        raise KeyUnavailable(
+            f"The key-encryption key does not open master key {key_id}: is STRONGROOM_KEK the same on every "
+            f"host? ({exc})"
+        ) from exc
+    except keyseal.KmsFailed as exc:
+        raise KeyUnavailable(f"Master key {key_id} cannot be unwrapped: {exc}") from exc
+    except keyseal.SealError as exc:
+        raise KeyUnavailable(f"Master key {key_id} cannot be opened: {exc}") from exc
+    with _opened_lock:
+        _opened[cache_key] = opened
+        while len(_opened) > OPENED_KEYS_KEPT:
+            _opened.popitem(last=False)
+    return opened
+
+
+def forget_opened_keys() -> None:
+    """Empties this process's cache of opened keys (as a new process starts)."""
+    with _opened_lock:
+        _opened.clear()
 
 
 def active_key() -> tuple[str, bytes]:
@@ -174,9 +292,17 @@ def adopt_saved_key() -> "Key | None":
     if Key.objects.filter(key_id=key_id).exclude(fingerprint=fingerprint).exists():
         log.warning("The key file %s is not the key the catalog knows by that id; a new key is made.", key_id)
         return None
+    # With the database store, sealed too: the other hosts need it as well.
+    sealed = {"sealed_key": seal(key_id, saved[key_id])} if key_sealer() is not None else {}
     key, _ = Key.objects.update_or_create(
         key_id=key_id,
-        defaults={"fingerprint": fingerprint, "is_active": True, "retired_at": None, "origin": Key.IMPORTED},
+        defaults={
+            "fingerprint": fingerprint,
+            "is_active": True,
+            "retired_at": None,
+            "origin": Key.IMPORTED,
+            **sealed,
+        },
     )
     made = made_at(key_id)
     if made and key.created_at > made:  # its age decides when it is due for rotation
@@ -189,13 +315,27 @@ def adopt_saved_key() -> "Key | None":
     return key
 
 
-def install_key(key_id: str, key_bytes: bytes, origin: str = "generated") -> "Key":
-    """Writes the key file and registers the key as the active one, retiring
-    the previous. If the database refuses, the new file is removed again."""
+def install_key(key_id: str, key_bytes: bytes, origin: str = "generated", sealed: str | None = None) -> "Key":
+    """Registers the key as the active one, retiring the previous, and keeps
+    its bytes: sealed in its row (the database store: no file is written;
+    `sealed` when the caller sealed it before its transaction, since that may
+    call KMS), or in a key file, removed again if the database refuses."""
     from django.db import transaction
 
     from catalog.models import Key
 
+    sealer = key_sealer()
+    if sealer is not None:
+        sealed = sealed or seal(key_id, key_bytes, sealer)
+        with transaction.atomic():
+            Key.objects.filter(is_active=True).update(is_active=False, retired_at=timezone.now())
+            return Key.objects.create(
+                key_id=key_id,
+                fingerprint=crypto.key_fingerprint(key_bytes),
+                is_active=True,
+                origin=origin,
+                sealed_key=sealed,
+            )
     make_private_dirs(settings.KEY_DIR)  # the data directory above it too, when it is new
     crypto.write_key_file(str(key_path(key_id)), key_id, key_bytes)
     try:
@@ -214,12 +354,21 @@ def create_master_key() -> "Key":
     key_id = new_key_id()
     key = install_key(key_id, crypto.generate_master_key())
     log.warning(
-        "Generated master key %s in %s. Keep a copy of this file somewhere else: "
+        "Generated master key %s in %s. Keep a copy of its file somewhere else (the Keys page exports it): "
         "without it, encrypted backups cannot be restored.",
         key_id,
-        key_path(key_id),
+        key_location(key),
     )
     return key
+
+
+def key_location(key: "Key") -> str:
+    """Where this host finds the key, in words: its file, or its sealed copy."""
+    path = key_path(key.key_id)
+    if path.exists() or not key.sealed_key:
+        return str(path)
+    sealer = key_sealer()
+    return "the metadata database" + (f", {sealer.describe()}" if sealer else "")
 
 
 def lookup(key_id: str) -> bytes:
@@ -259,9 +408,9 @@ def decrypt_secret(token: str) -> dict[str, str]:
     try:
         plain = AESGCM(_secrets_key(master_key(key_id))).decrypt(raw[:12], raw[12:], key_id.encode())
     except InvalidTag as exc:
-        raise KeyUnavailable(
-            f"Master key file {key_path(key_id)} does not open the stored secrets: is it the right key?"
-        ) from exc
+        path = key_path(key_id)
+        which = f"file {path}" if path.exists() else f"{key_id}, sealed in the metadata database,"
+        raise KeyUnavailable(f"Master key {which} does not open the stored secrets: is it the right key?") from exc
     return json.loads(plain)
 
 

@@ -162,9 +162,15 @@ def start_rotation(
     check_new_key(key_id, key)
     previous = Key.objects.filter(is_active=True).first()
     user = actor if isinstance(actor, User) else None
+    sealed = None
+    if keyring.key_sealer() is not None:
+        try:  # before the transaction: sealing may call KMS
+            sealed = keyring.seal(key_id, key)
+        except keyring.KeyUnavailable as exc:
+            raise Refused(f"{exc}. No new key was made.") from exc
     try:
         with transaction.atomic():
-            new_key = keyring.install_key(key_id, key, Key.GENERATED if generated else Key.IMPORTED)
+            new_key = keyring.install_key(key_id, key, Key.GENERATED if generated else Key.IMPORTED, sealed=sealed)
             audit.record(
                 actor,
                 "key.generate" if generated else "key.import",
@@ -194,9 +200,10 @@ def start_rotation(
         keyring.key_path(key_id).unlink(missing_ok=True)
         raise
     log.warning(
-        "Master key %s is now active (%s). Keep a copy of its file away from this machine.",
+        "Master key %s is now active (%s), in %s. Keep a copy of its file away from this machine.",
         key_id,
         "generated" if generated else "imported",
+        keyring.key_location(new_key),
     )
     return rotation, (key if generated else None)
 
@@ -451,13 +458,16 @@ def put_back_manifest(copy: Copy, original: bytes) -> None:
 
 
 def key_file_bytes(key: Key) -> bytes:
-    """The key's file exactly as it is on disk, or Refused saying why not."""
+    """The key's file exactly as it is on disk, or, for a key sealed in the
+    metadata database, the standard key file of it; or Refused saying why not."""
     if key.destroyed_at:
         raise Refused(f"{key} was destroyed: its file is gone.")
     path = keyring.key_path(key.key_id)
     try:
         data = path.read_bytes()
     except FileNotFoundError as exc:
+        if key.sealed_key:
+            return sealed_key_file(key)
         raise Refused(f"The key file of {key} is not in {settings.KEY_DIR}.") from exc
     except OSError as exc:
         raise Refused(f"The key file of {key} cannot be read ({exc.strerror}).") from exc
@@ -469,6 +479,16 @@ def key_file_bytes(key: Key) -> bytes:
     if key_id != key.key_id or crypto.key_fingerprint(key_bytes) != key.fingerprint:
         raise Refused(f"{path} is not the key the catalog knows as {key} (its fingerprint differs).")
     return data
+
+
+def sealed_key_file(key: Key) -> bytes:
+    """A key file as Strongroom writes them (for `python -m catalog.engine.decrypt`,
+    or to import elsewhere), of a key sealed in the metadata database."""
+    try:
+        key_bytes = keyring.open_sealed(key.key_id, key.fingerprint, key.sealed_key)
+    except keyring.KeyUnavailable as exc:
+        raise Refused(f"{exc}.") from exc
+    return crypto.key_file_text(key.key_id, key_bytes).encode()
 
 
 def download_key(user: User, key: Key) -> bytes:
@@ -540,14 +560,20 @@ def destroy_key(actor: audit.Actor, key: Key) -> Key:
     if reason:
         raise Refused(reason)
     with transaction.atomic():
+        # Its sealed copy goes with it: no host can open it from the database any more.
         updated = Key.objects.filter(pk=key.pk, destroyed_at__isnull=True, is_active=False).update(
-            destroyed_at=timezone.now()
+            destroyed_at=timezone.now(), sealed_key=""
         )
         if not updated:
             raise Refused(f"{key} was destroyed or made active meanwhile.")
-        audit.record(actor, "key.destroy", key, {"key_id": key.key_id, "fingerprint": key.fingerprint})
+        audit.record(
+            actor,
+            "key.destroy",
+            key,
+            {"key_id": key.key_id, "fingerprint": key.fingerprint, "sealed_copy_wiped": bool(key.sealed_key)},
+        )
         # Last, so that a file that cannot be deleted leaves the key as it was.
         keyring.key_path(key.key_id).unlink(missing_ok=True)
     key.refresh_from_db()
-    log.warning("Master key %s was destroyed: its file is deleted.", key.key_id)
+    log.warning("Master key %s was destroyed: its file and sealed copy are deleted.", key.key_id)
     return key

@@ -287,7 +287,7 @@ def write_key_file(path: str, key_id: str, key: bytes) -> None:
     """Writes a master key file with mode 0600, atomically, and never over an
     existing one: losing a master key loses every backup sealed with it."""
     directory = os.path.dirname(os.path.abspath(path))
-    text = f"{KEY_FILE_HEADER}\nid: {key_id}\nkey: {base64.b64encode(key).decode()}\n"
+    text = key_file_text(key_id, key)
     fd, temp = tempfile.mkstemp(dir=directory, prefix=".key-")
     try:
         os.fchmod(fd, 0o600)
@@ -306,6 +306,12 @@ def write_key_file(path: str, key_id: str, key: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def key_file_text(key_id: str, key: bytes) -> str:
+    """A master key file's text: what write_key_file writes, and what the
+    Keys page exports of a key sealed in the metadata database."""
+    return f"{KEY_FILE_HEADER}\nid: {key_id}\nkey: {base64.b64encode(key).decode()}\n"
 
 
 def load_key_file(path: str) -> tuple[str, bytes]:

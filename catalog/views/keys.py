@@ -3,8 +3,9 @@ still needs them, rotations with their progress. Administrators rotate (a
 generated or an imported key) and destroy retired keys; auditors read.
 
 Key material is never shown on a page. An administrator who re-enters their
-password can download a key's file (audited), to keep a copy away from this
-machine; or says they hold one already (audited too). Until either happened
+password can download a key's file (audited; a key sealed in the metadata
+database is exported as the same standard file), to keep a copy away from
+this machine; or says they hold one already (audited too). Until either happened
 for the active key, every page carries a banner (catalog/context_processors.py)."""
 
 from typing import Any
@@ -19,7 +20,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from catalog import keys, services
+from catalog import keyring, keys, services
 from catalog.decorators import operator_required, viewer_required
 from catalog.models import Key, KeyRotation
 from catalog.views.common import AuthenticatedHttpRequest, HtmxHttpRequest, job_progress
@@ -95,7 +96,12 @@ def page_context(form: RotateForm | None = None) -> dict[str, object]:
         "rows": rows,
         "rotations": rotations,
         "rotation_days": settings.KEY_ROTATION_DAYS,
-        "key_dir": settings.KEY_DIR,
+        "key_store": keyring.key_store(),
+        "in_database": keyring.key_sealer() is not None,
+        # With the database store, live keys that other hosts cannot find yet.
+        "unsealed": [key for key in all_keys if not key.destroyed_at and not key.sealed_key]
+        if keyring.key_sealer() is not None
+        else [],
         "due": active is not None and (now - active.created_at).days >= settings.KEY_ROTATION_DAYS,
         "pending": len(keys.backups_to_rewrap(active.key_id)) if active else 0,
         "running": any(rotation.is_active() for rotation in rotations),
@@ -232,10 +238,12 @@ def destroy(request: HttpRequest, pk: int) -> HttpResponse:
     if request.POST.get("confirm_key_id", "").strip() != key.key_id:
         messages.error(request, f"Type the key id {key.key_id} to confirm its destruction.")
         return redirect("key_list")
+    was_sealed = key.is_sealed()
     try:
         keys.destroy_key(request.user, key)
     except services.Refused as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Destroyed {key}: its key file is deleted.")
+        gone = "its sealed copy is wiped from the metadata database" if was_sealed else "its key file is deleted"
+        messages.success(request, f"Destroyed {key}: {gone}.")
     return redirect("key_list")

@@ -26,18 +26,24 @@ class Command(BaseCommand):
         if Key.objects.filter(is_active=True).exists():
             return
         key = keyring.first_master_key()  # a reinstall with the saved key files takes the newest of them
-        path = keyring.key_path(key.key_id)
+        where = keyring.key_location(key)
         if key.origin == Key.IMPORTED:
-            self.stdout.write(self.style.SUCCESS(f"The saved master key {path} is the active key again."))
+            self.stdout.write(self.style.SUCCESS(f"The saved master key {where} is the active key again."))
             return
         banner = "!" * 72
-        self.stdout.write(
-            self.style.WARNING(
-                f"{banner}\nA new master key was generated: {path}\n"
-                "Encrypted backups can only be restored with this file. Copy it now to a\n"
-                f"safe place that is NOT this machine (a password manager, a vault).\n{banner}"
+        if key.sealed_key:  # the database store: no file here, the Keys page exports one
+            what = (
+                f"A new master key was generated: {key.key_id}, in {where}\n"
+                "Encrypted backups can only be restored with it. Download its file from the\n"
+                "Keys page now and keep it in a safe place that is NOT this machine.\n"
             )
-        )
+        else:
+            what = (
+                f"A new master key was generated: {where}\n"
+                "Encrypted backups can only be restored with this file. Copy it now to a\n"
+                "safe place that is NOT this machine (a password manager, a vault).\n"
+            )
+        self.stdout.write(self.style.WARNING(f"{banner}\n{what}{banner}"))
 
     def ensure_admin(self) -> None:
         if User.objects.filter(is_superuser=True).exists():

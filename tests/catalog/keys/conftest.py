@@ -1,6 +1,8 @@
+import os
+
 import pytest
 
-from catalog import backup_runs
+from catalog import backup_runs, keyring
 from catalog.models import Backup
 from tests.factories import local_destination, make_plan, pg_source, s3_destination
 from tests.harness.sample_db import create_tricky_database
@@ -13,6 +15,23 @@ def key_dir(settings, tmp_path):
     """A key directory of the test's own: keys are created and destroyed here."""
     settings.KEY_DIR = tmp_path / "keys"
     return settings.KEY_DIR
+
+
+@pytest.fixture
+def kek(settings):
+    """The database store: master keys sealed in the metadata database under a
+    key-encryption key of the test's own (STRONGROOM_KEK)."""
+    settings.KEY_ENCRYPTION_KEY = os.urandom(32)
+    yield settings.KEY_ENCRYPTION_KEY
+    keyring.forget_opened_keys()
+
+
+def on_host(settings, key_dir):
+    """Acts as another host from here on: a key directory of its own (empty,
+    or not there at all) and no key opened yet in its process."""
+    settings.KEY_DIR = key_dir
+    keyring.forget_opened_keys()
+    keyring._read_key.cache_clear()
 
 
 @pytest.fixture
