@@ -9,11 +9,12 @@ class CatalogConfig(AppConfig):
         from django.core import checks
         from django.db.models.signals import post_migrate
 
-        from catalog.checks import check_private_files, check_shared_secret_key
+        from catalog.checks import check_keys_per_host, check_private_files, check_shared_secret_key
 
         # Warns at start-up about a data directory, metadata database or key others can read.
         checks.register(check_private_files, checks.Tags.security)
         checks.register(check_shared_secret_key, checks.Tags.security)
+        checks.register(check_keys_per_host, checks.Tags.security)
 
         from catalog.schedules import ensure_system_schedules, install_wall_clock_cron
 

@@ -1,5 +1,6 @@
 """Start-up checks: the data directory, the metadata database and the key
-files must be the service user's alone.
+files must be the service user's alone; hosts sharing a metadata database
+must share the secret key and the master keys.
 
 Strongroom makes what it writes private itself (catalog/engine/files.py and
 the umask in backupsite/settings.py), but files made before, by hand or by an
@@ -29,6 +30,7 @@ DATABASE_OPEN = "catalog.W002"
 KEY_OPEN = "catalog.W003"
 SECRET_KEY_OPEN = "catalog.W004"
 SECRET_KEY_PER_HOST = "catalog.W005"
+MASTER_KEYS_PER_HOST = "catalog.W006"
 
 
 def private_paths() -> list[tuple[str, str, Path, str]]:
@@ -109,5 +111,24 @@ def check_shared_secret_key(app_configs: Sequence[AppConfig] | None = None, **kw
             hint="Give every host the same SECRET_KEY, or SECRET_KEY_FILE naming a file that holds it "
             f"(this host's is in {Path(settings.DATA_DIR) / 'secret_key'}).",
             id=SECRET_KEY_PER_HOST,
+        )
+    ]
+
+
+def check_keys_per_host(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Hosts that share a metadata database (PostgreSQL) each need every
+    master key: kept as files in each host's key directory, a key made or
+    rotated on one host is missing on the others, whose jobs then fail."""
+    database_store = settings.KEY_ENCRYPTION_KEY is not None or bool(settings.KMS_KEY_ID)
+    if database_store or settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        return []
+    return [
+        checks.Warning(
+            f"Master keys are files in {settings.KEY_DIR}, on this host only, and the metadata database can be "
+            "shared with other hosts: a key made or rotated on one host would be missing on the others.",
+            hint="Give every host the same STRONGROOM_KEK (or STRONGROOM_KEK_FILE), 32 random bytes in base64, "
+            "then run `manage.py seal_keys` once to move the key files into the metadata database "
+            "(docs/DEPLOYMENT.md, Keys across hosts).",
+            id=MASTER_KEYS_PER_HOST,
         )
     ]

@@ -22,6 +22,7 @@ from django.urls import reverse
 
 from backupsite import envconfig
 from catalog import keyring, keys, verification
+from catalog.checks import MASTER_KEYS_PER_HOST, check_keys_per_host
 from catalog.engine import crypto, keyseal
 from catalog.models import AuditEvent, Destination, Key, KeyRotation, Source, Verification
 from tests.catalog.keys.conftest import SOURCE_PASSWORD, on_host, take_backup
@@ -256,6 +257,23 @@ def test_the_keys_page_names_keys_other_hosts_cannot_find_yet(admin_client, sett
     settings.KEY_ENCRYPTION_KEY = os.urandom(32)
     page = admin_client.get(reverse("key_list")).content.decode()
     assert 'id="unsealed-keys"' in page and key_id in page and "manage.py seal_keys" in page
+
+
+def test_hosts_sharing_a_metadata_database_are_told_to_seal_their_keys(settings, monkeypatch):
+    monkeypatch.setitem(settings.DATABASES["default"], "ENGINE", "django.db.backends.postgresql")
+    settings.KEY_ENCRYPTION_KEY, settings.KMS_KEY_ID = None, ""
+    [warning] = check_keys_per_host()
+    assert warning.id == MASTER_KEYS_PER_HOST == "catalog.W006"
+    assert f"Master keys are files in {settings.KEY_DIR}, on this host only" in warning.msg
+    assert "STRONGROOM_KEK" in warning.hint and "seal_keys" in warning.hint
+
+    settings.KEY_ENCRYPTION_KEY = os.urandom(32)
+    assert check_keys_per_host() == []
+    settings.KEY_ENCRYPTION_KEY, settings.KMS_KEY_ID = None, "alias/strongroom"
+    assert check_keys_per_host() == []
+    settings.KMS_KEY_ID = ""
+    monkeypatch.setitem(settings.DATABASES["default"], "ENGINE", "django.db.backends.sqlite3")
+    assert check_keys_per_host() == []  # one host
 
 
 def settings_in_a_fresh_process(tmp_path, **values):
