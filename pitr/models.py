@@ -155,6 +155,10 @@ class PitrRestore(Job):
     wal_to = models.CharField(max_length=64, blank=True)
     data_directory = models.CharField(max_length=1000, blank=True)
     port = models.PositiveIntegerField(null=True, blank=True)
+    # The host whose disk holds data_directory and which runs the restored
+    # server: chosen for a restore (its own queue takes the job), the host
+    # that ran it for a drill. Blank in restores made before there were hosts.
+    host = models.CharField(max_length=64, blank=True)
     is_drill = models.BooleanField(default=False)  # "verify PITR": into a scratch directory, removed afterwards
     status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=QUEUED, db_index=True)
     phase = models.CharField(max_length=40, blank=True)

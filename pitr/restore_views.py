@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from catalog import queues
 from catalog.decorators import operator_required, viewer_required
 from catalog.models import Source
 from catalog.services import Refused
@@ -31,6 +32,9 @@ class PointInTimeForm(forms.Form):
     restore_point = forms.CharField(required=False, max_length=64)
     data_directory = forms.CharField(required=False, max_length=1000)
     port = forms.IntegerField(required=False, min_value=1024, max_value=65535)
+    # Any host name: one whose workers stopped since the page was drawn is
+    # refused with the reason by restores.check_host, not as "not a choice".
+    host = forms.CharField(required=False, max_length=64)
 
     def target(self) -> dict[str, Any]:
         data = self.cleaned_data
@@ -66,6 +70,7 @@ def plan_or_refusal(source: Source, form: PointInTimeForm) -> tuple[restores.Pla
 @operator_required
 def restore_start(request: HttpRequest, pk: int) -> HttpResponse:
     source = protected_source(pk)
+    hosts = queues.hosts_with_own_queue()
     if request.method == "POST":
         form = PointInTimeForm(request.POST)
         if form.is_valid():
@@ -75,6 +80,7 @@ def restore_start(request: HttpRequest, pk: int) -> HttpResponse:
                     source,
                     data_directory=form.cleaned_data["data_directory"] or "",
                     port=form.cleaned_data["port"],
+                    host=form.cleaned_data["host"] or None,
                     **form.target(),
                 )
                 return redirect("pitr_restore_detail", job.pk)
@@ -82,7 +88,13 @@ def restore_start(request: HttpRequest, pk: int) -> HttpResponse:
                 messages.error(request, str(exc))
         plan, refusal = plan_or_refusal(source, form)
     else:
-        form = PointInTimeForm(initial={"data_directory": suggested_directory(source), "port": restores.free_port()})
+        form = PointInTimeForm(
+            initial={
+                "data_directory": suggested_directory(source),
+                "port": restores.free_port(),
+                "host": suggested_host(hosts),
+            }
+        )
         plan, refusal = None, None
     recent = PitrRestore.objects.filter(source=source).select_related("requested_by")[:10]
     return render(
@@ -96,8 +108,16 @@ def restore_start(request: HttpRequest, pk: int) -> HttpResponse:
             "recent": recent,
             "restore_root": settings.PITR_RESTORE_ROOT,
             "os_user": settings.PITR_OS_USER,
+            "hosts": hosts,
+            "this_host": settings.HOST_NAME,
         },
     )
+
+
+def suggested_host(hosts: list[str]) -> str:
+    """This host when its own queue runs (the paths and port shown were
+    checked here), else the first host whose does."""
+    return settings.HOST_NAME if settings.HOST_NAME in hosts or not hosts else hosts[0]
 
 
 @operator_required
@@ -153,12 +173,18 @@ def restore_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 def restore_stop_server(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(PitrRestore, pk=pk)
     try:
-        restores.stop_restored_server(request.user, job)
-        messages.success(
-            request,
-            f"The restored server on port {job.port} was stopped; its directory "
-            f"{job.data_directory} stays on the worker host.",
-        )
+        if restores.stop_restored_server(request.user, job):
+            messages.success(
+                request,
+                f"The restored server on port {job.port} was stopped; its directory "
+                f"{job.data_directory} stays on {job.host or 'the worker host'}.",
+            )
+        else:
+            messages.success(
+                request,
+                f"Asked host {job.host} to stop the restored server on port {job.port}: it stops within "
+                f"seconds, and its directory {job.data_directory} stays there.",
+            )
     except Refused as exc:
         messages.error(request, str(exc))
     return redirect("pitr_restore_detail", job.pk)

@@ -198,27 +198,44 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def check_destination(data_directory: str, port: int | None) -> None:
-    problem = engine.check_target_directory(data_directory, str(settings.PITR_RESTORE_ROOT))
-    if problem:
-        raise Refused(problem)
-    if not engine.user_can_reach(data_directory, settings.PITR_OS_USER):
+def check_host(host: str) -> None:
+    """A restore goes to the chosen host's own queue: some worker there must take it."""
+    hosts = queues.hosts_with_own_queue()
+    if host not in hosts:
+        running = f" It runs on {', '.join(hosts)}." if hosts else ""
         raise Refused(
-            f"The OS user {settings.PITR_OS_USER}, who runs the restored server, cannot reach "
-            f"{data_directory}: a directory above it is closed to them. Choose another place, or open it "
-            "(chmod o+x)."
+            f"No worker runs host {host}'s own queue, so nothing there would take the restore: start "
+            f"Strongroom's workers on {host} (make run, or strongroom-host.service), or choose another host." + running
         )
-    if PitrRestore.objects.filter(
-        data_directory=os.path.realpath(data_directory), status__in=PitrRestore.ACTIVE_STATUSES
-    ).exists():
-        raise Refused(f"Another restore is already writing into {data_directory}.")
+
+
+def check_destination(data_directory: str, port: int | None, host: str, job: PitrRestore | None = None) -> None:
+    """Refuses a data directory or port that the restore cannot use on `host`.
+    The directory and the port can only be looked at on that host itself: the
+    web process checks them when it runs there, and the worker checks them
+    again before it writes anything (`job` is then the restore itself)."""
+    here = host == settings.HOST_NAME
+    if here:
+        problem = engine.check_target_directory(data_directory, str(settings.PITR_RESTORE_ROOT))
+        if problem:
+            raise Refused(problem)
+        if not engine.user_can_reach(data_directory, settings.PITR_OS_USER):
+            raise Refused(
+                f"The OS user {settings.PITR_OS_USER}, who runs the restored server, cannot reach "
+                f"{data_directory}: a directory above it is closed to them. Choose another place, or open it "
+                "(chmod o+x)."
+            )
+    elif not os.path.isabs(data_directory):
+        raise Refused("The data directory must be an absolute path on the chosen host.")
+    others = PitrRestore.objects.filter(host=host, status__in=PitrRestore.ACTIVE_STATUSES)
+    if job is not None:
+        others = others.exclude(pk=job.pk)
+    if others.filter(data_directory=os.path.normpath(data_directory)).exists():
+        raise Refused(f"Another restore is already writing into {data_directory} on {host}.")
     if not port or not 1024 <= int(port) <= 65535:
         raise Refused("Choose a port between 1024 and 65535 for the restored server.")
-    if (
-        not port_is_free(int(port))
-        or PitrRestore.objects.filter(port=port, status__in=PitrRestore.ACTIVE_STATUSES).exists()
-    ):
-        raise Refused(f"Port {port} is already in use on the worker host; choose another.")
+    if (here and not port_is_free(int(port))) or others.filter(port=port).exists():
+        raise Refused(f"Port {port} is already in use on {host}; choose another.")
 
 
 def request_pitr_restore(
@@ -230,12 +247,21 @@ def request_pitr_restore(
     restore_point: str = "",
     data_directory: str,
     port: int | None,
+    host: str | None = None,
     enqueue: bool = True,
 ) -> PitrRestore:
+    """Queues a restore into `data_directory` on `host` (this one unless
+    another is named), for that host's own queue."""
     # Only the chosen kind of target counts (a form may send the others too).
     target_time = target_time if target_kind == PitrRestore.TIME else None
     restore_point = restore_point if target_kind == PitrRestore.RESTORE_POINT else ""
-    check_destination(data_directory, port)
+    host = host or settings.HOST_NAME
+    check_host(host)
+    # On this host, the path as the filesystem resolves it; another host's
+    # filesystem is not here to ask.
+    if host == settings.HOST_NAME:
+        data_directory = os.path.realpath(data_directory)
+    check_destination(data_directory, port, host)
     assert port is not None  # check_destination refused a missing port
     plan = plan_restore(source, target_kind, target_time, restore_point)
     return create_job(
@@ -245,8 +271,9 @@ def request_pitr_restore(
         target_kind=target_kind,
         target_time=target_time,
         restore_point=restore_point.strip(),
-        data_directory=os.path.realpath(data_directory),
+        data_directory=os.path.normpath(data_directory),
         port=int(port),
+        host=host,
         is_drill=False,
         enqueue=enqueue,
     )
@@ -290,10 +317,11 @@ def create_job(actor: audit.Actor, source: Source, plan: Plan, *, enqueue: bool,
                 "wal_to": plan.wal_to,
                 "data_directory": job.data_directory,
                 "port": job.port,
+                "host": job.host,
             },
         )
         if enqueue:
-            transaction.on_commit(lambda: enqueue_pitr_restore(job.pk))
+            transaction.on_commit(lambda: enqueue_pitr_restore(job))
     return job
 
 
@@ -305,8 +333,14 @@ def describe_target(job: PitrRestore) -> str:
     return "the latest possible"
 
 
-def enqueue_pitr_restore(job_id: int) -> None:
-    queues.enqueue_work("pitr.tasks.run_pitr_restore", job_id, task_name=f"pitr-restore-{job_id}")
+def enqueue_pitr_restore(job: PitrRestore) -> None:
+    """A restore goes to its host's own queue; a drill, into a scratch
+    directory, to whichever host's workers are free."""
+    name = f"pitr-restore-{job.pk}"
+    if job.host:
+        queues.enqueue_on_host(job.host, "pitr.tasks.run_pitr_restore", job.pk, task_name=name)
+    else:
+        queues.enqueue_work("pitr.tasks.run_pitr_restore", job.pk, task_name=name)
 
 
 def cancel_pitr_restore(actor: audit.Actor, job: PitrRestore) -> PitrRestore:
@@ -426,6 +460,15 @@ def run_pitr_restore(job_id: int) -> PitrRestore | None:
     )
     if job is None:
         return None
+    if job.host and job.host != settings.HOST_NAME:
+        job.summary = (
+            f"This restore was for host {job.host}, and a worker on {settings.HOST_NAME} took it: "
+            "nothing was written. Start it again."
+        )
+        return finish(job, PitrRestore.FAILED)
+    if not job.host:  # a drill runs wherever a worker was free: its directory is here
+        job.host = settings.HOST_NAME
+        PitrRestore.objects.filter(pk=job.pk).update(host=job.host)
     started = time.monotonic()
     try:
         with Watch(job) as watch:
@@ -463,6 +506,9 @@ def carry_out(job: PitrRestore, cancel_event: threading.Event) -> None:
         job.port = free_port()
         set_phase(job, "marking the source", "Counting the source's rows and making a restore point.")
         mark_source(job)
+    else:
+        # The request was checked on the web host, which may not be this one.
+        check_destination(job.data_directory, job.port, job.host, job)
     datadir, os_user = job.data_directory, settings.PITR_OS_USER
     staging = os.path.join(os.path.dirname(datadir), f".strongroom-wal-{job.pk}")
     created = False
@@ -670,16 +716,31 @@ def finish(job: PitrRestore, status: str) -> PitrRestore:
     return job
 
 
-def stop_restored_server(actor: audit.Actor, job: PitrRestore) -> PitrRestore:
-    """Stops a restored server the wizard started (its directory stays)."""
+def stop_restored_server(actor: audit.Actor, job: PitrRestore) -> bool:
+    """Stops a restored server the wizard started (its directory stays).
+    The server runs on the restore's host: from another host, the stop is
+    queued for that host's own queue. True when it stopped here and now."""
     if job.is_drill or job.status != PitrRestore.SUCCEEDED or not job.data_directory:
         raise Refused("Only a finished restore's server can be stopped here.")
+    if job.host and job.host != settings.HOST_NAME:
+        with transaction.atomic():
+            audit.record(actor, "pitr.restore.stop_server.request", job, {"host": job.host})
+            transaction.on_commit(
+                lambda: queues.enqueue_on_host(
+                    job.host, "pitr.tasks.stop_restored_server", job.pk, task_name=f"pitr-stop-{job.pk}"
+                )
+            )
+        return False
+    stop_here(actor, job)
+    return True
+
+
+def stop_here(actor: audit.Actor, job: PitrRestore) -> None:
     engine.stop(settings.PG_CTL, job.data_directory, settings.PITR_OS_USER)
     with transaction.atomic():
         job.report["stopped_at"] = timezone.now().isoformat()
         PitrRestore.objects.filter(pk=job.pk).update(report=job.report)
         audit.record(actor, "pitr.restore.stop_server", job, {"data_directory": job.data_directory})
-    return job
 
 
 def connection_hint(job: PitrRestore) -> str:
@@ -706,6 +767,14 @@ def sweep_stale_pitr_restores(now: datetime | None = None) -> list[int]:
 
 def remove_restored_cluster(job: PitrRestore) -> None:
     """Stops a dead worker's restored server and removes its directory; if
-    that fails, the job stays running and the next tick tries again."""
+    that fails, the job stays running and the next tick tries again. The
+    directory is on the restore's host: from another host (the tick runs on
+    any), the removal is queued for that host's own queue, which runs it
+    when the host is back if it is the one that died."""
+    if job.host and job.host != settings.HOST_NAME:
+        queues.enqueue_on_host(
+            job.host, "pitr.tasks.remove_restored_cluster", job.pk, task_name=f"pitr-clean-up-{job.pk}"
+        )
+        return
     if job.data_directory and os.path.isdir(job.data_directory):
         engine.stop(settings.PG_CTL, job.data_directory, settings.PITR_OS_USER, remove=True, mode="immediate")

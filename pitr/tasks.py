@@ -3,11 +3,22 @@ and nightly prune (registered in pitr/apps.py)."""
 
 from catalog.alerts import hooks as monitor
 from pitr import restores, wal
+from pitr.models import PitrRestore
 
 
 def run_pitr_restore(job_id: int) -> str:
     job = restores.run_pitr_restore(job_id)
     return job.status if job else "not claimed"
+
+
+def stop_restored_server(job_id: int) -> None:
+    """Queued on the restore's host by a stop asked for on another host."""
+    restores.stop_here("worker", PitrRestore.objects.get(pk=job_id))
+
+
+def remove_restored_cluster(job_id: int) -> None:
+    """Queued on the restore's host by the sweep on another host."""
+    restores.remove_restored_cluster(PitrRestore.objects.get(pk=job_id))
 
 
 def sweep_stale_pitr_restores() -> list[int] | None:

@@ -20,6 +20,7 @@ def test_there_is_a_unit_for_each_part_and_one_target():
         "strongroom-web.service",
         "strongroom-worker.service",
         "strongroom-monitor.service",
+        "strongroom-host.service",
         "strongroom-wal.service",
     }
 

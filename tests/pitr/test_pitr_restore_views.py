@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from pitr.models import PitrRestore
 from tests.harness.pg import free_port
@@ -184,3 +185,65 @@ def test_auditors_see_the_list_of_point_in_time_restores(auditor_client):
     page = auditor_client.get(reverse("pitr_restore_list")).content.decode()
     assert "strongroom-drill-9" in page and "drill" in page
     assert reverse("pitr_restore_list") in auditor_client.get(reverse("restore_list")).content.decode()
+
+
+def test_the_wizard_offers_the_live_hosts_and_queues_the_restore_for_the_chosen_one(
+    protected, admin_client, restore_root, monkeypatch, settings
+):
+    """Another host's restore goes to that host's own queue, and its stop too:
+    this process is not that host, so both are left queued for it."""
+    from django_q.conf import Conf
+    from django_q.models import OrmQ
+
+    from catalog import queues
+    from catalog.models import WorkerHeartbeat
+
+    cluster, source = protected
+    take_base_backup(source, cluster.destination)
+    WorkerHeartbeat.objects.create(host="vault-b", queue="strongroom-host-vault-b", last_seen=timezone.now())
+    WorkerHeartbeat.objects.create(host="web-only", queue="strongroom", last_seen=timezone.now())
+    assert queues.hosts_with_own_queue() == sorted([settings.HOST_NAME, "vault-b"])
+    monkeypatch.setattr(Conf, "SYNC", False)
+
+    page = admin_client.get(reverse("pitr_restore_start", args=[source.pk])).content.decode()
+    assert '<option value="vault-b"' in page and "web-only" not in page
+    assert f'<option value="{settings.HOST_NAME}" selected>' in page
+    response = admin_client.post(
+        reverse("pitr_restore_start", args=[source.pk]),
+        {"target_kind": "latest", "data_directory": "/srv/restores/orders", "port": 6543, "host": "vault-b"},
+    )
+
+    job = PitrRestore.objects.get()
+    assert response.status_code == 302 and job.status == PitrRestore.QUEUED
+    assert (job.host, job.data_directory, job.port) == ("vault-b", "/srv/restores/orders", 6543)
+    assert list(OrmQ.objects.values_list("key", flat=True)) == ["strongroom-host-vault-b"]
+    assert "vault-b" in admin_client.get(reverse("pitr_restore_detail", args=[job.pk])).content.decode()
+    # A second restore into the same directory on the same host is refused there too.
+    again = admin_client.post(
+        reverse("pitr_restore_start", args=[source.pk]),
+        {"target_kind": "latest", "data_directory": "/srv/restores/orders", "port": 6544, "host": "vault-b"},
+        follow=True,
+    )
+    assert "Another restore is already writing into /srv/restores/orders on vault-b" in again.content.decode()
+
+    # Its server runs on vault-b: stopping it from here asks vault-b's queue to.
+    PitrRestore.objects.filter(pk=job.pk).update(status=PitrRestore.SUCCEEDED)
+    OrmQ.objects.all().delete()
+    stop = admin_client.post(reverse("pitr_restore_stop_server", args=[job.pk]), follow=True)
+    assert "Asked host vault-b to stop the restored server on port 6543" in stop.content.decode()
+    assert list(OrmQ.objects.values_list("key", flat=True)) == ["strongroom-host-vault-b"]
+    assert OrmQ.objects.get().task["func"] == "pitr.tasks.stop_restored_server"
+
+
+def test_a_host_that_stopped_beating_is_refused_with_the_reason(protected, admin_client, restore_root):
+    cluster, source = protected
+    take_base_backup(source, cluster.destination)
+
+    response = admin_client.post(
+        reverse("pitr_restore_start", args=[source.pk]),
+        {"target_kind": "latest", "data_directory": "/srv/x", "port": 6543, "host": "vault-gone"},
+        follow=True,
+    )
+
+    assert "No worker runs host vault-gone&#x27;s own queue" in response.content.decode()
+    assert not PitrRestore.objects.exists()

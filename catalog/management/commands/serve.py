@@ -1,5 +1,5 @@
-"""Runs the web server, the two django-q2 clusters (work and monitoring) and
-the WAL receiver supervisor together; Ctrl-C stops them all. The web server is
+"""Runs the web server, the three django-q2 clusters (work, monitoring, and
+this host's own queue) and the WAL receiver supervisor together; Ctrl-C stops them all. The web server is
 gunicorn (static files come from whitenoise); Django's development server
 only with --dev, for working on Strongroom itself."""
 
@@ -40,12 +40,15 @@ class Command(BaseCommand):
             )
         manage = [sys.executable, "manage.py"]
         monitor_env = {**os.environ, "Q_CLUSTER_NAME": settings.MONITOR_CLUSTER}
+        host_env = {**os.environ, "Q_CLUSTER_NAME": "strongroom-host"}  # made this host's queue by the settings
         # serve ran the system checks before it got here: their warnings (such as
         # files other users can read, catalog/checks.py) print once, not once per child.
         children = [
             subprocess.Popen(manage + ["qcluster", "--skip-checks"]),
             # The tick and alerts have a worker of their own (catalog/queues.py).
             subprocess.Popen(manage + ["qcluster", "--skip-checks"], env=monitor_env),
+            # Work only this host can do: a point-in-time restore into its disk (catalog/queues.py).
+            subprocess.Popen(manage + ["qcluster", "--skip-checks"], env=host_env),
             subprocess.Popen(manage + ["runserver", bind, "--noreload", "--skip-checks"])
             if dev
             else subprocess.Popen(gunicorn(bind), env={**os.environ, "STRONGROOM_CHECKED": "1"}),
