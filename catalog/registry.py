@@ -60,6 +60,12 @@ queued_jobs: dict[str, JobModel] = {}
 # upgrade still name the old dotted path, which passes them on (name -> function).
 moved_tasks: dict[str, MovedTask] = {}
 
+# The API endpoints other apps serve under /api/v1/, for the OpenAPI document
+# (catalog/api/openapi.py): path -> {method: operation}, and the schemas those
+# operations name (name -> JSON schema).
+api_paths: dict[str, dict[str, Any]] = {}
+api_schemas: dict[str, dict[str, Any]] = {}
+
 
 def no_problem(source: "Source") -> str:
     return ""

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from pitr import restore_views, views
+from pitr import api_views, restore_views, views
 
 urlpatterns = [
     # Continuous protection (pitr/views.py)
@@ -19,7 +19,10 @@ urlpatterns = [
 ]
 
 # Under /api/v1/ (backupsite/urls.py includes them before the catalog's API, which
-# ends in a catch-all JSON 404): archive_command pushes of continuous protection.
+# ends in a catch-all JSON 404): archive_command pushes of continuous protection,
+# and point-in-time restores (pitr/api_views.py).
 api_urlpatterns = [
     path("sources/<int:pk>/wal/<str:name>", views.wal_push_resource, name="pitr_wal_push"),
+    path("sources/<int:pk>/pitr-restores", api_views.pitr_restores_resource, name="api_pitr_restores"),
+    path("pitr-restores/<int:pk>", api_views.pitr_restore_resource, name="api_pitr_restore"),
 ]

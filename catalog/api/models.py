@@ -9,8 +9,12 @@ from django.utils import timezone
 
 
 class ApiToken(models.Model):
-    READ, BACKUP = "read", "backup"
-    SCOPE_CHOICES = [(READ, "read: status, backups, metrics"), (BACKUP, "backup: start backups and verifications")]
+    READ, BACKUP, RESTORE = "read", "backup", "restore"
+    SCOPE_CHOICES = [
+        (READ, "read: status, backups, hosts, metrics"),
+        (BACKUP, "backup: start backups and verifications"),
+        (RESTORE, "restore: start point-in-time restores"),
+    ]
 
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, help_text="the token's first characters, to recognise it")

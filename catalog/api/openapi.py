@@ -7,6 +7,7 @@ in tests/catalog/api checks every response against it."""
 from collections.abc import Iterable
 from typing import Any
 
+from catalog import registry
 from catalog.alerts.models import Alert
 from catalog.models import FORMAT_CHOICES, HEALTH_CHOICES, Backup, Copy, Destination, Verification
 
@@ -222,6 +223,18 @@ SCHEMAS = {
         },
         required=["name", "stored", "created"],
     ),
+    "Host": obj(
+        {
+            "host": {**TEXT, "description": "the host's name (STRONGROOM_HOST)"},
+            "queues": {"type": "array", "items": TEXT, "description": "the queues whose workers run there"},
+            "last_seen": WHEN,
+            "takes_host_bound_work": {
+                "type": "boolean",
+                "description": "its own queue's workers run: a point-in-time restore can go there",
+            },
+        }
+    ),
+    "HostList": obj({"hosts": {"type": "array", "items": {"$ref": "#/components/schemas/Host"}}}),
     "StartVerification": obj(
         {"kind": {**choices(Verification.KIND_CHOICES), "default": "checksum"}}, required=[], closed=True
     ),
@@ -362,6 +375,14 @@ PATHS = {
         }
     },
     "/sources/{id}/wal/{name}": {"put": wal_push("pushWalFile"), "post": wal_push("postWalFile")},
+    "/hosts": {
+        "get": {
+            "operationId": "listHosts",
+            "summary": "The hosts whose workers are running, with their queues.",
+            "x-scope": "read",
+            "responses": responses(200, ref("HostList"), "Hosts seen in the last minutes"),
+        }
+    },
 }
 
 
@@ -374,14 +395,15 @@ def openapi_document() -> dict[str, Any]:
             "description": (
                 "Token-authenticated JSON API. Administrators create tokens on the API tokens page; send one as "
                 "'Authorization: Bearer <token>'. The read scope allows GET requests (and /metrics), the backup "
-                'scope starting backups and verifications. Every error is {"error": "..."}.'
+                "scope starting backups and verifications, the restore scope starting point-in-time restores. "
+                'Every error is {"error": "..."}.'
             ),
         },
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearerAuth": []}],
-        "paths": PATHS,
+        "paths": {**PATHS, **registry.api_paths},
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "an API token"}},
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **registry.api_schemas},
         },
     }

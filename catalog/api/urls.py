@@ -9,6 +9,7 @@ urlpatterns = [
     path("backups", views.backups_resource, name="api_backups"),
     path("backups/<int:pk>", views.backup_resource, name="api_backup"),
     path("backups/<int:pk>/verify", views.verify_resource, name="api_backup_verify"),
+    path("hosts", views.hosts_resource, name="api_hosts"),
     path("openapi.json", views.openapi_resource, name="api_openapi"),
     # The pitr app serves its own routes under /api/v1/ (pitr.urls.api_urlpatterns, included before these).
     re_path(r"^[\s\S]*$", views.not_found),  # [\s\S]: a path may hold a line break, which "." misses

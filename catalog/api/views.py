@@ -3,7 +3,7 @@ services the pages call, answer. Errors are {"error": "..."} with a 4xx code."""
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, time, timedelta
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
-from catalog import backup_runs, services, verification
+from catalog import backup_runs, queues, services, verification
 from catalog.alerts.models import Alert
 from catalog.api import serialize, tokens
 from catalog.api.auth import ApiRequest, authorize, by_method, error
@@ -60,7 +60,7 @@ def int_param(
     return value
 
 
-def datetime_param(params: QueryDict, name: str) -> datetime | None:
+def datetime_param(params: Mapping[str, Any], name: str) -> datetime | None:
     """An ISO 8601 date-time (or a date, meaning its midnight) as an aware UTC datetime."""
     text = params.get(name)
     if text is None:
@@ -295,6 +295,32 @@ def backup_verify(request: ApiRequest, pk: int) -> JsonResponse:
     return JsonResponse(serialize.verification_detail(request, job), status=202)
 
 
+# --- hosts ------------------------------------------------------------------
+
+
+@authorize("read", "host_list")
+def host_list(request: ApiRequest) -> JsonResponse:
+    """The hosts whose workers beat lately, with their queues: where a
+    point-in-time restore can go (those whose own queue is alive)."""
+    by_host: dict[str, list[Any]] = {}
+    for beat in queues.alive_heartbeats():
+        by_host.setdefault(beat.host, []).append(beat)
+    own = set(queues.hosts_with_own_queue())
+    return JsonResponse(
+        {
+            "hosts": [
+                {
+                    "host": host,
+                    "queues": [beat.queue for beat in beats],
+                    "last_seen": max(beat.last_seen for beat in beats),
+                    "takes_host_bound_work": host in own,
+                }
+                for host, beats in sorted(by_host.items())
+            ]
+        }
+    )
+
+
 # --- the rest ---------------------------------------------------------------
 
 
@@ -314,3 +340,4 @@ backups_resource = by_method(GET=backup_list, POST=backup_start)
 backup_resource = by_method(GET=backup_detail)
 verify_resource = by_method(POST=backup_verify)
 openapi_resource = by_method(GET=openapi_json)
+hosts_resource = by_method(GET=host_list)

@@ -69,7 +69,7 @@ def api_schema(wsgi_app, tmp_path):
 
 @pytest.fixture
 def token_headers(db):
-    return bearer(make_token(scopes=["read", "backup"], name="schemathesis")[1])
+    return bearer(make_token(scopes=["read", "backup", "restore"], name="schemathesis")[1])
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
@@ -107,6 +107,9 @@ def test_it_serves_the_document_without_a_token(client):
         "/backups/{id}",
         "/backups/{id}/verify",
         "/sources/{id}/wal/{name}",
+        "/sources/{id}/pitr-restores",
+        "/pitr-restores/{id}",
+        "/hosts",
     }
     assert document["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http",
