@@ -190,6 +190,19 @@ def test_the_sealed_copy_round_trips_and_holds_no_plain_key(kek, key_dir):
     assert again != row.sealed_key and keyring.open_sealed(key_id, row.fingerprint, again) == key
 
 
+def test_a_saved_key_file_taken_back_on_a_reinstall_is_sealed_for_the_other_hosts(kek, key_dir, settings, tmp_path):
+    key_dir.mkdir(mode=0o700)
+    key = crypto.generate_master_key()
+    crypto.write_key_file(str(key_dir / "mk-20250114-093000-1a2b.key"), "mk-20250114-093000-1a2b", key)
+
+    assert keyring.active_key() == ("mk-20250114-093000-1a2b", key)
+
+    row = Key.objects.get()
+    assert row.origin == Key.IMPORTED and row.sealed_key.startswith(f"kek-v1:{keyseal.kek_fingerprint(kek)}:")
+    on_host(settings, tmp_path / "host-b-keys")
+    assert keyring.master_key(row.key_id) == key
+
+
 def test_a_destroyed_key_loses_its_sealed_copy(kek, admin_user, settings, tmp_path):
     old_id, _ = keyring.active_key()
     keys.start_rotation(admin_user)
