@@ -99,15 +99,17 @@ def log_open_files() -> None:
 
 
 def check_shared_secret_key(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """Hosts that share a metadata database (PostgreSQL) each sign sessions
-    and CSRF tokens with SECRET_KEY: with one generated per host, a sign-in on
-    one host means nothing to the next behind a load balancer."""
+    """Hosts that share a metadata database (PostgreSQL) each sign sessions,
+    CSRF tokens and queued tasks with SECRET_KEY: with one generated per host,
+    a sign-in on one host means nothing to the next behind a load balancer, and
+    a task queued on one host is refused by another's workers as forged."""
     if not settings.SECRET_KEY_GENERATED or settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         return []
     return [
         checks.Warning(
             "SECRET_KEY was generated on this host, and the metadata database can be shared with other hosts: "
-            "each would sign sessions with its own key, so a sign-in on one would not hold on another.",
+            "each would sign sessions and queued tasks with its own key, so a sign-in on one would not hold on "
+            "another, and work queued on one would be refused by the others' workers.",
             hint="Give every host the same SECRET_KEY, or SECRET_KEY_FILE naming a file that holds it "
             f"(this host's is in {Path(settings.DATA_DIR) / 'secret_key'}).",
             id=SECRET_KEY_PER_HOST,
