@@ -12,10 +12,11 @@ the walk."""
 from dataclasses import dataclass
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from catalog import audit, keyring
+from catalog import audit, keyring, queues
 from catalog.alerts.models import Alert, Channel
 from catalog.api import tokens
 from catalog.models import (
@@ -105,6 +106,7 @@ class Walked:
 def world(db, tmp_path, admin_user):
     # Tables named like dict methods: a template's `counts.items` would look up the table "items".
     counts = {"items": 3, "keys": 1, "values": 2}
+    queues.record_heartbeat(settings.WORK_CLUSTER)  # /readyz: a worker runs
     source = Source.objects.create(name="Walk DB", slug="walk", engine="sqlite", sqlite_path=str(tmp_path / "w.db"))
     destination = Destination.objects.create(name="Walk disk", kind="local", path=str(tmp_path / "backups"))
     plan = BackupPlan.objects.create(name="Walk nightly", source=source, format="sqlite")
@@ -175,6 +177,7 @@ PK_BY_PREFIX = {
     "plan": "plan",
     "backup": "backup",
     "api_backup": "backup",
+    "api_pitr_restore": "pitr_restore",
     "copy": "copy",
     "verification": "verification",
     "restore": "restore",
@@ -203,6 +206,7 @@ FILL_BY_NAME = {
     ("pitr_protection_enable", "pk"): lambda w: w["source"].pk,
     ("pitr_protection_disable", "pk"): lambda w: w["source"].pk,
     ("pitr_wal_push", "pk"): lambda w: w["source"].pk,
+    ("api_pitr_restores", "pk"): lambda w: w["source"].pk,
     ("pitr_wal_push", "name"): lambda w: "000000010000000000000001",
 }
 
