@@ -228,6 +228,18 @@ def finished_pitr(job, hosts, timeout=180):
     return job
 
 
+def latest_on(host, source, user, directory):
+    """A point-in-time restore to the latest moment, chosen for `host`."""
+    return restores.request_pitr_restore(
+        user,
+        source,
+        target_kind=PitrRestore.LATEST,
+        data_directory=os.path.join(host.restore_root, directory),
+        port=pg.free_port(),
+        host=host.name,
+    )
+
+
 def restored_batches(job):
     with psycopg.connect(host="localhost", port=job.port, user="postgres", dbname="postgres") as conn:
         return [row[0] for row in conn.execute("SELECT DISTINCT batch FROM items ORDER BY 1")]
@@ -299,15 +311,7 @@ def run_the_story(host_a, host_b, logical, offsite, cluster, source_database, ad
     # --- a point-in-time restore, routed to the host chosen for it
     insert_batch(cluster, 2)
     switch_and_wait_stored(cluster, source, hosts)
-    on_b = restores.request_pitr_restore(
-        admin_user,
-        source,
-        target_kind=PitrRestore.LATEST,
-        data_directory=os.path.join(host_b.restore_root, "orders-latest"),
-        port=pg.free_port(),
-        host="host-b",
-    )
-    finished_pitr(on_b, hosts)
+    on_b = finished_pitr(latest_on(host_b, source, admin_user, "orders-latest"), hosts)
     assert on_b.worker.startswith("host-b:") and on_b.host == "host-b"
     assert restored_batches(on_b) == [1, 2]
     restores.stop_restored_server(admin_user, on_b)  # this process is not host-b: queued for it
@@ -341,15 +345,7 @@ def run_the_story(host_a, host_b, logical, offsite, cluster, source_database, ad
         )
     finally:
         pg.drop_database(job.target_database)
-    latest = restores.request_pitr_restore(
-        admin_user,
-        source,
-        target_kind=PitrRestore.LATEST,
-        data_directory=os.path.join(host_b.restore_root, "orders-after-failover"),
-        port=pg.free_port(),
-        host="host-b",
-    )
-    finished_pitr(latest, [host_b])
+    latest = finished_pitr(latest_on(host_b, source, admin_user, "orders-after-failover"), [host_b])
     assert restored_batches(latest) == [1, 2, 3, 4]
     assert latest.worker.startswith("host-b:")
 
