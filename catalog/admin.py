@@ -35,7 +35,7 @@ class SourceAdmin(ReadOnlyAdmin):
 
 @admin.register(Destination)
 class DestinationAdmin(ReadOnlyAdmin):
-    list_display = ["name", "kind", "location_display", "offsite", "immutable_days", "quota_gb"]
+    list_display = ["name", "kind", "location_display", "host", "offsite", "immutable_days", "quota_gb"]
     exclude = ["secret_token"]
     actions = ["import_backups"]
 

@@ -9,7 +9,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import QuerySet
 from django.http import QueryDict
 
-from catalog import exports, schedules
+from catalog import exports, queues, schedules
 from catalog.endpoints import endpoint_problem
 from catalog.engine.errors import EngineError
 from catalog.engine.storage.base import outside_roots
@@ -27,6 +27,7 @@ from catalog.models import (
     RestoreServer,
     Source,
     Verification,
+    host_conflict,
 )
 
 KEEP_HELP = "Leave blank to keep the one that is stored."
@@ -157,6 +158,7 @@ class DestinationForm(ModelBounds):
             "name",
             "kind",
             "path",
+            "host",
             "bucket",
             "prefix",
             "endpoint_url",
@@ -189,9 +191,32 @@ class DestinationForm(ModelBounds):
         self.fields[
             "path"
         ].help_text += f" It must lie inside {roots or 'an allowed directory'} (LOCAL_DESTINATION_ROOTS)."
+        self.fields["host"] = forms.ChoiceField(
+            label="Host",
+            choices=host_choices(self.instance.host),
+            required=False,
+            help_text="The host whose disk holds the folder: backups to it, and whatever reads it, run on that "
+            "host's own queue. Every host: the same folder is mounted at this path on every host, or there is "
+            "only one host.",
+        )
 
     def clean_lock_mode(self) -> str:
         return self.cleaned_data.get("lock_mode") or "GOVERNANCE"
+
+    def clean_host(self) -> str:
+        # Only a local folder is on one host's disk (kind is cleaned before host).
+        return self.cleaned_data.get("host", "") if self.cleaned_data.get("kind") == "local" else ""
+
+    def check_plans_keep_one_host(self, host: str) -> None:
+        """A plan's backup runs on one host: this destination may not move to
+        another host's disk than its plans' other local folders."""
+        if not self.instance.pk:
+            return
+        moved = Destination(name=self.instance.name, kind="local", host=host)
+        for plan in self.instance.plans.all():
+            others = list(plan.destinations.exclude(pk=self.instance.pk))
+            if problem := host_conflict([moved, *others]):
+                self.add_error("host", f"Plan {plan} also writes here. {problem}")
 
     def clean(self) -> dict[str, Any]:
         super().clean()
@@ -204,6 +229,7 @@ class DestinationForm(ModelBounds):
                 self.add_error("path", problem)
             if data.get("immutable_days"):
                 self.add_error("immutable_days", "Object Lock needs an S3 destination.")
+            self.check_plans_keep_one_host(data.get("host", ""))
         elif not data.get("bucket"):
             self.add_error("bucket", "Name the bucket.")
         endpoint = data.get("endpoint_url", "")
@@ -218,6 +244,24 @@ class DestinationForm(ModelBounds):
 
     def changed_fields(self) -> list[str]:
         return [name for name in self.changed_data if name != "secret_access_key"]
+
+
+def host_choices(current: str) -> list[tuple[str, str]]:
+    """Every host (blank), then the hosts whose workers are seen alive and
+    this one (first), and the destination's own host even if it went quiet."""
+    here = settings.HOST_NAME
+    beats = queues.alive_heartbeats()
+    own_queue = {beat.host for beat in beats if beat.queue == settings.HOST_CLUSTER_PREFIX + beat.host}
+    hosts = {beat.host for beat in beats} | {here} | ({current} if current else set())
+
+    def label(host: str) -> str:
+        notes = ["this host"] if host == here else []
+        if host not in own_queue:
+            notes.append("its own queue's workers are not running")
+        return f"{host} ({', '.join(notes)})" if notes else host
+
+    ordered = sorted(hosts, key=lambda host: (host != here, host))
+    return [("", "Every host (a shared mount, or one host only)")] + [(host, label(host)) for host in ordered]
 
 
 class RestoreServerForm(ModelBounds):

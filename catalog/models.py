@@ -298,6 +298,10 @@ class Destination(SealedSecrets):
     endpoint_url = models.CharField("endpoint URL", max_length=500, blank=True)
     region = models.CharField(max_length=64, blank=True)
     access_key_id = models.CharField("access key ID", max_length=255, blank=True)
+    # A local folder is on one host's disk unless every host mounts the same
+    # one at `path`: work that reads or writes it runs on that host
+    # (catalog/queues.py). Blank: every host sees it, or there is one host.
+    host = models.CharField(max_length=64, blank=True)
     offsite = models.BooleanField("off-site", default=False)
     immutable_days = models.PositiveIntegerField(
         "Object Lock days", null=True, blank=True, validators=at_most(MAX_DAYS)
@@ -396,11 +400,43 @@ class Destination(SealedSecrets):
         if self.endpoint_url and (problem := endpoint_problem(self.endpoint_url)):
             raise StorageError(f"The S3 endpoint of {self.name} is refused: {problem}")
 
+    def bound_host(self) -> str:
+        """The one host that can reach this destination, or "" when every host can."""
+        return self.host if self.kind == "local" else ""
+
+    def host_display(self) -> str:
+        host = self.bound_host()
+        if host:
+            return f"{host} (the folder is on its disk)"
+        return "every host (a shared mount, or one host only)" if self.kind == "local" else "every host"
+
     def location_display(self) -> str:
         if self.kind == "local":
             return self.path
         where = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         return f"{where} ({self.endpoint_url})" if self.endpoint_url else where
+
+
+def destinations_by_host(destinations: Iterable[Destination]) -> dict[str, list[str]]:
+    """{host: names of the destinations on its disk}, for those bound to a host."""
+    by_host: dict[str, list[str]] = {}
+    for destination in destinations:
+        if host := destination.bound_host():
+            by_host.setdefault(host, []).append(destination.name)
+    return by_host
+
+
+def host_conflict(destinations: Iterable[Destination]) -> str:
+    """Why one backup cannot write all of `destinations` (local folders on
+    different hosts' disks, and a backup runs on one host), or ""."""
+    by_host = destinations_by_host(destinations)
+    if len(by_host) < 2:
+        return ""
+    where = "; ".join(f"{', '.join(sorted(names))} on {host}'s disk" for host, names in sorted(by_host.items()))
+    return (
+        f"A backup runs on one host, and these local folders are on different hosts' disks: {where}. "
+        "Choose the folders of one host, or a shared mount or S3."
+    )
 
 
 class BackupPlan(models.Model):

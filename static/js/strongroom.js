@@ -3,7 +3,7 @@
   var groups = {
     engine: { postgresql: ["host", "port", "dbname", "user", "password", "dsn", "sslmode"], sqlite: ["sqlite_path"] },
     retention_mode: { gfs: ["keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"], last: ["keep_last"], days: ["keep_days"] },
-    kind: { local: ["path"], s3: ["bucket", "prefix", "endpoint_url", "region", "access_key_id", "secret_access_key", "immutable_days", "lock_mode"],
+    kind: { local: ["path", "host"], s3: ["bucket", "prefix", "endpoint_url", "region", "access_key_id", "secret_access_key", "immutable_days", "lock_mode"],
             // alert channels
             email: ["email_to"], slack: ["slack_url"], webhook: ["url", "webhook_secret", "new_webhook_secret"], pagerduty: ["routing_key"] },
     // plans: the table picker is for exports only, the parallel jobs for the directory format
