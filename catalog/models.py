@@ -331,6 +331,7 @@ class Destination(SealedSecrets):
 
         secrets = self.secrets(secrets)
         if self.kind == "local":
+            self.check_reachable()
             return LocalStorage(self.path, allowed_roots=settings.LOCAL_DESTINATION_ROOTS)
         self.check_endpoint()
         return S3Storage(
@@ -358,8 +359,8 @@ class Destination(SealedSecrets):
 
     def disk_usage(self) -> "shutil._ntuple_diskusage | None":
         """(total, used, free) bytes of a local destination's file system, if it can be read."""
-        if self.kind != "local" or not self.path:
-            return None
+        if self.kind != "local" or not self.path or not self.reachable_here():
+            return None  # another host's folder: this host's disk says nothing of it
         directory = Path(self.path)
         while not directory.exists() and directory != directory.parent:
             directory = directory.parent  # not created yet: its file system is the parent's
@@ -403,6 +404,27 @@ class Destination(SealedSecrets):
     def bound_host(self) -> str:
         """The one host that can reach this destination, or "" when every host can."""
         return self.host if self.kind == "local" else ""
+
+    def reachable_here(self) -> bool:
+        return self.bound_host() in ("", settings.HOST_NAME)
+
+    def elsewhere_text(self) -> str:
+        """Why this host cannot open the destination, or "" when it can."""
+        if self.reachable_here():
+            return ""
+        return (
+            f"The folder {self.path} of destination “{self.name}” is on host {self.host}'s disk; "
+            f"this is host {settings.HOST_NAME}"
+        )
+
+    def check_reachable(self) -> None:
+        """Checked wherever the storage is opened: the same path on this host
+        is another folder, or none, and reading or writing it would be wrong
+        silently (a backup kept on the wrong machine, a restore finding nothing)."""
+        from catalog.engine.errors import StorageError
+
+        if problem := self.elsewhere_text():
+            raise StorageError(problem)
 
     def host_display(self) -> str:
         host = self.bound_host()

@@ -294,6 +294,8 @@ def check_storage() -> list[int]:
     for destination in Destination.objects.all():
         key = f"destination:{destination.pk}"
         findings = storage_findings(destination, share)
+        if not findings and not destination.reachable_here():
+            continue  # its disk is seen from its own host's tick only: an alert stays until that one resolves it
         if not findings:
             problems.resolve_alert(Alert.STORAGE_FULL, key, f"{destination} is below {round(share * 100)} % again.")
             continue

@@ -7,8 +7,10 @@ processes is in test_destination_host_workers.py."""
 import pytest
 from django.utils import timezone
 
-from catalog.models import AuditEvent, Destination, WorkerHeartbeat
-from tests.factories import local_destination
+from catalog import backup_runs
+from catalog.engine.errors import StorageError
+from catalog.models import AuditEvent, Backup, Destination, WorkerHeartbeat
+from tests.factories import local_destination, sqlite_plan
 
 pytestmark = pytest.mark.django_db
 
@@ -92,3 +94,62 @@ def test_an_s3_destination_has_no_host(admin_client):
     admin_client.post("/destinations/new/", form)
 
     assert Destination.objects.get(name="S3").host == ""
+
+
+# --- the guard -------------------------------------------------------------------
+
+
+def test_it_refuses_to_open_another_hosts_folder(tmp_path, settings):
+    destination = bound(tmp_path, "host-b", name="Disk B")
+
+    with pytest.raises(StorageError) as refused:
+        destination.storage()
+
+    folder = tmp_path / "Disk-B"
+    assert (
+        str(refused.value)
+        == f"The folder {folder} of destination “Disk B” is on host host-b's disk; this is host host-a"
+    )
+    settings.HOST_NAME = "host-b"
+    destination.storage().put_bytes("probe", b"x")
+    assert (folder / "probe").read_bytes() == b"x"
+
+
+def test_a_folder_of_every_host_and_s3_open_anywhere(tmp_path):
+    shared = local_destination(tmp_path / "shared", name="Shared mount")
+    shared.storage().put_bytes("probe", b"x")
+    s3 = Destination(name="S3", kind="s3", bucket="b", host="host-b")  # a host on S3 means nothing
+
+    assert s3.bound_host() == "" and s3.reachable_here()
+
+
+@pytest.mark.django_db(transaction=True)  # the run closes old connections, as a worker's does
+def test_a_backup_taken_on_the_wrong_host_writes_nothing_and_says_why(tmp_path, settings):
+    plan = sqlite_plan(tmp_path)
+    destination = plan.destinations.get()
+    destination.host = "host-b"
+    destination.save()
+
+    backup = backup_runs.run_backup(backup_runs.create_backup("test", plan).pk)
+
+    assert backup.status == Backup.FAILED
+    assert f"is on host host-b's disk; this is host {HERE}" in backup.error
+    assert not (tmp_path / "store-Hourly").exists()
+
+
+def test_the_test_button_says_the_folder_is_on_another_host(admin_client, tmp_path):
+    beat("host-b", "strongroom-host-host-b")
+    form = {"name": "Disk B", "kind": "local", "path": str(tmp_path / "b"), "host": "host-b"}
+
+    answer = admin_client.post("/destinations/test/", form).content.decode()
+
+    assert "is on host host-b&#x27;s disk; this is host host-a" in answer
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_destination_page_does_not_show_this_hosts_disk_for_another_hosts_folder(admin_client, tmp_path):
+    destination = bound(tmp_path, "host-b")
+
+    page = admin_client.get(destination.get_absolute_url()).content.decode()
+
+    assert "Free disk" not in page and destination.disk_usage() is None
