@@ -128,10 +128,20 @@ def plain_stream(backup: Backup, copy: Copy, cancel_event: threading.Event | Non
 
 
 def cancellable(chunks: Iterable[bytes], cancel_event: threading.Event) -> Iterator[bytes]:
-    for chunk in chunks:
-        if cancel_event.is_set():
-            raise Cancelled("Cancelled by request")
-        yield chunk
+    """`chunks`, until the job is cancelled. The source is closed as soon as
+    this ends: the frames of a cancelled job's traceback keep it referenced,
+    and a storage reader left open holds its file (or the writer of a pipe)
+    until the garbage collector happens to run."""
+    source = iter(chunks)
+    try:
+        for chunk in source:
+            if cancel_event.is_set():
+                raise Cancelled("Cancelled by request")
+            yield chunk
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
 
 
 def skipped_entry(copy: Copy, exc: EngineError) -> Skipped:

@@ -314,6 +314,9 @@ def test_a_cancelled_restore_drops_its_scratch_database(pg_database, tmp_path, p
     job.refresh_from_db()
     assert job.status == "cancelled", job.summary
     assert scratch_databases(pg_server) == []
+    # The cancelled reader closed the stored object at once: left to the garbage
+    # collector, it once held the pipe open, and the writing above blocked for ever.
+    assert not [fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(path)]
 
 
 def test_a_sqlite_backup_restores_with_integrity_check(tmp_path, settings):
