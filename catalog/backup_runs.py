@@ -34,6 +34,7 @@ from catalog.models import (
     BackupPlan,
     Copy,
     Destination,
+    host_conflict,
 )
 from catalog.text import size_text
 
@@ -54,6 +55,8 @@ def check_runnable(plan: BackupPlan) -> None:
         raise Refused(problem)
     if plan.backups.active().exists():
         raise Refused(f"A backup of plan {plan} is already queued or running.")
+    if problem := host_conflict(plan.destinations.all()):  # e.g. a plan made again by the catalog rebuild
+        raise Refused(f"Plan {plan} cannot run: {problem}")
 
 
 @transaction.atomic
@@ -102,15 +105,22 @@ def start_backup(
 ) -> Backup:
     """Queues a backup of `plan` for a worker and returns it."""
     backup = create_backup(actor, plan, label, trigger, keep_days)
+    host = plan.required_host()
     # Only once the row is committed can a worker claim it.
-    transaction.on_commit(
-        lambda: queues.enqueue_work("catalog.tasks.run_backup", backup.pk, task_name=f"backup-{backup.pk}")
-    )
+    transaction.on_commit(lambda: enqueue_backup(backup, host))
     return backup
 
 
+def enqueue_backup(backup: Backup, host: str) -> None:
+    """To `host`'s own queue when the plan writes a folder on its disk
+    (BackupPlan.required_host), else to any host's workers."""
+    queues.enqueue_for(host, "catalog.tasks.run_backup", backup.pk, task_name=f"backup-{backup.pk}")
+
+
 def run_scheduled_plan(plan_id: int) -> Backup | None:
-    """A plan's cron slot: runs its backup here, in the scheduler's task."""
+    """A plan's cron slot: runs its backup here, in the scheduler's task,
+    which any host's work cluster runs; a plan that writes a folder on
+    another host's disk has its backup queued for that host instead."""
     plan = BackupPlan.objects.select_related("source").filter(pk=plan_id, enabled=True).first()
     if plan is None:
         return None
@@ -120,6 +130,10 @@ def run_scheduled_plan(plan_id: int) -> Backup | None:
         log.warning("Skipped scheduled run of plan %s: %s", plan, exc)
         audit.record("scheduler", "backup.skip", plan, {"reason": str(exc)})
         return None
+    host = plan.required_host()
+    if host not in ("", settings.HOST_NAME):
+        enqueue_backup(backup, host)
+        return backup
     return run_backup(backup.pk)
 
 

@@ -447,8 +447,13 @@ def formats_in_words(formats: Iterable[str]) -> str:
     return ", ".join(f"“{labels[fmt]}”" for fmt in formats)
 
 
+class DestinationChoice(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        return f"{obj} (on {obj.host}'s disk)" if obj.bound_host() else str(obj)
+
+
 class PlanForm(SchedulePresets, ModelBounds):
-    destinations = forms.ModelMultipleChoiceField(
+    destinations = DestinationChoice(
         queryset=Destination.objects.all(),
         widget=forms.CheckboxSelectMultiple,
         error_messages={"required": "Pick at least one destination."},
@@ -516,6 +521,11 @@ class PlanForm(SchedulePresets, ModelBounds):
         self.saved_export_choice = (self.instance.export_tables, self.instance.export_sets)
         self.offer_formats()
         self.show_schedule_as_preset(self.instance.schedule)
+        if Destination.objects.filter(kind="local").exclude(host="").exists():
+            self.fields["destinations"].help_text = (
+                "A backup runs on one host: local folders on one host's disk at most, with any S3 "
+                "destinations and folders every host mounts."
+            )
 
     def offer_formats(self) -> None:
         """Only formats some source can produce (no SQLite file where every
@@ -541,6 +551,12 @@ class PlanForm(SchedulePresets, ModelBounds):
 
     def retention_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in RETENTION_FIELDS]
+
+    def clean_destinations(self) -> Any:
+        destinations = self.cleaned_data["destinations"]
+        if problem := host_conflict(destinations):
+            raise forms.ValidationError(problem)
+        return destinations
 
     def clean(self) -> dict[str, Any]:
         super().clean()

@@ -558,6 +558,12 @@ class BackupPlan(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("plan_detail", args=[self.pk])
 
+    def required_host(self) -> str:
+        """The host whose disk holds this plan's local folders, where its
+        backups run; "" when every host can write all its destinations. A plan
+        with folders on two hosts' disks is refused (host_conflict)."""
+        return min(destinations_by_host(self.destinations.all()), default="")
+
     def definition(self) -> dict[str, Any]:
         """The plan as its backups' manifests describe it (DEFINITION_FIELDS)."""
         return {
@@ -973,10 +979,25 @@ class Backup(Job):
         return policy.manual_until(self.retention_candidate())
 
     def readable_copies(self) -> "list[Copy]":
-        """Durable copies in the order to read them: local ones first, as they
-        are cheaper and faster to read than S3."""
+        """Durable copies in the order to read them: those this host can open
+        first, of those local ones first, as they are cheaper and faster to
+        read than S3."""
         copies = self.copies.filter(status=Copy.DURABLE).select_related("destination")
-        return sorted(copies, key=lambda c: (c.destination.kind != "local", c.destination.name))
+        return sorted(
+            copies,
+            key=lambda c: (not c.destination.reachable_here(), c.destination.kind != "local", c.destination.name),
+        )
+
+    def host_to_read(self, every_copy: bool = False) -> str:
+        """The host where work that reads this backup runs: "" (any host) when
+        one of its copies is where every host reaches it, else the host whose
+        disk holds its copies. A checksum verification reads `every_copy`:
+        then the host of its host-bound copies, whatever else there is."""
+        destinations = [copy.destination for copy in self.readable_copies()]
+        by_host = destinations_by_host(destinations)
+        if not every_copy and any(not destination.bound_host() for destination in destinations):
+            return ""
+        return min(by_host, default="")
 
     def failure_text(self) -> str:
         """What an on-call engineer is told about this failed backup."""

@@ -6,7 +6,9 @@ one-minute tick and the sending of alerts on a worker of its own, so that an
 alert never waits behind a long backup, and a queue that stopped moving is
 still noticed by someone. "strongroom-host-<host>" is one host's own queue,
 for work that can only run there: a point-in-time restore writes its data
-directory on, and starts its server from, the host the user chose.
+directory on, and starts its server from, the host the user chose, and work
+that reads or writes a local destination's folder on one host's disk
+(Destination.host) runs there (enqueue_for).
 
 Every task names its cluster: a task queued from inside the monitor cluster
 (the tick queues verifications) would otherwise land in the monitor's queue.
@@ -62,6 +64,15 @@ def enqueue_on_host(host: str, func: str, *args: Any, task_name: str) -> str:
     from django_q.tasks import async_task
 
     return async_task(func, *args, task_name=task_name, cluster=settings.HOST_CLUSTER_PREFIX + host)
+
+
+def enqueue_for(host: str, func: str, *args: Any, task_name: str) -> str:
+    """Work that only `host` can do (it reads or writes a folder on that
+    host's disk) goes to that host's own queue; with no host ("" : every host
+    can), to the work cluster, where any host's free worker takes it."""
+    if host:
+        return enqueue_on_host(host, func, *args, task_name=task_name)
+    return enqueue_work(func, *args, task_name=task_name)
 
 
 def record_heartbeat(queue: str) -> None:

@@ -24,7 +24,7 @@ from catalog.alerts import hooks as monitor
 from catalog.engine import dumpers
 from catalog.engine.errors import EngineError
 from catalog.errors import Refused
-from catalog.models import BackupPlan, Copy, Destination, Job, RestoreServer, SealedSecrets, Source
+from catalog.models import BackupPlan, Copy, Destination, Job, RestoreServer, SealedSecrets, Source, host_conflict
 from catalog.schedules import remove_plan_schedule, sync_plan_schedule
 from catalog.text import count_text
 
@@ -218,6 +218,10 @@ def save_plan(
     destinations: Iterable[Destination] | None = None,
 ) -> BackupPlan:
     created = plan.pk is None
+    if destinations is not None:
+        destinations = list(destinations)
+        if problem := host_conflict(destinations):  # the plan form says so first, on the field
+            raise Refused(problem)
     plan.save()
     if destinations is not None:
         plan.destinations.set(destinations)

@@ -95,7 +95,12 @@ def run_here(verification: Verification, wait_seconds: float = 3600) -> Verifica
 
 
 def enqueue(verification_id: int) -> None:
-    queues.enqueue_work("catalog.tasks.run_verification", verification_id, task_name=f"verify-{verification_id}")
+    """A checksum reads every copy: to the host whose disk holds a copy, if
+    any does. A test restore reads one: anywhere, while a copy is where every
+    host reaches it (Backup.host_to_read)."""
+    verification = Verification.objects.select_related("backup").get(pk=verification_id)
+    host = verification.backup.host_to_read(every_copy=verification.kind == CHECKSUM)
+    queues.enqueue_for(host, "catalog.tasks.run_verification", verification_id, task_name=f"verify-{verification_id}")
 
 
 def cancel_verification(actor: audit.Actor, verification: Verification) -> Verification:

@@ -158,8 +158,16 @@ def create_drill(
 
 
 def enqueue(drill_id: int) -> None:
-    # Always the work cluster: the tick that queues drills runs on the monitor cluster.
-    queues.enqueue_work("drills.tasks.run_drill", drill_id, task_name=f"drill-{drill_id}")
+    # Always a work queue, named: the tick that queues drills runs on the monitor cluster.
+    queues.enqueue_for(drill_host(drill_id), "drills.tasks.run_drill", drill_id, task_name=f"drill-{drill_id}")
+
+
+def drill_host(drill_id: int) -> str:
+    """Where the drill's backup can be read as the drill reads it: a checksum
+    drill reads every copy, the restores one (Backup.host_to_read)."""
+    drill = Drill.objects.select_related("source").get(pk=drill_id)
+    backup = latest_good_backup(drill.source)
+    return backup.host_to_read(every_copy=drill.kind == Drill.CHECKSUM) if backup else ""
 
 
 def queue_due_drills(now: datetime | None = None) -> list[int]:

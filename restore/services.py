@@ -195,6 +195,7 @@ def request_restore(
     )
     try:
         check_request(backup, target, database, tables, mode, confirmed_name, restore_server)
+        host = restore_host(job)
         if without_owners and job.ownership() and not job.owners_optional():
             raise Refused(
                 "A plain SQL dump sets its owners and grants itself: it restores only with the backup's "
@@ -208,16 +209,33 @@ def request_restore(
         job.save(force_insert=True)
         audit.record(actor, "restore.queue", job, {"plan": job.describe()})
         if enqueue:
-            transaction.on_commit(lambda: enqueue_restore(job.pk))
+            transaction.on_commit(lambda: enqueue_restore(job.pk, host))
     return job
+
+
+def restore_host(job: RestoreJob) -> str:
+    """Where the restore runs: anywhere while a copy is where every host
+    reaches it, else on the host whose disk holds its copies; and on the
+    host whose folders the safety backup writes, when it takes one."""
+    backup = job.backup
+    reads_on = backup.host_to_read()
+    plan = backup.plan or backup.source.plans.first()
+    safety_on = plan.required_host() if plan and job.changes_existing_database() else ""
+    if reads_on and safety_on and reads_on != safety_on:
+        raise Refused(
+            f"This backup's copies are on {reads_on}'s disk only, and the safety backup taken first writes to "
+            f"folders on {safety_on}'s disk: no one host can do both. Restore into a new database, or copy the "
+            "backup where every host reaches it."
+        )
+    return reads_on or safety_on
 
 
 def cancel_restore(actor: User | str, job: RestoreJob) -> RestoreJob:
     return jobs.cancel_job(actor, job, "restore.cancel", summary="Cancelled before it started; nothing was changed.")
 
 
-def enqueue_restore(job_id: int) -> None:
-    queues.enqueue_work("restore.tasks.run_restore", job_id, task_name=f"restore-{job_id}")
+def enqueue_restore(job_id: int, host: str = "") -> None:
+    queues.enqueue_for(host, "restore.tasks.run_restore", job_id, task_name=f"restore-{job_id}")
 
 
 # --- running ------------------------------------------------------------------

@@ -6,11 +6,26 @@ processes is in test_destination_host_workers.py."""
 
 import pytest
 from django.utils import timezone
+from django_q.conf import Conf
+from django_q.models import OrmQ
 
-from catalog import backup_runs
+from catalog import backup_runs, services, verification
 from catalog.engine.errors import StorageError
-from catalog.models import AuditEvent, Backup, Destination, WorkerHeartbeat
-from tests.factories import local_destination, sqlite_plan
+from catalog.errors import Refused
+from catalog.models import AuditEvent, Backup, BackupPlan, Copy, Destination, Verification, WorkerHeartbeat
+from drills import services as drills
+from drills.models import Drill
+from restore import services as restores
+from restore.models import RestoreJob
+from tests.catalog.test_pages import RETENTION_DEFAULTS
+from tests.factories import (
+    local_destination,
+    recorded_backup,
+    recorded_plan,
+    recorded_s3_destination,
+    recorded_source,
+    sqlite_plan,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -153,3 +168,166 @@ def test_the_destination_page_does_not_show_this_hosts_disk_for_another_hosts_fo
     page = admin_client.get(destination.get_absolute_url()).content.decode()
 
     assert "Free disk" not in page and destination.disk_usage() is None
+
+
+# --- routing -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """Tasks go to the broker (the metadata database's queue) instead of
+    running inline; queued() gives {task name: queue} of what waits there."""
+    monkeypatch.setattr(Conf, "SYNC", False)
+
+    def read():
+        return {task.name(): task.key for task in OrmQ.objects.all()}
+
+    return read
+
+
+def recorded_backup_on(plan, *destinations):
+    """A succeeded backup (no data behind it) with a durable copy on each destination."""
+    backup = recorded_backup(plan)
+    backup.copies.all().delete()
+    for destination in destinations:
+        Copy.objects.create(backup=backup, destination=destination, status=Copy.DURABLE, key=f"k/{backup.pk}")
+    return backup
+
+
+def test_a_backup_to_another_hosts_folder_is_queued_for_that_host(tmp_path, queued, django_capture_on_commit_callbacks):
+    plan = sqlite_plan(tmp_path)
+    plan.destinations.update(host="host-b")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        backup = backup_runs.start_backup("test", plan)
+
+    assert queued() == {f"backup-{backup.pk}": "strongroom-host-host-b"}
+
+
+def test_a_backup_every_host_can_write_goes_to_any_hosts_workers(tmp_path, queued, django_capture_on_commit_callbacks):
+    plan = sqlite_plan(tmp_path)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        backup = backup_runs.start_backup("test", plan)
+
+    assert queued() == {f"backup-{backup.pk}": "strongroom"}
+
+
+def test_a_scheduled_backup_of_another_hosts_folder_is_passed_to_that_host(tmp_path, queued):
+    plan = sqlite_plan(tmp_path)
+    plan.destinations.update(host="host-b")
+
+    backup = backup_runs.run_scheduled_plan(plan.pk)
+
+    assert backup.status == Backup.QUEUED and backup.trigger == "schedule"
+    assert queued() == {f"backup-{backup.pk}": "strongroom-host-host-b"}
+    assert not (tmp_path / "store-Hourly").exists()
+
+
+def test_a_plan_may_not_write_to_folders_on_two_hosts(admin_client, tmp_path):
+    source = recorded_source()
+    on_a, on_b = bound(tmp_path, "host-a", "Disk A"), bound(tmp_path, "host-b", "Disk B")
+    s3 = recorded_s3_destination()
+    form = {
+        "name": "Nightly",
+        "source": source.pk,
+        "schedule_preset": "cron",
+        "schedule": "0 3 * * *",
+        "format": "sqlite",
+        "compression": "zstd",
+        "dump_jobs": "2",
+        "destinations": [on_a.pk, on_b.pk, s3.pk],
+        **RETENTION_DEFAULTS,
+    }
+
+    page = admin_client.post("/plans/new/", form).content.decode()
+
+    assert "A backup runs on one host, and these local folders are on different hosts&#x27; disks: " in page
+    assert "Disk A on host-a&#x27;s disk; Disk B on host-b&#x27;s disk" in page
+    assert not BackupPlan.objects.exists()
+    assert admin_client.post("/plans/new/", {**form, "destinations": [on_a.pk, s3.pk]}).status_code == 302
+    plan = BackupPlan.objects.get()
+    assert plan.required_host() == "host-a"
+    with pytest.raises(Refused, match="different hosts"):
+        services.save_plan("test", plan, destinations=[on_a, on_b])
+
+
+def test_a_destination_may_not_move_to_another_host_than_its_plans_other_folders(admin_client, tmp_path):
+    on_a, on_b = bound(tmp_path, "host-a", "Disk A"), bound(tmp_path, "host-b", "Disk B")
+    other = local_destination(tmp_path / "c", name="Disk C")
+    recorded_plan(recorded_source(), [on_a, other])
+    beat("host-b", "strongroom-host-host-b")
+    form = {"name": "Disk C", "kind": "local", "path": other.path, "host": "host-b", "lock_mode": "GOVERNANCE"}
+
+    page = admin_client.post(f"/destinations/{other.pk}/edit/", form).content.decode()
+
+    assert "Plan Nightly also writes here. A backup runs on one host" in page
+    other.refresh_from_db()
+    assert other.host == "" and on_b.host == "host-b"
+
+
+def test_a_checksum_goes_to_the_host_of_a_copy_and_a_test_restore_reads_a_copy_any_host_reaches(
+    tmp_path, queued, django_capture_on_commit_callbacks
+):
+    on_b, s3 = bound(tmp_path, "host-b", "Disk B"), recorded_s3_destination()
+    plan = recorded_plan(recorded_source(), [on_b, s3])
+    backup = recorded_backup_on(plan, on_b, s3)
+    only_b = recorded_backup_on(plan, on_b)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        checksum = verification.create_verification("test", backup, Verification.CHECKSUM)
+        restore_test = verification.create_verification("test", backup, Verification.RESTORE)
+        restore_test_b = verification.create_verification("test", only_b, Verification.RESTORE)
+
+    assert queued() == {
+        f"verify-{checksum.pk}": "strongroom-host-host-b",
+        f"verify-{restore_test.pk}": "strongroom",
+        f"verify-{restore_test_b.pk}": "strongroom-host-host-b",
+    }
+
+
+def test_a_restore_reads_a_copy_any_host_reaches_else_goes_to_the_copys_host(
+    tmp_path, queued, django_capture_on_commit_callbacks
+):
+    on_b, s3 = bound(tmp_path, "host-b", "Disk B"), recorded_s3_destination()
+    plan = recorded_plan(recorded_source(), [on_b, s3], encrypt=False)
+    both, only_b = recorded_backup_on(plan, on_b, s3), recorded_backup_on(plan, on_b)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        anywhere = restores.request_restore("test", both, target=RestoreJob.NEW, database="one.sqlite3")
+        on_host_b = restores.request_restore("test", only_b, target=RestoreJob.NEW, database="two.sqlite3")
+
+    assert queued() == {f"restore-{anywhere.pk}": "strongroom", f"restore-{on_host_b.pk}": "strongroom-host-host-b"}
+    assert [copy.destination for copy in both.readable_copies()] == [s3, on_b]  # this host opens S3 first
+
+
+def test_a_restore_whose_copy_and_safety_backup_are_on_two_hosts_is_refused(tmp_path, queued):
+    on_a, on_b = bound(tmp_path, "host-a", "Disk A"), bound(tmp_path, "host-b", "Disk B")
+    source = recorded_source()
+    old_plan = recorded_plan(source, [on_b], name="Old", encrypt=False)
+    recorded_plan(source, [on_a], name="New")
+    backup = recorded_backup_on(old_plan, on_b)
+    old_plan.destinations.set([on_a])  # the plan writes to host-a's folder since
+
+    with pytest.raises(Refused, match="copies are on host-b's disk only, and the safety backup"):
+        restores.request_restore(
+            "test",
+            backup,
+            target=RestoreJob.EXISTING,
+            database="inventory-db.sqlite3",
+            confirmed_name="inventory-db.sqlite3",
+        )
+
+    assert not RestoreJob.objects.exists() and queued() == {}
+
+
+def test_a_drill_goes_where_it_can_read_the_latest_backup(tmp_path, queued, django_capture_on_commit_callbacks):
+    on_b, s3 = bound(tmp_path, "host-b", "Disk B"), recorded_s3_destination()
+    source = recorded_source()
+    recorded_backup_on(recorded_plan(source, [on_b, s3]), on_b, s3)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        checksum = drills.create_drill("test", source, Drill.CHECKSUM)
+        partial = drills.create_drill("test", source, Drill.PARTIAL)
+
+    assert queued() == {f"drill-{checksum.pk}": "strongroom-host-host-b", f"drill-{partial.pk}": "strongroom"}
