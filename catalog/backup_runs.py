@@ -544,9 +544,25 @@ def sweep_stale_backups() -> list[int]:
 def remove_dead_run(backup: Backup) -> None:
     """What a dead worker's backup left in storage goes once it is failed (not
     before: a worker that was only slow could still have recorded it), and
-    the files of its dump still waiting on this machine's disk."""
-    shutil.rmtree(spool_dir(backup), ignore_errors=True)
-    for copy in backup.copies.select_related("destination"):
-        remove_objects(copy)
+    the files of its dump still waiting on its host's disk. The sweep runs on
+    any host: what is on another host's disk is removed by that host's own
+    queue (when it is back, if it is the one that died)."""
+    copies = list(backup.copies.select_related("destination"))
+    for copy in copies:
         mark_copy_failed(copy, "Removed: the worker died before the copy was complete.")
+    remove_leftovers(backup, copies)
+    worker_host = backup.worker.rpartition(":")[0]  # jobs.worker_name: host:pid
+    away = {copy.destination.host for copy in copies if not copy.destination.reachable_here()}
+    if worker_host and worker_host != settings.HOST_NAME:
+        away.add(worker_host)
+    for host in sorted(away):
+        queues.enqueue_on_host(host, "catalog.tasks.clean_up_dead_backup", backup.pk, task_name=f"clean-up-{backup.pk}")
     monitor.backup_finished(backup)
+
+
+def remove_leftovers(backup: Backup, copies: list[Copy] | None = None) -> None:
+    """The dead run's spool and copies, as far as this host reaches them."""
+    shutil.rmtree(spool_dir(backup), ignore_errors=True)
+    for copy in copies if copies is not None else backup.copies.select_related("destination"):
+        if copy.destination.reachable_here():
+            remove_objects(copy)

@@ -27,11 +27,12 @@ Why a record beside the manifest rather than rewriting the manifest itself:
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any, TypedDict
 
 from django.db import transaction
 
-from catalog import audit, keyring
+from catalog import audit, keyring, queues
 from catalog.engine import crypto, manifest
 from catalog.engine.errors import EngineError
 from catalog.engine.storage.base import Storage
@@ -81,8 +82,11 @@ def signed_record(backup: Backup, copy: Copy) -> manifest.Manifest:
     return manifest.sign_manifest(record, crypto.derive_manifest_key(master))
 
 
-def store_hold_state(actor: audit.Actor, backup_id: int) -> list[str]:
+def store_hold_state(actor: audit.Actor, backup_id: int, pass_on: bool = True) -> list[str]:
     """Writes the backup's current pin and hold to every durable copy.
+    A copy in a folder on another host's disk gets it from that host: the
+    write is queued for its own queue (`pass_on`), where it writes the state
+    the backup has then.
 
     Called after the change has committed: a destination that cannot be
     written never undoes a pin in the catalog. Each failure is logged and
@@ -91,10 +95,14 @@ def store_hold_state(actor: audit.Actor, backup_id: int) -> list[str]:
     changes in quick succession reach storage in the order they were made:
     the later change waits for this write, then writes its own state."""
     failures: list[str] = []
+    away: set[str] = set()
     with transaction.atomic():
         backup = Backup.objects.select_for_update(no_key=True).get(pk=backup_id)
         copies = backup.copies.filter(status=Copy.DURABLE).select_related("destination")
         for copy in copies:
+            if pass_on and not copy.destination.reachable_here():
+                away.add(copy.destination.host)
+                continue
             try:
                 data = manifest.dumps(signed_record(backup, copy))
                 copy.destination.storage().put_bytes(hold_key(copy), data)
@@ -106,7 +114,13 @@ def store_hold_state(actor: audit.Actor, backup_id: int) -> list[str]:
         if failures:
             log.warning("The pin or hold of backup %s did not reach storage: %s", backup_id, "; ".join(failures))
             audit.record(actor, "backup.hold_not_stored", backup, {**hold_fields(backup), "errors": failures})
+    for host in sorted(away):  # once the change is committed, for that host's worker to read
+        transaction.on_commit(partial(pass_hold_state_on, host, backup_id))
     return failures
+
+
+def pass_hold_state_on(host: str, backup_id: int) -> None:
+    queues.enqueue_on_host(host, "catalog.tasks.store_hold_state", backup_id, task_name=f"hold-{backup_id}-{host}")
 
 
 # --- reading, for the catalog rebuild ----------------------------------------

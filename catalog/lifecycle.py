@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from catalog import audit, holds, retention
+from catalog import audit, holds, queues, retention
 from catalog.engine import manifest
 from catalog.engine.errors import EngineError
 from catalog.models import Backup, BackupPlan, Copy
@@ -138,6 +138,9 @@ class PruneReport:
     waiting: list[tuple[int, str]] = field(default_factory=list)  # kept for now by an Object Lock
     skipped: list[tuple[int, str]] = field(default_factory=list)  # pinned or changed since the preview
     errors: list[tuple[int, str]] = field(default_factory=list)
+    # (backup id, host): copies in a folder on another host's disk, left for that host's run
+    elsewhere: list[tuple[int, str]] = field(default_factory=list)
+    queued_for: list[str] = field(default_factory=list)  # the hosts whose own queue now runs the plan's rule
     failure: str = ""  # the rule itself could not be applied (prune_plan_checked)
 
     def summary(self) -> str:
@@ -148,7 +151,14 @@ class PruneReport:
             parts.append(f"{len(self.waiting)} waiting for Object Lock")
         if self.errors:
             parts.append(f"{len(self.errors)} could not be removed")
+        for host in self.elsewhere_hosts():
+            count = sum(1 for _, on in self.elsewhere if on == host)
+            then = "queued there" if host in self.queued_for else "left for its own run"
+            parts.append(f"{count} with copies on {host}'s disk ({then})")
         return ", ".join(parts)
+
+    def elsewhere_hosts(self) -> list[str]:
+        return sorted({host for _, host in self.elsewhere})
 
 
 def prune_plan(actor: audit.Actor, plan: BackupPlan, now: datetime | None = None) -> PruneReport:
@@ -160,17 +170,23 @@ def prune_plan(actor: audit.Actor, plan: BackupPlan, now: datetime | None = None
             continue
         outcome = prune_backup(actor, row.backup.pk, row.decision.explain(), now)
         getattr(report, outcome[0]).append((row.backup.pk, outcome[1]))
-    if report.pruned or report.errors:
+    if report.pruned or report.errors or report.elsewhere:
         log.info("Retention of plan %s: %s", plan, report.summary())
     return report
 
 
-def prune_plan_checked(actor: audit.Actor, plan: BackupPlan, now: datetime | None = None) -> PruneReport:
+def prune_plan_checked(
+    actor: audit.Actor, plan: BackupPlan, now: datetime | None = None, pass_on: bool = True
+) -> PruneReport:
     """prune_plan for callers that go on to other work (every plan at night,
     the task after a backup, the command, the page's button): whatever goes
     wrong is in the report and in an alert about the plan, never an exception
     that would stop the plans after it and leave only a line in the worker log.
-    The alert clears when the plan's rule next applies cleanly."""
+    The alert clears when the plan's rule next applies cleanly.
+
+    Copies in a folder on another host's disk are left alone here: the rule
+    is queued for that host's own queue (`pass_on`; that run passes on no
+    further), and the alert is left to its run when nothing else went wrong."""
     from catalog.alerts import hooks as monitor  # monitoring builds on this module's models
 
     try:
@@ -178,7 +194,13 @@ def prune_plan_checked(actor: audit.Actor, plan: BackupPlan, now: datetime | Non
     except Exception as exc:
         log.exception("Retention of plan %s could not be applied", plan)
         report = PruneReport(failure=failure_text(exc))
-    monitor.retention_finished(plan, report)
+    for host in report.elsewhere_hosts() if pass_on else []:
+        queues.enqueue_on_host(host, "catalog.tasks.prune_plan_on_host", plan.pk, task_name=f"prune-{plan.pk}-{host}")
+        report.queued_for.append(host)
+    if report.elsewhere and not (report.errors or report.failure):
+        log.info("Retention of plan %s: %s", plan, report.summary())
+    else:
+        monitor.retention_finished(plan, report)
     return report
 
 
@@ -207,8 +229,13 @@ def prune_backup(actor: audit.Actor, backup_id: int, reason: str, now: datetime)
         if locked:
             until = max(c.locked_until for c in locked if c.locked_until)  # set on every locked copy
             return "waiting", f"Object Lock until {until:%Y-%m-%d %H:%M}"
+    # A folder on another host's disk is pruned by that host's run; the
+    # backup is pruned once its last copy is gone.
+    away = sorted({c.destination.host for c in copies if not c.destination.reachable_here()})
     failures: list[str] = []
     for copy in copies:
+        if not copy.destination.reachable_here():
+            continue
         error = prune_copy(actor, backup_id, copy, reason, now)
         if error is None:
             return "skipped", "pinned while it was being pruned"
@@ -219,6 +246,8 @@ def prune_backup(actor: audit.Actor, backup_id: int, reason: str, now: datetime)
         if failures:
             audit.record(actor, "backup.prune_failed", backup, {"reason": reason, "errors": failures})
             return "errors", "; ".join(failures)
+        if away:
+            return "elsewhere", away[0]
         backup.pruned_at, backup.prune_reason = now, reason[:300]
         backup.save(update_fields=["pruned_at", "prune_reason"])
         # Every copy, also those an interrupted earlier run already removed.

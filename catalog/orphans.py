@@ -15,8 +15,8 @@ from django.db import transaction
 
 from catalog import audit, backup_globals, holds
 from catalog.engine import manifest
-from catalog.engine.errors import EngineError
-from catalog.engine.storage.base import PROBE_KEY, Partial
+from catalog.engine.errors import EngineError, StorageError
+from catalog.engine.storage.base import PROBE_KEY, Partial, Storage
 from catalog.models import Backup, Copy, Destination
 
 OBJECT, MANIFEST, BACKUP, PARTIAL, HOLD = "object", "manifest", "backup", "partial", "hold"
@@ -62,8 +62,17 @@ def active_keys(destination: Destination) -> set[str]:
     return set(destination.copies.filter(backup__status__in=Backup.ACTIVE_STATUSES).values_list("key", flat=True))
 
 
+def opened_here(destination: Destination) -> Storage:
+    """The destination's storage; a folder on another host's disk is
+    refused with where to go instead (the scan reads a directory listing,
+    which only that host has)."""
+    if problem := destination.elsewhere_text():
+        raise StorageError(f"{problem}. Scan it from Strongroom's pages on {destination.host}, which can read it.")
+    return destination.storage()
+
+
 def scan(destination: Destination) -> list[Orphan]:
-    storage = destination.storage()
+    storage = opened_here(destination)
     known, writing = known_keys(destination), active_keys(destination)
     sizes = storage.list_sizes()
     orphans: list[Orphan] = []
@@ -95,7 +104,7 @@ def scan(destination: Destination) -> list[Orphan]:
 def remove(actor: audit.Actor, destination: Destination, tokens: Iterable[str]) -> tuple[list[str], list[str]]:
     """Removes the chosen orphans; returns (removed keys, errors in words)."""
     chosen = set(tokens)
-    storage = destination.storage()
+    storage = opened_here(destination)
     removed: list[str] = []
     errors: list[str] = []
     for orphan in scan(destination):

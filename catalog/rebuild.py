@@ -117,6 +117,11 @@ def import_from(
     """Imports every authenticated backup found in the destination, and notes
     in `found` the plans their manifests name."""
     report = ImportReport()
+    if problem := destination.elsewhere_text():  # its manifests are on that host's disk only
+        report.error = (
+            f"{problem}. Run manage.py rebuild_catalog --destination '{destination.name}' on {destination.host}."
+        )
+        return report
     try:
         storage = destination.storage()
         sizes = storage.list_sizes()

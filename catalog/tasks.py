@@ -2,9 +2,9 @@
 
 from typing import Any
 
-from catalog import backup_runs, lifecycle, lockouts, registry, verification
+from catalog import backup_runs, holds, lifecycle, lockouts, registry, verification
 from catalog.alerts import hooks as monitor
-from catalog.models import Backup, Verification
+from catalog.models import Backup, BackupPlan, Verification
 
 
 def run_backup(backup_id: int) -> str:
@@ -40,6 +40,27 @@ def run_pitr_restore(job_id: int) -> Any:
     """Moved to pitr.tasks.run_pitr_restore: a task queued before an upgrade
     still names this path, which passes it on (pitr registers it)."""
     return registry.moved_tasks["run_pitr_restore"](job_id)
+
+
+def prune_plan_on_host(plan_id: int) -> str:
+    """A plan's retention rule on the host whose disk holds some of its
+    copies, queued by a run on another host (lifecycle.prune_plan_checked)."""
+    plan = BackupPlan.objects.select_related("source").filter(pk=plan_id).first()
+    if plan is None:
+        return "no such plan"
+    return lifecycle.prune_plan_checked("retention", plan, pass_on=False).summary()
+
+
+def store_hold_state(backup_id: int) -> list[str]:
+    """A backup's pin and hold, written to its copies in folders on this
+    host's disk for a change made on another host (catalog.holds)."""
+    return holds.store_hold_state("worker", backup_id, pass_on=False)
+
+
+def clean_up_dead_backup(backup_id: int) -> None:
+    """What a dead worker's backup left on this host (its spool, its copies
+    in folders on this host's disk), for a sweep run on another host."""
+    backup_runs.remove_leftovers(Backup.objects.get(pk=backup_id))
 
 
 def run_scheduled_plan(plan_id: int) -> str:

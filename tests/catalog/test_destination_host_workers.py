@@ -5,9 +5,10 @@ are free, and a worker on another host refuses it in words."""
 
 import pytest
 
-from catalog import backup_runs, queues
+from catalog import backup_runs, lifecycle, queues
 from catalog.engine import manifest
-from catalog.models import Backup, Copy
+from catalog.models import AuditEvent, Backup, Copy
+from tests.catalog.test_destination_hosts import this_host, two_folder_plan  # noqa: F401 — fixtures
 from tests.catalog.test_host_queues import start_cluster, wait_for  # noqa: F401 — start_cluster is a fixture
 from tests.factories import sqlite_plan
 
@@ -61,3 +62,28 @@ def test_a_worker_on_another_host_refuses_the_folder_and_writes_nothing(start_cl
         backup.error
     )
     assert not folder.exists()
+
+
+def test_the_prune_of_host_bs_folder_is_done_by_host_b(start_cluster, two_folder_plan, settings):
+    """Run on host-a (this process), the rule prunes the shared folder's
+    copy and queues the rest for host-b's own queue, whose worker finishes it."""
+    plan, old, new = two_folder_plan
+    workers = [start_cluster("host-b", "strongroom-host")]
+    wait_for(lambda: queues.hosts_with_own_queue() == ["host-b"], what="host-b's own queue")
+
+    report = lifecycle.prune_plan_checked("retention", plan)
+
+    assert report.queued_for == ["host-b"]
+
+    def pruned():
+        old.refresh_from_db()
+        return old.is_pruned()
+
+    try:
+        wait_for(pruned, what="the prune on host-b")
+    except AssertionError:
+        raise AssertionError(workers[0].log()[-3000:]) from None
+    assert set(old.copies.values_list("status", flat=True)) == {Copy.PRUNED}
+    event = AuditEvent.objects.get(action="backup.prune", object_id=str(old.pk))
+    assert event.actor_label == "retention"
+    assert new.copies.filter(status=Copy.DURABLE).count() == 2

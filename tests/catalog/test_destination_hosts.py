@@ -4,12 +4,17 @@ destination names that host, nothing opens it elsewhere, and the work that
 reads or writes it goes to that host's own queue. Routing with real worker
 processes is in test_destination_host_workers.py."""
 
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import OrmQ
 
-from catalog import backup_runs, services, verification
+from catalog import backup_runs, holds, lifecycle, rebuild, services, tasks, verification
+from catalog.alerts.models import Alert
+from catalog.engine import manifest
 from catalog.engine.errors import StorageError
 from catalog.errors import Refused
 from catalog.models import AuditEvent, Backup, BackupPlan, Copy, Destination, Verification, WorkerHeartbeat
@@ -331,3 +336,138 @@ def test_a_drill_goes_where_it_can_read_the_latest_backup(tmp_path, queued, djan
         partial = drills.create_drill("test", source, Drill.PARTIAL)
 
     assert queued() == {f"drill-{checksum.pk}": "strongroom-host-host-b", f"drill-{partial.pk}": "strongroom"}
+
+
+# --- retention, orphans, rebuild, downloads ------------------------------------------
+
+
+def taken(plan):
+    """A backup of the plan as its schedule takes it (the plan's rule judges it), run here."""
+    backup = backup_runs.run_backup(backup_runs.create_backup("test", plan, trigger="schedule").pk)
+    assert backup.status == Backup.SUCCEEDED, backup.error
+    return backup
+
+
+@pytest.fixture
+def two_folder_plan(tmp_path, settings):
+    """A plan keeping the last backup in a folder on host-b's disk and a
+    shared one, with two backups taken on host-b: the older one is due."""
+    settings.HOST_NAME = "host-b"
+    plan = sqlite_plan(tmp_path)
+    plan.destinations.update(host="host-b")
+    plan.destinations.add(local_destination(tmp_path / "shared", name="Shared"))
+    BackupPlan.objects.filter(pk=plan.pk).update(retention_mode="last", keep_last=1)
+    plan.refresh_from_db()
+    old, new = taken(plan), taken(plan)
+    settings.HOST_NAME = HERE
+    return plan, old, new
+
+
+def files(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_prune_leaves_another_hosts_folder_to_that_hosts_queue(two_folder_plan, tmp_path, queued, settings):
+    plan, old, new = two_folder_plan
+    on_b, shared = tmp_path / "store-Hourly", tmp_path / "shared"
+    assert files(on_b) == files(shared) and old.object_key in files(on_b)
+
+    report = lifecycle.prune_plan_checked("retention", plan)
+
+    assert report.elsewhere == [(old.pk, "host-b")] and report.queued_for == ["host-b"]
+    assert report.summary() == "0 pruned, 1 with copies on host-b's disk (queued there)"
+    assert queued() == {f"prune-{plan.pk}-host-b": "strongroom-host-host-b"}
+    assert old.object_key not in files(shared)  # what this host reaches is gone
+    assert old.object_key in files(on_b)
+    old.refresh_from_db()
+    assert not old.is_pruned()
+    assert not Alert.objects.filter(kind=Alert.RETENTION_FAILED).exists()
+
+    settings.HOST_NAME = "host-b"  # the queued task, on host-b
+    assert tasks.prune_plan_on_host(plan.pk) == "1 pruned"
+
+    old.refresh_from_db()
+    assert old.is_pruned() and set(old.copies.values_list("status", flat=True)) == {Copy.PRUNED}
+    assert files(on_b) == files(shared) and old.object_key not in files(on_b)
+    assert new.copies.filter(status=Copy.DURABLE).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_download_reads_a_copy_this_host_reaches_or_says_which_host_has_it(two_folder_plan, admin_client, tmp_path):
+    _, old, new = two_folder_plan
+
+    whole = admin_client.post(f"/backups/{new.pk}/download/")
+    assert whole.status_code == 200 and b"".join(whole.streaming_content).startswith(b"SQLite format 3")
+    assert AuditEvent.objects.get(action="backup.download").changes["copy"].startswith(str(tmp_path / "shared"))
+
+    old.copies.filter(destination__name="Shared").update(status=Copy.PRUNED)
+    refused = admin_client.post(f"/backups/{old.pk}/download/stored/", follow=True).content.decode()
+
+    folder = tmp_path / "store-Hourly"
+    assert "No stored copy of this backup can be read: Disk Hourly: The folder " in refused
+    assert f"{folder} of destination “Disk Hourly” is on host host-b&#x27;s disk; this is host host-a" in refused
+
+
+@pytest.mark.django_db(transaction=True)
+def test_orphans_and_the_rebuild_of_another_hosts_folder_say_where_to_go(two_folder_plan, admin_client, tmp_path):
+    on_b = Destination.objects.get(host="host-b")
+    (tmp_path / "store-Hourly" / "stray.bin").write_bytes(b"x")
+
+    scanned = admin_client.post(f"/destinations/{on_b.pk}/scan/").content.decode()
+    removed = admin_client.post(
+        f"/destinations/{on_b.pk}/orphans/remove/", {"orphan": "object:stray.bin:"}, follow=True
+    ).content.decode()
+    report = rebuild.rebuild_from("test", on_b)
+
+    where = "is on host host-b&#x27;s disk; this is host host-a. Scan it from Strongroom&#x27;s pages on host-b"
+    assert where in scanned and where in removed
+    assert (tmp_path / "store-Hourly" / "stray.bin").exists()
+    assert report.summary() == (
+        f"not read: The folder {tmp_path / 'store-Hourly'} of destination “Disk Hourly” is on host host-b's disk; "
+        "this is host host-a. Run manage.py rebuild_catalog --destination 'Disk Hourly' on host-b."
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pin_is_written_beside_another_hosts_copy_by_that_host(two_folder_plan, tmp_path, queued, settings):
+    _, _, new = two_folder_plan
+    on_b, shared = new.copies.get(destination__host="host-b"), new.copies.get(destination__name="Shared")
+
+    assert lifecycle.pin_backup("test", new, "kept for the audit") == []
+
+    assert (tmp_path / "shared" / holds.hold_key(shared)).exists()
+    assert not (tmp_path / "store-Hourly" / holds.hold_key(on_b)).exists()
+    assert queued() == {f"hold-{new.pk}-host-b": "strongroom-host-host-b"}
+    settings.HOST_NAME = "host-b"  # the queued task, on host-b
+    assert tasks.store_hold_state(new.pk) == []
+    record = manifest.loads((tmp_path / "store-Hourly" / holds.hold_key(on_b)).read_bytes())
+    assert record["pinned"] is True and record["hold_reason"] == "kept for the audit"
+
+
+def test_a_dead_backups_leftovers_on_another_host_are_removed_by_that_host(tmp_path, queued, settings):
+    on_b, shared = bound(tmp_path, "host-b", "Disk B"), local_destination(tmp_path / "shared", name="Shared")
+    plan = recorded_plan(recorded_source(), [on_b, shared])
+    long_ago = timezone.now() - timedelta(hours=1)
+    backup = Backup.objects.create(
+        source=plan.source,
+        plan=plan,
+        status=Backup.RUNNING,
+        started_at=long_ago,
+        heartbeat_at=long_ago,
+        worker="host-b:42",
+    )
+    for destination in (on_b, shared):
+        Copy.objects.create(backup=backup, destination=destination, key="shop/left.bin")
+        (Path(destination.path) / "shop").mkdir(parents=True)
+        (Path(destination.path) / "shop" / "left.bin").write_bytes(b"half a backup")
+
+    assert backup_runs.sweep_stale_backups() == [backup.pk]
+
+    assert set(backup.copies.values_list("status", flat=True)) == {Copy.FAILED}
+    assert not (tmp_path / "shared" / "shop" / "left.bin").exists()
+    assert (tmp_path / "Disk-B" / "shop" / "left.bin").exists()
+    assert queued() == {f"clean-up-{backup.pk}": "strongroom-host-host-b"}  # its copy and its worker's spool
+    settings.HOST_NAME = "host-b"  # the queued task, on host-b
+    tasks.clean_up_dead_backup(backup.pk)
+    assert not (tmp_path / "Disk-B" / "shop" / "left.bin").exists()

@@ -97,4 +97,7 @@ def report_as_json(report: lifecycle.PruneReport) -> dict[str, Any]:
         "pruned": [{"backup": pk, "reason": reason} for pk, reason in report.pruned],
         "waiting": [{"backup": pk, "detail": detail} for pk, detail in report.waiting],
         "errors": [{"backup": pk, "detail": detail} for pk, detail in report.errors],
+        # Copies in a folder on another host's disk: that host's own queue prunes them.
+        "elsewhere": [{"backup": pk, "host": host} for pk, host in report.elsewhere],
+        "queued_for": report.queued_for,
     }
