@@ -336,11 +336,7 @@ def describe_target(job: PitrRestore) -> str:
 def enqueue_pitr_restore(job: PitrRestore) -> None:
     """A restore goes to its host's own queue; a drill, into a scratch
     directory, to whichever host's workers are free."""
-    name = f"pitr-restore-{job.pk}"
-    if job.host:
-        queues.enqueue_on_host(job.host, "pitr.tasks.run_pitr_restore", job.pk, task_name=name)
-    else:
-        queues.enqueue_work("pitr.tasks.run_pitr_restore", job.pk, task_name=name)
+    queues.enqueue_for(job.host, "pitr.tasks.run_pitr_restore", job.pk, task_name=f"pitr-restore-{job.pk}")
 
 
 def cancel_pitr_restore(actor: audit.Actor, job: PitrRestore) -> PitrRestore:
