@@ -1,14 +1,20 @@
 """The benchmarks still run: bench.run at a tiny scale, one run, a few hundred
-generated backups; bench.load at scale 1 with two clients; bench.rpo once.
-They check that every figure was produced (and, under load, that nothing
-failed), never how fast."""
+generated backups; bench.load at scale 1 with two clients; bench.rpo once;
+bench.hosts with six sources and a worker on each of its two hosts. They
+check that every figure was produced (and, under load or across hosts, that
+nothing failed), never how fast."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from tests.harness import redis as redis_harness
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -146,3 +152,48 @@ def test_it_runs_the_rpo_benchmark_once(tmp_path, pg_server):
     [run] = figures["rpo"]["runs"]
     assert run["seconds"] > 0 and run["kind"] == "partial"  # stored before its segment ended
     assert figures["targets"]
+
+
+def test_it_runs_the_hosts_benchmark_with_six_sources(tmp_path, pg_server):
+    if not redis_harness.answers("redis://127.0.0.1:6379/0") and not shutil.which("redis-server"):
+        pytest.skip("no Redis answers at 127.0.0.1:6379 and there is no redis-server binary to start one")
+    out = tmp_path / "hosts.json"
+    run_bench(
+        [
+            "bench.hosts",
+            "--sources",
+            "6",
+            "--workers-per-host",
+            "1",
+            "--runs",
+            "1",
+            "--solo",
+            "1",
+            "--stats-wait",
+            "0",
+            "--no-tick-wait",
+            "--timeout",
+            "60",
+            "--json",
+            str(out),
+        ],
+        pg_server,
+        timeout=120,
+    )
+
+    figures = json.loads(out.read_text())
+    assert figures["failures"] == []
+    assert figures["solo"]["count"] == 1
+    [run] = figures["runs"]
+    assert run["succeeded"] == run["backups"] == 6
+    assert run["verifications_passed"] >= 6
+    assert {b["host"] for b in run["per_backup"]} == {"host-a", "host-b"}
+    assert all(host["backups"] > 0 for host in run["hosts"].values()), run["hosts"]
+    assert run["backups_per_minute"] > 0 and run["queue_latency_seconds"]["max"] >= 0
+    assert run["resources"]["metadata_db"]["xact_commit"] > 0
+    assert run["resources"]["cpu_seconds"]["postgresql"] > 0
+    report = subprocess.run(
+        [sys.executable, "-m", "bench.hosts", "--report", str(out)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert report.returncode == 0, report.stderr
+    assert "| host-a / host-b |" in report.stdout
