@@ -10,6 +10,7 @@ metadata database that every host and /readyz read."""
 import time
 
 from django.conf import settings
+from django.db import connections
 from django_q.brokers.orm import ORM
 from django_q.brokers.redis_broker import Redis
 from django_q.conf import Conf
@@ -27,6 +28,10 @@ class HeartbeatMixin:
             self.heartbeat_due = now + settings.WORKER_HEARTBEAT_SECONDS
             # The sentinel's process runs one cluster: Conf names its queue.
             queues.record_heartbeat(Conf.CLUSTER_NAME)
+            # The sentinel forks workers when one dies, without closing its
+            # connections first: one left open here would be shared by both
+            # processes, each talking over the other on the same socket.
+            connections.close_all()
 
 
 class OrmWithHeartbeat(HeartbeatMixin, ORM):

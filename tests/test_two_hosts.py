@@ -36,6 +36,7 @@ from restore import services as restore_services
 from restore.models import RestoreJob
 from tests.factories import make_plan, pg_source, s3_destination
 from tests.harness import pg
+from tests.harness import redis as redis_harness
 from tests.harness.redis import redis_url  # noqa: F401 — a fixture
 from tests.harness.sample_db import table_fingerprints, throwaway_tricky_database
 from tests.harness.worker import ROOT, Worker, database_url, descendants
@@ -144,16 +145,11 @@ class Host:
 def shared(redis_url, monkeypatch, settings, tmp_path):  # noqa: F811 — the fixture above
     """What both hosts and this web process share: the metadata database,
     Redis, the key-encryption key; this process queues through Redis too."""
-    from django_q.conf import Conf
-
     kek = os.urandom(32)
     settings.KEY_ENCRYPTION_KEY = kek
     settings.KEY_DIR = tmp_path / "web-keys"
     settings.PG_BASEBACKUP = pg.pg_bin("pg_basebackup")
-    monkeypatch.setattr(Conf, "ORM", None)
-    monkeypatch.setattr(Conf, "SYNC", False)
-    monkeypatch.setattr(Conf, "REDIS", redis_url)
-    monkeypatch.setattr(Conf, "BROKER_CLASS", "catalog.brokers.RedisWithHeartbeat")
+    redis_harness.enqueue_through(monkeypatch, redis_url)
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("STRONGROOM_DATA_DIR", "STRONGROOM_KEY_DIR")},
         "DJANGO_SETTINGS_MODULE": "tests.harness.worker_settings",

@@ -136,11 +136,7 @@ def database_url():
 def redis_queue(redis_url, monkeypatch):
     """This process enqueues into the test's Redis database as a web process
     with REDIS_URL set would (the test settings run tasks inline)."""
-    from django_q.conf import Conf
-
-    monkeypatch.setattr(Conf, "ORM", None)
-    monkeypatch.setattr(Conf, "SYNC", False)
-    monkeypatch.setattr(Conf, "REDIS", redis_url)
+    redis_harness.enqueue_through(monkeypatch, redis_url)
     return redis_url
 
 
@@ -180,7 +176,10 @@ def test_two_workers_on_one_redis_queue_run_each_backup_exactly_once(source_data
         batch = [backup_runs.start_backup("test", plan) for plan in plans]
         for backup in batch:  # the queue delivers every task a second time
             queues.enqueue_work("catalog.tasks.run_backup", backup.pk, task_name=f"again-{backup.pk}")
-        wait_for(lambda batch=batch: finished(batch), timeout=60)
+        try:
+            wait_for(lambda batch=batch: finished(batch), timeout=60)
+        except AssertionError:
+            raise AssertionError("\n".join(redis_harness.output(c)[-3000:] for c in two_workers)) from None
         backups += batch
 
     deliveries = PLANS * ROUNDS * 2

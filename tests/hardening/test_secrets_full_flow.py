@@ -20,10 +20,11 @@ from io import StringIO
 
 import pytest
 from django.apps import apps
+from django.conf import settings as django_settings
 from django.contrib import admin
 from django.urls import reverse
 
-from catalog import backup_runs, keyring, services
+from catalog import backup_runs, keyring, queues, services
 from catalog.alerts.models import Alert, Channel, Notification
 from catalog.api.models import ApiToken
 from catalog.models import AuditEvent, Backup, Copy, Destination, Key, Source, Verification
@@ -362,6 +363,7 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(
         "audit": AuditEvent.objects.last(),
         "alert": Alert.objects.first(),
     }
+    queues.record_heartbeat(django_settings.WORK_CLUSTER)  # /readyz: a worker runs (here, tasks run inline)
     pages = {**walked_pages(admin_client, world, api), **admin_pages(admin_client)}
     # The page of every object of the flow, and the edit forms of those holding secrets.
     for model in (Source, Destination, Backup, Verification, RestoreJob, Channel):

@@ -97,6 +97,17 @@ def redis_url(tmp_path):
         stop_process(process)
 
 
+def enqueue_through(monkeypatch, url):
+    """This process queues tasks into Redis at `url` as a web process with
+    REDIS_URL set would (the test settings run tasks inline, on the ORM broker)."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "SYNC", False)
+    monkeypatch.setattr(Conf, "REDIS", url)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", "catalog.brokers.RedisWithHeartbeat")
+
+
 def qcluster(redis_url, database_url, workers=1):
     """Starts `manage.py qcluster` on the Redis broker and the given metadata
     database, in its own process group; its output goes to a temporary file
