@@ -791,10 +791,6 @@ class WorkerHeartbeat(models.Model):
     def __str__(self) -> str:
         return f"{self.queue} on {self.host}"
 
-    def is_alive(self, now: datetime | None = None) -> bool:
-        silence = timedelta(seconds=settings.WORKER_SILENCE_SECONDS)
-        return self.last_seen > (now or timezone.now()) - silence
-
 
 class Backup(Job):
     """One run of a plan (scheduled, manual or from the API)."""

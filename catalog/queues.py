@@ -91,7 +91,8 @@ def record_heartbeat(queue: str) -> None:
         log.warning("Could not record the heartbeat of queue %s: the metadata database did not answer", queue)
 
 
-def alive_heartbeats(now: datetime | None = None) -> "list[WorkerHeartbeat]":
+def alive_heartbeats(now: datetime | None = None) -> list[WorkerHeartbeat]:
+    """The clusters that beat within WORKER_SILENCE_SECONDS, by host."""
     since = (now or timezone.now()) - timedelta(seconds=settings.WORKER_SILENCE_SECONDS)
     return list(WorkerHeartbeat.objects.filter(last_seen__gt=since).order_by("host", "queue"))
 
