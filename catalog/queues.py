@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import DatabaseError
 from django.utils import timezone
 
 from catalog.models import WorkerHeartbeat
@@ -77,12 +77,9 @@ def enqueue_for(host: str, func: str, *args: Any, task_name: str) -> str:
 
 def record_heartbeat(queue: str) -> None:
     """Says that the cluster of `queue` runs on this host now. Called by the
-    cluster's sentinel (catalog/brokers.py); a metadata database that does
-    not answer is logged, and the sentinel goes on guarding its workers."""
-    # The sentinel lives for weeks and its connection may have been dropped;
-    # inside a transaction (a test's) the connection is not ours to close.
-    if transaction.get_autocommit():
-        close_old_connections()
+    cluster's sentinel (catalog/brokers.py, which closes the connection after
+    each beat, so none goes stale between them); a metadata database that
+    does not answer is logged, and the sentinel goes on guarding its workers."""
     try:
         WorkerHeartbeat.objects.update_or_create(
             host=settings.HOST_NAME, queue=queue, defaults={"pid": os.getpid(), "last_seen": timezone.now()}

@@ -19,7 +19,6 @@ FIELDS = ("target", "target_time", "restore_point", "data_directory", "port", "h
 
 
 def restore_detail(request: HttpRequest, job: PitrRestore) -> dict[str, Any]:
-    running = job.status == PitrRestore.SUCCEEDED and not job.is_drill and not job.report.get("stopped_at")
     return {
         "id": job.pk,
         "source": job.source_id,
@@ -37,7 +36,7 @@ def restore_detail(request: HttpRequest, job: PitrRestore) -> dict[str, Any]:
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
-        "connect": restores.connection_hint(job) if running else "",
+        "connect": restores.connection_hint(job) if job.server_running() else "",
         "links": {"page": request.build_absolute_uri(reverse("pitr_restore_detail", args=[job.pk]))},
     }
 

@@ -173,3 +173,7 @@ class PitrRestore(Job):
 
     def __str__(self) -> str:
         return f"Point-in-time restore #{self.pk} of {self.source}"
+
+    def server_running(self) -> bool:
+        """The restored server the wizard started is up (a drill's is removed)."""
+        return self.status == self.SUCCEEDED and not self.is_drill and not self.report.get("stopped_at")

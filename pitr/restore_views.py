@@ -141,7 +141,7 @@ def restore_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def job_context(job: PitrRestore) -> dict[str, Any]:
-    running = job.status == PitrRestore.SUCCEEDED and not job.is_drill and not job.report.get("stopped_at")
+    running = job.server_running()
     return {
         "target": restores.describe_target(job),
         "connect": restores.connection_hint(job) if running else "",
