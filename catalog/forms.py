@@ -149,8 +149,33 @@ class SourceForm(ModelBounds):
         return [name for name in really_changed(self) if name not in ("password", "dsn")]
 
 
+def secret_text_field(label: str, help_text: str = "") -> forms.CharField:
+    """A multi-line secret (a private key, a JSON key file): never rendered back."""
+    return forms.CharField(
+        label=label,
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 4, "autocomplete": "off", "spellcheck": "false"}),
+        help_text=help_text,
+    )
+
+
 class DestinationForm(ModelBounds):
+    # Each kind's secrets (Destination.SECRET_NAMES); only the chosen kind's are kept.
     secret_access_key = secret_field("Secret access key")
+    account_key = secret_field("Account key", "The storage account's access key. Or give a SAS token instead.")
+    sas_token = secret_field(
+        "SAS token", "A shared access signature for the container (read, write, delete, list), instead of the key."
+    )
+    service_account_json = secret_text_field(
+        "Service account key (JSON)",
+        "The JSON key file of a service account that may read, write, list and delete in the bucket.",
+    )
+    password = secret_field("Password", "The SFTP user's password, if it signs in with one.")
+    private_key = secret_text_field(
+        "Private key", "An OpenSSH or PEM private key for the SFTP user (ed25519, ECDSA or RSA)."
+    )
+    private_key_passphrase = secret_field("Key passphrase", "Only if the private key is encrypted.")
 
     class Meta:
         model = Destination
@@ -165,32 +190,53 @@ class DestinationForm(ModelBounds):
             "region",
             "access_key_id",
             "secret_access_key",
+            "account_name",
+            "account_key",
+            "sas_token",
+            "service_account_json",
+            "server",
+            "server_port",
+            "username",
+            "password",
+            "private_key",
+            "private_key_passphrase",
             "offsite",
             "immutable_days",
             "lock_mode",
             "quota_gb",
         ]
+        labels = {"bucket": "Bucket or container", "path": "Directory"}
         help_texts = {
-            "path": "Absolute path of a directory on the worker machine.",
+            "path": "Local: absolute path of a directory on the worker machine. "
+            "SFTP: the directory on the server (relative paths start in the user's home).",
+            "bucket": "The S3 or Google Cloud Storage bucket, or the Azure container.",
             "immutable_days": "S3 only: each copy and its manifest are locked (Object Lock) for this many days "
             "after they are written. The bucket must have been created with Object Lock. Leave empty for none.",
             "lock_mode": "Governance can be lifted by a user with special permission; compliance by nobody, "
             "not even the account root, until the date passes.",
             "quota_gb": "Backups that would go over this are refused up front. Leave empty for no quota.",
-            "endpoint_url": "Leave blank for AWS; e.g. https://minio.example:9000 for MinIO or R2.",
-            "prefix": "Folder inside the bucket, e.g. strongroom/",
+            "endpoint_url": "Leave blank for the provider's own service. S3: e.g. https://minio.example:9000 for "
+            "MinIO or R2. Azure: the blob service URL, e.g. https://account.blob.core.windows.net. "
+            "Google Cloud Storage: only for an emulator or a private endpoint.",
+            "prefix": "Folder inside the bucket or container, e.g. strongroom/",
+            "account_name": "The Azure storage account.",
+            "server": "Host name or address of the SFTP server, as the worker machines reach it.",
+            "server_port": "Leave empty for 22.",
+            "username": "The SFTP user.",
             "offsite": "This copy lives away from the database server (counts for 3-2-1).",
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk and self.instance.has_secrets():
-            self.fields["secret_access_key"].help_text = KEEP_HELP
+            stored = self.instance.secrets()
+            for name in self.secret_names():
+                if stored.get(name):
+                    self.fields[name].help_text = KEEP_HELP
         self.fields["lock_mode"].required = False  # only read when Object Lock days are set
         roots = ", ".join(str(root) for root in settings.LOCAL_DESTINATION_ROOTS)
-        self.fields[
-            "path"
-        ].help_text += f" It must lie inside {roots or 'an allowed directory'} (LOCAL_DESTINATION_ROOTS)."
+        inside = roots or "an allowed directory"
+        self.fields["path"].help_text += f" A local directory must lie inside {inside} (LOCAL_DESTINATION_ROOTS)."
         self.fields["host"] = forms.ChoiceField(
             label="Host",
             choices=host_choices(self.instance.host),
@@ -199,6 +245,10 @@ class DestinationForm(ModelBounds):
             "host's own queue. Every host: the same folder is mounted at this path on every host, or there is "
             "only one host.",
         )
+
+    @staticmethod
+    def secret_names() -> list[str]:
+        return [name for names in Destination.SECRET_NAMES.values() for name in names]
 
     def clean_lock_mode(self) -> str:
         return self.cleaned_data.get("lock_mode") or "GOVERNANCE"
@@ -221,29 +271,45 @@ class DestinationForm(ModelBounds):
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
-        if data.get("kind") == "local":
+        kind = data.get("kind")
+        if kind == Destination.LOCAL:
             path = data.get("path", "")
             if not path or not os.path.isabs(path):
                 self.add_error("path", "Give the absolute path of a directory.")
             elif problem := outside_roots(path, settings.LOCAL_DESTINATION_ROOTS):
                 self.add_error("path", problem)
-            if data.get("immutable_days"):
-                self.add_error("immutable_days", "Object Lock needs an S3 destination.")
             self.check_plans_keep_one_host(data.get("host", ""))
-        elif not data.get("bucket"):
-            self.add_error("bucket", "Name the bucket.")
-        endpoint = data.get("endpoint_url", "")
+        elif kind in Destination.OBJECT_STORES and not data.get("bucket"):
+            self.add_error("bucket", "Name the container." if kind == Destination.AZURE else "Name the bucket.")
+        if kind == Destination.AZURE and not data.get("account_name") and not data.get("endpoint_url"):
+            self.add_error("account_name", "Name the storage account, or give the blob service URL.")
+        if kind == Destination.SFTP:
+            self.clean_sftp(data)
+        if data.get("immutable_days") and kind not in Destination.IMMUTABLE_KINDS:
+            self.add_error("immutable_days", "Object Lock needs an S3 destination.")
+        endpoint = data.get("endpoint_url", "") if kind in Destination.OBJECT_STORES else ""
         if endpoint and not endpoint.startswith(("http://", "https://")):
             self.add_error("endpoint_url", "Start the endpoint URL with http:// or https://")
         elif endpoint and (problem := endpoint_problem(endpoint)):
             self.add_error("endpoint_url", problem)
         return data
 
+    def clean_sftp(self, data: dict[str, Any]) -> None:
+        for field, words in (("server", "Name the SFTP server."), ("username", "Name the SFTP user.")):
+            if not data.get(field):
+                self.add_error(field, words)
+        if (server := data.get("server")) and (problem := endpoint_problem(f"sftp://{server}")):
+            self.add_error("server", problem)
+        stored = self.instance.secrets() if self.instance.pk else {}
+        if not any(data.get(name) or stored.get(name) for name in ("password", "private_key")):
+            self.add_error("password", "Give the user's password or a private key.")
+
     def secrets(self) -> dict[str, str | None]:
-        return {"secret_access_key": self.cleaned_data.get("secret_access_key")}
+        return {name: self.cleaned_data.get(name) for name in self.secret_names()}
 
     def changed_fields(self) -> list[str]:
-        return [name for name in self.changed_data if name != "secret_access_key"]
+        secret = set(self.secret_names())
+        return [name for name in self.changed_data if name not in secret]
 
 
 def host_choices(current: str) -> list[tuple[str, str]]:

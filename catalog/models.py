@@ -21,13 +21,15 @@ from catalog.engine.compression import DEFAULT_LEVELS
 from catalog.engine.exports.archive import TableSpec
 from catalog.engine.storage.base import Storage
 
-ENGINE_CHOICES = [("postgresql", "PostgreSQL"), ("sqlite", "SQLite")]
+ENGINE_CHOICES = [("postgresql", "PostgreSQL"), ("mariadb", "MariaDB or MySQL"), ("sqlite", "SQLite")]
 FORMAT_CHOICES = [
     ("custom", "PostgreSQL custom (pg_dump -Fc)"),
     # pg_dump's directory format, dumped by several jobs at once and stored as
     # one tar archive of its files (catalog.engine.dumpers.DirectoryDump).
     ("directory", "PostgreSQL directory with parallel jobs (pg_dump -Fd -j)"),
     ("plain", "Plain SQL"),
+    # mariadb-dump (or mysqldump) --single-transaction, one SQL stream.
+    ("mariadb", "MariaDB/MySQL SQL dump (mariadb-dump --single-transaction)"),
     ("sqlite", "SQLite database file"),
     # Selective exports of chosen tables (catalog.engine.exports), one tar archive each.
     ("jsonl", "Export: JSON Lines"),
@@ -43,6 +45,7 @@ DIRECTORY_FORMAT = "directory"
 MAX_DUMP_JOBS = 32
 FORMATS_BY_ENGINE = {
     "postgresql": ("custom", DIRECTORY_FORMAT, "plain", *EXPORT_FORMATS, BASE_BACKUP_FORMAT),
+    "mariadb": ("mariadb",),
     "sqlite": ("sqlite", *EXPORT_FORMATS),
 }
 COMPRESSION_CHOICES = [("zstd", "zstd"), ("gzip", "gzip"), ("none", "None")]
@@ -286,9 +289,31 @@ class Source(SealedSecrets):
 
 
 class Destination(SealedSecrets):
-    """Where copies live: a local directory or an S3(-compatible) bucket."""
+    """Where copies live: a local directory, an object store or an SFTP server.
 
-    KIND_CHOICES = [("local", "Local directory"), ("s3", "S3 or S3-compatible")]
+    Fields shared by kinds: `bucket` is an S3 or GCS bucket or an Azure
+    container, `prefix` the folder inside it, `endpoint_url` the S3 endpoint,
+    the Azure blob service URL or a GCS endpoint other than Google's, `path`
+    the local directory or the directory on the SFTP server. Each kind's
+    secrets are sealed under the names in SECRET_NAMES."""
+
+    LOCAL, S3, AZURE, GCS, SFTP = "local", "s3", "azure", "gcs", "sftp"
+    KIND_CHOICES = [
+        (LOCAL, "Local directory"),
+        (S3, "S3 or S3-compatible"),
+        (AZURE, "Azure Blob Storage"),
+        (GCS, "Google Cloud Storage"),
+        (SFTP, "SFTP server"),
+    ]
+    OBJECT_STORES = (S3, AZURE, GCS)  # kinds with a bucket (or container) and a prefix
+    IMMUTABLE_KINDS = (S3,)  # kinds that can lock a copy against deletion until a date
+    SECRET_NAMES = {
+        LOCAL: (),
+        S3: ("secret_access_key",),
+        AZURE: ("account_key", "sas_token"),
+        GCS: ("service_account_json",),
+        SFTP: ("password", "private_key", "private_key_passphrase"),
+    }
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=10, choices=KIND_CHOICES, default="local")
@@ -298,6 +323,15 @@ class Destination(SealedSecrets):
     endpoint_url = models.CharField("endpoint URL", max_length=500, blank=True)
     region = models.CharField(max_length=64, blank=True)
     access_key_id = models.CharField("access key ID", max_length=255, blank=True)
+    account_name = models.CharField("storage account", max_length=255, blank=True)
+    # SFTP: the server, its port and the user; the server's host key is pinned
+    # the first time Strongroom connects (Test or first use) and checked on
+    # every connection after.
+    server = models.CharField("SFTP server", max_length=255, blank=True)
+    server_port = models.PositiveIntegerField("SFTP port", null=True, blank=True, validators=PORT_VALIDATORS)
+    username = models.CharField("user", max_length=255, blank=True)
+    host_key = models.TextField("pinned host key", blank=True, editable=False)
+    host_key_pinned_at = models.DateTimeField(null=True, blank=True, editable=False)
     # A local folder is on one host's disk unless every host mounts the same
     # one at `path`: work that reads or writes it runs on that host
     # (catalog/queues.py). Blank: every host sees it, or there is one host.
@@ -326,14 +360,29 @@ class Destination(SealedSecrets):
         return reverse("destination_detail", args=[self.pk])
 
     def storage(self, secrets: Mapping[str, str | None] | None = None) -> Storage:
+        """The backend for this destination. `secrets` override the stored ones
+        where given, so that a form can be tested before it is saved."""
+        secrets = self.secrets(secrets)
+        if self.kind == self.LOCAL:
+            self.check_reachable()
+            return self.local_storage()
+        self.check_endpoint()
+        openers = {self.S3: self.s3_storage, self.AZURE: self.azure_storage, self.GCS: self.gcs_storage}
+        openers[self.SFTP] = self.sftp_storage
+        return openers[self.kind](secrets)
+
+    # One opener per kind. Each imports its client library only when a
+    # destination of its kind is used: most installations use one or two kinds,
+    # and a worker need not load every cloud SDK (boto3 alone is ~7 MB).
+
+    def local_storage(self) -> Storage:
         from catalog.engine.storage.local import LocalStorage
+
+        return LocalStorage(self.path, allowed_roots=settings.LOCAL_DESTINATION_ROOTS)
+
+    def s3_storage(self, secrets: Mapping[str, str]) -> Storage:
         from catalog.engine.storage.s3 import S3Storage
 
-        secrets = self.secrets(secrets)
-        if self.kind == "local":
-            self.check_reachable()
-            return LocalStorage(self.path, allowed_roots=settings.LOCAL_DESTINATION_ROOTS)
-        self.check_endpoint()
         return S3Storage(
             bucket=self.bucket,
             prefix=self.prefix,
@@ -347,6 +396,21 @@ class Destination(SealedSecrets):
             read_timeout=settings.S3_READ_TIMEOUT,
             part_size=settings.S3_PART_SIZE_MB << 20,
         )
+
+    def azure_storage(self, secrets: Mapping[str, str]) -> Storage:
+        from catalog.engine.errors import StorageError
+
+        raise StorageError("Azure Blob Storage destinations are not built yet")
+
+    def gcs_storage(self, secrets: Mapping[str, str]) -> Storage:
+        from catalog.engine.errors import StorageError
+
+        raise StorageError("Google Cloud Storage destinations are not built yet")
+
+    def sftp_storage(self, secrets: Mapping[str, str]) -> Storage:
+        from catalog.engine.errors import StorageError
+
+        raise StorageError("SFTP destinations are not built yet")
 
     QUOTA_WARNING = 0.8  # share of the quota at which the dashboard warns
 
@@ -388,7 +452,7 @@ class Destination(SealedSecrets):
 
     def lock_until(self, now: datetime) -> datetime | None:
         """Until when a copy written now is immutable (S3 Object Lock), if at all."""
-        if self.kind != "s3" or not self.immutable_days:
+        if self.kind not in self.IMMUTABLE_KINDS or not self.immutable_days:
             return None
         return (now + timedelta(days=self.immutable_days)).replace(microsecond=0)
 
@@ -398,8 +462,14 @@ class Destination(SealedSecrets):
         from catalog.endpoints import endpoint_problem
         from catalog.engine.errors import StorageError
 
-        if self.endpoint_url and (problem := endpoint_problem(self.endpoint_url)):
-            raise StorageError(f"The S3 endpoint of {self.name} is refused: {problem}")
+        if (url := self.endpoint_to_check()) and (problem := endpoint_problem(url)):
+            raise StorageError(f"The endpoint of {self.name} is refused: {problem}")
+
+    def endpoint_to_check(self) -> str:
+        """The URL this destination sends requests to, when it is not the provider's own."""
+        if self.kind == self.SFTP:
+            return f"sftp://{self.server}" if self.server else ""
+        return "" if self.kind == self.LOCAL else self.endpoint_url
 
     def bound_host(self) -> str:
         """The one host that can reach this destination, or "" when every host can."""
@@ -433,9 +503,15 @@ class Destination(SealedSecrets):
         return "every host (a shared mount, or one host only)" if self.kind == "local" else "every host"
 
     def location_display(self) -> str:
-        if self.kind == "local":
+        if self.kind == self.LOCAL:
             return self.path
-        where = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        if self.kind == self.SFTP:
+            port = f":{self.server_port}" if self.server_port and self.server_port != 22 else ""
+            return f"sftp://{self.username}@{self.server}{port}/{self.path.lstrip('/')}".rstrip("/")
+        scheme = {self.S3: "s3", self.AZURE: "azure", self.GCS: "gs"}[self.kind]
+        where = f"{scheme}://{self.bucket}/{self.prefix}".rstrip("/")
+        if self.kind == self.AZURE and self.account_name:
+            where = f"azure://{self.account_name}/{self.bucket}/{self.prefix}".rstrip("/")
         return f"{where} ({self.endpoint_url})" if self.endpoint_url else where
 
 

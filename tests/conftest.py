@@ -7,6 +7,10 @@ from django.contrib.auth.models import Group, Permission, User
 from catalog.roles import grant_roles
 from tests.harness import pg, s3
 
+# Each real server besides PostgreSQL and S3 keeps its fixtures beside the code
+# that starts it: MariaDB, Azurite (Azure Blob), OpenSSH (SFTP) and the GCS emulator.
+pytest_plugins = ["tests.harness.mariadb", "tests.harness.azurite", "tests.harness.sftp", "tests.harness.gcs"]
+
 
 @pytest.fixture(scope="session")
 def pg_server():

@@ -92,12 +92,13 @@ class Channel(SealedSecrets):
     """Where alerts go. Secrets (Slack URL, HMAC secret, PagerDuty routing key)
     are sealed in `secret_token` and never shown again."""
 
-    EMAIL, SLACK, WEBHOOK, PAGERDUTY = "email", "slack", "webhook", "pagerduty"
+    EMAIL, SLACK, WEBHOOK, PAGERDUTY, APPRISE = "email", "slack", "webhook", "pagerduty", "apprise"
     KIND_CHOICES = [
         (EMAIL, "Email"),
         (SLACK, "Slack incoming webhook"),
         (WEBHOOK, "Webhook (JSON, HMAC-signed)"),
         (PAGERDUTY, "PagerDuty Events API v2"),
+        (APPRISE, "Apprise URL (Telegram, Discord, Teams, ntfy, Matrix, Gotify …)"),
     ]
     # Events a channel can subscribe to: every Alert kind, plus recoveries.
     RECOVERY = "recovery"

@@ -66,7 +66,7 @@ def when(value: date | None, style: str = "minute") -> str:
 def is_single_checkbox(bound_field: BoundField) -> bool:
     """A lone checkbox gets its label beside it; a checkbox list does not."""
     widget = bound_field.field.widget
-    return widget.input_type == "checkbox" and not getattr(widget, "allow_multiple_selected", False)
+    return getattr(widget, "input_type", "") == "checkbox" and not getattr(widget, "allow_multiple_selected", False)
 
 
 @register.inclusion_tag("catalog/partials/status.html")

@@ -1,11 +1,16 @@
 // Shows only the fields that matter for the chosen engine, storage kind or retention rule.
 (function () {
   var groups = {
-    engine: { postgresql: ["host", "port", "dbname", "user", "password", "dsn", "sslmode"], sqlite: ["sqlite_path"] },
+    engine: { postgresql: ["host", "port", "dbname", "user", "password", "dsn", "sslmode"], sqlite: ["sqlite_path"],
+              mariadb: ["host", "port", "dbname", "user", "password", "sslmode"] },
     retention_mode: { gfs: ["keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"], last: ["keep_last"], days: ["keep_days"] },
     kind: { local: ["path", "host"], s3: ["bucket", "prefix", "endpoint_url", "region", "access_key_id", "secret_access_key", "immutable_days", "lock_mode"],
+            azure: ["account_name", "bucket", "prefix", "endpoint_url", "account_key", "sas_token"],
+            gcs: ["bucket", "prefix", "endpoint_url", "service_account_json"],
+            sftp: ["server", "server_port", "username", "password", "private_key", "private_key_passphrase", "path"],
             // alert channels
-            email: ["email_to"], slack: ["slack_url"], webhook: ["url", "webhook_secret", "new_webhook_secret"], pagerduty: ["routing_key"] },
+            email: ["email_to"], slack: ["slack_url"], webhook: ["url", "webhook_secret", "new_webhook_secret"], pagerduty: ["routing_key"],
+            apprise: ["apprise_url"] },
     // plans: the table picker is for exports only, the parallel jobs for the directory format
     format: { jsonl: ["export_tables"], csv: ["export_tables"], sql: ["export_tables"], directory: ["dump_jobs"] },
     // plans: what each schedule preset asks for (catalog/forms.py SchedulePresets)

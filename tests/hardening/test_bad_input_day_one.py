@@ -408,7 +408,7 @@ def test_a_stored_endpoint_is_checked_again_before_each_use(settings):
     )
     settings.ALLOW_PRIVATE_ENDPOINTS = False
     ok, message = services.test_destination(destination)
-    assert not ok and "The S3 endpoint of MinIO is refused: 127.0.0.1 is a loopback address" in message
+    assert not ok and "The endpoint of MinIO is refused: 127.0.0.1 is a loopback address" in message
     Destination.objects.filter(pk=destination.pk).update(endpoint_url="http://0xa9fea9fe:9000")
     destination.refresh_from_db()
     settings.ALLOW_PRIVATE_ENDPOINTS = True

@@ -1,0 +1,1 @@
+"""azurite test server: started once per session by the harness (stub until built)."""

@@ -1,0 +1,1 @@
+"""gcs test server: started once per session by the harness (stub until built)."""

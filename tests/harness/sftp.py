@@ -1,0 +1,1 @@
+"""sftp test server: started once per session by the harness (stub until built)."""
