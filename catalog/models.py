@@ -7,6 +7,7 @@ from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, Self, TypedDict
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
@@ -471,6 +472,18 @@ class Destination(SealedSecrets):
             return f"sftp://{self.server}" if self.server else ""
         return "" if self.kind == self.LOCAL else self.endpoint_url
 
+    def provider(self) -> str:
+        """Who keeps the copies, for 3-2-1: every local folder is this site's
+        disks; an object store is its provider (an S3-compatible endpoint is
+        its own provider); an SFTP server is the machine it runs on."""
+        if self.kind == self.LOCAL:
+            return "local disks"
+        if self.kind == self.SFTP:
+            return f"SFTP server {self.server.lower()}"
+        named = {self.S3: "AWS S3", self.AZURE: "Azure Blob Storage", self.GCS: "Google Cloud Storage"}[self.kind]
+        host = urlsplit(self.endpoint_url).hostname if self.endpoint_url else None
+        return f"{named} at {host.lower()}" if host else named
+
     def bound_host(self) -> str:
         """The one host that can reach this destination, or "" when every host can."""
         return self.host if self.kind == "local" else ""
@@ -513,6 +526,24 @@ class Destination(SealedSecrets):
         if self.kind == self.AZURE and self.account_name:
             where = f"azure://{self.account_name}/{self.bucket}/{self.prefix}".rstrip("/")
         return f"{where} ({self.endpoint_url})" if self.endpoint_url else where
+
+
+def three_two_one_missing(destinations: Collection[Destination]) -> list[str]:
+    """What `destinations` lack to hold a backup by 3-2-1: the database itself
+    plus two copies, with two providers (kinds of storage: local disk, an S3
+    bucket, an Azure container...), one of them away from the database server.
+    A destination marked off-site is away; so is the second of two cloud
+    providers, since one provider's outage or account loss cannot take both."""
+    missing: list[str] = []
+    if len(destinations) < 2:
+        missing.append(f"a second copy (only {len(destinations)})")
+    providers = {d.provider() for d in destinations}
+    if len(providers) < 2:
+        missing.append("a second kind of storage or provider (e.g. local disk and S3, or S3 and Azure)")
+    remote = {d.provider() for d in destinations if d.kind in Destination.OBJECT_STORES}
+    if not any(d.offsite for d in destinations) and len(remote) < 2:
+        missing.append("an off-site copy")
+    return missing
 
 
 def destinations_by_host(destinations: Iterable[Destination]) -> dict[str, list[str]]:
@@ -740,14 +771,9 @@ class BackupPlan(models.Model):
             ]
         else:
             destinations = list(self.destinations.all())
-        missing: list[str] = []
-        if len(destinations) < 2:
-            missing.append(f"a second copy (only {len(destinations)})")
-        if len({d.kind for d in destinations}) < 2:
-            missing.append("a second kind of storage (local disk and S3)")
-        if not any(d.offsite for d in destinations):
-            missing.append("an off-site copy")
-        return {"ok": not missing, "missing": missing, "backup": latest}
+        missing = three_two_one_missing(destinations)
+        providers = sorted({d.provider() for d in destinations})
+        return {"ok": not missing, "missing": missing, "backup": latest, "providers": providers}
 
     def stored_backups(self) -> "BackupQuerySet":
         """The backups retention decides about: with data, not yet pruned."""
@@ -771,6 +797,7 @@ class ThreeTwoOne(TypedDict):
     ok: bool
     missing: list[str]
     backup: "Backup | None"
+    providers: list[str]  # where the copies judged are kept (Destination.provider)
 
 
 class BaseWal(Protocol):

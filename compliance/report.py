@@ -451,14 +451,15 @@ def three_two_one(sources: list[Source]) -> Section:
     section = Section(
         "three_two_one",
         "3-2-1 status now",
-        "Whether each plan's latest stored backup has two copies or more, on two kinds of storage, one of them "
-        "off-site (before its first backup: its configured destinations); judged now, not over the period.",
-        ["Source", "Plan", "3-2-1", "Missing", "Judged on"],
+        "Whether each plan's latest stored backup has two copies or more, with two providers (kinds of storage), "
+        "one of them off-site (before its first backup: its configured destinations); judged now, not over the "
+        "period. A destination marked off-site is off-site, and so is the second of two cloud providers.",
+        ["Source", "Plan", "3-2-1", "Missing", "Copies at", "Judged on"],
     )
     for source in sources:
         plans = list(source.plans.all())
         if not plans:
-            section.add([source.name, "no plan", "not met", "a plan", ""], flag=True)
+            section.add([source.name, "no plan", "not met", "a plan", "", ""], flag=True)
         for plan in plans:
             rule = plan.three_two_one()
             judged = f"backup #{rule['backup'].pk}" if rule["backup"] else "configured destinations"
@@ -468,6 +469,7 @@ def three_two_one(sources: list[Source]) -> Section:
                     plan.name + ("" if plan.enabled else " (disabled)"),
                     "met" if rule["ok"] else "not met",
                     "; ".join(rule["missing"]),
+                    "; ".join(rule["providers"]),
                     judged,
                 ],
                 flag=not rule["ok"],

@@ -13,7 +13,16 @@ from django.utils import timezone
 
 from catalog.alerts import problems
 from catalog.alerts.models import Alert
-from catalog.models import Backup, BackupPlan, Copy, Destination, Source, ThreeTwoOne, Verification
+from catalog.models import (
+    Backup,
+    BackupPlan,
+    Copy,
+    Destination,
+    Source,
+    ThreeTwoOne,
+    Verification,
+    three_two_one_missing,
+)
 from catalog.text import duration_text, moment_text, size_text
 
 if TYPE_CHECKING:
@@ -205,8 +214,8 @@ def three_two_one_advice(short: Sequence[tuple[BackupPlan, ThreeTwoOne]]) -> str
         what = f"Tick {and_list([str(d) for d in ready[:3]], 'or')} in {these} (Edit, Destinations)"
     else:
         what = (
-            "Add a destination of another kind, away from this machine (an S3 bucket, marked off-site), on the "
-            f"Destinations page, and tick it in {these}"
+            "Add a destination of another kind, away from this machine (an S3, Azure or Google Cloud Storage "
+            f"bucket, or an SFTP server, marked off-site), on the Destinations page, and tick it in {these}"
         )
     return f"To meet it: {what}. The alert clears once {next_backups(short)} stored there too."
 
@@ -216,7 +225,7 @@ def next_backups(short: Sequence[object]) -> str:
 
 
 def meets_three_two_one(destinations: Collection[Destination]) -> bool:
-    return len(destinations) >= 2 and len({d.kind for d in destinations}) >= 2 and any(d.offsite for d in destinations)
+    return not three_two_one_missing(destinations)
 
 
 def and_list(names: Sequence[str], conjunction: str = "and") -> str:

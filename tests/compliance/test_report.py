@@ -96,6 +96,7 @@ def test_it_shows_three_two_one_now(october):
         ["Inventory DB", "Inventory nightly", "met"],
     ]
     assert "an off-site copy" in rule.rows[0][3]
+    assert rule.rows[0][4] and rule.columns[4] == "Copies at"
 
 
 def test_it_lists_retention_actions_and_pins(october, history):

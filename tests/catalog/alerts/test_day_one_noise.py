@@ -54,12 +54,12 @@ def test_a_trial_with_one_local_destination_opens_one_alert_that_says_what_to_do
     first, second, third = trial["backups"]
     assert alert.detail.startswith(
         f"Daily metadata backup (backup #{first.pk}), Orders hourly (backup #{third.pk}) and Orders nightly "
-        f"(backup #{second.pk}) lack a second copy (only 1); a second kind of storage (local disk and S3); "
-        "an off-site copy."
+        f"(backup #{second.pk}) lack a second copy (only 1); a second kind of storage or provider (e.g. local disk "
+        "and S3, or S3 and Azure); an off-site copy."
     )
     assert (
-        "To meet it: Add a destination of another kind, away from this machine (an S3 bucket, marked "
-        "off-site), on the Destinations page, and tick it in these plans."
+        "To meet it: Add a destination of another kind, away from this machine (an S3, Azure or Google Cloud "
+        "Storage bucket, or an SFTP server, marked off-site), on the Destinations page, and tick it in these plans."
     ) in alert.detail
     assert alert.url == "/plans/" and alert.source is None  # two sources' plans
     assert [event for kind, _, event in dispatched if kind == Alert.THREE_TWO_ONE] == [Notification.OPENED]
