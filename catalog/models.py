@@ -360,6 +360,13 @@ class Destination(SealedSecrets):
     def get_absolute_url(self) -> str:
         return reverse("destination_detail", args=[self.pk])
 
+    def forget_other_kinds_secrets(self) -> None:
+        """Keeps only the secrets this kind uses: a destination switched from S3
+        to Azure should not go on holding the S3 secret key."""
+        own = {name: value for name, value in self.secrets().items() if name in self.SECRET_NAMES[self.kind]}
+        self.secret_token = ""
+        self.set_secrets(**own)
+
     def storage(self, secrets: Mapping[str, str | None] | None = None) -> Storage:
         """The backend for this destination. `secrets` override the stored ones
         where given, so that a form can be tested before it is saved."""
@@ -480,8 +487,10 @@ class Destination(SealedSecrets):
             return "local disks"
         if self.kind == self.SFTP:
             return f"SFTP server {self.server.lower()}"
-        named = {self.S3: "AWS S3", self.AZURE: "Azure Blob Storage", self.GCS: "Google Cloud Storage"}[self.kind]
         host = urlsplit(self.endpoint_url).hostname if self.endpoint_url else None
+        if self.kind == self.S3:
+            return f"S3-compatible storage at {host.lower()}" if host else "AWS S3"
+        named = {self.AZURE: "Azure Blob Storage", self.GCS: "Google Cloud Storage"}[self.kind]
         return f"{named} at {host.lower()}" if host else named
 
     def bound_host(self) -> str:

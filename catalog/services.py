@@ -100,6 +100,7 @@ def save_destination(
     changed_fields: Iterable[str] = (),
     secrets: Mapping[str, str | None] | None = None,
 ) -> Destination:
+    destination.forget_other_kinds_secrets()
     return save_sealed(actor, destination, "destination", changed_fields, secrets)
 
 
