@@ -454,18 +454,19 @@ def three_two_one(sources: list[Source]) -> Section:
         "Whether each plan's latest stored backup has two copies or more, with two providers (kinds of storage), "
         "one of them off-site (before its first backup: its configured destinations); judged now, not over the "
         "period. A destination marked off-site is off-site, and so is the second of two cloud providers.",
-        ["Source", "Plan", "3-2-1", "Missing", "Copies at", "Judged on"],
+        ["Source", "Engine", "Plan", "3-2-1", "Missing", "Copies at", "Judged on"],
     )
     for source in sources:
         plans = list(source.plans.all())
         if not plans:
-            section.add([source.name, "no plan", "not met", "a plan", "", ""], flag=True)
+            section.add([source.name, source.get_engine_display(), "no plan", "not met", "a plan", "", ""], flag=True)
         for plan in plans:
             rule = plan.three_two_one()
             judged = f"backup #{rule['backup'].pk}" if rule["backup"] else "configured destinations"
             section.add(
                 [
                     source.name,
+                    source.get_engine_display(),
                     plan.name + ("" if plan.enabled else " (disabled)"),
                     "met" if rule["ok"] else "not met",
                     "; ".join(rule["missing"]),
@@ -474,7 +475,7 @@ def three_two_one(sources: list[Source]) -> Section:
                 ],
                 flag=not rule["ok"],
             )
-    met = sum(1 for row in section.rows if row[2] == "met")
+    met = sum(1 for row in section.rows if row[3] == "met")
     section.summary.append(f"{met} of {len(section.rows)} plans meet 3-2-1.")
     return section
 

@@ -91,12 +91,16 @@ def test_it_judges_drills_and_restores_against_the_rto(october):
 
 def test_it_shows_three_two_one_now(october):
     rule = october.section("three_two_one")
-    assert [row[:3] for row in rule.rows] == [
-        ["Billing DB", "Billing twice daily", "not met"],
-        ["Inventory DB", "Inventory nightly", "met"],
+    assert [row[:4] for row in rule.rows] == [
+        ["Billing DB", "SQLite", "Billing twice daily", "not met"],
+        ["Inventory DB", "PostgreSQL", "Inventory nightly", "met"],
     ]
-    assert "an off-site copy" in rule.rows[0][3]
-    assert rule.rows[0][4] and rule.columns[4] == "Copies at"
+    assert "an off-site copy" in rule.rows[0][4]
+    assert (
+        rule.columns[5] == "Copies at"
+        and rule.rows[1][5].startswith("S3-compatible storage at ")
+        and rule.rows[1][5].endswith("; local disks")
+    )
 
 
 def test_it_lists_retention_actions_and_pins(october, history):
