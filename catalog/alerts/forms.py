@@ -7,6 +7,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from catalog.alerts import apprise_urls
 from catalog.alerts.models import Channel
 from catalog.endpoints import endpoint_problem
 from catalog.forms import KEEP_HELP, secret_field
@@ -16,6 +17,7 @@ SECRET_FIELDS = {
     Channel.SLACK: {"slack_url": "url"},
     Channel.WEBHOOK: {"webhook_secret": "secret"},
     Channel.PAGERDUTY: {"routing_key": "routing_key"},
+    Channel.APPRISE: {"apprise_url": "url"},
 }
 
 
@@ -44,6 +46,13 @@ class ChannelForm(forms.ModelForm):
     routing_key = secret_field(
         "Integration key (routing key)", "From PagerDuty: Service → Integrations → Events API v2. Stored encrypted."
     )
+    apprise_url = secret_field(
+        "Apprise URL",
+        "One URL in Apprise's form, e.g. tgram://bot-token/chat-id, discord://webhook-id/webhook-token, "
+        "ntfys://user:password@ntfy.example.com/topic or gotify://gotify.example.com/token; "
+        f"every service's format is at {apprise_urls.FORMATS_URL}. "
+        "It holds tokens or passwords: it is stored encrypted and never shown again.",
+    )
     events = forms.MultipleChoiceField(
         choices=Channel.EVENT_CHOICES,
         widget=forms.CheckboxSelectMultiple,
@@ -62,6 +71,7 @@ class ChannelForm(forms.ModelForm):
             "webhook_secret",
             "new_webhook_secret",
             "routing_key",
+            "apprise_url",
             "events",
             "enabled",
         ]
@@ -106,9 +116,15 @@ class ChannelForm(forms.ModelForm):
                 self.check_url("url", data["url"])
         if kind == Channel.SLACK and data.get("slack_url"):
             self.check_url("slack_url", data["slack_url"])
+        if kind == Channel.APPRISE and data.get("apprise_url"):
+            data["apprise_url"] = data["apprise_url"].strip()
+            # The message never repeats the URL: it is a secret.
+            if problem := apprise_urls.url_problem(data["apprise_url"]):
+                self.add_error("apprise_url", problem)
         for field, name in SECRET_FIELDS.get(kind, {}).items():
             has_stored = self.instance.kind == kind and self.stored.get(name)
-            if field != "webhook_secret" and not data.get(field) and not has_stored:
+            # A value refused above already says what is wrong with it.
+            if field != "webhook_secret" and not data.get(field) and not has_stored and field not in self.errors:
                 self.add_error(field, "Required.")
         # Only the chosen kind's target is kept.
         if kind != Channel.EMAIL:
@@ -129,5 +145,5 @@ class ChannelForm(forms.ModelForm):
         return {name: self.cleaned_data.get(field) for field, name in SECRET_FIELDS.get(kind, {}).items()}
 
     def changed_fields(self) -> list[str]:
-        secret_inputs = {"slack_url", "webhook_secret", "routing_key", "new_webhook_secret"}
+        secret_inputs = {"slack_url", "webhook_secret", "routing_key", "apprise_url", "new_webhook_secret"}
         return [name for name in self.changed_data if name not in secret_inputs]

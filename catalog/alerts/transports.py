@@ -9,7 +9,7 @@ A transport makes one attempt and raises:
 - DeliveryError for anything else that failed.
 
 Error messages are written for the channel page and never contain the secret
-URL or key (Slack and PagerDuty URLs and keys are secrets)."""
+URL or key (Slack, PagerDuty and Apprise URLs and keys are secrets)."""
 
 import hashlib
 import hmac
@@ -29,6 +29,7 @@ from django.core.mail import EmailMessage, get_connection
 from django.urls import reverse
 from django.utils import timezone
 
+from catalog.alerts import apprise_urls
 from catalog.alerts.models import Alert, Channel, Notification
 from catalog.endpoints import endpoint_problem
 from catalog.text import duration_text, moment_text
@@ -408,11 +409,71 @@ class PagerDuty(Transport):
         post_json(settings.PAGERDUTY_EVENTS_URL, self.payload(message), service="PagerDuty", timeout=self.timeout)
 
 
+class Apprise(Transport):
+    """Any service Apprise knows (Telegram, Discord, Teams, ntfy, Matrix,
+    Gotify …) through one Apprise URL, which is a secret as a whole: its title
+    is the message's subject, its body the plain text an email has."""
+
+    secret_names = ("url",)
+    fix_what = "Apprise URL"
+
+    def target_display(self) -> str:
+        url = self.secrets().get("url", "")
+        service = apprise_urls.read(url) if url else None
+        if service is None:
+            return "not set" if not url else "an Apprise URL that Apprise cannot read"
+        return apprise_urls.display(service)
+
+    @staticmethod
+    def notify_type(message: Message) -> str:
+        """How the service colours it: see apprise_urls.NOTIFY_TYPES."""
+        if message.is_test:
+            return "test"
+        return "recovery" if message.is_recovery else message.severity
+
+    def notify(self, message: Message) -> None:
+        url = self.secret("url")
+        service = apprise_urls.read(url)
+        if service is None:
+            raise PermanentError("Apprise cannot read the stored URL")
+        target = apprise_urls.display(service)
+        # Checked at each send too: the host's name may resolve elsewhere by now.
+        if problem := apprise_urls.address_problem(service):
+            raise PermanentError(f"Not sent to {target}: {problem}")
+        timeout = self.timeout or settings.NOTIFY_HTTP_TIMEOUT
+        outcome = apprise_urls.send(
+            url,
+            service,
+            title=message.subject(),
+            body=message.text(),
+            notify_type=self.notify_type(message),
+            timeout=timeout,
+        )
+        if not outcome.sent:
+            raise self.error(outcome, target, timeout)
+
+    @staticmethod
+    def error(outcome: apprise_urls.Outcome, target: str, timeout: float) -> DeliveryError:
+        if outcome.status is not None:
+            answer = f"{target} answered {outcome.answer()}"
+            if outcome.status in PERMANENT_STATUSES:
+                return PermanentError(answer)
+            if outcome.status in (408, 429) or outcome.status >= 500:
+                return TransientError(answer)
+            return DeliveryError(answer)
+        if outcome.timed_out:
+            return TransientError(f"{target} did not answer within {timeout} s")
+        if outcome.unreachable:
+            return TransientError(f"Could not reach {target}: {outcome.unreachable}")
+        return DeliveryError(f"{target} did not take the message: {outcome.said or 'Apprise gave no reason'}")
+
+
 TRANSPORTS: dict[str, type[Transport]] = {
     Channel.EMAIL: Email,
     Channel.SLACK: Slack,
     Channel.WEBHOOK: Webhook,
     Channel.PAGERDUTY: PagerDuty,
+    Channel.APPRISE: Apprise,
 }
 
 

@@ -23,6 +23,8 @@ def test_the_channel_form_shows_the_fields_of_its_kind_and_the_test_reports_back
     page.select_option("#id_kind", "slack")
     assert page.locator("[data-field=slack_url]").is_visible()
     assert page.locator("[data-field=url]").is_hidden() and page.locator("[data-field=email_to]").is_hidden()
+    page.select_option("#id_kind", "apprise")
+    assert page.locator("[data-field=apprise_url]").is_visible() and page.locator("[data-field=slack_url]").is_hidden()
     page.select_option("#id_kind", "webhook")
     assert page.locator("[data-field=url]").is_visible() and page.locator("[data-field=slack_url]").is_hidden()
     page.fill("#id_name", "Ops hook")
