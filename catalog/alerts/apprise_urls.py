@@ -8,9 +8,10 @@ and ntfy topics sit in its host, path, user or query, in a different place for
 each service. Apprise logs such things (its debug records hold request URLs,
 headers and bodies, some of its warnings the URL it posted to). So while
 Strongroom hands Apprise a URL (see `private`), the records of Apprise and of
-urllib3 under it pass through a filter: those below INFO are dropped, the
-others have every piece of the URL replaced by "…", and all of them are kept,
-redacted, for the one call, to tell a refused connection or a 503 from a 401.
+urllib3 under it pass through a filter: those below INFO are dropped (all of
+them while a URL is only read), the others have every piece of the URL
+replaced by "…", and all of them are kept, redacted, for the one call, to tell
+a refused connection or a 503 from a 401.
 
 Apprise is used as a library with nothing of its own around it: no
 configuration file, no plugin directory, no persistent storage, no
@@ -94,8 +95,10 @@ def one_url(url: str) -> bool:
 class Redaction:
     """The pieces of one URL to hide, and the records logged while it was in use."""
 
-    def __init__(self, url: str, shown: frozenset[str] = frozenset()) -> None:
+    def __init__(self, url: str, shown: frozenset[str] = frozenset(), quiet: bool = False) -> None:
         # `shown`: what the page shows anyway (a server's host and port).
+        # `quiet`: keep the records for the caller only (reading a URL: its outcome is said on the page).
+        self.quiet = quiet
         pieces = {url, unquote(url)}
         _, _, rest = url.partition("://")
         for piece in re.split(r"[/:@?&=#,;\s]+", rest):
@@ -130,7 +133,7 @@ class KeepTheURLOut(logging.Filter):
         except Exception:  # a record that cannot be formatted is not worth a secret
             return False
         redaction.records.append((record.levelno, text))
-        if record.levelno < max(logging.INFO, passing_level(record)):
+        if redaction.quiet or record.levelno < max(logging.INFO, passing_level(record)):
             return False
         # A traceback would print the exception's text, which may hold the URL.
         record.msg, record.args, record.exc_info, record.exc_text, record.stack_info = text, None, None, None, None
@@ -154,8 +157,8 @@ logging.getLogger("apprise").setLevel(logging.DEBUG)
 
 
 @contextmanager
-def private(url: str, shown: frozenset[str] = frozenset()) -> Iterator[Redaction]:
-    redaction = Redaction(url, shown)
+def private(url: str, shown: frozenset[str] = frozenset(), quiet: bool = False) -> Iterator[Redaction]:
+    redaction = Redaction(url, shown, quiet)
     token = IN_USE.set(redaction)
     try:
         yield redaction
@@ -167,8 +170,10 @@ def private(url: str, shown: frozenset[str] = frozenset()) -> Iterator[Redaction
 
 
 def read(url: str) -> NotifyBase | None:
-    """The Apprise service `url` names, or None when Apprise cannot read it."""
-    with private(url):
+    """The Apprise service `url` names, or None when Apprise cannot read it
+    (which the form or the channel page says: Apprise's records stay quiet,
+    or each page showing a bad URL would log an error)."""
+    with private(url, quiet=True):
         if scheme_of(url) not in plugins() or not one_url(url):
             return None
         return Apprise.instantiate(url, asset=asset())
@@ -228,7 +233,7 @@ def url_problem(url: str) -> str | None:
         )
     if scheme not in plugins():
         return f"Apprise knows no service called {scheme}://. Known ones include {examples}."
-    with private(url):
+    with private(url, quiet=True):
         several = not one_url(url)
     if several:
         return "Give one Apprise URL; for several services, make a channel for each."
