@@ -98,7 +98,7 @@ class Channel(SealedSecrets):
         (SLACK, "Slack incoming webhook"),
         (WEBHOOK, "Webhook (JSON, HMAC-signed)"),
         (PAGERDUTY, "PagerDuty Events API v2"),
-        (APPRISE, "Apprise URL (Telegram, Discord, Teams, ntfy, Matrix, Gotify …)"),
+        (APPRISE, "Apprise (Telegram, Discord, Teams, ntfy …)"),
     ]
     # Events a channel can subscribe to: every Alert kind, plus recoveries.
     RECOVERY = "recovery"

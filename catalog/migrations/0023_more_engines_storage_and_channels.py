@@ -54,7 +54,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='channel',
             name='kind',
-            field=models.CharField(choices=[('email', 'Email'), ('slack', 'Slack incoming webhook'), ('webhook', 'Webhook (JSON, HMAC-signed)'), ('pagerduty', 'PagerDuty Events API v2'), ('apprise', 'Apprise URL (Telegram, Discord, Teams, ntfy, Matrix, Gotify …)')], max_length=20),
+            field=models.CharField(choices=[('email', 'Email'), ('slack', 'Slack incoming webhook'), ('webhook', 'Webhook (JSON, HMAC-signed)'), ('pagerduty', 'PagerDuty Events API v2'), ('apprise', 'Apprise (Telegram, Discord, Teams, ntfy …)')], max_length=20),
         ),
         migrations.AlterField(
             model_name='destination',
