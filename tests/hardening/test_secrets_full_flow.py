@@ -43,6 +43,7 @@ WRONG_VERIFY_PASSWORD = "wrong-verify-" + uuid.uuid4().hex
 S3_SECRET = "S3-secret-" + uuid.uuid4().hex
 WEBHOOK_SECRET = "whsec-" + uuid.uuid4().hex
 SLACK_TOKEN = "slackTOKEN" + uuid.uuid4().hex
+APPRISE_TOKEN = "appriseTOKEN" + uuid.uuid4().hex
 
 
 @pytest.fixture
@@ -72,7 +73,11 @@ def every_log_line():
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.DEBUG)
     # The test's own fake Slack (pytest-httpserver, werkzeug) logs the paths it serves, secret ones included.
-    handler.addFilter(lambda record: record.name != "werkzeug" or "/services/" not in record.getMessage())
+    handler.addFilter(
+        lambda record: (
+            record.name != "werkzeug" or not any(p in record.getMessage() for p in ("/services/", "/apprise/"))
+        )
+    )
     loggers = [logging.getLogger()] + [
         logging.getLogger(name)
         for name in list(logging.root.manager.loggerDict)
@@ -148,6 +153,7 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(
             "denied S3 secret key": denied_bucket["secret_access_key"],
             "webhook signing secret": WEBHOOK_SECRET,
             "Slack URL token": SLACK_TOKEN,
+            "Apprise URL token": APPRISE_TOKEN,
         }
     )
     raised = []  # the messages of what failed, as the user gets them
@@ -211,6 +217,7 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(
     httpserver.expect_request("/hook").respond_with_data("ok")
     httpserver.expect_request("/broken-hook").respond_with_data("upstream down", status=500)
     httpserver.expect_request(f"/services/T0/B0/{SLACK_TOKEN}").respond_with_data("ok")
+    httpserver.expect_request(f"/apprise/{APPRISE_TOKEN}").respond_with_data("ok")
     channels = {
         "Ops hook": channel_form("webhook", "Ops hook", url=httpserver.url_for("/hook"), webhook_secret=WEBHOOK_SECRET),
         "Ops Slack": channel_form("slack", "Ops Slack", slack_url=httpserver.url_for(f"/services/T0/B0/{SLACK_TOKEN}")),
@@ -219,6 +226,9 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(
         ),
         "Gone Slack": channel_form(
             "slack", "Gone Slack", slack_url=f"http://127.0.0.1:{free_port()}/services/T0/B0/{SLACK_TOKEN}"
+        ),
+        "Ops Apprise": channel_form(
+            "apprise", "Ops Apprise", apprise_url=f"json://127.0.0.1:{httpserver.port}/apprise/{APPRISE_TOKEN}"
         ),
     }
     for data in channels.values():
@@ -231,6 +241,7 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(
         "Ops Slack": "sent",
         "Broken hook": "failed",
         "Gone Slack": "failed",
+        "Ops Apprise": "sent",
     }
     raised += [n.error for n in tests.values() if n.error]
     assert "500" in tests["Broken hook"].error and "Could not reach" in tests["Gone Slack"].error
@@ -239,6 +250,7 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(
     signature = hmac.new(WEBHOOK_SECRET.encode(), received["/hook"].get_data(), hashlib.sha256).hexdigest()
     assert received["/hook"].headers["X-Strongroom-Signature"] == f"sha256={signature}"
     assert f"/services/T0/B0/{SLACK_TOKEN}" in received
+    assert f"/apprise/{APPRISE_TOKEN}" in received
 
     # An API token, shown once on the page that creates it.
     created = admin_client.post("/tokens/new/", {"name": "CI", "scopes": ["read", "backup"], "expires_in_days": "30"})
