@@ -1,5 +1,6 @@
-"""Which hosts Strongroom sends requests to on an administrator's say-so: the
-S3 endpoint of a destination and the URL of a webhook or Slack channel.
+"""Which hosts Strongroom sends requests to on an administrator's say-so: a
+destination's endpoint (S3, Azure, Google Cloud Storage) or SFTP server, the
+URL of a webhook or Slack channel, and the server named in an Apprise URL.
 
 A URL is a way to make the server itself ask something of a host only it can
 reach. Refused always: link-local addresses (169.254.0.0/16, fe80::/10) and
