@@ -283,6 +283,11 @@ class DestinationForm(ModelBounds):
             self.add_error("bucket", "Name the container." if kind == Destination.AZURE else "Name the bucket.")
         if kind == Destination.AZURE and not data.get("account_name") and not data.get("endpoint_url"):
             self.add_error("account_name", "Name the storage account, or give the blob service URL.")
+        if kind == Destination.AZURE and "?" in data.get("endpoint_url", ""):
+            # A SAS token pasted there would be shown on the destination's page, as part of its URL.
+            self.add_error(
+                "endpoint_url", "Give the blob service URL without a query: a SAS token goes in its own field."
+            )
         if kind == Destination.SFTP:
             self.clean_sftp(data)
         if data.get("immutable_days") and kind not in Destination.IMMUTABLE_KINDS:
