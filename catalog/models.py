@@ -427,9 +427,60 @@ class Destination(SealedSecrets):
         raise StorageError("Google Cloud Storage destinations are not built yet")
 
     def sftp_storage(self, secrets: Mapping[str, str]) -> Storage:
-        from catalog.engine.errors import StorageError
+        from catalog.engine.storage.sftp import SftpStorage
 
-        raise StorageError("SFTP destinations are not built yet")
+        # The pinned host key holds for the server it was pinned on: a form's
+        # Test of another server (or port) checks nothing against it.
+        pinned = self.host_key if self.host_key and self.at_saved_server() else None
+        return SftpStorage(
+            server=self.server,
+            port=self.server_port or 22,
+            directory=self.path,
+            username=self.username,
+            password=secrets.get("password"),
+            private_key=secrets.get("private_key"),
+            passphrase=secrets.get("private_key_passphrase"),
+            host_key=pinned,
+            on_new_host_key=self.host_key_seen,
+            max_attempts=settings.S3_MAX_ATTEMPTS,
+            connect_timeout=settings.S3_CONNECT_TIMEOUT,
+            read_timeout=settings.S3_READ_TIMEOUT,
+        )
+
+    # What the last connection did with a host key seen the first time, in
+    # words for the form's Test ("" when it saw none).
+    host_key_note = ""
+
+    def at_saved_server(self) -> bool:
+        """Whether this is a saved destination still naming the server and port it was saved with."""
+        return self.pk is not None and (
+            Destination.objects.filter(pk=self.pk, server=self.server, server_port=self.server_port).exists()
+        )
+
+    def host_key_seen(self, key_line: str) -> str | None:
+        """A server's host key seen on a first connection. A saved destination
+        pins it (services.pin_host_key) and answers the key pinned now, which
+        is another one if a connection elsewhere pinned first; an unsaved one
+        (the form's Test) pins nothing and says which key it saw."""
+        from catalog import services
+        from catalog.engine.storage.sftp import fingerprint
+
+        if not self.at_saved_server():
+            self.host_key_note = (
+                f"The server's host key is {fingerprint(key_line)}: compare it with ssh-keygen -l on the server. "
+                "It will be pinned on first use once the destination is saved."
+            )
+            return None
+        pinned = services.pin_host_key(self, key_line)
+        if pinned == key_line:
+            self.host_key_note = f"Pinned the server's host key {fingerprint(key_line)}."
+        return pinned
+
+    def host_key_fingerprint(self) -> str:
+        """The pinned host key as ssh-keygen -l shows it, or ""."""
+        from catalog.engine.storage.sftp import fingerprint
+
+        return fingerprint(self.host_key) if self.host_key else ""
 
     QUOTA_WARNING = 0.8  # share of the quota at which the dashboard warns
 

@@ -92,6 +92,10 @@ def delete_source(actor: audit.Actor, source: Source) -> None:
     source.delete()
 
 
+# Fields that make it another SFTP server: the host key pinned for the old one no longer holds.
+SFTP_ADDRESS_FIELDS = ("server", "server_port")
+
+
 @transaction.atomic
 def save_destination(
     actor: audit.Actor,
@@ -101,7 +105,44 @@ def save_destination(
     secrets: Mapping[str, str | None] | None = None,
 ) -> Destination:
     destination.forget_other_kinds_secrets()
+    changed_fields = list(changed_fields)
+    if destination.host_key and set(changed_fields) & set(SFTP_ADDRESS_FIELDS):
+        destination.host_key, destination.host_key_pinned_at = "", None
+        changed_fields.append("host_key")
     return save_sealed(actor, destination, "destination", changed_fields, secrets)
+
+
+@transaction.atomic
+def pin_host_key(destination: Destination, key_line: str) -> str:
+    """Pins an SFTP server's host key seen on the first connection, unless a
+    connection elsewhere pinned one first; returns the key pinned now."""
+    from catalog.engine.storage.sftp import fingerprint
+
+    now = timezone.now()
+    pinned = Destination.objects.filter(pk=destination.pk, host_key="").update(
+        host_key=key_line, host_key_pinned_at=now
+    )
+    if pinned:
+        destination.host_key, destination.host_key_pinned_at = key_line, now
+        changes = {"server": f"{destination.server}:{destination.server_port or 22}", "host_key": fingerprint(key_line)}
+        audit.record(None, "destination.host_key_pin", destination, changes)
+        return key_line
+    destination.host_key, destination.host_key_pinned_at = Destination.objects.values_list(
+        "host_key", "host_key_pinned_at"
+    ).get(pk=destination.pk)
+    return destination.host_key
+
+
+@transaction.atomic
+def forget_host_key(actor: audit.Actor, destination: Destination) -> None:
+    """Forgets an SFTP server's pinned host key (re-keyed legitimately): the
+    next connection pins the key the server offers then."""
+    if not destination.host_key:
+        raise Refused(f"{destination} has no pinned host key to forget.")
+    forgotten = destination.host_key_fingerprint()
+    destination.host_key, destination.host_key_pinned_at = "", None
+    destination.save(update_fields=["host_key", "host_key_pinned_at", "updated_at"])
+    audit.record(actor, "destination.host_key_forget", destination, {"host_key": forgotten})
 
 
 @transaction.atomic
@@ -270,4 +311,7 @@ def test_destination(destination: Destination, secrets: Mapping[str, str | None]
         storage.probe()
     except EngineError as exc:
         return False, str(exc)
-    return True, f"Wrote, read and deleted a probe object in {storage.describe()}"
+    message = f"Wrote, read and deleted a probe object in {storage.describe()}"
+    if destination.host_key_note:  # an SFTP server's host key, pinned now or only seen (a Test before saving)
+        message += f". {destination.host_key_note}"
+    return True, message

@@ -35,6 +35,8 @@ urlpatterns = [
     path("destinations/<int:pk>/delete/", destinations.delete, name="destination_delete"),
     path("destinations/<int:pk>/scan/", destinations.scan, name="destination_scan"),
     path("destinations/<int:pk>/orphans/remove/", destinations.remove_orphans, name="destination_remove_orphans"),
+    # "unpin": forgetting the pinned SFTP host key (a change, for the URL walk's write words).
+    path("destinations/<int:pk>/host-key/forget/", destinations.forget_host_key, name="destination_unpin_host_key"),
     # Restore servers (catalog/views/servers.py): where a backup may be restored besides its source's server.
     path("servers/", servers.listing, name="server_list"),
     path("servers/new/", servers.new, name="server_new"),

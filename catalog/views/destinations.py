@@ -61,6 +61,22 @@ def remove_orphans(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @operator_required
+@require_POST
+def forget_host_key(request: HttpRequest, pk: int) -> HttpResponse:
+    """Forgets an SFTP server's pinned host key, after it was re-keyed legitimately."""
+    destination = get_object_or_404(Destination, pk=pk)
+    try:
+        services.forget_host_key(request.user, destination)
+    except services.Refused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request, f"Forgot the pinned host key of {destination}: the next connection pins the key the server offers."
+        )
+    return redirect(destination)
+
+
+@operator_required
 def new(request: HttpRequest) -> HttpResponse:
     return edit_config(
         request, DestinationForm, Destination(), services.save_destination, "catalog/destination_form.html"
