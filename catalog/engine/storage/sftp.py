@@ -279,6 +279,21 @@ def read_at(sftp: SftpSession, handle: bytes, offset: int, length: int) -> bytes
     return pipeline.next_data()
 
 
+def rename_over(sftp: SftpSession, temp: str, final: str) -> None:
+    """A plain SFTP rename, which refuses to replace a file: a manifest
+    rewritten in place (a key rotation) replaces the old one in two steps."""
+    try:
+        sftp.rename(temp, final)
+        return
+    except OSError:
+        try:
+            sftp.stat(final)
+        except OSError:
+            raise  # the rename's own error: nothing was in the way
+    sftp.remove(final)
+    sftp.rename(temp, final)
+
+
 # --- storage -------------------------------------------------------------------
 
 NewHostKey = Callable[[str], str | None]
@@ -337,7 +352,7 @@ class SftpWriter:
             if POSIX_RENAME in sftp.extensions:
                 sftp.posix_rename(self.temp, self.final)  # replaces an object already there in one step
             else:
-                sftp.rename(self.temp, self.final)
+                rename_over(sftp, self.temp, self.final)
             stored = sftp.stat(self.final).st_size
         except Exception as exc:
             message = self.storage.write_error_text(exc, self.connection)
