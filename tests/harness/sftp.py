@@ -238,8 +238,18 @@ class SftpHarness:
     def stop(self):
         for server in self.servers:
             server.stop()
-        subprocess.run(["userdel", self.user], capture_output=True)
+        self.remove_user()
         shutil.rmtree(self.base, ignore_errors=True)
+
+    def remove_user(self):
+        """userdel refuses (8) while a session of the user lingers, its client
+        not gone yet: waits a little for it, then removes the user anyway."""
+        deadline = time.monotonic() + 5
+        while subprocess.run(["userdel", self.user], capture_output=True).returncode == 8:
+            if time.monotonic() > deadline:
+                subprocess.run(["userdel", "--force", self.user], capture_output=True)
+                return
+            time.sleep(0.2)
 
 
 def files_under(root):
