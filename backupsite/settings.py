@@ -325,6 +325,8 @@ VERIFY_SERVER_URL = env("VERIFY_SERVER_URL", "")
 # and a throttled (SlowDown, 503), failed (500) or reset request is tried up to
 # S3_MAX_ATTEMPTS times in all, with exponential backoff and jitter between
 # attempts; uploads go in parts of S3_PART_SIZE_MB (S3 needs at least 5).
+# The timeouts and attempts govern the other remote kinds too (Azure, Google
+# Cloud Storage, SFTP: a broken read goes on from where it stopped).
 S3_MAX_ATTEMPTS = env_int("S3_MAX_ATTEMPTS", 5, minimum=1)
 S3_CONNECT_TIMEOUT = env_int("S3_CONNECT_TIMEOUT", 10, minimum=1)
 S3_READ_TIMEOUT = env_int("S3_READ_TIMEOUT", 60, minimum=1)

@@ -26,7 +26,20 @@ from catalog import dblocks
 from catalog.models import AuditEvent
 
 # Field names whose values are never written to an audit event.
-SECRET_FIELDS = {"password", "dsn", "secret_access_key", "secret_token", "token"}
+SECRET_FIELDS = {
+    "password",
+    "dsn",
+    "secret_access_key",
+    "secret_token",
+    "token",
+    # Other destination kinds' secrets (Destination.SECRET_NAMES) and the Apprise URL.
+    "account_key",
+    "sas_token",
+    "service_account_json",
+    "private_key",
+    "private_key_passphrase",
+    "apprise_url",
+}
 
 # The prev_hash of the very first event.
 GENESIS = "0" * 64
