@@ -422,9 +422,29 @@ class Destination(SealedSecrets):
         )
 
     def gcs_storage(self, secrets: Mapping[str, str]) -> Storage:
-        from catalog.engine.errors import StorageError
+        import json
 
-        raise StorageError("Google Cloud Storage destinations are not built yet")
+        from catalog.endpoints import endpoint_problem
+        from catalog.engine.errors import StorageError
+        from catalog.engine.storage.gcs import GcsStorage
+
+        key = secrets.get("service_account_json")
+        # A key names where Strongroom signs in (its token_uri): checked as an endpoint is.
+        try:
+            token_uri = json.loads(key).get("token_uri") if key else None
+        except (ValueError, AttributeError):
+            token_uri = None  # GcsStorage says what is wrong with the key
+        if isinstance(token_uri, str) and (problem := endpoint_problem(token_uri)):
+            raise StorageError(f"The sign-in URL (token_uri) of the key of {self.name} is refused: {problem}")
+        return GcsStorage(
+            bucket=self.bucket,
+            prefix=self.prefix,
+            endpoint_url=self.endpoint_url or None,
+            service_account_json=key,
+            max_attempts=settings.S3_MAX_ATTEMPTS,
+            connect_timeout=settings.S3_CONNECT_TIMEOUT,
+            read_timeout=settings.S3_READ_TIMEOUT,
+        )
 
     def sftp_storage(self, secrets: Mapping[str, str]) -> Storage:
         from catalog.engine.storage.sftp import SftpStorage
