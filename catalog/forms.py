@@ -179,18 +179,17 @@ class DestinationForm(ModelBounds):
 
     class Meta:
         model = Destination
+        # In the order each kind shows its own (static/js/strongroom.js hides the others').
         fields = [
             "name",
             "kind",
-            "path",
-            "host",
+            "account_name",
             "bucket",
             "prefix",
             "endpoint_url",
             "region",
             "access_key_id",
             "secret_access_key",
-            "account_name",
             "account_key",
             "sas_token",
             "service_account_json",
@@ -200,31 +199,55 @@ class DestinationForm(ModelBounds):
             "password",
             "private_key",
             "private_key_passphrase",
+            "path",
+            "host",
             "offsite",
             "immutable_days",
             "lock_mode",
             "quota_gb",
         ]
-        labels = {"bucket": "Bucket or container", "path": "Directory"}
+        labels = {"path": "Directory"}
         help_texts = {
-            "path": "Local: absolute path of a directory on the worker machine. "
-            "SFTP: the directory on the server (relative paths start in the user's home).",
-            "bucket": "The S3 or Google Cloud Storage bucket, or the Azure container.",
             "immutable_days": "S3 only: each copy and its manifest are locked (Object Lock) for this many days "
             "after they are written. The bucket must have been created with Object Lock. Leave empty for none.",
             "lock_mode": "Governance can be lifted by a user with special permission; compliance by nobody, "
             "not even the account root, until the date passes.",
             "quota_gb": "Backups that would go over this are refused up front. Leave empty for no quota.",
-            "endpoint_url": "Leave blank for the provider's own service. S3: e.g. https://minio.example:9000 for "
-            "MinIO or R2. Azure: the blob service URL, e.g. https://account.blob.core.windows.net. "
-            "Google Cloud Storage: only for an emulator or a private endpoint.",
-            "prefix": "Folder inside the bucket or container, e.g. strongroom/",
             "account_name": "The Azure storage account.",
             "server": "Host name or address of the SFTP server, as the worker machines reach it.",
             "server_port": "Leave empty for 22.",
             "username": "The SFTP user.",
             "offsite": "This copy lives away from the database server (counts for 3-2-1).",
         }
+
+    # Where kinds share a field, each names it and explains it in its own words
+    # (rendered as data-kind-label / data-kind-help; the script swaps them).
+    KIND_LABELS = {
+        "bucket": {"s3": "Bucket", "gcs": "Bucket", "azure": "Container"},
+        "endpoint_url": {"azure": "Blob service URL"},
+        "path": {"local": "Directory", "sftp": "Directory on the server"},
+    }
+    KIND_HELP = {
+        "bucket": {
+            "s3": "The S3 bucket.",
+            "gcs": "The Google Cloud Storage bucket.",
+            "azure": "The blob container in the storage account.",
+        },
+        "prefix": {
+            "s3": "Folder inside the bucket, e.g. strongroom/",
+            "gcs": "Folder inside the bucket, e.g. strongroom/",
+            "azure": "Folder inside the container, e.g. strongroom/",
+        },
+        "endpoint_url": {
+            "s3": "Leave blank for AWS; e.g. https://minio.example:9000 for MinIO or R2.",
+            "azure": "Leave blank for https://<account>.blob.core.windows.net; give it for another cloud or "
+            "Azurite, e.g. http://azurite.example:10000/devstoreaccount1.",
+            "gcs": "Leave blank for Google's own service; only for an emulator or a private endpoint.",
+        },
+        "path": {
+            "sftp": "The directory on the server, which must exist; a relative path starts in the user's home.",
+        },
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -236,7 +259,16 @@ class DestinationForm(ModelBounds):
         self.fields["lock_mode"].required = False  # only read when Object Lock days are set
         roots = ", ".join(str(root) for root in settings.LOCAL_DESTINATION_ROOTS)
         inside = roots or "an allowed directory"
-        self.fields["path"].help_text += f" A local directory must lie inside {inside} (LOCAL_DESTINATION_ROOTS)."
+        local_path = f"Absolute path of a directory on the worker machine, inside {inside} (LOCAL_DESTINATION_ROOTS)."
+        help_by_kind = {**self.KIND_HELP, "path": {**self.KIND_HELP["path"], "local": local_path}}
+        for name, texts in help_by_kind.items():
+            field = self.fields[name]
+            field.kind_help = texts  # type: ignore[attr-defined]
+            field.help_text = texts.get(self.instance.kind) or next(iter(texts.values()))
+        for name, labels in self.KIND_LABELS.items():
+            field = self.fields[name]
+            field.kind_labels = labels  # type: ignore[attr-defined]
+            field.label = labels.get(self.instance.kind) or field.label
         self.fields["host"] = forms.ChoiceField(
             label="Host",
             choices=host_choices(self.instance.host),

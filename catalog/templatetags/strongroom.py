@@ -1,3 +1,4 @@
+import json
 from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
@@ -60,6 +61,12 @@ DATE_FORMATS = {
 def when(value: date | None, style: str = "minute") -> str:
     """`value|date` in one of DATE_FORMATS, in the current time zone."""
     return defaultfilters.date(value, DATE_FORMATS[style])
+
+
+@register.filter
+def to_json(value: object) -> str:
+    """For a data- attribute that a script reads (autoescaping quotes it)."""
+    return json.dumps(value)
 
 
 @register.filter

@@ -30,6 +30,14 @@
       var wrong = field && (field.classList.contains("has-error") || field.querySelector(":invalid"));
       if (field) field.classList.toggle("hidden-field", shown.indexOf(name) === -1 && !wrong);
     });
+    // Fields that kinds share, named and explained in each kind's words (catalog/forms.py KIND_HELP).
+    form.querySelectorAll("[data-kind-help], [data-kind-label]").forEach(function (field) {
+      var help = JSON.parse(field.dataset.kindHelp || "{}")[choice.value];
+      var label = JSON.parse(field.dataset.kindLabel || "{}")[choice.value];
+      var helpText = field.querySelector(".help"), labelText = field.querySelector("label");
+      if (help && helpText) helpText.textContent = help;
+      if (label && labelText && labelText.firstChild) labelText.firstChild.nodeValue = label;
+    });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
