@@ -372,10 +372,13 @@ class RestoreServerForm(ModelBounds):
 
     class Meta:
         model = RestoreServer
-        fields = ["name", "host", "port", "user", "password", "sslmode"]
+        fields = ["name", "engine", "host", "port", "user", "password", "sslmode"]
         help_texts = {
             "name": "How the restore wizard shows it and manage.py restore --server names it.",
             "host": "Host name or address, as the worker machines reach it.",
+            "port": "PostgreSQL's is usually 5432, MariaDB's and MySQL's 3306.",
+            "user": "The role or user Strongroom connects as; it must be able to create databases "
+            "(PostgreSQL: CREATEDB; MariaDB/MySQL: CREATE and DROP).",
             "sslmode": "Optional: disable, require, verify-full …",
         }
 
@@ -383,12 +386,19 @@ class RestoreServerForm(ModelBounds):
         super().__init__(*args, **kwargs)
         if self.instance.pk and self.instance.has_secrets():
             self.fields["password"].help_text = KEEP_HELP
+        # Servers were PostgreSQL only before: a form (or a script) without the field keeps the engine.
+        self.fields["engine"].required = False
+
+    def clean_engine(self) -> str:
+        return self.cleaned_data.get("engine") or self.instance.engine
 
     def secrets(self) -> dict[str, str | None]:
         return {"password": self.cleaned_data.get("password")}
 
     def changed_fields(self) -> list[str]:
-        return [name for name in self.changed_data if name != "password"]
+        # An engine left out kept the stored one: not a change.
+        kept = self.cleaned_data.get("engine") == self.initial.get("engine")
+        return [name for name in self.changed_data if name != "password" and not (name == "engine" and kept)]
 
 
 RETENTION_FIELDS = [

@@ -1422,17 +1422,27 @@ from catalog.api.models import ApiToken  # noqa: E402,F401
 
 
 class RestoreServer(SealedSecrets):
-    """Another PostgreSQL server a backup may be restored onto, as a new
-    database, when its source's own server is not the place (gone, or
-    production that must not carry a copy). Its password never leaves
-    `secret_token`; `server_version` is what the last connection check
-    found, so pages can say which backups it can take without connecting."""
+    """Another PostgreSQL or MariaDB/MySQL server a backup of a source of the
+    same engine may be restored onto, as a new database, when its source's own
+    server is not the place (gone, or production that must not carry a copy).
+    Its password never leaves `secret_token`; `server_version` is what the
+    last connection check found, so pages can say which backups it can take
+    without connecting."""
 
     # Where Strongroom connects to create, rename and drop databases: the
-    # server's maintenance database, present on every cluster.
+    # server's maintenance database, present on every cluster. A MariaDB
+    # server is reached in no database.
     MAINTENANCE_DATABASE = "postgres"
+    ENGINE_CHOICES = [("postgresql", "PostgreSQL"), ("mariadb", "MariaDB or MySQL")]
+    DEFAULT_PORTS = {"postgresql": 5432, "mariadb": 3306}
 
     name = models.CharField(max_length=100, unique=True)
+    engine = models.CharField(
+        max_length=20,
+        choices=ENGINE_CHOICES,
+        default="postgresql",
+        help_text="It takes backups of sources of this engine.",
+    )
     host = models.CharField(max_length=255)
     port = models.PositiveIntegerField(default=5432, validators=PORT_VALIDATORS)
     user = models.CharField(
@@ -1458,8 +1468,8 @@ class RestoreServer(SealedSecrets):
         be tested before it is saved."""
         params: dict[str, str | int] = {
             "host": self.host,
-            "port": self.port or 5432,
-            "dbname": self.MAINTENANCE_DATABASE,
+            "port": self.port or self.DEFAULT_PORTS[self.engine],
+            "dbname": self.MAINTENANCE_DATABASE if self.engine == "postgresql" else "",
             "user": self.user,
         }
         if self.sslmode:
@@ -1473,24 +1483,41 @@ class RestoreServer(SealedSecrets):
         return f"{self.user}@{self.host}:{self.port}"
 
     def version_display(self) -> str:
-        """ "15.4" of "15.4 (Debian 15.4-1.pgdg120+1)"; "" before the first check."""
-        return self.server_version.split()[0] if self.server_version else ""
+        """ "15.4" of "15.4 (Debian 15.4-1.pgdg120+1)", "10.11.19" of
+        "10.11.19-MariaDB-0+deb12u1"; "" before the first check."""
+        return self.server_version.split()[0].split("-")[0] if self.server_version else ""
+
+    def engine_version(self) -> str:
+        """ "PostgreSQL 15.4", "MariaDB 10.11.19", "MySQL 8.0.36"; "" before the first check."""
+        if not self.server_version:
+            return ""
+        if self.engine == "mariadb":
+            flavour = "MariaDB" if "mariadb" in self.server_version.lower() else "MySQL"
+            return f"{flavour} {self.version_display()}"
+        return f"PostgreSQL {self.version_display()}"
 
     def major_release(self) -> str:
+        if self.engine == "mariadb":
+            from catalog.engine.mariadb_restore import release
+
+            return release(self.server_version)
         return major_release(self.server_version)
 
     def describe(self) -> str:
         """The server in words, without any secret."""
-        version = f"PostgreSQL {self.version_display()}" if self.server_version else "version not checked yet"
-        return f"{self.name} ({self.address()}, {version})"
+        return f"{self.name} ({self.address()}, {self.engine_version() or 'version not checked yet'})"
 
     def refusal_for(self, backup_version: str, version: str | None = None) -> str:
-        """Why a backup taken on PostgreSQL `backup_version` cannot go to this
-        server (at `version`, by default the recorded one), in words; "" when
-        it can or when either version is unknown. A newer server is fine."""
+        """Why a backup taken on `backup_version` cannot go to this server (at
+        `version`, by default the recorded one), in words; "" when it can or
+        when either version is unknown. A newer server is fine."""
         from catalog.engine.dumpers import major_version
 
         version = version or self.server_version
+        if self.engine == "mariadb":
+            from catalog.engine.mariadb_restore import refusal_for
+
+            return refusal_for(backup_version, version)
         if not version or not backup_version or major_version(version) >= major_version(backup_version):
             return ""
         return (

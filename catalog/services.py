@@ -21,7 +21,7 @@ from django.utils.text import slugify
 
 from catalog import audit
 from catalog.alerts import hooks as monitor
-from catalog.engine import dumpers
+from catalog.engine import dumpers, mariadb_restore
 from catalog.engine.errors import EngineError
 from catalog.errors import Refused
 from catalog.models import BackupPlan, Copy, Destination, Job, RestoreServer, SealedSecrets, Source, host_conflict
@@ -158,7 +158,7 @@ def delete_destination(actor: audit.Actor, destination: Destination) -> None:
 
 
 # Fields that make it another server: the version recorded for the old one no longer holds.
-SERVER_ADDRESS_FIELDS = ("host", "port")
+SERVER_ADDRESS_FIELDS = ("engine", "host", "port")
 
 
 @transaction.atomic
@@ -211,6 +211,8 @@ def probe_restore_server(
     """Connects to the server's maintenance database: (ok, message in words
     without the password, server version or "" when it did not connect)."""
     params = server.connection_params(secrets)
+    if server.engine == "mariadb":
+        return probe_mariadb_server(server, params)
     try:
         with dumpers.connect_server(params) as conn:
             row = conn.execute(CAN_CREATE_DATABASES).fetchone()
@@ -230,6 +232,25 @@ def probe_restore_server(
             version,
         )
     return True, f"Connected: PostgreSQL {release}; role {server.user} can create databases.", version
+
+
+def probe_mariadb_server(server: RestoreServer, params: Mapping[str, object]) -> tuple[bool, str, str]:
+    """A MariaDB/MySQL server: its version, and whether the user may create
+    (and, after a failed restore, drop) databases."""
+    try:
+        version, privileges = mariadb_restore.global_privileges(params)
+    except EngineError as exc:
+        return False, str(exc), ""
+    release = mariadb_restore.release(version) or "MariaDB/MySQL"
+    lacking = {"CREATE", "DROP"} - privileges
+    if lacking:
+        return (
+            False,
+            f"Connected to {release}, but user {server.user} lacks {' and '.join(sorted(lacking))} on *.*, and every "
+            "restore creates a database (and drops it again if the restore fails).",
+            version,
+        )
+    return True, f"Connected: {release}; user {server.user} can create databases.", version
 
 
 def test_restore_server(server: RestoreServer, secrets: Mapping[str, str | None] | None = None) -> tuple[bool, str]:

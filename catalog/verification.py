@@ -27,7 +27,7 @@ from django.db.models import Max, Q
 from django.utils import timezone
 from psycopg.conninfo import conninfo_to_dict
 
-from catalog import audit, backup_globals, exports, jobs, keyring, queues, scratch
+from catalog import audit, backup_globals, exports, jobs, keyring, queues, scratch, scratch_mariadb
 from catalog.alerts import hooks as monitor
 from catalog.engine import crypto, dumpers, manifest, restorers
 from catalog.engine.errors import Cancelled, EngineError
@@ -326,7 +326,9 @@ def run_restore_test(verification: Verification, cancel_event: threading.Event) 
         raise EngineError("This backup has no stored copy left to restore from.")
     if backup.encrypted:
         keyring.master_key(backup.key_id)  # a missing key fails here, before any scratch database exists
-    restore = restore_sqlite_copy if backup.source.engine == "sqlite" else restore_postgres_copy
+    restore = {"sqlite": restore_sqlite_copy, "mariadb": scratch_mariadb.restore_test_copy}.get(
+        backup.source.engine, restore_postgres_copy
+    )
     try:
         copy, evidence = restore(verification, backup, cancel_event)
     except scratch.NoCopyRestored as exc:
@@ -562,6 +564,8 @@ def drop_scratch_database(verification: Verification) -> None:
     """The scratch database a dead worker's test restore was filling, if any,
     and the dump it was restoring from."""
     shutil.rmtree(spool_dir(verification), ignore_errors=True)
+    if verification.source.engine == "mariadb":
+        return scratch_mariadb.drop_dead_scratch(verification)
     name = (verification.evidence or {}).get("scratch_database", "")
     if name.startswith(restorers.SCRATCH_PREFIX):
         try:

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from catalog import audit, jobs, queues, verification
 from catalog.alerts import hooks
-from catalog.engine import restorers
+from catalog.engine import mariadb_restore, restorers
 from catalog.engine.errors import EngineError
 from catalog.errors import Refused
 from catalog.models import BASE_BACKUP_FORMAT, Backup, Copy, Source, Verification
@@ -337,6 +337,9 @@ def drop_scratch(source: Source, name: str) -> bool:
         from restore.services import target_server
 
         server = target_server(source)
+        if source.engine == "mariadb":
+            mariadb_restore.drop_database(server, name)
+            return not mariadb_restore.database_exists(server, name)
         restorers.ScratchDatabase(server, name).drop()
         return not restorers.database_exists(server, name)
     except (EngineError, OSError) as exc:

@@ -1,6 +1,8 @@
 """Restore jobs: what was restored, where to, how, who confirmed it, and each
 step with its timing and outcome."""
 
+import threading
+
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
@@ -56,6 +58,9 @@ class RestoreJob(Job):
     # Not a field: set on the running job by restore.services.restore_to_scratch (the
     # backup's recorded database properties); kept out of the report, as settings may say more.
     recorded_database: pgglobals.Properties | None
+    # Not a field: the running job's cancel request (jobs.JobWatch), for work
+    # that can stop in the middle of a step (a MariaDB restore's load).
+    cancel_event: threading.Event | None = None
 
     class Meta:
         ordering = ["-created_at"]
@@ -86,18 +91,23 @@ class RestoreJob(Job):
         must exist on the server). Only where the backup's schema comes back
         (a table-level restore moves rows into tables that keep their own),
         except from a plain SQL dump, which sets them itself whatever we ask."""
-        if not self.ownership():
+        if not self.ownership() or self.source.engine == "mariadb":  # definers, not roles (restore/mariadb.py)
             return False
         return self.backup.format == "plain" or (self.restores_schema() and not self.without_owners)
 
     def owners_optional(self) -> bool:
         """pg_restore can leave owners and grants out of a custom- or
-        directory-format dump; psql cannot, of a plain one."""
-        return self.backup.format in ("custom", DIRECTORY_FORMAT)
+        directory-format dump; psql cannot, of a plain one. A MariaDB dump's
+        definers can become the restoring user's."""
+        return self.backup.format in ("custom", DIRECTORY_FORMAT, "mariadb")
 
     def ownership(self) -> str:
         if self.source.engine == "sqlite" or self.backup.is_export():
             return ""
+        if self.source.engine == "mariadb":
+            if self.without_owners:
+                return " Views, triggers, routines and events will be defined by the user Strongroom connects as."
+            return " Views, triggers, routines and events keep the users that defined them."
         if self.without_owners:
             return " Objects will belong to the role Strongroom connects as, with no grants."
         if self.create_missing_roles:
@@ -106,6 +116,15 @@ class RestoreJob(Job):
                 "owners and grants come back as they were."
             )
         return " Owners and grants come back as they were."
+
+    def left_out(self) -> str:
+        """What a restore of chosen tables does not bring, said before it starts."""
+        if not self.tables or self.source.engine != "mariadb":
+            return ""
+        return (
+            " Their rows, indexes and triggers come back; views, routines and events do not, and foreign keys to "
+            "tables not chosen are dropped."
+        )
 
     def action_label(self) -> str:
         """The review's button: what pressing it does, in a few words."""
@@ -140,7 +159,10 @@ class RestoreJob(Job):
         if self.target == self.NEW:
             where = f" on server {self.restore_server.name}" if self.restore_server else ""
             kind = "file" if self.source.engine == "sqlite" else "database"
-            return f"Restore {scope} from {origin} into a new {kind} `{self.target_database}`{where}.{self.ownership()}"
+            return (
+                f"Restore {scope} from {origin} into a new {kind} `{self.target_database}`{where}."
+                f"{self.left_out()}{self.ownership()}"
+            )
         if self.mode == self.PREVIEW:
             return (
                 f"Compare {scope} of `{self.target_database}` with {origin}; "

@@ -23,12 +23,13 @@ from psycopg import sql
 
 from catalog import audit, backup_globals, backup_runs, jobs, keyring, lifecycle, queues, scratch
 from catalog.alerts import hooks as monitor
-from catalog.engine import dumpers, pgglobals, restorers
+from catalog.engine import dumpers, mariadb_restore, pgglobals, restorers
 from catalog.engine.errors import Cancelled, EngineError
 from catalog.engine.files import make_private_dirs
 from catalog.errors import Refused
 from catalog.models import Backup, Copy, RestoreServer, Source
 from catalog.text import count_text
+from restore import mariadb as mariadb_restore_app
 from restore import sqlite as sqlite_restore
 from restore import tables as target_tables
 from restore import target as on_target
@@ -49,9 +50,10 @@ def suggest_database_name(backup: Backup, restore_server: RestoreServer | None =
         return sqlite_restore.suggest_name(backup)
     base = f"{backup.source.dbname or backup.source.slug}_restored_{backup.created_at:%Y%m%d}"[:55]
     name, counter = base, 2
+    exists = mariadb_restore.database_exists if backup.source.engine == "mariadb" else restorers.database_exists
     try:
         server = target_server(backup.source, restore_server)
-        while restorers.database_exists(server, name):
+        while exists(server, name):
             name, counter = f"{base}_{counter}", counter + 1
     except EngineError:
         return base  # the server cannot be reached now; the request checks the name again, and says why
@@ -60,7 +62,11 @@ def suggest_database_name(backup: Backup, restore_server: RestoreServer | None =
 
 def target_server(source: Source, restore_server: RestoreServer | None = None) -> dumpers.ConnParams:
     """Connection parameters of the server a restore goes to: a registered
-    restore server (its maintenance database), or with None the source's own."""
+    restore server (its maintenance database), or with None the source's own.
+    A MariaDB server is reached in no database: the source's may be gone."""
+    if source.engine == "mariadb":
+        params = restore_server.connection_params() if restore_server is not None else source.conninfo()
+        return mariadb_restore.server_params(params)
     if restore_server is not None:
         return restore_server.connection_params()
     return dumpers.normalize_conninfo(source.conninfo())
@@ -70,6 +76,11 @@ def check_server_takes(backup: Backup, restore_server: RestoreServer) -> None:
     """Refuses, in words, a registered server older than the one the backup
     was taken from. Asks the server itself: the recorded version may be from
     before an upgrade (or a downgrade), and the request connects anyway."""
+    if restore_server.engine != "postgresql":
+        raise Refused(
+            f"{restore_server} is a {restore_server.get_engine_display()} server; a PostgreSQL backup goes to a "
+            "PostgreSQL server."
+        )
     version = on_target.server_version(restore_server.connection_params())
     refusal = restore_server.refusal_for(backup.server_version, version)
     if refusal:
@@ -113,6 +124,11 @@ def check_request(
         sqlite_restore.check_request(backup, target, database, mode)
         if target == RestoreJob.NEW:
             return
+    if backup.source.engine == "mariadb":
+        if target == RestoreJob.NEW and not DATABASE_NAME.match(database or ""):
+            raise Refused("Name the new database with letters, digits and _ (up to 63 characters).")
+        server = target_server(backup.source, restore_server)
+        return mariadb_restore_app.check_request(backup, target, mode, server, database, restore_server)
     if backup.is_export() and target == RestoreJob.EXISTING and mode == RestoreJob.FULL:
         raise Refused(
             "An export holds only the tables (and rows) its plan chose: replacing a database or its "
@@ -160,6 +176,8 @@ def ways_into_existing(backup: Backup) -> str:
     nothing (a SQLite export loads into a new file only; see check_request)."""
     if backup.source.engine == "sqlite":
         return "" if backup.is_export() else "replace chosen tables or the whole file"
+    if backup.source.engine == "mariadb":
+        return ""  # restore/mariadb.py says why
     return "preview or merge" if backup.is_export() else "preview, merge or replace"
 
 
@@ -280,7 +298,8 @@ def run_restore(job_id: int) -> RestoreJob | None:
         return None
     started = time.monotonic()
     try:
-        with jobs.JobWatch(RestoreJob, job.pk):  # the heartbeat, for the sweep
+        with jobs.JobWatch(RestoreJob, job.pk) as watch:  # the heartbeat, for the sweep
+            job.cancel_event = watch.cancel_event
             carry_out(job, Steps(job))
         status, job.summary = RestoreJob.SUCCEEDED, outcome_in_words(job)
     except Cancelled as exc:
@@ -328,6 +347,8 @@ def finish_restore(job: RestoreJob, status: str) -> RestoreJob:
 def carry_out(job: RestoreJob, steps: Steps) -> None:
     if job.source.engine == "sqlite":
         return sqlite_restore.carry_out(job, steps, take_safety_backup)
+    if job.source.engine == "mariadb":
+        return mariadb_restore_app.carry_out(job, steps, target_server(job.source, job.restore_server))
     backup, server = job.backup, target_server(job.source, job.restore_server)
     steps.run("checks", lambda: preflight(job, server))
     if job.changes_existing_database():
@@ -680,7 +701,8 @@ def outcome_in_words(job: RestoreJob) -> str:
         )
     if job.target == RestoreJob.NEW:
         kind = "file" if job.source.engine == "sqlite" else "database"
-        return f"Restored into the new {kind} {job.target_database}."
+        notes = mariadb_restore_app.notes_in_words(job) if job.source.engine == "mariadb" else ""
+        return f"Restored into the new {kind} {job.target_database}." + (f" {notes}" if notes else "")
     if job.tables:
         return f"Replaced {len(job.tables)} tables of {job.target_database} with the backup's contents.{made}"
     kept = job.report.get("previous_database_kept_as")
@@ -720,6 +742,8 @@ def sweep_stale_restores(now: datetime | None = None) -> list[int]:
 
 def clean_up_dead_run(job: RestoreJob) -> None:
     """What a dead worker's restore left on the target server and on disk."""
+    if job.source.engine == "mariadb":
+        return mariadb_restore_app.clean_up_dead_run(job, target_server(job.source, job.restore_server))
     name = job.report.get("scratch_database", "")
     if job.source.engine == "postgresql" and name.startswith(restorers.SCRATCH_PREFIX):
         try:

@@ -13,10 +13,12 @@ from django.views.decorators.http import require_POST
 
 from catalog import backup_globals
 from catalog.decorators import operator_required, viewer_required
+from catalog.engine import mariadb_restore
 from catalog.engine.errors import EngineError
 from catalog.models import BASE_BACKUP_FORMAT, Backup, RestoreServer, Source, major_release
 from catalog.services import Refused
 from catalog.views.common import AuthenticatedHttpRequest, HtmxHttpRequest, chosen, job_progress, page_of
+from restore import mariadb as mariadb_restore_app
 from restore import services
 from restore.models import RestoreJob
 from restore.wizard import DOWNLOAD, STEPS, Wizard
@@ -139,11 +141,20 @@ def step_where(request: HttpRequest) -> HttpResponse:
         suggested=suggested,
         servers=servers,
         chosen_server=wizard.data.get("restore_server"),
-        backup_release=major_release(backup.server_version),
+        backup_server=server_release(backup),
         existing_ways=services.ways_into_existing(backup),
+        existing_refused=mariadb_restore_app.EXISTING_REFUSED if backup.source.engine == "mariadb" else "",
         existing_gone=existing_gone(backup.source),
         target_kind="file" if backup.source.engine == "sqlite" else "database",
     )
+
+
+def server_release(backup: Backup) -> str:
+    """The server the backup was taken on, as the where step names it ("PostgreSQL 15")."""
+    if backup.source.engine == "mariadb":
+        return mariadb_restore.release(backup.server_version)
+    release = major_release(backup.server_version)
+    return f"PostgreSQL {release}" if release else ""
 
 
 def existing_gone(source: Source) -> str:
@@ -160,10 +171,12 @@ def existing_gone(source: Source) -> str:
 def server_choices(backup: Backup) -> list[tuple[RestoreServer, str]]:
     """[(server, why it cannot take this backup or "")] for each registered
     server, judged by the version its last check recorded (the request checks
-    the server itself again). A SQLite backup goes to a file: no server."""
+    the server itself again), of the backup's engine. A SQLite backup goes
+    to a file: no server."""
     if backup.source.engine == "sqlite":
         return []
-    return [(server, server.refusal_for(backup.server_version)) for server in RestoreServer.objects.all()]
+    servers = RestoreServer.objects.filter(engine=backup.source.engine)
+    return [(server, server.refusal_for(backup.server_version)) for server in servers]
 
 
 def chosen_server(value: str | None, servers: Sequence[tuple[RestoreServer, str]]) -> tuple[RestoreServer | None, str]:
@@ -192,20 +205,26 @@ def step_scope(request: HttpRequest) -> HttpResponse:
             wizard.save(tables=sorted(set(tables) & set(backup.restorable_tables())))
             next_step = "mode" if wizard.target == RestoreJob.EXISTING else "review"
             return redirect("restore_step", step=next_step)
-    return wizard_page(request, "scope", wizard, schemas=tables_by_schema(backup))
+    group = "database" if backup.source.engine == "mariadb" else "schema"
+    return wizard_page(request, "scope", wizard, schemas=tables_by_schema(backup), group=group)
 
 
 def tables_by_schema(backup: Backup) -> list[tuple[str, list[tuple[str, int, list[tuple[str, int]]]]]]:
     """[(schema, [(table, rows, [(partition, rows), ...]), ...]), ...] in name
     order: a partitioned parent chooses all its partitions, which are listed
-    under it rather than among the tables; SQLite tables are in "main"."""
+    under it rather than among the tables; SQLite tables are in "main", and a
+    MariaDB backup's (one database, whose table names may hold a dot) under
+    the database's name."""
     restorable = backup.restorable_tables()
     under_a_parent = set(backup.leaf_tables(backup.partitions)) - set(backup.partitions)
     schemas: dict[str, list[tuple[str, int, list[tuple[str, int]]]]] = {}
     for table, rows in sorted(restorable.items()):
         if table in under_a_parent:
             continue
-        schema = table.split(".", 1)[0] if "." in table else "main"
+        if backup.source.engine == "mariadb":
+            schema = backup.source.dbname
+        else:
+            schema = table.split(".", 1)[0] if "." in table else "main"
         partitions = [(leaf, restorable.get(leaf, 0)) for leaf in backup.partitions.get(table, ())]
         schemas.setdefault(schema, []).append((table, rows, partitions))
     return sorted(schemas.items())

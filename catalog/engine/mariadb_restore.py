@@ -343,16 +343,54 @@ def release(version: str | None) -> str:
     return f"{flavour} {found[1]}.{found[2]}"
 
 
+def release_numbers(version: str | None) -> tuple[int, int]:
+    found = re.search(r"(\d+)\.(\d+)", version or "")
+    return (int(found[1]), int(found[2])) if found else (0, 0)
+
+
+def refusal_for(backup_version: str, server_version: str) -> str:
+    """Why a dump taken on `backup_version` cannot go to a server at
+    `server_version`, in words; "" when it can or either is unknown. A newer
+    server of the same kind is fine; an older one or the other kind (MySQL
+    for MariaDB) may lack the collations and syntax the dump uses."""
+    backup, server = release(backup_version), release(server_version)
+    if not backup or not server:
+        return ""
+    if backup.split()[0] != server.split()[0]:
+        return (
+            f"{server} is not {backup.split()[0]}: a dump of {backup} may use collations and syntax it lacks; "
+            "download the dump and convert it by hand."
+        )
+    if release_numbers(server_version) < release_numbers(backup_version):
+        return (
+            f"{server} is older than the backup's {backup}: a dump from a newer server may use collations and "
+            "syntax an older one lacks."
+        )
+    return ""
+
+
+# The current user as information_schema.USER_PRIVILEGES names a grantee: 'user'@'host'.
+CURRENT_GRANTEE = (
+    "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"
+)
+
+
+def global_privileges(params: Mapping[str, Any]) -> tuple[str, set[str]]:
+    """(server version, the user's privileges granted on *.*), over one connection."""
+    with contextlib.closing(mariadb.connect(server_params(params))) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT VERSION()")
+        version = cursor.fetchone()
+        cursor.execute(
+            f"SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = {CURRENT_GRANTEE}"
+        )
+        return (str(version[0]) if version else ""), {row[0] for row in cursor.fetchall()}
+
+
 def can_set_definers(params: Mapping[str, Any]) -> bool:
     """Whether the user may create objects defined by another user, which
     MariaDB allows with SUPER or SET USER (granted on *.*)."""
-    with contextlib.closing(mariadb.connect(server_params(params))) as conn, conn.cursor() as cursor:
-        cursor.execute(
-            "SELECT 1 FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE IN ('SUPER', 'SET USER') "
-            "AND GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', "
-            "SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"
-        )
-        return cursor.fetchone() is not None
+    _, privileges = global_privileges(params)
+    return bool(privileges & {"SUPER", "SET USER"})
 
 
 # --- loading --------------------------------------------------------------------

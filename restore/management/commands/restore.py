@@ -37,7 +37,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--without-owners",
             action="store_true",
-            help="objects belong to the restoring role, with no grants (default: as in the backup)",
+            help="objects belong to the restoring role, with no grants; for MariaDB/MySQL, views, triggers, "
+            "routines and events are defined by the restoring user (default: as in the backup)",
         )
         parser.add_argument(
             "--create-missing-roles",
