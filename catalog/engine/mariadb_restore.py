@@ -448,8 +448,11 @@ class Client:
             raise RestoreError(self.error_in_words(code))
 
     def error_in_words(self, code: int) -> str:
-        self.stderr.seek(0)
-        text = self.stderr.read(1 << 20).decode("utf-8", errors="replace")
+        # The client echoes the failing statement (which may be megabytes of
+        # rows) before its ERROR line: read the end, where the error is.
+        size = self.stderr.seek(0, 2)
+        self.stderr.seek(max(0, size - STDERR_TAIL))
+        text = self.stderr.read().decode("utf-8", errors="replace")
         return client_error_in_words(text, code, self.params)
 
     def kill(self) -> None:
@@ -467,16 +470,17 @@ class Client:
         self._files.close()
 
 
+STDERR_TAIL = 64 << 10
 CLIENT_ERROR = re.compile(r"^ERROR (?P<code>\d+)(?: \((?P<state>\w+)\))?(?: at line \d+)?: (?P<message>.*)$", re.M)
 
 
 def client_error_in_words(stderr: str, code: int, params: Mapping[str, Any]) -> str:
     """The client's error as one line in words, without the password (and
     without the statement it echoes, which may hold rows)."""
-    found = CLIENT_ERROR.search(stderr)
-    if found is None:
-        lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.startswith("----")]
-        return mariadb.redact(f"mariadb failed (exit code {code}): {lines[0][:300] if lines else 'no message'}", params)
+    found = next(reversed(list(CLIENT_ERROR.finditer(stderr))), None)
+    if found is None:  # the client's own complaint (an option, a signal), never an echoed statement
+        own = [line.strip() for line in stderr.splitlines() if re.match(r"(mariadb|mysql)(: | Ver )", line)]
+        return mariadb.redact(f"mariadb failed (exit code {code}): {own[-1][:300] if own else 'no message'}", params)
     number, message = int(found["code"]), found["message"].strip()[:300]
     if number == NEEDS_SUPER and "SET USER" in message:
         words = (
