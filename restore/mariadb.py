@@ -138,6 +138,7 @@ def restore(job: RestoreJob, server: Mapping[str, Any]) -> str:
     except scratch.NoCopyRestored as exc:
         raise Refused("No copy could be read: " + scratch.skipped_in_words(exc.skipped)) from exc
     job.report.update(
+        database_created_with=done.contents.created_with,
         copy=done.copy.destination.name,
         table_of_contents=done.contents.object_counts(),
         skipped_copies=[f"{skipped['destination']}: {skipped['error']}" for skipped in done.skipped],
@@ -146,7 +147,8 @@ def restore(job: RestoreJob, server: Mapping[str, Any]) -> str:
         job.report["foreign_keys_dropped"] = mariadb_restore.drop_dangling_foreign_keys(server, job.target_database)
     record_report(job)
     problems = job.report["skipped_copies"]
-    return f"from {done.copy.destination}" + (f" (skipped: {'; '.join(problems)})" if problems else "")
+    skipped = f" (skipped: {'; '.join(problems)})" if problems else ""
+    return f"from {done.copy.destination}{skipped}; {job.target_database} is {done.contents.created_with}"
 
 
 def post_checks(job: RestoreJob, server: Mapping[str, Any]) -> str:

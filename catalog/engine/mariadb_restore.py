@@ -108,6 +108,7 @@ class Contents:
 
     source_database: str = ""
     tables: list[str] = field(default_factory=list)  # every table the dump has, in its order
+    created_with: str = ""  # the new database's character set and collation ("utf8mb4, utf8mb4_unicode_ci")
     objects: Counter[str] = field(default_factory=lambda: Counter({kind: 0 for kind in OBJECT_KINDS}))
 
     def object_counts(self) -> dict[str, int]:
@@ -295,13 +296,20 @@ def database_exists(params: Mapping[str, Any], name: str) -> bool:
 
 def create_database(params: Mapping[str, Any], name: str, charset: str = "", collation: str = "") -> str:
     """Creates `name` (never over an existing one) with the source's default
-    character set and collation when known, else utf8mb4 and the server's
-    collation for it. Returns what it was created with, in words."""
-    clause = f"CHARACTER SET {charset or 'utf8mb4'}" + (f" COLLATE {collation}" if collation else "")
-    if not re.fullmatch(r"[\w ]+", clause):
+    character set and collation when known; else utf8mb4, with the server's
+    default collation when that is one of utf8mb4's (as on the source's own
+    server, most often). A routine's parameters and variables without a
+    character set of their own take the database's. Returns what it was
+    created with ("utf8mb4, utf8mb4_unicode_ci")."""
+    if not re.fullmatch(r"\w*", charset) or not re.fullmatch(r"\w*", collation):
         raise RestoreError(f"The recorded character set {charset!r} or collation {collation!r} is not one")
     params = server_params(params)
     with contextlib.closing(mariadb.connect(params)) as conn, conn.cursor() as cursor:
+        if not charset:
+            cursor.execute("SELECT @@character_set_server, @@collation_server")
+            server_charset, server_collation = cursor.fetchone() or ("", "")
+            charset, collation = "utf8mb4", server_collation if server_charset == "utf8mb4" else ""
+        clause = f"CHARACTER SET {charset}" + (f" COLLATE {collation}" if collation else "")
         try:
             cursor.execute(f"CREATE DATABASE {mariadb.quote_name(name)} {clause}")
         except pymysql.MySQLError as exc:
@@ -538,7 +546,8 @@ def restore(
         definers_to_current_user=definers_to_current_user,
         disable_events=disable_events,
     )
-    create_database(params, database, charset, collation)
+    created_with = create_database(params, database, charset, collation)
+    editor.contents.created_with = created_with
     try:
         created()
         load(editor.edit(chunks), params, database, cancel_event)
