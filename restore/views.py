@@ -142,6 +142,7 @@ def step_where(request: HttpRequest) -> HttpResponse:
         servers=servers,
         chosen_server=wizard.data.get("restore_server"),
         backup_server=server_release(backup),
+        server_kind="MariaDB/MySQL" if backup.source.engine == "mariadb" else "PostgreSQL",
         existing_ways=services.ways_into_existing(backup),
         existing_refused=mariadb_restore_app.EXISTING_REFUSED if backup.source.engine == "mariadb" else "",
         existing_gone=existing_gone(backup.source),
