@@ -423,6 +423,7 @@ FORMAT_EXTENSIONS = {
     "custom": "dump",
     "directory": "dir.tar",
     "plain": "sql",
+    "mariadb": "sql",  # mariadb-dump's SQL, loaded with the mariadb client
     "tar": "tar",
     "sqlite": "sqlite",
     "basebackup": "tar",

@@ -55,7 +55,7 @@ def where(params: Mapping[str, Any]) -> str:
 
 
 def option_lines(params: Mapping[str, Any]) -> list[str]:
-    """The [client] section's lines for the client tools."""
+    """The option file's lines for the client tools: [client] for all of them."""
     lines = ["[client]"]
     for key in ("host", "port", "user", "password"):
         if value := params.get(key):
@@ -67,7 +67,9 @@ def option_lines(params: Mapping[str, Any]) -> list[str]:
         lines += ["ssl", "skip-ssl-verify-server-cert"]
     elif sslmode == "verify-full":
         lines += ["ssl", "ssl-verify-server-cert"]
-    lines.append(f"connect-timeout={CONNECT_TIMEOUT}")
+    # Only the mariadb/mysql client knows connect-timeout: in [client],
+    # mariadb-dump would stop at it ("unknown variable"); it reads [mysql] not at all.
+    lines += ["[mysql]", f"connect-timeout={CONNECT_TIMEOUT}"]
     return lines
 
 
@@ -145,3 +147,15 @@ def redact(text: str, params: Mapping[str, Any]) -> str:
 def quote_name(name: str) -> str:
     """An identifier quoted for MariaDB/MySQL SQL (backticks doubled)."""
     return "`" + name.replace("`", "``") + "`"
+
+
+def list_tables(conn: pymysql.Connection, database: str, views: bool = False) -> list[str]:
+    """The database's base tables (and its views, if asked), by name."""
+    kinds = ("BASE TABLE", "VIEW") if views else ("BASE TABLE",)
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type IN %s"
+            " ORDER BY table_name",
+            (database, kinds),
+        )
+        return [str(name) for (name,) in cursor.fetchall()]
