@@ -21,6 +21,7 @@ from catalog.engine.compression import extension_for
 from catalog.engine.crypto import Encryptor, derive_manifest_key
 from catalog.engine.errors import Cancelled, EngineError, StorageError
 from catalog.engine.files import make_private_dirs
+from catalog.engine.mariadb_dump import MariaDBDump
 from catalog.engine.pgdirectory import DirectoryDump
 from catalog.engine.pipeline import run_pipeline
 from catalog.engine.storage.base import QuotaWriter, Writer
@@ -165,6 +166,9 @@ def open_dump(backup: Backup) -> dumpers.Dump:
         )
     if source.engine == "sqlite":
         return dumpers.SqliteDump(source.sqlite_path)
+    if source.engine == "mariadb":
+        assert backup.plan is not None  # a queued backup is always a plan's
+        return MariaDBDump(source.conninfo(), tables=mariadb_tables(backup.plan))
     if fmt == BASE_BACKUP_FORMAT:
         from catalog.engine.basebackup import BaseBackupDump
 
@@ -188,6 +192,11 @@ def open_dump(backup: Backup) -> dumpers.Dump:
     return dumpers.PostgresDump(
         source.conninfo(), fmt=fmt, pg_dump=settings.PG_DUMP, compress=pg_compress, pg_dumpall=settings.PG_DUMPALL
     )
+
+
+def mariadb_tables(plan: BackupPlan) -> list[str]:
+    """The tables a MariaDB plan dumps, by name; none: the whole database."""
+    return [table["name"] for table in plan.export_tables]
 
 
 def spool_dir(backup: Backup) -> Path:

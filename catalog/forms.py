@@ -15,6 +15,7 @@ from catalog.engine.errors import EngineError
 from catalog.engine.storage.base import outside_roots
 from catalog.models import (
     COMPRESSION_LEVELS,
+    DEFAULT_PORTS,
     EXPORT_FORMATS,
     FORMAT_CHOICES,
     FORMATS_BY_ENGINE,
@@ -135,6 +136,9 @@ class SourceForm(ModelBounds):
             if not path or not os.path.isabs(path):
                 self.add_error("sqlite_path", "Give the absolute path of the SQLite database file.")
             return data
+        if data.get("engine") == "mariadb":
+            self.clean_mariadb(data)
+            return data
         has_dsn = data.get("dsn") or (self.instance.pk and self.instance.uses_dsn())
         if not has_dsn:
             for name in ("host", "dbname", "user"):
@@ -142,11 +146,34 @@ class SourceForm(ModelBounds):
                     self.add_error(name, "Required unless you give a connection string.")
         return data
 
+    def clean_mariadb(self, data: dict[str, Any]) -> None:
+        """MariaDB/MySQL: fields only (no connection string), its own port
+        when the field was left empty or at PostgreSQL's after switching
+        engine, and an SSL mode the client tools understand."""
+        for name in ("host", "dbname", "user"):
+            if not data.get(name):
+                self.add_error(name, "Required for a MariaDB or MySQL source.")
+        data["dsn"] = None  # hidden for this engine; a stored one is kept but not used
+        switched = not self.instance.pk or self.initial.get("engine") != "mariadb"
+        if data.get("port") is None or (switched and data.get("port") == DEFAULT_PORTS["postgresql"]):
+            data["port"] = self.instance.port = DEFAULT_PORTS["mariadb"]
+        if data.get("sslmode", "") not in MARIADB_SSL_MODES:
+            self.add_error(
+                "sslmode",
+                "For MariaDB or MySQL: leave it empty (or prefer) to use TLS when the server offers it, "
+                "disable, require (encrypted, certificate not checked) or verify-full (certificate and host "
+                "name checked).",
+            )
+
     def secrets(self) -> dict[str, str | None]:
         return {"password": self.cleaned_data.get("password"), "dsn": self.cleaned_data.get("dsn")}
 
     def changed_fields(self) -> list[str]:
         return [name for name in really_changed(self) if name not in ("password", "dsn")]
+
+
+# What catalog/engine/mariadb.py turns into the client tools' and PyMySQL's SSL settings.
+MARIADB_SSL_MODES = ("", "prefer", "disable", "require", "verify-full")
 
 
 def secret_text_field(label: str, help_text: str = "") -> forms.CharField:

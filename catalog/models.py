@@ -23,6 +23,8 @@ from catalog.engine.exports.archive import TableSpec
 from catalog.engine.storage.base import Storage
 
 ENGINE_CHOICES = [("postgresql", "PostgreSQL"), ("mariadb", "MariaDB or MySQL"), ("sqlite", "SQLite")]
+# The port a server engine listens on unless told otherwise.
+DEFAULT_PORTS = {"postgresql": 5432, "mariadb": 3306}
 FORMAT_CHOICES = [
     ("custom", "PostgreSQL custom (pg_dump -Fc)"),
     # pg_dump's directory format, dumped by several jobs at once and stored as
@@ -165,11 +167,11 @@ class Source(SealedSecrets):
         `secrets` overrides the stored ones where given, so that a form can be
         tested before it is saved."""
         secrets = self.secrets(secrets)
-        if secrets.get("dsn"):
+        if secrets.get("dsn") and self.engine == "postgresql":
             return {"dsn": secrets["dsn"]}
         info: dict[str, str | int] = {
             "host": self.host,
-            "port": self.port or 5432,
+            "port": self.port or DEFAULT_PORTS.get(self.engine, 5432),
             "dbname": self.dbname,
             "user": self.user,
         }
@@ -180,7 +182,9 @@ class Source(SealedSecrets):
         return info
 
     def uses_dsn(self) -> bool:
-        return bool(self.secrets().get("dsn"))
+        """A PostgreSQL connection string; other engines have none (one kept
+        from before the source's engine changed is not used)."""
+        return self.engine == "postgresql" and bool(self.secrets().get("dsn"))
 
     def target_display(self) -> str:
         """Where the database is, without any secret."""
@@ -190,7 +194,7 @@ class Source(SealedSecrets):
             from catalog.keyring import redact_dsn
 
             return redact_dsn(self.secrets()["dsn"])
-        return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
+        return f"{self.user}@{self.host}:{self.port or DEFAULT_PORTS.get(self.engine, 5432)}/{self.dbname}"
 
     def identity(self) -> dict[str, str]:
         """What a manifest says about the source: enough to find it, no secret."""

@@ -39,6 +39,7 @@ from catalog.engine.storage.base import Storage, check_key
 from catalog.models import (
     COMPRESSION_CHOICES,
     COMPRESSION_LEVELS,
+    ENGINE_CHOICES,
     FORMAT_CHOICES,
     FORMATS_BY_ENGINE,
     AuditEvent,
@@ -52,6 +53,7 @@ from catalog.models import (
 from catalog.schedules import sync_plan_schedule, validate_cron
 from catalog.text import count_text
 
+# user@host:port/dbname, as Source.target_display() gives a PostgreSQL or MariaDB source.
 PG_TARGET = re.compile(r"^(?P<user>[^@/]*)@(?P<host>[^:/]+):(?P<port>\d+)/(?P<dbname>.+)$")
 # A real manifest is a few kilobytes (tens with thousands of tables); a bigger
 # file with the name is not read into memory.
@@ -234,8 +236,8 @@ def check_fields(data: manifest.Manifest, object_key: str) -> None:
             f"or compression {str(data.get('compression'))[:40]!r}"
         )
     source = data.get("source")
-    if not isinstance(source, dict) or source.get("engine") not in ("postgresql", "sqlite"):
-        raise Unimportable("the manifest does not name a PostgreSQL or SQLite source")
+    if not isinstance(source, dict) or source.get("engine") not in dict(ENGINE_CHOICES):
+        raise Unimportable("the manifest does not name a PostgreSQL, MariaDB/MySQL or SQLite source")
     encryption = data.get("encryption") or {}
     if not (
         isinstance(encryption, dict)

@@ -21,7 +21,7 @@ from django.utils.text import slugify
 
 from catalog import audit
 from catalog.alerts import hooks as monitor
-from catalog.engine import dumpers, mariadb_restore
+from catalog.engine import dumpers, mariadb_dump, mariadb_restore
 from catalog.engine.errors import EngineError
 from catalog.errors import Refused
 from catalog.models import BackupPlan, Copy, Destination, Job, RestoreServer, SealedSecrets, Source, host_conflict
@@ -307,11 +307,34 @@ def test_source(source: Source, secrets: Mapping[str, str | None] | None = None)
     """Tries to reach the source; returns (ok, message in words)."""
     if source.engine == "sqlite":
         return test_sqlite_file(source.sqlite_path)
+    if source.engine == "mariadb":
+        return test_mariadb_source(source, secrets)
     try:
         info = dumpers.test_pg_connection(source.conninfo(secrets), pg_dump=settings.PG_DUMP)
     except EngineError as exc:
         return False, str(exc)
     return True, f"Connected: PostgreSQL {info['server_version']}, {info['pg_dump_version']}"
+
+
+def test_mariadb_source(source: Source, secrets: Mapping[str, str | None] | None = None) -> tuple[bool, str]:
+    """Connects, and says what a consistent, complete dump would lack: the
+    user's missing privileges (the test fails) and the tables outside the
+    snapshot (a warning: they are dumped, but not as of one moment)."""
+    try:
+        found = mariadb_dump.check_source(source.conninfo(secrets))
+    except EngineError as exc:
+        return False, str(exc)
+    words = [f"Connected: {found['server_version']}; {found['tool_version'] or 'mariadb-dump'}."]
+    if found["missing"]:
+        words.append(f"User {source.user} lacks what a complete backup needs: " + "; ".join(found["missing"]) + ".")
+    else:
+        words.append(f"User {source.user} has every privilege a complete backup needs.")
+    if found["outside_snapshot"]:
+        words.append(
+            "Not covered by the consistent snapshot (not InnoDB, so read as they are when the dump reaches "
+            "them, possibly out of step with the other tables): " + ", ".join(found["outside_snapshot"]) + "."
+        )
+    return not found["missing"], " ".join(words)
 
 
 def test_sqlite_file(path: str) -> tuple[bool, str]:

@@ -28,6 +28,15 @@ def pg_source(conninfo, name="Inventory DB", password=None):
     return services.save_source("test", source, secrets={"password": password or conninfo.get("password")})
 
 
+def mariadb_source(server, database, name="Shop (MariaDB)", password=None):
+    """A MariaDB source for `database` on the harness's server (tests.harness.mariadb)."""
+    info = server.info()
+    source = Source(
+        name=name, engine="mariadb", host=info["host"], port=info["port"], dbname=database, user=info["user"]
+    )
+    return services.save_source("test", source, secrets={"password": password or info["password"]})
+
+
 def local_destination(path, name="Local disk"):
     return services.save_destination("test", Destination(name=name, kind="local", path=str(path)))
 

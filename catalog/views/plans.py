@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 from catalog import backup_runs, charts, lifecycle, services
 from catalog.decorators import operator_required, viewer_required
 from catalog.forms import PlanForm, RetentionForm, RunBackupForm, SchedulePreviewForm
-from catalog.models import BackupPlan, Source
+from catalog.models import FORMATS_BY_ENGINE, BackupPlan, Source
 from catalog.schedules import describe, next_runs
 from catalog.views.common import chosen, delete_config, edit_config, next_url
 
@@ -64,8 +64,8 @@ def prune(request: HttpRequest, pk: int) -> HttpResponse:
 def new(request: HttpRequest) -> HttpResponse:
     initial_source = chosen(Source.objects, request.GET.get("source"))
     plan = BackupPlan(source=initial_source) if initial_source else BackupPlan()
-    if initial_source and initial_source.engine == "sqlite":
-        plan.format = "sqlite"
+    if initial_source and plan.format not in FORMATS_BY_ENGINE[initial_source.engine]:
+        plan.format = FORMATS_BY_ENGINE[initial_source.engine][0]  # SQLite's file, MariaDB's dump
     return edit_config(request, PlanForm, plan, services.save_plan, "catalog/plan_form.html")
 
 
