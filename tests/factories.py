@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from catalog import services
+from catalog import backup_runs, services
 from catalog.models import Backup, BackupPlan, Copy, Destination, Source
 
 
@@ -35,6 +35,19 @@ def mariadb_source(server, database, name="Shop (MariaDB)", password=None):
         name=name, engine="mariadb", host=info["host"], port=info["port"], dbname=database, user=info["user"]
     )
     return services.save_source("test", source, secrets={"password": password or info["password"]})
+
+
+def mariadb_backup(server, database, folder):
+    """A succeeded backup of a MariaDB `database`, taken through the real
+    backup path (mariadb-dump, the pipeline, the manifests) and stored
+    compressed and encrypted in a local `folder`."""
+    plan = make_plan(
+        mariadb_source(server, database), [local_destination(folder)], format="mariadb", verify_new_backups=False
+    )
+    backup = backup_runs.start_backup("test", plan)
+    backup.refresh_from_db()
+    assert backup.status == Backup.SUCCEEDED, backup.error
+    return backup
 
 
 def local_destination(path, name="Local disk"):
