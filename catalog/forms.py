@@ -419,6 +419,16 @@ class RestoreServerForm(ModelBounds):
     def clean_engine(self) -> str:
         return self.cleaned_data.get("engine") or self.instance.engine
 
+    def clean(self) -> dict[str, Any]:
+        """A MariaDB server's port, 3306, when left empty or at PostgreSQL's
+        after choosing the engine (as the source form does)."""
+        data = super().clean()
+        if data.get("engine") == "mariadb":
+            switched = not self.instance.pk or self.initial.get("engine") != "mariadb"
+            if data.get("port") is None or (switched and data.get("port") == DEFAULT_PORTS["postgresql"]):
+                data["port"] = self.instance.port = DEFAULT_PORTS["mariadb"]
+        return data
+
     def secrets(self) -> dict[str, str | None]:
         return {"password": self.cleaned_data.get("password")}
 

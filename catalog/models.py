@@ -1438,7 +1438,6 @@ class RestoreServer(SealedSecrets):
     # server is reached in no database.
     MAINTENANCE_DATABASE = "postgres"
     ENGINE_CHOICES = [("postgresql", "PostgreSQL"), ("mariadb", "MariaDB or MySQL")]
-    DEFAULT_PORTS = {"postgresql": 5432, "mariadb": 3306}
 
     name = models.CharField(max_length=100, unique=True)
     engine = models.CharField(
@@ -1472,7 +1471,7 @@ class RestoreServer(SealedSecrets):
         be tested before it is saved."""
         params: dict[str, str | int] = {
             "host": self.host,
-            "port": self.port or self.DEFAULT_PORTS[self.engine],
+            "port": self.port or DEFAULT_PORTS[self.engine],
             "dbname": self.MAINTENANCE_DATABASE if self.engine == "postgresql" else "",
             "user": self.user,
         }

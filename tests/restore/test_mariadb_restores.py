@@ -239,6 +239,14 @@ def test_an_administrator_registers_a_mariadb_server_which_the_wizard_offers_to_
     assert postgres.engine == "postgresql"
 
 
+def test_a_new_mariadb_server_left_at_postgresql_s_port_gets_mariadb_s(admin_client):
+    fields = {"name": "Replica", "engine": "mariadb", "host": "127.0.0.1", "port": 5432, "user": "restorer"}
+
+    admin_client.post(reverse("server_new"), {**fields, "password": "", "sslmode": ""})
+
+    assert RestoreServer.objects.get(name="Replica").port == 3306
+
+
 def test_a_postgresql_server_is_not_offered_to_a_mariadb_backup(backup, new_name):
     postgres = services.save_restore_server(
         "test", RestoreServer(name="PG standby", host="127.0.0.1", port=5432, user="postgres")
