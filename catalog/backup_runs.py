@@ -195,8 +195,12 @@ def open_dump(backup: Backup) -> dumpers.Dump:
 
 
 def mariadb_tables(plan: BackupPlan) -> list[str]:
-    """The tables a MariaDB plan dumps, by name; none: the whole database."""
-    return [table["name"] for table in plan.export_tables]
+    """The tables a MariaDB plan dumps, by name, resolved now against the live
+    schema (a named set matches a table created since); none: the whole
+    database. A picked table that is gone fails the run in words."""
+    if not plan.has_export_selection():
+        return []
+    return [spec.name for spec in exports.resolve_specs(plan)]
 
 
 def spool_dir(backup: Backup) -> Path:

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.http import QueryDict
 
 from catalog.engine import exports as engine
+from catalog.engine import mariadb
 from catalog.engine.errors import EngineError, SourceError
 from catalog.engine.exports.archive import Conninfo, LiveTable
 from catalog.engine.files import make_private_dirs
@@ -33,7 +34,9 @@ def export_conninfo(source: Source) -> Conninfo:
 
 def live_tables(source: Source) -> list[LiveTable]:
     """The source's tables, columns and row estimates, read from its catalog
-    (SQLite tables are in schema "main")."""
+    (SQLite tables are in schema "main", a MariaDB database's in its name)."""
+    if source.engine == "mariadb":
+        return mariadb.live_tables(source.conninfo())
     return engine.list_tables(export_conninfo(source))
 
 
@@ -107,10 +110,12 @@ def check_selection(
     tables: Sequence[Mapping[str, str]],
     sets: Sequence[Mapping[str, str]],
     live: Iterable[Mapping[str, Any]],
+    filters: bool = True,
 ) -> dict[str, str]:
     """{key: message} of what is wrong with a choice: a table key ("schema.name")
     for its filter, "sets" and "all" for the rest. Every WHERE is run by the
-    source with LIMIT 0, so a wrong one comes back in PostgreSQL's words."""
+    source with LIMIT 0, so a wrong one comes back in PostgreSQL's words.
+    `filters`: whether the format takes row filters at all (a MariaDB dump does not)."""
     errors: dict[str, str] = {}
     known = {qualified(t) for t in live}
     unknown = [qualified(t) for t in tables if qualified(t) not in known]
@@ -124,7 +129,12 @@ def check_selection(
     if any("\x00" in s["label"] + s["pattern"] for s in sets):
         errors["sets"] = "A named set's label or pattern cannot hold a NUL character."
     for table in tables:
-        if "\x00" in table["where"]:
+        if table["where"] and not filters:
+            errors[qualified(table)] = (
+                "A MariaDB backup dumps whole tables (mariadb-dump has no row filter per table): leave it empty, "
+                "or make an export plan for filtered rows."
+            )
+        elif "\x00" in table["where"]:
             errors[qualified(table)] = "A row filter cannot hold a NUL character."
         elif table["where"] and qualified(table) in known:
             try:
@@ -191,7 +201,9 @@ def picker(
             )
     set_rows = [{**s, "matches": engine.match_tables(live, s["pattern"]) if s["pattern"] else []} for s in sets]
     set_rows += [{"label": "", "pattern": "", "matches": []}] * EMPTY_SET_ROWS
-    return {"schemas": sorted(schemas.items()), "sets": set_rows, "errors": errors}
+    # A MariaDB dump takes whole tables (and none ticked is the whole database).
+    filters = source.engine != "mariadb"
+    return {"schemas": sorted(schemas.items()), "sets": set_rows, "errors": errors, "filters": filters}
 
 
 def spool_dir() -> str:

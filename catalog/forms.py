@@ -21,6 +21,7 @@ from catalog.models import (
     FORMATS_BY_ENGINE,
     MAX_DAYS,
     MAX_DUMP_JOBS,
+    TABLE_CHOICE_FORMATS,
     Backup,
     BackupPlan,
     BackupQuerySet,
@@ -725,9 +726,28 @@ class PlanForm(SchedulePresets, ModelBounds):
             )
         elif source and fmt in EXPORT_FORMATS:
             self.clean_export_choice(source)
-        elif fmt and fmt not in EXPORT_FORMATS:  # a dump has no table choice to keep
+        elif source and fmt in TABLE_CHOICE_FORMATS:
+            self.clean_dump_tables(source)
+        elif fmt and fmt not in TABLE_CHOICE_FORMATS:  # a dump has no table choice to keep
             self.instance.export_tables, self.instance.export_sets = [], []
         return data
+
+    def clean_dump_tables(self, source: Source) -> None:
+        """A MariaDB dump's tables: none picked is the whole database; picked
+        ones are dumped whole (mariadb-dump has one --where for every table)."""
+        tables, sets = exports.selection_from(cast(QueryDict, self.data))
+        try:
+            live = exports.live_tables(source)
+        except EngineError as exc:
+            self.add_error("source", f"Cannot list the tables of {source}: {exc}")
+            return
+        errors = exports.check_selection(source, tables, sets, live, filters=False)
+        if not tables and not sets:
+            errors.pop("all", None)  # nothing picked: the whole database, as before tables could be picked
+        self.export_picker = exports.picker(source, tables, sets, errors, live)
+        if errors:
+            self.add_error(None, next(iter(errors.values())))
+        self.instance.export_tables, self.instance.export_sets = tables, sets
 
     def clean_export_choice(self, source: Source) -> None:
         tables, sets = exports.selection_from(cast(QueryDict, self.data))  # bound to request.POST

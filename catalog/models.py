@@ -42,6 +42,9 @@ FORMAT_CHOICES = [
     ("basebackup", "Physical base backup (pg_basebackup, for point-in-time recovery)"),
 ]
 EXPORT_FORMATS = ("jsonl", "csv", "sql")
+# Formats whose plan may choose tables: the exports, and a MariaDB dump (which
+# takes whole tables: mariadb-dump has no per-table row filter).
+TABLE_CHOICE_FORMATS = (*EXPORT_FORMATS, "mariadb")
 BASE_BACKUP_FORMAT = "basebackup"
 DIRECTORY_FORMAT = "directory"
 # pg_dump -j opens one connection to the source per job, and one more.

@@ -324,7 +324,8 @@ def test_mariadb_source(source: Source, secrets: Mapping[str, str | None] | None
         found = mariadb_dump.check_source(source.conninfo(secrets))
     except EngineError as exc:
         return False, str(exc)
-    words = [f"Connected: {found['server_version']}; {found['tool_version'] or 'mariadb-dump'}."]
+    server = mariadb_dump.server_in_words(found["server_version"])
+    words = [f"Connected: {server}; {found['tool_version'] or 'mariadb-dump'}."]
     if found["missing"]:
         words.append(f"User {source.user} lacks what a complete backup needs: " + "; ".join(found["missing"]) + ".")
     else:

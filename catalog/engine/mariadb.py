@@ -24,6 +24,7 @@ from typing import Any
 import pymysql
 
 from catalog.engine.errors import SourceError
+from catalog.engine.exports.archive import LiveColumn, LiveTable
 
 CONNECT_TIMEOUT = 10
 DEFAULT_PORT = 3306
@@ -159,3 +160,42 @@ def list_tables(conn: pymysql.Connection, database: str, views: bool = False) ->
             (database, kinds),
         )
         return [str(name) for (name,) in cursor.fetchall()]
+
+
+def live_tables(params: Mapping[str, Any]) -> list[LiveTable]:
+    """The base tables of params' database for the plan form's table picker:
+    [{"schema": the database, "name", "columns", "rows_estimate"}] (InnoDB's
+    estimate; a partitioned table is one table, with its partition count)."""
+    database = params["dbname"]
+    try:
+        with contextlib.closing(connect(params)) as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT t.table_name, t.table_rows, COUNT(p.partition_name) FROM information_schema.tables t"
+                " LEFT JOIN information_schema.partitions p ON p.table_schema = t.table_schema"
+                " AND p.table_name = t.table_name AND p.partition_name IS NOT NULL"
+                " WHERE t.table_schema = %s AND t.table_type = 'BASE TABLE' GROUP BY t.table_name, t.table_rows",
+                (database,),
+            )
+            found = cursor.fetchall()
+            cursor.execute(
+                "SELECT table_name, column_name, column_type FROM information_schema.columns"
+                " WHERE table_schema = %s ORDER BY table_name, ordinal_position",
+                (database,),
+            )
+            columns: dict[str, list[LiveColumn]] = {}
+            for table_name, column, column_type in cursor.fetchall():
+                columns.setdefault(table_name, []).append({"name": column, "type": column_type})
+    except pymysql.MySQLError as exc:
+        raise SourceError(describe_error(exc, params)) from None
+    tables = []
+    for name, rows, partitions in sorted(found):
+        table: LiveTable = {
+            "schema": database,
+            "name": name,
+            "columns": columns.get(name, []),
+            "rows_estimate": None if rows is None else int(rows),
+        }
+        if partitions:
+            table["partitions"] = int(partitions)
+        tables.append(table)
+    return tables

@@ -53,12 +53,22 @@ MYSQL_DUMP_OPTIONS = ("--column-statistics=0", "--set-gtid-purged=OFF")
 
 
 def tool_version(path: str) -> str:
-    """`mariadb-dump --version`'s line, e.g. "mariadb-dump  Ver 10.19 Distrib 10.11.19-MariaDB, ..."."""
+    """`mariadb-dump --version` without the platform, e.g. "mariadb-dump Ver
+    10.19 Distrib 10.11.19-MariaDB" or "mysqldump Ver 8.0.36"."""
     try:
         done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SourceError(f"{path} could not run: {exc}") from None
-    return " ".join(done.stdout.split())
+    line = " ".join(done.stdout.split())
+    words = re.match(r"(\S+ Ver \S+(?: Distrib [^,\s]+)?)", line)
+    return words.group(1) if words else line
+
+
+def server_in_words(version: str) -> str:
+    """ "MariaDB 10.11.19" for "10.11.19-MariaDB-0+deb12u1", "MySQL 8.0.36" for "8.0.36"."""
+    release = re.match(r"\d+(?:\.\d+)*", version)
+    flavour = "MariaDB" if "mariadb" in version.lower() else "MySQL"
+    return f"{flavour} {release.group() if release else version}"
 
 
 def is_mysql_tool(version: str) -> bool:

@@ -1,4 +1,4 @@
-"""The plan form's table picker for export plans (htmx)."""
+"""The plan form's table picker for export plans and MariaDB dumps (htmx)."""
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -6,7 +6,7 @@ from django.views.decorators.http import require_GET
 
 from catalog import exports
 from catalog.decorators import operator_required
-from catalog.models import EXPORT_FORMATS, BackupPlan, Source
+from catalog.models import TABLE_CHOICE_FORMATS, BackupPlan, Source
 from catalog.views.common import chosen
 
 
@@ -17,7 +17,7 @@ def table_picker(request: HttpRequest) -> HttpResponse:
 
     The form's own inputs come along (hx-include), so a choice survives a
     change of source; on first load the saved plan's choice is shown."""
-    if request.GET.get("format") not in EXPORT_FORMATS:
+    if request.GET.get("format") not in TABLE_CHOICE_FORMATS:
         return render(request, "catalog/partials/export_tables.html", {"picker": None})
     source = chosen(Source.objects, request.GET.get("source"))
     plan = chosen(BackupPlan.objects, request.GET.get("plan_id"))

@@ -11,8 +11,8 @@
             // alert channels
             email: ["email_to"], slack: ["slack_url"], webhook: ["url", "webhook_secret", "new_webhook_secret"], pagerduty: ["routing_key"],
             apprise: ["apprise_url"] },
-    // plans: the table picker is for exports only, the parallel jobs for the directory format
-    format: { jsonl: ["export_tables"], csv: ["export_tables"], sql: ["export_tables"], directory: ["dump_jobs"] },
+    // plans: the table picker is for exports and MariaDB dumps, the parallel jobs for the directory format
+    format: { jsonl: ["export_tables"], csv: ["export_tables"], sql: ["export_tables"], mariadb: ["export_tables"], directory: ["dump_jobs"] },
     // plans: what each schedule preset asks for (catalog/forms.py SchedulePresets)
     schedule_preset: { hourly: ["schedule_minute"], daily: ["schedule_time"], weekly: ["schedule_weekday", "schedule_time"],
                        monthly: ["schedule_day", "schedule_time"], cron: ["schedule"] },
@@ -40,8 +40,19 @@
     });
   }
 
+  // A server engine's own port, when the port field still holds the other's default or nothing.
+  var defaultPorts = { postgresql: "5432", mariadb: "3306" };
+  function switchPort(form) {
+    var engine = form.querySelector("[name=engine]"), port = form.querySelector("[name=port]");
+    if (!engine || !port || !defaultPorts[engine.value]) return;
+    var others = Object.values(defaultPorts);
+    if (port.value === "" || others.indexOf(port.value) !== -1) port.value = defaultPorts[engine.value];
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("form").forEach(function (form) {
+      var engine = form.querySelector("[name=engine]");
+      if (engine) engine.addEventListener("change", function () { switchPort(form); });
       ["engine", "kind", "retention_mode", "format", "schedule_preset"].forEach(function (selector) {
         var choice = form.querySelector("[name=" + selector + "]");
         if (!choice) return;

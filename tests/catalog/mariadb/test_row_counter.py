@@ -6,7 +6,7 @@ import pytest
 from catalog.engine import mariadb_dump
 from catalog.engine.mariadb_dump import DumpNotUnderstood, RowCounter, count_rows
 from tests.catalog.mariadb.conftest import dump_of
-from tests.harness.mariadb_sample import TRICKY_STRINGS, quote, table_counts
+from tests.harness.mariadb_sample import TRICKY_STRINGS, quote, sample_database, table_counts
 
 
 def counted_in_chunks(dump, size):
@@ -16,11 +16,11 @@ def counted_in_chunks(dump, size):
     return counter.finish()
 
 
-@pytest.fixture
-def sample_dump(mariadb_server, mariadb_sample):
-    with mariadb_server.connect(mariadb_sample) as conn:
-        expected = table_counts(conn, mariadb_sample)
-    return dump_of(mariadb_server, mariadb_sample), expected
+@pytest.fixture(scope="module")
+def sample_dump(mariadb_server):
+    """The sample's dump and its tables' COUNT(*), made once for these tests."""
+    with sample_database(mariadb_server) as name, mariadb_server.connect(name) as conn:
+        return dump_of(mariadb_server, name), table_counts(conn, name)
 
 
 def test_it_counts_every_table_of_the_sample_as_count_star_does(sample_dump):
