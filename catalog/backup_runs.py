@@ -331,6 +331,8 @@ def stream_backup(backup: Backup, copies: list[Copy]) -> dict[str, Any] | None:
     backup.server_version, backup.tool_version = dump.server_version, dump.tool_version
     backup.table_counts = dump.table_counts
     backup.partitions = dump.partitions
+    for warning in getattr(dump, "warnings", ()):  # a MariaDB dump's privileges and non-InnoDB tables
+        backup.append_log(f"Warning: {warning}")
     if backup.is_export():
         backup.export_manifest = dump.export_manifest
         tables = ", ".join(f"{t.qualified} (where {t.where})" if t.where else t.qualified for t in dump.tables)

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import zstandard
 from django.utils import timezone
 
 from catalog import backup_runs, lifecycle, verification
@@ -270,3 +271,35 @@ def test_a_user_without_privileges_gets_a_failed_backup_in_words(mariadb_server,
         == f"User reader may not read the views of {mariadb_sample}: grant it SHOW VIEW on {mariadb_sample}"
     )
     assert files_under(tmp_path) == []
+
+
+def test_what_a_dump_lacks_without_failing_is_written_in_the_backups_log(mariadb_server, mariadb_sample, tmp_path):
+    """mariadb-dump leaves out the triggers of a user without TRIGGER and says
+    nothing; MyISAM tables are read outside the snapshot. The backup says both."""
+    with mariadb_server.root(mariadb_sample) as conn, conn.cursor() as cursor:
+        cursor.execute("CREATE TABLE legacy_counters (id INT PRIMARY KEY) ENGINE=MyISAM")
+        cursor.execute("INSERT INTO legacy_counters VALUES (1), (2)")
+        cursor.execute("CREATE USER IF NOT EXISTS 'reader'@'127.0.0.1' IDENTIFIED BY 'r3ader-pw'")
+        cursor.execute(f"GRANT SELECT, SHOW VIEW, EVENT ON `{mariadb_sample}`.* TO 'reader'@'127.0.0.1'")
+        cursor.execute("GRANT SELECT ON mysql.proc TO 'reader'@'127.0.0.1'")
+    try:
+        source = mariadb_source(mariadb_server, mariadb_sample, password="r3ader-pw")
+        source.user = "reader"
+        source.save()
+        backup = run(make_plan(source, [local_destination(tmp_path)], format="mariadb", encrypt=False))
+    finally:
+        with mariadb_server.root() as conn, conn.cursor() as cursor:
+            cursor.execute("DROP USER 'reader'@'127.0.0.1'")
+
+    assert backup.status == Backup.SUCCEEDED, backup.error
+    assert backup.table_counts["legacy_counters"] == 2
+    assert (
+        f"Warning: User reader lacks TRIGGER on {mariadb_sample}: triggers are left out of the dump without a word"
+        in backup.log
+    )
+    assert "Warning: Not InnoDB, so not in the consistent snapshot: legacy_counters (MyISAM)" in backup.log
+    assert b" TRIGGER " not in zstd_plain(tmp_path / backup.object_key)  # as the warning said
+
+
+def zstd_plain(path):
+    return zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
