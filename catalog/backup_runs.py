@@ -331,6 +331,7 @@ def stream_backup(backup: Backup, copies: list[Copy]) -> dict[str, Any] | None:
     backup.server_version, backup.tool_version = dump.server_version, dump.tool_version
     backup.table_counts = dump.table_counts
     backup.partitions = dump.partitions
+    backup.database_defaults = getattr(dump, "database_defaults", {})
     for warning in getattr(dump, "warnings", ()):  # a MariaDB dump's privileges and non-InnoDB tables
         backup.append_log(f"Warning: {warning}")
     if backup.is_export():
@@ -442,6 +443,7 @@ def backup_manifest(backup: Backup, copy: Copy, encryption: dict[str, Any] | Non
         sha256=backup.sha256,
         table_counts=backup.table_counts,
         partitions=backup.partitions,
+        **({"database_defaults": backup.database_defaults} if backup.database_defaults else {}),
         roles=backup.roles,
         globals_sha256=backup.globals_sha256 or None,
         created_at=backup.created_at.isoformat(),
@@ -526,6 +528,7 @@ def finish_backup(backup: Backup, copies: list[Copy], status: str, error: str) -
         tool_version=backup.tool_version,
         table_counts=backup.table_counts,
         partitions=backup.partitions,
+        database_defaults=backup.database_defaults,
         roles=backup.roles,
         globals_sha256=backup.globals_sha256,
     )

@@ -1039,6 +1039,10 @@ class Backup(Job):
     server_version = models.CharField(max_length=100, blank=True)
     tool_version = models.CharField(max_length=200, blank=True)
     table_counts = models.JSONField(default=dict, blank=True)
+    # The source database's default character set and collation, where the
+    # engine keeps them apart from the dump (MariaDB/MySQL: a dump of one
+    # database has no CREATE DATABASE): {"charset": ..., "collation": ...}.
+    database_defaults = models.JSONField(default=dict, blank=True)
     # {partitioned parent: [its leaf partitions]}: the leaves are what
     # table_counts counts; a parent's name chooses them all in a restore.
     partitions = models.JSONField(default=dict, blank=True)

@@ -370,6 +370,7 @@ def create_backup_from(actor: audit.Actor, data: manifest.Manifest, hold: holds.
         server_version=data.get("server_version") or "",
         tool_version=data.get("tool_version") or "",
         table_counts=data.get("table_counts") or {},
+        database_defaults=database_defaults_of(data),
         partitions=partitions_of(data),
         roles=[role for role in data.get("roles") or [] if isinstance(role, str)],
         globals_sha256=data.get("globals_sha256") or "",
@@ -439,6 +440,18 @@ def partitions_of(data: manifest.Manifest) -> dict[str, list[str]]:
         for parent, leaves in partitions.items()
     ):
         return partitions
+    return {}
+
+
+def database_defaults_of(data: manifest.Manifest) -> dict[str, str]:
+    """The source database's character set and collation (MariaDB/MySQL
+    manifests), when they are names; else none, and a restore uses utf8mb4."""
+    defaults = data.get("database_defaults")
+    if isinstance(defaults, dict) and all(
+        key in ("charset", "collation") and isinstance(value, str) and value.isidentifier()
+        for key, value in defaults.items()
+    ):
+        return defaults
     return {}
 
 

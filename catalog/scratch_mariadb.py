@@ -67,6 +67,8 @@ def restore_into_database(
             name,
             tables=tables,
             source_database=backup.source.dbname,
+            charset=backup.database_defaults.get("charset", ""),
+            collation=backup.database_defaults.get("collation", ""),
             definers_to_current_user=definers_to_current_user,
             disable_events=disable_events,
             cancel_event=cancel_event,

@@ -137,6 +137,7 @@ class MariaDBDump(Dump):
         self.tools = tools
         self.server_version = ""
         self.tool_version = ""
+        self.database_defaults: dict[str, str] = {}  # the database's default character set and collation
         self.counter = RowCounter()
         self.warnings: list[str] = []  # for the backup's log
         self._options: contextlib.ExitStack | None = None
@@ -150,6 +151,7 @@ class MariaDBDump(Dump):
             self.check_cancelled()
         with contextlib.closing(mariadb.connect(self.params)) as conn:
             self.server_version = server_version(conn)
+            self.database_defaults = database_defaults(conn, self.params["dbname"])
             if self.tables:
                 check_tables_exist(conn, self.params["dbname"], self.tables)
             self.warnings = self._warnings(conn)
@@ -229,6 +231,19 @@ class MariaDBDump(Dump):
     def close(self) -> None:
         self._close_process()
         self._forget_option_file()
+
+
+def database_defaults(conn: pymysql.Connection, database: str) -> dict[str, str]:
+    """The database's default character set and collation, which a dump of
+    one database does not carry and a restore creates its database with."""
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
+            "WHERE SCHEMA_NAME = %s",
+            [database],
+        )
+        row = cursor.fetchone()
+    return {"charset": row[0], "collation": row[1]} if row else {}
 
 
 def server_version(conn: pymysql.Connection) -> str:

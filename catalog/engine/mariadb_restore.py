@@ -91,6 +91,7 @@ OBJECT_KINDS = ("tables", "views", "triggers", "routines", "events")
 # The server's error numbers that have a plainer answer than its own words.
 NEEDS_SUPER, MISSING_DEFINER, PACKET_TOO_BIG = 1227, 1449, 1153
 DATABASE_EXISTS = 1007
+UNKNOWN_CHARACTER_SET, UNKNOWN_COLLATION = 1115, 1273
 
 # --binary-mode: the bytes go to the server as they are (no \r\n or \0
 # translation, no client command parsed out of the rows); the client's own
@@ -310,8 +311,17 @@ def create_database(params: Mapping[str, Any], name: str, charset: str = "", col
             server_charset, server_collation = cursor.fetchone() or ("", "")
             charset, collation = "utf8mb4", server_collation if server_charset == "utf8mb4" else ""
         clause = f"CHARACTER SET {charset}" + (f" COLLATE {collation}" if collation else "")
+        unknown = ""
         try:
-            cursor.execute(f"CREATE DATABASE {mariadb.quote_name(name)} {clause}")
+            try:
+                cursor.execute(f"CREATE DATABASE {mariadb.quote_name(name)} {clause}")
+            except pymysql.MySQLError as exc:
+                if not exc.args or exc.args[0] not in (UNKNOWN_CHARACTER_SET, UNKNOWN_COLLATION):
+                    raise
+                # Another server than the source's, without its collation (MySQL 8's
+                # utf8mb4_0900_ai_ci on MariaDB): the server's utf8mb4 default, said.
+                unknown = f" (the source's {charset}, {collation} is unknown to this server)"
+                cursor.execute(f"CREATE DATABASE {mariadb.quote_name(name)} CHARACTER SET utf8mb4")
         except pymysql.MySQLError as exc:
             if exc.args and exc.args[0] == DATABASE_EXISTS:
                 raise RestoreError(f"A database named {name} already exists; not touching it") from None
@@ -322,7 +332,7 @@ def create_database(params: Mapping[str, Any], name: str, charset: str = "", col
             [name],
         )
         made = cursor.fetchone()
-    return f"{made[0]}, {made[1]}" if made else clause
+    return (f"{made[0]}, {made[1]}" if made else clause) + unknown
 
 
 def drop_database(params: Mapping[str, Any], name: str) -> None:

@@ -284,3 +284,39 @@ def test_a_dead_worker_s_new_database_is_dropped_by_the_sweep(mariadb_server, ba
 
     assert not exists(mariadb_server, new_name)
     assert RestoreJob.objects.get(pk=job.pk).status == "failed"
+
+
+def test_a_restore_creates_its_database_with_the_source_databases_own_collation(mariadb_server, tmp_path, new_name):
+    # The source's collation is not the server's default (utf8mb4_unicode_ci): the
+    # dump of one database does not carry it, so the backup records it apart.
+    source = f"sr_general_{uuid.uuid4().hex[:8]}"
+    with mariadb_server.root() as conn, conn.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{source}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+        cursor.execute(f"CREATE TABLE `{source}`.notes (id INT PRIMARY KEY, body TEXT)")
+        cursor.execute(f"INSERT INTO `{source}`.notes VALUES (1, 'Grüße'), (2, 'naïve')")
+    try:
+        backup = mariadb_backup(mariadb_server, source, tmp_path / "disk")
+        assert backup.database_defaults == {"charset": "utf8mb4", "collation": "utf8mb4_general_ci"}
+        manifest = next((tmp_path / "disk").rglob("*.manifest.json")).read_text()
+        assert '"collation": "utf8mb4_general_ci"' in manifest
+
+        job = restore_now(backup, target="new", database=new_name)
+    finally:
+        mariadb_server.drop_database(source)
+
+    assert job.status == "succeeded", job.summary
+    assert job.report["database_created_with"] == "utf8mb4, utf8mb4_general_ci"
+    with mariadb_server.connect() as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", [new_name]
+        )
+        assert cursor.fetchone() == ("utf8mb4_general_ci",)
+
+
+def test_a_collation_the_server_lacks_falls_back_to_utf8mb4_and_says_so(mariadb_server, new_name):
+    made = mariadb_restore.create_database(
+        server_params(mariadb_server), new_name, charset="utf8mb4", collation="utf8mb4_0900_ai_ci"
+    )
+    assert made.startswith("utf8mb4, utf8mb4_")
+    assert made.endswith("(the source's utf8mb4, utf8mb4_0900_ai_ci is unknown to this server)")
+    assert exists(mariadb_server, new_name)

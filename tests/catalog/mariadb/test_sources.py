@@ -128,6 +128,8 @@ def test_a_catalog_rebuilt_from_mariadb_manifests_has_the_source_and_its_backups
         verify_new_backups=False,
     )
     backup = backup_runs.start_backup("test", plan)
+    defaults = Backup.objects.get(pk=backup.pk).database_defaults
+    assert defaults == {"charset": "utf8mb4", "collation": "utf8mb4_unicode_ci"}
     call_command("flush", interactive=False, verbosity=0)
     local_destination(tmp_path)
 
@@ -137,6 +139,7 @@ def test_a_catalog_rebuilt_from_mariadb_manifests_has_the_source_and_its_backups
     again = Backup.objects.get()
     source = again.source
     assert (again.pk, again.format, again.table_counts) == (backup.pk, "mariadb", {})
+    assert again.database_defaults == defaults  # a restore creates its database with them
     assert (source.engine, source.host, source.port, source.dbname, source.user) == (
         "mariadb",
         "127.0.0.1",
