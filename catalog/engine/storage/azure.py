@@ -12,7 +12,6 @@ Azurite does not implement it (docs/DEPLOYMENT.md).
 """
 
 import contextlib
-import io
 import logging
 import mmap
 import queue
@@ -42,7 +41,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient, ExponentialRetry
 
 from catalog.engine.errors import StorageError
-from catalog.engine.storage.base import PROBE_KEY, Partial, check_key
+from catalog.engine.storage.base import PROBE_KEY, Partial, ViewFile, check_key
 
 BLOCK_SIZE = 8 << 20
 # A blob has at most 50,000 blocks, which at 8 MiB each would stop an object at
@@ -154,45 +153,6 @@ def rejected_credentials(exc: HttpResponseError, code: str) -> bool:
     return exc.status_code == 403 and "failed to authenticate" in (exc.reason or "").lower()
 
 
-class BlockBody(io.RawIOBase):
-    """A block's bytes as the seekable file the SDK sends, without a copy: a
-    block is a view of a reused buffer, and bytes of it would be one more
-    block in memory. The SDK's retry rewinds it to the start."""
-
-    def __init__(self, view: memoryview) -> None:
-        super().__init__()
-        self._view = view
-        self._position = 0
-
-    def __len__(self) -> int:
-        return len(self._view)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._position + size)
-        piece = bytes(self._view[self._position : end])
-        self._position = max(self._position, end)
-        return piece
-
-    def readinto(self, buffer: Any) -> int:
-        piece = self.read(len(buffer))
-        buffer[: len(piece)] = piece
-        return len(piece)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
-
-
 class AzureWriter:
     """Blocks staged from a background thread, so the pipeline keeps
     producing while the previous block is in flight; commit() commits the
@@ -285,7 +245,7 @@ class AzureWriter:
             block_id, buffer, length = item
             try:
                 if self._error is None:
-                    self.blob.stage_block(block_id, BlockBody(memoryview(buffer)[:length]), length=length)
+                    self.blob.stage_block(block_id, ViewFile(memoryview(buffer)[:length]), length=length)
                     self._staged += 1
             except Exception as exc:
                 self._error = describe_azure_error(exc, self.storage)

@@ -7,11 +7,12 @@ confirmed after completion). abort() removes whatever was written.
 """
 
 import errno
+import io
 import os
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import NotRequired, Protocol, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 
 from catalog.engine.errors import StorageError
 
@@ -129,3 +130,49 @@ class QuotaWriter:
 
     def abort(self) -> None:
         self.writer.abort()
+
+
+class ViewFile(io.RawIOBase):
+    """A part's or block's bytes as the seekable file a cloud SDK reads,
+    without a copy: a part is a view of a reused buffer, and bytes of it would
+    be one more part in memory. The SDKs read the body through (checksums,
+    signing, sending), then seek back to the start for another pass or a
+    retry. `PIECE`, when set, caps what one read returns, which keeps the
+    pieces in flight small (fewer bytes than asked for are fine for a raw
+    file: every reader loops until b"")."""
+
+    PIECE: int | None = None
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view
+        self._position = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        size = len(self._view) if size is None or size < 0 else min(size, self.PIECE or size)
+        end = min(len(self._view), self._position + size)
+        piece = bytes(self._view[self._position : end])
+        self._position = max(self._position, end)
+        return piece
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self.read(len(buffer))
+        buffer[: len(piece)] = piece
+        return len(piece)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position

@@ -3,7 +3,6 @@
 
 import contextlib
 import hashlib
-import io
 import mmap
 import queue
 import secrets
@@ -18,7 +17,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from catalog.engine.errors import StorageError
-from catalog.engine.storage.base import PROBE_KEY, READ_CHUNK, Partial, check_key
+from catalog.engine.storage.base import PROBE_KEY, READ_CHUNK, Partial, ViewFile, check_key
 
 PART_SIZE = 8 << 20  # S3 parts must be at least 5 MiB, except the last
 # An upload has at most 10,000 parts, which at 8 MiB each would stop an object
@@ -66,52 +65,11 @@ def describe_s3_error(exc: Exception, storage: "S3Storage") -> str:
     return f"S3 error on {where}: {exc}"
 
 
-class PartBody(io.RawIOBase):
-    """A part's bytes as the seekable file botocore reads, without a copy.
-
-    botocore takes bytes (wrapped in a BytesIO without a copy) or a file; a
-    part is a view of a reused buffer, and bytes of it would be one more part
-    in memory. Read through this, it costs only the pieces botocore reads at
-    a time (checksums, signing and sending each read the body through, then
-    seek back to the start for the next pass or a retry)."""
+class PartBody(ViewFile):
+    """A part as botocore reads it: in pieces of at most 256 KiB, as botocore
+    asks for 1 MiB at a time and each piece read is one more copy in flight."""
 
     PIECE = 256 << 10
-
-    def __init__(self, view: memoryview) -> None:
-        super().__init__()
-        self._view = view
-        self._position = 0
-
-    def __len__(self) -> int:
-        return len(self._view)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        # Fewer bytes than asked for are fine for a raw file (every reader loops until b""), and
-        # keep the pieces in flight small: botocore asks for 1 MiB at a time.
-        size = len(self._view) if size is None or size < 0 else min(size, self.PIECE)
-        end = min(len(self._view), self._position + size)
-        piece = bytes(self._view[self._position : end])
-        self._position = max(self._position, end)
-        return piece
-
-    def readinto(self, buffer: Any) -> int:
-        piece = self.read(len(buffer))
-        buffer[: len(piece)] = piece
-        return len(piece)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
 
 
 class S3Writer:
