@@ -8,7 +8,10 @@ The stored artifact, which restores rely on, is the output of
 
 (DUMP_OPTIONS below; MySQL's mysqldump 8 also gets MYSQL_DUMP_OPTIONS) for
 one database and without CREATE DATABASE or USE, so that it loads into a
-database of any name with `mariadb --defaults-file=F NEWNAME < dump`. With
+database of any name with `mariadb --defaults-file=F NEWNAME < dump`, but
+for one case: a view whose definer is missing on the source server is
+written with its columns qualified by the source database's name, which a
+restore under another name rewrites (catalog/engine/mariadb_restore.py). With
 the defaults those flags keep (--opt), each table is DROP TABLE IF EXISTS,
 CREATE TABLE, then LOCK TABLES ... WRITE and extended INSERTs with every
 binary value in hex, then its triggers; views come as placeholders first
