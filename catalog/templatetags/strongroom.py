@@ -103,8 +103,10 @@ def get_item(mapping: Mapping[str, Any] | None, key: str) -> Any:
 def entries(mapping: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
     """mapping's (key, value) pairs. `mapping.items` in a template looks the
     key "items" up first, so a database with a table named items (or keys,
-    or values) would break a page that lists its tables."""
-    return list((mapping or {}).items())
+    or values) would break a page that lists its tables. In key order: a JSON
+    field read back from PostgreSQL (jsonb) keeps its keys in its own order,
+    shortest first, which no reader would guess."""
+    return sorted((mapping or {}).items())
 
 
 @register.filter
