@@ -21,7 +21,7 @@ from restore import services as restores
 from restore.models import RestoreJob
 from restore.views import server_choices
 from tests.factories import mariadb_backup
-from tests.harness.mariadb import TEST_PASSWORD
+from tests.harness.mariadb import TEST_PASSWORD, MariaDBServer
 from tests.harness.mariadb_sample import fingerprint, sample_database, table_counts
 from tests.support import restore_now
 
@@ -320,3 +320,39 @@ def test_a_collation_the_server_lacks_falls_back_to_utf8mb4_and_says_so(mariadb_
     assert made.startswith("utf8mb4, utf8mb4_")
     assert made.endswith("(the source's utf8mb4, utf8mb4_0900_ai_ci is unknown to this server)")
     assert exists(mariadb_server, new_name)
+
+
+@pytest.fixture(scope="module")
+def other_server():
+    """A second MariaDB server of its own (its own mariadbd, data directory and
+    users): the machine a backup is restored on when the source's is lost."""
+    server = MariaDBServer().start()
+    yield server
+    server.stop()
+
+
+def test_a_backup_restores_on_another_server_after_the_source_database_is_gone(mariadb_server, other_server, tmp_path):
+    with sample_database(mariadb_server, prefix="sr_lost") as source:
+        backup = mariadb_backup(mariadb_server, source, tmp_path / "disk")
+        with mariadb_server.connect() as conn:
+            original = fingerprint(conn, source)
+    # The source database is gone (sample_database dropped it); the other
+    # server never had it, nor the user that defined its views and routines.
+    info = other_server.info()
+    standby = services.save_restore_server(
+        "test",
+        RestoreServer(name="Other machine", engine="mariadb", host=info["host"], port=info["port"], user=info["user"]),
+        secrets={"password": TEST_PASSWORD},
+    )
+
+    job = restore_now(backup, target="new", database="shop_again", restore_server=standby)
+
+    assert job.status == "succeeded", job.summary
+    with other_server.connect() as conn:
+        restored = fingerprint(conn, "shop_again")
+    assert restored["tables"] == original["tables"]
+    for kind in ("views", "routines", "triggers", "events"):
+        assert restored[kind] == original[kind], kind
+    # Their definer exists on the source's server only: named, so that it can be created.
+    assert job.report["definers_missing"] and "sample_owner" in str(job.report["definers_missing"])
+    assert "sample_owner" in job.summary
