@@ -27,8 +27,10 @@ set -euo pipefail
 
 SOURCE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-# The packages Strongroom itself runs with. The tests add their own (.ci/run).
-PACKAGES=(python3 python3-venv postgresql-client zstd ca-certificates tzdata)
+# The packages Strongroom itself runs with (pg_dump and the MariaDB/MySQL
+# client tools, mariadb-dump and mariadb, for those sources). The tests add
+# their own (.ci/run).
+PACKAGES=(python3 python3-venv postgresql-client mariadb-client zstd ca-certificates tzdata)
 
 service_user=strongroom
 service_uid=
