@@ -88,6 +88,12 @@ def authenticate(raw: str) -> ApiToken:
         raise TokenRejected(f"This API token was revoked at {token.revoked_at:%Y-%m-%d %H:%M} UTC.")
     if token.is_expired():
         raise TokenRejected(f"This API token expired at {token.expires_at:%Y-%m-%d %H:%M} UTC.")
+    # A token acts for the person who made it: once their account is
+    # deactivated, neither their password nor their tokens let anyone in.
+    if token.created_by is not None and not token.created_by.is_active:
+        raise TokenRejected(
+            f"This API token belongs to {token.created_by.get_username()}, whose account is deactivated."
+        )
     return token
 
 

@@ -111,6 +111,21 @@ def test_it_refuses_a_revoked_token(client, world, endpoint):
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=IDS)
+def test_it_refuses_the_token_of_a_deactivated_user(client, world, endpoint, admin_user):
+    token, raw = make_token(scopes=["read", "backup"], created_by=admin_user)
+    assert call(client, ENDPOINTS[0], world, bearer(raw)).status_code == 200
+    admin_user.is_active = False
+    admin_user.save()
+
+    response = call(client, endpoint, world, bearer(raw))
+
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": f"This API token belongs to {admin_user.username}, whose account is deactivated."
+    }
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=IDS)
 def test_it_refuses_a_token_without_the_scope(client, world, endpoint):
     other_scope = "backup" if endpoint[3] == "read" else "read"
     token, raw = make_token(scopes=[other_scope])
