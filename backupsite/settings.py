@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "drills",
     "compliance",
     "pitr",
+    "accounts",
 ]
 
 MIDDLEWARE = [

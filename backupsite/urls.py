@@ -23,6 +23,7 @@ urlpatterns = [
     path("drills/", include("drills.urls")),
     path("compliance/", include("compliance.urls")),
     path("pitr/", include("pitr.urls")),
+    path("", include("accounts.urls")),
     path("api/v1/", include(pitr_urls.api_urlpatterns)),
     path("api/v1/", include("catalog.api.urls")),
     path("metrics", metrics, name="metrics"),
