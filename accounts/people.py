@@ -7,6 +7,8 @@ last active administrator can be neither demoted nor deactivated: with
 nobody left to sign in as one, only a shell on the server could set things
 right."""
 
+from dataclasses import dataclass
+
 from django.contrib.auth.models import Group, User
 from django.contrib.auth.tokens import default_token_generator
 from django.db import transaction
@@ -20,7 +22,7 @@ from catalog.roles import ADMINISTRATORS, AUDITORS, role_of
 
 ADMINISTRATOR = "administrator"
 AUDITOR = "auditor"
-NO_ROLE = ""
+NO_ROLE = "none"
 ROLE_CHOICES = [
     (ADMINISTRATOR, "Administrator: changes anything"),
     (AUDITOR, "Auditor: sees everything, changes nothing"),
@@ -38,10 +40,33 @@ def role_label(user: User) -> str:
     return ROLE_LABELS[role_of(user) or NO_ROLE]
 
 
+@dataclass
+class Person:
+    """One row of the people page: what an administrator wants to know at a glance."""
+
+    user: User
+    role: str
+    role_label: str
+    sign_in_methods: list[str]
+    token_count: int | None
+
+
+def summary(user: User) -> Person:
+    methods = []
+    if user.has_usable_password():
+        methods.append("password")
+    if user.sso_identities.all():
+        methods.append("single sign-on")
+    role = role_of(user) or NO_ROLE
+    return Person(user, role, ROLE_LABELS[role], methods, getattr(user, "token_count", None))
+
+
 def _refuse_if_last_administrator(user: User, what: str) -> None:
-    # Locks the administrators' rows so two demotions at once cannot both see another one left.
-    others = active_administrators().exclude(pk=user.pk).select_for_update()
-    if role_of(user) == ADMINISTRATOR and user.is_active and not list(others):
+    # Two demotions at once must not both see the other administrator left: each
+    # first locks every administrator's row, then counts afresh (under READ
+    # COMMITTED a new statement sees what the other committed while it waited).
+    list(User.objects.select_for_update().filter(pk__in=active_administrators().values("pk")))
+    if role_of(user) == ADMINISTRATOR and user.is_active and not active_administrators().exclude(pk=user.pk).exists():
         raise Refused(
             f"{user.get_username()} is the last active administrator and cannot be {what}. "
             "Make someone else an administrator first."
@@ -77,7 +102,7 @@ def create_person(actor: audit.Actor, username: str, email: str, role: str, pass
         actor,
         "person.create",
         user,
-        {"username": username, "email": email, "role": role or "none", "password_set": password is not None},
+        {"username": username, "email": email, "role": role, "password_set": password is not None},
     )
     return user
 
@@ -92,7 +117,7 @@ def set_role(actor: audit.Actor, user: User, role: str) -> bool:
     if before == ADMINISTRATOR:
         _refuse_if_last_administrator(user, "demoted")
     _apply_role(user, role)
-    audit.record(actor, "person.role", user, {"role": [before or "none", role or "none"]})
+    audit.record(actor, "person.role", user, {"role": [before, role]})
     return True
 
 
@@ -130,11 +155,13 @@ def reactivate(actor: audit.Actor, user: User) -> None:
 
 
 @transaction.atomic
-def password_reset_path(actor: audit.Actor, user: User) -> str:
+def password_reset_path(actor: audit.Actor, user: User, invitation: bool = False) -> str:
     """A one-use link that lets `user` choose a new password. It stops working
-    once used, once the password changes, or after PASSWORD_RESET_TIMEOUT."""
+    once used, once the password changes, once they sign in, or after
+    PASSWORD_RESET_TIMEOUT (Django's token covers all four)."""
     if not user.is_active:
         raise Refused(f"{user.get_username()} is deactivated: reactivate them before sending a reset.")
-    audit.record(actor, "person.password_reset", user, {"username": user.get_username()})
+    action = "person.invite" if invitation else "person.password_reset"
+    audit.record(actor, action, user, {"username": user.get_username()})
     uid = urlsafe_base64_encode(force_bytes(user.pk))
     return f"/login/reset/{uid}/{default_token_generator.make_token(user)}/"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
@@ -42,7 +43,15 @@ from restore.wizard import STEPS
 SKIPPED_NAMESPACES = {"admin"}
 
 # Reachable without logging in.
-PUBLIC = {"login": 200, "healthz": 200, "readyz": 200, "api_openapi": 200, "favicon": 301}
+PUBLIC = {
+    "login": 200,
+    "healthz": 200,
+    "readyz": 200,
+    "api_openapi": 200,
+    "favicon": 301,
+    # A set-password link (here a made-up one: the page says it no longer works).
+    "password_reset_confirm": 200,
+}
 # Authenticated by API token, not by the session: no token means 401, so an
 # auditor's (or anyone's) session grants nothing there, and they are exempt from
 # CSRF because no browser sends their credentials by itself.
@@ -92,6 +101,10 @@ WRITE_WORDS = {
     "enable",
     "disable",
     "check",
+    "change",
+    "deactivate",
+    "reactivate",
+    "reset",
 }
 
 
@@ -167,6 +180,7 @@ def world(db, tmp_path, admin_user):
         "key_rotation": rotation,
         "server": server,
         "audit": audit.record("test", "walk.prepare", source),
+        "person": User.objects.create_user("walk-person", "walk@example.org", "correct horse battery"),
     }
 
 
@@ -190,6 +204,7 @@ PK_BY_PREFIX = {
     "audit": "audit",
     "pitr_restore": "pitr_restore",
     "server": "server",
+    "person": "person",
 }
 # (URL name, parameter): what fills it, when the name alone would mislead.
 FILL_BY_NAME = {
@@ -208,6 +223,8 @@ FILL_BY_NAME = {
     ("pitr_wal_push", "pk"): lambda w: w["source"].pk,
     ("api_pitr_restores", "pk"): lambda w: w["source"].pk,
     ("pitr_wal_push", "name"): lambda w: "000000010000000000000001",
+    ("password_reset_confirm", "uidb64"): lambda w: "MQ",
+    ("password_reset_confirm", "token"): lambda w: "cz6a0v-0123456789abcdef0123456789abcdef",
 }
 
 
