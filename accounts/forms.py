@@ -20,6 +20,7 @@ class PersonForm(forms.Form):
         error_messages={"invalid": "Use only letters, digits and . @ + - _ in a user name."},
     )
     email = forms.EmailField(
+        label="E-mail",
         required=False,
         help_text="Where their invitation and password resets go. Optional: without it, you pass links on yourself.",
     )
@@ -60,5 +61,5 @@ class PersonForm(forms.Form):
 
 
 class PersonChangeForm(forms.Form):
-    email = forms.EmailField(required=False)
+    email = forms.EmailField(label="E-mail", required=False)
     role = forms.ChoiceField(choices=ROLE_CHOICES, widget=forms.RadioSelect)

@@ -18,7 +18,7 @@ from django.utils.http import urlsafe_base64_encode
 
 from catalog import audit
 from catalog.errors import Refused
-from catalog.roles import ADMINISTRATORS, AUDITORS, role_of
+from catalog.roles import ADMINISTRATORS, AUDITORS
 
 ADMINISTRATOR = "administrator"
 AUDITOR = "auditor"
@@ -36,8 +36,17 @@ def active_administrators() -> QuerySet[User]:
     return User.objects.filter(Q(is_superuser=True) | Q(groups__name=ADMINISTRATORS), is_active=True).distinct()
 
 
+def assigned_role(user: User) -> str:
+    """The role given to `user`, also while deactivated (when Django grants
+    them no permission at all, so `role_of` says None)."""
+    names = {group.name for group in user.groups.all()}
+    if user.is_superuser or ADMINISTRATORS in names:
+        return ADMINISTRATOR
+    return AUDITOR if AUDITORS in names else NO_ROLE
+
+
 def role_label(user: User) -> str:
-    return ROLE_LABELS[role_of(user) or NO_ROLE]
+    return ROLE_LABELS[assigned_role(user)]
 
 
 @dataclass
@@ -57,7 +66,7 @@ def summary(user: User) -> Person:
         methods.append("password")
     if user.sso_identities.all():
         methods.append("single sign-on")
-    role = role_of(user) or NO_ROLE
+    role = assigned_role(user)
     return Person(user, role, ROLE_LABELS[role], methods, getattr(user, "token_count", None))
 
 
@@ -66,7 +75,11 @@ def _refuse_if_last_administrator(user: User, what: str) -> None:
     # first locks every administrator's row, then counts afresh (under READ
     # COMMITTED a new statement sees what the other committed while it waited).
     list(User.objects.select_for_update().filter(pk__in=active_administrators().values("pk")))
-    if role_of(user) == ADMINISTRATOR and user.is_active and not active_administrators().exclude(pk=user.pk).exists():
+    if (
+        assigned_role(user) == ADMINISTRATOR
+        and user.is_active
+        and not active_administrators().exclude(pk=user.pk).exists()
+    ):
         raise Refused(
             f"{user.get_username()} is the last active administrator and cannot be {what}. "
             "Make someone else an administrator first."
@@ -111,7 +124,7 @@ def create_person(actor: audit.Actor, username: str, email: str, role: str, pass
 def set_role(actor: audit.Actor, user: User, role: str) -> bool:
     """Returns whether anything changed (signing in through single sign-on
     sets the role on every visit, and only a change is recorded)."""
-    before = role_of(user) or NO_ROLE
+    before = assigned_role(user)
     if before == role:
         return False
     if before == ADMINISTRATOR:

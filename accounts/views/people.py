@@ -19,7 +19,6 @@ from catalog.api.models import ApiToken
 from catalog.decorators import operator_required, viewer_required
 from catalog.errors import Refused
 from catalog.models import AuditEvent
-from catalog.roles import role_of
 
 
 @viewer_required
@@ -43,7 +42,7 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     now = timezone.now()
     token_rows = [(token, tokens.status_of(token, now)) for token in ApiToken.objects.filter(created_by=person)]
     events = AuditEvent.objects.filter(object_type="user", object_id=str(person.pk)).order_by("-id")[:20]
-    form = PersonChangeForm(initial={"email": person.email, "role": role_of(person) or people.NO_ROLE})
+    form = PersonChangeForm(initial={"email": person.email, "role": people.assigned_role(person)})
     context = {"person": people.summary(person), "form": form, "token_rows": token_rows, "events": events}
     return render(request, "accounts/person_detail.html", context)
 

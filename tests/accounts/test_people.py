@@ -140,6 +140,8 @@ def test_a_deactivated_person_is_signed_out_and_their_tokens_refused(admin_clien
     assert refused.status_code == 401 and "deactivated" in refused.json()["error"]
     assert not Client().login(username="bob", password="correct horse battery")
 
+    # Their role stays theirs while deactivated, and comes back with them.
+    assert "Administrator" in admin_client.get(f"/people/{bob.pk}/").content.decode()
     admin_client.post(f"/people/{bob.pk}/reactivate/")
     assert Client().get("/api/v1/status", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
     assert [a for a in actions() if a.startswith("person.")] == ["person.deactivate", "person.reactivate"]
