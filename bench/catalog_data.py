@@ -161,7 +161,7 @@ def credentials():
     user = User.objects.filter(username="bench").first() or User.objects.create_superuser("bench", "b@example.org", "x")
     client = Client()
     client.force_login(user)
-    _, raw = tokens.create_token("bench", "bench", ["read"])
+    _, raw = tokens.create_token("bench", "bench", ["read"], owner=user)
     return client, client.cookies["sessionid"].value, raw
 
 

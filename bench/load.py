@@ -258,6 +258,8 @@ class LoadBench(Bench):
     def run(self):
         t0 = time.perf_counter()
         self.setup_django()
+        from django.contrib.auth.models import User
+
         from bench import catalog_data
         from catalog.api import tokens
 
@@ -269,7 +271,8 @@ class LoadBench(Bench):
         self.plan_objects = self.plans()
         _, session, read_token = catalog_data.credentials()
         self.auth = (session, read_token)
-        self.backup_token = tokens.create_token("bench", "bench-load", ["backup"])[1]
+        bench_user = User.objects.get(username="bench")  # made by catalog_data.credentials() just above
+        self.backup_token = tokens.create_token("bench", "bench-load", ["backup"], owner=bench_user)[1]
         self.gunicorn, self.port = self.start_gunicorn()
         if self.args.web_cpu_shares:
             self.web_cgroup = cpu_cgroup(f"strongroom-bench-web-{self.tag}", self.args.web_cpu_shares, self.gunicorn)

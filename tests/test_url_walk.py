@@ -148,7 +148,7 @@ def world(db, tmp_path, admin_user):
     channel = Channel.objects.create(
         name="Walk mail", kind=Channel.EMAIL, email_to="oncall@example.org", events=["source_health"]
     )
-    token, _ = tokens.create_token("test", "Walk CI", ["read"], None)
+    token, _ = tokens.create_token("test", "Walk CI", ["read"], None, owner=admin_user)
     pitr_restore = PitrRestore.objects.create(
         source=source,
         target_kind="latest",

@@ -83,6 +83,14 @@ def authorize(scope: str, endpoint: str) -> Callable[[ApiView[P]], View[P]]:
             try:
                 if token.has_scope(scope):
                     response = view(api_request, *args, **kwargs)
+                elif scope in token.scopes:
+                    owner = token.created_by.get_username() if token.created_by else "?"
+                    response = error(
+                        f"This API token belongs to {owner}, who is no longer an administrator: "
+                        f"it may only read now, and this request needs the '{scope}' scope.",
+                        403,
+                        WWW_Authenticate=f'Bearer realm="strongroom", error="insufficient_scope", scope="{scope}"',
+                    )
                 else:
                     response = error(
                         f"This API token does not have the '{scope}' scope this request needs "

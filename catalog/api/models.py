@@ -41,4 +41,10 @@ class ApiToken(models.Model):
         return self.expires_at is not None and self.expires_at <= (now or timezone.now())
 
     def has_scope(self, scope: str) -> bool:
-        return scope in self.scopes
+        """A token acts for the person it belongs to: once they are no longer
+        an administrator, it may only read, whatever it was made with."""
+        return scope in self.scopes and (scope == self.READ or self.owner_may_change_things())
+
+    def owner_may_change_things(self) -> bool:
+        # Tokens made before tokens had owners keep their scopes (the token page flags them).
+        return self.created_by is None or self.created_by.has_perm("catalog.operate")

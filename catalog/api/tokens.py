@@ -7,7 +7,7 @@ only its SHA-256 and a short prefix to recognise it by."""
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -29,9 +29,21 @@ class TokenRejected(Exception):
 
 @transaction.atomic
 def create_token(
-    actor: audit.Actor, name: str, scopes: Iterable[str], expires_in_days: int | None = None
+    actor: audit.Actor,
+    name: str,
+    scopes: Iterable[str],
+    expires_in_days: int | None = None,
+    owner: User | None = None,
 ) -> tuple[ApiToken, str]:
-    """Returns (token, raw). Show `raw` once and forget it."""
+    """Returns (token, raw). Show `raw` once and forget it. The token belongs
+    to `owner` (by default the signed-in person making it): it stops working
+    when they are deactivated, and only reads once they are no longer an
+    administrator."""
+    owner = owner or audit.user_of(actor)
+    if owner is None:
+        raise Refused("An API token belongs to a person: say whose it is.")
+    if not owner.is_active:
+        raise Refused(f"{owner.get_username()} is deactivated: their tokens would be refused.")
     raw = RAW_PREFIX + secrets.token_urlsafe(32)
     expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
     token = ApiToken.objects.create(
@@ -40,8 +52,7 @@ def create_token(
         token_hash=ApiToken.hash(raw),
         scopes=sorted(scopes),
         expires_at=expires_at,
-        # Not a string: the signed-in user of the tokens page (never anonymous there); AUTH_USER_MODEL is User.
-        created_by=cast(User | None, actor if not isinstance(actor, str) else None),
+        created_by=owner,
     )
     audit.record(
         actor,
@@ -52,6 +63,7 @@ def create_token(
             "prefix": token.prefix,
             "scopes": token.scopes,
             "expires_at": expires_at.isoformat() if expires_at else None,
+            "owner": owner.get_username(),
         },
     )
     return token, raw

@@ -10,6 +10,7 @@ from catalog.alerts.models import Channel
 from catalog.api import tokens
 from catalog.models import AuditEvent, Backup, BackupPlan, Destination, Source, Verification
 from restore.models import RestoreJob
+from tests.catalog.api.helpers import token_owner
 from tests.factories import local_destination, make_plan, pg_source
 
 SECRET = "Tr0ub4dor&3-not-shown"
@@ -28,7 +29,7 @@ def setup(db, tmp_path, pg_server):
     channel = Channel.objects.create(
         name="On-call mail", kind=Channel.EMAIL, email_to="oncall@example.org", events=["source_health"]
     )
-    token, _ = tokens.create_token("test", "CI", ["read"], None)
+    token, _ = tokens.create_token("test", "CI", ["read"], None, owner=token_owner())
     return {
         "source": source,
         "destination": destination,

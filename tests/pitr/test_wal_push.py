@@ -9,6 +9,7 @@ import pytest
 from catalog.api import tokens
 from pitr import wal
 from pitr.models import ContinuousProtection, WalSegment
+from tests.catalog.api.helpers import token_owner
 from tests.factories import local_destination
 from tests.pitr.wal_helpers import cluster_source, execute
 
@@ -36,7 +37,7 @@ def test_it_stores_a_pushed_segment_and_refuses_a_bad_token(cluster, tmp_path, l
         "SELECT pg_walfile_name(pg_switch_wal())",
     )[0][0]
     segment_path = Path(cluster.datadir, "pg_wal", name)
-    _, raw = tokens.create_token("test", "archive_command", ["backup"])
+    _, raw = tokens.create_token("test", "archive_command", ["backup"], owner=token_owner())
     good, bad = tmp_path / "good-token", tmp_path / "bad-token"
     good.write_text(f"Authorization: Bearer {raw}\n")
     bad.write_text("Authorization: Bearer sr_not-a-real-token\n")
@@ -62,13 +63,13 @@ def test_it_refuses_a_token_without_the_backup_scope_and_bad_names(cluster, tmp_
     wal.enable_protection(
         "test", source, mode=ContinuousProtection.ARCHIVE, destinations=[local_destination(tmp_path / "wal")]
     )
-    _, read_only = tokens.create_token("test", "reader", ["read"])
+    _, read_only = tokens.create_token("test", "reader", ["read"], owner=token_owner())
     url = f"/api/v1/sources/{source.pk}/wal/000000010000000000000001"
     response = client.put(
         url, b"x" * 100, content_type="application/octet-stream", HTTP_AUTHORIZATION=f"Bearer {read_only}"
     )
     assert response.status_code == 403
-    _, raw = tokens.create_token("test", "pusher", ["backup"])
+    _, raw = tokens.create_token("test", "pusher", ["backup"], owner=token_owner())
     response = client.put(
         f"/api/v1/sources/{source.pk}/wal/postgresql.conf",
         b"x",

@@ -8,9 +8,13 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from accounts import people
+from catalog.api import tokens
 from catalog.api.models import ApiToken
+from catalog.errors import Refused
 from catalog.models import AuditEvent, Backup, Verification
 from tests.catalog.api.helpers import bearer, make_token
+from tests.conftest import make_user
 from tests.factories import recorded_backup, sqlite_plan
 
 pytestmark = pytest.mark.django_db
@@ -123,6 +127,33 @@ def test_it_refuses_the_token_of_a_deactivated_user(client, world, endpoint, adm
     assert response.json() == {
         "error": f"This API token belongs to {admin_user.username}, whose account is deactivated."
     }
+
+
+def test_a_token_whose_owner_is_no_longer_an_administrator_only_reads(client, world, admin_user):
+    make_user("second", "Administrators")  # so that alice may be demoted
+    token, raw = make_token(scopes=["read", "backup"], created_by=admin_user)
+    backup = next(e for e in ENDPOINTS if e[3] == "backup")
+    people.set_role("test", admin_user, people.AUDITOR)
+
+    assert client.get("/api/v1/status", headers=bearer(raw)).status_code == 200
+    refused = call(client, backup, world, bearer(raw))
+    assert refused.status_code == 403
+    assert "belongs to alice, who is no longer an administrator" in refused.json()["error"]
+    assert not Verification.objects.exists() and Backup.objects.count() == 1
+
+    people.set_role("test", admin_user, people.ADMINISTRATOR)
+    assert call(client, backup, world, bearer(raw)).status_code == backup[5]
+
+
+def test_a_token_made_before_tokens_had_owners_keeps_working(client, world, auditor_client):
+    token, raw = make_token(scopes=["read", "backup"], created_by=None)
+    assert client.get("/api/v1/status", headers=bearer(raw)).status_code == 200
+    assert "belongs to nobody" in auditor_client.get("/tokens/").content.decode()
+
+
+def test_a_token_needs_an_owner(db):
+    with pytest.raises(Refused, match="belongs to a person"):
+        tokens.create_token("cron", "orphan", ["read"])
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=IDS)
