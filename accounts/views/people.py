@@ -2,6 +2,7 @@
 deactivate them and send password resets; auditors see the list. A
 set-password link is shown once, in the answer to the POST that made it."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.models import User
 from django.db.models import Count, Q
@@ -122,5 +123,6 @@ def password_reset(request: HttpRequest, pk: int) -> HttpResponse:
 def link_page(request: HttpRequest, person: User, invitation: bool) -> HttpResponse:
     url = request.build_absolute_uri(people.password_reset_path(request.user, person, invitation))
     not_sent = mail.send_set_password_link(person, url, invitation)
-    context = {"person": person, "url": url, "invitation": invitation, "not_sent": not_sent}
+    days = max(1, settings.PASSWORD_RESET_TIMEOUT // 86400)
+    context = {"person": person, "url": url, "invitation": invitation, "not_sent": not_sent, "days": days}
     return render(request, "accounts/person_link.html", context)
