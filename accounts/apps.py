@@ -8,3 +8,11 @@ class AccountsConfig(AppConfig):
 
     name = "accounts"
     verbose_name = "People and sign-in"
+
+    def ready(self) -> None:
+        from django.contrib import admin
+
+        from accounts.views.sign_in import admin_login
+
+        # The admin's own login page would sign in with a password alone, past the second factor.
+        admin.site.login = admin_login  # type: ignore[method-assign]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from accounts.views import people, reset
+from accounts.views import people, reset, sign_in, two_factor
 
 urlpatterns = [
     # The users and roles page (accounts/views/people.py).
@@ -13,4 +13,13 @@ urlpatterns = [
     path("people/<int:pk>/password-reset/", people.password_reset, name="person_password_reset"),
     # A set-password link, opened before signing in: under /login/, which is public.
     path("login/reset/<uidb64>/<token>/", reset.SetPassword.as_view(), name="password_reset_confirm"),
+    # Two-factor (accounts/two_factor.py): the sign-in's second step, under /login/ as it comes before signing in;
+    # each person's own set-up under /account/, which auditors may post to (catalog.middleware.ReadOnlyForViewers);
+    # the policy and another person's reset for administrators, on the people page.
+    path("login/second-factor/", sign_in.second_factor, name="login_second_factor"),
+    path("account/two-factor/", two_factor.overview, name="two_factor"),
+    path("account/two-factor/recovery-codes/", two_factor.new_recovery_codes, name="two_factor_recovery_codes"),
+    path("account/two-factor/disable/", two_factor.disable, name="two_factor_disable"),
+    path("people/two-factor-policy/", two_factor.policy, name="two_factor_policy"),
+    path("people/<int:pk>/two-factor/reset/", two_factor.reset, name="two_factor_reset"),
 ]

@@ -70,6 +70,10 @@ INSTALLED_APPS = [
     "django_q",
     "csp",
     "axes",
+    # Two-factor sign-in (accounts/two_factor.py): authenticator-app codes and recovery codes.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "catalog",
     "restore",
     "drills",
@@ -90,6 +94,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "catalog.middleware.LoginRequiredEverywhere",
+    # An administrator who must set up two-factor sees the set-up page only (accounts/middleware.py).
+    "accounts.middleware.TwoFactorEnrolmentRequired",
     "catalog.middleware.ReadOnlyForViewers",
     "catalog.middleware.AuditRequestIP",
     # Last, as django-axes asks: it turns a lockout into the 429 page.
@@ -218,8 +224,16 @@ AXES_RESET_ON_SUCCESS = True
 # punished with another 15.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# A wrong second-factor code counts as a failed sign-in too (accounts/two_factor.py);
+# axes keeps each failed attempt's form data, with these fields masked.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "code"]
 # Lockouts are audited (catalog/lockouts.py); axes's banner on every start is noise.
 AXES_VERBOSE = False
+
+# Two-factor sign-in: authenticator apps show the site's name beside the user's,
+# and the Django admin lists devices without their secrets.
+OTP_TOTP_ISSUER = SITE_NAME
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # Backups can run for hours. django-q2 re-delivers a task after `retry`
 # seconds, so it must be longer than `timeout`; a failed task is recorded and

@@ -1,20 +1,16 @@
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from accounts.views import sign_in
 from catalog.api.metrics import metrics
 from pitr import urls as pitr_urls
 
 urlpatterns = [
-    # LoginView names the site after the request's host; extra_context has the last word.
-    path(
-        "login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True, extra_context={"site_name": settings.SITE_NAME}),
-        name="login",
-    ),
+    # The password, then a code for those with two-factor (accounts/two_factor.py).
+    path("login/", sign_in.sign_in, name="login"),
     # Browsers ask for /favicon.ico whatever the page links: the SVG icon in static/.
     path("favicon.ico", RedirectView.as_view(url=static("img/favicon.svg"), permanent=True), name="favicon"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

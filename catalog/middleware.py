@@ -37,9 +37,12 @@ class ReadOnlyForViewers:
     stays open. A request to the API that carries a valid API token is the
     API's to judge by that token's scopes (the session plays no part there);
     any other Authorization header, empty, malformed, unknown, revoked, or
-    sent to a page outside the API, changes nothing."""
+    sent to a page outside the API, changes nothing. Under /account/ each
+    person changes only their own account (their two-factor), whatever
+    their role, so auditors may post there too."""
 
     OPEN_PATHS = ("/login/", "/logout/")
+    OWN_ACCOUNT_PREFIX = "/account/"
     API_PREFIX = "/api/"
 
     def __init__(self, get_response: GetResponse) -> None:
@@ -51,6 +54,7 @@ class ReadOnlyForViewers:
             and request.user.is_authenticated
             and not request.user.has_perm("catalog.operate")
             and request.path not in self.OPEN_PATHS
+            and not request.path.startswith(self.OWN_ACCOUNT_PREFIX)
             and not self.api_request_with_valid_token(request)
         ):
             if request.path.startswith(self.API_PREFIX):

@@ -58,8 +58,9 @@ PUBLIC = {
 TOKEN_AUTHENTICATED_PREFIXES = ("/api/", "/metrics")
 # Where a pattern has no name (the API's JSON 404 for anything else), the path to walk.
 UNNAMED = {r"api/v1/^[\s\S]*$": "/api/v1/no-such-resource"}
-# Logging in and out is what an auditor may POST.
-AUDITOR_MAY_POST = {"login", "logout"}
+# Logging in and out is what an auditor may POST, and their own two-factor (under
+# /account/: catalog.middleware.ReadOnlyForViewers; tests/accounts/test_two_factor.py).
+AUDITOR_MAY_POST = {"login", "logout", "two_factor", "two_factor_recovery_codes", "two_factor_disable"}
 
 # What an auditor's GET may answer besides 200, and why.
 AUDITOR_GET = {
@@ -73,6 +74,9 @@ AUDITOR_GET = {
     "pitr_restore_plan": (403, "the point-in-time restore form's plan: administrators only"),
     "pitr_drill_start": (403, "starts a PITR drill (POST only): administrators only"),
     "pitr_restore_stop_server": (403, "stops a restored server (POST only): administrators only"),
+    "login_second_factor": (302, "a signed-in user is sent on to the dashboard"),
+    "two_factor_recovery_codes": (405, "makes new recovery codes: POST only"),
+    "two_factor_policy": (403, "the two-factor policy (POST only): administrators only"),
 }
 # Names that say the URL changes something (or opens a form to): an auditor's
 # GET of it may answer 403 (the form is for administrators) or 405 (POST only).
@@ -225,6 +229,7 @@ FILL_BY_NAME = {
     ("pitr_wal_push", "name"): lambda w: "000000010000000000000001",
     ("password_reset_confirm", "uidb64"): lambda w: "MQ",
     ("password_reset_confirm", "token"): lambda w: "cz6a0v-0123456789abcdef0123456789abcdef",
+    ("two_factor_reset", "pk"): lambda w: w["person"].pk,
 }
 
 
@@ -245,6 +250,9 @@ ADMIN_GET = {
     "pitr_restore_plan": (404, "the walk's source is SQLite: no point-in-time restore"),
     "pitr_drill_start": (405, "starts a PITR drill: POST only"),
     "pitr_restore_stop_server": (405, "stops a restored server: POST only"),
+    "login_second_factor": (302, "a signed-in user is sent on to the dashboard"),
+    "two_factor_recovery_codes": (405, "makes new recovery codes: POST only"),
+    "two_factor_policy": (405, "sets the two-factor policy (a form on the people page): POST only"),
 }
 
 

@@ -1,0 +1,106 @@
+"""Two-factor pages: each person sets up, renews and turns off their own
+(auditors too: it is their own account, so catalog.middleware lets these
+POSTs through); administrators set the policy and reset someone else's."""
+
+from django.contrib import messages
+from django.contrib.auth.models import User
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+
+from accounts import two_factor
+from catalog.decorators import operator_required
+from catalog.errors import Refused
+
+
+def own_user(request: HttpRequest) -> User:
+    # Signed in (catalog.middleware.LoginRequiredEverywhere), so a real User.
+    assert isinstance(request.user, User)
+    return request.user
+
+
+def recovery_codes_page(request: HttpRequest, codes: list[str], title: str, replaced: bool) -> HttpResponse:
+    """The only time the codes are shown (the views are never_cache, so no cache keeps them)."""
+    return render(request, "accounts/two_factor_codes.html", {"codes": codes, "title": title, "replaced": replaced})
+
+
+@sensitive_post_parameters("code")
+@never_cache
+def overview(request: HttpRequest) -> HttpResponseBase:
+    """Your own two-factor: the set-up (QR code, key, a code to confirm) while
+    it is off; its state, new recovery codes and the off switch once on."""
+    user = own_user(request)
+    state = two_factor.status(user)
+    error = ""
+    if request.method == "POST" and not state["enabled"]:
+        try:
+            codes = two_factor.enrol(request, user, request.POST.get("code", ""))
+        except Refused as refusal:
+            error = str(refusal)
+        else:
+            return recovery_codes_page(request, codes, "Two-factor is on", replaced=False)
+    context: dict[str, object] = {"state": state, "error": error}
+    if not state["enabled"]:
+        key = two_factor.enrolment_key(request)
+        context["qr_svg"] = two_factor.qr_svg(two_factor.provisioning_uri(user, key))
+        context["key_for_typing"] = two_factor.key_for_typing(key)
+        context["must_enrol"] = two_factor.needs_enrolment(user, request)
+    return render(request, "accounts/two_factor.html", context)
+
+
+@sensitive_post_parameters("code")
+@never_cache
+@require_POST
+def new_recovery_codes(request: HttpRequest) -> HttpResponseBase:
+    try:
+        codes = two_factor.regenerate_recovery_codes(request, own_user(request), request.POST.get("code", ""))
+    except Refused as refusal:
+        messages.error(request, str(refusal))
+        return redirect("two_factor")
+    return recovery_codes_page(request, codes, "New recovery codes", replaced=True)
+
+
+@sensitive_post_parameters("code")
+@require_POST
+def disable(request: HttpRequest) -> HttpResponseBase:
+    try:
+        two_factor.disable(request, own_user(request), request.POST.get("code", ""))
+    except Refused as refusal:
+        messages.error(request, str(refusal))
+    else:
+        messages.success(request, "Two-factor is off: your password alone signs you in.")
+    return redirect("two_factor")
+
+
+@operator_required
+@require_POST
+def policy(request: HttpRequest) -> HttpResponseBase:
+    required = request.POST.get("require_two_factor_for_administrators") == "on"
+    if two_factor.set_two_factor_required(request.user, required):
+        if required:
+            messages.success(
+                request, "Administrators must now use two-factor: those without it are asked to set it up first."
+            )
+        else:
+            messages.success(request, "Two-factor is now optional for administrators.")
+    return redirect("people_list")
+
+
+@operator_required
+@require_POST
+def reset(request: HttpRequest, pk: int) -> HttpResponseBase:
+    person = get_object_or_404(User, pk=pk)
+    try:
+        two_factor.reset_two_factor(request.user, person)
+    except Refused as refusal:
+        messages.error(request, str(refusal))
+    else:
+        messages.success(
+            request,
+            f"Two-factor of {person.get_username()} is reset: their password alone signs them in "
+            "until they set it up again.",
+        )
+    return redirect("people_list")
