@@ -45,7 +45,8 @@ def overview(request: HttpRequest) -> HttpResponseBase:
     context: dict[str, object] = {"state": state, "error": error}
     if not state["enabled"]:
         key = two_factor.enrolment_key(request)
-        context["qr_svg"] = two_factor.qr_svg(two_factor.provisioning_uri(user, key))
+        context["otpauth_uri"] = uri = two_factor.provisioning_uri(user, key)
+        context["qr_svg"] = two_factor.qr_svg(uri)
         context["key_for_typing"] = two_factor.key_for_typing(key)
         context["must_enrol"] = two_factor.needs_enrolment(user, request)
     return render(request, "accounts/two_factor.html", context)

@@ -5,6 +5,7 @@ policy for administrators, resets by another administrator, and the admin's
 login that no longer goes around it."""
 
 import re
+from base64 import b32encode
 from binascii import unhexlify
 
 import pytest
@@ -86,6 +87,9 @@ def test_it_sets_up_with_a_qr_code_and_the_key_and_shows_ten_recovery_codes_once
     html = page.content.decode()
     assert page.status_code == 200 and "<svg" in html and "data:" not in html
     key = admin_client.session[two_factor.ENROLMENT_KEY]
+    secret = b32encode(unhexlify(key)).decode()
+    # The QR code's URI, also a link for a phone that has the app: the site's name and the user's.
+    assert f'href="otpauth://totp/Strongroom%3Aalice?secret={secret}&amp;' in html
     assert not TOTPDevice.objects.exists()  # opening the page writes nothing
     assert admin_client.get("/account/two-factor/").content.decode().count(two_factor.key_for_typing(key)) == 1
 
