@@ -58,16 +58,17 @@ class Person:
     role_label: str
     sign_in_methods: list[str]
     token_count: int | None
+    two_factor: bool
 
 
-def summary(user: User) -> Person:
+def summary(user: User, two_factor: bool) -> Person:
     methods = []
     if user.has_usable_password():
         methods.append("password")
     if user.sso_identities.all():
         methods.append("single sign-on")
     role = assigned_role(user)
-    return Person(user, role, ROLE_LABELS[role], methods, getattr(user, "token_count", None))
+    return Person(user, role, ROLE_LABELS[role], methods, getattr(user, "token_count", None), two_factor)
 
 
 def _refuse_if_last_administrator(user: User, what: str) -> None:

@@ -80,6 +80,11 @@ def has_two_factor(user: AnyUser) -> bool:
     return isinstance(user, User) and TOTPDevice.objects.filter(user=user, confirmed=True).exists()
 
 
+def users_with_two_factor() -> set[int]:
+    """The ids of everyone with a confirmed authenticator, for the people list in one query."""
+    return set(TOTPDevice.objects.filter(confirmed=True).values_list("user_id", flat=True))
+
+
 def recovery_codes_left(user: User) -> int:
     return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from accounts import mail, people
+from accounts import mail, people, two_factor
 from accounts.forms import PASSWORD, PersonChangeForm, PersonForm
 from accounts.models import SignInPolicy
 from catalog.api import tokens
@@ -33,7 +33,8 @@ def listing(request: HttpRequest) -> HttpResponse:
         .annotate(token_count=Count("apitoken", filter=live_tokens))
         .order_by("-is_active", "username")
     )
-    rows = [people.summary(user) for user in users]
+    enrolled = two_factor.users_with_two_factor()
+    rows = [people.summary(user, user.pk in enrolled) for user in users]
     return render(request, "accounts/people_list.html", {"rows": rows, "policy": SignInPolicy.current()})
 
 
@@ -44,7 +45,13 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     token_rows = [(token, tokens.status_of(token, now)) for token in ApiToken.objects.filter(created_by=person)]
     events = AuditEvent.objects.filter(object_type="user", object_id=str(person.pk)).order_by("-id")[:20]
     form = PersonChangeForm(initial={"email": person.email, "role": people.assigned_role(person)})
-    context = {"person": people.summary(person), "form": form, "token_rows": token_rows, "events": events}
+    context = {
+        "person": people.summary(person, two_factor.has_two_factor(person)),
+        "recovery_codes_left": two_factor.recovery_codes_left(person),
+        "form": form,
+        "token_rows": token_rows,
+        "events": events,
+    }
     return render(request, "accounts/person_detail.html", context)
 
 

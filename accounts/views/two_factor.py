@@ -104,4 +104,4 @@ def reset(request: HttpRequest, pk: int) -> HttpResponseBase:
             f"Two-factor of {person.get_username()} is reset: their password alone signs them in "
             "until they set it up again.",
         )
-    return redirect("people_list")
+    return redirect("person_detail", person.pk)

@@ -1,6 +1,7 @@
 """The users and roles page: administrators add people, change roles,
 deactivate and reset; auditors only look; the last administrator stays."""
 
+import io
 import re
 
 import pytest
@@ -203,3 +204,33 @@ def test_the_list_shows_roles_sign_in_methods_and_live_tokens(admin_client, admi
     assert "Administrator" in row and "password" in row and "1 active" in row
     invited = html[html.index(">invited<") :]
     assert "nothing yet: invited" in invited
+
+
+def test_the_people_pages_show_two_factor_and_an_administrator_resets_it(admin_client, admin_user):
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    bob = make_user("bob", "Auditors")
+    TOTPDevice.objects.create(user=bob, name="Authenticator app", confirmed=True)
+    assert "+ two-factor" in admin_client.get("/people/").content.decode()
+    page = admin_client.get(f"/people/{bob.pk}/").content.decode()
+    assert (
+        "Reset two-factor</button>" in page
+        and "Require two-factor for administrators" in admin_client.get("/people/").content.decode()
+    )
+
+    answer = admin_client.post(f"/people/{bob.pk}/two-factor/reset/", follow=True)
+    assert "is reset" in answer.content.decode() and answer.redirect_chain[-1][0] == f"/people/{bob.pk}/"
+    assert not TOTPDevice.objects.filter(user=bob).exists()
+    assert "Reset two-factor</button>" not in answer.content.decode()
+
+
+def test_a_lost_second_factor_is_reset_from_the_shell(admin_user):
+    from django.core.management import CommandError, call_command
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    TOTPDevice.objects.create(user=admin_user, name="Authenticator app", confirmed=True)
+    call_command("reset_two_factor", "alice", stdout=io.StringIO())
+    assert not TOTPDevice.objects.filter(user=admin_user).exists()
+    assert AuditEvent.objects.filter(action="two_factor.reset", actor_label="manage.py reset_two_factor").exists()
+    with pytest.raises(CommandError, match="no two-factor to reset"):
+        call_command("reset_two_factor", "alice")
