@@ -1,6 +1,6 @@
 from django.urls import path
 
-from accounts.views import people, reset, sign_in, two_factor
+from accounts.views import people, reset, sign_in, single_sign_on, two_factor
 
 urlpatterns = [
     # The users and roles page (accounts/views/people.py).
@@ -13,6 +13,9 @@ urlpatterns = [
     path("people/<int:pk>/password-reset/", people.password_reset, name="person_password_reset"),
     # A set-password link, opened before signing in: under /login/, which is public.
     path("login/reset/<uidb64>/<token>/", reset.SetPassword.as_view(), name="password_reset_confirm"),
+    # Single sign-on (accounts/oidc.py), under /login/ too; the names are mozilla-django-oidc's.
+    path("login/sso/start/", single_sign_on.StartSignIn.as_view(), name="oidc_authentication_init"),
+    path("login/sso/callback/", single_sign_on.finish_sign_in, name="oidc_authentication_callback"),
     # Two-factor (accounts/two_factor.py): the sign-in's second step, under /login/ as it comes before signing in;
     # each person's own set-up under /account/, which auditors may post to (catalog.middleware.ReadOnlyForViewers);
     # the policy and another person's reset for administrators, on the people page.

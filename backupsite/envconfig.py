@@ -176,3 +176,84 @@ def server_binary(name: str) -> str:
         return name
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda path: int(path.split("/")[4]))
     return found[-1] if found else name
+
+
+# An identity provider reached over plain http could be impersonated by anyone
+# on the path, who would then sign in as anyone: http is for a provider on this
+# machine only (a test one).
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def oidc_issuer(name: str) -> str:
+    """The identity provider's issuer URL, as the provider writes it in its
+    discovery document and its tokens, or "" (single sign-on off)."""
+    value = (env(name) or "").strip()
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+        raise ImproperlyConfigured(
+            f"{name} must be the identity provider's issuer URL, such as "
+            f"https://login.example.org/realms/staff, not {value[:200]!r}"
+        )
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ImproperlyConfigured(
+            f"{name} must use https: over plain http anyone between Strongroom and {parts.hostname} "
+            "could hand out their own keys and sign in as anyone"
+        )
+    return value
+
+
+def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (env(name) or "").strip() or default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value[:80]!r}")
+    return value
+
+
+PASSWORD_SIGN_IN_CHOICES = ("everyone", "break-glass-only")
+
+
+def refuse_bad_sign_in_settings(
+    issuer: str, client_id: str, client_secret: str, password_sign_in: str, break_glass_users: list[str]
+) -> None:
+    """Half a single sign-on set-up would leave people unable to sign in, or
+    believing passwords were off when they are not: it stops start-up, saying
+    which variable to set."""
+    if not issuer:
+        stray = sorted(
+            name.removesuffix("_FILE")
+            for name, value in os.environ.items()
+            if name.startswith("STRONGROOM_OIDC_") and value.strip()
+        )
+        if stray:
+            raise ImproperlyConfigured(
+                f"{stray[0]} is set but STRONGROOM_OIDC_ISSUER is not: set the identity provider's "
+                "issuer URL to turn single sign-on on, or unset the STRONGROOM_OIDC_ variables"
+            )
+    else:
+        for value, variable in (
+            (client_id, "STRONGROOM_OIDC_CLIENT_ID"),
+            (client_secret, "STRONGROOM_OIDC_CLIENT_SECRET"),
+        ):
+            if not value:
+                raise ImproperlyConfigured(
+                    f"Single sign-on needs {variable} (or {variable}_FILE) too: the values the "
+                    "identity provider gave when Strongroom was registered there"
+                )
+    if password_sign_in == "break-glass-only":
+        if not issuer:
+            raise ImproperlyConfigured(
+                "STRONGROOM_PASSWORD_SIGN_IN=break-glass-only needs single sign-on "
+                "(STRONGROOM_OIDC_ISSUER): otherwise only the break-glass users could ever sign in"
+            )
+        if not break_glass_users:
+            raise ImproperlyConfigured(
+                "STRONGROOM_PASSWORD_SIGN_IN=break-glass-only needs STRONGROOM_BREAK_GLASS_USERS, the user "
+                "names that may still sign in with a password when the identity provider is down"
+            )
+    elif break_glass_users:
+        raise ImproperlyConfigured(
+            "STRONGROOM_BREAK_GLASS_USERS is set, but everyone may sign in with a password: "
+            "set STRONGROOM_PASSWORD_SIGN_IN=break-glass-only too, or unset STRONGROOM_BREAK_GLASS_USERS"
+        )

@@ -15,14 +15,18 @@ from croniter import croniter
 from django.core.exceptions import ImproperlyConfigured
 
 from backupsite.envconfig import (
+    PASSWORD_SIGN_IN_CHOICES,
     create_private_database_file,
     database_from_url,
     env,
     env_bool,
+    env_choice,
     env_int,
     env_list,
     host_name,
     key_encryption_key,
+    oidc_issuer,
+    refuse_bad_sign_in_settings,
     secret_key,
     server_binary,
     sqlite_database,
@@ -141,6 +145,40 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
+# --- Single sign-on (OpenID Connect: accounts/oidc.py, docs/DEPLOYMENT.md) ----
+# On when the identity provider's issuer URL is set. Its endpoints come from its
+# discovery document at the first sign-in, never at start-up: a provider that is
+# down must not stop Strongroom, nor its break-glass users.
+OIDC_ISSUER = oidc_issuer("STRONGROOM_OIDC_ISSUER")
+OIDC_RP_CLIENT_ID = (env("STRONGROOM_OIDC_CLIENT_ID") or "").strip()
+# Named *_SECRET, so that Django's error reports leave it out.
+OIDC_RP_CLIENT_SECRET = (env("STRONGROOM_OIDC_CLIENT_SECRET") or "").strip()
+OIDC_PROVIDER_NAME = (env("STRONGROOM_OIDC_PROVIDER_NAME") or "").strip() or "your organisation's sign-in"
+OIDC_RP_SCOPES = (env("STRONGROOM_OIDC_SCOPES") or "").strip() or "openid email profile"
+# Roles from the provider's groups at every sign-in, when either list is set:
+# administrator wins over auditor, neither is no role.
+OIDC_GROUPS_CLAIM = (env("STRONGROOM_OIDC_GROUPS_CLAIM") or "").strip() or "groups"
+OIDC_ADMINISTRATOR_GROUPS = env_list("STRONGROOM_OIDC_ADMINISTRATOR_GROUPS", [])
+OIDC_AUDITOR_GROUPS = env_list("STRONGROOM_OIDC_AUDITOR_GROUPS", [])
+# Someone the provider vouches for but Strongroom does not know: made a person
+# (just in time), or, when linking is on, matched to a local user of the same
+# name that has no identity yet (never a break-glass one); else refused.
+OIDC_CREATE_USERS = env_bool("STRONGROOM_OIDC_CREATE_USERS", False)
+OIDC_LINK_EXISTING_USERS = env_bool("STRONGROOM_OIDC_LINK_EXISTING_USERS", False)
+# "everyone", or "break-glass-only": then only BREAK_GLASS_USERS sign in with a password.
+PASSWORD_SIGN_IN = env_choice("STRONGROOM_PASSWORD_SIGN_IN", PASSWORD_SIGN_IN_CHOICES, "everyone")
+BREAK_GLASS_USERS = env_list("STRONGROOM_BREAK_GLASS_USERS", [])
+refuse_bad_sign_in_settings(OIDC_ISSUER, OIDC_RP_CLIENT_ID, OIDC_RP_CLIENT_SECRET, PASSWORD_SIGN_IN, BREAK_GLASS_USERS)
+# mozilla-django-oidc: ID tokens signed RS256 with the provider's published
+# keys; state, nonce and PKCE checked; the client secret sent as HTTP basic
+# (client_secret_basic, what OpenID Connect assumes); no token kept in the session.
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_USE_NONCE = True
+OIDC_USE_PKCE = True
+OIDC_STORE_ACCESS_TOKEN = False
+OIDC_STORE_ID_TOKEN = False
+OIDC_TIMEOUT = env_int("STRONGROOM_OIDC_TIMEOUT_SECONDS", 10, minimum=1)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE", "UTC")
 USE_I18N = True
@@ -213,7 +251,11 @@ CONTENT_SECURITY_POLICY = {
 # client address is REMOTE_ADDR, as for the audit trail (catalog/middleware.py).
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
+    # Refuses a password sign-in of anyone but the break-glass users when PASSWORD_SIGN_IN says so.
+    "accounts.oidc.PasswordSignInPolicy",
     "django.contrib.auth.backends.ModelBackend",
+    # Keeps the sessions of single sign-on; never checks a password.
+    "accounts.oidc.SingleSignOnBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
