@@ -8,8 +8,15 @@ from catalog.roles import grant_roles
 from tests.harness import pg, s3
 
 # Each real server besides PostgreSQL and S3 keeps its fixtures beside the code
-# that starts it: MariaDB, Azurite (Azure Blob), OpenSSH (SFTP) and the GCS emulator.
-pytest_plugins = ["tests.harness.mariadb", "tests.harness.azurite", "tests.harness.sftp", "tests.harness.gcs"]
+# that starts it: MariaDB, Azurite (Azure Blob), OpenSSH (SFTP), the GCS emulator
+# and an OpenID Connect identity provider (single sign-on).
+pytest_plugins = [
+    "tests.harness.mariadb",
+    "tests.harness.azurite",
+    "tests.harness.sftp",
+    "tests.harness.gcs",
+    "tests.harness.oidc",
+]
 
 
 @pytest.fixture(scope="session")
