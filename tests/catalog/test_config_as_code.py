@@ -479,3 +479,83 @@ def test_a_backup_taken_with_an_imported_plan_works(pg_database, tmp_path, monke
     copy = backup.copies.get()
     assert copy.status == Copy.DURABLE and copy.destination.name == "Local disk"
     assert any(str(p).endswith(copy.key.split("/")[-1]) for p in files_under(folder))
+
+
+def test_every_kind_of_source_destination_and_channel_comes_back_the_same(tmp_path, monkeypatch):
+    """The kinds the realistic setup above does not hold: each one's own fields
+    and secrets (nothing here is contacted: an import tests no connection)."""
+    services.save_source("test", Source(name="Shop file", engine="sqlite", sqlite_path="/srv/shop.sqlite3", port=None))
+    services.save_source(
+        "test", Source(name="By DSN", engine="postgresql"), secrets={"dsn": "postgresql://u:dsn-pw-T5r@db:5432/x"}
+    )
+    kinds = {
+        "Azure": (
+            Destination(kind="azure", account_name="acme", bucket="backups", prefix="sr/"),
+            {"account_key": "azure-key-W3e", "sas_token": "sv=2024&sig=sas-Q1z"},
+        ),
+        "GCS": (Destination(kind="gcs", bucket="acme-backups"), {"service_account_json": '{"type": "sa-J8k"}'}),
+        "SFTP": (
+            Destination(kind="sftp", server="127.0.0.1", server_port=2222, username="backup", path="upload"),
+            {"password": "sftp-pw-N4b", "private_key": "-----BEGIN KEY-----\nkey-M2c\n-----END KEY-----"},
+        ),
+    }
+    for name, (destination, secrets) in kinds.items():
+        destination.name = name
+        services.save_destination("test", destination, secrets=secrets)
+    notify.save_channel(
+        "test", Channel(name="Slack", kind="slack", events=["stuck_job"]), secrets={"url": "http://127.0.0.1:9/s-V6n"}
+    )
+    notify.save_channel(
+        "test", Channel(name="PagerDuty", kind="pagerduty", events=["source_health"]), secrets={"routing_key": "pd-X0p"}
+    )
+    secret_values = ["dsn-pw-T5r", "azure-key-W3e", "sas-Q1z", "sa-J8k", "sftp-pw-N4b", "key-M2c", "s-V6n", "pd-X0p"]
+    text = export()
+    assert not [value for value in secret_values if value in text]
+    config = yaml.safe_load(text)
+    assert entry(config, "sources", "Shop file") == {
+        "name": "Shop file",
+        "engine": "sqlite",
+        "sqlite_path": "/srv/shop.sqlite3",
+        "rpo_minutes": None,
+        "rto_minutes": None,
+        "grace_minutes": 120,
+        "paused": False,
+    }
+    assert entry(config, "destinations", "SFTP")["private_key"] == {
+        "env": "STRONGROOM_SECRET_DESTINATION_SFTP_PRIVATE_KEY"
+    }
+    assert "private_key_passphrase" not in entry(config, "destinations", "SFTP")  # none stored
+    stored = {
+        (section, obj.name): obj.secrets()
+        for section, model in (("sources", Source), ("destinations", Destination), ("channels", Channel))
+        for obj in model.objects.all()
+    }
+    for variable, (section, name, field) in {
+        "STRONGROOM_SECRET_SOURCE_BY_DSN_DSN": ("sources", "By DSN", "dsn"),
+        "STRONGROOM_SECRET_DESTINATION_AZURE_ACCOUNT_KEY": ("destinations", "Azure", "account_key"),
+        "STRONGROOM_SECRET_DESTINATION_AZURE_SAS_TOKEN": ("destinations", "Azure", "sas_token"),
+        "STRONGROOM_SECRET_DESTINATION_GCS_SERVICE_ACCOUNT_JSON": ("destinations", "GCS", "service_account_json"),
+        "STRONGROOM_SECRET_DESTINATION_SFTP_PASSWORD": ("destinations", "SFTP", "password"),
+        "STRONGROOM_SECRET_DESTINATION_SFTP_PRIVATE_KEY": ("destinations", "SFTP", "private_key"),
+        "STRONGROOM_SECRET_CHANNEL_SLACK_SLACK_URL": ("channels", "Slack", "url"),
+        "STRONGROOM_SECRET_CHANNEL_PAGERDUTY_ROUTING_KEY": ("channels", "PagerDuty", "routing_key"),
+    }.items():
+        monkeypatch.setenv(variable, stored[section, name][field])
+    path = tmp_path / "kinds.yaml"
+    path.write_text(text)
+    wipe()
+
+    import_config(path)
+
+    assert export() == text
+    assert stored == {
+        (section, obj.name): obj.secrets()
+        for section, model in (("sources", Source), ("destinations", Destination), ("channels", Channel))
+        for obj in model.objects.all()
+    }
+    assert import_config(path).endswith("Applied: 7 unchanged.\n")
+
+
+def test_an_output_file_that_cannot_be_written_is_said_in_words(db, tmp_path):
+    with pytest.raises(CommandError, match="Cannot write .*/missing/strongroom.yaml: No such file or directory"):
+        export("--output", str(tmp_path / "missing" / "strongroom.yaml"))

@@ -3,7 +3,7 @@ channels, plans) as YAML or JSON without secrets: catalog/config_as_code.py."""
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from catalog import config_as_code
 
@@ -27,7 +27,10 @@ class Command(BaseCommand):
         config = config_as_code.export_config(secret_files=options["secret_files"])
         text = config_as_code.dump(config, options["format"])
         if options["output"]:
-            config_as_code.write_private(options["output"], text)
+            try:
+                config_as_code.write_private(options["output"], text)
+            except OSError as exc:
+                raise CommandError(f"Cannot write {options['output']}: {exc.strerror}") from None
             self.stderr.write(f"Wrote {options['output']}.")
         else:
             self.stdout.write(text, ending="")
