@@ -28,7 +28,7 @@ import jwt
 import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.backends import BaseBackend, ModelBackend
+from django.contrib.auth.backends import ModelBackend
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.http import HttpRequest
 from django.urls import reverse
@@ -171,12 +171,14 @@ def forget_provider() -> None:
 # --- authentication backends ------------------------------------------------------
 
 
-class PasswordSignInPolicy(BaseBackend):
+class PasswordSignInPolicy:
     """Stands before ModelBackend: when only break-glass users may sign in with
     a password, anyone else's password is refused here, whichever page asked
     (the sign-in view says so in words first; this keeps the Django admin or
     any other caller of authenticate() from getting round it). Raising
-    PermissionDenied stops every backend after this one."""
+    PermissionDenied stops every backend after this one. No get_user, nor
+    any permission method: it never signs anyone in, and Django's
+    force_login and permission checks pass over a backend without them."""
 
     def authenticate(self, request: HttpRequest | None, username: str | None = None, **credentials: Any) -> None:
         if "password" in credentials and not password_sign_in_allowed(username or ""):
