@@ -366,12 +366,22 @@ def test_the_forms_rules_and_the_files_shape_are_checked(setup, secrets_set, tmp
     entry(fixed, "destinations", "Local disk")["path"] = "relative/folder"
     entry(fixed, "plans", "Orders nightly")["destinations"] = ["Local disk", "Tape"]
     entry(fixed, "channels", "On-call mail")["email_to"] = "not an address"
+    s3 = entry(fixed, "destinations", "Off-site S3")
+    s3["kind"], s3["path"] = "local", str(tmp_path / "folder")  # and keeps its S3 key reference
+    fixed["channels"].append(
+        {"name": "New hook", "kind": "webhook", "url": "http://127.0.0.1:9/x", "events": ["stuck_job"]}
+    )
     with pytest.raises(CommandError) as refused:
         import_config(write(tmp_path / "wrong.yaml", fixed))
     message = str(refused.value)
     assert "Destination “Local disk”, path: Give the absolute path of a directory." in message
     assert "Channel “On-call mail”, email_to: “not an address” is not an email address." in message
     assert "Plan “Orders nightly”, destinations: there is no destination “Tape” (in the file or here)." in message
+    assert "Destination “Off-site S3”, secret_access_key: not a secret this kind of destination uses." in message
+    assert (
+        "Channel “New hook”, webhook_secret: give it as {env: VARIABLE} or {file: /path}: the receiver checks"
+        in message
+    )
 
     twice = tmp_path / "twice.yaml"
     twice.write_text("version: 1\nsources:\n  - name: A\n    host: one\n    host: two\n")
