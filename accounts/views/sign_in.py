@@ -21,7 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
-from accounts import two_factor
+from accounts import oidc, two_factor
 
 
 def on_this_site(request: HttpRequest, url: str | None) -> bool:
@@ -45,7 +45,10 @@ def asked_next(request: HttpRequest) -> str | None:
 def sign_in(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect(safe_next(request, asked_next(request)))
-    form = AuthenticationForm(request, data=request.POST if request.method == "POST" else None)
+    # Only break-glass users may use a password when single sign-on says so (accounts/oidc.py).
+    password_refused = oidc.password_refusal(request)
+    data = request.POST if request.method == "POST" and not password_refused else None
+    form = AuthenticationForm(request, data=data, initial={"username": request.POST.get("username", "")})
     if form.is_valid():
         user = form.get_user()
         next_url = safe_next(request, asked_next(request))
@@ -55,7 +58,11 @@ def sign_in(request: HttpRequest) -> HttpResponse:
         two_factor.complete_sign_in(request, user, user.backend, None)
         return redirect(next_url)
     asked = asked_next(request)
-    context = {"form": form, "next": asked if on_this_site(request, asked) else ""}
+    context = {
+        "form": form,
+        "next": asked if on_this_site(request, asked) else "",
+        "password_refused": password_refused,
+    }
     return render(request, "registration/login.html", context)
 
 
