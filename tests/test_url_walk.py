@@ -51,6 +51,9 @@ PUBLIC = {
     "favicon": 301,
     # A set-password link (here a made-up one: the page says it no longer works).
     "password_reset_confirm": 200,
+    # Single sign-on is off in the walk (tests/accounts/test_sso.py signs in through a real provider).
+    "oidc_authentication_init": 404,
+    "oidc_authentication_callback": 404,
 }
 # Authenticated by API token, not by the session: no token means 401, so an
 # auditor's (or anyone's) session grants nothing there, and they are exempt from
@@ -77,6 +80,8 @@ AUDITOR_GET = {
     "login_second_factor": (302, "a signed-in user is sent on to the dashboard"),
     "two_factor_recovery_codes": (405, "makes new recovery codes: POST only"),
     "two_factor_policy": (403, "the two-factor policy (POST only): administrators only"),
+    "oidc_authentication_init": (404, "single sign-on is off in the walk"),
+    "oidc_authentication_callback": (404, "single sign-on is off in the walk"),
 }
 # Names that say the URL changes something (or opens a form to): an auditor's
 # GET of it may answer 403 (the form is for administrators) or 405 (POST only).
@@ -253,6 +258,8 @@ ADMIN_GET = {
     "login_second_factor": (302, "a signed-in user is sent on to the dashboard"),
     "two_factor_recovery_codes": (405, "makes new recovery codes: POST only"),
     "two_factor_policy": (405, "sets the two-factor policy (a form on the people page): POST only"),
+    "oidc_authentication_init": (404, "single sign-on is off in the walk"),
+    "oidc_authentication_callback": (404, "single sign-on is off in the walk"),
 }
 
 

@@ -13,6 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
 from django.views.generic import View
 from mozilla_django_oidc.views import OIDCAuthenticationRequestView
 
@@ -48,6 +49,7 @@ class StartSignIn(OIDCAuthenticationRequestView):
         return response
 
 
+@require_GET
 @never_cache
 def finish_sign_in(request: HttpRequest) -> HttpResponseBase:
     if not oidc.enabled():
