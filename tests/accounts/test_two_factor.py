@@ -413,7 +413,7 @@ def test_another_administrator_resets_it_and_the_password_alone_signs_in(client,
     auditor.force_login(auditor_user)
     assert auditor.post(f"/people/{auditor_user.pk}/two-factor/reset/").status_code == 403
     answer = client.post(f"/people/{auditor_user.pk}/two-factor/reset/")
-    assert answer["Location"] == "/people/"
+    assert answer["Location"] == f"/people/{auditor_user.pk}/"
     assert not TOTPDevice.objects.filter(user=auditor_user).exists()
     assert not StaticDevice.objects.filter(user=auditor_user).exists()
     event = AuditEvent.objects.get(action="two_factor.reset")
