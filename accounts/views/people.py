@@ -2,6 +2,8 @@
 deactivate them and send password resets; auditors see the list. A
 set-password link is shown once, in the answer to the POST that made it."""
 
+from collections.abc import Callable
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.models import User
@@ -17,6 +19,7 @@ from accounts.forms import PASSWORD, PersonChangeForm, PersonForm
 from accounts.models import SignInPolicy
 from catalog.api import tokens
 from catalog.api.models import ApiToken
+from catalog.audit import Actor
 from catalog.decorators import operator_required, viewer_required
 from catalog.errors import Refused
 from catalog.models import AuditEvent
@@ -92,26 +95,25 @@ def change(request: HttpRequest, pk: int) -> HttpResponse:
 @operator_required
 @require_POST
 def deactivate(request: HttpRequest, pk: int) -> HttpResponse:
-    person = get_object_or_404(User, pk=pk)
-    try:
-        people.deactivate(request.user, person)
-    except Refused as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"Deactivated {person}: they are signed out, and their API tokens are refused.")
-    return redirect("person_detail", pk)
+    done = "Deactivated {}: they are signed out, and their API tokens are refused."
+    return switch(request, pk, people.deactivate, done)
 
 
 @operator_required
 @require_POST
 def reactivate(request: HttpRequest, pk: int) -> HttpResponse:
+    return switch(request, pk, people.reactivate, "Reactivated {}.")
+
+
+def switch(request: HttpRequest, pk: int, service: Callable[[Actor, User], None], done: str) -> HttpResponse:
+    """Deactivating and reactivating: the service, its refusal or `done` said, back to the person's page."""
     person = get_object_or_404(User, pk=pk)
     try:
-        people.reactivate(request.user, person)
+        service(request.user, person)
     except Refused as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Reactivated {person}.")
+        messages.success(request, done.format(person))
     return redirect("person_detail", pk)
 
 
