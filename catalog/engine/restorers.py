@@ -2,10 +2,10 @@
 
 A scratch database is named `strongroom_verify_<backup>_<random>`, created
 only if no database has that name, and always dropped on the way out. The
-dump is streamed into pg_restore (custom format) or psql (plain SQL) through
-stdin; for custom format a second `pg_restore --list` reads the same stream
-for the dump's table of contents, so the restored schema can be compared with
-what the dump says it holds.
+dump is streamed into pg_restore (custom format, or the tar format of an
+imported dump) or psql (plain SQL) through stdin; for those archives a second
+`pg_restore --list` reads the same stream for the dump's table of contents,
+so the restored schema can be compared with what the dump says it holds.
 """
 
 import contextlib
@@ -73,6 +73,11 @@ TOC_LINE = re.compile(
     r"^\d+; \d+ \d+ (?P<kind>" + "|".join(sorted(map(re.escape, TOC_KINDS), key=len, reverse=True)) + ") "
     r"(?!DATA |ATTACH |OWNED BY |SET )"
 )
+
+
+# What pg_restore reads from a stream: pg_dump's custom format, and its tar
+# format (which only an imported dump has: catalog/engine/imports.py).
+ARCHIVE_FORMATS = ("custom", "tar")
 
 
 class RestoreError(EngineError):
@@ -203,10 +208,11 @@ def restore_postgres(
     keep_owners: bool = False,
 ) -> dict[str, int] | None:
     """Streams a dump into the database `params` names. Returns the TOC counts
-    (custom format) or None (plain SQL has no table of contents). What the
-    tool printed without failing is appended, line by line, to `warnings`."""
+    (custom or tar format, read by pg_restore) or None (plain SQL has no table
+    of contents). What the tool printed without failing is appended, line by
+    line, to `warnings`."""
     env = libpq_env(params)
-    if fmt == "custom":
+    if fmt in ARCHIVE_FORMATS:
         main = _Process(
             [
                 pg_restore,
@@ -237,7 +243,7 @@ def restore_postgres(
                 break
         code, _, errors = main.finish()
         if code != 0:
-            raise RestoreError(f"{'pg_restore' if fmt == 'custom' else 'psql'} failed: {first_line(errors) or code}")
+            raise RestoreError(f"{'pg_restore' if lister else 'psql'} failed: {first_line(errors) or code}")
         if warnings is not None:
             warnings.extend(line for line in errors.splitlines() if line.strip())
         if lister is None:
