@@ -21,6 +21,7 @@ from catalog.engine.compression import extension_for
 from catalog.engine.crypto import Encryptor, derive_manifest_key
 from catalog.engine.errors import Cancelled, EngineError, StorageError
 from catalog.engine.files import make_private_dirs
+from catalog.engine.imports import ImportedDump
 from catalog.engine.mariadb_dump import MariaDBDump
 from catalog.engine.pgdirectory import DirectoryDump
 from catalog.engine.pipeline import run_pipeline
@@ -54,7 +55,8 @@ def check_runnable(plan: BackupPlan) -> None:
         raise Refused(f"Plan {plan} exports no table: pick tables or add a named set to it first.")
     if problem := registry.steps_of(plan.format).run_problem(plan.source):  # e.g. a base backup without WAL protection
         raise Refused(problem)
-    if plan.backups.active().exists():
+    # An import into the plan is not its run: the two do not wait for each other.
+    if plan.backups.active().exclude(trigger=Backup.IMPORT).exists():
         raise Refused(f"A backup of plan {plan} is already queued or running.")
     if problem := host_conflict(plan.destinations.all()):  # e.g. a plan made again by the catalog rebuild
         raise Refused(f"Plan {plan} cannot run: {problem}")
@@ -155,6 +157,11 @@ def object_key_for(backup: Backup) -> str:
 
 def open_dump(backup: Backup) -> dumpers.Dump:
     source, fmt = backup.source, backup.format
+    if backup.is_imported():
+        # The file checked when it was imported (catalog/imports.py), waiting in this backup's spool.
+        return ImportedDump(
+            str(spool_dir(backup)), fmt, backup.table_counts, backup.server_version, backup.tool_version
+        )
     if fmt in EXPORT_FORMATS:
         # Resolved now, against the live schema: a table a named set matches
         # since the last run is exported too.
@@ -205,19 +212,22 @@ def mariadb_tables(plan: BackupPlan) -> list[str]:
 
 def spool_dir(backup: Backup) -> Path:
     """Where a directory-format dump's files wait until each is streamed to
-    storage: a directory per backup, which the sweep removes if its worker died."""
+    storage, and an imported dump until its run: a directory per backup,
+    which the sweep removes if its worker died."""
     return settings.DATA_DIR / "tmp" / f"backup-{backup.pk}"
 
 
 class ProgressReporter(jobs.JobWatch):
     """A backup's watch, which also writes its phase and byte counts."""
 
-    def __init__(self, backup_id: int) -> None:
+    def __init__(self, backup_id: int, imported: bool = False) -> None:
         super().__init__(Backup, backup_id)
         self.phase, self.raw_bytes, self.stored_bytes = "starting", 0, 0
+        # An import reads a file, not a database.
+        self.words = {"dumping": "importing"} if imported else {}
 
     def update(self, phase: str, raw_bytes: int, stored_bytes: int) -> None:
-        self.phase, self.raw_bytes, self.stored_bytes = phase, raw_bytes, stored_bytes
+        self.phase, self.raw_bytes, self.stored_bytes = self.words.get(phase, phase), raw_bytes, stored_bytes
 
     def progress(self) -> dict[str, Any]:
         return {"phase": self.phase, "raw_bytes": self.raw_bytes, "stored_bytes": self.stored_bytes}
@@ -236,11 +246,14 @@ def run_backup(backup_id: int) -> Backup | None:
     )
     if backup is None:
         log.info("Backup %s is not queued any more; skipping this delivery.", backup_id)
+        forget_cancelled_import(backup_id)
         return None
     backup.object_key = object_key_for(backup)
     assert backup.plan is not None  # a queued backup is always a plan's (create_backup)
     destinations = list(backup.plan.destinations.all())
     backup.append_log(f"Started on {backup.worker}; writing to {', '.join(str(d) for d in destinations)}")
+    if backup.is_imported():
+        backup.append_log(f"{backup.imported_text()}: {backup.imported_format}")
     copies = [
         Copy.objects.create(backup=backup, destination=destination, key=backup.object_key)
         for destination in destinations
@@ -317,7 +330,7 @@ def stream_backup(backup: Backup, copies: list[Copy]) -> dict[str, Any] | None:
     dump: Any = open_dump(backup)
     # Closed as soon as the pipeline is over, however it ends: a PostgreSQL
     # dump's snapshot transaction holds back vacuum on the source while open.
-    with dump, ProgressReporter(backup.pk) as progress:
+    with dump, ProgressReporter(backup.pk, backup.is_imported()) as progress:
         result = run_pipeline(
             dump,
             compression=backup.compression,
@@ -341,12 +354,15 @@ def stream_backup(backup: Backup, copies: list[Copy]) -> dict[str, Any] | None:
     if backup.is_base_backup():
         backup.wal = dump.wal
         contents = "physical base backup of the whole cluster"
+    elif backup.is_imported():
+        contents = imported_contents(backup)
     else:
         contents = f"{len(backup.table_counts)} tables, {sum(backup.table_counts.values())} rows in the snapshot"
         if isinstance(dump, DirectoryDump):
             contents += f"; pg_dump's directory format, {dump.jobs} jobs"
+    origin = "the imported file" if backup.is_imported() else backup.source.get_engine_display()
     backup.append_log(
-        f"Read {size_text(result.raw_bytes)} from {backup.source.get_engine_display()} {backup.server_version} "
+        f"Read {size_text(result.raw_bytes)} from {origin} {backup.server_version} "
         f"({contents}); stored {size_text(result.stored_bytes)}, SHA-256 {result.sha256[:16]}…"
     )
     for copy in copies:
@@ -358,6 +374,12 @@ def stream_backup(backup: Backup, copies: list[Copy]) -> dict[str, Any] | None:
     if getattr(dump, "globals", None):
         store_globals(backup, copies, dump.globals, encryptor)
     return encryption
+
+
+def imported_contents(backup: Backup) -> str:
+    if not backup.table_counts:
+        return "no row counts recorded at import"
+    return f"{len(backup.table_counts)} tables, {sum(backup.table_counts.values())} rows counted at import"
 
 
 def store_globals(backup: Backup, copies: list[Copy], document: dict[str, Any], encryptor: Encryptor | None) -> None:
@@ -453,6 +475,13 @@ def backup_manifest(backup: Backup, copy: Copy, encryption: dict[str, Any] | Non
         object_key=copy.key,
         locked_until=copy.locked_until.isoformat() if copy.locked_until else None,
     )
+    if backup.is_imported():
+        # So that a rebuilt catalog still knows it as imported, by whom and from where.
+        fields["imported"] = {
+            "by": backup.imported_by.get_username() if backup.imported_by else None,
+            "from": backup.imported_from,
+            "format": backup.imported_format,
+        }
     if backup.is_export():
         # Each table's columns and types, rows and member SHA-256: what
         # load_export needs to recreate the tables, and no secret.
@@ -503,6 +532,8 @@ def remove_objects(copy: Copy) -> None:
 
 def finish_backup(backup: Backup, copies: list[Copy], status: str, error: str) -> Backup:
     """Records the outcome, unless the sweep already declared this run dead."""
+    if backup.is_imported():  # its file is stored now, or will never be
+        shutil.rmtree(spool_dir(backup), ignore_errors=True)
     if status in (Backup.FAILED, Backup.CANCELLED):
         for copy in copies:
             remove_objects(copy)
@@ -539,6 +570,14 @@ def finish_backup(backup: Backup, copies: list[Copy], status: str, error: str) -
     backup.refresh_from_db()
     monitor.backup_finished(backup)
     return backup
+
+
+def forget_cancelled_import(backup_id: int) -> None:
+    """The file of an import cancelled before a worker took it: its task,
+    queued on this host where the file is, still arrives here."""
+    backup = Backup.objects.filter(pk=backup_id, trigger=Backup.IMPORT).first()
+    if backup is not None and not backup.is_active():
+        shutil.rmtree(spool_dir(backup), ignore_errors=True)
 
 
 def sweep_stale_backups() -> list[int]:

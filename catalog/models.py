@@ -41,6 +41,10 @@ FORMAT_CHOICES = [
     # A physical base backup (pg_basebackup, tar) for point-in-time recovery (pitr app).
     ("basebackup", "Physical base backup (pg_basebackup, for point-in-time recovery)"),
 ]
+# What a backup may be besides what a plan makes: pg_dump's tar format, which
+# only an imported dump has (catalog/imports.py); pg_restore reads it as it
+# reads the custom format, without parallel jobs.
+BACKUP_FORMAT_CHOICES = [*FORMAT_CHOICES[:3], ("tar", "PostgreSQL tar (pg_dump -Ft)"), *FORMAT_CHOICES[3:]]
 EXPORT_FORMATS = ("jsonl", "csv", "sql")
 # Formats whose plan may choose tables: the exports, and a MariaDB dump (which
 # takes whole tables: mariadb-dump has no per-table row filter).
@@ -1012,7 +1016,9 @@ class Backup(Job):
     STATUS_CHOICES = [(s, s.capitalize()) for s in (QUEUED, RUNNING, SUCCEEDED, PARTIAL, FAILED, CANCELLED)]
     ACTIVE_STATUSES = (QUEUED, RUNNING)
     WITH_DATA = (SUCCEEDED, PARTIAL)
-    TRIGGER_CHOICES = [("schedule", "Schedule"), ("manual", "Manual"), ("api", "API")]
+    # "import": a dump made elsewhere, brought in through the pipeline (catalog/imports.py).
+    TRIGGER_CHOICES = [("schedule", "Schedule"), ("manual", "Manual"), ("api", "API"), ("import", "Import")]
+    IMPORT = "import"
 
     source = models.ForeignKey(Source, models.PROTECT, related_name="backups")
     plan = models.ForeignKey(BackupPlan, models.SET_NULL, null=True, blank=True, related_name="backups")
@@ -1021,7 +1027,14 @@ class Backup(Job):
     triggered_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True)
     status = models.CharField(max_length=20, choices=STATUS_CHOICES, default=QUEUED, db_index=True)
     phase = models.CharField(max_length=40, blank=True)
-    format = models.CharField(max_length=20, choices=FORMAT_CHOICES)
+    format = models.CharField(max_length=20, choices=BACKUP_FORMAT_CHOICES)
+    # An imported dump (trigger "import"): who brought it (none from the
+    # command line), from where ("upload orders.dump", "s3://bucket/key",
+    # "file /srv/old.dump"), and what the file was ("pg_dump custom-format
+    # archive, gzip-compressed"), as its manifest keeps them for a rebuild.
+    imported_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    imported_from = models.CharField(max_length=300, blank=True)
+    imported_format = models.CharField("format as imported", max_length=200, blank=True)
     compression = models.CharField(max_length=10, choices=COMPRESSION_CHOICES)
     # The level it was compressed at; empty when it is not compressed. Backups
     # taken before levels were recorded all had the default (migration 0018).
@@ -1117,6 +1130,16 @@ class Backup(Job):
     def is_base_backup(self) -> bool:
         return self.format == BASE_BACKUP_FORMAT
 
+    def is_imported(self) -> bool:
+        return self.trigger == self.IMPORT
+
+    def imported_text(self) -> str:
+        """ "Imported by ana from upload orders.dump" ("" unless imported)."""
+        if not self.is_imported():
+            return ""
+        by = f" by {self.imported_by}" if self.imported_by_id else ""
+        return f"Imported{by} from {self.imported_from}"
+
     def restore_spools(self, jobs: int) -> bool:
         """Whether a restore with `jobs` pg_restore jobs writes the dump to a
         temporary place first: pg_restore -j seeks in a custom-format file,
@@ -1169,7 +1192,7 @@ class Backup(Job):
             return ""
         if self.label:
             return f"backup labelled {self.label}"
-        return "API backup" if self.trigger == "api" else "manual backup"
+        return {"api": "API backup", self.IMPORT: "imported dump"}.get(self.trigger, "manual backup")
 
     def manual_keep_until(self) -> datetime | None:
         """Until when the manual rule keeps it, or None."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.management.color import no_style
 from django.db import DataError, IntegrityError, connection, transaction
@@ -37,10 +38,10 @@ from catalog.engine.compression import LEVELS_BEFORE_RECORDED
 from catalog.engine.errors import EngineError
 from catalog.engine.storage.base import Storage, check_key
 from catalog.models import (
+    BACKUP_FORMAT_CHOICES,
     COMPRESSION_CHOICES,
     COMPRESSION_LEVELS,
     ENGINE_CHOICES,
-    FORMAT_CHOICES,
     FORMATS_BY_ENGINE,
     AuditEvent,
     Backup,
@@ -230,7 +231,9 @@ def check_fields(data: manifest.Manifest, object_key: str) -> None:
         raise Unimportable("the manifest's table_counts is not a table of counts")
     for table, rows in counts.items():
         whole(f"row count of {table[:100]}", rows)
-    if data.get("format") not in dict(FORMAT_CHOICES) or data.get("compression") not in dict(COMPRESSION_CHOICES):
+    if data.get("format") not in dict(BACKUP_FORMAT_CHOICES) or data.get("compression") not in dict(
+        COMPRESSION_CHOICES
+    ):
         raise Unimportable(
             f"the manifest names an unknown format {str(data.get('format'))[:40]!r} "
             f"or compression {str(data.get('compression'))[:40]!r}"
@@ -255,6 +258,9 @@ def check_fields(data: manifest.Manifest, object_key: str) -> None:
         raise Unimportable("the manifest's label is not text")
     if not isinstance(data.get("plan") or "", str):
         raise Unimportable("the manifest's plan is not a name")
+    imported = data.get("imported") or {}
+    if not isinstance(imported, dict) or not all(isinstance(value or "", str) for value in imported.values()):
+        raise Unimportable("the manifest's imported block is not understood")
     try:
         holds.manifest_hold(data)
     except holds.HoldUnreadable as exc:
@@ -379,12 +385,26 @@ def create_backup_from(actor: audit.Actor, data: manifest.Manifest, hold: holds.
         started_at=started,
         finished_at=finished,
         log=f"Imported from its manifest by the catalog rebuild on {timezone.now():%Y-%m-%d %H:%M}.\n",
+        **imported_fields(data),
     )
     set_hold(backup, hold)
     backup.save(force_insert=True)
     if data.get("wal"):  # a physical base backup: the WAL it needs, so it can become good again
         registry.steps_of(backup.format).imported(backup, data["wal"])
     return backup
+
+
+def imported_fields(data: manifest.Manifest) -> dict[str, Any]:
+    """A dump imported from elsewhere stays marked so (catalog/imports.py);
+    who imported it, when that account is still here."""
+    imported = data.get("imported") or {}
+    if not imported:
+        return {}
+    return {
+        "imported_by": User.objects.filter(username=imported.get("by") or "").first(),
+        "imported_from": (imported.get("from") or "")[:300],
+        "imported_format": (imported.get("format") or "")[:200],
+    }
 
 
 def newest_key_id(data: manifest.Manifest) -> str:

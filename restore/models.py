@@ -96,10 +96,10 @@ class RestoreJob(Job):
         return self.backup.format == "plain" or (self.restores_schema() and not self.without_owners)
 
     def owners_optional(self) -> bool:
-        """pg_restore can leave owners and grants out of a custom- or
-        directory-format dump; psql cannot, of a plain one. A MariaDB dump's
-        definers can become the restoring user's."""
-        return self.backup.format in ("custom", DIRECTORY_FORMAT, "mariadb")
+        """pg_restore can leave owners and grants out of a custom-, tar- or
+        directory-format dump (tar: an imported one); psql cannot, of a plain
+        one. A MariaDB dump's definers can become the restoring user's."""
+        return self.backup.format in ("custom", "tar", DIRECTORY_FORMAT, "mariadb")
 
     def ownership(self) -> str:
         if self.source.engine == "sqlite" or self.backup.is_export():
