@@ -369,6 +369,13 @@ LOCAL_DESTINATION_ROOTS = [
 # Restores of custom-format dumps run `pg_restore -j` from a temporary file here,
 # and of directory-format ones from the unpacked files (a directory per restore).
 RESTORE_TMP_DIR = Path(env("RESTORE_TMP_DIR", str(DATA_DIR / "tmp"))).resolve()
+# Dumps made elsewhere, imported as backups (catalog/imports.py): the largest
+# file taken, uploaded, read from a destination or named on the command line.
+# An upload streams into a private file under DATA_DIR/tmp as it arrives and
+# stops at this size (catalog/uploads.py); none is ever held in memory, and
+# other uploads (a key file) stay in memory only while this small.
+IMPORT_MAX_BYTES = env_int("STRONGROOM_IMPORT_MAX_BYTES", 50 * 10**9, minimum=1)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 # pg_restore's jobs. The default suits a PostgreSQL on this machine: more jobs
 # than cores made restores slower (1.26x against 1.09x pg_restore -j 2 with 4
 # jobs on 2 cores, bench/RESULTS.md); a bigger restore server deserves more.
