@@ -122,10 +122,15 @@ def groups_of(claims: Mapping[str, Any]) -> list[str]:
     return [str(group) for group in value] if isinstance(value, list) else [str(value)]
 
 
+def roles_follow_groups() -> bool:
+    """Whether single sign-on sets people's roles from their groups at every sign-in."""
+    return bool(settings.OIDC_ADMINISTRATOR_GROUPS or settings.OIDC_AUDITOR_GROUPS)
+
+
 def role_from_groups(claims: Mapping[str, Any]) -> str | None:
     """The role the provider's groups give (administrator wins over auditor,
     neither is no role), or None when no mapping is set."""
-    if not (settings.OIDC_ADMINISTRATOR_GROUPS or settings.OIDC_AUDITOR_GROUPS):
+    if not roles_follow_groups():
         return None
     groups = set(groups_of(claims))
     if groups & set(settings.OIDC_ADMINISTRATOR_GROUPS):

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from accounts import mail, people, two_factor
+from accounts import mail, people, sso, two_factor
 from accounts.forms import PASSWORD, PersonChangeForm, PersonForm
 from accounts.models import SignInPolicy
 from catalog.api import tokens
@@ -51,6 +51,9 @@ def detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "person": people.summary(person, two_factor.has_two_factor(person)),
         "recovery_codes_left": two_factor.recovery_codes_left(person),
+        # A role set here lasts only until their next sign-in, when their groups set it again.
+        "role_from_provider": person.sso_identities.exists() and sso.roles_follow_groups(),
+        "provider_name": settings.OIDC_PROVIDER_NAME,
         "form": form,
         "token_rows": token_rows,
         "events": events,

@@ -234,3 +234,16 @@ def test_a_lost_second_factor_is_reset_from_the_shell(admin_user):
     assert AuditEvent.objects.filter(action="two_factor.reset", actor_label="manage.py reset_two_factor").exists()
     with pytest.raises(CommandError, match="no two-factor to reset"):
         call_command("reset_two_factor", "alice")
+
+
+def test_a_person_whose_role_comes_from_the_providers_groups_is_said_so(admin_client, settings):
+    from accounts.models import SingleSignOnIdentity
+
+    bob = make_user("bob", "Auditors")
+    SingleSignOnIdentity.objects.create(user=bob, issuer="https://idp.example.org", subject="b-123")
+    settings.OIDC_PROVIDER_NAME = "Example SSO"
+    assert "whose groups set their" not in admin_client.get(f"/people/{bob.pk}/").content.decode()
+    settings.OIDC_AUDITOR_GROUPS = ["auditors"]
+    page = admin_client.get(f"/people/{bob.pk}/").content.decode()
+    assert "signs in through Example SSO, whose groups set their" in page
+    assert "b-123 at https://idp.example.org" in page and "single sign-on" in page
