@@ -374,7 +374,7 @@ RESTORE_TMP_DIR = Path(env("RESTORE_TMP_DIR", str(DATA_DIR / "tmp"))).resolve()
 # An upload streams into a private file under DATA_DIR/tmp as it arrives and
 # stops at this size (catalog/uploads.py); none is ever held in memory, and
 # other uploads (a key file) stay in memory only while this small.
-IMPORT_MAX_BYTES = env_int("STRONGROOM_IMPORT_MAX_BYTES", 50 * 10**9, minimum=1)
+IMPORT_MAX_BYTES = env_int("STRONGROOM_IMPORT_MAX_BYTES", 50 << 30, minimum=1)  # 50 GB, as the pages count them
 FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 # pg_restore's jobs. The default suits a PostgreSQL on this machine: more jobs
 # than cores made restores slower (1.26x against 1.09x pg_restore -j 2 with 4

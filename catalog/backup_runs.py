@@ -360,10 +360,12 @@ def stream_backup(backup: Backup, copies: list[Copy]) -> dict[str, Any] | None:
         contents = f"{len(backup.table_counts)} tables, {sum(backup.table_counts.values())} rows in the snapshot"
         if isinstance(dump, DirectoryDump):
             contents += f"; pg_dump's directory format, {dump.jobs} jobs"
-    origin = "the imported file" if backup.is_imported() else backup.source.get_engine_display()
+    origin = f"{backup.source.get_engine_display()} {backup.server_version}"
+    if backup.is_imported():
+        origin = f"the imported file (dumped from {backup.server_version or 'a server it does not name'})"
     backup.append_log(
-        f"Read {size_text(result.raw_bytes)} from {origin} {backup.server_version} "
-        f"({contents}); stored {size_text(result.stored_bytes)}, SHA-256 {result.sha256[:16]}…"
+        f"Read {size_text(result.raw_bytes)} from {origin} ({contents}); "
+        f"stored {size_text(result.stored_bytes)}, SHA-256 {result.sha256[:16]}…"
     )
     for copy in copies:
         name = copy.destination.name

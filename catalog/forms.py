@@ -823,3 +823,54 @@ class VerificationFilterForm(forms.Form):
             if self.cleaned_data[name]:
                 jobs = jobs.filter(**{name: self.cleaned_data[name]})
         return jobs
+
+
+class PlanChoiceField(forms.ModelChoiceField):
+    """Plans named with their source: two sources may each have a "Nightly"."""
+
+    def label_from_instance(self, obj: Any) -> str:
+        return f"{obj.source} — {obj}"
+
+
+class ImportForm(forms.Form):
+    """Import a dump (catalog/imports.py): an uploaded file, or an object in a
+    registered destination. The file comes after the source, plan and label,
+    so that they have arrived when an upload over the limit is stopped."""
+
+    source = forms.ModelChoiceField(queryset=Source.objects.order_by("name"), empty_label="Choose a source")
+    plan = PlanChoiceField(
+        queryset=BackupPlan.objects.select_related("source").order_by("source__name", "name"),
+        required=False,
+        empty_label="The source's plan",
+        help_text="Its compression, encryption, destinations and retention apply to the import; "
+        "empty: the source's one plan of whole dumps.",
+    )
+    label = forms.SlugField(
+        required=False, max_length=100, help_text="Optional, e.g. from-old-host: letters, digits, - and _"
+    )
+    dump = forms.FileField(required=False, label="Dump file")
+    destination = forms.ModelChoiceField(
+        queryset=Destination.objects.order_by("name"),
+        required=False,
+        empty_label="—",
+        label="An object in destination",
+    )
+    key = forms.CharField(
+        required=False,
+        max_length=1000,
+        label="Object's key",
+        help_text="Its key in that destination, e.g. exports/orders-2024.dump.gz",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        has_file, has_object = bool(data.get("dump")), bool(data.get("destination") or data.get("key"))
+        if has_file == has_object:
+            raise forms.ValidationError("Choose a file to upload, or name an object in a destination: one of the two.")
+        if has_object and not (data.get("destination") and data.get("key", "").strip()):
+            self.add_error("key", "Name both the destination and the object's key in it.")
+        plan, source = data.get("plan"), data.get("source")
+        if plan and source and plan.source_id != source.pk:
+            self.add_error("plan", f"{plan} backs up {plan.source}, not {source}.")
+        return data

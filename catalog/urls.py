@@ -9,6 +9,7 @@ from catalog.views import (
     destinations,
     downloads,
     exports,
+    imports,
     plans,
     servers,
     sources,
@@ -56,6 +57,8 @@ urlpatterns = [
     path("plans/<int:pk>/prune/", plans.prune, name="plan_prune"),
     path("plans/retention-preview/", plans.retention_preview, name="retention_preview"),
     path("backups/", backups.listing, name="backup_list"),
+    # Import a dump made elsewhere (catalog/views/imports.py): an upload, or an object of a destination.
+    path("backups/import/", imports.new, name="backup_import"),
     path("backups/<int:pk>/", backups.detail, name="backup_detail"),
     path("backups/<int:pk>/progress/", backups.progress, name="backup_progress"),
     path("backups/<int:pk>/cancel/", backups.cancel, name="backup_cancel"),

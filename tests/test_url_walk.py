@@ -114,6 +114,7 @@ WRITE_WORDS = {
     "deactivate",
     "reactivate",
     "reset",
+    "import",
 }
 
 
