@@ -39,11 +39,12 @@ def refresh_source(source: Source, now: datetime | None = None) -> Source:
         # UPDATE here would deadlock with it.
         source = Source.objects.select_for_update(no_key=True).get(pk=source.pk)
         plans = [plan for plan in source.plans.all() if plan.enabled]
-        # good(): a base backup still waiting for its WAL is not good yet.
-        good = source.backups.good().order_by("-created_at").first()
-        latest = (
-            source.backups.filter(status__in=FINISHED).select_related("plan").order_by("-created_at", "-pk").first()
-        )
+        # good(): a base backup still waiting for its WAL is not good yet. An
+        # imported dump holds data of whenever it was made elsewhere: it says
+        # nothing of how recent the source's protection is, nor of its runs.
+        runs = source.backups.exclude(trigger=Backup.IMPORT)
+        good = runs.good().order_by("-created_at").first()
+        latest = runs.filter(status__in=FINISHED).select_related("plan").order_by("-created_at", "-pk").first()
         source.last_good_at = good.created_at if good else None
         source.last_run_failed = latest is not None and latest.status == Backup.FAILED
         reference = source.last_good_at or min((plan.created_at for plan in plans), default=None)

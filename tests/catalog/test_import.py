@@ -456,3 +456,11 @@ def test_the_command_names_what_it_cannot_find(plan, tmp_path):
         call_command("import_dump", "x", "--source", "Orders", "--plan", "Weekly")
     with pytest.raises(CommandError, match=f"There is no file {Path('x').resolve()}"):
         call_command("import_dump", "x", "--source", "Orders")
+
+
+def test_an_import_says_nothing_of_how_recent_the_sources_protection_is(plan, source_db, tmp_path):
+    backup, _ = import_dump(dump_in("custom", source_db, tmp_path), "Orders")
+
+    source = Source.objects.get(pk=plan.source.pk)
+    assert backup.status == Backup.SUCCEEDED and backup.is_good()
+    assert source.last_good_at is None and source.status == "new"  # its data is of whenever it was made
