@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}\Z")  # \Z: "$" lets a final line break through
 
 
+class NotConfirmed(Refused):
+    """A change to an existing database whose name was not repeated: each
+    caller says where to repeat it (the review's field, --confirm, the API's
+    confirm_database)."""
+
+
 # --- asking -------------------------------------------------------------------
 
 
@@ -155,7 +161,7 @@ def check_request(
         if backup.source.engine == "postgresql" and not existing_database_present(backup.source):
             raise Refused(gone_in_words(backup.source))
         if mode != RestoreJob.PREVIEW and confirmed_name != database:
-            raise Refused(f"Type the database's name, {database}, to confirm that it will be changed.")
+            raise NotConfirmed(f"Type the database's name, {database}, to confirm that it will be changed.")
 
 
 def existing_database_present(source: Source) -> bool:
@@ -196,6 +202,43 @@ def request_restore(
     create_missing_roles: bool = False,
     enqueue: bool = True,
 ) -> RestoreJob:
+    job, host = plan_restore(
+        backup,
+        target=target,
+        database=database,
+        tables=tables,
+        mode=mode,
+        confirmed_name=confirmed_name,
+        restore_server=restore_server,
+        terminate_connections=terminate_connections,
+        without_owners=without_owners,
+        create_missing_roles=create_missing_roles,
+    )
+    job.requested_by = actor if not isinstance(actor, str) else None
+    with transaction.atomic():
+        job.save(force_insert=True)
+        audit.record(actor, "restore.queue", job, {"plan": job.describe()})
+        if enqueue:
+            transaction.on_commit(lambda: enqueue_restore(job.pk, host))
+    return job
+
+
+def plan_restore(
+    backup: Backup,
+    *,
+    target: str,
+    database: str,
+    tables: Iterable[str] = (),
+    mode: str = RestoreJob.FULL,
+    confirmed_name: str = "",
+    restore_server: RestoreServer | None = None,
+    terminate_connections: bool = False,
+    without_owners: bool = False,
+    create_missing_roles: bool = False,
+) -> tuple[RestoreJob, str]:
+    """The restore as it would be requested (unsaved) and the host it would
+    run on, once every check a request makes has passed; Refused otherwise.
+    Saves nothing, so that the API can answer a plan without starting it."""
     tables = sorted(set(tables))
     job = RestoreJob(
         backup=backup,
@@ -205,7 +248,6 @@ def request_restore(
         target_database=database,
         tables=tables,
         mode=mode,
-        requested_by=actor if not isinstance(actor, str) else None,
         confirmed_name=confirmed_name,
         terminate_connections=terminate_connections and target == RestoreJob.EXISTING,
         without_owners=without_owners,
@@ -223,12 +265,19 @@ def request_restore(
             refuse_missing_roles(backup, target_server(backup.source, restore_server))
     except EngineError as exc:
         raise Refused(str(exc)) from exc
-    with transaction.atomic():
-        job.save(force_insert=True)
-        audit.record(actor, "restore.queue", job, {"plan": job.describe()})
-        if enqueue:
-            transaction.on_commit(lambda: enqueue_restore(job.pk, host))
-    return job
+    return job, host
+
+
+def roles_missing_on_target(job: RestoreJob) -> list[str] | None:
+    """The backup's roles the chosen server lacks, for the review (and the
+    API's plan) to offer to create; None when the server cannot be asked now
+    (the restore's own checks will say why)."""
+    if not job.keeps_owners():
+        return []
+    try:
+        return backup_globals.roles_missing(job.backup, target_server(job.source, job.restore_server))
+    except EngineError:
+        return None
 
 
 def restore_host(job: RestoreJob) -> str:

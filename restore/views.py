@@ -11,7 +11,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from catalog import backup_globals
 from catalog.decorators import operator_required, viewer_required
 from catalog.engine import mariadb_restore
 from catalog.engine.errors import EngineError
@@ -286,19 +285,7 @@ def step_review(request: AuthenticatedHttpRequest) -> HttpResponse:
         else:
             wizard.reset()
             return redirect(job)
-    return wizard_page(request, "review", wizard, job=job, missing_roles=roles_missing_on_target(job))
-
-
-def roles_missing_on_target(job: RestoreJob) -> list[str] | None:
-    """The backup's roles the chosen server lacks, for the review to offer
-    to create; None when the server cannot be asked now (the restore's own
-    checks will say why)."""
-    if not job.keeps_owners():
-        return []
-    try:
-        return backup_globals.roles_missing(job.backup, services.target_server(job.source, job.restore_server))
-    except EngineError:
-        return None
+    return wizard_page(request, "review", wizard, job=job, missing_roles=services.roles_missing_on_target(job))
 
 
 STEP_VIEWS = {"what": step_what, "where": step_where, "scope": step_scope, "mode": step_mode, "review": step_review}
