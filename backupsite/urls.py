@@ -7,6 +7,7 @@ from django.views.generic import RedirectView
 from accounts.views import sign_in
 from catalog.api.metrics import metrics
 from pitr import urls as pitr_urls
+from restore import urls as restore_urls
 
 urlpatterns = [
     # The password, then a code for those with two-factor (accounts/two_factor.py).
@@ -21,6 +22,7 @@ urlpatterns = [
     path("pitr/", include("pitr.urls")),
     path("", include("accounts.urls")),
     path("api/v1/", include(pitr_urls.api_urlpatterns)),
+    path("api/v1/", include(restore_urls.api_urlpatterns)),
     path("api/v1/", include("catalog.api.urls")),
     path("metrics", metrics, name="metrics"),
     path("", include("catalog.urls")),

@@ -202,6 +202,7 @@ PK_BY_PREFIX = {
     "backup": "backup",
     "api_backup": "backup",
     "api_pitr_restore": "pitr_restore",
+    "api_restore": "restore",
     "copy": "copy",
     "verification": "verification",
     "restore": "restore",

@@ -13,7 +13,7 @@ class ApiToken(models.Model):
     SCOPE_CHOICES = [
         (READ, "read: status, backups, hosts, metrics"),
         (BACKUP, "backup: start backups and verifications"),
-        (RESTORE, "restore: start point-in-time restores"),
+        (RESTORE, "restore: start restores of backups and point-in-time restores"),
     ]
 
     name = models.CharField(max_length=100)

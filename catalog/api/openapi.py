@@ -395,7 +395,8 @@ def openapi_document() -> dict[str, Any]:
             "description": (
                 "Token-authenticated JSON API. Administrators create tokens on the API tokens page; send one as "
                 "'Authorization: Bearer <token>'. The read scope allows GET requests (and /metrics), the backup "
-                "scope starting backups and verifications, the restore scope starting point-in-time restores. "
+                "scope starting backups and verifications, the restore scope starting restores of backups and "
+                "point-in-time restores. "
                 'Every error is {"error": "..."}.'
             ),
         },

@@ -33,6 +33,7 @@ from catalog.alerts.models import Alert
 from catalog.api import urls as api_urls
 from catalog.models import Verification
 from pitr import urls as pitr_urls
+from restore import urls as restore_urls
 from tests.catalog.api.helpers import bearer, make_token
 from tests.factories import recorded_backup, sqlite_plan
 
@@ -109,6 +110,8 @@ def test_it_serves_the_document_without_a_token(client):
         "/sources/{id}/wal/{name}",
         "/sources/{id}/pitr-restores",
         "/pitr-restores/{id}",
+        "/restores",
+        "/restores/{id}",
         "/hosts",
     }
     assert document["components"]["securitySchemes"]["bearerAuth"] == {
@@ -127,7 +130,7 @@ def test_it_documents_every_operation_the_api_serves(client, db):
     document = client.get("/api/v1/openapi.json").json()
     documented = {path: {method.upper() for method in operations} for path, operations in document["paths"].items()}
     served = {}
-    for pattern in pitr_urls.api_urlpatterns + api_urls.urlpatterns:  # both included at /api/v1/
+    for pattern in pitr_urls.api_urlpatterns + restore_urls.api_urlpatterns + api_urls.urlpatterns:  # at /api/v1/
         if pattern.name in (None, "api_openapi"):  # the catch-all JSON 404; the document itself
             continue
         path = "/" + re.sub(
