@@ -211,7 +211,7 @@ def detect(head: bytes) -> str:
         return "tar"  # pg_dump's tar format, or its directory format archived: check_tar() tells
     if head.startswith(SQLITE_MAGIC):
         return "sqlite"
-    if head.startswith(CLUSTER_HEADER, head.find(b"--")) and b"\n" in head:
+    if b"\n" + CLUSTER_HEADER in b"\n" + head[:256]:
         raise ImportRefused(
             "This is a pg_dumpall dump of a whole cluster; Strongroom imports the dump of one database "
             "(pg_dump DBNAME)."
