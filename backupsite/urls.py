@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from accounts.views import sign_in
+from catalog.api import urls as api_urls
 from catalog.api.metrics import metrics
 from pitr import urls as pitr_urls
 from restore import urls as restore_urls
@@ -24,6 +25,7 @@ urlpatterns = [
     path("api/v1/", include(pitr_urls.api_urlpatterns)),
     path("api/v1/", include(restore_urls.api_urlpatterns)),
     path("api/v1/", include("catalog.api.urls")),
+    path("api/", include(api_urls.compat_urlpatterns)),  # the guide's endpoints (catalog/api/compat.py)
     path("metrics", metrics, name="metrics"),
     path("", include("catalog.urls")),
 ]

@@ -252,6 +252,78 @@ SCHEMAS = {
     ),
 }
 
+PLAN_OR_SOURCE = {"oneOf": [ID, {"type": "string", "minLength": 1}]}
+
+# The guide's endpoints (catalog/api/compat.py): every answer says "ok".
+COMPAT_SCHEMAS = {
+    "CompatError": obj({"ok": {"type": "boolean", "enum": [False]}, "error": {"type": "string"}}),
+    "CreateBackup": obj(
+        {
+            "plan": {**PLAN_OR_SOURCE, "description": "the plan to run: its id or name; needed when there are several"},
+            "source": {
+                **PLAN_OR_SOURCE,
+                "description": "a source (id or name): its only plan, or the plan named of it",
+            },
+            "label": SCHEMAS["StartBackup"]["properties"]["label"],
+            "keep_days": SCHEMAS["StartBackup"]["properties"]["keep_days"],
+        },
+        required=[],
+        closed=True,
+    ),
+    "BackupCreated": obj(
+        {
+            "ok": {"type": "boolean", "enum": [True]},
+            "backup_id": ID,
+            "status": BACKUP_STATUS,
+            "label": TEXT,
+            "plan": ref("Named"),
+            "source": ref("Named"),
+            "status_url": {**URL, "description": "GET /api/v1/backups/{id} (read scope): poll it for the outcome"},
+        }
+    ),
+    "CronRun": obj(
+        {
+            "backup_id": ID,
+            "status": BACKUP_STATUS,
+            "trigger": choices(Backup.TRIGGER_CHOICES),
+            "created_at": WHEN,
+            "finished_at": nullable(WHEN),
+            "error": TEXT,
+        }
+    ),
+    "CronPlan": obj(
+        {
+            "id": ID,
+            "name": TEXT,
+            "source": ref("Named"),
+            "schedule": {**TEXT, "description": "the cron expression"},
+            "schedule_in_words": TEXT,
+            "source_status": choices(HEALTH_CHOICES),
+            "paused": {"type": "boolean", "description": "its source's monitoring is paused: never late or failing"},
+            "last_run": {**nullable(ref("CronRun")), "description": "its latest backup, whatever started it"},
+            "last_status": nullable(BACKUP_STATUS),
+            "last_success_at": nullable(WHEN),
+            "next_run": nullable(WHEN),
+            "late": {
+                "type": "boolean",
+                "description": "its source has no good backup within its interval (late or down)",
+            },
+            "failing": {"type": "boolean", "description": "its latest backup that ended failed or was partial"},
+        }
+    ),
+    "CronStatus": obj(
+        {
+            "ok": {"type": "boolean", "description": "no plan late or failing, and the scheduler runs"},
+            "checked_at": WHEN,
+            "scheduler": obj({"running": {"type": "boolean"}, "silent_since": nullable(WHEN)}),
+            "problems": {"type": "array", "items": TEXT, "description": "what is wrong, in words; empty when ok"},
+            "late": {**BYTES, "description": "how many plans are late"},
+            "failing": {**BYTES, "description": "how many plans are failing"},
+            "plans": {"type": "array", "items": ref("CronPlan"), "description": "the enabled (scheduled) plans"},
+        }
+    ),
+}
+
 ERRORS = {
     400: "Bad JSON or bad values; the message says which.",
     401: "No token, a malformed Authorization header, or an unknown, expired or revoked token.",
@@ -386,6 +458,60 @@ PATHS = {
 }
 
 
+def compat_responses(
+    success_code: int, success_schema: dict[str, Any], description: str, *error_codes: int
+) -> dict[str, Any]:
+    """As responses(), with the guide's errors ({"ok": false, "error": ...})."""
+    answers = responses(success_code, success_schema, description, *error_codes)
+    for code, answer in answers.items():
+        if code != str(success_code):
+            answer["content"] = json_content(ref("CompatError"))
+    return answers
+
+
+# Served at /api (the path item's own server), beside /api/v1.
+COMPAT_PATHS = {
+    "/backup/create": {
+        "servers": [{"url": "/api", "description": "the backup guide's endpoints, beside /api/v1"}],
+        "post": {
+            "operationId": "createBackupAlias",
+            "summary": "Alias of POST /api/v1/backups, as the backup guide's scripts call it: start a backup of the "
+            "plan named (or of the source's only plan, or of the only plan).",
+            "deprecated": False,
+            "x-scope": "backup",
+            "x-alias-of": "POST /api/v1/backups",
+            "requestBody": {"required": False, "content": json_content(ref("CreateBackup"))},
+            "responses": {
+                **compat_responses(202, ref("BackupCreated"), "Queued", 400, 404),
+                "409": {
+                    "description": "Several plans and none named, or the plan cannot start now (already running…)",
+                    "content": json_content(ref("CompatError")),
+                },
+            },
+        },
+    },
+    "/cron/status": {
+        "servers": [{"url": "/api", "description": "the backup guide's endpoints, beside /api/v1"}],
+        "get": {
+            "operationId": "cronStatusAlias",
+            "summary": "Alias of GET /api/v1/status by scheduled plan, as the backup guide's scripts call it: last and "
+            "next run of each, and which are late or failing.",
+            "deprecated": False,
+            "x-scope": "read",
+            "x-alias-of": "GET /api/v1/status",
+            "responses": {
+                **compat_responses(200, ref("CronStatus"), "Every scheduled plan runs as it should"),
+                "503": {
+                    "description": 'A plan is late or failing, or the scheduler stopped: "ok" is false and '
+                    "problems says what (a plain HTTP monitor alerts on the status code)",
+                    "content": json_content(ref("CronStatus")),
+                },
+            },
+        },
+    },
+}
+
+
 def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -397,14 +523,16 @@ def openapi_document() -> dict[str, Any]:
                 "'Authorization: Bearer <token>'. The read scope allows GET requests (and /metrics), the backup "
                 "scope starting backups and verifications, the restore scope starting restores of backups and "
                 "point-in-time restores. "
-                'Every error is {"error": "..."}.'
+                'Every error is {"error": "..."}. Two compatibility aliases answer beside /api/v1, at /api: '
+                "POST /api/backup/create and GET /api/cron/status, the endpoints of the backup guide Strongroom "
+                "grew from, for the scripts written from it."
             ),
         },
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearerAuth": []}],
-        "paths": {**PATHS, **registry.api_paths},
+        "paths": {**PATHS, **registry.api_paths, **COMPAT_PATHS},
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "an API token"}},
-            "schemas": {**SCHEMAS, **registry.api_schemas},
+            "schemas": {**SCHEMAS, **COMPAT_SCHEMAS, **registry.api_schemas},
         },
     }

@@ -234,14 +234,9 @@ def backup_detail(request: ApiRequest, pk: int) -> JsonResponse:
     return JsonResponse(serialize.backup_detail(request, backup, copies))
 
 
-@authorize("backup", "backup_start")
-@handles_bad_requests
-def backup_start(request: ApiRequest) -> JsonResponse:
-    """Queues a backup of a plan, as its page's Run button does, with trigger "api"."""
-    data = json_body(request, ("plan", "label", "keep_days"))
-    plan_id, label = whole_number(data.get("plan")), data.get("label", "")
-    if plan_id is None:
-        raise BadRequest("plan is required: the id of the plan to run, as a number.")
+def label_and_keep_days(data: Mapping[str, Any]) -> tuple[str, int | None]:
+    """A manual backup's label and retention, checked as the Run form checks them."""
+    label = data.get("label", "")
     if not isinstance(label, str):
         raise BadRequest("label must be a string.")
     keep_days = data.get("keep_days")
@@ -253,20 +248,34 @@ def backup_start(request: ApiRequest) -> JsonResponse:
     form = RunBackupForm({"label": label, "keep_days": keep_days})
     if not form.is_valid():
         raise BadRequest("label may use letters, digits, - and _ only, up to 100 characters.")
+    return form.cleaned_data["label"], keep_days
+
+
+def start_plan(request: ApiRequest, plan: BackupPlan, label: str, keep_days: int | None) -> Backup:
+    """Queues a backup of `plan` as the token, with trigger "api" (Refused if it cannot start)."""
+    backup = backup_runs.start_backup(
+        tokens.actor_label(request.api_token), plan, label=label, trigger="api", keep_days=keep_days
+    )
+    backup.refresh_from_db()  # a synchronous queue (tests) has already run it
+    return backup
+
+
+@authorize("backup", "backup_start")
+@handles_bad_requests
+def backup_start(request: ApiRequest) -> JsonResponse:
+    """Queues a backup of a plan, as its page's Run button does, with trigger "api"."""
+    data = json_body(request, ("plan", "label", "keep_days"))
+    plan_id = whole_number(data.get("plan"))
+    if plan_id is None:
+        raise BadRequest("plan is required: the id of the plan to run, as a number.")
+    label, keep_days = label_and_keep_days(data)
     plan = BackupPlan.objects.select_related("source").filter(pk=plan_id).first() if 0 < plan_id <= MAX_ID else None
     if plan is None:
         return error(f"No plan with id {plan_id}.", 404)
     try:
-        backup = backup_runs.start_backup(
-            tokens.actor_label(request.api_token),
-            plan,
-            label=form.cleaned_data["label"],
-            trigger="api",
-            keep_days=keep_days,
-        )
+        backup = start_plan(request, plan, label, keep_days)
     except services.Refused as exc:
         return error(str(exc), 409)
-    backup.refresh_from_db()  # a synchronous queue (tests) has already run it
     url = request.build_absolute_uri(reverse("api_backup", args=[backup.pk]))
     response = JsonResponse(
         {"id": backup.pk, "status": backup.status, "label": backup.label, "trigger": backup.trigger, "url": url},

@@ -95,7 +95,11 @@ CHECKS = [
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_it_answers_generated_requests_as_documented(case, token_headers):
-    case.call_and_validate(headers=token_headers, checks=CHECKS)
+    # The WSGI transport sends every request under the document's own server (/api/v1); the guide's
+    # aliases name theirs (/api) on their path item, which the operation's base_url has read.
+    served_at = case.operation.base_url
+    base_url = served_at if served_at != case.operation.schema.get_base_url() else None
+    case.call_and_validate(headers=token_headers, checks=CHECKS, base_url=base_url)
 
 
 def test_it_serves_the_document_without_a_token(client):
@@ -113,6 +117,8 @@ def test_it_serves_the_document_without_a_token(client):
         "/restores",
         "/restores/{id}",
         "/hosts",
+        "/backup/create",
+        "/cron/status",
     }
     assert document["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http",
@@ -120,17 +126,23 @@ def test_it_serves_the_document_without_a_token(client):
         "description": "an API token",
     }
     for path in document["paths"].values():
-        for operation in path.values():
-            assert {"401", "403"} <= set(operation["responses"])
+        for method, operation in path.items():
+            if method != "servers":  # the guide's aliases say where they are served (/api)
+                assert {"401", "403"} <= set(operation["responses"])
 
 
 def test_it_documents_every_operation_the_api_serves(client, db):
     """Each API URL pattern, with each method it answers (its 405 says which),
     is in the document, so that schemathesis above reaches all of them."""
     document = client.get("/api/v1/openapi.json").json()
-    documented = {path: {method.upper() for method in operations} for path, operations in document["paths"].items()}
+    documented = {
+        path: {method.upper() for method in operations if method != "servers"}
+        for path, operations in document["paths"].items()
+    }
     served = {}
-    for pattern in pitr_urls.api_urlpatterns + restore_urls.api_urlpatterns + api_urls.urlpatterns:  # at /api/v1/
+    compat = api_urls.compat_urlpatterns
+    # All included at /api/v1/ but the guide's aliases, at /api/ (their path item's server says so).
+    for pattern in pitr_urls.api_urlpatterns + restore_urls.api_urlpatterns + api_urls.urlpatterns + compat:
         if pattern.name in (None, "api_openapi"):  # the catch-all JSON 404; the document itself
             continue
         path = "/" + re.sub(
@@ -142,3 +154,16 @@ def test_it_documents_every_operation_the_api_serves(client, db):
         )
         served[path] = set(client.generic("TRACE", url)["Allow"].split(", "))
     assert served == documented
+
+
+def test_it_documents_the_guides_endpoints_as_aliases_served_at_api(client, db):
+    document = client.get("/api/v1/openapi.json").json()
+
+    for path, method, alias_of in (
+        ("/backup/create", "post", "POST /api/v1/backups"),
+        ("/cron/status", "get", "GET /api/v1/status"),
+    ):
+        item = document["paths"][path]
+        assert item["servers"][0]["url"] == "/api"
+        assert item[method]["deprecated"] is False and item[method]["x-alias-of"] == alias_of
+        assert item[method]["summary"].startswith(f"Alias of {alias_of}")
