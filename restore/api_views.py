@@ -214,7 +214,8 @@ def restore_start(request: ApiRequest) -> JsonResponse:
         if plan_only:
             job, _host = services.plan_restore(backup, **options)
             return JsonResponse(restore_plan(job))
-        job = services.request_restore(tokens.actor_label(request.api_token), backup, **options)
+        token = request.api_token
+        job = services.request_restore(tokens.actor_label(token), backup, on_behalf_of=token.created_by, **options)
     except services.NotConfirmed:
         return error(
             f"This restore changes the existing database {database}: repeat its name in the request, "

@@ -201,7 +201,10 @@ def request_restore(
     without_owners: bool = False,
     create_missing_roles: bool = False,
     enqueue: bool = True,
+    on_behalf_of: User | None = None,
 ) -> RestoreJob:
+    """`on_behalf_of`: the person an API token belongs to, shown on the
+    restore's page, while the audit trail names the token (`actor`)."""
     job, host = plan_restore(
         backup,
         target=target,
@@ -214,7 +217,7 @@ def request_restore(
         without_owners=without_owners,
         create_missing_roles=create_missing_roles,
     )
-    job.requested_by = actor if not isinstance(actor, str) else None
+    job.requested_by = on_behalf_of or (actor if not isinstance(actor, str) else None)
     with transaction.atomic():
         job.save(force_insert=True)
         audit.record(actor, "restore.queue", job, {"plan": job.describe()})

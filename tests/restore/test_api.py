@@ -115,6 +115,8 @@ def test_a_run_into_a_new_database_brings_back_every_row_and_reports_by_get(
         ("restore.queue", "api token restore drill"),
         ("restore.succeeded", "worker"),
     }
+    # Its page names the person the token belongs to.
+    assert job.requested_by.username == "token-owner"
 
 
 def test_progress_shows_while_queued_and_the_report_once_a_worker_ran_it(
