@@ -17,9 +17,12 @@ place of pg_dump, and finish_backup removes it whatever the outcome. The run
 is queued on this host's own queue, since the file is on this host's disk.
 """
 
+import logging
 import os
 import shutil
 import tempfile
+import time
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -34,6 +37,8 @@ from catalog.errors import Refused
 from catalog.models import BASE_BACKUP_FORMAT, Backup, BackupPlan, Destination, Source, host_conflict
 from catalog.text import size_text
 
+log = logging.getLogger(__name__)
+
 INPUT = dumps.INPUT
 
 
@@ -43,9 +48,36 @@ def staging_root() -> Path:
     return Path(make_private_dirs(settings.DATA_DIR / "tmp"))
 
 
+# A staging directory untouched for this long belongs to an import whose
+# process died (killed mid-upload or mid-check): a live one is written to, or
+# becomes a backup's spool, well within it.
+ABANDONED_AFTER = timedelta(hours=24)
+
+
 def new_staging() -> Path:
-    """A new, private staging directory for one import."""
+    """A new, private staging directory for one import. Each new one first
+    clears away the abandoned ones on this host (where they are: the tick
+    runs on one host only)."""
+    sweep_abandoned_staging()
     return Path(tempfile.mkdtemp(prefix="import-", dir=staging_root()))
+
+
+def sweep_abandoned_staging(now: float | None = None) -> list[str]:
+    """Removes the staging directories of imports that died, so that a killed
+    upload leaves nothing behind for longer than a day. Returns their names."""
+    threshold = (now if now is not None else time.time()) - ABANDONED_AFTER.total_seconds()
+    removed = []
+    for staging in staging_root().glob("import-*"):
+        try:
+            newest = max([staging.lstat().st_mtime] + [entry.lstat().st_mtime for entry in staging.iterdir()])
+        except FileNotFoundError:  # an import that just finished or was refused took it away
+            continue
+        if newest < threshold:
+            discard(staging)
+            removed.append(staging.name)
+    if removed:
+        log.warning("Removed the staging directories of %d abandoned imports: %s", len(removed), ", ".join(removed))
+    return removed
 
 
 def discard(staging: Path) -> None:

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from catalog import backup_runs, holds, lifecycle, lockouts, registry, verification
+from catalog import backup_runs, holds, imports, lifecycle, lockouts, registry, verification
 from catalog.alerts import hooks as monitor
 from catalog.models import Backup, BackupPlan, Verification
 
@@ -82,6 +82,7 @@ def tick() -> dict[str, Any]:
     for name, step in registry.tick_steps.items():
         result[name] = step()
     result["lockouts_ended"] = monitor.quietly(lockouts.end_expired_lockouts, savepoint=False)()
+    result["abandoned_imports"] = imports.sweep_abandoned_staging()
     result["monitoring"] = monitor.periodic_checks()  # after the sweeps, so dead jobs count as failed
     return result
 

@@ -25,6 +25,7 @@ def test_it_runs_every_apps_tick_steps_before_the_monitoring():
         "swept_pitr_restores",
         "base_backups_wal_complete",
         "lockouts_ended",
+        "abandoned_imports",
         "monitoring",
     ]
     assert result["drills"] == {"swept": [], "queued": []}

@@ -464,3 +464,23 @@ def test_an_import_says_nothing_of_how_recent_the_sources_protection_is(plan, so
     source = Source.objects.get(pk=plan.source.pk)
     assert backup.status == Backup.SUCCEEDED and backup.is_good()
     assert source.last_good_at is None and source.status == "new"  # its data is of whenever it was made
+
+
+def test_the_staging_of_an_import_that_died_is_swept_after_a_day(db):
+    """A process killed mid-upload or mid-check leaves its staging directory;
+    the next import on this host, or the tick, removes it once it is a day old."""
+    from catalog import imports, tasks
+
+    dead = imports.staging_root() / "import-killed"
+    dead.mkdir()
+    (dead / "input").write_bytes(b"half an upload")
+    live = imports.new_staging()
+    (live / "input").write_bytes(b"still arriving")
+    day_old = dead.stat().st_mtime - 25 * 3600
+    for path in (dead / "input", dead):
+        os.utime(path, (day_old, day_old))
+
+    assert imports.sweep_abandoned_staging() == ["import-killed"]
+    assert not dead.exists() and live.exists()
+    assert tasks.tick()["abandoned_imports"] == []
+    imports.discard(live)
