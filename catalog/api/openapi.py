@@ -142,6 +142,11 @@ SCHEMAS = {
             "legal_hold": {"type": "boolean"},
             "pruned_at": nullable(WHEN),
             "error": TEXT,
+            "imported": {
+                **nullable(obj({"by": nullable(TEXT), "from": TEXT, "format": TEXT})),
+                "description": "for a dump made elsewhere and imported: who imported it, from where, and what it was; "
+                "null for a backup Strongroom took",
+            },
             "links": ref("BackupLinks"),
         }
     ),

@@ -134,7 +134,16 @@ def backup_fields(backup: Backup) -> dict[str, Any]:
         "legal_hold": backup.legal_hold,
         "pruned_at": backup.pruned_at,
         "error": backup.error,
+        "imported": imported(backup),
     }
+
+
+def imported(backup: Backup) -> dict[str, Any] | None:
+    """For a dump made elsewhere and imported: who brought it, from where, as what."""
+    if not backup.is_imported():
+        return None
+    by = backup.imported_by.get_username() if backup.imported_by is not None else None
+    return {"by": by, "from": backup.imported_from, "format": backup.imported_format}
 
 
 def backup_links(request: HttpRequest, backup: Backup) -> dict[str, str]:

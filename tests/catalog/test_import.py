@@ -29,6 +29,7 @@ from django.utils import timezone
 from catalog import lifecycle, services, verification
 from catalog.engine import mariadb
 from catalog.models import AuditEvent, Backup, Source, Verification
+from tests.catalog.api.helpers import bearer, make_token
 from tests.factories import local_destination, make_plan, mariadb_source, pg_source
 from tests.harness import pg
 from tests.harness.mariadb_sample import fingerprint, sample_database
@@ -191,6 +192,10 @@ def test_an_upload_becomes_a_backup_marked_imported_by_whom_and_from_where(
     }
     assert manifest["trigger"] == "import" and manifest["table_counts"] == backup.table_counts
     assert staging_left() == []
+    # The API says so too.
+    _, raw = make_token(scopes=["read"])
+    answer = admin_client.get(f"/api/v1/backups/{backup.pk}", headers=bearer(raw)).json()
+    assert answer["trigger"] == "import" and answer["imported"] == manifest["imported"]
 
     job = restore_now(backup, target="new", database=restored_name)
     assert job.status == "succeeded", job.summary
