@@ -616,12 +616,17 @@ def form_data(
             continue  # an empty input
         if name == "source":
             source = Source.objects.filter(name=value).first()
-            unknown += [f"{where}, source: there is no source “{value}” (in the file or here)."] if not source else []
+            unknown += (
+                [f"{where}, source: there is no source “{value}” here, nor one from the file that could be saved."]
+                if not source
+                else []
+            )
             data[name] = source.pk if source else ""
         elif name == "destinations":
             found = dict(Destination.objects.filter(name__in=value).values_list("name", "pk"))
             unknown += [
-                f"{where}, destinations: there is no destination “{missing}” (in the file or here)."
+                f"{where}, destinations: there is no destination “{missing}” here, "
+                "nor one from the file that could be saved."
                 for missing in value
                 if missing not in found
             ]
