@@ -1,17 +1,23 @@
 """Two-factor sign-in: a code from an authenticator app (TOTP, django-otp's
-TOTPDevice) or one of ten recovery codes (a StaticDevice), after the password.
+TOTPDevice), a security key or passkey (WebAuthn: accounts/security_keys.py,
+a SecurityKey each), or one of ten recovery codes (a StaticDevice), after the
+password. A user has two-factor when they have an authenticator or a key, or
+both; the recovery codes come with the first of them and go with the last.
 
 Signing in is two steps. The password step authenticates as before (django-
-axes counts the failures); a user with a confirmed authenticator is not
-signed in yet: the session holds a pending sign-in for PENDING_SECONDS, and
-only a right code calls `django.contrib.auth.login`. A wrong code is a failed
-sign-in for axes (the `user_login_failed` signal), so wrong codes and wrong
-passwords share one count and one lockout. django-otp refuses a code it has
-accepted before (TOTPDevice.last_t) and deletes a recovery code once used.
+axes counts the failures); a user with two-factor is not signed in yet: the
+session holds a pending sign-in for PENDING_SECONDS, and only a right code or
+a key's valid answer calls `django.contrib.auth.login`. A wrong code or a
+refused key answer is a failed sign-in for axes (the `user_login_failed`
+signal), so they and wrong passwords share one count and one lockout; a
+locked-out user's code or answer is not even checked. django-otp refuses a
+code it has accepted before (TOTPDevice.last_t) and deletes a recovery code
+once used.
 
 Secrets stay where they must be: the authenticator's key on the set-up page
 (until confirmed, only in the session), the recovery codes on the page that
-makes them, once. No code reaches an audit event or a log line."""
+makes them, once. No code reaches an audit event or a log line, nor a key's
+credential or a challenge."""
 
 import math
 import re
@@ -37,7 +43,8 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_otp.util import random_hex
 
-from accounts.models import SignInPolicy
+from accounts import security_keys
+from accounts.models import SecurityKey, SignInPolicy
 from catalog import audit
 from catalog.errors import Refused
 from catalog.roles import role_of
@@ -59,6 +66,7 @@ RECOVERY_CODE_COUNT = 10
 # How the second factor was given, as the sign-in's audit event says it.
 TOTP_CODE = "totp"
 RECOVERY_CODE = "recovery code"
+SECURITY_KEY = "security key"
 
 AUTHENTICATOR_NAME = "Authenticator app"
 RECOVERY_NAME = "Recovery codes"
@@ -76,13 +84,21 @@ def authenticator(user: AnyUser) -> TOTPDevice | None:
 
 
 def has_two_factor(user: AnyUser) -> bool:
-    """For the people page and the sign-in: the user has a confirmed authenticator."""
-    return isinstance(user, User) and TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+    """For the sign-in, the policy and the people page: the user has a
+    confirmed authenticator or a security key."""
+    return isinstance(user, User) and (
+        TOTPDevice.objects.filter(user=user, confirmed=True).exists() or SecurityKey.objects.filter(user=user).exists()
+    )
 
 
 def users_with_two_factor() -> set[int]:
-    """The ids of everyone with a confirmed authenticator, for the people list in one query."""
-    return set(TOTPDevice.objects.filter(confirmed=True).values_list("user_id", flat=True))
+    """The ids of everyone with a confirmed authenticator or a security key, for the people list."""
+    with_app = TOTPDevice.objects.filter(confirmed=True).values_list("user_id", flat=True)
+    return set(with_app.union(SecurityKey.objects.values_list("user_id", flat=True)))
+
+
+def has_security_key(user: User) -> bool:
+    return SecurityKey.objects.filter(user=user).exists()
 
 
 def recovery_codes_left(user: User) -> int:
@@ -148,6 +164,21 @@ def pending_sign_in(request: HttpRequest) -> PendingSignIn | None:
 
 def forget_pending_sign_in(request: HttpRequest) -> None:
     request.session.pop(PENDING_KEY, None)
+
+
+def sign_in_key_options(request: HttpRequest, pending: PendingSignIn) -> str:
+    """The options for signing in with a key (the JSON for
+    navigator.credentials.get()), their challenge bound to this pending sign-in.
+    Refused for a locked-out user: their answer would not be checked anyway."""
+    if not AxesProxyHandler.is_allowed(request, axes_credentials(pending.user)):
+        raise Refused(f"Too many failed sign-in attempts: try again in {cool_off_minutes()} minutes.")
+    if not has_security_key(pending.user):
+        raise Refused("No security key is registered to your account: type a code.")
+    return security_keys.assertion_options(request, pending.user, security_keys.SIGN_IN, bound_to=pending.started_at)
+
+
+def cool_off_minutes() -> str:
+    return f"{settings.AXES_COOLOFF_TIME.total_seconds() / 60:.0f}"
 
 
 @transaction.atomic
@@ -242,6 +273,20 @@ def _check_code(user: User, code: str) -> CodeCheck:
     return CodeCheck(method=TOTP_CODE)
 
 
+@transaction.atomic
+def check_key(
+    request: HttpRequest, user: User, answer: str, purpose: str = security_keys.SIGN_IN, bound_to: float | None = None
+) -> CodeCheck:
+    """A security key's answer to the challenge made for `purpose` (and, at
+    sign-in, for the pending sign-in `bound_to`). Refused, it is a failed
+    sign-in for axes, as a wrong code is."""
+    key = security_keys.verify_assertion(request, user, purpose, answer, bound_to)
+    if key is None:
+        user_login_failed.send(sender=__name__, credentials=axes_credentials(user), request=request)
+        return CodeCheck()
+    return CodeCheck(method=SECURITY_KEY)
+
+
 # --- setting up, changing, turning off ------------------------------------------
 
 
@@ -302,12 +347,14 @@ def _lock_user(user: User) -> None:
 
 @transaction.atomic
 def enrol(request: HttpRequest, user: User, code: str) -> list[str]:
-    """Confirms the key of the set-up page with a code from the app, keeps it
-    as the user's authenticator and returns ten new recovery codes, to show
-    once. The code that confirmed it cannot sign in afterwards."""
+    """Confirms the key of the set-up page with a code from the app and keeps
+    it as the user's authenticator. Returns ten new recovery codes, to show
+    once, when it is their first second factor; beside security keys, the
+    recovery codes they have stay (an empty list). The code that confirmed it
+    cannot sign in afterwards."""
     _lock_user(user)
-    if has_two_factor(user):
-        raise Refused("Two-factor is already on for your account.")
+    if authenticator(user) is not None:
+        raise Refused("An authenticator app is already set up for your account.")
     key: str | None = request.session.get(ENROLMENT_KEY)
     step = _authenticator_code_ok(key, normalize_code(code)) if key else None
     if key is None or step is None:
@@ -316,9 +363,13 @@ def enrol(request: HttpRequest, user: User, code: str) -> list[str]:
     device = unsaved_authenticator(user, key)
     device.confirmed = True
     device.last_t = step
+    first = not has_security_key(user)
     device.save()
-    codes = _new_recovery_codes(user)
     del request.session[ENROLMENT_KEY]
+    if not first:
+        audit.record(user, "two_factor.enrol", user, {"recovery_codes_kept": recovery_codes_left(user)})
+        return []
+    codes = _new_recovery_codes(user)
     audit.record(user, "two_factor.enrol", user, {"recovery_codes": RECOVERY_CODE_COUNT})
     return codes
 
@@ -327,15 +378,27 @@ def wait_message(seconds: int) -> str:
     return f"Too many wrong codes in a row: wait {seconds} second{'' if seconds == 1 else 's'}, then try again."
 
 
-def _require_current_code(request: HttpRequest, user: User, code: str) -> str:
-    """A code from the app or a recovery code, as at sign-in and counted by
-    axes the same way, before anything about two-factor changes: a session
-    left open is not enough to turn it off. Checked in its own transaction,
-    so that a refusal does not undo the count."""
-    locked = f"Too many wrong codes: try again in {settings.AXES_COOLOFF_TIME.total_seconds() / 60:.0f} minutes."
+def confirm_options(request: HttpRequest, user: User) -> str:
+    """The options for confirming a change with one of the user's keys (the
+    JSON for navigator.credentials.get()), its challenge kept in the session."""
+    if not has_security_key(user):
+        raise Refused("You have no security key to confirm with: type a code.")
+    return security_keys.assertion_options(request, user, security_keys.CONFIRM)
+
+
+def _require_current_factor(request: HttpRequest, user: User, code: str, key_answer: str = "") -> str:
+    """A code from the app, a recovery code or a security key's answer to a
+    confirming challenge (confirm_options), as at sign-in and counted by axes
+    the same way, before anything about two-factor changes: a session left
+    open is not enough to turn it off. Checked in its own transaction, so
+    that a refusal does not undo the count."""
+    locked = f"Too many wrong codes: try again in {cool_off_minutes()} minutes."
     if not AxesProxyHandler.is_allowed(request, axes_credentials(user)):
         raise Refused(locked)
-    check = check_code(request, user, code)
+    if key_answer:
+        check = check_key(request, user, key_answer, security_keys.CONFIRM)
+    else:
+        check = check_code(request, user, code)
     # This page says so itself: axes's lockout page is about signing in.
     just_locked = getattr(request, "axes_locked_out", False)
     request.axes_locked_out = False  # type: ignore[attr-defined]
@@ -345,14 +408,16 @@ def _require_current_code(request: HttpRequest, user: User, code: str) -> str:
         raise Refused(locked)
     if check.wait_seconds:
         raise Refused(wait_message(check.wait_seconds))
+    if key_answer:
+        raise Refused("Your security key's answer was not accepted: try again, or type a code.")
     raise Refused("That code is not right.")
 
 
-def regenerate_recovery_codes(request: HttpRequest, user: User, code: str) -> list[str]:
+def regenerate_recovery_codes(request: HttpRequest, user: User, code: str, key_answer: str = "") -> list[str]:
     """Ten new recovery codes replace the old ones (all of them, used or not)."""
     if not has_two_factor(user):
         raise Refused("Two-factor is off for your account: set it up first.")
-    method = _require_current_code(request, user, code)
+    method = _require_current_factor(request, user, code, key_answer)
     with transaction.atomic():
         codes = _new_recovery_codes(user)
         audit.record(
@@ -361,9 +426,10 @@ def regenerate_recovery_codes(request: HttpRequest, user: User, code: str) -> li
     return codes
 
 
-def disable(request: HttpRequest, user: User, code: str) -> None:
-    """Turns two-factor off for oneself; not for an administrator while the
-    policy requires it (another administrator can reset it instead)."""
+def disable(request: HttpRequest, user: User, code: str, key_answer: str = "") -> None:
+    """Turns two-factor off for oneself (the authenticator, every security key
+    and the recovery codes); not for an administrator while the policy
+    requires it (another administrator can reset it instead)."""
     if not has_two_factor(user):
         raise Refused("Two-factor is already off for your account.")
     if required_for(user):
@@ -371,15 +437,89 @@ def disable(request: HttpRequest, user: User, code: str) -> None:
             "Two-factor is required for administrators, so you cannot turn it off. "
             "To move to a new phone, ask another administrator to reset yours, then set it up again."
         )
-    method = _require_current_code(request, user, code)
+    method = _require_current_factor(request, user, code, key_answer)
     with transaction.atomic():
-        _delete_devices(user)
-        audit.record(user, "two_factor.disable", user, {"confirmed_with": method})
+        keys = _delete_devices(user)
+        changes: dict[str, Any] = {"confirmed_with": method}
+        if keys:
+            changes["security_keys_removed"] = keys
+        audit.record(user, "two_factor.disable", user, changes)
 
 
-def _delete_devices(user: User) -> None:
+def _delete_devices(user: User) -> int:
+    """Removes every second factor of the user; returns how many security keys were among them."""
     TOTPDevice.objects.filter(user=user).delete()
     StaticDevice.objects.filter(user=user).delete()
+    keys, _ = SecurityKey.objects.filter(user=user).delete()
+    return keys
+
+
+# --- security keys --------------------------------------------------------------
+
+
+def key_options(request: HttpRequest, user: User) -> str:
+    """The options for adding a key (the JSON for navigator.credentials.create()),
+    its challenge kept in the session until the key answers."""
+    return security_keys.registration_options(request, user)
+
+
+KEY_NAME_LENGTH = SecurityKey._meta.get_field("name").max_length or 64
+
+
+@transaction.atomic
+def add_key(request: HttpRequest, user: User, name: str, answer: str) -> list[str]:
+    """Keeps the key that answered the challenge of key_options under `name`.
+    Returns ten new recovery codes, to show once, when it is the user's first
+    second factor; beside an authenticator or other keys, an empty list."""
+    name = " ".join(name.split())
+    if not name:
+        raise Refused("Give the key a name, so that you can tell it from your others.")
+    if len(name) > KEY_NAME_LENGTH:
+        raise Refused(f"A key's name is at most {KEY_NAME_LENGTH} characters.")
+    _lock_user(user)
+    new = security_keys.verify_new_key(request, user, answer)
+    if SecurityKey.objects.filter(credential_id=new.credential_id).exists():
+        raise Refused("That key is already registered.")
+    first = not has_two_factor(user)
+    key = SecurityKey.objects.create(
+        user=user,
+        name=name,
+        credential_id=new.credential_id,
+        public_key=new.public_key,
+        sign_count=new.sign_count,
+        transports=new.transports,
+    )
+    codes = _new_recovery_codes(user) if first else []
+    changes: dict[str, Any] = {"name": key.name, "transports": key.transports}
+    if first:
+        changes["recovery_codes"] = RECOVERY_CODE_COUNT
+    audit.record(user, "two_factor.key_added", user, changes)
+    return codes
+
+
+def remove_key(request: HttpRequest, user: User, key_id: int, code: str, key_answer: str = "") -> SecurityKey:
+    """Removes one of the user's own keys, confirmed with a current second
+    factor (the key itself will do). Removing the last second factor turns
+    two-factor off, recovery codes included; an administrator whom the policy
+    requires to use it must set up another first."""
+    key = SecurityKey.objects.filter(user=user, pk=key_id).first()
+    if key is None:
+        raise Refused("That key is not registered to your account (any more).")
+    last = authenticator(user) is None and not SecurityKey.objects.filter(user=user).exclude(pk=key.pk).exists()
+    if last and required_for(user):
+        raise Refused(
+            "Two-factor is required for administrators, and this is your only second factor: "
+            "add another key or an authenticator app before you remove it."
+        )
+    method = _require_current_factor(request, user, code, key_answer)
+    with transaction.atomic():
+        SecurityKey.objects.filter(pk=key.pk).delete()
+        changes: dict[str, Any] = {"name": key.name, "confirmed_with": method}
+        if not has_two_factor(user):
+            StaticDevice.objects.filter(user=user).delete()
+            changes["two_factor"] = "off"
+        audit.record(user, "two_factor.key_removed", user, changes)
+    return key
 
 
 @transaction.atomic
@@ -391,8 +531,11 @@ def reset_two_factor(actor: audit.Actor, user: User) -> None:
         raise Refused("You cannot reset your own two-factor; turn it off on your Two-factor page instead.")
     if not has_two_factor(user) and not StaticDevice.objects.filter(user=user).exists():
         raise Refused(f"{user.get_username()} has no two-factor to reset.")
-    _delete_devices(user)
-    audit.record(actor, "two_factor.reset", user, {"username": user.get_username()})
+    keys = _delete_devices(user)
+    changes: dict[str, Any] = {"username": user.get_username()}
+    if keys:
+        changes["security_keys_removed"] = keys
+    audit.record(actor, "two_factor.reset", user, changes)
 
 
 @transaction.atomic
@@ -412,10 +555,16 @@ def set_two_factor_required(actor: audit.Actor, required: bool) -> bool:
 def status(user: User) -> dict[str, Any]:
     """What the Two-factor page says about the user's own account."""
     device = authenticator(user)
+    keys = list(SecurityKey.objects.filter(user=user))
+    enabled = device is not None or bool(keys)
     return {
-        "enabled": device is not None,
+        "enabled": enabled,
+        "authenticator": device is not None,
         "since": device.created_at if device else None,
         "last_used": device.last_used_at if device else None,
-        "recovery_codes_left": recovery_codes_left(user) if device else 0,
+        "keys": keys,
+        "recovery_codes_left": recovery_codes_left(user) if enabled else 0,
         "required": required_for(user),
+        # The one key an administrator under the policy has: not removed before another factor is added.
+        "last_key_kept": device is None and len(keys) == 1 and required_for(user),
     }

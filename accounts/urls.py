@@ -20,9 +20,15 @@ urlpatterns = [
     # each person's own set-up under /account/, which auditors may post to (catalog.middleware.ReadOnlyForViewers);
     # the policy and another person's reset for administrators, on the people page.
     path("login/second-factor/", sign_in.second_factor, name="login_second_factor"),
+    path("login/second-factor/key-options/", sign_in.second_factor_key_options, name="login_second_factor_key_options"),
     path("account/two-factor/", two_factor.overview, name="two_factor"),
     path("account/two-factor/recovery-codes/", two_factor.new_recovery_codes, name="two_factor_recovery_codes"),
     path("account/two-factor/disable/", two_factor.disable, name="two_factor_disable"),
+    # Security keys and passkeys (accounts/security_keys.py): the JSON options of a WebAuthn ceremony, then the form.
+    path("account/two-factor/keys/options/", two_factor.key_options, name="two_factor_key_options"),
+    path("account/two-factor/keys/add/", two_factor.add_key, name="two_factor_key_add"),
+    path("account/two-factor/keys/<int:pk>/remove/", two_factor.remove_key, name="two_factor_key_remove"),
+    path("account/two-factor/confirm-options/", two_factor.confirm_options, name="two_factor_confirm_options"),
     path("people/two-factor-policy/", two_factor.policy, name="two_factor_policy"),
     path("people/<int:pk>/two-factor/reset/", two_factor.reset, name="two_factor_reset"),
 ]

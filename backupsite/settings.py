@@ -266,9 +266,10 @@ AXES_RESET_ON_SUCCESS = True
 # punished with another 15.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-# A wrong second-factor code counts as a failed sign-in too (accounts/two_factor.py);
-# axes keeps each failed attempt's form data, with these fields masked.
-AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "code"]
+# A wrong second-factor code or a refused security key counts as a failed sign-in
+# too (accounts/two_factor.py); axes keeps each failed attempt's form data, with
+# these fields masked (a key's answer holds the challenge it signed).
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "code", "key_answer"]
 # Lockouts are audited (catalog/lockouts.py); axes's banner on every start is noise.
 AXES_VERBOSE = False
 

@@ -1,5 +1,5 @@
-"""Signing in: the password, then for users with an authenticator the code
-(accounts/two_factor.py says how the two steps hold together). The Django
+"""Signing in: the password, then for users with two-factor a code or a
+security key (accounts/two_factor.py says how the two steps hold together). The Django
 admin's own login page sends people here, so that it is no way around the
 second step."""
 
@@ -12,7 +12,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render, resolve_url
 from django.urls import reverse
@@ -20,8 +20,10 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
 
 from accounts import oidc, two_factor
+from catalog.errors import Refused
 
 
 def on_this_site(request: HttpRequest, url: str | None) -> bool:
@@ -71,7 +73,7 @@ def lockout(request: HttpRequest, user: User) -> HttpResponse:
     return get_lockout_response(request, None, two_factor.axes_credentials(user))
 
 
-@sensitive_post_parameters("code")
+@sensitive_post_parameters("code", "key_answer")
 @csrf_protect
 @never_cache
 def second_factor(request: HttpRequest) -> HttpResponseBase:
@@ -87,7 +89,12 @@ def second_factor(request: HttpRequest) -> HttpResponseBase:
     if request.method == "POST":
         if two_factor.locked_out(request, pending.user):
             return lockout(request, pending.user)
-        check = two_factor.check_code(request, pending.user, request.POST.get("code", ""))
+        # static/js/webauthn.js puts a key's answer in this form, in place of a code.
+        key_answer = request.POST.get("key_answer", "")
+        if key_answer:
+            check = two_factor.check_key(request, pending.user, key_answer, bound_to=pending.started_at)
+        else:
+            check = two_factor.check_code(request, pending.user, request.POST.get("code", ""))
         if check.method:
             two_factor.complete_sign_in(request, pending.user, pending.backend, check.method)
             if check.recovery_codes_left is not None:
@@ -97,10 +104,34 @@ def second_factor(request: HttpRequest) -> HttpResponseBase:
             return lockout(request, pending.user)
         if check.wait_seconds:
             error = two_factor.wait_message(check.wait_seconds)
+        elif key_answer:
+            error = "Your security key's answer was not accepted. Try again, or use a code."
         else:
             error = "That code is not right. Type the code your app shows now, or a recovery code you have not used."
-    context = {"error": error, "username": pending.user.get_username(), "minutes": two_factor.PENDING_SECONDS // 60}
+    context = {
+        "error": error,
+        "username": pending.user.get_username(),
+        "minutes": two_factor.PENDING_SECONDS // 60,
+        "has_authenticator": two_factor.authenticator(pending.user) is not None,
+        "has_security_key": two_factor.has_security_key(pending.user),
+    }
     return render(request, "accounts/second_factor.html", context)
+
+
+@csrf_protect
+@never_cache
+@require_POST
+def second_factor_key_options(request: HttpRequest) -> HttpResponse:
+    """The challenge for signing in with a security key, fetched by
+    static/js/webauthn.js when the button is pressed."""
+    pending = two_factor.pending_sign_in(request)
+    if pending is None:
+        return JsonResponse({"error": "This sign-in waited more than five minutes: start again."}, status=403)
+    try:
+        options = two_factor.sign_in_key_options(request, pending)
+    except Refused as refusal:
+        return JsonResponse({"error": str(refusal)}, status=403)
+    return HttpResponse(options, content_type="application/json")
 
 
 def warn_about_recovery_codes(request: HttpRequest, left: int) -> None:

@@ -1,5 +1,5 @@
 """Two-factor lost with no administrator left to reset it (the only
-administrator lost their phone and their recovery codes): from a shell on
+administrator lost their phone or security keys and their recovery codes): from a shell on
 the server, which is the proof of authority here. With
 `manage.py reset_admin_password`, it gets anyone back in."""
 
@@ -15,7 +15,10 @@ ACTOR = "manage.py reset_two_factor"
 
 
 class Command(BaseCommand):
-    help = "Removes a person's authenticator and recovery codes, so that their password alone signs them in."
+    help = (
+        "Removes a person's authenticator, security keys and recovery codes, "
+        "so that their password alone signs them in."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
