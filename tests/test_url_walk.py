@@ -54,6 +54,8 @@ PUBLIC = {
     # Single sign-on is off in the walk (tests/accounts/test_sso.py signs in through a real provider).
     "oidc_authentication_init": 404,
     "oidc_authentication_callback": 404,
+    # A security key's challenge for the pending sign-in: fetched with a POST by static/js/webauthn.js.
+    "login_second_factor_key_options": 405,
 }
 # Authenticated by API token, not by the session: no token means 401, so an
 # auditor's (or anyone's) session grants nothing there, and they are exempt from
@@ -63,7 +65,17 @@ TOKEN_AUTHENTICATED_PREFIXES = ("/api/", "/metrics")
 UNNAMED = {r"api/v1/^[\s\S]*$": "/api/v1/no-such-resource"}
 # Logging in and out is what an auditor may POST, and their own two-factor (under
 # /account/: catalog.middleware.ReadOnlyForViewers; tests/accounts/test_two_factor.py).
-AUDITOR_MAY_POST = {"login", "logout", "two_factor", "two_factor_recovery_codes", "two_factor_disable"}
+AUDITOR_MAY_POST = {
+    "login",
+    "logout",
+    "two_factor",
+    "two_factor_recovery_codes",
+    "two_factor_disable",
+    "two_factor_key_options",
+    "two_factor_key_add",
+    "two_factor_key_remove",
+    "two_factor_confirm_options",
+}
 
 # What an auditor's GET may answer besides 200, and why.
 AUDITOR_GET = {
@@ -80,6 +92,10 @@ AUDITOR_GET = {
     "login_second_factor": (302, "a signed-in user is sent on to the dashboard"),
     "two_factor_recovery_codes": (405, "makes new recovery codes: POST only"),
     "two_factor_policy": (403, "the two-factor policy (POST only): administrators only"),
+    "login_second_factor_key_options": (405, "a security key's challenge: POST only"),
+    "two_factor_key_options": (405, "a security key's challenge: POST only"),
+    "two_factor_confirm_options": (405, "a security key's challenge: POST only"),
+    "two_factor_key_add": (405, "adds a security key: POST only"),
     "oidc_authentication_init": (404, "single sign-on is off in the walk"),
     "oidc_authentication_callback": (404, "single sign-on is off in the walk"),
 }
@@ -237,6 +253,8 @@ FILL_BY_NAME = {
     ("password_reset_confirm", "uidb64"): lambda w: "MQ",
     ("password_reset_confirm", "token"): lambda w: "cz6a0v-0123456789abcdef0123456789abcdef",
     ("two_factor_reset", "pk"): lambda w: w["person"].pk,
+    # Any number: the view (POST only) refuses a key that is not the signed-in person's own.
+    ("two_factor_key_remove", "pk"): lambda w: 1,
 }
 
 
@@ -260,6 +278,10 @@ ADMIN_GET = {
     "login_second_factor": (302, "a signed-in user is sent on to the dashboard"),
     "two_factor_recovery_codes": (405, "makes new recovery codes: POST only"),
     "two_factor_policy": (405, "sets the two-factor policy (a form on the people page): POST only"),
+    "login_second_factor_key_options": (405, "a security key's challenge: POST only"),
+    "two_factor_key_options": (405, "a security key's challenge: POST only"),
+    "two_factor_confirm_options": (405, "a security key's challenge: POST only"),
+    "two_factor_key_add": (405, "adds a security key: POST only"),
     "oidc_authentication_init": (404, "single sign-on is off in the walk"),
     "oidc_authentication_callback": (404, "single sign-on is off in the walk"),
 }
