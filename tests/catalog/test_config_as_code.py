@@ -377,8 +377,8 @@ def test_the_forms_rules_and_the_files_shape_are_checked(setup, secrets_set, tmp
     assert "Destination “Local disk”, path: Give the absolute path of a directory." in message
     assert "Channel “On-call mail”, email_to: “not an address” is not an email address." in message
     assert (
-        "Plan “Orders nightly”, destinations: there is no destination “Tape” here, nor one from the file that could be saved."
-        in message
+        "Plan “Orders nightly”, destinations: there is no destination “Tape” here, "
+        "nor one from the file that could be saved." in message
     )
     assert "Destination “Off-site S3”, secret_access_key: not a secret this kind of destination uses." in message
     assert (
