@@ -31,8 +31,8 @@ from catalog.roles import grant_roles
 from tests.harness.pg import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-APP_CODE = ["backupsite", "catalog", "restore", "pitr", "drills", "compliance", "manage.py"]
-LOCAL_MODULES = {"backupsite", "catalog", "restore", "pitr", "drills", "compliance", "tests", "bench"}
+APP_CODE = ["backupsite", "catalog", "restore", "pitr", "drills", "compliance", "accounts", "manage.py"]
+LOCAL_MODULES = {"backupsite", "catalog", "restore", "pitr", "drills", "compliance", "accounts", "tests", "bench"}
 TEST_TOOLS = {
     "pytest",
     "pytest-django",

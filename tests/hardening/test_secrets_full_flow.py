@@ -384,7 +384,9 @@ def test_no_secret_of_a_full_flow_leaks_anywhere(
     for name, model in (("source_edit", Source), ("destination_edit", Destination), ("channel_edit", Channel)):
         for pk in model.objects.values_list("pk", flat=True):
             pages[reverse(name, args=[pk])] = admin_client.get(reverse(name, args=[pk]))
-    assert {url: r.status_code for url, r in pages.items() if r.status_code >= 500} == {}
+    # The guide's cron status answers 503 by design while no scheduler runs (none does here), for monitors.
+    failed = {url: r.status_code for url, r in pages.items() if r.status_code >= 500}
+    assert failed in ({}, {"/api/cron/status": 503}), failed
     bodies = {url: body_of(r) for url, r in pages.items()}
     assert pages["/api/v1/openapi.json"].status_code == 200 and pages["/metrics"].status_code == 200
     assert pages["/api/v1/backups"].status_code == 200
