@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
@@ -69,9 +70,12 @@ def create_backup(
     label: str = "",
     trigger: str = "manual",
     keep_days: int | None = None,
+    on_behalf_of: User | None = None,
 ) -> Backup:
     """`keep_days`: how long retention keeps this manual backup; None leaves
-    it to the plan's manual rule (keep_manual_days)."""
+    it to the plan's manual rule (keep_manual_days). `on_behalf_of`: the
+    person an API token belongs to, shown as who triggered it, while the
+    audit trail names the token (`actor`)."""
     # Two triggers at once (a double click, the API and a cron slot) would both
     # find the plan idle: locking its row makes the second wait for the first
     # to commit, and then see its backup as active.
@@ -84,7 +88,7 @@ def create_backup(
         plan=plan,
         label=label.strip(),
         trigger=trigger,
-        triggered_by=audit.user_of(actor),
+        triggered_by=on_behalf_of or audit.user_of(actor),
         format=plan.format,
         compression=plan.compression,
         compression_level=plan.effective_compression_level(),
@@ -105,9 +109,10 @@ def start_backup(
     label: str = "",
     trigger: str = "manual",
     keep_days: int | None = None,
+    on_behalf_of: User | None = None,
 ) -> Backup:
     """Queues a backup of `plan` for a worker and returns it."""
-    backup = create_backup(actor, plan, label, trigger, keep_days)
+    backup = create_backup(actor, plan, label, trigger, keep_days, on_behalf_of)
     host = plan.required_host()
     # Only once the row is committed can a worker claim it.
     transaction.on_commit(lambda: enqueue_backup(backup, host))

@@ -253,8 +253,9 @@ def label_and_keep_days(data: Mapping[str, Any]) -> tuple[str, int | None]:
 
 def start_plan(request: ApiRequest, plan: BackupPlan, label: str, keep_days: int | None) -> Backup:
     """Queues a backup of `plan` as the token, with trigger "api" (Refused if it cannot start)."""
+    token = request.api_token
     backup = backup_runs.start_backup(
-        tokens.actor_label(request.api_token), plan, label=label, trigger="api", keep_days=keep_days
+        tokens.actor_label(token), plan, label=label, trigger="api", keep_days=keep_days, on_behalf_of=token.created_by
     )
     backup.refresh_from_db()  # a synchronous queue (tests) has already run it
     return backup

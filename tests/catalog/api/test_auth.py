@@ -59,6 +59,11 @@ def test_it_answers_a_valid_token_and_audits_the_use(client, world, endpoint):
     assert event.object_type == "apitoken" and event.object_id == str(token.pk)
     assert event.changes["status"] == endpoint[5]
     assert raw not in str(AuditEvent.objects.values_list("changes", "object_repr", "actor_label"))
+    if endpoint[4] == "api.backup_start":
+        # The backup's page names the person the token belongs to; the trail names the token.
+        backup = Backup.objects.get(trigger="api")
+        assert backup.triggered_by == token.created_by
+        assert AuditEvent.objects.get(action="backup.queue").actor_label == "api token CI job"
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=IDS)
