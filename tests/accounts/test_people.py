@@ -247,3 +247,15 @@ def test_a_person_whose_role_comes_from_the_providers_groups_is_said_so(admin_cl
     page = admin_client.get(f"/people/{bob.pk}/").content.decode()
     assert "signs in through Example SSO, whose groups set their" in page
     assert "b-123 at https://idp.example.org" in page and "single sign-on" in page
+
+
+def test_the_django_admin_shows_people_read_only_and_no_groups(client, admin_user):
+    root = User.objects.create_superuser("root", "", PASSWORD)
+    client.force_login(root)
+    page = client.get(f"/admin/auth/user/{admin_user.pk}/change/")
+    assert page.status_code == 200 and b'name="is_superuser"' not in page.content
+    assert client.post(f"/admin/auth/user/{admin_user.pk}/change/", {"is_superuser": "on"}).status_code == 403
+    assert client.get("/admin/auth/user/add/").status_code == 403
+    assert client.get(f"/admin/auth/user/{admin_user.pk}/password/").status_code == 403
+    assert client.get("/admin/auth/group/").status_code == 404
+    assert not User.objects.get(pk=admin_user.pk).is_superuser

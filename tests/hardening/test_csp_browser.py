@@ -79,7 +79,7 @@ def test_the_main_pages_and_the_admin_run_without_a_policy_violation(live_server
         "/admin/",
         "/admin/catalog/source/",
         f"/admin/catalog/source/{w['source'].pk}/change/",
-        "/admin/auth/user/add/",
+        f"/admin/auth/user/{root.pk}/change/",
     ]:
         page.goto(f"{live_server.url}{path}")
         settle(page)
