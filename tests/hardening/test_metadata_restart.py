@@ -16,7 +16,7 @@ import pytest
 from tests.hardening.test_worker_killed import big_database  # noqa: F401 — the fixture
 from tests.harness import pg
 from tests.harness.worker import ROOT, Worker
-from tests.support import files_under
+from tests.support import execute_sql, files_under
 
 START_BACKUP = """
 import json
@@ -46,6 +46,19 @@ def metadata(tmp_path):
         yield cluster, url, env
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def slow_dump_database(big_database):
+    """Five times the rows of big_database: its dump lasts a second or more, so
+    the test catches pg_dump running even on an idle machine (at 11 MB it was
+    sometimes over before the first look)."""
+    execute_sql(
+        big_database,
+        "INSERT INTO big_ledger SELECT g, 'acct', 1, md5(g::text) || md5((-g)::text) || "
+        "md5((g * 7)::text) FROM generate_series(100001, 500000) g",
+    )
+    return big_database
 
 
 def start_backup(env, source, directory):
@@ -80,11 +93,11 @@ def wait_until_finished(cluster, backup_id, worker, timeout=90):
     raise AssertionError(f"backup {backup_id} still {row[0]}:\n{worker.log()[-4000:]}")
 
 
-def test_a_backup_survives_a_restart_of_the_metadata_database(metadata, big_database, tmp_path):
+def test_a_backup_survives_a_restart_of_the_metadata_database(metadata, slow_dump_database, tmp_path):
     cluster, url, env = metadata
     worker = Worker(url, tmp_path / "worker.log").start()
     try:
-        first = start_backup(env, big_database, tmp_path / "local")
+        first = start_backup(env, slow_dump_database, tmp_path / "local")
         pg_dump = worker.wait_for_process("pg_dump", "--snapshot", timeout=60)[0]
         # The dump waits while the database it reports to goes down and comes back.
         os.kill(pg_dump, signal.SIGSTOP)
@@ -101,7 +114,7 @@ def test_a_backup_survives_a_restart_of_the_metadata_database(metadata, big_data
         assert files_under(tmp_path / "local") == sorted([key, key + ".manifest.json", key + ".manifest.json.globals"])
 
         # The worker keeps serving: the next backup runs too.
-        second = start_backup(env, big_database, tmp_path / "local")
+        second = start_backup(env, slow_dump_database, tmp_path / "local")
         assert wait_until_finished(cluster, second, worker)[:2] == ("succeeded", "")
         assert worker.alive()
     finally:
