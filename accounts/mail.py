@@ -9,6 +9,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.mail import send_mail
 
+from accounts import people
+
 log = logging.getLogger(__name__)
 
 INVITATION = (
@@ -30,7 +32,7 @@ def send_set_password_link(user: User, url: str, invitation: bool) -> str:
         site=settings.SITE_NAME,
         username=user.get_username(),
         url=url,
-        days=max(1, settings.PASSWORD_RESET_TIMEOUT // 86400),
+        days=people.link_lifetime_days(),
     )
     subject = f"Your {settings.SITE_NAME} account" if invitation else f"Your {settings.SITE_NAME} password"
     try:

@@ -9,6 +9,7 @@ right."""
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.contrib.auth.tokens import default_token_generator
 from django.db import transaction
@@ -166,6 +167,11 @@ def reactivate(actor: audit.Actor, user: User) -> None:
     user.is_active = True
     user.save(update_fields=["is_active"])
     audit.record(actor, "person.reactivate", user, {"username": user.get_username()})
+
+
+def link_lifetime_days() -> int:
+    """How long a set-password link works, in whole days, as pages and e-mails say it."""
+    return max(1, settings.PASSWORD_RESET_TIMEOUT // 86400)
 
 
 @transaction.atomic

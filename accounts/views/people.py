@@ -135,6 +135,6 @@ def password_reset(request: HttpRequest, pk: int) -> HttpResponse:
 def link_page(request: HttpRequest, person: User, invitation: bool) -> HttpResponse:
     url = request.build_absolute_uri(people.password_reset_path(request.user, person, invitation))
     not_sent = mail.send_set_password_link(person, url, invitation)
-    days = max(1, settings.PASSWORD_RESET_TIMEOUT // 86400)
+    days = people.link_lifetime_days()
     context = {"person": person, "url": url, "invitation": invitation, "not_sent": not_sent, "days": days}
     return render(request, "accounts/person_link.html", context)

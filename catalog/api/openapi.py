@@ -354,6 +354,18 @@ def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
+def page_parameters(things: str) -> list[dict[str, Any]]:
+    """limit and offset, as every listing takes them (catalog/api/views.py's paginate)."""
+    return [
+        query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"),
+        query(
+            "offset",
+            {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
+            f"how many matching {things} to skip",
+        ),
+    ]
+
+
 BACKUP_ID = {"name": "id", "in": "path", "required": True, "schema": ID, "description": "the backup's id"}
 
 
@@ -415,12 +427,7 @@ PATHS = {
                 ),
                 query("since", WHEN, "created at or after this moment (ISO 8601)"),
                 query("until", WHEN, "created before this moment (ISO 8601)"),
-                query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"),
-                query(
-                    "offset",
-                    {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0},
-                    "how many matching backups to skip",
-                ),
+                *page_parameters("backups"),
             ],
             "responses": responses(200, ref("BackupPage"), "One page of backups", 400),
         },
